@@ -1,0 +1,11 @@
+"""Qwen-family decoders in Flax NNX and their Hugging Face import / export."""
+
+from jaxlayer.models.config import ModelConfig, resolve_dtype
+from jaxlayer.models.hub import (from_pretrained, load_tokenizer, named_params, path_str,
+                                 save_pretrained)
+from jaxlayer.models.qwen import KVCache, Qwen
+from jaxlayer.models.sharding import batch_sharding, make_mesh
+
+__all__ = ["KVCache", "ModelConfig", "Qwen", "batch_sharding", "from_pretrained", "load_tokenizer",
+           "make_mesh",
+           "named_params", "path_str", "resolve_dtype", "save_pretrained"]

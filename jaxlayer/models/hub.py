@@ -1,0 +1,217 @@
+"""Load a Hugging Face checkpoint into a jaxlayer model, and write one back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from jaxlayer.models import hf_mapping, sharding
+from jaxlayer.models.config import ModelConfig, resolve_dtype
+from jaxlayer.models.qwen import Qwen
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
+                   "generation_config.json")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
+# Max tensor size per safetensors shard when saving (bytes).
+SHARD_BYTES = 2 * 1024**3
+
+
+def path_str(path: tuple) -> str:
+  """nnx state path ('layers', 3, 'attn', 'q_proj', 'kernel') -> 'layers.3.attn.q_proj.kernel'."""
+  return ".".join(str(p) for p in path)
+
+
+def named_params(model: nnx.Module) -> dict[str, jax.Array]:
+  """Every parameter of `model` by dotted path."""
+  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  return {path_str(path): var.get_value() for path, var in flat}
+
+
+def resolve_model_dir(path_or_hub_id: str | os.PathLike) -> Path:
+  """A local directory as is; otherwise a hub id fetched (or found in the HF cache)."""
+  path = Path(path_or_hub_id).expanduser()
+  if path.is_dir():
+    return path
+  name = str(path_or_hub_id)
+  looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+  if not looks_like_hub_id:
+    raise FileNotFoundError(
+        f"Model directory {name!r} does not exist. Pass a directory holding config.json and "
+        "model.safetensors, or a Hugging Face hub id such as 'Qwen/Qwen3-1.7B'.")
+  from huggingface_hub import snapshot_download
+
+  try:
+    return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
+  except Exception as err:  # offline, unknown repo, gated repo, ...
+    raise FileNotFoundError(
+        f"{name!r} is not a local directory and could not be fetched from the Hugging Face hub "
+        f"({type(err).__name__}: {err}). Download it first (`hf download {name} --local-dir DIR`) "
+        "and pass DIR.") from err
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+  if (model_dir / INDEX_FILE).is_file():
+    with open(model_dir / INDEX_FILE) as f:
+      weight_map = json.load(f)["weight_map"]
+    files = [model_dir / name for name in sorted(set(weight_map.values()))]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+      raise FileNotFoundError(f"{INDEX_FILE} names shards that are missing: {missing}.")
+    return files
+  if (model_dir / SINGLE_FILE).is_file():
+    return [model_dir / SINGLE_FILE]
+  others = sorted(p.name for p in model_dir.glob("*.bin")) + sorted(
+      p.name for p in model_dir.glob("*.pt"))
+  hint = (f" Found {others}: convert them to safetensors (transformers: "
+          "`model.save_pretrained(dir, safe_serialization=True)`)." if others else "")
+  raise FileNotFoundError(f"No weights in {model_dir}: expected {SINGLE_FILE} or {INDEX_FILE}.{hint}")
+
+
+def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
+  """Yields (jaxlayer path, numpy array in jaxlayer layout) for every tensor the model uses."""
+  for file in files:
+    with safe_open(file, framework="numpy") as f:
+      for name in f.keys():
+        mapped = hf_mapping.hf_to_jax_path(name)
+        if mapped is None or (cfg.tie_word_embeddings and name == "lm_head.weight"):
+          continue  # e.g. rotary inv_freq buffers, or a redundant copy of tied embeddings
+        path, transform = mapped
+        if path not in expected:
+          raise ValueError(
+              f"Checkpoint tensor {name!r} ({file.name}) has no place in a model with this "
+              f"config.json ({cfg.num_layers} layers, model_type {cfg.model_type!r}): the config "
+              "and the weights do not belong together.")
+        hf_shape = tuple(f.get_slice(name).get_shape())
+        want = expected[path].shape
+        want_hf = tuple(reversed(want)) if transform == hf_mapping.TRANSPOSE else want
+        if hf_shape != want_hf:
+          raise ValueError(
+              f"Tensor {name!r} has shape {hf_shape} but config.json implies {want_hf} "
+              f"(hidden {cfg.hidden_size}, heads {cfg.num_heads}/{cfg.num_kv_heads}, head_dim "
+              f"{cfg.head_dim}, intermediate {cfg.intermediate_size}, vocab {cfg.vocab_size}).")
+        array = hf_mapping.apply_transform(f.get_tensor(name), transform)
+        yield path, array
+
+
+def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",
+                    mesh: jax.sharding.Mesh | None = None) -> tuple[Qwen, ModelConfig]:
+  """Loads a Qwen2 / Qwen2.5 / Qwen3 checkpoint; places parameters on `mesh` when given."""
+  jnp_dtype = resolve_dtype(dtype)
+  model_dir = resolve_model_dir(path_or_hub_id)
+  if not (model_dir / "config.json").is_file():
+    raise FileNotFoundError(f"No config.json in {model_dir}: is this a Hugging Face model directory?")
+  cfg = dataclasses.replace(ModelConfig.from_json_file(model_dir / "config.json"),
+                            source_dir=str(model_dir))
+  files = _weight_files(model_dir)
+
+  abstract = nnx.eval_shape(lambda: Qwen(cfg, dtype=jnp_dtype, rngs=nnx.Rngs(0)))
+  graphdef, abstract_state = nnx.split(abstract)
+  flat = nnx.to_flat_state(abstract_state)
+  expected = {path_str(path): var.get_value() for path, var in flat}
+
+  loaded = {}
+  for path, array in _read_hf_tensors(files, cfg, expected):
+    target = expected[path]
+    where = (sharding.param_sharding(path, target.shape, mesh) if mesh is not None
+             else jax.devices()[0])
+    loaded[path] = jax.device_put(array.astype(target.dtype), where)
+  missing = sorted(set(expected) - set(loaded))
+  if missing:
+    hf_names = [hf_mapping.jax_to_hf_name(p)[0] for p in missing]
+    raise ValueError(f"Checkpoint in {model_dir} lacks tensors {hf_names[:8]}"
+                     f"{' ...' if len(hf_names) > 8 else ''} ({len(hf_names)} missing).")
+  for path, var in flat:
+    var.set_value(loaded[path_str(path)])
+  model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+  return model, cfg
+
+
+def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None = None,
+                    overwrite: bool = False) -> Path:
+  """Writes config.json, safetensors and (when the source had them) the tokenizer files.
+
+  Files are written to a temporary sibling directory and moved into place at the end, so an
+  interrupted save never leaves a half-written checkpoint; an existing checkpoint in `out_dir`
+  is replaced only with `overwrite=True`.
+  """
+  out_dir = Path(out_dir)
+  cfg = model.config
+  if cfg.source_dir and Path(cfg.source_dir).resolve() == out_dir.resolve():
+    raise ValueError(f"Refusing to write over the checkpoint the model was loaded from ({out_dir}); "
+                     "choose another output directory.")
+  if not overwrite and any((out_dir / n).exists() for n in ("config.json", SINGLE_FILE, INDEX_FILE)):
+    raise FileExistsError(f"{out_dir} already holds a checkpoint; pass overwrite=True "
+                          "(CLI: --overwrite) or choose another directory.")
+  target_dtype = resolve_dtype(dtype) if dtype is not None else model.dtype
+  tensors = {}
+  for path, value in named_params(model).items():
+    name, transform = hf_mapping.jax_to_hf_name(path)
+    array = np.asarray(jax.device_get(value)).astype(target_dtype)
+    tensors[name] = np.ascontiguousarray(hf_mapping.apply_transform(array, transform))
+
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+  try:
+    _write_safetensors(tensors, staging)
+    hf_config = dict(cfg.hf_config, dtype=np.dtype(target_dtype).name)
+    with open(staging / "config.json", "w") as f:
+      json.dump(hf_config, f, indent=2)
+    if cfg.source_dir:
+      for name in TOKENIZER_FILES:
+        if (Path(cfg.source_dir) / name).is_file():
+          shutil.copy2(Path(cfg.source_dir) / name, staging / name)
+    out_dir.mkdir(exist_ok=True)
+    for stale in [out_dir / SINGLE_FILE, out_dir / INDEX_FILE, *out_dir.glob("model-*.safetensors")]:
+      stale.unlink(missing_ok=True)
+    for file in staging.iterdir():
+      os.replace(file, out_dir / file.name)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return out_dir
+
+
+def _write_safetensors(tensors: dict[str, np.ndarray], out_dir: Path) -> None:
+  """One file, or shards of at most SHARD_BYTES plus an index, as transformers writes them."""
+  shards, current, size = [], {}, 0
+  for name, array in tensors.items():
+    if current and size + array.nbytes > SHARD_BYTES:
+      shards.append(current)
+      current, size = {}, 0
+    current[name] = array
+    size += array.nbytes
+  shards.append(current)
+  if len(shards) == 1:
+    save_file(shards[0], out_dir / SINGLE_FILE, metadata={"format": "pt"})
+    return
+  weight_map = {}
+  for k, shard in enumerate(shards, start=1):
+    file = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+    save_file(shard, out_dir / file, metadata={"format": "pt"})
+    weight_map.update({name: file for name in shard})
+  total = sum(a.nbytes for a in tensors.values())
+  with open(out_dir / INDEX_FILE, "w") as f:
+    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def load_tokenizer(path_or_hub_id: str | os.PathLike):
+  """The checkpoint's tokenizer (transformers `AutoTokenizer`), with a clear error if absent."""
+  from transformers import AutoTokenizer
+
+  model_dir = resolve_model_dir(path_or_hub_id)
+  if not any((model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+    raise FileNotFoundError(f"No tokenizer files (tokenizer.json or vocab.json) in {model_dir}: "
+                            "copy the tokenizer of the base model there.")
+  return AutoTokenizer.from_pretrained(model_dir)

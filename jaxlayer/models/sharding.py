@@ -1,0 +1,66 @@
+"""Partition rules: which mesh axis splits which dimension of each parameter.
+
+Mesh axes: "data" (batch only), "fsdp" (batch and parameter shards), "tensor" (heads / MLP
+width). A dimension that the mesh axis size does not divide stays replicated, so tiny models
+run on any mesh.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# (regex on the dotted parameter path, spec per dimension). First match wins.
+PARTITION_RULES = (
+    (r"embed\.embedding$", P("tensor", "fsdp")),  # [vocab, d_model]
+    (r"attn\.[qkv]_proj\.kernel$", P("fsdp", "tensor")),  # [d_model, heads*head_dim]
+    (r"attn\.[qkv]_proj\.bias$", P("tensor")),  # [heads*head_dim]
+    (r"attn\.o_proj\.kernel$", P("tensor", "fsdp")),  # [heads*head_dim, d_model]
+    (r"mlp\.(gate|up)_proj\.kernel$", P("fsdp", "tensor")),  # [d_model, mlp]
+    (r"mlp\.down_proj\.kernel$", P("tensor", "fsdp")),  # [mlp, d_model]
+    (r"lm_head\.kernel$", P("fsdp", "tensor")),  # [d_model, vocab]
+    (r"(norm|scale)", P()),  # RMSNorm scales: small, replicated
+)
+
+
+def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> Mesh:
+  """A ("data", "fsdp", "tensor") mesh; one axis may be -1 to take the remaining devices."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = [data, fsdp, tensor]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"At most one mesh axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}.")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"{len(devices)} devices do not split into mesh axes {sizes}.")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if int(np.prod(sizes)) != len(devices):
+    raise ValueError(
+        f"Mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs {int(np.prod(sizes))} "
+        f"devices but {len(devices)} are available.")
+  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def partition_spec(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
+  """The rule for `path`, with axes that do not divide their dimension dropped."""
+  for pattern, spec in PARTITION_RULES:
+    if re.search(pattern, path):
+      axes = tuple(spec) + (None,) * (len(shape) - len(spec))
+      return P(*(axis if axis is None or dim % mesh.shape[axis] == 0 else None
+                 for axis, dim in zip(axes, shape)))
+  raise KeyError(f"No partition rule for parameter {path!r}.")
+
+
+def param_sharding(path: str, shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, partition_spec(path, shape, mesh))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  """Leading (batch) dimension split over data and fsdp; the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES, *(None,) * (ndim - 1)))

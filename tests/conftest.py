@@ -1,0 +1,34 @@
+"""Shared test set-up: offline hub, 8 fake CPU devices, tiny random HF checkpoints."""
+
+import os
+
+# Both must be set before jax / transformers are imported anywhere.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tests import hf_fixtures  # noqa: E402
+
+
+def _checkpoint_with_tokenizer(directory, config):
+  hf_fixtures.save_random_checkpoint(directory, config)
+  hf_fixtures.save_byte_level_tokenizer(directory, vocab_size=config.vocab_size)
+  return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory):
+  """A random Qwen2 checkpoint (untied, GQA 4/2, biases perturbed) with a byte-level tokenizer."""
+  return _checkpoint_with_tokenizer(tmp_path_factory.mktemp("qwen2"),
+                                    hf_fixtures.tiny_config("qwen2", vocab_size=300))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory):
+  """A random Qwen3 checkpoint (tied, head_dim != hidden/heads, q/k norms perturbed)."""
+  return _checkpoint_with_tokenizer(
+      tmp_path_factory.mktemp("qwen3"),
+      hf_fixtures.tiny_config("qwen3", vocab_size=300, tie_word_embeddings=True))

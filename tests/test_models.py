@@ -1,0 +1,200 @@
+"""jaxlayer's Qwen decoder against transformers' PyTorch models (the reference)."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from jaxlayer import models
+from jaxlayer.models import sharding
+from tests import hf_fixtures
+
+# (model_type, overrides): tied / untied, GQA ratios 1, 2, 4, head_dim != hidden/heads, theta 1e4 / 1e6.
+PARITY_CASES = [
+    ("qwen2", dict(num_key_value_heads=2, rope_theta=1e4)),
+    ("qwen2", dict(num_key_value_heads=4, tie_word_embeddings=True, rope_theta=1e6)),
+    ("qwen2", dict(num_key_value_heads=1, head_dim=16, rope_theta=1e6)),
+    ("qwen3", dict(num_key_value_heads=2, head_dim=12, rope_theta=1e6)),
+    ("qwen3", dict(num_key_value_heads=1, head_dim=8, tie_word_embeddings=True, rope_theta=1e4)),
+    ("qwen3", dict(num_key_value_heads=4, head_dim=16, num_hidden_layers=3)),
+]
+
+LENGTHS = [9, 5, 1, 7]  # a batch of different lengths, left-padded to 9
+
+
+def _left_padded_batch(vocab: int, seed: int = 0):
+  rng = np.random.RandomState(seed)
+  seqs = [rng.randint(0, vocab, n) for n in LENGTHS]
+  width = max(LENGTHS)
+  ids = np.zeros((len(seqs), width), np.int32)
+  mask = np.zeros((len(seqs), width), np.int32)
+  for row, seq in enumerate(seqs):
+    ids[row, width - len(seq):] = seq
+    mask[row, width - len(seq):] = 1
+  return seqs, ids, mask
+
+
+def _torch_logits(hf_model, seq) -> np.ndarray:
+  with torch.no_grad():
+    return hf_model(torch.tensor(seq)[None]).logits[0].float().numpy()
+
+
+def _rel_err(a, b) -> float:
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("model_type,overrides", PARITY_CASES)
+def test_logits_match_transformers_on_left_padded_batch(tmp_path, model_type, overrides):
+  config = hf_fixtures.tiny_config(model_type, **overrides)
+  hf_model = hf_fixtures.random_hf_model(config)
+  hf_model.save_pretrained(tmp_path)
+  seqs, ids, mask = _left_padded_batch(config.vocab_size)
+  # The reference runs each sequence alone, unpadded.
+  reference = np.concatenate([_torch_logits(hf_model, s) for s in seqs])
+
+  for dtype, tolerance in [("float32", 1e-5), ("bfloat16", 2e-2)]:
+    model, cfg = models.from_pretrained(tmp_path, dtype=dtype)
+    logits = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
+    assert logits.shape == (*ids.shape, cfg.vocab_size) and logits.dtype == np.float32
+    real_tokens = logits[mask.astype(bool)]
+    assert _rel_err(real_tokens, reference) <= tolerance, dtype
+
+
+def test_config_reads_rope_theta_in_both_layouts():
+  base = hf_fixtures.tiny_config("qwen2").to_dict()
+  new_style = dict(base, rope_parameters={"rope_type": "default", "rope_theta": 12345.0})
+  new_style.pop("rope_theta", None)
+  old_style = {k: v for k, v in base.items() if k != "rope_parameters"}
+  old_style["rope_theta"] = 54321.0
+  assert models.ModelConfig.from_hf_dict(new_style).rope_theta == 12345.0
+  assert models.ModelConfig.from_hf_dict(old_style).rope_theta == 54321.0
+
+
+@pytest.mark.parametrize("model_type,tied", [("qwen2", False), ("qwen3", True)])
+def test_round_trip_through_save_pretrained(tmp_path, model_type, tied):
+  config = hf_fixtures.tiny_config(model_type, tie_word_embeddings=tied)
+  hf_model = hf_fixtures.random_hf_model(config)
+  hf_model.save_pretrained(tmp_path / "source")
+  (tmp_path / "source" / "tokenizer_config.json").write_text("{}")
+  model, _ = models.from_pretrained(tmp_path / "source")
+  models.save_pretrained(model, tmp_path / "export")
+
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+  assert (tmp_path / "export" / "tokenizer_config.json").is_file()
+  seq = np.arange(11) % config.vocab_size
+  np.testing.assert_allclose(_torch_logits(reloaded, seq), _torch_logits(hf_model, seq),
+                             rtol=1e-6, atol=1e-6)
+  n_jax = sum(int(np.prod(p.shape)) for p in models.named_params(model).values())
+  assert n_jax == sum(p.numel() for p in hf_model.parameters())
+
+
+def test_save_pretrained_protects_existing_checkpoints(tiny_qwen2_dir, tmp_path):
+  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  with pytest.raises(ValueError, match="loaded from"):
+    models.save_pretrained(model, tiny_qwen2_dir)
+  models.save_pretrained(model, tmp_path / "out")
+  before = (tmp_path / "out" / "model.safetensors").read_bytes()
+  with pytest.raises(FileExistsError, match="overwrite"):
+    models.save_pretrained(model, tmp_path / "out")
+  assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
+  models.save_pretrained(model, tmp_path / "out", overwrite=True)
+
+
+def test_loads_sharded_safetensors_index(tmp_path):
+  config = hf_fixtures.tiny_config("qwen2")
+  hf_model = hf_fixtures.random_hf_model(config)
+  hf_model.save_pretrained(tmp_path, max_shard_size="20KB")
+  assert (tmp_path / "model.safetensors.index.json").is_file()
+  model, _ = models.from_pretrained(tmp_path)
+  seq = np.arange(6)
+  logits = np.asarray(model(jnp.asarray(seq)[None]))[0]
+  assert _rel_err(logits, _torch_logits(hf_model, seq)) <= 1e-5
+
+
+def test_sharded_forward_on_2x4_mesh_equals_unsharded(tiny_qwen2_dir):
+  assert len(jax.devices()) == 8, "conftest sets --xla_force_host_platform_device_count=8"
+  mesh = models.make_mesh(data=1, fsdp=2, tensor=4)
+  sharded_model, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
+  plain_model, _ = models.from_pretrained(tiny_qwen2_dir)
+
+  q_kernel = sharded_model.layers[0].attn.q_proj.kernel[...]
+  assert q_kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+  assert len(q_kernel.addressable_shards) == 8
+
+  _, ids, mask = _left_padded_batch(300)
+  batch = [jax.device_put(jnp.asarray(x), models.batch_sharding(mesh)) for x in (ids, mask)]
+  with jax.set_mesh(mesh):
+    sharded = jax.jit(lambda m, i, a: m(i, a))(sharded_model, *batch)
+  plain = plain_model(jnp.asarray(ids), jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(sharded), np.asarray(plain), rtol=1e-5, atol=1e-5)
+
+
+def test_partition_spec_drops_axes_that_do_not_divide():
+  mesh = models.make_mesh(data=1, fsdp=2, tensor=4)
+  assert sharding.partition_spec("embed.embedding", (97, 32), mesh) == jax.sharding.PartitionSpec(
+      None, "fsdp")  # 97 rows do not split over 4 tensor shards
+  assert sharding.partition_spec("layers.0.mlp.down_proj.kernel", (64, 32), mesh) == (
+      jax.sharding.PartitionSpec("tensor", "fsdp"))
+  with pytest.raises(ValueError, match="needs 16 devices"):
+    models.make_mesh(data=2, fsdp=2, tensor=4)
+
+
+# ---- bad input ----
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    models.from_pretrained(tmp_path / "nope")
+
+
+def test_unreachable_hub_id_is_a_clear_error():
+  with pytest.raises(FileNotFoundError, match="could not be fetched"):
+    models.from_pretrained("no-such-org/no-such-model")
+
+
+def test_missing_config_or_weights(tiny_qwen2_dir, tmp_path):
+  no_config = tmp_path / "no_config"
+  shutil.copytree(tiny_qwen2_dir, no_config)
+  (no_config / "config.json").unlink()
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    models.from_pretrained(no_config)
+
+  no_weights = tmp_path / "no_weights"
+  shutil.copytree(tiny_qwen2_dir, no_weights)
+  (no_weights / "model.safetensors").unlink()
+  with pytest.raises(FileNotFoundError, match="model.safetensors"):
+    models.from_pretrained(no_weights)
+
+
+def _edit_config(src, dst, **changes):
+  shutil.copytree(src, dst)
+  config = json.loads((dst / "config.json").read_text())
+  config.update(changes)
+  (dst / "config.json").write_text(json.dumps(config))
+  return dst
+
+
+def test_unsupported_model_type_names_the_supported_ones(tiny_qwen2_dir, tmp_path):
+  with pytest.raises(ValueError, match=r"'gpt2'.*qwen2.*qwen3"):
+    models.from_pretrained(_edit_config(tiny_qwen2_dir, tmp_path / "gpt2", model_type="gpt2"))
+
+
+def test_shape_mismatch_names_the_tensor(tiny_qwen2_dir, tmp_path):
+  wrong = _edit_config(tiny_qwen2_dir, tmp_path / "wrong", intermediate_size=48)
+  with pytest.raises(ValueError, match=r"mlp\.\w+_proj\.weight.*shape"):
+    models.from_pretrained(wrong)
+
+
+def test_config_with_fewer_layers_than_weights(tiny_qwen2_dir, tmp_path):
+  wrong = _edit_config(tiny_qwen2_dir, tmp_path / "fewer", num_hidden_layers=1)
+  with pytest.raises(ValueError, match="do not belong together"):
+    models.from_pretrained(wrong)
+
+
+def test_unknown_dtype_lists_the_choices(tiny_qwen2_dir):
+  with pytest.raises(ValueError, match=r"'float16'.*float32.*bfloat16"):
+    models.from_pretrained(tiny_qwen2_dir, dtype="float16")
