@@ -1,0 +1,1 @@
+"""Layer-selective RL: selection, advantages, losses, the train step."""
