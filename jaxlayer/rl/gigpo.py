@@ -1,0 +1,118 @@
+"""GiGPO advantages: episode-level plus anchor-state step-level relative advantages.
+
+Feng et al. 2025, "Group-in-Group Policy Optimization for LLM Agent Training"
+(arXiv 2505.10978); reference code: verl-agent, gigpo/core_gigpo.py. For one group, the
+G trajectories of one task instance (same seed), each a list of (state_key, reward) steps:
+
+  episode return   R_i = sum_t r_t                                     (Eq. 3's R(tau_i))
+  episode adv.     A_E(i) = (R_i - mean_j R_j) / F                     (Eq. 3)
+  step return      R_t = sum_{k >= t} gamma^(k - t) r_k                (Eq. 5)
+  anchor group     all steps of the group taken in the same state,     (Eq. 6)
+                   repeats within one trajectory included
+  step adv.        A_S(i, t) = (R_t - mean_group R) / F_group          (Eq. 7)
+  combined         A(i, t) = A_E(i) + omega * A_S(i, t)                (Eq. 8)
+
+F = std + epsilon for normalize="std" (the reference's "mean_std_norm"), 1 for "none"
+("mean_norm"). As in the reference: std with Bessel's correction (torch.std), epsilon 1e-6
+added to the std, a state seen once gets step advantage 0.
+Where this differs from the reference, on purpose:
+- the episode mean and std are over the G returns, one per trajectory, as in the paper's
+  Eq. 3; the reference's default (compute_mean_std_cross_steps=True) takes them over step
+  rows, weighting each trajectory by its number of steps;
+- a group of one trajectory gets episode advantage 0 (the reference returns R itself);
+- values that are all equal give exactly 0 (the reference: 0 up to float rounding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+NORMALIZATIONS = ("std", "none")
+EPSILON = 1e-6  # added to the std, as in verl-agent
+
+
+@dataclasses.dataclass(frozen=True)
+class GiGPOAdvantages:
+  """Advantages of one group; step-level lists hold one array per trajectory."""
+
+  episode: np.ndarray  # [G] A_E per trajectory
+  step: list[np.ndarray]  # G x [T_i] A_S per step
+  combined: list[np.ndarray]  # G x [T_i] A_E + omega * A_S: the advantage to train on
+  anchor_group_sizes: list[int]  # size of each anchor-state group (for logging)
+
+
+def _check_normalize(normalize: str) -> None:
+  if normalize not in NORMALIZATIONS:
+    raise ValueError(f"unknown GiGPO normalization {normalize!r}; use one of {NORMALIZATIONS}")
+
+
+def relative_advantages(values: np.ndarray, normalize: str = "std",
+                        epsilon: float = EPSILON) -> np.ndarray:
+  """(values - mean) / (std + epsilon), or values - mean; 0 for one value or equal values."""
+  _check_normalize(normalize)
+  values = np.asarray(values, np.float64)  # [n]
+  if values.size < 2 or np.all(values == values[0]):
+    return np.zeros_like(values)
+  centred = values - values.mean()
+  if normalize == "none":
+    return centred
+  return centred / (values.std(ddof=1) + epsilon)
+
+
+def discounted_returns(rewards: Sequence[float], gamma: float) -> np.ndarray:
+  """R_t = r_t + gamma * R_{t+1} for one trajectory; returns [T]."""
+  returns = np.zeros(len(rewards), np.float64)  # [T]
+  running = 0.0
+  for t in reversed(range(len(rewards))):
+    running = rewards[t] + gamma * running
+    returns[t] = running
+  return returns
+
+
+def gigpo_advantages(trajectories: Sequence[Sequence[tuple[Hashable, float]]], *,
+                     gamma: float = 0.95, omega: float = 1.0, normalize: str = "std",
+                     epsilon: float = EPSILON) -> GiGPOAdvantages:
+  """GiGPO advantages of one group of trajectories of the same task instance.
+
+  trajectories: G lists of (state_key, reward): the state each action was taken in
+  (hashable; equal keys = the same state) and the reward that action got. A trajectory
+  may be empty (an episode that failed at reset).
+  """
+  _check_normalize(normalize)
+  if not 0.0 <= gamma <= 1.0:
+    raise ValueError(f"GiGPO gamma must be in [0, 1], got {gamma}")
+  if not math.isfinite(omega):
+    raise ValueError(f"GiGPO omega must be finite, got {omega}")
+  if not trajectories:
+    raise ValueError("GiGPO needs at least one trajectory in the group")
+  rewards = []
+  for i, trajectory in enumerate(trajectories):
+    for t, (key, reward) in enumerate(trajectory):
+      try:
+        hash(key)
+      except TypeError:
+        raise TypeError(f"trajectory {i}, step {t}: state_key of type {type(key).__name__} is "
+                        "not hashable; use a tuple or a string") from None
+      if not math.isfinite(reward):
+        raise ValueError(f"trajectory {i}, step {t}: reward {reward} is not finite")
+    rewards.append([float(reward) for _, reward in trajectory])
+
+  episode = relative_advantages(np.array([sum(r) for r in rewards]), normalize, epsilon)  # [G]
+  step_returns = [discounted_returns(r, gamma) for r in rewards]  # G x [T_i]
+  anchor_groups: dict[Hashable, list[tuple[int, int]]] = defaultdict(list)
+  for i, trajectory in enumerate(trajectories):
+    for t, (key, _) in enumerate(trajectory):
+      anchor_groups[key].append((i, t))
+  step = [np.zeros(len(r), np.float64) for r in rewards]  # G x [T_i]
+  for members in anchor_groups.values():
+    group_returns = np.array([step_returns[i][t] for i, t in members])  # [n]
+    for (i, t), advantage in zip(members, relative_advantages(group_returns, normalize, epsilon)):
+      step[i][t] = advantage
+  combined = [episode[i] + omega * step[i] for i in range(len(rewards))]
+  return GiGPOAdvantages(episode=episode, step=step, combined=combined,
+                         anchor_group_sizes=[len(m) for m in anchor_groups.values()])
