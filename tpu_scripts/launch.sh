@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Launches `jaxlayer train` or `jaxlayer sweep` on every worker of a TPU VM, in the background.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+USAGE="usage: $SCRIPT train|sweep --config FILE[:ARG] --zone ZONE [--config.KEY=VALUE ...] [--env NAME=VALUE ...] [--run-name NAME] [options]
+
+Copies the config file to every worker, then starts the same jaxlayer command on all of
+them (--worker=all). On a multi-host slice jaxlayer joins the hosts itself
+(jax.distributed.initialize); paths in the config are read on the workers, so point data and
+outputs at something every worker can reach (a gs:// bucket) or that each worker has.
+The run goes on after this script returns; each worker writes its own log,
+REMOTE_DIR/logs/RUN_NAME-<worker hostname>.log: follow it with logs.sh --follow.
+
+  train | sweep        the jaxlayer command to run
+  --config FILE[:ARG]  ml_collections config file (ARG is passed to its get_config)
+  --config.KEY=VALUE   a config override, passed through unchanged (repeatable)
+  --env NAME=VALUE     an environment variable for the run (repeatable), e.g. HF_TOKEN=...
+  --run-name NAME      names the log files [default: COMMAND-YYYYmmdd-HHMMSS]
+
+example: $SCRIPT train --zone us-west4-a --config configs/grpo_arithmetic.py --config.rl.learning_rate=1e-5"
+
+COMMAND=""
+CONFIG=""
+RUN_NAME=""
+OVERRIDES=()
+ENV_VARS=()
+
+script_flag() {
+  case "$1" in
+    train | sweep)
+      [[ -z "$COMMAND" ]] || die "two commands given ('$COMMAND' and '$1'): give one of train, sweep"
+      COMMAND="$1" && CONSUMED=1
+      ;;
+    --config) take_value CONFIG "$@" ;;
+    --config.*=*) OVERRIDES+=("$1") && CONSUMED=1 ;;
+    --config.*) die "override '$1' has no value: write it as $1=VALUE" ;;
+    --env)
+      need_value "$@"
+      [[ "$2" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env takes NAME=VALUE, got '$2'"
+      ENV_VARS+=("$2") && CONSUMED=2
+      ;;
+    --run-name) take_value RUN_NAME "$@" ;;
+    *) return 1 ;;
+  esac
+}
+
+parse_args "$@"
+[[ -n "$COMMAND" ]] || die "no command given: $SCRIPT train ... or $SCRIPT sweep ... (see $SCRIPT --help)"
+[[ -n "$CONFIG" ]] || die "no config given: pass --config FILE, e.g. --config configs/grpo_arithmetic.py"
+RUN_NAME="${RUN_NAME:-$COMMAND-$(date +%Y%m%d-%H%M%S)}"
+[[ "$RUN_NAME" =~ ^[A-Za-z0-9._-]+$ ]] || die "--run-name may hold only letters, digits, '.', '_' and '-', got '$RUN_NAME'"
+
+# FILE:ARG is ml_collections' way to pass ARG to get_config; split it off to copy FILE.
+config_file="$CONFIG"
+config_arg=""
+if [[ ! -f "$config_file" && "$CONFIG" == *:* && -f "${CONFIG%:*}" ]]; then
+  config_file="${CONFIG%:*}"
+  config_arg=":${CONFIG##*:}"
+fi
+[[ -f "$config_file" ]] || die "config file not found: '$config_file'"
+config_name="$(basename "$config_file")"
+remote_config="$REMOTE_DIR/configs/${config_name//[^A-Za-z0-9._-]/_}"
+log="$(shell_quote "$REMOTE_DIR/logs/$RUN_NAME")-\"\$(hostname)\".log"
+pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
+jaxlayer_command="$(quote_command env ${ENV_VARS[@]+"${ENV_VARS[@]}"} "$VENV/bin/jaxlayer" "$COMMAND" \
+  --config "$remote_config$config_arg" ${OVERRIDES[@]+"${OVERRIDES[@]}"})"
+
+ssh_workers all "mkdir -p $(shell_quote "$REMOTE_DIR/configs") $(shell_quote "$REMOTE_DIR/logs")"
+scp_to_all_workers "$config_file" "$remote_config"
+ssh_workers all "if $(remote_run_is_alive); then echo \"a jaxlayer run is still going on \$(hostname) (pid \$(cat $pid_file)): stop it with stop.sh first\" >&2; exit 1; fi; \
+nohup $jaxlayer_command > $log 2>&1 < /dev/null & echo \$! > $pid_file; echo \"\$(hostname): started, log in \"$log"
+note "logs: $(next_step logs.sh --follow)  (add --worker N for another worker)"
+note "stop: $(next_step stop.sh)"
