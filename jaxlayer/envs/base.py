@@ -1,0 +1,47 @@
+"""The multi-turn environment interface: text in, text out, plus an anchor state for GiGPO."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Hashable
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+  """What one `Env.step` returns.
+
+  success: True on the step that completes the task (the episode's success, for success
+  rates); reward may also be positive on steps that do not complete it.
+  """
+
+  observation: str
+  reward: float
+  done: bool
+  success: bool = False
+
+
+class Env(abc.ABC):
+  """A text environment for one episode at a time.
+
+  A rollout builds one instance per trajectory (instances hold the episode's state), calls
+  `reset(seed)` once, then alternates `state_key()` (the state the next action is taken in)
+  and `step(action_text)` until `done`. The same seed gives the same start, so the G
+  trajectories of a GiGPO group start alike and their states recur across trajectories.
+  """
+
+  name: str = ""
+  # Shown to the agent once, before the first observation (the rules and the action format).
+  instructions: str = ""
+
+  @abc.abstractmethod
+  def reset(self, seed: int) -> str:
+    """Start a new episode, deterministic in seed; returns the first observation."""
+
+  @abc.abstractmethod
+  def step(self, action_text: str) -> StepResult:
+    """Apply the agent's raw text (unparseable text is an invalid action, never an error)."""
+
+  @abc.abstractmethod
+  def state_key(self) -> Hashable:
+    """The current state as a hashable key: equal keys = the same state (GiGPO anchor)."""

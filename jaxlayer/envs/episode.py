@@ -1,0 +1,219 @@
+"""Playing episodes safely: a broken environment ends its episode with a report, never the run.
+
+`SafeEpisode` drives one `Env` through one episode. Every call into the environment is
+checked: an exception, a malformed `StepResult` (wrong type, a field of the wrong type, a
+non-finite reward), an unhashable state key or a call that takes longer than
+`step_timeout_s` ends the episode with `finish_reason == "env_error"` and the cause in
+`error` (and a logged warning). An environment that never says `done` is cut at `max_turns`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import numbers
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxlayer.envs.base import Env, StepResult
+
+logger = logging.getLogger(__name__)
+
+FINISH_DONE = "done"  # the environment said done
+FINISH_TURN_LIMIT = "turn_limit"  # max_turns steps without done
+FINISH_ENV_ERROR = "env_error"  # the environment failed; see Episode.error
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+  """One action and the environment's answer to it."""
+
+  state_key: Hashable  # the anchor state the action was taken in
+  action: str  # the agent's raw text
+  observation: str  # the reply ("" when the step failed)
+  reward: float
+
+
+@dataclasses.dataclass
+class Episode:
+  """The record of one episode; `finish_reason` is None while it runs."""
+
+  seed: int
+  first_observation: str = ""
+  turns: list[Turn] = dataclasses.field(default_factory=list)
+  finish_reason: str | None = None
+  error: str | None = None
+  success: bool = False
+
+  @property
+  def total_reward(self) -> float:
+    return sum(turn.reward for turn in self.turns)
+
+  @property
+  def gigpo_steps(self) -> list[tuple[Hashable, float]]:
+    """(state_key, reward) per turn: one trajectory for `jaxlayer.rl.gigpo`."""
+    return [(turn.state_key, turn.reward) for turn in self.turns]
+
+
+class _EnvFailure(Exception):
+  """An environment call failed; the message says how."""
+
+
+def _call(fn: Callable[[], Any], what: str, timeout_s: float | None) -> Any:
+  """fn(), with its exception or overrun turned into _EnvFailure naming `what`.
+
+  With a timeout the call runs in a daemon thread; a call that overruns is abandoned (a
+  thread cannot be killed), so its environment must not be used again.
+  """
+  if timeout_s is None:
+    try:
+      return fn()
+    except Exception as err:  # noqa: BLE001 -- any environment bug ends only its episode
+      raise _EnvFailure(f"{what} raised {type(err).__name__}: {err}") from err
+  outcome: dict[str, Any] = {}
+
+  def target():
+    try:
+      outcome["value"] = fn()
+    except BaseException as err:  # noqa: BLE001 -- reported to the calling thread
+      outcome["error"] = err
+
+  thread = threading.Thread(target=target, name=f"env-{what}", daemon=True)
+  thread.start()
+  thread.join(timeout_s)
+  if thread.is_alive():
+    raise _EnvFailure(f"{what} did not return within step_timeout_s={timeout_s} s")
+  if "error" in outcome:
+    err = outcome["error"]
+    raise _EnvFailure(f"{what} raised {type(err).__name__}: {err}") from err
+  return outcome["value"]
+
+
+def _check_step_result(result: Any) -> StepResult:
+  """The result itself when it is a well-formed StepResult, else _EnvFailure saying why."""
+  if not isinstance(result, StepResult):
+    raise _EnvFailure(f"step() returned {type(result).__name__}, expected "
+                      "StepResult(observation: str, reward: float, done: bool)")
+  if not isinstance(result.observation, str):
+    raise _EnvFailure(
+        f"step() returned observation of type {type(result.observation).__name__}, expected str")
+  if not isinstance(result.reward, numbers.Real) or isinstance(result.reward, bool):
+    raise _EnvFailure(
+        f"step() returned reward of type {type(result.reward).__name__}, expected a float")
+  if not math.isfinite(result.reward):
+    raise _EnvFailure(f"step() returned a non-finite reward ({result.reward})")
+  for field in ("done", "success"):
+    value = getattr(result, field)
+    if not isinstance(value, (bool, np.bool_)):
+      raise _EnvFailure(f"step() returned {field} of type {type(value).__name__}, expected bool")
+  return result
+
+
+def _check_state_key(key: Any) -> Hashable:
+  try:
+    hash(key)
+  except TypeError as err:
+    raise _EnvFailure(f"state_key() returned an unhashable {type(key).__name__}") from err
+  return key
+
+
+class SafeEpisode:
+  """One episode of `env` from `seed`, resetting on construction; never raises for env bugs.
+
+  Loop: while not `done`: show `observation` to the agent, pass its reply to `step`.
+  The finished record is `episode`. After an "env_error" the env object may be in any
+  state (a timed-out call may even still be running): build a fresh one for the next
+  episode.
+  """
+
+  def __init__(self, env: Env, seed: int, *, max_turns: int,
+               step_timeout_s: float | None = 60.0):
+    if max_turns < 1:
+      raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+    if step_timeout_s is not None and not step_timeout_s > 0:
+      raise ValueError(f"step_timeout_s must be positive or None, got {step_timeout_s}")
+    self.env = env
+    self.max_turns = max_turns
+    self.step_timeout_s = step_timeout_s
+    self.episode = Episode(seed=seed)
+    self.observation = ""  # what the agent sees next
+    self._state_key: Hashable = None
+    try:
+      observation = _call(lambda: env.reset(seed), "reset()", step_timeout_s)
+      if not isinstance(observation, str):
+        raise _EnvFailure(f"reset() returned {type(observation).__name__}, expected str")
+      self.episode.first_observation = self.observation = observation
+      self._state_key = self._read_state_key()
+    except _EnvFailure as failure:
+      self._fail(failure)
+
+  @property
+  def done(self) -> bool:
+    return self.episode.finish_reason is not None
+
+  def step(self, action_text: str) -> Turn:
+    """Play the agent's reply; returns the recorded turn (reward 0 when the step failed)."""
+    if self.done:
+      raise RuntimeError(f"the episode is finished ({self.episode.finish_reason}); "
+                         "start a new SafeEpisode")
+    if not isinstance(action_text, str):
+      raise TypeError(f"action_text must be a str, got {type(action_text).__name__}")
+    try:
+      result = _check_step_result(
+          _call(lambda: self.env.step(action_text), "step()", self.step_timeout_s))
+    except _EnvFailure as failure:
+      turn = Turn(self._state_key, action_text, "", 0.0)
+      self.episode.turns.append(turn)
+      self._fail(failure)
+      return turn
+    turn = Turn(self._state_key, action_text, result.observation, float(result.reward))
+    self.episode.turns.append(turn)
+    self.observation = result.observation
+    self.episode.success = self.episode.success or bool(result.success)
+    if result.done:
+      self.episode.finish_reason = FINISH_DONE
+    elif len(self.episode.turns) >= self.max_turns:
+      self.episode.finish_reason = FINISH_TURN_LIMIT
+    else:
+      try:
+        self._state_key = self._read_state_key()
+      except _EnvFailure as failure:
+        self._fail(failure)
+    return turn
+
+  def _read_state_key(self) -> Hashable:
+    return _check_state_key(_call(lambda: self.env.state_key(), "state_key()", self.step_timeout_s))
+
+  def _fail(self, failure: _EnvFailure) -> None:
+    self.episode.finish_reason = FINISH_ENV_ERROR
+    self.episode.error = str(failure)
+    logger.warning("environment %r, seed %s: episode ended after %d turns: %s",
+                   getattr(self.env, "name", type(self.env).__name__), self.episode.seed,
+                   len(self.episode.turns), failure)
+
+
+def run_episode(env: Env, policy: Callable[[str], str], seed: int, *, max_turns: int,
+                step_timeout_s: float | None = 60.0) -> Episode:
+  """Play one episode with `policy` (latest observation -> reply text); returns its record."""
+  play = SafeEpisode(env, seed, max_turns=max_turns, step_timeout_s=step_timeout_s)
+  while not play.done:
+    play.step(policy(play.observation))
+  return play.episode
+
+
+def summarize(episodes: Sequence[Episode]) -> dict[str, float]:
+  """Metrics over finished episodes: success rate, mean return and turns, finish reasons."""
+  if not episodes:
+    raise ValueError("summarize() needs at least one episode")
+  count = len(episodes)
+  return {
+      "success_rate": sum(episode.success for episode in episodes) / count,
+      "mean_return": sum(episode.total_reward for episode in episodes) / count,
+      "mean_turns": sum(len(episode.turns) for episode in episodes) / count,
+      "turn_limit_rate": sum(e.finish_reason == FINISH_TURN_LIMIT for e in episodes) / count,
+      "env_error_rate": sum(e.finish_reason == FINISH_ENV_ERROR for e in episodes) / count,
+  }

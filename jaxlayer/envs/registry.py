@@ -1,0 +1,24 @@
+"""Environments by name: `get_env("gridworld", size=3)`. Adding one is one line in ENVS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jaxlayer.envs.base import Env
+from jaxlayer.envs.external import alfworld_env
+from jaxlayer.envs.gridworld import GridWorld
+
+ENVS: dict[str, Callable[..., Env]] = {
+    "gridworld": GridWorld,
+    "alfworld": alfworld_env,
+}
+
+
+def get_env(name: str, **options) -> Env:
+  """A new environment instance (one per trajectory: instances hold the episode state)."""
+  if name not in ENVS:
+    raise ValueError(f"unknown environment {name!r}; known environments: {', '.join(sorted(ENVS))}")
+  try:
+    return ENVS[name](**options)
+  except TypeError as err:
+    raise TypeError(f"bad options for environment {name!r}: {err}") from err

@@ -1,0 +1,362 @@
+"""The environment interface, the grid world, the safe episode runner and the adapters."""
+
+import importlib.util
+import math
+import random
+import sys
+import threading
+import types
+
+import numpy as np
+import pytest
+
+from jaxlayer.envs import (Env, GridWorld, GymTextEnv, SafeEpisode, StepResult, get_env,
+                           run_episode, summarize)
+from jaxlayer.envs.gridworld import parse_action
+from jaxlayer.rl.gigpo import gigpo_advantages
+
+
+def toward_goal(observation: str) -> str:
+  """The shortest-path move read from "pos x,y goal gx,gy"."""
+  words = observation.split()
+  x, y = map(int, words[words.index("pos") + 1].split(","))
+  goal_x, goal_y = map(int, words[words.index("goal") + 1].split(","))
+  if x != goal_x:
+    return "east" if goal_x > x else "west"
+  return "north" if goal_y > y else "south"
+
+
+# --- grid world ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, move", [
+    ("north", (0, 1)), ("Go East.", (1, 0)), ("  WEST  ", (-1, 0)), ("s", (0, -1)),
+    ("n\nsouth", (0, 1)), ("east, then north", (1, 0)),
+    ("northeast", None), ("I go north", None), ("", None), ("\nnorth", None), ("go", None),
+    ("上", None), ("4", None),
+])
+def test_parse_action(text, move):
+  assert parse_action(text) == move
+
+
+def test_same_seed_same_episode_and_seeds_vary_the_layout():
+  actions = ["east", "north", "nonsense", "west", "south", "north"]
+  runs = []
+  for _ in range(2):
+    env = GridWorld(size=4, max_turns=6, max_goal_distance=3)
+    trace = [env.reset(seed=7), env.state_key()]
+    for action in actions:
+      result = env.step(action)
+      trace.append(result)
+      if result.done:
+        break
+      trace.append(env.state_key())
+    runs.append(trace)
+  assert runs[0] == runs[1]
+  env = GridWorld()
+  assert len({env.reset(seed) for seed in range(30)}) > 10
+
+
+def test_layout_goal_within_reach_and_observations_short():
+  env = GridWorld(size=3, max_goal_distance=2)
+  for seed in range(50):
+    observation = env.reset(seed)
+    x, y, goal_x, goal_y = env.state_key()
+    assert 1 <= abs(x - goal_x) + abs(y - goal_y) <= 2
+    assert observation == f"pos {x},{y} goal {goal_x},{goal_y}"
+    assert all(0 <= value < 3 for value in (x, y, goal_x, goal_y))
+
+
+def test_moves_walls_invalid_actions_and_goal():
+  env = GridWorld(size=3, max_turns=10)
+  seed = next(s for s in range(10_000) if env.reset(s) == "pos 0,0 goal 1,1")
+  env.reset(seed)
+  assert env.step("west") == StepResult("wall pos 0,0 goal 1,1", 0.0, False)
+  assert env.step("dance") == StepResult("invalid action pos 0,0 goal 1,1", -0.1, False)
+  assert env.step("x" * 100_000).observation.startswith("invalid action")
+  assert env.step("north") == StepResult("pos 0,1 goal 1,1", 0.0, False)
+  assert env.state_key() == (0, 1, 1, 1)
+  assert env.step("e") == StepResult("goal reached", 1.0, True, success=True)
+  with pytest.raises(RuntimeError, match="call reset"):
+    env.step("north")
+
+
+def test_turn_limit_is_respected():
+  env = GridWorld(max_turns=3)
+  env.reset(0)
+  results = [env.step("nonsense") for _ in range(3)]
+  assert [r.done for r in results] == [False, False, True]
+  assert results[-1].observation.startswith("out of turns")
+  assert [r.reward for r in results] == [-0.1, -0.1, -0.1]
+  # The runner's own limit cuts the episode earlier.
+  episode = run_episode(GridWorld(max_turns=50), lambda _: "nonsense", 0, max_turns=4)
+  assert (len(episode.turns), episode.finish_reason, episode.success) == (4, "turn_limit", False)
+  assert episode.total_reward == pytest.approx(-0.4)
+
+
+def test_shortest_path_policy_always_succeeds():
+  episodes = [run_episode(GridWorld(), toward_goal, seed, max_turns=6) for seed in range(40)]
+  assert all(e.success and e.finish_reason == "done" for e in episodes)
+  for episode in episodes:
+    x, y, goal_x, goal_y = episode.turns[0].state_key
+    assert len(episode.turns) == abs(x - goal_x) + abs(y - goal_y)
+    assert episode.total_reward == 1.0
+
+
+def test_bad_grid_options_are_named():
+  with pytest.raises(ValueError, match="size must be at least 2"):
+    GridWorld(size=1)
+  with pytest.raises(ValueError, match=r"max_goal_distance must be in \[1, 4\]"):
+    GridWorld(size=3, max_goal_distance=5)
+  with pytest.raises(ValueError, match="max_turns"):
+    GridWorld(max_turns=0)
+  with pytest.raises(TypeError, match="seed must be an int"):
+    GridWorld().reset("0")
+
+
+def test_states_recur_across_a_group_and_feed_gigpo():
+  # One group: 8 trajectories from the same seed. A random policy revisits states across
+  # trajectories, so anchor groups larger than one exist.
+  rng = random.Random(0)
+  group = [run_episode(GridWorld(), lambda _: rng.choice(["north", "south", "east", "west"]),
+                       3, max_turns=6) for _ in range(8)]
+  assert len({episode.turns[0].state_key for episode in group}) == 1
+  result = gigpo_advantages([episode.gigpo_steps for episode in group])
+  assert max(result.anchor_group_sizes) >= 8
+  assert [len(a) for a in result.combined] == [len(e.turns) for e in group]
+  # At the shared start state a step toward the goal beats a step away from it.
+  start = group[0].first_observation
+  toward = run_episode(GridWorld(), toward_goal, 3, max_turns=6)
+  away = run_episode(GridWorld(), lambda obs: {"north": "south", "south": "north", "east": "west",
+                                               "west": "east"}[toward_goal(obs)], 3, max_turns=6)
+  assert start == toward.first_observation
+  result = gigpo_advantages([toward.gigpo_steps, away.gigpo_steps])
+  assert result.step[0][0] > 0 > result.step[1][0]
+
+
+def test_summarize():
+  good = run_episode(GridWorld(), toward_goal, 0, max_turns=6)
+  bad = run_episode(GridWorld(), lambda _: "?", 0, max_turns=2)
+  broken = run_episode(BrokenEnv("raise", at_turn=1), toward_goal, 0, max_turns=6)
+  metrics = summarize([good, bad, broken])
+  assert metrics["success_rate"] == pytest.approx(1 / 3)
+  assert metrics["mean_return"] == pytest.approx((1.0 - 0.2 + 0.0) / 3)
+  assert metrics["mean_turns"] == pytest.approx((len(good.turns) + 2 + 1) / 3)
+  assert metrics["turn_limit_rate"] == pytest.approx(1 / 3)
+  assert metrics["env_error_rate"] == pytest.approx(1 / 3)
+
+
+# --- broken environments: the episode ends and is reported, the run goes on ----------------
+
+class BrokenEnv(Env):
+  """A grid world that misbehaves in one way from turn `at_turn` on (0: at reset)."""
+
+  name = "broken"
+
+  def __init__(self, fault: str, at_turn: int = 1, release: threading.Event | None = None):
+    self.fault = fault
+    self.at_turn = at_turn
+    self.release = release
+    self.inner = GridWorld(max_turns=20)
+    self.turns = 0
+
+  def reset(self, seed):
+    if self.at_turn == 0 and self.fault == "raise":
+      raise OSError("simulator crashed")
+    if self.at_turn == 0 and self.fault == "malformed":
+      return None
+    return self.inner.reset(seed)
+
+  def step(self, action_text):
+    self.turns += 1
+    result = self.inner.step(action_text)
+    if self.turns < self.at_turn or self.fault == "unhashable_key":
+      return result
+    if self.fault == "raise":
+      raise ValueError("boom")
+    if self.fault == "hang":
+      self.release.wait()
+    if self.fault == "never_done":
+      return StepResult("pos ? goal ?", 0.0, False)
+    return {
+        "tuple": ("obs", 0.0, False),
+        "observation": StepResult(None, 0.0, False),
+        "reward_str": StepResult("obs", "1.0", False),
+        "reward_nan": StepResult("obs", math.nan, False),
+        "reward_inf": StepResult("obs", -math.inf, True),
+        "done_str": StepResult("obs", 0.0, "yes"),
+    }[self.fault]
+
+  def state_key(self):
+    if self.fault == "unhashable_key" and self.turns >= self.at_turn:
+      return ["not", "hashable"]
+    return self.inner.state_key()
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("raise", "step() raised ValueError: boom"),
+    ("tuple", "step() returned tuple, expected StepResult"),
+    ("observation", "observation of type NoneType, expected str"),
+    ("reward_str", "reward of type str, expected a float"),
+    ("reward_nan", "non-finite reward (nan)"),
+    ("reward_inf", "non-finite reward (-inf)"),
+    ("done_str", "done of type str, expected bool"),
+    ("unhashable_key", "state_key() returned an unhashable list"),
+])
+def test_broken_step_ends_the_episode_with_a_report(fault, message, caplog):
+  episodes = [run_episode(env, lambda _: "nonsense", seed=0, max_turns=4)
+              for env in (GridWorld(), BrokenEnv(fault, at_turn=2), GridWorld())]
+  healthy, broken, after = episodes
+  assert broken.finish_reason == "env_error"
+  assert message in broken.error
+  assert message in caplog.text
+  assert len(broken.turns) == 2  # the failing turn is recorded
+  if fault != "unhashable_key":  # that fault comes after a good step
+    assert broken.turns[-1].reward == 0.0 and broken.turns[-1].observation == ""
+  # The episodes around it ran normally.
+  assert healthy.error is None and after.error is None
+  assert healthy.finish_reason == after.finish_reason == "turn_limit"
+  assert [t.state_key for t in healthy.turns] == [t.state_key for t in after.turns]
+  # GiGPO takes the broken trajectory's recorded steps like any other.
+  gigpo_advantages([e.gigpo_steps for e in episodes])
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("raise", "reset() raised OSError: simulator crashed"),
+    ("malformed", "reset() returned NoneType, expected str"),
+])
+def test_broken_reset_ends_the_episode_with_a_report(fault, message):
+  play = SafeEpisode(BrokenEnv(fault, at_turn=0), 0, max_turns=6)
+  assert play.done and play.episode.finish_reason == "env_error"
+  assert message in play.episode.error
+  assert play.episode.turns == []
+  with pytest.raises(RuntimeError, match="episode is finished"):
+    play.step("north")
+
+
+def test_env_that_never_ends_is_cut_at_the_turn_limit():
+  episode = run_episode(BrokenEnv("never_done", at_turn=1), lambda _: "north", 0, max_turns=5)
+  assert (episode.finish_reason, len(episode.turns), episode.error) == ("turn_limit", 5, None)
+
+
+def test_env_step_that_hangs_is_abandoned_after_the_timeout():
+  release = threading.Event()
+  try:
+    plays = [SafeEpisode(env, 0, max_turns=4, step_timeout_s=0.2)
+             for env in (BrokenEnv("hang", at_turn=2, release=release), GridWorld())]
+    while not all(play.done for play in plays):
+      for play in plays:
+        if not play.done:
+          play.step("nonsense")
+    hung, healthy = (play.episode for play in plays)
+    assert hung.finish_reason == "env_error"
+    assert "step() did not return within step_timeout_s=0.2 s" in hung.error
+    assert len(hung.turns) == 2
+    assert healthy.finish_reason == "turn_limit" and len(healthy.turns) == 4
+  finally:
+    release.set()
+
+
+def test_caller_errors_are_raised_not_swallowed():
+  play = SafeEpisode(GridWorld(), 0, max_turns=3)
+  with pytest.raises(TypeError, match="action_text must be a str"):
+    play.step(None)
+  with pytest.raises(ValueError, match="max_turns must be at least 1"):
+    SafeEpisode(GridWorld(), 0, max_turns=0)
+
+
+# --- registry and adapters -----------------------------------------------------------------
+
+def test_registry():
+  env = get_env("gridworld", size=4, max_turns=9)
+  assert isinstance(env, GridWorld) and (env.size, env.max_turns) == (4, 9)
+  with pytest.raises(ValueError, match="unknown environment 'grid'; known environments: "
+                                       "alfworld, gridworld"):
+    get_env("grid")
+  with pytest.raises(TypeError, match="bad options for environment 'gridworld'.*colour"):
+    get_env("gridworld", colour="red")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("alfworld") is not None,
+                    reason="alfworld is installed")
+def test_alfworld_without_the_package_says_how_to_install_it():
+  with pytest.raises(ImportError, match="pip install alfworld && alfworld-download"):
+    get_env("alfworld", config_path="base_config.yaml")
+
+
+class FakeGymnasiumEnv:
+  """gymnasium's API: reset(seed=...) -> (obs, info); step -> 5-tuple."""
+
+  def reset(self, *, seed=None, options=None):
+    self.position = seed % 3
+    return f"at {self.position}", {}
+
+  def step(self, action):
+    self.position += 1 if action == "right" else 0
+    won = self.position == 3
+    return f"at {self.position}", np.float32(won), won, False, {"won": won}
+
+
+def test_gym_text_env_adapter():
+  play = SafeEpisode(GymTextEnv(FakeGymnasiumEnv(), name="line"), 4, max_turns=5)
+  assert play.observation == "at 1"
+  play.step("left")
+  play.step("right")
+  play.step("right")
+  episode = play.episode
+  assert [t.state_key for t in episode.turns] == ["at 1", "at 1", "at 2"]
+  assert [t.reward for t in episode.turns] == [0.0, 0.0, 1.0]
+  assert episode.success and episode.finish_reason == "done"
+
+
+class FakeAlfredBatchEnv:
+  """The shapes ALFWorld's batch env (init_env(batch_size=1)) returns."""
+
+  def __init__(self):
+    self.seeds = []
+
+  def seed(self, seed):
+    self.seeds.append(seed)
+
+  def reset(self):
+    self.steps = 0
+    return ("You are in a kitchen. Your task is to: put a mug on the table.",), {
+        "admissible_commands": [["go to table 1", "take mug 1"]], "won": [False]}
+
+  def step(self, actions):
+    assert isinstance(actions, list) and len(actions) == 1
+    self.steps += 1
+    won = actions[0] == "put mug 1 in/on table 1"
+    return (("Nothing happens.",), (float(won),), (won,),
+            {"admissible_commands": [["look"]], "won": [won]})
+
+
+def test_alfworld_adapter_with_a_stand_in_package(tmp_path, monkeypatch):
+  batch_env = FakeAlfredBatchEnv()
+  calls = {}
+
+  def get_environment(env_type):
+    def build(config, train_eval):
+      calls.update(env_type=env_type, config=config, split=train_eval)
+      return types.SimpleNamespace(init_env=lambda batch_size: batch_env)
+    return build
+
+  environment = types.ModuleType("alfworld.agents.environment")
+  environment.get_environment = get_environment
+  for name, module in (("alfworld", types.ModuleType("alfworld")),
+                       ("alfworld.agents", types.ModuleType("alfworld.agents")),
+                       ("alfworld.agents.environment", environment)):
+    monkeypatch.setitem(sys.modules, name, module)
+  config_path = tmp_path / "base_config.yaml"
+  config_path.write_text("env:\n  type: AlfredTWEnv\n")
+
+  env = get_env("alfworld", config_path=str(config_path), split="eval_out_of_distribution")
+  assert calls == {"env_type": "AlfredTWEnv", "config": {"env": {"type": "AlfredTWEnv"}},
+                   "split": "eval_out_of_distribution"}
+  observation = env.reset(5)
+  assert batch_env.seeds == [5]
+  assert observation == ("You are in a kitchen. Your task is to: put a mug on the table.\n"
+                         "Admissible actions: go to table 1, take mug 1")
+  assert env.state_key() == "You are in a kitchen. Your task is to: put a mug on the table."
+  assert env.step("look") == StepResult("Nothing happens.\nAdmissible actions: look", 0.0, False)
+  assert env.step("put mug 1 in/on table 1") == StepResult(
+      "Nothing happens.\nAdmissible actions: look", 10.0, True, success=True)
