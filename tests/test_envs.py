@@ -1,10 +1,12 @@
 """The environment interface, the grid world, the safe episode runner and the adapters."""
 
+import gc
 import importlib.util
 import math
 import random
 import sys
 import threading
+import time
 import types
 
 import numpy as np
@@ -254,6 +256,20 @@ def test_env_step_that_hangs_is_abandoned_after_the_timeout():
     assert healthy.finish_reason == "turn_limit" and len(healthy.turns) == 4
   finally:
     release.set()
+
+
+def test_worker_threads_end_with_their_episodes():
+  baseline = threading.active_count()
+  for seed in range(20):
+    run_episode(GridWorld(), toward_goal, seed, max_turns=6, step_timeout_s=5.0)
+  abandoned = SafeEpisode(GridWorld(), 0, max_turns=6, step_timeout_s=5.0)
+  abandoned.step("north")
+  del abandoned  # dropped mid-episode: its worker ends when it is garbage collected
+  gc.collect()
+  deadline = time.monotonic() + 10
+  while threading.active_count() > baseline and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert threading.active_count() == baseline
 
 
 def test_caller_errors_are_raised_not_swallowed():

@@ -13,7 +13,9 @@ import dataclasses
 import logging
 import math
 import numbers
+import queue
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -63,34 +65,53 @@ class _EnvFailure(Exception):
   """An environment call failed; the message says how."""
 
 
-def _call(fn: Callable[[], Any], what: str, timeout_s: float | None) -> Any:
-  """fn(), with its exception or overrun turned into _EnvFailure naming `what`.
+class _EnvCaller:
+  """Calls into an environment, turning an exception or an overrun into _EnvFailure.
 
-  With a timeout the call runs in a daemon thread; a call that overruns is abandoned (a
-  thread cannot be killed), so its environment must not be used again.
+  With a timeout, calls run one at a time on a daemon worker thread; a call that overruns
+  is abandoned (a thread cannot be killed), so its environment must not be used again.
+  `close` lets the worker exit (it also happens when the caller is garbage collected).
   """
-  if timeout_s is None:
-    try:
-      return fn()
-    except Exception as err:  # noqa: BLE001 -- any environment bug ends only its episode
-      raise _EnvFailure(f"{what} raised {type(err).__name__}: {err}") from err
-  outcome: dict[str, Any] = {}
 
-  def target():
-    try:
-      outcome["value"] = fn()
-    except BaseException as err:  # noqa: BLE001 -- reported to the calling thread
-      outcome["error"] = err
+  def __init__(self, timeout_s: float | None):
+    self.timeout_s = timeout_s
+    self._stop_worker = None
+    if timeout_s is None:
+      return
+    self._calls: queue.SimpleQueue = queue.SimpleQueue()
+    self._results: queue.SimpleQueue = queue.SimpleQueue()
+    calls, results = self._calls, self._results  # the thread must not hold `self`
 
-  thread = threading.Thread(target=target, name=f"env-{what}", daemon=True)
-  thread.start()
-  thread.join(timeout_s)
-  if thread.is_alive():
-    raise _EnvFailure(f"{what} did not return within step_timeout_s={timeout_s} s")
-  if "error" in outcome:
-    err = outcome["error"]
-    raise _EnvFailure(f"{what} raised {type(err).__name__}: {err}") from err
-  return outcome["value"]
+    def serve():
+      while (fn := calls.get()) is not None:
+        try:
+          outcome = (True, fn())
+        except BaseException as err:  # noqa: BLE001 -- handed to the calling thread
+          outcome = (False, err)
+        results.put(outcome)
+        fn = outcome = None  # hold no reference to the episode while waiting
+
+    threading.Thread(target=serve, name="env-worker", daemon=True).start()
+    self._stop_worker = weakref.finalize(self, calls.put, None)
+
+  def close(self) -> None:
+    if self._stop_worker is not None:
+      self._stop_worker()
+
+  def __call__(self, fn: Callable[[], Any], what: str) -> Any:
+    if self.timeout_s is None:
+      try:
+        return fn()
+      except Exception as err:  # noqa: BLE001 -- any environment bug ends only its episode
+        raise _EnvFailure(f"{what} raised {type(err).__name__}: {err}") from err
+    self._calls.put(fn)
+    try:
+      ok, value = self._results.get(timeout=self.timeout_s)
+    except queue.Empty:
+      raise _EnvFailure(f"{what} did not return within step_timeout_s={self.timeout_s} s") from None
+    if not ok:
+      raise _EnvFailure(f"{what} raised {type(value).__name__}: {value}") from value
+    return value
 
 
 def _check_step_result(result: Any) -> StepResult:
@@ -142,8 +163,9 @@ class SafeEpisode:
     self.episode = Episode(seed=seed)
     self.observation = ""  # what the agent sees next
     self._state_key: Hashable = None
+    self._call = _EnvCaller(step_timeout_s)
     try:
-      observation = _call(lambda: env.reset(seed), "reset()", step_timeout_s)
+      observation = self._call(lambda: env.reset(seed), "reset()")
       if not isinstance(observation, str):
         raise _EnvFailure(f"reset() returned {type(observation).__name__}, expected str")
       self.episode.first_observation = self.observation = observation
@@ -164,7 +186,7 @@ class SafeEpisode:
       raise TypeError(f"action_text must be a str, got {type(action_text).__name__}")
     try:
       result = _check_step_result(
-          _call(lambda: self.env.step(action_text), "step()", self.step_timeout_s))
+          self._call(lambda: self.env.step(action_text), "step()"))
     except _EnvFailure as failure:
       turn = Turn(self._state_key, action_text, "", 0.0)
       self.episode.turns.append(turn)
@@ -175,9 +197,9 @@ class SafeEpisode:
     self.observation = result.observation
     self.episode.success = self.episode.success or bool(result.success)
     if result.done:
-      self.episode.finish_reason = FINISH_DONE
+      self._end(FINISH_DONE)
     elif len(self.episode.turns) >= self.max_turns:
-      self.episode.finish_reason = FINISH_TURN_LIMIT
+      self._end(FINISH_TURN_LIMIT)
     else:
       try:
         self._state_key = self._read_state_key()
@@ -186,11 +208,15 @@ class SafeEpisode:
     return turn
 
   def _read_state_key(self) -> Hashable:
-    return _check_state_key(_call(lambda: self.env.state_key(), "state_key()", self.step_timeout_s))
+    return _check_state_key(self._call(lambda: self.env.state_key(), "state_key()"))
+
+  def _end(self, reason: str) -> None:
+    self.episode.finish_reason = reason
+    self._call.close()
 
   def _fail(self, failure: _EnvFailure) -> None:
-    self.episode.finish_reason = FINISH_ENV_ERROR
     self.episode.error = str(failure)
+    self._end(FINISH_ENV_ERROR)
     logger.warning("environment %r, seed %s: episode ended after %d turns: %s",
                    getattr(self.env, "name", type(self.env).__name__), self.episode.seed,
                    len(self.episode.turns), failure)
