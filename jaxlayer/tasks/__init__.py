@@ -1,9 +1,9 @@
 """Tasks: problems, reference answers and rewards, as plain Python on strings.
 
-    task = get_task("arithmetic", seed=0, num_operands=2)
-    problems = task.train_problems()
-    batch = task.rewards(problems[:4], completions, completion_lengths=lengths)
-    batch.total, batch.components  # per completion
+  task = get_task("arithmetic", seed=0, num_operands=2)
+  problems = task.train_problems()
+  batch = task.rewards(problems[:4], completions, completion_lengths=lengths)
+  batch.total, batch.components  # per completion
 
 Adding a task is one class (or factory function) and one line in TASKS.
 """
@@ -16,31 +16,37 @@ from collections.abc import Callable
 
 from jaxlayer.tasks.arithmetic import ArithmeticTask
 from jaxlayer.tasks.base import GeneratedTask, Problem, RewardBatch, Task
+from jaxlayer.tasks.coding import CodeTask
 from jaxlayer.tasks.countdown import CountdownTask
+from jaxlayer.tasks.math_tasks import GSM8KTask, MathTask, NuminaTask
 from jaxlayer.tasks.prompts import format_prompt
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arithmetic": ArithmeticTask,
     "countdown": CountdownTask,
+    "gsm8k": GSM8KTask,
+    "math": MathTask,
+    "numina": NuminaTask,
+    "code": CodeTask,
 }
 
 
 def _option_names(factory: Callable[..., Task]) -> list[str]:
-    if dataclasses.is_dataclass(factory):
-        return [item.name for item in dataclasses.fields(factory) if item.init]
-    return list(inspect.signature(factory).parameters)
+  if dataclasses.is_dataclass(factory):
+    return [item.name for item in dataclasses.fields(factory) if item.init]
+  return list(inspect.signature(factory).parameters)
 
 
 def get_task(name: str, **options) -> Task:
-    """Build the task registered as `name` with its options (see each task's docstring)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
-    factory = TASKS[name]
-    valid = _option_names(factory)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"task {name!r} has no option(s) {unknown}; its options are: {valid}")
-    return factory(**options)
+  """Build the task registered as `name` with its options (see each task's docstring)."""
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
+  factory = TASKS[name]
+  valid = _option_names(factory)
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(f"task {name!r} has no option(s) {unknown}; its options are: {valid}")
+  return factory(**options)
 
 
 __all__ = ["TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task", "format_prompt", "get_task"]

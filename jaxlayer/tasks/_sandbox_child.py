@@ -32,101 +32,101 @@ _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [
-        ("handled_access_fs", ctypes.c_uint64),
-        ("handled_access_net", ctypes.c_uint64),
-        ("scoped", ctypes.c_uint64),
-    ]
+  _fields_ = [
+      ("handled_access_fs", ctypes.c_uint64),
+      ("handled_access_net", ctypes.c_uint64),
+      ("scoped", ctypes.c_uint64),
+  ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+  _pack_ = 1
+  _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
 def _landlock(workdir, read_paths):
-    """Confine this process with Landlock: read and execute only under read_paths and
-    workdir, write only under workdir (and /dev/null), no TCP bind/connect, no signals
-    or abstract unix sockets out of the sandbox.
+  """Confine this process with Landlock: read and execute only under read_paths and
+  workdir, write only under workdir (and /dev/null), no TCP bind/connect, no signals
+  or abstract unix sockets out of the sandbox.
 
-    Returns the Landlock ABI version applied, or 0 where the kernel has no Landlock.
-    """
-    if platform.machine() not in ("x86_64", "aarch64"):
-        return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), _LANDLOCK_CREATE_RULESET_VERSION)
-    if abi < 1:
-        return 0
-    all_fs_rights = _FS_RIGHTS_BY_ABI.get(abi, _FS_RIGHTS_LATEST)
-    attr = _RulesetAttr(handled_access_fs=all_fs_rights)
-    size = 8  # ABI 1-3 know only handled_access_fs
-    if abi >= 4:
-        attr.handled_access_net = _NET_BIND_TCP | _NET_CONNECT_TCP
-        size = 16
-    if abi >= 6:
-        attr.scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL
-        size = 24
-    ruleset = libc.syscall(_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0)
-    if ruleset < 0:
-        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
-    file_write_rights = _FS_WRITE_FILE | (all_fs_rights & _FS_TRUNCATE)
-    rules = [(path, _FS_READ_RIGHTS) for path in read_paths]
-    rules += [(workdir, all_fs_rights), ("/dev/null", _FS_READ_FILE | file_write_rights)]
-    for path, rights in rules:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        if not os.path.isdir(path):
-            rights &= _FS_EXECUTE | _FS_READ_FILE | file_write_rights  # file rules take file rights only
-        rule = _PathBeneathAttr(allowed_access=rights, parent_fd=fd)
-        if libc.syscall(_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
-            raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
-        os.close(fd)
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-    if libc.syscall(_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
-        raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
-    os.close(ruleset)
-    return abi
+  Returns the Landlock ABI version applied, or 0 where the kernel has no Landlock.
+  """
+  if platform.machine() not in ("x86_64", "aarch64"):
+    return 0
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.syscall.restype = ctypes.c_long
+  abi = libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), _LANDLOCK_CREATE_RULESET_VERSION)
+  if abi < 1:
+    return 0
+  all_fs_rights = _FS_RIGHTS_BY_ABI.get(abi, _FS_RIGHTS_LATEST)
+  attr = _RulesetAttr(handled_access_fs=all_fs_rights)
+  size = 8  # ABI 1-3 know only handled_access_fs
+  if abi >= 4:
+    attr.handled_access_net = _NET_BIND_TCP | _NET_CONNECT_TCP
+    size = 16
+  if abi >= 6:
+    attr.scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL
+    size = 24
+  ruleset = libc.syscall(_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0)
+  if ruleset < 0:
+    raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+  file_write_rights = _FS_WRITE_FILE | (all_fs_rights & _FS_TRUNCATE)
+  rules = [(path, _FS_READ_RIGHTS) for path in read_paths]
+  rules += [(workdir, all_fs_rights), ("/dev/null", _FS_READ_FILE | file_write_rights)]
+  for path, rights in rules:
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    if not os.path.isdir(path):
+      rights &= _FS_EXECUTE | _FS_READ_FILE | file_write_rights  # file rules take file rights only
+    rule = _PathBeneathAttr(allowed_access=rights, parent_fd=fd)
+    if libc.syscall(_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
+      raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
+    os.close(fd)
+  if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+  if libc.syscall(_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+    raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+  os.close(ruleset)
+  return abi
 
 
 def _set_limits(limits):
-    for name, value in (
-        ("RLIMIT_CPU", limits["cpu_seconds"]),
-        ("RLIMIT_AS", limits["memory_bytes"]),
-        ("RLIMIT_NPROC", limits["max_processes"]),
-        ("RLIMIT_FSIZE", limits["file_size_bytes"]),
-        ("RLIMIT_NOFILE", limits["open_files"]),
-        ("RLIMIT_CORE", 0),
-    ):
-        resource.setrlimit(getattr(resource, name), (value, value))
+  for name, value in (
+      ("RLIMIT_CPU", limits["cpu_seconds"]),
+      ("RLIMIT_AS", limits["memory_bytes"]),
+      ("RLIMIT_NPROC", limits["max_processes"]),
+      ("RLIMIT_FSIZE", limits["file_size_bytes"]),
+      ("RLIMIT_NOFILE", limits["open_files"]),
+      ("RLIMIT_CORE", 0),
+  ):
+    resource.setrlimit(getattr(resource, name), (value, value))
 
 
 def main():
-    request = json.loads(sys.stdin.read())
-    token = request["token"]
-    results = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # the candidate's prints go to stderr
-    sys.stdin.close()
-    os.chdir(request["workdir"])
-    _set_limits(request["limits"])
-    landlock_abi = _landlock(request["workdir"], request["read_paths"]) if request["landlock"] else 0
-    results.write(f"{token} {json.dumps({'landlock_abi': landlock_abi})}\n")
-    namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
-    try:
-        exec(compile(request["program"], "<candidate>", "exec"), namespace)
-        program_error = None
-    except BaseException as error:  # SystemExit included: exiting early passes nothing
-        program_error = f"{type(error).__name__}: {error}"[:1000]
-    for index, test in enumerate(request["tests"]):
-        error = program_error
-        if error is None:
-            try:
-                exec(compile(test, f"<test {index}>", "exec"), namespace)
-            except BaseException as test_error:
-                error = f"{type(test_error).__name__}: {test_error}"[:1000]
-        results.write(f"{token} {json.dumps({'test': index, 'passed': error is None, 'error': error})}\n")
-    results.flush()
-    os._exit(0)  # skip atexit handlers the candidate may have registered
+  request = json.loads(sys.stdin.read())
+  token = request["token"]
+  results = os.fdopen(os.dup(1), "w", buffering=1)
+  os.dup2(2, 1)  # the candidate's prints go to stderr
+  sys.stdin.close()
+  os.chdir(request["workdir"])
+  _set_limits(request["limits"])
+  landlock_abi = _landlock(request["workdir"], request["read_paths"]) if request["landlock"] else 0
+  results.write(f"{token} {json.dumps({'landlock_abi': landlock_abi})}\n")
+  namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+  try:
+    exec(compile(request["program"], "<candidate>", "exec"), namespace)
+    program_error = None
+  except BaseException as error:  # SystemExit included: exiting early passes nothing
+    program_error = f"{type(error).__name__}: {error}"[:1000]
+  for index, test in enumerate(request["tests"]):
+    error = program_error
+    if error is None:
+      try:
+        exec(compile(test, f"<test {index}>", "exec"), namespace)
+      except BaseException as test_error:
+        error = f"{type(test_error).__name__}: {test_error}"[:1000]
+    results.write(f"{token} {json.dumps({'test': index, 'passed': error is None, 'error': error})}\n")
+  results.flush()
+  os._exit(0)  # skip atexit handlers the candidate may have registered
 
 
 main()

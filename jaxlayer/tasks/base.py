@@ -15,147 +15,147 @@ from jaxlayer.tasks import rewards
 
 @dataclass(frozen=True)
 class Problem:
-    """One question: the raw prompt (before any template), the reference answer, extras."""
+  """One question: the raw prompt (before any template), the reference answer, extras."""
 
-    prompt: str
-    answer: str
-    metadata: dict = field(default_factory=dict)
+  prompt: str
+  answer: str
+  metadata: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RewardBatch:
-    """Rewards for a batch of completions: each named component, and their weighted sum."""
+  """Rewards for a batch of completions: each named component, and their weighted sum."""
 
-    components: dict[str, list[float]]  # name -> one value per completion
-    weights: dict[str, float]  # name -> weight in the total
+  components: dict[str, list[float]]  # name -> one value per completion
+  weights: dict[str, float]  # name -> weight in the total
 
-    @property
-    def total(self) -> list[float]:
-        return rewards.weighted_sum(self.components, self.weights)
+  @property
+  def total(self) -> list[float]:
+    return rewards.weighted_sum(self.components, self.weights)
 
 
 @dataclass(kw_only=True)
 class Task(abc.ABC):
-    """A source of problems plus the grader for completions to them.
+  """A source of problems plus the grader for completions to them.
 
-    Subclasses implement `train_problems`, `test_problems` and `reward_components`.
-    `reward_weights` weighs the components into the scalar reward (components with no
-    weight are still reported, for logging). With `overlong_max_length` set,
-    `rewards(..., completion_lengths=...)` adds DAPO's soft overlong penalty (tokens
-    past overlong_max_length - overlong_cache_length) as the component "overlong"
-    with weight 1.
+  Subclasses implement `train_problems`, `test_problems` and `reward_components`.
+  `reward_weights` weighs the components into the scalar reward (components with no
+  weight are still reported, for logging). With `overlong_max_length` set,
+  `rewards(..., completion_lengths=...)` adds DAPO's soft overlong penalty (tokens
+  past overlong_max_length - overlong_cache_length) as the component "overlong"
+  with weight 1.
+  """
+
+  name: ClassVar[str]
+  reward_weights: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
+  overlong_max_length: int | None = None
+  overlong_cache_length: int = 0
+
+  @abc.abstractmethod
+  def train_problems(self) -> Sequence[Problem]:
+    """Problems to train on."""
+
+  @abc.abstractmethod
+  def test_problems(self) -> Sequence[Problem]:
+    """Held-out problems to evaluate on (disjoint from the train split)."""
+
+  @abc.abstractmethod
+  def reward_components(
+      self, problems: Sequence[Problem], completions: Sequence[str]
+  ) -> dict[str, list[float]]:
+    """Grade completions[i] against problems[i]: component name -> values."""
+
+  def rewards(
+      self,
+      problems: Sequence[Problem],
+      completions: Sequence[str],
+      completion_lengths: Sequence[int] | None = None,
+  ) -> RewardBatch:
+    """Grade a whole batch in one call (the RL loop's entry point).
+
+    completion_lengths: token counts of the completions, needed only for the
+    overlong penalty.
     """
+    if len(problems) != len(completions):
+      raise ValueError(
+          f"got {len(problems)} problems but {len(completions)} completions; "
+          "pass one problem per completion (repeat a problem for a group)"
+      )
+    components = self.reward_components(problems, completions)
+    weights = dict(self.reward_weights)
+    if self.overlong_max_length is not None:
+      if completion_lengths is None:
+        raise ValueError(
+            f"task {self.name!r} has overlong_max_length set: pass "
+            "completion_lengths (token counts) to rewards()"
+        )
+      components["overlong"] = rewards.overlong_penalty(
+          completion_lengths, self.overlong_max_length, self.overlong_cache_length
+      )
+      weights["overlong"] = 1.0
+    return RewardBatch(components=components, weights=weights)
 
-    name: ClassVar[str]
-    reward_weights: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
-    overlong_max_length: int | None = None
-    overlong_cache_length: int = 0
-
-    @abc.abstractmethod
-    def train_problems(self) -> Sequence[Problem]:
-        """Problems to train on."""
-
-    @abc.abstractmethod
-    def test_problems(self) -> Sequence[Problem]:
-        """Held-out problems to evaluate on (disjoint from the train split)."""
-
-    @abc.abstractmethod
-    def reward_components(
-        self, problems: Sequence[Problem], completions: Sequence[str]
-    ) -> dict[str, list[float]]:
-        """Grade completions[i] against problems[i]: component name -> values."""
-
-    def rewards(
-        self,
-        problems: Sequence[Problem],
-        completions: Sequence[str],
-        completion_lengths: Sequence[int] | None = None,
-    ) -> RewardBatch:
-        """Grade a whole batch in one call (the RL loop's entry point).
-
-        completion_lengths: token counts of the completions, needed only for the
-        overlong penalty.
-        """
-        if len(problems) != len(completions):
-            raise ValueError(
-                f"got {len(problems)} problems but {len(completions)} completions; "
-                "pass one problem per completion (repeat a problem for a group)"
-            )
-        components = self.reward_components(problems, completions)
-        weights = dict(self.reward_weights)
-        if self.overlong_max_length is not None:
-            if completion_lengths is None:
-                raise ValueError(
-                    f"task {self.name!r} has overlong_max_length set: pass "
-                    "completion_lengths (token counts) to rewards()"
-                )
-            components["overlong"] = rewards.overlong_penalty(
-                completion_lengths, self.overlong_max_length, self.overlong_cache_length
-            )
-            weights["overlong"] = 1.0
-        return RewardBatch(components=components, weights=weights)
-
-    def reward(self, problem: Problem, completion: str, completion_length: int | None = None) -> float:
-        """The scalar reward of one completion."""
-        lengths = None if completion_length is None else [completion_length]
-        return self.rewards([problem], [completion], lengths).total[0]
+  def reward(self, problem: Problem, completion: str, completion_length: int | None = None) -> float:
+    """The scalar reward of one completion."""
+    lengths = None if completion_length is None else [completion_length]
+    return self.rewards([problem], [completion], lengths).total[0]
 
 
 def in_test_split(key: str, test_fraction: float) -> bool:
-    """Assign a problem to the test split by a stable hash of its key.
+  """Assign a problem to the test split by a stable hash of its key.
 
-    The same key always lands in the same split, whatever the seed, the process or the
-    Python version, so train and test are disjoint by construction.
-    """
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < test_fraction
+  The same key always lands in the same split, whatever the seed, the process or the
+  Python version, so train and test are disjoint by construction.
+  """
+  digest = hashlib.sha256(key.encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") / 2**64 < test_fraction
 
 
 @dataclass(kw_only=True)
 class GeneratedTask(Task):
-    """A task whose problems are drawn from a seeded generator.
+  """A task whose problems are drawn from a seeded generator.
 
-    Subclasses implement `draw` (one random problem) and `split_key` (the text whose
-    hash puts a problem in train or test).
-    """
+  Subclasses implement `draw` (one random problem) and `split_key` (the text whose
+  hash puts a problem in train or test).
+  """
 
-    seed: int = 0
-    num_train: int = 20_000
-    num_test: int = 1_000
-    test_fraction: float = 0.1
+  seed: int = 0
+  num_train: int = 20_000
+  num_test: int = 1_000
+  test_fraction: float = 0.1
 
-    @abc.abstractmethod
-    def draw(self, rng: random.Random) -> Problem:
-        """One random problem."""
+  @abc.abstractmethod
+  def draw(self, rng: random.Random) -> Problem:
+    """One random problem."""
 
-    @abc.abstractmethod
-    def split_key(self, problem: Problem) -> str:
-        """Problems with the same key are the same problem (and land in the same split)."""
+  @abc.abstractmethod
+  def split_key(self, problem: Problem) -> str:
+    """Problems with the same key are the same problem (and land in the same split)."""
 
-    def _generate(self, split: str, count: int) -> list[Problem]:
-        return generate_split(
-            self.draw,
-            self.split_key,
-            task_name=self.name,
-            seed=self.seed,
-            split=split,
-            count=count,
-            test_fraction=self.test_fraction,
-        )
+  def _generate(self, split: str, count: int) -> list[Problem]:
+    return generate_split(
+        self.draw,
+        self.split_key,
+        task_name=self.name,
+        seed=self.seed,
+        split=split,
+        count=count,
+        test_fraction=self.test_fraction,
+    )
 
-    @functools.cached_property
-    def _train(self) -> list[Problem]:
-        return self._generate("train", self.num_train)
+  @functools.cached_property
+  def _train(self) -> list[Problem]:
+    return self._generate("train", self.num_train)
 
-    @functools.cached_property
-    def _test(self) -> list[Problem]:
-        return self._generate("test", self.num_test)
+  @functools.cached_property
+  def _test(self) -> list[Problem]:
+    return self._generate("test", self.num_test)
 
-    def train_problems(self) -> list[Problem]:
-        return self._train
+  def train_problems(self) -> list[Problem]:
+    return self._train
 
-    def test_problems(self) -> list[Problem]:
-        return self._test
+  def test_problems(self) -> list[Problem]:
+    return self._test
 
 
 def generate_split(
@@ -168,30 +168,30 @@ def generate_split(
     count: int,
     test_fraction: float,
 ) -> list[Problem]:
-    """`count` problems of one split of a generated task, the same for the same seed.
+  """`count` problems of one split of a generated task, the same for the same seed.
 
-    draw makes a random problem; split_key names it for the split hash. Test problems
-    are distinct from each other; train problems may repeat (small problem spaces).
-    """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    rng = random.Random(f"{task_name}/{split}/{seed}")
-    want_test = split == "test"
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for _ in range(100 * count + 1000):
-        if len(problems) == count:
-            return problems
-        problem = draw(rng)
-        key = split_key(problem)
-        if in_test_split(key, test_fraction) != want_test or (want_test and key in seen):
-            continue
-        seen.add(key)
-        problems.append(problem)
-    raise ValueError(
-        f"task {task_name!r}: found only {len(problems)} distinct {split} problems, wanted "
-        f"{count}; the difficulty settings allow too few problems: lower num_{split} or "
-        "widen the ranges"
-    )
+  draw makes a random problem; split_key names it for the split hash. Test problems
+  are distinct from each other; train problems may repeat (small problem spaces).
+  """
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+  rng = random.Random(f"{task_name}/{split}/{seed}")
+  want_test = split == "test"
+  problems: list[Problem] = []
+  seen: set[str] = set()
+  for _ in range(100 * count + 1000):
+    if len(problems) == count:
+      return problems
+    problem = draw(rng)
+    key = split_key(problem)
+    if in_test_split(key, test_fraction) != want_test or (want_test and key in seen):
+      continue
+    seen.add(key)
+    problems.append(problem)
+  raise ValueError(
+      f"task {task_name!r}: found only {len(problems)} distinct {split} problems, wanted "
+      f"{count}; the difficulty settings allow too few problems: lower num_{split} or "
+      "widen the ranges"
+  )

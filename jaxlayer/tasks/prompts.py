@@ -11,14 +11,14 @@ DEFAULT_TEMPLATE = "{question}"
 
 
 def _fill(template: str, problem: Problem) -> str:
-    try:
-        return template.format_map({**problem.metadata, "question": problem.prompt})
-    except (KeyError, IndexError) as error:
-        fields = ["question", *problem.metadata]
-        raise ValueError(
-            f"prompt template {template!r} uses the unknown field {error}; available fields: "
-            f"{fields} (write literal braces as {{{{ and }}}})"
-        ) from None
+  try:
+    return template.format_map({**problem.metadata, "question": problem.prompt})
+  except (KeyError, IndexError) as error:
+    fields = ["question", *problem.metadata]
+    raise ValueError(
+        f"prompt template {template!r} uses the unknown field {error}; available fields: "
+        f"{fields} (write literal braces as {{{{ and }}}})"
+    ) from None
 
 
 def format_prompt(
@@ -29,25 +29,25 @@ def format_prompt(
     template: str = DEFAULT_TEMPLATE,
     system_prompt: str | None = None,
 ) -> str:
-    """The model input for `problem`.
+  """The model input for `problem`.
 
-    template: str.format template; fields {question} (the problem's prompt) and the
-      problem's metadata keys. "{question}" (the default) keeps the prompt as is.
-    use_chat_template: wrap the filled template as the user turn of the tokenizer's
-      chat template (with the generation prompt appended); the tokenizer must have one.
-    system_prompt: the system turn with a chat template; in plain mode it is put
-      before the filled template, followed by a newline.
-    """
-    user_text = _fill(template, problem)
-    if not use_chat_template:
-        return user_text if system_prompt is None else f"{system_prompt}\n{user_text}"
-    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "use_chat_template=True needs a tokenizer with a chat template, but "
-            + ("no tokenizer was given" if tokenizer is None else "this tokenizer has none")
-            + "; set use_chat_template=False to use the plain template instead"
-        )
-    messages = [{"role": "user", "content": user_text}]
-    if system_prompt is not None:
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+  template: str.format template; fields {question} (the problem's prompt) and the
+    problem's metadata keys. "{question}" (the default) keeps the prompt as is.
+  use_chat_template: wrap the filled template as the user turn of the tokenizer's
+    chat template (with the generation prompt appended); the tokenizer must have one.
+  system_prompt: the system turn with a chat template; in plain mode it is put
+    before the filled template, followed by a newline.
+  """
+  user_text = _fill(template, problem)
+  if not use_chat_template:
+    return user_text if system_prompt is None else f"{system_prompt}\n{user_text}"
+  if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+    raise ValueError(
+        "use_chat_template=True needs a tokenizer with a chat template, but "
+        + ("no tokenizer was given" if tokenizer is None else "this tokenizer has none")
+        + "; set use_chat_template=False to use the plain template instead"
+    )
+  messages = [{"role": "user", "content": user_text}]
+  if system_prompt is not None:
+    messages.insert(0, {"role": "system", "content": system_prompt})
+  return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -26,168 +26,168 @@ _BOXED_COMMANDS = ("\\boxed", "\\fbox")
 
 
 def last_boxed_content(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in text, nested braces allowed.
+  """Content of the last \\boxed{...} (or \\fbox{...}) in text, nested braces allowed.
 
-    Returns None when there is no complete boxed expression.
-    """
-    start = max(text.rfind(command) for command in _BOXED_COMMANDS)
-    while start >= 0:
-        brace = start + text[start:].find("{")
-        if brace > start:
-            depth = 0
-            for index in range(brace, len(text)):
-                if text[index] == "{":
-                    depth += 1
-                elif text[index] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[brace + 1 : index]
-        # Unclosed: look for an earlier, complete one.
-        start = max(text.rfind(command, 0, start) for command in _BOXED_COMMANDS)
-    return None
+  Returns None when there is no complete boxed expression.
+  """
+  start = max(text.rfind(command) for command in _BOXED_COMMANDS)
+  while start >= 0:
+    brace = start + text[start:].find("{")
+    if brace > start:
+      depth = 0
+      for index in range(brace, len(text)):
+        if text[index] == "{":
+          depth += 1
+        elif text[index] == "}":
+          depth -= 1
+          if depth == 0:
+            return text[brace + 1 : index]
+    # Unclosed: look for an earlier, complete one.
+    start = max(text.rfind(command, 0, start) for command in _BOXED_COMMANDS)
+  return None
 
 
 def first_line_integer(text: str) -> int | None:
-    """The integer written on the first line of text (surrounding spaces allowed), or None."""
-    line = text.split("\n", 1)[0].strip()
-    if not re.fullmatch(r"[+-]?\d{1,100}", line):
-        return None
-    return int(line)
+  """The integer written on the first line of text (surrounding spaces allowed), or None."""
+  line = text.split("\n", 1)[0].strip()
+  if not re.fullmatch(r"[+-]?\d{1,100}", line):
+    return None
+  return int(line)
 
 
 def integer_correctness(answers: Sequence[str], completions: Sequence[str]) -> list[float]:
-    """1.0 where the completion's first line is exactly the reference integer, else 0.0."""
-    return [
-        float(first_line_integer(completion) == int(answer))
-        for answer, completion in zip(answers, completions, strict=True)
-    ]
+  """1.0 where the completion's first line is exactly the reference integer, else 0.0."""
+  return [
+      float(first_line_integer(completion) == int(answer))
+      for answer, completion in zip(answers, completions, strict=True)
+  ]
 
 
 def format_reward(completions: Sequence[str], pattern: str) -> list[float]:
-    """1.0 where the regular expression `pattern` matches the whole completion, else 0.0."""
-    compiled = re.compile(pattern, re.DOTALL)
-    return [float(compiled.fullmatch(completion) is not None) for completion in completions]
+  """1.0 where the regular expression `pattern` matches the whole completion, else 0.0."""
+  compiled = re.compile(pattern, re.DOTALL)
+  return [float(compiled.fullmatch(completion) is not None) for completion in completions]
 
 
 def overlong_penalty(lengths: Sequence[int], max_length: int, cache_length: int) -> list[float]:
-    """DAPO's soft overlong punishment on token lengths.
+  """DAPO's soft overlong punishment on token lengths.
 
-    0 up to max_length - cache_length, then linear down to -1 at max_length, -1 beyond.
-    """
-    if not 0 <= cache_length <= max_length:
-        raise ValueError(
-            f"overlong penalty needs 0 <= cache_length <= max_length, got "
-            f"cache_length={cache_length}, max_length={max_length}"
-        )
-    soft_start = max_length - cache_length
-    penalties = []
-    for length in lengths:
-        if length <= soft_start:
-            penalties.append(0.0)
-        elif length <= max_length:
-            penalties.append((soft_start - length) / cache_length)
-        else:
-            penalties.append(-1.0)
-    return penalties
+  0 up to max_length - cache_length, then linear down to -1 at max_length, -1 beyond.
+  """
+  if not 0 <= cache_length <= max_length:
+    raise ValueError(
+        f"overlong penalty needs 0 <= cache_length <= max_length, got "
+        f"cache_length={cache_length}, max_length={max_length}"
+    )
+  soft_start = max_length - cache_length
+  penalties = []
+  for length in lengths:
+    if length <= soft_start:
+      penalties.append(0.0)
+    elif length <= max_length:
+      penalties.append((soft_start - length) / cache_length)
+    else:
+      penalties.append(-1.0)
+  return penalties
 
 
 def weighted_sum(components: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> list[float]:
-    """sum_k weights[k] * components[k], per completion; components without a weight count 0."""
-    unknown = sorted(set(weights) - set(components))
-    if unknown:
-        raise ValueError(
-            f"reward weights name unknown components {unknown}; available: {sorted(components)}"
-        )
-    sizes = {len(values) for values in components.values()}
-    if len(sizes) > 1:
-        raise ValueError(f"reward components have different lengths: {sizes}")
-    size = sizes.pop() if sizes else 0
-    totals = [0.0] * size
-    for name, weight in weights.items():
-        for index, value in enumerate(components[name]):
-            totals[index] += weight * value
-    return totals
+  """sum_k weights[k] * components[k], per completion; components without a weight count 0."""
+  unknown = sorted(set(weights) - set(components))
+  if unknown:
+    raise ValueError(
+        f"reward weights name unknown components {unknown}; available: {sorted(components)}"
+    )
+  sizes = {len(values) for values in components.values()}
+  if len(sizes) > 1:
+    raise ValueError(f"reward components have different lengths: {sizes}")
+  size = sizes.pop() if sizes else 0
+  totals = [0.0] * size
+  for name, weight in weights.items():
+    for index, value in enumerate(components[name]):
+      totals[index] += weight * value
+  return totals
 
 
 def _as_math_text(answer: str) -> str:
-    """Put a bare reference answer in $...$ so math-verify reads it as LaTeX."""
-    if "$" in answer or "\\boxed" in answer or "\\(" in answer:
-        return answer
-    return f"${answer}$"
+  """Put a bare reference answer in $...$ so math-verify reads it as LaTeX."""
+  if "$" in answer or "\\boxed" in answer or "\\(" in answer:
+    return answer
+  return f"${answer}$"
 
 
 def _init_math_worker(memory_limit_bytes: int | None) -> None:
-    import math_verify  # noqa: F401  (imported once per worker, not once per answer)
+  import math_verify  # noqa: F401  (imported once per worker, not once per answer)
 
-    if memory_limit_bytes is not None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-    # math-verify warns that its signal timeouts are off: on purpose, the pool has deadlines.
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
+  if memory_limit_bytes is not None:
+    resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+  # math-verify warns that its signal timeouts are off: on purpose, the pool has deadlines.
+  logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 def _verify_math_answer(reference: str, completion: str) -> float:
-    """Runs in a pool worker: 1.0 if the completion's answer equals the reference."""
-    from math_verify import parse, verify
+  """Runs in a pool worker: 1.0 if the completion's answer equals the reference."""
+  from math_verify import parse, verify
 
-    gold = parse(_as_math_text(reference), parsing_timeout=None)
-    boxed = last_boxed_content(completion)
-    if boxed is not None:
-        predicted = parse(f"${boxed}$", parsing_timeout=None)
-    else:
-        predicted = parse(completion, parsing_timeout=None)
-        if not predicted and "\n" not in completion.strip():
-            predicted = parse(f"${completion.strip()}$", parsing_timeout=None)
-    if not gold or not predicted:
-        return 0.0
-    return float(verify(gold, predicted, timeout_seconds=None))
+  gold = parse(_as_math_text(reference), parsing_timeout=None)
+  boxed = last_boxed_content(completion)
+  if boxed is not None:
+    predicted = parse(f"${boxed}$", parsing_timeout=None)
+  else:
+    predicted = parse(completion, parsing_timeout=None)
+    if not predicted and "\n" not in completion.strip():
+      predicted = parse(f"${completion.strip()}$", parsing_timeout=None)
+  if not gold or not predicted:
+    return 0.0
+  return float(verify(gold, predicted, timeout_seconds=None))
 
 
 class MathVerifier:
-    """Grades math answers with math-verify in worker processes, with a deadline each.
+  """Grades math answers with math-verify in worker processes, with a deadline each.
 
-    A completion is graded on its last \\boxed{...} when it has one, else on the
-    answer math-verify finds in the text. Timeouts, crashes and unparsable output
-    all score 0.0. memory_limit_bytes caps each worker's address space (a huge power
-    then fails fast instead of eating the machine's memory).
-    """
+  A completion is graded on its last \\boxed{...} when it has one, else on the
+  answer math-verify finds in the text. Timeouts, crashes and unparsable output
+  all score 0.0. memory_limit_bytes caps each worker's address space (a huge power
+  then fails fast instead of eating the machine's memory).
+  """
 
-    def __init__(self, workers: int = 2, timeout: float = 5.0, memory_limit_bytes: int | None = 4 << 30):
-        if workers < 1:
-            raise ValueError(f"MathVerifier needs workers >= 1, got {workers}")
-        self.timeout = timeout
-        # spawn, not fork: the parent may run JAX threads, which fork would copy broken.
-        self._pool = pebble.ProcessPool(
-            max_workers=workers,
-            initializer=_init_math_worker,
-            initargs=(memory_limit_bytes,),
-            context=multiprocessing.get_context("spawn"),
-        )
+  def __init__(self, workers: int = 2, timeout: float = 5.0, memory_limit_bytes: int | None = 4 << 30):
+    if workers < 1:
+      raise ValueError(f"MathVerifier needs workers >= 1, got {workers}")
+    self.timeout = timeout
+    # spawn, not fork: the parent may run JAX threads, which fork would copy broken.
+    self._pool = pebble.ProcessPool(
+        max_workers=workers,
+        initializer=_init_math_worker,
+        initargs=(memory_limit_bytes,),
+        context=multiprocessing.get_context("spawn"),
+    )
 
-    def grade(self, references: Sequence[str], completions: Sequence[str]) -> list[float]:
-        """1.0 / 0.0 per completion: does it state the reference answer?"""
-        futures = [
-            self._pool.schedule(_verify_math_answer, (reference, completion), timeout=self.timeout)
-            for reference, completion in zip(references, completions, strict=True)
-        ]
-        scores = []
-        for future in futures:
-            try:
-                scores.append(future.result())
-            except (FutureTimeoutError, pebble.ProcessExpired):
-                scores.append(0.0)  # past its deadline, or its worker died: killed and replaced
-            except Exception:  # anything math-verify raises on malformed input
-                scores.append(0.0)
-        return scores
+  def grade(self, references: Sequence[str], completions: Sequence[str]) -> list[float]:
+    """1.0 / 0.0 per completion: does it state the reference answer?"""
+    futures = [
+        self._pool.schedule(_verify_math_answer, (reference, completion), timeout=self.timeout)
+        for reference, completion in zip(references, completions, strict=True)
+    ]
+    scores = []
+    for future in futures:
+      try:
+        scores.append(future.result())
+      except (FutureTimeoutError, pebble.ProcessExpired):
+        scores.append(0.0)  # past its deadline, or its worker died: killed and replaced
+      except Exception:  # anything math-verify raises on malformed input
+        scores.append(0.0)
+    return scores
 
-    def close(self) -> None:
-        self._pool.stop()
-        self._pool.join()
+  def close(self) -> None:
+    self._pool.stop()
+    self._pool.join()
 
-    def __enter__(self) -> MathVerifier:
-        return self
+  def __enter__(self) -> MathVerifier:
+    return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
 
 _shared_verifiers: dict[tuple[int, float], MathVerifier] = {}
@@ -195,14 +195,14 @@ _shared_lock = threading.Lock()
 
 
 def shared_math_verifier(workers: int | None = None, timeout: float = 5.0) -> MathVerifier:
-    """One MathVerifier per (workers, timeout) per process, started on first use, stopped at exit.
+  """One MathVerifier per (workers, timeout) per process, started on first use, stopped at exit.
 
-    workers defaults to min(4, number of CPUs).
-    """
-    workers = workers or min(4, os.cpu_count() or 1)
-    with _shared_lock:
-        key = (workers, timeout)
-        if key not in _shared_verifiers:
-            _shared_verifiers[key] = MathVerifier(workers=workers, timeout=timeout)
-            atexit.register(_shared_verifiers[key].close)
-        return _shared_verifiers[key]
+  workers defaults to min(4, number of CPUs).
+  """
+  workers = workers or min(4, os.cpu_count() or 1)
+  with _shared_lock:
+    key = (workers, timeout)
+    if key not in _shared_verifiers:
+      _shared_verifiers[key] = MathVerifier(workers=workers, timeout=timeout)
+      atexit.register(_shared_verifiers[key].close)
+    return _shared_verifiers[key]

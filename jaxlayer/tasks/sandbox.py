@@ -17,8 +17,8 @@ machine allows it; `isolation()` says which are active):
   libraries, writes only inside the working directory, no TCP connect/bind (ABI 4+),
   no signals or abstract unix sockets out of the sandbox (ABI 6+).
 
-Results travel on a pipe the candidate cannot forge (a random token per run), so
-exiting early or printing fake results passes nothing.
+Result lines carry a random token per run that the candidate never sees, so exiting
+early or printing fake results passes nothing.
 """
 
 from __future__ import annotations
@@ -48,231 +48,231 @@ _SYSTEM_READ_PATHS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/dev", "/etc/
 
 
 class SandboxError(RuntimeError):
-    """The sandbox itself cannot run here (not: the candidate's code failed)."""
+  """The sandbox itself cannot run here (not: the candidate's code failed)."""
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """What one run may use. Memory and file size in bytes, times in seconds."""
+  """What one run may use. Memory and file size in bytes, times in seconds."""
 
-    wall_seconds: float = 5.0
-    cpu_seconds: int = 5
-    memory_bytes: int = 1 << 30
-    max_processes: int = 16
-    file_size_bytes: int = 16 << 20
-    open_files: int = 64
+  wall_seconds: float = 5.0
+  cpu_seconds: int = 5
+  memory_bytes: int = 1 << 30
+  max_processes: int = 16
+  file_size_bytes: int = 16 << 20
+  open_files: int = 64
 
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """Outcome of one run: which tests passed, and why not when they did not."""
+  """Outcome of one run: which tests passed, and why not when they did not."""
 
-    passed: list[bool]  # one per test, in order
-    timed_out: bool
-    error: str | None  # first failing test's error, or the child's stderr tail when it died
-    landlock_abi: int  # 0 when Landlock was not applied
+  passed: list[bool]  # one per test, in order
+  timed_out: bool
+  error: str | None  # first failing test's error, or the child's stderr tail when it died
+  landlock_abi: int  # 0 when Landlock was not applied
 
-    @property
-    def fraction_passed(self) -> float:
-        return sum(self.passed) / len(self.passed) if self.passed else 0.0
+  @property
+  def fraction_passed(self) -> float:
+    return sum(self.passed) / len(self.passed) if self.passed else 0.0
 
-    @property
-    def all_passed(self) -> bool:
-        return bool(self.passed) and all(self.passed)
+  @property
+  def all_passed(self) -> bool:
+    return bool(self.passed) and all(self.passed)
 
 
 def _namespace_prefix() -> list[str]:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return []
-    if os.geteuid() == 0:
-        return [unshare, "--net", "--pid", "--fork", "--kill-child"]
-    return [unshare, "--user", "--map-current-user", "--net", "--pid", "--fork", "--kill-child"]
+  unshare = shutil.which("unshare")
+  if unshare is None:
+    return []
+  if os.geteuid() == 0:
+    return [unshare, "--net", "--pid", "--fork", "--kill-child"]
+  return [unshare, "--user", "--map-current-user", "--net", "--pid", "--fork", "--kill-child"]
 
 
 @functools.cache
 def _working_namespace_prefix() -> tuple[str, ...]:
-    """The unshare command prefix if namespaces can be created here, else ()."""
-    prefix = _namespace_prefix()
-    if prefix:
-        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30)
-        if probe.returncode == 0:
-            return tuple(prefix)
-        logger.warning(
-            "sandbox: cannot create network/PID namespaces here (%s); code runs without "
-            "them: network is blocked only by Landlock (TCP) where the kernel has it",
-            probe.stderr.decode(errors="replace").strip(),
-        )
-    else:
-        logger.warning("sandbox: `unshare` (util-linux) not found; code runs without namespaces")
-    return ()
+  """The unshare command prefix if namespaces can be created here, else ()."""
+  prefix = _namespace_prefix()
+  if prefix:
+    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30)
+    if probe.returncode == 0:
+      return tuple(prefix)
+    logger.warning(
+        "sandbox: cannot create network/PID namespaces here (%s); code runs without "
+        "them: network is blocked only by Landlock (TCP) where the kernel has it",
+        probe.stderr.decode(errors="replace").strip(),
+    )
+  else:
+    logger.warning("sandbox: `unshare` (util-linux) not found; code runs without namespaces")
+  return ()
 
 
 def _privilege_drop(uid: int) -> list[str]:
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        raise SandboxError(
-            "running as root, the code sandbox drops to an unprivileged uid with util-linux's "
-            "`setpriv`, which is not on PATH: install util-linux (apt-get install util-linux)"
-        )
-    return [
-        setpriv,
-        f"--reuid={uid}",
-        f"--regid={uid}",
-        "--clear-groups",
-        "--inh-caps=-all,+dac_read_search",
-        "--ambient-caps=-all,+dac_read_search",
-        "--bounding-set=-all,+dac_read_search",
-    ]
+  setpriv = shutil.which("setpriv")
+  if setpriv is None:
+    raise SandboxError(
+        "running as root, the code sandbox drops to an unprivileged uid with util-linux's "
+        "`setpriv`, which is not on PATH: install util-linux (apt-get install util-linux)"
+    )
+  return [
+      setpriv,
+      f"--reuid={uid}",
+      f"--regid={uid}",
+      "--clear-groups",
+      "--inh-caps=-all,+dac_read_search",
+      "--ambient-caps=-all,+dac_read_search",
+      "--bounding-set=-all,+dac_read_search",
+  ]
 
 
 @functools.cache
 def _read_paths() -> tuple[str, ...]:
-    """What the child may read under Landlock: the Python installation and system libraries."""
-    paths = {
-        sys.prefix,
-        sys.base_prefix,
-        sys.exec_prefix,
-        sys.base_exec_prefix,
-        os.path.dirname(os.path.realpath(sys.executable)),
-        *site.getsitepackages(),
-        *_SYSTEM_READ_PATHS,
-    }
-    return tuple(sorted(os.path.realpath(path) for path in paths if os.path.exists(path)))
+  """What the child may read under Landlock: the Python installation and system libraries."""
+  paths = {
+      sys.prefix,
+      sys.base_prefix,
+      sys.exec_prefix,
+      sys.base_exec_prefix,
+      os.path.dirname(os.path.realpath(sys.executable)),
+      *site.getsitepackages(),
+      *_SYSTEM_READ_PATHS,
+  }
+  return tuple(sorted(os.path.realpath(path) for path in paths if os.path.exists(path)))
 
 
 def isolation() -> dict[str, bool]:
-    """Which isolation layers runs get on this machine (Landlock: see SandboxResult)."""
-    return {
-        "network_and_pid_namespaces": bool(_working_namespace_prefix()),
-        "fresh_uid_per_run": os.geteuid() == 0,
-    }
+  """Which isolation layers runs get on this machine (Landlock: see SandboxResult)."""
+  return {
+      "network_and_pid_namespaces": bool(_working_namespace_prefix()),
+      "fresh_uid_per_run": os.geteuid() == 0,
+  }
 
 
 def _kill_everything(process: subprocess.Popen, uid: int | None) -> None:
-    # Kill unshare's child (the PID namespace's init) first, so that unshare reaps it
-    # instead of leaving a zombie to the machine's init; then the whole process group.
+  # Kill unshare's child (the PID namespace's init) first, so that unshare reaps it
+  # instead of leaving a zombie to the machine's init; then the whole process group.
+  try:
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+  except OSError:
+    children = []
+  for child in children:
     try:
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for child in children:
-        try:
-            os.kill(int(child), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        process.wait(timeout=1)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
+      os.kill(int(child), signal.SIGKILL)
     except ProcessLookupError:
-        pass
-    process.wait()
-    if uid is not None and not _working_namespace_prefix():
-        # No PID namespace took the stragglers down with it, but the run had its own uid:
-        # every process still running under it (a setsid'd fork, say) dies now.
-        kill_all = "import os, signal; os.kill(-1, signal.SIGKILL)"
-        subprocess.run([*_privilege_drop(uid), sys.executable, "-I", "-c", kill_all], capture_output=True)
+      pass
+  try:
+    process.wait(timeout=1)
+  except subprocess.TimeoutExpired:
+    pass
+  try:
+    os.killpg(process.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  process.wait()
+  if uid is not None and not _working_namespace_prefix():
+    # No PID namespace took the stragglers down with it, but the run had its own uid:
+    # every process still running under it (a setsid'd fork, say) dies now.
+    kill_all = "import os, signal; os.kill(-1, signal.SIGKILL)"
+    subprocess.run([*_privilege_drop(uid), sys.executable, "-I", "-c", kill_all], capture_output=True)
 
 
 def _remove_tree(path: str) -> None:
-    def make_writable_and_retry(function, failed_path, _exc_info):
-        os.chmod(os.path.dirname(failed_path), 0o700)
-        if os.path.isdir(failed_path) and not os.path.islink(failed_path):
-            os.chmod(failed_path, 0o700)
-        function(failed_path)
+  def make_writable_and_retry(function, failed_path, _exc_info):
+    os.chmod(os.path.dirname(failed_path), 0o700)
+    if os.path.isdir(failed_path) and not os.path.islink(failed_path):
+      os.chmod(failed_path, 0o700)
+    function(failed_path)
 
-    shutil.rmtree(path, onerror=make_writable_and_retry)
+  shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
 def run_tests(program: str, tests: Sequence[str], limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
-    """Run `program`, then each test (Python statements, e.g. asserts) in its namespace.
+  """Run `program`, then each test (Python statements, e.g. asserts) in its namespace.
 
-    A test passes when it runs without raising. The candidate's failures never raise
-    here; SandboxError means the sandbox itself cannot run on this machine.
-    """
-    token = secrets.token_hex(16)
-    uid = secrets.SystemRandom().randrange(*_SANDBOX_UID_RANGE) if os.geteuid() == 0 else None
-    workdir = tempfile.mkdtemp(prefix="jaxlayer-sandbox-")
-    command = list(_working_namespace_prefix())
-    if uid is not None:
-        os.chown(workdir, uid, uid)
-        command += _privilege_drop(uid)
-    command += [sys.executable, "-I", "-c", _CHILD_SOURCE]
-    request = {
-        "token": token,
-        "program": program,
-        "tests": list(tests),
-        "workdir": workdir,
-        "read_paths": list(_read_paths()),
-        "landlock": True,
-        "limits": {key: value for key, value in asdict(limits).items() if key != "wall_seconds"},
-    }
-    environment = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-    try:
-        with tempfile.TemporaryFile() as results_file, tempfile.TemporaryFile() as log_file:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=results_file,
-                stderr=log_file,
-                cwd=workdir,
-                env=environment,
-                start_new_session=True,
-            )
-            timed_out = False
-            try:
-                process.stdin.write(json.dumps(request).encode())
-                process.stdin.close()
-                process.wait(timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            except BrokenPipeError:
-                pass  # the child died before reading its request: no results
-            finally:
-                _kill_everything(process, uid)
-            results_file.seek(0)
-            lines = results_file.read().decode(errors="replace").splitlines()
-            log_file.seek(max(0, log_file.seek(0, os.SEEK_END) - 2000))
-            log_tail = log_file.read().decode(errors="replace")
-    finally:
-        _remove_tree(workdir)
-    return _parse_results(lines, token, len(tests), timed_out, log_tail)
+  A test passes when it runs without raising. The candidate's failures never raise
+  here; SandboxError means the sandbox itself cannot run on this machine.
+  """
+  token = secrets.token_hex(16)
+  uid = secrets.SystemRandom().randrange(*_SANDBOX_UID_RANGE) if os.geteuid() == 0 else None
+  workdir = tempfile.mkdtemp(prefix="jaxlayer-sandbox-")
+  command = list(_working_namespace_prefix())
+  if uid is not None:
+    os.chown(workdir, uid, uid)
+    command += _privilege_drop(uid)
+  command += [sys.executable, "-I", "-c", _CHILD_SOURCE]
+  request = {
+      "token": token,
+      "program": program,
+      "tests": list(tests),
+      "workdir": workdir,
+      "read_paths": list(_read_paths()),
+      "landlock": True,
+      "limits": {key: value for key, value in asdict(limits).items() if key != "wall_seconds"},
+  }
+  environment = {
+      "PATH": "/usr/bin:/bin",
+      "HOME": workdir,
+      "TMPDIR": workdir,
+      "LANG": "C.UTF-8",
+      "OMP_NUM_THREADS": "1",
+      "OPENBLAS_NUM_THREADS": "1",
+      "MKL_NUM_THREADS": "1",
+  }
+  try:
+    with tempfile.TemporaryFile() as results_file, tempfile.TemporaryFile() as log_file:
+      process = subprocess.Popen(
+          command,
+          stdin=subprocess.PIPE,
+          stdout=results_file,
+          stderr=log_file,
+          cwd=workdir,
+          env=environment,
+          start_new_session=True,
+      )
+      timed_out = False
+      try:
+        process.stdin.write(json.dumps(request).encode())
+        process.stdin.close()
+        process.wait(timeout=limits.wall_seconds)
+      except subprocess.TimeoutExpired:
+        timed_out = True
+      except BrokenPipeError:
+        pass  # the child died before reading its request: no results
+      finally:
+        _kill_everything(process, uid)
+      results_file.seek(0)
+      lines = results_file.read().decode(errors="replace").splitlines()
+      log_file.seek(max(0, log_file.seek(0, os.SEEK_END) - 2000))
+      log_tail = log_file.read().decode(errors="replace")
+  finally:
+    _remove_tree(workdir)
+  return _parse_results(lines, token, len(tests), timed_out, log_tail)
 
 
 def _parse_results(lines: list[str], token: str, n_tests: int, timed_out: bool, log_tail: str) -> SandboxResult:
-    passed = [False] * n_tests
-    errors: list[str] = []
-    landlock_abi = 0
-    for line in lines:
-        if not line.startswith(token + " "):
-            continue
-        record = json.loads(line[len(token) + 1 :])
-        if "landlock_abi" in record:
-            landlock_abi = record["landlock_abi"]
-        else:
-            passed[record["test"]] = record["passed"]
-            if record["error"]:
-                errors.append(record["error"])
-    if timed_out:
-        error = "timed out"
-    elif errors:
-        error = errors[0]
-    elif not all(passed):
-        error = log_tail.strip() or "the sandboxed process died without reporting results"
+  passed = [False] * n_tests
+  errors: list[str] = []
+  landlock_abi = 0
+  for line in lines:
+    if not line.startswith(token + " "):
+      continue
+    record = json.loads(line[len(token) + 1 :])
+    if "landlock_abi" in record:
+      landlock_abi = record["landlock_abi"]
     else:
-        error = None
-    return SandboxResult(passed=passed, timed_out=timed_out, error=error, landlock_abi=landlock_abi)
+      passed[record["test"]] = record["passed"]
+      if record["error"]:
+        errors.append(record["error"])
+  if timed_out:
+    error = "timed out"
+  elif errors:
+    error = errors[0]
+  elif not all(passed):
+    error = log_tail.strip() or "the sandboxed process died without reporting results"
+  else:
+    error = None
+  return SandboxResult(passed=passed, timed_out=timed_out, error=error, landlock_abi=landlock_abi)
 
 
 def run_tests_batch(
@@ -281,8 +281,8 @@ def run_tests_batch(
     limits: SandboxLimits = SandboxLimits(),
     workers: int | None = None,
 ) -> list[SandboxResult]:
-    """run_tests on many (program, tests) pairs, `workers` sandboxes at a time."""
-    if len(programs) != len(tests):
-        raise ValueError(f"got {len(programs)} programs but {len(tests)} test lists")
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as executor:
-        return list(executor.map(lambda pair: run_tests(*pair, limits=limits), zip(programs, tests)))
+  """run_tests on many (program, tests) pairs, `workers` sandboxes at a time."""
+  if len(programs) != len(tests):
+    raise ValueError(f"got {len(programs)} programs but {len(tests)} test lists")
+  with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as executor:
+    return list(executor.map(lambda pair: run_tests(*pair, limits=limits), zip(programs, tests)))

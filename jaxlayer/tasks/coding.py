@@ -1,0 +1,111 @@
+"""`code`: MBPP / HumanEval style problems (a prompt plus unit tests), graded by running
+the tests on the completion's code in jaxlayer.tasks.sandbox.
+
+Tests are either a list of statements (MBPP's asserts: each one is a test) or one
+script (HumanEval's `def check(candidate)`, called on the entry point). The code is
+the last ```python fenced block of the completion (else the last fenced block, else
+the whole completion); with an entry point, code that does not define it is taken
+as the continuation of the prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jaxlayer.tasks import sandbox
+from jaxlayer.tasks.base import Problem
+from jaxlayer.tasks.loading import DatasetTask
+
+_FENCED_BLOCK = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_code(completion: str) -> str:
+  """The code of a completion (see the module docstring)."""
+  blocks = _FENCED_BLOCK.findall(completion)
+  if not blocks:
+    return completion
+  python_blocks = [code for language, code in blocks if language.lower() in ("python", "py", "python3")]
+  return (python_blocks or [code for _, code in blocks])[-1]
+
+
+@dataclass(kw_only=True)
+class CodeTask(DatasetTask):
+  """Code problems with unit tests. Defaults read MBPP ("text", "code", "test_list").
+
+  tests_field: list of test statements, or one test script;
+  setup_field: code run before the program (MBPP's "test_setup_code"; a list is joined);
+  entry_point_field: HumanEval's "entry_point" (the tests' check() is called on it);
+  answer_field: a reference solution (may be absent from the data: set it to None);
+  show_tests_in_prompt: append list-style tests to the prompt (MBPP needs it: the
+    function name is only in the tests);
+  reward_mode: "fraction" of tests passed, or "all" (1 only if every test passes);
+  sandbox_limits: SandboxLimits fields, e.g. {"wall_seconds": 10};
+  sandbox_workers: sandboxes run at once (default: number of CPUs).
+  """
+
+  dataset: str | None = "google-research-datasets/mbpp"
+  dataset_config: str | None = "full"
+  question_field: str = "text"
+  answer_field: str | None = "code"
+  tests_field: str = "test_list"
+  setup_field: str | None = "test_setup_code"
+  entry_point_field: str | None = None
+  show_tests_in_prompt: bool = True
+  reward_mode: str = "fraction"
+  sandbox_limits: dict[str, float] = field(default_factory=dict)
+  sandbox_workers: int | None = None
+
+  name = "code"
+
+  def __post_init__(self) -> None:
+    super().__post_init__()
+    if self.reward_mode not in ("fraction", "all"):
+      raise ValueError(f"code: reward_mode must be 'fraction' or 'all', got {self.reward_mode!r}")
+    self.limits = sandbox.SandboxLimits(**self.sandbox_limits)
+
+  def required_fields(self) -> list[str]:
+    optional = [self.answer_field, self.setup_field, self.entry_point_field]
+    return [self.question_field, self.tests_field, *(name for name in optional if name is not None)]
+
+  def make_problem(self, record: Mapping[str, Any]) -> Problem:
+    raw_tests = record[self.tests_field]
+    entry_point = record[self.entry_point_field] if self.entry_point_field else None
+    if isinstance(raw_tests, str):
+      tests = [raw_tests + (f"\ncheck({entry_point})" if entry_point else "")]
+    else:
+      tests = [str(test) for test in raw_tests]
+    setup = record[self.setup_field] if self.setup_field else ""
+    setup = "\n".join(setup) if isinstance(setup, list) else str(setup or "")
+    prompt = str(record[self.question_field])
+    if self.show_tests_in_prompt and not isinstance(raw_tests, str):
+      prompt += "\nYour code should pass these tests:\n" + "\n".join(tests)
+    answer = str(record[self.answer_field]) if self.answer_field else ""
+    metadata = {"tests": tests, "setup": setup, "entry_point": entry_point, "prompt_code": str(record[self.question_field])}
+    return Problem(prompt=prompt, answer=answer, metadata=metadata)
+
+  def program(self, problem: Problem, completion: str) -> str:
+    """The program the tests run against: setup, then the completion's code."""
+    code = extract_code(completion)
+    entry_point = problem.metadata["entry_point"]
+    if entry_point and not re.search(rf"def\s+{re.escape(entry_point)}\s*\(", code):
+      code = problem.metadata["prompt_code"] + code
+    return f"{problem.metadata['setup']}\n{code}"
+
+  def reward_components(self, problems: Sequence[Problem], completions: Sequence[str]) -> dict[str, list[float]]:
+    results = sandbox.run_tests_batch(
+        [self.program(problem, completion) for problem, completion in zip(problems, completions, strict=True)],
+        [problem.metadata["tests"] for problem in problems],
+        limits=self.limits,
+        workers=self.sandbox_workers,
+    )
+    if self.reward_mode == "all":
+      correct = [float(result.all_passed) for result in results]
+    else:
+      correct = [result.fraction_passed for result in results]
+    return {
+        "correct": correct,
+        "format": [float(_FENCED_BLOCK.search(completion) is not None) for completion in completions],
+    }

@@ -1,0 +1,126 @@
+"""Tasks whose problems come from a data set: a hub name or local JSONL / JSON / Parquet /
+CSV files, read with `datasets`, fields mapped by the task's options."""
+
+from __future__ import annotations
+
+import abc
+import functools
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jaxlayer.tasks.base import Problem, Task
+
+logger = logging.getLogger(__name__)
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _looks_like_path(name: str) -> bool:
+  return name.startswith(("/", "./", "../", "~")) or Path(name).suffix in _BUILDERS
+
+
+def load_split(
+    *, dataset: str | None, dataset_config: str | None, data_files: Mapping[str, str] | None, split: str
+) -> Any:
+  """One split as a `datasets.Dataset`.
+
+  data_files maps split names to local files (the builder follows the suffix);
+  otherwise `dataset` is a hub name or a local directory `datasets` can read.
+  """
+  import datasets
+
+  if data_files is not None:
+    if split not in data_files:
+      raise ValueError(f"no data file for split {split!r}: data_files has splits {sorted(data_files)}")
+    path = Path(data_files[split]).expanduser()
+    builder = _BUILDERS.get(path.suffix)
+    if builder is None:
+      raise ValueError(f"data file {path} has an unknown suffix; use one of {sorted(_BUILDERS)}")
+    if not path.is_file():
+      raise FileNotFoundError(f"data file for split {split!r} not found: {path}")
+    return datasets.load_dataset(builder, data_files=str(path), split="train")
+  if dataset is None:
+    raise ValueError("set `dataset` (a hub name or local directory) or `data_files` ({split: path})")
+  if _looks_like_path(dataset) and not os.path.exists(os.path.expanduser(dataset)):
+    raise FileNotFoundError(f"dataset path not found: {dataset}")
+  try:
+    return datasets.load_dataset(os.path.expanduser(dataset), dataset_config, split=split)
+  except Exception as error:  # hub, network, unknown split...: say which load failed
+    raise RuntimeError(f"could not load split {split!r} of dataset {dataset!r}: {error}") from error
+
+
+@dataclass(kw_only=True)
+class DatasetTask(Task):
+  """A task read from a data set.
+
+  dataset / dataset_config: hub name (e.g. "openai/gsm8k", "main") or local directory;
+  data_files: {split name: local .jsonl/.json/.parquet/.csv path}; when set, used
+    instead of dataset;
+  train_split / test_split: split names (None: the task has no such split);
+  question_field / answer_field: which record fields hold the question and answer.
+  """
+
+  dataset: str | None = None
+  dataset_config: str | None = None
+  data_files: dict[str, str] | None = None
+  train_split: str | None = "train"
+  test_split: str | None = "test"
+  question_field: str = "question"
+  answer_field: str = "answer"
+
+  def __post_init__(self) -> None:
+    if self.dataset is None and self.data_files is None:
+      raise ValueError(
+          f"task {self.name!r}: set `dataset` (hub name or local directory) or "
+          "`data_files` ({split: local file})"
+      )
+    for split, path in (self.data_files or {}).items():
+      if not Path(path).expanduser().is_file():
+        raise FileNotFoundError(f"task {self.name!r}: data file for split {split!r} not found: {path}")
+
+  @abc.abstractmethod
+  def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
+    """The Problem for one record, or None to skip a record with no usable answer."""
+
+  def required_fields(self) -> list[str]:
+    return [self.question_field, self.answer_field]
+
+  def _load(self, split: str | None, role: str) -> list[Problem]:
+    if split is None:
+      raise ValueError(f"task {self.name!r} has no {role} split: set {role}_split")
+    records = load_split(
+        dataset=self.dataset, dataset_config=self.dataset_config, data_files=self.data_files, split=split
+    )
+    source = self.data_files[split] if self.data_files else self.dataset
+    missing = [name for name in self.required_fields() if name not in records.column_names]
+    if missing:
+      raise ValueError(
+          f"task {self.name!r}: field(s) {missing} not in {source} (split {split!r}); "
+          f"available fields: {records.column_names}; map yours with the *_field options"
+      )
+    problems = [self.make_problem(record) for record in records]
+    usable = [problem for problem in problems if problem is not None]
+    if len(usable) < len(problems):
+      logger.warning(
+          "task %r: skipped %d of %d records of %s (split %r) with no usable answer",
+          self.name, len(problems) - len(usable), len(problems), source, split,
+      )
+    return usable
+
+  @functools.cached_property
+  def _train(self) -> list[Problem]:
+    return self._load(self.train_split, "train")
+
+  @functools.cached_property
+  def _test(self) -> list[Problem]:
+    return self._load(self.test_split, "test")
+
+  def train_problems(self) -> list[Problem]:
+    return self._train
+
+  def test_problems(self) -> list[Problem]:
+    return self._test

@@ -1,0 +1,87 @@
+"""`gsm8k`, `math` (MATH / MATH-500) and `numina`: math word problems graded by math-verify.
+
+A completion is graded on its last \\boxed{...} when it has one, else on the answer
+math-verify finds in its text (jaxlayer.tasks.rewards.MathVerifier). Reward
+components: "correct", and "format" (the completion has a \\boxed{...} answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jaxlayer.tasks import rewards
+from jaxlayer.tasks.base import Problem
+from jaxlayer.tasks.loading import DatasetTask
+
+
+@dataclass(kw_only=True)
+class MathTask(DatasetTask):
+  """MATH-style problems; the reference is the answer field, or its last \\boxed{...}
+  when it is a full solution. Records with a solution but no boxed answer are skipped.
+
+  verify_timeout: seconds math-verify may spend on one answer (then it scores 0);
+  verify_workers: grading processes (default min(4, CPUs)).
+  """
+
+  dataset: str | None = "HuggingFaceH4/MATH-500"
+  train_split: str | None = None  # MATH-500 is a test set only
+  test_split: str | None = "test"
+  question_field: str = "problem"
+  answer_field: str = "answer"
+  verify_timeout: float = 5.0
+  verify_workers: int | None = None
+
+  name = "math"
+
+  def reference_answer(self, text: str) -> str | None:
+    if "\\boxed" in text or "\\fbox" in text:
+      return rewards.last_boxed_content(text)
+    return text.strip() or None
+
+  def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
+    answer = self.reference_answer(str(record[self.answer_field]))
+    if answer is None:
+      return None
+    metadata = {key: value for key, value in record.items() if key not in (self.question_field, self.answer_field)}
+    return Problem(prompt=str(record[self.question_field]), answer=answer, metadata=metadata)
+
+  def reward_components(self, problems: Sequence[Problem], completions: Sequence[str]) -> dict[str, list[float]]:
+    verifier = rewards.shared_math_verifier(self.verify_workers, self.verify_timeout)
+    return {
+        "correct": verifier.grade([problem.answer for problem in problems], completions),
+        "format": [float(rewards.last_boxed_content(completion) is not None) for completion in completions],
+    }
+
+
+@dataclass(kw_only=True)
+class NuminaTask(MathTask):
+  """NuminaMath-CoT: full solutions whose last \\boxed{...} is the reference answer."""
+
+  dataset: str | None = "AI-MO/NuminaMath-CoT"
+  train_split: str | None = "train"
+  test_split: str | None = "test"
+  question_field: str = "problem"
+  answer_field: str = "solution"
+
+  name = "numina"
+
+
+@dataclass(kw_only=True)
+class GSM8KTask(MathTask):
+  """GSM8K: the reference is what follows "####" in the answer field (commas dropped);
+  an answer field without "####" is taken whole."""
+
+  dataset: str | None = "openai/gsm8k"
+  dataset_config: str | None = "main"
+  train_split: str | None = "train"
+  test_split: str | None = "test"
+  question_field: str = "question"
+  answer_field: str = "answer"
+
+  name = "gsm8k"
+
+  def reference_answer(self, text: str) -> str | None:
+    final = text.rsplit("####", 1)[-1]
+    return final.strip().replace(",", "") or None
