@@ -1,0 +1,203 @@
+"""Layer contribution C(k) = (S_k - S_base) / (S_full - S_base), its errors, and seed aggregation.
+
+Definitions used everywhere in jaxlayer (sweep.json, report.md, the plots):
+
+- A *score* is the mean of one evaluation's per-problem scores (pass@1 with greedy decoding).
+- `score_se`: evaluation noise of one run, the standard error over the test problems
+  (binomial sqrt(p(1-p)/n) for 0/1 scores, the sample standard error otherwise). With
+  several seeds it is the root-mean-square of the seeds' standard errors: every seed is
+  scored on the same test problems, so this part of the noise does not average out.
+- `score`, `score_std`: mean and sample standard deviation (ddof=1) over seeds.
+- `contribution`: C of the seed-mean scores (a ratio of means). It is the headline value
+  because a mean of per-seed ratios is biased and blows up whenever one seed's
+  S_full - S_base is small.
+- `contribution_se`: delta-method standard error of `contribution` from the three
+  `score_se`s, treating the three evaluations as independent (conservative: they share
+  the test problems, which makes their errors positively correlated).
+- `contribution_seed_mean`, `contribution_std`: mean and sample standard deviation over
+  seeds of the per-seed C, where seed s of block k is set against seed s of full RL and
+  of the base evaluation. Only seeds present in all three count.
+- S_full == S_base leaves C undefined: None (null in JSON) and an
+  `UndefinedContributionWarning`, never a division by zero. C may be negative (block k
+  ended below the base) or above 1 (it beat full RL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class UndefinedContributionWarning(UserWarning):
+  """S_full == S_base: full RL gained nothing, so C(k) has no scale."""
+
+
+class RunScore(NamedTuple):
+  """One evaluated run: its score and the score's standard error over the test problems."""
+
+  score: float
+  se: float
+
+
+def standard_error(per_problem_scores: Sequence[float]) -> float:
+  """Standard error of the mean score over problems.
+
+  0/1 scores (pass@1): the binomial sqrt(p (1 - p) / n). Other scores (mean@k, partial
+  credit): the sample standard error std(ddof=1) / sqrt(n).
+  """
+  scores = np.asarray(per_problem_scores, dtype=np.float64)
+  n = scores.size
+  if n == 0:
+    raise ValueError("standard_error needs at least one per-problem score; got none.")
+  if np.all((scores == 0.0) | (scores == 1.0)):
+    p = scores.mean()
+    return float(math.sqrt(p * (1.0 - p) / n))
+  if n == 1:
+    return 0.0
+  return float(scores.std(ddof=1) / math.sqrt(n))
+
+
+# Scores are means of per-problem scores; a gain below this is float round-off, not a gain.
+_ZERO_GAIN = 1e-12
+
+
+def _same_score(a: float, b: float) -> bool:
+  return abs(a - b) <= _ZERO_GAIN
+
+
+def _ratio(s_k: float, s_base: float, s_full: float) -> float | None:
+  if _same_score(s_full, s_base):
+    return None
+  return (s_k - s_base) / (s_full - s_base)
+
+
+def layer_contribution(s_k: float, s_base: float, s_full: float) -> float | None:
+  """C(k) = (S_k - S_base) / (S_full - S_base); None, with a warning, when S_full == S_base."""
+  contribution = _ratio(s_k, s_base, s_full)
+  if contribution is None:
+    warnings.warn(f"S_full == S_base (= {s_base}): full RL did not move the score, so the "
+                  "layer contribution C(k) is undefined.", UndefinedContributionWarning,
+                  stacklevel=2)
+  return contribution
+
+
+def contribution_standard_error(k: RunScore, base: RunScore, full: RunScore) -> float | None:
+  """Delta-method standard error of C(k) from the three scores' standard errors.
+
+  With C = (k - B) / (F - B): dC/dk = 1/g, dC/dF = -C/g, dC/dB = (C - 1)/g, g = F - B.
+  None when C is undefined.
+  """
+  contribution = _ratio(k.score, base.score, full.score)
+  if contribution is None:
+    return None
+  gain = full.score - base.score
+  variance = (k.se**2 + (contribution * full.se)**2 + ((contribution - 1.0) * base.se)**2) / gain**2
+  return float(math.sqrt(variance))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSummary:
+  """A run group (base, full or block k) aggregated over its seeds."""
+
+  score: float  # mean over seeds
+  score_std: float | None  # sample std over seeds; None with a single seed
+  score_se: float  # evaluation noise (root-mean-square of the seeds' standard errors)
+  seeds: tuple[int, ...]
+  per_seed: dict[int, float]
+
+
+def summarize_scores(runs: Mapping[int, RunScore]) -> ScoreSummary:
+  """Mean, std over seeds and evaluation standard error of one run group (seed -> RunScore)."""
+  if not runs:
+    raise ValueError("summarize_scores needs at least one seed's result.")
+  seeds = tuple(sorted(runs))
+  scores = np.array([runs[s].score for s in seeds], dtype=np.float64)
+  ses = np.array([runs[s].se for s in seeds], dtype=np.float64)
+  return ScoreSummary(
+      score=float(scores.mean()),
+      score_std=float(scores.std(ddof=1)) if len(seeds) > 1 else None,
+      score_se=float(np.sqrt(np.mean(ses**2))),
+      seeds=seeds,
+      per_seed={s: float(runs[s].score) for s in seeds},
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSummary:
+  layer: int
+  scores: ScoreSummary
+  contribution: float | None  # C of the seed-mean scores
+  contribution_se: float | None  # delta method, evaluation noise only
+  contribution_seed_mean: float | None  # mean over seeds of the per-seed C
+  contribution_std: float | None  # std over seeds of the per-seed C; None below 2 seeds
+  per_seed_contribution: dict[int, float | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSummary:
+  base: ScoreSummary
+  full: ScoreSummary
+  layers: list[LayerSummary]  # sorted by block index
+  warnings: list[str]  # every UndefinedContributionWarning raised while summarizing
+
+  def defined_layers(self) -> list[LayerSummary]:
+    return [layer for layer in self.layers if layer.contribution is not None]
+
+  def best_layer(self) -> LayerSummary | None:
+    """Largest C (ties: lowest block index); None when no C is defined."""
+    defined = self.defined_layers()
+    return min(defined, key=lambda l: (-l.contribution, l.layer)) if defined else None
+
+  def worst_layer(self) -> LayerSummary | None:
+    defined = self.defined_layers()
+    return min(defined, key=lambda l: (l.contribution, l.layer)) if defined else None
+
+
+def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
+                    layers: Mapping[int, Mapping[int, RunScore]]) -> SweepSummary:
+  """Aggregates a sweep's results (each a mapping seed -> RunScore) into C(k) with spreads.
+
+  layers: block index -> seed -> RunScore. Undefined contributions are reported once per
+  cause (not once per block) as `UndefinedContributionWarning`s and in `.warnings`.
+  """
+  base_summary, full_summary = summarize_scores(base), summarize_scores(full)
+  messages = []
+  if _same_score(full_summary.score, base_summary.score):
+    messages.append(
+        f"S_full == S_base (= {base_summary.score:.4f}, mean over seeds): full RL did not move "
+        "the score, so C(k) is undefined for every block. Train longer or with a higher "
+        "learning rate, or evaluate on more problems.")
+  paired_seeds = sorted(set(base) & set(full))
+  for seed in paired_seeds:
+    if _same_score(full[seed].score, base[seed].score):
+      messages.append(f"seed {seed}: S_full == S_base (= {base[seed].score:.4f}), so the "
+                      "per-seed C(k) of this seed is undefined and left out of the seed spread.")
+
+  layer_summaries = []
+  for layer in sorted(layers):
+    runs = layers[layer]
+    scores = summarize_scores(runs)
+    per_seed = {s: _ratio(runs[s].score, base[s].score, full[s].score)
+                for s in paired_seeds if s in runs}
+    defined = np.array([c for c in per_seed.values() if c is not None], dtype=np.float64)
+    layer_summaries.append(LayerSummary(
+        layer=int(layer),
+        scores=scores,
+        contribution=_ratio(scores.score, base_summary.score, full_summary.score),
+        contribution_se=contribution_standard_error(
+            RunScore(scores.score, scores.score_se),
+            RunScore(base_summary.score, base_summary.score_se),
+            RunScore(full_summary.score, full_summary.score_se)),
+        contribution_seed_mean=float(defined.mean()) if defined.size else None,
+        contribution_std=float(defined.std(ddof=1)) if defined.size > 1 else None,
+        per_seed_contribution=per_seed,
+    ))
+  for message in messages:
+    warnings.warn(message, UndefinedContributionWarning, stacklevel=2)
+  return SweepSummary(base=base_summary, full=full_summary, layers=layer_summaries,
+                      warnings=messages)

@@ -1,0 +1,130 @@
+"""C(k), its standard errors and the aggregation over seeds, on hand-made results."""
+
+import math
+import statistics
+import warnings
+
+import pytest
+from scipy import stats
+
+from jaxlayer.sweep import contribution
+from jaxlayer.sweep.contribution import RunScore, UndefinedContributionWarning
+
+
+def test_contribution_follows_the_paper_formula_including_negative_and_above_one():
+  # Qwen3-1.7B in the paper: base 44.1, full 50.8, block 10 at 51.8 (C = 1.14 from unrounded scores).
+  assert contribution.layer_contribution(51.8, 44.1, 50.8) == pytest.approx((51.8 - 44.1) / (50.8 - 44.1))
+  # A block that ends below the base has a negative contribution.
+  assert contribution.layer_contribution(0.30, 0.40, 0.60) == pytest.approx(-0.5)
+  assert contribution.layer_contribution(0.60, 0.40, 0.60) == pytest.approx(1.0)
+  assert contribution.layer_contribution(0.40, 0.40, 0.60) == 0.0
+  # Full RL below the base: C is still the same ratio (both differences negative).
+  assert contribution.layer_contribution(0.35, 0.40, 0.30) == pytest.approx(0.5)
+
+
+def test_full_equal_to_base_leaves_contribution_undefined_with_a_warning():
+  with pytest.warns(UndefinedContributionWarning, match="S_full == S_base"):
+    assert contribution.layer_contribution(0.7, 0.5, 0.5) is None
+  assert contribution.contribution_standard_error(
+      RunScore(0.7, 0.05), RunScore(0.5, 0.05), RunScore(0.5, 0.05)) is None
+
+
+def test_standard_error_binomial_for_pass_at_1_and_sample_se_otherwise():
+  binary = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+  p = sum(binary) / len(binary)
+  assert contribution.standard_error(binary) == pytest.approx(math.sqrt(p * (1 - p) / len(binary)))
+  assert contribution.standard_error([1.0] * 10) == 0.0
+  graded = [0.25, 1.0, 0.5, 0.0, 0.75]  # mean@4 style per-problem scores
+  assert contribution.standard_error(graded) == pytest.approx(stats.sem(graded))
+  with pytest.raises(ValueError, match="at least one"):
+    contribution.standard_error([])
+
+
+def test_contribution_standard_error_equals_finite_difference_propagation():
+  k, base, full = RunScore(0.52, 0.020), RunScore(0.40, 0.022), RunScore(0.55, 0.021)
+  h = 1e-6
+  def c(sk, sb, sf):
+    return (sk - sb) / (sf - sb)
+  gradient = [(c(k.score + h, base.score, full.score) - c(k.score - h, base.score, full.score)) / (2 * h),
+              (c(k.score, base.score + h, full.score) - c(k.score, base.score - h, full.score)) / (2 * h),
+              (c(k.score, base.score, full.score + h) - c(k.score, base.score, full.score - h)) / (2 * h)]
+  expected = math.sqrt(sum((g * s.se)**2 for g, s in zip(gradient, (k, base, full))))
+  assert contribution.contribution_standard_error(k, base, full) == pytest.approx(expected, rel=1e-5)
+
+
+def _runs(scores, se=0.02):
+  return {seed: RunScore(score, se) for seed, score in enumerate(scores)}
+
+
+def test_seed_aggregation_on_hand_made_results():
+  base, full = [0.40, 0.42, 0.38], [0.60, 0.58, 0.65]
+  blocks = {3: [0.55, 0.50, 0.57], 5: [0.35, 0.36, 0.30]}  # block 5 ends below the base
+  ses = {0: 0.020, 1: 0.030, 2: 0.025}
+  summary = contribution.summarize_sweep(
+      {s: RunScore(v, ses[s]) for s, v in enumerate(base)}, _runs(full),
+      {k: _runs(v) for k, v in blocks.items()})
+
+  assert summary.base.score == pytest.approx(statistics.mean(base))
+  assert summary.base.score_std == pytest.approx(statistics.stdev(base))
+  assert summary.base.score_se == pytest.approx(math.sqrt(statistics.mean(s**2 for s in ses.values())))
+  assert summary.full.score == pytest.approx(statistics.mean(full))
+  mean_base, mean_full = statistics.mean(base), statistics.mean(full)
+  for layer in summary.layers:
+    scores = blocks[layer.layer]
+    assert layer.scores.score == pytest.approx(statistics.mean(scores))
+    assert layer.scores.score_std == pytest.approx(statistics.stdev(scores))
+    # Headline: C of the seed means.
+    assert layer.contribution == pytest.approx(
+        (statistics.mean(scores) - mean_base) / (mean_full - mean_base))
+    # Spread: per-seed C, seed s against seed s of base and full.
+    per_seed = [(k - b) / (f - b) for k, b, f in zip(scores, base, full)]
+    assert layer.contribution_seed_mean == pytest.approx(statistics.mean(per_seed))
+    assert layer.contribution_std == pytest.approx(statistics.stdev(per_seed))
+    assert layer.contribution_se is not None and layer.contribution_se > 0
+  by_layer = {l.layer: l for l in summary.layers}
+  assert by_layer[5].contribution < 0
+  assert summary.best_layer().layer == 3 and summary.worst_layer().layer == 5
+  assert summary.warnings == []
+
+
+def test_a_single_seed_has_no_spread_over_seeds():
+  summary = contribution.summarize_sweep(_runs([0.4]), _runs([0.6]), {0: _runs([0.5])})
+  layer = summary.layers[0]
+  assert summary.base.score_std is None and layer.scores.score_std is None
+  assert layer.contribution == pytest.approx(0.5) and layer.contribution_seed_mean == pytest.approx(0.5)
+  assert layer.contribution_std is None
+  assert layer.contribution_se == pytest.approx(contribution.contribution_standard_error(
+      RunScore(0.5, 0.02), RunScore(0.4, 0.02), RunScore(0.6, 0.02)))
+
+
+def test_full_equal_to_base_is_reported_undefined_not_a_crash():
+  with pytest.warns(UndefinedContributionWarning) as caught:
+    summary = contribution.summarize_sweep(_runs([0.5, 0.5]), _runs([0.5, 0.5]),
+                                           {0: _runs([0.7, 0.6]), 1: _runs([0.2, 0.3])})
+  assert len(caught) == 3  # once for the means, once per seed; not once per block
+  assert all(l.contribution is None and l.contribution_se is None for l in summary.layers)
+  assert all(l.contribution_seed_mean is None and l.contribution_std is None for l in summary.layers)
+  assert summary.best_layer() is None and summary.worst_layer() is None
+  assert len(summary.warnings) == 3 and "undefined for every block" in summary.warnings[0]
+  assert summary.layers[0].scores.score == pytest.approx(0.65)  # scores are still reported
+
+
+def test_a_seed_whose_full_equals_its_base_is_left_out_of_the_seed_spread():
+  base, full, block = [0.40, 0.50, 0.40], [0.60, 0.50, 0.70], [0.50, 0.55, 0.60]
+  with pytest.warns(UndefinedContributionWarning, match="seed 1"):
+    summary = contribution.summarize_sweep(_runs(base), _runs(full), {2: _runs(block)})
+  layer = summary.layers[0]
+  assert layer.per_seed_contribution[1] is None
+  defined = [(k - b) / (f - b) for k, b, f in zip(block, base, full) if f != b]
+  assert layer.contribution_seed_mean == pytest.approx(statistics.mean(defined))
+  assert layer.contribution_std == pytest.approx(statistics.stdev(defined))
+  assert layer.contribution == pytest.approx(
+      (statistics.mean(block) - statistics.mean(base)) / (statistics.mean(full) - statistics.mean(base)))
+
+
+def test_seeds_missing_from_base_or_full_do_not_pair():
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # nothing undefined here: no warning at all
+    summary = contribution.summarize_sweep(_runs([0.4]), _runs([0.6, 0.7]), {0: _runs([0.5, 0.55])})
+  assert summary.layers[0].per_seed_contribution == {0: pytest.approx(0.5)}
+  assert summary.layers[0].contribution_std is None
