@@ -202,8 +202,10 @@ def test_launch_logs_stop_remote_commands_run_on_a_worker(tmp_path, config_with_
   home = tmp_path / "home"
   (home / "jaxlayer-venv" / "bin").mkdir(parents=True)
   fake_jaxlayer = home / "jaxlayer-venv" / "bin" / "jaxlayer"
-  fake_jaxlayer.write_text('#!/usr/bin/env bash\necho "step 1 reward 0.5"\n'
-                           'printf "%s\\n" "$@" "HF_HOME=$HF_HOME" END > args.txt\nexec sleep 60\n')
+  fake_jaxlayer.write_text(
+      f"#!{sys.executable}\nimport os, sys, time\nprint('step 1 reward 0.5', flush=True)\n"
+      "lines = [*sys.argv[1:], 'HF_HOME=' + os.environ['HF_HOME'], 'END']\n"
+      "open('args.txt', 'w').write(''.join(line + '\\n' for line in lines))\ntime.sleep(60)\n")
   fake_jaxlayer.chmod(0o755)
   commands = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
                   *OVERRIDES, "--env", "HF_HOME=/mnt/hf cache", "--run-name", "first")
@@ -241,6 +243,11 @@ def test_launch_logs_stop_remote_commands_run_on_a_worker(tmp_path, config_with_
     finished.wait()  # reaped: its pid is surely gone
     pid_file.write_text(f"{finished.pid}\n")
     assert "no jaxlayer run going" in _run_remote(remote_command(stop), home).stdout
+    with subprocess.Popen(["sleep", "30"]) as unrelated:  # a live pid that is not jaxlayer's
+      pid_file.write_text(f"{unrelated.pid}\n")
+      assert "no jaxlayer run going" in _run_remote(remote_command(stop), home).stdout
+      assert unrelated.poll() is None
+      unrelated.kill()
   finally:
     if pid_file.exists() and _alive(int(pid_file.read_text())):
       os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -80,11 +80,13 @@ scp_to_all_workers() {
   gcloud_tpus tpu-vm scp "$1" "$TPU_NAME:$2" --worker=all
 }
 
-# A remote shell test: true when the run started by launch.sh is still going on that worker.
+# A remote shell test: true when the run started by launch.sh is still going on that worker
+# (its recorded pid is alive and is a jaxlayer process, not another one that reused the pid).
 remote_run_is_alive() {
   local pid_file
   pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
-  printf '%s' "test -f $pid_file && kill -0 \"\$(cat $pid_file)\" 2>/dev/null"
+  printf '%s' "test -f $pid_file && kill -0 \"\$(cat $pid_file)\" 2>/dev/null \
+&& grep -qa jaxlayer \"/proc/\$(cat $pid_file)/cmdline\""
 }
 
 # How to call another of these scripts on the same TPU, for the hints the scripts print.
