@@ -18,8 +18,9 @@ from jaxlayer.tasks.loading import DatasetTask
 
 @dataclass(kw_only=True)
 class MathTask(DatasetTask):
-  """MATH-style problems; the reference is the answer field, or its last \\boxed{...}
-  when it is a full solution. Records with a solution but no boxed answer are skipped.
+  """MATH-style problems; the reference is the answer field (its last \\boxed{...} if it
+  has one). With boxed_answer=True the answer field is a full solution: records whose
+  solution has no \\boxed{...} are skipped.
 
   verify_timeout: seconds math-verify may spend on one answer (then it scores 0);
   verify_workers: grading processes (default min(4, CPUs)).
@@ -30,14 +31,16 @@ class MathTask(DatasetTask):
   test_split: str | None = "test"
   question_field: str = "problem"
   answer_field: str = "answer"
+  boxed_answer: bool = False
   verify_timeout: float = 5.0
   verify_workers: int | None = None
 
   name = "math"
 
   def reference_answer(self, text: str) -> str | None:
-    if "\\boxed" in text or "\\fbox" in text:
-      return rewards.last_boxed_content(text)
+    boxed = rewards.last_boxed_content(text)
+    if boxed is not None or self.boxed_answer:
+      return boxed
     return text.strip() or None
 
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
@@ -64,6 +67,7 @@ class NuminaTask(MathTask):
   test_split: str | None = "test"
   question_field: str = "problem"
   answer_field: str = "solution"
+  boxed_answer: bool = True
 
   name = "numina"
 

@@ -1,0 +1,74 @@
+"""Prompt formatting: plain templates, and a tokenizer's chat template (built here, no hub)."""
+
+import pytest
+
+from jaxlayer.tasks import Problem, format_prompt
+
+# Qwen's ChatML layout, written as the Jinja template a tokenizer_config.json would carry.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer():
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  from transformers import PreTrainedTokenizerFast
+
+  tokenizer = Tokenizer(models.BPE())
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tokenizer.train_from_iterator(["37+45=82", "You are a calculator.", "user assistant system"], trainer)
+  return PreTrainedTokenizerFast(tokenizer_object=tokenizer, chat_template=CHATML_TEMPLATE,
+                                 bos_token=None, eos_token="<|im_end|>")
+
+
+PROBLEM = Problem(prompt="37+45=", answer="82", metadata={"level": "easy"})
+
+
+def test_plain_template_defaults_to_the_raw_question():
+  assert format_prompt(PROBLEM) == "37+45="
+
+
+def test_plain_template_fills_question_and_metadata():
+  assert format_prompt(PROBLEM, template="[{level}] Q: {question}\nA:") == "[easy] Q: 37+45=\nA:"
+  assert format_prompt(PROBLEM, system_prompt="Add.") == "Add.\n37+45="
+
+
+def test_braces_in_the_question_are_kept():
+  latex = Problem(prompt="Simplify $\\frac{1}{2}+{x}$.", answer="")
+  assert format_prompt(latex, template="Problem: {question}") == "Problem: Simplify $\\frac{1}{2}+{x}$."
+
+
+def test_unknown_template_field_is_a_clear_error():
+  with pytest.raises(ValueError, match="unknown field 'topic'; available fields: \\['question', 'level'\\]"):
+    format_prompt(PROBLEM, template="{topic}: {question}")
+
+
+def test_chat_template_wraps_the_filled_template(chat_tokenizer):
+  prompt = format_prompt(PROBLEM, chat_tokenizer, use_chat_template=True, template="Compute {question}",
+                         system_prompt="You are a calculator.")
+  assert prompt == ("<|im_start|>system\nYou are a calculator.<|im_end|>\n"
+                    "<|im_start|>user\nCompute 37+45=<|im_end|>\n"
+                    "<|im_start|>assistant\n")
+  # Special tokens survive as single tokens, so the model sees the layout it was trained on.
+  ids = chat_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+  assert ids.count(chat_tokenizer.convert_tokens_to_ids("<|im_start|>")) == 3
+  assert chat_tokenizer.decode(ids) == prompt
+
+
+def test_chat_template_without_system_prompt(chat_tokenizer):
+  prompt = format_prompt(PROBLEM, chat_tokenizer, use_chat_template=True)
+  assert prompt == "<|im_start|>user\n37+45=<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_chat_template_needs_a_tokenizer_that_has_one(chat_tokenizer):
+  with pytest.raises(ValueError, match="no tokenizer was given; set use_chat_template=False"):
+    format_prompt(PROBLEM, None, use_chat_template=True)
+  chat_tokenizer_without = type(chat_tokenizer)(tokenizer_object=chat_tokenizer.backend_tokenizer)
+  with pytest.raises(ValueError, match="this tokenizer has none"):
+    format_prompt(PROBLEM, chat_tokenizer_without, use_chat_template=True)

@@ -1,0 +1,103 @@
+"""Rewards: math-verify grading in a worker pool, integer answers, format, DAPO overlong, sums."""
+
+import pytest
+
+from jaxlayer.tasks import rewards
+
+# A tower of powers that math-verify cannot settle: it sits in C big-integer code that no
+# signal interrupts (checked by hand: > 60 s in-process), so only a killed worker ends it.
+PATHOLOGICAL = "\\boxed{2^{2^{2^{2^{2^{2^{2}}}}}}}"
+
+
+@pytest.fixture(scope="module")
+def verifier():
+  with rewards.MathVerifier(workers=2, timeout=3.0) as math_verifier:
+    yield math_verifier
+
+
+def test_equivalent_forms_pass(verifier):
+  pairs = [
+      ("1/2", "0.5"),
+      ("1/2", "\\frac12"),
+      ("1/2", "so the answer is $\\boxed{\\frac{1}{2}}$"),
+      ("0.5", "$\\frac{1}{2}$"),
+      ("\\frac{1}{2}", "1/2"),
+      ("72", "$72$"),
+      ("72", "The answer is \\boxed{72}."),
+      ("1,234", "1234"),
+      ("\\sqrt{2}/2", "\\boxed{\\frac{\\sqrt{2}}{2}}"),
+  ]
+  assert verifier.grade(*zip(*pairs)) == [1.0] * len(pairs)
+
+
+def test_wrong_answers_fail(verifier):
+  pairs = [("1/2", "0.51"), ("1/2", "\\frac13"), ("72", "$73$"), ("72", "\\boxed{-72}"),
+           ("\\sqrt{2}/2", "\\boxed{\\sqrt{2}}")]
+  assert verifier.grade(*zip(*pairs)) == [0.0] * len(pairs)
+
+
+def test_the_last_boxed_answer_is_graded(verifier):
+  scores = verifier.grade(["72", "72"], ["\\boxed{71}, no: \\boxed{72}", "\\boxed{72}, no: \\boxed{71}"])
+  assert scores == [1.0, 0.0]
+
+
+def test_malformed_output_scores_zero_without_crashing(verifier):
+  malformed = ["", "\\boxed{", "$$$\\frac{", "\x00\xff\ud800", "}{" * 500, "\\boxed{\\frac{1}{}}",
+               "\\left( \\right]]]", "72" * 3000]
+  assert verifier.grade(["72"] * len(malformed), malformed) == [0.0] * len(malformed)
+
+
+def test_pathological_expression_times_out_and_scores_zero():
+  with rewards.MathVerifier(workers=1, timeout=1.0) as verifier:
+    assert verifier.grade(["72", "72"], [PATHOLOGICAL, "\\boxed{72}"]) == [0.0, 1.0]
+    # The killed worker was replaced: the pool still grades.
+    assert verifier.grade(["1/2"], ["0.5"]) == [1.0]
+
+
+def test_shared_verifier_is_one_per_setting():
+  first = rewards.shared_math_verifier(workers=1, timeout=2.0)
+  assert rewards.shared_math_verifier(workers=1, timeout=2.0) is first
+  assert first.grade(["3"], ["\\boxed{3}"]) == [1.0]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("\\boxed{72}", "72"),
+    ("a \\boxed{1} b \\boxed{\\frac{1}{2}} c", "\\frac{1}{2}"),
+    ("\\boxed{\\{1, 2\\} \\cup {3}}", "\\{1, 2\\} \\cup {3}"),
+    ("\\fbox{5}", "5"),
+    ("\\boxed{7} then \\boxed{unclosed", "7"),
+    ("no box", None),
+    ("\\boxed", None),
+])
+def test_last_boxed_content(text, expected):
+  assert rewards.last_boxed_content(text) == expected
+
+
+def test_integer_correctness_reads_the_first_line():
+  completions = ["82", "82\n37+45=82", " 82 ", "+82", "83", "82.0", "8 2", "", "eighty-two", "82abc"]
+  assert rewards.integer_correctness(["82"] * len(completions), completions) == [
+      1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+  assert rewards.integer_correctness(["-8"], ["-8"]) == [1.0]
+
+
+def test_format_reward_matches_the_whole_completion():
+  pattern = r"<think>.*</think>\s*<answer>.*</answer>"
+  completions = ["<think>a\nb</think> <answer>3</answer>", "<answer>3</answer>",
+                 "<think>a</think><answer>3</answer> trailing"]
+  assert rewards.format_reward(completions, pattern) == [1.0, 0.0, 0.0]
+
+
+def test_overlong_penalty_matches_dapo():
+  # DAPO: 0 while |y| <= L_max - L_cache; (L_max - L_cache - |y|) / L_cache up to L_max; -1 beyond.
+  lengths = [0, 80, 85, 90, 99, 100, 101, 500]
+  assert rewards.overlong_penalty(lengths, max_length=100, cache_length=20) == pytest.approx(
+      [0.0, 0.0, -0.25, -0.5, -0.95, -1.0, -1.0, -1.0])
+  with pytest.raises(ValueError, match="cache_length"):
+    rewards.overlong_penalty([1], max_length=10, cache_length=20)
+
+
+def test_weighted_sum():
+  components = {"correct": [1.0, 0.0, 1.0], "format": [1.0, 1.0, 0.0], "logged_only": [5.0, 5.0, 5.0]}
+  assert rewards.weighted_sum(components, {"correct": 1.0, "format": 0.1}) == pytest.approx([1.1, 0.1, 1.0])
+  with pytest.raises(ValueError, match="unknown components \\['length'\\]"):
+    rewards.weighted_sum(components, {"length": 1.0})

@@ -1,0 +1,197 @@
+"""The code sandbox: correct code passes, wrong code fails, and hostile code is contained."""
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jaxlayer.tasks import sandbox
+
+LIMITS = sandbox.SandboxLimits(wall_seconds=3.0, cpu_seconds=3)
+SHORT = sandbox.SandboxLimits(wall_seconds=1.5, cpu_seconds=2)  # for runs that end in a timeout
+# Every sandboxed process (and every fork of one) carries the child program in its argv.
+CHILD_MARKER = "The program the sandbox runs in its child process"
+
+
+def _sandbox_processes() -> list[str]:
+  found = []
+  for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    try:
+      text = cmdline.read_bytes().decode(errors="replace")
+    except OSError:
+      continue
+    if CHILD_MARKER in text:
+      found.append(cmdline.parent.name)
+  return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+  yield
+  assert _sandbox_processes() == [], "a sandboxed process outlived its run"
+
+
+def test_correct_code_passes():
+  result = sandbox.run_tests("def add(a, b):\n  return a + b", ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"],
+                             LIMITS)
+  assert result.passed == [True, True] and result.all_passed and result.fraction_passed == 1.0
+  assert result.error is None
+
+
+def test_wrong_code_fails_test_by_test():
+  result = sandbox.run_tests("def add(a, b):\n  return a - b", ["assert add(1, 2) == 3", "assert add(5, 0) == 5"],
+                             LIMITS)
+  assert result.passed == [False, True] and result.fraction_passed == 0.5 and not result.all_passed
+  assert result.error.startswith("AssertionError")
+
+
+def test_a_program_that_does_not_compile_fails_every_test():
+  result = sandbox.run_tests("def add(a, b) return a", ["assert True", "assert True"], LIMITS)
+  assert result.passed == [False, False] and "SyntaxError" in result.error
+
+
+@pytest.mark.parametrize("program", ["while True:\n  pass", "import time\ntime.sleep(1000)"])
+def test_infinite_loop_is_stopped(program):
+  result = sandbox.run_tests(program, ["assert True"], SHORT)
+  assert result.timed_out and result.passed == [False]
+
+
+def test_fork_bomb_hits_the_process_limit():
+  # Counts how many forks succeed: the test statement passes only if the limit stopped it.
+  program = (
+      "import os, time\n"
+      "children = 0\n"
+      "try:\n"
+      "  while children < 500:\n"
+      "    if os.fork() == 0:\n"
+      "      time.sleep(60)\n"
+      "      os._exit(0)\n"
+      "    children += 1\n"
+      "except OSError:\n"
+      "  pass\n")
+  result = sandbox.run_tests(program, ["assert children < 500, children"], LIMITS)
+  assert result.passed == [True], result.error
+
+
+def test_fork_bomb_is_contained_and_killed():
+  program = ("import os\n"
+             "while True:\n"
+             "  try:\n"
+             "    if os.fork() == 0:\n"
+             "      os.setsid()\n"  # escaping the process group does not escape the sandbox
+             "  except OSError:\n"
+             "    pass\n")
+  result = sandbox.run_tests(program, ["assert True"], SHORT)
+  assert result.passed == [False] and result.timed_out
+  # no_process_left_behind checks that every fork is gone.
+
+
+def test_ten_gigabyte_allocation_fails():
+  result = sandbox.run_tests("block = bytearray(10 * 1024**3)", ["assert len(block) > 0"], LIMITS)
+  assert result.passed == [False] and "MemoryError" in result.error
+
+
+@pytest.fixture
+def listening_socket():
+  server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+  server.bind(("127.0.0.1", 0))
+  server.listen(5)
+  server.setblocking(False)
+  yield server
+  server.close()
+
+
+def _connect_program(port: int) -> str:
+  return (f"import socket\n"
+          f"connection = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+          f"connection.sendall(b'leak')\n")
+
+
+def _assert_nobody_connected(server: socket.socket):
+  with pytest.raises(BlockingIOError):
+    server.accept()
+
+
+def test_socket_cannot_reach_the_host(listening_socket):
+  port = listening_socket.getsockname()[1]
+  result = sandbox.run_tests(_connect_program(port), ["assert True"], LIMITS)
+  assert result.passed == [False]
+  _assert_nobody_connected(listening_socket)
+
+
+@pytest.mark.skipif(not sandbox.isolation()["network_and_pid_namespaces"], reason="no namespaces on this machine")
+def test_network_namespace_alone_blocks_the_socket(listening_socket):
+  # The namespace layer without Landlock: a plain python in the namespaces cannot connect.
+  port = listening_socket.getsockname()[1]
+  command = [*sandbox._working_namespace_prefix(), sys.executable, "-I", "-c", _connect_program(port)]
+  completed = subprocess.run(command, capture_output=True, text=True, timeout=30)
+  assert completed.returncode != 0 and "unreachable" in completed.stderr
+  _assert_nobody_connected(listening_socket)
+
+
+def test_landlock_alone_blocks_tcp_and_outside_writes(listening_socket, tmp_path, monkeypatch):
+  # The Landlock layer without namespaces (as on a machine where unshare is refused).
+  monkeypatch.setattr(sandbox, "_working_namespace_prefix", lambda: ())
+  port = listening_socket.getsockname()[1]
+  probe = sandbox.run_tests("import ctypes", ["assert True"], LIMITS)
+  if probe.landlock_abi < 4:
+    pytest.skip(f"Landlock ABI {probe.landlock_abi} < 4 has no TCP rules")
+  outside = tmp_path / "open"
+  outside.mkdir(mode=0o777)
+  outside.chmod(0o777)
+  result = sandbox.run_tests(_connect_program(port), ["assert True"], LIMITS)
+  assert result.passed == [False]
+  _assert_nobody_connected(listening_socket)
+  result = sandbox.run_tests(f"open({str(outside / 'escape.txt')!r}, 'w').write('x')", ["assert True"], LIMITS)
+  assert result.passed == [False] and "PermissionError" in result.error
+  assert list(outside.iterdir()) == []
+
+
+def test_writes_outside_its_directory_are_refused(tmp_path):
+  # A world-writable directory: only the sandbox itself can stop the write.
+  outside = tmp_path / "open"
+  outside.mkdir()
+  outside.chmod(0o777)
+  targets = [outside / "escape.txt", Path("/tmp") / f"jaxlayer-escape-{uuid.uuid4().hex}",
+             Path.cwd() / f"jaxlayer-escape-{uuid.uuid4().hex}"]
+  for target in targets:
+    result = sandbox.run_tests(f"open({str(target)!r}, 'w').write('escaped')", ["assert True"], LIMITS)
+    assert result.passed == [False] and "PermissionError" in result.error, target
+    assert not target.exists()
+  assert list(outside.iterdir()) == []
+
+
+def test_working_directory_is_writable_and_thrown_away():
+  program = "import os\nopen('notes.txt', 'w').write('hi')\nWORKDIR = os.getcwd()\n"
+  result = sandbox.run_tests(program, ["assert open('notes.txt').read() == 'hi'", "assert False, WORKDIR"], LIMITS)
+  assert result.passed == [True, False]
+  workdir = result.error.removeprefix("AssertionError: ")
+  assert "jaxlayer-sandbox-" in workdir and not os.path.exists(workdir)
+
+
+def test_environment_is_scrubbed(monkeypatch):
+  monkeypatch.setenv("JAXLAYER_TEST_SECRET", "do-not-leak")
+  result = sandbox.run_tests("import os", ["assert 'JAXLAYER_TEST_SECRET' not in os.environ",
+                                           "assert 'do-not-leak' not in str(os.environ)"], LIMITS)
+  assert result.passed == [True, True]
+
+
+@pytest.mark.parametrize("program", [
+    "import sys\nsys.exit(0)",
+    "import os\nos._exit(0)",
+    "print('0' * 32 + ' {\"test\": 0, \"passed\": true, \"error\": null}')\nimport os\nos._exit(0)",
+])
+def test_exiting_early_or_faking_results_passes_nothing(program):
+  result = sandbox.run_tests(program, ["assert False"], LIMITS)
+  assert result.passed == [False]
+
+
+def test_batch_runs_each_pair():
+  results = sandbox.run_tests_batch(["x = 1", "x = 2", "while True: pass"], [["assert x == 1"]] * 3,
+                                    limits=SHORT, workers=3)
+  assert [result.passed for result in results] == [[True], [False], [False]]
+  assert results[2].timed_out

@@ -1,0 +1,282 @@
+"""Tasks: the registry, the generated tasks (arithmetic, countdown), the data-set tasks
+(gsm8k, math, numina, code) read from local files, and batch rewards."""
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from jaxlayer.tasks import TASKS, Problem, get_task
+from jaxlayer.tasks import base, expressions
+from jaxlayer.tasks.coding import extract_code
+from jaxlayer.tasks.countdown import extract_expression
+
+
+def _write_jsonl(path, records):
+  path.write_text("".join(json.dumps(record) + "\n" for record in records))
+  return str(path)
+
+
+# Registry
+
+
+def test_unknown_task_lists_the_registered_names():
+  with pytest.raises(ValueError, match="unknown task 'nope'.*'arithmetic'.*'code'.*'countdown'.*'gsm8k'"):
+    get_task("nope")
+
+
+def test_unknown_option_lists_the_task_options():
+  with pytest.raises(ValueError, match=r"no option\(s\) \['digits'\].*max_value"):
+    get_task("arithmetic", digits=3)
+
+
+def test_every_registered_task_builds_with_defaults():
+  # Data-set tasks only record where their data is; nothing is read until problems are asked for.
+  for name in TASKS:
+    assert get_task(name).name == name
+
+
+# Arithmetic
+
+
+def test_arithmetic_default_is_short_and_large_enough():
+  task = get_task("arithmetic")
+  test = task.test_problems()
+  assert len(test) == 1000 and len({problem.prompt for problem in test}) == 1000
+  for problem in test:  # "37+45=": two operands in [0, 99], + or -
+    operands = re.split(r"[+-]", problem.prompt.removesuffix("="))
+    assert problem.prompt.endswith("=") and len(operands) == 2 and all(0 <= int(x) <= 99 for x in operands)
+
+
+@pytest.mark.parametrize("options", [{}, {"num_operands": 4, "operators": "+-*", "max_value": 999}])
+def test_arithmetic_answers_match_python(options):
+  task = get_task("arithmetic", num_train=300, num_test=300, **options)
+  for problem in task.train_problems() + task.test_problems():
+    assert int(problem.answer) == eval(problem.prompt[:-1])  # trusted text we generated
+
+
+def test_arithmetic_is_deterministic_per_seed():
+  first = get_task("arithmetic", seed=3, num_train=500, num_test=200)
+  again = get_task("arithmetic", seed=3, num_train=500, num_test=200)
+  other = get_task("arithmetic", seed=4, num_train=500, num_test=200)
+  assert first.train_problems() == again.train_problems()
+  assert first.test_problems() == again.test_problems()
+  assert first.train_problems() != other.train_problems()
+  assert first.test_problems() != other.test_problems()
+
+
+@pytest.mark.parametrize("seeds", [(0, 0), (0, 1)])
+def test_arithmetic_splits_are_disjoint(seeds):
+  # Disjoint within one seed and across seeds: the split is a hash of the problem itself.
+  train = get_task("arithmetic", seed=seeds[0], num_train=20_000, num_test=10).train_problems()
+  test = get_task("arithmetic", seed=seeds[1], num_train=10, num_test=1000).test_problems()
+  assert {problem.prompt for problem in train}.isdisjoint(problem.prompt for problem in test)
+  assert all(base.in_test_split(problem.prompt, 0.1) for problem in test)
+
+
+def test_arithmetic_too_few_problems_is_a_clear_error():
+  task = get_task("arithmetic", min_value=0, max_value=3, num_test=100)
+  with pytest.raises(ValueError, match="only .* distinct test problems, wanted 100"):
+    task.test_problems()
+
+
+def test_arithmetic_rewards():
+  task = get_task("arithmetic", num_test=10)
+  problem = Problem(prompt="37+45=", answer="82")
+  completions = ["82", "82\n13+1=14", "83", "", "the answer is 82"]
+  batch = task.rewards([problem] * 5, completions)
+  assert batch.components["correct"] == [1.0, 1.0, 0.0, 0.0, 0.0]
+  assert batch.components["format"] == [1.0, 1.0, 1.0, 0.0, 0.0]
+  assert batch.total == [1.0, 1.0, 0.0, 0.0, 0.0]
+  assert task.reward(problem, "82") == 1.0
+
+
+def test_reward_weights_and_overlong_penalty():
+  task = get_task("arithmetic", reward_weights={"correct": 1.0, "format": 0.5},
+                  overlong_max_length=10, overlong_cache_length=4)
+  problem = Problem(prompt="1+1=", answer="2")
+  batch = task.rewards([problem] * 3, ["2", "3", "x"], completion_lengths=[3, 8, 12])
+  assert batch.components["overlong"] == pytest.approx([0.0, -0.5, -1.0])
+  assert batch.total == pytest.approx([1.5, 0.5 - 0.5, -1.0])
+  with pytest.raises(ValueError, match="completion_lengths"):
+    task.rewards([problem], ["2"])
+  with pytest.raises(ValueError, match="1 problems but 2 completions"):
+    task.rewards([problem], ["2", "2"])
+
+
+# Countdown and the safe evaluator
+
+
+def test_countdown_problems_are_solvable_deterministic_and_disjoint():
+  task = get_task("countdown", seed=1, num_train=400, num_test=100)
+  again = get_task("countdown", seed=1, num_train=400, num_test=100)
+  assert task.train_problems() == again.train_problems() and task.test_problems() == again.test_problems()
+  for problem in task.train_problems() + task.test_problems():
+    numbers, target = problem.metadata["numbers"], problem.metadata["target"]
+    assert eval(problem.answer) == target and 1 <= target <= 100  # trusted: we generated it
+    assert Counter(expressions.literals(expressions.parse_expression(problem.answer))) == Counter(numbers)
+  key = task.split_key
+  assert {key(problem) for problem in task.train_problems()}.isdisjoint(map(key, task.test_problems()))
+
+
+def test_countdown_grading():
+  task = get_task("countdown", num_test=10)
+  problem = Problem(prompt="", answer="(3+7)*5", metadata={"numbers": [3, 7, 5, 2], "target": 50})
+  completions = [
+      "(3+7)*5",                          # correct, using 3 of 4 numbers
+      "(7+3)*5 = 50\nbecause...",          # trailing "= target" is fine
+      "thinking...<answer>5*(3+7)</answer>",
+      "(3+7)*5*1",                         # 1 is not given
+      "(3+7+7)*5",                          # 7 used twice
+      "3+7+5+2",                            # valid, wrong value
+      "5*2/(7-7)",                          # uses 7 twice and divides by zero
+      "__import__('os').system('true')",
+      "2**100",
+      "(" * 300,
+  ]
+  batch = task.rewards([problem] * len(completions), completions)
+  assert batch.components["correct"] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+  assert batch.components["format"] == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_countdown_use_all_numbers():
+  task = get_task("countdown", use_all_numbers=True, num_test=10)
+  problem = Problem(prompt="", answer="", metadata={"numbers": [3, 7, 5, 2], "target": 50})
+  assert task.reward(problem, "(3+7)*5") == 0.0
+  assert task.reward(problem, "(3+7)*5*2/2") == 0.0  # 2 used twice
+  assert task.reward(problem, "(3+7)*5+2-2") == 0.0
+  problem = Problem(prompt="", answer="", metadata={"numbers": [3, 7, 5, 1], "target": 50})
+  assert task.reward(problem, "(3+7)*5*1") == 1.0
+
+
+@pytest.mark.parametrize("text", ["x+1", "f(1)", "1 if 1 else 2", "2**3", "-1", "1.5*2", "(1).real", "[1]", ""])
+def test_safe_evaluator_rejects_anything_but_integer_arithmetic(text):
+  with pytest.raises(expressions.InvalidExpression):
+    expressions.parse_expression(text)
+
+
+def test_safe_evaluator_is_exact():
+  assert expressions.evaluate(expressions.parse_expression("7/2*2")) == 7
+  assert expressions.compact(expressions.parse_expression("((3+7)*(25))")) == "(3+7)*25"
+
+
+def test_extract_expression():
+  assert extract_expression("1+2 = 3\nmore") == "1+2"
+  assert extract_expression("<answer>1</answer> <answer> 4*5 </answer>") == "4*5"
+
+
+# Data-set tasks from local files
+
+
+def test_gsm8k_local_jsonl_with_custom_fields(tmp_path):
+  records = [{"q": "Tom has 3 apples and buys 4. How many?", "sol": "3 + 4 = 7\n#### 7", "id": 1},
+             {"q": "What is 1,000 + 234?", "sol": "#### 1,234", "id": 2}]
+  train = _write_jsonl(tmp_path / "train.jsonl", records)
+  test = _write_jsonl(tmp_path / "test.jsonl", records[:1])
+  task = get_task("gsm8k", data_files={"train": train, "test": test}, question_field="q", answer_field="sol",
+                  verify_workers=1)
+  problems = task.train_problems()
+  assert [problem.prompt for problem in problems] == [records[0]["q"], records[1]["q"]]
+  assert [problem.answer for problem in problems] == ["7", "1234"]
+  assert problems[0].metadata == {"id": 1}
+  assert len(task.test_problems()) == 1
+  batch = task.rewards(problems, ["So \\boxed{7}.", "#### 1,235"])
+  assert batch.components["correct"] == [1.0, 0.0]
+  assert batch.components["format"] == [1.0, 0.0]
+
+
+def test_math_local_parquet_takes_the_last_boxed_answer(tmp_path):
+  import datasets
+
+  path = tmp_path / "math.parquet"
+  datasets.Dataset.from_list([
+      {"problem": "Half of one?", "solution": "First \\boxed{2}, no: it is $\\boxed{\\frac{1}{2}}$."},
+      {"problem": "A proof.", "solution": "No boxed answer here."},
+  ]).to_parquet(str(path))
+  task = get_task("math", data_files={"test": str(path)}, answer_field="solution", boxed_answer=True,
+                  verify_workers=1)
+  problems = task.test_problems()
+  assert len(problems) == 1  # the record without an answer is skipped
+  assert problems[0].answer == "\\frac{1}{2}"
+  assert task.rewards(problems * 2, ["\\boxed{0.5}", "\\boxed{2}"]).components["correct"] == [1.0, 0.0]
+  with pytest.raises(ValueError, match="has no train split"):
+    task.train_problems()
+
+
+def test_numina_defaults_read_boxed_solutions(tmp_path):
+  path = _write_jsonl(tmp_path / "numina.jsonl", [{"problem": "2+2?", "solution": "It is \\boxed{4}."}])
+  task = get_task("numina", data_files={"train": path})
+  assert task.train_problems() == [Problem(prompt="2+2?", answer="4", metadata={})]
+
+
+def test_missing_field_names_it_and_the_available_fields(tmp_path):
+  path = _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "solution": "#### 2"}])
+  task = get_task("gsm8k", data_files={"train": path})
+  with pytest.raises(ValueError, match=r"field\(s\) \['answer'\] not in .*train.jsonl.*available fields: "
+                                       r"\['question', 'solution'\]"):
+    task.train_problems()
+
+
+def test_missing_file_names_it(tmp_path):
+  missing = tmp_path / "nowhere" / "train.jsonl"
+  with pytest.raises(FileNotFoundError, match=f"data file for split 'train' not found: {missing}"):
+    get_task("gsm8k", data_files={"train": str(missing)})
+  with pytest.raises(FileNotFoundError, match="dataset path not found: ./no/such/dir"):
+    get_task("math", dataset="./no/such/dir").test_problems()
+
+
+def test_missing_split_in_data_files_is_named(tmp_path):
+  path = _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
+  with pytest.raises(ValueError, match=r"no data file for split 'test': data_files has splits \['train'\]"):
+    get_task("gsm8k", data_files={"train": path}).test_problems()
+
+
+# Code
+
+
+def test_mbpp_style_code_task(tmp_path):
+  records = [{"text": "Write a function add(a, b).", "code": "def add(a, b):\n    return a + b",
+              "test_list": ["assert add(1, 2) == 3", "assert add(2, 2) == 4"], "test_setup_code": ""}]
+  path = _write_jsonl(tmp_path / "mbpp.jsonl", records)
+  task = get_task("code", data_files={"test": path}, sandbox_limits={"wall_seconds": 3.0})
+  [problem] = task.test_problems()
+  assert "assert add(1, 2) == 3" in problem.prompt and problem.answer == records[0]["code"]
+  completions = [
+      "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\n",
+      "```python\ndef add(a, b):\n    return 3\n```",  # passes one test of two
+      "def add(a, b): return a + b",  # no fence: the whole completion is the code
+      "```python\nimport os\nos.system('echo hi')\n",  # unclosed fence, no add
+  ]
+  batch = task.rewards([problem] * 4, completions)
+  assert batch.components["correct"] == [1.0, 0.5, 1.0, 0.0]
+  assert batch.components["format"] == [1.0, 1.0, 0.0, 1.0]
+  strict = get_task("code", data_files={"test": path}, reward_mode="all")
+  assert strict.rewards([problem] * 2, completions[:2]).components["correct"] == [1.0, 0.0]
+
+
+def test_humaneval_style_code_task(tmp_path):
+  record = {"task_id": "HumanEval/0", "prompt": "def double(x):\n    \"\"\"Twice x.\"\"\"\n",
+            "canonical_solution": "    return 2 * x\n",
+            "test": "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(0) == 0\n",
+            "entry_point": "double"}
+  path = _write_jsonl(tmp_path / "humaneval.jsonl", [record])
+  task = get_task("code", data_files={"test": path}, question_field="prompt", answer_field="canonical_solution",
+                  tests_field="test", setup_field=None, entry_point_field="entry_point")
+  [problem] = task.test_problems()
+  assert problem.prompt == record["prompt"]
+  completions = ["    return 2 * x\n", "```python\ndef double(x):\n    return x + x\n```", "    return x\n"]
+  assert task.rewards([problem] * 3, completions).components["correct"] == [1.0, 1.0, 0.0]
+
+
+def test_extract_code():
+  assert extract_code("a\n```python\nx = 1\n```\nb\n```\ny = 2\n```") == "x = 1\n"
+  assert extract_code("```\ny = 2\n```") == "y = 2\n"
+  assert extract_code("```py\nz = 3") == "z = 3"
+  assert extract_code("w = 4") == "w = 4"
+
+
+def test_code_task_rejects_a_bad_reward_mode(tmp_path):
+  path = _write_jsonl(tmp_path / "mbpp.jsonl", [{"text": "t", "code": "", "test_list": [], "test_setup_code": ""}])
+  with pytest.raises(ValueError, match="reward_mode must be 'fraction' or 'all'"):
+    get_task("code", data_files={"test": path}, reward_mode="most")
