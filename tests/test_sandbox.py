@@ -195,3 +195,16 @@ def test_batch_runs_each_pair():
                                     limits=SHORT, workers=3)
   assert [result.passed for result in results] == [[True], [False], [False]]
   assert results[2].timed_out
+
+
+def test_the_request_cannot_be_read_again():
+  # The request on stdin carries the result token; the candidate finds stdin empty.
+  result = sandbox.run_tests("import os\nos.lseek(0, 0, os.SEEK_SET)\nleft = os.read(0, 1000)",
+                             ["assert left == b'', left"], LIMITS)
+  assert result.passed == [True], result.error
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_not_a_zero(monkeypatch):
+  monkeypatch.setattr(sandbox, "_CHILD_SOURCE", "import sys\nsys.exit('broken runner')")
+  with pytest.raises(sandbox.SandboxError, match="failed before running any code: 'broken runner'"):
+    sandbox.run_tests("x = 1", ["assert x == 1"], LIMITS)

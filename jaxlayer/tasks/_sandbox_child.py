@@ -6,7 +6,9 @@ candidate program and each test in turn, and writes one result line per test to
 the stdout it was started with. Everything the candidate prints goes to stderr.
 
 Result lines carry a random token sent by the parent, so a candidate that exits
-early or prints fake results cannot pass a test it did not run.
+early or prints fake results cannot pass a test it did not run. (The tests run in
+the candidate's interpreter: code that inspects the runner's frames could still
+forge results. This is a guard against accidents and cheap reward hacks, not a proof.)
 """
 
 import ctypes
@@ -106,7 +108,7 @@ def main():
   token = request["token"]
   results = os.fdopen(os.dup(1), "w", buffering=1)
   os.dup2(2, 1)  # the candidate's prints go to stderr
-  sys.stdin.close()
+  os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the request (and its token) cannot be re-read
   os.chdir(request["workdir"])
   _set_limits(request["limits"])
   landlock_abi = _landlock(request["workdir"], request["read_paths"]) if request["landlock"] else 0
@@ -129,4 +131,5 @@ def main():
   os._exit(0)  # skip atexit handlers the candidate may have registered
 
 
-main()
+if __name__ == "__main__":  # `python -c` runs it as __main__; an import does nothing
+  main()

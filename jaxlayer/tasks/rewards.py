@@ -129,17 +129,20 @@ def _verify_math_answer(reference: str, completion: str) -> float:
   """Runs in a pool worker: 1.0 if the completion's answer equals the reference."""
   from math_verify import parse, verify
 
-  gold = parse(_as_math_text(reference), parsing_timeout=None)
-  boxed = last_boxed_content(completion)
-  if boxed is not None:
-    predicted = parse(f"${boxed}$", parsing_timeout=None)
-  else:
-    predicted = parse(completion, parsing_timeout=None)
-    if not predicted and "\n" not in completion.strip():
-      predicted = parse(f"${completion.strip()}$", parsing_timeout=None)
-  if not gold or not predicted:
+  try:
+    gold = parse(_as_math_text(reference), parsing_timeout=None)
+    boxed = last_boxed_content(completion)
+    if boxed is not None:
+      predicted = parse(f"${boxed}$", parsing_timeout=None)
+    else:
+      predicted = parse(completion, parsing_timeout=None)
+      if not predicted and "\n" not in completion.strip():
+        predicted = parse(f"${completion.strip()}$", parsing_timeout=None)
+    if not gold or not predicted:
+      return 0.0
+    return float(verify(gold, predicted, timeout_seconds=None))
+  except Exception:  # whatever malformed output makes math-verify raise scores 0
     return 0.0
-  return float(verify(gold, predicted, timeout_seconds=None))
 
 
 class MathVerifier:
@@ -165,18 +168,23 @@ class MathVerifier:
 
   def grade(self, references: Sequence[str], completions: Sequence[str]) -> list[float]:
     """1.0 / 0.0 per completion: does it state the reference answer?"""
-    futures = [
-        self._pool.schedule(_verify_math_answer, (reference, completion), timeout=self.timeout)
-        for reference, completion in zip(references, completions, strict=True)
-    ]
+    try:
+      futures = [
+          self._pool.schedule(_verify_math_answer, (reference, completion), timeout=self.timeout)
+          for reference, completion in zip(references, completions, strict=True)
+      ]
+    except RuntimeError as error:
+      raise RuntimeError(
+          "the math-verify worker processes could not start. They are started with "
+          "'spawn', which re-imports your main script: put its top-level code under "
+          "`if __name__ == '__main__':`"
+      ) from error
     scores = []
     for future in futures:
       try:
         scores.append(future.result())
       except (FutureTimeoutError, pebble.ProcessExpired):
         scores.append(0.0)  # past its deadline, or its worker died: killed and replaced
-      except Exception:  # anything math-verify raises on malformed input
-        scores.append(0.0)
     return scores
 
   def close(self) -> None:

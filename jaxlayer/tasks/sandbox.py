@@ -17,8 +17,9 @@ machine allows it; `isolation()` says which are active):
   libraries, writes only inside the working directory, no TCP connect/bind (ABI 4+),
   no signals or abstract unix sockets out of the sandbox (ABI 6+).
 
-Result lines carry a random token per run that the candidate never sees, so exiting
-early or printing fake results passes nothing.
+Result lines carry a random token per run that the candidate is not handed, so
+exiting early or printing fake results passes nothing (see _sandbox_child.py for
+the limits of that).
 """
 
 from __future__ import annotations
@@ -220,25 +221,24 @@ def run_tests(program: str, tests: Sequence[str], limits: SandboxLimits = Sandbo
       "MKL_NUM_THREADS": "1",
   }
   try:
-    with tempfile.TemporaryFile() as results_file, tempfile.TemporaryFile() as log_file:
+    with (tempfile.TemporaryFile() as request_file, tempfile.TemporaryFile() as results_file,
+          tempfile.TemporaryFile() as log_file):
+      request_file.write(json.dumps(request).encode())
+      request_file.seek(0)
       process = subprocess.Popen(
           command,
-          stdin=subprocess.PIPE,
+          stdin=request_file,
           stdout=results_file,
           stderr=log_file,
           cwd=workdir,
           env=environment,
           start_new_session=True,
       )
-      timed_out = False
       try:
-        process.stdin.write(json.dumps(request).encode())
-        process.stdin.close()
         process.wait(timeout=limits.wall_seconds)
+        timed_out = False
       except subprocess.TimeoutExpired:
         timed_out = True
-      except BrokenPipeError:
-        pass  # the child died before reading its request: no results
       finally:
         _kill_everything(process, uid)
       results_file.seek(0)
@@ -251,13 +251,20 @@ def run_tests(program: str, tests: Sequence[str], limits: SandboxLimits = Sandbo
 
 
 def _parse_results(lines: list[str], token: str, n_tests: int, timed_out: bool, log_tail: str) -> SandboxResult:
-  passed = [False] * n_tests
-  errors: list[str] = []
-  landlock_abi = 0
+  records = []
   for line in lines:
-    if not line.startswith(token + " "):
-      continue
-    record = json.loads(line[len(token) + 1 :])
+    if line.startswith(token + " "):
+      try:
+        records.append(json.loads(line[len(token) + 1:]))
+      except ValueError:
+        pass  # a line cut short by the file size limit
+  if not records and not timed_out:
+    # The child writes its first record once locked down, before any candidate code runs.
+    raise SandboxError(f"the sandboxed process failed before running any code: {log_tail.strip()!r}")
+  passed = [False] * n_tests
+  errors = []
+  landlock_abi = 0
+  for record in records:
     if "landlock_abi" in record:
       landlock_abi = record["landlock_abi"]
     else:
