@@ -1,0 +1,46 @@
+"""The default layer-contribution sweep: the shipped 8-block tiny model on `arithmetic`.
+
+    jaxlayer sweep --config configs/sweep_tiny.py
+    jaxlayer sweep --config configs/sweep_tiny.py --config.sweep.layers=0,3,7 --config.sweep.seeds=3
+
+Training keys and their defaults: jaxlayer/rl/config.py (train.layers, seed and run_dir are
+set by the sweep for each run). A sweep directory refuses a config whose settings differ
+from the ones it was started with (see sweep.force_new_dir); mesh, checkpoint and logging
+may change.
+"""
+
+from ml_collections import config_dict
+
+from jaxlayer.rl.config import default_config
+
+
+def get_config():
+  config = default_config()
+  config.model.path = "assets/tiny-arith"  # a Hugging Face checkpoint directory or hub id
+
+  config.task.name = "arithmetic"
+  config.task.options.max_value = 99
+  config.task.options.reward_weights = {"correct": 1.0, "format": 0.1}
+  config.train.algorithm = "grpo"
+  config.train.steps = 30
+  config.train.learning_rate = 1e-5
+  config.train.group_size = 8
+  config.train.batch_size = 64
+  config.rollout.max_new_tokens = 8
+  config.rollout.max_prompt_tokens = 32
+  config.checkpoint.every = 10
+  config.logging.tensorboard = False
+
+  config.eval = config_dict.ConfigDict()
+  config.eval.num_problems = 500  # from the task's test split, the same for every run
+  config.eval.temperature = 0.0  # 0: greedy decoding, the metric is pass@1
+  config.eval.max_new_tokens = 8
+  config.eval.batch_size = 250  # prompts per generate call
+
+  config.sweep = config_dict.ConfigDict()
+  config.sweep.dir = "runs/sweep_tiny"
+  config.sweep.layers = "all"  # "all", "0,3,7", "2-5" or a tuple of block indices
+  config.sweep.seeds = 1  # runs per setting, seeds config.seed, config.seed + 1, ...
+  config.sweep.keep_checkpoints = False  # keep single-block runs' trained weights (full RL's are kept)
+  config.sweep.force_new_dir = False  # sweep.dir holds a different sweep: use the next free dir-N
+  return config

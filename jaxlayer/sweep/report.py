@@ -1,0 +1,324 @@
+"""A sweep directory's results -> sweep.json, sweep.csv, contribution.png, curves.png, report.md.
+
+The numbers and their spreads are defined in jaxlayer.sweep.contribution. The figures are
+drawn with matplotlib's object API (Agg), so the caller's pyplot backend is left alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from jaxlayer.sweep import contribution, store
+from jaxlayer.sweep.contribution import RunScore
+
+OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
+CSV_COLUMNS = ("run", "layer", "num_seeds", "score", "score_std", "score_se", "contribution",
+               "contribution_se", "contribution_seed_mean", "contribution_std")
+# Where the paper found the best blocks (for the comparison in report.md).
+PAPER_FINDING = (
+    "The paper finds the most useful blocks in the middle of the stack and the least useful "
+    "near the output: Qwen3-1.7B (28 blocks) best at block 10 (C = 1.14), weak at 24 (0.28); "
+    "Qwen3-4B and -8B (36 blocks) best at 16 (C = 1.06 / 1.07); Qwen2.5-Math-1.5B with Dr. GRPO "
+    "best at 14 (1.01), weak at 23 (0.42).")
+
+
+def _group_results(results: list[dict]):
+  base, full, layers = {}, {}, defaultdict(dict)
+  for r in results:
+    run_score = RunScore(r["score"], r["score_se"])
+    if r["kind"] == "base":
+      base[r["seed"]] = run_score
+    elif r["kind"] == "full":
+      full[r["seed"]] = run_score
+    else:
+      layers[r["layer"]][r["seed"]] = run_score
+  return base, full, dict(layers)
+
+
+def _paired_gain_se(results: list[dict]) -> float | None:
+  """SE of S_full - S_base from per-problem differences (both scored on the same problems)."""
+  per_kind = defaultdict(list)
+  for r in results:
+    if r["kind"] in ("base", "full"):
+      per_kind[r["kind"]].append(np.asarray(r["per_problem"], dtype=np.float64))
+  if not per_kind["base"] or not per_kind["full"]:
+    return None
+  difference = np.mean(per_kind["full"], axis=0) - np.mean(per_kind["base"], axis=0)
+  if difference.size < 2:
+    return None
+  return float(difference.std(ddof=1) / math.sqrt(difference.size))
+
+
+def _single(values: set, what: str):
+  if len(values) != 1:
+    raise ValueError(f"the sweep's runs disagree on {what}: {sorted(values)}; every run must be "
+                     "evaluated the same way. Start a fresh sweep directory.")
+  return values.pop()
+
+
+def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
+  """The sweep.json dictionary (see the README for the meaning of every key)."""
+  base, full, layers = _group_results(results)
+  missing = [name for name, runs in (("base", base), ("full RL", full)) if not runs]
+  if missing:
+    raise ValueError(f"the sweep has no {' and no '.join(missing)} result yet: C(k) needs both. "
+                     "Run `jaxlayer sweep` again to finish it.")
+  summary = contribution.summarize_sweep(base, full, layers)
+  config, identity = manifest["config"], manifest["identity"]
+  gain = summary.full.score - summary.base.score
+  best, worst = summary.best_layer(), summary.worst_layer()
+  return {
+      "model": config["model"]["path"],
+      "num_layers": identity["num_layers"],
+      "task": config["task"].get("name"),
+      "algorithm": config["train"].get("algorithm"),
+      "metric": _single({r["metric"] for r in results}, "the metric"),
+      "num_problems": _single({r["num_problems"] for r in results}, "the number of test problems"),
+      "decoding": {k: v for k, v in config["eval"].items() if k != "num_problems"},
+      "seeds": sorted({r["seed"] for r in results}),
+      "s_base": summary.base.score, "s_base_std": summary.base.score_std,
+      "s_base_se": summary.base.score_se,
+      "s_full": summary.full.score, "s_full_std": summary.full.score_std,
+      "s_full_se": summary.full.score_se,
+      "gain": gain,
+      "gain_se": math.hypot(summary.full.score_se, summary.base.score_se),
+      "gain_paired_se": _paired_gain_se(results),
+      "layers": [{
+          "layer": l.layer, "score": l.scores.score, "score_std": l.scores.score_std,
+          "score_se": l.scores.score_se, "contribution": l.contribution,
+          "contribution_se": l.contribution_se,
+          "contribution_seed_mean": l.contribution_seed_mean,
+          "contribution_std": l.contribution_std,
+          "seeds": list(l.scores.seeds),
+          "per_seed_score": [l.scores.per_seed[s] for s in l.scores.seeds],
+          "per_seed_contribution": [l.per_seed_contribution.get(s) for s in l.scores.seeds],
+      } for l in summary.layers],
+      "best_layer": best.layer if best else None,
+      "worst_layer": worst.layer if worst else None,
+      "warnings": summary.warnings,
+      "settings": identity,
+  }
+
+
+def _csv_text(sweep: dict) -> str:
+  rows = [{"run": "base", "layer": "", "num_seeds": len(sweep["seeds"]), "score": sweep["s_base"],
+           "score_std": sweep["s_base_std"], "score_se": sweep["s_base_se"]},
+          {"run": "full", "layer": "", "num_seeds": len(sweep["seeds"]), "score": sweep["s_full"],
+           "score_std": sweep["s_full_std"], "score_se": sweep["s_full_se"]}]
+  rows += [{"run": f"layer{l['layer']:02d}", "num_seeds": len(l["seeds"]),
+            **{k: l[k] for k in CSV_COLUMNS if k in l}} for l in sweep["layers"]]
+  out = io.StringIO()
+  writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+  return out.getvalue()
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+  handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+  os.close(handle)
+  try:
+    fig.savefig(tmp_name, dpi=150, bbox_inches="tight")
+    os.replace(tmp_name, path)
+  except BaseException:
+    Path(tmp_name).unlink(missing_ok=True)
+    raise
+
+
+def _title(sweep: dict) -> str:
+  return f"{Path(str(sweep['model'])).name} · {sweep['task']} · {sweep['algorithm']}"
+
+
+def contribution_error_bars(layer: dict) -> tuple[float | None, str]:
+  """The error bar drawn for a block: std over seeds when there are two or more, else the SE."""
+  if layer["contribution_std"] is not None:
+    return layer["contribution_std"], "std over seeds"
+  return layer["contribution_se"], "± 1 SE (evaluation noise)"
+
+
+def plot_contribution(sweep: dict, path: Path) -> None:
+  """C(k) against block index, error bars, C = 1 (full RL) and C = 0 (base), best block marked."""
+  fig = Figure(figsize=(max(6.0, 0.32 * sweep["num_layers"] + 3), 4.2))
+  ax = fig.add_subplot()
+  defined = [l for l in sweep["layers"] if l["contribution"] is not None]
+  ax.axhline(1.0, color="tab:green", linestyle="--", linewidth=1.2, label="C = 1: full RL")
+  ax.axhline(0.0, color="gray", linestyle=":", linewidth=1.2, label="C = 0: base model")
+  if defined:
+    x = [l["layer"] for l in defined]
+    y = [l["contribution"] for l in defined]
+    bars = [contribution_error_bars(l) for l in defined]
+    yerr = [0.0 if b is None else b for b, _ in bars]
+    ax.errorbar(x, y, yerr=yerr, fmt="o-", color="tab:blue", ecolor="tab:blue", capsize=3,
+                markersize=5, linewidth=1, label=f"C(k), error bars: {bars[0][1]}")
+    best = max(defined, key=lambda l: (l["contribution"], -l["layer"]))
+    ax.plot([best["layer"]], [best["contribution"]], marker="*", markersize=16, color="tab:orange",
+            linestyle="none", label=f"best: block {best['layer']} (C = {best['contribution']:.2f})")
+    gain = sweep["s_full"] - sweep["s_base"]
+    score_axis = ax.secondary_yaxis(
+        "right", functions=(lambda c: sweep["s_base"] + c * gain,
+                            lambda s: (s - sweep["s_base"]) / gain))
+    score_axis.set_ylabel(f"score ({sweep['metric']})")
+  else:
+    ax.text(0.5, 0.5, "C(k) undefined: S_full == S_base\n(full RL did not move the score)",
+            transform=ax.transAxes, ha="center", va="center", fontsize=12, color="tab:red")
+    ax.set_ylim(-0.25, 1.25)
+  ax.set_xlim(-0.7, sweep["num_layers"] - 0.3)
+  ax.set_xticks(range(sweep["num_layers"]))
+  if sweep["num_layers"] > 24:
+    ax.tick_params(axis="x", labelsize=7)
+  ax.set_xlabel("block index k (0 = next to the embeddings)")
+  ax.set_ylabel("layer contribution C(k)")
+  ax.set_title(f"{_title(sweep)}\nS_base = {sweep['s_base']:.3f}, S_full = {sweep['s_full']:.3f}, "
+               f"{sweep['num_problems']} test problems, {len(sweep['seeds'])} seed(s)", fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+  save_figure(fig, path)
+
+
+def _mean_curve(curves: list[list]) -> np.ndarray:
+  steps = max(len(c) for c in curves)
+  padded = np.full((len(curves), steps), np.nan)
+  for i, c in enumerate(curves):
+    padded[i, :len(c)] = [np.nan if v is None else v for v in c]
+  with np.errstate(invalid="ignore"):
+    return np.nanmean(padded, axis=0)
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+  if window <= 1:
+    return values
+  kernel = np.ones(window)
+  valid = ~np.isnan(values)
+  sums = np.convolve(np.where(valid, values, 0.0), kernel, mode="same")
+  counts = np.convolve(valid.astype(float), kernel, mode="same")
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return sums / counts
+
+
+def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) -> None:
+  """Training reward per step for full RL (black) and each single-block run (coloured by block)."""
+  import matplotlib as mpl
+
+  curves = defaultdict(list)
+  for r in results:
+    if r["kind"] != "base" and r["reward_curve"]:
+      curves["full" if r["kind"] == "full" else r["layer"]].append(r["reward_curve"])
+  fig = Figure(figsize=(8, 4.5))
+  ax = fig.add_subplot()
+  steps = max((len(c) for runs in curves.values() for c in runs), default=0)
+  window = max(1, steps // 25)
+  # One discrete colour per block; viridis stops short of its pale yellow end.
+  cmap = mpl.colors.ListedColormap(mpl.colormaps["viridis"](np.linspace(0.0, 0.88, num_layers)))
+  norm = mpl.colors.BoundaryNorm(np.arange(-0.5, num_layers), cmap.N)
+  for layer in sorted(k for k in curves if k != "full"):
+    mean = _smooth(_mean_curve(curves[layer]), window)
+    ax.plot(np.arange(1, mean.size + 1), mean, color=cmap(norm(layer)), linewidth=1.2, alpha=0.85)
+  if "full" in curves:
+    mean = _smooth(_mean_curve(curves["full"]), window)
+    ax.plot(np.arange(1, mean.size + 1), mean, color="black", linewidth=2.4, label="full RL")
+    ax.legend(loc="lower right", fontsize=9)
+  if not curves:
+    ax.text(0.5, 0.5, "no reward curves recorded", transform=ax.transAxes, ha="center")
+  colorbar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02,
+                          ticks=range(0, num_layers, math.ceil(num_layers / 14)))
+  colorbar.set_label("trained block k")
+  ax.set_xlabel("RL step")
+  ax.set_ylabel("mean training reward" + (f" (moving average, {window} steps)" if window > 1 else ""))
+  ax.set_title(f"{title}: training reward (mean over seeds)", fontsize=10)
+  ax.grid(alpha=0.3)
+  save_figure(fig, path)
+
+
+def _fmt(value, digits: int = 3) -> str:
+  return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _depth_thirds(sweep: dict) -> str:
+  thirds = defaultdict(list)
+  for l in sweep["layers"]:
+    if l["contribution"] is not None:
+      thirds[min(2, 3 * l["layer"] // sweep["num_layers"])].append(l["contribution"])
+  names = ("lower (input side)", "middle", "upper (output side)")
+  return ", ".join(f"{names[i]} {np.mean(thirds[i]):.2f}" for i in range(3) if thirds[i])
+
+
+def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
+  n_seeds = len(sweep["seeds"])
+  lines = [
+      f"# Layer-contribution sweep: {_title(sweep)}", "",
+      f"Model `{sweep['model']}` ({sweep['num_layers']} blocks), task `{sweep['task']}`, "
+      f"algorithm `{sweep['algorithm']}`; metric {sweep['metric']} on {sweep['num_problems']} "
+      f"test problems; {n_seeds} seed(s) per run; decoding: "
+      + ", ".join(f"{k}={v}" for k, v in sweep["decoding"].items()) + ".", "",
+      "C(k) = (S_k - S_base) / (S_full - S_base): 1 matches full RL, 0 the base model. Scores are "
+      "means over seeds; SE is the evaluation noise over test problems; C is computed from the "
+      "mean scores, its error is the std over seeds of the per-seed C when there are several "
+      "seeds, else the delta-method SE.", "",
+      "| run | score | SE | std over seeds | C(k) | C error |",
+      "|---|---|---|---|---|---|",
+      f"| base | {_fmt(sweep['s_base'])} | {_fmt(sweep['s_base_se'])} | "
+      f"{_fmt(sweep['s_base_std'])} | 0 | |",
+      f"| full RL | {_fmt(sweep['s_full'])} | {_fmt(sweep['s_full_se'])} | "
+      f"{_fmt(sweep['s_full_std'])} | 1 | |",
+  ]
+  for l in sweep["layers"]:
+    error, _ = contribution_error_bars(l)
+    lines.append(f"| block {l['layer']} | {_fmt(l['score'])} | {_fmt(l['score_se'])} | "
+                 f"{_fmt(l['score_std'])} | {_fmt(l['contribution'], 2)} | {_fmt(error, 2)} |")
+  lines.append("")
+  paired = sweep["gain_paired_se"] is not None
+  noise = sweep["gain_paired_se"] if paired else sweep["gain_se"]
+  gain_in_se = sweep["gain"] / noise if noise else math.inf
+  lines += ["## Evaluation noise", "",
+            f"Full RL gained {sweep['gain']:+.3f} over the base. The standard error of that gain "
+            f"is {sweep['gain_se']:.3f} treating the two evaluations as independent"
+            + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences (both are "
+               "scored on the same problems)" if paired else "")
+            + f": the gain is {gain_in_se:.1f} standard errors."
+            + (" That is too close to the noise for C(k) to mean much: train longer, or evaluate "
+               "on more problems." if abs(gain_in_se) < 3 else ""), ""]
+  if sweep["best_layer"] is not None:
+    by_layer = {l["layer"]: l for l in sweep["layers"]}
+    best, worst = by_layer[sweep["best_layer"]], by_layer[sweep["worst_layer"]]
+    lines += ["## Best and worst block", "",
+              f"Best: block {best['layer']} (C = {best['contribution']:.2f}, score "
+              f"{best['score']:.3f}). Worst: block {worst['layer']} (C = "
+              f"{worst['contribution']:.2f}, score {worst['score']:.3f}).",
+              f"Mean C by depth: {_depth_thirds(sweep)}.", "",
+              "## Compared with the paper", "", PAPER_FINDING, ""]
+  if sweep["warnings"]:
+    lines += ["## Warnings", ""] + [f"- {w}" for w in sweep["warnings"]] + [""]
+  rerun = f"`{command}`" if command else "`jaxlayer sweep --config CONFIG --config.sweep.dir=" \
+                                         f"{sweep_dir}`"
+  lines += ["## Files and rerunning", "",
+            "`sweep.json` (all numbers), `sweep.csv` (one row per run group), `contribution.png`, "
+            "`curves.png`, `runs/<run>/result.json` (each run, with per-problem scores).", "",
+            f"Rerun or extend (more blocks with `--config.sweep.layers`, more seeds with "
+            f"`--config.sweep.seeds`): {rerun}. Finished runs are skipped.", ""]
+  return "\n".join(lines)
+
+
+def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
+  """Writes every report file from the sweep directory's results; returns name -> path."""
+  sweep_dir = Path(sweep_dir)
+  manifest = store.load_manifest(sweep_dir)
+  results = store.load_results(sweep_dir)
+  sweep = build_sweep_json(manifest, results)
+  paths = {name: sweep_dir / name for name in OUTPUT_FILES}
+  store.write_json_atomic(paths["sweep.json"], sweep)
+  store.write_text_atomic(paths["sweep.csv"], _csv_text(sweep))
+  plot_contribution(sweep, paths["contribution.png"])
+  plot_curves(results, sweep["num_layers"], _title(sweep), paths["curves.png"])
+  store.write_text_atomic(paths["report.md"],
+                          markdown_report(sweep, sweep_dir, manifest.get("command")))
+  return paths

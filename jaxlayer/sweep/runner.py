@@ -1,0 +1,249 @@
+"""The layer-contribution sweep: base evaluation, full RL, RL on each block alone, resumable.
+
+`run_sweep(config)` plans one run per (seed, base | full | block k), skips every run whose
+result is already on disk, runs the others one after another, records each the moment it
+finishes, and writes the report (jaxlayer.sweep.report) at the end.
+
+The training and evaluation are injected, so the sweep machinery does not depend on how
+they are done:
+
+    train_fn(config, *, layers, seed, workdir, progress_position) -> Mapping
+        layers: None for full-parameter RL, else the block indices to train ([k]).
+        workdir: an empty (or, after a kill, partly filled) directory for this run; a
+          trainer that checkpoints there can resume from it.
+        progress_position: the tqdm `position` for the run's own progress bar.
+        Returns "model" (the trained model, handed to eval_fn as is), "reward_curve" (mean
+        training reward per step, a sequence of floats) and optionally "checkpoint_dir"
+        (where trained weights were written: removed after evaluation for single-block
+        runs unless sweep.keep_checkpoints).
+    eval_fn(config, *, model, seed, progress_position) -> Mapping
+        model: None for the base checkpoint at config.model.path, else a train_fn "model".
+        Returns "per_problem" (one score in [0, 1] per test problem, the same problems in
+        the same order on every call) and optionally "metric" (default "pass@1").
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from jaxlayer.sweep import contribution, report, store
+from jaxlayer.sweep.store import RunSpec
+
+TrainFn = Callable[..., Mapping[str, Any]]
+EvalFn = Callable[..., Mapping[str, Any]]
+
+
+# Config sections the sweep reads and the trainer does not: removed from each run's config.
+SWEEP_SECTIONS = ("sweep", "eval")
+
+
+def training_config(config, *, layers: Sequence[int] | None, seed: int, workdir: Path):
+  """The jaxlayer.rl config of one run: the sweep's, with train.layers, seed and run_dir set."""
+  run_config = config.copy_and_resolve_references()
+  with run_config.unlocked():
+    for section in SWEEP_SECTIONS:
+      if section in run_config:
+        del run_config[section]
+  run_config.train.layers = "all" if layers is None else "layers." + ",".join(map(str, layers))
+  run_config.seed = seed
+  run_config.run_dir = str(workdir)
+  return run_config
+
+
+def default_train_fn(config, *, layers, seed, workdir, progress_position):
+  """Full-parameter (layers None) or block-only RL with jaxlayer.rl.train, resumable in workdir."""
+  from jaxlayer.rl import checkpoint
+  from jaxlayer.rl import train as rl_train
+
+  result = rl_train.train(training_config(config, layers=layers, seed=seed, workdir=workdir),
+                          position=progress_position, leave=False)
+  return {"model": result.model, "reward_curve": result.reward_history,
+          "checkpoint_dir": str(Path(workdir) / checkpoint.CHECKPOINT_DIR)}
+
+
+def default_eval_fn(config, *, model, seed, progress_position):
+  """Test-split evaluation with jaxlayer.tasks + jaxlayer.sampling (issue 4): not wired yet."""
+  raise NotImplementedError(
+      "jaxlayer sweep has no evaluator wired in yet: the evaluation of jaxlayer.tasks is still "
+      "being built. Pass eval_fn= to jaxlayer.sweep.run_sweep.")
+
+
+def model_num_layers(model_path: str) -> int:
+  """Number of decoder blocks of the checkpoint at model_path (reads only config.json)."""
+  from jaxlayer.models.config import ModelConfig
+  from jaxlayer.models.hub import resolve_model_dir
+
+  return ModelConfig.from_json_file(resolve_model_dir(model_path) / "config.json").num_layers
+
+
+def parse_layers(value: str | int | Sequence[int] | None, num_layers: int) -> list[int]:
+  """config.sweep.layers -> sorted block indices.
+
+  Accepts "all" (or None / ""), an int, "0,3,7", ranges "2-5" (inclusive) and mixes
+  ("0,2-4"), or a tuple / list of ints. Every index must be a block of the model.
+  """
+  if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all")):
+    return list(range(num_layers))
+  if isinstance(value, int) and not isinstance(value, bool):
+    indices = [value]
+  elif isinstance(value, str):
+    indices = []
+    for token in (t.strip() for t in value.split(",")):
+      start, dash, end = token.partition("-")
+      try:
+        indices.extend(range(int(start), int(end) + 1) if dash else [int(token)])
+      except ValueError:
+        raise ValueError(f"sweep.layers={value!r}: {token!r} is not a block index or a range "
+                         "like 2-5; write e.g. --config.sweep.layers=0,3,7 or 'all'.") from None
+  elif isinstance(value, Sequence) and all(isinstance(i, int) for i in value):
+    indices = list(value)
+  else:
+    raise ValueError(f"sweep.layers={value!r}: expected 'all', '0,3,7' or a tuple of ints.")
+  outside = sorted({i for i in indices if not 0 <= i < num_layers})
+  if outside:
+    raise ValueError(f"sweep.layers names block(s) {outside}, but the model has {num_layers} "
+                     f"blocks, numbered 0-{num_layers - 1}.")
+  if not indices:
+    raise ValueError(f"sweep.layers={value!r} selects no block.")
+  return sorted(set(indices))
+
+
+def run_seeds(config) -> list[int]:
+  """config.sweep.seeds (a count n) -> seeds config.seed, config.seed + 1, ... (n of them)."""
+  count, first = config.sweep.seeds, config.get("seed", 0)
+  if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    raise ValueError(f"sweep.seeds={count!r}: give the number of seeds per run, an int >= 1.")
+  return list(range(first, first + count))
+
+
+def plan_runs(layers: Sequence[int], seeds: Sequence[int]) -> list[RunSpec]:
+  """Seed by seed: base, full, then each block, so a partial multi-seed sweep is already whole
+  for its first seeds."""
+  plan = []
+  for seed in seeds:
+    plan += [RunSpec("base", seed), RunSpec("full", seed)]
+    plan += [RunSpec("layer", seed, layer) for layer in layers]
+  return plan
+
+
+def _config_dict(config) -> dict:
+  return config.copy_and_resolve_references().to_dict()
+
+
+def _finite_or_none(values: Sequence[float]) -> list[float | None]:
+  return [float(v) if math.isfinite(float(v)) else None for v in values]
+
+
+def _check_eval_output(output: Mapping[str, Any], spec: RunSpec) -> list[float]:
+  per_problem = output.get("per_problem") if isinstance(output, Mapping) else None
+  if per_problem is None or len(per_problem) == 0:
+    raise ValueError(f"run {spec.name}: eval_fn must return a mapping with a non-empty "
+                     f"'per_problem' list of scores; got {type(output).__name__}.")
+  scores = [float(s) for s in per_problem]
+  if not all(math.isfinite(s) for s in scores):
+    raise ValueError(f"run {spec.name}: eval_fn returned a NaN or inf per-problem score.")
+  return scores
+
+
+def _remove_checkpoint(checkpoint_dir: str | None, workdir: Path) -> None:
+  """Deletes a single-block run's trained weights, but only inside the run's own directory."""
+  if not checkpoint_dir:
+    return
+  path = Path(checkpoint_dir).resolve()
+  if path.is_relative_to(workdir.resolve()) and path.exists():
+    shutil.rmtree(path)
+  elif path.exists():
+    tqdm.write(f"left {path} in place: it lies outside the run directory {workdir}.")
+
+
+def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn, eval_fn: EvalFn,
+                expected_num_problems: int | None = None) -> dict:
+  """Trains (unless spec is the base) and evaluates one run, then writes its result.json."""
+  workdir = store.run_dir(sweep_dir, spec) / "train"
+  curve, checkpoint_dir, model, train_seconds = [], None, None, 0.0
+  if spec.kind != "base":
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    trained = train_fn(config, layers=None if spec.kind == "full" else [spec.layer],
+                       seed=spec.seed, workdir=workdir, progress_position=1)
+    train_seconds = time.perf_counter() - start
+    if not isinstance(trained, Mapping) or "model" not in trained:
+      raise ValueError(f"run {spec.name}: train_fn must return a mapping with 'model' (and "
+                       f"'reward_curve'); got {type(trained).__name__}.")
+    model = trained["model"]
+    curve = _finite_or_none(trained.get("reward_curve", ()))
+    checkpoint_dir = trained.get("checkpoint_dir")
+
+  start = time.perf_counter()
+  evaluated = eval_fn(config, model=model, seed=spec.seed, progress_position=1)
+  eval_seconds = time.perf_counter() - start
+  per_problem = _check_eval_output(evaluated, spec)
+  if expected_num_problems is not None and len(per_problem) != expected_num_problems:
+    raise ValueError(
+        f"run {spec.name} was evaluated on {len(per_problem)} problems but the sweep's earlier "
+        f"runs on {expected_num_problems}: every run must be scored on the same test set "
+        "(check eval.num_problems, or start a new sweep directory).")
+
+  score = sum(per_problem) / len(per_problem)
+  result = {
+      "run": spec.name, "kind": spec.kind, "layer": spec.layer, "seed": spec.seed,
+      "score": score, "score_se": contribution.standard_error(per_problem),
+      "num_problems": len(per_problem), "metric": str(evaluated.get("metric", "pass@1")),
+      "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+      "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "reward_curve": curve, "per_problem": per_problem,
+  }
+  store.write_json_atomic(store.result_path(sweep_dir, spec), result)
+  keep = config.sweep.keep_checkpoints or spec.kind == "full"
+  if not keep:
+    _remove_checkpoint(checkpoint_dir, workdir)
+  return result
+
+
+def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None = None,
+              num_layers: int | None = None, command: str | None = None) -> Path:
+  """Runs (or resumes) the sweep described by `config`; returns the sweep directory.
+
+  config: an ml_collections config with sections model (path), task, train, eval and
+    sweep (dir, layers, seeds, keep_checkpoints, force_new_dir); see configs/sweep_tiny.py.
+  train_fn / eval_fn: see the module docstring; default to jaxlayer's RL and evaluation.
+  num_layers: the model's block count; read from the checkpoint's config.json when None.
+  command: the command line that started the sweep, quoted in the report.
+  """
+  train_fn = train_fn or default_train_fn
+  eval_fn = eval_fn or default_eval_fn
+  if num_layers is None:
+    num_layers = model_num_layers(config.model.path)
+  layers = parse_layers(config.sweep.layers, num_layers)
+  seeds = run_seeds(config)
+  config_dict = _config_dict(config)
+  manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
+              "command": command}
+  sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir)
+
+  plan = plan_runs(layers, seeds)
+  todo = [spec for spec in plan if not store.is_done(sweep_dir, spec)]
+  done_results = store.load_results(sweep_dir)
+  expected_num_problems = done_results[0]["num_problems"] if done_results else None
+  if len(todo) < len(plan):
+    tqdm.write(f"resuming {sweep_dir}: {len(plan) - len(todo)} of {len(plan)} runs already done.")
+  with tqdm(total=len(plan), initial=len(plan) - len(todo), desc="sweep", unit="run",
+            position=0, dynamic_ncols=True) as bar:
+    for spec in todo:
+      bar.set_postfix_str(spec.name)
+      result = execute_run(spec, config, sweep_dir, train_fn, eval_fn, expected_num_problems)
+      expected_num_problems = result["num_problems"]
+      tqdm.write(f"{spec.name}: {result['metric']} {result['score']:.4f} "
+                 f"± {result['score_se']:.4f} (train {result['train_seconds']:.1f} s, "
+                 f"eval {result['eval_seconds']:.1f} s)")
+      bar.update(1)
+  report.write_report(sweep_dir)
+  return sweep_dir

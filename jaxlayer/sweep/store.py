@@ -1,0 +1,168 @@
+"""The sweep directory on disk: manifest, one result file per finished run, atomic writes.
+
+    SWEEP_DIR/
+      manifest.json          what the sweep measures (model, task, train, eval settings),
+                             the model's block count, the full config, the command line
+      runs/<run>/result.json one finished run (written last, atomically: its presence
+                             is what "done" means on resume)
+      runs/<run>/train/      the train function's working directory
+      sweep.json sweep.csv contribution.png curves.png report.md   (jaxlayer.sweep.report)
+
+Run names: `base-seed0`, `full-seed0`, `layer07-seed0`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+RESULT = "result.json"
+RUNS = "runs"
+# Config entries that do not change what a score means; any other difference between two
+# configs means a different experiment, whose results never mix in one sweep directory.
+# (train.layers, seed and run_dir are set per run by the sweep.)
+NOT_IDENTITY = ("sweep", "seed", "run_dir", "mesh", "checkpoint", "logging", "train.layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One unit of a sweep: evaluate the base, or train (all blocks / one block) then evaluate."""
+
+  kind: str  # "base" | "full" | "layer"
+  seed: int
+  layer: int | None = None
+
+  @property
+  def name(self) -> str:
+    if self.kind == "layer":
+      return f"layer{self.layer:02d}-seed{self.seed}"
+    return f"{self.kind}-seed{self.seed}"
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+  """Writes JSON to a temporary file beside `path`, then renames it over `path`.
+
+  A reader (or a sweep restarted after a kill) sees the old file or the new one, never
+  half of one. NaN / inf are refused: undefined values are stored as null.
+  """
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  text = json.dumps(obj, indent=2, allow_nan=False)
+  write_text_atomic(path, text + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+  path = Path(path)
+  handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(handle, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp_name, path)
+  except BaseException:
+    Path(tmp_name).unlink(missing_ok=True)
+    raise
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_dir(sweep_dir: Path, spec: RunSpec) -> Path:
+  return Path(sweep_dir) / RUNS / spec.name
+
+
+def result_path(sweep_dir: Path, spec: RunSpec) -> Path:
+  return run_dir(sweep_dir, spec) / RESULT
+
+
+def is_done(sweep_dir: Path, spec: RunSpec) -> bool:
+  return result_path(sweep_dir, spec).is_file()
+
+
+def load_results(sweep_dir: str | os.PathLike) -> list[dict]:
+  """Every finished run's result.json in the sweep directory, in run-name order."""
+  runs = Path(sweep_dir) / RUNS
+  return [read_json(p) for p in sorted(runs.glob(f"*/{RESULT}"))]
+
+
+def load_manifest(sweep_dir: str | os.PathLike) -> dict:
+  path = Path(sweep_dir) / MANIFEST
+  if not path.is_file():
+    raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no {MANIFEST}); run "
+                            "`jaxlayer sweep --config ...` to make one.")
+  return read_json(path)
+
+
+def sweep_identity(config_dict: dict, num_layers: int) -> dict:
+  """The part of a config that must match for two runs' scores to be comparable."""
+  identity = json.loads(json.dumps(config_dict))  # tuples and lists compare equal after this
+  for dotted in NOT_IDENTITY:
+    *parents, key = dotted.split(".")
+    section = identity
+    for parent in parents:
+      section = section.get(parent, {})
+    section.pop(key, None)
+  return {"num_layers": num_layers, **identity}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  flat = {}
+  for key, value in tree.items():
+    flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+  return flat
+
+
+def identity_differences(old: dict, new: dict) -> list[str]:
+  """`key: old -> new` for every leaf that differs between two identities."""
+  old_flat, new_flat = _flatten(old), _flatten(new)
+  missing = object()
+  return [f"{key}: {old_flat.get(key, '(absent)')!r} -> {new_flat.get(key, '(absent)')!r}"
+          for key in sorted(set(old_flat) | set(new_flat))
+          if old_flat.get(key, missing) != new_flat.get(key, missing)]
+
+
+def _next_free_dir(sweep_dir: Path) -> Path:
+  index = 2
+  while (candidate := sweep_dir.with_name(f"{sweep_dir.name}-{index}")).exists():
+    index += 1
+  return candidate
+
+
+def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: bool) -> Path:
+  """Creates the sweep directory, or reopens an existing one whose identity matches.
+
+  manifest: written as manifest.json; its "identity" entry is what must match. With
+  force_new_dir, a directory that already holds a sweep is left alone and the sweep goes
+  to the first free `<dir>-2`, `<dir>-3`, ... Returns the directory to use.
+  """
+  sweep_dir = Path(sweep_dir)
+  if (sweep_dir / MANIFEST).is_file():
+    if force_new_dir:
+      sweep_dir = _next_free_dir(sweep_dir)
+    else:
+      old = load_manifest(sweep_dir)["identity"]
+      differences = identity_differences(old, manifest["identity"])
+      if differences:
+        raise ValueError(
+            f"{sweep_dir} holds a sweep with different settings, so its results cannot be "
+            "mixed with this one's:\n  " + "\n  ".join(differences) +
+            "\nPick another directory (--config.sweep.dir=NEW_DIR), or pass "
+            "--config.sweep.force_new_dir=True to write to the next free "
+            f"{sweep_dir.name}-N; the existing results are kept either way.")
+      return sweep_dir
+  elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+    raise ValueError(f"{sweep_dir} exists, is not empty and holds no sweep ({MANIFEST} is "
+                     "missing): pick an empty or new directory with --config.sweep.dir=DIR.")
+  sweep_dir.mkdir(parents=True, exist_ok=True)
+  write_json_atomic(sweep_dir / MANIFEST, manifest)
+  return sweep_dir

@@ -1,0 +1,85 @@
+"""Fake train / eval functions and configs for the sweep tests: they count their calls and score
+runs from hand-made tables, so a test knows every number the sweep should report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+NUM_PROBLEMS = 40
+REPO = Path(__file__).resolve().parents[1]
+
+
+def per_problem(correct: int) -> list[float]:
+  """`correct` solved problems out of NUM_PROBLEMS, as 0/1 scores."""
+  return [1.0] * correct + [0.0] * (NUM_PROBLEMS - correct)
+
+
+class FakeRL:
+  """train_fn / eval_fn stand-ins. Solved-problem counts: base_correct, full_correct and
+  block_correct[k], each plus `seed_shift * seed`. With interrupt_on_train_call=n the n-th train
+  call (1-based) raises KeyboardInterrupt, as a user's Ctrl-C would."""
+
+  def __init__(self, block_correct: dict[int, int], base_correct: int = 12, full_correct: int = 24,
+               seed_shift: int = 0, interrupt_on_train_call: int | None = None,
+               num_problems: int = NUM_PROBLEMS, steps: int = 30):
+    self.block_correct, self.base_correct, self.full_correct = block_correct, base_correct, full_correct
+    self.seed_shift, self.interrupt_on_train_call = seed_shift, interrupt_on_train_call
+    self.num_problems, self.steps = num_problems, steps
+    self.train_calls: list[tuple] = []
+    self.eval_calls: list[tuple] = []
+
+  def correct(self, model, seed: int) -> int:
+    if model is None:
+      count = self.base_correct
+    elif model[0] == "full":
+      count = self.full_correct
+    else:
+      count = self.block_correct[model[0]]
+    return count + self.seed_shift * seed
+
+  def train(self, config, *, layers, seed, workdir, progress_position):
+    assert progress_position == 1 and Path(workdir).is_dir()
+    self.train_calls.append((None if layers is None else tuple(layers), seed))
+    if len(self.train_calls) == self.interrupt_on_train_call:
+      raise KeyboardInterrupt
+    checkpoint = Path(workdir) / "checkpoint"
+    checkpoint.mkdir(exist_ok=True)
+    (checkpoint / "weights.bin").write_bytes(b"trained")
+    model = ("full" if layers is None else layers[0], seed)
+    final = self.correct(model, seed) / NUM_PROBLEMS
+    curve = [final * (step + 1) / self.steps for step in range(self.steps)]
+    return {"model": model, "reward_curve": curve, "checkpoint_dir": str(checkpoint)}
+
+  def eval(self, config, *, model, seed, progress_position):
+    assert progress_position == 1
+    self.eval_calls.append((model, seed))
+    correct = self.correct(model, seed)
+    return {"per_problem": ([1.0] * correct + [0.0] * (self.num_problems - correct))}
+
+
+def sweep_tiny_config():
+  """configs/sweep_tiny.py's get_config(), loaded from its file like the CLI does."""
+  spec = importlib.util.spec_from_file_location("sweep_tiny", REPO / "configs" / "sweep_tiny.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def make_config(sweep_dir, layers="all", seeds: int = 1, model_path: str = "assets/tiny-arith"):
+  config = sweep_tiny_config()
+  config.sweep.dir = str(sweep_dir)
+  config.sweep.layers = layers
+  config.sweep.seeds = seeds
+  config.model.path = model_path
+  return config
+
+
+def write_model_config(directory: Path, num_layers: int) -> Path:
+  """A Qwen2 config.json with num_layers blocks (the sweep reads only this from the model)."""
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / "config.json").write_text(json.dumps({
+      "model_type": "qwen2", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+      "num_hidden_layers": num_layers, "num_attention_heads": 2}))
+  return directory

@@ -1,0 +1,102 @@
+"""The sweep report: every output file, with the documented keys and the right numbers."""
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+from matplotlib import image
+
+from jaxlayer.sweep import report, runner, store
+from jaxlayer.sweep.contribution import UndefinedContributionWarning
+from tests.sweep_fakes import NUM_PROBLEMS, FakeRL, make_config
+
+SWEEP_KEYS = {"model", "num_layers", "task", "algorithm", "metric", "num_problems", "decoding",
+              "seeds", "s_base", "s_base_std", "s_base_se", "s_full", "s_full_std", "s_full_se",
+              "gain", "gain_se", "gain_paired_se", "layers", "best_layer", "worst_layer",
+              "warnings", "settings"}
+LAYER_KEYS = {"layer", "score", "score_std", "score_se", "contribution", "contribution_se",
+              "contribution_seed_mean", "contribution_std", "seeds", "per_seed_score",
+              "per_seed_contribution"}
+BLOCKS = {0: 14, 1: 27, 2: 20, 3: 8}  # solved of 40; base 12, full 24: block 3 ends below base
+
+
+def _sweep(tmp_path, fake, seeds=1, layers="all"):
+  return runner.run_sweep(make_config(tmp_path / "sweep", layers=layers, seeds=seeds),
+                          train_fn=fake.train, eval_fn=fake.eval, num_layers=len(BLOCKS))
+
+
+def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path):
+  fake = FakeRL(BLOCKS, seed_shift=2)
+  sweep_dir = _sweep(tmp_path, fake, seeds=3)
+  for name in report.OUTPUT_FILES:
+    assert (sweep_dir / name).stat().st_size > 0
+
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert set(sweep) == SWEEP_KEYS
+  assert all(set(l) == LAYER_KEYS for l in sweep["layers"])
+  assert (sweep["model"], sweep["task"], sweep["algorithm"]) == ("assets/tiny-arith", "arithmetic",
+                                                                 "grpo")
+  assert sweep["metric"] == "pass@1" and sweep["num_problems"] == NUM_PROBLEMS
+  assert sweep["decoding"]["temperature"] == 0.0 and sweep["seeds"] == [0, 1, 2]
+
+  def scores(correct):  # per seed, as the fake scores them
+    return [(correct + 2 * seed) / NUM_PROBLEMS for seed in range(3)]
+  base, full = scores(12), scores(24)
+  assert sweep["s_base"] == pytest.approx(statistics.mean(base))
+  assert sweep["s_base_std"] == pytest.approx(statistics.stdev(base))
+  # Evaluation SE: root-mean-square over seeds of the binomial sqrt(p (1 - p) / n).
+  assert sweep["s_base_se"] == pytest.approx(
+      math.sqrt(statistics.mean(b * (1 - b) / NUM_PROBLEMS for b in base)))
+  assert sweep["s_full"] == pytest.approx(statistics.mean(full))
+  assert sweep["gain"] == pytest.approx(statistics.mean(full) - statistics.mean(base))
+  for layer in sweep["layers"]:
+    k = scores(BLOCKS[layer["layer"]])
+    assert layer["score"] == pytest.approx(statistics.mean(k))
+    assert layer["contribution"] == pytest.approx(
+        (statistics.mean(k) - statistics.mean(base)) / (statistics.mean(full) - statistics.mean(base)))
+    assert layer["per_seed_score"] == pytest.approx(k)
+  by_layer = {l["layer"]: l for l in sweep["layers"]}
+  assert by_layer[3]["contribution"] < 0
+  assert sweep["best_layer"] == max(BLOCKS, key=BLOCKS.get) == 1
+  assert sweep["worst_layer"] == min(BLOCKS, key=BLOCKS.get) == 3
+
+  rows = list(csv.DictReader((sweep_dir / "sweep.csv").open()))
+  assert [r["run"] for r in rows] == ["base", "full"] + [f"layer{k:02d}" for k in sorted(BLOCKS)]
+  assert tuple(rows[0]) == report.CSV_COLUMNS
+  assert float(rows[3]["contribution"]) == pytest.approx(by_layer[1]["contribution"])
+  assert rows[0]["contribution"] == ""
+
+  for name in ("contribution.png", "curves.png"):
+    height, width, _ = image.imread(sweep_dir / name).shape
+    assert height > 300 and width > 600
+  markdown = (sweep_dir / "report.md").read_text()
+  assert "Best: block 1" in markdown and "Worst: block 3" in markdown
+  assert f"| block 3 | {by_layer[3]['score']:.3f} |" in markdown
+  assert "The paper finds" in markdown and "standard errors" in markdown
+
+
+def test_undefined_contributions_still_give_a_complete_report(tmp_path):
+  fake = FakeRL(BLOCKS, base_correct=20, full_correct=20)
+  with pytest.warns(UndefinedContributionWarning):
+    sweep_dir = _sweep(tmp_path, fake)
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())  # strict JSON: null, never NaN
+  assert all(l["contribution"] is None and l["contribution_se"] is None for l in sweep["layers"])
+  assert sweep["best_layer"] is None and "S_full == S_base" in sweep["warnings"][0]
+  assert "## Warnings" in (sweep_dir / "report.md").read_text()
+  assert "NaN" not in (sweep_dir / "sweep.json").read_text()
+  for name in report.OUTPUT_FILES:
+    assert (sweep_dir / name).stat().st_size > 0
+
+
+def test_report_refuses_a_sweep_without_base_or_full_run(tmp_path):
+  sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS), layers="0")
+  store.result_path(sweep_dir, store.RunSpec("full", 0)).unlink()
+  with pytest.raises(ValueError, match="no full RL result yet"):
+    report.write_report(sweep_dir)
+
+
+def test_reward_curves_of_missing_steps_are_averaged_over_the_seeds_that_have_them():
+  mean = report._mean_curve([[0.0, 1.0, None], [1.0, 3.0, 5.0]])
+  assert mean.tolist() == [0.5, 2.0, 5.0]

@@ -1,0 +1,199 @@
+"""The sweep runner with injected fake runs: planning, recording, resume, config checks, CLI."""
+
+import json
+
+import pytest
+
+from jaxlayer import cli
+from jaxlayer.sweep import runner, store
+from jaxlayer.sweep.store import RunSpec
+from tests.sweep_fakes import NUM_PROBLEMS, REPO, FakeRL, make_config, write_model_config
+
+NUM_LAYERS = 4
+BLOCKS = {0: 14, 1: 26, 2: 20, 3: 10}  # solved problems per block (base 12, full 24)
+
+
+def _run(config, fake, num_layers=NUM_LAYERS):
+  return runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval, num_layers=num_layers)
+
+
+def test_every_run_is_trained_evaluated_and_recorded(tmp_path):
+  fake = FakeRL(BLOCKS, seed_shift=1)
+  sweep_dir = _run(make_config(tmp_path / "sweep", seeds=2), fake)
+
+  expected_train = [(None, s) for s in range(2)] + [((k,), s) for s in range(2) for k in BLOCKS]
+  assert sorted(fake.train_calls, key=str) == sorted(expected_train, key=str)
+  assert len(fake.eval_calls) == 2 * (2 + NUM_LAYERS)
+  assert [m for m, _ in fake.eval_calls].count(None) == 2  # the base, once per seed
+  for spec in runner.plan_runs(range(NUM_LAYERS), range(2)):
+    result = store.read_json(store.result_path(sweep_dir, spec))
+    model = None if spec.kind == "base" else ("full" if spec.kind == "full" else spec.layer, spec.seed)
+    assert result["score"] == fake.correct(model, spec.seed) / NUM_PROBLEMS
+    assert (result["kind"], result["layer"], result["seed"]) == (spec.kind, spec.layer, spec.seed)
+    assert len(result["per_problem"]) == result["num_problems"] == NUM_PROBLEMS
+    assert len(result["reward_curve"]) == (0 if spec.kind == "base" else fake.steps)
+  assert (sweep_dir / "sweep.json").is_file()
+
+
+def test_plan_goes_seed_by_seed_base_full_then_blocks():
+  plan = runner.plan_runs([1, 3], [0, 1])
+  assert [s.name for s in plan] == ["base-seed0", "full-seed0", "layer01-seed0", "layer03-seed0",
+                                    "base-seed1", "full-seed1", "layer01-seed1", "layer03-seed1"]
+
+
+def test_interrupted_sweep_resumes_and_reruns_only_the_unfinished_runs(tmp_path):
+  config = make_config(tmp_path / "sweep", seeds=2)
+  interrupted = FakeRL(BLOCKS, interrupt_on_train_call=3)  # full, block 0, then Ctrl-C in block 1
+  with pytest.raises(KeyboardInterrupt):
+    _run(config, interrupted)
+  done = store.load_results(tmp_path / "sweep")
+  assert sorted(r["run"] for r in done) == ["base-seed0", "full-seed0", "layer00-seed0"]
+  before = {r["run"]: store.result_path(tmp_path / "sweep", _spec(r)).read_bytes() for r in done}
+  assert not (tmp_path / "sweep" / "sweep.json").exists()
+
+  resumed = FakeRL(BLOCKS)
+  _run(config, resumed)
+  total_train, total_eval = 2 * (1 + NUM_LAYERS), 2 * (2 + NUM_LAYERS)
+  assert len(resumed.train_calls) == total_train - 2  # full-seed0 and block 0 seed 0 are done
+  assert len(resumed.eval_calls) == total_eval - 3
+  assert ((0,), 0) not in resumed.train_calls and (None, 0) not in resumed.train_calls
+  assert ((1,), 0) in resumed.train_calls  # the interrupted run starts again
+  for run, content in before.items():  # nothing finished was rewritten
+    assert store.result_path(tmp_path / "sweep", _spec({"run": run, **_parse(run)})).read_bytes() == content
+  assert len(store.load_results(tmp_path / "sweep")) == total_eval
+
+  again = FakeRL(BLOCKS)
+  _run(config, again)  # a finished sweep runs nothing
+  assert again.train_calls == [] and again.eval_calls == []
+
+
+def _parse(run: str) -> dict:
+  kind, seed = run.split("-seed")
+  if kind.startswith("layer"):
+    return {"kind": "layer", "layer": int(kind[5:]), "seed": int(seed)}
+  return {"kind": kind, "layer": None, "seed": int(seed)}
+
+
+def _spec(result: dict) -> RunSpec:
+  return RunSpec(result["kind"], result["seed"], result["layer"])
+
+
+def test_adding_blocks_and_seeds_reuses_finished_runs(tmp_path):
+  first = FakeRL(BLOCKS)
+  _run(make_config(tmp_path / "sweep", layers="0,1"), first)
+  assert len(first.train_calls) == 3
+  second = FakeRL(BLOCKS)
+  _run(make_config(tmp_path / "sweep", layers="all", seeds=2), second)
+  assert sorted(second.train_calls, key=str) == sorted(
+      [((2,), 0), ((3,), 0), (None, 1)] + [((k,), 1) for k in BLOCKS], key=str)
+
+
+def test_single_block_checkpoints_are_removed_unless_kept_full_rl_kept(tmp_path):
+  _run(make_config(tmp_path / "drop", layers="1"), FakeRL(BLOCKS))
+  assert not (tmp_path / "drop/runs/layer01-seed0/train/checkpoint").exists()
+  assert (tmp_path / "drop/runs/full-seed0/train/checkpoint/weights.bin").is_file()
+  config = make_config(tmp_path / "keep", layers="1")
+  config.sweep.keep_checkpoints = True
+  _run(config, FakeRL(BLOCKS))
+  assert (tmp_path / "keep/runs/layer01-seed0/train/checkpoint/weights.bin").is_file()
+
+
+def test_changed_settings_are_refused_and_force_new_dir_starts_beside(tmp_path):
+  _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))
+  manifest = (tmp_path / "sweep/manifest.json").read_text()
+  changed = make_config(tmp_path / "sweep", layers="0")
+  old_rate = changed.train.learning_rate
+  changed.train.learning_rate = old_rate * 3
+  changed.task.name = "countdown"
+  fake = FakeRL(BLOCKS)
+  with pytest.raises(ValueError) as error:
+    _run(changed, fake)
+  assert (f"task.name: 'arithmetic' -> 'countdown'\n  train.learning_rate: {old_rate!r} -> "
+          f"{old_rate * 3!r}\n") in str(error.value)
+  assert "force_new_dir" in str(error.value)
+  assert fake.train_calls == [] and fake.eval_calls == []
+
+  changed.sweep.force_new_dir = True
+  new_dir = _run(changed, fake)
+  assert new_dir == tmp_path / "sweep-2"
+  assert len(fake.train_calls) == 2
+  assert (tmp_path / "sweep/manifest.json").read_text() == manifest
+  assert len(store.load_results(tmp_path / "sweep")) == 3
+
+
+def test_settings_that_do_not_change_scores_may_change_on_resume(tmp_path):
+  _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))
+  config = make_config(tmp_path / "sweep", layers="0,1")
+  config.checkpoint.every = 3
+  config.logging.progress = False
+  config.mesh.fsdp = 1
+  fake = FakeRL(BLOCKS)
+  _run(config, fake)
+  assert fake.train_calls == [((1,), 0)]
+
+
+def test_a_non_sweep_directory_is_not_written_into(tmp_path):
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes/todo.txt").write_text("mine")
+  with pytest.raises(ValueError, match="not empty and holds no sweep"):
+    _run(make_config(tmp_path / "notes"), FakeRL(BLOCKS))
+
+
+def test_runs_scored_on_a_different_number_of_problems_are_refused(tmp_path):
+  config = make_config(tmp_path / "sweep", layers="0")
+  _run(config, FakeRL(BLOCKS))
+  config.sweep.layers = "0,1"
+  with pytest.raises(ValueError, match="evaluated on 50 problems but the sweep's earlier runs on 40"):
+    _run(config, FakeRL(BLOCKS, num_problems=50))
+  assert not store.is_done(tmp_path / "sweep", RunSpec("layer", 0, 1))
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("all", [0, 1, 2, 3, 4, 5, 6, 7]), ("0,3,7", [0, 3, 7]), (" 7, 3 ,0,3", [0, 3, 7]),
+    ("2-4", [2, 3, 4]), ("0,5-6", [0, 5, 6]), ((1, 6), [1, 6]), (4, [4])])
+def test_layer_lists(value, expected):
+  assert runner.parse_layers(value, 8) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0,9", r"block\(s\) \[9\].*8 blocks, numbered 0-7"), ("1,x", "'x' is not a block index"),
+    ((1, 2.5), "expected 'all'"), ("-1", "'-1' is not a block index")])
+def test_bad_layer_lists_name_the_problem(value, message):
+  with pytest.raises(ValueError, match=message):
+    runner.parse_layers(value, 8)
+
+
+def test_bad_seed_count_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="sweep.seeds=0"):
+    _run(make_config(tmp_path / "sweep", seeds=0), FakeRL(BLOCKS))
+
+
+def test_block_count_comes_from_the_checkpoint_config(tmp_path):
+  model_dir = write_model_config(tmp_path / "model", num_layers=6)
+  assert runner.model_num_layers(str(model_dir)) == 6
+  with pytest.raises(ValueError, match="6 blocks, numbered 0-5"):
+    runner.run_sweep(make_config(tmp_path / "sweep", layers="0,6", model_path=str(model_dir)),
+                     train_fn=FakeRL(BLOCKS).train, eval_fn=FakeRL(BLOCKS).eval)
+
+
+def test_cli_sweep_runs_with_the_wired_functions_and_prints_where_the_report_is(
+    tmp_path, monkeypatch, capsys):
+  fake = FakeRL(BLOCKS)
+  monkeypatch.setattr(runner, "default_train_fn", fake.train)
+  monkeypatch.setattr(runner, "default_eval_fn", fake.eval)
+  model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
+  argv = ["sweep", "--config", str(REPO / "configs/sweep_tiny.py"), f"--config.model.path={model_dir}",
+          f"--config.sweep.dir={tmp_path / 'sweep'}", "--config.sweep.layers=0,2"]
+  cli.main(argv)
+  out = capsys.readouterr().out
+  assert f"{tmp_path / 'sweep' / 'contribution.png'}" in out
+  assert f"{tmp_path / 'sweep' / 'report.md'}" in out
+  assert sorted(fake.train_calls, key=str) == sorted([(None, 0), ((0,), 0), ((2,), 0)], key=str)
+  sweep = json.loads((tmp_path / "sweep/sweep.json").read_text())
+  assert [l["layer"] for l in sweep["layers"]] == [0, 2]
+  assert "--config.sweep.layers=0,2" in (tmp_path / "sweep/report.md").read_text()
+
+
+def test_cli_sweep_bad_override_is_a_clear_error(tmp_path):
+  with pytest.raises(SystemExit, match="bad configuration flag"):
+    cli.main(["sweep", "--config", str(REPO / "configs/sweep_tiny.py"), "--config.sweep.nope=1"])
