@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 USAGE = """usage: jaxlayer <command> [options]
 
 commands:
   generate   greedy completion of a prompt with a Hugging Face checkpoint
+  sweep      layer-contribution sweep: base, full RL and RL on each block alone -> C(k), report
+  compare    rank correlation (Spearman, Kendall) of the layer rankings of two sweeps
 
 `jaxlayer <command> --help` describes a command's options."""
 
@@ -54,7 +57,51 @@ def _eos_ids(tokenizer) -> list[int]:
   return [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
 
 
-COMMANDS = {"generate": _generate}
+def _sweep(argv: list[str]) -> None:
+  """jaxlayer sweep --config FILE [--config.sweep.layers=0,3,7 --config.sweep.seeds=3 ...]"""
+  if argv[:1] in (["-h"], ["--help"]):
+    print(_sweep.__doc__ + "\n\nRuns or resumes the sweep in config.sweep.dir (finished runs are "
+          "skipped) and writes sweep.json, sweep.csv, contribution.png, curves.png and report.md "
+          "there. See configs/sweep_tiny.py for every key.")
+    return
+  config = load_config(argv, "jaxlayer sweep")
+  from jaxlayer import sweep
+
+  sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]))
+  print(f"contribution plot: {sweep_dir / 'contribution.png'}\n"
+        f"report:            {sweep_dir / 'report.md'}")
+
+
+def _compare(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(prog="jaxlayer compare", description=(
+      "Spearman and Kendall rank correlation of the C(k) of two finished sweeps over their "
+      "common blocks; writes compare.json and compare.png."))
+  parser.add_argument("sweep_a", help="a sweep directory (holding sweep.json)")
+  parser.add_argument("sweep_b", help="another sweep directory of a model with as many blocks")
+  parser.add_argument("--out", help="output directory (default: compare-A-vs-B in the current "
+                      "directory)")
+  args = parser.parse_args(argv)
+  from pathlib import Path
+
+  from jaxlayer.sweep import compare
+
+  out = args.out or f"compare-{Path(args.sweep_a).name}-vs-{Path(args.sweep_b).name}"
+  try:
+    result = compare.compare_sweep_dirs(args.sweep_a, args.sweep_b, out)
+  except (ValueError, FileNotFoundError) as err:
+    raise SystemExit(f"jaxlayer compare: {err}") from None
+  spearman, kendall = result["spearman"], result["kendall"]
+  print(f"{result['num_common_layers']} common blocks: Spearman rho = {_number(spearman['rho'])} "
+        f"(p = {_number(spearman['p_value'], '.3g')}), Kendall tau = {_number(kendall['tau'])} "
+        f"(p = {_number(kendall['p_value'], '.3g')})\n"
+        f"written: {Path(out) / 'compare.json'}, {Path(out) / 'compare.png'}")
+
+
+def _number(value, spec: str = ".3f") -> str:
+  return "undefined (a constant ranking)" if value is None else format(value, spec)
+
+
+COMMANDS = {"generate": _generate, "sweep": _sweep, "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,131 @@
+"""Do two sweeps rank the blocks alike? Spearman and Kendall correlation of their C(k).
+
+Correlations are taken over the blocks both sweeps measured with a defined C (the paper
+reports Spearman 0.76 between two math datasets, 0.59 between math and code).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from jaxlayer.sweep import store
+from jaxlayer.sweep.report import save_figure
+
+MIN_COMMON_LAYERS = 3
+
+
+def load_sweep(sweep_dir: str | os.PathLike) -> dict:
+  path = Path(sweep_dir) / "sweep.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} does not exist: {sweep_dir} is not a finished sweep. Run "
+                            "`jaxlayer sweep --config ...` to completion first.")
+  return store.read_json(path)
+
+
+def _contributions(sweep: dict) -> dict[int, float]:
+  return {l["layer"]: l["contribution"] for l in sweep["layers"] if l["contribution"] is not None}
+
+
+def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
+  """Rank correlations of two sweep.json dictionaries over their common blocks."""
+  if sweep_a["num_layers"] != sweep_b["num_layers"]:
+    raise ValueError(
+        f"the sweeps are of models with different depths ({sweep_a['num_layers']} vs "
+        f"{sweep_b['num_layers']} blocks), so block k means different things in each. Compare "
+        "sweeps of the same model (or of models with the same number of blocks).")
+  c_a, c_b = _contributions(sweep_a), _contributions(sweep_b)
+  common = sorted(set(c_a) & set(c_b))
+  if len(common) < MIN_COMMON_LAYERS:
+    raise ValueError(
+        f"the sweeps share {len(common)} block(s) with a defined C(k) ({common}); a rank "
+        f"correlation needs at least {MIN_COMMON_LAYERS}. Sweep more common blocks "
+        "(--config.sweep.layers) in both, and check that S_full != S_base in each.")
+  a = np.array([c_a[k] for k in common])
+  b = np.array([c_b[k] for k in common])
+  spearman = stats.spearmanr(a, b)
+  kendall = stats.kendalltau(a, b)
+  return {
+      "layers": common,
+      "num_common_layers": len(common),
+      "contribution_a": a.tolist(),
+      "contribution_b": b.tolist(),
+      "rank_a": stats.rankdata(-a).tolist(),  # 1 = largest C
+      "rank_b": stats.rankdata(-b).tolist(),
+      "spearman": {"rho": _finite_or_none(spearman.statistic),
+                   "p_value": _finite_or_none(spearman.pvalue)},
+      "kendall": {"tau": _finite_or_none(kendall.statistic),
+                  "p_value": _finite_or_none(kendall.pvalue)},
+  }
+
+
+def _finite_or_none(value) -> float | None:
+  """scipy returns NaN for a constant ranking; JSON stores that as null."""
+  value = float(value)
+  return value if np.isfinite(value) else None
+
+
+def _label(sweep: dict, sweep_dir: Path) -> str:
+  return f"{sweep_dir.name} ({sweep['task']}, {sweep['algorithm']})"
+
+
+def plot_comparison(comparison: dict, label_a: str, label_b: str, num_layers: int,
+                    path: Path) -> None:
+  """Left: C(k) of both sweeps against block index. Right: rank against rank."""
+  fig = Figure(figsize=(12, 4.5))
+  ax_c, ax_r = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
+  layers = comparison["layers"]
+  ax_c.plot(layers, comparison["contribution_a"], "o-", color="tab:blue", label=label_a)
+  ax_c.plot(layers, comparison["contribution_b"], "s-", color="tab:red", label=label_b)
+  ax_c.axhline(1.0, color="tab:green", linestyle="--", linewidth=1, label="C = 1: full RL")
+  ax_c.axhline(0.0, color="gray", linestyle=":", linewidth=1, label="C = 0: base")
+  ax_c.set_xlim(-0.7, num_layers - 0.3)
+  ax_c.set_xticks(range(num_layers))
+  if num_layers > 24:
+    ax_c.tick_params(axis="x", labelsize=7)
+  ax_c.set_xlabel("block index k")
+  ax_c.set_ylabel("layer contribution C(k)")
+  ax_c.grid(alpha=0.3)
+  ax_c.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+
+  n = len(layers)
+  ax_r.plot([1, n], [1, n], color="gray", linestyle="--", linewidth=1)
+  ax_r.scatter(comparison["rank_a"], comparison["rank_b"], color="tab:purple", zorder=3)
+  for layer, ra, rb in zip(layers, comparison["rank_a"], comparison["rank_b"]):
+    ax_r.annotate(str(layer), (ra, rb), textcoords="offset points", xytext=(4, 3), fontsize=8)
+  ax_r.set_xlabel(f"rank in A (1 = largest C)\n{label_a}", fontsize=9)
+  ax_r.set_ylabel(f"rank in B\n{label_b}", fontsize=9)
+  if n <= 15:
+    ax_r.set_xticks(range(1, n + 1))
+    ax_r.set_yticks(range(1, n + 1))
+  ax_r.invert_xaxis()
+  ax_r.invert_yaxis()
+  ax_r.set_aspect("equal", adjustable="datalim")
+  ax_r.grid(alpha=0.3)
+  rho, tau = comparison["spearman"]["rho"], comparison["kendall"]["tau"]
+  ax_r.set_title(f"Spearman {_fmt(rho)} (p = {_fmt(comparison['spearman']['p_value'], '.2g')}), "
+                 f"Kendall {_fmt(tau)}", fontsize=10)
+  fig.suptitle(f"Layer rankings over {n} common blocks (numbers: block index)", fontsize=11)
+  save_figure(fig, path)
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+  return "n/a" if value is None else format(value, spec)
+
+
+def compare_sweep_dirs(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
+                       out_dir: str | os.PathLike) -> dict:
+  """Compares two sweep directories; writes compare.json and compare.png into out_dir."""
+  dir_a, dir_b, out_dir = Path(dir_a), Path(dir_b), Path(out_dir)
+  sweep_a, sweep_b = load_sweep(dir_a), load_sweep(dir_b)
+  comparison = {"sweep_a": str(dir_a), "sweep_b": str(dir_b),
+                **compare_sweeps(sweep_a, sweep_b)}
+  out_dir.mkdir(parents=True, exist_ok=True)
+  store.write_json_atomic(out_dir / "compare.json", comparison)
+  plot_comparison(comparison, _label(sweep_a, dir_a), _label(sweep_b, dir_b),
+                  sweep_a["num_layers"], out_dir / "compare.png")
+  return comparison

@@ -1,0 +1,104 @@
+"""Rank correlation of two sweeps' layer rankings, and `jaxlayer compare`."""
+
+import itertools
+import json
+
+import pytest
+from matplotlib import image
+from scipy import stats
+
+from jaxlayer import cli
+from jaxlayer.sweep import compare, runner
+from tests.sweep_fakes import FakeRL, make_config
+
+
+def _sweep(contributions: dict[int, float | None], num_layers: int = 8) -> dict:
+  return {"num_layers": num_layers, "task": "arithmetic", "algorithm": "grpo",
+          "layers": [{"layer": k, "contribution": c} for k, c in contributions.items()]}
+
+
+def _hand_spearman(a, b):
+  """1 - 6 sum d^2 / (n (n^2 - 1)) on ranks (no ties)."""
+  rank = lambda xs: {x: r for r, x in enumerate(sorted(xs))}
+  ra, rb = rank(a), rank(b)
+  n = len(a)
+  return 1 - 6 * sum((ra[x] - rb[y])**2 for x, y in zip(a, b)) / (n * (n * n - 1))
+
+
+def _hand_kendall(a, b):
+  """(concordant - discordant pairs) / number of pairs (no ties)."""
+  pairs = list(itertools.combinations(range(len(a)), 2))
+  sign = lambda v: (v > 0) - (v < 0)
+  return sum(sign(a[i] - a[j]) * sign(b[i] - b[j]) for i, j in pairs) / len(pairs)
+
+
+def test_rank_correlations_match_hand_computed_values_and_scipy():
+  a = {0: 0.31, 1: 0.52, 2: 0.95, 3: 1.10, 4: 0.80, 5: 0.40, 6: 0.22, 7: -0.10}
+  b = {0: 0.20, 1: 0.70, 2: 1.02, 3: 0.90, 4: 0.85, 5: 0.15, 6: 0.30, 7: 0.05}
+  result = compare.compare_sweeps(_sweep(a), _sweep(b))
+  xs, ys = list(a.values()), list(b.values())
+  assert result["spearman"]["rho"] == pytest.approx(_hand_spearman(xs, ys))
+  assert result["kendall"]["tau"] == pytest.approx(_hand_kendall(xs, ys))
+  assert result["spearman"]["p_value"] == pytest.approx(stats.spearmanr(xs, ys).pvalue)
+  assert result["kendall"]["p_value"] == pytest.approx(stats.kendalltau(xs, ys).pvalue)
+  assert result["layers"] == list(range(8)) and result["num_common_layers"] == 8
+  assert result["rank_a"][3] == 1 and result["rank_a"][7] == 8  # 1 = largest C
+
+
+def test_identical_and_reversed_rankings():
+  a = {k: float(k) for k in range(5)}
+  assert compare.compare_sweeps(_sweep(a), _sweep(a))["spearman"]["rho"] == pytest.approx(1.0)
+  reversed_ = {k: -float(k) for k in range(5)}
+  result = compare.compare_sweeps(_sweep(a), _sweep(reversed_))
+  assert result["spearman"]["rho"] == pytest.approx(-1.0)
+  assert result["kendall"]["tau"] == pytest.approx(-1.0)
+
+
+def test_only_common_blocks_with_a_defined_contribution_count():
+  a = {0: 0.1, 1: 0.9, 2: 0.5, 3: None, 4: 0.7, 6: 0.3}
+  b = {0: 0.2, 1: 0.6, 2: 0.8, 3: 0.4, 4: 0.5, 5: 0.1}
+  result = compare.compare_sweeps(_sweep(a), _sweep(b))
+  assert result["layers"] == [0, 1, 2, 4]
+  common_a, common_b = [0.1, 0.9, 0.5, 0.7], [0.2, 0.6, 0.8, 0.5]
+  assert result["spearman"]["rho"] == pytest.approx(_hand_spearman(common_a, common_b))
+
+
+def test_too_few_common_blocks_or_different_depths_are_refused_with_advice():
+  with pytest.raises(ValueError, match=r"share 2 block\(s\).*at least 3.*sweep.layers"):
+    compare.compare_sweeps(_sweep({0: 0.1, 1: 0.5, 2: 0.3}), _sweep({1: 0.2, 2: 0.4, 5: 0.9}))
+  with pytest.raises(ValueError, match="different depths \\(8 vs 28 blocks\\)"):
+    compare.compare_sweeps(_sweep({0: 0.1}), _sweep({0: 0.1}, num_layers=28))
+
+
+def test_a_constant_ranking_gives_null_correlation_not_nan():
+  with pytest.warns(stats.ConstantInputWarning):
+    result = compare.compare_sweeps(_sweep({0: 0.5, 1: 0.5, 2: 0.5}), _sweep({0: 0.1, 1: 0.2, 2: 0.3}))
+  assert result["spearman"]["rho"] is None and result["kendall"]["tau"] is None
+  json.dumps(result, allow_nan=False)
+
+
+def _fake_sweep(directory, blocks):
+  fake = FakeRL(blocks)
+  return runner.run_sweep(make_config(directory), train_fn=fake.train, eval_fn=fake.eval,
+                          num_layers=len(blocks))
+
+
+def test_cli_compare_prints_and_writes_json_and_plot(tmp_path, capsys):
+  dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20, 3: 8, 4: 16})
+  dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25, 3: 10, 4: 18})
+  cli.main(["compare", str(dir_a), str(dir_b), "--out", str(tmp_path / "cmp")])
+  out = capsys.readouterr().out
+  saved = json.loads((tmp_path / "cmp/compare.json").read_text())
+  # C is affine in the score (same base and full): ranks of C are ranks of the solved counts.
+  expected = stats.spearmanr([14, 27, 20, 8, 16], [13, 22, 25, 10, 18]).statistic
+  assert saved["spearman"]["rho"] == pytest.approx(expected)
+  assert f"Spearman rho = {expected:.3f}" in out and "compare.png" in out
+  assert saved["sweep_a"] == str(dir_a) and saved["sweep_b"] == str(dir_b)
+  height, width, _ = image.imread(tmp_path / "cmp/compare.png").shape
+  assert width > height > 300
+
+
+def test_cli_compare_of_a_missing_sweep_is_a_clear_error(tmp_path):
+  with pytest.raises(SystemExit, match="is not a finished sweep"):
+    cli.main(["compare", str(tmp_path / "nope"), str(tmp_path / "nope2"), "--out",
+              str(tmp_path / "cmp")])
