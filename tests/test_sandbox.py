@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -13,26 +14,26 @@ from jaxlayer.tasks import sandbox
 
 LIMITS = sandbox.SandboxLimits(wall_seconds=3.0, cpu_seconds=3)
 SHORT = sandbox.SandboxLimits(wall_seconds=1.5, cpu_seconds=2)  # for runs that end in a timeout
-# Every sandboxed process (and every fork of one) carries the child program in its argv.
-CHILD_MARKER = "The program the sandbox runs in its child process"
-
-
-def _sandbox_processes() -> list[str]:
-  found = []
-  for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-    try:
-      text = cmdline.read_bytes().decode(errors="replace")
-    except OSError:
-      continue
-    if CHILD_MARKER in text:
-      found.append(cmdline.parent.name)
-  return found
 
 
 @pytest.fixture(autouse=True)
-def no_process_left_behind():
+def no_process_left_behind(tmp_path, monkeypatch):
+  """Runs this test's sandboxes in tmp_path, then checks no process still works in there
+  (a sandboxed process and its forks start in their run's directory, under tmp_path).
+  Scoped to this test so that sandboxes of tests running in parallel do not count."""
+  sandboxes = tmp_path / "sandboxes"
+  sandboxes.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(sandboxes))
   yield
-  assert _sandbox_processes() == [], "a sandboxed process outlived its run"
+  leftovers = []
+  for cwd in Path("/proc").glob("[0-9]*/cwd"):
+    try:
+      if os.readlink(cwd).startswith(str(sandboxes)):
+        leftovers.append(cwd.parent.name)
+    except OSError:
+      continue  # gone, or not ours to inspect
+  assert leftovers == [], "a sandboxed process outlived its run"
+  assert list(sandboxes.iterdir()) == [], "a sandbox directory was left behind"
 
 
 def test_correct_code_passes():

@@ -111,7 +111,7 @@ def main():
   os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the request (and its token) cannot be re-read
   os.chdir(request["workdir"])
   _set_limits(request["limits"])
-  landlock_abi = _landlock(request["workdir"], request["read_paths"]) if request["landlock"] else 0
+  landlock_abi = _landlock(request["workdir"], request["read_paths"])
   results.write(f"{token} {json.dumps({'landlock_abi': landlock_abi})}\n")
   namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
   try:
