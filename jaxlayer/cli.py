@@ -10,6 +10,8 @@ USAGE = """usage: jaxlayer <command> [options]
 
 commands:
   generate   greedy completion of a prompt with a Hugging Face checkpoint
+  train      layer-selective RL (GRPO / Dr. GRPO / DAPO) from a config; resumes its run_dir
+  export     merge a run's trained blocks into its base model: a Hugging Face checkpoint
   sweep      layer-contribution sweep: base, full RL and RL on each block alone -> C(k), report
   compare    rank correlation (Spearman, Kendall) of the layer rankings of two sweeps
 
@@ -101,7 +103,47 @@ def _number(value, spec: str = ".3f") -> str:
   return "undefined (a constant ranking)" if value is None else format(value, spec)
 
 
-COMMANDS = {"generate": _generate, "sweep": _sweep, "compare": _compare}
+def _train(argv: list[str]) -> None:
+  """jaxlayer train --config FILE [--config.a.b=value ...]"""
+  if argv[:1] in (["-h"], ["--help"]):
+    print(_train.__doc__ + "\n\nTrains the blocks in config.train.layers (e.g. layers.14, "
+          "layers.10-14, mid5, all) and resumes from config.run_dir's latest checkpoint. "
+          "Every key and its default: jaxlayer/rl/config.py; example: configs/grpo_arithmetic.py.")
+    return
+  config = load_config(argv, "jaxlayer train")
+  if "@" in f"{config.train.layers}{config.train.lr_groups}":
+    import jaxlayer.sweep.strategies  # noqa: F401  (defines topK@SWEEP_DIR, bottomK@SWEEP_DIR)
+  from jaxlayer.rl import train
+
+  try:
+    result = train.train(config)
+  except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
+    raise SystemExit(f"jaxlayer train: {err}") from None
+  reward = result.metrics.get("reward", result.reward_history[-1] if result.reward_history else None)
+  print(f"trained {result.step} steps; last mean reward {reward}; run directory {result.run_dir}")
+
+
+def _export(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(prog="jaxlayer export", description=(
+      "Writes a Hugging Face checkpoint: the run's base model with its trained leaves merged in."))
+  parser.add_argument("--run", required=True, help="run directory of `jaxlayer train`")
+  parser.add_argument("--out", required=True, help="output directory for the HF checkpoint")
+  parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+  parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: the run's dtype")
+  parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
+  args = parser.parse_args(argv)
+  from jaxlayer.rl import checkpoint
+
+  try:
+    out = checkpoint.export(args.run, args.out, step=args.step, dtype=args.dtype,
+                            overwrite=args.overwrite)
+  except (ValueError, FileNotFoundError, FileExistsError) as err:
+    raise SystemExit(f"jaxlayer export: {err}") from None
+  print(f"wrote {out}")
+
+
+COMMANDS = {"generate": _generate, "train": _train, "export": _export, "sweep": _sweep,
+            "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,59 @@
+"""Advantage estimators over groups of responses, and DAPO's group filter (host-side numpy).
+
+Rewards arrive as one flat array [num_prompts * group_size] in which row i*G+j is response j
+to prompt i (the sampler's order). An estimator returns one advantage per response; the
+train step gives it to every token of that response. Adding an estimator is one function
+and one line in `ADVANTAGE_ESTIMATORS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def _grouped(rewards: np.ndarray, group_size: int) -> np.ndarray:
+  rewards = np.asarray(rewards, np.float64)
+  if group_size < 2:
+    raise ValueError(f"Group-relative advantages need group_size >= 2, got {group_size}.")
+  if rewards.ndim != 1 or rewards.size % group_size:
+    raise ValueError(f"{rewards.size} rewards do not split into groups of {group_size}.")
+  return rewards.reshape(-1, group_size)  # [num_prompts, group_size]
+
+
+def grpo_advantages(rewards: np.ndarray, group_size: int, eps: float = 1e-6) -> np.ndarray:
+  """GRPO: (R_i - mean R) / (std R + eps) within each group (unbiased std, as veRL and TRL)."""
+  grouped = _grouped(rewards, group_size)
+  centred = grouped - grouped.mean(axis=1, keepdims=True)
+  return (centred / (grouped.std(axis=1, ddof=1, keepdims=True) + eps)).reshape(-1)
+
+
+def dr_grpo_advantages(rewards: np.ndarray, group_size: int, eps: float = 1e-6) -> np.ndarray:
+  """Dr. GRPO: R_i - mean R, no division by the group's std (`eps` is unused)."""
+  del eps
+  grouped = _grouped(rewards, group_size)
+  return (grouped - grouped.mean(axis=1, keepdims=True)).reshape(-1)
+
+
+ADVANTAGE_ESTIMATORS: dict[str, Callable[..., np.ndarray]] = {
+    "grpo": grpo_advantages,
+    "dr_grpo": dr_grpo_advantages,
+}
+
+
+def get_estimator(name: str) -> Callable[..., np.ndarray]:
+  if name not in ADVANTAGE_ESTIMATORS:
+    raise ValueError(f"Unknown advantage estimator {name!r}: choose one of "
+                     f"{sorted(ADVANTAGE_ESTIMATORS)}.")
+  return ADVANTAGE_ESTIMATORS[name]
+
+
+def groups_with_signal(rewards: np.ndarray, group_size: int) -> np.ndarray:
+  """DAPO's dynamic-sampling filter: True [num_prompts] where a group's rewards are not all equal.
+
+  A group whose responses all score the same has zero advantage everywhere and only dilutes
+  the batch.
+  """
+  grouped = _grouped(rewards, group_size)
+  return grouped.max(axis=1) > grouped.min(axis=1)

@@ -1,0 +1,139 @@
+"""Run directories: Orbax checkpoints of the trained leaves, and merging them back into the base.
+
+A run directory holds
+  config.json        the full training config (ml_collections), written at the start
+  run.json           the base model path and the trained parameter paths
+  checkpoints/STEP/  params (trainable leaves only: the frozen ones are the base checkpoint's),
+                     optimizer (optimizer state and RNG key), meta (step, data position, ...)
+  metrics.jsonl, tensorboard/, samples.jsonl   (jaxlayer.rl.metrics)
+Checkpoints are written synchronously and committed atomically by Orbax, so a run killed at
+any moment leaves its previous checkpoints intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from jaxlayer import models
+
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _abstract(tree):
+  """Shapes, dtypes and shardings of a pytree, for restoring onto the same devices."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+  """Saves and restores the training state of one run (keeps the newest `keep`)."""
+
+  def __init__(self, run_dir: str | os.PathLike, keep: int = 3):
+    if keep < 1:
+      raise ValueError(f"checkpoint.keep must be >= 1, got {keep}.")
+    self.directory = Path(run_dir).absolute() / CHECKPOINT_DIR
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=False))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, params: dict, optimizer: dict, meta: dict[str, Any]) -> None:
+    """params: trainable leaves {path: array}; optimizer: {"opt_state": ..., "rng": key}."""
+    self._manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), optimizer=ocp.args.StandardSave(optimizer),
+        meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, step: int, params: dict, optimizer: dict) -> tuple[dict, dict, dict]:
+    """(params, optimizer, meta) of `step`, laid out like the given templates."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(_abstract(params)),
+        optimizer=ocp.args.StandardRestore(_abstract(optimizer)),
+        meta=ocp.args.JsonRestore()))
+    return restored.params, restored.optimizer, restored.meta
+
+  def restore_params(self, step: int, params: dict) -> dict:
+    """Only the trained leaves of `step` (what export and evaluation need)."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(_abstract(params))))
+    return restored.params
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model: str,
+                    trainable: list[str]) -> None:
+  run_dir.mkdir(parents=True, exist_ok=True)
+  _write_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
+  _write_json(run_dir / RUN_FILE, {"base_model": base_model, "trainable": trainable})
+
+
+def read_run_files(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict]:
+  run_dir = Path(run_dir)
+  if not (run_dir / RUN_FILE).is_file():
+    raise FileNotFoundError(f"{run_dir} is not a jaxlayer run directory (no {RUN_FILE}); pass "
+                            "the run_dir a `jaxlayer train` run wrote.")
+  with open(run_dir / CONFIG_FILE) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(run_dir / RUN_FILE) as f:
+    return config, json.load(f)
+
+
+def _write_json(path: Path, data) -> None:
+  """Write-then-rename, so a crash never leaves a truncated file."""
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=2)
+  os.replace(tmp, path)
+
+
+def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
+                       mesh: jax.sharding.Mesh | None = None):
+  """(model, ModelConfig): the run's base model with the trained leaves of `step` (default:
+  the latest checkpoint) in place of the base values."""
+  config, run = read_run_files(run_dir)
+  checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
+  try:
+    available = checkpointer.all_steps()
+    if not available:
+      raise FileNotFoundError(f"Run {run_dir} has no checkpoint yet (it saves every "
+                              f"{config.checkpoint.every} steps).")
+    step = max(available) if step is None else step
+    if step not in available:
+      raise ValueError(f"Run {run_dir} has no checkpoint for step {step}; available: "
+                       f"{sorted(available)}.")
+    model, model_config = models.from_pretrained(run["base_model"], dtype=config.model.dtype,
+                                                 mesh=mesh)
+    base = models.named_params(model)
+    trained = checkpointer.restore_params(step, {path: base[path] for path in run["trainable"]})
+  finally:
+    checkpointer.close()
+  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  for path, var in flat:
+    name = models.path_str(path)
+    if name in trained:
+      var.set_value(trained[name])
+  nnx.update(model, nnx.from_flat_state(flat))
+  return model, model_config
+
+
+def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | None = None,
+           dtype: str | None = None, overwrite: bool = False) -> Path:
+  """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in."""
+  model, _ = load_trained_model(run_dir, step)
+  return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)

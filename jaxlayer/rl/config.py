@@ -1,0 +1,87 @@
+"""Every training setting with its default: the one place `configs/*.py` start from.
+
+A config file returns `default_config()` with some values changed; the command line
+overrides any key: `jaxlayer train --config configs/grpo_arithmetic.py --config.train.layers=mid5`.
+Keys whose default is None (placeholders) take the algorithm preset's value
+(`jaxlayer.rl.algorithms.ALGORITHMS`) or are required (`model.path`, `run_dir`).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+# Keys that may change when a run resumes from its run directory; any other difference means
+# a different experiment, which must not be mixed into the same checkpoints.
+RESUMABLE_KEYS = ("train.steps", "run_dir", "compilation_cache_dir", "checkpoint.every", "checkpoint.keep",
+                  "logging.tensorboard", "logging.samples_per_step", "logging.progress",
+                  "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.num_devices")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.run_dir = config_dict.placeholder(str)  # required: checkpoints, metrics, config copy
+  config.seed = 0  # data order, sampling and mini-batch shuffling
+  # Persistent XLA compilation cache (jax_compilation_cache_dir): runs with the same shapes
+  # (a sweep's runs, a resumed run) reuse compiled code across processes. None: JAX's setting.
+  config.compilation_cache_dir = config_dict.placeholder(str)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.path = config_dict.placeholder(str)  # required: HF directory or hub id
+  config.model.dtype = "float32"  # "float32" or "bfloat16" parameters and activations
+
+  config.task = ml_collections.ConfigDict()
+  config.task.name = "arithmetic"  # a key of jaxlayer.tasks.TASKS
+  config.task.options = ml_collections.ConfigDict()  # keyword arguments of the task
+  config.task.template = "{question}"  # prompt template (jaxlayer.tasks.format_prompt)
+  config.task.use_chat_template = False  # wrap the prompt in the tokenizer's chat template
+  config.task.system_prompt = config_dict.placeholder(str)
+
+  config.train = ml_collections.ConfigDict()
+  config.train.layers = "all"  # selection grammar: jaxlayer.rl.selection
+  config.train.lr_groups = ""  # per-group rates "SELECTION=LR;SELECTION=LR" inside layers
+  config.train.algorithm = "grpo"  # grpo | dr_grpo | dapo (jaxlayer.rl.algorithms)
+  config.train.steps = 100  # RL steps (rollout batch + updates)
+  config.train.learning_rate = 5e-6  # AdamW peak rate (the paper's)
+  config.train.lr_schedule = "constant"  # constant | cosine (to 0 at the last step)
+  config.train.warmup_steps = 0  # linear warm-up, in RL steps
+  config.train.weight_decay = 0.0
+  config.train.adam_b1 = 0.9
+  config.train.adam_b2 = 0.999
+  config.train.adam_eps = 1e-8
+  config.train.max_grad_norm = 1.0  # global-norm clipping over trainable leaves (0: off)
+  config.train.group_size = 8  # responses per prompt (G >= 2)
+  config.train.batch_size = 64  # responses per RL step (a multiple of group_size)
+  config.train.mini_batch_size = config_dict.placeholder(int)  # responses per update (batch)
+  config.train.ppo_epochs = 1  # passes over the rollout batch per RL step
+  config.train.advantage_eps = 1e-6  # added to the group std (GRPO)
+  config.train.dynamic_sampling_max_rounds = 4  # rollout rounds to fill a DAPO batch
+  # Algorithm overrides (None: the preset's value).
+  config.train.clip_eps_low = config_dict.placeholder(float)
+  config.train.clip_eps_high = config_dict.placeholder(float)
+  config.train.kl_beta = config_dict.placeholder(float)  # KL(k3) weight; 0 keeps no reference
+  config.train.aggregation = config_dict.placeholder(str)  # a key of losses.AGGREGATIONS
+  config.train.dynamic_sampling = config_dict.placeholder(bool)
+  config.train.overlong_filtering = config_dict.placeholder(bool)
+  config.train.overlong_buffer_fraction = config_dict.placeholder(float)
+
+  config.rollout = ml_collections.ConfigDict()
+  config.rollout.max_new_tokens = 64  # response length limit (tokens)
+  config.rollout.temperature = 1.0
+  config.rollout.max_prompt_tokens = 1024  # longer training prompts are skipped
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = 1  # mesh axis sizes (one may be -1: the remaining devices)
+  config.mesh.fsdp = -1
+  config.mesh.tensor = 1
+  config.mesh.num_devices = 0  # use the first N devices (0: all)
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every = 10  # RL steps between checkpoints (the last step always saves)
+  config.checkpoint.keep = 3  # newest checkpoints kept
+
+  config.logging = ml_collections.ConfigDict()
+  config.logging.tensorboard = True  # event files in RUN_DIR/tensorboard
+  config.logging.samples_per_step = 2  # completions written to RUN_DIR/samples.jsonl
+  config.logging.progress = True  # tqdm progress bar
+  return config

@@ -1,0 +1,81 @@
+"""Per-step metrics to RUN_DIR/metrics.jsonl and TensorBoard; sample completions to samples.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+  """Every logged step of a run, oldest first."""
+  path = Path(run_dir) / METRICS_FILE
+  if not path.is_file():
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+  """Keeps rows with "step" <= step: a resumed run re-logs the steps after its checkpoint."""
+  if not path.is_file():
+    return
+  with open(path) as f:
+    rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+  tmp = path.with_suffix(".tmp")
+  with open(tmp, "w") as f:
+    f.writelines(rows)
+  os.replace(tmp, path)
+
+
+def _json_value(value):
+  value = float(value)
+  return value if math.isfinite(value) else str(value)  # JSON has no NaN / inf
+
+
+class MetricsLogger:
+  """Appends one JSON object per step; mirrors scalars to TensorBoard when asked.
+
+  `resume_step`: rows (and TensorBoard events) after this step, from a run that was killed
+  after its last checkpoint, are dropped so the resumed run's rows replace them.
+  """
+
+  def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True,
+               resume_step: int = 0):
+    self.run_dir = Path(run_dir)
+    self.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (METRICS_FILE, SAMPLES_FILE):
+      _drop_rows_after(self.run_dir / name, resume_step)
+    self._metrics = open(self.run_dir / METRICS_FILE, "a")
+    self._samples = open(self.run_dir / SAMPLES_FILE, "a")
+    self._tensorboard = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+
+      self._tensorboard = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR),
+                                        purge_step=resume_step + 1 if resume_step else None)
+
+  def log(self, step: int, metrics: dict[str, float]) -> None:
+    row = {"step": step, **{k: _json_value(v) for k, v in metrics.items()}}
+    self._metrics.write(json.dumps(row) + "\n")
+    self._metrics.flush()
+    if self._tensorboard is not None:
+      for name, value in metrics.items():
+        self._tensorboard.add_scalar(name, float(value), step)
+      self._tensorboard.flush()
+
+  def log_samples(self, step: int, samples: list[dict]) -> None:
+    for sample in samples:
+      self._samples.write(json.dumps({"step": step, **sample}) + "\n")
+    self._samples.flush()
+
+  def close(self) -> None:
+    self._metrics.close()
+    self._samples.close()
+    if self._tensorboard is not None:
+      self._tensorboard.close()

@@ -1,0 +1,133 @@
+"""The compiled pieces of an RL step: response log-probs and the update on a rollout batch.
+
+The model's parameters are split once into a flat dict of trainable leaves {path: array}
+(the only thing that is differentiated, optimised and checkpointed) and the frozen rest
+(an `nnx.State` passed to every call, never written). Differentiating only the trainable
+leaves means JAX does no backward work below the lowest trainable block.
+
+A batch is a dict of arrays, B responses to prompts left-padded to P tokens, responses
+right-padded to R tokens:
+  input_ids       [B, P+R] int32   prompt then response
+  attention_mask  [B, P+R] bool    real tokens
+  response_mask   [B, R] float32   loss weight: 1 on response tokens, 0 on padding / dropped
+  old_logprobs    [B, R] float32   log-probs under the sampling policy (the PPO old policy)
+  advantages      [B, R] float32   per token (GRPO repeats a response's value on its tokens)
+  ref_logprobs    [B, R] float32   reference log-probs, only when the KL term is on
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxlayer.models import Qwen, path_str
+from jaxlayer.rl import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitModel:
+  """A model's structure and frozen parameters; `merge(trainable)` rebuilds the model."""
+
+  graphdef: nnx.GraphDef
+  frozen: nnx.State
+  trainable_paths: dict[str, tuple]  # dotted path -> nnx state path
+
+  def merge(self, trainable: dict[str, jax.Array], frozen: nnx.State | None = None) -> Qwen:
+    """The model with these trainable values (works inside `jit`; shares, never copies)."""
+    state = nnx.from_flat_state(
+        {self.trainable_paths[path]: nnx.Param(value) for path, value in trainable.items()})
+    return nnx.merge(self.graphdef, state, self.frozen if frozen is None else frozen)
+
+
+def split_model(model: Qwen, trainable: Sequence[str]) -> tuple[SplitModel, dict[str, jax.Array]]:
+  """(structure + frozen parameters, trainable parameters {path: array}) for these paths."""
+  wanted = set(trainable)
+  is_trainable = lambda path, _: path_str(path) in wanted  # noqa: E731
+  graphdef, trainable_state, frozen = nnx.split(model, is_trainable, ...)
+  flat = nnx.to_flat_state(trainable_state)
+  params = {path_str(path): var.get_value() for path, var in flat}
+  missing = sorted(wanted - set(params))
+  if missing:
+    raise ValueError(f"The model has no parameters {missing}.")
+  return SplitModel(graphdef, frozen, {path_str(path): path for path, _ in flat}), params
+
+
+def response_logprobs(model: Qwen, batch: dict, temperature: float):
+  """Log-probs and entropies [B, R] of the response tokens under the model (teacher forced)."""
+  responses = batch["response_mask"].shape[1]
+  logits = model(batch["input_ids"], batch["attention_mask"])  # [B, P+R, vocab]
+  # The logit at position t predicts token t+1: responses are predicted from P-1 to P+R-2.
+  logits = logits[:, -responses - 1:-1]  # [B, R, vocab]
+  tokens = batch["input_ids"][:, -responses:]  # [B, R]
+  return losses.token_logprobs(logits, tokens, temperature)
+
+
+def make_logprob_fn(split: SplitModel, temperature: float):
+  """jit: (trainable, frozen, batch) -> response log-probs [B, R] (for the reference policy)."""
+
+  @jax.jit
+  def logprobs(trainable, frozen, batch):
+    return response_logprobs(split.merge(trainable, frozen), batch, temperature)[0]
+
+  return logprobs
+
+
+def init_optimizer(tx: optax.GradientTransformation, params: dict[str, jax.Array],
+                   mesh: jax.sharding.Mesh):
+  """(optimizer state, its shardings): each moment laid out like its parameter, the rest
+  (step counts) replicated. Fixed shardings keep the update step's inputs and outputs alike,
+  so it compiles once."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  def sharding_of(path, _):
+    key = getattr(path[-1], "key", None) if path else None
+    return params[key].sharding if isinstance(key, str) and key in params else replicated
+
+  shardings = jax.tree_util.tree_map_with_path(sharding_of, jax.eval_shape(tx.init, params))
+  return jax.jit(tx.init, out_shardings=shardings)(params), shardings
+
+
+def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
+                     loss_cfg: losses.LossConfig, temperature: float, *,
+                     param_shardings=None, opt_shardings=None):
+  """jit: (trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics).
+
+  One optimizer update on one mini-batch; `trainable` and `opt_state` are donated and come
+  back with the given shardings (default: whatever the compiler picks).
+  """
+
+  def loss_fn(trainable, frozen, batch):
+    logps, entropy = response_logprobs(split.merge(trainable, frozen), batch, temperature)
+    loss, metrics = losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
+                                       batch["response_mask"], batch.get("ref_logprobs"),
+                                       loss_cfg)
+    mask = batch["response_mask"]
+    metrics["entropy"] = losses.token_mean(jax.lax.stop_gradient(entropy), mask, 1)
+    return loss, metrics
+
+  def update(trainable, opt_state, frozen, batch):
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch)
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    finite = jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(trainable)]).all()
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                   params_finite=finite.astype(jnp.float32))
+    return trainable, opt_state, metrics
+
+  if param_shardings is None:
+    return jax.jit(update, donate_argnums=(0, 1))
+  replicated = NamedSharding(next(iter(param_shardings.values())).mesh, PartitionSpec())
+  return jax.jit(update, donate_argnums=(0, 1),
+                 out_shardings=(param_shardings, opt_shardings, replicated))
+
+
+def trainable_bytes(tree) -> int:
+  """Bytes held by the array leaves of a pytree (parameters or optimizer state)."""
+  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
+             if hasattr(leaf, "dtype"))

@@ -1,0 +1,487 @@
+"""The RL loop: rollouts, rewards, advantages, compiled updates, checkpoints and metrics.
+
+    from jaxlayer.rl.config import default_config
+    from jaxlayer.rl.train import train
+    config = default_config()
+    config.model.path, config.run_dir, config.train.layers = "Qwen/Qwen3-1.7B-Base", "runs/l14", "layers.14"
+    result = train(config)   # resumes from run_dir's latest checkpoint if there is one
+
+`plan(config)` checks everything that can be checked from the config and the model's
+config.json (selection, algorithm, batch shapes, mesh) before any weight is loaded or any
+code is compiled; `train` calls it first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jaxlayer import models, sampling, tasks
+from jaxlayer.models.hub import resolve_model_dir
+from jaxlayer.rl import advantages, algorithms, checkpoint, losses, metrics, optimizer, selection
+from jaxlayer.rl import step as rl_step
+from jaxlayer.rl.config import RESUMABLE_KEYS
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss, the gradients or the parameters became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+  """A validated config, resolved against the model's architecture."""
+
+  config: ml_collections.ConfigDict
+  model_dir: Path
+  model_config: models.ModelConfig
+  selection: selection.Selection
+  algorithm: algorithms.Algorithm
+  loss: losses.LossConfig
+  mesh: jax.sharding.Mesh
+  prompts_per_step: int
+  mini_batch_size: int
+
+  @property
+  def updates_per_step(self) -> int:
+    return self.config.train.ppo_epochs * (self.config.train.batch_size // self.mini_batch_size)
+
+
+@dataclasses.dataclass
+class TrainResult:
+  run_dir: Path
+  step: int  # RL steps completed (resumed steps included)
+  metrics: dict  # the last step's metrics ({} when nothing was left to do)
+  reward_history: list[float]  # mean reward of every step of the run, oldest first
+  model: models.Qwen  # the base model with the trained leaves in place
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(message)
+
+
+def param_paths(model_config: models.ModelConfig) -> list[str]:
+  """Every parameter path of the model, in model order, without allocating it."""
+  abstract = nnx.eval_shape(lambda: models.Qwen(model_config, rngs=nnx.Rngs(0)))
+  return list(models.named_params(abstract))
+
+
+def plan(config: ml_collections.ConfigDict) -> TrainPlan:
+  """Validates `config` (clear errors, nothing loaded or compiled) and resolves it."""
+  train_cfg, rollout = config.train, config.rollout
+  _require(config.model.path is not None,
+           "Set the model: --config.model.path=DIR (a Hugging Face directory or hub id).")
+  _require(config.run_dir is not None,
+           "Set the run directory: --config.run_dir=DIR (checkpoints and metrics go there).")
+  _require(config.task.name in tasks.TASKS,
+           f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
+  model_dir = resolve_model_dir(config.model.path)
+  if not (model_dir / "config.json").is_file():
+    raise FileNotFoundError(f"No config.json in {model_dir}: is model.path a Hugging Face model "
+                            "directory?")
+  model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
+  models.resolve_dtype(config.model.dtype)
+  chosen = selection.resolve(param_paths(model_config), model_config.num_layers,
+                             train_cfg.layers, train_cfg.learning_rate,
+                             selection.parse_lr_groups(train_cfg.lr_groups))
+  algorithm = algorithms.resolve_algorithm(
+      train_cfg.algorithm, **{name: train_cfg.get(name) for name in algorithms.OVERRIDABLE
+                              if name not in ("advantage",)})
+
+  group_size, batch_size = train_cfg.group_size, train_cfg.batch_size
+  _require(group_size >= 2, f"train.group_size={group_size}: group-relative advantages need at "
+           "least 2 responses per prompt; set train.group_size >= 2 (the paper uses 4 to 8).")
+  _require(batch_size >= group_size and batch_size % group_size == 0,
+           f"train.batch_size={batch_size} responses do not split into groups of "
+           f"train.group_size={group_size}: make batch_size a multiple of group_size.")
+  mini_batch_size = train_cfg.mini_batch_size or batch_size
+  _require(0 < mini_batch_size <= batch_size and batch_size % mini_batch_size == 0,
+           f"train.mini_batch_size={mini_batch_size} must divide train.batch_size={batch_size}.")
+  devices = jax.devices()
+  if config.mesh.num_devices:
+    _require(0 < config.mesh.num_devices <= len(devices),
+             f"mesh.num_devices={config.mesh.num_devices} but {len(devices)} devices exist.")
+    devices = devices[:config.mesh.num_devices]
+  mesh = models.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  _require(mini_batch_size % shards == 0,
+           f"The update batch of {mini_batch_size} responses (train.mini_batch_size, or "
+           f"train.batch_size) does not split over the mesh's {shards} data x fsdp shards "
+           f"(mesh {dict(mesh.shape)}): make it a multiple of {shards}.")
+  for key in ("steps", "ppo_epochs"):
+    _require(train_cfg[key] >= 1, f"train.{key} must be >= 1, got {train_cfg[key]}.")
+  _require(rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1.")
+  _require(rollout.temperature > 0, f"rollout.temperature={rollout.temperature}: RL needs "
+           "sampled responses and their log-probs; use a temperature > 0 (1.0 is usual).")
+  _require(config.checkpoint.every >= 1, "checkpoint.every must be >= 1.")
+  optimizer.learning_rate_schedule(1.0, schedule=train_cfg.lr_schedule, warmup_updates=0,
+                                   total_updates=1)
+  loss = losses.LossConfig(aggregation=algorithm.aggregation,
+                           clip_eps_low=algorithm.clip_eps_low,
+                           clip_eps_high=algorithm.clip_eps_high, kl_beta=algorithm.kl_beta,
+                           max_response_length=rollout.max_new_tokens)
+  return TrainPlan(config=config, model_dir=model_dir, model_config=model_config,
+                   selection=chosen, algorithm=algorithm, loss=loss, mesh=mesh,
+                   prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size)
+
+
+def _flat_config(config: ml_collections.ConfigDict | dict) -> dict:
+  data = json.loads(config.to_json()) if hasattr(config, "to_json") else config
+  flat = {}
+
+  def walk(prefix, node):
+    for key, value in node.items():
+      if isinstance(value, dict):
+        walk(f"{prefix}{key}.", value)
+      else:
+        flat[f"{prefix}{key}"] = value
+
+  walk("", data)
+  return flat
+
+
+def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict) -> None:
+  stored, _ = checkpoint.read_run_files(run_dir)
+  old, new = _flat_config(stored), _flat_config(config)
+  changed = sorted(k for k in set(old) | set(new)
+                   if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+  if changed:
+    details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+    raise ValueError(
+        f"run_dir {run_dir} holds checkpoints of a run with a different config ({details}). "
+        "Resume it with the same settings, or choose a new run_dir.")
+
+
+def _problem_order(num_problems: int, seed: int, position: int, count: int) -> list[int]:
+  """Problem indices at data positions position..position+count: a fresh shuffle each epoch."""
+  indices = []
+  for pos in range(position, position + count):
+    epoch, offset = divmod(pos, num_problems)
+    indices.append(int(np.random.default_rng([seed, epoch]).permutation(num_problems)[offset]))
+  return indices
+
+
+def _stop_token_ids(model_dir: Path, tokenizer) -> list[int]:
+  """The tokenizer's EOS plus generation_config.json's eos_token_id(s) (chat models have two)."""
+  ids = set() if tokenizer.eos_token_id is None else {tokenizer.eos_token_id}
+  generation = model_dir / "generation_config.json"
+  if generation.is_file():
+    eos = json.loads(generation.read_text()).get("eos_token_id")
+    ids.update([eos] if isinstance(eos, int) else eos or [])
+  return sorted(ids)
+
+
+@dataclasses.dataclass
+class _Rollouts:
+  """Responses of whole groups, row i*G+j = response j to prompt i (host numpy)."""
+
+  problem_indices: list[int]  # [prompts]
+  tokens: np.ndarray  # [N, R] int32
+  logprobs: np.ndarray  # [N, R]
+  mask: np.ndarray  # [N, R] bool
+  truncated: np.ndarray  # [N] bool: hit max_new_tokens without an end-of-sequence token
+  rewards: np.ndarray  # [N]
+  components: dict[str, np.ndarray]  # name -> [N]
+  completions: list[str]  # [N]
+
+  def groups(self, keep: np.ndarray, group_size: int) -> _Rollouts:
+    """The rollouts of the groups where keep [prompts] is True."""
+    rows = np.repeat(keep, group_size)
+    return _Rollouts(
+        problem_indices=[i for i, k in zip(self.problem_indices, keep) if k],
+        tokens=self.tokens[rows], logprobs=self.logprobs[rows], mask=self.mask[rows],
+        truncated=self.truncated[rows], rewards=self.rewards[rows],
+        components={k: v[rows] for k, v in self.components.items()},
+        completions=[c for c, r in zip(self.completions, rows) if r])
+
+  @staticmethod
+  def concat(parts: Sequence[_Rollouts]) -> _Rollouts:
+    return _Rollouts(
+        problem_indices=[i for p in parts for i in p.problem_indices],
+        tokens=np.concatenate([p.tokens for p in parts]),
+        logprobs=np.concatenate([p.logprobs for p in parts]),
+        mask=np.concatenate([p.mask for p in parts]),
+        truncated=np.concatenate([p.truncated for p in parts]),
+        rewards=np.concatenate([p.rewards for p in parts]),
+        components={k: np.concatenate([p.components[k] for p in parts])
+                    for k in parts[0].components},
+        completions=[c for p in parts for c in p.completions])
+
+
+class _Trainer:
+  """One run: state on devices, the data position, and the step loop."""
+
+  def __init__(self, plan_: TrainPlan, task: tasks.Task | None):
+    self.plan = plan_
+    cfg = plan_.config
+    self.cfg = cfg
+    self.run_dir = Path(cfg.run_dir)
+    self.group_size = cfg.train.group_size
+    self.task = task if task is not None else self._make_task()
+    self.tokenizer = models.load_tokenizer(plan_.model_dir)
+    self.stop_ids = _stop_token_ids(plan_.model_dir, self.tokenizer)
+    pad = self.tokenizer.pad_token_id
+    self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
+    self._encode_problems()
+
+    model, _ = models.from_pretrained(plan_.model_dir, dtype=cfg.model.dtype, mesh=plan_.mesh)
+    self.split, self.params = rl_step.split_model(model, plan_.selection.trainable)
+    # The KL reference is the base value of the trained leaves only: the frozen rest is shared.
+    self.ref_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p))(self.params) \
+        if plan_.loss.kl_beta > 0 else None
+    total_updates = cfg.train.steps * plan_.updates_per_step
+    self.tx = optimizer.make_optimizer(
+        plan_.selection.groups, plan_.selection.learning_rates, schedule=cfg.train.lr_schedule,
+        warmup_updates=cfg.train.warmup_steps * plan_.updates_per_step,
+        total_updates=total_updates, weight_decay=cfg.train.weight_decay, b1=cfg.train.adam_b1,
+        b2=cfg.train.adam_b2, eps=cfg.train.adam_eps, max_grad_norm=cfg.train.max_grad_norm)
+    self.opt_state, opt_shardings = rl_step.init_optimizer(self.tx, self.params, plan_.mesh)
+    self.rng = jax.random.PRNGKey(cfg.seed)
+    self.step = 0
+    self.data_position = 0
+    self.update = rl_step.make_update_step(
+        self.split, self.tx, plan_.loss, cfg.rollout.temperature,
+        param_shardings={k: v.sharding for k, v in self.params.items()},
+        opt_shardings=opt_shardings)
+    self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature)
+                     if self.ref_params is not None else None)
+    self.batch_sharding = {n: models.batch_sharding(plan_.mesh, n) for n in (1, 2)}
+
+  def _make_task(self) -> tasks.Task:
+    options = dict(self.cfg.task.options)
+    fraction = self.plan.algorithm.overlong_buffer_fraction
+    if fraction > 0 and "overlong_max_length" not in options:
+      # DAPO's soft overlong punishment, through the task's own reward component.
+      max_new = self.cfg.rollout.max_new_tokens
+      options.update(overlong_max_length=max_new,
+                     overlong_cache_length=max(1, round(fraction * max_new)))
+    return tasks.get_task(self.cfg.task.name, **options)
+
+  def _encode_problems(self) -> None:
+    cfg = self.cfg.task
+    problems = list(self.task.train_problems())
+    if not problems:
+      raise ValueError(f"Task {self.cfg.task.name!r} has no training problems.")
+    texts = [tasks.format_prompt(p, self.tokenizer, use_chat_template=cfg.use_chat_template,
+                                 template=cfg.template, system_prompt=cfg.system_prompt)
+             for p in problems]
+    encoded = self.tokenizer(texts)["input_ids"]
+    limit = self.cfg.rollout.max_prompt_tokens
+    keep = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= limit]
+    if not keep:
+      raise ValueError(f"Every training prompt is longer than rollout.max_prompt_tokens={limit} "
+                       "tokens (or empty): raise the limit.")
+    if len(keep) < len(problems):
+      tqdm.write(f"jaxlayer: skipping {len(problems) - len(keep)} of {len(problems)} training "
+                 f"prompts longer than rollout.max_prompt_tokens={limit}.")
+    self.problems = [problems[i] for i in keep]
+    self.prompt_ids = [list(encoded[i]) for i in keep]
+    self.prompt_texts = [texts[i] for i in keep]
+
+  # --- state ------------------------------------------------------------------------------
+
+  def restore(self, checkpointer: checkpoint.Checkpointer, step: int) -> None:
+    params, opt, meta = checkpointer.restore(
+        step, self.params, {"opt_state": self.opt_state, "rng": self.rng})
+    self.params, self.opt_state, self.rng = params, opt["opt_state"], opt["rng"]
+    self.step, self.data_position = meta["step"], meta["data_position"]
+
+  def save(self, checkpointer: checkpoint.Checkpointer) -> None:
+    checkpointer.save(self.step, self.params, {"opt_state": self.opt_state, "rng": self.rng},
+                      {"step": self.step, "data_position": self.data_position})
+
+  # --- one RL step --------------------------------------------------------------------------
+
+  def _sample_round(self, key: jax.Array) -> _Rollouts:
+    count = self.plan.prompts_per_step
+    indices = _problem_order(len(self.problems), self.cfg.seed, self.data_position, count)
+    self.data_position += count
+    out = sampling.generate(
+        self.split.merge(self.params), [self.prompt_ids[i] for i in indices],
+        max_new_tokens=self.cfg.rollout.max_new_tokens, num_samples=self.group_size,
+        temperature=self.cfg.rollout.temperature, eos_token_ids=self.stop_ids,
+        seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), pad_token_id=self.pad_id)
+    completions = self.tokenizer.batch_decode(
+        [row[:length] for row, length in zip(out.tokens, out.lengths)], skip_special_tokens=True)
+    problems = [self.problems[i] for i in indices for _ in range(self.group_size)]
+    graded = self.task.rewards(problems, completions, completion_lengths=out.lengths.tolist())
+    return _Rollouts(
+        problem_indices=indices, tokens=out.tokens, logprobs=out.logprobs, mask=out.mask,
+        truncated=np.asarray([reason == "length" for reason in out.finish_reasons]),
+        rewards=np.asarray(graded.total, np.float64),
+        components={k: np.asarray(v, np.float64) for k, v in graded.components.items()},
+        completions=completions)
+
+  def _collect(self, key: jax.Array) -> tuple[_Rollouts, np.ndarray, _Rollouts]:
+    """(the batch's rollouts, weight [prompts] 1 / 0 per group, everything sampled)."""
+    wanted, sampled, kept, spare = self.plan.prompts_per_step, [], [], []
+    rounds = self.cfg.train.dynamic_sampling_max_rounds if self.plan.algorithm.dynamic_sampling else 1
+    for round_index in range(max(rounds, 1)):
+      part = self._sample_round(jax.random.fold_in(key, round_index))
+      sampled.append(part)
+      if not self.plan.algorithm.dynamic_sampling:
+        return part, np.ones(wanted), part
+      signal = advantages.groups_with_signal(part.rewards, self.group_size)
+      kept.append(part.groups(signal, self.group_size))
+      spare.append(part.groups(~signal, self.group_size))
+      if sum(len(p.problem_indices) for p in kept) >= wanted:
+        break
+    # DAPO keeps sampling until the batch is full of groups with a learning signal; when the
+    # round budget runs out, groups without one fill the batch at zero weight (static shapes).
+    batch = _Rollouts.concat(kept + spare)
+    have = sum(len(p.problem_indices) for p in kept)
+    first = np.arange(wanted)
+    weights = (first < have).astype(np.float64)
+    batch = batch.groups(np.isin(np.arange(len(batch.problem_indices)), first), self.group_size)
+    return batch, weights, _Rollouts.concat(sampled)
+
+  def _make_batch(self, rollouts: _Rollouts, group_weights: np.ndarray) -> dict[str, np.ndarray]:
+    estimator = advantages.get_estimator(self.plan.algorithm.advantage)
+    advantage = estimator(rollouts.rewards, self.group_size, eps=self.cfg.train.advantage_eps)
+    prompts = [self.prompt_ids[i] for i in rollouts.problem_indices for _ in range(self.group_size)]
+    prompt_len = sampling.bucket(max(len(p) for p in prompts))
+    rows, response_len = rollouts.tokens.shape
+    input_ids = np.full((rows, prompt_len + response_len), self.pad_id, np.int32)
+    attention = np.zeros((rows, prompt_len + response_len), bool)
+    for row, prompt in enumerate(prompts):
+      input_ids[row, prompt_len - len(prompt):prompt_len] = prompt
+      attention[row, prompt_len - len(prompt):prompt_len] = True
+    input_ids[:, prompt_len:] = np.where(rollouts.mask, rollouts.tokens, self.pad_id)
+    attention[:, prompt_len:] = rollouts.mask
+    weight = np.repeat(group_weights, self.group_size)  # [rows]
+    if self.plan.algorithm.overlong_filtering:
+      weight = weight * ~rollouts.truncated
+    response_mask = rollouts.mask * weight[:, None]
+    return {
+        "input_ids": input_ids, "attention_mask": attention,
+        "response_mask": response_mask.astype(np.float32),
+        "old_logprobs": np.where(rollouts.mask, rollouts.logprobs, 0.0).astype(np.float32),
+        "advantages": np.broadcast_to(advantage[:, None], rollouts.tokens.shape).astype(np.float32),
+    }
+
+  def _to_device(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return {k: jax.device_put(v, self.batch_sharding[v.ndim]) for k, v in batch.items()}
+
+  def _updates(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+    size, mini = len(batch["input_ids"]), self.plan.mini_batch_size
+    if self.ref_params is not None:
+      batch["ref_logprobs"] = np.concatenate([
+          np.asarray(self.logprobs(self.ref_params, self.split.frozen,
+                                   self._to_device({k: v[i:i + mini] for k, v in batch.items()})))
+          for i in range(0, size, mini)])
+    history = []
+    for epoch in range(self.cfg.train.ppo_epochs):
+      order = (np.random.default_rng([self.cfg.seed, self.step, epoch]).permutation(size)
+               if size > mini else np.arange(size))
+      for start in range(0, size, mini):
+        rows = order[start:start + mini]
+        mini_batch = self._to_device({k: v[rows] for k, v in batch.items()})
+        self.params, self.opt_state, result = self.update(
+            self.params, self.opt_state, self.split.frozen, mini_batch)
+        result = {k: float(v) for k, v in jax.device_get(result).items()}
+        if not all(math.isfinite(result[k]) for k in ("loss", "grad_norm", "params_finite")) \
+            or result["params_finite"] != 1.0:
+          raise TrainingDiverged(
+              f"Training diverged at step {self.step + 1} (epoch {epoch}, mini-batch "
+              f"{start // mini}): loss={result['loss']}, grad_norm={result['grad_norm']}, "
+              f"parameters finite: {bool(result['params_finite'] == 1.0)}. The run stopped "
+              f"without saving; its last good checkpoint is kept in {self.run_dir / 'checkpoints'}. "
+              "Lower train.learning_rate, keep train.max_grad_norm on, or check the rewards.")
+        history.append(result)
+    return {k: float(np.mean([h[k] for h in history])) for k in history[0] if k != "params_finite"}
+
+  def run_step(self) -> tuple[dict[str, float], list[dict]]:
+    start = time.perf_counter()
+    self.rng, key = jax.random.split(self.rng)
+    rollouts, group_weights, sampled = self._collect(key)
+    batch = self._make_batch(rollouts, group_weights)
+    update_metrics = self._updates(batch)
+    self.step += 1
+    lengths = sampled.mask.sum(axis=1)
+    result = {
+        "reward": float(sampled.rewards.mean()),
+        "reward_std": float(sampled.rewards.std()),
+        **{f"reward/{k}": float(v.mean()) for k, v in sampled.components.items()},
+        "response_length": float(lengths.mean()),
+        "truncated_fraction": float(sampled.truncated.mean()),
+        "groups_with_signal": float(advantages.groups_with_signal(
+            sampled.rewards, self.group_size).mean()),
+        "batch_groups_weighted": float(group_weights.mean()),
+        **update_metrics,
+        "seconds_per_step": time.perf_counter() - start,
+    }
+    if "correct" in sampled.components:
+      result["accuracy"] = float(sampled.components["correct"].mean())
+    samples = [{"prompt": self.prompt_texts[sampled.problem_indices[i // self.group_size]],
+                "completion": sampled.completions[i], "reward": float(sampled.rewards[i])}
+               for i in range(min(self.cfg.logging.samples_per_step, len(sampled.completions)))]
+    return result, samples
+
+
+def _postfix(m: dict[str, float]) -> dict[str, str]:
+  shown = {"reward": "reward", "acc": "accuracy", "kl": "kl", "ent": "entropy",
+           "len": "response_length", "s/step": "seconds_per_step"}
+  return {label: f"{m[key]:.3g}" for label, key in shown.items() if key in m}
+
+
+def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
+          position: int = 0, leave: bool = True,
+          on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+  """Trains as `config` says, resuming from the run directory's latest checkpoint.
+
+  task: a Task object to use instead of `config.task.name` / `options` (e.g. a custom reward).
+  position, leave: the tqdm bar's line and whether it stays when done (nest it under a sweep
+  bar with position=1, leave=False). on_step(step, metrics) runs after every step.
+  Raises TrainingDiverged on a NaN / inf loss, gradient or parameter (the last good
+  checkpoint stays on disk).
+  """
+  plan_ = plan(config)
+  if config.compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
+  run_dir = Path(config.run_dir)
+  checkpointer = checkpoint.Checkpointer(run_dir, keep=config.checkpoint.keep)
+  logger = None
+  try:
+    latest = checkpointer.latest_step()
+    if latest is not None:
+      _check_resumable(run_dir, config)
+    trainer = _Trainer(plan_, task)
+    checkpoint.write_run_files(run_dir, config, str(plan_.model_dir),
+                               list(plan_.selection.trainable))
+    if latest is not None:
+      trainer.restore(checkpointer, latest)
+    logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
+                                   resume_step=trainer.step)
+    last = {}
+    steps = config.train.steps
+    with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
+              desc=f"train {config.train.layers}", disable=not config.logging.progress,
+              dynamic_ncols=True) as bar:
+      while trainer.step < steps:
+        last, samples = trainer.run_step()
+        logger.log(trainer.step, last)
+        logger.log_samples(trainer.step, samples)
+        if trainer.step % config.checkpoint.every == 0 or trainer.step == steps:
+          trainer.save(checkpointer)
+        bar.update(1)
+        bar.set_postfix(_postfix(last))
+        if on_step is not None:
+          on_step(trainer.step, last)
+    history = [row["reward"] for row in metrics.read_metrics(run_dir)]
+    return TrainResult(run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
+                       model=trainer.split.merge(trainer.params))
+  finally:
+    if logger is not None:
+      logger.close()
+    checkpointer.close()
