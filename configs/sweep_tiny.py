@@ -41,6 +41,6 @@ def get_config():
   config.sweep.dir = "runs/sweep_tiny"
   config.sweep.layers = "all"  # "all", "0,3,7", "2-5" or a tuple of block indices
   config.sweep.seeds = 1  # runs per setting, seeds config.seed, config.seed + 1, ...
-  config.sweep.keep_checkpoints = False  # keep single-block runs' trained weights (full RL's are kept)
+  config.sweep.keep_checkpoints = False  # keep single-block runs' weights (full RL's are kept)
   config.sweep.force_new_dir = False  # sweep.dir holds a different sweep: use the next free dir-N
   return config

@@ -11,11 +11,6 @@ NUM_PROBLEMS = 40
 REPO = Path(__file__).resolve().parents[1]
 
 
-def per_problem(correct: int) -> list[float]:
-  """`correct` solved problems out of NUM_PROBLEMS, as 0/1 scores."""
-  return [1.0] * correct + [0.0] * (NUM_PROBLEMS - correct)
-
-
 class FakeRL:
   """train_fn / eval_fn stand-ins. Solved-problem counts: base_correct, full_correct and
   block_correct[k], each plus `seed_shift * seed`. With interrupt_on_train_call=n the n-th train
@@ -24,7 +19,8 @@ class FakeRL:
   def __init__(self, block_correct: dict[int, int], base_correct: int = 12, full_correct: int = 24,
                seed_shift: int = 0, interrupt_on_train_call: int | None = None,
                num_problems: int = NUM_PROBLEMS, steps: int = 30):
-    self.block_correct, self.base_correct, self.full_correct = block_correct, base_correct, full_correct
+    self.block_correct = block_correct
+    self.base_correct, self.full_correct = base_correct, full_correct
     self.seed_shift, self.interrupt_on_train_call = seed_shift, interrupt_on_train_call
     self.num_problems, self.steps = num_problems, steps
     self.train_calls: list[tuple] = []
@@ -56,7 +52,7 @@ class FakeRL:
     assert progress_position == 1
     self.eval_calls.append((model, seed))
     correct = self.correct(model, seed)
-    return {"per_problem": ([1.0] * correct + [0.0] * (self.num_problems - correct))}
+    return {"per_problem": [1.0] * correct + [0.0] * (self.num_problems - correct)}
 
 
 def sweep_tiny_config():

@@ -72,7 +72,8 @@ def test_too_few_common_blocks_or_different_depths_are_refused_with_advice():
 
 def test_a_constant_ranking_gives_null_correlation_not_nan():
   with pytest.warns(stats.ConstantInputWarning):
-    result = compare.compare_sweeps(_sweep({0: 0.5, 1: 0.5, 2: 0.5}), _sweep({0: 0.1, 1: 0.2, 2: 0.3}))
+    result = compare.compare_sweeps(_sweep({0: 0.5, 1: 0.5, 2: 0.5}),
+                                    _sweep({0: 0.1, 1: 0.2, 2: 0.3}))
   assert result["spearman"]["rho"] is None and result["kendall"]["tau"] is None
   json.dumps(result, allow_nan=False)
 

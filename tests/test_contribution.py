@@ -12,8 +12,9 @@ from jaxlayer.sweep.contribution import RunScore, UndefinedContributionWarning
 
 
 def test_contribution_follows_the_paper_formula_including_negative_and_above_one():
-  # Qwen3-1.7B in the paper: base 44.1, full 50.8, block 10 at 51.8 (C = 1.14 from unrounded scores).
-  assert contribution.layer_contribution(51.8, 44.1, 50.8) == pytest.approx((51.8 - 44.1) / (50.8 - 44.1))
+  # Qwen3-1.7B in the paper: base 44.1, full 50.8, block 10 at 51.8 (C = 1.14 unrounded).
+  assert contribution.layer_contribution(51.8, 44.1, 50.8) == pytest.approx(
+      (51.8 - 44.1) / (50.8 - 44.1))
   # A block that ends below the base has a negative contribution.
   assert contribution.layer_contribution(0.30, 0.40, 0.60) == pytest.approx(-0.5)
   assert contribution.layer_contribution(0.60, 0.40, 0.60) == pytest.approx(1.0)
@@ -43,13 +44,18 @@ def test_standard_error_binomial_for_pass_at_1_and_sample_se_otherwise():
 def test_contribution_standard_error_equals_finite_difference_propagation():
   k, base, full = RunScore(0.52, 0.020), RunScore(0.40, 0.022), RunScore(0.55, 0.021)
   h = 1e-6
+  point = [k.score, base.score, full.score]
   def c(sk, sb, sf):
     return (sk - sb) / (sf - sb)
-  gradient = [(c(k.score + h, base.score, full.score) - c(k.score - h, base.score, full.score)) / (2 * h),
-              (c(k.score, base.score + h, full.score) - c(k.score, base.score - h, full.score)) / (2 * h),
-              (c(k.score, base.score, full.score + h) - c(k.score, base.score, full.score - h)) / (2 * h)]
+  gradient = []
+  for i in range(3):
+    up, down = list(point), list(point)
+    up[i] += h
+    down[i] -= h
+    gradient.append((c(*up) - c(*down)) / (2 * h))
   expected = math.sqrt(sum((g * s.se)**2 for g, s in zip(gradient, (k, base, full))))
-  assert contribution.contribution_standard_error(k, base, full) == pytest.approx(expected, rel=1e-5)
+  assert contribution.contribution_standard_error(k, base, full) == pytest.approx(expected,
+                                                                                  rel=1e-5)
 
 
 def _runs(scores, se=0.02):
@@ -66,7 +72,8 @@ def test_seed_aggregation_on_hand_made_results():
 
   assert summary.base.score == pytest.approx(statistics.mean(base))
   assert summary.base.score_std == pytest.approx(statistics.stdev(base))
-  assert summary.base.score_se == pytest.approx(math.sqrt(statistics.mean(s**2 for s in ses.values())))
+  rms_se = math.sqrt(statistics.mean(s**2 for s in ses.values()))
+  assert summary.base.score_se == pytest.approx(rms_se)
   assert summary.full.score == pytest.approx(statistics.mean(full))
   mean_base, mean_full = statistics.mean(base), statistics.mean(full)
   for layer in summary.layers:
@@ -91,7 +98,8 @@ def test_a_single_seed_has_no_spread_over_seeds():
   summary = contribution.summarize_sweep(_runs([0.4]), _runs([0.6]), {0: _runs([0.5])})
   layer = summary.layers[0]
   assert summary.base.score_std is None and layer.scores.score_std is None
-  assert layer.contribution == pytest.approx(0.5) and layer.contribution_seed_mean == pytest.approx(0.5)
+  assert layer.contribution == pytest.approx(0.5)
+  assert layer.contribution_seed_mean == pytest.approx(0.5)
   assert layer.contribution_std is None
   assert layer.contribution_se == pytest.approx(contribution.contribution_standard_error(
       RunScore(0.5, 0.02), RunScore(0.4, 0.02), RunScore(0.6, 0.02)))
@@ -103,7 +111,8 @@ def test_full_equal_to_base_is_reported_undefined_not_a_crash():
                                            {0: _runs([0.7, 0.6]), 1: _runs([0.2, 0.3])})
   assert len(caught) == 3  # once for the means, once per seed; not once per block
   assert all(l.contribution is None and l.contribution_se is None for l in summary.layers)
-  assert all(l.contribution_seed_mean is None and l.contribution_std is None for l in summary.layers)
+  assert all(l.contribution_seed_mean is None and l.contribution_std is None
+             for l in summary.layers)
   assert summary.best_layer() is None and summary.worst_layer() is None
   assert len(summary.warnings) == 3 and "undefined for every block" in summary.warnings[0]
   assert summary.layers[0].scores.score == pytest.approx(0.65)  # scores are still reported
@@ -118,8 +127,8 @@ def test_a_seed_whose_full_equals_its_base_is_left_out_of_the_seed_spread():
   defined = [(k - b) / (f - b) for k, b, f in zip(block, base, full) if f != b]
   assert layer.contribution_seed_mean == pytest.approx(statistics.mean(defined))
   assert layer.contribution_std == pytest.approx(statistics.stdev(defined))
-  assert layer.contribution == pytest.approx(
-      (statistics.mean(block) - statistics.mean(base)) / (statistics.mean(full) - statistics.mean(base)))
+  mean_block, mean_base, mean_full = (statistics.mean(v) for v in (block, base, full))
+  assert layer.contribution == pytest.approx((mean_block - mean_base) / (mean_full - mean_base))
 
 
 def test_seeds_missing_from_base_or_full_do_not_pair():

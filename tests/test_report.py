@@ -54,8 +54,8 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   for layer in sweep["layers"]:
     k = scores(BLOCKS[layer["layer"]])
     assert layer["score"] == pytest.approx(statistics.mean(k))
-    assert layer["contribution"] == pytest.approx(
-        (statistics.mean(k) - statistics.mean(base)) / (statistics.mean(full) - statistics.mean(base)))
+    mean_k, mean_base, mean_full = statistics.mean(k), statistics.mean(base), statistics.mean(full)
+    assert layer["contribution"] == pytest.approx((mean_k - mean_base) / (mean_full - mean_base))
     assert layer["per_seed_score"] == pytest.approx(k)
   by_layer = {l["layer"]: l for l in sweep["layers"]}
   assert by_layer[3]["contribution"] < 0

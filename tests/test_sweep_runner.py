@@ -5,12 +5,19 @@ import json
 import pytest
 
 from jaxlayer import cli
-from jaxlayer.sweep import runner, store
+from jaxlayer.sweep import report, runner, store
 from jaxlayer.sweep.store import RunSpec
 from tests.sweep_fakes import NUM_PROBLEMS, REPO, FakeRL, make_config, write_model_config
 
 NUM_LAYERS = 4
 BLOCKS = {0: 14, 1: 26, 2: 20, 3: 10}  # solved problems per block (base 12, full 24)
+
+
+@pytest.fixture(autouse=True)
+def no_plots(monkeypatch):
+  """The plots are tested in test_report.py; here they would only cost time."""
+  monkeypatch.setattr(report, "plot_contribution", lambda sweep, path: path.touch())
+  monkeypatch.setattr(report, "plot_curves", lambda results, num_layers, title, path: path.touch())
 
 
 def _run(config, fake, num_layers=NUM_LAYERS):
@@ -27,7 +34,8 @@ def test_every_run_is_trained_evaluated_and_recorded(tmp_path):
   assert [m for m, _ in fake.eval_calls].count(None) == 2  # the base, once per seed
   for spec in runner.plan_runs(range(NUM_LAYERS), range(2)):
     result = store.read_json(store.result_path(sweep_dir, spec))
-    model = None if spec.kind == "base" else ("full" if spec.kind == "full" else spec.layer, spec.seed)
+    trained = "full" if spec.kind == "full" else spec.layer
+    model = None if spec.kind == "base" else (trained, spec.seed)
     assert result["score"] == fake.correct(model, spec.seed) / NUM_PROBLEMS
     assert (result["kind"], result["layer"], result["seed"]) == (spec.kind, spec.layer, spec.seed)
     assert len(result["per_problem"]) == result["num_problems"] == NUM_PROBLEMS
@@ -59,7 +67,7 @@ def test_interrupted_sweep_resumes_and_reruns_only_the_unfinished_runs(tmp_path)
   assert ((0,), 0) not in resumed.train_calls and (None, 0) not in resumed.train_calls
   assert ((1,), 0) in resumed.train_calls  # the interrupted run starts again
   for run, content in before.items():  # nothing finished was rewritten
-    assert store.result_path(tmp_path / "sweep", _spec({"run": run, **_parse(run)})).read_bytes() == content
+    assert store.result_path(tmp_path / "sweep", _spec(_parse(run))).read_bytes() == content
   assert len(store.load_results(tmp_path / "sweep")) == total_eval
 
   again = FakeRL(BLOCKS)
@@ -143,7 +151,7 @@ def test_runs_scored_on_a_different_number_of_problems_are_refused(tmp_path):
   config = make_config(tmp_path / "sweep", layers="0")
   _run(config, FakeRL(BLOCKS))
   config.sweep.layers = "0,1"
-  with pytest.raises(ValueError, match="evaluated on 50 problems but the sweep's earlier runs on 40"):
+  with pytest.raises(ValueError, match="on 50 problems but the sweep's earlier runs on 40"):
     _run(config, FakeRL(BLOCKS, num_problems=50))
   assert not store.is_done(tmp_path / "sweep", RunSpec("layer", 0, 1))
 
@@ -182,7 +190,8 @@ def test_cli_sweep_runs_with_the_wired_functions_and_prints_where_the_report_is(
   monkeypatch.setattr(runner, "default_train_fn", fake.train)
   monkeypatch.setattr(runner, "default_eval_fn", fake.eval)
   model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
-  argv = ["sweep", "--config", str(REPO / "configs/sweep_tiny.py"), f"--config.model.path={model_dir}",
+  argv = ["sweep", "--config", str(REPO / "configs/sweep_tiny.py"),
+          f"--config.model.path={model_dir}",
           f"--config.sweep.dir={tmp_path / 'sweep'}", "--config.sweep.layers=0,2"]
   cli.main(argv)
   out = capsys.readouterr().out
@@ -197,3 +206,25 @@ def test_cli_sweep_runs_with_the_wired_functions_and_prints_where_the_report_is(
 def test_cli_sweep_bad_override_is_a_clear_error(tmp_path):
   with pytest.raises(SystemExit, match="bad configuration flag"):
     cli.main(["sweep", "--config", str(REPO / "configs/sweep_tiny.py"), "--config.sweep.nope=1"])
+
+
+def test_each_run_gets_the_training_config_with_its_blocks_seed_and_directory(tmp_path):
+  config = make_config(tmp_path / "sweep")
+  config.lock()
+  run_config = runner.training_config(config, layers=[3], seed=2, workdir=tmp_path / "w")
+  assert (run_config.train.layers, run_config.seed, run_config.run_dir) == (
+      "layers.3", 2, str(tmp_path / "w"))
+  assert "sweep" not in run_config and "eval" not in run_config  # the trainer's config only
+  assert runner.training_config(config, layers=None, seed=0, workdir=tmp_path).train.layers == "all"
+  assert run_config.train.learning_rate == config.train.learning_rate
+  assert config.train.layers == "all" and "sweep" in config  # the sweep's config is untouched
+
+
+def test_seeds_count_up_from_config_seed(tmp_path):
+  config = make_config(tmp_path / "sweep", layers="0", seeds=2)
+  config.seed = 5
+  fake = FakeRL(BLOCKS)
+  _run(config, fake)
+  assert sorted(fake.train_calls, key=str) == sorted(
+      [(None, 5), ((0,), 5), (None, 6), ((0,), 6)], key=str)
+  assert json.loads((tmp_path / "sweep/sweep.json").read_text())["seeds"] == [5, 6]

@@ -233,7 +233,8 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
                           ticks=range(0, num_layers, math.ceil(num_layers / 14)))
   colorbar.set_label("trained block k")
   ax.set_xlabel("RL step")
-  ax.set_ylabel("mean training reward" + (f" (moving average, {window} steps)" if window > 1 else ""))
+  smoothing = f" (moving average, {window} steps)" if window > 1 else ""
+  ax.set_ylabel(f"mean training reward{smoothing}")
   ax.set_title(f"{title}: training reward (mean over seeds)", fontsize=10)
   ax.grid(alpha=0.3)
   save_figure(fig, path)

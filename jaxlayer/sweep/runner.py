@@ -1,11 +1,12 @@
 """The layer-contribution sweep: base evaluation, full RL, RL on each block alone, resumable.
 
-`run_sweep(config)` plans one run per (seed, base | full | block k), skips every run whose
+`run_sweep(config)` plans one run per (seed, base | full | block k) (seeds config.seed,
+config.seed + 1, ... sweep.seeds of them; blocks sweep.layers), skips every run whose
 result is already on disk, runs the others one after another, records each the moment it
 finishes, and writes the report (jaxlayer.sweep.report) at the end.
 
-The training and evaluation are injected, so the sweep machinery does not depend on how
-they are done:
+The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer.rl.train;
+`default_eval_fn`), so the sweep machinery does not depend on how they are done:
 
     train_fn(config, *, layers, seed, workdir, progress_position) -> Mapping
         layers: None for full-parameter RL, else the block indices to train ([k]).

@@ -1,8 +1,9 @@
 """The sweep directory on disk: manifest, one result file per finished run, atomic writes.
 
     SWEEP_DIR/
-      manifest.json          what the sweep measures (model, task, train, eval settings),
-                             the model's block count, the full config, the command line
+      manifest.json          "identity" (every setting that decides what a score means:
+                             the config less NOT_IDENTITY, plus the model's block count),
+                             the full config, the command line that started the sweep
       runs/<run>/result.json one finished run (written last, atomically: its presence
                              is what "done" means on resume)
       runs/<run>/train/      the train function's working directory
