@@ -1,0 +1,55 @@
+"""Layer-aware selections from a finished sweep: `topK@SWEEP_DIR` and `bottomK@SWEEP_DIR`.
+
+Importing this module (or `jaxlayer.sweep`) adds them to the training selection grammar
+(jaxlayer.rl.selection), beside its `midK`:
+
+    topK@SWEEP_DIR     the K blocks with the largest C(k) (the paper's Only-BK; Boost-BK as a
+                       learning-rate group: train.layers=all, train.lr_groups=top10@DIR=1e-5)
+    bottomK@SWEEP_DIR  the K blocks with the smallest C(k) (Only-WK)
+    midK               (defined in jaxlayer.rl.selection) the K middle blocks, first block
+                       (L - K) // 2: half a block toward the input when L - K is odd
+                       (L = 28: mid5 = 11-15; L = 36: mid5 = 15-19).
+
+Blocks whose C is undefined are never ranked; ties go to the lower block index.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from jaxlayer.rl import selection
+from jaxlayer.sweep import store
+
+RANKED_PATTERN = r"(top|bottom)(\d+)@(.+)"
+
+
+def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int) -> list[int]:
+  """The k blocks with the largest (or smallest) C(k) in the sweep at sweep_dir, sorted."""
+  which = "top" if largest else "bottom"
+  path = Path(sweep_dir) / "sweep.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"Selection '{which}{k}@{sweep_dir}': {path} does not exist; point it "
+                            "at a finished sweep directory (the one `jaxlayer sweep` printed).")
+  sweep = store.read_json(path)
+  if sweep["num_layers"] != num_layers:
+    raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep measured a "
+                     f"{sweep['num_layers']}-block model, but this model has {num_layers} blocks; "
+                     "use a sweep of this model.")
+  defined = [(l["contribution"], l["layer"]) for l in sweep["layers"]
+             if l["contribution"] is not None]
+  if not 1 <= k <= len(defined):
+    raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep has a defined C(k) for "
+                     f"{len(defined)} block(s); choose k between 1 and {len(defined)}, or sweep "
+                     "more blocks.")
+  ordered = sorted(defined, key=lambda cl: (-cl[0] if largest else cl[0], cl[1]))
+  return sorted(layer for _, layer in ordered[:k])
+
+
+def _expand_ranked(match: re.Match, num_layers: int) -> str:
+  which, k, sweep_dir = match.groups()
+  blocks = ranked_blocks(sweep_dir, int(k), which == "top", num_layers)
+  return "layers." + ",".join(map(str, blocks))
+
+
+selection.register_selection_macro(RANKED_PATTERN, _expand_ranked)

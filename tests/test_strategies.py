@@ -1,0 +1,61 @@
+"""`topK@SWEEP_DIR` / `bottomK@SWEEP_DIR` in the training selection grammar (Only-BK, Only-WK,
+Boost-BK)."""
+
+import pytest
+
+from jaxlayer.rl import selection
+from jaxlayer.sweep import store, strategies
+
+NUM_LAYERS = 6
+# Hand-made sweep: block 2 is best, blocks 1 and 3 tie, block 4 undefined, block 5 negative.
+CONTRIBUTIONS = {0: 0.2, 1: 0.9, 2: 1.1, 3: 0.9, 4: None, 5: -0.3}
+PATHS = (["embed.embedding"] +
+         [f"layers.{i}.{part}" for i in range(NUM_LAYERS)
+          for part in ("attn.q_proj.kernel", "mlp.up_proj.kernel", "attn_norm.scale")] +
+         ["final_norm.scale", "lm_head.kernel"])
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+  store.write_json_atomic(tmp_path / "sweep.json", {
+      "num_layers": NUM_LAYERS,
+      "layers": [{"layer": k, "contribution": c} for k, c in CONTRIBUTIONS.items()]})
+  return tmp_path
+
+
+def _blocks(paths):
+  return sorted({int(p.split(".")[1]) for p in paths if p.startswith("layers.")})
+
+
+def test_top_and_bottom_blocks_by_contribution(sweep_dir):
+  # top2: block 2 (1.1), then the 0.9 tie goes to the lower index, block 1.
+  assert _blocks(selection.select(f"top2@{sweep_dir}", PATHS, NUM_LAYERS)) == [1, 2]
+  assert _blocks(selection.select(f"top3@{sweep_dir}", PATHS, NUM_LAYERS)) == [1, 2, 3]
+  # bottom2: block 5 (-0.3) and block 0 (0.2); block 4 (undefined) is never ranked.
+  assert _blocks(selection.select(f"bottom2@{sweep_dir}", PATHS, NUM_LAYERS)) == [0, 5]
+  selected = selection.select(f"top1@{sweep_dir}", PATHS, NUM_LAYERS)
+  assert selected == [p for p in PATHS if p.startswith("layers.2.")]  # the whole block only
+
+
+def test_sweep_selection_combines_with_other_terms(sweep_dir):
+  selected = selection.select(f"top1@{sweep_dir},embed", PATHS, NUM_LAYERS)
+  assert "embed.embedding" in selected and _blocks(selected) == [2]
+
+
+def test_boost_top_blocks_with_a_learning_rate_group(sweep_dir):
+  chosen = selection.resolve(PATHS, NUM_LAYERS, "all", 5e-6,
+                             selection.parse_lr_groups(f"top2@{sweep_dir}=1e-5"))
+  rates = {path: chosen.learning_rates[chosen.groups[path]] for path in chosen.trainable}
+  assert {p for p, r in rates.items() if r == 1e-5} == {
+      p for p in PATHS if p.startswith(("layers.1.", "layers.2."))}
+  assert rates["embed.embedding"] == rates["layers.0.mlp.up_proj.kernel"] == 5e-6
+  assert chosen.trainable == tuple(PATHS)
+
+
+def test_bad_sweep_selections_name_the_problem(sweep_dir, tmp_path):
+  with pytest.raises(ValueError, match=r"for 5 block\(s\); choose k between 1 and 5"):
+    selection.select(f"top6@{sweep_dir}", PATHS, NUM_LAYERS)
+  with pytest.raises(ValueError, match="6-block model, but this model has 28 blocks"):
+    strategies.ranked_blocks(sweep_dir, 2, largest=True, num_layers=28)
+  with pytest.raises(FileNotFoundError, match="finished sweep directory"):
+    selection.select(f"top2@{tmp_path / 'missing'}", PATHS, NUM_LAYERS)
