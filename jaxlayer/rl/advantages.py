@@ -22,18 +22,23 @@ def _grouped(rewards: np.ndarray, group_size: int) -> np.ndarray:
   return rewards.reshape(-1, group_size)  # [num_prompts, group_size]
 
 
+def _centred(grouped: np.ndarray) -> np.ndarray:
+  """R_i - mean R per group; exactly 0 in a group of equal rewards (not 0 up to rounding)."""
+  centred = grouped - grouped.mean(axis=1, keepdims=True)
+  return np.where(grouped.max(axis=1, keepdims=True) > grouped.min(axis=1, keepdims=True),
+                  centred, 0.0)
+
+
 def grpo_advantages(rewards: np.ndarray, group_size: int, eps: float = 1e-6) -> np.ndarray:
   """GRPO: (R_i - mean R) / (std R + eps) within each group (unbiased std, as veRL and TRL)."""
   grouped = _grouped(rewards, group_size)
-  centred = grouped - grouped.mean(axis=1, keepdims=True)
-  return (centred / (grouped.std(axis=1, ddof=1, keepdims=True) + eps)).reshape(-1)
+  return (_centred(grouped) / (grouped.std(axis=1, ddof=1, keepdims=True) + eps)).reshape(-1)
 
 
 def dr_grpo_advantages(rewards: np.ndarray, group_size: int, eps: float = 1e-6) -> np.ndarray:
   """Dr. GRPO: R_i - mean R, no division by the group's std (`eps` is unused)."""
   del eps
-  grouped = _grouped(rewards, group_size)
-  return (grouped - grouped.mean(axis=1, keepdims=True)).reshape(-1)
+  return _centred(_grouped(rewards, group_size)).reshape(-1)
 
 
 ADVANTAGE_ESTIMATORS: dict[str, Callable[..., np.ndarray]] = {
