@@ -69,7 +69,10 @@ def _sweep(argv: list[str]) -> None:
   config = load_config(argv, "jaxlayer sweep")
   from jaxlayer import sweep
 
-  sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]))
+  try:
+    sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]))
+  except (ValueError, FileNotFoundError) as err:
+    raise SystemExit(f"jaxlayer sweep: {err}") from None
   print(f"contribution plot: {sweep_dir / 'contribution.png'}\n"
         f"report:            {sweep_dir / 'report.md'}")
 

@@ -203,6 +203,19 @@ def test_cli_sweep_runs_with_the_wired_functions_and_prints_where_the_report_is(
   assert "--config.sweep.layers=0,2" in (tmp_path / "sweep/report.md").read_text()
 
 
+def test_cli_sweep_into_a_different_sweep_is_a_clear_error(tmp_path, monkeypatch):
+  fake = FakeRL(BLOCKS)
+  monkeypatch.setattr(runner, "default_train_fn", fake.train)
+  monkeypatch.setattr(runner, "default_eval_fn", fake.eval)
+  model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
+  argv = ["sweep", "--config", str(REPO / "configs/sweep_tiny.py"),
+          f"--config.model.path={model_dir}", f"--config.sweep.dir={tmp_path / 'sweep'}",
+          "--config.sweep.layers=0"]
+  cli.main(argv)
+  with pytest.raises(SystemExit, match="(?s)jaxlayer sweep: .*train.steps: 30 -> 31"):
+    cli.main(argv + ["--config.train.steps=31"])
+
+
 def test_cli_sweep_bad_override_is_a_clear_error(tmp_path):
   with pytest.raises(SystemExit, match="bad configuration flag"):
     cli.main(["sweep", "--config", str(REPO / "configs/sweep_tiny.py"), "--config.sweep.nope=1"])
