@@ -116,7 +116,7 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     finite = jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(trainable)]).all()
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                    params_finite=finite.astype(jnp.float32))
     return trainable, opt_state, metrics
 

@@ -457,7 +457,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
     if latest is not None:
       _check_resumable(run_dir, config)
     trainer = _Trainer(plan_, task)
-    checkpoint.write_run_files(run_dir, config, str(plan_.model_dir),
+    checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
                                list(plan_.selection.trainable))
     if latest is not None:
       trainer.restore(checkpointer, latest)

@@ -1,0 +1,145 @@
+"""The compiled update: what it changes, its gradients, its cost, and data parallelism."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxlayer import models, sampling
+from jaxlayer.rl import losses, optimizer, selection, step
+
+LOSS = losses.LossConfig(aggregation="sequence-mean-token-mean", kl_beta=0.0)
+
+
+def _batch(vocab, rows=8, prompt=5, response=6, seed=0):
+  """A rollout-like batch: left-padded prompts, right-padded responses, random advantages."""
+  rng = np.random.default_rng(seed)
+  prompt_lens = rng.integers(2, prompt + 1, rows)
+  response_lens = rng.integers(1, response + 1, rows)
+  ids = rng.integers(0, vocab, (rows, prompt + response)).astype(np.int32)
+  attention = np.zeros((rows, prompt + response), bool)
+  for r in range(rows):
+    attention[r, prompt - prompt_lens[r]:prompt + response_lens[r]] = True
+  response_mask = attention[:, prompt:].astype(np.float32)
+  return {"input_ids": ids, "attention_mask": attention, "response_mask": response_mask,
+          "old_logprobs": rng.normal(-5.7, 0.3, (rows, response)).astype(np.float32),
+          "advantages": np.repeat(rng.normal(size=(rows, 1)), response, 1).astype(np.float32)}
+
+
+def _trainer_parts(model_dir, layers, mesh=None, lr=1e-2):
+  model, cfg = models.from_pretrained(model_dir, mesh=mesh)
+  chosen = selection.resolve(list(models.named_params(model)), cfg.num_layers, layers, lr)
+  split, params = step.split_model(model, chosen.trainable)
+  tx = optimizer.make_optimizer(chosen.groups, chosen.learning_rates, max_grad_norm=None)
+  return split, params, tx
+
+
+def test_updates_touch_only_the_selected_leaves(tiny_qwen2_dir):
+  base, _ = models.from_pretrained(tiny_qwen2_dir)
+  base_params = {k: np.asarray(v) for k, v in models.named_params(base).items()}
+  split, params, tx = _trainer_parts(tiny_qwen2_dir, "layers.0.mlp,final_norm")
+  trainable = set(params)
+  opt_state = tx.init(params)
+  update = step.make_update_step(split, tx, LOSS, temperature=1.0)
+  for seed in range(3):
+    params, opt_state, metrics = update(params, opt_state, split.frozen, _batch(300, seed=seed))
+  after = models.named_params(split.merge(params))
+
+  assert trainable == {"layers.0.mlp.gate_proj.kernel", "layers.0.mlp.up_proj.kernel",
+                       "layers.0.mlp.down_proj.kernel", "final_norm.scale"}
+  for path, value in after.items():
+    if path in trainable:
+      assert not np.array_equal(np.asarray(value), base_params[path]), f"{path} did not change"
+    else:
+      assert np.asarray(value).tobytes() == base_params[path].tobytes(), f"{path} changed"
+  # The optimizer state holds the two Adam moments of the trainable leaves and nothing else.
+  state_keys = {getattr(path[-1], "key", None)
+                for path, _ in jax.tree_util.tree_leaves_with_path(opt_state)}
+  assert state_keys - {None} == trainable
+  moments = sum(v.nbytes for v in jax.tree.leaves(opt_state) if v.ndim > 0)
+  assert moments == 2 * sum(v.nbytes for v in params.values())
+  assert metrics["params_finite"] == 1.0
+
+
+def test_update_equals_full_gradient_restricted_to_the_selection(tiny_qwen2_dir):
+  """Differentiating the trainable leaves alone gives the full model's gradient on them."""
+  batch = _batch(300)
+  model, cfg = models.from_pretrained(tiny_qwen2_dir)
+  graphdef, state = nnx.split(model)
+
+  def full_loss(state):
+    logps, _ = step.response_logprobs(nnx.merge(graphdef, state), batch, 1.0)
+    return losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
+                              batch["response_mask"], None, LOSS)[0]
+
+  full_grads = {models.path_str(p): np.asarray(v.get_value())
+                for p, v in nnx.to_flat_state(jax.jit(jax.grad(full_loss))(state))}
+
+  chosen = selection.resolve(list(full_grads), cfg.num_layers, "layers.1.attn", 1.0)
+  split, params = step.split_model(model, chosen.trainable)
+  before = {k: np.asarray(v) for k, v in params.items()}
+  sgd = optax.sgd(1.0)  # new = old - gradient
+  new_params, _, _ = step.make_update_step(split, sgd, LOSS, 1.0)(
+      params, sgd.init(params), split.frozen, batch)
+  assert set(new_params) == {p for p in full_grads if p.startswith("layers.1.attn.")}
+  for k in new_params:
+    np.testing.assert_allclose(before[k] - np.asarray(new_params[k]), full_grads[k],
+                               rtol=1e-4, atol=1e-8)
+
+
+def test_top_block_update_is_cheaper_than_bottom_block_and_full(tiny_qwen2_dir):
+  """No backward work below the lowest trainable block (XLA's FLOP count of the step)."""
+  batch = _batch(300)
+  flops = {}
+  for layers in ("layers.1", "layers.0", "all"):
+    split, params, tx = _trainer_parts(tiny_qwen2_dir, layers)
+    lowered = step.make_update_step(split, tx, LOSS, 1.0).lower(
+        params, tx.init(params), split.frozen, batch)
+    flops[layers] = lowered.cost_analysis()["flops"]
+  assert flops["layers.1"] < 0.9 * flops["layers.0"] < 0.9 * 0.9 * flops["all"]
+
+
+def test_response_logprobs_match_the_samplers(tiny_qwen2_dir):
+  """Teacher-forced log-probs of sampled tokens equal the sampler's (the PPO old policy)."""
+  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  prompts = [[5, 6, 7], [8, 9, 10, 11, 12]]
+  out = sampling.generate(model, prompts, max_new_tokens=6, num_samples=2, temperature=0.7,
+                          eos_token_ids=[0], seed=3)
+  width = 5
+  ids = np.zeros((4, width + 6), np.int32)
+  attention = np.zeros_like(ids, bool)
+  for row, index in enumerate(out.prompt_index):
+    prompt = prompts[index]
+    ids[row, width - len(prompt):width] = prompt
+    attention[row, width - len(prompt):width] = True
+  ids[:, width:] = out.tokens
+  attention[:, width:] = out.mask
+  batch = {"input_ids": ids, "attention_mask": attention,
+           "response_mask": out.mask.astype(np.float32)}
+  logps, _ = step.response_logprobs(model, batch, temperature=0.7)
+  np.testing.assert_allclose(np.where(out.mask, logps, 0.0), out.logprobs, atol=2e-5)
+
+
+@pytest.mark.parametrize("layers", ["layers.1"])
+def test_sharded_update_equals_single_device(tiny_qwen2_dir, layers):
+  """Data parallel x fsdp on 8 CPU devices gives the one-device update (to rounding)."""
+  assert len(jax.devices()) == 8
+  results = []
+  for mesh in (models.make_mesh(1, 1, 1, devices=jax.devices()[:1]), models.make_mesh(4, 2, 1)):
+    split, params, tx = _trainer_parts(tiny_qwen2_dir, layers, mesh=mesh, lr=1e-3)
+    opt_state, opt_shardings = step.init_optimizer(tx, params, mesh)
+    update = step.make_update_step(split, tx, LOSS, 1.0,
+                                   param_shardings={k: v.sharding for k, v in params.items()},
+                                   opt_shardings=opt_shardings)
+    for seed in range(2):
+      batch = {k: jax.device_put(v, models.batch_sharding(mesh, v.ndim))
+               for k, v in _batch(300, seed=seed).items()}
+      params, opt_state, metrics = update(params, opt_state, split.frozen, batch)
+    results.append(({k: np.asarray(v) for k, v in params.items()}, metrics))
+  (single, single_metrics), (sharded, sharded_metrics) = results
+  assert sharded["layers.1.mlp.up_proj.kernel"].shape == single["layers.1.mlp.up_proj.kernel"].shape
+  for k in single:
+    np.testing.assert_allclose(sharded[k], single[k], rtol=1e-5, atol=1e-6)
+  assert float(sharded_metrics["loss"]) == pytest.approx(float(single_metrics["loss"]), rel=1e-5)

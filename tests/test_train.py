@@ -1,0 +1,266 @@
+"""End-to-end training runs on tiny random models: learning, freezing, resuming, divergence,
+bad configs, DAPO batch assembly, metrics files."""
+
+import dataclasses
+import json
+import math
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlayer import models
+from jaxlayer.rl import checkpoint, metrics, train
+from jaxlayer.rl.config import default_config
+from jaxlayer.tasks.arithmetic import ArithmeticTask
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+  """Runs with the same shapes share compiled code through JAX's persistent cache."""
+  return str(tmp_path_factory.mktemp("xla_cache"))
+
+
+def small_config(model_dir, run_dir, compile_cache, **train_overrides):
+  """4 steps of 16 responses (4 prompts x 4), 2 PPO epochs x 2 mini-batches, KL on."""
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir, cfg.compilation_cache_dir = str(model_dir), str(run_dir), compile_cache
+  cfg.task.name = "arithmetic"
+  cfg.task.options.update(max_value=9, operators="+", num_train=64, num_test=8,
+                          reward_weights={"correct": 1.0, "format": 0.5})
+  cfg.train.update(layers="layers.1", steps=4, learning_rate=1e-2, group_size=4, batch_size=16,
+                   mini_batch_size=8, ppo_epochs=2, kl_beta=0.01)
+  cfg.train.update(train_overrides)
+  cfg.rollout.update(max_new_tokens=3, max_prompt_tokens=16)
+  cfg.mesh.num_devices = 1
+  cfg.checkpoint.update(every=2, keep=2)
+  cfg.logging.progress = False
+  return cfg
+
+
+def learning_config(model_dir, run_dir, compile_cache):
+  """12 steps of 128 responses (16 prompts x 8), 2 new tokens, every parameter, high rate."""
+  cfg = small_config(model_dir, run_dir, compile_cache, layers="all", steps=12,
+                     learning_rate=3e-2, group_size=8, batch_size=128, mini_batch_size=None,
+                     ppo_epochs=1, kl_beta=0.0)
+  cfg.task.options.update(num_train=200)
+  cfg.rollout.max_new_tokens = 2
+  cfg.checkpoint.every = 12
+  return cfg
+
+
+@dataclasses.dataclass(kw_only=True)
+class StartsWithTask(ArithmeticTask):
+  """Arithmetic prompts; reward 1 when the completion starts with `token`, whatever the sum."""
+
+  token: str = "j"
+
+  def reward_components(self, problems, completions):
+    return {"correct": [float(c.startswith(self.token)) for c in completions]}
+
+
+def test_trivial_reward_is_learned_in_a_few_steps(tiny_qwen2_dir, tmp_path, compile_cache):
+  # "j" is one of ~300 tokens: a random model starts near 1/300 per response.
+  result = train.train(learning_config(tiny_qwen2_dir, tmp_path / "run", compile_cache),
+                       task=StartsWithTask(num_train=200, num_test=8, max_value=9, operators="+"))
+  rewards = result.reward_history
+  assert len(rewards) == 12 and np.mean(rewards[:3]) < 0.05
+  assert np.mean(rewards[-3:]) > 0.5
+
+
+def test_arithmetic_reward_rises(tiny_qwen2_dir, tmp_path, compile_cache):
+  """One-digit sums, reward = correct + 0.5 * format (the first line is an integer)."""
+  result = train.train(learning_config(tiny_qwen2_dir, tmp_path / "run", compile_cache))
+  rows = metrics.read_metrics(tmp_path / "run")
+  rewards = [row["reward"] for row in rows]
+  assert rewards == result.reward_history
+  assert np.mean(rewards[:3]) < 0.05
+  assert np.mean(rewards[-3:]) > 4 * np.mean(rewards[:3]) + 0.1
+  assert np.mean([row["reward/format"] for row in rows[-3:]]) > 0.3
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_qwen2_dir, tmp_path_factory, compile_cache):
+  run_dir = tmp_path_factory.mktemp("uninterrupted")
+  return train.train(small_config(tiny_qwen2_dir, run_dir, compile_cache))
+
+
+def _params(model):
+  return {k: np.asarray(v) for k, v in models.named_params(model).items()}
+
+
+def test_only_selected_leaves_change_and_optimizer_state_is_theirs(uninterrupted, tiny_qwen2_dir):
+  base = _params(models.from_pretrained(tiny_qwen2_dir)[0])
+  trained = _params(uninterrupted.model)
+  block = {k for k in base if k.startswith("layers.1.")}
+  for path in base:
+    if path in block:
+      assert not np.array_equal(trained[path], base[path]), f"{path} did not change"
+    else:
+      assert trained[path].tobytes() == base[path].tobytes(), f"frozen {path} changed"
+  _, run = checkpoint.read_run_files(uninterrupted.run_dir)
+  assert set(run["trainable"]) == block
+  # The checkpoint holds the trained leaves only, and Adam moments for exactly those.
+  import orbax.checkpoint as ocp
+
+  step_dir = uninterrupted.run_dir / checkpoint.CHECKPOINT_DIR / "4"
+  saved_params = ocp.StandardCheckpointer().metadata(step_dir / "params").item_metadata
+  assert set(saved_params) == block
+  optimizer = ocp.StandardCheckpointer().metadata(step_dir / "optimizer").item_metadata
+  leaves = [(tuple(getattr(k, "key", None) for k in path), leaf.shape)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(optimizer)]
+  is_moment = lambda path: path[-2:-1] in (("mu",), ("nu",))  # noqa: E731
+  moments = {path[-1]: shape for path, shape in leaves if is_moment(path)}
+  assert moments == {path: base[path].shape for path in block}
+  other_arrays = [shape for path, shape in leaves if not is_moment(path)]
+  assert all(shape in ((), (2,)) for shape in other_arrays)  # step counts and the RNG key
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_dir, tmp_path,
+                                                   compile_cache):
+  class Killed(Exception):
+    pass
+
+  def kill_at_step_3(step, _):
+    if step == 3:  # after the step-2 checkpoint, before the step-4 one
+      raise Killed
+
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache)
+  with pytest.raises(Killed):
+    train.train(cfg, on_step=kill_at_step_3)
+  assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == [2]
+  assert len(metrics.read_metrics(tmp_path / "run")) == 3
+
+  resumed = train.train(cfg)
+  assert resumed.step == 4
+  expected, got = _params(uninterrupted.model), _params(resumed.model)
+  for path in expected:
+    np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+  assert resumed.reward_history == uninterrupted.reward_history
+  assert [r["step"] for r in metrics.read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_a_different_experiment(uninterrupted, tiny_qwen2_dir, compile_cache):
+  cfg = small_config(tiny_qwen2_dir, uninterrupted.run_dir, compile_cache, layers="layers.0")
+  with pytest.raises(ValueError, match=r"different config \(train.layers: 'layers.1' -> "
+                     r"'layers.0'\).*new run_dir"):
+    train.train(cfg)
+
+
+def test_finished_run_is_not_retrained(uninterrupted, tiny_qwen2_dir, compile_cache):
+  result = train.train(small_config(tiny_qwen2_dir, uninterrupted.run_dir, compile_cache))
+  assert result.step == 4 and result.metrics == {}
+  assert result.reward_history == uninterrupted.reward_history
+
+
+def test_export_writes_the_trained_model_for_transformers(uninterrupted, tmp_path):
+  import torch
+  import transformers
+
+  out = checkpoint.export(uninterrupted.run_dir, tmp_path / "hf")
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  ids = np.array([[5, 17, 42, 9, 88, 120]])
+  with torch.no_grad():
+    hf_logits = hf_model(torch.tensor(ids)).logits.numpy()
+  ours = np.asarray(uninterrupted.model(ids))
+  np.testing.assert_allclose(hf_logits, ours, atol=1e-4, rtol=1e-4)
+  assert (out / "tokenizer.json").is_file()
+
+
+@dataclasses.dataclass(kw_only=True)
+class PoisonedTask(ArithmeticTask):
+  """A reward function that breaks on its third call (a NaN reward)."""
+
+  calls: list = dataclasses.field(default_factory=list)
+
+  def reward_components(self, problems, completions):
+    self.calls.append(1)
+    value = math.nan if len(self.calls) == 3 else 0.5
+    return {"correct": [value] * len(completions)}
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_qwen2_dir, tmp_path,
+                                                                   compile_cache):
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache)
+  cfg.checkpoint.every = 1
+  with pytest.raises(train.TrainingDiverged, match=r"diverged at step 3 .*loss=nan.*last good "
+                     r"checkpoint is kept"):
+    train.train(cfg, task=PoisonedTask(num_train=64, num_test=8, max_value=9, operators="+"))
+  assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == [1, 2]
+  model, _ = checkpoint.load_trained_model(tmp_path / "run")
+  assert all(np.isfinite(v).all() for v in _params(model).values())
+  assert [r["step"] for r in metrics.read_metrics(tmp_path / "run")] == [1, 2]
+
+
+def _tensorboard_scalars(run_dir):
+  """Tag -> [(step, value)] from the run's TensorBoard event files (TFRecord framing)."""
+  from tensorboardX.proto import event_pb2
+
+  scalars = {}
+  for file in sorted((run_dir / metrics.TENSORBOARD_DIR).glob("events.out.tfevents.*")):
+    data = file.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+def test_metrics_files(uninterrupted):
+  rows = metrics.read_metrics(uninterrupted.run_dir)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  for key in ("reward", "accuracy", "kl", "entropy", "response_length", "seconds_per_step",
+              "loss", "grad_norm", "reward/format"):
+    assert all(math.isfinite(r[key]) for r in rows), key
+  assert rows[-1]["kl"] > 0.0  # the policy has left the reference
+  scalars = _tensorboard_scalars(uninterrupted.run_dir)
+  assert [step for step, _ in scalars["reward"]] == [1, 2, 3, 4]
+  np.testing.assert_allclose([v for _, v in scalars["reward"]], [r["reward"] for r in rows],
+                             rtol=1e-6)
+  samples = (uninterrupted.run_dir / metrics.SAMPLES_FILE).read_text().splitlines()
+  assert len(samples) == 8 and {"prompt", "completion", "reward"} <= set(json.loads(samples[0]))
+
+
+# --- configuration errors: raised before any weight is loaded or anything compiled ----------
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.layers": "layers.2"}, r"block 2 is out of range; the model has 2 blocks, layers.0 "
+     r"to layers.1"),
+    ({"train.layers": "layers.1.atn"}, r"'layers.1.atn' matches no parameter"),
+    ({"train.algorithm": "ppo"}, r"Unknown train.algorithm 'ppo'.*dapo.*dr_grpo.*grpo"),
+    ({"train.aggregation": "mean"}, r"Unknown loss aggregation 'mean'"),
+    ({"train.group_size": 1, "train.batch_size": 8, "train.mini_batch_size": 8},
+     r"group_size=1.*at least 2 responses"),
+    ({"train.batch_size": 18}, r"batch_size=18 responses do not split into groups of "
+     r"train.group_size=4"),
+    ({"train.mini_batch_size": 5}, r"mini_batch_size=5 must divide train.batch_size=16"),
+    ({"mesh.num_devices": 0, "mesh.fsdp": -1, "train.batch_size": 12, "train.mini_batch_size": 12},
+     r"12 responses .* does not split over the mesh's 8 data x fsdp shards"),
+    ({"task.name": "arithmetc"}, r"Unknown task.name 'arithmetc'"),
+    ({"rollout.temperature": 0.0}, r"temperature > 0"),
+    ({"train.lr_groups": "layers.0=1e-5"}, r"train.layers='layers.1' leaves frozen"),
+])
+def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_qwen2_dir,
+                                                      tmp_path, monkeypatch):
+  monkeypatch.setattr(models, "from_pretrained",
+                      lambda *a, **k: pytest.fail("weights loaded before the config was checked"))
+  monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before checking"))
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None)
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    cfg[section][name] = value
+  with pytest.raises(ValueError, match=message):
+    train.train(cfg)
+
+
+def test_missing_model_path_and_run_dir_are_named(tmp_path):
+  cfg = default_config()
+  with pytest.raises(ValueError, match=r"--config.model.path=DIR"):
+    train.plan(cfg)
+  cfg.model.path = str(tmp_path)
+  with pytest.raises(ValueError, match=r"--config.run_dir=DIR"):
+    train.plan(cfg)
