@@ -1,0 +1,363 @@
+"""Test-split evaluation: pass@1 (greedy) and mean@k (k sampled completions) per task.
+
+    from jaxlayer import evaluation, models, tasks
+    model, _ = models.from_pretrained("assets/tiny-arith")
+    tokenizer = models.load_tokenizer("assets/tiny-arith")
+    result = evaluation.evaluate(model, tokenizer, tasks.get_task("arithmetic"),
+                                 num_problems=500, max_new_tokens=8, num_samples=4)
+    result.scores  # {"pass@1": 0.41, "mean@4": 0.37}
+
+The score of a completion is its task's "correct" reward component (1 for a right answer, 0
+for a wrong one, partial credit where a task gives it), not the weighted training reward:
+format bonuses and length penalties shape training but are not the skill being measured.
+pass@1 is the score of the greedy completion; mean@k the mean score of k completions sampled
+at `temperature` / `top_p`. The problems are the first `num_problems` of the task's test
+split, in order, so every model evaluated with the same settings is scored on the same
+problems (a paired comparison).
+
+From a config (`jaxlayer eval`, the sweep): `evaluate_from_config` takes the prompt settings
+from the config's task section, the training ones, so train and eval prompts are identical,
+and the decoding settings from its eval section (`default_eval_config`: every key and default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxlayer import models, sampling, tasks
+from jaxlayer.rl import checkpoint
+from jaxlayer.rl.train import _stop_token_ids
+
+EVAL_FILE = "eval.json"
+GENERATIONS_FILE = "generations.jsonl"
+SCORE_COMPONENT = "correct"
+METRICS = ("pass@1", "mean@k")
+
+
+def default_eval_config() -> ml_collections.ConfigDict:
+  """The eval section of a config, every key with its default (configs/sweep_tiny.py sets some)."""
+  config = ml_collections.ConfigDict()
+  config.num_problems = 500  # the first N of each task's test split (0: all of them)
+  config.max_new_tokens = ml_collections.config_dict.placeholder(int)  # None: rollout's
+  config.batch_size = 64  # prompts per generate call (fixed, so compiled code is reused)
+  config.num_samples = 0  # k of mean@k: sampled completions per problem (0: pass@1 only)
+  config.temperature = 1.0  # sampling temperature of mean@k (pass@1 is always greedy)
+  config.top_p = 1.0  # nucleus sampling of mean@k (1: off)
+  config.metric = "pass@1"  # the sweep's score: "pass@1" or "mean@k"
+  config.tasks = ""  # tasks to report, "arithmetic,countdown" ("": the config's task.name)
+  return config
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+  """One task's evaluation.
+
+  scores: metric -> mean over problems ("pass@1", and "mean@K" when K samples were drawn).
+  per_problem: metric -> one score in [0, 1] per problem, in test-split order.
+  generations: one record per completion (see `evaluate`).
+  """
+
+  task: str
+  num_problems: int
+  scores: dict[str, float]
+  per_problem: dict[str, list[float]]
+  decoding: dict[str, Any]
+  prompt: dict[str, Any]
+  generations: list[dict[str, Any]]
+
+  def metric_name(self, metric: str) -> str:
+    """"pass@1" or "mean@k" (a config's eval.metric) -> the key in `scores`."""
+    if metric == "pass@1":
+      return metric
+    sampled = [name for name in self.scores if name.startswith("mean@")]
+    if metric in ("mean@k", *sampled) and sampled:
+      return sampled[0]
+    raise ValueError(f"metric {metric!r} was not computed; this evaluation has {list(self.scores)} "
+                     "(mean@k needs eval.num_samples >= 1).")
+
+  def summary(self) -> dict[str, Any]:
+    """Everything but the generations (a task's entry in eval.json)."""
+    return {"task": self.task, "num_problems": self.num_problems, "scores": self.scores,
+            "decoding": self.decoding, "prompt": self.prompt, "per_problem": self.per_problem}
+
+
+def eval_problems(task: tasks.Task, num_problems: int | None) -> list[tasks.Problem]:
+  """The first `num_problems` test problems of `task` (None or 0: all), always in split order."""
+  problems = list(task.test_problems())
+  if not problems:
+    raise ValueError(f"task {task.name!r} has no test problems to evaluate on.")
+  if num_problems is None or num_problems == 0:
+    return problems
+  if num_problems < 0:
+    raise ValueError(f"eval.num_problems must be >= 0 (0: the whole test split), got {num_problems}.")
+  if num_problems > len(problems):
+    raise ValueError(
+        f"eval.num_problems={num_problems} but task {task.name!r} has only {len(problems)} test "
+        "problems: lower eval.num_problems (0 takes them all) or enlarge the test split (e.g. "
+        "task.options.num_test for a generated task).")
+  return problems[:num_problems]
+
+
+def _chunk_seed(seed: int, start: int) -> int:
+  """An independent sampling seed for the chunk of problems starting at `start`."""
+  return int(np.random.default_rng([seed, start]).integers(2**31 - 1))
+
+
+def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: int | None,
+             max_new_tokens: int, batch_size: int = 64, num_samples: int = 0,
+             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             template: str = "{question}", use_chat_template: bool = False,
+             system_prompt: str | None = None, eos_token_ids: Sequence[int] | None = None,
+             seed: int = 0, progress_position: int = 0, progress: bool = True) -> EvalResult:
+  """pass@1 (greedy) and, with num_samples=k >= 1, mean@k of `model` on `task`'s test split.
+
+  num_problems: the first N test problems (None or 0: all). batch_size: prompts per
+    `sampling.generate` call; the last chunk is filled up to it, so every call has the same
+    shape. template / use_chat_template / system_prompt: as in `tasks.format_prompt`.
+  eos_token_ids: stop tokens (None: the tokenizer's EOS and the checkpoint's
+    generation_config.json eos_token_id, like training).
+  seed: sampling seed of mean@k (greedy decoding uses none).
+  Generations: {"problem_index", "decoding": "greedy" | "sampled", "sample", "prompt",
+    "completion", "answer", "score" (the "correct" component), "reward" (the task's weighted
+    reward, as in training), "reward_components", "num_tokens", "finish_reason"}.
+  """
+  for name, value, lowest in [("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1),
+                              ("num_samples", num_samples, 0)]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+      raise ValueError(f"eval.{name} must be an integer >= {lowest}, got {value!r}.")
+  if num_samples and not temperature > 0:
+    raise ValueError(f"eval.temperature={temperature}: mean@k samples its completions, so it needs "
+                     "a temperature > 0 (pass@1 is the greedy score); set eval.temperature=1.0 "
+                     "or eval.num_samples=0.")
+  problems = eval_problems(task, num_problems)
+  prompt_settings = {"template": template, "use_chat_template": use_chat_template,
+                     "system_prompt": system_prompt}
+  texts = [tasks.format_prompt(p, tokenizer, **prompt_settings) for p in problems]
+  prompt_ids = [list(ids) for ids in tokenizer(texts)["input_ids"]]
+  empty = [i for i, ids in enumerate(prompt_ids) if not ids]
+  if empty:
+    raise ValueError(f"test problem {empty[0]} of task {task.name!r} has an empty prompt.")
+  if eos_token_ids is None:
+    source = model.config.source_dir
+    eos_token_ids = (_stop_token_ids(Path(source), tokenizer) if source else
+                     [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id])
+  eos_token_ids = [int(t) for t in eos_token_ids]
+  pad = tokenizer.pad_token_id
+  pad_token_id = pad if pad is not None else (eos_token_ids[0] if eos_token_ids else 0)
+  chunk = min(batch_size, len(problems))
+
+  passes = [("greedy", "pass@1", 1, 0.0)]
+  if num_samples:
+    passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
+  scores, per_problem, generations = {}, {}, []
+  with tqdm(total=len(problems) * len(passes), desc=f"eval {task.name}", unit="problem",
+            position=progress_position, leave=progress_position == 0, disable=not progress,
+            dynamic_ncols=True) as bar:
+    for decoding, metric, k, temp in passes:
+      problem_scores = []
+      for start in range(0, len(problems), chunk):
+        ids = prompt_ids[start:start + chunk]
+        filled = ids + [ids[0]] * (chunk - len(ids))  # same shape on every call
+        out = sampling.generate(model, filled, max_new_tokens=max_new_tokens, num_samples=k,
+                                temperature=temp, top_k=top_k, top_p=top_p if temp else 1.0,
+                                eos_token_ids=eos_token_ids, seed=_chunk_seed(seed, start),
+                                pad_token_id=pad_token_id)
+        rows = len(ids) * k
+        lengths = out.lengths[:rows].tolist()
+        completions = tokenizer.batch_decode(
+            [row[:n] for row, n in zip(out.tokens[:rows], lengths)], skip_special_tokens=True)
+        graded_problems = [problems[start + r // k] for r in range(rows)]
+        graded = task.rewards(graded_problems, completions, completion_lengths=lengths)
+        if SCORE_COMPONENT not in graded.components:
+          raise ValueError(f"task {task.name!r} has no {SCORE_COMPONENT!r} reward component "
+                           f"(it has {sorted(graded.components)}): evaluation scores a "
+                           f"completion by its {SCORE_COMPONENT!r} component.")
+        correct, total = graded.components[SCORE_COMPONENT], graded.total
+        problem_scores += [float(np.mean(correct[i:i + k])) for i in range(0, rows, k)]
+        for r in range(rows):
+          generations.append({
+              "problem_index": start + r // k, "decoding": decoding, "sample": r % k,
+              "prompt": texts[start + r // k], "completion": completions[r],
+              "answer": graded_problems[r].answer, "score": float(correct[r]),
+              "reward": float(total[r]),
+              "reward_components": {name: float(v[r]) for name, v in graded.components.items()},
+              "num_tokens": lengths[r], "finish_reason": out.finish_reasons[r]})
+        bar.update(len(ids))
+      per_problem[metric] = problem_scores
+      scores[metric] = float(np.mean(problem_scores))
+      bar.set_postfix({name: f"{value:.3f}" for name, value in scores.items()})
+
+  decoding = {"max_new_tokens": max_new_tokens, "batch_size": chunk,
+              "eos_token_ids": eos_token_ids, "pass@1": {"temperature": 0.0, "num_samples": 1}}
+  if num_samples:
+    decoding[f"mean@{num_samples}"] = {"temperature": temperature, "top_p": top_p, "top_k": top_k,
+                                       "num_samples": num_samples, "seed": seed}
+  return EvalResult(task=task.name, num_problems=len(problems), scores=scores,
+                    per_problem=per_problem, decoding=decoding, prompt=prompt_settings,
+                    generations=generations)
+
+
+# --- from a config -----------------------------------------------------------------------------
+
+
+def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config's eval section over `default_eval_config()` (a config without one gets the
+  defaults); unknown keys and impossible combinations are an error."""
+  settings = default_eval_config().to_dict()
+  given = config.get("eval") or {}
+  unknown = sorted(set(given) - set(settings))
+  if unknown:
+    raise ValueError(f"unknown eval setting(s) {unknown}; the eval keys are {sorted(settings)} "
+                     "(jaxlayer.evaluation.default_eval_config).")
+  settings.update(given.to_dict() if hasattr(given, "to_dict") else given)
+  if settings["max_new_tokens"] is None:
+    settings["max_new_tokens"] = config.rollout.max_new_tokens
+  if settings["metric"] not in METRICS:
+    raise ValueError(f"eval.metric={settings['metric']!r}: choose one of {list(METRICS)}.")
+  if settings["metric"] == "mean@k" and not settings["num_samples"]:
+    raise ValueError("eval.metric='mean@k' needs eval.num_samples >= 1 (the k).")
+  return settings
+
+
+def task_names(config: ml_collections.ConfigDict) -> list[str]:
+  """eval.tasks ("a,b" or a tuple; empty: [task.name]), each checked against the registry."""
+  names = eval_settings(config)["tasks"]
+  if isinstance(names, str):
+    names = [n.strip() for n in names.split(",") if n.strip()]
+  names = list(names) or [config.task.name]
+  unknown = [n for n in names if n not in tasks.TASKS]
+  if unknown:
+    raise ValueError(f"unknown task(s) {unknown} in eval.tasks / task.name; registered tasks: "
+                     f"{sorted(tasks.TASKS)}.")
+  return names
+
+
+def config_task(config: ml_collections.ConfigDict, name: str) -> tasks.Task:
+  """Task `name`: with config.task.options when it is the config's task, else its defaults."""
+  options = dict(config.task.options) if name == config.task.name else {}
+  return tasks.get_task(name, **options)
+
+
+def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, tokenizer, *,
+                         task_name: str | None = None, seed: int | None = None,
+                         progress_position: int = 0) -> EvalResult:
+  """`evaluate` on task `task_name` (default: config.task.name) with the config's prompt
+  (task.template, task.use_chat_template, task.system_prompt) and eval settings.
+
+  seed: the mean@k sampling seed (default config.seed).
+  """
+  settings = eval_settings(config)
+  name = task_name or config.task.name
+  return evaluate(
+      model, tokenizer, config_task(config, name), num_problems=settings["num_problems"],
+      max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
+      num_samples=settings["num_samples"], temperature=settings["temperature"],
+      top_p=settings["top_p"], template=config.task.template,
+      use_chat_template=config.task.use_chat_template, system_prompt=config.task.system_prompt,
+      seed=config.get("seed", 0) if seed is None else seed,
+      progress_position=progress_position, progress=config.get("logging", {}).get("progress", True))
+
+
+def config_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """The device mesh of config.mesh, as training builds it."""
+  mesh = config.mesh
+  devices = jax.devices()[:mesh.num_devices] if mesh.num_devices else jax.devices()
+  return models.make_mesh(mesh.data, mesh.fsdp, mesh.tensor, devices=devices)
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+  return (Path(path) / checkpoint.RUN_FILE).is_file()
+
+
+def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | None = None,
+               mesh: jax.sharding.Mesh | None = None):
+  """(model, tokenizer, info) from a Hugging Face directory / hub id or a `jaxlayer train` run
+  directory (its base model with the trained leaves of checkpoint `step`, default the latest;
+  the run's dtype). info describes what was loaded, for eval.json."""
+  path = str(path)
+  if is_run_dir(path):
+    _, run = checkpoint.read_run_files(path)
+    if step is None:
+      checkpointer = checkpoint.Checkpointer(path)
+      try:
+        step = checkpointer.latest_step()
+      finally:
+        checkpointer.close()
+    model, _ = checkpoint.load_trained_model(path, step, mesh=mesh)
+    return model, models.load_tokenizer(run["base_model"]), {
+        "model": path, "kind": "run", "base_model": run["base_model"], "step": step,
+        "trained": run["trainable"]}
+  if step is not None:
+    raise ValueError(f"step={step} applies to a jaxlayer run directory, but {path} is not one "
+                     f"(no {checkpoint.RUN_FILE}).")
+  if Path(path).expanduser().is_dir() and not (Path(path).expanduser() / "config.json").is_file():
+    raise FileNotFoundError(f"{path} is neither a jaxlayer run directory (no {checkpoint.RUN_FILE}) "
+                            "nor a Hugging Face model directory (no config.json): pass the run_dir "
+                            "of `jaxlayer train` or a model directory.")
+  try:
+    model, _ = models.from_pretrained(path, dtype=dtype, mesh=mesh)
+  except FileNotFoundError as err:
+    if Path(path).expanduser().exists():
+      raise
+    raise FileNotFoundError(f"{err} (A jaxlayer run directory works too: pass the run_dir of "
+                            "`jaxlayer train`.)") from None
+  return model, models.load_tokenizer(path), {"model": path, "kind": "huggingface",
+                                              "dtype": dtype}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def default_out_dir(model_path: str | os.PathLike) -> Path:
+  """RUN_DIR/eval for a run directory, else eval-<model name> in the current directory."""
+  if is_run_dir(model_path):
+    return Path(model_path) / "eval"
+  return Path(f"eval-{Path(str(model_path).rstrip('/')).name}")
+
+
+def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.PathLike,
+                      out_dir: str | os.PathLike | None = None, *, step: int | None = None,
+                      save_generations: bool = False, overwrite: bool = False,
+                      command: str | None = None) -> tuple[Path, dict]:
+  """Evaluates the model or run at model_path on every task of the config (`task_names`) and
+  writes OUT/eval.json (and, with save_generations, OUT/generations.jsonl); returns (OUT, the
+  eval.json dictionary). An existing eval.json is replaced only with overwrite=True."""
+  out = Path(out_dir) if out_dir is not None else default_out_dir(model_path)
+  names = task_names(config)
+  settings = eval_settings(config)  # bad settings fail here, before any model is loaded
+  if (out / EVAL_FILE).exists() and not overwrite:
+    raise FileExistsError(f"{out / EVAL_FILE} exists: pass --overwrite to replace it, or choose "
+                          "another --out.")
+  model, tokenizer, info = load_model(model_path, dtype=config.model.dtype, step=step,
+                                      mesh=config_mesh(config))
+  results = [evaluate_from_config(config, model, tokenizer, task_name=name) for name in names]
+  report = {
+      **info,
+      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "command": command,
+      "eval_settings": settings,
+      "tasks": {r.task: r.summary() for r in results},
+  }
+  out.mkdir(parents=True, exist_ok=True)
+  generations_path = out / GENERATIONS_FILE
+  if save_generations:
+    lines = [json.dumps({"task": r.task, **g}) for r in results for g in r.generations]
+    _write_atomic(generations_path, "".join(line + "\n" for line in lines))
+  elif generations_path.exists():  # it belonged to the eval.json being replaced
+    generations_path.unlink()
+  _write_atomic(out / EVAL_FILE, json.dumps(report, indent=2) + "\n")
+  return out, report

@@ -1,0 +1,280 @@
+"""`jaxlayer eval` and jaxlayer.evaluation: eval.json / generations.jsonl, pass@1 against
+transformers' greedy decoding, mean@k against the written samples, run directories, errors."""
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from jaxlayer import cli, evaluation, tasks
+from jaxlayer.rl import checkpoint
+from jaxlayer.rl.config import default_config
+from jaxlayer.sweep import runner
+from jaxlayer.tasks.base import GeneratedTask, Problem
+
+NUM_PROBLEMS = 12
+BATCH_SIZE = 8  # two chunks, the second filled up
+NUM_SAMPLES = 3
+MAX_NEW_TOKENS = 5
+WORDS = "the quick brown fox jumps over lazy dog".split()
+TRAINED_LEAF = "layers.1.mlp.down_proj.kernel"
+
+
+@dataclass(kw_only=True)
+class ParityTask(GeneratedTask):
+  """A toy task a random model solves about half the time: a completion is correct when the sum
+  of its UTF-8 bytes has the parity given as the answer. Prompts have different lengths."""
+
+  name = "parity"
+
+  def draw(self, rng: random.Random) -> Problem:
+    words = rng.choices(WORDS, k=rng.randint(1, 5))
+    return Problem(prompt=" ".join(words) + f" {rng.randint(0, 99)}", answer=str(rng.randint(0, 1)))
+
+  def split_key(self, problem: Problem) -> str:
+    return problem.prompt
+
+  def reward_components(self, problems, completions):
+    correct = [float(sum(c.encode()) % 2 == int(p.answer)) for p, c in zip(problems, completions)]
+    return {"correct": correct, "format": [float(bool(c)) for c in completions]}
+
+
+CONFIG_FILE = f"""
+from jaxlayer.evaluation import default_eval_config
+from jaxlayer.rl.config import default_config
+
+
+def get_config():
+  config = default_config()
+  config.model.path = "unused"
+  config.task.name = "parity"
+  config.task.options.num_test = {NUM_PROBLEMS}
+  config.task.options.reward_weights = {{"correct": 1.0, "format": 0.5}}
+  config.task.template = "Q: {{question}} A:"
+  config.eval = default_eval_config()
+  config.eval.num_problems = {NUM_PROBLEMS}
+  config.eval.batch_size = {BATCH_SIZE}
+  config.eval.max_new_tokens = {MAX_NEW_TOKENS}
+  config.eval.num_samples = {NUM_SAMPLES}
+  config.eval.temperature = 1.0
+  config.logging.progress = False
+  return config
+"""
+
+
+@pytest.fixture(scope="module")
+def parity_task_registered():
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(tasks.TASKS, "parity", ParityTask)
+    yield
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, parity_task_registered):
+  path = tmp_path_factory.mktemp("config") / "eval_parity.py"
+  path.write_text(CONFIG_FILE)
+  return path
+
+
+@pytest.fixture(scope="module")
+def cli_eval(tiny_qwen2_dir, config_file, tmp_path_factory):
+  """`jaxlayer eval ... --save-generations` on the tiny checkpoint: (eval.json, generations)."""
+  out = tmp_path_factory.mktemp("eval") / "out"
+  cli.main(["eval", "--config", str(config_file), "--model", str(tiny_qwen2_dir), "--out", str(out),
+            "--save-generations"])
+  report = json.loads((out / "eval.json").read_text())
+  generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+  return report, generations
+
+
+def hf_greedy_completions(model_dir, prompts, eos_ids, state_dict_update=None):
+  """transformers' greedy completions (decoded like jaxlayer: EOS dropped), one prompt at a time."""
+  tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+  model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+  if state_dict_update:
+    model.load_state_dict(state_dict_update, strict=False)
+  completions = []
+  for prompt in prompts:
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+      out = model.generate(ids, do_sample=False, max_new_tokens=MAX_NEW_TOKENS,
+                           eos_token_id=eos_ids, pad_token_id=eos_ids[0])
+    completions.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+  return completions
+
+
+def test_eval_cli_writes_well_formed_eval_json_and_generations(cli_eval, tiny_qwen2_dir):
+  report, generations = cli_eval
+  assert report["model"] == str(tiny_qwen2_dir) and report["kind"] == "huggingface"
+  assert isinstance(report["created_at"], str) and report["command"].startswith("jaxlayer eval")
+  assert report["eval_settings"]["num_samples"] == NUM_SAMPLES
+  assert list(report["tasks"]) == ["parity"]
+  result = report["tasks"]["parity"]
+  assert result["num_problems"] == NUM_PROBLEMS
+  assert set(result["scores"]) == {"pass@1", f"mean@{NUM_SAMPLES}"}
+  for metric, score in result["scores"].items():
+    assert isinstance(score, float) and 0.0 <= score <= 1.0
+    assert len(result["per_problem"][metric]) == NUM_PROBLEMS
+    assert score == pytest.approx(np.mean(result["per_problem"][metric]))
+  decoding = result["decoding"]
+  assert decoding["max_new_tokens"] == MAX_NEW_TOKENS and decoding["batch_size"] == BATCH_SIZE
+  assert decoding["pass@1"] == {"temperature": 0.0, "num_samples": 1}
+  assert decoding[f"mean@{NUM_SAMPLES}"] == {"temperature": 1.0, "top_p": 1.0, "top_k": 0,
+                                             "num_samples": NUM_SAMPLES, "seed": 0}
+  assert result["prompt"] == {"template": "Q: {question} A:", "use_chat_template": False,
+                              "system_prompt": None}
+
+  assert len(generations) == NUM_PROBLEMS * (1 + NUM_SAMPLES)
+  test_split = ParityTask(num_test=NUM_PROBLEMS).test_problems()
+  for g in generations:
+    problem = test_split[g["problem_index"]]
+    assert g["task"] == "parity" and g["prompt"] == f"Q: {problem.prompt} A:"
+    assert g["answer"] == problem.answer and 1 <= g["num_tokens"] <= MAX_NEW_TOKENS
+    assert g["finish_reason"] in ("eos", "length")
+    # score: the "correct" component; reward: the weighted training reward.
+    task = ParityTask()
+    assert g["score"] == task.reward_components([problem], [g["completion"]])["correct"][0]
+    assert g["reward"] == pytest.approx(g["score"] + 0.5 * float(bool(g["completion"])))
+
+
+def test_pass_at_1_equals_transformers_greedy_completions_graded_by_the_task(cli_eval,
+                                                                             tiny_qwen2_dir):
+  report, generations = cli_eval
+  greedy = sorted((g for g in generations if g["decoding"] == "greedy"),
+                  key=lambda g: g["problem_index"])
+  assert [g["problem_index"] for g in greedy] == list(range(NUM_PROBLEMS))
+  prompts = [g["prompt"] for g in greedy]
+  eos = report["tasks"]["parity"]["decoding"]["eos_token_ids"]
+  reference = hf_greedy_completions(tiny_qwen2_dir, prompts, eos)
+  assert [g["completion"] for g in greedy] == reference
+
+  problems = ParityTask(num_test=NUM_PROBLEMS).test_problems()
+  scores = ParityTask().rewards(problems, reference).components["correct"]
+  assert report["tasks"]["parity"]["per_problem"]["pass@1"] == scores
+  assert report["tasks"]["parity"]["scores"]["pass@1"] == pytest.approx(np.mean(scores))
+  assert 0 < np.mean(scores) < 1  # the toy task is neither all right nor all wrong
+
+
+def test_mean_at_k_is_the_mean_of_the_sampled_scores(cli_eval):
+  report, generations = cli_eval
+  sampled = [g for g in generations if g["decoding"] == "sampled"]
+  per_problem = []
+  for index in range(NUM_PROBLEMS):
+    rows = [g for g in sampled if g["problem_index"] == index]
+    assert sorted(g["sample"] for g in rows) == list(range(NUM_SAMPLES))
+    per_problem.append(np.mean([g["score"] for g in rows]))
+  result = report["tasks"]["parity"]
+  assert result["per_problem"][f"mean@{NUM_SAMPLES}"] == pytest.approx(per_problem)
+  assert result["scores"][f"mean@{NUM_SAMPLES}"] == pytest.approx(np.mean(per_problem))
+  greedy = {g["problem_index"]: g["completion"] for g in generations if g["decoding"] == "greedy"}
+  assert any(g["completion"] != greedy[g["problem_index"]] for g in sampled)  # really sampled
+
+
+def test_problem_order_and_scores_do_not_depend_on_the_batch_size(cli_eval, tiny_qwen2_dir,
+                                                                   config_file):
+  config = cli.load_config(["--config", str(config_file), "--config.eval.num_samples=0",
+                            f"--config.eval.batch_size={NUM_PROBLEMS}"], "test")
+  model, tokenizer, _ = evaluation.load_model(tiny_qwen2_dir, mesh=evaluation.config_mesh(config))
+  result = evaluation.evaluate_from_config(config, model, tokenizer)
+  report, generations = cli_eval
+  assert result.scores == {"pass@1": report["tasks"]["parity"]["scores"]["pass@1"]}
+  greedy = [g["completion"] for g in sorted(generations, key=lambda g: g["problem_index"])
+            if g["decoding"] == "greedy"]
+  assert [g["completion"] for g in result.generations] == greedy
+
+
+def _make_run_dir(run_dir: Path, base_dir: Path, step: int) -> np.ndarray:
+  """A run directory as `jaxlayer train` writes it, whose checkpoint `step` holds a changed
+  TRAINED_LEAF; returns that leaf's value [F, D]."""
+  config = default_config()
+  config.model.path, config.run_dir = str(base_dir), str(run_dir)
+  checkpoint.write_run_files(run_dir, config, str(base_dir), [TRAINED_LEAF])
+  hf = transformers.AutoModelForCausalLM.from_pretrained(base_dir)
+  base = hf.model.layers[1].mlp.down_proj.weight.detach().numpy().T  # [F, D]
+  trained = (base * -3.0 + 0.05).astype(np.float32)
+  saver = checkpoint.Checkpointer(run_dir)
+  saver.save(step, {TRAINED_LEAF: jax.numpy.asarray(trained)}, {"rng": jax.random.key_data(
+      jax.random.key(0))}, {"step": step, "data_position": 0})
+  saver.close()
+  return trained
+
+
+def test_run_directory_is_evaluated_with_its_trained_leaves(tiny_qwen2_dir, config_file, cli_eval,
+                                                           tmp_path):
+  run_dir = tmp_path / "run"
+  trained = _make_run_dir(run_dir, tiny_qwen2_dir, step=2)
+  cli.main(["eval", "--config", str(config_file), "--model", str(run_dir), "--save-generations",
+            "--config.eval.num_samples=0"])
+  out = run_dir / "eval"  # the default output directory of a run
+  report = json.loads((out / "eval.json").read_text())
+  assert (report["kind"], report["step"], report["trained"]) == ("run", 2, [TRAINED_LEAF])
+  generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+  assert [g["decoding"] for g in generations] == ["greedy"] * NUM_PROBLEMS
+
+  update = {"model.layers.1.mlp.down_proj.weight": torch.from_numpy(trained.T.copy())}
+  reference = hf_greedy_completions(tiny_qwen2_dir, [g["prompt"] for g in generations],
+                                    report["tasks"]["parity"]["decoding"]["eos_token_ids"], update)
+  assert [g["completion"] for g in generations] == reference
+  base_greedy = [g["completion"] for g in sorted(cli_eval[1], key=lambda g: g["problem_index"])
+                 if g["decoding"] == "greedy"]
+  assert reference != base_greedy  # the trained leaf changed what the model writes
+
+
+def test_sweep_eval_fn_scores_the_base_checkpoint_in_test_split_order(tiny_qwen2_dir, config_file,
+                                                                       cli_eval):
+  config = cli.load_config(["--config", str(config_file),
+                            f"--config.model.path={tiny_qwen2_dir}"], "test")
+  scored = runner.default_eval_fn(config, model=None, seed=0, progress_position=1)
+  assert scored["metric"] == "pass@1"
+  assert scored["per_problem"] == cli_eval[0]["tasks"]["parity"]["per_problem"]["pass@1"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "{missing}"], "does not exist.*run_dir of `jaxlayer train`"),
+    (["--model", "{empty}"], "neither a jaxlayer run directory .*nor a Hugging Face model"),
+    (["--model", "{run}"], "has no checkpoint yet"),
+    (["--model", "{model}", "--step", "3"], "step=3 applies to a jaxlayer run directory"),
+    (["--model", "{model}", "--config.task.name=nosuchtask"], "unknown task.*'nosuchtask'.*arithmetic"),
+    (["--model", "{model}", "--config.eval.tasks=parity,nope"], r"unknown task\(s\) \['nope'\]"),
+    (["--model", "{model}", "--config.eval.num_problems=13"],
+     "num_problems=13 but task 'parity' has only 12 test problems"),
+    (["--model", "{model}", "--config.eval.temperature=0"], "mean@k samples .*temperature > 0"),
+    (["--model", "{model}", "--config.eval.metric=best"], "eval.metric='best'.*pass@1"),
+    (["--model", "{model}", "--config.eval.num_samples=0", "--config.eval.metric=mean@k"],
+     "needs eval.num_samples >= 1"),
+    (["--model", "{model}", "--config.eval.batch_size=0"], "batch_size must be an integer >= 1"),
+])
+def test_bad_input_is_a_clear_error(flags, message, tiny_qwen2_dir, config_file, tmp_path):
+  (tmp_path / "empty").mkdir()
+  checkpoint.write_run_files(tmp_path / "run", default_config(), str(tiny_qwen2_dir), [TRAINED_LEAF])
+  paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "run": tmp_path / "run",
+           "model": tiny_qwen2_dir}
+  flags = [f.format(**{k: str(v) for k, v in paths.items()}) for f in flags]
+  with pytest.raises(SystemExit, match=f"^jaxlayer eval: .*{message}"):
+    cli.main(["eval", "--config", str(config_file), "--out", str(tmp_path / "out"), *flags])
+  assert not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_unknown_eval_key_is_a_clear_error():
+  config = default_config()
+  config.eval = ml_collections.ConfigDict({"num_sample": 4})
+  with pytest.raises(ValueError, match=r"unknown eval setting\(s\) \['num_sample'\]"):
+    evaluation.eval_settings(config)
+
+
+def test_existing_eval_json_is_kept_without_overwrite(cli_eval, tiny_qwen2_dir, config_file,
+                                                      tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "eval.json").write_text("earlier results")
+  with pytest.raises(SystemExit, match="eval.json exists: pass --overwrite"):
+    cli.main(["eval", "--config", str(config_file), "--model", str(tiny_qwen2_dir), "--out",
+              str(out)])
+  assert (out / "eval.json").read_text() == "earlier results"
