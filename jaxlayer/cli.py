@@ -12,6 +12,7 @@ commands:
   generate   greedy completion of a prompt with a Hugging Face checkpoint
   train      layer-selective RL (GRPO / Dr. GRPO / DAPO) from a config; resumes its run_dir
   export     merge a run's trained blocks into its base model: a Hugging Face checkpoint
+  eval       pass@1 (greedy) and mean@k of a model or a training run on the test split -> eval.json
   sweep      layer-contribution sweep: base, full RL and RL on each block alone -> C(k), report
   compare    rank correlation (Spearman, Kendall) of the layer rankings of two sweeps
 
@@ -145,8 +146,41 @@ def _export(argv: list[str]) -> None:
   print(f"wrote {out}")
 
 
-COMMANDS = {"generate": _generate, "train": _train, "export": _export, "sweep": _sweep,
-            "compare": _compare}
+def _eval(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(prog="jaxlayer eval", description=(
+      "pass@1 (greedy) and mean@k (eval.num_samples sampled completions) on the first "
+      "eval.num_problems test problems of the config's task (or eval.tasks), with the config's "
+      "prompt settings. Writes eval.json (and generations.jsonl). Settings: --config.eval.KEY=VALUE "
+      "(keys and defaults: jaxlayer/evaluation.py, default_eval_config)."))
+  parser.add_argument("--config", required=True, help="config file (e.g. configs/sweep_tiny.py); "
+                      "override keys with --config.KEY=VALUE")
+  parser.add_argument("--model", required=True, help="Hugging Face model directory or hub id, or "
+                      "a run directory of `jaxlayer train` (its base model + trained blocks)")
+  parser.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
+  parser.add_argument("--out", help="output directory (default: RUN/eval for a run, else "
+                      "eval-MODELNAME in the current directory)")
+  parser.add_argument("--save-generations", action="store_true",
+                      help="also write generations.jsonl (prompt, completion, answer, score)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an eval.json in --out")
+  args, overrides = parser.parse_known_args(argv)
+  config = load_config(["--config", args.config, *overrides], "jaxlayer eval")
+  from jaxlayer import evaluation
+
+  try:
+    out, report = evaluation.evaluate_and_save(
+        config, args.model, args.out, step=args.step, save_generations=args.save_generations,
+        overwrite=args.overwrite, command=shlex.join(["jaxlayer", "eval", *argv]))
+  except (ValueError, FileNotFoundError, FileExistsError) as err:
+    raise SystemExit(f"jaxlayer eval: {err}") from None
+  for name, result in report["tasks"].items():
+    scores = ", ".join(f"{metric} {value:.4f}" for metric, value in result["scores"].items())
+    print(f"{name} ({result['num_problems']} problems): {scores}")
+  print(f"written: {out / evaluation.EVAL_FILE}"
+        + (f", {out / evaluation.GENERATIONS_FILE}" if args.save_generations else ""))
+
+
+COMMANDS = {"generate": _generate, "train": _train, "export": _export, "eval": _eval,
+            "sweep": _sweep, "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> None:
