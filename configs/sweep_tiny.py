@@ -31,9 +31,12 @@ def get_config():
   config.checkpoint.every = 10
   config.logging.tensorboard = False
 
-  config.eval = config_dict.ConfigDict()
+  config.eval = config_dict.ConfigDict()  # every key and default: jaxlayer/evaluation.py
   config.eval.num_problems = 500  # from the task's test split, the same for every run
-  config.eval.temperature = 0.0  # 0: greedy decoding, the metric is pass@1
+  config.eval.metric = "pass@1"  # the score: "pass@1" (greedy) or "mean@k" (num_samples samples)
+  config.eval.num_samples = 0  # k of mean@k (0: greedy pass@1 only)
+  config.eval.temperature = 0.0  # of mean@k's samples (> 0 for mean@k; pass@1 is always greedy)
+  config.eval.top_p = 1.0
   config.eval.max_new_tokens = 8
   config.eval.batch_size = 250  # prompts per generate call
 

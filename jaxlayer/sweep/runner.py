@@ -71,10 +71,18 @@ def default_train_fn(config, *, layers, seed, workdir, progress_position):
 
 
 def default_eval_fn(config, *, model, seed, progress_position):
-  """Test-split evaluation with jaxlayer.tasks + jaxlayer.sampling (issue 4): not wired yet."""
-  raise NotImplementedError(
-      "jaxlayer sweep has no evaluator wired in yet: the evaluation of jaxlayer.tasks is still "
-      "being built. Pass eval_fn= to jaxlayer.sweep.run_sweep.")
+  """config.eval's metric on the first eval.num_problems test problems (jaxlayer.evaluation), the
+  base checkpoint at config.model.path when model is None; the mean@k sampling seed is `seed`."""
+  from jaxlayer import evaluation, models
+
+  if model is None:
+    model, _ = models.from_pretrained(config.model.path, dtype=config.model.dtype,
+                                      mesh=evaluation.config_mesh(config))
+  tokenizer = models.load_tokenizer(config.model.path)
+  result = evaluation.evaluate_from_config(config, model, tokenizer, seed=seed,
+                                           progress_position=progress_position)
+  metric = result.metric_name(evaluation.eval_settings(config)["metric"])
+  return {"per_problem": result.per_problem[metric], "metric": metric}
 
 
 def model_num_layers(model_path: str) -> int:
