@@ -264,3 +264,110 @@ def test_missing_model_path_and_run_dir_are_named(tmp_path):
   cfg.model.path = str(tmp_path)
   with pytest.raises(ValueError, match=r"--config.run_dir=DIR"):
     train.plan(cfg)
+
+
+# --- DAPO: dynamic sampling, overlong filtering and penalty -----------------------------------
+
+def _fake_round(group_rewards, group_size=4, length=5):
+  """Synthetic rollouts: one reward list per group; odd rows hit the length limit."""
+  rewards = np.asarray([r for group in group_rewards for r in group], np.float64)
+  rows = len(rewards)
+  lengths = np.where(np.arange(rows) % 2, length, 2)
+  return train._Rollouts(
+      problem_indices=list(range(len(group_rewards))),
+      tokens=np.full((rows, length), 7, np.int32),
+      logprobs=np.full((rows, length), -1.0, np.float32),
+      mask=np.arange(length)[None] < lengths[:, None], truncated=lengths == length,
+      rewards=rewards, components={"correct": rewards}, completions=["x"] * rows)
+
+
+@pytest.mark.parametrize("max_rounds, expected_rewards, expected_weights", [
+    # rounds 1 and 2 give 3 groups with a signal, round 3 none, round 4 two more: 4 taken
+    (4, [[0, 1, 0, 0], [1, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0]], [1, 1, 1, 1]),
+    # out of rounds after 2: the 3 groups with a signal, then one without it at weight 0
+    (2, [[0, 1, 0, 0], [1, 1, 0, 1], [0, 0, 0, 1], [1, 1, 1, 1]], [1, 1, 1, 0]),
+])
+def test_dapo_dynamic_sampling_fills_the_batch_with_groups_that_have_a_signal(
+    tiny_qwen2_dir, tmp_path, max_rounds, expected_rewards, expected_weights):
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None, algorithm="dapo", kl_beta=None,
+                     dynamic_sampling_max_rounds=max_rounds)
+  cfg.rollout.max_new_tokens = 5
+  trainer = train._Trainer(train.plan(cfg), None)
+  assert trainer.plan.algorithm.dynamic_sampling and trainer.plan.loss.clip_eps_high == 0.28
+  # DAPO's soft overlong penalty is the task's own reward component, over the last 20%.
+  assert (trainer.task.overlong_max_length, trainer.task.overlong_cache_length) == (5, 1)
+  rounds = iter([
+      [[1, 1, 1, 1], [0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1]],
+      [[0, 0, 0, 1], [0, 0, 0, 0], [2, 2, 2, 2], [0, 0, 0, 0]],
+      [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]],
+      [[1, 0, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]],
+  ])
+  trainer._sample_round = lambda key: _fake_round(next(rounds))
+  batch, weights, sampled = trainer._collect(jax.random.PRNGKey(0))
+  assert batch.rewards.reshape(4, 4).tolist() == expected_rewards
+  assert weights.tolist() == expected_weights
+  assert len(sampled.rewards) == 16 * max_rounds  # every sampled response counts in the metrics
+
+  arrays = trainer._make_batch(batch, weights)
+  # token-level weights: zero for the zero-weight group; the responses' own masks otherwise
+  np.testing.assert_array_equal(arrays["response_mask"],
+                                batch.mask * np.repeat(weights, 4)[:, None])
+  np.testing.assert_allclose(arrays["advantages"][:4, 0], [-0.5, 1.5, -0.5, -0.5], rtol=1e-5)
+
+
+def test_overlong_filtering_drops_truncated_responses_from_the_loss(tiny_qwen2_dir, tmp_path):
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None, algorithm="dapo", kl_beta=None,
+                     overlong_filtering=True, dynamic_sampling=False,
+                     overlong_buffer_fraction=0.0)
+  trainer = train._Trainer(train.plan(cfg), None)
+  assert trainer.task.overlong_max_length is None
+  rollouts = _fake_round([[0, 1, 0, 0]] * 4)
+  arrays = trainer._make_batch(rollouts, np.ones(4))
+  assert (arrays["response_mask"][rollouts.truncated] == 0).all()
+  np.testing.assert_array_equal(arrays["response_mask"][~rollouts.truncated],
+                                rollouts.mask[~rollouts.truncated])
+
+
+# --- the command line -------------------------------------------------------------------------
+
+def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys):
+  """The issue's command line, as is (all 8 test devices, fsdp), then `jaxlayer export`."""
+  from pathlib import Path
+
+  from jaxlayer import cli
+
+  config_file = Path(__file__).parents[1] / "configs" / "grpo_arithmetic.py"
+  run_dir, hf_dir = tmp_path / "out", tmp_path / "hf"
+  cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+            "--config.train.layers=layers.1", "--config.train.steps=2",
+            f"--config.run_dir={run_dir}"])
+  assert "trained 2 steps" in capsys.readouterr().out
+  assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2]
+  assert checkpoint.Checkpointer(run_dir).all_steps() == [2]
+
+  cli.main(["export", "--run", str(run_dir), "--out", str(hf_dir)])
+  base = _params(models.from_pretrained(tiny_qwen2_dir)[0])
+  exported = _params(models.from_pretrained(hf_dir)[0])
+  trained = _params(checkpoint.load_trained_model(run_dir)[0])
+  for path in base:
+    np.testing.assert_array_equal(exported[path], trained[path], err_msg=path)
+    if not path.startswith("layers.1."):
+      np.testing.assert_array_equal(exported[path], base[path], err_msg=path)
+  assert any(not np.array_equal(exported[p], base[p]) for p in base if p.startswith("layers.1."))
+  with pytest.raises(SystemExit, match="already holds a checkpoint.*--overwrite"):
+    cli.main(["export", "--run", str(run_dir), "--out", str(hf_dir)])
+
+
+def test_cli_reports_config_errors(tiny_qwen2_dir, tmp_path):
+  from pathlib import Path
+
+  from jaxlayer import cli
+
+  config_file = Path(__file__).parents[1] / "configs" / "grpo_arithmetic.py"
+  with pytest.raises(SystemExit, match=r"jaxlayer train: .*block 9 is out of range"):
+    cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+              "--config.train.layers=layers.9", f"--config.run_dir={tmp_path}"])
+  with pytest.raises(SystemExit, match=r"bad configuration flag"):
+    cli.main(["train", "--config", str(config_file), "--config.train.layer=layers.1"])
+  with pytest.raises(SystemExit, match=r"jaxlayer export: .*not a jaxlayer run directory"):
+    cli.main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "hf")])
