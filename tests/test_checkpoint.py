@@ -1,0 +1,70 @@
+"""Run directories: Orbax round trips, keeping the newest k, clear errors."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxlayer import models
+from jaxlayer.rl import checkpoint
+
+
+def _state(scale):
+  params = {"layers.1.mlp.up_proj.kernel": jnp.full((4, 3), scale),
+            "final_norm.scale": jnp.arange(4.0) * scale}
+  optimizer = {"opt_state": {"mu": jax.tree.map(jnp.zeros_like, params),
+                             "count": jnp.asarray(7, jnp.int32)},
+               "rng": jax.random.PRNGKey(3)}
+  return params, optimizer
+
+
+def test_round_trip_keeps_values_dtypes_and_shardings(tmp_path):
+  mesh = models.make_mesh(2, 4, 1)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
+  params, optimizer = _state(1.5)
+  params = {k: jax.device_put(v, sharding) for k, v in params.items()}
+  saver = checkpoint.Checkpointer(tmp_path, keep=2)
+  saver.save(5, params, optimizer, {"step": 5, "data_position": 40})
+  restored, restored_opt, meta = saver.restore(5, params, optimizer)
+  saver.close()
+  assert meta == {"step": 5, "data_position": 40}
+  for k in params:
+    np.testing.assert_array_equal(restored[k], params[k])
+    assert restored[k].sharding == sharding
+  assert restored_opt["opt_state"]["count"].dtype == jnp.int32
+  np.testing.assert_array_equal(restored_opt["rng"], optimizer["rng"])
+
+
+def test_keeps_the_newest_k(tmp_path):
+  saver = checkpoint.Checkpointer(tmp_path, keep=2)
+  for step in (1, 2, 3):
+    params, optimizer = _state(float(step))
+    saver.save(step, params, optimizer, {"step": step, "data_position": 0})
+  assert saver.all_steps() == [2, 3] and saver.latest_step() == 3
+  params, _ = _state(0.0)
+  np.testing.assert_array_equal(saver.restore_params(2, params)["final_norm.scale"],
+                                np.arange(4.0) * 2)
+  saver.close()
+  with pytest.raises(ValueError, match="checkpoint.keep must be >= 1"):
+    checkpoint.Checkpointer(tmp_path, keep=0)
+
+
+def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
+  with pytest.raises(FileNotFoundError, match="not a jaxlayer run directory"):
+    checkpoint.load_trained_model(tmp_path)
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 10}})
+  checkpoint.write_run_files(tmp_path, config, str(tiny_qwen2_dir), ["final_norm.scale"])
+  with pytest.raises(FileNotFoundError, match="no checkpoint yet \\(it saves every 10 steps\\)"):
+    checkpoint.load_trained_model(tmp_path)
+  saver = checkpoint.Checkpointer(tmp_path)
+  saver.save(3, {"final_norm.scale": jnp.full((32,), 2.0)}, _state(1.0)[1], {"step": 3})
+  saver.close()
+  with pytest.raises(ValueError, match=r"no checkpoint for step 4; available: \[3\]"):
+    checkpoint.load_trained_model(tmp_path, step=4)
+  model, _ = checkpoint.load_trained_model(tmp_path)
+  trained = models.named_params(model)
+  np.testing.assert_array_equal(trained["final_norm.scale"], np.full(32, 2.0))
+  base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])
+  np.testing.assert_array_equal(trained["embed.embedding"], base["embed.embedding"])

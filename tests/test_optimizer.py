@@ -1,0 +1,46 @@
+"""AdamW over the trainable leaves: per-group learning rates, schedules, clipping."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxlayer.rl import optimizer
+
+
+def test_each_group_steps_at_its_own_rate():
+  params = {"a": jnp.ones(3), "b": jnp.ones(2), "c": jnp.ones(4)}
+  grads = {"a": jnp.full(3, 0.3), "b": jnp.full(2, -2.0), "c": jnp.full(4, 5.0)}
+  tx = optimizer.make_optimizer({"a": "default", "b": "default", "c": "group0"},
+                                {"default": 5e-6, "group0": 1e-5}, max_grad_norm=None)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Adam's first step is lr * g / (|g| + eps): -lr * sign(g) to rounding.
+  np.testing.assert_allclose(updates["a"], -5e-6, rtol=1e-4)
+  np.testing.assert_allclose(updates["b"], 5e-6, rtol=1e-4)
+  np.testing.assert_allclose(updates["c"], -1e-5, rtol=1e-4)
+
+
+def test_matches_optax_adamw_with_clipping():
+  rng = np.random.default_rng(0)
+  params = {"a": jnp.asarray(rng.normal(size=(3, 2))), "b": jnp.asarray(rng.normal(size=5))}
+  tx = optimizer.make_optimizer({"a": "default", "b": "default"}, {"default": 1e-3},
+                                weight_decay=0.1, max_grad_norm=0.5)
+  reference = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(1e-3, weight_decay=0.1))
+  state, ref_state = tx.init(params), reference.init(params)
+  for step in range(3):
+    grads = {k: jnp.asarray(rng.normal(size=v.shape)) for k, v in params.items()}
+    updates, state = tx.update(grads, state, params)
+    expected, ref_state = reference.update(grads, ref_state, params)
+    for k in params:
+      np.testing.assert_allclose(updates[k], expected[k], rtol=1e-6)
+
+
+def test_warmup_then_constant_and_cosine():
+  constant = optimizer.learning_rate_schedule(1e-3, schedule="constant", warmup_updates=4,
+                                              total_updates=100)
+  assert [float(constant(i)) for i in (0, 2, 4, 50)] == pytest.approx([0, 5e-4, 1e-3, 1e-3])
+  cosine = optimizer.learning_rate_schedule(1e-3, schedule="cosine", warmup_updates=0,
+                                            total_updates=100)
+  assert float(cosine(50)) == pytest.approx(5e-4) and float(cosine(100)) == pytest.approx(0.0)
+  with pytest.raises(ValueError, match="Unknown train.lr_schedule 'linear'"):
+    optimizer.learning_rate_schedule(1e-3, schedule="linear", warmup_updates=0, total_updates=1)
