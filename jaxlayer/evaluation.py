@@ -114,6 +114,18 @@ def _chunk_seed(seed: int, start: int) -> int:
   return int(np.random.default_rng([seed, start]).integers(2**31 - 1))
 
 
+def check_decoding(*, max_new_tokens, batch_size, num_samples, temperature) -> None:
+  """Raises a clear error for decoding settings `evaluate` cannot use."""
+  for name, value, lowest in [("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1),
+                              ("num_samples", num_samples, 0)]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+      raise ValueError(f"eval.{name} must be an integer >= {lowest}, got {value!r}.")
+  if num_samples and not temperature > 0:
+    raise ValueError(f"eval.temperature={temperature}: mean@k samples its completions, so it needs "
+                     "a temperature > 0 (pass@1 is the greedy score); set eval.temperature=1.0 "
+                     "or eval.num_samples=0.")
+
+
 def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: int | None,
              max_new_tokens: int, batch_size: int = 64, num_samples: int = 0,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
@@ -132,14 +144,8 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
     "completion", "answer", "score" (the "correct" component), "reward" (the task's weighted
     reward, as in training), "reward_components", "num_tokens", "finish_reason"}.
   """
-  for name, value, lowest in [("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1),
-                              ("num_samples", num_samples, 0)]:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-      raise ValueError(f"eval.{name} must be an integer >= {lowest}, got {value!r}.")
-  if num_samples and not temperature > 0:
-    raise ValueError(f"eval.temperature={temperature}: mean@k samples its completions, so it needs "
-                     "a temperature > 0 (pass@1 is the greedy score); set eval.temperature=1.0 "
-                     "or eval.num_samples=0.")
+  check_decoding(max_new_tokens=max_new_tokens, batch_size=batch_size, num_samples=num_samples,
+                 temperature=temperature)
   problems = eval_problems(task, num_problems)
   prompt_settings = {"template": template, "use_chat_template": use_chat_template,
                      "system_prompt": system_prompt}
@@ -227,6 +233,8 @@ def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
     raise ValueError(f"eval.metric={settings['metric']!r}: choose one of {list(METRICS)}.")
   if settings["metric"] == "mean@k" and not settings["num_samples"]:
     raise ValueError("eval.metric='mean@k' needs eval.num_samples >= 1 (the k).")
+  check_decoding(**{k: settings[k] for k in ("max_new_tokens", "batch_size", "num_samples",
+                                             "temperature")})
   return settings
 
 

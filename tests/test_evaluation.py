@@ -18,6 +18,7 @@ from jaxlayer.rl import checkpoint
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import runner
 from jaxlayer.tasks.base import GeneratedTask, Problem
+from tests.sweep_fakes import sweep_tiny_config
 
 NUM_PROBLEMS = 12
 BATCH_SIZE = 8  # two chunks, the second filled up
@@ -278,3 +279,12 @@ def test_existing_eval_json_is_kept_without_overwrite(cli_eval, tiny_qwen2_dir, 
     cli.main(["eval", "--config", str(config_file), "--model", str(tiny_qwen2_dir), "--out",
               str(out)])
   assert (out / "eval.json").read_text() == "earlier results"
+
+
+def test_sweep_with_bad_eval_settings_fails_before_writing_anything(tmp_path):
+  config = sweep_tiny_config()
+  config.sweep.dir = str(tmp_path / "sweep")
+  config.eval.num_samples, config.eval.metric = 4, "mean@k"  # at sweep_tiny's temperature 0
+  with pytest.raises(ValueError, match="mean@k samples .*temperature > 0"):
+    runner.run_sweep(config, train_fn=lambda *a, **k: pytest.fail("trained"), num_layers=2)
+  assert not (tmp_path / "sweep").exists()

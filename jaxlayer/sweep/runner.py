@@ -228,7 +228,11 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   command: the command line that started the sweep, quoted in the report.
   """
   train_fn = train_fn or default_train_fn
-  eval_fn = eval_fn or default_eval_fn
+  if eval_fn is None:
+    from jaxlayer import evaluation
+
+    evaluation.eval_settings(config)  # bad eval settings fail before the sweep directory is made
+    eval_fn = default_eval_fn
   if num_layers is None:
     num_layers = model_num_layers(config.model.path)
   layers = parse_layers(config.sweep.layers, num_layers)
