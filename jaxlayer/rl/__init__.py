@@ -1,1 +1,13 @@
-"""Layer-selective RL: selection, advantages, losses, the train step."""
+"""Layer-selective RL post-training (GRPO, Dr. GRPO, DAPO; GiGPO advantages).
+
+    from jaxlayer.rl.config import default_config
+    from jaxlayer.rl.train import train
+    config = default_config()
+    config.model.path, config.run_dir, config.train.layers = MODEL_DIR, RUN_DIR, "layers.14"
+    result = train(config)  # TrainResult: run_dir, step, metrics, reward_history, model
+
+Modules: selection (what trains), optimizer (AdamW over the trainable leaves), advantages,
+losses, algorithms (presets), step (the compiled update), train (the loop), checkpoint
+(run directories, export), metrics (JSONL / TensorBoard), config (every key and default),
+gigpo (multi-turn advantages).
+"""

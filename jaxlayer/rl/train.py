@@ -14,6 +14,7 @@ code is compiled; `train` calls it first.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -163,13 +164,15 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict) -> None:
         "Resume it with the same settings, or choose a new run_dir.")
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_order(num_problems: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(num_problems)
+
+
 def _problem_order(num_problems: int, seed: int, position: int, count: int) -> list[int]:
   """Problem indices at data positions position..position+count: a fresh shuffle each epoch."""
-  indices = []
-  for pos in range(position, position + count):
-    epoch, offset = divmod(pos, num_problems)
-    indices.append(int(np.random.default_rng([seed, epoch]).permutation(num_problems)[offset]))
-  return indices
+  return [int(_epoch_order(num_problems, seed, pos // num_problems)[pos % num_problems])
+          for pos in range(position, position + count)]
 
 
 def _stop_token_ids(model_dir: Path, tokenizer) -> list[int]:
@@ -339,12 +342,11 @@ class _Trainer:
         break
     # DAPO keeps sampling until the batch is full of groups with a learning signal; when the
     # round budget runs out, groups without one fill the batch at zero weight (static shapes).
-    batch = _Rollouts.concat(kept + spare)
+    candidates = _Rollouts.concat(kept + spare)  # groups with a signal first
     have = sum(len(p.problem_indices) for p in kept)
-    first = np.arange(wanted)
-    weights = (first < have).astype(np.float64)
-    batch = batch.groups(np.isin(np.arange(len(batch.problem_indices)), first), self.group_size)
-    return batch, weights, _Rollouts.concat(sampled)
+    batch = candidates.groups(np.arange(len(candidates.problem_indices)) < wanted,
+                              self.group_size)
+    return batch, (np.arange(wanted) < have).astype(np.float64), _Rollouts.concat(sampled)
 
   def _make_batch(self, rollouts: _Rollouts, group_weights: np.ndarray) -> dict[str, np.ndarray]:
     estimator = advantages.get_estimator(self.plan.algorithm.advantage)
@@ -390,8 +392,8 @@ class _Trainer:
         self.params, self.opt_state, result = self.update(
             self.params, self.opt_state, self.split.frozen, mini_batch)
         result = {k: float(v) for k, v in jax.device_get(result).items()}
-        if not all(math.isfinite(result[k]) for k in ("loss", "grad_norm", "params_finite")) \
-            or result["params_finite"] != 1.0:
+        finite = math.isfinite(result["loss"]) and math.isfinite(result["grad_norm"])
+        if not finite or result["params_finite"] != 1.0:
           raise TrainingDiverged(
               f"Training diverged at step {self.step + 1} (epoch {epoch}, mini-batch "
               f"{start // mini}): loss={result['loss']}, grad_norm={result['grad_norm']}, "
