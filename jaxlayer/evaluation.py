@@ -55,7 +55,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
   config.temperature = 1.0  # sampling temperature of mean@k (pass@1 is always greedy)
   config.top_p = 1.0  # nucleus sampling of mean@k (1: off)
   config.metric = "pass@1"  # the sweep's score: "pass@1" or "mean@k"
-  config.tasks = ""  # tasks to report, "arithmetic,countdown" ("": the config's task.name)
+  config.tasks = ""  # jaxlayer eval: "arithmetic,countdown" ("": task.name, all the sweep scores)
   return config
 
 
@@ -100,7 +100,8 @@ def eval_problems(task: tasks.Task, num_problems: int | None) -> list[tasks.Prob
   if num_problems is None or num_problems == 0:
     return problems
   if num_problems < 0:
-    raise ValueError(f"eval.num_problems must be >= 0 (0: the whole test split), got {num_problems}.")
+    raise ValueError(f"eval.num_problems must be >= 0 (0: the whole test split), got "
+                     f"{num_problems}.")
   if num_problems > len(problems):
     raise ValueError(
         f"eval.num_problems={num_problems} but task {task.name!r} has only {len(problems)} test "
@@ -239,11 +240,9 @@ def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def task_names(config: ml_collections.ConfigDict) -> list[str]:
-  """eval.tasks ("a,b" or a tuple; empty: [task.name]), each checked against the registry."""
-  names = eval_settings(config)["tasks"]
-  if isinstance(names, str):
-    names = [n.strip() for n in names.split(",") if n.strip()]
-  names = list(names) or [config.task.name]
+  """eval.tasks split at commas (empty: [task.name]), each checked against the registry."""
+  names = [n.strip() for n in eval_settings(config)["tasks"].split(",") if n.strip()]
+  names = names or [config.task.name]
   unknown = [n for n in names if n not in tasks.TASKS]
   if unknown:
     raise ValueError(f"unknown task(s) {unknown} in eval.tasks / task.name; registered tasks: "
@@ -295,7 +294,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | N
   the run's dtype). info describes what was loaded, for eval.json."""
   path = str(path)
   if is_run_dir(path):
-    _, run = checkpoint.read_run_files(path)
+    run_config, run = checkpoint.read_run_files(path)
     if step is None:
       checkpointer = checkpoint.Checkpointer(path)
       try:
@@ -305,14 +304,15 @@ def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | N
     model, _ = checkpoint.load_trained_model(path, step, mesh=mesh)
     return model, models.load_tokenizer(run["base_model"]), {
         "model": path, "kind": "run", "base_model": run["base_model"], "step": step,
-        "trained": run["trainable"]}
+        "trained": run["trainable"], "dtype": run_config.model.dtype}
   if step is not None:
     raise ValueError(f"step={step} applies to a jaxlayer run directory, but {path} is not one "
                      f"(no {checkpoint.RUN_FILE}).")
   if Path(path).expanduser().is_dir() and not (Path(path).expanduser() / "config.json").is_file():
-    raise FileNotFoundError(f"{path} is neither a jaxlayer run directory (no {checkpoint.RUN_FILE}) "
-                            "nor a Hugging Face model directory (no config.json): pass the run_dir "
-                            "of `jaxlayer train` or a model directory.")
+    raise FileNotFoundError(f"{path} is neither a jaxlayer run directory (no "
+                            f"{checkpoint.RUN_FILE}) nor a Hugging Face model directory (no "
+                            "config.json): pass the run_dir of `jaxlayer train` or a model "
+                            "directory.")
   try:
     model, _ = models.from_pretrained(path, dtype=dtype, mesh=mesh)
   except FileNotFoundError as err:

@@ -242,7 +242,8 @@ def test_sweep_eval_fn_scores_the_base_checkpoint_in_test_split_order(tiny_qwen2
     (["--model", "{empty}"], "neither a jaxlayer run directory .*nor a Hugging Face model"),
     (["--model", "{run}"], "has no checkpoint yet"),
     (["--model", "{model}", "--step", "3"], "step=3 applies to a jaxlayer run directory"),
-    (["--model", "{model}", "--config.task.name=nosuchtask"], "unknown task.*'nosuchtask'.*arithmetic"),
+    (["--model", "{model}", "--config.task.name=nosuchtask"],
+     "unknown task.*'nosuchtask'.*arithmetic"),
     (["--model", "{model}", "--config.eval.tasks=parity,nope"], r"unknown task\(s\) \['nope'\]"),
     (["--model", "{model}", "--config.eval.num_problems=13"],
      "num_problems=13 but task 'parity' has only 12 test problems"),
@@ -254,7 +255,8 @@ def test_sweep_eval_fn_scores_the_base_checkpoint_in_test_split_order(tiny_qwen2
 ])
 def test_bad_input_is_a_clear_error(flags, message, tiny_qwen2_dir, config_file, tmp_path):
   (tmp_path / "empty").mkdir()
-  checkpoint.write_run_files(tmp_path / "run", default_config(), str(tiny_qwen2_dir), [TRAINED_LEAF])
+  checkpoint.write_run_files(tmp_path / "run", default_config(), str(tiny_qwen2_dir),
+                             [TRAINED_LEAF])
   paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "run": tmp_path / "run",
            "model": tiny_qwen2_dir}
   flags = [f.format(**{k: str(v) for k, v in paths.items()}) for f in flags]
@@ -288,3 +290,15 @@ def test_sweep_with_bad_eval_settings_fails_before_writing_anything(tmp_path):
   with pytest.raises(ValueError, match="mean@k samples .*temperature > 0"):
     runner.run_sweep(config, train_fn=lambda *a, **k: pytest.fail("trained"), num_layers=2)
   assert not (tmp_path / "sweep").exists()
+
+
+def test_eval_tasks_lists_tasks_and_only_the_config_task_gets_its_options(parity_task_registered):
+  config = default_config()
+  config.task.name, config.task.options.num_test = "parity", 7
+  assert evaluation.task_names(config) == ["parity"]  # no eval section: the defaults
+  config.eval = evaluation.default_eval_config()
+  config.eval.tasks = " parity, arithmetic "
+  assert evaluation.task_names(config) == ["parity", "arithmetic"]
+  assert len(evaluation.config_task(config, "parity").test_problems()) == 7
+  default_num_test = tasks.get_task("arithmetic").num_test
+  assert evaluation.config_task(config, "arithmetic").num_test == default_num_test
