@@ -123,8 +123,8 @@ def _train(argv: list[str]) -> None:
     result = train.train(config)
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
     raise SystemExit(f"jaxlayer train: {err}") from None
-  reward = result.metrics.get("reward", result.reward_history[-1] if result.reward_history else None)
-  print(f"trained {result.step} steps; last mean reward {reward}; run directory {result.run_dir}")
+  last = result.reward_history[-1] if result.reward_history else None
+  print(f"trained {result.step} steps; last mean reward {last}; run directory {result.run_dir}")
 
 
 def _export(argv: list[str]) -> None:

@@ -20,7 +20,8 @@ def test_rows_after_the_resumed_step_are_replaced(tmp_path):
   logger.close()
   assert [(r["step"], r["reward"]) for r in metrics.read_metrics(tmp_path)] == [
       (1, 0.1), (2, 0.2), (3, 0.9)]
-  samples = [json.loads(line) for line in (tmp_path / metrics.SAMPLES_FILE).read_text().splitlines()]
+  lines = (tmp_path / metrics.SAMPLES_FILE).read_text().splitlines()
+  samples = [json.loads(line) for line in lines]
   assert [s["completion"] for s in samples] == ["s1", "s2"]
 
 

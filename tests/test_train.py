@@ -25,7 +25,8 @@ def compile_cache(tmp_path_factory):
 def small_config(model_dir, run_dir, compile_cache, **train_overrides):
   """4 steps of 16 responses (4 prompts x 4), 2 PPO epochs x 2 mini-batches, KL on."""
   cfg = default_config()
-  cfg.model.path, cfg.run_dir, cfg.compilation_cache_dir = str(model_dir), str(run_dir), compile_cache
+  cfg.model.path, cfg.run_dir = str(model_dir), str(run_dir)
+  cfg.compilation_cache_dir = compile_cache
   cfg.task.name = "arithmetic"
   cfg.task.options.update(max_value=9, operators="+", num_train=64, num_test=8,
                           reward_weights={"correct": 1.0, "format": 0.5})
@@ -371,3 +372,30 @@ def test_cli_reports_config_errors(tiny_qwen2_dir, tmp_path):
     cli.main(["train", "--config", str(config_file), "--config.train.layer=layers.1"])
   with pytest.raises(SystemExit, match=r"jaxlayer export: .*not a jaxlayer run directory"):
     cli.main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "hf")])
+
+
+@pytest.mark.parametrize("name", ["grpo_arithmetic", "dr_grpo_arithmetic", "dapo_arithmetic"])
+def test_shipped_configs_plan_on_a_tiny_model(name, tiny_qwen2_dir, tmp_path):
+  from pathlib import Path
+
+  from jaxlayer import cli
+
+  config_file = Path(__file__).parents[1] / "configs" / f"{name}.py"
+  cfg = cli.load_config(["--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+                         f"--config.run_dir={tmp_path}", "--config.train.layers=mid1"], name)
+  planned = train.plan(cfg)
+  assert planned.algorithm == train.algorithms.ALGORITHMS[name.split("_arith")[0]]
+  assert {p.split(".")[1] for p in planned.selection.trainable} == {"0"}  # mid1 of 2 blocks
+
+
+def test_paper_config_matches_the_paper():
+  from pathlib import Path
+
+  from jaxlayer import cli
+
+  config_file = Path(__file__).parents[1] / "configs" / "paper_qwen3_1p7b_grpo.py"
+  cfg = cli.load_config(["--config", str(config_file)], "paper")
+  assert (cfg.train.learning_rate, cfg.train.group_size, cfg.train.kl_beta) == (5e-6, 4, 0.001)
+  assert cfg.train.batch_size // cfg.train.group_size == 512
+  assert cfg.train.mini_batch_size // cfg.train.group_size == 128
+  assert cfg.rollout.max_new_tokens == 3072

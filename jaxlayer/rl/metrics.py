@@ -1,4 +1,5 @@
-"""Per-step metrics to RUN_DIR/metrics.jsonl and TensorBoard; sample completions to samples.jsonl."""
+"""Per-step metrics to RUN_DIR/metrics.jsonl and TensorBoard; sampled completions to
+samples.jsonl."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
     from jaxlayer.rl.config import default_config
     from jaxlayer.rl.train import train
     config = default_config()
-    config.model.path, config.run_dir, config.train.layers = "Qwen/Qwen3-1.7B-Base", "runs/l14", "layers.14"
+    config.model.path, config.run_dir = "Qwen/Qwen3-1.7B-Base", "runs/layer14"
+    config.train.layers = "layers.14"
     result = train(config)   # resumes from run_dir's latest checkpoint if there is one
 
 `plan(config)` checks everything that can be checked from the config and the model's
@@ -329,11 +330,12 @@ class _Trainer:
   def _collect(self, key: jax.Array) -> tuple[_Rollouts, np.ndarray, _Rollouts]:
     """(the batch's rollouts, weight [prompts] 1 / 0 per group, everything sampled)."""
     wanted, sampled, kept, spare = self.plan.prompts_per_step, [], [], []
-    rounds = self.cfg.train.dynamic_sampling_max_rounds if self.plan.algorithm.dynamic_sampling else 1
-    for round_index in range(max(rounds, 1)):
+    dynamic = self.plan.algorithm.dynamic_sampling
+    rounds = max(self.cfg.train.dynamic_sampling_max_rounds, 1) if dynamic else 1
+    for round_index in range(rounds):
       part = self._sample_round(jax.random.fold_in(key, round_index))
       sampled.append(part)
-      if not self.plan.algorithm.dynamic_sampling:
+      if not dynamic:
         return part, np.ones(wanted), part
       signal = advantages.groups_with_signal(part.rewards, self.group_size)
       kept.append(part.groups(signal, self.group_size))
@@ -398,7 +400,8 @@ class _Trainer:
               f"Training diverged at step {self.step + 1} (epoch {epoch}, mini-batch "
               f"{start // mini}): loss={result['loss']}, grad_norm={result['grad_norm']}, "
               f"parameters finite: {bool(result['params_finite'] == 1.0)}. The run stopped "
-              f"without saving; its last good checkpoint is kept in {self.run_dir / 'checkpoints'}. "
+              f"without saving; its last good checkpoint is kept in "
+              f"{self.run_dir / checkpoint.CHECKPOINT_DIR}. "
               "Lower train.learning_rate, keep train.max_grad_norm on, or check the rewards.")
         history.append(result)
     return {k: float(np.mean([h[k] for h in history])) for k in history[0] if k != "params_finite"}

@@ -1,0 +1,155 @@
+"""Seconds per GRPO step (rollout + reward + update): jaxlayer against TRL's GRPOTrainer, one run.
+
+Both sides train the same random Qwen2 checkpoint (benchmarks/rollout.py's ~0.85M and ~28M
+configs, written by transformers, with a byte-level tokenizer of the model's vocabulary) on
+the `arithmetic` task's prompts with its reward, float32 on the CPU: 4 prompts x G=8
+responses of exactly 64 new tokens per step (no end-of-sequence stop: TRL generates with
+min_new_tokens=64, jaxlayer with no stop tokens), GRPO loss (sequence-mean-token-mean,
+clip 0.2), no KL, one update per step, AdamW. TRL runs with bf16=False, use_vllm=False and
+activation (gradient) checkpointing off, its fastest CPU setting. Each side's first steps
+are warm-up (jaxlayer's compile time is reported on its own); the median of the following
+steps is compared. jaxlayer trains all parameters (as TRL does) and, beside it, the single
+middle block.
+
+    python benchmarks/grpo_vs_trl.py            # 0.85M and 28M (a few minutes on 2 cores)
+    python benchmarks/grpo_vs_trl.py --quick    # tiny model, smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import jax  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from jaxlayer.rl import train  # noqa: E402
+from jaxlayer.rl.config import default_config  # noqa: E402
+from jaxlayer.tasks import Problem, get_task  # noqa: E402
+from rollout import CONFIGS, make_checkpoint  # noqa: E402
+
+PROMPTS, GROUP, NEW_TOKENS = 4, 8, 64
+TASK_OPTIONS = dict(num_train=512, num_test=16)
+
+
+def save_tokenizer(directory: Path, vocab_size: int) -> None:
+  """Byte-level BPE with exactly `vocab_size` entries (bytes, pair merges, end-of-text last)."""
+  from tokenizers import Tokenizer, decoders, models as tokenizer_models, pre_tokenizers
+
+  alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+  vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+  merges = []
+  for a, b in itertools.product(alphabet, repeat=2):
+    if len(vocab) >= vocab_size - 1:
+      break
+    vocab[a + b] = len(vocab)
+    merges.append((a, b))
+  vocab["<|endoftext|>"] = len(vocab)
+  tokenizer = Tokenizer(tokenizer_models.BPE(vocab=vocab, merges=merges))
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
+                                       pad_token="<|endoftext|>").save_pretrained(directory)
+
+
+def jaxlayer_seconds(model_dir: Path, run_dir: Path, layers: str, steps: int, warmup: int):
+  """(first step incl. compile, median of the later steps) of jaxlayer's GRPO loop."""
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(model_dir), str(run_dir)
+  cfg.task.name = "arithmetic"
+  cfg.task.options.update(TASK_OPTIONS)
+  cfg.train.update(layers=layers, algorithm="grpo", kl_beta=0.0, steps=warmup + steps,
+                   learning_rate=1e-6, group_size=GROUP, batch_size=PROMPTS * GROUP)
+  cfg.rollout.update(max_new_tokens=NEW_TOKENS, temperature=1.0)
+  cfg.logging.update(tensorboard=False, progress=False)
+  trainer = train._Trainer(train.plan(cfg), None)
+  trainer.stop_ids = []  # exactly NEW_TOKENS tokens per response, as TRL's min_new_tokens
+  times = []
+  for _ in range(warmup + steps):
+    start = time.perf_counter()
+    result, _ = trainer.run_step()
+    times.append(time.perf_counter() - start)
+    assert result["response_length"] == NEW_TOKENS
+  return times[0], statistics.median(times[warmup:])
+
+
+class _StepTimer(transformers.TrainerCallback):
+  def __init__(self):
+    self.times, self._start = [], None
+
+  def on_step_begin(self, args, state, control, **kwargs):
+    self._start = time.perf_counter()
+
+  def on_step_end(self, args, state, control, **kwargs):
+    self.times.append(time.perf_counter() - self._start)
+
+
+def trl_seconds(model_dir: Path, out_dir: Path, steps: int, warmup: int) -> float:
+  """Median seconds per GRPOTrainer step after `warmup` steps."""
+  import datasets
+  from trl import GRPOConfig, GRPOTrainer
+
+  task = get_task("arithmetic", **TASK_OPTIONS)
+  dataset = datasets.Dataset.from_list([{"prompt": p.prompt, "answer": p.answer}
+                                        for p in task.train_problems()])
+
+  def reward(prompts, completions, answer, **_):
+    return task.rewards([Problem(p, a) for p, a in zip(prompts, answer)], completions).total
+
+  args = GRPOConfig(
+      output_dir=str(out_dir), per_device_train_batch_size=PROMPTS * GROUP,
+      num_generations=GROUP, max_completion_length=NEW_TOKENS,
+      generation_kwargs={"min_new_tokens": NEW_TOKENS}, temperature=1.0, loss_type="grpo",
+      beta=0.0, learning_rate=1e-6, bf16=False, use_cpu=True, use_vllm=False,
+      activation_checkpointing=False, max_steps=warmup + steps, logging_steps=1,
+      report_to="none", save_strategy="no", seed=0, disable_tqdm=True)
+  timer = _StepTimer()
+  trainer = GRPOTrainer(model=str(model_dir), reward_funcs=reward, args=args,
+                        train_dataset=dataset, callbacks=[timer],
+                        processing_class=transformers.AutoTokenizer.from_pretrained(model_dir))
+  trainer.train()
+  return statistics.median(timer.times[warmup:])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true", help="tiny model, 2 steps (smoke run)")
+  parser.add_argument("--steps", type=int, default=5, help="timed steps per side (median)")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed first steps per side")
+  args = parser.parse_args()
+  names = ["tiny"] if args.quick else ["0.85M", "28M"]
+  steps = 2 if args.quick else args.steps
+  print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), float32; {PROMPTS} prompts x G={GROUP} x "
+        f"{NEW_TOKENS} new tokens per step, GRPO loss, no KL\n")
+  header = ("| model | TRL s/step | jaxlayer full s/step | speed-up | jaxlayer single block "
+            "s/step | speed-up | jaxlayer compile s |")
+  print(header)
+  print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+  with tempfile.TemporaryDirectory() as tmp:
+    for name in names:
+      model_dir = Path(tmp) / name
+      make_checkpoint(name, model_dir)
+      save_tokenizer(model_dir, CONFIGS[name]["vocab_size"])
+      middle = f"layers.{(CONFIGS[name]['num_hidden_layers'] - 1) // 2}"
+      first, full = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-full", "all", steps,
+                                     args.warmup)
+      _, block = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-block", middle, steps,
+                                  args.warmup)
+      trl = trl_seconds(model_dir, Path(tmp) / f"{name}-trl", steps, args.warmup)
+      print(f"| {name} | {trl:.2f} | {full:.2f} | {trl / full:.1f}x | {block:.2f} ({middle}) | "
+            f"{trl / block:.1f}x | {first - full:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,34 @@
+"""The paper's GRPO setting for Qwen3-1.7B-Base on NuminaMath-CoT, one block (L10, its best).
+
+veRL settings from the paper: AdamW, lr 5e-6, 512 prompts per batch, PPO mini-batch of 128
+prompts, group size 4, responses up to 3072 tokens, KL 0.001 (k3), clip 0.2. Needs a TPU VM
+or large GPU (see tpu_scripts/); full-parameter: --config.train.layers=all.
+
+    jaxlayer train --config configs/paper_qwen3_1p7b_grpo.py --config.run_dir=runs/q3_l10
+"""
+
+from jaxlayer.rl.config import default_config
+
+
+def get_config():
+  config = default_config()
+  config.model.path = "Qwen/Qwen3-1.7B-Base"
+  config.model.dtype = "bfloat16"
+  config.task.name = "numina"
+  config.task.template = ("{question}\nPlease reason step by step, and put your final answer "
+                          "within \\boxed{{}}.")
+  config.train.layers = "layers.10"
+  config.train.algorithm = "grpo"
+  config.train.kl_beta = 0.001
+  config.train.clip_eps_low = 0.2
+  config.train.clip_eps_high = 0.2
+  config.train.learning_rate = 5e-6
+  config.train.group_size = 4
+  config.train.batch_size = 512 * 4
+  config.train.mini_batch_size = 128 * 4
+  config.train.steps = 200
+  config.rollout.max_new_tokens = 3072
+  config.rollout.temperature = 1.0
+  config.rollout.max_prompt_tokens = 1024
+  config.checkpoint.every = 10
+  return config
