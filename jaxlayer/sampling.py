@@ -1,33 +1,302 @@
-"""Decoding with the KV cache."""
+"""Batched sampling with a static-shape KV cache: one compiled prefill, one compiled decode loop.
+
+`generate` left-pads the prompts, rounds the batch and prompt length up to a few bucket sizes
+(so similar batches reuse the compiled code), prefills each prompt once and decodes all
+`num_samples` samples per prompt inside a `jax.lax.while_loop` that stops as soon as every
+sequence has finished.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
+from collections.abc import Iterable, Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from jaxlayer.models import Qwen
+from jaxlayer.models import KVCache, Qwen
+from jaxlayer.models.sharding import BATCH_AXES, batch_sharding
 
 
-@nnx.jit
-def _step(model: Qwen, tokens, mask, cache):
-  logits, cache = model.forward_cached(tokens, mask, cache)
-  return jnp.argmax(logits[:, -1], axis=-1), cache
+@dataclasses.dataclass(frozen=True)
+class SampleOutput:
+  """Completions as numpy arrays on the host; row i * num_samples + j is sample j of prompt i.
+
+  `logprobs` holds the log-probability of each sampled token under the distribution it was
+  drawn from: log_softmax(logits / temperature) after the top-k / top-p cut (renormalised over
+  the kept tokens). With top_k=0 and top_p=1 that is exactly the teacher-forced policy's
+  log_softmax(logits / temperature), the "old log-probs" of GRPO. For greedy decoding
+  (temperature=0) it is log_softmax(logits) of the chosen token.
+  """
+
+  tokens: np.ndarray  # [N, max_new_tokens] int32, pad_token_id after a sequence finished
+  logprobs: np.ndarray  # [N, max_new_tokens] float32, 0 where mask is False
+  mask: np.ndarray  # [N, max_new_tokens] bool: completion tokens, the EOS token included
+  lengths: np.ndarray  # [N] int32: number of completion tokens (mask.sum(-1))
+  finish_reasons: list[str]  # per row: "eos" (an EOS token was sampled) or "length"
+  prompt_index: np.ndarray  # [N] int32: which prompt each row continues
+  steps: int  # token positions decoded before every row had finished (<= max_new_tokens)
 
 
-def greedy_generate(model: Qwen, prompt_ids: list[int], *, max_new_tokens: int,
-                    eos_token_ids: list[int]) -> list[int]:
-  """Greedy completion of one prompt, a token at a time (the simple reference loop)."""
-  if not prompt_ids:
-    raise ValueError("The prompt is empty: give at least one token.")
-  cache = model.init_cache(1, len(prompt_ids) + max_new_tokens)
-  tokens = jnp.asarray([prompt_ids], jnp.int32)
-  completion = []
-  for _ in range(max_new_tokens):
-    next_token, cache = _step(model, tokens, jnp.ones_like(tokens, bool), cache)
-    token = int(jax.device_get(next_token)[0])
-    completion.append(token)
-    if token in eos_token_ids:
-      break
-    tokens = jnp.asarray([[token]], jnp.int32)
-  return completion
+def bucket(n: int, multiple: int = 1) -> int:
+  """n rounded up to 1..8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... (four sizes per doubling).
+
+  Padding to a bucket wastes at most 25% while keeping the number of compiled shapes
+  logarithmic; the result is also rounded up to a multiple of `multiple`.
+  """
+  step = 2 ** max(n.bit_length() - 3, 0)
+  return -(-(-(-n // step) * step) // multiple) * multiple
+
+
+def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+             num_samples: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             eos_token_ids: Iterable[int], seed: int, pad_token_id: int = 0) -> SampleOutput:
+  """Samples `num_samples` completions of up to `max_new_tokens` tokens for each prompt.
+
+  prompts: token-id lists of any lengths. temperature=0 decodes greedily (top_k / top_p are then
+  irrelevant); top_k=0 and top_p=1 switch those cuts off. A sequence stops after the first
+  token in `eos_token_ids` (an empty list: never). The same seed and inputs give the same
+  samples. Each prompt is prefilled once and its cache shared by its samples. On a model whose
+  parameters live on a mesh (`from_pretrained(..., mesh=...)`) the batch is split over the
+  mesh's data and fsdp axes.
+
+  Compiled code is reused across calls with the same bucketed batch size and prompt length
+  (`bucket`), `max_new_tokens`, `num_samples`, top_k and whether temperature is 0 / top_p < 1.
+  """
+  cfg = model.config
+  prompts = _check_prompts(prompts, cfg.vocab_size)
+  eos = _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, top_p,
+                    eos_token_ids, pad_token_id)
+  mesh = _parameter_mesh(model)
+  shards = math.prod(mesh.shape[a] for a in BATCH_AXES) if mesh is not None else 1
+  num_prompts = len(prompts)
+  padded_prompts = bucket(num_prompts, shards)
+  prompt_len = bucket(max(len(p) for p in prompts))
+
+  ids = np.full((padded_prompts, prompt_len), pad_token_id, np.int32)  # left-padded
+  prompt_mask = np.zeros((padded_prompts, prompt_len), bool)
+  for i, prompt in enumerate(prompts):
+    ids[i, prompt_len - len(prompt):] = prompt
+    prompt_mask[i, prompt_len - len(prompt):] = True
+  prompt_mask[num_prompts:, -1] = True  # filler rows: one token, so their attention is defined
+  live = np.repeat(np.arange(padded_prompts) < num_prompts, num_samples)  # [rows]
+  is_eos = np.zeros(cfg.vocab_size, bool)
+  is_eos[list(eos)] = True
+  if mesh is not None:
+    ids, prompt_mask, live = (jax.device_put(x, batch_sharding(mesh, x.ndim))
+                              for x in (ids, prompt_mask, live))
+
+  graphdef, state = nnx.split(model)
+  first_logits, cache = _prefill(graphdef, state, ids, prompt_mask,
+                                 rows=padded_prompts * num_samples, max_new=max_new_tokens,
+                                 mesh=mesh)
+  greedy = temperature == 0
+  tokens, logprobs, lengths, hit_eos, steps, _ = _decode(
+      graphdef, state, first_logits, cache, jax.random.key(seed), live, is_eos,
+      np.int32(pad_token_id), np.float32(1.0 if greedy else temperature), np.float32(top_p),
+      greedy=greedy, top_k=0 if top_k >= cfg.vocab_size else top_k, use_top_p=top_p < 1)
+
+  rows = num_prompts * num_samples
+  tokens, logprobs, lengths, hit_eos, steps = jax.device_get(
+      (tokens[:rows], logprobs[:rows], lengths[:rows], hit_eos[:rows], steps))
+  return SampleOutput(
+      tokens=np.asarray(tokens), logprobs=np.asarray(logprobs),
+      mask=np.arange(max_new_tokens)[None, :] < lengths[:, None], lengths=np.asarray(lengths),
+      finish_reasons=["eos" if hit else "length" for hit in hit_eos],
+      prompt_index=np.repeat(np.arange(num_prompts, dtype=np.int32), num_samples),
+      steps=int(steps))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "rows", "max_new", "mesh"))
+def _prefill(graphdef, state, ids, prompt_mask, *, rows, max_new, mesh):
+  """Runs the prompts [prompts, prompt_len]; the cache gets `rows` rows of `max_new` slots."""
+  model = nnx.merge(graphdef, state)
+  logits, cache = model.prefill(ids, prompt_mask, rows=rows, max_new=max_new)
+  if mesh is not None:  # keep every cache buffer split over the batch, as the prompts are
+    cache = jax.tree.map(
+        lambda x: x if x.ndim == 0 else jax.lax.with_sharding_constraint(
+            x, batch_sharding(mesh, x.ndim)), cache)
+  return logits, cache
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_top_p"),
+                   donate_argnames=("cache",))
+def _decode(graphdef, state, first_logits, cache: KVCache, key, live, is_eos, pad_token_id,
+            temperature, top_p, *, greedy, top_k, use_top_p):
+  """Samples from first_logits [prompts, vocab] and decodes until every row finished.
+
+  live [rows] is False for filler rows; is_eos [vocab] marks stop tokens. Returns tokens and
+  logprobs [rows, max_new], lengths and hit_eos [rows], the number of positions decoded and the
+  final cache (so the donated cache buffers are updated in place).
+  """
+  model = nnx.merge(graphdef, state)
+  rows, max_new = cache.values[0].shape[0], cache.max_new
+  row_ids = jnp.arange(rows)
+  choose = functools.partial(_choose, temperature=temperature, top_p=top_p, greedy=greedy,
+                             top_k=top_k, use_top_p=use_top_p)
+
+  def sample(logits, step, done):
+    """The token at `step` for every row (pad where `done`), its log-prob, and updated done."""
+    step_key = jax.random.fold_in(key, step)
+    row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, row_ids)
+    token, logprob = choose(logits, row_keys)
+    token = jnp.where(done, pad_token_id, token)
+    logprob = jnp.where(done, 0.0, logprob)
+    return token, logprob, done | is_eos[token]
+
+  logits = jnp.repeat(first_logits, rows // first_logits.shape[0], axis=0)  # [rows, vocab]
+  done = ~live
+  token, logprob, now_done = sample(logits, 0, done)
+  tokens = jnp.full((rows, max_new), pad_token_id, jnp.int32).at[:, 0].set(token)
+  logprobs = jnp.zeros((rows, max_new), jnp.float32).at[:, 0].set(logprob)
+  lengths = (~done).astype(jnp.int32)
+
+  def unfinished(carry):
+    step, _, done, *_ = carry
+    return (step < max_new) & ~jnp.all(done)
+
+  def decode_one(carry):
+    step, token, done, lengths, tokens, logprobs, cache = carry
+    logits, cache = model.decode_step(token, cache)
+    token, logprob, now_done = sample(logits, step, done)
+    tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
+    logprobs = jax.lax.dynamic_update_slice(logprobs, logprob[:, None], (0, step))
+    return step + 1, token, now_done, lengths + (~done).astype(jnp.int32), tokens, logprobs, cache
+
+  carry = (jnp.int32(1), token, now_done, lengths, tokens, logprobs, cache)
+  steps, _, done, lengths, tokens, logprobs, cache = jax.lax.while_loop(unfinished, decode_one,
+                                                                        carry)
+  hit_eos = done & live
+  return tokens, logprobs, lengths, hit_eos, steps, cache
+
+
+def _choose(logits, row_keys, *, temperature, top_p, greedy, top_k, use_top_p):
+  """One token per row from logits [rows, vocab] and its log-prob (see SampleOutput)."""
+  if greedy:
+    token = jnp.argmax(logits, axis=-1)
+    return token, _take(logits, token) - jax.nn.logsumexp(logits, axis=-1)
+  scaled = logits / temperature
+  if top_k:  # candidates: the k best, best first
+    values, candidate_ids = jax.lax.top_k(scaled, top_k)  # [rows, k]
+  elif use_top_p:  # candidates: the whole vocabulary, best first
+    values, candidate_ids = jax.lax.top_k(scaled, scaled.shape[-1])
+  else:  # candidates: the whole vocabulary as is
+    values, candidate_ids = scaled, None
+  values = values - values.max(axis=-1, keepdims=True)
+  weights = _blocks(jnp.exp(values))  # unnormalised probabilities [rows, blocks, BLOCK]
+  if use_top_p:  # keep the best tokens until they hold top_p of the mass (at least the best)
+    block_mass = weights.sum(axis=-1)
+    mass_before = (_cumsum(block_mass) - block_mass)[..., None] + _cumsum(weights) - weights
+    weights = jnp.where(mass_before < top_p * block_mass.sum(axis=-1)[:, None, None], weights, 0)
+  uniform = jax.vmap(jax.random.uniform)(row_keys)  # [rows]
+  index, total = _inverse_cdf(weights, uniform)
+  logprob = _take(values, index) - jnp.log(total)
+  token = index if candidate_ids is None else _take(candidate_ids, index)
+  return token, logprob
+
+
+BLOCK = 128
+
+
+def _blocks(x):
+  """[rows, n] -> [rows, ceil(n / BLOCK), BLOCK], zero-padded."""
+  rows, n = x.shape
+  padded = -(-n // BLOCK) * BLOCK
+  return jnp.pad(x, ((0, 0), (0, padded - n))).reshape(rows, padded // BLOCK, BLOCK)
+
+
+def _cumsum(x):
+  """Inclusive prefix sums along the last axis (a log-depth scan: jnp.cumsum is slow on CPU)."""
+  return jax.lax.associative_scan(jnp.add, x, axis=-1)
+
+
+def _inverse_cdf(weights, uniform):
+  """Index i of weights [rows, blocks, BLOCK] (flattened) with probability weights_i / total.
+
+  Walks the cumulative sums in two levels, blocks then one block's entries, so no prefix sum
+  over the whole vocabulary is needed. An entry of weight 0 is never chosen, round-off
+  included: each level takes the first entry whose cumulative sum exceeds the target, and the
+  target stays below the level's total. Returns the index [rows] and total [rows].
+  """
+  block_mass = weights.sum(axis=-1)  # [rows, blocks]
+  block_end = _cumsum(block_mass)
+  total = block_end[:, -1]
+  target = jnp.minimum(uniform * total, jnp.nextafter(total, 0))
+  block = jnp.sum(block_end <= target[:, None], axis=-1)  # [rows]
+  within = jnp.take_along_axis(weights, block[:, None, None], axis=1)[:, 0]  # [rows, BLOCK]
+  within_end = _cumsum(within)
+  target = target - (_take(block_end, block) - _take(block_mass, block))
+  target = jnp.clip(target, 0, jnp.nextafter(within_end[:, -1], 0))
+  offset = jnp.sum(within_end <= target[:, None], axis=-1)
+  return block * BLOCK + offset, total
+
+
+def _take(x, index):
+  """x [rows, n], index [rows] -> x[r, index[r]]."""
+  return jnp.take_along_axis(x, index[:, None], axis=-1)[:, 0]
+
+
+def _parameter_mesh(model: Qwen) -> jax.sharding.Mesh | None:
+  """The mesh the model's parameters are placed on, if they are split over several devices."""
+  leaf = jax.tree.leaves(nnx.state(model, nnx.Param))[0]
+  sharding = getattr(leaf, "sharding", None)
+  if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.size > 1:
+    return sharding.mesh
+  return None
+
+
+def _check_prompts(prompts, vocab_size: int) -> list[np.ndarray]:
+  if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+    raise TypeError(f"prompts must be a list of token-id lists, got {type(prompts).__name__}: "
+                    "tokenize the text first (e.g. tokenizer(text)['input_ids']).")
+  if len(prompts) == 0:
+    raise ValueError("prompts is empty: pass a list with at least one token-id list.")
+  checked = []
+  for i, prompt in enumerate(prompts):
+    if isinstance(prompt, (int, np.integer)):
+      raise TypeError(f"prompts[{i}] is a single token id ({prompt}): prompts must be a list of "
+                      "token-id lists; wrap one prompt as [ids].")
+    ids = np.asarray(prompt)
+    if ids.size == 0:
+      raise ValueError(f"prompts[{i}] is empty: every prompt needs at least one token.")
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+      raise TypeError(f"prompts[{i}] must be a flat list of integer token ids, got an array of "
+                      f"shape {ids.shape} and dtype {ids.dtype}.")
+    bad = ids[(ids < 0) | (ids >= vocab_size)]
+    if bad.size:
+      raise ValueError(f"prompts[{i}] has token id {bad[0]} outside the model's vocabulary "
+                       f"[0, {vocab_size}).")
+    checked.append(ids)
+  return checked
+
+
+def _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, top_p,
+                eos_token_ids, pad_token_id) -> list[int]:
+  """Raises a clear error for a bad argument; returns the EOS ids as a list."""
+  for name, value, lowest in [("max_new_tokens", max_new_tokens, 1),
+                              ("num_samples", num_samples, 1), ("top_k", top_k, 0)]:
+    if not isinstance(value, (int, np.integer)) or value < lowest:
+      raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}.")
+  if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+          and temperature >= 0):
+    raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}.")
+  if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+    raise ValueError(f"top_p must be in (0, 1] (1 switches nucleus sampling off), got {top_p!r}.")
+  if isinstance(eos_token_ids, (int, np.integer)):
+    raise TypeError(f"eos_token_ids must be a list of token ids, got the int {eos_token_ids}; "
+                    f"pass [{eos_token_ids}] (or [] for no stop token).")
+  eos = [int(t) for t in eos_token_ids]
+  for name, token in [*(("eos_token_ids", t) for t in eos), ("pad_token_id", pad_token_id)]:
+    if not 0 <= token < cfg.vocab_size:
+      raise ValueError(f"{name} contains {token}, outside the vocabulary [0, {cfg.vocab_size}).")
+  longest = max(len(p) for p in prompts)
+  if longest + max_new_tokens > cfg.max_position_embeddings:
+    raise ValueError(
+        f"The longest prompt has {longest} tokens; with max_new_tokens={max_new_tokens} that is "
+        f"{longest + max_new_tokens} positions, beyond the model's max_position_embeddings="
+        f"{cfg.max_position_embeddings}. Shorten the prompt or lower max_new_tokens.")
+  return eos

@@ -48,16 +48,28 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 @flax.struct.dataclass
 class KVCache:
-  """Static-shape key/value cache for all blocks; slots are filled left to right."""
+  """Static-shape key/value cache for decoding `rows` sequences that continue `prompts` prompts.
 
-  keys: tuple[jax.Array, ...]  # per block [batch, max_len, kv_heads, head_dim]
-  values: tuple[jax.Array, ...]  # per block [batch, max_len, kv_heads, head_dim]
-  key_mask: jax.Array  # [batch, max_len] bool: slot holds a real (non-padding) token
-  index: jax.Array  # [] int32: next slot to write
+  Row r continues prompt r // group (group = rows // prompts): the prompt keys and values are
+  stored once per prompt and shared by its `group` rows (e.g. G samples of one prompt), then
+  each row has its own slots for generated tokens, filled left to right.
+  """
+
+  # Keys are stored transposed (slots last), which suits the query-key product on CPU.
+  prefix_keys: tuple[jax.Array, ...]  # per block [prompts, kv_heads, head_dim, prompt_len]
+  prefix_values: tuple[jax.Array, ...]  # per block [prompts, kv_heads, prompt_len, head_dim]
+  prefix_mask: jax.Array  # [prompts, prompt_len] bool: slot holds a real (non-padding) token
+  keys: tuple[jax.Array, ...]  # per block [rows, kv_heads, head_dim, max_new]
+  values: tuple[jax.Array, ...]  # per block [rows, kv_heads, max_new, head_dim]
+  index: jax.Array  # [] int32: next generated slot to write
 
   @property
-  def max_len(self) -> int:
-    return self.key_mask.shape[1]
+  def group(self) -> int:
+    return self.values[0].shape[0] // self.prefix_mask.shape[0]
+
+  @property
+  def max_new(self) -> int:
+    return self.values[0].shape[2]
 
 
 class Attention(nnx.Module):
@@ -77,32 +89,76 @@ class Attention(nnx.Module):
     else:
       self.q_norm = self.k_norm = None
 
-  def __call__(self, x, cos, sin, mask, cached_kv=None, write_index=0):
-    """x [batch, seq, d_model]; mask [batch, seq, keys] bool.
-
-    Without `cached_kv` the keys are this call's tokens. With `cached_kv` (keys, values of shape
-    [batch, max_len, kv_heads, head_dim]) this call's keys are written at `write_index` and the
-    queries attend over the whole buffer. Returns the output and the (updated) keys and values.
-    """
+  def _project(self, x, cos, sin):
+    """x [batch, seq, d_model] -> q [batch, seq, heads, hd], k and v [batch, seq, kv_heads, hd]."""
     batch, seq, _ = x.shape
     q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
     k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
     v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    if cached_kv is not None:
-      start = (0, write_index, 0, 0)
-      k = jax.lax.dynamic_update_slice(cached_kv[0], k.astype(cached_kv[0].dtype), start)
-      v = jax.lax.dynamic_update_slice(cached_kv[1], v.astype(cached_kv[1].dtype), start)
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+  def __call__(self, x, cos, sin, mask):
+    """Attention among this call's tokens: x [batch, seq, d_model], mask [batch, seq, seq] bool.
+
+    Returns the output and this call's keys [batch, kv_heads, head_dim, seq] and values
+    [batch, kv_heads, seq, head_dim] (the layout of `KVCache`).
+    """
+    batch, seq, _ = x.shape
+    q, k, v = self._project(x, cos, sin)
     groups = self.num_heads // self.num_kv_heads
     q = q.reshape(batch, seq, self.num_kv_heads, groups, self.head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype)) * self.head_dim**-0.5
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * self.head_dim**-0.5
     scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [batch, kv_heads, groups, seq, keys]
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v).astype(x.dtype)
     out = out.reshape(batch, seq, self.num_heads * self.head_dim)
-    return self.o_proj(out), (k, v)
+    return self.o_proj(out), (k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
+
+  def decode_step(self, x, cos, sin, prefix_kv, kv, bias, index):
+    """One new token per row after a cached prompt prefix and the row's earlier tokens.
+
+    x [rows, 1, d_model]. prefix_kv: keys [prompts, kv_heads, head_dim, prompt_len] and values
+    [prompts, kv_heads, prompt_len, head_dim], shared by groups of rows = rows // prompts.
+    kv: keys [rows, kv_heads, head_dim, max_new] and values [rows, kv_heads, max_new, head_dim];
+    this token's are written at slot `index`. bias [rows, 1, 1, prompt_len + max_new] is 0 where
+    a slot is visible and very negative elsewhere. Returns the output and the updated kv.
+    """
+    rows = x.shape[0]
+    prompts, kv_heads, head_dim, prompt_len = prefix_kv[0].shape
+    group, heads_per_kv = rows // prompts, self.num_heads // kv_heads
+    q, k, v = self._project(x, cos, sin)  # q [rows, 1, heads, hd], k/v [rows, 1, kv_heads, hd]
+    keys = jax.lax.dynamic_update_slice(  # keys are stored transposed: [.., head_dim, slots]
+        kv[0], k.transpose(0, 2, 3, 1).astype(kv[0].dtype), (0, 0, 0, index))
+    values = jax.lax.dynamic_update_slice(
+        kv[1], v.transpose(0, 2, 1, 3).astype(kv[1].dtype), (0, 0, index, 0))
+    q = q.reshape(rows, kv_heads, heads_per_kv, head_dim) * head_dim**-0.5
+    # The prompt part: the queries of a group of rows against their one shared prefix.
+    prefix_scores = jnp.einsum("pkqd,pkds->pkqs", _group(q, group), prefix_kv[0].astype(q.dtype))
+    prefix_scores = _ungroup(prefix_scores, group)  # [rows, kv_heads, heads_per_kv, prompt_len]
+    new_scores = jnp.einsum("rkhd,rkdt->rkht", q, keys.astype(q.dtype))
+    scores = jnp.concatenate([prefix_scores, new_scores], axis=-1).astype(jnp.float32) + bias
+    probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
+    prefix_probs = _group(probs[..., :prompt_len], group)  # [prompts, kv_heads, group*heads, len]
+    out = _ungroup(jnp.einsum("pkqs,pksd->pkqd", prefix_probs, prefix_kv[1]), group)
+    out = out + jnp.einsum("rkht,rktd->rkhd", probs[..., prompt_len:], values)
+    out = out.astype(x.dtype).reshape(rows, 1, self.num_heads * head_dim)
+    return self.o_proj(out), (keys, values)
+
+
+def _group(x, group):
+  """[rows, kv_heads, heads, ...] -> [rows // group, kv_heads, group * heads, ...]."""
+  rows, kv_heads, heads = x.shape[:3]
+  x = x.reshape(rows // group, group, kv_heads, heads, *x.shape[3:]).swapaxes(1, 2)
+  return x.reshape(rows // group, kv_heads, group * heads, *x.shape[4:])
+
+
+def _ungroup(x, group):
+  """Inverse of `_group`: [prompts, kv_heads, group * heads, ...] -> [rows, kv_heads, heads, ...]."""
+  prompts, kv_heads, grouped_heads = x.shape[:3]
+  x = x.reshape(prompts, kv_heads, group, grouped_heads // group, *x.shape[3:]).swapaxes(1, 2)
+  return x.reshape(prompts * group, kv_heads, grouped_heads // group, *x.shape[4:])
 
 
 class MLP(nnx.Module):
@@ -127,8 +183,14 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype=dtype)
     self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, cos, sin, mask, cached_kv=None, write_index=0):
-    attn_out, kv = self.attn(self.attn_norm(x), cos, sin, mask, cached_kv, write_index)
+  def __call__(self, x, cos, sin, mask):
+    attn_out, kv = self.attn(self.attn_norm(x), cos, sin, mask)
+    x = x + attn_out
+    return x + self.mlp(self.mlp_norm(x)), kv
+
+  def decode_step(self, x, cos, sin, *cache_args):
+    """`__call__` for one new token per row; `cache_args` as in `Attention.decode_step`."""
+    attn_out, kv = self.attn.decode_step(self.attn_norm(x), cos, sin, *cache_args)
     x = x + attn_out
     return x + self.mlp(self.mlp_norm(x)), kv
 
@@ -152,6 +214,55 @@ class Qwen(nnx.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
     """input_ids [batch, seq] -> logits [batch, seq, vocab]; mask 1 = real token, 0 = padding."""
+    hidden, _ = self._forward(input_ids, attention_mask)
+    return self._logits(hidden)
+
+  def prefill(self, input_ids: jax.Array, input_mask: jax.Array, *, rows: int,
+              max_new: int) -> tuple[jax.Array, KVCache]:
+    """Runs left-padded prompts input_ids [prompts, prompt_len] (input_mask 1 = real token).
+
+    Returns the logits for each prompt's next token [prompts, vocab] (float32) and a cache for
+    `rows` decode rows (a multiple of prompts; row r continues prompt r // (rows // prompts))
+    with `max_new` slots for generated tokens.
+    """
+    prompts = input_ids.shape[0]
+    if rows % prompts:
+      raise ValueError(f"rows ({rows}) must be a multiple of the number of prompts ({prompts}).")
+    hidden, kv = self._forward(input_ids, input_mask)
+    kv_heads, head_dim = self.config.num_kv_heads, self.config.head_dim
+    zeros = lambda *shape: tuple(jnp.zeros(shape, self.dtype) for _ in self.layers)  # noqa: E731
+    cache = KVCache(prefix_keys=tuple(k for k, _ in kv), prefix_values=tuple(v for _, v in kv),
+                    prefix_mask=input_mask.astype(bool),
+                    keys=zeros(rows, kv_heads, head_dim, max_new),
+                    values=zeros(rows, kv_heads, max_new, head_dim),
+                    index=jnp.zeros((), jnp.int32))
+    return self._logits(hidden[:, -1]), cache
+
+  def decode_step(self, token_ids: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """Feeds one token per row, token_ids [rows], at slot `cache.index`.
+
+    Returns the logits for the next token [rows, vocab] (float32) and the updated cache.
+    """
+    max_new = cache.max_new
+    prompt_lengths = cache.prefix_mask.sum(axis=-1, dtype=jnp.int32)  # [prompts]
+    positions = jnp.repeat(prompt_lengths, cache.group) + cache.index  # [rows]
+    cos, sin = rope_cos_sin(positions[:, None], self.config.head_dim, self.config.rope_theta)
+    visible = jnp.concatenate([  # [rows, prompt_len + max_new]
+        jnp.repeat(cache.prefix_mask, cache.group, axis=0),
+        jnp.broadcast_to(jnp.arange(max_new) <= cache.index, (len(token_ids), max_new))], axis=1)
+    bias = jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
+    x = self.embed(token_ids[:, None])  # [rows, 1, d_model]
+    keys, values = [], []
+    for i, block in enumerate(self.layers):
+      x, (k, v) = block.decode_step(x, cos, sin, (cache.prefix_keys[i], cache.prefix_values[i]),
+                                    (cache.keys[i], cache.values[i]), bias, cache.index)
+      keys.append(k)
+      values.append(v)
+    cache = cache.replace(keys=tuple(keys), values=tuple(values), index=cache.index + 1)
+    return self._logits(self.final_norm(x[:, 0])), cache
+
+  def _forward(self, input_ids, attention_mask):
+    """Causal pass over left-padded input_ids [batch, seq]; returns final hidden and per-block kv."""
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids, dtype=bool)
     attention_mask = attention_mask.astype(bool)
@@ -159,46 +270,13 @@ class Qwen(nnx.Module):
     seq = input_ids.shape[1]
     causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
     mask = causal[None] & attention_mask[:, None, :]  # [batch, seq, seq]
-    hidden, _ = self._decode(input_ids, positions, mask)
-    return self._logits(hidden)
-
-  def init_cache(self, batch: int, max_len: int) -> KVCache:
-    """An empty cache for `batch` rows of up to `max_len` tokens (prompt + completion)."""
-    shape = (batch, max_len, self.config.num_kv_heads, self.config.head_dim)
-    zeros = tuple(jnp.zeros(shape, self.dtype) for _ in range(self.config.num_layers))
-    return KVCache(keys=zeros, values=zeros, key_mask=jnp.zeros((batch, max_len), bool),
-                   index=jnp.zeros((), jnp.int32))
-
-  def forward_cached(self, input_ids: jax.Array, input_mask: jax.Array,
-                     cache: KVCache) -> tuple[jax.Array, KVCache]:
-    """Runs input_ids [batch, seq] after what `cache` holds (prefill or one decode step).
-
-    input_mask [batch, seq] marks real tokens (left padding in a prefill). Returns logits
-    [batch, seq, vocab] and the cache with these tokens written at slots index..index+seq.
-    """
-    input_mask = input_mask.astype(bool)
-    seq = input_ids.shape[1]
-    tokens_so_far = cache.key_mask.sum(axis=-1, dtype=jnp.int32)  # [batch]
-    positions = tokens_so_far[:, None] + jnp.maximum(jnp.cumsum(input_mask, axis=-1) - 1, 0)
-    key_mask = jax.lax.dynamic_update_slice(cache.key_mask, input_mask, (0, cache.index))
-    query_slots = cache.index + jnp.arange(seq)  # [seq]
-    causal = jnp.arange(cache.max_len)[None, :] <= query_slots[:, None]  # [seq, max_len]
-    mask = causal[None] & key_mask[:, None, :]  # [batch, seq, max_len]
-    kv = list(zip(cache.keys, cache.values))
-    hidden, kv = self._decode(input_ids, positions, mask, kv, cache.index)
-    new_cache = KVCache(keys=tuple(k for k, _ in kv), values=tuple(v for _, v in kv),
-                        key_mask=key_mask, index=cache.index + seq)
-    return self._logits(hidden), new_cache
-
-  def _decode(self, input_ids, positions, mask, cached_kv=None, write_index=0):
-    """Embeds and runs every block; returns final hidden [batch, seq, d_model] and per-block kv."""
     x = self.embed(input_ids)
     cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-    new_kv = []
-    for i, block in enumerate(self.layers):
-      x, kv = block(x, cos, sin, mask, None if cached_kv is None else cached_kv[i], write_index)
-      new_kv.append(kv)
-    return self.final_norm(x), new_kv
+    kv = []
+    for block in self.layers:
+      x, block_kv = block(x, cos, sin, mask)
+      kv.append(block_kv)
+    return self.final_norm(x), kv
 
   def _logits(self, hidden):
     if self.lm_head is None:

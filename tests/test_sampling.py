@@ -1,0 +1,260 @@
+"""jaxlayer.sampling.generate against transformers' generate and teacher-forced forwards.
+
+Compiling is most of this file's cost, so the tests share a few call shapes: the same prompt
+batch (same buckets), MAX_NEW tokens, and the Qwen2 model except for the parity tests.
+"""
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+from flax import nnx
+
+from jaxlayer import models, sampling
+
+MAX_NEW = 16
+PROMPT_LENGTHS = [7, 3, 11, 1]  # left-padded to the bucket of 11 (12) inside generate
+
+
+@pytest.fixture(scope="module")
+def prompts():
+  rng = np.random.RandomState(0)
+  return [rng.randint(0, 300, n).tolist() for n in PROMPT_LENGTHS]
+
+
+@pytest.fixture(scope="module")
+def qwen2(tiny_qwen2_dir):
+  return models.from_pretrained(tiny_qwen2_dir)[0]
+
+
+def _hf_greedy(hf_model, prompt, eos_token_id=None) -> np.ndarray:
+  with torch.no_grad():
+    out = hf_model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=MAX_NEW,
+                            eos_token_id=eos_token_id, pad_token_id=0)
+  return out[0, len(prompt):].numpy()
+
+
+@nnx.jit
+def _forward(model, ids, mask):
+  return model(ids, mask)
+
+
+def _teacher_forced_logits(model, out, prompts) -> np.ndarray:
+  """Logits [rows, MAX_NEW, vocab] for each sampled token given its prompt and the tokens before.
+
+  One left-padded forward over prompt + completion per row (jaxlayer's own model(ids, mask)).
+  """
+  width = max(len(p) for p in prompts)
+  ids = np.zeros((len(out.tokens), width + MAX_NEW), np.int32)
+  mask = np.zeros(ids.shape, bool)
+  for row, prompt_index in enumerate(out.prompt_index):
+    prompt = prompts[prompt_index]
+    ids[row, width - len(prompt):] = [*prompt, *out.tokens[row]]
+    mask[row, width - len(prompt):] = True
+  return np.asarray(_forward(model, ids, mask))[:, width - 1:-1]
+
+
+def _logprobs_of(logits, tokens, temperature=1.0) -> np.ndarray:
+  logprobs = jax.nn.log_softmax(logits / temperature, axis=-1)
+  return np.take_along_axis(np.asarray(logprobs), tokens[..., None], -1)[..., 0]
+
+
+@pytest.mark.parametrize("model_dir", ["tiny_qwen2_dir", "tiny_qwen3_dir"])
+def test_greedy_equals_transformers_and_eos_stops(model_dir, prompts, request):
+  model_dir = request.getfixturevalue(model_dir)
+  model, _ = models.from_pretrained(model_dir)
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+  references = [_hf_greedy(hf_model, p) for p in prompts]
+  out = sampling.generate(model, prompts, max_new_tokens=MAX_NEW, temperature=0,
+                          eos_token_ids=[], seed=0)
+  np.testing.assert_array_equal(out.tokens, np.stack(references))
+  assert out.mask.all() and out.finish_reasons == ["length"] * len(prompts)
+  assert out.tokens.dtype == np.int32 and out.logprobs.dtype == np.float32
+  expected = _logprobs_of(_teacher_forced_logits(model, out, prompts), out.tokens)
+  np.testing.assert_allclose(out.logprobs, expected, atol=1e-4)  # greedy: untempered softmax
+
+  # An EOS token that row 0 produces at step 5 (and maybe other rows elsewhere) stops there.
+  eos = int(references[0][5])
+  hf_with_eos = [_hf_greedy(hf_model, p, eos_token_id=eos) for p in prompts]
+  out = sampling.generate(model, prompts, max_new_tokens=MAX_NEW, temperature=0,
+                          eos_token_ids=[eos], seed=0, pad_token_id=0)
+  for row, reference in enumerate(hf_with_eos):
+    stops = np.flatnonzero(references[row] == eos)
+    length = stops[0] + 1 if len(stops) else MAX_NEW
+    assert out.lengths[row] == length == len(reference)
+    np.testing.assert_array_equal(out.tokens[row, :length], reference[:length])
+    assert (out.tokens[row, length:] == 0).all() and (out.logprobs[row, length:] == 0).all()
+    assert out.mask[row].tolist() == [True] * length + [False] * (MAX_NEW - length)
+    assert out.finish_reasons[row] == ("eos" if len(stops) else "length")
+  assert out.lengths[0] <= 6 and out.finish_reasons[0] == "eos"
+
+
+def _sample(model, prompts, **kwargs):
+  args = dict(max_new_tokens=MAX_NEW, num_samples=2, temperature=1.0, eos_token_ids=[], seed=0)
+  return sampling.generate(model, prompts, **(args | kwargs))
+
+
+def test_logprobs_equal_teacher_forced_forward(qwen2, prompts, tiny_qwen2_dir):
+  out = _sample(qwen2, prompts, temperature=0.7, eos_token_ids=[7, 11, 13])
+  assert out.prompt_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+  expected = _logprobs_of(_teacher_forced_logits(qwen2, out, prompts), out.tokens, 0.7)
+  np.testing.assert_allclose(out.logprobs, np.where(out.mask, expected, 0.0), atol=1e-4)
+  assert not out.mask.all()  # some rows stopped at an EOS token
+
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir).eval()
+  for row, prompt_index in enumerate(out.prompt_index):  # and under transformers' forward
+    prompt, n = prompts[prompt_index], out.lengths[row]
+    completion = torch.tensor(out.tokens[row, :n])
+    with torch.no_grad():
+      logits = hf_model(torch.cat([torch.tensor(prompt), completion])[None]).logits[0]
+    hf_logprobs = torch.log_softmax(logits[len(prompt) - 1:-1] / 0.7, -1)[torch.arange(n), completion]
+    np.testing.assert_allclose(out.logprobs[row, :n], hf_logprobs.numpy(), atol=1e-4)
+
+
+def test_same_seed_same_samples(qwen2, prompts):
+  first, again, other = (_sample(qwen2, prompts, seed=s) for s in (3, 3, 4))
+  np.testing.assert_array_equal(first.tokens, again.tokens)
+  np.testing.assert_array_equal(first.logprobs, again.logprobs)
+  assert (first.tokens != other.tokens).mean() > 0.5  # ~300 near-equally likely tokens
+  assert (first.tokens[0::2] != first.tokens[1::2]).mean() > 0.5  # the 2 samples differ
+
+
+@pytest.mark.parametrize("cut", [dict(top_k=3), dict(top_p=0.1)])
+def test_top_k_and_top_p_never_leave_the_allowed_set(qwen2, prompts, cut):
+  out = _sample(qwen2, prompts, **cut)
+  logits = _teacher_forced_logits(qwen2, out, prompts).astype(np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)  # [rows, MAX_NEW, vocab]
+  chosen = np.take_along_axis(probs, out.tokens[..., None], -1)  # [rows, MAX_NEW, 1]
+  above = np.where(probs > chosen, probs, 0.0)  # the tokens ranked above each sample
+  ordered = np.sort(probs, -1)[..., ::-1]
+  if "top_k" in cut:
+    assert ((probs > chosen).sum(-1) < cut["top_k"]).all()
+    kept = ordered[..., :cut["top_k"]].sum(-1)
+  else:
+    assert (above.sum(-1) < cut["top_p"] + 1e-6).all()
+    kept = np.where(np.cumsum(ordered, -1) - ordered < cut["top_p"], ordered, 0).sum(-1)
+  # The log-prob is that of the renormalised, cut distribution.
+  np.testing.assert_allclose(out.logprobs, np.log(chosen[..., 0] / kept), atol=1e-4)
+  assert (above.sum(-1) > 0).mean() > 0.3  # it samples, not only the argmax
+
+
+def test_low_temperature_tends_to_greedy(qwen2, prompts):
+  greedy = sampling.generate(qwen2, prompts, max_new_tokens=MAX_NEW, temperature=0,
+                             eos_token_ids=[], seed=0)
+  hot, cold = (_sample(qwen2, prompts, temperature=t) for t in (1.0, 1e-4))
+  repeated_greedy = np.repeat(greedy.tokens, 2, axis=0)
+  assert (hot.tokens != repeated_greedy).mean() > 0.5
+  np.testing.assert_array_equal(cold.tokens, repeated_greedy)
+
+
+def test_sampled_eos_stops_masks_and_all_finished_stops_the_loop(qwen2, prompts):
+  eos = list(range(0, 300, 10))  # ~10% of the vocabulary
+  out = _sample(qwen2, prompts, eos_token_ids=eos, pad_token_id=299)
+  is_eos = np.isin(out.tokens, eos)
+  for row in range(len(out.tokens)):
+    n = out.lengths[row]
+    stops = np.flatnonzero(is_eos[row])
+    assert out.finish_reasons[row] == ("eos" if len(stops) else "length")
+    assert n == (stops[0] + 1 if len(stops) else MAX_NEW)
+    assert (out.tokens[row, n:] == 299).all() and (out.logprobs[row, n:] == 0).all()
+    assert (out.logprobs[row, :n] < 0).all() and out.mask[row].sum() == n
+  assert "eos" in out.finish_reasons and "length" in out.finish_reasons
+
+  # When every sequence has stopped the decode loop stops too.
+  greedy = sampling.generate(qwen2, prompts, max_new_tokens=MAX_NEW, temperature=0,
+                             eos_token_ids=[], seed=0)
+  assert greedy.steps == MAX_NEW
+  first_tokens = sorted(set(greedy.tokens[:, 0].tolist()))
+  stopped = sampling.generate(qwen2, prompts, max_new_tokens=MAX_NEW, temperature=0,
+                              eos_token_ids=first_tokens, seed=0)
+  assert stopped.steps == 1 and stopped.lengths.tolist() == [1] * len(prompts)
+
+
+def _spy_on_prefill(monkeypatch):
+  """Records each prefill's prompt-id shape and the cache it returned."""
+  calls = []
+  real = sampling._prefill
+
+  def recording(graphdef, state, ids, *args, **kwargs):
+    logits, cache = real(graphdef, state, ids, *args, **kwargs)
+    calls.append((ids.shape, cache))
+    return logits, cache
+
+  monkeypatch.setattr(sampling, "_prefill", recording)
+  return calls
+
+
+def test_group_sampling_prefills_each_prompt_once(qwen2, prompts, monkeypatch):
+  calls = _spy_on_prefill(monkeypatch)
+  grouped = _sample(qwen2, prompts[:2] * 2, num_samples=4)
+  assert calls[0][0][0] == 4  # 4 prompt rows prefilled for 16 samples
+  # The same as sampling each prompt copy on its own row (row r has the same random stream).
+  separate = _sample(qwen2, [p for p in prompts[:2] * 2 for _ in range(4)], num_samples=1)
+  assert calls[1][0][0] == 16
+  np.testing.assert_array_equal(grouped.tokens, separate.tokens)
+  np.testing.assert_allclose(grouped.logprobs, separate.logprobs, atol=1e-5)
+  assert grouped.prompt_index.tolist() == np.repeat(np.arange(4), 4).tolist()
+
+
+def test_cache_buffers_are_donated_to_the_decode_loop(qwen2, prompts, monkeypatch):
+  calls = _spy_on_prefill(monkeypatch)
+  _sample(qwen2, prompts)
+  cache = calls[0][1]
+  buffers = [*cache.keys, *cache.values]
+  assert buffers and all(b.is_deleted() for b in buffers)
+
+
+def test_same_bucket_batch_does_not_recompile(qwen2):
+  def compiled():
+    return sampling._prefill._cache_size() + sampling._decode._cache_size()
+
+  rng = np.random.RandomState(1)
+  batch = lambda lengths: [rng.randint(0, 300, n).tolist() for n in lengths]  # noqa: E731
+  before = compiled()
+  # max_new_tokens=5 appears nowhere else in this file: the first call must compile.
+  sampling.generate(qwen2, batch([9, 4, 6]), max_new_tokens=5, eos_token_ids=[], seed=0)
+  assert compiled() == before + 2
+  assert sampling.bucket(9) == sampling.bucket(10) == 10
+  sampling.generate(qwen2, batch([10, 2, 7]), max_new_tokens=5, eos_token_ids=[1], seed=5,
+                    temperature=0.5)
+  assert compiled() == before + 2
+
+
+def test_bucket_sizes():
+  assert [sampling.bucket(n) for n in (1, 7, 8, 9, 11, 16, 17, 33, 100, 256, 257)] == [
+      1, 7, 8, 10, 12, 16, 20, 40, 112, 256, 320]
+  assert sampling.bucket(3, multiple=4) == 4 and sampling.bucket(9, multiple=4) == 12
+  assert all(n <= sampling.bucket(n) <= 1.25 * n for n in range(1, 2000))
+
+
+def test_sharded_model_and_batch_equal_single_device(tiny_qwen2_dir, qwen2, prompts):
+  mesh = models.make_mesh(data=2, fsdp=2, tensor=2)
+  sharded, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
+  expected = _sample(qwen2, prompts)
+  got = _sample(sharded, prompts[:3])  # 3 prompts: padded to 4, the batch shards of this mesh
+  np.testing.assert_array_equal(got.tokens, expected.tokens[:6])  # row r: the same random stream
+  np.testing.assert_allclose(got.logprobs, expected.logprobs[:6], atol=1e-5)
+
+
+@pytest.mark.parametrize("prompt_list,kwargs,error", [
+    ([], {}, "prompts is empty"),
+    ([[1, 2], []], {}, r"prompts\[1\] is empty"),
+    ([1, 2, 3], {}, r"single token id.*\[ids\]"),
+    ("the fox", {}, "tokenize"),
+    ([[1, 300]], {}, "token id 300 outside"),
+    ([[1] * 250], dict(max_new_tokens=7), "257 positions.*max_position_embeddings=256"),
+    ([[1]], dict(num_samples=0), "num_samples must be an integer >= 1"),
+    ([[1]], dict(max_new_tokens=0), "max_new_tokens must be an integer >= 1"),
+    ([[1]], dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+    ([[1]], dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+    ([[1]], dict(top_k=-1), "top_k must be an integer >= 0"),
+    ([[1]], dict(temperature=-0.5), "temperature must be a finite number >= 0"),
+    ([[1]], dict(eos_token_ids=5), r"pass \[5\]"),
+    ([[1]], dict(eos_token_ids=[400]), "eos_token_ids contains 400"),
+])
+def test_bad_input_is_a_clear_error(qwen2, prompt_list, kwargs, error):
+  args = dict(max_new_tokens=4, eos_token_ids=[], seed=0) | kwargs
+  with pytest.raises((ValueError, TypeError), match=error):
+    sampling.generate(qwen2, prompt_list, **args)
