@@ -9,7 +9,7 @@ import sys
 USAGE = """usage: jaxlayer <command> [options]
 
 commands:
-  generate   greedy completion of a prompt with a Hugging Face checkpoint
+  generate   complete prompts (greedy or sampled) with a Hugging Face checkpoint
   train      layer-selective RL (GRPO / Dr. GRPO / DAPO) from a config; resumes its run_dir
   export     merge a run's trained blocks into its base model: a Hugging Face checkpoint
   eval       pass@1 (greedy) and mean@k of a model or a training run on the test split -> eval.json
@@ -39,25 +39,86 @@ def load_config(argv: list[str], prog: str):
 
 def _generate(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(prog="jaxlayer generate", description=(
-      "Greedy completion of --prompt with the checkpoint in --model."))
+      "Complete prompts with the checkpoint in --model (jaxlayer.sampling.generate). One "
+      "completion prints as plain text; several print under a '### prompt i, sample j' header."))
   parser.add_argument("--model", required=True, help="model directory or Hugging Face hub id")
-  parser.add_argument("--prompt", required=True, help="text to complete")
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--prompt", action="append", help="text to complete (repeat for several)")
+  source.add_argument("--prompts-file", metavar="FILE", help=(
+      "prompts to complete: a text file with one prompt per line (blank lines skipped), or a "
+      ".jsonl file with one JSON object per line holding a \"prompt\" string"))
+  parser.add_argument("--num-samples", type=int, default=1, help="completions per prompt")
+  parser.add_argument("--temperature", type=float, default=None, help=(
+      "0 = greedy; default: 0 for one sample, 1.0 with --num-samples > 1"))
+  parser.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: off)")
+  parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
   parser.add_argument("--max-new-tokens", type=int, default=32)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = parser.parse_args(argv)
+  if args.batch_size < 1:
+    parser.error(f"--batch-size must be >= 1, got {args.batch_size}.")
+  prompts = args.prompt if args.prompts_file is None else _read_prompts(args.prompts_file, parser)
+  temperature = args.temperature
+  if temperature is None:
+    temperature = 0.0 if args.num_samples == 1 else 1.0
+
+  from pathlib import Path
+
+  from tqdm import tqdm
 
   from jaxlayer import models, sampling
+  from jaxlayer.rl.train import _stop_token_ids
 
-  model, _ = models.from_pretrained(args.model, dtype=args.dtype)
+  model, config = models.from_pretrained(args.model, dtype=args.dtype)
   tokenizer = models.load_tokenizer(args.model)
-  prompt_ids = tokenizer(args.prompt)["input_ids"]
-  completion = sampling.greedy_generate(model, prompt_ids, max_new_tokens=args.max_new_tokens,
-                                        eos_token_ids=_eos_ids(tokenizer))
-  print(args.prompt + tokenizer.decode(completion))
+  eos_token_ids = _stop_token_ids(Path(config.source_dir), tokenizer)
+  single = len(prompts) == 1 and args.num_samples == 1
+  starts = range(0, len(prompts), args.batch_size)
+  for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) == 1):
+    batch = prompts[start:start + args.batch_size]
+    try:
+      out = sampling.generate(
+          model, [tokenizer(p)["input_ids"] for p in batch], max_new_tokens=args.max_new_tokens,
+          num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
+          top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed + start)
+    except (ValueError, TypeError) as err:
+      raise SystemExit(f"jaxlayer generate: {err}") from None
+    for row, (index, length) in enumerate(zip(out.prompt_index, out.lengths)):
+      text = batch[index] + tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
+      if single:
+        print(text)
+      else:
+        print(f"### prompt {start + index + 1}, sample {row % args.num_samples + 1} "
+              f"({out.finish_reasons[row]}, {length} tokens)\n{text}\n", flush=True)
 
 
-def _eos_ids(tokenizer) -> list[int]:
-  return [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+def _read_prompts(path: str, parser: argparse.ArgumentParser) -> list[str]:
+  """Prompts from a text file (one per non-blank line) or a .jsonl file ({"prompt": ...})."""
+  import json
+
+  try:
+    lines = open(path, encoding="utf-8").read().splitlines()
+  except OSError as err:
+    parser.error(f"cannot read --prompts-file: {err}")
+  if not path.endswith(".jsonl"):
+    prompts = [line for line in lines if line.strip()]
+  else:
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as err:
+        parser.error(f"{path} line {number} is not JSON ({err}).")
+      if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+        parser.error(f'{path} line {number} needs a "prompt" string, e.g. {{"prompt": "2+2="}}.')
+      prompts.append(record["prompt"])
+  if not prompts:
+    parser.error(f"{path} holds no prompts.")
+  return prompts
 
 
 def _sweep(argv: list[str]) -> None:

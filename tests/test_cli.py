@@ -1,5 +1,7 @@
 """The `jaxlayer` command line."""
 
+import json
+
 import pytest
 import torch
 import transformers
@@ -19,7 +21,43 @@ def test_generate_prints_transformers_greedy_completion(tiny_qwen2_dir, capsys):
   with torch.no_grad():
     out = hf_model.generate(ids, do_sample=False, max_new_tokens=12,
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
-  assert printed == prompt + tokenizer.decode(out[0, ids.shape[1]:])
+  assert printed == prompt + tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsys, suffix):
+  prompts = ["the lazy dog", "brown fox 12", "over the"]
+  path = tmp_path / f"prompts{suffix}"
+  lines = [json.dumps({"prompt": p}) for p in prompts] if suffix == ".jsonl" else prompts
+  path.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")  # a blank line is skipped
+  argv = ["generate", "--model", str(tiny_qwen2_dir), "--prompts-file", str(path),
+          "--num-samples", "2", "--top-p", "0.9", "--max-new-tokens", "6", "--seed", "4"]
+  cli.main(argv)
+  printed = capsys.readouterr().out
+  blocks = printed.strip().split("\n\n")
+  assert len(blocks) == 6
+  for i, block in enumerate(blocks):
+    header, text = block.split("\n", 1)
+    assert header.startswith(f"### prompt {i // 2 + 1}, sample {i % 2 + 1} (")
+    assert text.startswith(prompts[i // 2])
+  assert len({b.split("\n", 1)[1] for b in blocks}) > 3  # sampled at temperature 1 by default
+  cli.main(argv)
+  assert capsys.readouterr().out == printed  # the same seed prints the same samples
+
+
+def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
+  model = ["generate", "--model", str(tiny_qwen2_dir)]
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"prompt": "ok"}\n{"text": "no prompt key"}\n')
+  for file, message in [(bad, 'line 2 needs a "prompt" string'),
+                        (tmp_path / "missing.txt", "cannot read --prompts-file")]:
+    with pytest.raises(SystemExit):
+      cli.main(model + ["--prompts-file", str(file)])
+    assert message in capsys.readouterr().err
+  with pytest.raises(SystemExit, match=r"top_p must be in \(0, 1\]"):
+    cli.main(model + ["--prompt", "the", "--top-p", "1.5"])
+  with pytest.raises(SystemExit, match="num_samples must be an integer >= 1"):
+    cli.main(model + ["--prompt", "the", "--num-samples", "0"])
 
 
 def test_unknown_command_names_the_choices():
