@@ -59,6 +59,19 @@ def test_aggregations_by_hand(aggregation, expected):
   assert float(metrics["clip_fraction_low"]) == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("aggregation", sorted(losses.AGGREGATIONS))
+def test_micro_batches_with_the_batch_normaliser_sum_to_the_batch_loss(aggregation):
+  rng = np.random.default_rng(2)
+  values = rng.normal(size=(6, 4))
+  mask = (np.arange(4)[None] < np.array([4, 1, 3, 0, 2, 4])[:, None]).astype(np.float32)
+  whole = losses.aggregate(aggregation, values, mask, 5)
+  normaliser = losses.normaliser(losses.LossConfig(aggregation=aggregation,
+                                                   max_response_length=5), mask)
+  parts = [losses.aggregate(aggregation, values[rows], mask[rows], 5, normaliser)
+           for rows in ([0, 2, 4], [1, 3, 5])]
+  assert float(sum(parts)) == pytest.approx(float(whole), rel=1e-6)
+
+
 def test_k3_kl_by_hand_and_in_the_loss():
   ref = LOGPS + np.log(2.0)  # ref / pi = 2 on every token: k3 = 2 - ln 2 - 1
   kl = losses.k3_kl(LOGPS, ref)

@@ -122,24 +122,28 @@ def test_response_logprobs_match_the_samplers(tiny_qwen2_dir):
   np.testing.assert_allclose(np.where(out.mask, logps, 0.0), out.logprobs, atol=2e-5)
 
 
-@pytest.mark.parametrize("layers", ["layers.1"])
-def test_sharded_update_equals_single_device(tiny_qwen2_dir, layers):
-  """Data parallel x fsdp on 8 CPU devices gives the one-device update (to rounding)."""
+def test_sharded_update_equals_single_device(tiny_qwen2_dir):
+  """Data parallel x fsdp on 8 CPU devices, the gradient accumulated over 2 micro-batches of
+  8 rows, gives the one-device, one-pass update (to rounding)."""
   assert len(jax.devices()) == 8
   results = []
-  for mesh in (models.make_mesh(1, 1, 1, devices=jax.devices()[:1]), models.make_mesh(4, 2, 1)):
-    split, params, tx = _trainer_parts(tiny_qwen2_dir, layers, mesh=mesh, lr=1e-3)
+  for mesh, micro_batches in ((models.make_mesh(1, 1, 1, devices=jax.devices()[:1]), 1),
+                              (models.make_mesh(4, 2, 1), 2)):
+    split, params, tx = _trainer_parts(tiny_qwen2_dir, "layers.1", mesh=mesh, lr=1e-3)
     opt_state, opt_shardings = step.init_optimizer(tx, params, mesh)
-    update = step.make_update_step(split, tx, LOSS, 1.0,
+    update = step.make_update_step(split, tx, LOSS, 1.0, micro_batches=micro_batches,
                                    param_shardings={k: v.sharding for k, v in params.items()},
                                    opt_shardings=opt_shardings)
     for seed in range(2):
       batch = {k: jax.device_put(v, models.batch_sharding(mesh, v.ndim))
-               for k, v in _batch(300, seed=seed).items()}
+               for k, v in _batch(300, rows=16, seed=seed).items()}
       params, opt_state, metrics = update(params, opt_state, split.frozen, batch)
     results.append(({k: np.asarray(v) for k, v in params.items()}, metrics))
   (single, single_metrics), (sharded, sharded_metrics) = results
   assert sharded["layers.1.mlp.up_proj.kernel"].shape == single["layers.1.mlp.up_proj.kernel"].shape
+  # Adam moves every entry by about the learning rate (1e-3) whatever its gradient's size, so
+  # rounding in a near-zero gradient entry shows at that scale: compare at 2% of a step.
   for k in single:
-    np.testing.assert_allclose(sharded[k], single[k], rtol=1e-5, atol=1e-6)
-  assert float(sharded_metrics["loss"]) == pytest.approx(float(single_metrics["loss"]), rel=1e-5)
+    np.testing.assert_allclose(sharded[k], single[k], rtol=0, atol=2e-5)
+  for name in ("loss", "grad_norm", "entropy"):
+    assert float(sharded_metrics[name]) == pytest.approx(float(single_metrics[name]), rel=1e-5)

@@ -23,7 +23,8 @@ def compile_cache(tmp_path_factory):
 
 
 def small_config(model_dir, run_dir, compile_cache, **train_overrides):
-  """4 steps of 16 responses (4 prompts x 4), 2 PPO epochs x 2 mini-batches, KL on."""
+  """4 steps of 16 responses (4 prompts x 4), 2 PPO epochs x 2 mini-batches of 2 micro-batches,
+  KL on."""
   cfg = default_config()
   cfg.model.path, cfg.run_dir = str(model_dir), str(run_dir)
   cfg.compilation_cache_dir = compile_cache
@@ -31,7 +32,7 @@ def small_config(model_dir, run_dir, compile_cache, **train_overrides):
   cfg.task.options.update(max_value=9, operators="+", num_train=64, num_test=8,
                           reward_weights={"correct": 1.0, "format": 0.5})
   cfg.train.update(layers="layers.1", steps=4, learning_rate=1e-2, group_size=4, batch_size=16,
-                   mini_batch_size=8, ppo_epochs=2, kl_beta=0.01)
+                   mini_batch_size=8, micro_batch_size=4, ppo_epochs=2, kl_beta=0.01)
   cfg.train.update(train_overrides)
   cfg.rollout.update(max_new_tokens=3, max_prompt_tokens=16)
   cfg.mesh.num_devices = 1
@@ -44,7 +45,7 @@ def learning_config(model_dir, run_dir, compile_cache):
   """12 steps of 128 responses (16 prompts x 8), 2 new tokens, every parameter, high rate."""
   cfg = small_config(model_dir, run_dir, compile_cache, layers="all", steps=12,
                      learning_rate=3e-2, group_size=8, batch_size=128, mini_batch_size=None,
-                     ppo_epochs=1, kl_beta=0.0)
+                     micro_batch_size=None, ppo_epochs=1, kl_beta=0.0)
   cfg.task.options.update(num_train=200)
   cfg.rollout.max_new_tokens = 2
   cfg.checkpoint.every = 12
@@ -239,7 +240,9 @@ def test_metrics_files(uninterrupted):
     ({"train.batch_size": 18}, r"batch_size=18 responses do not split into groups of "
      r"train.group_size=4"),
     ({"train.mini_batch_size": 5}, r"mini_batch_size=5 must divide train.batch_size=16"),
-    ({"mesh.num_devices": 0, "mesh.fsdp": -1, "train.batch_size": 12, "train.mini_batch_size": 12},
+    ({"train.micro_batch_size": 3}, r"micro_batch_size=3 must divide the update batch of 8"),
+    ({"mesh.num_devices": 0, "mesh.fsdp": -1, "train.batch_size": 12,
+      "train.mini_batch_size": 12, "train.micro_batch_size": None},
      r"12 responses .* does not split over the mesh's 8 data x fsdp shards"),
     ({"task.name": "arithmetc"}, r"Unknown task.name 'arithmetc'"),
     ({"rollout.temperature": 0.0}, r"temperature > 0"),

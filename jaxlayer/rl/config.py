@@ -54,6 +54,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.group_size = 8  # responses per prompt (G >= 2)
   config.train.batch_size = 64  # responses per RL step (a multiple of group_size)
   config.train.mini_batch_size = config_dict.placeholder(int)  # responses per update (batch)
+  # Responses per forward / backward pass: an update accumulates the gradient over
+  # mini_batch_size / micro_batch_size passes (None: one pass). Bounds activation memory only.
+  config.train.micro_batch_size = config_dict.placeholder(int)
   config.train.ppo_epochs = 1  # passes over the rollout batch per RL step
   config.train.advantage_eps = 1e-6  # added to the group std (GRPO)
   config.train.dynamic_sampling_max_rounds = 4  # rollout rounds to fill a DAPO batch

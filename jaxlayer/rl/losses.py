@@ -2,9 +2,9 @@
 
 Per token t of response i:  l = -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) + beta KL,
 r = exp(logp - logp_old), KL = exp(ref - logp) - (ref - logp) - 1 (the k3 estimator).
-An aggregation turns the per-token values [batch, response] into one scalar; adding one is
-one function and one line in `AGGREGATIONS`. Masks are float weights: 1 on response tokens,
-0 on padding and on responses that are filtered out.
+An aggregation turns the per-token values [batch, response] into one scalar, as token weights
+and a normaliser; adding one is one function and one line in `AGGREGATIONS`. Masks are float
+weights: 1 on response tokens, 0 on padding and on responses that are filtered out.
 """
 
 from __future__ import annotations
@@ -41,32 +41,53 @@ def clipped_surrogate(logps, old_logps, advantages, clip_eps_low: float, clip_ep
   return -jnp.minimum(ratio * advantages, clipped * advantages), ratio
 
 
-def sequence_mean_token_mean(values, mask, max_response_length):
+def _responses(mask):
+  return (mask.sum(axis=-1) > 0).sum().astype(jnp.float32)  # responses with a loss token
+
+
+def sequence_mean_token_mean(mask, max_response_length):
   """Mean over each response's tokens, then over responses (GRPO; TRL loss_type='grpo')."""
   del max_response_length
-  tokens = mask.sum(axis=-1)  # [batch]
-  per_response = (values * mask).sum(axis=-1) / jnp.maximum(tokens, 1.0)
-  present = (tokens > 0).astype(values.dtype)
-  return (per_response * present).sum() / jnp.maximum(present.sum(), 1.0)
+  return mask / jnp.maximum(mask.sum(axis=-1, keepdims=True), 1.0), _responses(mask)
 
 
-def token_mean(values, mask, max_response_length):
+def token_mean(mask, max_response_length):
   """Mean over every response token of the batch (DAPO; TRL loss_type='dapo' / 'bnpo')."""
   del max_response_length
-  return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+  return mask, mask.sum()
 
 
-def sequence_mean_token_sum_norm(values, mask, max_response_length):
+def sequence_mean_token_sum_norm(mask, max_response_length):
   """Sum over tokens / max response length, mean over responses (Dr. GRPO; TRL 'dr_grpo')."""
-  responses = (mask.sum(axis=-1) > 0).sum()
-  return (values * mask).sum() / (jnp.maximum(responses, 1) * max_response_length)
+  return mask, _responses(mask) * max_response_length
 
 
-AGGREGATIONS: dict[str, Callable[[jax.Array, jax.Array, int], jax.Array]] = {
+# name -> f(mask [batch, response], max_response_length) -> (token weights [batch, response],
+# normaliser): loss = sum(values * weights) / normaliser. Weights only depend on a token's own
+# response, so a batch split into micro-batches sums to the same loss with the whole batch's
+# normaliser.
+AGGREGATIONS: dict[str, Callable[[jax.Array, int], tuple[jax.Array, jax.Array]]] = {
     "sequence-mean-token-mean": sequence_mean_token_mean,
     "token-mean": token_mean,
     "sequence-mean-token-sum-norm": sequence_mean_token_sum_norm,
 }
+
+
+def masked_mean(values, mask):
+  """Mean of values [batch, response] over the tokens where mask is 1 (0 when there are none)."""
+  return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def aggregate(name: str, values, mask, max_response_length: int, normaliser=None):
+  """values [batch, response] -> scalar by the aggregation `name`; `normaliser` replaces the
+  batch's own (pass the whole batch's when `values` is one micro-batch of it)."""
+  weights, own = AGGREGATIONS[name](mask, max_response_length)
+  return (values * weights).sum() / jnp.maximum(own if normaliser is None else normaliser, 1.0)
+
+
+def normaliser(cfg: "LossConfig", mask) -> jax.Array:
+  """The aggregation's denominator for a whole batch (mask [batch, response])."""
+  return AGGREGATIONS[cfg.aggregation](mask.astype(jnp.float32), cfg.max_response_length)[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +114,12 @@ class LossConfig:
 
 
 def policy_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array, mask: jax.Array,
-                ref_logps: jax.Array | None, cfg: LossConfig) -> tuple[jax.Array, dict]:
-  """All inputs [batch, response]; returns the scalar loss and token-mean diagnostics."""
+                ref_logps: jax.Array | None, cfg: LossConfig,
+                normaliser: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """All inputs [batch, response]; returns the scalar loss and token-mean diagnostics.
+
+  normaliser: the aggregation's denominator of the whole batch when this is a micro-batch.
+  """
   mask = mask.astype(jnp.float32)
   per_token, ratio = clipped_surrogate(logps, old_logps, advantages, cfg.clip_eps_low,
                                        cfg.clip_eps_high)
@@ -104,12 +129,11 @@ def policy_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array, m
       raise ValueError("kl_beta > 0 needs the reference log-probs.")
     kl = k3_kl(logps, ref_logps)
     per_token = per_token + cfg.kl_beta * kl
-    metrics["kl"] = token_mean(kl, mask, 1)
-  aggregate = AGGREGATIONS[cfg.aggregation]
-  loss = aggregate(per_token, mask, cfg.max_response_length)
+    metrics["kl"] = masked_mean(kl, mask)
+  loss = aggregate(cfg.aggregation, per_token, mask, cfg.max_response_length, normaliser)
   low = (ratio < 1.0 - cfg.clip_eps_low) & (advantages < 0)
   high = (ratio > 1.0 + cfg.clip_eps_high) & (advantages > 0)
-  metrics["clip_fraction_low"] = token_mean(low.astype(jnp.float32), mask, 1)
-  metrics["clip_fraction_high"] = token_mean(high.astype(jnp.float32), mask, 1)
-  metrics["ratio_mean"] = token_mean(ratio, mask, 1)
+  metrics["clip_fraction_low"] = masked_mean(low.astype(jnp.float32), mask)
+  metrics["clip_fraction_high"] = masked_mean(high.astype(jnp.float32), mask)
+  metrics["ratio_mean"] = masked_mean(ratio, mask)
   return loss, metrics

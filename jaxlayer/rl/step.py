@@ -94,29 +94,45 @@ def init_optimizer(tx: optax.GradientTransformation, params: dict[str, jax.Array
 
 
 def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
-                     loss_cfg: losses.LossConfig, temperature: float, *,
+                     loss_cfg: losses.LossConfig, temperature: float, *, micro_batches: int = 1,
                      param_shardings=None, opt_shardings=None):
   """jit: (trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics).
 
-  One optimizer update on one mini-batch; `trainable` and `opt_state` are donated and come
-  back with the given shardings (default: whatever the compiler picks).
+  One optimizer update on one mini-batch, whose gradient is accumulated over `micro_batches`
+  forward / backward passes (rows i, i + n, i + 2n, ... form micro-batch i, so each stays
+  spread over the data-parallel devices); the loss equals the whole mini-batch's. `trainable`
+  and `opt_state` are donated and come back with the given shardings (default: whatever the
+  compiler picks).
   """
 
-  def loss_fn(trainable, frozen, batch):
+  def loss_fn(trainable, frozen, batch, normaliser):
     logps, entropy = response_logprobs(split.merge(trainable, frozen), batch, temperature)
     loss, metrics = losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
                                        batch["response_mask"], batch.get("ref_logprobs"),
-                                       loss_cfg)
-    mask = batch["response_mask"]
-    metrics["entropy"] = losses.token_mean(jax.lax.stop_gradient(entropy), mask, 1)
+                                       loss_cfg, normaliser)
+    metrics["entropy"] = losses.masked_mean(jax.lax.stop_gradient(entropy),
+                                            batch["response_mask"])
     return loss, metrics
 
+  def accumulate(grads, micro_batch, trainable, frozen, normaliser):
+    (loss, metrics), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        trainable, frozen, micro_batch, normaliser)
+    tokens = micro_batch["response_mask"].sum()
+    return jax.tree.map(jnp.add, grads, micro_grads), (loss, metrics, tokens)
+
   def update(trainable, opt_state, frozen, batch):
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch)
+    normaliser = losses.normaliser(loss_cfg, batch["response_mask"])
+    micro = jax.tree.map(lambda x: jnp.swapaxes(
+        x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]), 0, 1), batch)
+    grads, (loss, metrics, tokens) = jax.lax.scan(
+        lambda g, mb: accumulate(g, mb, trainable, frozen, normaliser),
+        jax.tree.map(jnp.zeros_like, trainable), micro)
+    # Token-mean diagnostics of the micro-batches, weighted by their token counts.
+    metrics = {k: (v * tokens).sum() / jnp.maximum(tokens.sum(), 1.0) for k, v in metrics.items()}
     updates, opt_state = tx.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     finite = jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(trainable)]).all()
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+    metrics = dict(metrics, loss=loss.sum(), grad_norm=optax.tree.norm(grads),
                    params_finite=finite.astype(jnp.float32))
     return trainable, opt_state, metrics
 

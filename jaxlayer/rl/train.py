@@ -53,6 +53,7 @@ class TrainPlan:
   mesh: jax.sharding.Mesh
   prompts_per_step: int
   mini_batch_size: int
+  micro_batch_size: int
 
   @property
   def updates_per_step(self) -> int:
@@ -110,6 +111,10 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   mini_batch_size = train_cfg.mini_batch_size or batch_size
   _require(0 < mini_batch_size <= batch_size and batch_size % mini_batch_size == 0,
            f"train.mini_batch_size={mini_batch_size} must divide train.batch_size={batch_size}.")
+  micro_batch_size = train_cfg.micro_batch_size or mini_batch_size
+  _require(0 < micro_batch_size <= mini_batch_size and mini_batch_size % micro_batch_size == 0,
+           f"train.micro_batch_size={micro_batch_size} must divide the update batch of "
+           f"{mini_batch_size} responses (train.mini_batch_size, or train.batch_size).")
   devices = jax.devices()
   if config.mesh.num_devices:
     _require(0 < config.mesh.num_devices <= len(devices),
@@ -117,10 +122,10 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
     devices = devices[:config.mesh.num_devices]
   mesh = models.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  _require(mini_batch_size % shards == 0,
-           f"The update batch of {mini_batch_size} responses (train.mini_batch_size, or "
-           f"train.batch_size) does not split over the mesh's {shards} data x fsdp shards "
-           f"(mesh {dict(mesh.shape)}): make it a multiple of {shards}.")
+  _require(micro_batch_size % shards == 0,
+           f"The update batch of {micro_batch_size} responses (train.micro_batch_size, "
+           f"train.mini_batch_size or train.batch_size) does not split over the mesh's {shards} "
+           f"data x fsdp shards (mesh {dict(mesh.shape)}): make it a multiple of {shards}.")
   for key in ("steps", "ppo_epochs"):
     _require(train_cfg[key] >= 1, f"train.{key} must be >= 1, got {train_cfg[key]}.")
   _require(rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1.")
@@ -135,7 +140,8 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                            max_response_length=rollout.max_new_tokens)
   return TrainPlan(config=config, model_dir=model_dir, model_config=model_config,
                    selection=chosen, algorithm=algorithm, loss=loss, mesh=mesh,
-                   prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size)
+                   prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size,
+                   micro_batch_size=micro_batch_size)
 
 
 def _flat_config(config: ml_collections.ConfigDict | dict) -> dict:
@@ -256,6 +262,7 @@ class _Trainer:
     self.data_position = 0
     self.update = rl_step.make_update_step(
         self.split, self.tx, plan_.loss, cfg.rollout.temperature,
+        micro_batches=plan_.mini_batch_size // plan_.micro_batch_size,
         param_shardings={k: v.sharding for k, v in self.params.items()},
         opt_shardings=opt_shardings)
     self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature)
@@ -380,10 +387,11 @@ class _Trainer:
   def _updates(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
     size, mini = len(batch["input_ids"]), self.plan.mini_batch_size
     if self.ref_params is not None:
+      micro = self.plan.micro_batch_size
       batch["ref_logprobs"] = np.concatenate([
           np.asarray(self.logprobs(self.ref_params, self.split.frozen,
-                                   self._to_device({k: v[i:i + mini] for k, v in batch.items()})))
-          for i in range(0, size, mini)])
+                                   self._to_device({k: v[i:i + micro] for k, v in batch.items()})))
+          for i in range(0, size, micro)])
     history = []
     for epoch in range(self.cfg.train.ppo_epochs):
       order = (np.random.default_rng([self.cfg.seed, self.step, epoch]).permutation(size)
