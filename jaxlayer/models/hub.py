@@ -176,7 +176,10 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
     out_dir.mkdir(exist_ok=True)
     for stale in [out_dir / SINGLE_FILE, out_dir / INDEX_FILE, *out_dir.glob("model-*.safetensors")]:
       stale.unlink(missing_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
     for file in staging.iterdir():
+      file.chmod(0o666 & ~umask)  # staging files are private; the checkpoint is not
       os.replace(file, out_dir / file.name)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
