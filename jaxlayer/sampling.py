@@ -71,7 +71,8 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
   prompts = _check_prompts(prompts, cfg.vocab_size)
   eos = _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, top_p,
                     eos_token_ids, pad_token_id)
-  mesh = _parameter_mesh(model)
+  graphdef, state = nnx.split(model)
+  mesh = _parameter_mesh(state)
   shards = math.prod(mesh.shape[a] for a in BATCH_AXES) if mesh is not None else 1
   num_prompts = len(prompts)
   padded_prompts = bucket(num_prompts, shards)
@@ -90,7 +91,6 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
     ids, prompt_mask, live = (jax.device_put(x, batch_sharding(mesh, x.ndim))
                               for x in (ids, prompt_mask, live))
 
-  graphdef, state = nnx.split(model)
   first_logits, cache = _prefill(graphdef, state, ids, prompt_mask,
                                  rows=padded_prompts * num_samples, max_new=max_new_tokens,
                                  mesh=mesh)
@@ -188,12 +188,16 @@ def _choose(logits, row_keys, *, temperature, top_p, greedy, top_k, use_top_p):
     values, candidate_ids = scaled, None
   values = values - values.max(axis=-1, keepdims=True)
   weights = _blocks(jnp.exp(values))  # unnormalised probabilities [rows, blocks, BLOCK]
+  candidates = jnp.full(len(values), values.shape[-1])  # [rows]
   if use_top_p:  # keep the best tokens until they hold top_p of the mass (at least the best)
     block_mass = weights.sum(axis=-1)
     mass_before = (_cumsum(block_mass) - block_mass)[..., None] + _cumsum(weights) - weights
-    weights = jnp.where(mass_before < top_p * block_mass.sum(axis=-1)[:, None, None], weights, 0)
+    kept = mass_before < top_p * block_mass.sum(axis=-1)[:, None, None]
+    weights = jnp.where(kept, weights, 0.0)
+    candidates = kept.sum(axis=(1, 2))
   uniform = jax.vmap(jax.random.uniform)(row_keys)  # [rows]
   index, total = _inverse_cdf(weights, uniform)
+  index = jnp.minimum(index, candidates - 1)  # round-off never leaves the candidates
   logprob = _take(values, index) - jnp.log(total)
   token = index if candidate_ids is None else _take(candidate_ids, index)
   return token, logprob
@@ -215,23 +219,20 @@ def _cumsum(x):
 
 
 def _inverse_cdf(weights, uniform):
-  """Index i of weights [rows, blocks, BLOCK] (flattened) with probability weights_i / total.
+  """Index of weights [rows, blocks, BLOCK] (flattened) drawn with probability weight / total.
 
-  Walks the cumulative sums in two levels, blocks then one block's entries, so no prefix sum
-  over the whole vocabulary is needed. An entry of weight 0 is never chosen, round-off
-  included: each level takes the first entry whose cumulative sum exceeds the target, and the
-  target stays below the level's total. Returns the index [rows] and total [rows].
+  One uniform number per row: the first entry whose cumulative weight exceeds uniform * total.
+  The walk has two levels, blocks then the entries of one block, so no prefix sum over the
+  whole vocabulary is needed. Returns the index [rows] and total [rows].
   """
   block_mass = weights.sum(axis=-1)  # [rows, blocks]
   block_end = _cumsum(block_mass)
   total = block_end[:, -1]
-  target = jnp.minimum(uniform * total, jnp.nextafter(total, 0))
-  block = jnp.sum(block_end <= target[:, None], axis=-1)  # [rows]
-  within = jnp.take_along_axis(weights, block[:, None, None], axis=1)[:, 0]  # [rows, BLOCK]
-  within_end = _cumsum(within)
+  target = uniform * total
+  block = jnp.minimum(jnp.sum(block_end <= target[:, None], axis=-1), block_end.shape[1] - 1)
+  within_end = _cumsum(jnp.take_along_axis(weights, block[:, None, None], axis=1)[:, 0])
   target = target - (_take(block_end, block) - _take(block_mass, block))
-  target = jnp.clip(target, 0, jnp.nextafter(within_end[:, -1], 0))
-  offset = jnp.sum(within_end <= target[:, None], axis=-1)
+  offset = jnp.minimum(jnp.sum(within_end <= target[:, None], axis=-1), BLOCK - 1)
   return block * BLOCK + offset, total
 
 
@@ -240,9 +241,9 @@ def _take(x, index):
   return jnp.take_along_axis(x, index[:, None], axis=-1)[:, 0]
 
 
-def _parameter_mesh(model: Qwen) -> jax.sharding.Mesh | None:
+def _parameter_mesh(state: nnx.State) -> jax.sharding.Mesh | None:
   """The mesh the model's parameters are placed on, if they are split over several devices."""
-  leaf = jax.tree.leaves(nnx.state(model, nnx.Param))[0]
+  leaf = jax.tree.leaves(state)[0]
   sharding = getattr(leaf, "sharding", None)
   if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.size > 1:
     return sharding.mesh
