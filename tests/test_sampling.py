@@ -229,13 +229,19 @@ def test_bucket_sizes():
   assert all(n <= sampling.bucket(n) <= 1.25 * n for n in range(1, 2000))
 
 
-def test_sharded_model_and_batch_equal_single_device(tiny_qwen2_dir, qwen2, prompts):
+def test_sharded_model_and_batch_equal_single_device(tiny_qwen2_dir, qwen2, prompts, monkeypatch):
   mesh = models.make_mesh(data=2, fsdp=2, tensor=2)
   sharded, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
   expected = _sample(qwen2, prompts)
+  calls = _spy_on_prefill(monkeypatch)
   got = _sample(sharded, prompts[:3])  # 3 prompts: padded to 4, the batch shards of this mesh
   np.testing.assert_array_equal(got.tokens, expected.tokens[:6])  # row r: the same random stream
   np.testing.assert_allclose(got.logprobs, expected.logprobs[:6], atol=1e-5)
+  (ids_shape, cache), = calls
+  assert ids_shape[0] == 4
+  for buffer in (cache.prefix_keys[0], cache.values[0]):  # the cache is split over the batch
+    assert buffer.sharding.spec[0] == ("data", "fsdp")
+    assert buffer.sharding.shard_shape(buffer.shape)[0] == buffer.shape[0] // 4
 
 
 @pytest.mark.parametrize("prompt_list,kwargs,error", [
