@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
 import jax
@@ -100,15 +101,16 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
       np.int32(pad_token_id), np.float32(1.0 if greedy else temperature), np.float32(top_p),
       greedy=greedy, top_k=0 if top_k >= cfg.vocab_size else top_k, use_top_p=top_p < 1)
 
-  rows = num_prompts * num_samples
-  tokens, logprobs, lengths, hit_eos, steps = jax.device_get(
-      (tokens[:rows], logprobs[:rows], lengths[:rows], hit_eos[:rows], steps))
+  rows = num_prompts * num_samples  # the filler rows are dropped
+  tokens, logprobs, lengths, hit_eos, steps = (
+      np.asarray(x)[:rows] if np.ndim(x) else int(x)
+      for x in jax.device_get((tokens, logprobs, lengths, hit_eos, steps)))
   return SampleOutput(
-      tokens=np.asarray(tokens), logprobs=np.asarray(logprobs),
-      mask=np.arange(max_new_tokens)[None, :] < lengths[:, None], lengths=np.asarray(lengths),
+      tokens=tokens, logprobs=logprobs, lengths=lengths,
+      mask=np.arange(max_new_tokens)[None, :] < lengths[:, None],
       finish_reasons=["eos" if hit else "length" for hit in hit_eos],
       prompt_index=np.repeat(np.arange(num_prompts, dtype=np.int32), num_samples),
-      steps=int(steps))
+      steps=steps)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "rows", "max_new", "mesh"))
@@ -179,14 +181,13 @@ def _choose(logits, row_keys, *, temperature, top_p, greedy, top_k, use_top_p):
   if greedy:
     token = jnp.argmax(logits, axis=-1)
     return token, _take(logits, token) - jax.nn.logsumexp(logits, axis=-1)
-  scaled = logits / temperature
+  scaled = (logits - logits.max(axis=-1, keepdims=True)) / temperature  # best: 0, no overflow
   if top_k:  # candidates: the k best, best first
     values, candidate_ids = jax.lax.top_k(scaled, top_k)  # [rows, k]
   elif use_top_p:  # candidates: the whole vocabulary, best first
     values, candidate_ids = jax.lax.top_k(scaled, scaled.shape[-1])
   else:  # candidates: the whole vocabulary as is
     values, candidate_ids = scaled, None
-  values = values - values.max(axis=-1, keepdims=True)
   weights = _blocks(jnp.exp(values))  # unnormalised probabilities [rows, blocks, BLOCK]
   candidates = jnp.full(len(values), values.shape[-1])  # [rows]
   if use_top_p:  # keep the best tokens until they hold top_p of the mass (at least the best)
@@ -258,7 +259,7 @@ def _check_prompts(prompts, vocab_size: int) -> list[np.ndarray]:
     raise ValueError("prompts is empty: pass a list with at least one token-id list.")
   checked = []
   for i, prompt in enumerate(prompts):
-    if isinstance(prompt, (int, np.integer)):
+    if isinstance(prompt, numbers.Integral):
       raise TypeError(f"prompts[{i}] is a single token id ({prompt}): prompts must be a list of "
                       "token-id lists; wrap one prompt as [ids].")
     ids = np.asarray(prompt)
@@ -280,14 +281,16 @@ def _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, t
   """Raises a clear error for a bad argument; returns the EOS ids as a list."""
   for name, value, lowest in [("max_new_tokens", max_new_tokens, 1),
                               ("num_samples", num_samples, 1), ("top_k", top_k, 0)]:
-    if not isinstance(value, (int, np.integer)) or value < lowest:
+    if not isinstance(value, numbers.Integral) or value < lowest:
       raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}.")
-  if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+  if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
           and temperature >= 0):
     raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}.")
-  if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+  if not (isinstance(top_p, numbers.Real) and 0 < top_p <= 1):
     raise ValueError(f"top_p must be in (0, 1] (1 switches nucleus sampling off), got {top_p!r}.")
-  if isinstance(eos_token_ids, (int, np.integer)):
+  if eos_token_ids is None:
+    raise TypeError("eos_token_ids must be a list of stop token ids ([] for none), got None.")
+  if isinstance(eos_token_ids, numbers.Integral):
     raise TypeError(f"eos_token_ids must be a list of token ids, got the int {eos_token_ids}; "
                     f"pass [{eos_token_ids}] (or [] for no stop token).")
   eos = [int(t) for t in eos_token_ids]
