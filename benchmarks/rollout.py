@@ -122,8 +122,8 @@ def main() -> None:
     jax_s, ref_s = (min(times) for times in zip(*[(timed(jax_fn), timed(ref_fn))
                                                   for _ in range(args.repeats)]))
     print(f"| {name:6} | {work:42} | {tokens / jax_s:14,.0f} | {flops / jax_s / 1e9:7.1f} | "
-          f"{first - jax_s:9.1f} | {ref_name:24} | {tokens / ref_s:15,.0f} | {ref_s / jax_s:7.2f}x |",
-          flush=True)
+          f"{first - jax_s:9.1f} | {ref_name:24} | {tokens / ref_s:15,.0f} | "
+          f"{ref_s / jax_s:7.2f}x |", flush=True)
 
   with tempfile.TemporaryDirectory() as tmp:
     for name in names:

@@ -108,7 +108,8 @@ def test_logprobs_equal_teacher_forced_forward(qwen2, prompts, tiny_qwen2_dir):
     completion = torch.tensor(out.tokens[row, :n])
     with torch.no_grad():
       logits = hf_model(torch.cat([torch.tensor(prompt), completion])[None]).logits[0]
-    hf_logprobs = torch.log_softmax(logits[len(prompt) - 1:-1] / 0.7, -1)[torch.arange(n), completion]
+    hf_logprobs = torch.log_softmax(logits[len(prompt) - 1:-1] / 0.7, -1)
+    hf_logprobs = hf_logprobs[torch.arange(n), completion]
     np.testing.assert_allclose(out.logprobs[row, :n], hf_logprobs.numpy(), atol=1e-4)
 
 

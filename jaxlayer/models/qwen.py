@@ -129,15 +129,14 @@ class Attention(nnx.Module):
     prompts, kv_heads, head_dim, prompt_len = prefix_kv[0].shape
     group, heads_per_kv = rows // prompts, self.num_heads // kv_heads
     q, k, v = self._project(x, cos, sin)  # q [rows, 1, heads, hd], k/v [rows, 1, kv_heads, hd]
-    keys = jax.lax.dynamic_update_slice(  # keys are stored transposed: [.., head_dim, slots]
-        kv[0], k.transpose(0, 2, 3, 1).astype(kv[0].dtype), (0, 0, 0, index))
-    values = jax.lax.dynamic_update_slice(
-        kv[1], v.transpose(0, 2, 1, 3).astype(kv[1].dtype), (0, 0, index, 0))
+    # Keys are stored transposed ([.., head_dim, slots]).
+    keys = jax.lax.dynamic_update_slice(kv[0], k.transpose(0, 2, 3, 1), (0, 0, 0, index))
+    values = jax.lax.dynamic_update_slice(kv[1], v.transpose(0, 2, 1, 3), (0, 0, index, 0))
     q = q.reshape(rows, kv_heads, heads_per_kv, head_dim) * head_dim**-0.5
     # The prompt part: the queries of a group of rows against their one shared prefix.
-    prefix_scores = jnp.einsum("pkqd,pkds->pkqs", _group(q, group), prefix_kv[0].astype(q.dtype))
+    prefix_scores = jnp.einsum("pkqd,pkds->pkqs", _group(q, group), prefix_kv[0])
     prefix_scores = _ungroup(prefix_scores, group)  # [rows, kv_heads, heads_per_kv, prompt_len]
-    new_scores = jnp.einsum("rkhd,rkdt->rkht", q, keys.astype(q.dtype))
+    new_scores = jnp.einsum("rkhd,rkdt->rkht", q, keys)
     scores = jnp.concatenate([prefix_scores, new_scores], axis=-1).astype(jnp.float32) + bias
     probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
     prefix_probs = _group(probs[..., :prompt_len], group)  # [prompts, kv_heads, group*heads, len]
@@ -155,7 +154,7 @@ def _group(x, group):
 
 
 def _ungroup(x, group):
-  """Inverse of `_group`: [prompts, kv_heads, group * heads, ...] -> [rows, kv_heads, heads, ...]."""
+  """Inverse of `_group`: [prompts, kv_heads, group * heads, ...] -> [rows, kv_heads, heads, ..]."""
   prompts, kv_heads, grouped_heads = x.shape[:3]
   x = x.reshape(prompts, kv_heads, group, grouped_heads // group, *x.shape[3:]).swapaxes(1, 2)
   return x.reshape(prompts * group, kv_heads, grouped_heads // group, *x.shape[4:])
@@ -262,7 +261,7 @@ class Qwen(nnx.Module):
     return self._logits(self.final_norm(x[:, 0])), cache
 
   def _forward(self, input_ids, attention_mask):
-    """Causal pass over left-padded input_ids [batch, seq]; returns final hidden and per-block kv."""
+    """Causal pass over left-padded input_ids [batch, seq]: final hidden and each block's kv."""
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids, dtype=bool)
     attention_mask = attention_mask.astype(bool)
