@@ -143,6 +143,17 @@ def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_di
   assert [r["step"] for r in metrics.read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
 
 
+def test_kl_reference_is_the_base_value_of_the_trained_leaves_only(tiny_qwen2_dir, tmp_path):
+  trainer = train._Trainer(train.plan(small_config(tiny_qwen2_dir, tmp_path / "run", None)), None)
+  base = _params(models.from_pretrained(tiny_qwen2_dir)[0])
+  assert set(trainer.ref_params) == {k for k in base if k.startswith("layers.1.")}
+  for path, value in trainer.ref_params.items():
+    np.testing.assert_array_equal(value, base[path])
+    assert value.unsafe_buffer_pointer() != trainer.params[path].unsafe_buffer_pointer()
+  assert train._Trainer(train.plan(small_config(tiny_qwen2_dir, tmp_path / "run", None,
+                                                kl_beta=0.0)), None).ref_params is None
+
+
 def test_resume_refuses_a_different_experiment(uninterrupted, tiny_qwen2_dir, compile_cache):
   cfg = small_config(tiny_qwen2_dir, uninterrupted.run_dir, compile_cache, layers="layers.0")
   with pytest.raises(ValueError, match=r"different config \(train.layers: 'layers.1' -> "
