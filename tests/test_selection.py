@@ -90,6 +90,7 @@ def test_registered_macro_expands(monkeypatch):
     ("layers.1,,embed", r"empty term"),
     ("", r"selection is empty"),
     ("mid9", r"mid9.*1 <= 9 <= 4"),
+    ("tpo5@runs/sweep", r"no known named selection.*import jaxlayer.sweep.strategies"),
 ])
 def test_bad_selections_are_explained(spec, message):
   with pytest.raises(ValueError, match=message):

@@ -121,6 +121,10 @@ def _block_range(match: re.Match, term: str, num_layers: int) -> range:
 
 
 def _no_match_message(term: str, prefix: str, param_paths: Sequence[str]) -> str:
+  if "@" in term:
+    return (f"Selection term {term!r} is no known named selection: topK@SWEEP_DIR and "
+            "bottomK@SWEEP_DIR are defined by `import jaxlayer.sweep.strategies` (the CLI does "
+            "it); check the spelling, e.g. 'top5@runs/sweep_tiny'.")
   if prefix == "lm_head" or prefix.startswith("lm_head."):
     return ("Selection term 'lm_head': this model ties its input and output embeddings "
             "(tie_word_embeddings=true), so there is no separate lm_head; select 'embed' to "
