@@ -13,7 +13,10 @@ from ml_collections import config_dict
 
 # Keys that may change when a run resumes from its run directory; any other difference means
 # a different experiment, which must not be mixed into the same checkpoints.
-RESUMABLE_KEYS = ("train.steps", "run_dir", "compilation_cache_dir", "checkpoint.every",
+# (train.micro_batch_size only changes how an update's gradient is accumulated: lower it to
+# resume a run that ran out of memory.)
+RESUMABLE_KEYS = ("train.steps", "train.micro_batch_size", "run_dir", "compilation_cache_dir",
+                  "checkpoint.every",
                   "checkpoint.keep",
                   "logging.tensorboard", "logging.samples_per_step", "logging.progress",
                   "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.num_devices")
