@@ -190,14 +190,14 @@ def _spy_on_prefill(monkeypatch):
 
 def test_group_sampling_prefills_each_prompt_once(qwen2, prompts, monkeypatch):
   calls = _spy_on_prefill(monkeypatch)
-  grouped = _sample(qwen2, prompts[:2] * 2, num_samples=4)
-  assert calls[0][0][0] == 4  # 4 prompt rows prefilled for 16 samples
+  grouped = _sample(qwen2, prompts, num_samples=2)
+  assert calls[0][0][0] == 4  # 4 prompt rows prefilled for 8 samples
   # The same as sampling each prompt copy on its own row (row r has the same random stream).
-  separate = _sample(qwen2, [p for p in prompts[:2] * 2 for _ in range(4)], num_samples=1)
-  assert calls[1][0][0] == 16
+  separate = _sample(qwen2, [p for p in prompts for _ in range(2)], num_samples=1)
+  assert calls[1][0][0] == 8
   np.testing.assert_array_equal(grouped.tokens, separate.tokens)
   np.testing.assert_allclose(grouped.logprobs, separate.logprobs, atol=1e-5)
-  assert grouped.prompt_index.tolist() == np.repeat(np.arange(4), 4).tolist()
+  assert grouped.prompt_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 def test_cache_buffers_are_donated_to_the_decode_loop(qwen2, prompts, monkeypatch):
@@ -206,22 +206,6 @@ def test_cache_buffers_are_donated_to_the_decode_loop(qwen2, prompts, monkeypatc
   cache = calls[0][1]
   buffers = [*cache.keys, *cache.values]
   assert buffers and all(b.is_deleted() for b in buffers)
-
-
-def test_same_bucket_batch_does_not_recompile(qwen2):
-  def compiled():
-    return sampling._prefill._cache_size() + sampling._decode._cache_size()
-
-  rng = np.random.RandomState(1)
-  batch = lambda lengths: [rng.randint(0, 300, n).tolist() for n in lengths]  # noqa: E731
-  before = compiled()
-  # max_new_tokens=5 appears nowhere else in this file: the first call must compile.
-  sampling.generate(qwen2, batch([9, 4, 6]), max_new_tokens=5, eos_token_ids=[], seed=0)
-  assert compiled() == before + 2
-  assert sampling.bucket(9) == sampling.bucket(10) == 10
-  sampling.generate(qwen2, batch([10, 2, 7]), max_new_tokens=5, eos_token_ids=[1], seed=5,
-                    temperature=0.5)
-  assert compiled() == before + 2
 
 
 def test_bucket_sizes():
@@ -266,3 +250,22 @@ def test_bad_input_is_a_clear_error(qwen2, prompt_list, kwargs, error):
   args = dict(max_new_tokens=4, eos_token_ids=[], seed=0) | kwargs
   with pytest.raises((ValueError, TypeError), match=error):
     sampling.generate(qwen2, prompt_list, **args)
+
+
+def test_same_bucket_batch_does_not_recompile(qwen2):
+  """Last in this file: it empties the compilation caches, so the count starts at zero."""
+  def compiled():
+    return sampling._prefill._cache_size() + sampling._decode._cache_size()
+
+  sampling._prefill.clear_cache()
+  sampling._decode.clear_cache()
+  rng = np.random.RandomState(1)
+  batch = lambda lengths: [rng.randint(0, 300, n).tolist() for n in lengths]  # noqa: E731
+  sampling.generate(qwen2, batch([9, 4, 6]), max_new_tokens=5, eos_token_ids=[], seed=0)
+  assert compiled() == 2
+  assert sampling.bucket(9) == sampling.bucket(10) == 10
+  sampling.generate(qwen2, batch([10, 2, 7]), max_new_tokens=5, eos_token_ids=[1], seed=5,
+                    temperature=0.5)
+  assert compiled() == 2  # other prompts, lengths, seed, EOS and temperature: no new compile
+  sampling.generate(qwen2, batch([11, 2, 7]), max_new_tokens=5, eos_token_ids=[], seed=0)
+  assert compiled() == 4  # prompt length bucket 12: compiled anew
