@@ -78,14 +78,17 @@ def _generate(argv: list[str]) -> None:
   starts = range(0, len(prompts), args.batch_size)
   for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) == 1):
     batch = prompts[start:start + args.batch_size]
+    # The last batch is filled up to the others' size so that it reuses their compiled code.
+    filled = batch + batch[:1] * (min(args.batch_size, len(prompts)) - len(batch))
     try:
       out = sampling.generate(
-          model, [tokenizer(p)["input_ids"] for p in batch], max_new_tokens=args.max_new_tokens,
+          model, [tokenizer(p)["input_ids"] for p in filled], max_new_tokens=args.max_new_tokens,
           num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
           top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed + start)
     except (ValueError, TypeError) as err:
       raise SystemExit(f"jaxlayer generate: {err}") from None
-    for row, (index, length) in enumerate(zip(out.prompt_index, out.lengths)):
+    rows = len(batch) * args.num_samples
+    for row, (index, length) in enumerate(zip(out.prompt_index[:rows], out.lengths[:rows])):
       text = batch[index] + tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
       if single:
         print(text)

@@ -1,6 +1,7 @@
 """The `jaxlayer` command line."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -31,16 +32,17 @@ def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsy
   lines = [json.dumps({"prompt": p}) for p in prompts] if suffix == ".jsonl" else prompts
   path.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")  # a blank line is skipped
   argv = ["generate", "--model", str(tiny_qwen2_dir), "--prompts-file", str(path),
-          "--num-samples", "2", "--top-p", "0.9", "--max-new-tokens", "6", "--seed", "4"]
+          "--num-samples", "2", "--top-p", "0.9", "--max-new-tokens", "6", "--seed", "4",
+          "--batch-size", "2"]  # two calls, the second filled up to the first one's shape
   cli.main(argv)
   printed = capsys.readouterr().out
-  blocks = printed.strip().split("\n\n")
-  assert len(blocks) == 6
-  for i, block in enumerate(blocks):
-    header, text = block.split("\n", 1)
-    assert header.startswith(f"### prompt {i // 2 + 1}, sample {i % 2 + 1} (")
+  blocks = re.split(r"^### prompt (\d+), sample (\d+) \((?:eos|length), \d+ tokens\)\n", printed,
+                    flags=re.M)[1:]  # [prompt, sample, text, prompt, sample, text, ...]
+  headers, texts = list(zip(blocks[0::3], blocks[1::3])), blocks[2::3]
+  assert headers == [(str(p), str(s)) for p in (1, 2, 3) for s in (1, 2)]
+  for i, text in enumerate(texts):
     assert text.startswith(prompts[i // 2])
-  assert len({b.split("\n", 1)[1] for b in blocks}) > 3  # sampled at temperature 1 by default
+  assert len(set(texts)) > 3  # sampled at temperature 1 by default
   cli.main(argv)
   assert capsys.readouterr().out == printed  # the same seed prints the same samples
 
