@@ -2,6 +2,7 @@
 
     jaxlayer sweep --config configs/sweep_tiny.py
     jaxlayer sweep --config configs/sweep_tiny.py --config.sweep.layers=0,3,7 --config.sweep.seeds=3
+    jaxlayer sweep --config configs/sweep_tiny.py --config.sweep.launcher=ray  # runs as Ray tasks
 
 Training keys and their defaults: jaxlayer/rl/config.py (train.layers, seed and run_dir are
 set by the sweep for each run). A sweep directory refuses a config whose settings differ
@@ -12,6 +13,7 @@ may change.
 from ml_collections import config_dict
 
 from jaxlayer.rl.config import default_config
+from jaxlayer.sweep.runner import default_sweep_config
 
 
 def get_config():
@@ -40,10 +42,6 @@ def get_config():
   config.eval.max_new_tokens = 8
   config.eval.batch_size = 250  # prompts per generate call
 
-  config.sweep = config_dict.ConfigDict()
+  config.sweep = default_sweep_config()  # every key and default: jaxlayer/sweep/runner.py
   config.sweep.dir = "runs/sweep_tiny"
-  config.sweep.layers = "all"  # "all", "0,3,7", "2-5" or a tuple of block indices
-  config.sweep.seeds = 1  # runs per setting, seeds config.seed, config.seed + 1, ...
-  config.sweep.keep_checkpoints = False  # keep single-block runs' weights (full RL's are kept)
-  config.sweep.force_new_dir = False  # sweep.dir holds a different sweep: use the next free dir-N
   return config

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import time
 from pathlib import Path
 
 NUM_PROBLEMS = 40
@@ -79,3 +81,52 @@ def write_model_config(directory: Path, num_layers: int) -> Path:
       "model_type": "qwen2", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
       "num_hidden_layers": num_layers, "num_attention_heads": 2}))
   return directory
+
+
+class FileLoggedRL(FakeRL):
+  """FakeRL for runs in other processes (Ray workers), which cannot append to an object here:
+  each call is a line of log_dir/calls.log ("train 1 0" trains block 1 with seed 0, "train
+  full 0", "eval base 0", "eval 1 0").
+
+  exit_once_on_layer=k: the first training of block k ends its process (os._exit), as a worker
+  killed by the system would; a marker file remembers it, so a retry trains normally.
+  hang_on_layer=k: training block k writes its process id to log_dir/hang.pid and sleeps;
+  every other training first waits for that file, so it finishes while block k is running.
+  """
+
+  def __init__(self, block_correct, log_dir, exit_once_on_layer=None, hang_on_layer=None,
+               **kwargs):
+    super().__init__(block_correct, **kwargs)
+    self.log_dir = Path(log_dir)
+    self.exit_once_on_layer, self.hang_on_layer = exit_once_on_layer, hang_on_layer
+
+  def calls(self) -> list[str]:
+    path = self.log_dir / "calls.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+  def _log(self, line: str) -> None:
+    with open(self.log_dir / "calls.log", "a") as f:  # one short append: atomic across processes
+      f.write(line + "\n")
+
+  def train(self, config, *, layers, seed, workdir, progress_position):
+    block = "full" if layers is None else layers[0]
+    self._log(f"train {block} {seed}")
+    marker = self.log_dir / f"exited-{block}-{seed}"
+    if block == self.exit_once_on_layer and not marker.exists():
+      marker.touch()
+      os._exit(1)
+    pid_file = self.log_dir / "hang.pid"
+    if block == self.hang_on_layer:
+      pid_file.with_suffix(".tmp").write_text(str(os.getpid()))
+      pid_file.with_suffix(".tmp").replace(pid_file)  # whole when it appears
+      time.sleep(600)
+    elif self.hang_on_layer is not None:
+      deadline = time.monotonic() + 120
+      while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return super().train(config, layers=layers, seed=seed, workdir=workdir,
+                         progress_position=progress_position)
+
+  def eval(self, config, *, model, seed, progress_position):
+    self._log(f"eval {'base' if model is None else model[0]} {seed}")
+    return super().eval(config, model=model, seed=seed, progress_position=progress_position)

@@ -2,8 +2,9 @@
 
 `run_sweep(config)` plans one run per (seed, base | full | block k) (seeds config.seed,
 config.seed + 1, ... sweep.seeds of them; blocks sweep.layers), skips every run whose
-result is already on disk, runs the others one after another, records each the moment it
-finishes, and writes the report (jaxlayer.sweep.report) at the end.
+result is already on disk, runs the others (one after another, or as Ray tasks: the
+launcher, jaxlayer.sweep.launchers), records each the moment it finishes, and writes the
+report (jaxlayer.sweep.report) at the end.
 
 The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer.rl.train;
 `default_eval_fn`), so the sweep machinery does not depend on how they are done:
@@ -25,7 +26,9 @@ The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import math
 import shutil
 import time
@@ -33,9 +36,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ml_collections
 from tqdm.auto import tqdm
 
-from jaxlayer.sweep import contribution, report, store
+from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
 
 TrainFn = Callable[..., Mapping[str, Any]]
@@ -44,6 +48,19 @@ EvalFn = Callable[..., Mapping[str, Any]]
 
 # Config sections the sweep reads and the trainer does not: removed from each run's config.
 SWEEP_SECTIONS = ("sweep", "eval")
+
+
+def default_sweep_config() -> ml_collections.ConfigDict:
+  """The sweep section of a config, every key with its default (configs/sweep_tiny.py sets dir)."""
+  config = ml_collections.ConfigDict()
+  config.dir = "runs/sweep"  # results, plots and report; a rerun resumes what is there
+  config.layers = "all"  # "all", "0,3,7", "2-5" or a tuple of block indices
+  config.seeds = 1  # runs per setting, seeds config.seed, config.seed + 1, ...
+  config.keep_checkpoints = False  # keep single-block runs' weights (full RL's are kept)
+  config.force_new_dir = False  # sweep.dir holds a different sweep: use the next free dir-N
+  config.launcher = "local"  # "local": one run after another here; "ray": runs as Ray tasks
+  config.ray = launchers.default_ray_config()  # used by launcher="ray"
+  return config
 
 
 def training_config(config, *, layers: Sequence[int] | None, seed: int, workdir: Path):
@@ -173,9 +190,13 @@ def _remove_checkpoint(checkpoint_dir: str | None, workdir: Path) -> None:
     tqdm.write(f"left {path} in place: it lies outside the run directory {workdir}.")
 
 
-def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn, eval_fn: EvalFn,
-                expected_num_problems: int | None = None) -> dict:
-  """Trains (unless spec is the base) and evaluates one run, then writes its result.json."""
+def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
+                eval_fn: EvalFn) -> dict:
+  """Trains (unless spec is the base) and evaluates one run; returns its result, unrecorded.
+
+  Runs wherever the launcher puts it (this process, a Ray worker); `record_run` writes the
+  result. A single-block run's checkpoint is removed here, where it was written.
+  """
   workdir = store.run_dir(sweep_dir, spec) / "train"
   curve, checkpoint_dir, model, train_seconds = [], None, None, 0.0
   if spec.kind != "base":
@@ -195,26 +216,28 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn, eval_
   evaluated = eval_fn(config, model=model, seed=spec.seed, progress_position=1)
   eval_seconds = time.perf_counter() - start
   per_problem = _check_eval_output(evaluated, spec)
-  if expected_num_problems is not None and len(per_problem) != expected_num_problems:
-    raise ValueError(
-        f"run {spec.name} was evaluated on {len(per_problem)} problems but the sweep's earlier "
-        f"runs on {expected_num_problems}: every run must be scored on the same test set "
-        "(check eval.num_problems, or start a new sweep directory).")
-
-  score = sum(per_problem) / len(per_problem)
-  result = {
+  if not (config.sweep.keep_checkpoints or spec.kind == "full"):
+    _remove_checkpoint(checkpoint_dir, workdir)
+  return {
       "run": spec.name, "kind": spec.kind, "layer": spec.layer, "seed": spec.seed,
-      "score": score, "score_se": contribution.standard_error(per_problem),
+      "score": sum(per_problem) / len(per_problem),
+      "score_se": contribution.standard_error(per_problem),
       "num_problems": len(per_problem), "metric": str(evaluated.get("metric", "pass@1")),
       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "reward_curve": curve, "per_problem": per_problem,
   }
+
+
+def record_run(sweep_dir: Path, spec: RunSpec, result: dict,
+               expected_num_problems: int | None) -> None:
+  """Writes a run's result.json atomically, after checking it was scored on the sweep's test set."""
+  if expected_num_problems is not None and result["num_problems"] != expected_num_problems:
+    raise ValueError(
+        f"run {spec.name} was evaluated on {result['num_problems']} problems but the sweep's "
+        f"earlier runs on {expected_num_problems}: every run must be scored on the same test set "
+        "(check eval.num_problems, or start a new sweep directory).")
   store.write_json_atomic(store.result_path(sweep_dir, spec), result)
-  keep = config.sweep.keep_checkpoints or spec.kind == "full"
-  if not keep:
-    _remove_checkpoint(checkpoint_dir, workdir)
-  return result
 
 
 def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None = None,
@@ -222,7 +245,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   """Runs (or resumes) the sweep described by `config`; returns the sweep directory.
 
   config: an ml_collections config with sections model (path), task, train, eval and
-    sweep (dir, layers, seeds, keep_checkpoints, force_new_dir); see configs/sweep_tiny.py.
+    sweep (`default_sweep_config`: dir, layers, seeds, ..., launcher); see
+    configs/sweep_tiny.py. sweep.launcher picks where the runs execute
+    (jaxlayer.sweep.launchers: "local", one after another here, or "ray").
   train_fn / eval_fn: see the module docstring; default to jaxlayer's RL and evaluation.
   num_layers: the model's block count; read from the checkpoint's config.json when None.
   command: the command line that started the sweep, quoted in the report.
@@ -237,6 +262,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     num_layers = model_num_layers(config.model.path)
   layers = parse_layers(config.sweep.layers, num_layers)
   seeds = run_seeds(config)
+  launch = launchers.get_launcher(config.sweep)
   config_dict = _config_dict(config)
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
               "command": command}
@@ -248,15 +274,21 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   expected_num_problems = done_results[0]["num_problems"] if done_results else None
   if len(todo) < len(plan):
     tqdm.write(f"resuming {sweep_dir}: {len(plan) - len(todo)} of {len(plan)} runs already done.")
+  run_fn = functools.partial(execute_run, config=config, sweep_dir=sweep_dir.absolute(),
+                             train_fn=train_fn, eval_fn=eval_fn)
+  unfinished = list(todo)
   with tqdm(total=len(plan), initial=len(plan) - len(todo), desc="sweep", unit="run",
-            position=0, dynamic_ncols=True) as bar:
-    for spec in todo:
-      bar.set_postfix_str(spec.name)
-      result = execute_run(spec, config, sweep_dir, train_fn, eval_fn, expected_num_problems)
+            position=0, dynamic_ncols=True) as bar, \
+      contextlib.closing(launch(todo, run_fn, config.sweep)) as results:
+    bar.set_postfix_str(unfinished[0].name if unfinished else "")
+    for spec, result in results:
+      record_run(sweep_dir, spec, result, expected_num_problems)
       expected_num_problems = result["num_problems"]
+      unfinished.remove(spec)
       tqdm.write(f"{spec.name}: {result['metric']} {result['score']:.4f} "
                  f"± {result['score_se']:.4f} (train {result['train_seconds']:.1f} s, "
                  f"eval {result['eval_seconds']:.1f} s)")
+      bar.set_postfix_str(unfinished[0].name if unfinished else "")
       bar.update(1)
   report.write_report(sweep_dir)
   return sweep_dir

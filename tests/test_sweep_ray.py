@@ -1,0 +1,175 @@
+"""The Ray launcher on a local cluster: every run recorded by the driver, a dead worker's run
+retried without touching finished runs, a failed run redone alone on resume, in-flight runs
+killed when the sweep stops, and no process left behind by a cluster the sweep started."""
+
+import os
+import sys
+
+import psutil
+import pytest
+
+from jaxlayer.sweep import launchers, report, runner, store
+from tests.sweep_fakes import REPO, FakeRL, FileLoggedRL, make_config
+
+ray = pytest.importorskip("ray")
+
+NUM_LAYERS = 3
+BLOCKS = {0: 14, 1: 26, 2: 20}  # solved problems per block (base 12, full 24)
+
+
+@pytest.fixture(autouse=True)
+def no_plots(monkeypatch):
+  """The plots are tested in test_report.py; here they would only cost time."""
+  monkeypatch.setattr(report, "plot_contribution", lambda sweep, path: path.touch())
+  monkeypatch.setattr(report, "plot_curves", lambda results, num_layers, title, path: path.touch())
+
+
+@pytest.fixture(autouse=True)
+def importable_fakes(monkeypatch):
+  """Ray workers import tests.sweep_fakes (the pickled train / eval functions live there)."""
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO),
+                                                                 os.environ.get("PYTHONPATH")])))
+
+
+@pytest.fixture(scope="module")
+def _module_cluster():
+  yield
+  if ray.is_initialized():
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(_module_cluster, importable_fakes):
+  """One local 2-CPU cluster shared by the tests of this module (started at first use)."""
+  if not ray.is_initialized():
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
+
+
+def _ray_config(sweep_dir, layers="0,1", max_retries=2, address="local"):
+  config = make_config(sweep_dir, layers=layers)
+  config.sweep.launcher = "ray"
+  config.sweep.ray.address = address
+  config.sweep.ray.max_retries = max_retries
+  return config
+
+
+def _run(config, fake):
+  return runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval, num_layers=NUM_LAYERS)
+
+
+def _result_bytes(sweep_dir) -> dict[str, bytes]:
+  return {path.parent.name: path.read_bytes()
+          for path in sorted((sweep_dir / store.RUNS).glob(f"*/{store.RESULT}"))}
+
+
+def _still_the_same(sweep_dir, before: dict[str, bytes]) -> bool:
+  """Whether every result.json in `before` is still there, byte for byte."""
+  now = _result_bytes(sweep_dir)
+  return all(now.get(run) == data for run, data in before.items())
+
+
+def test_failed_run_others_recorded_own_cluster_stopped_resume_redoes_it_alone(tmp_path):
+  if ray.is_initialized():  # the launcher must start (and stop) its own cluster here
+    ray.shutdown()
+  children_before = {p.pid for p in psutil.Process().children(recursive=True)}
+  fake = FileLoggedRL(BLOCKS, tmp_path, exit_once_on_layer=1)
+  with pytest.raises(RuntimeError, match="1 run\\(s\\) failed.*\nlayer01-seed0: "):
+    _run(_ray_config(tmp_path / "sweep", max_retries=0), fake)
+
+  assert sorted(fake.calls()) == sorted(["eval base 0", "train full 0", "eval full 0",
+                                         "train 0 0", "eval 0 0", "train 1 0"])
+  recorded = _result_bytes(tmp_path / "sweep")
+  assert sorted(recorded) == ["base-seed0", "full-seed0", "layer00-seed0"]
+  assert not (tmp_path / "sweep/sweep.json").exists()
+  assert not ray.is_initialized()
+  left = [p for p in psutil.Process().children(recursive=True) if p.pid not in children_before]
+  _, alive = psutil.wait_procs(left, timeout=30)
+  assert alive == [], f"processes left by the Ray launcher: {[p.cmdline() for p in alive]}"
+
+  resumed = FakeRL(BLOCKS)  # the same directory, resumed here with the local launcher
+  config = _ray_config(tmp_path / "sweep")
+  config.sweep.launcher = "local"
+  _run(config, resumed)
+  assert resumed.train_calls == [((1,), 0)] and resumed.eval_calls == [((1, 0), 0)]
+  assert _still_the_same(tmp_path / "sweep", recorded)
+  assert store.read_json(tmp_path / "sweep/runs/layer01-seed0/result.json")["score"] == 26 / 40
+
+
+def test_dead_worker_is_retried_and_a_resumed_sweep_runs_only_the_missing_runs(
+    tmp_path, ray_cluster):
+  sweep_dir = tmp_path / "sweep"
+  with pytest.raises(KeyboardInterrupt):  # a local sweep stopped in block 0's training
+    _run(make_config(sweep_dir, layers="0,1"), FakeRL(BLOCKS, interrupt_on_train_call=2))
+  finished = _result_bytes(sweep_dir)
+  assert sorted(finished) == ["base-seed0", "full-seed0"]
+
+  fake = FileLoggedRL(BLOCKS, tmp_path, exit_once_on_layer=1)
+  _run(_ray_config(sweep_dir, max_retries=1), fake)
+  # block 1's first worker died and its run was retried; nothing finished ran again
+  assert sorted(fake.calls()) == sorted(["train 0 0", "eval 0 0", "train 1 0", "train 1 0",
+                                         "eval 1 0"])
+  assert (tmp_path / "exited-1-0").exists()
+  assert _still_the_same(sweep_dir, finished)
+  results = {r["run"]: r for r in store.load_results(sweep_dir)}
+  assert sorted(results) == ["base-seed0", "full-seed0", "layer00-seed0", "layer01-seed0"]
+  assert (results["layer00-seed0"]["score"], results["layer01-seed0"]["score"]) == (14 / 40,
+                                                                                    26 / 40)
+  assert len(results["layer01-seed0"]["reward_curve"]) == fake.steps
+  assert not (sweep_dir / "runs/layer01-seed0/train/checkpoint").exists()  # removed by the worker
+  assert (sweep_dir / "sweep.json").is_file()
+  assert ray.is_initialized()  # the caller's cluster is left as it was
+
+
+def test_a_sweep_stopped_by_an_error_kills_its_runs_in_flight(tmp_path, ray_cluster):
+  sweep_dir = tmp_path / "sweep"
+  _run(make_config(sweep_dir, layers="0"), FakeRL(BLOCKS))  # scored on 40 problems
+  fake = FileLoggedRL(BLOCKS, tmp_path, hang_on_layer=1, num_problems=50)
+  with pytest.raises(ValueError, match="layer02-seed0 was evaluated on 50 problems"):
+    _run(_ray_config(sweep_dir, layers="0-2"), fake)  # block 2 ends while block 1 hangs
+  hung = psutil.Process(int((tmp_path / "hang.pid").read_text()))
+  _, alive = psutil.wait_procs([hung], timeout=30)
+  assert alive == [], "the run still in flight when the sweep stopped was not killed"
+  assert sorted(_result_bytes(sweep_dir)) == ["base-seed0", "full-seed0", "layer00-seed0"]
+  assert store.read_json(sweep_dir / "runs/layer00-seed0/result.json")["num_problems"] == 40
+
+
+def test_each_run_reserves_the_configured_resources():
+  config = make_config("unused").sweep
+  config.ray.num_cpus, config.ray.num_gpus, config.ray.num_tpus = 4.0, 1.0, 8
+  assert launchers.ray_task_options(config.ray) == {
+      "num_cpus": 4.0, "num_gpus": 1.0, "resources": {"TPU": 8}, "max_retries": 2, "max_calls": 1}
+  config.ray.num_tpus = 0
+  assert "resources" not in launchers.ray_task_options(config.ray)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("num_gpus", -1.0, "sweep.ray.num_gpus=-1.0: give a number >= 0"),
+    ("max_retries", -2, "sweep.ray.max_retries=-2"),
+    ("num_cpus", 0.0, "reserves nothing per run")])
+def test_bad_ray_settings_fail_before_the_sweep_directory_is_made(tmp_path, key, value, message):
+  config = _ray_config(tmp_path / "sweep")
+  config.sweep.ray[key] = value
+  with pytest.raises(ValueError, match=message):
+    _run(config, FakeRL(BLOCKS))
+  assert not (tmp_path / "sweep").exists()
+
+
+def test_unknown_launcher_and_missing_ray_are_clear_errors(tmp_path, monkeypatch):
+  config = _ray_config(tmp_path / "sweep")
+  config.sweep.launcher = "slurm"
+  with pytest.raises(ValueError, match=r"sweep.launcher='slurm': choose one of \['local', 'ray'\]"):
+    _run(config, FakeRL(BLOCKS))
+  config.sweep.launcher = "ray"
+  monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+  with pytest.raises(ValueError, match="needs Ray, which is not installed.*jaxlayer\\[ray\\]"):
+    _run(config, FakeRL(BLOCKS))
+  assert not (tmp_path / "sweep").exists()
+
+
+def test_a_run_no_node_can_hold_is_refused_instead_of_waiting_forever(tmp_path, ray_cluster):
+  config = _ray_config(tmp_path / "sweep")
+  config.sweep.ray.num_gpus = 1.0
+  with pytest.raises(ValueError, match="no node of the cluster has that much"):
+    _run(config, FakeRL(BLOCKS))
+  assert store.load_results(tmp_path / "sweep") == []
