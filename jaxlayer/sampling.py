@@ -60,10 +60,11 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
 
   prompts: token-id lists of any lengths. temperature=0 decodes greedily (top_k / top_p are then
   irrelevant); top_k=0 and top_p=1 switch those cuts off. A sequence stops after the first
-  token in `eos_token_ids` (an empty list: never). The same seed and inputs give the same
-  samples. Each prompt is prefilled once and its cache shared by its samples. On a model whose
+  token in `eos_token_ids` (an empty list: never). Row r draws one uniform number per step from
+  (seed, step, r): the same seed and inputs give the same samples, whatever the padding or the
+  mesh. Each prompt is prefilled once and its cache shared by its samples. On a model whose
   parameters live on a mesh (`from_pretrained(..., mesh=...)`) the batch is split over the
-  mesh's data and fsdp axes.
+  mesh's data and fsdp axes. Returns numpy arrays (see SampleOutput).
 
   Compiled code is reused across calls with the same bucketed batch size and prompt length
   (`bucket`), `max_new_tokens`, `num_samples`, top_k and whether temperature is 0 / top_p < 1.
