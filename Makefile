@@ -1,4 +1,4 @@
-# Set-up is part of each target: a fresh clone needs only `make test` or `make demo`.
+# Set-up is part of each target: a fresh clone needs only `make sweep` or `make test`.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -16,9 +16,9 @@ install: $(BIN)/.installed
 test: $(BIN)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-# Until the layer sweep lands: greedy generation with a random tiny checkpoint.
-demo: $(BIN)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/python -m tests.hf_fixtures /tmp/jaxlayer-demo
-	HF_HUB_OFFLINE=1 $(BIN)/jaxlayer generate --model /tmp/jaxlayer-demo --prompt "the quick brown"
+# The main job: the layer-contribution sweep on the shipped tiny model (resumable: a second
+# run skips finished runs). Outputs in runs/sweep_tiny/.
+sweep: $(BIN)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/jaxlayer sweep --config configs/sweep_tiny.py
 
-.PHONY: install test demo
+.PHONY: install test sweep

@@ -12,20 +12,21 @@ may change.
 
 from ml_collections import config_dict
 
+from jaxlayer import assets
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep.runner import default_sweep_config
 
 
 def get_config():
   config = default_config()
-  config.model.path = "assets/tiny-arith"  # a Hugging Face checkpoint directory or hub id
+  config.model.path = assets.TINY_ARITH  # a Hugging Face checkpoint directory or hub id
 
   config.task.name = "arithmetic"
   config.task.options.max_value = 99
   config.task.options.reward_weights = {"correct": 1.0, "format": 0.1}
   config.train.algorithm = "grpo"
-  config.train.steps = 30
-  config.train.learning_rate = 1e-5
+  config.train.steps = 60
+  config.train.learning_rate = 3e-5
   config.train.group_size = 8
   config.train.batch_size = 64
   config.rollout.max_new_tokens = 8
@@ -34,7 +35,7 @@ def get_config():
   config.logging.tensorboard = False
 
   config.eval = config_dict.ConfigDict()  # every key and default: jaxlayer/evaluation.py
-  config.eval.num_problems = 500  # from the task's test split, the same for every run
+  config.eval.num_problems = 1000  # the whole test split, the same for every run
   config.eval.metric = "pass@1"  # the score: "pass@1" (greedy) or "mean@k" (num_samples samples)
   config.eval.num_samples = 0  # k of mean@k (0: greedy pass@1 only)
   config.eval.temperature = 0.0  # of mean@k's samples (> 0 for mean@k; pass@1 is always greedy)

@@ -52,11 +52,3 @@ def save_byte_level_tokenizer(directory: Path, vocab_size: int = 300) -> None:
   transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
                                        pad_token="<|endoftext|>").save_pretrained(directory)
 
-
-if __name__ == "__main__":  # python -m tests.hf_fixtures DIR: a random checkpoint to try the CLI on
-  import sys
-
-  out = Path(sys.argv[1])
-  save_random_checkpoint(out, tiny_config("qwen2", vocab_size=300))
-  save_byte_level_tokenizer(out)
-  print(f"wrote a random tiny Qwen2 checkpoint to {out}")
