@@ -84,7 +84,11 @@ def test_undefined_contributions_still_give_a_complete_report(tmp_path):
   sweep = json.loads((sweep_dir / "sweep.json").read_text())  # strict JSON: null, never NaN
   assert all(l["contribution"] is None and l["contribution_se"] is None for l in sweep["layers"])
   assert sweep["best_layer"] is None and "S_full == S_base" in sweep["warnings"][0]
-  assert "## Warnings" in (sweep_dir / "report.md").read_text()
+  markdown = (sweep_dir / "report.md").read_text()
+  assert "## Warnings" in markdown
+  # The fakes solve the same problems before and after: no noise to weigh the gain against.
+  assert sweep["gain_paired_se"] == 0
+  assert "inf" not in markdown and "cannot be weighed against the noise" in markdown
   assert "NaN" not in (sweep_dir / "sweep.json").read_text()
   for name in report.OUTPUT_FILES:
     assert (sweep_dir / name).stat().st_size > 0

@@ -216,7 +216,7 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
   fig = Figure(figsize=(8, 4.5))
   ax = fig.add_subplot()
   steps = max((len(c) for runs in curves.values() for c in runs), default=0)
-  window = max(1, steps // 25)
+  window = max(1, steps // 10)  # per-step rewards of a small batch are noisy
   # One discrete colour per block; viridis stops short of its pale yellow end.
   cmap = mpl.colors.ListedColormap(mpl.colormaps["viridis"](np.linspace(0.0, 0.88, num_layers)))
   norm = mpl.colors.BoundaryNorm(np.arange(-0.5, num_layers), cmap.N)
@@ -279,15 +279,17 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
   lines.append("")
   paired = sweep["gain_paired_se"] is not None
   noise = sweep["gain_paired_se"] if paired else sweep["gain_se"]
-  gain_in_se = sweep["gain"] / noise if noise else math.inf
+  gain_in_se = sweep["gain"] / noise if noise else None
+  verdict = (f": the gain is {gain_in_se:.1f} standard errors." if gain_in_se is not None else
+             ": its standard error is 0, so the gain cannot be weighed against the noise.")
   lines += ["## Evaluation noise", "",
             f"Full RL gained {sweep['gain']:+.3f} over the base. The standard error of that gain "
             f"is {sweep['gain_se']:.3f} treating the two evaluations as independent"
             + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences (both are "
                "scored on the same problems)" if paired else "")
-            + f": the gain is {gain_in_se:.1f} standard errors."
+            + verdict
             + (" That is too close to the noise for C(k) to mean much: train longer, or evaluate "
-               "on more problems." if abs(gain_in_se) < 3 else ""), ""]
+               "on more problems." if gain_in_se is None or abs(gain_in_se) < 3 else ""), ""]
   if sweep["best_layer"] is not None:
     by_layer = {l["layer"]: l for l in sweep["layers"]}
     best, worst = by_layer[sweep["best_layer"]], by_layer[sweep["worst_layer"]]
