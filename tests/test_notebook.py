@@ -1,0 +1,82 @@
+"""notebooks/quickstart.ipynb runs top to bottom on CPU (its small settings) and shows the plot."""
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.sweep_fakes import REPO
+
+NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
+
+
+def _outputs(cell) -> list[dict]:
+  return [dict(output) for output in cell.get("outputs", [])]
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+  """The notebook after running every cell (JAXLAYER_NOTEBOOK_SMALL=1, one CPU device)."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("JAXLAYER_NOTEBOOK_SMALL", "1")
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    patch.delenv("XLA_FLAGS", raising=False)  # a user's CPU runtime: one device, not the 8 fakes
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path_factory.mktemp("nb"))}})
+    client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+  return notebook
+
+
+def test_the_committed_notebook_has_no_outputs():
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  assert all(not cell.get("outputs") and not cell.get("execution_count")
+             for cell in notebook.cells if cell.cell_type == "code")
+
+
+def test_no_cell_fails_and_the_install_is_skipped_where_jaxlayer_is_installed(executed):
+  code_cells = [cell for cell in executed.cells if cell.cell_type == "code"]
+  assert all(cell.execution_count for cell in code_cells)
+  errors = [o for cell in code_cells for o in _outputs(cell) if o["output_type"] == "error"]
+  assert errors == []
+  assert "JAXLAYER_REPO" in code_cells[0].source and _outputs(code_cells[0]) == []
+
+
+def _cell_output(notebook, source_part: str, mime: str) -> str:
+  """The `mime` output of the code cell whose source contains source_part."""
+  cell = next(c for c in notebook.cells if c.cell_type == "code" and source_part in c.source)
+  return next(o["data"][mime] for o in _outputs(cell) if mime in o.get("data", {}))
+
+
+def _table_rows(text: str) -> list[list[str]]:
+  """A pandas DataFrame's text/plain -> its rows (index first) as far as the first block of
+  columns shows them (a wide frame prints in blocks), the header and footer left out."""
+  rows = {}
+  for line in text.splitlines():
+    words = line.split()
+    if words and words[0].isdigit():
+      rows.setdefault(int(words[0]), words)
+  return list(rows.values())
+
+
+def test_sampled_answers_are_shown_decoded(executed):
+  rows = _table_rows(_cell_output(executed, "sampling.generate(", "text/plain"))
+  assert len(rows) == 4 * 3  # NUM_PROMPTS x SAMPLES
+  assert all(re.fullmatch(r"\d+[+-]\d+=", row[1]) for row in rows)  # the prompt column
+  assert {row[-1] for row in rows} <= {"True", "False"}
+
+
+def test_the_contribution_plot_and_the_sweep_table_are_shown(executed):
+  image = _cell_output(executed, "contribution.png", "image/png")
+  assert base64.b64decode(image).startswith(b"\x89PNG\r\n\x1a\n")
+  table = _table_rows(_cell_output(executed, "sweep.csv", "text/plain"))
+  assert [row[1] for row in table] == ["base", "full", "layer00", "layer01"]
+  printed = "".join(o.get("text", "") for cell in executed.cells for o in _outputs(cell))
+  sweep_dir = Path(re.search(r"sweep directory: (\S+)", printed).group(1))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert [layer["layer"] for layer in sweep["layers"]] == [0, 1]
+  assert sweep_dir.parent.name.startswith("jaxlayer-")  # a temporary directory, not the repo
