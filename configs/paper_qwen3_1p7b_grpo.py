@@ -2,12 +2,16 @@
 
 veRL settings from the paper: AdamW, lr 5e-6, 512 prompts per batch, PPO mini-batch of 128
 prompts, group size 4, responses up to 3072 tokens, KL 0.001 (k3), clip 0.2. Needs a TPU VM
-or large GPU (see tpu_scripts/); full-parameter: --config.train.layers=all.
+or large GPU (see tpu_scripts/); full-parameter: --config.train.layers=all. The data files
+(a 50K NuminaMath-CoT subset, MATH-500 as the test split): docs/reproduce_paper.md.
 
     jaxlayer train --config configs/paper_qwen3_1p7b_grpo.py --config.run_dir=runs/q3_l10
+    jaxlayer sweep --config configs/paper_qwen3_1p7b_grpo.py   # base, full RL, each of 28 blocks
 """
 
+from jaxlayer.evaluation import default_eval_config
 from jaxlayer.rl.config import default_config
+from jaxlayer.sweep.runner import default_sweep_config
 
 
 def get_config():
@@ -35,4 +39,13 @@ def get_config():
   config.rollout.temperature = 1.0
   config.rollout.max_prompt_tokens = 1024
   config.checkpoint.every = 10
+  # The paper trains on 50K NuminaMath-CoT problems; every run is scored on MATH-500, one of
+  # the paper's four benchmarks, whose solutions end in \boxed{} like NuminaMath's.
+  config.task.options.data_files = {"train": "data/numina_cot_50k.jsonl",
+                                    "test": "data/math500.jsonl"}
+
+  config.eval = default_eval_config()  # greedy pass@1, responses up to rollout.max_new_tokens
+  config.eval.num_problems = 500  # all of MATH-500
+  config.sweep = default_sweep_config()
+  config.sweep.dir = "runs/sweep_qwen3_1p7b"
   return config
