@@ -1,5 +1,8 @@
 """The GRPO family as presets: advantage estimator, loss settings and batch filters.
 
+GiGPO is the multi-turn member: its advantages come from whole episodes of an environment
+(`jaxlayer.rl.gigpo`, `jaxlayer.rl.multiturn`), so it trains on `env.name`, not a task.
+
 `train.algorithm` picks a preset; any `train.*` loss key that is set in the config overrides
 the preset's value. Adding an algorithm is one `Algorithm(...)` line in `ALGORITHMS`.
 """
@@ -40,7 +43,12 @@ ALGORITHMS: dict[str, Algorithm] = {
     # Yu et al. 2025: clip-higher, token-mean, dynamic sampling, soft overlong punishment.
     "dapo": Algorithm(advantage="grpo", aggregation="token-mean", clip_eps_high=0.28,
                       dynamic_sampling=True, overlong_buffer_fraction=0.2),
+    # Feng et al. 2025, as verl-agent's ALFWorld script: token-mean, KL 0.01, clip 0.2.
+    "gigpo": Algorithm(advantage="gigpo", aggregation="token-mean", kl_beta=0.01),
 }
+
+# Advantages computed from episodes of an environment rather than from one reward per response.
+MULTI_TURN_ADVANTAGES = ("gigpo",)
 
 OVERRIDABLE = tuple(f.name for f in dataclasses.fields(Algorithm))
 
@@ -54,7 +62,8 @@ def resolve_algorithm(name: str, **overrides) -> Algorithm:
     raise ValueError(f"Unknown algorithm settings {unknown}; known: {list(OVERRIDABLE)}.")
   algorithm = dataclasses.replace(ALGORITHMS[name],
                                   **{k: v for k, v in overrides.items() if v is not None})
-  advantages.get_estimator(algorithm.advantage)
+  if algorithm.advantage not in MULTI_TURN_ADVANTAGES:
+    advantages.get_estimator(algorithm.advantage)
   losses.LossConfig(aggregation=algorithm.aggregation, clip_eps_low=algorithm.clip_eps_low,
                     clip_eps_high=algorithm.clip_eps_high, kl_beta=algorithm.kl_beta)
   if not 0.0 <= algorithm.overlong_buffer_fraction <= 1.0:

@@ -41,10 +41,24 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.use_chat_template = False  # wrap the prompt in the tokenizer's chat template
   config.task.system_prompt = config_dict.placeholder(str)
 
+  # A multi-turn environment (jaxlayer.envs) instead of a task: set env.name (and
+  # train.algorithm="gigpo"); the task section is then unused.
+  config.env = ml_collections.ConfigDict()
+  config.env.name = config_dict.placeholder(str)  # a key of jaxlayer.envs.ENVS
+  config.env.options = ml_collections.ConfigDict()  # keyword arguments of the environment
+  config.env.max_turns = 10  # actions per episode (the environment may end it sooner)
+  config.env.history = 0  # past (observation, action) turns shown in the context
+  # Context text, fields {instructions} {history} {observation}; rollout.max_prompt_tokens
+  # caps its length (the oldest tokens go).
+  config.env.template = "{instructions}\n{history}{observation}\n"
+  config.env.use_chat_template = False  # the tokenizer's chat template instead of the template
+  config.env.step_timeout_s = 60.0  # an env call running longer ends its episode (None: no limit)
+  config.env.num_eval_episodes = 100  # evaluation: greedy episodes on the fixed seeds 0..N-1
+
   config.train = ml_collections.ConfigDict()
   config.train.layers = "all"  # selection grammar: jaxlayer.rl.selection
   config.train.lr_groups = ""  # per-group rates "SELECTION=LR;SELECTION=LR" inside layers
-  config.train.algorithm = "grpo"  # grpo | dr_grpo | dapo (jaxlayer.rl.algorithms)
+  config.train.algorithm = "grpo"  # grpo | dr_grpo | dapo | gigpo (jaxlayer.rl.algorithms)
   config.train.steps = 100  # RL steps (rollout batch + updates)
   config.train.learning_rate = 5e-6  # AdamW peak rate (the paper's)
   config.train.lr_schedule = "constant"  # constant | cosine (to 0 at the last step)
@@ -54,6 +68,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.adam_b2 = 0.999
   config.train.adam_eps = 1e-8
   config.train.max_grad_norm = 1.0  # global-norm clipping over trainable leaves (0: off)
+  # With an environment, a "response" below is an episode: group_size episodes per seed,
+  # batch_size episodes per RL step; an update takes the turns of mini_batch_size episodes.
   config.train.group_size = 8  # responses per prompt (G >= 2)
   config.train.batch_size = 64  # responses per RL step (a multiple of group_size)
   config.train.mini_batch_size = config_dict.placeholder(int)  # responses per update (batch)
@@ -63,6 +79,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.ppo_epochs = 1  # passes over the rollout batch per RL step
   config.train.advantage_eps = 1e-6  # added to the group std (GRPO)
   config.train.dynamic_sampling_max_rounds = 4  # rollout rounds to fill a DAPO batch
+  # GiGPO (jaxlayer.rl.gigpo): A = A_episode + omega * A_step.
+  config.train.gigpo_gamma = 0.95  # discount of the step returns that anchor groups compare
+  config.train.gigpo_omega = 1.0  # weight of the step advantage
+  config.train.gigpo_normalize = "std"  # "std": divide by the group's std; "none": mean only
   # Algorithm overrides (None: the preset's value).
   config.train.clip_eps_low = config_dict.placeholder(float)
   config.train.clip_eps_high = config_dict.placeholder(float)
@@ -75,7 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.rollout = ml_collections.ConfigDict()
   config.rollout.max_new_tokens = 64  # response length limit (tokens)
   config.rollout.temperature = 1.0
-  config.rollout.max_prompt_tokens = 1024  # longer training prompts are skipped
+  config.rollout.max_prompt_tokens = 1024  # longer training prompts are skipped (env: cut)
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = 1  # mesh axis sizes (one may be -1: the remaining devices)

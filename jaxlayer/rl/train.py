@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from jaxlayer import models, sampling, tasks
 from jaxlayer.models.hub import resolve_model_dir
-from jaxlayer.rl import advantages, algorithms, checkpoint, losses, metrics, optimizer, selection
+from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, multiturn, optimizer,
+                         selection)
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl.config import RESUMABLE_KEYS
 
@@ -101,6 +102,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   algorithm = algorithms.resolve_algorithm(
       train_cfg.algorithm, **{name: train_cfg.get(name) for name in algorithms.OVERRIDABLE
                               if name not in ("advantage",)})
+  _check_env_algorithm(config, algorithm)
 
   group_size, batch_size = train_cfg.group_size, train_cfg.batch_size
   _require(group_size >= 2, f"train.group_size={group_size}: group-relative advantages need at "
@@ -142,6 +144,26 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    selection=chosen, algorithm=algorithm, loss=loss, mesh=mesh,
                    prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size,
                    micro_batch_size=micro_batch_size)
+
+
+def _check_env_algorithm(config: ml_collections.ConfigDict,
+                         algorithm: algorithms.Algorithm) -> None:
+  """An environment (env.name) trains with a multi-turn algorithm, a task with the others."""
+  multi_turn = algorithm.advantage in algorithms.MULTI_TURN_ADVANTAGES
+  if not config.env.name:
+    _require(not multi_turn, f"train.algorithm={config.train.algorithm!r} trains an agent in a "
+             "multi-turn environment: set env.name (e.g. --config.env.name=gridworld; see "
+             "configs/gigpo_gridworld.py).")
+    return
+  _require(multi_turn, f"env.name={config.env.name!r} is a multi-turn environment: train it with "
+           f"train.algorithm='gigpo' (got {config.train.algorithm!r}).")
+  unsupported = [name for name, on in (("dynamic_sampling", algorithm.dynamic_sampling),
+                                       ("overlong_filtering", algorithm.overlong_filtering),
+                                       ("overlong_buffer_fraction",
+                                        algorithm.overlong_buffer_fraction > 0)) if on]
+  _require(not unsupported, f"{', '.join('train.' + name for name in unsupported)}: settings of "
+           "single-turn tasks, not of environments; leave them unset with train.algorithm='gigpo'.")
+  multiturn.env_settings(config)
 
 
 def _flat_config(config: ml_collections.ConfigDict | dict) -> dict:
@@ -238,12 +260,21 @@ class _Trainer:
     self.cfg = cfg
     self.run_dir = Path(cfg.run_dir)
     self.group_size = cfg.train.group_size
-    self.task = task if task is not None else self._make_task()
+    # A multi-turn environment (env.name) or a single-turn task.
+    self.env = multiturn.env_settings(cfg) if cfg.env.name else None
+    if self.env is not None:
+      if task is not None:
+        raise ValueError(f"train(task=...) is for single-turn tasks, but env.name="
+                         f"{cfg.env.name!r} is set.")
+      self.env.check_env()
+    else:
+      self.task = task if task is not None else self._make_task()
     self.tokenizer = models.load_tokenizer(plan_.model_dir)
     self.stop_ids = _stop_token_ids(plan_.model_dir, self.tokenizer)
     pad = self.tokenizer.pad_token_id
     self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
-    self._encode_problems()
+    if self.env is None:
+      self._encode_problems()
 
     model, _ = models.from_pretrained(plan_.model_dir, dtype=cfg.model.dtype, mesh=plan_.mesh)
     self.split, self.params = rl_step.split_model(model, plan_.selection.trainable)
@@ -385,9 +416,12 @@ class _Trainer:
     return {k: jax.device_put(v, self.batch_sharding[v.ndim]) for k, v in batch.items()}
 
   def _updates(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-    size, mini = len(batch["input_ids"]), self.plan.mini_batch_size
+    # batch_size / mini_batch_size updates per epoch, of equal row counts (a multi-turn
+    # batch has a row per turn: gigpo_batch pads it to a whole number of mini-batches).
+    size = len(batch["input_ids"])
+    mini = size * self.plan.mini_batch_size // self.cfg.train.batch_size
     if self.ref_params is not None:
-      micro = self.plan.micro_batch_size
+      micro = mini * self.plan.micro_batch_size // self.plan.mini_batch_size
       batch["ref_logprobs"] = np.concatenate([
           np.asarray(self.logprobs(self.ref_params, self.split.frozen,
                                    self._to_device({k: v[i:i + micro] for k, v in batch.items()})))
@@ -415,6 +449,8 @@ class _Trainer:
     return {k: float(np.mean([h[k] for h in history])) for k in history[0] if k != "params_finite"}
 
   def run_step(self) -> tuple[dict[str, float], list[dict]]:
+    if self.env is not None:
+      return self._run_env_step()
     start = time.perf_counter()
     self.rng, key = jax.random.split(self.rng)
     rollouts, group_weights, sampled = self._collect(key)
@@ -441,10 +477,47 @@ class _Trainer:
                for i in range(min(self.cfg.logging.samples_per_step, len(sampled.completions)))]
     return result, samples
 
+  def _run_env_step(self) -> tuple[dict[str, float], list[dict]]:
+    """One GiGPO step: play batch_size episodes (group_size per seed), update on their turns."""
+    start = time.perf_counter()
+    self.rng, key = jax.random.split(self.rng)
+    seeds = multiturn.train_seeds(self.cfg.seed, self.data_position, self.plan.prompts_per_step)
+    self.data_position += len(seeds)
+    rollouts = multiturn.play_episodes(
+        self.split.merge(self.params), self.tokenizer, self.env.make_env, seeds,
+        group_size=self.group_size, max_turns=self.env.max_turns,
+        max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
+        eos_token_ids=self.stop_ids, pad_token_id=self.pad_id,
+        seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), context=self.env.context,
+        step_timeout_s=self.env.step_timeout_s)
+    train_cfg = self.cfg.train
+    micro_batches = self.plan.mini_batch_size // self.plan.micro_batch_size
+    shards = self.plan.mesh.shape["data"] * self.plan.mesh.shape["fsdp"]
+    batch, stats = multiturn.gigpo_batch(
+        rollouts, group_size=self.group_size, gamma=train_cfg.gigpo_gamma,
+        omega=train_cfg.gigpo_omega, normalize=train_cfg.gigpo_normalize,
+        epsilon=train_cfg.advantage_eps, max_new_tokens=self.cfg.rollout.max_new_tokens,
+        pad_token_id=self.pad_id,
+        num_mini_batches=train_cfg.batch_size // self.plan.mini_batch_size,
+        row_multiple=micro_batches * shards)
+    if stats["trained_turns"]:
+      update_metrics = self._updates(batch)
+    else:  # every episode ended in an environment error: nothing to learn from
+      update_metrics = {}
+      tqdm.write(f"jaxlayer: step {self.step + 1}: every episode ended in an environment error; "
+                 "no update (see the warnings above).")
+    self.step += 1
+    result = {**multiturn.rollout_metrics(rollouts), **stats, **update_metrics,
+              "seconds_per_step": time.perf_counter() - start}
+    samples = [multiturn.episode_record(r.episode)
+               for r in rollouts[:self.cfg.logging.samples_per_step]]
+    return result, samples
+
 
 def _postfix(m: dict[str, float]) -> dict[str, str]:
-  shown = {"reward": "reward", "acc": "accuracy", "kl": "kl", "ent": "entropy",
-           "len": "response_length", "s/step": "seconds_per_step"}
+  shown = {"reward": "reward", "acc": "accuracy", "succ": "success_rate",
+           "turns": "episode_length", "env_err": "env_errors", "anchor": "anchor_group_size",
+           "kl": "kl", "ent": "entropy", "len": "response_length", "s/step": "seconds_per_step"}
   return {label: f"{m[key]:.3g}" for label, key in shown.items() if key in m}
 
 
