@@ -10,7 +10,8 @@ USAGE = """usage: jaxlayer <command> [options]
 
 commands:
   generate   complete prompts (greedy or sampled) with a Hugging Face checkpoint
-  train      layer-selective RL (GRPO / Dr. GRPO / DAPO) from a config; resumes its run_dir
+  train      layer-selective RL (GRPO / Dr. GRPO / DAPO; GiGPO in an environment) from a
+             config; resumes its run_dir
   export     merge a run's trained blocks into its base model: a Hugging Face checkpoint
   eval       pass@1 (greedy) and mean@k of a model or a training run on the test split -> eval.json
   sweep      layer-contribution sweep: base, full RL and RL on each block alone -> C(k), report
@@ -176,7 +177,8 @@ def _train(argv: list[str]) -> None:
   if argv[:1] in (["-h"], ["--help"]):
     print(_train.__doc__ + "\n\nTrains the blocks in config.train.layers (e.g. layers.14, "
           "layers.10-14, mid5, all) and resumes from config.run_dir's latest checkpoint. "
-          "Every key and its default: jaxlayer/rl/config.py; example: configs/grpo_arithmetic.py.")
+          "Every key and its default: jaxlayer/rl/config.py; examples: "
+          "configs/grpo_arithmetic.py, configs/gigpo_gridworld.py (an agent in a grid world).")
     return
   config = load_config(argv, "jaxlayer train")
   if "@" in f"{config.train.layers}{config.train.lr_groups}":
@@ -215,7 +217,9 @@ def _eval(argv: list[str]) -> None:
       "pass@1 (greedy) and mean@k (eval.num_samples sampled completions) on the first "
       "eval.num_problems test problems of the config's task (or eval.tasks), with the config's "
       "prompt settings. Writes eval.json (and generations.jsonl). Settings: --config.eval.KEY=VALUE "
-      "(keys and defaults: jaxlayer/evaluation.py, default_eval_config)."))
+      "(keys and defaults: jaxlayer/evaluation.py, default_eval_config). A config with env.name "
+      "is scored by episodes: pass@1 is the success rate of greedy episodes on the fixed seeds "
+      "0..env.num_eval_episodes-1."))
   parser.add_argument("--config", required=True, help="config file (e.g. configs/sweep_tiny.py); "
                       "override keys with --config.KEY=VALUE")
   parser.add_argument("--model", required=True, help="Hugging Face model directory or hub id, or "

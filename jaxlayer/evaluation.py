@@ -18,6 +18,10 @@ problems (a paired comparison).
 From a config (`jaxlayer eval`, the sweep): `evaluate_from_config` takes the prompt settings
 from the config's task section, the training ones, so train and eval prompts are identical,
 and the decoding settings from its eval section (`default_eval_config`: every key and default).
+
+A multi-turn environment (config.env.name, `evaluate_env`) is scored by episodes: a "problem"
+is one of the fixed seeds 0..env.num_eval_episodes-1, pass@1 the success rate of greedy
+episodes, mean@k the mean success of k sampled episodes per seed.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxlayer import models, sampling, tasks
-from jaxlayer.rl import checkpoint
+from jaxlayer.envs import summarize
+from jaxlayer.rl import checkpoint, multiturn
 from jaxlayer.rl.train import _stop_token_ids
 
 EVAL_FILE = "eval.json"
@@ -75,6 +80,7 @@ class EvalResult:
   decoding: dict[str, Any]
   prompt: dict[str, Any]
   generations: list[dict[str, Any]]
+  episodes: dict[str, dict[str, float]] | None = None  # environments: metric -> summarize()
 
   def metric_name(self, metric: str) -> str:
     """"pass@1" or "mean@k" (a config's eval.metric) -> the key in `scores`."""
@@ -88,8 +94,11 @@ class EvalResult:
 
   def summary(self) -> dict[str, Any]:
     """Everything but the generations (a task's entry in eval.json)."""
-    return {"task": self.task, "num_problems": self.num_problems, "scores": self.scores,
-            "decoding": self.decoding, "prompt": self.prompt, "per_problem": self.per_problem}
+    summary = {"task": self.task, "num_problems": self.num_problems, "scores": self.scores,
+               "decoding": self.decoding, "prompt": self.prompt, "per_problem": self.per_problem}
+    if self.episodes is not None:
+      summary["episodes"] = self.episodes
+    return summary
 
 
 def eval_problems(task: tasks.Task, num_problems: int | None) -> list[tasks.Problem]:
@@ -155,13 +164,7 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
   empty = [i for i, ids in enumerate(prompt_ids) if not ids]
   if empty:
     raise ValueError(f"test problem {empty[0]} of task {task.name!r} has an empty prompt.")
-  if eos_token_ids is None:
-    source = model.config.source_dir
-    eos_token_ids = (_stop_token_ids(Path(source), tokenizer) if source else
-                     [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id])
-  eos_token_ids = [int(t) for t in eos_token_ids]
-  pad = tokenizer.pad_token_id
-  pad_token_id = pad if pad is not None else (eos_token_ids[0] if eos_token_ids else 0)
+  eos_token_ids, pad_token_id = _stop_and_pad_ids(model, tokenizer, eos_token_ids)
   chunk = min(batch_size, len(problems))
 
   passes = [("greedy", "pass@1", 1, 0.0)]
@@ -215,6 +218,78 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
                     generations=generations)
 
 
+def _stop_and_pad_ids(model, tokenizer, eos_token_ids) -> tuple[list[int], int]:
+  """Stop tokens (None: as in training) and the padding id."""
+  if eos_token_ids is None:
+    source = model.config.source_dir
+    eos_token_ids = (_stop_token_ids(Path(source), tokenizer) if source else
+                     [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id])
+  eos_token_ids = [int(t) for t in eos_token_ids]
+  pad = tokenizer.pad_token_id
+  return eos_token_ids, pad if pad is not None else (eos_token_ids[0] if eos_token_ids else 0)
+
+
+def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
+                 max_new_tokens: int, batch_size: int = 64, num_samples: int = 0,
+                 temperature: float = 1.0, top_p: float = 1.0,
+                 eos_token_ids: Sequence[int] | None = None, seed: int = 0,
+                 progress_position: int = 0, progress: bool = True) -> EvalResult:
+  """Greedy success rate (pass@1) and, with num_samples=k >= 1, mean@k of `model` playing
+  env.num_eval_episodes episodes of `env`, one per fixed seed 0..N-1.
+
+  batch_size: episodes played together (each turn of theirs is one `sampling.generate`
+    call of that many rows). Episodes that end in an environment error count as failures
+    and show in `episodes` (env_error_rate) and in the generations' error field.
+  Generations: one per episode: {"problem_index", "decoding", "sample", "seed", "success",
+    "score", "return", "turns", "finish_reason", "error", "transcript"}.
+  """
+  check_decoding(max_new_tokens=max_new_tokens, batch_size=batch_size, num_samples=num_samples,
+                 temperature=temperature)
+  env.check_env()  # bad options fail here, not as an env error in every episode
+  seeds = multiturn.eval_seeds(env.num_eval_episodes)
+  eos_token_ids, pad_token_id = _stop_and_pad_ids(model, tokenizer, eos_token_ids)
+  passes = [("greedy", "pass@1", 1, 0.0)]
+  if num_samples:
+    passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
+  scores, per_problem, episodes, generations = {}, {}, {}, []
+  with tqdm(total=len(seeds) * len(passes), desc=f"eval {env.name}", unit="episode",
+            position=progress_position, leave=progress_position == 0, disable=not progress,
+            dynamic_ncols=True) as bar:
+    for decoding, metric, k, temp in passes:
+      chunk = max(1, min(batch_size // k, len(seeds)))  # seeds per rollout
+      played = []
+      for start in range(0, len(seeds), chunk):
+        rollouts = multiturn.play_episodes(
+            model, tokenizer, env.make_env, seeds[start:start + chunk], group_size=k,
+            max_turns=env.max_turns, max_new_tokens=max_new_tokens, temperature=temp,
+            top_p=top_p, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
+            seed=_chunk_seed(seed, start), context=env.context,
+            step_timeout_s=env.step_timeout_s, batch_rows=chunk * k)
+        for r, rollout in enumerate(rollouts):
+          record = multiturn.episode_record(rollout.episode)
+          generations.append({"problem_index": start + r // k, "decoding": decoding,
+                              "sample": r % k, "score": float(record["success"]), **record})
+        played += [rollout.episode for rollout in rollouts]
+        bar.update(len(rollouts) // k)
+      per_problem[metric] = [float(np.mean([e.success for e in played[i:i + k]]))
+                             for i in range(0, len(played), k)]
+      scores[metric] = float(np.mean(per_problem[metric]))
+      episodes[metric] = summarize(played)
+      bar.set_postfix({name: f"{value:.3f}" for name, value in scores.items()})
+
+  decoding = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
+              "eos_token_ids": eos_token_ids, "seeds": f"0..{len(seeds) - 1}",
+              "pass@1": {"temperature": 0.0, "num_samples": 1}}
+  if num_samples:
+    decoding[f"mean@{num_samples}"] = {"temperature": temperature, "top_p": top_p,
+                                       "num_samples": num_samples, "seed": seed}
+  context = dataclasses.asdict(env.context)
+  prompt = {"env": env.name, "options": env.options, "max_turns": env.max_turns, **context}
+  return EvalResult(task=env.name, num_problems=len(seeds), scores=scores,
+                    per_problem=per_problem, decoding=decoding, prompt=prompt,
+                    generations=generations, episodes=episodes)
+
+
 # --- from a config -----------------------------------------------------------------------------
 
 
@@ -239,9 +314,23 @@ def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return settings
 
 
+def env_config(config: ml_collections.ConfigDict) -> multiturn.EnvSettings | None:
+  """The config's environment (env.name set), checked; None for a single-turn task."""
+  env = config.get("env")
+  return multiturn.env_settings(config) if env is not None and env.get("name") else None
+
+
 def task_names(config: ml_collections.ConfigDict) -> list[str]:
-  """eval.tasks split at commas (empty: [task.name]), each checked against the registry."""
+  """eval.tasks split at commas (empty: [task.name]), each checked against the registry; for
+  an environment config, [env.name]."""
   names = [n.strip() for n in eval_settings(config)["tasks"].split(",") if n.strip()]
+  env = env_config(config)
+  if env is not None:
+    if names:
+      raise ValueError(f"eval.tasks={names} names tasks, but this config trains in the "
+                       f"environment {env.name!r}, which is evaluated by its episodes: leave "
+                       "eval.tasks empty.")
+    return [env.name]
   names = names or [config.task.name]
   unknown = [n for n in names if n not in tasks.TASKS]
   if unknown:
@@ -263,8 +352,18 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
   (task.template, task.use_chat_template, task.system_prompt) and eval settings.
 
   seed: the mean@k sampling seed (default config.seed).
+  With config.env.name set, `evaluate_env` on that environment (task_name is then unused).
   """
   settings = eval_settings(config)
+  progress = config.get("logging", {}).get("progress", True)
+  env = env_config(config)
+  if env is not None:
+    return evaluate_env(
+        model, tokenizer, env, max_new_tokens=settings["max_new_tokens"],
+        batch_size=settings["batch_size"], num_samples=settings["num_samples"],
+        temperature=settings["temperature"], top_p=settings["top_p"],
+        seed=config.get("seed", 0) if seed is None else seed,
+        progress_position=progress_position, progress=progress)
   name = task_name or config.task.name
   return evaluate(
       model, tokenizer, config_task(config, name), num_problems=settings["num_problems"],
@@ -273,7 +372,7 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
       top_p=settings["top_p"], template=config.task.template,
       use_chat_template=config.task.use_chat_template, system_prompt=config.task.system_prompt,
       seed=config.get("seed", 0) if seed is None else seed,
-      progress_position=progress_position, progress=config.get("logging", {}).get("progress", True))
+      progress_position=progress_position, progress=progress)
 
 
 def config_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
