@@ -18,8 +18,9 @@ others: the sweep raises at the end, naming it, and a restart runs only the runs
 Who writes the results: the driver. A task returns its result (a few kB: scores per problem,
 reward curve) and the driver, this process, writes result.json atomically. Only one process
 ever writes the sweep's results, nothing depends on a filesystem shared by the nodes, and a
-worker killed mid-run cannot leave a half-written or missing result behind; the price is
-that a result still in flight when the driver dies is lost and its run redone on resume.
+worker killed mid-run leaves nothing half-written in the sweep directory; the price is that
+a result still in flight when the driver dies is lost and its run redone on resume. (The
+driver never starts JAX on an accelerator, so on a TPU VM its chips stay free for the tasks.)
 Each run's working directory (sweep_dir/runs/RUN/train: its checkpoints) is written by the
 worker, at the same absolute path on its node: on a filesystem shared by the nodes a retried
 or resumed run continues from its checkpoints; otherwise full RL's kept checkpoint stays on
