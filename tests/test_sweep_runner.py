@@ -210,10 +210,10 @@ def test_cli_sweep_into_a_different_sweep_is_a_clear_error(tmp_path, monkeypatch
   model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
   argv = ["sweep", "--config", str(REPO / "configs/sweep_tiny.py"),
           f"--config.model.path={model_dir}", f"--config.sweep.dir={tmp_path / 'sweep'}",
-          "--config.sweep.layers=0"]
+          "--config.sweep.layers=0", "--config.train.steps=5"]
   cli.main(argv)
-  with pytest.raises(SystemExit, match="(?s)jaxlayer sweep: .*train.steps: 30 -> 31"):
-    cli.main(argv + ["--config.train.steps=31"])
+  with pytest.raises(SystemExit, match="(?s)jaxlayer sweep: .*train.steps: 5 -> 6"):
+    cli.main(argv + ["--config.train.steps=6"])
 
 
 def test_cli_sweep_bad_override_is_a_clear_error(tmp_path):
