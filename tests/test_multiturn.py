@@ -476,6 +476,8 @@ def test_cli_sweep_and_eval_on_the_shipped_config(tiny_qwen2_dir, tmp_path, comp
     ({"train.gigpo_normalize": "mean_std"}, r"train.gigpo_normalize='mean_std': choose one of "
      r"\['std', 'none'\]"),
     ({"train.dynamic_sampling": True}, r"train.dynamic_sampling: settings of single-turn tasks"),
+    ({"rollout.max_prompt_tokens": 254}, r"rollout.max_prompt_tokens=254 context tokens \+ "
+     r"rollout.max_new_tokens=3 = 257 positions, beyond the model's max_position_embeddings=256"),
 ])
 def test_bad_env_configs_fail_before_loading(overrides, message, tiny_qwen2_dir, tmp_path,
                                              monkeypatch):

@@ -103,6 +103,13 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
       train_cfg.algorithm, **{name: train_cfg.get(name) for name in algorithms.OVERRIDABLE
                               if name not in ("advantage",)})
   _check_env_algorithm(config, algorithm)
+  if config.env.name:  # contexts are cut to max_prompt_tokens: the longest sample must fit
+    positions = rollout.max_prompt_tokens + rollout.max_new_tokens
+    _require(positions <= model_config.max_position_embeddings,
+             f"rollout.max_prompt_tokens={rollout.max_prompt_tokens} context tokens + "
+             f"rollout.max_new_tokens={rollout.max_new_tokens} = {positions} positions, beyond "
+             f"the model's max_position_embeddings={model_config.max_position_embeddings}: "
+             "lower rollout.max_prompt_tokens (the oldest context tokens are cut).")
 
   group_size, batch_size = train_cfg.group_size, train_cfg.batch_size
   _require(group_size >= 2, f"train.group_size={group_size}: group-relative advantages need at "
