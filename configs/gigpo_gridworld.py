@@ -12,6 +12,10 @@ to 4 turns; GiGPO's step advantages compare actions taken in the same cell acros
 
 Evaluation (and the sweep's score) is the success rate of greedy episodes on the fixed seeds
 0..env.num_eval_episodes-1, reported as pass@1. Every key: jaxlayer/rl/config.py.
+
+Measured on the shipped tiny model (full RL, 100 steps, 2-core CPU, ~4-6 s per step): greedy
+success 0.000 -> 0.185, sampled (mean@4) 0.003 -> 0.295; moving at random scores 0.32
+(scripts/gridworld_baselines.py --size 3 --max_turns 4), the shortest path 1.0.
 """
 
 from ml_collections import config_dict
@@ -41,13 +45,13 @@ def get_config():
   config.train.gigpo_gamma = 0.95
   config.train.gigpo_omega = 1.0
   config.train.gigpo_normalize = "std"
-  config.train.steps = 60
-  config.train.learning_rate = 1e-4
+  config.train.steps = 100
+  config.train.learning_rate = 1e-3
   config.train.group_size = 8
   config.train.batch_size = 64  # episodes per step: 8 seeds x 8
   config.rollout.max_new_tokens = 6
   config.rollout.max_prompt_tokens = 40
-  config.checkpoint.every = 20
+  config.checkpoint.every = 25
   config.logging.tensorboard = False
 
   config.eval = config_dict.ConfigDict()  # every key and default: jaxlayer/evaluation.py

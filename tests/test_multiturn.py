@@ -343,11 +343,12 @@ def test_short_gigpo_run_raises_the_success_rate(tiny_qwen2_dir, tmp_path, compi
   rows = metrics.read_metrics(cfg.run_dir)
   assert [r["step"] for r in rows] == list(range(1, 13))
   for key in ("reward", "success_rate", "episode_length", "env_errors", "anchor_group_size",
-              "loss", "entropy", "seconds_per_step"):
+              "loss", "entropy", "rollout_seconds", "seconds_per_step"):
     assert all(np.isfinite(r[key]) for r in rows), key
   assert np.mean([r["success_rate"] for r in rows[-3:]]) > np.mean(
       [r["success_rate"] for r in rows[:3]]) + 0.1
   assert all(1 <= r["episode_length"] <= MAX_TURNS and r["anchor_group_size"] > 1 for r in rows)
+  assert all(0 < r["rollout_seconds"] < r["seconds_per_step"] for r in rows)
   samples = [json.loads(line) for line in
              (Path(cfg.run_dir) / metrics.SAMPLES_FILE).read_text().splitlines()]
   assert len(samples) == 24 and samples[0]["transcript"][0]["observation"].startswith("pos ")

@@ -497,6 +497,7 @@ class _Trainer:
         eos_token_ids=self.stop_ids, pad_token_id=self.pad_id,
         seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), context=self.env.context,
         step_timeout_s=self.env.step_timeout_s)
+    rollout_seconds = time.perf_counter() - start
     train_cfg = self.cfg.train
     micro_batches = self.plan.mini_batch_size // self.plan.micro_batch_size
     shards = self.plan.mesh.shape["data"] * self.plan.mesh.shape["fsdp"]
@@ -515,7 +516,7 @@ class _Trainer:
                  "no update (see the warnings above).")
     self.step += 1
     result = {**multiturn.rollout_metrics(rollouts), **stats, **update_metrics,
-              "seconds_per_step": time.perf_counter() - start}
+              "rollout_seconds": rollout_seconds, "seconds_per_step": time.perf_counter() - start}
     samples = [multiturn.episode_record(r.episode)
                for r in rollouts[:self.cfg.logging.samples_per_step]]
     return result, samples
