@@ -258,8 +258,13 @@ def test_env_step_that_hangs_is_abandoned_after_the_timeout():
     release.set()
 
 
+def _env_workers() -> set[threading.Thread]:
+  return {t for t in threading.enumerate() if t.name == "env-worker"}
+
+
 def test_worker_threads_end_with_their_episodes():
-  baseline = threading.active_count()
+  # Only this test's workers count: other tests' abandoned (hung) workers may end meanwhile.
+  before = _env_workers()
   for seed in range(20):
     run_episode(GridWorld(), toward_goal, seed, max_turns=6, step_timeout_s=5.0)
   abandoned = SafeEpisode(GridWorld(), 0, max_turns=6, step_timeout_s=5.0)
@@ -267,9 +272,9 @@ def test_worker_threads_end_with_their_episodes():
   del abandoned  # dropped mid-episode: its worker ends when it is garbage collected
   gc.collect()
   deadline = time.monotonic() + 10
-  while threading.active_count() > baseline and time.monotonic() < deadline:
+  while _env_workers() - before and time.monotonic() < deadline:
     time.sleep(0.01)
-  assert threading.active_count() == baseline
+  assert not _env_workers() - before
 
 
 def test_caller_errors_are_raised_not_swallowed():
