@@ -14,7 +14,8 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test: $(BIN)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	# Two workers (a test file each at a time): compiling dominates and is single-threaded.
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The main job: the layer-contribution sweep on the shipped tiny model (resumable: a second
 # run skips finished runs). Outputs in runs/sweep_tiny/.
