@@ -65,16 +65,13 @@ def _generate(argv: list[str]) -> None:
   if temperature is None:
     temperature = 0.0 if args.num_samples == 1 else 1.0
 
-  from pathlib import Path
-
   from tqdm import tqdm
 
   from jaxlayer import models, sampling
-  from jaxlayer.rl.train import _stop_token_ids
 
   model, config = models.from_pretrained(args.model, dtype=args.dtype)
   tokenizer = models.load_tokenizer(args.model)
-  eos_token_ids = _stop_token_ids(Path(config.source_dir), tokenizer)
+  eos_token_ids = models.stop_token_ids(config.source_dir, tokenizer)
   single = len(prompts) == 1 and args.num_samples == 1
   starts = range(0, len(prompts), args.batch_size)
   for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) == 1):

@@ -42,7 +42,6 @@ from tqdm.auto import tqdm
 from jaxlayer import models, sampling, tasks
 from jaxlayer.envs import summarize
 from jaxlayer.rl import checkpoint, multiturn
-from jaxlayer.rl.train import _stop_token_ids
 
 EVAL_FILE = "eval.json"
 GENERATIONS_FILE = "generations.jsonl"
@@ -222,7 +221,7 @@ def _stop_and_pad_ids(model, tokenizer, eos_token_ids) -> tuple[list[int], int]:
   """Stop tokens (None: as in training) and the padding id."""
   if eos_token_ids is None:
     source = model.config.source_dir
-    eos_token_ids = (_stop_token_ids(Path(source), tokenizer) if source else
+    eos_token_ids = (models.stop_token_ids(source, tokenizer) if source else
                      [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id])
   eos_token_ids = [int(t) for t in eos_token_ids]
   pad = tokenizer.pad_token_id

@@ -198,3 +198,19 @@ def test_config_with_fewer_layers_than_weights(tiny_qwen2_dir, tmp_path):
 def test_unknown_dtype_lists_the_choices(tiny_qwen2_dir):
   with pytest.raises(ValueError, match=r"'float16'.*float32.*bfloat16"):
     models.from_pretrained(tiny_qwen2_dir, dtype="float16")
+
+
+@pytest.mark.parametrize("generation_eos, expected", [
+    (None, [0]),  # no generation_config.json: the tokenizer's EOS only
+    (7, [0, 7]),
+    ([0, 42, 7], [0, 7, 42]),  # chat checkpoints list several; duplicates merged
+])
+def test_stop_token_ids_join_the_tokenizer_eos_and_generation_config(
+    tiny_qwen2_dir, tmp_path, generation_eos, expected):
+  for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(tiny_qwen2_dir / name, tmp_path / name)
+  if generation_eos is not None:
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": generation_eos}))
+  tokenizer = models.load_tokenizer(tmp_path)
+  assert tokenizer.eos_token_id == 0
+  assert models.stop_token_ids(tmp_path, tokenizer) == expected

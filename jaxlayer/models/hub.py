@@ -209,6 +209,16 @@ def _write_safetensors(tensors: dict[str, np.ndarray], out_dir: Path) -> None:
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
+def stop_token_ids(model_dir: str | os.PathLike, tokenizer) -> list[int]:
+  """The tokenizer's EOS plus generation_config.json's eos_token_id(s) (chat models have two)."""
+  ids = set() if tokenizer.eos_token_id is None else {tokenizer.eos_token_id}
+  generation = Path(model_dir) / "generation_config.json"
+  if generation.is_file():
+    eos = json.loads(generation.read_text()).get("eos_token_id")
+    ids.update([eos] if isinstance(eos, int) else eos or [])
+  return sorted(ids)
+
+
 def load_tokenizer(path_or_hub_id: str | os.PathLike):
   """The checkpoint's tokenizer (transformers `AutoTokenizer`), with a clear error if absent."""
   from transformers import AutoTokenizer

@@ -211,16 +211,6 @@ def _problem_order(num_problems: int, seed: int, position: int, count: int) -> l
           for pos in range(position, position + count)]
 
 
-def _stop_token_ids(model_dir: Path, tokenizer) -> list[int]:
-  """The tokenizer's EOS plus generation_config.json's eos_token_id(s) (chat models have two)."""
-  ids = set() if tokenizer.eos_token_id is None else {tokenizer.eos_token_id}
-  generation = model_dir / "generation_config.json"
-  if generation.is_file():
-    eos = json.loads(generation.read_text()).get("eos_token_id")
-    ids.update([eos] if isinstance(eos, int) else eos or [])
-  return sorted(ids)
-
-
 @dataclasses.dataclass
 class _Rollouts:
   """Responses of whole groups, row i*G+j = response j to prompt i (host numpy)."""
@@ -277,7 +267,7 @@ class _Trainer:
     else:
       self.task = task if task is not None else self._make_task()
     self.tokenizer = models.load_tokenizer(plan_.model_dir)
-    self.stop_ids = _stop_token_ids(plan_.model_dir, self.tokenizer)
+    self.stop_ids = models.stop_token_ids(plan_.model_dir, self.tokenizer)
     pad = self.tokenizer.pad_token_id
     self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
     if self.env is None:
