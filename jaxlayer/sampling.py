@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxlayer import distributed
 from jaxlayer.models import KVCache, Qwen
 from jaxlayer.models.sharding import BATCH_AXES, batch_sharding
 
@@ -55,16 +56,23 @@ def bucket(n: int, multiple: int = 1) -> int:
 
 def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              num_samples: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             eos_token_ids: Iterable[int], seed: int, pad_token_id: int = 0) -> SampleOutput:
+             eos_token_ids: Iterable[int], seed: int, pad_token_id: int = 0,
+             prompts_per_call: int = 0) -> SampleOutput:
   """Samples `num_samples` completions of up to `max_new_tokens` tokens for each prompt.
 
   prompts: token-id lists of any lengths. temperature=0 decodes greedily (top_k / top_p are then
   irrelevant); top_k=0 and top_p=1 switch those cuts off. A sequence stops after the first
   token in `eos_token_ids` (an empty list: never). Row r draws one uniform number per step from
-  (seed, step, r): the same seed and inputs give the same samples, whatever the padding or the
-  mesh. Each prompt is prefilled once and its cache shared by its samples. On a model whose
-  parameters live on a mesh (`from_pretrained(..., mesh=...)`) the batch is split over the
-  mesh's data and fsdp axes. Returns numpy arrays (see SampleOutput).
+  (seed, step, r): the same seed and inputs give the same samples, whatever the padding, the
+  mesh or `prompts_per_call`. Each prompt is prefilled once and its cache shared by its samples.
+  On a model whose parameters live on a mesh (`from_pretrained(..., mesh=...)`) the batch is
+  split over the mesh's data and fsdp axes; on several hosts every process passes the same
+  prompts, prepares only the rows its devices hold, and gets every row back. Returns numpy
+  arrays (see SampleOutput).
+
+  prompts_per_call: sample at most this many prompts per compiled call (0: all at once), so
+  the KV cache holds prompts_per_call * num_samples rows; the last call is filled up to the
+  same shape with copies of its first prompt (their samples are dropped).
 
   Compiled code is reused across calls with the same bucketed batch size and prompt length
   (`bucket`), `max_new_tokens`, `num_samples`, top_k and whether temperature is 0 / top_p < 1.
@@ -73,45 +81,76 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
   prompts = _check_prompts(prompts, cfg.vocab_size)
   eos = _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, top_p,
                     eos_token_ids, pad_token_id)
+  if isinstance(prompts_per_call, bool) or not isinstance(prompts_per_call, numbers.Integral) \
+      or prompts_per_call < 0:
+    raise ValueError(f"prompts_per_call must be an integer >= 0 (0: all prompts in one call), got "
+                     f"{prompts_per_call!r}.")
+  per_call = prompts_per_call or len(prompts)
+  decode = functools.partial(_generate_call, model, max_new_tokens=max_new_tokens,
+                             num_samples=num_samples, temperature=temperature, top_k=top_k,
+                             top_p=top_p, eos=eos, seed=seed, pad_token_id=pad_token_id)
+  parts = []
+  for start in range(0, len(prompts), per_call):
+    chunk = prompts[start:start + per_call]
+    filled = chunk + [chunk[0]] * (per_call - len(chunk))  # the same shape on every call
+    rows = len(chunk) * num_samples  # the filler prompts' rows are dropped
+    # Row ids continue across calls, so each row draws the numbers it would draw in one call.
+    parts.append([x[:rows] if np.ndim(x) else x
+                  for x in decode(filled, row_offset=start * num_samples)])
+  tokens, logprobs, lengths, hit_eos = (np.concatenate([p[i] for p in parts]) for i in range(4))
+  return SampleOutput(
+      tokens=tokens, logprobs=logprobs, lengths=lengths,
+      mask=np.arange(max_new_tokens)[None, :] < lengths[:, None],
+      finish_reasons=["eos" if hit else "length" for hit in hit_eos],
+      prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int32), num_samples),
+      steps=max(p[4] for p in parts))
+
+
+def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, num_samples,
+                   temperature, top_k, top_p, eos, seed, pad_token_id, row_offset):
+  """One compiled prefill + decode of all `prompts`: host (tokens, logprobs, lengths, hit_eos)
+  [prompts * num_samples, ...] and the positions decoded; rows are numbered from row_offset."""
+  cfg = model.config
   graphdef, state = nnx.split(model)
   mesh = _parameter_mesh(state)
   shards = math.prod(mesh.shape[a] for a in BATCH_AXES) if mesh is not None else 1
   num_prompts = len(prompts)
   padded_prompts = bucket(num_prompts, shards)
+  rows = padded_prompts * num_samples
   prompt_len = bucket(max(len(p) for p in prompts))
 
-  ids = np.full((padded_prompts, prompt_len), pad_token_id, np.int32)  # left-padded
-  prompt_mask = np.zeros((padded_prompts, prompt_len), bool)
-  for i, prompt in enumerate(prompts):
-    ids[i, prompt_len - len(prompt):] = prompt
-    prompt_mask[i, prompt_len - len(prompt):] = True
-  prompt_mask[num_prompts:, -1] = True  # filler rows: one token, so their attention is defined
-  live = np.repeat(np.arange(padded_prompts) < num_prompts, num_samples)  # [rows]
+  # This process fills only the prompt rows its devices hold (on one host: all of them).
+  mine = (distributed.local_rows(batch_sharding(mesh, 2), padded_prompts) if mesh is not None
+          else np.arange(padded_prompts))
+  ids = np.full((len(mine), prompt_len), pad_token_id, np.int32)  # left-padded
+  prompt_mask = np.zeros((len(mine), prompt_len), bool)
+  for r, i in enumerate(mine):
+    if i < num_prompts:
+      ids[r, prompt_len - len(prompts[i]):] = prompts[i]
+      prompt_mask[r, prompt_len - len(prompts[i]):] = True
+    else:  # filler rows: one token, so their attention is defined
+      prompt_mask[r, -1] = True
+  mine_rows = (distributed.local_rows(batch_sharding(mesh, 1), rows) if mesh is not None
+               else np.arange(rows))
+  live = mine_rows // num_samples < num_prompts  # [this process's sample rows]
   is_eos = np.zeros(cfg.vocab_size, bool)
   is_eos[list(eos)] = True
   if mesh is not None:
-    ids, prompt_mask, live = (jax.device_put(x, batch_sharding(mesh, x.ndim))
-                              for x in (ids, prompt_mask, live))
+    ids, prompt_mask = (distributed.rows_to_global(x, batch_sharding(mesh, x.ndim), padded_prompts)
+                        for x in (ids, prompt_mask))
+    live = distributed.rows_to_global(live, batch_sharding(mesh, 1), rows)
 
-  first_logits, cache = _prefill(graphdef, state, ids, prompt_mask,
-                                 rows=padded_prompts * num_samples, max_new=max_new_tokens,
-                                 mesh=mesh)
+  first_logits, cache = _prefill(graphdef, state, ids, prompt_mask, rows=rows,
+                                 max_new=max_new_tokens, mesh=mesh)
   greedy = temperature == 0
   tokens, logprobs, lengths, hit_eos, steps, _ = _decode(
-      graphdef, state, first_logits, cache, jax.random.key(seed), live, is_eos,
-      np.int32(pad_token_id), np.float32(1.0 if greedy else temperature), np.float32(top_p),
-      greedy=greedy, top_k=0 if top_k >= cfg.vocab_size else top_k, use_top_p=top_p < 1)
-
-  rows = num_prompts * num_samples  # the filler rows are dropped
-  tokens, logprobs, lengths, hit_eos, steps = (
-      np.asarray(x)[:rows] if np.ndim(x) else int(x)
-      for x in jax.device_get((tokens, logprobs, lengths, hit_eos, steps)))
-  return SampleOutput(
-      tokens=tokens, logprobs=logprobs, lengths=lengths,
-      mask=np.arange(max_new_tokens)[None, :] < lengths[:, None],
-      finish_reasons=["eos" if hit else "length" for hit in hit_eos],
-      prompt_index=np.repeat(np.arange(num_prompts, dtype=np.int32), num_samples),
-      steps=steps)
+      graphdef, state, first_logits, cache, jax.random.key(seed), np.int32(row_offset), live,
+      is_eos, np.int32(pad_token_id), np.float32(1.0 if greedy else temperature),
+      np.float32(top_p), greedy=greedy, top_k=0 if top_k >= cfg.vocab_size else top_k,
+      use_top_p=top_p < 1)
+  tokens, logprobs, lengths, hit_eos, steps = distributed.to_host(
+      (tokens, logprobs, lengths, hit_eos, steps))
+  return tokens, logprobs, lengths, hit_eos, int(steps)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "rows", "max_new", "mesh"))
@@ -128,17 +167,18 @@ def _prefill(graphdef, state, ids, prompt_mask, *, rows, max_new, mesh):
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_top_p"),
                    donate_argnames=("cache",))
-def _decode(graphdef, state, first_logits, cache: KVCache, key, live, is_eos, pad_token_id,
-            temperature, top_p, *, greedy, top_k, use_top_p):
+def _decode(graphdef, state, first_logits, cache: KVCache, key, row_offset, live, is_eos,
+            pad_token_id, temperature, top_p, *, greedy, top_k, use_top_p):
   """Samples from first_logits [prompts, vocab] and decodes until every row finished.
 
-  live [rows] is False for filler rows; is_eos [vocab] marks stop tokens. Returns tokens and
+  Row r draws from (key, step, row_offset + r); live [rows] is False for filler rows; is_eos
+  [vocab] marks stop tokens. Returns tokens and
   logprobs [rows, max_new], lengths and hit_eos [rows], the number of positions decoded and the
   final cache (so the donated cache buffers are updated in place).
   """
   model = nnx.merge(graphdef, state)
   rows, max_new = cache.values[0].shape[0], cache.max_new
-  row_ids = jnp.arange(rows)
+  row_ids = jnp.arange(rows) + row_offset
   choose = functools.partial(_choose, temperature=temperature, top_p=top_p, greedy=greedy,
                              top_k=top_k, use_top_p=use_top_p)
 

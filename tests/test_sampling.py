@@ -230,6 +230,22 @@ def test_sharded_model_and_batch_equal_single_device(tiny_qwen2_dir, qwen2, prom
     assert buffer.sharding.shard_shape(buffer.shape)[0] == buffer.shape[0] // 4
 
 
+def test_prompts_per_call_gives_the_samples_of_one_call(qwen2, prompts, monkeypatch):
+  expected = _sample(qwen2, prompts, eos_token_ids=[7, 11, 13])
+  calls = _spy_on_prefill(monkeypatch)
+  got = _sample(qwen2, prompts, eos_token_ids=[7, 11, 13], prompts_per_call=3)
+  assert [ids_shape[0] for ids_shape, _ in calls] == [3, 3]  # 3 prompts, then 1 filled up to 3
+  assert got.tokens.shape == expected.tokens.shape == (8, MAX_NEW)
+  np.testing.assert_array_equal(got.tokens, expected.tokens)  # rows keep their random streams
+  np.testing.assert_allclose(got.logprobs, expected.logprobs, atol=1e-5)
+  np.testing.assert_array_equal(got.lengths, expected.lengths)
+  assert got.finish_reasons == expected.finish_reasons
+  assert 0 < (got.lengths < MAX_NEW).sum() < len(got.lengths)  # some rows stopped at an EOS
+  np.testing.assert_array_equal(got.prompt_index, expected.prompt_index)
+  with pytest.raises(ValueError, match=r"prompts_per_call must be an integer >= 0"):
+    _sample(qwen2, prompts, prompts_per_call=-1)
+
+
 @pytest.mark.parametrize("prompt_list,kwargs,error", [
     ([], {}, "prompts is empty"),
     ([[1, 2], []], {}, r"prompts\[1\] is empty"),

@@ -1,0 +1,217 @@
+"""Several hosts: joining them, the primary process, and moving batches between hosts and devices.
+
+JAX runs one process per host: every process runs the same program, and arrays on a mesh over
+all hosts' devices ("global" arrays, `jax.devices()`) are computed by all of them together.
+What differs from one process is gathered here:
+
+- `initialize()` joins the processes (`jax.distributed.initialize`) when this one is one of
+  several: JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID set, a Cloud TPU slice
+  of several hosts (TPU_WORKER_HOSTNAMES / TPU_PROCESS_ADDRESSES, MEGASCALE_NUM_SLICES, or the
+  TPU VM's metadata, as JAX reads it), or a SLURM job step of several tasks. On one host it does
+  nothing. It must run before any JAX computation; the CLI calls it first thing, a library user
+  calls it at the top of the program.
+- `is_primary()`: process 0, the only one that writes what is written once (metrics, run
+  files, results, exported checkpoints); `sync(name)` is the barrier where the others wait.
+- `to_host(tree)`: numpy values of arrays that may be spread over several hosts, on every process.
+- `local_rows` / `rows_to_global`: which rows of a batch-sharded array this process's devices
+  hold, and the global array assembled from every process's own rows.
+- `split_work(fn, count)`: host-side work on items 0..count-1 (decoding, grading) split over the
+  processes, the results gathered on every process.
+- `check_same(arrays, what)`: fails clearly when processes that must agree do not.
+
+Functions that gather (`to_host`, `split_work`, `check_same`, `sync`) are collective: every
+process must call them, in the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+
+
+def _env_int(name: str, default: int) -> int:
+  value = os.environ.get(name, "").strip()
+  if not value:
+    return default
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"{name}={value!r} is not an integer.") from None
+
+
+def _explicit_processes() -> tuple[str, int, int] | None:
+  """(coordinator, processes, this process's id) from the JAX_* variables, when they ask for
+  several processes."""
+  count = _env_int("JAX_NUM_PROCESSES", 1)
+  if count <= 1:
+    return None
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS", "").strip()
+  missing = [name for name, value in (("JAX_COORDINATOR_ADDRESS", address),
+                                      ("JAX_PROCESS_ID", os.environ.get("JAX_PROCESS_ID", "")))
+             if not value.strip()]
+  if missing:
+    raise ValueError(f"JAX_NUM_PROCESSES={count} asks for a multi-host run, but "
+                     f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: set "
+                     "JAX_COORDINATOR_ADDRESS=HOST:PORT (process 0's host) and JAX_PROCESS_ID=0.."
+                     f"{count - 1} on every process, or unset JAX_NUM_PROCESSES.")
+  process_id = _env_int("JAX_PROCESS_ID", 0)
+  if not 0 <= process_id < count:
+    raise ValueError(f"JAX_PROCESS_ID={process_id} is outside 0..{count - 1} "
+                     f"(JAX_NUM_PROCESSES={count}).")
+  return address, count, process_id
+
+
+def _cloud_tpu_hosts() -> int:
+  """Hosts of the Cloud TPU slice (all slices) this process runs on; 1 off Cloud TPU."""
+  hosts = os.environ.get("TPU_PROCESS_ADDRESSES") or os.environ.get("TPU_WORKER_HOSTNAMES") or ""
+  count = len([h for h in hosts.split(",") if h.strip()]) * _env_int("MEGASCALE_NUM_SLICES", 1)
+  if count:
+    return count
+  try:  # a TPU VM keeps its worker list in its metadata: JAX's own detection reads it there
+    from jax._src.clusters.cloud_tpu_cluster import GceTpuCluster
+  except ImportError:
+    return 1
+  return GceTpuCluster.get_process_count() if GceTpuCluster.is_env_present() else 1
+
+
+def _slurm_tasks() -> int:
+  """Tasks of the SLURM job step this process is one of (1 outside a step)."""
+  in_step = all(name in os.environ for name in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST",
+                                                "SLURM_PROCID", "SLURM_LOCALID"))
+  return _env_int("SLURM_NTASKS", 1) if in_step else 1
+
+
+def initialize() -> bool:
+  """Joins the processes of a multi-host run; True when this process is one of several.
+
+  Does nothing on one host, or when jax.distributed is already initialised (calling it twice is
+  fine). Raises ValueError when the JAX_* variables ask for several processes but are incomplete.
+  """
+  if jax.distributed.is_initialized():
+    return is_multiprocess()
+  explicit = _explicit_processes()
+  if explicit is not None:
+    address, count, process_id = explicit
+    jax.distributed.initialize(address, num_processes=count, process_id=process_id)
+  elif _cloud_tpu_hosts() > 1 or _slurm_tasks() > 1:
+    jax.distributed.initialize()  # JAX finds the coordinator and this process's id itself
+  else:
+    return False
+  return is_multiprocess()
+
+
+def is_multiprocess() -> bool:
+  """True in a run of several processes (jax.distributed initialised, by `initialize` or the
+  user). A single process never starts a JAX backend here."""
+  return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def is_primary() -> bool:
+  """True on the process that writes files written once (process 0; the only one on one host)."""
+  return not is_multiprocess() or jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Waits until every process has reached the barrier `name` (nothing on one process)."""
+  if is_multiprocess():
+    multihost_utils.sync_global_devices(name)
+
+
+def to_host(tree: Any) -> Any:
+  """The arrays in `tree` as numpy, on every process: an array spread over several hosts is
+  gathered (collective: every process must call it)."""
+
+  def fetch(x):
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+  return jax.tree.map(fetch, tree)
+
+
+def _process_of(device) -> int:
+  return device.process_index
+
+
+def local_rows(sharding: NamedSharding, num_rows: int, process: int | None = None) -> np.ndarray:
+  """Global indices, ascending, of the rows of a [num_rows, ...] array placed with `sharding`
+  (split along its first dimension) that the devices of `process` (default: this one) hold.
+
+  `jax.make_array_from_process_local_data` expects a process's data in this order: its
+  shards' rows by position, each block once (devices holding the same block share it).
+  """
+  process = jax.process_index() if process is None else process
+  shape = (num_rows,) + (1,) * (max(len(sharding.spec), 1) - 1)
+  blocks = {(index[0].start or 0, num_rows if index[0].stop is None else index[0].stop)
+            for device, index in sharding.devices_indices_map(shape).items()
+            if _process_of(device) == process}
+  if not blocks:
+    return np.zeros(0, np.int64)
+  return np.concatenate([np.arange(start, stop) for start, stop in sorted(blocks)])
+
+
+def rows_to_global(local: np.ndarray, sharding: NamedSharding, num_rows: int) -> jax.Array:
+  """The global [num_rows, ...] array with `sharding` whose rows `local_rows(sharding, num_rows)`
+  are `local` [those rows, ...]: each process supplies only the rows its devices hold."""
+  if not is_multiprocess():
+    return jax.device_put(local, sharding)
+  return jax.make_array_from_process_local_data(sharding, local, (num_rows, *local.shape[1:]))
+
+
+def work_share(count: int, process: int | None = None,
+               processes: int | None = None) -> np.ndarray:
+  """The items of 0..count-1 that `process` (default: this one) works on: a contiguous block
+  of ceil(count / processes), the last blocks filled up by repeating the last item, so every
+  process's results have the same shape and gather into one array."""
+  if count < 1:
+    raise ValueError(f"count must be >= 1, got {count}.")
+  if processes is None:
+    processes = jax.process_count() if is_multiprocess() else 1
+  process = (jax.process_index() if processes > 1 else 0) if process is None else process
+  per_process = -(-count // processes)
+  return np.minimum(np.arange(process * per_process, (process + 1) * per_process), count - 1)
+
+
+def _gather_exact(x: np.ndarray, count: int) -> np.ndarray:
+  """Every process's `x` [share, ...] concatenated in process order, trimmed to `count` rows;
+  sent as bytes, so float64 and int64 survive (JAX computes in 32 bits by default)."""
+  x = np.ascontiguousarray(x)
+  as_bytes = x.reshape(len(x), -1).view(np.uint8)  # [share, bytes per row]
+  gathered = np.asarray(multihost_utils.process_allgather(as_bytes, tiled=True))
+  return gathered.view(x.dtype).reshape(-1, *x.shape[1:])[:count]
+
+
+def split_work(fn: Callable[[np.ndarray], Any], count: int) -> Any:
+  """fn(indices) -> a pytree of arrays with one row per index, run on this process's
+  `work_share` of 0..count-1; returns the pytree of all `count` rows, in order, on every
+  process (collective). On one process: fn(all indices)."""
+  indices = work_share(count)
+  result = jax.tree.map(np.asarray, fn(indices))
+  if not is_multiprocess():
+    return jax.tree.map(lambda x: x[:count], result)
+  return jax.tree.map(lambda x: _gather_exact(x, count), result)
+
+
+def check_same(arrays: Sequence[np.ndarray], what: str) -> None:
+  """Raises RuntimeError naming `what` when the arrays differ between processes (their shapes,
+  dtypes or values); nothing on one process. Collective."""
+  if not is_multiprocess():
+    return
+  digest = hashlib.sha256()
+  for x in arrays:
+    x = np.ascontiguousarray(x)
+    digest.update(f"{x.dtype}{x.shape}".encode())
+    digest.update(x.tobytes())
+  mine = np.frombuffer(digest.digest(), np.uint8)[None]  # [1, 32]
+  every = _gather_exact(mine, jax.process_count())  # [processes, 32]
+  differing = [p for p in range(len(every)) if not np.array_equal(every[p], every[0])]
+  if differing:
+    raise RuntimeError(f"{what} differ between processes (process 0 and process(es) "
+                       f"{differing}), but every process must compute the same ones.")
