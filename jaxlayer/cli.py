@@ -20,22 +20,67 @@ commands:
 `jaxlayer <command> --help` describes a command's options."""
 
 
-def load_config(argv: list[str], prog: str):
-  """Parses `--config FILE [--config.a.b=value ...]` (ml_collections config file + overrides)."""
+def load_config(argv: list[str], prog: str, sections: dict | None = None):
+  """Parses `--config FILE [--config.a.b=value ...]` (ml_collections config file + overrides).
+
+  sections: {name: () -> ConfigDict} added with their defaults when the file has no such
+  section (e.g. `eval` for `jaxlayer eval` on a training config), before the overrides apply.
+  """
   from absl import flags
   from ml_collections import config_flags
 
-  argv = [prog, *argv]
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", default=None, flag_values=flag_values,
-                                  lock_config=True, sys_argv=argv)
+  overrides = [a for a in argv if a.startswith("--config.")]
+  file_args = [prog] + [a for a in argv if a not in overrides]
+  errors = (flags.Error, AttributeError, KeyError, ValueError, OSError)
   try:
-    flag_values(argv)
-  except (flags.Error, AttributeError, KeyError, ValueError) as err:
-    raise SystemExit(f"{prog}: bad configuration flag: {err}") from None
-  if flag_values.config is None:
-    raise SystemExit(f"{prog}: --config FILE is required (see configs/).")
-  return flag_values.config
+    file_flags = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", default=None, flag_values=file_flags,
+                                    sys_argv=file_args)
+    file_flags(file_args)
+    config = file_flags.config
+    if config is None:
+      raise SystemExit(f"{prog}: --config FILE is required (see configs/).")
+    with config.unlocked():  # (a file that failed to load raises here)
+      for name, make_default in (sections or {}).items():
+        if name not in config:
+          config[name] = make_default()
+  except errors as err:
+    raise SystemExit(f"{prog}: cannot load the config file: {err}") from None
+  override_args = [prog, *overrides]
+  try:
+    override_flags = flags.FlagValues()
+    config_flags.DEFINE_config_dict("config", config, flag_values=override_flags,
+                                    lock_config=True, sys_argv=override_args)
+    override_flags(override_args)
+  except errors as err:
+    problem = _unknown_key(config, overrides) or f"bad configuration flag: {err}"
+    raise SystemExit(f"{prog}: {problem}") from None
+  return override_flags.config
+
+
+def _unknown_key(config, overrides: list[str]) -> str | None:
+  """What is wrong with the first --config.KEY=VALUE whose KEY the config lacks, if any."""
+  for override in overrides:
+    key = override[len("--config."):].split("=", 1)[0]
+    node, parts = config, key.split(".")
+    for depth, part in enumerate(parts):
+      if not hasattr(node, "keys") or part not in node:
+        section = ".".join(parts[:depth]) or "the config"
+        known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none: not a section"
+        return (f"{override.split('=', 1)[0]}: {section} has no key {part!r} (its keys: {known}). "
+                "Every key and its default: docs/configuration.md.")
+      node = node[part]
+  return None
+
+
+def _initialize_hosts() -> bool:
+  """Joins the other hosts of a multi-host run (jaxlayer.distributed.initialize); True if any."""
+  from jaxlayer import distributed
+
+  try:
+    return distributed.initialize()
+  except ValueError as err:
+    raise SystemExit(f"jaxlayer: {err}") from None
 
 
 def _generate(argv: list[str]) -> None:
@@ -67,9 +112,12 @@ def _generate(argv: list[str]) -> None:
 
   from tqdm import tqdm
 
-  from jaxlayer import models, sampling
+  from jaxlayer import distributed, models, sampling
 
-  model, config = models.from_pretrained(args.model, dtype=args.dtype)
+  several_hosts = _initialize_hosts()
+  # On several hosts the model spreads over all of them and process 0 prints.
+  model, config = models.from_pretrained(args.model, dtype=args.dtype,
+                                         mesh=models.make_mesh() if several_hosts else None)
   tokenizer = models.load_tokenizer(args.model)
   eos_token_ids = models.stop_token_ids(config.source_dir, tokenizer)
   single = len(prompts) == 1 and args.num_samples == 1
@@ -86,6 +134,8 @@ def _generate(argv: list[str]) -> None:
     except (ValueError, TypeError) as err:
       raise SystemExit(f"jaxlayer generate: {err}") from None
     rows = len(batch) * args.num_samples
+    if not distributed.is_primary():
+      continue
     for row, (index, length) in enumerate(zip(out.prompt_index[:rows], out.lengths[:rows])):
       text = batch[index] + tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
       if single:
@@ -129,7 +179,13 @@ def _sweep(argv: list[str]) -> None:
           "skipped) and writes sweep.json, sweep.csv, contribution.png, curves.png and report.md "
           "there. See configs/sweep_tiny.py for every key.")
     return
-  config = load_config(argv, "jaxlayer sweep")
+  from jaxlayer.evaluation import default_eval_config
+  from jaxlayer.sweep.runner import default_sweep_config
+
+  config = load_config(argv, "jaxlayer sweep",
+                       sections={"eval": default_eval_config, "sweep": default_sweep_config})
+  if config.sweep.launcher == "local":  # a Ray driver leaves the accelerators to its tasks
+    _initialize_hosts()
   from jaxlayer import sweep
 
   try:
@@ -178,6 +234,7 @@ def _train(argv: list[str]) -> None:
           "configs/grpo_arithmetic.py, configs/gigpo_gridworld.py (an agent in a grid world).")
     return
   config = load_config(argv, "jaxlayer train")
+  _initialize_hosts()
   if "@" in f"{config.train.layers}{config.train.lr_groups}":
     import jaxlayer.sweep.strategies  # noqa: F401  (defines topK@SWEEP_DIR, bottomK@SWEEP_DIR)
   from jaxlayer.rl import train
@@ -199,6 +256,7 @@ def _export(argv: list[str]) -> None:
   parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: the run's dtype")
   parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
   args = parser.parse_args(argv)
+  _initialize_hosts()
   from jaxlayer.rl import checkpoint
 
   try:
@@ -228,7 +286,11 @@ def _eval(argv: list[str]) -> None:
                       help="also write generations.jsonl (prompt, completion, answer, score)")
   parser.add_argument("--overwrite", action="store_true", help="replace an eval.json in --out")
   args, overrides = parser.parse_known_args(argv)
-  config = load_config(["--config", args.config, *overrides], "jaxlayer eval")
+  from jaxlayer.evaluation import default_eval_config
+
+  config = load_config(["--config", args.config, *overrides], "jaxlayer eval",
+                       sections={"eval": default_eval_config})
+  _initialize_hosts()
   from jaxlayer import evaluation
 
   try:

@@ -199,9 +199,9 @@ def split_work(fn: Callable[[np.ndarray], Any], count: int) -> Any:
   return jax.tree.map(lambda x: _gather_exact(x, count), result)
 
 
-def check_same(arrays: Sequence[np.ndarray], what: str) -> None:
-  """Raises RuntimeError naming `what` when the arrays differ between processes (their shapes,
-  dtypes or values); nothing on one process. Collective."""
+def check_same(arrays: Sequence[np.ndarray], what: str, hint: str = "") -> None:
+  """Raises RuntimeError naming `what` (and the `hint` on what to do) when the arrays differ
+  between processes (their shapes, dtypes or values); nothing on one process. Collective."""
   if not is_multiprocess():
     return
   digest = hashlib.sha256()
@@ -214,4 +214,4 @@ def check_same(arrays: Sequence[np.ndarray], what: str) -> None:
   differing = [p for p in range(len(every)) if not np.array_equal(every[p], every[0])]
   if differing:
     raise RuntimeError(f"{what} differ between processes (process 0 and process(es) "
-                       f"{differing}), but every process must compute the same ones.")
+                       f"{differing}), but every process must compute the same ones. {hint}")

@@ -39,9 +39,9 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxlayer import models, sampling, tasks
+from jaxlayer import distributed, models, sampling, tasks
 from jaxlayer.envs import summarize
-from jaxlayer.rl import checkpoint, multiturn
+from jaxlayer.rl import checkpoint, multiturn, train
 
 EVAL_FILE = "eval.json"
 GENERATIONS_FILE = "generations.jsonl"
@@ -187,12 +187,12 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
         completions = tokenizer.batch_decode(
             [row[:n] for row, n in zip(out.tokens[:rows], lengths)], skip_special_tokens=True)
         graded_problems = [problems[start + r // k] for r in range(rows)]
-        graded = task.rewards(graded_problems, completions, completion_lengths=lengths)
-        if SCORE_COMPONENT not in graded.components:
+        graded = _grade(task, graded_problems, completions, lengths)
+        if SCORE_COMPONENT not in graded["components"]:
           raise ValueError(f"task {task.name!r} has no {SCORE_COMPONENT!r} reward component "
-                           f"(it has {sorted(graded.components)}): evaluation scores a "
+                           f"(it has {sorted(graded['components'])}): evaluation scores a "
                            f"completion by its {SCORE_COMPONENT!r} component.")
-        correct, total = graded.components[SCORE_COMPONENT], graded.total
+        correct, total = graded["components"][SCORE_COMPONENT], graded["total"]
         problem_scores += [float(np.mean(correct[i:i + k])) for i in range(0, rows, k)]
         for r in range(rows):
           generations.append({
@@ -200,7 +200,8 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
               "prompt": texts[start + r // k], "completion": completions[r],
               "answer": graded_problems[r].answer, "score": float(correct[r]),
               "reward": float(total[r]),
-              "reward_components": {name: float(v[r]) for name, v in graded.components.items()},
+              "reward_components": {name: float(v[r])
+                                    for name, v in graded["components"].items()},
               "num_tokens": lengths[r], "finish_reason": out.finish_reasons[r]})
         bar.update(len(ids))
       per_problem[metric] = problem_scores
@@ -215,6 +216,20 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
   return EvalResult(task=task.name, num_problems=len(problems), scores=scores,
                     per_problem=per_problem, decoding=decoding, prompt=prompt_settings,
                     generations=generations)
+
+
+def _grade(task: tasks.Task, problems: Sequence[tasks.Problem], completions: Sequence[str],
+           lengths: Sequence[int]) -> dict:
+  """{"total": [n], "components": {name: [n]}} of the task's rewards; on several hosts each
+  process grades its share and every process gets all the grades."""
+
+  def grade(rows: np.ndarray) -> dict:
+    graded = task.rewards([problems[r] for r in rows], [completions[r] for r in rows],
+                          completion_lengths=[lengths[r] for r in rows])
+    return {"total": np.asarray(graded.total, np.float64),
+            "components": {k: np.asarray(v, np.float64) for k, v in graded.components.items()}}
+
+  return distributed.split_work(grade, len(completions))
 
 
 def _stop_and_pad_ids(model, tokenizer, eos_token_ids) -> tuple[list[int], int]:
@@ -376,9 +391,7 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
 
 def config_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   """The device mesh of config.mesh, as training builds it."""
-  mesh = config.mesh
-  devices = jax.devices()[:mesh.num_devices] if mesh.num_devices else jax.devices()
-  return models.make_mesh(mesh.data, mesh.fsdp, mesh.tensor, devices=devices)
+  return train.config_mesh(config.mesh)
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -458,12 +471,14 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
       "eval_settings": settings,
       "tasks": {r.task: r.summary() for r in results},
   }
-  out.mkdir(parents=True, exist_ok=True)
-  generations_path = out / GENERATIONS_FILE
-  if save_generations:
-    lines = [json.dumps({"task": r.task, **g}) for r in results for g in r.generations]
-    _write_atomic(generations_path, "".join(line + "\n" for line in lines))
-  elif generations_path.exists():  # it belonged to the eval.json being replaced
-    generations_path.unlink()
-  _write_atomic(out / EVAL_FILE, json.dumps(report, indent=2) + "\n")
+  if distributed.is_primary():  # on several hosts, process 0 writes
+    out.mkdir(parents=True, exist_ok=True)
+    generations_path = out / GENERATIONS_FILE
+    if save_generations:
+      lines = [json.dumps({"task": r.task, **g}) for r in results for g in r.generations]
+      _write_atomic(generations_path, "".join(line + "\n" for line in lines))
+    elif generations_path.exists():  # it belonged to the eval.json being replaced
+      generations_path.unlink()
+    _write_atomic(out / EVAL_FILE, json.dumps(report, indent=2) + "\n")
+  distributed.sync("jaxlayer: eval.json written")
   return out, report

@@ -154,7 +154,7 @@ ROLLOUT_CONTEXT = multiturn.ContextFormat(template="{instructions}\n{history}{ob
 def mixed_rollout(tiny):
   """One real rollout of 8 episodes (one per seed): endless ones, broken ones, grid worlds.
 
-  Returns (rollouts, the row counts of the sampler's calls, the log text)."""
+  Returns (rollouts, the prompt rows of the sampler's compiled calls, the log text)."""
   release = threading.Event()
   factories = iter([Endless(), Faulty("raise", 2), Faulty("malformed", 1),
                     Faulty("hang", 2, release), Endless(), None, GridWorld(**GRID), Endless()])
@@ -164,14 +164,14 @@ def mixed_rollout(tiny):
     return no_simulator() if env is None else env
 
   calls = []
-  real_generate = sampling.generate
+  real_prefill = sampling._prefill
 
-  def counting_generate(model, prompts, **kwargs):
-    calls.append(len(prompts))
-    return real_generate(model, prompts, **kwargs)
+  def counting_prefill(graphdef, state, ids, *args, **kwargs):
+    calls.append(ids.shape[0])
+    return real_prefill(graphdef, state, ids, *args, **kwargs)
 
   with pytest.MonkeyPatch.context() as patch, _log_capture() as log:
-    patch.setattr(sampling, "generate", counting_generate)
+    patch.setattr(sampling, "_prefill", counting_prefill)
     try:
       model, tokenizer = tiny
       rollouts = multiturn.play_episodes(
@@ -218,6 +218,23 @@ def test_rollout_stops_at_the_turn_limit_and_the_context_grows(tiny, mixed_rollo
   assert any(s.context_truncated for i in ENDLESS for s in rollouts[i].samples)
   assert not any(rollouts[i].samples[0].context_truncated for i in ENDLESS)
   assert [r.episode.seed for r in rollouts] == list(range(8))
+
+
+def test_episodes_sampled_in_smaller_calls_are_the_same(tiny):
+  model, tokenizer = tiny
+  play = lambda **kwargs: multiturn.play_episodes(  # noqa: E731
+      model, tokenizer, lambda: GridWorld(size=3, max_goal_distance=2, max_turns=MAX_TURNS),
+      [11, 12, 13], group_size=2, max_turns=MAX_TURNS, max_new_tokens=MAX_NEW_TOKENS,
+      temperature=1.0, eos_token_ids=[tokenizer.eos_token_id],
+      pad_token_id=tokenizer.pad_token_id, seed=5, context=ROLLOUT_CONTEXT, **kwargs)
+  whole, in_fours = play(), play(batch_rows=4)  # 6 episodes: calls of 4 + 2 filled up to 4
+  assert [multiturn.episode_record(r.episode) for r in in_fours] == [
+      multiturn.episode_record(r.episode) for r in whole]
+  for a, b in zip(whole, in_fours):
+    for x, y in zip(a.samples, b.samples):
+      np.testing.assert_array_equal(x.tokens, y.tokens)
+      np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-5)
+  assert len({r.episode.turns[0].action for r in whole}) > 1  # the episodes differ
 
 
 def test_broken_environments_end_their_episodes_and_the_rollout_goes_on(mixed_rollout):

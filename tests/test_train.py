@@ -293,7 +293,7 @@ def _fake_round(group_rewards, group_size=4, length=5):
       tokens=np.full((rows, length), 7, np.int32),
       logprobs=np.full((rows, length), -1.0, np.float32),
       mask=np.arange(length)[None] < lengths[:, None], truncated=lengths == length,
-      rewards=rewards, components={"correct": rewards}, completions=["x"] * rows)
+      rewards=rewards, components={"correct": rewards})
 
 
 @pytest.mark.parametrize("max_rounds, expected_rewards, expected_weights", [
@@ -382,8 +382,15 @@ def test_cli_reports_config_errors(tiny_qwen2_dir, tmp_path):
   with pytest.raises(SystemExit, match=r"jaxlayer train: .*block 9 is out of range"):
     cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
               "--config.train.layers=layers.9", f"--config.run_dir={tmp_path}"])
-  with pytest.raises(SystemExit, match=r"bad configuration flag"):
+  with pytest.raises(SystemExit, match=r"--config.train.layer: train has no key 'layer' "
+                     r"\(its keys: .*, layers, .*\)"):
     cli.main(["train", "--config", str(config_file), "--config.train.layer=layers.1"])
+  with pytest.raises(SystemExit, match=r"--config.sweep.dir: the config has no key 'sweep'"):
+    cli.main(["train", "--config", str(config_file), "--config.sweep.dir=x"])
+  with pytest.raises(SystemExit, match=r"(?s)cannot load the config file: .*No such file.*no_such_config.py"):
+    cli.main(["train", "--config", str(tmp_path / "no_such_config.py")])
+  with pytest.raises(SystemExit, match=r"bad configuration flag: .*steps=abc"):
+    cli.main(["train", "--config", str(config_file), "--config.train.steps=abc"])
   with pytest.raises(SystemExit, match=r"jaxlayer export: .*not a jaxlayer run directory"):
     cli.main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "hf")])
 

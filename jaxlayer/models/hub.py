@@ -15,6 +15,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from jaxlayer import distributed
 from jaxlayer.models import hf_mapping, sharding
 from jaxlayer.models.config import ModelConfig, resolve_dtype
 from jaxlayer.models.qwen import Qwen
@@ -126,7 +127,7 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",
   for path, array in _read_hf_tensors(files, cfg, expected):
     target = expected[path]
     where = (sharding.param_sharding(path, target.shape, mesh) if mesh is not None
-             else jax.devices()[0])
+             else jax.local_devices()[0])
     loaded[path] = jax.device_put(array.astype(target.dtype), where)
   missing = sorted(set(expected) - set(loaded))
   if missing:
@@ -145,7 +146,8 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
 
   Files are written to a temporary sibling directory and moved into place at the end, so an
   interrupted save never leaves a half-written checkpoint; an existing checkpoint in `out_dir`
-  is replaced only with `overwrite=True`.
+  is replaced only with `overwrite=True`. On several hosts every process calls it (parameters
+  spread over the hosts are gathered) and process 0 writes.
   """
   out_dir = Path(out_dir)
   cfg = model.config
@@ -159,14 +161,22 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
   tensors = {}
   for path, value in named_params(model).items():
     name, transform = hf_mapping.jax_to_hf_name(path)
-    array = np.asarray(jax.device_get(value)).astype(target_dtype)
+    array = distributed.to_host(value).astype(target_dtype)
     tensors[name] = np.ascontiguousarray(hf_mapping.apply_transform(array, transform))
 
+  if distributed.is_primary():
+    _write_checkpoint(tensors, cfg, target_dtype, out_dir)
+  distributed.sync("jaxlayer: save_pretrained")
+  return out_dir
+
+
+def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
+                      out_dir: Path) -> None:
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
   try:
     _write_safetensors(tensors, staging)
-    hf_config = dict(cfg.hf_config, dtype=np.dtype(target_dtype).name)
+    hf_config = dict(cfg.hf_config, dtype=np.dtype(dtype).name)
     with open(staging / "config.json", "w") as f:
       json.dump(hf_config, f, indent=2)
     if cfg.source_dir:
@@ -183,7 +193,6 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
       os.replace(file, out_dir / file.name)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
-  return out_dir
 
 
 def _write_safetensors(tensors: dict[str, np.ndarray], out_dir: Path) -> None:

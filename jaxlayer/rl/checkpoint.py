@@ -7,7 +7,9 @@ A run directory holds
                      optimizer (optimizer state and RNG key), meta (step, data position, ...)
   metrics.jsonl, tensorboard/, samples.jsonl   (jaxlayer.rl.metrics)
 Checkpoints are written synchronously and committed atomically by Orbax, so a run killed at
-any moment leaves its previous checkpoints intact.
+any moment leaves its previous checkpoints intact. On several hosts every process calls save and
+restore (Orbax writes each array's shards from the hosts that hold them, the metadata once, on
+a directory all hosts share, e.g. a gs:// bucket); the JSON files are written by process 0.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxlayer import models
+from jaxlayer import distributed, models
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -78,6 +80,9 @@ class Checkpointer:
 
 def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model: str,
                     trainable: list[str]) -> None:
+  """config.json and run.json (by the primary process only)."""
+  if not distributed.is_primary():
+    return
   run_dir.mkdir(parents=True, exist_ok=True)
   _write_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
   _write_json(run_dir / RUN_FILE, {"base_model": base_model, "trainable": trainable})
@@ -134,6 +139,7 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
 
 def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | None = None,
            dtype: str | None = None, overwrite: bool = False) -> Path:
-  """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in."""
-  model, _ = load_trained_model(run_dir, step)
+  """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in.
+  The model is loaded over all devices (every host's, on several hosts)."""
+  model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh())
   return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)

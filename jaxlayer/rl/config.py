@@ -13,9 +13,11 @@ from ml_collections import config_dict
 
 # Keys that may change when a run resumes from its run directory; any other difference means
 # a different experiment, which must not be mixed into the same checkpoints.
-# (train.micro_batch_size only changes how an update's gradient is accumulated: lower it to
-# resume a run that ran out of memory.)
-RESUMABLE_KEYS = ("train.steps", "train.micro_batch_size", "run_dir", "compilation_cache_dir",
+# (train.micro_batch_size only changes how an update's gradient is accumulated, and
+# rollout.prompts_per_call how the same samples are batched: lower them to resume a run that
+# ran out of memory.)
+RESUMABLE_KEYS = ("train.steps", "train.micro_batch_size", "rollout.prompts_per_call", "run_dir",
+                  "compilation_cache_dir",
                   "checkpoint.every",
                   "checkpoint.keep",
                   "logging.tensorboard", "logging.samples_per_step", "logging.progress",
@@ -39,7 +41,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.options = ml_collections.ConfigDict()  # keyword arguments of the task
   config.task.template = "{question}"  # prompt template (jaxlayer.tasks.format_prompt)
   config.task.use_chat_template = False  # wrap the prompt in the tokenizer's chat template
-  config.task.system_prompt = config_dict.placeholder(str)
+  config.task.system_prompt = config_dict.placeholder(str)  # chat template's system message
 
   # A multi-turn environment (jaxlayer.envs) instead of a task: set env.name (and
   # train.algorithm="gigpo"); the task section is then unused.
@@ -63,10 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.learning_rate = 5e-6  # AdamW peak rate (the paper's)
   config.train.lr_schedule = "constant"  # constant | cosine (to 0 at the last step)
   config.train.warmup_steps = 0  # linear warm-up, in RL steps
-  config.train.weight_decay = 0.0
-  config.train.adam_b1 = 0.9
-  config.train.adam_b2 = 0.999
-  config.train.adam_eps = 1e-8
+  config.train.weight_decay = 0.0  # AdamW decoupled weight decay (trainable leaves only)
+  config.train.adam_b1 = 0.9  # AdamW first-moment decay
+  config.train.adam_b2 = 0.999  # AdamW second-moment decay
+  config.train.adam_eps = 1e-8  # AdamW denominator epsilon
   config.train.max_grad_norm = 1.0  # global-norm clipping over trainable leaves (0: off)
   # With an environment, a "response" below is an episode: group_size episodes per seed,
   # batch_size episodes per RL step; an update takes the turns of mini_batch_size episodes.
@@ -94,13 +96,17 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.rollout = ml_collections.ConfigDict()
   config.rollout.max_new_tokens = 64  # response length limit (tokens)
-  config.rollout.temperature = 1.0
+  config.rollout.temperature = 1.0  # sampling temperature of the rollouts (> 0)
   config.rollout.max_prompt_tokens = 1024  # longer training prompts are skipped (env: cut)
+  # Prompts sampled per generate call (env: seeds, each with group_size episodes); 0: a whole
+  # step's at once. The KV cache holds prompts_per_call * group_size rows of prompt + response
+  # tokens; the samples are the same whatever the value.
+  config.rollout.prompts_per_call = 0
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = 1  # mesh axis sizes (one may be -1: the remaining devices)
-  config.mesh.fsdp = -1
-  config.mesh.tensor = 1
+  config.mesh.fsdp = -1  # parameters and batch split over this axis (-1: the rest)
+  config.mesh.tensor = 1  # tensor parallelism: heads and MLP columns split
   config.mesh.num_devices = 0  # use the first N devices (0: all)
 
   config.checkpoint = ml_collections.ConfigDict()

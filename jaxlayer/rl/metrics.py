@@ -1,5 +1,5 @@
 """Per-step metrics to RUN_DIR/metrics.jsonl and TensorBoard; sampled completions to
-samples.jsonl."""
+samples.jsonl. On several hosts only process 0 writes them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import math
 import os
 from pathlib import Path
+
+from jaxlayer import distributed
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -44,11 +46,15 @@ class MetricsLogger:
 
   `resume_step`: rows (and TensorBoard events) after this step, from a run that was killed
   after its last checkpoint, are dropped so the resumed run's rows replace them.
+  On a process other than the primary one (several hosts) it writes nothing.
   """
 
   def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True,
                resume_step: int = 0):
     self.run_dir = Path(run_dir)
+    self._active = distributed.is_primary()
+    if not self._active:
+      return
     self.run_dir.mkdir(parents=True, exist_ok=True)
     for name in (METRICS_FILE, SAMPLES_FILE):
       _drop_rows_after(self.run_dir / name, resume_step)
@@ -62,6 +68,8 @@ class MetricsLogger:
                                         purge_step=resume_step + 1 if resume_step else None)
 
   def log(self, step: int, metrics: dict[str, float]) -> None:
+    if not self._active:
+      return
     row = {"step": step, **{k: _json_value(v) for k, v in metrics.items()}}
     self._metrics.write(json.dumps(row) + "\n")
     self._metrics.flush()
@@ -71,11 +79,15 @@ class MetricsLogger:
       self._tensorboard.flush()
 
   def log_samples(self, step: int, samples: list[dict]) -> None:
+    if not self._active:
+      return
     for sample in samples:
       self._samples.write(json.dumps({"step": step, **sample}) + "\n")
     self._samples.flush()
 
   def close(self) -> None:
+    if not self._active:
+      return
     self._metrics.close()
     self._samples.close()
     if self._tensorboard is not None:

@@ -2,8 +2,8 @@
 
 One RL sample per turn: its prompt is the context the agent saw (the environment's
 instructions, the last `history` turns, the current observation), its response the action
-the model sampled. Every turn of every live episode is sampled in one batched
-`sampling.generate` call; the context grows turn by turn up to the history window. In the
+the model sampled. Each turn, the live episodes are sampled together in batched
+`sampling.generate` calls (rollout.prompts_per_call seeds' episodes each); the context grows turn by turn up to the history window. In the
 training batch the context is the prompt part, so only the model's own action tokens carry
 a loss (`response_mask`); environment text never does. Each action's tokens get the GiGPO
 advantage of their turn, A = A_episode + omega * A_step (`jaxlayer.rl.gigpo`).
@@ -213,10 +213,11 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
   (entry i * group_size + j is episode j of seeds[i], the sampler's order).
 
   make_env: builds a fresh environment (one per episode: environments hold state).
-  Each turn, the contexts of all live episodes go to one `sampling.generate` call, filled up
-  to `batch_rows` rows (default: the number of episodes) so every turn has the same batch
-  shape; temperature=0 decodes greedily. An episode ends when its environment says done,
-  after `max_turns` actions, or on an environment error (reported in its record, logged).
+  Each turn, the contexts of all live episodes are sampled by `sampling.generate` in calls of
+  `batch_rows` rows (default: the number of episodes), the last one filled up, so every call
+  has the same batch shape; the samples do not depend on batch_rows. temperature=0 decodes
+  greedily. An episode ends when its environment says done, after `max_turns` actions, or on
+  an environment error (reported in its record, logged).
   """
   if group_size < 1:
     raise ValueError(f"group_size must be >= 1, got {group_size}.")
@@ -224,8 +225,8 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
                             step_timeout_s=step_timeout_s)
            for s in seeds for _ in range(group_size)]
   rows = len(plays) if batch_rows is None else batch_rows
-  if rows < len(plays):
-    raise ValueError(f"batch_rows={batch_rows} is below the {len(plays)} episodes played.")
+  if rows < 1:
+    raise ValueError(f"batch_rows must be >= 1 (rows per generate call), got {batch_rows}.")
   instructions = [play.env.instructions for play in plays]
   samples: list[list[TurnSample]] = [[] for _ in plays]
   for turn in range(max_turns):
@@ -238,9 +239,9 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
     cut = [len(ids) > context.max_tokens for ids in encoded]
     prompts = [ids[-context.max_tokens:] or [pad_token_id] for ids in encoded]
     out = sampling.generate(
-        model, prompts + [prompts[0]] * (rows - len(prompts)), max_new_tokens=max_new_tokens,
-        num_samples=1, temperature=temperature, top_p=top_p if temperature else 1.0,
-        eos_token_ids=eos_token_ids, seed=_turn_seed(seed, turn), pad_token_id=pad_token_id)
+        model, prompts, max_new_tokens=max_new_tokens, num_samples=1, temperature=temperature,
+        top_p=top_p if temperature else 1.0, eos_token_ids=eos_token_ids,
+        seed=_turn_seed(seed, turn), pad_token_id=pad_token_id, prompts_per_call=rows)
     lengths = out.lengths.tolist()
     actions = tokenizer.batch_decode([out.tokens[r, :lengths[r]] for r in range(len(live))],
                                      skip_special_tokens=True)

@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxlayer import models, sampling, tasks
+from jaxlayer import distributed, models, sampling, tasks
 from jaxlayer.models.hub import resolve_model_dir
 from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, multiturn, optimizer,
                          selection)
@@ -124,12 +125,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   _require(0 < micro_batch_size <= mini_batch_size and mini_batch_size % micro_batch_size == 0,
            f"train.micro_batch_size={micro_batch_size} must divide the update batch of "
            f"{mini_batch_size} responses (train.mini_batch_size, or train.batch_size).")
-  devices = jax.devices()
-  if config.mesh.num_devices:
-    _require(0 < config.mesh.num_devices <= len(devices),
-             f"mesh.num_devices={config.mesh.num_devices} but {len(devices)} devices exist.")
-    devices = devices[:config.mesh.num_devices]
-  mesh = models.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
+  mesh = config_mesh(config.mesh)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   _require(micro_batch_size % shards == 0,
            f"The update batch of {micro_batch_size} responses (train.micro_batch_size, "
@@ -138,6 +134,10 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   for key in ("steps", "ppo_epochs"):
     _require(train_cfg[key] >= 1, f"train.{key} must be >= 1, got {train_cfg[key]}.")
   _require(rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1.")
+  per_call = rollout.prompts_per_call
+  _require(isinstance(per_call, int) and not isinstance(per_call, bool) and per_call >= 0,
+           f"rollout.prompts_per_call={per_call!r}: give the prompts sampled per generate call, "
+           "an int >= 0 (0: a whole step's prompts in one call).")
   _require(rollout.temperature > 0, f"rollout.temperature={rollout.temperature}: RL needs "
            "sampled responses and their log-probs; use a temperature > 0 (1.0 is usual).")
   _require(config.checkpoint.every >= 1, "checkpoint.every must be >= 1.")
@@ -151,6 +151,21 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    selection=chosen, algorithm=algorithm, loss=loss, mesh=mesh,
                    prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size,
                    micro_batch_size=micro_batch_size)
+
+
+def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """The device mesh of a config's mesh section (data x fsdp x tensor over the first
+  mesh.num_devices devices, 0: all of them, every host's on several hosts)."""
+  devices = jax.devices()
+  count = mesh_config.num_devices
+  if count:
+    _require(0 < count <= len(devices), f"mesh.num_devices={count} but {len(devices)} devices exist.")
+    _require(not distributed.is_multiprocess() or count == len(devices),
+             f"mesh.num_devices={count}, but this run spans {jax.process_count()} hosts with "
+             f"{len(devices)} devices in all, and every host works on the mesh: set "
+             "mesh.num_devices=0 (all devices).")
+    devices = devices[:count]
+  return models.make_mesh(mesh_config.data, mesh_config.fsdp, mesh_config.tensor, devices=devices)
 
 
 def _check_env_algorithm(config: ml_collections.ConfigDict,
@@ -213,7 +228,8 @@ def _problem_order(num_problems: int, seed: int, position: int, count: int) -> l
 
 @dataclasses.dataclass
 class _Rollouts:
-  """Responses of whole groups, row i*G+j = response j to prompt i (host numpy)."""
+  """Responses of whole groups, row i*G+j = response j to prompt i (host numpy, the same on
+  every process)."""
 
   problem_indices: list[int]  # [prompts]
   tokens: np.ndarray  # [N, R] int32
@@ -222,7 +238,6 @@ class _Rollouts:
   truncated: np.ndarray  # [N] bool: hit max_new_tokens without an end-of-sequence token
   rewards: np.ndarray  # [N]
   components: dict[str, np.ndarray]  # name -> [N]
-  completions: list[str]  # [N]
 
   def groups(self, keep: np.ndarray, group_size: int) -> _Rollouts:
     """The rollouts of the groups where keep [prompts] is True."""
@@ -231,8 +246,7 @@ class _Rollouts:
         problem_indices=[i for i, k in zip(self.problem_indices, keep) if k],
         tokens=self.tokens[rows], logprobs=self.logprobs[rows], mask=self.mask[rows],
         truncated=self.truncated[rows], rewards=self.rewards[rows],
-        components={k: v[rows] for k, v in self.components.items()},
-        completions=[c for c, r in zip(self.completions, rows) if r])
+        components={k: v[rows] for k, v in self.components.items()})
 
   @staticmethod
   def concat(parts: Sequence[_Rollouts]) -> _Rollouts:
@@ -244,8 +258,12 @@ class _Rollouts:
         truncated=np.concatenate([p.truncated for p in parts]),
         rewards=np.concatenate([p.rewards for p in parts]),
         components={k: np.concatenate([p.components[k] for p in parts])
-                    for k in parts[0].components},
-        completions=[c for p in parts for c in p.completions])
+                    for k in parts[0].components})
+
+
+def _with_reference(rows_of: Callable[[np.ndarray], dict[str, np.ndarray]],
+                    reference: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+  return {**rows_of(rows), "ref_logprobs": reference[rows]}
 
 
 class _Trainer:
@@ -285,7 +303,8 @@ class _Trainer:
         total_updates=total_updates, weight_decay=cfg.train.weight_decay, b1=cfg.train.adam_b1,
         b2=cfg.train.adam_b2, eps=cfg.train.adam_eps, max_grad_norm=cfg.train.max_grad_norm)
     self.opt_state, opt_shardings = rl_step.init_optimizer(self.tx, self.params, plan_.mesh)
-    self.rng = jax.random.PRNGKey(cfg.seed)
+    self.rng = jax.device_put(np.asarray(jax.random.PRNGKey(cfg.seed)),
+                              NamedSharding(plan_.mesh, PartitionSpec()))
     self.step = 0
     self.data_position = 0
     self.update = rl_step.make_update_step(
@@ -350,17 +369,27 @@ class _Trainer:
         self.split.merge(self.params), [self.prompt_ids[i] for i in indices],
         max_new_tokens=self.cfg.rollout.max_new_tokens, num_samples=self.group_size,
         temperature=self.cfg.rollout.temperature, eos_token_ids=self.stop_ids,
-        seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), pad_token_id=self.pad_id)
-    completions = self.tokenizer.batch_decode(
-        [row[:length] for row, length in zip(out.tokens, out.lengths)], skip_special_tokens=True)
+        seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), pad_token_id=self.pad_id,
+        prompts_per_call=min(self.cfg.rollout.prompts_per_call or count, count))
     problems = [self.problems[i] for i in indices for _ in range(self.group_size)]
-    graded = self.task.rewards(problems, completions, completion_lengths=out.lengths.tolist())
+
+    def grade(rows: np.ndarray) -> dict:
+      """Rewards of these responses: each process decodes and grades its share."""
+      graded = self.task.rewards([problems[r] for r in rows], self._decode(out.tokens[rows],
+                                                                           out.lengths[rows]),
+                                 completion_lengths=out.lengths[rows].tolist())
+      return {"total": np.asarray(graded.total, np.float64),
+              "components": {k: np.asarray(v, np.float64) for k, v in graded.components.items()}}
+
+    graded = distributed.split_work(grade, len(problems))
     return _Rollouts(
         problem_indices=indices, tokens=out.tokens, logprobs=out.logprobs, mask=out.mask,
         truncated=np.asarray([reason == "length" for reason in out.finish_reasons]),
-        rewards=np.asarray(graded.total, np.float64),
-        components={k: np.asarray(v, np.float64) for k, v in graded.components.items()},
-        completions=completions)
+        rewards=graded["total"], components=graded["components"])
+
+  def _decode(self, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
+    return self.tokenizer.batch_decode([row[:n] for row, n in zip(tokens, lengths)],
+                                       skip_special_tokens=True)
 
   def _collect(self, key: jax.Array) -> tuple[_Rollouts, np.ndarray, _Rollouts]:
     """(the batch's rollouts, weight [prompts] 1 / 0 per group, everything sampled)."""
@@ -385,54 +414,65 @@ class _Trainer:
                               self.group_size)
     return batch, (np.arange(wanted) < have).astype(np.float64), _Rollouts.concat(sampled)
 
-  def _make_batch(self, rollouts: _Rollouts, group_weights: np.ndarray) -> dict[str, np.ndarray]:
+  def _make_batch(self, rollouts: _Rollouts, group_weights: np.ndarray,
+                  rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The rl.step batch of these rows of the rollouts (default: all); group_weights [prompts].
+    Shapes depend on all the rollouts only, so every process's rows fit together."""
     estimator = advantages.get_estimator(self.plan.algorithm.advantage)
     advantage = estimator(rollouts.rewards, self.group_size, eps=self.cfg.train.advantage_eps)
-    prompts = [self.prompt_ids[i] for i in rollouts.problem_indices for _ in range(self.group_size)]
-    prompt_len = sampling.bucket(max(len(p) for p in prompts))
-    rows, response_len = rollouts.tokens.shape
-    input_ids = np.full((rows, prompt_len + response_len), self.pad_id, np.int32)
-    attention = np.zeros((rows, prompt_len + response_len), bool)
-    for row, prompt in enumerate(prompts):
-      input_ids[row, prompt_len - len(prompt):prompt_len] = prompt
-      attention[row, prompt_len - len(prompt):prompt_len] = True
-    input_ids[:, prompt_len:] = np.where(rollouts.mask, rollouts.tokens, self.pad_id)
-    attention[:, prompt_len:] = rollouts.mask
-    weight = np.repeat(group_weights, self.group_size)  # [rows]
+    group_prompts = [self.prompt_ids[i] for i in rollouts.problem_indices]
+    prompt_len = sampling.bucket(max(len(p) for p in group_prompts))
+    rows = np.arange(len(rollouts.rewards)) if rows is None else rows
+    response_len = rollouts.tokens.shape[1]
+    input_ids = np.full((len(rows), prompt_len + response_len), self.pad_id, np.int32)
+    attention = np.zeros((len(rows), prompt_len + response_len), bool)
+    for r, row in enumerate(rows):
+      prompt = group_prompts[row // self.group_size]
+      input_ids[r, prompt_len - len(prompt):prompt_len] = prompt
+      attention[r, prompt_len - len(prompt):prompt_len] = True
+    mask = rollouts.mask[rows]
+    input_ids[:, prompt_len:] = np.where(mask, rollouts.tokens[rows], self.pad_id)
+    attention[:, prompt_len:] = mask
+    weight = np.repeat(group_weights, self.group_size)[rows]  # [rows]
     if self.plan.algorithm.overlong_filtering:
-      weight = weight * ~rollouts.truncated
-    response_mask = rollouts.mask * weight[:, None]
+      weight = weight * ~rollouts.truncated[rows]
     return {
         "input_ids": input_ids, "attention_mask": attention,
-        "response_mask": response_mask.astype(np.float32),
-        "old_logprobs": np.where(rollouts.mask, rollouts.logprobs, 0.0).astype(np.float32),
-        "advantages": np.broadcast_to(advantage[:, None], rollouts.tokens.shape).astype(np.float32),
+        "response_mask": (mask * weight[:, None]).astype(np.float32),
+        "old_logprobs": np.where(mask, rollouts.logprobs[rows], 0.0).astype(np.float32),
+        "advantages": np.broadcast_to(advantage[rows, None], mask.shape).astype(np.float32),
     }
 
-  def _to_device(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    return {k: jax.device_put(v, self.batch_sharding[v.ndim]) for k, v in batch.items()}
+  def _device_batch(self, rows_of: Callable[[np.ndarray], dict[str, np.ndarray]],
+                    rows: np.ndarray) -> dict[str, jax.Array]:
+    """The batch of rollout rows `rows` on the mesh, split over its batch axes; rows_of(rows)
+    builds host arrays. Each process builds and sends only the rows its devices hold."""
+    mine = distributed.local_rows(self.batch_sharding[1], len(rows))
+    return {k: distributed.rows_to_global(v, self.batch_sharding[v.ndim], len(rows))
+            for k, v in rows_of(rows[mine]).items()}
 
-  def _updates(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+  def _updates(self, rows_of: Callable[[np.ndarray], dict[str, np.ndarray]],
+               size: int) -> dict[str, float]:
+    """ppo_epochs passes over a batch of `size` rows (rows_of(rows) -> their host arrays)."""
     # batch_size / mini_batch_size updates per epoch, of equal row counts (a multi-turn
     # batch has a row per turn: gigpo_batch pads it to a whole number of mini-batches).
-    size = len(batch["input_ids"])
     mini = size * self.plan.mini_batch_size // self.cfg.train.batch_size
     if self.ref_params is not None:
       micro = mini * self.plan.micro_batch_size // self.plan.mini_batch_size
-      batch["ref_logprobs"] = np.concatenate([
-          np.asarray(self.logprobs(self.ref_params, self.split.frozen,
-                                   self._to_device({k: v[i:i + micro] for k, v in batch.items()})))
-          for i in range(0, size, micro)])
+      reference = np.concatenate([
+          distributed.to_host(self.logprobs(self.ref_params, self.split.frozen,
+                                            self._device_batch(rows_of, np.arange(i, i + micro))))
+          for i in range(0, size, micro)])  # [size, R], on every process
+      rows_of = functools.partial(_with_reference, rows_of, reference)
     history = []
     for epoch in range(self.cfg.train.ppo_epochs):
       order = (np.random.default_rng([self.cfg.seed, self.step, epoch]).permutation(size)
                if size > mini else np.arange(size))
       for start in range(0, size, mini):
-        rows = order[start:start + mini]
-        mini_batch = self._to_device({k: v[rows] for k, v in batch.items()})
+        mini_batch = self._device_batch(rows_of, order[start:start + mini])
         self.params, self.opt_state, result = self.update(
             self.params, self.opt_state, self.split.frozen, mini_batch)
-        result = {k: float(v) for k, v in jax.device_get(result).items()}
+        result = {k: float(v) for k, v in distributed.to_host(result).items()}
         finite = math.isfinite(result["loss"]) and math.isfinite(result["grad_norm"])
         if not finite or result["params_finite"] != 1.0:
           raise TrainingDiverged(
@@ -451,8 +491,8 @@ class _Trainer:
     start = time.perf_counter()
     self.rng, key = jax.random.split(self.rng)
     rollouts, group_weights, sampled = self._collect(key)
-    batch = self._make_batch(rollouts, group_weights)
-    update_metrics = self._updates(batch)
+    update_metrics = self._updates(functools.partial(self._make_batch, rollouts, group_weights),
+                                   len(rollouts.rewards))
     self.step += 1
     lengths = sampled.mask.sum(axis=1)
     result = {
@@ -469,9 +509,11 @@ class _Trainer:
     }
     if "correct" in sampled.components:
       result["accuracy"] = float(sampled.components["correct"].mean())
+    shown = min(self.cfg.logging.samples_per_step, len(sampled.rewards))
+    completions = self._decode(sampled.tokens[:shown], lengths[:shown])
     samples = [{"prompt": self.prompt_texts[sampled.problem_indices[i // self.group_size]],
-                "completion": sampled.completions[i], "reward": float(sampled.rewards[i])}
-               for i in range(min(self.cfg.logging.samples_per_step, len(sampled.completions)))]
+                "completion": completions[i], "reward": float(sampled.rewards[i])}
+               for i in range(shown)]
     return result, samples
 
   def _run_env_step(self) -> tuple[dict[str, float], list[dict]]:
@@ -486,7 +528,8 @@ class _Trainer:
         max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
         eos_token_ids=self.stop_ids, pad_token_id=self.pad_id,
         seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), context=self.env.context,
-        step_timeout_s=self.env.step_timeout_s)
+        step_timeout_s=self.env.step_timeout_s,
+        batch_rows=(self.cfg.rollout.prompts_per_call * self.group_size) or None)
     rollout_seconds = time.perf_counter() - start
     train_cfg = self.cfg.train
     micro_batches = self.plan.mini_batch_size // self.plan.micro_batch_size
@@ -498,8 +541,15 @@ class _Trainer:
         pad_token_id=self.pad_id,
         num_mini_batches=train_cfg.batch_size // self.plan.mini_batch_size,
         row_multiple=micro_batches * shards)
+    # Every process plays every episode: they must agree (deterministic environments).
+    distributed.check_same(
+        [batch[k] for k in sorted(batch)], "The multi-turn training batches",
+        "Every host plays every episode itself, so environments must be deterministic given "
+        "their seed and the actions (an env step that times out on one host only does this "
+        "too: raise env.step_timeout_s).")
     if stats["trained_turns"]:
-      update_metrics = self._updates(batch)
+      update_metrics = self._updates(lambda rows: {k: v[rows] for k, v in batch.items()},
+                                     len(batch["input_ids"]))
     else:  # every episode ended in an environment error: nothing to learn from
       update_metrics = {}
       tqdm.write(f"jaxlayer: step {self.step + 1}: every episode ended in an environment error; "
@@ -545,6 +595,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
                                list(plan_.selection.trainable))
     if latest is not None:
       trainer.restore(checkpointer, latest)
+    history = [row["reward"] for row in metrics.read_metrics(run_dir) if row["step"] <= trainer.step]
     logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                    resume_step=trainer.step)
     last = {}
@@ -554,6 +605,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
               dynamic_ncols=True) as bar:
       while trainer.step < steps:
         last, samples = trainer.run_step()
+        history.append(last["reward"])
         logger.log(trainer.step, last)
         logger.log_samples(trainer.step, samples)
         if trainer.step % config.checkpoint.every == 0 or trainer.step == steps:
@@ -562,7 +614,6 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
         bar.set_postfix(_postfix(last))
         if on_step is not None:
           on_step(trainer.step, last)
-    history = [row["reward"] for row in metrics.read_metrics(run_dir)]
     return TrainResult(run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
                        model=trainer.split.merge(trainer.params))
   finally:

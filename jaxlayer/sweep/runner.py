@@ -39,6 +39,7 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
+from jaxlayer import distributed
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
 
@@ -217,7 +218,9 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   eval_seconds = time.perf_counter() - start
   per_problem = _check_eval_output(evaluated, spec)
   if not (config.sweep.keep_checkpoints or spec.kind == "full"):
-    _remove_checkpoint(checkpoint_dir, workdir)
+    if distributed.is_primary():
+      _remove_checkpoint(checkpoint_dir, workdir)
+    distributed.sync(f"jaxlayer: {spec.name} checkpoint removed")
   return {
       "run": spec.name, "kind": spec.kind, "layer": spec.layer, "seed": spec.seed,
       "score": sum(per_problem) / len(per_problem),
@@ -231,13 +234,15 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
 
 def record_run(sweep_dir: Path, spec: RunSpec, result: dict,
                expected_num_problems: int | None) -> None:
-  """Writes a run's result.json atomically, after checking it was scored on the sweep's test set."""
+  """Writes a run's result.json atomically (on several hosts: process 0), after checking it was
+  scored on the sweep's test set."""
   if expected_num_problems is not None and result["num_problems"] != expected_num_problems:
     raise ValueError(
         f"run {spec.name} was evaluated on {result['num_problems']} problems but the sweep's "
         f"earlier runs on {expected_num_problems}: every run must be scored on the same test set "
         "(check eval.num_problems, or start a new sweep directory).")
-  store.write_json_atomic(store.result_path(sweep_dir, spec), result)
+  if distributed.is_primary():
+    store.write_json_atomic(store.result_path(sweep_dir, spec), result)
 
 
 def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None = None,
@@ -251,6 +256,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   train_fn / eval_fn: see the module docstring; default to jaxlayer's RL and evaluation.
   num_layers: the model's block count; read from the checkpoint's config.json when None.
   command: the command line that started the sweep, quoted in the report.
+  On several hosts (jaxlayer.distributed) every process runs the sweep's runs together with the
+  local launcher; process 0 writes the sweep directory's files.
   """
   train_fn = train_fn or default_train_fn
   if eval_fn is None:
@@ -263,6 +270,10 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   layers = parse_layers(config.sweep.layers, num_layers)
   seeds = run_seeds(config)
   launch = launchers.get_launcher(config.sweep)
+  if config.sweep.launcher != "local" and distributed.is_multiprocess():
+    raise ValueError(f"sweep.launcher={config.sweep.launcher!r} sends the runs to a cluster from "
+                     "one driver process, but this is one process of a multi-host run: start the "
+                     "sweep on one machine, or use sweep.launcher='local' to run it on all hosts.")
   config_dict = _config_dict(config)
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
               "command": command}
@@ -290,5 +301,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                  f"eval {result['eval_seconds']:.1f} s)")
       bar.set_postfix_str(unfinished[0].name if unfinished else "")
       bar.update(1)
-  report.write_report(sweep_dir)
+  if distributed.is_primary():
+    report.write_report(sweep_dir)
+  distributed.sync("jaxlayer: sweep report written")
   return sweep_dir

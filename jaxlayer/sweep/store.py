@@ -21,13 +21,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from jaxlayer import distributed
+
 MANIFEST = "manifest.json"
 RESULT = "result.json"
 RUNS = "runs"
 # Config entries that do not change what a score means; any other difference between two
 # configs means a different experiment, whose results never mix in one sweep directory.
-# (train.layers, seed and run_dir are set per run by the sweep.)
-NOT_IDENTITY = ("sweep", "seed", "run_dir", "mesh", "checkpoint", "logging", "train.layers")
+# (train.layers, seed and run_dir are set per run by the sweep; rollout.prompts_per_call only
+# batches the same samples differently.)
+NOT_IDENTITY = ("sweep", "seed", "run_dir", "mesh", "checkpoint", "logging", "train.layers",
+                "rollout.prompts_per_call")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,9 +148,20 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
 
   manifest: written as manifest.json; its "identity" entry is what must match. With
   force_new_dir, a directory that already holds a sweep is left alone and the sweep goes
-  to the first free `<dir>-2`, `<dir>-3`, ... Returns the directory to use.
+  to the first free `<dir>-2`, `<dir>-3`, ... Returns the directory to use. On several hosts
+  every process chooses the directory before process 0 creates it (so all choose the same).
   """
-  sweep_dir = Path(sweep_dir)
+  sweep_dir, new = _choose_sweep_dir(Path(sweep_dir), manifest, force_new_dir)
+  distributed.sync("jaxlayer: sweep directory chosen")
+  if new and distributed.is_primary():
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(sweep_dir / MANIFEST, manifest)
+  distributed.sync("jaxlayer: sweep directory created")
+  return sweep_dir
+
+
+def _choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool) -> tuple[Path, bool]:
+  """(the directory open_sweep_dir uses, whether it must be created); reads only."""
   if (sweep_dir / MANIFEST).is_file():
     if force_new_dir:
       sweep_dir = _next_free_dir(sweep_dir)
@@ -160,10 +175,8 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
             "\nPick another directory (--config.sweep.dir=NEW_DIR), or pass "
             "--config.sweep.force_new_dir=True to write to the next free "
             f"{sweep_dir.name}-N; the existing results are kept either way.")
-      return sweep_dir
+      return sweep_dir, False
   elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
     raise ValueError(f"{sweep_dir} exists, is not empty and holds no sweep ({MANIFEST} is "
                      "missing): pick an empty or new directory with --config.sweep.dir=DIR.")
-  sweep_dir.mkdir(parents=True, exist_ok=True)
-  write_json_atomic(sweep_dir / MANIFEST, manifest)
-  return sweep_dir
+  return sweep_dir, True

@@ -1,0 +1,230 @@
+"""Multi-host: joining the hosts, per-process rows, and two real local processes against one.
+
+The two-process test starts two Python processes with 4 CPU devices each, joined by
+`jax.distributed` (gloo collectives), that run `jaxlayer train`, `export` and `eval` on one
+8-device mesh spread over both, and compares what they write with one process holding all 8.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxlayer import distributed, models
+from jaxlayer.assets import TINY_ARITH
+from jaxlayer.rl import checkpoint, metrics
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def two_fake_processes(monkeypatch):
+  """Devices 0-3 belong to process 0 and devices 4-7 to process 1."""
+  monkeypatch.setattr(distributed, "_process_of", lambda device: device.id // 4)
+
+
+@pytest.mark.parametrize("data,fsdp,tensor,expected", [
+    (1, 8, 1, [np.arange(0, 8), np.arange(8, 16)]),  # rows split over all 8 devices
+    (2, 4, 1, [np.arange(0, 8), np.arange(8, 16)]),  # one data slice per process
+    (1, 2, 4, [np.arange(0, 8), np.arange(8, 16)]),  # tensor axis inside a process
+    (1, 4, 2, [np.arange(0, 8), np.arange(8, 16)]),  # tensor axis inside a process
+])
+def test_local_rows_are_the_rows_the_process_devices_hold(two_fake_processes, data, fsdp, tensor,
+                                                          expected):
+  mesh = models.make_mesh(data, fsdp, tensor)
+  sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+  got = [distributed.local_rows(sharding, 16, process) for process in (0, 1)]
+  for rows, want in zip(got, expected):
+    np.testing.assert_array_equal(rows, want)
+  # Whatever the mesh, the rows each device holds are among its process's rows.
+  for device, index in sharding.devices_indices_map((16,)).items():
+    held = np.arange(16)[index[0]]
+    assert set(held) <= set(got[device.id // 4])
+
+
+def test_local_rows_of_a_batch_replicated_over_processes(two_fake_processes):
+  # A batch split over 'fsdp' only, with the processes along 'data': each holds every row.
+  mesh = models.make_mesh(2, 4, 1)
+  sharding = NamedSharding(mesh, PartitionSpec("fsdp"))
+  for process in (0, 1):
+    np.testing.assert_array_equal(distributed.local_rows(sharding, 8, process), np.arange(8))
+
+
+@pytest.mark.parametrize("count,processes", [(10, 3), (3, 4), (8, 2), (1, 1)])
+def test_work_share_covers_every_item_in_equal_blocks(count, processes):
+  shares = [distributed.work_share(count, p, processes) for p in range(processes)]
+  assert len({len(s) for s in shares}) == 1  # equal shapes, so they gather into one array
+  together = np.concatenate(shares)
+  np.testing.assert_array_equal(together[:count], np.arange(count))  # in order, each once
+  assert (together[count:] == count - 1).all()  # the filler repeats the last item
+
+
+def test_split_work_on_one_process_is_the_function_on_all_items():
+  result = distributed.split_work(lambda rows: {"x": rows * 2.0, "y": [rows]}, 5)
+  np.testing.assert_array_equal(result["x"], np.arange(5) * 2.0)
+  np.testing.assert_array_equal(result["y"][0], np.arange(5))
+
+
+def test_one_host_is_not_joined_and_is_primary(monkeypatch):
+  for name in ("JAX_NUM_PROCESSES", "JAX_COORDINATOR_ADDRESS", "JAX_PROCESS_ID",
+               "TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(distributed, "_cloud_tpu_hosts", lambda: 1)
+  assert distributed.initialize() is False
+  assert not jax.distributed.is_initialized()
+  assert distributed.is_primary() and not distributed.is_multiprocess()
+  distributed.check_same([np.arange(3)], "anything")  # nothing to compare with
+  distributed.sync("a barrier of one")
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}, "JAX_COORDINATOR_ADDRESS is not set"),
+    ({"JAX_NUM_PROCESSES": "2"}, "JAX_COORDINATOR_ADDRESS and JAX_PROCESS_ID are not set"),
+    ({"JAX_NUM_PROCESSES": "2", "JAX_COORDINATOR_ADDRESS": "h:1", "JAX_PROCESS_ID": "2"},
+     r"JAX_PROCESS_ID=2 is outside 0..1"),
+    ({"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES='two' is not an integer"),
+])
+def test_incomplete_host_variables_are_named(monkeypatch, env, message):
+  for name in ("JAX_NUM_PROCESSES", "JAX_COORDINATOR_ADDRESS", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(name, raising=False)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(ValueError, match=message):
+    distributed.initialize()
+  assert not jax.distributed.is_initialized()
+
+
+def test_cli_reports_incomplete_host_variables(monkeypatch, tiny_qwen2_dir):
+  from jaxlayer import cli
+
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+  monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+  monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+  with pytest.raises(SystemExit, match="jaxlayer: JAX_NUM_PROCESSES=2 asks for a multi-host run"):
+    cli.main(["generate", "--model", str(tiny_qwen2_dir), "--prompt", "1+1="])
+
+
+# The two-process run and its single-process reference: the shipped tiny model (it answers a
+# third of the problems, so groups carry a real learning signal), 2 steps of 32 responses on
+# the arithmetic task, block 1 trained with KL (the reference log-probs path), the default
+# mesh (fsdp over all 8 devices, so parameters and batches are split across the processes).
+TRAIN_OVERRIDES = ["--config.train.layers=layers.1", "--config.train.steps=2",
+                   "--config.train.batch_size=32", "--config.train.group_size=4",
+                   "--config.train.mini_batch_size=16", "--config.train.learning_rate=1e-3",
+                   "--config.train.kl_beta=0.01", "--config.rollout.max_new_tokens=4",
+                   "--config.checkpoint.every=1", "--config.logging.tensorboard=False",
+                   "--config.logging.progress=False"]
+EVAL_OVERRIDES = ["--config.eval.num_problems=8", "--config.eval.num_samples=2",
+                  "--config.eval.max_new_tokens=3"]
+
+WORKER = """
+import sys
+from jaxlayer import cli
+model, run, hf, out, config, chunk = sys.argv[1:7]
+overrides = sys.argv[7:]
+cli.main(["train", "--config", config, f"--config.model.path={model}", f"--config.run_dir={run}",
+          f"--config.rollout.prompts_per_call={chunk}", *overrides[:{n_train}]])
+cli.main(["export", "--run", run, "--out", hf])
+cli.main(["eval", "--config", config, "--model", run, "--out", out, *overrides[{n_train}:]])
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _run_workers(tmp_path, model_dir, num_processes, devices_per_process, chunk) -> Path:
+  """Runs WORKER in num_processes joined processes; returns the directory it wrote to."""
+  work = tmp_path / f"{num_processes}proc"
+  script = WORKER.replace("{n_train}", str(len(TRAIN_OVERRIDES)))
+  args = [sys.executable, "-c", script, str(model_dir), str(work / "run"), str(work / "hf"),
+          str(work / "eval"), str(ROOT / "configs" / "grpo_arithmetic.py"), str(chunk),
+          *TRAIN_OVERRIDES, *EVAL_OVERRIDES]
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+             HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+  if num_processes > 1:
+    env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
+               JAX_NUM_PROCESSES=str(num_processes))
+  logs = [open(tmp_path / f"{num_processes}proc-{p}.log", "w+") for p in range(num_processes)]
+  workers = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(p)}, cwd=tmp_path,
+                              stdout=log, stderr=subprocess.STDOUT)
+             for p, log in enumerate(logs)]
+  try:
+    codes = [w.wait(timeout=600) for w in workers]
+  finally:
+    for w in workers:
+      w.kill()
+  for p, (code, log) in enumerate(zip(codes, logs)):
+    log.seek(0)
+    assert code == 0, f"process {p} of {num_processes} failed:\n{log.read()[-5000:]}"
+  return work
+
+
+@pytest.fixture(scope="module")
+def one_and_two_processes(tmp_path_factory):
+  tmp_path = tmp_path_factory.mktemp("distributed")
+  return (_run_workers(tmp_path, TINY_ARITH, 1, 8, chunk=0),
+          _run_workers(tmp_path, TINY_ARITH, 2, 4, chunk=3))
+
+
+def _trained_params(run_dir):
+  model, _ = checkpoint.load_trained_model(run_dir)
+  return {k: np.asarray(v) for k, v in models.named_params(model).items()}
+
+
+def test_two_processes_train_like_one(one_and_two_processes):
+  one, two = one_and_two_processes
+  rows_one, rows_two = metrics.read_metrics(one / "run"), metrics.read_metrics(two / "run")
+  assert [r["step"] for r in rows_two] == [1, 2]  # written once, by process 0
+  assert all(r["groups_with_signal"] > 0 for r in rows_one)  # real gradients, not round-off
+  for a, b in zip(rows_one, rows_two):
+    # The same samples (every process draws every row's random stream) and rewards...
+    assert a["reward"] == b["reward"] and a["response_length"] == b["response_length"]
+    # ... and the same updates, up to the order of the cross-process sums.
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(b["kl"], a["kl"], rtol=1e-3, atol=1e-6)
+  assert checkpoint.Checkpointer(two / "run").all_steps() == [1, 2]
+  trained_one, trained_two = _trained_params(one / "run"), _trained_params(two / "run")
+  base = {k: np.asarray(v)
+          for k, v in models.named_params(models.from_pretrained(TINY_ARITH)[0]).items()}
+  for path in base:
+    if path.startswith("layers.1."):
+      # Equal updates up to summation order. Adam divides by the gradient's own scale, so the
+      # round-off of near-zero gradient entries can move a few weights visibly: compare the
+      # difference with the update itself, typically and at worst.
+      moved, differ = (np.abs(trained_one[path] - base[path]),
+                       np.abs(trained_two[path] - trained_one[path]))
+      assert moved.max() > 0, path
+      assert differ.mean() <= 1e-3 * moved.mean(), path
+      assert differ.max() <= 0.05 * moved.max(), path
+    else:
+      np.testing.assert_array_equal(trained_two[path], base[path], err_msg=path)
+      np.testing.assert_array_equal(trained_one[path], base[path], err_msg=path)
+  samples = [json.loads(line) for line in (two / "run" / metrics.SAMPLES_FILE).open()]
+  assert sorted({s["step"] for s in samples}) == [1, 2]
+  assert len(samples) == len([json.loads(line) for line in (one / "run" / metrics.SAMPLES_FILE)
+                              .open()])
+
+
+def test_two_processes_export_and_evaluate_like_one(one_and_two_processes):
+  one, two = one_and_two_processes
+  exported = {k: np.asarray(v)
+              for k, v in models.named_params(models.from_pretrained(two / "hf")[0]).items()}
+  for path, value in _trained_params(two / "run").items():
+    np.testing.assert_array_equal(exported[path], value, err_msg=path)
+  assert not list((two / "hf").parent.glob(".hf.*"))  # no staging directory left behind
+  report_one = json.loads((one / "eval" / "eval.json").read_text())
+  report_two = json.loads((two / "eval" / "eval.json").read_text())
+  assert report_two["tasks"]["arithmetic"]["num_problems"] == 8
+  for metric, value in report_one["tasks"]["arithmetic"]["scores"].items():
+    assert report_two["tasks"]["arithmetic"]["scores"][metric] == pytest.approx(value, abs=1e-6)
