@@ -2,7 +2,8 @@
 
 The model learns the `arithmetic` task (2-digit + and -) only partly, so that RL has room
 to improve it: training stops as soon as greedy accuracy on held-out problems reaches
-`--target`. Deterministic per seed. About 2 minutes on a 2-core CPU.
+`--target`. Deterministic per seed. The shipped model took 1,450 steps and 31 minutes on a
+shared 2-core CPU (its training.json records both).
 
     python scripts/make_tiny_model.py --out jaxlayer/assets/tiny-arith
 """
