@@ -10,9 +10,8 @@ from the ones it was started with (see sweep.force_new_dir); mesh, checkpoint an
 may change.
 """
 
-from ml_collections import config_dict
-
 from jaxlayer import assets
+from jaxlayer.evaluation import default_eval_config
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep.runner import default_sweep_config
 
@@ -34,14 +33,10 @@ def get_config():
   config.checkpoint.every = 10
   config.logging.tensorboard = False
 
-  config.eval = config_dict.ConfigDict()  # every key and default: jaxlayer/evaluation.py
+  config.eval = default_eval_config()  # every key and default: jaxlayer/evaluation.py
   config.eval.num_problems = 1000  # the whole test split, the same for every run
-  config.eval.metric = "pass@1"  # the score: "pass@1" (greedy) or "mean@k" (num_samples samples)
-  config.eval.num_samples = 0  # k of mean@k (0: greedy pass@1 only)
-  config.eval.temperature = 0.0  # of mean@k's samples (> 0 for mean@k; pass@1 is always greedy)
-  config.eval.top_p = 1.0
-  config.eval.max_new_tokens = 8
-  config.eval.batch_size = 250  # prompts per generate call
+  config.eval.max_new_tokens = 8  # greedy pass@1 (the default metric) of 8-token answers
+  config.eval.batch_size = 250
 
   config.sweep = default_sweep_config()  # every key and default: jaxlayer/sweep/runner.py
   config.sweep.dir = "runs/sweep_tiny"

@@ -300,7 +300,8 @@ def _eval(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer eval: {err}") from None
   for name, result in report["tasks"].items():
-    scores = ", ".join(f"{metric} {value:.4f}" for metric, value in result["scores"].items())
+    scores = ", ".join(f"{metric} {value:.4f} ± {result['standard_errors'][metric]:.4f}"
+                       for metric, value in result["scores"].items())
     print(f"{name} ({result['num_problems']} problems): {scores}")
   print(f"written: {out / evaluation.EVAL_FILE}"
         + (f", {out / evaluation.GENERATIONS_FILE}" if args.save_generations else ""))

@@ -91,10 +91,17 @@ class EvalResult:
     raise ValueError(f"metric {metric!r} was not computed; this evaluation has {list(self.scores)} "
                      "(mean@k needs eval.num_samples >= 1).")
 
+  def standard_errors(self) -> dict[str, float]:
+    """Each score's standard error over the problems (the evaluation noise)."""
+    from jaxlayer.sweep.contribution import standard_error
+
+    return {metric: standard_error(self.per_problem[metric]) for metric in self.scores}
+
   def summary(self) -> dict[str, Any]:
     """Everything but the generations (a task's entry in eval.json)."""
     summary = {"task": self.task, "num_problems": self.num_problems, "scores": self.scores,
-               "decoding": self.decoding, "prompt": self.prompt, "per_problem": self.per_problem}
+               "standard_errors": self.standard_errors(), "decoding": self.decoding,
+               "prompt": self.prompt, "per_problem": self.per_problem}
     if self.episodes is not None:
       summary["episodes"] = self.episodes
     return summary
@@ -389,11 +396,6 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
       progress_position=progress_position, progress=progress)
 
 
-def config_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-  """The device mesh of config.mesh, as training builds it."""
-  return train.config_mesh(config.mesh)
-
-
 def is_run_dir(path: str | os.PathLike) -> bool:
   return (Path(path) / checkpoint.RUN_FILE).is_file()
 
@@ -462,7 +464,7 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
     raise FileExistsError(f"{out / EVAL_FILE} exists: pass --overwrite to replace it, or choose "
                           "another --out.")
   model, tokenizer, info = load_model(model_path, dtype=config.model.dtype, step=step,
-                                      mesh=config_mesh(config))
+                                      mesh=train.config_mesh(config.mesh))
   results = [evaluate_from_config(config, model, tokenizer, task_name=name) for name in names]
   report = {
       **info,

@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from jaxlayer import cli, evaluation, tasks
-from jaxlayer.rl import checkpoint
+from jaxlayer.rl import checkpoint, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import runner
 from jaxlayer.tasks.base import GeneratedTask, Problem
@@ -161,6 +161,9 @@ def test_pass_at_1_equals_transformers_greedy_completions_graded_by_the_task(cli
   assert report["tasks"]["parity"]["per_problem"]["pass@1"] == scores
   assert report["tasks"]["parity"]["scores"]["pass@1"] == pytest.approx(np.mean(scores))
   assert 0 < np.mean(scores) < 1  # the toy task is neither all right nor all wrong
+  p = np.mean(scores)  # 0/1 scores: the binomial standard error
+  assert report["tasks"]["parity"]["standard_errors"]["pass@1"] == pytest.approx(
+      np.sqrt(p * (1 - p) / NUM_PROBLEMS))
 
 
 def test_mean_at_k_is_the_mean_of_the_sampled_scores(cli_eval):
@@ -174,6 +177,9 @@ def test_mean_at_k_is_the_mean_of_the_sampled_scores(cli_eval):
   result = report["tasks"]["parity"]
   assert result["per_problem"][f"mean@{NUM_SAMPLES}"] == pytest.approx(per_problem)
   assert result["scores"][f"mean@{NUM_SAMPLES}"] == pytest.approx(np.mean(per_problem))
+  if not set(per_problem) <= {0.0, 1.0}:  # partial credit: the sample standard error
+    assert result["standard_errors"][f"mean@{NUM_SAMPLES}"] == pytest.approx(
+        np.std(per_problem, ddof=1) / np.sqrt(NUM_PROBLEMS))
   greedy = {g["problem_index"]: g["completion"] for g in generations if g["decoding"] == "greedy"}
   assert any(g["completion"] != greedy[g["problem_index"]] for g in sampled)  # really sampled
 
@@ -182,7 +188,7 @@ def test_problem_order_and_scores_do_not_depend_on_the_batch_size(cli_eval, tiny
                                                                    config_file):
   config = cli.load_config(["--config", str(config_file), "--config.eval.num_samples=0",
                             f"--config.eval.batch_size={NUM_PROBLEMS}"], "test")
-  model, tokenizer, _ = evaluation.load_model(tiny_qwen2_dir, mesh=evaluation.config_mesh(config))
+  model, tokenizer, _ = evaluation.load_model(tiny_qwen2_dir, mesh=train.config_mesh(config.mesh))
   result = evaluation.evaluate_from_config(config, model, tokenizer)
   report, generations = cli_eval
   assert result.scores == {"pass@1": report["tasks"]["parity"]["scores"]["pass@1"]}
@@ -286,7 +292,7 @@ def test_existing_eval_json_is_kept_without_overwrite(cli_eval, tiny_qwen2_dir, 
 def test_sweep_with_bad_eval_settings_fails_before_writing_anything(tmp_path):
   config = sweep_tiny_config()
   config.sweep.dir = str(tmp_path / "sweep")
-  config.eval.num_samples, config.eval.metric = 4, "mean@k"  # at sweep_tiny's temperature 0
+  config.eval.num_samples, config.eval.metric, config.eval.temperature = 4, "mean@k", 0.0
   with pytest.raises(ValueError, match="mean@k samples .*temperature > 0"):
     runner.run_sweep(config, train_fn=lambda *a, **k: pytest.fail("trained"), num_layers=2)
   assert not (tmp_path / "sweep").exists()

@@ -39,7 +39,10 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   assert (sweep["model"], sweep["task"], sweep["algorithm"]) == ("assets/tiny-arith", "arithmetic",
                                                                  "grpo")
   assert sweep["metric"] == "pass@1" and sweep["num_problems"] == NUM_PROBLEMS
-  assert sweep["decoding"]["temperature"] == 0.0 and sweep["seeds"] == [0, 1, 2]
+  assert sweep["seeds"] == [0, 1, 2]
+  # greedy pass@1 only: the sampling settings played no part and are not reported
+  assert sweep["decoding"] == {"metric": "pass@1", "num_samples": 0, "max_new_tokens": 8,
+                               "batch_size": 250}
 
   def scores(correct):  # per seed, as the fake scores them
     return [(correct + 2 * seed) / NUM_PROBLEMS for seed in range(3)]

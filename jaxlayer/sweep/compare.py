@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from scipy import stats
 
 from jaxlayer.sweep import store
 from jaxlayer.sweep.report import save_figure
@@ -47,6 +45,8 @@ def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
         "(--config.sweep.layers) in both, and check that S_full != S_base in each.")
   a = np.array([c_a[k] for k in common])
   b = np.array([c_b[k] for k in common])
+  from scipy import stats  # loaded on use: sweep workers never compare
+
   spearman = stats.spearmanr(a, b)
   kendall = stats.kendalltau(a, b)
   return {
@@ -76,6 +76,8 @@ def _label(sweep: dict, sweep_dir: Path) -> str:
 def plot_comparison(comparison: dict, label_a: str, label_b: str, num_layers: int,
                     path: Path) -> None:
   """Left: C(k) of both sweeps against block index. Right: rank against rank."""
+  from matplotlib.figure import Figure
+
   fig = Figure(figsize=(12, 4.5))
   ax_c, ax_r = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
   layers = comparison["layers"]

@@ -13,12 +13,15 @@ import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from jaxlayer.sweep import contribution, store
 from jaxlayer.sweep.contribution import RunScore
+
+if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not when a sweep worker starts
+  from matplotlib.figure import Figure
 
 OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
 CSV_COLUMNS = ("run", "layer", "num_seeds", "score", "score_std", "score_se", "contribution",
@@ -58,6 +61,14 @@ def _paired_gain_se(results: list[dict]) -> float | None:
   return float(difference.std(ddof=1) / math.sqrt(difference.size))
 
 
+def _decoding(eval_config: dict) -> dict:
+  """The eval settings that shape the scores (sampling settings only when there are samples)."""
+  unused = {"num_problems", "tasks"}
+  if not eval_config.get("num_samples"):
+    unused |= {"temperature", "top_p"}  # greedy pass@1 only
+  return {k: v for k, v in eval_config.items() if k not in unused}
+
+
 def _single(values: set, what: str):
   if len(values) != 1:
     raise ValueError(f"the sweep's runs disagree on {what}: {sorted(values)}; every run must be "
@@ -83,7 +94,7 @@ def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
       "algorithm": config["train"].get("algorithm"),
       "metric": _single({r["metric"] for r in results}, "the metric"),
       "num_problems": _single({r["num_problems"] for r in results}, "the number of test problems"),
-      "decoding": {k: v for k, v in config["eval"].items() if k != "num_problems"},
+      "decoding": _decoding(config["eval"]),
       "seeds": sorted({r["seed"] for r in results}),
       "s_base": summary.base.score, "s_base_std": summary.base.score_std,
       "s_base_se": summary.base.score_se,
@@ -148,6 +159,8 @@ def contribution_error_bars(layer: dict) -> tuple[float | None, str]:
 
 def plot_contribution(sweep: dict, path: Path) -> None:
   """C(k) against block index, error bars, C = 1 (full RL) and C = 0 (base), best block marked."""
+  from matplotlib.figure import Figure
+
   fig = Figure(figsize=(max(6.0, 0.32 * sweep["num_layers"] + 3), 4.2))
   ax = fig.add_subplot()
   defined = [l for l in sweep["layers"] if l["contribution"] is not None]
@@ -213,6 +226,8 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
   for r in results:
     if r["kind"] != "base" and r["reward_curve"]:
       curves["full" if r["kind"] == "full" else r["layer"]].append(r["reward_curve"])
+  from matplotlib.figure import Figure
+
   fig = Figure(figsize=(8, 4.5))
   ax = fig.add_subplot()
   steps = max((len(c) for runs in curves.values() for c in runs), default=0)

@@ -92,10 +92,11 @@ def default_eval_fn(config, *, model, seed, progress_position):
   """config.eval's metric on the first eval.num_problems test problems (jaxlayer.evaluation), the
   base checkpoint at config.model.path when model is None; the mean@k sampling seed is `seed`."""
   from jaxlayer import evaluation, models
+  from jaxlayer.rl import train
 
   if model is None:
     model, _ = models.from_pretrained(config.model.path, dtype=config.model.dtype,
-                                      mesh=evaluation.config_mesh(config))
+                                      mesh=train.config_mesh(config.mesh))
   tokenizer = models.load_tokenizer(config.model.path)
   result = evaluation.evaluate_from_config(config, model, tokenizer, seed=seed,
                                            progress_position=progress_position)
