@@ -2,15 +2,16 @@
 
 Same model (the ~28M Qwen2 of benchmarks/rollout.py, tied embeddings, 8 blocks), same batch
 (32 responses x 96 tokens: 32 prompt + 64 response tokens), float32 on the CPU, GRPO loss,
-AdamW. For each selection it reports the median wall time of the compiled update step (after
-a warm-up call), XLA's FLOP count of the step and the rate it reaches, XLA's peak buffer
-memory of the step (arguments + outputs + temporaries - donated), and the bytes of the
+AdamW. For each selection it reports the wall time of the compiled update step (the best of
+--repeats calls after a warm-up call, the selections taking turns so that other load on the
+machine slows them alike), XLA's FLOP count of the step and the rate it reaches, XLA's peak
+buffer memory of the step (arguments + outputs + temporaries - donated), and the bytes of the
 trainable leaves and of the optimizer state. Ratios are against the full-parameter step of
 the same run; the FLOP rate is set against the ~250 GFLOP/s XLA:CPU float32 matmul ceiling
-measured on this machine (docs: /work/shared/PITFALLS.md) and against a plain matmul timed in
-the same run (the ceiling of the moment on a shared machine).
+the target assumes (/work/shared/PITFALLS.md, measured on another CPU) and against a plain
+matmul timed in the same run (this machine's ceiling of the moment).
 
-    python benchmarks/train_step.py             # 28M model (about a minute on 2 cores)
+    python benchmarks/train_step.py             # 28M model (about 2 minutes on 2 cores)
     python benchmarks/train_step.py --quick     # tiny model, smoke run
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,7 +38,8 @@ CPU_MATMUL_CEILING = 250e9  # FLOP/s, XLA:CPU float32 on this machine
 
 
 def matmul_rate(repeats: int) -> float:
-  """FLOP/s of a [3072, 512] x [512, 8192] float32 matmul now (the machine's current ceiling)."""
+  """FLOP/s of a [3072, 512] x [512, 8192] float32 matmul now, best of `repeats` (the
+  machine's current ceiling)."""
   a, b = jax.numpy.ones((3072, 512)), jax.numpy.ones((512, 8192))
   matmul = jax.jit(lambda a, b: a @ b)
   jax.block_until_ready(matmul(a, b))
@@ -47,7 +48,7 @@ def matmul_rate(repeats: int) -> float:
     start = time.perf_counter()
     jax.block_until_ready(matmul(a, b))
     times.append(time.perf_counter() - start)
-  return 2 * 3072 * 512 * 8192 / statistics.median(times)
+  return 2 * 3072 * 512 * 8192 / min(times)
 
 
 def make_batch(vocab: int, rows: int, prompt: int, response: int) -> dict[str, np.ndarray]:
@@ -61,7 +62,8 @@ def make_batch(vocab: int, rows: int, prompt: int, response: int) -> dict[str, n
   }
 
 
-def measure(model_dir: Path, layers: str, batch: dict, repeats: int) -> dict:
+def prepare(model_dir: Path, layers: str, batch: dict) -> dict:
+  """The compiled update step training `layers`, its inputs, and what XLA says it costs."""
   model, cfg = models.from_pretrained(model_dir)
   chosen = selection.resolve(list(models.named_params(model)), cfg.num_layers, layers, 1e-6)
   split, params = step.split_model(model, chosen.trainable)
@@ -78,25 +80,29 @@ def measure(model_dir: Path, layers: str, batch: dict, repeats: int) -> dict:
   memory = compiled.memory_analysis()
   peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
           memory.temp_size_in_bytes - memory.alias_size_in_bytes)
-  opt_bytes, param_bytes = step.trainable_bytes(opt_state), step.trainable_bytes(params)
-  times = []
-  for _ in range(repeats + 1):  # the first call is a warm-up
-    start = time.perf_counter()
-    params, opt_state, metrics = compiled(params, opt_state, split.frozen, batch)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
   if layers.startswith("mid"):
     blocks = [f"layers.{i}" for i in range(cfg.num_layers)]
     layers = f"{selection.select(layers, blocks, cfg.num_layers)[0]} ({layers})"
-  return dict(layers=layers, seconds=statistics.median(times[1:]), flops=flops, peak=peak,
-              opt_bytes=opt_bytes, param_bytes=param_bytes, compile_s=compile_s,
-              num_layers=cfg.num_layers)
+  return dict(layers=layers, flops=flops, peak=peak, opt_bytes=step.trainable_bytes(opt_state),
+              param_bytes=step.trainable_bytes(params), compile_s=compile_s,
+              num_layers=cfg.num_layers, times=[],
+              state=[compiled, params, opt_state, split.frozen, batch])
+
+
+def time_call(row: dict) -> None:
+  """Runs row's update step once (its parameters and optimizer state move on) and times it."""
+  compiled, params, opt_state, frozen, batch = row["state"]
+  start = time.perf_counter()
+  params, opt_state, metrics = compiled(params, opt_state, frozen, batch)
+  jax.block_until_ready(metrics)
+  row["times"].append(time.perf_counter() - start)
+  row["state"][1:3] = params, opt_state
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny model (smoke run)")
-  parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (median)")
+  parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (best of)")
   args = parser.parse_args()
   name, rows, prompt, response = ("tiny", 4, 8, 8) if args.quick else ("28M", 32, 32, 64)
   with tempfile.TemporaryDirectory() as tmp:
@@ -106,7 +112,17 @@ def main() -> None:
     selections = ["all", "mid1", f"layers.{cfg.num_layers - 1}", "layers.0"]
     batch = make_batch(cfg.vocab_size, rows, prompt, response)
     ceiling_before = matmul_rate(args.repeats)
-    results = [measure(Path(tmp), layers, batch, args.repeats) for layers in selections]
+    results = [prepare(Path(tmp), layers, batch) for layers in selections]
+    for row in results:  # warm-up
+      time_call(row)
+      row["times"].clear()
+    # The selections take turns, and each keeps its best time: other load on a shared machine
+    # then slows every row alike instead of one.
+    for _ in range(args.repeats):
+      for row in results:
+        time_call(row)
+    for row in results:
+      row["seconds"] = min(row["times"])
     ceiling = (ceiling_before + matmul_rate(args.repeats)) / 2
 
   full = results[0]

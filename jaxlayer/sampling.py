@@ -172,9 +172,9 @@ def _decode(graphdef, state, first_logits, cache: KVCache, key, row_offset, live
   """Samples from first_logits [prompts, vocab] and decodes until every row finished.
 
   Row r draws from (key, step, row_offset + r); live [rows] is False for filler rows; is_eos
-  [vocab] marks stop tokens. Returns tokens and
-  logprobs [rows, max_new], lengths and hit_eos [rows], the number of positions decoded and the
-  final cache (so the donated cache buffers are updated in place).
+  [vocab] marks stop tokens. Returns tokens and logprobs [rows, max_new], lengths and hit_eos
+  [rows], the number of positions decoded and the final cache (so the donated cache buffers
+  are updated in place).
   """
   model = nnx.merge(graphdef, state)
   rows, max_new = cache.values[0].shape[0], cache.max_new

@@ -63,6 +63,8 @@ def test_logits_match_transformers_on_left_padded_batch(tmp_path, model_type, ov
     assert logits.shape == (*ids.shape, cfg.vocab_size) and logits.dtype == np.float32
     real_tokens = logits[mask.astype(bool)]
     assert _rel_err(real_tokens, reference) <= tolerance, dtype
+    last = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask), num_last=3))
+    np.testing.assert_allclose(last, logits[:, -3:], rtol=1e-6, atol=1e-6)
 
 
 def test_config_reads_rope_theta_in_both_layouts():

@@ -217,7 +217,8 @@ def test_cli_sweep_into_a_different_sweep_is_a_clear_error(tmp_path, monkeypatch
 
 
 def test_cli_sweep_bad_override_is_a_clear_error(tmp_path):
-  with pytest.raises(SystemExit, match=r"--config.sweep.nope: sweep has no key .nope. \(its keys: .*layers"):
+  with pytest.raises(SystemExit,
+                     match=r"--config.sweep.nope: sweep has no key .nope. \(its keys: .*layers"):
     cli.main(["sweep", "--config", str(REPO / "configs/sweep_tiny.py"), "--config.sweep.nope=1"])
 
 

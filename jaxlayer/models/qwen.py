@@ -211,10 +211,15 @@ class Qwen(nnx.Module):
       self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, dtype=dtype,
                                 param_dtype=dtype, kernel_init=_INIT, rngs=rngs)
 
-  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
-    """input_ids [batch, seq] -> logits [batch, seq, vocab]; mask 1 = real token, 0 = padding."""
-    hidden, _ = self._forward(input_ids, attention_mask)
-    return self._logits(hidden)
+  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
+               num_last: int | None = None) -> jax.Array:
+    """input_ids [batch, seq] -> logits [batch, seq, vocab]; mask 1 = real token, 0 = padding.
+
+    num_last: logits of the last num_last positions only ([batch, num_last, vocab]), which
+    saves the output projection, the largest activation, where no logit is needed (prompts).
+    """
+    hidden, _ = self._forward(input_ids, attention_mask)  # [batch, seq, d_model]
+    return self._logits(hidden if num_last is None else hidden[:, -num_last:])
 
   def prefill(self, input_ids: jax.Array, input_mask: jax.Array, *, rows: int,
               max_new: int) -> tuple[jax.Array, KVCache]:

@@ -3,9 +3,10 @@
 One RL sample per turn: its prompt is the context the agent saw (the environment's
 instructions, the last `history` turns, the current observation), its response the action
 the model sampled. Each turn, the live episodes are sampled together in batched
-`sampling.generate` calls (rollout.prompts_per_call seeds' episodes each); the context grows turn by turn up to the history window. In the
-training batch the context is the prompt part, so only the model's own action tokens carry
-a loss (`response_mask`); environment text never does. Each action's tokens get the GiGPO
+`sampling.generate` calls (rollout.prompts_per_call seeds' episodes each); the context grows
+turn by turn up to the history window. In the training batch the context is the prompt part,
+so only the model's own action tokens carry a loss (`response_mask`); environment text never
+does. Each action's tokens get the GiGPO
 advantage of their turn, A = A_episode + omega * A_step (`jaxlayer.rl.gigpo`).
 
     rollouts = play_episodes(model, tokenizer, lambda: envs.get_env("gridworld"), seeds=[3, 4],

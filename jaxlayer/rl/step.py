@@ -61,10 +61,9 @@ def split_model(model: Qwen, trainable: Sequence[str]) -> tuple[SplitModel, dict
 def response_logprobs(model: Qwen, batch: dict, temperature: float):
   """Log-probs and entropies [B, R] of the response tokens under the model (teacher forced)."""
   responses = batch["response_mask"].shape[1]
-  logits = model(batch["input_ids"], batch["attention_mask"])  # [B, P+R, vocab]
   # The logit at position t predicts token t+1: responses are predicted from P-1 to P+R-2.
-  logits = logits[:, -responses - 1:-1]  # [B, R, vocab]
-  tokens = batch["input_ids"][:, -responses:]  # [B, R]
+  logits = model(batch["input_ids"], batch["attention_mask"], num_last=responses + 1)[:, :-1]
+  tokens = batch["input_ids"][:, -responses:]  # [B, R]; logits [B, R, vocab]
   return losses.token_logprobs(logits, tokens, temperature)
 
 

@@ -159,7 +159,8 @@ def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   devices = jax.devices()
   count = mesh_config.num_devices
   if count:
-    _require(0 < count <= len(devices), f"mesh.num_devices={count} but {len(devices)} devices exist.")
+    _require(0 < count <= len(devices),
+             f"mesh.num_devices={count} but {len(devices)} devices exist.")
     _require(not distributed.is_multiprocess() or count == len(devices),
              f"mesh.num_devices={count}, but this run spans {jax.process_count()} hosts with "
              f"{len(devices)} devices in all, and every host works on the mesh: set "
@@ -595,7 +596,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
                                list(plan_.selection.trainable))
     if latest is not None:
       trainer.restore(checkpointer, latest)
-    history = [row["reward"] for row in metrics.read_metrics(run_dir) if row["step"] <= trainer.step]
+    history = [row["reward"] for row in metrics.read_metrics(run_dir)
+               if row["step"] <= trainer.step]
     logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                    resume_step=trainer.step)
     last = {}
