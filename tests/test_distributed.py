@@ -1,8 +1,9 @@
 """Multi-host: joining the hosts, per-process rows, and two real local processes against one.
 
 The two-process test starts two Python processes with 4 CPU devices each, joined by
-`jax.distributed` (gloo collectives), that run `jaxlayer train`, `export` and `eval` on one
-8-device mesh spread over both, and compares what they write with one process holding all 8.
+`jax.distributed` (gloo collectives), that run `jaxlayer train`, `export`, `eval` and a small
+`sweep` on one 8-device mesh spread over both, and compares what they write with one process
+holding all 8.
 """
 
 import json
@@ -133,6 +134,10 @@ cli.main(["train", "--config", config, f"--config.model.path={model}", f"--confi
           f"--config.rollout.prompts_per_call={chunk}", *overrides[:{n_train}]])
 cli.main(["export", "--run", run, "--out", hf])
 cli.main(["eval", "--config", config, "--model", run, "--out", out, *overrides[{n_train}:]])
+# A sweep of block 1 (base, full RL, block 1) in the same shapes, so most code is compiled.
+cli.main(["sweep", "--config", config.replace("grpo_arithmetic", "sweep_tiny"),
+          f"--config.sweep.dir={out}-sweep", "--config.sweep.layers=1", *overrides,
+          "--config.eval.num_samples=0"])
 """
 
 
@@ -228,3 +233,21 @@ def test_two_processes_export_and_evaluate_like_one(one_and_two_processes):
   assert report_two["tasks"]["arithmetic"]["num_problems"] == 8
   for metric, value in report_one["tasks"]["arithmetic"]["scores"].items():
     assert report_two["tasks"]["arithmetic"]["scores"][metric] == pytest.approx(value, abs=1e-6)
+
+
+def test_two_processes_sweep_like_one(one_and_two_processes):
+  one, two = one_and_two_processes
+  sweeps = [json.loads((work / "eval-sweep" / "sweep.json").read_text()) for work in (one, two)]
+  for sweep in sweeps:
+    assert [row["layer"] for row in sweep["layers"]] == [1]
+  assert sweeps[1]["s_base"] == sweeps[0]["s_base"]
+  assert sweeps[1]["s_full"] == pytest.approx(sweeps[0]["s_full"], abs=1e-9)
+  assert sweeps[1]["layers"][0]["score"] == pytest.approx(sweeps[0]["layers"][0]["score"],
+                                                          abs=1e-9)
+  written = sorted(str(p.relative_to(two / "eval-sweep"))
+                   for p in (two / "eval-sweep").rglob("*") if p.is_file())
+  for name in ("manifest.json", "sweep.json", "report.md", "contribution.png",
+               "runs/base-seed0/result.json", "runs/full-seed0/result.json",
+               "runs/layer01-seed0/result.json"):
+    assert name in written, written
+  assert not [name for name in written if ".tmp" in name]  # no half-written file left
