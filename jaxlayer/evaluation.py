@@ -178,8 +178,8 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
     passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
   scores, per_problem, generations = {}, {}, []
   with tqdm(total=len(problems) * len(passes), desc=f"eval {task.name}", unit="problem",
-            position=progress_position, leave=progress_position == 0, disable=not progress,
-            dynamic_ncols=True) as bar:
+            position=progress_position, leave=progress_position == 0,
+            disable=not (progress and distributed.is_primary()), dynamic_ncols=True) as bar:
     for decoding, metric, k, temp in passes:
       problem_scores = []
       for start in range(0, len(problems), chunk):
@@ -274,8 +274,8 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
     passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
   scores, per_problem, episodes, generations = {}, {}, {}, []
   with tqdm(total=len(seeds) * len(passes), desc=f"eval {env.name}", unit="episode",
-            position=progress_position, leave=progress_position == 0, disable=not progress,
-            dynamic_ncols=True) as bar:
+            position=progress_position, leave=progress_position == 0,
+            disable=not (progress and distributed.is_primary()), dynamic_ncols=True) as bar:
     for decoding, metric, k, temp in passes:
       chunk = max(1, min(batch_size // k, len(seeds)))  # seeds per rollout
       played = []

@@ -251,3 +251,7 @@ def test_two_processes_sweep_like_one(one_and_two_processes):
                "runs/layer01-seed0/result.json"):
     assert name in written, written
   assert not [name for name in written if ".tmp" in name]  # no half-written file left
+  # One progress bar for all hosts: process 0 shows it, process 1 does not.
+  logs = [(two.parent / f"2proc-{p}.log").read_text() for p in (0, 1)]
+  assert "sweep:" in logs[0] and "eval arithmetic" in logs[0]
+  assert "sweep:" not in logs[1] and "eval arithmetic" not in logs[1]

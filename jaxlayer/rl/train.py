@@ -602,9 +602,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
                                    resume_step=trainer.step)
     last = {}
     steps = config.train.steps
+    shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
     with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
-              desc=f"train {config.train.layers}", disable=not config.logging.progress,
-              dynamic_ncols=True) as bar:
+              desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:
       while trainer.step < steps:
         last, samples = trainer.run_step()
         history.append(last["reward"])

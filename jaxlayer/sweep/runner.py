@@ -290,7 +290,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                              train_fn=train_fn, eval_fn=eval_fn)
   unfinished = list(todo)
   with tqdm(total=len(plan), initial=len(plan) - len(todo), desc="sweep", unit="run",
-            position=0, dynamic_ncols=True) as bar, \
+            position=0, dynamic_ncols=True, disable=not distributed.is_primary()) as bar, \
       contextlib.closing(launch(todo, run_fn, config.sweep)) as results:
     bar.set_postfix_str(unfinished[0].name if unfinished else "")
     for spec, result in results:
