@@ -194,12 +194,13 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
         completions = tokenizer.batch_decode(
             [row[:n] for row, n in zip(out.tokens[:rows], lengths)], skip_special_tokens=True)
         graded_problems = [problems[start + r // k] for r in range(rows)]
-        graded = _grade(task, graded_problems, completions, lengths)
-        if SCORE_COMPONENT not in graded["components"]:
+        graded = task.rewards_on_all_hosts(  # on several hosts, each grades a share
+            graded_problems, lambda rows: [completions[r] for r in rows], lengths)
+        if SCORE_COMPONENT not in graded.components:
           raise ValueError(f"task {task.name!r} has no {SCORE_COMPONENT!r} reward component "
-                           f"(it has {sorted(graded['components'])}): evaluation scores a "
+                           f"(it has {sorted(graded.components)}): evaluation scores a "
                            f"completion by its {SCORE_COMPONENT!r} component.")
-        correct, total = graded["components"][SCORE_COMPONENT], graded["total"]
+        correct, total = graded.components[SCORE_COMPONENT], graded.total
         problem_scores += [float(np.mean(correct[i:i + k])) for i in range(0, rows, k)]
         for r in range(rows):
           generations.append({
@@ -207,8 +208,7 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
               "prompt": texts[start + r // k], "completion": completions[r],
               "answer": graded_problems[r].answer, "score": float(correct[r]),
               "reward": float(total[r]),
-              "reward_components": {name: float(v[r])
-                                    for name, v in graded["components"].items()},
+              "reward_components": {name: float(v[r]) for name, v in graded.components.items()},
               "num_tokens": lengths[r], "finish_reason": out.finish_reasons[r]})
         bar.update(len(ids))
       per_problem[metric] = problem_scores
@@ -223,20 +223,6 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
   return EvalResult(task=task.name, num_problems=len(problems), scores=scores,
                     per_problem=per_problem, decoding=decoding, prompt=prompt_settings,
                     generations=generations)
-
-
-def _grade(task: tasks.Task, problems: Sequence[tasks.Problem], completions: Sequence[str],
-           lengths: Sequence[int]) -> dict:
-  """{"total": [n], "components": {name: [n]}} of the task's rewards; on several hosts each
-  process grades its share and every process gets all the grades."""
-
-  def grade(rows: np.ndarray) -> dict:
-    graded = task.rewards([problems[r] for r in rows], [completions[r] for r in rows],
-                          completion_lengths=[lengths[r] for r in rows])
-    return {"total": np.asarray(graded.total, np.float64),
-            "components": {k: np.asarray(v, np.float64) for k, v in graded.components.items()}}
-
-  return distributed.split_work(grade, len(completions))
 
 
 def _stop_and_pad_ids(model, tokenizer, eos_token_ids) -> tuple[list[int], int]:

@@ -103,6 +103,14 @@ def test_reward_weights_and_overlong_penalty():
     task.rewards([problem], ["2"])
   with pytest.raises(ValueError, match="1 problems but 2 completions"):
     task.rewards([problem], ["2", "2"])
+  # One process grades the whole batch, decoding each completion once, with the same result.
+  asked = []
+  completions = ["2", "3", "x"]
+  shared = task.rewards_on_all_hosts(
+      [problem] * 3, lambda rows: asked.extend(rows) or [completions[r] for r in rows], [3, 8, 12])
+  assert sorted(asked) == [0, 1, 2]
+  assert shared.components == batch.components and shared.weights == batch.weights
+  assert shared.total == pytest.approx(batch.total)
 
 
 # Countdown and the safe evaluator

@@ -373,20 +373,15 @@ class _Trainer:
         seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), pad_token_id=self.pad_id,
         prompts_per_call=min(self.cfg.rollout.prompts_per_call or count, count))
     problems = [self.problems[i] for i in indices for _ in range(self.group_size)]
-
-    def grade(rows: np.ndarray) -> dict:
-      """Rewards of these responses: each process decodes and grades its share."""
-      graded = self.task.rewards([problems[r] for r in rows], self._decode(out.tokens[rows],
-                                                                           out.lengths[rows]),
-                                 completion_lengths=out.lengths[rows].tolist())
-      return {"total": np.asarray(graded.total, np.float64),
-              "components": {k: np.asarray(v, np.float64) for k, v in graded.components.items()}}
-
-    graded = distributed.split_work(grade, len(problems))
+    # Each process decodes and grades its share of the responses.
+    graded = self.task.rewards_on_all_hosts(
+        problems, lambda rows: self._decode(out.tokens[rows], out.lengths[rows]),
+        out.lengths.tolist())
     return _Rollouts(
         problem_indices=indices, tokens=out.tokens, logprobs=out.logprobs, mask=out.mask,
         truncated=np.asarray([reason == "length" for reason in out.finish_reasons]),
-        rewards=graded["total"], components=graded["components"])
+        rewards=np.asarray(graded.total, np.float64),
+        components={k: np.asarray(v, np.float64) for k, v in graded.components.items()})
 
   def _decode(self, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
     return self.tokenizer.batch_decode([row[:n] for row, n in zip(tokens, lengths)],

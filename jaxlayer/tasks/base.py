@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
+
 from jaxlayer.tasks import rewards
 
 
@@ -82,7 +84,6 @@ class Task(abc.ABC):
           "pass one problem per completion (repeat a problem for a group)"
       )
     components = self.reward_components(problems, completions)
-    weights = dict(self.reward_weights)
     if self.overlong_max_length is not None:
       if completion_lengths is None:
         raise ValueError(
@@ -92,8 +93,34 @@ class Task(abc.ABC):
       components["overlong"] = rewards.overlong_penalty(
           completion_lengths, self.overlong_max_length, self.overlong_cache_length
       )
+    return RewardBatch(components=components, weights=self._total_weights())
+
+  def rewards_on_all_hosts(
+      self,
+      problems: Sequence[Problem],
+      completions_of: Callable[[Sequence[int]], list[str]],
+      completion_lengths: Sequence[int],
+  ) -> RewardBatch:
+    """`rewards` of a batch that every process of a multi-host run holds: each process
+    grades its share (completions_of(indices) gives those completions, decoded only there)
+    and every process gets all the rewards. On one process: `rewards` of the whole batch."""
+    from jaxlayer import distributed  # (not at import: grading workers need no JAX)
+
+    def grade(rows):
+      graded = self.rewards([problems[r] for r in rows], completions_of(rows),
+                            [completion_lengths[r] for r in rows])
+      return {name: np.asarray(v, np.float64) for name, v in graded.components.items()}
+
+    components = distributed.split_work(grade, len(problems))
+    return RewardBatch(components={k: v.tolist() for k, v in components.items()},
+                       weights=self._total_weights())
+
+  def _total_weights(self) -> dict[str, float]:
+    """Each reward component's weight in the total (DAPO's overlong penalty: 1)."""
+    weights = dict(self.reward_weights)
+    if self.overlong_max_length is not None:
       weights["overlong"] = 1.0
-    return RewardBatch(components=components, weights=weights)
+    return weights
 
   def reward(self, problem: Problem, completion: str, completion_length: int | None = None) -> float:
     """The scalar reward of one completion."""
