@@ -41,10 +41,13 @@ def get_config():
   # Memory, not the experiment: a step's 512 prompts are sampled 16 at a time (the KV cache of
   # 16 prompts and their 64 responses of up to 3,072 tokens is ~50 GB in float32, spread over
   # the mesh; all 512 at once would be ~1.6 TB), and each update of 512 responses accumulates
-  # its gradient over micro-batches of 8 (one 4,096-token sequence per device on 8 devices).
-  # Both give the same results as one big call; raise them on hosts with more memory.
+  # its gradient over micro-batches of 8 (one 4,096-token sequence per device on 8 devices),
+  # recomputing each block's activations in the backward pass (a 4,096-token sequence keeps
+  # 128 GB of activations without, 2.9 GB with; docs/reproduce_paper.md, "Memory").
+  # All three give the same results; raise the first two on hosts with more memory.
   config.rollout.prompts_per_call = 16
   config.train.micro_batch_size = 8
+  config.train.remat = True
   config.checkpoint.every = 10
   # The paper trains on 50K NuminaMath-CoT problems; every run is scored on MATH-500, one of
   # the paper's four benchmarks, whose solutions end in \boxed{} like NuminaMath's.

@@ -89,6 +89,28 @@ def test_update_equals_full_gradient_restricted_to_the_selection(tiny_qwen2_dir)
                                rtol=1e-4, atol=1e-8)
 
 
+def test_remat_gives_the_same_update_and_keeps_only_the_block_inputs(tiny_qwen2_dir):
+  """train.remat: the same gradient step; the backward pass keeps each block's input instead of
+  its activations (counted on the traced program: XLA:CPU itself does not act on remat)."""
+  batch = _batch(300, rows=4, prompt=8, response=24)
+  split, params, _ = _trainer_parts(tiny_qwen2_dir, "all")
+  sgd = optax.sgd(1.0)  # new = old - gradient
+  updated = {}
+  for remat in (False, True):
+    copy = {k: jnp.array(v) for k, v in params.items()}
+    updated[remat] = step.make_update_step(split, sgd, LOSS, 1.0, remat=remat)(
+        copy, sgd.init(copy), split.frozen, batch)[0]
+  for k in params:
+    np.testing.assert_allclose(updated[True][k], updated[False][k], rtol=1e-5, atol=1e-7)
+
+  model_cfg = models.ModelConfig.from_json_file(f"{tiny_qwen2_dir}/config.json")
+  kept = {remat: step.backward_residual_bytes(split, params, batch, 1.0, remat) -
+          step.trainable_bytes(params) for remat in (False, True)}
+  tokens = batch["input_ids"].size
+  block_inputs = model_cfg.num_layers * tokens * model_cfg.hidden_size * 4  # float32
+  assert block_inputs <= kept[True] < kept[False] / 3
+
+
 def test_top_block_update_is_cheaper_than_bottom_block_and_full(tiny_qwen2_dir):
   """No backward work below the lowest trainable block (XLA's FLOP count of the step)."""
   batch = _batch(300)

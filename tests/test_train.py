@@ -154,6 +154,15 @@ def test_kl_reference_is_the_base_value_of_the_trained_leaves_only(tiny_qwen2_di
                                                 kl_beta=0.0)), None).ref_params is None
 
 
+def test_remat_and_micro_batches_reach_the_update_step(tiny_qwen2_dir, tmp_path, monkeypatch):
+  built = []
+  monkeypatch.setattr(train.rl_step, "make_update_step", lambda *a, **k: built.append(k))
+  for remat in (False, True):
+    train._Trainer(train.plan(small_config(tiny_qwen2_dir, tmp_path / f"run{remat}", None,
+                                           remat=remat)), None)
+  assert [(k["remat"], k["micro_batches"]) for k in built] == [(False, 2), (True, 2)]
+
+
 def test_resume_refuses_a_different_experiment(uninterrupted, tiny_qwen2_dir, compile_cache):
   cfg = small_config(tiny_qwen2_dir, uninterrupted.run_dir, compile_cache, layers="layers.0")
   with pytest.raises(ValueError, match=r"different config \(train.layers: 'layers.1' -> "

@@ -212,13 +212,16 @@ class Qwen(nnx.Module):
                                 param_dtype=dtype, kernel_init=_INIT, rngs=rngs)
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
-               num_last: int | None = None) -> jax.Array:
+               num_last: int | None = None, remat: bool = False) -> jax.Array:
     """input_ids [batch, seq] -> logits [batch, seq, vocab]; mask 1 = real token, 0 = padding.
 
     num_last: logits of the last num_last positions only ([batch, num_last, vocab]), which
     saves the output projection, the largest activation, where no logit is needed (prompts).
+    remat: under a gradient, keep only each block's input and recompute the block's
+    activations in the backward pass (activation memory of one block instead of all, for
+    about a third more compute).
     """
-    hidden, _ = self._forward(input_ids, attention_mask)  # [batch, seq, d_model]
+    hidden, _ = self._forward(input_ids, attention_mask, remat)  # [batch, seq, d_model]
     return self._logits(hidden if num_last is None else hidden[:, -num_last:])
 
   def prefill(self, input_ids: jax.Array, input_mask: jax.Array, *, rows: int,
@@ -265,7 +268,7 @@ class Qwen(nnx.Module):
     cache = cache.replace(keys=tuple(keys), values=tuple(values), index=cache.index + 1)
     return self._logits(self.final_norm(x[:, 0])), cache
 
-  def _forward(self, input_ids, attention_mask):
+  def _forward(self, input_ids, attention_mask, remat=False):
     """Causal pass over left-padded input_ids [batch, seq]: final hidden and each block's kv."""
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids, dtype=bool)
@@ -276,9 +279,10 @@ class Qwen(nnx.Module):
     mask = causal[None] & attention_mask[:, None, :]  # [batch, seq, seq]
     x = self.embed(input_ids)
     cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+    run_block = nnx.remat(Block.__call__) if remat else Block.__call__
     kv = []
     for block in self.layers:
-      x, block_kv = block(x, cos, sin, mask)
+      x, block_kv = run_block(block, x, cos, sin, mask)
       kv.append(block_kv)
     return self.final_norm(x), kv
 

@@ -58,11 +58,13 @@ def split_model(model: Qwen, trainable: Sequence[str]) -> tuple[SplitModel, dict
   return SplitModel(graphdef, frozen, {path_str(path): path for path, _ in flat}), params
 
 
-def response_logprobs(model: Qwen, batch: dict, temperature: float):
-  """Log-probs and entropies [B, R] of the response tokens under the model (teacher forced)."""
+def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool = False):
+  """Log-probs and entropies [B, R] of the response tokens under the model (teacher forced);
+  remat: recompute each block's activations in the backward pass (see `Qwen.__call__`)."""
   responses = batch["response_mask"].shape[1]
   # The logit at position t predicts token t+1: responses are predicted from P-1 to P+R-2.
-  logits = model(batch["input_ids"], batch["attention_mask"], num_last=responses + 1)[:, :-1]
+  logits = model(batch["input_ids"], batch["attention_mask"], num_last=responses + 1,
+                 remat=remat)[:, :-1]
   tokens = batch["input_ids"][:, -responses:]  # [B, R]; logits [B, R, vocab]
   return losses.token_logprobs(logits, tokens, temperature)
 
@@ -94,18 +96,19 @@ def init_optimizer(tx: optax.GradientTransformation, params: dict[str, jax.Array
 
 def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
                      loss_cfg: losses.LossConfig, temperature: float, *, micro_batches: int = 1,
-                     param_shardings=None, opt_shardings=None):
+                     remat: bool = False, param_shardings=None, opt_shardings=None):
   """jit: (trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics).
 
   One optimizer update on one mini-batch, whose gradient is accumulated over `micro_batches`
   forward / backward passes (rows i, i + n, i + 2n, ... form micro-batch i, so each stays
-  spread over the data-parallel devices); the loss equals the whole mini-batch's. `trainable`
-  and `opt_state` are donated and come back with the given shardings (default: whatever the
-  compiler picks).
+  spread over the data-parallel devices); the loss equals the whole mini-batch's. With
+  `remat` the backward pass recomputes each block's activations instead of storing them.
+  `trainable` and `opt_state` are donated and come back with the given shardings (default:
+  whatever the compiler picks).
   """
 
   def loss_fn(trainable, frozen, batch, normaliser):
-    logps, entropy = response_logprobs(split.merge(trainable, frozen), batch, temperature)
+    logps, entropy = response_logprobs(split.merge(trainable, frozen), batch, temperature, remat)
     loss, metrics = losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
                                        batch["response_mask"], batch.get("ref_logprobs"),
                                        loss_cfg, normaliser)
@@ -140,6 +143,21 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
   replicated = NamedSharding(next(iter(param_shardings.values())).mesh, PartitionSpec())
   return jax.jit(update, donate_argnums=(0, 1),
                  out_shardings=(param_shardings, opt_shardings, replicated))
+
+
+def backward_residual_bytes(split: SplitModel, trainable: dict, batch: dict, temperature: float,
+                            remat: bool) -> int:
+  """Bytes the backward pass of one forward over `batch` keeps from it (the trainable leaves it
+  reuses included). Traced with abstract shapes only: `trainable` and `batch` may be
+  jax.ShapeDtypeStruct trees, so a model too large for this machine can be sized (use a model
+  built with nnx.eval_shape)."""
+
+  def residuals(trainable, batch):
+    def total_logprob(params):
+      return response_logprobs(split.merge(params), batch, temperature, remat)[0].sum()
+    return jax.tree.leaves(jax.vjp(total_logprob, trainable)[1])  # the vjp holds the residuals
+
+  return trainable_bytes(jax.eval_shape(residuals, trainable, batch))
 
 
 def trainable_bytes(tree) -> int:

@@ -310,7 +310,7 @@ class _Trainer:
     self.data_position = 0
     self.update = rl_step.make_update_step(
         self.split, self.tx, plan_.loss, cfg.rollout.temperature,
-        micro_batches=plan_.mini_batch_size // plan_.micro_batch_size,
+        micro_batches=plan_.mini_batch_size // plan_.micro_batch_size, remat=cfg.train.remat,
         param_shardings={k: v.sharding for k, v in self.params.items()},
         opt_shardings=opt_shardings)
     self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature)
