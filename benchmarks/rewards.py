@@ -23,20 +23,22 @@ from jaxlayer.tasks import rewards, sandbox
 
 
 def math_batch(size: int) -> tuple[list[str], list[str]]:
-  forms = [("1/2", "so \\boxed{\\frac{1}{2}}"), ("72", "$72$"), ("\\sqrt{2}/2", "\\boxed{\\frac{\\sqrt2}{2}}"),
-           ("3", "The answer is 4.")]
+  forms = [("1/2", "so \\boxed{\\frac{1}{2}}"), ("72", "$72$"),
+           ("\\sqrt{2}/2", "\\boxed{\\frac{\\sqrt2}{2}}"), ("3", "The answer is 4.")]
   pairs = [forms[index % len(forms)] for index in range(size)]
   return [reference for reference, _ in pairs], [completion for _, completion in pairs]
 
 
 def in_process_math(references: list[str], completions: list[str]) -> list[float]:
   rewards._init_math_worker(None)
-  return [rewards._verify_math_answer(reference, completion) for reference, completion in zip(references, completions)]
+  return [rewards._verify_math_answer(reference, completion)
+          for reference, completion in zip(references, completions)]
 
 
 def plain_subprocess(program: str, tests: list[str]) -> bool:
   source = program + "\n" + "\n".join(tests)
-  return subprocess.run([sys.executable, "-I", "-c", source], capture_output=True, timeout=30).returncode == 0
+  return subprocess.run([sys.executable, "-I", "-c", source], capture_output=True,
+                        timeout=30).returncode == 0
 
 
 def timed(function, *args):
@@ -46,7 +48,8 @@ def timed(function, *args):
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true")
   args = parser.parse_args()
   n_math, n_code = (32, 8) if args.quick else (256, 64)
@@ -61,17 +64,20 @@ def main() -> None:
   local_seconds, local_scores = timed(in_process_math, references, completions)
   assert pool_scores == local_scores, "the pool and the in-process grader disagree"
   print(f"math  pool {pool_seconds:.3f}s  in-process {local_seconds:.3f}s  "
-        f"ratio {pool_seconds / local_seconds:.2f}  ({n_math / pool_seconds:.0f} answers/s in the pool)")
+        f"ratio {pool_seconds / local_seconds:.2f}  "
+        f"({n_math / pool_seconds:.0f} answers/s in the pool)")
 
   program = "def add(a, b):\n  return a + b"
   tests = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
   sandbox.run_tests(program, tests)  # namespace probe done once
   sandboxed_seconds, results = timed(sandbox.run_tests_batch, [program] * n_code, [tests] * n_code)
   with ThreadPoolExecutor(max_workers=workers) as executor:
-    plain_seconds, plain = timed(lambda: list(executor.map(plain_subprocess, [program] * n_code, [tests] * n_code)))
+    plain_seconds, plain = timed(
+        lambda: list(executor.map(plain_subprocess, [program] * n_code, [tests] * n_code)))
   assert all(result.all_passed for result in results) and all(plain)
   print(f"code  sandbox {sandboxed_seconds:.3f}s  plain subprocess {plain_seconds:.3f}s  "
-        f"ratio {sandboxed_seconds / plain_seconds:.2f}  ({n_code / sandboxed_seconds:.0f} programs/s sandboxed)")
+        f"ratio {sandboxed_seconds / plain_seconds:.2f}  "
+        f"({n_code / sandboxed_seconds:.0f} programs/s sandboxed)")
 
 
 if __name__ == "__main__":

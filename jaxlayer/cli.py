@@ -271,7 +271,8 @@ def _eval(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(prog="jaxlayer eval", description=(
       "pass@1 (greedy) and mean@k (eval.num_samples sampled completions) on the first "
       "eval.num_problems test problems of the config's task (or eval.tasks), with the config's "
-      "prompt settings. Writes eval.json (and generations.jsonl). Settings: --config.eval.KEY=VALUE "
+      "prompt settings. Writes eval.json (and generations.jsonl). Settings: "
+      "--config.eval.KEY=VALUE "
       "(keys and defaults: jaxlayer/evaluation.py, default_eval_config). A config with env.name "
       "is scored by episodes: pass@1 is the success rate of greedy episodes on the fixed seeds "
       "0..env.num_eval_episodes-1."))

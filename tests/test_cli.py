@@ -21,7 +21,8 @@ def test_generate_prints_transformers_greedy_completion(tiny_qwen2_dir, capsys):
   ids = torch.tensor([tokenizer(prompt)["input_ids"]])
   with torch.no_grad():
     out = hf_model.generate(ids, do_sample=False, max_new_tokens=12,
-                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+                            eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.eos_token_id)
   assert printed == prompt + tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 

@@ -14,7 +14,8 @@ from jaxlayer import models
 from jaxlayer.models import sharding
 from tests import hf_fixtures
 
-# (model_type, overrides): tied / untied, GQA ratios 1, 2, 4, head_dim != hidden/heads, theta 1e4 / 1e6.
+# (model_type, overrides): tied / untied, GQA ratios 1, 2, 4, head_dim != hidden/heads,
+# theta 1e4 / 1e6.
 PARITY_CASES = [
     ("qwen2", dict(num_key_value_heads=2, rope_theta=1e4)),
     ("qwen2", dict(num_key_value_heads=4, tie_word_embeddings=True, rope_theta=1e6)),

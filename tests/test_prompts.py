@@ -22,7 +22,8 @@ def chat_tokenizer():
   tokenizer.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"],
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  tokenizer.train_from_iterator(["37+45=82", "You are a calculator.", "user assistant system"], trainer)
+  tokenizer.train_from_iterator(["37+45=82", "You are a calculator.", "user assistant system"],
+                                trainer)
   return PreTrainedTokenizerFast(tokenizer_object=tokenizer, chat_template=CHATML_TEMPLATE,
                                  bos_token=None, eos_token="<|im_end|>")
 
@@ -41,17 +42,19 @@ def test_plain_template_fills_question_and_metadata():
 
 def test_braces_in_the_question_are_kept():
   latex = Problem(prompt="Simplify $\\frac{1}{2}+{x}$.", answer="")
-  assert format_prompt(latex, template="Problem: {question}") == "Problem: Simplify $\\frac{1}{2}+{x}$."
+  assert (format_prompt(latex, template="Problem: {question}")
+          == "Problem: Simplify $\\frac{1}{2}+{x}$.")
 
 
 def test_unknown_template_field_is_a_clear_error():
-  with pytest.raises(ValueError, match="unknown field 'topic'; available fields: \\['question', 'level'\\]"):
+  with pytest.raises(ValueError,
+                     match="unknown field 'topic'; available fields: \\['question', 'level'\\]"):
     format_prompt(PROBLEM, template="{topic}: {question}")
 
 
 def test_chat_template_wraps_the_filled_template(chat_tokenizer):
-  prompt = format_prompt(PROBLEM, chat_tokenizer, use_chat_template=True, template="Compute {question}",
-                         system_prompt="You are a calculator.")
+  prompt = format_prompt(PROBLEM, chat_tokenizer, use_chat_template=True,
+                         template="Compute {question}", system_prompt="You are a calculator.")
   assert prompt == ("<|im_start|>system\nYou are a calculator.<|im_end|>\n"
                     "<|im_start|>user\nCompute 37+45=<|im_end|>\n"
                     "<|im_start|>assistant\n")

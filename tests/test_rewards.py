@@ -37,7 +37,8 @@ def test_wrong_answers_fail(verifier):
 
 
 def test_the_last_boxed_answer_is_graded(verifier):
-  scores = verifier.grade(["72", "72"], ["\\boxed{71}, no: \\boxed{72}", "\\boxed{72}, no: \\boxed{71}"])
+  scores = verifier.grade(["72", "72"],
+                          ["\\boxed{71}, no: \\boxed{72}", "\\boxed{72}, no: \\boxed{71}"])
   assert scores == [1.0, 0.0]
 
 
@@ -74,7 +75,8 @@ def test_last_boxed_content(text, expected):
 
 
 def test_integer_correctness_reads_the_first_line():
-  completions = ["82", "82\n37+45=82", " 82 ", "+82", "83", "82.0", "8 2", "", "eighty-two", "82abc"]
+  completions = ["82", "82\n37+45=82", " 82 ", "+82", "83", "82.0", "8 2", "", "eighty-two",
+                 "82abc"]
   assert rewards.integer_correctness(["82"] * len(completions), completions) == [
       1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
   assert rewards.integer_correctness(["-8"], ["-8"]) == [1.0]
@@ -97,7 +99,9 @@ def test_overlong_penalty_matches_dapo():
 
 
 def test_weighted_sum():
-  components = {"correct": [1.0, 0.0, 1.0], "format": [1.0, 1.0, 0.0], "logged_only": [5.0, 5.0, 5.0]}
-  assert rewards.weighted_sum(components, {"correct": 1.0, "format": 0.1}) == pytest.approx([1.1, 0.1, 1.0])
+  components = {"correct": [1.0, 0.0, 1.0], "format": [1.0, 1.0, 0.0],
+                "logged_only": [5.0, 5.0, 5.0]}
+  assert (rewards.weighted_sum(components, {"correct": 1.0, "format": 0.1})
+          == pytest.approx([1.1, 0.1, 1.0]))
   with pytest.raises(ValueError, match="unknown components \\['length'\\]"):
     rewards.weighted_sum(components, {"length": 1.0})

@@ -37,15 +37,15 @@ def no_process_left_behind(tmp_path, monkeypatch):
 
 
 def test_correct_code_passes():
-  result = sandbox.run_tests("def add(a, b):\n  return a + b", ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"],
-                             LIMITS)
+  result = sandbox.run_tests("def add(a, b):\n  return a + b",
+                             ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"], LIMITS)
   assert result.passed == [True, True] and result.all_passed and result.fraction_passed == 1.0
   assert result.error is None
 
 
 def test_wrong_code_fails_test_by_test():
-  result = sandbox.run_tests("def add(a, b):\n  return a - b", ["assert add(1, 2) == 3", "assert add(5, 0) == 5"],
-                             LIMITS)
+  result = sandbox.run_tests("def add(a, b):\n  return a - b",
+                             ["assert add(1, 2) == 3", "assert add(5, 0) == 5"], LIMITS)
   assert result.passed == [False, True] and result.fraction_passed == 0.5 and not result.all_passed
   assert result.error.startswith("AssertionError")
 
@@ -124,11 +124,13 @@ def test_socket_cannot_reach_the_host(listening_socket):
   _assert_nobody_connected(listening_socket)
 
 
-@pytest.mark.skipif(not sandbox.isolation()["network_and_pid_namespaces"], reason="no namespaces on this machine")
+@pytest.mark.skipif(not sandbox.isolation()["network_and_pid_namespaces"],
+                    reason="no namespaces on this machine")
 def test_network_namespace_alone_blocks_the_socket(listening_socket):
   # The namespace layer without Landlock: a plain python in the namespaces cannot connect.
   port = listening_socket.getsockname()[1]
-  command = [*sandbox._working_namespace_prefix(), sys.executable, "-I", "-c", _connect_program(port)]
+  command = [*sandbox._working_namespace_prefix(), sys.executable, "-I", "-c",
+             _connect_program(port)]
   completed = subprocess.run(command, capture_output=True, text=True, timeout=30)
   assert completed.returncode != 0 and "unreachable" in completed.stderr
   _assert_nobody_connected(listening_socket)
@@ -147,7 +149,8 @@ def test_landlock_alone_blocks_tcp_and_outside_writes(listening_socket, tmp_path
   result = sandbox.run_tests(_connect_program(port), ["assert True"], LIMITS)
   assert result.passed == [False]
   _assert_nobody_connected(listening_socket)
-  result = sandbox.run_tests(f"open({str(outside / 'escape.txt')!r}, 'w').write('x')", ["assert True"], LIMITS)
+  result = sandbox.run_tests(f"open({str(outside / 'escape.txt')!r}, 'w').write('x')",
+                             ["assert True"], LIMITS)
   assert result.passed == [False] and "PermissionError" in result.error
   assert list(outside.iterdir()) == []
 
@@ -160,7 +163,8 @@ def test_writes_outside_its_directory_are_refused(tmp_path):
   targets = [outside / "escape.txt", Path("/tmp") / f"jaxlayer-escape-{uuid.uuid4().hex}",
              Path.cwd() / f"jaxlayer-escape-{uuid.uuid4().hex}"]
   for target in targets:
-    result = sandbox.run_tests(f"open({str(target)!r}, 'w').write('escaped')", ["assert True"], LIMITS)
+    result = sandbox.run_tests(f"open({str(target)!r}, 'w').write('escaped')", ["assert True"],
+                               LIMITS)
     assert result.passed == [False] and "PermissionError" in result.error, target
     assert not target.exists()
   assert list(outside.iterdir()) == []
@@ -168,7 +172,8 @@ def test_writes_outside_its_directory_are_refused(tmp_path):
 
 def test_working_directory_is_writable_and_thrown_away():
   program = "import os\nopen('notes.txt', 'w').write('hi')\nWORKDIR = os.getcwd()\n"
-  result = sandbox.run_tests(program, ["assert open('notes.txt').read() == 'hi'", "assert False, WORKDIR"], LIMITS)
+  result = sandbox.run_tests(
+      program, ["assert open('notes.txt').read() == 'hi'", "assert False, WORKDIR"], LIMITS)
   assert result.passed == [True, False]
   workdir = result.error.removeprefix("AssertionError: ")
   assert "jaxlayer-sandbox-" in workdir and not os.path.exists(workdir)

@@ -22,7 +22,8 @@ def _write_jsonl(path, records):
 
 
 def test_unknown_task_lists_the_registered_names():
-  with pytest.raises(ValueError, match="unknown task 'nope'.*'arithmetic'.*'code'.*'countdown'.*'gsm8k'"):
+  with pytest.raises(ValueError,
+                     match="unknown task 'nope'.*'arithmetic'.*'code'.*'countdown'.*'gsm8k'"):
     get_task("nope")
 
 
@@ -46,7 +47,8 @@ def test_arithmetic_default_is_short_and_large_enough():
   assert len(test) == 1000 and len({problem.prompt for problem in test}) == 1000
   for problem in test:  # "37+45=": two operands in [0, 99], + or -
     operands = re.split(r"[+-]", problem.prompt.removesuffix("="))
-    assert problem.prompt.endswith("=") and len(operands) == 2 and all(0 <= int(x) <= 99 for x in operands)
+    assert (problem.prompt.endswith("=") and len(operands) == 2
+            and all(0 <= int(x) <= 99 for x in operands))
 
 
 @pytest.mark.parametrize("options", [{}, {"num_operands": 4, "operators": "+-*", "max_value": 999}])
@@ -119,13 +121,16 @@ def test_reward_weights_and_overlong_penalty():
 def test_countdown_problems_are_solvable_deterministic_and_disjoint():
   task = get_task("countdown", seed=1, num_train=400, num_test=100)
   again = get_task("countdown", seed=1, num_train=400, num_test=100)
-  assert task.train_problems() == again.train_problems() and task.test_problems() == again.test_problems()
+  assert (task.train_problems() == again.train_problems()
+          and task.test_problems() == again.test_problems())
   for problem in task.train_problems() + task.test_problems():
     numbers, target = problem.metadata["numbers"], problem.metadata["target"]
     assert eval(problem.answer) == target and 1 <= target <= 100  # trusted: we generated it
-    assert Counter(expressions.literals(expressions.parse_expression(problem.answer))) == Counter(numbers)
+    assert (Counter(expressions.literals(expressions.parse_expression(problem.answer)))
+            == Counter(numbers))
   key = task.split_key
-  assert {key(problem) for problem in task.train_problems()}.isdisjoint(map(key, task.test_problems()))
+  assert {key(problem) for problem in task.train_problems()}.isdisjoint(
+      map(key, task.test_problems()))
 
 
 def test_countdown_grading():
@@ -158,7 +163,8 @@ def test_countdown_use_all_numbers():
   assert task.reward(problem, "(3+7)*5*1") == 1.0
 
 
-@pytest.mark.parametrize("text", ["x+1", "f(1)", "1 if 1 else 2", "2**3", "-1", "1.5*2", "(1).real", "[1]", ""])
+@pytest.mark.parametrize(
+    "text", ["x+1", "f(1)", "1 if 1 else 2", "2**3", "-1", "1.5*2", "(1).real", "[1]", ""])
 def test_safe_evaluator_rejects_anything_but_integer_arithmetic(text):
   with pytest.raises(expressions.InvalidExpression):
     expressions.parse_expression(text)
@@ -182,8 +188,8 @@ def test_gsm8k_local_jsonl_with_custom_fields(tmp_path):
              {"q": "What is 1,000 + 234?", "sol": "#### 1,234", "id": 2}]
   train = _write_jsonl(tmp_path / "train.jsonl", records)
   test = _write_jsonl(tmp_path / "test.jsonl", records[:1])
-  task = get_task("gsm8k", data_files={"train": train, "test": test}, question_field="q", answer_field="sol",
-                  verify_workers=1)
+  task = get_task("gsm8k", data_files={"train": train, "test": test}, question_field="q",
+                  answer_field="sol", verify_workers=1)
   problems = task.train_problems()
   assert [problem.prompt for problem in problems] == [records[0]["q"], records[1]["q"]]
   assert [problem.answer for problem in problems] == ["7", "1234"]
@@ -199,21 +205,24 @@ def test_math_local_parquet_takes_the_last_boxed_answer(tmp_path):
 
   path = tmp_path / "math.parquet"
   datasets.Dataset.from_list([
-      {"problem": "Half of one?", "solution": "First \\boxed{2}, no: it is $\\boxed{\\frac{1}{2}}$."},
+      {"problem": "Half of one?",
+       "solution": "First \\boxed{2}, no: it is $\\boxed{\\frac{1}{2}}$."},
       {"problem": "A proof.", "solution": "No boxed answer here."},
   ]).to_parquet(str(path))
-  task = get_task("math", data_files={"test": str(path)}, answer_field="solution", boxed_answer=True,
-                  verify_workers=1)
+  task = get_task("math", data_files={"test": str(path)}, answer_field="solution",
+                  boxed_answer=True, verify_workers=1)
   problems = task.test_problems()
   assert len(problems) == 1  # the record without an answer is skipped
   assert problems[0].answer == "\\frac{1}{2}"
-  assert task.rewards(problems * 2, ["\\boxed{0.5}", "\\boxed{2}"]).components["correct"] == [1.0, 0.0]
+  assert (task.rewards(problems * 2, ["\\boxed{0.5}", "\\boxed{2}"]).components["correct"]
+          == [1.0, 0.0])
   with pytest.raises(ValueError, match="has no train split"):
     task.train_problems()
 
 
 def test_numina_defaults_read_boxed_solutions(tmp_path):
-  path = _write_jsonl(tmp_path / "numina.jsonl", [{"problem": "2+2?", "solution": "It is \\boxed{4}."}])
+  path = _write_jsonl(tmp_path / "numina.jsonl",
+                      [{"problem": "2+2?", "solution": "It is \\boxed{4}."}])
   task = get_task("numina", data_files={"train": path})
   assert task.train_problems() == [Problem(prompt="2+2?", answer="4", metadata={})]
 
@@ -221,8 +230,9 @@ def test_numina_defaults_read_boxed_solutions(tmp_path):
 def test_missing_field_names_it_and_the_available_fields(tmp_path):
   path = _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "solution": "#### 2"}])
   task = get_task("gsm8k", data_files={"train": path})
-  with pytest.raises(ValueError, match=r"field\(s\) \['answer'\] not in .*train.jsonl.*available fields: "
-                                       r"\['question', 'solution'\]"):
+  with pytest.raises(ValueError,
+                     match=r"field\(s\) \['answer'\] not in .*train.jsonl.*available fields: "
+                           r"\['question', 'solution'\]"):
     task.train_problems()
 
 
@@ -236,7 +246,8 @@ def test_missing_file_names_it(tmp_path):
 
 def test_missing_split_in_data_files_is_named(tmp_path):
   path = _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
-  with pytest.raises(ValueError, match=r"no data file for split 'test': data_files has splits \['train'\]"):
+  with pytest.raises(ValueError,
+                     match=r"no data file for split 'test': data_files has splits \['train'\]"):
     get_task("gsm8k", data_files={"train": path}).test_problems()
 
 
@@ -245,7 +256,8 @@ def test_missing_split_in_data_files_is_named(tmp_path):
 
 def test_mbpp_style_code_task(tmp_path):
   records = [{"text": "Write a function add(a, b).", "code": "def add(a, b):\n    return a + b",
-              "test_list": ["assert add(1, 2) == 3", "assert add(2, 2) == 4"], "test_setup_code": ""}]
+              "test_list": ["assert add(1, 2) == 3", "assert add(2, 2) == 4"],
+              "test_setup_code": ""}]
   path = _write_jsonl(tmp_path / "mbpp.jsonl", records)
   task = get_task("code", data_files={"test": path}, sandbox_limits={"wall_seconds": 3.0})
   [problem] = task.test_problems()
@@ -266,14 +278,17 @@ def test_mbpp_style_code_task(tmp_path):
 def test_humaneval_style_code_task(tmp_path):
   record = {"task_id": "HumanEval/0", "prompt": "def double(x):\n    \"\"\"Twice x.\"\"\"\n",
             "canonical_solution": "    return 2 * x\n",
-            "test": "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(0) == 0\n",
+            "test": "def check(candidate):\n    assert candidate(2) == 4\n"
+                    "    assert candidate(0) == 0\n",
             "entry_point": "double"}
   path = _write_jsonl(tmp_path / "humaneval.jsonl", [record])
-  task = get_task("code", data_files={"test": path}, question_field="prompt", answer_field="canonical_solution",
-                  tests_field="test", setup_field=None, entry_point_field="entry_point")
+  task = get_task("code", data_files={"test": path}, question_field="prompt",
+                  answer_field="canonical_solution", tests_field="test", setup_field=None,
+                  entry_point_field="entry_point")
   [problem] = task.test_problems()
   assert problem.prompt == record["prompt"]
-  completions = ["    return 2 * x\n", "```python\ndef double(x):\n    return x + x\n```", "    return x\n"]
+  completions = ["    return 2 * x\n", "```python\ndef double(x):\n    return x + x\n```",
+                 "    return x\n"]
   assert task.rewards([problem] * 3, completions).components["correct"] == [1.0, 1.0, 0.0]
 
 
@@ -285,6 +300,7 @@ def test_extract_code():
 
 
 def test_code_task_rejects_a_bad_reward_mode(tmp_path):
-  path = _write_jsonl(tmp_path / "mbpp.jsonl", [{"text": "t", "code": "", "test_list": [], "test_setup_code": ""}])
+  path = _write_jsonl(tmp_path / "mbpp.jsonl",
+                      [{"text": "t", "code": "", "test_list": [], "test_setup_code": ""}])
   with pytest.raises(ValueError, match="reward_mode must be 'fraction' or 'all'"):
     get_task("code", data_files={"test": path}, reward_mode="most")

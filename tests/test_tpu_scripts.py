@@ -139,7 +139,8 @@ def test_install_ships_the_checkout_and_installs_tpu_jax_on_all_workers(tmp_path
                          f"--output={tarball}", "HEAD"]
   assert commands[1] == gcloud_tpu_vm("ssh", "jaxlayer-tpu", "--worker=all", "--command",
                                       "mkdir -p jaxlayer-run", *LOCATION)
-  assert commands[2] == gcloud_tpu_vm("scp", tarball, "jaxlayer-tpu:jaxlayer-run/jaxlayer-src.tar.gz",
+  assert commands[2] == gcloud_tpu_vm("scp", tarball,
+                                      "jaxlayer-tpu:jaxlayer-run/jaxlayer-src.tar.gz",
                                       "--worker=all", *LOCATION)
   assert commands[3][:7] == gcloud_tpu_vm("ssh", "jaxlayer-tpu", "--worker=all")
   install = shlex.split(remote_command(commands[3]).replace(";", " ;"))
@@ -170,7 +171,8 @@ def test_launch_copies_the_config_and_starts_jaxlayer_on_all_workers(config_with
                                              gcloud_tpu_vm("ssh")]
   assert all("--worker=all" in argv and argv[-1] == LOCATION[0] for argv in commands)
   # The local path with spaces stays one argument; the copy on the workers gets a safe name.
-  assert commands[1][5:7] == [str(config_with_space), "jaxlayer-tpu:jaxlayer-run/configs/my_config.py"]
+  assert commands[1][5:7] == [str(config_with_space),
+                              "jaxlayer-tpu:jaxlayer-run/configs/my_config.py"]
   start = remote_command(commands[2])
   assert "nohup env 'HF_HOME=/mnt/hf cache' jaxlayer-venv/bin/jaxlayer train" in start
   assert "--config jaxlayer-run/configs/my_config.py" in start
@@ -182,7 +184,8 @@ def test_launch_sweep_passes_a_config_argument_through(tmp_path):
   config.write_text("")
   commands = plan("launch.sh", "--zone", ZONE, "sweep", f"--config={config}:qwen3")
   assert commands[1][6] == "jaxlayer-tpu:jaxlayer-run/configs/sweep_tiny.py"
-  assert "jaxlayer sweep --config jaxlayer-run/configs/sweep_tiny.py:qwen3 >" in remote_command(commands[2])
+  assert ("jaxlayer sweep --config jaxlayer-run/configs/sweep_tiny.py:qwen3 >"
+          in remote_command(commands[2]))
 
 
 def _run_remote(command, home):
@@ -275,7 +278,8 @@ def test_logs_no_log_yet_is_a_clear_error(tmp_path):
 # --- fetch, delete --------------------------------------------------------------------------
 
 def test_fetch_copies_from_worker_zero_and_never_overwrites(tmp_path):
-  commands = plan("fetch.sh", "--zone", ZONE, "--from", "runs/my_run", "--to", str(tmp_path / "out"))
+  commands = plan("fetch.sh", "--zone", ZONE, "--from", "runs/my_run", "--to",
+                  str(tmp_path / "out"))
   assert commands == [["mkdir", "-p", str(tmp_path / "out")],
                       gcloud_tpu_vm("scp", "--recurse", "jaxlayer-tpu:runs/my_run",
                                     str(tmp_path / "out"), "--worker=0", *LOCATION)]
@@ -362,7 +366,8 @@ def test_install_archive_holds_the_package(fake_gcloud, tmp_path):
 def test_a_failing_gcloud_call_stops_the_script(fake_gcloud, config_with_space):
   env, recorded = fake_gcloud
   env["FAKE_GCLOUD_EXIT"] = "1"
-  result = run_script("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space), env=env)
+  result = run_script("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
+                      env=env)
   assert result.returncode == 1 and len(recorded()) == 1
 
 

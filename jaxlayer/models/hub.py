@@ -78,7 +78,8 @@ def _weight_files(model_dir: Path) -> list[Path]:
       p.name for p in model_dir.glob("*.pt"))
   hint = (f" Found {others}: convert them to safetensors (transformers: "
           "`model.save_pretrained(dir, safe_serialization=True)`)." if others else "")
-  raise FileNotFoundError(f"No weights in {model_dir}: expected {SINGLE_FILE} or {INDEX_FILE}.{hint}")
+  raise FileNotFoundError(
+      f"No weights in {model_dir}: expected {SINGLE_FILE} or {INDEX_FILE}.{hint}")
 
 
 def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
@@ -113,7 +114,8 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",
   jnp_dtype = resolve_dtype(dtype)
   model_dir = resolve_model_dir(path_or_hub_id)
   if not (model_dir / "config.json").is_file():
-    raise FileNotFoundError(f"No config.json in {model_dir}: is this a Hugging Face model directory?")
+    raise FileNotFoundError(
+        f"No config.json in {model_dir}: is this a Hugging Face model directory?")
   cfg = dataclasses.replace(ModelConfig.from_json_file(model_dir / "config.json"),
                             source_dir=str(model_dir))
   files = _weight_files(model_dir)
@@ -152,9 +154,10 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
   out_dir = Path(out_dir)
   cfg = model.config
   if cfg.source_dir and Path(cfg.source_dir).resolve() == out_dir.resolve():
-    raise ValueError(f"Refusing to write over the checkpoint the model was loaded from ({out_dir}); "
-                     "choose another output directory.")
-  if not overwrite and any((out_dir / n).exists() for n in ("config.json", SINGLE_FILE, INDEX_FILE)):
+    raise ValueError("Refusing to write over the checkpoint the model was loaded from "
+                     f"({out_dir}); choose another output directory.")
+  if not overwrite and any((out_dir / n).exists()
+                           for n in ("config.json", SINGLE_FILE, INDEX_FILE)):
     raise FileExistsError(f"{out_dir} already holds a checkpoint; pass overwrite=True "
                           "(CLI: --overwrite) or choose another directory.")
   target_dtype = resolve_dtype(dtype) if dtype is not None else model.dtype
@@ -184,7 +187,8 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
         if (Path(cfg.source_dir) / name).is_file():
           shutil.copy2(Path(cfg.source_dir) / name, staging / name)
     out_dir.mkdir(exist_ok=True)
-    for stale in [out_dir / SINGLE_FILE, out_dir / INDEX_FILE, *out_dir.glob("model-*.safetensors")]:
+    for stale in [out_dir / SINGLE_FILE, out_dir / INDEX_FILE,
+                  *out_dir.glob("model-*.safetensors")]:
       stale.unlink(missing_ok=True)
     umask = os.umask(0)
     os.umask(umask)

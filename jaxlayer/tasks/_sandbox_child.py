@@ -57,7 +57,8 @@ def _landlock(workdir, read_paths):
     return 0
   libc = ctypes.CDLL(None, use_errno=True)
   libc.syscall.restype = ctypes.c_long
-  abi = libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), _LANDLOCK_CREATE_RULESET_VERSION)
+  abi = libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                     _LANDLOCK_CREATE_RULESET_VERSION)
   if abi < 1:
     return 0
   all_fs_rights = _FS_RIGHTS_BY_ABI.get(abi, _FS_RIGHTS_LATEST)
@@ -80,7 +81,8 @@ def _landlock(workdir, read_paths):
     if not os.path.isdir(path):
       rights &= _FS_EXECUTE | _FS_READ_FILE | file_write_rights  # file rules take file rights only
     rule = _PathBeneathAttr(allowed_access=rights, parent_fd=fd)
-    if libc.syscall(_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
+    if libc.syscall(_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH,
+                    ctypes.byref(rule), 0) != 0:
       raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
     os.close(fd)
   if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -126,7 +128,8 @@ def main():
         exec(compile(test, f"<test {index}>", "exec"), namespace)
       except BaseException as test_error:
         error = f"{type(test_error).__name__}: {test_error}"[:1000]
-    results.write(f"{token} {json.dumps({'test': index, 'passed': error is None, 'error': error})}\n")
+    results.write(f"{token} "
+                  f"{json.dumps({'test': index, 'passed': error is None, 'error': error})}\n")
   results.flush()
   os._exit(0)  # skip atexit handlers the candidate may have registered
 

@@ -40,7 +40,10 @@ class ArithmeticTask(GeneratedTask):
           f"arithmetic: need 0 <= min_value <= max_value, got {self.min_value}, {self.max_value}"
       )
     if not self.operators or set(self.operators) - set(_ALLOWED_OPERATORS):
-      raise ValueError(f"arithmetic: operators must be a subset of {_ALLOWED_OPERATORS!r}, got {self.operators!r}")
+      raise ValueError(
+          f"arithmetic: operators must be a subset of {_ALLOWED_OPERATORS!r}, "
+          f"got {self.operators!r}"
+      )
 
   def draw(self, rng: random.Random) -> Problem:
     operands = [rng.randint(self.min_value, self.max_value) for _ in range(self.num_operands)]
@@ -51,14 +54,23 @@ class ArithmeticTask(GeneratedTask):
         terms[-1] *= operand
       else:
         terms.append(operand if operator == "+" else -operand)
-    text = str(operands[0]) + "".join(f"{operator}{operand}" for operator, operand in zip(operators, operands[1:]))
+    text = str(operands[0]) + "".join(
+        f"{operator}{operand}" for operator, operand in zip(operators, operands[1:])
+    )
     return Problem(prompt=f"{text}=", answer=str(sum(terms)))
 
   def split_key(self, problem: Problem) -> str:
     return problem.prompt
 
-  def reward_components(self, problems: Sequence[Problem], completions: Sequence[str]) -> dict[str, list[float]]:
+  def reward_components(
+      self, problems: Sequence[Problem], completions: Sequence[str]
+  ) -> dict[str, list[float]]:
     return {
-        "correct": rewards.integer_correctness([problem.answer for problem in problems], completions),
-        "format": [float(rewards.first_line_integer(completion) is not None) for completion in completions],
+        "correct": rewards.integer_correctness(
+            [problem.answer for problem in problems], completions
+        ),
+        "format": [
+            float(rewards.first_line_integer(completion) is not None)
+            for completion in completions
+        ],
     }

@@ -122,7 +122,9 @@ class Task(abc.ABC):
       weights["overlong"] = 1.0
     return weights
 
-  def reward(self, problem: Problem, completion: str, completion_length: int | None = None) -> float:
+  def reward(
+      self, problem: Problem, completion: str, completion_length: int | None = None
+  ) -> float:
     """The scalar reward of one completion."""
     lengths = None if completion_length is None else [completion_length]
     return self.rewards([problem], [completion], lengths).total[0]

@@ -27,7 +27,9 @@ def extract_code(completion: str) -> str:
   blocks = _FENCED_BLOCK.findall(completion)
   if not blocks:
     return completion
-  python_blocks = [code for language, code in blocks if language.lower() in ("python", "py", "python3")]
+  python_blocks = [
+      code for language, code in blocks if language.lower() in ("python", "py", "python3")
+  ]
   return (python_blocks or [code for _, code in blocks])[-1]
 
 
@@ -83,7 +85,12 @@ class CodeTask(DatasetTask):
     if self.show_tests_in_prompt and not isinstance(raw_tests, str):
       prompt += "\nYour code should pass these tests:\n" + "\n".join(tests)
     answer = str(record[self.answer_field]) if self.answer_field else ""
-    metadata = {"tests": tests, "setup": setup, "entry_point": entry_point, "prompt_code": str(record[self.question_field])}
+    metadata = {
+        "tests": tests,
+        "setup": setup,
+        "entry_point": entry_point,
+        "prompt_code": str(record[self.question_field]),
+    }
     return Problem(prompt=prompt, answer=answer, metadata=metadata)
 
   def program(self, problem: Problem, completion: str) -> str:
@@ -94,9 +101,14 @@ class CodeTask(DatasetTask):
       code = problem.metadata["prompt_code"] + code
     return f"{problem.metadata['setup']}\n{code}"
 
-  def reward_components(self, problems: Sequence[Problem], completions: Sequence[str]) -> dict[str, list[float]]:
+  def reward_components(
+      self, problems: Sequence[Problem], completions: Sequence[str]
+  ) -> dict[str, list[float]]:
     results = sandbox.run_tests_batch(
-        [self.program(problem, completion) for problem, completion in zip(problems, completions, strict=True)],
+        [
+            self.program(problem, completion)
+            for problem, completion in zip(problems, completions, strict=True)
+        ],
         [problem.metadata["tests"] for problem in problems],
         limits=self.limits,
         workers=self.sandbox_workers,
@@ -107,5 +119,7 @@ class CodeTask(DatasetTask):
       correct = [result.fraction_passed for result in results]
     return {
         "correct": correct,
-        "format": [float(_FENCED_BLOCK.search(completion) is not None) for completion in completions],
+        "format": [
+            float(_FENCED_BLOCK.search(completion) is not None) for completion in completions
+        ],
     }

@@ -33,7 +33,9 @@ def extract_expression(completion: str) -> str:
   return text.split("=", 1)[0].strip()
 
 
-def score_expression(text: str, numbers: Sequence[int], target: int, use_all_numbers: bool) -> tuple[float, float]:
+def score_expression(
+    text: str, numbers: Sequence[int], target: int, use_all_numbers: bool
+) -> tuple[float, float]:
   """(correct, well_formed) for an expression proposed for numbers -> target."""
   try:
     tree = expressions.parse_expression(text)
@@ -74,7 +76,10 @@ class CountdownTask(GeneratedTask):
           f"countdown: need 1 <= min_number <= max_number, got {self.min_number}, {self.max_number}"
       )
     if not self.operators or set(self.operators) - set(_ALLOWED_OPERATORS):
-      raise ValueError(f"countdown: operators must be a subset of {_ALLOWED_OPERATORS!r}, got {self.operators!r}")
+      raise ValueError(
+          f"countdown: operators must be a subset of {_ALLOWED_OPERATORS!r}, "
+          f"got {self.operators!r}"
+      )
 
   def draw(self, rng: random.Random) -> Problem:
     uniform = rng.random  # indexes from random() directly: ~10x faster than randrange
@@ -89,14 +94,18 @@ class CountdownTask(GeneratedTask):
             "Use + - * / and each number at most once."
         )
         answer = expressions.compact(expressions.parse_expression(text))
-        return Problem(prompt=prompt, answer=answer, metadata={"numbers": numbers, "target": target})
+        return Problem(
+            prompt=prompt, answer=answer, metadata={"numbers": numbers, "target": target}
+        )
     raise ValueError(
         f"countdown: no target in [1, {self.max_target}] came out of 10000 random expressions "
         f"over numbers in [{self.min_number}, {self.max_number}] with {self.operators!r}: "
         "raise max_target or change the ranges"
     )
 
-  def _random_solution(self, numbers: list[int], uniform: Callable[[], float]) -> tuple[int, str] | None:
+  def _random_solution(
+      self, numbers: list[int], uniform: Callable[[], float]
+  ) -> tuple[int, str] | None:
     """(value, text) of a random expression over all numbers with a value in
     [1, max_target], keeping to whole numbers as in the game; None if none is found
     in a few tries."""
@@ -117,7 +126,9 @@ class CountdownTask(GeneratedTask):
   def split_key(self, problem: Problem) -> str:
     return f"{sorted(problem.metadata['numbers'])}->{problem.metadata['target']}"
 
-  def reward_components(self, problems: Sequence[Problem], completions: Sequence[str]) -> dict[str, list[float]]:
+  def reward_components(
+      self, problems: Sequence[Problem], completions: Sequence[str]
+  ) -> dict[str, list[float]]:
     scores = [
         score_expression(
           extract_expression(completion),
@@ -127,4 +138,7 @@ class CountdownTask(GeneratedTask):
       )
         for problem, completion in zip(problems, completions, strict=True)
     ]
-    return {"correct": [correct for correct, _ in scores], "format": [well_formed for _, well_formed in scores]}
+    return {
+        "correct": [correct for correct, _ in scores],
+        "format": [well_formed for _, well_formed in scores],
+    }

@@ -24,7 +24,11 @@ def _looks_like_path(name: str) -> bool:
 
 
 def load_split(
-    *, dataset: str | None, dataset_config: str | None, data_files: Mapping[str, str] | None, split: str
+    *,
+    dataset: str | None,
+    dataset_config: str | None,
+    data_files: Mapping[str, str] | None,
+    split: str,
 ) -> Any:
   """One split as a `datasets.Dataset`.
 
@@ -35,7 +39,9 @@ def load_split(
 
   if data_files is not None:
     if split not in data_files:
-      raise ValueError(f"no data file for split {split!r}: data_files has splits {sorted(data_files)}")
+      raise ValueError(
+          f"no data file for split {split!r}: data_files has splits {sorted(data_files)}"
+      )
     path = Path(data_files[split]).expanduser()
     builder = _BUILDERS.get(path.suffix)
     if builder is None:
@@ -44,7 +50,9 @@ def load_split(
       raise FileNotFoundError(f"data file for split {split!r} not found: {path}")
     return datasets.load_dataset(builder, data_files=str(path), split="train")
   if dataset is None:
-    raise ValueError("set `dataset` (a hub name or local directory) or `data_files` ({split: path})")
+    raise ValueError(
+        "set `dataset` (a hub name or local directory) or `data_files` ({split: path})"
+    )
   if _looks_like_path(dataset) and not os.path.exists(os.path.expanduser(dataset)):
     raise FileNotFoundError(f"dataset path not found: {dataset}")
   try:
@@ -80,7 +88,9 @@ class DatasetTask(Task):
       )
     for split, path in (self.data_files or {}).items():
       if not Path(path).expanduser().is_file():
-        raise FileNotFoundError(f"task {self.name!r}: data file for split {split!r} not found: {path}")
+        raise FileNotFoundError(
+            f"task {self.name!r}: data file for split {split!r} not found: {path}"
+        )
 
   @abc.abstractmethod
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
@@ -93,7 +103,10 @@ class DatasetTask(Task):
     if split is None:
       raise ValueError(f"task {self.name!r} has no {role} split: set {role}_split")
     records = load_split(
-        dataset=self.dataset, dataset_config=self.dataset_config, data_files=self.data_files, split=split
+        dataset=self.dataset,
+        dataset_config=self.dataset_config,
+        data_files=self.data_files,
+        split=split,
     )
     source = self.data_files[split] if self.data_files else self.dataset
     missing = [name for name in self.required_fields() if name not in records.column_names]

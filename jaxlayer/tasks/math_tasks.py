@@ -47,14 +47,23 @@ class MathTask(DatasetTask):
     answer = self.reference_answer(str(record[self.answer_field]))
     if answer is None:
       return None
-    metadata = {key: value for key, value in record.items() if key not in (self.question_field, self.answer_field)}
+    metadata = {
+        key: value
+        for key, value in record.items()
+        if key not in (self.question_field, self.answer_field)
+    }
     return Problem(prompt=str(record[self.question_field]), answer=answer, metadata=metadata)
 
-  def reward_components(self, problems: Sequence[Problem], completions: Sequence[str]) -> dict[str, list[float]]:
+  def reward_components(
+      self, problems: Sequence[Problem], completions: Sequence[str]
+  ) -> dict[str, list[float]]:
     verifier = rewards.shared_math_verifier(self.verify_workers, self.verify_timeout)
     return {
         "correct": verifier.grade([problem.answer for problem in problems], completions),
-        "format": [float(rewards.last_boxed_content(completion) is not None) for completion in completions],
+        "format": [
+            float(rewards.last_boxed_content(completion) is not None)
+            for completion in completions
+        ],
     }
 
 

@@ -91,7 +91,9 @@ def overlong_penalty(lengths: Sequence[int], max_length: int, cache_length: int)
   return penalties
 
 
-def weighted_sum(components: Mapping[str, Sequence[float]], weights: Mapping[str, float]) -> list[float]:
+def weighted_sum(
+    components: Mapping[str, Sequence[float]], weights: Mapping[str, float]
+) -> list[float]:
   """sum_k weights[k] * components[k], per completion; components without a weight count 0."""
   unknown = sorted(set(weights) - set(components))
   if unknown:
@@ -154,7 +156,9 @@ class MathVerifier:
   then fails fast instead of eating the machine's memory).
   """
 
-  def __init__(self, workers: int = 2, timeout: float = 5.0, memory_limit_bytes: int | None = 4 << 30):
+  def __init__(
+      self, workers: int = 2, timeout: float = 5.0, memory_limit_bytes: int | None = 4 << 30
+  ):
     if workers < 1:
       raise ValueError(f"MathVerifier needs workers >= 1, got {workers}")
     self.timeout = timeout

@@ -45,7 +45,9 @@ logger = logging.getLogger(__name__)
 _CHILD_SOURCE = (Path(__file__).parent / "_sandbox_child.py").read_text()
 # Fresh uids for root's sandboxes: far above any real account and the usual subuid ranges.
 _SANDBOX_UID_RANGE = (1_900_000_000, 1_900_000_000 + (1 << 28))
-_SYSTEM_READ_PATHS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/dev", "/etc/ld.so.cache", "/etc/localtime")
+_SYSTEM_READ_PATHS = (
+    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/dev", "/etc/ld.so.cache", "/etc/localtime"
+)
 
 
 class SandboxError(RuntimeError):
@@ -175,7 +177,9 @@ def _kill_everything(process: subprocess.Popen, uid: int | None) -> None:
     # No PID namespace took the stragglers down with it, but the run had its own uid:
     # every process still running under it (a setsid'd fork, say) dies now.
     kill_all = "import os, signal; os.kill(-1, signal.SIGKILL)"
-    subprocess.run([*_privilege_drop(uid), sys.executable, "-I", "-c", kill_all], capture_output=True)
+    subprocess.run(
+        [*_privilege_drop(uid), sys.executable, "-I", "-c", kill_all], capture_output=True
+    )
 
 
 def _remove_tree(path: str) -> None:
@@ -191,7 +195,9 @@ def _remove_tree(path: str) -> None:
     logger.warning("sandbox: could not remove %s: %s", path, error)
 
 
-def run_tests(program: str, tests: Sequence[str], limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+def run_tests(
+    program: str, tests: Sequence[str], limits: SandboxLimits = SandboxLimits()
+) -> SandboxResult:
   """Run `program`, then each test (Python statements, e.g. asserts) in its namespace.
 
   A test passes when it runs without raising. The candidate's failures never raise
@@ -252,7 +258,9 @@ def run_tests(program: str, tests: Sequence[str], limits: SandboxLimits = Sandbo
   return _parse_results(lines, token, len(tests), timed_out, log_tail)
 
 
-def _parse_results(lines: list[str], token: str, n_tests: int, timed_out: bool, log_tail: str) -> SandboxResult:
+def _parse_results(
+    lines: list[str], token: str, n_tests: int, timed_out: bool, log_tail: str
+) -> SandboxResult:
   records = []
   for line in lines:
     if line.startswith(token + " "):
@@ -262,7 +270,9 @@ def _parse_results(lines: list[str], token: str, n_tests: int, timed_out: bool, 
         pass  # a line cut short by the file size limit
   if not records and not timed_out:
     # The child writes its first record once locked down, before any candidate code runs.
-    raise SandboxError(f"the sandboxed process failed before running any code: {log_tail.strip()!r}")
+    raise SandboxError(
+        f"the sandboxed process failed before running any code: {log_tail.strip()!r}"
+    )
   passed = [False] * n_tests
   errors = []
   landlock_abi = 0
