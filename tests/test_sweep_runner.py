@@ -140,6 +140,37 @@ def test_settings_that_do_not_change_scores_may_change_on_resume(tmp_path):
   assert fake.train_calls == [((1,), 0)]
 
 
+def test_a_key_added_since_the_sweep_began_matches_at_its_default(tmp_path):
+  """A sweep directory written before train.remat existed reopens while remat keeps its
+  default (off, the old behaviour), and is refused when it is switched on."""
+  _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))
+  manifest_path = tmp_path / "sweep/manifest.json"
+  manifest = json.loads(manifest_path.read_text())
+  del manifest["identity"]["train"]["remat"], manifest["config"]["train"]["remat"]
+  manifest_path.write_text(json.dumps(manifest))
+  fake = FakeRL(BLOCKS)
+  _run(make_config(tmp_path / "sweep", layers="0,1"), fake)
+  assert fake.train_calls == [((1,), 0)]
+
+  changed = make_config(tmp_path / "sweep", layers="0,1")
+  changed.train.remat = True
+  with pytest.raises(ValueError, match=r"train.remat: '\(absent\)' -> True"):
+    _run(changed, FakeRL(BLOCKS))
+
+
+@pytest.mark.parametrize("num_samples", [0, 2])
+def test_sampling_settings_matter_only_when_the_eval_samples(tmp_path, num_samples):
+  config = make_config(tmp_path / "sweep", layers="0")
+  config.eval.update(num_samples=num_samples, temperature=1.0)
+  _run(config, FakeRL(BLOCKS))
+  config.eval.temperature = 0.7
+  if num_samples:  # mean@k: a different temperature is a different score
+    with pytest.raises(ValueError, match=r"eval.temperature: 1.0 -> 0.7"):
+      _run(config, FakeRL(BLOCKS))
+  else:  # greedy pass@1 only: the temperature is never used
+    _run(config, FakeRL(BLOCKS))
+
+
 def test_a_non_sweep_directory_is_not_written_into(tmp_path):
   (tmp_path / "notes").mkdir()
   (tmp_path / "notes/todo.txt").write_text("mine")

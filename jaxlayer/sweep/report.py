@@ -63,9 +63,7 @@ def _paired_gain_se(results: list[dict]) -> float | None:
 
 def _decoding(eval_config: dict) -> dict:
   """The eval settings that shape the scores (sampling settings only when there are samples)."""
-  unused = {"num_problems", "tasks"}
-  if not eval_config.get("num_samples"):
-    unused |= {"temperature", "top_p"}  # greedy pass@1 only
+  unused = {"num_problems", "tasks"} | store.unused_eval_settings(eval_config)
   return {k: v for k, v in eval_config.items() if k not in unused}
 
 

@@ -162,6 +162,17 @@ def plan_runs(layers: Sequence[int], seeds: Sequence[int]) -> list[RunSpec]:
   return plan
 
 
+def _default_identity(num_layers: int) -> dict:
+  """The sweep identity of a config left at every default (training, eval and sweep keys)."""
+  from jaxlayer import evaluation  # imports jax and the tasks: only when a sweep starts
+  from jaxlayer.rl.config import default_config
+
+  config = default_config()
+  config.eval = evaluation.default_eval_config()
+  config.sweep = default_sweep_config()
+  return store.sweep_identity(_config_dict(config), num_layers)
+
+
 def _config_dict(config) -> dict:
   return config.copy_and_resolve_references().to_dict()
 
@@ -278,7 +289,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   config_dict = _config_dict(config)
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
               "command": command}
-  sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir)
+  sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir,
+                                   defaults=_default_identity(num_layers))
 
   plan = plan_runs(layers, seeds)
   todo = [spec for spec in plan if not store.is_done(sweep_dir, spec)]

@@ -29,9 +29,16 @@ RUNS = "runs"
 # Config entries that do not change what a score means; any other difference between two
 # configs means a different experiment, whose results never mix in one sweep directory.
 # (train.layers, seed and run_dir are set per run by the sweep; rollout.prompts_per_call only
-# batches the same samples differently.)
+# batches the same samples differently; eval.tasks is `jaxlayer eval`'s: a sweep scores
+# task.name.) Eval settings that cannot change a score are left out too (unused_eval_settings).
 NOT_IDENTITY = ("sweep", "seed", "run_dir", "mesh", "checkpoint", "logging", "train.layers",
-                "rollout.prompts_per_call")
+                "rollout.prompts_per_call", "eval.tasks")
+
+
+def unused_eval_settings(eval_config: dict) -> set[str]:
+  """Keys of an eval section that cannot change its scores: mean@k's sampling settings when
+  there is no mean@k (pass@1 is greedy)."""
+  return set() if eval_config.get("num_samples") else {"temperature", "top_p"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +122,9 @@ def sweep_identity(config_dict: dict, num_layers: int) -> dict:
     for parent in parents:
       section = section.get(parent, {})
     section.pop(key, None)
+  eval_config = identity.get("eval", {})
+  for key in unused_eval_settings(eval_config):
+    eval_config.pop(key, None)
   return {"num_layers": num_layers, **identity}
 
 
@@ -127,10 +137,19 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def identity_differences(old: dict, new: dict) -> list[str]:
-  """`key: old -> new` for every leaf that differs between two identities."""
+def identity_differences(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
+  """`key: old -> new` for every leaf that differs between two identities.
+
+  defaults: the identity of an all-defaults config. A key that `old` lacks (written before
+  the key existed) is no difference while `new` holds its default value: a new key's default
+  keeps the behaviour of the versions without it.
+  """
   old_flat, new_flat = _flatten(old), _flatten(new)
+  defaults_flat = _flatten(defaults or {})
   missing = object()
+  for key in set(new_flat) - set(old_flat):
+    if key in defaults_flat and new_flat[key] == defaults_flat[key]:
+      old_flat[key] = new_flat[key]
   return [f"{key}: {old_flat.get(key, '(absent)')!r} -> {new_flat.get(key, '(absent)')!r}"
           for key in sorted(set(old_flat) | set(new_flat))
           if old_flat.get(key, missing) != new_flat.get(key, missing)]
@@ -143,15 +162,18 @@ def _next_free_dir(sweep_dir: Path) -> Path:
   return candidate
 
 
-def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: bool) -> Path:
+def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: bool,
+                   defaults: dict | None = None) -> Path:
   """Creates the sweep directory, or reopens an existing one whose identity matches.
 
-  manifest: written as manifest.json; its "identity" entry is what must match. With
+  manifest: written as manifest.json; its "identity" entry is what must match (keys the
+  existing one lacks match while they hold their value in `defaults`, see
+  identity_differences). With
   force_new_dir, a directory that already holds a sweep is left alone and the sweep goes
   to the first free `<dir>-2`, `<dir>-3`, ... Returns the directory to use. On several hosts
   every process chooses the directory before process 0 creates it (so all choose the same).
   """
-  sweep_dir, new = _choose_sweep_dir(Path(sweep_dir), manifest, force_new_dir)
+  sweep_dir, new = _choose_sweep_dir(Path(sweep_dir), manifest, force_new_dir, defaults)
   distributed.sync("jaxlayer: sweep directory chosen")
   if new and distributed.is_primary():
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -160,14 +182,17 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
   return sweep_dir
 
 
-def _choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool) -> tuple[Path, bool]:
+def _choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
+                      defaults: dict | None) -> tuple[Path, bool]:
   """(the directory open_sweep_dir uses, whether it must be created); reads only."""
   if (sweep_dir / MANIFEST).is_file():
     if force_new_dir:
       sweep_dir = _next_free_dir(sweep_dir)
     else:
-      old = load_manifest(sweep_dir)["identity"]
-      differences = identity_differences(old, manifest["identity"])
+      existing = load_manifest(sweep_dir)
+      # Judged by today's rules: the identity is derived again from the stored config.
+      old = sweep_identity(existing["config"], existing["identity"]["num_layers"])
+      differences = identity_differences(old, manifest["identity"], defaults)
       if differences:
         raise ValueError(
             f"{sweep_dir} holds a sweep with different settings, so its results cannot be "
