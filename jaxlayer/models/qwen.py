@@ -194,6 +194,17 @@ class Block(nnx.Module):
     return x + self.mlp(self.mlp_norm(x)), kv
 
 
+def _rematerialised(block: Block, *args):
+  """`block(*args)` whose activations the backward pass recomputes instead of storing.
+
+  A pure function of the block's arrays goes through jax.checkpoint (not nnx.remat, which
+  refuses blocks whose parameters come from an enclosing trace, as frozen blocks do inside
+  the update's micro-batch loop).
+  """
+  graphdef, state = nnx.split(block)
+  return jax.checkpoint(lambda state, *args: nnx.merge(graphdef, state)(*args))(state, *args)
+
+
 class Qwen(nnx.Module):
   """The decoder. `model(input_ids, attention_mask)` -> float32 logits [batch, seq, vocab]."""
 
@@ -279,7 +290,7 @@ class Qwen(nnx.Module):
     mask = causal[None] & attention_mask[:, None, :]  # [batch, seq, seq]
     x = self.embed(input_ids)
     cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-    run_block = nnx.remat(Block.__call__) if remat else Block.__call__
+    run_block = _rematerialised if remat else Block.__call__
     kv = []
     for block in self.layers:
       x, block_kv = run_block(block, x, cos, sin, mask)
