@@ -168,10 +168,10 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
 
   manifest: written as manifest.json; its "identity" entry is what must match (keys the
   existing one lacks match while they hold their value in `defaults`, see
-  identity_differences). With
-  force_new_dir, a directory that already holds a sweep is left alone and the sweep goes
-  to the first free `<dir>-2`, `<dir>-3`, ... Returns the directory to use. On several hosts
-  every process chooses the directory before process 0 creates it (so all choose the same).
+  identity_differences). With force_new_dir, a directory that already holds a sweep is left
+  alone and the sweep goes to the first free `<dir>-2`, `<dir>-3`, ... Returns the directory
+  to use. On several hosts every process chooses the directory before process 0 creates it
+  (so all choose the same).
   """
   sweep_dir, new = _choose_sweep_dir(Path(sweep_dir), manifest, force_new_dir, defaults)
   distributed.sync("jaxlayer: sweep directory chosen")
