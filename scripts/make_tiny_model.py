@@ -11,6 +11,7 @@ shared 2-core CPU (its training.json records both).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -82,6 +83,15 @@ def token_losses(model, ids):
   return losses, jnp.argmax(logits, -1) == ids[:, 1:]
 
 
+@functools.cache
+def adamw(learning_rate: float, max_steps: int) -> optax.GradientTransformation:
+  """AdamW with warm-up and cosine decay; one object per setting, so that another run in
+  the same process (the tests) finds `train_step` compiled."""
+  warmup = min(100, max_steps // 2)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max_steps)
+  return optax.adamw(schedule, weight_decay=0.01)
+
+
 @nnx.jit
 def train_step(model, optimizer, ids, loss_mask):
   def loss_fn(model):
@@ -123,9 +133,7 @@ def main(argv: list[str] | None = None) -> None:
   tokenizer = build_tokenizer(args.out)
   cfg = model_config(tokenizer)
   model = models.Qwen(cfg, rngs=nnx.Rngs(args.seed))
-  warmup = min(100, args.max_steps // 2)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, args.learning_rate, warmup, args.max_steps)
-  optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=0.01), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, adamw(args.learning_rate, args.max_steps), wrt=nnx.Param)
 
   task = get_task("arithmetic", seed=args.seed)
   train_ids, train_mask = encode(tokenizer, task.train_problems())
