@@ -74,9 +74,9 @@ def test_the_contribution_plot_and_the_sweep_table_are_shown(executed):
   image = _cell_output(executed, "contribution.png", "image/png")
   assert base64.b64decode(image).startswith(b"\x89PNG\r\n\x1a\n")
   table = _table_rows(_cell_output(executed, "sweep.csv", "text/plain"))
-  assert [row[1] for row in table] == ["base", "full", "layer00", "layer01"]
+  assert [row[1] for row in table] == ["base", "full", "layer01"]
   printed = "".join(o.get("text", "") for cell in executed.cells for o in _outputs(cell))
   sweep_dir = Path(re.search(r"sweep directory: (\S+)", printed).group(1))
   sweep = json.loads((sweep_dir / "sweep.json").read_text())
-  assert [layer["layer"] for layer in sweep["layers"]] == [0, 1]
+  assert [layer["layer"] for layer in sweep["layers"]] == [1]
   assert sweep_dir.parent.name.startswith("jaxlayer-")  # a temporary directory, not the repo
