@@ -1,9 +1,9 @@
 """Multi-host: joining the hosts, per-process rows, and two real local processes against one.
 
 The two-process test starts two Python processes with 4 CPU devices each, joined by
-`jax.distributed` (gloo collectives), that run `jaxlayer train`, `export`, `eval` and a small
-`sweep` on one 8-device mesh spread over both, and compares what they write with one process
-holding all 8.
+`jax.distributed` (gloo collectives), that run a small `jaxlayer sweep`, then `export` and
+`eval` of its trained run, on one 8-device mesh spread over both, and compares what they write
+with one process holding all 8.
 """
 
 import json
@@ -112,32 +112,35 @@ def test_cli_reports_incomplete_host_variables(monkeypatch, tiny_qwen2_dir):
     cli.main(["generate", "--model", str(tiny_qwen2_dir), "--prompt", "1+1="])
 
 
-# The two-process run and its single-process reference: the shipped tiny model (it answers a
-# third of the problems, so groups carry a real learning signal), 2 steps of 32 responses on
-# the arithmetic task, block 1 trained with KL (the reference log-probs path), the default
-# mesh (fsdp over all 8 devices, so parameters and batches are split across the processes).
-TRAIN_OVERRIDES = ["--config.train.layers=layers.1", "--config.train.steps=2",
-                   "--config.train.batch_size=32", "--config.train.group_size=4",
-                   "--config.train.mini_batch_size=16", "--config.train.learning_rate=1e-3",
-                   "--config.train.kl_beta=0.01", "--config.rollout.max_new_tokens=4",
-                   "--config.checkpoint.every=1", "--config.logging.tensorboard=False",
-                   "--config.logging.progress=False"]
-EVAL_OVERRIDES = ["--config.eval.num_problems=8", "--config.eval.num_samples=2",
-                  "--config.eval.max_new_tokens=3"]
+# The two-process run and its single-process reference: a sweep of block 1 (base, full RL,
+# block 1) on the shipped tiny model (it answers a third of the problems, so groups carry a
+# real learning signal), each run 2 steps of 32 responses on the arithmetic task with KL (the
+# reference log-probs path), checkpointed and kept; then `export` and `eval` of its block-1
+# run. The default mesh (fsdp over all 8 devices) splits parameters and batches across the
+# processes. One sweep covers what a separate `train` would, and `eval` reuses the programs
+# the sweep compiled, which keeps this test a few minutes long.
+OVERRIDES = ["--config.sweep.layers=1", "--config.sweep.keep_checkpoints=True",
+             "--config.train.steps=2", "--config.train.batch_size=32",
+             "--config.train.group_size=4", "--config.train.mini_batch_size=16",
+             "--config.train.learning_rate=1e-3", "--config.train.kl_beta=0.01",
+             "--config.rollout.max_new_tokens=4", "--config.checkpoint.every=1",
+             "--config.logging.tensorboard=False", "--config.logging.progress=False",
+             "--config.eval.num_problems=8", "--config.eval.num_samples=2",
+             "--config.eval.max_new_tokens=3"]
+SWEEP_CONFIG = ROOT / "configs" / "sweep_tiny.py"
+TRAINED_RUN = Path("sweep", "runs", "layer01-seed0", "train")  # block 1's run in the sweep
 
-WORKER = """
+WORKER = f"""
 import sys
 from jaxlayer import cli
-model, run, hf, out, config, chunk = sys.argv[1:7]
-overrides = sys.argv[7:]
-cli.main(["train", "--config", config, f"--config.model.path={model}", f"--config.run_dir={run}",
-          f"--config.rollout.prompts_per_call={chunk}", *overrides[:{n_train}]])
-cli.main(["export", "--run", run, "--out", hf])
-cli.main(["eval", "--config", config, "--model", run, "--out", out, *overrides[{n_train}:]])
-# A sweep of block 1 (base, full RL, block 1) in the same shapes, so most code is compiled.
-cli.main(["sweep", "--config", config.replace("grpo_arithmetic", "sweep_tiny"),
-          f"--config.sweep.dir={out}-sweep", "--config.sweep.layers=1", *overrides,
-          "--config.eval.num_samples=0"])
+work, chunk = sys.argv[1:3]
+overrides = sys.argv[3:]
+cli.main(["sweep", "--config", "{SWEEP_CONFIG}", f"--config.sweep.dir={{work}}/sweep",
+          f"--config.rollout.prompts_per_call={{chunk}}", *overrides])
+run = f"{{work}}/{TRAINED_RUN}"
+cli.main(["export", "--run", run, "--out", f"{{work}}/hf"])
+cli.main(["eval", "--config", "{SWEEP_CONFIG}", "--model", run, "--out", f"{{work}}/eval",
+          *[o for o in overrides if o.startswith("--config.eval.")]])
 """
 
 
@@ -150,10 +153,8 @@ def _free_port() -> int:
 def _run_workers(tmp_path, model_dir, num_processes, devices_per_process, chunk) -> Path:
   """Runs WORKER in num_processes joined processes; returns the directory it wrote to."""
   work = tmp_path / f"{num_processes}proc"
-  script = WORKER.replace("{n_train}", str(len(TRAIN_OVERRIDES)))
-  args = [sys.executable, "-c", script, str(model_dir), str(work / "run"), str(work / "hf"),
-          str(work / "eval"), str(ROOT / "configs" / "grpo_arithmetic.py"), str(chunk),
-          *TRAIN_OVERRIDES, *EVAL_OVERRIDES]
+  args = [sys.executable, "-c", WORKER, str(work), str(chunk),
+          f"--config.model.path={model_dir}", *OVERRIDES]
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
   env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
              HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
@@ -189,7 +190,7 @@ def _trained_params(run_dir):
 
 def test_two_processes_train_like_one(one_and_two_processes):
   one, two = one_and_two_processes
-  rows_one, rows_two = metrics.read_metrics(one / "run"), metrics.read_metrics(two / "run")
+  rows_one, rows_two = (metrics.read_metrics(work / TRAINED_RUN) for work in (one, two))
   assert [r["step"] for r in rows_two] == [1, 2]  # written once, by process 0
   assert all(r["groups_with_signal"] > 0 for r in rows_one)  # real gradients, not round-off
   for a, b in zip(rows_one, rows_two):
@@ -198,8 +199,8 @@ def test_two_processes_train_like_one(one_and_two_processes):
     # ... and the same updates, up to the order of the cross-process sums.
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(b["kl"], a["kl"], rtol=1e-3, atol=1e-6)
-  assert checkpoint.Checkpointer(two / "run").all_steps() == [1, 2]
-  trained_one, trained_two = _trained_params(one / "run"), _trained_params(two / "run")
+  assert checkpoint.Checkpointer(two / TRAINED_RUN).all_steps() == [1, 2]
+  trained_one, trained_two = _trained_params(one / TRAINED_RUN), _trained_params(two / TRAINED_RUN)
   base = {k: np.asarray(v)
           for k, v in models.named_params(models.from_pretrained(TINY_ARITH)[0]).items()}
   for path in base:
@@ -215,9 +216,9 @@ def test_two_processes_train_like_one(one_and_two_processes):
     else:
       np.testing.assert_array_equal(trained_two[path], base[path], err_msg=path)
       np.testing.assert_array_equal(trained_one[path], base[path], err_msg=path)
-  samples = [json.loads(line) for line in (two / "run" / metrics.SAMPLES_FILE).open()]
+  samples = [json.loads(line) for line in (two / TRAINED_RUN / metrics.SAMPLES_FILE).open()]
   assert sorted({s["step"] for s in samples}) == [1, 2]
-  assert len(samples) == len([json.loads(line) for line in (one / "run" / metrics.SAMPLES_FILE)
+  assert len(samples) == len([json.loads(line) for line in (one / TRAINED_RUN / metrics.SAMPLES_FILE)
                               .open()])
 
 
@@ -225,7 +226,7 @@ def test_two_processes_export_and_evaluate_like_one(one_and_two_processes):
   one, two = one_and_two_processes
   exported = {k: np.asarray(v)
               for k, v in models.named_params(models.from_pretrained(two / "hf")[0]).items()}
-  for path, value in _trained_params(two / "run").items():
+  for path, value in _trained_params(two / TRAINED_RUN).items():
     np.testing.assert_array_equal(exported[path], value, err_msg=path)
   assert not list((two / "hf").parent.glob(".hf.*"))  # no staging directory left behind
   report_one = json.loads((one / "eval" / "eval.json").read_text())
@@ -237,15 +238,15 @@ def test_two_processes_export_and_evaluate_like_one(one_and_two_processes):
 
 def test_two_processes_sweep_like_one(one_and_two_processes):
   one, two = one_and_two_processes
-  sweeps = [json.loads((work / "eval-sweep" / "sweep.json").read_text()) for work in (one, two)]
+  sweeps = [json.loads((work / "sweep" / "sweep.json").read_text()) for work in (one, two)]
   for sweep in sweeps:
     assert [row["layer"] for row in sweep["layers"]] == [1]
   assert sweeps[1]["s_base"] == sweeps[0]["s_base"]
   assert sweeps[1]["s_full"] == pytest.approx(sweeps[0]["s_full"], abs=1e-9)
   assert sweeps[1]["layers"][0]["score"] == pytest.approx(sweeps[0]["layers"][0]["score"],
                                                           abs=1e-9)
-  written = sorted(str(p.relative_to(two / "eval-sweep"))
-                   for p in (two / "eval-sweep").rglob("*") if p.is_file())
+  written = sorted(str(p.relative_to(two / "sweep"))
+                   for p in (two / "sweep").rglob("*") if p.is_file())
   for name in ("manifest.json", "sweep.json", "report.md", "contribution.png",
                "runs/base-seed0/result.json", "runs/full-seed0/result.json",
                "runs/layer01-seed0/result.json"):
