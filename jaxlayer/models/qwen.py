@@ -92,9 +92,9 @@ class Attention(nnx.Module):
   def _project(self, x, cos, sin):
     """x [batch, seq, d_model] -> q [batch, seq, heads, hd], k and v [batch, seq, kv_heads, hd]."""
     batch, seq, _ = x.shape
-    q = self.q_proj(x).reshape(batch, seq, self.num_heads, self.head_dim)
-    k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
-    v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
+    q = _dense(self.q_proj, x).reshape(batch, seq, self.num_heads, self.head_dim)
+    k = _dense(self.k_proj, x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
+    v = _dense(self.v_proj, x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
@@ -114,7 +114,7 @@ class Attention(nnx.Module):
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [batch, kv_heads, groups, seq, keys]
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v).astype(x.dtype)
     out = out.reshape(batch, seq, self.num_heads * self.head_dim)
-    return self.o_proj(out), (k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
+    return _dense(self.o_proj, out), (k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
 
   def decode_step(self, x, cos, sin, prefix_kv, kv, bias, index):
     """One new token per row after a cached prompt prefix and the row's earlier tokens.
@@ -143,7 +143,7 @@ class Attention(nnx.Module):
     out = _ungroup(jnp.einsum("pkqs,pksd->pkqd", prefix_probs, prefix_kv[1]), group)
     out = out + jnp.einsum("rkht,rktd->rkhd", probs[..., prompt_len:], values)
     out = out.astype(x.dtype).reshape(rows, 1, self.num_heads * head_dim)
-    return self.o_proj(out), (keys, values)
+    return _dense(self.o_proj, out), (keys, values)
 
 
 def _group(x, group):
@@ -160,6 +160,13 @@ def _ungroup(x, group):
   return x.reshape(prompts * group, kv_heads, grouped_heads // group, *x.shape[4:])
 
 
+def _dense(project, x: jax.Array) -> jax.Array:
+  """project (a linear map of the last axis) applied to x [..., d_in] as one [rows, d_in]
+  matrix: XLA:CPU computes the weight gradient of a 3-D product through a transposed copy of
+  the output's gradient, which cost ~20% of a CPU update step; on 2-D operands it does not."""
+  return project(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 class MLP(nnx.Module):
   """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
@@ -170,7 +177,8 @@ class MLP(nnx.Module):
     self.down_proj = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, **linear)
 
   def __call__(self, x):
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    hidden = jax.nn.silu(_dense(self.gate_proj, x)) * _dense(self.up_proj, x)
+    return _dense(self.down_proj, hidden)
 
 
 class Block(nnx.Module):
@@ -298,6 +306,5 @@ class Qwen(nnx.Module):
     return self.final_norm(x), kv
 
   def _logits(self, hidden):
-    if self.lm_head is None:
-      return self.embed.attend(hidden).astype(jnp.float32)
-    return self.lm_head(hidden).astype(jnp.float32)
+    project = self.embed.attend if self.lm_head is None else self.lm_head
+    return _dense(project, hidden).astype(jnp.float32)
