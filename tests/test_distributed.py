@@ -200,7 +200,7 @@ def test_two_processes_train_like_one(one_and_two_processes):
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(b["kl"], a["kl"], rtol=1e-3, atol=1e-6)
   assert checkpoint.Checkpointer(two / TRAINED_RUN).all_steps() == [1, 2]
-  trained_one, trained_two = _trained_params(one / TRAINED_RUN), _trained_params(two / TRAINED_RUN)
+  trained_one, trained_two = (_trained_params(work / TRAINED_RUN) for work in (one, two))
   base = {k: np.asarray(v)
           for k, v in models.named_params(models.from_pretrained(TINY_ARITH)[0]).items()}
   for path in base:
@@ -216,10 +216,11 @@ def test_two_processes_train_like_one(one_and_two_processes):
     else:
       np.testing.assert_array_equal(trained_two[path], base[path], err_msg=path)
       np.testing.assert_array_equal(trained_one[path], base[path], err_msg=path)
-  samples = [json.loads(line) for line in (two / TRAINED_RUN / metrics.SAMPLES_FILE).open()]
-  assert sorted({s["step"] for s in samples}) == [1, 2]
-  assert len(samples) == len([json.loads(line) for line in (one / TRAINED_RUN / metrics.SAMPLES_FILE)
-                              .open()])
+  samples_one, samples_two = ([json.loads(line) for line in (work / TRAINED_RUN /
+                                                           metrics.SAMPLES_FILE).open()]
+                              for work in (one, two))
+  assert sorted({s["step"] for s in samples_two}) == [1, 2]
+  assert len(samples_two) == len(samples_one)
 
 
 def test_two_processes_export_and_evaluate_like_one(one_and_two_processes):
