@@ -9,7 +9,9 @@ clip 0.2), no KL, one update per step, AdamW. TRL runs with bf16=False, use_vllm
 activation (gradient) checkpointing off, its fastest CPU setting. Each side's first steps
 are warm-up (jaxlayer's compile time is reported on its own); the median of the following
 steps is compared. jaxlayer trains all parameters (as TRL does) and, beside it, the single
-middle block.
+middle block. The last columns give the least time this machine's matmuls allow for the
+full-parameter step, timed in the same run (benchmarks/ceiling.py), and TRL's time over it:
+the largest speed-up any implementation built on XLA:CPU's matmuls could reach.
 
     python benchmarks/grpo_vs_trl.py            # 0.85M and 28M (a few minutes on 2 cores)
     python benchmarks/grpo_vs_trl.py --quick    # 0.85M only, few steps (smoke run)
@@ -18,6 +20,7 @@ middle block.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import statistics
@@ -30,12 +33,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from jaxlayer import models  # noqa: E402
 from jaxlayer.rl import train  # noqa: E402
 from jaxlayer.rl.config import default_config  # noqa: E402
 from jaxlayer.tasks import Problem, get_task  # noqa: E402
+import ceiling  # noqa: E402
 from rollout import CONFIGS, make_checkpoint  # noqa: E402
 
 PROMPTS, GROUP, NEW_TOKENS = 4, 8, 64
@@ -62,25 +68,46 @@ def save_tokenizer(directory: Path, vocab_size: int) -> None:
                                        pad_token="<|endoftext|>").save_pretrained(directory)
 
 
-def jaxlayer_seconds(model_dir: Path, run_dir: Path, layers: str, steps: int, warmup: int):
-  """(first step incl. compile, median of the later steps) of jaxlayer's GRPO loop."""
+def make_trainer(model_dir: Path, run_dir: Path, layers: str, steps: int) -> train._Trainer:
+  """jaxlayer's GRPO loop on this benchmark's work, ready to run `steps` steps."""
   cfg = default_config()
   cfg.model.path, cfg.run_dir = str(model_dir), str(run_dir)
   cfg.task.name = "arithmetic"
   cfg.task.options.update(TASK_OPTIONS)
-  cfg.train.update(layers=layers, algorithm="grpo", kl_beta=0.0, steps=warmup + steps,
+  cfg.train.update(layers=layers, algorithm="grpo", kl_beta=0.0, steps=steps,
                    learning_rate=1e-6, group_size=GROUP, batch_size=PROMPTS * GROUP)
   cfg.rollout.update(max_new_tokens=NEW_TOKENS, temperature=1.0)
   cfg.logging.update(tensorboard=False, progress=False)
   trainer = train._Trainer(train.plan(cfg), None)
   trainer.stop_ids = []  # exactly NEW_TOKENS tokens per response, as TRL's min_new_tokens
+  return trainer
+
+
+def jaxlayer_seconds(model_dir: Path, run_dir: Path, layers: str, steps: int, warmup: int):
+  """(first step incl. compile, median of the later steps, the trainer) of jaxlayer's loop."""
+  trainer = make_trainer(model_dir, run_dir, layers, warmup + steps)
   times = []
   for _ in range(warmup + steps):
     start = time.perf_counter()
     result, _ = trainer.run_step()
     times.append(time.perf_counter() - start)
     assert result["response_length"] == NEW_TOKENS
-  return times[0], statistics.median(times[warmup:])
+  return times[0], statistics.median(times[warmup:]), trainer
+
+
+def floor_seconds(trainer: train._Trainer, model_dir: Path) -> float:
+  """The least time this machine's matmuls allow for the trainer's step (ceiling.py): the
+  update's FLOPs (XLA's cost analysis, on a rollout batch) plus the rollout's."""
+  rollouts, weights, _ = trainer._collect(jax.random.PRNGKey(0))
+  batch = trainer._device_batch(functools.partial(trainer._make_batch, rollouts, weights),
+                                np.arange(PROMPTS * GROUP))
+  cost = trainer.update.lower(trainer.params, trainer.opt_state, trainer.split.frozen,
+                              batch).compile().cost_analysis()
+  update_flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+  rows, seq = batch["input_ids"].shape
+  cfg = models.ModelConfig.from_json_file(model_dir / "config.json")
+  return (update_flops / ceiling.linear_rate(cfg, rows * seq)
+          + ceiling.rollout_seconds(cfg, PROMPTS, seq - NEW_TOKENS, GROUP, NEW_TOKENS))
 
 
 class _StepTimer(transformers.TrainerCallback):
@@ -134,7 +161,7 @@ def main() -> None:
         f"({torch.get_num_threads()} threads), float32; {PROMPTS} prompts x G={GROUP} x "
         f"{NEW_TOKENS} new tokens per step, GRPO loss, no KL\n")
   header = ("| model | TRL s/step | jaxlayer full s/step | speed-up | jaxlayer single block "
-            "s/step | speed-up | jaxlayer compile s |")
+            "s/step | speed-up | jaxlayer compile s | floor s/step (full) | largest speed-up |")
   print(header)
   print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
   with tempfile.TemporaryDirectory() as tmp:
@@ -143,11 +170,15 @@ def main() -> None:
       make_checkpoint(name, model_dir)
       save_tokenizer(model_dir, CONFIGS[name]["vocab_size"])
       middle = f"layers.{(CONFIGS[name]['num_hidden_layers'] - 1) // 2}"
-      first, full = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-full", "all", steps, warmup)
-      _, block = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-block", middle, steps, warmup)
+      first, full, trainer = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-full", "all",
+                                              steps, warmup)
+      floor = floor_seconds(trainer, model_dir)
+      _, block, _ = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-block", middle, steps,
+                                     warmup)
       trl = trl_seconds(model_dir, Path(tmp) / f"{name}-trl", steps, warmup)
       print(f"| {name} | {trl:.2f} | {full:.2f} | {trl / full:.1f}x | {block:.2f} ({middle}) | "
-            f"{trl / block:.1f}x | {first - full:.1f} |", flush=True)
+            f"{trl / block:.1f}x | {first - full:.1f} | {floor:.2f} | {trl / floor:.2f}x |",
+            flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ on its own. Rows:
     num_return_sequences=8;
   * group sampling (4 prompts x 256 tokens, 8 samples each, one prefill per prompt) against
     jaxlayer prefilling 32 independent copies of the prompts.
+Each row also shows the ceiling this machine's matmuls put on the row's work, timed in the
+same run (benchmarks/ceiling.py), and the reference's time over it: the largest speed-up any
+implementation built on XLA:CPU's matmuls could reach.
 
     python benchmarks/rollout.py            # the full table (a few minutes on 2 cores)
     python benchmarks/rollout.py --quick    # a tiny smoke run
@@ -29,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from ceiling import rollout_seconds, work_flops  # noqa: E402
 from jaxlayer import models, sampling  # noqa: E402
 
 CONFIGS = {  # name: Qwen2 config (tied embeddings)
@@ -48,21 +52,6 @@ def make_checkpoint(name: str, directory: Path) -> transformers.PreTrainedModel:
   hf_model = transformers.AutoModelForCausalLM.from_config(config).eval()
   hf_model.save_pretrained(directory)
   return hf_model
-
-
-def work_flops(cfg: models.ModelConfig, prompts: int, prompt_len: int, samples: int,
-               new_tokens: int) -> float:
-  """2 x multiply-adds of prefilling each prompt once and decoding `samples` rows per prompt.
-
-  Per token: every matmul (logits included) plus attention over the token's context.
-  """
-  d, hd = cfg.hidden_size, cfg.head_dim
-  per_block = d * hd * (cfg.num_heads * 2 + cfg.num_kv_heads * 2) + 3 * d * cfg.intermediate_size
-  per_token = 2 * (cfg.num_layers * per_block + d * cfg.vocab_size)
-  attention = lambda context: 4 * cfg.num_layers * cfg.num_heads * hd * context  # noqa: E731
-  prefill = sum(per_token + attention(t + 1) for t in range(prompt_len))
-  decode = sum(per_token + attention(prompt_len + t) for t in range(new_tokens))
-  return prompts * prefill + prompts * samples * decode
 
 
 def timed(fn) -> float:
@@ -111,11 +100,12 @@ def main() -> None:
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), float32; {new_tokens} new tokens per sequence\n")
   header = (f"| {'model':6} | {'work':42} | {'jaxlayer tok/s':>14} | {'GFLOP/s':>7} | "
-            f"{'compile s':>9} | {'reference':24} | {'reference tok/s':>15} | {'speed-up':>8} |")
+            f"{'compile s':>9} | {'reference':24} | {'reference tok/s':>15} | {'speed-up':>8} | "
+            f"{'ceiling tok/s':>13} | {'largest speed-up':>16} |")
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
 
-  def row(name, work, tokens, flops, jax_fn, ref_fn, ref_name="transformers generate"):
+  def row(name, work, tokens, flops, floor_s, jax_fn, ref_fn, ref_name="transformers generate"):
     first = timed(jax_fn)  # compiles
     timed(ref_fn)  # warm-up
     # Alternate the two and keep each one's best time: other load on the machine slows both.
@@ -123,7 +113,8 @@ def main() -> None:
                                                   for _ in range(args.repeats)]))
     print(f"| {name:6} | {work:42} | {tokens / jax_s:14,.0f} | {flops / jax_s / 1e9:7.1f} | "
           f"{first - jax_s:9.1f} | {ref_name:24} | {tokens / ref_s:15,.0f} | "
-          f"{ref_s / jax_s:7.2f}x |", flush=True)
+          f"{ref_s / jax_s:7.2f}x | {tokens / floor_s:13,.0f} | {ref_s / floor_s:15.2f}x |",
+          flush=True)
 
   with tempfile.TemporaryDirectory() as tmp:
     for name in names:
@@ -133,17 +124,20 @@ def main() -> None:
       prompts = rng.randint(0, vocab, (batch, prompt_len)).tolist()
       row(name, f"batch {batch}: {batch} prompts x {prompt_len} tokens", batch * new_tokens,
           work_flops(cfg, batch, prompt_len, 1, new_tokens),
+          rollout_seconds(cfg, batch, prompt_len, 1, new_tokens),
           jax_generate(model, prompts, new_tokens), hf_generate(hf_model, prompts, new_tokens))
       if name == "0.85M":
         continue
       rows = batch * samples
       row(name, f"batch {rows}: {batch} prompts x {samples} samples", rows * new_tokens,
           work_flops(cfg, batch, prompt_len, samples, new_tokens),
+          rollout_seconds(cfg, batch, prompt_len, samples, new_tokens),
           jax_generate(model, prompts, new_tokens, samples),
           hf_generate(hf_model, prompts, new_tokens, samples))
       long_prompts = rng.randint(0, vocab, (group_prompts, group_prompt_len)).tolist()
       row(name, f"group: {group_prompts} prompts x {group_prompt_len} tokens x {samples} samples",
           batch * new_tokens, work_flops(cfg, group_prompts, group_prompt_len, samples, new_tokens),
+          rollout_seconds(cfg, group_prompts, group_prompt_len, samples, new_tokens),
           jax_generate(model, long_prompts, new_tokens, samples),
           jax_generate(model, [p for p in long_prompts for _ in range(samples)], new_tokens),
           ref_name=f"jaxlayer, {batch} prefills")
