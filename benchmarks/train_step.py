@@ -8,8 +8,9 @@ machine slows them alike), XLA's FLOP count of the step and the rate it reaches,
 buffer memory of the step (arguments + outputs + temporaries - donated), and the bytes of the
 trainable leaves and of the optimizer state. Ratios are against the full-parameter step of
 the same run; the FLOP rate is set against the ~250 GFLOP/s XLA:CPU float32 matmul ceiling
-the target assumes (/work/shared/PITFALLS.md, measured on another CPU) and against a plain
-matmul timed in the same run (this machine's ceiling of the moment).
+the target assumes (/work/shared/PITFALLS.md, measured on another CPU) and against the
+fastest of the model's linear maps and their gradient products timed in the same run
+(benchmarks/ceiling.py: this machine's ceiling of the moment).
 
     python benchmarks/train_step.py             # 28M model (about 2 minutes on 2 cores)
     python benchmarks/train_step.py --quick     # tiny model, smoke run
@@ -32,23 +33,10 @@ import numpy as np  # noqa: E402
 
 from jaxlayer import models  # noqa: E402
 from jaxlayer.rl import losses, optimizer, selection, step  # noqa: E402
+from ceiling import linear_rate  # noqa: E402
 from rollout import make_checkpoint  # noqa: E402  (the shared benchmark model configs)
 
 CPU_MATMUL_CEILING = 250e9  # FLOP/s, XLA:CPU float32 on this machine
-
-
-def matmul_rate(repeats: int) -> float:
-  """FLOP/s of a [3072, 512] x [512, 8192] float32 matmul now, best of `repeats` (the
-  machine's current ceiling)."""
-  a, b = jax.numpy.ones((3072, 512)), jax.numpy.ones((512, 8192))
-  matmul = jax.jit(lambda a, b: a @ b)
-  jax.block_until_ready(matmul(a, b))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a, b))
-    times.append(time.perf_counter() - start)
-  return 2 * 3072 * 512 * 8192 / min(times)
 
 
 def make_batch(vocab: int, rows: int, prompt: int, response: int) -> dict[str, np.ndarray]:
@@ -111,7 +99,6 @@ def main() -> None:
     # "mid1": the middle block, (L - 1) // 2 (jaxlayer.rl.selection); then the top and bottom.
     selections = ["all", "mid1", f"layers.{cfg.num_layers - 1}", "layers.0"]
     batch = make_batch(cfg.vocab_size, rows, prompt, response)
-    ceiling_before = matmul_rate(args.repeats)
     results = [prepare(Path(tmp), layers, batch) for layers in selections]
     for row in results:  # warm-up
       time_call(row)
@@ -123,7 +110,7 @@ def main() -> None:
         time_call(row)
     for row in results:
       row["seconds"] = min(row["times"])
-    ceiling = (ceiling_before + matmul_rate(args.repeats)) / 2
+    ceiling = linear_rate(cfg, rows * (prompt + response))  # after the rows, in this run
 
   full = results[0]
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), float32; model {name} "
@@ -148,8 +135,9 @@ def main() -> None:
         f"{middle_row['param_bytes'] / full['param_bytes']:.3f} of the parameters)")
   print(f"full step: {rate / 1e9:.0f} GFLOP/s = {rate / CPU_MATMUL_CEILING:.0%} of the "
         f"~{CPU_MATMUL_CEILING / 1e9:.0f} GFLOP/s XLA:CPU matmul ceiling of a quiet machine "
-        f"(target >= 60%); {rate / ceiling:.0%} of the {ceiling / 1e9:.0f} GFLOP/s a plain "
-        "[3072, 512] x [512, 8192] matmul reached in this run (a shared machine's ceiling)")
+        f"(target >= 60%); {rate / ceiling:.0%} of the {ceiling / 1e9:.0f} GFLOP/s the fastest of "
+        "the model's linear maps and their gradient products reached in this run "
+        "(benchmarks/ceiling.py: a shared machine's ceiling)")
 
 
 if __name__ == "__main__":
