@@ -9,9 +9,12 @@ on its own. Rows:
     num_return_sequences=8;
   * group sampling (4 prompts x 256 tokens, 8 samples each, one prefill per prompt) against
     jaxlayer prefilling 32 independent copies of the prompts.
-Each row also shows the ceiling this machine's matmuls put on the row's work, timed in the
-same run (benchmarks/ceiling.py), and the reference's time over it: the largest speed-up any
-implementation built on XLA:CPU's matmuls could reach.
+Each row runs jaxlayer on 1 device and again on one CPU device per core (--devices): a
+data-parallel mesh whose devices each hold the model and decode their share of the rows in
+their own loop. Each row also shows the ceiling this machine's matmuls put on the row's work,
+timed in the same run (benchmarks/ceiling.py, on one device or split over all, whichever is
+faster), and the reference's time over it: the largest speed-up any implementation built on
+XLA:CPU's matmuls could reach.
 
     python benchmarks/rollout.py            # the full table (a few minutes on 2 cores)
     python benchmarks/rollout.py --quick    # a tiny smoke run
@@ -84,9 +87,14 @@ def hf_generate(hf_model, prompts, new_tokens, num_samples=1):
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke test)")
-  parser.add_argument("--repeats", type=int, default=2, help="timed calls per row (best of)")
+  parser.add_argument("--repeats", type=int, default=2,
+                      help="least timed calls per row, best of (short rows get up to 10)")
   parser.add_argument("--models", default="0.85M,28M", help="comma-separated: 0.85M, 28M")
+  parser.add_argument("--devices", default=f"1,{os.cpu_count()}",
+                      help="comma-separated CPU device counts to run jaxlayer on")
   args = parser.parse_args()
+  device_counts = sorted({int(n) for n in args.devices.split(",")})
+  jax.config.update("jax_num_cpu_devices", max(device_counts))  # before jax starts its backend
   if args.quick:
     names, batch, prompt_len, new_tokens, samples, group_prompt_len = ["tiny"], 4, 8, 8, 2, 16
   else:
@@ -99,19 +107,22 @@ def main() -> None:
   rng = np.random.RandomState(0)
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), float32; {new_tokens} new tokens per sequence\n")
-  header = (f"| {'model':6} | {'work':42} | {'jaxlayer tok/s':>14} | {'GFLOP/s':>7} | "
-            f"{'compile s':>9} | {'reference':24} | {'reference tok/s':>15} | {'speed-up':>8} | "
+  header = (f"| {'model':6} | {'work':42} | {'devices':7} | {'jaxlayer tok/s':>14} | "
+            f"{'GFLOP/s':>7} | {'compile s':>9} | {'reference':24} | {'reference tok/s':>15} | "
+            f"{'speed-up':>8} | "
             f"{'ceiling tok/s':>13} | {'largest speed-up':>16} |")
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
 
-  def row(name, work, tokens, flops, floor_s, jax_fn, ref_fn, ref_name="transformers generate"):
+  def row(name, work, devices, tokens, flops, floor_s, jax_fn, ref_fn,
+          ref_name="transformers generate"):
     first = timed(jax_fn)  # compiles
-    timed(ref_fn)  # warm-up
+    repeats = min(10, max(args.repeats, int(3 / timed(ref_fn))))  # short rows: more calls
     # Alternate the two and keep each one's best time: other load on the machine slows both.
     jax_s, ref_s = (min(times) for times in zip(*[(timed(jax_fn), timed(ref_fn))
-                                                  for _ in range(args.repeats)]))
-    print(f"| {name:6} | {work:42} | {tokens / jax_s:14,.0f} | {flops / jax_s / 1e9:7.1f} | "
+                                                  for _ in range(repeats)]))
+    print(f"| {name:6} | {work:42} | {devices:7} | {tokens / jax_s:14,.0f} | "
+          f"{flops / jax_s / 1e9:7.1f} | "
           f"{first - jax_s:9.1f} | {ref_name:24} | {tokens / ref_s:15,.0f} | "
           f"{ref_s / jax_s:7.2f}x | {tokens / floor_s:13,.0f} | {ref_s / floor_s:15.2f}x |",
           flush=True)
@@ -119,28 +130,31 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     for name in names:
       hf_model = make_checkpoint(name, Path(tmp) / name)
-      model, cfg = models.from_pretrained(Path(tmp) / name)
-      vocab = cfg.vocab_size
-      prompts = rng.randint(0, vocab, (batch, prompt_len)).tolist()
-      row(name, f"batch {batch}: {batch} prompts x {prompt_len} tokens", batch * new_tokens,
-          work_flops(cfg, batch, prompt_len, 1, new_tokens),
-          rollout_seconds(cfg, batch, prompt_len, 1, new_tokens),
-          jax_generate(model, prompts, new_tokens), hf_generate(hf_model, prompts, new_tokens))
-      if name == "0.85M":
-        continue
-      rows = batch * samples
-      row(name, f"batch {rows}: {batch} prompts x {samples} samples", rows * new_tokens,
-          work_flops(cfg, batch, prompt_len, samples, new_tokens),
-          rollout_seconds(cfg, batch, prompt_len, samples, new_tokens),
-          jax_generate(model, prompts, new_tokens, samples),
-          hf_generate(hf_model, prompts, new_tokens, samples))
-      long_prompts = rng.randint(0, vocab, (group_prompts, group_prompt_len)).tolist()
-      row(name, f"group: {group_prompts} prompts x {group_prompt_len} tokens x {samples} samples",
-          batch * new_tokens, work_flops(cfg, group_prompts, group_prompt_len, samples, new_tokens),
-          rollout_seconds(cfg, group_prompts, group_prompt_len, samples, new_tokens),
-          jax_generate(model, long_prompts, new_tokens, samples),
-          jax_generate(model, [p for p in long_prompts for _ in range(samples)], new_tokens),
-          ref_name=f"jaxlayer, {batch} prefills")
+      prompts = rng.randint(0, CONFIGS[name]["vocab_size"], (batch, prompt_len)).tolist()
+      long_prompts = rng.randint(0, CONFIGS[name]["vocab_size"],
+                                 (group_prompts, group_prompt_len)).tolist()
+      for devices in device_counts:
+        mesh = models.make_mesh(data=devices, fsdp=1, devices=jax.devices()[:devices])
+        model, cfg = models.from_pretrained(Path(tmp) / name, mesh=mesh if devices > 1 else None)
+        row(name, f"batch {batch}: {batch} prompts x {prompt_len} tokens", devices,
+            batch * new_tokens, work_flops(cfg, batch, prompt_len, 1, new_tokens),
+            rollout_seconds(cfg, batch, prompt_len, 1, new_tokens),
+            jax_generate(model, prompts, new_tokens), hf_generate(hf_model, prompts, new_tokens))
+        if name == "0.85M":
+          continue
+        rows = batch * samples
+        row(name, f"batch {rows}: {batch} prompts x {samples} samples", devices,
+            rows * new_tokens, work_flops(cfg, batch, prompt_len, samples, new_tokens),
+            rollout_seconds(cfg, batch, prompt_len, samples, new_tokens),
+            jax_generate(model, prompts, new_tokens, samples),
+            hf_generate(hf_model, prompts, new_tokens, samples))
+        row(name, f"group: {group_prompts} prompts x {group_prompt_len} tokens x {samples} "
+            "samples", devices, batch * new_tokens,
+            work_flops(cfg, group_prompts, group_prompt_len, samples, new_tokens),
+            rollout_seconds(cfg, group_prompts, group_prompt_len, samples, new_tokens),
+            jax_generate(model, long_prompts, new_tokens, samples),
+            jax_generate(model, [p for p in long_prompts for _ in range(samples)], new_tokens),
+            ref_name=f"jaxlayer, {batch} prefills")
 
 
 if __name__ == "__main__":

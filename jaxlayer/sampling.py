@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 from jaxlayer import distributed
 from jaxlayer.models import KVCache, Qwen
@@ -143,11 +144,13 @@ def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, nu
   first_logits, cache = _prefill(graphdef, state, ids, prompt_mask, rows=rows,
                                  max_new=max_new_tokens, mesh=mesh)
   greedy = temperature == 0
+  replicated = mesh is not None and all(x.sharding.is_fully_replicated
+                                        for x in jax.tree.leaves(state))
   tokens, logprobs, lengths, hit_eos, steps, _ = _decode(
       graphdef, state, first_logits, cache, jax.random.key(seed), np.int32(row_offset), live,
       is_eos, np.int32(pad_token_id), np.float32(1.0 if greedy else temperature),
       np.float32(top_p), greedy=greedy, top_k=0 if top_k >= cfg.vocab_size else top_k,
-      use_top_p=top_p < 1)
+      use_top_p=top_p < 1, per_device_mesh=mesh if replicated else None)
   tokens, logprobs, lengths, hit_eos, steps = distributed.to_host(
       (tokens, logprobs, lengths, hit_eos, steps))
   return tokens, logprobs, lengths, hit_eos, int(steps)
@@ -165,17 +168,48 @@ def _prefill(graphdef, state, ids, prompt_mask, *, rows, max_new, mesh):
   return logits, cache
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_top_p"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_top_p",
+                                             "per_device_mesh"),
                    donate_argnames=("cache",))
 def _decode(graphdef, state, first_logits, cache: KVCache, key, row_offset, live, is_eos,
-            pad_token_id, temperature, top_p, *, greedy, top_k, use_top_p):
+            pad_token_id, temperature, top_p, *, greedy, top_k, use_top_p, per_device_mesh):
   """Samples from first_logits [prompts, vocab] and decodes until every row finished.
 
   Row r draws from (key, step, row_offset + r); live [rows] is False for filler rows; is_eos
   [vocab] marks stop tokens. Returns tokens and logprobs [rows, max_new], lengths and hit_eos
   [rows], the number of positions decoded and the final cache (so the donated cache buffers
   are updated in place).
+
+  per_device_mesh: a mesh holding a full copy of the parameters on every device, over whose
+  data and fsdp axes the rows are split. Each device then runs its own loop on its rows and
+  stops when they have finished: no step waits for the other devices (as one loop over the
+  whole batch would, to agree on whether every row finished).
   """
+  decode = functools.partial(_decode_rows, graphdef, key=key, is_eos=is_eos,
+                             pad_token_id=pad_token_id, temperature=temperature, top_p=top_p,
+                             greedy=greedy, top_k=top_k, use_top_p=use_top_p)
+  if per_device_mesh is None:
+    return decode(state, first_logits, cache, row_offset, live)
+
+  def device_rows(state, first_logits, cache, live):
+    local_rows = live.shape[0]
+    offset = row_offset + jax.lax.axis_index(BATCH_AXES) * local_rows
+    *out, steps, cache = decode(state, first_logits, cache, offset, live)
+    return *out, steps[None], cache
+
+  rows = PartitionSpec(BATCH_AXES)
+  cache_specs = jax.tree.map(lambda x: PartitionSpec() if x.ndim == 0 else rows, cache)
+  # check_vma=False: the loop carries per-device values next to replicated ones.
+  *out, steps, cache = jax.shard_map(
+      device_rows, mesh=per_device_mesh,
+      in_specs=(jax.tree.map(lambda _: PartitionSpec(), state), rows, cache_specs, rows),
+      out_specs=(rows,) * 5 + (cache_specs,), check_vma=False)(state, first_logits, cache, live)
+  return *out, steps.max(), cache
+
+
+def _decode_rows(graphdef, state, first_logits, cache: KVCache, row_offset, live, *, key,
+                 is_eos, pad_token_id, temperature, top_p, greedy, top_k, use_top_p):
+  """The decode loop of `_decode` over the rows it is given."""
   model = nnx.merge(graphdef, state)
   rows, max_new = cache.values[0].shape[0], cache.max_new
   row_ids = jnp.arange(rows) + row_offset

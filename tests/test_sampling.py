@@ -230,6 +230,31 @@ def test_sharded_model_and_batch_equal_single_device(tiny_qwen2_dir, qwen2, prom
     assert buffer.sharding.shard_shape(buffer.shape)[0] == buffer.shape[0] // 4
 
 
+def test_data_parallel_mesh_decodes_each_device_rows_alone(tiny_qwen2_dir, qwen2, prompts,
+                                                           monkeypatch):
+  """A full parameter copy per device: every device runs its own decode loop on its rows."""
+  mesh = models.make_mesh(data=8, fsdp=1)
+  replicated, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
+  eos = dict(eos_token_ids=[7, 11, 13])
+  expected = _sample(qwen2, prompts, **eos)
+  loops = []
+  real = sampling._decode_rows
+
+  def recording(graphdef, state, first_logits, cache, *args, **kwargs):
+    loops.append(cache.values[0].shape[0])  # rows one loop decodes
+    return real(graphdef, state, first_logits, cache, *args, **kwargs)
+
+  monkeypatch.setattr(sampling, "_decode_rows", recording)
+  got = _sample(replicated, prompts, **eos)
+  assert loops == [2]  # 4 prompts padded to 8 (one per device) x 2 samples, 2 rows per loop
+  assert 0 < (got.lengths < MAX_NEW).sum() < len(got.lengths)  # rows stop at different steps
+  np.testing.assert_array_equal(got.tokens, expected.tokens)
+  np.testing.assert_allclose(got.logprobs, expected.logprobs, atol=1e-5)
+  np.testing.assert_array_equal(got.lengths, expected.lengths)
+  assert got.finish_reasons == expected.finish_reasons
+  assert got.steps == expected.steps == got.lengths.max()
+
+
 def test_prompts_per_call_gives_the_samples_of_one_call(qwen2, prompts, monkeypatch):
   expected = _sample(qwen2, prompts, eos_token_ids=[7, 11, 13])
   calls = _spy_on_prefill(monkeypatch)
