@@ -9,7 +9,9 @@ clip 0.2), no KL, one update per step, AdamW. TRL runs with bf16=False, use_vllm
 activation (gradient) checkpointing off, its fastest CPU setting. Each side's first steps
 are warm-up (jaxlayer's compile time is reported on its own); the median of the following
 steps is compared. jaxlayer trains all parameters (as TRL does) and, beside it, the single
-middle block. The last columns give the least time this machine's matmuls allow for the
+middle block, on 1 device and again on one CPU device per core (--devices): a data-parallel
+mesh whose devices each hold the model and take a share of the rollouts and of the update's
+rows. The last columns give the least time this machine's matmuls allow for the
 full-parameter step, timed in the same run (benchmarks/ceiling.py), and TRL's time over it:
 the largest speed-up any implementation built on XLA:CPU's matmuls could reach.
 
@@ -68,9 +70,12 @@ def save_tokenizer(directory: Path, vocab_size: int) -> None:
                                        pad_token="<|endoftext|>").save_pretrained(directory)
 
 
-def make_trainer(model_dir: Path, run_dir: Path, layers: str, steps: int) -> train._Trainer:
-  """jaxlayer's GRPO loop on this benchmark's work, ready to run `steps` steps."""
+def make_trainer(model_dir: Path, run_dir: Path, layers: str, steps: int,
+                 devices: int = 1) -> train._Trainer:
+  """jaxlayer's GRPO loop on this benchmark's work, ready to run `steps` steps on a
+  data-parallel mesh of the first `devices` devices."""
   cfg = default_config()
+  cfg.mesh.update(data=devices, fsdp=1, num_devices=devices)
   cfg.model.path, cfg.run_dir = str(model_dir), str(run_dir)
   cfg.task.name = "arithmetic"
   cfg.task.options.update(TASK_OPTIONS)
@@ -83,9 +88,10 @@ def make_trainer(model_dir: Path, run_dir: Path, layers: str, steps: int) -> tra
   return trainer
 
 
-def jaxlayer_seconds(model_dir: Path, run_dir: Path, layers: str, steps: int, warmup: int):
+def jaxlayer_seconds(model_dir: Path, run_dir: Path, layers: str, steps: int, warmup: int,
+                     devices: int):
   """(first step incl. compile, median of the later steps, the trainer) of jaxlayer's loop."""
-  trainer = make_trainer(model_dir, run_dir, layers, warmup + steps)
+  trainer = make_trainer(model_dir, run_dir, layers, warmup + steps, devices)
   times = []
   for _ in range(warmup + steps):
     start = time.perf_counter()
@@ -103,7 +109,8 @@ def floor_seconds(trainer: train._Trainer, model_dir: Path) -> float:
                                 np.arange(PROMPTS * GROUP))
   cost = trainer.update.lower(trainer.params, trainer.opt_state, trainer.split.frozen,
                               batch).compile().cost_analysis()
-  update_flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+  # XLA counts the FLOPs of one device's share of a partitioned program.
+  update_flops = (cost[0] if isinstance(cost, list) else cost)["flops"] * trainer.plan.mesh.size
   rows, seq = batch["input_ids"].shape
   cfg = models.ModelConfig.from_json_file(model_dir / "config.json")
   return (update_flops / ceiling.linear_rate(cfg, rows * seq)
@@ -154,14 +161,23 @@ def main() -> None:
                       "after 1 warm-up (smoke run)")
   parser.add_argument("--steps", type=int, default=5, help="timed steps per side (median)")
   parser.add_argument("--warmup", type=int, default=2, help="untimed first steps per side")
+  parser.add_argument("--models", default="0.85M,28M", help="comma-separated: 0.85M, 28M")
+  parser.add_argument("--devices", default=f"1,{os.cpu_count()}",
+                      help="comma-separated CPU device counts to run jaxlayer on")
   args = parser.parse_args()
-  names = ["0.85M"] if args.quick else ["0.85M", "28M"]
+  device_counts = sorted({int(n) for n in args.devices.split(",")})
+  jax.config.update("jax_num_cpu_devices", max(device_counts))  # before jax starts its backend
+  names = ["0.85M"] if args.quick else args.models.split(",")
+  unknown = sorted(set(names) - {"0.85M", "28M"})
+  if unknown:
+    parser.error(f"unknown --models {unknown}; choose from 0.85M, 28M")
   steps, warmup = (2, 1) if args.quick else (args.steps, args.warmup)
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), float32; {PROMPTS} prompts x G={GROUP} x "
         f"{NEW_TOKENS} new tokens per step, GRPO loss, no KL\n")
-  header = ("| model | TRL s/step | jaxlayer full s/step | speed-up | jaxlayer single block "
-            "s/step | speed-up | jaxlayer compile s | floor s/step (full) | largest speed-up |")
+  header = ("| model | devices | TRL s/step | jaxlayer full s/step | speed-up | "
+            "jaxlayer single block s/step | speed-up | jaxlayer compile s | floor s/step (full) | "
+            "largest speed-up |")
   print(header)
   print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
   with tempfile.TemporaryDirectory() as tmp:
@@ -170,15 +186,19 @@ def main() -> None:
       make_checkpoint(name, model_dir)
       save_tokenizer(model_dir, CONFIGS[name]["vocab_size"])
       middle = f"layers.{(CONFIGS[name]['num_hidden_layers'] - 1) // 2}"
-      first, full, trainer = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-full", "all",
-                                              steps, warmup)
-      floor = floor_seconds(trainer, model_dir)
-      _, block, _ = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-block", middle, steps,
-                                     warmup)
+      jaxlayer_rows, floor = [], None
+      for devices in device_counts:
+        first, full, trainer = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-{devices}-full",
+                                                "all", steps, warmup, devices)
+        floor = floor or floor_seconds(trainer, model_dir)  # the work's: the same for each row
+        _, block, _ = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-{devices}-block", middle,
+                                       steps, warmup, devices)
+        jaxlayer_rows.append((devices, first, full, block, floor))
       trl = trl_seconds(model_dir, Path(tmp) / f"{name}-trl", steps, warmup)
-      print(f"| {name} | {trl:.2f} | {full:.2f} | {trl / full:.1f}x | {block:.2f} ({middle}) | "
-            f"{trl / block:.1f}x | {first - full:.1f} | {floor:.2f} | {trl / floor:.2f}x |",
-            flush=True)
+      for devices, first, full, block, floor in jaxlayer_rows:
+        print(f"| {name} | {devices} | {trl:.2f} | {full:.2f} | {trl / full:.1f}x | {block:.2f} "
+              f"({middle}) | {trl / block:.1f}x | {first - full:.1f} | {floor:.2f} | "
+              f"{trl / floor:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
