@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.sharding import PartitionSpec
 
 from jaxlayer import distributed
@@ -112,8 +111,7 @@ def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, nu
   """One compiled prefill + decode of all `prompts`: host (tokens, logprobs, lengths, hit_eos)
   [prompts * num_samples, ...] and the positions decoded; rows are numbered from row_offset."""
   cfg = model.config
-  graphdef, state = nnx.split(model)
-  mesh = _parameter_mesh(state)
+  mesh = _parameter_mesh(model)
   shards = math.prod(mesh.shape[a] for a in BATCH_AXES) if mesh is not None else 1
   num_prompts = len(prompts)
   padded_prompts = bucket(num_prompts, shards)
@@ -141,13 +139,13 @@ def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, nu
                         for x in (ids, prompt_mask))
     live = distributed.rows_to_global(live, batch_sharding(mesh, 1), rows)
 
-  first_logits, cache = _prefill(graphdef, state, ids, prompt_mask, rows=rows,
-                                 max_new=max_new_tokens, mesh=mesh)
+  first_logits, cache = _prefill(model, ids, prompt_mask, rows=rows, max_new=max_new_tokens,
+                                 mesh=mesh)
   greedy = temperature == 0
   replicated = mesh is not None and all(x.sharding.is_fully_replicated
-                                        for x in jax.tree.leaves(state))
+                                        for x in jax.tree.leaves(model))
   tokens, logprobs, lengths, hit_eos, steps, _ = _decode(
-      graphdef, state, first_logits, cache, jax.random.key(seed), np.int32(row_offset), live,
+      model, first_logits, cache, jax.random.key(seed), np.int32(row_offset), live,
       is_eos, np.int32(pad_token_id), np.float32(1.0 if greedy else temperature),
       np.float32(top_p), greedy=greedy, top_k=0 if top_k >= cfg.vocab_size else top_k,
       use_top_p=top_p < 1, per_device_mesh=mesh if replicated else None)
@@ -156,10 +154,11 @@ def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, nu
   return tokens, logprobs, lengths, hit_eos, int(steps)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "rows", "max_new", "mesh"))
-def _prefill(graphdef, state, ids, prompt_mask, *, rows, max_new, mesh):
+# The compiled functions take the model itself: an NNX module is a JAX pytree, and flattening
+# it costs a tenth of nnx.split's graph walk (~0.3 against ~2.5 ms per call for 0.85M).
+@functools.partial(jax.jit, static_argnames=("rows", "max_new", "mesh"))
+def _prefill(model: Qwen, ids, prompt_mask, *, rows, max_new, mesh):
   """Runs the prompts [prompts, prompt_len]; the cache gets `rows` rows of `max_new` slots."""
-  model = nnx.merge(graphdef, state)
   logits, cache = model.prefill(ids, prompt_mask, rows=rows, max_new=max_new)
   if mesh is not None:  # keep every cache buffer split over the batch, as the prompts are
     cache = jax.tree.map(
@@ -168,10 +167,9 @@ def _prefill(graphdef, state, ids, prompt_mask, *, rows, max_new, mesh):
   return logits, cache
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_top_p",
-                                             "per_device_mesh"),
+@functools.partial(jax.jit, static_argnames=("greedy", "top_k", "use_top_p", "per_device_mesh"),
                    donate_argnames=("cache",))
-def _decode(graphdef, state, first_logits, cache: KVCache, key, row_offset, live, is_eos,
+def _decode(model: Qwen, first_logits, cache: KVCache, key, row_offset, live, is_eos,
             pad_token_id, temperature, top_p, *, greedy, top_k, use_top_p, per_device_mesh):
   """Samples from first_logits [prompts, vocab] and decodes until every row finished.
 
@@ -185,16 +183,16 @@ def _decode(graphdef, state, first_logits, cache: KVCache, key, row_offset, live
   stops when they have finished: no step waits for the other devices (as one loop over the
   whole batch would, to agree on whether every row finished).
   """
-  decode = functools.partial(_decode_rows, graphdef, key=key, is_eos=is_eos,
+  decode = functools.partial(_decode_rows, key=key, is_eos=is_eos,
                              pad_token_id=pad_token_id, temperature=temperature, top_p=top_p,
                              greedy=greedy, top_k=top_k, use_top_p=use_top_p)
   if per_device_mesh is None:
-    return decode(state, first_logits, cache, row_offset, live)
+    return decode(model, first_logits, cache, row_offset, live)
 
-  def device_rows(state, first_logits, cache, live):
+  def device_rows(model, first_logits, cache, live):
     local_rows = live.shape[0]
     offset = row_offset + jax.lax.axis_index(BATCH_AXES) * local_rows
-    *out, steps, cache = decode(state, first_logits, cache, offset, live)
+    *out, steps, cache = decode(model, first_logits, cache, offset, live)
     return *out, steps[None], cache
 
   rows = PartitionSpec(BATCH_AXES)
@@ -202,15 +200,14 @@ def _decode(graphdef, state, first_logits, cache: KVCache, key, row_offset, live
   # check_vma=False: the loop carries per-device values next to replicated ones.
   *out, steps, cache = jax.shard_map(
       device_rows, mesh=per_device_mesh,
-      in_specs=(jax.tree.map(lambda _: PartitionSpec(), state), rows, cache_specs, rows),
-      out_specs=(rows,) * 5 + (cache_specs,), check_vma=False)(state, first_logits, cache, live)
+      in_specs=(PartitionSpec(), rows, cache_specs, rows),  # every parameter replicated
+      out_specs=(rows,) * 5 + (cache_specs,), check_vma=False)(model, first_logits, cache, live)
   return *out, steps.max(), cache
 
 
-def _decode_rows(graphdef, state, first_logits, cache: KVCache, row_offset, live, *, key,
-                 is_eos, pad_token_id, temperature, top_p, greedy, top_k, use_top_p):
+def _decode_rows(model: Qwen, first_logits, cache: KVCache, row_offset, live, *, key, is_eos,
+                 pad_token_id, temperature, top_p, greedy, top_k, use_top_p):
   """The decode loop of `_decode` over the rows it is given."""
-  model = nnx.merge(graphdef, state)
   rows, max_new = cache.values[0].shape[0], cache.max_new
   row_ids = jnp.arange(rows) + row_offset
   choose = functools.partial(_choose, temperature=temperature, top_p=top_p, greedy=greedy,
@@ -317,9 +314,9 @@ def _take(x, index):
   return jnp.take_along_axis(x, index[:, None], axis=-1)[:, 0]
 
 
-def _parameter_mesh(state: nnx.State) -> jax.sharding.Mesh | None:
+def _parameter_mesh(model: Qwen) -> jax.sharding.Mesh | None:
   """The mesh the model's parameters are placed on, if they are split over several devices."""
-  leaf = jax.tree.leaves(state)[0]
+  leaf = jax.tree.leaves(model)[0]
   sharding = getattr(leaf, "sharding", None)
   if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.size > 1:
     return sharding.mesh

@@ -179,8 +179,8 @@ def _spy_on_prefill(monkeypatch):
   calls = []
   real = sampling._prefill
 
-  def recording(graphdef, state, ids, *args, **kwargs):
-    logits, cache = real(graphdef, state, ids, *args, **kwargs)
+  def recording(model, ids, *args, **kwargs):
+    logits, cache = real(model, ids, *args, **kwargs)
     calls.append((ids.shape, cache))
     return logits, cache
 
@@ -240,9 +240,9 @@ def test_data_parallel_mesh_decodes_each_device_rows_alone(tiny_qwen2_dir, qwen2
   loops = []
   real = sampling._decode_rows
 
-  def recording(graphdef, state, first_logits, cache, *args, **kwargs):
+  def recording(model, first_logits, cache, *args, **kwargs):
     loops.append(cache.values[0].shape[0])  # rows one loop decodes
-    return real(graphdef, state, first_logits, cache, *args, **kwargs)
+    return real(model, first_logits, cache, *args, **kwargs)
 
   monkeypatch.setattr(sampling, "_decode_rows", recording)
   got = _sample(replicated, prompts, **eos)
