@@ -102,9 +102,14 @@ def _generate(argv: list[str]) -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--devices", type=int, default=1, help=(
+      "split each batch over this many devices of this host, each holding the whole model; "
+      "on a CPU this makes that many CPU devices (one per core: ~1.5x faster for small models)"))
   args = parser.parse_args(argv)
   if args.batch_size < 1:
     parser.error(f"--batch-size must be >= 1, got {args.batch_size}.")
+  if args.devices < 1:
+    parser.error(f"--devices must be >= 1, got {args.devices}.")
   prompts = args.prompt if args.prompts_file is None else _read_prompts(args.prompts_file, parser)
   temperature = args.temperature
   if temperature is None:
@@ -116,8 +121,20 @@ def _generate(argv: list[str]) -> None:
 
   several_hosts = _initialize_hosts()
   # On several hosts the model spreads over all of them and process 0 prints.
-  model, config = models.from_pretrained(args.model, dtype=args.dtype,
-                                         mesh=models.make_mesh() if several_hosts else None)
+  if several_hosts:
+    if args.devices > 1:
+      parser.error("--devices is for one host: on several hosts the model spreads over all "
+                   "of their devices.")
+    mesh = models.make_mesh()
+  elif args.devices > 1:
+    try:
+      mesh = models.make_mesh(data=args.devices, fsdp=1,
+                              devices=distributed.data_parallel_devices(args.devices))
+    except ValueError as err:
+      parser.error(str(err))
+  else:
+    mesh = None
+  model, config = models.from_pretrained(args.model, dtype=args.dtype, mesh=mesh)
   tokenizer = models.load_tokenizer(args.model)
   eos_token_ids = models.stop_token_ids(config.source_dir, tokenizer)
   single = len(prompts) == 1 and args.num_samples == 1

@@ -107,6 +107,27 @@ def initialize() -> bool:
   return is_multiprocess()
 
 
+def data_parallel_devices(count: int) -> list:
+  """`count` devices of this host for a data-parallel mesh (each holds the whole model).
+
+  On a CPU JAX has one device unless told otherwise: before JAX starts, this makes `count`
+  CPU devices (jax_num_cpu_devices; other platforms ignore it). Small models then decode
+  about 1.5x faster on 2 cores (README, Performance)."""
+  if count < 1:
+    raise ValueError(f"The device count must be >= 1, got {count}.")
+  try:
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError:  # JAX has started (a notebook, a test): use the devices it has
+    pass
+  devices = jax.local_devices()
+  if len(devices) < count:
+    raise ValueError(
+        f"{count} devices asked for, but this host has {len(devices)} ({devices[0].platform}). "
+        f"On a CPU, ask before JAX starts or set "
+        f"XLA_FLAGS=--xla_force_host_platform_device_count={count}.")
+  return devices[:count]
+
+
 def is_multiprocess() -> bool:
   """True in a run of several processes (jax.distributed initialised, by `initialize` or the
   user). A single process never starts a JAX backend here."""

@@ -46,6 +46,8 @@ def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsy
   assert len(set(texts)) > 3  # sampled at temperature 1 by default
   cli.main(argv)
   assert capsys.readouterr().out == printed  # the same seed prints the same samples
+  cli.main(argv + ["--devices", "2"])  # each of 2 devices decodes the rows it holds
+  assert capsys.readouterr().out == printed
 
 
 def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
@@ -61,6 +63,11 @@ def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
     cli.main(model + ["--prompt", "the", "--top-p", "1.5"])
   with pytest.raises(SystemExit, match="num_samples must be an integer >= 1"):
     cli.main(model + ["--prompt", "the", "--num-samples", "0"])
+  for devices, message in [("0", "--devices must be >= 1"),
+                           ("64", "64 devices asked for, but this host has 8")]:
+    with pytest.raises(SystemExit):
+      cli.main(model + ["--prompt", "the", "--devices", devices])
+    assert message in capsys.readouterr().err
 
 
 def test_unknown_command_names_the_choices():
