@@ -66,7 +66,8 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: i
   (seed, step, r): the same seed and inputs give the same samples, whatever the padding, the
   mesh or `prompts_per_call`. Each prompt is prefilled once and its cache shared by its samples.
   On a model whose parameters live on a mesh (`from_pretrained(..., mesh=...)`) the batch is
-  split over the mesh's data and fsdp axes; on several hosts every process passes the same
+  split over the mesh's data and fsdp axes (where every device holds all parameters, each
+  decodes its rows in its own loop); on several hosts every process passes the same
   prompts, prepares only the rows its devices hold, and gets every row back. Returns numpy
   arrays (see SampleOutput).
 
