@@ -193,9 +193,9 @@ def main() -> None:
         floor = floor or floor_seconds(trainer, model_dir)  # the work's: the same for each row
         _, block, _ = jaxlayer_seconds(model_dir, Path(tmp) / f"{name}-{devices}-block", middle,
                                        steps, warmup, devices)
-        jaxlayer_rows.append((devices, first, full, block, floor))
+        jaxlayer_rows.append((devices, first, full, block))
       trl = trl_seconds(model_dir, Path(tmp) / f"{name}-trl", steps, warmup)
-      for devices, first, full, block, floor in jaxlayer_rows:
+      for devices, first, full, block in jaxlayer_rows:
         print(f"| {name} | {devices} | {trl:.2f} | {full:.2f} | {trl / full:.1f}x | {block:.2f} "
               f"({middle}) | {trl / block:.1f}x | {first - full:.1f} | {floor:.2f} | "
               f"{trl / floor:.2f}x |", flush=True)
