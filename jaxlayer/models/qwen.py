@@ -89,26 +89,32 @@ class Attention(nnx.Module):
     else:
       self.q_norm = self.k_norm = None
 
-  def _project(self, x, cos, sin):
-    """x [batch, seq, d_model] -> q [batch, seq, heads, hd], k and v [batch, seq, kv_heads, hd]."""
+  def _queries(self, x, cos, sin):
+    """x [batch, seq, d_model] -> q [batch, seq, heads, hd]."""
     batch, seq, _ = x.shape
     q = _dense(self.q_proj, x).reshape(batch, seq, self.num_heads, self.head_dim)
+    return apply_rope(q if self.q_norm is None else self.q_norm(q), cos, sin)
+
+  def _keys_values(self, x, cos, sin):
+    """x [batch, seq, d_model] -> k and v [batch, seq, kv_heads, hd]."""
+    batch, seq, _ = x.shape
     k = _dense(self.k_proj, x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
     v = _dense(self.v_proj, x).reshape(batch, seq, self.num_kv_heads, self.head_dim)
-    if self.q_norm is not None:
-      q, k = self.q_norm(q), self.k_norm(k)
-    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+    return apply_rope(k if self.k_norm is None else self.k_norm(k), cos, sin), v
 
-  def __call__(self, x, cos, sin, mask):
+  def __call__(self, x, cos, sin, mask, num_last=None):
     """Attention among this call's tokens: x [batch, seq, d_model], mask [batch, seq, seq] bool.
 
     Returns the output and this call's keys [batch, kv_heads, head_dim, seq] and values
-    [batch, kv_heads, seq, head_dim] (the layout of `KVCache`).
+    [batch, kv_heads, seq, head_dim] (the layout of `KVCache`). num_last: the output of the
+    last num_last positions only ([batch, num_last, d_model]; keys and values of all).
     """
+    k, v = self._keys_values(x, cos, sin)
+    if num_last is not None:  # queries of the last positions only
+      x, cos, sin, mask = (a[:, -num_last:] for a in (x, cos, sin, mask))
     batch, seq, _ = x.shape
-    q, k, v = self._project(x, cos, sin)
     groups = self.num_heads // self.num_kv_heads
-    q = q.reshape(batch, seq, self.num_kv_heads, groups, self.head_dim)
+    q = self._queries(x, cos, sin).reshape(batch, seq, self.num_kv_heads, groups, self.head_dim)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * self.head_dim**-0.5
     scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [batch, kv_heads, groups, seq, keys]
@@ -128,7 +134,8 @@ class Attention(nnx.Module):
     rows = x.shape[0]
     prompts, kv_heads, head_dim, prompt_len = prefix_kv[0].shape
     group, heads_per_kv = rows // prompts, self.num_heads // kv_heads
-    q, k, v = self._project(x, cos, sin)  # q [rows, 1, heads, hd], k/v [rows, 1, kv_heads, hd]
+    q = self._queries(x, cos, sin)  # [rows, 1, heads, hd]
+    k, v = self._keys_values(x, cos, sin)  # [rows, 1, kv_heads, hd]
     # Keys are stored transposed ([.., head_dim, slots]).
     keys = jax.lax.dynamic_update_slice(kv[0], k.transpose(0, 2, 3, 1), (0, 0, 0, index))
     values = jax.lax.dynamic_update_slice(kv[1], v.transpose(0, 2, 1, 3), (0, 0, index, 0))
@@ -190,9 +197,11 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype=dtype)
     self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, cos, sin, mask):
-    attn_out, kv = self.attn(self.attn_norm(x), cos, sin, mask)
-    x = x + attn_out
+  def __call__(self, x, cos, sin, mask, num_last=None):
+    """x [batch, seq, d_model] -> the output ([batch, num_last, d_model] if num_last: the last
+    positions only) and this block's keys and values of every position."""
+    attn_out, kv = self.attn(self.attn_norm(x), cos, sin, mask, num_last)
+    x = (x if num_last is None else x[:, -num_last:]) + attn_out
     return x + self.mlp(self.mlp_norm(x)), kv
 
   def decode_step(self, x, cos, sin, *cache_args):
@@ -202,15 +211,17 @@ class Block(nnx.Module):
     return x + self.mlp(self.mlp_norm(x)), kv
 
 
-def _rematerialised(block: Block, *args):
-  """`block(*args)` whose activations the backward pass recomputes instead of storing.
+def _rematerialised(block: Block, *args, num_last=None):
+  """`block(*args, num_last=num_last)` whose activations the backward pass recomputes instead
+  of storing.
 
   A pure function of the block's arrays goes through jax.checkpoint (not nnx.remat, which
   refuses blocks whose parameters come from an enclosing trace, as frozen blocks do inside
   the update's micro-batch loop).
   """
   graphdef, state = nnx.split(block)
-  return jax.checkpoint(lambda state, *args: nnx.merge(graphdef, state)(*args))(state, *args)
+  return jax.checkpoint(
+      lambda state, *args: nnx.merge(graphdef, state)(*args, num_last=num_last))(state, *args)
 
 
 class Qwen(nnx.Module):
@@ -235,13 +246,14 @@ class Qwen(nnx.Module):
     """input_ids [batch, seq] -> logits [batch, seq, vocab]; mask 1 = real token, 0 = padding.
 
     num_last: logits of the last num_last positions only ([batch, num_last, vocab]), which
-    saves the output projection, the largest activation, where no logit is needed (prompts).
+    saves the output projection, the largest activation, and the last block's work (but its
+    keys and values) where no logit is needed (prompts).
     remat: under a gradient, keep only each block's input and recompute the block's
     activations in the backward pass (activation memory of one block instead of all, for
     about a third more compute).
     """
-    hidden, _ = self._forward(input_ids, attention_mask, remat)  # [batch, seq, d_model]
-    return self._logits(hidden if num_last is None else hidden[:, -num_last:])
+    hidden, _ = self._forward(input_ids, attention_mask, remat, num_last)  # [batch, n, d_model]
+    return self._logits(hidden)
 
   def prefill(self, input_ids: jax.Array, input_mask: jax.Array, *, rows: int,
               max_new: int) -> tuple[jax.Array, KVCache]:
@@ -254,7 +266,7 @@ class Qwen(nnx.Module):
     prompts = input_ids.shape[0]
     if rows % prompts:
       raise ValueError(f"rows ({rows}) must be a multiple of the number of prompts ({prompts}).")
-    hidden, kv = self._forward(input_ids, input_mask)
+    hidden, kv = self._forward(input_ids, input_mask, num_last=1)  # [prompts, 1, d_model]
     kv_heads, head_dim = self.config.num_kv_heads, self.config.head_dim
     zeros = lambda *shape: tuple(jnp.zeros(shape, self.dtype) for _ in self.layers)  # noqa: E731
     cache = KVCache(prefix_keys=tuple(k for k, _ in kv), prefix_values=tuple(v for _, v in kv),
@@ -262,7 +274,7 @@ class Qwen(nnx.Module):
                     keys=zeros(rows, kv_heads, head_dim, max_new),
                     values=zeros(rows, kv_heads, max_new, head_dim),
                     index=jnp.zeros((), jnp.int32))
-    return self._logits(hidden[:, -1]), cache
+    return self._logits(hidden[:, 0]), cache
 
   def decode_step(self, token_ids: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
     """Feeds one token per row, token_ids [rows], at slot `cache.index`.
@@ -287,8 +299,13 @@ class Qwen(nnx.Module):
     cache = cache.replace(keys=tuple(keys), values=tuple(values), index=cache.index + 1)
     return self._logits(self.final_norm(x[:, 0])), cache
 
-  def _forward(self, input_ids, attention_mask, remat=False):
-    """Causal pass over left-padded input_ids [batch, seq]: final hidden and each block's kv."""
+  def _forward(self, input_ids, attention_mask, remat=False, num_last=None):
+    """Causal pass over left-padded input_ids [batch, seq]: final hidden and each block's kv.
+
+    num_last: the final hidden of the last num_last positions only. The last block then
+    computes its queries, attention output and MLP there alone (its keys and values, which a
+    KV cache needs, everywhere): a prefill saves most of one block's work.
+    """
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids, dtype=bool)
     attention_mask = attention_mask.astype(bool)
@@ -300,8 +317,9 @@ class Qwen(nnx.Module):
     cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
     run_block = _rematerialised if remat else Block.__call__
     kv = []
-    for block in self.layers:
-      x, block_kv = run_block(block, x, cos, sin, mask)
+    for i, block in enumerate(self.layers):
+      last = num_last if i == len(self.layers) - 1 else None
+      x, block_kv = run_block(block, x, cos, sin, mask, num_last=last)
       kv.append(block_kv)
     return self.final_norm(x), kv
 
