@@ -44,7 +44,7 @@ from jaxlayer.rl import train  # noqa: E402
 from jaxlayer.rl.config import default_config  # noqa: E402
 from jaxlayer.tasks import Problem, get_task  # noqa: E402
 import ceiling  # noqa: E402
-from rollout import CONFIGS, make_checkpoint  # noqa: E402
+from rollout import CONFIGS, device_counts_of, make_checkpoint  # noqa: E402
 
 PROMPTS, GROUP, NEW_TOKENS = 4, 8, 64
 TASK_OPTIONS = dict(num_train=512, num_test=16)
@@ -165,8 +165,7 @@ def main() -> None:
   parser.add_argument("--devices", default=f"1,{os.cpu_count()}",
                       help="comma-separated CPU device counts to run jaxlayer on")
   args = parser.parse_args()
-  device_counts = sorted({int(n) for n in args.devices.split(",")})
-  jax.config.update("jax_num_cpu_devices", max(device_counts))  # before jax starts its backend
+  device_counts, _ = device_counts_of(args.devices)  # the trainers' meshes take the first ones
   names = ["0.85M"] if args.quick else args.models.split(",")
   unknown = sorted(set(names) - {"0.85M", "28M"})
   if unknown:

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from ceiling import rollout_seconds, work_flops  # noqa: E402
-from jaxlayer import models, sampling  # noqa: E402
+from jaxlayer import distributed, models, sampling  # noqa: E402
 
 CONFIGS = {  # name: Qwen2 config (tied embeddings)
     "0.85M": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -55,6 +55,13 @@ def make_checkpoint(name: str, directory: Path) -> transformers.PreTrainedModel:
   hf_model = transformers.AutoModelForCausalLM.from_config(config).eval()
   hf_model.save_pretrained(directory)
   return hf_model
+
+
+def device_counts_of(text: str) -> tuple[list[int], list]:
+  """--devices "1,2" -> ([1, 2], the devices): as many CPU devices as the largest count, made
+  before JAX starts (jaxlayer.distributed.data_parallel_devices)."""
+  counts = sorted({int(n) for n in text.split(",")})
+  return counts, distributed.data_parallel_devices(max(counts))
 
 
 def timed(fn) -> float:
@@ -93,8 +100,7 @@ def main() -> None:
   parser.add_argument("--devices", default=f"1,{os.cpu_count()}",
                       help="comma-separated CPU device counts to run jaxlayer on")
   args = parser.parse_args()
-  device_counts = sorted({int(n) for n in args.devices.split(",")})
-  jax.config.update("jax_num_cpu_devices", max(device_counts))  # before jax starts its backend
+  device_counts, devices_made = device_counts_of(args.devices)
   if args.quick:
     names, batch, prompt_len, new_tokens, samples, group_prompt_len = ["tiny"], 4, 8, 8, 2, 16
   else:
@@ -134,7 +140,7 @@ def main() -> None:
       long_prompts = rng.randint(0, CONFIGS[name]["vocab_size"],
                                  (group_prompts, group_prompt_len)).tolist()
       for devices in device_counts:
-        mesh = (models.make_mesh(data=devices, fsdp=1, devices=jax.devices()[:devices])
+        mesh = (models.make_mesh(data=devices, fsdp=1, devices=devices_made[:devices])
                 if devices > 1 else None)
         model, cfg = models.from_pretrained(Path(tmp) / name, mesh=mesh)
         row(name, f"batch {batch}: {batch} prompts x {prompt_len} tokens", devices,
