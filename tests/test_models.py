@@ -1,6 +1,7 @@
 """jaxlayer's Qwen decoder against transformers' PyTorch models (the reference)."""
 
 import json
+import re
 import shutil
 
 import jax
@@ -117,6 +118,37 @@ def test_loads_sharded_safetensors_index(tmp_path):
   seq = np.arange(6)
   logits = np.asarray(model(jnp.asarray(seq)[None]))[0]
   assert _rel_err(logits, _torch_logits(hf_model, seq)) <= 1e-5
+
+
+def _product_precisions(function, *args) -> set[str]:
+  """The precision of every matrix product XLA is given for function(*args)."""
+  text = jax.jit(function).lower(*args).as_text()
+  products = text.count("stablehlo.dot_general")
+  precisions = re.findall(r"stablehlo.dot_general.*precision = \[(\w+), (\w+)\]", text)
+  found = {p for pair in precisions for p in pair}
+  return found if len(precisions) == products else found | {"DEFAULT"}
+
+
+def test_float32_models_multiply_in_float32_on_every_backend(tiny_qwen2_dir):
+  """JAX's default rounds float32 products to TF32 on GPUs and bfloat16 on TPUs (4e-4 off
+  transformers on an H100): a float32 model asks for float32 in the forward pass, the
+  backward pass and the sampler's steps."""
+  _, ids, mask = _left_padded_batch(300)
+  ids, mask = jnp.asarray(ids), jnp.asarray(mask)
+  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  loss = lambda m: m(ids, mask, remat=True).sum()  # noqa: E731
+  gradient = jax.grad(lambda m: loss(m))
+  decode = lambda m, token, cache: m.decode_step(token, cache)  # noqa: E731
+  _, cache = model.prefill(ids, mask, rows=4, max_new=2)
+  prefill = lambda m: m.prefill(ids, mask, rows=4, max_new=2)  # noqa: E731
+  for function, args in [(loss, (model,)), (gradient, (model,)), (prefill, (model,)),
+                         (decode, (model, ids[:, -1], cache))]:
+    assert _product_precisions(function, *args) == {"HIGHEST"}
+  # A precision the user chose wins; bfloat16 models keep the backend's default.
+  with jax.default_matmul_precision("tensorfloat32"):
+    assert _product_precisions(gradient, model) == {"HIGH"}  # HIGH is TF32
+  bf16_model, _ = models.from_pretrained(tiny_qwen2_dir, dtype="bfloat16")
+  assert _product_precisions(loss, bf16_model) == {"DEFAULT"}
 
 
 def test_sharded_forward_on_2x4_mesh_equals_unsharded(tiny_qwen2_dir):
