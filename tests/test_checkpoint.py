@@ -19,6 +19,7 @@ def _state(scale):
   return params, optimizer
 
 
+@pytest.mark.eight_devices
 def test_round_trip_keeps_values_dtypes_and_shardings(tmp_path):
   mesh = models.make_mesh(2, 4, 1)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))

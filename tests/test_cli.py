@@ -26,6 +26,7 @@ def test_generate_prints_transformers_greedy_completion(tiny_qwen2_dir, capsys):
   assert printed == prompt + tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+@pytest.mark.eight_devices
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
 def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsys, suffix):
   prompts = ["the lazy dog", "brown fox 12", "over the"]
@@ -50,6 +51,7 @@ def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsy
   assert capsys.readouterr().out == printed
 
 
+@pytest.mark.eight_devices
 def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
   model = ["generate", "--model", str(tiny_qwen2_dir)]
   bad = tmp_path / "bad.jsonl"

@@ -31,6 +31,7 @@ def two_fake_processes(monkeypatch):
   monkeypatch.setattr(distributed, "_process_of", lambda device: device.id // 4)
 
 
+@pytest.mark.eight_devices
 @pytest.mark.parametrize("data,fsdp,tensor,expected", [
     (1, 8, 1, [np.arange(0, 8), np.arange(8, 16)]),  # rows split over all 8 devices
     (2, 4, 1, [np.arange(0, 8), np.arange(8, 16)]),  # one data slice per process
@@ -50,6 +51,7 @@ def test_local_rows_are_the_rows_the_process_devices_hold(two_fake_processes, da
     assert set(held) <= set(got[device.id // 4])
 
 
+@pytest.mark.eight_devices
 def test_local_rows_of_a_batch_replicated_over_processes(two_fake_processes):
   # A batch split over 'fsdp' only, with the processes along 'data': each holds every row.
   mesh = models.make_mesh(2, 4, 1)

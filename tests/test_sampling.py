@@ -215,6 +215,7 @@ def test_bucket_sizes():
   assert all(n <= sampling.bucket(n) <= 1.25 * n for n in range(1, 2000))
 
 
+@pytest.mark.eight_devices
 def test_sharded_model_and_batch_equal_single_device(tiny_qwen2_dir, qwen2, prompts, monkeypatch):
   mesh = models.make_mesh(data=2, fsdp=2, tensor=2)
   sharded, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
@@ -232,6 +233,7 @@ def test_sharded_model_and_batch_equal_single_device(tiny_qwen2_dir, qwen2, prom
 
 # fsdp=3 splits no dimension of the tiny model (none divides by 3): each device holds all of it,
 # and the rows are numbered over both batch axes.
+@pytest.mark.eight_devices
 @pytest.mark.parametrize("data,fsdp", [(8, 1), (2, 3)])
 def test_data_parallel_mesh_decodes_each_device_rows_alone(tiny_qwen2_dir, qwen2, prompts,
                                                            monkeypatch, data, fsdp):

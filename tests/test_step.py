@@ -120,9 +120,9 @@ def test_top_block_update_is_cheaper_than_bottom_block_and_full(tiny_qwen2_dir):
   flops = {}
   for layers in ("layers.1", "layers.0", "all"):
     split, params, tx = _trainer_parts(tiny_qwen2_dir, layers)
-    lowered = step.make_update_step(split, tx, LOSS, 1.0).lower(
-        params, tx.init(params), split.frozen, batch)
-    flops[layers] = lowered.cost_analysis()["flops"]
+    compiled = step.make_update_step(split, tx, LOSS, 1.0).lower(
+        params, tx.init(params), split.frozen, batch).compile()  # GPUs count compiled code only
+    flops[layers] = compiled.cost_analysis()["flops"]
   assert flops["layers.1"] < 0.9 * flops["layers.0"] < 0.9 * 0.9 * flops["all"]
 
 
@@ -147,10 +147,10 @@ def test_response_logprobs_match_the_samplers(tiny_qwen2_dir):
   np.testing.assert_allclose(np.where(out.mask, logps, 0.0), out.logprobs, atol=2e-5)
 
 
+@pytest.mark.eight_devices
 def test_sharded_update_equals_single_device(tiny_qwen2_dir):
   """Data parallel x fsdp on 8 CPU devices, the gradient accumulated over 2 micro-batches of
   8 rows, gives the one-device, one-pass update (to rounding)."""
-  assert len(jax.devices()) == 8
   results = []
   for mesh, micro_batches in ((models.make_mesh(1, 1, 1, devices=jax.devices()[:1]), 1),
                               (models.make_mesh(4, 2, 1), 2)):
