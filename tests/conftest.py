@@ -2,10 +2,12 @@
 
 import os
 
-# Both must be set before jax / transformers are imported anywhere.
+# Both must be set before jax / transformers are imported anywhere. Tests that compare runs
+# bit for bit (resumed = uninterrupted) need GPUs' deterministic reductions (README, GPUs).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8"
+                           " --xla_gpu_deterministic_ops=true").strip()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
