@@ -151,6 +151,41 @@ def test_float32_models_multiply_in_float32_on_every_backend(tiny_qwen2_dir):
   assert _product_precisions(loss, bf16_model) == {"DEFAULT"}
 
 
+@pytest.mark.parametrize("checkpoint", ["tiny_qwen2_dir", "tiny_qwen3_dir"])
+def test_shared_prompt_pass_equals_the_whole_rows(checkpoint, request):
+  """Rows in groups of 3 responses to one prompt (left-padded prompts of 5 and 2 tokens,
+  right-padded responses): running each prompt once gives the logits and the gradient of
+  running the whole rows."""
+  model, _ = models.from_pretrained(request.getfixturevalue(checkpoint))
+  rng = np.random.RandomState(0)
+  prompt_len, responses, group = 7, 6, 3
+  ids = np.zeros((2 * group, prompt_len + responses), np.int32)
+  mask = np.zeros_like(ids, bool)
+  for p, length in enumerate([5, 2]):
+    prompt = rng.randint(1, 300, length)
+    for r in range(p * group, (p + 1) * group):
+      answer = rng.randint(1, 300, rng.randint(1, responses + 1))
+      ids[r, prompt_len - length:prompt_len + len(answer)] = [*prompt, *answer]
+      mask[r, prompt_len - length:prompt_len + len(answer)] = True
+  used = jnp.asarray(mask[:, prompt_len - 1:, None], jnp.float32)  # the logits a loss reads
+  weights = jnp.asarray(rng.normal(size=300), jnp.float32)
+
+  def loss(m, shared):  # the shared pass with remat, the whole rows without
+    logits = m(jnp.asarray(ids), jnp.asarray(mask), num_last=responses + 1, remat=shared,
+               shared_prompt=(group, prompt_len) if shared else None)
+    return (logits * used * weights).sum(), logits * used
+
+  (_, whole), whole_grad = jax.value_and_grad(loss, has_aux=True)(model, False)
+  (_, shared), shared_grad = jax.value_and_grad(loss, has_aux=True)(model, True)
+  np.testing.assert_allclose(shared, whole, atol=1e-5)
+  for (path, a), (_, b) in zip(models.named_params(shared_grad).items(),
+                               models.named_params(whole_grad).items()):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()),
+                               err_msg=path)
+  with pytest.raises(ValueError, match="shared_prompt needs 1 <= num_last <= 7"):
+    model(jnp.asarray(ids), jnp.asarray(mask), num_last=8, shared_prompt=(group, prompt_len))
+
+
 @pytest.mark.eight_devices
 def test_sharded_forward_on_2x4_mesh_equals_unsharded(tiny_qwen2_dir):
   mesh = models.make_mesh(data=1, fsdp=2, tensor=4)

@@ -13,12 +13,14 @@ from jaxlayer.rl import losses, optimizer, selection, step
 LOSS = losses.LossConfig(aggregation="sequence-mean-token-mean", kl_beta=0.0)
 
 
-def _batch(vocab, rows=8, prompt=5, response=6, seed=0):
-  """A rollout-like batch: left-padded prompts, right-padded responses, random advantages."""
+def _batch(vocab, rows=8, prompt=5, response=6, seed=0, group=1):
+  """A rollout-like batch: left-padded prompts, right-padded responses, random advantages;
+  each `group` consecutive rows answer the same prompt."""
   rng = np.random.default_rng(seed)
-  prompt_lens = rng.integers(2, prompt + 1, rows)
+  prompt_lens = np.repeat(rng.integers(2, prompt + 1, rows // group), group)
   response_lens = rng.integers(1, response + 1, rows)
   ids = rng.integers(0, vocab, (rows, prompt + response)).astype(np.int32)
+  ids[:, :prompt] = np.repeat(ids[::group, :prompt], group, axis=0)
   attention = np.zeros((rows, prompt + response), bool)
   for r in range(rows):
     attention[r, prompt - prompt_lens[r]:prompt + response_lens[r]] = True
@@ -112,6 +114,32 @@ def test_remat_gives_the_same_update_and_keeps_only_the_block_inputs(tiny_qwen2_
   tokens = batch["input_ids"].size
   block_inputs = model_cfg.num_layers * tokens * model_cfg.hidden_size * 4  # float32
   assert block_inputs <= kept[True] < kept[False] / 3
+
+
+def test_grouped_update_runs_each_prompt_once_and_equals_the_plain_one(tiny_qwen2_dir):
+  """Rows in groups of 4 responses to one prompt: the update that runs each prompt once (also
+  with 2 micro-batches of whole groups, and with remat) equals the update over whole rows."""
+  batch = _batch(300, rows=16, group=4)
+  split, params, _ = _trainer_parts(tiny_qwen2_dir, "all")
+  tx = optax.sgd(1.0)  # new = old - gradient
+  updated, losses_of = {}, {}
+  for group, micro_batches, remat in ((1, 1, False), (4, 1, False), (4, 2, True)):
+    copy = {k: jnp.array(v) for k, v in params.items()}
+    update = step.make_update_step(split, tx, LOSS, 1.0, micro_batches=micro_batches,
+                                   remat=remat, group=group)
+    updated[group, micro_batches], _, metrics = update(copy, tx.init(copy), split.frozen, batch)
+    losses_of[group, micro_batches] = float(metrics["loss"])
+  for key in ((4, 1), (4, 2)):
+    assert losses_of[key] == pytest.approx(losses_of[1, 1], rel=1e-5)
+    for k in params:
+      np.testing.assert_allclose(updated[key][k], updated[1, 1][k], rtol=1e-5, atol=1e-7,
+                                 err_msg=f"{key} {k}")
+      assert not np.array_equal(updated[key][k], params[k]), k
+  # Prompt tokens are computed once per group: 4 prompts, not 16 rows, in the first block.
+  text = jax.jit(lambda p: step.response_logprobs(split.merge(p), batch, 1.0, group=4)).lower(
+      params).as_text()
+  tokens = 4 * 5 + 16 * 6
+  assert f"tensor<{tokens}x32xf32>" in text and f"tensor<{16 * 11}x32xf32>" not in text
 
 
 def test_top_block_update_is_cheaper_than_bottom_block_and_full(tiny_qwen2_dir):

@@ -133,15 +133,32 @@ class Attention(nnx.Module):
     k, v = self._keys_values(x, cos, sin)
     if num_last is not None:  # queries of the last positions only
       x, cos, sin, mask = (a[:, -num_last:] for a in (x, cos, sin, mask))
-    batch, seq, _ = x.shape
-    groups = self.num_heads // self.num_kv_heads
-    q = self._queries(x, cos, sin).reshape(batch, seq, self.num_kv_heads, groups, self.head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * self.head_dim**-0.5
-    scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [batch, kv_heads, groups, seq, keys]
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).astype(x.dtype)
-    out = out.reshape(batch, seq, self.num_heads * self.head_dim)
+    out = _attention(self._queries(x, cos, sin), k, v, mask).astype(x.dtype)
     return _dense(self.o_proj, out), (k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
+
+  def shared_prompt(self, x, cos, sin, prompt_mask, response_mask, *, shape):
+    """Attention of prompts and their responses, packed: x [tokens, d_model] holds the
+    prompts' tokens ([prompts, P] flattened), then the responses' ([rows, R], G = rows //
+    prompts per prompt); shape = (prompts, P, rows, R). A prompt's tokens attend among
+    themselves (prompt_mask [prompts, P, P] bool), a response's to its prompt's and its own
+    (response_mask [rows, R, P + R]). Returns the output [tokens, d_model]."""
+    prompts, prompt_len, rows, responses = shape
+    split = prompts * prompt_len
+    q = self._queries(x[None], cos[None], sin[None])[0]  # [tokens, heads, hd]
+    k, v = (a[0] for a in self._keys_values(x[None], cos[None], sin[None]))  # [tokens, kv, hd]
+    prompt_k, prompt_v = (a[:split].reshape(prompts, prompt_len, *a.shape[1:]) for a in (k, v))
+    prompt_out = _attention(q[:split].reshape(prompts, prompt_len, *q.shape[1:]), prompt_k,
+                            prompt_v, prompt_mask)
+    # Each response's keys: its prompt's (shared by the G responses), then its own.
+    response_k, response_v = (jnp.concatenate([
+        jnp.repeat(prompt_a, rows // prompts, axis=0),
+        a[split:].reshape(rows, responses, *a.shape[1:])], axis=1)
+        for prompt_a, a in ((prompt_k, k), (prompt_v, v)))
+    response_out = _attention(q[split:].reshape(rows, responses, *q.shape[1:]), response_k,
+                              response_v, response_mask)
+    out = jnp.concatenate([prompt_out.reshape(split, -1),
+                           response_out.reshape(rows * responses, -1)]).astype(x.dtype)
+    return _dense(self.o_proj, out)
 
   def decode_step(self, x, cos, sin, prefix_kv, kv, bias, index):
     """One new token per row after a cached prompt prefix and the row's earlier tokens.
@@ -172,6 +189,18 @@ class Attention(nnx.Module):
     out = out + jnp.einsum("rkht,rktd->rkhd", probs[..., prompt_len:], values)
     out = out.astype(x.dtype).reshape(rows, 1, self.num_heads * head_dim)
     return _dense(self.o_proj, out), (keys, values)
+
+
+def _attention(q, k, v, mask):
+  """q [batch, seq, heads, hd] over k, v [batch, keys, kv_heads, hd] where mask [batch, seq,
+  keys] is True -> [batch, seq, heads * hd] (float32 scores and softmax)."""
+  batch, seq, heads, head_dim = q.shape
+  kv_heads = k.shape[2]
+  q = q.reshape(batch, seq, kv_heads, heads // kv_heads, head_dim)
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * head_dim**-0.5
+  scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [batch, kv_heads, groups, seq, keys]
+  return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(batch, seq, heads * head_dim)
 
 
 def _group(x, group):
@@ -231,9 +260,15 @@ class Block(nnx.Module):
     x = x + attn_out
     return x + self.mlp(self.mlp_norm(x)), kv
 
+  def shared_prompt(self, x, cos, sin, prompt_mask, response_mask, *, shape):
+    """`__call__` for prompts packed with their responses; as `Attention.shared_prompt`."""
+    x = x + self.attn.shared_prompt(self.attn_norm(x), cos, sin, prompt_mask, response_mask,
+                                    shape=shape)
+    return x + self.mlp(self.mlp_norm(x))
 
-def _rematerialised(block: Block, *args, num_last=None):
-  """`block(*args, num_last=num_last)` whose activations the backward pass recomputes instead
+
+def _rematerialised(method, block: Block, *args, **static):
+  """`method(block, *args, **static)` whose activations the backward pass recomputes instead
   of storing.
 
   A pure function of the block's arrays goes through jax.checkpoint (not nnx.remat, which
@@ -242,7 +277,7 @@ def _rematerialised(block: Block, *args, num_last=None):
   """
   graphdef, state = nnx.split(block)
   return jax.checkpoint(
-      lambda state, *args: nnx.merge(graphdef, state)(*args, num_last=num_last))(state, *args)
+      lambda state, *args: method(nnx.merge(graphdef, state), *args, **static))(state, *args)
 
 
 class Qwen(nnx.Module):
@@ -264,7 +299,8 @@ class Qwen(nnx.Module):
 
   @_float32_products
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
-               num_last: int | None = None, remat: bool = False) -> jax.Array:
+               num_last: int | None = None, remat: bool = False,
+               shared_prompt: tuple[int, int] | None = None) -> jax.Array:
     """input_ids [batch, seq] -> logits [batch, seq, vocab]; mask 1 = real token, 0 = padding.
 
     num_last: logits of the last num_last positions only ([batch, num_last, vocab]), which
@@ -273,8 +309,16 @@ class Qwen(nnx.Module):
     remat: under a gradient, keep only each block's input and recompute the block's
     activations in the backward pass (activation memory of one block instead of all, for
     about a third more compute).
+    shared_prompt: (group, prompt_len) when rows come in groups of `group` whose first
+    prompt_len tokens and mask are the same (G responses to one prompt): the prompt part runs
+    once per group, and its gradient sums over the group. Needs num_last <= seq - prompt_len
+    + 1 (logits of response positions and the prompt's last).
     """
-    hidden, _ = self._forward(input_ids, attention_mask, remat, num_last)  # [batch, n, d_model]
+    if shared_prompt is None:
+      hidden, _ = self._forward(input_ids, attention_mask, remat, num_last)  # [batch, n, d]
+    else:
+      hidden = self._forward_shared_prompt(input_ids, attention_mask, *shared_prompt, remat,
+                                           num_last)
     return self._logits(hidden)
 
   @_float32_products
@@ -339,13 +383,56 @@ class Qwen(nnx.Module):
     mask = causal[None] & attention_mask[:, None, :]  # [batch, seq, seq]
     x = self.embed(input_ids)
     cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-    run_block = _rematerialised if remat else Block.__call__
+    run_block = functools.partial(_rematerialised, Block.__call__) if remat else Block.__call__
     kv = []
     for i, block in enumerate(self.layers):
       last = num_last if i == len(self.layers) - 1 else None
       x, block_kv = run_block(block, x, cos, sin, mask, num_last=last)
       kv.append(block_kv)
     return self.final_norm(x), kv
+
+  def _forward_shared_prompt(self, input_ids, attention_mask, group, prompt_len, remat,
+                            num_last):
+    """`_forward`'s final hidden [batch, num_last, d_model] for rows in groups that share
+    their first prompt_len tokens. Each block runs once over the packed tokens: each prompt's
+    once, then every response's, which attend to their prompt's keys and values."""
+    rows, seq = input_ids.shape
+    if not 1 <= num_last <= seq - prompt_len + 1 or rows % group:
+      raise ValueError(f"shared_prompt needs 1 <= num_last <= {seq - prompt_len + 1} and "
+                       f"{rows} rows in whole groups of {group}; got num_last={num_last}.")
+    mask = (jnp.ones_like(input_ids, dtype=bool) if attention_mask is None
+            else attention_mask.astype(bool))
+    prompt_ids, prompt_mask = input_ids[::group, :prompt_len], mask[::group, :prompt_len]
+    response_ids, response_mask = input_ids[:, prompt_len:], mask[:, prompt_len:]  # [rows, R]
+    prompts, responses = rows // group, seq - prompt_len
+    # Positions and masks as `_forward` makes them for the whole rows.
+    prompt_positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=-1) - 1, 0)  # [prompts, P]
+    real_prompt = jnp.repeat(prompt_mask.sum(axis=-1), group)  # [rows]
+    response_positions = jnp.maximum(
+        real_prompt[:, None] + jnp.cumsum(response_mask, axis=-1) - 1, 0)  # [rows, R]
+    prompt_causal = (jnp.tril(jnp.ones((prompt_len, prompt_len), dtype=bool))[None]
+                     & prompt_mask[:, None, :])  # [prompts, P, P]
+    response_visible = jnp.concatenate([  # [rows, R, P + R]
+        jnp.broadcast_to(jnp.repeat(prompt_mask, group, axis=0)[:, None],
+                         (rows, responses, prompt_len)),
+        jnp.tril(jnp.ones((responses, responses), dtype=bool))[None] & response_mask[:, None]],
+        axis=-1)
+    packed = lambda p, r: jnp.concatenate([  # noqa: E731
+        p.reshape(-1, *p.shape[2:]), r.reshape(-1, *r.shape[2:])])  # [tokens, ...]
+    head_dim, theta = self.config.head_dim, self.config.rope_theta
+    cos, sin = (packed(p, r) for p, r in zip(rope_cos_sin(prompt_positions, head_dim, theta),
+                                             rope_cos_sin(response_positions, head_dim, theta)))
+    x = packed(self.embed(prompt_ids), self.embed(response_ids))  # [tokens, d_model]
+    run_block = Block.shared_prompt
+    if remat:
+      run_block = functools.partial(_rematerialised, Block.shared_prompt)
+    for block in self.layers:
+      x = run_block(block, x, cos, sin, prompt_causal, response_visible,
+                    shape=(prompts, prompt_len, rows, responses))
+    split = prompts * prompt_len
+    last_prompt = jnp.repeat(x[:split].reshape(prompts, prompt_len, -1)[:, -1:], group, axis=0)
+    hidden = jnp.concatenate([last_prompt, x[split:].reshape(rows, responses, -1)], axis=1)
+    return self.final_norm(hidden[:, -num_last:])
 
   def _logits(self, hidden):
     project = self.embed.attend if self.lm_head is None else self.lm_head

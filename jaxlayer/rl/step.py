@@ -58,13 +58,17 @@ def split_model(model: Qwen, trainable: Sequence[str]) -> tuple[SplitModel, dict
   return SplitModel(graphdef, frozen, {path_str(path): path for path, _ in flat}), params
 
 
-def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool = False):
+def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool = False,
+                      group: int = 1):
   """Log-probs and entropies [B, R] of the response tokens under the model (teacher forced);
-  remat: recompute each block's activations in the backward pass (see `Qwen.__call__`)."""
+  remat: recompute each block's activations in the backward pass (see `Qwen.__call__`);
+  group > 1: rows come in groups of `group` responses to one prompt, whose prompt part the
+  model then runs once (`Qwen.__call__`'s shared_prompt)."""
   responses = batch["response_mask"].shape[1]
+  prompt_len = batch["input_ids"].shape[1] - responses
   # The logit at position t predicts token t+1: responses are predicted from P-1 to P+R-2.
   logits = model(batch["input_ids"], batch["attention_mask"], num_last=responses + 1,
-                 remat=remat)[:, :-1]
+                 remat=remat, shared_prompt=(group, prompt_len) if group > 1 else None)[:, :-1]
   tokens = batch["input_ids"][:, -responses:]  # [B, R]; logits [B, R, vocab]
   return losses.token_logprobs(logits, tokens, temperature)
 
@@ -96,19 +100,23 @@ def init_optimizer(tx: optax.GradientTransformation, params: dict[str, jax.Array
 
 def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
                      loss_cfg: losses.LossConfig, temperature: float, *, micro_batches: int = 1,
-                     remat: bool = False, param_shardings=None, opt_shardings=None):
+                     remat: bool = False, group: int = 1, param_shardings=None,
+                     opt_shardings=None):
   """jit: (trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics).
 
   One optimizer update on one mini-batch, whose gradient is accumulated over `micro_batches`
-  forward / backward passes (rows i, i + n, i + 2n, ... form micro-batch i, so each stays
-  spread over the data-parallel devices); the loss equals the whole mini-batch's. With
-  `remat` the backward pass recomputes each block's activations instead of storing them.
+  forward / backward passes (groups i, i + n, i + 2n, ... of `group` rows form micro-batch i,
+  so each stays spread over the data-parallel devices); the loss equals the whole
+  mini-batch's. With `remat` the backward pass recomputes each block's activations instead
+  of storing them. group > 1: the batch's rows come in groups of `group` responses to one
+  prompt, whose prompt part each forward pass computes once (`response_logprobs`).
   `trainable` and `opt_state` are donated and come back with the given shardings (default:
   whatever the compiler picks).
   """
 
   def loss_fn(trainable, frozen, batch, normaliser):
-    logps, entropy = response_logprobs(split.merge(trainable, frozen), batch, temperature, remat)
+    logps, entropy = response_logprobs(split.merge(trainable, frozen), batch, temperature, remat,
+                                       group)
     loss, metrics = losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
                                        batch["response_mask"], batch.get("ref_logprobs"),
                                        loss_cfg, normaliser)
@@ -124,8 +132,9 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
 
   def update(trainable, opt_state, frozen, batch):
     normaliser = losses.normaliser(loss_cfg, batch["response_mask"])
-    micro = jax.tree.map(lambda x: jnp.swapaxes(
-        x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]), 0, 1), batch)
+    micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(
+        x.shape[0] // (micro_batches * group), micro_batches, group, *x.shape[1:]), 0, 1
+    ).reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:]), batch)
     grads, (loss, metrics, tokens) = jax.lax.scan(
         lambda g, mb: accumulate(g, mb, trainable, frozen, normaliser),
         jax.tree.map(jnp.zeros_like, trainable), micro)
