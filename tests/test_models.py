@@ -175,8 +175,9 @@ def test_shared_prompt_pass_equals_the_whole_rows(checkpoint, request):
                shared_prompt=(group, prompt_len) if shared else None)
     return (logits * used * weights).sum(), logits * used
 
-  (_, whole), whole_grad = jax.value_and_grad(loss, has_aux=True)(model, False)
-  (_, shared), shared_grad = jax.value_and_grad(loss, has_aux=True)(model, True)
+  loss_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+  (_, whole), whole_grad = loss_and_grad(model, False)
+  (_, shared), shared_grad = loss_and_grad(model, True)
   np.testing.assert_allclose(shared, whole, atol=1e-5)
   for (path, a), (_, b) in zip(models.named_params(shared_grad).items(),
                                models.named_params(whole_grad).items()):
