@@ -135,6 +135,10 @@ def test_grouped_update_runs_each_prompt_once_and_equals_the_plain_one(tiny_qwen
       np.testing.assert_allclose(updated[key][k], updated[1, 1][k], rtol=1e-5, atol=1e-7,
                                  err_msg=f"{key} {k}")
       assert not np.array_equal(updated[key][k], params[k]), k
+  # So do the reference policy's log-probs (KL on).
+  reference = {g: step.make_logprob_fn(split, 1.0, group=g)(params, split.frozen, batch)
+               for g in (1, 4)}
+  np.testing.assert_allclose(reference[4], reference[1], atol=1e-5)
   # Prompt tokens are computed once per group: 4 prompts, not 16 rows, in the first block.
   text = jax.jit(lambda p: step.response_logprobs(split.merge(p), batch, 1.0, group=4)).lower(
       params).as_text()

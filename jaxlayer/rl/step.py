@@ -73,12 +73,13 @@ def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool 
   return losses.token_logprobs(logits, tokens, temperature)
 
 
-def make_logprob_fn(split: SplitModel, temperature: float):
-  """jit: (trainable, frozen, batch) -> response log-probs [B, R] (for the reference policy)."""
+def make_logprob_fn(split: SplitModel, temperature: float, group: int = 1):
+  """jit: (trainable, frozen, batch) -> response log-probs [B, R] (for the reference policy);
+  group as in `response_logprobs`."""
 
   @jax.jit
   def logprobs(trainable, frozen, batch):
-    return response_logprobs(split.merge(trainable, frozen), batch, temperature)[0]
+    return response_logprobs(split.merge(trainable, frozen), batch, temperature, group=group)[0]
 
   return logprobs
 

@@ -308,17 +308,19 @@ class _Trainer:
                               NamedSharding(plan_.mesh, PartitionSpec()))
     self.step = 0
     self.data_position = 0
-    # An update over the whole rollout batch in order sees each prompt's G responses side by
-    # side: the forward pass then runs each prompt once (a multi-turn batch has rows per turn).
-    grouped = (self.env is None and plan_.mini_batch_size == cfg.train.batch_size
-               and plan_.micro_batch_size % self.group_size == 0)
+    # Passes over consecutive whole groups (each prompt's G responses side by side) run each
+    # prompt once: the reference's micro-batches, and updates over the whole rollout batch in
+    # order (smaller mini-batches take rows in a random order; multi-turn rows are turns).
+    whole_groups = self.env is None and plan_.micro_batch_size % self.group_size == 0
+    grouped_update = whole_groups and plan_.mini_batch_size == cfg.train.batch_size
     self.update = rl_step.make_update_step(
         self.split, self.tx, plan_.loss, cfg.rollout.temperature,
         micro_batches=plan_.mini_batch_size // plan_.micro_batch_size, remat=cfg.train.remat,
-        group=self.group_size if grouped else 1,
+        group=self.group_size if grouped_update else 1,
         param_shardings={k: v.sharding for k, v in self.params.items()},
         opt_shardings=opt_shardings)
-    self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature)
+    self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature,
+                                             self.group_size if whole_groups else 1)
                      if self.ref_params is not None else None)
     self.batch_sharding = {n: models.batch_sharding(plan_.mesh, n) for n in (1, 2)}
 
