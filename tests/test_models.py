@@ -183,8 +183,10 @@ def test_shared_prompt_pass_equals_the_whole_rows(checkpoint, request):
                                models.named_params(whole_grad).items()):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()),
                                err_msg=path)
-  with pytest.raises(ValueError, match="shared_prompt needs 1 <= num_last <= 7"):
-    model(jnp.asarray(ids), jnp.asarray(mask), num_last=8, shared_prompt=(group, prompt_len))
+  for num_last in (8, None):
+    with pytest.raises(ValueError, match="shared_prompt needs 1 <= num_last <= 7"):
+      model(jnp.asarray(ids), jnp.asarray(mask), num_last=num_last,
+            shared_prompt=(group, prompt_len))
 
 
 @pytest.mark.eight_devices

@@ -397,7 +397,7 @@ class Qwen(nnx.Module):
     their first prompt_len tokens. Each block runs once over the packed tokens: each prompt's
     once, then every response's, which attend to their prompt's keys and values."""
     rows, seq = input_ids.shape
-    if not 1 <= num_last <= seq - prompt_len + 1 or rows % group:
+    if num_last is None or not 1 <= num_last <= seq - prompt_len + 1 or rows % group:
       raise ValueError(f"shared_prompt needs 1 <= num_last <= {seq - prompt_len + 1} and "
                        f"{rows} rows in whole groups of {group}; got num_last={num_last}.")
     mask = (jnp.ones_like(input_ids, dtype=bool) if attention_mask is None
