@@ -280,6 +280,26 @@ def _rematerialised(method, block: Block, *args, **static):
       lambda state, *args: method(nnx.merge(graphdef, state), *args, **static))(state, *args)
 
 
+def _block_runner(method, remat: bool):
+  """method(block, ...), rematerialised when remat."""
+  return functools.partial(_rematerialised, method) if remat else method
+
+
+def _real_tokens(input_ids, attention_mask):
+  """The attention mask as bool [batch, seq] (None: every token is real)."""
+  if attention_mask is None:
+    return jnp.ones_like(input_ids, dtype=bool)
+  return attention_mask.astype(bool)
+
+
+def _positions_and_causal_mask(mask):
+  """Left-padded rows' real tokens mask [batch, seq] bool -> positions [batch, seq] (real
+  tokens numbered from 0) and the causal mask [batch, seq, seq] over real tokens."""
+  seq = mask.shape[1]
+  positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)
+  return positions, jnp.tril(jnp.ones((seq, seq), dtype=bool))[None] & mask[:, None, :]
+
+
 class Qwen(nnx.Module):
   """The decoder. `model(input_ids, attention_mask)` -> float32 logits [batch, seq, vocab]."""
 
@@ -374,16 +394,10 @@ class Qwen(nnx.Module):
     computes its queries, attention output and MLP there alone (its keys and values, which a
     KV cache needs, everywhere): a prefill saves most of one block's work.
     """
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids, dtype=bool)
-    attention_mask = attention_mask.astype(bool)
-    positions = jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)  # [batch, seq]
-    seq = input_ids.shape[1]
-    causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
-    mask = causal[None] & attention_mask[:, None, :]  # [batch, seq, seq]
+    positions, mask = _positions_and_causal_mask(_real_tokens(input_ids, attention_mask))
     x = self.embed(input_ids)
     cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-    run_block = functools.partial(_rematerialised, Block.__call__) if remat else Block.__call__
+    run_block = _block_runner(Block.__call__, remat)
     kv = []
     for i, block in enumerate(self.layers):
       last = num_last if i == len(self.layers) - 1 else None
@@ -400,18 +414,15 @@ class Qwen(nnx.Module):
     if num_last is None or not 1 <= num_last <= seq - prompt_len + 1 or rows % group:
       raise ValueError(f"shared_prompt needs 1 <= num_last <= {seq - prompt_len + 1} and "
                        f"{rows} rows in whole groups of {group}; got num_last={num_last}.")
-    mask = (jnp.ones_like(input_ids, dtype=bool) if attention_mask is None
-            else attention_mask.astype(bool))
+    mask = _real_tokens(input_ids, attention_mask)
     prompt_ids, prompt_mask = input_ids[::group, :prompt_len], mask[::group, :prompt_len]
     response_ids, response_mask = input_ids[:, prompt_len:], mask[:, prompt_len:]  # [rows, R]
     prompts, responses = rows // group, seq - prompt_len
     # Positions and masks as `_forward` makes them for the whole rows.
-    prompt_positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=-1) - 1, 0)  # [prompts, P]
+    prompt_positions, prompt_causal = _positions_and_causal_mask(prompt_mask)  # [prompts, P(, P)]
     real_prompt = jnp.repeat(prompt_mask.sum(axis=-1), group)  # [rows]
     response_positions = jnp.maximum(
         real_prompt[:, None] + jnp.cumsum(response_mask, axis=-1) - 1, 0)  # [rows, R]
-    prompt_causal = (jnp.tril(jnp.ones((prompt_len, prompt_len), dtype=bool))[None]
-                     & prompt_mask[:, None, :])  # [prompts, P, P]
     response_visible = jnp.concatenate([  # [rows, R, P + R]
         jnp.broadcast_to(jnp.repeat(prompt_mask, group, axis=0)[:, None],
                          (rows, responses, prompt_len)),
@@ -423,9 +434,7 @@ class Qwen(nnx.Module):
     cos, sin = (packed(p, r) for p, r in zip(rope_cos_sin(prompt_positions, head_dim, theta),
                                              rope_cos_sin(response_positions, head_dim, theta)))
     x = packed(self.embed(prompt_ids), self.embed(response_ids))  # [tokens, d_model]
-    run_block = Block.shared_prompt
-    if remat:
-      run_block = functools.partial(_rematerialised, Block.shared_prompt)
+    run_block = _block_runner(Block.shared_prompt, remat)
     for block in self.layers:
       x = run_block(block, x, cos, sin, prompt_causal, response_visible,
                     shape=(prompts, prompt_len, rows, responses))
