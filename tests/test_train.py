@@ -163,6 +163,24 @@ def test_remat_and_micro_batches_reach_the_update_step(tiny_qwen2_dir, tmp_path,
   assert [(k["remat"], k["micro_batches"]) for k in built] == [(False, 2), (True, 2)]
 
 
+@pytest.mark.parametrize("devices,batch,mini,micro,expected", [
+    (1, 16, None, None, (4, 4)),  # whole-batch update of whole groups: both share prompts
+    (1, 16, 8, 4, (1, 4)),  # mini-batches take rows in a random order: the update does not
+    (1, 16, None, 2, (1, 1)),  # micro-batches of half groups
+    pytest.param(8, 32, None, None, (4, 4), marks=pytest.mark.eight_devices),  # a group each
+    # 4 groups over 8 devices would split groups between devices.
+    pytest.param(8, 16, None, None, (1, 1), marks=pytest.mark.eight_devices),
+    pytest.param(8, 64, None, 32, (4, 4), marks=pytest.mark.eight_devices),
+])
+def test_prompts_are_shared_where_every_device_holds_whole_groups(tiny_qwen2_dir, tmp_path,
+                                                                  devices, batch, mini, micro,
+                                                                  expected):
+  cfg = small_config(tiny_qwen2_dir, tmp_path, None, batch_size=batch, mini_batch_size=mini,
+                     micro_batch_size=micro)
+  cfg.mesh.num_devices = devices
+  assert train.shared_prompt_groups(train.plan(cfg)) == expected
+
+
 def test_resume_refuses_a_different_experiment(uninterrupted, tiny_qwen2_dir, compile_cache):
   cfg = small_config(tiny_qwen2_dir, uninterrupted.run_dir, compile_cache, layers="layers.0")
   with pytest.raises(ValueError, match=r"different config \(train.layers: 'layers.1' -> "

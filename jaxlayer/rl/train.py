@@ -169,6 +169,23 @@ def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   return models.make_mesh(mesh_config.data, mesh_config.fsdp, mesh_config.tensor, devices=devices)
 
 
+def shared_prompt_groups(plan_: TrainPlan) -> tuple[int, int]:
+  """The `group` of the update's and of the KL reference's passes: G where they run each prompt
+  once for its G responses (rl.step's shared prompt), 1 where they run whole rows.
+
+  A pass shares prompts when its micro-batches are consecutive whole groups (updates over the
+  whole rollout batch: smaller mini-batches take rows in a random order; multi-turn rows are
+  turns) and every data-parallel shard holds whole groups: a group split over two devices
+  would make the compiler gather the prompt's keys and values onto every device.
+  """
+  config = plan_.config
+  group, micro = config.train.group_size, plan_.micro_batch_size
+  shards = plan_.mesh.shape["data"] * plan_.mesh.shape["fsdp"]
+  whole_groups = not config.env.name and micro % (group * shards) == 0
+  whole_batch = plan_.mini_batch_size == config.train.batch_size
+  return (group if whole_groups and whole_batch else 1), (group if whole_groups else 1)
+
+
 def _check_env_algorithm(config: ml_collections.ConfigDict,
                          algorithm: algorithms.Algorithm) -> None:
   """An environment (env.name) trains with a multi-turn algorithm, a task with the others."""
@@ -308,19 +325,15 @@ class _Trainer:
                               NamedSharding(plan_.mesh, PartitionSpec()))
     self.step = 0
     self.data_position = 0
-    # Passes over consecutive whole groups (each prompt's G responses side by side) run each
-    # prompt once: the reference's micro-batches, and updates over the whole rollout batch in
-    # order (smaller mini-batches take rows in a random order; multi-turn rows are turns).
-    whole_groups = self.env is None and plan_.micro_batch_size % self.group_size == 0
-    grouped_update = whole_groups and plan_.mini_batch_size == cfg.train.batch_size
+    update_group, reference_group = shared_prompt_groups(plan_)
     self.update = rl_step.make_update_step(
         self.split, self.tx, plan_.loss, cfg.rollout.temperature,
         micro_batches=plan_.mini_batch_size // plan_.micro_batch_size, remat=cfg.train.remat,
-        group=self.group_size if grouped_update else 1,
+        group=update_group,
         param_shardings={k: v.sharding for k, v in self.params.items()},
         opt_shardings=opt_shardings)
     self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature,
-                                             self.group_size if whole_groups else 1)
+                                             reference_group)
                      if self.ref_params is not None else None)
     self.batch_sharding = {n: models.batch_sharding(plan_.mesh, n) for n in (1, 2)}
 
