@@ -1,9 +1,9 @@
 """Multi-host: joining the hosts, per-process rows, and two real local processes against one.
 
-The two-process test starts two Python processes with 4 CPU devices each, joined by
+The two-process test starts two Python processes with 2 CPU devices each, joined by
 `jax.distributed` (gloo collectives), that run a small `jaxlayer sweep`, then `export` and
-`eval` of its trained run, on one 8-device mesh spread over both, and compares what they write
-with one process holding all 8.
+`eval` of its trained run, on one 4-device mesh spread over both, and compares what they write
+with one process holding all 4.
 """
 
 import json
@@ -117,9 +117,9 @@ def test_cli_reports_incomplete_host_variables(monkeypatch, tiny_qwen2_dir):
 # The two-process run and its single-process reference: a sweep of block 1 (base, full RL,
 # block 1) on the shipped tiny model (it answers a third of the problems, so groups carry a
 # real learning signal), each run 2 steps of 32 responses on the arithmetic task with KL (the
-# reference log-probs path), checkpointed and kept; then `export` and `eval` of its block-1
-# run. The default mesh (fsdp over all 8 devices) splits parameters and batches across the
-# processes. One sweep covers what a separate `train` would, and `eval` reuses the programs
+# reference log-probs path, whose micro-batches of 4 groups give each device one, so it runs
+# each prompt once), checkpointed and kept; then `export` and `eval` of its block-1 run. The
+# default mesh (fsdp over all 4 devices) splits parameters and batches across the processes. One sweep covers what a separate `train` would, and `eval` reuses the programs
 # the sweep compiled, which keeps this test a few minutes long.
 OVERRIDES = ["--config.sweep.layers=1", "--config.sweep.keep_checkpoints=True",
              "--config.train.steps=2", "--config.train.batch_size=32",
@@ -181,8 +181,8 @@ def _run_workers(tmp_path, model_dir, num_processes, devices_per_process, chunk)
 @pytest.fixture(scope="module")
 def one_and_two_processes(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("distributed")
-  return (_run_workers(tmp_path, TINY_ARITH, 1, 8, chunk=0),
-          _run_workers(tmp_path, TINY_ARITH, 2, 4, chunk=3))
+  return (_run_workers(tmp_path, TINY_ARITH, 1, 4, chunk=0),
+          _run_workers(tmp_path, TINY_ARITH, 2, 2, chunk=3))
 
 
 def _trained_params(run_dir):
