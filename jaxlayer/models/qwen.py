@@ -137,27 +137,26 @@ class Attention(nnx.Module):
     return _dense(self.o_proj, out), (k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3))
 
   def shared_prompt(self, x, cos, sin, prompt_mask, response_mask, *, shape):
-    """Attention of prompts and their responses, packed: x [tokens, d_model] holds the
-    prompts' tokens ([prompts, P] flattened), then the responses' ([rows, R], G = rows //
-    prompts per prompt); shape = (prompts, P, rows, R). A prompt's tokens attend among
-    themselves (prompt_mask [prompts, P, P] bool), a response's to its prompt's and its own
-    (response_mask [rows, R, P + R]). Returns the output [tokens, d_model]."""
-    prompts, prompt_len, rows, responses = shape
-    split = prompts * prompt_len
-    q = self._queries(x[None], cos[None], sin[None])[0]  # [tokens, heads, hd]
-    k, v = (a[0] for a in self._keys_values(x[None], cos[None], sin[None]))  # [tokens, kv, hd]
-    prompt_k, prompt_v = (a[:split].reshape(prompts, prompt_len, *a.shape[1:]) for a in (k, v))
-    prompt_out = _attention(q[:split].reshape(prompts, prompt_len, *q.shape[1:]), prompt_k,
-                            prompt_v, prompt_mask)
+    """Attention of prompts and their responses, packed: x [prompts, P + G * R, d_model] holds
+    each prompt's P tokens, then its G responses' R tokens each; shape = (P, G, R). A prompt's
+    tokens attend among themselves (prompt_mask [prompts, P, P] bool), a response's to its
+    prompt's and its own (response_mask [prompts * G, R, P + R]). Returns the output
+    [prompts, P + G * R, d_model]. Rows stay on the device of their prompt."""
+    prompt_len, group, responses = shape
+    prompts = x.shape[0]
+    q = self._queries(x, cos, sin)  # [prompts, P + G * R, heads, hd]
+    k, v = self._keys_values(x, cos, sin)  # [prompts, P + G * R, kv_heads, hd]
+    prompt_out = _attention(q[:, :prompt_len], k[:, :prompt_len], v[:, :prompt_len],
+                            prompt_mask)  # [prompts, P, heads * hd]
+    # [prompts, G * R, ...] -> [rows, R, ...]: each response's tokens.
+    of_rows = lambda a: a[:, prompt_len:].reshape(  # noqa: E731
+        prompts * group, responses, *a.shape[2:])
     # Each response's keys: its prompt's (shared by the G responses), then its own.
-    response_k, response_v = (jnp.concatenate([
-        jnp.repeat(prompt_a, rows // prompts, axis=0),
-        a[split:].reshape(rows, responses, *a.shape[1:])], axis=1)
-        for prompt_a, a in ((prompt_k, k), (prompt_v, v)))
-    response_out = _attention(q[split:].reshape(rows, responses, *q.shape[1:]), response_k,
-                              response_v, response_mask)
-    out = jnp.concatenate([prompt_out.reshape(split, -1),
-                           response_out.reshape(rows * responses, -1)]).astype(x.dtype)
+    response_k, response_v = (jnp.concatenate(
+        [jnp.repeat(a[:, :prompt_len], group, axis=0), of_rows(a)], axis=1) for a in (k, v))
+    response_out = _attention(of_rows(q), response_k, response_v, response_mask)
+    out = jnp.concatenate([prompt_out, response_out.reshape(prompts, group * responses, -1)],
+                          axis=1).astype(x.dtype)
     return _dense(self.o_proj, out)
 
   def decode_step(self, x, cos, sin, prefix_kv, kv, bias, index):
@@ -409,7 +408,7 @@ class Qwen(nnx.Module):
                             num_last):
     """`_forward`'s final hidden [batch, num_last, d_model] for rows in groups that share
     their first prompt_len tokens. Each block runs once over the packed tokens: each prompt's
-    once, then every response's, which attend to their prompt's keys and values."""
+    once, followed by its responses', which attend to their prompt's keys and values."""
     rows, seq = input_ids.shape
     if num_last is None or not 1 <= num_last <= seq - prompt_len + 1 or rows % group:
       raise ValueError(f"shared_prompt needs 1 <= num_last <= {seq - prompt_len + 1} and "
@@ -428,19 +427,20 @@ class Qwen(nnx.Module):
                          (rows, responses, prompt_len)),
         jnp.tril(jnp.ones((responses, responses), dtype=bool))[None] & response_mask[:, None]],
         axis=-1)
-    packed = lambda p, r: jnp.concatenate([  # noqa: E731
-        p.reshape(-1, *p.shape[2:]), r.reshape(-1, *r.shape[2:])])  # [tokens, ...]
+    # Each prompt's tokens, then its G responses': [prompts, P + G * R, ...].
+    packed = lambda p, r: jnp.concatenate(  # noqa: E731
+        [p, r.reshape(prompts, group * responses, *r.shape[2:])], axis=1)
     head_dim, theta = self.config.head_dim, self.config.rope_theta
     cos, sin = (packed(p, r) for p, r in zip(rope_cos_sin(prompt_positions, head_dim, theta),
                                              rope_cos_sin(response_positions, head_dim, theta)))
-    x = packed(self.embed(prompt_ids), self.embed(response_ids))  # [tokens, d_model]
+    x = packed(self.embed(prompt_ids), self.embed(response_ids))  # [prompts, P + G * R, d_model]
     run_block = _block_runner(Block.shared_prompt, remat)
     for block in self.layers:
       x = run_block(block, x, cos, sin, prompt_causal, response_visible,
-                    shape=(prompts, prompt_len, rows, responses))
-    split = prompts * prompt_len
-    last_prompt = jnp.repeat(x[:split].reshape(prompts, prompt_len, -1)[:, -1:], group, axis=0)
-    hidden = jnp.concatenate([last_prompt, x[split:].reshape(rows, responses, -1)], axis=1)
+                    shape=(prompt_len, group, responses))
+    last_prompt = jnp.repeat(x[:, prompt_len - 1:prompt_len], group, axis=0)  # [rows, 1, d]
+    hidden = jnp.concatenate(
+        [last_prompt, x[:, prompt_len:].reshape(rows, responses, -1)], axis=1)
     return self.final_norm(hidden[:, -num_last:])
 
   def _logits(self, hidden):
