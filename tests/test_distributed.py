@@ -119,8 +119,9 @@ def test_cli_reports_incomplete_host_variables(monkeypatch, tiny_qwen2_dir):
 # real learning signal), each run 2 steps of 32 responses on the arithmetic task with KL (the
 # reference log-probs path, whose micro-batches of 4 groups give each device one, so it runs
 # each prompt once), checkpointed and kept; then `export` and `eval` of its block-1 run. The
-# default mesh (fsdp over all 4 devices) splits parameters and batches across the processes. One sweep covers what a separate `train` would, and `eval` reuses the programs
-# the sweep compiled, which keeps this test a few minutes long.
+# default mesh (fsdp over all 4 devices) splits parameters and batches across the processes.
+# One sweep covers what a separate `train` would, and `eval` reuses the programs the sweep
+# compiled, which keeps this test a few minutes long.
 OVERRIDES = ["--config.sweep.layers=1", "--config.sweep.keep_checkpoints=True",
              "--config.train.steps=2", "--config.train.batch_size=32",
              "--config.train.group_size=4", "--config.train.mini_batch_size=16",

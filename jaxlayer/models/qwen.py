@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlayer.models.config import ModelConfig, resolve_dtype
+from jaxlayer.models.sharding import fsdp_gathered, keep_batch_split
 
 _INIT = nnx.initializers.normal(stddev=0.02)  # transformers' `initializer_range` default
 
@@ -376,7 +377,7 @@ class Qwen(nnx.Module):
         jnp.repeat(cache.prefix_mask, cache.group, axis=0),
         jnp.broadcast_to(jnp.arange(max_new) <= cache.index, (len(token_ids), max_new))], axis=1)
     bias = jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
-    x = self.embed(token_ids[:, None])  # [rows, 1, d_model]
+    x = self._embed(token_ids[:, None])  # [rows, 1, d_model]
     keys, values = [], []
     for i, block in enumerate(self.layers):
       x, (k, v) = block.decode_step(x, cos, sin, (cache.prefix_keys[i], cache.prefix_values[i]),
@@ -394,13 +395,13 @@ class Qwen(nnx.Module):
     KV cache needs, everywhere): a prefill saves most of one block's work.
     """
     positions, mask = _positions_and_causal_mask(_real_tokens(input_ids, attention_mask))
-    x = self.embed(input_ids)
+    x = self._embed(input_ids)
     cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
     run_block = _block_runner(Block.__call__, remat)
     kv = []
     for i, block in enumerate(self.layers):
       last = num_last if i == len(self.layers) - 1 else None
-      x, block_kv = run_block(block, x, cos, sin, mask, num_last=last)
+      x, block_kv = run_block(block, keep_batch_split(x), cos, sin, mask, num_last=last)
       kv.append(block_kv)
     return self.final_norm(x), kv
 
@@ -433,15 +434,19 @@ class Qwen(nnx.Module):
     head_dim, theta = self.config.head_dim, self.config.rope_theta
     cos, sin = (packed(p, r) for p, r in zip(rope_cos_sin(prompt_positions, head_dim, theta),
                                              rope_cos_sin(response_positions, head_dim, theta)))
-    x = packed(self.embed(prompt_ids), self.embed(response_ids))  # [prompts, P + G * R, d_model]
+    x = packed(self._embed(prompt_ids), self._embed(response_ids))  # [prompts, P + G * R, d_model]
     run_block = _block_runner(Block.shared_prompt, remat)
     for block in self.layers:
-      x = run_block(block, x, cos, sin, prompt_causal, response_visible,
+      x = run_block(block, keep_batch_split(x), cos, sin, prompt_causal, response_visible,
                     shape=(prompt_len, group, responses))
     last_prompt = jnp.repeat(x[:, prompt_len - 1:prompt_len], group, axis=0)  # [rows, 1, d]
     hidden = jnp.concatenate(
         [last_prompt, x[:, prompt_len:].reshape(rows, responses, -1)], axis=1)
     return self.final_norm(hidden[:, -num_last:])
+
+  def _embed(self, ids):
+    """ids [...] -> embeddings [..., d_model]."""
+    return jnp.take(fsdp_gathered(self.embed.embedding[...], "embed.embedding"), ids, axis=0)
 
   def _logits(self, hidden):
     project = self.embed.attend if self.lm_head is None else self.lm_head

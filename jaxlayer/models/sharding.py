@@ -62,6 +62,38 @@ def param_sharding(path: str, shape: tuple[int, ...], mesh: Mesh) -> NamedShardi
   return NamedSharding(mesh, partition_spec(path, shape, mesh))
 
 
+def _tracing_mesh() -> jax.sharding.AbstractMesh | None:
+  """The mesh the program being traced is partitioned over by the compiler, if any (not inside
+  a shard_map, whose code runs per device)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return None if mesh.empty or not mesh.are_all_axes_auto else mesh
+
+
+def keep_batch_split(x: jax.Array) -> jax.Array:
+  """x [batch, ...] split over the batch axes of the mesh a program is traced on
+  (`jax.sharding.use_abstract_mesh`); x as is without one (or per device, in a shard_map), or
+  when the shards do not divide the batch. The model marks its activations between blocks so:
+  left to itself, XLA's partitioner gives them the fsdp split of the weights that made them and
+  moves them between devices at every block (all-to-alls); kept split by rows, each device
+  gathers the weights instead."""
+  mesh = _tracing_mesh()
+  if mesh is None or x.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]):
+    return x
+  return jax.lax.with_sharding_constraint(x, P(BATCH_AXES))
+
+
+def fsdp_gathered(param: jax.Array, path: str) -> jax.Array:
+  """The parameter at `path` whole along the fsdp axis (split as before along the others) in a
+  program traced on a mesh (`jax.sharding.use_abstract_mesh`), as is without one: an embedding
+  table gathered before the lookup, so that each device looks up its own rows."""
+  mesh = _tracing_mesh()
+  if mesh is None:
+    return param
+  spec = partition_spec(path, param.shape, mesh)
+  return jax.lax.with_sharding_constraint(
+      param, P(*(None if axis == "fsdp" else axis for axis in spec)))
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   """Leading (batch) dimension split over data and fsdp; the rest replicated."""
   return NamedSharding(mesh, P(BATCH_AXES, *(None,) * (ndim - 1)))

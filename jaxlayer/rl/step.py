@@ -18,6 +18,7 @@ right-padded to R tokens:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -73,15 +74,29 @@ def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool 
   return losses.token_logprobs(logits, tokens, temperature)
 
 
-def make_logprob_fn(split: SplitModel, temperature: float, group: int = 1):
-  """jit: (trainable, frozen, batch) -> response log-probs [B, R] (for the reference policy);
-  group as in `response_logprobs`."""
+def _on_mesh(fn, mesh: jax.sharding.Mesh | None):
+  """fn traced on `mesh`: the model then keeps its activations split by rows between blocks
+  (`models.sharding.keep_batch_split`)."""
+  if mesh is None:
+    return fn
 
-  @jax.jit
+  @functools.wraps(fn)
+  def traced_on_mesh(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args)
+
+  return traced_on_mesh
+
+
+def make_logprob_fn(split: SplitModel, temperature: float, group: int = 1,
+                    mesh: jax.sharding.Mesh | None = None):
+  """jit: (trainable, frozen, batch) -> response log-probs [B, R] (for the reference policy);
+  group as in `response_logprobs`; mesh: the mesh the parameters and batch are on."""
+
   def logprobs(trainable, frozen, batch):
     return response_logprobs(split.merge(trainable, frozen), batch, temperature, group=group)[0]
 
-  return logprobs
+  return jax.jit(_on_mesh(logprobs, mesh))
 
 
 def init_optimizer(tx: optax.GradientTransformation, params: dict[str, jax.Array],
@@ -112,7 +127,7 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
   of storing them. group > 1: the batch's rows come in groups of `group` responses to one
   prompt, whose prompt part each forward pass computes once (`response_logprobs`).
   `trainable` and `opt_state` are donated and come back with the given shardings (default:
-  whatever the compiler picks).
+  whatever the compiler picks); with them, the step is traced on their mesh (`_on_mesh`).
   """
 
   def loss_fn(trainable, frozen, batch, normaliser):
@@ -150,9 +165,10 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
 
   if param_shardings is None:
     return jax.jit(update, donate_argnums=(0, 1))
-  replicated = NamedSharding(next(iter(param_shardings.values())).mesh, PartitionSpec())
-  return jax.jit(update, donate_argnums=(0, 1),
-                 out_shardings=(param_shardings, opt_shardings, replicated))
+  mesh = next(iter(param_shardings.values())).mesh
+  return jax.jit(_on_mesh(update, mesh), donate_argnums=(0, 1),
+                 out_shardings=(param_shardings, opt_shardings,
+                                NamedSharding(mesh, PartitionSpec())))
 
 
 def backward_residual_bytes(split: SplitModel, trainable: dict, batch: dict, temperature: float,

@@ -333,7 +333,7 @@ class _Trainer:
         param_shardings={k: v.sharding for k, v in self.params.items()},
         opt_shardings=opt_shardings)
     self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature,
-                                             reference_group)
+                                             reference_group, plan_.mesh)
                      if self.ref_params is not None else None)
     self.batch_sharding = {n: models.batch_sharding(plan_.mesh, n) for n in (1, 2)}
 
