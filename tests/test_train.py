@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlayer import models
+from jaxlayer import models, sampling
 from jaxlayer.rl import checkpoint, metrics, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.tasks.arithmetic import ArithmeticTask
@@ -179,6 +179,37 @@ def test_prompts_are_shared_where_every_device_holds_whole_groups(tiny_qwen2_dir
                      micro_batch_size=micro)
   cfg.mesh.num_devices = devices
   assert train.shared_prompt_groups(train.plan(cfg)) == expected
+
+
+@pytest.mark.eight_devices
+def test_replicated_rollout_params_decode_per_device_and_change_nothing(tiny_qwen2_dir, tmp_path,
+                                                                       monkeypatch):
+  """rollout.replicate_params on an fsdp mesh of 2 devices: each device decodes its 8 rows in
+  its own loop (one loop of 16 rows without it); samples, metrics and update are the same,
+  and the trained leaves stay split as they train."""
+  loops = []
+  decode_rows = sampling._decode_rows
+
+  def recording(model, first_logits, cache, *args, **kwargs):
+    loops.append(cache.values[0].shape[0])  # rows one loop decodes
+    return decode_rows(model, first_logits, cache, *args, **kwargs)
+
+  monkeypatch.setattr(sampling, "_decode_rows", recording)
+  runs = {}
+  for replicate in (False, True):
+    cfg = small_config(tiny_qwen2_dir, tmp_path / f"run{replicate}", None, steps=1,
+                       ppo_epochs=1)
+    cfg.mesh.num_devices = 2
+    cfg.rollout.replicate_params = replicate
+    trainer = train._Trainer(train.plan(cfg), None)
+    runs[replicate] = trainer.run_step()[0], {k: np.asarray(v) for k, v in trainer.params.items()}
+    assert trainer.params["layers.1.mlp.up_proj.kernel"].sharding.spec[0] == "fsdp"
+  assert loops == [16, 8]
+  (plain, plain_params), (replicated, replicated_params) = runs[False], runs[True]
+  assert replicated["reward"] == plain["reward"] and replicated["kl"] == pytest.approx(plain["kl"])
+  assert replicated["loss"] == pytest.approx(plain["loss"], rel=1e-5, abs=1e-7)
+  for k in plain_params:
+    np.testing.assert_allclose(replicated_params[k], plain_params[k], rtol=1e-5, atol=1e-6)
 
 
 def test_resume_refuses_a_different_experiment(uninterrupted, tiny_qwen2_dir, compile_cache):

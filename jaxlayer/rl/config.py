@@ -14,10 +14,10 @@ from ml_collections import config_dict
 # Keys that may change when a run resumes from its run directory; any other difference means
 # a different experiment, which must not be mixed into the same checkpoints.
 # (train.micro_batch_size and train.remat only change how an update's gradient is computed,
-# and rollout.prompts_per_call how the same samples are batched: change them to resume a run
-# that ran out of memory.)
+# and rollout.prompts_per_call and rollout.replicate_params how the same samples are batched
+# and placed: change them to resume a run that ran out of memory.)
 RESUMABLE_KEYS = ("train.steps", "train.micro_batch_size", "train.remat",
-                  "rollout.prompts_per_call", "run_dir",
+                  "rollout.prompts_per_call", "rollout.replicate_params", "run_dir",
                   "compilation_cache_dir",
                   "checkpoint.every",
                   "checkpoint.keep",
@@ -106,6 +106,11 @@ def default_config() -> ml_collections.ConfigDict:
   # step's at once. The KV cache holds prompts_per_call * group_size rows of prompt + response
   # tokens; the samples are the same whatever the value.
   config.rollout.prompts_per_call = 0
+  # Gather the parameters onto every device for the rollout, so that each device decodes its
+  # rows in its own loop instead of the mesh running one loop with collectives at every token
+  # (on 2 CPU devices with mesh.fsdp=2 the 0.85M model's rollout took a quarter of the time).
+  # Holds a full copy of the model per device while sampling; the samples are the same.
+  config.rollout.replicate_params = False
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = 1  # mesh axis sizes (one may be -1: the remaining devices)

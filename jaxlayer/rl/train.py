@@ -336,6 +336,10 @@ class _Trainer:
                                              reference_group, plan_.mesh)
                      if self.ref_params is not None else None)
     self.batch_sharding = {n: models.batch_sharding(plan_.mesh, n) for n in (1, 2)}
+    # The model whole on every device (an all-gather of the split parameters), for rollouts.
+    self.replicate = (jax.jit(lambda model: model, out_shardings=NamedSharding(
+        plan_.mesh, PartitionSpec())) if cfg.rollout.replicate_params and plan_.mesh.size > 1
+        else None)
 
   def _make_task(self) -> tasks.Task:
     options = dict(self.cfg.task.options)
@@ -382,12 +386,18 @@ class _Trainer:
 
   # --- one RL step --------------------------------------------------------------------------
 
+  def _rollout_model(self) -> models.Qwen:
+    """The model the rollouts sample from: the trained values on the training layout, or
+    gathered whole onto every device (rollout.replicate_params)."""
+    model = self.split.merge(self.params)
+    return model if self.replicate is None else self.replicate(model)
+
   def _sample_round(self, key: jax.Array) -> _Rollouts:
     count = self.plan.prompts_per_step
     indices = _problem_order(len(self.problems), self.cfg.seed, self.data_position, count)
     self.data_position += count
     out = sampling.generate(
-        self.split.merge(self.params), [self.prompt_ids[i] for i in indices],
+        self._rollout_model(), [self.prompt_ids[i] for i in indices],
         max_new_tokens=self.cfg.rollout.max_new_tokens, num_samples=self.group_size,
         temperature=self.cfg.rollout.temperature, eos_token_ids=self.stop_ids,
         seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), pad_token_id=self.pad_id,
@@ -539,7 +549,7 @@ class _Trainer:
     seeds = multiturn.train_seeds(self.cfg.seed, self.data_position, self.plan.prompts_per_step)
     self.data_position += len(seeds)
     rollouts = multiturn.play_episodes(
-        self.split.merge(self.params), self.tokenizer, self.env.make_env, seeds,
+        self._rollout_model(), self.tokenizer, self.env.make_env, seeds,
         group_size=self.group_size, max_turns=self.env.max_turns,
         max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
         eos_token_ids=self.stop_ids, pad_token_id=self.pad_id,
