@@ -48,3 +48,20 @@ def tiny_qwen3_dir(tmp_path_factory):
   return _checkpoint_with_tokenizer(
       tmp_path_factory.mktemp("qwen3"),
       hf_fixtures.tiny_config("qwen3", vocab_size=300, tie_word_embeddings=True))
+
+
+@pytest.fixture
+def decode_loops(monkeypatch):
+  """The row count of every decode loop the sampler traces from now on, in order (a loop per
+  device where each device decodes its own rows)."""
+  from jaxlayer import sampling
+
+  loops = []
+  decode_rows = sampling._decode_rows
+
+  def recording(model, first_logits, cache, *args, **kwargs):
+    loops.append(cache.values[0].shape[0])
+    return decode_rows(model, first_logits, cache, *args, **kwargs)
+
+  monkeypatch.setattr(sampling, "_decode_rows", recording)
+  return loops

@@ -236,23 +236,16 @@ def test_sharded_model_and_batch_equal_single_device(tiny_qwen2_dir, qwen2, prom
 @pytest.mark.eight_devices
 @pytest.mark.parametrize("data,fsdp", [(8, 1), (2, 3)])
 def test_data_parallel_mesh_decodes_each_device_rows_alone(tiny_qwen2_dir, qwen2, prompts,
-                                                           monkeypatch, data, fsdp):
+                                                           decode_loops, data, fsdp):
   """A full parameter copy per device: every device runs its own decode loop on its rows."""
   mesh = models.make_mesh(data=data, fsdp=fsdp, devices=jax.devices()[:data * fsdp])
   replicated, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
   assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(replicated))
   eos = dict(eos_token_ids=[7, 11, 13])
   expected = _sample(qwen2, prompts, **eos)
-  loops = []
-  real = sampling._decode_rows
-
-  def recording(model, first_logits, cache, *args, **kwargs):
-    loops.append(cache.values[0].shape[0])  # rows one loop decodes
-    return real(model, first_logits, cache, *args, **kwargs)
-
-  monkeypatch.setattr(sampling, "_decode_rows", recording)
+  decode_loops.clear()
   got = _sample(replicated, prompts, **eos)
-  assert loops == [2]  # 4 prompts padded to one per device, x 2 samples: 2 rows per loop
+  assert decode_loops == [2]  # 4 prompts padded to one per device, x 2 samples: 2 rows per loop
   assert 0 < (got.lengths < MAX_NEW).sum() < len(got.lengths)  # rows stop at different steps
   np.testing.assert_array_equal(got.tokens, expected.tokens)
   np.testing.assert_allclose(got.logprobs, expected.logprobs, atol=1e-5)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlayer import models, sampling
+from jaxlayer import models
 from jaxlayer.rl import checkpoint, metrics, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.tasks.arithmetic import ArithmeticTask
@@ -183,18 +183,10 @@ def test_prompts_are_shared_where_every_device_holds_whole_groups(tiny_qwen2_dir
 
 @pytest.mark.eight_devices
 def test_replicated_rollout_params_decode_per_device_and_change_nothing(tiny_qwen2_dir, tmp_path,
-                                                                       monkeypatch):
+                                                                       decode_loops):
   """rollout.replicate_params on an fsdp mesh of 2 devices: each device decodes its 8 rows in
   its own loop (one loop of 16 rows without it); samples, metrics and update are the same,
   and the trained leaves stay split as they train."""
-  loops = []
-  decode_rows = sampling._decode_rows
-
-  def recording(model, first_logits, cache, *args, **kwargs):
-    loops.append(cache.values[0].shape[0])  # rows one loop decodes
-    return decode_rows(model, first_logits, cache, *args, **kwargs)
-
-  monkeypatch.setattr(sampling, "_decode_rows", recording)
   runs = {}
   for replicate in (False, True):
     cfg = small_config(tiny_qwen2_dir, tmp_path / f"run{replicate}", None, steps=1,
@@ -204,7 +196,7 @@ def test_replicated_rollout_params_decode_per_device_and_change_nothing(tiny_qwe
     trainer = train._Trainer(train.plan(cfg), None)
     runs[replicate] = trainer.run_step()[0], {k: np.asarray(v) for k, v in trainer.params.items()}
     assert trainer.params["layers.1.mlp.up_proj.kernel"].sharding.spec[0] == "fsdp"
-  assert loops == [16, 8]
+  assert decode_loops == [16, 8]
   (plain, plain_params), (replicated, replicated_params) = runs[False], runs[True]
   assert replicated["reward"] == plain["reward"] and replicated["kl"] == pytest.approx(plain["kl"])
   assert replicated["loss"] == pytest.approx(plain["loss"], rel=1e-5, abs=1e-7)
