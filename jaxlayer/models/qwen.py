@@ -445,7 +445,8 @@ class Qwen(nnx.Module):
     return self.final_norm(hidden[:, -num_last:])
 
   def _embed(self, ids):
-    """ids [...] -> embeddings [..., d_model]."""
+    """ids [...] -> embeddings [..., d_model] (nnx.Embed's lookup, the table's fsdp split undone
+    first when traced on a mesh: `fsdp_gathered`)."""
     return jnp.take(fsdp_gathered(self.embed.embedding[...], "embed.embedding"), ids, axis=0)
 
   def _logits(self, hidden):

@@ -7,6 +7,7 @@ run on any mesh.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
@@ -62,6 +63,20 @@ def param_sharding(path: str, shape: tuple[int, ...], mesh: Mesh) -> NamedShardi
   return NamedSharding(mesh, partition_spec(path, shape, mesh))
 
 
+def traced_on(mesh: Mesh | None, fn):
+  """fn, traced on `mesh` (as is for None): under jit, the model then keeps its activations
+  split by rows between blocks (`keep_batch_split`, `fsdp_gathered`)."""
+  if mesh is None:
+    return fn
+
+  @functools.wraps(fn)
+  def on_mesh(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args)
+
+  return on_mesh
+
+
 def _tracing_mesh() -> jax.sharding.AbstractMesh | None:
   """The mesh the program being traced is partitioned over by the compiler, if any (not inside
   a shard_map, whose code runs per device)."""
@@ -70,12 +85,11 @@ def _tracing_mesh() -> jax.sharding.AbstractMesh | None:
 
 
 def keep_batch_split(x: jax.Array) -> jax.Array:
-  """x [batch, ...] split over the batch axes of the mesh a program is traced on
-  (`jax.sharding.use_abstract_mesh`); x as is without one (or per device, in a shard_map), or
-  when the shards do not divide the batch. The model marks its activations between blocks so:
-  left to itself, XLA's partitioner gives them the fsdp split of the weights that made them and
-  moves them between devices at every block (all-to-alls); kept split by rows, each device
-  gathers the weights instead."""
+  """x [batch, ...] split over the batch axes of the mesh a program is traced on (`traced_on`);
+  x as is without one (or per device, in a shard_map), or when the shards do not divide the
+  batch. The model marks its activations between blocks so: left to itself, XLA's partitioner
+  gives them the fsdp split of the weights that made them and moves them between devices at
+  every block (all-to-alls); kept split by rows, each device gathers the weights instead."""
   mesh = _tracing_mesh()
   if mesh is None or x.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]):
     return x
@@ -84,8 +98,8 @@ def keep_batch_split(x: jax.Array) -> jax.Array:
 
 def fsdp_gathered(param: jax.Array, path: str) -> jax.Array:
   """The parameter at `path` whole along the fsdp axis (split as before along the others) in a
-  program traced on a mesh (`jax.sharding.use_abstract_mesh`), as is without one: an embedding
-  table gathered before the lookup, so that each device looks up its own rows."""
+  program traced on a mesh (`traced_on`), as is without one: an embedding table gathered
+  before the lookup, so that each device looks up its own rows."""
   mesh = _tracing_mesh()
   if mesh is None:
     return param

@@ -18,7 +18,6 @@ right-padded to R tokens:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import jax
@@ -28,6 +27,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxlayer.models import Qwen, path_str
+from jaxlayer.models.sharding import traced_on
 from jaxlayer.rl import losses
 
 
@@ -74,20 +74,6 @@ def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool 
   return losses.token_logprobs(logits, tokens, temperature)
 
 
-def _on_mesh(fn, mesh: jax.sharding.Mesh | None):
-  """fn traced on `mesh`: the model then keeps its activations split by rows between blocks
-  (`models.sharding.keep_batch_split`)."""
-  if mesh is None:
-    return fn
-
-  @functools.wraps(fn)
-  def traced_on_mesh(*args):
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return fn(*args)
-
-  return traced_on_mesh
-
-
 def make_logprob_fn(split: SplitModel, temperature: float, group: int = 1,
                     mesh: jax.sharding.Mesh | None = None):
   """jit: (trainable, frozen, batch) -> response log-probs [B, R] (for the reference policy);
@@ -96,7 +82,7 @@ def make_logprob_fn(split: SplitModel, temperature: float, group: int = 1,
   def logprobs(trainable, frozen, batch):
     return response_logprobs(split.merge(trainable, frozen), batch, temperature, group=group)[0]
 
-  return jax.jit(_on_mesh(logprobs, mesh))
+  return jax.jit(traced_on(mesh, logprobs))
 
 
 def init_optimizer(tx: optax.GradientTransformation, params: dict[str, jax.Array],
@@ -127,7 +113,7 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
   of storing them. group > 1: the batch's rows come in groups of `group` responses to one
   prompt, whose prompt part each forward pass computes once (`response_logprobs`).
   `trainable` and `opt_state` are donated and come back with the given shardings (default:
-  whatever the compiler picks); with them, the step is traced on their mesh (`_on_mesh`).
+  whatever the compiler picks); with them, the step is traced on their mesh (`traced_on`).
   """
 
   def loss_fn(trainable, frozen, batch, normaliser):
@@ -166,7 +152,7 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
   if param_shardings is None:
     return jax.jit(update, donate_argnums=(0, 1))
   mesh = next(iter(param_shardings.values())).mesh
-  return jax.jit(_on_mesh(update, mesh), donate_argnums=(0, 1),
+  return jax.jit(traced_on(mesh, update), donate_argnums=(0, 1),
                  out_shardings=(param_shardings, opt_shardings,
                                 NamedSharding(mesh, PartitionSpec())))
 
