@@ -60,6 +60,9 @@ def default_eval_config() -> ml_collections.ConfigDict:
   config.top_p = 1.0  # nucleus sampling of mean@k (1: off)
   config.metric = "pass@1"  # the sweep's score: "pass@1" or "mean@k"
   config.tasks = ""  # jaxlayer eval: "arithmetic,countdown" ("": task.name, all the sweep scores)
+  # Sample from a copy of the parameters gathered onto every device (sampling.replicated): each
+  # device decodes its rows in its own loop. None: rollout.replicate_params.
+  config.replicate_params = ml_collections.config_dict.placeholder(bool)
   return config
 
 
@@ -312,6 +315,8 @@ def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   settings.update(given.to_dict() if hasattr(given, "to_dict") else given)
   if settings["max_new_tokens"] is None:
     settings["max_new_tokens"] = config.rollout.max_new_tokens
+  if settings["replicate_params"] is None:
+    settings["replicate_params"] = config.rollout.get("replicate_params", False)
   if settings["metric"] not in METRICS:
     raise ValueError(f"eval.metric={settings['metric']!r}: choose one of {list(METRICS)}.")
   if settings["metric"] == "mean@k" and not settings["num_samples"]:
@@ -356,13 +361,16 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
                          task_name: str | None = None, seed: int | None = None,
                          progress_position: int = 0) -> EvalResult:
   """`evaluate` on task `task_name` (default: config.task.name) with the config's prompt
-  (task.template, task.use_chat_template, task.system_prompt) and eval settings.
+  (task.template, task.use_chat_template, task.system_prompt) and eval settings; with
+  eval.replicate_params, from a copy of the model on every device (`sampling.replicated`).
 
   seed: the mean@k sampling seed (default config.seed).
   With config.env.name set, `evaluate_env` on that environment (task_name is then unused).
   """
   settings = eval_settings(config)
   progress = config.get("logging", {}).get("progress", True)
+  if settings["replicate_params"]:
+    model = sampling.replicated(model)
   env = env_config(config)
   if env is not None:
     return evaluate_env(

@@ -315,6 +315,21 @@ def _take(x, index):
   return jnp.take_along_axis(x, index[:, None], axis=-1)[:, 0]
 
 
+def replicated(model: Qwen) -> Qwen:
+  """The model with every parameter whole on each device of its mesh (one all-gather; the model
+  as is without a mesh). `generate` then has each device decode its rows in its own loop,
+  instead of one loop over the split model with collectives at every token. Costs a full copy
+  of the weights per device; the samples are the same."""
+  mesh = _parameter_mesh(model)
+  return model if mesh is None else _replicator(mesh)(model)
+
+
+@functools.lru_cache
+def _replicator(mesh: jax.sharding.Mesh):
+  return jax.jit(lambda model: model,
+                 out_shardings=jax.sharding.NamedSharding(mesh, PartitionSpec()))
+
+
 def _parameter_mesh(model: Qwen) -> jax.sharding.Mesh | None:
   """The mesh the model's parameters are placed on, if they are split over several devices."""
   leaf = jax.tree.leaves(model)[0]

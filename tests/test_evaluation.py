@@ -243,6 +243,26 @@ def test_sweep_eval_fn_scores_the_base_checkpoint_in_test_split_order(tiny_qwen2
   assert scored["per_problem"] == cli_eval[0]["tasks"]["parity"]["per_problem"]["pass@1"]
 
 
+@pytest.mark.eight_devices
+def test_replicated_params_decode_per_device_and_score_the_same(cli_eval, tiny_qwen2_dir,
+                                                                config_file, tmp_path,
+                                                                decode_loops):
+  """eval.replicate_params on the default mesh (fsdp over all 8 devices): each device decodes
+  its share of a batch in its own loop (one loop over the batch without it), with the same
+  completions and scores."""
+  out = tmp_path / "out"
+  cli.main(["eval", "--config", str(config_file), "--model", str(tiny_qwen2_dir), "--out",
+            str(out), "--save-generations", "--config.eval.replicate_params=True"])
+  report = json.loads((out / "eval.json").read_text())
+  generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+  assert report["eval_settings"]["replicate_params"] is True
+  assert cli_eval[0]["eval_settings"]["replicate_params"] is False  # rollout's default
+  assert report["tasks"] == cli_eval[0]["tasks"]
+  assert generations == cli_eval[1]
+  devices = len(jax.devices())
+  assert decode_loops == [BATCH_SIZE // devices, BATCH_SIZE * NUM_SAMPLES // devices]
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--model", "{missing}"], "does not exist.*run_dir of `jaxlayer train`"),
     (["--model", "{empty}"], "neither a jaxlayer run directory .*nor a Hugging Face model"),

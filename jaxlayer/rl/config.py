@@ -110,6 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
   # rows in its own loop instead of the mesh running one loop with collectives at every token
   # (on 2 CPU devices with mesh.fsdp=2 the 0.85M model's rollout took a quarter of the time).
   # Holds a full copy of the model per device while sampling; the samples are the same.
+  # Evaluation follows it unless eval.replicate_params is set.
   config.rollout.replicate_params = False
 
   config.mesh = ml_collections.ConfigDict()

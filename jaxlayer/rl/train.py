@@ -336,10 +336,6 @@ class _Trainer:
                                              reference_group, plan_.mesh)
                      if self.ref_params is not None else None)
     self.batch_sharding = {n: models.batch_sharding(plan_.mesh, n) for n in (1, 2)}
-    # The model whole on every device (an all-gather of the split parameters), for rollouts.
-    self.replicate = (jax.jit(lambda model: model, out_shardings=NamedSharding(
-        plan_.mesh, PartitionSpec())) if cfg.rollout.replicate_params and plan_.mesh.size > 1
-        else None)
 
   def _make_task(self) -> tasks.Task:
     options = dict(self.cfg.task.options)
@@ -390,7 +386,7 @@ class _Trainer:
     """The model the rollouts sample from: the trained values on the training layout, or
     gathered whole onto every device (rollout.replicate_params)."""
     model = self.split.merge(self.params)
-    return model if self.replicate is None else self.replicate(model)
+    return sampling.replicated(model) if self.cfg.rollout.replicate_params else model
 
   def _sample_round(self, key: jax.Array) -> _Rollouts:
     count = self.plan.prompts_per_step
