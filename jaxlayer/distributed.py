@@ -107,6 +107,16 @@ def initialize() -> bool:
   return is_multiprocess()
 
 
+def request_cpu_devices(count: int) -> None:
+  """Before JAX starts, asks for `count` CPU devices (jax_num_cpu_devices: a CPU backend has
+  one otherwise; other platforms ignore it). Once JAX has started (a notebook, a test), the
+  devices it has stay."""
+  try:
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError:
+    pass
+
+
 def data_parallel_devices(count: int) -> list:
   """`count` devices of this host for a data-parallel mesh (each holds the whole model).
 
@@ -115,10 +125,7 @@ def data_parallel_devices(count: int) -> list:
   about 1.5x faster on 2 cores (README, Performance)."""
   if count < 1:
     raise ValueError(f"The device count must be >= 1, got {count}.")
-  try:
-    jax.config.update("jax_num_cpu_devices", count)
-  except RuntimeError:  # JAX has started (a notebook, a test): use the devices it has
-    pass
+  request_cpu_devices(count)
   devices = jax.local_devices()
   if len(devices) < count:
     raise ValueError(

@@ -4,7 +4,10 @@ bad configs, DAPO batch assembly, metrics files."""
 import dataclasses
 import json
 import math
+import os
 import struct
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -161,6 +164,31 @@ def test_remat_and_micro_batches_reach_the_update_step(tiny_qwen2_dir, tmp_path,
     train._Trainer(train.plan(small_config(tiny_qwen2_dir, tmp_path / f"run{remat}", None,
                                            remat=remat)), None)
   assert [(k["remat"], k["micro_batches"]) for k in built] == [(False, 2), (True, 2)]
+
+
+MESH_OF_A_FRESH_PROCESS = """
+from jaxlayer.rl import train
+from jaxlayer.rl.config import default_config
+config = default_config()
+config.mesh.num_devices, config.mesh.data = 3, 3
+mesh = train.config_mesh(config.mesh)
+print(dict(mesh.shape), mesh.devices.flat[0].platform)
+"""
+
+
+def test_mesh_num_devices_makes_cpu_devices_before_jax_starts():
+  """A fresh process (no XLA_FLAGS) on a CPU gets mesh.num_devices CPU devices; in this one,
+  whose JAX has started, asking for more devices than exist names the fix."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  done = subprocess.run([sys.executable, "-c", MESH_OF_A_FRESH_PROCESS], env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.split("\n")[-2] == "{'data': 3, 'fsdp': 1, 'tensor': 1} cpu"
+  config = default_config()
+  config.mesh.num_devices = len(jax.devices()) + 1
+  with pytest.raises(ValueError, match=f"num_devices={config.mesh.num_devices} but .* devices "
+                     "exist.*XLA_FLAGS=--xla_force_host_platform_device_count"):
+    train.config_mesh(config.mesh)
 
 
 @pytest.mark.parametrize("devices,batch,mini,micro,expected", [

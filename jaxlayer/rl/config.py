@@ -117,7 +117,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.mesh.data = 1  # mesh axis sizes (one may be -1: the remaining devices)
   config.mesh.fsdp = -1  # parameters and batch split over this axis (-1: the rest)
   config.mesh.tensor = 1  # tensor parallelism: heads and MLP columns split
-  config.mesh.num_devices = 0  # use the first N devices (0: all)
+  config.mesh.num_devices = 0  # use the first N devices (0: all; on a CPU: makes N devices)
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every = 10  # RL steps between checkpoints (the last step always saves)

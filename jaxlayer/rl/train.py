@@ -155,12 +155,18 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
 
 def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   """The device mesh of a config's mesh section (data x fsdp x tensor over the first
-  mesh.num_devices devices, 0: all of them, every host's on several hosts)."""
-  devices = jax.devices()
+  mesh.num_devices devices, 0: all of them, every host's on several hosts). On a CPU, a
+  mesh.num_devices read before JAX starts makes that many CPU devices."""
   count = mesh_config.num_devices
+  if count > 1 and not distributed.is_multiprocess():
+    distributed.request_cpu_devices(count)
+  devices = jax.devices()
   if count:
     _require(0 < count <= len(devices),
-             f"mesh.num_devices={count} but {len(devices)} devices exist.")
+             f"mesh.num_devices={count} but {len(devices)} devices exist ({devices[0].platform}). "
+             "On a CPU, JAX makes that many devices only when mesh.num_devices is read before "
+             "it starts (as `jaxlayer train` does); in a notebook, restart and set "
+             f"XLA_FLAGS=--xla_force_host_platform_device_count={count} first.")
     _require(not distributed.is_multiprocess() or count == len(devices),
              f"mesh.num_devices={count}, but this run spans {jax.process_count()} hosts with "
              f"{len(devices)} devices in all, and every host works on the mesh: set "
