@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlayer import models
+from jaxlayer import models, tasks
 from jaxlayer.rl import checkpoint, metrics, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.tasks.arithmetic import ArithmeticTask
@@ -25,15 +25,35 @@ def compile_cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp("xla_cache"))
 
 
+@dataclasses.dataclass(kw_only=True)
+class EvenFirstByteTask(ArithmeticTask):
+  """Arithmetic prompts; reward 1 when the completion's first byte is even, whatever the sum.
+  A random model earns it about half the time: the small runs below learn from every step
+  (on arithmetic, the tiny random model earns nothing, and only float noise would move it)."""
+
+  name = "even_first_byte"
+
+  def reward_components(self, problems, completions):
+    return {"correct": [float(c.encode()[:1] != b"" and c.encode()[0] % 2 == 0)
+                        for c in completions]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def even_first_byte_registered():
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(tasks.TASKS, EvenFirstByteTask.name, EvenFirstByteTask)
+    yield
+
+
 def small_config(model_dir, run_dir, compile_cache, **train_overrides):
-  """4 steps of 16 responses (4 prompts x 4), 2 PPO epochs x 2 mini-batches of 2 micro-batches,
-  KL on."""
+  """4 steps of 16 responses (4 prompts x 4) of EvenFirstByteTask, 2 PPO epochs x 2
+  mini-batches of 2 micro-batches, KL on."""
   cfg = default_config()
   cfg.model.path, cfg.run_dir = str(model_dir), str(run_dir)
   cfg.compilation_cache_dir = compile_cache
-  cfg.task.name = "arithmetic"
+  cfg.task.name = EvenFirstByteTask.name
   cfg.task.options.update(max_value=9, operators="+", num_train=64, num_test=8,
-                          reward_weights={"correct": 1.0, "format": 0.5})
+                          reward_weights={"correct": 1.0})
   cfg.train.update(layers="layers.1", steps=4, learning_rate=1e-2, group_size=4, batch_size=16,
                    mini_batch_size=8, micro_batch_size=4, ppo_epochs=2, kl_beta=0.01)
   cfg.train.update(train_overrides)
@@ -49,7 +69,8 @@ def learning_config(model_dir, run_dir, compile_cache):
   cfg = small_config(model_dir, run_dir, compile_cache, layers="all", steps=12,
                      learning_rate=3e-2, group_size=8, batch_size=128, mini_batch_size=None,
                      micro_batch_size=None, ppo_epochs=1, kl_beta=0.0)
-  cfg.task.options.update(num_train=200)
+  cfg.task.name = "arithmetic"
+  cfg.task.options.update(num_train=200, reward_weights={"correct": 1.0, "format": 0.5})
   cfg.rollout.max_new_tokens = 2
   cfg.checkpoint.every = 12
   return cfg
@@ -192,13 +213,14 @@ def test_mesh_num_devices_makes_cpu_devices_before_jax_starts():
 
 
 @pytest.mark.parametrize("devices,batch,mini,micro,expected", [
-    (1, 16, None, None, (4, 4)),  # whole-batch update of whole groups: both share prompts
-    (1, 16, 8, 4, (1, 4)),  # mini-batches take rows in a random order: the update does not
-    (1, 16, None, 2, (1, 1)),  # micro-batches of half groups
-    pytest.param(8, 32, None, None, (4, 4), marks=pytest.mark.eight_devices),  # a group each
+    (1, 16, None, None, 4),  # whole-batch update of whole groups
+    (1, 16, 8, 4, 4),  # mini-batches take whole groups
+    (1, 16, None, 2, 1),  # micro-batches of half groups
+    (1, 12, 6, None, 1),  # mini-batches of one and a half groups
+    pytest.param(8, 32, None, None, 4, marks=pytest.mark.eight_devices),  # a group each
     # 4 groups over 8 devices would split groups between devices.
-    pytest.param(8, 16, None, None, (1, 1), marks=pytest.mark.eight_devices),
-    pytest.param(8, 64, None, 32, (4, 4), marks=pytest.mark.eight_devices),
+    pytest.param(8, 16, None, None, 1, marks=pytest.mark.eight_devices),
+    pytest.param(8, 64, None, 32, 4, marks=pytest.mark.eight_devices),
 ])
 def test_prompts_are_shared_where_every_device_holds_whole_groups(tiny_qwen2_dir, tmp_path,
                                                                   devices, batch, mini, micro,
@@ -206,7 +228,44 @@ def test_prompts_are_shared_where_every_device_holds_whole_groups(tiny_qwen2_dir
   cfg = small_config(tiny_qwen2_dir, tmp_path, None, batch_size=batch, mini_batch_size=mini,
                      micro_batch_size=micro)
   cfg.mesh.num_devices = devices
-  assert train.shared_prompt_groups(train.plan(cfg)) == expected
+  assert train.shared_prompt_group(train.plan(cfg)) == expected
+
+
+def test_mini_batches_take_whole_groups_in_a_random_order(tiny_qwen2_dir, tmp_path):
+  trainer = train._Trainer(train.plan(small_config(tiny_qwen2_dir, tmp_path, None)), None)
+  orders = [trainer._mini_batch_order(16, 8, epoch) for epoch in (0, 1)]
+  for order in orders:
+    groups = order.reshape(4, 4)  # [groups, G]: a group's rows, in order
+    np.testing.assert_array_equal(groups - groups[:, :1], np.tile(np.arange(4), (4, 1)))
+    assert sorted(groups[:, 0] // 4) == [0, 1, 2, 3]
+  assert not np.array_equal(orders[0], orders[1])
+  np.testing.assert_array_equal(trainer._mini_batch_order(16, 16, 0), np.arange(16))
+  rows = trainer._mini_batch_order(12, 6, 0)  # mini-batches of 1.5 groups: rows at random
+  assert sorted(rows) == list(range(12)) and not np.array_equal(rows % 4, np.arange(12) % 4)
+
+
+def test_mini_batched_update_of_shared_prompts_equals_the_plain_one(tiny_qwen2_dir, tmp_path,
+                                                                    monkeypatch):
+  """Two PPO epochs of two mini-batches each, with KL: the passes that run each prompt once
+  give the parameters of the passes over whole rows (to float rounding)."""
+  trained = {}
+  for shared in (True, False):
+    if not shared:
+      monkeypatch.setattr(train, "shared_prompt_group", lambda plan: 1)
+    plan = train.plan(small_config(tiny_qwen2_dir, tmp_path / str(shared), None))
+    assert train.shared_prompt_group(plan) == (4 if shared else 1)
+    trainer = train._Trainer(plan, None)
+    base = {k: np.asarray(v) for k, v in trainer.params.items()}
+    metrics = trainer.run_step()[0]
+    trained[shared] = metrics, {k: np.asarray(v) for k, v in trainer.params.items()}
+  (shared, shared_params), (plain, plain_params) = trained[True], trained[False]
+  assert shared["reward"] == plain["reward"]
+  assert shared["loss"] == pytest.approx(plain["loss"], rel=1e-5, abs=1e-7)
+  assert shared["kl"] == pytest.approx(plain["kl"], rel=1e-4, abs=1e-8)
+  for k in plain_params:
+    assert not np.array_equal(plain_params[k], base[k])
+    # Adam scales the gradients' rounding up where they are small: 1e-5 is ~1e-3 of a step.
+    np.testing.assert_allclose(shared_params[k], plain_params[k], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.eight_devices
@@ -226,10 +285,11 @@ def test_replicated_rollout_params_decode_per_device_and_change_nothing(tiny_qwe
     assert trainer.params["layers.1.mlp.up_proj.kernel"].sharding.spec[0] == "fsdp"
   assert decode_loops == [16, 8]
   (plain, plain_params), (replicated, replicated_params) = runs[False], runs[True]
-  assert replicated["reward"] == plain["reward"] and replicated["kl"] == pytest.approx(plain["kl"])
+  assert replicated["reward"] == plain["reward"]
+  assert replicated["kl"] == pytest.approx(plain["kl"], rel=1e-4)
   assert replicated["loss"] == pytest.approx(plain["loss"], rel=1e-5, abs=1e-7)
   for k in plain_params:
-    np.testing.assert_allclose(replicated_params[k], plain_params[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(replicated_params[k], plain_params[k], rtol=1e-4, atol=1e-5)
 
 
 def test_resume_refuses_a_different_experiment(uninterrupted, tiny_qwen2_dir, compile_cache):
@@ -305,7 +365,7 @@ def test_metrics_files(uninterrupted):
   rows = metrics.read_metrics(uninterrupted.run_dir)
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
   for key in ("reward", "accuracy", "kl", "entropy", "response_length", "seconds_per_step",
-              "loss", "grad_norm", "reward/format"):
+              "loss", "grad_norm", "reward/correct"):
     assert all(math.isfinite(r[key]) for r in rows), key
   assert rows[-1]["kl"] > 0.0  # the policy has left the reference
   scalars = _tensorboard_scalars(uninterrupted.run_dir)

@@ -75,7 +75,8 @@ def default_config() -> ml_collections.ConfigDict:
   # batch_size episodes per RL step; an update takes the turns of mini_batch_size episodes.
   config.train.group_size = 8  # responses per prompt (G >= 2)
   config.train.batch_size = 64  # responses per RL step (a multiple of group_size)
-  config.train.mini_batch_size = config_dict.placeholder(int)  # responses per update (batch)
+  # Responses per update (None: the batch); a multiple of group_size takes whole groups.
+  config.train.mini_batch_size = config_dict.placeholder(int)
   # Responses per forward / backward pass: an update accumulates the gradient over
   # mini_batch_size / micro_batch_size passes (None: one pass). Bounds activation memory only.
   config.train.micro_batch_size = config_dict.placeholder(int)

@@ -175,21 +175,19 @@ def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   return models.make_mesh(mesh_config.data, mesh_config.fsdp, mesh_config.tensor, devices=devices)
 
 
-def shared_prompt_groups(plan_: TrainPlan) -> tuple[int, int]:
-  """The `group` of the update's and of the KL reference's passes: G where they run each prompt
+def shared_prompt_group(plan_: TrainPlan) -> int:
+  """The `group` of the update's and the KL reference's passes: G where they run each prompt
   once for its G responses (rl.step's shared prompt), 1 where they run whole rows.
 
-  A pass shares prompts when its micro-batches are consecutive whole groups (updates over the
-  whole rollout batch: smaller mini-batches take rows in a random order; multi-turn rows are
-  turns) and every data-parallel shard holds whole groups: a group split over two devices
-  would make the compiler gather the prompt's keys and values onto every device.
+  A pass shares prompts when its micro-batches are consecutive whole groups (mini-batches
+  take whole groups: `_Trainer._mini_batch_order`; multi-turn rows are turns) and every
+  data-parallel shard holds whole groups: a group split over two devices would make the
+  compiler gather the prompt's keys and values onto every device.
   """
   config = plan_.config
   group, micro = config.train.group_size, plan_.micro_batch_size
   shards = plan_.mesh.shape["data"] * plan_.mesh.shape["fsdp"]
-  whole_groups = not config.env.name and micro % (group * shards) == 0
-  whole_batch = plan_.mini_batch_size == config.train.batch_size
-  return (group if whole_groups and whole_batch else 1), (group if whole_groups else 1)
+  return group if not config.env.name and micro % (group * shards) == 0 else 1
 
 
 def _check_env_algorithm(config: ml_collections.ConfigDict,
@@ -331,15 +329,15 @@ class _Trainer:
                               NamedSharding(plan_.mesh, PartitionSpec()))
     self.step = 0
     self.data_position = 0
-    update_group, reference_group = shared_prompt_groups(plan_)
+    group = shared_prompt_group(plan_)
     self.update = rl_step.make_update_step(
         self.split, self.tx, plan_.loss, cfg.rollout.temperature,
         micro_batches=plan_.mini_batch_size // plan_.micro_batch_size, remat=cfg.train.remat,
-        group=update_group,
+        group=group,
         param_shardings={k: v.sharding for k, v in self.params.items()},
         opt_shardings=opt_shardings)
     self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature,
-                                             reference_group, plan_.mesh)
+                                             group, plan_.mesh)
                      if self.ref_params is not None else None)
     self.batch_sharding = {n: models.batch_sharding(plan_.mesh, n) for n in (1, 2)}
 
@@ -494,8 +492,7 @@ class _Trainer:
       rows_of = functools.partial(_with_reference, rows_of, reference)
     history = []
     for epoch in range(self.cfg.train.ppo_epochs):
-      order = (np.random.default_rng([self.cfg.seed, self.step, epoch]).permutation(size)
-               if size > mini else np.arange(size))
+      order = self._mini_batch_order(size, mini, epoch)
       for start in range(0, size, mini):
         mini_batch = self._device_batch(rows_of, order[start:start + mini])
         self.params, self.opt_state, result = self.update(
@@ -512,6 +509,19 @@ class _Trainer:
               "Lower train.learning_rate, keep train.max_grad_norm on, or check the rewards.")
         history.append(result)
     return {k: float(np.mean([h[k] for h in history])) for k in history[0] if k != "params_finite"}
+
+  def _mini_batch_order(self, size: int, mini: int, epoch: int) -> np.ndarray:
+    """The rows of an epoch in mini-batch order: a random order of whole groups, so that each
+    mini-batch can run its prompts once (rl.step's shared prompt); rows in a random order
+    where a mini-batch is not whole groups or rows are turns (multi-turn). One mini-batch:
+    the rows as they are."""
+    if size == mini:
+      return np.arange(size)
+    rng = np.random.default_rng([self.cfg.seed, self.step, epoch])
+    group = self.group_size
+    if self.env is not None or mini % group:
+      return rng.permutation(size)
+    return (rng.permutation(size // group)[:, None] * group + np.arange(group)).reshape(-1)
 
   def run_step(self) -> tuple[dict[str, float], list[dict]]:
     if self.env is not None:
