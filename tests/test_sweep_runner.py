@@ -135,6 +135,9 @@ def test_settings_that_do_not_change_scores_may_change_on_resume(tmp_path):
   config.checkpoint.every = 3
   config.logging.progress = False
   config.mesh.fsdp = 1
+  config.rollout.prompts_per_call = 2
+  config.rollout.replicate_params = True
+  config.eval.replicate_params = False
   fake = FakeRL(BLOCKS)
   _run(config, fake)
   assert fake.train_calls == [((1,), 0)]

@@ -63,7 +63,7 @@ def _paired_gain_se(results: list[dict]) -> float | None:
 
 def _decoding(eval_config: dict) -> dict:
   """The eval settings that shape the scores (sampling settings only when there are samples)."""
-  unused = {"num_problems", "tasks"} | store.unused_eval_settings(eval_config)
+  unused = {"num_problems", "tasks", "replicate_params"} | store.unused_eval_settings(eval_config)
   return {k: v for k, v in eval_config.items() if k not in unused}
 
 
