@@ -93,7 +93,8 @@ def test_update_equals_full_gradient_restricted_to_the_selection(tiny_qwen2_dir)
 
 def test_remat_gives_the_same_update_and_keeps_only_the_block_inputs(tiny_qwen2_dir):
   """train.remat: the same gradient step; the backward pass keeps each block's input instead of
-  its activations (counted on the traced program: XLA:CPU itself does not act on remat)."""
+  its activations, and the final hidden states instead of the logits (counted on the traced
+  program: XLA:CPU itself does not act on remat)."""
   batch = _batch(300, rows=4, prompt=8, response=24)
   sgd = optax.sgd(1.0)  # new = old - gradient
   # Block 0 trains and block 1 is frozen above it, inside a loop of 2 micro-batches.
@@ -113,7 +114,10 @@ def test_remat_gives_the_same_update_and_keeps_only_the_block_inputs(tiny_qwen2_
           step.trainable_bytes(params) for remat in (False, True)}
   tokens = batch["input_ids"].size
   block_inputs = model_cfg.num_layers * tokens * model_cfg.hidden_size * 4  # float32
+  response_logits = batch["response_mask"].size * model_cfg.vocab_size * 4
   assert block_inputs <= kept[True] < kept[False] / 3
+  # Nor is the response logits' log-softmax kept: the backward pass recomputes it.
+  assert kept[True] < block_inputs + response_logits
 
 
 def test_grouped_update_runs_each_prompt_once_and_equals_the_plain_one(tiny_qwen2_dir):

@@ -320,7 +320,7 @@ class Qwen(nnx.Module):
   @_float32_products
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                num_last: int | None = None, remat: bool = False,
-               shared_prompt: tuple[int, int] | None = None) -> jax.Array:
+               shared_prompt: tuple[int, int] | None = None, head: bool = True) -> jax.Array:
     """input_ids [batch, seq] -> logits [batch, seq, vocab]; mask 1 = real token, 0 = padding.
 
     num_last: logits of the last num_last positions only ([batch, num_last, vocab]), which
@@ -333,13 +333,15 @@ class Qwen(nnx.Module):
     prompt_len tokens and mask are the same (G responses to one prompt): the prompt part runs
     once per group, and its gradient sums over the group. Needs num_last <= seq - prompt_len
     + 1 (logits of response positions and the prompt's last).
+    head=False: the final hidden states [batch, n, d_model] instead (`logits` projects them),
+    for a caller that rematerialises the output projection on its own.
     """
     if shared_prompt is None:
       hidden, _ = self._forward(input_ids, attention_mask, remat, num_last)  # [batch, n, d]
     else:
       hidden = self._forward_shared_prompt(input_ids, attention_mask, *shared_prompt, remat,
                                            num_last)
-    return self._logits(hidden)
+    return self.logits(hidden) if head else hidden
 
   @_float32_products
   def prefill(self, input_ids: jax.Array, input_mask: jax.Array, *, rows: int,
@@ -361,7 +363,7 @@ class Qwen(nnx.Module):
                     keys=zeros(rows, kv_heads, head_dim, max_new),
                     values=zeros(rows, kv_heads, max_new, head_dim),
                     index=jnp.zeros((), jnp.int32))
-    return self._logits(hidden[:, 0]), cache
+    return self.logits(hidden[:, 0]), cache
 
   @_float32_products
   def decode_step(self, token_ids: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
@@ -385,7 +387,7 @@ class Qwen(nnx.Module):
       keys.append(k)
       values.append(v)
     cache = cache.replace(keys=tuple(keys), values=tuple(values), index=cache.index + 1)
-    return self._logits(self.final_norm(x[:, 0])), cache
+    return self.logits(self.final_norm(x[:, 0])), cache
 
   def _forward(self, input_ids, attention_mask, remat=False, num_last=None):
     """Causal pass over left-padded input_ids [batch, seq]: final hidden and each block's kv.
@@ -449,6 +451,8 @@ class Qwen(nnx.Module):
     first when traced on a mesh: `fsdp_gathered`)."""
     return jnp.take(fsdp_gathered(self.embed.embedding[...], "embed.embedding"), ids, axis=0)
 
-  def _logits(self, hidden):
+  @_float32_products
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """Final (normed) hidden states [..., d_model] -> logits [..., vocab] (float32)."""
     project = self.embed.attend if self.lm_head is None else self.lm_head
     return _dense(project, hidden).astype(jnp.float32)

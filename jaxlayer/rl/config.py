@@ -80,8 +80,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Responses per forward / backward pass: an update accumulates the gradient over
   # mini_batch_size / micro_batch_size passes (None: one pass). Bounds activation memory only.
   config.train.micro_batch_size = config_dict.placeholder(int)
-  # Recompute each block's activations in the backward pass instead of storing them: the
-  # update keeps one block's activations instead of all of them, for ~1/3 more compute.
+  # Recompute each block's activations (and the output projection's) in the backward pass
+  # instead of storing them: the update keeps one block's activations instead of all of them,
+  # for ~1/3 more compute.
   config.train.remat = False
   config.train.ppo_epochs = 1  # passes over the rollout batch per RL step
   config.train.advantage_eps = 1e-6  # added to the group std (GRPO)

@@ -62,16 +62,22 @@ def split_model(model: Qwen, trainable: Sequence[str]) -> tuple[SplitModel, dict
 def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool = False,
                       group: int = 1):
   """Log-probs and entropies [B, R] of the response tokens under the model (teacher forced);
-  remat: recompute each block's activations in the backward pass (see `Qwen.__call__`);
-  group > 1: rows come in groups of `group` responses to one prompt, whose prompt part the
-  model then runs once (`Qwen.__call__`'s shared_prompt)."""
+  remat: recompute each block's activations, and the output projection with its log-softmax,
+  in the backward pass (see `Qwen.__call__`); group > 1: rows come in groups of `group`
+  responses to one prompt, whose prompt part the model then runs once (`Qwen.__call__`'s
+  shared_prompt)."""
   responses = batch["response_mask"].shape[1]
   prompt_len = batch["input_ids"].shape[1] - responses
   # The logit at position t predicts token t+1: responses are predicted from P-1 to P+R-2.
-  logits = model(batch["input_ids"], batch["attention_mask"], num_last=responses + 1,
-                 remat=remat, shared_prompt=(group, prompt_len) if group > 1 else None)[:, :-1]
-  tokens = batch["input_ids"][:, -responses:]  # [B, R]; logits [B, R, vocab]
-  return losses.token_logprobs(logits, tokens, temperature)
+  hidden = model(batch["input_ids"], batch["attention_mask"], num_last=responses + 1,
+                 remat=remat, shared_prompt=(group, prompt_len) if group > 1 else None,
+                 head=False)[:, :-1]  # [B, R, d_model]
+  tokens = batch["input_ids"][:, -responses:]  # [B, R]
+
+  def head(hidden):  # logits [B, R, vocab]: with a large vocabulary, the largest activation
+    return losses.token_logprobs(model.logits(hidden), tokens, temperature)
+
+  return (jax.checkpoint(head) if remat else head)(hidden)
 
 
 def make_logprob_fn(split: SplitModel, temperature: float, group: int = 1,
