@@ -286,8 +286,10 @@ def test_only_the_action_tokens_carry_loss_and_gradient(tiny, mixed_rollout):
 
   @jax.jit
   def loss_of(logits):
-    logps, _ = rl_step.response_logprobs(
-        lambda ids, mask, num_last, remat, shared_prompt: logits[:, -num_last:], batch, 1.0)
+    def model(ids, mask, num_last, remat, shared_prompt, head):  # a stand-in whose final
+      return logits[:, -num_last:]  # hidden states are the logits, and whose output
+    model.logits = lambda hidden: hidden  # projection is the identity
+    logps, _ = rl_step.response_logprobs(model, batch, 1.0)
     return losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
                               batch["response_mask"], None, cfg)[0]
 
