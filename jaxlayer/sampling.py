@@ -143,13 +143,12 @@ def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, nu
   first_logits, cache = _prefill(model, ids, prompt_mask, rows=rows, max_new=max_new_tokens,
                                  mesh=mesh)
   greedy = temperature == 0
-  replicated = mesh is not None and all(x.sharding.is_fully_replicated
-                                        for x in jax.tree.leaves(model))
+  whole_on_each_device = mesh is not None and _fully_replicated(model)
   tokens, logprobs, lengths, hit_eos, steps, _ = _decode(
       model, first_logits, cache, jax.random.key(seed), np.int32(row_offset), live,
       is_eos, np.int32(pad_token_id), np.float32(1.0 if greedy else temperature),
       np.float32(top_p), greedy=greedy, top_k=0 if top_k >= cfg.vocab_size else top_k,
-      use_top_p=top_p < 1, per_device_mesh=mesh if replicated else None)
+      use_top_p=top_p < 1, per_device_mesh=mesh if whole_on_each_device else None)
   tokens, logprobs, lengths, hit_eos, steps = distributed.to_host(
       (tokens, logprobs, lengths, hit_eos, steps))
   return tokens, logprobs, lengths, hit_eos, int(steps)
@@ -321,7 +320,11 @@ def replicated(model: Qwen) -> Qwen:
   instead of one loop over the split model with collectives at every token. Costs a full copy
   of the weights per device; the samples are the same."""
   mesh = _parameter_mesh(model)
-  return model if mesh is None else _replicator(mesh)(model)
+  return model if mesh is None or _fully_replicated(model) else _replicator(mesh)(model)
+
+
+def _fully_replicated(model: Qwen) -> bool:
+  return all(x.sharding.is_fully_replicated for x in jax.tree.leaves(model))
 
 
 @functools.lru_cache

@@ -241,6 +241,7 @@ def test_data_parallel_mesh_decodes_each_device_rows_alone(tiny_qwen2_dir, qwen2
   mesh = models.make_mesh(data=data, fsdp=fsdp, devices=jax.devices()[:data * fsdp])
   replicated, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
   assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(replicated))
+  assert sampling.replicated(replicated) is replicated  # already whole on every device: no copy
   eos = dict(eos_token_ids=[7, 11, 13])
   expected = _sample(qwen2, prompts, **eos)
   decode_loops.clear()

@@ -28,7 +28,7 @@ def compile_cache(tmp_path_factory):
 @dataclasses.dataclass(kw_only=True)
 class EvenFirstByteTask(ArithmeticTask):
   """Arithmetic prompts; reward 1 when the completion's first byte is even, whatever the sum.
-  A random model earns it about half the time: the small runs below learn from every step
+  A random model earns it often: the small runs below learn from every step
   (on arithmetic, the tiny random model earns nothing, and only float noise would move it)."""
 
   name = "even_first_byte"
