@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxlayer import distributed, models
 from jaxlayer.assets import TINY_ARITH
 from jaxlayer.rl import checkpoint, metrics
+from tests.conftest import TEST_XLA_FLAGS
 
 ROOT = Path(__file__).parents[1]
 
@@ -159,7 +160,8 @@ def _run_workers(tmp_path, model_dir, num_processes, devices_per_process, chunk)
   args = [sys.executable, "-c", WORKER, str(work), str(chunk),
           f"--config.model.path={model_dir}", *OVERRIDES]
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process} "
+             + TEST_XLA_FLAGS,
              HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
   if num_processes > 1:
     env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
@@ -210,11 +212,14 @@ def test_two_processes_train_like_one(one_and_two_processes):
     if path.startswith("layers.1."):
       # Equal updates up to summation order. Adam divides by the gradient's own scale, so the
       # round-off of near-zero gradient entries can move a few weights visibly: compare the
-      # difference with the update itself, typically and at worst.
+      # difference with the update itself, typically and at worst. The key bias's gradient is
+      # a sum of terms that nearly cancel (each query's score gradients sum to zero; only
+      # RoPE's rotation keeps it from vanishing), so round-off is a larger share of it.
       moved, differ = (np.abs(trained_one[path] - base[path]),
                        np.abs(trained_two[path] - trained_one[path]))
       assert moved.max() > 0, path
-      assert differ.mean() <= 1e-3 * moved.mean(), path
+      typical = 1e-2 if path.endswith("k_proj.bias") else 1e-3
+      assert differ.mean() <= typical * moved.mean(), path
       assert differ.max() <= 0.05 * moved.max(), path
     else:
       np.testing.assert_array_equal(trained_two[path], base[path], err_msg=path)

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.conftest import TEST_XLA_FLAGS
 from tests.sweep_fakes import REPO
 
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
@@ -24,7 +25,7 @@ def executed(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv("JAXLAYER_NOTEBOOK_SMALL", "1")
     patch.setenv("HF_HUB_OFFLINE", "1")
-    patch.delenv("XLA_FLAGS", raising=False)  # a user's CPU runtime: one device, not the 8 fakes
+    patch.setenv("XLA_FLAGS", TEST_XLA_FLAGS)  # a user's CPU runtime: one device, not 8 fakes
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path_factory.mktemp("nb"))}})
