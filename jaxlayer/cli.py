@@ -12,6 +12,8 @@ commands:
   generate   complete prompts (greedy or sampled) with a Hugging Face checkpoint
   train      layer-selective RL (GRPO / Dr. GRPO / DAPO; GiGPO in an environment) from a
              config; resumes its run_dir
+  memory     the memory one device needs to train with a config, part by part, without
+             loading the model
   export     merge a run's trained blocks into its base model: a Hugging Face checkpoint
   eval       pass@1 (greedy) and mean@k of a model or a training run on the test split -> eval.json
   sweep      layer-contribution sweep: base, full RL and RL on each block alone -> C(k), report
@@ -250,10 +252,8 @@ def _train(argv: list[str]) -> None:
           "Every key and its default: jaxlayer/rl/config.py; examples: "
           "configs/grpo_arithmetic.py, configs/gigpo_gridworld.py (an agent in a grid world).")
     return
-  config = load_config(argv, "jaxlayer train")
+  config = _training_config(argv, "jaxlayer train")
   _initialize_hosts()
-  if "@" in f"{config.train.layers}{config.train.lr_groups}":
-    import jaxlayer.sweep.strategies  # noqa: F401  (defines topK@SWEEP_DIR, bottomK@SWEEP_DIR)
   from jaxlayer.rl import train
 
   try:
@@ -262,6 +262,38 @@ def _train(argv: list[str]) -> None:
     raise SystemExit(f"jaxlayer train: {err}") from None
   last = result.reward_history[-1] if result.reward_history else None
   print(f"trained {result.step} steps; last mean reward {last}; run directory {result.run_dir}")
+
+
+def _training_config(argv: list[str], prog: str):
+  """A training config from `--config FILE [--config.a.b=value ...]`."""
+  config = load_config(argv, prog)
+  if "@" in f"{config.train.layers}{config.train.lr_groups}":
+    import jaxlayer.sweep.strategies  # noqa: F401  (defines topK@SWEEP_DIR, bottomK@SWEEP_DIR)
+  return config
+
+
+def _memory(argv: list[str]) -> None:
+  """jaxlayer memory --config FILE [--config.a.b=value ...]"""
+  if argv[:1] in (["-h"], ["--help"]):
+    print(_memory.__doc__ + "\n\nPrints the memory one device needs for `jaxlayer train` with "
+          "this config, part by part (weights, KL reference, gradients, optimizer state, KV "
+          "cache, activations), sized from the model's config.json without loading its "
+          "weights (jaxlayer.rl.memory). On a CPU, --config.mesh.num_devices=N sizes a mesh of "
+          "N devices, e.g. a TPU v5e-8's.")
+    return
+  config = _training_config(argv, "jaxlayer memory")
+  if config.run_dir is None:  # sizing writes nothing
+    config.run_dir = "."
+  from jaxlayer.rl import memory, train
+
+  try:
+    plan = train.plan(config)
+    result = memory.estimate(plan)
+  except (ValueError, FileNotFoundError) as err:
+    raise SystemExit(f"jaxlayer memory: {err}") from None
+  devices = f"{plan.mesh.size} device{'s' * (plan.mesh.size != 1)}"
+  print(f"memory per device, estimated ({devices}, mesh "
+        f"{dict(plan.mesh.shape)}; compiler temporaries not counted):\n{result.table()}")
 
 
 def _export(argv: list[str]) -> None:
@@ -325,8 +357,8 @@ def _eval(argv: list[str]) -> None:
         + (f", {out / evaluation.GENERATIONS_FILE}" if args.save_generations else ""))
 
 
-COMMANDS = {"generate": _generate, "train": _train, "export": _export, "eval": _eval,
-            "sweep": _sweep, "compare": _compare}
+COMMANDS = {"generate": _generate, "train": _train, "memory": _memory, "export": _export,
+            "eval": _eval, "sweep": _sweep, "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> None:

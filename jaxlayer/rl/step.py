@@ -91,18 +91,23 @@ def make_logprob_fn(split: SplitModel, temperature: float, group: int = 1,
   return jax.jit(traced_on(mesh, logprobs))
 
 
-def init_optimizer(tx: optax.GradientTransformation, params: dict[str, jax.Array],
-                   mesh: jax.sharding.Mesh):
-  """(optimizer state, its shardings): each moment laid out like its parameter, the rest
-  (step counts) replicated. Fixed shardings keep the update step's inputs and outputs alike,
-  so it compiles once."""
+def optimizer_shardings(tx: optax.GradientTransformation, params: dict, mesh: jax.sharding.Mesh):
+  """The optimizer state's shardings: each moment laid out like its parameter, the rest (step
+  counts) replicated. `params` may be arrays or jax.ShapeDtypeStructs with shardings."""
   replicated = NamedSharding(mesh, PartitionSpec())
 
   def sharding_of(path, _):
     key = getattr(path[-1], "key", None) if path else None
     return params[key].sharding if isinstance(key, str) and key in params else replicated
 
-  shardings = jax.tree_util.tree_map_with_path(sharding_of, jax.eval_shape(tx.init, params))
+  return jax.tree_util.tree_map_with_path(sharding_of, jax.eval_shape(tx.init, params))
+
+
+def init_optimizer(tx: optax.GradientTransformation, params: dict[str, jax.Array],
+                   mesh: jax.sharding.Mesh):
+  """(optimizer state, its shardings: `optimizer_shardings`). Fixed shardings keep the update
+  step's inputs and outputs alike, so it compiles once."""
+  shardings = optimizer_shardings(tx, params, mesh)
   return jax.jit(tx.init, out_shardings=shardings)(params), shardings
 
 
@@ -163,19 +168,23 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
                                 NamedSharding(mesh, PartitionSpec())))
 
 
-def backward_residual_bytes(split: SplitModel, trainable: dict, batch: dict, temperature: float,
-                            remat: bool) -> int:
-  """Bytes the backward pass of one forward over `batch` keeps from it (the trainable leaves it
-  reuses included). Traced with abstract shapes only: `trainable` and `batch` may be
-  jax.ShapeDtypeStruct trees, so a model too large for this machine can be sized (use a model
-  built with nnx.eval_shape)."""
+def backward_activation_bytes(split: SplitModel, trainable: dict, batch: dict,
+                              temperature: float, remat: bool) -> int:
+  """Bytes of activations the backward pass of one forward over `batch` keeps: its residuals
+  other than the parameters and the batch themselves. Traced with abstract shapes only: the
+  model's leaves and `batch` may be jax.ShapeDtypeStructs (a model built with nnx.eval_shape),
+  so a model too large for this machine can be sized."""
 
-  def residuals(trainable, batch):
+  def activations(trainable, frozen, batch):
+    inputs = {id(leaf) for leaf in jax.tree.leaves((trainable, frozen, batch))}
+
     def total_logprob(params):
-      return response_logprobs(split.merge(params), batch, temperature, remat)[0].sum()
-    return jax.tree.leaves(jax.vjp(total_logprob, trainable)[1])  # the vjp holds the residuals
+      return response_logprobs(split.merge(params, frozen), batch, temperature, remat)[0].sum()
 
-  return trainable_bytes(jax.eval_shape(residuals, trainable, batch))
+    kept = jax.tree.leaves(jax.vjp(total_logprob, trainable)[1])  # the vjp holds the residuals
+    return [leaf for leaf in kept if id(leaf) not in inputs]
+
+  return trainable_bytes(jax.eval_shape(activations, trainable, split.frozen, batch))
 
 
 def trainable_bytes(tree) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -151,6 +152,17 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    selection=chosen, algorithm=algorithm, loss=loss, mesh=mesh,
                    prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size,
                    micro_batch_size=micro_batch_size)
+
+
+def plan_optimizer(plan_: TrainPlan) -> optax.GradientTransformation:
+  """The run's optimizer: AdamW over the selection's groups, the config's schedule."""
+  train_cfg = plan_.config.train
+  return optimizer.make_optimizer(
+      plan_.selection.groups, plan_.selection.learning_rates, schedule=train_cfg.lr_schedule,
+      warmup_updates=train_cfg.warmup_steps * plan_.updates_per_step,
+      total_updates=train_cfg.steps * plan_.updates_per_step,
+      weight_decay=train_cfg.weight_decay, b1=train_cfg.adam_b1, b2=train_cfg.adam_b2,
+      eps=train_cfg.adam_eps, max_grad_norm=train_cfg.max_grad_norm)
 
 
 def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
@@ -318,12 +330,7 @@ class _Trainer:
     # The KL reference is the base value of the trained leaves only: the frozen rest is shared.
     self.ref_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p))(self.params) \
         if plan_.loss.kl_beta > 0 else None
-    total_updates = cfg.train.steps * plan_.updates_per_step
-    self.tx = optimizer.make_optimizer(
-        plan_.selection.groups, plan_.selection.learning_rates, schedule=cfg.train.lr_schedule,
-        warmup_updates=cfg.train.warmup_steps * plan_.updates_per_step,
-        total_updates=total_updates, weight_decay=cfg.train.weight_decay, b1=cfg.train.adam_b1,
-        b2=cfg.train.adam_b2, eps=cfg.train.adam_eps, max_grad_norm=cfg.train.max_grad_norm)
+    self.tx = plan_optimizer(plan_)
     self.opt_state, opt_shardings = rl_step.init_optimizer(self.tx, self.params, plan_.mesh)
     self.rng = jax.device_put(np.asarray(jax.random.PRNGKey(cfg.seed)),
                               NamedSharding(plan_.mesh, PartitionSpec()))

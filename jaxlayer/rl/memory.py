@@ -1,0 +1,146 @@
+"""Memory one device needs for a training run, sized from its plan before anything loads.
+
+`estimate(plan)` gives the bytes one device of the plan's mesh holds for each part of a run:
+the weights as the partition rules split them, the KL reference's copy of the trained
+leaves, their gradients and optimizer state, one generate call's KV cache (and the whole
+weights on every device with rollout.replicate_params), and what the update's backward pass
+keeps of one micro-batch. Shapes come from abstract tracing (`nnx.eval_shape`,
+`jax.eval_shape`): nothing is allocated, so a model far larger than this machine can be sized.
+Compiler temporaries are not counted: leave headroom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import NamedSharding
+
+from jaxlayer import models, sampling
+from jaxlayer.models.sharding import BATCH_AXES, partition_spec
+from jaxlayer.rl import step as rl_step
+from jaxlayer.rl import train
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+  """Bytes on one device, per part of a run, and the device's memory where JAX reports it."""
+
+  parts: dict[str, int]
+  device_limit: int | None
+
+  @property
+  def total(self) -> int:
+    return sum(self.parts.values())
+
+  def table(self) -> str:
+    """The parts, their total and the device's memory, one per line."""
+    rows = [*self.parts.items(), ("total", self.total)]
+    if self.device_limit is not None:
+      rows.append(("device memory", self.device_limit))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {_readable(size):>10}" for name, size in rows]
+    if self.device_limit is not None:
+      share = self.total / self.device_limit
+      lines[-1] += f"  ({share:.0%} used{': does not fit' if share > 1 else ''})"
+    return "\n".join(lines)
+
+
+def _readable(size: int) -> str:
+  """Bytes in GB, MB or KB (powers of 1000), to three significant digits."""
+  for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    if size >= scale:
+      value = size / scale
+      return f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f} {unit}"
+  return f"{size} B"
+
+
+def _bytes(tree) -> int:
+  """Bytes of the array leaves of a pytree of arrays or jax.ShapeDtypeStructs, on one device:
+  a leaf with a sharding counts its shard's shape."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    sharding = getattr(leaf, "sharding", None)
+    shape = sharding.shard_shape(leaf.shape) if sharding is not None else leaf.shape
+    total += math.prod(shape) * jnp.dtype(leaf.dtype).itemsize
+  return total
+
+
+def device_limit() -> int | None:
+  """The first local device's memory in bytes (GPU, TPU); None where JAX does not report it."""
+  stats = jax.local_devices()[0].memory_stats()
+  return stats.get("bytes_limit") if stats else None
+
+
+def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
+  """Bytes per device of each part of the run `plan_` describes (see the module docstring)."""
+  cfg, mesh, model_config = plan_.config, plan_.mesh, plan_.model_config
+  dtype = models.resolve_dtype(cfg.model.dtype)
+  model = nnx.eval_shape(lambda: models.Qwen(model_config, dtype=dtype, rngs=nnx.Rngs(0)))
+  split, trained = rl_step.split_model(model, plan_.selection.trainable)
+  on_mesh = {path: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(
+      mesh, partition_spec(path, x.shape, mesh))) for path, x in models.named_params(model).items()}
+  trained_on_mesh = {path: on_mesh[path] for path in trained}
+  tx = train.plan_optimizer(plan_)
+  opt_state = jax.tree.map(
+      lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      jax.eval_shape(tx.init, trained_on_mesh),
+      rl_step.optimizer_shardings(tx, trained_on_mesh, mesh))
+  micro_batches = plan_.mini_batch_size // plan_.micro_batch_size
+
+  parts = {"weights": _bytes(on_mesh)}
+  if plan_.loss.kl_beta > 0:
+    parts["KL reference (trained leaves)"] = _bytes(trained_on_mesh)
+  # Accumulating over micro-batches holds the running sum beside each micro-batch's gradient.
+  parts["gradients"] = _bytes(trained_on_mesh) * (2 if micro_batches > 1 else 1)
+  parts["optimizer state"] = _bytes(opt_state)
+  if cfg.rollout.replicate_params:
+    parts["rollout: whole weights on each device"] = _bytes(models.named_params(model))
+  parts["rollout: KV cache of one generate call"] = _kv_cache_bytes(plan_, model)
+  shards = math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+  rows = plan_.micro_batch_size // shards
+  seq = sampling.bucket(cfg.rollout.max_prompt_tokens) + cfg.rollout.max_new_tokens
+  batch = {"input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
+           "attention_mask": jax.ShapeDtypeStruct((rows, seq), bool),
+           "response_mask": jax.ShapeDtypeStruct((rows, cfg.rollout.max_new_tokens),
+                                                 jnp.float32)}
+
+  def activations(remat: bool) -> int:
+    return rl_step.backward_activation_bytes(split, trained, batch, cfg.rollout.temperature,
+                                             remat)
+
+  kept = activations(cfg.train.remat)
+  parts[f"update: activations kept ({rows} sequence{'s' * (rows != 1)} per device)"] = kept
+  if cfg.train.remat:  # each block's activations come back, one block at a time
+    blocks = _backward_blocks(plan_.selection.trainable, model_config.num_layers)
+    parts["update: one block's recomputed activations"] = (
+        (activations(False) - kept) // max(blocks, 1))
+  return MemoryEstimate(parts=parts, device_limit=device_limit())
+
+
+def _backward_blocks(trainable: tuple[str, ...], num_layers: int) -> int:
+  """Blocks the backward pass goes through: from the top down to the lowest trained one (all
+  of them when the embedding trains)."""
+  lowest = min((0 if path.startswith("embed.") else int(path.split(".")[1])
+                for path in trainable if path.startswith(("embed.", "layers."))),
+               default=num_layers)
+  return num_layers - lowest
+
+
+def _kv_cache_bytes(plan_: train.TrainPlan, model: models.Qwen) -> int:
+  """One device's share of the cache of one generate call: rollout.prompts_per_call prompts
+  (all of a step's with 0) of up to rollout.max_prompt_tokens tokens, G samples each."""
+  rollout, mesh = plan_.config.rollout, plan_.mesh
+  shards = math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+  prompts = sampling.bucket(min(rollout.prompts_per_call or plan_.prompts_per_step,
+                                plan_.prompts_per_step), shards)
+  prompt_len = sampling.bucket(rollout.max_prompt_tokens)
+  ids = jax.ShapeDtypeStruct((prompts, prompt_len), jnp.int32)
+  cache = jax.eval_shape(
+      lambda model, ids: model.prefill(ids, ids > 0, rows=prompts * plan_.config.train.group_size,
+                                       max_new=rollout.max_new_tokens)[1], model, ids)
+  # Every buffer but the slot index is split over the batch (sampling's prefill).
+  return sum(_bytes(x) // (shards if x.ndim else 1) for x in jax.tree.leaves(cache))

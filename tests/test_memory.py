@@ -1,0 +1,126 @@
+"""The per-device memory estimate against what a run really allocates, and `jaxlayer memory`."""
+
+import math
+
+import jax
+import pytest
+
+from jaxlayer import cli, models
+from jaxlayer.rl import memory, train
+from jaxlayer.rl.config import default_config
+
+KEPT = "update: activations kept"
+
+
+def run_config(model_dir, **train_overrides):
+  """8 prompts x G=4 per step on 8 CPU devices (data 2 x fsdp 4), KL on, 2 micro-batches."""
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(model_dir), "unused"
+  cfg.task.name = "arithmetic"
+  cfg.train.update(layers="layers.1", group_size=4, batch_size=32, micro_batch_size=16,
+                   kl_beta=0.01, remat=True)
+  cfg.train.update(train_overrides)
+  cfg.rollout.update(max_new_tokens=6, max_prompt_tokens=12, prompts_per_call=4)
+  cfg.mesh.update(data=2, fsdp=4, num_devices=8)
+  return cfg
+
+
+def device_bytes(tree) -> int:
+  """The most bytes any one device holds of the arrays in `tree`."""
+  held = {}
+  for leaf in jax.tree.leaves(tree):
+    for shard in leaf.addressable_shards:
+      held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+  return max(held.values())
+
+
+def part(estimate, prefix: str) -> int:
+  (value,) = [size for name, size in estimate.parts.items() if name.startswith(prefix)]
+  return value
+
+
+@pytest.mark.eight_devices
+def test_state_parts_equal_the_bytes_a_run_allocates_on_a_device(tiny_qwen2_dir):
+  plan = train.plan(run_config(tiny_qwen2_dir))
+  estimate = memory.estimate(plan)
+  run = train._Trainer(plan, None)  # loads the model and builds the optimizer state, on the mesh
+  model = run.split.merge(run.params)
+  assert estimate.parts["weights"] == device_bytes(models.named_params(model))
+  assert estimate.parts["KL reference (trained leaves)"] == device_bytes(run.ref_params)
+  assert estimate.parts["optimizer state"] == device_bytes(run.opt_state)
+  # Two micro-batches: the running sum of the gradient and one micro-batch's.
+  assert estimate.parts["gradients"] == 2 * device_bytes(run.params)
+  assert "rollout: whole weights on each device" not in estimate.parts
+  cfg = run_config(tiny_qwen2_dir)
+  cfg.rollout.replicate_params = True
+  replicated = memory.estimate(train.plan(cfg))
+  assert replicated.parts["rollout: whole weights on each device"] == sum(
+      x.nbytes for x in models.named_params(model).values())
+
+
+@pytest.mark.eight_devices
+def test_kv_cache_is_the_hand_computed_share_of_one_call(tiny_qwen2_dir):
+  plan = train.plan(run_config(tiny_qwen2_dir))
+  cfg = plan.model_config
+  # One call: 4 prompts (bucketed to the 8 batch shards: 8) of 12 tokens, 4 samples each.
+  prompts, prompt_len, rows, new = 8, 12, 8 * 4, 6
+  kv = cfg.num_kv_heads * cfg.head_dim
+  per_block = 2 * 4 * kv * (prompts * prompt_len + rows * new)  # keys and values, float32
+  whole = cfg.num_layers * per_block + prompts * prompt_len  # + the prompt mask (bool)
+  expected = whole // 8 + 4  # split over the 8 batch shards; the slot index (int32) on each
+  assert memory.estimate(plan).parts["rollout: KV cache of one generate call"] == expected
+
+
+@pytest.mark.eight_devices
+def test_activations_follow_the_selection_the_rows_and_remat(tiny_qwen2_dir):
+  def estimate(**train_overrides):
+    return memory.estimate(train.plan(run_config(tiny_qwen2_dir, **train_overrides)))
+
+  top_block, every_block = estimate(), estimate(layers="all")  # layers.1 is the top block
+  cfg = models.ModelConfig.from_json_file(tiny_qwen2_dir / "config.json")
+  # remat keeps each block input above the lowest trained block (2 rows per device).
+  block_input = 2 * (12 + 6) * cfg.hidden_size * 4
+  assert block_input <= part(top_block, KEPT) < part(every_block, KEPT)
+  assert 2 * block_input <= part(every_block, KEPT) < 2 * part(top_block, KEPT)
+  # Per row, but for a few row-independent residuals (rotary angles).
+  assert part(estimate(micro_batch_size=32), KEPT) == pytest.approx(2 * part(top_block, KEPT),
+                                                                    rel=0.02)
+  # With remat the update holds what it keeps plus one block's activations at a time: less
+  # than it keeps without remat, and as much when only one block is in the backward pass.
+  recomputed = "update: one block's recomputed"
+  for layers in ("layers.1", "layers.0", "all"):
+    with_remat, without = estimate(layers=layers), estimate(layers=layers, remat=False)
+    assert recomputed not in " ".join(without.parts)
+    peak = part(with_remat, KEPT) + part(with_remat, recomputed)
+    assert 0 < part(with_remat, KEPT) < peak <= part(without, KEPT), layers
+    if layers == "layers.1":
+      assert peak == part(without, KEPT)
+  assert top_block.total == sum(top_block.parts.values())
+
+
+def test_table_says_when_the_total_does_not_fit(tiny_qwen2_dir, monkeypatch):
+  cfg = run_config(tiny_qwen2_dir)
+  cfg.mesh.update(data=1, fsdp=1, num_devices=1)
+  cfg.train.micro_batch_size = 0
+  plan = train.plan(cfg)
+  monkeypatch.setattr(memory, "device_limit", lambda: 10**12)
+  roomy = memory.estimate(plan)
+  assert "does not fit" not in roomy.table()
+  monkeypatch.setattr(memory, "device_limit", lambda: roomy.total // 2)
+  table = memory.estimate(plan).table()
+  assert table.splitlines()[-1].endswith("(200% used: does not fit)")
+
+
+def test_cli_prints_every_part_and_names_bad_input(tiny_qwen2_dir, capsys):
+  args = ["memory", "--config", "configs/grpo_arithmetic.py",
+          f"--config.model.path={tiny_qwen2_dir}", "--config.mesh.num_devices=1"]
+  cli.main(args)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith("memory per device, estimated (1 device,")
+  names = [line.rsplit("  ", 1)[0].strip() for line in lines[1:]]
+  assert names[0] == "weights" and names[-1] == "total"
+  sizes = [float(line.split()[-2]) * {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[line.split()[-1]]
+           for line in lines[1:]]
+  assert math.isclose(sum(sizes[:-1]), sizes[-1], rel_tol=0.01)
+  with pytest.raises(SystemExit, match=r"jaxlayer memory: .*layers\.9.*the model has 2 blocks"):
+    cli.main(args + ["--config.train.layers=layers.9"])
