@@ -124,3 +124,23 @@ def test_cli_prints_every_part_and_names_bad_input(tiny_qwen2_dir, capsys):
   assert math.isclose(sum(sizes[:-1]), sizes[-1], rel_tol=0.01)
   with pytest.raises(SystemExit, match=r"jaxlayer memory: .*layers\.9.*the model has 2 blocks"):
     cli.main(args + ["--config.train.layers=layers.9"])
+
+
+def test_training_warns_before_loading_when_the_estimate_does_not_fit(tiny_qwen2_dir,
+                                                                      monkeypatch, capsys):
+  cfg = run_config(tiny_qwen2_dir)
+  cfg.mesh.update(data=1, fsdp=1, num_devices=1)
+  cfg.train.micro_batch_size = 0
+  plan = train.plan(cfg)
+  monkeypatch.setattr(memory, "device_limit", lambda: 10**12)
+  train.warn_if_memory_short(plan)
+  assert capsys.readouterr().out == ""
+  monkeypatch.setattr(memory, "device_limit", lambda: 1000)
+  train.warn_if_memory_short(plan)
+  warning = capsys.readouterr().out
+  assert "may not fit in device memory" in warning and "does not fit" in warning
+  assert "Lower rollout.prompts_per_call" in warning
+  # A backend that does not report its memory (a CPU) is not sized at all.
+  monkeypatch.setattr(memory, "device_limit", lambda: None)
+  monkeypatch.setattr(memory, "estimate", lambda plan: pytest.fail("sized without a limit"))
+  train.warn_if_memory_short(plan)

@@ -614,6 +614,21 @@ def _postfix(m: dict[str, float]) -> dict[str, str]:
   return {label: f"{m[key]:.3g}" for label, key in shown.items() if key in m}
 
 
+def warn_if_memory_short(plan_: TrainPlan) -> None:
+  """Warns, before anything loads, when the run's estimated memory per device is more than the
+  device has (where JAX reports it: GPUs, TPUs)."""
+  from jaxlayer.rl import memory  # (it sizes plans of this module)
+
+  if memory.device_limit() is None:
+    return
+  estimate = memory.estimate(plan_)
+  if estimate.total > estimate.device_limit and distributed.is_primary():
+    tqdm.write("jaxlayer: this run may not fit in device memory (estimated per device, as "
+               f"`jaxlayer memory` prints it):\n{estimate.table()}\nLower "
+               "rollout.prompts_per_call or train.micro_batch_size, set train.remat=True, or "
+               "use more devices.")
+
+
 def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
           position: int = 0, leave: bool = True,
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
@@ -626,6 +641,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   checkpoint stays on disk).
   """
   plan_ = plan(config)
+  warn_if_memory_short(plan_)
   if config.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
   run_dir = Path(config.run_dir)
