@@ -6,7 +6,9 @@ leaves, their gradients and optimizer state, one generate call's KV cache (and t
 weights on every device with rollout.replicate_params), and what the update's backward pass
 keeps of one micro-batch. Shapes come from abstract tracing (`nnx.eval_shape`,
 `jax.eval_shape`): nothing is allocated, so a model far larger than this machine can be sized.
-Compiler temporaries are not counted: leave headroom.
+Compiler temporaries are not counted: leave headroom. The activations are those of a device's
+whole rows (an upper bound where the update runs each prompt once for its group, or where a
+tensor axis splits the heads).
 """
 
 from __future__ import annotations
@@ -100,8 +102,7 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   if cfg.rollout.replicate_params:
     parts["rollout: whole weights on each device"] = _bytes(models.named_params(model))
   parts["rollout: KV cache of one generate call"] = _kv_cache_bytes(plan_, model)
-  shards = math.prod(mesh.shape[axis] for axis in BATCH_AXES)
-  rows = plan_.micro_batch_size // shards
+  rows = plan_.micro_batch_size // _batch_shards(mesh)
   seq = sampling.bucket(cfg.rollout.max_prompt_tokens) + cfg.rollout.max_new_tokens
   batch = {"input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
            "attention_mask": jax.ShapeDtypeStruct((rows, seq), bool),
@@ -121,6 +122,11 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   return MemoryEstimate(parts=parts, device_limit=device_limit())
 
 
+def _batch_shards(mesh: jax.sharding.Mesh) -> int:
+  """How many ways the mesh splits a batch (its data x fsdp devices)."""
+  return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+
+
 def _backward_blocks(trainable: tuple[str, ...], num_layers: int) -> int:
   """Blocks the backward pass goes through: from the top down to the lowest trained one (all
   of them when the embedding trains)."""
@@ -133,8 +139,7 @@ def _backward_blocks(trainable: tuple[str, ...], num_layers: int) -> int:
 def _kv_cache_bytes(plan_: train.TrainPlan, model: models.Qwen) -> int:
   """One device's share of the cache of one generate call: rollout.prompts_per_call prompts
   (all of a step's with 0) of up to rollout.max_prompt_tokens tokens, G samples each."""
-  rollout, mesh = plan_.config.rollout, plan_.mesh
-  shards = math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+  rollout, shards = plan_.config.rollout, _batch_shards(plan_.mesh)
   prompts = sampling.bucket(min(rollout.prompts_per_call or plan_.prompts_per_step,
                                 plan_.prompts_per_step), shards)
   prompt_len = sampling.bucket(rollout.max_prompt_tokens)
