@@ -284,9 +284,13 @@ def _memory(argv: list[str]) -> None:
   config = _training_config(argv, "jaxlayer memory")
   if config.run_dir is None:  # sizing writes nothing
     config.run_dir = "."
+  from jaxlayer.models.hub import resolve_model_dir
   from jaxlayer.rl import memory, train
 
   try:
+    if config.model.path is not None:  # (else train.plan names the missing key)
+      # Sizing reads only the architecture: a hub model's weights are not downloaded.
+      config.model.path = str(resolve_model_dir(config.model.path, hub_files=["config.json"]))
     plan = train.plan(config)
     result = memory.estimate(plan)
   except (ValueError, FileNotFoundError) as err:

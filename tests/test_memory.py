@@ -144,3 +144,25 @@ def test_training_warns_before_loading_when_the_estimate_does_not_fit(tiny_qwen2
   monkeypatch.setattr(memory, "device_limit", lambda: None)
   monkeypatch.setattr(memory, "estimate", lambda plan: pytest.fail("sized without a limit"))
   train.warn_if_memory_short(plan)
+
+
+def test_cli_fetches_only_the_config_of_a_hub_model(tiny_qwen2_dir, tmp_path, monkeypatch,
+                                                     capsys):
+  import huggingface_hub
+
+  fetched = []
+
+  def fake_snapshot_download(repo_id, allow_patterns):  # the hub, offline: a local snapshot
+    fetched.append((repo_id, allow_patterns))
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "config.json").write_bytes((tiny_qwen2_dir / "config.json").read_bytes())
+    return str(snapshot)
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+  cli.main(["memory", "--config", "configs/grpo_arithmetic.py", "--config.model.path=Org/Model",
+            "--config.mesh.num_devices=1"])
+  assert fetched == [("Org/Model", ["config.json"])]
+  assert capsys.readouterr().out.splitlines()[-1].startswith("total")
+  with pytest.raises(SystemExit, match="jaxlayer memory: Set the model: --config.model.path"):
+    cli.main(["memory", "--config", "configs/grpo_arithmetic.py"])

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -41,8 +42,10 @@ def named_params(model: nnx.Module) -> dict[str, jax.Array]:
   return {path_str(path): var.get_value() for path, var in flat}
 
 
-def resolve_model_dir(path_or_hub_id: str | os.PathLike) -> Path:
-  """A local directory as is; otherwise a hub id fetched (or found in the HF cache)."""
+def resolve_model_dir(path_or_hub_id: str | os.PathLike,
+                      hub_files: Sequence[str] = _HUB_PATTERNS) -> Path:
+  """A local directory as is; otherwise a hub id fetched (or found in the HF cache): the files
+  matching `hub_files` (default: config, weights and tokenizer)."""
   path = Path(path_or_hub_id).expanduser()
   if path.is_dir():
     return path
@@ -55,7 +58,7 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike) -> Path:
   from huggingface_hub import snapshot_download
 
   try:
-    return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
+    return Path(snapshot_download(name, allow_patterns=list(hub_files)))
   except Exception as err:  # offline, unknown repo, gated repo, ...
     raise FileNotFoundError(
         f"{name!r} is not a local directory and could not be fetched from the Hugging Face hub "
