@@ -5,7 +5,7 @@ import math
 import jax
 import pytest
 
-from jaxlayer import cli, models
+from jaxlayer import cli, evaluation, models
 from jaxlayer.rl import memory, train
 from jaxlayer.rl.config import default_config
 
@@ -72,6 +72,30 @@ def test_kv_cache_is_the_hand_computed_share_of_one_call(tiny_qwen2_dir):
 
 
 @pytest.mark.eight_devices
+def test_evaluation_is_sized_as_a_phase_of_its_own(tiny_qwen2_dir):
+  cfg = run_config(tiny_qwen2_dir)
+  training_only = memory.estimate(train.plan(cfg))
+  assert training_only.eval_parts == {} and training_only.peak == training_only.total
+  cfg.eval = evaluation.default_eval_config()
+  cfg.eval.update(batch_size=5, num_samples=2, max_new_tokens=3, replicate_params=True)
+  estimate = memory.estimate(train.plan(cfg))
+  # 5 prompts (bucketed to the 8 batch shards: 8) of up to 12 tokens, 2 samples of 3 tokens.
+  model_cfg = models.ModelConfig.from_json_file(tiny_qwen2_dir / "config.json")
+  prompts, prompt_len, rows, new = 8, 12, 8 * 2, 3
+  kv = model_cfg.num_kv_heads * model_cfg.head_dim
+  whole = (model_cfg.num_layers * 2 * 4 * kv * (prompts * prompt_len + rows * new)
+           + prompts * prompt_len)
+  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  assert estimate.eval_parts == {
+      "weights": training_only.parts["weights"],
+      "whole weights on each device": sum(x.nbytes for x in models.named_params(model).values()),
+      "KV cache of one generate call": whole // 8 + 4}
+  assert estimate.parts == training_only.parts  # training is sized as before
+  assert estimate.peak == max(estimate.total, estimate.eval_total)
+  assert "evaluation (jaxlayer eval, the sweep's scoring):" in estimate.table().splitlines()
+
+
+@pytest.mark.eight_devices
 def test_activations_follow_the_selection_the_rows_and_remat(tiny_qwen2_dir):
   def estimate(**train_overrides):
     return memory.estimate(train.plan(run_config(tiny_qwen2_dir, **train_overrides)))
@@ -108,7 +132,7 @@ def test_table_says_when_the_total_does_not_fit(tiny_qwen2_dir, monkeypatch):
   assert "does not fit" not in roomy.table()
   monkeypatch.setattr(memory, "device_limit", lambda: roomy.total // 2)
   table = memory.estimate(plan).table()
-  assert table.splitlines()[-1].endswith("(200% used: does not fit)")
+  assert table.splitlines()[-1].endswith("(200% of it at the peak: does not fit)")
 
 
 def test_cli_prints_every_part_and_names_bad_input(tiny_qwen2_dir, capsys):

@@ -4,7 +4,9 @@
 the weights as the partition rules split them, the KL reference's copy of the trained
 leaves, their gradients and optimizer state, one generate call's KV cache (and the whole
 weights on every device with rollout.replicate_params), and what the update's backward pass
-keeps of one micro-batch. Shapes come from abstract tracing (`nnx.eval_shape`,
+keeps of one micro-batch. Where the config has an eval section (sweeps), evaluation, a phase
+of its own, gets its parts too: the weights and one generate call's KV cache. Shapes come
+from abstract tracing (`nnx.eval_shape`,
 `jax.eval_shape`): nothing is allocated, so a model far larger than this machine can be sized.
 Compiler temporaries are not counted: leave headroom. The activations are those of a device's
 whole rows (an upper bound where the update runs each prompt once for its group, or where a
@@ -18,6 +20,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 from jax.sharding import NamedSharding
 
@@ -29,25 +32,41 @@ from jaxlayer.rl import train
 
 @dataclasses.dataclass(frozen=True)
 class MemoryEstimate:
-  """Bytes on one device, per part of a run, and the device's memory where JAX reports it."""
+  """Bytes on one device, per part of training and, where the config has an eval section, of
+  evaluation (a phase of its own: the sweep's scoring, `jaxlayer eval`), and the device's
+  memory where JAX reports it."""
 
   parts: dict[str, int]
+  eval_parts: dict[str, int]
   device_limit: int | None
 
   @property
   def total(self) -> int:
     return sum(self.parts.values())
 
+  @property
+  def eval_total(self) -> int:
+    return sum(self.eval_parts.values())
+
+  @property
+  def peak(self) -> int:
+    """The larger of the two phases."""
+    return max(self.total, self.eval_total)
+
   def table(self) -> str:
-    """The parts, their total and the device's memory, one per line."""
+    """Each phase's parts and total, one per line, then the device's memory."""
     rows = [*self.parts.items(), ("total", self.total)]
+    if self.eval_parts:
+      rows += [("", None), ("evaluation (jaxlayer eval, the sweep's scoring):", None),
+               *self.eval_parts.items(), ("total", self.eval_total)]
     if self.device_limit is not None:
       rows.append(("device memory", self.device_limit))
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {_readable(size):>10}" for name, size in rows]
+    width = max(len(name) for name, size in rows if size is not None)
+    lines = [name if size is None else f"{name:<{width}}  {_readable(size):>10}"
+             for name, size in rows]
     if self.device_limit is not None:
-      share = self.total / self.device_limit
-      lines[-1] += f"  ({share:.0%} used{': does not fit' if share > 1 else ''})"
+      share = self.peak / self.device_limit
+      lines[-1] += f"  ({share:.0%} of it at the peak{': does not fit' if share > 1 else ''})"
     return "\n".join(lines)
 
 
@@ -80,6 +99,7 @@ def device_limit() -> int | None:
 def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   """Bytes per device of each part of the run `plan_` describes (see the module docstring)."""
   cfg, mesh, model_config = plan_.config, plan_.mesh, plan_.model_config
+  rollout = cfg.rollout
   dtype = models.resolve_dtype(cfg.model.dtype)
   model = nnx.eval_shape(lambda: models.Qwen(model_config, dtype=dtype, rngs=nnx.Rngs(0)))
   split, trained = rl_step.split_model(model, plan_.selection.trainable)
@@ -99,19 +119,21 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   # Accumulating over micro-batches holds the running sum beside each micro-batch's gradient.
   parts["gradients"] = _bytes(trained_on_mesh) * (2 if micro_batches > 1 else 1)
   parts["optimizer state"] = _bytes(opt_state)
-  if cfg.rollout.replicate_params:
-    parts["rollout: whole weights on each device"] = _bytes(models.named_params(model))
-  parts["rollout: KV cache of one generate call"] = _kv_cache_bytes(plan_, model)
+  whole_weights = _bytes(models.named_params(model))
+  if rollout.replicate_params:
+    parts["rollout: whole weights on each device"] = whole_weights
+  parts["rollout: KV cache of one generate call"] = _kv_cache_bytes(
+      model, mesh, min(rollout.prompts_per_call or plan_.prompts_per_step,
+                       plan_.prompts_per_step), cfg.train.group_size, rollout.max_new_tokens,
+      rollout.max_prompt_tokens)
   rows = plan_.micro_batch_size // _batch_shards(mesh)
-  seq = sampling.bucket(cfg.rollout.max_prompt_tokens) + cfg.rollout.max_new_tokens
+  seq = sampling.bucket(rollout.max_prompt_tokens) + rollout.max_new_tokens
   batch = {"input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
            "attention_mask": jax.ShapeDtypeStruct((rows, seq), bool),
-           "response_mask": jax.ShapeDtypeStruct((rows, cfg.rollout.max_new_tokens),
-                                                 jnp.float32)}
+           "response_mask": jax.ShapeDtypeStruct((rows, rollout.max_new_tokens), jnp.float32)}
 
   def activations(remat: bool) -> int:
-    return rl_step.backward_activation_bytes(split, trained, batch, cfg.rollout.temperature,
-                                             remat)
+    return rl_step.backward_activation_bytes(split, trained, batch, rollout.temperature, remat)
 
   kept = activations(cfg.train.remat)
   parts[f"update: activations kept ({rows} sequence{'s' * (rows != 1)} per device)"] = kept
@@ -119,7 +141,27 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
     blocks = _backward_blocks(plan_.selection.trainable, model_config.num_layers)
     parts["update: one block's recomputed activations"] = (
         (activations(False) - kept) // max(blocks, 1))
-  return MemoryEstimate(parts=parts, device_limit=device_limit())
+  return MemoryEstimate(parts=parts, eval_parts=_eval_parts(cfg, model, mesh, parts["weights"],
+                                                            whole_weights),
+                        device_limit=device_limit())
+
+
+def _eval_parts(cfg: ml_collections.ConfigDict, model: models.Qwen, mesh: jax.sharding.Mesh, weights: int,
+                whole_weights: int) -> dict[str, int]:
+  """Evaluation's parts: the weights and one generate call's KV cache, of eval.batch_size
+  prompts (taken to be up to rollout.max_prompt_tokens long) and their samples."""
+  if "eval" not in cfg:
+    return {}
+  evaluation, rollout = cfg.eval, cfg.rollout
+  parts = {"weights": weights}
+  replicate = evaluation.replicate_params
+  if rollout.replicate_params if replicate is None else replicate:
+    parts["whole weights on each device"] = whole_weights
+  num_problems = evaluation.num_problems or evaluation.batch_size
+  parts["KV cache of one generate call"] = _kv_cache_bytes(
+      model, mesh, min(evaluation.batch_size, num_problems), max(evaluation.num_samples, 1),
+      evaluation.max_new_tokens or rollout.max_new_tokens, rollout.max_prompt_tokens)
+  return parts
 
 
 def _batch_shards(mesh: jax.sharding.Mesh) -> int:
@@ -136,16 +178,15 @@ def _backward_blocks(trainable: tuple[str, ...], num_layers: int) -> int:
   return num_layers - lowest
 
 
-def _kv_cache_bytes(plan_: train.TrainPlan, model: models.Qwen) -> int:
-  """One device's share of the cache of one generate call: rollout.prompts_per_call prompts
-  (all of a step's with 0) of up to rollout.max_prompt_tokens tokens, G samples each."""
-  rollout, shards = plan_.config.rollout, _batch_shards(plan_.mesh)
-  prompts = sampling.bucket(min(rollout.prompts_per_call or plan_.prompts_per_step,
-                                plan_.prompts_per_step), shards)
-  prompt_len = sampling.bucket(rollout.max_prompt_tokens)
-  ids = jax.ShapeDtypeStruct((prompts, prompt_len), jnp.int32)
+def _kv_cache_bytes(model: models.Qwen, mesh: jax.sharding.Mesh, prompts: int, samples: int,
+                    max_new: int, prompt_tokens: int) -> int:
+  """One device's share of the KV cache of a generate call of `prompts` prompts of up to
+  `prompt_tokens` tokens, `samples` samples of up to `max_new` tokens each."""
+  shards = _batch_shards(mesh)
+  prompts = sampling.bucket(prompts, shards)
+  ids = jax.ShapeDtypeStruct((prompts, sampling.bucket(prompt_tokens)), jnp.int32)
   cache = jax.eval_shape(
-      lambda model, ids: model.prefill(ids, ids > 0, rows=prompts * plan_.config.train.group_size,
-                                       max_new=rollout.max_new_tokens)[1], model, ids)
+      lambda model, ids: model.prefill(ids, ids > 0, rows=prompts * samples, max_new=max_new)[1],
+      model, ids)
   # Every buffer but the slot index is split over the batch (sampling's prefill).
   return sum(_bytes(x) // (shards if x.ndim else 1) for x in jax.tree.leaves(cache))

@@ -622,7 +622,7 @@ def warn_if_memory_short(plan_: TrainPlan) -> None:
   if memory.device_limit() is None:
     return
   estimate = memory.estimate(plan_)
-  if estimate.total > estimate.device_limit and distributed.is_primary():
+  if estimate.peak > estimate.device_limit and distributed.is_primary():
     tqdm.write("jaxlayer: this run may not fit in device memory (estimated per device, as "
                f"`jaxlayer memory` prints it):\n{estimate.table()}\nLower "
                "rollout.prompts_per_call or train.micro_batch_size, set train.remat=True, or "
