@@ -146,8 +146,8 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
                         device_limit=device_limit())
 
 
-def _eval_parts(cfg: ml_collections.ConfigDict, model: models.Qwen, mesh: jax.sharding.Mesh, weights: int,
-                whole_weights: int) -> dict[str, int]:
+def _eval_parts(cfg: ml_collections.ConfigDict, model: models.Qwen, mesh: jax.sharding.Mesh,
+                weights: int, whole_weights: int) -> dict[str, int]:
   """Evaluation's parts: the weights and one generate call's KV cache, of eval.batch_size
   prompts (taken to be up to rollout.max_prompt_tokens long) and their samples."""
   if "eval" not in cfg:
