@@ -34,6 +34,15 @@ def device_bytes(tree) -> int:
   return max(held.values())
 
 
+def cache_bytes(model_cfg, prompts: int, prompt_len: int, rows: int, new: int) -> int:
+  """One device's KV cache, counted by hand: per block the keys and values (float32) of each
+  prompt and of each row's new tokens, and the prompt mask (bool), split over the 8 batch
+  shards; the slot index (int32) on each."""
+  kv = model_cfg.num_kv_heads * model_cfg.head_dim
+  per_block = 2 * 4 * kv * (prompts * prompt_len + rows * new)
+  return (model_cfg.num_layers * per_block + prompts * prompt_len) // 8 + 4
+
+
 def part(estimate, prefix: str) -> int:
   (value,) = [size for name, size in estimate.parts.items() if name.startswith(prefix)]
   return value
@@ -61,13 +70,8 @@ def test_state_parts_equal_the_bytes_a_run_allocates_on_a_device(tiny_qwen2_dir)
 @pytest.mark.eight_devices
 def test_kv_cache_is_the_hand_computed_share_of_one_call(tiny_qwen2_dir):
   plan = train.plan(run_config(tiny_qwen2_dir))
-  cfg = plan.model_config
   # One call: 4 prompts (bucketed to the 8 batch shards: 8) of 12 tokens, 4 samples each.
-  prompts, prompt_len, rows, new = 8, 12, 8 * 4, 6
-  kv = cfg.num_kv_heads * cfg.head_dim
-  per_block = 2 * 4 * kv * (prompts * prompt_len + rows * new)  # keys and values, float32
-  whole = cfg.num_layers * per_block + prompts * prompt_len  # + the prompt mask (bool)
-  expected = whole // 8 + 4  # split over the 8 batch shards; the slot index (int32) on each
+  expected = cache_bytes(plan.model_config, prompts=8, prompt_len=12, rows=8 * 4, new=6)
   assert memory.estimate(plan).parts["rollout: KV cache of one generate call"] == expected
 
 
@@ -79,17 +83,13 @@ def test_evaluation_is_sized_as_a_phase_of_its_own(tiny_qwen2_dir):
   cfg.eval = evaluation.default_eval_config()
   cfg.eval.update(batch_size=5, num_samples=2, max_new_tokens=3, replicate_params=True)
   estimate = memory.estimate(train.plan(cfg))
-  # 5 prompts (bucketed to the 8 batch shards: 8) of up to 12 tokens, 2 samples of 3 tokens.
-  model_cfg = models.ModelConfig.from_json_file(tiny_qwen2_dir / "config.json")
-  prompts, prompt_len, rows, new = 8, 12, 8 * 2, 3
-  kv = model_cfg.num_kv_heads * model_cfg.head_dim
-  whole = (model_cfg.num_layers * 2 * 4 * kv * (prompts * prompt_len + rows * new)
-           + prompts * prompt_len)
-  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  model, model_cfg = models.from_pretrained(tiny_qwen2_dir)
   assert estimate.eval_parts == {
       "weights": training_only.parts["weights"],
       "whole weights on each device": sum(x.nbytes for x in models.named_params(model).values()),
-      "KV cache of one generate call": whole // 8 + 4}
+      # 5 prompts (bucketed to the 8 batch shards: 8) of up to 12 tokens, 2 samples of 3 tokens.
+      "KV cache of one generate call": cache_bytes(model_cfg, prompts=8, prompt_len=12,
+                                                   rows=8 * 2, new=3)}
   assert estimate.parts == training_only.parts  # training is sized as before
   assert estimate.peak == max(estimate.total, estimate.eval_total)
   assert "evaluation (jaxlayer eval, the sweep's scoring):" in estimate.table().splitlines()
