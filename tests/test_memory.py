@@ -1,6 +1,7 @@
 """The per-device memory estimate against what a run really allocates, and `jaxlayer memory`."""
 
 import math
+from pathlib import Path
 
 import jax
 import pytest
@@ -9,6 +10,7 @@ from jaxlayer import cli, evaluation, models
 from jaxlayer.rl import memory, train
 from jaxlayer.rl.config import default_config
 
+CONFIGS = Path(__file__).parents[1] / "configs"
 KEPT = "update: activations kept"
 
 
@@ -190,3 +192,12 @@ def test_cli_fetches_only_the_config_of_a_hub_model(tiny_qwen2_dir, tmp_path, mo
   assert capsys.readouterr().out.splitlines()[-1].startswith("total")
   with pytest.raises(SystemExit, match="jaxlayer memory: Set the model: --config.model.path"):
     cli.main(["memory", "--config", "configs/grpo_arithmetic.py"])
+
+
+@pytest.mark.parametrize("config_file", sorted(p.name for p in CONFIGS.glob("*.py")))
+def test_every_shipped_config_is_sized(config_file, tiny_qwen2_dir, capsys):
+  cli.main(["memory", "--config", str(CONFIGS / config_file), "--config.train.layers=layers.1",
+            f"--config.model.path={tiny_qwen2_dir}", "--config.mesh.num_devices=1"])
+  lines = capsys.readouterr().out.splitlines()
+  totals = [line for line in lines if line.startswith("total ")]
+  assert len(totals) == (2 if "evaluation (jaxlayer eval, the sweep's scoring):" in lines else 1)

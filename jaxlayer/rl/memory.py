@@ -24,7 +24,7 @@ import ml_collections
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from jaxlayer import models, sampling
+from jaxlayer import evaluation, models, sampling
 from jaxlayer.models.sharding import BATCH_AXES, partition_spec
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl import train
@@ -122,10 +122,13 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   whole_weights = _bytes(models.named_params(model))
   if rollout.replicate_params:
     parts["rollout: whole weights on each device"] = whole_weights
+  per_call = min(rollout.prompts_per_call or plan_.prompts_per_step, plan_.prompts_per_step)
+  group = cfg.train.group_size
+  # A task's prompts are prefilled once for their G samples; an environment's episodes each
+  # have a context of their own.
+  prompts, samples = (per_call * group, 1) if cfg.env.name else (per_call, group)
   parts["rollout: KV cache of one generate call"] = _kv_cache_bytes(
-      model, mesh, min(rollout.prompts_per_call or plan_.prompts_per_step,
-                       plan_.prompts_per_step), cfg.train.group_size, rollout.max_new_tokens,
-      rollout.max_prompt_tokens)
+      model, mesh, prompts, samples, rollout.max_new_tokens, rollout.max_prompt_tokens)
   rows = plan_.micro_batch_size // _batch_shards(mesh)
   seq = sampling.bucket(rollout.max_prompt_tokens) + rollout.max_new_tokens
   batch = {"input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
@@ -152,15 +155,17 @@ def _eval_parts(cfg: ml_collections.ConfigDict, model: models.Qwen, mesh: jax.sh
   prompts (taken to be up to rollout.max_prompt_tokens long) and their samples."""
   if "eval" not in cfg:
     return {}
-  evaluation, rollout = cfg.eval, cfg.rollout
+  settings = evaluation.eval_settings(cfg)
   parts = {"weights": weights}
-  replicate = evaluation.replicate_params
-  if rollout.replicate_params if replicate is None else replicate:
+  if settings["replicate_params"]:
     parts["whole weights on each device"] = whole_weights
-  num_problems = evaluation.num_problems or evaluation.batch_size
+  samples = max(settings["num_samples"], 1)
+  if cfg.env.name:  # one context per episode and sample
+    prompts, samples = min(settings["batch_size"], cfg.env.num_eval_episodes) * samples, 1
+  else:
+    prompts = min(settings["batch_size"], settings["num_problems"] or settings["batch_size"])
   parts["KV cache of one generate call"] = _kv_cache_bytes(
-      model, mesh, min(evaluation.batch_size, num_problems), max(evaluation.num_samples, 1),
-      evaluation.max_new_tokens or rollout.max_new_tokens, rollout.max_prompt_tokens)
+      model, mesh, prompts, samples, settings["max_new_tokens"], cfg.rollout.max_prompt_tokens)
   return parts
 
 
