@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec
 
 from jaxlayer import distributed
 from jaxlayer.models import KVCache, Qwen
-from jaxlayer.models.sharding import BATCH_AXES, batch_sharding
+from jaxlayer.models.sharding import BATCH_AXES, batch_sharding, batch_shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, nu
   [prompts * num_samples, ...] and the positions decoded; rows are numbered from row_offset."""
   cfg = model.config
   mesh = _parameter_mesh(model)
-  shards = math.prod(mesh.shape[a] for a in BATCH_AXES) if mesh is not None else 1
+  shards = batch_shards(mesh) if mesh is not None else 1
   num_prompts = len(prompts)
   padded_prompts = bucket(num_prompts, shards)
   rows = padded_prompts * num_samples

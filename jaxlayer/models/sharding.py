@@ -91,7 +91,7 @@ def keep_batch_split(x: jax.Array) -> jax.Array:
   gives them the fsdp split of the weights that made them and moves them between devices at
   every block (all-to-alls); kept split by rows, each device gathers the weights instead."""
   mesh = _tracing_mesh()
-  if mesh is None or x.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]):
+  if mesh is None or x.shape[0] % batch_shards(mesh):
     return x
   return jax.lax.with_sharding_constraint(x, P(BATCH_AXES))
 
@@ -106,6 +106,11 @@ def fsdp_gathered(param: jax.Array, path: str) -> jax.Array:
   spec = partition_spec(path, param.shape, mesh)
   return jax.lax.with_sharding_constraint(
       param, P(*(None if axis == "fsdp" else axis for axis in spec)))
+
+
+def batch_shards(mesh) -> int:
+  """How many ways a mesh (or abstract mesh) splits a batch: its data x fsdp devices."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

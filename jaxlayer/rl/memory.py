@@ -25,7 +25,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from jaxlayer import evaluation, models, sampling
-from jaxlayer.models.sharding import BATCH_AXES, partition_spec
+from jaxlayer.models.sharding import batch_shards, partition_spec
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl import train
 
@@ -129,7 +129,7 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   prompts, samples = (per_call * group, 1) if cfg.env.name else (per_call, group)
   parts["rollout: KV cache of one generate call"] = _kv_cache_bytes(
       model, mesh, prompts, samples, rollout.max_new_tokens, rollout.max_prompt_tokens)
-  rows = plan_.micro_batch_size // _batch_shards(mesh)
+  rows = plan_.micro_batch_size // batch_shards(mesh)
   seq = sampling.bucket(rollout.max_prompt_tokens) + rollout.max_new_tokens
   batch = {"input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
            "attention_mask": jax.ShapeDtypeStruct((rows, seq), bool),
@@ -169,11 +169,6 @@ def _eval_parts(cfg: ml_collections.ConfigDict, model: models.Qwen, mesh: jax.sh
   return parts
 
 
-def _batch_shards(mesh: jax.sharding.Mesh) -> int:
-  """How many ways the mesh splits a batch (its data x fsdp devices)."""
-  return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
-
-
 def _backward_blocks(trainable: tuple[str, ...], num_layers: int) -> int:
   """Blocks the backward pass goes through: from the top down to the lowest trained one (all
   of them when the embedding trains)."""
@@ -187,7 +182,7 @@ def _kv_cache_bytes(model: models.Qwen, mesh: jax.sharding.Mesh, prompts: int, s
                     max_new: int, prompt_tokens: int) -> int:
   """One device's share of the KV cache of a generate call of `prompts` prompts of up to
   `prompt_tokens` tokens, `samples` samples of up to `max_new` tokens each."""
-  shards = _batch_shards(mesh)
+  shards = batch_shards(mesh)
   prompts = sampling.bucket(prompts, shards)
   ids = jax.ShapeDtypeStruct((prompts, sampling.bucket(prompt_tokens)), jnp.int32)
   cache = jax.eval_shape(

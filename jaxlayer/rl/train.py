@@ -127,7 +127,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
            f"train.micro_batch_size={micro_batch_size} must divide the update batch of "
            f"{mini_batch_size} responses (train.mini_batch_size, or train.batch_size).")
   mesh = config_mesh(config.mesh)
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  shards = models.batch_shards(mesh)
   _require(micro_batch_size % shards == 0,
            f"The update batch of {micro_batch_size} responses (train.micro_batch_size, "
            f"train.mini_batch_size or train.batch_size) does not split over the mesh's {shards} "
@@ -198,7 +198,7 @@ def shared_prompt_group(plan_: TrainPlan) -> int:
   """
   config = plan_.config
   group, micro = config.train.group_size, plan_.micro_batch_size
-  shards = plan_.mesh.shape["data"] * plan_.mesh.shape["fsdp"]
+  shards = models.batch_shards(plan_.mesh)
   return group if not config.env.name and micro % (group * shards) == 0 else 1
 
 
@@ -578,7 +578,7 @@ class _Trainer:
     rollout_seconds = time.perf_counter() - start
     train_cfg = self.cfg.train
     micro_batches = self.plan.mini_batch_size // self.plan.micro_batch_size
-    shards = self.plan.mesh.shape["data"] * self.plan.mesh.shape["fsdp"]
+    shards = models.batch_shards(self.plan.mesh)
     batch, stats = multiturn.gigpo_batch(
         rollouts, group_size=self.group_size, gamma=train_cfg.gigpo_gamma,
         omega=train_cfg.gigpo_omega, normalize=train_cfg.gigpo_normalize,
