@@ -16,15 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 class FakeRL:
   """train_fn / eval_fn stand-ins. Solved-problem counts: base_correct, full_correct and
   block_correct[k], each plus `seed_shift * seed`. With interrupt_on_train_call=n the n-th train
-  call (1-based) raises KeyboardInterrupt, as a user's Ctrl-C would."""
+  call (1-based) raises KeyboardInterrupt, as a user's Ctrl-C would. With costs, training returns
+  `cost(layers, seed)`."""
 
   def __init__(self, block_correct: dict[int, int], base_correct: int = 12, full_correct: int = 24,
                seed_shift: int = 0, interrupt_on_train_call: int | None = None,
-               num_problems: int = NUM_PROBLEMS, steps: int = 30):
+               num_problems: int = NUM_PROBLEMS, steps: int = 30, costs: bool = True):
     self.block_correct = block_correct
     self.base_correct, self.full_correct = base_correct, full_correct
     self.seed_shift, self.interrupt_on_train_call = seed_shift, interrupt_on_train_call
-    self.num_problems, self.steps = num_problems, steps
+    self.num_problems, self.steps, self.costs = num_problems, steps, costs
     self.train_calls: list[tuple] = []
     self.eval_calls: list[tuple] = []
 
@@ -37,6 +38,14 @@ class FakeRL:
       count = self.block_correct[model[0]]
     return count + self.seed_shift * seed
 
+  @staticmethod
+  def cost(layers, seed: int) -> dict:
+    """A made-up cost: 1,000 parameters for full RL, 100 + 10 k for block k; seconds per step
+    grow with the seed."""
+    params = 1000 if layers is None else 100 + 10 * layers[0]
+    return {"trained_params": params, "optimizer_state_bytes": 8 * params + 4,
+            "memory_per_device_bytes": 2000 + params, "seconds_per_step": params / 1000 + seed}
+
   def train(self, config, *, layers, seed, workdir, progress_position):
     assert progress_position == 1 and Path(workdir).is_dir()
     self.train_calls.append((None if layers is None else tuple(layers), seed))
@@ -48,7 +57,8 @@ class FakeRL:
     model = ("full" if layers is None else layers[0], seed)
     final = self.correct(model, seed) / NUM_PROBLEMS
     curve = [final * (step + 1) / self.steps for step in range(self.steps)]
-    return {"model": model, "reward_curve": curve, "checkpoint_dir": str(checkpoint)}
+    trained = {"model": model, "reward_curve": curve, "checkpoint_dir": str(checkpoint)}
+    return {**trained, "cost": self.cost(layers, seed)} if self.costs else trained
 
   def eval(self, config, *, model, seed, progress_position):
     assert progress_position == 1

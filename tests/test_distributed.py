@@ -7,6 +7,7 @@ with one process holding all 4.
 """
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
+from safetensors import safe_open
 
 from jaxlayer import distributed, models
 from jaxlayer.assets import TINY_ARITH
@@ -254,6 +256,20 @@ def test_two_processes_sweep_like_one(one_and_two_processes):
   assert sweeps[1]["s_full"] == pytest.approx(sweeps[0]["s_full"], abs=1e-9)
   assert sweeps[1]["layers"][0]["score"] == pytest.approx(sweeps[0]["layers"][0]["score"],
                                                           abs=1e-9)
+  # What the runs cost: the trained parameters are the checkpoint file's (whole arrays, so the
+  # same on one host or two), as is the optimizer state. (The memory per device differs: the
+  # two runs generate in chunks of different sizes.)
+  with safe_open(Path(TINY_ARITH) / "model.safetensors", "np") as f:
+    sizes = {name: math.prod(f.get_slice(name).get_shape()) for name in f.keys()}
+  costs = [(sweep["full_cost"], sweep["layers"][0]["cost"]) for sweep in sweeps]
+  assert costs[0][0]["trained_params"] == sum(sizes.values())
+  assert costs[0][1]["trained_params"] == sum(
+      size for name, size in sizes.items() if name.startswith("model.layers.1."))
+  for key in ("trained_params", "optimizer_state_bytes"):
+    assert [cost[key] for cost in costs[1]] == [cost[key] for cost in costs[0]], key
+  for full, block in costs:
+    assert block["memory_per_device_bytes"] < full["memory_per_device_bytes"]
+    assert full["seconds_per_step"] > 0 and block["seconds_per_step"] > 0
   written = sorted(str(p.relative_to(two / "sweep"))
                    for p in (two / "sweep").rglob("*") if p.is_file())
   for name in ("manifest.json", "sweep.json", "report.md", "contribution.png",

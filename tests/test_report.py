@@ -14,11 +14,11 @@ from tests.sweep_fakes import NUM_PROBLEMS, FakeRL, make_config
 
 SWEEP_KEYS = {"model", "num_layers", "task", "algorithm", "metric", "num_problems", "decoding",
               "seeds", "s_base", "s_base_std", "s_base_se", "s_full", "s_full_std", "s_full_se",
-              "gain", "gain_se", "gain_paired_se", "layers", "best_layer", "worst_layer",
-              "warnings", "settings"}
+              "gain", "gain_se", "gain_paired_se", "full_cost", "layers", "best_layer",
+              "worst_layer", "warnings", "settings"}
 LAYER_KEYS = {"layer", "score", "score_std", "score_se", "contribution", "contribution_se",
               "contribution_seed_mean", "contribution_std", "seeds", "per_seed_score",
-              "per_seed_contribution"}
+              "per_seed_contribution", "cost"}
 BLOCKS = {0: 14, 1: 27, 2: 20, 3: 8}  # solved of 40; base 12, full 24: block 3 ends below base
 
 
@@ -78,6 +78,59 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   assert "Best: block 1" in markdown and "Worst: block 3" in markdown
   assert f"| block 3 | {by_layer[3]['score']:.3f} |" in markdown
   assert "The paper finds" in markdown and "standard errors" in markdown
+
+
+def test_each_run_cost_is_its_mean_over_seeds_and_set_beside_full_rl(tmp_path):
+  sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS), seeds=2, layers="0,2")
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  results = {r["run"]: r for r in store.load_results(sweep_dir)}
+
+  def expected(layers):  # FakeRL.cost over seeds 0 and 1, with the wall time the sweep measured
+    costs = [FakeRL.cost(layers, seed) for seed in (0, 1)]
+    name = "full" if layers is None else f"layer{layers[0]:02d}"
+    return {**{k: statistics.mean(c[k] for c in costs) for k in costs[0]},
+            "train_seconds": statistics.mean(results[f"{name}-seed{s}"]["train_seconds"]
+                                             for s in (0, 1))}
+  assert sweep["full_cost"] == pytest.approx(expected(None))
+  assert sweep["full_cost"]["seconds_per_step"] == pytest.approx(1.5)  # 1.0 and 2.0
+  for layer in sweep["layers"]:
+    assert layer["cost"] == pytest.approx(expected([layer["layer"]]))
+  assert results["base-seed0"]["cost"] is None
+
+  rows = {r["run"]: r for r in csv.DictReader((sweep_dir / "sweep.csv").open())}
+  assert float(rows["layer02"]["trained_params"]) == 120
+  assert rows["base"]["seconds_per_step"] == ""
+  markdown = (sweep_dir / "report.md").read_text()
+  # block 2: 120 parameters, 964 B of optimizer state, 2.12 KB, 0.62 s/step = 0.41x full's 1.5
+  assert "| block 2 | 120 | 964 B | 2.12 KB | 0.62 | 0.41x |" in markdown
+  assert "| full RL | 1,000 | 8.00 KB | 3.00 KB | 1.5 | 1.00x |" in markdown
+  # mean of blocks 0 and 2: (0.10 + 0.12) / 2 of the parameters, (0.60 + 0.62) / 2 / 1.5 s/step
+  assert "0.11x the trained parameters" in markdown and "0.41x the seconds per step" in markdown
+
+
+def test_a_train_fn_without_costs_reports_only_the_training_time(tmp_path):
+  sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS, costs=False), layers="1")
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert sweep["layers"][0]["cost"]["trained_params"] is None
+  assert sweep["full_cost"]["train_seconds"] >= 0
+  markdown = (sweep_dir / "report.md").read_text()
+  assert "| block 1 | n/a | n/a | n/a | n/a | n/a |" in markdown
+  assert "One block against full RL" not in markdown
+
+
+@pytest.mark.parametrize("cost, message", [
+    ([1, 2], "must be a mapping"),
+    ({"flops": 1}, r"unknown key\(s\) \['flops'\]"),
+    ({"train_seconds": 1.0}, r"unknown key\(s\) \['train_seconds'\]"),
+    ({"seconds_per_step": float("nan")}, "seconds_per_step=nan is not a finite number"),
+    ({"trained_params": "many"}, "trained_params='many' is not a finite number"),
+])
+def test_a_bad_cost_from_train_fn_is_a_clear_error(tmp_path, cost, message):
+  fake = FakeRL(BLOCKS)
+  train = lambda *args, **kwargs: {**fake.train(*args, **kwargs), "cost": cost}  # noqa: E731
+  with pytest.raises(ValueError, match=message):
+    runner.run_sweep(make_config(tmp_path / "sweep", layers="0"), train_fn=train,
+                     eval_fn=fake.eval, num_layers=len(BLOCKS))
 
 
 def test_undefined_contributions_still_give_a_complete_report(tmp_path):

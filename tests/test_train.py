@@ -142,6 +142,22 @@ def test_only_selected_leaves_change_and_optimizer_state_is_theirs(uninterrupted
   assert all(shape in ((), (2,)) for shape in other_arrays)  # step counts and the RNG key
 
 
+def test_result_counts_the_trained_parameters_their_optimizer_state_and_step_times(
+    uninterrupted, tiny_qwen2_dir):
+  import orbax.checkpoint as ocp
+
+  base = _params(models.from_pretrained(tiny_qwen2_dir)[0])
+  assert uninterrupted.trained_params == sum(
+      value.size for path, value in base.items() if path.startswith("layers.1."))
+  step_dir = uninterrupted.run_dir / checkpoint.CHECKPOINT_DIR / "4"
+  saved = ocp.StandardCheckpointer().metadata(step_dir / "optimizer").item_metadata["opt_state"]
+  assert uninterrupted.optimizer_state_bytes == sum(
+      math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(saved))
+  assert uninterrupted.optimizer_state_bytes > 2 * 4 * uninterrupted.trained_params  # Adam
+  assert uninterrupted.step_seconds == [
+      row["seconds_per_step"] for row in metrics.read_metrics(uninterrupted.run_dir)]
+
+
 def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_dir, tmp_path,
                                                    compile_cache):
   class Killed(Exception):
@@ -163,6 +179,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_di
   for path in expected:
     np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
   assert resumed.reward_history == uninterrupted.reward_history
+  assert len(resumed.step_seconds) == 4  # the steps before the kill are read from metrics.jsonl
   assert [r["step"] for r in metrics.read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
 
 

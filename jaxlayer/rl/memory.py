@@ -62,7 +62,7 @@ class MemoryEstimate:
     if self.device_limit is not None:
       rows.append(("device memory", self.device_limit))
     width = max(len(name) for name, size in rows if size is not None)
-    lines = [name if size is None else f"{name:<{width}}  {_readable(size):>10}"
+    lines = [name if size is None else f"{name:<{width}}  {readable_bytes(size):>10}"
              for name, size in rows]
     if self.device_limit is not None:
       share = self.peak / self.device_limit
@@ -70,13 +70,13 @@ class MemoryEstimate:
     return "\n".join(lines)
 
 
-def _readable(size: int) -> str:
+def readable_bytes(size: float) -> str:
   """Bytes in GB, MB or KB (powers of 1000), to three significant digits."""
   for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
     if size >= scale:
       value = size / scale
       return f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f} {unit}"
-  return f"{size} B"
+  return f"{size:.0f} B"
 
 
 def _bytes(tree) -> int:

@@ -69,6 +69,9 @@ class TrainResult:
   step: int  # RL steps completed (resumed steps included)
   metrics: dict  # the last step's metrics ({} when nothing was left to do)
   reward_history: list[float]  # mean reward of every step of the run, oldest first
+  step_seconds: list[float]  # wall time of every step of the run (the first compiles), oldest first
+  trained_params: int  # parameters the selection trains (whole arrays, not one device's share)
+  optimizer_state_bytes: int  # the optimizer state of the trained leaves, whole
   model: models.Qwen  # the base model with the trained leaves in place
 
 
@@ -656,8 +659,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
                                list(plan_.selection.trainable))
     if latest is not None:
       trainer.restore(checkpointer, latest)
-    history = [row["reward"] for row in metrics.read_metrics(run_dir)
-               if row["step"] <= trainer.step]
+    logged = [row for row in metrics.read_metrics(run_dir) if row["step"] <= trainer.step]
+    history = [row["reward"] for row in logged]
+    step_seconds = [row["seconds_per_step"] for row in logged]
     logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                    resume_step=trainer.step)
     last = {}
@@ -668,6 +672,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       while trainer.step < steps:
         last, samples = trainer.run_step()
         history.append(last["reward"])
+        step_seconds.append(last["seconds_per_step"])
         logger.log(trainer.step, last)
         logger.log_samples(trainer.step, samples)
         if trainer.step % config.checkpoint.every == 0 or trainer.step == steps:
@@ -676,8 +681,12 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
         bar.set_postfix(_postfix(last))
         if on_step is not None:
           on_step(trainer.step, last)
-    return TrainResult(run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
-                       model=trainer.split.merge(trainer.params))
+    return TrainResult(
+        run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
+        step_seconds=step_seconds,
+        trained_params=sum(leaf.size for leaf in jax.tree.leaves(trainer.params)),
+        optimizer_state_bytes=rl_step.trainable_bytes(trainer.opt_state),
+        model=trainer.split.merge(trainer.params))
   finally:
     if logger is not None:
       logger.close()

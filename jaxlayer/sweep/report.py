@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not when a sweep wor
 
 OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
 CSV_COLUMNS = ("run", "layer", "num_seeds", "score", "score_std", "score_se", "contribution",
-               "contribution_se", "contribution_seed_mean", "contribution_std")
+               "contribution_se", "contribution_seed_mean", "contribution_std") + store.COST_KEYS
 # Where the paper found the best blocks (for the comparison in report.md).
 PAPER_FINDING = (
     "The paper finds the most useful blocks in the middle of the stack and the least useful "
@@ -45,6 +45,21 @@ def _group_results(results: list[dict]):
     else:
       layers[r["layer"]][r["seed"]] = run_score
   return base, full, dict(layers)
+
+
+def _mean_costs(results: list[dict]) -> tuple[dict | None, dict[int, dict]]:
+  """(full RL's cost, {block: its cost}): each store.COST_KEYS entry averaged over seeds, None
+  where a seed's run lacks it (a train_fn that gave no cost, a result from before costs)."""
+  costs = defaultdict(list)
+  for r in results:
+    if r["kind"] != "base":
+      cost = r.get("cost") or {"train_seconds": r["train_seconds"]}
+      costs["full" if r["kind"] == "full" else r["layer"]].append(cost)
+  means = {run: {key: None if any(c.get(key) is None for c in run_costs)
+                 else float(np.mean([c[key] for c in run_costs]))
+                 for key in store.COST_KEYS}
+           for run, run_costs in costs.items()}
+  return means.pop("full", None), means
 
 
 def _paired_gain_se(results: list[dict]) -> float | None:
@@ -85,6 +100,7 @@ def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
   config, identity = manifest["config"], manifest["identity"]
   gain = summary.full.score - summary.base.score
   best, worst = summary.best_layer(), summary.worst_layer()
+  full_cost, layer_costs = _mean_costs(results)
   return {
       "model": config["model"]["path"],
       "num_layers": identity["num_layers"],
@@ -101,6 +117,7 @@ def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
       "gain": gain,
       "gain_se": math.hypot(summary.full.score_se, summary.base.score_se),
       "gain_paired_se": _paired_gain_se(results),
+      "full_cost": full_cost,
       "layers": [{
           "layer": l.layer, "score": l.scores.score, "score_std": l.scores.score_std,
           "score_se": l.scores.score_se, "contribution": l.contribution,
@@ -110,6 +127,7 @@ def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
           "seeds": list(l.scores.seeds),
           "per_seed_score": [l.scores.per_seed[s] for s in l.scores.seeds],
           "per_seed_contribution": [l.per_seed_contribution.get(s) for s in l.scores.seeds],
+          "cost": layer_costs.get(l.layer),
       } for l in summary.layers],
       "best_layer": best.layer if best else None,
       "worst_layer": worst.layer if worst else None,
@@ -122,9 +140,11 @@ def _csv_text(sweep: dict) -> str:
   rows = [{"run": "base", "layer": "", "num_seeds": len(sweep["seeds"]), "score": sweep["s_base"],
            "score_std": sweep["s_base_std"], "score_se": sweep["s_base_se"]},
           {"run": "full", "layer": "", "num_seeds": len(sweep["seeds"]), "score": sweep["s_full"],
-           "score_std": sweep["s_full_std"], "score_se": sweep["s_full_se"]}]
+           "score_std": sweep["s_full_std"], "score_se": sweep["s_full_se"],
+           **(sweep["full_cost"] or {})}]
   rows += [{"run": f"layer{l['layer']:02d}", "num_seeds": len(l["seeds"]),
-            **{k: l[k] for k in CSV_COLUMNS if k in l}} for l in sweep["layers"]]
+            **{k: l[k] for k in CSV_COLUMNS if k in l}, **(l["cost"] or {})}
+           for l in sweep["layers"]]
   out = io.StringIO()
   writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
   writer.writeheader()
@@ -266,6 +286,53 @@ def _depth_thirds(sweep: dict) -> str:
   return ", ".join(f"{names[i]} {np.mean(thirds[i]):.2f}" for i in range(3) if thirds[i])
 
 
+def _cost_section(sweep: dict) -> list[str]:
+  """report.md's "Cost" lines: what each training run took, and one block against full RL."""
+  from jaxlayer.rl.memory import readable_bytes  # (imports jax: only when the report is written)
+
+  runs = [("full RL", sweep["full_cost"])] + [(f"block {l['layer']}", l["cost"])
+                                              for l in sweep["layers"]]
+  runs = [(name, cost) for name, cost in runs if cost is not None]
+  if not runs:
+    return []
+  full = sweep["full_cost"] or {}
+
+  def cell(cost: dict, key: str, show) -> str:
+    return "n/a" if cost[key] is None else show(cost[key])
+
+  def share(cost: dict, key: str) -> str:
+    known = cost[key] is not None and full.get(key)
+    return f"{cost[key] / full[key]:.2f}x" if known else "n/a"
+
+  lines = ["## Cost", "",
+           "Per training run, mean over seeds. Parameters and optimizer state count whole arrays "
+           "(all devices); memory is `jaxlayer memory`'s estimated peak on one device; seconds "
+           "per step are the median RL step (rollout and update) after the first, which compiles; "
+           "the training time includes compiling.", "",
+           "| run | trained parameters | optimizer state | memory per device | s/step | "
+           "s/step vs full | training time |",
+           "|---|---|---|---|---|---|---|"]
+  for name, cost in runs:
+    lines.append(
+        f"| {name} | {cell(cost, 'trained_params', lambda v: f'{v:,.0f}')} | "
+        f"{cell(cost, 'optimizer_state_bytes', readable_bytes)} | "
+        f"{cell(cost, 'memory_per_device_bytes', readable_bytes)} | "
+        f"{cell(cost, 'seconds_per_step', lambda v: f'{v:.3g}')} | "
+        f"{share(cost, 'seconds_per_step')} | "
+        f"{cell(cost, 'train_seconds', lambda v: f'{v:.1f} s')} |")
+  blocks = [cost for name, cost in runs if name != "full RL"]
+  ratios = {key: [c[key] / full[key] for c in blocks if c[key] is not None and full.get(key)]
+            for key in ("trained_params", "optimizer_state_bytes", "memory_per_device_bytes",
+                        "seconds_per_step")}
+  if all(ratios.values()):
+    lines += ["", f"One block against full RL, mean over the blocks: "
+              f"{np.mean(ratios['trained_params']):.2f}x the trained parameters, "
+              f"{np.mean(ratios['optimizer_state_bytes']):.2f}x the optimizer state, "
+              f"{np.mean(ratios['memory_per_device_bytes']):.2f}x the memory per device and "
+              f"{np.mean(ratios['seconds_per_step']):.2f}x the seconds per step."]
+  return lines + [""]
+
+
 def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
   n_seeds = len(sweep["seeds"])
   lines = [
@@ -312,6 +379,7 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
               f"{worst['contribution']:.2f}, score {worst['score']:.3f}).",
               f"Mean C by depth: {_depth_thirds(sweep)}.", "",
               "## Compared with the paper", "", PAPER_FINDING, ""]
+  lines += _cost_section(sweep)
   if sweep["warnings"]:
     lines += ["## Warnings", ""] + [f"- {w}" for w in sweep["warnings"]] + [""]
   rerun = f"`{command}`" if command else "`jaxlayer sweep --config CONFIG --config.sweep.dir=" \

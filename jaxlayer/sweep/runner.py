@@ -17,7 +17,8 @@ The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer
         Returns "model" (the trained model, handed to eval_fn as is), "reward_curve" (mean
         training reward per step, a sequence of floats) and optionally "checkpoint_dir"
         (where trained weights were written: removed after evaluation for single-block
-        runs unless sweep.keep_checkpoints).
+        runs unless sweep.keep_checkpoints) and "cost" (numbers for any of
+        store.COST_KEYS but train_seconds, which the sweep measures).
     eval_fn(config, *, model, seed, progress_position) -> Mapping
         model: None for the base checkpoint at config.model.path, else a train_fn "model".
         Returns "per_problem" (one score in [0, 1] per test problem, the same problems in
@@ -31,6 +32,7 @@ import datetime
 import functools
 import math
 import shutil
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -79,13 +81,25 @@ def training_config(config, *, layers: Sequence[int] | None, seed: int, workdir:
 
 def default_train_fn(config, *, layers, seed, workdir, progress_position):
   """Full-parameter (layers None) or block-only RL with jaxlayer.rl.train, resumable in workdir."""
-  from jaxlayer.rl import checkpoint
+  from jaxlayer.rl import checkpoint, memory
   from jaxlayer.rl import train as rl_train
 
-  result = rl_train.train(training_config(config, layers=layers, seed=seed, workdir=workdir),
-                          position=progress_position, leave=False)
+  run_config = training_config(config, layers=layers, seed=seed, workdir=workdir)
+  result = rl_train.train(run_config, position=progress_position, leave=False)
   return {"model": result.model, "reward_curve": result.reward_history,
-          "checkpoint_dir": str(Path(workdir) / checkpoint.CHECKPOINT_DIR)}
+          "checkpoint_dir": str(Path(workdir) / checkpoint.CHECKPOINT_DIR),
+          "cost": training_cost(result, memory.estimate(rl_train.plan(run_config)).peak)}
+
+
+def training_cost(result, memory_per_device: int) -> dict[str, float]:
+  """What a run cost (store.COST_KEYS but the wall time): its trained parameters, optimizer state, estimated memory
+  per device (jaxlayer memory's peak) and median seconds per step, the first (compiling) step
+  left out when there are others."""
+  steps = result.step_seconds[1:] or result.step_seconds
+  return {"trained_params": result.trained_params,
+          "optimizer_state_bytes": result.optimizer_state_bytes,
+          "memory_per_device_bytes": memory_per_device,
+          "seconds_per_step": statistics.median(steps) if steps else None}
 
 
 def default_eval_fn(config, *, model, seed, progress_position):
@@ -192,6 +206,25 @@ def _check_eval_output(output: Mapping[str, Any], spec: RunSpec) -> list[float]:
   return scores
 
 
+def _check_cost(cost: Any, spec: RunSpec, train_seconds: float) -> dict[str, float | None]:
+  """train_fn's "cost" -> every store.COST_KEYS entry (None where it gave none)."""
+  if not isinstance(cost, Mapping):
+    raise ValueError(f"run {spec.name}: train_fn's 'cost' must be a mapping; got "
+                     f"{type(cost).__name__}.")
+  unknown = sorted(set(cost) - set(store.COST_KEYS) | set(cost) & {"train_seconds"})
+  if unknown:
+    raise ValueError(f"run {spec.name}: train_fn's 'cost' has unknown key(s) {unknown}; it may "
+                     f"give {[k for k in store.COST_KEYS if k != 'train_seconds']}.")
+  checked = {"train_seconds": train_seconds}
+  for key in store.COST_KEYS:
+    value = cost.get(key, checked.get(key))
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value)):
+      raise ValueError(f"run {spec.name}: train_fn's cost {key}={value!r} is not a finite number.")
+    checked[key] = value
+  return checked
+
+
 def _remove_checkpoint(checkpoint_dir: str | None, workdir: Path) -> None:
   """Deletes a single-block run's trained weights, but only inside the run's own directory."""
   if not checkpoint_dir:
@@ -211,7 +244,7 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   result. A single-block run's checkpoint is removed here, where it was written.
   """
   workdir = store.run_dir(sweep_dir, spec) / "train"
-  curve, checkpoint_dir, model, train_seconds = [], None, None, 0.0
+  curve, checkpoint_dir, model, train_seconds, cost = [], None, None, 0.0, None
   if spec.kind != "base":
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -224,6 +257,7 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
     model = trained["model"]
     curve = _finite_or_none(trained.get("reward_curve", ()))
     checkpoint_dir = trained.get("checkpoint_dir")
+    cost = _check_cost(trained.get("cost", {}), spec, train_seconds)
 
   start = time.perf_counter()
   evaluated = eval_fn(config, model=model, seed=spec.seed, progress_position=1)
@@ -240,7 +274,7 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
       "num_problems": len(per_problem), "metric": str(evaluated.get("metric", "pass@1")),
       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "reward_curve": curve, "per_problem": per_problem,
+      "cost": cost, "reward_curve": curve, "per_problem": per_problem,
   }
 
 

@@ -23,6 +23,11 @@ from typing import Any
 
 from jaxlayer import distributed
 
+# What a trained run cost, in its result.json's "cost" (None where the train function did not
+# say): the parameters it trained, their optimizer state (whole, over all devices), the
+# estimated memory per device, the median seconds per RL step and the training's wall time.
+COST_KEYS = ("trained_params", "optimizer_state_bytes", "memory_per_device_bytes",
+             "seconds_per_step", "train_seconds")
 MANIFEST = "manifest.json"
 RESULT = "result.json"
 RUNS = "runs"
