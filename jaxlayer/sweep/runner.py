@@ -92,9 +92,9 @@ def default_train_fn(config, *, layers, seed, workdir, progress_position):
 
 
 def training_cost(result, memory_per_device: int) -> dict[str, float]:
-  """What a run cost (store.COST_KEYS but the wall time): its trained parameters, optimizer state, estimated memory
-  per device (jaxlayer memory's peak) and median seconds per step, the first (compiling) step
-  left out when there are others."""
+  """What a run cost (store.COST_KEYS but the wall time): its trained parameters, optimizer
+  state, estimated memory per device (jaxlayer memory's peak) and median seconds per step, the
+  first (compiling) step left out when there are others."""
   steps = result.step_seconds[1:] or result.step_seconds
   return {"trained_params": result.trained_params,
           "optimizer_state_bytes": result.optimizer_state_bytes,
