@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 class FakeRL:
   """train_fn / eval_fn stand-ins. Solved-problem counts: base_correct, full_correct and
-  block_correct[k], each plus `seed_shift * seed`. With interrupt_on_train_call=n the n-th train
+  block_correct[k] (a group of blocks trained together: block_correct[(j, k)]), each plus
+  `seed_shift * seed`. With interrupt_on_train_call=n the n-th train
   call (1-based) raises KeyboardInterrupt, as a user's Ctrl-C would. With costs, training returns
   `cost(layers, seed)`."""
 
@@ -40,9 +41,9 @@ class FakeRL:
 
   @staticmethod
   def cost(layers, seed: int) -> dict:
-    """A made-up cost: 1,000 parameters for full RL, 100 + 10 k for block k; seconds per step
-    grow with the seed."""
-    params = 1000 if layers is None else 100 + 10 * layers[0]
+    """A made-up cost: 1,000 parameters for full RL, 100 + 10 k for block k (a group: the sum
+    over its blocks); seconds per step grow with the seed."""
+    params = 1000 if layers is None else sum(100 + 10 * k for k in layers)
     return {"trained_params": params, "optimizer_state_bytes": 8 * params + 4,
             "memory_per_device_bytes": 2000 + params, "seconds_per_step": params / 1000 + seed}
 
@@ -54,7 +55,8 @@ class FakeRL:
     checkpoint = Path(workdir) / "checkpoint"
     checkpoint.mkdir(exist_ok=True)
     (checkpoint / "weights.bin").write_bytes(b"trained")
-    model = ("full" if layers is None else layers[0], seed)
+    trained = "full" if layers is None else layers[0] if len(layers) == 1 else tuple(layers)
+    model = (trained, seed)
     final = self.correct(model, seed) / NUM_PROBLEMS
     curve = [final * (step + 1) / self.steps for step in range(self.steps)]
     trained = {"model": model, "reward_curve": curve, "checkpoint_dir": str(checkpoint)}

@@ -14,11 +14,12 @@ from tests.sweep_fakes import NUM_PROBLEMS, FakeRL, make_config
 
 SWEEP_KEYS = {"model", "num_layers", "task", "algorithm", "metric", "num_problems", "decoding",
               "seeds", "s_base", "s_base_std", "s_base_se", "s_full", "s_full_std", "s_full_se",
-              "gain", "gain_se", "gain_paired_se", "full_cost", "layers", "best_layer",
-              "worst_layer", "warnings", "settings"}
+              "gain", "gain_se", "gain_paired_se", "full_cost", "layers", "groups",
+              "best_layer", "worst_layer", "warnings", "settings"}
 LAYER_KEYS = {"layer", "score", "score_std", "score_se", "contribution", "contribution_se",
               "contribution_seed_mean", "contribution_std", "seeds", "per_seed_score",
               "per_seed_contribution", "cost"}
+GROUP_KEYS = LAYER_KEYS - {"layer"} | {"blocks", "contribution_alone"}
 BLOCKS = {0: 14, 1: 27, 2: 20, 3: 8}  # solved of 40; base 12, full 24: block 3 ends below base
 
 
@@ -78,6 +79,39 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   assert "Best: block 1" in markdown and "Worst: block 3" in markdown
   assert f"| block 3 | {by_layer[3]['score']:.3f} |" in markdown
   assert "The paper finds" in markdown and "standard errors" in markdown
+
+
+def test_groups_of_blocks_are_reported_beside_their_blocks_alone(tmp_path):
+  fake = FakeRL({**BLOCKS, (0, 1): 30, (2, 3): 16})
+  config = make_config(tmp_path / "sweep", layers="0,1,2")  # block 3 is not trained alone
+  config.sweep.groups = "0+1,2+3"
+  sweep_dir = runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval,
+                               num_layers=len(BLOCKS))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  contribution = lambda correct: (correct - 12) / (24 - 12)  # noqa: E731 (base 12, full 24)
+  pair_01, pair_23 = sweep["groups"]
+  assert set(pair_01) == set(pair_23) == GROUP_KEYS
+  assert pair_01["blocks"] == [0, 1] and pair_01["score"] == pytest.approx(30 / NUM_PROBLEMS)
+  assert pair_01["contribution"] == pytest.approx(contribution(30)) == 1.5
+  assert pair_01["contribution_alone"] == pytest.approx([contribution(14), contribution(27)])
+  assert pair_23["contribution_alone"] == [pytest.approx(contribution(20)), None]
+  assert pair_01["cost"]["trained_params"] == 100 + 110
+  assert [l["layer"] for l in sweep["layers"]] == [0, 1, 2] and sweep["best_layer"] == 1
+
+  rows = {r["run"]: r for r in csv.DictReader((sweep_dir / "sweep.csv").open())}
+  assert rows["group02+03"]["layer"] == "2+3"
+  assert float(rows["group02+03"]["contribution"]) == pytest.approx(contribution(16))
+  markdown = (sweep_dir / "report.md").read_text()
+  assert (f"| 0+1 | 0.750 | {pair_01['score_se']:.3f} | 1.50 | "
+          f"{pair_01['contribution_se']:.2f} | 0.17, 1.25 |") in markdown
+  assert "| 2+3 | 0.400 |" in markdown and "| 0.67, n/a |" in markdown
+  # Only 0+1 has both blocks alone: 1.50 - max(0.17, 1.25) = +0.25; their sum 1.42.
+  assert "differs by +0.25 on average (1 of 1 group(s) above it)" in markdown
+  assert "would predict 1.42 on average; the groups reached 1.50" in markdown
+  assert "| blocks 0+1 | 210 |" in markdown
+  for name in ("contribution.png", "curves.png"):
+    height, width, _ = image.imread(sweep_dir / name).shape
+    assert height > 300 and width > 600
 
 
 def test_each_run_cost_is_its_mean_over_seeds_and_set_beside_full_rl(tmp_path):

@@ -43,10 +43,13 @@ def test_every_run_is_trained_evaluated_and_recorded(tmp_path):
   assert (sweep_dir / "sweep.json").is_file()
 
 
-def test_plan_goes_seed_by_seed_base_full_then_blocks():
-  plan = runner.plan_runs([1, 3], [0, 1])
+def test_plan_goes_seed_by_seed_base_full_then_blocks_then_groups():
+  plan = runner.plan_runs([1, 3], [0, 1], [(2, 5)])
   assert [s.name for s in plan] == ["base-seed0", "full-seed0", "layer01-seed0", "layer03-seed0",
-                                    "base-seed1", "full-seed1", "layer01-seed1", "layer03-seed1"]
+                                    "group02+05-seed0",
+                                    "base-seed1", "full-seed1", "layer01-seed1", "layer03-seed1",
+                                    "group02+05-seed1"]
+  assert [s.trained_blocks for s in plan[:5]] == [None, None, [1], [3], [2, 5]]
 
 
 def test_interrupted_sweep_resumes_and_reruns_only_the_unfinished_runs(tmp_path):
@@ -203,6 +206,42 @@ def test_layer_lists(value, expected):
 def test_bad_layer_lists_name_the_problem(value, message):
   with pytest.raises(ValueError, match=message):
     runner.parse_layers(value, 8)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("", []), ("3+4", [(3, 4)]), ("6+1, 2-4", [(1, 6), (2, 3, 4)]), ("4+3,3+4", [(3, 4)]),
+    ("adjacent", [(k, k + 1) for k in range(7)]), (((5, 2), (0, 1, 7)), [(2, 5), (0, 1, 7)])])
+def test_group_lists(value, expected):
+  assert runner.parse_groups(value, 8) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("3", r"the group \[3\] has one block.*sweep.layers"), ("3+3", "has one block"),
+    ("3+x", "sweep.groups='3\\+x': 'x' is not a block index"),
+    ("2+8", r"sweep.groups names block\(s\) \[8\].*numbered 0-7"), (3, "expected '3\\+4")])
+def test_bad_group_lists_name_the_problem(value, message):
+  with pytest.raises(ValueError, match=message):
+    runner.parse_groups(value, 8)
+
+
+def test_groups_of_blocks_train_together_after_the_single_blocks(tmp_path):
+  fake = FakeRL({**BLOCKS, (1, 2): 30, (0, 3): 5})
+  config = make_config(tmp_path / "sweep", layers="2")
+  config.sweep.groups = "1+2,0+3"
+  sweep_dir = _run(config, fake)
+  assert fake.train_calls == [(None, 0), ((2,), 0), ((1, 2), 0), ((0, 3), 0)]
+  result = store.read_json(sweep_dir / "runs" / "group01+02-seed0" / "result.json")
+  assert (result["kind"], result["blocks"], result["layer"]) == ("group", [1, 2], None)
+  assert result["score"] == 30 / NUM_PROBLEMS
+  assert store.read_json(sweep_dir / "runs" / "layer02-seed0" / "result.json")["blocks"] == [2]
+
+  config.sweep.update(layers="none", groups="1+2,2+3")  # blocks 2+3 are new: only they train
+  fake = FakeRL({**BLOCKS, (2, 3): 11})
+  _run(config, fake)
+  assert fake.train_calls == [((2, 3), 0)]
+  config.sweep.groups = ""
+  with pytest.raises(ValueError, match="sweep.layers='none' and sweep.groups is empty"):
+    _run(config, fake)
 
 
 def test_bad_seed_count_is_refused(tmp_path):

@@ -129,7 +129,7 @@ def summarize_scores(runs: Mapping[int, RunScore]) -> ScoreSummary:
 
 @dataclasses.dataclass(frozen=True)
 class LayerSummary:
-  layer: int
+  layer: int | tuple[int, ...]  # a block, or a group of blocks trained together
   scores: ScoreSummary
   contribution: float | None  # C of the seed-mean scores
   contribution_se: float | None  # delta method, evaluation noise only
@@ -143,6 +143,7 @@ class SweepSummary:
   base: ScoreSummary
   full: ScoreSummary
   layers: list[LayerSummary]  # sorted by block index
+  groups: list[LayerSummary]  # groups of blocks trained together, sorted
   warnings: list[str]  # every UndefinedContributionWarning raised while summarizing
 
   def defined_layers(self) -> list[LayerSummary]:
@@ -159,11 +160,14 @@ class SweepSummary:
 
 
 def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
-                    layers: Mapping[int, Mapping[int, RunScore]]) -> SweepSummary:
+                    layers: Mapping[int, Mapping[int, RunScore]],
+                    groups: Mapping[tuple[int, ...], Mapping[int, RunScore]] | None = None
+                    ) -> SweepSummary:
   """Aggregates a sweep's results (each a mapping seed -> RunScore) into C(k) with spreads.
 
-  layers: block index -> seed -> RunScore. Undefined contributions are reported once per
-  cause (not once per block) as `UndefinedContributionWarning`s and in `.warnings`.
+  layers: block index -> seed -> RunScore; groups: blocks trained together (a sorted tuple)
+  -> seed -> RunScore, whose C is defined as a block's. Undefined contributions are reported
+  once per cause (not once per block) as `UndefinedContributionWarning`s and in `.warnings`.
   """
   base_summary, full_summary = summarize_scores(base), summarize_scores(full)
   messages = []
@@ -178,15 +182,13 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
       messages.append(f"seed {seed}: S_full == S_base (= {base[seed].score:.4f}), so the "
                       "per-seed C(k) of this seed is undefined and left out of the seed spread.")
 
-  layer_summaries = []
-  for layer in sorted(layers):
-    runs = layers[layer]
+  def summarize(key, runs: Mapping[int, RunScore]) -> LayerSummary:
     scores = summarize_scores(runs)
     per_seed = {s: _ratio(runs[s].score, base[s].score, full[s].score)
                 for s in paired_seeds if s in runs}
     defined = np.array([c for c in per_seed.values() if c is not None], dtype=np.float64)
-    layer_summaries.append(LayerSummary(
-        layer=int(layer),
+    return LayerSummary(
+        layer=key,
         scores=scores,
         contribution=_ratio(scores.score, base_summary.score, full_summary.score),
         contribution_se=contribution_standard_error(
@@ -196,8 +198,13 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
         contribution_seed_mean=float(defined.mean()) if defined.size else None,
         contribution_std=float(defined.std(ddof=1)) if defined.size > 1 else None,
         per_seed_contribution=per_seed,
-    ))
+    )
+
   for message in messages:
     warnings.warn(message, UndefinedContributionWarning, stacklevel=2)
-  return SweepSummary(base=base_summary, full=full_summary, layers=layer_summaries,
-                      warnings=messages)
+  groups = groups or {}
+  return SweepSummary(
+      base=base_summary, full=full_summary,
+      layers=[summarize(int(layer), layers[layer]) for layer in sorted(layers)],
+      groups=[summarize(tuple(map(int, g)), groups[g]) for g in sorted(groups)],
+      warnings=messages)

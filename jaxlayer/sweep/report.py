@@ -34,8 +34,17 @@ PAPER_FINDING = (
     "best at 14 (1.01), weak at 23 (0.42).")
 
 
+def _run_key(result: dict):
+  """A trained run's group over seeds: "full", its block, or its group's blocks (a tuple)."""
+  if result["kind"] == "group":
+    return tuple(result["blocks"])
+  return result["layer"] if result["kind"] == "layer" else "full"
+
+
 def _group_results(results: list[dict]):
-  base, full, layers = {}, {}, defaultdict(dict)
+  """(base, full, blocks, groups of blocks), each seed -> RunScore."""
+  base, full = {}, {}
+  layers, groups = defaultdict(dict), defaultdict(dict)
   for r in results:
     run_score = RunScore(r["score"], r["score_se"])
     if r["kind"] == "base":
@@ -43,18 +52,18 @@ def _group_results(results: list[dict]):
     elif r["kind"] == "full":
       full[r["seed"]] = run_score
     else:
-      layers[r["layer"]][r["seed"]] = run_score
-  return base, full, dict(layers)
+      (groups if r["kind"] == "group" else layers)[_run_key(r)][r["seed"]] = run_score
+  return base, full, dict(layers), dict(groups)
 
 
-def _mean_costs(results: list[dict]) -> tuple[dict | None, dict[int, dict]]:
-  """(full RL's cost, {block: its cost}): each store.COST_KEYS entry averaged over seeds, None
-  where a seed's run lacks it (a train_fn that gave no cost, a result from before costs)."""
+def _mean_costs(results: list[dict]) -> tuple[dict | None, dict]:
+  """(full RL's cost, {block or group: its cost}): each store.COST_KEYS entry averaged over
+  seeds, None where a seed's run lacks it (a train_fn that gave no cost, a result from before
+  costs)."""
   costs = defaultdict(list)
   for r in results:
     if r["kind"] != "base":
-      cost = r.get("cost") or {"train_seconds": r["train_seconds"]}
-      costs["full" if r["kind"] == "full" else r["layer"]].append(cost)
+      costs[_run_key(r)].append(r.get("cost") or {"train_seconds": r["train_seconds"]})
   means = {run: {key: None if any(c.get(key) is None for c in run_costs)
                  else float(np.mean([c[key] for c in run_costs]))
                  for key in store.COST_KEYS}
@@ -91,16 +100,29 @@ def _single(values: set, what: str):
 
 def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
   """The sweep.json dictionary (see the README for the meaning of every key)."""
-  base, full, layers = _group_results(results)
+  base, full, layers, groups = _group_results(results)
   missing = [name for name, runs in (("base", base), ("full RL", full)) if not runs]
   if missing:
     raise ValueError(f"the sweep has no {' and no '.join(missing)} result yet: C(k) needs both. "
                      "Run `jaxlayer sweep` again to finish it.")
-  summary = contribution.summarize_sweep(base, full, layers)
+  summary = contribution.summarize_sweep(base, full, layers, groups)
   config, identity = manifest["config"], manifest["identity"]
   gain = summary.full.score - summary.base.score
   best, worst = summary.best_layer(), summary.worst_layer()
   full_cost, layer_costs = _mean_costs(results)
+  def spreads(unit) -> dict:
+    return {"score": unit.scores.score, "score_std": unit.scores.score_std,
+            "score_se": unit.scores.score_se, "contribution": unit.contribution,
+            "contribution_se": unit.contribution_se,
+            "contribution_seed_mean": unit.contribution_seed_mean,
+            "contribution_std": unit.contribution_std,
+            "seeds": list(unit.scores.seeds),
+            "per_seed_score": [unit.scores.per_seed[s] for s in unit.scores.seeds],
+            "per_seed_contribution": [unit.per_seed_contribution.get(s)
+                                      for s in unit.scores.seeds],
+            "cost": layer_costs.get(unit.layer)}
+
+  alone = {l.layer: l.contribution for l in summary.layers}
   return {
       "model": config["model"]["path"],
       "num_layers": identity["num_layers"],
@@ -118,17 +140,10 @@ def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
       "gain_se": math.hypot(summary.full.score_se, summary.base.score_se),
       "gain_paired_se": _paired_gain_se(results),
       "full_cost": full_cost,
-      "layers": [{
-          "layer": l.layer, "score": l.scores.score, "score_std": l.scores.score_std,
-          "score_se": l.scores.score_se, "contribution": l.contribution,
-          "contribution_se": l.contribution_se,
-          "contribution_seed_mean": l.contribution_seed_mean,
-          "contribution_std": l.contribution_std,
-          "seeds": list(l.scores.seeds),
-          "per_seed_score": [l.scores.per_seed[s] for s in l.scores.seeds],
-          "per_seed_contribution": [l.per_seed_contribution.get(s) for s in l.scores.seeds],
-          "cost": layer_costs.get(l.layer),
-      } for l in summary.layers],
+      "layers": [{"layer": l.layer, **spreads(l)} for l in summary.layers],
+      "groups": [{"blocks": list(g.layer), **spreads(g),
+                  "contribution_alone": [alone.get(block) for block in g.layer]}
+                 for g in summary.groups],
       "best_layer": best.layer if best else None,
       "worst_layer": worst.layer if worst else None,
       "warnings": summary.warnings,
@@ -145,6 +160,10 @@ def _csv_text(sweep: dict) -> str:
   rows += [{"run": f"layer{l['layer']:02d}", "num_seeds": len(l["seeds"]),
             **{k: l[k] for k in CSV_COLUMNS if k in l}, **(l["cost"] or {})}
            for l in sweep["layers"]]
+  rows += [{"run": f"group{store.group_name(g['blocks'], '{:02d}')}",
+            "layer": store.group_name(g["blocks"]), "num_seeds": len(g["seeds"]),
+            **{k: g[k] for k in CSV_COLUMNS if k in g}, **(g["cost"] or {})}
+           for g in sweep["groups"]]
   out = io.StringIO()
   writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
   writer.writeheader()
@@ -182,8 +201,15 @@ def plot_contribution(sweep: dict, path: Path) -> None:
   fig = Figure(figsize=(max(6.0, 0.32 * sweep["num_layers"] + 3), 4.2))
   ax = fig.add_subplot()
   defined = [l for l in sweep["layers"] if l["contribution"] is not None]
+  groups = [g for g in sweep["groups"] if g["contribution"] is not None]
   ax.axhline(1.0, color="tab:green", linestyle="--", linewidth=1.2, label="C = 1: full RL")
   ax.axhline(0.0, color="gray", linestyle=":", linewidth=1.2, label="C = 0: base model")
+  for i, group in enumerate(groups):  # one marker per block of the group, at the group's C
+    blocks, c = group["blocks"], group["contribution"]
+    ax.plot(blocks, [c] * len(blocks), "s:", color="tab:purple", markersize=5, linewidth=1.5,
+            label="blocks trained together" if i == 0 else None)
+    ax.annotate(store.group_name(blocks), (blocks[-1], c), xytext=(4, 3),
+                textcoords="offset points", fontsize=7, color="tab:purple")
   if defined:
     x = [l["layer"] for l in defined]
     y = [l["contribution"] for l in defined]
@@ -194,6 +220,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     best = max(defined, key=lambda l: (l["contribution"], -l["layer"]))
     ax.plot([best["layer"]], [best["contribution"]], marker="*", markersize=16, color="tab:orange",
             linestyle="none", label=f"best: block {best['layer']} (C = {best['contribution']:.2f})")
+  if defined or groups:
     gain = sweep["s_full"] - sweep["s_base"]
     score_axis = ax.secondary_yaxis(
         "right", functions=(lambda c: sweep["s_base"] + c * gain,
@@ -243,7 +270,7 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
   curves = defaultdict(list)
   for r in results:
     if r["kind"] != "base" and r["reward_curve"]:
-      curves["full" if r["kind"] == "full" else r["layer"]].append(r["reward_curve"])
+      curves[_run_key(r)].append(r["reward_curve"])
   from matplotlib.figure import Figure
 
   fig = Figure(figsize=(8, 4.5))
@@ -253,12 +280,19 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
   # One discrete colour per block; viridis stops short of its pale yellow end.
   cmap = mpl.colors.ListedColormap(mpl.colormaps["viridis"](np.linspace(0.0, 0.88, num_layers)))
   norm = mpl.colors.BoundaryNorm(np.arange(-0.5, num_layers), cmap.N)
-  for layer in sorted(k for k in curves if k != "full"):
-    mean = _smooth(_mean_curve(curves[layer]), window)
-    ax.plot(np.arange(1, mean.size + 1), mean, color=cmap(norm(layer)), linewidth=1.2, alpha=0.85)
+  # A block's curve in its colour; a group's dashed, in the colour of its mean block.
+  runs = sorted((k for k in curves if k != "full"), key=lambda k: (isinstance(k, tuple), k))
+  for i, run in enumerate(runs):
+    mean = _smooth(_mean_curve(curves[run]), window)
+    grouped = isinstance(run, tuple)
+    first_group = grouped and (i == 0 or not isinstance(runs[i - 1], tuple))
+    ax.plot(np.arange(1, mean.size + 1), mean, color=cmap(norm(np.mean(run))), linewidth=1.2,
+            alpha=0.85, linestyle="--" if grouped else "-",
+            label="blocks trained together" if first_group else None)
   if "full" in curves:
     mean = _smooth(_mean_curve(curves["full"]), window)
     ax.plot(np.arange(1, mean.size + 1), mean, color="black", linewidth=2.4, label="full RL")
+  if ax.get_legend_handles_labels()[0]:
     ax.legend(loc="lower right", fontsize=9)
   if not curves:
     ax.text(0.5, 0.5, "no reward curves recorded", transform=ax.transAxes, ha="center")
@@ -286,12 +320,38 @@ def _depth_thirds(sweep: dict) -> str:
   return ", ".join(f"{names[i]} {np.mean(thirds[i]):.2f}" for i in range(3) if thirds[i])
 
 
+def _groups_section(sweep: dict) -> list[str]:
+  """report.md's lines on blocks trained together, each set beside its blocks trained alone."""
+  if not sweep["groups"]:
+    return []
+  lines = ["## Blocks trained together", "",
+           "| blocks | score | SE | C | C error | C of each block alone |",
+           "|---|---|---|---|---|---|"]
+  for g in sweep["groups"]:
+    error, _ = contribution_error_bars(g)
+    lines.append(f"| {store.group_name(g['blocks'])} | {_fmt(g['score'])} | "
+                 f"{_fmt(g['score_se'])} | {_fmt(g['contribution'], 2)} | {_fmt(error, 2)} | "
+                 + ", ".join(_fmt(c, 2) for c in g["contribution_alone"]) + " |")
+  compared = [g for g in sweep["groups"] if g["contribution"] is not None
+              and None not in g["contribution_alone"]]
+  if compared:
+    above_best = [g["contribution"] - max(g["contribution_alone"]) for g in compared]
+    lines += ["", f"Against the best of its blocks trained alone, a group's C differs by "
+              f"{np.mean(above_best):+.2f} on average ({sum(d > 0 for d in above_best)} of "
+              f"{len(compared)} group(s) above it). The sums of the blocks' C would predict "
+              f"{np.mean([sum(g['contribution_alone']) for g in compared]):.2f} on average; the "
+              f"groups reached {np.mean([g['contribution'] for g in compared]):.2f}. Differences "
+              "within the C errors are noise."]
+  return lines + [""]
+
+
 def _cost_section(sweep: dict) -> list[str]:
   """report.md's "Cost" lines: what each training run took, and one block against full RL."""
   from jaxlayer.rl.memory import readable_bytes  # (imports jax: only when the report is written)
 
-  runs = [("full RL", sweep["full_cost"])] + [(f"block {l['layer']}", l["cost"])
-                                              for l in sweep["layers"]]
+  runs = ([("full RL", sweep["full_cost"])]
+          + [(f"block {l['layer']}", l["cost"]) for l in sweep["layers"]]
+          + [(f"blocks {store.group_name(g['blocks'])}", g["cost"]) for g in sweep["groups"]])
   runs = [(name, cost) for name, cost in runs if cost is not None]
   if not runs:
     return []
@@ -320,7 +380,7 @@ def _cost_section(sweep: dict) -> list[str]:
         f"{cell(cost, 'seconds_per_step', lambda v: f'{v:.3g}')} | "
         f"{share(cost, 'seconds_per_step')} | "
         f"{cell(cost, 'train_seconds', lambda v: f'{v:.1f} s')} |")
-  blocks = [cost for name, cost in runs if name != "full RL"]
+  blocks = [cost for name, cost in runs if name.startswith("block ")]
   ratios = {key: [c[key] / full[key] for c in blocks if c[key] is not None and full.get(key)]
             for key in ("trained_params", "optimizer_state_bytes", "memory_per_device_bytes",
                         "seconds_per_step")}
@@ -379,6 +439,7 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
               f"{worst['contribution']:.2f}, score {worst['score']:.3f}).",
               f"Mean C by depth: {_depth_thirds(sweep)}.", "",
               "## Compared with the paper", "", PAPER_FINDING, ""]
+  lines += _groups_section(sweep)
   lines += _cost_section(sweep)
   if sweep["warnings"]:
     lines += ["## Warnings", ""] + [f"- {w}" for w in sweep["warnings"]] + [""]

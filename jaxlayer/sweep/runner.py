@@ -1,16 +1,17 @@
 """The layer-contribution sweep: base evaluation, full RL, RL on each block alone, resumable.
 
-`run_sweep(config)` plans one run per (seed, base | full | block k) (seeds config.seed,
-config.seed + 1, ... sweep.seeds of them; blocks sweep.layers), skips every run whose
-result is already on disk, runs the others (one after another, or as Ray tasks: the
-launcher, jaxlayer.sweep.launchers), records each the moment it finishes, and writes the
-report (jaxlayer.sweep.report) at the end.
+`run_sweep(config)` plans one run per (seed, base | full | block k | group of blocks) (seeds
+config.seed, config.seed + 1, ... sweep.seeds of them; blocks sweep.layers; groups of blocks
+trained together sweep.groups), skips every run whose result is already on disk, runs the
+others (one after another, or as Ray tasks: the launcher, jaxlayer.sweep.launchers), records
+each the moment it finishes, and writes the report (jaxlayer.sweep.report) at the end.
 
 The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer.rl.train;
 `default_eval_fn`), so the sweep machinery does not depend on how they are done:
 
     train_fn(config, *, layers, seed, workdir, progress_position) -> Mapping
-        layers: None for full-parameter RL, else the block indices to train ([k]).
+        layers: None for full-parameter RL, else the block indices to train ([k], or a
+          group's blocks).
         workdir: an empty (or, after a kill, partly filled) directory for this run; a
           trainer that checkpoints there can resume from it.
         progress_position: the tqdm `position` for the run's own progress bar.
@@ -57,7 +58,10 @@ def default_sweep_config() -> ml_collections.ConfigDict:
   """The sweep section of a config, every key with its default (configs/sweep_tiny.py sets dir)."""
   config = ml_collections.ConfigDict()
   config.dir = "runs/sweep"  # results, plots and report; a rerun resumes what is there
-  config.layers = "all"  # "all", "0,3,7", "2-5" or a tuple of block indices
+  config.layers = "all"  # "all", "0,3,7", "2-5", a tuple of block indices or "none"
+  # Blocks trained together, a run per group: "3+4,10-12" (blocks 3 and 4; blocks 10, 11 and
+  # 12), "adjacent" (every pair k+(k+1)) or a tuple of tuples; "" for none.
+  config.groups = ""
   config.seeds = 1  # runs per setting, seeds config.seed, config.seed + 1, ...
   config.keep_checkpoints = False  # keep single-block runs' weights (full RL's are kept)
   config.force_new_dir = False  # sweep.dir holds a different sweep: use the next free dir-N
@@ -80,7 +84,8 @@ def training_config(config, *, layers: Sequence[int] | None, seed: int, workdir:
 
 
 def default_train_fn(config, *, layers, seed, workdir, progress_position):
-  """Full-parameter (layers None) or block-only RL with jaxlayer.rl.train, resumable in workdir."""
+  """Full-parameter (layers None) or blocks-only RL with jaxlayer.rl.train, resumable in
+  workdir."""
   from jaxlayer.rl import checkpoint, memory
   from jaxlayer.rl import train as rl_train
 
@@ -130,32 +135,76 @@ def parse_layers(value: str | int | Sequence[int] | None, num_layers: int) -> li
   """config.sweep.layers -> sorted block indices.
 
   Accepts "all" (or None / ""), an int, "0,3,7", ranges "2-5" (inclusive) and mixes
-  ("0,2-4"), or a tuple / list of ints. Every index must be a block of the model.
+  ("0,2-4"), a tuple / list of ints, or "none" (a sweep of groups of blocks only). Every index
+  must be a block of the model.
   """
   if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all")):
     return list(range(num_layers))
+  if isinstance(value, str) and value.strip().lower() == "none":
+    return []
   if isinstance(value, int) and not isinstance(value, bool):
     indices = [value]
   elif isinstance(value, str):
-    indices = []
-    for token in (t.strip() for t in value.split(",")):
-      start, dash, end = token.partition("-")
-      try:
-        indices.extend(range(int(start), int(end) + 1) if dash else [int(token)])
-      except ValueError:
-        raise ValueError(f"sweep.layers={value!r}: {token!r} is not a block index or a range "
-                         "like 2-5; write e.g. --config.sweep.layers=0,3,7 or 'all'.") from None
+    indices = [i for token in value.split(",")
+               for i in _block_range(token, "layers", value, "0,3,7 or 'all'")]
   elif isinstance(value, Sequence) and all(isinstance(i, int) for i in value):
     indices = list(value)
   else:
     raise ValueError(f"sweep.layers={value!r}: expected 'all', '0,3,7' or a tuple of ints.")
-  outside = sorted({i for i in indices if not 0 <= i < num_layers})
-  if outside:
-    raise ValueError(f"sweep.layers names block(s) {outside}, but the model has {num_layers} "
-                     f"blocks, numbered 0-{num_layers - 1}.")
   if not indices:
     raise ValueError(f"sweep.layers={value!r} selects no block.")
-  return sorted(set(indices))
+  return sorted(set(_check_blocks(indices, "layers", num_layers)))
+
+
+def parse_groups(value: str | Sequence[Sequence[int]] | None,
+                 num_layers: int) -> list[tuple[int, ...]]:
+  """config.sweep.groups -> the groups of blocks to train together, each sorted, in order.
+
+  Accepts "" (or None: no group), "adjacent" (every pair k, k + 1), "3+4,10-12" (a group per
+  comma; blocks joined by + or ranges) or a tuple of tuples of ints. A group needs two or more
+  blocks of the model.
+  """
+  if value is None or (isinstance(value, str) and not value.strip()):
+    return []
+  if isinstance(value, str) and value.strip().lower() == "adjacent":
+    groups = [(k, k + 1) for k in range(num_layers - 1)]
+  elif isinstance(value, str):
+    groups = [[i for part in entry.split("+")
+               for i in _block_range(part, "groups", value, "3+4,10-12 or 'adjacent'")]
+              for entry in value.split(",")]
+  elif isinstance(value, Sequence) and all(
+      isinstance(g, Sequence) and all(isinstance(i, int) for i in g) for g in value):
+    groups = [list(g) for g in value]
+  else:
+    raise ValueError(f"sweep.groups={value!r}: expected '3+4,10-12', 'adjacent' or a tuple of "
+                     "tuples of block indices.")
+  unique = []
+  for group in groups:
+    blocks = tuple(sorted(set(_check_blocks(group, "groups", num_layers))))
+    if len(blocks) < 2:
+      raise ValueError(f"sweep.groups={value!r}: the group {list(blocks)} has one block; a "
+                       "single block's run belongs in sweep.layers.")
+    if blocks not in unique:
+      unique.append(blocks)
+  return unique
+
+
+def _block_range(token: str, key: str, value, example: str) -> list[int]:
+  """"3" -> [3], "2-5" -> [2, 3, 4, 5]; anything else is an error naming sweep.<key>."""
+  start, dash, end = token.strip().partition("-")
+  try:
+    return list(range(int(start), int(end) + 1)) if dash else [int(token)]
+  except ValueError:
+    raise ValueError(f"sweep.{key}={value!r}: {token.strip()!r} is not a block index or a range "
+                     f"like 2-5; write e.g. --config.sweep.{key}={example}.") from None
+
+
+def _check_blocks(indices: Sequence[int], key: str, num_layers: int) -> Sequence[int]:
+  outside = sorted({i for i in indices if not 0 <= i < num_layers})
+  if outside:
+    raise ValueError(f"sweep.{key} names block(s) {outside}, but the model has {num_layers} "
+                     f"blocks, numbered 0-{num_layers - 1}.")
+  return indices
 
 
 def run_seeds(config) -> list[int]:
@@ -166,13 +215,15 @@ def run_seeds(config) -> list[int]:
   return list(range(first, first + count))
 
 
-def plan_runs(layers: Sequence[int], seeds: Sequence[int]) -> list[RunSpec]:
-  """Seed by seed: base, full, then each block, so a partial multi-seed sweep is already whole
-  for its first seeds."""
+def plan_runs(layers: Sequence[int], seeds: Sequence[int],
+              groups: Sequence[tuple[int, ...]] = ()) -> list[RunSpec]:
+  """Seed by seed: base, full, each block, then each group of blocks, so a partial multi-seed
+  sweep is already whole for its first seeds."""
   plan = []
   for seed in seeds:
     plan += [RunSpec("base", seed), RunSpec("full", seed)]
     plan += [RunSpec("layer", seed, layer) for layer in layers]
+    plan += [RunSpec("group", seed, blocks=blocks) for blocks in groups]
   return plan
 
 
@@ -248,8 +299,8 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   if spec.kind != "base":
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    trained = train_fn(config, layers=None if spec.kind == "full" else [spec.layer],
-                       seed=spec.seed, workdir=workdir, progress_position=1)
+    trained = train_fn(config, layers=spec.trained_blocks, seed=spec.seed, workdir=workdir,
+                       progress_position=1)
     train_seconds = time.perf_counter() - start
     if not isinstance(trained, Mapping) or "model" not in trained:
       raise ValueError(f"run {spec.name}: train_fn must return a mapping with 'model' (and "
@@ -269,6 +320,7 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
     distributed.sync(f"jaxlayer: {spec.name} checkpoint removed")
   return {
       "run": spec.name, "kind": spec.kind, "layer": spec.layer, "seed": spec.seed,
+      "blocks": spec.trained_blocks,
       "score": sum(per_problem) / len(per_problem),
       "score_se": contribution.standard_error(per_problem),
       "num_problems": len(per_problem), "metric": str(evaluated.get("metric", "pass@1")),
@@ -314,6 +366,11 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   if num_layers is None:
     num_layers = model_num_layers(config.model.path)
   layers = parse_layers(config.sweep.layers, num_layers)
+  groups = parse_groups(config.sweep.get("groups"), num_layers)
+  if not layers and not groups:
+    raise ValueError("sweep.layers='none' and sweep.groups is empty: there is nothing to train. "
+                     "Name blocks (--config.sweep.layers=0,3,7) or groups of blocks "
+                     "(--config.sweep.groups=3+4).")
   seeds = run_seeds(config)
   launch = launchers.get_launcher(config.sweep)
   if config.sweep.launcher != "local" and distributed.is_multiprocess():
@@ -326,7 +383,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir,
                                    defaults=_default_identity(num_layers))
 
-  plan = plan_runs(layers, seeds)
+  plan = plan_runs(layers, seeds, groups)
   todo = [spec for spec in plan if not store.is_done(sweep_dir, spec)]
   done_results = store.load_results(sweep_dir)
   expected_num_problems = done_results[0]["num_problems"] if done_results else None

@@ -9,7 +9,8 @@
       runs/<run>/train/      the train function's working directory
       sweep.json sweep.csv contribution.png curves.png report.md   (jaxlayer.sweep.report)
 
-Run names: `base-seed0`, `full-seed0`, `layer07-seed0`.
+Run names: `base-seed0`, `full-seed0`, `layer07-seed0`, `group03+04-seed0` (blocks 3 and 4
+trained together).
 """
 
 from __future__ import annotations
@@ -50,17 +51,31 @@ def unused_eval_settings(eval_config: dict) -> set[str]:
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-  """One unit of a sweep: evaluate the base, or train (all blocks / one block) then evaluate."""
+  """One unit of a sweep: evaluate the base, or train (all blocks, one block or a group of
+  blocks together) then evaluate."""
 
-  kind: str  # "base" | "full" | "layer"
+  kind: str  # "base" | "full" | "layer" | "group"
   seed: int
-  layer: int | None = None
+  layer: int | None = None  # kind "layer"
+  blocks: tuple[int, ...] | None = None  # kind "group", sorted
 
   @property
   def name(self) -> str:
     if self.kind == "layer":
       return f"layer{self.layer:02d}-seed{self.seed}"
+    if self.kind == "group":
+      return f"group{group_name(self.blocks, '{:02d}')}-seed{self.seed}"
     return f"{self.kind}-seed{self.seed}"
+
+  @property
+  def trained_blocks(self) -> list[int] | None:
+    """The blocks this run trains; None for all parameters (full RL) and for the base."""
+    return {"layer": [self.layer], "group": list(self.blocks or ())}.get(self.kind)
+
+
+def group_name(blocks, block_format: str = "{}") -> str:
+  """Blocks trained together, as the sweep writes them: 3+4 (run names: 03+04)."""
+  return "+".join(block_format.format(block) for block in blocks)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
