@@ -204,10 +204,14 @@ def plot_contribution(sweep: dict, path: Path) -> None:
   groups = [g for g in sweep["groups"] if g["contribution"] is not None]
   ax.axhline(1.0, color="tab:green", linestyle="--", linewidth=1.2, label="C = 1: full RL")
   ax.axhline(0.0, color="gray", linestyle=":", linewidth=1.2, label="C = 0: base model")
-  for i, group in enumerate(groups):  # one marker per block of the group, at the group's C
+  # A group: a marker per block at the group's C, its error bar once, between its blocks.
+  for i, group in enumerate(groups):
     blocks, c = group["blocks"], group["contribution"]
     ax.plot(blocks, [c] * len(blocks), "s:", color="tab:purple", markersize=5, linewidth=1.5,
             label="blocks trained together" if i == 0 else None)
+    error, _ = contribution_error_bars(group)
+    ax.errorbar([np.mean(blocks)], [c], yerr=[error or 0.0], color="tab:purple", capsize=2,
+                elinewidth=0.8, alpha=0.6)
     ax.annotate(store.group_name(blocks), (blocks[-1], c), xytext=(4, 3),
                 textcoords="offset points", fontsize=7, color="tab:purple")
   if defined:
