@@ -152,6 +152,19 @@ def test_a_train_fn_without_costs_reports_only_the_training_time(tmp_path):
   assert "One block against full RL" not in markdown
 
 
+def test_results_written_before_costs_and_groups_existed_still_report(tmp_path):
+  sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS), layers="0,1")
+  for path in sweep_dir.glob("runs/*/result.json"):  # as jaxlayer wrote them before
+    result = store.read_json(path)
+    del result["cost"], result["blocks"]
+    store.write_json_atomic(path, result)
+  report.write_report(sweep_dir)
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert [l["layer"] for l in sweep["layers"]] == [0, 1] and sweep["groups"] == []
+  assert sweep["layers"][0]["cost"]["trained_params"] is None
+  assert sweep["layers"][0]["cost"]["train_seconds"] >= 0
+
+
 @pytest.mark.parametrize("cost, message", [
     ([1, 2], "must be a mapping"),
     ({"flops": 1}, r"unknown key\(s\) \['flops'\]"),
