@@ -210,7 +210,8 @@ def test_bad_layer_lists_name_the_problem(value, message):
 
 @pytest.mark.parametrize("value, expected", [
     ("", []), ("3+4", [(3, 4)]), ("6+1, 2-4", [(1, 6), (2, 3, 4)]), ("4+3,3+4", [(3, 4)]),
-    ("adjacent", [(k, k + 1) for k in range(7)]), (((5, 2), (0, 1, 7)), [(2, 5), (0, 1, 7)])])
+    ("adjacent", [(k, k + 1) for k in range(7)]), (((5, 2), (0, 1, 7)), [(2, 5), (0, 1, 7)]),
+    ("mid3", [(2, 3, 4)]), ("mid2+7,0+mid2", [(3, 4, 7), (0, 3, 4)])])
 def test_group_lists(value, expected):
   assert runner.parse_groups(value, 8) == expected
 
@@ -222,6 +223,17 @@ def test_group_lists(value, expected):
 def test_bad_group_lists_name_the_problem(value, message):
   with pytest.raises(ValueError, match=message):
     runner.parse_groups(value, 8)
+
+
+def test_groups_name_the_best_and_worst_blocks_of_a_finished_sweep(tmp_path):
+  """The paper's Only-B2 and Only-W2 as groups of one sweep, ranked by another's C."""
+  profiled = _run(make_config(tmp_path / "profile"), FakeRL(BLOCKS))  # C: 1 > 2 > 0 > 3
+  assert runner.parse_groups(f"top2@{profiled},bottom2@{profiled}", NUM_LAYERS) == [(1, 2),
+                                                                                    (0, 3)]
+  with pytest.raises(ValueError, match="choose k between 1 and 4"):
+    runner.parse_groups(f"top5@{profiled}", NUM_LAYERS)
+  with pytest.raises(ValueError, match=r"groups='mid1': the group \[1\] has one block"):
+    runner.parse_groups("mid1", NUM_LAYERS)
 
 
 def test_groups_of_blocks_train_together_after_the_single_blocks(tmp_path):

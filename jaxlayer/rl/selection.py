@@ -58,6 +58,30 @@ def _middle_blocks(match: re.Match, num_layers: int) -> str:
 register_selection_macro(r"mid(\d+)", _middle_blocks)
 
 
+def _expand_macro(term: str, num_layers: int) -> str | None:
+  """The plain selection a named selection term stands for; None when `term` is none."""
+  found = next(((m, expand) for p, expand in _MACROS if (m := p.fullmatch(term))), None)
+  if found is None:
+    return None
+  match, expand = found
+  return expand(match, num_layers)
+
+
+def named_blocks(term: str, num_layers: int) -> list[int] | None:
+  """The blocks a named selection of whole blocks (mid5, top5@SWEEP_DIR, ...) stands for,
+  sorted; None when `term` is no named selection."""
+  expansion = _expand_macro(term, num_layers)
+  if expansion is None:
+    return None
+  blocks = set()
+  for part in expansion.removeprefix("layers.").split(","):
+    block_range = _BARE_BLOCKS.fullmatch(part.removeprefix("layers."))
+    if block_range is None:
+      raise ValueError(f"Selection {term!r} stands for {expansion!r}, which is not whole blocks.")
+    blocks.update(_block_range(block_range, term, num_layers))
+  return sorted(blocks)
+
+
 def select(spec: str, param_paths: Sequence[str], num_layers: int) -> list[str]:
   """The parameter paths (in model order) that `spec` selects; a clear error for any bad term."""
   terms = [term.strip() for term in str(spec).split(",")]
@@ -74,10 +98,9 @@ def select(spec: str, param_paths: Sequence[str], num_layers: int) -> list[str]:
       chosen.update(param_paths)
       previous_layers_part = None
       continue
-    macro = next(((m, expand) for p, expand in _MACROS if (m := p.fullmatch(term))), None)
-    if macro is not None:
-      match, expand = macro
-      chosen.update(select(expand(match, num_layers), param_paths, num_layers))
+    expansion = _expand_macro(term, num_layers)
+    if expansion is not None:
+      chosen.update(select(expansion, param_paths, num_layers))
       previous_layers_part = None
       continue
     bare = _BARE_BLOCKS.fullmatch(term)

@@ -43,6 +43,7 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from jaxlayer import distributed
+from jaxlayer.rl import selection
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
 
@@ -60,7 +61,8 @@ def default_sweep_config() -> ml_collections.ConfigDict:
   config.dir = "runs/sweep"  # results, plots and report; a rerun resumes what is there
   config.layers = "all"  # "all", "0,3,7", "2-5", a tuple of block indices or "none"
   # Blocks trained together, a run per group: "3+4,10-12" (blocks 3 and 4; blocks 10, 11 and
-  # 12), "adjacent" (every pair k+(k+1)) or a tuple of tuples; "" for none.
+  # 12), named selections ("mid5", "top5@SWEEP_DIR", "bottom5@SWEEP_DIR"), "adjacent" (every
+  # pair k+(k+1)) or a tuple of tuples; "" for none.
   config.groups = ""
   config.seeds = 1  # runs per setting, seeds config.seed, config.seed + 1, ...
   config.keep_checkpoints = False  # keep single-block runs' weights (full RL's are kept)
@@ -161,16 +163,18 @@ def parse_groups(value: str | Sequence[Sequence[int]] | None,
   """config.sweep.groups -> the groups of blocks to train together, each sorted, in order.
 
   Accepts "" (or None: no group), "adjacent" (every pair k, k + 1), "3+4,10-12" (a group per
-  comma; blocks joined by + or ranges) or a tuple of tuples of ints. A group needs two or more
-  blocks of the model.
+  comma; blocks joined by + or ranges, and named selections of blocks: "mid5", the paper's
+  Only-B5 "top5@SWEEP_DIR", Only-W5 "bottom5@SWEEP_DIR", "mid3+20") or a tuple of tuples of
+  ints. A group needs two or more blocks of the model.
   """
   if value is None or (isinstance(value, str) and not value.strip()):
     return []
   if isinstance(value, str) and value.strip().lower() == "adjacent":
     groups = [(k, k + 1) for k in range(num_layers - 1)]
   elif isinstance(value, str):
-    groups = [[i for part in entry.split("+")
-               for i in _block_range(part, "groups", value, "3+4,10-12 or 'adjacent'")]
+    groups = [[i for part in entry.split("+") for i in (
+                   selection.named_blocks(part.strip(), num_layers)
+                   or _block_range(part, "groups", value, "3+4,10-12, mid5 or 'adjacent'"))]
               for entry in value.split(",")]
   elif isinstance(value, Sequence) and all(
       isinstance(g, Sequence) and all(isinstance(i, int) for i in g) for g in value):
