@@ -211,7 +211,8 @@ def test_bad_layer_lists_name_the_problem(value, message):
 @pytest.mark.parametrize("value, expected", [
     ("", []), ("3+4", [(3, 4)]), ("6+1, 2-4", [(1, 6), (2, 3, 4)]), ("4+3,3+4", [(3, 4)]),
     ("adjacent", [(k, k + 1) for k in range(7)]), (((5, 2), (0, 1, 7)), [(2, 5), (0, 1, 7)]),
-    ("mid3", [(2, 3, 4)]), ("mid2+7,0+mid2", [(3, 4, 7), (0, 3, 4)])])
+    ("mid3", [(2, 3, 4)]), ("mid2+7,0+mid2", [(3, 4, 7), (0, 3, 4)]),
+    ("mid3,adjacent", [(2, 3, 4)] + [(k, k + 1) for k in range(7)])])
 def test_group_lists(value, expected):
   assert runner.parse_groups(value, 8) == expected
 

@@ -110,6 +110,7 @@ def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
   gain = summary.full.score - summary.base.score
   best, worst = summary.best_layer(), summary.worst_layer()
   full_cost, layer_costs = _mean_costs(results)
+
   def spreads(unit) -> dict:
     return {"score": unit.scores.score, "score_std": unit.scores.score_std,
             "score_se": unit.scores.score_se, "contribution": unit.contribution,

@@ -162,20 +162,22 @@ def parse_groups(value: str | Sequence[Sequence[int]] | None,
                  num_layers: int) -> list[tuple[int, ...]]:
   """config.sweep.groups -> the groups of blocks to train together, each sorted, in order.
 
-  Accepts "" (or None: no group), "adjacent" (every pair k, k + 1), "3+4,10-12" (a group per
-  comma; blocks joined by + or ranges, and named selections of blocks: "mid5", the paper's
-  Only-B5 "top5@SWEEP_DIR", Only-W5 "bottom5@SWEEP_DIR", "mid3+20") or a tuple of tuples of
-  ints. A group needs two or more blocks of the model.
+  Accepts "" (or None: no group), "3+4,10-12" (a group per comma; blocks joined by + or
+  ranges, and named selections of blocks: "mid5", the paper's Only-B5 "top5@SWEEP_DIR",
+  Only-W5 "bottom5@SWEEP_DIR", "mid3+20"), "adjacent" among them (every pair k, k + 1) or a
+  tuple of tuples of ints. A group needs two or more blocks of the model.
   """
   if value is None or (isinstance(value, str) and not value.strip()):
     return []
-  if isinstance(value, str) and value.strip().lower() == "adjacent":
-    groups = [(k, k + 1) for k in range(num_layers - 1)]
-  elif isinstance(value, str):
-    groups = [[i for part in entry.split("+") for i in (
-                   selection.named_blocks(part.strip(), num_layers)
-                   or _block_range(part, "groups", value, "3+4,10-12, mid5 or 'adjacent'"))]
-              for entry in value.split(",")]
+  if isinstance(value, str):
+    groups = []
+    for entry in value.split(","):
+      if entry.strip().lower() == "adjacent":
+        groups += [(k, k + 1) for k in range(num_layers - 1)]
+        continue
+      groups.append([i for part in entry.split("+") for i in (
+          selection.named_blocks(part.strip(), num_layers)
+          or _block_range(part, "groups", value, "3+4,10-12, mid5 or 'adjacent'"))])
   elif isinstance(value, Sequence) and all(
       isinstance(g, Sequence) and all(isinstance(i, int) for i in g) for g in value):
     groups = [list(g) for g in value]
