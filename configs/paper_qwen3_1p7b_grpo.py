@@ -43,7 +43,7 @@ def get_config():
   # the mesh; all 512 at once would be ~1.6 TB), and each update of 512 responses accumulates
   # its gradient over micro-batches of 8 (one 4,096-token sequence per device on 8 devices),
   # recomputing each block's activations and the output projection in the backward pass (a
-  # 4,096-token sequence keeps 131 GB of activations without, 1.0 GB with;
+  # 4,096-token sequence keeps 35 GB of activations without, 1.0 GB with;
   # docs/reproduce_paper.md, "Memory").
   # All three give the same results; raise the first two on hosts with more memory.
   config.rollout.prompts_per_call = 16

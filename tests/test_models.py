@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 
 from jaxlayer import models
-from jaxlayer.models import sharding
+from jaxlayer.models import qwen, sharding
 from tests import hf_fixtures
 
 # (model_type, overrides): tied / untied, GQA ratios 1, 2, 4, head_dim != hidden/heads,
@@ -187,6 +188,51 @@ def test_shared_prompt_pass_equals_the_whole_rows(checkpoint, request):
     with pytest.raises(ValueError, match="shared_prompt needs 1 <= num_last <= 7"):
       model(jnp.asarray(ids), jnp.asarray(mask), num_last=num_last,
             shared_prompt=(group, prompt_len))
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_qwen2_dir", "tiny_qwen3_dir"])
+def test_long_sequences_attend_in_chunks_like_transformers(checkpoint, request, monkeypatch):
+  """Chunks of at most 4 queries: the 9-token rows attend in 3 chunks of 3, the logits equal
+  transformers' and the gradient equals the one-piece attention's."""
+  directory = request.getfixturevalue(checkpoint)
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+  model, cfg = models.from_pretrained(directory)
+  seqs, ids, mask = _left_padded_batch(cfg.vocab_size)
+  reference = np.concatenate([_torch_logits(hf_model, s) for s in seqs])
+  weights = jnp.asarray(np.random.RandomState(1).normal(size=cfg.vocab_size), jnp.float32)
+
+  def loss(m):
+    logits = m(jnp.asarray(ids), jnp.asarray(mask))
+    return (logits * weights * mask[..., None]).sum(), logits
+
+  whole_grad = jax.grad(lambda m: loss(m)[0])(model)
+  monkeypatch.setattr(qwen, "ATTENTION_QUERY_CHUNK", 4)
+  (_, logits), chunked_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(model)
+  assert _rel_err(np.asarray(logits)[mask.astype(bool)], reference) <= 1e-5
+  for (path, a), (_, b) in zip(models.named_params(chunked_grad).items(),
+                               models.named_params(whole_grad).items()):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()),
+                               err_msg=path)
+
+
+def test_chunked_attention_holds_a_fraction_of_the_scores(monkeypatch):
+  """XLA's own count of the temporary bytes of a gradient over one 1,024-token sequence: with
+  chunks of 256 queries, the [seq, seq] scores are never whole."""
+  cfg = models.ModelConfig.from_hf_dict({
+      "model_type": "qwen2", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "max_position_embeddings": 1024})
+  model = models.Qwen(cfg, rngs=nnx.Rngs(0))
+  ids = jnp.ones((1, 1024), jnp.int32)
+
+  def temporary_bytes(chunk: int) -> int:
+    monkeypatch.setattr(qwen, "ATTENTION_QUERY_CHUNK", chunk)
+    grad = jax.jit(jax.grad(lambda m: m(ids).sum()))
+    return grad.lower(model).compile().memory_analysis().temp_size_in_bytes
+
+  scores = 4 * 1024 * 1024 * 4  # heads x seq x keys float32: one layer's
+  whole, chunked = temporary_bytes(1024), temporary_bytes(256)
+  assert whole > 2 * scores and chunked < whole / 3
 
 
 @pytest.mark.eight_devices

@@ -18,6 +18,11 @@ from jaxlayer.models.config import ModelConfig, resolve_dtype
 from jaxlayer.models.sharding import fsdp_gathered, keep_batch_split
 
 _INIT = nnx.initializers.normal(stddev=0.02)  # transformers' `initializer_range` default
+# Longer sequences attend in equal chunks of at most this many queries, and the backward pass
+# recomputes each chunk's scores instead of storing them: a 3k-token sequence holds a seventh
+# of its [seq, seq] score matrix at a time (the paper's responses run to 3,072 tokens).
+# Shorter sequences attend in one piece.
+ATTENTION_QUERY_CHUNK = 512
 
 
 def _float32_products(method):
@@ -193,7 +198,25 @@ class Attention(nnx.Module):
 
 def _attention(q, k, v, mask):
   """q [batch, seq, heads, hd] over k, v [batch, keys, kv_heads, hd] where mask [batch, seq,
-  keys] is True -> [batch, seq, heads * hd] (float32 scores and softmax)."""
+  keys] is True -> [batch, seq, heads * hd] (float32 scores and softmax), in chunks of
+  ATTENTION_QUERY_CHUNK queries when seq is longer."""
+  batch, seq, heads, head_dim = q.shape
+  if seq <= ATTENTION_QUERY_CHUNK:
+    return _attention_at_once(q, k, v, mask)
+  chunks = -(-seq // ATTENTION_QUERY_CHUNK)
+  chunk = -(-seq // chunks)
+  pad = chunks * chunk - seq  # < chunks; padded queries see no key, their rows are dropped
+  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
+  in_chunks = lambda x: jnp.moveaxis(  # noqa: E731  [batch, chunks * chunk, ...] -> [chunks, ..]
+      x.reshape(batch, chunks, chunk, *x.shape[2:]), 1, 0)
+  attend = jax.checkpoint(lambda q, mask: _attention_at_once(q, k, v, mask))
+  out = jax.lax.map(lambda qm: attend(*qm), (in_chunks(q), in_chunks(mask)))
+  return jnp.moveaxis(out, 0, 1).reshape(batch, chunks * chunk, heads * head_dim)[:, :seq]
+
+
+def _attention_at_once(q, k, v, mask):
+  """`_attention` of all queries together: scores [batch, kv_heads, groups, seq, keys]."""
   batch, seq, heads, head_dim = q.shape
   kv_heads = k.shape[2]
   q = q.reshape(batch, seq, kv_heads, heads // kv_heads, head_dim)
