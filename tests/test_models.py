@@ -236,7 +236,10 @@ def test_chunked_attention_holds_a_fraction_of_the_scores(monkeypatch):
 
 
 @pytest.mark.eight_devices
-def test_sharded_forward_on_2x4_mesh_equals_unsharded(tiny_qwen2_dir):
+@pytest.mark.parametrize("query_chunk", [None, 4])
+def test_sharded_forward_on_2x4_mesh_equals_unsharded(tiny_qwen2_dir, query_chunk, monkeypatch):
+  if query_chunk:  # attention in chunks of queries, heads split over the tensor axis
+    monkeypatch.setattr(qwen, "ATTENTION_QUERY_CHUNK", query_chunk)
   mesh = models.make_mesh(data=1, fsdp=2, tensor=4)
   sharded_model, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
   plain_model, _ = models.from_pretrained(tiny_qwen2_dir)
