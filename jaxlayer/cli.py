@@ -275,14 +275,18 @@ def _training_config(argv: list[str], prog: str):
 
 
 def _memory(argv: list[str]) -> None:
-  """jaxlayer memory --config FILE [--config.a.b=value ...]"""
+  """jaxlayer memory --config FILE [--config.a.b=value ...] [--compile]"""
   if argv[:1] in (["-h"], ["--help"]):
     print(_memory.__doc__ + "\n\nPrints the memory one device needs for `jaxlayer train` with "
           "this config, part by part (weights, KL reference, gradients, optimizer state, KV "
           "cache, activations), sized from the model's config.json without loading its "
           "weights (jaxlayer.rl.memory). On a CPU, --config.mesh.num_devices=N sizes a mesh of "
-          "N devices, e.g. a TPU v5e-8's.")
+          "N devices, e.g. a TPU v5e-8's. --compile also compiles the update step (from "
+          "shapes: still no weights) and prints XLA's own count for one device, compiler "
+          "temporaries included; run it on the machine that will train.")
     return
+  compile_update = "--compile" in argv
+  argv = [arg for arg in argv if arg != "--compile"]
   config = _training_config(argv, "jaxlayer memory")
   if config.run_dir is None:  # sizing writes nothing
     config.run_dir = "."
@@ -300,6 +304,13 @@ def _memory(argv: list[str]) -> None:
   devices = f"{plan.mesh.size} device{'s' * (plan.mesh.size != 1)}"
   print(f"memory per device, estimated ({devices}, mesh "
         f"{dict(plan.mesh.shape)}; compiler temporaries not counted):\n{result.table()}")
+  if compile_update:
+    compiled = memory.compile_update(plan)
+    print(f"\nthe update step as XLA compiles it for this {compiled.backend}, one device "
+          f"({plan.mini_batch_size} rows per update):\n{compiled.table()}")
+    if compiled.backend == "cpu" and config.train.remat:
+      print("(XLA:CPU does not keep remat's recomputation: its temporaries are those of "
+            "train.remat=False; a TPU or GPU keeps it.)")
 
 
 def _export(argv: list[str]) -> None:

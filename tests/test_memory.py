@@ -148,8 +148,32 @@ def test_cli_prints_every_part_and_names_bad_input(tiny_qwen2_dir, capsys):
   sizes = [float(line.split()[-2]) * {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[line.split()[-1]]
            for line in lines[1:]]
   assert math.isclose(sum(sizes[:-1]), sizes[-1], rel_tol=0.01)
+  cli.main(args + ["--compile"])
+  compiled = capsys.readouterr().out.split("\n\n")[-1].splitlines()
+  assert compiled[0].startswith("the update step as XLA compiles it for this cpu, one device")
+  assert compiled[1].startswith("arguments") and compiled[-1].startswith("total")
   with pytest.raises(SystemExit, match=r"jaxlayer memory: .*layers\.9.*the model has 2 blocks"):
     cli.main(args + ["--config.train.layers=layers.9"])
+
+
+@pytest.mark.eight_devices
+def test_compiled_update_takes_the_estimated_state_and_a_mini_batch(tiny_qwen2_dir):
+  """XLA's own count of the update's arguments on a device: the weights and optimizer state
+  the estimate gives, and the device's rows of a mini-batch, counted by hand."""
+  plan = train.plan(run_config(tiny_qwen2_dir))
+  estimate, compiled = memory.estimate(plan), memory.compile_update(plan)
+  rows = plan.mini_batch_size // 8  # over data 2 x fsdp 4
+  seq, responses = 12 + 6, 6  # the bucketed prompt and the responses
+  # input ids (int32) and attention mask (bool); four float32 [rows, responses] arrays with
+  # KL on: response mask, old and reference log-probs, advantages.
+  batch = rows * seq * (4 + 1) + 4 * rows * responses * 4
+  assert compiled.arguments == (estimate.parts["weights"] + estimate.parts["optimizer state"]
+                                + batch)
+  # The donated trained leaves and optimizer state come back in place.
+  assert compiled.aliased == (estimate.parts["KL reference (trained leaves)"]
+                              + estimate.parts["optimizer state"])
+  assert compiled.temporaries > 0 and compiled.total > compiled.arguments
+  assert compiled.table().splitlines()[-1].split()[0] == "total"
 
 
 def test_training_warns_before_loading_when_the_estimate_does_not_fit(tiny_qwen2_dir,

@@ -11,6 +11,9 @@ from abstract tracing (`nnx.eval_shape`,
 Compiler temporaries are not counted: leave headroom. The activations are those of a device's
 whole rows (an upper bound where the update runs each prompt once for its group, or where a
 tensor axis splits the heads).
+
+`compile_update(plan)` compiles the update step from the same shapes for this machine's
+backend and returns XLA's own per-device count of its arguments, outputs and temporaries.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from jaxlayer import evaluation, models, sampling
+from jaxlayer.models.hub import path_str
 from jaxlayer.models.sharding import batch_shards, partition_spec
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl import train
@@ -96,21 +100,33 @@ def device_limit() -> int | None:
   return stats.get("bytes_limit") if stats else None
 
 
-def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
-  """Bytes per device of each part of the run `plan_` describes (see the module docstring)."""
-  cfg, mesh, model_config = plan_.config, plan_.mesh, plan_.model_config
-  rollout = cfg.rollout
-  dtype = models.resolve_dtype(cfg.model.dtype)
-  model = nnx.eval_shape(lambda: models.Qwen(model_config, dtype=dtype, rngs=nnx.Rngs(0)))
+def _abstract_run(plan_: train.TrainPlan):
+  """(the model, its split, the trained leaves, the optimizer and its state) of `plan_` as
+  shapes laid out on the plan's mesh (jax.ShapeDtypeStructs with shardings): nothing
+  allocated."""
+  mesh = plan_.mesh
+  dtype = models.resolve_dtype(plan_.config.model.dtype)
+  abstract = nnx.eval_shape(lambda: models.Qwen(plan_.model_config, dtype=dtype,
+                                                rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  model = nnx.merge(graphdef, nnx.from_flat_state({
+      path: var.replace(jax.ShapeDtypeStruct(var.shape, var.dtype, sharding=NamedSharding(
+          mesh, partition_spec(path_str(path), var.shape, mesh))))
+      for path, var in nnx.to_flat_state(state)}))
   split, trained = rl_step.split_model(model, plan_.selection.trainable)
-  on_mesh = {path: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(
-      mesh, partition_spec(path, x.shape, mesh))) for path, x in models.named_params(model).items()}
-  trained_on_mesh = {path: on_mesh[path] for path in trained}
   tx = train.plan_optimizer(plan_)
   opt_state = jax.tree.map(
       lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      jax.eval_shape(tx.init, trained_on_mesh),
-      rl_step.optimizer_shardings(tx, trained_on_mesh, mesh))
+      jax.eval_shape(tx.init, trained), rl_step.optimizer_shardings(tx, trained, mesh))
+  return model, split, trained, tx, opt_state
+
+
+def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
+  """Bytes per device of each part of the run `plan_` describes (see the module docstring)."""
+  cfg, mesh = plan_.config, plan_.mesh
+  rollout = cfg.rollout
+  model, split, trained_on_mesh, _, opt_state = _abstract_run(plan_)
+  on_mesh = models.named_params(model)
   micro_batches = plan_.mini_batch_size // plan_.micro_batch_size
 
   parts = {"weights": _bytes(on_mesh)}
@@ -119,7 +135,7 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   # Accumulating over micro-batches holds the running sum beside each micro-batch's gradient.
   parts["gradients"] = _bytes(trained_on_mesh) * (2 if micro_batches > 1 else 1)
   parts["optimizer state"] = _bytes(opt_state)
-  whole_weights = _bytes(models.named_params(model))
+  whole_weights = rl_step.trainable_bytes(on_mesh)  # every leaf whole
   if rollout.replicate_params:
     parts["rollout: whole weights on each device"] = whole_weights
   per_call = min(rollout.prompts_per_call or plan_.prompts_per_step, plan_.prompts_per_step)
@@ -136,17 +152,73 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
            "response_mask": jax.ShapeDtypeStruct((rows, rollout.max_new_tokens), jnp.float32)}
 
   def activations(remat: bool) -> int:
-    return rl_step.backward_activation_bytes(split, trained, batch, rollout.temperature, remat)
+    return rl_step.backward_activation_bytes(split, trained_on_mesh, batch, rollout.temperature,
+                                             remat)
 
   kept = activations(cfg.train.remat)
   parts[f"update: activations kept ({rows} sequence{'s' * (rows != 1)} per device)"] = kept
   if cfg.train.remat:  # each block's activations come back, one block at a time
-    blocks = _backward_blocks(plan_.selection.trainable, model_config.num_layers)
+    blocks = _backward_blocks(plan_.selection.trainable, plan_.model_config.num_layers)
     parts["update: one block's recomputed activations"] = (
         (activations(False) - kept) // max(blocks, 1))
   return MemoryEstimate(parts=parts, eval_parts=_eval_parts(cfg, model, mesh, parts["weights"],
                                                             whole_weights),
                         device_limit=device_limit())
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledUpdate:
+  """XLA's byte counts for one device running one update step, as compiled for this machine's
+  backend (`jax.stages.Compiled.memory_analysis`)."""
+
+  backend: str
+  arguments: int  # trained and frozen parameters, optimizer state, one mini-batch
+  outputs: int  # the new trained parameters and optimizer state, the metrics
+  aliased: int  # of the outputs, those written over their donated arguments
+  temporaries: int  # gradients, activations and the compiler's scratch buffers
+
+  @property
+  def total(self) -> int:
+    return self.arguments + self.outputs - self.aliased + self.temporaries
+
+  def table(self) -> str:
+    rows = [("arguments (parameters, optimizer state, a mini-batch)", self.arguments),
+            ("outputs not written over their arguments", self.outputs - self.aliased),
+            ("temporaries (gradients, activations, scratch)", self.temporaries),
+            ("total", self.total)]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {readable_bytes(size):>10}" for name, size in rows)
+
+
+def compile_update(plan_: train.TrainPlan) -> CompiledUpdate:
+  """Compiles the update step of `plan_` from shapes alone (nothing allocated, the weights not
+  read) for this machine's backend and reads XLA's byte counts for one device: these include
+  what `estimate` cannot see, the compiler's temporaries. Run it on the machine that will
+  train (a TPU host sizes TPU programs; a CPU sizes XLA:CPU's). Rows per update: the
+  mini-batch (multi-turn runs have a row per turn, which varies)."""
+  cfg, mesh = plan_.config, plan_.mesh
+  _, split, trained, tx, opt_state = _abstract_run(plan_)
+  update = rl_step.make_update_step(
+      split, tx, plan_.loss, cfg.rollout.temperature,
+      micro_batches=plan_.mini_batch_size // plan_.micro_batch_size, remat=cfg.train.remat,
+      group=train.shared_prompt_group(plan_),
+      param_shardings={path: leaf.sharding for path, leaf in trained.items()},
+      opt_shardings=jax.tree.map(lambda leaf: leaf.sharding, opt_state))
+  rows, responses = plan_.mini_batch_size, cfg.rollout.max_new_tokens
+  seq = sampling.bucket(cfg.rollout.max_prompt_tokens) + responses
+  shapes = {"input_ids": ((rows, seq), jnp.int32), "attention_mask": ((rows, seq), bool),
+            **{key: ((rows, responses), jnp.float32)
+               for key in ("response_mask", "old_logprobs", "advantages")}}
+  if plan_.loss.kl_beta > 0:
+    shapes["ref_logprobs"] = ((rows, responses), jnp.float32)
+  batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=models.batch_sharding(mesh, 2))
+           for key, (shape, dtype) in shapes.items()}
+  analysis = update.lower(trained, opt_state, split.frozen, batch).compile().memory_analysis()
+  return CompiledUpdate(backend=jax.default_backend(),
+                        arguments=analysis.argument_size_in_bytes,
+                        outputs=analysis.output_size_in_bytes,
+                        aliased=analysis.alias_size_in_bytes,
+                        temporaries=analysis.temp_size_in_bytes)
 
 
 def _eval_parts(cfg: ml_collections.ConfigDict, model: models.Qwen, mesh: jax.sharding.Mesh,
