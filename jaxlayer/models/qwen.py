@@ -196,23 +196,35 @@ class Attention(nnx.Module):
     return _dense(self.o_proj, out), (keys, values)
 
 
+def map_chunks(fn, xs: tuple[jax.Array, ...], max_chunk: int):
+  """fn(*xs) over equal chunks, of at most max_chunk, of axis 1 of every array in xs (one
+  after another: jax.lax.map), the results joined again along axis 1; fn(*xs) itself when that
+  axis is no longer. The last chunk is padded with zeros, whose results are dropped."""
+  length = xs[0].shape[1]
+  if length <= max_chunk:
+    return fn(*xs)
+  chunks = -(-length // max_chunk)
+  chunk = -(-length // chunks)
+
+  def split(x):  # [batch, length, ...] -> [chunks, batch, chunk, ...]
+    x = jnp.pad(x, [(0, 0), (0, chunks * chunk - length)] + [(0, 0)] * (x.ndim - 2))
+    return jnp.moveaxis(x.reshape(x.shape[0], chunks, chunk, *x.shape[2:]), 1, 0)
+
+  def join(y):  # [chunks, batch, chunk, ...] -> [batch, length, ...]
+    y = jnp.moveaxis(y, 0, 1)
+    return y.reshape(y.shape[0], chunks * chunk, *y.shape[3:])[:, :length]
+
+  return jax.tree.map(join, jax.lax.map(lambda parts: fn(*parts), tuple(map(split, xs))))
+
+
 def _attention(q, k, v, mask):
   """q [batch, seq, heads, hd] over k, v [batch, keys, kv_heads, hd] where mask [batch, seq,
-  keys] is True -> [batch, seq, heads * hd] (float32 scores and softmax), in chunks of
-  ATTENTION_QUERY_CHUNK queries when seq is longer."""
-  batch, seq, heads, head_dim = q.shape
-  if seq <= ATTENTION_QUERY_CHUNK:
+  keys] is True -> [batch, seq, heads * hd] (float32 scores and softmax), in chunks of at most
+  ATTENTION_QUERY_CHUNK queries, each recomputed in the backward pass, when seq is longer."""
+  if q.shape[1] <= ATTENTION_QUERY_CHUNK:
     return _attention_at_once(q, k, v, mask)
-  chunks = -(-seq // ATTENTION_QUERY_CHUNK)
-  chunk = -(-seq // chunks)
-  pad = chunks * chunk - seq  # < chunks; padded queries see no key, their rows are dropped
-  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-  mask = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
-  in_chunks = lambda x: jnp.moveaxis(  # noqa: E731  [batch, chunks * chunk, ...] -> [chunks, ..]
-      x.reshape(batch, chunks, chunk, *x.shape[2:]), 1, 0)
   attend = jax.checkpoint(lambda q, mask: _attention_at_once(q, k, v, mask))
-  out = jax.lax.map(lambda qm: attend(*qm), (in_chunks(q), in_chunks(mask)))
-  return jnp.moveaxis(out, 0, 1).reshape(batch, chunks * chunk, heads * head_dim)[:, :seq]
+  return map_chunks(attend, (q, mask), ATTENTION_QUERY_CHUNK)  # padded queries see no key
 
 
 def _attention_at_once(q, k, v, mask):

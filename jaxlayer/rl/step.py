@@ -27,8 +27,15 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxlayer.models import Qwen, path_str
+from jaxlayer.models.qwen import map_chunks
 from jaxlayer.models.sharding import traced_on
 from jaxlayer.rl import losses
+
+# Longer responses go through the output projection and its log-softmax in chunks of at most
+# this many positions: with a 152k vocabulary one 3,072-token response's logits are 1.9 GB in
+# float32, and each of their copies in the backward pass as much. With remat, the backward
+# pass recomputes one chunk at a time, so a chunk's logits (311 MB) are all that exist at once.
+LOGITS_POSITION_CHUNK = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +81,11 @@ def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool 
                  head=False)[:, :-1]  # [B, R, d_model]
   tokens = batch["input_ids"][:, -responses:]  # [B, R]
 
-  def head(hidden):  # logits [B, R, vocab]: with a large vocabulary, the largest activation
+  def head(hidden, tokens):  # logits [B, r, vocab]: with a large vocabulary, the largest
     return losses.token_logprobs(model.logits(hidden), tokens, temperature)
 
-  return (jax.checkpoint(head) if remat else head)(hidden)
+  return map_chunks(jax.checkpoint(head) if remat else head, (hidden, tokens),
+                    LOGITS_POSITION_CHUNK)
 
 
 def make_logprob_fn(split: SplitModel, temperature: float, group: int = 1,
