@@ -4,7 +4,8 @@
     from jaxlayer.rl.train import train
     config = default_config()
     config.model.path, config.run_dir, config.train.layers = MODEL_DIR, RUN_DIR, "layers.14"
-    result = train(config)  # TrainResult: run_dir, step, metrics, reward_history, model
+    result = train(config)  # TrainResult: run_dir, step, metrics, reward_history,
+                            # step_seconds, trained_params, optimizer_state_bytes, model
 
 Modules: selection (what trains), optimizer (AdamW over the trainable leaves), advantages,
 losses, algorithms (presets), step (the compiled update), train (the loop), checkpoint
