@@ -123,29 +123,27 @@ def test_remat_gives_the_same_update_and_keeps_only_the_block_inputs(tiny_qwen2_
 def test_long_sequences_run_in_chunks_with_the_same_log_probs_and_update(tiny_qwen2_dir,
                                                                           monkeypatch):
   """Responses of 24 tokens through the output projection in 5 chunks of at most 5 positions,
-  and 32-token rows attending in 5 chunks of at most 7 queries: the log-probs, entropies and
-  gradient step (with and without remat) equal those of the sequences in one piece."""
+  and 32-token rows attending in 5 chunks of at most 7 queries: the log-probs and entropies,
+  and the gradient step with remat (each chunk recomputed), equal those of the sequences in one
+  piece."""
   batch = _batch(300, rows=4, prompt=8, response=24)
   split, params, _ = _trainer_parts(tiny_qwen2_dir, "all")
   sgd = optax.sgd(1.0)  # new = old - gradient
 
-  def run(remat):
-    model = split.merge(params)
-    logprobs = jax.jit(lambda m: step.response_logprobs(m, batch, 0.7, remat))(model)
+  def run():
+    logprobs = jax.jit(lambda m: step.response_logprobs(m, batch, 0.7))(split.merge(params))
     copy = {k: jnp.array(v) for k, v in params.items()}
-    update = step.make_update_step(split, sgd, LOSS, 0.7, remat=remat)
+    update = step.make_update_step(split, sgd, LOSS, 0.7, remat=True)
     return logprobs, update(copy, sgd.init(copy), split.frozen, batch)[0]
 
-  whole = {remat: run(remat) for remat in (False, True)}
+  (whole_logprobs, whole_entropy), whole_update = run()
   monkeypatch.setattr(step, "LOGITS_POSITION_CHUNK", 5)
   monkeypatch.setattr(models.qwen, "ATTENTION_QUERY_CHUNK", 7)
-  for remat in (False, True):
-    (logprobs, entropy), updated = run(remat)
-    np.testing.assert_allclose(logprobs, whole[remat][0][0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(entropy, whole[remat][0][1], rtol=1e-6, atol=1e-6)
-    for k in params:
-      np.testing.assert_allclose(updated[k], whole[remat][1][k], rtol=1e-5, atol=1e-7,
-                                 err_msg=k)
+  (logprobs, entropy), updated = run()
+  np.testing.assert_allclose(logprobs, whole_logprobs, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(entropy, whole_entropy, rtol=1e-6, atol=1e-6)
+  for k in params:
+    np.testing.assert_allclose(updated[k], whole_update[k], rtol=1e-5, atol=1e-7, err_msg=k)
 
 
 def test_grouped_update_runs_each_prompt_once_and_equals_the_plain_one(tiny_qwen2_dir):
