@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not when a sweep wor
 OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
 CSV_COLUMNS = ("run", "layer", "num_seeds", "score", "score_std", "score_se", "contribution",
                "contribution_se", "contribution_seed_mean", "contribution_std") + store.COST_KEYS
+# contribution.png names each group of blocks up to this many (then report.md does).
+MAX_LABELLED_GROUPS = 12
 # Where the paper found the best blocks (for the comparison in report.md).
 PAPER_FINDING = (
     "The paper finds the most useful blocks in the middle of the stack and the least useful "
@@ -213,8 +215,9 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     error, _ = contribution_error_bars(group)
     ax.errorbar([np.mean(blocks)], [c], yerr=[error or 0.0], color="tab:purple", capsize=2,
                 elinewidth=0.8, alpha=0.6)
-    ax.annotate(store.group_name(blocks), (blocks[-1], c), xytext=(4, 3),
-                textcoords="offset points", fontsize=7, color="tab:purple")
+    if len(groups) <= MAX_LABELLED_GROUPS:
+      ax.annotate(store.group_name(blocks), (blocks[-1], c), xytext=(4, 3),
+                  textcoords="offset points", fontsize=7, color="tab:purple")
   if defined:
     x = [l["layer"] for l in defined]
     y = [l["contribution"] for l in defined]
