@@ -123,17 +123,18 @@ def test_remat_gives_the_same_update_and_keeps_only_the_block_inputs(tiny_qwen2_
 def test_long_sequences_run_in_chunks_with_the_same_log_probs_and_update(tiny_qwen2_dir,
                                                                           monkeypatch):
   """Responses of 24 tokens through the output projection in 5 chunks of at most 5 positions,
-  and 32-token rows attending in 5 chunks of at most 7 queries: the log-probs and entropies,
-  and the gradient step with remat (each chunk recomputed), equal those of the sequences in one
-  piece."""
-  batch = _batch(300, rows=4, prompt=8, response=24)
+  and attending in 4 chunks of at most 7 queries (their prompts, run once for their group of
+  2, in 2 chunks): the log-probs and entropies, and the gradient step with remat (each chunk
+  recomputed), equal those of the sequences in one piece."""
+  batch = _batch(300, rows=4, prompt=8, response=24, group=2)
   split, params, _ = _trainer_parts(tiny_qwen2_dir, "all")
   sgd = optax.sgd(1.0)  # new = old - gradient
 
   def run():
-    logprobs = jax.jit(lambda m: step.response_logprobs(m, batch, 0.7))(split.merge(params))
+    logprobs = jax.jit(lambda m: step.response_logprobs(m, batch, 0.7, group=2))(
+        split.merge(params))
     copy = {k: jnp.array(v) for k, v in params.items()}
-    update = step.make_update_step(split, sgd, LOSS, 0.7, remat=True)
+    update = step.make_update_step(split, sgd, LOSS, 0.7, remat=True, group=2)
     return logprobs, update(copy, sgd.init(copy), split.frozen, batch)[0]
 
   (whole_logprobs, whole_entropy), whole_update = run()
