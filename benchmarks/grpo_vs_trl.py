@@ -44,7 +44,7 @@ from jaxlayer.rl import train  # noqa: E402
 from jaxlayer.rl.config import default_config  # noqa: E402
 from jaxlayer.tasks import Problem, get_task  # noqa: E402
 import ceiling  # noqa: E402
-from rollout import CONFIGS, device_counts_of, make_checkpoint  # noqa: E402
+from rollout import CONFIGS, device_counts_of, make_checkpoint, print_table_header  # noqa: E402
 
 PROMPTS, GROUP, NEW_TOKENS = 4, 8, 64
 TASK_OPTIONS = dict(num_train=512, num_test=16)
@@ -177,8 +177,7 @@ def main() -> None:
   header = ("| model | devices | TRL s/step | jaxlayer full s/step | speed-up | "
             "jaxlayer single block s/step | speed-up | jaxlayer compile s | floor s/step (full) | "
             "largest speed-up |")
-  print(header)
-  print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+  print_table_header(header)
   with tempfile.TemporaryDirectory() as tmp:
     for name in names:
       model_dir = Path(tmp) / name

@@ -18,17 +18,22 @@ without; the chunks are loops, which it does keep.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax import nnx
+sys.path.insert(0, str(Path(__file__).parent))
 
-from jaxlayer import models
-from jaxlayer.models import qwen
-from jaxlayer.rl import losses, step
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from jaxlayer import models  # noqa: E402
+from jaxlayer.models import qwen  # noqa: E402
+from jaxlayer.rl import losses, step  # noqa: E402
+from rollout import print_table_header  # noqa: E402
+from train_step import best_times_in_turns  # noqa: E402  (its rows: "state" and "times")
 
 CONFIG = {"model_type": "qwen2", "vocab_size": 32768, "hidden_size": 256,
           "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8,
@@ -62,15 +67,6 @@ def prepare(model: qwen.Qwen, batch: dict, remat: bool, chunked: bool) -> dict:
           "state": [compiled, params, opt_state, split.frozen, batch]}
 
 
-def time_call(row: dict) -> None:
-  compiled, params, opt_state, frozen, batch = row["state"]
-  start = time.perf_counter()
-  params, opt_state, metrics = compiled(params, opt_state, frozen, batch)
-  jax.block_until_ready(metrics)
-  row["times"].append(time.perf_counter() - start)
-  row["state"][1:3] = params, opt_state
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="one short length (smoke run)")
@@ -85,23 +81,16 @@ def main() -> None:
         f"and {defaults[1]} logit positions\n")
   header = ("| tokens | remat | one piece: temporaries MB | chunked MB | x | one piece s | "
             "chunked s | x |")
-  print(header)
-  print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+  print_table_header(header)
   for tokens in lengths:
     batch = make_batch(cfg.vocab_size, tokens)
     for remat in (False, True):
-      rows = [prepare(model, batch, remat, chunked) for chunked in (False, True)]
-      for row in rows:  # warm-up
-        time_call(row)
-        row["times"].clear()
-      for _ in range(args.repeats):  # taking turns: other load slows both alike
-        for row in rows:
-          time_call(row)
-      whole, chunked = rows
+      whole, chunked = rows = [prepare(model, batch, remat, chunked) for chunked in (False, True)]
+      best_times_in_turns(rows, args.repeats)
       print(f"| {tokens} | {remat} | {whole['temporaries'] / 1e6:.0f} | "
             f"{chunked['temporaries'] / 1e6:.0f} | "
-            f"{chunked['temporaries'] / whole['temporaries']:.2f} | {min(whole['times']):.2f} | "
-            f"{min(chunked['times']):.2f} | {min(chunked['times']) / min(whole['times']):.2f} |")
+            f"{chunked['temporaries'] / whole['temporaries']:.2f} | {whole['seconds']:.2f} | "
+            f"{chunked['seconds']:.2f} | {chunked['seconds'] / whole['seconds']:.2f} |")
   qwen.ATTENTION_QUERY_CHUNK, step.LOGITS_POSITION_CHUNK = defaults
 
 

@@ -91,6 +91,12 @@ def hf_generate(hf_model, prompts, new_tokens, num_samples=1):
   return run
 
 
+def print_table_header(header: str) -> None:
+  """Prints a Markdown table's header line and the separator line under it."""
+  print(header)
+  print("|" + "|".join("-" * len(column) for column in header.split("|")[1:-1]) + "|")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke test)")
@@ -116,8 +122,7 @@ def main() -> None:
   header = (f"| {'model':6} | {'work':42} | {'devices':7} | {'jaxlayer tok/s':>14} | "
             f"{'GFLOP/s':>7} | {'compile s':>9} | {'reference':24} | {'reference tok/s':>15} | "
             f"{'speed-up':>8} | {'ceiling tok/s':>13} | {'largest speed-up':>16} |")
-  print(header)
-  print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+  print_table_header(header)
 
   def row(name, work, devices, tokens, flops, floor_s, jax_fn, ref_fn,
           ref_name="transformers generate"):

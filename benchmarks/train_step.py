@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from jaxlayer import models  # noqa: E402
 from jaxlayer.rl import losses, optimizer, selection, step  # noqa: E402
 from ceiling import linear_rate  # noqa: E402
-from rollout import make_checkpoint  # noqa: E402  (the shared benchmark model configs)
+from rollout import make_checkpoint, print_table_header  # noqa: E402  (shared by the benchmarks)
 
 CPU_MATMUL_CEILING = 250e9  # FLOP/s, XLA:CPU float32 on this machine
 
@@ -87,6 +87,19 @@ def time_call(row: dict) -> None:
   row["state"][1:3] = params, opt_state
 
 
+def best_times_in_turns(rows: list[dict], repeats: int) -> None:
+  """Sets each row's "seconds": the best of `repeats` timed calls after one warm-up call. The
+  rows take turns, so other load on a shared machine slows every row alike instead of one."""
+  for row in rows:  # warm-up
+    time_call(row)
+    row["times"].clear()
+  for _ in range(repeats):
+    for row in rows:
+      time_call(row)
+  for row in rows:
+    row["seconds"] = min(row["times"])
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny model (smoke run)")
@@ -100,16 +113,7 @@ def main() -> None:
     selections = ["all", "mid1", f"layers.{cfg.num_layers - 1}", "layers.0"]
     batch = make_batch(cfg.vocab_size, rows, prompt, response)
     results = [prepare(Path(tmp), layers, batch) for layers in selections]
-    for row in results:  # warm-up
-      time_call(row)
-      row["times"].clear()
-    # The selections take turns, and each keeps its best time: other load on a shared machine
-    # then slows every row alike instead of one.
-    for _ in range(args.repeats):
-      for row in results:
-        time_call(row)
-    for row in results:
-      row["seconds"] = min(row["times"])
+    best_times_in_turns(results, args.repeats)
     ceiling = linear_rate(cfg, rows * (prompt + response))  # after the rows, in this run
 
   full = results[0]
@@ -118,8 +122,7 @@ def main() -> None:
         f"{rows} x {prompt + response} tokens ({response} response); GRPO loss, AdamW\n")
   header = ("| trains | step s | x full | GFLOP | x full | GFLOP/s | peak MB | trainable MB | "
             "opt-state MB | opt x full | compile s |")
-  print(header)
-  print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+  print_table_header(header)
   for r in results:
     print(f"| {r['layers']:15} | {r['seconds']:.3f} | {r['seconds'] / full['seconds']:.2f} | "
           f"{r['flops'] / 1e9:.1f} | {r['flops'] / full['flops']:.2f} | "
