@@ -146,7 +146,7 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   parts["rollout: KV cache of one generate call"] = _kv_cache_bytes(
       model, mesh, prompts, samples, rollout.max_new_tokens, rollout.max_prompt_tokens)
   rows = plan_.micro_batch_size // batch_shards(mesh)
-  seq = sampling.bucket(rollout.max_prompt_tokens) + rollout.max_new_tokens
+  seq = _update_length(cfg)
   batch = {"input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
            "attention_mask": jax.ShapeDtypeStruct((rows, seq), bool),
            "response_mask": jax.ShapeDtypeStruct((rows, rollout.max_new_tokens), jnp.float32)}
@@ -164,6 +164,11 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   return MemoryEstimate(parts=parts, eval_parts=_eval_parts(cfg, model, mesh, parts["weights"],
                                                             whole_weights),
                         device_limit=device_limit())
+
+
+def _update_length(cfg: ml_collections.ConfigDict) -> int:
+  """Tokens of an update's rows: the longest prompt bucket and the longest response."""
+  return sampling.bucket(cfg.rollout.max_prompt_tokens) + cfg.rollout.max_new_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,14 +203,10 @@ def compile_update(plan_: train.TrainPlan) -> CompiledUpdate:
   mini-batch (multi-turn runs have a row per turn, which varies)."""
   cfg, mesh = plan_.config, plan_.mesh
   _, split, trained, tx, opt_state = _abstract_run(plan_)
-  update = rl_step.make_update_step(
-      split, tx, plan_.loss, cfg.rollout.temperature,
-      micro_batches=plan_.mini_batch_size // plan_.micro_batch_size, remat=cfg.train.remat,
-      group=train.shared_prompt_group(plan_),
-      param_shardings={path: leaf.sharding for path, leaf in trained.items()},
-      opt_shardings=jax.tree.map(lambda leaf: leaf.sharding, opt_state))
-  rows, responses = plan_.mini_batch_size, cfg.rollout.max_new_tokens
-  seq = sampling.bucket(cfg.rollout.max_prompt_tokens) + responses
+  update = train.plan_update_step(plan_, split, tx,
+                                  {path: leaf.sharding for path, leaf in trained.items()},
+                                  jax.tree.map(lambda leaf: leaf.sharding, opt_state))
+  rows, responses, seq = plan_.mini_batch_size, cfg.rollout.max_new_tokens, _update_length(cfg)
   shapes = {"input_ids": ((rows, seq), jnp.int32), "attention_mask": ((rows, seq), bool),
             **{key: ((rows, responses), jnp.float32)
                for key in ("response_mask", "old_logprobs", "advantages")}}

@@ -168,6 +168,18 @@ def plan_optimizer(plan_: TrainPlan) -> optax.GradientTransformation:
       eps=train_cfg.adam_eps, max_grad_norm=train_cfg.max_grad_norm)
 
 
+def plan_update_step(plan_: TrainPlan, split: rl_step.SplitModel,
+                     tx: optax.GradientTransformation, param_shardings: dict, opt_shardings):
+  """The run's compiled update step (rl.step.make_update_step with the plan's loss,
+  micro-batches, remat and shared prompts), its outputs laid out as the given shardings."""
+  cfg = plan_.config
+  return rl_step.make_update_step(
+      split, tx, plan_.loss, cfg.rollout.temperature,
+      micro_batches=plan_.mini_batch_size // plan_.micro_batch_size, remat=cfg.train.remat,
+      group=shared_prompt_group(plan_), param_shardings=param_shardings,
+      opt_shardings=opt_shardings)
+
+
 def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   """The device mesh of a config's mesh section (data x fsdp x tensor over the first
   mesh.num_devices devices, 0: all of them, every host's on several hosts). On a CPU, a
@@ -339,15 +351,11 @@ class _Trainer:
                               NamedSharding(plan_.mesh, PartitionSpec()))
     self.step = 0
     self.data_position = 0
-    group = shared_prompt_group(plan_)
-    self.update = rl_step.make_update_step(
-        self.split, self.tx, plan_.loss, cfg.rollout.temperature,
-        micro_batches=plan_.mini_batch_size // plan_.micro_batch_size, remat=cfg.train.remat,
-        group=group,
-        param_shardings={k: v.sharding for k, v in self.params.items()},
-        opt_shardings=opt_shardings)
+    self.update = plan_update_step(plan_, self.split, self.tx,
+                                   {k: v.sharding for k, v in self.params.items()},
+                                   opt_shardings)
     self.logprobs = (rl_step.make_logprob_fn(self.split, cfg.rollout.temperature,
-                                             group, plan_.mesh)
+                                             shared_prompt_group(plan_), plan_.mesh)
                      if self.ref_params is not None else None)
     self.batch_sharding = {n: models.batch_sharding(plan_.mesh, n) for n in (1, 2)}
 
