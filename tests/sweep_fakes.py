@@ -16,14 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 class FakeRL:
   """train_fn / eval_fn stand-ins. Solved-problem counts: base_correct, full_correct and
   block_correct[k] (a group of blocks trained together: block_correct[(j, k)]), each plus
-  `seed_shift * seed`. With interrupt_on_train_call=n the n-th train
+  `seed_shift * seed`. A run stopped at a rung of successive halving (stop_at=s) solves
+  rung_correct[(block or "full", s)] (plus the seed shift); its train call is logged as
+  (layers, seed, s). With interrupt_on_train_call=n the n-th train
   call (1-based) raises KeyboardInterrupt, as a user's Ctrl-C would. With costs, training returns
   `cost(layers, seed)`."""
 
   def __init__(self, block_correct: dict[int, int], base_correct: int = 12, full_correct: int = 24,
                seed_shift: int = 0, interrupt_on_train_call: int | None = None,
-               num_problems: int = NUM_PROBLEMS, steps: int = 30, costs: bool = True):
-    self.block_correct = block_correct
+               num_problems: int = NUM_PROBLEMS, steps: int = 30, costs: bool = True,
+               rung_correct: dict | None = None):
+    self.block_correct, self.rung_correct = block_correct, rung_correct or {}
     self.base_correct, self.full_correct = base_correct, full_correct
     self.seed_shift, self.interrupt_on_train_call = seed_shift, interrupt_on_train_call
     self.num_problems, self.steps, self.costs = num_problems, steps, costs
@@ -33,6 +36,8 @@ class FakeRL:
   def correct(self, model, seed: int) -> int:
     if model is None:
       count = self.base_correct
+    elif len(model) == 3:  # (trained, seed, stop_at): a rung
+      count = self.rung_correct[model[0], model[2]]
     elif model[0] == "full":
       count = self.full_correct
     else:
@@ -47,18 +52,20 @@ class FakeRL:
     return {"trained_params": params, "optimizer_state_bytes": 8 * params + 4,
             "memory_per_device_bytes": 2000 + params, "seconds_per_step": params / 1000 + seed}
 
-  def train(self, config, *, layers, seed, workdir, progress_position):
+  def train(self, config, *, layers, seed, workdir, progress_position, **rung):
     assert progress_position == 1 and Path(workdir).is_dir()
-    self.train_calls.append((None if layers is None else tuple(layers), seed))
+    assert set(rung) <= {"stop_at"}
+    self.train_calls.append((None if layers is None else tuple(layers), seed, *rung.values()))
     if len(self.train_calls) == self.interrupt_on_train_call:
       raise KeyboardInterrupt
     checkpoint = Path(workdir) / "checkpoint"
     checkpoint.mkdir(exist_ok=True)
     (checkpoint / "weights.bin").write_bytes(b"trained")
     trained = "full" if layers is None else layers[0] if len(layers) == 1 else tuple(layers)
-    model = (trained, seed)
+    model = (trained, seed, *rung.values())
     final = self.correct(model, seed) / NUM_PROBLEMS
-    curve = [final * (step + 1) / self.steps for step in range(self.steps)]
+    steps = rung.get("stop_at", self.steps)
+    curve = [final * (step + 1) / steps for step in range(steps)]
     trained = {"model": model, "reward_curve": curve, "checkpoint_dir": str(checkpoint)}
     return {**trained, "cost": self.cost(layers, seed)} if self.costs else trained
 

@@ -15,7 +15,7 @@ from tests.sweep_fakes import NUM_PROBLEMS, FakeRL, make_config
 SWEEP_KEYS = {"model", "num_layers", "task", "algorithm", "metric", "num_problems", "decoding",
               "seeds", "s_base", "s_base_std", "s_base_se", "s_full", "s_full_std", "s_full_se",
               "gain", "gain_se", "gain_paired_se", "full_cost", "layers", "groups",
-              "best_layer", "worst_layer", "warnings", "settings"}
+              "best_layer", "worst_layer", "halving", "warnings", "settings"}
 LAYER_KEYS = {"layer", "score", "score_std", "score_se", "contribution", "contribution_se",
               "contribution_seed_mean", "contribution_std", "seeds", "per_seed_score",
               "per_seed_contribution", "cost"}
@@ -40,7 +40,7 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   assert (sweep["model"], sweep["task"], sweep["algorithm"]) == ("assets/tiny-arith", "arithmetic",
                                                                  "grpo")
   assert sweep["metric"] == "pass@1" and sweep["num_problems"] == NUM_PROBLEMS
-  assert sweep["seeds"] == [0, 1, 2]
+  assert sweep["seeds"] == [0, 1, 2] and sweep["halving"] is None
   # greedy pass@1 only: the sampling settings played no part and are not reported
   assert sweep["decoding"] == {"metric": "pass@1", "num_samples": 0, "max_new_tokens": 8,
                                "batch_size": 250}
@@ -112,6 +112,44 @@ def test_groups_of_blocks_are_reported_beside_their_blocks_alone(tmp_path):
   for name in ("contribution.png", "curves.png"):
     height, width, _ = image.imread(sweep_dir / name).shape
     assert height > 300 and width > 600
+
+
+def test_halving_rungs_are_reported_with_how_well_they_ordered_the_blocks(tmp_path, monkeypatch):
+  """halving_keep=1: every block reaches the end, so each rung's order can be set against the
+  final one; halving_keep=0.5 on the same results: stopped runs' curves end at their rung."""
+  rung_correct = {("full", 20): 18, (0, 20): 15, (1, 20): 21, (2, 20): 12, (3, 20): 14}
+  fake = FakeRL(BLOCKS, rung_correct=rung_correct)
+  config = make_config(tmp_path / "sweep")  # train.steps = 60
+  config.sweep.update(halving_steps="20", halving_keep=1.0)
+  drawn = []
+  plot_curves = report.plot_curves
+  monkeypatch.setattr(report, "plot_curves", lambda results, *args: (
+      drawn.append({r["run"]: len(r["reward_curve"]) for r in results}),
+      plot_curves(results, *args)))
+  sweep_dir = runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval,
+                               num_layers=len(BLOCKS))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  (rung,) = sweep["halving"]["rungs"]
+  # C after 20 steps, against full RL after 20: (15, 21, 12, 14) - 12 over 18 - 12.
+  assert [l["contribution"] for l in rung["layers"]] == pytest.approx([0.5, 1.5, 0, 1 / 3])
+  assert all(l["went_on"] for l in rung["layers"])
+  # Ranks of blocks 0-3 by C after 20 steps (3, 4, 1, 2) and at the end (BLOCKS: 2, 4, 3, 1):
+  # Spearman 1 - 6 * (1 + 0 + 4 + 1) / (4 * 15) = 0.4.
+  assert rung["rank_correlation_with_final"] == pytest.approx(0.4)
+  assert rung["rank_correlation_blocks"] == 4
+  assert (sweep["halving"]["rl_steps"], sweep["halving"]["rl_steps_without_halving"]) == (300, 300)
+  markdown = (sweep_dir / "report.md").read_text()
+  assert "| block 1 | 1.50 | 1.25 |" in markdown
+  assert "with C after 60 steps): after 20 steps 0.40 (4 blocks)." in markdown
+  assert drawn[-1]["layer03-seed0"] == fake.steps
+  height, width, _ = image.imread(sweep_dir / "contribution.png").shape
+  assert height > 300 and width > 600
+
+  config.sweep.update(dir=str(tmp_path / "halved"), halving_keep=0.5)
+  runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval, num_layers=len(BLOCKS))
+  assert drawn[-1] == {"base-seed0": 0, "full-seed0": fake.steps, "layer00-seed0": fake.steps,
+                       "layer01-seed0": fake.steps, "layer02-seed0-step20": 20,
+                       "layer03-seed0-step20": 20}  # after 20 steps: 1 and 0 lead
 
 
 def test_each_run_cost_is_its_mean_over_seeds_and_set_beside_full_rl(tmp_path):

@@ -257,6 +257,100 @@ def test_groups_of_blocks_train_together_after_the_single_blocks(tmp_path):
     _run(config, fake)
 
 
+# Successive halving on BLOCKS, rungs at 15 and 30 of 60 steps. After 15 steps block 3 leads
+# and blocks 0 and 1 tie (the lower index goes on); after 30 block 0 leads. Groups: 2+3 leads.
+RUNG_CORRECT = {("full", 15): 16, (0, 15): 15, (1, 15): 15, (2, 15): 12, (3, 15): 17,
+                ((0, 1), 15): 20, ((2, 3), 15): 22,
+                ("full", 30): 20, (0, 30): 18, (3, 30): 16, ((2, 3), 30): 25}
+
+
+def _halving_config(sweep_dir):
+  config = make_config(sweep_dir)  # train.steps = 60
+  config.sweep.update(groups="0+1,2+3", halving_steps="15,30", halving_keep=0.5)
+  return config
+
+
+def test_halving_trains_every_block_to_the_first_rung_and_only_the_best_further(tmp_path):
+  fake = FakeRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT)
+  sweep_dir = _run(_halving_config(tmp_path / "sweep"), fake)
+  assert fake.train_calls == (
+      [(None, 0, 15)] + [((k,), 0, 15) for k in range(4)] + [((0, 1), 0, 15), ((2, 3), 0, 15)]
+      + [(None, 0, 30), ((0,), 0, 30), ((3,), 0, 30), ((2, 3), 0, 30)]
+      + [(None, 0), ((0,), 0), ((2, 3), 0)])
+  runs = sweep_dir / "runs"
+  rung = store.read_json(runs / "layer03-seed0" / "result-step15.json")
+  assert (rung["run"], rung["stop_at"], rung["score"]) == ("layer03-seed0-step15", 15, 17 / 40)
+  assert len(rung["reward_curve"]) == 15
+  assert not (runs / "layer03-seed0" / "result.json").exists()
+  assert store.read_json(runs / "layer00-seed0" / "result.json")["score"] == 14 / NUM_PROBLEMS
+  # Stopped runs lose their checkpoints as finished ones do; full RL keeps its own.
+  for run in ("layer01", "layer02", "layer03", "group00+01", "layer00", "group02+03"):
+    assert not (runs / f"{run}-seed0" / "train" / "checkpoint").exists(), run
+  assert (runs / "full-seed0" / "train" / "checkpoint" / "weights.bin").is_file()
+
+  halving = store.read_json(sweep_dir / "sweep.json")["halving"]
+  assert [r["steps"] for r in halving["rungs"]] == [15, 30] and halving["final_steps"] == 60
+  first = halving["rungs"][0]
+  assert first["s_full"] == 16 / NUM_PROBLEMS
+  # C at a rung is measured against full RL at the same step: (17 - 12) / (16 - 12).
+  assert [l["contribution"] for l in first["layers"]] == pytest.approx([0.75, 0.75, 0, 1.25])
+  assert [l["went_on"] for l in first["layers"]] == [True, False, False, True]
+  assert [g["went_on"] for g in first["groups"]] == [False, True]
+  second = halving["rungs"][1]
+  assert [(l["layer"], l["went_on"]) for l in second["layers"]] == [(0, True), (3, False)]
+  assert second["layers"][0]["contribution"] == pytest.approx((18 - 12) / (20 - 12))
+  # Full RL, block 0 and group 2+3 train 60 steps; blocks 1 and 2 and group 0+1 stop at 15,
+  # block 3 at 30: 255 RL steps against 7 x 60.
+  assert (halving["rl_steps"], halving["rl_steps_without_halving"]) == (255, 420)
+  assert first["rank_correlation_with_final"] is None  # one block reached the end
+
+  markdown = (sweep_dir / "report.md").read_text()
+  assert "trained: 6 to step 15 -> 3 to step 30 -> 2 to step 60 (train.steps)" in markdown
+  assert "255 RL steps (all runs and seeds), 61% of the 420" in markdown
+  assert "| block 3 | 1.25 | 0.50 | - |" in markdown
+  assert "| blocks 2+3 | 2.50 | 1.62 | 0.33 |" in markdown
+
+
+def test_an_interrupted_halving_sweep_resumes_at_its_rung(tmp_path):
+  config = _halving_config(tmp_path / "sweep")
+  interrupted = FakeRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT,
+                       interrupt_on_train_call=9)  # block 0, the second run of the rung at 30
+  with pytest.raises(KeyboardInterrupt):
+    _run(config, interrupted)
+  resumed = FakeRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT)
+  _run(config, resumed)
+  assert resumed.train_calls == [((0,), 0, 30), ((3,), 0, 30), ((2, 3), 0, 30),
+                                 (None, 0), ((0,), 0), ((2, 3), 0)]
+  assert len(resumed.eval_calls) == 6
+
+
+def test_the_best_at_a_rung_are_ranked_by_their_mean_over_seeds():
+  def result(layer, seed, score):
+    return RunSpec("layer", seed, layer, stop_at=5), {"score": score}
+  results = dict([result(0, 0, 0.5), result(1, 0, 0.4), result(2, 0, 0.0),
+                  result(0, 1, 0.1), result(1, 1, 0.4), result(2, 1, 0.3)])
+  assert runner.best_at_rung([0, 1, 2], "layer", results, keep=0.5) == [0, 1]  # 0.3, 0.4, 0.15
+  assert runner.best_at_rung([0, 1, 2], "layer", results, keep=0.3) == [1]
+  assert [runner.kept_count(n, keep) for n, keep in
+          [(8, 0.5), (7, 0.5), (1, 0.5), (3, 1 / 3), (5, 1.0), (28, 0.5)]] == [4, 4, 1, 1, 5, 14]
+
+
+@pytest.mark.parametrize("steps, keep, message", [
+    ("30,15", 0.5, "must rise from 1 and stay below train.steps=60"),
+    ("0,10", 0.5, "must rise from 1"),
+    ("60", 0.5, "below train.steps=60 .where the kept runs end., e.g. 15,30"),
+    ("a", 0.5, "sweep.halving_steps='a': give the RL steps"),
+    ("15", 0.0, "sweep.halving_keep=0.0: .* in \\(0, 1\\]"), ("15", 1.5, "halving_keep=1.5"),
+    ("15", -0.5, "halving_keep=-0.5")])
+def test_bad_halving_settings_fail_before_any_run(tmp_path, steps, keep, message):
+  config = make_config(tmp_path / "sweep")
+  config.sweep.update(halving_steps=steps, halving_keep=keep)
+  fake = FakeRL(BLOCKS)
+  with pytest.raises(ValueError, match=message):
+    _run(config, fake)
+  assert fake.train_calls == [] and not (tmp_path / "sweep").exists()
+
+
 def test_bad_seed_count_is_refused(tmp_path):
   with pytest.raises(ValueError, match="sweep.seeds=0"):
     _run(make_config(tmp_path / "sweep", seeds=0), FakeRL(BLOCKS))

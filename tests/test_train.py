@@ -183,6 +183,27 @@ def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_di
   assert [r["step"] for r in metrics.read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
 
 
+
+def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, tmp_path,
+                                                                compile_cache):
+  """stop_at (successive halving's rungs) stops with a checkpoint, but the cosine schedule is
+  the 4-step run's: stopping and resuming ends where the run without a stop does."""
+  def config(name):
+    return small_config(tiny_qwen2_dir, tmp_path / name, compile_cache, lr_schedule="cosine")
+
+  whole = train.train(config("whole"))
+  stopped = train.train(config("stopped"), stop_at=3)
+  assert stopped.step == 3 and len(stopped.reward_history) == 3
+  assert checkpoint.Checkpointer(tmp_path / "stopped").all_steps() == [2, 3]
+  assert stopped.reward_history == whole.reward_history[:3]
+  with pytest.raises(ValueError, match="holds a checkpoint at step 3, past step 2"):
+    train.train(config("stopped"), stop_at=2)
+  resumed = train.train(config("stopped"), stop_at=10)  # beyond train.steps: the run's end
+  assert resumed.step == 4 and resumed.reward_history == whole.reward_history
+  expected, got = _params(whole.model), _params(resumed.model)
+  for path in expected:
+    np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+
 def test_kl_reference_is_the_base_value_of_the_trained_leaves_only(tiny_qwen2_dir, tmp_path):
   trainer = train._Trainer(train.plan(small_config(tiny_qwen2_dir, tmp_path / "run", None)), None)
   base = _params(models.from_pretrained(tiny_qwen2_dir)[0])

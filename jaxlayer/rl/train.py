@@ -642,16 +642,22 @@ def warn_if_memory_short(plan_: TrainPlan) -> None:
 
 def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
           position: int = 0, leave: bool = True,
-          on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, dict], None] | None = None,
+          stop_at: int | None = None) -> TrainResult:
   """Trains as `config` says, resuming from the run directory's latest checkpoint.
 
   task: a Task object to use instead of `config.task.name` / `options` (e.g. a custom reward).
   position, leave: the tqdm bar's line and whether it stays when done (nest it under a sweep
   bar with position=1, leave=False). on_step(step, metrics) runs after every step.
+  stop_at: stop after this RL step, with a checkpoint there, though the run is train.steps
+  long (its learning-rate schedule is the whole run's): a later call resumes it, and the run
+  ends as one trained without stopping would (the sweep's successive halving).
   Raises TrainingDiverged on a NaN / inf loss, gradient or parameter (the last good
   checkpoint stays on disk).
   """
   plan_ = plan(config)
+  _require(stop_at is None or (isinstance(stop_at, int) and stop_at >= 1),
+           f"train(stop_at={stop_at!r}): give the RL step to stop after, an int >= 1 (or None).")
   warn_if_memory_short(plan_)
   if config.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
@@ -667,13 +673,16 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
                                list(plan_.selection.trainable))
     if latest is not None:
       trainer.restore(checkpointer, latest)
+    steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
+    _require(stop_at is None or trainer.step <= stop_at,
+             f"train(stop_at={stop_at}): {run_dir} holds a checkpoint at step {trainer.step}, "
+             f"past step {stop_at}; stop later, or train in a new run_dir.")
     logged = [row for row in metrics.read_metrics(run_dir) if row["step"] <= trainer.step]
     history = [row["reward"] for row in logged]
     step_seconds = [row["seconds_per_step"] for row in logged]
     logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                    resume_step=trainer.step)
     last = {}
-    steps = config.train.steps
     shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
     with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
               desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:

@@ -11,6 +11,7 @@ import io
 import math
 import os
 import tempfile
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,8 +101,71 @@ def _single(values: set, what: str):
   return values.pop()
 
 
-def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
-  """The sweep.json dictionary (see the README for the meaning of every key)."""
+def _furthest_stopped(results: list[dict], rung_results: list[dict]) -> list[dict]:
+  """The last rung's result of every run that successive halving stopped (one per seed)."""
+  finished = {(_run_key(r), r["seed"]) for r in results}
+  furthest = {}
+  for r in sorted(rung_results, key=lambda r: r["stop_at"]):
+    if (_run_key(r), r["seed"]) not in finished:
+      furthest[_run_key(r), r["seed"]] = r
+  return list(furthest.values())
+
+
+def _rank_correlation(early: dict, final: dict) -> tuple[float | None, int]:
+  """(Spearman's rank correlation of two {block: C} over the blocks in both, their count);
+  None below three blocks."""
+  from scipy import stats  # (a dependency of jax)
+
+  common = sorted(k for k in early if early[k] is not None and final.get(k) is not None)
+  if len(common) < 3:
+    return None, len(common)
+  rho = stats.spearmanr([early[k] for k in common], [final[k] for k in common]).statistic
+  return (None if math.isnan(rho) else float(rho)), len(common)
+
+
+def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
+                  final_steps: int, final_contributions: dict) -> dict | None:
+  """sweep.json's "halving": each rung's scores and C (against full RL at the same step), which
+  runs went on, and the RL steps trained against a sweep without halving."""
+  if not rung_results:
+    return None
+  rungs, messages = [], []
+  for steps in sorted({r["stop_at"] for r in rung_results}):
+    at_rung = [r for r in rung_results if r["stop_at"] == steps]
+    _, full, layers, groups = _group_results(at_rung)
+    if not full:
+      continue  # full RL's rung was not reached (an unfinished sweep)
+    with warnings.catch_warnings(record=True):
+      warnings.simplefilter("always", contribution.UndefinedContributionWarning)
+      summary = contribution.summarize_sweep(base, full, layers, groups)
+    messages += [f"after {steps} steps: {w}" for w in summary.warnings]
+    went_on = {_run_key(r) for r in results + rung_results
+               if r["kind"] != "base" and (r.get("stop_at") or final_steps) > steps}
+
+    def entry(unit) -> dict:
+      return {"score": unit.scores.score, "score_se": unit.scores.score_se,
+              "contribution": unit.contribution, "contribution_se": unit.contribution_se,
+              "contribution_std": unit.contribution_std, "went_on": unit.layer in went_on}
+
+    rho, count = _rank_correlation({l.layer: l.contribution for l in summary.layers},
+                                   final_contributions)
+    rungs.append({"steps": steps, "s_full": summary.full.score,
+                  "s_full_se": summary.full.score_se,
+                  "layers": [{"layer": l.layer, **entry(l)} for l in summary.layers],
+                  "groups": [{"blocks": list(g.layer), **entry(g)} for g in summary.groups],
+                  "rank_correlation_with_final": rho, "rank_correlation_blocks": count})
+  trained = {(_run_key(r), r["seed"]): final_steps for r in results if r["kind"] != "base"}
+  for r in _furthest_stopped(results, rung_results):
+    trained[_run_key(r), r["seed"]] = r["stop_at"]
+  return {"final_steps": final_steps, "rungs": rungs, "warnings": messages,
+          "rl_steps": sum(trained.values()),
+          "rl_steps_without_halving": len(trained) * final_steps}
+
+
+def build_sweep_json(manifest: dict, results: list[dict],
+                     rung_results: list[dict] = ()) -> dict:
+  """The sweep.json dictionary (see the README for the meaning of every key); rung_results:
+  successive halving's evaluations before train.steps (store.load_rung_results)."""
   base, full, layers, groups = _group_results(results)
   missing = [name for name, runs in (("base", base), ("full RL", full)) if not runs]
   if missing:
@@ -126,6 +190,7 @@ def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
             "cost": layer_costs.get(unit.layer)}
 
   alone = {l.layer: l.contribution for l in summary.layers}
+  halving = _halving_json(base, results, list(rung_results), config["train"]["steps"], alone)
   return {
       "model": config["model"]["path"],
       "num_layers": identity["num_layers"],
@@ -149,7 +214,8 @@ def build_sweep_json(manifest: dict, results: list[dict]) -> dict:
                  for g in summary.groups],
       "best_layer": best.layer if best else None,
       "worst_layer": worst.layer if worst else None,
-      "warnings": summary.warnings,
+      "halving": halving,
+      "warnings": summary.warnings + (halving["warnings"] if halving else []),
       "settings": identity,
   }
 
@@ -218,6 +284,15 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     if len(groups) <= MAX_LABELLED_GROUPS:
       ax.annotate(store.group_name(blocks), (blocks[-1], c), xytext=(4, 3),
                   textcoords="offset points", fontsize=7, color="tab:purple")
+  # Successive halving: each rung's C (against full RL at as many steps), paler the earlier.
+  rungs = (sweep.get("halving") or {"rungs": []})["rungs"]
+  for i, rung in enumerate(rungs):
+    measured = [l for l in rung["layers"] if l["contribution"] is not None]
+    ax.plot([l["layer"] for l in measured], [l["contribution"] for l in measured], "o--",
+            color=str(0.75 - 0.4 * i / max(1, len(rungs) - 1)), markerfacecolor="none",
+            markersize=5, linewidth=0.8,
+            label=f"C after {rung['steps']} of {sweep['halving']['final_steps']} steps "
+                  "(against full RL after as many)")
   if defined:
     x = [l["layer"] for l in defined]
     y = [l["contribution"] for l in defined]
@@ -228,7 +303,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     best = max(defined, key=lambda l: (l["contribution"], -l["layer"]))
     ax.plot([best["layer"]], [best["contribution"]], marker="*", markersize=16, color="tab:orange",
             linestyle="none", label=f"best: block {best['layer']} (C = {best['contribution']:.2f})")
-  if defined or groups:
+  if defined or groups or rungs:
     gain = sweep["s_full"] - sweep["s_base"]
     score_axis = ax.secondary_yaxis(
         "right", functions=(lambda c: sweep["s_base"] + c * gain,
@@ -353,6 +428,47 @@ def _groups_section(sweep: dict) -> list[str]:
   return lines + [""]
 
 
+def _halving_section(sweep: dict) -> list[str]:
+  """report.md's lines on successive halving: the rungs, each run's C at them, the saving."""
+  halving = sweep["halving"]
+  if not halving or not halving["rungs"]:
+    return []
+  rungs, final_steps = halving["rungs"], halving["final_steps"]
+  counts = [len(r["layers"]) + len(r["groups"]) for r in rungs]
+  counts.append(len(sweep["layers"]) + len(sweep["groups"]))
+  path = " -> ".join(f"{n} to step {steps}" for n, steps in zip(
+      counts, [r["steps"] for r in rungs] + [final_steps]))
+  lines = ["## Successive halving", "",
+           f"Every block (and group) trained {rungs[0]['steps']} RL steps and was evaluated; "
+           "the best by score went on to the next rung, the rest stopped there. Blocks and "
+           f"groups trained: {path} (train.steps). Full RL was evaluated at every rung, so a "
+           "C at a rung compares equal numbers of steps. The sweep trained "
+           f"{halving['rl_steps']:,} RL steps (all runs and seeds), "
+           f"{halving['rl_steps'] / halving['rl_steps_without_halving']:.0%} of the "
+           f"{halving['rl_steps_without_halving']:,} of a sweep without halving. A run that "
+           "stopped early has no final C: its last C is its best guess.", "",
+           "| run | " + " | ".join(f"C after {r['steps']} steps" for r in rungs)
+           + f" | C after {final_steps} steps |",
+           "|---|" + "---|" * (len(rungs) + 1)]
+  final = {l["layer"]: l["contribution"] for l in sweep["layers"]}
+  final.update({tuple(g["blocks"]): g["contribution"] for g in sweep["groups"]})
+  at_rungs = [{**{l["layer"]: l["contribution"] for l in r["layers"]},
+               **{tuple(g["blocks"]): g["contribution"] for g in r["groups"]}} for r in rungs]
+  runs = sorted(set().union(*at_rungs) | set(final), key=lambda k: (isinstance(k, tuple), k))
+  for run in runs:
+    name = f"blocks {store.group_name(run)}" if isinstance(run, tuple) else f"block {run}"
+    cells = [_fmt(c[run], 2) if run in c else "-" for c in at_rungs + [final]]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  agreement = [f"after {r['steps']} steps {r['rank_correlation_with_final']:.2f} "
+               f"({r['rank_correlation_blocks']} blocks)"
+               for r in rungs if r["rank_correlation_with_final"] is not None]
+  if agreement:
+    lines += ["", "How well a rung ordered the blocks it shares with the end (Spearman's rank "
+              "correlation of C at the rung with C after " + f"{final_steps} steps): "
+              + ", ".join(agreement) + "."]
+  return lines + [""]
+
+
 def _cost_section(sweep: dict) -> list[str]:
   """report.md's "Cost" lines: what each training run took, and one block against full RL."""
   from jaxlayer.rl.memory import readable_bytes  # (imports jax: only when the report is written)
@@ -447,6 +563,7 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
               f"{worst['contribution']:.2f}, score {worst['score']:.3f}).",
               f"Mean C by depth: {_depth_thirds(sweep)}.", "",
               "## Compared with the paper", "", PAPER_FINDING, ""]
+  lines += _halving_section(sweep)
   lines += _groups_section(sweep)
   lines += _cost_section(sweep)
   if sweep["warnings"]:
@@ -465,13 +582,15 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
   """Writes every report file from the sweep directory's results; returns name -> path."""
   sweep_dir = Path(sweep_dir)
   manifest = store.load_manifest(sweep_dir)
-  results = store.load_results(sweep_dir)
-  sweep = build_sweep_json(manifest, results)
+  results, rung_results = store.load_results(sweep_dir), store.load_rung_results(sweep_dir)
+  sweep = build_sweep_json(manifest, results, rung_results)
   paths = {name: sweep_dir / name for name in OUTPUT_FILES}
   store.write_json_atomic(paths["sweep.json"], sweep)
   store.write_text_atomic(paths["sweep.csv"], _csv_text(sweep))
   plot_contribution(sweep, paths["contribution.png"])
-  plot_curves(results, sweep["num_layers"], _title(sweep), paths["curves.png"])
+  # Runs that successive halving stopped draw their curves to the rung where they stopped.
+  plot_curves(results + _furthest_stopped(results, rung_results), sweep["num_layers"],
+              _title(sweep), paths["curves.png"])
   store.write_text_atomic(paths["report.md"],
                           markdown_report(sweep, sweep_dir, manifest.get("command")))
   return paths

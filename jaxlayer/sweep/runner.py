@@ -6,15 +6,23 @@ trained together sweep.groups), skips every run whose result is already on disk,
 others (one after another, or as Ray tasks: the launcher, jaxlayer.sweep.launchers), records
 each the moment it finishes, and writes the report (jaxlayer.sweep.report) at the end.
 
+Successive halving (sweep.halving_steps, e.g. "15,30") makes the sweep cheaper than L + 1 whole
+runs: every block (and group) trains to the first rung's RL step and is evaluated there, with
+full RL at the same step; the best sweep.halving_keep of them by score go on to the next rung,
+and so on to train.steps. A run resumes from its own checkpoint at each rung, so a block that
+reaches train.steps ends as one trained without stopping would.
+
 The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer.rl.train;
 `default_eval_fn`), so the sweep machinery does not depend on how they are done:
 
-    train_fn(config, *, layers, seed, workdir, progress_position) -> Mapping
+    train_fn(config, *, layers, seed, workdir, progress_position[, stop_at]) -> Mapping
         layers: None for full-parameter RL, else the block indices to train ([k], or a
           group's blocks).
         workdir: an empty (or, after a kill, partly filled) directory for this run; a
           trainer that checkpoints there can resume from it.
         progress_position: the tqdm `position` for the run's own progress bar.
+        stop_at (passed only for a rung of successive halving): stop after this RL step of
+          the train.steps-long run, keeping what a later call resumes from.
         Returns "model" (the trained model, handed to eval_fn as is), "reward_curve" (mean
         training reward per step, a sequence of floats) and optionally "checkpoint_dir"
         (where trained weights were written: removed after evaluation for single-block
@@ -29,6 +37,7 @@ The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import functools
 import math
@@ -65,6 +74,11 @@ def default_sweep_config() -> ml_collections.ConfigDict:
   # pair k+(k+1)) or a tuple of tuples; "" for none.
   config.groups = ""
   config.seeds = 1  # runs per setting, seeds config.seed, config.seed + 1, ...
+  # Successive halving: "15,30" trains every block (and group) 15 RL steps and evaluates it,
+  # with full RL at 15 steps too; the best halving_keep of them by score go on to 30 steps,
+  # the best of those to train.steps. "": every run trains to train.steps.
+  config.halving_steps = ""
+  config.halving_keep = 0.5  # fraction of the blocks (and of the groups) kept at each rung
   config.keep_checkpoints = False  # keep single-block runs' weights (full RL's are kept)
   config.force_new_dir = False  # sweep.dir holds a different sweep: use the next free dir-N
   config.launcher = "local"  # "local": one run after another here; "ray": runs as Ray tasks
@@ -85,14 +99,14 @@ def training_config(config, *, layers: Sequence[int] | None, seed: int, workdir:
   return run_config
 
 
-def default_train_fn(config, *, layers, seed, workdir, progress_position):
+def default_train_fn(config, *, layers, seed, workdir, progress_position, stop_at=None):
   """Full-parameter (layers None) or blocks-only RL with jaxlayer.rl.train, resumable in
   workdir."""
   from jaxlayer.rl import checkpoint, memory
   from jaxlayer.rl import train as rl_train
 
   run_config = training_config(config, layers=layers, seed=seed, workdir=workdir)
-  result = rl_train.train(run_config, position=progress_position, leave=False)
+  result = rl_train.train(run_config, position=progress_position, leave=False, stop_at=stop_at)
   return {"model": result.model, "reward_curve": result.reward_history,
           "checkpoint_dir": str(Path(workdir) / checkpoint.CHECKPOINT_DIR),
           "cost": training_cost(result, memory.estimate(rl_train.plan(run_config)).peak)}
@@ -221,16 +235,74 @@ def run_seeds(config) -> list[int]:
   return list(range(first, first + count))
 
 
+def parse_halving(value: str | Sequence[int] | None, train_steps: int) -> list[int]:
+  """config.sweep.halving_steps -> the rungs' RL steps, rising, each below train.steps.
+
+  Accepts "" (or None: no halving), "15,30" or a tuple of ints.
+  """
+  if value is None or (isinstance(value, str) and not value.strip()):
+    return []
+  try:
+    rungs = ([int(token) for token in value.split(",")] if isinstance(value, str)
+             else [int(step) for step in value])
+  except (TypeError, ValueError):
+    raise ValueError(f"sweep.halving_steps={value!r}: give the RL steps at which runs are "
+                     "evaluated and the weaker ones stopped, e.g. "
+                     "--config.sweep.halving_steps=15,30.") from None
+  if any(b <= a for a, b in zip(rungs, rungs[1:])) or not 1 <= rungs[0] or (
+      rungs[-1] >= train_steps):
+    raise ValueError(f"sweep.halving_steps={value!r}: the rungs must rise from 1 and stay below "
+                     f"train.steps={train_steps} (where the kept runs end), e.g. "
+                     f"{max(1, train_steps // 4)},{max(2, train_steps // 2)}.")
+  return rungs
+
+
+def halving_keep(sweep_config) -> float:
+  """config.sweep.halving_keep, checked: the fraction of runs a rung keeps, in (0, 1]."""
+  keep = sweep_config.get("halving_keep", 0.5)
+  if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+    raise ValueError(f"sweep.halving_keep={keep!r}: give the fraction of runs each rung keeps, "
+                     "a number in (0, 1] (0.5 halves them).")
+  return float(keep)
+
+
+def kept_count(count: int, keep: float) -> int:
+  """How many of `count` runs go on past a rung: the best keep of them, at least one."""
+  return min(count, max(1, math.ceil(count * keep - 1e-9)))
+
+
+def _trained(spec: RunSpec) -> int | tuple[int, ...] | None:
+  """A block run's block, a group run's blocks (how sweep.layers and sweep.groups name them)."""
+  return spec.layer if spec.kind == "layer" else spec.blocks
+
+
 def plan_runs(layers: Sequence[int], seeds: Sequence[int],
-              groups: Sequence[tuple[int, ...]] = ()) -> list[RunSpec]:
+              groups: Sequence[tuple[int, ...]] = (), stop_at: int | None = None,
+              base: bool = True) -> list[RunSpec]:
   """Seed by seed: base, full, each block, then each group of blocks, so a partial multi-seed
-  sweep is already whole for its first seeds."""
+  sweep is already whole for its first seeds. stop_at: the runs of a halving rung (the base,
+  which trains nothing, belongs to the first stage only: base=False for the others)."""
   plan = []
   for seed in seeds:
-    plan += [RunSpec("base", seed), RunSpec("full", seed)]
-    plan += [RunSpec("layer", seed, layer) for layer in layers]
-    plan += [RunSpec("group", seed, blocks=blocks) for blocks in groups]
+    plan += [RunSpec("base", seed)] if base else []
+    plan += [RunSpec("full", seed, stop_at=stop_at)]
+    plan += [RunSpec("layer", seed, layer, stop_at=stop_at) for layer in layers]
+    plan += [RunSpec("group", seed, blocks=blocks, stop_at=stop_at) for blocks in groups]
   return plan
+
+
+def best_at_rung(candidates: Sequence, kind: str, results: Mapping[RunSpec, dict],
+                 keep: float) -> list:
+  """The candidates (blocks, or groups of blocks) that go on past a rung: the best `keep` of
+  them by score, mean over seeds (ties: the lower block index), in their order."""
+  def mean_score(candidate) -> float:
+    scores = [r["score"] for spec, r in results.items()
+              if spec.kind == kind and _trained(spec) == candidate]
+    return sum(scores) / len(scores)
+
+  ranked = sorted(candidates, key=lambda c: (-mean_score(c), c))
+  kept = set(ranked[:kept_count(len(candidates), keep)])
+  return [c for c in candidates if c in kept]
 
 
 def _default_identity(num_layers: int) -> dict:
@@ -298,15 +370,17 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   """Trains (unless spec is the base) and evaluates one run; returns its result, unrecorded.
 
   Runs wherever the launcher puts it (this process, a Ray worker); `record_run` writes the
-  result. A single-block run's checkpoint is removed here, where it was written.
+  result. A single-block run's checkpoint is removed here, where it was written, unless a
+  later rung of successive halving resumes it.
   """
   workdir = store.run_dir(sweep_dir, spec) / "train"
   curve, checkpoint_dir, model, train_seconds, cost = [], None, None, 0.0, None
   if spec.kind != "base":
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    rung = {} if spec.stop_at is None else {"stop_at": spec.stop_at}
     trained = train_fn(config, layers=spec.trained_blocks, seed=spec.seed, workdir=workdir,
-                       progress_position=1)
+                       progress_position=1, **rung)
     train_seconds = time.perf_counter() - start
     if not isinstance(trained, Mapping) or "model" not in trained:
       raise ValueError(f"run {spec.name}: train_fn must return a mapping with 'model' (and "
@@ -320,13 +394,15 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   evaluated = eval_fn(config, model=model, seed=spec.seed, progress_position=1)
   eval_seconds = time.perf_counter() - start
   per_problem = _check_eval_output(evaluated, spec)
-  if not (config.sweep.keep_checkpoints or spec.kind == "full"):
+  if not (config.sweep.keep_checkpoints or spec.kind == "full" or spec.stop_at is not None):
     if distributed.is_primary():
       _remove_checkpoint(checkpoint_dir, workdir)
     distributed.sync(f"jaxlayer: {spec.name} checkpoint removed")
   return {
       "run": spec.name, "kind": spec.kind, "layer": spec.layer, "seed": spec.seed,
-      "blocks": spec.trained_blocks,
+      "blocks": spec.trained_blocks, "stop_at": spec.stop_at,
+      # A rung's checkpoint, removed by the sweep if the run stops there.
+      **({"checkpoint_dir": checkpoint_dir} if spec.stop_at is not None else {}),
       "score": sum(per_problem) / len(per_problem),
       "score_se": contribution.standard_error(per_problem),
       "num_problems": len(per_problem), "metric": str(evaluated.get("metric", "pass@1")),
@@ -378,6 +454,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                      "Name blocks (--config.sweep.layers=0,3,7) or groups of blocks "
                      "(--config.sweep.groups=3+4).")
   seeds = run_seeds(config)
+  rungs = parse_halving(config.sweep.get("halving_steps"), config.train.steps)
+  keep = halving_keep(config.sweep)
   launch = launchers.get_launcher(config.sweep)
   if config.sweep.launcher != "local" and distributed.is_multiprocess():
     raise ValueError(f"sweep.launcher={config.sweep.launcher!r} sends the runs to a cluster from "
@@ -389,29 +467,89 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir,
                                    defaults=_default_identity(num_layers))
 
-  plan = plan_runs(layers, seeds, groups)
-  todo = [spec for spec in plan if not store.is_done(sweep_dir, spec)]
-  done_results = store.load_results(sweep_dir)
-  expected_num_problems = done_results[0]["num_problems"] if done_results else None
-  if len(todo) < len(plan):
-    tqdm.write(f"resuming {sweep_dir}: {len(plan) - len(todo)} of {len(plan)} runs already done.")
-  run_fn = functools.partial(execute_run, config=config, sweep_dir=sweep_dir.absolute(),
-                             train_fn=train_fn, eval_fn=eval_fn)
-  unfinished = list(todo)
-  with tqdm(total=len(plan), initial=len(plan) - len(todo), desc="sweep", unit="run",
-            position=0, dynamic_ncols=True, disable=not distributed.is_primary()) as bar, \
-      contextlib.closing(launch(todo, run_fn, config.sweep)) as results:
-    bar.set_postfix_str(unfinished[0].name if unfinished else "")
-    for spec, result in results:
-      record_run(sweep_dir, spec, result, expected_num_problems)
-      expected_num_problems = result["num_problems"]
-      unfinished.remove(spec)
-      tqdm.write(f"{spec.name}: {result['metric']} {result['score']:.4f} "
-                 f"± {result['score_se']:.4f} (train {result['train_seconds']:.1f} s, "
-                 f"eval {result['eval_seconds']:.1f} s)")
-      bar.set_postfix_str(unfinished[0].name if unfinished else "")
-      bar.update(1)
+  done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
+  stage = _Stage(
+      launch=launch, sweep_dir=sweep_dir, sweep_config=config.sweep,
+      run_fn=functools.partial(execute_run, config=config, sweep_dir=sweep_dir.absolute(),
+                               train_fn=train_fn, eval_fn=eval_fn),
+      expected_num_problems=done_results[0]["num_problems"] if done_results else None)
+  total = len(seeds) * (1 + sum(1 + len_layers + len_groups for len_layers, len_groups in zip(
+      _rung_counts(len(layers), len(rungs), keep), _rung_counts(len(groups), len(rungs), keep))))
+  with tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
+            disable=not distributed.is_primary()) as bar:
+    for index, stop_at in enumerate([*rungs, None]):
+      results = stage.run(plan_runs(layers, seeds, groups, stop_at, base=index == 0), bar)
+      if stop_at is not None:
+        kept_layers = best_at_rung(layers, "layer", results, keep)
+        kept_groups = best_at_rung(groups, "group", results, keep)
+        stopped = [spec for spec in results if spec.kind in ("layer", "group")
+                   and _trained(spec) not in kept_layers + kept_groups]
+        _stop_runs(stopped, results, config.sweep, sweep_dir)
+        tqdm.write(f"rung at {stop_at} RL steps: "
+                   f"{', '.join(sorted({s.unit for s in stopped})) or 'no run'} stop(s) here.")
+        layers, groups = kept_layers, kept_groups
   if distributed.is_primary():
     report.write_report(sweep_dir)
   distributed.sync("jaxlayer: sweep report written")
   return sweep_dir
+
+
+def _rung_counts(count: int, num_rungs: int, keep: float) -> list[int]:
+  """The number of blocks (or groups) trained to each rung and then to train.steps."""
+  counts = [count]
+  for _ in range(num_rungs):
+    counts.append(kept_count(counts[-1], keep) if counts[-1] else 0)
+  return counts
+
+
+def _stop_runs(stopped: Sequence[RunSpec], results: Mapping[RunSpec, dict], sweep_config,
+               sweep_dir: Path) -> None:
+  """Runs that successive halving stops at a rung: their checkpoints go, unless kept."""
+  if not sweep_config.keep_checkpoints and distributed.is_primary():
+    for spec in stopped:
+      _remove_checkpoint(results[spec].get("checkpoint_dir"),
+                         store.run_dir(sweep_dir, spec) / "train")
+  distributed.sync("jaxlayer: stopped runs' checkpoints removed")
+
+
+@dataclasses.dataclass
+class _Stage:
+  """Runs a list of runs with the sweep's launcher (one stage: the whole sweep, or a rung of
+  successive halving), recording each result the moment it is in."""
+
+  launch: launchers.Launcher
+  run_fn: Callable[[RunSpec], dict]
+  sweep_dir: Path
+  sweep_config: Any
+  expected_num_problems: int | None  # the sweep's test-set size, once a run is scored
+
+  def run(self, specs: Sequence[RunSpec], bar: tqdm) -> dict[RunSpec, dict]:
+    """Every spec's result (read back for runs already done), spec -> result."""
+    results = {spec: store.read_json(store.result_path(self.sweep_dir, spec))
+               for spec in specs if store.is_done(self.sweep_dir, spec)}
+    if results:
+      tqdm.write(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
+                 f"{_stage_name(specs)} already done.")
+      bar.update(len(results))
+    unfinished = [spec for spec in specs if spec not in results]
+    if not unfinished:
+      return results
+    with contextlib.closing(self.launch(list(unfinished), self.run_fn,
+                                        self.sweep_config)) as launched:
+      bar.set_postfix_str(unfinished[0].name)
+      for spec, result in launched:
+        record_run(self.sweep_dir, spec, result, self.expected_num_problems)
+        self.expected_num_problems = result["num_problems"]
+        results[spec] = result
+        unfinished.remove(spec)
+        tqdm.write(f"{spec.name}: {result['metric']} {result['score']:.4f} "
+                   f"± {result['score_se']:.4f} (train {result['train_seconds']:.1f} s, "
+                   f"eval {result['eval_seconds']:.1f} s)")
+        bar.set_postfix_str(unfinished[0].name if unfinished else "")
+        bar.update(1)
+    return results
+
+
+def _stage_name(specs: Sequence[RunSpec]) -> str:
+  stop_at = specs[0].stop_at if specs else None
+  return "" if stop_at is None else f" of the rung at {stop_at} steps"

@@ -6,11 +6,13 @@
                              the full config, the command line that started the sweep
       runs/<run>/result.json one finished run (written last, atomically: its presence
                              is what "done" means on resume)
-      runs/<run>/train/      the train function's working directory
+      runs/<run>/result-stepN.json  the same run evaluated after N RL steps, a rung of
+                             successive halving (sweep.halving_steps)
+      runs/<run>/train/      the train function's working directory (shared by the rungs)
       sweep.json sweep.csv contribution.png curves.png report.md   (jaxlayer.sweep.report)
 
 Run names: `base-seed0`, `full-seed0`, `layer07-seed0`, `group03+04-seed0` (blocks 3 and 4
-trained together).
+trained together); a rung of successive halving: `layer07-seed0-step15`.
 """
 
 from __future__ import annotations
@@ -58,14 +60,27 @@ class RunSpec:
   seed: int
   layer: int | None = None  # kind "layer"
   blocks: tuple[int, ...] | None = None  # kind "group", sorted
+  # A rung of successive halving: train to this RL step (of train.steps) and evaluate there.
+  stop_at: int | None = None
 
   @property
   def name(self) -> str:
+    rung = "" if self.stop_at is None else f"-step{self.stop_at}"
+    return f"{self.unit}-seed{self.seed}{rung}"
+
+  @property
+  def unit(self) -> str:
+    """What the run trains, over seeds and rungs: full, layer07, group03+04 (or base)."""
     if self.kind == "layer":
-      return f"layer{self.layer:02d}-seed{self.seed}"
+      return f"layer{self.layer:02d}"
     if self.kind == "group":
-      return f"group{group_name(self.blocks, '{:02d}')}-seed{self.seed}"
-    return f"{self.kind}-seed{self.seed}"
+      return f"group{group_name(self.blocks, '{:02d}')}"
+    return self.kind
+
+  @property
+  def final(self) -> RunSpec:
+    """The run trained to train.steps whose rung this is (itself when it is no rung)."""
+    return dataclasses.replace(self, stop_at=None)
 
   @property
   def trained_blocks(self) -> list[int] | None:
@@ -110,11 +125,13 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def run_dir(sweep_dir: Path, spec: RunSpec) -> Path:
-  return Path(sweep_dir) / RUNS / spec.name
+  """The run's directory, which its rungs share (so each rung resumes the one before)."""
+  return Path(sweep_dir) / RUNS / spec.final.name
 
 
 def result_path(sweep_dir: Path, spec: RunSpec) -> Path:
-  return run_dir(sweep_dir, spec) / RESULT
+  rung = RESULT if spec.stop_at is None else f"result-step{spec.stop_at}.json"
+  return run_dir(sweep_dir, spec) / rung
 
 
 def is_done(sweep_dir: Path, spec: RunSpec) -> bool:
@@ -125,6 +142,12 @@ def load_results(sweep_dir: str | os.PathLike) -> list[dict]:
   """Every finished run's result.json in the sweep directory, in run-name order."""
   runs = Path(sweep_dir) / RUNS
   return [read_json(p) for p in sorted(runs.glob(f"*/{RESULT}"))]
+
+
+def load_rung_results(sweep_dir: str | os.PathLike) -> list[dict]:
+  """Every result of a successive-halving rung (a run evaluated before train.steps)."""
+  runs = Path(sweep_dir) / RUNS
+  return [read_json(p) for p in sorted(runs.glob("*/result-step*.json"))]
 
 
 def load_manifest(sweep_dir: str | os.PathLike) -> dict:
