@@ -3,6 +3,7 @@
     jaxlayer sweep --config configs/sweep_tiny.py
     jaxlayer sweep --config configs/sweep_tiny.py --config.sweep.layers=0,3,7 --config.sweep.seeds=3
     jaxlayer sweep --config configs/sweep_tiny.py --config.sweep.groups=adjacent  # pairs k, k+1
+    jaxlayer sweep --config configs/sweep_tiny.py --config.sweep.halving_steps=15,30  # cheaper
     jaxlayer sweep --config configs/sweep_tiny.py --config.sweep.launcher=ray  # runs as Ray tasks
 
 Training keys and their defaults: jaxlayer/rl/config.py (train.layers, seed and run_dir are

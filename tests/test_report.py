@@ -139,8 +139,8 @@ def test_halving_rungs_are_reported_with_how_well_they_ordered_the_blocks(tmp_pa
   assert rung["rank_correlation_blocks"] == 4
   assert (sweep["halving"]["rl_steps"], sweep["halving"]["rl_steps_without_halving"]) == (300, 300)
   markdown = (sweep_dir / "report.md").read_text()
-  assert "| block 1 | 1.50 | 1.25 |" in markdown
-  assert "with C after 60 steps): after 20 steps 0.40 (4 blocks)." in markdown
+  assert "| block 1 | 0.525 / 1.50 | 0.675 / 1.25 |" in markdown
+  assert "their scores after 60 steps): after 20 steps 0.40 (4 blocks)." in markdown
   assert drawn[-1]["layer03-seed0"] == fake.steps
   height, width, _ = image.imread(sweep_dir / "contribution.png").shape
   assert height > 300 and width > 600
@@ -150,6 +150,15 @@ def test_halving_rungs_are_reported_with_how_well_they_ordered_the_blocks(tmp_pa
   assert drawn[-1] == {"base-seed0": 0, "full-seed0": fake.steps, "layer00-seed0": fake.steps,
                        "layer01-seed0": fake.steps, "layer02-seed0-step20": 20,
                        "layer03-seed0-step20": 20}  # after 20 steps: 1 and 0 lead
+
+  # Full RL below the base at a rung: C's sign flips there, which the report says.
+  fake.rung_correct["full", 20] = 10
+  config.sweep.dir = str(tmp_path / "early")
+  sweep_dir = runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval,
+                               num_layers=len(BLOCKS))
+  (warning,) = json.loads((sweep_dir / "sweep.json").read_text())["warnings"]
+  assert warning.startswith("after 20 steps full RL scored 0.2500, below the base (0.3000)")
+  assert warning in (sweep_dir / "report.md").read_text()
 
 
 def test_each_run_cost_is_its_mean_over_seeds_and_set_beside_full_rl(tmp_path):

@@ -37,6 +37,19 @@ def test_top_and_bottom_blocks_by_contribution(sweep_dir):
   assert selected == [p for p in PATHS if p.startswith("layers.2.")]  # the whole block only
 
 
+def test_a_halving_sweep_ranks_only_the_blocks_that_trained_to_the_end(tmp_path):
+  """Successive halving stopped blocks 0, 1, 4 and 5 early: their final C is unknown, so the
+  bottom of the survivors would not be the worst blocks."""
+  store.write_json_atomic(tmp_path / "sweep.json", {
+      "num_layers": NUM_LAYERS, "halving": {"rungs": [{"steps": 10}]},
+      "layers": [{"layer": 2, "contribution": 1.1}, {"layer": 3, "contribution": 0.9}]})
+  assert _blocks(selection.select(f"top1@{tmp_path}", PATHS, NUM_LAYERS)) == [2]
+  with pytest.raises(ValueError, match="used successive halving, so only its best blocks"):
+    selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)
+  with pytest.raises(ValueError, match=r"2 block\(s\) \(successive halving took only these"):
+    selection.select(f"top3@{tmp_path}", PATHS, NUM_LAYERS)
+
+
 def test_sweep_selection_combines_with_other_terms(sweep_dir):
   selected = selection.select(f"top1@{sweep_dir},embed", PATHS, NUM_LAYERS)
   assert "embed.embedding" in selected and _blocks(selected) == [2]

@@ -112,11 +112,11 @@ def _furthest_stopped(results: list[dict], rung_results: list[dict]) -> list[dic
 
 
 def _rank_correlation(early: dict, final: dict) -> tuple[float | None, int]:
-  """(Spearman's rank correlation of two {block: C} over the blocks in both, their count);
+  """(Spearman's rank correlation of two {block: score} over the blocks in both, their count);
   None below three blocks."""
   from scipy import stats  # (a dependency of jax)
 
-  common = sorted(k for k in early if early[k] is not None and final.get(k) is not None)
+  common = sorted(k for k in early if k in final)
   if len(common) < 3:
     return None, len(common)
   rho = stats.spearmanr([early[k] for k in common], [final[k] for k in common]).statistic
@@ -124,7 +124,7 @@ def _rank_correlation(early: dict, final: dict) -> tuple[float | None, int]:
 
 
 def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
-                  final_steps: int, final_contributions: dict) -> dict | None:
+                  final_steps: int, final_scores: dict) -> dict | None:
   """sweep.json's "halving": each rung's scores and C (against full RL at the same step), which
   runs went on, and the RL steps trained against a sweep without halving."""
   if not rung_results:
@@ -139,6 +139,12 @@ def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
       warnings.simplefilter("always", contribution.UndefinedContributionWarning)
       summary = contribution.summarize_sweep(base, full, layers, groups)
     messages += [f"after {steps} steps: {w}" for w in summary.warnings]
+    if summary.full.score < summary.base.score:
+      messages.append(
+          f"after {steps} steps full RL scored {summary.full.score:.4f}, below the base "
+          f"({summary.base.score:.4f}): C at this rung divides by a negative gain, so a higher "
+          "score gives a lower C. The rung still kept the runs with the best scores; read the "
+          "scores, or put the first rung later.")
     went_on = {_run_key(r) for r in results + rung_results
                if r["kind"] != "base" and (r.get("stop_at") or final_steps) > steps}
 
@@ -147,8 +153,8 @@ def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
               "contribution": unit.contribution, "contribution_se": unit.contribution_se,
               "contribution_std": unit.contribution_std, "went_on": unit.layer in went_on}
 
-    rho, count = _rank_correlation({l.layer: l.contribution for l in summary.layers},
-                                   final_contributions)
+    rho, count = _rank_correlation({l.layer: l.scores.score for l in summary.layers},
+                                   final_scores)
     rungs.append({"steps": steps, "s_full": summary.full.score,
                   "s_full_se": summary.full.score_se,
                   "layers": [{"layer": l.layer, **entry(l)} for l in summary.layers],
@@ -190,7 +196,8 @@ def build_sweep_json(manifest: dict, results: list[dict],
             "cost": layer_costs.get(unit.layer)}
 
   alone = {l.layer: l.contribution for l in summary.layers}
-  halving = _halving_json(base, results, list(rung_results), config["train"]["steps"], alone)
+  halving = _halving_json(base, results, list(rung_results), config["train"]["steps"],
+                          {l.layer: l.scores.score for l in summary.layers})
   return {
       "model": config["model"]["path"],
       "num_layers": identity["num_layers"],
@@ -447,25 +454,29 @@ def _halving_section(sweep: dict) -> list[str]:
            f"{halving['rl_steps'] / halving['rl_steps_without_halving']:.0%} of the "
            f"{halving['rl_steps_without_halving']:,} of a sweep without halving. A run that "
            "stopped early has no final C: its last C is its best guess.", "",
-           "| run | " + " | ".join(f"C after {r['steps']} steps" for r in rungs)
-           + f" | C after {final_steps} steps |",
-           "|---|" + "---|" * (len(rungs) + 1)]
-  final = {l["layer"]: l["contribution"] for l in sweep["layers"]}
-  final.update({tuple(g["blocks"]): g["contribution"] for g in sweep["groups"]})
-  at_rungs = [{**{l["layer"]: l["contribution"] for l in r["layers"]},
-               **{tuple(g["blocks"]): g["contribution"] for g in r["groups"]}} for r in rungs]
-  runs = sorted(set().union(*at_rungs) | set(final), key=lambda k: (isinstance(k, tuple), k))
+           "Each cell: score / C.", "",
+           "| run | " + " | ".join(f"after {r['steps']} steps" for r in rungs)
+           + f" | after {final_steps} steps |",
+           "|---|" + "---|" * (len(rungs) + 1),
+           "| full RL | " + " | ".join(f"{_fmt(r['s_full'])} / 1" for r in rungs)
+           + f" | {_fmt(sweep['s_full'])} / 1 |"]
+
+  def cells(stage: dict) -> dict:
+    units = [(l["layer"], l) for l in stage["layers"]]
+    units += [(tuple(g["blocks"]), g) for g in stage["groups"]]
+    return {run: f"{_fmt(u['score'])} / {_fmt(u['contribution'], 2)}" for run, u in units}
+  stages = [cells(r) for r in rungs] + [cells(sweep)]
+  runs = sorted(set().union(*stages), key=lambda k: (isinstance(k, tuple), k))
   for run in runs:
     name = f"blocks {store.group_name(run)}" if isinstance(run, tuple) else f"block {run}"
-    cells = [_fmt(c[run], 2) if run in c else "-" for c in at_rungs + [final]]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(f"| {name} | " + " | ".join(stage.get(run, "-") for stage in stages) + " |")
   agreement = [f"after {r['steps']} steps {r['rank_correlation_with_final']:.2f} "
                f"({r['rank_correlation_blocks']} blocks)"
                for r in rungs if r["rank_correlation_with_final"] is not None]
   if agreement:
     lines += ["", "How well a rung ordered the blocks it shares with the end (Spearman's rank "
-              "correlation of C at the rung with C after " + f"{final_steps} steps): "
-              + ", ".join(agreement) + "."]
+              "correlation of their scores at the rung with their scores after "
+              f"{final_steps} steps): " + ", ".join(agreement) + "."]
   return lines + [""]
 
 

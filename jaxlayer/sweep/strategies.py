@@ -10,7 +10,9 @@ Importing this module (or `jaxlayer.sweep`) adds them to the training selection 
                        (L - K) // 2: half a block toward the input when L - K is odd
                        (L = 28: mid5 = 11-15; L = 36: mid5 = 15-19).
 
-Blocks whose C is undefined are never ranked; ties go to the lower block index.
+Blocks whose C is undefined are never ranked; ties go to the lower block index. From a sweep
+with successive halving (sweep.halving_steps) only topK is defined, over the blocks that trained
+to the end.
 """
 
 from __future__ import annotations
@@ -36,12 +38,18 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep measured a "
                      f"{sweep['num_layers']}-block model, but this model has {num_layers} blocks; "
                      "use a sweep of this model.")
+  halved = bool(sweep.get("halving"))
+  if halved and not largest:
+    raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep used successive halving, "
+                     "so only its best blocks trained to the end and its worst are not ranked; "
+                     "take the bottom blocks from a sweep without sweep.halving_steps.")
   defined = [(l["contribution"], l["layer"]) for l in sweep["layers"]
              if l["contribution"] is not None]
   if not 1 <= k <= len(defined):
+    reached = " (successive halving took only these to the end)" if halved else ""
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep has a defined C(k) for "
-                     f"{len(defined)} block(s); choose k between 1 and {len(defined)}, or sweep "
-                     "more blocks.")
+                     f"{len(defined)} block(s){reached}; choose k between 1 and {len(defined)}, "
+                     "or sweep more blocks.")
   ordered = sorted(defined, key=lambda cl: (-cl[0] if largest else cl[0], cl[1]))
   return sorted(layer for _, layer in ordered[:k])
 
