@@ -294,6 +294,9 @@ def plot_contribution(sweep: dict, path: Path) -> None:
   # Successive halving: each rung's C (against full RL at as many steps), paler the earlier.
   rungs = (sweep.get("halving") or {"rungs": []})["rungs"]
   for i, rung in enumerate(rungs):
+    if rung["s_full"] <= sweep["s_base"]:  # no gain to scale by, or C's sign flipped
+      ax.plot([], [], " ", label=f"after {rung['steps']} steps: no C, full RL not above the base")
+      continue
     measured = [l for l in rung["layers"] if l["contribution"] is not None]
     ax.plot([l["layer"] for l in measured], [l["contribution"] for l in measured], "o--",
             color=str(0.75 - 0.4 * i / max(1, len(rungs) - 1)), markerfacecolor="none",
