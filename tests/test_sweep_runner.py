@@ -325,6 +325,19 @@ def test_an_interrupted_halving_sweep_resumes_at_its_rung(tmp_path):
   assert len(resumed.eval_calls) == 6
 
 
+def test_halving_added_to_a_finished_sweep_is_refused_before_any_run(tmp_path):
+  _run(make_config(tmp_path / "sweep", layers="0,1"), FakeRL(BLOCKS))
+  before = {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*.json")}
+  config = make_config(tmp_path / "sweep", layers="0,1,2")
+  config.sweep.halving_steps = "15"
+  fake = FakeRL(BLOCKS, rung_correct=RUNG_CORRECT)
+  with pytest.raises(ValueError, match="full-seed0, layer00-seed0, layer01-seed0 in .* already "
+                     "trained to train.steps without a result at step 15"):
+    _run(config, fake)
+  assert fake.train_calls == []
+  assert {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*.json")} == before
+
+
 def test_the_best_at_a_rung_are_ranked_by_their_mean_over_seeds():
   def result(layer, seed, score):
     return RunSpec("layer", seed, layer, stop_at=5), {"score": score}

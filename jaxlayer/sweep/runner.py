@@ -478,7 +478,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   with tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
             disable=not distributed.is_primary()) as bar:
     for index, stop_at in enumerate([*rungs, None]):
-      results = stage.run(plan_runs(layers, seeds, groups, stop_at, base=index == 0), bar)
+      specs = plan_runs(layers, seeds, groups, stop_at, base=index == 0)
+      _check_rung_is_ahead(specs, sweep_dir)
+      results = stage.run(specs, bar)
       if stop_at is not None:
         kept_layers = best_at_rung(layers, "layer", results, keep)
         kept_groups = best_at_rung(groups, "group", results, keep)
@@ -500,6 +502,20 @@ def _rung_counts(count: int, num_rungs: int, keep: float) -> list[int]:
   for _ in range(num_rungs):
     counts.append(kept_count(counts[-1], keep) if counts[-1] else 0)
   return counts
+
+
+def _check_rung_is_ahead(specs: Sequence[RunSpec], sweep_dir: Path) -> None:
+  """A rung cannot be run for a run already trained to train.steps (halving added to a
+  finished sweep, or its steps changed): its checkpoints are past the rung, or gone."""
+  past = [spec for spec in specs if spec.stop_at is not None
+          and not store.is_done(sweep_dir, spec) and store.is_done(sweep_dir, spec.final)]
+  if past:
+    raise ValueError(
+        f"sweep.halving_steps: {', '.join(s.final.name for s in past)} in {sweep_dir} already "
+        f"trained to train.steps without a result at step {past[0].stop_at}, and a run cannot "
+        "go back to a rung. "
+        "Rerun with the halving steps this sweep used (none, if it had none), or start a new "
+        "sweep with --config.sweep.dir=NEW_DIR; the results here are kept either way.")
 
 
 def _stop_runs(stopped: Sequence[RunSpec], results: Mapping[RunSpec, dict], sweep_config,
