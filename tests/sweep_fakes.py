@@ -105,7 +105,7 @@ def write_model_config(directory: Path, num_layers: int) -> Path:
 class FileLoggedRL(FakeRL):
   """FakeRL for runs in other processes (Ray workers), which cannot append to an object here:
   each call is a line of log_dir/calls.log ("train 1 0" trains block 1 with seed 0, "train
-  full 0", "eval base 0", "eval 1 0").
+  full 0", "train 1 0 @15" to a rung at step 15, "eval base 0", "eval 1 0").
 
   exit_once_on_layer=k: the first training of block k ends its process (os._exit), as a worker
   killed by the system would; a marker file remembers it, so a retry trains normally.
@@ -127,9 +127,9 @@ class FileLoggedRL(FakeRL):
     with open(self.log_dir / "calls.log", "a") as f:  # one short append: atomic across processes
       f.write(line + "\n")
 
-  def train(self, config, *, layers, seed, workdir, progress_position):
+  def train(self, config, *, layers, seed, workdir, progress_position, **rung):
     block = "full" if layers is None else layers[0]
-    self._log(f"train {block} {seed}")
+    self._log(f"train {block} {seed}" + "".join(f" @{step}" for step in rung.values()))
     marker = self.log_dir / f"exited-{block}-{seed}"
     if block == self.exit_once_on_layer and not marker.exists():
       marker.touch()
@@ -144,7 +144,7 @@ class FileLoggedRL(FakeRL):
       while not pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     return super().train(config, layers=layers, seed=seed, workdir=workdir,
-                         progress_position=progress_position)
+                         progress_position=progress_position, **rung)
 
   def eval(self, config, *, model, seed, progress_position):
     self._log(f"eval {'base' if model is None else model[0]} {seed}")

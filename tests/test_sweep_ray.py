@@ -121,6 +121,19 @@ def test_dead_worker_is_retried_and_a_resumed_sweep_runs_only_the_missing_runs(
   assert ray.is_initialized()  # the caller's cluster is left as it was
 
 
+def test_halving_sends_each_rung_to_the_cluster_in_turn(tmp_path, ray_cluster):
+  config = _ray_config(tmp_path / "sweep")  # blocks 0 and 1; train.steps = 60
+  config.sweep.halving_steps = "15"
+  fake = FileLoggedRL(BLOCKS, tmp_path, rung_correct={("full", 15): 16, (0, 15): 15, (1, 15): 13})
+  _run(config, fake)
+  trained = [line for line in fake.calls() if line.startswith("train")]
+  assert sorted(trained[:3]) == ["train 0 0 @15", "train 1 0 @15", "train full 0 @15"]
+  assert sorted(trained[3:]) == ["train 0 0", "train full 0"]  # block 0 led after 15 steps
+  assert store.read_json(tmp_path / "sweep/runs/layer01-seed0/result-step15.json")["score"] == (
+      13 / 40)
+  assert not (tmp_path / "sweep/runs/layer01-seed0/train/checkpoint").exists()
+
+
 def test_a_sweep_stopped_by_an_error_kills_its_runs_in_flight(tmp_path, ray_cluster):
   sweep_dir = tmp_path / "sweep"
   _run(make_config(sweep_dir, layers="0"), FakeRL(BLOCKS))  # scored on 40 problems
