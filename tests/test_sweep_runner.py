@@ -141,9 +141,28 @@ def test_settings_that_do_not_change_scores_may_change_on_resume(tmp_path):
   config.rollout.prompts_per_call = 2
   config.rollout.replicate_params = True
   config.eval.replicate_params = False
+  config.compilation_cache_dir = str(tmp_path / "xla")
   fake = FakeRL(BLOCKS)
   _run(config, fake)
   assert fake.train_calls == [((1,), 0)]
+
+
+def test_runs_share_a_compilation_cache_in_the_sweep_directory_unless_one_is_set(tmp_path):
+  seen = []
+
+  class CacheSeen(FakeRL):
+    def train(self, config, **kwargs):
+      seen.append(config.compilation_cache_dir)
+      return super().train(config, **kwargs)
+
+  config = make_config(tmp_path / "sweep", layers="0")
+  _run(config, CacheSeen(BLOCKS))
+  assert seen == [str((tmp_path / "sweep" / "compile_cache").absolute())] * 2
+  assert config.compilation_cache_dir is None  # the caller's config is left alone
+  config.update(compilation_cache_dir=str(tmp_path / "xla"))
+  config.sweep.update(dir=str(tmp_path / "other"))
+  _run(config, CacheSeen(BLOCKS))
+  assert seen[2:] == [str(tmp_path / "xla")] * 2
 
 
 def test_a_key_added_since_the_sweep_began_matches_at_its_default(tmp_path):

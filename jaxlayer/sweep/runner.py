@@ -62,6 +62,7 @@ EvalFn = Callable[..., Mapping[str, Any]]
 
 # Config sections the sweep reads and the trainer does not: removed from each run's config.
 SWEEP_SECTIONS = ("sweep", "eval")
+COMPILE_CACHE = "compile_cache"  # in the sweep directory, unless compilation_cache_dir is set
 
 
 def default_sweep_config() -> ml_collections.ConfigDict:
@@ -470,8 +471,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
   stage = _Stage(
       launch=launch, sweep_dir=sweep_dir, sweep_config=config.sweep,
-      run_fn=functools.partial(execute_run, config=config, sweep_dir=sweep_dir.absolute(),
-                               train_fn=train_fn, eval_fn=eval_fn),
+      run_fn=functools.partial(execute_run, config=_with_compile_cache(config, sweep_dir),
+                               sweep_dir=sweep_dir.absolute(), train_fn=train_fn,
+                               eval_fn=eval_fn),
       expected_num_problems=done_results[0]["num_problems"] if done_results else None)
   total = len(seeds) * (1 + sum(1 + len_layers + len_groups for len_layers, len_groups in zip(
       _rung_counts(len(layers), len(rungs), keep), _rung_counts(len(groups), len(rungs), keep))))
@@ -494,6 +496,18 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     report.write_report(sweep_dir)
   distributed.sync("jaxlayer: sweep report written")
   return sweep_dir
+
+
+def _with_compile_cache(config, sweep_dir: Path):
+  """The config the runs get: unless compilation_cache_dir is set, XLA's compiled programs are
+  kept in SWEEP_DIR/compile_cache, so that a run whose programs an earlier run compiled (the
+  same block with another seed, or at a later rung of successive halving; the evaluation)
+  loads them instead of compiling again."""
+  if "compilation_cache_dir" not in config or config.compilation_cache_dir:
+    return config
+  run_config = config.copy_and_resolve_references()
+  run_config.compilation_cache_dir = str(sweep_dir.absolute() / COMPILE_CACHE)
+  return run_config
 
 
 def _rung_counts(count: int, num_rungs: int, keep: float) -> list[int]:

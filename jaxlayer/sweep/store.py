@@ -9,6 +9,8 @@
       runs/<run>/result-stepN.json  the same run evaluated after N RL steps, a rung of
                              successive halving (sweep.halving_steps)
       runs/<run>/train/      the train function's working directory (shared by the rungs)
+      compile_cache/         XLA's compiled programs, shared by the runs (unless the config's
+                             compilation_cache_dir puts them elsewhere)
       sweep.json sweep.csv contribution.png curves.png report.md   (jaxlayer.sweep.report)
 
 Run names: `base-seed0`, `full-seed0`, `layer07-seed0`, `group03+04-seed0` (blocks 3 and 4
@@ -40,7 +42,8 @@ RUNS = "runs"
 # the replicate_params keys only batch or place the same samples differently; eval.tasks is
 # `jaxlayer eval`'s: a sweep scores task.name.) Eval settings that cannot change a score are
 # left out too (unused_eval_settings).
-NOT_IDENTITY = ("sweep", "seed", "run_dir", "mesh", "checkpoint", "logging", "train.layers",
+NOT_IDENTITY = ("sweep", "seed", "run_dir", "compilation_cache_dir", "mesh", "checkpoint",
+                "logging", "train.layers",
                 "rollout.prompts_per_call", "rollout.replicate_params", "eval.tasks",
                 "eval.replicate_params")
 
