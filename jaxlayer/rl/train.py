@@ -80,10 +80,11 @@ def _require(condition: bool, message: str) -> None:
     raise ValueError(message)
 
 
-def param_paths(model_config: models.ModelConfig) -> list[str]:
+@functools.cache  # building even an abstract model takes a while; a sweep plans each run twice
+def param_paths(model_config: models.ModelConfig) -> tuple[str, ...]:
   """Every parameter path of the model, in model order, without allocating it."""
   abstract = nnx.eval_shape(lambda: models.Qwen(model_config, rngs=nnx.Rngs(0)))
-  return list(models.named_params(abstract))
+  return tuple(models.named_params(abstract))
 
 
 def plan(config: ml_collections.ConfigDict) -> TrainPlan:
