@@ -10,7 +10,7 @@ from tests import hf_fixtures
 
 def _paths(model_type, **overrides):
   hf = hf_fixtures.tiny_config(model_type, num_hidden_layers=4, **overrides).to_dict()
-  return param_paths(ModelConfig.from_hf_dict(hf))
+  return list(param_paths(ModelConfig.from_hf_dict(hf)))
 
 
 QWEN2 = _paths("qwen2")  # untied: has lm_head.kernel; q/k/v biases
