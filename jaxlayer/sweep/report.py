@@ -385,6 +385,10 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
   if "full" in curves:
     mean = _smooth(_mean_curve(curves["full"]), window)
     ax.plot(np.arange(1, mean.size + 1), mean, color="black", linewidth=2.4, label="full RL")
+  # Successive halving: where the runs that stopped early stopped.
+  for i, step in enumerate(sorted({r["stop_at"] for r in results if r.get("stop_at")})):
+    ax.axvline(step, color="gray", linestyle=":", linewidth=1.2,
+               label="rung: the weaker runs stop" if i == 0 else None)
   if ax.get_legend_handles_labels()[0]:
     ax.legend(loc="lower right", fontsize=9)
   if not curves:
