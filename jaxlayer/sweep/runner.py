@@ -268,7 +268,8 @@ def halving_keep(sweep_config) -> float:
 
 
 def kept_count(count: int, keep: float) -> int:
-  """How many of `count` runs go on past a rung: the best keep of them, at least one."""
+  """How many of `count` runs go on past a rung: the best keep of them, at least one (of
+  more than none)."""
   return min(count, max(1, math.ceil(count * keep - 1e-9)))
 
 
@@ -514,7 +515,7 @@ def _rung_counts(count: int, num_rungs: int, keep: float) -> list[int]:
   """The number of blocks (or groups) trained to each rung and then to train.steps."""
   counts = [count]
   for _ in range(num_rungs):
-    counts.append(kept_count(counts[-1], keep) if counts[-1] else 0)
+    counts.append(kept_count(counts[-1], keep))
   return counts
 
 
