@@ -193,11 +193,13 @@ def _read_prompts(path: str, parser: argparse.ArgumentParser) -> list[str]:
 
 def _sweep(argv: list[str]) -> None:
   """jaxlayer sweep --config FILE [--config.sweep.layers=0,3,7 --config.sweep.seeds=3
-                                 --config.sweep.groups=3+4,mid5 ...]"""
+                                 --config.sweep.groups=3+4,mid5
+                                 --config.sweep.halving_steps=15,30 ...]"""
   if argv[:1] in (["-h"], ["--help"]):
     print(_sweep.__doc__ + "\n\nRuns or resumes the sweep in config.sweep.dir (finished runs are "
           "skipped): the base model, full RL, each block of sweep.layers alone and each group of "
-          "sweep.groups together. Writes sweep.json, sweep.csv, contribution.png, curves.png "
+          "sweep.groups together (with sweep.halving_steps, only the best at each of those steps "
+          "train on). Writes sweep.json, sweep.csv, contribution.png, curves.png "
           "and report.md there. Every key: docs/configuration.md.")
     return
   from jaxlayer.evaluation import default_eval_config
