@@ -121,6 +121,7 @@ def test_dead_worker_is_retried_and_a_resumed_sweep_runs_only_the_missing_runs(
   assert ray.is_initialized()  # the caller's cluster is left as it was
 
 
+@pytest.mark.slow  # six worker processes, ~25 s: the rungs' logic is tested with the local launcher
 def test_halving_sends_each_rung_to_the_cluster_in_turn(tmp_path, ray_cluster):
   config = _ray_config(tmp_path / "sweep")  # blocks 0 and 1; train.steps = 60
   config.sweep.halving_steps = "15"
