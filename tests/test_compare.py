@@ -68,6 +68,9 @@ def test_too_few_common_blocks_or_different_depths_are_refused_with_advice():
     compare.compare_sweeps(_sweep({0: 0.1, 1: 0.5, 2: 0.3}), _sweep({1: 0.2, 2: 0.4, 5: 0.9}))
   with pytest.raises(ValueError, match="different depths \\(8 vs 28 blocks\\)"):
     compare.compare_sweeps(_sweep({0: 0.1}), _sweep({0: 0.1}, num_layers=28))
+  halved = {**_sweep({1: 0.2, 2: 0.4}), "halving": {"rungs": [{"steps": 10}]}}
+  with pytest.raises(ValueError, match="share 2 block.*successive halving has a final C only"):
+    compare.compare_sweeps(_sweep({0: 0.1, 1: 0.5, 2: 0.3}), halved)
 
 
 def test_a_constant_ranking_gives_null_correlation_not_nan():

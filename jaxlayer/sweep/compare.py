@@ -39,10 +39,14 @@ def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
   c_a, c_b = _contributions(sweep_a), _contributions(sweep_b)
   common = sorted(set(c_a) & set(c_b))
   if len(common) < MIN_COMMON_LAYERS:
+    halved = any(sweep.get("halving") for sweep in (sweep_a, sweep_b))
     raise ValueError(
         f"the sweeps share {len(common)} block(s) with a defined C(k) ({common}); a rank "
         f"correlation needs at least {MIN_COMMON_LAYERS}. Sweep more common blocks "
-        "(--config.sweep.layers) in both, and check that S_full != S_base in each.")
+        "(--config.sweep.layers) in both, and check that S_full != S_base in each."
+        + (" A sweep with successive halving has a final C only for the blocks that trained to "
+           "the end: raise sweep.halving_keep, or compare sweeps without halving." if halved
+           else ""))
   a = np.array([c_a[k] for k in common])
   b = np.array([c_b[k] for k in common])
   from scipy import stats  # loaded on use: sweep workers never compare
