@@ -476,8 +476,18 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                                sweep_dir=sweep_dir.absolute(), train_fn=train_fn,
                                eval_fn=eval_fn),
       expected_num_problems=done_results[0]["num_problems"] if done_results else None)
-  total = len(seeds) * (1 + sum(1 + len_layers + len_groups for len_layers, len_groups in zip(
-      _rung_counts(len(layers), len(rungs), keep), _rung_counts(len(groups), len(rungs), keep))))
+  counts = [a + b for a, b in zip(_rung_counts(len(layers), len(rungs), keep),
+                                  _rung_counts(len(groups), len(rungs), keep))]
+  total = len(seeds) * (1 + sum(1 + count for count in counts))
+  if rungs and distributed.is_primary():
+    steps = [*rungs, config.train.steps]
+    # Each run stops at the rung after which it is no longer kept; full RL trains to the end.
+    rl_steps = len(seeds) * (steps[-1] + sum(
+        (count - kept) * step for count, kept, step in zip(counts, counts[1:] + [0], steps)))
+    tqdm.write(f"successive halving: {' -> '.join(map(str, counts))} blocks and groups trained to "
+               f"steps {', '.join(map(str, steps))}; {rl_steps:,} RL steps in all, "
+               f"{rl_steps / (len(seeds) * (1 + counts[0]) * steps[-1]):.0%} of a sweep without "
+               "halving.")
   with tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
             disable=not distributed.is_primary()) as bar:
     for index, stop_at in enumerate([*rungs, None]):
