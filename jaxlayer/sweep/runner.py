@@ -592,5 +592,5 @@ class _Stage:
 
 
 def _stage_name(specs: Sequence[RunSpec]) -> str:
-  stop_at = specs[0].stop_at if specs else None
-  return "" if stop_at is None else f" of the rung at {stop_at} steps"
+  stop_at = max((spec.stop_at or 0 for spec in specs), default=0)  # (the base has none)
+  return f" of the rung at {stop_at} steps" if stop_at else ""
