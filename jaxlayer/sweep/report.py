@@ -575,11 +575,16 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
   if sweep["best_layer"] is not None:
     by_layer = {l["layer"]: l for l in sweep["layers"]}
     best, worst = by_layer[sweep["best_layer"]], by_layer[sweep["worst_layer"]]
+    halved = bool(sweep.get("halving"))
     lines += ["## Best and worst block", "",
               f"Best: block {best['layer']} (C = {best['contribution']:.2f}, score "
-              f"{best['score']:.3f}). Worst: block {worst['layer']} (C = "
-              f"{worst['contribution']:.2f}, score {worst['score']:.3f}).",
-              f"Mean C by depth: {_depth_thirds(sweep)}.", "",
+              f"{best['score']:.3f}). Worst"
+              + (" of the blocks that trained to the end (successive halving stopped the "
+                 "others earlier: see below)" if halved else "")
+              + f": block {worst['layer']} (C = {worst['contribution']:.2f}, score "
+              f"{worst['score']:.3f}).",
+              f"Mean C by depth{' (the same blocks)' if halved else ''}: "
+              f"{_depth_thirds(sweep)}.", "",
               "## Compared with the paper", "", PAPER_FINDING, ""]
   lines += _halving_section(sweep)
   lines += _groups_section(sweep)
