@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jaxlayer import cli
+from jaxlayer import assets, cli
 from jaxlayer.sweep import report, runner, store
 from jaxlayer.sweep.store import RunSpec
 from tests.sweep_fakes import NUM_PROBLEMS, REPO, FakeRL, make_config, write_model_config
@@ -392,6 +392,24 @@ def test_bad_halving_settings_fail_before_any_run(tmp_path, steps, keep, message
 def test_bad_seed_count_is_refused(tmp_path):
   with pytest.raises(ValueError, match="sweep.seeds=0"):
     _run(make_config(tmp_path / "sweep", seeds=0), FakeRL(BLOCKS))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"warmup_steps": 60}, r"train.warmup_steps=60: the warm-up takes 0 to .* 59 RL steps"),
+    # Fine for full RL; block 1's run would train no block of the learning-rate group.
+    ({"lr_groups": "layers.0=1e-5"}, r"train.layers='layers.1' leaves frozen"),
+])
+def test_bad_training_settings_fail_before_the_sweep_directory_is_made(tmp_path, overrides,
+                                                                        message):
+  config = make_config(tmp_path / "sweep", layers="0,1", model_path=assets.TINY_ARITH)
+  config.train.update(overrides)
+
+  def evaluate(*args, **kwargs):
+    pytest.fail("the base model was evaluated before the training settings were checked")
+
+  with pytest.raises(ValueError, match=message):
+    runner.run_sweep(config, eval_fn=evaluate)
+  assert not (tmp_path / "sweep").exists()
 
 
 def test_block_count_comes_from_the_checkpoint_config(tmp_path):

@@ -222,4 +222,6 @@ def parse_lr_groups(text: str) -> dict[str, float]:
     except ValueError:
       raise ValueError(f"train.lr_groups item {item!r} is not SELECTION=RATE; write e.g. "
                        "'layers.10-19=1e-5;layers.0-9=5e-6'.") from None
+    if not groups[spec.strip()] > 0:  # NaN too
+      raise ValueError(f"train.lr_groups item {item!r}: a learning rate must be > 0.")
   return groups

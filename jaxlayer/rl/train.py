@@ -136,9 +136,12 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
            f"The update batch of {micro_batch_size} responses (train.micro_batch_size, "
            f"train.mini_batch_size or train.batch_size) does not split over the mesh's {shards} "
            f"data x fsdp shards (mesh {dict(mesh.shape)}): make it a multiple of {shards}.")
-  for key in ("steps", "ppo_epochs"):
+  for key in ("steps", "ppo_epochs", "dynamic_sampling_max_rounds"):
     _require(train_cfg[key] >= 1, f"train.{key} must be >= 1, got {train_cfg[key]}.")
+  _check_optimizer_settings(train_cfg)
   _require(rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1.")
+  _require(rollout.max_prompt_tokens >= 1,
+           f"rollout.max_prompt_tokens must be >= 1, got {rollout.max_prompt_tokens}.")
   per_call = rollout.prompts_per_call
   _require(isinstance(per_call, int) and not isinstance(per_call, bool) and per_call >= 0,
            f"rollout.prompts_per_call={per_call!r}: give the prompts sampled per generate call, "
@@ -146,8 +149,9 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   _require(rollout.temperature > 0, f"rollout.temperature={rollout.temperature}: RL needs "
            "sampled responses and their log-probs; use a temperature > 0 (1.0 is usual).")
   _require(config.checkpoint.every >= 1, "checkpoint.every must be >= 1.")
-  optimizer.learning_rate_schedule(1.0, schedule=train_cfg.lr_schedule, warmup_updates=0,
-                                   total_updates=1)
+  _require(config.checkpoint.keep >= 1,
+           f"checkpoint.keep must be >= 1 (the newest checkpoints kept), got "
+           f"{config.checkpoint.keep}.")
   loss = losses.LossConfig(aggregation=algorithm.aggregation,
                            clip_eps_low=algorithm.clip_eps_low,
                            clip_eps_high=algorithm.clip_eps_high, kl_beta=algorithm.kl_beta,
@@ -156,6 +160,29 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    selection=chosen, algorithm=algorithm, loss=loss, mesh=mesh,
                    prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size,
                    micro_batch_size=micro_batch_size)
+
+
+def _check_optimizer_settings(train_cfg: ml_collections.ConfigDict) -> None:
+  """The optimizer's settings, each named with its fix (a NaN fails every check)."""
+  _require(train_cfg.learning_rate > 0,
+           f"train.learning_rate={train_cfg.learning_rate}: the AdamW peak rate must be > 0 "
+           "(the paper's is 5e-6).")
+  optimizer.learning_rate_schedule(1.0, schedule=train_cfg.lr_schedule, warmup_updates=0,
+                                   total_updates=1)
+  _require(0 <= train_cfg.warmup_steps < train_cfg.steps,
+           f"train.warmup_steps={train_cfg.warmup_steps}: the warm-up takes 0 to "
+           f"train.steps - 1 = {train_cfg.steps - 1} RL steps (a longer one never reaches "
+           "train.learning_rate).")
+  for key in ("adam_b1", "adam_b2"):
+    _require(0 <= train_cfg[key] < 1,
+             f"train.{key}={train_cfg[key]}: a moment decay lies in [0, 1) (usual: adam_b1 "
+             "0.9, adam_b2 0.999).")
+  _require(train_cfg.adam_eps > 0, f"train.adam_eps={train_cfg.adam_eps} must be > 0 (it keeps "
+           "AdamW from dividing by zero; default 1e-8).")
+  for key, meaning in (("weight_decay", "0: none"), ("max_grad_norm", "0: no clipping"),
+                       ("advantage_eps", "added to the group std")):
+    _require((train_cfg[key] or 0) >= 0,  # None: as 0
+             f"train.{key}={train_cfg[key]} must be >= 0 ({meaning}).")
 
 
 def plan_optimizer(plan_: TrainPlan) -> optax.GradientTransformation:
@@ -440,7 +467,7 @@ class _Trainer:
     """(the batch's rollouts, weight [prompts] 1 / 0 per group, everything sampled)."""
     wanted, sampled, kept, spare = self.plan.prompts_per_step, [], [], []
     dynamic = self.plan.algorithm.dynamic_sampling
-    rounds = max(self.cfg.train.dynamic_sampling_max_rounds, 1) if dynamic else 1
+    rounds = self.cfg.train.dynamic_sampling_max_rounds if dynamic else 1
     for round_index in range(rounds):
       part = self._sample_round(jax.random.fold_in(key, round_index))
       sampled.append(part)

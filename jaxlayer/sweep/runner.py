@@ -441,6 +441,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   On several hosts (jaxlayer.distributed) every process runs the sweep's runs together with the
   local launcher; process 0 writes the sweep directory's files.
   """
+  plan_training = train_fn is None
   train_fn = train_fn or default_train_fn
   if eval_fn is None:
     from jaxlayer import evaluation
@@ -463,6 +464,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     raise ValueError(f"sweep.launcher={config.sweep.launcher!r} sends the runs to a cluster from "
                      "one driver process, but this is one process of a multi-host run: start the "
                      "sweep on one machine, or use sweep.launcher='local' to run it on all hosts.")
+  if plan_training and config.sweep.launcher == "local":
+    _check_training_settings(config, layers, groups)
   config_dict = _config_dict(config)
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
               "command": command}
@@ -507,6 +510,19 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     report.write_report(sweep_dir)
   distributed.sync("jaxlayer: sweep report written")
   return sweep_dir
+
+
+def _check_training_settings(config, layers: Sequence[int],
+                             groups: Sequence[tuple[int, ...]]) -> None:
+  """Plans the training of every run (jaxlayer.rl.train.plan: settings, selection, mesh; the
+  model's config.json only), so that a bad train setting fails before the sweep directory is
+  made, not after the base model's evaluation. Not with a cluster launcher: planning takes
+  this process's devices (a TPU host's), which the cluster's workers may need."""
+  from jaxlayer.rl import train as rl_train
+
+  for blocks in [None, *([layer] for layer in layers), *groups]:
+    rl_train.plan(training_config(config, layers=blocks, seed=config.seed,
+                                  workdir=Path(config.sweep.dir)))
 
 
 def _with_compile_cache(config, sweep_dir: Path):
