@@ -9,7 +9,7 @@ import sys
 USAGE = """usage: jaxlayer <command> [options]
 
 commands:
-  generate   complete prompts (greedy or sampled) with a Hugging Face checkpoint
+  generate   complete prompts (greedy or sampled) with a Hugging Face checkpoint or a run
   train      layer-selective RL (GRPO / Dr. GRPO / DAPO; GiGPO in an environment) from a
              config; resumes its run_dir
   memory     the memory one device needs to train with a config, part by part, without
@@ -89,7 +89,9 @@ def _generate(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(prog="jaxlayer generate", description=(
       "Complete prompts with the checkpoint in --model (jaxlayer.sampling.generate). One "
       "completion prints as plain text; several print under a '### prompt i, sample j' header."))
-  parser.add_argument("--model", required=True, help="model directory or Hugging Face hub id")
+  parser.add_argument("--model", required=True, help="Hugging Face model directory or hub id, "
+                      "or a run directory of `jaxlayer train` (its base model + trained blocks)")
+  parser.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--prompt", action="append", help="text to complete (repeat for several)")
   source.add_argument("--prompts-file", metavar="FILE", help=(
@@ -103,7 +105,8 @@ def _generate(argv: list[str]) -> None:
   parser.add_argument("--max-new-tokens", type=int, default=32)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
-  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="parameters' dtype (a run directory loads in the run's)")
   parser.add_argument("--devices", type=int, default=1, help=(
       "split each batch over this many devices of this host, each holding the whole model; "
       "on a CPU this makes that many CPU devices (one per core: ~1.5x faster for small models)"))
@@ -136,9 +139,14 @@ def _generate(argv: list[str]) -> None:
       parser.error(str(err))
   else:
     mesh = None
-  model, config = models.from_pretrained(args.model, dtype=args.dtype, mesh=mesh)
-  tokenizer = models.load_tokenizer(args.model)
-  eos_token_ids = models.stop_token_ids(config.source_dir, tokenizer)
+  from jaxlayer import evaluation
+
+  try:
+    model, tokenizer, _ = evaluation.load_model(args.model, dtype=args.dtype, step=args.step,
+                                                mesh=mesh)
+  except (ValueError, FileNotFoundError) as err:
+    raise SystemExit(f"jaxlayer generate: {err}") from None
+  eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
   single = len(prompts) == 1 and args.num_samples == 1
   starts = range(0, len(prompts), args.batch_size)
   for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) == 1):

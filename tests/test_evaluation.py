@@ -3,6 +3,7 @@ transformers' greedy decoding, mean@k against the written samples, run directori
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,6 +233,25 @@ def test_run_directory_is_evaluated_with_its_trained_leaves(tiny_qwen2_dir, conf
   base_greedy = [g["completion"] for g in sorted(cli_eval[1], key=lambda g: g["problem_index"])
                  if g["decoding"] == "greedy"]
   assert reference != base_greedy  # the trained leaf changed what the model writes
+
+
+def test_generate_completes_with_a_run_directorys_trained_leaves(tiny_qwen2_dir, tmp_path,
+                                                               capsys):
+  run_dir = tmp_path / "run"
+  trained = _make_run_dir(run_dir, tiny_qwen2_dir, step=3)
+  prompts = ["the quick fox", "over 12 lazy dogs"]
+  argv = ["generate", "--model", str(run_dir), "--max-new-tokens", str(MAX_NEW_TOKENS)]
+  cli.main(argv + [arg for prompt in prompts for arg in ("--prompt", prompt)])
+  printed = re.split(r"^### prompt \d+, sample 1 \((?:eos|length), \d+ tokens\)\n",
+                     capsys.readouterr().out, flags=re.M)[1:]
+  tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_qwen2_dir)
+  update = {"model.layers.1.mlp.down_proj.weight": torch.from_numpy(trained.T.copy())}
+  reference = hf_greedy_completions(tiny_qwen2_dir, prompts, [tokenizer.eos_token_id], update)
+  assert [text.rstrip("\n") for text in printed] == [p + c for p, c in zip(prompts, reference)]
+  assert reference != hf_greedy_completions(tiny_qwen2_dir, prompts, [tokenizer.eos_token_id])
+  with pytest.raises(SystemExit, match=r"jaxlayer generate: Run .* has no checkpoint for step 5; "
+                     r"available: \[3\]"):
+    cli.main(argv + ["--step", "5", "--prompt", prompts[0]])
 
 
 def test_sweep_eval_fn_scores_the_base_checkpoint_in_test_split_order(tiny_qwen2_dir, config_file,
