@@ -1,6 +1,9 @@
 """Shared test set-up: offline hub, 8 fake CPU devices, tiny random HF checkpoints."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 # Set before jax / transformers are imported anywhere. Tests that compare runs bit for bit
 # (resumed = uninterrupted) need GPUs' deterministic reductions (README, GPUs). The tests' tiny
@@ -69,3 +72,27 @@ def decode_loops(monkeypatch):
 
   monkeypatch.setattr(sampling, "_decode_rows", recording)
   return loops
+
+
+@pytest.fixture
+def held_by_another_process():
+  """start(directory): a process that holds the directory's lock (jaxlayer.locks), as a run or a
+  sweep writing there does, until the test ends or kills it."""
+  holders = []
+
+  def start(directory):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from jaxlayer import locks
+        with locks.exclusive({str(directory)!r}, "run_dir"):
+          print("holding", flush=True)
+          time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    holders.append(holder)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+  yield start
+  for holder in holders:
+    holder.kill()
+    holder.wait()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jaxlayer import assets, cli
+from jaxlayer import assets, cli, locks
 from jaxlayer.sweep import report, runner, store
 from jaxlayer.sweep.store import RunSpec
 from tests.sweep_fakes import NUM_PROBLEMS, REPO, FakeRL, make_config, write_model_config
@@ -410,6 +410,18 @@ def test_bad_training_settings_fail_before_the_sweep_directory_is_made(tmp_path,
   with pytest.raises(ValueError, match=message):
     runner.run_sweep(config, eval_fn=evaluate)
   assert not (tmp_path / "sweep").exists()
+
+
+def test_a_sweep_dir_another_process_writes_is_refused_and_left_as_it_was(
+    tmp_path, held_by_another_process):
+  sweep_dir = _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))
+  before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+  held_by_another_process(sweep_dir)
+  fake = FakeRL(BLOCKS)
+  with pytest.raises(locks.DirectoryInUseError, match=r"in use: .*choose another sweep.dir"):
+    _run(make_config(tmp_path / "sweep", layers="0,1"), fake)
+  assert fake.train_calls == [] and fake.eval_calls == []
+  assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
 
 
 def test_block_count_comes_from_the_checkpoint_config(tmp_path):

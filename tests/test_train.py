@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlayer import models, tasks
+from jaxlayer import locks, models, tasks
 from jaxlayer.rl import checkpoint, metrics, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.tasks.arithmetic import ArithmeticTask
@@ -463,6 +463,20 @@ def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_q
     cfg[section][name] = value
   with pytest.raises(ValueError, match=message):
     train.train(cfg)
+
+
+def test_a_run_dir_another_process_writes_is_refused_and_left_as_it_was(
+    tiny_qwen2_dir, tmp_path, monkeypatch, held_by_another_process):
+  run_dir = tmp_path / "run"
+  run_dir.mkdir()
+  (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')  # the other run's
+  held_by_another_process(run_dir)
+  monkeypatch.setattr(models, "from_pretrained",
+                      lambda *a, **k: pytest.fail("loaded a model into a run_dir in use"))
+  with pytest.raises(locks.DirectoryInUseError, match=r"in use: .*choose another run_dir"):
+    train.train(small_config(tiny_qwen2_dir, run_dir, None))
+  assert sorted(p.name for p in run_dir.iterdir()) == [locks.LOCK_FILE, "metrics.jsonl"]
+  assert (run_dir / "metrics.jsonl").read_text() == '{"step": 1}\n'
 
 
 def test_missing_model_path_and_run_dir_are_named(tmp_path):

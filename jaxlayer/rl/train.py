@@ -31,7 +31,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxlayer import distributed, models, sampling, tasks
+from jaxlayer import distributed, locks, models, sampling, tasks
 from jaxlayer.models.hub import resolve_model_dir
 from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, multiturn, optimizer,
                          selection)
@@ -690,49 +690,52 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   if config.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
   run_dir = Path(config.run_dir)
-  checkpointer = checkpoint.Checkpointer(run_dir, keep=config.checkpoint.keep)
-  logger = None
-  try:
-    latest = checkpointer.latest_step()
-    if latest is not None:
-      _check_resumable(run_dir, config)
-    trainer = _Trainer(plan_, task)
-    checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
-                               list(plan_.selection.trainable))
-    if latest is not None:
-      trainer.restore(checkpointer, latest)
-    steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
-    _require(stop_at is None or trainer.step <= stop_at,
-             f"train(stop_at={stop_at}): {run_dir} holds a checkpoint at step {trainer.step}, "
-             f"past step {stop_at}; stop later, or train in a new run_dir.")
-    logged = [row for row in metrics.read_metrics(run_dir) if row["step"] <= trainer.step]
-    history = [row["reward"] for row in logged]
-    step_seconds = [row["seconds_per_step"] for row in logged]
-    logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
-                                   resume_step=trainer.step)
-    last = {}
-    shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
-    with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
-              desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:
-      while trainer.step < steps:
-        last, samples = trainer.run_step()
-        history.append(last["reward"])
-        step_seconds.append(last["seconds_per_step"])
-        logger.log(trainer.step, last)
-        logger.log_samples(trainer.step, samples)
-        if trainer.step % config.checkpoint.every == 0 or trainer.step == steps:
-          trainer.save(checkpointer)
-        bar.update(1)
-        bar.set_postfix(_postfix(last))
-        if on_step is not None:
-          on_step(trainer.step, last)
-    return TrainResult(
-        run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
-        step_seconds=step_seconds,
-        trained_params=sum(leaf.size for leaf in jax.tree.leaves(trainer.params)),
-        optimizer_state_bytes=rl_step.trainable_bytes(trainer.opt_state),
-        model=trainer.split.merge(trainer.params))
-  finally:
-    if logger is not None:
-      logger.close()
-    checkpointer.close()
+  # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
+  # train` alike); the lock goes with the process, however it ends.
+  with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary()):
+    checkpointer = checkpoint.Checkpointer(run_dir, keep=config.checkpoint.keep)
+    logger = None
+    try:
+      latest = checkpointer.latest_step()
+      if latest is not None:
+        _check_resumable(run_dir, config)
+      trainer = _Trainer(plan_, task)
+      checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
+                                 list(plan_.selection.trainable))
+      if latest is not None:
+        trainer.restore(checkpointer, latest)
+      steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
+      _require(stop_at is None or trainer.step <= stop_at,
+               f"train(stop_at={stop_at}): {run_dir} holds a checkpoint at step {trainer.step}, "
+               f"past step {stop_at}; stop later, or train in a new run_dir.")
+      logged = [row for row in metrics.read_metrics(run_dir) if row["step"] <= trainer.step]
+      history = [row["reward"] for row in logged]
+      step_seconds = [row["seconds_per_step"] for row in logged]
+      logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
+                                     resume_step=trainer.step)
+      last = {}
+      shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
+      with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
+                desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:
+        while trainer.step < steps:
+          last, samples = trainer.run_step()
+          history.append(last["reward"])
+          step_seconds.append(last["seconds_per_step"])
+          logger.log(trainer.step, last)
+          logger.log_samples(trainer.step, samples)
+          if trainer.step % config.checkpoint.every == 0 or trainer.step == steps:
+            trainer.save(checkpointer)
+          bar.update(1)
+          bar.set_postfix(_postfix(last))
+          if on_step is not None:
+            on_step(trainer.step, last)
+      return TrainResult(
+          run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
+          step_seconds=step_seconds,
+          trained_params=sum(leaf.size for leaf in jax.tree.leaves(trainer.params)),
+          optimizer_state_bytes=rl_step.trainable_bytes(trainer.opt_state),
+          model=trainer.split.merge(trainer.params))
+    finally:
+      if logger is not None:
+        logger.close()
+      checkpointer.close()

@@ -51,7 +51,7 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from jaxlayer import distributed
+from jaxlayer import distributed, locks
 from jaxlayer.rl import selection
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
@@ -472,43 +472,45 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir,
                                    defaults=_default_identity(num_layers))
 
-  done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
-  stage = _Stage(
-      launch=launch, sweep_dir=sweep_dir, sweep_config=config.sweep,
-      run_fn=functools.partial(execute_run, config=_with_compile_cache(config, sweep_dir),
-                               sweep_dir=sweep_dir.absolute(), train_fn=train_fn,
-                               eval_fn=eval_fn),
-      expected_num_problems=done_results[0]["num_problems"] if done_results else None)
-  counts = [a + b for a, b in zip(_rung_counts(len(layers), len(rungs), keep),
-                                  _rung_counts(len(groups), len(rungs), keep))]
-  total = len(seeds) * (1 + sum(1 + count for count in counts))
-  if rungs and distributed.is_primary():
-    steps = [*rungs, config.train.steps]
-    # Each run stops at the rung after which it is no longer kept; full RL trains to the end.
-    rl_steps = len(seeds) * (steps[-1] + sum(
-        (count - kept) * step for count, kept, step in zip(counts, counts[1:] + [0], steps)))
-    tqdm.write(f"successive halving: {' -> '.join(map(str, counts))} blocks and groups trained to "
-               f"steps {', '.join(map(str, steps))}; {rl_steps:,} RL steps in all, "
-               f"{rl_steps / (len(seeds) * (1 + counts[0]) * steps[-1]):.0%} of a sweep without "
-               "halving.")
-  with tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
-            disable=not distributed.is_primary()) as bar:
-    for index, stop_at in enumerate([*rungs, None]):
-      specs = plan_runs(layers, seeds, groups, stop_at, base=index == 0)
-      _check_rung_is_ahead(specs, sweep_dir)
-      results = stage.run(specs, bar)
-      if stop_at is not None:
-        kept_layers = best_at_rung(layers, "layer", results, keep)
-        kept_groups = best_at_rung(groups, "group", results, keep)
-        stopped = [spec for spec in results if spec.kind in ("layer", "group")
-                   and _trained(spec) not in kept_layers + kept_groups]
-        _stop_runs(stopped, results, config.sweep, sweep_dir)
-        tqdm.write(f"rung at {stop_at} RL steps: "
-                   f"{', '.join(sorted({s.unit for s in stopped})) or 'no run'} stop(s) here.")
-        layers, groups = kept_layers, kept_groups
-  if distributed.is_primary():
-    report.write_report(sweep_dir)
-  distributed.sync("jaxlayer: sweep report written")
+  # One sweep writes a sweep directory at a time; its runs lock their own directories too.
+  with locks.exclusive(sweep_dir, "sweep.dir", enabled=distributed.is_primary()):
+    done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
+    stage = _Stage(
+        launch=launch, sweep_dir=sweep_dir, sweep_config=config.sweep,
+        run_fn=functools.partial(execute_run, config=_with_compile_cache(config, sweep_dir),
+                                 sweep_dir=sweep_dir.absolute(), train_fn=train_fn,
+                                 eval_fn=eval_fn),
+        expected_num_problems=done_results[0]["num_problems"] if done_results else None)
+    counts = [a + b for a, b in zip(_rung_counts(len(layers), len(rungs), keep),
+                                    _rung_counts(len(groups), len(rungs), keep))]
+    total = len(seeds) * (1 + sum(1 + count for count in counts))
+    if rungs and distributed.is_primary():
+      steps = [*rungs, config.train.steps]
+      # Each run stops at the rung after which it is no longer kept; full RL trains to the end.
+      rl_steps = len(seeds) * (steps[-1] + sum(
+          (count - kept) * step for count, kept, step in zip(counts, counts[1:] + [0], steps)))
+      tqdm.write(f"successive halving: {' -> '.join(map(str, counts))} blocks and groups "
+                 f"trained to steps {', '.join(map(str, steps))}; {rl_steps:,} RL steps in all, "
+                 f"{rl_steps / (len(seeds) * (1 + counts[0]) * steps[-1]):.0%} of a sweep without "
+                 "halving.")
+    with tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
+              disable=not distributed.is_primary()) as bar:
+      for index, stop_at in enumerate([*rungs, None]):
+        specs = plan_runs(layers, seeds, groups, stop_at, base=index == 0)
+        _check_rung_is_ahead(specs, sweep_dir)
+        results = stage.run(specs, bar)
+        if stop_at is not None:
+          kept_layers = best_at_rung(layers, "layer", results, keep)
+          kept_groups = best_at_rung(groups, "group", results, keep)
+          stopped = [spec for spec in results if spec.kind in ("layer", "group")
+                     and _trained(spec) not in kept_layers + kept_groups]
+          _stop_runs(stopped, results, config.sweep, sweep_dir)
+          tqdm.write(f"rung at {stop_at} RL steps: "
+                     f"{', '.join(sorted({s.unit for s in stopped})) or 'no run'} stop(s) here.")
+          layers, groups = kept_layers, kept_groups
+    if distributed.is_primary():
+      report.write_report(sweep_dir)
+    distributed.sync("jaxlayer: sweep report written")
   return sweep_dir
 
 

@@ -1,0 +1,56 @@
+"""One writer per run or sweep directory.
+
+`exclusive(directory, key)` holds an advisory lock file in the directory (filelock: flock on
+Unix) while a run or a sweep writes there. A second `jaxlayer train` or `jaxlayer sweep` started
+on the same directory is refused before it writes anything, instead of interleaving its
+checkpoints and results with the first one's. The operating system releases the lock when its
+process ends, so a crashed or killed run leaves nothing stale behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import filelock
+
+LOCK_FILE = ".jaxlayer.lock"
+
+
+class DirectoryInUseError(ValueError):
+  """Another process holds the directory's lock."""
+
+
+@contextlib.contextmanager
+def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True) -> Iterator[None]:
+  """Holds DIRECTORY/.jaxlayer.lock (creating the directory) while the block runs.
+
+  key: the setting that chose the directory (e.g. "run_dir"), named in the error. enabled:
+  False takes no lock (the processes of a multi-host run other than the one that writes).
+  Raises DirectoryInUseError when another process holds the lock.
+  """
+  if not enabled:
+    yield
+    return
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)
+  try:
+    lock.acquire()
+  except filelock.Timeout:
+    raise DirectoryInUseError(
+        f"{directory} is in use: another jaxlayer process is writing there (it holds "
+        f"{directory / LOCK_FILE}). Wait for it to finish or stop it, or choose another "
+        f"{key}.") from None
+  except NotImplementedError:  # a file system without flock (some network mounts)
+    warnings.warn(f"{directory}: this file system cannot lock files, so nothing stops a second "
+                  "process from writing there at the same time.", stacklevel=3)
+    yield
+    return
+  try:
+    yield
+  finally:
+    lock.release()

@@ -1,0 +1,25 @@
+"""One writer per run or sweep directory (jaxlayer.locks), held by a real second process."""
+
+import pytest
+
+from jaxlayer import locks
+
+
+def test_a_directory_held_by_another_process_is_refused_until_that_process_ends(
+    tmp_path, held_by_another_process):
+  directory = tmp_path / "run"
+  holder = held_by_another_process(directory)
+  with pytest.raises(locks.DirectoryInUseError,
+                     match=rf"{directory} is in use: another jaxlayer process .* choose another "
+                     r"sweep.dir"):
+    with locks.exclusive(directory, "sweep.dir"):
+      pytest.fail("entered a directory another process holds")
+  holder.kill()  # killed, not stopped cleanly: the operating system frees the lock
+  holder.wait()
+  with locks.exclusive(directory, "run_dir"):
+    with pytest.raises(locks.DirectoryInUseError):  # held by this process now
+      with locks.exclusive(directory, "run_dir"):
+        pass
+  with locks.exclusive(directory, "run_dir", enabled=False):  # a host that does not write
+    with locks.exclusive(directory, "run_dir"):
+      pass
