@@ -223,6 +223,9 @@ def _sweep(argv: list[str]) -> None:
     sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]))
   except (ValueError, FileNotFoundError) as err:
     raise SystemExit(f"jaxlayer sweep: {err}") from None
+  except KeyboardInterrupt as err:
+    _interrupted("jaxlayer sweep", f"{str(err) or 'interrupted.'} The finished runs are "
+                 "recorded: run the same command to go on.")
   print(f"contribution plot: {sweep_dir / 'contribution.png'}\n"
         f"report:            {sweep_dir / 'report.md'}")
 
@@ -272,8 +275,17 @@ def _train(argv: list[str]) -> None:
     result = train.train(config)
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
     raise SystemExit(f"jaxlayer train: {err}") from None
+  except KeyboardInterrupt as err:
+    _interrupted("jaxlayer train", f"{str(err) or 'interrupted.'} Run the same command to "
+                 "resume from the last checkpoint.")
   last = result.reward_history[-1] if result.reward_history else None
   print(f"trained {result.step} steps; last mean reward {last}; run directory {result.run_dir}")
+
+
+def _interrupted(prog: str, message: str) -> None:
+  """Exits as a Ctrl-C does (status 130), saying what was kept, without a traceback."""
+  print(f"\n{prog}: {message}", file=sys.stderr)
+  raise SystemExit(130)
 
 
 def _training_config(argv: list[str], prog: str):

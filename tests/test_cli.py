@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from jaxlayer import cli
+from tests.sweep_fakes import REPO
 
 
 def test_generate_prints_transformers_greedy_completion(tiny_qwen2_dir, capsys):
@@ -75,3 +76,26 @@ def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
 def test_unknown_command_names_the_choices():
   with pytest.raises(SystemExit, match="unknown command 'trian'.*generate"):
     cli.main(["trian"])
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_ctrl_c_exits_with_status_130_and_says_how_to_go_on(command, monkeypatch, capsys,
+                                                            tmp_path):
+  from jaxlayer import sweep
+  from jaxlayer.rl import train
+
+  def interrupted(*args, **kwargs):
+    raise train.TrainingInterrupted("stopped by Ctrl-C after step 3 of 9, with a checkpoint "
+                                    "there in RUN.")
+
+  monkeypatch.setattr(train, "train", interrupted)
+  monkeypatch.setattr(sweep, "run_sweep", interrupted)
+  config = "configs/sweep_tiny.py" if command == "sweep" else "configs/grpo_arithmetic.py"
+  with pytest.raises(SystemExit) as exited:
+    cli.main([command, "--config", str(REPO / config), f"--config.run_dir={tmp_path}"])
+  assert exited.value.code == 130
+  go_on = {"train": "Run the same command to resume from the last checkpoint.",
+           "sweep": "The finished runs are recorded: run the same command to go on."}[command]
+  assert capsys.readouterr().err.endswith(
+      f"jaxlayer {command}: stopped by Ctrl-C after step 3 of 9, with a checkpoint there in "
+      f"RUN. {go_on}\n")

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -186,8 +187,8 @@ def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_di
 
 def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, tmp_path,
                                                                 compile_cache):
-  """stop_at (successive halving's rungs) stops with a checkpoint, but the cosine schedule is
-  the 4-step run's: stopping and resuming ends where the run without a stop does."""
+  """stop_at (successive halving's rungs) and Ctrl-C stop with a checkpoint, but the cosine
+  schedule is the 4-step run's: stopping and resuming ends where the run without a stop does."""
   def config(name):
     return small_config(tiny_qwen2_dir, tmp_path / name, compile_cache, lr_schedule="cosine")
 
@@ -203,6 +204,27 @@ def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, 
   expected, got = _params(whole.model), _params(resumed.model)
   for path in expected:
     np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+
+  # Ctrl-C (SIGINT) during step 1 stops after it, with a checkpoint there (checkpoint.every is
+  # 2), and the run resumes to the same end. A second Ctrl-C stops at once, without one.
+  def ctrl_c(times):
+    return lambda step, metrics: [signal.raise_signal(signal.SIGINT) for _ in range(times)
+                                  if step == 1]
+
+  handler = signal.getsignal(signal.SIGINT)
+  with pytest.raises(train.TrainingInterrupted, match=r"after step 1 of 4, with a checkpoint"):
+    train.train(config("ctrl_c"), on_step=ctrl_c(times=1))
+  assert checkpoint.Checkpointer(tmp_path / "ctrl_c").all_steps() == [1]
+  resumed = train.train(config("ctrl_c"))
+  assert resumed.reward_history == whole.reward_history
+  got = _params(resumed.model)
+  for path in expected:
+    np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+  with pytest.raises(KeyboardInterrupt) as interrupted:
+    train.train(config("ctrl_c_twice"), on_step=ctrl_c(times=2))
+  assert not isinstance(interrupted.value, train.TrainingInterrupted)
+  assert checkpoint.Checkpointer(tmp_path / "ctrl_c_twice").all_steps() == []
+  assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C is as it was outside training
 
 def test_kl_reference_is_the_base_value_of_the_trained_leaves_only(tiny_qwen2_dir, tmp_path):
   trainer = train._Trainer(train.plan(small_config(tiny_qwen2_dir, tmp_path / "run", None)), None)

@@ -14,10 +14,13 @@ code is compiled; `train` calls it first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +44,10 @@ from jaxlayer.rl.config import RESUMABLE_KEYS
 
 class TrainingDiverged(RuntimeError):
   """The loss, the gradients or the parameters became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """Ctrl-C stopped the run after a whole step, with a checkpoint there to resume from."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +167,31 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    selection=chosen, algorithm=algorithm, loss=loss, mesh=mesh,
                    prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size,
                    micro_batch_size=micro_batch_size)
+
+
+@contextlib.contextmanager
+def _ctrl_c_ends_the_step():
+  """Within: the first Ctrl-C (SIGINT) asks the training loop to stop after the step it is in
+  (the yielded function tells whether one came); a second one interrupts at once. Only in the
+  main thread of a single-process run: signal handlers are set there, and the hosts of a
+  multi-host run could not agree on a step to stop at."""
+  if threading.current_thread() is not threading.main_thread() or distributed.is_multiprocess():
+    yield lambda: False
+    return
+  requested = []
+
+  def request_stop(signum, frame):
+    if requested:
+      raise KeyboardInterrupt
+    requested.append(signum)
+    tqdm.write("Ctrl-C: stopping after this step, with a checkpoint (again: stop at once, "
+               "without one).")
+
+  previous = signal.signal(signal.SIGINT, request_stop)
+  try:
+    yield lambda: bool(requested)
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def _check_optimizer_settings(train_cfg: ml_collections.ConfigDict) -> None:
@@ -681,7 +713,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   long (its learning-rate schedule is the whole run's): a later call resumes it, and the run
   ends as one trained without stopping would (the sweep's successive halving).
   Raises TrainingDiverged on a NaN / inf loss, gradient or parameter (the last good
-  checkpoint stays on disk).
+  checkpoint stays on disk). Ctrl-C stops the run after the step it is in, with a checkpoint
+  there, and raises TrainingInterrupted (a KeyboardInterrupt); a second Ctrl-C stops at once.
   """
   plan_ = plan(config)
   _require(stop_at is None or (isinstance(stop_at, int) and stop_at >= 1),
@@ -717,18 +750,26 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
       with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
                 desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:
-        while trainer.step < steps:
-          last, samples = trainer.run_step()
-          history.append(last["reward"])
-          step_seconds.append(last["seconds_per_step"])
-          logger.log(trainer.step, last)
-          logger.log_samples(trainer.step, samples)
-          if trainer.step % config.checkpoint.every == 0 or trainer.step == steps:
-            trainer.save(checkpointer)
-          bar.update(1)
-          bar.set_postfix(_postfix(last))
-          if on_step is not None:
-            on_step(trainer.step, last)
+        with _ctrl_c_ends_the_step() as stop_requested:
+          while trainer.step < steps:
+            last, samples = trainer.run_step()
+            history.append(last["reward"])
+            step_seconds.append(last["seconds_per_step"])
+            logger.log(trainer.step, last)
+            logger.log_samples(trainer.step, samples)
+            saved = trainer.step % config.checkpoint.every == 0 or trainer.step == steps
+            if saved:
+              trainer.save(checkpointer)
+            bar.update(1)
+            bar.set_postfix(_postfix(last))
+            if on_step is not None:
+              on_step(trainer.step, last)
+            if stop_requested() and trainer.step < steps:
+              if not saved:
+                trainer.save(checkpointer)
+              raise TrainingInterrupted(
+                  f"stopped by Ctrl-C after step {trainer.step} of {steps}, with a checkpoint "
+                  f"there in {run_dir}.")
       return TrainResult(
           run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
           step_seconds=step_seconds,
