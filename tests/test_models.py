@@ -13,7 +13,7 @@ import transformers
 from flax import nnx
 
 from jaxlayer import models
-from jaxlayer.models import qwen, sharding
+from jaxlayer.models import hub, qwen, sharding
 from tests import hf_fixtures
 
 # (model_type, overrides): tied / untied, GQA ratios 1, 2, 4, head_dim != hidden/heads,
@@ -81,13 +81,19 @@ def test_config_reads_rope_theta_in_both_layouts():
 
 
 @pytest.mark.parametrize("model_type,tied", [("qwen2", False), ("qwen3", True)])
-def test_round_trip_through_save_pretrained(tmp_path, model_type, tied):
+def test_round_trip_through_save_pretrained(tmp_path, model_type, tied, monkeypatch, capsys):
   config = hf_fixtures.tiny_config(model_type, tie_word_embeddings=tied)
   hf_model = hf_fixtures.random_hf_model(config)
   hf_model.save_pretrained(tmp_path / "source")
   (tmp_path / "source" / "tokenizer_config.json").write_text("{}")
+  capsys.readouterr()
+  monkeypatch.setattr(hub, "PROGRESS_DELAY_S", 0.0)  # the bars of a slow load and save
   model, _ = models.from_pretrained(tmp_path / "source")
   models.save_pretrained(model, tmp_path / "export")
+  tensors = len(models.named_params(model))
+  bars = capsys.readouterr().err
+  for bar in ("load source", "save export"):  # the bar over every tensor is there
+    assert re.search(rf"{bar}: +0%\|.*\| 0/{tensors} \[", bars), bars
 
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
   assert (tmp_path / "export" / "tokenizer_config.json").is_file()

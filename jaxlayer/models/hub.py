@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
+from tqdm.auto import tqdm
 
 from jaxlayer import distributed
 from jaxlayer.models import hf_mapping, sharding
@@ -29,6 +30,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
 # Max tensor size per safetensors shard when saving (bytes).
 SHARD_BYTES = 2 * 1024**3
+PROGRESS_DELAY_S = 1.0  # load and save show a progress bar once they have taken this long
 
 
 def path_str(path: tuple) -> str:
@@ -129,7 +131,8 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",
   expected = {path_str(path): var.get_value() for path, var in flat}
 
   loaded = {}
-  for path, array in _read_hf_tensors(files, cfg, expected):
+  tensors = _read_hf_tensors(files, cfg, expected)
+  for path, array in _progress(tensors, len(expected), f"load {model_dir.name}"):
     target = expected[path]
     where = (sharding.param_sharding(path, target.shape, mesh) if mesh is not None
              else jax.local_devices()[0])
@@ -165,7 +168,8 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
                           "(CLI: --overwrite) or choose another directory.")
   target_dtype = resolve_dtype(dtype) if dtype is not None else model.dtype
   tensors = {}
-  for path, value in named_params(model).items():
+  params = named_params(model)
+  for path, value in _progress(params.items(), len(params), f"save {out_dir.name}"):
     name, transform = hf_mapping.jax_to_hf_name(path)
     array = distributed.to_host(value).astype(target_dtype)
     tensors[name] = np.ascontiguousarray(hf_mapping.apply_transform(array, transform))
@@ -174,6 +178,13 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
     _write_checkpoint(tensors, cfg, target_dtype, out_dir)
   distributed.sync("jaxlayer: save_pretrained")
   return out_dir
+
+
+def _progress(items, total: int, description: str):
+  """items with a progress bar in tensors, shown only once the work has taken PROGRESS_DELAY_S
+  (a multi-GB checkpoint, not the tiny ones)."""
+  return tqdm(items, total=total, desc=description, unit="tensor", leave=False,
+              delay=PROGRESS_DELAY_S, disable=not distributed.is_primary())
 
 
 def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
