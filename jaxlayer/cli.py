@@ -269,9 +269,19 @@ def _train(argv: list[str]) -> None:
     return
   config = _training_config(argv, "jaxlayer train")
   _initialize_hosts()
-  from jaxlayer.rl import train
+  from pathlib import Path
+
+  from jaxlayer import distributed
+  from jaxlayer.rl import metrics, train
 
   try:
+    summary = train.plan(config).summary()
+    if distributed.is_primary():
+      run_dir = Path(config.run_dir)
+      logs = [str(run_dir / metrics.METRICS_FILE)] + (
+          [f"tensorboard --logdir {run_dir / metrics.TENSORBOARD_DIR}"]
+          if config.logging.tensorboard else [])
+      print(f"jaxlayer train: {summary}\n  metrics: {'; '.join(logs)}")
     result = train.train(config)
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
     raise SystemExit(f"jaxlayer train: {err}") from None

@@ -4,13 +4,13 @@ import pytest
 
 from jaxlayer.models import ModelConfig
 from jaxlayer.rl import selection
-from jaxlayer.rl.train import param_paths
+from jaxlayer.rl.train import param_shapes
 from tests import hf_fixtures
 
 
 def _paths(model_type, **overrides):
   hf = hf_fixtures.tiny_config(model_type, num_hidden_layers=4, **overrides).to_dict()
-  return list(param_paths(ModelConfig.from_hf_dict(hf)))
+  return list(param_shapes(ModelConfig.from_hf_dict(hf)))
 
 
 QWEN2 = _paths("qwen2")  # untied: has lm_head.kernel; q/k/v biases

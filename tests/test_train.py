@@ -585,7 +585,17 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys):
   cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
             "--config.train.layers=layers.1", "--config.train.steps=2",
             f"--config.run_dir={run_dir}"])
-  assert "trained 2 steps" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  import transformers
+
+  hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir)
+  trained = sum(p.numel() for p in hf.model.layers[1].parameters())
+  total = sum(p.numel() for p in hf.parameters())
+  assert printed.startswith(
+      f"jaxlayer train: layers.1 of {tiny_qwen2_dir}: {trained:,} of {total:,} parameters "
+      f"({trained / total:.1%}); grpo, 2 RL steps of 64 responses; run directory {run_dir}\n"
+      f"  metrics: {run_dir / 'metrics.jsonl'}; tensorboard --logdir {run_dir / 'tensorboard'}\n")
+  assert "trained 2 steps" in printed
   assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2]
   assert checkpoint.Checkpointer(run_dir).all_steps() == [2]
 

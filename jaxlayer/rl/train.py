@@ -22,7 +22,8 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -69,6 +70,20 @@ class TrainPlan:
   def updates_per_step(self) -> int:
     return self.config.train.ppo_epochs * (self.config.train.batch_size // self.mini_batch_size)
 
+  def parameter_counts(self) -> tuple[int, int]:
+    """(parameters the selection trains, parameters of the model), whole arrays."""
+    sizes = {path: math.prod(shape) for path, shape in param_shapes(self.model_config).items()}
+    return sum(sizes[path] for path in self.selection.trainable), sum(sizes.values())
+
+  def summary(self) -> str:
+    """One line on what the run trains, how, for how long and where it writes."""
+    cfg = self.config
+    trained, total = self.parameter_counts()
+    return (f"{cfg.train.layers} of {cfg.model.path}: {trained:,} of {total:,} parameters "
+            f"({trained / total:.1%}); {cfg.train.algorithm}, {cfg.train.steps} RL steps of "
+            f"{cfg.train.batch_size} {'episodes' if cfg.env.name else 'responses'}; run "
+            f"directory {cfg.run_dir}")
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -88,10 +103,11 @@ def _require(condition: bool, message: str) -> None:
 
 
 @functools.cache  # building even an abstract model takes a while; a sweep plans each run twice
-def param_paths(model_config: models.ModelConfig) -> tuple[str, ...]:
-  """Every parameter path of the model, in model order, without allocating it."""
+def param_shapes(model_config: models.ModelConfig) -> Mapping[str, tuple[int, ...]]:
+  """Every parameter's path and shape, in model order, without allocating the model."""
   abstract = nnx.eval_shape(lambda: models.Qwen(model_config, rngs=nnx.Rngs(0)))
-  return tuple(models.named_params(abstract))
+  return types.MappingProxyType({path: tuple(value.shape)
+                                 for path, value in models.named_params(abstract).items()})
 
 
 def plan(config: ml_collections.ConfigDict) -> TrainPlan:
@@ -109,7 +125,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                             "directory?")
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
   models.resolve_dtype(config.model.dtype)
-  chosen = selection.resolve(param_paths(model_config), model_config.num_layers,
+  chosen = selection.resolve(tuple(param_shapes(model_config)), model_config.num_layers,
                              train_cfg.layers, train_cfg.learning_rate,
                              selection.parse_lr_groups(train_cfg.lr_groups))
   algorithm = algorithms.resolve_algorithm(
@@ -773,7 +789,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       return TrainResult(
           run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
           step_seconds=step_seconds,
-          trained_params=sum(leaf.size for leaf in jax.tree.leaves(trainer.params)),
+          trained_params=plan_.parameter_counts()[0],
           optimizer_state_bytes=rl_step.trainable_bytes(trainer.opt_state),
           model=trainer.split.merge(trainer.params))
     finally:
