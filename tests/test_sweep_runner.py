@@ -443,6 +443,8 @@ def test_cli_sweep_runs_with_the_wired_functions_and_prints_where_the_report_is(
           f"--config.sweep.dir={tmp_path / 'sweep'}", "--config.sweep.layers=0,2"]
   cli.main(argv)
   out = capsys.readouterr().out
+  assert out.startswith(f"sweep into {tmp_path / 'sweep'}: {model_dir}, the base model, full RL, "
+                        "2 block(s) alone; 1 seed(s): 4 runs of up to 60 RL steps (grpo).\n")
   assert f"{tmp_path / 'sweep' / 'contribution.png'}" in out
   assert f"{tmp_path / 'sweep' / 'report.md'}" in out
   assert sorted(fake.train_calls, key=str) == sorted([(None, 0), ((0,), 0), ((2,), 0)], key=str)

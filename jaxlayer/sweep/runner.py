@@ -484,6 +484,12 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     counts = [a + b for a, b in zip(_rung_counts(len(layers), len(rungs), keep),
                                     _rung_counts(len(groups), len(rungs), keep))]
     total = len(seeds) * (1 + sum(1 + count for count in counts))
+    if distributed.is_primary():
+      tqdm.write(f"sweep into {sweep_dir}: {config.model.path}, the base model, full RL, "
+                 f"{len(layers)} block(s) alone"
+                 + (f", {len(groups)} group(s) of blocks" if groups else "")
+                 + f"; {len(seeds)} seed(s): {total} runs of up to {config.train.steps} RL steps "
+                 f"({config.train.algorithm}).")
     if rungs and distributed.is_primary():
       steps = [*rungs, config.train.steps]
       # Each run stops at the rung after which it is no longer kept; full RL trains to the end.
