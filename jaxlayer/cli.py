@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 
@@ -226,8 +227,14 @@ def _sweep(argv: list[str]) -> None:
   except KeyboardInterrupt as err:
     _interrupted("jaxlayer sweep", f"{str(err) or 'interrupted.'} The finished runs are "
                  "recorded: run the same command to go on.")
-  print(f"contribution plot: {sweep_dir / 'contribution.png'}\n"
-        f"report:            {sweep_dir / 'report.md'}")
+  from jaxlayer import distributed
+  from jaxlayer.sweep import report
+
+  if distributed.is_primary():
+    summary = json.loads((sweep_dir / "sweep.json").read_text())
+    print("\n".join(report.summary_lines(summary)))
+    print(f"contribution plot: {sweep_dir / 'contribution.png'}\n"
+          f"report:            {sweep_dir / 'report.md'}")
 
 
 def _compare(argv: list[str]) -> None:

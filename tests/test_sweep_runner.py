@@ -432,7 +432,7 @@ def test_block_count_comes_from_the_checkpoint_config(tmp_path):
                      train_fn=FakeRL(BLOCKS).train, eval_fn=FakeRL(BLOCKS).eval)
 
 
-def test_cli_sweep_runs_with_the_wired_functions_and_prints_where_the_report_is(
+def test_cli_sweep_runs_with_the_wired_functions_and_prints_its_plan_result_and_report(
     tmp_path, monkeypatch, capsys):
   fake = FakeRL(BLOCKS)
   monkeypatch.setattr(runner, "default_train_fn", fake.train)
@@ -445,10 +445,15 @@ def test_cli_sweep_runs_with_the_wired_functions_and_prints_where_the_report_is(
   out = capsys.readouterr().out
   assert out.startswith(f"sweep into {tmp_path / 'sweep'}: {model_dir}, the base model, full RL, "
                         "2 block(s) alone; 1 seed(s): 4 runs of up to 60 RL steps (grpo).\n")
-  assert f"{tmp_path / 'sweep' / 'contribution.png'}" in out
+  # The result in short: base 12 and full RL 24 of 40 problems; C(0) = 2 / 12, C(2) = 8 / 12.
+  sweep = json.loads((tmp_path / "sweep/sweep.json").read_text())
+  gain_in_se = 0.3 / sweep["gain_paired_se"]
+  assert (f"pass@1: base 0.300 ± {sweep['s_base_se']:.3f}, full RL 0.600 ± "
+          f"{sweep['s_full_se']:.3f} (gain +0.300, {gain_in_se:.1f} standard errors)\n"
+          "best: block 2 (C = 0.67, score 0.500). worst: block 0 (C = 0.17, score 0.350).\n"
+          f"contribution plot: {tmp_path / 'sweep' / 'contribution.png'}\n") in out
   assert f"{tmp_path / 'sweep' / 'report.md'}" in out
   assert sorted(fake.train_calls, key=str) == sorted([(None, 0), ((0,), 0), ((2,), 0)], key=str)
-  sweep = json.loads((tmp_path / "sweep/sweep.json").read_text())
   assert [l["layer"] for l in sweep["layers"]] == [0, 2]
   assert "--config.sweep.layers=0,2" in (tmp_path / "sweep/report.md").read_text()
 

@@ -535,6 +535,34 @@ def _cost_section(sweep: dict) -> list[str]:
   return lines + [""]
 
 
+def _gain_in_standard_errors(sweep: dict) -> float | None:
+  """Full RL's gain over the base in standard errors (paired where possible); None at SE 0."""
+  noise = sweep["gain_paired_se"] if sweep["gain_paired_se"] is not None else sweep["gain_se"]
+  return sweep["gain"] / noise if noise else None
+
+
+def _best_and_worst(sweep: dict, best_label: str, worst_label: str) -> str:
+  """'Best: block 4 (C = 0.72, score 0.415). Worst: block 7 (...)' (labels as given)."""
+  by_layer = {l["layer"]: l for l in sweep["layers"]}
+  best, worst = by_layer[sweep["best_layer"]], by_layer[sweep["worst_layer"]]
+  return (f"{best_label}: block {best['layer']} (C = {best['contribution']:.2f}, score "
+          f"{best['score']:.3f}). {worst_label}: block {worst['layer']} (C = "
+          f"{worst['contribution']:.2f}, score {worst['score']:.3f})")
+
+
+def summary_lines(sweep: dict) -> list[str]:
+  """The sweep's result in a few lines, for the terminal (report.md has the rest)."""
+  gain_in_se = _gain_in_standard_errors(sweep)
+  lines = [f"{sweep['metric']}: base {sweep['s_base']:.3f} ± {sweep['s_base_se']:.3f}, full RL "
+           f"{sweep['s_full']:.3f} ± {sweep['s_full_se']:.3f} (gain {sweep['gain']:+.3f}"
+           + (f", {gain_in_se:.1f} standard errors)" if gain_in_se is not None else ")")]
+  if sweep["best_layer"] is not None:
+    lines.append(_best_and_worst(sweep, "best", "worst") + ".")
+  if sweep["warnings"]:
+    lines.append(f"{len(sweep['warnings'])} warning(s): see report.md.")
+  return lines
+
+
 def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
   n_seeds = len(sweep["seeds"])
   lines = [
@@ -560,8 +588,7 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
                  f"{_fmt(l['score_std'])} | {_fmt(l['contribution'], 2)} | {_fmt(error, 2)} |")
   lines.append("")
   paired = sweep["gain_paired_se"] is not None
-  noise = sweep["gain_paired_se"] if paired else sweep["gain_se"]
-  gain_in_se = sweep["gain"] / noise if noise else None
+  gain_in_se = _gain_in_standard_errors(sweep)
   verdict = (f": the gain is {gain_in_se:.1f} standard errors." if gain_in_se is not None else
              ": its standard error is 0, so the gain cannot be weighed against the noise.")
   lines += ["## Evaluation noise", "",
@@ -573,16 +600,11 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
             + (" That is too close to the noise for C(k) to mean much: train longer, or evaluate "
                "on more problems." if gain_in_se is None or abs(gain_in_se) < 3 else ""), ""]
   if sweep["best_layer"] is not None:
-    by_layer = {l["layer"]: l for l in sweep["layers"]}
-    best, worst = by_layer[sweep["best_layer"]], by_layer[sweep["worst_layer"]]
     halved = bool(sweep.get("halving"))
     lines += ["## Best and worst block", "",
-              f"Best: block {best['layer']} (C = {best['contribution']:.2f}, score "
-              f"{best['score']:.3f}). Worst"
-              + (" of the blocks that trained to the end (successive halving stopped the "
-                 "others earlier: see below)" if halved else "")
-              + f": block {worst['layer']} (C = {worst['contribution']:.2f}, score "
-              f"{worst['score']:.3f}).",
+              _best_and_worst(sweep, "Best", "Worst" + (
+                  " of the blocks that trained to the end (successive halving stopped the "
+                  "others earlier: see below)" if halved else "")) + ".",
               f"Mean C by depth{' (the same blocks)' if halved else ''}: "
               f"{_depth_thirds(sweep)}.", "",
               "## Compared with the paper", "", PAPER_FINDING, ""]
