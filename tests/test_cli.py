@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from jaxlayer import cli
+from jaxlayer import assets, cli
 from tests.sweep_fakes import REPO
 
 
@@ -92,7 +92,8 @@ def test_ctrl_c_exits_with_status_130_and_says_how_to_go_on(command, monkeypatch
   monkeypatch.setattr(sweep, "run_sweep", interrupted)
   config = "configs/sweep_tiny.py" if command == "sweep" else "configs/grpo_arithmetic.py"
   with pytest.raises(SystemExit) as exited:
-    cli.main([command, "--config", str(REPO / config), f"--config.run_dir={tmp_path}"])
+    cli.main([command, "--config", str(REPO / config), f"--config.run_dir={tmp_path}",
+              f"--config.model.path={assets.TINY_ARITH}"])
   assert exited.value.code == 130
   go_on = {"train": "Run the same command to resume from the last checkpoint.",
            "sweep": "The finished runs are recorded: run the same command to go on."}[command]
