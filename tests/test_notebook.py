@@ -81,3 +81,5 @@ def test_the_contribution_plot_and_the_sweep_table_are_shown(executed):
   sweep = json.loads((sweep_dir / "sweep.json").read_text())
   assert [layer["layer"] for layer in sweep["layers"]] == [1]
   assert sweep_dir.parent.name.startswith("jaxlayer-")  # a temporary directory, not the repo
+  assert (f"base {sweep['s_base']:.3f} ± {sweep['s_base_se']:.3f}, full RL {sweep['s_full']:.3f}"
+          in printed)  # the result in short, above the plot
