@@ -52,6 +52,13 @@ def test_unknown_template_field_is_a_clear_error():
     format_prompt(PROBLEM, template="{topic}: {question}")
 
 
+@pytest.mark.parametrize("template", ["Solve this.", "", "Answer in {{braces}}."])
+def test_a_template_without_a_field_is_refused(template):
+  with pytest.raises(ValueError, match="uses no field, so every prompt would be the same text"):
+    format_prompt(PROBLEM, template=template)
+  assert format_prompt(PROBLEM, template="{level}") == "easy"  # a metadata field alone is fine
+
+
 def test_chat_template_wraps_the_filled_template(chat_tokenizer):
   prompt = format_prompt(PROBLEM, chat_tokenizer, use_chat_template=True,
                          template="Compute {question}", system_prompt="You are a calculator.")

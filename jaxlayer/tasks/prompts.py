@@ -3,6 +3,7 @@ chat template."""
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 from jaxlayer.tasks.base import Problem
@@ -11,6 +12,9 @@ DEFAULT_TEMPLATE = "{question}"
 
 
 def _fill(template: str, problem: Problem) -> str:
+  if not any(field for _, field, _, _ in string.Formatter().parse(template)):
+    raise ValueError(f"prompt template {template!r} uses no field, so every prompt would be the "
+                     "same text: put {question} (the problem) in it, e.g. 'Solve: {question}'")
   try:
     return template.format_map({**problem.metadata, "question": problem.prompt})
   except (KeyError, IndexError) as error:
