@@ -203,14 +203,18 @@ def _read_prompts(path: str, parser: argparse.ArgumentParser) -> list[str]:
 def _sweep(argv: list[str]) -> None:
   """jaxlayer sweep --config FILE [--config.sweep.layers=0,3,7 --config.sweep.seeds=3
                                  --config.sweep.groups=3+4,mid5
-                                 --config.sweep.halving_steps=15,30 ...]"""
+                                 --config.sweep.halving_steps=15,30 ...] [--dry-run]"""
   if argv[:1] in (["-h"], ["--help"]):
     print(_sweep.__doc__ + "\n\nRuns or resumes the sweep in config.sweep.dir (finished runs are "
           "skipped): the base model, full RL, each block of sweep.layers alone and each group of "
           "sweep.groups together (with sweep.halving_steps, only the best at each of those steps "
           "train on). Writes sweep.json, sweep.csv, contribution.png, curves.png "
-          "and report.md there. Every key: docs/configuration.md.")
+          "and report.md there. Every key: docs/configuration.md. --dry-run checks every "
+          "setting and prints what would run and how much of it is done, running and writing "
+          "nothing.")
     return
+  dry_run = "--dry-run" in argv
+  argv = [arg for arg in argv if arg != "--dry-run"]
   from jaxlayer.evaluation import default_eval_config
   from jaxlayer.sweep.runner import default_sweep_config
 
@@ -221,7 +225,8 @@ def _sweep(argv: list[str]) -> None:
   from jaxlayer import sweep
 
   try:
-    sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]))
+    sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]),
+                                dry_run=dry_run)
   except (ValueError, FileNotFoundError) as err:
     raise SystemExit(f"jaxlayer sweep: {err}") from None
   except KeyboardInterrupt as err:
@@ -230,7 +235,7 @@ def _sweep(argv: list[str]) -> None:
   from jaxlayer import distributed
   from jaxlayer.sweep import report
 
-  if distributed.is_primary():
+  if distributed.is_primary() and not dry_run:
     summary = json.loads((sweep_dir / "sweep.json").read_text())
     print("\n".join(report.summary_lines(summary)))
     print(f"contribution plot: {sweep_dir / 'contribution.png'}\n"

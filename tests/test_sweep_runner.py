@@ -424,6 +424,41 @@ def test_a_sweep_dir_another_process_writes_is_refused_and_left_as_it_was(
   assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
 
 
+def test_a_dry_run_checks_and_tells_what_would_run_and_writes_nothing(tmp_path, capsys,
+                                                                     monkeypatch):
+  fake = FakeRL(BLOCKS)
+
+  def dry_run(**sweep):
+    return runner.run_sweep(make_config(tmp_path / "sweep", **sweep), train_fn=fake.train,
+                            eval_fn=fake.eval, num_layers=NUM_LAYERS, dry_run=True)
+
+  assert dry_run(layers="0,1") == tmp_path / "sweep"
+  assert not (tmp_path / "sweep").exists()
+  assert "4 runs of up to 60 RL steps (grpo).\ndry run: a new sweep directory." in (
+      capsys.readouterr().out)
+  _run(make_config(tmp_path / "sweep", layers="0"), fake)
+  calls = (list(fake.train_calls), list(fake.eval_calls))
+  files = {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*") if p.is_file()}
+  capsys.readouterr()
+  dry_run(layers="0,1")
+  assert "dry run: it resumes the sweep there, 3 of its 4 runs done." in capsys.readouterr().out
+  config = make_config(tmp_path / "sweep", layers="0,1")
+  config.sweep.halving_steps = "10"  # the finished runs cannot go back to a rung
+  with pytest.raises(ValueError, match="cannot go back to a rung"):
+    runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval, num_layers=NUM_LAYERS,
+                     dry_run=True)
+  assert (fake.train_calls, fake.eval_calls) == calls
+  assert {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*") if p.is_file()} == files
+
+  monkeypatch.setattr(runner, "default_train_fn", fake.train)
+  monkeypatch.setattr(runner, "default_eval_fn", fake.eval)
+  model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
+  cli.main(["sweep", "--config", str(REPO / "configs/sweep_tiny.py"), "--dry-run",
+            f"--config.model.path={model_dir}", f"--config.sweep.dir={tmp_path / 'cli'}"])
+  assert "dry run: a new sweep directory" in capsys.readouterr().out
+  assert not (tmp_path / "cli").exists() and fake.train_calls == calls[0]
+
+
 def test_block_count_comes_from_the_checkpoint_config(tmp_path):
   model_dir = write_model_config(tmp_path / "model", num_layers=6)
   assert runner.model_num_layers(str(model_dir)) == 6

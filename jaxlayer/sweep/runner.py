@@ -428,7 +428,8 @@ def record_run(sweep_dir: Path, spec: RunSpec, result: dict,
 
 
 def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None = None,
-              num_layers: int | None = None, command: str | None = None) -> Path:
+              num_layers: int | None = None, command: str | None = None,
+              dry_run: bool = False) -> Path:
   """Runs (or resumes) the sweep described by `config`; returns the sweep directory.
 
   config: an ml_collections config with sections model (path), task, train, eval and
@@ -438,6 +439,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   train_fn / eval_fn: see the module docstring; default to jaxlayer's RL and evaluation.
   num_layers: the model's block count; read from the checkpoint's config.json when None.
   command: the command line that started the sweep, quoted in the report.
+  dry_run: check every setting, print what would run and how much of it is done, and return
+    the directory it would use, running and writing nothing.
   On several hosts (jaxlayer.distributed) every process runs the sweep's runs together with the
   local launcher; process 0 writes the sweep directory's files.
   """
@@ -469,6 +472,20 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   config_dict = _config_dict(config)
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
               "command": command}
+  if dry_run:
+    sweep_dir, new = store.choose_sweep_dir(Path(config.sweep.dir), manifest,
+                                            config.sweep.force_new_dir,
+                                            _default_identity(num_layers))
+    _announce(sweep_dir, config, layers, groups, seeds, rungs, keep)
+    first = plan_runs(layers, seeds, groups, rungs[0] if rungs else None, base=True)
+    if not new:
+      _check_rung_is_ahead(first, sweep_dir)
+    done = 0 if new else sum(store.is_done(sweep_dir, spec) for spec in first)
+    tqdm.write("dry run: " + ("a new sweep directory" if new else
+                              f"it resumes the sweep there, {done} of its {len(first)} runs"
+                              + (" of the first rung" if rungs else "") + " done")
+               + ". Every setting is checked; nothing was run or written.")
+    return sweep_dir
   sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir,
                                    defaults=_default_identity(num_layers))
 
@@ -481,24 +498,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                                  sweep_dir=sweep_dir.absolute(), train_fn=train_fn,
                                  eval_fn=eval_fn),
         expected_num_problems=done_results[0]["num_problems"] if done_results else None)
-    counts = [a + b for a, b in zip(_rung_counts(len(layers), len(rungs), keep),
-                                    _rung_counts(len(groups), len(rungs), keep))]
-    total = len(seeds) * (1 + sum(1 + count for count in counts))
-    if distributed.is_primary():
-      tqdm.write(f"sweep into {sweep_dir}: {config.model.path}, the base model, full RL, "
-                 f"{len(layers)} block(s) alone"
-                 + (f", {len(groups)} group(s) of blocks" if groups else "")
-                 + f"; {len(seeds)} seed(s): {total} runs of up to {config.train.steps} RL steps "
-                 f"({config.train.algorithm}).")
-    if rungs and distributed.is_primary():
-      steps = [*rungs, config.train.steps]
-      # Each run stops at the rung after which it is no longer kept; full RL trains to the end.
-      rl_steps = len(seeds) * (steps[-1] + sum(
-          (count - kept) * step for count, kept, step in zip(counts, counts[1:] + [0], steps)))
-      tqdm.write(f"successive halving: {' -> '.join(map(str, counts))} blocks and groups "
-                 f"trained to steps {', '.join(map(str, steps))}; {rl_steps:,} RL steps in all, "
-                 f"{rl_steps / (len(seeds) * (1 + counts[0]) * steps[-1]):.0%} of a sweep without "
-                 "halving.")
+    total = _announce(sweep_dir, config, layers, groups, seeds, rungs, keep)
     with tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
               disable=not distributed.is_primary()) as bar:
       for index, stop_at in enumerate([*rungs, None]):
@@ -518,6 +518,32 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
       report.write_report(sweep_dir)
     distributed.sync("jaxlayer: sweep report written")
   return sweep_dir
+
+
+def _announce(sweep_dir: Path, config, layers: Sequence[int], groups: Sequence[tuple[int, ...]],
+              seeds: Sequence[int], rungs: Sequence[int], keep: float) -> int:
+  """Prints what the sweep will run (on several hosts: process 0); returns the number of runs
+  (with successive halving, the runs of every rung)."""
+  counts = [a + b for a, b in zip(_rung_counts(len(layers), len(rungs), keep),
+                                  _rung_counts(len(groups), len(rungs), keep))]
+  total = len(seeds) * (1 + sum(1 + count for count in counts))
+  if not distributed.is_primary():
+    return total
+  tqdm.write(f"sweep into {sweep_dir}: {config.model.path}, the base model, full RL, "
+             f"{len(layers)} block(s) alone"
+             + (f", {len(groups)} group(s) of blocks" if groups else "")
+             + f"; {len(seeds)} seed(s): {total} runs of up to {config.train.steps} RL steps "
+             f"({config.train.algorithm}).")
+  if rungs:
+    steps = [*rungs, config.train.steps]
+    # Each run stops at the rung after which it is no longer kept; full RL trains to the end.
+    rl_steps = len(seeds) * (steps[-1] + sum(
+        (count - kept) * step for count, kept, step in zip(counts, counts[1:] + [0], steps)))
+    tqdm.write(f"successive halving: {' -> '.join(map(str, counts))} blocks and groups "
+               f"trained to steps {', '.join(map(str, steps))}; {rl_steps:,} RL steps in all, "
+               f"{rl_steps / (len(seeds) * (1 + counts[0]) * steps[-1]):.0%} of a sweep without "
+               "halving.")
+  return total
 
 
 def _check_training_settings(config, layers: Sequence[int],

@@ -221,7 +221,7 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
   to use. On several hosts every process chooses the directory before process 0 creates it
   (so all choose the same).
   """
-  sweep_dir, new = _choose_sweep_dir(Path(sweep_dir), manifest, force_new_dir, defaults)
+  sweep_dir, new = choose_sweep_dir(Path(sweep_dir), manifest, force_new_dir, defaults)
   distributed.sync("jaxlayer: sweep directory chosen")
   if new and distributed.is_primary():
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -230,8 +230,8 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
   return sweep_dir
 
 
-def _choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
-                      defaults: dict | None) -> tuple[Path, bool]:
+def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
+                     defaults: dict | None) -> tuple[Path, bool]:
   """(the directory open_sweep_dir uses, whether it must be created); reads only."""
   if (sweep_dir / MANIFEST).is_file():
     if force_new_dir:
