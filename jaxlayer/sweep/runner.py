@@ -473,19 +473,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
               "command": command}
   if dry_run:
-    sweep_dir, new = store.choose_sweep_dir(Path(config.sweep.dir), manifest,
-                                            config.sweep.force_new_dir,
-                                            _default_identity(num_layers))
-    _announce(sweep_dir, config, layers, groups, seeds, rungs, keep)
-    first = plan_runs(layers, seeds, groups, rungs[0] if rungs else None, base=True)
-    if not new:
-      _check_rung_is_ahead(first, sweep_dir)
-    done = 0 if new else sum(store.is_done(sweep_dir, spec) for spec in first)
-    tqdm.write("dry run: " + ("a new sweep directory" if new else
-                              f"it resumes the sweep there, {done} of its {len(first)} runs"
-                              + (" of the first rung" if rungs else "") + " done")
-               + ". Every setting is checked; nothing was run or written.")
-    return sweep_dir
+    return _dry_run(config, manifest, num_layers, layers, groups, seeds, rungs, keep)
   sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir,
                                    defaults=_default_identity(num_layers))
 
@@ -517,6 +505,26 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     if distributed.is_primary():
       report.write_report(sweep_dir)
     distributed.sync("jaxlayer: sweep report written")
+  return sweep_dir
+
+
+def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
+             groups: Sequence[tuple[int, ...]], seeds: Sequence[int], rungs: Sequence[int],
+             keep: float) -> Path:
+  """run_sweep's dry run, after its checks: the directory the sweep would use (refused as a
+  real run would be), what would run and how much of it is done; reads only."""
+  sweep_dir, new = store.choose_sweep_dir(Path(config.sweep.dir), manifest,
+                                          config.sweep.force_new_dir,
+                                          _default_identity(num_layers))
+  _announce(sweep_dir, config, layers, groups, seeds, rungs, keep)
+  first = plan_runs(layers, seeds, groups, rungs[0] if rungs else None, base=True)
+  if not new:
+    _check_rung_is_ahead(first, sweep_dir)
+  done = 0 if new else sum(store.is_done(sweep_dir, spec) for spec in first)
+  tqdm.write("dry run: " + ("a new sweep directory" if new else
+                            f"it resumes the sweep there, {done} of its {len(first)} runs"
+                            + (" of the first rung" if rungs else "") + " done")
+             + ". Every setting is checked; nothing was run or written.")
   return sweep_dir
 
 
