@@ -521,10 +521,11 @@ def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
   if not new:
     _check_rung_is_ahead(first, sweep_dir)
   done = 0 if new else sum(store.is_done(sweep_dir, spec) for spec in first)
-  tqdm.write("dry run: " + ("a new sweep directory" if new else
-                            f"it resumes the sweep there, {done} of its {len(first)} runs"
-                            + (" of the first rung" if rungs else "") + " done")
-             + ". Every setting is checked; nothing was run or written.")
+  if distributed.is_primary():
+    tqdm.write("dry run: " + ("a new sweep directory" if new else
+                              f"it resumes the sweep there, {done} of its {len(first)} runs"
+                              + (" of the first rung" if rungs else "") + " done")
+               + ". Every setting is checked; nothing was run or written.")
   return sweep_dir
 
 
