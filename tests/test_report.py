@@ -142,6 +142,14 @@ def test_halving_rungs_are_reported_with_how_well_they_ordered_the_blocks(tmp_pa
   assert "| block 1 | 0.525 / 1.50 | 0.675 / 1.25 |" in markdown
   assert "their scores after 60 steps): after 20 steps 0.40 (4 blocks)." in markdown
   assert drawn[-1]["layer03-seed0"] == fake.steps
+  rows = {r["run"]: r for r in csv.DictReader((sweep_dir / "sweep.csv").open())}
+  assert [(run, r["steps"]) for run, r in rows.items()] == [
+      ("base", "0"), ("full", "60"), ("layer00", "60"), ("layer01", "60"), ("layer02", "60"),
+      ("layer03", "60"), ("full-step20", "20"), ("layer00-step20", "20"),
+      ("layer01-step20", "20"), ("layer02-step20", "20"), ("layer03-step20", "20")]
+  assert float(rows["full-step20"]["score"]) == pytest.approx(18 / NUM_PROBLEMS)
+  assert float(rows["layer01-step20"]["score"]) == pytest.approx(21 / NUM_PROBLEMS)
+  assert float(rows["layer01-step20"]["contribution"]) == pytest.approx(1.5)
   height, width, _ = image.imread(sweep_dir / "contribution.png").shape
   assert height > 300 and width > 600
 

@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not when a sweep wor
   from matplotlib.figure import Figure
 
 OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
-CSV_COLUMNS = ("run", "layer", "num_seeds", "score", "score_std", "score_se", "contribution",
-               "contribution_se", "contribution_seed_mean", "contribution_std") + store.COST_KEYS
+CSV_COLUMNS = ("run", "layer", "steps", "num_seeds", "score", "score_std", "score_se",
+               "contribution", "contribution_se", "contribution_seed_mean",
+               "contribution_std") + store.COST_KEYS
 # contribution.png names each group of blocks up to this many (then report.md does).
 MAX_LABELLED_GROUPS = 12
 # Where the paper found the best blocks (for the comparison in report.md).
@@ -228,18 +229,29 @@ def build_sweep_json(manifest: dict, results: list[dict],
 
 
 def _csv_text(sweep: dict) -> str:
-  rows = [{"run": "base", "layer": "", "num_seeds": len(sweep["seeds"]), "score": sweep["s_base"],
-           "score_std": sweep["s_base_std"], "score_se": sweep["s_base_se"]},
-          {"run": "full", "layer": "", "num_seeds": len(sweep["seeds"]), "score": sweep["s_full"],
-           "score_std": sweep["s_full_std"], "score_se": sweep["s_full_se"],
-           **(sweep["full_cost"] or {})}]
-  rows += [{"run": f"layer{l['layer']:02d}", "num_seeds": len(l["seeds"]),
-            **{k: l[k] for k in CSV_COLUMNS if k in l}, **(l["cost"] or {})}
-           for l in sweep["layers"]]
-  rows += [{"run": f"group{store.group_name(g['blocks'], '{:02d}')}",
-            "layer": store.group_name(g["blocks"]), "num_seeds": len(g["seeds"]),
-            **{k: g[k] for k in CSV_COLUMNS if k in g}, **(g["cost"] or {})}
-           for g in sweep["groups"]]
+  """One row per run group: base (0 RL steps), full RL, each block and group at the end, then,
+  with successive halving, the same at each rung (its steps in `steps`, `-stepN` in `run`)."""
+  seeds, final_steps = len(sweep["seeds"]), sweep["settings"]["train"]["steps"]
+  rows = [{"run": "base", "layer": "", "steps": 0, "num_seeds": seeds, "score": sweep["s_base"],
+           "score_std": sweep["s_base_std"], "score_se": sweep["s_base_se"]}]
+
+  def stage(steps: int, suffix: str, full: dict, layers: list[dict], groups: list[dict]):
+    rows.append({"run": f"full{suffix}", "layer": "", "steps": steps, "num_seeds": seeds,
+                 **full})
+    rows.extend({"run": f"layer{l['layer']:02d}{suffix}", "steps": steps, "num_seeds": seeds,
+                 **{k: l[k] for k in CSV_COLUMNS if k in l}, **(l.get("cost") or {})}
+                for l in layers)
+    rows.extend({"run": f"group{store.group_name(g['blocks'], '{:02d}')}{suffix}",
+                 "layer": store.group_name(g["blocks"]), "steps": steps, "num_seeds": seeds,
+                 **{k: g[k] for k in CSV_COLUMNS if k in g}, **(g.get("cost") or {})}
+                for g in groups)
+
+  stage(final_steps, "", {"score": sweep["s_full"], "score_std": sweep["s_full_std"],
+                          "score_se": sweep["s_full_se"], **(sweep["full_cost"] or {})},
+        sweep["layers"], sweep["groups"])
+  for rung in (sweep.get("halving") or {}).get("rungs", []):
+    stage(rung["steps"], f"-step{rung['steps']}",
+          {"score": rung["s_full"], "score_se": rung["s_full_se"]}, rung["layers"], rung["groups"])
   out = io.StringIO()
   writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
   writer.writeheader()
