@@ -215,13 +215,14 @@ def parse_lr_groups(text: str) -> dict[str, float]:
   groups = {}
   for item in filter(None, (item.strip() for item in str(text or "").split(";"))):
     spec, sep, rate = item.rpartition("=")
+    spec = spec.strip()
     try:
-      if not sep or not spec.strip():
+      if not sep or not spec:
         raise ValueError
-      groups[spec.strip()] = float(rate)
+      groups[spec] = float(rate)
     except ValueError:
       raise ValueError(f"train.lr_groups item {item!r} is not SELECTION=RATE; write e.g. "
                        "'layers.10-19=1e-5;layers.0-9=5e-6'.") from None
-    if not groups[spec.strip()] > 0:  # NaN too
+    if not groups[spec] > 0:  # NaN too
       raise ValueError(f"train.lr_groups item {item!r}: a learning rate must be > 0.")
   return groups
