@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 
 USAGE = """usage: jaxlayer <command> [options]
@@ -230,8 +231,8 @@ def _sweep(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError) as err:
     raise SystemExit(f"jaxlayer sweep: {err}") from None
   except KeyboardInterrupt as err:
-    _interrupted("jaxlayer sweep", f"{str(err) or 'interrupted.'} The finished runs are "
-                 "recorded: run the same command to go on.")
+    _interrupted("jaxlayer sweep", err, "The finished runs are recorded: run the same command "
+                 "to go on.")
   from jaxlayer import distributed
   from jaxlayer.sweep import report
 
@@ -298,16 +299,17 @@ def _train(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
     raise SystemExit(f"jaxlayer train: {err}") from None
   except KeyboardInterrupt as err:
-    _interrupted("jaxlayer train", f"{str(err) or 'interrupted.'} Run the same command to "
-                 "resume from the last checkpoint.")
+    _interrupted("jaxlayer train", err, "Run the same command to resume from the last "
+                 "checkpoint.")
   last = result.reward_history[-1] if result.reward_history else None
   print(f"trained {result.step} steps; last mean reward {last}; run directory {result.run_dir}")
 
 
-def _interrupted(prog: str, message: str) -> None:
-  """Exits as a Ctrl-C does (status 130), saying what was kept, without a traceback."""
-  print(f"\n{prog}: {message}", file=sys.stderr)
-  raise SystemExit(130)
+def _interrupted(prog: str, err: KeyboardInterrupt, go_on: str) -> None:
+  """Exits as the signal that stopped the run would have (128 + its number: 130 for Ctrl-C,
+  143 for SIGTERM), saying what was kept and how to go on, without a traceback."""
+  print(f"\n{prog}: {str(err) or 'interrupted.'} {go_on}", file=sys.stderr)
+  raise SystemExit(128 + getattr(err, "signum", signal.SIGINT))
 
 
 def _training_config(argv: list[str], prog: str):

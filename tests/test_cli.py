@@ -2,6 +2,7 @@
 
 import json
 import re
+import signal
 
 import pytest
 import torch
@@ -79,14 +80,16 @@ def test_unknown_command_names_the_choices():
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
-def test_ctrl_c_exits_with_status_130_and_says_how_to_go_on(command, monkeypatch, capsys,
-                                                            tmp_path):
+@pytest.mark.parametrize("signum,name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_a_stopped_run_exits_as_its_signal_would_and_says_how_to_go_on(command, signum, name,
+                                                                       monkeypatch, capsys,
+                                                                       tmp_path):
   from jaxlayer import sweep
   from jaxlayer.rl import train
 
   def interrupted(*args, **kwargs):
-    raise train.TrainingInterrupted("stopped by Ctrl-C after step 3 of 9, with a checkpoint "
-                                    "there in RUN.")
+    raise train.TrainingInterrupted(f"stopped by {name} after step 3 of 9, with a checkpoint "
+                                    "there in RUN.", signum)
 
   monkeypatch.setattr(train, "train", interrupted)
   monkeypatch.setattr(sweep, "run_sweep", interrupted)
@@ -94,9 +97,11 @@ def test_ctrl_c_exits_with_status_130_and_says_how_to_go_on(command, monkeypatch
   with pytest.raises(SystemExit) as exited:
     cli.main([command, "--config", str(REPO / config), f"--config.run_dir={tmp_path}",
               f"--config.model.path={assets.TINY_ARITH}"])
-  assert exited.value.code == 130
+  assert exited.value.code == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
   go_on = {"train": "Run the same command to resume from the last checkpoint.",
            "sweep": "The finished runs are recorded: run the same command to go on."}[command]
   assert capsys.readouterr().err.endswith(
-      f"jaxlayer {command}: stopped by Ctrl-C after step 3 of 9, with a checkpoint there in "
+      f"jaxlayer {command}: stopped by {name} after step 3 of 9, with a checkpoint there in "
       f"RUN. {go_on}\n")
+
+

@@ -9,9 +9,11 @@ with one process holding all 4.
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -281,3 +283,57 @@ def test_two_processes_sweep_like_one(one_and_two_processes):
   logs = [(two.parent / f"2proc-{p}.log").read_text() for p in (0, 1)]
   assert "sweep:" in logs[0] and "eval arithmetic" in logs[0]
   assert "sweep:" not in logs[1] and "eval arithmetic" not in logs[1]
+
+
+def _metrics_steps(run_dir: Path) -> list[int]:
+  path = run_dir / metrics.METRICS_FILE
+  return [json.loads(line)["step"] for line in path.open()] if path.exists() else []
+
+
+def test_a_preemption_notice_to_one_host_stops_all_at_one_step_with_a_checkpoint(tmp_path):
+  """SIGTERM to one process of a two-host `jaxlayer train` (a cloud VM's preemption notice):
+  JAX's preemption service names a step both hosts reach; both save a checkpoint there and exit
+  with status 143. The same command resumes from it, and a notice to the other host stops it
+  again."""
+  run = tmp_path / "run"
+  args = [sys.executable, "-m", "jaxlayer.cli", "train", "--config",
+          str(ROOT / "configs" / "grpo_arithmetic.py"), f"--config.model.path={TINY_ARITH}",
+          f"--config.run_dir={run}", "--config.train.layers=layers.1",
+          "--config.train.steps=100000", "--config.train.batch_size=8",
+          "--config.train.group_size=4", "--config.rollout.max_new_tokens=4",
+          "--config.checkpoint.every=100000", "--config.logging.tensorboard=False",
+          "--config.logging.progress=False"]
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2 " + TEST_XLA_FLAGS,
+             HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), JAX_NUM_PROCESSES="2")
+  stopped_at = []
+  for attempt, notified in enumerate((1, 0)):
+    env["JAX_COORDINATOR_ADDRESS"] = f"localhost:{_free_port()}"
+    logs = [open(tmp_path / f"attempt{attempt}-{p}.log", "w+") for p in (0, 1)]
+    workers = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(p)}, cwd=tmp_path,
+                                stdout=log, stderr=subprocess.STDOUT)
+               for p, log in enumerate(logs)]
+    try:
+      started = (stopped_at or [0])[-1]
+      deadline = time.monotonic() + 300
+      while len(_metrics_steps(run)) < started + 2:  # two steps trained in this attempt
+        assert all(w.poll() is None for w in workers), "a process ended before its notice"
+        assert time.monotonic() < deadline, "no training step within 300 s"
+        time.sleep(0.2)
+      workers[notified].send_signal(signal.SIGTERM)
+      codes = [w.wait(timeout=120) for w in workers]
+    finally:
+      for w in workers:
+        w.kill()
+    texts = []
+    for log in logs:
+      log.seek(0)
+      texts.append(log.read())
+    assert codes == [143, 143], texts
+    steps = _metrics_steps(run)
+    assert steps == list(range(1, len(steps) + 1))  # resumed where the last attempt stopped
+    assert checkpoint.Checkpointer(run).all_steps() == [*stopped_at, steps[-1]]
+    assert (f"stopped by SIGTERM after step {steps[-1]} of 100000, with a checkpoint there"
+            in texts[0]), texts[0]
+    stopped_at.append(steps[-1])
+  assert stopped_at[0] >= 2 and stopped_at[1] >= stopped_at[0] + 2

@@ -205,26 +205,31 @@ def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, 
   for path in expected:
     np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
 
-  # Ctrl-C (SIGINT) during step 1 stops after it, with a checkpoint there (checkpoint.every is
-  # 2), and the run resumes to the same end. A second Ctrl-C stops at once, without one.
-  def ctrl_c(times):
-    return lambda step, metrics: [signal.raise_signal(signal.SIGINT) for _ in range(times)
-                                  if step == 1]
+  # Ctrl-C (SIGINT) or SIGTERM (a preemption notice) during step 1 stops after it, with a
+  # checkpoint there (checkpoint.every is 2), and the run resumes to the same end. A second
+  # Ctrl-C stops at once, without one.
+  def send(signum, times):
+    return lambda step, metrics: [signal.raise_signal(signum) for _ in range(times) if step == 1]
 
-  handler = signal.getsignal(signal.SIGINT)
-  with pytest.raises(train.TrainingInterrupted, match=r"after step 1 of 4, with a checkpoint"):
-    train.train(config("ctrl_c"), on_step=ctrl_c(times=1))
-  assert checkpoint.Checkpointer(tmp_path / "ctrl_c").all_steps() == [1]
-  resumed = train.train(config("ctrl_c"))
-  assert resumed.reward_history == whole.reward_history
-  got = _params(resumed.model)
-  for path in expected:
-    np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+  handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+  for signum, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
+    with pytest.raises(train.TrainingInterrupted,
+                       match=rf"stopped by {name} after step 1 of 4, with a checkpoint") as stop:
+      train.train(config(name), on_step=send(signum, times=1))
+    assert stop.value.signum == signum
+    assert checkpoint.Checkpointer(tmp_path / name).all_steps() == [1]
+    resumed = train.train(config(name))
+    assert resumed.reward_history == whole.reward_history
+    got = _params(resumed.model)
+    for path in expected:
+      np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
   with pytest.raises(KeyboardInterrupt) as interrupted:
-    train.train(config("ctrl_c_twice"), on_step=ctrl_c(times=2))
+    train.train(config("ctrl_c_twice"), on_step=send(signal.SIGINT, times=2))
   assert not isinstance(interrupted.value, train.TrainingInterrupted)
   assert checkpoint.Checkpointer(tmp_path / "ctrl_c_twice").all_steps() == []
-  assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C is as it was outside training
+  # Both signals are as they were outside training.
+  assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+
 
 def test_kl_reference_is_the_base_value_of_the_trained_leaves_only(tiny_qwen2_dir, tmp_path):
   trainer = train._Trainer(train.plan(small_config(tiny_qwen2_dir, tmp_path / "run", None)), None)

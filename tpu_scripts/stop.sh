@@ -7,8 +7,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 USAGE="usage: $SCRIPT --zone ZONE [options]
 
 Sends SIGTERM to the jaxlayer process launch.sh started on each worker (its pid is in
-REMOTE_DIR/jaxlayer.pid). Logs, checkpoints and results on the workers stay. The TPU VM goes
-on billing: delete it with delete.sh when done.
+REMOTE_DIR/jaxlayer.pid). A training run stops after its current RL step, on every worker the
+same one, with a checkpoint there: launch.sh with the same command resumes it. Logs,
+checkpoints and results on the workers stay. The TPU VM goes on billing: delete it with
+delete.sh when done.
 
 example: $SCRIPT --zone us-west4-a"
 

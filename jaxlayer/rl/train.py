@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -48,7 +49,15 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-  """Ctrl-C stopped the run after a whole step, with a checkpoint there to resume from."""
+  """A signal stopped the run after a whole step, with a checkpoint there to resume from.
+
+  signum: the signal (SIGINT for Ctrl-C, SIGTERM for a scheduler's stop or preemption notice);
+  a command line tool exits with status 128 + signum, as the signal alone would have.
+  """
+
+  def __init__(self, message: str, signum: int = signal.SIGINT):
+    super().__init__(message)
+    self.signum = signum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,29 +194,58 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    micro_batch_size=micro_batch_size)
 
 
+# The signals that ask a run to stop after its current step: Ctrl-C, and the SIGTERM with which
+# schedulers stop a job and cloud VMs announce a preemption (a grace period before the kill).
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
 @contextlib.contextmanager
-def _ctrl_c_ends_the_step():
-  """Within: the first Ctrl-C (SIGINT) asks the training loop to stop after the step it is in
-  (the yielded function tells whether one came); a second one interrupts at once. Only in the
-  main thread of a single-process run: signal handlers are set there, and the hosts of a
-  multi-host run could not agree on a step to stop at."""
-  if threading.current_thread() is not threading.main_thread() or distributed.is_multiprocess():
-    yield lambda: False
+def _stop_requests():
+  """Within: a function of the step just done that returns the signal asking the run to stop
+  after it, with a checkpoint (None: go on).
+
+  One process: the first SIGINT or SIGTERM asks; a second one acts at once, as it would
+  without this handler. The handlers are set in the main thread only, and restored afterwards.
+  Several hosts: JAX's preemption service catches a SIGTERM on any host and names a step that
+  all hosts reach (`multihost_utils.reached_preemption_sync_point`, called at every step);
+  Ctrl-C acts at once there, since the hosts could not agree on a step for it.
+  """
+  if distributed.is_multiprocess():
+    yield lambda step: signal.SIGTERM if _reached_preemption_sync_point(step) else None
+    return
+  if threading.current_thread() is not threading.main_thread():
+    yield lambda step: None
     return
   requested = []
+  previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+  def restore():
+    for signum, handler in previous.items():
+      signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
   def request_stop(signum, frame):
     if requested:
-      raise KeyboardInterrupt
-    requested.append(signum)
-    tqdm.write("Ctrl-C: stopping after this step, with a checkpoint (again: stop at once, "
-               "without one).")
+      restore()
+      signal.raise_signal(signum)
+      return
+    requested.append(signal.Signals(signum))
+    tqdm.write(f"{STOP_SIGNALS[signum]}: stopping after this step, with a checkpoint (again: "
+               "stop at once, without one).")
 
-  previous = signal.signal(signal.SIGINT, request_stop)
+  for signum in STOP_SIGNALS:
+    signal.signal(signum, request_stop)
   try:
-    yield lambda: bool(requested)
+    yield lambda step: requested[0] if requested else None
   finally:
-    signal.signal(signal.SIGINT, previous)
+    restore()
+
+
+def _reached_preemption_sync_point(step: int) -> bool:
+  """Whether every host has reached the step to stop at after a preemption notice."""
+  try:
+    return multihost_utils.reached_preemption_sync_point(step)
+  except RuntimeError:  # the preemption service is off (jax_enable_preemption_service=False)
+    return False
 
 
 def _check_optimizer_settings(train_cfg: ml_collections.ConfigDict) -> None:
@@ -729,8 +767,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   long (its learning-rate schedule is the whole run's): a later call resumes it, and the run
   ends as one trained without stopping would (the sweep's successive halving).
   Raises TrainingDiverged on a NaN / inf loss, gradient or parameter (the last good
-  checkpoint stays on disk). Ctrl-C stops the run after the step it is in, with a checkpoint
-  there, and raises TrainingInterrupted (a KeyboardInterrupt); a second Ctrl-C stops at once.
+  checkpoint stays on disk). Ctrl-C or SIGTERM (a preemption notice) stops the run after the
+  step it is in, with a checkpoint there, and raises TrainingInterrupted (a KeyboardInterrupt);
+  a second one stops at once.
   """
   plan_ = plan(config)
   _require(stop_at is None or (isinstance(stop_at, int) and stop_at >= 1),
@@ -766,7 +805,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
       with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
                 desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:
-        with _ctrl_c_ends_the_step() as stop_requested:
+        with _stop_requests() as stop_signal:
           while trainer.step < steps:
             last, samples = trainer.run_step()
             history.append(last["reward"])
@@ -780,12 +819,13 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
             bar.set_postfix(_postfix(last))
             if on_step is not None:
               on_step(trainer.step, last)
-            if stop_requested() and trainer.step < steps:
+            signum = stop_signal(trainer.step)
+            if signum is not None and trainer.step < steps:
               if not saved:
                 trainer.save(checkpointer)
               raise TrainingInterrupted(
-                  f"stopped by Ctrl-C after step {trainer.step} of {steps}, with a checkpoint "
-                  f"there in {run_dir}.")
+                  f"stopped by {STOP_SIGNALS[signum]} after step {trainer.step} of {steps}, with "
+                  f"a checkpoint there in {run_dir}.", signum)
       return TrainResult(
           run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
           step_seconds=step_seconds,
