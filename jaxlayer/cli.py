@@ -21,7 +21,12 @@ commands:
   sweep      layer-contribution sweep: base, full RL and RL on each block alone -> C(k), report
   compare    rank correlation (Spearman, Kendall) of the layer rankings of two sweeps
 
-`jaxlayer <command> --help` describes a command's options."""
+`jaxlayer <command> --help` describes a command's options; `jaxlayer --version` prints the
+versions of jaxlayer and the libraries it runs on (for bug reports)."""
+
+# The libraries whose versions change what jaxlayer computes or reads, as pip names them.
+REPORTED_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers",
+                      "tokenizers", "datasets", "math-verify", "numpy")
 
 
 def load_config(argv: list[str], prog: str, sections: dict | None = None):
@@ -420,6 +425,24 @@ def _eval(argv: list[str]) -> None:
         + (f", {out / evaluation.GENERATIONS_FILE}" if args.save_generations else ""))
 
 
+def version_report() -> str:
+  """jaxlayer's version, then Python's and each REPORTED_LIBRARIES one's (read from the installed
+  packages' metadata: nothing is imported, so no accelerator is claimed)."""
+  import platform
+  from importlib import metadata
+
+  import jaxlayer
+
+  def installed(name: str) -> str:
+    try:
+      return metadata.version(name)
+    except metadata.PackageNotFoundError:
+      return "not installed"
+
+  libraries = ", ".join(f"{name} {installed(name)}" for name in REPORTED_LIBRARIES)
+  return f"jaxlayer {jaxlayer.__version__}\npython {platform.python_version()}; {libraries}"
+
+
 COMMANDS = {"generate": _generate, "train": _train, "memory": _memory, "export": _export,
             "eval": _eval, "sweep": _sweep, "compare": _compare}
 
@@ -428,6 +451,9 @@ def main(argv: list[str] | None = None) -> None:
   argv = sys.argv[1:] if argv is None else argv
   if not argv or argv[0] in ("-h", "--help"):
     print(USAGE)
+    return
+  if argv[0] == "--version":
+    print(version_report())
     return
   command = COMMANDS.get(argv[0])
   if command is None:

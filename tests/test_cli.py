@@ -105,3 +105,15 @@ def test_a_stopped_run_exits_as_its_signal_would_and_says_how_to_go_on(command, 
       f"RUN. {go_on}\n")
 
 
+
+
+def test_version_names_jaxlayer_and_the_installed_libraries(capsys):
+  from importlib import metadata
+
+  import jaxlayer
+
+  cli.main(["--version"])
+  first, second = capsys.readouterr().out.splitlines()
+  assert first == f"jaxlayer {jaxlayer.__version__}" == f"jaxlayer {metadata.version('jaxlayer')}"
+  for name in ("jax", "flax", "optax", "orbax-checkpoint", "transformers"):
+    assert f"{name} {metadata.version(name)}" in second
