@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxlayer import distributed, models, sampling, tasks
+from jaxlayer import distributed, models, paths, sampling, tasks
 from jaxlayer.envs import summarize
 from jaxlayer.rl import checkpoint, multiturn, train
 
@@ -451,7 +451,7 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   """Evaluates the model or run at model_path on every task of the config (`task_names`) and
   writes OUT/eval.json (and, with save_generations, OUT/generations.jsonl); returns (OUT, the
   eval.json dictionary). An existing eval.json is replaced only with overwrite=True."""
-  out = Path(out_dir) if out_dir is not None else default_out_dir(model_path)
+  out = paths.local_path(out_dir, "--out") if out_dir is not None else default_out_dir(model_path)
   names = task_names(config)
   settings = eval_settings(config)  # bad settings fail here, before any model is loaded
   if (out / EVAL_FILE).exists() and not overwrite:

@@ -117,3 +117,37 @@ def test_version_names_jaxlayer_and_the_installed_libraries(capsys):
   assert first == f"jaxlayer {jaxlayer.__version__}" == f"jaxlayer {metadata.version('jaxlayer')}"
   for name in ("jax", "flax", "optax", "orbax-checkpoint", "transformers"):
     assert f"{name} {metadata.version(name)}" in second
+
+
+TINY = f"--config.model.path={assets.TINY_ARITH}"
+
+
+@pytest.mark.parametrize("command,args,key", [
+    ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir=gs://b/run"],
+     "run_dir='gs://b/run'"),
+    ("train", ["--config", "configs/grpo_arithmetic.py", "--config.model.path=gs://b/model",
+               "--config.run_dir=run"], "model='gs://b/model'"),
+    ("sweep", ["--config", "configs/sweep_tiny.py", TINY, "--config.sweep.dir=gs://b/sweep"],
+     "sweep.dir='gs://b/sweep'"),
+    ("eval", ["--config", "configs/sweep_tiny.py", "--model", str(assets.TINY_ARITH), "--out",
+              "s3://b/eval"], "--out='s3://b/eval'"),
+    ("generate", ["--model", "gs://b/model", "--prompt", "1+1="], "model='gs://b/model'"),
+])
+def test_a_url_for_a_directory_is_refused_before_anything_is_written(command, args, key,
+                                                                     monkeypatch):
+  """A gs:// path used to become a local directory named 'gs:', which on several hosts left
+  each host's checkpoint shards on its own disk."""
+  monkeypatch.chdir(REPO)  # the configs' relative paths
+  with pytest.raises(SystemExit, match=re.escape(f"jaxlayer {command}: {key} is a URL, but "
+                                                 "jaxlayer reads and writes directories through "
+                                                 "the local file system")):
+    cli.main([command, *args])
+  assert not (REPO / "gs:").exists() and not (REPO / "s3:").exists()
+
+
+def test_export_to_a_url_is_refused(tmp_path):
+  from jaxlayer import models
+
+  model, _ = models.from_pretrained(assets.TINY_ARITH)
+  with pytest.raises(ValueError, match="out_dir='gs://bucket/hf' is a URL"):
+    models.save_pretrained(model, "gs://bucket/hf")

@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 USAGE="usage: $SCRIPT --zone ZONE [--queued] [--yes] [options]
 
 Deletes the TPU VM named by --name, with its disks: whatever the workers hold (checkpoints,
-results, logs) is lost unless it was written to a bucket or fetched first with fetch.sh.
+results, logs) is lost unless it was written to a shared mount or fetched first with fetch.sh.
 gcloud asks for confirmation unless --yes is given.
 
   --queued   the TPU was made with create.sh --queued: delete the queued resource and its node

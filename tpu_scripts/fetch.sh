@@ -8,7 +8,7 @@ USAGE="usage: $SCRIPT --zone ZONE --from REMOTE_PATH [--to LOCAL_DIR] [--worker 
 
 Copies REMOTE_PATH (relative to the worker's home, e.g. the run's output directory or
 jaxlayer-run/logs) into LOCAL_DIR. It refuses to overwrite: if LOCAL_DIR already holds an
-entry of that name, choose another --to. Results written to a gs:// bucket need no fetching.
+entry of that name, choose another --to. Results written to a shared NFS mount need no fetching.
 
   --from REMOTE_PATH  what to copy, on the worker
   --to LOCAL_DIR      where to put it [default: tpu-results/NAME]

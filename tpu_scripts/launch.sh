@@ -9,7 +9,8 @@ USAGE="usage: $SCRIPT train|sweep --config FILE[:ARG] --zone ZONE [--config.KEY=
 Copies the config file to every worker, then starts the same jaxlayer command on all of
 them (--worker=all). On a multi-host slice jaxlayer joins the hosts itself
 (jax.distributed.initialize); paths in the config are read on the workers, so point data and
-outputs at something every worker can reach (a gs:// bucket) or that each worker has.
+outputs at a directory every worker mounts (NFS, such as Filestore) or that each worker has
+(jaxlayer takes file system paths, not gs:// URLs).
 The run goes on after this script returns; each worker writes its own log,
 REMOTE_DIR/logs/RUN_NAME-<worker hostname>.log: follow it with logs.sh --follow.
 

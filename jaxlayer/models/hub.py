@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from jaxlayer import distributed
+from jaxlayer import distributed, paths
 from jaxlayer.models import hf_mapping, sharding
 from jaxlayer.models.config import ModelConfig, resolve_dtype
 from jaxlayer.models.qwen import Qwen
@@ -48,7 +48,7 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
                       hub_files: Sequence[str] = _HUB_PATTERNS) -> Path:
   """A local directory as is; otherwise a hub id fetched (or found in the HF cache): the files
   matching `hub_files` (default: config, weights and tokenizer)."""
-  path = Path(path_or_hub_id).expanduser()
+  path = paths.local_path(path_or_hub_id, "model").expanduser()
   if path.is_dir():
     return path
   name = str(path_or_hub_id)
@@ -157,7 +157,7 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
   is replaced only with `overwrite=True`. On several hosts every process calls it (parameters
   spread over the hosts are gathered) and process 0 writes.
   """
-  out_dir = Path(out_dir)
+  out_dir = paths.local_path(out_dir, "out_dir")
   cfg = model.config
   if cfg.source_dir and Path(cfg.source_dir).resolve() == out_dir.resolve():
     raise ValueError("Refusing to write over the checkpoint the model was loaded from "

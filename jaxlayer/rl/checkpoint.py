@@ -9,7 +9,7 @@ A run directory holds
 Checkpoints are written synchronously and committed atomically by Orbax, so a run killed at
 any moment leaves its previous checkpoints intact. On several hosts every process calls save and
 restore (Orbax writes each array's shards from the hosts that hold them, the metadata once, on
-a directory all hosts share, e.g. a gs:// bucket); the JSON files are written by process 0.
+a directory all hosts mount, e.g. NFS); the JSON files are written by process 0.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxlayer import distributed, locks, models, sampling, tasks
+from jaxlayer import distributed, locks, models, paths, sampling, tasks
 from jaxlayer.models.hub import resolve_model_dir
 from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, multiturn, optimizer,
                          selection)
@@ -126,6 +126,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
            "Set the model: --config.model.path=DIR (a Hugging Face directory or hub id).")
   _require(config.run_dir is not None,
            "Set the run directory: --config.run_dir=DIR (checkpoints and metrics go there).")
+  paths.local_path(config.run_dir, "run_dir")
   _require(config.task.name in tasks.TASKS,
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
   model_dir = resolve_model_dir(config.model.path)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxlayer import paths
 from jaxlayer.sweep import store
 from jaxlayer.sweep.report import save_figure
 
@@ -126,7 +127,7 @@ def _fmt(value, spec: str = ".2f") -> str:
 def compare_sweep_dirs(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
                        out_dir: str | os.PathLike) -> dict:
   """Compares two sweep directories; writes compare.json and compare.png into out_dir."""
-  dir_a, dir_b, out_dir = Path(dir_a), Path(dir_b), Path(out_dir)
+  dir_a, dir_b, out_dir = Path(dir_a), Path(dir_b), paths.local_path(out_dir, "--out")
   sweep_a, sweep_b = load_sweep(dir_a), load_sweep(dir_b)
   comparison = {"sweep_a": str(dir_a), "sweep_b": str(dir_b),
                 **compare_sweeps(sweep_a, sweep_b)}

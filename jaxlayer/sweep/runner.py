@@ -51,7 +51,7 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from jaxlayer import distributed, locks
+from jaxlayer import distributed, locks, paths
 from jaxlayer.rl import selection
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
@@ -444,6 +444,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   On several hosts (jaxlayer.distributed) every process runs the sweep's runs together with the
   local launcher; process 0 writes the sweep directory's files.
   """
+  paths.local_path(config.sweep.dir, "sweep.dir")
   plan_training = train_fn is None
   train_fn = train_fn or default_train_fn
   if eval_fn is None:

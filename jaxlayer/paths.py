@@ -1,0 +1,26 @@
+"""Directories jaxlayer reads and writes: paths of the local file system, never URLs.
+
+Run and sweep directories rely on what a local (or mounted) file system gives: a lock held by
+the writing process, write-then-rename for every result, Orbax's atomic checkpoint commits. A
+`gs://` URL given as a path would silently become a local directory named `gs:`, so it is
+refused with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_path(path: str | os.PathLike, key: str) -> Path:
+  """`path` as a Path, if it is one of the local file system (`key` names it in the error)."""
+  text = os.fspath(path)
+  if _URL.match(text):
+    raise ValueError(
+        f"{key}={text!r} is a URL, but jaxlayer reads and writes directories through the local "
+        "file system. Give a local path (copy to or from a bucket with `gcloud storage cp -r`); "
+        "on several hosts, a directory that all of them mount (NFS, such as Filestore).")
+  return Path(text)
