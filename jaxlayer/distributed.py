@@ -18,15 +18,18 @@ What differs from one process is gathered here:
 - `split_work(fn, count)`: host-side work on items 0..count-1 (decoding, grading) split over the
   processes, the results gathered on every process.
 - `check_same(arrays, what)`: fails clearly when processes that must agree do not.
+- `check_shared_directory(directory, key)`: fails clearly when a directory that every host
+  writes into (a run's checkpoints) is not the same one on every host.
 
-Functions that gather (`to_host`, `split_work`, `check_same`, `sync`) are collective: every
-process must call them, in the same order.
+Functions that gather (`to_host`, `split_work`, `check_same`, `check_shared_directory`, `sync`)
+are collective: every process must call them, in the same order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -243,3 +246,45 @@ def check_same(arrays: Sequence[np.ndarray], what: str, hint: str = "") -> None:
   if differing:
     raise RuntimeError(f"{what} differ between processes (process 0 and process(es) "
                        f"{differing}), but every process must compute the same ones. {hint}")
+
+
+SHARED_MARK = ".jaxlayer-hosts"  # written by process 0 for the others to read, then removed
+SHARED_WAIT_S = 10.0  # how long the others look for it (NFS may show a new file late)
+
+
+def check_shared_directory(directory: str | os.PathLike, key: str) -> None:
+  """Raises ValueError on every process when `directory` is not one directory that every host
+  sees (say, a relative path on each host's own disk): Orbax writes a checkpoint's shards from
+  the hosts that hold them and process 0 commits them, so each host would keep a part. Process
+  0 writes a random token there, the others read it. Nothing on one process. Collective."""
+  if not is_multiprocess():
+    return
+  given, directory = os.fspath(directory), os.path.abspath(directory)
+  mark = os.path.join(directory, SHARED_MARK)
+  token = bytes(multihost_utils.broadcast_one_to_all(
+      np.frombuffer(os.urandom(16), np.uint8))).hex()  # process 0's
+  if is_primary():
+    os.makedirs(directory, exist_ok=True)
+    with open(mark, "w") as f:
+      f.write(token)
+  sync("jaxlayer: shared-directory mark written")
+  deadline = time.monotonic() + SHARED_WAIT_S
+  while True:
+    try:
+      with open(mark) as f:
+        sees = f.read() == token
+    except OSError:
+      sees = False
+    if sees or is_primary() or time.monotonic() > deadline:
+      break
+    time.sleep(0.2)
+  every = _gather_exact(np.array([[sees]], np.uint8), jax.process_count())[:, 0]
+  if is_primary():
+    os.remove(mark)
+  blind = [p for p in range(len(every)) if not every[p]]
+  if blind:
+    raise ValueError(
+        f"{key}={given!r} is not one directory that every host sees: process(es) {blind} could "
+        "not read what process 0 wrote there. Every host writes its part of each checkpoint "
+        f"into it: give {key} as a directory that all hosts mount (NFS, such as Filestore), by "
+        "an absolute path.")

@@ -337,3 +337,34 @@ def test_a_preemption_notice_to_one_host_stops_all_at_one_step_with_a_checkpoint
             in texts[0]), texts[0]
     stopped_at.append(steps[-1])
   assert stopped_at[0] >= 2 and stopped_at[1] >= stopped_at[0] + 2
+
+
+def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_path):
+  """Each process in its own working directory with a relative run_dir: two directories, as
+  with a path on each host's own disk. Every host would keep its part of each checkpoint, so
+  both refuse before training, naming the host that could not see process 0's directory."""
+  code = ("import sys; from jaxlayer import cli; cli.main(sys.argv[1:])")
+  args = [sys.executable, "-c", code, "train", "--config",
+          str(ROOT / "configs" / "grpo_arithmetic.py"), f"--config.model.path={TINY_ARITH}",
+          "--config.run_dir=run", "--config.train.steps=1"]
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2 " + TEST_XLA_FLAGS,
+             HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), JAX_NUM_PROCESSES="2",
+             JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}")
+  homes = [tmp_path / f"host{p}" for p in (0, 1)]
+  for home in homes:
+    home.mkdir()
+  workers = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(p)}, cwd=home,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for p, home in enumerate(homes)]
+  try:
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+  finally:
+    for w in workers:
+      w.kill()
+  for worker, output in zip(workers, outputs):
+    assert worker.returncode == 1, output
+    assert ("jaxlayer train: run_dir='run' is not one directory that every host sees: "
+            "process(es) [1] could not read what process 0 wrote there") in output, output
+  assert sorted(p.name for p in (homes[0] / "run").iterdir()) == []  # nothing trained or left
+  assert not (homes[1] / "run").exists()

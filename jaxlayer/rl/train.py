@@ -779,6 +779,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   if config.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
   run_dir = Path(config.run_dir)
+  distributed.check_shared_directory(run_dir, "run_dir")
   # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
   # train` alike); the lock goes with the process, however it ends.
   with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary()):
