@@ -8,9 +8,9 @@ USAGE="usage: $SCRIPT train|sweep --config FILE[:ARG] --zone ZONE [--config.KEY=
 
 Copies the config file to every worker, then starts the same jaxlayer command on all of
 them (--worker=all). On a multi-host slice jaxlayer joins the hosts itself
-(jax.distributed.initialize); paths in the config are read on the workers, so point data and
-outputs at a directory every worker mounts (NFS, such as Filestore) or that each worker has
-(jaxlayer takes file system paths, not gs:// URLs).
+(jax.distributed.initialize); paths in the config are read on the workers, so put data where
+each worker has it and, on several workers, outputs in a directory all of them mount (NFS,
+such as Filestore). jaxlayer takes file system paths, not gs:// URLs.
 The run goes on after this script returns; each worker writes its own log,
 REMOTE_DIR/logs/RUN_NAME-<worker hostname>.log: follow it with logs.sh --follow.
 
