@@ -99,6 +99,7 @@ def _generate(argv: list[str]) -> None:
   parser.add_argument("--model", required=True, help="Hugging Face model directory or hub id, "
                       "or a run directory of `jaxlayer train` (its base model + trained blocks)")
   parser.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
+  _add_base_model_flag(parser)
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--prompt", action="append", help="text to complete (repeat for several)")
   source.add_argument("--prompts-file", metavar="FILE", help=(
@@ -150,7 +151,7 @@ def _generate(argv: list[str]) -> None:
 
   try:
     model, tokenizer, _ = evaluation.load_model(args.model, dtype=args.dtype, step=args.step,
-                                                mesh=mesh)
+                                                mesh=mesh, base_model=args.base_model)
   except (ValueError, FileNotFoundError) as err:
     raise SystemExit(f"jaxlayer generate: {err}") from None
   eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
@@ -310,6 +311,12 @@ def _train(argv: list[str]) -> None:
   print(f"trained {result.step} steps; last mean reward {last}; run directory {result.run_dir}")
 
 
+def _add_base_model_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--base-model", metavar="DIR_OR_HUB_ID", help=(
+      "for a run directory whose base model is no longer where it was trained (say, a run "
+      "copied from another machine): the base model's directory or hub id"))
+
+
 def _interrupted(prog: str, err: KeyboardInterrupt, go_on: str) -> None:
   """Exits as the signal that stopped the run would have (128 + its number: 130 for Ctrl-C,
   143 for SIGTERM), saying what was kept and how to go on, without a traceback."""
@@ -372,13 +379,14 @@ def _export(argv: list[str]) -> None:
   parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
   parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: the run's dtype")
   parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
+  _add_base_model_flag(parser)
   args = parser.parse_args(argv)
   _initialize_hosts()
   from jaxlayer.rl import checkpoint
 
   try:
     out = checkpoint.export(args.run, args.out, step=args.step, dtype=args.dtype,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, base_model=args.base_model)
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer export: {err}") from None
   print(f"wrote {out}")
@@ -403,6 +411,7 @@ def _eval(argv: list[str]) -> None:
   parser.add_argument("--save-generations", action="store_true",
                       help="also write generations.jsonl (prompt, completion, answer, score)")
   parser.add_argument("--overwrite", action="store_true", help="replace an eval.json in --out")
+  _add_base_model_flag(parser)
   args, overrides = parser.parse_known_args(argv)
   from jaxlayer.evaluation import default_eval_config
 
@@ -414,7 +423,8 @@ def _eval(argv: list[str]) -> None:
   try:
     out, report = evaluation.evaluate_and_save(
         config, args.model, args.out, step=args.step, save_generations=args.save_generations,
-        overwrite=args.overwrite, command=shlex.join(["jaxlayer", "eval", *argv]))
+        overwrite=args.overwrite, command=shlex.join(["jaxlayer", "eval", *argv]),
+        base_model=args.base_model)
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer eval: {err}") from None
   for name, result in report["tasks"].items():

@@ -395,10 +395,11 @@ def is_run_dir(path: str | os.PathLike) -> bool:
 
 
 def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | None = None,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, base_model: str | None = None):
   """(model, tokenizer, info) from a Hugging Face directory / hub id or a `jaxlayer train` run
   directory (its base model with the trained leaves of checkpoint `step`, default the latest;
-  the run's dtype). info describes what was loaded, for eval.json."""
+  the run's dtype; base_model: where its base model is now, if it moved). info describes what
+  was loaded, for eval.json."""
   path = str(path)
   if is_run_dir(path):
     run_config, run = checkpoint.read_run_files(path)
@@ -408,13 +409,15 @@ def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | N
         step = checkpointer.latest_step()
       finally:
         checkpointer.close()
-    model, _ = checkpoint.load_trained_model(path, step, mesh=mesh)
-    return model, models.load_tokenizer(run["base_model"]), {
-        "model": path, "kind": "run", "base_model": run["base_model"], "step": step,
+    model, _ = checkpoint.load_trained_model(path, step, mesh=mesh, base_model=base_model)
+    base_model = base_model or run["base_model"]
+    return model, models.load_tokenizer(base_model), {
+        "model": path, "kind": "run", "base_model": base_model, "step": step,
         "trained": run["trainable"], "dtype": run_config.model.dtype}
-  if step is not None:
-    raise ValueError(f"step={step} applies to a jaxlayer run directory, but {path} is not one "
-                     f"(no {checkpoint.RUN_FILE}).")
+  for value, name in ((step, "step"), (base_model, "base_model")):
+    if value is not None:
+      raise ValueError(f"{name}={value} applies to a jaxlayer run directory, but {path} is not "
+                       f"one (no {checkpoint.RUN_FILE}).")
   if Path(path).expanduser().is_dir() and not (Path(path).expanduser() / "config.json").is_file():
     raise FileNotFoundError(f"{path} is neither a jaxlayer run directory (no "
                             f"{checkpoint.RUN_FILE}) nor a Hugging Face model directory (no "
@@ -447,10 +450,12 @@ def default_out_dir(model_path: str | os.PathLike) -> Path:
 def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.PathLike,
                       out_dir: str | os.PathLike | None = None, *, step: int | None = None,
                       save_generations: bool = False, overwrite: bool = False,
-                      command: str | None = None) -> tuple[Path, dict]:
+                      command: str | None = None,
+                      base_model: str | None = None) -> tuple[Path, dict]:
   """Evaluates the model or run at model_path on every task of the config (`task_names`) and
   writes OUT/eval.json (and, with save_generations, OUT/generations.jsonl); returns (OUT, the
-  eval.json dictionary). An existing eval.json is replaced only with overwrite=True."""
+  eval.json dictionary). An existing eval.json is replaced only with overwrite=True.
+  base_model: a run's base model, where it moved (load_model)."""
   out = paths.local_path(out_dir, "--out") if out_dir is not None else default_out_dir(model_path)
   names = task_names(config)
   settings = eval_settings(config)  # bad settings fail here, before any model is loaded
@@ -458,7 +463,7 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
     raise FileExistsError(f"{out / EVAL_FILE} exists: pass --overwrite to replace it, or choose "
                           "another --out.")
   model, tokenizer, info = load_model(model_path, dtype=config.model.dtype, step=step,
-                                      mesh=train.config_mesh(config.mesh))
+                                      mesh=train.config_mesh(config.mesh), base_model=base_model)
   results = [evaluate_from_config(config, model, tokenizer, task_name=name) for name in names]
   report = {
       **info,

@@ -1,12 +1,14 @@
 """Run directories: Orbax round trips, keeping the newest k, clear errors."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from jaxlayer import models
+from jaxlayer import assets, models
 from jaxlayer.rl import checkpoint
 
 
@@ -56,7 +58,7 @@ def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
     checkpoint.load_trained_model(tmp_path)
   config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
                                       "checkpoint": {"keep": 2, "every": 10}})
-  checkpoint.write_run_files(tmp_path, config, str(tiny_qwen2_dir), ["final_norm.scale"])
+  checkpoint.write_run_files(tmp_path, config, str(tiny_qwen2_dir), {"final_norm.scale": (32,)})
   with pytest.raises(FileNotFoundError, match="no checkpoint yet \\(it saves every 10 steps\\)"):
     checkpoint.load_trained_model(tmp_path)
   saver = checkpoint.Checkpointer(tmp_path)
@@ -69,3 +71,39 @@ def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
   np.testing.assert_array_equal(trained["final_norm.scale"], np.full(32, 2.0))
   base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])
   np.testing.assert_array_equal(trained["embed.embedding"], base["embed.embedding"])
+
+
+def test_a_run_whose_base_model_moved_loads_with_base_model(tmp_path, tiny_qwen2_dir):
+  """A run copied to another machine: its base model is not where run.json says. The error
+  names the way out; --base-model (CLI) / base_model= loads it from its new place, and a model
+  that does not fit the run is refused before anything is merged."""
+  from jaxlayer import cli
+
+  base = tmp_path / "base"
+  shutil.copytree(tiny_qwen2_dir, base)
+  run = tmp_path / "run"
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 10}})
+  trained = jnp.full((32,), 2.0)
+  checkpoint.write_run_files(run, config, str(base), {"final_norm.scale": trained.shape})
+  saver = checkpoint.Checkpointer(run)
+  saver.save(3, {"final_norm.scale": trained}, _state(1.0)[1], {"step": 3})
+  saver.close()
+  moved = base.rename(tmp_path / "moved")
+  with pytest.raises(FileNotFoundError, match=f"Run {run} was trained on the base model in "
+                     f"{base} \\(its run.json\\), which is not there any more: give the base "
+                     "model's directory or hub id with --base-model"):
+    checkpoint.load_trained_model(run)
+  model, _ = checkpoint.load_trained_model(run, base_model=str(moved))
+  np.testing.assert_array_equal(models.named_params(model)["final_norm.scale"], trained)
+  cli.main(["export", "--run", str(run), "--base-model", str(moved), "--out",
+            str(tmp_path / "hf")])
+  exported = models.named_params(models.from_pretrained(tmp_path / "hf")[0])
+  np.testing.assert_array_equal(exported["final_norm.scale"], trained)
+  # The shipped model is wider: its final norm does not fit the run's trained one.
+  with pytest.raises(SystemExit, match=r"jaxlayer export: The base model .* does not fit run .* "
+                     r"\(final_norm.scale: \(32,\) in the run, \(128,\) in the model; 1 of its 1 "
+                     r"trained parameters differ\)"):
+    cli.main(["export", "--run", str(run), "--base-model", str(assets.TINY_ARITH), "--out",
+              str(tmp_path / "hf3")])
+  assert not (tmp_path / "hf3").exists()

@@ -203,10 +203,10 @@ def _make_run_dir(run_dir: Path, base_dir: Path, step: int) -> np.ndarray:
   TRAINED_LEAF; returns that leaf's value [F, D]."""
   config = default_config()
   config.model.path, config.run_dir = str(base_dir), str(run_dir)
-  checkpoint.write_run_files(run_dir, config, str(base_dir), [TRAINED_LEAF])
   hf = transformers.AutoModelForCausalLM.from_pretrained(base_dir)
   base = hf.model.layers[1].mlp.down_proj.weight.detach().numpy().T  # [F, D]
   trained = (base * -3.0 + 0.05).astype(np.float32)
+  checkpoint.write_run_files(run_dir, config, str(base_dir), {TRAINED_LEAF: trained.shape})
   saver = checkpoint.Checkpointer(run_dir)
   saver.save(step, {TRAINED_LEAF: jax.numpy.asarray(trained)}, {"rng": jax.random.key_data(
       jax.random.key(0))}, {"step": step, "data_position": 0})
@@ -288,6 +288,8 @@ def test_replicated_params_decode_per_device_and_score_the_same(cli_eval, tiny_q
     (["--model", "{empty}"], "neither a jaxlayer run directory .*nor a Hugging Face model"),
     (["--model", "{run}"], "has no checkpoint yet"),
     (["--model", "{model}", "--step", "3"], "step=3 applies to a jaxlayer run directory"),
+    (["--model", "{model}", "--base-model", "{model}"],
+     "base_model=.* applies to a jaxlayer run directory"),
     (["--model", "{model}", "--config.task.name=nosuchtask"],
      "unknown task.*'nosuchtask'.*arithmetic"),
     (["--model", "{model}", "--config.eval.tasks=parity,nope"], r"unknown task\(s\) \['nope'\]"),
@@ -302,7 +304,7 @@ def test_replicated_params_decode_per_device_and_score_the_same(cli_eval, tiny_q
 def test_bad_input_is_a_clear_error(flags, message, tiny_qwen2_dir, config_file, tmp_path):
   (tmp_path / "empty").mkdir()
   checkpoint.write_run_files(tmp_path / "run", default_config(), str(tiny_qwen2_dir),
-                             [TRAINED_LEAF])
+                             {TRAINED_LEAF: (64, 32)})  # (no checkpoint: the shape is not read)
   paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "run": tmp_path / "run",
            "model": tiny_qwen2_dir}
   flags = [f.format(**{k: str(v) for k, v in paths.items()}) for f in flags]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,15 @@ class Checkpointer:
 
 
 def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model: str,
-                    trainable: list[str]) -> None:
-  """config.json and run.json (by the primary process only)."""
+                    trainable: Mapping[str, Sequence[int]]) -> None:
+  """config.json and run.json (by the primary process only); trainable: path -> shape."""
   if not distributed.is_primary():
     return
   run_dir.mkdir(parents=True, exist_ok=True)
   _write_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
-  _write_json(run_dir / RUN_FILE, {"base_model": base_model, "trainable": trainable})
+  _write_json(run_dir / RUN_FILE, {
+      "base_model": base_model, "trainable": list(trainable),
+      "shapes": {path: list(shape) for path, shape in trainable.items()}})
 
 
 def read_run_files(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict]:
@@ -108,10 +111,21 @@ def _write_json(path: Path, data) -> None:
 
 
 def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
-                       mesh: jax.sharding.Mesh | None = None):
+                       mesh: jax.sharding.Mesh | None = None, base_model: str | None = None):
   """(model, ModelConfig): the run's base model with the trained leaves of `step` (default:
-  the latest checkpoint) in place of the base values."""
+  the latest checkpoint) in place of the base values.
+
+  base_model: the base model's directory or hub id, where it is no longer where the run was
+  trained (run.json's `base_model`), e.g. a run copied from another machine.
+  """
   config, run = read_run_files(run_dir)
+  if base_model is None:
+    base_model = run["base_model"]
+    if not Path(base_model).is_dir():
+      raise FileNotFoundError(
+          f"Run {run_dir} was trained on the base model in {base_model} (its {RUN_FILE}), which "
+          "is not there any more: give the base model's directory or hub id with --base-model "
+          "(library: base_model=).")
   checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
   try:
     available = checkpointer.all_steps()
@@ -122,9 +136,10 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
     if step not in available:
       raise ValueError(f"Run {run_dir} has no checkpoint for step {step}; available: "
                        f"{sorted(available)}.")
-    model, model_config = models.from_pretrained(run["base_model"], dtype=config.model.dtype,
+    model, model_config = models.from_pretrained(base_model, dtype=config.model.dtype,
                                                  mesh=mesh)
     base = models.named_params(model)
+    _check_fits(base, run, base_model, run_dir)
     trained = checkpointer.restore_params(step, {path: base[path] for path in run["trainable"]})
   finally:
     checkpointer.close()
@@ -137,9 +152,24 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
   return model, model_config
 
 
+def _check_fits(base: dict, run: dict, base_model: str, run_dir) -> None:
+  """Raises ValueError when the base model lacks a trained leaf or holds it in another shape
+  (runs of jaxlayer before run.json recorded the shapes are checked for the paths only)."""
+  shapes = run.get("shapes", {})
+  misfits = [f"{path}: {tuple(shapes[path])} in the run, {base[path].shape} in the model"
+             if path in base else f"{path}: not in the model"
+             for path in run["trainable"]
+             if path not in base or (path in shapes and tuple(shapes[path]) != base[path].shape)]
+  if misfits:
+    raise ValueError(f"The base model {base_model} does not fit run {run_dir} ({misfits[0]}; "
+                     f"{len(misfits)} of its {len(run['trainable'])} trained parameters differ): "
+                     "give the model the run was trained on (--base-model).")
+
+
 def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | None = None,
-           dtype: str | None = None, overwrite: bool = False) -> Path:
+           dtype: str | None = None, overwrite: bool = False,
+           base_model: str | None = None) -> Path:
   """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in.
   The model is loaded over all devices (every host's, on several hosts)."""
-  model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh())
+  model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model)
   return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)

@@ -791,7 +791,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
         _check_resumable(run_dir, config)
       trainer = _Trainer(plan_, task)
       checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
-                                 list(plan_.selection.trainable))
+                                 {path: value.shape for path, value in trainer.params.items()})
       if latest is not None:
         trainer.restore(checkpointer, latest)
       steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
