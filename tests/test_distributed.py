@@ -3,17 +3,13 @@
 The two-process test starts two Python processes with 2 CPU devices each, joined by
 `jax.distributed` (gloo collectives), that run a small `jaxlayer sweep`, then `export` and
 `eval` of its trained run, on one 4-device mesh spread over both, and compares what they write
-with one process holding all 4.
+with one process holding all 4. (A preemption notice to one of two hosts: test_preemption.py.)
 """
 
 import json
 import math
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -25,9 +21,8 @@ from safetensors import safe_open
 from jaxlayer import distributed, models
 from jaxlayer.assets import TINY_ARITH
 from jaxlayer.rl import checkpoint, metrics
-from tests.conftest import TEST_XLA_FLAGS
-
-ROOT = Path(__file__).parents[1]
+from tests import multihost
+from tests.multihost import ROOT
 
 
 @pytest.fixture
@@ -152,24 +147,12 @@ cli.main(["eval", "--config", "{SWEEP_CONFIG}", "--model", run, "--out", f"{{wor
 """
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def _run_workers(tmp_path, model_dir, num_processes, devices_per_process, chunk) -> Path:
   """Runs WORKER in num_processes joined processes; returns the directory it wrote to."""
   work = tmp_path / f"{num_processes}proc"
   args = [sys.executable, "-c", WORKER, str(work), str(chunk),
           f"--config.model.path={model_dir}", *OVERRIDES]
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process} "
-             + TEST_XLA_FLAGS,
-             HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-  if num_processes > 1:
-    env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
-               JAX_NUM_PROCESSES=str(num_processes))
+  env = multihost.worker_env(num_processes, devices_per_process)
   logs = [open(tmp_path / f"{num_processes}proc-{p}.log", "w+") for p in range(num_processes)]
   workers = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(p)}, cwd=tmp_path,
                               stdout=log, stderr=subprocess.STDOUT)
@@ -285,60 +268,6 @@ def test_two_processes_sweep_like_one(one_and_two_processes):
   assert "sweep:" not in logs[1] and "eval arithmetic" not in logs[1]
 
 
-def _metrics_steps(run_dir: Path) -> list[int]:
-  path = run_dir / metrics.METRICS_FILE
-  return [json.loads(line)["step"] for line in path.open()] if path.exists() else []
-
-
-def test_a_preemption_notice_to_one_host_stops_all_at_one_step_with_a_checkpoint(tmp_path):
-  """SIGTERM to one process of a two-host `jaxlayer train` (a cloud VM's preemption notice):
-  JAX's preemption service names a step both hosts reach; both save a checkpoint there and exit
-  with status 143. The same command resumes from it, and a notice to the other host stops it
-  again."""
-  run = tmp_path / "run"
-  args = [sys.executable, "-m", "jaxlayer.cli", "train", "--config",
-          str(ROOT / "configs" / "grpo_arithmetic.py"), f"--config.model.path={TINY_ARITH}",
-          f"--config.run_dir={run}", "--config.train.layers=layers.1",
-          "--config.train.steps=100000", "--config.train.batch_size=8",
-          "--config.train.group_size=4", "--config.rollout.max_new_tokens=4",
-          "--config.checkpoint.every=100000", "--config.logging.tensorboard=False",
-          "--config.logging.progress=False"]
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2 " + TEST_XLA_FLAGS,
-             HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), JAX_NUM_PROCESSES="2")
-  stopped_at = []
-  for attempt, notified in enumerate((1, 0)):
-    env["JAX_COORDINATOR_ADDRESS"] = f"localhost:{_free_port()}"
-    logs = [open(tmp_path / f"attempt{attempt}-{p}.log", "w+") for p in (0, 1)]
-    workers = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(p)}, cwd=tmp_path,
-                                stdout=log, stderr=subprocess.STDOUT)
-               for p, log in enumerate(logs)]
-    try:
-      started = (stopped_at or [0])[-1]
-      deadline = time.monotonic() + 300
-      while len(_metrics_steps(run)) < started + 2:  # two steps trained in this attempt
-        assert all(w.poll() is None for w in workers), "a process ended before its notice"
-        assert time.monotonic() < deadline, "no training step within 300 s"
-        time.sleep(0.2)
-      workers[notified].send_signal(signal.SIGTERM)
-      codes = [w.wait(timeout=120) for w in workers]
-    finally:
-      for w in workers:
-        w.kill()
-    texts = []
-    for log in logs:
-      log.seek(0)
-      texts.append(log.read())
-    assert codes == [143, 143], texts
-    steps = _metrics_steps(run)
-    assert steps == list(range(1, len(steps) + 1))  # resumed where the last attempt stopped
-    assert checkpoint.Checkpointer(run).all_steps() == [*stopped_at, steps[-1]]
-    assert (f"stopped by SIGTERM after step {steps[-1]} of 100000, with a checkpoint there"
-            in texts[0]), texts[0]
-    stopped_at.append(steps[-1])
-  assert stopped_at[0] >= 2 and stopped_at[1] >= stopped_at[0] + 2
-
-
 def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_path):
   """Each process in its own working directory with a relative run_dir: two directories, as
   with a path on each host's own disk. Every host would keep its part of each checkpoint, so
@@ -347,10 +276,7 @@ def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_
   args = [sys.executable, "-c", code, "train", "--config",
           str(ROOT / "configs" / "grpo_arithmetic.py"), f"--config.model.path={TINY_ARITH}",
           "--config.run_dir=run", "--config.train.steps=1"]
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2 " + TEST_XLA_FLAGS,
-             HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), JAX_NUM_PROCESSES="2",
-             JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}")
+  env = multihost.worker_env(num_processes=2, devices_per_process=2)
   homes = [tmp_path / f"host{p}" for p in (0, 1)]
   for home in homes:
     home.mkdir()

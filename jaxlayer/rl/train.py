@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import signal
@@ -212,7 +213,7 @@ def _stop_requests():
   Ctrl-C acts at once there, since the hosts could not agree on a step for it.
   """
   if distributed.is_multiprocess():
-    yield lambda step: signal.SIGTERM if _reached_preemption_sync_point(step) else None
+    yield lambda step: signal.SIGTERM if _reached_preemption_sync_point() else None
     return
   if threading.current_thread() is not threading.main_thread():
     yield lambda step: None
@@ -241,10 +242,17 @@ def _stop_requests():
     restore()
 
 
-def _reached_preemption_sync_point(step: int) -> bool:
-  """Whether every host has reached the step to stop at after a preemption notice."""
+# JAX names the step to stop at as one past the highest step any host has reported, so the
+# steps it is given must rise for the whole process: a notice that comes between two runs of a
+# sweep then stops the next run after its first step, whatever step that run resumes from.
+_preemption_checks = itertools.count(1)
+
+
+def _reached_preemption_sync_point() -> bool:
+  """Whether every host has reached the step to stop at after a preemption notice (called by
+  every host at each of its training steps)."""
   try:
-    return multihost_utils.reached_preemption_sync_point(step)
+    return multihost_utils.reached_preemption_sync_point(next(_preemption_checks))
   except RuntimeError:  # the preemption service is off (jax_enable_preemption_service=False)
     return False
 
