@@ -307,8 +307,18 @@ def _train(argv: list[str]) -> None:
   except KeyboardInterrupt as err:
     _interrupted("jaxlayer train", err, "Run the same command to resume from the last "
                  "checkpoint.")
-  last = result.reward_history[-1] if result.reward_history else None
-  print(f"trained {result.step} steps; last mean reward {last}; run directory {result.run_dir}")
+  if distributed.is_primary():
+    print(_train_result_lines(result))
+
+
+def _train_result_lines(result) -> str:
+  """What `jaxlayer train` ends with: the mean reward at its first and last step, and how to
+  export the trained model."""
+  rewards = result.reward_history
+  reward = (f"; mean reward {rewards[0]:.3f} at step 1, {rewards[-1]:.3f} at step {result.step}"
+            if rewards else "")
+  return (f"trained {result.step} steps{reward}\n"
+          f"export the trained model: jaxlayer export --run {result.run_dir} --out HF_DIR")
 
 
 def _add_base_model_flag(parser: argparse.ArgumentParser) -> None:
