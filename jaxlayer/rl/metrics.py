@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 from jaxlayer import distributed
@@ -17,19 +18,40 @@ TENSORBOARD_DIR = "tensorboard"
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
   """Every logged step of a run, oldest first."""
-  path = Path(run_dir) / METRICS_FILE
+  return [row for _, row in _read_rows(Path(run_dir) / METRICS_FILE)]
+
+
+def _read_rows(path: Path) -> list[tuple[str, dict]]:
+  """(line, row) of every whole row of a JSONL file, oldest first. A line that is not a JSON
+  object was cut short when its process or machine died while writing it (a crashed machine
+  can leave zero bytes there): it is left out, with a warning."""
   if not path.is_file():
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  rows, torn = [], 0
+  with open(path, errors="replace") as f:
+    for line in f:
+      if not line.strip("\x00 \n\t"):
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        row = None
+      if isinstance(row, dict):
+        rows.append((line if line.endswith("\n") else line + "\n", row))
+      else:
+        torn += 1
+  if torn:
+    warnings.warn(f"{path}: left out {torn} line(s) cut short when a run died while writing "
+                  "them.", stacklevel=3)
+  return rows
 
 
 def _drop_rows_after(path: Path, step: int) -> None:
-  """Keeps rows with "step" <= step: a resumed run re-logs the steps after its checkpoint."""
+  """Keeps the whole rows with "step" <= step: a resumed run re-logs the steps after its
+  checkpoint."""
   if not path.is_file():
     return
-  with open(path) as f:
-    rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+  rows = [line for line, row in _read_rows(path) if row.get("step", 0) <= step]
   tmp = path.with_suffix(".tmp")
   with open(tmp, "w") as f:
     f.writelines(rows)
