@@ -203,8 +203,8 @@ STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 @contextlib.contextmanager
 def _stop_requests():
-  """Within: a function of the step just done that returns the signal asking the run to stop
-  after it, with a checkpoint (None: go on).
+  """Within: a function, called after every training step, that returns the signal asking the
+  run to stop after that step, with a checkpoint (None: go on).
 
   One process: the first SIGINT or SIGTERM asks; a second one acts at once, as it would
   without this handler. The handlers are set in the main thread only, and restored afterwards.
@@ -213,10 +213,10 @@ def _stop_requests():
   Ctrl-C acts at once there, since the hosts could not agree on a step for it.
   """
   if distributed.is_multiprocess():
-    yield lambda step: signal.SIGTERM if _reached_preemption_sync_point() else None
+    yield lambda: signal.SIGTERM if _reached_preemption_sync_point() else None
     return
   if threading.current_thread() is not threading.main_thread():
-    yield lambda step: None
+    yield lambda: None
     return
   requested = []
   previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
@@ -237,7 +237,7 @@ def _stop_requests():
   for signum in STOP_SIGNALS:
     signal.signal(signum, request_stop)
   try:
-    yield lambda step: requested[0] if requested else None
+    yield lambda: requested[0] if requested else None
   finally:
     restore()
 
@@ -829,7 +829,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
             bar.set_postfix(_postfix(last))
             if on_step is not None:
               on_step(trainer.step, last)
-            signum = stop_signal(trainer.step)
+            signum = stop_signal()
             if signum is not None and trainer.step < steps:
               if not saved:
                 trainer.save(checkpointer)
