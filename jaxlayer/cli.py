@@ -295,13 +295,18 @@ def _train(argv: list[str]) -> None:
 
   try:
     summary = train.plan(config).summary()
+    run_dir = Path(config.run_dir)
     if distributed.is_primary():
-      run_dir = Path(config.run_dir)
       logs = [str(run_dir / metrics.METRICS_FILE)] + (
           [f"tensorboard --logdir {run_dir / metrics.TENSORBOARD_DIR}"]
           if config.logging.tensorboard else [])
       print(f"jaxlayer train: {summary}\n  metrics: {'; '.join(logs)}")
-    result = train.train(config)
+    try:
+      result = train.train(config)
+    finally:  # the curves so far, also of a run that stopped or diverged
+      plot = metrics.plot_training(run_dir) if distributed.is_primary() else None
+      if plot is not None:
+        print(f"training curves: {plot}")
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
     raise SystemExit(f"jaxlayer train: {err}") from None
   except KeyboardInterrupt as err:

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from jaxlayer.rl import metrics
@@ -55,3 +56,29 @@ def test_a_row_cut_short_by_a_crash_is_left_out_and_the_run_resumes(tmp_path):
       (1, 0.1), (2, 0.2), (3, 0.3)]
   samples = [json.loads(line) for line in (tmp_path / metrics.SAMPLES_FILE).open()]
   assert [s["completion"] for s in samples] == ["s1", "s2", "s3"]
+
+
+def test_the_training_plot_draws_each_logged_metric_per_step(tmp_path):
+  assert metrics.plot_training(tmp_path) is None  # nothing logged yet
+  logger = metrics.MetricsLogger(tmp_path, tensorboard=False)
+  rewards = np.random.default_rng(0).random(30)
+  for step, reward in enumerate(rewards, start=1):
+    logger.log(step, {"reward": reward, "accuracy": reward / 2, "entropy": 1.0 / step,
+                      "kl": math.nan if step == 3 else 0.01 * step, "grad_norm": 1.0})
+  logger.close()
+  fig = metrics.training_figure(metrics.read_metrics(tmp_path), "run")
+  titles = [ax.get_title() for ax in fig.axes]
+  # No response length or learning-signal panel: this run logged neither.
+  assert titles == ["reward", "entropy", "KL to the base model", "gradient norm"]
+  reward_ax = fig.axes[0]
+  np.testing.assert_array_equal(reward_ax.lines[0].get_xdata(), np.arange(1, 31))
+  np.testing.assert_allclose(reward_ax.lines[0].get_ydata(), rewards)
+  # The thick line: the mean of each step's centred window of 3 steps (a tenth of 30), of 2
+  # at the ends.
+  smoothed = [rewards[max(0, i - 1):i + 2].mean() for i in range(30)]
+  np.testing.assert_allclose(reward_ax.lines[1].get_ydata(), smoothed)
+  np.testing.assert_allclose(reward_ax.lines[2].get_ydata(), rewards / 2)  # accuracy
+  kl = fig.axes[2].lines[0].get_ydata()
+  assert np.isnan(kl[2]) and kl[3] == pytest.approx(0.04)  # NaN, logged as "nan": a gap
+  path = metrics.plot_training(tmp_path)
+  assert path == tmp_path / "training.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

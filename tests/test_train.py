@@ -617,7 +617,8 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys):
       f"({trained / total:.1%}); grpo, 2 RL steps of 64 responses; run directory {run_dir}\n"
       f"  metrics: {run_dir / 'metrics.jsonl'}; tensorboard --logdir {run_dir / 'tensorboard'}\n")
   rewards = [r["reward"] for r in metrics.read_metrics(run_dir)]
-  assert printed.endswith(f"trained 2 steps; mean reward {rewards[0]:.3f} at step 1, "
+  assert printed.endswith(f"training curves: {run_dir / 'training.png'}\n"
+                          f"trained 2 steps; mean reward {rewards[0]:.3f} at step 1, "
                           f"{rewards[1]:.3f} at step 2\nexport the trained model: jaxlayer "
                           f"export --run {run_dir} --out HF_DIR\n")
   assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2]

@@ -1,5 +1,5 @@
 """Per-step metrics to RUN_DIR/metrics.jsonl and TensorBoard; sampled completions to
-samples.jsonl. On several hosts only process 0 writes them."""
+samples.jsonl; their plot, training.png. On several hosts only process 0 writes them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import math
 import os
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from jaxlayer import distributed
 
@@ -114,3 +116,60 @@ class MetricsLogger:
     self._samples.close()
     if self._tensorboard is not None:
       self._tensorboard.close()
+
+
+PLOT_FILE = "training.png"
+# The panels of training.png: (title, the metrics drawn in it). A metric a run did not log
+# (accuracy of a task without one, KL without a KL term) is left out, and so is an empty panel.
+PANELS = (("reward", ("reward", "accuracy")), ("response length (tokens)", ("response_length",)),
+          ("entropy", ("entropy",)), ("KL to the base model", ("kl",)),
+          ("groups with a learning signal", ("groups_with_signal",)),
+          ("gradient norm", ("grad_norm",)))
+
+
+def training_figure(rows: list[dict], title: str):
+  """A matplotlib Figure of a run's metrics rows per RL step: each metric as logged (thin) and
+  as a moving average over a tenth of the run (thick)."""
+  from matplotlib.figure import Figure
+
+  from jaxlayer.plots import moving_average
+
+  panels = [(name, [key for key in keys if any(isinstance(r.get(key), float) for r in rows)])
+            for name, keys in PANELS]
+  panels = [(name, keys) for name, keys in panels if keys]
+  fig = Figure(figsize=(11, 2.6 * math.ceil(len(panels) / 3)))
+  steps = np.array([r["step"] for r in rows])
+  window = max(1, len(rows) // 10)
+  for i, (name, keys) in enumerate(panels):
+    ax = fig.add_subplot(math.ceil(len(panels) / 3), 3, i + 1)
+    for key, color in zip(keys, ("tab:blue", "tab:orange")):
+      values = np.array([r.get(key) if isinstance(r.get(key), float) else np.nan for r in rows])
+      ax.plot(steps, values, color=color, linewidth=0.7, alpha=0.4)
+      ax.plot(steps, moving_average(values, window), color=color, linewidth=1.8, label=key)
+    if len(keys) > 1:
+      ax.legend(fontsize=8)
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel("RL step", fontsize=8)
+    ax.grid(alpha=0.3)
+  fig.suptitle(f"{title} (thick: moving average over {window} steps)" if window > 1 else title,
+               fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def plot_training(run_dir: str | os.PathLike) -> Path | None:
+  """Writes RUN_DIR/training.png from metrics.jsonl (None: no step logged yet)."""
+  from jaxlayer.plots import save_figure
+
+  run_dir = Path(run_dir)
+  rows = read_metrics(run_dir)
+  if not rows:
+    return None
+  title = run_dir.name
+  if (run_dir / "config.json").is_file():  # written by the run (jaxlayer.rl.checkpoint)
+    config = json.loads((run_dir / "config.json").read_text())
+    title += (f": {config['train']['layers']} of {Path(config['model']['path']).name}, "
+              f"{config['train']['algorithm']}")
+  path = run_dir / PLOT_FILE
+  save_figure(training_figure(rows, title), path)
+  return path

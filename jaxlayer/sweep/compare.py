@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxlayer import paths
+from jaxlayer.plots import save_figure
 from jaxlayer.sweep import store
-from jaxlayer.sweep.report import save_figure
 
 MIN_COMMON_LAYERS = 3
 

@@ -10,19 +10,15 @@ import csv
 import io
 import math
 import os
-import tempfile
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from jaxlayer.plots import moving_average, save_figure
 from jaxlayer.sweep import contribution, store
 from jaxlayer.sweep.contribution import RunScore
-
-if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not when a sweep worker starts
-  from matplotlib.figure import Figure
 
 OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
 CSV_COLUMNS = ("run", "layer", "steps", "num_seeds", "score", "score_std", "score_se",
@@ -260,17 +256,6 @@ def _csv_text(sweep: dict) -> str:
   return out.getvalue()
 
 
-def save_figure(fig: Figure, path: Path) -> None:
-  handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-  os.close(handle)
-  try:
-    fig.savefig(tmp_name, dpi=150, bbox_inches="tight")
-    os.replace(tmp_name, path)
-  except BaseException:
-    Path(tmp_name).unlink(missing_ok=True)
-    raise
-
-
 def _title(sweep: dict) -> str:
   return f"{Path(str(sweep['model'])).name} · {sweep['task']} · {sweep['algorithm']}"
 
@@ -357,17 +342,6 @@ def _mean_curve(curves: list[list]) -> np.ndarray:
     return np.nanmean(padded, axis=0)
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
-  if window <= 1:
-    return values
-  kernel = np.ones(window)
-  valid = ~np.isnan(values)
-  sums = np.convolve(np.where(valid, values, 0.0), kernel, mode="same")
-  counts = np.convolve(valid.astype(float), kernel, mode="same")
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return sums / counts
-
-
 def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) -> None:
   """Training reward per step for full RL (black) and each single-block run (coloured by block)."""
   import matplotlib as mpl
@@ -388,14 +362,14 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
   # A block's curve in its colour; a group's dashed, in the colour of its mean block.
   runs = sorted((k for k in curves if k != "full"), key=lambda k: (isinstance(k, tuple), k))
   for i, run in enumerate(runs):
-    mean = _smooth(_mean_curve(curves[run]), window)
+    mean = moving_average(_mean_curve(curves[run]), window)
     grouped = isinstance(run, tuple)
     first_group = grouped and (i == 0 or not isinstance(runs[i - 1], tuple))
     ax.plot(np.arange(1, mean.size + 1), mean, color=cmap(norm(np.mean(run))), linewidth=1.2,
             alpha=0.85, linestyle="--" if grouped else "-",
             label="blocks trained together" if first_group else None)
   if "full" in curves:
-    mean = _smooth(_mean_curve(curves["full"]), window)
+    mean = moving_average(_mean_curve(curves["full"]), window)
     ax.plot(np.arange(1, mean.size + 1), mean, color="black", linewidth=2.4, label="full RL")
   # Successive halving: where the runs that stopped early stopped.
   for i, step in enumerate(sorted({r["stop_at"] for r in results if r.get("stop_at")})):

@@ -1,0 +1,37 @@
+"""What every plot of jaxlayer shares: writing a figure atomically, smoothing noisy curves."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+  from matplotlib.figure import Figure
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+  """Writes fig as a PNG at path, through a temporary file: never a half-written image."""
+  handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+  os.close(handle)
+  try:
+    fig.savefig(tmp_name, dpi=150, bbox_inches="tight")
+    os.replace(tmp_name, path)
+  except BaseException:
+    Path(tmp_name).unlink(missing_ok=True)
+    raise
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+  """The mean of each value's centred window of `window` steps, NaN values left out."""
+  if window <= 1:
+    return values
+  kernel = np.ones(window)
+  valid = ~np.isnan(values)
+  sums = np.convolve(np.where(valid, values, 0.0), kernel, mode="same")
+  counts = np.convolve(valid.astype(float), kernel, mode="same")
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return sums / counts
