@@ -249,7 +249,9 @@ def check_same(arrays: Sequence[np.ndarray], what: str, hint: str = "") -> None:
 
 
 SHARED_MARK = ".jaxlayer-hosts"  # written by process 0 for the others to read, then removed
-SHARED_WAIT_S = 10.0  # how long the others look for it (NFS may show a new file late)
+# How long the others look for it: an NFS client caches a directory's attributes (and that a
+# name was missing) for 30 s by default (acdirmin), so it may show a new file late.
+SHARED_WAIT_S = 30.0
 
 
 def check_shared_directory(directory: str | os.PathLike, key: str) -> None:
