@@ -294,7 +294,8 @@ def _train(argv: list[str]) -> None:
   from jaxlayer.rl import metrics, train
 
   try:
-    summary = train.plan(config).summary()
+    with distributed.failing_together("Checking the run's settings"):
+      summary = train.plan(config).summary()
     run_dir = Path(config.run_dir)
     if distributed.is_primary():
       logs = [str(run_dir / metrics.METRICS_FILE)] + (

@@ -20,17 +20,20 @@ What differs from one process is gathered here:
 - `check_same(arrays, what)`: fails clearly when processes that must agree do not.
 - `check_shared_directory(directory, key)`: fails clearly when a directory that every host
   writes into (a run's checkpoints) is not the same one on every host.
+- `failing_together(what)`: an error in the block on one process (a model path only some hosts
+  have) is raised on every process, instead of leaving the others waiting for it.
 
-Functions that gather (`to_host`, `split_work`, `check_same`, `check_shared_directory`, `sync`)
-are collective: every process must call them, in the same order.
+Functions that gather (`to_host`, `split_work`, `check_same`, `check_shared_directory`,
+`failing_together`, `sync`) are collective: every process must call them, in the same order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -290,3 +293,34 @@ def check_shared_directory(directory: str | os.PathLike, key: str) -> None:
         "not read what process 0 wrote there. Every host writes its part of each checkpoint "
         f"into it: give {key} as a directory that all hosts mount (NFS, such as Filestore), by "
         "an absolute path.")
+
+
+MESSAGE_BYTES = 2000  # of an error's message sent to the other processes
+
+
+@contextlib.contextmanager
+def failing_together(what: str) -> Iterator[None]:
+  """Runs the block on every process; when it raises on any of them, every process raises:
+  the failing ones their own error, the others a ValueError naming them and the first one's
+  message. For blocks that read what each host has (paths, files) and run no collective
+  (a process that failed would not reach it). Nothing on one process. Collective."""
+  if not is_multiprocess():
+    yield
+    return
+  error = None
+  try:
+    yield
+  except Exception as err:  # raised below, once every process knows
+    error = err
+  message = b"" if error is None else f"{type(error).__name__}: {error}".encode()[:MESSAGE_BYTES]
+  mine = np.zeros((1, 1 + MESSAGE_BYTES), np.uint8)  # [1, failed flag + message]
+  mine[0, 0] = error is not None
+  mine[0, 1:1 + len(message)] = np.frombuffer(message, np.uint8)
+  every = _gather_exact(mine, jax.process_count())
+  if error is not None:
+    raise error
+  failed = [p for p in range(len(every)) if every[p, 0]]
+  if failed:
+    first = bytes(every[failed[0], 1:]).rstrip(b"\0").decode(errors="replace")
+    raise ValueError(f"{what} failed on process(es) {failed} of {len(every)}, so every process "
+                     f"stops; process {failed[0]}: {first}")

@@ -8,6 +8,7 @@ with one process holding all 4. (A preemption notice to one of two hosts: test_p
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -268,20 +269,21 @@ def test_two_processes_sweep_like_one(one_and_two_processes):
   assert "sweep:" not in logs[1] and "eval arithmetic" not in logs[1]
 
 
-def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_path):
-  """Each process in its own working directory with a relative run_dir: two directories, as
-  with a path on each host's own disk. Every host would keep its part of each checkpoint, so
-  both refuse before training, naming the host that could not see process 0's directory."""
-  code = ("import sys; from jaxlayer import cli, distributed; "
-          "distributed.SHARED_WAIT_S = 1.0; cli.main(sys.argv[1:])")  # not NFS: no need to wait
-  args = [sys.executable, "-c", code, "train", "--config",
-          str(ROOT / "configs" / "grpo_arithmetic.py"), f"--config.model.path={TINY_ARITH}",
-          "--config.run_dir=run", "--config.train.steps=1"]
-  env = multihost.worker_env(num_processes=2, devices_per_process=2)
+def _two_homes(tmp_path) -> list[Path]:
   homes = [tmp_path / f"host{p}" for p in (0, 1)]
   for home in homes:
     home.mkdir()
-  workers = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(p)}, cwd=home,
+  return homes
+
+
+def _run_in_homes(homes: list[Path], argv: list[str]) -> list[str]:
+  """`jaxlayer ARGV` in two joined processes, each in its own working directory (as two hosts
+  with their own disks); each must exit with status 1. Returns their outputs."""
+  code = ("import sys; from jaxlayer import cli, distributed; "
+          "distributed.SHARED_WAIT_S = 1.0; cli.main(sys.argv[1:])")  # not NFS: no need to wait
+  env = multihost.worker_env(num_processes=2, devices_per_process=2)
+  workers = [subprocess.Popen([sys.executable, "-c", code, *argv],
+                              env={**env, "JAX_PROCESS_ID": str(p)}, cwd=home,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for p, home in enumerate(homes)]
   try:
@@ -291,7 +293,38 @@ def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_
       w.kill()
   for worker, output in zip(workers, outputs):
     assert worker.returncode == 1, output
+  return outputs
+
+
+def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_path):
+  """Each process in its own working directory with a relative run_dir: two directories, as
+  with a path on each host's own disk. Every host would keep its part of each checkpoint, so
+  both refuse before training, naming the host that could not see process 0's directory."""
+  homes = _two_homes(tmp_path)
+  outputs = _run_in_homes(homes, ["train", "--config",
+                                  str(ROOT / "configs" / "grpo_arithmetic.py"),
+                                  f"--config.model.path={TINY_ARITH}", "--config.run_dir=run",
+                                  "--config.train.steps=1"])
+  for output in outputs:
     assert ("jaxlayer train: run_dir='run' is not one directory that every host sees: "
             "process(es) [1] could not read what process 0 wrote there") in output, output
   assert sorted(p.name for p in (homes[0] / "run").iterdir()) == []  # nothing trained or left
   assert not (homes[1] / "run").exists()
+
+
+def test_a_model_only_one_host_has_stops_every_host_with_the_error(tmp_path):
+  """model.path relative to each process's own working directory, and only process 0's holds
+  the model: process 1 fails to find it, and process 0, instead of waiting for process 1 in
+  its next collective (a gloo timeout after 30 s on CPU, longer on a TPU), stops as well,
+  saying which process failed and why."""
+  homes = _two_homes(tmp_path)
+  shutil.copytree(TINY_ARITH, homes[0] / "model")
+  outputs = _run_in_homes(homes, ["train", "--config",
+                                  str(ROOT / "configs" / "grpo_arithmetic.py"),
+                                  "--config.model.path=model", f"--config.run_dir={tmp_path}/run",
+                                  "--config.train.steps=1"])
+  missing = "FileNotFoundError: Model directory 'model' does not exist."
+  assert "jaxlayer train: Model directory 'model' does not exist." in outputs[1], outputs[1]
+  assert ("jaxlayer train: Checking the run's settings failed on process(es) [1] of 2, so every "
+          f"process stops; process 1: {missing}") in outputs[0], outputs[0]
+  assert not (tmp_path / "run").exists()

@@ -117,13 +117,14 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",
                     mesh: jax.sharding.Mesh | None = None) -> tuple[Qwen, ModelConfig]:
   """Loads a Qwen2 / Qwen2.5 / Qwen3 checkpoint; places parameters on `mesh` when given."""
   jnp_dtype = resolve_dtype(dtype)
-  model_dir = resolve_model_dir(path_or_hub_id)
-  if not (model_dir / "config.json").is_file():
-    raise FileNotFoundError(
-        f"No config.json in {model_dir}: is this a Hugging Face model directory?")
-  cfg = dataclasses.replace(ModelConfig.from_json_file(model_dir / "config.json"),
-                            source_dir=str(model_dir))
-  files = _weight_files(model_dir)
+  with distributed.failing_together("Finding the model"):  # every host must have it
+    model_dir = resolve_model_dir(path_or_hub_id)
+    if not (model_dir / "config.json").is_file():
+      raise FileNotFoundError(
+          f"No config.json in {model_dir}: is this a Hugging Face model directory?")
+    cfg = dataclasses.replace(ModelConfig.from_json_file(model_dir / "config.json"),
+                              source_dir=str(model_dir))
+    files = _weight_files(model_dir)
 
   abstract = nnx.eval_shape(lambda: Qwen(cfg, dtype=jnp_dtype, rngs=nnx.Rngs(0)))
   graphdef, abstract_state = nnx.split(abstract)

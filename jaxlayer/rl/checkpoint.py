@@ -121,11 +121,12 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
   config, run = read_run_files(run_dir)
   if base_model is None:
     base_model = run["base_model"]
-    if not Path(base_model).is_dir():
-      raise FileNotFoundError(
-          f"Run {run_dir} was trained on the base model in {base_model} (its {RUN_FILE}), which "
-          "is not there any more: give the base model's directory or hub id with --base-model "
-          "(library: base_model=).")
+    with distributed.failing_together("Finding the run's base model"):  # every host needs it
+      if not Path(base_model).is_dir():
+        raise FileNotFoundError(
+            f"Run {run_dir} was trained on the base model in {base_model} (its {RUN_FILE}), "
+            "which is not there any more: give the base model's directory or hub id with "
+            "--base-model (library: base_model=).")
   checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
   try:
     available = checkpointer.all_steps()

@@ -780,7 +780,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   step it is in, with a checkpoint there, and raises TrainingInterrupted (a KeyboardInterrupt);
   a second one stops at once.
   """
-  plan_ = plan(config)
+  with distributed.failing_together("Checking the run's settings"):
+    plan_ = plan(config)
   _require(stop_at is None or (isinstance(stop_at, int) and stop_at >= 1),
            f"train(stop_at={stop_at!r}): give the RL step to stop after, an int >= 1 (or None).")
   warn_if_memory_short(plan_)

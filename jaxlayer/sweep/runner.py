@@ -453,7 +453,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     evaluation.eval_settings(config)  # bad eval settings fail before the sweep directory is made
     eval_fn = default_eval_fn
   if num_layers is None:
-    num_layers = model_num_layers(config.model.path)
+    with distributed.failing_together("Finding the model"):  # every host must have it
+      num_layers = model_num_layers(config.model.path)
   layers = parse_layers(config.sweep.layers, num_layers)
   groups = parse_groups(config.sweep.get("groups"), num_layers)
   if not layers and not groups:
@@ -469,7 +470,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                      "one driver process, but this is one process of a multi-host run: start the "
                      "sweep on one machine, or use sweep.launcher='local' to run it on all hosts.")
   if plan_training and config.sweep.launcher == "local":
-    _check_training_settings(config, layers, groups)
+    with distributed.failing_together("Checking the runs' settings"):
+      _check_training_settings(config, layers, groups)
   config_dict = _config_dict(config)
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
               "command": command}
