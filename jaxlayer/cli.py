@@ -103,8 +103,9 @@ def _generate(argv: list[str]) -> None:
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--prompt", action="append", help="text to complete (repeat for several)")
   source.add_argument("--prompts-file", metavar="FILE", help=(
-      "prompts to complete: a text file with one prompt per line (blank lines skipped), or a "
-      ".jsonl file with one JSON object per line holding a \"prompt\" string"))
+      "prompts to complete: a text file with one prompt per line (blank lines skipped; - reads "
+      "them from standard input), or a .jsonl file with one JSON object per line holding a "
+      "\"prompt\" string"))
   parser.add_argument("--num-samples", type=int, default=1, help="completions per prompt")
   parser.add_argument("--temperature", type=float, default=None, help=(
       "0 = greedy; default: 0 for one sample, 1.0 with --num-samples > 1"))
@@ -115,6 +116,9 @@ def _generate(argv: list[str]) -> None:
   parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="parameters' dtype (a run directory loads in the run's)")
+  parser.add_argument("--jsonl", action="store_true", help=(
+      "print one JSON object per completion (prompt_index, sample, prompt, completion, "
+      "finish_reason, num_tokens) instead of text"))
   parser.add_argument("--devices", type=int, default=1, help=(
       "split each batch over this many devices of this host, each holding the whole model; "
       "on a CPU this makes that many CPU devices (one per core: ~1.5x faster for small models)"))
@@ -172,8 +176,14 @@ def _generate(argv: list[str]) -> None:
     if not distributed.is_primary():
       continue
     for row, (index, length) in enumerate(zip(out.prompt_index[:rows], out.lengths[:rows])):
-      text = batch[index] + tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
-      if single:
+      completion = tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
+      text = batch[index] + completion
+      if args.jsonl:
+        print(json.dumps({"prompt_index": start + int(index),
+                          "sample": row % args.num_samples, "prompt": batch[index],
+                          "completion": completion, "finish_reason": out.finish_reasons[row],
+                          "num_tokens": int(length)}), flush=True)
+      elif single:
         print(text)
       else:
         print(f"### prompt {start + index + 1}, sample {row % args.num_samples + 1} "
@@ -181,11 +191,10 @@ def _generate(argv: list[str]) -> None:
 
 
 def _read_prompts(path: str, parser: argparse.ArgumentParser) -> list[str]:
-  """Prompts from a text file (one per non-blank line) or a .jsonl file ({"prompt": ...})."""
-  import json
-
+  """Prompts from a text file (one per non-blank line; "-": standard input) or a .jsonl file
+  ({"prompt": ...})."""
   try:
-    lines = open(path, encoding="utf-8").read().splitlines()
+    lines = (sys.stdin if path == "-" else open(path, encoding="utf-8")).read().splitlines()
   except OSError as err:
     parser.error(f"cannot read --prompts-file: {err}")
   if not path.endswith(".jsonl"):

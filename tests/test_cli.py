@@ -1,5 +1,6 @@
 """The `jaxlayer` command line."""
 
+import io
 import json
 import re
 import signal
@@ -51,6 +52,24 @@ def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsy
   assert capsys.readouterr().out == printed  # the same seed prints the same samples
   cli.main(argv + ["--devices", "2"])  # each of 2 devices decodes the rows it holds
   assert capsys.readouterr().out == printed
+
+
+def test_generate_reads_prompts_from_stdin_and_prints_jsonl(tiny_qwen2_dir, monkeypatch, capsys):
+  prompts = ["the lazy dog", "brown fox 12", "over the"]
+  argv = ["generate", "--model", str(tiny_qwen2_dir), "--num-samples", "2",
+          "--max-new-tokens", "5", "--seed", "3", "--batch-size", "2"]
+  monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(prompts) + "\n"))
+  cli.main(argv + ["--prompts-file", "-", "--jsonl"])
+  records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  cli.main(argv + [arg for prompt in prompts for arg in ("--prompt", prompt)])
+  blocks = re.split(r"^### prompt \d+, sample \d+ \((eos|length), (\d+) tokens\)\n",
+                    capsys.readouterr().out, flags=re.M)[1:]  # [reason, tokens, text, ...]
+  assert [(r["prompt_index"], r["sample"]) for r in records] == [(p, s) for p in range(3)
+                                                                 for s in range(2)]
+  for record, reason, tokens, text in zip(records, blocks[0::3], blocks[1::3], blocks[2::3]):
+    assert record["prompt"] == prompts[record["prompt_index"]]
+    assert record["prompt"] + record["completion"] == text.rstrip("\n")
+    assert (record["finish_reason"], record["num_tokens"]) == (reason, int(tokens))
 
 
 @pytest.mark.eight_devices
