@@ -350,8 +350,11 @@ def _interrupted(prog: str, err: KeyboardInterrupt, go_on: str) -> None:
 
 
 def _training_config(argv: list[str], prog: str):
-  """A training config from `--config FILE [--config.a.b=value ...]`."""
-  config = load_config(argv, prog)
+  """A training config from `--config FILE [--config.a.b=value ...]`, with an eval section
+  (its defaults where the file has none) for logging.eval_every."""
+  from jaxlayer.evaluation import default_eval_config
+
+  config = load_config(argv, prog, sections={"eval": default_eval_config})
   if "@" in f"{config.train.layers}{config.train.lr_groups}":
     import jaxlayer.sweep.strategies  # noqa: F401  (defines topK@SWEEP_DIR, bottomK@SWEEP_DIR)
   return config

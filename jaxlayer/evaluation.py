@@ -326,6 +326,16 @@ def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return settings
 
 
+def check_eval_config(config: ml_collections.ConfigDict) -> None:
+  """The eval settings of `config` checked without a model: the settings, the tasks, and that
+  each task has eval.num_problems test problems."""
+  settings = eval_settings(config)
+  names = task_names(config)
+  if env_config(config) is None:
+    for name in names:
+      eval_problems(config_task(config, name), settings["num_problems"])
+
+
 def env_config(config: ml_collections.ConfigDict) -> multiturn.EnvSettings | None:
   """The config's environment (env.name set), checked; None for a single-turn task."""
   env = config.get("env")

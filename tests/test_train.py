@@ -494,6 +494,9 @@ def test_metrics_files(uninterrupted):
     ({"train.dynamic_sampling_max_rounds": 0}, r"dynamic_sampling_max_rounds must be >= 1"),
     ({"rollout.max_prompt_tokens": 0}, r"rollout.max_prompt_tokens must be >= 1, got 0"),
     ({"checkpoint.keep": 0}, r"checkpoint.keep must be >= 1 .*got 0"),
+    ({"logging.eval_every": -1}, r"logging.eval_every=-1: give the RL steps between"),
+    # Evaluations on 500 test problems (the eval section's default) of a task that has 8.
+    ({"logging.eval_every": 2}, r"num_problems=500 but task .* has only 8 test problems"),
 ])
 def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_qwen2_dir,
                                                       tmp_path, monkeypatch):
@@ -685,3 +688,31 @@ def test_paper_config_matches_the_paper():
   assert cfg.train.batch_size // cfg.train.group_size == 512
   assert cfg.train.mini_batch_size // cfg.train.group_size == 128
   assert cfg.rollout.max_new_tokens == 3072
+
+
+def test_evaluations_during_training_score_the_model_of_that_step_and_change_nothing(
+    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache):
+  from jaxlayer import evaluation
+
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache)
+  cfg.eval = evaluation.default_eval_config()
+  cfg.eval.update(num_problems=8, batch_size=8, num_samples=2)  # pass@1 and mean@2
+  cfg.logging.eval_every = 2  # after steps 2 and 4 (checkpoint.every is 2)
+  result = train.train(cfg)
+  # The training is the run's without evaluations, bit for bit.
+  assert result.reward_history == uninterrupted.reward_history
+  expected, got = _params(uninterrupted.model), _params(result.model)
+  for path in expected:
+    np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+  rows = metrics.read_metrics(tmp_path / "run")
+  keys = [f"eval/{EvenFirstByteTask.name}/{metric}" for metric in ("pass@1", "mean@2")]
+  assert [r["step"] for r in rows if keys[0] in r] == [2, 4]
+  tokenizer = models.load_tokenizer(tiny_qwen2_dir)
+  for step in (2, 4):  # each step's scores are its checkpoint's, evaluated on their own
+    model, _ = checkpoint.load_trained_model(tmp_path / "run", step=step)
+    alone = evaluation.evaluate_from_config(cfg, model, tokenizer)
+    assert [rows[step - 1][key] for key in keys] == [alone.scores["pass@1"],
+                                                     alone.scores["mean@2"]]
+  assert [result.metrics[key] for key in keys] == [rows[3][key] for key in keys]
+  titles = [ax.get_title() for ax in metrics.training_figure(rows, "run").axes]
+  assert titles[:2] == ["reward", "test score"]

@@ -22,7 +22,11 @@ RESUMABLE_KEYS = ("train.steps", "train.micro_batch_size", "train.remat",
                   "checkpoint.every",
                   "checkpoint.keep",
                   "logging.tensorboard", "logging.samples_per_step", "logging.progress",
+                  "logging.eval_every",
                   "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.num_devices")
+# ... and every key of these sections: the eval section sets how logging.eval_every scores the
+# model, which training never reads.
+RESUMABLE_SECTIONS = ("eval",)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -129,4 +133,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.logging.tensorboard = True  # event files in RUN_DIR/tensorboard
   config.logging.samples_per_step = 2  # completions written to RUN_DIR/samples.jsonl
   config.logging.progress = True  # tqdm progress bar
+  # Score the model as trained so far on the test problems every N RL steps and at the end
+  # (0: never), with the eval section's settings (jaxlayer.evaluation; the defaults when the
+  # config has none), logged as eval/TASK/METRIC beside the step's metrics. Training is
+  # unchanged by it.
+  config.logging.eval_every = 0
   return config

@@ -136,17 +136,25 @@ def training_figure(rows: list[dict], title: str):
 
   panels = [(name, [key for key in keys if any(isinstance(r.get(key), float) for r in rows)])
             for name, keys in PANELS]
+  # The test scores of logging.eval_every, at the steps they were taken (eval/TASK/METRIC).
+  panels.insert(1, ("test score", sorted({key for r in rows for key in r
+                                           if key.startswith("eval/")})))
   panels = [(name, keys) for name, keys in panels if keys]
   fig = Figure(figsize=(11, 2.6 * math.ceil(len(panels) / 3)))
   steps = np.array([r["step"] for r in rows])
   window = max(1, len(rows) // 10)
   for i, (name, keys) in enumerate(panels):
     ax = fig.add_subplot(math.ceil(len(panels) / 3), 3, i + 1)
-    for key, color in zip(keys, ("tab:blue", "tab:orange")):
+    for key, color in zip(keys, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
       values = np.array([r.get(key) if isinstance(r.get(key), float) else np.nan for r in rows])
+      if key.startswith("eval/"):  # a few steps only: each score as a point, joined
+        taken = ~np.isnan(values)
+        ax.plot(steps[taken], values[taken], "o-", color=color, linewidth=1.5, markersize=4,
+                label=key.removeprefix("eval/"))
+        continue
       ax.plot(steps, values, color=color, linewidth=0.7, alpha=0.4)
       ax.plot(steps, moving_average(values, window), color=color, linewidth=1.8, label=key)
-    if len(keys) > 1:
+    if len(keys) > 1 or keys[0].startswith("eval/"):  # which task and metric a score is
       ax.legend(fontsize=8)
     ax.set_title(name, fontsize=10)
     ax.set_xlabel("RL step", fontsize=8)

@@ -42,7 +42,7 @@ from jaxlayer.models.hub import resolve_model_dir
 from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, multiturn, optimizer,
                          selection)
 from jaxlayer.rl import step as rl_step
-from jaxlayer.rl.config import RESUMABLE_KEYS
+from jaxlayer.rl.config import RESUMABLE_KEYS, RESUMABLE_SECTIONS
 
 
 class TrainingDiverged(RuntimeError):
@@ -183,6 +183,14 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   _require(rollout.temperature > 0, f"rollout.temperature={rollout.temperature}: RL needs "
            "sampled responses and their log-probs; use a temperature > 0 (1.0 is usual).")
   _require(config.checkpoint.every >= 1, "checkpoint.every must be >= 1.")
+  eval_every = config.logging.get("eval_every", 0)
+  _require(isinstance(eval_every, int) and eval_every >= 0,
+           f"logging.eval_every={eval_every!r}: give the RL steps between evaluations, an int "
+           ">= 0 (0: never).")
+  if eval_every:
+    from jaxlayer import evaluation  # (it imports this module)
+
+    evaluation.check_eval_config(config)
   _require(config.checkpoint.keep >= 1,
            f"checkpoint.keep must be >= 1 (the newest checkpoints kept), got "
            f"{config.checkpoint.keep}.")
@@ -379,7 +387,8 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict) -> None:
   stored, _ = checkpoint.read_run_files(run_dir)
   old, new = _flat_config(stored), _flat_config(config)
   changed = sorted(k for k in set(old) | set(new)
-                   if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+                   if k not in RESUMABLE_KEYS and k.split(".")[0] not in RESUMABLE_SECTIONS
+                   and old.get(k) != new.get(k))
   if changed:
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
     raise ValueError(
@@ -741,6 +750,28 @@ class _Trainer:
     return result, samples
 
 
+def _evaluation_due(step: int, config: ml_collections.ConfigDict) -> bool:
+  """Whether logging.eval_every asks for an evaluation after `step`."""
+  every = config.logging.get("eval_every", 0)
+  return bool(every) and (step % every == 0 or step == config.train.steps)
+
+
+def _evaluate(trainer: _Trainer, config: ml_collections.ConfigDict,
+              position: int) -> dict[str, float]:
+  """The test scores of the model as trained so far, as metrics eval/TASK/METRIC (each task of
+  jaxlayer.evaluation.task_names). It reads the training state and changes none of it."""
+  from jaxlayer import evaluation  # (it imports this module)
+
+  model = trainer.split.merge(trainer.params)
+  scores = {}
+  for name in evaluation.task_names(config):
+    result = evaluation.evaluate_from_config(config, model, trainer.tokenizer, task_name=name,
+                                             progress_position=position)
+    scores.update({f"eval/{result.task}/{metric}": value
+                   for metric, value in result.scores.items()})
+  return scores
+
+
 def _postfix(m: dict[str, float]) -> dict[str, str]:
   shown = {"reward": "reward", "acc": "accuracy", "succ": "success_rate",
            "turns": "episode_length", "env_err": "env_errors", "anchor": "anchor_group_size",
@@ -819,6 +850,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
         with _stop_requests() as stop_signal:
           while trainer.step < steps:
             last, samples = trainer.run_step()
+            if _evaluation_due(trainer.step, config):
+              last = {**last, **_evaluate(trainer, config, position + 1)}
             history.append(last["reward"])
             step_seconds.append(last["seconds_per_step"])
             logger.log(trainer.step, last)
