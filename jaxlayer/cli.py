@@ -323,17 +323,23 @@ def _train(argv: list[str]) -> None:
     _interrupted("jaxlayer train", err, "Run the same command to resume from the last "
                  "checkpoint.")
   if distributed.is_primary():
-    print(_train_result_lines(result))
+    print(_train_result_lines(result, metrics.read_metrics(run_dir)))
 
 
-def _train_result_lines(result) -> str:
-  """What `jaxlayer train` ends with: the mean reward at its first and last step, and how to
-  export the trained model."""
+def _train_result_lines(result, rows: list[dict]) -> str:
+  """What `jaxlayer train` ends with: the mean reward at its first and last step, each test
+  score (logging.eval_every) at its first and last evaluation, and how to export the model."""
   rewards = result.reward_history
-  reward = (f"; mean reward {rewards[0]:.3f} at step 1, {rewards[-1]:.3f} at step {result.step}"
-            if rewards else "")
-  return (f"trained {result.step} steps{reward}\n"
-          f"export the trained model: jaxlayer export --run {result.run_dir} --out HF_DIR")
+  lines = [f"trained {result.step} steps" + (
+      f"; mean reward {rewards[0]:.3f} at step 1, {rewards[-1]:.3f} at step {result.step}"
+      if rewards else "")]
+  for key in sorted({key for row in rows for key in row if key.startswith("eval/")}):
+    taken = [(r["step"], r[key]) for r in rows if key in r]  # [(step, score)]
+    (first_step, first), (last_step, last) = taken[0], taken[-1]
+    lines.append(f"test {key.removeprefix('eval/')}: {first:.3f} at step {first_step}, "
+                 f"{last:.3f} at step {last_step}")
+  lines.append(f"export the trained model: jaxlayer export --run {result.run_dir} --out HF_DIR")
+  return "\n".join(lines)
 
 
 def _add_base_model_flag(parser: argparse.ArgumentParser) -> None:

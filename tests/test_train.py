@@ -608,7 +608,8 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys):
   run_dir, hf_dir = tmp_path / "out", tmp_path / "hf"
   cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
             "--config.train.layers=layers.1", "--config.train.steps=2",
-            f"--config.run_dir={run_dir}"])
+            f"--config.run_dir={run_dir}", "--config.logging.eval_every=1",
+            "--config.eval.num_problems=4", "--config.eval.batch_size=4"])
   printed = capsys.readouterr().out
   import transformers
 
@@ -619,11 +620,14 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys):
       f"jaxlayer train: layers.1 of {tiny_qwen2_dir}: {trained:,} of {total:,} parameters "
       f"({trained / total:.1%}); grpo, 2 RL steps of 64 responses; run directory {run_dir}\n"
       f"  metrics: {run_dir / 'metrics.jsonl'}; tensorboard --logdir {run_dir / 'tensorboard'}\n")
-  rewards = [r["reward"] for r in metrics.read_metrics(run_dir)]
+  rows = metrics.read_metrics(run_dir)
+  tests = [r["eval/arithmetic/pass@1"] for r in rows]  # evaluated after each step
   assert printed.endswith(f"training curves: {run_dir / 'training.png'}\n"
-                          f"trained 2 steps; mean reward {rewards[0]:.3f} at step 1, "
-                          f"{rewards[1]:.3f} at step 2\nexport the trained model: jaxlayer "
-                          f"export --run {run_dir} --out HF_DIR\n")
+                          f"trained 2 steps; mean reward {rows[0]['reward']:.3f} at step 1, "
+                          f"{rows[1]['reward']:.3f} at step 2\n"
+                          f"test arithmetic/pass@1: {tests[0]:.3f} at step 1, {tests[1]:.3f} at "
+                          f"step 2\nexport the trained model: jaxlayer export --run {run_dir} "
+                          "--out HF_DIR\n")
   assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2]
   assert checkpoint.Checkpointer(run_dir).all_steps() == [2]
 
