@@ -234,7 +234,7 @@ def split_work(fn: Callable[[np.ndarray], Any], count: int) -> Any:
 
 
 def check_same(arrays: Sequence[np.ndarray], what: str, hint: str = "") -> None:
-  """Raises RuntimeError naming `what` (and the `hint` on what to do) when the arrays differ
+  """Raises ValueError naming `what` (and the `hint` on what to do) when the arrays differ
   between processes (their shapes, dtypes or values); nothing on one process. Collective."""
   if not is_multiprocess():
     return
@@ -247,8 +247,8 @@ def check_same(arrays: Sequence[np.ndarray], what: str, hint: str = "") -> None:
   every = _gather_exact(mine, jax.process_count())  # [processes, 32]
   differing = [p for p in range(len(every)) if not np.array_equal(every[p], every[0])]
   if differing:
-    raise RuntimeError(f"{what} differ between processes (process 0 and process(es) "
-                       f"{differing}), but every process must compute the same ones. {hint}")
+    raise ValueError(f"{what} differ between processes (process 0 and process(es) "
+                     f"{differing}), but every process must compute the same ones. {hint}")
 
 
 SHARED_MARK = ".jaxlayer-hosts"  # written by process 0 for the others to read, then removed

@@ -411,7 +411,11 @@ def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | N
   the run's dtype; base_model: where its base model is now, if it moved). info describes what
   was loaded, for eval.json."""
   path = str(path)
-  if is_run_dir(path):
+  run_dir = is_run_dir(path)
+  distributed.check_same([np.asarray(run_dir)], f"The kinds of model found at {path} (a "
+                         "jaxlayer run directory, or not)", hint="Give it as a directory that "
+                         "every host has at the same path.")
+  if run_dir:
     run_config, run = checkpoint.read_run_files(path)
     if step is None:
       checkpointer = checkpoint.Checkpointer(path)

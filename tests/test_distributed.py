@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
@@ -328,3 +329,18 @@ def test_a_model_only_one_host_has_stops_every_host_with_the_error(tmp_path):
   assert ("jaxlayer train: Checking the run's settings failed on process(es) [1] of 2, so every "
           f"process stops; process 1: {missing}") in outputs[0], outputs[0]
   assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_only_one_host_has_is_refused_on_every_host(tmp_path):
+  """`jaxlayer eval --model run`, where only process 0's working directory holds the run: the
+  other process would load `run` as a Hugging Face model and the two would part ways."""
+  homes = _two_homes(tmp_path)
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 1, "every": 1}})
+  checkpoint.write_run_files(homes[0] / "run", config, str(TINY_ARITH), {"final_norm.scale": [1]})
+  outputs = _run_in_homes(homes, ["eval", "--config", str(ROOT / "configs" / "sweep_tiny.py"),
+                                  "--model", "run", "--out", str(tmp_path / "eval")])
+  for output in outputs:
+    assert ("jaxlayer eval: The kinds of model found at run (a jaxlayer run directory, or not) "
+            "differ between processes (process 0 and process(es) [1])") in output, output
+  assert not (tmp_path / "eval").exists()
