@@ -9,6 +9,7 @@ import pytest
 from jaxlayer import cli, evaluation, models
 from jaxlayer.rl import memory, train
 from jaxlayer.rl.config import default_config
+from jaxlayer.sweep.runner import default_sweep_config
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 KEPT = "update: activations kept"
@@ -82,19 +83,31 @@ def test_evaluation_is_sized_as_a_phase_of_its_own(tiny_qwen2_dir):
   cfg = run_config(tiny_qwen2_dir)
   training_only = memory.estimate(train.plan(cfg))
   assert training_only.eval_parts == {} and training_only.peak == training_only.total
-  cfg.eval = evaluation.default_eval_config()
+  cfg.eval = evaluation.default_eval_config()  # as `jaxlayer train` adds to its configs
   cfg.eval.update(batch_size=5, num_samples=2, max_new_tokens=3, replicate_params=True)
+  assert memory.estimate(train.plan(cfg)).eval_parts == {}  # it does not evaluate
+  cfg.sweep = default_sweep_config()  # a sweep scores every run
   estimate = memory.estimate(train.plan(cfg))
   model, model_cfg = models.from_pretrained(tiny_qwen2_dir)
-  assert estimate.eval_parts == {
-      "weights": training_only.parts["weights"],
-      "whole weights on each device": sum(x.nbytes for x in models.named_params(model).values()),
-      # 5 prompts (bucketed to the 8 batch shards: 8) of up to 12 tokens, 2 samples of 3 tokens.
-      "KV cache of one generate call": cache_bytes(model_cfg, prompts=8, prompt_len=12,
-                                                   rows=8 * 2, new=3)}
+  whole = sum(x.nbytes for x in models.named_params(model).values())
+  # 5 prompts (bucketed to the 8 batch shards: 8) of up to 12 tokens, 2 samples of 3 tokens.
+  cache = cache_bytes(model_cfg, prompts=8, prompt_len=12, rows=8 * 2, new=3)
+  assert estimate.eval_parts == {"weights": training_only.parts["weights"],
+                                 "whole weights on each device": whole,
+                                 "KV cache of one generate call": cache}
   assert estimate.parts == training_only.parts  # training is sized as before
   assert estimate.peak == max(estimate.total, estimate.eval_total)
   assert "evaluation (jaxlayer eval, the sweep's scoring):" in estimate.table().splitlines()
+  # Evaluations during training: the state kept between steps stays on the device.
+  del cfg.sweep
+  cfg.logging.eval_every = 5
+  estimate = memory.estimate(train.plan(cfg))
+  kept = ("weights", "KL reference (trained leaves)", "optimizer state")
+  assert estimate.eval_parts == {**{name: training_only.parts[name] for name in kept},
+                                 "whole weights on each device": whole,
+                                 "KV cache of one generate call": cache}
+  assert ("evaluation during training (logging.eval_every):"
+          in estimate.table().splitlines())
 
 
 @pytest.mark.eight_devices

@@ -4,8 +4,9 @@
 the weights as the partition rules split them, the KL reference's copy of the trained
 leaves, their gradients and optimizer state, one generate call's KV cache (and the whole
 weights on every device with rollout.replicate_params), and what the update's backward pass
-keeps of one micro-batch. Where the config has an eval section (sweeps), evaluation, a phase
-of its own, gets its parts too: the weights and one generate call's KV cache. Shapes come
+keeps of one micro-batch. Where the config evaluates (a sweep's config, or logging.eval_every),
+evaluation, a phase of its own, gets its parts too: the weights (during training, the state
+kept between steps) and one generate call's KV cache. Shapes come
 from abstract tracing (`nnx.eval_shape`,
 `jax.eval_shape`): nothing is allocated, so a model far larger than this machine can be sized.
 Compiler temporaries are not counted: leave headroom. The activations are those of a device's
@@ -36,13 +37,15 @@ from jaxlayer.rl import train
 
 @dataclasses.dataclass(frozen=True)
 class MemoryEstimate:
-  """Bytes on one device, per part of training and, where the config has an eval section, of
-  evaluation (a phase of its own: the sweep's scoring, `jaxlayer eval`), and the device's
-  memory where JAX reports it."""
+  """Bytes on one device, per part of training and, where the config evaluates, of
+  evaluation (a phase of its own, `eval_phase`: the sweep's scoring and `jaxlayer eval`, or
+  logging.eval_every's evaluations during training), and the device's memory where JAX
+  reports it."""
 
   parts: dict[str, int]
   eval_parts: dict[str, int]
   device_limit: int | None
+  eval_phase: str = ""
 
   @property
   def total(self) -> int:
@@ -61,7 +64,7 @@ class MemoryEstimate:
     """Each phase's parts and total, one per line, then the device's memory."""
     rows = [*self.parts.items(), ("total", self.total)]
     if self.eval_parts:
-      rows += [("", None), ("evaluation (jaxlayer eval, the sweep's scoring):", None),
+      rows += [("", None), (f"{self.eval_phase}:", None),
                *self.eval_parts.items(), ("total", self.eval_total)]
     if self.device_limit is not None:
       rows.append(("device memory", self.device_limit))
@@ -161,9 +164,9 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
     blocks = _backward_blocks(plan_.selection.trainable, plan_.model_config.num_layers)
     parts["update: one block's recomputed activations"] = (
         (activations(False) - kept) // max(blocks, 1))
-  return MemoryEstimate(parts=parts, eval_parts=_eval_parts(cfg, model, mesh, parts["weights"],
-                                                            whole_weights),
-                        device_limit=device_limit())
+  phase, eval_parts = _eval_parts(cfg, model, mesh, parts, whole_weights)
+  return MemoryEstimate(parts=parts, eval_parts=eval_parts, device_limit=device_limit(),
+                        eval_phase=phase)
 
 
 def _update_length(cfg: ml_collections.ConfigDict) -> int:
@@ -223,13 +226,22 @@ def compile_update(plan_: train.TrainPlan) -> CompiledUpdate:
 
 
 def _eval_parts(cfg: ml_collections.ConfigDict, model: models.Qwen, mesh: jax.sharding.Mesh,
-                weights: int, whole_weights: int) -> dict[str, int]:
-  """Evaluation's parts: the weights and one generate call's KV cache, of eval.batch_size
-  prompts (taken to be up to rollout.max_prompt_tokens long) and their samples."""
-  if "eval" not in cfg:
-    return {}
+                training_parts: dict[str, int], whole_weights: int) -> tuple[str, dict[str, int]]:
+  """(the phase, its parts) of evaluation, where the config evaluates (none: ("", {})): the
+  weights, or during training (logging.eval_every) the training state that stays between
+  steps, and one generate call's KV cache, of eval.batch_size prompts (taken to be up to
+  rollout.max_prompt_tokens long) and their samples."""
+  during_training = cfg.logging.get("eval_every", 0) > 0
+  if "eval" not in cfg or not ("sweep" in cfg or during_training):
+    return "", {}
   settings = evaluation.eval_settings(cfg)
-  parts = {"weights": weights}
+  if during_training:  # gradients and activations live inside the update step only
+    phase = "evaluation during training (logging.eval_every)"
+    parts = {name: size for name, size in training_parts.items()
+             if not name.startswith(("gradients", "rollout:", "update:"))}
+  else:
+    phase, parts = "evaluation (jaxlayer eval, the sweep's scoring)", {
+        "weights": training_parts["weights"]}
   if settings["replicate_params"]:
     parts["whole weights on each device"] = whole_weights
   samples = max(settings["num_samples"], 1)
@@ -239,7 +251,7 @@ def _eval_parts(cfg: ml_collections.ConfigDict, model: models.Qwen, mesh: jax.sh
     prompts = min(settings["batch_size"], settings["num_problems"] or settings["batch_size"])
   parts["KV cache of one generate call"] = _kv_cache_bytes(
       model, mesh, prompts, samples, settings["max_new_tokens"], cfg.rollout.max_prompt_tokens)
-  return parts
+  return phase, parts
 
 
 def _backward_blocks(trainable: tuple[str, ...], num_layers: int) -> int:
