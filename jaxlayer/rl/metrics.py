@@ -145,7 +145,8 @@ def training_figure(rows: list[dict], title: str):
   window = max(1, len(rows) // 10)
   for i, (name, keys) in enumerate(panels):
     ax = fig.add_subplot(math.ceil(len(panels) / 3), 3, i + 1)
-    for key, color in zip(keys, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+    for k, key in enumerate(keys):
+      color = f"C{k % 10}"  # matplotlib's colour cycle: every task and metric its own
       values = np.array([r.get(key) if isinstance(r.get(key), float) else np.nan for r in rows])
       if key.startswith("eval/"):  # a few steps only: each score as a point, joined
         taken = ~np.isnan(values)
