@@ -843,7 +843,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       step_seconds = [row["seconds_per_step"] for row in logged]
       logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                      resume_step=trainer.step)
-      last = {}
+      last, tested = {}, {}  # tested: the bar's latest test score (logging.eval_every)
       shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
       with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
                 desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:
@@ -851,7 +851,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
           while trainer.step < steps:
             last, samples = trainer.run_step()
             if _evaluation_due(trainer.step, config):
-              last = {**last, **_evaluate(trainer, config, position + 1)}
+              scores = _evaluate(trainer, config, position + 1)
+              last = {**last, **scores}
+              tested = {"test": f"{next(iter(scores.values())):.3g}"}
             history.append(last["reward"])
             step_seconds.append(last["seconds_per_step"])
             logger.log(trainer.step, last)
@@ -860,7 +862,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
             if saved:
               trainer.save(checkpointer)
             bar.update(1)
-            bar.set_postfix(_postfix(last))
+            bar.set_postfix({**_postfix(last), **tested})
             if on_step is not None:
               on_step(trainer.step, last)
             signum = stop_signal()
