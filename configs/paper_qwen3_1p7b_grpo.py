@@ -17,10 +17,10 @@ from jaxlayer.sweep.runner import default_sweep_config
 def get_config():
   config = default_config()
   config.model.path = "Qwen/Qwen3-1.7B-Base"
-  # float32, not bfloat16: at lr 5e-6 an AdamW step moves a weight by ~5e-6, far below bfloat16's
-  # spacing (~1e-4 at 0.02, ~8e-3 at 1.0), so bfloat16 parameters would round nearly every update
-  # away. veRL (the paper's trainer) likewise keeps float32 parameters and computes in bfloat16;
-  # on TPU, JAX's default float32 matmuls run as bfloat16 passes anyway.
+  # float32 parameters, as veRL (the paper's trainer) keeps them, computing in bfloat16; on
+  # TPU, JAX's default float32 matmuls run as bfloat16 passes anyway. (bfloat16 would halve the
+  # frozen weights' memory; the trained leaves stay float32 either way: at lr 5e-6 bfloat16
+  # would round nearly every update away.)
   config.model.dtype = "float32"
   config.task.name = "numina"
   config.task.template = ("{question}\nPlease reason step by step, and put your final answer "

@@ -13,6 +13,7 @@ from jaxlayer.sweep.runner import default_sweep_config
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 KEPT = "update: activations kept"
+MASTERS = "float32 master copy of the trained leaves"
 
 
 def run_config(model_dir, **train_overrides):
@@ -68,6 +69,20 @@ def test_state_parts_equal_the_bytes_a_run_allocates_on_a_device(tiny_qwen2_dir)
   replicated = memory.estimate(train.plan(cfg))
   assert replicated.parts["rollout: whole weights on each device"] == sum(
       x.nbytes for x in models.named_params(model).values())
+
+
+@pytest.mark.eight_devices
+def test_a_bfloat16_run_counts_the_float32_copy_of_its_trained_leaves(tiny_qwen2_dir):
+  cfg = run_config(tiny_qwen2_dir)
+  cfg.model.dtype = "bfloat16"
+  plan = train.plan(cfg)
+  estimate = memory.estimate(plan)
+  run = train._Trainer(plan, None)
+  model = run.split.merge(run.params)  # bfloat16, the trained leaves cast from their copies
+  assert estimate.parts["weights"] == device_bytes(models.named_params(model))
+  assert estimate.parts[MASTERS] == device_bytes(run.params) > 0
+  assert estimate.parts["optimizer state"] == device_bytes(run.opt_state)
+  assert MASTERS not in memory.estimate(train.plan(run_config(tiny_qwen2_dir))).parts
 
 
 @pytest.mark.eight_devices

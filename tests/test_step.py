@@ -30,12 +30,34 @@ def _batch(vocab, rows=8, prompt=5, response=6, seed=0, group=1):
           "advantages": np.repeat(rng.normal(size=(rows, 1)), response, 1).astype(np.float32)}
 
 
-def _trainer_parts(model_dir, layers, mesh=None, lr=1e-2):
-  model, cfg = models.from_pretrained(model_dir, mesh=mesh)
+def _trainer_parts(model_dir, layers, mesh=None, lr=1e-2, dtype="float32"):
+  model, cfg = models.from_pretrained(model_dir, mesh=mesh, dtype=dtype)
   chosen = selection.resolve(list(models.named_params(model)), cfg.num_layers, layers, lr)
   split, params = step.split_model(model, chosen.trainable)
   tx = optimizer.make_optimizer(chosen.groups, chosen.learning_rates, max_grad_norm=None)
   return split, params, tx
+
+
+def test_a_bfloat16_models_trained_leaves_are_float32_copies_that_keep_small_updates(
+    tiny_qwen2_dir):
+  base, _ = models.from_pretrained(tiny_qwen2_dir, dtype="bfloat16")
+  base_params = {k: np.asarray(v) for k, v in models.named_params(base).items()}
+  split, params, tx = _trainer_parts(tiny_qwen2_dir, "layers.1", lr=1e-6, dtype="bfloat16")
+  assert {v.dtype for v in params.values()} == {jnp.dtype(jnp.float32)}
+  # The model they make is the bfloat16 model, bit for bit.
+  for path, value in models.named_params(split.merge(params)).items():
+    assert value.dtype == jnp.bfloat16 and np.asarray(value).tobytes() == base_params[path].tobytes()
+  update = step.make_update_step(split, tx, LOSS, temperature=1.0)
+  new, _, _ = update(params, tx.init(params), split.frozen, _batch(300))
+  for path, value in new.items():
+    before, after = base_params[path].astype(np.float32), np.asarray(value)
+    # Adam's first step moves each weight by the learning rate: every float32 copy moves, where
+    # in bfloat16 (spacing ~1e-4 at 0.02) almost every weight would have kept its value.
+    assert np.mean(after != before) > 0.95, path
+    # (less where a gradient is near Adam's eps; more by float32's rounding: 6e-8 at 1.0)
+    moves = np.abs(after - before)
+    assert moves.max() < 1.15e-6 and np.median(moves) == pytest.approx(1e-6, rel=0.05), path
+    assert np.mean(after.astype(jnp.bfloat16) == base_params[path]) > 0.9, path
 
 
 def test_updates_touch_only_the_selected_leaves(tiny_qwen2_dir):

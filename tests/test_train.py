@@ -400,6 +400,38 @@ def test_export_writes_the_trained_model_for_transformers(uninterrupted, tmp_pat
   assert (out / "tokenizer.json").is_file()
 
 
+def test_a_bfloat16_run_trains_and_checkpoints_float32_leaves(tiny_qwen2_dir, tmp_path,
+                                                             compile_cache):
+  import orbax.checkpoint as ocp
+
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache, steps=2,
+                     learning_rate=1e-6)
+  cfg.model.dtype = "bfloat16"
+  result = train.train(cfg)
+  step_dir = result.run_dir / checkpoint.CHECKPOINT_DIR / "2"
+  saved = ocp.StandardCheckpointer().metadata(step_dir / "params").item_metadata
+  assert {np.dtype(leaf.dtype) for leaf in saved.values()} == {np.dtype(np.float32)}
+  moments = jax.tree.leaves(
+      ocp.StandardCheckpointer().metadata(step_dir / "optimizer").item_metadata["opt_state"])
+  assert {np.dtype(leaf.dtype) for leaf in moments if len(leaf.shape) > 1} == {
+      np.dtype(np.float32)}
+  # The float32 leaves moved by up to ~lr per update (8 updates: 2 steps x 2 epochs x 2
+  # mini-batches) from the bfloat16 base; rounded to bfloat16 (the model that samples, and the
+  # default export) most are where they were.
+  base = _params(models.from_pretrained(tiny_qwen2_dir, dtype="bfloat16")[0])
+  exported = checkpoint.export(result.run_dir, tmp_path / "f32", dtype="float32")
+  unrounded = _params(models.from_pretrained(exported)[0])
+  rounded = _params(checkpoint.load_trained_model(result.run_dir)[0])
+  for path in saved:
+    moved = np.abs(unrounded[path] - base[path].astype(np.float32))
+    assert np.mean(moved > 0) > 0.95 and np.median(moved) < 8e-6, path
+    assert np.mean(rounded[path] == base[path]) > 0.9, path
+  # Exported in float32, the frozen leaves are the base checkpoint's own values.
+  original = _params(models.from_pretrained(tiny_qwen2_dir)[0])
+  frozen = set(original) - set(saved)
+  assert all(unrounded[path].tobytes() == original[path].tobytes() for path in frozen)
+
+
 @dataclasses.dataclass(kw_only=True)
 class PoisonedTask(ArithmeticTask):
   """A reward function that breaks on its third call (a NaN reward)."""

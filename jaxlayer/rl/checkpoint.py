@@ -111,9 +111,11 @@ def _write_json(path: Path, data) -> None:
 
 
 def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
-                       mesh: jax.sharding.Mesh | None = None, base_model: str | None = None):
+                       mesh: jax.sharding.Mesh | None = None, base_model: str | None = None,
+                       dtype: str | None = None):
   """(model, ModelConfig): the run's base model with the trained leaves of `step` (default:
-  the latest checkpoint) in place of the base values.
+  the latest checkpoint) in place of the base values, in `dtype` (default: the run's
+  model.dtype; "float32" keeps all of a bfloat16 run's float32 trained leaves).
 
   base_model: the base model's directory or hub id, where it is no longer where the run was
   trained (run.json's `base_model`), e.g. a run copied from another machine.
@@ -137,7 +139,7 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
     if step not in available:
       raise ValueError(f"Run {run_dir} has no checkpoint for step {step}; available: "
                        f"{sorted(available)}.")
-    model, model_config = models.from_pretrained(base_model, dtype=config.model.dtype,
+    model, model_config = models.from_pretrained(base_model, dtype=dtype or config.model.dtype,
                                                  mesh=mesh)
     base = models.named_params(model)
     _check_fits(base, run, base_model, run_dir)
@@ -170,7 +172,9 @@ def _check_fits(base: dict, run: dict, base_model: str, run_dir) -> None:
 def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | None = None,
            dtype: str | None = None, overwrite: bool = False,
            base_model: str | None = None) -> Path:
-  """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in.
-  The model is loaded over all devices (every host's, on several hosts)."""
-  model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model)
+  """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in,
+  in `dtype` (default: the run's). The model is loaded over all devices (every host's, on
+  several hosts)."""
+  model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model,
+                                dtype=dtype)
   return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)

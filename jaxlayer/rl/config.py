@@ -39,7 +39,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.path = config_dict.placeholder(str)  # required: HF directory or hub id
-  config.model.dtype = "float32"  # "float32" or "bfloat16" parameters and activations
+  # "float32" or "bfloat16": the frozen weights and the computation (the trained leaves and
+  # their optimizer state are float32 either way: rl.step.MASTER_DTYPE)
+  config.model.dtype = "float32"
 
   config.task = ml_collections.ConfigDict()
   config.task.name = "arithmetic"  # a key of jaxlayer.tasks.TASKS

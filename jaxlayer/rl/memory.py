@@ -1,8 +1,9 @@
 """Memory one device needs for a training run, sized from its plan before anything loads.
 
 `estimate(plan)` gives the bytes one device of the plan's mesh holds for each part of a run:
-the weights as the partition rules split them, the KL reference's copy of the trained
-leaves, their gradients and optimizer state, one generate call's KV cache (and the whole
+the weights as the partition rules split them, the float32 master copy of the trained leaves
+of a bfloat16 model (`rl.step.MASTER_DTYPE`), the KL reference's copy of the trained leaves,
+their gradients and optimizer state, one generate call's KV cache (and the whole
 weights on every device with rollout.replicate_params), and what the update's backward pass
 keeps of one micro-batch. Where the config evaluates (a sweep's config, or logging.eval_every),
 evaluation, a phase of its own, gets its parts too: the weights (during training, the state
@@ -133,6 +134,8 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   micro_batches = plan_.mini_batch_size // plan_.micro_batch_size
 
   parts = {"weights": _bytes(on_mesh)}
+  if models.resolve_dtype(cfg.model.dtype) != rl_step.MASTER_DTYPE:
+    parts["float32 master copy of the trained leaves"] = _bytes(trained_on_mesh)
   if plan_.loss.kl_beta > 0:
     parts["KL reference (trained leaves)"] = _bytes(trained_on_mesh)
   # Accumulating over micro-batches holds the running sum beside each micro-batch's gradient.

@@ -3,7 +3,8 @@
 The model's parameters are split once into a flat dict of trainable leaves {path: array}
 (the only thing that is differentiated, optimised and checkpointed) and the frozen rest
 (an `nnx.State` passed to every call, never written). Differentiating only the trainable
-leaves means JAX does no backward work below the lowest trainable block.
+leaves means JAX does no backward work below the lowest trainable block. The trainable
+leaves are float32 master copies whatever the model's dtype (`MASTER_DTYPE`).
 
 A batch is a dict of arrays, B responses to prompts left-padded to P tokens, responses
 right-padded to R tokens:
@@ -37,6 +38,14 @@ from jaxlayer.rl import losses
 # pass recomputes one chunk at a time, so a chunk's logits (311 MB) are all that exist at once.
 LOGITS_POSITION_CHUNK = 512
 
+# The trained leaves are held, optimised and checkpointed in float32 whatever the model's
+# dtype: at RL's learning rates (~1e-6) an AdamW step moves a weight by ~1e-6, far below
+# bfloat16's spacing (~1e-4 at 0.02, ~8e-3 at 1.0), so bfloat16 leaves would round nearly every
+# update away (a bfloat16 run at lr 1e-6 left 99% of its block's weights as they were). Each
+# forward pass casts them to the model's dtype (`SplitModel.merge`); the frozen rest stays as
+# loaded, so the extra memory is the trained leaves' float32 copy only.
+MASTER_DTYPE = jnp.float32
+
 
 @dataclasses.dataclass(frozen=True)
 class SplitModel:
@@ -45,25 +54,40 @@ class SplitModel:
   graphdef: nnx.GraphDef
   frozen: nnx.State
   trainable_paths: dict[str, tuple]  # dotted path -> nnx state path
+  model_dtypes: dict[str, jnp.dtype]  # dotted path -> the model's dtype of that leaf
 
   def merge(self, trainable: dict[str, jax.Array], frozen: nnx.State | None = None) -> Qwen:
-    """The model with these trainable values (works inside `jit`; shares, never copies)."""
-    state = nnx.from_flat_state(
-        {self.trainable_paths[path]: nnx.Param(value) for path, value in trainable.items()})
+    """The model with these trainable values in the model's dtype (works inside `jit`; shares
+    the values where they already have it, as float32 models' do)."""
+    state = nnx.from_flat_state({
+        self.trainable_paths[path]: nnx.Param(_as_dtype(value, self.model_dtypes[path]))
+        for path, value in trainable.items()})
     return nnx.merge(self.graphdef, state, self.frozen if frozen is None else frozen)
 
 
+def _as_dtype(value, dtype):
+  """`value` (an array, or a jax.ShapeDtypeStruct when sizing) in `dtype`."""
+  if value.dtype == dtype:
+    return value
+  if isinstance(value, jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct(value.shape, dtype, sharding=value.sharding)
+  return value.astype(dtype)
+
+
 def split_model(model: Qwen, trainable: Sequence[str]) -> tuple[SplitModel, dict[str, jax.Array]]:
-  """(structure + frozen parameters, trainable parameters {path: array}) for these paths."""
+  """(structure + frozen parameters, trainable parameters {path: float32 array}) for these
+  paths (`MASTER_DTYPE`)."""
   wanted = set(trainable)
   is_trainable = lambda path, _: path_str(path) in wanted  # noqa: E731
   graphdef, trainable_state, frozen = nnx.split(model, is_trainable, ...)
   flat = nnx.to_flat_state(trainable_state)
-  params = {path_str(path): var.get_value() for path, var in flat}
-  missing = sorted(wanted - set(params))
+  values = {path_str(path): var.get_value() for path, var in flat}
+  missing = sorted(wanted - set(values))
   if missing:
     raise ValueError(f"The model has no parameters {missing}.")
-  return SplitModel(graphdef, frozen, {path_str(path): path for path, _ in flat}), params
+  split = SplitModel(graphdef, frozen, {path_str(path): path for path, _ in flat},
+                     {path: value.dtype for path, value in values.items()})
+  return split, {path: _as_dtype(value, MASTER_DTYPE) for path, value in values.items()}
 
 
 def response_logprobs(model: Qwen, batch: dict, temperature: float, remat: bool = False,
