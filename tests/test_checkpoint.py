@@ -1,5 +1,6 @@
 """Run directories: Orbax round trips, keeping the newest k, clear errors."""
 
+import json
 import shutil
 
 import jax
@@ -100,7 +101,21 @@ def test_a_run_whose_base_model_moved_loads_with_base_model(tmp_path, tiny_qwen2
             str(tmp_path / "hf")])
   exported = models.named_params(models.from_pretrained(tmp_path / "hf")[0])
   np.testing.assert_array_equal(exported["final_norm.scale"], trained)
-  # The shipped model is wider: its final norm does not fit the run's trained one.
+  # Another model is refused, whether its shapes fit (one weight changed) or not (the shipped
+  # model is wider): its weights' fingerprint is not the one run.json recorded.
+  other, _ = models.from_pretrained(moved)
+  other.layers[0].mlp_norm.scale.value = other.layers[0].mlp_norm.scale.value.at[0].add(1e-3)
+  models.save_pretrained(other, tmp_path / "other")
+  for wrong in (tmp_path / "other", assets.TINY_ARITH):
+    with pytest.raises(SystemExit, match=f"jaxlayer export: The model in {wrong} is not the base "
+                       f"model run {run} was trained on \\({base} when it was written\\): its "
+                       "weights differ"):
+      cli.main(["export", "--run", str(run), "--base-model", str(wrong), "--out",
+                str(tmp_path / "hf3")])
+  # A run written before run.json held the fingerprint: the shapes are checked.
+  run_file = json.loads((run / checkpoint.RUN_FILE).read_text())
+  del run_file["base_fingerprint"]
+  (run / checkpoint.RUN_FILE).write_text(json.dumps(run_file))
   with pytest.raises(SystemExit, match=r"jaxlayer export: The base model .* does not fit run .* "
                      r"\(final_norm.scale: \(32,\) in the run, \(128,\) in the model; 1 of its 1 "
                      r"trained parameters differ\)"):

@@ -127,6 +127,34 @@ def test_loads_sharded_safetensors_index(tmp_path):
   assert _rel_err(logits, _torch_logits(hf_model, seq)) <= 1e-5
 
 
+def test_weights_fingerprint_follows_the_weights_not_their_files(tmp_path):
+  config = hf_fixtures.tiny_config("qwen2", tie_word_embeddings=True)
+  hf_model = hf_fixtures.random_hf_model(config)
+  hf_model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+  fingerprint = models.weights_fingerprint(tmp_path / "bf16")
+  # The same weights: in float32 (exact), split into shards, elsewhere, with a redundant copy
+  # of the tied output projection.
+  hf_model.to(torch.float32).save_pretrained(tmp_path / "f32", max_shard_size="20KB")
+  assert (tmp_path / "f32" / "model.safetensors.index.json").is_file()
+  shutil.copytree(tmp_path / "bf16", tmp_path / "copy")
+  from safetensors.torch import load_file, save_file
+
+  tensors = load_file(tmp_path / "copy" / "model.safetensors")
+  tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+  save_file(tensors, tmp_path / "copy" / "model.safetensors", metadata={"format": "pt"})
+  assert models.weights_fingerprint(tmp_path / "f32") == fingerprint
+  assert models.weights_fingerprint(tmp_path / "copy") == fingerprint
+  # Other weights: one value of a norm, one sampled row of a matrix, another initialisation.
+  for name, index in [("model.norm.weight", 3), ("model.layers.1.mlp.down_proj.weight", 0)]:
+    changed = dict(tensors)
+    changed[name] = changed[name].clone()
+    changed[name][index] += 0.5
+    save_file(changed, tmp_path / "copy" / "model.safetensors", metadata={"format": "pt"})
+    assert models.weights_fingerprint(tmp_path / "copy") != fingerprint, name
+  hf_fixtures.random_hf_model(config, seed=1).save_pretrained(tmp_path / "other")
+  assert models.weights_fingerprint(tmp_path / "other") != fingerprint
+
+
 def _product_precisions(function, *args) -> set[str]:
   """The precision of every matrix product XLA is given for function(*args)."""
   text = jax.jit(function).lower(*args).as_text()

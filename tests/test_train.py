@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -378,6 +379,32 @@ def test_resume_refuses_a_different_experiment(uninterrupted, tiny_qwen2_dir, co
   with pytest.raises(ValueError, match=r"different config \(train.layers: 'layers.1' -> "
                      r"'layers.0'\).*new run_dir"):
     train.train(cfg)
+
+
+def test_a_run_resumes_with_its_base_model_found_elsewhere_but_not_with_another_model(
+    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache, capsys):
+  """A run and its base model moved (a new VM): model.path may change when the weights are the
+  same (run.json's fingerprint); another model is refused, at a new path or at the same one."""
+  run_dir, moved, other = tmp_path / "run", tmp_path / "moved", tmp_path / "other"
+  shutil.copytree(uninterrupted.run_dir, run_dir)
+  shutil.copytree(tiny_qwen2_dir, moved)
+  changed, _ = models.from_pretrained(tiny_qwen2_dir)  # the same shapes, one weight changed
+  changed.final_norm.scale.value = changed.final_norm.scale.value.at[0].add(1e-3)
+  models.save_pretrained(changed, other)
+  run_file = (run_dir / checkpoint.RUN_FILE).read_text()
+  with pytest.raises(ValueError, match=f"The model in {other} is not the base model run "
+                     f"{run_dir} was trained on .*its weights differ"):
+    train.train(small_config(other, run_dir, compile_cache, steps=5))
+  assert (run_dir / checkpoint.RUN_FILE).read_text() == run_file
+  assert checkpoint.Checkpointer(run_dir).all_steps() == [2, 4]
+
+  assert train.train(small_config(moved, run_dir, compile_cache, steps=5)).step == 5
+  assert f"resuming {run_dir} with its base model at {moved}" in capsys.readouterr().out
+  assert json.loads((run_dir / checkpoint.RUN_FILE).read_text())["base_model"] == str(moved)
+  shutil.rmtree(moved)
+  shutil.copytree(other, moved)  # other weights where the run's base model was
+  with pytest.raises(ValueError, match=f"The model in {moved} is not the base model"):
+    train.train(small_config(moved, run_dir, compile_cache, steps=6))
 
 
 def test_finished_run_is_not_retrained(uninterrupted, tiny_qwen2_dir, compile_cache):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -111,6 +112,34 @@ def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
               f"{cfg.head_dim}, intermediate {cfg.intermediate_size}, vocab {cfg.vocab_size}).")
         array = hf_mapping.apply_transform(f.get_tensor(name), transform)
         yield path, array
+
+
+def weights_fingerprint(model_dir: str | os.PathLike) -> str:
+  """A short hash of a local checkpoint's weights that does not depend on where they are: each
+  tensor's name, shape and a sample of its values as float32 (a vector whole, a matrix's first,
+  middle and last rows). The same weights in another directory, split into other files, or
+  saved in float32 instead of bfloat16 match; another fine-tune of the same model does not.
+  Only a few rows of each tensor are read."""
+  model_dir = Path(model_dir)
+  cfg = ModelConfig.from_json_file(model_dir / "config.json")
+  samples = {}
+  for file in _weight_files(model_dir):
+    with safe_open(file, framework="numpy") as f:
+      for name in f.keys():
+        if hf_mapping.hf_to_jax_path(name) is None or (cfg.tie_word_embeddings
+                                                        and name == "lm_head.weight"):
+          continue  # what loading skips, so that a redundant copy changes nothing
+        tensor = f.get_slice(name)
+        shape = tuple(tensor.get_shape())
+        rows = [tensor[:]] if len(shape) < 2 else [
+            tensor[i:i + 1] for i in sorted({0, shape[0] // 2, shape[0] - 1})]
+        samples[name] = (shape, np.concatenate([np.ravel(r) for r in rows]).astype(np.float32))
+  digest = hashlib.sha256()
+  for name in sorted(samples):
+    shape, values = samples[name]
+    digest.update(f"{name}{list(shape)}".encode())
+    digest.update(values.tobytes())
+  return digest.hexdigest()[:16]
 
 
 def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",

@@ -2,7 +2,8 @@
 
 A run directory holds
   config.json        the full training config (ml_collections), written at the start
-  run.json           the base model path and the trained parameter paths
+  run.json           the base model's path and fingerprint (`models.weights_fingerprint`), the
+                     trained parameters' paths and shapes
   checkpoints/STEP/  params (trainable leaves only: the frozen ones are the base checkpoint's),
                      optimizer (optimizer state and RNG key), meta (step, data position, ...)
   metrics.jsonl, tensorboard/, samples.jsonl   (jaxlayer.rl.metrics)
@@ -26,6 +27,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxlayer import distributed, models
+from jaxlayer.models.hub import resolve_model_dir
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -81,14 +83,28 @@ class Checkpointer:
 
 def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model: str,
                     trainable: Mapping[str, Sequence[int]]) -> None:
-  """config.json and run.json (by the primary process only); trainable: path -> shape."""
+  """config.json and run.json (by the primary process only); base_model: the model's local
+  directory; trainable: path -> shape."""
   if not distributed.is_primary():
     return
   run_dir.mkdir(parents=True, exist_ok=True)
   _write_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
   _write_json(run_dir / RUN_FILE, {
-      "base_model": base_model, "trainable": list(trainable),
+      "base_model": base_model, "base_fingerprint": models.weights_fingerprint(base_model),
+      "trainable": list(trainable),
       "shapes": {path: list(shape) for path, shape in trainable.items()}})
+
+
+def check_base_model(run_dir: str | os.PathLike, run: dict, model_dir: str | os.PathLike) -> None:
+  """Raises ValueError when the model in `model_dir` is not the base model the run trained
+  (its weights differ from run.json's fingerprint; runs written before jaxlayer recorded one
+  pass)."""
+  recorded = run.get("base_fingerprint")
+  if recorded is not None and models.weights_fingerprint(model_dir) != recorded:
+    raise ValueError(
+        f"The model in {model_dir} is not the base model run {run_dir} was trained on "
+        f"({run['base_model']} when it was written): its weights differ. Pass the model the "
+        "run was trained on, wherever it is now.")
 
 
 def read_run_files(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict]:
@@ -121,14 +137,15 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
   trained (run.json's `base_model`), e.g. a run copied from another machine.
   """
   config, run = read_run_files(run_dir)
-  if base_model is None:
-    base_model = run["base_model"]
-    with distributed.failing_together("Finding the run's base model"):  # every host needs it
+  with distributed.failing_together("Finding the run's base model"):  # every host needs it
+    if base_model is None:
+      base_model = run["base_model"]
       if not Path(base_model).is_dir():
         raise FileNotFoundError(
             f"Run {run_dir} was trained on the base model in {base_model} (its {RUN_FILE}), "
             "which is not there any more: give the base model's directory or hub id with "
             "--base-model (library: base_model=).")
+    check_base_model(run_dir, run, resolve_model_dir(base_model))
   checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
   try:
     available = checkpointer.all_steps()

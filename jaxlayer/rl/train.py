@@ -383,12 +383,20 @@ def _flat_config(config: ml_collections.ConfigDict | dict) -> dict:
   return flat
 
 
-def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict) -> None:
-  stored, _ = checkpoint.read_run_files(run_dir)
+def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir: Path) -> None:
+  stored, run = checkpoint.read_run_files(run_dir)
   old, new = _flat_config(stored), _flat_config(config)
   changed = sorted(k for k in set(old) | set(new)
                    if k not in RESUMABLE_KEYS and k.split(".")[0] not in RESUMABLE_SECTIONS
                    and old.get(k) != new.get(k))
+  # Whatever model.path says, the base model must be the run's (its weights' fingerprint); one
+  # found at another path (a new VM, a copied run) resumes the run.
+  checkpoint.check_base_model(run_dir, run, model_dir)
+  if "model.path" in changed and "base_fingerprint" in run:
+    changed.remove("model.path")
+    if distributed.is_primary():
+      tqdm.write(f"jaxlayer: resuming {run_dir} with its base model at {model_dir} (it was at "
+                 f"{run['base_model']}; the same weights).")
   if changed:
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
     raise ValueError(
@@ -828,7 +836,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
     try:
       latest = checkpointer.latest_step()
       if latest is not None:
-        _check_resumable(run_dir, config)
+        with distributed.failing_together("Checking the run to resume"):
+          _check_resumable(run_dir, config, plan_.model_dir)
       trainer = _Trainer(plan_, task)
       checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
                                  {path: value.shape for path, value in trainer.params.items()})
