@@ -46,7 +46,8 @@ def test_a_bfloat16_models_trained_leaves_are_float32_copies_that_keep_small_upd
   assert {v.dtype for v in params.values()} == {jnp.dtype(jnp.float32)}
   # The model they make is the bfloat16 model, bit for bit.
   for path, value in models.named_params(split.merge(params)).items():
-    assert value.dtype == jnp.bfloat16 and np.asarray(value).tobytes() == base_params[path].tobytes()
+    assert value.dtype == jnp.bfloat16
+    assert np.asarray(value).tobytes() == base_params[path].tobytes(), path
   update = step.make_update_step(split, tx, LOSS, temperature=1.0)
   new, _, _ = update(params, tx.init(params), split.frozen, _batch(300))
   for path, value in new.items():
