@@ -128,7 +128,7 @@ def data_parallel_devices(count: int) -> list:
 
   On a CPU JAX has one device unless told otherwise: before JAX starts, this makes `count`
   CPU devices (jax_num_cpu_devices; other platforms ignore it). Small models then decode
-  about 1.5x faster on 2 cores (README, Performance)."""
+  about 1.5x faster on 2 cores (docs/performance.md)."""
   if count < 1:
     raise ValueError(f"The device count must be >= 1, got {count}.")
   request_cpu_devices(count)
