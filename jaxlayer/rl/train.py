@@ -392,16 +392,17 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
   # Whatever model.path says, the base model must be the run's (its weights' fingerprint); one
   # found at another path (a new VM, a copied run) resumes the run.
   checkpoint.check_base_model(run_dir, run, model_dir)
-  if "model.path" in changed and "base_fingerprint" in run:
+  moved = "model.path" in changed and "base_fingerprint" in run
+  if moved:
     changed.remove("model.path")
-    if distributed.is_primary():
-      tqdm.write(f"jaxlayer: resuming {run_dir} with its base model at {model_dir} (it was at "
-                 f"{run['base_model']}; the same weights).")
   if changed:
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
     raise ValueError(
         f"run_dir {run_dir} holds checkpoints of a run with a different config ({details}). "
         "Resume it with the same settings, or choose a new run_dir.")
+  if moved and distributed.is_primary():
+    tqdm.write(f"jaxlayer: resuming {run_dir} with its base model at {model_dir} (it was at "
+               f"{run['base_model']}; the same weights).")
 
 
 @functools.lru_cache(maxsize=4)
