@@ -104,7 +104,8 @@ def test_a_run_whose_base_model_moved_loads_with_base_model(tmp_path, tiny_qwen2
   # Another model is refused, whether its shapes fit (one weight changed) or not (the shipped
   # model is wider): its weights' fingerprint is not the one run.json recorded.
   other, _ = models.from_pretrained(moved)
-  other.layers[0].mlp_norm.scale.value = other.layers[0].mlp_norm.scale.value.at[0].add(1e-3)
+  scale = other.layers[0].mlp_norm.scale
+  scale.set_value(scale.get_value().at[0].add(1e-3))
   models.save_pretrained(other, tmp_path / "other")
   for wrong in (tmp_path / "other", assets.TINY_ARITH):
     with pytest.raises(SystemExit, match=f"jaxlayer export: The model in {wrong} is not the base "

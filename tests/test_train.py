@@ -389,7 +389,7 @@ def test_a_run_resumes_with_its_base_model_found_elsewhere_but_not_with_another_
   shutil.copytree(uninterrupted.run_dir, run_dir)
   shutil.copytree(tiny_qwen2_dir, moved)
   changed, _ = models.from_pretrained(tiny_qwen2_dir)  # the same shapes, one weight changed
-  changed.final_norm.scale.value = changed.final_norm.scale.value.at[0].add(1e-3)
+  changed.final_norm.scale.set_value(changed.final_norm.scale.get_value().at[0].add(1e-3))
   models.save_pretrained(changed, other)
   run_file = (run_dir / checkpoint.RUN_FILE).read_text()
   with pytest.raises(ValueError, match=f"The model in {other} is not the base model run "
