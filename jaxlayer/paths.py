@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -24,3 +25,14 @@ def local_path(path: str | os.PathLike, key: str) -> Path:
         "file system. Give a local path (copy to or from a bucket with `gcloud storage cp -r`); "
         "on several hosts, a directory that all of them mount (NFS, such as Filestore).")
   return Path(text)
+
+
+def temporary_file_beside(final: Path, suffix: str) -> tuple[int, str]:
+  """(open handle, name) of a new temporary file in `final`'s directory, to be renamed over
+  `final`, readable as a plain open() would make it: mkstemp's own files are owner-only (0600),
+  which kept colleagues on a shared cluster from reading sweep results."""
+  handle, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.fchmod(handle, 0o666 & ~umask)
+  return handle, name

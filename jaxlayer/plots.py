@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from jaxlayer import paths
 
 if TYPE_CHECKING:
   from matplotlib.figure import Figure
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 def save_figure(fig: Figure, path: Path) -> None:
   """Writes fig as a PNG at path, through a temporary file: never a half-written image."""
-  handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+  handle, tmp_name = paths.temporary_file_beside(path, ".png")
   os.close(handle)
   try:
     fig.savefig(tmp_name, dpi=150, bbox_inches="tight")

@@ -1,6 +1,8 @@
 """The sweep runner with injected fake runs: planning, recording, resume, config checks, CLI."""
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -532,3 +534,28 @@ def test_seeds_count_up_from_config_seed(tmp_path):
   assert sorted(fake.train_calls, key=str) == sorted(
       [(None, 5), ((0,), 5), (None, 6), ((0,), 6)], key=str)
   assert json.loads((tmp_path / "sweep/sweep.json").read_text())["seeds"] == [5, 6]
+
+
+def test_results_and_plots_are_written_readable_as_the_umask_allows(tmp_path):
+  """Written through temporary files, which mkstemp makes owner-only (0600): on a shared
+  cluster colleagues could not read a sweep's results."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  from jaxlayer import plots
+
+  previous = os.umask(0o022)
+  try:
+    store.write_json_atomic(tmp_path / "sweep.json", {"a": 1})
+    fig = plt.figure()
+    plots.save_figure(fig, tmp_path / "plot.png")
+    plt.close(fig)
+    os.umask(0o077)
+    store.write_text_atomic(tmp_path / "report.md", "private")
+  finally:
+    os.umask(previous)
+  assert stat.S_IMODE((tmp_path / "sweep.json").stat().st_mode) == 0o644
+  assert stat.S_IMODE((tmp_path / "plot.png").stat().st_mode) == 0o644
+  assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o600

@@ -407,6 +407,23 @@ def test_a_run_resumes_with_its_base_model_found_elsewhere_but_not_with_another_
     train.train(small_config(moved, run_dir, compile_cache, steps=6))
 
 
+def test_resume_refuses_a_selection_that_now_means_other_blocks_and_writes_nothing(
+    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache):
+  """topK@SWEEP follows its sweep's ranking: the same string may select other blocks than the
+  checkpoints hold (here run.json says the run trained block 0). Before, run.json was rewritten
+  and Orbax's restore failed, leaving a run that could no longer be exported."""
+  run_dir = tmp_path / "run"
+  shutil.copytree(uninterrupted.run_dir, run_dir)
+  run = json.loads((run_dir / checkpoint.RUN_FILE).read_text())
+  run["trainable"] = [p.replace("layers.1.", "layers.0.") for p in run["trainable"]]
+  (run_dir / checkpoint.RUN_FILE).write_text(json.dumps(run))
+  before = {name: (run_dir / name).read_text() for name in ("run.json", "config.json")}
+  with pytest.raises(ValueError, match=r"holds checkpoints of layers.0, but train.layers="
+                     r"layers.1 now selects layers.1 .*new run_dir"):
+    train.train(small_config(tiny_qwen2_dir, run_dir, compile_cache, steps=5))
+  assert {name: (run_dir / name).read_text() for name in before} == before
+
+
 def test_finished_run_is_not_retrained(uninterrupted, tiny_qwen2_dir, compile_cache):
   result = train.train(small_config(tiny_qwen2_dir, uninterrupted.run_dir, compile_cache))
   assert result.step == 4 and result.metrics == {}

@@ -383,7 +383,8 @@ def _flat_config(config: ml_collections.ConfigDict | dict) -> dict:
   return flat
 
 
-def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir: Path) -> None:
+def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir: Path,
+                     trainable: Sequence[str]) -> None:
   stored, run = checkpoint.read_run_files(run_dir)
   old, new = _flat_config(stored), _flat_config(config)
   changed = sorted(k for k in set(old) | set(new)
@@ -400,6 +401,14 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
     raise ValueError(
         f"run_dir {run_dir} holds checkpoints of a run with a different config ({details}). "
         "Resume it with the same settings, or choose a new run_dir.")
+  # The same train.layers may select other blocks now (topK@SWEEP follows the sweep's ranking).
+  if set(trainable) != set(run["trainable"]):
+    blocks = lambda paths: sorted({".".join(p.split(".")[:2]) for p in paths})  # noqa: E731
+    raise ValueError(
+        f"run_dir {run_dir} holds checkpoints of {', '.join(blocks(run['trainable']))}, but "
+        f"train.layers={config.train.layers} now selects {', '.join(blocks(trainable))} (a "
+        "topK@ / bottomK@ selection follows its sweep's latest ranking). Resume with the "
+        "blocks the run trained, or choose a new run_dir.")
   if moved and distributed.is_primary():
     tqdm.write(f"jaxlayer: resuming {run_dir} with its base model at {model_dir} (it was at "
                f"{run['base_model']}; the same weights).")
@@ -838,12 +847,13 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       latest = checkpointer.latest_step()
       if latest is not None:
         with distributed.failing_together("Checking the run to resume"):
-          _check_resumable(run_dir, config, plan_.model_dir)
+          _check_resumable(run_dir, config, plan_.model_dir, plan_.selection.trainable)
       trainer = _Trainer(plan_, task)
-      checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
-                                 {path: value.shape for path, value in trainer.params.items()})
       if latest is not None:
         trainer.restore(checkpointer, latest)
+      # Written once the checkpoint is restored: a resume that fails leaves the run as it was.
+      checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
+                                 {path: value.shape for path, value in trainer.params.items()})
       steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
       _require(stop_at is None or trainer.step <= stop_at,
                f"train(stop_at={stop_at}): {run_dir} holds a checkpoint at step {trainer.step}, "

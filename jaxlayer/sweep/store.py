@@ -22,11 +22,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from jaxlayer import distributed
+from jaxlayer import distributed, paths
 
 # What a trained run cost, in its result.json's "cost" (None where the train function did not
 # say): the parameters it trained, their optimizer state (whole, over all devices), the
@@ -110,7 +109,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
   path = Path(path)
-  handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  handle, tmp_name = paths.temporary_file_beside(path, ".tmp")
   try:
     with os.fdopen(handle, "w") as f:
       f.write(text)
