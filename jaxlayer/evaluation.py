@@ -470,7 +470,7 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   writes OUT/eval.json (and, with save_generations, OUT/generations.jsonl); returns (OUT, the
   eval.json dictionary). An existing eval.json is replaced only with overwrite=True.
   base_model: a run's base model, where it moved (load_model)."""
-  out = paths.local_path(out_dir, "--out") if out_dir is not None else default_out_dir(model_path)
+  out = paths.local_path(default_out_dir(model_path) if out_dir is None else out_dir, "--out")
   names = task_names(config)
   settings = eval_settings(config)  # bad settings fail here, before any model is loaded
   if (out / EVAL_FILE).exists() and not overwrite:

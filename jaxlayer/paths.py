@@ -3,7 +3,7 @@
 Run and sweep directories rely on what a local (or mounted) file system gives: a lock held by
 the writing process, write-then-rename for every result, Orbax's atomic checkpoint commits. A
 `gs://` URL given as a path would silently become a local directory named `gs:`, so it is
-refused with the fix.
+refused with the fix. So is a file where a directory is to be, before any work is done.
 """
 
 from __future__ import annotations
@@ -17,13 +17,19 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def local_path(path: str | os.PathLike, key: str) -> Path:
-  """`path` as a Path, if it is one of the local file system (`key` names it in the error)."""
+  """`path` as a Path, if it is a directory of the local file system or could become one: not a
+  URL, not a file, nor inside one (`key` names it in the error)."""
   text = os.fspath(path)
   if _URL.match(text):
     raise ValueError(
         f"{key}={text!r} is a URL, but jaxlayer reads and writes directories through the local "
         "file system. Give a local path (copy to or from a bucket with `gcloud storage cp -r`); "
         "on several hosts, a directory that all of them mount (NFS, such as Filestore).")
+  expanded = Path(text).expanduser()
+  existing = next(p for p in (expanded, *expanded.parents) if os.path.lexists(p))
+  if not existing.is_dir():
+    where = "is" if existing == expanded else f"is inside {existing}, which is"
+    raise ValueError(f"{key}={text!r} {where} a file, not a directory: give a directory.")
   return Path(text)
 
 

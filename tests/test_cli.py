@@ -164,6 +164,48 @@ def test_a_url_for_a_directory_is_refused_before_anything_is_written(command, ar
   assert not (REPO / "gs:").exists() and not (REPO / "s3:").exists()
 
 
+@pytest.mark.parametrize("command,args,key", [
+    ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir={file}"],
+     "run_dir"),
+    ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir={file}/run"],
+     "run_dir"),
+    ("sweep", ["--config", "configs/sweep_tiny.py", TINY, "--config.sweep.dir={file}"],
+     "sweep.dir"),
+    ("sweep", ["--config", "configs/sweep_tiny.py", TINY, "--config.sweep.dir={file}",
+               "--dry-run"], "sweep.dir"),
+    ("eval", ["--config", "configs/sweep_tiny.py", "--model", str(assets.TINY_ARITH), "--out",
+              "{file}"], "--out"),
+    ("eval", ["--config", "configs/sweep_tiny.py", "--model", "{file}"], "model"),
+    ("export", ["--run", "{run}", "--out", "{file}/hf"], "--out"),
+    ("generate", ["--model", "{file}", "--prompt", "1+1="], "model"),
+    ("compare", ["{run}", "{run}", "--out", "{file}"], "--out"),
+])
+def test_a_file_where_a_directory_goes_is_refused_before_any_work(command, args, key, tmp_path,
+                                                                  tiny_qwen2_dir, monkeypatch):
+  """Each command used to fail on it with a traceback or a raw errno (eval after evaluating
+  everything), and generate said the file did not exist."""
+  from jaxlayer import evaluation, sampling
+  from jaxlayer.rl import checkpoint, train
+  from tests.test_evaluation import _make_run_dir
+
+  run = tmp_path / "run"
+  _make_run_dir(run, tiny_qwen2_dir, step=2)
+  file = tmp_path / "results"
+  file.write_text("kept")
+  for module, name in [(train, "train"), (evaluation, "evaluate_from_config"),
+                       (checkpoint, "load_trained_model"), (sampling, "generate")]:
+    monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("started working"))
+  monkeypatch.chdir(REPO)  # the configs' relative paths
+  args = [arg.format(file=file, run=run) for arg in args]
+  given = next(arg for arg in args if str(file) in arg).split("=")[-1]
+  where = "is" if given == str(file) else f"is inside {file}, which is"
+  with pytest.raises(SystemExit, match=re.escape(
+      f"jaxlayer {command}: {key}={given!r} {where} a file, not a directory: give a directory.")):
+    cli.main([command, *args])
+  assert file.read_text() == "kept"
+  assert sorted(path.name for path in tmp_path.iterdir()) == ["results", "run"]
+
+
 def test_export_to_a_url_is_refused(tmp_path):
   from jaxlayer import models
 

@@ -26,7 +26,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxlayer import distributed, models
+from jaxlayer import distributed, models, paths
 from jaxlayer.models.hub import resolve_model_dir
 
 CONFIG_FILE = "config.json"
@@ -192,6 +192,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | N
   """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in,
   in `dtype` (default: the run's). The model is loaded over all devices (every host's, on
   several hosts)."""
+  paths.local_path(out_dir, "--out")  # before the model loads
   model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model,
                                 dtype=dtype)
   return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)
