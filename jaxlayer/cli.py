@@ -440,8 +440,8 @@ def _eval(argv: list[str]) -> None:
   parser.add_argument("--model", required=True, help="Hugging Face model directory or hub id, or "
                       "a run directory of `jaxlayer train` (its base model + trained blocks)")
   parser.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
-  parser.add_argument("--out", help="output directory (default: RUN/eval for a run, else "
-                      "eval-MODELNAME in the current directory)")
+  parser.add_argument("--out", help="output directory (default: RUN/eval/step-N for checkpoint "
+                      "N of a run, else eval-MODELNAME in the current directory)")
   parser.add_argument("--save-generations", action="store_true",
                       help="also write generations.jsonl (prompt, completion, answer, score)")
   parser.add_argument("--overwrite", action="store_true", help="replace an eval.json in --out")

@@ -417,12 +417,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | N
                          "every host has at the same path.")
   if run_dir:
     run_config, run = checkpoint.read_run_files(path)
-    if step is None:
-      checkpointer = checkpoint.Checkpointer(path)
-      try:
-        step = checkpointer.latest_step()
-      finally:
-        checkpointer.close()
+    step = checkpoint.checkpoint_step(path, step)
     model, _ = checkpoint.load_trained_model(path, step, mesh=mesh, base_model=base_model)
     base_model = base_model or run["base_model"]
     return model, models.load_tokenizer(base_model), {
@@ -454,10 +449,11 @@ def _write_atomic(path: Path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def default_out_dir(model_path: str | os.PathLike) -> Path:
-  """RUN_DIR/eval for a run directory, else eval-<model name> in the current directory."""
+def default_out_dir(model_path: str | os.PathLike, step: int | None = None) -> Path:
+  """RUN_DIR/eval/step-N for checkpoint N of a run directory (`step`, default: the latest), so
+  that each step's results have their own; else eval-<model name> in the current directory."""
   if is_run_dir(model_path):
-    return Path(model_path) / "eval"
+    return Path(model_path) / "eval" / f"step-{checkpoint.checkpoint_step(model_path, step)}"
   return Path(f"eval-{Path(str(model_path).rstrip('/')).name}")
 
 
@@ -470,7 +466,8 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   writes OUT/eval.json (and, with save_generations, OUT/generations.jsonl); returns (OUT, the
   eval.json dictionary). An existing eval.json is replaced only with overwrite=True.
   base_model: a run's base model, where it moved (load_model)."""
-  out = paths.local_path(default_out_dir(model_path) if out_dir is None else out_dir, "--out")
+  out = paths.local_path(default_out_dir(model_path, step) if out_dir is None else out_dir,
+                         "--out")
   names = task_names(config)
   settings = eval_settings(config)  # bad settings fail here, before any model is loaded
   if (out / EVAL_FILE).exists() and not overwrite:

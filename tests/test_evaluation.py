@@ -220,7 +220,7 @@ def test_run_directory_is_evaluated_with_its_trained_leaves(tiny_qwen2_dir, conf
   trained = _make_run_dir(run_dir, tiny_qwen2_dir, step=2)
   cli.main(["eval", "--config", str(config_file), "--model", str(run_dir), "--save-generations",
             "--config.eval.num_samples=0"])
-  out = run_dir / "eval"  # the default output directory of a run
+  out = run_dir / "eval" / "step-2"  # the default output directory of a run's checkpoint 2
   report = json.loads((out / "eval.json").read_text())
   assert (report["kind"], report["step"], report["trained"]) == ("run", 2, [TRAINED_LEAF])
   generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
@@ -233,6 +233,28 @@ def test_run_directory_is_evaluated_with_its_trained_leaves(tiny_qwen2_dir, conf
   base_greedy = [g["completion"] for g in sorted(cli_eval[1], key=lambda g: g["problem_index"])
                  if g["decoding"] == "greedy"]
   assert reference != base_greedy  # the trained leaf changed what the model writes
+
+
+def test_each_checkpoint_of_a_run_is_evaluated_into_its_own_default_directory(tiny_qwen2_dir,
+                                                                               config_file,
+                                                                               tmp_path):
+  """`--step 2` and the latest step (4) used to share RUN/eval: the second needed --overwrite,
+  which replaced the first one's results."""
+  run_dir = tmp_path / "run"
+  trained = _make_run_dir(run_dir, tiny_qwen2_dir, step=2)
+  saver = checkpoint.Checkpointer(run_dir)
+  saver.save(4, {TRAINED_LEAF: jax.numpy.asarray(trained * 2)}, {"rng": jax.random.key_data(
+      jax.random.key(0))}, {"step": 4, "data_position": 0})
+  saver.close()
+  argv = ["eval", "--config", str(config_file), "--model", str(run_dir),
+          "--config.eval.num_samples=0", "--config.eval.num_problems=2"]
+  cli.main(argv + ["--step", "2"])
+  earlier = (run_dir / "eval" / "step-2" / "eval.json").read_text()
+  cli.main(argv)
+  assert (run_dir / "eval" / "step-2" / "eval.json").read_text() == earlier
+  assert json.loads(earlier)["step"] == 2
+  assert json.loads((run_dir / "eval" / "step-4" / "eval.json").read_text())["step"] == 4
+  assert sorted(path.name for path in (run_dir / "eval").iterdir()) == ["step-2", "step-4"]
 
 
 def test_generate_completes_with_a_run_directorys_trained_leaves(tiny_qwen2_dir, tmp_path,

@@ -126,6 +126,24 @@ def _write_json(path: Path, data) -> None:
   os.replace(tmp, path)
 
 
+def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
+  """`step` (default: the latest) if run_dir holds a checkpoint of it, else a clear error."""
+  config, _ = read_run_files(run_dir)
+  checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
+  try:
+    available = checkpointer.all_steps()
+  finally:
+    checkpointer.close()
+  if not available:
+    raise FileNotFoundError(f"Run {run_dir} has no checkpoint yet (it saves every "
+                            f"{config.checkpoint.every} steps).")
+  step = max(available) if step is None else step
+  if step not in available:
+    raise ValueError(f"Run {run_dir} has no checkpoint for step {step}; available: "
+                     f"{sorted(available)}.")
+  return step
+
+
 def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
                        mesh: jax.sharding.Mesh | None = None, base_model: str | None = None,
                        dtype: str | None = None):
@@ -146,16 +164,9 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
             "which is not there any more: give the base model's directory or hub id with "
             "--base-model (library: base_model=).")
     check_base_model(run_dir, run, resolve_model_dir(base_model))
+  step = checkpoint_step(run_dir, step)
   checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
   try:
-    available = checkpointer.all_steps()
-    if not available:
-      raise FileNotFoundError(f"Run {run_dir} has no checkpoint yet (it saves every "
-                              f"{config.checkpoint.every} steps).")
-    step = max(available) if step is None else step
-    if step not in available:
-      raise ValueError(f"Run {run_dir} has no checkpoint for step {step}; available: "
-                       f"{sorted(available)}.")
     model, model_config = models.from_pretrained(base_model, dtype=dtype or config.model.dtype,
                                                  mesh=mesh)
     base = models.named_params(model)
