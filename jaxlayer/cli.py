@@ -412,18 +412,20 @@ def _export(argv: list[str]) -> None:
   parser.add_argument("--out", required=True, help="output directory for the HF checkpoint")
   parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
   parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: the run's dtype")
-  parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
+  parser.add_argument("--overwrite", action="store_true", help=(
+      "replace the checkpoint in --out (a directory holding anything else is refused)"))
   _add_base_model_flag(parser)
   args = parser.parse_args(argv)
   _initialize_hosts()
   from jaxlayer.rl import checkpoint
 
   try:
-    out = checkpoint.export(args.run, args.out, step=args.step, dtype=args.dtype,
+    step = checkpoint.checkpoint_step(args.run, args.step)
+    out = checkpoint.export(args.run, args.out, step=step, dtype=args.dtype,
                             overwrite=args.overwrite, base_model=args.base_model)
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer export: {err}") from None
-  print(f"wrote {out}")
+  print(f"wrote {out}: step {step} of {args.run}")
 
 
 def _eval(argv: list[str]) -> None:

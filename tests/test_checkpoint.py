@@ -1,7 +1,9 @@
 """Run directories: Orbax round trips, keeping the newest k, clear errors."""
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -123,3 +125,48 @@ def test_a_run_whose_base_model_moved_loads_with_base_model(tmp_path, tiny_qwen2
     cli.main(["export", "--run", str(run), "--base-model", str(assets.TINY_ARITH), "--out",
               str(tmp_path / "hf3")])
   assert not (tmp_path / "hf3").exists()
+
+
+def test_export_replaces_only_a_previous_export_and_names_the_step(tmp_path, capsys, monkeypatch):
+  """export used to write into any directory (mixing the checkpoint into unrelated files), keep
+  the files of a previous export that the new one lacks (a stale generation_config.json), and
+  not say which checkpoint it exported."""
+  from jaxlayer import cli
+
+  hidden = json.loads((Path(assets.TINY_ARITH) / "config.json").read_text())["hidden_size"]
+  run, out = tmp_path / "run", tmp_path / "hf"
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 10}})
+  checkpoint.write_run_files(run, config, str(assets.TINY_ARITH), {"final_norm.scale": (hidden,)})
+  saver = checkpoint.Checkpointer(run)
+  for step in (3, 5):
+    saver.save(step, {"final_norm.scale": jnp.full((hidden,), float(step))}, _state(1.0)[1],
+               {"step": step})
+  saver.close()
+  export = ["export", "--run", str(run), "--out", str(out)]
+  with pytest.raises(SystemExit, match=re.escape(f"jaxlayer export: {tmp_path / 'nope'} does not "
+                                                 "exist: pass the run_dir a `jaxlayer train` "
+                                                 "run wrote.")):
+    cli.main(["export", "--run", str(tmp_path / "nope"), "--out", str(out)])
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  with monkeypatch.context() as patched:
+    patched.setattr(checkpoint, "load_trained_model", lambda *a, **k: pytest.fail("loaded"))
+    for overwrite in ([], ["--overwrite"]):
+      with pytest.raises(SystemExit, match=re.escape(
+          f"jaxlayer export: {out} holds files other than a Hugging Face checkpoint's "
+          "(notes.txt): give a new or empty directory.")):
+        cli.main(export + overwrite)
+  assert [(p.name, p.read_text()) for p in out.iterdir()] == [("notes.txt", "mine")]
+  (out / "notes.txt").unlink()
+
+  cli.main(export + ["--step", "3"])
+  assert capsys.readouterr().out == f"wrote {out}: step 3 of {run}\n"
+  fresh = sorted(p.name for p in out.iterdir())
+  (out / "generation_config.json").write_text("{}")  # as an export of another base left it
+  cli.main(export + ["--overwrite"])
+  assert capsys.readouterr().out == f"wrote {out}: step 5 of {run}\n"
+  assert sorted(p.name for p in out.iterdir()) == fresh
+  assert "generation_config.json" not in fresh
+  exported = models.named_params(models.from_pretrained(out)[0])
+  np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))

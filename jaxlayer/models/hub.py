@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import os
@@ -32,6 +33,15 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
 # Max tensor size per safetensors shard when saving (bytes).
 SHARD_BYTES = 2 * 1024**3
 PROGRESS_DELAY_S = 1.0  # load and save show a progress bar once they have taken this long
+
+
+def _is_weights_file(name: str) -> bool:
+  return name in (SINGLE_FILE, INDEX_FILE) or fnmatch.fnmatch(name, "model-*.safetensors")
+
+
+def is_checkpoint_file(name: str) -> bool:
+  """Whether save_pretrained writes files of this name."""
+  return name == "config.json" or name in TOKENIZER_FILES or _is_weights_file(name)
 
 
 def path_str(path: tuple) -> str:
@@ -184,8 +194,9 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
 
   Files are written to a temporary sibling directory and moved into place at the end, so an
   interrupted save never leaves a half-written checkpoint; an existing checkpoint in `out_dir`
-  is replaced only with `overwrite=True`. On several hosts every process calls it (parameters
-  spread over the hosts are gathered) and process 0 writes.
+  is replaced only with `overwrite=True`: its weights, and its tokenizer files when the model
+  brings its source's (files of other names stay). On several hosts every process calls it
+  (parameters spread over the hosts are gathered) and process 0 writes.
   """
   out_dir = paths.local_path(out_dir, "out_dir")
   cfg = model.config
@@ -231,9 +242,13 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
         if (Path(cfg.source_dir) / name).is_file():
           shutil.copy2(Path(cfg.source_dir) / name, staging / name)
     out_dir.mkdir(exist_ok=True)
-    for stale in [out_dir / SINGLE_FILE, out_dir / INDEX_FILE,
-                  *out_dir.glob("model-*.safetensors")]:
-      stale.unlink(missing_ok=True)
+    # The previous checkpoint's files that this one lacks: weights, and tokenizer files when
+    # this one brings its source's (a model built in code keeps those already in out_dir).
+    written = {file.name for file in staging.iterdir()}
+    replaced = TOKENIZER_FILES if cfg.source_dir else ()
+    for stale in out_dir.iterdir():
+      if stale.name not in written and (_is_weights_file(stale.name) or stale.name in replaced):
+        stale.unlink()
     umask = os.umask(0)
     os.umask(umask)
     for file in staging.iterdir():

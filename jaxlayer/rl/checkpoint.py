@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxlayer import distributed, models, paths
-from jaxlayer.models.hub import resolve_model_dir
+from jaxlayer.models.hub import is_checkpoint_file, resolve_model_dir
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -108,10 +108,12 @@ def check_base_model(run_dir: str | os.PathLike, run: dict, model_dir: str | os.
 
 
 def read_run_files(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict]:
-  run_dir = Path(run_dir)
+  run_dir = paths.local_path(run_dir, "run_dir")
   if not (run_dir / RUN_FILE).is_file():
-    raise FileNotFoundError(f"{run_dir} is not a jaxlayer run directory (no {RUN_FILE}); pass "
-                            "the run_dir a `jaxlayer train` run wrote.")
+    problem = ("does not exist" if not run_dir.exists() else
+               f"is not a jaxlayer run directory (no {RUN_FILE})")
+    raise FileNotFoundError(f"{run_dir} {problem}: pass the run_dir a `jaxlayer train` run "
+                            "wrote.")
   with open(run_dir / CONFIG_FILE) as f:
     config = ml_collections.ConfigDict(json.load(f))
   with open(run_dir / RUN_FILE) as f:
@@ -197,13 +199,31 @@ def _check_fits(base: dict, run: dict, base_model: str, run_dir) -> None:
                      "give the model the run was trained on (--base-model).")
 
 
+def _check_export_dir(out_dir: str | os.PathLike, overwrite: bool) -> None:
+  """Raises unless export may write into out_dir: a new or empty directory, or, with overwrite,
+  one holding only files an export writes. Anything else is the user's, never mixed in with an
+  export or removed."""
+  out_dir = paths.local_path(out_dir, "--out")
+  names = sorted(path.name for path in out_dir.iterdir()) if out_dir.is_dir() else []
+  others = [name for name in names if not is_checkpoint_file(name)]
+  if others:
+    raise FileExistsError(
+        f"{out_dir} holds files other than a Hugging Face checkpoint's ({', '.join(others[:3])}"
+        f"{', ...' if len(others) > 3 else ''}): give a new or empty directory.")
+  if names and not overwrite:
+    raise FileExistsError(f"{out_dir} already holds a checkpoint; pass --overwrite to replace "
+                          "it, or choose another directory.")
+
+
 def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | None = None,
            dtype: str | None = None, overwrite: bool = False,
            base_model: str | None = None) -> Path:
   """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in,
   in `dtype` (default: the run's). The model is loaded over all devices (every host's, on
-  several hosts)."""
-  paths.local_path(out_dir, "--out")  # before the model loads
+  several hosts). out_dir must be new, empty, or (with overwrite) a previous export, which
+  the new one replaces whole; that is checked before the model loads."""
+  with distributed.failing_together("Checking the output directory"):
+    _check_export_dir(out_dir, overwrite)
   model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model,
                                 dtype=dtype)
   return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)
