@@ -49,6 +49,7 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
     config = file_flags.config
     if config is None:
       raise SystemExit(f"{prog}: --config FILE is required (see configs/).")
+    _check_config_file(file_flags["config"].config_filename.split(":", 1)[0], prog)
     with config.unlocked():  # (a file that failed to load raises here)
       for name, make_default in (sections or {}).items():
         if name not in config:
@@ -65,6 +66,20 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
     problem = _unknown_key(config, overrides) or f"bad configuration flag: {err}"
     raise SystemExit(f"{prog}: {problem}") from None
   return override_flags.config
+
+
+def _check_config_file(path: str, prog: str) -> None:
+  """Exits with what is wrong when --config names no file (ml_collections' own message for it
+  is a list of load attempts)."""
+  from pathlib import Path
+
+  file = Path(path)
+  if file.is_file():
+    return
+  where = "" if file.is_absolute() else f" (in {Path.cwd()})"
+  found = "is a directory" if file.is_dir() else f"does not exist{where}"
+  raise SystemExit(f"{prog}: the config file {path} {found}: give a Python config file, such as "
+                   "configs/grpo_arithmetic.py of the jaxlayer repository.")
 
 
 def _unknown_key(config, overrides: list[str]) -> str | None:

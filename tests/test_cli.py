@@ -141,6 +141,23 @@ def test_version_names_jaxlayer_and_the_installed_libraries(capsys):
 TINY = f"--config.model.path={assets.TINY_ARITH}"
 
 
+@pytest.mark.parametrize("command", ["train", "memory", "sweep", "eval"])
+def test_a_config_file_that_is_not_there_is_named(command, tmp_path, monkeypatch):
+  """ml_collections used to answer with a list of load attempts ('Configuration is not available
+  because of an earlier failure to load: ... Attempted [Relative path]: ...')."""
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "configs").mkdir()
+  model = ["--model", str(assets.TINY_ARITH)] if command == "eval" else []
+  for config, found in [("configs/nope.py", f"does not exist (in {tmp_path})"),
+                        (f"{tmp_path}/nope.py:arg", "does not exist"),
+                        ("configs", "is a directory")]:
+    with pytest.raises(SystemExit) as exited:
+      cli.main([command, "--config", config, *model])
+    assert exited.value.code == (
+        f"jaxlayer {command}: the config file {config.split(':')[0]} {found}: give a Python "
+        "config file, such as configs/grpo_arithmetic.py of the jaxlayer repository.")
+
+
 @pytest.mark.parametrize("command,args,key", [
     ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir=gs://b/run"],
      "run_dir='gs://b/run'"),
