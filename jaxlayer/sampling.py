@@ -54,22 +54,23 @@ def bucket(n: int, multiple: int = 1) -> int:
   return -(-(-(-n // step) * step) // multiple) * multiple
 
 
-def generate(model: Qwen, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-             num_samples: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             eos_token_ids: Iterable[int], seed: int, pad_token_id: int = 0,
+def generate(model: Qwen, prompts: Sequence[Sequence[int]] | np.ndarray | jax.Array, *,
+             max_new_tokens: int, num_samples: int = 1, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, eos_token_ids: Iterable[int], seed: int, pad_token_id: int = 0,
              prompts_per_call: int = 0) -> SampleOutput:
   """Samples `num_samples` completions of up to `max_new_tokens` tokens for each prompt.
 
-  prompts: token-id lists of any lengths. temperature=0 decodes greedily (top_k / top_p are then
-  irrelevant); top_k=0 and top_p=1 switch those cuts off. A sequence stops after the first
-  token in `eos_token_ids` (an empty list: never). Row r draws one uniform number per step from
-  (seed, step, r): the same seed and inputs give the same samples, whatever the padding, the
-  mesh or `prompts_per_call`. Each prompt is prefilled once and its cache shared by its samples.
-  On a model whose parameters live on a mesh (`from_pretrained(..., mesh=...)`) the batch is
-  split over the mesh's data and fsdp axes (where every device holds all parameters, each
-  decodes its rows in its own loop); on several hosts every process passes the same
-  prompts, prepares only the rows its devices hold, and gets every row back. Returns numpy
-  arrays (see SampleOutput).
+  prompts: token-id lists of any lengths, or an integer array [prompts, length] whose rows are
+  the prompts (every entry a token of its prompt: no padding). temperature=0 decodes greedily
+  (top_k / top_p are then irrelevant); top_k=0 and top_p=1 switch those cuts off. A sequence
+  stops after the first token in `eos_token_ids` (an empty list: never). Row r draws one
+  uniform number per step from (seed, step, r): the same seed and inputs give the same
+  samples, whatever the padding, the mesh or `prompts_per_call`. Each prompt is prefilled once
+  and its cache shared by its samples. On a model whose parameters live on a mesh
+  (`from_pretrained(..., mesh=...)`) the batch is split over the mesh's data and fsdp axes
+  (where every device holds all parameters, each decodes its rows in its own loop); on several
+  hosts every process passes the same prompts, prepares only the rows its devices hold, and
+  gets every row back. Returns numpy arrays (see SampleOutput).
 
   prompts_per_call: sample at most this many prompts per compiled call (0: all at once), so
   the KV cache holds prompts_per_call * num_samples rows; the last call is filled up to the
@@ -343,9 +344,12 @@ def _parameter_mesh(model: Qwen) -> jax.sharding.Mesh | None:
 
 
 def _check_prompts(prompts, vocab_size: int) -> list[np.ndarray]:
+  if isinstance(prompts, (np.ndarray, jax.Array)) and prompts.ndim:
+    prompts = list(np.asarray(prompts))  # its rows
   if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
-    raise TypeError(f"prompts must be a list of token-id lists, got {type(prompts).__name__}: "
-                    "tokenize the text first (e.g. tokenizer(text)['input_ids']).")
+    raise TypeError(f"prompts must be a list of token-id lists (or an array whose rows are the "
+                    f"prompts), got {type(prompts).__name__}: tokenize the text first (e.g. "
+                    "tokenizer(text)['input_ids']).")
   if len(prompts) == 0:
     raise ValueError("prompts is empty: pass a list with at least one token-id list.")
   checked = []

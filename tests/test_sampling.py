@@ -275,6 +275,8 @@ def test_prompts_per_call_gives_the_samples_of_one_call(qwen2, prompts, monkeypa
     ([], {}, "prompts is empty"),
     ([[1, 2], []], {}, r"prompts\[1\] is empty"),
     ([1, 2, 3], {}, r"single token id.*\[ids\]"),
+    (np.array([1, 2, 3]), {}, r"single token id.*\[ids\]"),
+    (np.ones((2, 3)), {}, r"prompts\[0\] must be a flat list of integer token ids.*float64"),
     ("the fox", {}, "tokenize"),
     ([[1, 300]], {}, "token id 300 outside"),
     ([[1] * 250], dict(max_new_tokens=7), "257 positions.*max_position_embeddings=256"),
@@ -291,6 +293,15 @@ def test_bad_input_is_a_clear_error(qwen2, prompt_list, kwargs, error):
   args = dict(max_new_tokens=4, eos_token_ids=[], seed=0) | kwargs
   with pytest.raises((ValueError, TypeError), match=error):
     sampling.generate(qwen2, prompt_list, **args)
+
+
+def test_rows_of_an_array_are_prompts(qwen2, prompts):
+  """A 2-D array used to be refused as if it were untokenized text."""
+  rows = [prompt[:3] for prompt in prompts[:3]]
+  args = dict(max_new_tokens=4, eos_token_ids=[], seed=0, temperature=0.0)
+  expected = sampling.generate(qwen2, rows, **args).tokens
+  for array in (np.array(rows), jax.numpy.asarray(rows)):
+    np.testing.assert_array_equal(sampling.generate(qwen2, array, **args).tokens, expected)
 
 
 def test_same_bucket_batch_does_not_recompile(qwen2):
