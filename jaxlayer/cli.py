@@ -110,7 +110,8 @@ def _initialize_hosts() -> bool:
 def _generate(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(prog="jaxlayer generate", description=(
       "Complete prompts with the checkpoint in --model (jaxlayer.sampling.generate). One "
-      "completion prints as plain text; several print under a '### prompt i, sample j' header."))
+      "completion prints as plain text; several print under a '### prompt i, sample j' header "
+      "(numbered from 0, as --jsonl numbers them)."))
   parser.add_argument("--model", required=True, help="Hugging Face model directory or hub id, "
                       "or a run directory of `jaxlayer train` (its base model + trained blocks)")
   parser.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
@@ -201,7 +202,7 @@ def _generate(argv: list[str]) -> None:
       elif single:
         print(text)
       else:
-        print(f"### prompt {start + index + 1}, sample {row % args.num_samples + 1} "
+        print(f"### prompt {start + index}, sample {row % args.num_samples} "
               f"({out.finish_reasons[row]}, {length} tokens)\n{text}\n", flush=True)
 
 

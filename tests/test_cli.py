@@ -44,7 +44,7 @@ def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsy
   blocks = re.split(r"^### prompt (\d+), sample (\d+) \((?:eos|length), \d+ tokens\)\n", printed,
                     flags=re.M)[1:]  # [prompt, sample, text, prompt, sample, text, ...]
   headers, texts = list(zip(blocks[0::3], blocks[1::3])), blocks[2::3]
-  assert headers == [(str(p), str(s)) for p in (1, 2, 3) for s in (1, 2)]
+  assert headers == [(str(p), str(s)) for p in (0, 1, 2) for s in (0, 1)]
   for i, text in enumerate(texts):
     assert text.startswith(prompts[i // 2])
   assert len(set(texts)) > 3  # sampled at temperature 1 by default
@@ -62,11 +62,13 @@ def test_generate_reads_prompts_from_stdin_and_prints_jsonl(tiny_qwen2_dir, monk
   cli.main(argv + ["--prompts-file", "-", "--jsonl"])
   records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   cli.main(argv + [arg for prompt in prompts for arg in ("--prompt", prompt)])
-  blocks = re.split(r"^### prompt \d+, sample \d+ \((eos|length), (\d+) tokens\)\n",
-                    capsys.readouterr().out, flags=re.M)[1:]  # [reason, tokens, text, ...]
+  blocks = re.split(r"^### prompt (\d+), sample (\d+) \((eos|length), (\d+) tokens\)\n",
+                    capsys.readouterr().out, flags=re.M)[1:]  # [prompt, sample, reason, ...]
   assert [(r["prompt_index"], r["sample"]) for r in records] == [(p, s) for p in range(3)
                                                                  for s in range(2)]
-  for record, reason, tokens, text in zip(records, blocks[0::3], blocks[1::3], blocks[2::3]):
+  assert [(int(p), int(s)) for p, s in zip(blocks[0::5], blocks[1::5])] == [
+      (r["prompt_index"], r["sample"]) for r in records]  # the text numbers them as the jsonl
+  for record, reason, tokens, text in zip(records, blocks[2::5], blocks[3::5], blocks[4::5]):
     assert record["prompt"] == prompts[record["prompt_index"]]
     assert record["prompt"] + record["completion"] == text.rstrip("\n")
     assert (record["finish_reason"], record["num_tokens"]) == (reason, int(tokens))

@@ -264,7 +264,7 @@ def test_generate_completes_with_a_run_directorys_trained_leaves(tiny_qwen2_dir,
   prompts = ["the quick fox", "over 12 lazy dogs"]
   argv = ["generate", "--model", str(run_dir), "--max-new-tokens", str(MAX_NEW_TOKENS)]
   cli.main(argv + [arg for prompt in prompts for arg in ("--prompt", prompt)])
-  printed = re.split(r"^### prompt \d+, sample 1 \((?:eos|length), \d+ tokens\)\n",
+  printed = re.split(r"^### prompt \d+, sample 0 \((?:eos|length), \d+ tokens\)\n",
                      capsys.readouterr().out, flags=re.M)[1:]
   tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_qwen2_dir)
   update = {"model.layers.1.mlp.down_proj.weight": torch.from_numpy(trained.T.copy())}
