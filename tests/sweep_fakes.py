@@ -9,6 +9,9 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+import safetensors.numpy
+
 NUM_PROBLEMS = 40
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,12 +96,17 @@ def make_config(sweep_dir, layers="all", seeds: int = 1, model_path: str = "asse
   return config
 
 
-def write_model_config(directory: Path, num_layers: int) -> Path:
-  """A Qwen2 config.json with num_layers blocks (the sweep reads only this from the model)."""
+def write_model_config(directory: Path, num_layers: int, weights_seed: int = 0) -> Path:
+  """A Qwen2 config.json with num_layers blocks and a model.safetensors holding only the
+  embedding, drawn with weights_seed (the sweep reads the block count and the weights'
+  fingerprint from the model)."""
   directory.mkdir(parents=True, exist_ok=True)
   (directory / "config.json").write_text(json.dumps({
       "model_type": "qwen2", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
       "num_hidden_layers": num_layers, "num_attention_heads": 2}))
+  embedding = np.random.default_rng(weights_seed).normal(size=(64, 16)).astype(np.float32)
+  safetensors.numpy.save_file({"model.embed_tokens.weight": embedding},
+                              directory / "model.safetensors")
   return directory
 
 

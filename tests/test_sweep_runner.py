@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from jaxlayer import assets, cli, locks
+from jaxlayer import assets, cli, locks, models
 from jaxlayer.sweep import report, runner, store
 from jaxlayer.sweep.store import RunSpec
 from tests.sweep_fakes import NUM_PROBLEMS, REPO, FakeRL, make_config, write_model_config
@@ -183,6 +183,53 @@ def test_a_key_added_since_the_sweep_began_matches_at_its_default(tmp_path):
   changed.train.remat = True
   with pytest.raises(ValueError, match=r"train.remat: '\(absent\)' -> True"):
     _run(changed, FakeRL(BLOCKS))
+
+
+def _run_on_model(sweep_dir, model_dir, fake, layers="0"):
+  """A sweep that reads its model (block count, weights fingerprint) from model_dir."""
+  return runner.run_sweep(make_config(sweep_dir, layers=layers, model_path=str(model_dir)),
+                          train_fn=fake.train, eval_fn=fake.eval)
+
+
+def test_a_moved_base_model_resumes_its_sweep_and_another_model_is_refused(tmp_path, capsys):
+  model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
+  sweep_dir = _run_on_model(tmp_path / "sweep", model_dir, FakeRL(BLOCKS))
+  manifest = (sweep_dir / "manifest.json").read_text()
+  assert json.loads(manifest)["model_fingerprint"] == models.weights_fingerprint(model_dir)
+
+  moved = model_dir.rename(tmp_path / "moved")
+  capsys.readouterr()
+  fake = FakeRL(BLOCKS)
+  _run_on_model(sweep_dir, moved, fake, layers="0,1")
+  assert fake.train_calls == [((1,), 0)]  # the finished runs count
+  assert (f"jaxlayer: {sweep_dir} resumes with its base model at {moved} (it was at {model_dir}; "
+          "the same weights).\n") in capsys.readouterr().out
+  assert (sweep_dir / "manifest.json").read_text() == manifest
+
+  other = write_model_config(tmp_path / "other", num_layers=NUM_LAYERS, weights_seed=1)
+  write_model_config(model_dir, num_layers=NUM_LAYERS, weights_seed=1)  # replaced in place
+  for path in (other, model_dir):
+    fake = FakeRL(BLOCKS)
+    with pytest.raises(ValueError, match=r"the base model's weights: fingerprint '[0-9a-f]{16}' "
+                       r"-> '[0-9a-f]{16}' \(another model than the one the sweep started with"):
+      _run_on_model(sweep_dir, path, fake, layers="0,1,2")
+    assert fake.train_calls == [] and fake.eval_calls == []
+  assert (sweep_dir / "manifest.json").read_text() == manifest
+
+
+def test_a_sweep_from_before_fingerprints_resumes_only_at_its_model_path(tmp_path):
+  model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
+  sweep_dir = _run_on_model(tmp_path / "sweep", model_dir, FakeRL(BLOCKS))
+  manifest_path = sweep_dir / "manifest.json"
+  manifest = json.loads(manifest_path.read_text())
+  del manifest["model_fingerprint"]
+  manifest_path.write_text(json.dumps(manifest))
+  fake = FakeRL(BLOCKS)
+  _run_on_model(sweep_dir, model_dir, fake, layers="0,1")
+  assert fake.train_calls == [((1,), 0)]
+  moved = model_dir.rename(tmp_path / "moved")
+  with pytest.raises(ValueError, match=f"model.path: '{model_dir}' -> '{moved}'"):
+    _run_on_model(sweep_dir, moved, FakeRL(BLOCKS), layers="0,1")
 
 
 @pytest.mark.parametrize("num_samples", [0, 2])

@@ -148,6 +148,14 @@ def model_num_layers(model_path: str) -> int:
   return ModelConfig.from_json_file(resolve_model_dir(model_path) / "config.json").num_layers
 
 
+def model_fingerprint(model_path: str) -> str:
+  """models.weights_fingerprint of the checkpoint at model_path, wherever it is stored."""
+  from jaxlayer import models
+  from jaxlayer.models.hub import resolve_model_dir
+
+  return models.weights_fingerprint(resolve_model_dir(model_path))
+
+
 def parse_layers(value: str | int | Sequence[int] | None, num_layers: int) -> list[int]:
   """config.sweep.layers -> sorted block indices.
 
@@ -437,7 +445,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     configs/sweep_tiny.py. sweep.launcher picks where the runs execute
     (jaxlayer.sweep.launchers: "local", one after another here, or "ray").
   train_fn / eval_fn: see the module docstring; default to jaxlayer's RL and evaluation.
-  num_layers: the model's block count; read from the checkpoint's config.json when None.
+  num_layers: the model's block count; when None, read from the checkpoint's config.json,
+    and the fingerprint of its weights is recorded (a sweep directory takes its base model
+    found at another path by it).
   command: the command line that started the sweep, quoted in the report.
   dry_run: check every setting, print what would run and how much of it is done, and return
     the directory it would use, running and writing nothing.
@@ -452,9 +462,11 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
 
     evaluation.eval_settings(config)  # bad eval settings fail before the sweep directory is made
     eval_fn = default_eval_fn
+  fingerprint = None
   if num_layers is None:
     with distributed.failing_together("Finding the model"):  # every host must have it
       num_layers = model_num_layers(config.model.path)
+      fingerprint = model_fingerprint(config.model.path)
   layers = parse_layers(config.sweep.layers, num_layers)
   groups = parse_groups(config.sweep.get("groups"), num_layers)
   if not layers and not groups:
@@ -474,7 +486,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
       _check_training_settings(config, layers, groups)
   config_dict = _config_dict(config)
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
-              "command": command}
+              "command": command, store.FINGERPRINT: fingerprint}
   if dry_run:
     return _dry_run(config, manifest, num_layers, layers, groups, seeds, rungs, keep)
   sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir,

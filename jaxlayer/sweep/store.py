@@ -3,7 +3,8 @@
     SWEEP_DIR/
       manifest.json          "identity" (every setting that decides what a score means:
                              the config less NOT_IDENTITY, plus the model's block count),
-                             the full config, the command line that started the sweep
+                             the full config, the command line that started the sweep, the
+                             base model's weights fingerprint (models.weights_fingerprint)
       runs/<run>/result.json one finished run (written last, atomically: its presence
                              is what "done" means on resume)
       runs/<run>/result-stepN.json  the same run evaluated after N RL steps, a rung of
@@ -33,6 +34,7 @@ from jaxlayer import distributed, paths
 COST_KEYS = ("trained_params", "optimizer_state_bytes", "memory_per_device_bytes",
              "seconds_per_step", "train_seconds")
 MANIFEST = "manifest.json"
+FINGERPRINT = "model_fingerprint"  # manifest.json's models.weights_fingerprint of model.path
 RESULT = "result.json"
 RUNS = "runs"
 # Config entries that do not change what a score means; any other difference between two
@@ -239,7 +241,8 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
       existing = load_manifest(sweep_dir)
       # Judged by today's rules: the identity is derived again from the stored config.
       old = sweep_identity(existing["config"], existing["identity"]["num_layers"])
-      differences = identity_differences(old, manifest["identity"], defaults)
+      new, weights_differ, moved_from = _compare_base_model(existing, old, manifest)
+      differences = identity_differences(old, new, defaults) + weights_differ
       if differences:
         raise ValueError(
             f"{sweep_dir} holds a sweep with different settings, so its results cannot be "
@@ -247,8 +250,36 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
             "\nPick another directory (--config.sweep.dir=NEW_DIR), or pass "
             "--config.sweep.force_new_dir=True to write to the next free "
             f"{sweep_dir.name}-N; the existing results are kept either way.")
+      if moved_from and distributed.is_primary():
+        print(f"jaxlayer: {sweep_dir} resumes with its base model at "
+              f"{manifest['config']['model']['path']} (it was at {moved_from}; the same "
+              "weights).")
       return sweep_dir, False
   elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
     raise ValueError(f"{sweep_dir} exists, is not empty and holds no sweep ({MANIFEST} is "
                      "missing): pick an empty or new directory with --config.sweep.dir=DIR.")
   return sweep_dir, True
+
+
+
+def _compare_base_model(existing: dict, old: dict,
+                        manifest: dict) -> tuple[dict, list[str], str | None]:
+  """(the new identity to compare with the sweep's `old` one, the difference of the base
+  model's weights if they differ, the base model's old path if it moved).
+
+  Where both manifests hold a fingerprint it decides: the same weights at another path are the
+  sweep's model (a new machine, a moved directory), so model.path is no difference; other
+  weights are another model, wherever they are. Manifests written before jaxlayer recorded a
+  fingerprint compare model.path as any other setting.
+  """
+  new = manifest["identity"]
+  recorded, found = existing.get(FINGERPRINT), manifest.get(FINGERPRINT)
+  if None in (recorded, found):
+    return new, [], None
+  if recorded != found:
+    return new, [f"the base model's weights: fingerprint {recorded!r} -> {found!r} (another "
+                 "model than the one the sweep started with)"], None
+  old_path = old["model"]["path"]
+  if new["model"]["path"] == old_path:
+    return new, [], None
+  return {**new, "model": {**new["model"], "path": old_path}}, [], old_path
