@@ -428,10 +428,10 @@ def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | N
       raise ValueError(f"{name}={value} applies to a jaxlayer run directory, but {path} is not "
                        f"one (no {checkpoint.RUN_FILE}).")
   if Path(path).expanduser().is_dir() and not (Path(path).expanduser() / "config.json").is_file():
-    raise FileNotFoundError(f"{path} is neither a jaxlayer run directory (no "
-                            f"{checkpoint.RUN_FILE}) nor a Hugging Face model directory (no "
-                            "config.json): pass the run_dir of `jaxlayer train` or a model "
-                            "directory.")
+    raise FileNotFoundError(checkpoint.sweep_run_hint(path) or (
+        f"{path} is neither a jaxlayer run directory (no {checkpoint.RUN_FILE}) nor a Hugging "
+        "Face model directory (no config.json): pass the run_dir of `jaxlayer train` or a model "
+        "directory."))
   try:
     model, _ = models.from_pretrained(path, dtype=dtype, mesh=mesh)
   except FileNotFoundError as err:

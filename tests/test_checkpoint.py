@@ -76,6 +76,41 @@ def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
   np.testing.assert_array_equal(trained["embed.embedding"], base["embed.embedding"])
 
 
+def test_a_sweep_run_says_where_its_checkpoints_went_and_what_to_pass(tmp_path, tiny_qwen2_dir):
+  """A single-block run of a sweep (SWEEP/runs/RUN: its result.json and its training run in
+  train/) after the sweep removed its checkpoints; nothing is written into it."""
+  from jaxlayer import cli, evaluation
+
+  sweep_run = tmp_path / "sweep/runs/layer01-seed0"
+  train_dir = sweep_run / "train"
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 10}})
+  checkpoint.write_run_files(train_dir, config, str(tiny_qwen2_dir), {"final_norm.scale": (32,)})
+  (sweep_run / "result.json").write_text("{}")
+  removed = (f"Run {train_dir} has no checkpoint: the sweep removed them once the run was scored "
+             "(it keeps only full RL's unless --config.sweep.keep_checkpoints=True). To get "
+             "these weights, sweep these blocks into a new --config.sweep.dir with that option.")
+  inside = (f"{sweep_run} is a sweep's run directory, not a run directory: its training run is "
+            f"{train_dir}; pass that.")
+  written = sorted(tmp_path.rglob("*"))
+  for load, path, message in ((checkpoint.load_trained_model, train_dir, removed),
+                              (evaluation.load_model, train_dir, removed),
+                              (checkpoint.load_trained_model, sweep_run, inside),
+                              (evaluation.load_model, sweep_run, inside)):
+    with pytest.raises(FileNotFoundError) as error:
+      load(path)
+    assert str(error.value) == message
+  for argv in (["export", "--run", str(train_dir), "--out", str(tmp_path / "hf")],
+               ["generate", "--model", str(train_dir), "--prompt", "1+1="]):
+    with pytest.raises(SystemExit) as error:
+      cli.main(argv)
+    assert str(error.value) == f"jaxlayer {argv[0]}: {removed}"
+  assert sorted(tmp_path.rglob("*")) == written  # no checkpoints directory made
+  (sweep_run / "result.json").unlink()  # a run the sweep has not scored yet
+  with pytest.raises(FileNotFoundError, match="no checkpoint yet \\(it saves every 10 steps\\)"):
+    checkpoint.load_trained_model(train_dir)
+
+
 def test_a_run_whose_base_model_moved_loads_with_base_model(tmp_path, tiny_qwen2_dir):
   """A run copied to another machine: its base model is not where run.json says. The error
   names the way out; --base-model (CLI) / base_model= loads it from its new place, and a model

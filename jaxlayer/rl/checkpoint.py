@@ -32,6 +32,10 @@ from jaxlayer.models.hub import is_checkpoint_file, resolve_model_dir
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
+# A sweep's run (jaxlayer.sweep.store): SWEEP/runs/RUN holds its results and its training run
+# in train/, whose checkpoints the sweep removes once it is scored (unless it keeps them).
+SWEEP_RUN_TRAIN_DIR = "train"
+SWEEP_RESULTS = "result*.json"
 
 
 def _abstract(tree):
@@ -112,12 +116,22 @@ def read_run_files(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDic
   if not (run_dir / RUN_FILE).is_file():
     problem = ("does not exist" if not run_dir.exists() else
                f"is not a jaxlayer run directory (no {RUN_FILE})")
-    raise FileNotFoundError(f"{run_dir} {problem}: pass the run_dir a `jaxlayer train` run "
-                            "wrote.")
+    raise FileNotFoundError(sweep_run_hint(run_dir) or (
+        f"{run_dir} {problem}: pass the run_dir a `jaxlayer train` run wrote."))
   with open(run_dir / CONFIG_FILE) as f:
     config = ml_collections.ConfigDict(json.load(f))
   with open(run_dir / RUN_FILE) as f:
     return config, json.load(f)
+
+
+def sweep_run_hint(path: str | os.PathLike) -> str | None:
+  """What to pass instead of a sweep's run directory (SWEEP/runs/RUN), whose training run is
+  RUN/train; None for any other path."""
+  train_dir = Path(path) / SWEEP_RUN_TRAIN_DIR
+  if not (train_dir / RUN_FILE).is_file():
+    return None
+  return (f"{path} is a sweep's run directory, not a run directory: its training run is "
+          f"{train_dir}; pass that.")
 
 
 def _write_json(path: Path, data) -> None:
@@ -129,13 +143,22 @@ def _write_json(path: Path, data) -> None:
 
 
 def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
-  """`step` (default: the latest) if run_dir holds a checkpoint of it, else a clear error."""
+  """`step` (default: the latest) if run_dir holds a checkpoint of it, else an error saying why
+  not. Reads only: a missing checkpoints directory is not created."""
   config, _ = read_run_files(run_dir)
-  checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
-  try:
-    available = checkpointer.all_steps()
-  finally:
-    checkpointer.close()
+  run_dir = Path(run_dir)
+  available = []
+  if (run_dir / CHECKPOINT_DIR).is_dir():
+    checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
+    try:
+      available = checkpointer.all_steps()
+    finally:
+      checkpointer.close()
+  if not available and list(run_dir.parent.glob(SWEEP_RESULTS)):  # scored by a sweep
+    raise FileNotFoundError(
+        f"Run {run_dir} has no checkpoint: the sweep removed them once the run was scored (it "
+        "keeps only full RL's unless --config.sweep.keep_checkpoints=True). To get these "
+        "weights, sweep these blocks into a new --config.sweep.dir with that option.")
   if not available:
     raise FileNotFoundError(f"Run {run_dir} has no checkpoint yet (it saves every "
                             f"{config.checkpoint.every} steps).")
