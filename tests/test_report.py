@@ -252,6 +252,37 @@ def test_undefined_contributions_still_give_a_complete_report(tmp_path):
     assert (sweep_dir / name).stat().st_size > 0
 
 
+def test_a_sweep_where_no_block_improved_on_the_base_says_so(tmp_path):
+  """Base 12 and full RL 24 of 40 solved, the blocks 12 or fewer: C = (k - 12) / 12 is 0 for
+  block 1 and below 0 for the others, so none is "best"."""
+  sweep_dir = _sweep(tmp_path, FakeRL({0: 11, 1: 12, 2: 10, 3: 9}))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert (sweep["best_layer"], sweep["worst_layer"]) == (1, 3)
+  assert report.summary_lines(sweep)[1] == (
+      "no block improved on the base; the closest: block 1 (C = 0.00, score 0.300). worst: "
+      "block 3 (C = -0.25, score 0.225).")
+  assert ("No block improved on the base; the closest: block 1 (C = 0.00, score 0.300). Worst: "
+          "block 3 (C = -0.25, score 0.225).") in (sweep_dir / "report.md").read_text()
+
+
+def test_full_rl_below_the_base_ranks_the_blocks_by_score_and_warns(tmp_path):
+  """Base 20 and full RL 16 of 40 solved: C = (k - 20) / -4 is largest for the block that
+  solved fewest (block 3, 10: C = 2.5), which is the worst, not the best."""
+  sweep_dir = _sweep(tmp_path, FakeRL({0: 14, 1: 26, 2: 20, 3: 10}, base_correct=20,
+                                      full_correct=16))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert [l["contribution"] for l in sweep["layers"]] == pytest.approx([1.5, -1.5, 0.0, 2.5])
+  assert (sweep["best_layer"], sweep["worst_layer"]) == (1, 3)
+  assert sweep["warnings"] == [
+      "full RL scored 0.4000, below the base (0.5000): C(k) divides by a negative gain, so a "
+      "higher score gives a lower C, and C = 1 is no target. The best and worst blocks are "
+      "those with the highest and lowest score. Train longer or with another learning rate, or "
+      "evaluate on more problems."]
+  assert report.summary_lines(sweep)[1:] == [
+      "best: block 1 (C = -1.50, score 0.650). worst: block 3 (C = 2.50, score 0.250).",
+      "1 warning(s): see report.md."]
+
+
 def test_report_refuses_a_sweep_without_base_or_full_run(tmp_path):
   sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS), layers="0")
   store.result_path(sweep_dir, store.RunSpec("full", 0)).unlink()

@@ -15,11 +15,16 @@ PATHS = (["embed.embedding"] +
          ["final_norm.scale", "lm_head.kernel"])
 
 
+def _layers(contributions: dict, s_base: float = 0.3, s_full: float = 0.5) -> list[dict]:
+  """sweep.json's layers: each block's C and its score S_base + C (S_full - S_base)."""
+  return [{"layer": k, "contribution": c, "score": s_base + (c or 0.0) * (s_full - s_base)}
+          for k, c in contributions.items()]
+
+
 @pytest.fixture
 def sweep_dir(tmp_path):
-  store.write_json_atomic(tmp_path / "sweep.json", {
-      "num_layers": NUM_LAYERS,
-      "layers": [{"layer": k, "contribution": c} for k, c in CONTRIBUTIONS.items()]})
+  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS,
+                                                    "layers": _layers(CONTRIBUTIONS)})
   return tmp_path
 
 
@@ -37,12 +42,23 @@ def test_top_and_bottom_blocks_by_contribution(sweep_dir):
   assert selected == [p for p in PATHS if p.startswith("layers.2.")]  # the whole block only
 
 
+def test_blocks_are_ranked_by_score_when_full_rl_ended_below_the_base(tmp_path):
+  """S_base 0.5, S_full 0.4: C = (S_k - 0.5) / -0.1 is largest for the lowest score (block 3,
+  0.25: C = 2.5) and smallest for the highest (block 1, 0.65: C = -1.5)."""
+  scores = {0: 0.35, 1: 0.65, 2: 0.5, 3: 0.25}
+  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS, "layers": [
+      {"layer": k, "score": s, "contribution": (s - 0.5) / (0.4 - 0.5)} for k, s in scores.items()]})
+  assert _blocks(selection.select(f"top1@{tmp_path}", PATHS, NUM_LAYERS)) == [1]
+  assert _blocks(selection.select(f"top2@{tmp_path}", PATHS, NUM_LAYERS)) == [1, 2]
+  assert _blocks(selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)) == [3]
+
+
 def test_a_halving_sweep_ranks_only_the_blocks_that_trained_to_the_end(tmp_path):
   """Successive halving stopped blocks 0, 1, 4 and 5 early: their final C is unknown, so the
   bottom of the survivors would not be the worst blocks."""
   store.write_json_atomic(tmp_path / "sweep.json", {
       "num_layers": NUM_LAYERS, "halving": {"rungs": [{"steps": 10}]},
-      "layers": [{"layer": 2, "contribution": 1.1}, {"layer": 3, "contribution": 0.9}]})
+      "layers": _layers({2: 1.1, 3: 0.9})})
   assert _blocks(selection.select(f"top1@{tmp_path}", PATHS, NUM_LAYERS)) == [2]
   with pytest.raises(ValueError, match="used successive halving, so only its best blocks"):
     selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)

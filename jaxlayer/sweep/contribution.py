@@ -19,7 +19,9 @@ Definitions used everywhere in jaxlayer (sweep.json, report.md, the plots):
   of the base evaluation. Only seeds present in all three count.
 - S_full == S_base leaves C undefined: None (null in JSON) and an
   `UndefinedContributionWarning`, never a division by zero. C may be negative (block k
-  ended below the base) or above 1 (it beat full RL).
+  ended below the base) or above 1 (it beat full RL), when full RL gained. When full RL
+  ended below the base, C's scale is negative (a higher score gives a lower C): the best and
+  worst blocks are those with the highest and lowest score, as they are when it gained.
 """
 
 from __future__ import annotations
@@ -150,13 +152,16 @@ class SweepSummary:
     return [layer for layer in self.layers if layer.contribution is not None]
 
   def best_layer(self) -> LayerSummary | None:
-    """Largest C (ties: lowest block index); None when no C is defined."""
+    """The highest score (ties: lowest block index) of the blocks with a defined C: the
+    largest C when full RL gained; the smallest when it lost (C's scale is then negative).
+    None when no C is defined."""
     defined = self.defined_layers()
-    return min(defined, key=lambda l: (-l.contribution, l.layer)) if defined else None
+    return min(defined, key=lambda l: (-l.scores.score, l.layer)) if defined else None
 
   def worst_layer(self) -> LayerSummary | None:
+    """The lowest score (ties: lowest block index) of the blocks with a defined C."""
     defined = self.defined_layers()
-    return min(defined, key=lambda l: (l.contribution, l.layer)) if defined else None
+    return min(defined, key=lambda l: (l.scores.score, l.layer)) if defined else None
 
 
 def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],

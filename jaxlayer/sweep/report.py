@@ -165,6 +165,16 @@ def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
           "rl_steps_without_halving": len(trained) * final_steps}
 
 
+def _full_rl_lost(summary: contribution.SweepSummary) -> list[str]:
+  """The warning of a sweep whose full RL ended below the base, where C reads upside down."""
+  if summary.full.score >= summary.base.score:
+    return []
+  return [f"full RL scored {summary.full.score:.4f}, below the base ({summary.base.score:.4f}): "
+          "C(k) divides by a negative gain, so a higher score gives a lower C, and C = 1 is no "
+          "target. The best and worst blocks are those with the highest and lowest score. "
+          "Train longer or with another learning rate, or evaluate on more problems."]
+
+
 def build_sweep_json(manifest: dict, results: list[dict],
                      rung_results: list[dict] = ()) -> dict:
   """The sweep.json dictionary (see the README for the meaning of every key); rung_results:
@@ -219,7 +229,8 @@ def build_sweep_json(manifest: dict, results: list[dict],
       "best_layer": best.layer if best else None,
       "worst_layer": worst.layer if worst else None,
       "halving": halving,
-      "warnings": summary.warnings + (halving["warnings"] if halving else []),
+      "warnings": summary.warnings + _full_rl_lost(summary)
+                  + (halving["warnings"] if halving else []),
       "settings": identity,
   }
 
@@ -307,9 +318,9 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     yerr = [0.0 if b is None else b for b, _ in bars]
     ax.errorbar(x, y, yerr=yerr, fmt="o-", color="tab:blue", ecolor="tab:blue", capsize=3,
                 markersize=5, linewidth=1, label=f"C(k), error bars: {bars[0][1]}")
-    best = max(defined, key=lambda l: (l["contribution"], -l["layer"]))
+    best = next(l for l in defined if l["layer"] == sweep["best_layer"])
     ax.plot([best["layer"]], [best["contribution"]], marker="*", markersize=16, color="tab:orange",
-            linestyle="none", label=f"best: block {best['layer']} (C = {best['contribution']:.2f})")
+            linestyle="none", label=_best_block(sweep))
   if defined or groups or rungs:
     gain = sweep["s_full"] - sweep["s_base"]
     score_axis = ax.secondary_yaxis(
@@ -527,13 +538,24 @@ def _gain_in_standard_errors(sweep: dict) -> float | None:
   return sweep["gain"] / noise if noise else None
 
 
-def _best_and_worst(sweep: dict, best_label: str, worst_label: str) -> str:
-  """'Best: block 4 (C = 0.72, score 0.415). Worst: block 7 (...)' (labels as given)."""
-  by_layer = {l["layer"]: l for l in sweep["layers"]}
-  best, worst = by_layer[sweep["best_layer"]], by_layer[sweep["worst_layer"]]
-  return (f"{best_label}: block {best['layer']} (C = {best['contribution']:.2f}, score "
-          f"{best['score']:.3f}). {worst_label}: block {worst['layer']} (C = "
-          f"{worst['contribution']:.2f}, score {worst['score']:.3f})")
+def _block(sweep: dict, layer: int) -> str:
+  """'block 4 (C = 0.72, score 0.415)'."""
+  block = next(l for l in sweep["layers"] if l["layer"] == layer)
+  return f"block {layer} (C = {block['contribution']:.2f}, score {block['score']:.3f})"
+
+
+def _best_block(sweep: dict) -> str:
+  """'best: block 4 (C = 0.72, score 0.415)', or, when no block scored above the base, 'no
+  block improved on the base; the closest: block 4 (...)'."""
+  best = next(l for l in sweep["layers"] if l["layer"] == sweep["best_layer"])
+  if best["score"] > sweep["s_base"]:
+    return f"best: {_block(sweep, best['layer'])}"
+  return f"no block improved on the base; the closest: {_block(sweep, best['layer'])}"
+
+
+def _best_and_worst(sweep: dict, worst_label: str = "worst") -> str:
+  """'best: block 4 (C = 0.72, score 0.415). worst: block 7 (...)'."""
+  return f"{_best_block(sweep)}. {worst_label}: {_block(sweep, sweep['worst_layer'])}"
 
 
 def summary_lines(sweep: dict) -> list[str]:
@@ -543,7 +565,7 @@ def summary_lines(sweep: dict) -> list[str]:
            f"{sweep['s_full']:.3f} ± {sweep['s_full_se']:.3f} (gain {sweep['gain']:+.3f}"
            + (f", {gain_in_se:.1f} standard errors)" if gain_in_se is not None else ")")]
   if sweep["best_layer"] is not None:
-    lines.append(_best_and_worst(sweep, "best", "worst") + ".")
+    lines.append(_best_and_worst(sweep) + ".")
   if sweep["warnings"]:
     lines.append(f"{len(sweep['warnings'])} warning(s): see report.md.")
   return lines
@@ -587,10 +609,11 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
                "on more problems." if gain_in_se is None or abs(gain_in_se) < 3 else ""), ""]
   if sweep["best_layer"] is not None:
     halved = bool(sweep.get("halving"))
+    best_and_worst = _best_and_worst(sweep, "Worst" + (
+        " of the blocks that trained to the end (successive halving stopped the others "
+        "earlier: see below)" if halved else ""))
     lines += ["## Best and worst block", "",
-              _best_and_worst(sweep, "Best", "Worst" + (
-                  " of the blocks that trained to the end (successive halving stopped the "
-                  "others earlier: see below)" if halved else "")) + ".",
+              best_and_worst[0].upper() + best_and_worst[1:] + ".",
               f"Mean C by depth{' (the same blocks)' if halved else ''}: "
               f"{_depth_thirds(sweep)}.", "",
               "## Compared with the paper", "", PAPER_FINDING, ""]

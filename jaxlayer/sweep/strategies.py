@@ -10,9 +10,10 @@ Importing this module (or `jaxlayer.sweep`) adds them to the training selection 
                        (L - K) // 2: half a block toward the input when L - K is odd
                        (L = 28: mid5 = 11-15; L = 36: mid5 = 15-19).
 
-Blocks whose C is undefined are never ranked; ties go to the lower block index. From a sweep
-with successive halving (sweep.halving_steps) only topK is defined, over the blocks that trained
-to the end.
+The blocks are ranked by score, which is their order by C(k) when full RL gained (and the
+right order when it lost, where C's scale is negative). Blocks whose C is undefined are never
+ranked; ties go to the lower block index. From a sweep with successive halving
+(sweep.halving_steps) only topK is defined, over the blocks that trained to the end.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ RANKED_PATTERN = r"(top|bottom)(\d+)@(.+)"
 
 
 def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int) -> list[int]:
-  """The k blocks with the largest (or smallest) C(k) in the sweep at sweep_dir, sorted."""
+  """The k blocks with the highest (or lowest) score, the largest (or smallest) C(k) when full
+  RL gained, in the sweep at sweep_dir, sorted."""
   which = "top" if largest else "bottom"
   path = Path(sweep_dir) / "sweep.json"
   if not path.is_file():
@@ -43,14 +45,13 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep used successive halving, "
                      "so only its best blocks trained to the end and its worst are not ranked; "
                      "take the bottom blocks from a sweep without sweep.halving_steps.")
-  defined = [(l["contribution"], l["layer"]) for l in sweep["layers"]
-             if l["contribution"] is not None]
+  defined = [(l["score"], l["layer"]) for l in sweep["layers"] if l["contribution"] is not None]
   if not 1 <= k <= len(defined):
     reached = " (successive halving took only these to the end)" if halved else ""
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep has a defined C(k) for "
                      f"{len(defined)} block(s){reached}; choose k between 1 and {len(defined)}, "
                      "or sweep more blocks.")
-  ordered = sorted(defined, key=lambda cl: (-cl[0] if largest else cl[0], cl[1]))
+  ordered = sorted(defined, key=lambda sl: (-sl[0] if largest else sl[0], sl[1]))
   return sorted(layer for _, layer in ordered[:k])
 
 
