@@ -299,7 +299,7 @@ def _compare(argv: list[str]) -> None:
         f"written: {Path(out) / 'compare.json'}, {Path(out) / 'compare.png'}")
 
 
-def _number(value, spec: str = ".3f") -> str:
+def _number(value, spec: str = "z.3f") -> str:
   return "undefined (a constant ranking)" if value is None else format(value, spec)
 
 
@@ -347,7 +347,7 @@ def _train_result_lines(result, rows: list[dict]) -> str:
   score (logging.eval_every) at its first and last evaluation, and how to export the model."""
   rewards = result.reward_history
   lines = [f"trained {result.step} steps" + (
-      f"; mean reward {rewards[0]:.3f} at step 1, {rewards[-1]:.3f} at step {result.step}"
+      f"; mean reward {rewards[0]:z.3f} at step 1, {rewards[-1]:z.3f} at step {result.step}"
       if rewards else "")]
   for key in sorted({key for row in rows for key in row if key.startswith("eval/")}):
     taken = [(r["step"], r[key]) for r in rows if key in r]  # [(step, score)]

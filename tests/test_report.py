@@ -283,6 +283,22 @@ def test_full_rl_below_the_base_ranks_the_blocks_by_score_and_warns(tmp_path):
       "1 warning(s): see report.md."]
 
 
+def test_a_contribution_of_negative_zero_is_printed_as_zero(tmp_path):
+  """Base 20, full RL 16 and block 0 20 of 40 solved: C(0) = 0 / -4 = -0.0 ("-0.00" before)."""
+  sweep_dir = _sweep(tmp_path, FakeRL({0: 20, 1: 18}, base_correct=20, full_correct=16),
+                     layers="0,1")
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert math.copysign(1.0, sweep["layers"][0]["contribution"]) == -1.0
+  assert report.summary_lines(sweep)[1] == (
+      "no block improved on the base; the closest: block 0 (C = 0.00, score 0.500). worst: "
+      "block 1 (C = 0.50, score 0.450).")
+  markdown = (sweep_dir / "report.md").read_text()
+  se = math.sqrt(0.5 * 0.5 / NUM_PROBLEMS)
+  assert f"| block 0 | 0.500 | {se:.3f} | n/a | 0.00 |" in markdown
+  assert "Mean C by depth: lower (input side) 0.25." in markdown
+  assert "-0.0" not in markdown
+
+
 def test_report_refuses_a_sweep_without_base_or_full_run(tmp_path):
   sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS), layers="0")
   store.result_path(sweep_dir, store.RunSpec("full", 0)).unlink()

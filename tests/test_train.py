@@ -699,8 +699,8 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys):
   rows = metrics.read_metrics(run_dir)
   tests = [r["eval/arithmetic/pass@1"] for r in rows]  # evaluated after each step
   assert printed.endswith(f"training curves: {run_dir / 'training.png'}\n"
-                          f"trained 2 steps; mean reward {rows[0]['reward']:.3f} at step 1, "
-                          f"{rows[1]['reward']:.3f} at step 2\n"
+                          f"trained 2 steps; mean reward {rows[0]['reward']:z.3f} at step 1, "
+                          f"{rows[1]['reward']:z.3f} at step 2\n"
                           f"test arithmetic/pass@1: {tests[0]:.3f} at step 1, {tests[1]:.3f} at "
                           f"step 2\nexport the trained model: jaxlayer export --run {run_dir} "
                           "--out HF_DIR\n")

@@ -120,7 +120,7 @@ def plot_comparison(comparison: dict, label_a: str, label_b: str, num_layers: in
   save_figure(fig, path)
 
 
-def _fmt(value, spec: str = ".2f") -> str:
+def _fmt(value, spec: str = "z.2f") -> str:
   return "n/a" if value is None else format(value, spec)
 
 

@@ -402,7 +402,7 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
 
 
 def _fmt(value, digits: int = 3) -> str:
-  return "n/a" if value is None else f"{value:.{digits}f}"
+  return "n/a" if value is None else f"{value:z.{digits}f}"
 
 
 def _depth_thirds(sweep: dict) -> str:
@@ -411,7 +411,7 @@ def _depth_thirds(sweep: dict) -> str:
     if l["contribution"] is not None:
       thirds[min(2, 3 * l["layer"] // sweep["num_layers"])].append(l["contribution"])
   names = ("lower (input side)", "middle", "upper (output side)")
-  return ", ".join(f"{names[i]} {np.mean(thirds[i]):.2f}" for i in range(3) if thirds[i])
+  return ", ".join(f"{names[i]} {np.mean(thirds[i]):z.2f}" for i in range(3) if thirds[i])
 
 
 def _groups_section(sweep: dict) -> list[str]:
@@ -431,10 +431,10 @@ def _groups_section(sweep: dict) -> list[str]:
   if compared:
     above_best = [g["contribution"] - max(g["contribution_alone"]) for g in compared]
     lines += ["", f"Against the best of its blocks trained alone, a group's C differs by "
-              f"{np.mean(above_best):+.2f} on average ({sum(d > 0 for d in above_best)} of "
+              f"{np.mean(above_best):+z.2f} on average ({sum(d > 0 for d in above_best)} of "
               f"{len(compared)} group(s) above it). The sums of the blocks' C would predict "
-              f"{np.mean([sum(g['contribution_alone']) for g in compared]):.2f} on average; the "
-              f"groups reached {np.mean([g['contribution'] for g in compared]):.2f}. Differences "
+              f"{np.mean([sum(g['contribution_alone']) for g in compared]):z.2f} on average; the "
+              f"groups reached {np.mean([g['contribution'] for g in compared]):z.2f}. Differences "
               "within the C errors are noise."]
   return lines + [""]
 
@@ -474,7 +474,7 @@ def _halving_section(sweep: dict) -> list[str]:
   for run in runs:
     name = f"blocks {store.group_name(run)}" if isinstance(run, tuple) else f"block {run}"
     lines.append(f"| {name} | " + " | ".join(stage.get(run, "-") for stage in stages) + " |")
-  agreement = [f"after {r['steps']} steps {r['rank_correlation_with_final']:.2f} "
+  agreement = [f"after {r['steps']} steps {r['rank_correlation_with_final']:z.2f} "
                f"({r['rank_correlation_blocks']} blocks)"
                for r in rungs if r["rank_correlation_with_final"] is not None]
   if agreement:
@@ -541,7 +541,7 @@ def _gain_in_standard_errors(sweep: dict) -> float | None:
 def _block(sweep: dict, layer: int) -> str:
   """'block 4 (C = 0.72, score 0.415)'."""
   block = next(l for l in sweep["layers"] if l["layer"] == layer)
-  return f"block {layer} (C = {block['contribution']:.2f}, score {block['score']:.3f})"
+  return f"block {layer} (C = {block['contribution']:z.2f}, score {block['score']:.3f})"
 
 
 def _best_block(sweep: dict) -> str:
@@ -562,8 +562,8 @@ def summary_lines(sweep: dict) -> list[str]:
   """The sweep's result in a few lines, for the terminal (report.md has the rest)."""
   gain_in_se = _gain_in_standard_errors(sweep)
   lines = [f"{sweep['metric']}: base {sweep['s_base']:.3f} ± {sweep['s_base_se']:.3f}, full RL "
-           f"{sweep['s_full']:.3f} ± {sweep['s_full_se']:.3f} (gain {sweep['gain']:+.3f}"
-           + (f", {gain_in_se:.1f} standard errors)" if gain_in_se is not None else ")")]
+           f"{sweep['s_full']:.3f} ± {sweep['s_full_se']:.3f} (gain {sweep['gain']:+z.3f}"
+           + (f", {gain_in_se:z.1f} standard errors)" if gain_in_se is not None else ")")]
   if sweep["best_layer"] is not None:
     lines.append(_best_and_worst(sweep) + ".")
   if sweep["warnings"]:
@@ -597,10 +597,10 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
   lines.append("")
   paired = sweep["gain_paired_se"] is not None
   gain_in_se = _gain_in_standard_errors(sweep)
-  verdict = (f": the gain is {gain_in_se:.1f} standard errors." if gain_in_se is not None else
+  verdict = (f": the gain is {gain_in_se:z.1f} standard errors." if gain_in_se is not None else
              ": its standard error is 0, so the gain cannot be weighed against the noise.")
   lines += ["## Evaluation noise", "",
-            f"Full RL gained {sweep['gain']:+.3f} over the base. The standard error of that gain "
+            f"Full RL gained {sweep['gain']:+z.3f} over the base. The standard error of that gain "
             f"is {sweep['gain_se']:.3f} treating the two evaluations as independent"
             + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences (both are "
                "scored on the same problems)" if paired else "")
