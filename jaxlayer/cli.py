@@ -295,7 +295,7 @@ def _compare(argv: list[str]) -> None:
   spearman, kendall = result["spearman"], result["kendall"]
   print(f"{result['num_common_layers']} common blocks: Spearman rho = {_number(spearman['rho'])} "
         f"(p = {_number(spearman['p_value'], '.3g')}), Kendall tau = {_number(kendall['tau'])} "
-        f"(p = {_number(kendall['p_value'], '.3g')})\n"
+        f"(p = {_number(kendall['p_value'], '.3g')}; p-values {result['p_values']})\n"
         f"written: {Path(out) / 'compare.json'}, {Path(out) / 'compare.png'}")
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 
 import pytest
 from matplotlib import image
@@ -39,10 +40,45 @@ def test_rank_correlations_match_hand_computed_values_and_scipy():
   xs, ys = list(a.values()), list(b.values())
   assert result["spearman"]["rho"] == pytest.approx(_hand_spearman(xs, ys))
   assert result["kendall"]["tau"] == pytest.approx(_hand_kendall(xs, ys))
-  assert result["spearman"]["p_value"] == pytest.approx(stats.spearmanr(xs, ys).pvalue)
-  assert result["kendall"]["p_value"] == pytest.approx(stats.kendalltau(xs, ys).pvalue)
+  assert result["p_values"] == "exact over all 40,320 pairings"
   assert result["layers"] == list(range(8)) and result["num_common_layers"] == 8
   assert result["rank_a"][3] == 1 and result["rank_a"][7] == 8  # 1 = largest C
+
+
+def test_p_values_of_few_blocks_are_exact_and_never_zero():
+  """3 blocks: 6 orderings, with rho 1, 0.5, 0.5, -0.5, -0.5, -1 and tau 1, 1/3, 1/3, -1/3,
+  -1/3, -1. The same ranking is as extreme as 2 of them (p = 1/3; the t approximation said
+  0); one swap (rho 0.5, tau 1/3) as all 6 (p = 1)."""
+  a = {0: 0.1, 1: 0.5, 2: 0.9}
+  same = compare.compare_sweeps(_sweep(a), _sweep({0: 0.2, 1: 0.4, 2: 1.3}))
+  assert (same["spearman"]["rho"], same["kendall"]["tau"]) == pytest.approx((1.0, 1.0))
+  assert same["spearman"]["p_value"] == same["kendall"]["p_value"] == pytest.approx(2 / 6)
+  swapped = compare.compare_sweeps(_sweep(a), _sweep({0: 0.2, 1: 1.3, 2: 0.4}))
+  assert (swapped["spearman"]["rho"], swapped["kendall"]["tau"]) == pytest.approx((0.5, 1 / 3))
+  assert swapped["spearman"]["p_value"] == swapped["kendall"]["p_value"] == pytest.approx(1.0)
+  assert same["p_values"] == "exact over all 6 pairings"
+
+
+def test_exact_p_values_count_the_orderings_as_extreme_as_the_observed_one():
+  a = {0: 0.31, 1: 0.52, 2: 0.95, 3: 1.10, 4: -0.10}
+  b = {0: 0.20, 1: 0.70, 2: 1.02, 3: 0.15, 4: 0.05}
+  result = compare.compare_sweeps(_sweep(a), _sweep(b))
+  xs, ys = list(a.values()), list(b.values())
+  for name, correlation in (("spearman", _hand_spearman), ("kendall", _hand_kendall)):
+    observed = abs(correlation(xs, ys))
+    as_extreme = [abs(correlation(xs, list(order))) >= observed - 1e-12
+                  for order in itertools.permutations(ys)]
+    assert result[name]["p_value"] == pytest.approx(sum(as_extreme) / 120)
+
+
+def test_p_values_of_many_blocks_are_scipys():
+  a = {k: math.sin(k) for k in range(12)}
+  b = {k: math.sin(k) + 0.3 * math.cos(3 * k) for k in range(12)}
+  result = compare.compare_sweeps(_sweep(a, num_layers=12), _sweep(b, num_layers=12))
+  xs, ys = list(a.values()), list(b.values())
+  assert result["spearman"]["p_value"] == pytest.approx(stats.spearmanr(xs, ys).pvalue)
+  assert result["kendall"]["p_value"] == pytest.approx(stats.kendalltau(xs, ys).pvalue)
+  assert result["p_values"] == "scipy (Spearman: t approximation)"
 
 
 def test_identical_and_reversed_rankings():
@@ -90,13 +126,18 @@ def _fake_sweep(directory, blocks):
 def test_cli_compare_prints_and_writes_json_and_plot(tmp_path, capsys):
   dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20, 3: 8, 4: 16})
   dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25, 3: 10, 4: 18})
+  capsys.readouterr()
   cli.main(["compare", str(dir_a), str(dir_b), "--out", str(tmp_path / "cmp")])
   out = capsys.readouterr().out
   saved = json.loads((tmp_path / "cmp/compare.json").read_text())
   # C is affine in the score (same base and full): ranks of C are ranks of the solved counts.
   expected = stats.spearmanr([14, 27, 20, 8, 16], [13, 22, 25, 10, 18]).statistic
   assert saved["spearman"]["rho"] == pytest.approx(expected)
-  assert f"Spearman rho = {expected:.3f}" in out and "compare.png" in out
+  # rho = 1 - 6 * 2 / 120 (blocks 1 and 2 swapped), tau = (9 - 1) / 10; as far from 0: the same
+  # ranking and the 4 with one neighbour swap, and their reverses: 10 of the 120 pairings.
+  assert out.startswith("5 common blocks: Spearman rho = 0.900 (p = 0.0833), Kendall tau = "
+                        "0.800 (p = 0.0833; p-values exact over all 120 pairings)\n")
+  assert "compare.png" in out and expected == pytest.approx(0.9)
   assert saved["sweep_a"] == str(dir_a) and saved["sweep_b"] == str(dir_b)
   height, width, _ = image.imread(tmp_path / "cmp/compare.png").shape
   assert width > height > 300
