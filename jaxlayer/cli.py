@@ -282,6 +282,8 @@ def _compare(argv: list[str]) -> None:
   parser.add_argument("sweep_b", help="another sweep directory of a model with as many blocks")
   parser.add_argument("--out", help="output directory (default: compare-A-vs-B in the current "
                       "directory)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace a compare.json and compare.png in --out")
   args = parser.parse_args(argv)
   from pathlib import Path
 
@@ -289,8 +291,8 @@ def _compare(argv: list[str]) -> None:
 
   out = args.out or f"compare-{Path(args.sweep_a).name}-vs-{Path(args.sweep_b).name}"
   try:
-    result = compare.compare_sweep_dirs(args.sweep_a, args.sweep_b, out)
-  except (ValueError, FileNotFoundError) as err:
+    result = compare.compare_sweep_dirs(args.sweep_a, args.sweep_b, out, overwrite=args.overwrite)
+  except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer compare: {err}") from None
   spearman, kendall = result["spearman"], result["kendall"]
   print(f"{result['num_common_layers']} common blocks: Spearman rho = {_number(spearman['rho'])} "

@@ -143,6 +143,24 @@ def test_cli_compare_prints_and_writes_json_and_plot(tmp_path, capsys):
   assert width > height > 300
 
 
+def test_cli_compare_replaces_an_earlier_comparison_only_with_overwrite(tmp_path):
+  dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20})
+  dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25})
+  out = tmp_path / "cmp"
+  cli.main(["compare", str(dir_a), str(dir_b), "--out", str(out)])
+  written = {name: (out / name).read_bytes() for name in ("compare.json", "compare.png")}
+  with pytest.raises(SystemExit) as error:
+    cli.main(["compare", str(dir_b), str(dir_a), "--out", str(out)])
+  assert str(error.value) == (f"jaxlayer compare: {out / 'compare.json'} exists: pass "
+                              "--overwrite to replace it, or choose another --out.")
+  assert {name: (out / name).read_bytes() for name in written} == written
+  (out / "compare.json").unlink()  # a comparison cut short: its plot alone is kept too
+  with pytest.raises(SystemExit, match="compare.png exists: pass --overwrite"):
+    cli.main(["compare", str(dir_b), str(dir_a), "--out", str(out)])
+  cli.main(["compare", str(dir_b), str(dir_a), "--out", str(out), "--overwrite"])
+  assert json.loads((out / "compare.json").read_text())["sweep_a"] == str(dir_b)
+
+
 def test_cli_compare_of_a_missing_sweep_is_a_clear_error(tmp_path):
   with pytest.raises(SystemExit, match="is not a finished sweep"):
     cli.main(["compare", str(tmp_path / "nope"), str(tmp_path / "nope2"), "--out",

@@ -21,6 +21,7 @@ from jaxlayer.plots import save_figure
 from jaxlayer.sweep import store
 
 MIN_COMMON_LAYERS = 3
+OUTPUT_FILES = ("compare.json", "compare.png")
 EXACT_P_MAX_BLOCKS = 8  # 8! = 40,320 pairings
 
 
@@ -160,9 +161,14 @@ def _fmt(value, spec: str = "z.2f") -> str:
 
 
 def compare_sweep_dirs(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
-                       out_dir: str | os.PathLike) -> dict:
-  """Compares two sweep directories; writes compare.json and compare.png into out_dir."""
+                       out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
+  """Compares two sweep directories; writes compare.json and compare.png into out_dir, where
+  an earlier comparison is replaced only with overwrite=True."""
   dir_a, dir_b, out_dir = Path(dir_a), Path(dir_b), paths.local_path(out_dir, "--out")
+  existing = [out_dir / name for name in OUTPUT_FILES if (out_dir / name).exists()]
+  if existing and not overwrite:
+    raise FileExistsError(f"{existing[0]} exists: pass --overwrite to replace it, or choose "
+                          "another --out.")
   sweep_a, sweep_b = load_sweep(dir_a), load_sweep(dir_b)
   comparison = {"sweep_a": str(dir_a), "sweep_b": str(dir_b),
                 **compare_sweeps(sweep_a, sweep_b)}
