@@ -117,6 +117,29 @@ def test_a_constant_ranking_gives_null_correlation_not_nan():
   json.dumps(result, allow_nan=False)
 
 
+def test_the_plot_labels_do_not_overlap_and_blocks_sharing_a_point_share_its_label():
+  """Long sweep names once, in the legend below both panels, not under the rank axes (where
+  they ran into the title and the other panel); blocks 0 and 1 tie in both rankings."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+  a = {0: 0.5, 1: 0.5, 2: 0.9, 3: 0.1, 4: 0.3}
+  b = {0: 0.2, 1: 0.2, 2: 0.8, 3: 0.4, 4: 0.6}
+  long_name = "sweep_qwen3-1.7b_numinamath_grpo_lr5e-6_seed0 (arithmetic, grpo)"
+  fig = compare.comparison_figure(compare.compare_sweeps(_sweep(a), _sweep(b)), long_name,
+                                  long_name.replace("numinamath", "code"), 8)
+  FigureCanvasAgg(fig).draw()
+  renderer = fig.canvas.get_renderer()
+  ax_c, ax_r = fig.axes
+  assert sorted(t.get_text() for t in ax_r.texts) == ["0, 1", "2", "3", "4"]
+  labels = [fig._suptitle, ax_r.title, ax_c.xaxis.label, ax_c.yaxis.label, ax_r.xaxis.label,
+            ax_r.yaxis.label, *fig.legends, *ax_r.texts]
+  boxes = [label.get_window_extent(renderer) for label in labels]
+  overlapping = [(labels[i], labels[j]) for i, j in itertools.combinations(range(len(boxes)), 2)
+                 if boxes[i].overlaps(boxes[j])]
+  assert overlapping == []
+  assert not any(ax_c.get_tightbbox(renderer).overlaps(box) for box in boxes[4:6])
+
+
 def _fake_sweep(directory, blocks):
   fake = FakeRL(blocks)
   return runner.run_sweep(make_config(directory), train_fn=fake.train, eval_fn=fake.eval,

@@ -114,16 +114,17 @@ def _label(sweep: dict, sweep_dir: Path) -> str:
   return f"{sweep_dir.name} ({sweep['task']}, {sweep['algorithm']})"
 
 
-def plot_comparison(comparison: dict, label_a: str, label_b: str, num_layers: int,
-                    path: Path) -> None:
-  """Left: C(k) of both sweeps against block index. Right: rank against rank."""
+def comparison_figure(comparison: dict, label_a: str, label_b: str, num_layers: int):
+  """Left: C(k) of both sweeps against block index. Right: rank against rank, each point named
+  by its block(s). The sweeps are named once, as A and B, in the legend below both."""
   from matplotlib.figure import Figure
+  from matplotlib.ticker import MaxNLocator
 
-  fig = Figure(figsize=(12, 4.5))
-  ax_c, ax_r = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
+  fig = Figure(figsize=(12, 5), layout="constrained")
+  ax_c, ax_r = fig.subplots(1, 2, width_ratios=[1.6, 1])
   layers = comparison["layers"]
-  ax_c.plot(layers, comparison["contribution_a"], "o-", color="tab:blue", label=label_a)
-  ax_c.plot(layers, comparison["contribution_b"], "s-", color="tab:red", label=label_b)
+  ax_c.plot(layers, comparison["contribution_a"], "o-", color="tab:blue", label=f"A: {label_a}")
+  ax_c.plot(layers, comparison["contribution_b"], "s-", color="tab:red", label=f"B: {label_b}")
   ax_c.axhline(1.0, color="tab:green", linestyle="--", linewidth=1, label="C = 1: full RL")
   ax_c.axhline(0.0, color="gray", linestyle=":", linewidth=1, label="C = 0: base")
   ax_c.set_xlim(-0.7, num_layers - 0.3)
@@ -133,27 +134,32 @@ def plot_comparison(comparison: dict, label_a: str, label_b: str, num_layers: in
   ax_c.set_xlabel("block index k")
   ax_c.set_ylabel("layer contribution C(k)")
   ax_c.grid(alpha=0.3)
-  ax_c.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+  fig.legend(*ax_c.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8,
+             frameon=False)
 
   n = len(layers)
   ax_r.plot([1, n], [1, n], color="gray", linestyle="--", linewidth=1)
   ax_r.scatter(comparison["rank_a"], comparison["rank_b"], color="tab:purple", zorder=3)
+  # Blocks tied in both rankings share a point, and its label.
+  at_point = {}
   for layer, ra, rb in zip(layers, comparison["rank_a"], comparison["rank_b"]):
-    ax_r.annotate(str(layer), (ra, rb), textcoords="offset points", xytext=(4, 3), fontsize=8)
-  ax_r.set_xlabel(f"rank in A (1 = largest C)\n{label_a}", fontsize=9)
-  ax_r.set_ylabel(f"rank in B\n{label_b}", fontsize=9)
-  if n <= 15:
-    ax_r.set_xticks(range(1, n + 1))
-    ax_r.set_yticks(range(1, n + 1))
-  ax_r.invert_xaxis()
-  ax_r.invert_yaxis()
-  ax_r.set_aspect("equal", adjustable="datalim")
+    at_point.setdefault((ra, rb), []).append(str(layer))
+  for point, names in at_point.items():
+    ax_r.annotate(", ".join(names), point, textcoords="offset points", xytext=(4, 3),
+                  fontsize=8)
+  ax_r.set_xlabel("rank in A (1 = largest C)", fontsize=9)
+  ax_r.set_ylabel("rank in B (1 = largest C)", fontsize=9)
+  for axis in (ax_r.xaxis, ax_r.yaxis):
+    axis.set_major_locator(MaxNLocator(nbins=min(n + 1, 15), integer=True))
+  ax_r.set_xlim(n + 0.6, 0.4)  # ranks 1..n, 1 on the right and at the top
+  ax_r.set_ylim(n + 0.6, 0.4)
+  ax_r.set_aspect("equal")
   ax_r.grid(alpha=0.3)
   rho, tau = comparison["spearman"]["rho"], comparison["kendall"]["tau"]
   ax_r.set_title(f"Spearman {_fmt(rho)} (p = {_fmt(comparison['spearman']['p_value'], '.2g')}), "
                  f"Kendall {_fmt(tau)}", fontsize=10)
   fig.suptitle(f"Layer rankings over {n} common blocks (numbers: block index)", fontsize=11)
-  save_figure(fig, path)
+  return fig
 
 
 def _fmt(value, spec: str = "z.2f") -> str:
@@ -174,6 +180,6 @@ def compare_sweep_dirs(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
                 **compare_sweeps(sweep_a, sweep_b)}
   out_dir.mkdir(parents=True, exist_ok=True)
   store.write_json_atomic(out_dir / "compare.json", comparison)
-  plot_comparison(comparison, _label(sweep_a, dir_a), _label(sweep_b, dir_b),
-                  sweep_a["num_layers"], out_dir / "compare.png")
+  save_figure(comparison_figure(comparison, _label(sweep_a, dir_a), _label(sweep_b, dir_b),
+                                sweep_a["num_layers"]), out_dir / "compare.png")
   return comparison
