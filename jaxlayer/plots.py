@@ -1,4 +1,5 @@
-"""What every plot of jaxlayer shares: writing a figure atomically, smoothing noisy curves."""
+"""What every plot of jaxlayer shares: writing a figure atomically, smoothing noisy curves,
+integer ticks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from jaxlayer import paths
 
 if TYPE_CHECKING:
+  from matplotlib.axis import Axis
   from matplotlib.figure import Figure
 
 
@@ -36,3 +38,10 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
   counts = np.convolve(valid.astype(float), kernel, mode="same")
   with np.errstate(invalid="ignore", divide="ignore"):
     return sums / counts
+
+
+def integer_ticks(axis: Axis) -> None:
+  """Ticks of an axis of whole numbers (RL steps, ranks) only at whole numbers."""
+  from matplotlib.ticker import MaxNLocator
+
+  axis.set_major_locator(MaxNLocator(integer=True))

@@ -82,3 +82,11 @@ def test_the_training_plot_draws_each_logged_metric_per_step(tmp_path):
   assert np.isnan(kl[2]) and kl[3] == pytest.approx(0.04)  # NaN, logged as "nan": a gap
   path = metrics.plot_training(tmp_path)
   assert path == tmp_path / "training.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_training_plot_of_a_short_run_has_ticks_at_whole_steps():
+  rows = [{"step": step, "reward": 0.1 * step, "entropy": 1.0} for step in (1, 2, 3)]
+  fig = metrics.training_figure(rows, "run")
+  for ax in fig.axes:
+    low, high = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if low <= t <= high] == [1, 2, 3]  # not 1.5, 2.5

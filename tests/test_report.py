@@ -309,3 +309,18 @@ def test_report_refuses_a_sweep_without_base_or_full_run(tmp_path):
 def test_reward_curves_of_missing_steps_are_averaged_over_the_seeds_that_have_them():
   mean = report._mean_curve([[0.0, 1.0, None], [1.0, 3.0, 5.0]])
   assert mean.tolist() == [0.5, 2.0, 5.0]
+
+
+def _visible_ticks(axis) -> list[float]:
+  low, high = sorted(axis.get_view_interval())
+  return [float(t) for t in axis.get_majorticklocs() if low <= t <= high]
+
+
+def test_reward_curves_of_a_short_run_have_ticks_at_whole_steps(monkeypatch):
+  figures = []
+  monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
+  curve = [0.1, 0.3, 0.2, 0.4]
+  report.plot_curves([{"kind": "full", "layer": None, "seed": 0, "reward_curve": curve},
+                      {"kind": "layer", "layer": 1, "seed": 0, "reward_curve": curve}],
+                     num_layers=4, title="short", path=None)
+  assert _visible_ticks(figures[0].axes[0].xaxis) == [1.0, 2.0, 3.0, 4.0]  # not 1.5, 2.5, ...

@@ -132,7 +132,7 @@ def training_figure(rows: list[dict], title: str):
   as a moving average over a tenth of the run (thick)."""
   from matplotlib.figure import Figure
 
-  from jaxlayer.plots import moving_average
+  from jaxlayer.plots import integer_ticks, moving_average
 
   panels = [(name, [key for key in keys if any(isinstance(r.get(key), float) for r in rows)])
             for name, keys in PANELS]
@@ -159,6 +159,7 @@ def training_figure(rows: list[dict], title: str):
       ax.legend(fontsize=8)
     ax.set_title(name, fontsize=10)
     ax.set_xlabel("RL step", fontsize=8)
+    integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
   fig.suptitle(f"{title} (thick: moving average over {window} steps)" if window > 1 else title,
                fontsize=10)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxlayer import paths
-from jaxlayer.plots import save_figure
+from jaxlayer.plots import integer_ticks, save_figure
 from jaxlayer.sweep import store
 
 MIN_COMMON_LAYERS = 3
@@ -118,7 +118,6 @@ def comparison_figure(comparison: dict, label_a: str, label_b: str, num_layers: 
   """Left: C(k) of both sweeps against block index. Right: rank against rank, each point named
   by its block(s). The sweeps are named once, as A and B, in the legend below both."""
   from matplotlib.figure import Figure
-  from matplotlib.ticker import MaxNLocator
 
   fig = Figure(figsize=(12, 5), layout="constrained")
   ax_c, ax_r = fig.subplots(1, 2, width_ratios=[1.6, 1])
@@ -149,8 +148,8 @@ def comparison_figure(comparison: dict, label_a: str, label_b: str, num_layers: 
                   fontsize=8)
   ax_r.set_xlabel("rank in A (1 = largest C)", fontsize=9)
   ax_r.set_ylabel("rank in B (1 = largest C)", fontsize=9)
-  for axis in (ax_r.xaxis, ax_r.yaxis):
-    axis.set_major_locator(MaxNLocator(nbins=min(n + 1, 15), integer=True))
+  integer_ticks(ax_r.xaxis)
+  integer_ticks(ax_r.yaxis)
   ax_r.set_xlim(n + 0.6, 0.4)  # ranks 1..n, 1 on the right and at the top
   ax_r.set_ylim(n + 0.6, 0.4)
   ax_r.set_aspect("equal")

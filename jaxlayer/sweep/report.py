@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxlayer.plots import moving_average, save_figure
+from jaxlayer.plots import integer_ticks, moving_average, save_figure
 from jaxlayer.sweep import contribution, store
 from jaxlayer.sweep.contribution import RunScore
 
@@ -394,6 +394,7 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
                           ticks=range(0, num_layers, math.ceil(num_layers / 14)))
   colorbar.set_label("trained block k")
   ax.set_xlabel("RL step")
+  integer_ticks(ax.xaxis)
   smoothing = f" (moving average, {window} steps)" if window > 1 else ""
   ax.set_ylabel(f"mean training reward{smoothing}")
   ax.set_title(f"{title}: training reward (mean over seeds)", fontsize=10)
