@@ -78,7 +78,7 @@ def test_p_values_of_many_blocks_are_scipys():
   xs, ys = list(a.values()), list(b.values())
   assert result["spearman"]["p_value"] == pytest.approx(stats.spearmanr(xs, ys).pvalue)
   assert result["kendall"]["p_value"] == pytest.approx(stats.kendalltau(xs, ys).pvalue)
-  assert result["p_values"] == "scipy (Spearman: t approximation)"
+  assert result["p_values"] == "from scipy (Spearman's by the t approximation)"
 
 
 def test_identical_and_reversed_rankings():

@@ -78,7 +78,7 @@ def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
       "kendall": {"tau": _finite_or_none(kendall.statistic),
                   "p_value": _finite_or_none(kendall_p)},
       "p_values": f"exact over all {math.factorial(len(common)):,} pairings" if exact
-                  else "scipy (Spearman: t approximation)",
+                  else "from scipy (Spearman's by the t approximation)",
   }
 
 
