@@ -261,7 +261,6 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
   return sweep_dir, True
 
 
-
 def _compare_base_model(existing: dict, old: dict,
                         manifest: dict) -> tuple[dict, list[str], str | None]:
   """(the new identity to compare with the sweep's `old` one, the difference of the base
