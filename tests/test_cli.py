@@ -140,6 +140,15 @@ def test_version_names_jaxlayer_and_the_installed_libraries(capsys):
     assert f"{name} {metadata.version(name)}" in second
 
 
+def test_python_dash_m_jaxlayer_runs_the_command():
+  import subprocess
+  import sys
+
+  out = subprocess.run([sys.executable, "-m", "jaxlayer", "--help"], capture_output=True,
+                       text=True, check=True, cwd=REPO).stdout
+  assert out.strip() == cli.USAGE.strip()
+
+
 TINY = f"--config.model.path={assets.TINY_ARITH}"
 
 
