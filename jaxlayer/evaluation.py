@@ -443,12 +443,6 @@ def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | N
                                               "dtype": dtype}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
-
-
 def default_out_dir(model_path: str | os.PathLike, step: int | None = None) -> Path:
   """RUN_DIR/eval/step-N for checkpoint N of a run directory (`step`, default: the latest), so
   that each step's results have their own; else eval-<model name> in the current directory."""
@@ -488,9 +482,9 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
     generations_path = out / GENERATIONS_FILE
     if save_generations:
       lines = [json.dumps({"task": r.task, **g}) for r in results for g in r.generations]
-      _write_atomic(generations_path, "".join(line + "\n" for line in lines))
+      paths.write_text_atomic(generations_path, "".join(line + "\n" for line in lines))
     elif generations_path.exists():  # it belonged to the eval.json being replaced
       generations_path.unlink()
-    _write_atomic(out / EVAL_FILE, json.dumps(report, indent=2) + "\n")
+    paths.write_text_atomic(out / EVAL_FILE, json.dumps(report, indent=2) + "\n")
   distributed.sync("jaxlayer: eval.json written")
   return out, report

@@ -42,3 +42,19 @@ def temporary_file_beside(final: Path, suffix: str) -> tuple[int, str]:
   os.umask(umask)
   os.fchmod(handle, 0o666 & ~umask)
   return handle, name
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+  """Writes text to a temporary file beside `path`, then renames it over `path`: a reader (or a
+  run restarted after a kill) sees the old file or the new one, never half of one."""
+  path = Path(path)
+  handle, tmp_name = temporary_file_beside(path, ".tmp")
+  try:
+    with os.fdopen(handle, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp_name, path)
+  except BaseException:
+    Path(tmp_name).unlink(missing_ok=True)
+    raise

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from jaxlayer import assets, cli, locks, models
+from jaxlayer import assets, cli, locks, models, paths
 from jaxlayer.sweep import report, runner, store
 from jaxlayer.sweep.store import RunSpec
 from tests.sweep_fakes import NUM_PROBLEMS, REPO, FakeRL, make_config, write_model_config
@@ -600,7 +600,7 @@ def test_results_and_plots_are_written_readable_as_the_umask_allows(tmp_path):
     plots.save_figure(fig, tmp_path / "plot.png")
     plt.close(fig)
     os.umask(0o077)
-    store.write_text_atomic(tmp_path / "report.md", "private")
+    paths.write_text_atomic(tmp_path / "report.md", "private")
   finally:
     os.umask(previous)
   assert stat.S_IMODE((tmp_path / "sweep.json").stat().st_mode) == 0o644

@@ -92,11 +92,11 @@ def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model
   if not distributed.is_primary():
     return
   run_dir.mkdir(parents=True, exist_ok=True)
-  _write_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
-  _write_json(run_dir / RUN_FILE, {
+  paths.write_text_atomic(run_dir / CONFIG_FILE, config.to_json(indent=2))
+  paths.write_text_atomic(run_dir / RUN_FILE, json.dumps({
       "base_model": base_model, "base_fingerprint": models.weights_fingerprint(base_model),
       "trainable": list(trainable),
-      "shapes": {path: list(shape) for path, shape in trainable.items()}})
+      "shapes": {path: list(shape) for path, shape in trainable.items()}}, indent=2))
 
 
 def check_base_model(run_dir: str | os.PathLike, run: dict, model_dir: str | os.PathLike) -> None:
@@ -132,14 +132,6 @@ def sweep_run_hint(path: str | os.PathLike) -> str | None:
     return None
   return (f"{path} is a sweep's run directory, not a run directory: its training run is "
           f"{train_dir}; pass that.")
-
-
-def _write_json(path: Path, data) -> None:
-  """Write-then-rename, so a crash never leaves a truncated file."""
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2)
-  os.replace(tmp, path)
 
 
 def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxlayer import distributed
+from jaxlayer import distributed, paths
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -54,10 +54,7 @@ def _drop_rows_after(path: Path, step: int) -> None:
   if not path.is_file():
     return
   rows = [line for line, row in _read_rows(path) if row.get("step", 0) <= step]
-  tmp = path.with_suffix(".tmp")
-  with open(tmp, "w") as f:
-    f.writelines(rows)
-  os.replace(tmp, path)
+  paths.write_text_atomic(path, "".join(rows))
 
 
 def _json_value(value):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxlayer import paths
 from jaxlayer.plots import integer_ticks, moving_average, save_figure
 from jaxlayer.sweep import contribution, store
 from jaxlayer.sweep.contribution import RunScore
@@ -639,13 +640,13 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
   manifest = store.load_manifest(sweep_dir)
   results, rung_results = store.load_results(sweep_dir), store.load_rung_results(sweep_dir)
   sweep = build_sweep_json(manifest, results, rung_results)
-  paths = {name: sweep_dir / name for name in OUTPUT_FILES}
-  store.write_json_atomic(paths["sweep.json"], sweep)
-  store.write_text_atomic(paths["sweep.csv"], _csv_text(sweep))
-  plot_contribution(sweep, paths["contribution.png"])
+  outputs = {name: sweep_dir / name for name in OUTPUT_FILES}
+  store.write_json_atomic(outputs["sweep.json"], sweep)
+  paths.write_text_atomic(outputs["sweep.csv"], _csv_text(sweep))
+  plot_contribution(sweep, outputs["contribution.png"])
   # Runs that successive halving stopped draw their curves to the rung where they stopped.
   plot_curves(results + _furthest_stopped(results, rung_results), sweep["num_layers"],
-              _title(sweep), paths["curves.png"])
-  store.write_text_atomic(paths["report.md"],
+              _title(sweep), outputs["curves.png"])
+  paths.write_text_atomic(outputs["report.md"],
                           markdown_report(sweep, sweep_dir, manifest.get("command")))
-  return paths
+  return outputs

@@ -106,21 +106,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   text = json.dumps(obj, indent=2, allow_nan=False)
-  write_text_atomic(path, text + "\n")
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-  path = Path(path)
-  handle, tmp_name = paths.temporary_file_beside(path, ".tmp")
-  try:
-    with os.fdopen(handle, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp_name, path)
-  except BaseException:
-    Path(tmp_name).unlink(missing_ok=True)
-    raise
+  paths.write_text_atomic(path, text + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
