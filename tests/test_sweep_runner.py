@@ -204,7 +204,15 @@ def test_a_moved_base_model_resumes_its_sweep_and_another_model_is_refused(tmp_p
   assert fake.train_calls == [((1,), 0)]  # the finished runs count
   assert (f"jaxlayer: {sweep_dir} resumes with its base model at {moved} (it was at {model_dir}; "
           "the same weights).\n") in capsys.readouterr().out
-  assert (sweep_dir / "manifest.json").read_text() == manifest
+  # The manifest (and so the report) names the new place; the next resume there says nothing.
+  moved_manifest = json.loads((sweep_dir / "manifest.json").read_text())
+  expected = json.loads(manifest)
+  expected["config"]["model"]["path"] = expected["identity"]["model"]["path"] = str(moved)
+  assert moved_manifest == expected
+  assert json.loads((sweep_dir / "sweep.json").read_text())["model"] == str(moved)
+  manifest = (sweep_dir / "manifest.json").read_text()
+  _run_on_model(sweep_dir, moved, FakeRL(BLOCKS), layers="0,1")
+  assert "resumes with its base model" not in capsys.readouterr().out
 
   other = write_model_config(tmp_path / "other", num_layers=NUM_LAYERS, weights_seed=1)
   write_model_config(model_dir, num_layers=NUM_LAYERS, weights_seed=1)  # replaced in place

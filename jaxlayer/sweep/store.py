@@ -213,6 +213,8 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
   if new and distributed.is_primary():
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
+  elif distributed.is_primary():
+    _record_model_path(sweep_dir, manifest["config"]["model"]["path"])
   distributed.sync("jaxlayer: sweep directory created")
   return sweep_dir
 
@@ -245,6 +247,17 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
     raise ValueError(f"{sweep_dir} exists, is not empty and holds no sweep ({MANIFEST} is "
                      "missing): pick an empty or new directory with --config.sweep.dir=DIR.")
   return sweep_dir, True
+
+
+def _record_model_path(sweep_dir: Path, model_path: str) -> None:
+  """Points manifest.json at the base model's new place (choose_sweep_dir accepted the same
+  weights there), so that the report names it and the next resume needs no note."""
+  existing = load_manifest(sweep_dir)
+  if existing["config"]["model"]["path"] == model_path:
+    return
+  existing["config"]["model"]["path"] = model_path
+  existing["identity"]["model"]["path"] = model_path
+  write_json_atomic(sweep_dir / MANIFEST, existing)
 
 
 def _compare_base_model(existing: dict, old: dict,
