@@ -299,6 +299,8 @@ def _compare(argv: list[str]) -> None:
         f"(p = {_number(spearman['p_value'], '.3g')}), Kendall tau = {_number(kendall['tau'])} "
         f"(p = {_number(kendall['p_value'], '.3g')}; p-values {result['p_values']})\n"
         f"written: {Path(out) / 'compare.json'}, {Path(out) / 'compare.png'}")
+  for warning in result["warnings"]:
+    print(f"warning: {warning}")
 
 
 def _number(value, spec: str = "z.3f") -> str:

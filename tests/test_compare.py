@@ -90,6 +90,15 @@ def test_identical_and_reversed_rankings():
   assert result["kendall"]["tau"] == pytest.approx(-1.0)
 
 
+def test_a_sweep_whose_full_rl_lost_is_named_in_a_warning():
+  gained, lost = _sweep({k: float(k) for k in range(4)}), _sweep({k: float(k) for k in range(4)})
+  gained["gain"], lost["gain"] = 0.05, -0.02
+  assert compare.compare_sweeps(gained, gained)["warnings"] == []
+  (warning,) = compare.compare_sweeps(gained, lost)["warnings"]
+  assert warning.startswith("in sweep B full RL scored below the base (gain -0.0200)")
+  assert compare.compare_sweeps(lost, gained)["warnings"][0].startswith("in sweep A ")
+
+
 def test_only_common_blocks_with_a_defined_contribution_count():
   a = {0: 0.1, 1: 0.9, 2: 0.5, 3: None, 4: 0.7, 6: 0.3}
   b = {0: 0.2, 1: 0.6, 2: 0.8, 3: 0.4, 4: 0.5, 5: 0.1}

@@ -79,7 +79,18 @@ def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
                   "p_value": _finite_or_none(kendall_p)},
       "p_values": f"exact over all {math.factorial(len(common)):,} pairings" if exact
                   else "from scipy (Spearman's by the t approximation)",
+      "warnings": [_upside_down(name, sweep) for name, sweep in (("A", sweep_a), ("B", sweep_b))
+                   if sweep.get("gain", 0.0) < 0],
   }
+
+
+def _upside_down(name: str, sweep: dict) -> str:
+  """The warning for a sweep whose full RL ended below its base: C(k) = gain_k / gain divides
+  by a negative gain, so its C orders the blocks opposite to their scores."""
+  return (f"in sweep {name} full RL scored below the base (gain {sweep['gain']:+.4f}), so its "
+          "C(k) ranks the blocks opposite to their scores: a correlation with it has the sign "
+          "of one with the other sweep's worst-first ranking. Rerun that sweep with full RL "
+          "gaining (longer training, another learning rate) before comparing.")
 
 
 def _exact_p_values(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
