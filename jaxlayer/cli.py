@@ -322,15 +322,25 @@ def _train(argv: list[str]) -> None:
   from jaxlayer import distributed
   from jaxlayer.rl import metrics, train
 
+  steps = config.train.steps
   try:
     with distributed.failing_together("Checking the run's settings"):
-      summary = train.plan(config).summary()
+      plan = train.plan(config)
+    start = train.check_resume(plan)  # a refused resume stops here, before any output
     run_dir = Path(config.run_dir)
+    if start >= steps:
+      if distributed.is_primary():
+        print(f"jaxlayer train: {run_dir} is already finished at step {start}"
+              f"{f' (train.steps={steps})' if steps < start else ''}: nothing to train. To "
+              f"train it further, raise --config.train.steps above {start}.")
+      return
     if distributed.is_primary():
       logs = [str(run_dir / metrics.METRICS_FILE)] + (
           [f"tensorboard --logdir {run_dir / metrics.TENSORBOARD_DIR}"]
           if config.logging.tensorboard else [])
-      print(f"jaxlayer train: {summary}\n  metrics: {'; '.join(logs)}")
+      print(f"jaxlayer train: {plan.summary()}\n  metrics: {'; '.join(logs)}")
+      if start:
+        print(f"resuming from step {start} of {steps}")
     try:
       result = train.train(config)
     finally:  # the curves so far, also of a run that stopped or diverged
@@ -343,14 +353,16 @@ def _train(argv: list[str]) -> None:
     _interrupted("jaxlayer train", err, "Run the same command to resume from the last "
                  "checkpoint.")
   if distributed.is_primary():
-    print(_train_result_lines(result, metrics.read_metrics(run_dir)))
+    print(_train_result_lines(result, start, metrics.read_metrics(run_dir)))
 
 
-def _train_result_lines(result, rows: list[dict]) -> str:
-  """What `jaxlayer train` ends with: the mean reward at its first and last step, each test
-  score (logging.eval_every) at its first and last evaluation, and how to export the model."""
+def _train_result_lines(result, start: int, rows: list[dict]) -> str:
+  """What `jaxlayer train` ends with: the steps it trained (from step `start` on), the mean
+  reward at the run's first and last step, each test score (logging.eval_every) at its first
+  and last evaluation, and how to export the model."""
   rewards = result.reward_history
-  lines = [f"trained {result.step} steps" + (
+  trained = result.step - start
+  lines = [f"trained {trained} step{'s' * (trained != 1)}" + (
       f"; mean reward {rewards[0]:z.3f} at step 1, {rewards[-1]:z.3f} at step {result.step}"
       if rewards else "")]
   for key in sorted({key for row in rows for key in row if key.startswith("eval/")}):

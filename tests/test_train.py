@@ -424,10 +424,29 @@ def test_resume_refuses_a_selection_that_now_means_other_blocks_and_writes_nothi
   assert {name: (run_dir / name).read_text() for name in before} == before
 
 
-def test_finished_run_is_not_retrained(uninterrupted, tiny_qwen2_dir, compile_cache):
-  result = train.train(small_config(tiny_qwen2_dir, uninterrupted.run_dir, compile_cache))
-  assert result.step == 4 and result.metrics == {}
-  assert result.reward_history == uninterrupted.reward_history
+def _files(run_dir):
+  """Every file of a run directory but its lock: {relative path: (bytes, modification time)}."""
+  return {str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)
+          for path in sorted(run_dir.rglob("*"))
+          if path.is_file() and path.name != locks.LOCK_FILE}
+
+
+def test_finished_run_is_not_retrained_and_left_as_it_was(uninterrupted, tiny_qwen2_dir,
+                                                         compile_cache):
+  """train.steps at or below the steps done: the run is returned as it is, and nothing in its
+  directory is written (config.json kept train.steps=4; before, it took the 2)."""
+  before = _files(uninterrupted.run_dir)
+  assert train.check_resume(train.plan(small_config(tiny_qwen2_dir, uninterrupted.run_dir,
+                                                    compile_cache, steps=2))) == 4
+  for steps in (4, 2):
+    result = train.train(small_config(tiny_qwen2_dir, uninterrupted.run_dir, compile_cache,
+                                      steps=steps))
+    assert result.step == 4 and result.metrics == {}
+    assert result.reward_history == uninterrupted.reward_history
+    expected, got = _params(uninterrupted.model), _params(result.model)
+    for path in expected:
+      np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+  assert _files(uninterrupted.run_dir) == before
 
 
 def test_export_writes_the_trained_model_for_transformers(uninterrupted, tmp_path):
@@ -674,18 +693,20 @@ def test_overlong_filtering_drops_truncated_responses_from_the_loss(tiny_qwen2_d
 
 # --- the command line -------------------------------------------------------------------------
 
-def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys):
-  """The issue's command line, as is (all 8 test devices, fsdp), then `jaxlayer export`."""
+def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
+  """The issue's command line, as is (all 8 test devices, fsdp), again on the finished run,
+  resumed for one more step, then `jaxlayer export`."""
   from pathlib import Path
 
   from jaxlayer import cli
 
   config_file = Path(__file__).parents[1] / "configs" / "grpo_arithmetic.py"
   run_dir, hf_dir = tmp_path / "out", tmp_path / "hf"
-  cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
-            "--config.train.layers=layers.1", "--config.train.steps=2",
-            f"--config.run_dir={run_dir}", "--config.logging.eval_every=1",
-            "--config.eval.num_problems=4", "--config.eval.batch_size=4"])
+  command = ["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+             "--config.train.layers=layers.1", f"--config.run_dir={run_dir}",
+             "--config.logging.eval_every=1", "--config.eval.num_problems=4",
+             "--config.eval.batch_size=4"]
+  cli.main([*command, "--config.train.steps=2"])
   printed = capsys.readouterr().out
   import transformers
 
@@ -706,6 +727,25 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys):
                           "--out HF_DIR\n")
   assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2]
   assert checkpoint.Checkpointer(run_dir).all_steps() == [2]
+
+  # The finished run, again with as many steps or fewer: one line, nothing loaded or written.
+  finished = _files(run_dir)
+  with monkeypatch.context() as patch:
+    patch.setattr(models, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+    for steps, asked in ((2, ""), (1, " (train.steps=1)")):
+      cli.main([*command, f"--config.train.steps={steps}"])
+      assert capsys.readouterr().out == (
+          f"jaxlayer train: {run_dir} is already finished at step 2{asked}: nothing to train. "
+          "To train it further, raise --config.train.steps above 2.\n")
+  assert _files(run_dir) == finished
+  cli.main([*command, "--config.train.steps=3"])
+  printed = capsys.readouterr().out.split("\n")
+  rows = metrics.read_metrics(run_dir)
+  assert printed[2:5] == ["resuming from step 2 of 3",
+                          f"training curves: {run_dir / 'training.png'}",
+                          f"trained 1 step; mean reward {rows[0]['reward']:.3f} at step 1, "
+                          f"{rows[2]['reward']:.3f} at step 3"]
+  assert checkpoint.Checkpointer(run_dir).all_steps() == [2, 3]
 
   cli.main(["export", "--run", str(run_dir), "--out", str(hf_dir)])
   base = _params(models.from_pretrained(tiny_qwen2_dir)[0])

@@ -384,7 +384,9 @@ def _flat_config(config: ml_collections.ConfigDict | dict) -> dict:
 
 
 def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir: Path,
-                     trainable: Sequence[str]) -> None:
+                     trainable: Sequence[str]) -> str | None:
+  """Raises ValueError when `config` may not resume the run in `run_dir`; returns where the
+  run's base model was when it is elsewhere now (the same weights), else None."""
   stored, run = checkpoint.read_run_files(run_dir)
   old, new = _flat_config(stored), _flat_config(config)
   changed = sorted(k for k in set(old) | set(new)
@@ -409,9 +411,33 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
         f"train.layers={config.train.layers} now selects {', '.join(blocks(trainable))} (a "
         "topK@ / bottomK@ selection follows its sweep's latest ranking). Resume with the "
         "blocks the run trained, or choose a new run_dir.")
-  if moved and distributed.is_primary():
-    tqdm.write(f"jaxlayer: resuming {run_dir} with its base model at {model_dir} (it was at "
-               f"{run['base_model']}; the same weights).")
+  return run["base_model"] if moved else None
+
+
+def _resume_step(plan_: TrainPlan,
+                 checkpointer: checkpoint.Checkpointer) -> tuple[int, str | None]:
+  """(the step of the run directory's latest checkpoint, 0: none; where the run's base model
+  was when it moved), once the config may resume that run."""
+  latest = checkpointer.latest_step()
+  if latest is None:
+    return 0, None
+  with distributed.failing_together("Checking the run to resume"):
+    moved_from = _check_resumable(Path(plan_.config.run_dir), plan_.config, plan_.model_dir,
+                                  plan_.selection.trainable)
+  return latest, moved_from
+
+
+def check_resume(plan_: TrainPlan) -> int:
+  """The RL step `train` resumes the run directory from (0: a new run), checked as `train`
+  checks it: ValueError when the config may not resume that run or another process writes
+  there. Loads no weights and writes nothing but the directory's lock."""
+  run_dir = Path(plan_.config.run_dir)
+  with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary()):
+    checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep)
+    try:
+      return _resume_step(plan_, checkpointer)[0]
+    finally:
+      checkpointer.close()
 
 
 @functools.lru_cache(maxsize=4)
@@ -812,11 +838,23 @@ def warn_if_memory_short(plan_: TrainPlan) -> None:
                "use more devices.")
 
 
+def _train_result(plan_: TrainPlan, trainer: _Trainer, last: dict, history: list[float],
+                  step_seconds: list[float]) -> TrainResult:
+  return TrainResult(
+      run_dir=trainer.run_dir, step=trainer.step, metrics=last, reward_history=history,
+      step_seconds=step_seconds, trained_params=plan_.parameter_counts()[0],
+      optimizer_state_bytes=rl_step.trainable_bytes(trainer.opt_state),
+      model=trainer.split.merge(trainer.params))
+
+
 def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
           position: int = 0, leave: bool = True,
           on_step: Callable[[int, dict], None] | None = None,
           stop_at: int | None = None) -> TrainResult:
   """Trains as `config` says, resuming from the run directory's latest checkpoint.
+
+  A run whose checkpoint is at train.steps or past it is finished: it is returned as it is,
+  its run directory left untouched (raising train.steps trains it on).
 
   task: a Task object to use instead of `config.task.name` / `options` (e.g. a custom reward).
   position, leave: the tqdm bar's line and whether it stays when done (nest it under a sweep
@@ -844,23 +882,25 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
     checkpointer = checkpoint.Checkpointer(run_dir, keep=config.checkpoint.keep)
     logger = None
     try:
-      latest = checkpointer.latest_step()
-      if latest is not None:
-        with distributed.failing_together("Checking the run to resume"):
-          _check_resumable(run_dir, config, plan_.model_dir, plan_.selection.trainable)
-      trainer = _Trainer(plan_, task)
-      if latest is not None:
-        trainer.restore(checkpointer, latest)
-      # Written once the checkpoint is restored: a resume that fails leaves the run as it was.
-      checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
-                                 {path: value.shape for path, value in trainer.params.items()})
+      start, moved_from = _resume_step(plan_, checkpointer)
       steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
-      _require(stop_at is None or trainer.step <= stop_at,
-               f"train(stop_at={stop_at}): {run_dir} holds a checkpoint at step {trainer.step}, "
-               f"past step {stop_at}; stop later, or train in a new run_dir.")
+      _require(stop_at is None or start <= stop_at,
+               f"train(stop_at={stop_at}): {run_dir} holds a checkpoint at step {start}, past "
+               f"step {stop_at}; stop later, or train in a new run_dir.")
+      if moved_from is not None and distributed.is_primary():
+        tqdm.write(f"jaxlayer: resuming {run_dir} with its base model at {plan_.model_dir} (it "
+                   f"was at {moved_from}; the same weights).")
+      trainer = _Trainer(plan_, task)
+      if start:
+        trainer.restore(checkpointer, start)
       logged = [row for row in metrics.read_metrics(run_dir) if row["step"] <= trainer.step]
       history = [row["reward"] for row in logged]
       step_seconds = [row["seconds_per_step"] for row in logged]
+      if trainer.step >= steps:  # finished (train.steps at most the steps done): kept as it is
+        return _train_result(plan_, trainer, {}, history, step_seconds)
+      # Written once the checkpoint is restored: a resume that fails leaves the run as it was.
+      checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
+                                 {path: value.shape for path, value in trainer.params.items()})
       logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                      resume_step=trainer.step)
       last, tested = {}, {}  # tested: the bar's latest test score (logging.eval_every)
@@ -892,12 +932,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
               raise TrainingInterrupted(
                   f"stopped by {STOP_SIGNALS[signum]} after step {trainer.step} of {steps}, with "
                   f"a checkpoint there in {run_dir}.", signum)
-      return TrainResult(
-          run_dir=run_dir, step=trainer.step, metrics=last, reward_history=history,
-          step_seconds=step_seconds,
-          trained_params=plan_.parameter_counts()[0],
-          optimizer_state_bytes=rl_step.trainable_bytes(trainer.opt_state),
-          model=trainer.split.merge(trainer.params))
+      return _train_result(plan_, trainer, last, history, step_seconds)
     finally:
       if logger is not None:
         logger.close()
