@@ -332,7 +332,7 @@ def _train(argv: list[str]) -> None:
       if distributed.is_primary():
         print(f"jaxlayer train: {run_dir} is already finished at step {start}"
               f"{f' (train.steps={steps})' if steps < start else ''}: nothing to train. To "
-              f"train it further, raise --config.train.steps above {start}.")
+              f"train it further, {train.how_to_train_on(config, start)}.")
       return
     if distributed.is_primary():
       logs = [str(run_dir / metrics.METRICS_FILE)] + (

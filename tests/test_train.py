@@ -189,9 +189,11 @@ def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_di
 def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, tmp_path,
                                                                 compile_cache):
   """stop_at (successive halving's rungs) and Ctrl-C stop with a checkpoint, but the cosine
-  schedule is the 4-step run's: stopping and resuming ends where the run without a stop does."""
-  def config(name):
-    return small_config(tiny_qwen2_dir, tmp_path / name, compile_cache, lr_schedule="cosine")
+  schedule is the 4-step run's: stopping and resuming ends where the run without a stop does.
+  Another train.steps would change that schedule: refused, with the way to go on."""
+  def config(name, steps=4):
+    return small_config(tiny_qwen2_dir, tmp_path / name, compile_cache, lr_schedule="cosine",
+                        steps=steps)
 
   whole = train.train(config("whole"))
   stopped = train.train(config("stopped"), stop_at=3)
@@ -200,8 +202,18 @@ def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, 
   assert stopped.reward_history == whole.reward_history[:3]
   with pytest.raises(ValueError, match="holds a checkpoint at step 3, past step 2"):
     train.train(config("stopped"), stop_at=2)
+  files = _files(tmp_path / "stopped")
+  with pytest.raises(ValueError, match=r"train.steps=6: run_dir .*stopped holds a 4-step run on "
+                     r"train.lr_schedule='cosine', .* from step 4 on. To train it further, "
+                     r"resume with its own --config.train.steps=4\.$"):
+    train.train(config("stopped", steps=6))
+  assert _files(tmp_path / "stopped") == files
   resumed = train.train(config("stopped"), stop_at=10)  # beyond train.steps: the run's end
   assert resumed.step == 4 and resumed.reward_history == whole.reward_history
+  with pytest.raises(ValueError, match=r"train.steps=5: .* from step 5 on. To train it further, "
+                     r"export it \(jaxlayer export --run .*stopped --out HF_DIR\) and start a new "
+                     r"run from it \(--config.model.path=HF_DIR\)"):
+    train.check_resume(train.plan(config("stopped", steps=5)))
   expected, got = _params(whole.model), _params(resumed.model)
   for path in expected:
     np.testing.assert_array_equal(got[path], expected[path], err_msg=path)

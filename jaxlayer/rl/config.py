@@ -70,7 +70,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.algorithm = "grpo"  # grpo | dr_grpo | dapo | gigpo (jaxlayer.rl.algorithms)
   config.train.steps = 100  # RL steps (rollout batch + updates)
   config.train.learning_rate = 5e-6  # AdamW peak rate (the paper's)
-  config.train.lr_schedule = "constant"  # constant | cosine (to 0 at the last step)
+  # constant | cosine (to 0 at the last step, so a resumed cosine run keeps its train.steps)
+  config.train.lr_schedule = "constant"
   config.train.warmup_steps = 0  # linear warm-up, in RL steps
   config.train.weight_decay = 0.0  # AdamW decoupled weight decay (trainable leaves only)
   config.train.adam_b1 = 0.9  # AdamW first-moment decay

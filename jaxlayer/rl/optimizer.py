@@ -20,6 +20,8 @@ from collections.abc import Mapping
 import optax
 
 SCHEDULES = ("constant", "cosine")
+# Schedules whose learning rate at a step depends on the run's length (total_updates).
+LENGTH_DEPENDENT_SCHEDULES = ("cosine",)
 
 
 def learning_rate_schedule(peak: float, *, schedule: str, warmup_updates: int,

@@ -384,9 +384,9 @@ def _flat_config(config: ml_collections.ConfigDict | dict) -> dict:
 
 
 def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir: Path,
-                     trainable: Sequence[str]) -> str | None:
-  """Raises ValueError when `config` may not resume the run in `run_dir`; returns where the
-  run's base model was when it is elsewhere now (the same weights), else None."""
+                     trainable: Sequence[str], step: int) -> str | None:
+  """Raises ValueError when `config` may not resume the run in `run_dir` from `step`; returns
+  where the run's base model was when it is elsewhere now (the same weights), else None."""
   stored, run = checkpoint.read_run_files(run_dir)
   old, new = _flat_config(stored), _flat_config(config)
   changed = sorted(k for k in set(old) | set(new)
@@ -411,7 +411,27 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
         f"train.layers={config.train.layers} now selects {', '.join(blocks(trainable))} (a "
         "topK@ / bottomK@ selection follows its sweep's latest ranking). Resume with the "
         "blocks the run trained, or choose a new run_dir.")
+  planned, schedule = stored.train.steps, config.train.lr_schedule
+  if (config.train.steps != planned and step < config.train.steps
+      and schedule in optimizer.LENGTH_DEPENDENT_SCHEDULES):
+    raise ValueError(
+        f"train.steps={config.train.steps}: run_dir {run_dir} holds a {planned}-step run on "
+        f"train.lr_schedule={schedule!r}, whose learning rates depend on train.steps; another "
+        f"train.steps would change them from step {step + 1} on. To train it further, "
+        f"{how_to_train_on(config, step)}.")
   return run["base_model"] if moved else None
+
+
+def how_to_train_on(config: ml_collections.ConfigDict, step: int) -> str:
+  """How to train the run in config.run_dir, whose latest checkpoint is at `step`, further."""
+  if config.train.lr_schedule not in optimizer.LENGTH_DEPENDENT_SCHEDULES:
+    return f"raise --config.train.steps above {step}"
+  planned = checkpoint.read_run_files(config.run_dir)[0].train.steps
+  if step < planned:
+    return f"resume with its own --config.train.steps={planned}"
+  return (f"export it (jaxlayer export --run {config.run_dir} --out HF_DIR) and start a new run "
+          f"from it (--config.model.path=HF_DIR): its train.lr_schedule="
+          f"{config.train.lr_schedule!r} has ended")
 
 
 def _resume_step(plan_: TrainPlan,
@@ -423,7 +443,7 @@ def _resume_step(plan_: TrainPlan,
     return 0, None
   with distributed.failing_together("Checking the run to resume"):
     moved_from = _check_resumable(Path(plan_.config.run_dir), plan_.config, plan_.model_dir,
-                                  plan_.selection.trainable)
+                                  plan_.selection.trainable, latest)
   return latest, moved_from
 
 
@@ -854,7 +874,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   """Trains as `config` says, resuming from the run directory's latest checkpoint.
 
   A run whose checkpoint is at train.steps or past it is finished: it is returned as it is,
-  its run directory left untouched (raising train.steps trains it on).
+  its run directory left untouched (how_to_train_on says how to go on). A resume may change
+  train.steps unless the learning-rate schedule depends on it (cosine).
 
   task: a Task object to use instead of `config.task.name` / `options` (e.g. a custom reward).
   position, leave: the tqdm bar's line and whether it stays when done (nest it under a sweep
