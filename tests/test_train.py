@@ -740,7 +740,8 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
   assert [r["step"] for r in metrics.read_metrics(run_dir)] == [1, 2]
   assert checkpoint.Checkpointer(run_dir).all_steps() == [2]
 
-  # The finished run, again with as many steps or fewer: one line, nothing loaded or written.
+  # The finished run, again with as many steps or fewer: one line, nothing loaded or written
+  # (the last command's train.layers wins).
   finished = _files(run_dir)
   with monkeypatch.context() as patch:
     patch.setattr(models, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
@@ -749,6 +750,11 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
       assert capsys.readouterr().out == (
           f"jaxlayer train: {run_dir} is already finished at step 2{asked}: nothing to train. "
           "To train it further, raise --config.train.steps above 2.\n")
+  # A refused resume says why, and nothing else: no header, no curves drawn again.
+  with pytest.raises(SystemExit, match=r"^jaxlayer train: run_dir .* holds checkpoints of a run "
+                     r"with a different config \(train.layers: 'layers.1' -> 'layers.0'\)"):
+    cli.main([*command, "--config.train.steps=3", "--config.train.layers=layers.0"])
+  assert capsys.readouterr().out == ""
   assert _files(run_dir) == finished
   cli.main([*command, "--config.train.steps=3"])
   printed = capsys.readouterr().out.split("\n")
