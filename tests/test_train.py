@@ -619,7 +619,11 @@ def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_q
 
 
 def test_a_run_dir_another_process_writes_is_refused_and_left_as_it_was(
-    tiny_qwen2_dir, tmp_path, monkeypatch, held_by_another_process):
+    tiny_qwen2_dir, tmp_path, monkeypatch, capsys, held_by_another_process):
+  from pathlib import Path
+
+  from jaxlayer import cli
+
   run_dir = tmp_path / "run"
   run_dir.mkdir()
   (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')  # the other run's
@@ -628,6 +632,11 @@ def test_a_run_dir_another_process_writes_is_refused_and_left_as_it_was(
                       lambda *a, **k: pytest.fail("loaded a model into a run_dir in use"))
   with pytest.raises(locks.DirectoryInUseError, match=r"in use: .*choose another run_dir"):
     train.train(small_config(tiny_qwen2_dir, run_dir, None))
+  config_file = Path(__file__).parents[1] / "configs" / "grpo_arithmetic.py"
+  with pytest.raises(SystemExit, match=r"^jaxlayer train: .*run is in use: .*another run_dir"):
+    cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+              f"--config.run_dir={run_dir}"])
+  assert capsys.readouterr().out == ""  # before the run's header, and no curves drawn
   assert sorted(p.name for p in run_dir.iterdir()) == [locks.LOCK_FILE, "metrics.jsonl"]
   assert (run_dir / "metrics.jsonl").read_text() == '{"step": 1}\n'
 
