@@ -821,6 +821,36 @@ def test_shipped_configs_plan_on_a_tiny_model(name, tiny_qwen2_dir, tmp_path):
   assert {p.split(".")[1] for p in planned.selection.trainable} == {"0"}  # mid1 of 2 blocks
 
 
+@pytest.mark.parametrize("name", ["grpo_arithmetic", "dr_grpo_arithmetic", "dapo_arithmetic",
+                                  "gigpo_gridworld", "sweep_tiny"])
+def test_shipped_configs_fit_the_shipped_models_context(name, tmp_path):
+  from pathlib import Path
+
+  from jaxlayer import assets, cli
+
+  config_file = Path(__file__).parents[1] / "configs" / f"{name}.py"
+  cfg = cli.load_config(["--config", str(config_file), f"--config.model.path={assets.TINY_ARITH}",
+                         f"--config.run_dir={tmp_path}"], name)
+  positions = train.plan(cfg).model_config.max_position_embeddings
+  assert cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens <= positions == 64
+
+
+def test_a_context_longer_than_the_models_is_refused_before_anything_is_written(tmp_path):
+  """default_config() (1,024 prompt + 64 new tokens, for real models) on the shipped model,
+  whose 64 positions it cannot fit: refused with both numbers and the keys to lower. Before,
+  the first rollout failed, after the run directory was written."""
+  from jaxlayer import assets
+
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  with pytest.raises(ValueError, match=r"^rollout.max_prompt_tokens=1024 prompt tokens \+ "
+                     r"rollout.max_new_tokens=64 = 1088 positions, beyond the model's "
+                     r"max_position_embeddings=64: lower rollout.max_new_tokens or "
+                     r"rollout.max_prompt_tokens \(longer training prompts are skipped\)\.$"):
+    train.train(cfg)
+  assert not (tmp_path / "run").exists()
+
+
 def test_paper_config_matches_the_paper():
   from pathlib import Path
 

@@ -143,13 +143,6 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
       train_cfg.algorithm, **{name: train_cfg.get(name) for name in algorithms.OVERRIDABLE
                               if name not in ("advantage",)})
   _check_env_algorithm(config, algorithm)
-  if config.env.name:  # contexts are cut to max_prompt_tokens: the longest sample must fit
-    positions = rollout.max_prompt_tokens + rollout.max_new_tokens
-    _require(positions <= model_config.max_position_embeddings,
-             f"rollout.max_prompt_tokens={rollout.max_prompt_tokens} context tokens + "
-             f"rollout.max_new_tokens={rollout.max_new_tokens} = {positions} positions, beyond "
-             f"the model's max_position_embeddings={model_config.max_position_embeddings}: "
-             "lower rollout.max_prompt_tokens (the oldest context tokens are cut).")
 
   group_size, batch_size = train_cfg.group_size, train_cfg.batch_size
   _require(group_size >= 2, f"train.group_size={group_size}: group-relative advantages need at "
@@ -176,6 +169,15 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   _require(rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1.")
   _require(rollout.max_prompt_tokens >= 1,
            f"rollout.max_prompt_tokens must be >= 1, got {rollout.max_prompt_tokens}.")
+  # The longest prompt (env: context) the rollouts take and the longest response must fit.
+  positions = rollout.max_prompt_tokens + rollout.max_new_tokens
+  prompt, longer = (("context", "the oldest context tokens are cut") if config.env.name else
+                    ("prompt", "longer training prompts are skipped"))
+  _require(positions <= model_config.max_position_embeddings,
+           f"rollout.max_prompt_tokens={rollout.max_prompt_tokens} {prompt} tokens + "
+           f"rollout.max_new_tokens={rollout.max_new_tokens} = {positions} positions, beyond "
+           f"the model's max_position_embeddings={model_config.max_position_embeddings}: "
+           f"lower rollout.max_new_tokens or rollout.max_prompt_tokens ({longer}).")
   per_call = rollout.prompts_per_call
   _require(isinstance(per_call, int) and not isinstance(per_call, bool) and per_call >= 0,
            f"rollout.prompts_per_call={per_call!r}: give the prompts sampled per generate call, "
