@@ -436,30 +436,35 @@ def how_to_train_on(config: ml_collections.ConfigDict, step: int) -> str:
           f"{config.train.lr_schedule!r} has ended")
 
 
-def _resume_step(plan_: TrainPlan,
-                 checkpointer: checkpoint.Checkpointer) -> tuple[int, str | None]:
-  """(the step of the run directory's latest checkpoint, 0: none; where the run's base model
-  was when it moved), once the config may resume that run."""
-  latest = checkpointer.latest_step()
-  if latest is None:
-    return 0, None
-  with distributed.failing_together("Checking the run to resume"):
-    moved_from = _check_resumable(Path(plan_.config.run_dir), plan_.config, plan_.model_dir,
-                                  plan_.selection.trainable, latest)
-  return latest, moved_from
+@contextlib.contextmanager
+def _opened_run(plan_: TrainPlan):
+  """Holds the run directory (one directory that every host sees, locked against other
+  processes) with its Checkpointer. Yields (checkpointer, the step of its latest checkpoint,
+  0: none, where the run's base model was when it moved) once the config may resume it."""
+  run_dir = Path(plan_.config.run_dir)
+  distributed.check_shared_directory(run_dir, "run_dir")
+  # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
+  # train` alike); the lock goes with the process, however it ends.
+  with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary()):
+    checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep)
+    try:
+      latest, moved_from = checkpointer.latest_step(), None
+      if latest is not None:
+        with distributed.failing_together("Checking the run to resume"):
+          moved_from = _check_resumable(run_dir, plan_.config, plan_.model_dir,
+                                        plan_.selection.trainable, latest)
+      yield checkpointer, latest or 0, moved_from
+    finally:
+      checkpointer.close()
 
 
 def check_resume(plan_: TrainPlan) -> int:
   """The RL step `train` resumes the run directory from (0: a new run), checked as `train`
-  checks it: ValueError when the config may not resume that run or another process writes
-  there. Loads no weights and writes nothing but the directory's lock."""
-  run_dir = Path(plan_.config.run_dir)
-  with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary()):
-    checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep)
-    try:
-      return _resume_step(plan_, checkpointer)[0]
-    finally:
-      checkpointer.close()
+  checks it: ValueError when the config may not resume that run, or the directory is in use
+  or not shared by every host. Loads no weights; writes only the lock (and a new run's empty
+  directories)."""
+  with _opened_run(plan_) as (_, start, _):
+    return start
 
 
 @functools.lru_cache(maxsize=4)
@@ -898,14 +903,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   if config.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
   run_dir = Path(config.run_dir)
-  distributed.check_shared_directory(run_dir, "run_dir")
-  # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
-  # train` alike); the lock goes with the process, however it ends.
-  with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary()):
-    checkpointer = checkpoint.Checkpointer(run_dir, keep=config.checkpoint.keep)
+  with _opened_run(plan_) as (checkpointer, start, moved_from):
     logger = None
     try:
-      start, moved_from = _resume_step(plan_, checkpointer)
       steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
       _require(stop_at is None or start <= stop_at,
                f"train(stop_at={stop_at}): {run_dir} holds a checkpoint at step {start}, past "
@@ -959,4 +959,3 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
     finally:
       if logger is not None:
         logger.close()
-      checkpointer.close()
