@@ -64,6 +64,10 @@ def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
   checkpoint.write_run_files(tmp_path, config, str(tiny_qwen2_dir), {"final_norm.scale": (32,)})
   with pytest.raises(FileNotFoundError, match="no checkpoint yet \\(it saves every 10 steps\\)"):
     checkpoint.load_trained_model(tmp_path)
+  config.checkpoint.every = 1
+  checkpoint.write_run_files(tmp_path, config, str(tiny_qwen2_dir), {"final_norm.scale": (32,)})
+  with pytest.raises(FileNotFoundError, match="no checkpoint yet \\(it saves every 1 step\\)"):
+    checkpoint.load_trained_model(tmp_path)
   saver = checkpoint.Checkpointer(tmp_path)
   saver.save(3, {"final_norm.scale": jnp.full((32,), 2.0)}, _state(1.0)[1], {"step": 3})
   saver.close()

@@ -290,7 +290,7 @@ print(dict(mesh.shape), mesh.devices.flat[0].platform)
 """
 
 
-def test_mesh_num_devices_makes_cpu_devices_before_jax_starts():
+def test_mesh_num_devices_makes_cpu_devices_before_jax_starts(monkeypatch):
   """A fresh process (no XLA_FLAGS) on a CPU gets mesh.num_devices CPU devices; in this one,
   whose JAX has started, asking for more devices than exist names the fix."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -302,6 +302,11 @@ def test_mesh_num_devices_makes_cpu_devices_before_jax_starts():
   config.mesh.num_devices = len(jax.devices()) + 1
   with pytest.raises(ValueError, match=f"num_devices={config.mesh.num_devices} but .* devices "
                      "exist.*XLA_FLAGS=--xla_force_host_platform_device_count"):
+    train.config_mesh(config.mesh)
+  one = jax.devices()[:1]  # a machine with one GPU, say
+  monkeypatch.setattr(jax, "devices", lambda *args, **kwargs: one)
+  config.mesh.num_devices = 2
+  with pytest.raises(ValueError, match=r"num_devices=2 but 1 device exists \(cpu\)"):
     train.config_mesh(config.mesh)
 
 
@@ -592,6 +597,7 @@ def test_metrics_files(uninterrupted):
      r"lr_groups item 'layers.0=-1e-5': a learning rate must be > 0"),
     ({"train.warmup_steps": 4}, r"warmup_steps=4: .* 0 to train.steps - 1 = 3 RL steps"),
     ({"train.warmup_steps": -1}, r"warmup_steps=-1: .* 0 to train.steps - 1"),
+    ({"train.steps": 2, "train.warmup_steps": 2}, r"train.steps - 1 = 1 RL step \(a longer"),
     ({"train.adam_b1": 1.0}, r"train.adam_b1=1.0: a moment decay lies in \[0, 1\)"),
     ({"train.adam_b2": -0.5}, r"train.adam_b2=-0.5: a moment decay lies in \[0, 1\)"),
     ({"train.adam_eps": 0.0}, r"train.adam_eps=0.0 must be > 0"),
@@ -639,6 +645,12 @@ def test_a_run_dir_another_process_writes_is_refused_and_left_as_it_was(
   assert capsys.readouterr().out == ""  # before the run's header, and no curves drawn
   assert sorted(p.name for p in run_dir.iterdir()) == [locks.LOCK_FILE, "metrics.jsonl"]
   assert (run_dir / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_summary_says_step_for_one_and_steps_for_more(tiny_qwen2_dir, tmp_path):
+  for steps, said in ((1, "1 RL step of"), (2, "2 RL steps of")):
+    summary = train.plan(small_config(tiny_qwen2_dir, tmp_path, None, steps=steps)).summary()
+    assert f"; grpo, {said} 16 responses; run directory {tmp_path}" in summary
 
 
 def test_missing_model_path_and_run_dir_are_named(tmp_path):

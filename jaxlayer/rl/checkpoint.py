@@ -152,8 +152,9 @@ def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
         "keeps only full RL's unless --config.sweep.keep_checkpoints=True). To get these "
         "weights, sweep these blocks into a new --config.sweep.dir with that option.")
   if not available:
-    raise FileNotFoundError(f"Run {run_dir} has no checkpoint yet (it saves every "
-                            f"{config.checkpoint.every} steps).")
+    every = config.checkpoint.every
+    raise FileNotFoundError(f"Run {run_dir} has no checkpoint yet (it saves every {every} "
+                            f"step{'s' * (every != 1)}).")
   step = max(available) if step is None else step
   if step not in available:
     raise ValueError(f"Run {run_dir} has no checkpoint for step {step}; available: "

@@ -87,12 +87,12 @@ class TrainPlan:
 
   def summary(self) -> str:
     """One line on what the run trains, how, for how long and where it writes."""
-    cfg = self.config
+    cfg, steps = self.config, self.config.train.steps
     trained, total = self.parameter_counts()
+    unit = "episodes" if cfg.env.name else "responses"
     return (f"{cfg.train.layers} of {cfg.model.path}: {trained:,} of {total:,} parameters "
-            f"({trained / total:.1%}); {cfg.train.algorithm}, {cfg.train.steps} RL steps of "
-            f"{cfg.train.batch_size} {'episodes' if cfg.env.name else 'responses'}; run "
-            f"directory {cfg.run_dir}")
+            f"({trained / total:.1%}); {cfg.train.algorithm}, {steps} RL step{'s' * (steps != 1)} "
+            f"of {cfg.train.batch_size} {unit}; run directory {cfg.run_dir}")
 
 
 @dataclasses.dataclass
@@ -274,10 +274,11 @@ def _check_optimizer_settings(train_cfg: ml_collections.ConfigDict) -> None:
            "(the paper's is 5e-6).")
   optimizer.learning_rate_schedule(1.0, schedule=train_cfg.lr_schedule, warmup_updates=0,
                                    total_updates=1)
+  longest = train_cfg.steps - 1
   _require(0 <= train_cfg.warmup_steps < train_cfg.steps,
            f"train.warmup_steps={train_cfg.warmup_steps}: the warm-up takes 0 to "
-           f"train.steps - 1 = {train_cfg.steps - 1} RL steps (a longer one never reaches "
-           "train.learning_rate).")
+           f"train.steps - 1 = {longest} RL step{'s' * (longest != 1)} (a longer one never "
+           "reaches train.learning_rate).")
   for key in ("adam_b1", "adam_b2"):
     _require(0 <= train_cfg[key] < 1,
              f"train.{key}={train_cfg[key]}: a moment decay lies in [0, 1) (usual: adam_b1 "
@@ -323,7 +324,9 @@ def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   devices = jax.devices()
   if count:
     _require(0 < count <= len(devices),
-             f"mesh.num_devices={count} but {len(devices)} devices exist ({devices[0].platform}). "
+             f"mesh.num_devices={count} but {len(devices)} "
+             f"{'device exists' if len(devices) == 1 else 'devices exist'} "
+             f"({devices[0].platform}). "
              "On a CPU, JAX makes that many devices only when mesh.num_devices is read before "
              "it starts (as `jaxlayer train` does); in a notebook, restart and set "
              f"XLA_FLAGS=--xla_force_host_platform_device_count={count} first.")
