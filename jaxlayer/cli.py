@@ -363,13 +363,14 @@ def _train_result_lines(result, start: int, rows: list[dict]) -> str:
   rewards = result.reward_history
   trained = result.step - start
   lines = [f"trained {trained} step{'s' * (trained != 1)}" + (
-      f"; mean reward {rewards[0]:z.3f} at step 1, {rewards[-1]:z.3f} at step {result.step}"
+      f"; mean reward {rewards[0]:z.3f} at step 1"
+      + (f", {rewards[-1]:z.3f} at step {result.step}" if result.step > 1 else "")
       if rewards else "")]
   for key in sorted({key for row in rows for key in row if key.startswith("eval/")}):
     taken = [(r["step"], r[key]) for r in rows if key in r]  # [(step, score)]
     (first_step, first), (last_step, last) = taken[0], taken[-1]
-    lines.append(f"test {key.removeprefix('eval/')}: {first:.3f} at step {first_step}, "
-                 f"{last:.3f} at step {last_step}")
+    lines.append(f"test {key.removeprefix('eval/')}: {first:.3f} at step {first_step}"
+                 + (f", {last:.3f} at step {last_step}" if last_step != first_step else ""))
   lines.append(f"export the trained model: jaxlayer export --run {result.run_dir} --out HF_DIR")
   return "\n".join(lines)
 

@@ -140,6 +140,21 @@ def test_version_names_jaxlayer_and_the_installed_libraries(capsys):
     assert f"{name} {metadata.version(name)}" in second
 
 
+def test_train_summary_names_each_step_once():
+  from types import SimpleNamespace
+
+  one = SimpleNamespace(step=1, reward_history=[0.25], run_dir="RUN")
+  assert cli._train_result_lines(one, 0, [{"step": 1, "eval/a/pass@1": 0.5}]) == (
+      "trained 1 step; mean reward 0.250 at step 1\ntest a/pass@1: 0.500 at step 1\n"
+      "export the trained model: jaxlayer export --run RUN --out HF_DIR")
+  three = SimpleNamespace(step=3, reward_history=[0.25, 0.0, -0.0], run_dir="RUN")
+  assert cli._train_result_lines(three, 1, [{"step": 1, "eval/a/pass@1": 0.5},
+                                            {"step": 3, "eval/a/pass@1": 0.75}]) == (
+      "trained 2 steps; mean reward 0.250 at step 1, 0.000 at step 3\n"
+      "test a/pass@1: 0.500 at step 1, 0.750 at step 3\n"
+      "export the trained model: jaxlayer export --run RUN --out HF_DIR")
+
+
 def test_python_dash_m_jaxlayer_runs_the_command():
   import subprocess
   import sys

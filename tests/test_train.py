@@ -782,8 +782,8 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
   rows = metrics.read_metrics(run_dir)
   assert printed[2:5] == ["resuming from step 2 of 3",
                           f"training curves: {run_dir / 'training.png'}",
-                          f"trained 1 step; mean reward {rows[0]['reward']:.3f} at step 1, "
-                          f"{rows[2]['reward']:.3f} at step 3"]
+                          f"trained 1 step; mean reward {rows[0]['reward']:z.3f} at step 1, "
+                          f"{rows[2]['reward']:z.3f} at step 3"]
   assert checkpoint.Checkpointer(run_dir).all_steps() == [2, 3]
 
   cli.main(["export", "--run", str(run_dir), "--out", str(hf_dir)])
