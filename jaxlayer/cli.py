@@ -203,7 +203,8 @@ def _generate(argv: list[str]) -> None:
         print(text)
       else:
         print(f"### prompt {start + index}, sample {row % args.num_samples} "
-              f"({out.finish_reasons[row]}, {length} tokens)\n{text}\n", flush=True)
+              f"({out.finish_reasons[row]}, {length} token{'s' * (length != 1)})\n{text}\n",
+              flush=True)
 
 
 def _read_prompts(path: str, parser: argparse.ArgumentParser) -> list[str]:
@@ -432,7 +433,8 @@ def _memory(argv: list[str]) -> None:
   if compile_update:
     compiled = memory.compile_update(plan)
     print(f"\nthe update step as XLA compiles it for this {compiled.backend}, one device "
-          f"({plan.mini_batch_size} rows per update):\n{compiled.table()}")
+          f"({plan.mini_batch_size} row{'s' * (plan.mini_batch_size != 1)} per update):\n"
+          f"{compiled.table()}")
     if compiled.backend == "cpu" and config.train.remat:
       print("(XLA:CPU does not keep remat's recomputation: its temporaries are those of "
             "train.remat=False; a TPU or GPU keeps it.)")
@@ -499,7 +501,8 @@ def _eval(argv: list[str]) -> None:
   for name, result in report["tasks"].items():
     scores = ", ".join(f"{metric} {value:.4f} ± {result['standard_errors'][metric]:.4f}"
                        for metric, value in result["scores"].items())
-    print(f"{name} ({result['num_problems']} problems): {scores}")
+    count = result["num_problems"]
+    print(f"{name} ({count} problem{'s' * (count != 1)}): {scores}")
   print(f"written: {out / evaluation.EVAL_FILE}"
         + (f", {out / evaluation.GENERATIONS_FILE}" if args.save_generations else ""))
 

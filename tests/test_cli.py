@@ -41,7 +41,7 @@ def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsy
           "--batch-size", "2"]  # two calls, the second filled up to the first one's shape
   cli.main(argv)
   printed = capsys.readouterr().out
-  blocks = re.split(r"^### prompt (\d+), sample (\d+) \((?:eos|length), \d+ tokens\)\n", printed,
+  blocks = re.split(r"^### prompt (\d+), sample (\d+) \((?:eos|length), \d+ tokens?\)\n", printed,
                     flags=re.M)[1:]  # [prompt, sample, text, prompt, sample, text, ...]
   headers, texts = list(zip(blocks[0::3], blocks[1::3])), blocks[2::3]
   assert headers == [(str(p), str(s)) for p in (0, 1, 2) for s in (0, 1)]
@@ -62,7 +62,7 @@ def test_generate_reads_prompts_from_stdin_and_prints_jsonl(tiny_qwen2_dir, monk
   cli.main(argv + ["--prompts-file", "-", "--jsonl"])
   records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   cli.main(argv + [arg for prompt in prompts for arg in ("--prompt", prompt)])
-  blocks = re.split(r"^### prompt (\d+), sample (\d+) \((eos|length), (\d+) tokens\)\n",
+  blocks = re.split(r"^### prompt (\d+), sample (\d+) \((eos|length), (\d+) tokens?\)\n",
                     capsys.readouterr().out, flags=re.M)[1:]  # [prompt, sample, reason, ...]
   assert [(r["prompt_index"], r["sample"]) for r in records] == [(p, s) for p in range(3)
                                                                  for s in range(2)]
