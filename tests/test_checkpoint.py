@@ -56,6 +56,27 @@ def test_keeps_the_newest_k(tmp_path):
     checkpoint.Checkpointer(tmp_path, keep=0)
 
 
+def test_a_bfloat16_checkpoint_restores_into_float32_master_copies(tmp_path):
+  """Runs of bfloat16 models written before the float32 master copies saved their trained
+  leaves and Adam moments in bfloat16; restored into today's float32 state they keep every
+  value."""
+  params, optimizer = _state(1.5)
+  as_bf16 = lambda tree: jax.tree.map(
+      lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+  old_params = {k: v + jnp.linspace(0, 1e-2, v.size).reshape(v.shape) for k, v in params.items()}
+  old_optimizer = {**optimizer, "opt_state": {**optimizer["opt_state"],
+                                              "mu": as_bf16(old_params)}}
+  saver = checkpoint.Checkpointer(tmp_path)
+  saver.save(4, as_bf16(old_params), as_bf16(old_optimizer), {"step": 4})
+  restored, restored_opt, _ = saver.restore(4, params, optimizer)
+  saver.close()
+  for k, v in old_params.items():
+    for value in (restored[k], restored_opt["opt_state"]["mu"][k]):
+      assert value.dtype == jnp.float32
+      np.testing.assert_array_equal(value, v.astype(jnp.bfloat16).astype(jnp.float32))
+  assert restored_opt["opt_state"]["count"] == 7
+
+
 def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
   with pytest.raises(FileNotFoundError, match="not a jaxlayer run directory"):
     checkpoint.load_trained_model(tmp_path)
