@@ -17,6 +17,8 @@ from pathlib import Path
 
 import filelock
 
+from jaxlayer import distributed
+
 LOCK_FILE = ".jaxlayer.lock"
 
 
@@ -30,27 +32,27 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True) -> I
 
   key: the setting that chose the directory (e.g. "run_dir"), named in the error. enabled:
   False takes no lock (the processes of a multi-host run other than the one that writes).
-  Raises DirectoryInUseError when another process holds the lock.
+  Raises DirectoryInUseError when another process holds the lock; on several hosts every
+  process calls it, and all of them stop when the writing one finds the directory in use.
   """
-  if not enabled:
-    yield
-    return
-  directory = Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)
-  try:
-    lock.acquire()
-  except filelock.Timeout:
-    raise DirectoryInUseError(
-        f"{directory} is in use: another jaxlayer process is writing there (it holds "
-        f"{directory / LOCK_FILE}). Wait for it to finish or stop it, or choose another "
-        f"{key}.") from None
-  except NotImplementedError:  # a file system without flock (some network mounts)
-    warnings.warn(f"{directory}: this file system cannot lock files, so nothing stops a second "
-                  "process from writing there at the same time.", stacklevel=3)
-    yield
-    return
+  directory, lock = Path(directory), None
+  with distributed.failing_together(f"Taking {key}={os.fspath(directory)!r}"):
+    if enabled:
+      directory.mkdir(parents=True, exist_ok=True)
+      lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)
+      try:
+        lock.acquire()
+      except filelock.Timeout:
+        raise DirectoryInUseError(
+            f"{directory} is in use: another jaxlayer process is writing there (it holds "
+            f"{directory / LOCK_FILE}). Wait for it to finish or stop it, or choose another "
+            f"{key}.") from None
+      except NotImplementedError:  # a file system without flock (some network mounts)
+        warnings.warn(f"{directory}: this file system cannot lock files, so nothing stops a "
+                      "second process from writing there at the same time.", stacklevel=3)
+        lock = None
   try:
     yield
   finally:
-    lock.release()
+    if lock is not None:
+      lock.release()

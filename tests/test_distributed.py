@@ -313,6 +313,23 @@ def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_
   assert not (homes[1] / "run").exists()
 
 
+def test_a_run_dir_in_use_stops_every_host_with_the_error(tmp_path, held_by_another_process):
+  """Only process 0 takes the run directory's lock. When another process holds it, process 1
+  stops with process 0's error too, instead of going on to wait for process 0 in the next
+  collective (a gloo timeout on CPU, longer on a TPU)."""
+  run_dir = tmp_path / "run"
+  held_by_another_process(run_dir)
+  outputs = _run_in_homes(_two_homes(tmp_path), [
+      "train", "--config", str(ROOT / "configs" / "grpo_arithmetic.py"),
+      f"--config.model.path={TINY_ARITH}", f"--config.run_dir={run_dir}",
+      "--config.train.steps=1"])
+  in_use = f"{run_dir} is in use: another jaxlayer process is writing there"
+  assert f"jaxlayer train: {in_use}" in outputs[0], outputs[0]
+  assert (f"jaxlayer train: Taking run_dir={str(run_dir)!r} failed on process(es) [0] of 2, so "
+          f"every process stops; process 0: DirectoryInUseError: {in_use}") in outputs[1], outputs[1]
+  assert sorted(p.name for p in run_dir.iterdir()) == [".jaxlayer.lock"]
+
+
 def test_a_model_only_one_host_has_stops_every_host_with_the_error(tmp_path):
   """model.path relative to each process's own working directory, and only process 0's holds
   the model: process 1 fails to find it, and process 0, instead of waiting for process 1 in
