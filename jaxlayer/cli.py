@@ -191,14 +191,15 @@ def _generate(argv: list[str]) -> None:
     rows = len(batch) * args.num_samples
     if not distributed.is_primary():
       continue
-    for row, (index, length) in enumerate(zip(out.prompt_index[:rows], out.lengths[:rows])):
+    for row, (index, length) in enumerate(zip(out.prompt_index[:rows],
+                                              out.lengths[:rows].tolist())):
       completion = tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
       text = batch[index] + completion
       if args.jsonl:
         print(json.dumps({"prompt_index": start + int(index),
                           "sample": row % args.num_samples, "prompt": batch[index],
                           "completion": completion, "finish_reason": out.finish_reasons[row],
-                          "num_tokens": int(length)}), flush=True)
+                          "num_tokens": length}), flush=True)
       elif single:
         print(text)
       else:
