@@ -145,6 +145,48 @@ def check_decoding(*, max_new_tokens, batch_size, num_samples, temperature) -> N
                      "or eval.num_samples=0.")
 
 
+def _test_prompts(task: tasks.Task, tokenizer, num_problems: int | None,
+                  prompt_settings: dict
+                  ) -> tuple[list[tasks.Problem], list[str], list[list[int]]]:
+  """(the first num_problems test problems, their prompts, the prompts' token ids);
+  prompt_settings: the template arguments of tasks.format_prompt."""
+  problems = eval_problems(task, num_problems)
+  texts = [tasks.format_prompt(p, tokenizer, **prompt_settings) for p in problems]
+  prompt_ids = [list(ids) for ids in tokenizer(texts)["input_ids"]]
+  empty = [i for i, ids in enumerate(prompt_ids) if not ids]
+  if empty:
+    raise ValueError(f"test problem {empty[0]} of task {task.name!r} has an empty prompt.")
+  return problems, texts, prompt_ids
+
+
+def _check_prompts_fit(task_name: str, prompt_ids: list[list[int]], max_new_tokens: int,
+                       max_positions: int) -> None:
+  """Raises ValueError, before anything is generated, when the longest test prompt and
+  max_new_tokens exceed the model's positions."""
+  longest = max(len(ids) for ids in prompt_ids)
+  if longest + max_new_tokens > max_positions:
+    raise ValueError(
+        f"the longest test prompt of task {task_name!r} has {longest} tokens; with "
+        f"eval.max_new_tokens={max_new_tokens} that is {longest + max_new_tokens} positions, "
+        f"beyond the model's max_position_embeddings={max_positions}: set eval.max_new_tokens "
+        f"to at most {max(max_positions - longest, 0)}.")
+
+
+def check_eval_fits(config: ml_collections.ConfigDict, tokenizer, max_positions: int) -> None:
+  """The check `evaluate` makes before generating, for every eval task of `config`, without a
+  model: training runs it before its first step when it evaluates (logging.eval_every)."""
+  if env_config(config) is not None:  # episodes: contexts are cut to rollout.max_prompt_tokens
+    return
+  settings = eval_settings(config)
+  prompt_settings = {"template": config.task.template,
+                     "use_chat_template": config.task.use_chat_template,
+                     "system_prompt": config.task.system_prompt}
+  for name in task_names(config):
+    _, _, prompt_ids = _test_prompts(config_task(config, name), tokenizer,
+                                     settings["num_problems"], prompt_settings)
+    _check_prompts_fit(name, prompt_ids, settings["max_new_tokens"], max_positions)
+
+
 def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: int | None,
              max_new_tokens: int, batch_size: int = 64, num_samples: int = 0,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
@@ -165,14 +207,11 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
   """
   check_decoding(max_new_tokens=max_new_tokens, batch_size=batch_size, num_samples=num_samples,
                  temperature=temperature)
-  problems = eval_problems(task, num_problems)
   prompt_settings = {"template": template, "use_chat_template": use_chat_template,
                      "system_prompt": system_prompt}
-  texts = [tasks.format_prompt(p, tokenizer, **prompt_settings) for p in problems]
-  prompt_ids = [list(ids) for ids in tokenizer(texts)["input_ids"]]
-  empty = [i for i, ids in enumerate(prompt_ids) if not ids]
-  if empty:
-    raise ValueError(f"test problem {empty[0]} of task {task.name!r} has an empty prompt.")
+  problems, texts, prompt_ids = _test_prompts(task, tokenizer, num_problems, prompt_settings)
+  _check_prompts_fit(task.name, prompt_ids, max_new_tokens,
+                     model.config.max_position_embeddings)
   eos_token_ids, pad_token_id = _stop_and_pad_ids(model, tokenizer, eos_token_ids)
   chunk = min(batch_size, len(problems))
 

@@ -322,6 +322,8 @@ def test_replicated_params_decode_per_device_and_score_the_same(cli_eval, tiny_q
     (["--model", "{model}", "--config.eval.num_samples=0", "--config.eval.metric=mean@k"],
      "needs eval.num_samples >= 1"),
     (["--model", "{model}", "--config.eval.batch_size=0"], "batch_size must be an integer >= 1"),
+    (["--model", "{model}", "--config.eval.max_new_tokens=5000"],
+     r"longest test prompt of task 'parity' has \d+ tokens; with eval.max_new_tokens=5000"),
 ])
 def test_bad_input_is_a_clear_error(flags, message, tiny_qwen2_dir, config_file, tmp_path):
   (tmp_path / "empty").mkdir()

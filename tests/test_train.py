@@ -863,6 +863,30 @@ def test_a_context_longer_than_the_models_is_refused_before_anything_is_written(
   assert not (tmp_path / "run").exists()
 
 
+def test_a_test_prompt_too_long_for_the_eval_fails_before_the_first_step(tmp_path, monkeypatch):
+  """logging.eval_every with eval.max_new_tokens that a test prompt cannot fit: refused before
+  the model loads. Before, it failed at the first evaluation, after a training step."""
+  from jaxlayer import assets, evaluation, tasks
+
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.rollout.update(max_new_tokens=8, max_prompt_tokens=32)
+  cfg.logging.update(eval_every=1, progress=False)
+  cfg.eval = evaluation.default_eval_config()
+  cfg.eval.update(max_new_tokens=60, num_problems=4)
+  tokenizer = models.load_tokenizer(assets.TINY_ARITH)
+  problems = evaluation.eval_problems(evaluation.config_task(cfg, "arithmetic"), 4)
+  longest = max(len(tokenizer(tasks.format_prompt(p, tokenizer, template=cfg.task.template))[
+      "input_ids"]) for p in problems)
+  monkeypatch.setattr(models, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+  with pytest.raises(ValueError, match=(
+      rf"^the longest test prompt of task 'arithmetic' has {longest} tokens; with "
+      rf"eval.max_new_tokens=60 that is {longest + 60} positions, beyond the model's "
+      rf"max_position_embeddings=64: set eval.max_new_tokens to at most {64 - longest}\.$")):
+    train.train(cfg)
+  assert not (tmp_path / "run" / "run.json").exists()
+
+
 def test_paper_config_matches_the_paper():
   from pathlib import Path
 

@@ -545,6 +545,10 @@ class _Trainer:
     self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
     if self.env is None:
       self._encode_problems()
+    if cfg.logging.get("eval_every", 0):  # a test prompt too long fails now, not after a step
+      from jaxlayer import evaluation  # (it imports this module)
+
+      evaluation.check_eval_fits(cfg, self.tokenizer, plan_.model_config.max_position_embeddings)
 
     model, _ = models.from_pretrained(plan_.model_dir, dtype=cfg.model.dtype, mesh=plan_.mesh)
     self.split, self.params = rl_step.split_model(model, plan_.selection.trainable)
