@@ -185,34 +185,41 @@ def test_a_key_added_since_the_sweep_began_matches_at_its_default(tmp_path):
     _run(changed, FakeRL(BLOCKS))
 
 
-def _run_on_model(sweep_dir, model_dir, fake, layers="0"):
+def _run_on_model(sweep_dir, model_dir, fake, layers="0", command=None):
   """A sweep that reads its model (block count, weights fingerprint) from model_dir."""
   return runner.run_sweep(make_config(sweep_dir, layers=layers, model_path=str(model_dir)),
-                          train_fn=fake.train, eval_fn=fake.eval)
+                          train_fn=fake.train, eval_fn=fake.eval, command=command)
 
 
 def test_a_moved_base_model_resumes_its_sweep_and_another_model_is_refused(tmp_path, capsys):
   model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
-  sweep_dir = _run_on_model(tmp_path / "sweep", model_dir, FakeRL(BLOCKS))
+  command = f"jaxlayer sweep --config.model.path={model_dir}"
+  sweep_dir = _run_on_model(tmp_path / "sweep", model_dir, FakeRL(BLOCKS), command=command)
   manifest = (sweep_dir / "manifest.json").read_text()
   assert json.loads(manifest)["model_fingerprint"] == models.weights_fingerprint(model_dir)
 
   moved = model_dir.rename(tmp_path / "moved")
   capsys.readouterr()
   fake = FakeRL(BLOCKS)
-  _run_on_model(sweep_dir, moved, fake, layers="0,1")
+  command = f"jaxlayer sweep --config.model.path={moved} --config.sweep.layers=0,1"
+  _run_on_model(sweep_dir, moved, fake, layers="0,1", command=command)
   assert fake.train_calls == [((1,), 0)]  # the finished runs count
   assert (f"jaxlayer: {sweep_dir} resumes with its base model at {moved} (it was at {model_dir}; "
           "the same weights).\n") in capsys.readouterr().out
-  # The manifest (and so the report) names the new place; the next resume there says nothing.
+  # The manifest (and so the report) names the new place and the command that resumed the
+  # sweep there; the next resume there says nothing and keeps that command.
   moved_manifest = json.loads((sweep_dir / "manifest.json").read_text())
   expected = json.loads(manifest)
   expected["config"]["model"]["path"] = expected["identity"]["model"]["path"] = str(moved)
+  expected["command"] = command
   assert moved_manifest == expected
   assert json.loads((sweep_dir / "sweep.json").read_text())["model"] == str(moved)
+  assert str(model_dir) not in (sweep_dir / "report.md").read_text()
+  assert f"`{command}`" in (sweep_dir / "report.md").read_text()
   manifest = (sweep_dir / "manifest.json").read_text()
-  _run_on_model(sweep_dir, moved, FakeRL(BLOCKS), layers="0,1")
+  _run_on_model(sweep_dir, moved, FakeRL(BLOCKS), layers="0,1", command="jaxlayer sweep again")
   assert "resumes with its base model" not in capsys.readouterr().out
+  assert (sweep_dir / "manifest.json").read_text() == manifest
 
   other = write_model_config(tmp_path / "other", num_layers=NUM_LAYERS, weights_seed=1)
   write_model_config(model_dir, num_layers=NUM_LAYERS, weights_seed=1)  # replaced in place

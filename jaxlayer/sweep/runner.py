@@ -448,7 +448,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   num_layers: the model's block count; when None, read from the checkpoint's config.json,
     and the fingerprint of its weights is recorded (a sweep directory takes its base model
     found at another path by it).
-  command: the command line that started the sweep, quoted in the report.
+  command: the command line that started the sweep (or resumed it with its base model at a
+    new place), quoted in the report for rerunning.
   dry_run: check every setting, print what would run and how much of it is done, and return
     the directory it would use, running and writing nothing.
   On several hosts (jaxlayer.distributed) every process runs the sweep's runs together with the

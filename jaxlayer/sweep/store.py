@@ -3,8 +3,9 @@
     SWEEP_DIR/
       manifest.json          "identity" (every setting that decides what a score means:
                              the config less NOT_IDENTITY, plus the model's block count),
-                             the full config, the command line that started the sweep, the
-                             base model's weights fingerprint (models.weights_fingerprint)
+                             the full config, the command line that started the sweep (or
+                             resumed it with its base model at a new place), the base
+                             model's weights fingerprint (models.weights_fingerprint)
       runs/<run>/result.json one finished run (written last, atomically: its presence
                              is what "done" means on resume)
       runs/<run>/result-stepN.json  the same run evaluated after N RL steps, a rung of
@@ -214,7 +215,7 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
   elif distributed.is_primary():
-    _record_model_path(sweep_dir, manifest["config"]["model"]["path"])
+    _record_model_path(sweep_dir, manifest)
   distributed.sync("jaxlayer: sweep directory created")
   return sweep_dir
 
@@ -249,14 +250,17 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
   return sweep_dir, True
 
 
-def _record_model_path(sweep_dir: Path, model_path: str) -> None:
+def _record_model_path(sweep_dir: Path, manifest: dict) -> None:
   """Points manifest.json at the base model's new place (choose_sweep_dir accepted the same
-  weights there), so that the report names it and the next resume needs no note."""
+  weights there) and records the command that resumed it there, which the report quotes for
+  rerunning (the first one names the old place), so the next resume needs no note."""
   existing = load_manifest(sweep_dir)
+  model_path = manifest["config"]["model"]["path"]
   if existing["config"]["model"]["path"] == model_path:
     return
   existing["config"]["model"]["path"] = model_path
   existing["identity"]["model"]["path"] = model_path
+  existing["command"] = manifest["command"]
   write_json_atomic(sweep_dir / MANIFEST, existing)
 
 
