@@ -79,6 +79,8 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   assert "Best: block 1" in markdown and "Worst: block 3" in markdown
   assert f"| block 3 | {by_layer[3]['score']:.3f} |" in markdown
   assert "The paper finds" in markdown and "standard errors" in markdown
+  assert f"Full RL scored {sweep['gain']:.3f} above the base. The standard error of that gain " \
+         f"is {sweep['gain_se']:.3f}" in markdown
 
 
 def test_groups_of_blocks_are_reported_beside_their_blocks_alone(tmp_path):
@@ -281,6 +283,13 @@ def test_full_rl_below_the_base_ranks_the_blocks_by_score_and_warns(tmp_path):
   assert report.summary_lines(sweep)[1:] == [
       "best: block 1 (C = -1.50, score 0.650). worst: block 3 (C = 2.50, score 0.250).",
       "1 warning(s): see report.md."]
+  # The report says full RL lost 0.1 (not that it "gained -0.100", "-N standard errors").
+  markdown = (sweep_dir / "report.md").read_text()
+  loss_in_se = 0.1 / sweep["gain_paired_se"]
+  assert (f"Full RL scored 0.100 below the base. The standard error of that loss is "
+          f"{sweep['gain_se']:.3f} treating the two evaluations as independent, "
+          f"{sweep['gain_paired_se']:.3f} from the per-problem differences (both are scored on "
+          f"the same problems): the loss is {loss_in_se:.1f} standard errors.") in markdown
 
 
 def test_a_contribution_of_negative_zero_is_printed_as_zero(tmp_path):

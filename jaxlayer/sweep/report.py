@@ -599,10 +599,13 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
   lines.append("")
   paired = sweep["gain_paired_se"] is not None
   gain_in_se = _gain_in_standard_errors(sweep)
-  verdict = (f": the gain is {gain_in_se:z.1f} standard errors." if gain_in_se is not None else
-             ": its standard error is 0, so the gain cannot be weighed against the noise.")
+  change = "gain" if sweep["gain"] >= 0 else "loss"  # full RL may end below the base
+  verdict = (f": the {change} is {abs(gain_in_se):.1f} standard errors." if gain_in_se is not None
+             else f": its standard error is 0, so the {change} cannot be weighed against the "
+             "noise.")
   lines += ["## Evaluation noise", "",
-            f"Full RL gained {sweep['gain']:+z.3f} over the base. The standard error of that gain "
+            f"Full RL scored {abs(sweep['gain']):.3f} {'above' if change == 'gain' else 'below'}"
+            f" the base. The standard error of that {change} "
             f"is {sweep['gain_se']:.3f} treating the two evaluations as independent"
             + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences (both are "
                "scored on the same problems)" if paired else "")
