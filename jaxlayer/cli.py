@@ -352,8 +352,8 @@ def _train(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
     raise SystemExit(f"jaxlayer train: {err}") from None
   except KeyboardInterrupt as err:
-    _interrupted("jaxlayer train", err, "Run the same command to resume from the last "
-                 "checkpoint.")
+    _interrupted("jaxlayer train", err, "Run the same command to go on (from the last "
+                 "checkpoint, if there is one).")
   if distributed.is_primary():
     print(_train_result_lines(result, start, metrics.read_metrics(run_dir)))
 

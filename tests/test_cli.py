@@ -120,7 +120,7 @@ def test_a_stopped_run_exits_as_its_signal_would_and_says_how_to_go_on(command, 
     cli.main([command, "--config", str(REPO / config), f"--config.run_dir={tmp_path}",
               f"--config.model.path={assets.TINY_ARITH}"])
   assert exited.value.code == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
-  go_on = {"train": "Run the same command to resume from the last checkpoint.",
+  go_on = {"train": "Run the same command to go on (from the last checkpoint, if there is one).",
            "sweep": "The finished runs are recorded: run the same command to go on."}[command]
   assert capsys.readouterr().err.endswith(
       f"jaxlayer {command}: stopped by {name} after step 3 of 9, with a checkpoint there in "

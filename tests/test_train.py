@@ -185,9 +185,8 @@ def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_di
   assert [r["step"] for r in metrics.read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
 
 
-
 def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, tmp_path,
-                                                                compile_cache):
+                                                                compile_cache, monkeypatch):
   """stop_at (successive halving's rungs) and Ctrl-C stop with a checkpoint, but the cosine
   schedule is the 4-step run's: stopping and resuming ends where the run without a stop does.
   Another train.steps would change that schedule: refused, with the way to go on."""
@@ -236,6 +235,22 @@ def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, 
     got = _params(resumed.model)
     for path in expected:
       np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+  # A Ctrl-C while the model loads (where Python may drop a KeyboardInterrupt inside a garbage-
+  # collection callback of JAX) stops before the first step, with nothing trained.
+  loading = train._Trainer.__init__
+
+  def interrupted_while_loading(self, *args):
+    loading(self, *args)
+    signal.raise_signal(signal.SIGINT)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(train._Trainer, "__init__", interrupted_while_loading)
+    with pytest.raises(KeyboardInterrupt) as interrupted:  # (not the whole test session)
+      train.train(config("ctrl_c_loading"))
+  assert isinstance(interrupted.value, train.TrainingInterrupted)
+  assert str(interrupted.value) == "stopped by Ctrl-C before step 1 of 4, before training anything."
+  assert not (tmp_path / "ctrl_c_loading" / "run.json").exists()
+  assert checkpoint.Checkpointer(tmp_path / "ctrl_c_loading").all_steps() == []
   with pytest.raises(KeyboardInterrupt) as interrupted:
     train.train(config("ctrl_c_twice"), on_step=send(signal.SIGINT, times=2))
   assert not isinstance(interrupted.value, train.TrainingInterrupted)

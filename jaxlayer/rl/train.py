@@ -241,8 +241,8 @@ def _stop_requests():
       signal.raise_signal(signum)
       return
     requested.append(signal.Signals(signum))
-    tqdm.write(f"{STOP_SIGNALS[signum]}: stopping after this step, with a checkpoint (again: "
-               "stop at once, without one).")
+    tqdm.write(f"{STOP_SIGNALS[signum]}: stopping before the next step (a step under way ends "
+               "first, with a checkpoint); again: stop at once, without one.")
 
   for signum in STOP_SIGNALS:
     signal.signal(signum, request_stop)
@@ -910,7 +910,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   if config.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
   run_dir = Path(config.run_dir)
-  with _opened_run(plan_) as (checkpointer, start, moved_from):
+  # The stop handlers are in place while the model loads too: a Ctrl-C there, which Python may
+  # drop inside one of JAX's garbage-collection callbacks, would otherwise let the run go on.
+  with _opened_run(plan_) as (checkpointer, start, moved_from), _stop_requests() as stop_signal:
     logger = None
     try:
       steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
@@ -928,6 +930,12 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       step_seconds = [row["seconds_per_step"] for row in logged]
       if trainer.step >= steps:  # finished (train.steps at most the steps done): kept as it is
         return _train_result(plan_, trainer, {}, history, step_seconds)
+      signum = stop_signal()
+      if signum is not None:  # asked while the model loaded: no step has begun
+        raise TrainingInterrupted(
+            f"stopped by {STOP_SIGNALS[signum]} before step {start + 1} of {steps}, "
+            + (f"with the checkpoint of step {start} in {run_dir}." if start else
+               "before training anything."), signum)
       # Written once the checkpoint is restored: a resume that fails leaves the run as it was.
       checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
                                  {path: value.shape for path, value in trainer.params.items()})
@@ -937,31 +945,30 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
       with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
                 desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:
-        with _stop_requests() as stop_signal:
-          while trainer.step < steps:
-            last, samples = trainer.run_step()
-            if _evaluation_due(trainer.step, config):
-              scores = _evaluate(trainer, config, position + 1)
-              last = {**last, **scores}
-              tested = {"test": f"{next(iter(scores.values())):.3g}"}
-            history.append(last["reward"])
-            step_seconds.append(last["seconds_per_step"])
-            logger.log(trainer.step, last)
-            logger.log_samples(trainer.step, samples)
-            saved = trainer.step % config.checkpoint.every == 0 or trainer.step == steps
-            if saved:
+        while trainer.step < steps:
+          last, samples = trainer.run_step()
+          if _evaluation_due(trainer.step, config):
+            scores = _evaluate(trainer, config, position + 1)
+            last = {**last, **scores}
+            tested = {"test": f"{next(iter(scores.values())):.3g}"}
+          history.append(last["reward"])
+          step_seconds.append(last["seconds_per_step"])
+          logger.log(trainer.step, last)
+          logger.log_samples(trainer.step, samples)
+          saved = trainer.step % config.checkpoint.every == 0 or trainer.step == steps
+          if saved:
+            trainer.save(checkpointer)
+          bar.update(1)
+          bar.set_postfix({**_postfix(last), **tested})
+          if on_step is not None:
+            on_step(trainer.step, last)
+          signum = stop_signal()
+          if signum is not None and trainer.step < steps:
+            if not saved:
               trainer.save(checkpointer)
-            bar.update(1)
-            bar.set_postfix({**_postfix(last), **tested})
-            if on_step is not None:
-              on_step(trainer.step, last)
-            signum = stop_signal()
-            if signum is not None and trainer.step < steps:
-              if not saved:
-                trainer.save(checkpointer)
-              raise TrainingInterrupted(
-                  f"stopped by {STOP_SIGNALS[signum]} after step {trainer.step} of {steps}, with "
-                  f"a checkpoint there in {run_dir}.", signum)
+            raise TrainingInterrupted(
+                f"stopped by {STOP_SIGNALS[signum]} after step {trainer.step} of {steps}, with "
+                f"a checkpoint there in {run_dir}.", signum)
       return _train_result(plan_, trainer, last, history, step_seconds)
     finally:
       if logger is not None:
