@@ -13,6 +13,7 @@ import pytest
 
 from jaxlayer import assets, models
 from jaxlayer.rl import checkpoint
+from tests.sweep_fakes import REPO
 
 
 def _state(scale):
@@ -117,14 +118,26 @@ def test_a_sweep_run_says_where_its_checkpoints_went_and_what_to_pass(tmp_path, 
              "these weights, sweep these blocks into a new --config.sweep.dir with that option.")
   inside = (f"{sweep_run} is a sweep's run directory, not a run directory: its training run is "
             f"{train_dir}; pass that.")
+  sweep_dir = tmp_path / "sweep"
+  (sweep_dir / "manifest.json").write_text("{}")
+  whole = (f"{sweep_dir} is a sweep directory, not a run directory: the training run of each of "
+           f"its runs is {sweep_dir}/runs/RUN/train; pass one of those.")
   written = sorted(tmp_path.rglob("*"))
   for load, path, message in ((checkpoint.load_trained_model, train_dir, removed),
                               (evaluation.load_model, train_dir, removed),
                               (checkpoint.load_trained_model, sweep_run, inside),
-                              (evaluation.load_model, sweep_run, inside)):
+                              (evaluation.load_model, sweep_run, inside),
+                              (checkpoint.load_trained_model, sweep_dir, whole),
+                              (evaluation.load_model, sweep_dir, whole)):
     with pytest.raises(FileNotFoundError) as error:
       load(path)
     assert str(error.value) == message
+  # Nor does a new training run start beside the sweep's files.
+  for path, message in ((sweep_run, inside), (sweep_dir, whole)):
+    with pytest.raises(SystemExit) as error:
+      cli.main(["train", "--config", str(REPO / "configs" / "grpo_arithmetic.py"),
+                f"--config.model.path={tiny_qwen2_dir}", f"--config.run_dir={path}"])
+    assert str(error.value) == f"jaxlayer train: run_dir={str(path)!r}: {message}"
   for argv in (["export", "--run", str(train_dir), "--out", str(tmp_path / "hf")],
                ["generate", "--model", str(train_dir), "--prompt", "1+1="]):
     with pytest.raises(SystemExit) as error:

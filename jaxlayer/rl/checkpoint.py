@@ -36,6 +36,7 @@ CHECKPOINT_DIR = "checkpoints"
 # in train/, whose checkpoints the sweep removes once it is scored (unless it keeps them).
 SWEEP_RUN_TRAIN_DIR = "train"
 SWEEP_RESULTS = "result*.json"
+SWEEP_MANIFEST = "manifest.json"  # SWEEP/manifest.json (jaxlayer.sweep.store.MANIFEST)
 
 
 def _abstract(tree):
@@ -125,9 +126,13 @@ def read_run_files(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDic
 
 
 def sweep_run_hint(path: str | os.PathLike) -> str | None:
-  """What to pass instead of a sweep's run directory (SWEEP/runs/RUN), whose training run is
-  RUN/train; None for any other path."""
-  train_dir = Path(path) / SWEEP_RUN_TRAIN_DIR
+  """What to pass instead of a sweep directory or one of its runs' (SWEEP/runs/RUN), whose
+  training run is RUN/train; None for any other path."""
+  path = Path(path)
+  if (path / SWEEP_MANIFEST).is_file():
+    return (f"{path} is a sweep directory, not a run directory: the training run of each of "
+            f"its runs is {path / 'runs' / 'RUN' / SWEEP_RUN_TRAIN_DIR}; pass one of those.")
+  train_dir = path / SWEEP_RUN_TRAIN_DIR
   if not (train_dir / RUN_FILE).is_file():
     return None
   return (f"{path} is a sweep's run directory, not a run directory: its training run is "

@@ -445,6 +445,8 @@ def _opened_run(plan_: TrainPlan):
   processes) with its Checkpointer. Yields (checkpointer, the step of its latest checkpoint,
   0: none, where the run's base model was when it moved) once the config may resume it."""
   run_dir = Path(plan_.config.run_dir)
+  in_sweep = checkpoint.sweep_run_hint(run_dir)  # a new run would go beside the sweep's files
+  _require(in_sweep is None, f"run_dir={str(run_dir)!r}: {in_sweep}")
   distributed.check_shared_directory(run_dir, "run_dir")
   # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
   # train` alike); the lock goes with the process, however it ends.
