@@ -49,12 +49,17 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
     config = file_flags.config
     if config is None:
       raise SystemExit(f"{prog}: --config FILE is required (see configs/).")
-    _check_config_file(file_flags["config"].config_filename.split(":", 1)[0], prog)
+    _check_config_file(_config_path(file_args), prog)
     with config.unlocked():  # (a file that failed to load raises here)
       for name, make_default in (sections or {}).items():
         if name not in config:
           config[name] = make_default()
   except errors as err:
+    if isinstance(err, AttributeError) and "get_config" in str(err):
+      raise SystemExit(f"{prog}: the config file {_config_path(file_args)} defines no "
+                       "get_config(): a config file "
+                       "is a Python file whose get_config() returns an ml_collections "
+                       "ConfigDict, such as configs/grpo_arithmetic.py.") from None
     raise SystemExit(f"{prog}: cannot load the config file: {err}") from None
   override_args = [prog, *overrides]
   try:
@@ -66,6 +71,16 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
     problem = _unknown_key(config, overrides) or f"bad configuration flag: {err}"
     raise SystemExit(f"{prog}: {problem}") from None
   return override_flags.config
+
+
+def _config_path(args: list[str]) -> str:
+  """The FILE of `--config FILE[:ARGS]` (or --config=FILE[:ARGS]) in args."""
+  for index, arg in enumerate(args):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":", 1)[0]
+    if arg == "--config" and index + 1 < len(args):
+      return args[index + 1].split(":", 1)[0]
+  raise ValueError("no --config FILE")  # (the flag parser has refused such arguments)
 
 
 def _check_config_file(path: str, prog: str) -> None:

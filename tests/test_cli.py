@@ -183,6 +183,13 @@ def test_a_config_file_that_is_not_there_is_named(command, tmp_path, monkeypatch
     assert exited.value.code == (
         f"jaxlayer {command}: the config file {config.split(':')[0]} {found}: give a Python "
         "config file, such as configs/grpo_arithmetic.py of the jaxlayer repository.")
+  (tmp_path / "configs" / "plain.py").write_text("learning_rate = 1e-6\n")
+  with pytest.raises(SystemExit) as exited:
+    cli.main([command, "--config=configs/plain.py", *model])
+  assert exited.value.code == (
+      f"jaxlayer {command}: the config file configs/plain.py defines no get_config(): a config "
+      "file is a Python file whose get_config() returns an ml_collections ConfigDict, such as "
+      "configs/grpo_arithmetic.py.")
 
 
 @pytest.mark.parametrize("command,args,key", [
