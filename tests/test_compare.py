@@ -197,3 +197,9 @@ def test_cli_compare_of_a_missing_sweep_is_a_clear_error(tmp_path):
   with pytest.raises(SystemExit, match="is not a finished sweep"):
     cli.main(["compare", str(tmp_path / "nope"), str(tmp_path / "nope2"), "--out",
               str(tmp_path / "cmp")])
+  (tmp_path / "sweep.json").write_text("{}")  # a sweep's file given for its directory
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["compare", str(tmp_path / "sweep.json"), str(tmp_path), "--out",
+              str(tmp_path / "cmp")])
+  assert exited.value.code == (f"jaxlayer compare: sweep directory='{tmp_path}/sweep.json' is a "
+                               "file, not a directory: give a directory.")

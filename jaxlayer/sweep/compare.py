@@ -26,7 +26,7 @@ EXACT_P_MAX_BLOCKS = 8  # 8! = 40,320 pairings
 
 
 def load_sweep(sweep_dir: str | os.PathLike) -> dict:
-  path = Path(sweep_dir) / "sweep.json"
+  path = paths.local_path(sweep_dir, "sweep directory") / "sweep.json"
   if not path.is_file():
     raise FileNotFoundError(f"{path} does not exist: {sweep_dir} is not a finished sweep. Run "
                             "`jaxlayer sweep --config ...` to completion first.")
