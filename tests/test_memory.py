@@ -259,3 +259,18 @@ def test_every_shipped_config_is_sized(config_file, tiny_qwen2_dir, tmp_path, ca
   lines = capsys.readouterr().out.splitlines()
   totals = [line for line in lines if line.startswith("total ")]
   assert len(totals) == (2 if "evaluation (jaxlayer eval, the sweep's scoring):" in lines else 1)
+
+
+def test_a_multi_turn_update_is_sized_with_a_row_per_turn():
+  """configs/gigpo_gridworld.py trains 64 episodes of 4 turns a step: 256 rows an update (as
+  its runs log in trained_turns), each a context and an action."""
+  def estimate(max_turns: int):
+    cfg = cli.load_config(["--config", str(CONFIGS / "gigpo_gridworld.py"),
+                           "--config.run_dir=unused", "--config.mesh.num_devices=1",
+                           f"--config.env.max_turns={max_turns}"], "test")
+    return memory.estimate(train.plan(cfg))
+
+  four, one = estimate(4), estimate(1)
+  assert f"{KEPT} (256 sequences per device)" in four.parts
+  assert f"{KEPT} (64 sequences per device)" in one.parts
+  assert part(four, KEPT) == pytest.approx(4 * part(one, KEPT), rel=0.02)

@@ -5,10 +5,10 @@ the weights as the partition rules split them, the float32 master copy of the tr
 of a bfloat16 model (`rl.step.MASTER_DTYPE`), the KL reference's copy of the trained leaves,
 their gradients and optimizer state, one generate call's KV cache (and the whole
 weights on every device with rollout.replicate_params), and what the update's backward pass
-keeps of one micro-batch. Where the config evaluates (a sweep's config, or logging.eval_every),
-evaluation, a phase of its own, gets its parts too: the weights (during training, the state
-kept between steps) and one generate call's KV cache. Shapes come
-from abstract tracing (`nnx.eval_shape`,
+keeps of one micro-batch (a multi-turn run's at its most turns: a row per turn). Where the
+config evaluates (a sweep's config, or logging.eval_every), evaluation, a phase of its own,
+gets its parts too: the weights (during training, the state kept between steps) and one
+generate call's KV cache. Shapes come from abstract tracing (`nnx.eval_shape`,
 `jax.eval_shape`): nothing is allocated, so a model far larger than this machine can be sized.
 Compiler temporaries are not counted: leave headroom. The activations are those of a device's
 whole rows (an upper bound where the update runs each prompt once for its group, or where a
@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding
 from jaxlayer import evaluation, models, sampling
 from jaxlayer.models.hub import path_str
 from jaxlayer.models.sharding import batch_shards, partition_spec
+from jaxlayer.rl import multiturn
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl import train
 
@@ -151,7 +152,7 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   prompts, samples = (per_call * group, 1) if cfg.env.name else (per_call, group)
   parts["rollout: KV cache of one generate call"] = _kv_cache_bytes(
       model, mesh, prompts, samples, rollout.max_new_tokens, rollout.max_prompt_tokens)
-  rows = plan_.micro_batch_size // batch_shards(mesh)
+  rows = update_rows(plan_) // micro_batches // batch_shards(mesh)
   seq = _update_length(cfg)
   batch = {"input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
            "attention_mask": jax.ShapeDtypeStruct((rows, seq), bool),
@@ -170,6 +171,16 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   phase, eval_parts = _eval_parts(cfg, model, mesh, parts, whole_weights)
   return MemoryEstimate(parts=parts, eval_parts=eval_parts, device_limit=device_limit(),
                         eval_phase=phase)
+
+
+def update_rows(plan_: train.TrainPlan) -> int:
+  """The most rows of one update (a mini-batch): a multi-turn run has a row per turn, up to
+  env.max_turns per episode, padded as multiturn.gigpo_batch pads them."""
+  if not plan_.config.env.name:
+    return plan_.mini_batch_size
+  micro_batches = plan_.mini_batch_size // plan_.micro_batch_size
+  return multiturn.pow2_rows(plan_.mini_batch_size * plan_.config.env.max_turns,
+                             micro_batches * batch_shards(plan_.mesh))
 
 
 def _update_length(cfg: ml_collections.ConfigDict) -> int:
@@ -206,13 +217,13 @@ def compile_update(plan_: train.TrainPlan) -> CompiledUpdate:
   read) for this machine's backend and reads XLA's byte counts for one device: these include
   what `estimate` cannot see, the compiler's temporaries. Run it on the machine that will
   train (a TPU host sizes TPU programs; a CPU sizes XLA:CPU's). Rows per update: the
-  mini-batch (multi-turn runs have a row per turn, which varies)."""
+  mini-batch (`update_rows`: a multi-turn run's at its most turns)."""
   cfg, mesh = plan_.config, plan_.mesh
   _, split, trained, tx, opt_state = _abstract_run(plan_)
   update = train.plan_update_step(plan_, split, tx,
                                   {path: leaf.sharding for path, leaf in trained.items()},
                                   jax.tree.map(lambda leaf: leaf.sharding, opt_state))
-  rows, responses, seq = plan_.mini_batch_size, cfg.rollout.max_new_tokens, _update_length(cfg)
+  rows, responses, seq = update_rows(plan_), cfg.rollout.max_new_tokens, _update_length(cfg)
   shapes = {"input_ids": ((rows, seq), jnp.int32), "attention_mask": ((rows, seq), bool),
             **{key: ((rows, responses), jnp.float32)
                for key in ("response_mask", "old_logprobs", "advantages")}}

@@ -272,7 +272,7 @@ def eval_seeds(count: int) -> list[int]:
   return list(range(count))
 
 
-def _pow2_rows(n: int, multiple: int) -> int:
+def pow2_rows(n: int, multiple: int) -> int:
   """n rounded up to multiple * 2^k: few distinct batch shapes, at most 2x padding."""
   units = max(-(-n // multiple), 1)
   return multiple * 2 ** math.ceil(math.log2(units))
@@ -307,7 +307,7 @@ def gigpo_batch(rollouts: Sequence[EpisodeRollout], *, group_size: int, gamma: f
     for rollout, per_turn in zip(group, advantages.combined):
       rows += [(sample, float(a)) for sample, a in zip(rollout.samples, per_turn)]
   count = len(rows)
-  per_mini = _pow2_rows(-(-count // num_mini_batches), row_multiple)
+  per_mini = pow2_rows(-(-count // num_mini_batches), row_multiple)
   total = per_mini * num_mini_batches
   prompt_len = sampling.bucket(max((len(s.prompt_ids) for s, _ in rows), default=1))
   width = prompt_len + max_new_tokens
