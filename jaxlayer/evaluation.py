@@ -165,11 +165,13 @@ def _check_prompts_fit(task_name: str, prompt_ids: list[list[int]], max_new_toke
   max_new_tokens exceed the model's positions."""
   longest = max(len(ids) for ids in prompt_ids)
   if longest + max_new_tokens > max_positions:
+    fix = (f"set eval.max_new_tokens to at most {max_positions - longest}"
+           if longest < max_positions else
+           f"leave {task_name!r} out of eval.tasks or use a model with more positions")
     raise ValueError(
         f"the longest test prompt of task {task_name!r} has {longest} tokens; with "
         f"eval.max_new_tokens={max_new_tokens} that is {longest + max_new_tokens} positions, "
-        f"beyond the model's max_position_embeddings={max_positions}: set eval.max_new_tokens "
-        f"to at most {max(max_positions - longest, 0)}.")
+        f"beyond the model's max_position_embeddings={max_positions}: {fix}.")
 
 
 def check_eval_fits(config: ml_collections.ConfigDict, tokenizer, max_positions: int) -> None:
@@ -508,6 +510,7 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
                           "another --out.")
   model, tokenizer, info = load_model(model_path, dtype=config.model.dtype, step=step,
                                       mesh=train.config_mesh(config.mesh), base_model=base_model)
+  check_eval_fits(config, tokenizer, model.config.max_position_embeddings)  # every task first
   results = [evaluate_from_config(config, model, tokenizer, task_name=name) for name in names]
   report = {
       **info,

@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformers
 
-from jaxlayer import cli, evaluation, tasks
+from jaxlayer import assets, cli, evaluation, tasks
 from jaxlayer.rl import checkpoint, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import runner
@@ -374,3 +374,15 @@ def test_eval_tasks_lists_tasks_and_only_the_config_task_gets_its_options(parity
   assert len(evaluation.config_task(config, "parity").test_problems()) == 7
   default_num_test = tasks.get_task("arithmetic").num_test
   assert evaluation.config_task(config, "arithmetic").num_test == default_num_test
+
+
+def test_every_task_is_checked_to_fit_before_any_is_evaluated(monkeypatch, tmp_path):
+  """The shipped model has 64 positions: arithmetic fits, countdown's prompts alone do not."""
+  monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+  config_file = Path(__file__).parents[1] / "configs" / "sweep_tiny.py"
+  with pytest.raises(SystemExit, match=r"^jaxlayer eval: the longest test prompt of task "
+                     r"'countdown' has 1\d\d tokens; .*max_position_embeddings=64: leave "
+                     r"'countdown' out of eval.tasks or use a model with more positions\.$"):
+    cli.main(["eval", "--config", str(config_file), "--model", assets.TINY_ARITH,
+              "--config.eval.tasks=arithmetic,countdown", "--out", str(tmp_path / "out")])
+  assert not (tmp_path / "out").exists()
