@@ -20,7 +20,8 @@ REMOTE_DIR/logs/RUN_NAME-<worker hostname>.log: follow it with logs.sh --follow.
   --env NAME=VALUE     an environment variable for the run (repeatable), e.g. HF_TOKEN=...
   --run-name NAME      names the log files [default: COMMAND-YYYYmmdd-HHMMSS]
 
-example: $SCRIPT train --zone us-west4-a --config configs/grpo_arithmetic.py --config.train.learning_rate=1e-5"
+example: $SCRIPT train --zone us-west4-a --config configs/grpo_arithmetic.py \
+  --config.model.path=Qwen/Qwen2.5-0.5B --config.run_dir=runs/grpo_arithmetic"
 
 COMMAND=""
 CONFIG=""
