@@ -476,6 +476,19 @@ def test_bad_training_settings_fail_before_the_sweep_directory_is_made(tmp_path,
   assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_eval_prompts_that_cannot_fit_fail_before_the_sweep_directory_is_made(tmp_path, dry_run):
+  """The shipped model has 64 positions; its arithmetic prompts take 6 tokens."""
+  config = make_config(tmp_path / "sweep", layers="0", model_path=assets.TINY_ARITH)
+  config.eval.max_new_tokens = 62
+  fake = FakeRL(BLOCKS)
+  with pytest.raises(ValueError, match=r"^the longest test prompt of task 'arithmetic' has 6 "
+                     r"tokens; with eval.max_new_tokens=62 that is 68 positions, beyond the "
+                     r"model's max_position_embeddings=64: set eval.max_new_tokens to at most 58"):
+    runner.run_sweep(config, train_fn=fake.train, dry_run=dry_run)
+  assert fake.train_calls == [] and not (tmp_path / "sweep").exists()
+
+
 def test_a_sweep_dir_another_process_writes_is_refused_and_left_as_it_was(
     tmp_path, held_by_another_process):
   sweep_dir = _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))

@@ -148,6 +148,18 @@ def model_num_layers(model_path: str) -> int:
   return ModelConfig.from_json_file(resolve_model_dir(model_path) / "config.json").num_layers
 
 
+def _check_eval_fits(config) -> None:
+  """Every eval task's test prompts, with eval.max_new_tokens, fit the model's positions
+  (evaluation.check_eval_fits), checked from the checkpoint's tokenizer and config.json."""
+  from jaxlayer import evaluation, models
+  from jaxlayer.models.config import ModelConfig
+  from jaxlayer.models.hub import resolve_model_dir
+
+  model_dir = resolve_model_dir(config.model.path)
+  positions = ModelConfig.from_json_file(model_dir / "config.json").max_position_embeddings
+  evaluation.check_eval_fits(config, models.load_tokenizer(model_dir), positions)
+
+
 def model_fingerprint(model_path: str) -> str:
   """models.weights_fingerprint of the checkpoint at model_path, wherever it is stored."""
   from jaxlayer import models
@@ -456,9 +468,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   local launcher; process 0 writes the sweep directory's files.
   """
   paths.local_path(config.sweep.dir, "sweep.dir")
-  plan_training = train_fn is None
+  plan_training, evaluating = train_fn is None, eval_fn is None
   train_fn = train_fn or default_train_fn
-  if eval_fn is None:
+  if evaluating:
     from jaxlayer import evaluation
 
     evaluation.eval_settings(config)  # bad eval settings fail before the sweep directory is made
@@ -468,6 +480,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     with distributed.failing_together("Finding the model"):  # every host must have it
       num_layers = model_num_layers(config.model.path)
       fingerprint = model_fingerprint(config.model.path)
+  if evaluating:
+    with distributed.failing_together("Checking the evaluation"):
+      _check_eval_fits(config)
   layers = parse_layers(config.sweep.layers, num_layers)
   groups = parse_groups(config.sweep.get("groups"), num_layers)
   if not layers and not groups:
