@@ -41,6 +41,10 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
   overrides = [a for a in argv if a.startswith("--config.")]
   file_args = [prog] + [a for a in argv if a not in overrides]
   errors = (flags.Error, AttributeError, KeyError, ValueError, OSError)
+  # ml_collections imports the file as module "config_config" with load_module(), which runs it
+  # inside the module an earlier load left in sys.modules: a file without get_config() would
+  # get the earlier file's (a notebook loading two configs).
+  sys.modules.pop("config_config", None)
   try:
     file_flags = flags.FlagValues()
     config_flags.DEFINE_config_file("config", default=None, flag_values=file_flags,

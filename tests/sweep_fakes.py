@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -97,10 +98,12 @@ def make_config(sweep_dir, layers="all", seeds: int = 1, model_path: str = "asse
 
 
 def write_model_config(directory: Path, num_layers: int, weights_seed: int = 0) -> Path:
-  """A Qwen2 config.json with num_layers blocks and a model.safetensors holding only the
-  embedding, drawn with weights_seed (the sweep reads the block count and the weights'
-  fingerprint from the model)."""
+  """A Qwen2 config.json with num_layers blocks, a model.safetensors holding only the
+  embedding, drawn with weights_seed, and the shipped model's tokenizer (the sweep reads the
+  block count and the weights' fingerprint from the model, and sizes the eval prompts)."""
   directory.mkdir(parents=True, exist_ok=True)
+  for name in ("tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(REPO / "jaxlayer" / "assets" / "tiny-arith" / name, directory / name)
   (directory / "config.json").write_text(json.dumps({
       "model_type": "qwen2", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
       "num_hidden_layers": num_layers, "num_attention_heads": 2}))

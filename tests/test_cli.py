@@ -184,6 +184,7 @@ def test_a_config_file_that_is_not_there_is_named(command, tmp_path, monkeypatch
         f"jaxlayer {command}: the config file {config.split(':')[0]} {found}: give a Python "
         "config file, such as configs/grpo_arithmetic.py of the jaxlayer repository.")
   (tmp_path / "configs" / "plain.py").write_text("learning_rate = 1e-6\n")
+  cli.load_config(["--config", str(REPO / "configs" / "grpo_arithmetic.py")], "earlier")
   with pytest.raises(SystemExit) as exited:
     cli.main([command, "--config=configs/plain.py", *model])
   assert exited.value.code == (
