@@ -80,6 +80,71 @@ def test_config_reads_rope_theta_in_both_layouts():
   assert models.ModelConfig.from_hf_dict(old_style).rope_theta == 54321.0
 
 
+# config.json settings that transformers reads in its own way: (model_type, config overrides,
+# keys dropped from config.json).
+CONFIG_VARIANTS = [
+    ("qwen3", dict(head_dim=128), ["head_dim"]),  # Qwen3Config's default head_dim is 128
+    # A sliding window that no block uses: below max_window_layers, or layer_types all full.
+    ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=2), []),
+    ("qwen3", dict(use_sliding_window=True, sliding_window=4,
+                   layer_types=["full_attention"] * 2), []),
+]
+
+
+@pytest.mark.parametrize("model_type,overrides,dropped", CONFIG_VARIANTS)
+def test_config_variants_load_as_transformers_reads_them(tmp_path, model_type, overrides,
+                                                         dropped):
+  hf_fixtures.save_random_checkpoint(tmp_path, hf_fixtures.tiny_config(model_type, **overrides))
+  config = json.loads((tmp_path / "config.json").read_text())
+  (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items()
+                                                    if k not in dropped}))
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+  model, _ = models.from_pretrained(tmp_path)
+  seq = np.arange(1, 12)  # longer than the sliding window
+  logits = np.asarray(model(jnp.asarray(seq)[None]))[0]
+  assert _rel_err(logits, _torch_logits(hf_model, seq)) <= 1e-5
+
+
+@pytest.mark.parametrize("checkpoint,changes,message", [
+    ("tiny_qwen2_dir", dict(hidden_act="gelu"), r"hidden_act 'gelu'.*\['silu'\]"),
+    ("tiny_qwen3_dir", dict(attention_bias=True), r"attention_bias=true.*qwen3"),
+    ("tiny_qwen2_dir", dict(use_sliding_window=True, sliding_window=64,
+                            layer_types=["full_attention", "sliding_attention"]),
+     r"sliding_window=64, on blocks \[1\]\).*use_sliding_window=false"),
+    ("tiny_qwen2_dir", dict(architectures=["Qwen2ForSequenceClassification"]),
+     r"architectures \['Qwen2ForSequenceClassification'\].*Qwen2ForCausalLM"),
+])
+def test_settings_jaxlayer_lacks_are_refused(checkpoint, changes, message, request, tmp_path):
+  """Each would load and give other logits than transformers (or fail on the weights)."""
+  directory = _edit_config(request.getfixturevalue(checkpoint), tmp_path / "edited", **changes)
+  with pytest.raises(ValueError, match=message):
+    models.from_pretrained(directory)
+
+
+def test_tied_checkpoint_with_its_own_lm_head(tmp_path):
+  """transformers 5 uses a stored lm_head.weight even with tie_word_embeddings=true: a copy of
+  the embeddings loads, another matrix is refused."""
+  from safetensors.torch import load_file, save_file
+
+  config = hf_fixtures.tiny_config("qwen2", tie_word_embeddings=True)
+  hf_model = hf_fixtures.random_hf_model(config)
+  hf_model.save_pretrained(tmp_path)
+  tensors = load_file(tmp_path / "model.safetensors")
+  seq = np.arange(7)
+  for lm_head in (tensors["model.embed_tokens.weight"], torch.randn(97, 32)):
+    save_file(dict(tensors, **{"lm_head.weight": lm_head.clone()}),
+              tmp_path / "model.safetensors", metadata={"format": "pt"})
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert torch.equal(reference.lm_head.weight, lm_head)
+  with pytest.raises(ValueError, match="lm_head.weight differs.*tie_word_embeddings to false"):
+    models.from_pretrained(tmp_path)
+  save_file(dict(tensors, **{"lm_head.weight": tensors["model.embed_tokens.weight"].clone()}),
+            tmp_path / "model.safetensors", metadata={"format": "pt"})
+  model, _ = models.from_pretrained(tmp_path)
+  logits = np.asarray(model(jnp.asarray(seq)[None]))[0]
+  assert _rel_err(logits, _torch_logits(hf_model, seq)) <= 1e-5
+
+
 @pytest.mark.parametrize("model_type,tied", [("qwen2", False), ("qwen3", True)])
 def test_round_trip_through_save_pretrained(tmp_path, model_type, tied, monkeypatch, capsys):
   config = hf_fixtures.tiny_config(model_type, tie_word_embeddings=tied)

@@ -12,6 +12,9 @@ import jax.numpy as jnp
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3")
 SUPPORTED_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 SUPPORTED_ROPE_TYPES = ("default",)
+SUPPORTED_ACTIVATIONS = ("silu",)
+# transformers' default head_dim when config.json has none (Qwen3Config's is 128).
+DEFAULT_HEAD_DIM = {"qwen3": 128}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +64,7 @@ class ModelConfig:
       )
     # transformers 5 keeps theta under `rope_parameters`; older configs keep it at top level.
     rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
-    if hf.get("use_sliding_window", False):
-      raise ValueError("Sliding-window attention (use_sliding_window=true) is not supported.")
+    _check_supported(hf)
     missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size",
                            "num_hidden_layers", "num_attention_heads") if k not in hf]
     if missing:
@@ -76,7 +78,8 @@ class ModelConfig:
         num_layers=hf["num_hidden_layers"],
         num_heads=num_heads,
         num_kv_heads=hf.get("num_key_value_heads") or num_heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // num_heads,
+        head_dim=hf.get("head_dim") or DEFAULT_HEAD_DIM.get(model_type,
+                                                            hf["hidden_size"] // num_heads),
         rope_theta=float(rope_theta),
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_word_embeddings=hf.get("tie_word_embeddings", False),
@@ -88,6 +91,39 @@ class ModelConfig:
   def from_json_file(cls, path: str | Path) -> "ModelConfig":
     with open(path) as f:
       return cls.from_hf_dict(json.load(f))
+
+
+def _sliding_layers(hf: dict[str, Any]) -> list[int]:
+  """The blocks that transformers gives a sliding window (its Qwen2/Qwen3 config rules)."""
+  if not hf.get("use_sliding_window", False) or hf.get("sliding_window") is None:
+    return []
+  types = hf.get("layer_types") or [
+      "sliding_attention" if i >= hf.get("max_window_layers", 28) else "full_attention"
+      for i in range(hf.get("num_hidden_layers", 0))]
+  return [i for i, kind in enumerate(types) if kind == "sliding_attention"]
+
+
+def _check_supported(hf: dict[str, Any]) -> None:
+  """Refuses settings that would make the model differ from transformers' (one line each)."""
+  act = hf.get("hidden_act", "silu")
+  if act not in SUPPORTED_ACTIVATIONS:
+    raise ValueError(f"Unsupported hidden_act {act!r} in config.json: jaxlayer supports "
+                     f"{list(SUPPORTED_ACTIVATIONS)} (the SwiGLU of Qwen models).")
+  if hf.get("attention_bias") and hf["model_type"] == "qwen3":
+    raise ValueError("Unsupported attention_bias=true in a qwen3 config.json: jaxlayer's Qwen3 "
+                     "has no q/k/v/o biases (attention_bias=false, as in released Qwen3).")
+  sliding = _sliding_layers(hf)
+  if sliding:
+    raise ValueError(
+        f"Unsupported sliding-window attention in config.json (use_sliding_window=true, "
+        f"sliding_window={hf['sliding_window']}, on blocks {sliding}): jaxlayer attends over "
+        "all positions; use_sliding_window=false gives the same model on sequences no longer "
+        "than sliding_window.")
+  architectures = hf.get("architectures") or []
+  if architectures and not any(a.endswith("ForCausalLM") for a in architectures):
+    raise ValueError(f"Unsupported architectures {architectures} in config.json: jaxlayer loads "
+                     "causal language models (Qwen2ForCausalLM, Qwen3ForCausalLM), whose "
+                     "checkpoints hold lm_head.weight or tie it to the embeddings.")
 
 
 def resolve_dtype(dtype: str | Any) -> Any:

@@ -98,6 +98,24 @@ def _weight_files(model_dir: Path) -> list[Path]:
       f"No weights in {model_dir}: expected {SINGLE_FILE} or {INDEX_FILE}.{hint}")
 
 
+def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
+  """With tied embeddings, an lm_head.weight in the checkpoint must be the embeddings' copy:
+  transformers uses a stored lm_head.weight as it is, jaxlayer the embeddings."""
+  if not cfg.tie_word_embeddings:
+    return
+  found = {}
+  for file in files:
+    with safe_open(file, framework="numpy") as f:
+      for name in {"lm_head.weight", "model.embed_tokens.weight"} & set(f.keys()):
+        found[name] = f.get_tensor(name)
+  if "lm_head.weight" in found and not np.array_equal(
+      found["lm_head.weight"], found.get("model.embed_tokens.weight")):
+    raise ValueError(
+        "config.json ties lm_head to the embeddings (tie_word_embeddings=true) but the "
+        "checkpoint's lm_head.weight differs from model.embed_tokens.weight: set "
+        "tie_word_embeddings to false to use it, or remove it to use the embeddings.")
+
+
 def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
   """Yields (jaxlayer path, numpy array in jaxlayer layout) for every tensor the model uses."""
   for file in files:
@@ -164,6 +182,7 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",
     cfg = dataclasses.replace(ModelConfig.from_json_file(model_dir / "config.json"),
                               source_dir=str(model_dir))
     files = _weight_files(model_dir)
+    _check_tied_copy(files, cfg)
 
   abstract = nnx.eval_shape(lambda: Qwen(cfg, dtype=jnp_dtype, rngs=nnx.Rngs(0)))
   graphdef, abstract_state = nnx.split(abstract)
