@@ -103,13 +103,21 @@ def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
   transformers uses a stored lm_head.weight as it is, jaxlayer the embeddings."""
   if not cfg.tie_word_embeddings:
     return
-  found = {}
+  where = {}  # tensor name -> its file
   for file in files:
     with safe_open(file, framework="numpy") as f:
-      for name in {"lm_head.weight", "model.embed_tokens.weight"} & set(f.keys()):
-        found[name] = f.get_tensor(name)
-  if "lm_head.weight" in found and not np.array_equal(
-      found["lm_head.weight"], found.get("model.embed_tokens.weight")):
+      where.update({name: file for name in ("lm_head.weight", "model.embed_tokens.weight")
+                    if name in f.keys()})
+  if "lm_head.weight" not in where:  # (released tied checkpoints store none)
+    return
+
+  def read(name: str) -> np.ndarray | None:
+    if name not in where:
+      return None
+    with safe_open(where[name], framework="numpy") as f:
+      return f.get_tensor(name)
+
+  if not np.array_equal(read("lm_head.weight"), read("model.embed_tokens.weight")):
     raise ValueError(
         "config.json ties lm_head to the embeddings (tie_word_embeddings=true) but the "
         "checkpoint's lm_head.weight differs from model.embed_tokens.weight: set "
