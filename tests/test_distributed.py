@@ -325,8 +325,9 @@ def test_a_run_dir_in_use_stops_every_host_with_the_error(tmp_path, held_by_anot
       "--config.train.steps=1"])
   in_use = f"{run_dir} is in use: another jaxlayer process is writing there"
   assert f"jaxlayer train: {in_use}" in outputs[0], outputs[0]
-  assert (f"jaxlayer train: Taking run_dir={str(run_dir)!r} failed on process(es) [0] of 2, so "
-          f"every process stops; process 0: DirectoryInUseError: {in_use}") in outputs[1], outputs[1]
+  stopped = (f"jaxlayer train: Taking run_dir={str(run_dir)!r} failed on process(es) [0] of 2, "
+             f"so every process stops; process 0: DirectoryInUseError: {in_use}")
+  assert stopped in outputs[1], outputs[1]
   assert sorted(p.name for p in run_dir.iterdir()) == [".jaxlayer.lock"]
 
 

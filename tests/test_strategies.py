@@ -46,8 +46,9 @@ def test_blocks_are_ranked_by_score_when_full_rl_ended_below_the_base(tmp_path):
   """S_base 0.5, S_full 0.4: C = (S_k - 0.5) / -0.1 is largest for the lowest score (block 3,
   0.25: C = 2.5) and smallest for the highest (block 1, 0.65: C = -1.5)."""
   scores = {0: 0.35, 1: 0.65, 2: 0.5, 3: 0.25}
-  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS, "layers": [
-      {"layer": k, "score": s, "contribution": (s - 0.5) / (0.4 - 0.5)} for k, s in scores.items()]})
+  layers = [{"layer": k, "score": s, "contribution": (s - 0.5) / (0.4 - 0.5)}
+            for k, s in scores.items()]
+  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS, "layers": layers})
   assert _blocks(selection.select(f"top1@{tmp_path}", PATHS, NUM_LAYERS)) == [1]
   assert _blocks(selection.select(f"top2@{tmp_path}", PATHS, NUM_LAYERS)) == [1, 2]
   assert _blocks(selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)) == [3]
