@@ -8,6 +8,8 @@ import shlex
 import signal
 import sys
 
+from jaxlayer.text import counted
+
 USAGE = """usage: jaxlayer <command> [options]
 
 commands:
@@ -223,7 +225,7 @@ def _generate(argv: list[str]) -> None:
         print(text)
       else:
         print(f"### prompt {start + index}, sample {row % args.num_samples} "
-              f"({out.finish_reasons[row]}, {length} token{'s' * (length != 1)})\n{text}\n",
+              f"({out.finish_reasons[row]}, {counted(length, 'token')})\n{text}\n",
               flush=True)
 
 
@@ -383,7 +385,7 @@ def _train_result_lines(result, start: int, rows: list[dict]) -> str:
   and last evaluation, and how to export the model."""
   rewards = result.reward_history
   trained = result.step - start
-  lines = [f"trained {trained} step{'s' * (trained != 1)}" + (
+  lines = [f"trained {counted(trained, 'step')}" + (
       f"; mean reward {rewards[0]:z.3f} at step 1"
       + (f", {rewards[-1]:z.3f} at step {result.step}" if result.step > 1 else "")
       if rewards else "")]
@@ -447,13 +449,13 @@ def _memory(argv: list[str]) -> None:
     result = memory.estimate(plan)
   except (ValueError, FileNotFoundError) as err:
     raise SystemExit(f"jaxlayer memory: {err}") from None
-  devices = f"{plan.mesh.size} device{'s' * (plan.mesh.size != 1)}"
+  devices = counted(plan.mesh.size, "device")
   print(f"memory per device, estimated ({devices}, mesh "
         f"{dict(plan.mesh.shape)}; compiler temporaries not counted):\n{result.table()}")
   if compile_update:
     compiled = memory.compile_update(plan)
     print(f"\nthe update step as XLA compiles it for this {compiled.backend}, one device "
-          f"({plan.mini_batch_size} row{'s' * (plan.mini_batch_size != 1)} per update):\n"
+          f"({counted(plan.mini_batch_size, 'row')} per update):\n"
           f"{compiled.table()}")
     if compiled.backend == "cpu" and config.train.remat:
       print("(XLA:CPU does not keep remat's recomputation: its temporaries are those of "
@@ -521,8 +523,7 @@ def _eval(argv: list[str]) -> None:
   for name, result in report["tasks"].items():
     scores = ", ".join(f"{metric} {value:.4f} ± {result['standard_errors'][metric]:.4f}"
                        for metric, value in result["scores"].items())
-    count = result["num_problems"]
-    print(f"{name} ({count} problem{'s' * (count != 1)}): {scores}")
+    print(f"{name} ({counted(result['num_problems'], 'problem')}): {scores}")
   print(f"written: {out / evaluation.EVAL_FILE}"
         + (f", {out / evaluation.GENERATIONS_FILE}" if args.save_generations else ""))
 

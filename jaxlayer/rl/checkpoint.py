@@ -28,6 +28,7 @@ from flax import nnx
 
 from jaxlayer import distributed, models, paths
 from jaxlayer.models.hub import is_checkpoint_file, resolve_model_dir
+from jaxlayer.text import counted
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -157,9 +158,8 @@ def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
         "keeps only full RL's unless --config.sweep.keep_checkpoints=True). To get these "
         "weights, sweep these blocks into a new --config.sweep.dir with that option.")
   if not available:
-    every = config.checkpoint.every
-    raise FileNotFoundError(f"Run {run_dir} has no checkpoint yet (it saves every {every} "
-                            f"step{'s' * (every != 1)}).")
+    raise FileNotFoundError(f"Run {run_dir} has no checkpoint yet (it saves every "
+                            f"{counted(config.checkpoint.every, 'step')}).")
   step = max(available) if step is None else step
   if step not in available:
     raise ValueError(f"Run {run_dir} has no checkpoint for step {step}; available: "

@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding
 from jaxlayer import evaluation, models, sampling
 from jaxlayer.models.hub import path_str
 from jaxlayer.models.sharding import batch_shards, partition_spec
+from jaxlayer.text import counted
 from jaxlayer.rl import multiturn
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl import train
@@ -163,7 +164,7 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
                                              remat)
 
   kept = activations(cfg.train.remat)
-  parts[f"update: activations kept ({rows} sequence{'s' * (rows != 1)} per device)"] = kept
+  parts[f"update: activations kept ({counted(rows, 'sequence')} per device)"] = kept
   if cfg.train.remat:  # each block's activations come back, one block at a time
     blocks = _backward_blocks(plan_.selection.trainable, plan_.model_config.num_layers)
     parts["update: one block's recomputed activations"] = (

@@ -43,6 +43,7 @@ from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, mu
                          selection)
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl.config import RESUMABLE_KEYS, RESUMABLE_SECTIONS
+from jaxlayer.text import counted
 
 
 class TrainingDiverged(RuntimeError):
@@ -87,12 +88,13 @@ class TrainPlan:
 
   def summary(self) -> str:
     """One line on what the run trains, how, for how long and where it writes."""
-    cfg, steps = self.config, self.config.train.steps
+    cfg = self.config
     trained, total = self.parameter_counts()
     unit = "episodes" if cfg.env.name else "responses"
     return (f"{cfg.train.layers} of {cfg.model.path}: {trained:,} of {total:,} parameters "
-            f"({trained / total:.1%}); {cfg.train.algorithm}, {steps} RL step{'s' * (steps != 1)} "
-            f"of {cfg.train.batch_size} {unit}; run directory {cfg.run_dir}")
+            f"({trained / total:.1%}); {cfg.train.algorithm}, "
+            f"{counted(cfg.train.steps, 'RL step')} of {cfg.train.batch_size} {unit}; run "
+            f"directory {cfg.run_dir}")
 
 
 @dataclasses.dataclass
@@ -277,7 +279,7 @@ def _check_optimizer_settings(train_cfg: ml_collections.ConfigDict) -> None:
   longest = train_cfg.steps - 1
   _require(0 <= train_cfg.warmup_steps < train_cfg.steps,
            f"train.warmup_steps={train_cfg.warmup_steps}: the warm-up takes 0 to "
-           f"train.steps - 1 = {longest} RL step{'s' * (longest != 1)} (a longer one never "
+           f"train.steps - 1 = {counted(longest, 'RL step')} (a longer one never "
            "reaches train.learning_rate).")
   for key in ("adam_b1", "adam_b2"):
     _require(0 <= train_cfg[key] < 1,
