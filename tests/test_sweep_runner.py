@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -634,3 +635,30 @@ def test_results_and_plots_are_written_readable_as_the_umask_allows(tmp_path):
   assert stat.S_IMODE((tmp_path / "sweep.json").stat().st_mode) == 0o644
   assert stat.S_IMODE((tmp_path / "plot.png").stat().st_mode) == 0o644
   assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o600
+
+
+def test_a_runs_training_time_sums_its_interrupted_and_rung_parts(tmp_path, monkeypatch):
+  clock = {"now": 0.0}  # each train call takes 10 s of this clock, an interrupted one too
+  monkeypatch.setattr(runner.time, "perf_counter", lambda: clock["now"])
+
+  class TimedRL(FakeRL):
+    def train(self, config, **kwargs):
+      clock["now"] += 10.0
+      return super().train(config, **kwargs)
+
+  config = _halving_config(tmp_path / "sweep")
+  with pytest.raises(KeyboardInterrupt):  # block 0 at the rung at 30: its third call
+    _run(config, TimedRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT,
+                         interrupt_on_train_call=9))
+  _run(config, TimedRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT))
+  block0 = {r["stop_at"]: r["train_seconds"]
+            for r in map(store.read_json, (tmp_path / "sweep" / "runs").glob("layer00-*/result*.json"))}
+  assert block0 == {15: 10.0, 30: 30.0, None: 40.0}  # 15, interrupted, 30 resumed, 60
+  full = store.read_json(tmp_path / "sweep" / "runs" / "full-seed0" / "result.json")
+  assert full["train_seconds"] == full["cost"]["train_seconds"] == 30.0  # rungs at 15, 30, 60
+
+  block0_dir = tmp_path / "sweep" / "runs" / "layer00-seed0"
+  shutil.rmtree(block0_dir / "train")
+  (block0_dir / store.RESULT).unlink()
+  _run(config, TimedRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT))
+  assert store.read_json(block0_dir / store.RESULT)["train_seconds"] == 10.0  # from scratch

@@ -509,7 +509,8 @@ def _cost_section(sweep: dict) -> list[str]:
            "Per training run, mean over seeds. Parameters and optimizer state count whole arrays "
            "(all devices); memory is `jaxlayer memory`'s estimated peak on one device; seconds "
            "per step are the median RL step (rollout and update) after the first, which compiles; "
-           "the training time includes compiling.", "",
+           "the training time includes compiling and, for a run that was interrupted or stopped "
+           "at a rung and resumed, every part.", "",
            "| run | trained parameters | optimizer state | memory per device | s/step | "
            "s/step vs full | training time |",
            "|---|---|---|---|---|---|---|"]

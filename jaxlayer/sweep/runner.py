@@ -398,12 +398,16 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   workdir = store.run_dir(sweep_dir, spec) / "train"
   curve, checkpoint_dir, model, train_seconds, cost = [], None, None, 0.0, None
   if spec.kind != "base":
+    resumed = workdir.is_dir() and any(workdir.iterdir())
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rung = {} if spec.stop_at is None else {"stop_at": spec.stop_at}
-    trained = train_fn(config, layers=spec.trained_blocks, seed=spec.seed, workdir=workdir,
-                       progress_position=1, **rung)
-    train_seconds = time.perf_counter() - start
+    try:
+      trained = train_fn(config, layers=spec.trained_blocks, seed=spec.seed, workdir=workdir,
+                         progress_position=1, **rung)
+    finally:  # an interrupted call's time counts too: the run resumes from its checkpoint
+      train_seconds = store.add_train_seconds(sweep_dir, spec, time.perf_counter() - start,
+                                              resumed)
     if not isinstance(trained, Mapping) or "model" not in trained:
       raise ValueError(f"run {spec.name}: train_fn must return a mapping with 'model' (and "
                        f"'reward_curve'); got {type(trained).__name__}.")

@@ -38,6 +38,10 @@ MANIFEST = "manifest.json"
 FINGERPRINT = "model_fingerprint"  # manifest.json's models.weights_fingerprint of model.path
 RESULT = "result.json"
 RUNS = "runs"
+# In a run's directory: the wall time of its training so far, summed over the calls that trained
+# it (an interrupted call, the rungs of successive halving), so that a resumed run's
+# train_seconds is the whole run's.
+TRAIN_SECONDS = "train_seconds.json"
 # Config entries that do not change what a score means; any other difference between two
 # configs means a different experiment, whose results never mix in one sweep directory.
 # (train.layers, seed and run_dir are set per run by the sweep; rollout.prompts_per_call and
@@ -123,6 +127,16 @@ def run_dir(sweep_dir: Path, spec: RunSpec) -> Path:
 def result_path(sweep_dir: Path, spec: RunSpec) -> Path:
   rung = RESULT if spec.stop_at is None else f"result-step{spec.stop_at}.json"
   return run_dir(sweep_dir, spec) / rung
+
+
+def add_train_seconds(sweep_dir: Path, spec: RunSpec, seconds: float, resumed: bool) -> float:
+  """Adds a training call's wall time to the run's TRAIN_SECONDS (which a run trained from
+  scratch starts anew); returns the run's total."""
+  path = run_dir(sweep_dir, spec) / TRAIN_SECONDS
+  total = seconds + (read_json(path) if resumed and path.is_file() else 0.0)
+  if distributed.is_primary():
+    paths.write_text_atomic(path, json.dumps(total))
+  return total
 
 
 def is_done(sweep_dir: Path, spec: RunSpec) -> bool:
