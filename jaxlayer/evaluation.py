@@ -180,9 +180,7 @@ def check_eval_fits(config: ml_collections.ConfigDict, tokenizer, max_positions:
   if env_config(config) is not None:  # episodes: contexts are cut to rollout.max_prompt_tokens
     return
   settings = eval_settings(config)
-  prompt_settings = {"template": config.task.template,
-                     "use_chat_template": config.task.use_chat_template,
-                     "system_prompt": config.task.system_prompt}
+  prompt_settings = tasks.prompt_settings(config.task)
   for name in task_names(config):
     _, _, prompt_ids = _test_prompts(config_task(config, name), tokenizer,
                                      settings["num_problems"], prompt_settings)
@@ -435,8 +433,7 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
       model, tokenizer, config_task(config, name), num_problems=settings["num_problems"],
       max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
       num_samples=settings["num_samples"], temperature=settings["temperature"],
-      top_p=settings["top_p"], template=config.task.template,
-      use_chat_template=config.task.use_chat_template, system_prompt=config.task.system_prompt,
+      top_p=settings["top_p"], **tasks.prompt_settings(config.task),
       seed=config.get("seed", 0) if seed is None else seed,
       progress_position=progress_position, progress=progress)
 

@@ -569,6 +569,18 @@ def _tensorboard_scalars(run_dir):
   return scalars
 
 
+def test_training_prompts_follow_the_task_template_and_system_prompt(tiny_qwen2_dir, tmp_path,
+                                                                     compile_cache):
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache, steps=1)
+  cfg.task.update(template="Q: {question} =", system_prompt="Answer.")
+  cfg.rollout.max_prompt_tokens = 40
+  train.train(cfg)
+  task = tasks.get_task(cfg.task.name, **cfg.task.options)
+  expected = {f"Answer.\nQ: {p.prompt} =" for p in task.train_problems()}
+  samples = (tmp_path / "run" / metrics.SAMPLES_FILE).read_text().splitlines()
+  assert samples and {json.loads(s)["prompt"] for s in samples} <= expected
+
+
 def test_metrics_files(uninterrupted):
   rows = metrics.read_metrics(uninterrupted.run_dir)
   assert [r["step"] for r in rows] == [1, 2, 3, 4]

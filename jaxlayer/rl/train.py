@@ -584,13 +584,11 @@ class _Trainer:
     return tasks.get_task(self.cfg.task.name, **options)
 
   def _encode_problems(self) -> None:
-    cfg = self.cfg.task
     problems = list(self.task.train_problems())
     if not problems:
       raise ValueError(f"Task {self.cfg.task.name!r} has no training problems.")
-    texts = [tasks.format_prompt(p, self.tokenizer, use_chat_template=cfg.use_chat_template,
-                                 template=cfg.template, system_prompt=cfg.system_prompt)
-             for p in problems]
+    settings = tasks.prompt_settings(self.cfg.task)
+    texts = [tasks.format_prompt(p, self.tokenizer, **settings) for p in problems]
     encoded = self.tokenizer(texts)["input_ids"]
     limit = self.cfg.rollout.max_prompt_tokens
     keep = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= limit]

@@ -19,7 +19,7 @@ from jaxlayer.tasks.base import GeneratedTask, Problem, RewardBatch, Task
 from jaxlayer.tasks.coding import CodeTask
 from jaxlayer.tasks.countdown import CountdownTask
 from jaxlayer.tasks.math_tasks import GSM8KTask, MathTask, NuminaTask
-from jaxlayer.tasks.prompts import format_prompt
+from jaxlayer.tasks.prompts import format_prompt, prompt_settings
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arithmetic": ArithmeticTask,
@@ -49,4 +49,5 @@ def get_task(name: str, **options) -> Task:
   return factory(**options)
 
 
-__all__ = ["TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task", "format_prompt", "get_task"]
+__all__ = ["TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task", "format_prompt", "get_task",
+           "prompt_settings"]

@@ -55,3 +55,10 @@ def format_prompt(
   if system_prompt is not None:
     messages.insert(0, {"role": "system", "content": system_prompt})
   return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def prompt_settings(task_config: Any) -> dict[str, Any]:
+  """format_prompt's keyword arguments from a config's task section (its template,
+  use_chat_template and system_prompt), the one way training and evaluation read them."""
+  return {"template": task_config.template, "use_chat_template": task_config.use_chat_template,
+          "system_prompt": task_config.system_prompt}
