@@ -109,7 +109,7 @@ def test_only_common_blocks_with_a_defined_contribution_count():
 
 
 def test_too_few_common_blocks_or_different_depths_are_refused_with_advice():
-  with pytest.raises(ValueError, match=r"share 2 block\(s\).*at least 3.*sweep.layers"):
+  with pytest.raises(ValueError, match=r"share 2 blocks.*at least 3.*sweep.layers"):
     compare.compare_sweeps(_sweep({0: 0.1, 1: 0.5, 2: 0.3}), _sweep({1: 0.2, 2: 0.4, 5: 0.9}))
   with pytest.raises(ValueError, match="different depths \\(8 vs 28 blocks\\)"):
     compare.compare_sweeps(_sweep({0: 0.1}), _sweep({0: 0.1}, num_layers=28))

@@ -108,7 +108,7 @@ def test_groups_of_blocks_are_reported_beside_their_blocks_alone(tmp_path):
           f"{pair_01['contribution_se']:.2f} | 0.17, 1.25 |") in markdown
   assert "| 2+3 | 0.400 |" in markdown and "| 0.67, n/a |" in markdown
   # Only 0+1 has both blocks alone: 1.50 - max(0.17, 1.25) = +0.25; their sum 1.42.
-  assert "differs by +0.25 on average (1 of 1 group(s) above it)" in markdown
+  assert "differs by +0.25 on average (1 of 1 group above it)" in markdown
   assert "would predict 1.42 on average; the groups reached 1.50" in markdown
   assert "| blocks 0+1 | 210 |" in markdown
   for name in ("contribution.png", "curves.png"):
@@ -282,7 +282,7 @@ def test_full_rl_below_the_base_ranks_the_blocks_by_score_and_warns(tmp_path):
       "evaluate on more problems."]
   assert report.summary_lines(sweep)[1:] == [
       "best: block 1 (C = -1.50, score 0.650). worst: block 3 (C = 2.50, score 0.250).",
-      "1 warning(s): see report.md."]
+      "1 warning: see report.md."]
   # The report says full RL lost 0.1 (not that it "gained -0.100", "-N standard errors").
   markdown = (sweep_dir / "report.md").read_text()
   loss_in_se = 0.1 / sweep["gain_paired_se"]

@@ -557,7 +557,7 @@ def test_cli_sweep_runs_with_the_wired_functions_and_prints_its_plan_result_and_
   cli.main(argv)
   out = capsys.readouterr().out
   assert out.startswith(f"sweep into {tmp_path / 'sweep'}: {model_dir}, the base model, full RL, "
-                        "2 block(s) alone; 1 seed(s): 4 runs of up to 60 RL steps (grpo).\n")
+                        "2 blocks alone; 1 seed: 4 runs of up to 60 RL steps (grpo).\n")
   # The result in short: base 12 and full RL 24 of 40 problems; C(0) = 2 / 12, C(2) = 8 / 12.
   sweep = json.loads((tmp_path / "sweep/sweep.json").read_text())
   gain_in_se = 0.3 / sweep["gain_paired_se"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxlayer import distributed, paths
+from jaxlayer.text import counted
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -43,7 +44,7 @@ def _read_rows(path: Path) -> list[tuple[str, dict]]:
       else:
         torn += 1
   if torn:
-    warnings.warn(f"{path}: left out {torn} line(s) cut short when a run died while writing "
+    warnings.warn(f"{path}: left out {counted(torn, 'line')} cut short when a run died while writing "
                   "them.", stacklevel=3)
   return rows
 

@@ -19,6 +19,7 @@ import numpy as np
 from jaxlayer import paths
 from jaxlayer.plots import integer_ticks, save_figure
 from jaxlayer.sweep import store
+from jaxlayer.text import counted
 
 MIN_COMMON_LAYERS = 3
 OUTPUT_FILES = ("compare.json", "compare.png")
@@ -49,7 +50,7 @@ def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
   if len(common) < MIN_COMMON_LAYERS:
     halved = any(sweep.get("halving") for sweep in (sweep_a, sweep_b))
     raise ValueError(
-        f"the sweeps share {len(common)} block(s) with a defined C(k) ({common}); a rank "
+        f"the sweeps share {counted(len(common), 'block')} with a defined C(k) ({common}); a rank "
         f"correlation needs at least {MIN_COMMON_LAYERS}. Sweep more common blocks "
         "(--config.sweep.layers) in both, and check that S_full != S_base in each."
         + (" A sweep with successive halving has a final C only for the blocks that trained to "

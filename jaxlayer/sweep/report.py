@@ -20,6 +20,7 @@ from jaxlayer import paths
 from jaxlayer.plots import integer_ticks, moving_average, save_figure
 from jaxlayer.sweep import contribution, store
 from jaxlayer.sweep.contribution import RunScore
+from jaxlayer.text import counted
 
 OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
 CSV_COLUMNS = ("run", "layer", "steps", "num_seeds", "score", "score_std", "score_se",
@@ -339,7 +340,8 @@ def plot_contribution(sweep: dict, path: Path) -> None:
   ax.set_xlabel("block index k (0 = next to the embeddings)")
   ax.set_ylabel("layer contribution C(k)")
   ax.set_title(f"{_title(sweep)}\nS_base = {sweep['s_base']:.3f}, S_full = {sweep['s_full']:.3f}, "
-               f"{sweep['num_problems']} test problems, {len(sweep['seeds'])} seed(s)", fontsize=10)
+               f"{sweep['num_problems']} test problems, {counted(len(sweep['seeds']), 'seed')}",
+               fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
   save_figure(fig, path)
@@ -434,7 +436,7 @@ def _groups_section(sweep: dict) -> list[str]:
     above_best = [g["contribution"] - max(g["contribution_alone"]) for g in compared]
     lines += ["", f"Against the best of its blocks trained alone, a group's C differs by "
               f"{np.mean(above_best):+z.2f} on average ({sum(d > 0 for d in above_best)} of "
-              f"{len(compared)} group(s) above it). The sums of the blocks' C would predict "
+              f"{counted(len(compared), 'group')} above it). The sums of the blocks' C would predict "
               f"{np.mean([sum(g['contribution_alone']) for g in compared]):z.2f} on average; the "
               f"groups reached {np.mean([g['contribution'] for g in compared]):z.2f}. Differences "
               "within the C errors are noise."]
@@ -570,7 +572,7 @@ def summary_lines(sweep: dict) -> list[str]:
   if sweep["best_layer"] is not None:
     lines.append(_best_and_worst(sweep) + ".")
   if sweep["warnings"]:
-    lines.append(f"{len(sweep['warnings'])} warning(s): see report.md.")
+    lines.append(f"{counted(len(sweep['warnings']), 'warning')}: see report.md.")
   return lines
 
 
@@ -580,7 +582,7 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
       f"# Layer-contribution sweep: {_title(sweep)}", "",
       f"Model `{sweep['model']}` ({sweep['num_layers']} blocks), task `{sweep['task']}`, "
       f"algorithm `{sweep['algorithm']}`; metric {sweep['metric']} on {sweep['num_problems']} "
-      f"test problems; {n_seeds} seed(s) per run; decoding: "
+      f"test problems; {counted(n_seeds, 'seed')} per run; decoding: "
       + ", ".join(f"{k}={v}" for k, v in sweep["decoding"].items()) + ".", "",
       "C(k) = (S_k - S_base) / (S_full - S_base): 1 matches full RL, 0 the base model. Scores are "
       "means over seeds; SE is the evaluation noise over test problems; C is computed from the "

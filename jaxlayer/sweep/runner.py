@@ -55,6 +55,7 @@ from jaxlayer import distributed, locks, paths
 from jaxlayer.rl import selection
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
+from jaxlayer.text import counted
 
 TrainFn = Callable[..., Mapping[str, Any]]
 EvalFn = Callable[..., Mapping[str, Any]]
@@ -534,8 +535,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
           stopped = [spec for spec in results if spec.kind in ("layer", "group")
                      and _trained(spec) not in kept_layers + kept_groups]
           _stop_runs(stopped, results, config.sweep, sweep_dir)
-          tqdm.write(f"rung at {stop_at} RL steps: "
-                     f"{', '.join(sorted({s.unit for s in stopped})) or 'no run'} stop(s) here.")
+          units = sorted({s.unit for s in stopped})
+          tqdm.write(f"rung at {stop_at} RL steps: {', '.join(units) or 'no run'} "
+                     f"{'stop' if len(units) > 1 else 'stops'} here.")
           layers, groups = kept_layers, kept_groups
     if distributed.is_primary():
       report.write_report(sweep_dir)
@@ -574,9 +576,9 @@ def _announce(sweep_dir: Path, config, layers: Sequence[int], groups: Sequence[t
   if not distributed.is_primary():
     return total
   tqdm.write(f"sweep into {sweep_dir}: {config.model.path}, the base model, full RL, "
-             f"{len(layers)} block(s) alone"
-             + (f", {len(groups)} group(s) of blocks" if groups else "")
-             + f"; {len(seeds)} seed(s): {total} runs of up to {config.train.steps} RL steps "
+             f"{counted(len(layers), 'block')} alone"
+             + (f", {counted(len(groups), 'group')} of blocks" if groups else "")
+             + f"; {counted(len(seeds), 'seed')}: {total} runs of up to {config.train.steps} RL steps "
              f"({config.train.algorithm}).")
   if rungs:
     steps = [*rungs, config.train.steps]
