@@ -36,6 +36,13 @@ def test_wrong_answers_fail(verifier):
   assert verifier.grade(*zip(*pairs)) == [0.0] * len(pairs)
 
 
+def test_references_in_dollars_are_graded(verifier):
+  # MATH writes currency answers with an escaped dollar sign: "\\$18.90", "\\$32,\\!348".
+  references = ["\\$18.90", "\\$18.90", "\\$32,\\!348", "\\$18.90"]
+  completions = ["\\boxed{18.90}", "It costs \\boxed{\\$18.90}.", "\\boxed{32348}", "\\boxed{18}"]
+  assert verifier.grade(references, completions) == [1.0, 1.0, 1.0, 0.0]
+
+
 def test_the_last_boxed_answer_is_graded(verifier):
   scores = verifier.grade(["72", "72"],
                           ["\\boxed{71}, no: \\boxed{72}", "\\boxed{72}, no: \\boxed{71}"])

@@ -112,8 +112,9 @@ def weighted_sum(
 
 
 def _as_math_text(answer: str) -> str:
-  """Put a bare reference answer in $...$ so math-verify reads it as LaTeX."""
-  if "$" in answer or "\\boxed" in answer or "\\(" in answer:
+  """Put a bare reference answer in $...$ so math-verify reads it as LaTeX. An escaped
+  dollar sign (MATH's "\\$18.90") is a currency sign, not a math delimiter."""
+  if re.search(r"(?<!\\)\$", answer) or "\\boxed" in answer or "\\(" in answer:
     return answer
   return f"${answer}$"
 
