@@ -251,6 +251,44 @@ def test_missing_split_in_data_files_is_named(tmp_path):
     get_task("gsm8k", data_files={"train": path}).test_problems()
 
 
+def test_records_without_an_answer_are_skipped_by_number(tmp_path, caplog):
+  # A null or missing answer was read as the text "None": only a completion "None" scored.
+  path = _write_jsonl(tmp_path / "test.jsonl", [
+      {"problem": "1+1?", "answer": "2"}, {"problem": "2+2?", "answer": None},
+      {"problem": "3+3?"}, {"problem": "4+4?", "answer": 8}])
+  task = get_task("math", data_files={"test": path})
+  problems = task.test_problems()
+  assert [(problem.prompt, problem.answer) for problem in problems] == [("1+1?", "2"),
+                                                                         ("4+4?", "8")]
+  assert "skipped 2 of 4 records" in caplog.text and "records 2, 3, counting from 1" in caplog.text
+
+
+@pytest.mark.parametrize("records, complaint", [
+    ([{"problem": "1+1?", "answer": "2"}, {"problem": None, "answer": "4"}],
+     "record 2 .* the question field 'problem' is empty or missing"),
+    ([{"problem": "1+1?", "answer": "2"}, {"problem": "  ", "answer": "4"}],
+     "record 2 .* the question field 'problem' is empty or missing"),
+    ([{"problem": "1+1?", "answer": ["2", "3"]}], "record 1 .* field 'answer' holds a list"),
+])
+def test_a_record_that_is_no_problem_is_named(tmp_path, records, complaint):
+  path = _write_jsonl(tmp_path / "test.jsonl", records)
+  with pytest.raises(ValueError, match=f"task 'math': {complaint}") as raised:
+    get_task("math", data_files={"test": path}).test_problems()
+  assert path in str(raised.value)
+
+
+@pytest.mark.parametrize("text, complaint", [
+    ("", r"\(split 'test'\) is empty: it holds no records"),
+    ('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answer": \n',
+     r"\(split 'test'\) as json: .*JSON parse error"),
+])
+def test_an_unreadable_data_file_is_named(tmp_path, text, complaint):
+  path = tmp_path / "test.jsonl"
+  path.write_text(text)
+  with pytest.raises(ValueError, match=f"data file {re.escape(str(path))} {complaint}"):
+    get_task("math", data_files={"test": str(path)}).test_problems()
+
+
 # Code
 
 
@@ -290,6 +328,22 @@ def test_humaneval_style_code_task(tmp_path):
   completions = ["    return 2 * x\n", "```python\ndef double(x):\n    return x + x\n```",
                  "    return x\n"]
   assert task.rewards([problem] * 3, completions).components["correct"] == [1.0, 1.0, 0.0]
+
+
+def test_code_records_without_tests_are_skipped_and_without_entry_point_named(tmp_path):
+  # A record without tests crashed the loading (None) or scored every completion 0 ([]).
+  records = [{"text": "Write one().", "test_list": None}, {"text": "Write two().", "test_list": []},
+             {"text": "Write three().", "test_list": ["assert three() == 3"]}]
+  path = _write_jsonl(tmp_path / "mbpp.jsonl", records)
+  task = get_task("code", data_files={"test": path}, answer_field=None, setup_field=None)
+  assert [problem.metadata["tests"] for problem in task.test_problems()] == [
+      ["assert three() == 3"]]
+  path = _write_jsonl(tmp_path / "humaneval.jsonl", [
+      {"prompt": "def f():\n", "test": "def check(c):\n  assert c() == 1\n", "entry_point": None}])
+  task = get_task("code", data_files={"test": path}, question_field="prompt", answer_field=None,
+                  tests_field="test", setup_field=None, entry_point_field="entry_point")
+  with pytest.raises(ValueError, match="record 1 .* the entry point field 'entry_point' is empty"):
+    task.test_problems()
 
 
 def test_extract_code():

@@ -17,7 +17,7 @@ from typing import Any
 
 from jaxlayer.tasks import sandbox
 from jaxlayer.tasks.base import Problem
-from jaxlayer.tasks.loading import DatasetTask
+from jaxlayer.tasks.loading import DatasetTask, InvalidRecord, record_question, record_text
 
 _FENCED_BLOCK = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -37,7 +37,7 @@ def extract_code(completion: str) -> str:
 class CodeTask(DatasetTask):
   """Code problems with unit tests. Defaults read MBPP ("text", "code", "test_list").
 
-  tests_field: list of test statements, or one test script;
+  tests_field: list of test statements, or one test script (records with none are skipped);
   setup_field: code run before the program (MBPP's "test_setup_code"; a list is joined);
   entry_point_field: HumanEval's "entry_point" (the tests' check() is called on it);
   answer_field: a reference solution (may be absent from the data: set it to None);
@@ -72,24 +72,35 @@ class CodeTask(DatasetTask):
     optional = [self.answer_field, self.setup_field, self.entry_point_field]
     return [self.question_field, self.tests_field, *(name for name in optional if name is not None)]
 
-  def make_problem(self, record: Mapping[str, Any]) -> Problem:
+  def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
     raw_tests = record[self.tests_field]
-    entry_point = record[self.entry_point_field] if self.entry_point_field else None
+    if raw_tests is not None and not isinstance(raw_tests, (str, list)):
+      raise InvalidRecord(f"field {self.tests_field!r} holds a {type(raw_tests).__name__}: give "
+                          "a list of test statements or one test script")
+    entry_point = None
+    if self.entry_point_field:
+      entry_point = record_text(record, self.entry_point_field).strip()
+      if not entry_point:
+        raise InvalidRecord(f"the entry point field {self.entry_point_field!r} is empty or missing")
     if isinstance(raw_tests, str):
-      tests = [raw_tests + (f"\ncheck({entry_point})" if entry_point else "")]
+      check = f"\ncheck({entry_point})" if entry_point else ""
+      tests = [raw_tests + check] if raw_tests.strip() else []
     else:
-      tests = [str(test) for test in raw_tests]
+      tests = [str(test) for test in raw_tests or [] if str(test).strip()]
+    if not tests:
+      return None  # nothing could grade a completion
     setup = record[self.setup_field] if self.setup_field else ""
     setup = "\n".join(setup) if isinstance(setup, list) else str(setup or "")
-    prompt = str(record[self.question_field])
+    question = record_question(record, self.question_field)
+    prompt = question
     if self.show_tests_in_prompt and not isinstance(raw_tests, str):
       prompt += "\nYour code should pass these tests:\n" + "\n".join(tests)
-    answer = str(record[self.answer_field]) if self.answer_field else ""
+    answer = record_text(record, self.answer_field) if self.answer_field else ""
     metadata = {
         "tests": tests,
         "setup": setup,
         "entry_point": entry_point,
-        "prompt_code": str(record[self.question_field]),
+        "prompt_code": question,
     }
     return Problem(prompt=prompt, answer=answer, metadata=metadata)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxlayer.tasks.base import Problem, Task
+from jaxlayer.text import counted
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,14 @@ def load_split(
       raise ValueError(f"data file {path} has an unknown suffix; use one of {sorted(_BUILDERS)}")
     if not path.is_file():
       raise FileNotFoundError(f"data file for split {split!r} not found: {path}")
-    return datasets.load_dataset(builder, data_files=str(path), split="train")
+    if path.stat().st_size == 0:
+      raise ValueError(f"data file {path} (split {split!r}) is empty: it holds no records")
+    try:
+      return datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as error:  # malformed file: say which file and what the reader found
+      cause = error.__cause__ or error
+      raise ValueError(f"could not read data file {path} (split {split!r}) as {builder}: "
+                       f"{type(cause).__name__}: {cause}") from error
   if dataset is None:
     raise ValueError(
         "set `dataset` (a hub name or local directory) or `data_files` ({split: path})"
@@ -59,6 +67,30 @@ def load_split(
     return datasets.load_dataset(os.path.expanduser(dataset), dataset_config, split=split)
   except Exception as error:  # hub, network, unknown split...: say which load failed
     raise RuntimeError(f"could not load split {split!r} of dataset {dataset!r}: {error}") from error
+
+
+class InvalidRecord(ValueError):
+  """A record that cannot be a problem; `DatasetTask` adds which file and record it is."""
+
+
+def record_text(record: Mapping[str, Any], field_name: str) -> str:
+  """record[field_name] as text: a string as is, a number written out, a missing (null) value
+  as "". InvalidRecord for a list or a mapping, which is no question or answer."""
+  value = record[field_name]
+  if value is None:
+    return ""
+  if isinstance(value, (list, dict)):
+    raise InvalidRecord(f"field {field_name!r} holds a {type(value).__name__}, not text or a "
+                        f"number: {str(value)[:80]}")
+  return str(value)
+
+
+def record_question(record: Mapping[str, Any], field_name: str) -> str:
+  """The question text of a record; InvalidRecord when it is missing or blank."""
+  question = record_text(record, field_name)
+  if not question.strip():
+    raise InvalidRecord(f"the question field {field_name!r} is empty or missing")
+  return question
 
 
 @dataclass(kw_only=True)
@@ -94,7 +126,8 @@ class DatasetTask(Task):
 
   @abc.abstractmethod
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
-    """The Problem for one record, or None to skip a record with no usable answer."""
+    """The Problem for one record, or None to skip a record with no usable answer;
+    InvalidRecord for a record that is no problem (no question, a value of the wrong type)."""
 
   def required_fields(self) -> list[str]:
     return [self.question_field, self.answer_field]
@@ -115,14 +148,22 @@ class DatasetTask(Task):
           f"task {self.name!r}: field(s) {missing} not in {source} (split {split!r}); "
           f"available fields: {records.column_names}; map yours with the *_field options"
       )
-    problems = [self.make_problem(record) for record in records]
-    usable = [problem for problem in problems if problem is not None]
-    if len(usable) < len(problems):
+    problems = []
+    for number, record in enumerate(records, start=1):
+      try:
+        problems.append(self.make_problem(record))
+      except InvalidRecord as error:
+        raise ValueError(f"task {self.name!r}: record {number} (counting from 1) of {source} "
+                         f"(split {split!r}): {error}; fix or remove that record") from None
+    skipped = [number for number, problem in enumerate(problems, start=1) if problem is None]
+    if skipped:
       logger.warning(
-          "task %r: skipped %d of %d records of %s (split %r) with no usable answer",
-          self.name, len(problems) - len(usable), len(problems), source, split,
+          "task %r: skipped %d of %s of %s (split %r) with no usable answer (%s, counting from 1)",
+          self.name, len(skipped), counted(len(problems), "record"), source, split,
+          ("record " if len(skipped) == 1 else "records ")
+          + ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else ""),
       )
-    return usable
+    return [problem for problem in problems if problem is not None]
 
   @functools.cached_property
   def _train(self) -> list[Problem]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from jaxlayer.tasks import rewards
 from jaxlayer.tasks.base import Problem
-from jaxlayer.tasks.loading import DatasetTask
+from jaxlayer.tasks.loading import DatasetTask, record_question, record_text
 
 
 @dataclass(kw_only=True)
@@ -44,7 +44,8 @@ class MathTask(DatasetTask):
     return text.strip() or None
 
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
-    answer = self.reference_answer(str(record[self.answer_field]))
+    question = record_question(record, self.question_field)
+    answer = self.reference_answer(record_text(record, self.answer_field))
     if answer is None:
       return None
     metadata = {
@@ -52,7 +53,7 @@ class MathTask(DatasetTask):
         for key, value in record.items()
         if key not in (self.question_field, self.answer_field)
     }
-    return Problem(prompt=str(record[self.question_field]), answer=answer, metadata=metadata)
+    return Problem(prompt=question, answer=answer, metadata=metadata)
 
   def reward_components(
       self, problems: Sequence[Problem], completions: Sequence[str]
