@@ -244,6 +244,23 @@ def test_missing_file_names_it(tmp_path):
     get_task("math", dataset="./no/such/dir").test_problems()
 
 
+def test_a_data_set_that_cannot_be_loaded_is_a_one_line_error(tmp_path):
+  # It was a RuntimeError, which `jaxlayer eval` printed as a traceback.
+  from jaxlayer import assets, cli
+
+  config = tmp_path / "config.py"
+  config.write_text("from jaxlayer.rl.config import default_config\n"
+                    "def get_config():\n"
+                    "  config = default_config()\n"
+                    "  config.task.name = 'gsm8k'\n"
+                    "  config.task.options = {'dataset': 'jaxlayer-tests/no-such-dataset'}\n"
+                    "  return config\n")
+  with pytest.raises(SystemExit, match="jaxlayer eval: could not load split 'test' of dataset "
+                                       "'jaxlayer-tests/no-such-dataset'"):
+    cli.main(["eval", "--config", str(config), "--model", assets.TINY_ARITH,
+              "--out", str(tmp_path / "eval")])
+
+
 def test_missing_split_in_data_files_is_named(tmp_path):
   path = _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
   with pytest.raises(ValueError,

@@ -66,7 +66,8 @@ def load_split(
   try:
     return datasets.load_dataset(os.path.expanduser(dataset), dataset_config, split=split)
   except Exception as error:  # hub, network, unknown split...: say which load failed
-    raise RuntimeError(f"could not load split {split!r} of dataset {dataset!r}: {error}") from error
+    raise ValueError(f"could not load split {split!r} of dataset {dataset!r}: {error}; local "
+                     "files: set data_files={split: path}") from error
 
 
 class InvalidRecord(ValueError):
