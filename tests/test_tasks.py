@@ -227,6 +227,18 @@ def test_numina_defaults_read_boxed_solutions(tmp_path):
   assert task.train_problems() == [Problem(prompt="2+2?", answer="4", metadata={})]
 
 
+def test_test_questions_in_the_train_file_are_warned_of(tmp_path, caplog):
+  records = [{"question": f"{n}+1?", "answer": f"#### {n + 1}"} for n in range(4)]
+  train = _write_jsonl(tmp_path / "train.jsonl", records[:3])
+  test = _write_jsonl(tmp_path / "test.jsonl", records[2:])  # "2+1?" is in both
+  get_task("gsm8k", data_files={"train": train, "test": test}).train_problems()
+  assert f"1 of 2 test problems of {test} (split 'test') are also in the train split" in caplog.text
+  caplog.clear()
+  disjoint = _write_jsonl(tmp_path / "disjoint.jsonl", records[3:])
+  get_task("gsm8k", data_files={"train": train, "test": disjoint}).train_problems()
+  assert "also in the train split" not in caplog.text
+
+
 def test_missing_field_names_it_and_the_available_fields(tmp_path):
   path = _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "solution": "#### 2"}])
   task = get_task("gsm8k", data_files={"train": path})

@@ -168,7 +168,25 @@ class DatasetTask(Task):
 
   @functools.cached_property
   def _train(self) -> list[Problem]:
-    return self._load(self.train_split, "train")
+    problems = self._load(self.train_split, "train")
+    self._warn_of_test_questions_in(problems)
+    return problems
+
+  def _warn_of_test_questions_in(self, train: list[Problem]) -> None:
+    """Warns when test problems are in the train split (the same question): their scores
+    would measure recall. Checked where both splits are local files; a hub data set's
+    splits are its authors'."""
+    if not self.data_files or self.test_split not in self.data_files:
+      return
+    train_questions = {problem.prompt.strip() for problem in train}
+    test = self.test_problems()
+    leaked = sum(problem.prompt.strip() in train_questions for problem in test)
+    if leaked:
+      logger.warning(
+          "task %r: %d of %s of %s (split %r) are also in the train split (%s): a model "
+          "trained on them is scored on questions it was trained on; remove them from one file",
+          self.name, leaked, counted(len(test), "test problem"), self.data_files[self.test_split],
+          self.test_split, self.data_files[self.train_split])
 
   @functools.cached_property
   def _test(self) -> list[Problem]:
