@@ -232,11 +232,18 @@ def test_test_questions_in_the_train_file_are_warned_of(tmp_path, caplog):
   train = _write_jsonl(tmp_path / "train.jsonl", records[:3])
   test = _write_jsonl(tmp_path / "test.jsonl", records[2:])  # "2+1?" is in both
   get_task("gsm8k", data_files={"train": train, "test": test}).train_problems()
-  assert f"1 of 2 test problems of {test} (split 'test') are also in the train split" in caplog.text
+  assert (f"1 of 2 test problems of {test} (split 'test') are also in the train split ({train}, "
+          "split 'train')") in caplog.text
   caplog.clear()
   disjoint = _write_jsonl(tmp_path / "disjoint.jsonl", records[3:])
   get_task("gsm8k", data_files={"train": train, "test": disjoint}).train_problems()
   assert "also in the train split" not in caplog.text
+  directory = tmp_path / "data_set"  # a local data set trained and tested on its one split
+  directory.mkdir()
+  _write_jsonl(directory / "train.jsonl", records)
+  get_task("gsm8k", dataset=str(directory), dataset_config=None, test_split="train"
+           ).train_problems()
+  assert "4 of 4 test problems of" in caplog.text
 
 
 def test_missing_field_names_it_and_the_available_fields(tmp_path):

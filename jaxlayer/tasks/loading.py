@@ -142,7 +142,7 @@ class DatasetTask(Task):
         data_files=self.data_files,
         split=split,
     )
-    source = self.data_files[split] if self.data_files else self.dataset
+    source = self._source(split)
     missing = [name for name in self.required_fields() if name not in records.column_names]
     if missing:
       raise ValueError(
@@ -174,19 +174,25 @@ class DatasetTask(Task):
 
   def _warn_of_test_questions_in(self, train: list[Problem]) -> None:
     """Warns when test problems are in the train split (the same question): their scores
-    would measure recall. Checked where both splits are local files; a hub data set's
-    splits are its authors'."""
-    if not self.data_files or self.test_split not in self.data_files:
+    would measure recall. Checked where both splits are local files or one split of a data
+    set; a hub data set's own splits are its authors'."""
+    local = self.data_files is not None and self.test_split in self.data_files
+    if not (local or self.data_files is None and self.train_split == self.test_split):
       return
     train_questions = {problem.prompt.strip() for problem in train}
     test = self.test_problems()
     leaked = sum(problem.prompt.strip() in train_questions for problem in test)
     if leaked:
       logger.warning(
-          "task %r: %d of %s of %s (split %r) are also in the train split (%s): a model "
-          "trained on them is scored on questions it was trained on; remove them from one file",
-          self.name, leaked, counted(len(test), "test problem"), self.data_files[self.test_split],
-          self.test_split, self.data_files[self.train_split])
+          "task %r: %d of %s of %s (split %r) are also in the train split (%s, split %r): a "
+          "model trained on them is scored on questions it was trained on; keep each question "
+          "in one split", self.name, leaked, counted(len(test), "test problem"),
+          self._source(self.test_split), self.test_split, self._source(self.train_split),
+          self.train_split)
+
+  def _source(self, split: str) -> str:
+    """Where a split's records come from: its data file, or the data set."""
+    return self.data_files[split] if self.data_files else self.dataset
 
   @functools.cached_property
   def _test(self) -> list[Problem]:
