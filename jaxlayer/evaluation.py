@@ -60,6 +60,9 @@ def default_eval_config() -> ml_collections.ConfigDict:
   config.top_p = 1.0  # nucleus sampling of mean@k (1: off)
   config.metric = "pass@1"  # the sweep's score: "pass@1" or "mean@k"
   config.tasks = ""  # jaxlayer eval: "arithmetic,countdown" ("": task.name, all the sweep scores)
+  # Options of the eval.tasks other than task.name (which takes task.options), by task:
+  # {"gsm8k": {"data_files": {"test": "gsm8k_test.jsonl"}}}; a task not named has its defaults.
+  config.task_options = ml_collections.ConfigDict()
   # Sample from a copy of the parameters gathered onto every device (sampling.replicated): each
   # device decodes its rows in its own loop. None: rollout.replicate_params.
   config.replicate_params = ml_collections.config_dict.placeholder(bool)
@@ -397,12 +400,21 @@ def task_names(config: ml_collections.ConfigDict) -> list[str]:
   if unknown:
     raise ValueError(f"unknown task(s) {unknown} in eval.tasks / task.name; registered tasks: "
                      f"{sorted(tasks.TASKS)}.")
+  stray = sorted(set(eval_settings(config)["task_options"]) - (set(names) - {config.task.name}))
+  if stray:
+    raise ValueError(f"eval.task_options names {stray}, which are not among the other tasks "
+                     f"evaluated {sorted(set(names) - {config.task.name})}: set task.options for "
+                     "the config's own task, and name each other task in eval.tasks.")
   return names
 
 
 def config_task(config: ml_collections.ConfigDict, name: str) -> tasks.Task:
-  """Task `name`: with config.task.options when it is the config's task, else its defaults."""
-  options = dict(config.task.options) if name == config.task.name else {}
+  """Task `name`: with config.task.options when it is the config's task, else with its
+  eval.task_options (none: its defaults)."""
+  if name == config.task.name:
+    options = dict(config.task.options)
+  else:
+    options = dict(eval_settings(config)["task_options"].get(name, {}))
   return tasks.get_task(name, **options)
 
 

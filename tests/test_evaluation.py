@@ -376,6 +376,23 @@ def test_eval_tasks_lists_tasks_and_only_the_config_task_gets_its_options(parity
   assert evaluation.config_task(config, "arithmetic").num_test == default_num_test
 
 
+def test_eval_task_options_configure_the_other_tasks(tmp_path):
+  # The eval.tasks other than task.name had only their defaults: a second task on your own
+  # data (a local file) could not be evaluated.
+  test_file = tmp_path / "test.jsonl"
+  test_file.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+  config = default_config()
+  config.eval = evaluation.default_eval_config()
+  config.eval.tasks = "arithmetic,gsm8k"
+  config.eval.task_options = {"gsm8k": {"data_files": {"test": str(test_file)}}}
+  [problem] = evaluation.config_task(config, "gsm8k").test_problems()
+  assert (problem.prompt, problem.answer) == ("1+1?", "2")
+  config.eval.task_options = {"gsm8k": {}, "countdown": {"seed": 1}}
+  with pytest.raises(ValueError, match=r"eval.task_options names \['countdown'\], which are not "
+                                       r"among the other tasks evaluated \['gsm8k'\]"):
+    evaluation.task_names(config)
+
+
 def test_every_task_is_checked_to_fit_before_any_is_evaluated(monkeypatch, tmp_path):
   """The shipped model has 64 positions: arithmetic fits, countdown's prompts alone do not."""
   monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated"))

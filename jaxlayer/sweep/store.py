@@ -45,13 +45,13 @@ TRAIN_SECONDS = "train_seconds.json"
 # Config entries that do not change what a score means; any other difference between two
 # configs means a different experiment, whose results never mix in one sweep directory.
 # (train.layers, seed and run_dir are set per run by the sweep; rollout.prompts_per_call and
-# the replicate_params keys only batch or place the same samples differently; eval.tasks is
-# `jaxlayer eval`'s: a sweep scores task.name.) Eval settings that cannot change a score are
-# left out too (unused_eval_settings).
+# the replicate_params keys only batch or place the same samples differently; eval.tasks and
+# eval.task_options are `jaxlayer eval`'s: a sweep scores task.name.) Eval settings that cannot
+# change a score are left out too (unused_eval_settings).
 NOT_IDENTITY = ("sweep", "seed", "run_dir", "compilation_cache_dir", "mesh", "checkpoint",
                 "logging", "train.layers",
                 "rollout.prompts_per_call", "rollout.replicate_params", "eval.tasks",
-                "eval.replicate_params")
+                "eval.task_options", "eval.replicate_params")
 
 
 def unused_eval_settings(eval_config: dict) -> set[str]:
