@@ -1,5 +1,7 @@
 """Prompt formatting: plain templates, and a tokenizer's chat template (built here, no hub)."""
 
+import re
+
 import pytest
 
 from jaxlayer.tasks import Problem, format_prompt
@@ -50,6 +52,17 @@ def test_unknown_template_field_is_a_clear_error():
   with pytest.raises(ValueError,
                      match="unknown field 'topic'; available fields: \\['question', 'level'\\]"):
     format_prompt(PROBLEM, template="{topic}: {question}")
+
+
+@pytest.mark.parametrize("template, complaint", [
+    ("Solve {question", "is not a format string: expected '}' before end of string"),
+    ("Solve {question} }", "is not a format string: Single '}' encountered"),
+    ("{0} {question}", "cannot be filled .*: Format string contains positional fields"),
+])
+def test_a_malformed_template_is_named(template, complaint):
+  # str.format's own message ("expected '}' before end of string") named no template.
+  with pytest.raises(ValueError, match=f"prompt template {re.escape(repr(template))} {complaint}"):
+    format_prompt(PROBLEM, template=template)
 
 
 @pytest.mark.parametrize("template", ["Solve this.", "", "Answer in {{braces}}."])

@@ -12,11 +12,19 @@ DEFAULT_TEMPLATE = "{question}"
 
 
 def _fill(template: str, problem: Problem) -> str:
-  if not any(field for _, field, _, _ in string.Formatter().parse(template)):
+  try:
+    fields = [field for _, field, _, _ in string.Formatter().parse(template) if field]
+  except ValueError as error:  # unbalanced braces
+    raise ValueError(f"prompt template {template!r} is not a format string: {error} (write "
+                     "literal braces as {{ and }})") from None
+  if not fields:
     raise ValueError(f"prompt template {template!r} uses no field, so every prompt would be the "
                      "same text: put {question} (the problem) in it, e.g. 'Solve: {question}'")
   try:
     return template.format_map({**problem.metadata, "question": problem.prompt})
+  except ValueError as error:  # a positional field ({0}) or a bad format spec
+    raise ValueError(f"prompt template {template!r} cannot be filled with the problem's named "
+                     f"fields ({{question}}, ...): {error}") from None
   except (KeyError, IndexError) as error:
     fields = ["question", *problem.metadata]
     raise ValueError(
