@@ -299,6 +299,18 @@ def test_records_without_an_answer_are_skipped_by_number(tmp_path, caplog):
   assert "skipped 2 of 4 records" in caplog.text and "records 2, 3, counting from 1" in caplog.text
 
 
+def test_numeric_answers_are_graded_as_written(tmp_path):
+  # A float answer became its repr, "1e-05", which math-verify reads as e * -5 (e: Euler's
+  # number): every completion to it scored 0.
+  path = tmp_path / "test.csv"
+  path.write_text("problem,answer\nA tiny number?,0.00001\nA huge one?,1e16\nHalf?,0.5\n")
+  task = get_task("math", data_files={"test": str(path)}, verify_workers=1)
+  problems = task.test_problems()
+  assert [problem.answer for problem in problems] == ["0.00001", "10000000000000000", "0.5"]
+  completions = ["\\boxed{0.00001}", "\\boxed{10^{16}}", "\\boxed{\\frac{1}{2}}"]
+  assert task.rewards(problems, completions).components["correct"] == [1.0, 1.0, 1.0]
+
+
 @pytest.mark.parametrize("records, complaint", [
     ([{"problem": "1+1?", "answer": "2"}, {"problem": None, "answer": "4"}],
      "record 2 .* the question field 'problem' is empty or missing"),

@@ -4,6 +4,7 @@ CSV files, read with `datasets`, fields mapped by the task's options."""
 from __future__ import annotations
 
 import abc
+import decimal
 import functools
 import logging
 import os
@@ -75,14 +76,17 @@ class InvalidRecord(ValueError):
 
 
 def record_text(record: Mapping[str, Any], field_name: str) -> str:
-  """record[field_name] as text: a string as is, a number written out, a missing (null) value
-  as "". InvalidRecord for a list or a mapping, which is no question or answer."""
+  """record[field_name] as text: a string as is, a number written out (a float in positional
+  notation: math-verify reads 1e-05 as Euler's number times -5), a missing (null) value as "".
+  InvalidRecord for a list or a mapping, which is no question or answer."""
   value = record[field_name]
   if value is None:
     return ""
   if isinstance(value, (list, dict)):
     raise InvalidRecord(f"field {field_name!r} holds a {type(value).__name__}, not text or a "
                         f"number: {str(value)[:80]}")
+  if isinstance(value, float):
+    return format(decimal.Decimal(repr(value)), "f")  # 1e-05 -> "0.00001"
   return str(value)
 
 
