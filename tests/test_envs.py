@@ -222,6 +222,11 @@ def test_broken_step_ends_the_episode_with_a_report(fault, message, caplog):
   gigpo_advantages([e.gigpo_steps for e in episodes])
 
 
+def test_the_env_error_warning_counts_turns_in_words(caplog):
+  run_episode(BrokenEnv("raise", at_turn=1), lambda _: "nonsense", seed=0, max_turns=4)
+  assert "episode ended after 1 turn: step() raised" in caplog.text  # was "1 turns"
+
+
 @pytest.mark.parametrize("fault, message", [
     ("raise", "reset() raised OSError: simulator crashed"),
     ("malformed", "reset() returned NoneType, expected str"),
@@ -327,6 +332,26 @@ def test_gym_text_env_adapter():
   assert [t.state_key for t in episode.turns] == ["at 1", "at 1", "at 2"]
   assert [t.reward for t in episode.turns] == [0.0, 0.0, 1.0]
   assert episode.success and episode.finish_reason == "done"
+
+
+class FakeGymEnvWithIntegerDone:
+  """Old gym's step: (observation, reward, done, info), done written as 0 / 1."""
+
+  def reset(self, seed=None):
+    self.position = 0
+    return "at 0"
+
+  def step(self, action):
+    self.position += 1
+    return f"at {self.position}", 1.0, int(self.position == 2), {"won": self.position == 2}
+
+
+def test_gym_text_env_reads_an_integer_done():
+  # done=1 was an env error ("done of type int"): every episode of such an env was untrained.
+  episode = run_episode(GymTextEnv(FakeGymEnvWithIntegerDone()), lambda observation: "go", 0,
+                        max_turns=5, step_timeout_s=None)
+  assert (episode.finish_reason, episode.error, len(episode.turns)) == ("done", None, 2)
+  assert episode.success and episode.total_reward == 2.0
 
 
 class FakeAlfredBatchEnv:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxlayer.envs.base import Env, StepResult
+from jaxlayer.text import counted
 
 logger = logging.getLogger(__name__)
 
@@ -217,9 +218,9 @@ class SafeEpisode:
   def _fail(self, failure: _EnvFailure) -> None:
     self.episode.error = str(failure)
     self._end(FINISH_ENV_ERROR)
-    logger.warning("environment %r, seed %s: episode ended after %d turns: %s",
+    logger.warning("environment %r, seed %s: episode ended after %s: %s",
                    getattr(self.env, "name", type(self.env).__name__), self.episode.seed,
-                   len(self.episode.turns), failure)
+                   counted(len(self.episode.turns), "turn"), failure)
 
 
 def run_episode(env: Env, policy: Callable[[str], str], seed: int, *, max_turns: int,

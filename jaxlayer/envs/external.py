@@ -71,10 +71,10 @@ class GymTextEnv(Env):
     output = self.env.step([action_text] if self.batch_of_one else action_text)
     if len(output) == 5:
       observation, reward, terminated, truncated, info = output
-      done = self._one(terminated) or self._one(truncated)
+      done = bool(self._one(terminated) or self._one(truncated))
     else:
       observation, reward, done, info = output
-      done = self._one(done)
+      done = bool(self._one(done))  # gym-style envs often say done with 0 / 1
     info = self._one(info) if isinstance(info, dict) else {}
     reward = self._one(reward)
     if self.reward_fn is not None:
