@@ -163,6 +163,17 @@ def test_countdown_use_all_numbers():
   assert task.reward(problem, "(3+7)*5*1") == 1.0
 
 
+def test_countdown_operators_limit_the_prompt_and_the_answers():
+  # The prompt offered "+ - * /" and the grader took all four whatever `operators` said.
+  task = get_task("countdown", operators="+-", num_train=10, num_test=10)
+  assert all("Use + - and each number" in problem.prompt for problem in task.test_problems())
+  problem = Problem(prompt="", answer="", metadata={"numbers": [3, 7, 5, 2], "target": 10})
+  batch = task.rewards([problem] * 3, ["3+7", "5*2", "(7-2)*(5-3)"])
+  assert batch.components["correct"] == [1.0, 0.0, 0.0]
+  assert batch.components["format"] == [1.0, 0.0, 0.0]
+  assert "Use + - * / and each" in get_task("countdown", num_test=1).test_problems()[0].prompt
+
+
 @pytest.mark.parametrize(
     "text", ["x+1", "f(1)", "1 if 1 else 2", "2**3", "-1", "1.5*2", "(1).real", "[1]", ""])
 def test_safe_evaluator_rejects_anything_but_integer_arithmetic(text):

@@ -1,4 +1,5 @@
-"""`countdown`: reach a target from given numbers with + - * /, each number at most once.
+"""`countdown`: reach a target from given numbers with + - * / (or some of them), each number
+at most once.
 
 The completion's expression is read from its last <answer>...</answer> when it has
 one, else from its first line; a trailing "= target" is allowed. It is evaluated by
@@ -34,15 +35,18 @@ def extract_expression(completion: str) -> str:
 
 
 def score_expression(
-    text: str, numbers: Sequence[int], target: int, use_all_numbers: bool
+    text: str, numbers: Sequence[int], target: int, use_all_numbers: bool, operators: str
 ) -> tuple[float, float]:
-  """(correct, well_formed) for an expression proposed for numbers -> target."""
+  """(correct, well_formed) for an expression proposed for numbers -> target, written with
+  `operators` only."""
   try:
     tree = expressions.parse_expression(text)
   except expressions.InvalidExpression:
     return 0.0, 0.0
   used, available = Counter(expressions.literals(tree)), Counter(numbers)
   if used - available or (use_all_numbers and used != available):
+    return 0.0, 0.0
+  if expressions.operators(tree) - set(operators):
     return 0.0, 0.0
   try:
     value = expressions.evaluate(tree)
@@ -55,6 +59,7 @@ def score_expression(
 class CountdownTask(GeneratedTask):
   """`num_numbers` numbers in [min_number, max_number] and a target in [1, max_target]
   that some expression over all of them reaches (so every problem has a solution).
+  `operators`: those the prompt offers, the solutions use and a completion may use.
 
   Reward components: "correct" and "format" (a valid expression over the numbers).
   """
@@ -91,7 +96,7 @@ class CountdownTask(GeneratedTask):
         target, text = solution
         prompt = (
             f"Using the numbers {numbers}, write an expression that equals {target}. "
-            "Use + - * / and each number at most once."
+            f"Use {' '.join(self.operators)} and each number at most once."
         )
         answer = expressions.compact(expressions.parse_expression(text))
         return Problem(
@@ -131,11 +136,12 @@ class CountdownTask(GeneratedTask):
   ) -> dict[str, list[float]]:
     scores = [
         score_expression(
-          extract_expression(completion),
-          problem.metadata["numbers"],
-          problem.metadata["target"],
-          self.use_all_numbers,
-      )
+            extract_expression(completion),
+            problem.metadata["numbers"],
+            problem.metadata["target"],
+            self.use_all_numbers,
+            self.operators,
+        )
         for problem, completion in zip(problems, completions, strict=True)
     ]
     return {

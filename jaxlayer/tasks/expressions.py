@@ -18,6 +18,7 @@ _OPERATIONS = {
     ast.Mult: lambda left, right: left * right,
     ast.Div: lambda left, right: left / right,
 }
+_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 
 
 class InvalidExpression(ValueError):
@@ -45,6 +46,11 @@ def evaluate(tree: ast.expr) -> Fraction:
   if isinstance(tree, ast.Constant):
     return Fraction(tree.value)
   return _OPERATIONS[type(tree.op)](evaluate(tree.left), evaluate(tree.right))
+
+
+def operators(tree: ast.expr) -> set[str]:
+  """The operators the expression uses, as symbols: {"+", "*"} for "(3+7)*25"."""
+  return {_SYMBOLS[type(node.op)] for node in ast.walk(tree) if isinstance(node, ast.BinOp)}
 
 
 def literals(tree: ast.expr) -> list[int]:
