@@ -396,6 +396,10 @@ def task_names(config: ml_collections.ConfigDict) -> list[str]:
                        "eval.tasks empty.")
     return [env.name]
   names = names or [config.task.name]
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ValueError(f"eval.tasks names {repeated} more than once: name each task once (eval.json "
+                     "holds one result per task).")
   unknown = [n for n in names if n not in tasks.TASKS]
   if unknown:
     raise ValueError(f"unknown task(s) {unknown} in eval.tasks / task.name; registered tasks: "

@@ -393,6 +393,15 @@ def test_eval_task_options_configure_the_other_tasks(tmp_path):
     evaluation.task_names(config)
 
 
+def test_a_task_named_twice_in_eval_tasks_is_refused():
+  # It was evaluated twice, and eval.json kept one of the two results.
+  config = default_config()
+  config.eval = evaluation.default_eval_config()
+  config.eval.tasks = "arithmetic,countdown, arithmetic"
+  with pytest.raises(ValueError, match=r"eval.tasks names \['arithmetic'\] more than once"):
+    evaluation.task_names(config)
+
+
 def test_every_task_is_checked_to_fit_before_any_is_evaluated(monkeypatch, tmp_path):
   """The shipped model has 64 positions: arithmetic fits, countdown's prompts alone do not."""
   monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
