@@ -523,7 +523,8 @@ def _eval(argv: list[str]) -> None:
   for name, result in report["tasks"].items():
     scores = ", ".join(f"{metric} {value:.4f} ± {result['standard_errors'][metric]:.4f}"
                        for metric, value in result["scores"].items())
-    print(f"{name} ({counted(result['num_problems'], 'problem')}): {scores}")
+    unit = "episode" if "episodes" in result else "problem"  # an environment: one per seed
+    print(f"{name} ({counted(result['num_problems'], unit)}): {scores}")
   print(f"written: {out / evaluation.EVAL_FILE}"
         + (f", {out / evaluation.GENERATIONS_FILE}" if args.save_generations else ""))
 

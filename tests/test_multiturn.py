@@ -467,7 +467,7 @@ def test_cli_sweep_and_eval_on_the_shipped_config(tiny_qwen2_dir, tmp_path, comp
   out = tmp_path / "eval"
   cli.main(["eval", "--config", str(CONFIG_FILE), "--model", str(full_run), "--out", str(out),
             "--save-generations", *overrides])
-  assert "gridworld (64 problems): pass@1" in capsys.readouterr().out
+  assert "gridworld (64 episodes): pass@1" in capsys.readouterr().out  # was "64 problems"
   task = json.loads((out / evaluation.EVAL_FILE).read_text())["tasks"]["gridworld"]
   assert task["per_problem"]["pass@1"] == results["full-seed0"]["per_problem"]
   assert task["episodes"]["pass@1"]["env_error_rate"] == 0.0
