@@ -293,7 +293,7 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
     call of that many rows). Episodes that end in an environment error count as failures
     and show in `episodes` (env_error_rate) and in the generations' error field.
   Generations: one per episode: {"problem_index", "decoding", "sample", "seed", "success",
-    "score", "return", "turns", "finish_reason", "error", "transcript"}.
+    "score", "return", "turns", "finish_reason", "error", "transcript", "final_observation"}.
   """
   check_decoding(max_new_tokens=max_new_tokens, batch_size=batch_size, num_samples=num_samples,
                  temperature=temperature)

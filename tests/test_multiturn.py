@@ -220,6 +220,22 @@ def test_rollout_stops_at_the_turn_limit_and_the_context_grows(tiny, mixed_rollo
   assert [r.episode.seed for r in rollouts] == list(range(8))
 
 
+def test_an_episode_record_shows_how_the_episode_ended():
+  # The transcript pairs each action with the observation it answered: the reply to the last
+  # action ("goal reached", "out of turns ...") was in no record.
+  def episode(policy):
+    return envs.run_episode(GridWorld(size=2, max_turns=2, max_goal_distance=1),
+                            policy, seed=0, max_turns=5)
+
+  stuck = multiturn.episode_record(episode(lambda observation: "nonsense"))
+  assert stuck["final_observation"].startswith("out of turns pos ")
+  assert stuck["transcript"][-1]["observation"].startswith("invalid action pos ")
+  moves = ["north", "south", "east", "west"]
+  solved = [record for record in (multiturn.episode_record(episode(lambda _, m=m: m))
+                                  for m in moves) if record["success"]]
+  assert solved and all(r["final_observation"] == "goal reached" for r in solved)
+
+
 def test_episodes_sampled_in_smaller_calls_are_the_same(tiny):
   model, tokenizer = tiny
   play = lambda **kwargs: multiturn.play_episodes(  # noqa: E731

@@ -350,7 +350,8 @@ def rollout_metrics(rollouts: Sequence[EpisodeRollout]) -> dict[str, float]:
 
 
 def episode_record(episode: envs.Episode) -> dict:
-  """A JSON-ready transcript of one episode (samples.jsonl, eval generations)."""
+  """A JSON-ready transcript of one episode (samples.jsonl, eval generations); its
+  final_observation is the environment's reply to the last action (how the episode ended)."""
   observations = [episode.first_observation] + [turn.observation for turn in episode.turns]
   return {
       "seed": episode.seed, "success": episode.success, "return": episode.total_reward,
@@ -358,4 +359,5 @@ def episode_record(episode: envs.Episode) -> dict:
       "error": episode.error,
       "transcript": [{"observation": observations[t], "action": turn.action,
                       "reward": turn.reward} for t, turn in enumerate(episode.turns)],
+      "final_observation": observations[-1],
   }
