@@ -185,8 +185,10 @@ def check_eval_fits(config: ml_collections.ConfigDict, tokenizer, max_positions:
   settings = eval_settings(config)
   prompt_settings = tasks.prompt_settings(config.task)
   for name in task_names(config):
-    _, _, prompt_ids = _test_prompts(config_task(config, name), tokenizer,
-                                     settings["num_problems"], prompt_settings)
+    task = config_task(config, name)
+    problems, _, prompt_ids = _test_prompts(task, tokenizer, settings["num_problems"],
+                                            prompt_settings)
+    task.check_reward_weights(problems[0])
     _check_prompts_fit(name, prompt_ids, settings["max_new_tokens"], max_positions)
 
 
@@ -213,6 +215,7 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
   prompt_settings = {"template": template, "use_chat_template": use_chat_template,
                      "system_prompt": system_prompt}
   problems, texts, prompt_ids = _test_prompts(task, tokenizer, num_problems, prompt_settings)
+  task.check_reward_weights(problems[0])
   _check_prompts_fit(task.name, prompt_ids, max_new_tokens,
                      model.config.max_position_embeddings)
   eos_token_ids, pad_token_id = _stop_and_pad_ids(model, tokenizer, eos_token_ids)

@@ -490,6 +490,19 @@ def test_eval_prompts_that_cannot_fit_fail_before_the_sweep_directory_is_made(tm
   assert fake.train_calls == [] and not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_reward_weight_naming_no_component_fails_before_the_sweep_directory_is_made(
+    tmp_path, dry_run):
+  """Before, the base model's whole evaluation ran first, and failed at its scoring."""
+  config = make_config(tmp_path / "sweep", layers="0", model_path=assets.TINY_ARITH)
+  config.task.options.reward_weights = {"correct": 1.0, "formatt": 0.1}
+  fake = FakeRL(BLOCKS)
+  with pytest.raises(ValueError, match=r"^task 'arithmetic': reward_weights names \['formatt'\], "
+                     r"which it does not grade; its reward components are \[.*'correct'"):
+    runner.run_sweep(config, train_fn=fake.train, dry_run=dry_run)
+  assert fake.train_calls == [] and not (tmp_path / "sweep").exists()
+
+
 def test_a_sweep_dir_another_process_writes_is_refused_and_left_as_it_was(
     tmp_path, held_by_another_process):
   sweep_dir = _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))

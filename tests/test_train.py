@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import struct
@@ -953,3 +954,23 @@ def test_evaluations_during_training_score_the_model_of_that_step_and_change_not
   assert [result.metrics[key] for key in keys] == [rows[3][key] for key in keys]
   titles = [ax.get_title() for ax in metrics.training_figure(rows, "run").axes]
   assert titles[:2] == ["reward", "test score"]
+
+
+def test_a_reward_weight_naming_no_component_fails_before_the_model_loads(tmp_path,
+                                                                          monkeypatch):
+  """Before, it failed after the model loaded and the first rollout ran."""
+  from jaxlayer import assets
+
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.rollout.update(max_new_tokens=8, max_prompt_tokens=32)
+  cfg.logging.progress = False
+  cfg.task.options.reward_weights = {"corect": 1.0}
+  graded = tasks.get_task("arithmetic").rewards(
+      tasks.get_task("arithmetic").train_problems()[:1], [""], [0]).components
+  monkeypatch.setattr(models, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+  with pytest.raises(ValueError, match=re.escape(
+      f"task 'arithmetic': reward_weights names ['corect'], which it does not grade; its reward "
+      f"components are {sorted(graded)} (task.options.reward_weights).")):
+    train.train(cfg)
+  assert not (tmp_path / "run" / "run.json").exists()

@@ -549,6 +549,7 @@ class _Trainer:
     self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
     if self.env is None:
       self._encode_problems()
+      self.task.check_reward_weights(self.problems[0])
     if cfg.logging.get("eval_every", 0):  # a test prompt too long fails now, not after a step
       from jaxlayer import evaluation  # (it imports this module)
 

@@ -95,6 +95,17 @@ class Task(abc.ABC):
       )
     return RewardBatch(components=components, weights=self._total_weights())
 
+  def check_reward_weights(self, problem: Problem) -> None:
+    """Raises ValueError if reward_weights names a component this task does not grade: called
+    before any model runs (the components are found by grading an empty completion of
+    `problem`), where the total reward would fail only after the first generation."""
+    graded = self.rewards([problem], [""], [0]).components
+    unknown = sorted(set(self.reward_weights) - set(graded))
+    if unknown:
+      raise ValueError(f"task {self.name!r}: reward_weights names {unknown}, which it does not "
+                       f"grade; its reward components are {sorted(graded)} "
+                       "(task.options.reward_weights).")
+
   def rewards_on_all_hosts(
       self,
       problems: Sequence[Problem],
