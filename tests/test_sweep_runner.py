@@ -664,8 +664,8 @@ def test_a_runs_training_time_sums_its_interrupted_and_rung_parts(tmp_path, monk
     _run(config, TimedRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT,
                          interrupt_on_train_call=9))
   _run(config, TimedRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT))
-  block0 = {r["stop_at"]: r["train_seconds"]
-            for r in map(store.read_json, (tmp_path / "sweep" / "runs").glob("layer00-*/result*.json"))}
+  block0_results = (tmp_path / "sweep" / "runs").glob("layer00-*/result*.json")
+  block0 = {r["stop_at"]: r["train_seconds"] for r in map(store.read_json, block0_results)}
   assert block0 == {15: 10.0, 30: 30.0, None: 40.0}  # 15, interrupted, 30 resumed, 60
   full = store.read_json(tmp_path / "sweep" / "runs" / "full-seed0" / "result.json")
   assert full["train_seconds"] == full["cost"]["train_seconds"] == 30.0  # rungs at 15, 30, 60
