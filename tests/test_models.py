@@ -169,6 +169,24 @@ def test_round_trip_through_save_pretrained(tmp_path, model_type, tied, monkeypa
   assert n_jax == sum(p.numel() for p in hf_model.parameters())
 
 
+def test_export_of_a_transformers_4_config_names_only_the_written_dtype(tmp_path):
+  """A config.json of transformers 4 (`torch_dtype`, as DeepSeek-R1-Distill's) kept its
+  `torch_dtype: bfloat16` beside the `dtype: float32` of the weights written: readers of
+  `torch_dtype` loaded the float32 export in bfloat16, rounding its trained weights away."""
+  hf_fixtures.random_hf_model(hf_fixtures.tiny_config("qwen2")).to(torch.bfloat16).save_pretrained(
+      tmp_path / "source")
+  source = json.loads((tmp_path / "source" / "config.json").read_text())
+  source["torch_dtype"] = source.pop("dtype")
+  (tmp_path / "source" / "config.json").write_text(json.dumps(source))
+  models.save_pretrained(models.from_pretrained(tmp_path / "source")[0], tmp_path / "export")
+  written = json.loads((tmp_path / "export" / "config.json").read_text())
+  transformers.AutoConfig.from_pretrained(tmp_path / "export").save_pretrained(tmp_path / "hf")
+  by_transformers = json.loads((tmp_path / "hf" / "config.json").read_text())
+  dtype_keys = ("dtype", "torch_dtype")
+  assert {k: written.get(k) for k in dtype_keys} == {k: by_transformers.get(k) for k in dtype_keys}
+  assert written["dtype"] == "float32"
+
+
 def test_save_pretrained_protects_existing_checkpoints(tiny_qwen2_dir, tmp_path):
   model, _ = models.from_pretrained(tiny_qwen2_dir)
   with pytest.raises(ValueError, match="loaded from"):

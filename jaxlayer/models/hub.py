@@ -261,7 +261,10 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
   staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
   try:
     _write_safetensors(tensors, staging)
-    hf_config = dict(cfg.hf_config, dtype=np.dtype(dtype).name)
+    # transformers 4's `torch_dtype` goes: readers of it would take the source's dtype for the
+    # weights written here (transformers 5 writes and prefers `dtype`).
+    hf_config = {key: value for key, value in cfg.hf_config.items() if key != "torch_dtype"}
+    hf_config["dtype"] = np.dtype(dtype).name
     with open(staging / "config.json", "w") as f:
       json.dump(hf_config, f, indent=2)
     if cfg.source_dir:
