@@ -200,6 +200,31 @@ def test_a_run_whose_base_model_moved_loads_with_base_model(tmp_path, tiny_qwen2
   assert not (tmp_path / "hf3").exists()
 
 
+def test_export_into_the_base_model_is_refused_before_loading(tmp_path, tiny_qwen2_dir,
+                                                             monkeypatch):
+  """`--out BASE` used to answer "already holds a checkpoint; pass --overwrite", and with
+  --overwrite loaded the model only to refuse to write over the checkpoint it came from."""
+  from jaxlayer import cli
+
+  base = tmp_path / "base"
+  shutil.copytree(tiny_qwen2_dir, base)
+  run = tmp_path / "run"
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 10}})
+  checkpoint.write_run_files(run, config, str(base), {"final_norm.scale": (32,)})
+  saver = checkpoint.Checkpointer(run)
+  saver.save(3, {"final_norm.scale": jnp.full((32,), 2.0)}, _state(1.0)[1], {"step": 3})
+  saver.close()
+  before = {path.name: path.read_bytes() for path in base.iterdir()}
+  monkeypatch.setattr(checkpoint, "load_trained_model", lambda *a, **k: pytest.fail("loaded"))
+  for out, overwrite in ((base, []), (tmp_path / "." / "base", ["--overwrite"])):
+    with pytest.raises(SystemExit, match=re.escape(
+        f"jaxlayer export: {out} is the run's base model, which the export is made from: "
+        "choose another directory.")):
+      cli.main(["export", "--run", str(run), "--out", str(out), *overwrite])
+  assert {path.name: path.read_bytes() for path in base.iterdir()} == before
+
+
 def test_export_replaces_only_a_previous_export_and_names_the_step(tmp_path, capsys, monkeypatch):
   """export used to write into any directory (mixing the checkpoint into unrelated files), keep
   the files of a previous export that the new one lacks (a stale generation_config.json), and

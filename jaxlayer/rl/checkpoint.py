@@ -220,11 +220,15 @@ def _check_fits(base: dict, run: dict, base_model: str, run_dir) -> None:
                      "give the model the run was trained on (--base-model).")
 
 
-def _check_export_dir(out_dir: str | os.PathLike, overwrite: bool) -> None:
+def _check_export_dir(out_dir: str | os.PathLike, overwrite: bool, base_model: str) -> None:
   """Raises unless export may write into out_dir: a new or empty directory, or, with overwrite,
-  one holding only files an export writes. Anything else is the user's, never mixed in with an
-  export or removed."""
+  one holding only files an export writes, other than the run's base model. Anything else is the
+  user's, never mixed in with an export or removed."""
   out_dir = paths.local_path(out_dir, "--out")
+  base_dir = Path(base_model).expanduser()
+  if base_dir.is_dir() and base_dir.resolve() == out_dir.resolve():
+    raise FileExistsError(f"{out_dir} is the run's base model, which the export is made from: "
+                          "choose another directory.")
   names = sorted(path.name for path in out_dir.iterdir()) if out_dir.is_dir() else []
   others = [name for name in names if not is_checkpoint_file(name)]
   if others:
@@ -244,7 +248,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | N
   several hosts). out_dir must be new, empty, or (with overwrite) a previous export, which
   the new one replaces whole; that is checked before the model loads."""
   with distributed.failing_together("Checking the output directory"):
-    _check_export_dir(out_dir, overwrite)
+    _check_export_dir(out_dir, overwrite, base_model or read_run_files(run_dir)[1]["base_model"])
   model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model,
                                 dtype=dtype)
   return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)
