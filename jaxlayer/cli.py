@@ -483,6 +483,15 @@ def _export(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer export: {err}") from None
   print(f"wrote {out}: step {step} of {args.run}")
+  from jaxlayer import distributed
+
+  if not distributed.is_primary():  # process 0 wrote the export
+    return
+  written = json.loads((out / "config.json").read_text())["dtype"]
+  if written != "float32":  # rounding undoes updates smaller than the dtype's spacing
+    same, total = checkpoint.trained_weights_at_base(args.run, out, args.base_model)
+    print(f"in {written}, {same / total:.1%} of the {counted(total, 'trained weight')} are their "
+          "base model's values again; --dtype float32 writes them as trained")
 
 
 def _eval(argv: list[str]) -> None:

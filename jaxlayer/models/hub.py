@@ -98,6 +98,17 @@ def _weight_files(model_dir: Path) -> list[Path]:
       f"No weights in {model_dir}: expected {SINGLE_FILE} or {INDEX_FILE}.{hint}")
 
 
+def stored_tensors(model_dir: str | os.PathLike, names: Sequence[str]):
+  """Yields (name, tensor as stored) for each of `names` in a local checkpoint, one at a time."""
+  where = {}  # tensor name -> its file
+  for file in _weight_files(Path(model_dir)):
+    with safe_open(file, framework="numpy") as f:
+      where.update(dict.fromkeys(f.keys(), file))
+  for name in names:
+    with safe_open(where[name], framework="numpy") as f:
+      yield name, f.get_tensor(name)
+
+
 def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
   """With tied embeddings, an lm_head.weight in the checkpoint must be the embeddings' copy:
   transformers uses a stored lm_head.weight as it is, jaxlayer the embeddings."""

@@ -23,10 +23,12 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxlayer import distributed, models, paths
+from jaxlayer.models.hf_mapping import jax_to_hf_name
 from jaxlayer.models.hub import is_checkpoint_file, resolve_model_dir
 from jaxlayer.text import counted
 
@@ -252,3 +254,18 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | N
   model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model,
                                 dtype=dtype)
   return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)
+
+
+def trained_weights_at_base(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                            base_model: str | None = None) -> tuple[int, int]:
+  """(how many, of how many) of the run's trained weights in its export in out_dir hold their
+  base model's values (in the export's dtype): the updates that rounding to bfloat16 undid."""
+  _, run = read_run_files(run_dir)
+  base_dir = resolve_model_dir(base_model or run["base_model"])
+  names = [jax_to_hf_name(path)[0] for path in run["trainable"]]
+  same = total = 0
+  for (_, exported), (_, base) in zip(models.stored_tensors(out_dir, names),
+                                      models.stored_tensors(base_dir, names)):
+    same += int(np.count_nonzero(exported == base.astype(exported.dtype)))
+    total += exported.size
+  return same, total
