@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import jax
@@ -98,7 +98,8 @@ def _weight_files(model_dir: Path) -> list[Path]:
       f"No weights in {model_dir}: expected {SINGLE_FILE} or {INDEX_FILE}.{hint}")
 
 
-def stored_tensors(model_dir: str | os.PathLike, names: Sequence[str]):
+def stored_tensors(model_dir: str | os.PathLike,
+                   names: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (name, tensor as stored) for each of `names` in a local checkpoint, one at a time."""
   where = {}  # tensor name -> its file
   for file in _weight_files(Path(model_dir)):
