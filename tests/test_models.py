@@ -454,3 +454,18 @@ def test_stop_token_ids_join_the_tokenizer_eos_and_generation_config(
   tokenizer = models.load_tokenizer(tmp_path)
   assert tokenizer.eos_token_id == 0
   assert models.stop_token_ids(tmp_path, tokenizer) == expected
+
+
+@pytest.mark.parametrize("input_ids,mask,error", [
+    ([[1, 2, 3]], None, "input_ids must be an array.*got list.*return_tensors='np'"),
+    (np.array([1, 2, 3]), None, r"shape \(3,\).*add the batch axis \(ids\[None\]\)"),
+    (np.array([[1.0, 2.0]]), None, "integer token ids.*dtype float64"),
+    (np.array([[1, 2, 3]]), np.ones((1, 2)),
+     r"attention_mask has shape \(1, 2\), input_ids \(1, 3\)"),
+    (np.array([[1, 300]]), None, r"token id 300, outside the model's vocabulary \[0, 300\)"),
+])
+def test_bad_model_input_is_a_clear_error(tiny_qwen2_dir, input_ids, mask, error):
+  """transformers raises for an id past the vocabulary; the embedding lookup gave NaN logits."""
+  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  with pytest.raises((TypeError, ValueError), match=error):
+    model(input_ids, mask)

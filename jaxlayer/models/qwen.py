@@ -12,6 +12,7 @@ import functools
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxlayer.models.config import ModelConfig, resolve_dtype
@@ -327,6 +328,43 @@ def _real_tokens(input_ids, attention_mask):
   return attention_mask.astype(bool)
 
 
+def require_model(model) -> None:
+  """Raises a TypeError naming the fix when `model` is not a jaxlayer model, such as the
+  (model, config) pair that `from_pretrained` returns."""
+  if isinstance(model, Qwen):
+    return
+  hint = (": from_pretrained returns (model, config); unpack it: "
+          "`model, config = models.from_pretrained(...)`."
+          if isinstance(model, tuple) and model and isinstance(model[0], Qwen) else
+          " (models.from_pretrained(...) loads one).")
+  raise TypeError(f"model must be a jaxlayer Qwen model, got {type(model).__name__}{hint}")
+
+
+def _check_inputs(input_ids, attention_mask, vocab_size: int) -> None:
+  """Raises a one-line error naming the fix for inputs `Qwen.__call__` cannot read. Token ids
+  are checked against the vocabulary where their values are known (outside jit): the embedding
+  lookup would return NaN for an id past the vocabulary, not an error."""
+  for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+    if value is not None and not hasattr(value, "ndim"):
+      raise TypeError(f"{name} must be an array [batch, seq] (numpy or jax), got "
+                      f"{type(value).__name__}: pass np.asarray(...) or the tokenizer's "
+                      "return_tensors='np' output.")
+  if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
+    raise ValueError(f"input_ids must be integer token ids [batch, seq], got shape "
+                     f"{tuple(input_ids.shape)} and dtype {input_ids.dtype}"
+                     + (": add the batch axis (ids[None])." if input_ids.ndim == 1 else "."))
+  if attention_mask is not None and attention_mask.shape != input_ids.shape:
+    raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids "
+                     f"{tuple(input_ids.shape)}: give one mask entry per token (1: real, 0: pad).")
+  if not isinstance(input_ids, jax.core.Tracer) and getattr(input_ids, "is_fully_addressable",
+                                                           True):
+    ids = np.asarray(input_ids)
+    bad = ids[(ids < 0) | (ids >= vocab_size)]
+    if bad.size:
+      raise ValueError(f"input_ids holds token id {bad[0]}, outside the model's vocabulary "
+                       f"[0, {vocab_size}): was it made by another model's tokenizer?")
+
+
 def _positions_and_causal_mask(mask):
   """Left-padded rows' real tokens mask [batch, seq] bool -> positions [batch, seq] (real
   tokens numbered from 0) and the causal mask [batch, seq, seq] over real tokens."""
@@ -371,6 +409,7 @@ class Qwen(nnx.Module):
     head=False: the final hidden states [batch, n, d_model] instead (`logits` projects them),
     for a caller that rematerialises the output projection on its own.
     """
+    _check_inputs(input_ids, attention_mask, self.config.vocab_size)
     if shared_prompt is None:
       hidden, _ = self._forward(input_ids, attention_mask, remat, num_last)  # [batch, n, d]
     else:
