@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec
 
 from jaxlayer import distributed
 from jaxlayer.models import KVCache, Qwen
+from jaxlayer.models.qwen import require_model
 from jaxlayer.models.sharding import BATCH_AXES, batch_sharding, batch_shards
 
 
@@ -79,12 +80,12 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]] | np.ndarray | jax.Ar
   Compiled code is reused across calls with the same bucketed batch size and prompt length
   (`bucket`), `max_new_tokens`, `num_samples`, top_k and whether temperature is 0 / top_p < 1.
   """
+  require_model(model)
   cfg = model.config
   prompts = _check_prompts(prompts, cfg.vocab_size)
   eos = _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, top_p,
-                    eos_token_ids, pad_token_id)
-  if isinstance(prompts_per_call, bool) or not isinstance(prompts_per_call, numbers.Integral) \
-      or prompts_per_call < 0:
+                    eos_token_ids, pad_token_id, seed)
+  if not _is_int(prompts_per_call) or prompts_per_call < 0:
     raise ValueError(f"prompts_per_call must be an integer >= 0 (0: all prompts in one call), got "
                      f"{prompts_per_call!r}.")
   per_call = prompts_per_call or len(prompts)
@@ -371,13 +372,22 @@ def _check_prompts(prompts, vocab_size: int) -> list[np.ndarray]:
   return checked
 
 
+def _is_int(value) -> bool:
+  """An integer (a numpy one included), not a bool."""
+  return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, top_p,
-                eos_token_ids, pad_token_id) -> list[int]:
+                eos_token_ids, pad_token_id, seed) -> list[int]:
   """Raises a clear error for a bad argument; returns the EOS ids as a list."""
   for name, value, lowest in [("max_new_tokens", max_new_tokens, 1),
                               ("num_samples", num_samples, 1), ("top_k", top_k, 0)]:
-    if not isinstance(value, numbers.Integral) or value < lowest:
+    if not _is_int(value) or value < lowest:
       raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}.")
+  if not _is_int(seed):
+    shown = f"an array of dtype {seed.dtype}" if hasattr(seed, "dtype") else repr(seed)
+    raise TypeError(f"seed must be an integer (the same seed gives the same samples), got "
+                    f"{shown}.")
   if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
           and temperature >= 0):
     raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}.")
@@ -388,7 +398,15 @@ def _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, t
   if isinstance(eos_token_ids, numbers.Integral):
     raise TypeError(f"eos_token_ids must be a list of token ids, got the int {eos_token_ids}; "
                     f"pass [{eos_token_ids}] (or [] for no stop token).")
-  eos = [int(t) for t in eos_token_ids]
+  eos = None if isinstance(eos_token_ids, (str, bytes)) else list(eos_token_ids)
+  if eos is None or not all(_is_int(t) for t in eos):
+    raise TypeError(f"eos_token_ids must be a list of integer token ids, got {eos_token_ids!r}: "
+                    "pass ids, such as [tokenizer.eos_token_id], not token strings.")
+  if not _is_int(pad_token_id):
+    raise TypeError(f"pad_token_id must be an integer token id, got {pad_token_id!r} (a "
+                    "tokenizer without a pad token has pad_token_id None: pass its "
+                    "eos_token_id).")
+  eos = [int(t) for t in eos]
   for name, token in [*(("eos_token_ids", t) for t in eos), ("pad_token_id", pad_token_id)]:
     if not 0 <= token < cfg.vocab_size:
       raise ValueError(f"{name} contains {token}, outside the vocabulary [0, {cfg.vocab_size}).")

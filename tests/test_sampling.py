@@ -288,11 +288,36 @@ def test_prompts_per_call_gives_the_samples_of_one_call(qwen2, prompts, monkeypa
     ([[1]], dict(temperature=-0.5), "temperature must be a finite number >= 0"),
     ([[1]], dict(eos_token_ids=5), r"pass \[5\]"),
     ([[1]], dict(eos_token_ids=[400]), "eos_token_ids contains 400"),
+    # what a notebook passes by mistake: each used to fail inside JAX or Python, or (a string
+    # of digits) to stop at every digit's token id
+    ([[1]], dict(eos_token_ids="151643"), "list of integer token ids, got '151643'"),
+    ([[1]], dict(eos_token_ids=[None]), r"list of integer token ids, got \[None\]"),
+    ([[1]], dict(pad_token_id=None), "pad_token_id must be an integer.*eos_token_id"),
+    ([[1]], dict(seed=None), "seed must be an integer.*got None"),
+    ([[1]], dict(seed=jax.random.key(0)), "seed must be an integer.*got an array of dtype key"),
+    ([[1]], dict(num_samples=True), "num_samples must be an integer >= 1, got True"),
 ])
 def test_bad_input_is_a_clear_error(qwen2, prompt_list, kwargs, error):
   args = dict(max_new_tokens=4, eos_token_ids=[], seed=0) | kwargs
   with pytest.raises((ValueError, TypeError), match=error):
     sampling.generate(qwen2, prompt_list, **args)
+
+
+def test_the_pair_from_pretrained_returns_is_refused_with_the_fix(tiny_qwen2_dir, tmp_path):
+  loaded = models.from_pretrained(tiny_qwen2_dir)  # (model, config), not unpacked
+  with pytest.raises(TypeError, match=r"unpack it: `model, config = models.from_pretrained"):
+    sampling.generate(loaded, [[1]], max_new_tokens=4, eos_token_ids=[], seed=0)
+  with pytest.raises(TypeError, match=r"unpack it"):
+    models.save_pretrained(loaded, tmp_path / "out")
+  assert not (tmp_path / "out").exists()
+
+
+def test_eos_ids_may_come_from_any_iterable(qwen2, prompts):
+  args = dict(max_new_tokens=MAX_NEW, seed=0, temperature=0.0)
+  expected = sampling.generate(qwen2, prompts, eos_token_ids=[7, 11], **args)
+  for eos in (iter([7, 11]), np.array([7, 11]), (t for t in (7, 11))):
+    got = sampling.generate(qwen2, prompts, eos_token_ids=eos, **args)
+    np.testing.assert_array_equal(got.lengths, expected.lengths)
 
 
 def test_rows_of_an_array_are_prompts(qwen2, prompts):

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from jaxlayer import distributed, paths
 from jaxlayer.models import hf_mapping, sharding
 from jaxlayer.models.config import ModelConfig, resolve_dtype
-from jaxlayer.models.qwen import Qwen
+from jaxlayer.models.qwen import Qwen, require_model
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -237,6 +237,7 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
   brings its source's (files of other names stay). On several hosts every process calls it
   (parameters spread over the hosts are gathered) and process 0 writes.
   """
+  require_model(model)
   out_dir = paths.local_path(out_dir, "out_dir")
   cfg = model.config
   if cfg.source_dir and Path(cfg.source_dir).resolve() == out_dir.resolve():
