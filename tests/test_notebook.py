@@ -1,6 +1,7 @@
 """notebooks/quickstart.ipynb runs top to bottom on CPU (its small settings) and shows the plot."""
 
 import base64
+import copy
 import json
 import re
 from pathlib import Path
@@ -19,18 +20,30 @@ def _outputs(cell) -> list[dict]:
   return [dict(output) for output in cell.get("outputs", [])]
 
 
+def _sweep_cell(notebook):
+  return next(c for c in notebook.cells if c.cell_type == "code" and "run_sweep(" in c.source)
+
+
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
-  """The notebook after running every cell (JAXLAYER_NOTEBOOK_SMALL=1, one CPU device)."""
+def executed_and_rerun(tmp_path_factory):
+  """The notebook after running every cell (JAXLAYER_NOTEBOOK_SMALL=1, one CPU device), and
+  the sweep cell run once more at the end in the same kernel, as a notebook user re-runs it."""
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv("JAXLAYER_NOTEBOOK_SMALL", "1")
     patch.setenv("HF_HUB_OFFLINE", "1")
     patch.setenv("XLA_FLAGS", TEST_XLA_FLAGS)  # a user's CPU runtime: one device, not 8 fakes
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    notebook.cells.append(copy.deepcopy(_sweep_cell(notebook)))
     client = NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path_factory.mktemp("nb"))}})
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
-  return notebook
+  rerun = notebook.cells.pop()
+  return notebook, rerun
+
+
+@pytest.fixture(scope="module")
+def executed(executed_and_rerun):
+  return executed_and_rerun[0]
 
 
 def test_the_committed_notebook_has_no_outputs():
@@ -83,3 +96,28 @@ def test_the_contribution_plot_and_the_sweep_table_are_shown(executed):
   assert sweep_dir.parent.name.startswith("jaxlayer-")  # a temporary directory, not the repo
   assert (f"base {sweep['s_base']:.3f} ± {sweep['s_base_se']:.3f}, full RL {sweep['s_full']:.3f}"
           in printed)  # the result in short, above the plot
+
+
+def _printed(cell) -> str:
+  return "".join(o.get("text", "") for o in _outputs(cell) if o.get("name") == "stdout")
+
+
+def test_running_the_sweep_cell_again_resumes_its_sweep(executed_and_rerun):
+  """The cell used to make a new temporary directory each time, so it ran every run again."""
+  notebook, rerun = executed_and_rerun
+  first = _printed(_sweep_cell(notebook))
+  again = _printed(rerun)
+  directory = re.search(r"sweep directory: (\S+)", first).group(1)
+  assert re.search(r"sweep directory: (\S+)", again).group(1) == directory
+  assert "3 of 3 runs already done" in again and "pass@1" not in again  # nothing trained
+
+
+def test_the_sweep_warnings_are_shown_under_the_result(executed):
+  """A notebook has no report.md at hand: a sweep whose full RL run ended at or below the
+  base model (C(k) meaningless) used to say only '1 warning(s): see report.md'."""
+  printed = _printed(next(c for c in executed.cells
+                          if c.cell_type == "code" and "summary_lines" in c.source))
+  sweep_dir = Path(re.search(r"sweep directory: (\S+)", _printed(_sweep_cell(executed))).group(1))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert sweep["s_full"] <= sweep["s_base"] and sweep["warnings"]  # 3 RL steps gain nothing
+  assert all(f"warning: {text}" in printed for text in sweep["warnings"])
