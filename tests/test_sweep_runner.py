@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from jaxlayer import assets, cli, locks, models, paths
+from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import report, runner, store
 from jaxlayer.sweep.store import RunSpec
 from tests.sweep_fakes import NUM_PROBLEMS, REPO, FakeRL, make_config, write_model_config
@@ -290,6 +291,16 @@ def test_layer_lists(value, expected):
 def test_bad_layer_lists_name_the_problem(value, message):
   with pytest.raises(ValueError, match=message):
     runner.parse_layers(value, 8)
+
+
+def test_a_training_config_given_to_the_sweep_is_a_clear_error(tmp_path):
+  """A training config (no sweep section) used to fail with AttributeError: "'sweep'"."""
+  config = default_config()
+  config.model.path = assets.TINY_ARITH
+  with pytest.raises(ValueError, match=r"config has no sweep section: start from configs/sweep"):
+    runner.run_sweep(config)
+  with pytest.raises(TypeError, match=r"must be an ml_collections ConfigDict.*got dict"):
+    runner.run_sweep({"sweep": {"dir": str(tmp_path)}})
 
 
 @pytest.mark.parametrize("value, expected", [

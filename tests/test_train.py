@@ -652,6 +652,16 @@ def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_q
     train.train(cfg)
 
 
+@pytest.mark.parametrize("config, error", [
+    ({"model": {"path": "DIR"}}, r"config must be an ml_collections ConfigDict.*got dict"),
+    (None, r"config must be an ml_collections ConfigDict.*got NoneType"),
+])
+def test_a_config_that_is_no_configdict_is_a_clear_error(config, error):
+  """It used to fail with "'dict' object has no attribute 'train'"."""
+  with pytest.raises(TypeError, match=error):
+    train.train(config)
+
+
 def test_a_run_dir_another_process_writes_is_refused_and_left_as_it_was(
     tiny_qwen2_dir, tmp_path, monkeypatch, capsys, held_by_another_process):
   from pathlib import Path

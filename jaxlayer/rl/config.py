@@ -29,6 +29,17 @@ RESUMABLE_KEYS = ("train.steps", "train.micro_batch_size", "train.remat",
 RESUMABLE_SECTIONS = ("eval",)
 
 
+def require_config(config, sections: tuple[str, ...], example: str) -> None:
+  """Raises a one-line error naming the fix when `config` is not an ml_collections ConfigDict
+  with these sections (a dict, None, or a training config given to the sweep)."""
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise TypeError(f"config must be an ml_collections ConfigDict, such as {example}, got "
+                    f"{type(config).__name__}.")
+  missing = [name for name in sections if name not in config]
+  if missing:
+    raise ValueError(f"config has no {' or '.join(missing)} section: start from {example}.")
+
+
 def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.run_dir = config_dict.placeholder(str)  # required: checkpoints, metrics, config copy

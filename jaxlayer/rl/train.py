@@ -42,7 +42,7 @@ from jaxlayer.models.hub import resolve_model_dir
 from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, multiturn, optimizer,
                          selection)
 from jaxlayer.rl import step as rl_step
-from jaxlayer.rl.config import RESUMABLE_KEYS, RESUMABLE_SECTIONS
+from jaxlayer.rl.config import RESUMABLE_KEYS, RESUMABLE_SECTIONS, require_config
 from jaxlayer.text import counted
 
 
@@ -124,6 +124,8 @@ def param_shapes(model_config: models.ModelConfig) -> Mapping[str, tuple[int, ..
 
 def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   """Validates `config` (clear errors, nothing loaded or compiled) and resolves it."""
+  require_config(config, ("model", "task", "train", "rollout"),
+                 "jaxlayer.rl.config.default_config() or a configs/*.py get_config()")
   train_cfg, rollout = config.train, config.rollout
   _require(config.model.path is not None,
            "Set the model: --config.model.path=DIR (a Hugging Face directory or hub id).")

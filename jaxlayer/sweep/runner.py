@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from jaxlayer import distributed, locks, paths
 from jaxlayer.rl import selection
+from jaxlayer.rl.config import require_config
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
 from jaxlayer.text import counted
@@ -472,6 +473,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   On several hosts (jaxlayer.distributed) every process runs the sweep's runs together with the
   local launcher; process 0 writes the sweep directory's files.
   """
+  require_config(config, ("model", "train", "sweep"), "configs/sweep_tiny.py's get_config()")
   paths.local_path(config.sweep.dir, "sweep.dir")
   plan_training, evaluating = train_fn is None, eval_fn is None
   train_fn = train_fn or default_train_fn
