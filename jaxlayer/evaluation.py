@@ -192,6 +192,18 @@ def check_eval_fits(config: ml_collections.ConfigDict, tokenizer, max_positions:
     _check_prompts_fit(name, prompt_ids, settings["max_new_tokens"], max_positions)
 
 
+def _check_model_tokenizer_task(model, tokenizer, task) -> None:
+  """Raises a TypeError naming the fix for arguments of `evaluate` of the wrong kind."""
+  models.require_model(model)
+  if not callable(tokenizer):  # (a transformers tokenizer: called on text)
+    raise TypeError(f"tokenizer must be the model's tokenizer, got {type(tokenizer).__name__}: "
+                    "load it with models.load_tokenizer(MODEL_DIR).")
+  if not isinstance(task, tasks.Task):
+    how = f"tasks.get_task({task!r})" if isinstance(task, str) else "tasks.get_task(NAME)"
+    raise TypeError(f"task must be a jaxlayer Task, got {type(task).__name__}: make one with "
+                    f"{how}.")
+
+
 def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: int | None,
              max_new_tokens: int, batch_size: int = 64, num_samples: int = 0,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
@@ -210,6 +222,7 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
     "completion", "answer", "score" (the "correct" component), "reward" (the task's weighted
     reward, as in training), "reward_components", "num_tokens", "finish_reason"}.
   """
+  _check_model_tokenizer_task(model, tokenizer, task)
   check_decoding(max_new_tokens=max_new_tokens, batch_size=batch_size, num_samples=num_samples,
                  temperature=temperature)
   prompt_settings = {"template": template, "use_chat_template": use_chat_template,

@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformers
 
-from jaxlayer import assets, cli, evaluation, tasks
+from jaxlayer import assets, cli, evaluation, models, tasks
 from jaxlayer.rl import checkpoint, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import runner
@@ -412,3 +412,29 @@ def test_every_task_is_checked_to_fit_before_any_is_evaluated(monkeypatch, tmp_p
     cli.main(["eval", "--config", str(config_file), "--model", assets.TINY_ARITH,
               "--config.eval.tasks=arithmetic,countdown", "--out", str(tmp_path / "out")])
   assert not (tmp_path / "out").exists()
+
+
+def test_a_run_directory_given_as_a_model_points_to_load_model(tiny_qwen2_dir, tmp_path):
+  """Its config.json is the run's config: from_pretrained said 'Unsupported model_type None',
+  load_tokenizer asked for tokenizer files to be copied into it."""
+  run_dir = tmp_path / "run"
+  _make_run_dir(run_dir, tiny_qwen2_dir, step=1)
+  for load in (models.from_pretrained, models.load_tokenizer):
+    with pytest.raises(ValueError, match=r"is a jaxlayer run directory, not a Hugging Face "
+                       r"checkpoint: load it with `model, tokenizer, info = .*load_model"):
+      load(run_dir)
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("tokenizer", None, r"tokenizer must be the model's tokenizer, got NoneType: .*load_tokenizer"),
+    ("tokenizer", "DIR", r"tokenizer must be the model's tokenizer, got str"),
+    ("task", "parity", r"task must be a jaxlayer Task, got str: .*tasks.get_task\('parity'\)"),
+])
+def test_evaluate_names_an_argument_of_the_wrong_kind(argument, value, message, tiny_qwen2_dir,
+                                                      parity_task_registered):
+  """They failed with "'NoneType' object is not callable" or "'str' object has no attribute"."""
+  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  arguments = dict(model=model, tokenizer=models.load_tokenizer(tiny_qwen2_dir),
+                   task=tasks.get_task("parity")) | {argument: value}
+  with pytest.raises(TypeError, match=message):
+    evaluation.evaluate(**arguments, num_problems=2, max_new_tokens=4)

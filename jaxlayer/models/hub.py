@@ -60,6 +60,14 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
   """A local directory as is; otherwise a hub id fetched (or found in the HF cache): the files
   matching `hub_files` (default: config, weights and tokenizer)."""
   path = paths.local_path(path_or_hub_id, "model").expanduser()
+  from jaxlayer.rl.checkpoint import RUN_FILE  # (jaxlayer.rl imports this module)
+
+  if (path / RUN_FILE).is_file():  # its config.json is the run's config, not a model's
+    raise ValueError(
+        f"{path} is a jaxlayer run directory, not a Hugging Face checkpoint: load it with "
+        f"`model, tokenizer, info = jaxlayer.evaluation.load_model({str(path_or_hub_id)!r})` "
+        "(its base model with the trained blocks), or write a checkpoint with "
+        "jaxlayer.rl.checkpoint.export(run_dir, out_dir) (`jaxlayer export`).")
   if path.is_dir():
     return path
   name = str(path_or_hub_id)
