@@ -652,6 +652,28 @@ def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_q
     train.train(cfg)
 
 
+def test_a_second_compilation_cache_directory_is_the_one_written(tmp_path):
+  """JAX opens its persistent cache once per process: a notebook's second sweep (another
+  compilation_cache_dir) wrote its compiled programs into the first sweep's directory."""
+  settings = {"jax_persistent_cache_min_compile_time_secs": 0,
+              "jax_persistent_cache_min_entry_size_bytes": -1}
+  before = {name: getattr(jax.config, name)
+            for name in [*settings, "jax_compilation_cache_dir"]}
+  try:
+    for name, value in settings.items():
+      jax.config.update(name, value)
+    for scale in (2.0, 3.0):  # another program for each directory
+      directory = tmp_path / f"cache_{scale}"
+      train.use_compilation_cache(str(directory))
+      jax.jit(lambda x, scale=scale: x * scale + 1)(np.ones(3, np.float32)).block_until_ready()
+      assert directory.is_dir() and any(directory.iterdir())
+  finally:
+    for name, value in before.items():
+      if name != "jax_compilation_cache_dir":
+        jax.config.update(name, value)
+    train.use_compilation_cache(before["jax_compilation_cache_dir"])
+
+
 @pytest.mark.parametrize("config, error", [
     ({"model": {"path": "DIR"}}, r"config must be an ml_collections ConfigDict.*got dict"),
     (None, r"config must be an ml_collections ConfigDict.*got NoneType"),

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
+from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -886,6 +887,15 @@ def _train_result(plan_: TrainPlan, trainer: _Trainer, last: dict, history: list
       model=trainer.split.merge(trainer.params))
 
 
+def use_compilation_cache(directory: str | None) -> None:
+  """Points JAX's persistent compilation cache at `directory`. JAX opens its cache once per
+  process and then ignores a new jax_compilation_cache_dir, so a changed one reopens it (a
+  notebook's second sweep wrote its compiled programs into the first sweep's directory)."""
+  if jax.config.jax_compilation_cache_dir != directory:
+    jax.config.update("jax_compilation_cache_dir", directory)
+    compilation_cache.reset_cache()
+
+
 def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
           position: int = 0, leave: bool = True,
           on_step: Callable[[int, dict], None] | None = None,
@@ -913,7 +923,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
            f"train(stop_at={stop_at!r}): give the RL step to stop after, an int >= 1 (or None).")
   warn_if_memory_short(plan_)
   if config.compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", str(config.compilation_cache_dir))
+    use_compilation_cache(str(config.compilation_cache_dir))
   run_dir = Path(config.run_dir)
   # The stop handlers are in place while the model loads too: a Ctrl-C there, which Python may
   # drop inside one of JAX's garbage-collection callbacks, would otherwise let the run go on.
