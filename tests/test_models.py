@@ -386,6 +386,18 @@ def test_partition_spec_drops_axes_that_do_not_divide():
 
 # ---- bad input ----
 
+@pytest.mark.parametrize("axes, message", [
+    (dict(data=0), r"data=0 x fsdp=-1 x tensor=1: each axis size must be an int >= 1, or -1"),
+    (dict(fsdp=1.5), r"each axis size must be an int >= 1"),
+    (dict(data=2), r"1 device cannot be split by 2, the product of the other axes"),
+    (dict(fsdp=2), r"needs 2 devices, not 1: choose sizes whose product is 1"),
+])
+def test_bad_mesh_axes_are_a_clear_error(axes, message):
+  """data=0 divided by zero, a float axis failed in numpy, and the counts read '1 devices'."""
+  with pytest.raises(ValueError, match=message):
+    models.make_mesh(**axes, devices=jax.devices()[:1])
+
+
 def test_missing_directory_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     models.from_pretrained(tmp_path / "nope")

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxlayer.text import counted
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -34,18 +36,24 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> M
   """A ("data", "fsdp", "tensor") mesh; one axis may be -1 to take the remaining devices."""
   devices = list(jax.devices() if devices is None else devices)
   sizes = [data, fsdp, tensor]
+  asked = f"data={data} x fsdp={fsdp} x tensor={tensor}"
+  if not all(isinstance(s, int) and not isinstance(s, bool) and (s >= 1 or s == -1)
+             for s in sizes):
+    raise ValueError(f"Mesh {asked}: each axis size must be an int >= 1, or -1 for the "
+                     "remaining devices.")
   if sizes.count(-1) > 1:
-    raise ValueError(
-        f"At most one mesh axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}.")
+    raise ValueError(f"Mesh {asked}: at most one axis may be -1.")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices do not split into mesh axes {sizes}.")
+      raise ValueError(f"Mesh {asked}: {counted(len(devices), 'device')} cannot be split by "
+                       f"{known}, the product of the other axes; choose sizes whose product "
+                       f"divides {len(devices)}.")
     sizes[sizes.index(-1)] = len(devices) // known
   if int(np.prod(sizes)) != len(devices):
     raise ValueError(
-        f"Mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs {int(np.prod(sizes))} "
-        f"devices but {len(devices)} are available.")
+        f"Mesh {asked} needs {counted(int(np.prod(sizes)), 'device')}, not {len(devices)}: "
+        f"choose sizes whose product is {len(devices)}, or one of -1.")
   return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
