@@ -114,6 +114,24 @@ def test_update_equals_full_gradient_restricted_to_the_selection(tiny_qwen2_dir)
                                rtol=1e-4, atol=1e-8)
 
 
+def test_a_mini_batch_without_loss_tokens_leaves_the_parameters_and_adam_as_they_are(
+    tiny_qwen2_dir):
+  """A mini-batch whose every response is dropped (DAPO's dynamic sampling out of rounds,
+  overlong filtering) has no gradient: AdamW must not step on its momentum alone."""
+  split, params, tx = _trainer_parts(tiny_qwen2_dir, "layers.1")
+  update = step.make_update_step(split, tx, LOSS, temperature=1.0)
+  params, opt_state, _ = update(params, tx.init(params), split.frozen, _batch(300))
+  before = {k: np.asarray(v) for k, v in params.items()}
+  moments_before = [np.asarray(x) for x in jax.tree.leaves(opt_state)]
+  dropped = dict(_batch(300, seed=1))
+  dropped["response_mask"] = np.zeros_like(dropped["response_mask"])
+  params, opt_state, metrics = update(params, opt_state, split.frozen, dropped)
+  assert metrics["loss"] == 0.0 and metrics["grad_norm"] == 0.0
+  for k, value in params.items():
+    np.testing.assert_array_equal(np.asarray(value), before[k], err_msg=k)
+  for old, new in zip(moments_before, jax.tree.leaves(opt_state), strict=True):
+    np.testing.assert_array_equal(np.asarray(new), old)
+
 def test_remat_gives_the_same_update_and_keeps_only_the_block_inputs(tiny_qwen2_dir):
   """train.remat: the same gradient step; the backward pass keeps each block's input instead of
   its activations, and the final hidden states instead of the logits (counted on the traced

@@ -185,8 +185,14 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
         jax.tree.map(jnp.zeros_like, trainable), micro)
     # Token-mean diagnostics of the micro-batches, weighted by their token counts.
     metrics = {k: (v * tokens).sum() / jnp.maximum(tokens.sum(), 1.0) for k, v in metrics.items()}
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
+    updates, new_opt_state = tx.update(grads, opt_state, trainable)
+    # A mini-batch without a loss token (every group dropped by dynamic sampling or overlong
+    # filtering) has no gradient: AdamW would still move every weight on its momentum (and
+    # weight decay), training on no data. It leaves the parameters and optimizer as they are.
+    has_tokens = tokens.sum() > 0
+    trainable, opt_state = jax.tree.map(
+        lambda new, old: jnp.where(has_tokens, new, old),
+        (optax.apply_updates(trainable, updates), new_opt_state), (trainable, opt_state))
     finite = jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(trainable)]).all()
     metrics = dict(metrics, loss=loss.sum(), grad_norm=optax.tree.norm(grads),
                    params_finite=finite.astype(jnp.float32))
