@@ -784,6 +784,26 @@ def test_overlong_filtering_drops_truncated_responses_from_the_loss(tiny_qwen2_d
                                 rollouts.mask[~rollouts.truncated])
 
 
+def test_a_step_whose_groups_all_lack_a_signal_makes_no_update_and_logs_no_update_metrics(
+    tiny_qwen2_dir, tmp_path, capsys):
+  """DAPO out of sampling rounds with no group left: nothing to learn from, so the weights stay
+  as they are and the step logs no loss, entropy or ratio (not zeros that read as measured)."""
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None, algorithm="dapo", kl_beta=None,
+                     dynamic_sampling_max_rounds=1)
+  cfg.rollout.max_new_tokens = 5
+  trainer = train._Trainer(train.plan(cfg), None)
+  rounds = iter([[[0, 1, 0, 0], [1, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0]], [[1, 1, 1, 1]] * 4])
+  trainer._sample_round = lambda key: _fake_round(next(rounds))
+  learned, _ = trainer.run_step()
+  assert learned["entropy"] > 0 and learned["ratio_mean"] > 0
+  before = {k: np.asarray(v) for k, v in trainer.params.items()}
+  result, _ = trainer.run_step()
+  assert result["batch_groups_weighted"] == 0.0
+  assert not {"loss", "entropy", "ratio_mean", "grad_norm"} & set(result)
+  assert "step 2: every group was dropped" in capsys.readouterr().out
+  for k, value in trainer.params.items():
+    np.testing.assert_array_equal(np.asarray(value), before[k], err_msg=k)
+
 # --- the command line -------------------------------------------------------------------------
 
 def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):

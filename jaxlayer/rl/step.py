@@ -149,7 +149,8 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
                      opt_shardings=None):
   """jit: (trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics).
 
-  One optimizer update on one mini-batch, whose gradient is accumulated over `micro_batches`
+  One optimizer update on one mini-batch (none when it has no loss token: metrics'
+  `loss_tokens` is 0), whose gradient is accumulated over `micro_batches`
   forward / backward passes (groups i, i + n, i + 2n, ... of `group` rows form micro-batch i,
   so each stays spread over the data-parallel devices); the loss equals the whole
   mini-batch's. With `remat` the backward pass recomputes each block's activations instead
@@ -195,7 +196,7 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
         (optax.apply_updates(trainable, updates), new_opt_state), (trainable, opt_state))
     finite = jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(trainable)]).all()
     metrics = dict(metrics, loss=loss.sum(), grad_norm=optax.tree.norm(grads),
-                   params_finite=finite.astype(jnp.float32))
+                   params_finite=finite.astype(jnp.float32), loss_tokens=tokens.sum())
     return trainable, opt_state, metrics
 
   if param_shardings is None:

@@ -742,7 +742,14 @@ class _Trainer:
               f"{self.run_dir / checkpoint.CHECKPOINT_DIR}. "
               "Lower train.learning_rate, keep train.max_grad_norm on, or check the rewards.")
         history.append(result)
-    return {k: float(np.mean([h[k] for h in history])) for k in history[0] if k != "params_finite"}
+    # Mini-batches without a loss token made no update: their zeros are no measurement.
+    updated = [h for h in history if h["loss_tokens"] > 0]
+    if not updated:
+      tqdm.write(f"jaxlayer: step {self.step + 1}: every group was dropped (no learning signal, "
+                 "or every response truncated with overlong filtering); no update.")
+      return {}
+    return {k: float(np.mean([h[k] for h in updated])) for k in updated[0]
+            if k not in ("params_finite", "loss_tokens")}
 
   def _mini_batch_order(self, size: int, mini: int, epoch: int) -> np.ndarray:
     """The rows of an epoch in mini-batch order: a random order of whole groups, so that each
