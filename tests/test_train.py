@@ -530,12 +530,13 @@ def test_a_bfloat16_run_trains_and_checkpoints_float32_leaves(tiny_qwen2_dir, tm
 
 @dataclasses.dataclass(kw_only=True)
 class PoisonedTask(ArithmeticTask):
-  """A reward function that breaks on its third call (a NaN reward)."""
+  """A reward function that breaks on its third rollout (a NaN reward)."""
 
   calls: list = dataclasses.field(default_factory=list)
 
   def reward_components(self, problems, completions):
-    self.calls.append(1)
+    if list(completions) != [""]:  # not check_reward_weights's probe before training
+      self.calls.append(1)
     value = math.nan if len(self.calls) == 3 else 0.5
     return {"correct": [value] * len(completions)}
 
