@@ -785,6 +785,25 @@ def test_overlong_filtering_drops_truncated_responses_from_the_loss(tiny_qwen2_d
                                 rollouts.mask[~rollouts.truncated])
 
 
+def test_with_overlong_filtering_a_group_of_truncated_responses_only_is_no_signal(
+    tiny_qwen2_dir, tmp_path):
+  """Its rewards may differ, but every response is filtered out of the loss: dynamic sampling
+  replaces it, instead of counting an empty group as a full one."""
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None, algorithm="dapo", kl_beta=None,
+                     overlong_filtering=True, dynamic_sampling_max_rounds=2)
+  cfg.rollout.max_new_tokens = 5
+  trainer = train._Trainer(train.plan(cfg), None)
+  first = _fake_round([[0, 1, 0, 0], [1, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0]])
+  first.truncated[:4] = True  # the first group hit the length limit in every response
+  rounds = iter([first, _fake_round([[1, 1, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]])])
+  trainer._sample_round = lambda key: next(rounds)
+  batch, weights, _ = trainer._collect(jax.random.PRNGKey(0))
+  assert batch.rewards.reshape(4, 4).tolist() == [[1, 1, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0],
+                                                  [0, 1, 1, 1]]
+  assert weights.tolist() == [1, 1, 1, 1]
+  arrays = trainer._make_batch(batch, weights)
+  assert (arrays["response_mask"].reshape(4, -1).sum(axis=1) > 0).all()
+
 def test_a_step_whose_groups_all_lack_a_signal_makes_no_update_and_logs_no_update_metrics(
     tiny_qwen2_dir, tmp_path, capsys):
   """DAPO out of sampling rounds with no group left: nothing to learn from, so the weights stay

@@ -18,7 +18,8 @@ from jaxlayer.rl import advantages, losses
 class Algorithm:
   """advantage: key of `advantages.ADVANTAGE_ESTIMATORS`; aggregation: of `losses.AGGREGATIONS`.
 
-  dynamic_sampling: drop groups whose rewards are all equal and sample more prompts instead.
+  dynamic_sampling: drop groups whose rewards are all equal (with overlong_filtering, also
+  those whose every response is truncated) and sample more prompts instead.
   overlong_filtering: truncated responses (no end-of-sequence token) carry no loss.
   overlong_buffer_fraction: DAPO's soft overlong penalty, as a fraction of the maximum
   response length (0: off): the reward falls linearly from 0 to -1 over the last

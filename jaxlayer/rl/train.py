@@ -662,6 +662,8 @@ class _Trainer:
       if not dynamic:
         return part, np.ones(wanted), part
       signal = advantages.groups_with_signal(part.rewards, self.group_size)
+      if self.plan.algorithm.overlong_filtering:  # a group of truncated responses trains nothing
+        signal &= ~part.truncated.reshape(-1, self.group_size).all(axis=1)
       kept.append(part.groups(signal, self.group_size))
       spare.append(part.groups(~signal, self.group_size))
       if sum(len(p.problem_indices) for p in kept) >= wanted:
