@@ -403,13 +403,15 @@ def env_config(config: ml_collections.ConfigDict) -> multiturn.EnvSettings | Non
 def task_names(config: ml_collections.ConfigDict) -> list[str]:
   """eval.tasks split at commas (empty: [task.name]), each checked against the registry; for
   an environment config, [env.name]."""
-  names = [n.strip() for n in eval_settings(config)["tasks"].split(",") if n.strip()]
+  settings = eval_settings(config)
+  names = [n.strip() for n in settings["tasks"].split(",") if n.strip()]
   env = env_config(config)
   if env is not None:
-    if names:
-      raise ValueError(f"eval.tasks={names} names tasks, but this config trains in the "
-                       f"environment {env.name!r}, which is evaluated by its episodes: leave "
-                       "eval.tasks empty.")
+    for key, value in (("tasks", names), ("task_options", sorted(settings["task_options"]))):
+      if value:
+        raise ValueError(f"eval.{key} names {value}, but this config trains in the environment "
+                         f"{env.name!r}, which is evaluated by its episodes: leave eval.{key} "
+                         "empty.")
     return [env.name]
   names = names or [config.task.name]
   repeated = sorted({n for n in names if names.count(n) > 1})
@@ -420,7 +422,7 @@ def task_names(config: ml_collections.ConfigDict) -> list[str]:
   if unknown:
     raise ValueError(f"unknown task(s) {unknown} in eval.tasks / task.name; registered tasks: "
                      f"{sorted(tasks.TASKS)}.")
-  stray = sorted(set(eval_settings(config)["task_options"]) - (set(names) - {config.task.name}))
+  stray = sorted(set(settings["task_options"]) - (set(names) - {config.task.name}))
   if stray:
     raise ValueError(f"eval.task_options names {stray}, which are not among the other tasks "
                      f"evaluated {sorted(set(names) - {config.task.name})}: set task.options for "

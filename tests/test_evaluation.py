@@ -402,6 +402,23 @@ def test_a_task_named_twice_in_eval_tasks_is_refused():
     evaluation.task_names(config)
 
 
+@pytest.mark.parametrize("key, value", [("tasks", "arithmetic"),
+                                        ("task_options", {"countdown": {"num_test": 8}})])
+def test_an_environment_config_refuses_eval_tasks_it_would_ignore(key, value):
+  # eval.task_options was ignored without a word (eval.tasks was refused): an environment is
+  # scored by its episodes.
+  config_file = Path(__file__).parents[1] / "configs" / "gigpo_gridworld.py"
+  config = cli.load_config(["--config", str(config_file)], "test",
+                           {"eval": evaluation.default_eval_config})
+  with config.unlocked():  # (the config's eval section leaves these keys at their defaults)
+    config.eval[key] = value
+  with pytest.raises(ValueError, match=rf"^eval.{key} names .*environment 'gridworld', which is "
+                     rf"evaluated by its episodes: leave eval.{key} empty\.$"):
+    evaluation.task_names(config)
+  config.eval[key] = type(value)()
+  assert evaluation.task_names(config) == ["gridworld"]
+
+
 def test_every_task_is_checked_to_fit_before_any_is_evaluated(monkeypatch, tmp_path):
   """The shipped model has 64 positions: arithmetic fits, countdown's prompts alone do not."""
   monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
