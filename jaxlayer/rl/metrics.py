@@ -44,8 +44,8 @@ def _read_rows(path: Path) -> list[tuple[str, dict]]:
       else:
         torn += 1
   if torn:
-    warnings.warn(f"{path}: left out {counted(torn, 'line')} cut short when a run died while writing "
-                  "them.", stacklevel=3)
+    warnings.warn(f"{path}: left out {counted(torn, 'line')} cut short when a run died while "
+                  "writing them.", stacklevel=3)
   return rows
 
 

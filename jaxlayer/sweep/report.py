@@ -436,8 +436,8 @@ def _groups_section(sweep: dict) -> list[str]:
     above_best = [g["contribution"] - max(g["contribution_alone"]) for g in compared]
     lines += ["", f"Against the best of its blocks trained alone, a group's C differs by "
               f"{np.mean(above_best):+z.2f} on average ({sum(d > 0 for d in above_best)} of "
-              f"{counted(len(compared), 'group')} above it). The sums of the blocks' C would predict "
-              f"{np.mean([sum(g['contribution_alone']) for g in compared]):z.2f} on average; the "
+              f"{counted(len(compared), 'group')} above it). The sums of the blocks' C would "
+              f"predict {np.mean([sum(g['contribution_alone']) for g in compared]):z.2f} on average; the "
               f"groups reached {np.mean([g['contribution'] for g in compared]):z.2f}. Differences "
               "within the C errors are noise."]
   return lines + [""]

@@ -580,8 +580,8 @@ def _announce(sweep_dir: Path, config, layers: Sequence[int], groups: Sequence[t
   tqdm.write(f"sweep into {sweep_dir}: {config.model.path}, the base model, full RL, "
              f"{counted(len(layers), 'block')} alone"
              + (f", {counted(len(groups), 'group')} of blocks" if groups else "")
-             + f"; {counted(len(seeds), 'seed')}: {total} runs of up to {config.train.steps} RL steps "
-             f"({config.train.algorithm}).")
+             + f"; {counted(len(seeds), 'seed')}: {total} runs of up to {config.train.steps} "
+             f"RL steps ({config.train.algorithm}).")
   if rungs:
     steps = [*rungs, config.train.steps]
     # Each run stops at the rung after which it is no longer kept; full RL trains to the end.
