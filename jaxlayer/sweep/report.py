@@ -89,7 +89,8 @@ def _paired_gain_se(results: list[dict]) -> float | None:
 
 def _decoding(eval_config: dict) -> dict:
   """The eval settings that shape the scores (sampling settings only when there are samples)."""
-  unused = {"num_problems", "tasks", "replicate_params"} | store.unused_eval_settings(eval_config)
+  unused = ({"num_problems", "tasks", "task_options", "replicate_params"}  # (jaxlayer eval's)
+            | store.unused_eval_settings(eval_config))
   return {k: v for k, v in eval_config.items() if k not in unused}
 
 
@@ -437,9 +438,9 @@ def _groups_section(sweep: dict) -> list[str]:
     lines += ["", f"Against the best of its blocks trained alone, a group's C differs by "
               f"{np.mean(above_best):+z.2f} on average ({sum(d > 0 for d in above_best)} of "
               f"{counted(len(compared), 'group')} above it). The sums of the blocks' C would "
-              f"predict {np.mean([sum(g['contribution_alone']) for g in compared]):z.2f} on average; the "
-              f"groups reached {np.mean([g['contribution'] for g in compared]):z.2f}. Differences "
-              "within the C errors are noise."]
+              f"predict {np.mean([sum(g['contribution_alone']) for g in compared]):z.2f} on "
+              f"average; the groups reached {np.mean([g['contribution'] for g in compared]):z.2f}. "
+              "Differences within the C errors are noise."]
   return lines + [""]
 
 
