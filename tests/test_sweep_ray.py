@@ -3,7 +3,9 @@ retried without touching finished runs, a failed run redone alone on resume, in-
 killed when the sweep stops, and no process left behind by a cluster the sweep started."""
 
 import os
+import socket
 import sys
+import time
 
 import psutil
 import pytest
@@ -178,6 +180,31 @@ def test_unknown_launcher_and_missing_ray_are_clear_errors(tmp_path, monkeypatch
   monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
   with pytest.raises(ValueError, match="needs Ray, which is not installed.*jaxlayer\\[ray\\]"):
     _run(config, FakeRL(BLOCKS))
+  assert not (tmp_path / "sweep").exists()
+
+
+def _closed_port() -> int:
+  """A local TCP port that nothing listens on."""
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("address, environment, message", [
+    ("127.0.0.1:{port}", "", r"sweep.ray.address='127.0.0.1:{port}': no Ray cluster answers"),
+    ("", "127.0.0.1:{port}", r"RAY_ADDRESS='127.0.0.1:{port}': no Ray cluster answers"),
+    ("headnode", "", r"sweep.ray.address='headnode': give the head node as HOST:PORT")],
+    ids=["address", "RAY_ADDRESS", "no port"])
+def test_an_address_no_cluster_answers_at_fails_at_once_before_the_sweep_directory_is_made(
+    tmp_path, monkeypatch, address, environment, message):
+  if ray.is_initialized():  # connected already, the sweep would not look at the address
+    ray.shutdown()
+  port = _closed_port()
+  monkeypatch.setenv("RAY_ADDRESS", environment.format(port=port))
+  start = time.monotonic()
+  with pytest.raises(ValueError, match=message.format(port=port)):
+    _run(_ray_config(tmp_path / "sweep", address=address.format(port=port)), FakeRL(BLOCKS))
+  assert time.monotonic() - start < 10
   assert not (tmp_path / "sweep").exists()
 
 

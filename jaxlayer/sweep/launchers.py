@@ -34,6 +34,8 @@ joined is left running, and one this process was already connected to is left co
 from __future__ import annotations
 
 import numbers
+import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -91,6 +93,25 @@ def import_ray():
     raise ValueError(f"sweep.launcher='ray' needs Ray, which is not installed ({err}): "
                      "pip install 'jaxlayer[ray]', or use sweep.launcher=local.") from None
   return ray
+
+
+def check_address_answers(address: str, timeout_s: float = 10.0) -> None:
+  """Raises ValueError unless sweep.ray.address (or RAY_ADDRESS, when it is "") is one of Ray's
+  words for a cluster found or made here, or a HOST:PORT that accepts connections: ray.init
+  would retry an address nobody answers at for about a quarter of an hour."""
+  source = "sweep.ray.address" if address else "RAY_ADDRESS"
+  address = address or os.environ.get("RAY_ADDRESS", "")
+  if address in ("", "local", "auto"):
+    return
+  host, colon, port = address.removeprefix("ray://").rpartition(":")
+  if not (colon and host and port.isdigit()):
+    raise ValueError(f"{source}={address!r}: give the head node as HOST:PORT (what `ray start "
+                     "--head` printed, e.g. 10.0.0.2:6379), or 'local' for a private cluster.")
+  try:
+    socket.create_connection((host, int(port)), timeout=timeout_s).close()
+  except OSError as err:
+    raise ValueError(f"{source}={address!r}: no Ray cluster answers there ({err}); start one "
+                     "(`ray start --head`) or use sweep.ray.address=local.") from None
 
 
 def _connect(ray, address: str) -> None:
@@ -160,6 +181,8 @@ def get_launcher(sweep_config) -> Launcher:
   if name not in LAUNCHERS:
     raise ValueError(f"sweep.launcher={name!r}: choose one of {sorted(LAUNCHERS)}.")
   if name == "ray":
-    import_ray()
+    ray = import_ray()
     ray_task_options(sweep_config.ray)
+    if not ray.is_initialized():  # else the runs go to the cluster this process is connected to
+      check_address_answers(sweep_config.ray.address)
   return LAUNCHERS[name]
