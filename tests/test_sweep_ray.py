@@ -208,6 +208,20 @@ def test_an_address_no_cluster_answers_at_fails_at_once_before_the_sweep_directo
   assert not (tmp_path / "sweep").exists()
 
 
+def test_a_cluster_that_refuses_the_driver_is_a_clear_error(tmp_path, monkeypatch):
+  if ray.is_initialized():
+    ray.shutdown()
+
+  def refuse(**kwargs):  # what ray.init raises when the cluster wants a token the driver lacks
+    raise ConnectionError(f"Failed to connect to Ray cluster at {kwargs['address']}")
+
+  monkeypatch.setattr(ray, "init", refuse)
+  with pytest.raises(ValueError, match=r"sweep.ray.address='auto': could not join a Ray cluster "
+                     r"there \(Failed to connect to Ray cluster at auto\).*RAY_AUTH_MODE=token"):
+    _run(_ray_config(tmp_path / "sweep", address="auto"), FakeRL(BLOCKS))
+  assert store.load_results(tmp_path / "sweep") == []
+
+
 def test_a_run_no_node_can_hold_is_refused_instead_of_waiting_forever(tmp_path, ray_cluster):
   config = _ray_config(tmp_path / "sweep")
   config.sweep.ray.num_gpus = 1.0

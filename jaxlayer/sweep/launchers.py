@@ -118,8 +118,10 @@ def _connect(ray, address: str) -> None:
   try:
     ray.init(address=address or None, log_to_driver=True)
   except ConnectionError as err:
-    raise ValueError(f"sweep.ray.address={address!r}: no Ray cluster there ({err}); start one "
-                     "(`ray start --head`) or use sweep.ray.address=local.") from None
+    raise ValueError(f"sweep.ray.address={address!r}: could not join a Ray cluster there ({err}). "
+                     "Start one (`ray start --head`); one that `ray start` made with token "
+                     "authentication (it says so as it starts) takes a driver only with "
+                     "RAY_AUTH_MODE=token set; or use sweep.ray.address=local.") from None
 
 
 def _check_a_node_fits(ray, options: dict[str, Any]) -> None:
