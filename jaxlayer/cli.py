@@ -278,11 +278,12 @@ def _sweep(argv: list[str]) -> None:
   if config.sweep.launcher == "local":  # a Ray driver leaves the accelerators to its tasks
     _initialize_hosts()
   from jaxlayer import sweep
+  from jaxlayer.sweep import launchers
 
   try:
     sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]),
                                 dry_run=dry_run)
-  except (ValueError, FileNotFoundError) as err:
+  except (ValueError, FileNotFoundError, launchers.RunsFailed) as err:
     raise SystemExit(f"jaxlayer sweep: {err}") from None
   except KeyboardInterrupt as err:
     _interrupted("jaxlayer sweep", err, "The finished runs are recorded: run the same command "

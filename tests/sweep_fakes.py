@@ -120,15 +120,19 @@ class FileLoggedRL(FakeRL):
 
   exit_once_on_layer=k: the first training of block k ends its process (os._exit), as a worker
   killed by the system would; a marker file remembers it, so a retry trains normally.
+  raise_on_layer=k: training block k raises ValueError(RAISED), as a bad setting would.
   hang_on_layer=k: training block k writes its process id to log_dir/hang.pid and sleeps;
   every other training first waits for that file, so it finishes while block k is running.
   """
 
+  RAISED = "a setting this block cannot train with"
+
   def __init__(self, block_correct, log_dir, exit_once_on_layer=None, hang_on_layer=None,
-               **kwargs):
+               raise_on_layer=None, **kwargs):
     super().__init__(block_correct, **kwargs)
     self.log_dir = Path(log_dir)
     self.exit_once_on_layer, self.hang_on_layer = exit_once_on_layer, hang_on_layer
+    self.raise_on_layer = raise_on_layer
 
   def calls(self) -> list[str]:
     path = self.log_dir / "calls.log"
@@ -145,6 +149,8 @@ class FileLoggedRL(FakeRL):
     if block == self.exit_once_on_layer and not marker.exists():
       marker.touch()
       os._exit(1)
+    if block == self.raise_on_layer:
+      raise ValueError(self.RAISED)
     pid_file = self.log_dir / "hang.pid"
     if block == self.hang_on_layer:
       pid_file.with_suffix(".tmp").write_text(str(os.getpid()))

@@ -76,7 +76,7 @@ def test_failed_run_others_recorded_own_cluster_stopped_resume_redoes_it_alone(t
     ray.shutdown()
   children_before = {p.pid for p in psutil.Process().children(recursive=True)}
   fake = FileLoggedRL(BLOCKS, tmp_path, exit_once_on_layer=1)
-  with pytest.raises(RuntimeError, match="1 run\\(s\\) failed.*\nlayer01-seed0: "):
+  with pytest.raises(launchers.RunsFailed, match="1 run failed.*\nlayer01-seed0: "):
     _run(_ray_config(tmp_path / "sweep", max_retries=0), fake)
 
   assert sorted(fake.calls()) == sorted(["eval base 0", "train full 0", "eval full 0",
@@ -96,6 +96,15 @@ def test_failed_run_others_recorded_own_cluster_stopped_resume_redoes_it_alone(t
   assert resumed.train_calls == [((1,), 0)] and resumed.eval_calls == [((1, 0), 0)]
   assert _still_the_same(tmp_path / "sweep", recorded)
   assert store.read_json(tmp_path / "sweep/runs/layer01-seed0/result.json")["score"] == 26 / 40
+
+
+def test_a_run_that_raises_is_named_with_its_error_in_one_line(tmp_path, ray_cluster):
+  fake = FileLoggedRL(BLOCKS, tmp_path, raise_on_layer=1)
+  with pytest.raises(launchers.RunsFailed) as failed:
+    _run(_ray_config(tmp_path / "sweep"), fake)
+  assert str(failed.value).splitlines()[1:] == [f"layer01-seed0: ValueError: {fake.RAISED}"]
+  assert fake.calls().count("train 1 0") == 1  # the run's own error is not retried
+  assert sorted(_result_bytes(tmp_path / "sweep")) == ["base-seed0", "full-seed0", "layer00-seed0"]
 
 
 def test_dead_worker_is_retried_and_a_resumed_sweep_runs_only_the_missing_runs(

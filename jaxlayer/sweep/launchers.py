@@ -40,7 +40,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ml_collections
+from tqdm.auto import tqdm
 
+from jaxlayer import text
 from jaxlayer.sweep.store import RunSpec
 
 RunFn = Callable[[RunSpec], dict]
@@ -137,6 +139,18 @@ def _check_a_node_fits(ray, options: dict[str, Any]) -> None:
                      "num_gpus / num_tpus, or add a node that has them.")
 
 
+class RunsFailed(RuntimeError):
+  """Runs of a Ray sweep failed (each named with its error); the others are recorded."""
+
+
+def _failure(ray, err: Exception) -> str:
+  """A failed run's error in a line: the exception the run raised, else Ray's account of the
+  worker's death."""
+  if isinstance(err, ray.exceptions.RayTaskError) and isinstance(err.cause, Exception):
+    return f"{type(err.cause).__name__}: {err.cause}"
+  return str(err)
+
+
 def _run_task(run_fn: RunFn, spec: RunSpec) -> dict:
   return run_fn(spec)
 
@@ -161,12 +175,14 @@ def ray_launcher(specs: Sequence[RunSpec], run_fn: RunFn, sweep_config) -> Itera
       try:
         result = ray.get(ready)
       except ray.exceptions.RayError as err:
-        failures.append(f"{spec.name}: {err}")
+        tqdm.write(f"{spec.name} failed: {err}")  # with the run's traceback, as it happened
+        failures.append(f"{spec.name}: {_failure(ray, err)}")
         continue
       yield spec, result
     if failures:
-      raise RuntimeError(f"{len(failures)} run(s) failed on Ray (the others are recorded; run the "
-                         "sweep again to redo only these):\n" + "\n".join(failures))
+      raise RunsFailed(f"{text.counted(len(failures), 'run')} failed on Ray (the others are "
+                       "recorded; once what failed is fixed, running the sweep again runs only "
+                       "these):\n" + "\n".join(failures))
   finally:
     for ref in pending:
       ray.cancel(ref, force=True)
