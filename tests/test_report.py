@@ -333,3 +333,18 @@ def test_reward_curves_of_a_short_run_have_ticks_at_whole_steps(monkeypatch):
                       {"kind": "layer", "layer": 1, "seed": 0, "reward_curve": curve}],
                      num_layers=4, title="short", path=None)
   assert _visible_ticks(figures[0].axes[0].xaxis) == [1.0, 2.0, 3.0, 4.0]  # not 1.5, 2.5, ...
+
+
+@pytest.mark.parametrize("blocks, layers, tie", [
+    ({0: 20, 1: 20, 2: 20, 3: 20}, "all", "every block swept scored the same"),
+    (BLOCKS, "1", "the only block swept")])
+def test_a_tie_or_a_single_block_is_not_named_both_best_and_worst(tmp_path, blocks, layers, tie):
+  """They were: 'best: block 0 (...). worst: block 0 (...)'."""
+  sweep_dir = _sweep(tmp_path, FakeRL(blocks), layers=layers)
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  block = min(int(k) for k in blocks) if layers == "all" else int(layers)
+  c = (blocks[block] - 12) / 12  # base 12, full RL 24 of 40 solved
+  expected = (f"best: block {block} (C = {c:.2f}, score {blocks[block] / NUM_PROBLEMS:.3f}); "
+              f"{tie}")
+  assert report.summary_lines(sweep)[1] == expected + "."
+  assert f"B{expected[1:]}." in (sweep_dir / "report.md").read_text()
