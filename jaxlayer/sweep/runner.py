@@ -25,7 +25,7 @@ The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer
           the train.steps-long run, keeping what a later call resumes from.
         Returns "model" (the trained model, handed to eval_fn as is), "reward_curve" (mean
         training reward per step, a sequence of floats) and optionally "checkpoint_dir"
-        (where trained weights were written: removed after evaluation for single-block
+        (where trained weights were written: removed after evaluation for block and group
         runs unless sweep.keep_checkpoints) and "cost" (numbers for any of
         store.COST_KEYS but train_seconds, which the sweep measures).
     eval_fn(config, *, model, seed, progress_position) -> Mapping
@@ -82,7 +82,7 @@ def default_sweep_config() -> ml_collections.ConfigDict:
   # the best of those to train.steps. "": every run trains to train.steps.
   config.halving_steps = ""
   config.halving_keep = 0.5  # fraction of the blocks (and of the groups) kept at each rung
-  config.keep_checkpoints = False  # keep single-block runs' weights (full RL's are kept)
+  config.keep_checkpoints = False  # keep block and group runs' weights (full RL's are kept)
   config.force_new_dir = False  # sweep.dir holds a different sweep: use the next free dir-N
   config.launcher = "local"  # "local": one run after another here; "ray": runs as Ray tasks
   config.ray = launchers.default_ray_config()  # used by launcher="ray"
@@ -394,7 +394,7 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   """Trains (unless spec is the base) and evaluates one run; returns its result, unrecorded.
 
   Runs wherever the launcher puts it (this process, a Ray worker); `record_run` writes the
-  result. A single-block run's checkpoint is removed here, where it was written, unless a
+  result. A block or group run's checkpoint is removed here, where it was written, unless a
   later rung of successive halving resumes it.
   """
   workdir = store.run_dir(sweep_dir, spec) / "train"
