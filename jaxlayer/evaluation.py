@@ -1,8 +1,8 @@
 """Test-split evaluation: pass@1 (greedy) and mean@k (k sampled completions) per task.
 
-    from jaxlayer import evaluation, models, tasks
-    model, _ = models.from_pretrained("assets/tiny-arith")
-    tokenizer = models.load_tokenizer("assets/tiny-arith")
+    from jaxlayer import assets, evaluation, models, tasks
+    model, _ = models.from_pretrained(assets.TINY_ARITH)
+    tokenizer = models.load_tokenizer(assets.TINY_ARITH)
     result = evaluation.evaluate(model, tokenizer, tasks.get_task("arithmetic"),
                                  num_problems=500, max_new_tokens=8, num_samples=4)
     result.scores  # {"pass@1": 0.41, "mean@4": 0.37}

@@ -8,7 +8,8 @@
                             # step_seconds, trained_params, optimizer_state_bytes, model
 
 Modules: selection (what trains), optimizer (AdamW over the trainable leaves), advantages,
-losses, algorithms (presets), step (the compiled update), train (the loop), checkpoint
-(run directories, export), metrics (JSONL / TensorBoard), config (every key and default),
-gigpo (multi-turn advantages).
+losses, algorithms (presets), step (the compiled update), train (the loop), memory (what a
+device needs), checkpoint (run directories, export), metrics (JSONL / TensorBoard), config
+(every key and default), multiturn (episodes in an environment), gigpo (multi-turn
+advantages).
 """
