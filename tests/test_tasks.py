@@ -231,6 +231,17 @@ def test_math_local_parquet_takes_the_last_boxed_answer(tmp_path):
     task.train_problems()
 
 
+def test_math_trains_on_a_train_data_file(tmp_path):
+  # MATH-500 on the hub has no train split; a local train file gives the task one.
+  train = [{"problem": "What is 1+1?", "answer": "2"}, {"problem": "What is 2+3?", "answer": "5"}]
+  test = [{"problem": "What is 4+4?", "answer": "8"}]
+  task = get_task("math", data_files={"train": _write_jsonl(tmp_path / "train.jsonl", train),
+                                      "test": _write_jsonl(tmp_path / "test.jsonl", test)})
+  assert [(p.prompt, p.answer) for p in task.train_problems()] == [
+      (record["problem"], record["answer"]) for record in train]
+  assert [p.answer for p in task.test_problems()] == ["8"]
+
+
 def test_numina_defaults_read_boxed_solutions(tmp_path):
   path = _write_jsonl(tmp_path / "numina.jsonl",
                       [{"problem": "2+2?", "solution": "It is \\boxed{4}."}])

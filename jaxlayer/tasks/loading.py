@@ -105,7 +105,8 @@ class DatasetTask(Task):
   dataset / dataset_config: hub name (e.g. "openai/gsm8k", "main") or local directory;
   data_files: {split name: local .jsonl/.json/.parquet/.csv path}; when set, used
     instead of dataset;
-  train_split / test_split: split names (None: the task has no such split);
+  train_split / test_split: split names (None: the task has no such split, unless data_files
+    holds a file under "train" / "test", which then is that split);
   question_field / answer_field: which record fields hold the question and answer.
   """
 
@@ -128,6 +129,9 @@ class DatasetTask(Task):
         raise FileNotFoundError(
             f"task {self.name!r}: data file for split {split!r} not found: {path}"
         )
+    for role in ("train", "test"):  # (math's hub data set has no train split; a file gives one)
+      if getattr(self, f"{role}_split") is None and role in (self.data_files or {}):
+        setattr(self, f"{role}_split", role)
 
   @abc.abstractmethod
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
@@ -139,7 +143,8 @@ class DatasetTask(Task):
 
   def _load(self, split: str | None, role: str) -> list[Problem]:
     if split is None:
-      raise ValueError(f"task {self.name!r} has no {role} split: set {role}_split")
+      raise ValueError(f"task {self.name!r} has no {role} split: set {role}_split, or give a "
+                       f"{role} file in data_files ({{{role!r}: PATH}})")
     records = load_split(
         dataset=self.dataset,
         dataset_config=self.dataset_config,
