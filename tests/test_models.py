@@ -121,6 +121,17 @@ def test_settings_jaxlayer_lacks_are_refused(checkpoint, changes, message, reque
     models.from_pretrained(directory)
 
 
+def test_rope_scaling_added_to_a_new_style_config_is_refused(tiny_qwen3_dir, tmp_path):
+  """Qwen's long-context recipe adds rope_scaling to config.json; next to transformers 5's
+  rope_parameters, transformers applies it (YaRN), so it must not load as plain RoPE."""
+  yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+  directory = _edit_config(tiny_qwen3_dir, tmp_path / "edited", rope_scaling=yarn)
+  assert "rope_parameters" in json.loads((directory / "config.json").read_text())
+  assert transformers.AutoConfig.from_pretrained(directory).rope_parameters["rope_type"] == "yarn"
+  with pytest.raises(ValueError, match=r"rope_type 'yarn'"):
+    models.from_pretrained(directory)
+
+
 def test_tied_checkpoint_with_its_own_lm_head(tmp_path):
   """transformers 5 uses a stored lm_head.weight even with tie_word_embeddings=true: a copy of
   the embeddings loads, another matrix is refused."""

@@ -55,8 +55,11 @@ class ModelConfig:
           f"Unsupported model_type {model_type!r}: jaxlayer supports {list(SUPPORTED_MODEL_TYPES)} "
           "(Qwen2, Qwen2.5, Qwen3 dense, DeepSeek-R1-Distill-Qwen)."
       )
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    # transformers 5 keeps RoPE under `rope_parameters`, older configs under `rope_scaling`; a
+    # `rope_scaling` added to a newer config (Qwen's long-context recipe) wins, as there.
+    scaling = hf.get("rope_scaling") or {}
+    rope = {**(hf.get("rope_parameters") or {}), **scaling}
+    rope_type = scaling.get("rope_type", scaling.get("type", rope.get("rope_type", "default")))
     if rope_type not in SUPPORTED_ROPE_TYPES:
       raise ValueError(
           f"Unsupported rope_type {rope_type!r} in config.json: jaxlayer supports "
