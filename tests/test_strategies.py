@@ -63,7 +63,7 @@ def test_a_halving_sweep_ranks_only_the_blocks_that_trained_to_the_end(tmp_path)
   assert _blocks(selection.select(f"top1@{tmp_path}", PATHS, NUM_LAYERS)) == [2]
   with pytest.raises(ValueError, match="used successive halving, so only its best blocks"):
     selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)
-  with pytest.raises(ValueError, match=r"2 block\(s\) \(successive halving took only these"):
+  with pytest.raises(ValueError, match=r"2 blocks \(successive halving took only these"):
     selection.select(f"top3@{tmp_path}", PATHS, NUM_LAYERS)
 
 
@@ -83,7 +83,7 @@ def test_boost_top_blocks_with_a_learning_rate_group(sweep_dir):
 
 
 def test_bad_sweep_selections_name_the_problem(sweep_dir, tmp_path):
-  with pytest.raises(ValueError, match=r"for 5 block\(s\); choose k between 1 and 5"):
+  with pytest.raises(ValueError, match=r"for 5 blocks; choose k between 1 and 5"):
     selection.select(f"top6@{sweep_dir}", PATHS, NUM_LAYERS)
   with pytest.raises(ValueError, match="6-block model, but this model has 28 blocks"):
     strategies.ranked_blocks(sweep_dir, 2, largest=True, num_layers=28)

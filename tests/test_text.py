@@ -10,3 +10,4 @@ def test_a_count_names_its_noun_in_the_singular_for_one_only():
   # numpy integers (sampler lengths, device counts), whose comparisons are numpy bools
   assert counted(np.int64(1), "token") == "1 token"
   assert counted(np.int32(3), "RL step") == "3 RL steps"
+  assert counted(197120, "trained weight") == "197,120 trained weights"

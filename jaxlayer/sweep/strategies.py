@@ -23,6 +23,7 @@ from pathlib import Path
 
 from jaxlayer.rl import selection
 from jaxlayer.sweep import store
+from jaxlayer.text import counted
 
 RANKED_PATTERN = r"(top|bottom)(\d+)@(.+)"
 
@@ -49,8 +50,8 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
   if not 1 <= k <= len(defined):
     reached = " (successive halving took only these to the end)" if halved else ""
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep has a defined C(k) for "
-                     f"{len(defined)} block(s){reached}; choose k between 1 and {len(defined)}, "
-                     "or sweep more blocks.")
+                     f"{counted(len(defined), 'block')}{reached}; choose k between 1 and "
+                     f"{len(defined)}, or sweep more blocks.")
   ordered = sorted(defined, key=lambda sl: (-sl[0] if largest else sl[0], sl[1]))
   return sorted(layer for _, layer in ordered[:k])
 
