@@ -348,29 +348,30 @@ def _train(argv: list[str]) -> None:
 
   steps = config.train.steps
   try:
-    with distributed.failing_together("Checking the run's settings"):
-      plan = train.plan(config)
-    start = train.check_resume(plan)  # a refused resume stops here, before any output
-    run_dir = Path(config.run_dir)
-    if start >= steps:
+    with train.stop_requests():  # a Ctrl-C from here on stops the run before its first step
+      with distributed.failing_together("Checking the run's settings"):
+        plan = train.plan(config)
+      start = train.check_resume(plan)  # a refused resume stops here, before any output
+      run_dir = Path(config.run_dir)
+      if start >= steps:
+        if distributed.is_primary():
+          print(f"jaxlayer train: {run_dir} is already finished at step {start}"
+                f"{f' (train.steps={steps})' if steps < start else ''}: nothing to train. To "
+                f"train it further, {train.how_to_train_on(config, start)}.")
+        return
       if distributed.is_primary():
-        print(f"jaxlayer train: {run_dir} is already finished at step {start}"
-              f"{f' (train.steps={steps})' if steps < start else ''}: nothing to train. To "
-              f"train it further, {train.how_to_train_on(config, start)}.")
-      return
-    if distributed.is_primary():
-      logs = [str(run_dir / metrics.METRICS_FILE)] + (
-          [f"tensorboard --logdir {run_dir / metrics.TENSORBOARD_DIR}"]
-          if config.logging.tensorboard else [])
-      print(f"jaxlayer train: {plan.summary()}\n  metrics: {'; '.join(logs)}")
-      if start:
-        print(f"resuming from step {start} of {steps}")
-    try:
-      result = train.train(config)
-    finally:  # the curves so far, also of a run that stopped or diverged
-      plot = metrics.plot_training(run_dir) if distributed.is_primary() else None
-      if plot is not None:
-        print(f"training curves: {plot}")
+        logs = [str(run_dir / metrics.METRICS_FILE)] + (
+            [f"tensorboard --logdir {run_dir / metrics.TENSORBOARD_DIR}"]
+            if config.logging.tensorboard else [])
+        print(f"jaxlayer train: {plan.summary()}\n  metrics: {'; '.join(logs)}")
+        if start:
+          print(f"resuming from step {start} of {steps}")
+      try:
+        result = train.train(config)
+      finally:  # the curves so far, also of a run that stopped or diverged
+        plot = metrics.plot_training(run_dir) if distributed.is_primary() else None
+        if plot is not None:
+          print(f"training curves: {plot}")
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
     raise SystemExit(f"jaxlayer train: {err}") from None
   except KeyboardInterrupt as err:

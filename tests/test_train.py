@@ -270,7 +270,7 @@ def test_on_several_hosts_the_preemption_steps_rise_across_runs(monkeypatch):
                       lambda step: told.append(step) or step == told[0] + 3)
   stops = []
   for steps in (2, 3):  # two runs, the second (resumed, or a sweep's next) of three steps
-    with train._stop_requests() as stop_signal:
+    with train.stop_requests() as stop_signal:
       stops += [stop_signal() for _ in range(steps)]
   assert told == sorted(set(told)) and len(told) == 5
   assert stops == [None, None, None, signal.SIGTERM, None]
@@ -1046,3 +1046,34 @@ def test_a_reward_weight_naming_no_component_fails_before_the_model_loads(tmp_pa
       f"components are {sorted(graded)} (task.options.reward_weights).")):
     train.train(cfg)
   assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_ctrl_c_while_jaxlayer_train_checks_its_settings_stops_before_step_1(
+    tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
+  """It raised a KeyboardInterrupt wherever the program was, which Python drops inside JAX's
+  garbage-collection callbacks (the run then trained to the end); now it is recorded, and the
+  run stops before its first step, as one asked while the model loads does."""
+  from pathlib import Path
+
+  from jaxlayer import cli
+
+  planning, plans = train.plan, []
+
+  def interrupted_while_planning(config):  # the CLI's check (train() plans again)
+    plans.append(planning(config))
+    if len(plans) == 1:
+      signal.raise_signal(signal.SIGINT)
+    return plans[-1]
+
+  monkeypatch.setattr(train, "plan", interrupted_while_planning)
+  handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+  config_file = Path(__file__).parents[1] / "configs" / "grpo_arithmetic.py"
+  with pytest.raises(SystemExit) as stopped:
+    cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+              "--config.train.layers=layers.1", f"--config.run_dir={tmp_path / 'run'}",
+              "--config.train.steps=2"])
+  assert stopped.value.code == 128 + signal.SIGINT
+  assert ("jaxlayer train: stopped by Ctrl-C before step 1 of 2, before training anything."
+          in capsys.readouterr().err)
+  assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == []
+  assert {signum: signal.getsignal(signum) for signum in handlers} == handlers

@@ -216,22 +216,34 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
+# The checker of the stop_requests context this process is in (one process, main thread).
+_active_stop_requests: Callable[[], signal.Signals | None] | None = None
+
+
 @contextlib.contextmanager
-def _stop_requests():
+def stop_requests():
   """Within: a function, called after every training step, that returns the signal asking the
   run to stop after that step, with a checkpoint (None: go on).
 
   One process: the first SIGINT or SIGTERM asks; a second one acts at once, as it would
   without this handler. The handlers are set in the main thread only, and restored afterwards.
-  Several hosts: JAX's preemption service catches a SIGTERM on any host and names a step that
-  all hosts reach (`multihost_utils.reached_preemption_sync_point`, called at every step);
-  Ctrl-C acts at once there, since the hosts could not agree on a step for it.
+  Nested (`jaxlayer train` enters one before it checks the run's settings, `train` its own),
+  the inner one reads the outer one's requests: a Ctrl-C before training begins is recorded,
+  not raised as a KeyboardInterrupt that Python drops inside a garbage-collection callback of
+  JAX, and stops the run before its first step. Several hosts: JAX's preemption service
+  catches a SIGTERM on any host and names a step that all hosts reach
+  (`multihost_utils.reached_preemption_sync_point`, called at every step); Ctrl-C acts at once
+  there, since the hosts could not agree on a step for it.
   """
   if distributed.is_multiprocess():
     yield lambda: signal.SIGTERM if _reached_preemption_sync_point() else None
     return
   if threading.current_thread() is not threading.main_thread():
     yield lambda: None
+    return
+  global _active_stop_requests
+  if _active_stop_requests is not None:
+    yield _active_stop_requests
     return
   requested = []
   previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
@@ -249,11 +261,16 @@ def _stop_requests():
     tqdm.write(f"{STOP_SIGNALS[signum]}: stopping before the next step (a step under way ends "
                "first, with a checkpoint); again: stop at once, without one.")
 
+  def asked() -> signal.Signals | None:
+    return requested[0] if requested else None
+
   for signum in STOP_SIGNALS:
     signal.signal(signum, request_stop)
+  _active_stop_requests = asked
   try:
-    yield lambda: requested[0] if requested else None
+    yield _active_stop_requests
   finally:
+    _active_stop_requests = None
     restore()
 
 
@@ -936,7 +953,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   run_dir = Path(config.run_dir)
   # The stop handlers are in place while the model loads too: a Ctrl-C there, which Python may
   # drop inside one of JAX's garbage-collection callbacks, would otherwise let the run go on.
-  with _opened_run(plan_) as (checkpointer, start, moved_from), _stop_requests() as stop_signal:
+  with _opened_run(plan_) as (checkpointer, start, moved_from), stop_requests() as stop_signal:
     logger = None
     try:
       steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
