@@ -560,11 +560,12 @@ def _best_block(sweep: dict) -> str:
 
 
 def _best_and_worst(sweep: dict, worst_label: str = "worst") -> str:
-  """'best: block 4 (C = 0.72, score 0.415). worst: block 7 (...)', or, when the worst block
-  scored as the best did (one block swept, a tie), 'best: block 4 (...); the only block swept'
-  or '...; every block swept scored the same'."""
+  """'best: block 4 (C = 0.72, score 0.415). worst: block 7 (...)', or, without successive
+  halving, when the worst block scored as the best did (one block swept, a tie), 'best: block 4
+  (...); the only block swept' or '...; every block swept scored the same'."""
   scores = {l["layer"]: l["score"] for l in sweep["layers"]}
-  if scores[sweep["worst_layer"]] < scores[sweep["best_layer"]]:
+  if (scores[sweep["worst_layer"]] < scores[sweep["best_layer"]]
+      or sweep.get("halving")):  # (its worst is that of the blocks trained to the end)
     return f"{_best_block(sweep)}. {worst_label}: {_block(sweep, sweep['worst_layer'])}"
   tie = "the only block swept" if len(scores) == 1 else "every block swept scored the same"
   return f"{_best_block(sweep)}; {tie}"
