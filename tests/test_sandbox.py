@@ -196,6 +196,40 @@ def test_exiting_early_or_faking_results_passes_nothing(program):
   assert result.passed == [False]
 
 
+@pytest.mark.parametrize("program, test", [
+    ("class Any:\n  __eq__ = lambda self, other: True\ndef add(a, b):\n  return Any()",
+     "assert add(1, 2) == 3"),
+    ("class Any:\n  __eq__ = lambda self, other: True\ndef add(a, b):\n  return Any()",
+     "assert 3 == add(1, 2)"),
+    ("class Any:\n  __ne__ = lambda self, other: False\ndef add(a, b):\n  return Any()",
+     "assert not add(1, 2) != 3"),
+    ("class Zero(int):\n  __eq__ = int.__ne__\ndef add(a, b):\n  return Zero()",
+     "assert add(1, 2) == 3"),
+    ("class Any:\n  __eq__ = lambda self, other: True\ndef pair(a):\n  return [Any(), Any()]",
+     "assert pair(1) == [1, 1]"),
+    ("class Everything:\n  __contains__ = lambda self, item: True\ndef digits(n):\n"
+     "  return Everything()", "assert 7 in digits(123)"),
+    ("def add(a, b):\n  class Any:\n    __eq__ = lambda self, other: True\n  return Any()",
+     "def check(candidate):\n  assert candidate(1, 2) == 3\ncheck(add)"),
+])
+def test_an_object_equal_to_everything_passes_no_test(program, test):
+  result = sandbox.run_tests(program, [test], LIMITS)
+  assert result.passed == [False]
+  assert "take their comparisons from its own code" in result.error
+
+
+def test_honest_results_of_library_and_own_classes_still_compare():
+  program = ("from collections import namedtuple\nfrom fractions import Fraction\n"
+             "Point = namedtuple('Point', 'x y')\n"
+             "class Node:\n  def __init__(self, value):\n    self.value = value\n"
+             "  def __eq__(self, other):\n    return self.value == other.value\n")
+  tests = ["assert Point(1, 2) == (1, 2)", "assert Point(1, 2) != (2, 1)",
+           "assert Fraction(1, 2) == 0.5", "assert Node(1) == Node(1)", "assert 2 in [1, 2]",
+           "assert {'a': [1]} == {'a': [1]}", "assert Point(1, 2) in [(1, 2)]",
+           "assert 1 == 1 == 1"]
+  assert sandbox.run_tests(program, tests, LIMITS).passed == [True] * len(tests)
+
+
 def test_batch_runs_each_pair():
   results = sandbox.run_tests_batch(["x = 1", "x = 2", "while True: pass"], [["assert x == 1"]] * 3,
                                     limits=SHORT, workers=3)

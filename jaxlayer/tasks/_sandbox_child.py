@@ -6,13 +6,18 @@ candidate program and each test in turn, and writes one result line per test to
 the stdout it was started with. Everything the candidate prints goes to stderr.
 
 Result lines carry a random token sent by the parent, so a candidate that exits
-early or prints fake results cannot pass a test it did not run. (The tests run in
-the candidate's interpreter: code that inspects the runner's frames could still
-forge results. This is a guard against accidents and cheap reward hacks, not a proof.)
+early or prints fake results cannot pass a test it did not run. A test's `==`, `!=`,
+`in` and `not in` between built-in data (the expected value) and a value whose class
+takes those comparisons from the candidate's own code (an object equal to everything)
+fails the test. (The tests run in the candidate's interpreter: code that inspects the
+runner's frames could still forge results, and chained comparisons such as `a == b == c`
+are not checked. This is a guard against accidents and cheap reward hacks, not a proof.)
 """
 
+import ast
 import ctypes
 import json
+import operator
 import os
 import platform
 import resource
@@ -105,6 +110,102 @@ def _set_limits(limits):
     resource.setrlimit(getattr(resource, name), (value, value))
 
 
+# What a test's comparisons may hold on the expected side: built-in data, exact types only.
+_BUILTIN_DATA_TYPES = frozenset(
+    {bool, int, float, complex, str, bytes, type(None), list, tuple, set, frozenset, dict})
+_SEQUENCE_TYPES = (list, tuple, set, frozenset)
+# The methods `==`, `!=` and `in` answer with; the candidate's code must not supply them.
+_COMPARISON_METHODS = ("__eq__", "__ne__", "__contains__", "__iter__", "__len__", "__getitem__")
+_MAX_VALUES_CHECKED = 1_000_000
+_COMPARISONS = {"==": operator.eq, "!=": operator.ne,
+                "in": lambda item, container: item in container,
+                "not in": lambda item, container: item not in container}
+_COMPARISON_OF_NODE = {ast.Eq: "==", ast.NotEq: "!=", ast.In: "in", ast.NotIn: "not in"}
+_CHECKED_COMPARE = "__jaxlayer_checked_compare__"
+# Read through `type` itself, so that a class cannot answer with a fake MRO or __dict__.
+_mro_of = type.__dict__["__mro__"].__get__
+_dict_of = type.__dict__["__dict__"].__get__
+
+
+def _values(root):
+  """root and the values inside its lists, tuples, sets and dicts (up to
+  _MAX_VALUES_CHECKED), read with the built-in types' methods, never the value's own."""
+  pending, seen = [root], set()
+  while pending and len(seen) < _MAX_VALUES_CHECKED:
+    value = pending.pop()
+    if id(value) in seen:
+      continue
+    seen.add(id(value))
+    yield value
+    mro = _mro_of(type(value))
+    if dict in mro:
+      pending.extend(dict.keys(value))
+      pending.extend(dict.values(value))
+    else:
+      sequence_type = next((t for t in _SEQUENCE_TYPES if t in mro), None)
+      if sequence_type is not None:
+        pending.extend(sequence_type.__iter__(value))
+
+
+def _is_builtin_data(value):
+  return all(type(v) in _BUILTIN_DATA_TYPES for v in _values(value))
+
+
+def _method_from_candidate(cls, name):
+  """Whether the method `name` of cls comes from code without a source file (the
+  candidate's), or is a built-in method of another name or class (`__eq__ = int.__ne__`)."""
+  for klass in _mro_of(cls):
+    attributes = _dict_of(klass)
+    if name not in attributes:
+      continue
+    method = attributes[name]
+    if method is None:  # "unhashable"-style opt-outs make the comparison raise
+      return False
+    code = getattr(method, "__code__", None)
+    if code is not None:
+      filename = code.co_filename
+      return not (os.path.isabs(filename) or filename.startswith("<frozen "))
+    return not (getattr(method, "__objclass__", None) is klass
+                and getattr(method, "__name__", None) == name)
+  return False
+
+
+def _compares_by_candidate_code(value):
+  classes = {type(v) for v in _values(value)} - _BUILTIN_DATA_TYPES
+  return next((cls for cls in classes
+               if any(_method_from_candidate(cls, name) for name in _COMPARISON_METHODS)), None)
+
+
+def _checked_compare(comparison, left, right):
+  """`left <comparison> right`, failing the test where one side is built-in data and
+  the other side's class takes the comparison from the candidate's code."""
+  for side, other in ((left, right), (right, left)):
+    if _is_builtin_data(other):
+      cls = _compares_by_candidate_code(side)
+      if cls is not None:
+        raise AssertionError(f"the tests compare built-in values, but the program's "
+                             f"{cls.__name__} objects take their comparisons from its own code")
+  return _COMPARISONS[comparison](left, right)
+
+
+class _CheckComparisons(ast.NodeTransformer):
+  """Routes each single `==`, `!=`, `in` and `not in` of a test through _checked_compare."""
+
+  def visit_Compare(self, node):
+    self.generic_visit(node)
+    if len(node.ops) != 1 or type(node.ops[0]) not in _COMPARISON_OF_NODE:
+      return node
+    comparison = _COMPARISON_OF_NODE[type(node.ops[0])]
+    call = ast.Call(func=ast.Name(id=_CHECKED_COMPARE, ctx=ast.Load()),
+                    args=[ast.Constant(comparison), node.left, node.comparators[0]], keywords=[])
+    return ast.copy_location(call, node)
+
+
+def _compile_test(test, index):
+  tree = _CheckComparisons().visit(ast.parse(test, f"<test {index}>"))
+  return compile(ast.fix_missing_locations(tree), f"<test {index}>", "exec")
+
+
 def main():
   request = json.loads(sys.stdin.read())
   token = request["token"]
@@ -125,7 +226,8 @@ def main():
     error = program_error
     if error is None:
       try:
-        exec(compile(test, f"<test {index}>", "exec"), namespace)
+        namespace[_CHECKED_COMPARE] = _checked_compare  # again: the program may have replaced it
+        exec(_compile_test(test, index), namespace)
       except BaseException as test_error:
         error = f"{type(test_error).__name__}: {test_error}"[:1000]
     results.write(f"{token} "
