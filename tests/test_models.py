@@ -76,8 +76,8 @@ def test_config_reads_rope_theta_in_both_layouts():
   new_style.pop("rope_theta", None)
   old_style = {k: v for k, v in base.items() if k != "rope_parameters"}
   old_style["rope_theta"] = 54321.0
-  assert models.ModelConfig.from_hf_dict(new_style).rope_theta == 12345.0
-  assert models.ModelConfig.from_hf_dict(old_style).rope_theta == 54321.0
+  assert models.ModelConfig.from_hf_dict(new_style).rope.theta == 12345.0
+  assert models.ModelConfig.from_hf_dict(old_style).rope.theta == 54321.0
 
 
 # config.json settings that transformers reads in its own way: (model_type, config overrides,
@@ -118,17 +118,6 @@ def test_settings_jaxlayer_lacks_are_refused(checkpoint, changes, message, reque
   """Each would load and give other logits than transformers (or fail on the weights)."""
   directory = _edit_config(request.getfixturevalue(checkpoint), tmp_path / "edited", **changes)
   with pytest.raises(ValueError, match=message):
-    models.from_pretrained(directory)
-
-
-def test_rope_scaling_added_to_a_new_style_config_is_refused(tiny_qwen3_dir, tmp_path):
-  """Qwen's long-context recipe adds rope_scaling to config.json; next to transformers 5's
-  rope_parameters, transformers applies it (YaRN), so it must not load as plain RoPE."""
-  yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
-  directory = _edit_config(tiny_qwen3_dir, tmp_path / "edited", rope_scaling=yarn)
-  assert "rope_parameters" in json.loads((directory / "config.json").read_text())
-  assert transformers.AutoConfig.from_pretrained(directory).rope_parameters["rope_type"] == "yarn"
-  with pytest.raises(ValueError, match=r"rope_type 'yarn'"):
     models.from_pretrained(directory)
 
 
@@ -280,11 +269,19 @@ def test_float32_models_multiply_in_float32_on_every_backend(tiny_qwen2_dir):
   assert _product_precisions(loss, bf16_model) == {"DEFAULT"}
 
 
-@pytest.mark.parametrize("checkpoint", ["tiny_qwen2_dir", "tiny_qwen3_dir"])
+@pytest.fixture(scope="module")
+def tiny_qwen3_yarn_dir(tiny_qwen3_dir, tmp_path_factory):
+  """tiny_qwen3_dir with YaRN over a pretraining context of 8 tokens."""
+  yarn = dict(YARN, original_max_position_embeddings=8, rope_theta=1e4)
+  return _edit_config(tiny_qwen3_dir, tmp_path_factory.mktemp("yarn") / "qwen3",
+                      rope_parameters=yarn)
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_qwen2_dir", "tiny_qwen3_yarn_dir"])
 def test_shared_prompt_pass_equals_the_whole_rows(checkpoint, request):
   """Rows in groups of 3 responses to one prompt (left-padded prompts of 5 and 2 tokens,
   right-padded responses): running each prompt once gives the logits and the gradient of
-  running the whole rows."""
+  running the whole rows (YaRN's frequencies and scaling included)."""
   model, _ = models.from_pretrained(request.getfixturevalue(checkpoint))
   rng = np.random.RandomState(0)
   prompt_len, responses, group = 7, 6, 3
@@ -393,6 +390,177 @@ def test_partition_spec_drops_axes_that_do_not_divide():
       jax.sharding.PartitionSpec("tensor", "fsdp"))
   with pytest.raises(ValueError, match="needs 16 devices"):
     models.make_mesh(data=2, fsdp=2, tensor=4)
+
+
+# ---- RoPE scaling ----
+
+# The scalings of Qwen's long-context recipes. original_max_position_embeddings=16 is shorter
+# than the test sequences, so YaRN's kept, divided and ramped frequencies all turn there.
+ROPE_SCALINGS = {
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+    "linear": {"rope_type": "linear", "factor": 2.5},
+}
+SCALED_THETA = 1e6
+
+
+def _scaled_checkpoint(directory, model_type, scaling, layout, seed=0):
+  """A tiny random checkpoint whose config.json has `scaling` in the layout of transformers 5
+  (inside rope_parameters, beside rope_theta) or of older ones (rope_scaling beside a top-level
+  rope_theta, the layout of released Qwen2.5 and Qwen3 configs)."""
+  hf_fixtures.save_random_checkpoint(directory, hf_fixtures.tiny_config(model_type), seed)
+  config = json.loads((directory / "config.json").read_text())
+  del config["rope_parameters"]
+  if layout == "rope_parameters":
+    config["rope_parameters"] = dict(scaling, rope_theta=SCALED_THETA)
+  else:
+    config.update(rope_theta=SCALED_THETA, rope_scaling=scaling)
+  (directory / "config.json").write_text(json.dumps(config))
+  return directory
+
+
+def _left_padded(seqs):
+  width = max(len(s) for s in seqs)
+  ids, mask = np.zeros((len(seqs), width), np.int32), np.zeros((len(seqs), width), np.int32)
+  for row, seq in enumerate(seqs):
+    ids[row, width - len(seq):], mask[row, width - len(seq):] = seq, 1
+  return jnp.asarray(ids), jnp.asarray(mask)
+
+
+@pytest.mark.parametrize("layout", ["rope_parameters", "rope_scaling"])
+@pytest.mark.parametrize("model_type,scaling", [
+    ("qwen2", "yarn"), ("qwen3", "yarn"), ("qwen2", "linear"), ("qwen3", "linear")])
+def test_rope_scaling_matches_transformers(tmp_path, model_type, scaling, layout):
+  directory = _scaled_checkpoint(tmp_path, model_type, ROPE_SCALINGS[scaling], layout)
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+  assert hf_model.config.rope_parameters["rope_type"] == scaling
+  assert hf_model.config.rope_parameters["rope_theta"] == SCALED_THETA
+  rng = np.random.RandomState(0)
+  seqs = [rng.randint(0, 97, n) for n in (40, 23)]  # beyond original_max_position_embeddings
+  reference = np.concatenate([_torch_logits(hf_model, s) for s in seqs])
+  model, cfg = models.from_pretrained(directory)
+  assert cfg.rope.rope_type == scaling
+  ids, mask = _left_padded(seqs)
+  logits = np.asarray(model(ids, mask))[np.asarray(mask, bool)]
+  assert _rel_err(logits, reference) <= 1e-5
+
+
+# Settings of _compute_yarn_parameters beyond the factor: config.json's rope_scaling entry and
+# top-level keys beside it.
+YARN = ROPE_SCALINGS["yarn"]
+YARN_VARIANTS = [
+    (YARN, {}),
+    ({"rope_type": "yarn", "factor": 4.0}, {}),  # the context: max_position_embeddings
+    (dict(YARN, factor=None), {}),  # max_position_embeddings / the context
+    (dict(YARN, factor=8, mscale=0.7, mscale_all_dim=1.0, beta_fast=16, beta_slow=2,
+          truncate=False), {}),
+    (dict(YARN, attention_factor=0.9, beta_fast=4), {}),
+    (YARN, dict(original_max_position_embeddings=8)),  # a top-level one wins
+]
+
+
+@pytest.mark.parametrize("model_type,overrides", [("qwen2", {}), ("qwen3", dict(head_dim=128))])
+@pytest.mark.parametrize("scaling,top_level", YARN_VARIANTS, ids=[
+    "plain", "no-context", "factor-null", "mscale-betas-untruncated", "attention-factor",
+    "top-level-context"])
+def test_yarn_frequencies_and_scaling_equal_transformers(tmp_path, model_type, overrides,
+                                                        scaling, top_level):
+  from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+  hf_fixtures.tiny_config(model_type, **overrides).save_pretrained(tmp_path)
+  config = json.loads((tmp_path / "config.json").read_text())
+  del config["rope_parameters"]
+  config.update(top_level, rope_theta=SCALED_THETA, rope_scaling=scaling)
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  hf_config = transformers.AutoConfig.from_pretrained(tmp_path)
+  inv_freq, attention_factor = ROPE_INIT_FUNCTIONS["yarn"](hf_config)
+  cfg = models.ModelConfig.from_hf_dict(config)
+  np.testing.assert_allclose(cfg.rope.inverse_frequencies(cfg.head_dim), inv_freq.numpy(),
+                             rtol=1e-6)
+  assert cfg.rope.attention_factor == pytest.approx(attention_factor, rel=1e-12)
+
+
+def test_greedy_generation_with_yarn_equals_transformers(tmp_path):
+  """Prefill and decode steps run past original_max_position_embeddings (16)."""
+  from jaxlayer import sampling
+
+  directory = _scaled_checkpoint(tmp_path, "qwen3", ROPE_SCALINGS["yarn"], "rope_scaling")
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+  rng = np.random.RandomState(1)
+  prompts = [rng.randint(0, 97, n).tolist() for n in (13, 4)]
+  max_new = 12
+  with torch.no_grad():
+    references = [hf_model.generate(torch.tensor([p]), do_sample=False, max_new_tokens=max_new,
+                                    eos_token_id=None, pad_token_id=0)[0, len(p):].numpy()
+                  for p in prompts]
+  model, _ = models.from_pretrained(directory)
+  out = sampling.generate(model, prompts, max_new_tokens=max_new, temperature=0,
+                          eos_token_ids=[], seed=0)
+  np.testing.assert_array_equal(out.tokens, np.stack(references))
+
+
+@pytest.mark.parametrize("layout", ["rope_parameters", "rope_scaling"])
+def test_export_keeps_the_rope_scaling(tmp_path, layout):
+  source = _scaled_checkpoint(tmp_path / "source", "qwen2", ROPE_SCALINGS["yarn"], layout)
+  model, cfg = models.from_pretrained(source)
+  models.save_pretrained(model, tmp_path / "export")
+  assert models.ModelConfig.from_json_file(tmp_path / "export" / "config.json").rope == cfg.rope
+  reference = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+  exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export",
+                                                               dtype=torch.float32)
+  assert exported.config.rope_parameters == reference.config.rope_parameters
+  seq = np.arange(30) % 97
+  np.testing.assert_allclose(_torch_logits(exported, seq), _torch_logits(reference, seq),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_rope_scaling_added_beside_rope_parameters(tiny_qwen3_dir, tmp_path):
+  """Qwen's long-context recipe adds rope_scaling to config.json. transformers 5 then reads it
+  in place of rope_parameters: it loads as there while rope_parameters holds no other
+  rope_theta, and is refused where transformers would drop that theta for 10000."""
+  yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8}
+  directory = _edit_config(tiny_qwen3_dir, tmp_path / "edited", rope_scaling=yarn)
+  assert json.loads((directory / "config.json").read_text())["rope_parameters"] == {
+      "rope_type": "default", "rope_theta": 10000.0}
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+  assert hf_model.config.rope_parameters["rope_type"] == "yarn"
+  model, _ = models.from_pretrained(directory)
+  seq = np.arange(1, 20)
+  logits = np.asarray(model(jnp.asarray(seq)[None]))[0]
+  assert _rel_err(logits, _torch_logits(hf_model, seq)) <= 1e-5
+
+  theta = {"rope_type": "default", "rope_theta": 1e6}
+  directory = _edit_config(directory, tmp_path / "theta", rope_parameters=theta)
+  assert transformers.AutoConfig.from_pretrained(directory).rope_parameters["rope_theta"] == 1e4
+  with pytest.raises(ValueError, match=r"rope_theta=1000000.0 transformers then ignores \(it "
+                     r"uses 10000.0\): move the rope_scaling entries into rope_parameters"):
+    models.from_pretrained(directory)
+
+
+@pytest.mark.parametrize("rope_type", ["dynamic", "longrope", "llama3", "ntk-by-parts"])
+def test_rope_types_jaxlayer_lacks_are_refused(tiny_qwen2_dir, tmp_path, rope_type):
+  """dynamic (transformers rescales the frequencies with each sequence's length), longrope and
+  llama3 would load as another model than transformers'."""
+  scaling = {"rope_type": rope_type, "factor": 4.0}
+  directory = _edit_config(tiny_qwen2_dir, tmp_path / "edited", rope_scaling=scaling)
+  with pytest.raises(ValueError, match=rf"Unsupported rope_type '{rope_type}' in config.json: "
+                     r"jaxlayer supports \['default', 'linear', 'yarn'\]"):
+    models.from_pretrained(directory)
+
+
+@pytest.mark.parametrize("scaling,message", [
+    ({"rope_type": "yarn", "original_max_position_embeddings": 16},
+     r"rope_type 'yarn' lacks its factor: add \"factor\""),
+    ({"type": "linear", "factor": 0.5}, r"factor=0.5 is not a number >= 1"),
+    ({"rope_type": "yarn", "factor": "4"}, r"factor='4' is not a number >= 1"),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 0},
+     r"original_max_position_embeddings=0 for yarn is not a positive integer"),
+    ({"rope_type": "yarn", "factor": 4.0, "beta_fast": 1, "beta_slow": 2},
+     r"beta_fast=1 is below beta_slow=2"),
+])
+def test_bad_rope_scaling_values_are_a_clear_error(scaling, message):
+  config = dict(hf_fixtures.tiny_config("qwen2").to_dict(), rope_scaling=scaling)
+  with pytest.raises(ValueError, match=message):
+    models.ModelConfig.from_hf_dict(config)
 
 
 # ---- bad input ----

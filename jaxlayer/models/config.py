@@ -4,17 +4,126 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3")
 SUPPORTED_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-SUPPORTED_ROPE_TYPES = ("default",)
+SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn")
 SUPPORTED_ACTIVATIONS = ("silu",)
 # transformers' default head_dim when config.json has none (Qwen3Config's is 128).
 DEFAULT_HEAD_DIM = {"qwen3": 128}
+DEFAULT_MAX_POSITIONS = 32768  # Qwen2Config's and Qwen3Config's max_position_embeddings
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+  """Rotary embedding settings of config.json, resolved as transformers resolves them.
+
+  "linear" divides every frequency by `factor`. "yarn" (arXiv 2309.00071) divides the
+  frequencies that turn less than beta_slow times over the pretraining context by `factor`,
+  keeps those that turn more than beta_fast times, ramps linearly between them, and scales
+  cos and sin by `attention_factor`.
+  """
+
+  theta: float = 10000.0
+  rope_type: str = "default"
+  factor: float = 1.0
+  original_max_position_embeddings: int | None = None  # yarn: the pretraining context
+  attention_factor: float = 1.0
+  beta_fast: float = 32.0
+  beta_slow: float = 1.0
+  truncate: bool = True
+
+  def inverse_frequencies(self, head_dim: int) -> np.ndarray:
+    """[head_dim // 2] float32, in the float32 arithmetic of transformers' RoPE functions."""
+    wavelengths = self.theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
+    if self.rope_type == "linear":
+      return 1.0 / wavelengths / self.factor
+    if self.rope_type == "default":
+      return 1.0 / wavelengths
+    low, high = self._yarn_correction_range(head_dim)
+    if low == high:
+      high += 0.001  # as transformers: keeps the ramp finite
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - low) / (high - low), 0, 1)
+    extrapolated = 1 - ramp  # 1: the frequency is kept, 0: divided by factor
+    return (1.0 / (self.factor * wavelengths) * (1 - extrapolated)
+            + 1.0 / wavelengths * extrapolated)
+
+  def _yarn_correction_range(self, head_dim: int) -> tuple[float, float]:
+    """The dimensions at which frequencies turn beta_fast and beta_slow times over the context."""
+    def dimension(turns):
+      context = self.original_max_position_embeddings
+      return head_dim * math.log(context / (turns * 2 * math.pi)) / (2 * math.log(self.theta))
+    low, high = dimension(self.beta_fast), dimension(self.beta_slow)
+    if self.truncate:
+      low, high = math.floor(low), math.ceil(high)
+    return max(low, 0), min(high, head_dim - 1)
+
+  @classmethod
+  def from_hf_dict(cls, hf: dict[str, Any]) -> "RopeConfig":
+    """Reads `rope_parameters` (transformers 5), or `rope_scaling` and `rope_theta` (older)."""
+    # transformers 5 reads a `rope_scaling` in place of `rope_parameters`, not merged into it.
+    params, scaling = hf.get("rope_parameters") or {}, hf.get("rope_scaling")
+    rope = scaling or params
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    if scaling and params.get("rope_theta", theta) != theta:
+      raise ValueError(
+          f"config.json has rope_scaling beside rope_parameters, whose rope_theta="
+          f"{params['rope_theta']} transformers then ignores (it uses {theta}): move the "
+          "rope_scaling entries into rope_parameters.")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+      raise ValueError(
+          f"Unsupported rope_type {rope_type!r} in config.json: jaxlayer supports "
+          f"{list(SUPPORTED_ROPE_TYPES)}. Remove the rope scaling entry to use plain RoPE.")
+    if rope_type == "default":
+      return cls(theta=float(theta))
+    if "factor" not in rope:
+      raise ValueError(f"config.json's rope_type {rope_type!r} lacks its factor: add \"factor\" "
+                       "(the context length it extends to / the pretraining one, e.g. 4.0).")
+    factor = rope["factor"]
+    if rope_type == "linear":
+      return cls(theta=float(theta), rope_type=rope_type, factor=_scaling_factor(factor))
+    # A top-level original_max_position_embeddings wins, as in transformers (Phi-3's layout).
+    context = hf.get("original_max_position_embeddings",
+                     rope.get("original_max_position_embeddings",
+                              hf.get("max_position_embeddings", DEFAULT_MAX_POSITIONS)))
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+      raise ValueError(f"config.json's original_max_position_embeddings={context!r} for yarn is "
+                       "not a positive integer: set it to the pretraining context (e.g. 32768).")
+    if factor is None:  # transformers then extends to max_position_embeddings
+      factor = hf.get("max_position_embeddings", DEFAULT_MAX_POSITIONS) / context
+    factor = _scaling_factor(factor)
+    beta_fast, beta_slow = rope.get("beta_fast") or 32.0, rope.get("beta_slow") or 1.0
+    if beta_fast < beta_slow:
+      raise ValueError(f"config.json's yarn beta_fast={beta_fast} is below beta_slow="
+                       f"{beta_slow}: use the paper's 32 and 1 (drop both keys).")
+    attention_factor = rope.get("attention_factor")
+    if attention_factor is None:
+      mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
+      attention_factor = (_yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
+                          if mscale and mscale_all_dim else _yarn_mscale(factor))
+    return cls(theta=float(theta), rope_type=rope_type, factor=factor,
+               original_max_position_embeddings=context,
+               attention_factor=float(attention_factor), beta_fast=float(beta_fast),
+               beta_slow=float(beta_slow), truncate=bool(rope.get("truncate", True)))
+
+
+def _scaling_factor(factor: Any) -> float:
+  if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+    raise ValueError(f"config.json's rope scaling factor={factor!r} is not a number >= 1: set "
+                     "it to the context length it extends to / the pretraining one (e.g. 4.0).")
+  return float(factor)
+
+
+def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+  """YaRN's attention temperature sqrt(1/t) = 0.1 ln(factor) + 1 (mscale scales the log)."""
+  return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +138,7 @@ class ModelConfig:
   num_heads: int
   num_kv_heads: int
   head_dim: int
-  rope_theta: float
+  rope: RopeConfig
   rms_norm_eps: float
   tie_word_embeddings: bool
   max_position_embeddings: int
@@ -55,18 +164,7 @@ class ModelConfig:
           f"Unsupported model_type {model_type!r}: jaxlayer supports {list(SUPPORTED_MODEL_TYPES)} "
           "(Qwen2, Qwen2.5, Qwen3 dense, DeepSeek-R1-Distill-Qwen)."
       )
-    # transformers 5 keeps RoPE under `rope_parameters`, older configs under `rope_scaling`; a
-    # `rope_scaling` added to a newer config (Qwen's long-context recipe) wins, as there.
-    scaling = hf.get("rope_scaling") or {}
-    rope = {**(hf.get("rope_parameters") or {}), **scaling}
-    rope_type = scaling.get("rope_type", scaling.get("type", rope.get("rope_type", "default")))
-    if rope_type not in SUPPORTED_ROPE_TYPES:
-      raise ValueError(
-          f"Unsupported rope_type {rope_type!r} in config.json: jaxlayer supports "
-          f"{list(SUPPORTED_ROPE_TYPES)}. Remove the rope scaling entry to use plain RoPE."
-      )
-    # transformers 5 keeps theta under `rope_parameters`; older configs keep it at top level.
-    rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    rope = RopeConfig.from_hf_dict(hf)
     _check_supported(hf)
     missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size",
                            "num_hidden_layers", "num_attention_heads") if k not in hf]
@@ -83,10 +181,10 @@ class ModelConfig:
         num_kv_heads=hf.get("num_key_value_heads") or num_heads,
         head_dim=hf.get("head_dim") or DEFAULT_HEAD_DIM.get(model_type,
                                                             hf["hidden_size"] // num_heads),
-        rope_theta=float(rope_theta),
+        rope=rope,
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_word_embeddings=hf.get("tie_word_embeddings", False),
-        max_position_embeddings=hf.get("max_position_embeddings", 32768),
+        max_position_embeddings=hf.get("max_position_embeddings", DEFAULT_MAX_POSITIONS),
         hf_config=dict(hf),
     )
 

@@ -58,12 +58,13 @@ class RMSNorm(nnx.Module):
     return self.scale[...] * x32.astype(x.dtype)
 
 
-def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-  """positions [batch, seq] -> cos, sin [batch, seq, head_dim] (float32)."""
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-  freqs = positions[..., None].astype(jnp.float32) * inv_freq  # [batch, seq, head_dim/2]
-  angles = jnp.concatenate([freqs, freqs], axis=-1)  # [batch, seq, head_dim]
-  return jnp.cos(angles), jnp.sin(angles)
+def rope_cos_sin(positions: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
+  """positions [...] -> cos, sin [..., head_dim] (float32), with cfg's RoPE scaling."""
+  inv_freq = jnp.asarray(cfg.rope.inverse_frequencies(cfg.head_dim))  # [head_dim/2]
+  freqs = positions[..., None].astype(jnp.float32) * inv_freq  # [..., head_dim/2]
+  angles = jnp.concatenate([freqs, freqs], axis=-1)  # [..., head_dim]
+  scale = cfg.rope.attention_factor  # YaRN's; 1 otherwise
+  return jnp.cos(angles) * scale, jnp.sin(angles) * scale
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
@@ -448,7 +449,7 @@ class Qwen(nnx.Module):
     max_new = cache.max_new
     prompt_lengths = cache.prefix_mask.sum(axis=-1, dtype=jnp.int32)  # [prompts]
     positions = jnp.repeat(prompt_lengths, cache.group) + cache.index  # [rows]
-    cos, sin = rope_cos_sin(positions[:, None], self.config.head_dim, self.config.rope_theta)
+    cos, sin = rope_cos_sin(positions[:, None], self.config)
     visible = jnp.concatenate([  # [rows, prompt_len + max_new]
         jnp.repeat(cache.prefix_mask, cache.group, axis=0),
         jnp.broadcast_to(jnp.arange(max_new) <= cache.index, (len(token_ids), max_new))], axis=1)
@@ -472,7 +473,7 @@ class Qwen(nnx.Module):
     """
     positions, mask = _positions_and_causal_mask(_real_tokens(input_ids, attention_mask))
     x = self._embed(input_ids)
-    cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+    cos, sin = rope_cos_sin(positions, self.config)
     run_block = _block_runner(Block.__call__, remat)
     kv = []
     for i, block in enumerate(self.layers):
@@ -507,9 +508,8 @@ class Qwen(nnx.Module):
     # Each prompt's tokens, then its G responses': [prompts, P + G * R, ...].
     packed = lambda p, r: jnp.concatenate(  # noqa: E731
         [p, r.reshape(prompts, group * responses, *r.shape[2:])], axis=1)
-    head_dim, theta = self.config.head_dim, self.config.rope_theta
-    cos, sin = (packed(p, r) for p, r in zip(rope_cos_sin(prompt_positions, head_dim, theta),
-                                             rope_cos_sin(response_positions, head_dim, theta)))
+    cos, sin = (packed(p, r) for p, r in zip(rope_cos_sin(prompt_positions, self.config),
+                                             rope_cos_sin(response_positions, self.config)))
     x = packed(self._embed(prompt_ids), self._embed(response_ids))  # [prompts, P + G * R, d_model]
     run_block = _block_runner(Block.shared_prompt, remat)
     for block in self.layers:
