@@ -394,8 +394,9 @@ def test_partition_spec_drops_axes_that_do_not_divide():
 
 # ---- RoPE scaling ----
 
-# The scalings of Qwen's long-context recipes. original_max_position_embeddings=16 is shorter
-# than the test sequences, so YaRN's kept, divided and ramped frequencies all turn there.
+# YaRN as Qwen's long-context recipe sets it, and linear scaling. original_max_position_embeddings
+# =16 is shorter than the test sequences, so YaRN's kept, divided and ramped frequencies all
+# turn there.
 ROPE_SCALINGS = {
     "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
     "linear": {"rope_type": "linear", "factor": 2.5},
