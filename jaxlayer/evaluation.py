@@ -163,9 +163,10 @@ def _test_prompts(task: tasks.Task, tokenizer, num_problems: int | None,
 
 
 def _check_prompts_fit(task_name: str, prompt_ids: list[list[int]], max_new_tokens: int,
-                       max_positions: int) -> None:
+                       model_config: models.ModelConfig) -> None:
   """Raises ValueError, before anything is generated, when the longest test prompt and
   max_new_tokens exceed the model's positions."""
+  max_positions = model_config.max_positions
   longest = max(len(ids) for ids in prompt_ids)
   if longest + max_new_tokens > max_positions:
     fix = (f"set eval.max_new_tokens to at most {max_positions - longest}"
@@ -174,10 +175,11 @@ def _check_prompts_fit(task_name: str, prompt_ids: list[list[int]], max_new_toke
     raise ValueError(
         f"the longest test prompt of task {task_name!r} has {longest} tokens; with "
         f"eval.max_new_tokens={max_new_tokens} that is {longest + max_new_tokens} positions, "
-        f"beyond the model's max_position_embeddings={max_positions}: {fix}.")
+        f"beyond the model's {model_config.max_positions_text}: {fix}.")
 
 
-def check_eval_fits(config: ml_collections.ConfigDict, tokenizer, max_positions: int) -> None:
+def check_eval_fits(config: ml_collections.ConfigDict, tokenizer,
+                    model_config: models.ModelConfig) -> None:
   """The check `evaluate` makes before generating, for every eval task of `config`, without a
   model: training runs it before its first step when it evaluates (logging.eval_every)."""
   if env_config(config) is not None:  # episodes: contexts are cut to rollout.max_prompt_tokens
@@ -189,7 +191,7 @@ def check_eval_fits(config: ml_collections.ConfigDict, tokenizer, max_positions:
     problems, _, prompt_ids = _test_prompts(task, tokenizer, settings["num_problems"],
                                             prompt_settings)
     task.check_reward_weights(problems[0])
-    _check_prompts_fit(name, prompt_ids, settings["max_new_tokens"], max_positions)
+    _check_prompts_fit(name, prompt_ids, settings["max_new_tokens"], model_config)
 
 
 def _check_model_tokenizer_task(model, tokenizer, task) -> None:
@@ -229,8 +231,7 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
                      "system_prompt": system_prompt}
   problems, texts, prompt_ids = _test_prompts(task, tokenizer, num_problems, prompt_settings)
   task.check_reward_weights(problems[0])
-  _check_prompts_fit(task.name, prompt_ids, max_new_tokens,
-                     model.config.max_position_embeddings)
+  _check_prompts_fit(task.name, prompt_ids, max_new_tokens, model.config)
   eos_token_ids, pad_token_id = _stop_and_pad_ids(model, tokenizer, eos_token_ids)
   chunk = min(batch_size, len(problems))
 
@@ -541,7 +542,7 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
                           "another --out.")
   model, tokenizer, info = load_model(model_path, dtype=config.model.dtype, step=step,
                                       mesh=train.config_mesh(config.mesh), base_model=base_model)
-  check_eval_fits(config, tokenizer, model.config.max_position_embeddings)  # every task first
+  check_eval_fits(config, tokenizer, model.config)  # every task first
   results = [evaluate_from_config(config, model, tokenizer, task_name=name) for name in names]
   report = {
       **info,

@@ -411,9 +411,9 @@ def _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, t
     if not 0 <= token < cfg.vocab_size:
       raise ValueError(f"{name} contains {token}, outside the vocabulary [0, {cfg.vocab_size}).")
   longest = max(len(p) for p in prompts)
-  if longest + max_new_tokens > cfg.max_position_embeddings:
+  if longest + max_new_tokens > cfg.max_positions:
     raise ValueError(
         f"The longest prompt has {longest} tokens; with max_new_tokens={max_new_tokens} that is "
-        f"{longest + max_new_tokens} positions, beyond the model's max_position_embeddings="
-        f"{cfg.max_position_embeddings}. Shorten the prompt or lower max_new_tokens.")
+        f"{longest + max_new_tokens} positions, beyond the model's {cfg.max_positions_text}. "
+        "Shorten the prompt or lower max_new_tokens.")
   return eos

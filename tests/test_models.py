@@ -500,6 +500,30 @@ def test_greedy_generation_with_yarn_equals_transformers(tmp_path):
   np.testing.assert_array_equal(out.tokens, np.stack(references))
 
 
+def test_yarn_extends_the_context_to_original_positions_times_factor(tmp_path):
+  """Qwen's recipe adds YaRN and leaves max_position_embeddings as it was: sequences may then
+  be original_max_position_embeddings x factor long (here 16 x 4 = 64 > 24)."""
+  from jaxlayer import sampling
+
+  directory = _edit_config(
+      _scaled_checkpoint(tmp_path / "source", "qwen3", ROPE_SCALINGS["yarn"], "rope_scaling"),
+      tmp_path / "short", max_position_embeddings=24)
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+  model, cfg = models.from_pretrained(directory)
+  assert cfg.max_positions == 64
+  prompt = (np.arange(20) % 97).tolist()
+  out = sampling.generate(model, [prompt], max_new_tokens=30, temperature=0, eos_token_ids=[],
+                          seed=0)
+  # Each greedy token is the argmax of transformers' logits after the tokens before it
+  # (transformers' own generate differs from its forward past max_position_embeddings).
+  sequence = np.concatenate([prompt, out.tokens[0]])
+  reference = _torch_logits(hf_model, sequence[:-1])[len(prompt) - 1:].argmax(-1)
+  np.testing.assert_array_equal(out.tokens[0], reference)
+  with pytest.raises(ValueError, match=r"65 positions, beyond the model's YaRN context of 64 "
+                     r"positions \(original_max_position_embeddings=16 x factor 4\)"):
+    sampling.generate(model, [prompt], max_new_tokens=45, eos_token_ids=[], seed=0)
+
+
 @pytest.mark.parametrize("layout", ["rope_parameters", "rope_scaling"])
 def test_export_keeps_the_rope_scaling(tmp_path, layout):
   source = _scaled_checkpoint(tmp_path / "source", "qwen2", ROPE_SCALINGS["yarn"], layout)

@@ -148,6 +148,24 @@ class ModelConfig:
   source_dir: str | None = dataclasses.field(default=None, compare=False)
 
   @property
+  def max_positions(self) -> int:
+    """The longest sequence (prompt + response) the model takes: max_position_embeddings, or,
+    with YaRN, the context it extends to (original_max_position_embeddings x factor), as vLLM
+    reads Qwen's long-context recipe, which leaves max_position_embeddings as it was."""
+    if self.rope.rope_type == "yarn":
+      extended = int(self.rope.original_max_position_embeddings * self.rope.factor)
+      return max(self.max_position_embeddings, extended)
+    return self.max_position_embeddings
+
+  @property
+  def max_positions_text(self) -> str:
+    """max_positions and where it comes from, for messages."""
+    if self.max_positions == self.max_position_embeddings:
+      return f"max_position_embeddings={self.max_position_embeddings}"
+    return (f"YaRN context of {self.max_positions} positions (original_max_position_embeddings="
+            f"{self.rope.original_max_position_embeddings} x factor {self.rope.factor:g})")
+
+  @property
   def qkv_bias(self) -> bool:
     """Qwen2 has biases on q/k/v; Qwen3 replaces them with per-head q/k RMSNorm."""
     return self.model_type == "qwen2"

@@ -122,7 +122,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.rollout.max_new_tokens = 64  # response length limit (tokens)
   config.rollout.temperature = 1.0  # sampling temperature of the rollouts (> 0)
   # Longer training prompts are skipped (env: the context is cut); with max_new_tokens at most
-  # the model's max_position_embeddings.
+  # the model's max_position_embeddings (with YaRN: original_max_position_embeddings x factor).
   config.rollout.max_prompt_tokens = 1024
   # Prompts sampled per generate call (env: seeds, each with group_size episodes); 0: a whole
   # step's at once. The KV cache holds prompts_per_call * group_size rows of prompt + response

@@ -178,10 +178,10 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   positions = rollout.max_prompt_tokens + rollout.max_new_tokens
   prompt, longer = (("context", "the oldest context tokens are cut") if config.env.name else
                     ("prompt", "longer training prompts are skipped"))
-  _require(positions <= model_config.max_position_embeddings,
+  _require(positions <= model_config.max_positions,
            f"rollout.max_prompt_tokens={rollout.max_prompt_tokens} {prompt} tokens + "
            f"rollout.max_new_tokens={rollout.max_new_tokens} = {positions} positions, beyond "
-           f"the model's max_position_embeddings={model_config.max_position_embeddings}: "
+           f"the model's {model_config.max_positions_text}: "
            f"lower rollout.max_new_tokens or rollout.max_prompt_tokens ({longer}).")
   per_call = rollout.prompts_per_call
   _require(isinstance(per_call, int) and not isinstance(per_call, bool) and per_call >= 0,
@@ -573,7 +573,7 @@ class _Trainer:
     if cfg.logging.get("eval_every", 0):  # a test prompt too long fails now, not after a step
       from jaxlayer import evaluation  # (it imports this module)
 
-      evaluation.check_eval_fits(cfg, self.tokenizer, plan_.model_config.max_position_embeddings)
+      evaluation.check_eval_fits(cfg, self.tokenizer, plan_.model_config)
 
     model, _ = models.from_pretrained(plan_.model_dir, dtype=cfg.model.dtype, mesh=plan_.mesh)
     self.split, self.params = rl_step.split_model(model, plan_.selection.trainable)

@@ -158,8 +158,8 @@ def _check_eval_fits(config) -> None:
   from jaxlayer.models.hub import resolve_model_dir
 
   model_dir = resolve_model_dir(config.model.path)
-  positions = ModelConfig.from_json_file(model_dir / "config.json").max_position_embeddings
-  evaluation.check_eval_fits(config, models.load_tokenizer(model_dir), positions)
+  model_config = ModelConfig.from_json_file(model_dir / "config.json")
+  evaluation.check_eval_fits(config, models.load_tokenizer(model_dir), model_config)
 
 
 def model_fingerprint(model_path: str) -> str:
