@@ -8,8 +8,8 @@
 
 Training keys and their defaults: jaxlayer/rl/config.py (train.layers, seed and run_dir are
 set by the sweep for each run). A sweep directory refuses a config whose settings differ
-from the ones it was started with (see sweep.force_new_dir); mesh, checkpoint and logging
-may change.
+from the ones it was started with (see sweep.force_new_dir); mesh, checkpoint, logging,
+train.micro_batch_size and train.remat may change.
 """
 
 from jaxlayer import assets

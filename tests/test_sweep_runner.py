@@ -137,11 +137,16 @@ def test_changed_settings_are_refused_and_force_new_dir_starts_beside(tmp_path):
 
 
 def test_settings_that_do_not_change_scores_may_change_on_resume(tmp_path):
+  """Among them those a sweep resumed on another mesh may need, as a run resumed there may
+  change them: the micro-batch (one that the new mesh's data x fsdp shards divide, or smaller
+  to fit fewer devices) and remat."""
   _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))
   config = make_config(tmp_path / "sweep", layers="0,1")
   config.checkpoint.every = 3
   config.logging.progress = False
   config.mesh.fsdp = 1
+  config.train.micro_batch_size = 4
+  config.train.remat = True
   config.rollout.prompts_per_call = 2
   config.rollout.replicate_params = True
   config.eval.replicate_params = False
@@ -170,20 +175,21 @@ def test_runs_share_a_compilation_cache_in_the_sweep_directory_unless_one_is_set
 
 
 def test_a_key_added_since_the_sweep_began_matches_at_its_default(tmp_path):
-  """A sweep directory written before train.remat existed reopens while remat keeps its
-  default (off, the old behaviour), and is refused when it is switched on."""
+  """A sweep directory written before train.gigpo_normalize existed reopens while the key keeps
+  its default ("std", the old behaviour), and is refused when it changes."""
   _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))
   manifest_path = tmp_path / "sweep/manifest.json"
   manifest = json.loads(manifest_path.read_text())
-  del manifest["identity"]["train"]["remat"], manifest["config"]["train"]["remat"]
+  del (manifest["identity"]["train"]["gigpo_normalize"],
+       manifest["config"]["train"]["gigpo_normalize"])
   manifest_path.write_text(json.dumps(manifest))
   fake = FakeRL(BLOCKS)
   _run(make_config(tmp_path / "sweep", layers="0,1"), fake)
   assert fake.train_calls == [((1,), 0)]
 
   changed = make_config(tmp_path / "sweep", layers="0,1")
-  changed.train.remat = True
-  with pytest.raises(ValueError, match=r"train.remat: '\(absent\)' -> True"):
+  changed.train.gigpo_normalize = "none"
+  with pytest.raises(ValueError, match=r"train.gigpo_normalize: '\(absent\)' -> 'none'"):
     _run(changed, FakeRL(BLOCKS))
 
 

@@ -45,11 +45,14 @@ TRAIN_SECONDS = "train_seconds.json"
 # Config entries that do not change what a score means; any other difference between two
 # configs means a different experiment, whose results never mix in one sweep directory.
 # (train.layers, seed and run_dir are set per run by the sweep; rollout.prompts_per_call and
-# the replicate_params keys only batch or place the same samples differently; eval.tasks and
-# eval.task_options are `jaxlayer eval`'s: a sweep scores task.name.) Eval settings that cannot
-# change a score are left out too (unused_eval_settings).
+# the replicate_params keys only batch or place the same samples differently, and
+# train.micro_batch_size and train.remat how an update's gradient is computed, as for a run
+# (rl.config.RESUMABLE_KEYS): a sweep resumed on fewer devices may need them to fit, one on a
+# wider mesh a micro-batch its data x fsdp shards divide; eval.tasks and eval.task_options are
+# `jaxlayer eval`'s: a sweep scores task.name.) Eval settings that cannot change a score are
+# left out too (unused_eval_settings).
 NOT_IDENTITY = ("sweep", "seed", "run_dir", "compilation_cache_dir", "mesh", "checkpoint",
-                "logging", "train.layers",
+                "logging", "train.layers", "train.micro_batch_size", "train.remat",
                 "rollout.prompts_per_call", "rollout.replicate_params", "eval.tasks",
                 "eval.task_options", "eval.replicate_params")
 
