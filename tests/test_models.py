@@ -382,6 +382,40 @@ def test_sharded_forward_on_2x4_mesh_equals_unsharded(tiny_qwen2_dir, query_chun
 
 
 @pytest.mark.eight_devices
+@pytest.mark.parametrize("data,fsdp,tensor", [(1, 1, 8), (1, 8, 1), (2, 2, 2)])
+def test_qwen3_on_a_mesh_gives_transformers_logits_and_the_one_device_gradient(
+    tiny_qwen3_dir, data, fsdp, tensor):
+  """Qwen3's head_dim (12) is not hidden / heads (32 / 4), and its q / k norms act per head:
+  8 tensor shards cut each query head in two and each key head in four (the vocabulary of 300
+  stays whole), 8 fsdp shards split the hidden size. The logits are transformers', the
+  gradient (of an update of every parameter) the one-device model's."""
+  mesh = models.make_mesh(data, fsdp, tensor)
+  model, cfg = models.from_pretrained(tiny_qwen3_dir, mesh=mesh)
+  plain, _ = models.from_pretrained(tiny_qwen3_dir)
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir,
+                                                               dtype=torch.float32)
+  seqs, ids, mask = _left_padded_batch(cfg.vocab_size)
+  seqs, ids, mask = seqs * 2, np.tile(ids, (2, 1)), np.tile(mask, (2, 1))  # 8 rows to split
+  reference = np.concatenate([_torch_logits(hf_model, s) for s in seqs])
+  weights = jnp.asarray(np.random.RandomState(1).normal(size=cfg.vocab_size), jnp.float32)
+
+  def loss(m, ids, mask):
+    logits = m(ids, mask)
+    return (logits * weights * mask[..., None]).sum(), logits
+
+  loss_and_grad = jax.value_and_grad(loss, has_aux=True)
+  batch = [jax.device_put(jnp.asarray(x), models.batch_sharding(mesh)) for x in (ids, mask)]
+  with jax.set_mesh(mesh):
+    (_, logits), grad = jax.jit(sharding.traced_on(mesh, loss_and_grad))(model, *batch)
+  _, plain_grad = loss_and_grad(plain, jnp.asarray(ids), jnp.asarray(mask))
+  assert _rel_err(np.asarray(logits)[mask.astype(bool)], reference) <= 1e-5
+  for (path, a), (_, b) in zip(models.named_params(grad).items(),
+                               models.named_params(plain_grad).items()):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()),
+                               err_msg=path)
+
+
+@pytest.mark.eight_devices
 def test_partition_spec_drops_axes_that_do_not_divide():
   mesh = models.make_mesh(data=1, fsdp=2, tensor=4)
   assert sharding.partition_spec("embed.embedding", (97, 32), mesh) == jax.sharding.PartitionSpec(

@@ -1077,3 +1077,22 @@ def test_a_ctrl_c_while_jaxlayer_train_checks_its_settings_stops_before_step_1(
           in capsys.readouterr().err)
   assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == []
   assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+
+
+@pytest.mark.eight_devices
+def test_a_run_resumes_on_another_mesh_and_ends_like_an_uninterrupted_one(
+    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache):
+  """Trained to its step-2 checkpoint on 8 devices (data x fsdp x tensor = 2 x 2 x 2: every
+  trained leaf split) and resumed on one, as after a move from a TPU slice to a workstation:
+  the same samples and rewards, and the weights of the run trained on one device throughout."""
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache)
+  cfg.mesh.update(num_devices=8, data=2, fsdp=2, tensor=2)
+  stopped = train.train(cfg, stop_at=2)
+  kernel = stopped.model.layers[1].mlp.up_proj.kernel[...]
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+  cfg.mesh.update(num_devices=1, data=1, fsdp=-1, tensor=1)
+  resumed = train.train(cfg)
+  assert resumed.step == 4 and resumed.reward_history == uninterrupted.reward_history
+  expected, got = _params(uninterrupted.model), _params(resumed.model)
+  for path in expected:
+    np.testing.assert_allclose(got[path], expected[path], rtol=1e-4, atol=1e-5, err_msg=path)
