@@ -653,6 +653,23 @@ def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_q
     train.train(cfg)
 
 
+@pytest.mark.eight_devices
+def test_an_update_batch_the_mesh_cannot_split_names_a_mesh_of_the_same_devices_that_can(
+    tiny_qwen2_dir, tmp_path):
+  """A run of 12-response updates (batch and mini-batch, which a resumed run may not change)
+  moved to 8 devices, whose default mesh (fsdp over all 8) cannot split them: the error names
+  a mesh of those 8 devices that can, and the run plans on it."""
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None, batch_size=12, mini_batch_size=12,
+                     micro_batch_size=None)
+  cfg.mesh.num_devices = 8
+  with pytest.raises(ValueError, match=r"make it a multiple of 8 \(a resumed run may change "
+                     r"train.micro_batch_size only\), or split the 8 devices so that it does: "
+                     r"mesh.data=1 mesh.fsdp=4 mesh.tensor=2\.$"):
+    train.plan(cfg)
+  cfg.mesh.update(data=1, fsdp=4, tensor=2)
+  assert dict(train.plan(cfg).mesh.shape) == {"data": 1, "fsdp": 4, "tensor": 2}
+
+
 def test_a_second_compilation_cache_directory_is_the_one_written(tmp_path):
   """JAX opens its persistent cache once per process: a notebook's second sweep (another
   compilation_cache_dir) wrote its compiled programs into the first sweep's directory."""

@@ -164,10 +164,15 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
            f"{mini_batch_size} responses (train.mini_batch_size, or train.batch_size).")
   mesh = config_mesh(config.mesh)
   shards = models.batch_shards(mesh)
+  # The most batch shards of these devices that split the update batch; tensor takes the rest.
+  fitting = math.gcd(micro_batch_size, mesh.size)
   _require(micro_batch_size % shards == 0,
            f"The update batch of {micro_batch_size} responses (train.micro_batch_size, "
            f"train.mini_batch_size or train.batch_size) does not split over the mesh's {shards} "
-           f"data x fsdp shards (mesh {dict(mesh.shape)}): make it a multiple of {shards}.")
+           f"data x fsdp shards (mesh {dict(mesh.shape)}): make it a multiple of {shards} (a "
+           "resumed run may change train.micro_batch_size only), or split the "
+           f"{counted(mesh.size, 'device')} so that it does: mesh.data=1 mesh.fsdp={fitting} "
+           f"mesh.tensor={mesh.size // fitting}.")
   for key in ("steps", "ppo_epochs", "dynamic_sampling_max_rounds"):
     _require(train_cfg[key] >= 1, f"train.{key} must be >= 1, got {train_cfg[key]}.")
   _check_optimizer_settings(train_cfg)
