@@ -222,6 +222,41 @@ def test_results_written_before_costs_and_groups_existed_still_report(tmp_path):
   assert sweep["layers"][0]["cost"]["train_seconds"] >= 0
 
 
+def test_runs_trained_on_different_devices_are_named_in_a_warning(tmp_path):
+  """A sweep started on a mesh of 8 devices and resumed on one: its runs' memory per device and
+  seconds per step do not compare, and the report says which run trained where."""
+  fake, eight = FakeRL(BLOCKS), "8 cpu devices, mesh data=2 x fsdp=2 x tensor=2"
+  one = "1 cpu device, mesh data=1 x fsdp=1 x tensor=1"
+
+  def train(*args, **kwargs):  # full RL on the 8 devices, the blocks after the move on one
+    devices = eight if kwargs["layers"] is None else one
+    return {**fake.train(*args, **kwargs), "devices": devices}
+
+  sweep_dir = runner.run_sweep(make_config(tmp_path / "sweep", layers="0,1"), train_fn=train,
+                               eval_fn=fake.eval, num_layers=len(BLOCKS))
+  results = {r["run"]: r for r in store.load_results(sweep_dir)}
+  assert results["full-seed0"]["devices"] == eight and results["base-seed0"]["devices"] is None
+  warning = (f"the runs trained on different devices or meshes ({eight}: full-seed0; {one}: "
+             "layer00-seed0, layer01-seed0): the Cost section's memory per device")
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert [w for w in sweep["warnings"] if w.startswith(warning)]
+  assert warning in (sweep_dir / "report.md").read_text()
+  # All on the same devices (or unnamed by a train_fn): no warning.
+  same = _sweep(tmp_path / "same", FakeRL(BLOCKS), layers="0,1")
+  assert not [w for w in json.loads((same / "sweep.json").read_text())["warnings"]
+              if "different devices" in w]
+
+
+@pytest.mark.eight_devices
+def test_the_devices_a_run_trained_on_name_their_kind_count_and_mesh():
+  from jaxlayer import models
+
+  mesh = models.make_mesh(2, 2, 2)
+  assert runner.devices_of(mesh) == "8 cpu devices, mesh data=2 x fsdp=2 x tensor=2"
+  one = models.make_mesh(devices=mesh.devices.flat[:1])
+  assert runner.devices_of(one) == "1 cpu device, mesh data=1 x fsdp=1 x tensor=1"
+
+
 @pytest.mark.parametrize("cost, message", [
     ([1, 2], "must be a mapping"),
     ({"flops": 1}, r"unknown key\(s\) \['flops'\]"),

@@ -178,6 +178,21 @@ def _full_rl_lost(summary: contribution.SweepSummary) -> list[str]:
           "Train longer or with another learning rate, or evaluate on more problems."]
 
 
+def _mixed_devices(results: list[dict]) -> list[str]:
+  """The warning of a sweep whose runs trained on different devices or meshes (one resumed on
+  another machine, say), whose memory per device and seconds per step do not compare."""
+  runs_on = defaultdict(list)
+  for r in results:
+    if r.get("devices"):  # None: the base, a train_fn that did not say, an older result
+      runs_on[r["devices"]].append(r["run"])
+  if len(runs_on) < 2:
+    return []
+  where = "; ".join(f"{devices}: {', '.join(runs)}" for devices, runs in runs_on.items())
+  return [f"the runs trained on different devices or meshes ({where}): the Cost section's "
+          "memory per device and seconds per step compare only runs on the same, and a run "
+          "resumed on others mixes their steps."]
+
+
 def build_sweep_json(manifest: dict, results: list[dict],
                      rung_results: list[dict] = ()) -> dict:
   """The sweep.json dictionary (see the README for the meaning of every key); rung_results:
@@ -232,7 +247,7 @@ def build_sweep_json(manifest: dict, results: list[dict],
       "best_layer": best.layer if best else None,
       "worst_layer": worst.layer if worst else None,
       "halving": halving,
-      "warnings": summary.warnings + _full_rl_lost(summary)
+      "warnings": summary.warnings + _full_rl_lost(summary) + _mixed_devices(results)
                   + (halving["warnings"] if halving else []),
       "settings": identity,
   }

@@ -26,8 +26,9 @@ The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer
         Returns "model" (the trained model, handed to eval_fn as is), "reward_curve" (mean
         training reward per step, a sequence of floats) and optionally "checkpoint_dir"
         (where trained weights were written: removed after evaluation for block and group
-        runs unless sweep.keep_checkpoints) and "cost" (numbers for any of
-        store.COST_KEYS but train_seconds, which the sweep measures).
+        runs unless sweep.keep_checkpoints), "cost" (numbers for any of
+        store.COST_KEYS but train_seconds, which the sweep measures) and "devices" (what it
+        trained on, `devices_of`: the report warns when runs' differ).
     eval_fn(config, *, model, seed, progress_position) -> Mapping
         model: None for the base checkpoint at config.model.path, else a train_fn "model".
         Returns "per_problem" (one score in [0, 1] per test problem, the same problems in
@@ -46,7 +47,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 from tqdm.auto import tqdm
@@ -57,6 +58,9 @@ from jaxlayer.rl.config import require_config
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
 from jaxlayer.text import counted
+
+if TYPE_CHECKING:
+  import jax
 
 TrainFn = Callable[..., Mapping[str, Any]]
 EvalFn = Callable[..., Mapping[str, Any]]
@@ -110,9 +114,18 @@ def default_train_fn(config, *, layers, seed, workdir, progress_position, stop_a
 
   run_config = training_config(config, layers=layers, seed=seed, workdir=workdir)
   result = rl_train.train(run_config, position=progress_position, leave=False, stop_at=stop_at)
+  plan = rl_train.plan(run_config)
   return {"model": result.model, "reward_curve": result.reward_history,
           "checkpoint_dir": str(Path(workdir) / checkpoint.CHECKPOINT_DIR),
-          "cost": training_cost(result, memory.estimate(rl_train.plan(run_config)).peak)}
+          "cost": training_cost(result, memory.estimate(plan).peak),
+          "devices": devices_of(plan.mesh)}
+
+
+def devices_of(mesh: jax.sharding.Mesh) -> str:
+  """What a run trained on, e.g. '8 TPU v4 devices, mesh data=2 x fsdp=4 x tensor=1': its
+  memory per device and seconds per step compare only with runs on the same."""
+  axes = " x ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
+  return f"{counted(mesh.size, f'{mesh.devices.flat[0].device_kind} device')}, mesh {axes}"
 
 
 def training_cost(result, memory_per_device: int) -> dict[str, float]:
@@ -398,7 +411,7 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   later rung of successive halving resumes it.
   """
   workdir = store.run_dir(sweep_dir, spec) / "train"
-  curve, checkpoint_dir, model, train_seconds, cost = [], None, None, 0.0, None
+  curve, checkpoint_dir, model, train_seconds, cost, devices = [], None, None, 0.0, None, None
   if spec.kind != "base":
     resumed = workdir.is_dir() and any(workdir.iterdir())
     workdir.mkdir(parents=True, exist_ok=True)
@@ -417,6 +430,10 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
     curve = _finite_or_none(trained.get("reward_curve", ()))
     checkpoint_dir = trained.get("checkpoint_dir")
     cost = _check_cost(trained.get("cost", {}), spec, train_seconds)
+    devices = trained.get("devices")
+    if devices is not None and not isinstance(devices, str):
+      raise ValueError(f"run {spec.name}: train_fn's 'devices' must be a string naming what the "
+                       f"run trained on; got {type(devices).__name__}.")
 
   start = time.perf_counter()
   evaluated = eval_fn(config, model=model, seed=spec.seed, progress_position=1)
@@ -436,7 +453,7 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
       "num_problems": len(per_problem), "metric": str(evaluated.get("metric", "pass@1")),
       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "cost": cost, "reward_curve": curve, "per_problem": per_problem,
+      "cost": cost, "devices": devices, "reward_curve": curve, "per_problem": per_problem,
   }
 
 
