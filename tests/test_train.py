@@ -11,6 +11,7 @@ import signal
 import struct
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -319,10 +320,18 @@ def test_mesh_num_devices_makes_cpu_devices_before_jax_starts(monkeypatch):
   with pytest.raises(ValueError, match=f"num_devices={config.mesh.num_devices} but .* devices "
                      "exist.*XLA_FLAGS=--xla_force_host_platform_device_count"):
     train.config_mesh(config.mesh)
-  one = jax.devices()[:1]  # a machine with one GPU, say
+  one = jax.devices()[:1]
   monkeypatch.setattr(jax, "devices", lambda *args, **kwargs: one)
   config.mesh.num_devices = 2
   with pytest.raises(ValueError, match=r"num_devices=2 but 1 device exists \(cpu\)"):
+    train.config_mesh(config.mesh)
+  # A run of 8 GPUs resumed on a machine with 2: no CPU devices to make, the way on is the mesh.
+  two_gpus = [types.SimpleNamespace(platform="gpu")] * 2
+  monkeypatch.setattr(jax, "devices", lambda *args, **kwargs: two_gpus)
+  config.mesh.num_devices = 8
+  with pytest.raises(ValueError, match=r"num_devices=8 but 2 devices exist \(gpu\)\. Set "
+                     r"mesh.num_devices=0 to use them all, and mesh axes whose product is 2 \(a "
+                     r"run may resume on another mesh\)\.$"):
     train.config_mesh(config.mesh)
 
 

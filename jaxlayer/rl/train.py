@@ -350,13 +350,15 @@ def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
     distributed.request_cpu_devices(count)
   devices = jax.devices()
   if count:
+    platform = devices[0].platform
+    fix = ("On a CPU, JAX makes that many devices only when mesh.num_devices is read before "
+           "it starts (as `jaxlayer train` does); in a notebook, restart and set "
+           f"XLA_FLAGS=--xla_force_host_platform_device_count={count} first." if platform == "cpu"
+           else "Set mesh.num_devices=0 to use them all, and mesh axes whose product is "
+           f"{len(devices)} (a run may resume on another mesh).")
     _require(0 < count <= len(devices),
              f"mesh.num_devices={count} but {len(devices)} "
-             f"{'device exists' if len(devices) == 1 else 'devices exist'} "
-             f"({devices[0].platform}). "
-             "On a CPU, JAX makes that many devices only when mesh.num_devices is read before "
-             "it starts (as `jaxlayer train` does); in a notebook, restart and set "
-             f"XLA_FLAGS=--xla_force_host_platform_device_count={count} first.")
+             f"{'device exists' if len(devices) == 1 else 'devices exist'} ({platform}). {fix}")
     _require(not distributed.is_multiprocess() or count == len(devices),
              f"mesh.num_devices={count}, but this run spans {jax.process_count()} hosts with "
              f"{len(devices)} devices in all, and every host works on the mesh: set "
