@@ -232,12 +232,13 @@ def test_runs_trained_on_different_devices_are_named_in_a_warning(tmp_path):
     devices = eight if kwargs["layers"] is None else one
     return {**fake.train(*args, **kwargs), "devices": devices}
 
-  sweep_dir = runner.run_sweep(make_config(tmp_path / "sweep", layers="0,1"), train_fn=train,
-                               eval_fn=fake.eval, num_layers=len(BLOCKS))
+  sweep_dir = runner.run_sweep(make_config(tmp_path / "sweep", layers="all", seeds=2),
+                               train_fn=train, eval_fn=fake.eval, num_layers=len(BLOCKS))
   results = {r["run"]: r for r in store.load_results(sweep_dir)}
   assert results["full-seed0"]["devices"] == eight and results["base-seed0"]["devices"] is None
-  warning = (f"the runs trained on different devices or meshes ({eight}: full-seed0; {one}: "
-             "layer00-seed0, layer01-seed0): the Cost section's memory per device")
+  warning = (f"the runs trained on different devices or meshes ({eight}: full-seed0, "
+             f"full-seed1; {one}: layer00-seed0, layer00-seed1, layer01-seed0, layer01-seed1 "
+             "and 4 more): the Cost section's memory per device")
   sweep = json.loads((sweep_dir / "sweep.json").read_text())
   assert [w for w in sweep["warnings"] if w.startswith(warning)]
   assert warning in (sweep_dir / "report.md").read_text()

@@ -187,7 +187,9 @@ def _mixed_devices(results: list[dict]) -> list[str]:
       runs_on[r["devices"]].append(r["run"])
   if len(runs_on) < 2:
     return []
-  where = "; ".join(f"{devices}: {', '.join(runs)}" for devices, runs in runs_on.items())
+  where = "; ".join(f"{devices}: {', '.join(runs[:4])}"
+                    + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
+                    for devices, runs in runs_on.items())
   return [f"the runs trained on different devices or meshes ({where}): the Cost section's "
           "memory per device and seconds per step compare only runs on the same, and a run "
           "resumed on others mixes their steps."]
