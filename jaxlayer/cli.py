@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
 
 from jaxlayer.text import counted
+
+# Installed without PyTorch (a TPU VM), transformers advises at import that "Models won't be
+# available": its own are not, jaxlayer's JAX ones are. Its advice is for its users.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 USAGE = """usage: jaxlayer <command> [options]
 

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import re
 import signal
 
@@ -163,6 +164,28 @@ def test_python_dash_m_jaxlayer_runs_the_command():
   out = subprocess.run([sys.executable, "-m", "jaxlayer", "--help"], capture_output=True,
                        text=True, check=True, cwd=REPO).stdout
   assert out.strip() == cli.USAGE.strip()
+
+
+def test_without_pytorch_commands_say_nothing_of_its_absence():
+  """jaxlayer needs no PyTorch (TPU VMs have none); transformers then advises on import that
+  its models are unavailable, which misleads a jaxlayer user."""
+  import subprocess
+  import sys
+
+  hide_torch = ("import importlib.util as util\n"
+                "find_spec = util.find_spec\n"
+                "util.find_spec = lambda name, *args: (None if name == 'torch'\n"
+                "                                      else find_spec(name, *args))\n"
+                "from jaxlayer import cli\n"
+                f"cli.main(['generate', '--model', {str(assets.TINY_ARITH)!r}, '--prompt', '1+2=',"
+                " '--max-new-tokens', '2'])\n"
+                "from transformers.utils import is_torch_available\n"
+                "assert not is_torch_available()\n")
+  env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
+  result = subprocess.run([sys.executable, "-c", hide_torch], capture_output=True, text=True,
+                          cwd=REPO, env=env)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith("1+2=") and "PyTorch" not in result.stderr, result.stderr
 
 
 TINY = f"--config.model.path={assets.TINY_ARITH}"
