@@ -27,6 +27,7 @@ commands:
   eval       pass@1 (greedy) and mean@k of a model or a training run on the test split -> eval.json
   sweep      layer-contribution sweep: base, full RL and RL on each block alone -> C(k), report
   compare    rank correlation (Spearman, Kendall) of the layer rankings of two sweeps
+  table      evaluated runs side by side (strategies, seeds averaged) with standard errors
 
 `jaxlayer <command> --help` describes a command's options; `jaxlayer --version` prints the
 versions of jaxlayer and the libraries it runs on (for bug reports)."""
@@ -332,6 +333,34 @@ def _compare(argv: list[str]) -> None:
     print(f"warning: {warning}")
 
 
+def _table(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(prog="jaxlayer table", description=(
+      "Prints a Markdown table of evaluated runs: per group (a strategy's seeds, say) the mean "
+      "score of its runs on each evaluated task with its standard error, and its difference from "
+      "the first group. Each run must be evaluated first (`jaxlayer eval`), all on the same "
+      "problems with the same decoding."), epilog=(
+      "example: jaxlayer table --runs 'full RL' runs/full-s* --runs Boost-B10 runs/boost-s*"))
+  parser.add_argument("--runs", nargs="+", action="append", required=True,
+                      metavar=("NAME", "EVAL"), help=(
+                          "a group: its name, then its evaluations (a `jaxlayer train` run "
+                          "directory, evaluated at its latest checkpoint; an `eval --out` "
+                          "directory; or an eval.json). Repeat for each group; the first is the "
+                          "reference of the differences."))
+  args = parser.parse_args(argv)
+  groups = {}
+  for name, *evaluations in args.runs:
+    if name in groups:
+      raise SystemExit(f"jaxlayer table: the group name {name!r} is given twice; give each "
+                       "group one --runs with all its evaluations.")
+    groups[name] = evaluations
+  from jaxlayer import table
+
+  try:
+    print(table.format_table(table.runs_table(groups)))
+  except (ValueError, FileNotFoundError) as err:
+    raise SystemExit(f"jaxlayer table: {err}") from None
+
+
 def _number(value, spec: str = "z.3f") -> str:
   return "undefined (a constant ranking)" if value is None else format(value, spec)
 
@@ -564,7 +593,8 @@ def version_report() -> str:
 
 
 COMMANDS = {"generate": _generate, "train": _train, "memory": _memory, "export": _export,
-            "eval": _eval, "sweep": _sweep, "compare": _compare}
+            "eval": _eval, "sweep": _sweep, "compare": _compare,
+            "table": _table}
 
 
 def main(argv: list[str] | None = None) -> None:

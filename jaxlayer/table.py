@@ -1,0 +1,164 @@
+"""Runs side by side: the scores of several evaluated runs, grouped, with standard errors.
+
+The paper's strategy table (full RL, Boost-B10, Only-B5, Mid-5; each the mean of 3 runs) from
+`jaxlayer eval` results: each group is a name and one or more evaluations, typically the seeds
+of one strategy, every one on the same problems with the same decoding.
+
+- A run's score on a task is its eval.json score for the evaluation's `eval.metric` (pass@1,
+  or mean@k); with several tasks (`eval.tasks`), `mean` is the mean over the tasks (the
+  paper's math score: the mean of its four benchmarks).
+- A group's score is the mean over its runs; its standard error `se` is std / sqrt(n) over
+  the runs (ddof=1) for two runs or more, and for a single run the evaluation's standard error
+  over the problems (for `mean`: sqrt(sum of the tasks' se^2) / number of tasks).
+- `difference`: the group's score minus the first group's, its standard error
+  sqrt(se^2 + se_first^2) (conservative for runs scored on the same problems).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxlayer import evaluation
+from jaxlayer.rl import checkpoint
+from jaxlayer.text import counted
+
+MEAN_COLUMN = "mean"
+# What makes two evaluations comparable, per task: the problems, the decoding and the prompt.
+_SAME_PER_TASK = ("num_problems", "decoding", "prompt")
+
+
+def eval_file(path: str | os.PathLike) -> Path:
+  """The eval.json that `path` stands for: the file itself, a directory holding it (`jaxlayer
+  eval --out`), or a `jaxlayer train` run directory (its latest checkpoint's RUN/eval/step-N)."""
+  path = Path(path)
+  if path.is_file():
+    return path
+  if (path / evaluation.EVAL_FILE).is_file():
+    return path / evaluation.EVAL_FILE
+  if evaluation.is_run_dir(path):
+    found = evaluation.default_out_dir(path) / evaluation.EVAL_FILE
+    if found.is_file():
+      return found
+    raise FileNotFoundError(f"{path}: its latest checkpoint has no evaluation ({found}); run "
+                            f"`jaxlayer eval --config CONFIG --model {path}` first.")
+  raise FileNotFoundError(f"{path} is neither an eval.json, a directory holding one, nor a "
+                          f"`jaxlayer train` run directory (no {checkpoint.RUN_FILE}); give what "
+                          "`jaxlayer eval` wrote.")
+
+
+def _read_eval(path: Path) -> dict:
+  try:
+    report = json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError):
+    report = None
+  if not isinstance(report, dict) or not {"tasks", "eval_settings"} <= set(report):
+    raise ValueError(f"{path} is not an eval.json of `jaxlayer eval`; give what it wrote.")
+  return report
+
+
+def _metric_key(report: dict, task: str) -> str:
+  scores = report["tasks"][task]["scores"]
+  if report["eval_settings"]["metric"] == "pass@1":
+    return "pass@1"
+  return next(name for name in scores if name.startswith("mean@"))
+
+
+def _run_scores(report: dict) -> tuple[dict[str, float], dict[str, float]]:
+  """(column -> score, column -> evaluation standard error) of one eval.json."""
+  scores, errors = {}, {}
+  for task, result in report["tasks"].items():
+    key = _metric_key(report, task)
+    scores[task], errors[task] = result["scores"][key], result["standard_errors"][key]
+  if len(scores) > 1:
+    scores[MEAN_COLUMN] = float(np.mean(list(scores.values())))
+    errors[MEAN_COLUMN] = math.sqrt(sum(se**2 for se in errors.values())) / len(errors)
+  return scores, errors
+
+
+def _check_comparable(reports: Mapping[Path, dict]) -> None:
+  (first_path, first), *others = reports.items()
+  for path, report in others:
+    if list(report["tasks"]) != list(first["tasks"]):
+      raise ValueError(f"{path} scores tasks {list(report['tasks'])} but {first_path} scores "
+                       f"{list(first['tasks'])}: evaluate every run with the same eval.tasks.")
+    if report["eval_settings"]["metric"] != first["eval_settings"]["metric"]:
+      raise ValueError(f"{path} was scored by {report['eval_settings']['metric']} but "
+                       f"{first_path} by {first['eval_settings']['metric']}: evaluate every run "
+                       "with the same eval.metric.")
+    for task, result in report["tasks"].items():
+      for key in _SAME_PER_TASK:
+        if result[key] != first["tasks"][task][key]:
+          raise ValueError(f"{path} and {first_path} were evaluated on {task} with different "
+                           f"{key} ({result[key]} vs {first['tasks'][task][key]}): evaluate "
+                           "every run with the same config and eval settings.")
+
+
+def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
+  """The table of `groups` (name -> evaluations, see `eval_file`), first group the reference.
+
+  Returns {"metric", "columns", "rows": [{"name", "runs", "evaluations", "score", "se",
+  "difference", "difference_se"}]}, the last four column -> value (`difference` of the first
+  row: None).
+  """
+  if not groups:
+    raise ValueError("no runs given: name at least one group and its evaluations.")
+  files = {name: [eval_file(path) for path in paths] for name, paths in groups.items()}
+  for name, paths in files.items():
+    if not paths:
+      raise ValueError(f"group {name!r} has no evaluations: give it at least one.")
+  seen: dict[Path, str] = {}
+  for name, paths in files.items():
+    for path in paths:
+      if path.resolve() in seen:
+        raise ValueError(f"{path} is given twice (in {seen[path.resolve()]!r} and {name!r}): "
+                         "give each evaluation once.")
+      seen[path.resolve()] = name
+  reports = {path: _read_eval(path) for paths in files.values() for path in paths}
+  _check_comparable(reports)
+  rows = []
+  for name, paths in files.items():
+    per_run = [_run_scores(reports[path]) for path in paths]
+    columns = list(per_run[0][0])
+    score = {c: float(np.mean([scores[c] for scores, _ in per_run])) for c in columns}
+    if len(per_run) > 1:
+      se = {c: float(np.std([scores[c] for scores, _ in per_run], ddof=1) / math.sqrt(len(per_run)))
+            for c in columns}
+    else:
+      se = dict(per_run[0][1])
+    rows.append({"name": name, "runs": len(paths), "evaluations": [str(p) for p in paths],
+                 "score": score, "se": se})
+  reference = rows[0]
+  for row in rows:
+    first = row is reference
+    row["difference"] = {c: None if first else v - reference["score"][c]
+                         for c, v in row["score"].items()}
+    row["difference_se"] = {c: None if first else math.hypot(row["se"][c], reference["se"][c])
+                            for c in row["score"]}
+  first_report = next(iter(reports.values()))
+  return {"metric": first_report["eval_settings"]["metric"], "columns": columns, "rows": rows}
+
+
+def format_table(table: dict) -> str:
+  """`runs_table`'s result as a Markdown table, with a line saying what ± means."""
+  columns = table["columns"]
+  head = ["", "runs", *columns, f"{columns[-1]} - {table['rows'][0]['name']}"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for row in table["rows"]:
+    last = columns[-1]
+    difference = ("" if row["difference"][last] is None else
+                  f"{row['difference'][last]:+.3f} ± {row['difference_se'][last]:.3f}")
+    cells = [row["name"], str(row["runs"]),
+             *(f"{row['score'][c]:.3f} ± {row['se'][c]:.3f}" for c in columns), difference]
+    lines.append("| " + " | ".join(cells) + " |")
+  num_runs = sum(row["runs"] for row in table["rows"])
+  lines.append(
+      f"\n{table['metric']} of {counted(num_runs, 'run')}; each group's mean over its runs, ± its "
+      "standard error (std / sqrt(n) over the runs; a single run's: its evaluation's, over the "
+      "problems)" + (f"; {MEAN_COLUMN}: over the tasks" if MEAN_COLUMN in columns else "") + ".")
+  return "\n".join(lines)

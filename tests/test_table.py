@@ -1,0 +1,123 @@
+"""jaxlayer.table and `jaxlayer table`: evaluated runs side by side, against hand-computed means
+and standard errors."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlayer import assets, cli, evaluation, table
+from jaxlayer.rl import checkpoint
+from jaxlayer.rl.config import default_config
+
+NUM_PROBLEMS = 10
+DECODING = {"mode": "greedy", "max_new_tokens": 8}
+PROMPT = {"template": "{question}"}
+
+
+def _write_eval(directory, correct: dict[str, int], metric: str = "pass@1",
+                num_problems: int = NUM_PROBLEMS):
+  """An eval.json as `jaxlayer eval` writes it: task -> that many of the problems solved."""
+  results = []
+  for task, solved in correct.items():
+    per_problem = [1.0] * solved + [0.0] * (num_problems - solved)
+    scores = {"pass@1": float(np.mean(per_problem))}
+    per_metric = {"pass@1": per_problem}
+    if metric == "mean@k":  # four samples per problem: a quarter of a point less each
+      per_metric["mean@4"] = [max(score - 0.25, 0.0) for score in per_problem]
+      scores["mean@4"] = float(np.mean(per_metric["mean@4"]))
+    results.append(evaluation.EvalResult(task, num_problems, scores, per_metric, DECODING, PROMPT,
+                                         generations=[]))
+  settings = {**evaluation.default_eval_config().to_dict(), "metric": metric}
+  report = {"model": "m", "kind": "huggingface", "eval_settings": settings,
+            "tasks": {r.task: r.summary() for r in results}}
+  directory.mkdir(parents=True)
+  (directory / evaluation.EVAL_FILE).write_text(json.dumps(report))
+  return directory
+
+
+def test_a_group_is_the_mean_of_its_runs_and_a_single_run_carries_its_evaluation_error(tmp_path):
+  full = [_write_eval(tmp_path / f"full-{s}", {"arithmetic": n}) for s, n in enumerate((5, 6, 7))]
+  mid = _write_eval(tmp_path / "mid", {"arithmetic": 8})
+  result = table.runs_table({"full RL": full, "Mid-5": [mid / "eval.json"]})
+  first, second = result["rows"]
+  assert result["columns"] == ["arithmetic"] and result["metric"] == "pass@1"
+  assert first["runs"] == 3 and first["score"]["arithmetic"] == pytest.approx(0.6)
+  # std over the runs (0.5, 0.6, 0.7; ddof=1) = 0.1, over sqrt(3)
+  assert first["se"]["arithmetic"] == pytest.approx(0.1 / math.sqrt(3))
+  assert first["difference"]["arithmetic"] is None
+  assert second["se"]["arithmetic"] == pytest.approx(math.sqrt(0.8 * 0.2 / NUM_PROBLEMS))
+  assert second["difference"]["arithmetic"] == pytest.approx(0.2)
+  assert second["difference_se"]["arithmetic"] == pytest.approx(
+      math.sqrt(0.8 * 0.2 / NUM_PROBLEMS + 0.01 / 3))
+
+
+def test_several_tasks_get_a_column_each_and_their_mean(tmp_path):
+  runs = [_write_eval(tmp_path / "a", {"math": 2, "gsm8k": 6}),
+          _write_eval(tmp_path / "b", {"math": 4, "gsm8k": 6})]
+  single = _write_eval(tmp_path / "c", {"math": 5, "gsm8k": 9})
+  first, second = table.runs_table({"full": runs, "boost": [single]})["rows"]
+  assert list(first["score"]) == ["math", "gsm8k", "mean"]
+  assert first["score"]["mean"] == pytest.approx((0.4 + 0.5) / 2)  # the runs' means 0.4, 0.5
+  assert first["se"]["mean"] == pytest.approx(np.std([0.4, 0.5], ddof=1) / math.sqrt(2))
+  task_errors = [math.sqrt(0.5 * 0.5 / NUM_PROBLEMS), math.sqrt(0.9 * 0.1 / NUM_PROBLEMS)]
+  assert second["se"]["mean"] == pytest.approx(math.hypot(*task_errors) / 2)
+  assert second["difference"]["mean"] == pytest.approx(0.7 - 0.45)
+
+
+def test_mean_at_k_evaluations_are_compared_by_mean_at_k(tmp_path):
+  runs = [_write_eval(tmp_path / "a", {"amc": 6}, metric="mean@k")]
+  (row,) = table.runs_table({"sampled": runs})["rows"]
+  assert row["score"]["amc"] == pytest.approx(6 * 0.75 / NUM_PROBLEMS)
+
+
+def test_cli_prints_the_table_and_says_what_the_errors_are(tmp_path, capsys):
+  full = [_write_eval(tmp_path / f"full-{s}", {"arithmetic": n}) for s, n in enumerate((5, 7))]
+  boost = _write_eval(tmp_path / "boost", {"arithmetic": 9})
+  cli.main(["table", "--runs", "full RL", *map(str, full), "--runs", "Boost-B3", str(boost)])
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == "|  | runs | arithmetic | arithmetic - full RL |"
+  assert lines[2] == "| full RL | 2 | 0.600 ± 0.100 |  |"
+  boost_se = math.sqrt(0.9 * 0.1 / NUM_PROBLEMS)
+  assert lines[3] == (f"| Boost-B3 | 1 | 0.900 ± {boost_se:.3f} | +0.300 ± "
+                      f"{math.hypot(boost_se, 0.1):.3f} |")
+  assert lines[-1].startswith("pass@1 of 3 runs; each group's mean over its runs")
+
+
+def test_a_run_directory_is_read_at_its_latest_checkpoints_evaluation(tmp_path):
+  run_dir = tmp_path / "run"
+  config = default_config()
+  config.model.path, config.run_dir = assets.TINY_ARITH, str(run_dir)
+  checkpoint.write_run_files(run_dir, config, assets.TINY_ARITH, {"embed.embedding": (2, 2)})
+  saver = checkpoint.Checkpointer(run_dir)
+  for step in (2, 4):
+    saver.save(step, {"embed.embedding": jax.numpy.zeros((2, 2))},
+               {"rng": jax.random.key_data(jax.random.key(0))}, {"step": step, "data_position": 0})
+  saver.close()
+  _write_eval(run_dir / "eval" / "step-2", {"arithmetic": 3})
+  with pytest.raises(FileNotFoundError, match=r"its latest checkpoint has no evaluation \(.*"
+                     r"step-4/eval.json\); run `jaxlayer eval --config CONFIG --model "):
+    table.runs_table({"run": [run_dir]})
+  _write_eval(run_dir / "eval" / "step-4", {"arithmetic": 4})
+  assert table.runs_table({"run": [run_dir]})["rows"][0]["score"]["arithmetic"] == 0.4
+
+
+def test_evaluations_that_cannot_be_compared_are_refused(tmp_path, capsys):
+  a = _write_eval(tmp_path / "a", {"arithmetic": 5})
+  with pytest.raises(ValueError, match=r"different num_problems \(20 vs 10\): evaluate every run "
+                     "with the same config"):
+    table.runs_table({"a": [a], "b": [_write_eval(tmp_path / "b", {"arithmetic": 5},
+                                                  num_problems=20)]})
+  with pytest.raises(ValueError, match=r"scores tasks \['gsm8k'\] but .* scores \['arithmetic'\]"):
+    table.runs_table({"a": [a], "c": [_write_eval(tmp_path / "c", {"gsm8k": 5})]})
+  with pytest.raises(ValueError, match=r"eval.json is given twice \(in 'a' and 'again'\)"):
+    table.runs_table({"a": [a], "again": [a / "eval.json"]})
+  with pytest.raises(FileNotFoundError, match="is neither an eval.json, a directory holding one"):
+    table.runs_table({"a": [tmp_path]})
+  (tmp_path / "notes.txt").write_text("not json")
+  with pytest.raises(ValueError, match=r"notes.txt is not an eval.json of `jaxlayer eval`"):
+    table.runs_table({"a": [tmp_path / "notes.txt"]})
+  with pytest.raises(SystemExit, match="jaxlayer table: the group name 'a' is given twice"):
+    cli.main(["table", "--runs", "a", str(a), "--runs", "a", str(a)])
