@@ -384,3 +384,17 @@ def test_a_tie_or_a_single_block_is_not_named_both_best_and_worst(tmp_path, bloc
               f"{tie}")
   assert report.summary_lines(sweep)[1] == expected + "."
   assert f"B{expected[1:]}." in (sweep_dir / "report.md").read_text()
+
+
+def test_the_score_axis_of_a_halving_sweep_says_it_reads_the_final_c_only(tmp_path, monkeypatch):
+  """The right axis turns C into a score with the final full RL; a rung's C (grey) has its own
+  full RL, so its height there is no score it reached: the axis says which steps it is for."""
+  fake = FakeRL(BLOCKS, rung_correct={("full", 20): 18, (0, 20): 15, (1, 20): 21, (2, 20): 12,
+                                      (3, 20): 14})
+  config = make_config(tmp_path / "sweep")  # train.steps = 60
+  config.sweep.update(halving_steps="20", halving_keep=1.0)
+  figures = {}
+  monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.update({path.name: fig}))
+  runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval, num_layers=len(BLOCKS))
+  (score_axis,) = figures["contribution.png"].axes[0].child_axes
+  assert score_axis.get_ylabel() == "score after 60 steps (pass@1)"

@@ -321,6 +321,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
                   textcoords="offset points", fontsize=7, color="tab:purple")
   # Successive halving: each rung's C (against full RL at as many steps), paler the earlier.
   rungs = (sweep.get("halving") or {"rungs": []})["rungs"]
+  score_label = f"score ({sweep['metric']})"
   for i, rung in enumerate(rungs):
     if rung["s_full"] <= sweep["s_base"]:  # no gain to scale by, or C's sign flipped
       ax.plot([], [], " ", label=f"after {rung['steps']} steps: no C, full RL not above the base")
@@ -331,6 +332,8 @@ def plot_contribution(sweep: dict, path: Path) -> None:
             markersize=5, linewidth=0.8,
             label=f"C after {rung['steps']} of {sweep['halving']['final_steps']} steps "
                   "(against full RL after as many)")
+    # The score axis scales the final C only: a rung's C has its own full RL.
+    score_label = f"score after {sweep['halving']['final_steps']} steps ({sweep['metric']})"
   if defined:
     x = [l["layer"] for l in defined]
     y = [l["contribution"] for l in defined]
@@ -346,7 +349,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     score_axis = ax.secondary_yaxis(
         "right", functions=(lambda c: sweep["s_base"] + c * gain,
                             lambda s: (s - sweep["s_base"]) / gain))
-    score_axis.set_ylabel(f"score ({sweep['metric']})")
+    score_axis.set_ylabel(score_label)
   else:
     ax.text(0.5, 0.5, "C(k) undefined: S_full == S_base\n(full RL did not move the score)",
             transform=ax.transAxes, ha="center", va="center", fontsize=12, color="tab:red")
