@@ -466,6 +466,24 @@ def test_resume_refuses_a_selection_that_now_means_other_blocks_and_writes_nothi
   assert {name: (run_dir / name).read_text() for name in before} == before
 
 
+def test_resume_refuses_learning_rate_groups_that_now_mean_other_blocks(
+    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache):
+  """Boost-BK (train.lr_groups=topK@SWEEP=RATE) follows its sweep's ranking too: here run.json
+  says block 1 trained at 2e-2, where the same config now gives it 1e-2. Before, the resume
+  loaded the model and sampled a step, then failed in optax with a TypeError."""
+  run_dir = tmp_path / "run"
+  shutil.copytree(uninterrupted.run_dir, run_dir)
+  run = json.loads((run_dir / checkpoint.RUN_FILE).read_text())
+  assert run["learning_rates"] == {path: 1e-2 for path in run["trainable"]}
+  run["learning_rates"] = {path: 2e-2 for path in run["trainable"]}
+  (run_dir / checkpoint.RUN_FILE).write_text(json.dumps(run))
+  before = _files(run_dir)
+  with pytest.raises(ValueError, match=r"trained at other learning rates than train.lr_groups="
+                     r"'' gives now \(layers.1 0.02 -> 0.01; a topK@ .*new run_dir"):
+    train.train(small_config(tiny_qwen2_dir, run_dir, compile_cache, steps=5))
+  assert _files(run_dir) == before
+
+
 def _files(run_dir):
   """Every file of a run directory but its lock: {relative path: (bytes, modification time)}."""
   return {str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)

@@ -90,17 +90,21 @@ class Checkpointer:
 
 
 def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model: str,
-                    trainable: Mapping[str, Sequence[int]]) -> None:
+                    trainable: Mapping[str, Sequence[int]],
+                    learning_rates: Mapping[str, float] | None = None) -> None:
   """config.json and run.json (by the primary process only); base_model: the model's local
-  directory; trainable: path -> shape."""
+  directory; trainable: path -> shape; learning_rates: path -> peak rate of the trained leaves
+  (train.lr_groups resolved)."""
   if not distributed.is_primary():
     return
   run_dir.mkdir(parents=True, exist_ok=True)
   paths.write_text_atomic(run_dir / CONFIG_FILE, config.to_json(indent=2))
-  paths.write_text_atomic(run_dir / RUN_FILE, json.dumps({
-      "base_model": base_model, "base_fingerprint": models.weights_fingerprint(base_model),
-      "trainable": list(trainable),
-      "shapes": {path: list(shape) for path, shape in trainable.items()}}, indent=2))
+  run = {"base_model": base_model, "base_fingerprint": models.weights_fingerprint(base_model),
+         "trainable": list(trainable),
+         "shapes": {path: list(shape) for path, shape in trainable.items()}}
+  if learning_rates is not None:
+    run["learning_rates"] = dict(learning_rates)
+  paths.write_text_atomic(run_dir / RUN_FILE, json.dumps(run, indent=2))
 
 
 def check_base_model(run_dir: str | os.PathLike, run: dict, model_dir: str | os.PathLike) -> None:

@@ -87,6 +87,11 @@ class TrainPlan:
     sizes = {path: math.prod(shape) for path, shape in param_shapes(self.model_config).items()}
     return sum(sizes[path] for path in self.selection.trainable), sum(sizes.values())
 
+  def learning_rates(self) -> dict[str, float]:
+    """Each trained leaf's peak learning rate (train.learning_rate, or its train.lr_groups')."""
+    chosen = self.selection
+    return {path: chosen.learning_rates[chosen.groups[path]] for path in chosen.trainable}
+
   def summary(self) -> str:
     """One line on what the run trains, how, for how long and where it writes."""
     cfg = self.config
@@ -418,10 +423,12 @@ def _flat_config(config: ml_collections.ConfigDict | dict) -> dict:
 
 
 def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir: Path,
-                     trainable: Sequence[str], step: int) -> str | None:
+                     learning_rates: Mapping[str, float], step: int) -> str | None:
   """Raises ValueError when `config` may not resume the run in `run_dir` from `step`; returns
-  where the run's base model was when it is elsewhere now (the same weights), else None."""
+  where the run's base model was when it is elsewhere now (the same weights), else None.
+  learning_rates: the trained leaves (path -> peak rate) that `config` selects."""
   stored, run = checkpoint.read_run_files(run_dir)
+  trainable = list(learning_rates)
   old, new = _flat_config(stored), _flat_config(config)
   changed = sorted(k for k in set(old) | set(new)
                    if k not in RESUMABLE_KEYS and k.split(".")[0] not in RESUMABLE_SECTIONS
@@ -445,6 +452,19 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
         f"train.layers={config.train.layers} now selects {', '.join(blocks(trainable))} (a "
         "topK@ / bottomK@ selection follows its sweep's latest ranking). Resume with the "
         "blocks the run trained, or choose a new run_dir.")
+  # And its learning-rate groups (runs written before jaxlayer recorded them: unchecked).
+  trained_at = run.get("learning_rates") or learning_rates
+  moved_rates = {path: (trained_at[path], rate) for path, rate in learning_rates.items()
+                 if trained_at[path] != rate}
+  if moved_rates:
+    by_block = {".".join(path.split(".")[:2]): rates for path, rates in moved_rates.items()}
+    changes = ", ".join(f"{block} {before:g} -> {after:g}"
+                        for block, (before, after) in by_block.items())
+    raise ValueError(
+        f"run_dir {run_dir} trained at other learning rates than train.lr_groups="
+        f"{config.train.lr_groups!r} gives now ({changes}; a topK@ / bottomK@ group follows its "
+        "sweep's latest ranking). Resume with the rates the run trained at, or choose a new "
+        "run_dir.")
   planned, schedule = stored.train.steps, config.train.lr_schedule
   if (config.train.steps != planned and step < config.train.steps
       and schedule in optimizer.LENGTH_DEPENDENT_SCHEDULES):
@@ -486,7 +506,7 @@ def _opened_run(plan_: TrainPlan):
       if latest is not None:
         with distributed.failing_together("Checking the run to resume"):
           moved_from = _check_resumable(run_dir, plan_.config, plan_.model_dir,
-                                        plan_.selection.trainable, latest)
+                                        plan_.learning_rates(), latest)
       yield checkpointer, latest or 0, moved_from
     finally:
       checkpointer.close()
@@ -986,7 +1006,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
                "before training anything."), signum)
       # Written once the checkpoint is restored: a resume that fails leaves the run as it was.
       checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
-                                 {path: value.shape for path, value in trainer.params.items()})
+                                 {path: value.shape for path, value in trainer.params.items()},
+                                 plan_.learning_rates())
       logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                      resume_step=trainer.step)
       last, tested = {}, {}  # tested: the bar's latest test score (logging.eval_every)
