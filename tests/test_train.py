@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlayer import locks, models, tasks
+from jaxlayer import assets, locks, models, tasks
 from jaxlayer.rl import checkpoint, metrics, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.tasks.arithmetic import ArithmeticTask
@@ -756,6 +756,24 @@ def test_summary_says_step_for_one_and_steps_for_more(tiny_qwen2_dir, tmp_path):
   for steps, said in ((1, "1 RL step of"), (2, "2 RL steps of")):
     summary = train.plan(small_config(tiny_qwen2_dir, tmp_path, None, steps=steps)).summary()
     assert f"; grpo, {said} 16 responses; run directory {tmp_path}" in summary
+
+
+def test_summary_names_the_blocks_of_a_named_selection_and_of_each_learning_rate_group(tmp_path):
+  """Only-B2, Mid-3 and Boost-B2 on the 8-block model: the header said 'top2@DIR' or 'all' and
+  left the user to find which blocks (and which rates) that meant."""
+  import jaxlayer.sweep.strategies  # noqa: F401  (topK@SWEEP_DIR)
+
+  scores = {0: 0.40, 1: 0.36, 2: 0.38, 3: 0.35, 4: 0.41, 5: 0.37, 6: 0.34, 7: 0.35}
+  (tmp_path / "sweep.json").write_text(json.dumps({"num_layers": 8, "layers": [
+      {"layer": k, "score": s, "contribution": (s - 0.34) / 0.07} for k, s in scores.items()]}))
+  header = lambda **train_cfg: train.plan(  # noqa: E731
+      small_config(assets.TINY_ARITH, tmp_path / "run", None, **train_cfg)).summary()
+  assert header(layers=f"top2@{tmp_path}").startswith(f"top2@{tmp_path} (blocks 0, 4) of ")
+  assert header(layers="mid3").startswith("mid3 (blocks 2, 3, 4) of ")  # (8 - 3) // 2 = 2
+  boost = header(layers="all", learning_rate=3e-5, lr_groups=f"top2@{tmp_path}=6e-5")
+  assert boost.startswith("all of ")
+  assert "(100.0%), learning rate 3e-05, 6e-05 for blocks 0, 4; grpo" in boost
+  assert "learning rate" not in header(layers="layers.1")
 
 
 def test_missing_model_path_and_run_dir_are_named(tmp_path):

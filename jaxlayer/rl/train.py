@@ -93,14 +93,38 @@ class TrainPlan:
     return {path: chosen.learning_rates[chosen.groups[path]] for path in chosen.trainable}
 
   def summary(self) -> str:
-    """One line on what the run trains, how, for how long and where it writes."""
+    """One line on what the run trains, how, for how long and where it writes; the blocks a
+    named selection (mid5, top5@SWEEP_DIR) and each train.lr_groups group stand for."""
     cfg = self.config
     trained, total = self.parameter_counts()
     unit = "episodes" if cfg.env.name else "responses"
-    return (f"{cfg.train.layers} of {cfg.model.path}: {trained:,} of {total:,} parameters "
-            f"({trained / total:.1%}); {cfg.train.algorithm}, "
+    layers = str(cfg.train.layers)
+    num_layers = self.model_config.num_layers
+    if any(selection.named_blocks(term.strip(), num_layers) is not None
+           for term in layers.split(",")):
+      layers += f" ({_parts_text(self.selection.trainable)})"
+    rates = ""
+    chosen = self.selection
+    if len(chosen.learning_rates) > 1 or selection.DEFAULT_GROUP not in chosen.learning_rates:
+      by_group = {name: [p for p in chosen.trainable if chosen.groups[p] == name]
+                  for name in chosen.learning_rates}
+      rates = ", learning rate " + ", ".join(
+          f"{chosen.learning_rates[name]:g}"
+          + ("" if name == selection.DEFAULT_GROUP else f" for {_parts_text(group_paths)}")
+          for name, group_paths in by_group.items())
+    return (f"{layers} of {cfg.model.path}: {trained:,} of {total:,} parameters "
+            f"({trained / total:.1%}){rates}; {cfg.train.algorithm}, "
             f"{counted(cfg.train.steps, 'RL step')} of {cfg.train.batch_size} {unit}; run "
             f"directory {cfg.run_dir}")
+
+
+def _parts_text(paths: Sequence[str]) -> str:
+  """'blocks 0, 1, 4, embed': the blocks (and other top-level parts) that paths belong to."""
+  blocks = sorted({int(p.split(".")[1]) for p in paths if p.startswith("layers.")})
+  others = sorted({p.split(".")[0] for p in paths if not p.startswith("layers.")})
+  named = ([f"{'block' if len(blocks) == 1 else 'blocks'} {', '.join(map(str, blocks))}"]
+           if blocks else [])
+  return ", ".join(named + others)
 
 
 @dataclasses.dataclass
