@@ -84,6 +84,26 @@ def test_the_training_plot_draws_each_logged_metric_per_step(tmp_path):
   assert path == tmp_path / "training.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_training_plot_of_a_boost_run_names_its_learning_rate_groups(tmp_path, monkeypatch):
+  """A Boost-BK run (train.layers=all plus lr_groups) was titled like full RL."""
+  from jaxlayer.rl.config import default_config
+
+  config = default_config()
+  config.model.path, config.train.layers = "models/tiny-arith", "all"
+  config.train.lr_groups = "top3@runs/sweep_tiny=6e-5"
+  (tmp_path / "config.json").write_text(config.to_json())
+  logger = metrics.MetricsLogger(tmp_path, tensorboard=False)
+  logger.log(1, {"reward": 0.5})
+  logger.close()
+  from jaxlayer import plots
+
+  figures = []
+  monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
+  metrics.plot_training(tmp_path)
+  assert figures[0].get_suptitle() == (
+      f"{tmp_path.name}: all (top3@runs/sweep_tiny=6e-5) of tiny-arith, grpo")
+
+
 def test_the_training_plot_of_a_short_run_has_ticks_at_whole_steps():
   rows = [{"step": step, "reward": 0.1 * step, "entropy": 1.0} for step in (1, 2, 3)]
   fig = metrics.training_figure(rows, "run")

@@ -176,8 +176,9 @@ def plot_training(run_dir: str | os.PathLike) -> Path | None:
   title = run_dir.name
   if (run_dir / "config.json").is_file():  # written by the run (jaxlayer.rl.checkpoint)
     config = json.loads((run_dir / "config.json").read_text())
-    title += (f": {config['train']['layers']} of {Path(config['model']['path']).name}, "
-              f"{config['train']['algorithm']}")
+    lr_groups = config["train"].get("lr_groups")  # Boost-BK: "all" alone reads as full RL
+    title += (f": {config['train']['layers']}{f' ({lr_groups})' if lr_groups else ''} of "
+              f"{Path(config['model']['path']).name}, {config['train']['algorithm']}")
   path = run_dir / PLOT_FILE
   save_figure(training_figure(rows, title), path)
   return path
