@@ -7,9 +7,12 @@ of one strategy, every one on the same problems with the same decoding.
 - A run's score on a task is its eval.json score for the evaluation's `eval.metric` (pass@1,
   or mean@k); with several tasks (`eval.tasks`), `mean` is the mean over the tasks (the
   paper's math score: the mean of its four benchmarks).
-- A group's score is the mean over its runs; its standard error `se` is std / sqrt(n) over
-  the runs (ddof=1) for two runs or more, and for a single run the evaluation's standard error
-  over the problems (for `mean`: sqrt(sum of the tasks' se^2) / number of tasks).
+- A group's score is the mean over its runs. Its standard error `se` has two parts: the
+  test problems' (every run of a group answers the same problems; `evaluation_se`: the standard
+  error over the problems of each problem's score averaged over the runs; for `mean`:
+  sqrt(sum of the tasks' se^2) / number of tasks), and, with two runs or more, the seeds' (the
+  runs' std / sqrt(n), ddof=1): se = sqrt(evaluation_se^2 + std^2 / n). For a single run it is
+  its evaluation's standard error; two seeds that happen to score alike leave the first part.
 - `difference`: the group's score minus the first group's, its standard error
   sqrt(se^2 + se_first^2) (conservative for runs scored on the same problems).
 """
@@ -69,16 +72,23 @@ def _metric_key(report: dict, task: str) -> str:
   return next(name for name in scores if name.startswith("mean@"))
 
 
-def _run_scores(report: dict) -> tuple[dict[str, float], dict[str, float]]:
-  """(column -> score, column -> evaluation standard error) of one eval.json."""
-  scores, errors = {}, {}
-  for task, result in report["tasks"].items():
-    key = _metric_key(report, task)
-    scores[task], errors[task] = result["scores"][key], result["standard_errors"][key]
-  if len(scores) > 1:
-    scores[MEAN_COLUMN] = float(np.mean(list(scores.values())))
+def _group_scores(reports: Sequence[dict]) -> tuple[list[dict[str, float]], dict[str, float]]:
+  """(each run's column -> score, column -> the evaluation standard error of the runs' mean)
+  of one group's eval.json dictionaries."""
+  from jaxlayer.sweep.contribution import standard_error
+
+  per_run, errors = [{} for _ in reports], {}
+  for task in reports[0]["tasks"]:
+    key = _metric_key(reports[0], task)
+    per_problem = np.array([report["tasks"][task]["per_problem"][key] for report in reports])
+    for scores, run_scores in zip(per_run, per_problem):  # [runs, problems]
+      scores[task] = float(run_scores.mean())
+    errors[task] = standard_error(per_problem.mean(axis=0))
+  if len(errors) > 1:
+    for scores in per_run:
+      scores[MEAN_COLUMN] = float(np.mean(list(scores.values())))
     errors[MEAN_COLUMN] = math.sqrt(sum(se**2 for se in errors.values())) / len(errors)
-  return scores, errors
+  return per_run, errors
 
 
 def _check_comparable(reports: Mapping[Path, dict]) -> None:
@@ -103,8 +113,8 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
   """The table of `groups` (name -> evaluations, see `eval_file`), first group the reference.
 
   Returns {"metric", "columns", "rows": [{"name", "runs", "evaluations", "score", "se",
-  "difference", "difference_se"}]}, the last four column -> value (`difference` of the first
-  row: None).
+  "evaluation_se", "difference", "difference_se"}]}, the last five column -> value
+  (`difference` of the first row: None).
   """
   if not groups:
     raise ValueError("no runs given: name at least one group and its evaluations.")
@@ -123,16 +133,15 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
   _check_comparable(reports)
   rows = []
   for name, paths in files.items():
-    per_run = [_run_scores(reports[path]) for path in paths]
-    columns = list(per_run[0][0])
-    score = {c: float(np.mean([scores[c] for scores, _ in per_run])) for c in columns}
-    if len(per_run) > 1:
-      se = {c: float(np.std([scores[c] for scores, _ in per_run], ddof=1) / math.sqrt(len(per_run)))
-            for c in columns}
-    else:
-      se = dict(per_run[0][1])
+    per_run, evaluation_se = _group_scores([reports[path] for path in paths])
+    columns = list(per_run[0])
+    runs = {c: np.array([scores[c] for scores in per_run]) for c in columns}
+    seeds_variance = {c: runs[c].var(ddof=1) / runs[c].size if runs[c].size > 1 else 0.0
+                      for c in columns}
     rows.append({"name": name, "runs": len(paths), "evaluations": [str(p) for p in paths],
-                 "score": score, "se": se})
+                 "score": {c: float(runs[c].mean()) for c in columns},
+                 "se": {c: math.sqrt(evaluation_se[c]**2 + seeds_variance[c]) for c in columns},
+                 "evaluation_se": evaluation_se})
   reference = rows[0]
   for row in rows:
     first = row is reference
@@ -159,6 +168,6 @@ def format_table(table: dict) -> str:
   num_runs = sum(row["runs"] for row in table["rows"])
   lines.append(
       f"\n{table['metric']} of {counted(num_runs, 'run')}; each group's mean over its runs, ± its "
-      "standard error (std / sqrt(n) over the runs; a single run's: its evaluation's, over the "
-      "problems)" + (f"; {MEAN_COLUMN}: over the tasks" if MEAN_COLUMN in columns else "") + ".")
+      "standard error: the test problems' and, with several runs, the seeds' (std / sqrt(n))"
+      + (f"; {MEAN_COLUMN}: over the tasks" if MEAN_COLUMN in columns else "") + ".")
   return "\n".join(lines)

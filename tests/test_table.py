@@ -38,6 +38,11 @@ def _write_eval(directory, correct: dict[str, int], metric: str = "pass@1",
   return directory
 
 
+def _problems_se(per_problem_mean: list[float]) -> float:
+  """The sample standard error over the problems: std(ddof=1) / sqrt(n)."""
+  return float(np.std(per_problem_mean, ddof=1) / math.sqrt(len(per_problem_mean)))
+
+
 def test_a_group_is_the_mean_of_its_runs_and_a_single_run_carries_its_evaluation_error(tmp_path):
   full = [_write_eval(tmp_path / f"full-{s}", {"arithmetic": n}) for s, n in enumerate((5, 6, 7))]
   mid = _write_eval(tmp_path / "mid", {"arithmetic": 8})
@@ -45,13 +50,26 @@ def test_a_group_is_the_mean_of_its_runs_and_a_single_run_carries_its_evaluation
   first, second = result["rows"]
   assert result["columns"] == ["arithmetic"] and result["metric"] == "pass@1"
   assert first["runs"] == 3 and first["score"]["arithmetic"] == pytest.approx(0.6)
-  # std over the runs (0.5, 0.6, 0.7; ddof=1) = 0.1, over sqrt(3)
-  assert first["se"]["arithmetic"] == pytest.approx(0.1 / math.sqrt(3))
+  # The problems: 5 solved by all three runs, one by two, one by one, 3 by none.
+  problems = _problems_se([1.0] * 5 + [2 / 3, 1 / 3] + [0.0] * 3)
+  assert first["evaluation_se"]["arithmetic"] == pytest.approx(problems)
+  # The seeds: std over the runs (0.5, 0.6, 0.7; ddof=1) = 0.1, over sqrt(3).
+  full_se = math.sqrt(problems**2 + 0.1**2 / 3)
+  assert first["se"]["arithmetic"] == pytest.approx(full_se)
   assert first["difference"]["arithmetic"] is None
-  assert second["se"]["arithmetic"] == pytest.approx(math.sqrt(0.8 * 0.2 / NUM_PROBLEMS))
+  mid_se = math.sqrt(0.8 * 0.2 / NUM_PROBLEMS)  # one run: binomial
+  assert second["se"]["arithmetic"] == pytest.approx(mid_se)
   assert second["difference"]["arithmetic"] == pytest.approx(0.2)
-  assert second["difference_se"]["arithmetic"] == pytest.approx(
-      math.sqrt(0.8 * 0.2 / NUM_PROBLEMS + 0.01 / 3))
+  assert second["difference_se"]["arithmetic"] == pytest.approx(math.hypot(mid_se, full_se))
+
+
+def test_seeds_that_score_alike_keep_the_test_problems_error(tmp_path):
+  """Two seeds solving the same 5 of 10 problems: the seeds' std is 0 (the table said ± 0.000),
+  the test problems' error is the binomial sqrt(p (1 - p) / n)."""
+  runs = [_write_eval(tmp_path / seed, {"arithmetic": 5}) for seed in ("s0", "s1")]
+  (row,) = table.runs_table({"two seeds": runs})["rows"]
+  assert row["score"]["arithmetic"] == 0.5
+  assert row["se"]["arithmetic"] == pytest.approx(math.sqrt(0.5 * 0.5 / NUM_PROBLEMS))
 
 
 def test_several_tasks_get_a_column_each_and_their_mean(tmp_path):
@@ -61,7 +79,10 @@ def test_several_tasks_get_a_column_each_and_their_mean(tmp_path):
   first, second = table.runs_table({"full": runs, "boost": [single]})["rows"]
   assert list(first["score"]) == ["math", "gsm8k", "mean"]
   assert first["score"]["mean"] == pytest.approx((0.4 + 0.5) / 2)  # the runs' means 0.4, 0.5
-  assert first["se"]["mean"] == pytest.approx(np.std([0.4, 0.5], ddof=1) / math.sqrt(2))
+  math_se = _problems_se([1.0, 1.0, 0.5, 0.5] + [0.0] * 6)  # b solved two more
+  gsm8k_se = math.sqrt(0.6 * 0.4 / NUM_PROBLEMS)  # both solved the same 6
+  assert first["se"]["mean"] == pytest.approx(
+      math.sqrt((math_se**2 + gsm8k_se**2) / 4 + np.var([0.4, 0.5], ddof=1) / 2))
   task_errors = [math.sqrt(0.5 * 0.5 / NUM_PROBLEMS), math.sqrt(0.9 * 0.1 / NUM_PROBLEMS)]
   assert second["se"]["mean"] == pytest.approx(math.hypot(*task_errors) / 2)
   assert second["difference"]["mean"] == pytest.approx(0.7 - 0.45)
@@ -79,10 +100,12 @@ def test_cli_prints_the_table_and_says_what_the_errors_are(tmp_path, capsys):
   cli.main(["table", "--runs", "full RL", *map(str, full), "--runs", "Boost-B3", str(boost)])
   lines = capsys.readouterr().out.splitlines()
   assert lines[0] == "|  | runs | arithmetic | arithmetic - full RL |"
-  assert lines[2] == "| full RL | 2 | 0.600 ± 0.100 |  |"
+  # The problems' error (2 of them solved by one run) and the seeds' (std 0.1414 / sqrt(2)).
+  full_se = math.sqrt(_problems_se([1.0] * 5 + [0.5] * 2 + [0.0] * 3)**2 + 0.02 / 2)
+  assert lines[2] == f"| full RL | 2 | 0.600 ± {full_se:.3f} |  |"
   boost_se = math.sqrt(0.9 * 0.1 / NUM_PROBLEMS)
   assert lines[3] == (f"| Boost-B3 | 1 | 0.900 ± {boost_se:.3f} | +0.300 ± "
-                      f"{math.hypot(boost_se, 0.1):.3f} |")
+                      f"{math.hypot(boost_se, full_se):.3f} |")
   assert lines[-1].startswith("pass@1 of 3 runs; each group's mean over its runs")
 
 
