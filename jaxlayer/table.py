@@ -13,8 +13,10 @@ of one strategy, every one on the same problems with the same decoding.
   sqrt(sum of the tasks' se^2) / number of tasks), and, with two runs or more, the seeds' (the
   runs' std / sqrt(n), ddof=1): se = sqrt(evaluation_se^2 + std^2 / n). For a single run it is
   its evaluation's standard error; two seeds that happen to score alike leave the first part.
-- `difference`: the group's score minus the first group's, its standard error
-  sqrt(se^2 + se_first^2) (conservative for runs scored on the same problems).
+- `difference`: the group's score minus the first group's. Its standard error is paired over
+  the problems, which both groups answered: the standard error over the problems of the
+  per-problem difference of the two groups' means (std(ddof=1) / sqrt(n); for `mean` combined
+  over the tasks as above), with both groups' seeds' variances added.
 """
 
 from __future__ import annotations
@@ -72,23 +74,43 @@ def _metric_key(report: dict, task: str) -> str:
   return next(name for name in scores if name.startswith("mean@"))
 
 
-def _group_scores(reports: Sequence[dict]) -> tuple[list[dict[str, float]], dict[str, float]]:
-  """(each run's column -> score, column -> the evaluation standard error of the runs' mean)
-  of one group's eval.json dictionaries."""
+def _group_scores(reports: Sequence[dict]) -> tuple[list[dict[str, float]], dict[str, float],
+                                                   dict[str, np.ndarray]]:
+  """(each run's column -> score, column -> the evaluation standard error of the runs' mean,
+  task -> each problem's score averaged over the runs) of one group's eval.json dictionaries."""
   from jaxlayer.sweep.contribution import standard_error
 
-  per_run, errors = [{} for _ in reports], {}
+  per_run, errors, problem_means = [{} for _ in reports], {}, {}
   for task in reports[0]["tasks"]:
     key = _metric_key(reports[0], task)
     per_problem = np.array([report["tasks"][task]["per_problem"][key] for report in reports])
     for scores, run_scores in zip(per_run, per_problem):  # [runs, problems]
       scores[task] = float(run_scores.mean())
-    errors[task] = standard_error(per_problem.mean(axis=0))
+    problem_means[task] = per_problem.mean(axis=0)  # [problems]
+    errors[task] = standard_error(problem_means[task])
   if len(errors) > 1:
     for scores in per_run:
       scores[MEAN_COLUMN] = float(np.mean(list(scores.values())))
-    errors[MEAN_COLUMN] = math.sqrt(sum(se**2 for se in errors.values())) / len(errors)
-  return per_run, errors
+    errors[MEAN_COLUMN] = _over_tasks(errors)
+  return per_run, errors, problem_means
+
+
+def _over_tasks(task_errors: Mapping[str, float]) -> float:
+  """The standard error of the mean over tasks of independent task scores."""
+  return math.sqrt(sum(se**2 for se in task_errors.values())) / len(task_errors)
+
+
+def _paired_problems_se(problem_means: Mapping[str, np.ndarray],
+                        reference_means: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """Column -> the standard error over the problems of the per-problem score differences."""
+  errors = {}
+  for task, means in problem_means.items():
+    difference = means - reference_means[task]  # [problems]
+    errors[task] = (float(difference.std(ddof=1) / math.sqrt(difference.size))
+                    if difference.size > 1 else 0.0)
+  if len(errors) > 1:
+    errors[MEAN_COLUMN] = _over_tasks(errors)
+  return errors
 
 
 def _check_comparable(reports: Mapping[Path, dict]) -> None:
@@ -131,9 +153,9 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
       seen[path.resolve()] = name
   reports = {path: _read_eval(path) for paths in files.values() for path in paths}
   _check_comparable(reports)
-  rows = []
+  rows, seeds_variances, problem_means = [], [], []
   for name, paths in files.items():
-    per_run, evaluation_se = _group_scores([reports[path] for path in paths])
+    per_run, evaluation_se, means = _group_scores([reports[path] for path in paths])
     columns = list(per_run[0])
     runs = {c: np.array([scores[c] for scores in per_run]) for c in columns}
     seeds_variance = {c: runs[c].var(ddof=1) / runs[c].size if runs[c].size > 1 else 0.0
@@ -142,13 +164,18 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
                  "score": {c: float(runs[c].mean()) for c in columns},
                  "se": {c: math.sqrt(evaluation_se[c]**2 + seeds_variance[c]) for c in columns},
                  "evaluation_se": evaluation_se})
+    seeds_variances.append(seeds_variance)
+    problem_means.append(means)
   reference = rows[0]
-  for row in rows:
+  for row, seeds_variance, means in zip(rows, seeds_variances, problem_means):
     first = row is reference
+    paired_se = _paired_problems_se(means, problem_means[0])
     row["difference"] = {c: None if first else v - reference["score"][c]
                          for c, v in row["score"].items()}
-    row["difference_se"] = {c: None if first else math.hypot(row["se"][c], reference["se"][c])
-                            for c in row["score"]}
+    row["difference_se"] = {
+        c: None if first else math.sqrt(paired_se[c]**2 + seeds_variance[c]
+                                        + seeds_variances[0][c])
+        for c in row["score"]}
   first_report = next(iter(reports.values()))
   return {"metric": first_report["eval_settings"]["metric"], "columns": columns, "rows": rows}
 
@@ -169,5 +196,6 @@ def format_table(table: dict) -> str:
   lines.append(
       f"\n{table['metric']} of {counted(num_runs, 'run')}; each group's mean over its runs, ± its "
       "standard error: the test problems' and, with several runs, the seeds' (std / sqrt(n))"
-      + (f"; {MEAN_COLUMN}: over the tasks" if MEAN_COLUMN in columns else "") + ".")
+      + (f"; {MEAN_COLUMN}: over the tasks" if MEAN_COLUMN in columns else "")
+      + "; differences paired over the problems.")
   return "\n".join(lines)

@@ -60,7 +60,21 @@ def test_a_group_is_the_mean_of_its_runs_and_a_single_run_carries_its_evaluation
   mid_se = math.sqrt(0.8 * 0.2 / NUM_PROBLEMS)  # one run: binomial
   assert second["se"]["arithmetic"] == pytest.approx(mid_se)
   assert second["difference"]["arithmetic"] == pytest.approx(0.2)
-  assert second["difference_se"]["arithmetic"] == pytest.approx(math.hypot(mid_se, full_se))
+  # Paired over the problems: Mid-5 solves problems 0-7, full RL's mean per problem is above.
+  paired = _problems_se([0.0] * 5 + [1 / 3, 2 / 3, 1.0] + [0.0] * 2)
+  assert second["difference_se"]["arithmetic"] == pytest.approx(
+      math.sqrt(paired**2 + 0.1**2 / 3))
+
+
+def test_the_difference_is_paired_over_the_problems(tmp_path):
+  """A strategy that solves what the first group solves and one problem more: the difference
+  0.1 carries the error of that one problem, far less than two independent errors."""
+  first = _write_eval(tmp_path / "first", {"arithmetic": 5})
+  better = _write_eval(tmp_path / "better", {"arithmetic": 6})
+  _, row = table.runs_table({"first": [first], "better": [better]})["rows"]
+  paired = _problems_se([0.0] * 5 + [1.0] + [0.0] * 4)
+  assert row["difference_se"]["arithmetic"] == pytest.approx(paired)
+  assert paired < math.hypot(math.sqrt(0.25 / NUM_PROBLEMS), math.sqrt(0.24 / NUM_PROBLEMS)) / 2
 
 
 def test_seeds_that_score_alike_keep_the_test_problems_error(tmp_path):
@@ -104,8 +118,9 @@ def test_cli_prints_the_table_and_says_what_the_errors_are(tmp_path, capsys):
   full_se = math.sqrt(_problems_se([1.0] * 5 + [0.5] * 2 + [0.0] * 3)**2 + 0.02 / 2)
   assert lines[2] == f"| full RL | 2 | 0.600 ± {full_se:.3f} |  |"
   boost_se = math.sqrt(0.9 * 0.1 / NUM_PROBLEMS)
+  paired = _problems_se([0.0] * 5 + [0.5] * 2 + [1.0] * 2 + [0.0])
   assert lines[3] == (f"| Boost-B3 | 1 | 0.900 ± {boost_se:.3f} | +0.300 ± "
-                      f"{math.hypot(boost_se, full_se):.3f} |")
+                      f"{math.sqrt(paired**2 + 0.02 / 2):.3f} |")
   assert lines[-1].startswith("pass@1 of 3 runs; each group's mean over its runs")
 
 
