@@ -19,6 +19,8 @@ def test_contribution_follows_the_paper_formula_including_negative_and_above_one
   assert contribution.layer_contribution(0.30, 0.40, 0.60) == pytest.approx(-0.5)
   assert contribution.layer_contribution(0.60, 0.40, 0.60) == pytest.approx(1.0)
   assert contribution.layer_contribution(0.40, 0.40, 0.60) == 0.0
+  # At the base when full RL lost: 0, not -0 (sweep.csv printed "-0.0").
+  assert str(contribution.layer_contribution(0.40, 0.40, 0.30)) == "0.0"
   # Full RL below the base: C is still the same ratio (both differences negative).
   assert contribution.layer_contribution(0.35, 0.40, 0.30) == pytest.approx(0.5)
 

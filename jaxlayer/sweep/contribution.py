@@ -75,7 +75,7 @@ def _same_score(a: float, b: float) -> bool:
 def _ratio(s_k: float, s_base: float, s_full: float) -> float | None:
   if _same_score(s_full, s_base):
     return None
-  return (s_k - s_base) / (s_full - s_base)
+  return (s_k - s_base) / (s_full - s_base) + 0.0  # (+ 0.0: a block at the base is C = 0, not -0)
 
 
 def layer_contribution(s_k: float, s_base: float, s_full: float) -> float | None:
