@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -111,6 +112,40 @@ def test_single_block_checkpoints_are_removed_unless_kept_full_rl_kept(tmp_path)
   config.sweep.keep_checkpoints = True
   _run(config, FakeRL(BLOCKS))
   assert (tmp_path / "keep/runs/layer01-seed0/train/checkpoint/weights.bin").is_file()
+
+
+class _Killed(BaseException):
+  """A SIGKILL: nothing after it runs, no handler sees it."""
+
+
+def test_a_sweep_killed_while_removing_a_checkpoint_leaves_no_half_of_it(tmp_path, monkeypatch):
+  config = make_config(tmp_path / "sweep", layers="1")
+  checkpoint = tmp_path / "sweep/runs/layer01-seed0/train/checkpoint"
+  fake = FakeRL(BLOCKS)
+
+  def train_two_files(config, **kwargs):  # a checkpoint of several files, like Orbax's
+    trained = fake.train(config, **kwargs)
+    (Path(trained["checkpoint_dir"]) / "meta.json").write_text("{}")
+    return trained
+
+  def killed_midway(path, ignore_errors=False):  # deletes one file, then the process dies
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+    if files:
+      files[0].unlink()
+      raise _Killed
+
+  monkeypatch.setattr(runner.shutil, "rmtree", killed_midway)
+  with pytest.raises(_Killed):
+    runner.run_sweep(config, train_fn=train_two_files, eval_fn=fake.eval, num_layers=NUM_LAYERS)
+  # Orbax would take a half-deleted step directory for the run's latest checkpoint.
+  assert not checkpoint.exists()
+  assert not store.is_done(tmp_path / "sweep", RunSpec("layer", 0, 1))
+
+  monkeypatch.undo()
+  resumed = FakeRL(BLOCKS)
+  _run(config, resumed)
+  assert resumed.train_calls == [((1,), 0)]
+  assert sorted(os.listdir(checkpoint.parent)) == []  # the leftover went with the checkpoint
 
 
 def test_changed_settings_are_refused_and_force_new_dir_starts_beside(tmp_path):

@@ -392,14 +392,24 @@ def _check_cost(cost: Any, spec: RunSpec, train_seconds: float) -> dict[str, flo
 
 
 def _remove_checkpoint(checkpoint_dir: str | None, workdir: Path) -> None:
-  """Deletes a single-block run's trained weights, but only inside the run's own directory."""
+  """Deletes a single-block run's trained weights, but only inside the run's own directory.
+
+  The directory is renamed to a hidden `.NAME.removing` first, then deleted: a sweep killed
+  while deleting leaves no half checkpoint that the run, started again, would take for its
+  latest one. The next removal of the run's checkpoint deletes such a leftover.
+  """
   if not checkpoint_dir:
     return
   path = Path(checkpoint_dir).resolve()
-  if path.is_relative_to(workdir.resolve()) and path.exists():
-    shutil.rmtree(path)
-  elif path.exists():
-    tqdm.write(f"left {path} in place: it lies outside the run directory {workdir}.")
+  if not path.is_relative_to(workdir.resolve()):
+    if path.exists():
+      tqdm.write(f"left {path} in place: it lies outside the run directory {workdir}.")
+    return
+  doomed = path.with_name(f".{path.name}.removing")
+  shutil.rmtree(doomed, ignore_errors=True)  # left by a sweep killed while removing
+  if path.exists():
+    path.rename(doomed)
+    shutil.rmtree(doomed)
 
 
 def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
