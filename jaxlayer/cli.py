@@ -9,6 +9,7 @@ import shlex
 import signal
 import sys
 
+from jaxlayer import paths
 from jaxlayer.text import counted
 
 # Installed without PyTorch (a TPU VM), transformers advises at import that "Models won't be
@@ -608,7 +609,10 @@ def main(argv: list[str] | None = None) -> None:
   command = COMMANDS.get(argv[0])
   if command is None:
     raise SystemExit(f"jaxlayer: unknown command {argv[0]!r}; choose one of {sorted(COMMANDS)}.")
-  command(argv[1:])
+  try:
+    command(argv[1:])
+  except paths.DiskFullError as err:
+    raise SystemExit(f"jaxlayer {argv[0]}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -8,12 +8,41 @@ refused with the fix. So is a file where a directory is to be, before any work i
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# A full disk, or a full quota of the user's on it.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# An errno in the text of an error raised outside Python: TensorStore's (Orbax's checkpoints),
+# Rust's io::Error (safetensors).
+_ERRNO_IN_TEXT = re.compile(r"os_error_code='(\d+)'|\(os error (\d+)\)")
+
+
+class DiskFullError(OSError):
+  """No space was left to write a file: the message names it and the fix."""
+
+  def __init__(self, path: str | os.PathLike):
+    super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+
+  def __str__(self) -> str:
+    return (f"no space left on the device to write {self.filename}: free space there (or move "
+            "the directory to a larger disk) and run the same command again; the files written "
+            "before are intact.")
+
+
+def is_disk_full(err: BaseException) -> bool:
+  """Whether `err` says the disk or the user's quota is full: an OSError, or an error of a library
+  outside Python that gives the errno in its text only."""
+  if isinstance(err, OSError):
+    return err.errno in _NO_SPACE
+  return any(int(code) in _NO_SPACE for match in _ERRNO_IN_TEXT.finditer(str(err))
+             for code in match.groups() if code)
 
 
 def local_path(path: str | os.PathLike, key: str) -> Path:
@@ -33,28 +62,38 @@ def local_path(path: str | os.PathLike, key: str) -> Path:
   return Path(text)
 
 
-def temporary_file_beside(final: Path, suffix: str) -> tuple[int, str]:
-  """(open handle, name) of a new temporary file in `final`'s directory, to be renamed over
-  `final`, readable as a plain open() would make it: mkstemp's own files are owner-only (0600),
-  which kept colleagues on a shared cluster from reading sweep results."""
-  handle, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix)
-  umask = os.umask(0)
-  os.umask(umask)
-  os.fchmod(handle, 0o666 & ~umask)
-  return handle, name
+@contextlib.contextmanager
+def replacing(final: Path, suffix: str) -> Iterator[tuple[int, str]]:
+  """Yields (open handle, name) of a new temporary file beside `final` to write, and renames it
+  over `final` when the block ends: a reader (or a run restarted after a kill) sees the old file
+  or the new one, never half of one. On an error the temporary file goes and `final` stays as
+  it was; a full disk raises DiskFullError naming `final`.
+
+  The file is readable as a plain open() would make it: mkstemp's own files are owner-only
+  (0600), which kept colleagues on a shared cluster from reading sweep results.
+  """
+  handle, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix)
+  try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)
+    yield handle, tmp_name
+    os.replace(tmp_name, final)
+  except BaseException as err:
+    Path(tmp_name).unlink(missing_ok=True)
+    if is_disk_full(err):
+      raise DiskFullError(final) from err
+    raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes text to a temporary file beside `path`, then renames it over `path`: a reader (or a
-  run restarted after a kill) sees the old file or the new one, never half of one."""
-  path = Path(path)
-  handle, tmp_name = temporary_file_beside(path, ".tmp")
-  try:
-    with os.fdopen(handle, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp_name, path)
-  except BaseException:
-    Path(tmp_name).unlink(missing_ok=True)
-    raise
+  """Writes text to a temporary file beside `path`, then renames it over `path` (`replacing`)."""
+  with replacing(Path(path), ".tmp") as (handle, _):
+    _write_and_sync(handle, text)
+
+
+def _write_and_sync(handle: int, text: str) -> None:
+  with os.fdopen(handle, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())

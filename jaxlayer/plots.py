@@ -18,14 +18,9 @@ if TYPE_CHECKING:
 
 def save_figure(fig: Figure, path: Path) -> None:
   """Writes fig as a PNG at path, through a temporary file: never a half-written image."""
-  handle, tmp_name = paths.temporary_file_beside(path, ".png")
-  os.close(handle)
-  try:
+  with paths.replacing(path, ".png") as (handle, tmp_name):
+    os.close(handle)
     fig.savefig(tmp_name, dpi=150, bbox_inches="tight")
-    os.replace(tmp_name, path)
-  except BaseException:
-    Path(tmp_name).unlink(missing_ok=True)
-    raise
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:

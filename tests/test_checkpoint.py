@@ -57,6 +57,33 @@ def test_keeps_the_newest_k(tmp_path):
     checkpoint.Checkpointer(tmp_path, keep=0)
 
 
+def test_a_full_disk_while_saving_frees_the_unfinished_checkpoint_and_keeps_the_last(
+    tmp_path, monkeypatch):
+  from jaxlayer import paths
+  from tests.test_paths import TENSORSTORE_DISK_FULL
+
+  saver = checkpoint.Checkpointer(tmp_path, keep=2)
+  saver.save(1, *_state(1.0), {"step": 1})
+  unfinished = saver.directory / "2.orbax-checkpoint-tmp"
+
+  def fills_the_disk(step, args):  # Orbax's save as a full disk stops it: mid-write
+    (unfinished / "params").mkdir(parents=True)
+    (unfinished / "params" / "chunk").write_bytes(b"\0" * 1024)
+    raise ValueError(TENSORSTORE_DISK_FULL)
+
+  monkeypatch.setattr(saver._manager, "save", fills_the_disk)
+  with pytest.raises(paths.DiskFullError, match=re.escape(
+      f"no space left on the device to write {saver.directory / '2'}: free space there")):
+    saver.save(2, *_state(2.0), {"step": 2})
+  assert not unfinished.exists()  # the space it held is free for the next attempt
+  assert saver.all_steps() == [1]
+  params, optimizer = _state(0.0)
+  restored, _, meta = saver.restore(1, params, optimizer)
+  saver.close()
+  assert meta == {"step": 1}
+  np.testing.assert_array_equal(restored["final_norm.scale"], np.arange(4.0))
+
+
 def test_a_bfloat16_checkpoint_restores_into_float32_master_copies(tmp_path):
   """Runs of bfloat16 models written before the float32 master copies saved their trained
   leaves and Adam moments in bfloat16; restored into today's float32 state they keep every
@@ -295,3 +322,4 @@ def test_export_replaces_only_a_previous_export_and_names_the_step(tmp_path, cap
   assert "generation_config.json" not in fresh
   exported = models.named_params(models.from_pretrained(out)[0])
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
+

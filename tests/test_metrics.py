@@ -1,11 +1,15 @@
 """metrics.jsonl and samples.jsonl: appended per step, trimmed when a run resumes."""
 
+import errno
+import io
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 
+from jaxlayer import paths
 from jaxlayer.rl import metrics
 
 
@@ -110,3 +114,28 @@ def test_the_training_plot_of_a_short_run_has_ticks_at_whole_steps():
   for ax in fig.axes:
     low, high = ax.get_xlim()
     assert [t for t in ax.get_xticks() if low <= t <= high] == [1, 2, 3]  # not 1.5, 2.5
+
+
+class _FullDisk(io.FileIO):
+  """A file on a disk that has just filled up."""
+
+  def write(self, data):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_names_the_metrics_file_and_keeps_the_rows_before(tmp_path, monkeypatch):
+  logger = metrics.MetricsLogger(tmp_path, tensorboard=False)
+  logger.log(1, {"reward": 0.5})
+  logger.close()
+
+  def appending_fills_the_disk(path, mode="r", **kwargs):
+    if mode != "a":
+      return open(path, mode, **kwargs)
+    return io.TextIOWrapper(io.BufferedWriter(_FullDisk(path, mode)))
+
+  monkeypatch.setattr(metrics, "open", appending_fills_the_disk, raising=False)
+  logger = metrics.MetricsLogger(tmp_path, tensorboard=False, resume_step=1)
+  with pytest.raises(paths.DiskFullError, match=f"write {tmp_path / metrics.METRICS_FILE}: free"):
+    logger.log(2, {"reward": 0.75})
+  logger.close()  # what the disk refused is not written again, and not raised again
+  assert metrics.read_metrics(tmp_path) == [{"step": 1, "reward": 0.5}]

@@ -305,6 +305,10 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
     for file in staging.iterdir():
       file.chmod(0o666 & ~umask)  # staging files are private; the checkpoint is not
       os.replace(file, out_dir / file.name)
+  except Exception as err:
+    if paths.is_disk_full(err):
+      raise paths.DiskFullError(out_dir) from err
+    raise
   finally:
     shutil.rmtree(staging, ignore_errors=True)
 

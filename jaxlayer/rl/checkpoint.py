@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,21 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, params: dict, optimizer: dict, meta: dict[str, Any]) -> None:
-    """params: trainable leaves {path: array}; optimizer: {"opt_state": ..., "rng": key}."""
-    self._manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), optimizer=ocp.args.StandardSave(optimizer),
-        meta=ocp.args.JsonSave(meta)))
+    """params: trainable leaves {path: array}; optimizer: {"opt_state": ..., "rng": key}.
+
+    On a full disk the unfinished checkpoint is deleted (it would hold the space the next
+    attempt needs) and DiskFullError raised; the earlier checkpoints are untouched."""
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          params=ocp.args.StandardSave(params), optimizer=ocp.args.StandardSave(optimizer),
+          meta=ocp.args.JsonSave(meta)))
+    except Exception as err:
+      if not paths.is_disk_full(err):
+        raise
+      if distributed.is_primary():
+        for unfinished in self.directory.glob(f"{step}{ocp.path.atomicity.TMP_DIR_SUFFIX}*"):
+          shutil.rmtree(unfinished, ignore_errors=True)
+      raise paths.DiskFullError(self.directory / str(step)) from err
 
   def restore(self, step: int, params: dict, optimizer: dict) -> tuple[dict, dict, dict]:
     """(params, optimizer, meta) of `step`, laid out like the given templates."""

@@ -93,8 +93,7 @@ class MetricsLogger:
     if not self._active:
       return
     row = {"step": step, **{k: _json_value(v) for k, v in metrics.items()}}
-    self._metrics.write(json.dumps(row) + "\n")
-    self._metrics.flush()
+    _append(self._metrics, json.dumps(row) + "\n")
     if self._tensorboard is not None:
       for name, value in metrics.items():
         self._tensorboard.add_scalar(name, float(value), step)
@@ -103,17 +102,32 @@ class MetricsLogger:
   def log_samples(self, step: int, samples: list[dict]) -> None:
     if not self._active:
       return
-    for sample in samples:
-      self._samples.write(json.dumps({"step": step, **sample}) + "\n")
-    self._samples.flush()
+    _append(self._samples, "".join(json.dumps({"step": step, **sample}) + "\n"
+                                   for sample in samples))
 
   def close(self) -> None:
     if not self._active:
       return
-    self._metrics.close()
-    self._samples.close()
+    for file in (self._metrics, self._samples):
+      try:
+        file.close()
+      except OSError as err:  # rows a full disk refused (the error was raised as they came)
+        if not paths.is_disk_full(err):
+          raise
     if self._tensorboard is not None:
       self._tensorboard.close()
+
+
+def _append(file, text: str) -> None:
+  """Appends text to a JSONL file now; a full disk raises DiskFullError (a row it cut short is
+  left out when the file is read)."""
+  try:
+    file.write(text)
+    file.flush()
+  except OSError as err:
+    if paths.is_disk_full(err):
+      raise paths.DiskFullError(file.name) from err
+    raise
 
 
 PLOT_FILE = "training.png"

@@ -1,0 +1,44 @@
+"""jaxlayer.paths: files replaced whole, a full disk named with its fix."""
+
+import errno
+import os
+
+import pytest
+
+from jaxlayer import paths
+
+# The text of TensorStore's error when Orbax filled a 6 MB tmpfs with a checkpoint.
+TENSORSTORE_DISK_FULL = (
+    'RESOURCE_EXHAUSTED: Error writing "opt_state.1.count/0" in OCDBT database at local file '
+    '"/tmp/full/r/checkpoints/3.orbax-checkpoint-tmp/optimizer.orbax-checkpoint-tmp/'
+    'ocdbt.process_0/": Failed to write 735297 bytes to file 20: No space left on device '
+    "[os_error_code='28']")
+
+
+def _disk_full(*args):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_leaves_the_file_as_it_was_and_names_it_with_the_fix(tmp_path, monkeypatch):
+  (tmp_path / "eval.json").write_text("earlier results")
+  monkeypatch.setattr(paths.os, "fsync", _disk_full)
+  with pytest.raises(paths.DiskFullError) as raised:
+    paths.write_text_atomic(tmp_path / "eval.json", "new results")
+  assert str(raised.value).startswith(
+      f"no space left on the device to write {tmp_path / 'eval.json'}: free space there")
+  assert "\n" not in str(raised.value)
+  assert os.listdir(tmp_path) == ["eval.json"]  # no temporary file left to fill the disk
+  assert (tmp_path / "eval.json").read_text() == "earlier results"
+
+
+@pytest.mark.parametrize("err, full", [
+    (OSError(errno.ENOSPC, "No space left on device"), True),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+    (OSError(errno.EACCES, "Permission denied"), False),
+    (ValueError(TENSORSTORE_DISK_FULL), True),
+    (ValueError(TENSORSTORE_DISK_FULL.replace("'28'", "'2'")), False),
+    # safetensors' text (Rust's io::Error) when save_file met a full disk
+    (Exception("Error while serializing: I/O error: No space left on device (os error 28)"), True),
+])
+def test_a_full_disk_is_recognised_in_the_errors_of_orbax_and_safetensors(err, full):
+  assert paths.is_disk_full(err) == full
