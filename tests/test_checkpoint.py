@@ -1,6 +1,7 @@
 """Run directories: Orbax round trips, keeping the newest k, clear errors."""
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -323,3 +324,47 @@ def test_export_replaces_only_a_previous_export_and_names_the_step(tmp_path, cap
   exported = models.named_params(models.from_pretrained(out)[0])
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
 
+
+class _Killed(BaseException):
+  """A SIGKILL: nothing after it runs, no handler sees it."""
+
+
+def test_an_export_killed_midway_never_looks_whole_and_the_same_command_replaces_it(
+    tmp_path, monkeypatch):
+  """An overwrite killed while moving its files into place used to leave the previous export's
+  config.json beside some of the new files: a directory that loads as a checkpoint, of neither
+  step."""
+  from jaxlayer import cli
+  from jaxlayer.models import hub
+
+  hidden = json.loads((Path(assets.TINY_ARITH) / "config.json").read_text())["hidden_size"]
+  run, out = tmp_path / "run", tmp_path / "hf"
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 10}})
+  checkpoint.write_run_files(run, config, str(assets.TINY_ARITH), {"final_norm.scale": (hidden,)})
+  saver = checkpoint.Checkpointer(run)
+  for step in (3, 5):
+    saver.save(step, {"final_norm.scale": jnp.full((hidden,), float(step))}, _state(1.0)[1],
+               {"step": step})
+  saver.close()
+  export = ["export", "--run", str(run), "--out", str(out)]
+  cli.main(export + ["--step", "3"])
+  replace = os.replace
+
+  def killed_at_the_last_file(source, target):
+    if Path(target).name == "config.json":
+      raise _Killed
+    replace(source, target)
+
+  with monkeypatch.context() as patched:
+    patched.setattr(hub.os, "replace", killed_at_the_last_file)
+    with pytest.raises(_Killed):
+      cli.main(export + ["--overwrite"])
+  assert (out / "model.safetensors").is_file() and not (out / "config.json").exists()
+  with pytest.raises(SystemExit, match=re.escape(
+      f"jaxlayer export: {out} already holds an export that did not finish (it has no "
+      "config.json, which is written last); pass --overwrite to replace it")):
+    cli.main(export)
+  cli.main(export + ["--overwrite"])
+  exported = models.named_params(models.from_pretrained(out)[0])
+  np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))

@@ -239,8 +239,9 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
                     overwrite: bool = False) -> Path:
   """Writes config.json, safetensors and (when the source had them) the tokenizer files.
 
-  Files are written to a temporary sibling directory and moved into place at the end, so an
-  interrupted save never leaves a half-written checkpoint; an existing checkpoint in `out_dir`
+  Files are written to a temporary sibling directory and moved into place at the end, config.json
+  last (a previous one is removed first), so an interrupted save never leaves a half-written file
+  nor a directory that looks like a whole checkpoint; an existing checkpoint in `out_dir`
   is replaced only with `overwrite=True`: its weights, and its tokenizer files when the model
   brings its source's (files of other names stay). On several hosts every process calls it
   (parameters spread over the hosts are gathered) and process 0 writes.
@@ -293,6 +294,9 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
         if (Path(cfg.source_dir) / name).is_file():
           shutil.copy2(Path(cfg.source_dir) / name, staging / name)
     out_dir.mkdir(exist_ok=True)
+    # config.json goes first and comes back last: a save cut short (a killed process) never
+    # looks like a whole checkpoint, as this one's weights beside the previous one's would.
+    (out_dir / "config.json").unlink(missing_ok=True)
     # The previous checkpoint's files that this one lacks: weights, and tokenizer files when
     # this one brings its source's (a model built in code keeps those already in out_dir).
     written = {file.name for file in staging.iterdir()}
@@ -302,7 +306,7 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
         stale.unlink()
     umask = os.umask(0)
     os.umask(umask)
-    for file in staging.iterdir():
+    for file in sorted(staging.iterdir(), key=lambda file: file.name == "config.json"):
       file.chmod(0o666 & ~umask)  # staging files are private; the checkpoint is not
       os.replace(file, out_dir / file.name)
   except Exception as err:

@@ -254,8 +254,10 @@ def _check_export_dir(out_dir: str | os.PathLike, overwrite: bool, base_model: s
         f"{out_dir} holds files other than a Hugging Face checkpoint's ({', '.join(others[:3])}"
         f"{', ...' if len(others) > 3 else ''}): give a new or empty directory.")
   if names and not overwrite:
-    raise FileExistsError(f"{out_dir} already holds a checkpoint; pass --overwrite to replace "
-                          "it, or choose another directory.")
+    held = ("a checkpoint" if "config.json" in names else
+            "an export that did not finish (it has no config.json, which is written last)")
+    raise FileExistsError(f"{out_dir} already holds {held}; pass --overwrite to replace it, or "
+                          "choose another directory.")
 
 
 def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | None = None,
