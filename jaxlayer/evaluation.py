@@ -553,12 +553,13 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   }
   if distributed.is_primary():  # on several hosts, process 0 writes
     out.mkdir(parents=True, exist_ok=True)
-    generations_path = out / GENERATIONS_FILE
-    if save_generations:
+    generations_path, report_text = out / GENERATIONS_FILE, json.dumps(report, indent=2) + "\n"
+    if save_generations:  # an earlier eval.json never stands beside these generations
       lines = [json.dumps({"task": r.task, **g}) for r in results for g in r.generations]
-      paths.write_text_atomic(generations_path, "".join(line + "\n" for line in lines))
-    elif generations_path.exists():  # it belonged to the eval.json being replaced
-      generations_path.unlink()
-    paths.write_text_atomic(out / EVAL_FILE, json.dumps(report, indent=2) + "\n")
+      paths.write_together({generations_path: "".join(line + "\n" for line in lines),
+                            out / EVAL_FILE: report_text})
+    else:
+      generations_path.unlink(missing_ok=True)  # it belonged to the eval.json being replaced
+      paths.write_text_atomic(out / EVAL_FILE, report_text)
   distributed.sync("jaxlayer: eval.json written")
   return out, report

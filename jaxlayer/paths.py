@@ -13,7 +13,7 @@ import errno
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -90,6 +90,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
   """Writes text to a temporary file beside `path`, then renames it over `path` (`replacing`)."""
   with replacing(Path(path), ".tmp") as (handle, _):
     _write_and_sync(handle, text)
+
+
+def write_together(texts: Mapping[Path, str]) -> None:
+  """Writes files that belong together, the last of them the one that says they are complete
+  (eval.json beside its generations.jsonl). Every text goes to a temporary file first, so a full
+  disk changes none of the files; then the last file's old version goes and the files are
+  renamed into place in order. A process killed in between leaves the others without the last
+  one, never the new ones beside the last one's old version."""
+  *others, last = texts
+  with contextlib.ExitStack() as stack:
+    for path in (last, *reversed(others)):  # the stack renames in the reverse order
+      handle, _ = stack.enter_context(replacing(path, ".tmp"))
+      _write_and_sync(handle, texts[path])
+    last.unlink(missing_ok=True)
 
 
 def _write_and_sync(handle: int, text: str) -> None:

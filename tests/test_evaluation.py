@@ -1,7 +1,9 @@
 """`jaxlayer eval` and jaxlayer.evaluation: eval.json / generations.jsonl, pass@1 against
 transformers' greedy decoding, mean@k against the written samples, run directories, errors."""
 
+import errno
 import json
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ import pytest
 import torch
 import transformers
 
-from jaxlayer import assets, cli, evaluation, models, tasks
+from jaxlayer import assets, cli, evaluation, models, paths, tasks
 from jaxlayer.rl import checkpoint, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import runner
@@ -455,3 +457,43 @@ def test_evaluate_names_an_argument_of_the_wrong_kind(argument, value, message, 
                    task=tasks.get_task("parity")) | {argument: value}
   with pytest.raises(TypeError, match=message):
     evaluation.evaluate(**arguments, num_problems=2, max_new_tokens=4)
+
+
+class _Killed(BaseException):
+  """A SIGKILL: nothing after it runs, no handler sees it."""
+
+
+def _disk_full(*args):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_an_overwrite_killed_before_eval_json_leaves_no_old_report_beside_new_generations(
+    cli_eval, tiny_qwen2_dir, config_file, tmp_path, monkeypatch):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "eval.json").write_text("earlier results")
+  (out / "generations.jsonl").write_text("earlier generations\n")
+  replace = os.replace
+
+  def killed_before_eval_json(source, target):
+    if Path(target).name == "eval.json":
+      raise _Killed
+    replace(source, target)
+
+  monkeypatch.setattr(paths.os, "replace", killed_before_eval_json)
+  eval_command = ["eval", "--config", str(config_file), "--model", str(tiny_qwen2_dir), "--out",
+                  str(out), "--save-generations", "--overwrite"]
+  with pytest.raises(_Killed):
+    cli.main(eval_command)
+  generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+  assert generations == cli_eval[1]
+  assert not (out / "eval.json").exists()  # the earlier report would pose as theirs
+
+  monkeypatch.setattr(paths.os, "replace", replace)
+  monkeypatch.setattr(paths.os, "fsync", _disk_full)
+  with pytest.raises(SystemExit, match=re.escape(
+      f"jaxlayer eval: no space left on the device to write {out / 'eval.json'}: free space")):
+    cli.main(eval_command)
+  assert sorted(os.listdir(out)) == ["generations.jsonl"]  # as it was: no temporary file left
+  assert [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()] == (
+      cli_eval[1])

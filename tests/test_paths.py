@@ -15,6 +15,10 @@ TENSORSTORE_DISK_FULL = (
     "[os_error_code='28']")
 
 
+class _Killed(BaseException):
+  """A SIGKILL: nothing after it runs, no handler sees it."""
+
+
 def _disk_full(*args):
   raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -42,3 +46,31 @@ def test_a_full_disk_leaves_the_file_as_it_was_and_names_it_with_the_fix(tmp_pat
 ])
 def test_a_full_disk_is_recognised_in_the_errors_of_orbax_and_safetensors(err, full):
   assert paths.is_disk_full(err) == full
+
+
+def test_files_written_together_never_pair_the_new_ones_with_the_old_last_one(tmp_path,
+                                                                              monkeypatch):
+  generations, report = tmp_path / "generations.jsonl", tmp_path / "eval.json"
+  generations.write_text("old generations")
+  report.write_text("old report")
+  replace = os.replace
+
+  def killed_before_the_last(source, target):
+    if target == report:
+      raise _Killed
+    replace(source, target)
+
+  monkeypatch.setattr(paths.os, "replace", killed_before_the_last)
+  with pytest.raises(_Killed):
+    paths.write_together({generations: "new generations", report: "new report"})
+  assert generations.read_text() == "new generations"
+  assert not report.exists()  # incomplete, and seen to be
+
+  monkeypatch.setattr(paths.os, "replace", replace)
+  generations.write_text("old generations")
+  report.write_text("old report")
+  monkeypatch.setattr(paths.os, "fsync", _disk_full)
+  with pytest.raises(paths.DiskFullError):
+    paths.write_together({generations: "new generations", report: "new report"})
+  assert generations.read_text() == "old generations" and report.read_text() == "old report"
+  assert sorted(os.listdir(tmp_path)) == ["eval.json", "generations.jsonl"]
