@@ -368,3 +368,25 @@ def test_an_export_killed_midway_never_looks_whole_and_the_same_command_replaces
   cli.main(export + ["--overwrite"])
   exported = models.named_params(models.from_pretrained(out)[0])
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
+
+
+def test_a_half_deleted_checkpoint_is_named_with_the_fix_and_the_previous_one_restores(tmp_path):
+  """Orbax deletes an old checkpoint (checkpoint.keep) file by file: a run killed meanwhile
+  left a step directory that Orbax still lists, whose restore was a KeyError traceback."""
+  saver = checkpoint.Checkpointer(tmp_path, keep=3)
+  for step in (1, 2):
+    saver.save(step, *_state(float(step)), {"step": step})
+  shutil.rmtree(saver.directory / "2" / "params")  # the deletion, cut short
+  params, optimizer = _state(0.0)
+  assert saver.latest_step() == 2
+  with pytest.raises(ValueError, match=re.escape(
+      f"checkpoint {saver.directory / '2'} cannot be read (") + ".*" + re.escape(
+      "delete that directory: the run then goes on from checkpoint 1.")):
+    saver.restore(2, params, optimizer)
+  shutil.rmtree(saver.directory / "2")  # as the message says
+  saver.close()
+  saver = checkpoint.Checkpointer(tmp_path, keep=3)
+  restored, _, meta = saver.restore(saver.latest_step(), params, optimizer)
+  saver.close()
+  assert meta == {"step": 1}
+  np.testing.assert_array_equal(restored["final_norm.scale"], np.arange(4.0))

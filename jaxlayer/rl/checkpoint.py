@@ -85,17 +85,29 @@ class Checkpointer:
 
   def restore(self, step: int, params: dict, optimizer: dict) -> tuple[dict, dict, dict]:
     """(params, optimizer, meta) of `step`, laid out like the given templates."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(_abstract(params)),
-        optimizer=ocp.args.StandardRestore(_abstract(optimizer)),
-        meta=ocp.args.JsonRestore()))
+    restored = self._restore(step, params=ocp.args.StandardRestore(_abstract(params)),
+                             optimizer=ocp.args.StandardRestore(_abstract(optimizer)),
+                             meta=ocp.args.JsonRestore())
     return restored.params, restored.optimizer, restored.meta
 
   def restore_params(self, step: int, params: dict) -> dict:
     """Only the trained leaves of `step` (what export and evaluation need)."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(_abstract(params))))
-    return restored.params
+    return self._restore(step, params=ocp.args.StandardRestore(_abstract(params))).params
+
+  def _restore(self, step: int, **items):
+    """Orbax's restore of `items`; a checkpoint it cannot read (one that a killed process was
+    deleting, a damaged disk) raises ValueError naming it and what to do."""
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as err:
+      others = [other for other in self.all_steps() if other < step]
+      then = (f"the run then goes on from checkpoint {max(others)}" if others else
+              "it is the run's only checkpoint, so the run then starts anew")
+      reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+      raise ValueError(
+          f"checkpoint {self.directory / str(step)} cannot be read ({reason}). If a process was "
+          f"killed while writing or deleting it, or the disk is damaged, delete that directory: "
+          f"{then}.") from err
 
   def close(self) -> None:
     self._manager.close()
