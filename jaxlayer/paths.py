@@ -81,7 +81,7 @@ def replacing(final: Path, suffix: str) -> Iterator[tuple[int, str]]:
     os.replace(tmp_name, final)
   except BaseException as err:
     Path(tmp_name).unlink(missing_ok=True)
-    if is_disk_full(err):
+    if is_disk_full(err) and not isinstance(err, DiskFullError):  # (one naming another file)
       raise DiskFullError(final) from err
     raise
 

@@ -69,8 +69,15 @@ def test_files_written_together_never_pair_the_new_ones_with_the_old_last_one(tm
   monkeypatch.setattr(paths.os, "replace", replace)
   generations.write_text("old generations")
   report.write_text("old report")
-  monkeypatch.setattr(paths.os, "fsync", _disk_full)
-  with pytest.raises(paths.DiskFullError):
-    paths.write_together({generations: "new generations", report: "new report"})
+  fsync = os.fsync
+
+  def fills_the_disk_with_the_generations(handle):  # the report's temporary file comes first
+    if os.fstat(handle).st_size > len("new report"):
+      _disk_full()
+    fsync(handle)
+
+  monkeypatch.setattr(paths.os, "fsync", fills_the_disk_with_the_generations)
+  with pytest.raises(paths.DiskFullError, match=f"write {generations}: "):
+    paths.write_together({generations: "new generations, longer", report: "new report"})
   assert generations.read_text() == "old generations" and report.read_text() == "old report"
   assert sorted(os.listdir(tmp_path)) == ["eval.json", "generations.jsonl"]
