@@ -390,3 +390,24 @@ def test_a_half_deleted_checkpoint_is_named_with_the_fix_and_the_previous_one_re
   saver.close()
   assert meta == {"step": 1}
   np.testing.assert_array_equal(restored["final_norm.scale"], np.arange(4.0))
+
+
+def test_the_training_deletes_an_unfinished_checkpoint_a_killed_run_left_and_readers_do_not(
+    tmp_path):
+  """Orbax deleted one only when its step was saved again: a run resumed with another
+  checkpoint.every kept a checkpoint's worth of disk in it for good."""
+  saver = checkpoint.Checkpointer(tmp_path, writer=True)
+  saver.save(1, *_state(1.0), {"step": 1})
+  saver.close()
+  unfinished = tmp_path / checkpoint.CHECKPOINT_DIR / "2.orbax-checkpoint-tmp"
+  (unfinished / "params").mkdir(parents=True)  # what a SIGKILL while saving step 2 leaves
+  (unfinished / "params" / "chunk").write_bytes(b"\0" * 1024)
+  reader = checkpoint.Checkpointer(tmp_path)
+  assert reader.all_steps() == [1]
+  reader.close()
+  assert unfinished.is_dir()  # perhaps a running training's checkpoint in the making
+  writer = checkpoint.Checkpointer(tmp_path, writer=True)
+  writer.save(3, *_state(3.0), {"step": 3})
+  writer.close()
+  assert not unfinished.exists()
+  assert sorted(os.listdir(tmp_path / checkpoint.CHECKPOINT_DIR)) == ["1", "3"]

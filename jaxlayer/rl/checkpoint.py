@@ -49,16 +49,24 @@ def _abstract(tree):
 
 
 class Checkpointer:
-  """Saves and restores the training state of one run (keeps the newest `keep`)."""
+  """Saves and restores the training state of one run (keeps the newest `keep`).
 
-  def __init__(self, run_dir: str | os.PathLike, keep: int = 3):
+  writer: the run's training, which holds the run directory's lock. It deletes the unfinished
+  checkpoints (`STEP.orbax-checkpoint-tmp`) that a killed run left; a reader (export, eval)
+  leaves them, as they may be a running training's checkpoint in the making. Orbax itself
+  deletes one only when the same step is saved again, which a run resumed with another
+  checkpoint.every, or never resumed, does not do.
+  """
+
+  def __init__(self, run_dir: str | os.PathLike, keep: int = 3, writer: bool = False):
     if keep < 1:
       raise ValueError(f"checkpoint.keep must be >= 1, got {keep}.")
     self.directory = Path(run_dir).absolute() / CHECKPOINT_DIR
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False))
+                                             enable_async_checkpointing=False,
+                                             cleanup_tmp_directories=writer))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

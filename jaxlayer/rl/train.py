@@ -524,7 +524,8 @@ def _opened_run(plan_: TrainPlan):
   # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
   # train` alike); the lock goes with the process, however it ends.
   with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary()):
-    checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep)
+    checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep,
+                                           writer=True)
     try:
       latest, moved_from = checkpointer.latest_step(), None
       if latest is not None:
