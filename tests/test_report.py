@@ -329,11 +329,13 @@ def test_full_rl_below_the_base_ranks_the_blocks_by_score_and_warns(tmp_path):
 
 
 def test_a_contribution_of_negative_zero_is_printed_as_zero(tmp_path):
-  """Base 20, full RL 16 and block 0 20 of 40 solved: C(0) = 0 / -4 = -0.0 ("-0.00" before)."""
+  """Base 20, full RL 16 and block 0 20 of 40 solved: C(0) = 0 / -4, which floats make -0.0
+  (printed "-0.00", and "-0.0" in sweep.csv, before)."""
   sweep_dir = _sweep(tmp_path, FakeRL({0: 20, 1: 18}, base_correct=20, full_correct=16),
                      layers="0,1")
   sweep = json.loads((sweep_dir / "sweep.json").read_text())
-  assert math.copysign(1.0, sweep["layers"][0]["contribution"]) == -1.0
+  assert math.copysign(1.0, sweep["layers"][0]["contribution"]) == 1.0
+  assert "-0.0" not in (sweep_dir / "sweep.csv").read_text()
   assert report.summary_lines(sweep)[1] == (
       "no block improved on the base; the closest: block 0 (C = 0.00, score 0.500). worst: "
       "block 1 (C = 0.50, score 0.450).")
