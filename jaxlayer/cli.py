@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import sys
+import traceback
 
 from jaxlayer import paths
 from jaxlayer.text import counted
@@ -611,8 +612,32 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(f"jaxlayer: unknown command {argv[0]!r}; choose one of {sorted(COMMANDS)}.")
   try:
     command(argv[1:])
-  except paths.DiskFullError as err:
-    raise SystemExit(f"jaxlayer {argv[0]}: {err}") from None
+  except BaseException as err:
+    failure = (SystemExit(f"jaxlayer {argv[0]}: {err}") if isinstance(err, paths.DiskFullError)
+               else err)
+    distributed = sys.modules.get("jaxlayer.distributed")  # (imported when hosts were joined)
+    code = _exit_status(failure)
+    if code == 0 or distributed is None or not distributed.is_multiprocess():
+      if failure is err:
+        raise
+      raise failure from None
+    # One process of several: the others may still be working, and would wait for this one.
+    if isinstance(failure, SystemExit):
+      message = str(failure.code) if isinstance(failure.code, str) else f"exit status {code}"
+      if isinstance(failure.code, str):
+        print(failure.code, file=sys.stderr, flush=True)
+    else:
+      message = "".join(traceback.format_exception_only(err)).strip().splitlines()[-1]
+      traceback.print_exc()
+    distributed.exit_together(code, message)
+    raise SystemExit(code) from None  # every process failed: each exits as usual
+
+
+def _exit_status(err: BaseException) -> int:
+  """The exit status Python gives a program that `err` ends."""
+  if isinstance(err, SystemExit):
+    return err.code if isinstance(err.code, int) else int(err.code is not None)
+  return 128 + signal.SIGINT if isinstance(err, KeyboardInterrupt) else 1
 
 
 if __name__ == "__main__":

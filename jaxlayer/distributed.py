@@ -22,6 +22,11 @@ What differs from one process is gathered here:
   writes into (a run's checkpoints) is not the same one on every host.
 - `failing_together(what)`: an error in the block on one process (a model path only some hosts
   have) is raised on every process, instead of leaving the others waiting for it.
+- `exit_together(code, message)`: a process leaving on an error that the others may not share
+  (a full disk on process 0, a reward function that raises on one host's share) stops them
+  too, with the same exit status, through the watcher thread that `initialize` starts; without
+  it they would wait for it in their next collective until JAX's shutdown barrier times out
+  (5 minutes), then abort.
 
 Functions that gather (`to_host`, `split_work`, `check_same`, `check_shared_directory`,
 `failing_together`, `sync`) are collective: every process must call them, in the same order.
@@ -29,9 +34,12 @@ Functions that gather (`to_host`, `split_work`, `check_same`, `check_shared_dire
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -110,6 +118,8 @@ def initialize() -> bool:
     jax.distributed.initialize()  # JAX finds the coordinator and this process's id itself
   else:
     return False
+  if is_multiprocess():
+    _start_failure_watcher()
   return is_multiprocess()
 
 
@@ -324,3 +334,100 @@ def failing_together(what: str) -> Iterator[None]:
     first = bytes(every[failed[0], 1:]).rstrip(b"\0").decode(errors="replace")
     raise ValueError(f"{what} failed on process(es) {failed} of {len(every)}, so every process "
                      f"stops; process {failed[0]}: {first}")
+
+
+# Keys in JAX's coordination service (a key-value store that every process reaches) through
+# which the processes of a run leave together on a failure.
+FAILED_KEY = "jaxlayer/failed"  # "PROCESS CODE MESSAGE" of the first process to fail
+LEAVING_KEY = "jaxlayer/leaving"  # processes leaving on a failure, their own or another's
+STOPPED_KEY = "jaxlayer/stopped"  # of those, the ones the watcher stopped
+GONE_KEY = "jaxlayer/gone"  # processes other than 0 exiting at once
+# How long a process has, once another failed, to fail on its own (the same error everywhere,
+# a SIGTERM that every host obeys after the same step) before the watcher stops it.
+STOP_GRACE_S = 10.0
+_POLL_S = 0.5  # between two looks at the keys
+_leaving = threading.Lock()  # taken by whichever of the main thread and the watcher ends it
+_watcher_done = threading.Event()
+
+
+def _client():
+  from jax._src import distributed as jax_distributed
+
+  return jax_distributed.global_state.client
+
+
+def _count(key: str) -> int:
+  return _client().key_value_increment(key, 0)
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+  deadline = time.monotonic() + timeout_s
+  while not condition() and time.monotonic() < deadline:
+    time.sleep(_POLL_S)
+  return condition()
+
+
+def _exit_now(code: int) -> None:
+  """Ends this process with `code`, skipping JAX's shutdown barrier (a process that was stopped
+  never reaches it). Process 0 runs the coordination service: it goes last."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if jax.process_index() == 0:
+    _wait_for(lambda: _count(GONE_KEY) == jax.process_count() - 1, STOP_GRACE_S)
+  else:
+    _client().key_value_increment(GONE_KEY, 1)
+  os._exit(code)
+
+
+def exit_together(code: int, message: str) -> None:
+  """For a process of a multi-host run leaving on an error (exit status `code`; `message`, one
+  line, names it): tells the others and waits for them. Returns when every process failed on
+  its own (they exit as usual, through JAX's shutdown barrier); else the watcher stops the
+  others after STOP_GRACE_S, and this process ends with `code` here. Nothing on one process."""
+  if not is_multiprocess():
+    return
+  if not _leaving.acquire(blocking=False):  # the watcher is ending this process
+    threading.Event().wait()
+  client = _client()
+  try:
+    client.key_value_set(FAILED_KEY, f"{jax.process_index()} {code} {message}")
+  except jax.errors.JaxRuntimeError:  # another process failed first
+    pass
+  client.key_value_increment(LEAVING_KEY, 1)
+  everyone = _wait_for(lambda: _count(LEAVING_KEY) == jax.process_count(), 3 * STOP_GRACE_S)
+  if everyone and _count(STOPPED_KEY) == 0:
+    return
+  _exit_now(code)
+
+
+def _watch_for_failures() -> None:
+  """Stops this process, with the failed one's exit status, when another process failed and
+  this one has not failed as well within STOP_GRACE_S (it would wait for the failed one)."""
+  client = _client()
+  while not _watcher_done.wait(_POLL_S):
+    try:
+      failure = client.key_value_try_get(FAILED_KEY)
+    except jax.errors.JaxRuntimeError:  # no failure yet
+      continue
+    if _watcher_done.wait(STOP_GRACE_S) or not _leaving.acquire(blocking=False):
+      return  # this process ended, or is leaving on its own error
+    process, code, message = failure.split(" ", 2)
+    print(f"jaxlayer: process {process} stopped on an error ({message}), so process "
+          f"{jax.process_index()} stops too, instead of waiting for it.", file=sys.stderr)
+    client.key_value_increment(STOPPED_KEY, 1)
+    client.key_value_increment(LEAVING_KEY, 1)
+    _exit_now(int(code))
+
+
+def _start_failure_watcher() -> None:
+  watcher = threading.Thread(target=_watch_for_failures, name="jaxlayer-failure-watcher",
+                             daemon=True)
+  watcher.start()
+
+  def stop_watching():
+    _watcher_done.set()
+    watcher.join(timeout=1.0)
+
+  # Registered after JAX's own exit handler, so it runs first: the watcher stops polling
+  # before JAX shuts its client down.
+  atexit.register(stop_watching)

@@ -277,11 +277,13 @@ def _two_homes(tmp_path) -> list[Path]:
   return homes
 
 
-def _run_in_homes(homes: list[Path], argv: list[str]) -> list[str]:
+def _run_in_homes(homes: list[Path], argv: list[str], setup: str = "") -> list[str]:
   """`jaxlayer ARGV` in two joined processes, each in its own working directory (as two hosts
-  with their own disks); each must exit with status 1. Returns their outputs."""
-  code = ("import sys; from jaxlayer import cli, distributed; "
-          "distributed.SHARED_WAIT_S = 1.0; cli.main(sys.argv[1:])")  # not NFS: no need to wait
+  with their own disks), after the Python statements `setup`; each must exit with status 1.
+  Returns their outputs."""
+  code = ("import sys; from jaxlayer import cli, distributed\n"
+          "distributed.SHARED_WAIT_S = 1.0\n"  # not NFS: no need to wait
+          f"{setup}\ncli.main(sys.argv[1:])")
   env = multihost.worker_env(num_processes=2, devices_per_process=2)
   workers = [subprocess.Popen([sys.executable, "-c", code, *argv],
                               env={**env, "JAX_PROCESS_ID": str(p)}, cwd=home,
@@ -362,3 +364,22 @@ def test_a_run_directory_only_one_host_has_is_refused_on_every_host(tmp_path):
     assert ("jaxlayer eval: The kinds of model found at run (a jaxlayer run directory, or not) "
             "differ between processes (process 0 and process(es) [1])") in output, output
   assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_an_error_on_one_host_alone_stops_every_host_with_its_status(tmp_path, failing):
+  """`jaxlayer generate` where sampling raises on one process only (as a full disk on process
+  0, or a reward function failing on one host's share): the other, inside the computation that
+  needs the failed one, is stopped with the same status and the error's name, instead of
+  waiting for it until JAX's shutdown barrier times out (5 minutes) and aborts."""
+  setup = ("import os; from jaxlayer import sampling; distributed.STOP_GRACE_S = 1.0\n"
+           f"if os.environ['JAX_PROCESS_ID'] == '{failing}':\n"
+           "  def generate(*args, **kwargs): raise RuntimeError('no space left on this host')\n"
+           "  sampling.generate = generate")
+  outputs = _run_in_homes(_two_homes(tmp_path),
+                          ["generate", "--model", str(TINY_ARITH), "--prompt", "12+34="], setup)
+  assert "RuntimeError: no space left on this host" in outputs[failing], outputs[failing]
+  other = 1 - failing
+  assert (f"jaxlayer: process {failing} stopped on an error (RuntimeError: no space left on this "
+          f"host), so process {other} stops too, instead of waiting for it.") in outputs[other], (
+              outputs[other])
