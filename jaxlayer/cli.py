@@ -206,7 +206,8 @@ def _generate(argv: list[str]) -> None:
   eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
   single = len(prompts) == 1 and args.num_samples == 1
   starts = range(0, len(prompts), args.batch_size)
-  for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) == 1):
+  for start in tqdm(starts, desc="generate", unit="batch",
+                    disable=len(starts) == 1 or not distributed.is_primary()):
     batch = prompts[start:start + args.batch_size]
     # The last batch is filled up to the others' size so that it reuses their compiled code.
     filled = batch + batch[:1] * (min(args.batch_size, len(prompts)) - len(batch))
@@ -520,11 +521,11 @@ def _export(argv: list[str]) -> None:
                             overwrite=args.overwrite, base_model=args.base_model)
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer export: {err}") from None
-  print(f"wrote {out}: step {step} of {args.run}")
   from jaxlayer import distributed
 
-  if not distributed.is_primary():  # process 0 wrote the export
+  if not distributed.is_primary():  # process 0 wrote the export and says so
     return
+  print(f"wrote {out}: step {step} of {args.run}")
   written = json.loads((out / "config.json").read_text())["dtype"]
   if written != "float32":  # rounding undoes updates smaller than the dtype's spacing
     same, total = checkpoint.trained_weights_at_base(args.run, out, args.base_model)
@@ -567,6 +568,10 @@ def _eval(argv: list[str]) -> None:
         base_model=args.base_model)
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer eval: {err}") from None
+  from jaxlayer import distributed
+
+  if not distributed.is_primary():  # process 0 wrote eval.json and says so
+    return
   for name, result in report["tasks"].items():
     scores = ", ".join(f"{metric} {value:.4f} ± {result['standard_errors'][metric]:.4f}"
                        for metric, value in result["scores"].items())

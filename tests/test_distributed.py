@@ -264,10 +264,12 @@ def test_two_processes_sweep_like_one(one_and_two_processes):
                "runs/layer01-seed0/result.json"):
     assert name in written, written
   assert not [name for name in written if ".tmp" in name]  # no half-written file left
-  # One progress bar for all hosts: process 0 shows it, process 1 does not.
+  # One progress bar and one summary for all hosts: process 0 shows them, process 1 does not.
   logs = [(two.parent / f"2proc-{p}.log").read_text() for p in (0, 1)]
-  assert "sweep:" in logs[0] and "eval arithmetic" in logs[0]
-  assert "sweep:" not in logs[1] and "eval arithmetic" not in logs[1]
+  shown_once = ["sweep:", "layer01-seed0: pass@1", "contribution plot:", "eval arithmetic",
+                f"wrote {two / 'hf'}", "arithmetic (8 problems): pass@1", "written: "]
+  assert [text for text in shown_once if text not in logs[0]] == [], logs[0]
+  assert [text for text in shown_once if text in logs[1]] == [], logs[1]
 
 
 def _two_homes(tmp_path) -> list[Path]:

@@ -565,8 +565,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                      and _trained(spec) not in kept_layers + kept_groups]
           _stop_runs(stopped, results, config.sweep, sweep_dir)
           units = sorted({s.unit for s in stopped})
-          tqdm.write(f"rung at {stop_at} RL steps: {', '.join(units) or 'no run'} "
-                     f"{'stop' if len(units) > 1 else 'stops'} here.")
+          if distributed.is_primary():
+            tqdm.write(f"rung at {stop_at} RL steps: {', '.join(units) or 'no run'} "
+                       f"{'stop' if len(units) > 1 else 'stops'} here.")
           layers, groups = kept_layers, kept_groups
     if distributed.is_primary():
       report.write_report(sweep_dir)
@@ -694,8 +695,9 @@ class _Stage:
     results = {spec: store.read_json(store.result_path(self.sweep_dir, spec))
                for spec in specs if store.is_done(self.sweep_dir, spec)}
     if results:
-      tqdm.write(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
-                 f"{_stage_name(specs)} already done.")
+      if distributed.is_primary():
+        tqdm.write(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
+                   f"{_stage_name(specs)} already done.")
       bar.update(len(results))
     unfinished = [spec for spec in specs if spec not in results]
     if not unfinished:
@@ -708,9 +710,10 @@ class _Stage:
         self.expected_num_problems = result["num_problems"]
         results[spec] = result
         unfinished.remove(spec)
-        tqdm.write(f"{spec.name}: {result['metric']} {result['score']:.4f} "
-                   f"± {result['score_se']:.4f} (train {result['train_seconds']:.1f} s, "
-                   f"eval {result['eval_seconds']:.1f} s)")
+        if distributed.is_primary():
+          tqdm.write(f"{spec.name}: {result['metric']} {result['score']:.4f} "
+                     f"± {result['score_se']:.4f} (train {result['train_seconds']:.1f} s, "
+                     f"eval {result['eval_seconds']:.1f} s)")
         bar.set_postfix_str(unfinished[0].name if unfinished else "")
         bar.update(1)
     return results
