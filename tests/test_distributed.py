@@ -301,17 +301,20 @@ def _run_in_homes(homes: list[Path], argv: list[str], setup: str = "") -> list[s
   return outputs
 
 
-def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_path):
-  """Each process in its own working directory with a relative run_dir: two directories, as
-  with a path on each host's own disk. Every host would keep its part of each checkpoint, so
-  both refuse before training, naming the host that could not see process 0's directory."""
+@pytest.mark.parametrize("command,config,key", [("train", "grpo_arithmetic.py", "run_dir"),
+                                                ("sweep", "sweep_tiny.py", "sweep.dir")])
+def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_path, command,
+                                                                            config, key):
+  """Each process in its own working directory with a relative run_dir (sweep.dir): two
+  directories, as with a path on each host's own disk. Every host would keep its part of each
+  checkpoint, so both refuse before training, naming the host that could not see process 0's
+  directory, and leave nothing there (a sweep wrote its manifest.json first)."""
   homes = _two_homes(tmp_path)
-  outputs = _run_in_homes(homes, ["train", "--config",
-                                  str(ROOT / "configs" / "grpo_arithmetic.py"),
-                                  f"--config.model.path={TINY_ARITH}", "--config.run_dir=run",
+  outputs = _run_in_homes(homes, [command, "--config", str(ROOT / "configs" / config),
+                                  f"--config.model.path={TINY_ARITH}", f"--config.{key}=run",
                                   "--config.train.steps=1"])
   for output in outputs:
-    assert ("jaxlayer train: run_dir='run' is not one directory that every host sees: "
+    assert (f"jaxlayer {command}: {key}='run' is not one directory that every host sees: "
             "process(es) [1] could not read what process 0 wrote there") in output, output
   assert sorted(p.name for p in (homes[0] / "run").iterdir()) == []  # nothing trained or left
   assert not (homes[1] / "run").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxlayer import assets, cli, locks, models, paths
+from jaxlayer import assets, cli, distributed, locks, models, paths
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import report, runner, store
 from jaxlayer.sweep.store import RunSpec
@@ -308,6 +308,14 @@ def test_a_non_sweep_directory_is_not_written_into(tmp_path):
   (tmp_path / "notes/todo.txt").write_text("mine")
   with pytest.raises(ValueError, match="not empty and holds no sweep"):
     _run(make_config(tmp_path / "notes"), FakeRL(BLOCKS))
+
+
+def test_a_directory_listing_only_the_hosts_mark_is_a_new_sweep_directory(tmp_path):
+  """On NFS, a host may still list the mark that check_shared_directory has just removed."""
+  (tmp_path / "sweep").mkdir()
+  (tmp_path / "sweep" / distributed.SHARED_MARK).write_text("token")
+  _run(make_config(tmp_path / "sweep"), FakeRL(BLOCKS))
+  assert (tmp_path / "sweep" / store.MANIFEST).is_file()
 
 
 def test_runs_scored_on_a_different_number_of_problems_are_refused(tmp_path):

@@ -539,9 +539,10 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
               "command": command, store.FINGERPRINT: fingerprint}
   if dry_run:
     return _dry_run(config, manifest, num_layers, layers, groups, seeds, rungs, keep)
+  # Its runs' checkpoints go there; checked before anything is written there.
+  distributed.check_shared_directory(config.sweep.dir, "sweep.dir")
   sweep_dir = store.open_sweep_dir(config.sweep.dir, manifest, config.sweep.force_new_dir,
                                    defaults=_default_identity(num_layers))
-  distributed.check_shared_directory(sweep_dir, "sweep.dir")  # its runs' checkpoints go there
   # One sweep writes a sweep directory at a time; its runs lock their own directories too.
   with locks.exclusive(sweep_dir, "sweep.dir", enabled=distributed.is_primary()):
     done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)

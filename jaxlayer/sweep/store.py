@@ -261,7 +261,8 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
               f"{manifest['config']['model']['path']} (it was at {moved_from}; the same "
               "weights).")
       return sweep_dir, False
-  elif sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+  # (A host may still list the mark of distributed.check_shared_directory, removed just now.)
+  elif sweep_dir.is_dir() and any(p.name != distributed.SHARED_MARK for p in sweep_dir.iterdir()):
     raise ValueError(f"{sweep_dir} exists, is not empty and holds no sweep ({MANIFEST} is "
                      "missing): pick an empty or new directory with --config.sweep.dir=DIR.")
   return sweep_dir, True
