@@ -280,14 +280,10 @@ def test_export_in_bfloat16_says_how_many_trained_weights_rounding_undid(tmp_pat
   assert capsys.readouterr().out == f"wrote {tmp_path / 'f32'}: step 3 of {run}\n"
 
 
-def test_export_replaces_only_a_previous_export_and_names_the_step(tmp_path, capsys, monkeypatch):
-  """export used to write into any directory (mixing the checkpoint into unrelated files), keep
-  the files of a previous export that the new one lacks (a stale generation_config.json), and
-  not say which checkpoint it exported."""
-  from jaxlayer import cli
-
+def _run_training_the_final_norm(run: Path) -> tuple[Path, int]:
+  """A run of the shipped model that trains final_norm.scale, with checkpoints at steps 3 and 5
+  holding the step number in every weight; returns (run, hidden size)."""
   hidden = json.loads((Path(assets.TINY_ARITH) / "config.json").read_text())["hidden_size"]
-  run, out = tmp_path / "run", tmp_path / "hf"
   config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
                                       "checkpoint": {"keep": 2, "every": 10}})
   checkpoint.write_run_files(run, config, str(assets.TINY_ARITH), {"final_norm.scale": (hidden,)})
@@ -296,6 +292,17 @@ def test_export_replaces_only_a_previous_export_and_names_the_step(tmp_path, cap
     saver.save(step, {"final_norm.scale": jnp.full((hidden,), float(step))}, _state(1.0)[1],
                {"step": step})
   saver.close()
+  return run, hidden
+
+
+def test_export_replaces_only_a_previous_export_and_names_the_step(tmp_path, capsys, monkeypatch):
+  """export used to write into any directory (mixing the checkpoint into unrelated files), keep
+  the files of a previous export that the new one lacks (a stale generation_config.json), and
+  not say which checkpoint it exported."""
+  from jaxlayer import cli
+
+  run, hidden = _run_training_the_final_norm(tmp_path / "run")
+  out = tmp_path / "hf"
   export = ["export", "--run", str(run), "--out", str(out)]
   with pytest.raises(SystemExit, match=re.escape(f"jaxlayer export: {tmp_path / 'nope'} does not "
                                                  "exist: pass the run_dir a `jaxlayer train` "
@@ -337,16 +344,8 @@ def test_an_export_killed_midway_never_looks_whole_and_the_same_command_replaces
   from jaxlayer import cli
   from jaxlayer.models import hub
 
-  hidden = json.loads((Path(assets.TINY_ARITH) / "config.json").read_text())["hidden_size"]
-  run, out = tmp_path / "run", tmp_path / "hf"
-  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
-                                      "checkpoint": {"keep": 2, "every": 10}})
-  checkpoint.write_run_files(run, config, str(assets.TINY_ARITH), {"final_norm.scale": (hidden,)})
-  saver = checkpoint.Checkpointer(run)
-  for step in (3, 5):
-    saver.save(step, {"final_norm.scale": jnp.full((hidden,), float(step))}, _state(1.0)[1],
-               {"step": step})
-  saver.close()
+  run, hidden = _run_training_the_final_norm(tmp_path / "run")
+  out = tmp_path / "hf"
   export = ["export", "--run", str(run), "--out", str(out)]
   cli.main(export + ["--step", "3"])
   replace = os.replace
