@@ -126,14 +126,27 @@ def _unknown_key(config, overrides: list[str]) -> str | None:
   return None
 
 
-def _initialize_hosts() -> bool:
-  """Joins the other hosts of a multi-host run (jaxlayer.distributed.initialize); True if any."""
+def _initialize_hosts(trains: bool) -> bool:
+  """Joins the other hosts of a multi-host run (jaxlayer.distributed.initialize); True if any.
+
+  trains: JAX's preemption service takes SIGTERM and names a training step at which every host
+  stops. A command without training steps would never reach one, and went on: there SIGTERM
+  stops this host at once, and the others with it (see `main`).
+  """
   from jaxlayer import distributed
 
   try:
-    return distributed.initialize()
+    several_hosts = distributed.initialize(preemption_service=trains)
   except ValueError as err:
     raise SystemExit(f"jaxlayer: {err}") from None
+  if several_hosts and not trains:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+  return several_hosts
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+  print("jaxlayer: stopped by SIGTERM", file=sys.stderr, flush=True)
+  raise SystemExit(128 + signum)
 
 
 def _generate(argv: list[str]) -> None:
@@ -181,7 +194,7 @@ def _generate(argv: list[str]) -> None:
 
   from jaxlayer import distributed, models, sampling
 
-  several_hosts = _initialize_hosts()
+  several_hosts = _initialize_hosts(trains=False)
   # On several hosts the model spreads over all of them and process 0 prints.
   if several_hosts:
     if args.devices > 1:
@@ -285,7 +298,7 @@ def _sweep(argv: list[str]) -> None:
   config = load_config(argv, "jaxlayer sweep",
                        sections={"eval": default_eval_config, "sweep": default_sweep_config})
   if config.sweep.launcher == "local":  # a Ray driver leaves the accelerators to its tasks
-    _initialize_hosts()
+    _initialize_hosts(trains=True)
   from jaxlayer import sweep
   from jaxlayer.sweep import launchers
 
@@ -377,7 +390,7 @@ def _train(argv: list[str]) -> None:
           "configs/grpo_arithmetic.py, configs/gigpo_gridworld.py (an agent in a grid world).")
     return
   config = _training_config(argv, "jaxlayer train")
-  _initialize_hosts()
+  _initialize_hosts(trains=True)
   from pathlib import Path
 
   from jaxlayer import distributed
@@ -512,7 +525,7 @@ def _export(argv: list[str]) -> None:
       "replace the checkpoint in --out (a directory holding anything else is refused)"))
   _add_base_model_flag(parser)
   args = parser.parse_args(argv)
-  _initialize_hosts()
+  _initialize_hosts(trains=False)
   from jaxlayer.rl import checkpoint
 
   try:
@@ -558,7 +571,7 @@ def _eval(argv: list[str]) -> None:
 
   config = load_config(["--config", args.config, *overrides], "jaxlayer eval",
                        sections={"eval": default_eval_config})
-  _initialize_hosts()
+  _initialize_hosts(trains=False)
   from jaxlayer import evaluation
 
   try:

@@ -102,14 +102,17 @@ def _slurm_tasks() -> int:
   return _env_int("SLURM_NTASKS", 1) if in_step else 1
 
 
-def initialize() -> bool:
+def initialize(preemption_service: bool = True) -> bool:
   """Joins the processes of a multi-host run; True when this process is one of several.
 
   Does nothing on one host, or when jax.distributed is already initialised (calling it twice is
   fine). Raises ValueError when the JAX_* variables ask for several processes but are incomplete.
+  preemption_service: JAX's, which takes SIGTERM for `reached_preemption_sync_point` (training
+  steps); without it SIGTERM stays the process's own.
   """
   if jax.distributed.is_initialized():
     return is_multiprocess()
+  jax.config.update("jax_enable_preemption_service", preemption_service)
   explicit = _explicit_processes()
   if explicit is not None:
     address, count, process_id = explicit

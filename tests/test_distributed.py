@@ -9,8 +9,10 @@ with one process holding all 4. (A preemption notice to one of two hosts: test_p
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -137,6 +139,7 @@ TRAINED_RUN = Path("sweep", "runs", "layer01-seed0", "train")  # block 1's run i
 
 WORKER = f"""
 import sys
+import time
 from jaxlayer import cli
 work, chunk = sys.argv[1:3]
 overrides = sys.argv[3:]
@@ -299,6 +302,42 @@ def _run_in_homes(homes: list[Path], argv: list[str], setup: str = "") -> list[s
   for worker, output in zip(workers, outputs):
     assert worker.returncode == 1, output
   return outputs
+
+
+def test_sigterm_to_one_host_stops_a_command_without_training_steps(tmp_path):
+  """`jaxlayer generate` (as eval and export) on two hosts: JAX's preemption service held a
+  SIGTERM for a training step that never comes, and the command went on. Now the host that
+  gets it stops with status 143, and the other with it."""
+  setup = ("import os, pathlib, time; from jaxlayer import sampling\n"
+           "distributed.STOP_GRACE_S = 1.0\n"
+           "def generate(*args, **kwargs):\n"
+           "  pathlib.Path('generating').touch()\n"
+           "  for _ in range(1200):\n"
+           "    time.sleep(0.1)\n"
+           "sampling.generate = generate")
+  code = ("import sys; from jaxlayer import cli, distributed\n"
+          f"{setup}\ncli.main(sys.argv[1:])")
+  homes = _two_homes(tmp_path)
+  env = multihost.worker_env(num_processes=2, devices_per_process=2)
+  workers = [subprocess.Popen([sys.executable, "-c", code, "generate", "--model",
+                               str(TINY_ARITH), "--prompt", "12+34="],
+                              env={**env, "JAX_PROCESS_ID": str(p)}, cwd=home,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for p, home in enumerate(homes)]
+  try:
+    deadline = time.monotonic() + 120
+    while not all((home / "generating").exists() for home in homes):
+      assert all(w.poll() is None for w in workers), "a process ended before generating"
+      assert time.monotonic() < deadline, "not generating within 120 s"
+      time.sleep(0.2)
+    workers[1].send_signal(signal.SIGTERM)
+    outputs = [w.communicate(timeout=60)[0] for w in workers]
+  finally:
+    for w in workers:
+      w.kill()
+  assert [w.returncode for w in workers] == [143, 143], outputs
+  assert "jaxlayer: stopped by SIGTERM" in outputs[1], outputs[1]
+  assert "process 1 stopped on an error" in outputs[0], outputs[0]
 
 
 @pytest.mark.parametrize("command,config,key", [("train", "grpo_arithmetic.py", "run_dir"),
