@@ -63,6 +63,17 @@ def local_path(path: str | os.PathLike, key: str) -> Path:
 
 
 @contextlib.contextmanager
+def naming_a_full_disk(path: str | os.PathLike) -> Iterator[None]:
+  """Within: a full disk raises DiskFullError naming `path` (one naming another file stays)."""
+  try:
+    yield
+  except Exception as err:
+    if is_disk_full(err) and not isinstance(err, DiskFullError):
+      raise DiskFullError(path) from err
+    raise
+
+
+@contextlib.contextmanager
 def replacing(final: Path, suffix: str) -> Iterator[tuple[int, str]]:
   """Yields (open handle, name) of a new temporary file beside `final` to write, and renames it
   over `final` when the block ends: a reader (or a run restarted after a kill) sees the old file
@@ -74,15 +85,14 @@ def replacing(final: Path, suffix: str) -> Iterator[tuple[int, str]]:
   """
   handle, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix)
   try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(handle, 0o666 & ~umask)
-    yield handle, tmp_name
-    os.replace(tmp_name, final)
-  except BaseException as err:
+    with naming_a_full_disk(final):
+      umask = os.umask(0)
+      os.umask(umask)
+      os.fchmod(handle, 0o666 & ~umask)
+      yield handle, tmp_name
+      os.replace(tmp_name, final)
+  except BaseException:
     Path(tmp_name).unlink(missing_ok=True)
-    if is_disk_full(err) and not isinstance(err, DiskFullError):  # (one naming another file)
-      raise DiskFullError(final) from err
     raise
 
 

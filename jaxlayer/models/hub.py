@@ -282,39 +282,42 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
   try:
-    _write_safetensors(tensors, staging)
-    # transformers 4's `torch_dtype` goes: readers of it would take the source's dtype for the
-    # weights written here (transformers 5 writes and prefers `dtype`).
-    hf_config = {key: value for key, value in cfg.hf_config.items() if key != "torch_dtype"}
-    hf_config["dtype"] = np.dtype(dtype).name
-    with open(staging / "config.json", "w") as f:
-      json.dump(hf_config, f, indent=2)
-    if cfg.source_dir:
-      for name in TOKENIZER_FILES:
-        if (Path(cfg.source_dir) / name).is_file():
-          shutil.copy2(Path(cfg.source_dir) / name, staging / name)
-    out_dir.mkdir(exist_ok=True)
-    # config.json goes first and comes back last: a save cut short (a killed process) never
-    # looks like a whole checkpoint, as this one's weights beside the previous one's would.
-    (out_dir / "config.json").unlink(missing_ok=True)
-    # The previous checkpoint's files that this one lacks: weights, and tokenizer files when
-    # this one brings its source's (a model built in code keeps those already in out_dir).
-    written = {file.name for file in staging.iterdir()}
-    replaced = TOKENIZER_FILES if cfg.source_dir else ()
-    for stale in out_dir.iterdir():
-      if stale.name not in written and (_is_weights_file(stale.name) or stale.name in replaced):
-        stale.unlink()
-    umask = os.umask(0)
-    os.umask(umask)
-    for file in sorted(staging.iterdir(), key=lambda file: file.name == "config.json"):
-      file.chmod(0o666 & ~umask)  # staging files are private; the checkpoint is not
-      os.replace(file, out_dir / file.name)
-  except Exception as err:
-    if paths.is_disk_full(err):
-      raise paths.DiskFullError(out_dir) from err
-    raise
+    with paths.naming_a_full_disk(out_dir):
+      _write_staged(tensors, cfg, dtype, staging, out_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_staged(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype, staging: Path,
+                  out_dir: Path) -> None:
+  """Writes the checkpoint into `staging`, then moves it into `out_dir`."""
+  _write_safetensors(tensors, staging)
+  # transformers 4's `torch_dtype` goes: readers of it would take the source's dtype for the
+  # weights written here (transformers 5 writes and prefers `dtype`).
+  hf_config = {key: value for key, value in cfg.hf_config.items() if key != "torch_dtype"}
+  hf_config["dtype"] = np.dtype(dtype).name
+  with open(staging / "config.json", "w") as f:
+    json.dump(hf_config, f, indent=2)
+  if cfg.source_dir:
+    for name in TOKENIZER_FILES:
+      if (Path(cfg.source_dir) / name).is_file():
+        shutil.copy2(Path(cfg.source_dir) / name, staging / name)
+  out_dir.mkdir(exist_ok=True)
+  # config.json goes first and comes back last: a save cut short (a killed process) never
+  # looks like a whole checkpoint, as this one's weights beside the previous one's would.
+  (out_dir / "config.json").unlink(missing_ok=True)
+  # The previous checkpoint's files that this one lacks: weights, and tokenizer files when
+  # this one brings its source's (a model built in code keeps those already in out_dir).
+  written = {file.name for file in staging.iterdir()}
+  replaced = TOKENIZER_FILES if cfg.source_dir else ()
+  for stale in out_dir.iterdir():
+    if stale.name not in written and (_is_weights_file(stale.name) or stale.name in replaced):
+      stale.unlink()
+  umask = os.umask(0)
+  os.umask(umask)
+  for file in sorted(staging.iterdir(), key=lambda file: file.name == "config.json"):
+    file.chmod(0o666 & ~umask)  # staging files are private; the checkpoint is not
+    os.replace(file, out_dir / file.name)
 
 
 def _write_safetensors(tensors: dict[str, np.ndarray], out_dir: Path) -> None:

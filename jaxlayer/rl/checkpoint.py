@@ -80,16 +80,15 @@ class Checkpointer:
     On a full disk the unfinished checkpoint is deleted (it would hold the space the next
     attempt needs) and DiskFullError raised; the earlier checkpoints are untouched."""
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          params=ocp.args.StandardSave(params), optimizer=ocp.args.StandardSave(optimizer),
-          meta=ocp.args.JsonSave(meta)))
-    except Exception as err:
-      if not paths.is_disk_full(err):
-        raise
+      with paths.naming_a_full_disk(self.directory / str(step)):
+        self._manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params), optimizer=ocp.args.StandardSave(optimizer),
+            meta=ocp.args.JsonSave(meta)))
+    except paths.DiskFullError:
       if distributed.is_primary():
         for unfinished in self.directory.glob(f"{step}{ocp.path.atomicity.TMP_DIR_SUFFIX}*"):
           shutil.rmtree(unfinished, ignore_errors=True)
-      raise paths.DiskFullError(self.directory / str(step)) from err
+      raise
 
   def restore(self, step: int, params: dict, optimizer: dict) -> tuple[dict, dict, dict]:
     """(params, optimizer, meta) of `step`, laid out like the given templates."""

@@ -121,13 +121,9 @@ class MetricsLogger:
 def _append(file, text: str) -> None:
   """Appends text to a JSONL file now; a full disk raises DiskFullError (a row it cut short is
   left out when the file is read)."""
-  try:
+  with paths.naming_a_full_disk(file.name):
     file.write(text)
     file.flush()
-  except OSError as err:
-    if paths.is_disk_full(err):
-      raise paths.DiskFullError(file.name) from err
-    raise
 
 
 PLOT_FILE = "training.png"
