@@ -48,6 +48,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
+from tqdm.auto import tqdm
 
 
 def _env_int(name: str, default: int) -> int:
@@ -163,6 +164,12 @@ def is_multiprocess() -> bool:
 def is_primary() -> bool:
   """True on the process that writes files written once (process 0; the only one on one host)."""
   return not is_multiprocess() or jax.process_index() == 0
+
+
+def write_once(text: str) -> None:
+  """tqdm.write on process 0 only: a line every host would print alike (beside its bars)."""
+  if is_primary():
+    tqdm.write(text)
 
 
 def sync(name: str) -> None:

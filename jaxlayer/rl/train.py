@@ -668,9 +668,10 @@ class _Trainer:
     if not keep:
       raise ValueError(f"Every training prompt is longer than rollout.max_prompt_tokens={limit} "
                        "tokens (or empty): raise the limit.")
-    if len(keep) < len(problems) and distributed.is_primary():
-      tqdm.write(f"jaxlayer: skipping {len(problems) - len(keep)} of {len(problems)} training "
-                 f"prompts longer than rollout.max_prompt_tokens={limit}.")
+    if len(keep) < len(problems):
+      distributed.write_once(f"jaxlayer: skipping {len(problems) - len(keep)} of "
+                             f"{len(problems)} training prompts longer than "
+                             f"rollout.max_prompt_tokens={limit}.")
     self.problems = [problems[i] for i in keep]
     self.prompt_ids = [list(encoded[i]) for i in keep]
     self.prompt_texts = [texts[i] for i in keep]
@@ -816,9 +817,9 @@ class _Trainer:
     # Mini-batches without a loss token made no update: their zeros are no measurement.
     updated = [h for h in history if h["loss_tokens"] > 0]
     if not updated:
-      if distributed.is_primary():
-        tqdm.write(f"jaxlayer: step {self.step + 1}: every group was dropped (no learning "
-                   "signal, or every response truncated with overlong filtering); no update.")
+      distributed.write_once(f"jaxlayer: step {self.step + 1}: every group was dropped (no "
+                             "learning signal, or every response truncated with overlong "
+                             "filtering); no update.")
       return {}
     return {k: float(np.mean([h[k] for h in updated])) for k in updated[0]
             if k not in ("params_finite", "loss_tokens")}
@@ -903,9 +904,8 @@ class _Trainer:
                                      len(batch["input_ids"]))
     else:  # every episode ended in an environment error: nothing to learn from
       update_metrics = {}
-      if distributed.is_primary():
-        tqdm.write(f"jaxlayer: step {self.step + 1}: every episode ended in an environment "
-                   "error; no update (see the warnings above).")
+      distributed.write_once(f"jaxlayer: step {self.step + 1}: every episode ended in an "
+                             "environment error; no update (see the warnings above).")
     self.step += 1
     result = {**multiturn.rollout_metrics(rollouts), **stats, **update_metrics,
               "rollout_seconds": rollout_seconds, "seconds_per_step": time.perf_counter() - start}

@@ -566,9 +566,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                      and _trained(spec) not in kept_layers + kept_groups]
           _stop_runs(stopped, results, config.sweep, sweep_dir)
           units = sorted({s.unit for s in stopped})
-          if distributed.is_primary():
-            tqdm.write(f"rung at {stop_at} RL steps: {', '.join(units) or 'no run'} "
-                       f"{'stop' if len(units) > 1 else 'stops'} here.")
+          distributed.write_once(f"rung at {stop_at} RL steps: {', '.join(units) or 'no run'} "
+                                 f"{'stop' if len(units) > 1 else 'stops'} here.")
           layers, groups = kept_layers, kept_groups
     if distributed.is_primary():
       report.write_report(sweep_dir)
@@ -589,11 +588,11 @@ def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
   if not new:
     _check_rung_is_ahead(first, sweep_dir)
   done = 0 if new else sum(store.is_done(sweep_dir, spec) for spec in first)
-  if distributed.is_primary():
-    tqdm.write("dry run: " + ("a new sweep directory" if new else
-                              f"it resumes the sweep there, {done} of its {len(first)} runs"
-                              + (" of the first rung" if rungs else "") + " done")
-               + ". Every setting is checked; nothing was run or written.")
+  distributed.write_once("dry run: " + ("a new sweep directory" if new else
+                                        f"it resumes the sweep there, {done} of its "
+                                        f"{len(first)} runs"
+                                        + (" of the first rung" if rungs else "") + " done")
+                         + ". Every setting is checked; nothing was run or written.")
   return sweep_dir
 
 
@@ -696,9 +695,8 @@ class _Stage:
     results = {spec: store.read_json(store.result_path(self.sweep_dir, spec))
                for spec in specs if store.is_done(self.sweep_dir, spec)}
     if results:
-      if distributed.is_primary():
-        tqdm.write(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
-                   f"{_stage_name(specs)} already done.")
+      distributed.write_once(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
+                             f"{_stage_name(specs)} already done.")
       bar.update(len(results))
     unfinished = [spec for spec in specs if spec not in results]
     if not unfinished:
@@ -711,10 +709,9 @@ class _Stage:
         self.expected_num_problems = result["num_problems"]
         results[spec] = result
         unfinished.remove(spec)
-        if distributed.is_primary():
-          tqdm.write(f"{spec.name}: {result['metric']} {result['score']:.4f} "
-                     f"± {result['score_se']:.4f} (train {result['train_seconds']:.1f} s, "
-                     f"eval {result['eval_seconds']:.1f} s)")
+        distributed.write_once(
+            f"{spec.name}: {result['metric']} {result['score']:.4f} ± {result['score_se']:.4f} "
+            f"(train {result['train_seconds']:.1f} s, eval {result['eval_seconds']:.1f} s)")
         bar.set_postfix_str(unfinished[0].name if unfinished else "")
         bar.update(1)
     return results
