@@ -42,8 +42,7 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   assert sweep["metric"] == "pass@1" and sweep["num_problems"] == NUM_PROBLEMS
   assert sweep["seeds"] == [0, 1, 2] and sweep["halving"] is None
   # greedy pass@1 only: the sampling settings played no part and are not reported
-  assert sweep["decoding"] == {"metric": "pass@1", "num_samples": 0, "max_new_tokens": 8,
-                               "batch_size": 250}
+  assert sweep["decoding"] == {"num_samples": 0, "max_new_tokens": 8, "batch_size": 250}
 
   def scores(correct):  # per seed, as the fake scores them
     return [(correct + 2 * seed) / NUM_PROBLEMS for seed in range(3)]
@@ -135,6 +134,7 @@ def test_a_score_over_tasks_is_their_mean_with_its_errors_and_its_c(tmp_path, ca
       ("layer01", 0.7, 10.5 / 20)]
   markdown = (sweep_dir / "report.md").read_text()
   assert "metric mean of alpha pass@1, beta mean@2 on 60 test problems" in markdown
+  assert "metric=" not in markdown  # eval.metric is not beta's: the headline names each metric
   assert ("Each task, base -> full RL: alpha pass@1 0.300 -> 0.600, beta mean@2 0.225 -> 0.450"
           in markdown)
   (score_axis,) = figures["contribution.png"].axes[0].child_axes  # (report.md names the tasks)

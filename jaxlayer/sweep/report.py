@@ -115,8 +115,9 @@ def _task_scores(results: list[dict]) -> dict | None:
 
 def _decoding(eval_config: dict) -> dict:
   """The eval settings that shape the scores (sampling settings only when there are samples)."""
-  # (The metric names the tasks; their options and the problems are among the settings.)
-  unused = ({"num_problems", "tasks", "task_options", "replicate_params"}
+  # The metric, the tasks and the problems have their own entries (eval.metric is not every
+  # task's metric when eval.tasks names one); the tasks' options are among the settings.
+  unused = ({"metric", "num_problems", "tasks", "task_options", "replicate_params"}
             | store.unused_eval_settings(eval_config))
   return {k: v for k, v in eval_config.items() if k not in unused}
 
