@@ -1,7 +1,7 @@
 """DAPO on generated arithmetic: clip-higher (0.2 / 0.28), token-mean loss, dynamic sampling
-(groups with equal rewards are replaced by new prompts, up to 4 rollout rounds), soft
-overlong penalty over the last 20% of rollout.max_new_tokens, no KL. Same task and sizes as
-configs/grpo_arithmetic.py.
+(groups whose answers are all right or all wrong are replaced by new prompts, up to 4 rollout
+rounds), soft overlong penalty over the last 20% of rollout.max_new_tokens, no KL. Same task
+and sizes as configs/grpo_arithmetic.py.
 
     jaxlayer train --config configs/dapo_arithmetic.py --config.model.path=DIR \
         --config.run_dir=runs/arith_dapo

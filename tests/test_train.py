@@ -834,6 +834,28 @@ def test_dapo_dynamic_sampling_fills_the_batch_with_groups_that_have_a_signal(
   np.testing.assert_allclose(arrays["advantages"][:4, 0], [-0.5, 1.5, -0.5, -0.5], rtol=1e-5)
 
 
+def test_dynamic_sampling_keeps_groups_by_accuracy_not_by_the_total_reward(tiny_qwen2_dir,
+                                                                           tmp_path):
+  """DAPO (Yu et al. 2025, eq. 11; veRL's recipe: filter_groups.metric=acc) keeps a group when
+  0 < (correct responses) < G. Group 0 is all correct and group 1 all wrong, but their total
+  rewards differ through the soft overlong penalty and a format reward: no accuracy signal,
+  so both are dropped; groups 2 and 3 have one."""
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None, algorithm="dapo", kl_beta=None,
+                     dynamic_sampling_max_rounds=2)
+  cfg.rollout.max_new_tokens = 5
+  trainer = train._Trainer(train.plan(cfg), None)
+  correct = np.asarray([[1, 1, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 1]], np.float64)
+  shaping = np.asarray([[0, -1, 0, -1], [0.1, 0, 0.1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+  first = _fake_round((correct + shaping).tolist())
+  first.components = {"correct": correct.reshape(-1)}
+  rounds = iter([first, _fake_round([[1, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1], [0] * 4])])
+  trainer._sample_round = lambda key: next(rounds)
+  batch, weights, _ = trainer._collect(jax.random.PRNGKey(0))
+  assert batch.rewards.reshape(4, 4).tolist() == [[0, 1, 0, 0], [1, 1, 0, 1], [1, 0, 0, 0],
+                                                  [0, 0, 1, 1]]
+  assert weights.tolist() == [1, 1, 1, 1]
+
+
 def test_overlong_filtering_drops_truncated_responses_from_the_loss(tiny_qwen2_dir, tmp_path):
   cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None, algorithm="dapo", kl_beta=None,
                      overlong_filtering=True, dynamic_sampling=False,

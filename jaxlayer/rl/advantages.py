@@ -55,7 +55,8 @@ def get_estimator(name: str) -> Callable[..., np.ndarray]:
 
 
 def groups_with_signal(rewards: np.ndarray, group_size: int) -> np.ndarray:
-  """DAPO's dynamic-sampling filter: True [num_prompts] where a group's rewards are not all equal.
+  """True [num_prompts] where a group's scores are not all equal (DAPO's dynamic sampling
+  passes accuracies: 0 < correct responses < G).
 
   A group whose responses all score the same has zero advantage everywhere and only dilutes
   the batch.

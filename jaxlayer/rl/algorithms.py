@@ -18,8 +18,11 @@ from jaxlayer.rl import advantages, losses
 class Algorithm:
   """advantage: key of `advantages.ADVANTAGE_ESTIMATORS`; aggregation: of `losses.AGGREGATIONS`.
 
-  dynamic_sampling: drop groups whose rewards are all equal (with overlong_filtering, also
-  those whose every response is truncated) and sample more prompts instead.
+  dynamic_sampling: drop groups whose responses are all correct or all wrong (DAPO filters on
+  accuracy, the task's "correct" component; the total reward for a task without one; with
+  overlong_filtering, also groups whose every response is truncated) and sample more prompts
+  instead, up to train.dynamic_sampling_max_rounds rollouts a step; a batch still short then
+  is filled with dropped groups at zero loss weight (veRL raises an error instead).
   overlong_filtering: truncated responses (no end-of-sequence token) carry no loss.
   overlong_buffer_fraction: DAPO's soft overlong penalty, as a fraction of the maximum
   response length (0: off): the reward falls linearly from 0 to -1 over the last

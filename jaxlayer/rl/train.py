@@ -731,7 +731,11 @@ class _Trainer:
       sampled.append(part)
       if not dynamic:
         return part, np.ones(wanted), part
-      signal = advantages.groups_with_signal(part.rewards, self.group_size)
+      # DAPO's filter is on accuracy: 0 < correct responses < G (a group all right or all wrong
+      # whose total rewards differ only by format or length shaping is dropped too); a task
+      # without a "correct" component is filtered on its total reward.
+      accuracy = part.components.get("correct", part.rewards)
+      signal = advantages.groups_with_signal(accuracy, self.group_size)
       if self.plan.algorithm.overlong_filtering:  # a group of truncated responses trains nothing
         signal &= ~part.truncated.reshape(-1, self.group_size).all(axis=1)
       kept.append(part.groups(signal, self.group_size))
