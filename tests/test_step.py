@@ -114,6 +114,46 @@ def test_update_equals_full_gradient_restricted_to_the_selection(tiny_qwen2_dir)
                                rtol=1e-4, atol=1e-8)
 
 
+def test_learning_rate_groups_move_each_leaf_by_its_own_rate_in_the_runs_update(
+    tiny_qwen2_dir, tmp_path):
+  """Boost-BK end to end: train.lr_groups through the run's plan, optimizer and update step.
+  AdamW's first step (bias-corrected m = g, v = g^2) moves a weight by -lr g / (|g| + eps),
+  with g the gradient after global-norm clipping: block 1 at 3e-3, the rest at 1e-3."""
+  from jaxlayer.rl import train
+  from jaxlayer.rl.config import default_config
+
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(tiny_qwen2_dir), str(tmp_path / "run")
+  cfg.train.update(layers="layers.0,layers.1", learning_rate=1e-3, lr_groups="layers.1=3e-3",
+                   kl_beta=0.0, group_size=2, batch_size=8, max_grad_norm=0.5)
+  cfg.rollout.update(max_new_tokens=6, max_prompt_tokens=16)
+  cfg.mesh.num_devices = 1
+  planned = train.plan(cfg)
+  batch = _batch(300)
+  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  graphdef, state = nnx.split(model)
+
+  def full_loss(state):
+    logps, _ = step.response_logprobs(nnx.merge(graphdef, state), batch, 1.0)
+    return losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
+                              batch["response_mask"], None, planned.loss)[0]
+
+  grads = {models.path_str(p): np.asarray(v.get_value(), np.float64)
+           for p, v in nnx.to_flat_state(jax.jit(jax.grad(full_loss))(state))}
+  split, params = step.split_model(model, planned.selection.trainable)
+  grads = {k: grads[k] for k in params}
+  clip = min(1.0, 0.5 / np.sqrt(sum((g ** 2).sum() for g in grads.values())))
+  tx = train.plan_optimizer(planned)
+  before = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  new, _, _ = step.make_update_step(split, tx, planned.loss, 1.0)(
+      params, tx.init(params), split.frozen, batch)
+  for k, g in grads.items():
+    rate = 3e-3 if k.startswith("layers.1.") else 1e-3
+    expected = -rate * clip * g / (clip * np.abs(g) + 1e-8)
+    np.testing.assert_allclose(np.asarray(new[k], np.float64) - before[k], expected,
+                               rtol=2e-3, atol=3e-8, err_msg=k)
+
+
 def test_a_mini_batch_without_loss_tokens_leaves_the_parameters_and_adam_as_they_are(
     tiny_qwen2_dir):
   """A mini-batch whose every response is dropped (DAPO's dynamic sampling out of rounds,
