@@ -1089,6 +1089,42 @@ def test_paper_config_matches_the_paper():
   assert cfg.eval.num_problems == 0  # every problem of each
 
 
+def test_dr_grpo_paper_config_matches_dr_grpos_own_settings(tiny_qwen2_dir, tmp_path):
+  """configs/paper_qwen2p5_math_1p5b_dr_grpo.py against Dr. GRPO's code (understand-r1-zero's
+  qwen2.5-math-1.5b.sh on oat), planned on a 28-block model of Qwen2.5-Math-1.5B's 4,096
+  positions: 128 prompts x 8 samples, 128 responses per update (8 updates a step), lr 1e-6, no
+  KL, clip 0.2, R - mean R, token sums over the constant 3,000 (generate_max_length)."""
+  from pathlib import Path
+
+  from jaxlayer import cli, evaluation
+  from jaxlayer.rl import losses
+
+  config_file = Path(__file__).parents[1] / "configs" / "paper_qwen2p5_math_1p5b_dr_grpo.py"
+  model_config = json.loads((tiny_qwen2_dir / "config.json").read_text())
+  (tmp_path / "config.json").write_text(json.dumps(
+      {**model_config, "num_hidden_layers": 28, "max_position_embeddings": 4096}))
+  cfg = cli.load_config(["--config", str(config_file), f"--config.model.path={tmp_path}",
+                         f"--config.run_dir={tmp_path / 'run'}", "--config.mesh.num_devices=1"],
+                        "paper")
+  planned = train.plan(cfg)
+  assert (planned.algorithm.advantage, planned.algorithm.dynamic_sampling) == ("dr_grpo", False)
+  assert planned.loss == losses.LossConfig(aggregation="sequence-mean-token-sum-norm",
+                                           clip_eps_low=0.2, clip_eps_high=0.2, kl_beta=0.0,
+                                           max_response_length=3000)
+  assert cfg.train.batch_size // cfg.train.group_size == 128 and cfg.train.group_size == 8
+  assert planned.updates_per_step == 8 and planned.learning_rates() == {
+      path: 1e-6 for path in planned.selection.trainable}
+  assert {path.split(".")[1] for path in planned.selection.trainable} == {"14"}
+  assert (cfg.train.lr_schedule, cfg.rollout.temperature, cfg.rollout.max_prompt_tokens) == (
+      "constant", 1.0, 1024)
+  # oat's qwen_math template, as understand-r1-zero's train_zero_math.py writes it.
+  assert tasks.format_prompt(tasks.Problem(prompt="1+1?", answer="2"), None,
+                             template=cfg.task.template) == (
+      "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+      "\\boxed{}.<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n")
+  assert evaluation.task_names(cfg) == ["math", "gsm8k", "olympiadbench", "amc"]
+
+
 def test_evaluations_during_training_score_the_model_of_that_step_and_change_nothing(
     uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache):
   from jaxlayer import evaluation
