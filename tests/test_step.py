@@ -258,6 +258,37 @@ def test_grouped_update_runs_each_prompt_once_and_equals_the_plain_one(tiny_qwen
   assert f"tensor<{tokens}x32xf32>" in text and f"tensor<{16 * 11}x32xf32>" not in text
 
 
+@pytest.mark.parametrize("aggregation", ["token-mean", "sequence-mean-token-sum-norm"])
+def test_micro_batches_normalise_over_the_whole_update_batch(tiny_qwen2_dir, aggregation):
+  """DAPO's token-mean divides by the loss tokens of the whole update batch, Dr. GRPO's
+  token sums by (responses x max response length), a constant: not per micro-batch (whose
+  token counts differ here). 4 micro-batches give the gradient of the definition over all 8
+  responses, written out below."""
+  batch = _batch(300, rows=8, response=6)
+  cfg = losses.LossConfig(aggregation=aggregation, max_response_length=6)
+  split, params, _ = _trainer_parts(tiny_qwen2_dir, "layers.1")
+  mask = batch["response_mask"]
+  tokens_per_micro_batch = mask.reshape(4, 2, -1).sum(axis=(1, 2))  # rows i, i + 4: see step
+  assert len(set(tokens_per_micro_batch.tolist())) > 1
+  denominator = mask.sum() if aggregation == "token-mean" else 8 * 6
+
+  def defined_loss(trainable):
+    logps, _ = step.response_logprobs(split.merge(trainable), batch, 1.0)
+    per_token, _ = losses.clipped_surrogate(logps, batch["old_logprobs"], batch["advantages"],
+                                            0.2, 0.2)
+    return (per_token * mask).sum() / denominator
+
+  expected = jax.grad(defined_loss)(params)
+  sgd = optax.sgd(1.0)  # new = old - gradient
+  before = {k: np.asarray(v) for k, v in params.items()}
+  new, _, _ = step.make_update_step(split, sgd, cfg, 1.0, micro_batches=4)(
+      params, sgd.init(params), split.frozen, batch)
+  for k in new:
+    # (atol: float32 rounding of weights near 1.0, spacing 1.2e-7)
+    np.testing.assert_allclose(before[k] - np.asarray(new[k]), expected[k], rtol=1e-4,
+                               atol=2e-7, err_msg=k)
+
+
 def test_top_block_update_is_cheaper_than_bottom_block_and_full(tiny_qwen2_dir):
   """No backward work below the lowest trainable block (XLA's FLOP count of the step)."""
   batch = _batch(300)
