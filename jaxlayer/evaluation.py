@@ -48,7 +48,6 @@ from jaxlayer.rl import checkpoint, multiturn, train
 
 EVAL_FILE = "eval.json"
 GENERATIONS_FILE = "generations.jsonl"
-SCORE_COMPONENT = "correct"
 METRICS = ("pass@1", "mean@k")
 
 
@@ -290,11 +289,11 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
         graded_problems = [problems[(first + r) // k] for r in range(count)]
         graded = task.rewards_on_all_hosts(  # on several hosts, each grades a share
             graded_problems, lambda rows: [completions[r] for r in rows], lengths)
-        if SCORE_COMPONENT not in graded.components:
-          raise ValueError(f"task {task.name!r} has no {SCORE_COMPONENT!r} reward component "
+        if tasks.SCORE_COMPONENT not in graded.components:
+          raise ValueError(f"task {task.name!r} has no {tasks.SCORE_COMPONENT!r} reward component "
                            f"(it has {sorted(graded.components)}): evaluation scores a "
-                           f"completion by its {SCORE_COMPONENT!r} component.")
-        correct, total = graded.components[SCORE_COMPONENT], graded.total
+                           f"completion by its {tasks.SCORE_COMPONENT!r} component.")
+        correct, total = graded.components[tasks.SCORE_COMPONENT], graded.total
         sample_scores[first:first + count] = correct
         for r in range(count):
           generations.append({

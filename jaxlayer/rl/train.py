@@ -734,7 +734,7 @@ class _Trainer:
       # DAPO's filter is on accuracy: 0 < correct responses < G (a group all right or all wrong
       # whose total rewards differ only by format or length shaping is dropped too); a task
       # without a "correct" component is filtered on its total reward.
-      accuracy = part.components.get("correct", part.rewards)
+      accuracy = part.components.get(tasks.SCORE_COMPONENT, part.rewards)
       signal = advantages.groups_with_signal(accuracy, self.group_size)
       if self.plan.algorithm.overlong_filtering:  # a group of truncated responses trains nothing
         signal &= ~part.truncated.reshape(-1, self.group_size).all(axis=1)

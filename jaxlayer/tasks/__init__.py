@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Callable
 
 from jaxlayer.tasks.arithmetic import ArithmeticTask
-from jaxlayer.tasks.base import GeneratedTask, Problem, RewardBatch, Task
+from jaxlayer.tasks.base import SCORE_COMPONENT, GeneratedTask, Problem, RewardBatch, Task
 from jaxlayer.tasks.coding import CodeTask
 from jaxlayer.tasks.countdown import CountdownTask
 from jaxlayer.tasks.math_tasks import AMCTask, GSM8KTask, MathTask, NuminaTask, OlympiadBenchTask
@@ -51,5 +51,5 @@ def get_task(name: str, **options) -> Task:
   return factory(**options)
 
 
-__all__ = ["TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task", "format_prompt", "get_task",
-           "prompt_settings"]
+__all__ = ["SCORE_COMPONENT", "TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task",
+           "format_prompt", "get_task", "prompt_settings"]

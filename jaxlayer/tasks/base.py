@@ -15,6 +15,11 @@ import numpy as np
 from jaxlayer.tasks import rewards
 
 
+# The reward component that says whether a completion is right (1) or not (0): evaluation
+# scores by it and DAPO's dynamic sampling filters groups on it.
+SCORE_COMPONENT = "correct"
+
+
 @dataclass(frozen=True)
 class Problem:
   """One question: the raw prompt (before any template), the reference answer, extras."""
