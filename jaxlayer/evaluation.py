@@ -180,7 +180,8 @@ def _test_prompts(task: tasks.Task, tokenizer, num_problems: int | None,
   prompt_settings: the template arguments of tasks.format_prompt."""
   problems = eval_problems(task, num_problems)
   texts = [tasks.format_prompt(p, tokenizer, **prompt_settings) for p in problems]
-  prompt_ids = [list(ids) for ids in tokenizer(texts)["input_ids"]]
+  prompt_ids = tasks.encode_prompts(tokenizer, texts,
+                                    use_chat_template=prompt_settings["use_chat_template"])
   empty = [i for i, ids in enumerate(prompt_ids) if not ids]
   if empty:
     raise ValueError(f"test problem {empty[0]} of task {task.name!r} has an empty prompt.")

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from jaxlayer.tasks import Problem, format_prompt
+from jaxlayer.tasks import Problem, encode_prompts, format_prompt
 
 # Qwen's ChatML layout, written as the Jinja template a tokenizer_config.json would carry.
 CHATML_TEMPLATE = (
@@ -95,3 +95,35 @@ def test_chat_template_needs_a_tokenizer_that_has_one(chat_tokenizer):
   chat_tokenizer_without = type(chat_tokenizer)(tokenizer_object=chat_tokenizer.backend_tokenizer)
   with pytest.raises(ValueError, match="this tokenizer has none"):
     format_prompt(PROBLEM, chat_tokenizer_without, use_chat_template=True)
+
+
+@pytest.fixture(scope="module", params=["qwen2.5-instruct", "qwen3", "r1-distill-qwen"])
+def chat_model_tokenizer(request, tmp_path_factory):
+  """The tokenizer of a tiny checkpoint with a chat family's real template and special tokens."""
+  from jaxlayer import models
+  from tests import hf_fixtures
+
+  directory = tmp_path_factory.mktemp(request.param)
+  hf_fixtures.save_chat_model(directory, request.param)
+  return models.load_tokenizer(directory)
+
+
+def test_chat_prompts_are_the_templates_generation_prompt_once(chat_model_tokenizer):
+  # The prompt is apply_chat_template's with the generation prompt (R1-Distill's opens the
+  # thinking block), and its ids are transformers' own tokenization of the conversation: one
+  # BOS where the template writes it, none where it does not.
+  tokenizer = chat_model_tokenizer
+  messages = [{"role": "system", "content": "Add."}, {"role": "user", "content": "37+45="}]
+  prompt = format_prompt(PROBLEM, tokenizer, use_chat_template=True, system_prompt="Add.")
+  assert prompt == tokenizer.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=True)
+  expected_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                               return_dict=True)["input_ids"]
+  assert encode_prompts(tokenizer, [prompt], use_chat_template=True) == [list(expected_ids)]
+  if tokenizer.bos_token is not None:
+    assert prompt.startswith(tokenizer.bos_token) and prompt.endswith("<｜Assistant｜><think>\n")
+    ids = encode_prompts(tokenizer, [prompt], use_chat_template=True)[0]
+    assert ids.count(tokenizer.bos_token_id) == 1
+    # A plain prompt gets the tokenizer's BOS, as in pre-training.
+    assert encode_prompts(tokenizer, ["37+45="], use_chat_template=False)[0][0] == (
+        tokenizer.bos_token_id)

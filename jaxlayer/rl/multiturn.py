@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from jaxlayer import envs, sampling
+from jaxlayer import envs, sampling, tasks
 from jaxlayer.envs.episode import FINISH_ENV_ERROR
 from jaxlayer.rl import gigpo
 from jaxlayer.text import counted
@@ -246,7 +246,7 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
       break
     texts = [context.render(instructions[k], _past_turns(plays[k].episode), plays[k].observation,
                             tokenizer) for k in live]
-    encoded = [list(ids) for ids in tokenizer(texts)["input_ids"]]
+    encoded = tasks.encode_prompts(tokenizer, texts, use_chat_template=context.use_chat_template)
     cut = [len(ids) > context.max_tokens for ids in encoded]
     prompts = [ids[-context.max_tokens:] or [pad_token_id] for ids in encoded]
     out = sampling.generate(

@@ -662,7 +662,8 @@ class _Trainer:
       raise ValueError(f"Task {self.cfg.task.name!r} has no training problems.")
     settings = tasks.prompt_settings(self.cfg.task)
     texts = [tasks.format_prompt(p, self.tokenizer, **settings) for p in problems]
-    encoded = self.tokenizer(texts)["input_ids"]
+    encoded = tasks.encode_prompts(self.tokenizer, texts,
+                                   use_chat_template=settings["use_chat_template"])
     limit = self.cfg.rollout.max_prompt_tokens
     keep = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= limit]
     if not keep:
@@ -673,7 +674,7 @@ class _Trainer:
                              f"{len(problems)} training prompts longer than "
                              f"rollout.max_prompt_tokens={limit}.")
     self.problems = [problems[i] for i in keep]
-    self.prompt_ids = [list(encoded[i]) for i in keep]
+    self.prompt_ids = [encoded[i] for i in keep]
     self.prompt_texts = [texts[i] for i in keep]
 
   # --- state ------------------------------------------------------------------------------

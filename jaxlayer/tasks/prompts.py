@@ -65,6 +65,15 @@ def format_prompt(
   return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def encode_prompts(tokenizer: Any, texts: list[str], *, use_chat_template: bool) -> list[list[int]]:
+  """The token ids of prompts that format_prompt wrote. A chat template writes the special
+  tokens the model expects itself (R1-Distill's starts with its BOS), so its prompts are
+  tokenized without the tokenizer's own (which would put a second BOS first); plain prompts
+  get them, as the model saw text in pre-training."""
+  encoded = tokenizer(texts, add_special_tokens=not use_chat_template)["input_ids"]
+  return [list(ids) for ids in encoded]
+
+
 def prompt_settings(task_config: Any) -> dict[str, Any]:
   """format_prompt's keyword arguments from a config's task section (its template,
   use_chat_template and system_prompt), the one way training and evaluation read them."""
