@@ -33,7 +33,7 @@ import datetime
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,15 +236,18 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
              max_new_tokens: int, batch_size: int = 64, num_samples: int = 0,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              template: str = "{question}", use_chat_template: bool = False,
-             system_prompt: str | None = None, eos_token_ids: Sequence[int] | None = None,
-             seed: int = 0, progress_position: int = 0, progress: bool = True) -> EvalResult:
+             system_prompt: str | None = None,
+             chat_template_kwargs: Mapping[str, Any] | None = None,
+             eos_token_ids: Sequence[int] | None = None, seed: int = 0,
+             progress_position: int = 0, progress: bool = True) -> EvalResult:
   """pass@1 (greedy) and, with num_samples=k >= 1, mean@k of `model` on `task`'s test split.
 
   num_problems: the first N test problems (None or 0: all). batch_size: completions per
     `sampling.generate` call (`call_shape`: batch_size prompts for pass@1; for mean@k, prompt
     rows of s of a problem's k samples each, as many as fill the mesh's batch shards); the
     last call is filled up, so every call of a pass has the same shape.
-    template / use_chat_template / system_prompt: as in `tasks.format_prompt`.
+    template / use_chat_template / system_prompt / chat_template_kwargs: as in
+    `tasks.format_prompt`.
   eos_token_ids: stop tokens (None: the tokenizer's EOS and the checkpoint's
     generation_config.json eos_token_id, like training).
   seed: sampling seed of mean@k (greedy decoding uses none); the samples drawn depend on it
@@ -258,6 +261,8 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
                  temperature=temperature)
   prompt_settings = {"template": template, "use_chat_template": use_chat_template,
                      "system_prompt": system_prompt}
+  if chat_template_kwargs:  # (recorded where set: evaluations made before it compare equal)
+    prompt_settings["chat_template_kwargs"] = dict(chat_template_kwargs)
   problems, texts, prompt_ids = _test_prompts(task, tokenizer, num_problems, prompt_settings)
   task.check_reward_weights(problems[0])
   _check_prompts_fit(task.name, prompt_ids, max_new_tokens, model.config)

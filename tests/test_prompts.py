@@ -127,3 +127,36 @@ def test_chat_prompts_are_the_templates_generation_prompt_once(chat_model_tokeni
     # A plain prompt gets the tokenizer's BOS, as in pre-training.
     assert encode_prompts(tokenizer, ["37+45="], use_chat_template=False)[0][0] == (
         tokenizer.bos_token_id)
+
+
+@pytest.mark.parametrize("enable_thinking", [True, False])
+def test_chat_template_kwargs_reach_qwen3s_template(tmp_path, enable_thinking):
+  # Qwen3's template reads enable_thinking: off, its generation prompt closes an empty thinking
+  # block; task.chat_template_kwargs carries it from the config to the template.
+  from jaxlayer import models
+  from jaxlayer.rl.config import default_config
+  from jaxlayer.tasks import prompt_settings
+  from tests import hf_fixtures
+
+  tokenizer = models.load_tokenizer(hf_fixtures.save_chat_model(tmp_path, "qwen3"))
+  config = default_config()
+  config.task.use_chat_template = True
+  config.task.chat_template_kwargs = {"enable_thinking": enable_thinking}
+  prompt = format_prompt(PROBLEM, tokenizer, **prompt_settings(config.task))
+  assert prompt == tokenizer.apply_chat_template(
+      [{"role": "user", "content": "37+45="}], tokenize=False, add_generation_prompt=True,
+      enable_thinking=enable_thinking)
+  assert prompt.endswith("<|im_start|>assistant\n" +
+                         ("" if enable_thinking else "<think>\n\n</think>\n\n"))
+
+
+@pytest.mark.parametrize("use_chat_template, kwargs, complaint", [
+    (False, {"enable_thinking": False}, "task.use_chat_template is False: set "
+     "task.use_chat_template=True"),
+    (True, {"add_generation_prompt": False}, "may not set \\['add_generation_prompt'\\]"),
+])
+def test_bad_chat_template_kwargs_are_named(chat_tokenizer, use_chat_template, kwargs,
+                                            complaint):
+  with pytest.raises(ValueError, match=complaint):
+    format_prompt(PROBLEM, chat_tokenizer, use_chat_template=use_chat_template,
+                  chat_template_kwargs=kwargs)

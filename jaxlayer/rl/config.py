@@ -60,6 +60,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.template = "{question}"  # prompt template (jaxlayer.tasks.format_prompt)
   config.task.use_chat_template = False  # wrap the prompt in the tokenizer's chat template
   config.task.system_prompt = config_dict.placeholder(str)  # chat template's system message
+  # Variables the chat template reads, e.g. {"enable_thinking": False} for Qwen3 (set in the
+  # config file; on the command line, --config.task.chat_template_kwargs.KEY=... changes a key
+  # the file set).
+  config.task.chat_template_kwargs = ml_collections.ConfigDict()
 
   # A multi-turn environment (jaxlayer.envs) instead of a task: set env.name (and
   # train.algorithm="gigpo"); the task section is then unused.

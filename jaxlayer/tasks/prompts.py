@@ -4,11 +4,14 @@ chat template."""
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from typing import Any
 
 from jaxlayer.tasks.base import Problem
 
 DEFAULT_TEMPLATE = "{question}"
+# apply_chat_template's arguments that format_prompt sets itself.
+_OWN_CHAT_TEMPLATE_ARGUMENTS = ("conversation", "tokenize", "add_generation_prompt")
 
 
 def _fill(template: str, problem: Problem) -> str:
@@ -40,6 +43,7 @@ def format_prompt(
     use_chat_template: bool = False,
     template: str = DEFAULT_TEMPLATE,
     system_prompt: str | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> str:
   """The model input for `problem`.
 
@@ -49,8 +53,19 @@ def format_prompt(
     chat template (with the generation prompt appended); the tokenizer must have one.
   system_prompt: the system turn with a chat template; in plain mode it is put
     before the filled template, followed by a newline.
+  chat_template_kwargs: variables the chat template reads, such as Qwen3's
+    {"enable_thinking": False} (its generation prompt then closes an empty thinking block).
   """
   user_text = _fill(template, problem)
+  chat_template_kwargs = dict(chat_template_kwargs or {})
+  if chat_template_kwargs and not use_chat_template:
+    raise ValueError(f"task.chat_template_kwargs {chat_template_kwargs} are for a chat template, "
+                     "but task.use_chat_template is False: set task.use_chat_template=True, or "
+                     "leave chat_template_kwargs empty")
+  own = sorted(set(chat_template_kwargs) & set(_OWN_CHAT_TEMPLATE_ARGUMENTS))
+  if own:
+    raise ValueError(f"task.chat_template_kwargs may not set {own}: jaxlayer sets them itself "
+                     "(the prompt ends with the generation prompt); remove them")
   if not use_chat_template:
     return user_text if system_prompt is None else f"{system_prompt}\n{user_text}"
   if tokenizer is None or not getattr(tokenizer, "chat_template", None):
@@ -62,7 +77,8 @@ def format_prompt(
   messages = [{"role": "user", "content": user_text}]
   if system_prompt is not None:
     messages.insert(0, {"role": "system", "content": system_prompt})
-  return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+  return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                       **chat_template_kwargs)
 
 
 def encode_prompts(tokenizer: Any, texts: list[str], *, use_chat_template: bool) -> list[list[int]]:
@@ -76,6 +92,8 @@ def encode_prompts(tokenizer: Any, texts: list[str], *, use_chat_template: bool)
 
 def prompt_settings(task_config: Any) -> dict[str, Any]:
   """format_prompt's keyword arguments from a config's task section (its template,
-  use_chat_template and system_prompt), the one way training and evaluation read them."""
+  use_chat_template, system_prompt and chat_template_kwargs), the one way training and
+  evaluation read them."""
   return {"template": task_config.template, "use_chat_template": task_config.use_chat_template,
-          "system_prompt": task_config.system_prompt}
+          "system_prompt": task_config.system_prompt,
+          "chat_template_kwargs": dict(task_config.get("chat_template_kwargs", {}))}
