@@ -294,7 +294,8 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
             [row[:n] for row, n in zip(out.tokens[:count], lengths)], skip_special_tokens=True)
         graded_problems = [problems[(first + r) // k] for r in range(count)]
         graded = task.rewards_on_all_hosts(  # on several hosts, each grades a share
-            graded_problems, lambda rows: [completions[r] for r in rows], lengths)
+            graded_problems, lambda rows: [tasks.opened_thinking(texts[(first + r) // k])
+                                           + completions[r] for r in rows], lengths)
         if tasks.SCORE_COMPONENT not in graded.components:
           raise ValueError(f"task {task.name!r} has no {tasks.SCORE_COMPONENT!r} reward component "
                            f"(it has {sorted(graded.components)}): evaluation scores a "

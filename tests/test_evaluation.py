@@ -611,3 +611,31 @@ def test_an_overwrite_killed_before_eval_json_leaves_no_old_report_beside_new_ge
   assert sorted(os.listdir(out)) == ["generations.jsonl"]  # as it was: no temporary file left
   assert [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()] == (
       cli_eval[1])
+
+
+@dataclass(kw_only=True)
+class GradedTextTask(ParityTask):
+  """ParityTask that keeps the texts it was given to grade."""
+
+  graded: list = None
+
+  def reward_components(self, problems, completions):
+    self.graded.extend(completions)
+    return super().reward_components(problems, completions)
+
+
+def test_a_completion_is_graded_inside_the_thinking_its_prompt_opened(tmp_path):
+  # R1-Distill's generation prompt ends with "<think>\n": a completion that never writes
+  # </think> is thinking cut at the length limit and is graded as no answer (""), not as the
+  # answer it had reached inside the thinking.
+  from tests import hf_fixtures
+
+  model_dir = hf_fixtures.save_chat_model(tmp_path, "r1-distill-qwen")
+  model, _ = models.from_pretrained(model_dir)
+  task = GradedTextTask(num_train=4, num_test=4, graded=[])
+  result = evaluation.evaluate(model, models.load_tokenizer(model_dir), task, num_problems=4,
+                               max_new_tokens=3, batch_size=4, use_chat_template=True,
+                               progress=False)
+  completions = [generation["completion"] for generation in result.generations]
+  assert all(completions) and not any("</think>" in c for c in completions)
+  assert task.graded[1:] == [""] * 4  # (the first: check_reward_weights' empty completion)

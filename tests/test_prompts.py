@@ -160,3 +160,21 @@ def test_bad_chat_template_kwargs_are_named(chat_tokenizer, use_chat_template, k
   with pytest.raises(ValueError, match=complaint):
     format_prompt(PROBLEM, chat_tokenizer, use_chat_template=use_chat_template,
                   chat_template_kwargs=kwargs)
+
+
+@pytest.mark.parametrize("family, chat_template_kwargs, opened", [
+    ("r1-distill-qwen", {}, "<think>\n"),  # its generation prompt opens the thinking block
+    ("qwen3", {}, ""),  # the model opens it itself
+    ("qwen3", {"enable_thinking": False}, ""),  # the prompt closes an empty one
+    ("qwen2.5-instruct", {}, ""),
+])
+def test_opened_thinking_of_the_real_templates(tmp_path, family, chat_template_kwargs, opened):
+  from jaxlayer import models
+  from jaxlayer.tasks import opened_thinking
+  from tests import hf_fixtures
+
+  tokenizer = models.load_tokenizer(hf_fixtures.save_chat_model(tmp_path, family))
+  prompt = format_prompt(PROBLEM, tokenizer, use_chat_template=True,
+                         chat_template_kwargs=chat_template_kwargs)
+  assert opened_thinking(prompt) == opened
+  assert opened_thinking("37+45=") == ""

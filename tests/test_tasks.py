@@ -436,3 +436,25 @@ def test_code_task_rejects_a_bad_reward_mode(tmp_path):
                       [{"text": "t", "code": "", "test_list": [], "test_setup_code": ""}])
   with pytest.raises(ValueError, match="reward_mode must be 'fraction' or 'all'"):
     get_task("code", data_files={"test": path}, reward_mode="most")
+
+
+# Reasoning models: the final answer is graded, never a value inside the thinking.
+THINKING_GRADED = [
+    # (completion, correct for the reference 5)
+    ("<think>\nFirst guess \\boxed{3}... wait, 2+3 is 5.\n</think>\nThe answer is \\boxed{5}.", 1.0),
+    ("<think>\nIt is \\boxed{3}? No: 2+3 = 5.\n</think>\n\nThe answer is 5.", 1.0),
+    ("<think>\nSo \\boxed{5}... but recheck: 2+3 = 3?\n</think>\nThe answer is 3.", 0.0),
+    ("<think>\nI get \\boxed{5} so far, but let me check", 0.0),  # cut while thinking: no answer
+    ("The answer is \\boxed{5}.", 1.0),  # no thinking block: the whole text
+]
+
+
+def test_math_grades_the_answer_after_the_thinking(tmp_path):
+  # Graded by the real math-verify: the text after </think>, and nothing for thinking cut at the
+  # length limit (as DeepScaleR / rLLM grade R1-style completions); format likewise.
+  task = get_task("math", data_files={"test": _write_jsonl(
+      tmp_path / "test.jsonl", [{"problem": "2+3?", "answer": "5"}])}, verify_workers=1)
+  problem = task.test_problems()[0]
+  graded = task.rewards([problem] * len(THINKING_GRADED), [c for c, _ in THINKING_GRADED])
+  assert graded.components["correct"] == [correct for _, correct in THINKING_GRADED]
+  assert graded.components["format"] == [1.0, 0.0, 0.0, 0.0, 1.0]

@@ -1225,3 +1225,32 @@ def test_a_run_resumes_on_another_mesh_and_ends_like_an_uninterrupted_one(
   expected, got = _params(uninterrupted.model), _params(resumed.model)
   for path in expected:
     np.testing.assert_allclose(got[path], expected[path], rtol=1e-4, atol=1e-5, err_msg=path)
+
+
+@dataclasses.dataclass(kw_only=True)
+class GradedTextTask(ArithmeticTask):
+  """Arithmetic prompts whose reward_components keep the texts they were given to grade."""
+
+  graded: list = dataclasses.field(default_factory=list)
+
+  def reward_components(self, problems, completions):
+    self.graded.extend(completions)
+    return {"correct": [0.0] * len(completions)}
+
+
+def test_rollouts_are_graded_inside_the_thinking_their_prompt_opened(tmp_path, compile_cache):
+  # R1-Distill's chat template opens the thinking block in the prompt: a response that never
+  # closes it (a random model's 3 tokens) has given no answer yet, and is graded as "".
+  from tests import hf_fixtures
+
+  model_dir = hf_fixtures.save_chat_model(tmp_path / "model", "r1-distill-qwen")
+  cfg = small_config(model_dir, tmp_path / "run", compile_cache, steps=1, kl_beta=0.0)
+  cfg.task.use_chat_template = True
+  cfg.rollout.max_prompt_tokens = 32
+  task = GradedTextTask(num_train=64, num_test=8, max_value=9, operators="+")
+  train.train(cfg, task=task)
+  samples = [json.loads(line) for line in
+             (tmp_path / "run" / metrics.SAMPLES_FILE).read_text().splitlines()]
+  assert samples and all(s["prompt"].endswith("<｜Assistant｜><think>\n") for s in samples)
+  assert not any("</think>" in s["completion"] for s in samples)
+  assert len(task.graded) > 16 and set(task.graded) == {""}

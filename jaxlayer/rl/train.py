@@ -708,9 +708,12 @@ class _Trainer:
         seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), pad_token_id=self.pad_id,
         prompts_per_call=min(self.cfg.rollout.prompts_per_call or count, count))
     problems = [self.problems[i] for i in indices for _ in range(self.group_size)]
+    opened = [tasks.opened_thinking(self.prompt_texts[i]) for i in indices
+              for _ in range(self.group_size)]
     # Each process decodes and grades its share of the responses.
     graded = self.task.rewards_on_all_hosts(
-        problems, lambda rows: self._decode(out.tokens[rows], out.lengths[rows]),
+        problems, lambda rows: [opened[r] + text for r, text in
+                                zip(rows, self._decode(out.tokens[rows], out.lengths[rows]))],
         out.lengths.tolist())
     return _Rollouts(
         problem_indices=indices, tokens=out.tokens, logprobs=out.logprobs, mask=out.mask,

@@ -47,7 +47,9 @@ class Task(abc.ABC):
 
   Subclasses implement `train_problems`, `test_problems` and `reward_components`.
   `reward_weights` weighs the components into the scalar reward (components with no
-  weight are still reported, for logging). With `overlong_max_length` set,
+  weight are still reported, for logging). `rewards` grades each completion's final answer
+  (rewards.final_answer: what follows a reasoning model's </think>; "" for thinking cut short),
+  so `reward_components` never sees the thinking. With `overlong_max_length` set,
   `rewards(..., completion_lengths=...)` adds DAPO's soft overlong penalty (tokens
   past overlong_max_length - overlong_cache_length) as the component "overlong"
   with weight 1.
@@ -80,6 +82,8 @@ class Task(abc.ABC):
   ) -> RewardBatch:
     """Grade a whole batch in one call (the RL loop's entry point).
 
+    completions: the model's text after the prompt, with the thinking block the prompt opened
+      in front (tasks.opened_thinking: R1-Distill's generation prompt ends with "<think>\\n").
     completion_lengths: token counts of the completions, needed only for the
     overlong penalty.
     """
@@ -88,7 +92,8 @@ class Task(abc.ABC):
           f"got {len(problems)} problems but {len(completions)} completions; "
           "pass one problem per completion (repeat a problem for a group)"
       )
-    components = self.reward_components(problems, completions)
+    components = self.reward_components(problems, [rewards.final_answer(text)
+                                                   for text in completions])
     if self.overlong_max_length is not None:
       if completion_lengths is None:
         raise ValueError(

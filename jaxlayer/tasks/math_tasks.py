@@ -2,8 +2,9 @@
 problems graded by math-verify.
 
 A completion is graded on its last \\boxed{...} when it has one, else on the answer
-math-verify finds in its text (jaxlayer.tasks.rewards.MathVerifier). Reward
-components: "correct", and "format" (the completion has a \\boxed{...} answer).
+math-verify finds in its text (jaxlayer.tasks.rewards.MathVerifier); a reasoning model's on
+what follows its thinking (Task.rewards). Reward components: "correct", and "format" (the
+completion has a \\boxed{...} answer).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from jaxlayer.tasks import rewards
 from jaxlayer.tasks.base import Problem
 
 DEFAULT_TEMPLATE = "{question}"
@@ -79,6 +80,15 @@ def format_prompt(
     messages.insert(0, {"role": "system", "content": system_prompt})
   return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                        **chat_template_kwargs)
+
+
+def opened_thinking(prompt: str) -> str:
+  """The thinking block a prompt leaves open for the completion to go on with, from its
+  <think> on (R1-Distill's generation prompt ends with "<think>\\n"); "" when none is open
+  (Qwen3's with enable_thinking=False closes an empty one). Graded text is this + completion,
+  so that a completion cut while thinking is told from one that answers."""
+  start = prompt.rfind(rewards.THINK_START)
+  return prompt[start:] if start > prompt.rfind(rewards.THINK_END) else ""
 
 
 def encode_prompts(tokenizer: Any, texts: list[str], *, use_chat_template: bool) -> list[list[int]]:

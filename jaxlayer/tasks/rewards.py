@@ -1,5 +1,6 @@
-"""Reward functions on strings: math correctness (math-verify), integer answers, format,
-DAPO's soft overlong penalty and weighted sums.
+"""Reward functions on strings: the final answer of a reasoning model's completion, math
+correctness (math-verify), integer answers, format, DAPO's soft overlong penalty and weighted
+sums.
 
 Every batch function takes lists and returns one float per completion. Math answers
 are graded by math-verify in a pool of worker processes: math-verify's own timeouts
@@ -23,6 +24,18 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 import pebble
 
 _BOXED_COMMANDS = ("\\boxed", "\\fbox")
+THINK_START, THINK_END = "<think>", "</think>"  # Qwen3's, QwQ's and R1-Distill's thinking block
+
+
+def final_answer(completion: str) -> str:
+  """What a completion answers after its thinking: the text after its last </think>; "" when a
+  <think> block never closed (cut at the length limit while thinking: no answer yet, so it
+  earns no reward, as in DeepScaleR's / rLLM's math reward); the whole text when it thinks
+  in no such block."""
+  end = completion.rfind(THINK_END)
+  if end >= 0:
+    return completion[end + len(THINK_END):]
+  return "" if THINK_START in completion else completion
 
 
 def last_boxed_content(text: str) -> str | None:
