@@ -1125,6 +1125,38 @@ def test_dr_grpo_paper_config_matches_dr_grpos_own_settings(tiny_qwen2_dir, tmp_
   assert evaluation.task_names(cfg) == ["math", "gsm8k", "olympiadbench", "amc"]
 
 
+def test_r1_distill_paper_config_matches_the_paper(tmp_path):
+  # The paper's R1-Distill-Qwen-7B run: GRPO on Skywork math with the settings it gives for its
+  # GRPO runs, the model's chat template, reasoning-length responses and the paper's math score.
+  from pathlib import Path
+
+  from jaxlayer import cli, evaluation
+  from tests import hf_fixtures
+
+  config_file = Path(__file__).parents[1] / "configs" / "paper_r1_distill_qwen7b_grpo.py"
+  cfg = cli.load_config(["--config", str(config_file)], "paper")
+  assert cfg.model.path == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+  assert (cfg.train.algorithm, cfg.train.learning_rate, cfg.train.group_size,
+          cfg.train.kl_beta) == ("grpo", 5e-6, 4, 0.001)
+  assert (cfg.train.clip_eps_low, cfg.train.clip_eps_high) == (0.2, 0.2)
+  assert cfg.train.batch_size // cfg.train.group_size == 512
+  assert cfg.train.mini_batch_size // cfg.train.group_size == 128
+  assert cfg.rollout.max_new_tokens >= 8192  # R1-Distill thinks long (the Qwen3 runs: 3,072)
+  assert cfg.task.name == "math" and "skywork" in cfg.task.options.data_files["train"]
+  names = evaluation.task_names(cfg)
+  assert names == ["math", "gsm8k", "olympiadbench", "amc"]
+  assert [evaluation.task_metric(cfg, name) for name in names] == ["pass@1"] * 3 + ["mean@32"]
+  # Its prompts are what the model's own chat template writes (DeepSeek: no system prompt, the
+  # instruction in the user turn), one BOS, and the generation prompt opens the thinking block.
+  tokenizer = models.load_tokenizer(hf_fixtures.save_chat_model(tmp_path, "r1-distill-qwen"))
+  problem = tasks.Problem(prompt="What is $2+3$?", answer="5")
+  prompt = tasks.format_prompt(problem, tokenizer, **tasks.prompt_settings(cfg.task))
+  assert prompt == tokenizer.apply_chat_template(
+      [{"role": "user", "content": "What is $2+3$?\nPlease reason step by step, and put your "
+        "final answer within \\boxed{}."}], tokenize=False, add_generation_prompt=True)
+  assert tasks.opened_thinking(prompt) == "<think>\n"
+
+
 def test_evaluations_during_training_score_the_model_of_that_step_and_change_nothing(
     uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache):
   from jaxlayer import evaluation
