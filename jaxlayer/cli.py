@@ -152,6 +152,19 @@ def _stop_on_sigterm(signum, frame) -> None:
   raise SystemExit(128 + signum)
 
 
+def _json_object(text: str) -> dict:
+  """A command-line JSON object (argparse type): a clear error for anything else."""
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as err:
+    raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({err}): write an object such as "
+                                     "'{\"enable_thinking\": false}'") from None
+  if not isinstance(value, dict):
+    raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object: write one such as "
+                                     "'{\"enable_thinking\": false}'")
+  return value
+
+
 def _generate(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(prog="jaxlayer generate", description=(
       "Complete prompts with the checkpoint in --model (jaxlayer.sampling.generate). One "
@@ -167,6 +180,12 @@ def _generate(argv: list[str]) -> None:
       "prompts to complete: a text file with one prompt per line (blank lines skipped; - reads "
       "them from standard input), or a .jsonl file with one JSON object per line holding a "
       "\"prompt\" string"))
+  parser.add_argument("--chat", action="store_true", help=(
+      "make each prompt the user turn of the model's chat template, with its generation prompt "
+      "(as task.use_chat_template does), and print the prompt the model saw"))
+  parser.add_argument("--chat-template-kwargs", metavar="JSON", type=_json_object, default={},
+                      help="with --chat: variables the chat template reads, as a JSON object "
+                      "(Qwen3: '{\"enable_thinking\": false}')")
   parser.add_argument("--num-samples", type=int, default=1, help="completions per prompt")
   parser.add_argument("--temperature", type=float, default=None, help=(
       "0 = greedy; default: 0 for one sample, 1.0 with --num-samples > 1"))
@@ -188,6 +207,8 @@ def _generate(argv: list[str]) -> None:
     parser.error(f"--batch-size must be >= 1, got {args.batch_size}.")
   if args.devices < 1:
     parser.error(f"--devices must be >= 1, got {args.devices}.")
+  if args.chat_template_kwargs and not args.chat:
+    parser.error("--chat-template-kwargs is for the chat template: add --chat.")
   prompts = args.prompt if args.prompts_file is None else _read_prompts(args.prompts_file, parser)
   temperature = args.temperature
   if temperature is None:
@@ -195,7 +216,7 @@ def _generate(argv: list[str]) -> None:
 
   from tqdm import tqdm
 
-  from jaxlayer import distributed, models, sampling
+  from jaxlayer import distributed, models, sampling, tasks
 
   several_hosts = _initialize_hosts(trains=False)
   # On several hosts the model spreads over all of them and process 0 prints.
@@ -220,6 +241,14 @@ def _generate(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError) as err:
     raise SystemExit(f"jaxlayer generate: {err}") from None
   eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
+  if args.chat:
+    try:
+      prompts = [tasks.format_prompt(tasks.Problem(prompt=prompt, answer=""), tokenizer,
+                                     use_chat_template=True, template="{question}",
+                                     chat_template_kwargs=args.chat_template_kwargs)
+                 for prompt in prompts]
+    except ValueError as err:
+      raise SystemExit(f"jaxlayer generate: {err}") from None
   single = len(prompts) == 1 and args.num_samples == 1
   starts = range(0, len(prompts), args.batch_size)
   for start in tqdm(starts, desc="generate", unit="batch",
@@ -229,7 +258,8 @@ def _generate(argv: list[str]) -> None:
     filled = batch + batch[:1] * (min(args.batch_size, len(prompts)) - len(batch))
     try:
       out = sampling.generate(
-          model, [tokenizer(p)["input_ids"] for p in filled], max_new_tokens=args.max_new_tokens,
+          model, tasks.encode_prompts(tokenizer, filled, use_chat_template=args.chat),
+          max_new_tokens=args.max_new_tokens,
           num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
           top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed + start)
     except (ValueError, TypeError) as err:

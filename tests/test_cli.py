@@ -30,6 +30,50 @@ def test_generate_prints_transformers_greedy_completion(tiny_qwen2_dir, capsys):
   assert printed == prompt + tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("family, kwargs", [("r1-distill-qwen", {}),
+                                             ("qwen3", {"enable_thinking": False})])
+def test_generate_chat_completes_the_chat_templates_prompt_as_transformers(tmp_path, capsys,
+                                                                           monkeypatch, family,
+                                                                           kwargs):
+  # --chat: the prompt is the model's chat template around the text, its ids those of
+  # apply_chat_template (R1-Distill's one BOS), the completion transformers' greedy one.
+  from jaxlayer import sampling
+  from tests import hf_fixtures
+
+  sampled_prompts, generate = [], sampling.generate
+  monkeypatch.setattr(sampling, "generate", lambda model, prompt_ids, **options: (
+      sampled_prompts.extend(prompt_ids), generate(model, prompt_ids, **options))[1])
+  model_dir = hf_fixtures.save_chat_model(tmp_path, family)
+  argv = ["generate", "--model", str(model_dir), "--prompt", "What is 2+3?", "--chat", "--jsonl",
+          "--max-new-tokens", "6"]
+  cli.main(argv + (["--chat-template-kwargs", json.dumps(kwargs)] if kwargs else []))
+  record = json.loads(capsys.readouterr().out)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+  messages = [{"role": "user", "content": "What is 2+3?"}]
+  assert record["prompt"] == tokenizer.apply_chat_template(
+      messages, tokenize=False, add_generation_prompt=True, **kwargs)
+  ids = torch.tensor([tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                    return_dict=True, **kwargs)["input_ids"]])
+  assert sampled_prompts == [ids[0].tolist()]
+  hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+  with torch.no_grad():
+    out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                            max_new_tokens=6, pad_token_id=tokenizer.pad_token_id)
+  assert record["completion"] == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--chat-template-kwargs", '{"enable_thinking": false}'], "is for the chat template: add "
+     "--chat"),
+    (["--chat", "--chat-template-kwargs", "[1]"], "is not a JSON object: write one such as"),
+    (["--chat", "--chat-template-kwargs", "{enable_thinking}"], "is not JSON"),
+])
+def test_generate_bad_chat_flags_are_a_clear_error(tiny_qwen2_dir, capsys, flags, message):
+  with pytest.raises(SystemExit):
+    cli.main(["generate", "--model", str(tiny_qwen2_dir), "--prompt", "hi", *flags])
+  assert message in capsys.readouterr().err
+
+
 @pytest.mark.eight_devices
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
 def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsys, suffix):
