@@ -54,6 +54,12 @@ def save_byte_level_tokenizer(directory: Path, vocab_size: int = 300) -> None:
 
 
 
+# The chat templates of the families, as the hub checkpoints ship them (their tool-call branches
+# left out: jaxlayer sends no tools): Qwen's of Qwen/Qwen2.5-7B-Instruct and Qwen/Qwen3-8B
+# (Qwen3's reads enable_thinking), DeepSeek's of deepseek-ai/DeepSeek-R1-Distill-Qwen-7B (it
+# writes the BOS, and its generation prompt opens the thinking block).
+CHAT_TEMPLATES = Path(__file__).parent / "chat_templates"
+
 # Each chat family's special tokens (in vocabulary order), the tokenizer's EOS, its BOS and
 # generation_config.json's eos_token_id, as the hub checkpoints have them: Qwen's chat models
 # stop at <|im_end|> or <|endoftext|>; R1-Distill's tokenizer adds its BOS to any text (and its
@@ -74,14 +80,13 @@ CHAT_FAMILIES = {
 
 def save_chat_model(directory: Path, family: str, seed: int = 0) -> Path:
   """A tiny random checkpoint of a chat family of CHAT_FAMILIES: its real chat template
-  (tests/chat_templates.py), special tokens, <think> and </think> (plain added tokens, as on the
+  (CHAT_TEMPLATES), special tokens, <think> and </think> (plain added tokens, as on the
   hub: decoding keeps them), BOS behaviour and generation_config.json stop tokens."""
   import json
 
   from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, \
     trainers
 
-  from tests import chat_templates
 
   family_spec = CHAT_FAMILIES[family]
   directory = Path(directory)
@@ -106,9 +111,7 @@ def save_chat_model(directory: Path, family: str, seed: int = 0) -> Path:
       pad_token=family_spec["specials"][0]).save_pretrained(directory)
   settings_file = directory / "tokenizer_config.json"
   settings = json.loads(settings_file.read_text())
-  settings["chat_template"] = {"qwen2.5-instruct": chat_templates.QWEN25_INSTRUCT,
-                               "qwen3": chat_templates.QWEN3,
-                               "r1-distill-qwen": chat_templates.R1_DISTILL}[family]
+  settings["chat_template"] = (CHAT_TEMPLATES / f"{family}.jinja").read_text(encoding="utf-8")
   settings["tokenizer_class"] = "LlamaTokenizerFast" if bos else "Qwen2Tokenizer"
   if bos:
     settings.update(add_bos_token=True, add_eos_token=False)

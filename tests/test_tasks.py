@@ -441,7 +441,7 @@ def test_code_task_rejects_a_bad_reward_mode(tmp_path):
 # Reasoning models: the final answer is graded, never a value inside the thinking.
 THINKING_GRADED = [
     # (completion, correct for the reference 5)
-    ("<think>\nFirst guess \\boxed{3}... wait, 2+3 is 5.\n</think>\nThe answer is \\boxed{5}.", 1.0),
+    ("<think>\nFirst \\boxed{3}... wait, 2+3 is 5.\n</think>\nThe answer is \\boxed{5}.", 1.0),
     ("<think>\nIt is \\boxed{3}? No: 2+3 = 5.\n</think>\n\nThe answer is 5.", 1.0),
     ("<think>\nSo \\boxed{5}... but recheck: 2+3 = 3?\n</think>\nThe answer is 3.", 0.0),
     ("<think>\nI get \\boxed{5} so far, but let me check", 0.0),  # cut while thinking: no answer
