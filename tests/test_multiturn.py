@@ -144,6 +144,29 @@ def test_chat_context_alternates_observations_and_actions(tiny):
       "<system>Walk.\n<user>wall pos 0,1\n<assistant>south\n<user>pos 0,0\n<assistant>")
 
 
+def test_chat_contexts_are_sampled_as_transformers_tokenizes_the_conversation(tmp_path,
+                                                                              monkeypatch):
+  # R1-Distill's template writes its BOS and its tokenizer adds one to any text: the sampled
+  # context has it once, as apply_chat_template's own ids do.
+  from tests import hf_fixtures
+
+  model_dir = hf_fixtures.save_chat_model(tmp_path, "r1-distill-qwen")
+  model, _ = models.from_pretrained(model_dir)
+  tokenizer = models.load_tokenizer(model_dir)
+  sampled, generate = [], sampling.generate
+  monkeypatch.setattr(sampling, "generate", lambda model, prompt_ids, **options: (
+      sampled.extend(prompt_ids), generate(model, prompt_ids, **options))[1])
+  context = multiturn.ContextFormat(use_chat_template=True, history=1, max_tokens=200)
+  multiturn.play_episodes(model, tokenizer, lambda: GridWorld(**GRID), [0], group_size=1,
+                          max_turns=1, max_new_tokens=2, temperature=0.0, eos_token_ids=[0],
+                          pad_token_id=0, seed=0, context=context)
+  env = GridWorld(**GRID)
+  messages = [{"role": "system", "content": env.instructions},
+              {"role": "user", "content": env.reset(0)}]
+  assert sampled == [tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                   return_dict=True)["input_ids"]]
+
+
 # --- the rollout loop ---------------------------------------------------------------------
 
 ROLLOUT_CONTEXT = multiturn.ContextFormat(template="{instructions}\n{history}{observation}\n",
