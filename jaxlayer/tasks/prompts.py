@@ -65,7 +65,7 @@ def format_prompt(
                      "leave chat_template_kwargs empty")
   own = sorted(set(chat_template_kwargs) & set(_OWN_CHAT_TEMPLATE_ARGUMENTS))
   if own:
-    raise ValueError(f"task.chat_template_kwargs may not set {own}: jaxlayer sets them itself "
+    raise ValueError(f"chat_template_kwargs may not set {own}: jaxlayer sets them itself "
                      "(the prompt ends with the generation prompt); remove them")
   if not use_chat_template:
     return user_text if system_prompt is None else f"{system_prompt}\n{user_text}"
