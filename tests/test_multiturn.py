@@ -167,6 +167,27 @@ def test_chat_contexts_are_sampled_as_transformers_tokenizes_the_conversation(tm
                                                    return_dict=True)["input_ids"]]
 
 
+def test_env_chat_template_kwargs_reach_qwen3s_template(tmp_path):
+  # env.chat_template_kwargs: Qwen3's agent contexts with thinking off, as transformers writes
+  # them; set without env.use_chat_template, they are refused with the fix.
+  from tests import hf_fixtures
+
+  tokenizer = models.load_tokenizer(hf_fixtures.save_chat_model(tmp_path, "qwen3"))
+  config = default_config()
+  config.env.update(name="gridworld", use_chat_template=True, history=1)
+  config.env.chat_template_kwargs = {"enable_thinking": False}
+  context = multiturn.env_settings(config).context
+  messages = [{"role": "system", "content": "Walk."}, {"role": "user", "content": "wall pos 0,1"},
+              {"role": "assistant", "content": "south"}, {"role": "user", "content": "pos 0,0"}]
+  assert context.render("Walk.", PAST, "pos 0,0", tokenizer) == tokenizer.apply_chat_template(
+      messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+  assert context.render("Walk.", PAST, "pos 0,0", tokenizer).endswith("<think>\n\n</think>\n\n")
+  config.env.use_chat_template = False
+  with pytest.raises(ValueError, match="env.use_chat_template is False: set "
+                     "env.use_chat_template=True"):
+    multiturn.env_settings(config)
+
+
 # --- the rollout loop ---------------------------------------------------------------------
 
 ROLLOUT_CONTEXT = multiturn.ContextFormat(template="{instructions}\n{history}{observation}\n",

@@ -76,6 +76,8 @@ def default_config() -> ml_collections.ConfigDict:
   # caps its length (the oldest tokens go).
   config.env.template = "{instructions}\n{history}{observation}\n"
   config.env.use_chat_template = False  # the tokenizer's chat template instead of the template
+  # Variables that chat template reads, as task.chat_template_kwargs (set in the config file).
+  config.env.chat_template_kwargs = ml_collections.ConfigDict()
   config.env.step_timeout_s = 60.0  # an env call running longer ends its episode (None: no limit)
   config.env.num_eval_episodes = 100  # evaluation: greedy episodes on the fixed seeds 0..N-1
 

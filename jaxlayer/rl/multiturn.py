@@ -26,7 +26,8 @@ import inspect
 import logging
 import math
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class ContextFormat:
   history: past turns shown (0: the current observation only).
   use_chat_template: instead of the template, the tokenizer's chat template over the
     messages system = instructions, then user = observation / assistant = action per turn.
+  chat_template_kwargs: variables that chat template reads (Qwen3: {"enable_thinking": False}).
   max_tokens: a longer context loses its oldest tokens (counted in `context_truncated`).
   """
 
@@ -59,6 +61,7 @@ class ContextFormat:
   history: int = 0
   use_chat_template: bool = False
   max_tokens: int = 1024
+  chat_template_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if self.history < 0:
@@ -75,6 +78,10 @@ class ContextFormat:
     if unknown:
       raise ValueError(f"env.template uses unknown field(s) {unknown}; its fields are "
                        f"{list(TEMPLATE_FIELDS)}.")
+    if self.chat_template_kwargs and not self.use_chat_template:
+      raise ValueError(f"env.chat_template_kwargs {dict(self.chat_template_kwargs)} are for a "
+                       "chat template, but env.use_chat_template is False: set "
+                       "env.use_chat_template=True, or leave env.chat_template_kwargs empty.")
     if "observation" not in fields and not self.use_chat_template:
       raise ValueError("env.template must contain {observation}: the agent would never see "
                        "the environment.")
@@ -93,7 +100,7 @@ class ContextFormat:
     for obs, act in shown:
       messages += [{"role": "user", "content": obs}, {"role": "assistant", "content": act}]
     messages.append({"role": "user", "content": observation})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tasks.chat_prompt(tokenizer, messages, self.chat_template_kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +159,8 @@ def env_settings(config) -> EnvSettings:
                      f"{list(gigpo.NORMALIZATIONS)}.")
   context = ContextFormat(template=env.template, history=env.history,
                           use_chat_template=env.use_chat_template,
-                          max_tokens=config.rollout.max_prompt_tokens)
+                          max_tokens=config.rollout.max_prompt_tokens,
+                          chat_template_kwargs=dict(env.get("chat_template_kwargs", {})))
   return EnvSettings(name=env.name, options=options, max_turns=env.max_turns, context=context,
                      step_timeout_s=timeout, num_eval_episodes=env.num_eval_episodes)
 

@@ -19,7 +19,8 @@ from jaxlayer.tasks.base import SCORE_COMPONENT, GeneratedTask, Problem, RewardB
 from jaxlayer.tasks.coding import CodeTask
 from jaxlayer.tasks.countdown import CountdownTask
 from jaxlayer.tasks.math_tasks import AMCTask, GSM8KTask, MathTask, NuminaTask, OlympiadBenchTask
-from jaxlayer.tasks.prompts import encode_prompts, format_prompt, opened_thinking, prompt_settings
+from jaxlayer.tasks.prompts import (chat_prompt, encode_prompts, format_prompt, opened_thinking,
+                                    prompt_settings)
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arithmetic": ArithmeticTask,
@@ -52,4 +53,5 @@ def get_task(name: str, **options) -> Task:
 
 
 __all__ = ["SCORE_COMPONENT", "TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task",
+           "chat_prompt"]
            "encode_prompts", "format_prompt", "get_task", "opened_thinking", "prompt_settings"]

@@ -58,15 +58,10 @@ def format_prompt(
     {"enable_thinking": False} (its generation prompt then closes an empty thinking block).
   """
   user_text = _fill(template, problem)
-  chat_template_kwargs = dict(chat_template_kwargs or {})
   if chat_template_kwargs and not use_chat_template:
-    raise ValueError(f"task.chat_template_kwargs {chat_template_kwargs} are for a chat template, "
-                     "but task.use_chat_template is False: set task.use_chat_template=True, or "
-                     "leave chat_template_kwargs empty")
-  own = sorted(set(chat_template_kwargs) & set(_OWN_CHAT_TEMPLATE_ARGUMENTS))
-  if own:
-    raise ValueError(f"chat_template_kwargs may not set {own}: jaxlayer sets them itself "
-                     "(the prompt ends with the generation prompt); remove them")
+    raise ValueError(f"task.chat_template_kwargs {dict(chat_template_kwargs)} are for a chat "
+                     "template, but task.use_chat_template is False: set "
+                     "task.use_chat_template=True, or leave chat_template_kwargs empty")
   if not use_chat_template:
     return user_text if system_prompt is None else f"{system_prompt}\n{user_text}"
   if tokenizer is None or not getattr(tokenizer, "chat_template", None):
@@ -78,6 +73,18 @@ def format_prompt(
   messages = [{"role": "user", "content": user_text}]
   if system_prompt is not None:
     messages.insert(0, {"role": "system", "content": system_prompt})
+  return chat_prompt(tokenizer, messages, chat_template_kwargs)
+
+
+def chat_prompt(tokenizer: Any, messages: list[dict[str, str]],
+                chat_template_kwargs: Mapping[str, Any] | None = None) -> str:
+  """The tokenizer's chat template over `messages`, ending with the generation prompt;
+  chat_template_kwargs: the variables the template reads (not the arguments it sets itself)."""
+  chat_template_kwargs = dict(chat_template_kwargs or {})
+  own = sorted(set(chat_template_kwargs) & set(_OWN_CHAT_TEMPLATE_ARGUMENTS))
+  if own:
+    raise ValueError(f"chat_template_kwargs may not set {own}: jaxlayer sets them itself "
+                     "(the prompt ends with the generation prompt); remove them")
   return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                        **chat_template_kwargs)
 
