@@ -53,5 +53,5 @@ def get_task(name: str, **options) -> Task:
 
 
 __all__ = ["SCORE_COMPONENT", "TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task",
-           "chat_prompt"]
-           "encode_prompts", "format_prompt", "get_task", "opened_thinking", "prompt_settings"]
+           "chat_prompt", "encode_prompts", "format_prompt", "get_task", "opened_thinking",
+           "prompt_settings"]
