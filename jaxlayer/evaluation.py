@@ -573,25 +573,32 @@ def is_run_dir(path: str | os.PathLike) -> bool:
   return (Path(path) / checkpoint.RUN_FILE).is_file()
 
 
-def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | None = None,
-               mesh: jax.sharding.Mesh | None = None, base_model: str | None = None):
+def load_model(path: str | os.PathLike, *, dtype: str = models.AUTO_DTYPE,
+               step: int | None = None, mesh: jax.sharding.Mesh | None = None,
+               base_model: str | None = None):
   """(model, tokenizer, info) from a Hugging Face directory / hub id or a `jaxlayer train` run
   directory (its base model with the trained leaves of checkpoint `step`, default the latest;
-  the run's dtype; base_model: where its base model is now, if it moved). info describes what
-  was loaded, for eval.json."""
+  base_model: where its base model is now, if it moved). info describes what was loaded, for
+  eval.json.
+
+  dtype: "float32", "bfloat16", or "auto": a checkpoint's own dtype (models.from_pretrained),
+  a run's model.dtype.
+  """
   path = str(path)
   run_dir = is_run_dir(path)
   distributed.check_same([np.asarray(run_dir)], f"The kinds of model found at {path} (a "
                          "jaxlayer run directory, or not)", hint="Give it as a directory that "
                          "every host has at the same path.")
   if run_dir:
-    run_config, run = checkpoint.read_run_files(path)
+    _, run = checkpoint.read_run_files(path)
     step = checkpoint.checkpoint_step(path, step)
-    model, _ = checkpoint.load_trained_model(path, step, mesh=mesh, base_model=base_model)
+    model, _ = checkpoint.load_trained_model(
+        path, step, mesh=mesh, base_model=base_model,
+        dtype=None if dtype == models.AUTO_DTYPE else dtype)
     base_model = base_model or run["base_model"]
     return model, models.load_tokenizer(base_model), {
         "model": path, "kind": "run", "base_model": base_model, "step": step,
-        "trained": run["trainable"], "dtype": run_config.model.dtype}
+        "trained": run["trainable"], "dtype": np.dtype(model.dtype).name}
   for value, name in ((step, "step"), (base_model, "base_model")):
     if value is not None:
       raise ValueError(f"{name}={value} applies to a jaxlayer run directory, but {path} is not "
@@ -609,7 +616,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = "float32", step: int | N
     raise FileNotFoundError(f"{err} (A jaxlayer run directory works too: pass the run_dir of "
                             "`jaxlayer train`.)") from None
   return model, models.load_tokenizer(path), {"model": path, "kind": "huggingface",
-                                              "dtype": dtype}
+                                              "dtype": np.dtype(model.dtype).name}
 
 
 def default_out_dir(model_path: str | os.PathLike, step: int | None = None) -> Path:
@@ -636,7 +643,9 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   if (out / EVAL_FILE).exists() and not overwrite:
     raise FileExistsError(f"{out / EVAL_FILE} exists: pass --overwrite to replace it, or choose "
                           "another --out.")
-  model, tokenizer, info = load_model(model_path, dtype=config.model.dtype, step=step,
+  # A run loads in its own model.dtype; a Hugging Face checkpoint in the config's.
+  dtype = models.AUTO_DTYPE if is_run_dir(model_path) else config.model.dtype
+  model, tokenizer, info = load_model(model_path, dtype=dtype, step=step,
                                       mesh=train.config_mesh(config.mesh), base_model=base_model)
   check_eval_fits(config, tokenizer, model.config)  # every task first
   results = [evaluate_from_config(config, model, tokenizer, task_name=name) for name in names]

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,6 +313,45 @@ def test_generate_completes_with_a_run_directorys_trained_leaves(tiny_qwen2_dir,
   with pytest.raises(SystemExit, match=r"jaxlayer generate: Run .* has no checkpoint for step 5; "
                      r"available: \[3\]"):
     cli.main(argv + ["--step", "5", "--prompt", prompts[0]])
+
+
+def test_models_load_in_their_own_dtype_unless_one_is_given(tiny_qwen2_dir, config_file, tmp_path,
+                                                           monkeypatch, capsys):
+  """A bfloat16 export loads in bfloat16, as transformers 5 loads it (dtype="auto"), and a run
+  in its model.dtype; `jaxlayer generate --dtype` and eval's model.dtype choose another."""
+  shutil.copytree(tiny_qwen2_dir, tmp_path / "bf16")
+  hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir)
+  hf.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+  assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "bf16").dtype == (
+      torch.bfloat16)
+  run_dir = tmp_path / "run"
+  _make_run_dir(run_dir, tiny_qwen2_dir, step=1)  # a float32 run
+  for path, dtype, expected in [(tmp_path / "bf16", "auto", "bfloat16"),
+                                (tmp_path / "bf16", "float32", "float32"),
+                                (run_dir, "auto", "float32"), (run_dir, "bfloat16", "bfloat16")]:
+    model, _, info = evaluation.load_model(path, dtype=dtype)
+    assert np.dtype(model.dtype).name == info["dtype"] == expected, (path, dtype)
+
+  loaded, from_pretrained = [], models.from_pretrained
+
+  def recording(*args, **kwargs):
+    model, model_config = from_pretrained(*args, **kwargs)
+    loaded.append(np.dtype(model.dtype).name)
+    return model, model_config
+
+  monkeypatch.setattr(models, "from_pretrained", recording)
+  generate = ["generate", "--model", str(tmp_path / "bf16"), "--prompt", "12", "--max-new-tokens",
+              "2"]
+  cli.main(generate)
+  cli.main(generate + ["--dtype", "float32"])
+  assert loaded == ["bfloat16", "float32"]
+  evaluate = ["eval", "--config", str(config_file), "--model", str(tmp_path / "bf16"),
+              "--config.eval.num_samples=0", "--config.eval.num_problems=1", "--overwrite",
+              "--out", str(tmp_path / "eval")]
+  for model_dtype, expected in [("float32", "float32"), ("auto", "bfloat16")]:
+    cli.main(evaluate + [f"--config.model.dtype={model_dtype}"])
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["dtype"] == expected
+  capsys.readouterr()
 
 
 def test_sweep_eval_fn_scores_the_base_checkpoint_in_test_split_order(tiny_qwen2_dir, config_file,

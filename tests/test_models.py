@@ -179,7 +179,8 @@ def test_export_of_a_transformers_4_config_names_only_the_written_dtype(tmp_path
   source = json.loads((tmp_path / "source" / "config.json").read_text())
   source["torch_dtype"] = source.pop("dtype")
   (tmp_path / "source" / "config.json").write_text(json.dumps(source))
-  models.save_pretrained(models.from_pretrained(tmp_path / "source")[0], tmp_path / "export")
+  models.save_pretrained(models.from_pretrained(tmp_path / "source", dtype="float32")[0],
+                         tmp_path / "export")
   written = json.loads((tmp_path / "export" / "config.json").read_text())
   transformers.AutoConfig.from_pretrained(tmp_path / "export").save_pretrained(tmp_path / "hf")
   by_transformers = json.loads((tmp_path / "hf" / "config.json").read_text())
@@ -685,6 +686,31 @@ def test_config_with_fewer_layers_than_weights(tiny_qwen2_dir, tmp_path):
   wrong = _edit_config(tiny_qwen2_dir, tmp_path / "fewer", num_hidden_layers=1)
   with pytest.raises(ValueError, match="do not belong together"):
     models.from_pretrained(wrong)
+
+
+@pytest.mark.parametrize("stored, key, expected", [
+    (torch.bfloat16, "dtype", "bfloat16"),  # transformers 5's config.json
+    (torch.bfloat16, "torch_dtype", "bfloat16"),  # transformers 4's (DeepSeek-R1-Distill's)
+    (torch.float16, "dtype", "float32"),  # jaxlayer computes in float32, which holds it exactly
+    (torch.float32, "dtype", "float32"),
+])
+def test_a_checkpoint_loads_in_its_own_dtype_unless_one_is_given(tmp_path, stored, key,
+                                                                  expected):
+  hf_model = hf_fixtures.random_hf_model(hf_fixtures.tiny_config("qwen3"))
+  hf_model.to(stored).save_pretrained(tmp_path)
+  config = json.loads((tmp_path / "config.json").read_text())
+  config[key] = config.pop("dtype")
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  # transformers 5 loads a checkpoint in its own dtype by default (dtype="auto").
+  if stored != torch.float16:
+    assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path).dtype == stored
+  model, _ = models.from_pretrained(tmp_path)
+  loaded = models.named_params(model)
+  assert {np.dtype(value.dtype).name for value in loaded.values()} == {expected}
+  reference = hf_model.to(stored).float().state_dict()["model.norm.weight"].numpy()
+  np.testing.assert_array_equal(np.asarray(loaded["final_norm.scale"], np.float32), reference)
+  chosen, _ = models.from_pretrained(tmp_path, dtype="float32")
+  assert chosen.dtype == jnp.float32
 
 
 def test_unknown_dtype_lists_the_choices(tiny_qwen2_dir):

@@ -13,6 +13,8 @@ import numpy as np
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3")
 SUPPORTED_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Loading in "auto" takes the checkpoint's dtype (checkpoint_dtype), as transformers 5 does.
+AUTO_DTYPE = "auto"
 SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn")
 SUPPORTED_ACTIVATIONS = ("silu",)
 # transformers' default head_dim when config.json has none (Qwen3Config's is 128).
@@ -243,6 +245,14 @@ def _check_supported(hf: dict[str, Any]) -> None:
     raise ValueError(f"Unsupported architectures {architectures} in config.json: jaxlayer loads "
                      "causal language models (Qwen2ForCausalLM, Qwen3ForCausalLM), whose "
                      "checkpoints hold lm_head.weight or tie it to the embeddings.")
+
+
+def checkpoint_dtype(hf: dict[str, Any]) -> str:
+  """The dtype a checkpoint loads in with AUTO_DTYPE: config.json's `dtype` (transformers 4:
+  `torch_dtype`) where jaxlayer computes in it, else float32 (a float16 checkpoint, whose values
+  float32 holds exactly, or one that names no dtype)."""
+  stored = hf.get("dtype") or hf.get("torch_dtype")
+  return stored if stored in SUPPORTED_DTYPES else "float32"
 
 
 def resolve_dtype(dtype: str | Any) -> Any:

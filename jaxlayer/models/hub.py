@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from jaxlayer import distributed, paths
 from jaxlayer.models import hf_mapping, sharding
-from jaxlayer.models.config import ModelConfig, resolve_dtype
+from jaxlayer.models.config import AUTO_DTYPE, ModelConfig, checkpoint_dtype, resolve_dtype
 from jaxlayer.models.qwen import Qwen, require_model
 
 SINGLE_FILE = "model.safetensors"
@@ -198,10 +198,15 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> str:
   return digest.hexdigest()[:16]
 
 
-def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",
+def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = AUTO_DTYPE,
                     mesh: jax.sharding.Mesh | None = None) -> tuple[Qwen, ModelConfig]:
-  """Loads a Qwen2 / Qwen2.5 / Qwen3 checkpoint; places parameters on `mesh` when given."""
-  jnp_dtype = resolve_dtype(dtype)
+  """Loads a Qwen2 / Qwen2.5 / Qwen3 checkpoint; places parameters on `mesh` when given.
+
+  dtype: "float32" or "bfloat16", or "auto": the checkpoint's (config.json's dtype; float32 for
+  a float16 checkpoint or one that names none), as transformers' from_pretrained loads it.
+  """
+  if dtype != AUTO_DTYPE:
+    resolve_dtype(dtype)  # an unknown dtype fails before anything is read
   with distributed.failing_together("Finding the model"):  # every host must have it
     model_dir = resolve_model_dir(path_or_hub_id)
     if not (model_dir / "config.json").is_file():
@@ -211,6 +216,7 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = "float32",
                               source_dir=str(model_dir))
     files = _weight_files(model_dir)
     _check_tied_copy(files, cfg)
+  jnp_dtype = resolve_dtype(checkpoint_dtype(cfg.hf_config) if dtype == AUTO_DTYPE else dtype)
 
   abstract = nnx.eval_shape(lambda: Qwen(cfg, dtype=jnp_dtype, rngs=nnx.Rngs(0)))
   graphdef, abstract_state = nnx.split(abstract)

@@ -51,7 +51,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.path = config_dict.placeholder(str)  # required: HF directory or hub id
   # "float32" or "bfloat16": the frozen weights and the computation (the trained leaves and
-  # their optimizer state are float32 either way: rl.step.MASTER_DTYPE)
+  # their optimizer state are float32 either way: rl.step.MASTER_DTYPE). `jaxlayer eval` of a
+  # Hugging Face directory also takes "auto": the checkpoint's own dtype.
   config.model.dtype = "float32"
 
   config.task = ml_collections.ConfigDict()
