@@ -557,7 +557,8 @@ def _export(argv: list[str]) -> None:
   parser.add_argument("--run", required=True, help="run directory of `jaxlayer train`")
   parser.add_argument("--out", required=True, help="output directory for the HF checkpoint")
   parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-  parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: the run's dtype")
+  parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=(
+      "default: the run's model.dtype; float16 refuses weights beyond its largest value, 65504"))
   parser.add_argument("--overwrite", action="store_true", help=(
       "replace the checkpoint in --out (a directory holding anything else is refused)"))
   _add_base_model_flag(parser)

@@ -253,8 +253,8 @@ def test_export_into_the_base_model_is_refused_before_loading(tmp_path, tiny_qwe
   assert {path.name: path.read_bytes() for path in base.iterdir()} == before
 
 
-def test_export_in_bfloat16_says_how_many_trained_weights_rounding_undid(tmp_path,
-                                                                         tiny_qwen2_dir, capsys):
+def test_export_in_bfloat16_or_float16_says_how_many_trained_weights_rounding_undid(
+    tmp_path, tiny_qwen2_dir, capsys):
   """`--dtype bfloat16` rounds the float32 trained leaves: updates below bfloat16's spacing
   vanish, and the export said nothing (a few RL steps at lr 1e-5 left 79% of a block as in the
   base)."""
@@ -278,6 +278,14 @@ def test_export_in_bfloat16_says_how_many_trained_weights_rounding_undid(tmp_pat
       "--dtype float32 writes them as trained\n")
   cli.main([*export, str(tmp_path / "f32")])
   assert capsys.readouterr().out == f"wrote {tmp_path / 'f32'}: step 3 of {run}\n"
+  # float16's spacing near 1 is 2^-10: the same half of the updates vanish.
+  cli.main([*export, str(tmp_path / "f16"), "--dtype", "float16"])
+  assert capsys.readouterr().out == (
+      f"wrote {tmp_path / 'f16'}: step 3 of {run}\n"
+      "in float16, 50.0% of the 32 trained weights are their base model's values again; "
+      "--dtype float32 writes them as trained\n")
+  f16 = dict(models.stored_tensors(tmp_path / "f16", ["model.norm.weight"]))
+  np.testing.assert_array_equal(f16["model.norm.weight"], np.asarray(trained).astype(np.float16))
 
 
 def _run_training_the_final_norm(run: Path) -> tuple[Path, int]:

@@ -189,6 +189,40 @@ def test_export_of_a_transformers_4_config_names_only_the_written_dtype(tmp_path
   assert written["dtype"] == "float32"
 
 
+def test_save_pretrained_writes_float16_for_transformers_and_refuses_what_overflows(tmp_path):
+  config = hf_fixtures.tiny_config("qwen3", tie_word_embeddings=True)
+  hf_model = hf_fixtures.random_hf_model(config)
+  with torch.no_grad():
+    hf_model.model.norm.weight[:2] = torch.tensor([65519.0, 2e-8])  # rounds to 65504, and to 0
+  hf_model.save_pretrained(tmp_path / "source")
+  model, _ = models.from_pretrained(tmp_path / "source")
+  models.save_pretrained(model, tmp_path / "f16", dtype="float16")
+  assert json.loads((tmp_path / "f16" / "config.json").read_text())["dtype"] == "float16"
+  source = dict(models.stored_tensors(tmp_path / "source", ["model.norm.weight"]))
+  written = dict(models.stored_tensors(tmp_path / "f16", ["model.norm.weight"]))
+  np.testing.assert_array_equal(written["model.norm.weight"],
+                                source["model.norm.weight"].astype(np.float16))
+  assert written["model.norm.weight"][:2].tolist() == [65504.0, 0.0]
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "f16")
+  assert reloaded.dtype == torch.float16
+  jax_model, _ = models.from_pretrained(tmp_path / "f16")  # float32 holds float16 exactly
+  seq = np.arange(7)
+  np.testing.assert_allclose(np.asarray(jax_model(jnp.asarray(seq)[None]))[0],
+                             _torch_logits(reloaded.float(), seq), rtol=1e-5, atol=1e-5)
+
+  with torch.no_grad():
+    hf_model.model.norm.weight[0] = 70000.0  # beyond float16's range: inf
+  hf_model.save_pretrained(tmp_path / "large")
+  model, _ = models.from_pretrained(tmp_path / "large")
+  with pytest.raises(ValueError, match=re.escape(
+      "Saving in float16 would turn weights of 1 tensor into inf (float16's largest value is "
+      "65504; model.norm.weight holds 70000): write float32 or bfloat16 instead.")):
+    models.save_pretrained(model, tmp_path / "refused", dtype="float16")
+  assert not (tmp_path / "refused").exists()
+  with pytest.raises(ValueError, match=r"'float64'.*float32.*bfloat16.*float16"):
+    models.save_pretrained(model, tmp_path / "refused", dtype="float64")
+
+
 def test_save_pretrained_protects_existing_checkpoints(tiny_qwen2_dir, tmp_path):
   model, _ = models.from_pretrained(tiny_qwen2_dir)
   with pytest.raises(ValueError, match="loaded from"):

@@ -23,6 +23,7 @@ from jaxlayer import distributed, paths
 from jaxlayer.models import hf_mapping, sharding
 from jaxlayer.models.config import AUTO_DTYPE, ModelConfig, checkpoint_dtype, resolve_dtype
 from jaxlayer.models.qwen import Qwen, require_model
+from jaxlayer.text import counted
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -30,6 +31,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
                    "generation_config.json")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
+# save_pretrained also writes float16, in which jaxlayer does not compute.
+SAVE_DTYPES = ("float32", "bfloat16", "float16")
 # Max tensor size per safetensors shard when saving (bytes).
 SHARD_BYTES = 2 * 1024**3
 PROGRESS_DELAY_S = 1.0  # load and save show a progress bar once they have taken this long
@@ -245,6 +248,10 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
                     overwrite: bool = False) -> Path:
   """Writes config.json, safetensors and (when the source had them) the tokenizer files.
 
+  dtype: one of SAVE_DTYPES (default: the model's). float16 keeps a bfloat16 weight exactly
+  within its normal range (6.1e-5 to 65504 in magnitude; smaller ones lose bits or become 0); a
+  weight beyond 65504, which would become inf, is refused before anything is written.
+
   Files are written to a temporary sibling directory and moved into place at the end, config.json
   last (a previous one is removed first), so an interrupted save never leaves a half-written file
   nor a directory that looks like a whole checkpoint; an existing checkpoint in `out_dir`
@@ -262,18 +269,36 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
                            for n in ("config.json", SINGLE_FILE, INDEX_FILE)):
     raise FileExistsError(f"{out_dir} already holds a checkpoint; pass overwrite=True "
                           "(CLI: --overwrite) or choose another directory.")
-  target_dtype = resolve_dtype(dtype) if dtype is not None else model.dtype
-  tensors = {}
+  target_dtype = model.dtype if dtype is None else _save_dtype(dtype)
+  tensors, overflowing = {}, {}  # overflowing: HF name -> largest magnitude, beyond float16's
   params = named_params(model)
   for path, value in _progress(params.items(), len(params), f"save {out_dir.name}"):
     name, transform = hf_mapping.jax_to_hf_name(path)
-    array = distributed.to_host(value).astype(target_dtype)
+    source = distributed.to_host(value)
+    with np.errstate(over="ignore"):  # (an overflow is refused below)
+      array = source.astype(target_dtype)
+    if np.any(np.isinf(array) & np.isfinite(source)):
+      overflowing[name] = float(np.max(np.abs(source.astype(np.float32))))
     tensors[name] = np.ascontiguousarray(hf_mapping.apply_transform(array, transform))
+  if overflowing:
+    name, largest = max(overflowing.items(), key=lambda item: item[1])
+    finfo = jax.numpy.finfo(target_dtype)
+    raise ValueError(
+        f"Saving in {finfo.dtype.name} would turn weights of "
+        f"{counted(len(overflowing), 'tensor')} into inf ({finfo.dtype.name}'s largest value is "
+        f"{float(finfo.max):g}; {name} holds {largest:g}): write float32 or bfloat16 instead.")
 
   if distributed.is_primary():
     _write_checkpoint(tensors, cfg, target_dtype, out_dir)
   distributed.sync("jaxlayer: save_pretrained")
   return out_dir
+
+
+def _save_dtype(dtype: str):
+  """A name of SAVE_DTYPES -> its numpy dtype."""
+  if dtype not in SAVE_DTYPES:
+    raise ValueError(f"Unknown dtype {dtype!r} to save in: choose one of {list(SAVE_DTYPES)}.")
+  return np.float16 if dtype == "float16" else resolve_dtype(dtype)
 
 
 def _progress(items, total: int, description: str):

@@ -285,18 +285,20 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | N
   """Writes a Hugging Face checkpoint: the base model with the run's trained leaves merged in,
   in `dtype` (default: the run's). The model is loaded over all devices (every host's, on
   several hosts). out_dir must be new, empty, or (with overwrite) a previous export, which
-  the new one replaces whole; that is checked before the model loads."""
+  the new one replaces whole; that is checked before the model loads. dtype float16
+  (models.save_pretrained) is written from the model in float32."""
   with distributed.failing_together("Checking the output directory"):
     _check_export_dir(out_dir, overwrite, base_model or read_run_files(run_dir)[1]["base_model"])
   model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model,
-                                dtype=dtype)
+                                dtype="float32" if dtype == "float16" else dtype)
   return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)
 
 
 def trained_weights_at_base(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
                             base_model: str | None = None) -> tuple[int, int]:
   """(how many, of how many) of the run's trained weights in its export in out_dir hold their
-  base model's values (in the export's dtype): the updates that rounding to bfloat16 undid."""
+  base model's values (in the export's dtype): the updates that rounding to bfloat16 or float16
+  undid."""
   _, run = read_run_files(run_dir)
   base_dir = resolve_model_dir(base_model or run["base_model"])
   names = [jax_to_hf_name(path)[0] for path in run["trainable"]]
