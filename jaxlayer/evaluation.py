@@ -42,7 +42,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxlayer import distributed, models, paths, sampling, tasks
+from jaxlayer import distributed, locks, models, paths, sampling, tasks
 from jaxlayer.envs import summarize
 from jaxlayer.rl import checkpoint, multiturn, train
 
@@ -634,39 +634,40 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
                       base_model: str | None = None) -> tuple[Path, dict]:
   """Evaluates the model or run at model_path on every task of the config (`task_names`) and
   writes OUT/eval.json (and, with save_generations, OUT/generations.jsonl); returns (OUT, the
-  eval.json dictionary). An existing eval.json is replaced only with overwrite=True.
+  eval.json dictionary). An existing eval.json is replaced only with overwrite=True; a second
+  evaluation into OUT while this one runs is refused (jaxlayer.locks: OUT/.jaxlayer.lock).
   base_model: a run's base model, where it moved (load_model)."""
   out = paths.local_path(default_out_dir(model_path, step) if out_dir is None else out_dir,
                          "--out")
   names = task_names(config)
   settings = eval_settings(config)  # bad settings fail here, before any model is loaded
-  if (out / EVAL_FILE).exists() and not overwrite:
-    raise FileExistsError(f"{out / EVAL_FILE} exists: pass --overwrite to replace it, or choose "
-                          "another --out.")
-  # A run loads in its own model.dtype; a Hugging Face checkpoint in the config's.
-  dtype = models.AUTO_DTYPE if is_run_dir(model_path) else config.model.dtype
-  model, tokenizer, info = load_model(model_path, dtype=dtype, step=step,
-                                      mesh=train.config_mesh(config.mesh), base_model=base_model)
-  check_eval_fits(config, tokenizer, model.config)  # every task first
-  results = [evaluate_from_config(config, model, tokenizer, task_name=name) for name in names]
-  score = overall_score(config, results)
-  report = {
-      **info,
-      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": command,
-      "eval_settings": settings,
-      "score": score,
-      "tasks": {r.task: {**r.summary(), "metric": score["metrics"][r.task]} for r in results},
-  }
-  if distributed.is_primary():  # on several hosts, process 0 writes
-    out.mkdir(parents=True, exist_ok=True)
-    generations_path, report_text = out / GENERATIONS_FILE, json.dumps(report, indent=2) + "\n"
-    if save_generations:  # an earlier eval.json never stands beside these generations
-      lines = [json.dumps({"task": r.task, **g}) for r in results for g in r.generations]
-      paths.write_together({generations_path: "".join(line + "\n" for line in lines),
-                            out / EVAL_FILE: report_text})
-    else:
-      generations_path.unlink(missing_ok=True)  # it belonged to the eval.json being replaced
-      paths.write_text_atomic(out / EVAL_FILE, report_text)
+  with locks.exclusive(out, "--out", enabled=distributed.is_primary(), tidy=True):
+    if (out / EVAL_FILE).exists() and not overwrite:
+      raise FileExistsError(f"{out / EVAL_FILE} exists: pass --overwrite to replace it, or choose "
+                            "another --out.")
+    # A run loads in its own model.dtype; a Hugging Face checkpoint in the config's.
+    dtype = models.AUTO_DTYPE if is_run_dir(model_path) else config.model.dtype
+    model, tokenizer, info = load_model(model_path, dtype=dtype, step=step,
+                                        mesh=train.config_mesh(config.mesh), base_model=base_model)
+    check_eval_fits(config, tokenizer, model.config)  # every task first
+    results = [evaluate_from_config(config, model, tokenizer, task_name=name) for name in names]
+    score = overall_score(config, results)
+    report = {
+        **info,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "eval_settings": settings,
+        "score": score,
+        "tasks": {r.task: {**r.summary(), "metric": score["metrics"][r.task]} for r in results},
+    }
+    if distributed.is_primary():  # on several hosts, process 0 writes (into the locked `out`)
+      generations_path, report_text = out / GENERATIONS_FILE, json.dumps(report, indent=2) + "\n"
+      if save_generations:  # an earlier eval.json never stands beside these generations
+        lines = [json.dumps({"task": r.task, **g}) for r in results for g in r.generations]
+        paths.write_together({generations_path: "".join(line + "\n" for line in lines),
+                              out / EVAL_FILE: report_text})
+      else:
+        generations_path.unlink(missing_ok=True)  # it belonged to the eval.json being replaced
+        paths.write_text_atomic(out / EVAL_FILE, report_text)
   distributed.sync("jaxlayer: eval.json written")
   return out, report

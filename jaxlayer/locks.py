@@ -1,10 +1,10 @@
-"""One writer per run or sweep directory.
+"""One writer per run, sweep, export or evaluation directory.
 
 `exclusive(directory, key)` holds an advisory lock file in the directory (filelock: flock on
-Unix) while a run or a sweep writes there. A second `jaxlayer train` or `jaxlayer sweep` started
-on the same directory is refused before it writes anything, instead of interleaving its
-checkpoints and results with the first one's. The operating system releases the lock when its
-process ends, so a crashed or killed run leaves nothing stale behind.
+Unix) while a run, a sweep, an export or an evaluation writes there. A second `jaxlayer train`,
+`sweep`, `export` or `eval` started on the same directory is refused before it writes anything,
+instead of interleaving its checkpoints and results with the first one's. The operating system
+releases the lock when its process ends, so a crashed or killed run leaves nothing stale behind.
 """
 
 from __future__ import annotations
@@ -27,17 +27,22 @@ class DirectoryInUseError(ValueError):
 
 
 @contextlib.contextmanager
-def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True) -> Iterator[None]:
+def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
+              tidy: bool = False) -> Iterator[None]:
   """Holds DIRECTORY/.jaxlayer.lock (creating the directory) while the block runs.
 
   key: the setting that chose the directory (e.g. "run_dir"), named in the error. enabled:
   False takes no lock (the processes of a multi-host run other than the one that writes).
+  tidy: removes the lock file when the block ends, and the directory if the lock made it and
+  it holds nothing else (an export or evaluation that failed before writing); a killed process
+  leaves the file, which the next one takes.
   Raises DirectoryInUseError when another process holds the lock; on several hosts every
   process calls it, and all of them stop when the writing one finds the directory in use.
   """
-  directory, lock = Path(directory), None
+  directory, lock, made = Path(directory), None, False
   with distributed.failing_together(f"Taking {key}={os.fspath(directory)!r}"):
     if enabled:
+      made = not directory.exists()
       directory.mkdir(parents=True, exist_ok=True)
       lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)
       try:
@@ -55,4 +60,11 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True) -> I
     yield
   finally:
     if lock is not None:
+      if tidy:
+        # Unlinked while held: a process that opened the file meanwhile finds it unlinked when
+        # it gets the lock, and starts over on a new file (filelock).
+        (directory / LOCK_FILE).unlink(missing_ok=True)
+        if made:
+          with contextlib.suppress(OSError):  # (not empty: what the block wrote)
+            directory.rmdir()
       lock.release()

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import transformers
 
 from jaxlayer import assets, models
 from jaxlayer.rl import checkpoint
@@ -338,6 +339,34 @@ def test_export_replaces_only_a_previous_export_and_names_the_step(tmp_path, cap
   assert "generation_config.json" not in fresh
   exported = models.named_params(models.from_pretrained(out)[0])
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
+
+
+def test_an_export_into_a_directory_another_process_writes_is_refused(tmp_path, capsys,
+                                                                       held_by_another_process):
+  """Two exports into one --out interleaved their files: the second, with --overwrite, removed
+  the first one's config.json and shards as it wrote its own."""
+  from jaxlayer import cli
+
+  run, hidden = _run_training_the_final_norm(tmp_path / "run")
+  out = tmp_path / "hf"
+  export = ["export", "--run", str(run), "--out", str(out)]
+  cli.main(export + ["--step", "3"])
+  assert not (out / ".jaxlayer.lock").exists()  # an export hands over no lock file
+  holder = held_by_another_process(out)  # as an export writing there holds it
+  before = {path.name: path.read_bytes() for path in out.iterdir()}
+  for overwrite in ([], ["--overwrite"]):
+    with pytest.raises(SystemExit, match=re.escape(
+        f"jaxlayer export: {out} is in use: another jaxlayer process is writing there (it holds "
+        f"{out / '.jaxlayer.lock'}). Wait for it to finish or stop it, or choose another --out.")):
+      cli.main(export + overwrite)
+  assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+  holder.kill()
+  holder.wait()
+  cli.main(export + ["--overwrite"])  # takes the lock file the killed holder left
+  assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out}: step 5 of {run}"
+  assert not (out / ".jaxlayer.lock").exists()
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+  np.testing.assert_array_equal(reloaded.model.norm.weight.detach().numpy(), np.full(hidden, 5.0))
 
 
 class _Killed(BaseException):

@@ -449,6 +449,25 @@ def test_bad_input_is_a_clear_error(flags, message, tiny_qwen2_dir, config_file,
   assert not (tmp_path / "out" / "eval.json").exists()
 
 
+def test_an_evaluation_into_a_directory_another_process_writes_is_refused(
+    tiny_qwen2_dir, config_file, tmp_path, held_by_another_process):
+  out = tmp_path / "eval"
+  argv = ["eval", "--config", str(config_file), "--model", str(tiny_qwen2_dir), "--out", str(out),
+          "--config.eval.num_samples=0", "--config.eval.num_problems=1", "--save-generations"]
+  cli.main(argv)
+  holder = held_by_another_process(out)  # as an evaluation writing there holds it
+  before = {path.name: path.read_bytes() for path in out.iterdir()}
+  with pytest.raises(SystemExit, match=re.escape(
+      f"jaxlayer eval: {out} is in use: another jaxlayer process is writing there (it holds "
+      f"{out / '.jaxlayer.lock'}). Wait for it to finish or stop it, or choose another --out.")):
+    cli.main(argv + ["--overwrite"])
+  assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+  holder.kill()
+  holder.wait()
+  cli.main(argv + ["--overwrite"])
+  assert sorted(path.name for path in out.iterdir()) == ["eval.json", "generations.jsonl"]
+
+
 def test_unknown_eval_key_is_a_clear_error():
   config = default_config()
   config.eval = ml_collections.ConfigDict({"num_sample": 4})

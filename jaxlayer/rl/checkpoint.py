@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxlayer import distributed, models, paths
+from jaxlayer import distributed, locks, models, paths
 from jaxlayer.models.hf_mapping import jax_to_hf_name
 from jaxlayer.models.hub import is_checkpoint_file, resolve_model_dir
 from jaxlayer.text import counted
@@ -257,21 +257,28 @@ def _check_fits(base: dict, run: dict, base_model: str, run_dir) -> None:
                      "give the model the run was trained on (--base-model).")
 
 
-def _check_export_dir(out_dir: str | os.PathLike, overwrite: bool, base_model: str) -> None:
-  """Raises unless export may write into out_dir: a new or empty directory, or, with overwrite,
-  one holding only files an export writes, other than the run's base model. Anything else is the
-  user's, never mixed in with an export or removed."""
-  out_dir = paths.local_path(out_dir, "--out")
+def _export_dir_files(out_dir: Path, base_model: str) -> list[str]:
+  """The names in out_dir (its lock aside); raises unless all of them are files an export
+  writes, and out_dir is not the run's base model. Anything else is the user's, never mixed in
+  with an export or removed."""
   base_dir = Path(base_model).expanduser()
   if base_dir.is_dir() and base_dir.resolve() == out_dir.resolve():
     raise FileExistsError(f"{out_dir} is the run's base model, which the export is made from: "
                           "choose another directory.")
-  names = sorted(path.name for path in out_dir.iterdir()) if out_dir.is_dir() else []
+  names = sorted(path.name for path in out_dir.iterdir()
+                 if path.name != locks.LOCK_FILE) if out_dir.is_dir() else []
   others = [name for name in names if not is_checkpoint_file(name)]
   if others:
     raise FileExistsError(
         f"{out_dir} holds files other than a Hugging Face checkpoint's ({', '.join(others[:3])}"
         f"{', ...' if len(others) > 3 else ''}): give a new or empty directory.")
+  return names
+
+
+def _check_export_dir(out_dir: Path, overwrite: bool, base_model: str) -> None:
+  """Raises unless export may write into out_dir: a new or empty directory, or, with overwrite,
+  a previous export (_export_dir_files)."""
+  names = _export_dir_files(out_dir, base_model)
   if names and not overwrite:
     held = ("a checkpoint" if "config.json" in names else
             "an export that did not finish (it has no config.json, which is written last)")
@@ -286,12 +293,19 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | N
   in `dtype` (default: the run's). The model is loaded over all devices (every host's, on
   several hosts). out_dir must be new, empty, or (with overwrite) a previous export, which
   the new one replaces whole; that is checked before the model loads. dtype float16
-  (models.save_pretrained) is written from the model in float32."""
+  (models.save_pretrained) is written from the model in float32. A second export into out_dir
+  while this one runs is refused (jaxlayer.locks: out_dir/.jaxlayer.lock, which stays there).
+  """
+  out_dir = paths.local_path(out_dir, "--out")
+  base = base_model or read_run_files(run_dir)[1]["base_model"]
   with distributed.failing_together("Checking the output directory"):
-    _check_export_dir(out_dir, overwrite, base_model or read_run_files(run_dir)[1]["base_model"])
-  model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model,
-                                dtype="float32" if dtype == "float16" else dtype)
-  return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)
+    _export_dir_files(out_dir, base)  # (before a lock file goes into a directory not ours)
+  with locks.exclusive(out_dir, "--out", enabled=distributed.is_primary(), tidy=True):
+    with distributed.failing_together("Checking the output directory"):
+      _check_export_dir(out_dir, overwrite, base)
+    model, _ = load_trained_model(run_dir, step, mesh=models.make_mesh(), base_model=base_model,
+                                  dtype="float32" if dtype == "float16" else dtype)
+    return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)
 
 
 def trained_weights_at_base(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
