@@ -1,8 +1,10 @@
 """jaxlayer's Qwen decoder against transformers' PyTorch models (the reference)."""
 
 import json
+import os
 import re
 import shutil
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ import pytest
 import torch
 import transformers
 from flax import nnx
+from safetensors import safe_open
 
 from jaxlayer import models
 from jaxlayer.models import hub, qwen, sharding
@@ -221,6 +224,67 @@ def test_save_pretrained_writes_float16_for_transformers_and_refuses_what_overfl
   assert not (tmp_path / "refused").exists()
   with pytest.raises(ValueError, match=r"'float64'.*float32.*bfloat16.*float16"):
     models.save_pretrained(model, tmp_path / "refused", dtype="float64")
+
+
+@pytest.mark.parametrize("model_type, tied", [("qwen2", False), ("qwen3", True)])
+def test_a_sharded_bfloat16_export_is_whole_for_transformers_and_vllm(tmp_path, model_type, tied,
+                                                                      monkeypatch):
+  """What a transformers or vLLM user gets: every tensor, bit for bit, in shards that the index
+  names in full; the source's config.json (the dtype written), generation config, tokenizer and
+  chat template; files readable as the umask allows, as transformers writes them."""
+  config = hf_fixtures.tiny_config(model_type, tie_word_embeddings=tied, bos_token_id=1,
+                                   eos_token_id=2)
+  hf_model = hf_fixtures.random_hf_model(config).to(torch.bfloat16)
+  source, export = tmp_path / "source", tmp_path / "export"
+  hf_model.save_pretrained(source)
+  hf_fixtures.save_byte_level_tokenizer(source, vocab_size=config.vocab_size)
+  (source / "chat_template.jinja").write_text(
+      "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}")
+  transformers.GenerationConfig(eos_token_id=[2, 5], do_sample=True,
+                                temperature=0.7).save_pretrained(source)
+  model, _ = models.from_pretrained(source)  # in bfloat16, the checkpoint's dtype
+  monkeypatch.setattr(hub, "SHARD_BYTES", 20_000)  # ~74 KB of weights: several shards
+  previous_umask = os.umask(0o022)
+  try:
+    models.save_pretrained(model, export)
+  finally:
+    os.umask(previous_umask)
+
+  index = json.loads((export / "model.safetensors.index.json").read_text())
+  shards = sorted(set(index["weight_map"].values()))
+  assert len(shards) > 2 and not (export / "model.safetensors").exists()
+  stored = {}
+  for shard in shards:
+    with safe_open(export / shard, framework="pt") as f:
+      stored.update({name: f.get_tensor(name) for name in f.keys()})
+  reference = hf_model.state_dict()
+  if tied:  # transformers stores no copy of the tied output projection
+    reference.pop("lm_head.weight")
+  assert set(index["weight_map"]) == set(stored) == set(reference)
+  assert all(torch.equal(stored[name], reference[name]) for name in reference)
+  assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size()
+                                                for t in reference.values())
+  written = json.loads((export / "config.json").read_text())
+  assert written == json.loads((source / "config.json").read_text())
+  assert {"architectures", "max_position_embeddings", "rope_parameters", "tie_word_embeddings",
+          "bos_token_id", "eos_token_id", "dtype"} <= set(written)
+  assert written["dtype"] == "bfloat16"
+  for name in ("generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "chat_template.jinja"):
+    assert (export / name).read_bytes() == (source / name).read_bytes(), name
+  assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in export.iterdir()} == {
+      path.name: 0o644 for path in export.iterdir()}
+
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(export)
+  assert reloaded.dtype == torch.bfloat16
+  seq = np.arange(9) % config.vocab_size
+  np.testing.assert_array_equal(
+      _torch_logits(reloaded, seq),
+      _torch_logits(transformers.AutoModelForCausalLM.from_pretrained(source), seq))
+  tokenizer = transformers.AutoTokenizer.from_pretrained(export)
+  assert tokenizer.apply_chat_template([{"role": "user", "content": "2+2="}],
+                                       tokenize=False) == "<user>2+2="
+  assert transformers.GenerationConfig.from_pretrained(export).eos_token_id == [2, 5]
 
 
 def test_save_pretrained_protects_existing_checkpoints(tiny_qwen2_dir, tmp_path):
