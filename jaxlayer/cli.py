@@ -196,7 +196,7 @@ def _generate(argv: list[str]) -> None:
   parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
   parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help=(
       "parameters' dtype; auto: a checkpoint's own (config.json's dtype), a run's model.dtype. "
-      "On a CPU bfloat16 runs no faster than float32"))
+      "On a CPU bfloat16 runs slower than float32"))
   parser.add_argument("--jsonl", action="store_true", help=(
       "print one JSON object per completion (prompt_index, sample, prompt, completion, "
       "finish_reason, num_tokens) instead of text"))
