@@ -644,6 +644,8 @@ def test_metrics_files(uninterrupted):
                  r"12 responses .* does not split over the mesh's 8 data x fsdp shards",
                  marks=pytest.mark.eight_devices),
     ({"task.name": "arithmetc"}, r"Unknown task.name 'arithmetc'"),
+    ({"model.dtype": "auto"}, r"model.dtype='auto' is for evaluating; a run names the dtype it "
+     r"trains in: 'float32' or 'bfloat16' \(the checkpoint's is 'float32'\)\."),
     ({"rollout.temperature": 0.0}, r"temperature > 0"),
     ({"train.lr_groups": "layers.0=1e-5"}, r"train.layers='layers.1' leaves frozen"),
     ({"train.learning_rate": -1e-5}, r"train.learning_rate=-1e-05: .* must be > 0"),

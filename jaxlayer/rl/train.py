@@ -169,6 +169,10 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
     raise FileNotFoundError(f"No config.json in {model_dir}: is model.path a Hugging Face model "
                             "directory?")
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
+  _require(config.model.dtype != models.AUTO_DTYPE,
+           "model.dtype='auto' is for evaluating; a run names the dtype it trains in: "
+           f"'float32' or 'bfloat16' (the checkpoint's is "
+           f"{models.checkpoint_dtype(model_config.hf_config)!r}).")
   models.resolve_dtype(config.model.dtype)
   chosen = selection.resolve(tuple(param_shapes(model_config)), model_config.num_layers,
                              train_cfg.layers, train_cfg.learning_rate,
