@@ -406,6 +406,36 @@ def test_an_export_killed_midway_never_looks_whole_and_the_same_command_replaces
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
 
 
+def test_the_staging_directory_a_killed_export_left_goes_with_the_next_export(tmp_path,
+                                                                             monkeypatch):
+  """An export killed while writing (SIGKILL: no cleanup runs) left its staging directory beside
+  --out, as large as the checkpoint, and no later export removed it."""
+  from jaxlayer import cli
+  from jaxlayer.models import hub
+
+  run, hidden = _run_training_the_final_norm(tmp_path / "run")
+  export = ["export", "--run", str(run), "--out", str(tmp_path / "hf")]
+
+  def killed_after_writing(*args, **kwargs):
+    save_file(*args, **kwargs)
+    raise _Killed
+
+  save_file = hub.save_file
+  with monkeypatch.context() as patched:
+    patched.setattr(hub, "save_file", killed_after_writing)
+    patched.setattr(hub.shutil, "rmtree", lambda *a, **k: None)  # what SIGKILL skips
+    with pytest.raises(_Killed):
+      cli.main(export)
+  left = list(tmp_path.glob(".hf.*"))
+  assert len(left) == 1 and (left[0] / "model.safetensors").is_file()
+  other = tmp_path / ".hf.v2.jaxlayer-staging-x1"  # an export into hf.v2 at work
+  other.mkdir()
+  cli.main(export)
+  assert list(tmp_path.glob(".hf.*")) == [other]
+  exported = models.named_params(models.from_pretrained(tmp_path / "hf")[0])
+  np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
+
+
 def test_a_half_deleted_checkpoint_is_named_with_the_fix_and_the_previous_one_restores(tmp_path):
   """Orbax deletes an old checkpoint (checkpoint.keep) file by file: a run killed meanwhile
   left a step directory that Orbax still lists, whose restore was a KeyError traceback."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import glob
 import hashlib
 import json
 import os
@@ -254,7 +255,8 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
 
   Files are written to a temporary sibling directory and moved into place at the end, config.json
   last (a previous one is removed first), so an interrupted save never leaves a half-written file
-  nor a directory that looks like a whole checkpoint; an existing checkpoint in `out_dir`
+  nor a directory that looks like a whole checkpoint (the staging directory a killed save left
+  goes with the next save into `out_dir`); an existing checkpoint in `out_dir`
   is replaced only with `overwrite=True`: its weights, and its tokenizer files when the model
   brings its source's (files of other names stay). On several hosts every process calls it
   (parameters spread over the hosts are gathered) and process 0 writes.
@@ -308,10 +310,18 @@ def _progress(items, total: int, description: str):
               delay=PROGRESS_DELAY_S, disable=not distributed.is_primary())
 
 
+def _staging_prefix(out_dir: Path) -> str:
+  """The name with which the staging directories of a save into out_dir start (its siblings)."""
+  return f".{out_dir.name}.jaxlayer-staging-"
+
+
 def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
                       out_dir: Path) -> None:
   out_dir.parent.mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+  # A killed save (SIGKILL, a preempted VM) left its staging directory: up to a whole checkpoint.
+  for stale in out_dir.parent.glob(f"{glob.escape(_staging_prefix(out_dir))}*"):
+    shutil.rmtree(stale, ignore_errors=True)
+  staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(out_dir), dir=out_dir.parent))
   try:
     with paths.naming_a_full_disk(out_dir):
       _write_staged(tensors, cfg, dtype, staging, out_dir)
