@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,13 +50,15 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
         lock.acquire()
       except filelock.Timeout:
         raise DirectoryInUseError(
-            f"{directory} is in use: another jaxlayer process is writing there (it holds "
+            f"{directory} is in use: {_holder(directory / LOCK_FILE)} is writing there (it holds "
             f"{directory / LOCK_FILE}). Wait for it to finish or stop it, or choose another "
             f"{key}.") from None
       except NotImplementedError:  # a file system without flock (some network mounts)
         warnings.warn(f"{directory}: this file system cannot lock files, so nothing stops a "
                       "second process from writing there at the same time.", stacklevel=3)
         lock = None
+      else:  # who holds it, for the error of a second process
+        (directory / LOCK_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
   try:
     yield
   finally:
@@ -68,3 +71,13 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
           with contextlib.suppress(OSError):  # (not empty: what the block wrote)
             directory.rmdir()
       lock.release()
+
+
+def _holder(lock_file: Path) -> str:
+  """The process holding lock_file as it wrote itself there, e.g. "jaxlayer process 4242 on
+  tpu-vm-0" (a process that has not written itself yet: "another jaxlayer process")."""
+  try:
+    pid, host = lock_file.read_text().split()
+  except (OSError, ValueError):
+    return "another jaxlayer process"
+  return f"jaxlayer process {pid} on {host}"

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import jax
@@ -356,8 +357,9 @@ def test_an_export_into_a_directory_another_process_writes_is_refused(tmp_path, 
   before = {path.name: path.read_bytes() for path in out.iterdir()}
   for overwrite in ([], ["--overwrite"]):
     with pytest.raises(SystemExit, match=re.escape(
-        f"jaxlayer export: {out} is in use: another jaxlayer process is writing there (it holds "
-        f"{out / '.jaxlayer.lock'}). Wait for it to finish or stop it, or choose another --out.")):
+        f"jaxlayer export: {out} is in use: jaxlayer process {holder.pid} on "
+        f"{socket.gethostname()} is writing there (it holds {out / '.jaxlayer.lock'}). Wait for "
+        "it to finish or stop it, or choose another --out.")):
       cli.main(export + overwrite)
   assert {path.name: path.read_bytes() for path in out.iterdir()} == before
   holder.kill()

@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -364,12 +365,13 @@ def test_a_run_dir_in_use_stops_every_host_with_the_error(tmp_path, held_by_anot
   stops with process 0's error too, instead of going on to wait for process 0 in the next
   collective (a gloo timeout on CPU, longer on a TPU)."""
   run_dir = tmp_path / "run"
-  held_by_another_process(run_dir)
+  holder = held_by_another_process(run_dir)
   outputs = _run_in_homes(_two_homes(tmp_path), [
       "train", "--config", str(ROOT / "configs" / "grpo_arithmetic.py"),
       f"--config.model.path={TINY_ARITH}", f"--config.run_dir={run_dir}",
       "--config.train.steps=1"])
-  in_use = f"{run_dir} is in use: another jaxlayer process is writing there"
+  in_use = (f"{run_dir} is in use: jaxlayer process {holder.pid} on {socket.gethostname()} is "
+            "writing there")
   assert f"jaxlayer train: {in_use}" in outputs[0], outputs[0]
   stopped = (f"jaxlayer train: Taking run_dir={str(run_dir)!r} failed on process(es) [0] of 2, "
              f"so every process stops; process 0: DirectoryInUseError: {in_use}")

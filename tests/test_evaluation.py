@@ -7,6 +7,7 @@ import os
 import random
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -458,8 +459,9 @@ def test_an_evaluation_into_a_directory_another_process_writes_is_refused(
   holder = held_by_another_process(out)  # as an evaluation writing there holds it
   before = {path.name: path.read_bytes() for path in out.iterdir()}
   with pytest.raises(SystemExit, match=re.escape(
-      f"jaxlayer eval: {out} is in use: another jaxlayer process is writing there (it holds "
-      f"{out / '.jaxlayer.lock'}). Wait for it to finish or stop it, or choose another --out.")):
+      f"jaxlayer eval: {out} is in use: jaxlayer process {holder.pid} on "
+      f"{socket.gethostname()} is writing there (it holds {out / '.jaxlayer.lock'}). Wait for "
+      "it to finish or stop it, or choose another --out.")):
     cli.main(argv + ["--overwrite"])
   assert {path.name: path.read_bytes() for path in out.iterdir()} == before
   holder.kill()

@@ -1,5 +1,8 @@
 """One writer per run or sweep directory (jaxlayer.locks), held by a real second process."""
 
+import re
+import socket
+
 import pytest
 
 from jaxlayer import locks
@@ -9,9 +12,10 @@ def test_a_directory_held_by_another_process_is_refused_until_that_process_ends(
     tmp_path, held_by_another_process):
   directory = tmp_path / "run"
   holder = held_by_another_process(directory)
-  with pytest.raises(locks.DirectoryInUseError,
-                     match=rf"{directory} is in use: another jaxlayer process .* choose another "
-                     r"sweep.dir"):
+  with pytest.raises(locks.DirectoryInUseError, match=re.escape(
+      f"{directory} is in use: jaxlayer process {holder.pid} on {socket.gethostname()} is "
+      f"writing there (it holds {directory / locks.LOCK_FILE}). Wait for it to finish or stop "
+      "it, or choose another sweep.dir.")):
     with locks.exclusive(directory, "sweep.dir"):
       pytest.fail("entered a directory another process holds")
   holder.kill()  # killed, not stopped cleanly: the operating system frees the lock

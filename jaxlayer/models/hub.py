@@ -272,7 +272,7 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
     raise FileExistsError(f"{out_dir} already holds a checkpoint; pass overwrite=True "
                           "(CLI: --overwrite) or choose another directory.")
   target_dtype = model.dtype if dtype is None else _save_dtype(dtype)
-  tensors, overflowing = {}, {}  # overflowing: HF name -> largest magnitude, beyond float16's
+  tensors, overflowing = {}, {}  # overflowing: HF name -> its largest magnitude, out of range
   params = named_params(model)
   for path, value in _progress(params.items(), len(params), f"save {out_dir.name}"):
     name, transform = hf_mapping.jax_to_hf_name(path)
