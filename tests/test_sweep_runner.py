@@ -626,8 +626,8 @@ def test_a_reward_weight_naming_no_component_fails_before_the_sweep_directory_is
 def test_a_sweep_dir_another_process_writes_is_refused_and_left_as_it_was(
     tmp_path, held_by_another_process):
   sweep_dir = _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))
+  held_by_another_process(sweep_dir)  # (which writes its process id into the lock file)
   before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
-  held_by_another_process(sweep_dir)
   fake = FakeRL(BLOCKS)
   with pytest.raises(locks.DirectoryInUseError, match=r"in use: .*choose another sweep.dir"):
     _run(make_config(tmp_path / "sweep", layers="0,1"), fake)
