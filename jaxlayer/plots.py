@@ -24,13 +24,16 @@ def save_figure(fig: Figure, path: Path) -> None:
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
-  """The mean of each value's centred window of `window` steps, NaN values left out."""
+  """The mean of each value's centred window of `window` steps (cut short at the ends), NaN
+  values left out: values [n] -> [n], also when the window is longer than the values (a run
+  that successive halving stopped early; np.convolve's "same" would return [window])."""
   if window <= 1:
     return values
   kernel = np.ones(window)
   valid = ~np.isnan(values)
-  sums = np.convolve(np.where(valid, values, 0.0), kernel, mode="same")
-  counts = np.convolve(valid.astype(float), kernel, mode="same")
+  centred = slice((window - 1) // 2, (window - 1) // 2 + values.size)  # of the full convolution
+  sums = np.convolve(np.where(valid, values, 0.0), kernel)[centred]  # [n]
+  counts = np.convolve(valid.astype(float), kernel)[centred]  # [n]
   with np.errstate(invalid="ignore", divide="ignore"):
     return sums / counts
 

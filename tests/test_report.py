@@ -431,6 +431,20 @@ def test_reward_curves_of_a_short_run_have_ticks_at_whole_steps(monkeypatch):
   assert _visible_ticks(figures[0].axes[0].xaxis) == [1.0, 2.0, 3.0, 4.0]  # not 1.5, 2.5, ...
 
 
+def test_the_reward_curve_of_a_run_stopped_at_a_rung_ends_there(monkeypatch):
+  """Full RL's 30 steps smooth over 3; block 1 stopped after 2 steps. Its curve was drawn to
+  step 3 (np.convolve's "same" returns the longer of the curve and the window)."""
+  figures = []
+  monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
+  report.plot_curves([{"kind": "full", "layer": None, "seed": 0, "reward_curve": [0.5] * 30},
+                      {"kind": "layer", "layer": 1, "seed": 0, "reward_curve": [0.2, 0.4],
+                       "stop_at": 2}], num_layers=4, title="halving", path=None)
+  stopped = figures[0].axes[0].lines[0]  # the blocks' curves come before full RL's
+  assert stopped.get_xdata().tolist() == [1, 2]
+  # Each step's centred window of 3 holds both steps: (0.2 + 0.4) / 2.
+  assert stopped.get_ydata() == pytest.approx([0.3, 0.3])
+
+
 @pytest.mark.parametrize("blocks, layers, tie", [
     ({0: 20, 1: 20, 2: 20, 3: 20}, "all", "every block swept scored the same"),
     (BLOCKS, "1", "the only block swept")])
