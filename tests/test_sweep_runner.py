@@ -396,7 +396,8 @@ def test_layer_lists(value, expected):
 
 @pytest.mark.parametrize("value, message", [
     ("0,9", r"block\(s\) \[9\].*8 blocks, numbered 0-7"), ("1,x", "'x' is not a block index"),
-    ((1, 2.5), "expected 'all'"), ("-1", "'-1' is not a block index")])
+    ((1, 2.5), "expected 'all'"), ("-1", "'-1' is not a block index"),
+    ("0,5-2", "the range '5-2' runs backwards; write it 2-5")])  # it swept block 0 alone
 def test_bad_layer_lists_name_the_problem(value, message):
   with pytest.raises(ValueError, match=message):
     runner.parse_layers(value, 8)
@@ -424,7 +425,8 @@ def test_group_lists(value, expected):
 @pytest.mark.parametrize("value, message", [
     ("3", r"the group \[3\] has one block.*sweep.layers"), ("3+3", "has one block"),
     ("3+x", "sweep.groups='3\\+x': 'x' is not a block index"),
-    ("2+8", r"sweep.groups names block\(s\) \[8\].*numbered 0-7"), (3, "expected '3\\+4")])
+    ("2+8", r"sweep.groups names block\(s\) \[8\].*numbered 0-7"), (3, "expected '3\\+4"),
+    ("6-4", "the range '6-4' runs backwards; write it 4-6")])  # it said "the group [] has one"
 def test_bad_group_lists_name_the_problem(value, message):
   with pytest.raises(ValueError, match=message):
     runner.parse_groups(value, 8)

@@ -286,10 +286,14 @@ def _block_range(token: str, key: str, value, example: str) -> list[int]:
   """"3" -> [3], "2-5" -> [2, 3, 4, 5]; anything else is an error naming sweep.<key>."""
   start, dash, end = token.strip().partition("-")
   try:
-    return list(range(int(start), int(end) + 1)) if dash else [int(token)]
+    first, last = (int(start), int(end)) if dash else (int(token), int(token))
   except ValueError:
     raise ValueError(f"sweep.{key}={value!r}: {token.strip()!r} is not a block index or a range "
                      f"like 2-5; write e.g. --config.sweep.{key}={example}.") from None
+  if first > last:
+    raise ValueError(f"sweep.{key}={value!r}: the range {token.strip()!r} runs backwards; write "
+                     f"it {last}-{first}.")
+  return list(range(first, last + 1))
 
 
 def _check_blocks(indices: Sequence[int], key: str, num_layers: int) -> Sequence[int]:
