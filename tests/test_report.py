@@ -460,6 +460,26 @@ def test_a_tie_or_a_single_block_is_not_named_both_best_and_worst(tmp_path, bloc
   assert f"B{expected[1:]}." in (sweep_dir / "report.md").read_text()
 
 
+def test_a_halving_sweep_whose_full_rl_ends_at_the_base_says_c_is_undefined(tmp_path,
+                                                                             monkeypatch):
+  """Full RL gained at the rung but ended at the base: the final C has no scale. The plot drew a
+  score axis that divided by a gain of 0, and no word that C is undefined."""
+  fake = FakeRL(BLOCKS, full_correct=12, rung_correct={
+      ("full", 20): 18, (0, 20): 15, (1, 20): 21, (2, 20): 12, (3, 20): 14})
+  config = make_config(tmp_path / "sweep")  # train.steps = 60, base 12 of 40 solved
+  config.sweep.update(halving_steps="20", halving_keep=1.0)
+  figures = {}
+  monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.update({path.name: fig}))
+  with pytest.warns(UndefinedContributionWarning):
+    runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval, num_layers=len(BLOCKS))
+  (ax,) = figures["contribution.png"].axes
+  assert ax.child_axes == []  # no score axis
+  assert [t.get_text().split("\n")[0] for t in ax.texts] == ["C(k) undefined: S_full == S_base"]
+  rung_c = [line.get_ydata().tolist() for line in ax.lines
+            if line.get_label().startswith("C after")]
+  assert rung_c == [pytest.approx([(15 - 12) / 6, (21 - 12) / 6, 0.0, (14 - 12) / 6])]
+
+
 def test_the_score_axis_of_a_halving_sweep_says_it_reads_the_final_c_only(tmp_path, monkeypatch):
   """The right axis turns C into a score with the final full RL; a rung's C (grey) has its own
   full RL, so its height there is no score it reached: the axis says which steps it is for."""

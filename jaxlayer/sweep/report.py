@@ -393,16 +393,17 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     best = next(l for l in defined if l["layer"] == sweep["best_layer"])
     ax.plot([best["layer"]], [best["contribution"]], marker="*", markersize=16, color="tab:orange",
             linestyle="none", label=_best_block(sweep))
-  if defined or groups or rungs:
+  if defined or groups:  # the final C is defined: S_full != S_base
     gain = sweep["s_full"] - sweep["s_base"]
     score_axis = ax.secondary_yaxis(
         "right", functions=(lambda c: sweep["s_base"] + c * gain,
                             lambda s: (s - sweep["s_base"]) / gain))
     score_axis.set_ylabel(score_label)
-  else:
+  else:  # (a rung's C, against its own full RL, may still be drawn)
     ax.text(0.5, 0.5, "C(k) undefined: S_full == S_base\n(full RL did not move the score)",
             transform=ax.transAxes, ha="center", va="center", fontsize=12, color="tab:red")
-    ax.set_ylim(-0.25, 1.25)
+    if not rungs:
+      ax.set_ylim(-0.25, 1.25)
   ax.set_xlim(-0.7, sweep["num_layers"] - 0.3)
   ax.set_xticks(range(sweep["num_layers"]))
   if sweep["num_layers"] > 24:
