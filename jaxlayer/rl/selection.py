@@ -29,8 +29,6 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-BLOCK_PARTS = ("attn", "mlp", "attn_norm", "mlp_norm")
-
 _LAYERS_TERM = re.compile(r"layers\.(\d+)(?:-(\d+))?(?:\.(.+))?")
 _BARE_BLOCKS = re.compile(r"(\d+)(?:-(\d+))?")
 

@@ -467,7 +467,7 @@ def _check_cost(cost: Any, spec: RunSpec, train_seconds: float) -> dict[str, flo
 
 
 def _remove_checkpoint(checkpoint_dir: str | None, workdir: Path) -> None:
-  """Deletes a single-block run's trained weights, but only inside the run's own directory.
+  """Deletes a block or group run's trained weights, but only inside the run's own directory.
 
   The directory is renamed to a hidden `.NAME.removing` first, then deleted: a sweep killed
   while deleting leaves no half checkpoint that the run, started again, would take for its
