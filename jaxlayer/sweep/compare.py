@@ -56,8 +56,8 @@ def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
         + (" A sweep with successive halving has a final C only for the blocks that trained to "
            "the end: raise sweep.halving_keep, or compare sweeps without halving." if halved
            else ""))
-  a = np.array([c_a[k] for k in common])
-  b = np.array([c_b[k] for k in common])
+  a = np.array([c_a[k] for k in common])  # [common blocks]
+  b = np.array([c_b[k] for k in common])  # [common blocks]
   from scipy import stats  # loaded on use: sweep workers never compare
 
   spearman = stats.spearmanr(a, b)

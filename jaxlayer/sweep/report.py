@@ -93,7 +93,8 @@ def _paired_gain_se(results: list[dict]) -> float | None:
     return None
   task_errors = []
   for task, base_scores in per_kind["base"].items():
-    difference = np.mean(per_kind["full"][task], axis=0) - np.mean(base_scores, axis=0)
+    # Each problem's score, mean over seeds: full RL's minus the base's.
+    difference = np.mean(per_kind["full"][task], axis=0) - np.mean(base_scores, axis=0)  # [n]
     if difference.size < 2:
       return None
     task_errors.append(float(difference.std(ddof=1) / math.sqrt(difference.size)))
@@ -420,7 +421,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
 
 def _mean_curve(curves: list[list]) -> np.ndarray:
   steps = max(len(c) for c in curves)
-  padded = np.full((len(curves), steps), np.nan)
+  padded = np.full((len(curves), steps), np.nan)  # [seeds, steps]: NaN past a curve's end
   for i, c in enumerate(curves):
     padded[i, :len(c)] = [np.nan if v is None else v for v in c]
   with np.errstate(invalid="ignore"):
