@@ -141,7 +141,7 @@ def add_train_seconds(sweep_dir: Path, spec: RunSpec, seconds: float, resumed: b
   path = run_dir(sweep_dir, spec) / TRAIN_SECONDS
   total = seconds + (read_json(path) if resumed and path.is_file() else 0.0)
   if distributed.is_primary():
-    paths.write_text_atomic(path, json.dumps(total))
+    write_json_atomic(path, total)
   return total
 
 
