@@ -460,6 +460,24 @@ def test_a_tie_or_a_single_block_is_not_named_both_best_and_worst(tmp_path, bloc
   assert f"B{expected[1:]}." in (sweep_dir / "report.md").read_text()
 
 
+@pytest.mark.parametrize("keep, best_and_worst", [
+    (0.25, "best: block 1 (C = 1.25, score 0.675); the only block trained to the end."),
+    (0.5, "best: block 1 (C = 1.25, score 0.675). worst of the blocks trained to the end: "
+          "block 0 (C = 0.17, score 0.350).")])
+def test_a_halving_sweeps_worst_block_is_that_of_the_blocks_trained_to_the_end(tmp_path, keep,
+                                                                             best_and_worst):
+  """The terminal named block 1 both best and worst when it alone trained to the end, and
+  called block 0 the worst when blocks 2 and 3, stopped at the rung, scored lower."""
+  fake = FakeRL(BLOCKS, rung_correct={
+      ("full", 20): 18, (0, 20): 15, (1, 20): 21, (2, 20): 12, (3, 20): 14})
+  config = make_config(tmp_path / "sweep")  # base 12, full RL 24 of 40 solved
+  config.sweep.update(halving_steps="20", halving_keep=keep)
+  sweep_dir = runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval,
+                               num_layers=len(BLOCKS))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert report.summary_lines(sweep)[1] == best_and_worst
+
+
 def test_a_halving_sweep_whose_full_rl_ends_at_the_base_says_c_is_undefined(tmp_path,
                                                                              monkeypatch):
   """Full RL gained at the rung but ended at the base: the final C has no scale. The plot drew a

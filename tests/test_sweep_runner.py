@@ -516,8 +516,8 @@ def test_halving_trains_every_block_to_the_first_rung_and_only_the_best_further(
   markdown = (sweep_dir / "report.md").read_text()
   assert "trained: 6 to step 15 -> 3 to step 30 -> 2 to step 60 (train.steps)" in markdown
   assert "255 RL steps (all runs and seeds), 61% of the 420" in markdown
-  assert ("Worst of the blocks that trained to the end (successive halving stopped the others "
-          "earlier: see below): block 0") in markdown
+  # Block 0 alone trained to the end: not named the worst block as well as the best.
+  assert "Best: block 0 (C = 0.17, score 0.350); the only block trained to the end." in markdown
   assert "| full RL | 0.400 / 1 | 0.500 / 1 | 0.600 / 1 |" in markdown
   assert "| block 3 | 0.425 / 1.25 | 0.400 / 0.50 | - |" in markdown
   assert "| blocks 2+3 | 0.550 / 2.50 | 0.625 / 1.62 | 0.400 / 0.33 |" in markdown

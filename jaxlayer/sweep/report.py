@@ -630,15 +630,16 @@ def _best_block(sweep: dict) -> str:
   return f"no block improved on the base; the closest: {_block(sweep, best['layer'])}"
 
 
-def _best_and_worst(sweep: dict, worst_label: str = "worst") -> str:
-  """'best: block 4 (C = 0.72, score 0.415). worst: block 7 (...)', or, without successive
-  halving, when the worst block scored as the best did (one block swept, a tie), 'best: block 4
-  (...); the only block swept' or '...; every block swept scored the same'."""
+def _best_and_worst(sweep: dict, worst_label: str) -> str:
+  """'best: block 4 (C = 0.72, score 0.415). WORST_LABEL: block 7 (...)', or, when the worst
+  block scored as the best did (one block swept, a tie), 'best: block 4 (...); the only block
+  swept' or '...; every block swept scored the same'. With successive halving the blocks are
+  those trained to the end, and the phrases say so."""
   scores = {l["layer"]: l["score"] for l in sweep["layers"]}
-  if (scores[sweep["worst_layer"]] < scores[sweep["best_layer"]]
-      or sweep.get("halving")):  # (its worst is that of the blocks trained to the end)
+  if scores[sweep["worst_layer"]] < scores[sweep["best_layer"]]:
     return f"{_best_block(sweep)}. {worst_label}: {_block(sweep, sweep['worst_layer'])}"
-  tie = "the only block swept" if len(scores) == 1 else "every block swept scored the same"
+  blocks = "trained to the end" if sweep.get("halving") else "swept"
+  tie = f"the only block {blocks}" if len(scores) == 1 else f"every block {blocks} scored the same"
   return f"{_best_block(sweep)}; {tie}"
 
 
@@ -649,7 +650,8 @@ def summary_lines(sweep: dict) -> list[str]:
            f"{sweep['s_full']:.3f} ± {sweep['s_full_se']:.3f} (gain {sweep['gain']:+z.3f}"
            + (f", {gain_in_se:z.1f} standard errors)" if gain_in_se is not None else ")")]
   if sweep["best_layer"] is not None:
-    lines.append(_best_and_worst(sweep) + ".")
+    halved = " of the blocks trained to the end" if sweep.get("halving") else ""
+    lines.append(_best_and_worst(sweep, f"worst{halved}") + ".")
   if sweep["warnings"]:
     lines.append(f"{counted(len(sweep['warnings']), 'warning')}: see report.md.")
   return lines
