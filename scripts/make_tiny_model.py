@@ -29,7 +29,7 @@ from jaxlayer import models
 from jaxlayer.tasks import format_prompt, get_task
 
 EOS = "<|endoftext|>"
-SEQ_LEN = 16  # prompt "-99-99=" is at most 6 tokens, answer "-99" 3, plus EOS
+SEQ_LEN = 16  # a prompt ("99-99=") is at most 6 tokens, an answer ("-99") 3, plus EOS
 
 
 def build_tokenizer(out_dir: Path) -> transformers.PreTrainedTokenizerFast:
