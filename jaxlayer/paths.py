@@ -46,8 +46,9 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 def local_path(path: str | os.PathLike, key: str) -> Path:
-  """`path` as a Path, if it is a directory of the local file system or could become one: not a
-  URL, not a file, nor inside one (`key` names it in the error)."""
+  """`path` as a Path with a leading ~ made the home directory (shells leave the ~ of
+  --config.run_dir=~/x as it is), if it is a directory of the local file system or could become
+  one: not a URL, not a file, nor inside one (`key` names it in the error)."""
   text = os.fspath(path)
   if _URL.match(text):
     raise ValueError(
@@ -59,7 +60,7 @@ def local_path(path: str | os.PathLike, key: str) -> Path:
   if not existing.is_dir():
     where = "is" if existing == expanded else f"is inside {existing}, which is"
     raise ValueError(f"{key}={text!r} {where} a file, not a directory: give a directory.")
-  return Path(text)
+  return expanded
 
 
 @contextlib.contextmanager

@@ -325,6 +325,32 @@ def test_a_file_where_a_directory_goes_is_refused_before_any_work(command, args,
   assert sorted(path.name for path in tmp_path.iterdir()) == ["results", "run"]
 
 
+def test_a_directory_under_the_home_directory_is_written_there(tmp_path, monkeypatch, capsys):
+  """Shells leave the ~ of --config.run_dir=~/x as it is: it made a directory named '~' in the
+  working directory (which a later `rm -rf ~` to tidy it would get wrong)."""
+  from jaxlayer import models
+  from jaxlayer.rl import train
+  from jaxlayer.sweep import runner
+
+  home, work = tmp_path / "home", tmp_path / "work"
+  home.mkdir(), work.mkdir()
+  monkeypatch.setenv("HOME", str(home))
+  monkeypatch.chdir(REPO)  # the configs' relative paths
+  config = cli.load_config(["--config", "configs/grpo_arithmetic.py", TINY,
+                            "--config.run_dir=~/run"], "train")
+  train.plan(config)
+  assert config.run_dir == str(home / "run")
+  config = cli.load_config(["--config", "configs/sweep_tiny.py", "--config.sweep.dir=~/sweep"],
+                           "sweep")
+  assert runner.run_sweep(config, dry_run=True) == home / "sweep"
+  monkeypatch.chdir(work)
+  model, _ = models.from_pretrained(assets.TINY_ARITH)
+  models.save_pretrained(model, "~/hf")
+  assert (home / "hf" / "config.json").is_file()
+  assert models.from_pretrained("~/hf")[1].num_layers == model.config.num_layers
+  assert list(work.iterdir()) == [] and not (REPO / "~").exists()
+
+
 def test_export_to_a_url_is_refused(tmp_path):
   from jaxlayer import models
 

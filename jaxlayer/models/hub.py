@@ -63,7 +63,7 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
                       hub_files: Sequence[str] = _HUB_PATTERNS) -> Path:
   """A local directory as is; otherwise a hub id fetched (or found in the HF cache): the files
   matching `hub_files` (default: config, weights and tokenizer)."""
-  path = paths.local_path(path_or_hub_id, "model").expanduser()
+  path = paths.local_path(path_or_hub_id, "model")
   from jaxlayer.rl.checkpoint import RUN_FILE  # (jaxlayer.rl imports this module)
 
   if (path / RUN_FILE).is_file():  # its config.json is the run's config, not a model's

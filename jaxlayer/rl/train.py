@@ -20,6 +20,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -161,7 +162,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
            "Set the model: --config.model.path=DIR (a Hugging Face directory or hub id).")
   _require(config.run_dir is not None,
            "Set the run directory: --config.run_dir=DIR (checkpoints and metrics go there).")
-  paths.local_path(config.run_dir, "run_dir")
+  config.run_dir = os.fspath(paths.local_path(config.run_dir, "run_dir"))  # ~ expanded
   _require(config.task.name in tasks.TASKS,
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
   model_dir = resolve_model_dir(config.model.path)

@@ -44,6 +44,7 @@ import dataclasses
 import datetime
 import functools
 import math
+import os
 import shutil
 import statistics
 import time
@@ -592,7 +593,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   local launcher; process 0 writes the sweep directory's files.
   """
   require_config(config, ("model", "train", "sweep"), "configs/sweep_tiny.py's get_config()")
-  paths.local_path(config.sweep.dir, "sweep.dir")
+  config.sweep.dir = os.fspath(paths.local_path(config.sweep.dir, "sweep.dir"))  # ~ expanded
   plan_training, evaluating = train_fn is None, eval_fn is None
   train_fn = train_fn or default_train_fn
   if evaluating:
