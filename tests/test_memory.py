@@ -260,11 +260,11 @@ def test_cli_fetches_only_the_config_of_a_hub_model(tiny_qwen2_dir, tmp_path, mo
 
 @pytest.mark.parametrize("config_file", sorted(p.name for p in CONFIGS.glob("*.py")))
 def test_every_shipped_config_is_sized(config_file, tiny_qwen2_dir, tmp_path, capsys):
-  # The tiny model's config.json with room for the paper's 1,024 + 3,072 tokens (sizing reads
-  # nothing else of the model).
+  # The tiny model's config.json with room for the longest config's tokens (R1-Distill's 1,024
+  # + 8,192; sizing reads nothing else of the model).
   model_config = json.loads((tiny_qwen2_dir / "config.json").read_text())
   (tmp_path / "config.json").write_text(json.dumps({**model_config,
-                                                    "max_position_embeddings": 4096}))
+                                                    "max_position_embeddings": 16384}))
   cli.main(["memory", "--config", str(CONFIGS / config_file), "--config.train.layers=layers.1",
             f"--config.model.path={tmp_path}", "--config.mesh.num_devices=1"])
   lines = capsys.readouterr().out.splitlines()
