@@ -49,6 +49,7 @@ def make_batch(vocab: int, tokens: int) -> dict[str, jax.Array]:
       "input_ids": rng.integers(0, vocab, (1, tokens)).astype(np.int32),
       "attention_mask": np.ones((1, tokens), bool),
       "response_mask": np.ones((1, response), np.float32),
+      "is_response": np.ones(1, np.float32),
       "old_logprobs": np.full((1, response), -np.log(vocab), np.float32),
       "advantages": np.ones((1, response), np.float32)})
 

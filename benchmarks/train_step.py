@@ -45,6 +45,7 @@ def make_batch(vocab: int, rows: int, prompt: int, response: int) -> dict[str, n
       "input_ids": rng.integers(0, vocab, (rows, prompt + response)).astype(np.int32),
       "attention_mask": np.ones((rows, prompt + response), bool),
       "response_mask": np.ones((rows, response), np.float32),
+      "is_response": np.ones(rows, np.float32),
       "old_logprobs": np.full((rows, response), -np.log(vocab), np.float32),
       "advantages": np.repeat(rng.normal(size=(rows, 1)), response, 1).astype(np.float32),
   }

@@ -59,6 +59,35 @@ def test_aggregations_by_hand(aggregation, expected):
   assert float(metrics["clip_fraction_low"]) == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("aggregation, expected", [
+    # TRL 'grpo' / veRL seq-mean-token-mean: the mean of each response's token mean over the 3
+    # responses, the filtered one adding 0: (-0.92667 + 2.3 + 0) / 3
+    ("sequence-mean-token-mean", ((-1.28 - 1.0 - 0.5) / 3 + (3.0 + 1.6) / 2 + 0.0) / 3),
+    # TRL 'dapo' (num_items_in_batch: the loss tokens left) / veRL token-mean: the 5 tokens
+    ("token-mean", (-1.28 - 1.0 - 0.5 + 3.0 + 1.6) / 5),
+    # TRL 'dr_grpo' / oat: token sums / (3 responses x max length 4), the filtered one counted
+    ("sequence-mean-token-sum-norm", (-1.28 - 1.0 - 0.5 + 3.0 + 1.6) / (3 * 4)),
+])
+def test_filtered_responses_count_in_the_normalisers_and_filler_rows_do_not(aggregation,
+                                                                            expected):
+  """Row 2 is a response that overlong filtering masks (no loss token, still one of the
+  batch's responses); row 3 a filler row (a dropped group standing in for one that dynamic
+  sampling did not find, or multi-turn padding: no response at all). Its values would change
+  any sum they entered: they must enter none."""
+  pad = np.full((2, 3), 7.0)  # values of the masked rows, weighted 0 wherever they go
+  logps, old = np.concatenate([LOGPS, pad]), np.concatenate([OLD, pad - 1.0])
+  adv = np.concatenate([ADV, pad])
+  mask = np.concatenate([MASK, np.zeros((2, 3))])
+  is_response = np.array([1.0, 1.0, 1.0, 0.0])
+  cfg = losses.LossConfig(aggregation=aggregation, clip_eps_low=0.2, clip_eps_high=0.28,
+                          max_response_length=4)
+  loss, _ = losses.policy_loss(logps, old, adv, mask, None, cfg, is_response=is_response)
+  assert float(loss) == pytest.approx(expected, rel=1e-6)
+  assert float(losses.normaliser(cfg, mask, is_response)) == pytest.approx(
+      {"sequence-mean-token-mean": 3, "token-mean": 5, "sequence-mean-token-sum-norm": 12}[
+          aggregation])
+
+
 @pytest.mark.parametrize("aggregation", sorted(losses.AGGREGATIONS))
 def test_micro_batches_with_the_batch_normaliser_sum_to_the_batch_loss(aggregation):
   rng = np.random.default_rng(2)
@@ -149,7 +178,10 @@ TRL_LOSS_TYPES = {  # TRL loss_type -> our aggregation
 
 @pytest.mark.parametrize("loss_type", sorted(TRL_LOSS_TYPES))
 @pytest.mark.parametrize("beta", [0.0, 0.04])
-def test_loss_and_gradient_equal_trl(loss_type, beta):
+@pytest.mark.parametrize("filtered", [(), (1, 4)], ids=["all-trained", "overlong-filtered"])
+def test_loss_and_gradient_equal_trl(loss_type, beta, filtered):
+  """filtered: rows whose completion mask is all 0, as TRL's mask_truncated_completions
+  leaves a truncated response (and jaxlayer's overlong filtering): still rows of the batch."""
   rng = np.random.default_rng(1)
   batch, length, max_len = 6, 5, 7
   old = rng.normal(-2.0, 0.5, (batch, length))
@@ -158,6 +190,7 @@ def test_loss_and_gradient_equal_trl(loss_type, beta):
   adv = rng.normal(size=batch)
   lengths = np.array([5, 3, 1, 4, 5, 2])
   mask = (np.arange(length)[None] < lengths[:, None]).astype(np.float64)
+  mask[list(filtered)] = 0.0
   eps_low, eps_high = 0.2, 0.28
 
   trl_loss, trl_grad = _trl_loss(loss_type, logps, old, ref, adv, mask, beta=beta,

@@ -205,8 +205,8 @@ def test_compiled_update_takes_the_estimated_state_and_a_mini_batch(tiny_qwen2_d
   rows = plan.mini_batch_size // 8  # over data 2 x fsdp 4
   seq, responses = 12 + 6, 6  # the bucketed prompt and the responses
   # input ids (int32) and attention mask (bool); four float32 [rows, responses] arrays with
-  # KL on: response mask, old and reference log-probs, advantages.
-  batch = rows * seq * (4 + 1) + 4 * rows * responses * 4
+  # KL on: response mask, old and reference log-probs, advantages; is_response float32 [rows].
+  batch = rows * seq * (4 + 1) + 4 * rows * responses * 4 + rows * 4
   assert compiled.arguments == (estimate.parts["weights"] + estimate.parts["optimizer state"]
                                 + batch)
   # The donated trained leaves and optimizer state come back in place.

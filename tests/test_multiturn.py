@@ -342,6 +342,10 @@ def test_only_the_action_tokens_carry_loss_and_gradient(tiny, mixed_rollout):
         batch["input_ids"][row, prompt_len - len(sample.prompt_ids):prompt_len],
         sample.prompt_ids)
   assert not batch["response_mask"][len(samples):].any()  # filler rows
+  # every turn is a response of the batch, whatever its length; no filler row is one
+  assert len(batch["input_ids"]) > len(samples)
+  np.testing.assert_array_equal(batch["is_response"],
+                                np.arange(len(batch["input_ids"])) < len(samples))
 
   # d loss / d logits is non-zero exactly at the positions that predict an action token: the
   # environment's text and the earlier turns in the context get no gradient.

@@ -26,6 +26,7 @@ def _batch(vocab, rows=8, prompt=5, response=6, seed=0, group=1):
     attention[r, prompt - prompt_lens[r]:prompt + response_lens[r]] = True
   response_mask = attention[:, prompt:].astype(np.float32)
   return {"input_ids": ids, "attention_mask": attention, "response_mask": response_mask,
+          "is_response": np.ones(rows, np.float32),
           "old_logprobs": rng.normal(-5.7, 0.3, (rows, response)).astype(np.float32),
           "advantages": np.repeat(rng.normal(size=(rows, 1)), response, 1).astype(np.float32)}
 
@@ -258,25 +259,33 @@ def test_grouped_update_runs_each_prompt_once_and_equals_the_plain_one(tiny_qwen
   assert f"tensor<{tokens}x32xf32>" in text and f"tensor<{16 * 11}x32xf32>" not in text
 
 
-@pytest.mark.parametrize("aggregation", ["token-mean", "sequence-mean-token-sum-norm"])
+@pytest.mark.parametrize("aggregation", sorted(losses.AGGREGATIONS))
 def test_micro_batches_normalise_over_the_whole_update_batch(tiny_qwen2_dir, aggregation):
-  """DAPO's token-mean divides by the loss tokens of the whole update batch, Dr. GRPO's
-  token sums by (responses x max response length), a constant: not per micro-batch (whose
-  token counts differ here). 4 micro-batches give the gradient of the definition over all 8
-  responses, written out below."""
+  """DAPO's token-mean divides by the loss tokens of the whole update batch, GRPO's response
+  means by its responses, Dr. GRPO's token sums by (responses x max response length), a
+  constant: not per micro-batch (whose token counts differ here). Row 2 is a response that
+  overlong filtering masks: it counts among the responses (TRL's batch mean, veRL's global
+  batch). Row 5 is a filler row (a dropped group at zero weight): it counts nowhere. 4
+  micro-batches give the gradient of the definition over the 7 responses, written out below."""
   batch = _batch(300, rows=8, response=6)
+  batch["response_mask"][[2, 5]] = 0.0
+  batch["is_response"][5] = 0.0
   cfg = losses.LossConfig(aggregation=aggregation, max_response_length=6)
   split, params, _ = _trainer_parts(tiny_qwen2_dir, "layers.1")
   mask = batch["response_mask"]
   tokens_per_micro_batch = mask.reshape(4, 2, -1).sum(axis=(1, 2))  # rows i, i + 4: see step
   assert len(set(tokens_per_micro_batch.tolist())) > 1
-  denominator = mask.sum() if aggregation == "token-mean" else 8 * 6
+  responses = 7
+  token_weights = {"token-mean": mask / mask.sum(),
+                   "sequence-mean-token-mean":
+                       mask / np.maximum(mask.sum(axis=1, keepdims=True), 1) / responses,
+                   "sequence-mean-token-sum-norm": mask / (responses * 6)}[aggregation]
 
   def defined_loss(trainable):
     logps, _ = step.response_logprobs(split.merge(trainable), batch, 1.0)
     per_token, _ = losses.clipped_surrogate(logps, batch["old_logprobs"], batch["advantages"],
                                             0.2, 0.2)
-    return (per_token * mask).sum() / denominator
+    return (per_token * token_weights).sum()
 
   expected = jax.grad(defined_loss)(params)
   sgd = optax.sgd(1.0)  # new = old - gradient
@@ -327,6 +336,11 @@ def test_sharded_update_equals_single_device(tiny_qwen2_dir):
   """Data parallel x fsdp on 8 CPU devices, the gradient accumulated over 2 micro-batches of
   8 rows, gives the one-device, one-pass update (to rounding). Activations stay split by rows:
   the devices gather weights and sum gradients, and move no activations between them."""
+  host_batches = [_batch(300, rows=16, seed=seed) for seed in range(2)]
+  # The second holds a response that overlong filtering masks and a filler row: the batch's
+  # count of responses (the normaliser) is summed over the devices.
+  host_batches[1]["response_mask"][[3, 6]] = 0.0
+  host_batches[1]["is_response"][6] = 0.0
   results = []
   for mesh, micro_batches in ((models.make_mesh(1, 1, 1, devices=jax.devices()[:1]), 1),
                               (models.make_mesh(4, 2, 1), 2)):
@@ -336,7 +350,7 @@ def test_sharded_update_equals_single_device(tiny_qwen2_dir):
                                    param_shardings={k: v.sharding for k, v in params.items()},
                                    opt_shardings=opt_shardings)
     batches = [{k: jax.device_put(v, models.batch_sharding(mesh, v.ndim))
-                for k, v in _batch(300, rows=16, seed=seed).items()} for seed in range(2)]
+                for k, v in batch.items()} for batch in host_batches]
     compiled = update.lower(params, opt_state, split.frozen, batches[0]).compile()
     for batch in batches:
       params, opt_state, metrics = compiled(params, opt_state, split.frozen, batch)

@@ -833,6 +833,9 @@ def test_dapo_dynamic_sampling_fills_the_batch_with_groups_that_have_a_signal(
   # token-level weights: zero for the zero-weight group; the responses' own masks otherwise
   np.testing.assert_array_equal(arrays["response_mask"],
                                 batch.mask * np.repeat(weights, 4)[:, None])
+  # the zero-weight group stands in for a group not found: no response of the batch, so no
+  # per-response normaliser counts it
+  np.testing.assert_array_equal(arrays["is_response"], np.repeat(weights, 4))
   np.testing.assert_allclose(arrays["advantages"][:4, 0], [-0.5, 1.5, -0.5, -0.5], rtol=1e-5)
 
 
@@ -869,6 +872,9 @@ def test_overlong_filtering_drops_truncated_responses_from_the_loss(tiny_qwen2_d
   assert (arrays["response_mask"][rollouts.truncated] == 0).all()
   np.testing.assert_array_equal(arrays["response_mask"][~rollouts.truncated],
                                 rollouts.mask[~rollouts.truncated])
+  # A filtered response is still one of the batch's responses (TRL's mask_truncated_completions
+  # keeps its row in the 'grpo' / 'dr_grpo' means): the normalisers count it.
+  assert rollouts.truncated.any() and (arrays["is_response"] == 1).all()
 
 
 def test_with_overlong_filtering_a_group_of_truncated_responses_only_is_no_signal(

@@ -22,8 +22,10 @@ class Algorithm:
   accuracy, the task's "correct" component; the total reward for a task without one; with
   overlong_filtering, also groups whose every response is truncated) and sample more prompts
   instead, up to train.dynamic_sampling_max_rounds rollouts a step; a batch still short then
-  is filled with dropped groups at zero loss weight (veRL raises an error instead).
-  overlong_filtering: truncated responses (no end-of-sequence token) carry no loss.
+  is filled with dropped groups at zero loss weight, which no normaliser counts as responses
+  (veRL raises an error instead).
+  overlong_filtering: truncated responses (no end-of-sequence token) carry no loss; they still
+  count as responses in the per-response normalisers (`losses`), as TRL's do.
   overlong_buffer_fraction: DAPO's soft overlong penalty, as a fraction of the maximum
   response length (0: off): the reward falls linearly from 0 to -1 over the last
   `fraction * max_new_tokens` tokens.

@@ -5,6 +5,10 @@ r = exp(logp - logp_old), KL = exp(ref - logp) - (ref - logp) - 1 (the k3 estima
 An aggregation turns the per-token values [batch, response] into one scalar, as token weights
 and a normaliser; adding one is one function and one line in `AGGREGATIONS`. Masks are float
 weights: 1 on response tokens, 0 on padding and on responses that are filtered out.
+`is_response` [batch] is 1 on each response of the batch, a filtered one included, and 0 on a
+filler row (which has no loss token either): the per-response normalisers count responses, as
+TRL's `.mean()` over its batch and veRL's seq-mean over its global batch do, so overlong
+filtering zeroes a response's terms but keeps the divisor; filler rows only keep shapes static.
 """
 
 from __future__ import annotations
@@ -41,32 +45,30 @@ def clipped_surrogate(logps, old_logps, advantages, clip_eps_low: float, clip_ep
   return -jnp.minimum(ratio * advantages, clipped * advantages), ratio
 
 
-def _responses(mask):
-  return (mask.sum(axis=-1) > 0).sum().astype(jnp.float32)  # responses with a loss token
-
-
-def sequence_mean_token_mean(mask, max_response_length):
-  """Mean over each response's tokens, then over responses (GRPO; TRL loss_type='grpo')."""
+def sequence_mean_token_mean(mask, is_response, max_response_length):
+  """Mean over each response's tokens, then over the batch's responses (GRPO; TRL
+  loss_type='grpo': a response without a loss token adds 0 and counts)."""
   del max_response_length
-  return mask / jnp.maximum(mask.sum(axis=-1, keepdims=True), 1.0), _responses(mask)
+  return mask / jnp.maximum(mask.sum(axis=-1, keepdims=True), 1.0), is_response.sum()
 
 
-def token_mean(mask, max_response_length):
-  """Mean over every response token of the batch (DAPO; TRL loss_type='dapo' / 'bnpo')."""
-  del max_response_length
+def token_mean(mask, is_response, max_response_length):
+  """Mean over every loss token of the batch (DAPO; TRL loss_type='dapo' / 'bnpo')."""
+  del is_response, max_response_length
   return mask, mask.sum()
 
 
-def sequence_mean_token_sum_norm(mask, max_response_length):
-  """Sum over tokens / max response length, mean over responses (Dr. GRPO; TRL 'dr_grpo')."""
-  return mask, _responses(mask) * max_response_length
+def sequence_mean_token_sum_norm(mask, is_response, max_response_length):
+  """Sum over tokens / max response length, mean over the batch's responses (Dr. GRPO; TRL
+  'dr_grpo': token sums / (batch size x max_completion_length), a constant per batch)."""
+  return mask, is_response.sum() * max_response_length
 
 
-# name -> f(mask [batch, response], max_response_length) -> (token weights [batch, response],
-# normaliser): loss = sum(values * weights) / normaliser. Weights only depend on a token's own
-# response, so a batch split into micro-batches sums to the same loss with the whole batch's
-# normaliser.
-AGGREGATIONS: dict[str, Callable[[jax.Array, int], tuple[jax.Array, jax.Array]]] = {
+# name -> f(mask [batch, response], is_response [batch], max_response_length) -> (token
+# weights [batch, response], normaliser): loss = sum(values * weights) / normaliser. Weights
+# only depend on a token's own response, so a batch split into micro-batches sums to the same
+# loss with the whole batch's normaliser.
+AGGREGATIONS: dict[str, Callable[[jax.Array, jax.Array, int], tuple[jax.Array, jax.Array]]] = {
     "sequence-mean-token-mean": sequence_mean_token_mean,
     "token-mean": token_mean,
     "sequence-mean-token-sum-norm": sequence_mean_token_sum_norm,
@@ -78,16 +80,28 @@ def masked_mean(values, mask):
   return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-def aggregate(name: str, values, mask, max_response_length: int, normaliser=None):
+def _as_rows(mask, is_response):
+  """is_response [batch] as float32 weights; None: every row of mask is a response."""
+  if is_response is None:
+    return jnp.ones(mask.shape[:1], jnp.float32)
+  return jnp.asarray(is_response, jnp.float32)
+
+
+def aggregate(name: str, values, mask, max_response_length: int, normaliser=None,
+              is_response=None):
   """values [batch, response] -> scalar by the aggregation `name`; `normaliser` replaces the
-  batch's own (pass the whole batch's when `values` is one micro-batch of it)."""
-  weights, own = AGGREGATIONS[name](mask, max_response_length)
+  batch's own (pass the whole batch's when `values` is one micro-batch of it); is_response
+  [batch]: 1 on responses, 0 on filler rows (None: every row is a response)."""
+  weights, own = AGGREGATIONS[name](mask, _as_rows(mask, is_response), max_response_length)
   return (values * weights).sum() / jnp.maximum(own if normaliser is None else normaliser, 1.0)
 
 
-def normaliser(cfg: "LossConfig", mask) -> jax.Array:
-  """The aggregation's denominator for a whole batch (mask [batch, response])."""
-  return AGGREGATIONS[cfg.aggregation](mask.astype(jnp.float32), cfg.max_response_length)[1]
+def normaliser(cfg: "LossConfig", mask, is_response=None) -> jax.Array:
+  """The aggregation's denominator for a whole batch (mask [batch, response], is_response
+  [batch] as in `aggregate`)."""
+  mask = jnp.asarray(mask, jnp.float32)
+  return AGGREGATIONS[cfg.aggregation](mask, _as_rows(mask, is_response),
+                                       cfg.max_response_length)[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +129,12 @@ class LossConfig:
 
 def policy_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array, mask: jax.Array,
                 ref_logps: jax.Array | None, cfg: LossConfig,
-                normaliser: jax.Array | None = None) -> tuple[jax.Array, dict]:
+                normaliser: jax.Array | None = None,
+                is_response: jax.Array | None = None) -> tuple[jax.Array, dict]:
   """All inputs [batch, response]; returns the scalar loss and token-mean diagnostics.
 
   normaliser: the aggregation's denominator of the whole batch when this is a micro-batch.
+  is_response [batch]: 1 on responses, 0 on filler rows (None: every row is a response).
   """
   mask = mask.astype(jnp.float32)
   per_token, ratio = clipped_surrogate(logps, old_logps, advantages, cfg.clip_eps_low,
@@ -130,7 +146,8 @@ def policy_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array, m
     kl = k3_kl(logps, ref_logps)
     per_token = per_token + cfg.kl_beta * kl
     metrics["kl"] = masked_mean(kl, mask)
-  loss = aggregate(cfg.aggregation, per_token, mask, cfg.max_response_length, normaliser)
+  loss = aggregate(cfg.aggregation, per_token, mask, cfg.max_response_length, normaliser,
+                   is_response)
   low = (ratio < 1.0 - cfg.clip_eps_low) & (advantages < 0)
   high = (ratio > 1.0 + cfg.clip_eps_high) & (advantages > 0)
   metrics["clip_fraction_low"] = masked_mean(low.astype(jnp.float32), mask)

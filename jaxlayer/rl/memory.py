@@ -226,12 +226,14 @@ def compile_update(plan_: train.TrainPlan) -> CompiledUpdate:
                                   jax.tree.map(lambda leaf: leaf.sharding, opt_state))
   rows, responses, seq = update_rows(plan_), cfg.rollout.max_new_tokens, _update_length(cfg)
   shapes = {"input_ids": ((rows, seq), jnp.int32), "attention_mask": ((rows, seq), bool),
+            "is_response": ((rows,), jnp.float32),
             **{key: ((rows, responses), jnp.float32)
                for key in ("response_mask", "old_logprobs", "advantages")}}
   if plan_.loss.kl_beta > 0:
     shapes["ref_logprobs"] = ((rows, responses), jnp.float32)
-  batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=models.batch_sharding(mesh, 2))
-           for key, (shape, dtype) in shapes.items()}
+  batch = {key: jax.ShapeDtypeStruct(
+      shape, dtype, sharding=models.batch_sharding(mesh, len(shape)))
+      for key, (shape, dtype) in shapes.items()}
   analysis = update.lower(trained, opt_state, split.frozen, batch).compile().memory_analysis()
   return CompiledUpdate(backend=jax.default_backend(),
                         arguments=analysis.argument_size_in_bytes,

@@ -314,8 +314,9 @@ def gigpo_batch(rollouts: Sequence[EpisodeRollout], *, group_size: int, gamma: f
   left-padded to a bucketed prompt length, the action right-padded to max_new_tokens.
   `response_mask` is 1 exactly on the action's sampled tokens, `advantages` holds the turn's
   GiGPO advantage on those tokens (0 elsewhere). The
-  row count is padded (filler rows carry no loss) to num_mini_batches equal mini-batches of
-  multiple * 2^k rows each, so steps with similar turn counts share compiled code.
+  row count is padded (filler rows carry no loss, and `is_response` 0: no aggregation counts
+  them) to num_mini_batches equal mini-batches of multiple * 2^k rows each, so steps with
+  similar turn counts share compiled code.
   Returns (batch, stats): anchor_group_size (mean size of the anchor-state groups) and
   trained_turns.
   """
@@ -340,6 +341,7 @@ def gigpo_batch(rollouts: Sequence[EpisodeRollout], *, group_size: int, gamma: f
       "input_ids": np.full((total, width), pad_token_id, np.int32),
       "attention_mask": np.zeros((total, width), bool),
       "response_mask": np.zeros((total, max_new_tokens), np.float32),
+      "is_response": (np.arange(total) < count).astype(np.float32),  # filler rows: 0
       "old_logprobs": np.zeros((total, max_new_tokens), np.float32),
       "advantages": np.zeros((total, max_new_tokens), np.float32),
   }

@@ -11,6 +11,8 @@ right-padded to R tokens:
   input_ids       [B, P+R] int32   prompt then response
   attention_mask  [B, P+R] bool    real tokens
   response_mask   [B, R] float32   loss weight: 1 on response tokens, 0 on padding / dropped
+  is_response     [B] float32      1 on a response (one that overlong filtering drops too), 0
+                                   on a filler row: the per-response normalisers count these
   old_logprobs    [B, R] float32   log-probs under the sampling policy (the PPO old policy)
   advantages      [B, R] float32   per token (GRPO repeats a response's value on its tokens)
   ref_logprobs    [B, R] float32   reference log-probs, only when the KL term is on
@@ -177,7 +179,7 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
     return jax.tree.map(jnp.add, grads, micro_grads), (loss, metrics, tokens)
 
   def update(trainable, opt_state, frozen, batch):
-    normaliser = losses.normaliser(loss_cfg, batch["response_mask"])
+    normaliser = losses.normaliser(loss_cfg, batch["response_mask"], batch["is_response"])
     micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(
         x.shape[0] // (micro_batches * group), micro_batches, group, *x.shape[1:]), 0, 1
     ).reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:]), batch)

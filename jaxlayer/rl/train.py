@@ -778,12 +778,16 @@ class _Trainer:
     mask = rollouts.mask[rows]
     input_ids[:, prompt_len:] = np.where(mask, rollouts.tokens[rows], self.pad_id)
     attention[:, prompt_len:] = mask
-    weight = np.repeat(group_weights, self.group_size)[rows]  # [rows]
-    if self.plan.algorithm.overlong_filtering:
+    # A zero-weight group fills the batch in place of a group that dynamic sampling did not
+    # find: no response of the batch, so the per-response normalisers do not count it.
+    is_response = np.repeat(group_weights, self.group_size)[rows]  # [rows]
+    weight = is_response
+    if self.plan.algorithm.overlong_filtering:  # a response still, whose tokens carry no loss
       weight = weight * ~rollouts.truncated[rows]
     return {
         "input_ids": input_ids, "attention_mask": attention,
         "response_mask": (mask * weight[:, None]).astype(np.float32),
+        "is_response": is_response.astype(np.float32),
         "old_logprobs": np.where(mask, rollouts.logprobs[rows], 0.0).astype(np.float32),
         "advantages": np.broadcast_to(advantage[rows, None], mask.shape).astype(np.float32),
     }
