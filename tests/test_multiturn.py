@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
@@ -458,6 +459,35 @@ class Flaky(GridWorld):
     if self.crashes:
       raise RuntimeError("simulator lost")
     return super().step(action_text)
+
+
+def test_a_step_of_env_errors_only_skips_its_updates_and_moves_the_schedule_past_them(
+    tiny_qwen2_dir, tmp_path, monkeypatch):
+  """Every episode an environment error: no update (the weights and AdamW's state stay), and
+  the learning-rate schedule moves on by the step's 4 planned updates (128 episodes, mini-
+  batches of 32), as veRL's scheduler steps once per RL step whatever its updates did."""
+  cfg = grid_config(tiny_qwen2_dir, tmp_path / "run", None, mini_batch_size=32)
+  trainer = train._Trainer(train.plan(cfg), None)
+  failed = [multiturn.EpisodeRollout(
+      envs.Episode(seed=i, finish_reason=multiturn.FINISH_ENV_ERROR, error="step() raised"), [])
+      for i in range(128)]
+  monkeypatch.setattr(multiturn, "play_episodes", lambda *a, **k: failed)
+  before = {k: np.asarray(v) for k, v in trainer.params.items()}
+  is_schedule = lambda node: isinstance(node, optax.ScaleByScheduleState)  # noqa: E731
+  schedules = lambda state: [node.count for node in jax.tree.leaves(  # noqa: E731
+      state, is_leaf=is_schedule) if is_schedule(node)]
+  others = lambda state: [np.asarray(leaf) for leaf in jax.tree.leaves(  # noqa: E731
+      jax.tree.map(lambda node: None if is_schedule(node) else node, state,
+                   is_leaf=is_schedule))]
+  adam_before = others(trainer.opt_state)
+  result, _ = trainer._run_env_step()
+  assert result["env_errors"] == 128 and "loss" not in result
+  assert schedules(trainer.opt_state) and all(int(count) == 4
+                                              for count in schedules(trainer.opt_state))
+  for old, new in zip(adam_before, others(trainer.opt_state), strict=True):
+    np.testing.assert_array_equal(new, old)
+  for k, value in trainer.params.items():
+    np.testing.assert_array_equal(np.asarray(value), before[k], err_msg=k)
 
 
 def test_env_errors_do_not_stop_training_and_a_killed_run_resumes_exactly(

@@ -170,8 +170,40 @@ def test_a_mini_batch_without_loss_tokens_leaves_the_parameters_and_adam_as_they
   assert metrics["loss"] == 0.0 and metrics["grad_norm"] == 0.0
   for k, value in params.items():
     np.testing.assert_array_equal(np.asarray(value), before[k], err_msg=k)
-  for old, new in zip(moments_before, jax.tree.leaves(opt_state), strict=True):
+  # AdamW's moments and counts stay; only the learning-rate schedule's count moves on (below).
+  moments_after = jax.tree.leaves(optimizer.advance_schedules(opt_state, -1))
+  for old, new in zip(moments_before, moments_after, strict=True):
     np.testing.assert_array_equal(np.asarray(new), old)
+
+
+def test_a_skipped_update_moves_the_learning_rate_schedule_on(tiny_qwen2_dir):
+  """veRL steps its learning-rate scheduler once per RL step whatever its updates did, and
+  TRL's trainer on every optimizer step, which it never skips for lack of data: the learning
+  rate follows the updates planned. A warm-up from 0 over 4 updates, one update skipped (no
+  loss token): the first real update runs at lr(1) = peak / 4, and as AdamW's first step
+  (the skip left its moments and bias-correction count alone) it moves each weight by
+  lr(1) against its gradient's sign. Had the skip held the schedule back, lr(0) = 0."""
+  split, params, _ = _trainer_parts(tiny_qwen2_dir, "layers.1")
+  peak = 1e-3
+  tx = optimizer.make_optimizer({path: "all" for path in params}, {"all": peak},
+                                warmup_updates=4, total_updates=8, max_grad_norm=None)
+  update = step.make_update_step(split, tx, LOSS, temperature=1.0)
+  batch = _batch(300)
+  dropped = dict(batch, response_mask=np.zeros_like(batch["response_mask"]))
+
+  def loss(trainable):
+    logps, _ = step.response_logprobs(split.merge(trainable), batch, 1.0)
+    return losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
+                              batch["response_mask"], None, LOSS)[0]
+
+  grads = {k: np.asarray(g, np.float64) for k, g in jax.grad(loss)(params).items()}
+  before = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  params, opt_state, _ = update(params, tx.init(params), split.frozen, dropped)
+  params, _, _ = update(params, opt_state, split.frozen, batch)
+  for k, g in grads.items():
+    expected = -(peak / 4) * g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(np.asarray(params[k], np.float64) - before[k], expected,
+                               rtol=2e-3, atol=3e-8, err_msg=k)
 
 def test_remat_gives_the_same_update_and_keeps_only_the_block_inputs(tiny_qwen2_dir):
   """train.remat: the same gradient step; the backward pass keeps each block's input instead of

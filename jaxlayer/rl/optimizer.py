@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import jax
 import optax
 
 SCHEDULES = ("constant", "cosine")
@@ -60,3 +61,15 @@ def make_optimizer(groups: Mapping[str, str], learning_rates: Mapping[str, float
   if not max_grad_norm:
     return adamw
   return optax.chain(optax.clip_by_global_norm(max_grad_norm), adamw)
+
+
+def advance_schedules(opt_state, updates: int = 1):
+  """`opt_state` with every learning-rate schedule's count moved on by `updates`, the rest
+  (AdamW's moments and its bias-correction count) as it is: the state after updates that
+  were planned but skipped for lack of data (works inside `jit`). veRL steps its scheduler
+  once per RL step whatever its updates did, and TRL's trainer on every optimizer step, which
+  it never skips for lack of data: in both, the learning rate follows the updates planned."""
+  is_schedule = lambda node: isinstance(node, optax.ScaleByScheduleState)  # noqa: E731
+  return jax.tree.map(
+      lambda node: node._replace(count=node.count + updates) if is_schedule(node) else node,
+      opt_state, is_leaf=is_schedule)

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxlayer.models import Qwen, path_str
 from jaxlayer.models.qwen import map_chunks
 from jaxlayer.models.sharding import traced_on
-from jaxlayer.rl import losses
+from jaxlayer.rl import losses, optimizer
 
 # Longer responses go through the output projection and its log-softmax in chunks of at most
 # this many positions: with a 152k vocabulary one 3,072-token response's logits are 1.9 GB in
@@ -152,12 +152,13 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
   """jit: (trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics).
 
   One optimizer update on one mini-batch (none when it has no loss token: metrics'
-  `loss_tokens` is 0), whose gradient is accumulated over `micro_batches`
-  forward / backward passes (groups i, i + n, i + 2n, ... of `group` rows form micro-batch i,
-  so each stays spread over the data-parallel devices); the loss equals the whole
-  mini-batch's. With `remat` the backward pass recomputes each block's activations instead
-  of storing them. group > 1: the batch's rows come in groups of `group` responses to one
-  prompt, whose prompt part each forward pass computes once (`response_logprobs`).
+  `loss_tokens` is 0, and only the learning-rate schedule moves on), whose gradient is
+  accumulated over `micro_batches` forward / backward passes (groups i, i + n, i + 2n, ... of
+  `group` rows form micro-batch i, so each stays spread over the data-parallel devices); the
+  loss equals the whole mini-batch's. With `remat` the backward pass recomputes each block's
+  activations instead of storing them. group > 1: the batch's rows come in groups of `group`
+  responses to one prompt, whose prompt part each forward pass computes once
+  (`response_logprobs`).
   `trainable` and `opt_state` are donated and come back with the given shardings (default:
   whatever the compiler picks); with them, the step is traced on their mesh (`traced_on`).
   """
@@ -191,11 +192,13 @@ def make_update_step(split: SplitModel, tx: optax.GradientTransformation,
     updates, new_opt_state = tx.update(grads, opt_state, trainable)
     # A mini-batch without a loss token (every group dropped by dynamic sampling or overlong
     # filtering) has no gradient: AdamW would still move every weight on its momentum (and
-    # weight decay), training on no data. It leaves the parameters and optimizer as they are.
+    # weight decay), training on no data. It leaves the parameters and AdamW's state as they
+    # are; the learning-rate schedule moves on (`optimizer.advance_schedules`).
     has_tokens = tokens.sum() > 0
     trainable, opt_state = jax.tree.map(
         lambda new, old: jnp.where(has_tokens, new, old),
-        (optax.apply_updates(trainable, updates), new_opt_state), (trainable, opt_state))
+        (optax.apply_updates(trainable, updates), new_opt_state),
+        (trainable, optimizer.advance_schedules(opt_state)))
     finite = jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(trainable)]).all()
     metrics = dict(metrics, loss=loss.sum(), grad_norm=optax.tree.norm(grads),
                    params_finite=finite.astype(jnp.float32), loss_tokens=tokens.sum())

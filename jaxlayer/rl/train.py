@@ -639,6 +639,11 @@ class _Trainer:
         if plan_.loss.kl_beta > 0 else None
     self.tx = plan_optimizer(plan_)
     self.opt_state, opt_shardings = rl_step.init_optimizer(self.tx, self.params, plan_.mesh)
+    # A step with nothing to train on (every episode an environment error) skips its updates;
+    # the learning-rate schedule moves on past them, as past a skipped one in rl.step.
+    self.skip_step_updates = jax.jit(
+        functools.partial(optimizer.advance_schedules, updates=plan_.updates_per_step),
+        donate_argnums=0, out_shardings=opt_shardings)
     self.rng = jax.device_put(np.asarray(jax.random.PRNGKey(cfg.seed)),
                               NamedSharding(plan_.mesh, PartitionSpec()))
     self.step = 0
@@ -921,6 +926,7 @@ class _Trainer:
                                      len(batch["input_ids"]))
     else:  # every episode ended in an environment error: nothing to learn from
       update_metrics = {}
+      self.opt_state = self.skip_step_updates(self.opt_state)
       distributed.write_once(f"jaxlayer: step {self.step + 1}: every episode ended in an "
                              "environment error; no update (see the warnings above).")
     self.step += 1
