@@ -7,8 +7,9 @@ and a normaliser; adding one is one function and one line in `AGGREGATIONS`. Mas
 weights: 1 on response tokens, 0 on padding and on responses that are filtered out.
 `is_response` [batch] is 1 on each response of the batch, a filtered one included, and 0 on a
 filler row (which has no loss token either): the per-response normalisers count responses, as
-TRL's `.mean()` over its batch and veRL's seq-mean over its global batch do, so overlong
-filtering zeroes a response's terms but keeps the divisor; filler rows only keep shapes static.
+TRL's `.mean()` over its batch, oat's over its batch with `ignore_no_eos` responses zeroed,
+and veRL's seq-mean over its global batch do, so overlong filtering zeroes a response's terms
+but keeps the divisor; filler rows only keep shapes static.
 """
 
 from __future__ import annotations
