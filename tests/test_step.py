@@ -89,20 +89,24 @@ def test_updates_touch_only_the_selected_leaves(tiny_qwen2_dir):
   assert metrics["params_finite"] == 1.0
 
 
-def test_update_equals_full_gradient_restricted_to_the_selection(tiny_qwen2_dir):
-  """Differentiating the trainable leaves alone gives the full model's gradient on them."""
-  batch = _batch(300)
-  model, cfg = models.from_pretrained(tiny_qwen2_dir)
+def _full_model_gradients(model, batch, loss_config) -> dict[str, np.ndarray]:
+  """The loss's gradient on every parameter of `model` (none frozen), by path, in float64."""
   graphdef, state = nnx.split(model)
 
   def full_loss(state):
     logps, _ = step.response_logprobs(nnx.merge(graphdef, state), batch, 1.0)
     return losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
-                              batch["response_mask"], None, LOSS)[0]
+                              batch["response_mask"], None, loss_config)[0]
 
-  full_grads = {models.path_str(p): np.asarray(v.get_value())
-                for p, v in nnx.to_flat_state(jax.jit(jax.grad(full_loss))(state))}
+  return {models.path_str(p): np.asarray(v.get_value(), np.float64)
+          for p, v in nnx.to_flat_state(jax.jit(jax.grad(full_loss))(state))}
 
+
+def test_update_equals_full_gradient_restricted_to_the_selection(tiny_qwen2_dir):
+  """Differentiating the trainable leaves alone gives the full model's gradient on them."""
+  batch = _batch(300)
+  model, cfg = models.from_pretrained(tiny_qwen2_dir)
+  full_grads = _full_model_gradients(model, batch, LOSS)
   chosen = selection.resolve(list(full_grads), cfg.num_layers, "layers.1.attn", 1.0)
   split, params = step.split_model(model, chosen.trainable)
   before = {k: np.asarray(v) for k, v in params.items()}
@@ -132,15 +136,7 @@ def test_learning_rate_groups_move_each_leaf_by_its_own_rate_in_the_runs_update(
   planned = train.plan(cfg)
   batch = _batch(300)
   model, _ = models.from_pretrained(tiny_qwen2_dir)
-  graphdef, state = nnx.split(model)
-
-  def full_loss(state):
-    logps, _ = step.response_logprobs(nnx.merge(graphdef, state), batch, 1.0)
-    return losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
-                              batch["response_mask"], None, planned.loss)[0]
-
-  grads = {models.path_str(p): np.asarray(v.get_value(), np.float64)
-           for p, v in nnx.to_flat_state(jax.jit(jax.grad(full_loss))(state))}
+  grads = _full_model_gradients(model, batch, planned.loss)
   split, params = step.split_model(model, planned.selection.trainable)
   grads = {k: grads[k] for k in params}
   clip = min(1.0, 0.5 / np.sqrt(sum((g ** 2).sum() for g in grads.values())))
