@@ -490,6 +490,26 @@ def test_a_step_of_env_errors_only_skips_its_updates_and_moves_the_schedule_past
     np.testing.assert_array_equal(np.asarray(value), before[k], err_msg=k)
 
 
+def test_env_rollout_calls_hold_at_most_a_steps_episodes(tiny_qwen2_dir, tmp_path, monkeypatch):
+  """rollout.prompts_per_call above a step's seeds samples the step's episodes in one call, as a
+  task's rollout does (the memory estimate's KV cache): 2 seeds x 8 episodes, not 8 x 8 rows
+  mostly filler."""
+  cfg = grid_config(tiny_qwen2_dir, tmp_path / "run", None, batch_size=16)
+  cfg.rollout.prompts_per_call = 8
+  trainer = train._Trainer(train.plan(cfg), None)
+  calls = []
+
+  def play(*args, **kwargs):
+    calls.append(kwargs["batch_rows"])
+    return [multiturn.EpisodeRollout(envs.Episode(
+        seed=i, finish_reason=multiturn.FINISH_ENV_ERROR, error="step() raised"), [])
+        for i in range(16)]
+
+  monkeypatch.setattr(multiturn, "play_episodes", play)
+  trainer._run_env_step()
+  assert calls == [16]
+
+
 def test_env_errors_do_not_stop_training_and_a_killed_run_resumes_exactly(
     tiny_qwen2_dir, tmp_path, compile_cache, monkeypatch):
   monkeypatch.setitem(envs.ENVS, "flaky", Flaky)

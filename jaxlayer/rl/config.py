@@ -131,8 +131,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Longer training prompts are skipped (env: the context is cut); with max_new_tokens at most
   # the model's max_position_embeddings (with YaRN: original_max_position_embeddings x factor).
   config.rollout.max_prompt_tokens = 1024
-  # Prompts sampled per generate call (env: seeds, each with group_size episodes); 0: a whole
-  # step's at once. The KV cache holds prompts_per_call * group_size rows of prompt + response
+  # Prompts sampled per generate call (env: seeds, each with group_size episodes); 0 (or more
+  # than a step's): a whole step's at once. The KV cache holds prompts_per_call * group_size rows of prompt + response
   # tokens; the samples are the same whatever the value.
   config.rollout.prompts_per_call = 0
   # Gather the parameters onto every device for the rollout, so that each device decodes its

@@ -146,8 +146,7 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   whole_weights = rl_step.trainable_bytes(on_mesh)  # every leaf whole
   if rollout.replicate_params:
     parts["rollout: whole weights on each device"] = whole_weights
-  per_call = min(rollout.prompts_per_call or plan_.prompts_per_step, plan_.prompts_per_step)
-  group = cfg.train.group_size
+  per_call, group = plan_.prompts_per_call, cfg.train.group_size
   # A task's prompts are prefilled once for their G samples; an environment's episodes each
   # have a context of their own.
   prompts, samples = (per_call * group, 1) if cfg.env.name else (per_call, group)

@@ -83,6 +83,13 @@ class TrainPlan:
   def updates_per_step(self) -> int:
     return self.config.train.ppo_epochs * (self.config.train.batch_size // self.mini_batch_size)
 
+  @property
+  def prompts_per_call(self) -> int:
+    """Prompts (env: seeds) of one rollout generate call: rollout.prompts_per_call, at most a
+    step's (0: a step's)."""
+    return min(self.config.rollout.prompts_per_call or self.prompts_per_step,
+               self.prompts_per_step)
+
   def parameter_counts(self) -> tuple[int, int]:
     """(parameters the selection trains, parameters of the model), whole arrays."""
     sizes = {path: math.prod(shape) for path, shape in param_shapes(self.model_config).items()}
@@ -716,7 +723,7 @@ class _Trainer:
         max_new_tokens=self.cfg.rollout.max_new_tokens, num_samples=self.group_size,
         temperature=self.cfg.rollout.temperature, eos_token_ids=self.stop_ids,
         seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), pad_token_id=self.pad_id,
-        prompts_per_call=min(self.cfg.rollout.prompts_per_call or count, count))
+        prompts_per_call=self.plan.prompts_per_call)
     problems = [self.problems[i] for i in indices for _ in range(self.group_size)]
     opened = [tasks.opened_thinking(self.prompt_texts[i]) for i in indices
               for _ in range(self.group_size)]
@@ -903,7 +910,7 @@ class _Trainer:
         eos_token_ids=self.stop_ids, pad_token_id=self.pad_id,
         seed=int(jax.random.randint(key, (), 0, 2**31 - 1)), context=self.env.context,
         step_timeout_s=self.env.step_timeout_s,
-        batch_rows=(self.cfg.rollout.prompts_per_call * self.group_size) or None)
+        batch_rows=self.plan.prompts_per_call * self.group_size)
     rollout_seconds = time.perf_counter() - start
     train_cfg = self.cfg.train
     micro_batches = self.plan.mini_batch_size // self.plan.micro_batch_size
