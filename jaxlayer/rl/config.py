@@ -132,8 +132,8 @@ def default_config() -> ml_collections.ConfigDict:
   # the model's max_position_embeddings (with YaRN: original_max_position_embeddings x factor).
   config.rollout.max_prompt_tokens = 1024
   # Prompts sampled per generate call (env: seeds, each with group_size episodes); 0 (or more
-  # than a step's): a whole step's at once. The KV cache holds prompts_per_call * group_size rows of prompt + response
-  # tokens; the samples are the same whatever the value.
+  # than a step's): a whole step's at once. The KV cache holds prompts_per_call * group_size
+  # rows of prompt + response tokens; the samples are the same whatever the value.
   config.rollout.prompts_per_call = 0
   # Gather the parameters onto every device for the rollout, so that each device decodes its
   # rows in its own loop instead of the mesh running one loop with collectives at every token
