@@ -541,7 +541,8 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
                          task_name: str | None = None, seed: int | None = None,
                          progress_position: int = 0) -> EvalResult:
   """`evaluate` on task `task_name` (default: config.task.name) with the config's prompt
-  (task.template, task.use_chat_template, task.system_prompt) and eval settings; with
+  (`tasks.prompt_settings`: task.template, task.use_chat_template, task.system_prompt,
+  task.chat_template_kwargs) and eval settings; with
   eval.replicate_params, from a copy of the model on every device (`sampling.replicated`).
 
   seed: the mean@k sampling seed (default config.seed).

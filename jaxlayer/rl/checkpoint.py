@@ -3,9 +3,9 @@
 A run directory holds
   config.json        the full training config (ml_collections), written at the start
   run.json           the base model's path and fingerprint (`models.weights_fingerprint`), the
-                     trained parameters' paths and shapes
+                     trained parameters' paths, shapes and peak learning rates
   checkpoints/STEP/  params (trainable leaves only: the frozen ones are the base checkpoint's),
-                     optimizer (optimizer state and RNG key), meta (step, data position, ...)
+                     optimizer (optimizer state and RNG key), meta (step, data position)
   metrics.jsonl, tensorboard/, samples.jsonl   (jaxlayer.rl.metrics)
 Checkpoints are written synchronously and committed atomically by Orbax, so a run killed at
 any moment leaves its previous checkpoints intact. On several hosts every process calls save and

@@ -313,10 +313,10 @@ def gigpo_batch(rollouts: Sequence[EpisodeRollout], *, group_size: int, gamma: f
   Rows: one per turn, trainable episodes in order and their turns in order; the context
   left-padded to a bucketed prompt length, the action right-padded to max_new_tokens.
   `response_mask` is 1 exactly on the action's sampled tokens, `advantages` holds the turn's
-  GiGPO advantage on those tokens (0 elsewhere). The
-  row count is padded (filler rows carry no loss, and `is_response` 0: no aggregation counts
-  them) to num_mini_batches equal mini-batches of multiple * 2^k rows each, so steps with
-  similar turn counts share compiled code.
+  GiGPO advantage on those tokens (0 elsewhere). The row count is padded (filler rows carry no
+  loss, and `is_response` 0: no aggregation counts them) to num_mini_batches equal
+  mini-batches of row_multiple * 2^k rows each, so steps with similar turn counts share
+  compiled code.
   Returns (batch, stats): anchor_group_size (mean size of the anchor-state groups) and
   trained_turns.
   """

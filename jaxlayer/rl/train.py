@@ -688,8 +688,8 @@ class _Trainer:
                        "tokens (or empty): raise the limit.")
     if len(keep) < len(problems):
       distributed.write_once(f"jaxlayer: skipping {len(problems) - len(keep)} of "
-                             f"{len(problems)} training prompts longer than "
-                             f"rollout.max_prompt_tokens={limit}.")
+                             f"{counted(len(problems), 'training prompt')} (longer than "
+                             f"rollout.max_prompt_tokens={limit}, or empty).")
     self.problems = [problems[i] for i in keep]
     self.prompt_ids = [encoded[i] for i in keep]
     self.prompt_texts = [texts[i] for i in keep]
