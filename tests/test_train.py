@@ -572,8 +572,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_qwen2_di
                                                                    compile_cache):
   cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache)
   cfg.checkpoint.every = 1
-  with pytest.raises(train.TrainingDiverged, match=r"diverged at step 3 .*loss=nan.*last good "
-                     r"checkpoint is kept"):
+  # Counted from 1 as the step is (the first mini-batch of step 3's first epoch).
+  with pytest.raises(train.TrainingDiverged, match=r"diverged at step 3 \(epoch 1 of 2, mini-batch "
+                     r"1 of 2\): loss=nan.*last good checkpoint is kept"):
     train.train(cfg, task=PoisonedTask(num_train=64, num_test=8, max_value=9, operators="+"))
   assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == [1, 2]
   model, _ = checkpoint.load_trained_model(tmp_path / "run")

@@ -836,8 +836,9 @@ class _Trainer:
         finite = math.isfinite(result["loss"]) and math.isfinite(result["grad_norm"])
         if not finite or result["params_finite"] != 1.0:
           raise TrainingDiverged(
-              f"Training diverged at step {self.step + 1} (epoch {epoch}, mini-batch "
-              f"{start // mini}): loss={result['loss']}, grad_norm={result['grad_norm']}, "
+              f"Training diverged at step {self.step + 1} (epoch {epoch + 1} of "
+              f"{self.cfg.train.ppo_epochs}, mini-batch {start // mini + 1} of {size // mini}): "
+              f"loss={result['loss']}, grad_norm={result['grad_norm']}, "
               f"parameters finite: {bool(result['params_finite'] == 1.0)}. The run stopped "
               f"without saving; its last good checkpoint is kept in "
               f"{self.run_dir / checkpoint.CHECKPOINT_DIR}. "
