@@ -1198,6 +1198,32 @@ def test_evaluations_during_training_score_the_model_of_that_step_and_change_not
   assert titles[:2] == ["reward", "test score"]
 
 
+def test_the_progress_bar_shows_the_test_score_by_each_tasks_metric(tiny_qwen2_dir, tmp_path,
+                                                                   compile_cache, monkeypatch,
+                                                                   capsys):
+  """The bar's test= is eval/score: the mean of each task's score by its own metric (here
+  pass@1 for one, mean@3 for the other), not the first task's pass@1."""
+  from jaxlayer import evaluation
+
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache, steps=2)
+  cfg.eval = evaluation.default_eval_config()
+  cfg.eval.update(num_problems=8, tasks=f"{EvenFirstByteTask.name}, arithmetic:mean@3")
+  cfg.logging.update(eval_every=2, progress=True)
+  scored = {EvenFirstByteTask.name: {"pass@1": [0.0, 0.5]},
+            "arithmetic": {"pass@1": [0.0, 0.0], "mean@3": [1.0, 0.0]}}
+
+  def evaluate(config, model, tokenizer, *, task_name, progress_position):
+    per_problem = scored[task_name]
+    return evaluation.EvalResult(
+        task=task_name, num_problems=2, per_problem=per_problem, decoding={}, prompt={},
+        generations=[], scores={k: float(np.mean(v)) for k, v in per_problem.items()})
+
+  monkeypatch.setattr(evaluation, "evaluate_from_config", evaluate)
+  result = train.train(cfg)
+  assert result.metrics["eval/score"] == pytest.approx((0.25 + 0.5) / 2)
+  assert "test=0.375" in capsys.readouterr().err
+
+
 def test_a_reward_weight_naming_no_component_fails_before_the_model_loads(tmp_path,
                                                                           monkeypatch):
   """Before, it failed after the model loaded and the first rollout ran."""

@@ -952,10 +952,11 @@ def _evaluation_due(step: int, config: ml_collections.ConfigDict) -> bool:
 
 
 def _evaluate(trainer: _Trainer, config: ml_collections.ConfigDict,
-              position: int) -> dict[str, float]:
-  """The test scores of the model as trained so far, as metrics eval/TASK/METRIC (each task of
-  jaxlayer.evaluation.task_names) and, with several tasks, eval/score (the mean of theirs, as
-  `jaxlayer eval` scores them). It reads the training state and changes none of it."""
+              position: int) -> tuple[dict[str, float], float]:
+  """(the test scores of the model as trained so far, as metrics eval/TASK/METRIC (each task
+  of jaxlayer.evaluation.task_names) and, with several tasks, eval/score (the mean of theirs,
+  as `jaxlayer eval` scores them); the score: eval/score, or the one task's by its metric). It
+  reads the training state and changes none of it."""
   from jaxlayer import evaluation  # (it imports this module)
 
   model = trainer.split.merge(trainer.params)
@@ -964,9 +965,10 @@ def _evaluate(trainer: _Trainer, config: ml_collections.ConfigDict,
              for name in evaluation.task_names(config)]
   scores = {f"eval/{result.task}/{metric}": value
             for result in results for metric, value in result.scores.items()}
+  score = evaluation.overall_score(config, results)["value"]
   if len(results) > 1:
-    scores["eval/score"] = evaluation.overall_score(config, results)["value"]
-  return scores
+    scores["eval/score"] = score
+  return scores, score
 
 
 def _postfix(m: dict[str, float]) -> dict[str, str]:
@@ -1077,9 +1079,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
         while trainer.step < steps:
           last, samples = trainer.run_step()
           if _evaluation_due(trainer.step, config):
-            scores = _evaluate(trainer, config, position + 1)
+            scores, score = _evaluate(trainer, config, position + 1)
             last = {**last, **scores}
-            tested = {"test": f"{next(iter(scores.values())):.3g}"}
+            tested = {"test": f"{score:.3g}"}
           history.append(last["reward"])
           step_seconds.append(last["seconds_per_step"])
           logger.log(trainer.step, last)
