@@ -132,6 +132,13 @@ def test_bad_loss_settings_are_named():
     losses.LossConfig(kl_beta=-1.0)
 
 
+@pytest.mark.parametrize("setting", ["kl_beta", "clip_eps_low", "clip_eps_high"])
+def test_a_nan_loss_setting_is_refused(setting):
+  """A NaN kl_beta passed `kl_beta < 0` and then turned the KL term off (NaN > 0 is False)."""
+  with pytest.raises(ValueError, match=setting):
+    losses.LossConfig(**{setting: math.nan})
+
+
 # --- TRL's GRPOTrainer._compute_loss on the same batch --------------------------------------
 
 def _trl_loss(loss_type, logps, old, ref, adv, mask, *, beta, eps_low, eps_high, max_len):

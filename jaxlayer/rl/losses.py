@@ -122,7 +122,7 @@ class LossConfig:
     if not (0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0):
       raise ValueError(f"Clip range needs 0 <= clip_eps_low < 1 and clip_eps_high >= 0, got "
                        f"{self.clip_eps_low} and {self.clip_eps_high}.")
-    if self.kl_beta < 0:
+    if not self.kl_beta >= 0:  # (a NaN too)
       raise ValueError(f"kl_beta must be >= 0, got {self.kl_beta}.")
     if self.max_response_length < 1:
       raise ValueError(f"max_response_length must be >= 1, got {self.max_response_length}.")
