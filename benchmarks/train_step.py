@@ -72,8 +72,8 @@ def prepare(model_dir: Path, layers: str, batch: dict) -> dict:
   if layers.startswith("mid"):
     blocks = [f"layers.{i}" for i in range(cfg.num_layers)]
     layers = f"{selection.select(layers, blocks, cfg.num_layers)[0]} ({layers})"
-  return dict(layers=layers, flops=flops, peak=peak, opt_bytes=step.trainable_bytes(opt_state),
-              param_bytes=step.trainable_bytes(params), compile_s=compile_s,
+  return dict(layers=layers, flops=flops, peak=peak, opt_bytes=step.array_bytes(opt_state),
+              param_bytes=step.array_bytes(params), compile_s=compile_s,
               num_layers=cfg.num_layers, times=[],
               state=[compiled, params, opt_state, split.frozen, batch])
 

@@ -143,7 +143,7 @@ def estimate(plan_: train.TrainPlan) -> MemoryEstimate:
   # Accumulating over micro-batches holds the running sum beside each micro-batch's gradient.
   parts["gradients"] = _bytes(trained_on_mesh) * (2 if micro_batches > 1 else 1)
   parts["optimizer state"] = _bytes(opt_state)
-  whole_weights = rl_step.trainable_bytes(on_mesh)  # every leaf whole
+  whole_weights = rl_step.array_bytes(on_mesh)  # every leaf whole
   if rollout.replicate_params:
     parts["rollout: whole weights on each device"] = whole_weights
   per_call, group = plan_.prompts_per_call, cfg.train.group_size

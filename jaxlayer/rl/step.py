@@ -228,10 +228,11 @@ def backward_activation_bytes(split: SplitModel, trainable: dict, batch: dict,
     kept = jax.tree.leaves(jax.vjp(total_logprob, trainable)[1])  # the vjp holds the residuals
     return [leaf for leaf in kept if id(leaf) not in inputs]
 
-  return trainable_bytes(jax.eval_shape(activations, trainable, split.frozen, batch))
+  return array_bytes(jax.eval_shape(activations, trainable, split.frozen, batch))
 
 
-def trainable_bytes(tree) -> int:
-  """Bytes held by the array leaves of a pytree (parameters or optimizer state)."""
+def array_bytes(tree) -> int:
+  """Bytes held by the array leaves of a pytree (parameters, optimizer state, activations),
+  each leaf whole (all devices' shards together)."""
   return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
              if hasattr(leaf, "dtype"))

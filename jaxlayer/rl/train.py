@@ -998,7 +998,7 @@ def _train_result(plan_: TrainPlan, trainer: _Trainer, last: dict, history: list
   return TrainResult(
       run_dir=trainer.run_dir, step=trainer.step, metrics=last, reward_history=history,
       step_seconds=step_seconds, trained_params=plan_.parameter_counts()[0],
-      optimizer_state_bytes=rl_step.trainable_bytes(trainer.opt_state),
+      optimizer_state_bytes=rl_step.array_bytes(trainer.opt_state),
       model=trainer.split.merge(trainer.params))
 
 
