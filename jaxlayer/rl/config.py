@@ -110,7 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
   # for ~1/3 more compute.
   config.train.remat = False
   config.train.ppo_epochs = 1  # passes over the rollout batch per RL step
-  config.train.advantage_eps = 1e-6  # added to the group std (GRPO)
+  config.train.advantage_eps = 1e-6  # added to the group std (GRPO, DAPO; GiGPO with "std")
   config.train.dynamic_sampling_max_rounds = 4  # rollout rounds to fill a DAPO batch
   # GiGPO (jaxlayer.rl.gigpo): A = A_episode + omega * A_step.
   config.train.gigpo_gamma = 0.95  # discount of the step returns that anchor groups compare
