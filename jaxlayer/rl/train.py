@@ -889,8 +889,8 @@ class _Trainer:
         **update_metrics,
         "seconds_per_step": time.perf_counter() - start,
     }
-    if "correct" in sampled.components:
-      result["accuracy"] = float(sampled.components["correct"].mean())
+    if tasks.SCORE_COMPONENT in sampled.components:
+      result["accuracy"] = float(sampled.components[tasks.SCORE_COMPONENT].mean())
     shown = min(self.cfg.logging.samples_per_step, len(sampled.rewards))
     completions = self._decode(sampled.tokens[:shown], lengths[:shown])
     samples = [{"prompt": self.prompt_texts[sampled.problem_indices[i // self.group_size]],
