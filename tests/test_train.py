@@ -1224,6 +1224,20 @@ def test_the_progress_bar_shows_the_test_score_by_each_tasks_metric(tiny_qwen2_d
   assert "test=0.375" in capsys.readouterr().err
 
 
+def test_a_compilation_cache_under_the_home_directory_is_written_there(tmp_path, monkeypatch):
+  """Shells leave the ~ of --config.compilation_cache_dir=~/x as it is: JAX then wrote its
+  compiled programs into a directory named '~' in the working directory."""
+  from jaxlayer import assets
+
+  monkeypatch.setenv("HOME", str(tmp_path))
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.rollout.update(max_new_tokens=8, max_prompt_tokens=32)
+  cfg.compilation_cache_dir = "~/xla_cache"
+  train.plan(cfg)
+  assert cfg.compilation_cache_dir == str(tmp_path / "xla_cache")
+
+
 def test_a_reward_weight_naming_no_component_fails_before_the_model_loads(tmp_path,
                                                                           monkeypatch):
   """Before, it failed after the model loaded and the first rollout ran."""

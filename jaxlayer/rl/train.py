@@ -170,6 +170,8 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   _require(config.run_dir is not None,
            "Set the run directory: --config.run_dir=DIR (checkpoints and metrics go there).")
   config.run_dir = os.fspath(paths.local_path(config.run_dir, "run_dir"))  # ~ expanded
+  if config.get("compilation_cache_dir"):  # ~ expanded (JAX's cache also takes a gs:// URL)
+    config.compilation_cache_dir = os.path.expanduser(config.compilation_cache_dir)
   _require(config.task.name in tasks.TASKS,
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
   model_dir = resolve_model_dir(config.model.path)
