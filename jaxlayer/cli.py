@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -287,11 +288,20 @@ def _generate(argv: list[str]) -> None:
 
 def _read_prompts(path: str, parser: argparse.ArgumentParser) -> list[str]:
   """Prompts from a text file (one per non-blank line; "-": standard input) or a .jsonl file
-  ({"prompt": ...})."""
+  ({"prompt": ...}), in UTF-8. Lines end at a line feed, a carriage return or both only: a
+  prompt may hold the other characters that str.splitlines breaks at (U+2028, which JSON writes
+  unescaped; a form feed). A byte-order mark before the first line is dropped."""
   try:
-    lines = (sys.stdin if path == "-" else open(path, encoding="utf-8")).read().splitlines()
+    if path == "-":
+      text = sys.stdin.read()
+    else:
+      with open(path, encoding="utf-8") as file:
+        text = file.read()
   except OSError as err:
     parser.error(f"cannot read --prompts-file: {err}")
+  except UnicodeDecodeError as err:
+    parser.error(f"--prompts-file {path} is not UTF-8 text ({err}): save it as UTF-8.")
+  lines = re.split(r"\r\n|\r|\n", text.removeprefix("\ufeff"))
   if not path.endswith(".jsonl"):
     prompts = [line for line in lines if line.strip()]
   else:

@@ -141,6 +141,27 @@ def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_prompts_file_keeps_unicode_line_separators_and_drops_a_byte_order_mark(tmp_path,
+                                                                               capsys):
+  # Prompts as written: U+2028 and a form feed inside a prompt (JSON writes U+2028 unescaped
+  # with ensure_ascii=False) are no line ends, a Windows editor's BOM is no text, CRLF ends a line.
+  import argparse
+
+  prompts = ["caf\u00e9 2+2=", "one\u2028two", "page\x0cbreak"]
+  parser = argparse.ArgumentParser(prog="jaxlayer generate")
+  text_file, jsonl_file = tmp_path / "prompts.txt", tmp_path / "prompts.jsonl"
+  text_file.write_bytes(("\ufeff" + "\r\n".join(prompts) + "\r\n").encode("utf-8"))
+  jsonl_file.write_text("\ufeff" + "".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n"
+                                           for p in prompts), encoding="utf-8")
+  assert cli._read_prompts(str(text_file), parser) == prompts
+  assert cli._read_prompts(str(jsonl_file), parser) == prompts
+  latin1 = tmp_path / "latin1.txt"
+  latin1.write_bytes("caf\u00e9\n".encode("latin-1"))
+  with pytest.raises(SystemExit):
+    cli._read_prompts(str(latin1), parser)
+  assert "is not UTF-8 text" in capsys.readouterr().err
+
+
 def test_unknown_command_names_the_choices():
   with pytest.raises(SystemExit, match="unknown command 'trian'.*generate"):
     cli.main(["trian"])
