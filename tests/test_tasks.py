@@ -161,6 +161,11 @@ def test_countdown_use_all_numbers():
   assert task.reward(problem, "(3+7)*5+2-2") == 0.0
   problem = Problem(prompt="", answer="", metadata={"numbers": [3, 7, 5, 1], "target": 50})
   assert task.reward(problem, "(3+7)*5*1") == 1.0
+  # The prompt states the rule the grader applies (it said "at most once").
+  assert all(problem.prompt.endswith("and each number exactly once.")
+             for problem in task.test_problems())
+  assert all(problem.prompt.endswith("and each number at most once.")
+             for problem in get_task("countdown", num_test=10).test_problems())
 
 
 def test_countdown_operators_limit_the_prompt_and_the_answers():

@@ -1,5 +1,5 @@
 """`countdown`: reach a target from given numbers with + - * / (or some of them), each number
-at most once.
+at most once (exactly once with use_all_numbers).
 
 The completion's expression is read from its last <answer>...</answer> when it has
 one, else from its first line; a trailing "= target" is allowed. It is evaluated by
@@ -60,6 +60,8 @@ class CountdownTask(GeneratedTask):
   """`num_numbers` numbers in [min_number, max_number] and a target in [1, max_target]
   that some expression over all of them reaches (so every problem has a solution).
   `operators`: those the prompt offers, the solutions use and a completion may use.
+  `use_all_numbers`: a completion must use every number exactly once (else each at most once),
+  as the prompt says.
 
   Reward components: "correct" and "format" (a valid expression over the numbers).
   """
@@ -96,7 +98,8 @@ class CountdownTask(GeneratedTask):
         target, text = solution
         prompt = (
             f"Using the numbers {numbers}, write an expression that equals {target}. "
-            f"Use {' '.join(self.operators)} and each number at most once."
+            f"Use {' '.join(self.operators)} and each number "
+            f"{'exactly' if self.use_all_numbers else 'at most'} once."
         )
         answer = expressions.compact(expressions.parse_expression(text))
         return Problem(
