@@ -70,6 +70,9 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
         if name not in config:
           config[name] = make_default()
   except errors as err:
+    if isinstance(err, flags.UnrecognizedFlagError):
+      raise SystemExit(f"{prog}: unknown option --{err.flagname}: `{prog} --help` lists the "
+                       "options; a setting is --config.KEY=VALUE.") from None
     if isinstance(err, AttributeError) and "get_config" in str(err):
       raise SystemExit(f"{prog}: the config file {_config_path(file_args)} defines no "
                        "get_config(): a config file "
@@ -86,6 +89,11 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
     problem = _unknown_key(config, overrides) or f"bad configuration flag: {err}"
     raise SystemExit(f"{prog}: {problem}") from None
   return override_flags.config
+
+
+def _asks_for_help(argv: list[str]) -> bool:
+  """Whether a config command's arguments hold -h or --help (anywhere, as argparse reads them)."""
+  return "-h" in argv or "--help" in argv
 
 
 def _config_path(args: list[str]) -> str:
@@ -325,7 +333,7 @@ def _sweep(argv: list[str]) -> None:
   """jaxlayer sweep --config FILE [--config.sweep.layers=0,3,7 --config.sweep.seeds=3
                                  --config.sweep.groups=3+4,mid5
                                  --config.sweep.halving_steps=15,30 ...] [--dry-run]"""
-  if argv[:1] in (["-h"], ["--help"]):
+  if _asks_for_help(argv):
     print(_sweep.__doc__ + "\n\nRuns or resumes the sweep in config.sweep.dir (finished runs are "
           "skipped): the base model, full RL, each block of sweep.layers alone and each group of "
           "sweep.groups together (with sweep.halving_steps, only the best at each of those steps "
@@ -430,7 +438,7 @@ def _number(value, spec: str = "z.3f") -> str:
 
 def _train(argv: list[str]) -> None:
   """jaxlayer train --config FILE [--config.a.b=value ...]"""
-  if argv[:1] in (["-h"], ["--help"]):
+  if _asks_for_help(argv):
     print(_train.__doc__ + "\n\nTrains the blocks in config.train.layers (e.g. layers.14, "
           "layers.10-14, mid5, all) and resumes from config.run_dir's latest checkpoint. "
           "Every key and its default: jaxlayer/rl/config.py; examples: "
@@ -523,7 +531,7 @@ def _training_config(argv: list[str], prog: str):
 
 def _memory(argv: list[str]) -> None:
   """jaxlayer memory --config FILE [--config.a.b=value ...] [--compile]"""
-  if argv[:1] in (["-h"], ["--help"]):
+  if _asks_for_help(argv):
     print(_memory.__doc__ + "\n\nPrints the memory one device needs for `jaxlayer train` with "
           "this config, part by part (weights, KL reference, gradients, optimizer state, KV "
           "cache, activations), sized from the model's config.json without loading its "

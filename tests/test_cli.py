@@ -281,6 +281,23 @@ def test_a_config_file_that_is_not_there_is_named(command, tmp_path, monkeypatch
       "configs/grpo_arithmetic.py.")
 
 
+@pytest.mark.parametrize("command", ["train", "memory", "sweep", "eval"])
+def test_an_unknown_option_is_named_and_help_is_help_anywhere(command, capsys):
+  # It said 'cannot load the config file: Unknown command line flag ...' of a file that loads,
+  # and --help after --config was such an unknown flag.
+  config = str(REPO / ("configs/sweep_tiny.py" if command in ("sweep", "eval")
+                       else "configs/grpo_arithmetic.py"))
+  model = ["--model", str(assets.TINY_ARITH)] if command == "eval" else []
+  with pytest.raises(SystemExit) as exited:
+    cli.main([command, "--config", config, *model, "--dry_run"])
+  assert exited.value.code == (f"jaxlayer {command}: unknown option --dry_run: `jaxlayer "
+                               f"{command} --help` lists the options; a setting is "
+                               "--config.KEY=VALUE.")
+  if command != "eval":  # (argparse's own --help)
+    cli.main([command, "--config", config, "--help"])
+    assert capsys.readouterr().out.startswith(f"jaxlayer {command} --config FILE")
+
+
 @pytest.mark.parametrize("command,args,key", [
     ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir=gs://b/run"],
      "run_dir='gs://b/run'"),
