@@ -89,13 +89,6 @@ def test_integer_correctness_reads_the_first_line():
   assert rewards.integer_correctness(["-8"], ["-8"]) == [1.0]
 
 
-def test_format_reward_matches_the_whole_completion():
-  pattern = r"<think>.*</think>\s*<answer>.*</answer>"
-  completions = ["<think>a\nb</think> <answer>3</answer>", "<answer>3</answer>",
-                 "<think>a</think><answer>3</answer> trailing"]
-  assert rewards.format_reward(completions, pattern) == [1.0, 0.0, 0.0]
-
-
 def test_overlong_penalty_matches_dapo():
   # DAPO: 0 while |y| <= L_max - L_cache; (L_max - L_cache - |y|) / L_cache up to L_max; -1 beyond.
   lengths = [0, 80, 85, 90, 99, 100, 101, 500]

@@ -11,8 +11,6 @@ import re
 
 import numpy as np
 
-from jaxlayer.models.config import ModelConfig
-
 IDENTITY = "identity"
 TRANSPOSE = "transpose"
 
@@ -71,19 +69,3 @@ def apply_transform(array: np.ndarray, transform: str) -> np.ndarray:
   """Both directions: a transpose is its own inverse."""
   return array.T if transform == TRANSPOSE else array
 
-
-def expected_hf_names(cfg: ModelConfig) -> set[str]:
-  """Every tensor name a checkpoint of this architecture must hold."""
-  names = {"model.embed_tokens.weight", "model.norm.weight"}
-  if not cfg.tie_word_embeddings:
-    names.add("lm_head.weight")
-  block = ["input_layernorm.weight", "post_attention_layernorm.weight",
-           "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
-  block += [f"self_attn.{p}_proj.weight" for p in "qkvo"]
-  if cfg.qkv_bias:
-    block += [f"self_attn.{p}_proj.bias" for p in "qkv"]
-  if cfg.qk_norm:
-    block += ["self_attn.q_norm.weight", "self_attn.k_norm.weight"]
-  for i in range(cfg.num_layers):
-    names.update(f"model.layers.{i}.{b}" for b in block)
-  return names

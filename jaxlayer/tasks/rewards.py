@@ -1,6 +1,5 @@
 """Reward functions on strings: the final answer of a reasoning model's completion, math
-correctness (math-verify), integer answers, format, DAPO's soft overlong penalty and weighted
-sums.
+correctness (math-verify), integer answers, DAPO's soft overlong penalty and weighted sums.
 
 Every batch function takes lists and returns one float per completion. Math answers
 are graded by math-verify in a pool of worker processes: math-verify's own timeouts
@@ -74,12 +73,6 @@ def integer_correctness(answers: Sequence[str], completions: Sequence[str]) -> l
       float(first_line_integer(completion) == int(answer))
       for answer, completion in zip(answers, completions, strict=True)
   ]
-
-
-def format_reward(completions: Sequence[str], pattern: str) -> list[float]:
-  """1.0 where the regular expression `pattern` matches the whole completion, else 0.0."""
-  compiled = re.compile(pattern, re.DOTALL)
-  return [float(compiled.fullmatch(completion) is not None) for completion in completions]
 
 
 def overlong_penalty(lengths: Sequence[int], max_length: int, cache_length: int) -> list[float]:
