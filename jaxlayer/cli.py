@@ -200,8 +200,11 @@ def _generate(argv: list[str]) -> None:
       "0 = greedy; default: 0 for one sample, 1.0 with --num-samples > 1"))
   parser.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: off)")
   parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
-  parser.add_argument("--max-new-tokens", type=int, default=32)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--max-new-tokens", type=int, default=32,
+                      help="tokens a completion may have at most")
+  parser.add_argument("--seed", type=int, default=0, help=(
+      "sampling seed: the same one prints the same samples (each batch of --batch-size prompts "
+      "draws with seed + the index of its first prompt)"))
   parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
   parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help=(
       "parameters' dtype; auto: a checkpoint's own (config.json's dtype), a run's model.dtype. "
@@ -441,7 +444,7 @@ def _train(argv: list[str]) -> None:
   if _asks_for_help(argv):
     print(_train.__doc__ + "\n\nTrains the blocks in config.train.layers (e.g. layers.14, "
           "layers.10-14, mid5, all) and resumes from config.run_dir's latest checkpoint. "
-          "Every key and its default: jaxlayer/rl/config.py; examples: "
+          "Every key and its default: docs/configuration.md; examples: "
           "configs/grpo_arithmetic.py, configs/gigpo_gridworld.py (an agent in a grid world).")
     return
   config = _training_config(argv, "jaxlayer train")
@@ -609,7 +612,7 @@ def _eval(argv: list[str]) -> None:
       "math,gsm8k,amc:mean@32, and the mean of their scores), with the config's prompt "
       "settings. Writes eval.json (and generations.jsonl). Settings: "
       "--config.eval.KEY=VALUE "
-      "(keys and defaults: jaxlayer/evaluation.py, default_eval_config). A config with env.name "
+      "(keys and defaults: docs/configuration.md). A config with env.name "
       "is scored by episodes: pass@1 is the success rate of greedy episodes on the fixed seeds "
       "0..env.num_eval_episodes-1."))
   parser.add_argument("--config", required=True, help="config file (e.g. configs/sweep_tiny.py); "

@@ -149,7 +149,10 @@ def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
 
 
 def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
-  """Yields (jaxlayer path, numpy array in jaxlayer layout) for every tensor the model uses."""
+  """Yields (jaxlayer path, numpy array in jaxlayer layout) for every tensor the model uses.
+
+  expected: jaxlayer path -> the model's parameter there (abstract: its shape is checked).
+  """
   for file in files:
     with safe_open(file, framework="numpy") as f:
       for name in f.keys():

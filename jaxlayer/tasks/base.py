@@ -15,8 +15,9 @@ import numpy as np
 from jaxlayer.tasks import rewards
 
 
-# The reward component that says whether a completion is right (1) or not (0): evaluation
-# scores by it and DAPO's dynamic sampling filters groups on it.
+# The reward component that says whether a completion is right (1) or not (0) (code with
+# reward_mode="fraction": the fraction of its tests passed): evaluation scores by it and DAPO's
+# dynamic sampling filters groups on it.
 SCORE_COMPONENT = "correct"
 
 
@@ -56,7 +57,7 @@ class Task(abc.ABC):
   """
 
   name: ClassVar[str]
-  reward_weights: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
+  reward_weights: dict[str, float] = field(default_factory=lambda: {SCORE_COMPONENT: 1.0})
   overlong_max_length: int | None = None
   overlong_cache_length: int = 0
 
