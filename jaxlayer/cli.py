@@ -1,4 +1,4 @@
-"""`jaxlayer <command>`: parses flags and calls the library; no logic of its own."""
+"""`jaxlayer <command>`: parses flags, calls the library and prints what it returns."""
 
 from __future__ import annotations
 

@@ -233,6 +233,7 @@ def _attention_at_once(q, k, v, mask):
   """`_attention` of all queries together: scores [batch, kv_heads, groups, seq, keys]."""
   batch, seq, heads, head_dim = q.shape
   kv_heads = k.shape[2]
+  # [batch, seq, kv_heads, groups, head_dim]: the query heads that share a key-value head
   q = q.reshape(batch, seq, kv_heads, heads // kv_heads, head_dim)
   scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * head_dim**-0.5
   scores = jnp.where(mask[:, None, None], scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
@@ -449,10 +450,11 @@ class Qwen(nnx.Module):
     max_new = cache.max_new
     prompt_lengths = cache.prefix_mask.sum(axis=-1, dtype=jnp.int32)  # [prompts]
     positions = jnp.repeat(prompt_lengths, cache.group) + cache.index  # [rows]
-    cos, sin = rope_cos_sin(positions[:, None], self.config)
+    cos, sin = rope_cos_sin(positions[:, None], self.config)  # [rows, 1, head_dim]
     visible = jnp.concatenate([  # [rows, prompt_len + max_new]
         jnp.repeat(cache.prefix_mask, cache.group, axis=0),
         jnp.broadcast_to(jnp.arange(max_new) <= cache.index, (len(token_ids), max_new))], axis=1)
+    # [rows, 1, 1, prompt_len + max_new]
     bias = jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
     x = self._embed(token_ids[:, None])  # [rows, 1, d_model]
     keys, values = [], []
@@ -472,8 +474,8 @@ class Qwen(nnx.Module):
     KV cache needs, everywhere): a prefill saves most of one block's work.
     """
     positions, mask = _positions_and_causal_mask(_real_tokens(input_ids, attention_mask))
-    x = self._embed(input_ids)
-    cos, sin = rope_cos_sin(positions, self.config)
+    x = self._embed(input_ids)  # [batch, seq, d_model]
+    cos, sin = rope_cos_sin(positions, self.config)  # [batch, seq, head_dim]
     run_block = _block_runner(Block.__call__, remat)
     kv = []
     for i, block in enumerate(self.layers):
