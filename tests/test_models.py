@@ -774,6 +774,14 @@ def test_unsupported_model_type_names_the_supported_ones(tiny_qwen2_dir, tmp_pat
     models.from_pretrained(_edit_config(tiny_qwen2_dir, tmp_path / "gpt2", model_type="gpt2"))
 
 
+def test_config_without_a_required_key_names_it_and_the_fix():
+  config = hf_fixtures.tiny_config("qwen3").to_dict()
+  del config["intermediate_size"], config["num_attention_heads"]
+  with pytest.raises(ValueError, match=re.escape(
+      "config.json lacks required keys ['intermediate_size', 'num_attention_heads']: add them")):
+    models.ModelConfig.from_hf_dict(config)
+
+
 def test_shape_mismatch_names_the_tensor(tiny_qwen2_dir, tmp_path):
   wrong = _edit_config(tiny_qwen2_dir, tmp_path / "wrong", intermediate_size=48)
   with pytest.raises(ValueError, match=r"mlp\.\w+_proj\.weight.*shape"):

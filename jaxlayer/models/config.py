@@ -189,7 +189,8 @@ class ModelConfig:
     missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size",
                            "num_hidden_layers", "num_attention_heads") if k not in hf]
     if missing:
-      raise ValueError(f"config.json lacks required keys {missing}.")
+      raise ValueError(f"config.json lacks required keys {missing}: add them (transformers' "
+                       "save_pretrained writes every key of the architecture).")
     num_heads = hf["num_attention_heads"]
     return cls(
         model_type=model_type,
