@@ -60,10 +60,12 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
     file_flags = flags.FlagValues()
     config_flags.DEFINE_config_file("config", default=None, flag_values=file_flags,
                                     sys_argv=file_args)
-    file_flags(file_args)
+    strays = file_flags(file_args)[1:]  # (absl ignores arguments that are not flags)
     config = file_flags.config
     if config is None:
       raise SystemExit(f"{prog}: --config FILE is required (see configs/).")
+    if strays:
+      raise SystemExit(f"{prog}: {_stray_argument(argv, strays[0])}")
     _check_config_file(_config_path(file_args), prog)
     with config.unlocked():  # (a file that failed to load raises here)
       for name, make_default in (sections or {}).items():
@@ -89,6 +91,18 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
     problem = _unknown_key(config, overrides) or f"bad configuration flag: {err}"
     raise SystemExit(f"{prog}: {problem}") from None
   return override_flags.config
+
+
+def _stray_argument(argv: list[str], stray: str) -> str:
+  """What is wrong with `stray`, an argument of argv that is no flag nor a flag's value: the
+  value of an override written after a space would be dropped (`--config.train.remat false`
+  set remat to True)."""
+  index = argv.index(stray)
+  before = argv[index - 1] if index else ""
+  if before.startswith("--config.") and "=" not in before:
+    return f"{before} {stray}: write {before}={stray} (an override takes its value after '=')."
+  return (f"unexpected argument {stray!r}: give the config file as --config FILE and each "
+          "setting as --config.KEY=VALUE.")
 
 
 def _asks_for_help(argv: list[str]) -> bool:

@@ -298,6 +298,22 @@ def test_an_unknown_option_is_named_and_help_is_help_anywhere(command, capsys):
     assert capsys.readouterr().out.startswith(f"jaxlayer {command} --config FILE")
 
 
+def test_an_override_value_after_a_space_is_refused_not_dropped():
+  # absl read `--config.train.remat false` as the boolean flag alone (remat=True) and ignored
+  # "false" as a stray argument; config files set remat=False, so the override inverted it.
+  config = str(REPO / "configs/grpo_arithmetic.py")
+  assert cli.load_config(["--config", config, "--config.train.remat=false"], "x").train.remat \
+      is False
+  with pytest.raises(SystemExit) as exited:
+    cli.load_config(["--config", config, "--config.train.remat", "false"], "jaxlayer train")
+  assert exited.value.code == ("jaxlayer train: --config.train.remat false: write "
+                               "--config.train.remat=false (an override takes its value after "
+                               "'=').")
+  with pytest.raises(SystemExit, match="unexpected argument 'extra.py': give the config file as "
+                     "--config FILE"):
+    cli.load_config(["--config", config, "extra.py"], "jaxlayer train")
+
+
 @pytest.mark.parametrize("command,args,key", [
     ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir=gs://b/run"],
      "run_dir='gs://b/run'"),
