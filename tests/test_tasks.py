@@ -451,6 +451,7 @@ THINKING_GRADED = [
     ("<think>\nSo \\boxed{5}... but recheck: 2+3 = 3?\n</think>\nThe answer is 3.", 0.0),
     ("<think>\nI get \\boxed{5} so far, but let me check", 0.0),  # cut while thinking: no answer
     ("The answer is \\boxed{5}.", 1.0),  # no thinking block: the whole text
+    ("Drop the <think> tag: \\boxed{5}.", 1.0),  # a tag in the text opens no thinking block
 ]
 
 
@@ -462,4 +463,4 @@ def test_math_grades_the_answer_after_the_thinking(tmp_path):
   problem = task.test_problems()[0]
   graded = task.rewards([problem] * len(THINKING_GRADED), [c for c, _ in THINKING_GRADED])
   assert graded.components["correct"] == [correct for _, correct in THINKING_GRADED]
-  assert graded.components["format"] == [1.0, 0.0, 0.0, 0.0, 1.0]
+  assert graded.components["format"] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]

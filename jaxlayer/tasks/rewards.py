@@ -27,14 +27,14 @@ THINK_START, THINK_END = "<think>", "</think>"  # Qwen3's, QwQ's and R1-Distill'
 
 
 def final_answer(completion: str) -> str:
-  """What a completion answers after its thinking: the text after its last </think>; "" when a
-  <think> block never closed (cut at the length limit while thinking: no answer yet, so it
-  earns no reward, as in DeepScaleR's / rLLM's math reward); the whole text when it thinks
-  in no such block."""
+  """What a completion answers after its thinking: the text after its last </think>; "" when
+  the <think> block it starts with never closed (cut at the length limit while thinking: no
+  answer yet, so it earns no reward, as in DeepScaleR's / rLLM's math reward); the whole text
+  when it thinks in no such block (a <think> further on is text: code that handles the tag)."""
   end = completion.rfind(THINK_END)
   if end >= 0:
     return completion[end + len(THINK_END):]
-  return "" if THINK_START in completion else completion
+  return "" if completion.lstrip().startswith(THINK_START) else completion
 
 
 def last_boxed_content(text: str) -> str | None:
