@@ -441,6 +441,10 @@ def test_code_task_rejects_a_bad_reward_mode(tmp_path):
                       [{"text": "t", "code": "", "test_list": [], "test_setup_code": ""}])
   with pytest.raises(ValueError, match="reward_mode must be 'fraction' or 'all'"):
     get_task("code", data_files={"test": path}, reward_mode="most")
+  # A misspelt limit was a TypeError from SandboxLimits' constructor.
+  with pytest.raises(ValueError, match=re.escape(
+      "code: sandbox_limits has no ['wall_second']; its keys are ['wall_seconds', 'cpu_seconds'")):
+    get_task("code", data_files={"test": path}, sandbox_limits={"wall_second": 10})
 
 
 # Reasoning models: the final answer is graded, never a value inside the thinking.

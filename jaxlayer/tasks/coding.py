@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from jaxlayer.tasks import sandbox
@@ -66,6 +66,11 @@ class CodeTask(DatasetTask):
     super().__post_init__()
     if self.reward_mode not in ("fraction", "all"):
       raise ValueError(f"code: reward_mode must be 'fraction' or 'all', got {self.reward_mode!r}")
+    known = [limit.name for limit in fields(sandbox.SandboxLimits)]
+    unknown = sorted(set(self.sandbox_limits) - set(known))
+    if unknown:
+      raise ValueError(f"code: sandbox_limits has no {unknown}; its keys are {known} "
+                       "(jaxlayer.tasks.sandbox.SandboxLimits)")
     self.limits = sandbox.SandboxLimits(**self.sandbox_limits)
 
   def required_fields(self) -> list[str]:
