@@ -33,7 +33,8 @@ PARTITION_RULES = (
 
 
 def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> Mesh:
-  """A ("data", "fsdp", "tensor") mesh; one axis may be -1 to take the remaining devices."""
+  """A ("data", "fsdp", "tensor") mesh over `devices` (default: jax.devices(), those of every
+  host); one axis may be -1 to take the remaining devices."""
   devices = list(jax.devices() if devices is None else devices)
   sizes = [data, fsdp, tensor]
   asked = f"data={data} x fsdp={fsdp} x tensor={tensor}"
