@@ -328,9 +328,7 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
 def _stop_and_pad_ids(model, tokenizer, eos_token_ids) -> tuple[list[int], int]:
   """Stop tokens (None: as in training) and the padding id."""
   if eos_token_ids is None:
-    source = model.config.source_dir
-    eos_token_ids = (models.stop_token_ids(source, tokenizer) if source else
-                     [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id])
+    eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
   eos_token_ids = [int(t) for t in eos_token_ids]
   pad = tokenizer.pad_token_id
   return eos_token_ids, pad if pad is not None else (eos_token_ids[0] if eos_token_ids else 0)

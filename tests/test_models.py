@@ -838,6 +838,7 @@ def test_stop_token_ids_join_the_tokenizer_eos_and_generation_config(
   tokenizer = models.load_tokenizer(tmp_path)
   assert tokenizer.eos_token_id == 0
   assert models.stop_token_ids(tmp_path, tokenizer) == expected
+  assert models.stop_token_ids(None, tokenizer) == [0]  # a model built in memory
 
 
 @pytest.mark.parametrize("input_ids,mask,error", [

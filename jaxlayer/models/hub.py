@@ -387,11 +387,12 @@ def _write_safetensors(tensors: dict[str, np.ndarray], out_dir: Path) -> None:
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
-def stop_token_ids(model_dir: str | os.PathLike, tokenizer) -> list[int]:
-  """The tokenizer's EOS plus generation_config.json's eos_token_id(s) (chat models have two)."""
+def stop_token_ids(model_dir: str | os.PathLike | None, tokenizer) -> list[int]:
+  """The tokenizer's EOS plus generation_config.json's eos_token_id(s) (chat models have two;
+  model_dir None: a model built in memory, the tokenizer's EOS alone)."""
   ids = set() if tokenizer.eos_token_id is None else {tokenizer.eos_token_id}
-  generation = Path(model_dir) / "generation_config.json"
-  if generation.is_file():
+  generation = None if model_dir is None else Path(model_dir) / "generation_config.json"
+  if generation is not None and generation.is_file():
     eos = json.loads(generation.read_text()).get("eos_token_id")
     ids.update([eos] if isinstance(eos, int) else eos or [])
   return sorted(ids)
