@@ -1,6 +1,8 @@
-"""The README's Library snippet runs as printed, as a notebook user pastes it, and its command
-line sweep example plans on the model its config names."""
+"""The README's Library snippet runs as printed, as a notebook user pastes it, its command
+line sweep example plans on the model its config names, and docs/reproduce_paper.md's
+activation snippet runs on the directory the guide downloads."""
 
+import json
 import re
 
 import numpy as np
@@ -48,3 +50,31 @@ def test_the_command_line_sweep_example_plans_on_the_shipped_tiny_model(tmp_path
   cli.main(["sweep", "--config", str(REPO / "configs" / "sweep_tiny.py"), *overrides,
             f"--config.sweep.dir={tmp_path / 'sweep'}", "--dry-run"])
   assert "dry run: a new sweep directory" in capsys.readouterr().out
+
+
+# Qwen/Qwen3-1.7B-Base's config.json on the hub (the fields the model reads).
+QWEN3_1P7B_BASE_CONFIG = {
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "attention_bias": False,
+    "head_dim": 128, "hidden_act": "silu", "hidden_size": 2048, "intermediate_size": 6144,
+    "max_position_embeddings": 32768, "num_attention_heads": 16, "num_hidden_layers": 28,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": None,
+    "rope_theta": 1000000, "sliding_window": None, "use_sliding_window": False,
+    "tie_word_embeddings": True, "torch_dtype": "bfloat16", "vocab_size": 151936,
+    "bos_token_id": 151643, "eos_token_id": 151643}
+
+
+def test_the_reproduce_guide_activation_snippet_runs_on_the_directory_it_downloads(
+    tmp_path, monkeypatch, capsys):
+  """It read Qwen3-1.7B/config.json, a directory the guide never makes (section 2 downloads
+  into models/Qwen3-1.7B-Base), and prints the figures the guide quotes beside it."""
+  guide = (REPO / "docs" / "reproduce_paper.md").read_text()
+  download_dir = re.search(r"hf download Qwen/Qwen3-1.7B-Base --local-dir (\S+)", guide).group(1)
+  snippet = next(block for block in re.findall(r"```python\n(.*?)```", guide, re.DOTALL)
+                 if "backward_activation_bytes" in block)
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / download_dir).mkdir(parents=True)
+  (tmp_path / download_dir / "config.json").write_text(json.dumps(QWEN3_1P7B_BASE_CONFIG))
+  exec(compile(snippet, "docs/reproduce_paper.md", "exec"), {})  # noqa: S102
+  assert capsys.readouterr().out.splitlines() == [
+      "remat=False: 34.7 GB of activations", "remat=True: 1.0 GB of activations"]
+  assert "would keep **34.7 GB**" in guide and "then keeps **1.0 GB**" in guide
