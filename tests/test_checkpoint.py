@@ -475,6 +475,8 @@ def test_the_training_deletes_an_unfinished_checkpoint_a_killed_run_left_and_rea
   reader.close()
   assert unfinished.is_dir()  # perhaps a running training's checkpoint in the making
   writer = checkpoint.Checkpointer(tmp_path, writer=True)
+  # Gone once the writer is made, not in a thread of Orbax's that could outlive the process.
+  assert not unfinished.exists()
   writer.save(3, *_state(3.0), {"step": 3})
   writer.close()
   assert not unfinished.exists()

@@ -55,18 +55,23 @@ class Checkpointer:
   checkpoints (`STEP.orbax-checkpoint-tmp`) that a killed run left; a reader (export, eval)
   leaves them, as they may be a running training's checkpoint in the making. Orbax itself
   deletes one only when the same step is saved again, which a run resumed with another
-  checkpoint.every, or never resumed, does not do.
+  checkpoint.every, or never resumed, does not do. They are deleted here, before the manager
+  starts, not by Orbax's cleanup_tmp_directories: that runs in a thread which close() does not
+  wait for, so a run that stopped at once (a missing data file) printed the thread's traceback
+  at exit ("cannot schedule new futures after shutdown").
   """
 
   def __init__(self, run_dir: str | os.PathLike, keep: int = 3, writer: bool = False):
     if keep < 1:
       raise ValueError(f"checkpoint.keep must be >= 1, got {keep}.")
     self.directory = Path(run_dir).absolute() / CHECKPOINT_DIR
+    if writer and distributed.is_primary():
+      for unfinished in self.directory.glob(f"*{ocp.path.atomicity.TMP_DIR_SUFFIX}*"):
+        shutil.rmtree(unfinished, ignore_errors=True)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False,
-                                             cleanup_tmp_directories=writer))
+                                             enable_async_checkpointing=False))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
