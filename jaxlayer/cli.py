@@ -316,7 +316,7 @@ def _generate(argv: list[str]) -> None:
           max_new_tokens=args.max_new_tokens,
           num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
           top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed,
-          first_row=start * args.num_samples)
+          row_ids=range(start * args.num_samples, (start + len(filled)) * args.num_samples))
     except (ValueError, TypeError) as err:
       raise SystemExit(f"jaxlayer generate: {err}") from None
     rows = len(batch) * args.num_samples

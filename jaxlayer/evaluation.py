@@ -157,12 +157,6 @@ def call_shape(batch_size: int, num_samples: int, num_problems: int,
   return completions // samples_per_row, samples_per_row
 
 
-def _chunk_seed(seed: int, start: int) -> int:
-  """An independent sampling seed for the rollout of `evaluate_env` whose first episode seed is
-  number `start` of its pass."""
-  return int(np.random.default_rng([seed, start]).integers(2**31 - 1))
-
-
 def check_decoding(*, max_new_tokens, batch_size, num_samples, temperature) -> None:
   """Raises a clear error for decoding settings `evaluate` cannot use."""
   for name, value, lowest in [("max_new_tokens", max_new_tokens, 1), ("batch_size", batch_size, 1),
@@ -256,7 +250,7 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
   eos_token_ids: stop tokens (None: the tokenizer's EOS and the checkpoint's
     generation_config.json eos_token_id, like training).
   seed: sampling seed of mean@k (greedy decoding uses none). Completion c of the pass draws
-    from (seed, c) whatever the calls' shape (`sampling.generate`'s first_row), so the same
+    from (seed, c) whatever the calls' shape (`sampling.generate`'s row_ids), so the same
     seed gives the same samples at any batch_size and on any mesh (up to float rounding of the
     logits).
   Generations: {"problem_index", "decoding": "greedy" | "sampled", "sample", "prompt",
@@ -296,7 +290,8 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
         out = sampling.generate(model, filled, max_new_tokens=max_new_tokens,
                                 num_samples=samples_per_row, temperature=temp, top_k=top_k,
                                 top_p=top_p if temp else 1.0, eos_token_ids=eos_token_ids,
-                                seed=seed, pad_token_id=pad_token_id, first_row=first)
+                                seed=seed, pad_token_id=pad_token_id,
+                                row_ids=range(first, first + len(filled) * samples_per_row))
         lengths = out.lengths[:count].tolist()
         completions = tokenizer.batch_decode(
             [row[:n] for row, n in zip(out.tokens[:count], lengths)], skip_special_tokens=True)
@@ -353,8 +348,9 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
   batch_size: episodes played together (each turn of theirs is one `sampling.generate`
     call of that many rows). Episodes that end in an environment error count as failures
     and show in `episodes` (env_error_rate) and in the generations' error field.
-  seed: sampling seed of mean@k; the samples drawn depend on it and on batch_size (each rollout
-    of batch_size // k episode seeds samples with a seed of its own, `_chunk_seed`).
+  seed: sampling seed of mean@k. Episode e of the pass (sample e % k of seed e // k) draws as
+    episode e (`multiturn.play_episodes`' first_episode), so the same seed plays the same
+    episodes at any batch_size (up to float rounding of the logits).
   Generations: one per episode: {"problem_index", "decoding", "sample", "seed", "success",
     "score", "return", "turns", "finish_reason", "error", "transcript", "final_observation"}.
   """
@@ -378,8 +374,8 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
             model, tokenizer, env.make_env, seeds[start:start + chunk], group_size=k,
             max_turns=env.max_turns, max_new_tokens=max_new_tokens, temperature=temp,
             top_p=top_p, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id,
-            seed=_chunk_seed(seed, start), context=env.context,
-            step_timeout_s=env.step_timeout_s, batch_rows=chunk * k)
+            seed=seed, context=env.context, step_timeout_s=env.step_timeout_s,
+            batch_rows=chunk * k, first_episode=start * k)
         for r, rollout in enumerate(rollouts):
           record = multiturn.episode_record(rollout.episode)
           generations.append({"problem_index": start + r // k, "decoding": decoding,

@@ -58,14 +58,14 @@ def bucket(n: int, multiple: int = 1) -> int:
 def generate(model: Qwen, prompts: Sequence[Sequence[int]] | np.ndarray | jax.Array, *,
              max_new_tokens: int, num_samples: int = 1, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_token_ids: Iterable[int], seed: int, pad_token_id: int = 0,
-             prompts_per_call: int = 0, first_row: int = 0) -> SampleOutput:
+             prompts_per_call: int = 0, row_ids: Sequence[int] | None = None) -> SampleOutput:
   """Samples `num_samples` completions of up to `max_new_tokens` tokens for each prompt.
 
   prompts: token-id lists of any lengths, or an integer array [prompts, length] whose rows are
   the prompts (every entry a token of its prompt: no padding). temperature=0 decodes greedily
   (top_k / top_p are then irrelevant); top_k=0 and top_p=1 switch those cuts off. A sequence
   stops after the first token in `eos_token_ids` (an empty list: never). Row r draws one
-  uniform number per step from (seed, step, first_row + r): the same seed and inputs give the
+  uniform number per step from (seed, step, row_ids[r]): the same seed and inputs give the
   same samples, whatever the padding, the mesh or `prompts_per_call`. Each prompt is prefilled
   once and its cache shared by its samples. On a model whose parameters live on a mesh
   (`from_pretrained(..., mesh=...)`) the batch is split over the mesh's data and fsdp axes
@@ -77,10 +77,11 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]] | np.ndarray | jax.Ar
   the KV cache holds prompts_per_call * num_samples rows; the last call is filled up to the
   same shape with copies of its first prompt (their samples are dropped).
 
-  first_row: the number of this call's first row (its row r is row first_row + r of a larger
-  batch): calls that number their rows globally draw the same samples however the rows are
-  split into calls; `generate(prompts[a:b], first_row=a * num_samples)` returns rows
-  a * num_samples to b * num_samples of `generate(prompts)`.
+  row_ids: the number of each returned row [prompts * num_samples] (default 0, 1, ...): row r
+  draws from (seed, step, row_ids[r]). Callers that number their rows within a larger batch
+  draw the same samples however its rows are split into calls:
+  `generate(prompts[a:b], row_ids=range(a * num_samples, b * num_samples))` returns those rows
+  of `generate(prompts)`.
 
   Compiled code is reused across calls with the same bucketed batch size and prompt length
   (`bucket`), `max_new_tokens`, `num_samples`, top_k and whether temperature is 0 / top_p < 1.
@@ -93,10 +94,7 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]] | np.ndarray | jax.Ar
   if not _is_int(prompts_per_call) or prompts_per_call < 0:
     raise ValueError(f"prompts_per_call must be an integer >= 0 (0: all prompts in one call), got "
                      f"{prompts_per_call!r}.")
-  last_first_row = 2**31 - len(prompts) * num_samples  # row numbers are int32
-  if not _is_int(first_row) or not 0 <= first_row <= last_first_row:
-    raise ValueError(f"first_row must be an integer in [0, {last_first_row}] (the number of the "
-                     f"call's first row, 0: its own rows alone), got {first_row!r}.")
+  row_ids = _check_row_ids(row_ids, len(prompts) * num_samples)
   per_call = prompts_per_call or len(prompts)
   decode = functools.partial(_generate_call, model, max_new_tokens=max_new_tokens,
                              num_samples=num_samples, temperature=temperature, top_k=top_k,
@@ -106,9 +104,9 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]] | np.ndarray | jax.Ar
     chunk = prompts[start:start + per_call]
     filled = chunk + [chunk[0]] * (per_call - len(chunk))  # the same shape on every call
     rows = len(chunk) * num_samples  # the filler prompts' rows are dropped
-    # Row ids continue across calls, so each row draws the numbers it would draw in one call.
+    # Each row keeps its id in any call, so it draws the numbers it would draw in one call.
     parts.append([x[:rows] if np.ndim(x) else x
-                  for x in decode(filled, row_offset=first_row + start * num_samples)])
+                  for x in decode(filled, row_ids=row_ids[start * num_samples:][:rows])])
   tokens, logprobs, lengths, hit_eos = (np.concatenate([p[i] for p in parts]) for i in range(4))
   return SampleOutput(
       tokens=tokens, logprobs=logprobs, lengths=lengths,
@@ -119,9 +117,9 @@ def generate(model: Qwen, prompts: Sequence[Sequence[int]] | np.ndarray | jax.Ar
 
 
 def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, num_samples,
-                   temperature, top_k, top_p, eos, seed, pad_token_id, row_offset):
+                   temperature, top_k, top_p, eos, seed, pad_token_id, row_ids):
   """One compiled prefill + decode of all `prompts`: host (tokens, logprobs, lengths, hit_eos)
-  [prompts * num_samples, ...] and the positions decoded; rows are numbered from row_offset."""
+  [prompts * num_samples, ...] and the positions decoded; row r draws as row row_ids[r]."""
   cfg = model.config
   mesh = _parameter_mesh(model)
   shards = prompt_shards(model)
@@ -144,19 +142,22 @@ def _generate_call(model: Qwen, prompts: list[np.ndarray], *, max_new_tokens, nu
   mine_rows = (distributed.local_rows(batch_sharding(mesh, 1), rows) if mesh is not None
                else np.arange(rows))
   live = mine_rows // num_samples < num_prompts  # [this process's sample rows]
+  # Filler rows (beyond the prompts' samples) draw as row 0: their samples are dropped.
+  ids_of_rows = np.where(live, np.pad(row_ids, (0, rows - len(row_ids)))[mine_rows], 0)
   is_eos = np.zeros(cfg.vocab_size, bool)
   is_eos[list(eos)] = True
   if mesh is not None:
     ids, prompt_mask = (distributed.rows_to_global(x, batch_sharding(mesh, x.ndim), padded_prompts)
                         for x in (ids, prompt_mask))
-    live = distributed.rows_to_global(live, batch_sharding(mesh, 1), rows)
+    live, ids_of_rows = (distributed.rows_to_global(x, batch_sharding(mesh, 1), rows)
+                         for x in (live, ids_of_rows))
 
   first_logits, cache = _prefill(model, ids, prompt_mask, rows=rows, max_new=max_new_tokens,
                                  mesh=mesh)
   greedy = temperature == 0
   whole_on_each_device = mesh is not None and _fully_replicated(model)
   tokens, logprobs, lengths, hit_eos, steps, _ = _decode(
-      model, first_logits, cache, jax.random.key(seed), np.int32(row_offset), live,
+      model, first_logits, cache, jax.random.key(seed), ids_of_rows, live,
       is_eos, np.int32(pad_token_id), np.float32(1.0 if greedy else temperature),
       np.float32(top_p), greedy=greedy, top_k=0 if top_k >= cfg.vocab_size else top_k,
       use_top_p=top_p < 1, per_device_mesh=mesh if whole_on_each_device else None)
@@ -180,11 +181,11 @@ def _prefill(model: Qwen, ids, prompt_mask, *, rows, max_new, mesh):
 
 @functools.partial(jax.jit, static_argnames=("greedy", "top_k", "use_top_p", "per_device_mesh"),
                    donate_argnames=("cache",))
-def _decode(model: Qwen, first_logits, cache: KVCache, key, row_offset, live, is_eos,
+def _decode(model: Qwen, first_logits, cache: KVCache, key, row_ids, live, is_eos,
             pad_token_id, temperature, top_p, *, greedy, top_k, use_top_p, per_device_mesh):
   """Samples from first_logits [prompts, vocab] and decodes until every row finished.
 
-  Row r draws from (key, step, row_offset + r); live [rows] is False for filler rows; is_eos
+  Row r draws from (key, step, row_ids[r]); live [rows] is False for filler rows; is_eos
   [vocab] marks stop tokens. Returns tokens and logprobs [rows, max_new], lengths and hit_eos
   [rows], the number of positions decoded and the final cache (so the donated cache buffers
   are updated in place).
@@ -198,12 +199,10 @@ def _decode(model: Qwen, first_logits, cache: KVCache, key, row_offset, live, is
                              pad_token_id=pad_token_id, temperature=temperature, top_p=top_p,
                              greedy=greedy, top_k=top_k, use_top_p=use_top_p)
   if per_device_mesh is None:
-    return decode(model, first_logits, cache, row_offset, live)
+    return decode(model, first_logits, cache, row_ids, live)
 
-  def device_rows(model, first_logits, cache, live):
-    local_rows = live.shape[0]
-    offset = row_offset + jax.lax.axis_index(BATCH_AXES) * local_rows
-    *out, steps, cache = decode(model, first_logits, cache, offset, live)
+  def device_rows(model, first_logits, cache, row_ids, live):
+    *out, steps, cache = decode(model, first_logits, cache, row_ids, live)
     return *out, steps[None], cache
 
   rows = PartitionSpec(BATCH_AXES)
@@ -211,16 +210,16 @@ def _decode(model: Qwen, first_logits, cache: KVCache, key, row_offset, live, is
   # check_vma=False: the loop carries per-device values next to replicated ones.
   *out, steps, cache = jax.shard_map(
       device_rows, mesh=per_device_mesh,
-      in_specs=(PartitionSpec(), rows, cache_specs, rows),  # every parameter replicated
-      out_specs=(rows,) * 5 + (cache_specs,), check_vma=False)(model, first_logits, cache, live)
+      in_specs=(PartitionSpec(), rows, cache_specs, rows, rows),  # every parameter replicated
+      out_specs=(rows,) * 5 + (cache_specs,), check_vma=False)(model, first_logits, cache,
+                                                               row_ids, live)
   return *out, steps.max(), cache
 
 
-def _decode_rows(model: Qwen, first_logits, cache: KVCache, row_offset, live, *, key, is_eos,
+def _decode_rows(model: Qwen, first_logits, cache: KVCache, row_ids, live, *, key, is_eos,
                  pad_token_id, temperature, top_p, greedy, top_k, use_top_p):
   """The decode loop of `_decode` over the rows it is given."""
   rows, max_new = cache.values[0].shape[0], cache.max_new
-  row_ids = jnp.arange(rows) + row_offset
   choose = functools.partial(_choose, temperature=temperature, top_p=top_p, greedy=greedy,
                              top_k=top_k, use_top_p=use_top_p)
 
@@ -391,6 +390,20 @@ def _check_prompts(prompts, vocab_size: int) -> list[np.ndarray]:
 def _is_int(value) -> bool:
   """An integer (a numpy one included), not a bool."""
   return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_row_ids(row_ids, num_rows: int) -> np.ndarray:
+  """row_ids as int32 [num_rows] (default 0..num_rows-1), or a clear error."""
+  if row_ids is None:
+    return np.arange(num_rows, dtype=np.int32)
+  ids = np.asarray(row_ids)
+  if ids.shape != (num_rows,) or not np.issubdtype(ids.dtype, np.integer):
+    raise ValueError(f"row_ids must hold one integer per returned row (prompts x num_samples = "
+                     f"{num_rows}), got shape {ids.shape} and dtype {ids.dtype}.")
+  outside = ids[(ids < 0) | (ids >= 2**31)]  # drawn as int32
+  if outside.size:
+    raise ValueError(f"row_ids must be in [0, 2**31), got {outside[0]}.")
+  return ids.astype(np.int32)
 
 
 def _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, top_p,

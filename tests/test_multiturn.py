@@ -307,6 +307,24 @@ def test_episodes_sampled_in_smaller_calls_are_the_same(tiny):
   assert len({r.episode.turns[0].action for r in whole}) > 1  # the episodes differ
 
 
+def test_env_mean_at_k_plays_the_same_episodes_at_any_batch_size(tiny):
+  """mean@2 of 3 episode seeds with the same sampling seed: one rollout of all 6 episodes and
+  three rollouts of one seed's 2 play the same episodes."""
+  model, tokenizer = tiny
+  env = multiturn.EnvSettings(
+      name="gridworld", options=dict(size=3, max_goal_distance=2, max_turns=MAX_TURNS),
+      max_turns=MAX_TURNS, context=ROLLOUT_CONTEXT, step_timeout_s=None, num_eval_episodes=3)
+
+  def sampled_episodes(batch_size):
+    result = evaluation.evaluate_env(model, tokenizer, env, max_new_tokens=MAX_NEW_TOKENS,
+                                     batch_size=batch_size, num_samples=2, seed=4, progress=False)
+    return [g for g in result.generations if g["decoding"] == "sampled"], result.per_problem
+
+  (whole, whole_scores), (in_pairs, pair_scores) = sampled_episodes(6), sampled_episodes(2)
+  assert in_pairs == whole and pair_scores == whole_scores
+  assert len({str(g["transcript"]) for g in whole}) > 1  # the episodes differ
+
+
 def test_broken_environments_end_their_episodes_and_the_rollout_goes_on(mixed_rollout):
   rollouts, _, log = mixed_rollout
   episodes = [r.episode for r in rollouts]

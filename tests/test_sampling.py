@@ -291,19 +291,42 @@ def test_prompts_per_call_gives_the_samples_of_one_call(qwen2, prompts, monkeypa
 
 
 
-def test_first_row_numbers_a_calls_rows_within_the_whole_batch(qwen2, prompts):
-  """Prompts 1..2 sampled alone, their rows numbered from 2 (prompt 1's first row in the whole
-  batch), draw rows 2..5 of the whole batch's samples."""
+def test_row_ids_number_a_calls_rows_within_the_whole_batch(qwen2, prompts):
+  """Prompts 0 and 2 sampled alone, their rows numbered as in the whole batch (0, 1, 4, 5),
+  draw those rows of the whole batch's samples."""
   expected = _sample(qwen2, prompts, eos_token_ids=[7, 11, 13])
-  got = _sample(qwen2, prompts[1:3], eos_token_ids=[7, 11, 13], first_row=2)
-  np.testing.assert_array_equal(got.tokens, expected.tokens[2:6])
-  np.testing.assert_allclose(got.logprobs, expected.logprobs[2:6], atol=1e-5)
-  assert got.finish_reasons == expected.finish_reasons[2:6]
-  unnumbered = _sample(qwen2, prompts[1:3], eos_token_ids=[7, 11, 13])
-  assert (unnumbered.tokens != got.tokens).mean() > 0.5  # rows 0..3 draw other numbers
-  for bad in (-1, 2**31 - 3, 1.0, True):  # from 2**31 - 3: a 4th row past int32
-    with pytest.raises(ValueError, match=rf"first_row must be an integer in \[0, {2**31 - 4}\]"):
-      _sample(qwen2, prompts[:2], first_row=bad)
+  rows = [0, 1, 4, 5]
+  got = _sample(qwen2, [prompts[0], prompts[2]], eos_token_ids=[7, 11, 13], row_ids=rows)
+  np.testing.assert_array_equal(got.tokens, expected.tokens[rows])
+  np.testing.assert_allclose(got.logprobs, expected.logprobs[rows], atol=1e-5)
+  assert got.finish_reasons == [expected.finish_reasons[r] for r in rows]
+  unnumbered = _sample(qwen2, [prompts[0], prompts[2]], eos_token_ids=[7, 11, 13])
+  assert (unnumbered.tokens[2:] != got.tokens[2:]).mean() > 0.5  # rows 2, 3 draw other numbers
+
+
+@pytest.mark.eight_devices
+def test_row_ids_reach_each_devices_decode_loop(tiny_qwen2_dir, qwen2, prompts, decode_loops):
+  mesh = models.make_mesh(data=8, fsdp=1)
+  replicated, _ = models.from_pretrained(tiny_qwen2_dir, mesh=mesh)
+  expected = _sample(qwen2, prompts)
+  rows = [6, 7, 2, 3]  # prompts 3 and 1: rows on other devices than in the whole batch
+  decode_loops.clear()
+  got = _sample(replicated, [prompts[3], prompts[1]], row_ids=rows)
+  assert decode_loops == [2]  # each device decodes its own rows
+  np.testing.assert_array_equal(got.tokens, expected.tokens[rows])
+  np.testing.assert_allclose(got.logprobs, expected.logprobs[rows], atol=1e-5)
+
+
+@pytest.mark.parametrize("row_ids, error", [
+    ([0, 1, 2], r"one integer per returned row \(prompts x num_samples = 4\), got shape \(3,\)"),
+    ([0.0, 1.0, 2.0, 3.0], "got shape \\(4,\\) and dtype float64"),
+    ([[0, 1], [2, 3]], r"got shape \(2, 2\)"),
+    ([0, 1, 2, -1], r"row_ids must be in \[0, 2\*\*31\), got -1"),
+    ([0, 1, 2, 2**31], r"row_ids must be in \[0, 2\*\*31\), got 2147483648"),
+])
+def test_bad_row_ids_are_refused(qwen2, prompts, row_ids, error):
+  with pytest.raises(ValueError, match=error):
+    _sample(qwen2, prompts[:2], row_ids=row_ids)
 
 
 @pytest.mark.parametrize("prompt_list,kwargs,error", [

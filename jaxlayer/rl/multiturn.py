@@ -254,8 +254,8 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
                   group_size: int, max_turns: int, max_new_tokens: int, temperature: float,
                   eos_token_ids: Sequence[int], pad_token_id: int, seed: int,
                   context: ContextFormat = ContextFormat(), top_p: float = 1.0,
-                  step_timeout_s: float | None = 60.0,
-                  batch_rows: int | None = None) -> list[EpisodeRollout]:
+                  step_timeout_s: float | None = 60.0, batch_rows: int | None = None,
+                  first_episode: int = 0) -> list[EpisodeRollout]:
   """Plays `group_size` episodes from each seed with the model; returns them seed by seed
   (entry i * group_size + j is episode j of seeds[i], the sampler's order).
 
@@ -265,6 +265,10 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
   has the same batch shape; the samples do not depend on batch_rows. temperature=0 decodes
   greedily. An episode ends when its environment says done, after `max_turns` actions, or on
   an environment error (reported in its record, logged).
+
+  first_episode: the number of the first episode: episode e draws each turn's samples as row
+  first_episode + e of the sampler (`sampling.generate`'s row_ids), so episodes played in
+  several calls of consecutive first_episode draw what they would draw in one call.
   """
   if group_size < 1:
     raise ValueError(f"group_size must be >= 1, got {group_size}.")
@@ -288,7 +292,8 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
     out = sampling.generate(
         model, prompts, max_new_tokens=max_new_tokens, num_samples=1, temperature=temperature,
         top_p=top_p if temperature else 1.0, eos_token_ids=eos_token_ids,
-        seed=_turn_seed(seed, turn), pad_token_id=pad_token_id, prompts_per_call=rows)
+        seed=_turn_seed(seed, turn), pad_token_id=pad_token_id, prompts_per_call=rows,
+        row_ids=[first_episode + k for k in live])
     lengths = out.lengths.tolist()
     actions = tokenizer.batch_decode([out.tokens[r, :lengths[r]] for r in range(len(live))],
                                      skip_special_tokens=True)
