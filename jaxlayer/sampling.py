@@ -351,9 +351,9 @@ def prompt_shards(model: Qwen) -> int:
 
 
 def _parameter_mesh(model: Qwen) -> jax.sharding.Mesh | None:
-  """The mesh the model's parameters are placed on, if they are split over several devices."""
-  leaf = jax.tree.leaves(model)[0]
-  sharding = getattr(leaf, "sharding", None)
+  """The mesh the model's parameters are placed on, if they are split over several devices
+  (read off the embedding table: flattening the whole model costs ~0.2 ms a call at 0.85M)."""
+  sharding = getattr(model.embed.embedding[...], "sharding", None)
   if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.size > 1:
     return sharding.mesh
   return None
