@@ -35,8 +35,8 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
   key: the setting that chose the directory (e.g. "run_dir"), named in the error. enabled:
   False takes no lock (the processes of a multi-host run other than the one that writes).
   tidy: removes the lock file when the block ends, and the directory if the lock made it and
-  it holds nothing else (an export or evaluation that failed before writing); a killed process
-  leaves the file, which the next one takes.
+  it holds nothing else (an export, evaluation or training run that failed before writing); a
+  killed process leaves the file, which the next one takes.
   Raises DirectoryInUseError when another process holds the lock; on several hosts every
   process calls it, and all of them stop when the writing one finds the directory in use.
   """

@@ -531,6 +531,37 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_checkpoints_dire
   assert not (tmp_path / "run" / checkpoint.CHECKPOINT_DIR).exists()
 
 
+@pytest.mark.parametrize("found", ["nothing", "empty directory", "link to another disk",
+                                   "directory with notes"])
+def test_a_run_that_fails_before_writing_leaves_only_what_it_found(tiny_qwen2_dir, tmp_path,
+                                                                   compile_cache, found):
+  """A run that stopped before writing anything (here a missing data file) left its new run
+  directory holding only .jaxlayer.lock, as did `jaxlayer train`'s check of the run before it
+  starts. Now the directory it made goes; one the user made (empty, a link to another disk, one
+  holding a file) stays as it was, without the lock file."""
+  run_dir = tmp_path / "run"
+  if found == "empty directory":
+    run_dir.mkdir()
+  elif found == "link to another disk":
+    (tmp_path / "big_disk").mkdir()
+    run_dir.symlink_to(tmp_path / "big_disk")
+  elif found == "directory with notes":
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+  cfg = small_config(tiny_qwen2_dir, run_dir, compile_cache)
+  assert train.check_resume(train.plan(cfg)) == 0
+  missing = str(tmp_path / "missing.jsonl")
+  cfg.task.name, cfg.task.options = "gsm8k", {"data_files": {"train": missing, "test": missing}}
+  with pytest.raises(FileNotFoundError, match="data file for split .* not found"):
+    train.train(cfg)
+  if found == "nothing":
+    assert not os.path.lexists(run_dir)
+  else:
+    assert run_dir.is_dir() and run_dir.is_symlink() == (found == "link to another disk")
+    expected = ["notes.txt"] if found == "directory with notes" else []
+    assert sorted(path.name for path in run_dir.iterdir()) == expected
+
+
 def _files(run_dir):
   """Every file of a run directory but its lock: {relative path: (bytes, modification time)}."""
   return {str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)

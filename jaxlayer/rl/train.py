@@ -537,8 +537,10 @@ def _opened_run(plan_: TrainPlan):
   _require(in_sweep is None, f"run_dir={str(run_dir)!r}: {in_sweep}")
   distributed.check_shared_directory(run_dir, "run_dir")
   # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
-  # train` alike); the lock goes with the process, however it ends.
-  with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary()):
+  # train` alike); the lock goes with the process, however it ends. Tidy: a run that failed
+  # before writing anything (a model path found wrong late, a NaN at step 1, a Ctrl-C while
+  # compiling) leaves no directory holding only the lock file, unless the directory was there.
+  with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary(), tidy=True):
     checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep,
                                            writer=True)
     try:
@@ -555,8 +557,8 @@ def _opened_run(plan_: TrainPlan):
 def check_resume(plan_: TrainPlan) -> int:
   """The RL step `train` resumes the run directory from (0: a new run), checked as `train`
   checks it: ValueError when the config may not resume that run, or the directory is in use
-  or not shared by every host. Loads no weights; writes only the lock (in a new run's
-  directory, which it makes)."""
+  or not shared by every host. Loads no weights and leaves nothing behind (a new run's
+  directory, which it makes to hold the lock, goes again)."""
   with _opened_run(plan_) as (_, start, _):
     return start
 
