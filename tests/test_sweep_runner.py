@@ -84,6 +84,27 @@ def test_interrupted_sweep_resumes_and_reruns_only_the_unfinished_runs(tmp_path)
   assert again.train_calls == [] and again.eval_calls == []
 
 
+def test_a_run_interrupted_before_writing_leaves_only_what_it_found(tmp_path):
+  """A Ctrl-C in a run's training before it wrote anything left runs/RUN holding an empty
+  train/ and the interrupted call's train_seconds.json, which the next call starts anew. Now
+  the directories the call made go; an empty train/ that was there stays."""
+  config = make_config(tmp_path / "sweep")
+  run_dir = tmp_path / "sweep" / "runs" / "layer01-seed0"
+  with pytest.raises(KeyboardInterrupt):  # full, block 0, then Ctrl-C in block 1
+    _run(config, FakeRL(BLOCKS, interrupt_on_train_call=3))
+  assert (tmp_path / "sweep" / "runs" / "layer00-seed0" / store.RESULT).is_file()
+  assert not run_dir.exists()
+  (run_dir / "train").mkdir(parents=True)
+  with pytest.raises(KeyboardInterrupt):  # block 1 again, first
+    _run(config, FakeRL(BLOCKS, interrupt_on_train_call=1))
+  assert sorted(path.name for path in run_dir.iterdir()) == ["train", store.TRAIN_SECONDS]
+  assert list((run_dir / "train").iterdir()) == []
+  resumed = FakeRL(BLOCKS)
+  _run(config, resumed)
+  assert resumed.train_calls[0] == ((1,), 0)
+  assert store.read_json(run_dir / store.RESULT)["run"] == "layer01-seed0"
+
+
 def _parse(run: str) -> dict:
   kind, seed = run.split("-seed")
   if kind.startswith("layer"):

@@ -500,15 +500,26 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   curve, checkpoint_dir, model, train_seconds, cost, devices = [], None, None, 0.0, None, None
   if spec.kind != "base":
     resumed = workdir.is_dir() and any(workdir.iterdir())
+    # The run's directories this call makes (outermost first); lexists: a link is the user's.
+    made = [path for path in (workdir.parent, workdir) if not os.path.lexists(path)]
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rung = {} if spec.stop_at is None else {"stop_at": spec.stop_at}
     try:
       trained = train_fn(config, layers=spec.trained_blocks, seed=spec.seed, workdir=workdir,
                          progress_position=1, **rung)
-    finally:  # an interrupted call's time counts too: the run resumes from its checkpoint
-      train_seconds = store.add_train_seconds(sweep_dir, spec, time.perf_counter() - start,
-                                              resumed)
+    except BaseException:
+      if made and distributed.is_primary() and not any(workdir.iterdir()):
+        # It failed before writing anything (a bad model found late, a Ctrl-C while the model
+        # loads): nothing to resume, so the directories it made go, its time with them.
+        with contextlib.suppress(OSError):  # (not empty: written meanwhile)
+          for path in reversed(made):
+            path.rmdir()
+      else:  # an interrupted call's time counts too: the run resumes from its checkpoint
+        store.add_train_seconds(sweep_dir, spec, time.perf_counter() - start, resumed)
+      raise
+    train_seconds = store.add_train_seconds(sweep_dir, spec, time.perf_counter() - start,
+                                            resumed)
     if not isinstance(trained, Mapping) or "model" not in trained:
       raise ValueError(f"run {spec.name}: train_fn must return a mapping with 'model' (and "
                        f"'reward_curve'); got {type(trained).__name__}.")
