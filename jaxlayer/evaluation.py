@@ -363,6 +363,7 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
   if num_samples:
     passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
   scores, per_problem, episodes, generations = {}, {}, {}, []
+  cut = []  # TurnSample.context_truncated of every turn played, warned of once at the end
   with tqdm(total=len(seeds) * len(passes), desc=f"eval {env.name}", unit="episode",
             position=progress_position, leave=progress_position == 0,
             disable=not (progress and distributed.is_primary()), dynamic_ncols=True) as bar:
@@ -381,12 +382,14 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
           generations.append({"problem_index": start + r // k, "decoding": decoding,
                               "sample": r % k, "score": float(record["success"]), **record})
         played += [rollout.episode for rollout in rollouts]
+        cut += [sample.context_truncated for rollout in rollouts for sample in rollout.samples]
         bar.update(len(rollouts) // k)
       per_problem[metric] = [float(np.mean([e.success for e in played[i:i + k]]))
                              for i in range(0, len(played), k)]
       scores[metric] = float(np.mean(per_problem[metric]))
       episodes[metric] = summarize(played)
       bar.set_postfix({name: f"{value:.3f}" for name, value in scores.items()})
+  multiturn.warn_of_cut_contexts(cut, env.context.max_tokens)
 
   decoding = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
               "eos_token_ids": eos_token_ids, "seeds": f"0..{len(seeds) - 1}",

@@ -265,13 +265,37 @@ def test_rollout_stops_at_the_turn_limit_and_the_context_grows(tiny, mixed_rollo
       assert tokenizer.decode(sample.tokens, skip_special_tokens=True) == episode.turns[t].action
   assert any(s.context_truncated for i in ENDLESS for s in rollouts[i].samples)
   assert not any(rollouts[i].samples[0].context_truncated for i in ENDLESS)
-  # The cut is said once per rollout (it was only a metric): cut contexts of all episodes.
-  contexts = [s for r in rollouts for s in r.samples]
-  cut = sum(s.context_truncated for s in contexts)
-  assert (f"{cut} of {len(contexts)} contexts exceeded rollout.max_prompt_tokens=40 and lost "
-          "their oldest tokens (the instructions first): raise rollout.max_prompt_tokens or "
-          "lower env.history.") in log
+  # The rollout cuts silently; its caller warns (a training run once, an evaluation once).
+  assert "exceeded rollout.max_prompt_tokens" not in log
+  cut = [s.context_truncated for r in rollouts for s in r.samples]
+  with _log_capture() as warned:
+    assert multiturn.warn_of_cut_contexts(cut, 40, then=" Then.")
+  assert warned.getvalue() == (
+      f"{sum(cut)} of {len(cut)} contexts exceeded rollout.max_prompt_tokens=40 and lost their "
+      "oldest tokens (the instructions first): raise rollout.max_prompt_tokens or lower "
+      "env.history. Then.\n")
   assert [r.episode.seed for r in rollouts] == list(range(8))
+
+
+def test_an_evaluation_warns_of_its_cut_contexts_once(tiny, monkeypatch):
+  """An evaluation warned of cut contexts at each of its rollouts (batch_size episodes each).
+  Now it warns once, counting the contexts of all its episodes."""
+  monkeypatch.setitem(envs.ENVS, Endless.name, Endless)
+  rollouts, real_play = [], multiturn.play_episodes
+  monkeypatch.setattr(multiturn, "play_episodes",
+                      lambda *a, **k: rollouts.append(real_play(*a, **k)) or rollouts[-1])
+  env = multiturn.EnvSettings(name=Endless.name, options={}, max_turns=MAX_TURNS,
+                              context=ROLLOUT_CONTEXT, step_timeout_s=None, num_eval_episodes=4)
+  model, tokenizer = tiny
+  with _log_capture() as log:
+    evaluation.evaluate_env(model, tokenizer, env, max_new_tokens=MAX_NEW_TOKENS, batch_size=2,
+                            progress=False)
+  cut = [[s.context_truncated for r in rollout for s in r.samples] for rollout in rollouts]
+  assert len(cut) == 2 and all(any(flags) for flags in cut)  # two rollouts, both cut
+  assert log.getvalue() == (
+      f"{sum(map(sum, cut))} of 12 contexts exceeded rollout.max_prompt_tokens=40 and lost their "
+      "oldest tokens (the instructions first): raise rollout.max_prompt_tokens or lower "
+      "env.history.\n")
 
 
 def test_an_episode_record_shows_how_the_episode_ended():
@@ -511,6 +535,30 @@ def test_a_step_of_env_errors_only_skips_its_updates_and_moves_the_schedule_past
     np.testing.assert_array_equal(new, old)
   for k, value in trainer.params.items():
     np.testing.assert_array_equal(np.asarray(value), before[k], err_msg=k)
+
+
+def test_cut_contexts_are_warned_of_once_per_run(tiny_qwen2_dir, tmp_path, monkeypatch):
+  """Contexts past rollout.max_prompt_tokens were warned of at every rollout, a flood over a
+  long run. Now a run warns at its first rollout that cuts any, naming the metric that tracks
+  the cuts from then on; the next run warns again."""
+  cfg = grid_config(tiny_qwen2_dir, tmp_path / "run", None, batch_size=16)
+  cut = multiturn.TurnSample(prompt_ids=[1], tokens=np.array([2], np.int32),
+                             logprobs=np.zeros(1, np.float32), truncated=False,
+                             context_truncated=True)
+  rollouts = [multiturn.EpisodeRollout(envs.Episode(
+      seed=i, finish_reason=multiturn.FINISH_ENV_ERROR, error="step() raised"), [cut])
+      for i in range(16)]
+  monkeypatch.setattr(multiturn, "play_episodes", lambda *a, **k: rollouts)
+  for _ in range(2):  # two runs
+    trainer = train._Trainer(train.plan(cfg), None)
+    with _log_capture() as log:
+      for _ in range(2):  # two steps, each cutting every context
+        assert trainer._run_env_step()[0]["context_truncated"] == 1.0
+    assert log.getvalue() == (
+        "16 of 16 contexts exceeded rollout.max_prompt_tokens=40 and lost their oldest tokens "
+        "(the instructions first): raise rollout.max_prompt_tokens or lower env.history. Warned "
+        "once: from here on the metric context_truncated tracks the share of contexts cut at "
+        "each step.\n")
 
 
 def test_env_rollout_calls_hold_at_most_a_steps_episodes(tiny_qwen2_dir, tmp_path, monkeypatch):

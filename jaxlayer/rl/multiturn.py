@@ -264,7 +264,9 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
   `batch_rows` rows (default: the number of episodes), the last one filled up, so every call
   has the same batch shape; the samples do not depend on batch_rows. temperature=0 decodes
   greedily. An episode ends when its environment says done, after `max_turns` actions, or on
-  an environment error (reported in its record, logged).
+  an environment error (reported in its record, logged). A context longer than
+  context.max_tokens loses its oldest tokens (TurnSample.context_truncated), silently: the
+  caller warns (`warn_of_cut_contexts`).
 
   first_episode: the number of the first episode: episode e draws each turn's samples as row
   first_episode + e of the sampler (`sampling.generate`'s row_ids), so episodes played in
@@ -303,14 +305,22 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
           logprobs=out.logprobs[r, :lengths[r]].copy(),
           truncated=out.finish_reasons[r] == "length", context_truncated=cut[r]))
       plays[k].step(actions[r])
-  contexts = [sample for turn_samples in samples for sample in turn_samples]
-  cut_count = sum(sample.context_truncated for sample in contexts)
-  if cut_count:
+  return [EpisodeRollout(play.episode, turn_samples) for play, turn_samples in zip(plays, samples)]
+
+
+def warn_of_cut_contexts(cut: Sequence[bool], max_tokens: int, then: str = "") -> bool:
+  """Warns how many contexts exceeded max_tokens (rollout.max_prompt_tokens) and lost their
+  oldest tokens, with `then` after the fix; returns whether any did (none: silent).
+
+  cut: TurnSample.context_truncated of every sample. The caller says it as often as its reader
+  needs: a training run once (its metric `context_truncated` tracks the cuts of every step), an
+  evaluation once for all its episodes.
+  """
+  if any(cut):
     logger.warning("%d of %s exceeded rollout.max_prompt_tokens=%d and lost their oldest tokens "
                    "(the instructions first): raise rollout.max_prompt_tokens or lower "
-                   "env.history.", cut_count, counted(len(contexts), "context"),
-                   context.max_tokens)
-  return [EpisodeRollout(play.episode, turn_samples) for play, turn_samples in zip(plays, samples)]
+                   "env.history.%s", sum(cut), counted(len(cut), "context"), max_tokens, then)
+  return any(cut)
 
 
 def _turn_seed(seed: int, turn: int) -> int:

@@ -625,6 +625,9 @@ class _Trainer:
     self.group_size = cfg.train.group_size
     # A multi-turn environment (env.name) or a single-turn task.
     self.env = multiturn.env_settings(cfg) if cfg.env.name else None
+    # Contexts cut to rollout.max_prompt_tokens are warned of once per run, at the first
+    # rollout that cuts any; the metric context_truncated tracks them at every step.
+    self.warned_of_cut_contexts = False
     if self.env is not None:
       if task is not None:
         raise ValueError(f"train(task=...) is for single-turn tasks, but env.name="
@@ -920,6 +923,12 @@ class _Trainer:
         step_timeout_s=self.env.step_timeout_s,
         batch_rows=self.plan.prompts_per_call * self.group_size)
     rollout_seconds = time.perf_counter() - start
+    if not self.warned_of_cut_contexts:
+      self.warned_of_cut_contexts = multiturn.warn_of_cut_contexts(
+          [sample.context_truncated for rollout in rollouts for sample in rollout.samples],
+          self.env.context.max_tokens,
+          then=" Warned once: from here on the metric context_truncated tracks the share of "
+               "contexts cut at each step.")
     train_cfg = self.cfg.train
     micro_batches = self.plan.mini_batch_size // self.plan.micro_batch_size
     shards = models.batch_shards(self.plan.mesh)
