@@ -281,13 +281,15 @@ def check_shared_directory(directory: str | os.PathLike, key: str) -> None:
   """Raises ValueError on every process when `directory` is not one directory that every host
   sees (say, a relative path on each host's own disk): Orbax writes a checkpoint's shards from
   the hosts that hold them and process 0 commits them, so each host would keep a part. Process
-  0 writes a random token there, the others read it. Nothing on one process. Collective."""
+  0 writes a random token there, the others read it; a directory it made for that goes again
+  when the check fails. Nothing on one process. Collective."""
   if not is_multiprocess():
     return
   given, directory = os.fspath(directory), os.path.abspath(directory)
   mark = os.path.join(directory, SHARED_MARK)
   token = bytes(multihost_utils.broadcast_one_to_all(
       np.frombuffer(os.urandom(16), np.uint8))).hex()  # process 0's
+  made = is_primary() and not os.path.lexists(directory)
   if is_primary():
     os.makedirs(directory, exist_ok=True)
     with open(mark, "w") as f:
@@ -308,6 +310,9 @@ def check_shared_directory(directory: str | os.PathLike, key: str) -> None:
     os.remove(mark)
   blind = [p for p in range(len(every)) if not every[p]]
   if blind:
+    if made:
+      with contextlib.suppress(OSError):  # (not empty: another process wrote there)
+        os.rmdir(directory)
     raise ValueError(
         f"{key}={given!r} is not one directory that every host sees: process(es) {blind} could "
         "not read what process 0 wrote there. Every host writes its part of each checkpoint "

@@ -341,22 +341,30 @@ def test_sigterm_to_one_host_stops_a_command_without_training_steps(tmp_path):
   assert "process 1 stopped on an error" in outputs[0], outputs[0]
 
 
-@pytest.mark.parametrize("command,config,key", [("train", "grpo_arithmetic.py", "run_dir"),
-                                                ("sweep", "sweep_tiny.py", "sweep.dir")])
-def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(tmp_path, command,
-                                                                            config, key):
+@pytest.mark.parametrize("command,config,key,made_before", [
+    ("train", "grpo_arithmetic.py", "run_dir", False),
+    ("sweep", "sweep_tiny.py", "sweep.dir", False),
+    ("train", "grpo_arithmetic.py", "run_dir", True)])
+def test_a_run_dir_that_is_not_shared_by_the_hosts_is_refused_on_every_host(
+    tmp_path, command, config, key, made_before):
   """Each process in its own working directory with a relative run_dir (sweep.dir): two
   directories, as with a path on each host's own disk. Every host would keep its part of each
   checkpoint, so both refuse before training, naming the host that could not see process 0's
-  directory, and leave nothing there (a sweep wrote its manifest.json first)."""
+  directory, and leave nothing there (a sweep wrote its manifest.json first; the check left the
+  empty directory it made). A directory that was there stays."""
   homes = _two_homes(tmp_path)
+  if made_before:
+    (homes[0] / "run").mkdir()
   outputs = _run_in_homes(homes, [command, "--config", str(ROOT / "configs" / config),
                                   f"--config.model.path={TINY_ARITH}", f"--config.{key}=run",
                                   "--config.train.steps=1"])
   for output in outputs:
     assert (f"jaxlayer {command}: {key}='run' is not one directory that every host sees: "
             "process(es) [1] could not read what process 0 wrote there") in output, output
-  assert sorted(p.name for p in (homes[0] / "run").iterdir()) == []  # nothing trained or left
+  if made_before:  # as it was: nothing trained or left
+    assert sorted(p.name for p in (homes[0] / "run").iterdir()) == []
+  else:
+    assert not (homes[0] / "run").exists()
   assert not (homes[1] / "run").exists()
 
 
@@ -394,6 +402,21 @@ def test_a_model_only_one_host_has_stops_every_host_with_the_error(tmp_path):
   assert "jaxlayer train: Model directory 'model' does not exist." in outputs[1], outputs[1]
   assert ("jaxlayer train: Checking the run's settings failed on process(es) [1] of 2, so every "
           f"process stops; process 1: {missing}") in outputs[0], outputs[0]
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_run_directory_on_several_hosts(tmp_path):
+  """The hosts' check of run_dir made the directory before the run's lock did, so a run that
+  then failed before writing anything (here its weights fail to load) left it empty."""
+  setup = ("from jaxlayer import models\n"
+           "def from_pretrained(*args, **kwargs): raise ValueError('the weights are damaged')\n"
+           "models.from_pretrained = from_pretrained")
+  outputs = _run_in_homes(_two_homes(tmp_path), [
+      "train", "--config", str(ROOT / "configs" / "grpo_arithmetic.py"),
+      f"--config.model.path={TINY_ARITH}", f"--config.run_dir={tmp_path}/run",
+      "--config.train.steps=1"], setup)
+  for output in outputs:
+    assert "jaxlayer train: the weights are damaged" in output, output
   assert not (tmp_path / "run").exists()
 
 

@@ -535,12 +535,13 @@ def _opened_run(plan_: TrainPlan):
   run_dir = Path(plan_.config.run_dir)
   in_sweep = checkpoint.sweep_run_hint(run_dir)  # a new run would go beside the sweep's files
   _require(in_sweep is None, f"run_dir={str(run_dir)!r}: {in_sweep}")
-  distributed.check_shared_directory(run_dir, "run_dir")
   # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
   # train` alike); the lock goes with the process, however it ends. Tidy: a run that failed
-  # before writing anything (a model path found wrong late, a NaN at step 1, a Ctrl-C while
-  # compiling) leaves no directory holding only the lock file, unless the directory was there.
+  # before writing anything (a model path found wrong late, a Ctrl-C while the model loads)
+  # leaves no directory holding only the lock file, unless the directory was there. Taken
+  # before the hosts' check, which would make the directory itself.
   with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary(), tidy=True):
+    distributed.check_shared_directory(run_dir, "run_dir")
     checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep,
                                            writer=True)
     try:
