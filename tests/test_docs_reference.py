@@ -1,0 +1,397 @@
+"""README.md and docs/*.md (performance.md aside) name only what exists: config keys, command
+options, repository paths, link targets, `jaxlayer.*` names and logged metrics. Each test reports
+every problem at once, as file:line and the fix."""
+
+import argparse
+import ast
+import contextlib
+import functools
+import importlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from jaxlayer import cli, evaluation
+from jaxlayer.rl import config as rl_config
+from jaxlayer.rl import metrics
+from jaxlayer.sweep import runner
+from tests.sweep_fakes import REPO
+
+# performance.md is a log of benchmark runs, kept apart from these checks.
+DOCS = [REPO / "README.md"] + [path for path in sorted((REPO / "docs").glob("*.md"))
+                               if path.name != "performance.md"]
+CODE_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+INLINE_CODE = re.compile(r"`([^`]+)`")
+CONFIG_OVERRIDE = re.compile(r"--config\.([A-Za-z_][\w.]*)")
+CONFIG_FILE_ARG = re.compile(r"--config[ =](configs/[\w./]+\.py(?::\w+)?)")
+# A command in a code block: at a line's start, after a shell separator or `$ ` (a prompt).
+BLOCK_COMMAND = re.compile(r"(?:^|[;&|]\s*|\bdo\s+|^\$\s+|python -m\s+)jaxlayer\s+(\S+)(.*)")
+INLINE_COMMAND = re.compile(r"^(?:python -m )?jaxlayer\s+(\S+)(.*)$")
+OPTION = re.compile(r"(?:^|\s)(--?[A-Za-z][\w-]*)")
+REPO_PATH = re.compile(r"(?<![\w./-])((?:configs|docs|benchmarks|tpu_scripts|notebooks|jaxlayer"
+                       r"|scripts|tests)/[\w./-]*[\w/])")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+JAXLAYER_NAME = re.compile(r"^jaxlayer(?:\.\w+)+$")
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")  # KEY, TASK, N: a name the reader fills in
+
+
+@functools.cache
+def _text(path: Path) -> str:
+  return path.read_text()
+
+
+def _where(path: Path, position: int) -> str:
+  return f"{path.relative_to(REPO)}:{_text(path).count(chr(10), 0, position) + 1}"
+
+
+def _code_blocks(path: Path) -> list[tuple[str, int, str]]:
+  """(language, offset of the body in the file, body) of every fenced code block."""
+  return [(match.group(1), match.start(2), match.group(2))
+          for match in CODE_BLOCK.finditer(_text(path))]
+
+
+def _prose(path: Path) -> str:
+  """The file with its code blocks blanked (newlines kept, so offsets stay those of the file)."""
+  return CODE_BLOCK.sub(lambda match: re.sub(r"[^\n]", " ", match.group(0)), _text(path))
+
+
+def _inline_spans(path: Path) -> list[tuple[int, int, str]]:
+  """(start, end, text with its whitespace collapsed) of every `inline code` span of the prose."""
+  return [(match.start(1), match.end(1), " ".join(match.group(1).split()))
+          for match in INLINE_CODE.finditer(_prose(path))]
+
+
+def _shell_lines(language: str, offset: int, body: str) -> list[tuple[int, str]]:
+  """(offset, line) of a shell code block's commands: continuations joined, comments and
+  `NAME="..."` variables ($NAME) expanded away. Python blocks have none."""
+  if language == "python":
+    return []
+  variables, lines, position = {}, [], offset
+  for line in re.split(r"(?<!\\)\n", body):
+    start, position = position, position + len(line) + 1
+    line = re.sub(r"\s#.*$", "", line.replace("\\\n", " "))
+    assignment = re.fullmatch(r'\s*(\w+)="([^"]*)"\s*', line)
+    if assignment:
+      variables[assignment.group(1)] = assignment.group(2)
+      continue
+    for name, value in variables.items():
+      line = line.replace(f"${name}", value)
+    lines.append((start, line))
+  return lines
+
+
+def _commands(path: Path) -> list[tuple[int, str, str]]:
+  """(offset, subcommand, its arguments) of every `jaxlayer CMD ...` in code blocks and inline
+  code."""
+  found = []
+  for language, offset, body in _code_blocks(path):
+    for start, line in _shell_lines(language, offset, body):
+      for part in re.split(r"\s*(?:;|&&|\|\|?|&)\s*", line):
+        match = BLOCK_COMMAND.search(part)
+        if match:
+          found.append((start, match.group(1), match.group(2)))
+  for start, _, span in _inline_spans(path):
+    match = INLINE_COMMAND.match(span)
+    if match:
+      found.append((start, match.group(1), match.group(2)))
+  return found
+
+
+# --- config keys -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _config(spec: str | None):
+  """The default config (`spec` None) or a shipped one loaded as the CLI loads it, each with the
+  eval and sweep sections that `jaxlayer eval` and `jaxlayer sweep` add."""
+  sections = {"eval": evaluation.default_eval_config, "sweep": runner.default_sweep_config}
+  if spec is None:
+    config = rl_config.default_config()
+    for name, make_default in sections.items():
+      config[name] = make_default()
+    return config
+  return cli.load_config(["--config", str(REPO / spec)], "docs", sections=sections)
+
+
+def _key_problem(key: str, spec: str | None) -> str | None:
+  """What the CLI says of --config.KEY on the config `spec`, if it refuses it. A placeholder
+  part (`--config.eval.task_options.TASK.data_files.test`) ends the key checked."""
+  parts = key.split(".")
+  known = next((index for index, part in enumerate(parts) if PLACEHOLDER.match(part)), len(parts))
+  if not known:
+    return None
+  return cli._unknown_key(_config(spec), [f"--config.{'.'.join(parts[:known])}=VALUE"])
+
+
+def _nearest_config(path: Path, position: int) -> str | None:
+  """The shipped config the text names last before `position` (the one a passage is about)."""
+  named = re.findall(r"configs/\w+\.py(?::\w+)?", _text(path)[:position])
+  return named[-1] if named else None
+
+
+def test_every_config_override_names_a_key_of_its_config():
+  """A command's --config.KEY is checked against the config file it loads, as the CLI checks it;
+  one in prose against the defaults or the shipped config the passage names last."""
+  problems = []
+  for path in DOCS:
+    for start, _, arguments in _commands(path):
+      config_file = CONFIG_FILE_ARG.search(arguments)
+      spec = config_file.group(1) if config_file else None
+      for key in CONFIG_OVERRIDE.findall(arguments):
+        problem = _key_problem(key, spec)
+        if problem:
+          problems.append(f"{_where(path, start)}: {problem}")
+    inline_commands = [(start, end) for start, end, span in _inline_spans(path)
+                       if INLINE_COMMAND.match(span)]
+    for match in CONFIG_OVERRIDE.finditer(_prose(path)):
+      key = match.group(1).rstrip(".")
+      if any(start <= match.start() < end for start, end in inline_commands):
+        continue  # checked with its command above
+      problem = _key_problem(key, None)
+      nearest = _nearest_config(path, match.start())
+      if problem and (nearest is None or _key_problem(key, nearest)):
+        problems.append(f"{_where(path, match.start())}: {problem} (nor has "
+                        f"{nearest or 'any config named before it'})")
+  assert not problems, "\n".join(problems)
+
+
+# --- command-line options ----------------------------------------------------------------------
+
+
+class _ParserBuilt(Exception):
+  def __init__(self, parser: argparse.ArgumentParser):
+    super().__init__()
+    self.parser = parser
+
+
+def _refuse_parsing(parser, *args, **kwargs):
+  raise _ParserBuilt(parser)
+
+
+@functools.cache
+def _options(command: str) -> frozenset[str]:
+  """The options `jaxlayer COMMAND` accepts: its argparse parser's (built by the command and
+  caught before it parses), or, for a config command that reads its flags itself, those of the
+  usage line its --help prints. --config.KEY overrides are checked apart."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(argparse.ArgumentParser, "parse_args", _refuse_parsing)
+    patch.setattr(argparse.ArgumentParser, "parse_known_args", _refuse_parsing)
+    shown = io.StringIO()
+    try:
+      with contextlib.redirect_stdout(shown):
+        cli.COMMANDS[command](["--help"])
+    except _ParserBuilt as built:
+      return frozenset(option for action in built.parser._actions
+                       for option in action.option_strings)
+  usage = shown.getvalue().split("\n\n")[0]
+  return frozenset(re.findall(r"--[a-z][\w-]*", usage)) | {"-h", "--help"}
+
+
+def _top_level_option_works(option: str) -> bool:
+  """Whether `jaxlayer OPTION` (no command) runs, as --version and --help do."""
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      cli.main([option])
+  except SystemExit:
+    return False
+  return True
+
+
+def test_every_command_and_option_exists():
+  problems = []
+  for path in DOCS:
+    for start, command, arguments in _commands(path):
+      where = _where(path, start)
+      if command == "...":  # `python -m jaxlayer ...`: any command
+        continue
+      if command.startswith("-"):
+        if not _top_level_option_works(command):
+          problems.append(f"{where}: `jaxlayer {command}` is no option of jaxlayer: "
+                          "`jaxlayer --help` lists them.")
+        continue
+      if command not in cli.COMMANDS:
+        problems.append(f"{where}: `jaxlayer {command}` is no command; use one of "
+                        f"{', '.join(cli.COMMANDS)}.")
+        continue
+      for option in OPTION.findall(arguments):
+        if not option.startswith("--config.") and option not in _options(command):
+          problems.append(f"{where}: `jaxlayer {command}` has no option {option}; its options: "
+                          f"{', '.join(sorted(_options(command)))}.")
+  assert not problems, "\n".join(problems)
+
+
+# --- paths, links and names --------------------------------------------------------------------
+
+
+def _headings(path: Path) -> set[str]:
+  """GitHub's anchors of a Markdown file's headings."""
+  return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+          for heading in re.findall(r"^#+ (.*)$", _prose(path), re.MULTILINE)}
+
+
+def test_every_repository_path_and_link_exists():
+  problems = []
+  for path in DOCS:
+    mentions = [(start, found) for start, _, span in _inline_spans(path)
+                for found in REPO_PATH.findall(span)]
+    mentions += [(offset + match.start(1), match.group(1))
+                 for _, offset, body in _code_blocks(path) for match in REPO_PATH.finditer(body)]
+    for start, mention in mentions:
+      if not (REPO / mention.rstrip("/")).exists():
+        problems.append(f"{_where(path, start)}: {mention} does not exist in the repository: "
+                        "name the file as it is now.")
+    for match in LINK.finditer(_prose(path)):
+      target = match.group(1)
+      if re.match(r"\w+://", target):
+        continue
+      file, _, anchor = target.partition("#")
+      linked = (path.parent / file).resolve() if file else path
+      if not linked.exists():
+        problems.append(f"{_where(path, match.start())}: the link ({target}) leads nowhere: "
+                        f"{file} does not exist.")
+      elif anchor and linked.suffix == ".md" and anchor not in _headings(linked):
+        problems.append(f"{_where(path, match.start())}: the link ({target}) names no heading "
+                        f"of {linked.relative_to(REPO)}; its anchors: "
+                        f"{', '.join(sorted(_headings(linked)))}.")
+  assert not problems, "\n".join(problems)
+
+
+def _resolves(name: str) -> bool:
+  """Whether a dotted name `jaxlayer.a.b.C` is a module or an attribute of one."""
+  parts = name.split(".")
+  for split in range(len(parts), 0, -1):
+    try:
+      found = importlib.import_module(".".join(parts[:split]))
+    except ImportError:
+      continue
+    try:
+      return functools.reduce(getattr, parts[split:], found) is not None
+    except AttributeError:
+      return False
+  return False
+
+
+def test_every_jaxlayer_name_in_code_spans_exists():
+  problems = [f"{_where(path, start)}: `{span}` names nothing in jaxlayer: name it as the code "
+              "does now." for path in DOCS for start, _, span in _inline_spans(path)
+              if JAXLAYER_NAME.match(span) and not _resolves(span)]
+  assert not problems, "\n".join(problems)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+# The code that builds metrics.jsonl's rows, {file: {function: the dicts of metrics it builds}}
+# ("return": the dict it returns): RUN_DIR/metrics.jsonl logs what _Trainer.run_step (or, in an
+# environment, _run_env_step) returns, with the update's metrics (rl.step's update,
+# rl.losses.policy_loss) and the test scores of logging.eval_every (_evaluate).
+METRIC_SOURCES = {
+    "jaxlayer/rl/train.py": {"run_step": ("result",), "_run_env_step": ("result",),
+                             "_evaluate": ("scores",)},
+    "jaxlayer/rl/multiturn.py": {"rollout_metrics": ("validity", "return"),
+                                 "gigpo_batch": ("stats",)},
+    "jaxlayer/rl/step.py": {"make_update_step": ("metrics",)},
+    "jaxlayer/rl/losses.py": {"policy_loss": ("metrics",)}}
+# The update's bookkeeping, which _Trainer._updates takes out of the rows it logs.
+UNLOGGED = {"params_finite", "loss_tokens"}
+
+
+def _key_pattern(node: ast.expr) -> str | None:
+  """A dict key as a regular expression: a string as itself, an f-string's fields as `.+`."""
+  if isinstance(node, ast.Constant) and isinstance(node.value, str):
+    return re.escape(node.value)
+  if isinstance(node, ast.JoinedStr):
+    return "".join(re.escape(part.value) if isinstance(part, ast.Constant) else ".+"
+                   for part in node.values)
+  return None
+
+
+def _dict_keys(node: ast.expr) -> list[str]:
+  """The key patterns of a dict display (or one in a conditional), its ** parts included."""
+  if isinstance(node, ast.IfExp):
+    return _dict_keys(node.body) + _dict_keys(node.orelse)
+  if isinstance(node, ast.DictComp):
+    return [key for key in [_key_pattern(node.key)] if key]
+  if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
+    return [re.escape(keyword.arg) for keyword in node.keywords if keyword.arg]
+  if not isinstance(node, ast.Dict):
+    return []
+  keys = []
+  for key, value in zip(node.keys, node.values):
+    keys += _dict_keys(value) if key is None else [k for k in [_key_pattern(key)] if k]
+  return keys
+
+
+def _metric_patterns() -> set[str]:
+  """Every metric name the metric-building code can write (patterns: `reward/.+`): the keys of
+  the dicts of METRIC_SOURCES, as assigned, returned or set by `name["key"] = ...`."""
+  patterns = set()
+  for file, functions in METRIC_SOURCES.items():
+    tree = ast.parse((REPO / file).read_text())
+    defined = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    for function, names in functions.items():
+      assert function in defined, f"{file} defines no {function}: update METRIC_SOURCES."
+      for node in ast.walk(defined[function]):
+        if isinstance(node, ast.Return) and "return" in names and node.value is not None:
+          patterns.update(_dict_keys(node.value))
+        if not isinstance(node, ast.Assign):
+          continue
+        for target in node.targets:
+          if getattr(target, "id", None) in names:
+            patterns.update(_dict_keys(node.value))
+          elif isinstance(target, ast.Subscript) and getattr(target.value, "id", None) in names:
+            patterns.update(k for k in [_key_pattern(target.slice)] if k)
+  return patterns - UNLOGGED
+
+
+def _emitted(name: str, patterns: set[str]) -> bool:
+  return any(re.fullmatch(pattern, name) for pattern in patterns)
+
+
+# A metric named in prose: `NAME` after "logs", "logged (per step) as", "metric" or "counted in",
+# or `NAME` (a note) before "logs".
+METRIC_MENTION = re.compile(r"(?:\blogs|\blogged(?: per step)? as|\bmetric|\bcounted in)\s+`"
+                            r"([\w/@]+)`|`([\w/@]+)`(?:\s*\([^)]*\))?\s+logs\b")
+
+
+def _readme_metrics_list() -> tuple[int, list[str]]:
+  """(offset, names) of the README's list of metrics.jsonl's metrics (its **Metrics** item);
+  a backticked name with a dot there is a file or a config key."""
+  readme = _text(REPO / "README.md")
+  match = re.search(r"^- \*\*Metrics\*\* \(`metrics\.jsonl`.*?(?=^- |^$|^#)", readme,
+                    re.DOTALL | re.MULTILINE)
+  assert match, "README.md has no **Metrics** item listing the metrics of metrics.jsonl."
+  return match.start(), [name for name in re.findall(r"`([^`]+)`", match.group(0))
+                         if "." not in name]
+
+
+def test_every_metric_the_docs_name_is_one_the_code_logs():
+  patterns = _metric_patterns()
+  assert _emitted("reward", patterns) and _emitted("eval/math/pass@1", patterns)
+  problems = []
+  for path in DOCS:
+    for match in METRIC_MENTION.finditer(_prose(path)):
+      name = match.group(1) or match.group(2)
+      if not _emitted(re.sub(r"\b[A-Z]+\b", "X", name), patterns):
+        problems.append(f"{_where(path, match.start())}: `{name}` is no metric jaxlayer logs "
+                        "(jaxlayer/rl/train.py builds them): name one it logs.")
+  start, listed = _readme_metrics_list()
+  readme = REPO / "README.md"
+  for name in listed:
+    if not _emitted(re.sub(r"\b[A-Z]+\b", "X", name), patterns):
+      problems.append(f"{_where(readme, start)}: the metrics.jsonl list names `{name}`, which "
+                      "jaxlayer does not log: take it out or name it as the code does.")
+  listed_patterns = {re.sub(r"\b[A-Z]+\b", ".+", re.escape(name)) for name in listed}
+  for pattern in sorted(patterns):
+    example = pattern.replace(".+", "X").replace("\\", "")
+    if not any(re.fullmatch(listed_pattern, example) for listed_pattern in listed_patterns):
+      problems.append(f"{_where(readme, start)}: the metrics.jsonl list lacks `{example}`, "
+                      "which jaxlayer logs: add it.")
+  assert not problems, "\n".join(problems)
+
+
+def test_training_png_draws_metrics_the_code_logs():
+  """Every metric a panel of training.png draws is one a run logs."""
+  patterns = _metric_patterns()
+  assert all(_emitted(key, patterns) for _, keys in metrics.PANELS for key in keys)
