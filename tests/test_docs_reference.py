@@ -34,6 +34,9 @@ REPO_PATH = re.compile(r"(?<![\w./-])((?:configs|docs|benchmarks|tpu_scripts|not
                        r"|scripts|tests)/[\w./-]*[\w/])")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 JAXLAYER_NAME = re.compile(r"^jaxlayer(?:\.\w+)+$")
+BARE_KEY = re.compile(r"^([a-z_]+)(?:\.\w+)+(?:=\S*)?$")
+# A file named like a config section and key: eval.json, sweep.csv, model.safetensors.
+FILE_NAME = re.compile(r"\.(?:json|jsonl|csv|png|md|py|safetensors)$")
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")  # KEY, TASK, N: a name the reader fills in
 
 
@@ -43,7 +46,9 @@ def _text(path: Path) -> str:
 
 
 def _where(path: Path, position: int) -> str:
-  return f"{path.relative_to(REPO)}:{_text(path).count(chr(10), 0, position) + 1}"
+  """FILE:LINE of an offset in a doc."""
+  line = _text(path).count("\n", 0, position) + 1
+  return f"{path.relative_to(REPO)}:{line}"
 
 
 def _code_blocks(path: Path) -> list[tuple[str, int, str]]:
@@ -64,8 +69,8 @@ def _inline_spans(path: Path) -> list[tuple[int, int, str]]:
 
 
 def _shell_lines(language: str, offset: int, body: str) -> list[tuple[int, str]]:
-  """(offset, line) of a shell code block's commands: continuations joined, comments and
-  `NAME="..."` variables ($NAME) expanded away. Python blocks have none."""
+  """(offset, line) of a shell code block's commands, continuations joined, comments dropped and
+  the block's `NAME="..."` variables expanded ($NAME). Python blocks have none."""
   if language == "python":
     return []
   variables, lines, position = {}, [], offset
@@ -131,6 +136,17 @@ def _nearest_config(path: Path, position: int) -> str | None:
   return named[-1] if named else None
 
 
+def _prose_key_problem(path: Path, position: int, key: str) -> str | None:
+  """What is wrong with a KEY in prose: one that neither the defaults nor the shipped config
+  the passage names last have."""
+  problem = _key_problem(key, None)
+  nearest = _nearest_config(path, position)
+  if problem and (nearest is None or _key_problem(key, nearest)):
+    return (f"{_where(path, position)}: {problem} (nor has "
+            f"{nearest or 'any config named before it'})")
+  return None
+
+
 def test_every_config_override_names_a_key_of_its_config():
   """A command's --config.KEY is checked against the config file it loads, as the CLI checks it;
   one in prose against the defaults or the shipped config the passage names last."""
@@ -149,11 +165,21 @@ def test_every_config_override_names_a_key_of_its_config():
       key = match.group(1).rstrip(".")
       if any(start <= match.start() < end for start, end in inline_commands):
         continue  # checked with its command above
-      problem = _key_problem(key, None)
-      nearest = _nearest_config(path, match.start())
-      if problem and (nearest is None or _key_problem(key, nearest)):
-        problems.append(f"{_where(path, match.start())}: {problem} (nor has "
-                        f"{nearest or 'any config named before it'})")
+      problems.append(_prose_key_problem(path, match.start(), key))
+  problems = [problem for problem in problems if problem]
+  assert not problems, "\n".join(problems)
+
+
+def test_every_config_key_in_code_spans_exists():
+  """`train.kl_beta`, `mesh.num_devices=N`: a span that starts with a section of the config."""
+  sections = [name for name, value in _config(None).items() if hasattr(value, "keys")]
+  problems = []
+  for path in DOCS:
+    for start, _, span in _inline_spans(path):
+      match, key = BARE_KEY.match(span), span.split("=")[0]
+      if match and match.group(1) in sections and not FILE_NAME.search(key):
+        problems.append(_prose_key_problem(path, start, key))
+  problems = [problem for problem in problems if problem]
   assert not problems, "\n".join(problems)
 
 
@@ -197,6 +223,18 @@ def _top_level_option_works(option: str) -> bool:
   except SystemExit:
     return False
   return True
+
+
+def test_every_option_in_code_spans_is_one_of_a_command():
+  """`--overwrite`, `--step N`: an option some command accepts (XLA's own, `--xla_...`, are set
+  in XLA_FLAGS)."""
+  every_option = set().union(*(_options(command) for command in cli.COMMANDS))
+  problems = [f"{_where(path, start)}: `{span}`: no jaxlayer command has the option "
+              f"{span.split()[0].split('=')[0]}; `jaxlayer COMMAND --help` lists them."
+              for path in DOCS for start, _, span in _inline_spans(path)
+              if span.startswith("--") and not span.startswith(("--config.", "--xla_"))
+              and span.split()[0].split("=")[0] not in every_option]
+  assert not problems, "\n".join(problems)
 
 
 def test_every_command_and_option_exists():
@@ -308,7 +346,8 @@ def _key_pattern(node: ast.expr) -> str | None:
 
 
 def _dict_keys(node: ast.expr) -> list[str]:
-  """The key patterns of a dict display (or one in a conditional), its ** parts included."""
+  """The key patterns of a dict display, a dict comprehension or dict(..., key=...), or of
+  either branch of a conditional; a display's ** parts included."""
   if isinstance(node, ast.IfExp):
     return _dict_keys(node.body) + _dict_keys(node.orelse)
   if isinstance(node, ast.DictComp):
@@ -394,4 +433,5 @@ def test_every_metric_the_docs_name_is_one_the_code_logs():
 def test_training_png_draws_metrics_the_code_logs():
   """Every metric a panel of training.png draws is one a run logs."""
   patterns = _metric_patterns()
-  assert all(_emitted(key, patterns) for _, keys in metrics.PANELS for key in keys)
+  drawn = [key for _, keys in metrics.PANELS for key in keys]
+  assert [key for key in drawn if not _emitted(key, patterns)] == []
