@@ -18,9 +18,8 @@ success 0.000 -> 0.185, sampled (mean@4) 0.003 -> 0.295; moving at random scores
 (scripts/gridworld_baselines.py --size 3 --max_turns 4), the shortest path 1.0.
 """
 
-from ml_collections import config_dict
-
 from jaxlayer import assets
+from jaxlayer.evaluation import default_eval_config
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep.runner import default_sweep_config
 
@@ -54,7 +53,7 @@ def get_config():
   config.checkpoint.every = 25
   config.logging.tensorboard = False
 
-  config.eval = config_dict.ConfigDict()  # every key and default: jaxlayer/evaluation.py
+  config.eval = default_eval_config()  # every key and default: jaxlayer/evaluation.py
   config.eval.metric = "pass@1"  # greedy success rate over env.num_eval_episodes seeds
   config.eval.num_samples = 0
   config.eval.temperature = 0.0
