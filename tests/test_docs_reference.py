@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import io
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,38 @@ def test_every_documented_key_can_be_set_with_every_shipped_config():
               for problem in [cli._unknown_key(_config(str(file.relative_to(REPO))),
                                                [f"--config.{key}=VALUE"])] if problem]
   assert not problems, "\n".join(problems)
+
+
+def test_every_training_command_with_the_shipped_model_plans_as_printed():
+  """A `jaxlayer train` / `memory` command of a code block, run as printed, passes the settings
+  check that runs before anything loads (train.plan), unless it names something the reader
+  fills in (DIR, $seed) or a model the reader downloads first. docs/configuration.md's example
+  set neither model.path nor run_dir."""
+  from jaxlayer.rl import train
+
+  problems, planned = [], 0
+  for path in DOCS:
+    for language, offset, body in _code_blocks(path):
+      commands = [(start, part) for start, line in _shell_lines(language, offset, body)
+                  for part in re.split(r"\s*(?:;|&&|\|\|?|&)\s*", line)]
+      for start, command in commands:
+        match = BLOCK_COMMAND.search(command)
+        if not match or match.group(1) not in ("train", "memory"):
+          continue
+        arguments = shlex.split(match.group(2))
+        if any("$" in argument or re.search(r"\b[A-Z]{2,}\b", argument)
+               for argument in arguments):
+          continue
+        config = cli._training_config(arguments, f"jaxlayer {match.group(1)}")
+        if config.model.path is not None and not (REPO / config.model.path).exists():
+          continue
+        planned += 1
+        try:
+          with contextlib.chdir(REPO):
+            train.plan(config)
+        except ValueError as err:
+          problems.append(f"{_where(path, start)}: `{command.strip()}` stops: {err}")
+  assert planned and not problems, "\n".join(problems)
 
 
 # --- command-line options ----------------------------------------------------------------------
