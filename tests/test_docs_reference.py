@@ -185,6 +185,37 @@ def test_every_config_key_in_code_spans_exists():
   assert not problems, "\n".join(problems)
 
 
+def _value(text: str):
+  """A value as a config file writes it (5e-6, True, "std") or as a bare string (numina)."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def test_every_setting_a_table_states_is_its_configs():
+  """`train.learning_rate=5e-6` in a table row (docs/reproduce_paper.md's "the config" columns)
+  is the value of the shipped config the passage names last."""
+  problems = []
+  for path in DOCS:
+    for start, _, span in _inline_spans(path):
+      match = re.fullmatch(r"([a-z_]+(?:\.\w+)+)=(.+)", span)
+      line_start = _text(path).rfind("\n", 0, start) + 1
+      if not match or not _text(path).startswith("|", line_start):
+        continue
+      key, stated = match.groups()
+      config_file = _nearest_config(path, start)
+      try:
+        value = functools.reduce(lambda section, part: section[part], key.split("."),
+                                 _config(config_file))
+      except KeyError:
+        continue  # test_every_config_key_in_code_spans_exists names it
+      if _value(stated) != value:
+        problems.append(f"{_where(path, start)}: {config_file} sets {key}={value!r}, not "
+                        f"{stated}: state the config's value (or change the config).")
+  assert not problems, "\n".join(problems)
+
+
 def test_every_documented_key_can_be_set_with_every_shipped_config():
   """docs/configuration.md: "Any key can be overridden on the command line". A config file that
   builds a section of its own with some keys (configs/gigpo_gridworld.py's eval section did)
