@@ -265,6 +265,27 @@ def test_every_training_command_with_the_shipped_model_plans_as_printed():
   assert planned and not problems, "\n".join(problems)
 
 
+def _strings(value) -> list[str]:
+  """Every string in a nested dict / list / tuple."""
+  if isinstance(value, str):
+    return [value]
+  items = value.values() if isinstance(value, dict) else value if isinstance(
+      value, (list, tuple)) else []
+  return [text for item in items for text in _strings(item)]
+
+
+def test_every_data_file_a_shipped_config_reads_is_one_the_guide_writes():
+  """configs/paper_*.py read data/X files that docs/reproduce_paper.md's snippets write."""
+  guide = REPO / "docs" / "reproduce_paper.md"
+  written = set(re.findall(r'"(data/[^"]+)"', "".join(body for _, _, body in _code_blocks(guide))))
+  problems = [f"{file.name} reads {data_file}, which no snippet of {guide.name} writes: write it "
+              "there or name the file the guide writes."
+              for file in sorted((REPO / "configs").glob("*.py"))
+              for data_file in _strings(_config(str(file.relative_to(REPO))).to_dict())
+              if data_file.startswith("data/") and data_file not in written]
+  assert written and not problems, "\n".join(problems)
+
+
 # --- command-line options ----------------------------------------------------------------------
 
 

@@ -78,3 +78,21 @@ def test_the_reproduce_guide_activation_snippet_runs_on_the_directory_it_downloa
   assert capsys.readouterr().out.splitlines() == [
       "remat=False: 34.7 GB of activations", "remat=True: 1.0 GB of activations"]
   assert "would keep **34.7 GB**" in guide and "then keeps **1.0 GB**" in guide
+
+
+def test_the_reproduce_guide_memory_session_prints_what_jaxlayer_memory_prints(
+    tmp_path, monkeypatch, capsys):
+  """docs/reproduce_paper.md's `jaxlayer memory` session, run on the directory the guide
+  downloads (Qwen3-1.7B-Base's config.json: sizing reads nothing else), prints what it shows."""
+  guide = (REPO / "docs" / "reproduce_paper.md").read_text()
+  session = re.search(r"```text\n\$ (jaxlayer memory .*?)```", guide, re.DOTALL).group(1)
+  command, printed = re.match(r"((?:[^\n]*\\\n)*[^\n]*)\n(.*)", session, re.DOTALL).groups()
+  download_dir = tmp_path / "models" / "Qwen3-1.7B-Base"
+  download_dir.mkdir(parents=True)
+  (download_dir / "config.json").write_text(json.dumps(QWEN3_1P7B_BASE_CONFIG))
+  (tmp_path / "configs").symlink_to(REPO / "configs")
+  monkeypatch.chdir(tmp_path)  # the guide runs its commands in the repository's directory
+  argv = command.replace("\\\n", " ").split()
+  assert argv[:2] == ["jaxlayer", "memory"]
+  cli.main(argv[1:])
+  assert capsys.readouterr().out == printed
