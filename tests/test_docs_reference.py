@@ -33,7 +33,7 @@ BLOCK_COMMAND = re.compile(r"(?:^|[;&|]\s*|\bdo\s+|^\$\s+|python -m\s+)jaxlayer\
 INLINE_COMMAND = re.compile(r"^(?:python -m )?jaxlayer\s+(\S+)(.*)$")
 OPTION = re.compile(r"(?:^|\s)(--?[A-Za-z][\w-]*)")
 REPO_PATH = re.compile(r"(?<![\w./-])((?:configs|docs|benchmarks|tpu_scripts|notebooks|jaxlayer"
-                       r"|scripts|tests)/[\w./-]*[\w/])")
+                       r"|scripts|tests|\.ci)/[\w./-]*[\w/])")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 JAXLAYER_NAME = re.compile(r"^jaxlayer(?:\.\w+)+$")
 BARE_KEY = re.compile(r"^([a-z_]+)(?:\.\w+)+(?:=\S*)?$")
