@@ -7,7 +7,6 @@ import ast
 import contextlib
 import functools
 import importlib
-import importlib.util
 import io
 import re
 import shlex
@@ -20,6 +19,7 @@ from jaxlayer.rl import config as rl_config
 from jaxlayer.rl import metrics
 from jaxlayer.sweep import runner
 from tests.sweep_fakes import REPO
+from tests.test_config_reference import config_reference
 
 # performance.md is a log of benchmark runs, kept apart from these checks.
 DOCS = [REPO / "README.md"] + [path for path in sorted((REPO / "docs").glob("*.md"))
@@ -90,9 +90,8 @@ def _shell_lines(language: str, offset: int, body: str) -> list[tuple[int, str]]
   return lines
 
 
-def _commands(path: Path) -> list[tuple[int, str, str]]:
-  """(offset, subcommand, its arguments) of every `jaxlayer CMD ...` in code blocks and inline
-  code."""
+def _block_commands(path: Path) -> list[tuple[int, str, str]]:
+  """(offset, subcommand, its arguments) of every `jaxlayer CMD ...` in code blocks."""
   found = []
   for language, offset, body in _code_blocks(path):
     for start, line in _shell_lines(language, offset, body):
@@ -100,6 +99,13 @@ def _commands(path: Path) -> list[tuple[int, str, str]]:
         match = BLOCK_COMMAND.search(part)
         if match:
           found.append((start, match.group(1), match.group(2)))
+  return found
+
+
+def _commands(path: Path) -> list[tuple[int, str, str]]:
+  """(offset, subcommand, its arguments) of every `jaxlayer CMD ...` in code blocks and inline
+  code."""
+  found = _block_commands(path)
   for start, _, span in _inline_spans(path):
     match = INLINE_COMMAND.match(span)
     if match:
@@ -221,16 +227,15 @@ def test_every_documented_key_can_be_set_with_every_shipped_config():
   """docs/configuration.md: "Any key can be overridden on the command line". A config file that
   builds a section of its own with some keys (configs/gigpo_gridworld.py's eval section did)
   made the CLI refuse the others, e.g. --config.eval.replicate_params."""
-  spec = importlib.util.spec_from_file_location("config_reference",
-                                                REPO / "scripts" / "config_reference.py")
-  config_reference = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(config_reference)
   documented = config_reference.flatten(config_reference.default_tree())
-  problems = [f"{file.relative_to(REPO)}: {problem} Build the section from its defaults "
-              "(default_eval_config(), ...) and change those keys."
-              for file in sorted((REPO / "configs").glob("*.py")) for key in documented
-              for problem in [cli._unknown_key(_config(str(file.relative_to(REPO))),
-                                               [f"--config.{key}=VALUE"])] if problem]
+  problems = []
+  for file in sorted((REPO / "configs").glob("*.py")):
+    config = _config(str(file.relative_to(REPO)))
+    for key in documented:
+      problem = cli._unknown_key(config, [f"--config.{key}=VALUE"])
+      if problem:
+        problems.append(f"{file.relative_to(REPO)}: {problem} Build the section from its "
+                        "defaults (default_eval_config(), ...) and change those keys.")
   assert not problems, "\n".join(problems)
 
 
@@ -243,26 +248,21 @@ def test_every_training_command_with_the_shipped_model_plans_as_printed():
 
   problems, planned = [], 0
   for path in DOCS:
-    for language, offset, body in _code_blocks(path):
-      commands = [(start, part) for start, line in _shell_lines(language, offset, body)
-                  for part in re.split(r"\s*(?:;|&&|\|\|?|&)\s*", line)]
-      for start, command in commands:
-        match = BLOCK_COMMAND.search(command)
-        if not match or match.group(1) not in ("train", "memory"):
-          continue
-        arguments = shlex.split(match.group(2))
-        if any("$" in argument or re.search(r"\b[A-Z]{2,}\b", argument)
-               for argument in arguments):
-          continue
-        config = cli._training_config(arguments, f"jaxlayer {match.group(1)}")
+    for start, command, arguments in _block_commands(path):
+      arguments = shlex.split(arguments)
+      if command not in ("train", "memory") or any(
+          "$" in argument or re.search(r"\b[A-Z]{2,}\b", argument) for argument in arguments):
+        continue
+      printed = shlex.join(["jaxlayer", command, *arguments])
+      try:
+        config = cli._training_config(arguments, f"jaxlayer {command}")
         if config.model.path is not None and not (REPO / config.model.path).exists():
           continue
         planned += 1
-        try:
-          with contextlib.chdir(REPO):
-            train.plan(config)
-        except ValueError as err:
-          problems.append(f"{_where(path, start)}: `{command.strip()}` stops: {err}")
+        with contextlib.chdir(REPO):
+          train.plan(config)
+      except (ValueError, SystemExit) as err:
+        problems.append(f"{_where(path, start)}: `{printed}` stops: {err}")
   assert planned and not problems, "\n".join(problems)
 
 
@@ -270,9 +270,11 @@ def _strings(value) -> list[str]:
   """Every string in a nested dict / list / tuple."""
   if isinstance(value, str):
     return [value]
-  items = value.values() if isinstance(value, dict) else value if isinstance(
-      value, (list, tuple)) else []
-  return [text for item in items for text in _strings(item)]
+  if isinstance(value, dict):
+    value = list(value.values())
+  if isinstance(value, (list, tuple)):
+    return [text for item in value for text in _strings(item)]
+  return []
 
 
 def test_every_data_file_a_shipped_config_reads_is_one_the_guide_writes():
