@@ -230,6 +230,37 @@ def test_a_run_whose_base_model_moved_loads_with_base_model(tmp_path, tiny_qwen2
   assert not (tmp_path / "hf3").exists()
 
 
+def test_a_model_directory_without_config_json_is_a_clear_error(tmp_path, tiny_qwen2_dir):
+  """A base model directory that lost its config.json (an incomplete copy): --base-model of
+  export and generate, and a sweep's model.path, used to stop with Python's bare
+  "[Errno 2] No such file or directory"; they name what is missing and what to pass."""
+  from jaxlayer import cli
+  from jaxlayer.sweep import runner
+
+  run = tmp_path / "run"
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 10}})
+  checkpoint.write_run_files(run, config, str(tiny_qwen2_dir), {"final_norm.scale": (32,)})
+  saver = checkpoint.Checkpointer(run)
+  saver.save(3, {"final_norm.scale": jnp.ones(32)}, _state(1.0)[1], {"step": 3})
+  saver.close()
+  incomplete = tmp_path / "incomplete"
+  shutil.copytree(tiny_qwen2_dir, incomplete)
+  (incomplete / "config.json").unlink()
+  message = (f"No config.json in {incomplete}: a Hugging Face model directory holds its "
+             "config.json beside the weights; pass the whole model directory (copy or download "
+             "it again if files are missing) or a hub id.")
+  for argv in (["export", "--run", str(run), "--out", str(tmp_path / "hf")],
+               ["generate", "--model", str(run), "--prompt", "1+1="]):
+    with pytest.raises(SystemExit) as error:
+      cli.main([*argv, "--base-model", str(incomplete)])
+    assert str(error.value) == f"jaxlayer {argv[0]}: {message}"
+  with pytest.raises(FileNotFoundError) as error:
+    runner.model_num_layers(str(incomplete))
+  assert str(error.value) == message
+  assert not (tmp_path / "hf").exists()
+
+
 def test_export_into_the_base_model_is_refused_before_loading(tmp_path, tiny_qwen2_dir,
                                                              monkeypatch):
   """`--out BASE` used to answer "already holds a checkpoint; pass --overwrite", and with

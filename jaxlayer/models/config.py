@@ -211,6 +211,14 @@ class ModelConfig:
 
   @classmethod
   def from_json_file(cls, path: str | Path) -> "ModelConfig":
+    """The config of a model directory's config.json (`path`); a clear error where it lacks
+    one."""
+    path = Path(path)
+    if not path.is_file():
+      raise FileNotFoundError(
+          f"No {path.name} in {path.parent}: a Hugging Face model directory holds its "
+          f"{path.name} beside the weights; pass the whole model directory (copy or download it "
+          "again if files are missing) or a hub id.")
     with open(path) as f:
       return cls.from_hf_dict(json.load(f))
 

@@ -216,9 +216,6 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = AUTO_DTYPE,
     resolve_dtype(dtype)  # an unknown dtype fails before anything is read
   with distributed.failing_together("Finding the model"):  # every host must have it
     model_dir = resolve_model_dir(path_or_hub_id)
-    if not (model_dir / "config.json").is_file():
-      raise FileNotFoundError(
-          f"No config.json in {model_dir}: is this a Hugging Face model directory?")
     cfg = dataclasses.replace(ModelConfig.from_json_file(model_dir / "config.json"),
                               source_dir=str(model_dir))
     files = _weight_files(model_dir)

@@ -175,9 +175,6 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   _require(config.task.name in tasks.TASKS,
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
   model_dir = resolve_model_dir(config.model.path)
-  if not (model_dir / "config.json").is_file():
-    raise FileNotFoundError(f"No config.json in {model_dir}: is model.path a Hugging Face model "
-                            "directory?")
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
   _require(config.model.dtype != models.AUTO_DTYPE,
            "model.dtype='auto' is for evaluating; a run names the dtype it trains in: "
