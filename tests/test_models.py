@@ -310,6 +310,44 @@ def test_loads_sharded_safetensors_index(tmp_path):
   assert _rel_err(logits, _torch_logits(hf_model, seq)) <= 1e-5
 
 
+def test_an_incomplete_sharded_checkpoint_is_a_clear_error(tmp_path):
+  """A sharded checkpoint copied or downloaded in part: a shard missing, its index or a shard
+  cut short, an index without its weight_map. Each used to stop with a bare parser error or a
+  traceback (KeyError, SafetensorError); each names the file and the fix."""
+  hf_fixtures.random_hf_model(hf_fixtures.tiny_config("qwen2")).save_pretrained(
+      tmp_path / "whole", max_shard_size="20KB")
+  shard = sorted((tmp_path / "whole").glob("model-*.safetensors"))[1].name
+
+  def damaged(name: str, damage):
+    directory = tmp_path / name
+    shutil.copytree(tmp_path / "whole", directory)
+    damage(directory)
+    return directory
+
+  no_shard = damaged("no_shard", lambda d: (d / shard).unlink())
+  cut_index = damaged("cut_index", lambda d: (d / "model.safetensors.index.json").write_text(
+      '{"metadata": {"total_size": 1'))
+  no_map = damaged("no_map", lambda d: (d / "model.safetensors.index.json").write_text("{}"))
+  cut_shard = damaged("cut_shard", lambda d: (d / shard).write_bytes(
+      (tmp_path / "whole" / shard).read_bytes()[:1000]))
+  again = "copy or download it again."
+  for directory, error, message in (
+      (no_shard, FileNotFoundError, f"{no_shard / 'model.safetensors.index.json'} names 1 missing "
+       f"shard: ['{shard}']. The checkpoint is incomplete: copy or download the "
+       "missing files again."),
+      (cut_index, ValueError, f"{cut_index / 'model.safetensors.index.json'} is no valid JSON "
+       "(Expecting ',' delimiter: line 1 column 30 (char 29)): it is "
+       f"damaged or cut short; {again}"),
+      (no_map, ValueError, f"{no_map / 'model.safetensors.index.json'} has no \"weight_map\" "
+       f"(tensor name -> shard file): it is damaged or cut short; {again}"),
+      (cut_shard, ValueError, f"{cut_shard / shard} is no readable safetensors file (Error "
+       "while deserializing header: incomplete metadata, file not fully covered): it is "
+       f"damaged or cut short; {again}")):
+    for read in (models.from_pretrained, models.weights_fingerprint):
+      with pytest.raises(error) as raised:
+        read(directory)
+      assert str(raised.value) == message, (directory.name, read.__name__)
+
 def test_weights_fingerprint_follows_the_weights_not_their_files(tmp_path):
   config = hf_fixtures.tiny_config("qwen2", tie_word_embeddings=True)
   hf_model = hf_fixtures.random_hf_model(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import glob
@@ -16,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
@@ -91,14 +92,30 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
         "and pass DIR.") from err
 
 
+_DAMAGED = "it is damaged or cut short; copy or download it again."
+
+
+def _index_weight_map(index_file: Path) -> dict[str, str]:
+  """The weight_map (tensor name -> shard file) of a sharded checkpoint's index file."""
+  try:
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as err:
+    raise ValueError(f"{index_file} is no valid JSON ({err}): {_DAMAGED}") from None
+  if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+    raise ValueError(f'{index_file} has no "weight_map" (tensor name -> shard file): '
+                     f"{_DAMAGED}")
+  return index["weight_map"]
+
+
 def _weight_files(model_dir: Path) -> list[Path]:
   if (model_dir / INDEX_FILE).is_file():
-    with open(model_dir / INDEX_FILE) as f:
-      weight_map = json.load(f)["weight_map"]
+    weight_map = _index_weight_map(model_dir / INDEX_FILE)
     files = [model_dir / name for name in sorted(set(weight_map.values()))]
-    missing = [str(f) for f in files if not f.is_file()]
+    missing = [f.name for f in files if not f.is_file()]
     if missing:
-      raise FileNotFoundError(f"{INDEX_FILE} names shards that are missing: {missing}.")
+      raise FileNotFoundError(
+          f"{model_dir / INDEX_FILE} names {counted(len(missing), 'missing shard')}: {missing}. "
+          "The checkpoint is incomplete: copy or download the missing files again.")
     return files
   if (model_dir / SINGLE_FILE).is_file():
     return [model_dir / SINGLE_FILE]
@@ -110,15 +127,26 @@ def _weight_files(model_dir: Path) -> list[Path]:
       f"No weights in {model_dir}: expected {SINGLE_FILE} or {INDEX_FILE}.{hint}")
 
 
+@contextlib.contextmanager
+def _open_weights(file: Path) -> Iterator:
+  """safe_open(file) for numpy arrays; a file that is no safetensors file is a clear error."""
+  try:
+    weights = safe_open(file, framework="numpy")
+  except SafetensorError as err:
+    raise ValueError(f"{file} is no readable safetensors file ({err}): {_DAMAGED}") from None
+  with weights as opened:
+    yield opened
+
+
 def stored_tensors(model_dir: str | os.PathLike,
                    names: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (name, tensor as stored) for each of `names` in a local checkpoint, one at a time."""
   where = {}  # tensor name -> its file
   for file in _weight_files(Path(model_dir)):
-    with safe_open(file, framework="numpy") as f:
+    with _open_weights(file) as f:
       where.update(dict.fromkeys(f.keys(), file))
   for name in names:
-    with safe_open(where[name], framework="numpy") as f:
+    with _open_weights(where[name]) as f:
       yield name, f.get_tensor(name)
 
 
@@ -129,7 +157,7 @@ def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
     return
   where = {}  # tensor name -> its file
   for file in files:
-    with safe_open(file, framework="numpy") as f:
+    with _open_weights(file) as f:
       where.update({name: file for name in ("lm_head.weight", "model.embed_tokens.weight")
                     if name in f.keys()})
   if "lm_head.weight" not in where:  # (released tied checkpoints store none)
@@ -138,7 +166,7 @@ def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
   def read(name: str) -> np.ndarray | None:
     if name not in where:
       return None
-    with safe_open(where[name], framework="numpy") as f:
+    with _open_weights(where[name]) as f:
       return f.get_tensor(name)
 
   if not np.array_equal(read("lm_head.weight"), read("model.embed_tokens.weight")):
@@ -154,7 +182,7 @@ def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
   expected: jaxlayer path -> the model's parameter there (abstract: its shape is checked).
   """
   for file in files:
-    with safe_open(file, framework="numpy") as f:
+    with _open_weights(file) as f:
       for name in f.keys():
         mapped = hf_mapping.hf_to_jax_path(name)
         if mapped is None or (cfg.tie_word_embeddings and name == "lm_head.weight"):
@@ -187,7 +215,7 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> str:
   cfg = ModelConfig.from_json_file(model_dir / "config.json")
   samples = {}
   for file in _weight_files(model_dir):
-    with safe_open(file, framework="numpy") as f:
+    with _open_weights(file) as f:
       for name in f.keys():
         if hf_mapping.hf_to_jax_path(name) is None or (cfg.tie_word_embeddings
                                                         and name == "lm_head.weight"):
