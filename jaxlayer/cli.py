@@ -263,7 +263,14 @@ def _generate(argv: list[str]) -> None:
     parser.error(f"--devices must be >= 1, got {args.devices}.")
   if args.chat_template_kwargs and not args.chat:
     parser.error("--chat-template-kwargs is for the chat template: add --chat.")
-  prompts = args.prompt if args.prompts_file is None else _read_prompts(args.prompts_file, parser)
+  if args.prompts_file is None:
+    empty = [number for number, prompt in enumerate(args.prompt, start=1) if not prompt]
+    if empty and not args.chat:
+      parser.error(f"--prompt {empty[0]} of {len(args.prompt)} is empty: a prompt needs text to "
+                   "complete; give it text.")
+    prompts = args.prompt
+  else:
+    prompts = _read_prompts(args.prompts_file, parser, allow_empty=args.chat)
   temperature = args.temperature
   if temperature is None:
     temperature = 0.0 if args.num_samples == 1 else 1.0
@@ -295,6 +302,10 @@ def _generate(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError) as err:
     raise SystemExit(f"jaxlayer generate: {err}") from None
   eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
+  if args.chat and not getattr(tokenizer, "chat_template", None):
+    raise SystemExit(f"jaxlayer generate: --chat needs a chat template, but the tokenizer of "
+                     f"{args.model} has none (no chat_template in its tokenizer_config.json or "
+                     "chat_template.jinja): leave out --chat to complete the prompts as they are.")
   if args.chat:
     try:
       prompts = [tasks.format_prompt(tasks.Problem(prompt=prompt, answer=""), tokenizer,
@@ -339,11 +350,14 @@ def _generate(argv: list[str]) -> None:
               flush=True)
 
 
-def _read_prompts(path: str, parser: argparse.ArgumentParser) -> list[str]:
+def _read_prompts(path: str, parser: argparse.ArgumentParser, *,
+                  allow_empty: bool = False) -> list[str]:
   """Prompts from a text file (one per non-blank line; "-": standard input) or a .jsonl file
   ({"prompt": ...}), in UTF-8. Lines end at a line feed, a carriage return or both only: a
   prompt may hold the other characters that str.splitlines breaks at (U+2028, which JSON writes
-  unescaped; a form feed). A byte-order mark before the first line is dropped."""
+  unescaped; a form feed). A byte-order mark before the first line is dropped.
+
+  allow_empty: whether a .jsonl prompt may be "" (with --chat: an empty user turn)."""
   try:
     if path == "-":
       text = sys.stdin.read()
@@ -368,6 +382,9 @@ def _read_prompts(path: str, parser: argparse.ArgumentParser) -> list[str]:
         parser.error(f"{path} line {number} is not JSON ({err}).")
       if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
         parser.error(f'{path} line {number} needs a "prompt" string, e.g. {{"prompt": "2+2="}}.')
+      if not record["prompt"] and not allow_empty:
+        parser.error(f"{path} line {number} has an empty prompt: a prompt needs text to complete; "
+                     "remove the line or give it text.")
       prompts.append(record["prompt"])
   if not prompts:
     parser.error(f"{path} holds no prompts.")

@@ -143,6 +143,49 @@ def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_generate_empty_prompt_is_refused_before_loading_the_model(tiny_qwen2_dir, tmp_path,
+                                                                    capsys, monkeypatch):
+  """An empty prompt has no token to complete: it used to be refused only after the model
+  loaded, as 'prompts[1] is empty', naming neither the flag nor the file's line. With --chat
+  it is an empty user turn of the template, which has tokens, and generates."""
+  from jaxlayer import evaluation
+
+  def no_loading(*args, **kwargs):
+    raise AssertionError("the model loaded")
+
+  jsonl = tmp_path / "prompts.jsonl"
+  jsonl.write_text('{"prompt": "the lazy dog"}\n\n{"prompt": ""}\n')
+  with monkeypatch.context() as patch:
+    patch.setattr(evaluation, "load_model", no_loading)
+    for source, message in (
+        (["--prompts-file", str(jsonl)], f"{jsonl} line 3 has an empty prompt: a prompt needs "
+         "text to complete; remove the line or give it text."),
+        (["--prompt", "the", "--prompt", ""], "--prompt 2 of 2 is empty: a prompt needs text to "
+         "complete; give it text.")):
+      with pytest.raises(SystemExit):
+        cli.main(["generate", "--model", str(tiny_qwen2_dir), *source])
+      assert capsys.readouterr().err.endswith(f"jaxlayer generate: error: {message}\n")
+  from tests import hf_fixtures
+
+  chat_model = hf_fixtures.save_chat_model(tmp_path / "chat", "qwen3")
+  cli.main(["generate", "--model", str(chat_model), "--prompts-file", str(jsonl), "--chat",
+            "--jsonl", "--max-new-tokens", "2"])
+  records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [record["prompt"] for record in records] == [
+      f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+      for text in ("the lazy dog", "")]
+
+
+def test_generate_chat_without_a_chat_template_names_the_flag(tiny_qwen2_dir):
+  """The error used to tell a command-line user to 'set use_chat_template=False', which is no
+  flag of jaxlayer generate."""
+  with pytest.raises(SystemExit) as error:
+    cli.main(["generate", "--model", str(tiny_qwen2_dir), "--chat", "--prompt", "hi"])
+  assert str(error.value) == (
+      f"jaxlayer generate: --chat needs a chat template, but the tokenizer of {tiny_qwen2_dir} "
+      "has none (no chat_template in its tokenizer_config.json or chat_template.jinja): leave "
+      "out --chat to complete the prompts as they are.")
+
 def test_prompts_file_keeps_unicode_line_separators_and_drops_a_byte_order_mark(tmp_path,
                                                                                capsys):
   # Prompts as written: U+2028 and a form feed inside a prompt (JSON writes U+2028 unescaped
