@@ -90,10 +90,13 @@ def test_chat_template_without_system_prompt(chat_tokenizer):
 
 
 def test_chat_template_needs_a_tokenizer_that_has_one(chat_tokenizer):
-  with pytest.raises(ValueError, match="no tokenizer was given; set use_chat_template=False"):
+  # The error names the config keys (it named the bare argument, unlike its neighbour's).
+  with pytest.raises(ValueError, match=r"^task\.use_chat_template=True needs a tokenizer with a "
+                     r"chat template, but no tokenizer was given; set task\.use_chat_template="
+                     "False"):
     format_prompt(PROBLEM, None, use_chat_template=True)
   chat_tokenizer_without = type(chat_tokenizer)(tokenizer_object=chat_tokenizer.backend_tokenizer)
-  with pytest.raises(ValueError, match="this tokenizer has none"):
+  with pytest.raises(ValueError, match="this tokenizer has none; set task.use_chat_template"):
     format_prompt(PROBLEM, chat_tokenizer_without, use_chat_template=True)
 
 

@@ -66,9 +66,9 @@ def format_prompt(
     return user_text if system_prompt is None else f"{system_prompt}\n{user_text}"
   if tokenizer is None or not getattr(tokenizer, "chat_template", None):
     raise ValueError(
-        "use_chat_template=True needs a tokenizer with a chat template, but "
+        "task.use_chat_template=True needs a tokenizer with a chat template, but "
         + ("no tokenizer was given" if tokenizer is None else "this tokenizer has none")
-        + "; set use_chat_template=False to use the plain template instead"
+        + "; set task.use_chat_template=False to use the plain template instead"
     )
   messages = [{"role": "user", "content": user_text}]
   if system_prompt is not None:
