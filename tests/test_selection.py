@@ -91,6 +91,12 @@ def test_registered_macro_expands(monkeypatch):
     ("", r"selection is empty"),
     ("mid9", r"mid9.*1 <= 9 <= 4"),
     ("tpo5@runs/sweep", r"no known named selection.*import jaxlayer.sweep.strategies"),
+    # A block number cut short or misspelt is no part name (the error listed the parts).
+    ("layers.1-", r"^Selection term 'layers.1-': after 'layers.' comes a block number or range "
+     r"\(layers.2, layers.1-3\), then optionally a part \(layers.2.mlp\)\.$"),
+    ("layers.one", r"^Selection term 'layers.one': after 'layers.' comes a block number"),
+    # A sweep's ranking without its sweep: the choices name the topK@SWEEP_DIR form.
+    ("top3", r"'top3' matches no parameter.*'topK@SWEEP_DIR' / 'bottomK@SWEEP_DIR'"),
 ])
 def test_bad_selections_are_explained(spec, message):
   with pytest.raises(ValueError, match=message):

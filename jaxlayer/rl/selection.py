@@ -150,13 +150,17 @@ def _no_match_message(term: str, prefix: str, param_paths: Sequence[str]) -> str
     return ("Selection term 'lm_head': this model ties its input and output embeddings "
             "(tie_word_embeddings=true), so there is no separate lm_head; select 'embed' to "
             "train the shared matrix.")
+  if prefix.startswith("layers.") and not _BARE_BLOCKS.fullmatch(prefix.split(".")[1]):
+    return (f"Selection term {term!r}: after 'layers.' comes a block number or range (layers.2, "
+            "layers.1-3), then optionally a part (layers.2.mlp).")
   if prefix.startswith("layers."):
     parts = sorted({p.split(".")[2] for p in param_paths if p.startswith("layers.")})
     return (f"Selection term {term!r} matches no parameter ({prefix!r}): a block's parts are "
             f"{parts}; deeper paths look like 'layers.0.mlp.down_proj'.")
   tops = sorted({p.split(".")[0] for p in param_paths} - {"layers"})
   return (f"Selection term {term!r} matches no parameter. Choose from 'all', 'layers.N', "
-          f"'layers.N-M', 'layers.N.attn' / '.mlp', 'midK', or a top-level name: {tops}.")
+          f"'layers.N-M', 'layers.N.attn' / '.mlp', 'midK', 'topK@SWEEP_DIR' / "
+          f"'bottomK@SWEEP_DIR', or a top-level name: {tops}.")
 
 
 @dataclasses.dataclass(frozen=True)
