@@ -85,7 +85,9 @@ def test_boost_top_blocks_with_a_learning_rate_group(sweep_dir):
 def test_bad_sweep_selections_name_the_problem(sweep_dir, tmp_path):
   with pytest.raises(ValueError, match=r"for 5 blocks; choose k between 1 and 5"):
     selection.select(f"top6@{sweep_dir}", PATHS, NUM_LAYERS)
-  with pytest.raises(ValueError, match="6-block model, but this model has 28 blocks"):
+  with pytest.raises(ValueError, match="a model of 6 blocks, but this model has 28 blocks"):
     strategies.ranked_blocks(sweep_dir, 2, largest=True, num_layers=28)
+  with pytest.raises(ValueError, match="a model of 6 blocks, but this model has 1 block;"):
+    strategies.ranked_blocks(sweep_dir, 1, largest=True, num_layers=1)  # was "has 1 blocks"
   with pytest.raises(FileNotFoundError, match="finished sweep directory"):
     selection.select(f"top2@{tmp_path / 'missing'}", PATHS, NUM_LAYERS)

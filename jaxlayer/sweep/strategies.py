@@ -38,9 +38,9 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
                             "at a finished sweep directory (the one `jaxlayer sweep` printed).")
   sweep = store.read_json(path)
   if sweep["num_layers"] != num_layers:
-    raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep measured a "
-                     f"{sweep['num_layers']}-block model, but this model has {num_layers} blocks; "
-                     "use a sweep of this model.")
+    raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep measured a model of "
+                     f"{counted(sweep['num_layers'], 'block')}, but this model has "
+                     f"{counted(num_layers, 'block')}; use a sweep of this model.")
   halved = bool(sweep.get("halving"))
   if halved and not largest:
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep used successive halving, "
