@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -94,7 +95,8 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
                                     lock_config=True, sys_argv=override_args)
     override_flags(override_args)
   except errors as err:
-    problem = _unknown_key(config, overrides) or f"bad configuration flag: {err}"
+    problem = (_unknown_key(config, overrides) or _bad_section_value(config, overrides)
+               or f"bad configuration flag: {err}")
     raise SystemExit(f"{prog}: {problem}") from None
   return override_flags.config
 
@@ -176,6 +178,27 @@ def _unknown_key(config, overrides: list[str]) -> str | None:
                   f"add config.{section}.{part} = VALUE to the file.")
         return f"{problem} Every key and its default: docs/configuration.md."
       node = node[part]
+  return None
+
+
+def _bad_section_value(config, overrides: list[str]) -> str | None:
+  """What is wrong with the first --config.KEY=VALUE whose KEY is a section (a dict, such as
+  task.chat_template_kwargs) and VALUE no Python dict literal, if any (absl's error for JSON's
+  false was "malformed node or string")."""
+  for override in overrides:
+    key, has_value, value = override[len("--config."):].partition("=")
+    node = config
+    for part in key.split("."):
+      node = node[part]  # (_unknown_key has found every key)
+    if not has_value or not hasattr(node, "keys"):
+      continue
+    try:
+      is_dict = isinstance(ast.literal_eval(value), dict)
+    except (ValueError, SyntaxError):
+      is_dict = False
+    if not is_dict:
+      return (f"{override}: {key} takes a Python dict, such as {{\"enable_thinking\": False}} "
+              "(Python's True, False and None, not JSON's true, false and null).")
   return None
 
 

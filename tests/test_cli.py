@@ -387,6 +387,22 @@ def test_an_override_without_its_value_is_refused_naming_the_fix():
   assert (unset.train.dynamic_sampling, unset.train.steps) == (True, 2)
 
 
+def test_a_section_set_to_no_python_dict_names_the_fix():
+  """task.chat_template_kwargs takes a Python dict; JSON's false (what `jaxlayer generate
+  --chat-template-kwargs` takes) was "bad configuration flag: ... malformed node or string"."""
+  config = str(REPO / "configs/grpo_arithmetic.py")
+  python = cli.load_config(["--config", config,
+                            '--config.task.chat_template_kwargs={"enable_thinking": False}'], "x")
+  assert python.task.chat_template_kwargs.to_dict() == {"enable_thinking": False}
+  for value in ('{"enable_thinking": false}', "enable_thinking=False", "[False]"):
+    with pytest.raises(SystemExit) as exited:
+      cli.load_config(["--config", config, f"--config.task.chat_template_kwargs={value}"],
+                      "jaxlayer train")
+    assert exited.value.code == (
+        f"jaxlayer train: --config.task.chat_template_kwargs={value}: task.chat_template_kwargs "
+        "takes a Python dict, such as {\"enable_thinking\": False} (Python's True, False and "
+        "None, not JSON's true, false and null).")
+
 @pytest.mark.parametrize("command,args,key", [
     ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir=gs://b/run"],
      "run_dir='gs://b/run'"),

@@ -62,8 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.use_chat_template = False  # wrap the prompt in the tokenizer's chat template
   config.task.system_prompt = config_dict.placeholder(str)  # chat template's system message
   # Variables the chat template reads, e.g. {"enable_thinking": False} for Qwen3 (set in the
-  # config file; on the command line, --config.task.chat_template_kwargs.KEY=... changes a key
-  # the file set).
+  # config file, or on the command line as a Python dict:
+  # --config.task.chat_template_kwargs='{"enable_thinking": False}'; there
+  # --config.task.chat_template_kwargs.KEY=... changes a key the file set).
   config.task.chat_template_kwargs = ml_collections.ConfigDict()
 
   # A multi-turn environment (jaxlayer.envs) instead of a task: set env.name (and
