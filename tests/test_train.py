@@ -261,6 +261,27 @@ def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, 
   assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
 
 
+def test_a_run_dir_holding_a_config_json_no_run_wrote_is_refused(tiny_qwen2_dir, tmp_path,
+                                                                 compile_cache):
+  """run_dir set to a model directory (its own model.path, say) or to one holding a user's
+  config.json: the run wrote its config.json over that one (the model then failed to load,
+  its config gone) before it said anything. Refused before anything is written there."""
+  import shutil
+
+  model_dir = tmp_path / "model"
+  shutil.copytree(tiny_qwen2_dir, model_dir)
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "config.json").write_text('{"learning_rate": 3}')
+  for run_dir in (model_dir, other):
+    before = _files(run_dir)
+    with pytest.raises(ValueError) as error:
+      train.train(small_config(model_dir, run_dir, compile_cache))
+    assert str(error.value) == (
+        f"run_dir {run_dir} holds a config.json that no jaxlayer run wrote (a model's?), which "
+        "a run would write over: choose a new or empty run_dir.")
+    assert _files(run_dir) == before and not (run_dir / locks.LOCK_FILE).exists()
+
 def test_on_several_hosts_the_preemption_steps_rise_across_runs(monkeypatch):
   """JAX stops every host one step past the highest it was told of, so the steps told must rise
   for the whole process: a notice between two runs of a sweep then stops the second run after

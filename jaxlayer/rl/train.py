@@ -524,6 +524,20 @@ def how_to_train_on(config: ml_collections.ConfigDict, step: int) -> str:
           f"{config.train.lr_schedule!r} has ended")
 
 
+def _holds_foreign_config(run_dir: Path) -> bool:
+  """Whether run_dir holds a config.json that is no jaxlayer run's (a model directory's, say).
+  A run's is a config with run_dir and train; one without run.json beside it is a run stopped
+  before it wrote that (checkpoint.write_run_files)."""
+  config_file = run_dir / checkpoint.CONFIG_FILE
+  if not config_file.is_file() or (run_dir / checkpoint.RUN_FILE).is_file():
+    return False
+  try:
+    stored = json.loads(config_file.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    return True
+  return not (isinstance(stored, dict) and {"run_dir", "train"} <= stored.keys())
+
+
 @contextlib.contextmanager
 def _opened_run(plan_: TrainPlan):
   """Holds the run directory (one directory that every host sees, locked against other
@@ -532,6 +546,9 @@ def _opened_run(plan_: TrainPlan):
   run_dir = Path(plan_.config.run_dir)
   in_sweep = checkpoint.sweep_run_hint(run_dir)  # a new run would go beside the sweep's files
   _require(in_sweep is None, f"run_dir={str(run_dir)!r}: {in_sweep}")
+  _require(not _holds_foreign_config(run_dir),
+           f"run_dir {run_dir} holds a {checkpoint.CONFIG_FILE} that no jaxlayer run wrote (a "
+           "model's?), which a run would write over: choose a new or empty run_dir.")
   # One process writes a run directory at a time (the sweep's runs and a second `jaxlayer
   # train` alike); the lock goes with the process, however it ends. Tidy: a run that failed
   # before writing anything (a model path found wrong late, a Ctrl-C while the model loads)
