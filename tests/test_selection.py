@@ -86,6 +86,9 @@ def test_registered_macro_expands(monkeypatch):
     ("layers.1.atn", r"matches no parameter.*\['attn', 'attn_norm', 'mlp', 'mlp_norm'\]"),
     ("embeddings", r"'embeddings' matches no parameter.*\['embed', 'final_norm', 'lm_head'\]"),
     ("3", r"bare block number: write it as 'layers.3'"),
+    # A part after a bare number (layers.0,1.mlp): it named no parameter and listed the choices.
+    ("layers.0,1.mlp", r"^Selection term '1.mlp' is a bare block number with a part: write it "
+     r"as 'layers.1.mlp' \(a bare number after a 'layers.' term names a whole block\)\.$"),
     ("layers.1.mlp,2", r"ambiguous.*'layers.2' or 'layers.2.mlp'"),
     ("layers.1,,embed", r"empty term"),
     ("", r"selection is empty"),

@@ -146,6 +146,9 @@ def _no_match_message(term: str, prefix: str, param_paths: Sequence[str]) -> str
     return (f"Selection term {term!r} is no known named selection: topK@SWEEP_DIR and "
             "bottomK@SWEEP_DIR are defined by `import jaxlayer.sweep.strategies` (the CLI does "
             "it); check the spelling, e.g. 'top5@runs/sweep_tiny'.")
+  if _LAYERS_TERM.fullmatch(f"layers.{term}"):  # e.g. 1.mlp (a bare 1 alone is a block)
+    return (f"Selection term {term!r} is a bare block number with a part: write it as "
+            f"'layers.{term}' (a bare number after a 'layers.' term names a whole block).")
   if prefix == "lm_head" or prefix.startswith("lm_head."):
     return ("Selection term 'lm_head': this model ties its input and output embeddings "
             "(tie_word_embeddings=true), so there is no separate lm_head; select 'embed' to "
