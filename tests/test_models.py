@@ -348,6 +348,21 @@ def test_an_incomplete_sharded_checkpoint_is_a_clear_error(tmp_path):
         read(directory)
       assert str(raised.value) == message, (directory.name, read.__name__)
 
+def test_a_damaged_config_json_is_a_clear_error(tmp_path):
+  """A config.json cut short said only "Expecting ',' delimiter ..." (no file named); one that
+  is no JSON object stopped with an AttributeError traceback."""
+  hf_fixtures.random_hf_model(hf_fixtures.tiny_config("qwen2")).save_pretrained(tmp_path)
+  config_file = tmp_path / "config.json"
+  for text, problem in (('{"model_type": "qwen2"',
+                         "is no valid JSON (Expecting ',' delimiter: line 1 column 23 (char 22))"),
+                        ("[]", "holds no JSON object")):
+    config_file.write_text(text)
+    for read in (models.from_pretrained, models.weights_fingerprint):
+      with pytest.raises(ValueError) as raised:
+        read(tmp_path)
+      assert str(raised.value) == (f"{config_file} {problem}: it is damaged or cut short; copy "
+                                   "or download it again."), read.__name__
+
 def test_weights_fingerprint_follows_the_weights_not_their_files(tmp_path):
   config = hf_fixtures.tiny_config("qwen2", tie_word_embeddings=True)
   hf_model = hf_fixtures.random_hf_model(config)

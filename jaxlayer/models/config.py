@@ -20,6 +20,8 @@ SUPPORTED_ACTIVATIONS = ("silu",)
 # transformers' default head_dim when config.json has none (Qwen3Config's is 128).
 DEFAULT_HEAD_DIM = {"qwen3": 128}
 DEFAULT_MAX_POSITIONS = 32768  # Qwen2Config's and Qwen3Config's max_position_embeddings
+# The way out when a checkpoint's file cannot be read (a copy or download that broke off).
+DAMAGED_FILE_FIX = "it is damaged or cut short; copy or download it again."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +221,13 @@ class ModelConfig:
           f"No {path.name} in {path.parent}: a Hugging Face model directory holds its "
           f"{path.name} beside the weights; pass the whole model directory (copy or download it "
           "again if files are missing) or a hub id.")
-    with open(path) as f:
-      return cls.from_hf_dict(json.load(f))
+    try:
+      hf = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+      raise ValueError(f"{path} is no valid JSON ({err}): {DAMAGED_FILE_FIX}") from None
+    if not isinstance(hf, dict):
+      raise ValueError(f"{path} holds no JSON object: {DAMAGED_FILE_FIX}")
+    return cls.from_hf_dict(hf)
 
 
 def _sliding_layers(hf: dict[str, Any]) -> list[int]:

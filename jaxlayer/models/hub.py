@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from jaxlayer import distributed, paths
 from jaxlayer.models import hf_mapping, sharding
-from jaxlayer.models.config import AUTO_DTYPE, ModelConfig, checkpoint_dtype, resolve_dtype
+from jaxlayer.models.config import (AUTO_DTYPE, DAMAGED_FILE_FIX, ModelConfig, checkpoint_dtype,
+                                     resolve_dtype)
 from jaxlayer.models.qwen import Qwen, require_model
 from jaxlayer.text import counted
 
@@ -92,18 +93,15 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
         "and pass DIR.") from err
 
 
-_DAMAGED = "it is damaged or cut short; copy or download it again."
-
-
 def _index_weight_map(index_file: Path) -> dict[str, str]:
   """The weight_map (tensor name -> shard file) of a sharded checkpoint's index file."""
   try:
     index = json.loads(index_file.read_text(encoding="utf-8"))
   except json.JSONDecodeError as err:
-    raise ValueError(f"{index_file} is no valid JSON ({err}): {_DAMAGED}") from None
+    raise ValueError(f"{index_file} is no valid JSON ({err}): {DAMAGED_FILE_FIX}") from None
   if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
-    raise ValueError(f'{index_file} has no "weight_map" (tensor name -> shard file): '
-                     f"{_DAMAGED}")
+    raise ValueError(
+        f'{index_file} has no "weight_map" (tensor name -> shard file): {DAMAGED_FILE_FIX}')
   return index["weight_map"]
 
 
@@ -133,7 +131,8 @@ def _open_weights(file: Path) -> Iterator:
   try:
     weights = safe_open(file, framework="numpy")
   except SafetensorError as err:
-    raise ValueError(f"{file} is no readable safetensors file ({err}): {_DAMAGED}") from None
+    raise ValueError(
+        f"{file} is no readable safetensors file ({err}): {DAMAGED_FILE_FIX}") from None
   with weights as opened:
     yield opened
 
