@@ -121,3 +121,24 @@ def test_the_sweep_warnings_are_shown_under_the_result(executed):
   sweep = json.loads((sweep_dir / "sweep.json").read_text())
   assert sweep["s_full"] <= sweep["s_base"] and sweep["warnings"]  # 3 RL steps gain nothing
   assert all(f"warning: {text}" in printed for text in sweep["warnings"])
+
+
+def test_the_sweep_cell_finds_the_clones_configs_beside_another_packages(tmp_path,
+                                                                           monkeypatch):
+  """In Colab jaxlayer is pip-installed into site-packages, where a configs/ folder belongs to
+  some other package: the cell takes the clone's configs/, the one that holds sweep_tiny.py."""
+  source = _sweep_cell(nbformat.read(NOTEBOOK, as_version=4)).source
+  lookup = source[source.index("CONFIGS = next"):source.index("spec = ")]
+  site_packages = tmp_path / "site-packages"
+  (site_packages / "jaxlayer").mkdir(parents=True)
+  (site_packages / "configs").mkdir()  # another package's
+  (tmp_path / "jaxlayer-src" / "configs").mkdir(parents=True)
+  (tmp_path / "jaxlayer-src" / "configs" / "sweep_tiny.py").touch()
+  monkeypatch.chdir(tmp_path)
+  fake_jaxlayer = type("module", (), {"__file__": str(site_packages / "jaxlayer" / "__init__.py")})
+  found = {"Path": Path, "jaxlayer": fake_jaxlayer}
+  exec(lookup, found)  # noqa: S102 (the notebook's own lines)
+  assert found["CONFIGS"] == Path("jaxlayer-src/configs")
+  (tmp_path / "jaxlayer-src" / "configs" / "sweep_tiny.py").unlink()
+  with pytest.raises(FileNotFoundError, match="configs/ not found: run the install cell"):
+    exec(lookup, found)  # noqa: S102
