@@ -672,7 +672,8 @@ def _export(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(prog="jaxlayer export", description=(
       "Writes a Hugging Face checkpoint: the run's base model with its trained leaves merged in."))
   parser.add_argument("--run", required=True, help="run directory of `jaxlayer train`")
-  parser.add_argument("--out", required=True, help="output directory for the HF checkpoint")
+  parser.add_argument("--out", required=True, help=(
+      "output directory for the HF checkpoint: new or empty (--overwrite: a previous export)"))
   parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
   parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=(
       "default: the run's model.dtype; float16 refuses weights beyond its largest value, 65504"))

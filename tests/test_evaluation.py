@@ -692,8 +692,10 @@ def test_a_run_directory_given_as_a_model_points_to_load_model(tiny_qwen2_dir, t
   run_dir = tmp_path / "run"
   _make_run_dir(run_dir, tiny_qwen2_dir, step=1)
   for load in (models.from_pretrained, models.load_tokenizer):
-    with pytest.raises(ValueError, match=r"is a jaxlayer run directory, not a Hugging Face "
-                       r"checkpoint: load it with `model, tokenizer, info = .*load_model"):
+    with pytest.raises(ValueError, match=rf"is a jaxlayer run directory, not a Hugging Face "
+                       rf"checkpoint: write one from it with `jaxlayer export --run {run_dir} "
+                       r"--out DIR` and pass DIR, or load it in Python with `model, tokenizer, "
+                       r"info = .*load_model"):
       load(run_dir)
 
 

@@ -70,10 +70,10 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
 
   if (path / RUN_FILE).is_file():  # its config.json is the run's config, not a model's
     raise ValueError(
-        f"{path} is a jaxlayer run directory, not a Hugging Face checkpoint: load it with "
-        f"`model, tokenizer, info = jaxlayer.evaluation.load_model({str(path_or_hub_id)!r})` "
-        "(its base model with the trained blocks), or write a checkpoint with "
-        "jaxlayer.rl.checkpoint.export(run_dir, out_dir) (`jaxlayer export`).")
+        f"{path} is a jaxlayer run directory, not a Hugging Face checkpoint: write one from it "
+        f"with `jaxlayer export --run {path_or_hub_id} --out DIR` and pass DIR, or load it in "
+        f"Python with `model, tokenizer, info = jaxlayer.evaluation.load_model("
+        f"{str(path_or_hub_id)!r})` (its base model with the trained blocks).")
   if path.is_dir():
     return path
   name = str(path_or_hub_id)
