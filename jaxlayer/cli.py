@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
 import re
 import shlex
@@ -280,10 +281,15 @@ def _generate(argv: list[str]) -> None:
       "split each batch over this many devices of this host, each holding the whole model; "
       "on a CPU this makes that many CPU devices (one per core: ~1.5x faster for small models)"))
   args = parser.parse_args(argv)
-  if args.batch_size < 1:
-    parser.error(f"--batch-size must be >= 1, got {args.batch_size}.")
-  if args.devices < 1:
-    parser.error(f"--devices must be >= 1, got {args.devices}.")
+  for flag, value, lowest in [("--batch-size", args.batch_size, 1), ("--devices", args.devices, 1),
+                              ("--num-samples", args.num_samples, 1), ("--top-k", args.top_k, 0),
+                              ("--max-new-tokens", args.max_new_tokens, 1)]:
+    if value < lowest:
+      parser.error(f"{flag} must be >= {lowest}, got {value}.")
+  if not 0 < args.top_p <= 1:
+    parser.error(f"--top-p must be in (0, 1] (1: off), got {args.top_p}.")
+  if args.temperature is not None and not 0 <= args.temperature < math.inf:
+    parser.error(f"--temperature must be a number >= 0 (0: greedy), got {args.temperature}.")
   if args.chat_template_kwargs and not args.chat:
     parser.error("--chat-template-kwargs is for the chat template: add --chat.")
   if args.prompts_file is None:
