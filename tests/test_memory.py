@@ -187,7 +187,8 @@ def test_table_says_when_the_total_does_not_fit(tiny_qwen2_dir, monkeypatch):
   assert table.splitlines()[-1].endswith("(200% of it at the peak: does not fit)")
 
 
-def test_cli_prints_every_part_and_names_bad_input(tiny_qwen2_dir, capsys):
+def test_cli_prints_every_part_and_names_bad_input(tiny_qwen2_dir, capsys, monkeypatch):
+  monkeypatch.setattr(memory, "device_limit", lambda: None)  # a CPU's: no device memory line
   args = ["memory", "--config", "configs/grpo_arithmetic.py",
           f"--config.model.path={tiny_qwen2_dir}", "--config.mesh.num_devices=1"]
   cli.main(args)
@@ -251,6 +252,8 @@ def test_training_warns_before_loading_when_the_estimate_does_not_fit(tiny_qwen2
 def test_cli_fetches_only_the_config_of_a_hub_model(tiny_qwen2_dir, tmp_path, monkeypatch,
                                                      capsys):
   import huggingface_hub
+
+  monkeypatch.setattr(memory, "device_limit", lambda: None)  # a CPU's: no device memory line
 
   fetched = []
 

@@ -71,7 +71,9 @@ def test_logits_match_transformers_on_left_padded_batch(tmp_path, model_type, ov
     real_tokens = logits[mask.astype(bool)]
     assert _rel_err(real_tokens, reference) <= tolerance, dtype
     last = np.asarray(jax.jit(lambda m: m(jnp.asarray(ids), jnp.asarray(mask), num_last=3))(model))
-    np.testing.assert_allclose(last, logits[:, -3:], rtol=1e-6, atol=1e-6)
+    # The last block on 3 positions alone: other kernels (on a GPU), the same up to rounding.
+    ulp = 1e-6 if dtype == "float32" else 2.0**-7
+    np.testing.assert_allclose(last, logits[:, -3:], rtol=ulp, atol=ulp * np.abs(logits).max())
 
 
 def test_config_reads_rope_theta_in_both_layouts():
@@ -495,7 +497,8 @@ def test_long_sequences_attend_in_chunks_like_transformers(checkpoint, request, 
 
 def test_chunked_attention_holds_a_fraction_of_the_scores(monkeypatch):
   """XLA's own count of the temporary bytes of a gradient over one 1,024-token sequence: with
-  chunks of 256 queries, the [seq, seq] scores are never whole."""
+  chunks of 256 queries, the [seq, seq] scores are never whole. (Whole: 121 MB on a CPU and on
+  an H100; chunked: 22 MB on a CPU, 51 MB on the H100, whose count holds workspace besides.)"""
   cfg = models.ModelConfig.from_hf_dict({
       "model_type": "qwen2", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
       "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -510,7 +513,7 @@ def test_chunked_attention_holds_a_fraction_of_the_scores(monkeypatch):
 
   scores = 4 * 1024 * 1024 * 4  # heads x seq x keys float32: one layer's
   whole, chunked = temporary_bytes(1024), temporary_bytes(256)
-  assert whole > 2 * scores and chunked < whole / 3
+  assert whole > 2 * scores and whole - chunked > 3 * scores
 
 
 @pytest.mark.eight_devices

@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 import torch
 import transformers
 
@@ -80,6 +81,7 @@ def test_the_reproduce_guide_activation_snippet_runs_on_the_directory_it_downloa
   assert "would keep **34.7 GB**" in guide and "then keeps **1.0 GB**" in guide
 
 
+@pytest.mark.eight_devices  # the session sizes a mesh of 8 (CPU) devices
 def test_the_reproduce_guide_memory_session_prints_what_jaxlayer_memory_prints(
     tmp_path, monkeypatch, capsys):
   """docs/reproduce_paper.md's `jaxlayer memory` session, run on the directory the guide

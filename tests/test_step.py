@@ -51,15 +51,18 @@ def test_a_bfloat16_models_trained_leaves_are_float32_copies_that_keep_small_upd
     assert np.asarray(value).tobytes() == base_params[path].tobytes(), path
   update = step.make_update_step(split, tx, LOSS, temperature=1.0)
   new, _, _ = update(params, tx.init(params), split.frozen, _batch(300))
+  moved = []
   for path, value in new.items():
     before, after = base_params[path].astype(np.float32), np.asarray(value)
     # Adam's first step moves each weight by the learning rate: every float32 copy moves, where
     # in bfloat16 (spacing ~1e-4 at 0.02) almost every weight would have kept its value.
-    assert np.mean(after != before) > 0.95, path
+    moved.append((after != before).ravel())
+    assert np.mean(moved[-1]) > 0.9, path  # (on an H100, 15 of a 16-value bias)
     # (less where a gradient is near Adam's eps; more by float32's rounding: 6e-8 at 1.0)
     moves = np.abs(after - before)
     assert moves.max() < 1.15e-6 and np.median(moves) == pytest.approx(1e-6, rel=0.05), path
     assert np.mean(after.astype(jnp.bfloat16) == base_params[path]) > 0.9, path
+  assert np.mean(np.concatenate(moved)) > 0.95
 
 
 def test_updates_touch_only_the_selected_leaves(tiny_qwen2_dir):

@@ -331,17 +331,19 @@ print(dict(mesh.shape), mesh.devices.flat[0].platform)
 def test_mesh_num_devices_makes_cpu_devices_before_jax_starts(monkeypatch):
   """A fresh process (no XLA_FLAGS) on a CPU gets mesh.num_devices CPU devices; in this one,
   whose JAX has started, asking for more devices than exist names the fix."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
   done = subprocess.run([sys.executable, "-c", MESH_OF_A_FRESH_PROCESS], env=env,
                         capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
   assert done.stdout.split("\n")[-2] == "{'data': 3, 'fsdp': 1, 'tensor': 1} cpu"
   config = default_config()
-  config.mesh.num_devices = len(jax.devices()) + 1
-  with pytest.raises(ValueError, match=f"num_devices={config.mesh.num_devices} but .* devices "
+  eight_cpus = [types.SimpleNamespace(platform="cpu")] * 8  # (JAX may run on a GPU here)
+  monkeypatch.setattr(jax, "devices", lambda *args, **kwargs: eight_cpus)
+  config.mesh.num_devices = 9
+  with pytest.raises(ValueError, match="num_devices=9 but 8 devices "
                      "exist.*XLA_FLAGS=--xla_force_host_platform_device_count"):
     train.config_mesh(config.mesh)
-  one = jax.devices()[:1]
+  one = eight_cpus[:1]
   monkeypatch.setattr(jax, "devices", lambda *args, **kwargs: one)
   config.mesh.num_devices = 2
   with pytest.raises(ValueError, match=r"num_devices=2 but 1 device exists \(cpu\)"):
@@ -352,7 +354,8 @@ def test_mesh_num_devices_makes_cpu_devices_before_jax_starts(monkeypatch):
   config.mesh.num_devices = 8
   with pytest.raises(ValueError, match=r"num_devices=8 but 2 devices exist \(gpu\)\. Set "
                      r"mesh.num_devices=0 to use them all, and mesh axes whose product is 2 \(a "
-                     r"run may resume on another mesh\)\.$"):
+                     r"run may resume on another mesh\); `jaxlayer memory` sizes a larger mesh "
+                     r"when run with JAX_PLATFORMS=cpu \(it makes that many CPU devices\)\.$"):
     train.config_mesh(config.mesh)
 
 

@@ -395,7 +395,8 @@ def config_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
            "it starts (as `jaxlayer train` does); in a notebook, restart and set "
            f"XLA_FLAGS=--xla_force_host_platform_device_count={count} first." if platform == "cpu"
            else "Set mesh.num_devices=0 to use them all, and mesh axes whose product is "
-           f"{len(devices)} (a run may resume on another mesh).")
+           f"{len(devices)} (a run may resume on another mesh); `jaxlayer memory` sizes a larger "
+           "mesh when run with JAX_PLATFORMS=cpu (it makes that many CPU devices).")
     _require(0 < count <= len(devices),
              f"mesh.num_devices={count} but {len(devices)} "
              f"{'device exists' if len(devices) == 1 else 'devices exist'} ({platform}). {fix}")
