@@ -201,7 +201,8 @@ def test_cli_prints_every_part_and_names_bad_input(tiny_qwen2_dir, capsys, monke
   assert math.isclose(sum(sizes[:-1]), sizes[-1], rel_tol=0.01)
   cli.main(args + ["--compile"])
   compiled = capsys.readouterr().out.split("\n\n")[-1].splitlines()
-  assert compiled[0].startswith("the update step as XLA compiles it for this cpu, one device")
+  assert compiled[0].startswith(
+      f"the update step as XLA compiles it for this {jax.default_backend()}, one device")
   assert compiled[1].startswith("arguments") and compiled[-1].startswith("total")
   with pytest.raises(SystemExit, match=r"jaxlayer memory: .*layers\.9.*the model has 2 blocks"):
     cli.main(args + ["--config.train.layers=layers.9"])
