@@ -341,7 +341,8 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
                  max_new_tokens: int, batch_size: int = 64, num_samples: int = 0,
                  temperature: float = 1.0, top_p: float = 1.0,
                  eos_token_ids: Sequence[int] | None = None, seed: int = 0,
-                 progress_position: int = 0, progress: bool = True) -> EvalResult:
+                 progress_position: int = 0, progress: bool = True,
+                 cut_contexts_warning: multiturn.CutContextsWarning | None = None) -> EvalResult:
   """Greedy success rate (pass@1) and, with num_samples=k >= 1, mean@k of `model` playing
   env.num_eval_episodes episodes of `env`, one per fixed seed 0..N-1.
 
@@ -351,6 +352,9 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
   seed: sampling seed of mean@k. Episode e of the pass (sample e % k of seed e // k) draws as
     episode e (`multiturn.play_episodes`' first_episode), so the same seed plays the same
     episodes at any batch_size (up to float rounding of the logits).
+  cut_contexts_warning: warns of the contexts cut to rollout.max_prompt_tokens, unless it warned
+    before (a training run's evaluations share one); None: a new one, warning once for all the
+    episodes of this evaluation.
   Generations: one per episode: {"problem_index", "decoding", "sample", "seed", "success",
     "score", "return", "turns", "finish_reason", "error", "transcript", "final_observation"}.
   """
@@ -363,7 +367,7 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
   if num_samples:
     passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
   scores, per_problem, episodes, generations = {}, {}, {}, []
-  cut = []  # TurnSample.context_truncated of every turn played, warned of once at the end
+  cut = []  # TurnSample.context_truncated of every turn played, warned of at the end
   with tqdm(total=len(seeds) * len(passes), desc=f"eval {env.name}", unit="episode",
             position=progress_position, leave=progress_position == 0,
             disable=not (progress and distributed.is_primary()), dynamic_ncols=True) as bar:
@@ -389,7 +393,7 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
       scores[metric] = float(np.mean(per_problem[metric]))
       episodes[metric] = summarize(played)
       bar.set_postfix({name: f"{value:.3f}" for name, value in scores.items()})
-  multiturn.warn_of_cut_contexts(cut, env.context.max_tokens)
+  (cut_contexts_warning or multiturn.CutContextsWarning())(cut, env.context.max_tokens)
 
   decoding = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
               "eos_token_ids": eos_token_ids, "seeds": f"0..{len(seeds) - 1}",
@@ -549,14 +553,17 @@ def config_task(config: ml_collections.ConfigDict, name: str) -> tasks.Task:
 
 def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, tokenizer, *,
                          task_name: str | None = None, seed: int | None = None,
-                         progress_position: int = 0) -> EvalResult:
+                         progress_position: int = 0,
+                         cut_contexts_warning: multiturn.CutContextsWarning | None = None
+                         ) -> EvalResult:
   """`evaluate` on task `task_name` (default: config.task.name) with the config's prompt
   (`tasks.prompt_settings`: task.template, task.use_chat_template, task.system_prompt,
   task.chat_template_kwargs) and eval settings; with
   eval.replicate_params, from a copy of the model on every device (`sampling.replicated`).
 
   seed: the mean@k sampling seed (default config.seed).
-  With config.env.name set, `evaluate_env` on that environment (task_name is then unused).
+  With config.env.name set, `evaluate_env` on that environment (task_name is then unused), which
+  warns of cut contexts with cut_contexts_warning.
   """
   settings = eval_settings(config)
   progress = config.get("logging", {}).get("progress", True)
@@ -569,7 +576,8 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
         batch_size=settings["batch_size"], num_samples=settings["num_samples"],
         temperature=settings["temperature"], top_p=settings["top_p"],
         seed=config.get("seed", 0) if seed is None else seed,
-        progress_position=progress_position, progress=progress)
+        progress_position=progress_position, progress=progress,
+        cut_contexts_warning=cut_contexts_warning)
   name = task_name or config.task.name
   return evaluate(
       model, tokenizer, config_task(config, name), num_problems=settings["num_problems"],

@@ -561,6 +561,34 @@ def test_cut_contexts_are_warned_of_once_per_run(tiny_qwen2_dir, tmp_path, monke
         "each step.\n")
 
 
+def test_a_runs_evaluations_warn_of_cut_contexts_once(tiny_qwen2_dir, tmp_path, monkeypatch):
+  """Each evaluation of logging.eval_every warned of the contexts it cut, one warning more at
+  every evaluation of a long run. Now a run's evaluations warn once, at the first that cuts
+  any; the next run warns again."""
+  cfg = grid_config(tiny_qwen2_dir, tmp_path / "run", None, batch_size=16)
+  cfg.env.num_eval_episodes = 4
+  cfg.logging.eval_every = 1
+  cut = multiturn.TurnSample(prompt_ids=[1], tokens=np.array([2], np.int32),
+                             logprobs=np.zeros(1, np.float32), truncated=False,
+                             context_truncated=True)
+
+  def play(model, tokenizer, make_env, seeds, group_size, **kwargs):
+    return [multiturn.EpisodeRollout(envs.Episode(
+        seed=seed, finish_reason=multiturn.FINISH_ENV_ERROR, error="step() raised"), [cut])
+        for seed in seeds for _ in range(group_size)]
+
+  monkeypatch.setattr(multiturn, "play_episodes", play)
+  for _ in range(2):  # two runs
+    trainer = train._Trainer(train.plan(cfg), None)
+    with _log_capture() as log:
+      for _ in range(2):  # two evaluations, each cutting every context
+        assert train._evaluate(trainer, cfg, position=0) == ({"eval/gridworld/pass@1": 0.0}, 0.0)
+    assert log.getvalue() == (
+        "4 of 4 contexts exceeded rollout.max_prompt_tokens=40 and lost their oldest tokens (the "
+        "instructions first): raise rollout.max_prompt_tokens or lower env.history. Warned once "
+        "for all the evaluations of this run (logging.eval_every).\n")
+
+
 def test_env_rollout_calls_hold_at_most_a_steps_episodes(tiny_qwen2_dir, tmp_path, monkeypatch):
   """rollout.prompts_per_call above a step's seeds samples the step's episodes in one call, as a
   task's rollout does (the memory estimate's KV cache): 2 seeds x 8 episodes, not 8 x 8 rows

@@ -312,15 +312,29 @@ def warn_of_cut_contexts(cut: Sequence[bool], max_tokens: int, then: str = "") -
   """Warns how many contexts exceeded max_tokens (rollout.max_prompt_tokens) and lost their
   oldest tokens, with `then` after the fix; returns whether any did (none: silent).
 
-  cut: TurnSample.context_truncated of every sample. The caller says it as often as its reader
-  needs: a training run once (its metric `context_truncated` tracks the cuts of every step), an
-  evaluation once for all its episodes.
+  cut: TurnSample.context_truncated of every sample. Callers warn once (`CutContextsWarning`).
   """
   if any(cut):
     logger.warning("%d of %s exceeded rollout.max_prompt_tokens=%d and lost their oldest tokens "
                    "(the instructions first): raise rollout.max_prompt_tokens or lower "
                    "env.history.%s", sum(cut), counted(len(cut), "context"), max_tokens, then)
   return any(cut)
+
+
+@dataclasses.dataclass
+class CutContextsWarning:
+  """`warn_of_cut_contexts` (with `then` after the fix) at the first call given cut contexts,
+  silent after: a training run holds one for its rollouts (its metric `context_truncated`
+  tracks the cuts of every step) and one for its evaluations (logging.eval_every); an
+  evaluation on its own (`jaxlayer eval`) warns once for all its episodes."""
+
+  then: str = ""
+  warned: bool = False
+
+  def __call__(self, cut: Sequence[bool], max_tokens: int) -> None:
+    """cut: TurnSample.context_truncated of every sample; max_tokens: their context's."""
+    if not self.warned:
+      self.warned = warn_of_cut_contexts(cut, max_tokens, self.then)
 
 
 def _turn_seed(seed: int, turn: int) -> int:

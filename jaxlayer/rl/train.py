@@ -642,8 +642,13 @@ class _Trainer:
     # A multi-turn environment (env.name) or a single-turn task.
     self.env = multiturn.env_settings(cfg) if cfg.env.name else None
     # Contexts cut to rollout.max_prompt_tokens are warned of once per run, at the first
-    # rollout that cuts any; the metric context_truncated tracks them at every step.
-    self.warned_of_cut_contexts = False
+    # rollout that cuts any (the metric context_truncated tracks them at every step), and once
+    # at the first evaluation (logging.eval_every) that cuts any.
+    self.rollout_cut_contexts_warning = multiturn.CutContextsWarning(
+        then=" Warned once: from here on the metric context_truncated tracks the share of "
+             "contexts cut at each step.")
+    self.eval_cut_contexts_warning = multiturn.CutContextsWarning(
+        then=" Warned once for all the evaluations of this run (logging.eval_every).")
     if self.env is not None:
       if task is not None:
         raise ValueError(f"train(task=...) is for single-turn tasks, but env.name="
@@ -939,12 +944,9 @@ class _Trainer:
         step_timeout_s=self.env.step_timeout_s,
         batch_rows=self.plan.prompts_per_call * self.group_size)
     rollout_seconds = time.perf_counter() - start
-    if not self.warned_of_cut_contexts:
-      self.warned_of_cut_contexts = multiturn.warn_of_cut_contexts(
-          [sample.context_truncated for rollout in rollouts for sample in rollout.samples],
-          self.env.context.max_tokens,
-          then=" Warned once: from here on the metric context_truncated tracks the share of "
-               "contexts cut at each step.")
+    self.rollout_cut_contexts_warning(
+        [sample.context_truncated for rollout in rollouts for sample in rollout.samples],
+        self.env.context.max_tokens)
     train_cfg = self.cfg.train
     micro_batches = self.plan.mini_batch_size // self.plan.micro_batch_size
     shards = models.batch_shards(self.plan.mesh)
@@ -992,9 +994,10 @@ def _evaluate(trainer: _Trainer, config: ml_collections.ConfigDict,
   from jaxlayer import evaluation  # (it imports this module)
 
   model = trainer.split.merge(trainer.params)
-  results = [evaluation.evaluate_from_config(config, model, trainer.tokenizer, task_name=name,
-                                             progress_position=position)
-             for name in evaluation.task_names(config)]
+  results = [evaluation.evaluate_from_config(
+      config, model, trainer.tokenizer, task_name=name, progress_position=position,
+      cut_contexts_warning=trainer.eval_cut_contexts_warning)
+      for name in evaluation.task_names(config)]
   scores = {f"eval/{result.task}/{metric}": value
             for result in results for metric, value in result.scores.items()}
   score = evaluation.overall_score(config, results)["value"]
