@@ -3,7 +3,8 @@
 Run and sweep directories rely on what a local (or mounted) file system gives: a lock held by
 the writing process, write-then-rename for every result, Orbax's atomic checkpoint commits. A
 `gs://` URL given as a path would silently become a local directory named `gs:`, so it is
-refused with the fix. So is a file where a directory is to be, before any work is done.
+refused with the fix. So is a file where a directory is to be, or a link to a missing target,
+before any work is done.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def is_disk_full(err: BaseException) -> bool:
 def local_path(path: str | os.PathLike, key: str) -> Path:
   """`path` as a Path with a leading ~ made the home directory (shells leave the ~ of
   --config.run_dir=~/x as it is), if it is a directory of the local file system or could become
-  one: not a URL, not a file, nor inside one (`key` names it in the error)."""
+  one: not a URL, not a file, nor inside one, nor a link to a missing target (`key` names it in
+  the error)."""
   text = os.fspath(path)
   if _URL.match(text):
     raise ValueError(
@@ -57,8 +59,12 @@ def local_path(path: str | os.PathLike, key: str) -> Path:
         "on several hosts, a directory that all of them mount (NFS, such as Filestore).")
   expanded = Path(text).expanduser()
   existing = next(p for p in (expanded, *expanded.parents) if os.path.lexists(p))
+  where = "is" if existing == expanded else f"is inside {existing}, which is"
+  if existing.is_symlink() and not existing.exists():
+    target = os.path.realpath(existing)
+    raise ValueError(f"{key}={text!r} {where} a link to {target}, which does not exist: create "
+                     f"{target}, point the link at a directory, or give another directory.")
   if not existing.is_dir():
-    where = "is" if existing == expanded else f"is inside {existing}, which is"
     raise ValueError(f"{key}={text!r} {where} a file, not a directory: give a directory.")
   return expanded
 

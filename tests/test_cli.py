@@ -434,7 +434,8 @@ def test_a_url_for_a_directory_is_refused_before_anything_is_written(command, ar
   assert not (REPO / "gs:").exists() and not (REPO / "s3:").exists()
 
 
-@pytest.mark.parametrize("command,args,key", [
+# Each command's directory settings: {file} is where the directory goes, {run} a trained run.
+DIRECTORY_SETTINGS = [
     ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir={file}"],
      "run_dir"),
     ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir={file}/run"],
@@ -449,19 +450,15 @@ def test_a_url_for_a_directory_is_refused_before_anything_is_written(command, ar
     ("export", ["--run", "{run}", "--out", "{file}/hf"], "--out"),
     ("generate", ["--model", "{file}", "--prompt", "1+1="], "model"),
     ("compare", ["{run}", "{run}", "--out", "{file}"], "--out"),
-])
-def test_a_file_where_a_directory_goes_is_refused_before_any_work(command, args, key, tmp_path,
-                                                                  tiny_qwen2_dir, monkeypatch):
-  """Each command used to fail on it with a traceback or a raw errno (eval after evaluating
-  everything), and generate said the file did not exist."""
+]
+
+
+def _refused_before_any_work(command, args, key, run, file, monkeypatch, problem):
+  """Runs `jaxlayer COMMAND ARGS` with {file} and {run} filled in, which must stop before any
+  work with "{key}={given!r} {where} {problem}" (where: "is", or "is inside FILE, which is")."""
   from jaxlayer import evaluation, sampling
   from jaxlayer.rl import checkpoint, train
-  from tests.test_evaluation import _make_run_dir
 
-  run = tmp_path / "run"
-  _make_run_dir(run, tiny_qwen2_dir, step=2)
-  file = tmp_path / "results"
-  file.write_text("kept")
   for module, name in [(train, "train"), (evaluation, "evaluate_from_config"),
                        (checkpoint, "load_trained_model"), (sampling, "generate")]:
     monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("started working"))
@@ -470,9 +467,44 @@ def test_a_file_where_a_directory_goes_is_refused_before_any_work(command, args,
   given = next(arg for arg in args if str(file) in arg).split("=")[-1]
   where = "is" if given == str(file) else f"is inside {file}, which is"
   with pytest.raises(SystemExit, match=re.escape(
-      f"jaxlayer {command}: {key}={given!r} {where} a file, not a directory: give a directory.")):
+      f"jaxlayer {command}: {key}={given!r} {where} {problem}")):
     cli.main([command, *args])
+
+
+@pytest.mark.parametrize("command,args,key", DIRECTORY_SETTINGS)
+def test_a_file_where_a_directory_goes_is_refused_before_any_work(command, args, key, tmp_path,
+                                                                  tiny_qwen2_dir, monkeypatch):
+  """Each command used to fail on it with a traceback or a raw errno (eval after evaluating
+  everything), and generate said the file did not exist."""
+  from tests.test_evaluation import _make_run_dir
+
+  run = tmp_path / "run"
+  _make_run_dir(run, tiny_qwen2_dir, step=2)
+  file = tmp_path / "results"
+  file.write_text("kept")
+  _refused_before_any_work(command, args, key, run, file, monkeypatch,
+                           "a file, not a directory: give a directory.")
   assert file.read_text() == "kept"
+  assert sorted(path.name for path in tmp_path.iterdir()) == ["results", "run"]
+
+
+@pytest.mark.parametrize("command,args,key", DIRECTORY_SETTINGS)
+def test_a_broken_link_where_a_directory_goes_is_refused_before_any_work(
+    command, args, key, tmp_path, tiny_qwen2_dir, monkeypatch):
+  """A link to a missing directory (one not mounted yet, say) was called a file, not a
+  directory. Now the error says it is a link, where to, and the fixes."""
+  from tests.test_evaluation import _make_run_dir
+
+  run = tmp_path / "run"
+  _make_run_dir(run, tiny_qwen2_dir, step=2)
+  link, target = tmp_path / "results", tmp_path / "unmounted" / "results"
+  link.symlink_to(target)
+  target = os.path.realpath(target)  # (tmp_path may be under a link itself)
+  _refused_before_any_work(
+      command, args, key, run, link, monkeypatch,
+      f"a link to {target}, which does not exist: create {target}, point the link at a "
+      "directory, or give another directory.")
+  assert link.is_symlink() and not os.path.lexists(target)
   assert sorted(path.name for path in tmp_path.iterdir()) == ["results", "run"]
 
 
