@@ -665,8 +665,7 @@ def test_an_environment_config_refuses_eval_tasks_it_would_ignore(key, value):
   config_file = Path(__file__).parents[1] / "configs" / "gigpo_gridworld.py"
   config = cli.load_config(["--config", str(config_file)], "test",
                            {"eval": evaluation.default_eval_config})
-  with config.unlocked():  # (the config's eval section leaves these keys at their defaults)
-    config.eval[key] = value
+  config.eval[key] = value
   with pytest.raises(ValueError, match=rf"^eval.{key} names .*environment 'gridworld', which is "
                      rf"evaluated by its episodes: leave eval.{key} empty\.$"):
     evaluation.task_names(config)
