@@ -420,6 +420,30 @@ def test_a_run_that_fails_before_writing_leaves_no_run_directory_on_several_host
   assert not (tmp_path / "run").exists()
 
 
+def test_a_sweep_run_that_fails_before_writing_leaves_no_run_directory_on_several_hosts(
+    tmp_path):
+  """Every process made the run's directories, and process 0 removed them after a failure only
+  if it had made them: here process 1 comes first (process 0 is late), and process 0 kept
+  runs/full-seed0/train empty, with a train_seconds.json of the run that never trained."""
+  setup = ("import os, time; from jaxlayer.rl import train; from jaxlayer.sweep import runner\n"
+           "def failing(*args, **kwargs): raise ValueError('the weights are damaged')\n"
+           "train.train = failing\n"
+           "execute_run = runner.execute_run\n"
+           "def late_on_process_0(*args, **kwargs):\n"
+           "  if os.environ['JAX_PROCESS_ID'] == '0':\n"
+           "    time.sleep(3)\n"
+           "  return execute_run(*args, **kwargs)\n"
+           "runner.execute_run = late_on_process_0")
+  sweep_dir = tmp_path / "sweep"
+  outputs = _run_in_homes(_two_homes(tmp_path), [
+      "sweep", "--config", str(ROOT / "configs" / "sweep_tiny.py"),
+      f"--config.sweep.dir={sweep_dir}", "--config.sweep.layers=1", "--config.train.steps=1",
+      "--config.eval.num_problems=8"], setup)
+  for output in outputs:
+    assert "jaxlayer sweep: the weights are damaged" in output, output
+  assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == ["base-seed0"]  # scored
+
+
 def test_a_run_directory_only_one_host_has_is_refused_on_every_host(tmp_path):
   """`jaxlayer eval --model run`, where only process 0's working directory holds the run: the
   other process would load `run` as a Hugging Face model and the two would part ways."""

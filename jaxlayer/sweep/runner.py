@@ -501,8 +501,12 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   if spec.kind != "base":
     resumed = workdir.is_dir() and any(workdir.iterdir())
     # The run's directories this call makes (outermost first); lexists: a link is the user's.
+    # On several hosts process 0 makes them and the others wait: had another made them first,
+    # process 0 would have kept them after a failure below.
     made = [path for path in (workdir.parent, workdir) if not os.path.lexists(path)]
-    workdir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_primary():
+      workdir.mkdir(parents=True, exist_ok=True)
+    distributed.sync(f"jaxlayer: {spec.name} run directory made")
     start = time.perf_counter()
     rung = {} if spec.stop_at is None else {"stop_at": spec.stop_at}
     try:
