@@ -91,3 +91,12 @@ def test_bad_sweep_selections_name_the_problem(sweep_dir, tmp_path):
     strategies.ranked_blocks(sweep_dir, 1, largest=True, num_layers=1)  # was "has 1 blocks"
   with pytest.raises(FileNotFoundError, match="finished sweep directory"):
     selection.select(f"top2@{tmp_path / 'missing'}", PATHS, NUM_LAYERS)
+
+
+def test_a_sweep_directory_under_the_home_directory(sweep_dir, monkeypatch):
+  """`top2@~/sweep`: no shell expands a ~ after the @, so the selection does (as run_dir's)."""
+  monkeypatch.setenv("HOME", str(sweep_dir.parent))
+  selected = selection.select(f"top2@~/{sweep_dir.name}", PATHS, NUM_LAYERS)
+  assert _blocks(selected) == [1, 2]
+  with pytest.raises(ValueError, match=r"top2@SWEEP_DIR='gs://bucket/sweep' is a URL"):
+    selection.select("top2@gs://bucket/sweep", PATHS, NUM_LAYERS)

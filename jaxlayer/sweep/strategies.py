@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from jaxlayer import paths
 from jaxlayer.rl import selection
 from jaxlayer.sweep import store
 from jaxlayer.text import counted
@@ -32,7 +33,7 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
   """The k blocks with the highest (or lowest) score, the largest (or smallest) C(k) when full
   RL gained, in the sweep at sweep_dir, sorted."""
   which = "top" if largest else "bottom"
-  path = Path(sweep_dir) / "sweep.json"
+  path = paths.local_path(sweep_dir, f"{which}{k}@SWEEP_DIR") / "sweep.json"  # ~ expanded
   if not path.is_file():
     raise FileNotFoundError(f"Selection '{which}{k}@{sweep_dir}': {path} does not exist; point it "
                             "at a finished sweep directory (the one `jaxlayer sweep` printed).")
