@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -87,6 +88,8 @@ class EvalResult:
   scores: metric -> mean over problems ("pass@1", and "mean@K" when K samples were drawn).
   per_problem: metric -> one score in [0, 1] per problem, in test-split order.
   generations: one record per completion (see `evaluate`).
+  problems: `problems_fingerprint` of the problems scored (None for an environment's episodes,
+    which its `prompt` and `decoding` name: options and seeds).
   """
 
   task: str
@@ -97,6 +100,7 @@ class EvalResult:
   prompt: dict[str, Any]
   generations: list[dict[str, Any]]
   episodes: dict[str, dict[str, float]] | None = None  # environments: metric -> summarize()
+  problems: str | None = None
 
   def standard_errors(self) -> dict[str, float]:
     """Each score's standard error over the problems (the evaluation noise)."""
@@ -111,7 +115,16 @@ class EvalResult:
                "prompt": self.prompt, "per_problem": self.per_problem}
     if self.episodes is not None:
       summary["episodes"] = self.episodes
+    if self.problems is not None:
+      summary["problems"] = self.problems
     return summary
+
+
+def problems_fingerprint(problems: Sequence[tasks.Problem]) -> str:
+  """A digest of the problems' questions and answers, in order: evaluations of the same task
+  name on other problems (another data file, task seed or max_value) differ in it."""
+  text = json.dumps([[problem.prompt, problem.answer] for problem in problems])
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def eval_problems(task: tasks.Task, num_problems: int | None) -> list[tasks.Problem]:
@@ -325,7 +338,7 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
                                        "num_samples": num_samples, "seed": seed}
   return EvalResult(task=task.name, num_problems=len(problems), scores=scores,
                     per_problem=per_problem, decoding=decoding, prompt=prompt_settings,
-                    generations=generations)
+                    generations=generations, problems=problems_fingerprint(problems))
 
 
 def _stop_and_pad_ids(model, tokenizer, eos_token_ids) -> tuple[list[int], int]:

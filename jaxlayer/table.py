@@ -4,6 +4,8 @@ The paper's strategy table (full RL, Boost-B10, Only-B5, Mid-5; each the mean of
 `jaxlayer eval` results: each group is a name and one or more evaluations, typically the seeds
 of one strategy, every one on the same problems with the same decoding.
 
+- Every evaluation must be of the same problems (their fingerprint in eval.json), decoding,
+  prompts and metrics.
 - A run's score on a task is its eval.json score by the task's metric (eval.tasks' NAME:METRIC,
   else eval.metric: pass@1, or mean@k); with several tasks (`eval.tasks`), `mean` is the mean
   over the tasks (the paper's math score: the mean of its four benchmarks, AMC by mean@32).
@@ -134,6 +136,13 @@ def _check_comparable(reports: Mapping[Path, dict]) -> None:
           raise ValueError(f"{path} and {first_path} were evaluated on {task} with different "
                            f"{key} ({result[key]} vs {first['tasks'][task][key]}): evaluate "
                            "every run with the same config and eval settings.")
+      # (An eval.json written before evaluations recorded their problems has no fingerprint.)
+      fingerprints = {result.get("problems"), first["tasks"][task].get("problems")}
+      if None not in fingerprints and len(fingerprints) > 1:
+        raise ValueError(f"{path} and {first_path} were evaluated on different {task} problems "
+                         "(as many, with other questions or answers: another data file, task "
+                         "seed or max_value, say): evaluate every run with the same task "
+                         "options.")
 
 
 def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:

@@ -136,9 +136,10 @@ def test_eval_cli_writes_well_formed_eval_json_and_generations(cli_eval, tiny_qw
                                              "num_samples": NUM_SAMPLES, "seed": 0}
   assert result["prompt"] == {"template": "Q: {question} A:", "use_chat_template": False,
                               "system_prompt": None}
+  test_split = ParityTask(num_test=NUM_PROBLEMS).test_problems()
+  assert result["problems"] == evaluation.problems_fingerprint(test_split)
 
   assert len(generations) == NUM_PROBLEMS * (1 + NUM_SAMPLES)
-  test_split = ParityTask(num_test=NUM_PROBLEMS).test_problems()
   for g in generations:
     problem = test_split[g["problem_index"]]
     assert g["task"] == "parity" and g["prompt"] == f"Q: {problem.prompt} A:"

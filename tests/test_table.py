@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlayer import assets, cli, evaluation, table
+from jaxlayer import assets, cli, evaluation, table, tasks
 from jaxlayer.rl import checkpoint
 from jaxlayer.rl.config import default_config
 
@@ -18,11 +18,13 @@ PROMPT = {"template": "{question}"}
 
 
 def _write_eval(directory, correct: dict[str, int], metric: str = "pass@1",
-                num_problems: int = NUM_PROBLEMS, task_metrics: dict[str, str] | None = None):
+                num_problems: int = NUM_PROBLEMS, task_metrics: dict[str, str] | None = None,
+                problems: str | None = None):
   """An eval.json as `jaxlayer eval` writes it: task -> that many of the problems solved.
 
   task_metrics: task -> the metric scoring it ("pass@1" or "mean@4"), written as today's
-  eval.json has it; None: an eval.json from before tasks had their own (eval.metric's)."""
+  eval.json has it; None: an eval.json from before tasks had their own (eval.metric's).
+  problems: every task's problems fingerprint; None: an eval.json from before they had one."""
   results = []
   for task, solved in correct.items():
     per_problem = [1.0] * solved + [0.0] * (num_problems - solved)
@@ -32,7 +34,7 @@ def _write_eval(directory, correct: dict[str, int], metric: str = "pass@1",
       per_metric["mean@4"] = [max(score - 0.25, 0.0) for score in per_problem]
       scores["mean@4"] = float(np.mean(per_metric["mean@4"]))
     results.append(evaluation.EvalResult(task, num_problems, scores, per_metric, DECODING, PROMPT,
-                                         generations=[]))
+                                         generations=[], problems=problems))
   settings = {**evaluation.default_eval_config().to_dict(), "metric": metric}
   report = {"model": "m", "kind": "huggingface", "eval_settings": settings,
             "tasks": {r.task: {**r.summary(), **({"metric": task_metrics[r.task]}
@@ -197,3 +199,24 @@ def test_evaluations_that_cannot_be_compared_are_refused(tmp_path, capsys):
     table.runs_table({"a": [tmp_path / "notes.txt"]})
   with pytest.raises(SystemExit, match="jaxlayer table: the group name 'a' is given twice"):
     cli.main(["table", "--runs", "a", str(a), "--runs", "a", str(a)])
+
+
+def test_evaluations_of_other_problems_of_the_same_task_are_refused(tmp_path):
+  """task.options.seed=1 draws as many other arithmetic problems, under the same prompt
+  template: the table set them side by side, its differences 'paired' over unrelated problems."""
+
+  def fingerprint(**options) -> str:
+    task = tasks.get_task("arithmetic", **options)
+    return evaluation.problems_fingerprint(evaluation.eval_problems(task, NUM_PROBLEMS))
+
+  first = _write_eval(tmp_path / "first", {"arithmetic": 5}, problems=fingerprint())
+  same = _write_eval(tmp_path / "same", {"arithmetic": 6}, problems=fingerprint())
+  older = _write_eval(tmp_path / "older", {"arithmetic": 7})  # written before the fingerprint
+  rows = table.runs_table({"first": [first], "same": [same], "older": [older]})["rows"]
+  assert [row["difference"]["arithmetic"] for row in rows[1:]] == pytest.approx([0.1, 0.2])
+  for options in ({"seed": 1}, {"max_value": 50, "num_test": 100}):
+    other = _write_eval(tmp_path / f"other-{options}", {"arithmetic": 6},
+                        problems=fingerprint(**options))
+    with pytest.raises(ValueError, match=r"were evaluated on different arithmetic problems \(as "
+                       "many, with other questions or answers: another data file, task seed"):
+      table.runs_table({"first": [first], "other": [other]})
