@@ -100,3 +100,12 @@ def test_a_sweep_directory_under_the_home_directory(sweep_dir, monkeypatch):
   assert _blocks(selected) == [1, 2]
   with pytest.raises(ValueError, match=r"top2@SWEEP_DIR='gs://bucket/sweep' is a URL"):
     selection.select("top2@gs://bucket/sweep", PATHS, NUM_LAYERS)
+
+
+def test_a_sweep_whose_full_rl_did_not_move_the_score_ranks_no_block(tmp_path):
+  """S_full == S_base leaves every C undefined: the error said 'choose k between 1 and 0'."""
+  store.write_json_atomic(tmp_path / "sweep.json", {
+      "num_layers": NUM_LAYERS, "layers": _layers({0: None, 1: None, 2: None})})
+  with pytest.raises(ValueError, match=r"full RL scored as the base \(S_full == S_base\), so "
+                     r"C\(k\) is undefined and ranks no block; run the sweep again"):
+    selection.select(f"top2@{tmp_path}", PATHS, NUM_LAYERS)

@@ -48,6 +48,11 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
                      "so only its best blocks trained to the end and its worst are not ranked; "
                      "take the bottom blocks from a sweep without sweep.halving_steps.")
   defined = [(l["score"], l["layer"]) for l in sweep["layers"] if l["contribution"] is not None]
+  if sweep["layers"] and not defined:
+    raise ValueError(f"Selection '{which}{k}@{sweep_dir}': in that sweep full RL scored as the "
+                     "base (S_full == S_base), so C(k) is undefined and ranks no block; run the "
+                     "sweep again so that full RL moves the score (train longer or with another "
+                     "learning rate, or evaluate on more problems).")
   if not 1 <= k <= len(defined):
     reached = " (successive halving took only these to the end)" if halved else ""
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep has a defined C(k) for "
