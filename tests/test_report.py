@@ -520,3 +520,20 @@ def test_error_bars_are_the_spread_over_seeds_and_with_one_seed_the_standard_err
   one_seed = {"contribution_std": None, "contribution_se": 0.05}
   assert report.contribution_error_bars(several_seeds) == (0.12, "std over seeds")
   assert report.contribution_error_bars(one_seed) == (0.05, "± 1 SE (evaluation noise)")
+
+
+def test_error_bars_of_blocks_swept_with_more_seeds_than_others_say_both_kinds(tmp_path,
+                                                                             monkeypatch):
+  """Blocks 0 and 1 with 2 seeds, blocks 2 and 3 with 1 (the sweep extended for some blocks):
+  the legend named the first block's kind, the std over seeds, for every error bar."""
+  fake = FakeRL(BLOCKS, seed_shift=1)
+  figures = {}
+  monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.update({path.name: fig}))
+  _sweep(tmp_path, fake, seeds=2, layers="0,1")
+  _sweep(tmp_path, fake, seeds=1, layers="2,3")
+  sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+  assert [len(layer["seeds"]) for layer in sweep["layers"]] == [2, 2, 1, 1]
+  _, labels = figures["contribution.png"].axes[0].get_legend_handles_labels()
+  assert [label for label in labels if label.startswith("C(k)")] == [
+      "C(k), error bars: std over seeds where a block has several, else ± 1 SE (evaluation "
+      "noise)"]

@@ -390,8 +390,12 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     y = [l["contribution"] for l in defined]
     bars = [contribution_error_bars(l) for l in defined]
     yerr = [0.0 if b is None else b for b, _ in bars]
+    # Blocks swept with more seeds than others (a sweep extended for some) mix the two kinds.
+    kinds = {kind for _, kind in bars}
     ax.errorbar(x, y, yerr=yerr, fmt="o-", color="tab:blue", ecolor="tab:blue", capsize=3,
-                markersize=5, linewidth=1, label=f"C(k), error bars: {bars[0][1]}")
+                markersize=5, linewidth=1, label="C(k), error bars: " + (
+                    kinds.pop() if len(kinds) == 1 else
+                    "std over seeds where a block has several, else ± 1 SE (evaluation noise)"))
     best = next(l for l in defined if l["layer"] == sweep["best_layer"])
     ax.plot([best["layer"]], [best["contribution"]], marker="*", markersize=16, color="tab:orange",
             linestyle="none", label=_best_block(sweep))
