@@ -151,3 +151,10 @@ def test_bad_learning_rate_groups(layers, groups, message):
 def test_lr_groups_syntax_error():
   with pytest.raises(ValueError, match="'layers.2:1e-5' is not SELECTION=RATE"):
     selection.parse_lr_groups("layers.2:1e-5")
+  # Joined by ',' as selections are: the first group's rate was read as part of a sweep's path.
+  with pytest.raises(ValueError, match=r"'top2@runs/sweep=1e-5,top3@runs/sweep=2e-5' joins "
+                     "groups by ',': separate them with ';'"):
+    selection.parse_lr_groups("top2@runs/sweep=1e-5,top3@runs/sweep=2e-5")
+  # A '=' in a sweep directory's name is no group's rate.
+  assert selection.parse_lr_groups("top2@runs/lr=1e-5/sweep,embed=2e-5") == {
+      "top2@runs/lr=1e-5/sweep,embed": 2e-5}

@@ -215,12 +215,24 @@ def resolve(param_paths: Sequence[str], num_layers: int, layers: str, learning_r
                    groups=groups, learning_rates=learning_rates)
 
 
+def _is_number(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
+
+
 def parse_lr_groups(text: str) -> dict[str, float]:
   """'layers.10-19=1e-5; embed=1e-6' -> {'layers.10-19': 1e-5, 'embed': 1e-6} ('' -> {})."""
   groups = {}
   for item in filter(None, (item.strip() for item in str(text or "").split(";"))):
     spec, sep, rate = item.rpartition("=")
     spec = spec.strip()
+    if "," in spec and any(_is_number(term.rpartition("=")[2]) for term in spec.split(",")
+                           if "=" in term):  # (a sweep directory may hold a '=')
+      raise ValueError(f"train.lr_groups item {item!r} joins groups by ',': separate them with "
+                       "';', e.g. 'layers.10-19=1e-5;layers.0-9=5e-6'.")
     try:
       if not sep or not spec:
         raise ValueError
