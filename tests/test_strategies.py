@@ -109,3 +109,11 @@ def test_a_sweep_whose_full_rl_did_not_move_the_score_ranks_no_block(tmp_path):
   with pytest.raises(ValueError, match=r"full RL scored as the base \(S_full == S_base\), so "
                      r"C\(k\) is undefined and ranks no block; run the sweep again"):
     selection.select(f"top2@{tmp_path}", PATHS, NUM_LAYERS)
+
+
+def test_a_sweep_of_groups_only_ranks_no_block(tmp_path):
+  """sweep.layers='none': the error said 'choose k between 1 and 0, or sweep more blocks'."""
+  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS, "layers": []})
+  with pytest.raises(ValueError, match=r"that sweep trained no block alone \(sweep.layers='none'"
+                     r": groups only\), so it ranks none; sweep the blocks"):
+    selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)

@@ -48,7 +48,11 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
                      "so only its best blocks trained to the end and its worst are not ranked; "
                      "take the bottom blocks from a sweep without sweep.halving_steps.")
   defined = [(l["score"], l["layer"]) for l in sweep["layers"] if l["contribution"] is not None]
-  if sweep["layers"] and not defined:
+  if not sweep["layers"]:
+    raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep trained no block alone "
+                     "(sweep.layers='none': groups only), so it ranks none; sweep the blocks "
+                     "(--config.sweep.layers=all) into it first.")
+  if not defined:
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': in that sweep full RL scored as the "
                      "base (S_full == S_base), so C(k) is undefined and ranks no block; run the "
                      "sweep again so that full RL moves the score (train longer or with another "
