@@ -432,12 +432,18 @@ def test_layer_lists(value, expected):
 
 
 @pytest.mark.parametrize("value, message", [
-    ("0,9", r"block\(s\) \[9\].*8 blocks, numbered 0-7"), ("1,x", "'x' is not a block index"),
+    ("0,9", r"names 9, beyond the model's 8 blocks \(numbered 0-7\)"),
+    ("0,8-9", r"names 8, 9, beyond"), ("1,x", "'x' is not a block index"),
     ((1, 2.5), "expected 'all'"), ("-1", "'-1' is not a block index"),
     ("0,5-2", "the range '5-2' runs backwards; write it 2-5")])  # it swept block 0 alone
 def test_bad_layer_lists_name_the_problem(value, message):
   with pytest.raises(ValueError, match=message):
     runner.parse_layers(value, 8)
+
+
+def test_a_block_beyond_a_one_block_model_is_counted_right():
+  with pytest.raises(ValueError, match=r"names 1, beyond the model's 1 block \(numbered 0-0\)"):
+    runner.parse_layers("1", 1)  # it said "has 1 blocks"
 
 
 def test_a_training_config_given_to_the_sweep_is_a_clear_error(tmp_path):
@@ -462,7 +468,8 @@ def test_group_lists(value, expected):
 @pytest.mark.parametrize("value, message", [
     ("3", r"the group \[3\] has one block.*sweep.layers"), ("3+3", "has one block"),
     ("3+x", "sweep.groups='3\\+x': 'x' is not a block index"),
-    ("2+8", r"sweep.groups names block\(s\) \[8\].*numbered 0-7"), (3, "expected '3\\+4"),
+    ("2+8", r"sweep.groups names 8, beyond the model's 8 blocks \(numbered 0-7\)"),
+    (3, "expected '3\\+4"),
     ("6-4", "the range '6-4' runs backwards; write it 4-6")])  # it said "the group [] has one"
 def test_bad_group_lists_name_the_problem(value, message):
   with pytest.raises(ValueError, match=message):
@@ -732,7 +739,7 @@ def test_a_bad_eval_tasks_entry_fails_the_dry_run_before_the_sweep_directory_is_
 def test_block_count_comes_from_the_checkpoint_config(tmp_path):
   model_dir = write_model_config(tmp_path / "model", num_layers=6)
   assert runner.model_num_layers(str(model_dir)) == 6
-  with pytest.raises(ValueError, match="6 blocks, numbered 0-5"):
+  with pytest.raises(ValueError, match=r"6 blocks \(numbered 0-5\)"):
     runner.run_sweep(make_config(tmp_path / "sweep", layers="0,6", model_path=str(model_dir)),
                      train_fn=FakeRL(BLOCKS).train, eval_fn=FakeRL(BLOCKS).eval)
 

@@ -300,8 +300,8 @@ def _block_range(token: str, key: str, value, example: str) -> list[int]:
 def _check_blocks(indices: Sequence[int], key: str, num_layers: int) -> Sequence[int]:
   outside = sorted({i for i in indices if not 0 <= i < num_layers})
   if outside:
-    raise ValueError(f"sweep.{key} names block(s) {outside}, but the model has {num_layers} "
-                     f"blocks, numbered 0-{num_layers - 1}.")
+    raise ValueError(f"sweep.{key} names {', '.join(map(str, outside))}, beyond the model's "
+                     f"{counted(num_layers, 'block')} (numbered 0-{num_layers - 1}).")
   return indices
 
 
