@@ -1370,7 +1370,7 @@ def test_the_progress_bar_shows_the_test_score_by_each_tasks_metric(tiny_qwen2_d
   scored = {EvenFirstByteTask.name: {"pass@1": [0.0, 0.5]},
             "arithmetic": {"pass@1": [0.0, 0.0], "mean@3": [1.0, 0.0]}}
 
-  def evaluate(config, model, tokenizer, *, task_name, progress_position):
+  def evaluate(config, model, tokenizer, *, task_name, progress_position, **_):
     per_problem = scored[task_name]
     return evaluation.EvalResult(
         task=task_name, num_problems=2, per_problem=per_problem, decoding={}, prompt={},
