@@ -82,12 +82,13 @@ def _metric_key(report: dict, task: str) -> str:
   return next(name for name in result["scores"] if name.startswith("mean@"))
 
 
-def _group_scores(reports: Sequence[dict]) -> tuple[list[dict[str, float]], dict[str, float],
-                                                   dict[str, np.ndarray]]:
+def _group_scores(reports: Sequence[dict], tasks: Sequence[str]
+                  ) -> tuple[list[dict[str, float]], dict[str, float], dict[str, np.ndarray]]:
   """(each run's column -> score, column -> the evaluation standard error of the runs' mean,
-  task -> each problem's score averaged over the runs) of one group's eval.json dictionaries."""
+  task -> each problem's score averaged over the runs) of one group's eval.json dictionaries;
+  the columns are `tasks` in their order (every table's, whatever order a run listed them in)."""
   per_run, errors, problem_means = [{} for _ in reports], {}, {}
-  for task in reports[0]["tasks"]:
+  for task in tasks:
     key = _metric_key(reports[0], task)
     per_problem = np.array([report["tasks"][task]["per_problem"][key] for report in reports])
     for scores, run_scores in zip(per_run, per_problem):  # [runs, problems]
@@ -123,7 +124,7 @@ def _paired_problems_se(problem_means: Mapping[str, np.ndarray],
 def _check_comparable(reports: Mapping[Path, dict]) -> None:
   (first_path, first), *others = reports.items()
   for path, report in others:
-    if list(report["tasks"]) != list(first["tasks"]):
+    if set(report["tasks"]) != set(first["tasks"]):  # (their order changes no score)
       raise ValueError(f"{path} scores tasks {list(report['tasks'])} but {first_path} scores "
                        f"{list(first['tasks'])}: evaluate every run with the same eval.tasks.")
     for task, result in report["tasks"].items():
@@ -169,9 +170,11 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
       seen[path.resolve()] = name
   reports = {path: _read_eval(path) for paths in files.values() for path in paths}
   _check_comparable(reports)
+  first_report = next(iter(reports.values()))
   rows, seeds_variances, problem_means = [], [], []
   for name, paths in files.items():
-    per_run, evaluation_se, means = _group_scores([reports[path] for path in paths])
+    per_run, evaluation_se, means = _group_scores([reports[path] for path in paths],
+                                                  list(first_report["tasks"]))
     columns = list(per_run[0])
     runs = {c: np.array([scores[c] for scores in per_run]) for c in columns}
     seeds_variance = {c: runs[c].var(ddof=1) / runs[c].size if runs[c].size > 1 else 0.0
@@ -192,7 +195,6 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
         c: None if first or paired_se[c] is None
         else math.sqrt(paired_se[c]**2 + seeds_variance[c] + seeds_variances[0][c])
         for c in row["score"]}
-  first_report = next(iter(reports.values()))
   metrics = {task: _metric_key(first_report, task) for task in first_report["tasks"]}
   return {"metrics": metrics, "columns": columns, "rows": rows}
 

@@ -121,6 +121,19 @@ def test_several_tasks_get_a_column_each_and_their_mean(tmp_path):
   assert second["difference"]["mean"] == pytest.approx(0.7 - 0.45)
 
 
+def test_the_same_tasks_in_another_order_are_compared_task_by_task(tmp_path):
+  """`eval.tasks=math,gsm8k` against `gsm8k,math`: the same scores, in the first's columns."""
+  first = _write_eval(tmp_path / "a", {"math": 2, "gsm8k": 6})
+  second = _write_eval(tmp_path / "b", {"gsm8k": 9, "math": 5})
+  third = _write_eval(tmp_path / "c", {"gsm8k": 7, "math": 3})
+  result = table.runs_table({"one": [first], "others": [second, third]})
+  assert result["columns"] == ["math", "gsm8k", "mean"]
+  _, others = result["rows"]
+  assert list(others["score"]) == ["math", "gsm8k", "mean"]
+  assert others["score"] == pytest.approx({"math": 0.4, "gsm8k": 0.8, "mean": 0.6})
+  assert others["difference"] == pytest.approx({"math": 0.2, "gsm8k": 0.2, "mean": 0.2})
+
+
 def test_mean_at_k_evaluations_are_compared_by_mean_at_k(tmp_path):
   runs = [_write_eval(tmp_path / "a", {"amc": 6}, metric="mean@k")]
   (row,) = table.runs_table({"sampled": runs})["rows"]
