@@ -544,6 +544,38 @@ def test_resume_refuses_learning_rate_groups_that_now_mean_other_blocks(
   assert _files(run_dir) == before
 
 
+def test_a_finished_run_of_a_sweeps_ranking_needs_the_sweep_no_more(
+    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache, capsys):
+  """train.layers=top1@SWEEP_DIR after the sweep directory was deleted: the finished run is
+  finished (it failed on the missing sweep.json); one that must train on names its blocks."""
+  import jaxlayer.sweep.strategies  # noqa: F401  (topK@SWEEP_DIR)
+  from jaxlayer import cli
+
+  run_dir, gone = tmp_path / "run", tmp_path / "deleted-sweep"
+  shutil.copytree(uninterrupted.run_dir, run_dir)
+  stored = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
+  stored["train"]["layers"] = f"top1@{gone}"  # it ranked block 1 first (the run trained it)
+  stored["run_dir"] = str(run_dir)  # (the config file below reads it)
+  (run_dir / checkpoint.CONFIG_FILE).write_text(json.dumps(stored))
+  before = _files(run_dir)
+  config = small_config(tiny_qwen2_dir, run_dir, compile_cache, layers=f"top1@{gone}")
+  assert train.train(config).step == 4
+  config_file = tmp_path / "run_config.py"
+  config_file.write_text(
+      "import json\nimport ml_collections\n\n\ndef get_config():\n  return "
+      f"ml_collections.ConfigDict(json.loads(open({str(run_dir / 'config.json')!r}).read()))\n")
+  cli.main(["train", "--config", str(config_file)])
+  assert capsys.readouterr().out == (f"jaxlayer train: {run_dir} is already finished at step 4: "
+                                     "nothing to train. To train it further, raise "
+                                     "--config.train.steps above 4.\n")
+  with pytest.raises(SystemExit, match=(
+      rf"sweep.json does not exist; .* The run in {run_dir} is at step 4 of 6, so it needs that "
+      rf"sweep to train on; it trained block 1, as its {run_dir / 'run.json'} records: put the "
+      "sweep back, or train those blocks in a new run_dir.$")):
+    cli.main(["train", "--config", str(config_file), "--config.train.steps=6"])
+  assert _files(run_dir) == before
+
+
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_checkpoints_directory(
     tiny_qwen2_dir, tmp_path, compile_cache):
   """A paper config without its data files stopped at once and left an empty checkpoints/."""

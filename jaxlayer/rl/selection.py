@@ -32,6 +32,11 @@ from collections.abc import Callable, Mapping, Sequence
 _LAYERS_TERM = re.compile(r"layers\.(\d+)(?:-(\d+))?(?:\.(.+))?")
 _BARE_BLOCKS = re.compile(r"(\d+)(?:-(\d+))?")
 
+
+class SelectionSourceMissing(FileNotFoundError):
+  """What a named selection is read from is gone (the sweep directory of topK@SWEEP_DIR)."""
+
+
 # (pattern matched against a whole term, expand(match, num_layers) -> selection string).
 _MACROS: list[tuple[re.Pattern, Callable[[re.Match, int], str]]] = []
 
@@ -40,6 +45,8 @@ def register_selection_macro(pattern: str, expand: Callable[[re.Match, int], str
   """Makes terms that fully match `pattern` expand to `expand(match, num_layers)`.
 
   The expansion is itself a selection string (e.g. "layers.3,7,12"), resolved like any other.
+  An `expand` that reads what it stands for from a file raises SelectionSourceMissing when that
+  file is gone.
   """
   _MACROS.append((re.compile(pattern), expand))
 

@@ -160,6 +160,44 @@ def param_shapes(model_config: models.ModelConfig) -> Mapping[str, tuple[int, ..
                                  for path, value in models.named_params(abstract).items()})
 
 
+def _finished_run_selection(config: ml_collections.ConfigDict, param_paths: Sequence[str],
+                            missing: selection.SelectionSourceMissing) -> selection.Selection:
+  """The selection that run.json recorded for the run in config.run_dir, when that run is
+  finished: it trains no more, so it needs no sweep of topK@SWEEP_DIR (`missing`) again.
+
+  Raises `missing`, saying where the run's blocks are recorded, for a run that must still train
+  (or no run).
+  """
+  run_dir = Path(config.run_dir)
+  if not (run_dir / checkpoint.RUN_FILE).is_file():
+    raise missing
+  _, run = checkpoint.read_run_files(run_dir)
+  recorded = run.get("learning_rates")  # trained path -> peak rate
+  if recorded is None:  # a run written before jaxlayer recorded them
+    raise missing
+  trainable = tuple(path for path in param_paths if path in recorded)
+  try:
+    step = checkpoint.checkpoint_step(run_dir)
+  except FileNotFoundError:  # no checkpoint yet
+    step = 0
+  if step < config.train.steps:
+    raise selection.SelectionSourceMissing(
+        f"{missing} The run in {run_dir} is at step {step} of {config.train.steps}, so it needs "
+        f"that sweep to train on; it trained {_parts_text(trainable)}, as its "
+        f"{run_dir / checkpoint.RUN_FILE} records: put the sweep back, or train those blocks in "
+        "a new run_dir.") from None
+  default_rate = float(config.train.learning_rate)
+  names = {rate: f"group{index}"
+           for index, rate in enumerate(sorted(set(recorded.values()) - {default_rate}))}
+  groups = {path: names.get(recorded[path], selection.DEFAULT_GROUP) for path in trainable}
+  learning_rates = {name: rate for rate, name in names.items()}
+  if selection.DEFAULT_GROUP in groups.values():
+    learning_rates = {selection.DEFAULT_GROUP: default_rate, **learning_rates}
+  return selection.Selection(
+      trainable=trainable, frozen=tuple(path for path in param_paths if path not in recorded),
+      groups=groups, learning_rates=learning_rates)
+
+
 def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   """Validates `config` (clear errors, nothing loaded or compiled) and resolves it."""
   require_config(config, ("model", "task", "train", "rollout"),
@@ -181,9 +219,13 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
            f"'float32' or 'bfloat16' (the checkpoint's is "
            f"{models.checkpoint_dtype(model_config.hf_config)!r}).")
   models.resolve_dtype(config.model.dtype)
-  chosen = selection.resolve(tuple(param_shapes(model_config)), model_config.num_layers,
-                             train_cfg.layers, train_cfg.learning_rate,
-                             selection.parse_lr_groups(train_cfg.lr_groups))
+  param_paths = tuple(param_shapes(model_config))
+  try:
+    chosen = selection.resolve(param_paths, model_config.num_layers, train_cfg.layers,
+                               train_cfg.learning_rate,
+                               selection.parse_lr_groups(train_cfg.lr_groups))
+  except selection.SelectionSourceMissing as missing:  # a topK@SWEEP_DIR whose sweep is gone
+    chosen = _finished_run_selection(config, param_paths, missing)
   algorithm = algorithms.resolve_algorithm(
       train_cfg.algorithm, **{name: train_cfg.get(name) for name in algorithms.OVERRIDABLE
                               if name not in ("advantage",)})

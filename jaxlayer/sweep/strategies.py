@@ -35,8 +35,9 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
   which = "top" if largest else "bottom"
   path = paths.local_path(sweep_dir, f"{which}{k}@SWEEP_DIR") / "sweep.json"  # ~ expanded
   if not path.is_file():
-    raise FileNotFoundError(f"Selection '{which}{k}@{sweep_dir}': {path} does not exist; point it "
-                            "at a finished sweep directory (the one `jaxlayer sweep` printed).")
+    raise selection.SelectionSourceMissing(
+        f"Selection '{which}{k}@{sweep_dir}': {path} does not exist; point it at a finished "
+        "sweep directory (the one `jaxlayer sweep` printed).")
   sweep = store.read_json(path)
   if sweep["num_layers"] != num_layers:
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep measured a model of "
