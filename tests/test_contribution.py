@@ -141,6 +141,24 @@ def test_seeds_missing_from_base_or_full_do_not_pair():
   assert summary.layers[0].contribution_std is None
 
 
+def test_c_is_over_the_seeds_a_block_shares_with_base_and_full_rl():
+  """Full RL gained over both seeds (0.45 -> 0.55), but not on seed 0, block 2's only seed:
+  its C is undefined, and said so. Block 3 shares no seed: C against all of theirs."""
+  base, full = _runs([0.4, 0.5]), _runs([0.4, 0.7])
+  with pytest.warns(UndefinedContributionWarning) as caught:
+    summary = contribution.summarize_sweep(base, full, {2: _runs([0.6]),
+                                                        3: {5: RunScore(0.6, 0.02)}})
+  assert [str(w.message) for w in caught] == [
+      "seed 0: S_full == S_base (= 0.4000), so the per-seed C(k) of this seed is undefined and "
+      "left out of the seed spread.",
+      "block 2: S_full == S_base (= 0.4000) over the seeds it trained with (0), so its C is "
+      "undefined; train it with more seeds."]
+  block2, block3 = summary.layers
+  assert block2.contribution is None and block2.contribution_se is None
+  assert block3.contribution == pytest.approx((0.6 - 0.45) / (0.55 - 0.45))
+  assert block3.per_seed_contribution == {}
+
+
 def test_the_standard_error_of_a_mean_over_tasks_by_hand():
   # The mean of independent scores (X + Y) / 2 has variance (se_x^2 + se_y^2) / 4.
   assert contribution.standard_error_of_mean([0.03, 0.04]) == pytest.approx(0.05 / 2)

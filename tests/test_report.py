@@ -13,9 +13,10 @@ from jaxlayer.sweep.contribution import UndefinedContributionWarning
 from tests.sweep_fakes import NUM_PROBLEMS, FakeRL, FakeTasksRL, make_config
 
 SWEEP_KEYS = {"model", "num_layers", "task", "algorithm", "metric", "num_problems", "decoding",
-              "seeds", "s_base", "s_base_std", "s_base_se", "s_full", "s_full_std", "s_full_se",
-              "gain", "gain_se", "gain_paired_se", "full_cost", "layers", "groups",
-              "best_layer", "worst_layer", "halving", "warnings", "settings", "tasks"}
+              "seeds", "s_base", "s_base_std", "s_base_se", "s_base_seeds", "s_full", "s_full_std",
+              "s_full_se", "s_full_seeds", "gain", "gain_se", "gain_paired_se", "full_cost",
+              "layers", "groups", "best_layer", "worst_layer", "halving", "warnings", "settings",
+              "tasks"}
 LAYER_KEYS = {"layer", "score", "score_std", "score_se", "contribution", "contribution_se",
               "contribution_seed_mean", "contribution_std", "seeds", "per_seed_score",
               "per_seed_contribution", "cost", "task_scores"}
@@ -80,6 +81,38 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   assert "The paper finds" in markdown and "standard errors" in markdown
   assert f"Full RL scored {sweep['gain']:.3f} above the base. The standard error of that gain " \
          f"is {sweep['gain_se']:.3f}" in markdown
+
+
+def test_a_block_with_fewer_seeds_is_set_against_base_and_full_rl_on_its_seeds(tmp_path):
+  """Block 0 with seeds 0-2 (as base and full RL), then block 1 with seed 0 alone: every seed
+  solves 2 problems more, so C(1) against base's and full RL's means over seeds 0-2 was
+  (27 - 14) / (26 - 14) = 1.08; on its seed it is (27 - 12) / (24 - 12) = 1.25."""
+  fake = FakeRL(BLOCKS, seed_shift=2)
+  _sweep(tmp_path, fake, seeds=3, layers="0")
+  sweep_dir = _sweep(tmp_path, fake, seeds=1, layers="0,1")
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert sweep["s_base_seeds"] == sweep["s_full_seeds"] == [0, 1, 2]
+  block0, block1 = sweep["layers"]
+  assert block0["seeds"] == [0, 1, 2] and block1["seeds"] == [0]
+  assert block0["contribution"] == pytest.approx((16 - 14) / (26 - 14))  # all seeds: as before
+  assert block1["contribution"] == pytest.approx(1.25)
+  assert block1["per_seed_contribution"] == pytest.approx([1.25])
+
+  def se(correct):  # binomial, one seed
+    return math.sqrt(correct / NUM_PROBLEMS * (1 - correct / NUM_PROBLEMS) / NUM_PROBLEMS)
+  # Delta method over seed 0: (se_k^2 + (C se_full)^2 + ((C - 1) se_base)^2) / gain^2.
+  assert block1["contribution_se"] == pytest.approx(
+      math.sqrt(se(27)**2 + (1.25 * se(24))**2 + (0.25 * se(12))**2) / (12 / NUM_PROBLEMS))
+  rows = list(csv.DictReader((sweep_dir / "sweep.csv").open()))
+  assert [(r["run"], r["num_seeds"]) for r in rows] == [("base", "3"), ("full", "3"),
+                                                        ("layer00", "3"), ("layer01", "1")]
+  markdown = (sweep_dir / "report.md").read_text()
+  assert "test problems; 1-3 seeds per run; decoding" in markdown
+  assert "| block 1 | 0.675 | 0.074 | n/a | 1.25 | 0.41 |" in markdown
+  even = json.loads((_sweep(tmp_path / "even", fake, seeds=3) / "sweep.json").read_text())
+  assert "test problems; 3 seeds per run; decoding" in (
+      tmp_path / "even" / "sweep" / "report.md").read_text()
+  assert even["layers"][1]["contribution"] == pytest.approx((29 - 14) / (26 - 14))
 
 
 def test_a_score_over_tasks_is_their_mean_with_its_errors_and_its_c(tmp_path, capsys,

@@ -10,12 +10,17 @@ Definitions used everywhere in jaxlayer (sweep.json, report.md, the plots):
   several seeds it is the root-mean-square of the seeds' standard errors: every seed is
   scored on the same test problems, so this part of the noise does not average out.
 - `score`, `score_std`: mean and sample standard deviation (ddof=1) over seeds.
-- `contribution`: C of the seed-mean scores (a ratio of means). It is the headline value
-  because a mean of per-seed ratios is biased and blows up whenever one seed's
-  S_full - S_base is small.
+- `contribution`: C of the seed-mean scores (a ratio of means), the three means over the
+  same seeds: those block k shares with full RL and the base (a block trained with fewer
+  seeds than full RL, or full RL with fewer than the base, is set against their scores on
+  its seeds alone, so a seed that scores high everywhere does not bias C). A block that
+  shares no seed with them (an unfinished sweep) is set against all of theirs. It is the
+  headline value because a mean of per-seed ratios is biased and blows up whenever one
+  seed's S_full - S_base is small.
 - `contribution_se`: delta-method standard error of `contribution` from the three
-  `score_se`s, treating the three evaluations as independent (conservative: they share
-  the test problems, which makes their errors positively correlated).
+  `score_se`s over the same seeds, treating the three evaluations as independent
+  (conservative: they share the test problems, which makes their errors positively
+  correlated).
 - `contribution_seed_mean`, `contribution_std`: mean and sample standard deviation over
   seeds of the per-seed C, where seed s of block k is set against seed s of full RL and
   of the base evaluation. Only seeds present in all three count.
@@ -197,29 +202,44 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
       messages.append(f"seed {seed}: S_full == S_base (= {base[seed].score:.4f}), so the "
                       "per-seed C(k) of this seed is undefined and left out of the seed spread.")
 
+  def over_seeds(runs: Mapping[int, RunScore], seeds: Sequence[int]) -> RunScore:
+    """The runs' mean score over `seeds` and its evaluation standard error."""
+    summary = summarize_scores({s: runs[s] for s in seeds})
+    return RunScore(summary.score, summary.score_se)
+
   def summarize(key, runs: Mapping[int, RunScore]) -> LayerSummary:
     scores = summarize_scores(runs)
-    per_seed = {s: _ratio(runs[s].score, base[s].score, full[s].score)
-                for s in paired_seeds if s in runs}
+    # C over the seeds the run shares with base and full RL; with none shared, over all of each.
+    shared = [s for s in paired_seeds if s in runs]
+    k_score, base_score, full_score = (over_seeds(group, shared or sorted(group))
+                                       for group in (runs, base, full))
+    contribution = _ratio(k_score.score, base_score.score, full_score.score)
+    if contribution is None and shared and shared != paired_seeds:  # (all seeds: said above)
+      messages.append(
+          f"{_unit_name(key)}: S_full == S_base (= {base_score.score:.4f}) over the seeds it "
+          f"trained with ({', '.join(map(str, shared))}), so its C is undefined; train it with "
+          "more seeds.")
+    per_seed = {s: _ratio(runs[s].score, base[s].score, full[s].score) for s in shared}
     defined = np.array([c for c in per_seed.values() if c is not None], dtype=np.float64)
     return LayerSummary(
         layer=key,
         scores=scores,
-        contribution=_ratio(scores.score, base_summary.score, full_summary.score),
-        contribution_se=contribution_standard_error(
-            RunScore(scores.score, scores.score_se),
-            RunScore(base_summary.score, base_summary.score_se),
-            RunScore(full_summary.score, full_summary.score_se)),
+        contribution=contribution,
+        contribution_se=contribution_standard_error(k_score, base_score, full_score),
         contribution_seed_mean=float(defined.mean()) if defined.size else None,
         contribution_std=float(defined.std(ddof=1)) if defined.size > 1 else None,
         per_seed_contribution=per_seed,
     )
 
+  groups = groups or {}
+  layer_summaries = [summarize(int(layer), layers[layer]) for layer in sorted(layers)]
+  group_summaries = [summarize(tuple(map(int, g)), groups[g]) for g in sorted(groups)]
   for message in messages:
     warnings.warn(message, UndefinedContributionWarning, stacklevel=2)
-  groups = groups or {}
-  return SweepSummary(
-      base=base_summary, full=full_summary,
-      layers=[summarize(int(layer), layers[layer]) for layer in sorted(layers)],
-      groups=[summarize(tuple(map(int, g)), groups[g]) for g in sorted(groups)],
-      warnings=messages)
+  return SweepSummary(base=base_summary, full=full_summary, layers=layer_summaries,
+                      groups=group_summaries, warnings=messages)
+
+
+def _unit_name(key: int | tuple[int, ...]) -> str:
+  """'block 4', or 'blocks 4+5' of blocks trained together."""
+  return f"block {key}" if isinstance(key, int) else f"blocks {'+'.join(map(str, key))}"

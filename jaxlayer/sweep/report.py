@@ -179,13 +179,15 @@ def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
 
     def entry(unit) -> dict:
       return {"score": unit.scores.score, "score_se": unit.scores.score_se,
-              "contribution": unit.contribution, "contribution_se": unit.contribution_se,
+              "seeds": list(unit.scores.seeds), "contribution": unit.contribution,
+              "contribution_se": unit.contribution_se,
               "contribution_std": unit.contribution_std, "went_on": unit.layer in went_on}
 
     rho, count = _rank_correlation({l.layer: l.scores.score for l in summary.layers},
                                    final_scores)
     rungs.append({"steps": steps, "s_full": summary.full.score,
                   "s_full_se": summary.full.score_se,
+                  "s_full_seeds": list(summary.full.seeds),
                   "layers": [{"layer": l.layer, **entry(l)} for l in summary.layers],
                   "groups": [{"blocks": list(g.layer), **entry(g)} for g in summary.groups],
                   "rank_correlation_with_final": rho, "rank_correlation_blocks": count})
@@ -269,9 +271,9 @@ def build_sweep_json(manifest: dict, results: list[dict],
                 for name, task in results[0]["tasks"].items()} if task_scores else None,
       "seeds": sorted({r["seed"] for r in results}),
       "s_base": summary.base.score, "s_base_std": summary.base.score_std,
-      "s_base_se": summary.base.score_se,
+      "s_base_se": summary.base.score_se, "s_base_seeds": list(summary.base.seeds),
       "s_full": summary.full.score, "s_full_std": summary.full.score_std,
-      "s_full_se": summary.full.score_se,
+      "s_full_se": summary.full.score_se, "s_full_seeds": list(summary.full.seeds),
       "gain": gain,
       "gain_se": math.hypot(summary.full.score_se, summary.base.score_se),
       "gain_paired_se": _paired_gain_se(results),
@@ -293,36 +295,40 @@ def _csv_text(sweep: dict) -> str:
   """One row per run group: base (0 RL steps), full RL, each block and group at the end, then,
   with successive halving, the same at each rung (its steps in `steps`, `-stepN` in `run`).
   Scored over tasks, a column `score_TASK` per task gives each task's score (at the end)."""
-  seeds, final_steps = len(sweep["seeds"]), sweep["settings"]["train"]["steps"]
+  final_steps = sweep["settings"]["train"]["steps"]
   tasks = sweep["tasks"] or {}
 
   def task_columns(task_scores: dict | None) -> dict:
     return {f"score_{name}": score for name, score in (task_scores or {}).items()}
 
-  rows = [{"run": "base", "layer": "", "steps": 0, "num_seeds": seeds, "score": sweep["s_base"],
-           "score_std": sweep["s_base_std"], "score_se": sweep["s_base_se"],
+  rows = [{"run": "base", "layer": "", "steps": 0, "num_seeds": len(sweep["s_base_seeds"]),
+           "score": sweep["s_base"], "score_std": sweep["s_base_std"],
+           "score_se": sweep["s_base_se"],
            **task_columns({name: task["s_base"] for name, task in tasks.items()})}]
 
   def stage(steps: int, suffix: str, full: dict, layers: list[dict], groups: list[dict]):
-    rows.append({"run": f"full{suffix}", "layer": "", "steps": steps, "num_seeds": seeds,
-                 **full})
-    rows.extend({"run": f"layer{l['layer']:02d}{suffix}", "steps": steps, "num_seeds": seeds,
+    rows.append({"run": f"full{suffix}", "layer": "", "steps": steps, **full})
+    rows.extend({"run": f"layer{l['layer']:02d}{suffix}", "steps": steps,
+                 "num_seeds": len(l["seeds"]),
                  **{k: l[k] for k in CSV_COLUMNS if k in l}, **(l.get("cost") or {}),
                  **task_columns(l.get("task_scores"))}
                 for l in layers)
     rows.extend({"run": f"group{store.group_name(g['blocks'], '{:02d}')}{suffix}",
-                 "layer": store.group_name(g["blocks"]), "steps": steps, "num_seeds": seeds,
+                 "layer": store.group_name(g["blocks"]), "steps": steps,
+                 "num_seeds": len(g["seeds"]),
                  **{k: g[k] for k in CSV_COLUMNS if k in g}, **(g.get("cost") or {}),
                  **task_columns(g.get("task_scores"))}
                 for g in groups)
 
-  stage(final_steps, "", {"score": sweep["s_full"], "score_std": sweep["s_full_std"],
-                          "score_se": sweep["s_full_se"], **(sweep["full_cost"] or {}),
+  stage(final_steps, "", {"num_seeds": len(sweep["s_full_seeds"]), "score": sweep["s_full"],
+                          "score_std": sweep["s_full_std"], "score_se": sweep["s_full_se"],
+                          **(sweep["full_cost"] or {}),
                           **task_columns({name: task["s_full"] for name, task in tasks.items()})},
         sweep["layers"], sweep["groups"])
   for rung in (sweep.get("halving") or {}).get("rungs", []):
     stage(rung["steps"], f"-step{rung['steps']}",
-          {"score": rung["s_full"], "score_se": rung["s_full_se"]}, rung["layers"], rung["groups"])
+          {"num_seeds": len(rung["s_full_seeds"]), "score": rung["s_full"],
+           "score_se": rung["s_full_se"]}, rung["layers"], rung["groups"])
   columns = CSV_COLUMNS + tuple(task_columns(dict.fromkeys(tasks)))
   out = io.StringIO()
   writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
@@ -417,7 +423,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
   ax.set_xlabel("block index k (0 = next to the embeddings)")
   ax.set_ylabel("layer contribution C(k)")
   ax.set_title(f"{_title(sweep)}\nS_base = {sweep['s_base']:.3f}, S_full = {sweep['s_full']:.3f}, "
-               f"{sweep['num_problems']} test problems, {counted(len(sweep['seeds']), 'seed')}",
+               f"{sweep['num_problems']} test problems, {_seeds_per_run(sweep)} per run",
                fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
@@ -672,19 +678,27 @@ def _tasks_lines(sweep: dict) -> list[str]:
           + " (each block's and group's: `task_scores` in sweep.json).", ""]
 
 
+def _seeds_per_run(sweep: dict) -> str:
+  """'3 seeds' when every run group has as many, else their range: '1-3 seeds'."""
+  counts = {len(sweep["s_base_seeds"]), len(sweep["s_full_seeds"])} | {
+      len(unit["seeds"]) for unit in sweep["layers"] + sweep["groups"]}
+  fewest, most = min(counts), max(counts)
+  return counted(most, "seed") if fewest == most else f"{fewest}-{most} seeds"
+
+
 def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
-  n_seeds = len(sweep["seeds"])
   lines = [
       f"# Layer-contribution sweep: {_title(sweep)}", "",
       f"Model `{sweep['model']}` ({sweep['num_layers']} blocks), task `{sweep['task']}`, "
       f"algorithm `{sweep['algorithm']}`; metric {sweep['metric']} on {sweep['num_problems']} "
-      f"test problems; {counted(n_seeds, 'seed')} per run; decoding: "
+      f"test problems; {_seeds_per_run(sweep)} per run; decoding: "
       + ", ".join(f"{k}={v}" for k, v in sweep["decoding"].items()) + ".", "",
       *_tasks_lines(sweep),
       "C(k) = (S_k - S_base) / (S_full - S_base): 1 matches full RL, 0 the base model. Scores are "
       "means over seeds; SE is the evaluation noise over test problems; C is computed from the "
-      "mean scores, its error is the std over seeds of the per-seed C when there are several "
-      "seeds, else the delta-method SE.", "",
+      "mean scores over the block's seeds (base and full RL over the same seeds), its error is "
+      "the std over seeds of the per-seed C when there are several seeds, else the "
+      "delta-method SE.", "",
       "| run | score | SE | std over seeds | C(k) | C error |",
       "|---|---|---|---|---|---|",
       f"| base | {_fmt(sweep['s_base'])} | {_fmt(sweep['s_base_se'])} | "
