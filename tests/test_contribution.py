@@ -157,6 +157,12 @@ def test_c_is_over_the_seeds_a_block_shares_with_base_and_full_rl():
   assert block2.contribution is None and block2.contribution_se is None
   assert block3.contribution == pytest.approx((0.6 - 0.45) / (0.55 - 0.45))
   assert block3.per_seed_contribution == {}
+  # Base with a seed more than full RL: their means over all seeds differ (0.6, 0.4), but on
+  # seed 0, which the block shares with both, full RL moved nothing.
+  with pytest.warns(UndefinedContributionWarning) as caught:
+    summary = contribution.summarize_sweep(_runs([0.4, 0.8]), _runs([0.4]), {2: _runs([0.5])})
+  assert summary.layers[0].contribution is None
+  assert str(caught[-1].message).startswith("block 2: S_full == S_base (= 0.4000) over the seeds")
 
 
 def test_the_standard_error_of_a_mean_over_tasks_by_hand():

@@ -191,7 +191,8 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
   """
   base_summary, full_summary = summarize_scores(base), summarize_scores(full)
   messages = []
-  if _same_score(full_summary.score, base_summary.score):
+  full_moved_nothing = _same_score(full_summary.score, base_summary.score)
+  if full_moved_nothing:
     messages.append(
         f"S_full == S_base (= {base_summary.score:.4f}, mean over seeds): full RL did not move "
         "the score, so C(k) is undefined for every block. Train longer or with a higher "
@@ -214,7 +215,8 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
     k_score, base_score, full_score = (over_seeds(group, shared or sorted(group))
                                        for group in (runs, base, full))
     contribution = _ratio(k_score.score, base_score.score, full_score.score)
-    if contribution is None and shared and shared != paired_seeds:  # (all seeds: said above)
+    said_above = full_moved_nothing and shared == paired_seeds
+    if contribution is None and shared and not said_above:
       messages.append(
           f"{_unit_name(key)}: S_full == S_base (= {base_score.score:.4f}) over the seeds it "
           f"trained with ({', '.join(map(str, shared))}), so its C is undefined; train it with "
