@@ -268,9 +268,12 @@ def test_rollout_stops_at_the_turn_limit_and_the_context_grows(tiny, mixed_rollo
   # The rollout cuts silently; its caller warns (a training run once, an evaluation once).
   assert "exceeded rollout.max_prompt_tokens" not in log
   cut = [s.context_truncated for r in rollouts for s in r.samples]
+  warning = multiturn.CutContextsWarning(then=" Then.")
   with _log_capture() as warned:
-    assert multiturn.warn_of_cut_contexts(cut, 40, then=" Then.")
-  assert warned.getvalue() == (
+    warning([False] * len(cut), 40)  # none cut: silent, and it may still warn
+    warning(cut, 40)
+    warning(cut, 40)  # warned once
+  assert warning.warned and warned.getvalue() == (
       f"{sum(cut)} of {len(cut)} contexts exceeded rollout.max_prompt_tokens=40 and lost their "
       "oldest tokens (the instructions first): raise rollout.max_prompt_tokens or lower "
       "env.history. Then.\n")

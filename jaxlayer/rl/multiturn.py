@@ -266,7 +266,7 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
   greedily. An episode ends when its environment says done, after `max_turns` actions, or on
   an environment error (reported in its record, logged). A context longer than
   context.max_tokens loses its oldest tokens (TurnSample.context_truncated), silently: the
-  caller warns (`warn_of_cut_contexts`).
+  caller warns (`CutContextsWarning`).
 
   first_episode: the number of the first episode: episode e draws each turn's samples as row
   first_episode + e of the sampler (`sampling.generate`'s row_ids), so episodes played in
@@ -308,33 +308,25 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
   return [EpisodeRollout(play.episode, turn_samples) for play, turn_samples in zip(plays, samples)]
 
 
-def warn_of_cut_contexts(cut: Sequence[bool], max_tokens: int, then: str = "") -> bool:
-  """Warns how many contexts exceeded max_tokens (rollout.max_prompt_tokens) and lost their
-  oldest tokens, with `then` after the fix; returns whether any did (none: silent).
-
-  cut: TurnSample.context_truncated of every sample. Callers warn once (`CutContextsWarning`).
-  """
-  if any(cut):
-    logger.warning("%d of %s exceeded rollout.max_prompt_tokens=%d and lost their oldest tokens "
-                   "(the instructions first): raise rollout.max_prompt_tokens or lower "
-                   "env.history.%s", sum(cut), counted(len(cut), "context"), max_tokens, then)
-  return any(cut)
-
-
 @dataclasses.dataclass
 class CutContextsWarning:
-  """`warn_of_cut_contexts` (with `then` after the fix) at the first call given cut contexts,
-  silent after: a training run holds one for its rollouts (its metric `context_truncated`
-  tracks the cuts of every step) and one for its evaluations (logging.eval_every); an
-  evaluation on its own (`jaxlayer eval`) warns once for all its episodes."""
+  """Warns how many contexts exceeded rollout.max_prompt_tokens and lost their oldest tokens
+  (with `then` after the fix) at the first call given cut contexts, silent after: a training
+  run holds one for its rollouts (its metric `context_truncated` tracks the cuts of every step)
+  and one for its evaluations (logging.eval_every); an evaluation on its own (`jaxlayer eval`)
+  warns once for all its episodes."""
 
   then: str = ""
   warned: bool = False
 
   def __call__(self, cut: Sequence[bool], max_tokens: int) -> None:
     """cut: TurnSample.context_truncated of every sample; max_tokens: their context's."""
-    if not self.warned:
-      self.warned = warn_of_cut_contexts(cut, max_tokens, self.then)
+    if self.warned or not any(cut):
+      return
+    logger.warning("%d of %s exceeded rollout.max_prompt_tokens=%d and lost their oldest tokens "
+                   "(the instructions first): raise rollout.max_prompt_tokens or lower "
+                   "env.history.%s", sum(cut), counted(len(cut), "context"), max_tokens, self.then)
+    self.warned = True
 
 
 def _turn_seed(seed: int, turn: int) -> int:
