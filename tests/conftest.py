@@ -42,6 +42,24 @@ def _checkpoint_with_tokenizer(directory, config):
   return directory
 
 
+@pytest.fixture(autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """XLA's compiled programs go to one persistent cache for the whole session, so a program that
+  several tests compile is compiled once (also by the other pytest-xdist worker). A test whose
+  run points JAX at a cache of its own gets the shared one back afterwards."""
+  import jax
+
+  from jaxlayer.rl import train
+
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the session's directory, which holds each worker's
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  train.use_compilation_cache(str(root / "xla_cache"))
+  yield
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory):
   """A random Qwen2 checkpoint (untied, GQA 4/2, biases perturbed) with a byte-level tokenizer."""
