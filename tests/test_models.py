@@ -563,7 +563,7 @@ def test_qwen3_on_a_mesh_gives_transformers_logits_and_the_one_device_gradient(
   batch = [jax.device_put(jnp.asarray(x), models.batch_sharding(mesh)) for x in (ids, mask)]
   with jax.set_mesh(mesh):
     (_, logits), grad = jax.jit(sharding.traced_on(mesh, loss_and_grad))(model, *batch)
-  _, plain_grad = loss_and_grad(plain, jnp.asarray(ids), jnp.asarray(mask))
+  _, plain_grad = jax.jit(loss_and_grad)(plain, jnp.asarray(ids), jnp.asarray(mask))
   assert _rel_err(np.asarray(logits)[mask.astype(bool)], reference) <= 1e-5
   for (path, a), (_, b) in zip(models.named_params(grad).items(),
                                models.named_params(plain_grad).items()):

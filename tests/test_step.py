@@ -206,7 +206,7 @@ def test_a_skipped_update_moves_the_learning_rate_schedule_on(tiny_qwen2_dir):
     return losses.policy_loss(logps, batch["old_logprobs"], batch["advantages"],
                               batch["response_mask"], None, LOSS)[0]
 
-  grads = {k: np.asarray(g, np.float64) for k, g in jax.grad(loss)(params).items()}
+  grads = {k: np.asarray(g, np.float64) for k, g in jax.jit(jax.grad(loss))(params).items()}
   before = {k: np.asarray(v, np.float64) for k, v in params.items()}
   params, opt_state, _ = update(params, tx.init(params), split.frozen, dropped)
   params, _, _ = update(params, opt_state, split.frozen, batch)
@@ -329,7 +329,7 @@ def test_micro_batches_normalise_over_the_whole_update_batch(tiny_qwen2_dir, agg
                                             0.2, 0.2)
     return (per_token * token_weights).sum()
 
-  expected = jax.grad(defined_loss)(params)
+  expected = jax.jit(jax.grad(defined_loss))(params)
   logps, entropy = (np.asarray(v, np.float64)
                     for v in step.response_logprobs(split.merge(params), batch, 1.0))
   ratio = np.exp(logps - batch["old_logprobs"])  # [rows, response]
