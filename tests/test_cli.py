@@ -75,14 +75,15 @@ def test_generate_bad_chat_flags_are_a_clear_error(tiny_qwen2_dir, capsys, flags
 
 
 @pytest.mark.eight_devices
-@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
-def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsys, suffix):
+def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsys):
   prompts = ["the lazy dog", "brown fox 12", "over the"]
-  path = tmp_path / f"prompts{suffix}"
-  lines = [json.dumps({"prompt": p}) for p in prompts] if suffix == ".jsonl" else prompts
-  path.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")  # a blank line is skipped
-  argv = ["generate", "--model", str(tiny_qwen2_dir), "--prompts-file", str(path),
-          "--num-samples", "2", "--top-p", "0.9", "--max-new-tokens", "6", "--seed", "4",
+  jsonl = [json.dumps({"prompt": p}) for p in prompts]
+  for suffix, lines in [(".txt", prompts), (".jsonl", jsonl)]:
+    # A blank line is skipped.
+    (tmp_path / f"prompts{suffix}").write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")
+  argv = ["generate", "--model", str(tiny_qwen2_dir), "--prompts-file",
+          str(tmp_path / "prompts.txt"), "--num-samples", "2", "--top-p", "0.9",
+          "--max-new-tokens", "6", "--seed", "4",
           "--batch-size", "2"]  # two calls, the second filled up to the first one's shape
   cli.main(argv)
   printed = capsys.readouterr().out
@@ -98,6 +99,8 @@ def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsy
   cli.main(argv + ["--devices", "2"])  # each of 2 devices decodes the rows it holds
   assert capsys.readouterr().out == printed
   cli.main(argv + ["--batch-size", "3"])  # one call: its rows draw the same streams
+  assert capsys.readouterr().out == printed
+  cli.main(argv + ["--prompts-file", str(tmp_path / "prompts.jsonl")])  # the same prompts
   assert capsys.readouterr().out == printed
 
 
