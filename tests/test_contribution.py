@@ -157,12 +157,29 @@ def test_c_is_over_the_seeds_a_block_shares_with_base_and_full_rl():
   assert block2.contribution is None and block2.contribution_se is None
   assert block3.contribution == pytest.approx((0.6 - 0.45) / (0.55 - 0.45))
   assert block3.per_seed_contribution == {}
-  # Base with a seed more than full RL: their means over all seeds differ (0.6, 0.4), but on
-  # seed 0, which the block shares with both, full RL moved nothing.
-  with pytest.warns(UndefinedContributionWarning) as caught:
-    summary = contribution.summarize_sweep(_runs([0.4, 0.8]), _runs([0.4]), {2: _runs([0.5])})
-  assert summary.layers[0].contribution is None
-  assert str(caught[-1].message).startswith("block 2: S_full == S_base (= 0.4000) over the seeds")
+
+
+def test_undefined_for_every_block_is_said_of_the_seeds_each_c_is_over():
+  """Base with a seed more than full RL: the warnings follow the C computed (over seed 0, the
+  one all share), not base's and full RL's means over all their seeds."""
+  # Means over all seeds equal (0.5, 0.5), but on seed 0 full RL gained 0.4 -> 0.5: block 2's
+  # C = (0.45 - 0.4) / (0.5 - 0.4) = 0.5 is defined, and nothing is undefined.
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    summary = contribution.summarize_sweep(_runs([0.4, 0.6]), _runs([0.5]), {2: _runs([0.45])})
+  assert summary.layers[0].contribution == pytest.approx(0.5) and summary.warnings == []
+  # Means over all seeds differ (0.6, 0.4), but on seed 0 full RL moved nothing (0.4, 0.4): C is
+  # undefined for both blocks, said once.
+  with pytest.warns(UndefinedContributionWarning):
+    summary = contribution.summarize_sweep(_runs([0.4, 0.8]), _runs([0.4]),
+                                           {2: _runs([0.5]), 3: _runs([0.6])})
+  assert [l.contribution for l in summary.layers] == [None, None]
+  assert summary.warnings == [
+      "S_full == S_base (= 0.4000, mean over seed 0): full RL did not move the score, so C(k) "
+      "is undefined for every block. Train longer or with a higher learning rate, or evaluate "
+      "on more problems.",
+      "seed 0: S_full == S_base (= 0.4000), so the per-seed C(k) of this seed is undefined and "
+      "left out of the seed spread."]
 
 
 def test_the_standard_error_of_a_mean_over_tasks_by_hand():

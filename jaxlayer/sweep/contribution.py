@@ -190,18 +190,10 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
   once per cause (not once per block) as `UndefinedContributionWarning`s and in `.warnings`.
   """
   base_summary, full_summary = summarize_scores(base), summarize_scores(full)
-  messages = []
-  full_moved_nothing = _same_score(full_summary.score, base_summary.score)
-  if full_moved_nothing:
-    messages.append(
-        f"S_full == S_base (= {base_summary.score:.4f}, mean over seeds): full RL did not move "
-        "the score, so C(k) is undefined for every block. Train longer or with a higher "
-        "learning rate, or evaluate on more problems.")
   paired_seeds = sorted(set(base) & set(full))
-  for seed in paired_seeds:
-    if _same_score(full[seed].score, base[seed].score):
-      messages.append(f"seed {seed}: S_full == S_base (= {base[seed].score:.4f}), so the "
-                      "per-seed C(k) of this seed is undefined and left out of the seed spread.")
+  # Block or group -> (the seeds its C is over, () for all of each; S_base there) where C is
+  # undefined: S_full == S_base over those seeds.
+  undefined = {}
 
   def over_seeds(runs: Mapping[int, RunScore], seeds: Sequence[int]) -> RunScore:
     """The runs' mean score over `seeds` and its evaluation standard error."""
@@ -211,16 +203,12 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
   def summarize(key, runs: Mapping[int, RunScore]) -> LayerSummary:
     scores = summarize_scores(runs)
     # C over the seeds the run shares with base and full RL; with none shared, over all of each.
-    shared = [s for s in paired_seeds if s in runs]
+    shared = tuple(s for s in paired_seeds if s in runs)
     k_score, base_score, full_score = (over_seeds(group, shared or sorted(group))
                                        for group in (runs, base, full))
     contribution = _ratio(k_score.score, base_score.score, full_score.score)
-    said_above = full_moved_nothing and shared == paired_seeds
-    if contribution is None and shared and not said_above:
-      messages.append(
-          f"{_unit_name(key)}: S_full == S_base (= {base_score.score:.4f}) over the seeds it "
-          f"trained with ({', '.join(map(str, shared))}), so its C is undefined; train it with "
-          "more seeds.")
+    if contribution is None:
+      undefined[key] = (shared, base_score.score)
     per_seed = {s: _ratio(runs[s].score, base[s].score, full[s].score) for s in shared}
     defined = np.array([c for c in per_seed.values() if c is not None], dtype=np.float64)
     return LayerSummary(
@@ -236,10 +224,55 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
   groups = groups or {}
   layer_summaries = [summarize(int(layer), layers[layer]) for layer in sorted(layers)]
   group_summaries = [summarize(tuple(map(int, g)), groups[g]) for g in sorted(groups)]
+  if not layers and not groups:  # no C computed: whether one could be, on all the seeds
+    if _same_score(full_summary.score, base_summary.score):
+      undefined[None] = ((), base_summary.score)
+  undefined_everywhere = len(undefined) >= max(len(layer_summaries) + len(group_summaries), 1)
+  messages = [_undefined_for_every_block(undefined)] if undefined_everywhere else []
+  messages += [
+      f"seed {seed}: S_full == S_base (= {base[seed].score:.4f}), so the per-seed C(k) of this "
+      "seed is undefined and left out of the seed spread."
+      for seed in paired_seeds if _same_score(full[seed].score, base[seed].score)]
+  if not undefined_everywhere:
+    messages += [_undefined_for(key, *undefined[key]) for key in undefined]
   for message in messages:
     warnings.warn(message, UndefinedContributionWarning, stacklevel=2)
   return SweepSummary(base=base_summary, full=full_summary, layers=layer_summaries,
                       groups=group_summaries, warnings=messages)
+
+
+def _seeds_text(seeds: tuple[int, ...]) -> str:
+  """'seeds 0, 1' (or 'seed 0') of a C over shared seeds; of one over all of each (no seed
+  shared), 'all of their seeds'."""
+  if not seeds:
+    return "all of their seeds"
+  return f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))}"
+
+
+def _undefined_for_every_block(undefined: dict) -> str:
+  """The warning when C is undefined for every block and group (`undefined`: key -> (the seeds
+  its C is over, () for all of each; S_base over them); key None when there is no block)."""
+  over = {seeds for seeds, _ in undefined.values()}
+  if len(over) == 1:
+    s_base = next(iter(undefined.values()))[1]
+    where = f"= {s_base:.4f}, mean over {_seeds_text(over.pop())}"
+  else:
+    where = "over the seeds each block shares with them"
+  return (f"S_full == S_base ({where}): full RL did not move the score, so C(k) is undefined "
+          "for every block. Train longer or with a higher learning rate, or evaluate on more "
+          "problems.")
+
+
+def _undefined_for(key: int | tuple[int, ...], seeds: tuple[int, ...], s_base: float) -> str:
+  """The warning that one block's (or group's) C, over `seeds` (() for all of each), is
+  undefined."""
+  if seeds:
+    return (f"{_unit_name(key)}: S_full == S_base (= {s_base:.4f}) over the seeds it trained "
+            f"with ({', '.join(map(str, seeds))}), so its C is undefined; train it with more "
+            "seeds.")
+  return (f"{_unit_name(key)}: it shares no seed with base and full RL, and S_full == S_base "
+          f"(= {s_base:.4f}) over all of theirs, so its C is undefined; train it with their "
+          "seeds.")
 
 
 def _unit_name(key: int | tuple[int, ...]) -> str:
