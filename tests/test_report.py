@@ -14,7 +14,8 @@ from tests.sweep_fakes import NUM_PROBLEMS, FakeRL, FakeTasksRL, make_config
 
 SWEEP_KEYS = {"model", "num_layers", "task", "algorithm", "metric", "num_problems", "decoding",
               "seeds", "s_base", "s_base_std", "s_base_se", "s_base_seeds", "s_full", "s_full_std",
-              "s_full_se", "s_full_seeds", "gain", "gain_se", "gain_paired_se", "full_cost",
+              "s_full_se", "s_full_seeds", "gain", "gain_se", "gain_paired_se",
+              "gain_paired_seeds", "full_cost",
               "layers", "groups", "best_layer", "worst_layer", "halving", "warnings", "settings",
               "tasks"}
 LAYER_KEYS = {"layer", "score", "score_std", "score_se", "contribution", "contribution_se",
@@ -421,6 +422,38 @@ def test_full_rl_below_the_base_ranks_the_blocks_by_score_and_warns(tmp_path):
           f"{sweep['gain_paired_se']:.3f} from the per-problem differences (both are scored on "
           f"the same problems): the loss is {loss_in_se:.1f} standard errors.") in markdown
 
+
+
+def test_the_paired_se_of_the_gain_pairs_base_and_full_rl_by_seed(tmp_path):
+  """Seed s solves 12 + 2s problems of 40 with the base, 24 + 2s with full RL. Both on seeds
+  0, 1: each problem's mean over them, as before. Full RL on seed 0 alone: its differences
+  from the base's seed 0, not from the base's mean over seeds 0 and 1."""
+  sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS, seed_shift=2), seeds=2)
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert sweep["gain_paired_seeds"] == [0, 1]
+  # Problems 0-11: 0; 12-13: 1 - 0.5; 14-23: 1; 24-25: 0.5; 26-39: 0.
+  both_seeds = [0.0] * 12 + [0.5] * 2 + [1.0] * 10 + [0.5] * 2 + [0.0] * 14
+  assert sweep["gain_paired_se"] == pytest.approx(statistics.stdev(both_seeds) / math.sqrt(40))
+  assert "scored on the same problems):" in (sweep_dir / "report.md").read_text()
+
+  manifest, results = store.load_manifest(sweep_dir), store.load_results(sweep_dir)
+  full_on_seed0 = [r for r in results if not (r["kind"] == "full" and r["seed"] == 1)]
+  sweep = report.build_sweep_json(manifest, full_on_seed0)
+  assert sweep["gain_paired_seeds"] == [0]
+  seed0 = [0.0] * 12 + [1.0] * 12 + [0.0] * 16  # 24 solved against 12
+  assert sweep["gain_paired_se"] == pytest.approx(statistics.stdev(seed0) / math.sqrt(40))
+  assert ("scored on the same problems; on seed 0, which both ran):"
+          in report.markdown_report(sweep, sweep_dir, None))
+  # Sharing no seed, each averages over its own: full RL's seed 1 against base's seed 0.
+  full_on_seed1 = [r for r in results if not (r["kind"] == "full" and r["seed"] == 0)]
+  base_on_seed0 = [r for r in full_on_seed1 if not (r["kind"] == "base" and r["seed"] == 1)]
+  sweep = report.build_sweep_json(manifest, base_on_seed0)
+  assert sweep["gain_paired_seeds"] is None
+  seed1_against_seed0 = [0.0] * 12 + [1.0] * 14 + [0.0] * 14  # 26 solved against 12
+  assert sweep["gain_paired_se"] == pytest.approx(
+      statistics.stdev(seed1_against_seed0) / math.sqrt(40))
+  assert ("scored on the same problems; they share no seed, so each averages over its own):"
+          in report.markdown_report(sweep, sweep_dir, None))
 
 def test_a_contribution_of_negative_zero_is_printed_as_zero(tmp_path):
   """Base 20, full RL 16 and block 0 20 of 40 solved: C(0) = 0 / -4, which floats make -0.0

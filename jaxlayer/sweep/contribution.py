@@ -241,11 +241,8 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
                       groups=group_summaries, warnings=messages)
 
 
-def _seeds_text(seeds: tuple[int, ...]) -> str:
-  """'seeds 0, 1' (or 'seed 0') of a C over shared seeds; of one over all of each (no seed
-  shared), 'all of their seeds'."""
-  if not seeds:
-    return "all of their seeds"
+def seeds_text(seeds: Sequence[int]) -> str:
+  """'seed 0', 'seeds 0, 1'."""
   return f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))}"
 
 
@@ -254,8 +251,8 @@ def _undefined_for_every_block(undefined: dict) -> str:
   its C is over, () for all of each; S_base over them); key None when there is no block)."""
   over = {seeds for seeds, _ in undefined.values()}
   if len(over) == 1:
-    s_base = next(iter(undefined.values()))[1]
-    where = f"= {s_base:.4f}, mean over {_seeds_text(over.pop())}"
+    seeds, s_base = next(iter(undefined.values()))
+    where = f"= {s_base:.4f}, mean over {seeds_text(seeds) if seeds else 'all of their seeds'}"
   else:
     where = "over the seeds each block shares with them"
   return (f"S_full == S_base ({where}): full RL did not move the score, so C(k) is undefined "

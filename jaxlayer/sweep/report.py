@@ -81,12 +81,16 @@ def _per_problem_by_task(result: dict) -> dict[str, list[float]]:
   return {"": result["per_problem"]}
 
 
-def _paired_gain_se(results: list[dict]) -> float | None:
+def _paired_gain_se(results: list[dict], seeds: list[int]) -> float | None:
   """SE of S_full - S_base from per-problem differences (both scored on the same problems); of a
-  score over tasks (the mean of theirs), sqrt(sum se_t^2) / T from each task's paired SE."""
+  score over tasks (the mean of theirs), sqrt(sum se_t^2) / T from each task's paired SE.
+
+  Each problem's score is averaged over `seeds`, the seeds base and full RL both ran (paired by
+  seed, as C(k) is); with none (`seeds` empty), over all of each one's own seeds.
+  """
   per_kind = {"base": defaultdict(list), "full": defaultdict(list)}
   for r in results:
-    if r["kind"] in per_kind:
+    if r["kind"] in per_kind and (not seeds or r["seed"] in seeds):
       for task, scores in _per_problem_by_task(r).items():
         per_kind[r["kind"]][task].append(np.asarray(scores, dtype=np.float64))
   if not per_kind["base"] or not per_kind["full"]:
@@ -238,6 +242,7 @@ def build_sweep_json(manifest: dict, results: list[dict],
   summary = contribution.summarize_sweep(base, full, layers, groups)
   config, identity = manifest["config"], manifest["identity"]
   gain = summary.full.score - summary.base.score
+  gain_paired_seeds = sorted(set(summary.base.seeds) & set(summary.full.seeds))
   best, worst = summary.best_layer(), summary.worst_layer()
   full_cost, layer_costs = _mean_costs(results)
   task_scores = _task_scores(results) or {}
@@ -276,7 +281,8 @@ def build_sweep_json(manifest: dict, results: list[dict],
       "s_full_se": summary.full.score_se, "s_full_seeds": list(summary.full.seeds),
       "gain": gain,
       "gain_se": math.hypot(summary.full.score_se, summary.base.score_se),
-      "gain_paired_se": _paired_gain_se(results),
+      "gain_paired_se": _paired_gain_se(results, gain_paired_seeds),
+      "gain_paired_seeds": gain_paired_seeds or None,
       "full_cost": full_cost,
       "layers": [{"layer": l.layer, **spreads(l)} for l in summary.layers],
       "groups": [{"blocks": list(g.layer), **spreads(g),
@@ -620,6 +626,17 @@ def _cost_section(sweep: dict) -> list[str]:
   return lines + [""]
 
 
+def _paired_seeds_text(sweep: dict) -> str:
+  """'' when base and full RL ran the same seeds; else which seeds the paired SE of the gain
+  averages each problem's score over: '; on seeds 0, 1, which both ran'."""
+  if sweep["s_base_seeds"] == sweep["s_full_seeds"]:
+    return ""
+  seeds = sweep["gain_paired_seeds"]
+  if not seeds:
+    return "; they share no seed, so each averages over its own"
+  return f"; on {contribution.seeds_text(seeds)}, which both ran"
+
+
 def _gain_in_standard_errors(sweep: dict) -> float | None:
   """Full RL's gain over the base in standard errors (paired where possible); None at SE 0."""
   noise = sweep["gain_paired_se"] if sweep["gain_paired_se"] is not None else sweep["gain_se"]
@@ -722,7 +739,7 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
             f" the base. The standard error of that {change} "
             f"is {sweep['gain_se']:.3f} treating the two evaluations as independent"
             + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences (both are "
-               "scored on the same problems)" if paired else "")
+               f"scored on the same problems{_paired_seeds_text(sweep)})" if paired else "")
             + verdict
             + (" That is too close to the noise for C(k) to mean much: train longer, or evaluate "
                "on more problems." if gain_in_se is None or abs(gain_in_se) < 3 else ""), ""]
