@@ -102,8 +102,8 @@ class EvalResult:
   episodes: dict[str, dict[str, float]] | None = None  # environments: metric -> summarize()
   problems: str | None = None
 
-  def standard_errors(self) -> dict[str, float]:
-    """Each score's standard error over the problems (the evaluation noise)."""
+  def standard_errors(self) -> dict[str, float | None]:
+    """Each score's standard error over the problems (the evaluation noise); None of one problem."""
     from jaxlayer.sweep.contribution import standard_error
 
     return {metric: standard_error(self.per_problem[metric]) for metric in self.scores}

@@ -15,11 +15,20 @@ of one strategy, every one on the same problems with the same decoding.
   sqrt(sum of the tasks' se^2) / number of tasks), and, with two runs or more, the seeds' (the
   runs' std / sqrt(n), ddof=1): se = sqrt(evaluation_se^2 + std^2 / n). For a single run it is
   its evaluation's standard error; two seeds that happen to score alike leave the first part.
+  A task of a single problem leaves the first part, so `se`, undefined: None, shown as n/a
+  (its binomial sqrt(p (1 - p) / 1) would be 0, claiming no noise); and `mean`'s with it.
 - `difference`: the group's score minus the first group's. Its standard error is paired over
   the problems, which both groups answered: the standard error over the problems of the
   per-problem difference of the two groups' means (std(ddof=1) / sqrt(n); for `mean` combined
   over the tasks as above), with both groups' seeds' variances added. A task of a single
   problem leaves it undefined: None, shown as n/a (never 0, which would claim no noise).
+  The seeds are not paired: every evaluation in a table has the same decoding, sampling seed
+  included, so what the two groups' samples share lies in each problem's score, where the
+  pairing over the problems takes it out; the runs of a group differ in their training seeds,
+  which eval.json does not record, and two strategies trained with one seed train different
+  weights on it, so nothing makes their scores move together. Pairing them by position would
+  rest on the order the runs were given, and cost half the few degrees of freedom of the
+  seeds' part (n - 1 instead of 2n - 2).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import numpy as np
 from jaxlayer import evaluation
 from jaxlayer.rl import checkpoint
 from jaxlayer.sweep.contribution import standard_error, standard_error_of_mean
-from jaxlayer.text import counted
+from jaxlayer.text import counted, error_text
 
 MEAN_COLUMN = "mean"
 # What makes two evaluations comparable, per task: the problems, the decoding and the prompt.
@@ -152,8 +161,8 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
   Returns {"metrics" (task -> the metric scoring it), "columns", "rows": [{"name", "runs",
   "evaluations", "score", "se",
   "evaluation_se", "difference", "difference_se"}]}, the last five column -> value
-  (`difference` and `difference_se` of the first row: None; `difference_se` is None too where
-  it is undefined: a task of a single problem has no spread of differences to pair over).
+  (`difference` and `difference_se` of the first row: None; the standard errors are None too
+  where they are undefined: a task of a single problem has no spread to tell them from).
   """
   if not groups:
     raise ValueError("no runs given: name at least one group and its evaluations.")
@@ -181,7 +190,8 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
                       for c in columns}
     rows.append({"name": name, "runs": len(paths), "evaluations": [str(p) for p in paths],
                  "score": {c: float(runs[c].mean()) for c in columns},
-                 "se": {c: math.sqrt(evaluation_se[c]**2 + seeds_variance[c]) for c in columns},
+                 "se": {c: None if evaluation_se[c] is None
+                        else math.sqrt(evaluation_se[c]**2 + seeds_variance[c]) for c in columns},
                  "evaluation_se": evaluation_se})
     seeds_variances.append(seeds_variance)
     problem_means.append(means)
@@ -210,10 +220,10 @@ def format_table(table: dict) -> str:
     last = columns[-1]
     difference_se = row["difference_se"][last]
     difference = ("" if row["difference"][last] is None else
-                  f"{row['difference'][last]:+.3f} ± "
-                  + ("n/a" if difference_se is None else f"{difference_se:.3f}"))
+                  f"{row['difference'][last]:+.3f} ± {error_text(difference_se, 3)}")
     cells = [row["name"], str(row["runs"]),
-             *(f"{row['score'][c]:.3f} ± {row['se'][c]:.3f}" for c in columns), difference]
+             *(f"{row['score'][c]:.3f} ± {error_text(row['se'][c], 3)}" for c in columns),
+             difference]
     lines.append("| " + " | ".join(cells) + " |")
   num_runs = sum(row["runs"] for row in table["rows"])
   lines.append(

@@ -6,3 +6,9 @@ def counted(count: int, noun: str) -> str:
   singular for 1 (numpy integers included)."""
   count = int(count)
   return f"{count:,} {noun}{'s' * (count != 1)}"
+
+
+def error_text(standard_error: float | None, digits: int) -> str:
+  """A standard error to `digits` decimals, or 'n/a' where it is undefined (None: from a single
+  problem, say), never a 0 that would claim no noise."""
+  return "n/a" if standard_error is None else f"{standard_error:.{digits}f}"

@@ -43,6 +43,18 @@ def test_standard_error_binomial_for_pass_at_1_and_sample_se_otherwise():
     contribution.standard_error([])
 
 
+def test_one_problem_leaves_the_standard_error_undefined_not_zero():
+  """One observation has no spread: None (the binomial formula gave 0, claiming no noise), and
+  so every error computed from it, while the scores and C stay defined."""
+  assert contribution.standard_error([1.0]) is None
+  assert contribution.standard_error([0.25]) is None
+  assert contribution.standard_error_of_mean([0.03, None]) is None
+  undefined = {0: RunScore(1.0, None)}
+  summary = contribution.summarize_sweep({0: RunScore(0.0, None)}, undefined, {3: undefined})
+  assert summary.base.score_se is None and summary.layers[0].scores.score_se is None
+  assert summary.layers[0].contribution == 1.0 and summary.layers[0].contribution_se is None
+
+
 def test_contribution_standard_error_equals_finite_difference_propagation():
   k, base, full = RunScore(0.52, 0.020), RunScore(0.40, 0.022), RunScore(0.55, 0.021)
   h = 1e-6

@@ -455,6 +455,28 @@ def test_the_paired_se_of_the_gain_pairs_base_and_full_rl_by_seed(tmp_path):
   assert ("scored on the same problems; they share no seed, so each averages over its own):"
           in report.markdown_report(sweep, sweep_dir, None))
 
+
+def test_a_single_test_problem_leaves_every_standard_error_undefined(tmp_path, capsys):
+  """One problem: its 0/1 score has no spread, so score_se is null (it was 0.0) in sweep.json,
+  empty in sweep.csv and n/a in report.md and the runs' lines; C is still defined."""
+  fake = FakeRL({0: 1, 1: 0, 2: 1, 3: 0}, base_correct=0, full_correct=1, num_problems=1)
+  sweep_dir = _sweep(tmp_path, fake)
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  assert sweep["s_base_se"] is sweep["s_full_se"] is sweep["gain_se"] is None
+  assert sweep["gain_paired_se"] is None
+  assert [(l["contribution"], l["score_se"], l["contribution_se"]) for l in sweep["layers"]] == [
+      (1.0, None, None), (0.0, None, None), (1.0, None, None), (0.0, None, None)]
+  rows = list(csv.DictReader((sweep_dir / "sweep.csv").open()))
+  assert [r["score_se"] for r in rows] == [""] * 6
+  markdown = (sweep_dir / "report.md").read_text()
+  assert ("The standard error of that gain is n/a treating the two evaluations as independent: "
+          "its standard error is undefined (a single test problem), so the gain cannot be weighed "
+          "against the noise.") in markdown
+  assert "| block 0 | 1.000 | n/a | n/a | 1.00 | n/a |" in markdown
+  assert "full-seed0: pass@1 1.0000 ± n/a (train" in capsys.readouterr().out
+  assert report.summary_lines(sweep)[0] == (
+      "pass@1: base 0.000 ± n/a, full RL 1.000 ± n/a (gain +1.000)")
+
 def test_a_contribution_of_negative_zero_is_printed_as_zero(tmp_path):
   """Base 20, full RL 16 and block 0 20 of 40 solved: C(0) = 0 / -4, which floats make -0.0
   (printed "-0.00", and "-0.0" in sweep.csv, before)."""

@@ -83,16 +83,21 @@ def test_the_difference_is_paired_over_the_problems(tmp_path):
   assert paired < math.hypot(math.sqrt(0.25 / NUM_PROBLEMS), math.sqrt(0.24 / NUM_PROBLEMS)) / 2
 
 
-def test_a_single_problem_leaves_the_paired_error_undefined_not_zero(tmp_path, capsys):
-  """One problem: no spread of per-problem differences to pair over. The error is n/a (it was
-  0.000, as if the difference carried no noise), in its task's column and in the mean's."""
+def test_a_single_problem_leaves_the_errors_undefined_not_zero(tmp_path, capsys):
+  """One problem: no spread of per-problem scores, nor of their differences. The errors are n/a
+  (they were 0.000, the binomial sqrt(p (1 - p) / 1), as if the scores carried no noise), in
+  each task's column and in the mean's, with one run or two."""
   first = _write_eval(tmp_path / "first", {"math": 1, "gsm8k": 1}, num_problems=1)
   other = _write_eval(tmp_path / "other", {"math": 0, "gsm8k": 1}, num_problems=1)
-  _, row = table.runs_table({"first": [first], "other": [other]})["rows"]
+  other_seed = _write_eval(tmp_path / "other-seed", {"math": 1, "gsm8k": 1}, num_problems=1)
+  undefined = {"math": None, "gsm8k": None, "mean": None}
+  first_row, row = table.runs_table({"first": [first], "other": [other]})["rows"]
   assert row["difference"] == {"math": -1.0, "gsm8k": 0.0, "mean": -0.5}
-  assert row["difference_se"] == {"math": None, "gsm8k": None, "mean": None}
+  assert row["difference_se"] == first_row["se"] == row["se"] == row["evaluation_se"] == undefined
+  _, two_runs = table.runs_table({"first": [first], "other": [other, other_seed]})["rows"]
+  assert two_runs["se"] == undefined and two_runs["score"]["math"] == 0.5
   cli.main(["table", "--runs", "first", str(first), "--runs", "other", str(other)])
-  assert "| other | 1 | 0.000 ± 0.000 | 1.000 ± 0.000 | 0.500 ± 0.000 | -0.500 ± n/a |" in (
+  assert "| other | 1 | 0.000 ± n/a | 1.000 ± n/a | 0.500 ± n/a | -0.500 ± n/a |" in (
       capsys.readouterr().out.splitlines())
 
 

@@ -8,7 +8,9 @@ Definitions used everywhere in jaxlayer (sweep.json, report.md, the plots):
   (binomial sqrt(p(1-p)/n) for 0/1 scores, the sample standard error otherwise; over tasks,
   sqrt(sum se_t^2) / T of the tasks' standard errors, `standard_error_of_mean`). With
   several seeds it is the root-mean-square of the seeds' standard errors: every seed is
-  scored on the same test problems, so this part of the noise does not average out.
+  scored on the same test problems, so this part of the noise does not average out. A single
+  problem has no spread to tell it from: None (null in JSON, n/a in text), and so has every
+  error computed from it.
 - `score`, `score_std`: mean and sample standard deviation (ddof=1) over seeds.
 - `contribution`: C of the seed-mean scores (a ratio of means), the three means over the
   same seeds: those block k shares with full RL and the base (a block trained with fewer
@@ -50,32 +52,35 @@ class RunScore(NamedTuple):
   """One evaluated run: its score and the score's standard error over the test problems."""
 
   score: float
-  se: float
+  se: float | None  # None: undefined (a single test problem)
 
 
-def standard_error(per_problem_scores: Sequence[float]) -> float:
+def standard_error(per_problem_scores: Sequence[float]) -> float | None:
   """Standard error of the mean score over problems.
 
   0/1 scores (pass@1): the binomial sqrt(p (1 - p) / n). Other scores (mean@k, partial
-  credit): the sample standard error std(ddof=1) / sqrt(n).
+  credit): the sample standard error std(ddof=1) / sqrt(n). None for a single problem: one
+  observation has no spread (the binomial formula would give 0, claiming no noise).
   """
   scores = np.asarray(per_problem_scores, dtype=np.float64)
   n = scores.size
   if n == 0:
     raise ValueError("standard_error needs at least one per-problem score; got none.")
+  if n == 1:
+    return None
   if np.all((scores == 0.0) | (scores == 1.0)):
     p = scores.mean()
     return float(math.sqrt(p * (1.0 - p) / n))
-  if n == 1:
-    return 0.0
   return float(scores.std(ddof=1) / math.sqrt(n))
 
 
-def standard_error_of_mean(standard_errors: Sequence[float]) -> float:
+def standard_error_of_mean(standard_errors: Sequence[float | None]) -> float | None:
   """Standard error of the mean of independent scores (tasks' scores, on their own problems)
-  from their standard errors: sqrt(sum se^2) / n."""
+  from their standard errors: sqrt(sum se^2) / n; None where one of them is undefined."""
   if not standard_errors:
     raise ValueError("standard_error_of_mean needs at least one standard error; got none.")
+  if None in standard_errors:
+    return None
   return math.sqrt(sum(se**2 for se in standard_errors)) / len(standard_errors)
 
 
@@ -107,10 +112,10 @@ def contribution_standard_error(k: RunScore, base: RunScore, full: RunScore) -> 
   """Delta-method standard error of C(k) from the three scores' standard errors.
 
   With C = (k - B) / (F - B): dC/dk = 1/g, dC/dF = -C/g, dC/dB = (C - 1)/g, g = F - B.
-  None when C is undefined.
+  None when C is undefined, or one of the standard errors is.
   """
   contribution = _ratio(k.score, base.score, full.score)
-  if contribution is None:
+  if contribution is None or None in (k.se, base.se, full.se):
     return None
   gain = full.score - base.score
   variance = (k.se**2 + (contribution * full.se)**2 + ((contribution - 1.0) * base.se)**2) / gain**2
@@ -123,7 +128,7 @@ class ScoreSummary:
 
   score: float  # mean over seeds
   score_std: float | None  # sample std over seeds; None with a single seed
-  score_se: float  # evaluation noise (root-mean-square of the seeds' standard errors)
+  score_se: float | None  # evaluation noise (root-mean-square of the seeds' SEs); None: undefined
   seeds: tuple[int, ...]
   per_seed: dict[int, float]
 
@@ -134,11 +139,11 @@ def summarize_scores(runs: Mapping[int, RunScore]) -> ScoreSummary:
     raise ValueError("summarize_scores needs at least one seed's result.")
   seeds = tuple(sorted(runs))
   scores = np.array([runs[s].score for s in seeds], dtype=np.float64)
-  ses = np.array([runs[s].se for s in seeds], dtype=np.float64)
+  ses = [runs[s].se for s in seeds]
   return ScoreSummary(
       score=float(scores.mean()),
       score_std=float(scores.std(ddof=1)) if len(seeds) > 1 else None,
-      score_se=float(np.sqrt(np.mean(ses**2))),
+      score_se=None if None in ses else float(np.sqrt(np.mean(np.square(ses)))),
       seeds=seeds,
       per_seed={s: float(runs[s].score) for s in seeds},
   )

@@ -280,7 +280,8 @@ def build_sweep_json(manifest: dict, results: list[dict],
       "s_full": summary.full.score, "s_full_std": summary.full.score_std,
       "s_full_se": summary.full.score_se, "s_full_seeds": list(summary.full.seeds),
       "gain": gain,
-      "gain_se": math.hypot(summary.full.score_se, summary.base.score_se),
+      "gain_se": (None if None in (summary.full.score_se, summary.base.score_se)
+                  else math.hypot(summary.full.score_se, summary.base.score_se)),
       "gain_paired_se": _paired_gain_se(results, gain_paired_seeds),
       "gain_paired_seeds": gain_paired_seeds or None,
       "full_cost": full_cost,
@@ -638,7 +639,8 @@ def _paired_seeds_text(sweep: dict) -> str:
 
 
 def _gain_in_standard_errors(sweep: dict) -> float | None:
-  """Full RL's gain over the base in standard errors (paired where possible); None at SE 0."""
+  """Full RL's gain over the base in standard errors (paired where possible); None at SE 0 or
+  with the SE undefined (a single test problem)."""
   noise = sweep["gain_paired_se"] if sweep["gain_paired_se"] is not None else sweep["gain_se"]
   return sweep["gain"] / noise if noise else None
 
@@ -674,8 +676,8 @@ def _best_and_worst(sweep: dict, worst_label: str) -> str:
 def summary_lines(sweep: dict) -> list[str]:
   """The sweep's result in a few lines, for the terminal (report.md has the rest)."""
   gain_in_se = _gain_in_standard_errors(sweep)
-  lines = [f"{sweep['metric']}: base {sweep['s_base']:.3f} ± {sweep['s_base_se']:.3f}, full RL "
-           f"{sweep['s_full']:.3f} ± {sweep['s_full_se']:.3f} (gain {sweep['gain']:+z.3f}"
+  lines = [f"{sweep['metric']}: base {sweep['s_base']:.3f} ± {_fmt(sweep['s_base_se'])}, full RL "
+           f"{sweep['s_full']:.3f} ± {_fmt(sweep['s_full_se'])} (gain {sweep['gain']:+z.3f}"
            + (f", {gain_in_se:z.1f} standard errors)" if gain_in_se is not None else ")")]
   if sweep["best_layer"] is not None:
     halved = " of the blocks trained to the end" if sweep.get("halving") else ""
@@ -731,13 +733,15 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
   paired = sweep["gain_paired_se"] is not None
   gain_in_se = _gain_in_standard_errors(sweep)
   change = "gain" if sweep["gain"] >= 0 else "loss"  # full RL may end below the base
+  noise = ("undefined (a single test problem)" if sweep["gain_se"] is None and not paired
+           else "0")
   verdict = (f": the {change} is {abs(gain_in_se):.1f} standard errors." if gain_in_se is not None
-             else f": its standard error is 0, so the {change} cannot be weighed against the "
-             "noise.")
+             else f": its standard error is {noise}, so the {change} cannot be weighed against "
+             "the noise.")
   lines += ["## Evaluation noise", "",
             f"Full RL scored {abs(sweep['gain']):.3f} {'above' if change == 'gain' else 'below'}"
             f" the base. The standard error of that {change} "
-            f"is {sweep['gain_se']:.3f} treating the two evaluations as independent"
+            f"is {_fmt(sweep['gain_se'])} treating the two evaluations as independent"
             + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences (both are "
                f"scored on the same problems{_paired_seeds_text(sweep)})" if paired else "")
             + verdict
