@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxlayer.text import counted
+from jaxlayer.text import counted, error_text
 
 
 def test_a_count_names_its_noun_in_the_singular_for_one_only():
@@ -11,3 +11,8 @@ def test_a_count_names_its_noun_in_the_singular_for_one_only():
   assert counted(np.int64(1), "token") == "1 token"
   assert counted(np.int32(3), "RL step") == "3 RL steps"
   assert counted(197120, "trained weight") == "197,120 trained weights"
+
+
+def test_an_undefined_standard_error_reads_n_a_never_zero():
+  assert [error_text(0.0123, 3), error_text(0.0, 4), error_text(None, 3)] == [
+      "0.012", "0.0000", "n/a"]
