@@ -4,8 +4,8 @@ The paper's strategy table (full RL, Boost-B10, Only-B5, Mid-5; each the mean of
 `jaxlayer eval` results: each group is a name and one or more evaluations, typically the seeds
 of one strategy, every one on the same problems with the same decoding.
 
-- Every evaluation must be of the same problems (their fingerprint in eval.json), decoding,
-  prompts and metrics.
+- Every evaluation must be of the same problems (their fingerprint in eval.json), decoding
+  (eval.batch_size aside: it changes no score), prompts and metrics.
 - A run's score on a task is its eval.json score by the task's metric (eval.tasks' NAME:METRIC,
   else eval.metric: pass@1, or mean@k); with several tasks (`eval.tasks`), `mean` is the mean
   over the tasks (the paper's math score: the mean of its four benchmarks, AMC by mean@32).
@@ -49,6 +49,9 @@ from jaxlayer.text import counted, error_text
 MEAN_COLUMN = "mean"
 # What makes two evaluations comparable, per task: the problems, the decoding and the prompt.
 _SAME_PER_TASK = ("num_problems", "decoding", "prompt")
+# Decoding settings that change no score: completions per generate call (the same samples at
+# any eval.batch_size).
+_SCORE_FREE_DECODING = ("batch_size",)
 
 
 def eval_file(path: str | os.PathLike) -> Path:
@@ -130,6 +133,15 @@ def _paired_problems_se(problem_means: Mapping[str, np.ndarray],
   return errors
 
 
+def _compared(task_result: dict, key: str):
+  """A task's eval.json entry `key` as `_check_comparable` compares it: its decoding less
+  _SCORE_FREE_DECODING."""
+  value = task_result[key]
+  if key == "decoding":
+    return {name: setting for name, setting in value.items() if name not in _SCORE_FREE_DECODING}
+  return value
+
+
 def _check_comparable(reports: Mapping[Path, dict]) -> None:
   (first_path, first), *others = reports.items()
   for path, report in others:
@@ -142,10 +154,11 @@ def _check_comparable(reports: Mapping[Path, dict]) -> None:
         raise ValueError(f"{path} scored {task} by {metric} but {first_path} by {first_metric}: "
                          "evaluate every run with the same eval.metric and eval.tasks.")
       for key in _SAME_PER_TASK:
-        if result[key] != first["tasks"][task][key]:
+        value, first_value = _compared(result, key), _compared(first["tasks"][task], key)
+        if value != first_value:
           raise ValueError(f"{path} and {first_path} were evaluated on {task} with different "
-                           f"{key} ({result[key]} vs {first['tasks'][task][key]}): evaluate "
-                           "every run with the same config and eval settings.")
+                           f"{key} ({value} vs {first_value}): evaluate every run with the same "
+                           "config and eval settings.")
       # (An eval.json written before evaluations recorded their problems has no fingerprint.)
       fingerprints = {result.get("problems"), first["tasks"][task].get("problems")}
       if None not in fingerprints and len(fingerprints) > 1:

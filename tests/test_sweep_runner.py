@@ -212,7 +212,8 @@ def test_changed_settings_are_refused_and_force_new_dir_starts_beside(tmp_path):
 def test_settings_that_do_not_change_scores_may_change_on_resume(tmp_path):
   """Among them those a sweep resumed on another mesh may need, as a run resumed there may
   change them: the micro-batch (one that the new mesh's data x fsdp shards divide, or smaller
-  to fit fewer devices) and remat."""
+  to fit fewer devices) and remat; and eval.batch_size, lowered to fit the evaluation (the same
+  samples at any batch_size)."""
   _run(make_config(tmp_path / "sweep", layers="0"), FakeRL(BLOCKS))
   config = make_config(tmp_path / "sweep", layers="0,1")
   config.checkpoint.every = 3
@@ -223,6 +224,7 @@ def test_settings_that_do_not_change_scores_may_change_on_resume(tmp_path):
   config.rollout.prompts_per_call = 2
   config.rollout.replicate_params = True
   config.eval.replicate_params = False
+  config.eval.batch_size = 2
   config.compilation_cache_dir = str(tmp_path / "xla")
   fake = FakeRL(BLOCKS)
   _run(config, fake)

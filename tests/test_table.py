@@ -19,12 +19,13 @@ PROMPT = {"template": "{question}"}
 
 def _write_eval(directory, correct: dict[str, int], metric: str = "pass@1",
                 num_problems: int = NUM_PROBLEMS, task_metrics: dict[str, str] | None = None,
-                problems: str | None = None):
+                problems: str | None = None, decoding: dict | None = None):
   """An eval.json as `jaxlayer eval` writes it: task -> that many of the problems solved.
 
   task_metrics: task -> the metric scoring it ("pass@1" or "mean@4"), written as today's
   eval.json has it; None: an eval.json from before tasks had their own (eval.metric's).
-  problems: every task's problems fingerprint; None: an eval.json from before they had one."""
+  problems: every task's problems fingerprint; None: an eval.json from before they had one.
+  decoding: every task's decoding settings (None: DECODING)."""
   results = []
   for task, solved in correct.items():
     per_problem = [1.0] * solved + [0.0] * (num_problems - solved)
@@ -33,8 +34,9 @@ def _write_eval(directory, correct: dict[str, int], metric: str = "pass@1",
     if metric == "mean@k" or task_metrics:  # four samples per problem: a quarter point less each
       per_metric["mean@4"] = [max(score - 0.25, 0.0) for score in per_problem]
       scores["mean@4"] = float(np.mean(per_metric["mean@4"]))
-    results.append(evaluation.EvalResult(task, num_problems, scores, per_metric, DECODING, PROMPT,
-                                         generations=[], problems=problems))
+    results.append(evaluation.EvalResult(task, num_problems, scores, per_metric,
+                                         decoding or DECODING, PROMPT, generations=[],
+                                         problems=problems))
   settings = {**evaluation.default_eval_config().to_dict(), "metric": metric}
   report = {"model": "m", "kind": "huggingface", "eval_settings": settings,
             "tasks": {r.task: {**r.summary(), **({"metric": task_metrics[r.task]}
@@ -238,3 +240,19 @@ def test_evaluations_of_other_problems_of_the_same_task_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"were evaluated on different arithmetic problems \(as "
                        "many, with other questions or answers: another data file, task seed"):
       table.runs_table({"first": [first], "other": [other]})
+
+
+def test_evaluations_at_another_batch_size_are_compared_but_not_other_decoding(tmp_path):
+  """eval.batch_size (completions per generate call) draws the same samples: a run evaluated at
+  a smaller one to fit memory stands beside the others; another max_new_tokens does not."""
+  first = _write_eval(tmp_path / "first", {"arithmetic": 5},
+                      decoding={**DECODING, "batch_size": 64})
+  smaller = _write_eval(tmp_path / "smaller", {"arithmetic": 7},
+                        decoding={**DECODING, "batch_size": 8})
+  rows = table.runs_table({"first": [first], "smaller": [smaller]})["rows"]
+  assert rows[1]["difference"]["arithmetic"] == pytest.approx(0.2)
+  longer = _write_eval(tmp_path / "longer", {"arithmetic": 7},
+                       decoding={**DECODING, "batch_size": 64, "max_new_tokens": 16})
+  with pytest.raises(ValueError, match=r"with different decoding \(\{'mode': 'greedy', "
+                     r"'max_new_tokens': 16\} vs \{'mode': 'greedy', 'max_new_tokens': 8\}\)"):
+    table.runs_table({"first": [first], "longer": [longer]})

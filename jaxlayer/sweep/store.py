@@ -45,8 +45,9 @@ RUNS = "runs"
 TRAIN_SECONDS = "train_seconds.json"
 # Config entries that do not change what a score means; any other difference between two
 # configs means a different experiment, whose results never mix in one sweep directory.
-# (train.layers, seed and run_dir are set per run by the sweep; rollout.prompts_per_call and
-# the replicate_params keys only batch or place the same samples differently, and
+# (train.layers, seed and run_dir are set per run by the sweep; rollout.prompts_per_call,
+# eval.batch_size and the replicate_params keys only batch or place the same samples
+# differently (evaluation.evaluate: the same samples at any batch_size), and
 # train.micro_batch_size and train.remat how an update's gradient is computed, as for a run
 # (rl.config.RESUMABLE_KEYS): a sweep resumed on fewer devices may need them to fit, one on a
 # wider mesh a micro-batch its data x fsdp shards divide.) eval.tasks and eval.task_options
@@ -54,7 +55,8 @@ TRAIN_SECONDS = "train_seconds.json"
 # a score are left out too (unused_eval_settings).
 NOT_IDENTITY = ("sweep", "seed", "run_dir", "compilation_cache_dir", "mesh", "checkpoint",
                 "logging", "train.layers", "train.micro_batch_size", "train.remat",
-                "rollout.prompts_per_call", "rollout.replicate_params", "eval.replicate_params")
+                "rollout.prompts_per_call", "rollout.replicate_params", "eval.batch_size",
+                "eval.replicate_params")
 
 
 def unused_eval_settings(eval_config: dict) -> set[str]:
