@@ -74,7 +74,7 @@ def test_mid5_on_28_blocks_is_11_to_15():
 
 def test_registered_macro_expands(monkeypatch):
   monkeypatch.setattr(selection, "_MACROS", list(selection._MACROS))  # registered for this test
-  selection.register_selection_macro(r"odd_blocks", lambda m, n: "layers." + ",".join(
+  selection.register_selection_macro(r"odd_blocks", lambda m, n, model_dir: "layers." + ",".join(
       str(i) for i in range(1, n, 2)))
   assert select("odd_blocks") == block(1) + block(3)
 

@@ -315,6 +315,28 @@ def test_a_moved_base_model_resumes_its_sweep_and_another_model_is_refused(tmp_p
   assert (sweep_dir / "manifest.json").read_text() == manifest
 
 
+def test_top_k_of_a_sweep_ranks_the_blocks_of_its_own_model_only(tmp_path):
+  """topK@DIR of a sweep of another model with as many blocks was accepted (only the block
+  count was checked), training blocks ranked on other weights; the sweep's own model, moved,
+  still matches; a sweep given num_layers recorded no fingerprint and checks the count alone."""
+  model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
+  profiled = _run_on_model(tmp_path / "profile", model_dir, FakeRL(BLOCKS), layers="all")
+  moved = model_dir.rename(tmp_path / "moved")
+  assert runner.parse_groups(f"top2@{profiled}", NUM_LAYERS, moved) == [(1, 2)]  # C: 1 > 2
+  other = write_model_config(tmp_path / "other", num_layers=NUM_LAYERS, weights_seed=1)
+  for term in (f"top2@{profiled}", f"bottom2@{profiled}"):
+    with pytest.raises(ValueError, match=(
+        rf"Selection '{term}': that sweep measured the blocks of {model_dir} \(weights fingerprint "
+        rf"[0-9a-f]{{16}}\), but this model, {other}, has other weights \(fingerprint "
+        rf"[0-9a-f]{{16}}\) with as many blocks, .* Use a sweep of this model \(`jaxlayer sweep "
+        rf"--config.model.path={other} ...`\), or train the model the sweep measured.")):
+      runner.parse_groups(term, NUM_LAYERS, other)
+  unfingerprinted = runner.run_sweep(make_config(tmp_path / "library", layers="all"),
+                                     train_fn=FakeRL(BLOCKS).train, eval_fn=FakeRL(BLOCKS).eval,
+                                     num_layers=NUM_LAYERS)
+  assert runner.parse_groups(f"top2@{unfingerprinted}", NUM_LAYERS, other) == [(1, 2)]
+
+
 def test_a_sweep_from_before_fingerprints_resumes_only_at_its_model_path(tmp_path):
   model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
   sweep_dir = _run_on_model(tmp_path / "sweep", model_dir, FakeRL(BLOCKS))

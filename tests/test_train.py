@@ -913,6 +913,26 @@ def test_summary_names_the_blocks_of_a_named_selection_and_of_each_learning_rate
   assert "learning rate" not in header(layers="layers.1")
 
 
+def test_a_run_takes_the_ranking_of_a_sweep_of_its_own_weights_only(tmp_path):
+  """top2@DIR of a sweep of another 8-block model trained the blocks that model ranked: only
+  the block count was checked. The sweep's manifest.json records its weights' fingerprint."""
+  import jaxlayer.sweep.strategies  # noqa: F401  (topK@SWEEP_DIR)
+
+  (tmp_path / "sweep.json").write_text(json.dumps({"model": "other-model", "num_layers": 8,
+                                                   "layers": [{"layer": k, "score": 0.3 + k / 100,
+                                                               "contribution": k / 10}
+                                                              for k in range(8)]}))
+  config = small_config(assets.TINY_ARITH, tmp_path / "run", None, layers=f"top2@{tmp_path}")
+  manifest = {"model_fingerprint": models.weights_fingerprint(assets.TINY_ARITH)}
+  (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+  assert train.plan(config).summary().startswith(f"top2@{tmp_path} (blocks 6, 7) of ")
+  (tmp_path / "manifest.json").write_text(json.dumps({"model_fingerprint": "0123456789abcdef"}))
+  with pytest.raises(ValueError, match=r"that sweep measured the blocks of other-model \(weights "
+                     r"fingerprint 0123456789abcdef\), but this model, .*tiny-arith, has other "
+                     r"weights"):
+    train.plan(config)
+
+
 def test_missing_model_path_and_run_dir_are_named(tmp_path):
   cfg = default_config()
   with pytest.raises(ValueError, match=r"--config.model.path=DIR"):

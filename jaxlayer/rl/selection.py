@@ -26,6 +26,7 @@ the match into a plain selection. `register_selection_macro` adds one (the sweep
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -37,12 +38,17 @@ class SelectionSourceMissing(FileNotFoundError):
   """What a named selection is read from is gone (the sweep directory of topK@SWEEP_DIR)."""
 
 
-# (pattern matched against a whole term, expand(match, num_layers) -> selection string).
-_MACROS: list[tuple[re.Pattern, Callable[[re.Match, int], str]]] = []
+# The model's local checkpoint directory, which a named selection measured on a model (the
+# sweep of topK@SWEEP_DIR) checks is that model; None where the caller does not know it (then
+# only the block count can be checked).
+ModelDir = str | os.PathLike | None
+# (pattern matched against a whole term, expand(match, num_layers, model_dir) -> selection).
+_MACROS: list[tuple[re.Pattern, Callable[[re.Match, int, ModelDir], str]]] = []
 
 
-def register_selection_macro(pattern: str, expand: Callable[[re.Match, int], str]) -> None:
-  """Makes terms that fully match `pattern` expand to `expand(match, num_layers)`.
+def register_selection_macro(pattern: str,
+                             expand: Callable[[re.Match, int, ModelDir], str]) -> None:
+  """Makes terms that fully match `pattern` expand to `expand(match, num_layers, model_dir)`.
 
   The expansion is itself a selection string (e.g. "layers.3,7,12"), resolved like any other.
   An `expand` that reads what it stands for from a file raises SelectionSourceMissing when that
@@ -51,7 +57,8 @@ def register_selection_macro(pattern: str, expand: Callable[[re.Match, int], str
   _MACROS.append((re.compile(pattern), expand))
 
 
-def _middle_blocks(match: re.Match, num_layers: int) -> str:
+def _middle_blocks(match: re.Match, num_layers: int, model_dir: ModelDir) -> str:
+  del model_dir  # (the middle of any model)
   count = int(match.group(1))
   if not 1 <= count <= num_layers:
     raise ValueError(f"Selection 'mid{count}' needs 1 <= {count} <= {num_layers} (the model's "
@@ -63,19 +70,19 @@ def _middle_blocks(match: re.Match, num_layers: int) -> str:
 register_selection_macro(r"mid(\d+)", _middle_blocks)
 
 
-def _expand_macro(term: str, num_layers: int) -> str | None:
+def _expand_macro(term: str, num_layers: int, model_dir: ModelDir) -> str | None:
   """The plain selection a named selection term stands for; None when `term` is none."""
   found = next(((m, expand) for p, expand in _MACROS if (m := p.fullmatch(term))), None)
   if found is None:
     return None
   match, expand = found
-  return expand(match, num_layers)
+  return expand(match, num_layers, model_dir)
 
 
-def named_blocks(term: str, num_layers: int) -> list[int] | None:
-  """The blocks a named selection of whole blocks (mid5, top5@SWEEP_DIR, ...) stands for,
-  sorted; None when `term` is no named selection."""
-  expansion = _expand_macro(term, num_layers)
+def named_blocks(term: str, num_layers: int, model_dir: ModelDir = None) -> list[int] | None:
+  """The blocks a named selection of whole blocks (mid5, top5@SWEEP_DIR, ...) stands for on the
+  model in model_dir (see ModelDir), sorted; None when `term` is no named selection."""
+  expansion = _expand_macro(term, num_layers, model_dir)
   if expansion is None:
     return None
   blocks = set()
@@ -87,8 +94,10 @@ def named_blocks(term: str, num_layers: int) -> list[int] | None:
   return sorted(blocks)
 
 
-def select(spec: str, param_paths: Sequence[str], num_layers: int) -> list[str]:
-  """The parameter paths (in model order) that `spec` selects; a clear error for any bad term."""
+def select(spec: str, param_paths: Sequence[str], num_layers: int,
+           model_dir: ModelDir = None) -> list[str]:
+  """The parameter paths (in model order) that `spec` selects in the model in model_dir (see
+  ModelDir); a clear error for any bad term."""
   terms = [term.strip() for term in str(spec).split(",")]
   if not any(terms):
     raise ValueError("The selection is empty: name what trains, e.g. 'all', 'layers.14', "
@@ -103,9 +112,9 @@ def select(spec: str, param_paths: Sequence[str], num_layers: int) -> list[str]:
       chosen.update(param_paths)
       previous_layers_part = None
       continue
-    expansion = _expand_macro(term, num_layers)
+    expansion = _expand_macro(term, num_layers, model_dir)
     if expansion is not None:
-      chosen.update(select(expansion, param_paths, num_layers))
+      chosen.update(select(expansion, param_paths, num_layers, model_dir))
       previous_layers_part = None
       continue
     bare = _BARE_BLOCKS.fullmatch(term)
@@ -191,20 +200,22 @@ DEFAULT_GROUP = "default"
 
 
 def resolve(param_paths: Sequence[str], num_layers: int, layers: str, learning_rate: float,
-            lr_groups: Mapping[str, float] | None = None) -> Selection:
-  """Resolves `layers` and optional per-group learning rates (selection -> rate).
+            lr_groups: Mapping[str, float] | None = None,
+            model_dir: ModelDir = None) -> Selection:
+  """Resolves `layers` and optional per-group learning rates (selection -> rate) in the model
+  in model_dir (see ModelDir).
 
   Each lr group must lie inside `layers` and groups may not overlap; the rest of `layers`
   trains at `learning_rate` (the paper's Boost-B10: `layers=all`, top-10 blocks at 1e-5).
   """
-  trainable = select(layers, param_paths, num_layers)
+  trainable = select(layers, param_paths, num_layers, model_dir)
   groups = {path: DEFAULT_GROUP for path in trainable}
   learning_rates = {DEFAULT_GROUP: float(learning_rate)}
   owner: dict[str, str] = {}
   for index, (group_spec, rate) in enumerate((lr_groups or {}).items()):
     name = f"group{index}"
     learning_rates[name] = float(rate)
-    for path in select(group_spec, param_paths, num_layers):
+    for path in select(group_spec, param_paths, num_layers, model_dir):
       if path not in groups:
         raise ValueError(f"Learning-rate group {group_spec!r} selects {path}, which "
                          f"train.layers={layers!r} leaves frozen: widen train.layers or narrow "

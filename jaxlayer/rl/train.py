@@ -108,7 +108,7 @@ class TrainPlan:
     unit = "episodes" if cfg.env.name else "responses"
     layers = str(cfg.train.layers)
     num_layers = self.model_config.num_layers
-    if any(selection.named_blocks(term.strip(), num_layers) is not None
+    if any(selection.named_blocks(term.strip(), num_layers, self.model_dir) is not None
            for term in layers.split(",")):
       layers += f" ({_parts_text(self.selection.trainable)})"
     rates = ""
@@ -223,7 +223,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   try:
     chosen = selection.resolve(param_paths, model_config.num_layers, train_cfg.layers,
                                train_cfg.learning_rate,
-                               selection.parse_lr_groups(train_cfg.lr_groups))
+                               selection.parse_lr_groups(train_cfg.lr_groups), model_dir)
   except selection.SelectionSourceMissing as missing:  # a topK@SWEEP_DIR whose sweep is gone
     chosen = _finished_run_selection(config, param_paths, missing)
   algorithm = algorithms.resolve_algorithm(

@@ -246,14 +246,15 @@ def parse_layers(value: str | int | Sequence[int] | None, num_layers: int) -> li
   return sorted(set(_check_blocks(indices, "layers", num_layers)))
 
 
-def parse_groups(value: str | Sequence[Sequence[int]] | None,
-                 num_layers: int) -> list[tuple[int, ...]]:
+def parse_groups(value: str | Sequence[Sequence[int]] | None, num_layers: int,
+                 model_dir: selection.ModelDir = None) -> list[tuple[int, ...]]:
   """config.sweep.groups -> the groups of blocks to train together, each sorted, in order.
 
   Accepts "" (or None: no group), "3+4,10-12" (a group per comma; blocks joined by + or
   ranges, and named selections of blocks: "mid5", the paper's Only-B5 "top5@SWEEP_DIR",
   Only-W5 "bottom5@SWEEP_DIR", "mid3+20"), "adjacent" among them (every pair k, k + 1) or a
-  tuple of tuples of ints. A group needs two or more blocks of the model.
+  tuple of tuples of ints. A group needs two or more blocks of the model. model_dir: the
+  model's checkpoint, which a group ranked by a sweep must be of (selection.ModelDir).
   """
   if value is None or (isinstance(value, str) and not value.strip()):
     return []
@@ -264,7 +265,7 @@ def parse_groups(value: str | Sequence[Sequence[int]] | None,
         groups += [(k, k + 1) for k in range(num_layers - 1)]
         continue
       groups.append([i for part in entry.split("+") for i in (
-          selection.named_blocks(part.strip(), num_layers)
+          selection.named_blocks(part.strip(), num_layers, model_dir)
           or _block_range(part, "groups", value, "3+4,10-12, mid5 or 'adjacent'"))])
   elif isinstance(value, Sequence) and all(
       isinstance(g, Sequence) and all(isinstance(i, int) for i in g) for g in value):
@@ -599,7 +600,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   train_fn / eval_fn: see the module docstring; default to jaxlayer's RL and evaluation.
   num_layers: the model's block count; when None, read from the checkpoint's config.json,
     and the fingerprint of its weights is recorded (a sweep directory takes its base model
-    found at another path by it).
+    found at another path by it, and topK@ / bottomK@ of this sweep refuse another model's
+    weights). Given, no checkpoint is read and no fingerprint recorded: the sweep directory
+    then takes its model by model.path, and its topK@ selections check the block count alone.
   command: the command line that started the sweep (or resumed it with its base model at a
     new place), quoted in the report for rerunning.
   dry_run: check every setting, print what would run and how much of it is done, and return
@@ -616,16 +619,19 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
 
     evaluation.eval_settings(config)  # bad eval settings fail before the sweep directory is made
     eval_fn = default_eval_fn
-  fingerprint = None
+  fingerprint, model_dir = None, None
   if num_layers is None:
+    from jaxlayer.models.hub import resolve_model_dir
+
     with distributed.failing_together("Finding the model"):  # every host must have it
       num_layers = model_num_layers(config.model.path)
       fingerprint = model_fingerprint(config.model.path)
+      model_dir = resolve_model_dir(config.model.path)
   if evaluating:
     with distributed.failing_together("Checking the evaluation"):
       _check_eval_fits(config)
   layers = parse_layers(config.sweep.layers, num_layers)
-  groups = parse_groups(config.sweep.get("groups"), num_layers)
+  groups = parse_groups(config.sweep.get("groups"), num_layers, model_dir)
   if not layers and not groups:
     raise ValueError("sweep.layers='none' and sweep.groups is empty: there is nothing to train. "
                      "Name blocks (--config.sweep.layers=0,3,7) or groups of blocks "

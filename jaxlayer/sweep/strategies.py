@@ -14,6 +14,12 @@ The blocks are ranked by score, which is their order by C(k) when full RL gained
 right order when it lost, where C's scale is negative). Blocks whose C is undefined are never
 ranked; ties go to the lower block index. From a sweep with successive halving
 (sweep.halving_steps) only topK is defined, over the blocks that trained to the end.
+
+The sweep must be of the model that trains: of as many blocks, and, where the sweep recorded its
+base model's weights fingerprint (manifest.json, models.weights_fingerprint) and the caller
+names the model (selection.ModelDir), of the same weights, wherever either checkpoint lies now.
+A sweep that recorded none (`run_sweep(num_layers=...)`, which reads no checkpoint, or one from
+before jaxlayer recorded it) is checked by its block count alone.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from jaxlayer.text import counted
 RANKED_PATTERN = r"(top|bottom)(\d+)@(.+)"
 
 
-def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int) -> list[int]:
+def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int,
+                  model_dir: selection.ModelDir = None) -> list[int]:
   """The k blocks with the highest (or lowest) score, the largest (or smallest) C(k) when full
-  RL gained, in the sweep at sweep_dir, sorted."""
+  RL gained, in the sweep at sweep_dir, sorted; the sweep checked to be of the model in
+  model_dir (see the module docstring)."""
   which = "top" if largest else "bottom"
   path = paths.local_path(sweep_dir, f"{which}{k}@SWEEP_DIR") / "sweep.json"  # ~ expanded
   if not path.is_file():
@@ -43,6 +51,7 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep measured a model of "
                      f"{counted(sweep['num_layers'], 'block')}, but this model has "
                      f"{counted(num_layers, 'block')}; use a sweep of this model.")
+  _check_same_model(path.parent, sweep, f"{which}{k}@{sweep_dir}", model_dir)
   halved = bool(sweep.get("halving"))
   if halved and not largest:
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep used successive halving, "
@@ -67,9 +76,29 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int)
   return sorted(layer for _, layer in ordered[:k])
 
 
-def _expand_ranked(match: re.Match, num_layers: int) -> str:
+def _check_same_model(sweep_dir: Path, sweep: dict, term: str,
+                      model_dir: selection.ModelDir) -> None:
+  """Raises ValueError when the sweep's base model's weights differ from those in model_dir."""
+  manifest_path = sweep_dir / store.MANIFEST
+  recorded = (store.read_json(manifest_path).get(store.FINGERPRINT)
+              if manifest_path.is_file() else None)
+  if model_dir is None or recorded is None:
+    return
+  from jaxlayer import models  # (the sweep package imports no model code until it needs it)
+
+  found = models.weights_fingerprint(model_dir)
+  if found != recorded:
+    raise ValueError(
+        f"Selection '{term}': that sweep measured the blocks of {sweep['model']} (weights "
+        f"fingerprint {recorded}), but this model, {model_dir}, has other weights (fingerprint "
+        f"{found}) with as many blocks, whose contributions the sweep did not measure. Use a "
+        f"sweep of this model (`jaxlayer sweep --config.model.path={model_dir} ...`), or train "
+        "the model the sweep measured.")
+
+
+def _expand_ranked(match: re.Match, num_layers: int, model_dir: selection.ModelDir) -> str:
   which, k, sweep_dir = match.groups()
-  blocks = ranked_blocks(sweep_dir, int(k), which == "top", num_layers)
+  blocks = ranked_blocks(sweep_dir, int(k), which == "top", num_layers, model_dir)
   return "layers." + ",".join(map(str, blocks))
 
 
