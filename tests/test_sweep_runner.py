@@ -10,7 +10,7 @@ import pytest
 
 from jaxlayer import assets, cli, distributed, locks, models, paths
 from jaxlayer.rl.config import default_config
-from jaxlayer.sweep import report, runner, store
+from jaxlayer.sweep import compare, report, runner, store
 from jaxlayer.sweep.store import RunSpec
 from tests.sweep_fakes import (NUM_PROBLEMS, REPO, FakeRL, FakeTasksRL, make_config,
                                write_model_config)
@@ -82,6 +82,40 @@ def test_interrupted_sweep_resumes_and_reruns_only_the_unfinished_runs(tmp_path)
   again = FakeRL(BLOCKS)
   _run(config, again)  # a finished sweep runs nothing
   assert again.train_calls == [] and again.eval_calls == []
+
+
+def test_an_extended_sweep_ranks_nothing_until_it_finishes(tmp_path):
+  """A finished sweep of blocks 0 and 3, extended to blocks 1 and 2 and interrupted after block
+  1: topK@ and `jaxlayer compare` read the old sweep.json, which ranked block 0 first though
+  block 1's result was there. Now they are refused until the sweep finishes; nothing is lost."""
+  sweep_dir = tmp_path / "sweep"
+  _run(make_config(sweep_dir, layers="0,3"), FakeRL(BLOCKS))
+  assert runner.parse_groups(f"top2@{sweep_dir}", NUM_LAYERS) == [(0, 3)]
+  refused = make_config(sweep_dir, layers="all")
+  refused.train.learning_rate *= 3
+  with pytest.raises(ValueError, match="holds a sweep with different settings"):
+    _run(refused, FakeRL(BLOCKS))
+  assert runner.parse_groups(f"top2@{sweep_dir}", NUM_LAYERS) == [(0, 3)]  # it ran nothing
+  extended = make_config(sweep_dir, layers="all")
+  with pytest.raises(KeyboardInterrupt):  # block 1, then Ctrl-C in block 2
+    runner.run_sweep(extended, train_fn=FakeRL(BLOCKS, interrupt_on_train_call=2).train,
+                     eval_fn=FakeRL(BLOCKS).eval, num_layers=NUM_LAYERS,
+                     command="jaxlayer sweep --config.sweep.layers=all")
+  assert store.is_done(sweep_dir, RunSpec("layer", 0, layer=1))
+  unfinished = (rf"the sweep in {sweep_dir} was started again \(to add blocks, groups or seeds, "
+                r"or to resume it\) and has not finished: its sweep.json, if any, is that of the "
+                r"sweep before and leaves out the runs since. Finish the sweep: run `jaxlayer "
+                r"sweep --config.sweep.layers=all` again; it skips the finished runs")
+  with pytest.raises(ValueError, match=rf"Selection 'top2@{sweep_dir}': {unfinished}"):
+    runner.parse_groups(f"top2@{sweep_dir}", NUM_LAYERS)
+  with pytest.raises(ValueError, match=rf"Comparing {sweep_dir}: {unfinished}"):
+    compare.compare_sweep_dirs(sweep_dir, sweep_dir, tmp_path / "compare")
+
+  resumed = FakeRL(BLOCKS)
+  _run(extended, resumed)
+  assert resumed.train_calls == [((2,), 0)]  # block 1's result was kept
+  assert runner.parse_groups(f"top2@{sweep_dir}", NUM_LAYERS) == [(1, 2)]  # 26 and 20 solved
+  assert not (sweep_dir / store.UNFINISHED).exists()
 
 
 def test_a_run_interrupted_before_writing_leaves_only_what_it_found(tmp_path):

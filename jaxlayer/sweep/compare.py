@@ -31,6 +31,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> dict:
   if not path.is_file():
     raise FileNotFoundError(f"{path} does not exist: {sweep_dir} is not a finished sweep. Run "
                             "`jaxlayer sweep --config ...` to completion first.")
+  store.check_finished(path.parent, f"Comparing {sweep_dir}")
   return store.read_json(path)
 
 

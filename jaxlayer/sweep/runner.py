@@ -674,6 +674,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
       for index, stop_at in enumerate([*rungs, None]):
         specs = plan_runs(layers, seeds, groups, stop_at, base=index == 0)
         _check_rung_is_ahead(specs, sweep_dir)
+        if distributed.is_primary():  # sweep.json, if any, leaves out the runs from here on
+          store.mark_unfinished(sweep_dir, command)
         results = stage.run(specs, bar)
         if stop_at is not None:
           kept_layers = best_at_rung(layers, "layer", results, keep)
@@ -687,6 +689,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
           layers, groups = kept_layers, kept_groups
     if distributed.is_primary():
       report.write_report(sweep_dir)
+      store.mark_finished(sweep_dir)
     distributed.sync("jaxlayer: sweep report written")
   return sweep_dir
 

@@ -14,6 +14,10 @@
       compile_cache/         XLA's compiled programs, shared by the runs (unless the config's
                              compilation_cache_dir puts them elsewhere)
       sweep.json sweep.csv contribution.png curves.png report.md   (jaxlayer.sweep.report)
+      unfinished.json        while a sweep runs, and after it stopped before writing its report
+                             (interrupted, or an error): the command that started it. The
+                             report files are then those of the sweep before, if any: they
+                             leave out the runs since (blocks, groups or seeds added).
 
 Run names: `base-seed0`, `full-seed0`, `layer07-seed0`, `group03+04-seed0` (blocks 3 and 4
 trained together); a rung of successive halving: `layer07-seed0-step15`.
@@ -37,6 +41,7 @@ COST_KEYS = ("trained_params", "optimizer_state_bytes", "memory_per_device_bytes
 MANIFEST = "manifest.json"
 FINGERPRINT = "model_fingerprint"  # manifest.json's models.weights_fingerprint of model.path
 RESULT = "result.json"
+UNFINISHED = "unfinished.json"
 RUNS = "runs"
 # In a run's directory: the wall time of its training so far, summed over the calls that trained
 # it (an interrupted call, the rungs of successive halving), so that a resumed run's
@@ -126,6 +131,33 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
   with open(path) as f:
     return json.load(f)
+
+
+def mark_unfinished(sweep_dir: Path, command: str | None) -> None:
+  """Records that the sweep in sweep_dir runs until mark_finished, with the command to rerun."""
+  write_json_atomic(sweep_dir / UNFINISHED, {"command": command})
+
+
+def mark_finished(sweep_dir: Path) -> None:
+  """The sweep wrote its report of every run: sweep.json is current."""
+  (sweep_dir / UNFINISHED).unlink(missing_ok=True)
+
+
+def check_finished(sweep_dir: Path, use: str) -> None:
+  """Raises ValueError, for `use` of its sweep.json (a selection, a comparison), when the sweep
+  in sweep_dir was started again and has not written its report since: its sweep.json (when
+  there is one) ranks the runs of the sweep before, not the ones added since."""
+  path = sweep_dir / UNFINISHED
+  if not path.is_file():
+    return
+  command = read_json(path)["command"]
+  rerun = (f"run `{command}` again" if command else
+           "run the same sweep again (the same config and sweep.dir)")
+  raise ValueError(
+      f"{use}: the sweep in {sweep_dir} was started again (to add blocks, groups or seeds, or to "
+      "resume it) and has not finished: its sweep.json, if any, is that of the sweep before and "
+      f"leaves out the runs since. Finish the sweep: {rerun}; it skips the finished runs and "
+      "writes the report of them all.")
 
 
 def run_dir(sweep_dir: Path, spec: RunSpec) -> Path:

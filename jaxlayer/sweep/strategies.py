@@ -19,7 +19,8 @@ The sweep must be of the model that trains: of as many blocks, and, where the sw
 base model's weights fingerprint (manifest.json, models.weights_fingerprint) and the caller
 names the model (selection.ModelDir), of the same weights, wherever either checkpoint lies now.
 A sweep that recorded none (`run_sweep(num_layers=...)`, which reads no checkpoint, or one from
-before jaxlayer recorded it) is checked by its block count alone.
+before jaxlayer recorded it) is checked by its block count alone. A sweep started again that has
+not finished (store.check_finished) ranks nothing: its sweep.json leaves out the runs since.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int,
     raise selection.SelectionSourceMissing(
         f"Selection '{which}{k}@{sweep_dir}': {path} does not exist; point it at a finished "
         "sweep directory (the one `jaxlayer sweep` printed).")
+  store.check_finished(path.parent, f"Selection '{which}{k}@{sweep_dir}'")
   sweep = store.read_json(path)
   if sweep["num_layers"] != num_layers:
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep measured a model of "
