@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jaxlayer import assets, cli, distributed, locks, models, paths
+from jaxlayer.rl import selection
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import compare, report, runner, store
 from jaxlayer.sweep.store import RunSpec
@@ -106,7 +107,8 @@ def test_an_extended_sweep_ranks_nothing_until_it_finishes(tmp_path):
                 r"or to resume it\) and has not finished: its sweep.json, if any, is that of the "
                 r"sweep before and leaves out the runs since. Finish the sweep: run `jaxlayer "
                 r"sweep --config.sweep.layers=all` again; it skips the finished runs")
-  with pytest.raises(ValueError, match=rf"Selection 'top2@{sweep_dir}': {unfinished}"):
+  with pytest.raises(selection.SelectionSourceMissing,
+                     match=rf"Selection 'top2@{sweep_dir}': {unfinished}"):
     runner.parse_groups(f"top2@{sweep_dir}", NUM_LAYERS)
   with pytest.raises(ValueError, match=rf"Comparing {sweep_dir}: {unfinished}"):
     compare.compare_sweep_dirs(sweep_dir, sweep_dir, tmp_path / "compare")

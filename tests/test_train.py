@@ -544,14 +544,21 @@ def test_resume_refuses_learning_rate_groups_that_now_mean_other_blocks(
   assert _files(run_dir) == before
 
 
+@pytest.mark.parametrize("sweep_is", ["deleted", "unfinished"])
 def test_a_finished_run_of_a_sweeps_ranking_needs_the_sweep_no_more(
-    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache, capsys):
-  """train.layers=top1@SWEEP_DIR after the sweep directory was deleted: the finished run is
-  finished (it failed on the missing sweep.json); one that must train on names its blocks."""
+    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache, capsys, sweep_is):
+  """train.layers=top1@SWEEP_DIR after the sweep directory was deleted, or started again and
+  not finished: the finished run is finished (it failed on the missing or unfinished sweep);
+  one that must train on names its blocks."""
   import jaxlayer.sweep.strategies  # noqa: F401  (topK@SWEEP_DIR)
   from jaxlayer import cli
+  from jaxlayer.sweep import store
 
-  run_dir, gone = tmp_path / "run", tmp_path / "deleted-sweep"
+  run_dir, gone = tmp_path / "run", tmp_path / "sweep"
+  if sweep_is == "unfinished":
+    gone.mkdir()
+    (gone / "sweep.json").write_text("{}")  # (refused before it is read)
+    store.mark_unfinished(gone, "jaxlayer sweep --config sweep_config.py")
   shutil.copytree(uninterrupted.run_dir, run_dir)
   stored = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
   stored["train"]["layers"] = f"top1@{gone}"  # it ranked block 1 first (the run trained it)
@@ -568,10 +575,11 @@ def test_a_finished_run_of_a_sweeps_ranking_needs_the_sweep_no_more(
   assert capsys.readouterr().out == (f"jaxlayer train: {run_dir} is already finished at step 4: "
                                      "nothing to train. To train it further, raise "
                                      "--config.train.steps above 4.\n")
+  cause = "sweep.json does not exist" if sweep_is == "deleted" else "has not finished"
   with pytest.raises(SystemExit, match=(
-      rf"sweep.json does not exist; .* The run in {run_dir} is at step 4 of 6, so it needs that "
-      rf"sweep to train on; it trained block 1, as its {run_dir / 'run.json'} records: put the "
-      "sweep back, or train those blocks in a new run_dir.$")):
+      rf"{cause}.* The run in {run_dir} is at step 4 of 6, so it needs that sweep to train on; "
+      rf"it trained block 1, as its {run_dir / 'run.json'} records: put the sweep back \(or "
+      r"finish it\), or train those blocks in a new run_dir.$")):
     cli.main(["train", "--config", str(config_file), "--config.train.steps=6"])
   assert _files(run_dir) == before
 

@@ -35,7 +35,8 @@ _BARE_BLOCKS = re.compile(r"(\d+)(?:-(\d+))?")
 
 
 class SelectionSourceMissing(FileNotFoundError):
-  """What a named selection is read from is gone (the sweep directory of topK@SWEEP_DIR)."""
+  """What a named selection is read from is gone or not whole (the sweep directory of
+  topK@SWEEP_DIR deleted, or started again and not finished)."""
 
 
 # The model's local checkpoint directory, which a named selection measured on a model (the

@@ -184,8 +184,8 @@ def _finished_run_selection(config: ml_collections.ConfigDict, param_paths: Sequ
     raise selection.SelectionSourceMissing(
         f"{missing} The run in {run_dir} is at step {step} of {config.train.steps}, so it needs "
         f"that sweep to train on; it trained {_parts_text(trainable)}, as its "
-        f"{run_dir / checkpoint.RUN_FILE} records: put the sweep back, or train those blocks in "
-        "a new run_dir.") from None
+        f"{run_dir / checkpoint.RUN_FILE} records: put the sweep back (or finish it), or train "
+        "those blocks in a new run_dir.") from None
   default_rate = float(config.train.learning_rate)
   names = {rate: f"group{index}"
            for index, rate in enumerate(sorted(set(recorded.values()) - {default_rate}))}

@@ -47,7 +47,10 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int,
     raise selection.SelectionSourceMissing(
         f"Selection '{which}{k}@{sweep_dir}': {path} does not exist; point it at a finished "
         "sweep directory (the one `jaxlayer sweep` printed).")
-  store.check_finished(path.parent, f"Selection '{which}{k}@{sweep_dir}'")
+  try:
+    store.check_finished(path.parent, f"Selection '{which}{k}@{sweep_dir}'")
+  except ValueError as unfinished:  # (a finished run of this selection needs no ranking)
+    raise selection.SelectionSourceMissing(str(unfinished)) from None
   sweep = store.read_json(path)
   if sweep["num_layers"] != num_layers:
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep measured a model of "
