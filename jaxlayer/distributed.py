@@ -50,6 +50,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from tqdm.auto import tqdm
 
+from jaxlayer import paths
+
 
 def _env_int(name: str, default: int) -> int:
   value = os.environ.get(name, "").strip()
@@ -285,6 +287,8 @@ def check_shared_directory(directory: str | os.PathLike, key: str) -> None:
   when the check fails. Nothing on one process. Collective."""
   if not is_multiprocess():
     return
+  with failing_together(f"Checking {key}"):
+    paths.local_path(directory, key)  # a file or a broken link: named, not a FileExistsError
   given, directory = os.fspath(directory), os.path.abspath(directory)
   mark = os.path.join(directory, SHARED_MARK)
   token = bytes(multihost_utils.broadcast_one_to_all(

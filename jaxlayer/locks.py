@@ -18,7 +18,7 @@ from pathlib import Path
 
 import filelock
 
-from jaxlayer import distributed
+from jaxlayer import distributed, paths
 
 LOCK_FILE = ".jaxlayer.lock"
 
@@ -37,12 +37,14 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
   tidy: removes the lock file when the block ends, and the directory if the lock made it and
   it holds nothing else (an export, evaluation or training run that failed before writing); a
   killed process leaves the file, which the next one takes.
-  Raises DirectoryInUseError when another process holds the lock; on several hosts every
+  Raises DirectoryInUseError when another process holds the lock, ValueError when the directory
+  cannot be one (paths.local_path: a file, a link to a missing target); on several hosts every
   process calls it, and all of them stop when the writing one finds the directory in use.
   """
   directory, lock, made = Path(directory), None, False
   with distributed.failing_together(f"Taking {key}={os.fspath(directory)!r}"):
     if enabled:
+      paths.local_path(directory, key)
       made = not directory.exists()
       directory.mkdir(parents=True, exist_ok=True)
       lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)

@@ -9,6 +9,8 @@ with one process holding all 4. (A preemption notice to one of two hosts: test_p
 import concurrent.futures
 import json
 import math
+import os
+import re
 import shutil
 import signal
 import socket
@@ -481,3 +483,20 @@ def test_an_error_on_one_host_alone_stops_every_host_with_its_status(tmp_path, f
   assert (f"jaxlayer: process {failing} stopped on an error (RuntimeError: no space left on this "
           f"host), so process {other} stops too, instead of waiting for it.") in outputs[other], (
               outputs[other])
+
+
+def test_a_shared_directory_that_is_a_broken_link_is_named_on_several_hosts(tmp_path,
+                                                                              monkeypatch):
+  """check_shared_directory made the directory with os.makedirs, which raised a bare
+  FileExistsError for a link to a missing target; now every process raises the CLI's error
+  (here one process stands for the hosts), before any collective of the check."""
+  monkeypatch.setattr(distributed, "is_multiprocess", lambda: True)
+  monkeypatch.setattr(distributed, "_gather_exact", lambda rows, count: rows[:count])
+  link, target = tmp_path / "run", tmp_path / "unmounted"
+  link.symlink_to(target)
+  target = os.path.realpath(target)  # (tmp_path may be under a link itself)
+  with pytest.raises(ValueError, match=re.escape(
+      f"run_dir={str(link)!r} is a link to {target}, which does not exist: create {target}, "
+      "point the link at a directory, or give another directory.")):
+    distributed.check_shared_directory(link, "run_dir")
+  assert not os.path.lexists(target)

@@ -1,5 +1,6 @@
 """One writer per run or sweep directory (jaxlayer.locks), held by a real second process."""
 
+import os
 import re
 import socket
 
@@ -41,3 +42,21 @@ def test_a_tidy_lock_removes_only_the_empty_directory_it_made(tmp_path):
   assert not made.exists()
   assert list(existing.iterdir()) == []
   assert [path.name for path in written.iterdir()] == ["eval.json"]
+
+
+@pytest.mark.parametrize("inside", ["", "sub"])
+def test_a_link_to_a_missing_directory_is_named_not_a_bare_file_exists_error(tmp_path, inside):
+  """Library calls that skip paths.local_path reach the lock with a broken link (one to a disk
+  not mounted yet): it raised FileExistsError: [Errno 17]. Now the CLI's error, and no
+  directory is made at the link's target."""
+  link, target = tmp_path / "run", tmp_path / "unmounted" / "run"
+  link.symlink_to(target)
+  target = os.path.realpath(target)  # (tmp_path may be under a link itself)
+  directory = link / inside
+  where = "is" if not inside else f"is inside {link}, which is"
+  with pytest.raises(ValueError, match=re.escape(
+      f"run_dir={str(directory)!r} {where} a link to {target}, which does not exist: create "
+      f"{target}, point the link at a directory, or give another directory.")):
+    with locks.exclusive(directory, "run_dir", tidy=True):
+      pytest.fail("took a lock under a broken link")
+  assert link.is_symlink() and not os.path.lexists(target)

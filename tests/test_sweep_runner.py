@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -139,6 +140,22 @@ def test_a_run_interrupted_before_writing_leaves_only_what_it_found(tmp_path):
   _run(config, resumed)
   assert resumed.train_calls[0] == ((1,), 0)
   assert store.read_json(run_dir / store.RESULT)["run"] == "layer01-seed0"
+
+
+def test_a_run_directory_that_is_a_broken_link_is_named(tmp_path):
+  """A link to a missing target put by hand as a run's directory raised a bare FileExistsError
+  when the run made its train/ there; now the error names the run, the link and the fixes."""
+  config = make_config(tmp_path / "sweep")
+  with pytest.raises(KeyboardInterrupt):  # Ctrl-C in the full run: the sweep has begun
+    _run(config, FakeRL(BLOCKS, interrupt_on_train_call=1))
+  link, target = tmp_path / "sweep" / "runs" / "layer01-seed0", tmp_path / "elsewhere"
+  link.symlink_to(target)
+  target = os.path.realpath(target)  # (tmp_path may be under a link itself)
+  with pytest.raises(ValueError, match=re.escape(
+      f"run layer01-seed0's directory={str(link / 'train')!r} is inside {link}, which is a link "
+      f"to {target}, which does not exist: create {target}, point the link at a directory")):
+    _run(config, FakeRL(BLOCKS))
+  assert link.is_symlink() and not os.path.lexists(target)
 
 
 def _parse(run: str) -> dict:

@@ -497,7 +497,9 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   result. A block or group run's checkpoint is removed here, where it was written, unless a
   later rung of successive halving resumes it.
   """
-  workdir = store.run_dir(sweep_dir, spec) / "train"
+  # (A link to a missing target put there by hand is named, not a bare FileExistsError.)
+  workdir = paths.local_path(store.run_dir(sweep_dir, spec) / "train",
+                             f"run {spec.name}'s directory")
   curve, checkpoint_dir, model, train_seconds, cost, devices = [], None, None, 0.0, None, None
   if spec.kind != "base":
     resumed = workdir.is_dir() and any(workdir.iterdir())
