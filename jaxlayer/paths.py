@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -69,6 +72,42 @@ def local_path(path: str | os.PathLike, key: str) -> Path:
   return expanded
 
 
+def marked(prefix: str) -> str:
+  """`prefix` followed by this process's mark, "PID@HOST.": the name with which it starts a
+  temporary file or directory, so that a later process can tell one that a killed process left
+  (remove_leftovers)."""
+  return f"{prefix}{os.getpid()}@{socket.gethostname()}."
+
+
+def remove_leftovers(directory: Path, prefix: str, suffix: str = "") -> list[Path]:
+  """Removes (and returns) what killed writers left in `directory`: the files and directories
+  named `marked(prefix)` + a random part + `suffix` whose mark names a process of this host
+  that no longer runs. Those of a running process or of another host (which cannot be asked
+  from here), and every other name, stay."""
+  pattern = re.compile(rf"{re.escape(prefix)}(\d+)@(.+)\.[a-z0-9_]+{re.escape(suffix)}")
+  host, removed = socket.gethostname(), []
+  for path in sorted(directory.glob(f"{glob.escape(prefix)}*")):
+    mark = pattern.fullmatch(path.name)
+    if mark and mark[2] == host and not _runs(int(mark[1])):
+      if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        path.unlink(missing_ok=True)
+      removed.append(path)
+  return removed
+
+
+def _runs(pid: int) -> bool:
+  """Whether a process `pid` runs on this host (one of another user's too)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's
+    pass
+  return True
+
+
 @contextlib.contextmanager
 def naming_a_full_disk(path: str | os.PathLike) -> Iterator[None]:
   """Within: a full disk raises DiskFullError naming `path` (one naming another file stays)."""
@@ -90,7 +129,8 @@ def replacing(final: Path, suffix: str) -> Iterator[tuple[int, str]]:
   The file is readable as a plain open() would make it: mkstemp's own files are owner-only
   (0600), which kept colleagues on a shared cluster from reading sweep results.
   """
-  handle, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix)
+  handle, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=marked(f".{final.name}."),
+                                      suffix=suffix)
   try:
     with naming_a_full_disk(final):
       umask = os.umask(0)

@@ -93,6 +93,14 @@ def decode_loops(monkeypatch):
 
 
 @pytest.fixture
+def dead_pid():
+  """The process id of a process that has ended (and been reaped)."""
+  process = subprocess.Popen([sys.executable, "-c", ""])
+  process.wait()
+  return process.pid
+
+
+@pytest.fixture
 def held_by_another_process():
   """start(directory): a process that holds the directory's lock (jaxlayer.locks), as a run or a
   sweep writing there does, until the test ends or kills it."""

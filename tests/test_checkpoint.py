@@ -440,9 +440,12 @@ def test_an_export_killed_midway_never_looks_whole_and_the_same_command_replaces
 
 
 def test_the_staging_directory_a_killed_export_left_goes_with_the_next_export(tmp_path,
-                                                                             monkeypatch):
+                                                                             monkeypatch,
+                                                                             dead_pid):
   """An export killed while writing (SIGKILL: no cleanup runs) left its staging directory beside
-  --out, as large as the checkpoint, and no later export removed it."""
+  --out, as large as the checkpoint, and no later export removed it. Its name carries its
+  process's mark (paths.marked): the next export removes it once that process has ended, and
+  leaves a staging directory of a process at work, of another host or of another --out."""
   from jaxlayer import cli
   from jaxlayer.models import hub
 
@@ -459,12 +462,18 @@ def test_the_staging_directory_a_killed_export_left_goes_with_the_next_export(tm
     patched.setattr(hub.shutil, "rmtree", lambda *a, **k: None)  # what SIGKILL skips
     with pytest.raises(_Killed):
       cli.main(export)
-  left = list(tmp_path.glob(".hf.*"))
-  assert len(left) == 1 and (left[0] / "model.safetensors").is_file()
-  other = tmp_path / ".hf.v2.jaxlayer-staging-x1"  # an export into hf.v2 at work
-  other.mkdir()
+  [left] = tmp_path.glob(".hf.*")
+  mark = f"{os.getpid()}@{socket.gethostname()}."
+  assert left.name.startswith(f".hf.jaxlayer-staging-{mark}")
+  assert (left / "model.safetensors").is_file()
+  left = left.rename(tmp_path / left.name.replace(f"{os.getpid()}@", f"{dead_pid}@"))  # ended
+  others = [tmp_path / f".hf.v2.jaxlayer-staging-{mark}x1",  # an export into hf.v2 at work
+            tmp_path / f".hf.jaxlayer-staging-{mark}x2",  # a save into hf at work
+            tmp_path / f".hf.jaxlayer-staging-{dead_pid}@other-host.x3"]  # cannot be asked
+  for other in others:
+    other.mkdir()
   cli.main(export)
-  assert list(tmp_path.glob(".hf.*")) == [other]
+  assert sorted(tmp_path.glob(".hf.*")) == sorted(others)
   exported = models.named_params(models.from_pretrained(tmp_path / "hf")[0])
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
 

@@ -549,6 +549,26 @@ def test_an_evaluation_into_a_directory_another_process_writes_is_refused(
   assert sorted(path.name for path in out.iterdir()) == ["eval.json", "generations.jsonl"]
 
 
+def test_the_temporary_files_a_killed_evaluation_left_go_with_the_next_one(
+    tiny_qwen2_dir, config_file, tmp_path, dead_pid):
+  """An evaluation killed while writing (SIGKILL: no cleanup runs) left .eval.json.*.tmp and
+  .generations.jsonl.*.tmp in --out, which no later one removed. The next evaluation there,
+  holding the directory's lock, removes those its mark shows a dead process of this host wrote;
+  other files stay."""
+  out, host = tmp_path / "eval", socket.gethostname()
+  out.mkdir()
+  left = [out / f".eval.json.{dead_pid}@{host}.x1y2z3w4.tmp",
+          out / f".generations.jsonl.{dead_pid}@{host}.a9b8c7d6.tmp"]
+  kept = [out / ".eval.json.mine.tmp", out / f".eval.json.{dead_pid}@other-host.x1y2z3w4.tmp",
+          out / "notes.txt"]
+  for path in (*left, *kept):
+    path.write_text("x")
+  cli.main(["eval", "--config", str(config_file), "--model", str(tiny_qwen2_dir), "--out",
+            str(out), "--config.eval.num_samples=0", "--config.eval.num_problems=1",
+            "--save-generations"])
+  assert sorted(out.iterdir()) == sorted([*kept, out / "eval.json", out / "generations.jsonl"])
+
+
 def test_unknown_eval_key_is_a_clear_error():
   config = default_config()
   config.eval = ml_collections.ConfigDict({"num_sample": 4})

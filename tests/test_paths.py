@@ -2,6 +2,9 @@
 
 import errno
 import os
+import re
+import socket
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +84,29 @@ def test_files_written_together_never_pair_the_new_ones_with_the_old_last_one(tm
     paths.write_together({generations: "new generations, longer", report: "new report"})
   assert generations.read_text() == "old generations" and report.read_text() == "old report"
   assert sorted(os.listdir(tmp_path)) == ["eval.json", "generations.jsonl"]
+
+
+def test_only_what_a_dead_process_of_this_host_left_is_removed(tmp_path, dead_pid):
+  """A temporary file or staging directory a killed writer left (SIGKILL: no cleanup) goes;
+  a living process's, another host's, and any name without the mark stay."""
+  host = socket.gethostname()
+  left_file = tmp_path / f".eval.json.{dead_pid}@{host}.k2x_9abc.tmp"
+  left_dir = tmp_path / f".eval.json.{dead_pid}@{host}.q7w3e4r5.tmp"
+  kept = [tmp_path / f".eval.json.{os.getpid()}@{host}.a1b2c3d4.tmp",  # a writer at work
+          tmp_path / f".eval.json.{dead_pid}@other-host.a1b2c3d4.tmp",  # cannot be asked
+          tmp_path / f".eval.json.{dead_pid}@{host}.a1b2c3d4.bak",  # another suffix
+          tmp_path / ".eval.json.mine.tmp", tmp_path / "eval.json"]
+  for path in (left_file, *kept):
+    path.write_text("x")
+  left_dir.mkdir()
+  (left_dir / "model.safetensors").write_text("weights")
+  assert paths.remove_leftovers(tmp_path, ".eval.json.", ".tmp") == sorted([left_dir, left_file])
+  assert sorted(tmp_path.iterdir()) == sorted(kept)
+
+
+def test_temporary_files_carry_the_mark_of_their_writer(tmp_path):
+  """What paths.replacing writes is named as remove_leftovers expects of a killed writer."""
+  with paths.replacing(tmp_path / "eval.json", ".tmp") as (handle, tmp_name):
+    os.close(handle)
+  assert re.fullmatch(rf"\.eval\.json\.{os.getpid()}@{re.escape(socket.gethostname())}"
+                      r"\.[a-z0-9_]+\.tmp", Path(tmp_name).name)

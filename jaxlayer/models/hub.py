@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
-import glob
 import hashlib
 import json
 import os
@@ -282,11 +281,12 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
 
   Files are written to a temporary sibling directory and moved into place at the end, config.json
   last (a previous one is removed first), so an interrupted save never leaves a half-written file
-  nor a directory that looks like a whole checkpoint (the staging directory a killed save left
-  goes with the next save into `out_dir`); an existing checkpoint in `out_dir`
-  is replaced only with `overwrite=True`: its weights, and its tokenizer files when the model
-  brings its source's (files of other names stay). On several hosts every process calls it
-  (parameters spread over the hosts are gathered) and process 0 writes.
+  nor a directory that looks like a whole checkpoint (the staging directory a killed save on
+  this host left goes with the next save into `out_dir`: paths.remove_leftovers); an existing
+  checkpoint in `out_dir` is replaced only with `overwrite=True`: its weights, and its
+  tokenizer files when the model brings its source's (files of other names stay). On several
+  hosts every process calls it (parameters spread over the hosts are gathered) and process 0
+  writes.
   """
   require_model(model)
   out_dir = paths.local_path(out_dir, "out_dir")
@@ -346,9 +346,9 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
                       out_dir: Path) -> None:
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   # A killed save (SIGKILL, a preempted VM) left its staging directory: up to a whole checkpoint.
-  for stale in out_dir.parent.glob(f"{glob.escape(_staging_prefix(out_dir))}*"):
-    shutil.rmtree(stale, ignore_errors=True)
-  staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(out_dir), dir=out_dir.parent))
+  paths.remove_leftovers(out_dir.parent, _staging_prefix(out_dir))
+  staging = Path(tempfile.mkdtemp(prefix=paths.marked(_staging_prefix(out_dir)),
+                                  dir=out_dir.parent))
   try:
     with paths.naming_a_full_disk(out_dir):
       _write_staged(tensors, cfg, dtype, staging, out_dir)

@@ -309,8 +309,9 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | N
   in `dtype` (default: the run's). The model is loaded over all devices (every host's, on
   several hosts). out_dir must be new, empty, or (with overwrite) a previous export, which
   the new one replaces whole; that is checked before the model loads. dtype float16
-  (models.save_pretrained) is written from the model in float32. A second export into out_dir
-  while this one runs is refused (jaxlayer.locks: out_dir/.jaxlayer.lock while it runs).
+  (models.save_pretrained) is written from the model in float32. A second export (or an
+  evaluation) into out_dir while this one runs is refused (jaxlayer.locks: out_dir/.jaxlayer.lock
+  while it runs); the staging directory a killed export left beside out_dir goes.
   """
   out_dir = paths.local_path(out_dir, "--out")
   base = base_model or read_run_files(run_dir)[1]["base_model"]
