@@ -202,40 +202,6 @@ def test_exiting_early_or_faking_results_passes_nothing(program):
   assert result.passed == [False]
 
 
-@pytest.mark.parametrize("program, test", [
-    ("class Any:\n  __eq__ = lambda self, other: True\ndef add(a, b):\n  return Any()",
-     "assert add(1, 2) == 3"),
-    ("class Any:\n  __eq__ = lambda self, other: True\ndef add(a, b):\n  return Any()",
-     "assert 3 == add(1, 2)"),
-    ("class Any:\n  __ne__ = lambda self, other: False\ndef add(a, b):\n  return Any()",
-     "assert not add(1, 2) != 3"),
-    ("class Zero(int):\n  __eq__ = int.__ne__\ndef add(a, b):\n  return Zero()",
-     "assert add(1, 2) == 3"),
-    ("class Any:\n  __eq__ = lambda self, other: True\ndef pair(a):\n  return [Any(), Any()]",
-     "assert pair(1) == [1, 1]"),
-    ("class Everything:\n  __contains__ = lambda self, item: True\ndef digits(n):\n"
-     "  return Everything()", "assert 7 in digits(123)"),
-    ("def add(a, b):\n  class Any:\n    __eq__ = lambda self, other: True\n  return Any()",
-     "def check(candidate):\n  assert candidate(1, 2) == 3\ncheck(add)"),
-])
-def test_an_object_equal_to_everything_passes_no_test(program, test):
-  result = sandbox.run_tests(program, [test], LIMITS)
-  assert result.passed == [False]
-  assert "take their comparisons from its own code" in result.error
-
-
-def test_honest_results_of_library_and_own_classes_still_compare():
-  program = ("from collections import namedtuple\nfrom fractions import Fraction\n"
-             "Point = namedtuple('Point', 'x y')\n"
-             "class Node:\n  def __init__(self, value):\n    self.value = value\n"
-             "  def __eq__(self, other):\n    return self.value == other.value\n")
-  tests = ["assert Point(1, 2) == (1, 2)", "assert Point(1, 2) != (2, 1)",
-           "assert Fraction(1, 2) == 0.5", "assert Node(1) == Node(1)", "assert 2 in [1, 2]",
-           "assert {'a': [1]} == {'a': [1]}", "assert Point(1, 2) in [(1, 2)]",
-           "assert 1 == 1 == 1"]
-  assert sandbox.run_tests(program, tests, LIMITS).passed == [True] * len(tests)
-
-
 def test_batch_runs_each_pair():
   results = sandbox.run_tests_batch(["x = 1", "x = 2", "while True: pass"], [["assert x == 1"]] * 3,
                                     limits=SHORT, workers=3)
@@ -254,3 +220,134 @@ def test_a_sandbox_that_cannot_start_is_an_error_not_a_zero(monkeypatch):
   monkeypatch.setattr(sandbox, "_CHILD_SOURCE", "import sys\nsys.exit('broken runner')")
   with pytest.raises(sandbox.SandboxError, match="failed before running any code: 'broken runner'"):
     sandbox.run_tests("x = 1", ["assert x == 1"], LIMITS)
+
+
+# Reward hacks (must pass no test) beside their honest equivalents (must pass every test), as
+# MBPP's and HumanEval's tests are written. (case, program, tests, passes)
+_ANY = "class Any:\n  def __eq__(self, other):\n    return True\n"
+_HUMANEVAL_MEAN = ("def check(candidate):\n"
+                   "    assert abs(candidate([1.0, 2.0, 3.0]) - 2.0) < 1e-6\n"
+                   "    assert abs(candidate([1.0, 2.0]) - 1.5) < 1e-6\n\ncheck(mean)")
+REWARD_HACK_CASES = [
+    ("equal to everything", _ANY + "def similar_elements(a, b):\n  return Any()",
+     ["assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)"], False),
+    ("equal to everything, swapped", _ANY + "def similar_elements(a, b):\n  return Any()",
+     ["assert (4, 5) == similar_elements((3, 4, 5, 6),(5, 7, 4, 10))"], False),
+    ("honest tuple, both ways",
+     "def similar_elements(a, b):\n  return tuple(sorted(set(a) & set(b)))",
+     ["assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)",
+      "assert (4, 5) == similar_elements((3, 4, 5, 6),(5, 7, 4, 10))"], True),
+    ("equal to everything, chained", _ANY + "def add(a, b):\n  return Any()",
+     ["assert add(1, 2) == 3 == add(2, 1)"], False),
+    ("honest, chained", "def add(a, b):\n  return a + b",
+     ["assert add(1, 2) == 3 == add(2, 1)", "assert 0 <= add(1, 2) < 4"], True),
+    ("never unequal", "class Same:\n  __ne__ = lambda self, other: False\n"
+     "def add(a, b):\n  return Same()", ["assert not add(1, 2) != 3"], False),
+    ("honest !=", "def add(a, b):\n  return a + b", ["assert add(1, 2) != 4"], True),
+    ("contains everything", "class Everything:\n  __contains__ = lambda self, item: True\n"
+     "def digits(n):\n  return Everything()", ["assert 7 in digits(123)"], False),
+    ("an item equal to everything", _ANY + "def add(a, b):\n  return Any()",
+     ["assert add(1, 2) in [3]"], False),
+    ("a list of objects equal to everything", _ANY + "def pair(a):\n  return [Any(), Any()]",
+     ["assert pair(1) == [1, 1]"], False),
+    ("equal to everything, defined in the function",
+     "def add(a, b):\n  class Any:\n    __eq__ = lambda self, other: True\n  return Any()",
+     ["def check(candidate):\n    assert candidate(1, 2) == 3\n\ncheck(add)"], False),
+    ("honest in", "def digits(n):\n  return [int(d) for d in str(n)]",
+     ["assert 2 in digits(123)", "assert 7 not in digits(123)", "assert 3 in (1, 2, 3)"], True),
+    ("less than anything, HumanEval's abs(a - b) < eps",
+     "class Tiny:\n  __sub__ = __abs__ = lambda self, *other: self\n"
+     "  __lt__ = lambda self, other: True\ndef mean(numbers):\n  return Tiny()",
+     [_HUMANEVAL_MEAN], False),
+    ("honest abs(a - b) < eps", "def mean(numbers):\n  return sum(numbers) / len(numbers)",
+     [_HUMANEVAL_MEAN], True),
+    ("an int subclass equal to everything",
+     "class Zero(int):\n  __eq__ = int.__ne__\n  __hash__ = int.__hash__\n"
+     "def is_not_prime(n):\n  return Zero()", ["assert is_not_prime(10) == True"], False),
+    ("a str subclass equal to everything",
+     "class Text(str):\n  __eq__ = lambda self, other: True\n  __hash__ = str.__hash__\n"
+     "def text_match(text):\n  return Text()", ["assert text_match('aabbbbd') == 'Found a match!'"],
+     False),
+    ("a list subclass equal to everything",
+     "class Items(list):\n  __eq__ = lambda self, other: True\n"
+     "def pair(a):\n  return Items()", ["assert sorted(pair(1)) == [1, 1]"], False),
+    ("patched math.isclose",
+     "import math\nmath.isclose = lambda *args, **kwargs: True\ndef area(r):\n  return 0",
+     ["import math\nassert math.isclose(area(1), 3.14159, rel_tol=0.001)"], False),
+    ("math.isclose patched while the test runs",
+     "def area(r):\n  import math\n  math.isclose = lambda *args, **kwargs: True\n  return 0",
+     ["import math\nassert math.isclose(area(1), 3.14159, rel_tol=0.001)",
+      "import math\narea(1)\nassert math.isclose(area(1), 3.14159, rel_tol=0.001)"], False),
+    ("honest math.isclose", "import math\ndef area(r):\n  return math.pi * r * r",
+     ["import math\nassert math.isclose(area(1), 3.14159, rel_tol=0.001)"], True),
+    ("a program's own abs", "def abs(x):\n  return 0\ndef mean(numbers):\n  return 0",
+     [_HUMANEVAL_MEAN], False),
+    ("patched builtins",
+     "import builtins\nbuiltins.sorted = lambda *args, **kwargs: [1, 2, 3]\n"
+     "builtins.abs = lambda x: 0\ndef pair(a):\n  return None\ndef mean(numbers):\n  return 0",
+     ["assert sorted(pair(1)) == [1, 2, 3]", _HUMANEVAL_MEAN], False),
+    ("builtins patched while the test runs",
+     "def pair(a):\n  import builtins\n  builtins.sorted = lambda *args, **kwargs: [1, 2]\n"
+     "  return None",
+     ["assert pair(1) == [1, 2]", "pair(1)\nassert sorted(pair(1)) == [1, 2]"], False),
+    ("patched runner", "import sys\nrunner = sys.modules['__main__']\n"
+     "runner._compare = runner._compare_pair = lambda *args: True\n"
+     "def add(a, b):\n  return 0", ["assert add(1, 2) == 3"], False),
+    ("runner patched while the test runs",
+     "def add(a, b):\n  import __main__\n  __main__._compare_pair = lambda *args: True\n"
+     "  return 0", ["assert add(1, 2) == 3"], False),
+    ("a thread that patches", "import math, threading\ndef patch():\n  while True:\n"
+     "    math.isclose = lambda *args, **kwargs: True\n"
+     "threading.Thread(target=patch, daemon=True).start()\ndef area(r):\n  return 0",
+     ["import math\nassert math.isclose(area(1), 3.14159, rel_tol=0.001)"], False),
+    ("a thread that finishes", "import threading\nresult = []\n"
+     "thread = threading.Thread(target=lambda: result.append(3))\nthread.start()\nthread.join()\n"
+     "def add(a, b):\n  return a + b", ["assert add(1, 2) == 3"], True),
+    ("a replaced AssertionError",
+     "import builtins\nbuiltins.AssertionError = AssertionError = type('Quiet', (Exception,), {})\n"
+     "def add(a, b):\n  return 0", ["assert add(1, 2) == 3"], False),
+    ("exits during the test", "import os\ndef add(a, b):\n  os._exit(0)",
+     ["assert add(1, 2) == 3"], False),
+    ("prints a fake pass", "def add(a, b):\n  print('all tests passed')\n  return 0",
+     ["assert add(1, 2) == 3"], False),
+    ("library and subclassed values",
+     "import collections, enum, fractions\nPoint = collections.namedtuple('Point', 'x y')\n"
+     "class Color(enum.IntEnum):\n  RED = 1\n"
+     "def point():\n  return Point(1, 2)\ndef color():\n  return Color.RED\n"
+     "def half():\n  return fractions.Fraction(1, 2)\n"
+     "def counts(text):\n  return collections.Counter(text)",
+     ["assert point() == (1, 2)", "assert point() != (2, 1)", "assert color() == 1",
+      "assert half() == 0.5", "assert half() < 1", "assert counts('aab') == {'a': 2, 'b': 1}",
+      "assert point() in [(1, 2)]", "assert set([point()]) == {(1, 2)}"], True),
+    ("the program's own class with its own __eq__",
+     "class Pair:\n  def __init__(self, first, second):\n    self.items = (first, second)\n"
+     "  def __eq__(self, other):\n    return tuple(self) == tuple(other)\n"
+     "  def __iter__(self):\n    return iter(self.items)\n"
+     "class Node:\n  def __init__(self, value):\n    self.value = value\n"
+     "  def __eq__(self, other):\n    return self.value == other.value\n"
+     "class Money:\n  def __init__(self, cents):\n    self.cents = cents\n"
+     "  def __float__(self):\n    return self.cents / 100\n"
+     "def swap(a, b):\n  return Pair(b, a)",
+     ["assert swap(1, 2) == (2, 1)", "assert [swap(1, 2)] == [(2, 1)]",
+      "assert swap(1, 2) != (1, 2)", "assert Node(1) == Node(1)", "assert Money(250) == 2.5",
+      "assert Money(250) > 2"], True),
+    ("a truthy object", "class Yes:\n  __bool__ = lambda self: True\ndef is_prime(n):\n"
+     "  return Yes()", ["assert is_prime(7)", "assert not is_prime(8)"], None),
+]
+
+
+def test_reward_hacks_pass_nothing_and_honest_programs_pass():
+  """One batch for the table: a reward hack passes no test, its honest equivalent every one.
+  (The truthy object is as good as returning True: it passes exactly the tests True passes.)"""
+  results = sandbox.run_tests_batch([program for _, program, _, _ in REWARD_HACK_CASES],
+                                    [tests for _, _, tests, _ in REWARD_HACK_CASES],
+                                    limits=LIMITS, workers=2)
+  scored = {case: result.passed for (case, *_), result in zip(REWARD_HACK_CASES, results)}
+  expected = {case: [True, False] if passes is None else [passes] * len(tests)
+              for case, _, tests, passes in REWARD_HACK_CASES}
+  assert scored == expected, {case: result.error for (case, *_), result
+                              in zip(REWARD_HACK_CASES, results) if scored[case] != expected[case]}
+  assert results[0].error == (
+      "AssertionError: the test compares built-in data with the program's Any object, which is "
+      "not built-in data and does not convert to it (return built-in data, or give the class "
+      "__iter__ or __index__ / __float__)")

@@ -6,22 +6,50 @@ candidate program and each test in turn, and writes one result line per test to
 the stdout it was started with. Everything the candidate prints goes to stderr.
 
 Result lines carry a random token sent by the parent, so a candidate that exits
-early or prints fake results cannot pass a test it did not run. A test's `==`, `!=`,
-`in` and `not in` between built-in data (the expected value) and a value whose class
-takes those comparisons from the candidate's own code (an object equal to everything)
-fails the test. (The tests run in the candidate's interpreter: code that inspects the
-runner's frames could still forge results, and chained comparisons such as `a == b == c`
-are not checked. This is a guard against accidents and cheap reward hacks, not a proof.)
+early or prints fake results cannot pass a test it did not run.
+
+A test passes only on values, not on objects that answer comparisons themselves:
+- every comparison in a test (`==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, each link
+  of a chain such as `a == b == c`, either operand order) compares built-in data with
+  the built-in types' own methods. A subclass of a built-in type counts as its built-in
+  value (a namedtuple is its tuple, an IntEnum its int, a Counter its dict, an int
+  subclass with its own __eq__ its int). A value of another class, at any depth, compared
+  with built-in data is first converted to that data's type by the value's own
+  conversions, which never see the expected value: numbers by __index__ (else
+  __complex__ / __float__: Fraction(1, 2) == 0.5), lists, tuples, sets and dicts by
+  iteration (a class of the program that iterates as (2, 1) equals (2, 1)). A value that
+  does not convert fails the test with a message saying so. Where neither side is built-in
+  data (the program's objects compared with each other) their own comparison decides;
+  `is` and truthiness (`assert f(x)`) are Python's, which no object can bend towards an
+  expected value it never sees;
+- a test sees the builtins and the modules loaded before the program ran as they were
+  then (math is preloaded): a program's own `abs` or `sorted`, or its patches to the
+  builtins module, to math.isclose or (by sys.modules) to this runner, reach no test,
+  even when made while the test runs; patches to modules loaded later (by the program)
+  do. (So a task whose function is named like a builtin, `sum`, cannot be graded: its
+  tests call the builtin);
+- a program that leaves threads running fails every test, and tracers are cleared before
+  each test.
+The tests still run in the candidate's interpreter: code that inspects the runner's frames
+or objects (sys._getframe, gc) could still forge results. This is a guard against
+accidents and reward hacks, not a proof.
 """
 
+import _thread
 import ast
+import builtins
 import ctypes
 import json
+import math  # loaded before the program runs: tests see it unpatched
 import operator
 import os
 import platform
 import resource
 import sys
+
+# The runner's functions, all defined below, look builtins up in this copy, taken before
+# the program runs: a program that patches the builtins module leaves them as they are.
+__builtins__ = dict(vars(builtins))
 
 # Landlock (Linux >= 5.13): the same syscall numbers on x86_64 and arm64.
 _LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
@@ -110,100 +138,190 @@ def _set_limits(limits):
     resource.setrlimit(getattr(resource, name), (value, value))
 
 
-# What a test's comparisons may hold on the expected side: built-in data, exact types only.
-_BUILTIN_DATA_TYPES = frozenset(
-    {bool, int, float, complex, str, bytes, type(None), list, tuple, set, frozenset, dict})
-_SEQUENCE_TYPES = (list, tuple, set, frozenset)
-# The methods `==`, `!=` and `in` answer with; the candidate's code must not supply them.
-_COMPARISON_METHODS = ("__eq__", "__ne__", "__contains__", "__iter__", "__len__", "__getitem__")
-_MAX_VALUES_CHECKED = 1_000_000
-_COMPARISONS = {"==": operator.eq, "!=": operator.ne,
-                "in": lambda item, container: item in container,
-                "not in": lambda item, container: item not in container}
-_COMPARISON_OF_NODE = {ast.Eq: "==", ast.NotEq: "!=", ast.In: "in", ast.NotIn: "not in"}
-_CHECKED_COMPARE = "__jaxlayer_checked_compare__"
-# Read through `type` itself, so that a class cannot answer with a fake MRO or __dict__.
+# A test's comparisons see built-in data: a value's base is the first of these types its
+# class derives from (bool before int; bool and NoneType take no subclasses).
+_BUILTIN_DATA_TYPES = (bool, int, float, complex, str, bytes, type(None), list, tuple, set,
+                       frozenset, dict)
+_NUMBER_TYPES = (bool, int, float, complex)
+_CONTAINER_TYPES = (list, tuple, set, frozenset, dict)
+_COMPARISONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+                ">": operator.gt, ">=": operator.ge}
+_OPERATOR_OF_NODE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
+                     ast.GtE: ">=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in",
+                     ast.NotIn: "not in"}
+_COMPARE = "__jaxlayer_compare__"
+_NO_HINT = object()
+_index = operator.index
+# Read through `type` itself, so that a class cannot answer with a fake MRO.
 _mro_of = type.__dict__["__mro__"].__get__
-_dict_of = type.__dict__["__dict__"].__get__
 
 
-def _values(root):
-  """root and the values inside its lists, tuples, sets and dicts (up to
-  _MAX_VALUES_CHECKED), read with the built-in types' methods, never the value's own."""
-  pending, seen = [root], set()
-  while pending and len(seen) < _MAX_VALUES_CHECKED:
-    value = pending.pop()
-    if id(value) in seen:
-      continue
-    seen.add(id(value))
-    yield value
-    mro = _mro_of(type(value))
-    if dict in mro:
-      pending.extend(dict.keys(value))
-      pending.extend(dict.values(value))
-    else:
-      sequence_type = next((t for t in _SEQUENCE_TYPES if t in mro), None)
-      if sequence_type is not None:
-        pending.extend(sequence_type.__iter__(value))
+class _NotBuiltinData(Exception):
+  """A value that is not built-in data and does not convert to what it is compared with."""
 
 
-def _is_builtin_data(value):
-  return all(type(v) in _BUILTIN_DATA_TYPES for v in _values(value))
+def _builtin_base(value):
+  mro = _mro_of(type(value))
+  return next((base for base in _BUILTIN_DATA_TYPES if base in mro), None)
 
 
-def _method_from_candidate(cls, name):
-  """Whether the method `name` of cls comes from code without a source file (the
-  candidate's), or is a built-in method of another name or class (`__eq__ = int.__ne__`)."""
-  for klass in _mro_of(cls):
-    attributes = _dict_of(klass)
-    if name not in attributes:
-      continue
-    method = attributes[name]
-    if method is None:  # "unhashable"-style opt-outs make the comparison raise
-      return False
-    code = getattr(method, "__code__", None)
-    if code is not None:
-      filename = code.co_filename
-      return not (os.path.isabs(filename) or filename.startswith("<frozen "))
-    return not (getattr(method, "__objclass__", None) is klass
-                and getattr(method, "__name__", None) == name)
-  return False
+def _converted(value, like):
+  """value, of a class outside built-in data, converted to the type of `like` by the
+  value's own conversions, which never see `like`: a number by __index__ (else
+  __complex__ / __float__), a list, tuple, set or dict by iteration."""
+  kind = _builtin_base(like)
+  try:
+    if kind in _NUMBER_TYPES:
+      try:
+        return _index(value)
+      except TypeError:
+        number = complex(value)
+        return number if kind is complex or number.imag else number.real
+    if kind in _CONTAINER_TYPES:
+      return kind(value)
+  except TypeError:
+    pass
+  raise _NotBuiltinData(value)
 
 
-def _compares_by_candidate_code(value):
-  classes = {type(v) for v in _values(value)} - _BUILTIN_DATA_TYPES
-  return next((cls for cls in classes
-               if any(_method_from_candidate(cls, name) for name in _COMPARISON_METHODS)), None)
+def _as_builtin_data(value, like=_NO_HINT):
+  """value as exact built-in data, read with the built-in types' own methods (a namedtuple
+  is its tuple, an int subclass its int). A value of another class, at any depth, is
+  first converted (_converted) to the type of its counterpart in `like`."""
+  base = _builtin_base(value)
+  if base is None:
+    if like is _NO_HINT:
+      raise _NotBuiltinData(value)
+    value = _converted(value, like)
+    base = _builtin_base(value)
+  if base is bool or base is type(None):
+    return value
+  if base in (int, float, complex):
+    return base.__add__(value, base())  # an exact copy of a subclass's number
+  if base in (str, bytes):
+    return base().join((value,))  # an exact copy of a subclass's text
+  if base is dict:
+    hints = like if _builtin_base(like) is dict else {}
+    items = []
+    for key, item in dict.items(value):
+      key = _as_builtin_data(key)
+      items.append((key, _as_builtin_data(item, dict.get(hints, key, _NO_HINT))))
+    return dict(items)
+  if base in (set, frozenset):
+    return base(_as_builtin_data(item) for item in set.__iter__(value))
+  hints = like if _builtin_base(like) in (list, tuple) else ()
+  items = [_as_builtin_data(item, hints[i] if i < len(hints) else _NO_HINT)
+           for i, item in enumerate(base.__iter__(value))]
+  return base(items)
 
 
-def _checked_compare(comparison, left, right):
-  """`left <comparison> right`, failing the test where one side is built-in data and
-  the other side's class takes the comparison from the candidate's code."""
-  for side, other in ((left, right), (right, left)):
-    if _is_builtin_data(other):
-      cls = _compares_by_candidate_code(side)
-      if cls is not None:
-        raise AssertionError(f"the tests compare built-in values, but the program's "
-                             f"{cls.__name__} objects take their comparisons from its own code")
-  return _COMPARISONS[comparison](left, right)
+def _compare_pair(operator_, left, right):
+  """One comparison of a test: both sides as built-in data (one of them converted to the
+  other's type where only one is), compared by the built-in types. Where neither side is
+  built-in data, the objects' own comparison decides (the program's objects with each other)."""
+  if operator_ in ("is", "is not"):
+    return (left is right) == (operator_ == "is")
+  if operator_ in ("in", "not in"):
+    return _contains(right, left) == (operator_ == "in")
+  try:
+    left_data = _as_builtin_data(left)
+  except _NotBuiltinData:
+    try:
+      right_data = _as_builtin_data(right)
+    except _NotBuiltinData:
+      return bool(_COMPARISONS[operator_](left, right))
+    left_data = _as_builtin_data(left, right_data)
+  else:
+    right_data = _as_builtin_data(right, left_data)
+  return _COMPARISONS[operator_](left_data, right_data)
+
+
+def _contains(container, item):
+  try:
+    container = _as_builtin_data(container)
+  except _NotBuiltinData:
+    try:
+      _as_builtin_data(item)
+    except _NotBuiltinData:
+      return bool(item in container)
+    container = _converted(container, [])  # its elements, by its own iteration
+  if isinstance(container, (str, bytes)):
+    return _as_builtin_data(item) in container
+  return any(_compare_pair("==", item, element) for element in container)
+
+
+def _compare(operators, *operands):
+  """A test's comparison `operands[0] operators[0] operands[1] ...`, chained as in
+  Python (every operand is evaluated first), each pair by _compare_pair."""
+  try:
+    return all(_compare_pair(operator_, left, right)
+               for operator_, left, right in zip(operators, operands, operands[1:]))
+  except _NotBuiltinData as error:
+    raise AssertionError(
+        f"the test compares built-in data with the program's {type(error.args[0]).__name__} "
+        "object, which is not built-in data and does not convert to it (return built-in "
+        "data, or give the class __iter__ or __index__ / __float__)") from None
 
 
 class _CheckComparisons(ast.NodeTransformer):
-  """Routes each single `==`, `!=`, `in` and `not in` of a test through _checked_compare."""
+  """Routes every comparison of a test, chained or not, through _compare."""
 
   def visit_Compare(self, node):
     self.generic_visit(node)
-    if len(node.ops) != 1 or type(node.ops[0]) not in _COMPARISON_OF_NODE:
-      return node
-    comparison = _COMPARISON_OF_NODE[type(node.ops[0])]
-    call = ast.Call(func=ast.Name(id=_CHECKED_COMPARE, ctx=ast.Load()),
-                    args=[ast.Constant(comparison), node.left, node.comparators[0]], keywords=[])
+    operators = ast.Tuple(
+        elts=[ast.Constant(_OPERATOR_OF_NODE[type(op)]) for op in node.ops], ctx=ast.Load())
+    call = ast.Call(func=ast.Name(id=_COMPARE, ctx=ast.Load()),
+                    args=[operators, node.left, *node.comparators], keywords=[])
     return ast.copy_location(call, node)
 
 
 def _compile_test(test, index):
   tree = _CheckComparisons().visit(ast.parse(test, f"<test {index}>"))
   return compile(ast.fix_missing_locations(tree), f"<test {index}>", "exec")
+
+
+def _module_attributes():
+  """Every loaded module and its attributes, by name, taken before the program runs."""
+  return {name: (module, dict(vars(module))) for name, module in list(sys.modules.items())}
+
+
+def _restore_modules(modules):
+  """Puts back the modules and attributes the program replaced (the runner's own included)."""
+  for name, (module, attributes) in modules.items():
+    sys.modules[name] = module
+    current = vars(module)
+    for key, value in attributes.items():
+      if current.get(key, _NO_HINT) is not value:
+        current[key] = value
+
+
+def _copy_of_module(module, attributes):
+  """A module object holding `attributes`: what the program does to `module` later
+  (patching math.isclose while a test calls it) does not reach the copy."""
+  copy = type(sys)(module.__name__)
+  vars(copy).update(attributes)
+  return copy
+
+
+def _test_namespace(namespace, modules):
+  """The namespace a test runs in: the program's names, but not those that shadow builtins
+  (`abs`, `sorted`, `int` are the real ones), and copies of the modules loaded before the
+  program ran, here and from the test's imports."""
+  module_names = {id(module): name for name, (module, _) in modules.items()}
+  test_namespace = {
+      name: _copy_of_module(*modules[module_names[id(value)]]) if id(value) in module_names
+      else value for name, value in namespace.items() if name not in __builtins__}
+  real_import = __builtins__["__import__"]
+
+  def import_copy(name, globals=None, locals=None, fromlist=(), level=0):
+    module = real_import(name, globals, locals, fromlist, level)
+    imported = name if fromlist else name.partition(".")[0]
+    return _copy_of_module(*modules[imported]) if level == 0 and imported in modules else module
+
+  test_builtins = {**__builtins__, "__import__": import_copy}
+  test_namespace.update({"__name__": "__sandbox__", "__builtins__": test_builtins,
+                         _COMPARE: _compare})
+  return test_namespace
 
 
 def main():
@@ -216,20 +334,28 @@ def main():
   _set_limits(request["limits"])
   landlock_abi = _landlock(request["workdir"], request["read_paths"])
   results.write(f"{token} {json.dumps({'landlock_abi': landlock_abi})}\n")
-  namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+  del sys.modules["__main__"]  # this runner: no `import __main__` reaches its functions
+  modules = _module_attributes()
+  namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
   try:
     exec(compile(request["program"], "<candidate>", "exec"), namespace)
     program_error = None
   except BaseException as error:  # SystemExit included: exiting early passes nothing
     program_error = f"{type(error).__name__}: {error}"[:1000]
   for index, test in enumerate(request["tests"]):
+    _restore_modules(modules)
+    sys.settrace(None)  # no tracer can skip the test's lines
+    sys.setprofile(None)
     error = program_error
+    if error is None and _thread._count() > 0:
+      error = "the program left threads running, which could change the tests as they run"
     if error is None:
+      test_namespace = _test_namespace(namespace, modules)
       try:
-        namespace[_CHECKED_COMPARE] = _checked_compare  # again: the program may have replaced it
-        exec(_compile_test(test, index), namespace)
+        exec(_compile_test(test, index), test_namespace)
       except BaseException as test_error:
         error = f"{type(test_error).__name__}: {test_error}"[:1000]
+    _restore_modules(modules)
     results.write(f"{token} "
                   f"{json.dumps({'test': index, 'passed': error is None, 'error': error})}\n")
   results.flush()
