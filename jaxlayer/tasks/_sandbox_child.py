@@ -18,8 +18,9 @@ A test passes only on values, not on objects that answer comparisons themselves:
   conversions, which never see the expected value: numbers by __index__ (else
   __complex__ / __float__: Fraction(1, 2) == 0.5), lists, tuples, sets and dicts by
   iteration (a class of the program that iterates as (2, 1) equals (2, 1)). A value that
-  does not convert fails the test with a message saying so. Where neither side is built-in
-  data (the program's objects compared with each other) their own comparison decides;
+  does not convert differs from the data: `!=` and `not in` hold, other comparisons fail
+  the test with a message saying so. Where neither side is built-in data (the program's
+  objects compared with each other) their own comparison decides;
   `is` and truthiness (`assert f(x)`) are Python's, which no object can bend towards an
   expected value it never sees;
 - a test sees the builtins and the modules loaded before the program ran as they were
@@ -215,28 +216,43 @@ def _as_builtin_data(value, like=_NO_HINT):
   return base(items)
 
 
-def _compare_pair(operator_, left, right):
-  """One comparison of a test: both sides as built-in data (one of them converted to the
-  other's type where only one is), compared by the built-in types. Where neither side is
-  built-in data, the objects' own comparison decides (the program's objects with each other)."""
-  if operator_ in ("is", "is not"):
-    return (left is right) == (operator_ == "is")
-  if operator_ in ("in", "not in"):
-    return _contains(right, left) == (operator_ == "in")
+def _as_builtin_pair(left, right):
+  """Both sides as built-in data, the one that is not converted to the other's type; None
+  where neither side is built-in data."""
   try:
     left_data = _as_builtin_data(left)
   except _NotBuiltinData:
     try:
       right_data = _as_builtin_data(right)
     except _NotBuiltinData:
-      return bool(_COMPARISONS[operator_](left, right))
-    left_data = _as_builtin_data(left, right_data)
-  else:
-    right_data = _as_builtin_data(right, left_data)
-  return _COMPARISONS[operator_](left_data, right_data)
+      return None
+    return _as_builtin_data(left, right_data), right_data
+  return left_data, _as_builtin_data(right, left_data)
+
+
+def _compare_pair(operator_, left, right):
+  """One comparison of a test, by the built-in types on _as_builtin_pair. A value that does
+  not convert to the built-in data it is compared with differs from it (`!=` holds, the
+  others fail the test); where neither side is built-in data, the objects' own comparison
+  decides (the program's objects with each other)."""
+  if operator_ in ("is", "is not"):
+    return (left is right) == (operator_ == "is")
+  if operator_ in ("in", "not in"):
+    return _contains(right, left) == (operator_ == "in")
+  try:
+    pair = _as_builtin_pair(left, right)
+  except _NotBuiltinData:
+    if operator_ == "!=":
+      return True
+    raise
+  if pair is None:
+    return bool(_COMPARISONS[operator_](left, right))
+  return _COMPARISONS[operator_](*pair)
 
 
 def _contains(container, item):
+  """`item in container` by _compare_pair on the container's elements (read by its own
+  iteration where it is not built-in data), substrings in built-in text."""
   try:
     container = _as_builtin_data(container)
   except _NotBuiltinData:
@@ -244,10 +260,10 @@ def _contains(container, item):
       _as_builtin_data(item)
     except _NotBuiltinData:
       return bool(item in container)
-    container = _converted(container, [])  # its elements, by its own iteration
+    container = _converted(container, [])
   if isinstance(container, (str, bytes)):
     return _as_builtin_data(item) in container
-  return any(_compare_pair("==", item, element) for element in container)
+  return any(not _compare_pair("!=", item, element) for element in container)
 
 
 def _compare(operators, *operands):
