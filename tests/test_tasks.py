@@ -427,6 +427,27 @@ def test_humaneval_style_code_task(tmp_path):
   assert task.rewards([problem] * 3, completions).components["correct"] == [1.0, 1.0, 0.0]
 
 
+def test_humaneval_tests_call_the_prompts_helpers_not_the_completions(tmp_path):
+  # HumanEval/32's shape: the tests check find_zero's answer with poly, from the prompt. A
+  # completion that redefined poly to return 0 passed with any answer.
+  record = {"prompt": "import math\n\n\ndef poly(xs: list, x: float):\n"
+                      "    return sum([coeff * math.pow(x, i) for i, coeff in enumerate(xs)])\n"
+                      "\n\ndef find_zero(xs: list):\n    \"\"\"A zero of poly(xs).\"\"\"\n",
+            "test": "def check(candidate):\n    for xs in ([-2, 1], [-6, 2]):\n"
+                    "        assert math.fabs(poly(xs, candidate(xs))) < 1e-4\n",
+            "entry_point": "find_zero"}
+  path = _write_jsonl(tmp_path / "humaneval.jsonl", [record])
+  task = get_task("code", data_files={"test": path}, question_field="prompt", answer_field=None,
+                  tests_field="test", setup_field=None, entry_point_field="entry_point")
+  [problem] = task.test_problems()
+  completions = ["    return -xs[0] / xs[1]\n",
+                 "```python\nimport math\n\n\ndef poly(xs, x):\n    return 0\n\n\n"
+                 "def find_zero(xs):\n"
+                 "    return 0\n```",
+                 "    return 0\n"]
+  assert task.rewards([problem] * 3, completions).components["correct"] == [1.0, 0.0, 0.0]
+
+
 def test_code_records_without_tests_are_skipped_and_without_entry_point_named(tmp_path):
   # A record without tests crashed the loading (None) or scored every completion 0 ([]).
   records = [{"text": "Write one().", "test_list": None}, {"text": "Write two().", "test_list": []},

@@ -2,7 +2,8 @@
 the tests on the completion's code in jaxlayer.tasks.sandbox.
 
 Tests are either a list of statements (MBPP's asserts: each one is a test) or one
-script (HumanEval's `def check(candidate)`, called on the entry point). The code is
+script (HumanEval's `def check(candidate)`, called on the entry point, after the prompt's
+own helpers: see _prompt_helpers). The code is
 the last ```python fenced block of the completion (else the last fenced block, else
 the whole completion); with an entry point, code that does not define it is taken
 as the continuation of the prompt.
@@ -10,6 +11,7 @@ as the continuation of the prompt.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -31,6 +33,20 @@ def extract_code(completion: str) -> str:
       code for language, code in blocks if language.lower() in ("python", "py", "python3")
   ]
   return (python_blocks or [code for _, code in blocks])[-1]
+
+
+def _prompt_helpers(prompt_code: str, entry_point: str) -> str:
+  """The prompt's code but the entry point's definition (HumanEval's `poly`, `encode_cyclic`,
+  its imports): run before the tests, so that the tests call the task's helpers, not
+  redefinitions in the completion (`def poly(xs, x): return 0` passes no test)."""
+  try:
+    tree = ast.parse(prompt_code)
+  except SyntaxError:
+    return ""  # the prompt is prose: it defines nothing the tests use
+  tree.body = [node for node in tree.body
+               if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       and node.name == entry_point)]
+  return ast.unparse(tree)
 
 
 @dataclass(kw_only=True)
@@ -89,7 +105,10 @@ class CodeTask(DatasetTask):
         raise InvalidRecord(f"the entry point field {self.entry_point_field!r} is empty or missing")
     if isinstance(raw_tests, str):
       check = f"\ncheck({entry_point})" if entry_point else ""
-      tests = [raw_tests + check] if raw_tests.strip() else []
+      helpers = ""
+      if entry_point:
+        helpers = _prompt_helpers(record_text(record, self.question_field), entry_point)
+      tests = [f"{helpers}\n{raw_tests}{check}"] if raw_tests.strip() else []
     else:
       tests = [str(test) for test in raw_tests or [] if str(test).strip()]
     if not tests:
