@@ -10,15 +10,16 @@ early or prints fake results cannot pass a test it did not run.
 
 A test passes only on values, not on objects that answer comparisons themselves:
 - every comparison in a test (`==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, each link
-  of a chain such as `a == b == c`, either operand order) compares built-in data with
-  the built-in types' own methods. A subclass of a built-in type counts as its built-in
+  of a chain such as `a == b == c`, either operand order) and its arithmetic (`+ - * / //
+  % **`: `abs(f(x) - expected) < eps`) work on built-in data with the built-in types' own
+  methods. A subclass of a built-in type counts as its built-in
   value (a namedtuple is its tuple, an IntEnum its int, a Counter its dict, an int
   subclass with its own __eq__ its int). A value of another class, at any depth, compared
   with built-in data is first converted to that data's type by the value's own
   conversions, which never see the expected value: numbers by __index__ (else
   __complex__ / __float__: Fraction(1, 2) == 0.5), lists, tuples, sets and dicts by
   iteration (a class of the program that iterates as (2, 1) equals (2, 1)). A value that
-  does not convert differs from the data: `!=` and `not in` hold, other comparisons fail
+  does not convert differs from the data: `!=` and `not in` hold, other operations fail
   the test with a message saying so. Where neither side is built-in data (the program's
   objects compared with each other) their own comparison decides;
   `is` and truthiness (`assert f(x)`) are Python's, which no object can bend towards an
@@ -150,7 +151,11 @@ _COMPARISONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": op
 _OPERATOR_OF_NODE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
                      ast.GtE: ">=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in",
                      ast.NotIn: "not in"}
-_COMPARE = "__jaxlayer_compare__"
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+               "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+_ARITHMETIC_OF_NODE = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/",
+                       ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**"}
+_CHECK = "__jaxlayer_check__"
 _NO_HINT = object()
 _index = operator.index
 # Read through `type` itself, so that a class cannot answer with a fake MRO.
@@ -266,33 +271,53 @@ def _contains(container, item):
   return any(not _compare_pair("!=", item, element) for element in container)
 
 
-def _compare(operators, *operands):
-  """A test's comparison `operands[0] operators[0] operands[1] ...`, chained as in
-  Python (every operand is evaluated first), each pair by _compare_pair."""
+def _calculate(operator_, left, right):
+  """A test's arithmetic on built-in data (_as_builtin_pair), so that the program's object
+  never sees the expected value (`abs(f(x) - expected) < eps`); where neither side is
+  built-in data, Python's."""
+  pair = _as_builtin_pair(left, right)
+  return _ARITHMETIC[operator_](*((left, right) if pair is None else pair))
+
+
+def _check(operators, *operands):
+  """A test's comparison `operands[0] operators[0] operands[1] ...` (chained as in Python,
+  every operand evaluated first; each pair by _compare_pair) or arithmetic (_calculate)."""
   try:
+    if operators[0] in _ARITHMETIC:
+      return _calculate(operators[0], *operands)
     return all(_compare_pair(operator_, left, right)
                for operator_, left, right in zip(operators, operands, operands[1:]))
   except _NotBuiltinData as error:
     raise AssertionError(
-        f"the test compares built-in data with the program's {type(error.args[0]).__name__} "
+        f"the test mixes built-in data with the program's {type(error.args[0]).__name__} "
         "object, which is not built-in data and does not convert to it (return built-in "
         "data, or give the class __iter__ or __index__ / __float__)") from None
 
 
-class _CheckComparisons(ast.NodeTransformer):
-  """Routes every comparison of a test, chained or not, through _compare."""
+class _CheckOperations(ast.NodeTransformer):
+  """Routes every comparison (chained or not) and arithmetic operation of a test through
+  _check."""
+
+  def _call_check(self, node, operators, operands):
+    symbols = ast.Tuple(elts=[ast.Constant(symbol) for symbol in operators], ctx=ast.Load())
+    call = ast.Call(func=ast.Name(id=_CHECK, ctx=ast.Load()), args=[symbols, *operands],
+                    keywords=[])
+    return ast.copy_location(call, node)
 
   def visit_Compare(self, node):
     self.generic_visit(node)
-    operators = ast.Tuple(
-        elts=[ast.Constant(_OPERATOR_OF_NODE[type(op)]) for op in node.ops], ctx=ast.Load())
-    call = ast.Call(func=ast.Name(id=_COMPARE, ctx=ast.Load()),
-                    args=[operators, node.left, *node.comparators], keywords=[])
-    return ast.copy_location(call, node)
+    return self._call_check(node, [_OPERATOR_OF_NODE[type(op)] for op in node.ops],
+                            [node.left, *node.comparators])
+
+  def visit_BinOp(self, node):
+    self.generic_visit(node)
+    if type(node.op) not in _ARITHMETIC_OF_NODE:
+      return node
+    return self._call_check(node, [_ARITHMETIC_OF_NODE[type(node.op)]], [node.left, node.right])
 
 
 def _compile_test(test, index):
-  tree = _CheckComparisons().visit(ast.parse(test, f"<test {index}>"))
+  tree = _CheckOperations().visit(ast.parse(test, f"<test {index}>"))
   return compile(ast.fix_missing_locations(tree), f"<test {index}>", "exec")
 
 
@@ -336,7 +361,7 @@ def _test_namespace(namespace, modules):
 
   test_builtins = {**__builtins__, "__import__": import_copy}
   test_namespace.update({"__name__": "__sandbox__", "__builtins__": test_builtins,
-                         _COMPARE: _compare})
+                         _CHECK: _check})
   return test_namespace
 
 
