@@ -30,11 +30,13 @@ A test passes only on values, not on objects that answer comparisons themselves:
   even when made while the test runs; patches to modules loaded later (by the program)
   do. (So a task whose function is named like a builtin, `sum`, cannot be graded: its
   tests call the builtin);
-- a program that leaves threads running fails every test, and tracers are cleared before
-  each test.
-The tests still run in the candidate's interpreter: code that inspects the runner's frames
-or objects (sys._getframe, gc) could still forge results. This is a guard against
-accidents and reward hacks, not a proof.
+- a program that leaves threads running fails every test;
+- the program cannot reach frames (sys._getframe, inspect, a traceback's or generator's
+  frame: a test's expected values are its frames' constants), objects by gc, tracers or
+  ctypes: each raises ValueError (an audit hook, which cannot be removed).
+The tests still run in the candidate's interpreter: a frame from a signal handler, or a
+C extension, could still reach the runner. This is a guard against accidents and reward
+hacks, not a proof.
 """
 
 import _thread
@@ -158,6 +160,12 @@ _ARITHMETIC_OF_NODE = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/",
 _CHECK = "__jaxlayer_check__"
 _NO_HINT = object()
 _index = operator.index
+# What the program may not do (audit events): reach frames (the runner's, a test's constants),
+# objects it was not handed (gc), tracers, raw memory (ctypes).
+_REFUSED_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settrace",
+                             "sys.setprofile", "gc.get_objects", "gc.get_referrers",
+                             "gc.get_referents"})
+_FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 # Read through `type` itself, so that a class cannot answer with a fake MRO.
 _mro_of = type.__dict__["__mro__"].__get__
 
@@ -321,6 +329,15 @@ def _compile_test(test, index):
   return compile(ast.fix_missing_locations(tree), f"<test {index}>", "exec")
 
 
+def _refuse_introspection(event, arguments):
+  """Audit hook, for good once the program starts. ValueError, as where frames are not
+  available: namedtuple, enum, typing and logging carry on without them."""
+  if (event in _REFUSED_EVENTS or event.startswith("ctypes.")
+      or (event == "object.__getattr__" and arguments[1] in _FRAME_ATTRIBUTES)):
+    raise ValueError(f"the code sandbox refuses {event}: programs may not inspect frames, "
+                     "other objects, tracers or memory")
+
+
 def _module_attributes():
   """Every loaded module and its attributes, by name, taken before the program runs."""
   return {name: (module, dict(vars(module))) for name, module in list(sys.modules.items())}
@@ -377,6 +394,7 @@ def main():
   results.write(f"{token} {json.dumps({'landlock_abi': landlock_abi})}\n")
   del sys.modules["__main__"]  # this runner: no `import __main__` reaches its functions
   modules = _module_attributes()
+  sys.addaudithook(_refuse_introspection)
   namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
   try:
     exec(compile(request["program"], "<candidate>", "exec"), namespace)
@@ -385,8 +403,6 @@ def main():
     program_error = f"{type(error).__name__}: {error}"[:1000]
   for index, test in enumerate(request["tests"]):
     _restore_modules(modules)
-    sys.settrace(None)  # no tracer can skip the test's lines
-    sys.setprofile(None)
     error = program_error
     if error is None and _thread._count() > 0:
       error = "the program left threads running, which could change the tests as they run"
