@@ -6,7 +6,6 @@ The two-process test starts two Python processes with 2 CPU devices each, joined
 with one process holding all 4. (A preemption notice to one of two hosts: test_preemption.py.)
 """
 
-import concurrent.futures
 import json
 import math
 import os
@@ -180,12 +179,8 @@ def _run_workers(tmp_path, model_dir, num_processes, devices_per_process, chunk)
 @pytest.fixture(scope="module")
 def one_and_two_processes(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("distributed")
-  # Side by side: the two processes wait on each other at every collective, and the reference
-  # fills those pauses.
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    one = pool.submit(_run_workers, tmp_path, TINY_ARITH, 1, 4, chunk=0)
-    two = pool.submit(_run_workers, tmp_path, TINY_ARITH, 2, 2, chunk=3)
-    return one.result(), two.result()
+  return (_run_workers(tmp_path, TINY_ARITH, 1, 4, chunk=0),
+          _run_workers(tmp_path, TINY_ARITH, 2, 2, chunk=3))
 
 
 def _trained_params(run_dir):
