@@ -14,7 +14,7 @@ import sys
 import traceback
 
 from jaxlayer import paths
-from jaxlayer.text import counted, error_text
+from jaxlayer.text import counted, decimals
 
 # Installed without PyTorch (a TPU VM), transformers advises at import that "Models won't be
 # available": its own are not, jaxlayer's JAX ones are. Its advice is for its users.
@@ -749,13 +749,13 @@ def _eval(argv: list[str]) -> None:
   if not distributed.is_primary():  # process 0 wrote eval.json and says so
     return
   for name, result in report["tasks"].items():
-    scores = ", ".join(f"{metric} {value:.4f} ± {error_text(result['standard_errors'][metric], 4)}"
+    scores = ", ".join(f"{metric} {value:.4f} ± {decimals(result['standard_errors'][metric], 4)}"
                        for metric, value in result["scores"].items())
     unit = "episode" if "episodes" in result else "problem"  # an environment: one per seed
     print(f"{name} ({counted(result['num_problems'], unit)}): {scores}")
   score = report["score"]
   if len(score["metrics"]) > 1:
-    print(f"score: {score['value']:.4f} ± {error_text(score['standard_error'], 4)}, the mean of "
+    print(f"score: {score['value']:.4f} ± {decimals(score['standard_error'], 4)}, the mean of "
           + ", ".join(f"{task} {metric}" for task, metric in score["metrics"].items()))
   print(f"written: {out / evaluation.EVAL_FILE}"
         + (f", {out / evaluation.GENERATIONS_FILE}" if args.save_generations else ""))

@@ -44,7 +44,7 @@ import numpy as np
 from jaxlayer import evaluation
 from jaxlayer.rl import checkpoint
 from jaxlayer.sweep.contribution import standard_error, standard_error_of_mean
-from jaxlayer.text import counted, error_text
+from jaxlayer.text import counted, decimals
 
 MEAN_COLUMN = "mean"
 # What makes two evaluations comparable, per task: the problems, the decoding and the prompt.
@@ -233,9 +233,9 @@ def format_table(table: dict) -> str:
     last = columns[-1]
     difference_se = row["difference_se"][last]
     difference = ("" if row["difference"][last] is None else
-                  f"{row['difference'][last]:+.3f} ± {error_text(difference_se, 3)}")
+                  f"{row['difference'][last]:+.3f} ± {decimals(difference_se, 3)}")
     cells = [row["name"], str(row["runs"]),
-             *(f"{row['score'][c]:.3f} ± {error_text(row['se'][c], 3)}" for c in columns),
+             *(f"{row['score'][c]:.3f} ± {decimals(row['se'][c], 3)}" for c in columns),
              difference]
     lines.append("| " + " | ".join(cells) + " |")
   num_runs = sum(row["runs"] for row in table["rows"])

@@ -8,7 +8,7 @@ def counted(count: int, noun: str) -> str:
   return f"{count:,} {noun}{'s' * (count != 1)}"
 
 
-def error_text(standard_error: float | None, digits: int) -> str:
-  """A standard error to `digits` decimals, or 'n/a' where it is undefined (None: from a single
-  problem, say), never a 0 that would claim no noise."""
-  return "n/a" if standard_error is None else f"{standard_error:.{digits}f}"
+def decimals(value: float | None, digits: int = 3) -> str:
+  """value to `digits` decimals (0, never -0), or 'n/a' where it is undefined (None: a standard
+  error from a single problem, say, never a 0 that would claim no noise)."""
+  return "n/a" if value is None else f"{value:z.{digits}f}"

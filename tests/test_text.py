@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxlayer.text import counted, error_text
+from jaxlayer.text import counted, decimals
 
 
 def test_a_count_names_its_noun_in_the_singular_for_one_only():
@@ -14,5 +14,5 @@ def test_a_count_names_its_noun_in_the_singular_for_one_only():
 
 
 def test_an_undefined_standard_error_reads_n_a_never_zero():
-  assert [error_text(0.0123, 3), error_text(0.0, 4), error_text(None, 3)] == [
+  assert [decimals(0.0123, 3), decimals(0.0, 4), decimals(None, 3)] == [
       "0.012", "0.0000", "n/a"]

@@ -20,7 +20,7 @@ from jaxlayer import paths
 from jaxlayer.plots import integer_ticks, moving_average, save_figure
 from jaxlayer.sweep import contribution, store
 from jaxlayer.sweep.contribution import RunScore
-from jaxlayer.text import counted
+from jaxlayer.text import counted, decimals
 
 OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
 CSV_COLUMNS = ("run", "layer", "steps", "num_seeds", "score", "score_std", "score_se",
@@ -495,10 +495,6 @@ def plot_curves(results: list[dict], num_layers: int, title: str, path: Path) ->
   save_figure(fig, path)
 
 
-def _fmt(value, digits: int = 3) -> str:
-  return "n/a" if value is None else f"{value:z.{digits}f}"
-
-
 def _depth_thirds(sweep: dict) -> str:
   thirds = defaultdict(list)
   for l in sweep["layers"]:
@@ -517,9 +513,10 @@ def _groups_section(sweep: dict) -> list[str]:
            "|---|---|---|---|---|---|"]
   for g in sweep["groups"]:
     error, _ = contribution_error_bars(g)
-    lines.append(f"| {store.group_name(g['blocks'])} | {_fmt(g['score'])} | "
-                 f"{_fmt(g['score_se'])} | {_fmt(g['contribution'], 2)} | {_fmt(error, 2)} | "
-                 + ", ".join(_fmt(c, 2) for c in g["contribution_alone"]) + " |")
+    lines.append(f"| {store.group_name(g['blocks'])} | {decimals(g['score'])} | "
+                 f"{decimals(g['score_se'])} | {decimals(g['contribution'], 2)} | "
+                 f"{decimals(error, 2)} | "
+                 + ", ".join(decimals(c, 2) for c in g["contribution_alone"]) + " |")
   compared = [g for g in sweep["groups"] if g["contribution"] is not None
               and None not in g["contribution_alone"]]
   if compared:
@@ -556,13 +553,13 @@ def _halving_section(sweep: dict) -> list[str]:
            "| run | " + " | ".join(f"after {r['steps']} steps" for r in rungs)
            + f" | after {final_steps} steps |",
            "|---|" + "---|" * (len(rungs) + 1),
-           "| full RL | " + " | ".join(f"{_fmt(r['s_full'])} / 1" for r in rungs)
-           + f" | {_fmt(sweep['s_full'])} / 1 |"]
+           "| full RL | " + " | ".join(f"{decimals(r['s_full'])} / 1" for r in rungs)
+           + f" | {decimals(sweep['s_full'])} / 1 |"]
 
   def cells(stage: dict) -> dict:
     units = [(l["layer"], l) for l in stage["layers"]]
     units += [(tuple(g["blocks"]), g) for g in stage["groups"]]
-    return {run: f"{_fmt(u['score'])} / {_fmt(u['contribution'], 2)}" for run, u in units}
+    return {run: f"{decimals(u['score'])} / {decimals(u['contribution'], 2)}" for run, u in units}
   stages = [cells(r) for r in rungs] + [cells(sweep)]
   runs = sorted(set().union(*stages), key=lambda k: (isinstance(k, tuple), k))
   for run in runs:
@@ -676,8 +673,9 @@ def _best_and_worst(sweep: dict, worst_label: str) -> str:
 def summary_lines(sweep: dict) -> list[str]:
   """The sweep's result in a few lines, for the terminal (report.md has the rest)."""
   gain_in_se = _gain_in_standard_errors(sweep)
-  lines = [f"{sweep['metric']}: base {sweep['s_base']:.3f} ± {_fmt(sweep['s_base_se'])}, full RL "
-           f"{sweep['s_full']:.3f} ± {_fmt(sweep['s_full_se'])} (gain {sweep['gain']:+z.3f}"
+  lines = [f"{sweep['metric']}: base {sweep['s_base']:.3f} ± {decimals(sweep['s_base_se'])}, "
+           f"full RL {sweep['s_full']:.3f} ± {decimals(sweep['s_full_se'])} "
+           f"(gain {sweep['gain']:+z.3f}"
            + (f", {gain_in_se:z.1f} standard errors)" if gain_in_se is not None else ")")]
   if sweep["best_layer"] is not None:
     halved = " of the blocks trained to the end" if sweep.get("halving") else ""
@@ -720,15 +718,16 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
       "delta-method SE.", "",
       "| run | score | SE | std over seeds | C(k) | C error |",
       "|---|---|---|---|---|---|",
-      f"| base | {_fmt(sweep['s_base'])} | {_fmt(sweep['s_base_se'])} | "
-      f"{_fmt(sweep['s_base_std'])} | 0 | |",
-      f"| full RL | {_fmt(sweep['s_full'])} | {_fmt(sweep['s_full_se'])} | "
-      f"{_fmt(sweep['s_full_std'])} | 1 | |",
+      f"| base | {decimals(sweep['s_base'])} | {decimals(sweep['s_base_se'])} | "
+      f"{decimals(sweep['s_base_std'])} | 0 | |",
+      f"| full RL | {decimals(sweep['s_full'])} | {decimals(sweep['s_full_se'])} | "
+      f"{decimals(sweep['s_full_std'])} | 1 | |",
   ]
   for l in sweep["layers"]:
     error, _ = contribution_error_bars(l)
-    lines.append(f"| block {l['layer']} | {_fmt(l['score'])} | {_fmt(l['score_se'])} | "
-                 f"{_fmt(l['score_std'])} | {_fmt(l['contribution'], 2)} | {_fmt(error, 2)} |")
+    lines.append(f"| block {l['layer']} | {decimals(l['score'])} | {decimals(l['score_se'])} | "
+                 f"{decimals(l['score_std'])} | {decimals(l['contribution'], 2)} | "
+                 f"{decimals(error, 2)} |")
   lines.append("")
   paired = sweep["gain_paired_se"] is not None
   gain_in_se = _gain_in_standard_errors(sweep)
@@ -741,7 +740,7 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
   lines += ["## Evaluation noise", "",
             f"Full RL scored {abs(sweep['gain']):.3f} {'above' if change == 'gain' else 'below'}"
             f" the base. The standard error of that {change} "
-            f"is {_fmt(sweep['gain_se'])} treating the two evaluations as independent"
+            f"is {decimals(sweep['gain_se'])} treating the two evaluations as independent"
             + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences (both are "
                f"scored on the same problems{_paired_seeds_text(sweep)})" if paired else "")
             + verdict

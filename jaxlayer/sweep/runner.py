@@ -60,7 +60,7 @@ from jaxlayer.rl import selection
 from jaxlayer.rl.config import require_config
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
-from jaxlayer.text import counted, error_text
+from jaxlayer.text import counted, decimals
 
 if TYPE_CHECKING:
   import jax
@@ -845,7 +845,7 @@ class _Stage:
 def _scored(result: dict) -> str:
   """A run's score as its line says it: 'pass@1 0.4000 ± 0.0775', or over tasks 'score 0.4500
   ± 0.0474 (math pass@1 0.4000, amc mean@32 0.5000)'."""
-  score = f"{result['score']:.4f} ± {error_text(result['score_se'], 4)}"
+  score = f"{result['score']:.4f} ± {decimals(result['score_se'], 4)}"
   if "tasks" not in result:
     return f"{result['metric']} {score}"
   return f"score {score} (" + ", ".join(f"{name} {task['metric']} {task['score']:.4f}"
