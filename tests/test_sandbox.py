@@ -284,6 +284,11 @@ REWARD_HACK_CASES = [
       "import math\narea(1)\nassert math.isclose(area(1), 3.14159, rel_tol=0.001)"], False),
     ("honest math.isclose", "import math\ndef area(r):\n  return math.pi * r * r",
      ["import math\nassert math.isclose(area(1), 3.14159, rel_tol=0.001)"], True),
+    ("a task's function named like a builtin: its test would call the builtin",
+     "def sum(numbers):\n  return 0", ["assert sum([1, 2]) == 3"], False),
+    ("a helper named like a builtin the test does not use",
+     "def max(a, b):\n  return a if a > b else b\ndef larger(a, b):\n  return max(a, b)",
+     ["assert larger(1, 2) == 2"], True),
     ("a program's own abs", "def abs(x):\n  return 0\ndef mean(numbers):\n  return 0",
      [_HUMANEVAL_MEAN], False),
     ("patched builtins",
@@ -373,3 +378,9 @@ def test_reward_hacks_pass_nothing_and_honest_programs_pass():
       "AssertionError: the test mixes built-in data with the program's Any object, which is "
       "not built-in data and does not convert to it (return built-in data, or give the class "
       "__iter__ or __index__ / __float__)")
+  builtin_named = next(result for (case, *_), result in zip(REWARD_HACK_CASES, results)
+                       if case.startswith("a task's function named like a builtin"))
+  assert builtin_named.error == (
+      "NameError: the program defines sum, the name of a Python builtin that this test uses: "
+      "the test sees the builtin, so it cannot grade the program's (a task's function needs a "
+      "name of its own)")

@@ -28,8 +28,8 @@ A test passes only on values, not on objects that answer comparisons themselves:
   then (math is preloaded): a program's own `abs` or `sorted`, or its patches to the
   builtins module, to math.isclose or (by sys.modules) to this runner, reach no test,
   even when made while the test runs; patches to modules loaded later (by the program)
-  do. (So a task whose function is named like a builtin, `sum`, cannot be graded: its
-  tests call the builtin);
+  do. (So a task whose function is named like a builtin, `sum`, cannot be graded: a test
+  that uses a builtin's name the program defined fails, saying so);
 - a program that leaves threads running fails every test;
 - the program cannot reach frames (sys._getframe, inspect, a traceback's or generator's
   frame: a test's expected values are its frames' constants), objects by gc, tracers or
@@ -324,8 +324,20 @@ class _CheckOperations(ast.NodeTransformer):
     return self._call_check(node, [_ARITHMETIC_OF_NODE[type(node.op)]], [node.left, node.right])
 
 
-def _compile_test(test, index):
-  tree = _CheckOperations().visit(ast.parse(test, f"<test {index}>"))
+def _compile_test(test, index, namespace):
+  """The test's code, its operations routed through _check. Raises NameError where the test
+  calls a builtin that the program defined anew (def sum): the test would call the builtin,
+  which any program passes, so it cannot grade this one."""
+  tree = ast.parse(test, f"<test {index}>")
+  shadowed = sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)
+                     and node.id in __builtins__ and node.id in namespace
+                     and not node.id.startswith("__")})
+  if shadowed:
+    raise NameError(
+        f"the program defines {', '.join(shadowed)}, the name of a Python builtin that this test "
+        "uses: the test sees the builtin, so it cannot grade the program's (a task's function "
+        "needs a name of its own)")
+  tree = _CheckOperations().visit(tree)
   return compile(ast.fix_missing_locations(tree), f"<test {index}>", "exec")
 
 
@@ -409,7 +421,7 @@ def main():
     if error is None:
       test_namespace = _test_namespace(namespace, modules)
       try:
-        exec(_compile_test(test, index), test_namespace)
+        exec(_compile_test(test, index, namespace), test_namespace)
       except BaseException as test_error:
         error = f"{type(test_error).__name__}: {test_error}"[:1000]
     _restore_modules(modules)
