@@ -8,7 +8,7 @@ import pytest
 from matplotlib import image
 from scipy import stats
 
-from jaxlayer import cli
+from jaxlayer import cli, locks
 from jaxlayer.sweep import compare, runner
 from tests.sweep_fakes import FakeRL, make_config
 
@@ -191,6 +191,18 @@ def test_cli_compare_replaces_an_earlier_comparison_only_with_overwrite(tmp_path
     cli.main(["compare", str(dir_b), str(dir_a), "--out", str(out)])
   cli.main(["compare", str(dir_b), str(dir_a), "--out", str(out), "--overwrite"])
   assert json.loads((out / "compare.json").read_text())["sweep_a"] == str(dir_b)
+
+
+def test_cli_compare_into_an_out_dir_another_process_writes_is_refused(tmp_path):
+  dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20})
+  dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25})
+  out = tmp_path / "cmp"
+  with locks.exclusive(out, "--out"), pytest.raises(SystemExit, match="cmp is in use: .* choose "
+                                                     "another --out"):
+    cli.main(["compare", str(dir_a), str(dir_b), "--out", str(out)])
+  assert sorted(path.name for path in out.iterdir()) == [locks.LOCK_FILE]
+  cli.main(["compare", str(dir_a), str(dir_b), "--out", str(out)])  # free again: it compares
+  assert sorted(path.name for path in out.iterdir()) == ["compare.json", "compare.png"]
 
 
 def test_cli_compare_of_a_missing_sweep_is_a_clear_error(tmp_path):

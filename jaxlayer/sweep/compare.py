@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxlayer import paths
+from jaxlayer import locks, paths
 from jaxlayer.plots import integer_ticks, save_figure
 from jaxlayer.sweep import store
 from jaxlayer.text import counted
@@ -183,6 +183,12 @@ def compare_sweep_dirs(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
   """Compares two sweep directories; writes compare.json and compare.png into out_dir, where
   an earlier comparison is replaced only with overwrite=True."""
   dir_a, dir_b, out_dir = Path(dir_a), Path(dir_b), paths.local_path(out_dir, "--out")
+  with locks.exclusive(out_dir, "--out", tidy=True):  # a second one into out_dir is refused
+    return _compare_into(dir_a, dir_b, out_dir, overwrite)
+
+
+def _compare_into(dir_a: Path, dir_b: Path, out_dir: Path, overwrite: bool) -> dict:
+  """compare_sweep_dirs under out_dir's lock."""
   existing = [out_dir / name for name in OUTPUT_FILES if (out_dir / name).exists()]
   if existing and not overwrite:
     raise FileExistsError(f"{existing[0]} exists: pass --overwrite to replace it, or choose "
@@ -190,7 +196,6 @@ def compare_sweep_dirs(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
   sweep_a, sweep_b = load_sweep(dir_a), load_sweep(dir_b)
   comparison = {"sweep_a": str(dir_a), "sweep_b": str(dir_b),
                 **compare_sweeps(sweep_a, sweep_b)}
-  out_dir.mkdir(parents=True, exist_ok=True)
   store.write_json_atomic(out_dir / "compare.json", comparison)
   save_figure(comparison_figure(comparison, _label(sweep_a, dir_a), _label(sweep_b, dir_b),
                                 sweep_a["num_layers"]), out_dir / "compare.png")
