@@ -75,7 +75,7 @@ def local_path(path: str | os.PathLike, key: str) -> Path:
 def marked(prefix: str) -> str:
   """`prefix` followed by this process's mark, "PID@HOST.": the name with which it starts a
   temporary file or directory, so that a later process can tell one that a killed process left
-  (remove_leftovers)."""
+  (remove_leftovers, remove_temporary_leftovers)."""
   return f"{prefix}{os.getpid()}@{socket.gethostname()}."
 
 
@@ -84,7 +84,23 @@ def remove_leftovers(directory: Path, prefix: str, suffix: str = "") -> list[Pat
   named `marked(prefix)` + a random part + `suffix` whose mark names a process of this host
   that no longer runs. Those of a running process or of another host (which cannot be asked
   from here), and every other name, stay."""
-  pattern = re.compile(rf"{re.escape(prefix)}(\d+)@(.+)\.[a-z0-9_]+{re.escape(suffix)}")
+  return _remove_of_dead_writers(directory, prefix, re.escape(prefix), re.escape(suffix))
+
+
+def remove_temporary_leftovers(directory: Path) -> list[Path]:
+  """Removes (and returns) the temporary files that writers killed while `replacing` a file of
+  `directory` left there, of any name and suffix: ".NAME." + mark + a random part + ".SUFFIX",
+  as remove_leftovers removes them (those of a running process or another host stay, as do
+  names without the mark, such as a user's notes.tmp)."""
+  return _remove_of_dead_writers(directory, ".", r"\..+\.", r"\.[a-z]+")
+
+
+def _remove_of_dead_writers(directory: Path, prefix: str, before_mark: str,
+                            after_mark: str) -> list[Path]:
+  """Removes (and returns) the files and directories of `directory` whose names start with
+  `prefix` and match the regular expression `before_mark` + "PID@HOST." + a random part +
+  `after_mark`, where HOST is this host and process PID no longer runs."""
+  pattern = re.compile(rf"{before_mark}(\d+)@(.+)\.[a-z0-9_]+{after_mark}")
   host, removed = socket.gethostname(), []
   for path in sorted(directory.glob(f"{glob.escape(prefix)}*")):
     mark = pattern.fullmatch(path.name)

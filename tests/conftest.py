@@ -1,6 +1,7 @@
 """Shared test set-up: offline hub, 8 fake CPU devices, tiny random HF checkpoints."""
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -98,6 +99,30 @@ def dead_pid():
   process = subprocess.Popen([sys.executable, "-c", ""])
   process.wait()
   return process.pid
+
+
+@pytest.fixture
+def writers_leftovers(dead_pid):
+  """leave(directory): puts into `directory` the temporary files that writers killed (SIGKILL)
+  while replacing its files left (".NAME.PID@HOST.RANDOM.SUFFIX": paths.replacing), beside those
+  that must stay: a running writer's, another host's, and names without the mark (a user's
+  notes, Orbax's unfinished checkpoint). Returns (the paths to remove, the paths to keep), each
+  sorted."""
+  host = socket.gethostname()
+
+  def leave(directory):
+    removed = [directory / f".config.json.{dead_pid}@{host}.k2x_9abc.tmp",
+               directory / f".curves.png.{dead_pid}@{host}.q7w3e4r5.png"]
+    kept = [directory / f".run.json.{os.getpid()}@{host}.a1b2c3d4.tmp",  # a writer at work
+            directory / f".run.json.{dead_pid}@other-host.a1b2c3d4.tmp",  # cannot be asked
+            directory / "notes.tmp", directory / ".notes.tmp"]
+    for path in removed + kept:
+      path.write_text("x")
+    orbax_unfinished = directory / "4.orbax-checkpoint-tmp-1732460000"
+    orbax_unfinished.mkdir()
+    return sorted(removed), sorted([*kept, orbax_unfinished])
+
+  return leave
 
 
 @pytest.fixture

@@ -3,7 +3,11 @@
 import errno
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -110,3 +114,25 @@ def test_temporary_files_carry_the_mark_of_their_writer(tmp_path):
     os.close(handle)
   assert re.fullmatch(rf"\.eval\.json\.{os.getpid()}@{re.escape(socket.gethostname())}"
                       r"\.[a-z0-9_]+\.tmp", Path(tmp_name).name)
+
+
+def test_the_temporary_files_of_killed_writers_go_whatever_file_they_replaced(tmp_path,
+                                                                              writers_leftovers):
+  """A process killed (SIGKILL) inside paths.replacing leaves its temporary file, whatever file
+  it replaced (run.json, a plot): remove_temporary_leftovers removes it, and those of the other
+  killed writers of this host; a running writer's, another host's and unmarked names stay."""
+  writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+      import time
+      from pathlib import Path
+      from jaxlayer import paths
+      with paths.replacing(Path({str(tmp_path / "curves.png")!r}), ".png") as (_, tmp_name):
+        print(tmp_name, flush=True)
+        time.sleep(600)
+      """)], stdout=subprocess.PIPE, text=True)
+  killed_writers_file = Path(writer.stdout.readline().strip())
+  writer.send_signal(signal.SIGKILL)
+  writer.wait()
+  removed, kept = writers_leftovers(tmp_path)
+  assert killed_writers_file.is_file()
+  assert paths.remove_temporary_leftovers(tmp_path) == sorted([*removed, killed_writers_file])
+  assert sorted(tmp_path.iterdir()) == kept
