@@ -626,6 +626,19 @@ def test_a_run_that_fails_before_writing_leaves_only_what_it_found(tiny_qwen2_di
     assert sorted(path.name for path in run_dir.iterdir()) == expected
 
 
+def test_a_run_removes_the_temporary_files_that_killed_writers_left(tiny_qwen2_dir, tmp_path,
+                                                                    compile_cache,
+                                                                    writers_leftovers):
+  """A run killed (SIGKILL) while replacing config.json, run.json, metrics.jsonl or a plot left
+  the temporary file in the run directory for good. Now the run started again removes those of
+  ended processes of its host; a running writer's, another host's and other names stay."""
+  run_dir = tmp_path / "run"
+  run_dir.mkdir()
+  removed, kept = writers_leftovers(run_dir)
+  assert train.check_resume(train.plan(small_config(tiny_qwen2_dir, run_dir, compile_cache))) == 0
+  assert sorted(run_dir.iterdir()) == kept
+
+
 def _files(run_dir):
   """Every file of a run directory but its lock: {relative path: (bytes, modification time)}."""
   return {str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)
