@@ -86,6 +86,21 @@ def test_interrupted_sweep_resumes_and_reruns_only_the_unfinished_runs(tmp_path)
   assert again.train_calls == [] and again.eval_calls == []
 
 
+def test_a_sweep_removes_the_temporary_files_that_killed_writers_left(tmp_path,
+                                                                      writers_leftovers):
+  """A sweep killed (SIGKILL) while writing its report or a run's result.json left the temporary
+  file for good. Now the sweep started again removes those of ended processes of its host, in its
+  directory and in its runs'; a running writer's, another host's and other names stay."""
+  config = make_config(tmp_path / "sweep")
+  sweep_dir = _run(config, FakeRL(BLOCKS))
+  run_dir = store.run_dir(sweep_dir, RunSpec("layer", layer=2, seed=0))
+  left = [writers_leftovers(directory) for directory in (sweep_dir, run_dir)]
+  _run(config, FakeRL(BLOCKS))
+  for removed, kept in left:
+    assert not any(os.path.lexists(path) for path in removed)
+    assert all(os.path.lexists(path) for path in kept)
+
+
 def test_an_extended_sweep_ranks_nothing_until_it_finishes(tmp_path):
   """A finished sweep of blocks 0 and 3, extended to blocks 1 and 2 and interrupted after block
   1: topK@ and `jaxlayer compare` read the old sweep.json, which ranked block 0 first though
