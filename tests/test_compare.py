@@ -205,6 +205,20 @@ def test_cli_compare_into_an_out_dir_another_process_writes_is_refused(tmp_path)
   assert sorted(path.name for path in out.iterdir()) == ["compare.json", "compare.png"]
 
 
+def test_cli_compare_removes_the_temporary_files_that_killed_writers_left(tmp_path,
+                                                                          writers_leftovers):
+  """A comparison killed (SIGKILL) while writing compare.json or compare.png left the temporary
+  file in --out for good. Now the next comparison there removes those of ended processes of its
+  host; a running writer's, another host's and other names stay."""
+  dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20})
+  dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25})
+  out = tmp_path / "cmp"
+  out.mkdir()
+  _, kept = writers_leftovers(out)
+  cli.main(["compare", str(dir_a), str(dir_b), "--out", str(out)])
+  assert sorted(out.iterdir()) == sorted([*kept, out / "compare.json", out / "compare.png"])
+
+
 def test_cli_compare_of_a_missing_sweep_is_a_clear_error(tmp_path):
   with pytest.raises(SystemExit, match="is not a finished sweep"):
     cli.main(["compare", str(tmp_path / "nope"), str(tmp_path / "nope2"), "--out",

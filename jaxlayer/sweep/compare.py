@@ -184,6 +184,7 @@ def compare_sweep_dirs(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
   an earlier comparison is replaced only with overwrite=True."""
   dir_a, dir_b, out_dir = Path(dir_a), Path(dir_b), paths.local_path(out_dir, "--out")
   with locks.exclusive(out_dir, "--out", tidy=True):  # a second one into out_dir is refused
+    paths.remove_temporary_leftovers(out_dir)  # compare.json or .png of a killed writer
     return _compare_into(dir_a, dir_b, out_dir, overwrite)
 
 
