@@ -33,12 +33,15 @@ A test passes only on values, not on objects that answer comparisons themselves:
 - a program that leaves threads running fails every test;
 - the program cannot reach frames (sys._getframe, inspect, a traceback's or generator's
   frame: a test's expected values are its frames' constants), objects by gc, tracers or
-  ctypes: each raises ValueError (an audit hook, which cannot be removed).
-The tests still run in the candidate's interpreter: a frame from a signal handler, or a
-C extension, could still reach the runner. This is a guard against accidents and reward
-hacks, not a proof.
+  ctypes: each raises ValueError (an audit hook, which cannot be removed);
+- the program cannot install signal handlers, which are called with the running frame:
+  `signal.signal` raises PermissionError (a seccomp filter, on x86_64 and arm64, refuses
+  any other way of setting one).
+The tests still run in the candidate's interpreter: a C extension could still reach the
+runner. This is a guard against accidents and reward hacks, not a proof.
 """
 
+import _signal
 import _thread
 import ast
 import builtins
@@ -68,6 +71,13 @@ _FS_READ_RIGHTS = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
 _FS_TRUNCATE = 1 << 14
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
+# seccomp: the audit architecture and rt_sigaction's syscall number, by machine.
+_SECCOMP_ARCH_AND_SIGACTION = {"x86_64": (0xC000003E, 13), "aarch64": (0xC00000B7, 134)}
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050000 | 1
+_BPF_LOAD_WORD, _BPF_JUMP_IF_EQUAL, _BPF_RETURN = 0x20, 0x15, 0x06
+# struct seccomp_data offsets: syscall number, architecture, low and high half of argument 1.
+_SECCOMP_NR, _SECCOMP_ARCH, _SECCOMP_ARG1_LOW, _SECCOMP_ARG1_HIGH = 0, 4, 24, 28
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -128,6 +138,51 @@ def _landlock(workdir, read_paths):
     raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
   os.close(ruleset)
   return abi
+
+
+class _SockFilter(ctypes.Structure):
+  _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+              ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+  _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _refuse_signal_handlers():
+  """Refuse new signal handlers from here on: a Python handler is called with the running
+  frame (a test's, the runner's), so it could read expected values or patch a test while it
+  compares. `signal.signal` raises PermissionError saying so; underneath, a seccomp filter
+  fails every rt_sigaction that sets an action (queries still work), so that a fresh copy of
+  the signal module cannot install one either. Timers and signals themselves stay allowed: with
+  default actions they only end the run (the parent's wall-clock deadline does not use them).
+  Where the machine or kernel has no seccomp, only `signal.signal` refuses.
+  """
+  def refuse(*arguments):
+    raise PermissionError("the code sandbox refuses signal handlers: a handler receives the "
+                          "running frame (the test's); time limits are the sandbox's own")
+
+  _signal.signal = refuse
+  if platform.machine() not in _SECCOMP_ARCH_AND_SIGACTION:
+    return
+  arch, sigaction = _SECCOMP_ARCH_AND_SIGACTION[platform.machine()]
+  program = [  # (code, jump if true, jump if false, k); jumps count from the next instruction
+      (_BPF_LOAD_WORD, 0, 0, _SECCOMP_ARCH),
+      (_BPF_JUMP_IF_EQUAL, 0, 7, arch),  # another architecture's syscalls: refused
+      (_BPF_LOAD_WORD, 0, 0, _SECCOMP_NR),
+      (_BPF_JUMP_IF_EQUAL, 0, 4, sigaction),  # any other syscall: allowed
+      (_BPF_LOAD_WORD, 0, 0, _SECCOMP_ARG1_LOW),
+      (_BPF_JUMP_IF_EQUAL, 0, 3, 0),  # a new action (argument 1 not NULL): refused
+      (_BPF_LOAD_WORD, 0, 0, _SECCOMP_ARG1_HIGH),
+      (_BPF_JUMP_IF_EQUAL, 0, 1, 0),
+      (_BPF_RETURN, 0, 0, _SECCOMP_RET_ALLOW),
+      (_BPF_RETURN, 0, 0, _SECCOMP_RET_EPERM),
+  ]
+  filters = (_SockFilter * len(program))(*(_SockFilter(*line) for line in program))
+  fprog = _SockFprog(len=len(program), filter=filters)
+  libc = ctypes.CDLL(None, use_errno=True)
+  if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
+    libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0)
 
 
 def _set_limits(limits):
@@ -403,6 +458,7 @@ def main():
   os.chdir(request["workdir"])
   _set_limits(request["limits"])
   landlock_abi = _landlock(request["workdir"], request["read_paths"])
+  _refuse_signal_handlers()
   results.write(f"{token} {json.dumps({'landlock_abi': landlock_abi})}\n")
   del sys.modules["__main__"]  # this runner: no `import __main__` reaches its functions
   modules = _module_attributes()
