@@ -24,6 +24,11 @@ A test passes only on values, not on objects that answer comparisons themselves:
   objects compared with each other) their own comparison decides;
   `is` and truthiness (`assert f(x)`) are Python's, which no object can bend towards an
   expected value it never sees;
+- a method or attribute a test reads from a subclass of built-in data is the built-in type's
+  own (`f(x).startswith("ab")` is str.startswith on a program's str subclass, list.count on
+  its list subclass); attributes the built-in type lacks (a namedtuple's fields, a Counter's
+  most_common) and those of the program's other objects are their own. (The elements of an
+  exact list still compare by their own __eq__ inside list.count or list.index);
 - a test sees the builtins and the modules loaded before the program ran as they were
   then (math is preloaded): a program's own `abs` or `sorted`, or its patches to the
   builtins module, to math.isclose or (by sys.modules) to this runner, reach no test,
@@ -213,6 +218,7 @@ _ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": ope
 _ARITHMETIC_OF_NODE = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/",
                        ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**"}
 _CHECK = "__jaxlayer_check__"
+_ATTRIBUTE = "__jaxlayer_attribute__"
 _NO_HINT = object()
 _index = operator.index
 # What the program may not do (audit events): reach frames (the runner's, a test's constants),
@@ -357,9 +363,24 @@ def _check(operators, *operands):
         "data, or give the class __iter__ or __index__ / __float__)") from None
 
 
+def _attribute(value, name):
+  """A test's `value.name`. On a value of a subclass of built-in data, the built-in type's own
+  attribute, bound to the value (`f(x).startswith("ab")` is str.startswith, whatever the
+  program's str subclass defines); an attribute the built-in type lacks (a namedtuple's field)
+  and any other value's attribute are Python's."""
+  base = _builtin_base(value)
+  if base is not None and type(value) is not base:
+    for klass in _mro_of(base):
+      if name in vars(klass):
+        attribute = vars(klass)[name]
+        bind = getattr(type(attribute), "__get__", None)
+        return attribute if bind is None else bind(attribute, value, type(value))
+  return getattr(value, name)
+
+
 class _CheckOperations(ast.NodeTransformer):
   """Routes every comparison (chained or not) and arithmetic operation of a test through
-  _check."""
+  _check, and every attribute it reads through _attribute."""
 
   def _call_check(self, node, operators, operands):
     symbols = ast.Tuple(elts=[ast.Constant(symbol) for symbol in operators], ctx=ast.Load())
@@ -377,6 +398,15 @@ class _CheckOperations(ast.NodeTransformer):
     if type(node.op) not in _ARITHMETIC_OF_NODE:
       return node
     return self._call_check(node, [_ARITHMETIC_OF_NODE[type(node.op)]], [node.left, node.right])
+
+  def visit_Attribute(self, node):
+    self.generic_visit(node)
+    private = node.attr.startswith("__") and not node.attr.endswith("__")
+    if not isinstance(node.ctx, ast.Load) or private:  # a private name is mangled on compiling
+      return node
+    call = ast.Call(func=ast.Name(id=_ATTRIBUTE, ctx=ast.Load()),
+                    args=[node.value, ast.Constant(node.attr)], keywords=[])
+    return ast.copy_location(call, node)
 
 
 def _compile_test(test, index, namespace):
@@ -445,7 +475,7 @@ def _test_namespace(namespace, modules):
 
   test_builtins = {**__builtins__, "__import__": import_copy}
   test_namespace.update({"__name__": "__sandbox__", "__builtins__": test_builtins,
-                         _CHECK: _check})
+                         _CHECK: _check, _ATTRIBUTE: _attribute})
   return test_namespace
 
 
