@@ -209,6 +209,20 @@ def test_batch_runs_each_pair():
   assert results[2].timed_out
 
 
+def test_setup_code_runs_apart_from_the_program_and_its_names_win():
+  setup = "import math\ndef close(a, b):\n  return abs(a - b) < 1e-3"
+  tests = ["assert close(area(1), 3.14159)", "assert not close(area(1), 3)"]
+  results = sandbox.run_tests_batch(
+      ["def area(r):\n  return math.pi * r * r",  # uses the setup's import, as after it
+       "close = lambda a, b: a == b or a != b\ndef area(r):\n  return 0",
+       "def area(r):\n  return 0", "def area(r):\n  return math.pi * r * r"],
+      [tests] * 4, LIMITS, setups=[setup, setup, "import math\ndef close(", ""])
+  assert [result.passed for result in results] == [
+      [True, True], [False, True], [False, False], [False, False]]
+  assert results[2].error.startswith("the task's setup code failed: SyntaxError: ")
+  assert results[3].error == "NameError: name 'close' is not defined"
+
+
 def test_the_request_cannot_be_read_again():
   # The request on stdin carries the result token; the candidate finds stdin empty.
   result = sandbox.run_tests("import os\nos.lseek(0, 0, os.SEEK_SET)\nleft = os.read(0, 1000)",

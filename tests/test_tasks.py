@@ -410,6 +410,29 @@ def test_mbpp_style_code_task(tmp_path):
   assert strict.rewards([problem] * 2, completions[:2]).components["correct"] == [1.0, 0.0]
 
 
+def test_mbpp_setup_code_is_the_benchmarks(tmp_path):
+  # MBPP/367's shape: the setup code builds the trees the tests pass. It ran before the program,
+  # so a program that rebound root and root1 passed with bool as its answer.
+  node = ("class Node:\n    def __init__(self, data, left=None, right=None):\n"
+          "        self.data, self.left, self.right = data, left, right\n")
+  record = {"text": "Write a function to check if a binary tree is balanced.", "code": "",
+            "test_list": ["assert is_tree_balanced(root) == False",
+                          "assert is_tree_balanced(root1) == True"],
+            "test_setup_code": node + "root = Node(1, Node(2, Node(3)))\n"
+                                      "root1 = Node(1, Node(2), Node(3))\n"}
+  path = _write_jsonl(tmp_path / "mbpp.jsonl", [record])
+  task = get_task("code", data_files={"test": path}, answer_field=None)
+  [problem] = task.test_problems()
+  honest = (node + "def height(tree):\n    return 0 if tree is None else "
+            "1 + max(height(tree.left), height(tree.right))\n"
+            "def is_tree_balanced(tree):\n    return tree is None or ("
+            "abs(height(tree.left) - height(tree.right)) <= 1\n"
+            "        and is_tree_balanced(tree.left) and is_tree_balanced(tree.right))\n")
+  rebinds_the_trees = "def is_tree_balanced(tree):\n    return bool(tree)\nroot, root1 = 0, 1\n"
+  rewards = task.rewards([problem] * 2, [honest, rebinds_the_trees]).components["correct"]
+  assert rewards == [1.0, 0.5]  # bool passes the test a constant True passes
+
+
 def test_humaneval_style_code_task(tmp_path):
   record = {"task_id": "HumanEval/0", "prompt": "def double(x):\n    \"\"\"Twice x.\"\"\"\n",
             "canonical_solution": "    return 2 * x\n",

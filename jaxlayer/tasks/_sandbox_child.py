@@ -1,9 +1,10 @@
 """The program the sandbox runs in its child process (`python -I -c <this file's text>`).
 
 Standard library only: it is not imported as part of jaxlayer. It reads one JSON
-request from stdin, locks itself down (resource limits, Landlock), then runs the
-candidate program and each test in turn, and writes one result line per test to
-the stdout it was started with. Everything the candidate prints goes to stderr.
+request from stdin, locks itself down (resource limits, Landlock, seccomp), then runs the
+benchmark's setup code, the candidate program and each test in turn, and writes one result
+line per test to the stdout it was started with. Everything the candidate prints goes to
+stderr.
 
 Result lines carry a random token sent by the parent, so a candidate that exits
 early or prints fake results cannot pass a test it did not run.
@@ -36,6 +37,9 @@ A test passes only on values, not on objects that answer comparisons themselves:
   do. (So a task whose function is named like a builtin, `sum`, cannot be graded: a test
   that uses a builtin's name the program defined fails, saying so);
 - a program that leaves threads running fails every test;
+- the benchmark's setup code (MBPP's test_setup_code) runs before the program, in a namespace
+  of its own, so the program can neither alter nor see what it builds; its names then replace
+  the program's (as when it runs between the program and the tests), before every test;
 - the program cannot reach frames (sys._getframe, inspect, a traceback's or generator's
   frame: a test's expected values are its frames' constants), objects by gc, tracers or
   ctypes: each raises ValueError (an audit hook, which cannot be removed);
@@ -479,6 +483,15 @@ def _test_namespace(namespace, modules):
   return test_namespace
 
 
+def _run_setup(setup):
+  """The names the benchmark's setup code defines, run in a namespace of its own before the
+  program (which therefore cannot alter what it builds, nor see it)."""
+  setup_namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+  exec(compile(setup, "<setup>", "exec"), setup_namespace)
+  return {name: value for name, value in setup_namespace.items()
+          if name not in ("__name__", "__builtins__")}
+
+
 def main():
   request = json.loads(sys.stdin.read())
   token = request["token"]
@@ -491,20 +504,27 @@ def main():
   _refuse_signal_handlers()
   results.write(f"{token} {json.dumps({'landlock_abi': landlock_abi})}\n")
   del sys.modules["__main__"]  # this runner: no `import __main__` reaches its functions
-  modules = _module_attributes()
+  try:
+    setup_names = _run_setup(request["setup"])
+    error_before_tests = None
+  except BaseException as error:
+    setup_names = {}
+    error_before_tests = f"the task's setup code failed: {type(error).__name__}: {error}"[:1000]
+  modules = _module_attributes()  # the setup's imports included
   sys.addaudithook(_refuse_introspection)
   namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
   try:
-    exec(compile(request["program"], "<candidate>", "exec"), namespace)
-    program_error = None
+    if error_before_tests is None:
+      exec(compile(request["program"], "<candidate>", "exec"), namespace)
   except BaseException as error:  # SystemExit included: exiting early passes nothing
-    program_error = f"{type(error).__name__}: {error}"[:1000]
+    error_before_tests = f"{type(error).__name__}: {error}"[:1000]
   for index, test in enumerate(request["tests"]):
     _restore_modules(modules)
-    error = program_error
+    error = error_before_tests
     if error is None and _thread._count() > 0:
       error = "the program left threads running, which could change the tests as they run"
     if error is None:
+      namespace.update(setup_names)  # again: a function of the program may have rebound them
       test_namespace = _test_namespace(namespace, modules)
       try:
         exec(_compile_test(test, index, namespace), test_namespace)

@@ -54,7 +54,8 @@ class CodeTask(DatasetTask):
   """Code problems with unit tests. Defaults read MBPP ("text", "code", "test_list").
 
   tests_field: list of test statements, or one test script (records with none are skipped);
-  setup_field: code run before the program (MBPP's "test_setup_code"; a list is joined);
+  setup_field: the benchmark's code for the tests (MBPP's "test_setup_code"; a list is joined),
+    run apart from the program, whose names it replaces (jaxlayer.tasks.sandbox.run_tests);
   entry_point_field: HumanEval's "entry_point" (the tests' check() is called on it);
   answer_field: a reference solution (may be absent from the data: set it to None);
   show_tests_in_prompt: append list-style tests to the prompt (MBPP needs it: the
@@ -129,12 +130,13 @@ class CodeTask(DatasetTask):
     return Problem(prompt=prompt, answer=answer, metadata=metadata)
 
   def program(self, problem: Problem, completion: str) -> str:
-    """The program the tests run against: setup, then the completion's code."""
+    """The program the tests run against: the completion's code (after the prompt's, for a
+    continuation)."""
     code = extract_code(completion)
     entry_point = problem.metadata["entry_point"]
     if entry_point and not re.search(rf"def\s+{re.escape(entry_point)}\s*\(", code):
       code = problem.metadata["prompt_code"] + code
-    return f"{problem.metadata['setup']}\n{code}"
+    return code
 
   def reward_components(
       self, problems: Sequence[Problem], completions: Sequence[str]
@@ -147,6 +149,7 @@ class CodeTask(DatasetTask):
         [problem.metadata["tests"] for problem in problems],
         limits=self.limits,
         workers=self.sandbox_workers,
+        setups=[problem.metadata["setup"] for problem in problems],
     )
     if self.reward_mode == "all":
       correct = [float(result.all_passed) for result in results]

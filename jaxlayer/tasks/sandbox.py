@@ -15,7 +15,8 @@ machine allows it; `isolation()` says which are active):
   the Python installation wherever it lives;
 - Landlock (Linux >= 5.13): reads only from the Python installation and system
   libraries, writes only inside the working directory, no TCP connect/bind (ABI 4+),
-  no signals or abstract unix sockets out of the sandbox (ABI 6+).
+  no signals or abstract unix sockets out of the sandbox (ABI 6+);
+- seccomp (x86_64, arm64): no signal handlers (see _sandbox_child.py).
 
 Result lines carry a random token per run that the candidate is not handed, so
 exiting early or printing fake results passes nothing (see _sandbox_child.py for
@@ -196,9 +197,14 @@ def _remove_tree(path: str) -> None:
 
 
 def run_tests(
-    program: str, tests: Sequence[str], limits: SandboxLimits = SandboxLimits()
+    program: str, tests: Sequence[str], limits: SandboxLimits = SandboxLimits(), setup: str = ""
 ) -> SandboxResult:
   """Run `program`, then each test (Python statements, e.g. asserts) in its namespace.
+
+  `setup` is the benchmark's code for the tests (MBPP's test_setup_code): it runs before the
+  program, in a namespace of its own, and the names it defines replace the program's in the
+  namespace the program's functions and the tests see, as when it runs between the program and
+  the tests; so the program can neither see nor pre-empt what it builds.
 
   A test passes when it runs without raising. The candidate's failures never raise
   here; SandboxError means the sandbox itself cannot run on this machine.
@@ -213,6 +219,7 @@ def run_tests(
   command += [sys.executable, "-I", "-c", _CHILD_SOURCE]
   request = {
       "token": token,
+      "setup": setup,
       "program": program,
       "tests": list(tests),
       "workdir": workdir,
@@ -299,9 +306,14 @@ def run_tests_batch(
     tests: Sequence[Sequence[str]],
     limits: SandboxLimits = SandboxLimits(),
     workers: int | None = None,
+    setups: Sequence[str] | None = None,
 ) -> list[SandboxResult]:
-  """run_tests on many (program, tests) pairs, `workers` sandboxes at a time."""
-  if len(programs) != len(tests):
-    raise ValueError(f"got {len(programs)} programs but {len(tests)} test lists")
+  """run_tests on many (program, tests, setup) triples, `workers` sandboxes at a time (no
+  setups: none runs setup code)."""
+  setups = [""] * len(programs) if setups is None else setups
+  if not len(programs) == len(tests) == len(setups):
+    raise ValueError(f"got {len(programs)} programs, {len(tests)} test lists and "
+                     f"{len(setups)} setups")
   with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as executor:
-    return list(executor.map(lambda pair: run_tests(*pair, limits=limits), zip(programs, tests)))
+    return list(executor.map(lambda run: run_tests(run[0], run[1], limits, run[2]),
+                             zip(programs, tests, setups)))
