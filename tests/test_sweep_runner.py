@@ -775,6 +775,19 @@ def test_a_sweep_dir_another_process_writes_is_refused_and_left_as_it_was(
   assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
 
 
+def test_a_sweep_refused_while_another_writes_there_records_no_moved_model(
+    tmp_path, held_by_another_process):
+  """The manifest records a moved base model only under the sweep's lock."""
+  model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
+  sweep_dir = _run_on_model(tmp_path / "sweep", model_dir, FakeRL(BLOCKS))
+  moved = model_dir.rename(tmp_path / "moved")
+  held_by_another_process(sweep_dir)
+  before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+  with pytest.raises(locks.DirectoryInUseError, match=r"in use: .*choose another sweep.dir"):
+    _run_on_model(sweep_dir, moved, FakeRL(BLOCKS), command="jaxlayer sweep moved")
+  assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == before
+
+
 def test_a_dry_run_checks_and_tells_what_would_run_and_writes_nothing(tmp_path, capsys,
                                                                      monkeypatch):
   fake = FakeRL(BLOCKS)

@@ -262,15 +262,14 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
   identity_differences). With force_new_dir, a directory that already holds a sweep is left
   alone and the sweep goes to the first free `<dir>-2`, `<dir>-3`, ... Returns the directory
   to use. On several hosts every process chooses the directory before process 0 creates it
-  (so all choose the same).
+  (so all choose the same). A reopened sweep's moved base model is recorded by
+  record_model_path, under the sweep's lock.
   """
   sweep_dir, new = choose_sweep_dir(Path(sweep_dir), manifest, force_new_dir, defaults)
   distributed.sync("jaxlayer: sweep directory chosen")
   if new and distributed.is_primary():
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep_dir / MANIFEST, manifest)
-  elif distributed.is_primary():
-    _record_model_path(sweep_dir, manifest)
   distributed.sync("jaxlayer: sweep directory created")
   return sweep_dir
 
@@ -306,10 +305,12 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
   return sweep_dir, True
 
 
-def _record_model_path(sweep_dir: Path, manifest: dict) -> None:
+def record_model_path(sweep_dir: Path, manifest: dict) -> None:
   """Points manifest.json at the base model's new place (choose_sweep_dir accepted the same
   weights there) and records the command that resumed it there, which the report quotes for
-  rerunning (the first one names the old place), so the next resume needs no note."""
+  rerunning (the first one names the old place), so the next resume needs no note. Called
+  under the sweep directory's lock: a sweep refused because another one runs there changes
+  nothing."""
   existing = load_manifest(sweep_dir)
   model_path = manifest["config"]["model"]["path"]
   if existing["config"]["model"]["path"] == model_path:
