@@ -14,7 +14,7 @@ from tests.sweep_fakes import NUM_PROBLEMS, FakeRL, FakeTasksRL, make_config
 
 SWEEP_KEYS = {"model", "num_layers", "task", "algorithm", "metric", "num_problems", "decoding",
               "seeds", "s_base", "s_base_std", "s_base_se", "s_base_seeds", "s_full", "s_full_std",
-              "s_full_se", "s_full_seeds", "gain", "gain_se", "gain_paired_se",
+              "s_full_se", "s_full_seeds", "gain", "gain_se", "gain_paired", "gain_paired_se",
               "gain_paired_seeds", "full_cost",
               "layers", "groups", "best_layer", "worst_layer", "halving", "warnings", "settings",
               "tasks"}
@@ -442,8 +442,9 @@ def test_the_paired_se_of_the_gain_pairs_base_and_full_rl_by_seed(tmp_path):
   assert sweep["gain_paired_seeds"] == [0]
   seed0 = [0.0] * 12 + [1.0] * 12 + [0.0] * 16  # 24 solved against 12
   assert sweep["gain_paired_se"] == pytest.approx(statistics.stdev(seed0) / math.sqrt(40))
-  assert ("scored on the same problems; on seed 0, which both ran):"
-          in report.markdown_report(sweep, sweep_dir, None))
+  assert ("On seed 0, which both ran, full RL scored 0.300 above the base, with a standard error "
+          f"of {sweep['gain_paired_se']:.3f} from the per-problem differences (both are scored "
+          "on the same problems):" in report.markdown_report(sweep, sweep_dir, None))
   # Sharing no seed, each averages over its own: full RL's seed 1 against base's seed 0.
   full_on_seed1 = [r for r in results if not (r["kind"] == "full" and r["seed"] == 0)]
   base_on_seed0 = [r for r in full_on_seed1 if not (r["kind"] == "base" and r["seed"] == 1)]
@@ -454,6 +455,54 @@ def test_the_paired_se_of_the_gain_pairs_base_and_full_rl_by_seed(tmp_path):
       statistics.stdev(seed1_against_seed0) / math.sqrt(40))
   assert ("scored on the same problems; they share no seed, so each averages over its own):"
           in report.markdown_report(sweep, sweep_dir, None))
+
+
+def _binomial_se(correct_by_seed: list[int]) -> float:
+  """A run group's evaluation SE: root-mean-square over seeds of sqrt(p (1 - p) / n)."""
+  return math.sqrt(statistics.mean(c / NUM_PROBLEMS * (1 - c / NUM_PROBLEMS) / NUM_PROBLEMS
+                                   for c in correct_by_seed))
+
+
+def test_the_gain_weighed_against_the_paired_se_is_over_the_seeds_both_ran(tmp_path):
+  """Seed s solves 12 + 2s problems of 40 with the base, 24 + 2s with full RL. With full RL on
+  seeds 0, 1 and the base on 0-2, the gain over all seeds is (25 - 14) / 40 = 0.275, over the
+  seeds both ran (25 - 13) / 40 = 0.300; the paired SE is over seeds 0, 1, so it weighs 0.300
+  (4.4 standard errors), not 0.275 (4.0)."""
+  sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS, seed_shift=2), seeds=3)
+  manifest, results = store.load_manifest(sweep_dir), store.load_results(sweep_dir)
+  # Problems 0-11: 0; 12-13: 1 - 0.5; 14-23: 1; 24-25: 0.5; 26-39: 0.
+  paired_se = statistics.stdev([0.0] * 12 + [0.5] * 2 + [1.0] * 10 + [0.5] * 2 + [0.0] * 14) / (
+      math.sqrt(40))
+  full_on_seeds01 = [r for r in results if not (r["kind"] == "full" and r["seed"] == 2)]
+  sweep = report.build_sweep_json(manifest, full_on_seeds01)
+  assert (sweep["gain"], sweep["gain_paired"]) == (pytest.approx(0.275), pytest.approx(0.3))
+  assert sweep["gain_paired_seeds"] == [0, 1]
+  assert sweep["gain_paired_se"] == pytest.approx(paired_se)
+  assert f"{0.3 / paired_se:.1f}" == "4.4"
+  gain_se = math.hypot(_binomial_se([24, 26]), _binomial_se([12, 14, 16]))
+  assert sweep["gain_se"] == pytest.approx(gain_se)
+  assert report.summary_lines(sweep)[0] == (
+      f"pass@1: base 0.350 ± {_binomial_se([12, 14, 16]):.3f}, full RL 0.625 ± "
+      f"{_binomial_se([24, 26]):.3f} (gain +0.275; on seeds 0, 1, which both ran, +0.300, 4.4 "
+      "standard errors)")
+  assert (f"Full RL scored 0.275 above the base. The standard error of that gain is "
+          f"{gain_se:.3f} treating the two evaluations as independent. On seeds 0, 1, which both "
+          f"ran, full RL scored 0.300 above the base, with a standard error of {paired_se:.3f} "
+          "from the per-problem differences (both are scored on the same problems): the gain is "
+          "4.4 standard errors.\n") in report.markdown_report(sweep, sweep_dir, None)
+
+  # Base and full RL on the same seeds: gain_paired is gain, and the report reads as before.
+  sweep = report.build_sweep_json(manifest, [r for r in full_on_seeds01 if r["seed"] != 2])
+  assert sweep["gain_paired"] == sweep["gain"] == pytest.approx(0.3)
+  gain_se = math.hypot(_binomial_se([24, 26]), _binomial_se([12, 14]))
+  assert report.summary_lines(sweep)[0] == (
+      f"pass@1: base 0.325 ± {_binomial_se([12, 14]):.3f}, full RL 0.625 ± "
+      f"{_binomial_se([24, 26]):.3f} (gain +0.300, 4.4 standard errors)")
+  assert (f"## Evaluation noise\n\nFull RL scored 0.300 above the base. The standard error of "
+          f"that gain is {gain_se:.3f} treating the two evaluations as independent, "
+          f"{paired_se:.3f} from the per-problem differences (both are scored on the same "
+          "problems): the gain is 4.4 standard errors.\n\n## Best and worst block"
+          ) in report.markdown_report(sweep, sweep_dir, None)
 
 
 def test_a_single_test_problem_leaves_every_standard_error_undefined(tmp_path, capsys):

@@ -243,6 +243,10 @@ def build_sweep_json(manifest: dict, results: list[dict],
   config, identity = manifest["config"], manifest["identity"]
   gain = summary.full.score - summary.base.score
   gain_paired_seeds = sorted(set(summary.base.seeds) & set(summary.full.seeds))
+  # S_full - S_base over the seeds both ran (the paired SE's seeds); sharing none, over all.
+  gain_paired = (contribution.summarize_scores({s: full[s] for s in gain_paired_seeds}).score
+                 - contribution.summarize_scores({s: base[s] for s in gain_paired_seeds}).score
+                 if gain_paired_seeds else gain)
   best, worst = summary.best_layer(), summary.worst_layer()
   full_cost, layer_costs = _mean_costs(results)
   task_scores = _task_scores(results) or {}
@@ -282,6 +286,7 @@ def build_sweep_json(manifest: dict, results: list[dict],
       "gain": gain,
       "gain_se": (None if None in (summary.full.score_se, summary.base.score_se)
                   else math.hypot(summary.full.score_se, summary.base.score_se)),
+      "gain_paired": gain_paired,
       "gain_paired_se": _paired_gain_se(results, gain_paired_seeds),
       "gain_paired_seeds": gain_paired_seeds or None,
       "full_cost": full_cost,
@@ -625,21 +630,29 @@ def _cost_section(sweep: dict) -> list[str]:
 
 
 def _paired_seeds_text(sweep: dict) -> str:
-  """'' when base and full RL ran the same seeds; else which seeds the paired SE of the gain
-  averages each problem's score over: '; on seeds 0, 1, which both ran'."""
-  if sweep["s_base_seeds"] == sweep["s_full_seeds"]:
+  """'' unless base and full RL share no seed: '; they share no seed, so each averages over its
+  own' (what the paired SE of the gain averages each problem's score over)."""
+  if sweep["s_base_seeds"] == sweep["s_full_seeds"] or sweep["gain_paired_seeds"]:
     return ""
-  seeds = sweep["gain_paired_seeds"]
-  if not seeds:
-    return "; they share no seed, so each averages over its own"
-  return f"; on {contribution.seeds_text(seeds)}, which both ran"
+  return "; they share no seed, so each averages over its own"
+
+
+def _weighs_gain_on_shared_seeds(sweep: dict) -> bool:
+  """Whether the gain weighed against the noise is `gain_paired`, over fewer seeds than
+  `gain`: base and full RL ran different seeds, shared some, and the paired SE is defined."""
+  return (sweep["s_base_seeds"] != sweep["s_full_seeds"] and bool(sweep["gain_paired_seeds"])
+          and sweep["gain_paired_se"] is not None)
 
 
 def _gain_in_standard_errors(sweep: dict) -> float | None:
-  """Full RL's gain over the base in standard errors (paired where possible); None at SE 0 or
-  with the SE undefined (a single test problem)."""
-  noise = sweep["gain_paired_se"] if sweep["gain_paired_se"] is not None else sweep["gain_se"]
-  return sweep["gain"] / noise if noise else None
+  """The gain weighed against the noise, in standard errors: `gain_paired` (over the seeds both
+  ran) by the paired SE where that is defined, else `gain` by the independent SE; None at SE 0
+  or with the SE undefined (a single test problem)."""
+  if sweep["gain_paired_se"] is not None:
+    gain, noise = sweep["gain_paired"], sweep["gain_paired_se"]
+  else:
+    gain, noise = sweep["gain"], sweep["gain_se"]
+  return gain / noise if noise else None
 
 
 def _block(sweep: dict, layer: int) -> str:
@@ -670,13 +683,23 @@ def _best_and_worst(sweep: dict, worst_label: str) -> str:
   return f"{_best_block(sweep)}; {tie}"
 
 
+def _gain_in_standard_errors_text(sweep: dict, gain_in_se: float | None) -> str:
+  """', 5.4 standard errors'; over fewer seeds than the gain, the gain it weighs: '; on seeds
+  0, 1, which both ran, +0.300, 5.4 standard errors'; '' when it cannot be weighed."""
+  if gain_in_se is None:
+    return ""
+  if _weighs_gain_on_shared_seeds(sweep):
+    return (f"; on {contribution.seeds_text(sweep['gain_paired_seeds'])}, which both ran, "
+            f"{sweep['gain_paired']:+z.3f}, {gain_in_se:z.1f} standard errors")
+  return f", {gain_in_se:z.1f} standard errors"
+
+
 def summary_lines(sweep: dict) -> list[str]:
   """The sweep's result in a few lines, for the terminal (report.md has the rest)."""
   gain_in_se = _gain_in_standard_errors(sweep)
   lines = [f"{sweep['metric']}: base {sweep['s_base']:.3f} ± {decimals(sweep['s_base_se'])}, "
            f"full RL {sweep['s_full']:.3f} ± {decimals(sweep['s_full_se'])} "
-           f"(gain {sweep['gain']:+z.3f}"
-           + (f", {gain_in_se:z.1f} standard errors)" if gain_in_se is not None else ")")]
+           f"(gain {sweep['gain']:+z.3f}" + _gain_in_standard_errors_text(sweep, gain_in_se) + ")"]
   if sweep["best_layer"] is not None:
     halved = " of the blocks trained to the end" if sweep.get("halving") else ""
     lines.append(_best_and_worst(sweep, f"worst{halved}") + ".")
@@ -701,6 +724,43 @@ def _seeds_per_run(sweep: dict) -> str:
       len(unit["seeds"]) for unit in sweep["layers"] + sweep["groups"]}
   fewest, most = min(counts), max(counts)
   return counted(most, "seed") if fewest == most else f"{fewest}-{most} seeds"
+
+
+def _above_or_below(gain: float) -> str:
+  """'0.079 above', '0.100 below' (full RL may end below the base)."""
+  return f"{abs(gain):.3f} {'above' if gain >= 0 else 'below'}"
+
+
+def _evaluation_noise(sweep: dict) -> str:
+  """report.md's paragraph weighing full RL's gain against the evaluation noise. Where base and
+  full RL ran different seeds, the gain over all of them has the independent SE, and the gain
+  over the seeds both ran (`gain_paired`) the paired one, which weighs it."""
+  paired = sweep["gain_paired_se"] is not None
+  gain_in_se = _gain_in_standard_errors(sweep)
+  change = "gain" if sweep["gain"] >= 0 else "loss"
+  weighed_change = "gain" if (sweep["gain_paired"] if paired else sweep["gain"]) >= 0 else "loss"
+  noise = ("undefined (a single test problem)" if sweep["gain_se"] is None and not paired
+           else "0")
+  verdict = (f": the {weighed_change} is {abs(gain_in_se):.1f} standard errors."
+             if gain_in_se is not None
+             else f": its standard error is {noise}, so the {weighed_change} cannot be weighed "
+             "against the noise.")
+  independent = (f"Full RL scored {_above_or_below(sweep['gain'])} the base. The standard error "
+                 f"of that {change} is {decimals(sweep['gain_se'])} treating the two "
+                 "evaluations as independent")
+  if _weighs_gain_on_shared_seeds(sweep):
+    text = (f"{independent}. On {contribution.seeds_text(sweep['gain_paired_seeds'])}, which "
+            f"both ran, full RL scored {_above_or_below(sweep['gain_paired'])} the base, with a "
+            f"standard error of {sweep['gain_paired_se']:.3f} from the per-problem differences "
+            f"(both are scored on the same problems){verdict}")
+  else:
+    text = (independent + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences "
+                           f"(both are scored on the same problems{_paired_seeds_text(sweep)})"
+                           if paired else "")
+            + verdict)
+  return text + (" That is too close to the noise for C(k) to mean much: train longer, or "
+                 "evaluate on more problems." if gain_in_se is None or abs(gain_in_se) < 3
+                 else "")
 
 
 def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
@@ -729,23 +789,7 @@ def markdown_report(sweep: dict, sweep_dir: Path, command: str | None) -> str:
                  f"{decimals(l['score_std'])} | {decimals(l['contribution'], 2)} | "
                  f"{decimals(error, 2)} |")
   lines.append("")
-  paired = sweep["gain_paired_se"] is not None
-  gain_in_se = _gain_in_standard_errors(sweep)
-  change = "gain" if sweep["gain"] >= 0 else "loss"  # full RL may end below the base
-  noise = ("undefined (a single test problem)" if sweep["gain_se"] is None and not paired
-           else "0")
-  verdict = (f": the {change} is {abs(gain_in_se):.1f} standard errors." if gain_in_se is not None
-             else f": its standard error is {noise}, so the {change} cannot be weighed against "
-             "the noise.")
-  lines += ["## Evaluation noise", "",
-            f"Full RL scored {abs(sweep['gain']):.3f} {'above' if change == 'gain' else 'below'}"
-            f" the base. The standard error of that {change} "
-            f"is {decimals(sweep['gain_se'])} treating the two evaluations as independent"
-            + (f", {sweep['gain_paired_se']:.3f} from the per-problem differences (both are "
-               f"scored on the same problems{_paired_seeds_text(sweep)})" if paired else "")
-            + verdict
-            + (" That is too close to the noise for C(k) to mean much: train longer, or evaluate "
-               "on more problems." if gain_in_se is None or abs(gain_in_se) < 3 else ""), ""]
+  lines += ["## Evaluation noise", "", _evaluation_noise(sweep), ""]
   if sweep["best_layer"] is not None:
     halved = bool(sweep.get("halving"))
     best_and_worst = _best_and_worst(sweep, "Worst" + (
