@@ -169,6 +169,9 @@ def test_c_is_over_the_seeds_a_block_shares_with_base_and_full_rl():
   assert block2.contribution is None and block2.contribution_se is None
   assert block3.contribution == pytest.approx((0.6 - 0.45) / (0.55 - 0.45))
   assert block3.per_seed_contribution == {}
+  # What each C divides by: S_full - S_base over seed 0 (block 2), over all seeds (block 3).
+  assert (block2.s_base, block2.s_full) == (pytest.approx(0.4), pytest.approx(0.4))
+  assert (block3.s_base, block3.s_full) == (pytest.approx(0.45), pytest.approx(0.55))
 
 
 def test_undefined_for_every_block_is_said_of_the_seeds_each_c_is_over():

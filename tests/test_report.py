@@ -457,6 +457,84 @@ def test_the_paired_se_of_the_gain_pairs_base_and_full_rl_by_seed(tmp_path):
           in report.markdown_report(sweep, sweep_dir, None))
 
 
+def _results_without(results: list[dict], kind: str, seeds: set[int]) -> list[dict]:
+  """The results but those of `kind` (a result's "run" without "-seedN": "full", "layer02") on
+  `seeds`."""
+  return [r for r in results if not (r["run"].rsplit("-seed", 1)[0] == kind and r["seed"] in seeds)]
+
+
+def test_the_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path):
+  """Base on seeds 0-2, full RL on 0, 1. Seed s solves 20 - 4s problems of 40 with the base,
+  19 - 4s with full RL: over all seeds full RL gained (17 against 16 of 40), but over seeds 0,
+  1, those the blocks' C are over, it lost (17 against 18), so their C divides by -1/40: block
+  0 (22 - 4s) has C = (20 - 18) / (17 - 18) = -2, block 1 (17 - 4s) C = 3."""
+  fake = FakeRL({0: 22, 1: 17, 2: 21}, base_correct=20, full_correct=19, seed_shift=-4)
+  sweep_dir = _sweep(tmp_path, fake, seeds=3, layers="0,1,2")
+  manifest, results = store.load_manifest(sweep_dir), store.load_results(sweep_dir)
+  full_on_seeds01 = _results_without(results, "full", {2})
+  without_block2 = _results_without(full_on_seeds01, "layer02", {0, 1, 2})
+  sweep = report.build_sweep_json(manifest, without_block2)
+  assert (sweep["s_base"], sweep["s_full"]) == (pytest.approx(0.4), pytest.approx(0.425))
+  assert [l["contribution"] for l in sweep["layers"]] == pytest.approx([-2.0, 3.0])
+  assert sweep["warnings"] == [
+      "full RL scored 0.4250, below the base (0.4500) over seeds 0, 1: C(k) divides by a "
+      "negative gain, so a higher score gives a lower C, and C = 1 is no target. The best and "
+      "worst blocks are those with the highest and lowest score. Train longer or with another "
+      "learning rate, or evaluate on more problems."]
+  assert report.summary_lines(sweep)[1] == (
+      "best: block 0 (C = -2.00, score 0.450). worst: block 1 (C = 3.00, score 0.325).")
+  # Block 2 on seed 2 alone shares no seed with full RL: its C is over all seeds, where full RL
+  # gained (C = (13 - 16) / (17 - 16) = -3), so the warning names the blocks whose C does not.
+  sweep = report.build_sweep_json(manifest, _results_without(full_on_seeds01, "layer02", {0, 1}))
+  assert [l["contribution"] for l in sweep["layers"]] == pytest.approx([-2.0, 3.0, -3.0])
+  assert sweep["warnings"] == [
+      "full RL scored below the base on the seeds some of the C are over (block 0: 0.4250 "
+      "against 0.4500 over seeds 0, 1; block 1: 0.4250 against 0.4500 over seeds 0, 1): their C "
+      "divides by a negative gain, so a higher score gives a lower C, and C = 1 is no target. "
+      "The best and worst blocks are those with the highest and lowest score. Train longer or "
+      "with another learning rate, or evaluate on more problems."]
+
+
+def test_a_rungs_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path):
+  """After 20 steps, full RL on seeds 0, 1 solves 19 - 4s problems of 40 and the base, on
+  seeds 0-2, 20 - 4s: over all seeds full RL gained (17 against 16), over seeds 0, 1, those the
+  rung's C are over, it lost (17 against 18)."""
+  rung_correct = {("full", 20): 19, (0, 20): 22, (1, 20): 17, (2, 20): 20, (3, 20): 18}
+  fake = FakeRL({0: 22, 1: 17, 2: 20, 3: 19}, base_correct=20, full_correct=30, seed_shift=-4,
+                rung_correct=rung_correct)
+  config = make_config(tmp_path / "sweep", seeds=3)
+  config.sweep.update(halving_steps="20", halving_keep=1.0)
+  sweep_dir = runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval,
+                               num_layers=len(BLOCKS))
+  manifest, results = store.load_manifest(sweep_dir), store.load_results(sweep_dir)
+  rung_results = _results_without(store.load_rung_results(sweep_dir), "full", {2})
+  sweep = report.build_sweep_json(manifest, results, rung_results)
+  (rung,) = sweep["halving"]["rungs"]
+  assert rung["s_full"] == pytest.approx(0.425) and sweep["s_base"] == pytest.approx(0.4)
+  # Block 0 after 20 steps (22 - 4s): C = (20 - 18) / (17 - 18) over seeds 0, 1.
+  assert rung["layers"][0]["contribution"] == pytest.approx(-2.0)
+  assert sweep["warnings"] == [
+      "after 20 steps full RL scored 0.4250, below the base (0.4500) over seeds 0, 1: C at this "
+      "rung divides by a negative gain, so a higher score gives a lower C. The rung still kept "
+      "the runs with the best scores; read the scores, or put the first rung later."]
+
+
+def test_no_negative_gain_warning_where_every_c_divides_by_a_gain(tmp_path):
+  """Base on seeds 0-2, full RL on 0, 1. Seed s solves 12 + 4s problems of 40 with the base,
+  13 + 4s with full RL: over all seeds full RL lost (15 against 16 of 40), but over seeds 0, 1,
+  those the blocks' C are over, it gained (15 against 14): block 0 (14 + 4s) has C = 2, block
+  1 (20 + 4s) C = 8, and no warning says C divides by a negative gain."""
+  fake = FakeRL({0: 14, 1: 20}, base_correct=12, full_correct=13, seed_shift=4)
+  sweep_dir = _sweep(tmp_path, fake, seeds=3, layers="0,1")
+  manifest, results = store.load_manifest(sweep_dir), store.load_results(sweep_dir)
+  sweep = report.build_sweep_json(manifest, _results_without(results, "full", {2}))
+  assert (sweep["s_base"], sweep["s_full"]) == (pytest.approx(0.4), pytest.approx(0.375))
+  assert [l["contribution"] for l in sweep["layers"]] == pytest.approx([2.0, 8.0])
+  assert sweep["warnings"] == []
+  assert report.summary_lines(sweep)[1:] == [
+      "best: block 1 (C = 8.00, score 0.600). worst: block 0 (C = 2.00, score 0.450)."]
+
+
 def _binomial_se(correct_by_seed: list[int]) -> float:
   """A run group's evaluation SE: root-mean-square over seeds of sqrt(p (1 - p) / n)."""
   return math.sqrt(statistics.mean(c / NUM_PROBLEMS * (1 - c / NUM_PROBLEMS) / NUM_PROBLEMS

@@ -154,6 +154,10 @@ class LayerSummary:
   layer: int | tuple[int, ...]  # a block, or a group of blocks trained together
   scores: ScoreSummary
   contribution: float | None  # C of the seed-mean scores
+  # Base's and full RL's mean scores over the seeds C is over (per_seed_contribution's; all of
+  # each one's where it shares none): C divides by s_full - s_base.
+  s_base: float
+  s_full: float
   contribution_se: float | None  # delta method, evaluation noise only
   contribution_seed_mean: float | None  # mean over seeds of the per-seed C
   contribution_std: float | None  # std over seeds of the per-seed C; None below 2 seeds
@@ -220,6 +224,8 @@ def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],
         layer=key,
         scores=scores,
         contribution=contribution,
+        s_base=base_score.score,
+        s_full=full_score.score,
         contribution_se=contribution_standard_error(k_score, base_score, full_score),
         contribution_seed_mean=float(defined.mean()) if defined.size else None,
         contribution_std=float(defined.std(ddof=1)) if defined.size > 1 else None,
@@ -269,14 +275,14 @@ def _undefined_for(key: int | tuple[int, ...], seeds: tuple[int, ...], s_base: f
   """The warning that one block's (or group's) C, over `seeds` (() for all of each), is
   undefined."""
   if seeds:
-    return (f"{_unit_name(key)}: S_full == S_base (= {s_base:.4f}) over the seeds it trained "
+    return (f"{unit_name(key)}: S_full == S_base (= {s_base:.4f}) over the seeds it trained "
             f"with ({', '.join(map(str, seeds))}), so its C is undefined; train it with more "
             "seeds.")
-  return (f"{_unit_name(key)}: it shares no seed with base and full RL, and S_full == S_base "
+  return (f"{unit_name(key)}: it shares no seed with base and full RL, and S_full == S_base "
           f"(= {s_base:.4f}) over all of theirs, so its C is undefined; train it with their "
           "seeds.")
 
 
-def _unit_name(key: int | tuple[int, ...]) -> str:
+def unit_name(key: int | tuple[int, ...]) -> str:
   """'block 4', or 'blocks 4+5' of blocks trained together."""
   return f"block {key}" if isinstance(key, int) else f"blocks {'+'.join(map(str, key))}"

@@ -172,12 +172,13 @@ def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
       warnings.simplefilter("always", contribution.UndefinedContributionWarning)
       summary = contribution.summarize_sweep(base, full, layers, groups)
     messages += [f"after {steps} steps: {w}" for w in summary.warnings]
-    if summary.full.score < summary.base.score:
+    below = _below_the_base(summary)
+    if below:
+      where, every_c = below
       messages.append(
-          f"after {steps} steps full RL scored {summary.full.score:.4f}, below the base "
-          f"({summary.base.score:.4f}): C at this rung divides by a negative gain, so a higher "
-          "score gives a lower C. The rung still kept the runs with the best scores; read the "
-          "scores, or put the first rung later.")
+          f"after {steps} steps {where}: {'C' if every_c else 'their C'} at this rung divides "
+          "by a negative gain, so a higher score gives a lower C. The rung still kept the runs "
+          "with the best scores; read the scores, or put the first rung later.")
     went_on = {_run_key(r) for r in results + rung_results
                if r["kind"] != "base" and (r.get("stop_at") or final_steps) > steps}
 
@@ -203,14 +204,48 @@ def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
           "rl_steps_without_halving": len(trained) * final_steps}
 
 
+def _below_the_base(summary: contribution.SweepSummary) -> tuple[str, bool] | None:
+  """Where a computed C divides by a negative gain (full RL below the base over the seeds that
+  C is over), and whether every computed C does: ('full RL scored 0.4000, below the base
+  (0.5000)', True) when every one does, over the same seeds (named where they are not all of
+  base's and full RL's), else the blocks and groups whose C does, each with its scores. None
+  when no computed C does; with no block or group, whether full RL ended below the base over
+  all seeds."""
+  units = summary.layers + summary.groups
+  if not units:
+    if summary.full.score >= summary.base.score:
+      return None
+    return (f"full RL scored {summary.full.score:.4f}, below the base "
+            f"({summary.base.score:.4f})", True)
+  computed = [u for u in units if u.contribution is not None]
+  below = [u for u in computed if u.s_full < u.s_base]
+  if not below:
+    return None
+  over = {(tuple(u.per_seed_contribution), u.s_base, u.s_full) for u in below}
+  if len(below) == len(computed) and len(over) == 1:
+    seeds, s_base, s_full = over.pop()
+    every_seed = not seeds or seeds == summary.base.seeds == summary.full.seeds
+    return (f"full RL scored {s_full:.4f}, below the base ({s_base:.4f})"
+            + ("" if every_seed else f" over {contribution.seeds_text(seeds)}"), True)
+  each = "; ".join(
+      f"{contribution.unit_name(u.layer)}: {u.s_full:.4f} against {u.s_base:.4f} over "
+      + (contribution.seeds_text(tuple(u.per_seed_contribution)) if u.per_seed_contribution
+         else "all of their seeds")
+      for u in below)
+  return f"full RL scored below the base on the seeds some of the C are over ({each})", False
+
+
 def _full_rl_lost(summary: contribution.SweepSummary) -> list[str]:
-  """The warning of a sweep whose full RL ended below the base, where C reads upside down."""
-  if summary.full.score >= summary.base.score:
+  """The warning of a sweep where a computed C divides by a negative gain (_below_the_base),
+  where C reads upside down."""
+  below = _below_the_base(summary)
+  if not below:
     return []
-  return [f"full RL scored {summary.full.score:.4f}, below the base ({summary.base.score:.4f}): "
-          "C(k) divides by a negative gain, so a higher score gives a lower C, and C = 1 is no "
-          "target. The best and worst blocks are those with the highest and lowest score. "
-          "Train longer or with another learning rate, or evaluate on more problems."]
+  where, every_c = below
+  return [f"{where}: {'C(k)' if every_c else 'their C'} divides by a negative gain, so a higher "
+          "score gives a lower C, and C = 1 is no target. The best and worst blocks are those "
+          "with the highest and lowest score. Train longer or with another learning rate, or "
+          "evaluate on more problems."]
 
 
 def _mixed_devices(results: list[dict]) -> list[str]:
