@@ -18,7 +18,8 @@ SWEEP_KEYS = {"model", "num_layers", "task", "algorithm", "metric", "num_problem
               "gain_paired_seeds", "full_cost",
               "layers", "groups", "best_layer", "worst_layer", "halving", "warnings", "settings",
               "tasks"}
-LAYER_KEYS = {"layer", "score", "score_std", "score_se", "contribution", "contribution_se",
+LAYER_KEYS = {"layer", "score", "score_std", "score_se", "contribution", "s_base", "s_full",
+              "contribution_se",
               "contribution_seed_mean", "contribution_std", "seeds", "per_seed_score",
               "per_seed_contribution", "cost", "task_scores"}
 GROUP_KEYS = LAYER_KEYS - {"layer"} | {"blocks", "contribution_alone"}
@@ -62,6 +63,8 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
     mean_k, mean_base, mean_full = statistics.mean(k), statistics.mean(base), statistics.mean(full)
     assert layer["contribution"] == pytest.approx((mean_k - mean_base) / (mean_full - mean_base))
     assert layer["per_seed_score"] == pytest.approx(k)
+    # Every block ran the seeds base and full RL ran: its C is over all of theirs.
+    assert (layer["s_base"], layer["s_full"]) == (sweep["s_base"], sweep["s_full"])
   by_layer = {l["layer"]: l for l in sweep["layers"]}
   assert by_layer[3]["contribution"] < 0
   assert sweep["best_layer"] == max(BLOCKS, key=BLOCKS.get) == 1
@@ -487,6 +490,10 @@ def test_the_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path):
   # gained (C = (13 - 16) / (17 - 16) = -3), so the warning names the blocks whose C does not.
   sweep = report.build_sweep_json(manifest, _results_without(full_on_seeds01, "layer02", {0, 1}))
   assert [l["contribution"] for l in sweep["layers"]] == pytest.approx([-2.0, 3.0, -3.0])
+  # What each C divides by: 17 - 18 of 40 over seeds 0, 1; block 2's, 17 - 16 over all seeds.
+  assert [(l["s_base"], l["s_full"]) for l in sweep["layers"]] == [
+      (pytest.approx(0.45), pytest.approx(0.425)), (pytest.approx(0.45), pytest.approx(0.425)),
+      (pytest.approx(0.4), pytest.approx(0.425))]
   assert sweep["warnings"] == [
       "full RL scored below the base on the seeds some of the C are over (block 0: 0.4250 "
       "against 0.4500 over seeds 0, 1; block 1: 0.4250 against 0.4500 over seeds 0, 1): their C "

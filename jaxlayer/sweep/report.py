@@ -289,6 +289,7 @@ def build_sweep_json(manifest: dict, results: list[dict],
   def spreads(unit) -> dict:
     return {"score": unit.scores.score, "score_std": unit.scores.score_std,
             "score_se": unit.scores.score_se, "contribution": unit.contribution,
+            "s_base": unit.s_base, "s_full": unit.s_full,
             "contribution_se": unit.contribution_se,
             "contribution_seed_mean": unit.contribution_seed_mean,
             "contribution_std": unit.contribution_std,
