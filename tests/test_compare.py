@@ -99,6 +99,39 @@ def test_a_sweep_whose_full_rl_lost_is_named_in_a_warning():
   assert compare.compare_sweeps(lost, gained)["warnings"][0].startswith("in sweep A ")
 
 
+def _sweep_with_gains(gain: float, s_base: float, s_full: dict[int, float]) -> dict:
+  """A sweep whose gain over all seeds is `gain` and whose block k's C divides by s_full[k] -
+  s_base (its C over fewer seeds than all of base's and full RL's)."""
+  sweep = _sweep({k: float(k) for k in s_full})
+  sweep["gain"] = gain
+  for layer in sweep["layers"]:
+    layer.update(s_base=s_base, s_full=s_full[layer["layer"]])
+  return sweep
+
+
+def test_the_upside_down_warning_follows_the_gain_each_c_divides_by():
+  """Base on seeds 0-2 (0.40 over all, 0.45 over seeds 0, 1), full RL on seeds 0, 1 (0.425):
+  over all seeds full RL gained 0.025, but every C, over seeds 0, 1, divides by -0.025."""
+  gained = _sweep_with_gains(0.05, 0.5, {k: 0.55 for k in range(4)})
+  lost_on_their_seeds = _sweep_with_gains(0.025, 0.45, {k: 0.425 for k in range(4)})
+  assert compare.compare_sweeps(gained, lost_on_their_seeds)["warnings"] == [
+      "in sweep B full RL scored below the base (gain -0.0250 over the seeds each C is over), "
+      "so its C(k) ranks the blocks opposite to their scores: a correlation with it has the "
+      "sign of one with the other sweep's worst-first ranking. Rerun that sweep with full RL "
+      "gaining (longer training, another learning rate) before comparing."]
+  # Over all seeds full RL lost 0.025, over seeds 0, 1, those of every C, it gained 0.025.
+  gained_on_their_seeds = _sweep_with_gains(-0.025, 0.4, {k: 0.425 for k in range(4)})
+  assert compare.compare_sweeps(gained, gained_on_their_seeds)["warnings"] == []
+  # Blocks 0 and 1 divide by -0.025, blocks 2 and 3 by +0.025 (their C over other seeds).
+  mixed = _sweep_with_gains(0.025, 0.4, {0: 0.375, 1: 0.375, 2: 0.425, 3: 0.425})
+  assert compare.compare_sweeps(mixed, gained)["warnings"] == [
+      "in sweep A full RL scored below the base over the seeds some blocks' C are over (gain "
+      "block 0 -0.0250, block 1 -0.0250), so their C ranks those blocks opposite to their "
+      "scores and the other blocks' C does not: a correlation with it mixes the two orders. "
+      "Rerun that sweep with full RL gaining (longer training, another learning rate) before "
+      "comparing."]
+
+
 def test_only_common_blocks_with_a_defined_contribution_count():
   a = {0: 0.1, 1: 0.9, 2: 0.5, 3: None, 4: 0.7, 6: 0.3}
   b = {0: 0.2, 1: 0.6, 2: 0.8, 3: 0.4, 4: 0.5, 5: 0.1}

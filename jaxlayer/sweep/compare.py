@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxlayer import locks, paths
 from jaxlayer.plots import integer_ticks, save_figure
-from jaxlayer.sweep import store
+from jaxlayer.sweep import contribution, store
 from jaxlayer.text import counted
 
 MIN_COMMON_LAYERS = 3
@@ -81,18 +81,40 @@ def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
                   "p_value": _finite_or_none(kendall_p)},
       "p_values": f"exact over all {math.factorial(len(common)):,} pairings" if exact
                   else "from scipy (Spearman's by the t approximation)",
-      "warnings": [_upside_down(name, sweep) for name, sweep in (("A", sweep_a), ("B", sweep_b))
-                   if sweep.get("gain", 0.0) < 0],
+      "warnings": [warning for name, sweep in (("A", sweep_a), ("B", sweep_b))
+                   for warning in _upside_down(name, sweep)],
   }
 
 
-def _upside_down(name: str, sweep: dict) -> str:
-  """The warning for a sweep whose full RL ended below its base: C(k) = gain_k / gain divides
-  by a negative gain, so its C orders the blocks opposite to their scores."""
-  return (f"in sweep {name} full RL scored below the base (gain {sweep['gain']:+.4f}), so its "
-          "C(k) ranks the blocks opposite to their scores: a correlation with it has the sign "
-          "of one with the other sweep's worst-first ranking. Rerun that sweep with full RL "
-          "gaining (longer training, another learning rate) before comparing.")
+def _negative_gains(sweep: dict) -> dict[int, float]:
+  """Block -> the gain its C divides by, of the blocks with a defined C whose gain is negative:
+  s_full - s_base over the seeds its C is over, or, in a sweep.json written before blocks
+  carried those, the gain over all seeds."""
+  gains = {l["layer"]: l["s_full"] - l["s_base"] if "s_base" in l else sweep.get("gain", 0.0)
+           for l in sweep["layers"] if l["contribution"] is not None}
+  return {layer: gain for layer, gain in gains.items() if gain < 0}
+
+
+def _upside_down(name: str, sweep: dict) -> list[str]:
+  """The warning for a sweep whose C(k) = gain_k / gain divide by a negative gain (full RL below
+  the base over the seeds each C is over), which orders those blocks opposite to their scores:
+  all of its C, or some (a sweep whose blocks ran different seeds)."""
+  lost = _negative_gains(sweep)
+  if not lost:
+    return []
+  rerun = ("Rerun that sweep with full RL gaining (longer training, another learning rate) "
+           "before comparing.")
+  each = ", ".join(f"{contribution.unit_name(layer)} {gain:+.4f}" for layer, gain in lost.items())
+  if len(lost) < len(_contributions(sweep)):
+    return [f"in sweep {name} full RL scored below the base over the seeds some blocks' C are "
+            f"over (gain {each}), so their C ranks those blocks opposite to their scores and the "
+            f"other blocks' C does not: a correlation with it mixes the two orders. {rerun}"]
+  gains = set(lost.values())
+  gain = f"gain {next(iter(gains)):+.4f}" if len(gains) == 1 else f"gain {each}"
+  over = "" if gains == {sweep.get("gain")} else " over the seeds each C is over"
+  return [f"in sweep {name} full RL scored below the base ({gain}{over}), so its C(k) ranks the "
+          "blocks opposite to their scores: a correlation with it has the sign of one with the "
+          f"other sweep's worst-first ranking. {rerun}"]
 
 
 def _exact_p_values(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
