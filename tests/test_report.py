@@ -397,6 +397,11 @@ def test_a_sweep_where_no_block_improved_on_the_base_says_so(tmp_path):
   assert report.summary_lines(sweep)[1] == (
       "no block improved on the base; the closest: block 1 (C = 0.00, score 0.300). worst: "
       "block 3 (C = -0.25, score 0.225).")
+  # A sweep.json written before blocks carried s_base and s_full reads the same.
+  written_before = {**sweep, "layers": [{key: value for key, value in l.items()
+                                         if key not in ("s_base", "s_full")}
+                                        for l in sweep["layers"]]}
+  assert report.summary_lines(written_before) == report.summary_lines(sweep)
   assert ("No block improved on the base; the closest: block 1 (C = 0.00, score 0.300). Worst: "
           "block 3 (C = -0.25, score 0.225).") in (sweep_dir / "report.md").read_text()
 
@@ -540,6 +545,24 @@ def test_no_negative_gain_warning_where_every_c_divides_by_a_gain(tmp_path):
   assert sweep["warnings"] == []
   assert report.summary_lines(sweep)[1:] == [
       "best: block 1 (C = 8.00, score 0.600). worst: block 0 (C = 2.00, score 0.450)."]
+
+
+def test_whether_a_block_improved_on_the_base_is_over_the_seeds_its_c_is_over(tmp_path):
+  """Base on seeds 0-2, full RL and the blocks on 0, 1. Seed s solves 20 - 4s problems of 40
+  with the base (16 over all seeds, 18 over seeds 0, 1), 23 - 4s with full RL, 19 - 4s with
+  block 0: block 0's 17 is above the base's 16 over all seeds, but below its 18 over seeds 0,
+  1, those its C is over: C = (17 - 18) / (21 - 18) = -1/3, and no block improved on it."""
+  fake = FakeRL({0: 19, 1: 18}, base_correct=20, full_correct=23, seed_shift=-4)
+  sweep_dir = _sweep(tmp_path, fake, seeds=3, layers="0,1")
+  manifest, results = store.load_manifest(sweep_dir), store.load_results(sweep_dir)
+  for run in ("full", "layer00", "layer01"):
+    results = _results_without(results, run, {2})
+  sweep = report.build_sweep_json(manifest, results)
+  assert (sweep["s_base"], sweep["layers"][0]["score"]) == (pytest.approx(0.4),
+                                                            pytest.approx(0.425))
+  assert report.summary_lines(sweep)[1] == (
+      "no block improved on the base; the closest: block 0 (C = -0.33, score 0.425). worst: "
+      "block 1 (C = -0.67, score 0.400).")
 
 
 def _binomial_se(correct_by_seed: list[int]) -> float:

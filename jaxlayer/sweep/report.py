@@ -698,10 +698,16 @@ def _block(sweep: dict, layer: int) -> str:
 
 
 def _best_block(sweep: dict) -> str:
-  """'best: block 4 (C = 0.72, score 0.415)', or, when no block scored above the base, 'no
-  block improved on the base; the closest: block 4 (...)'."""
+  """'best: block 4 (C = 0.72, score 0.415)', or, when no block scored above the base over the
+  seeds its C is over (C and its gain of opposite signs, or C = 0), 'no block improved on the
+  base; the closest: block 4 (...)'. A sweep.json written before blocks carried s_base and
+  s_full compares the block's score with the base's over all seeds."""
   best = next(l for l in sweep["layers"] if l["layer"] == sweep["best_layer"])
-  if best["score"] > sweep["s_base"]:
+  if "s_base" in best:  # its S_k - S_base over the seeds its C is over: C times their gain
+    improved = best["contribution"] * (best["s_full"] - best["s_base"]) > 0
+  else:
+    improved = best["score"] > sweep["s_base"]
+  if improved:
     return f"best: {_block(sweep, best['layer'])}"
   return f"no block improved on the base; the closest: {_block(sweep, best['layer'])}"
 
