@@ -760,6 +760,39 @@ def test_the_score_axis_of_a_halving_sweep_says_it_reads_the_final_c_only(tmp_pa
   assert score_axis.get_ylabel() == "score after 60 steps (pass@1)"
 
 
+def _drawn_contribution_axes(sweep: dict, tmp_path, monkeypatch):
+  """The C axes of sweep's contribution.png, drawn, so that a score axis beside them has its
+  limits."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+  figures = {}
+  monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.update({path.name: fig}))
+  report.plot_contribution(sweep, tmp_path / "contribution.png")
+  FigureCanvasAgg(figures["contribution.png"]).draw()
+  return figures["contribution.png"].axes[0]
+
+
+def test_the_score_axis_reads_c_over_the_seeds_it_is_over_or_goes(tmp_path, monkeypatch):
+  """Base on seeds 0-2, full RL and blocks 0, 1 on 0, 1. Seed s solves 20 - 4s problems of 40
+  with the base (16 over all seeds, 18 over seeds 0, 1), 23 - 4s with full RL (21): every C is
+  over seeds 0, 1, so C = 0 reads 18 / 40, C = 1 21 / 40, on seeds 0, 1."""
+  fake = FakeRL({0: 19, 1: 24, 2: 22}, base_correct=20, full_correct=23, seed_shift=-4)
+  sweep_dir = _sweep(tmp_path, fake, seeds=3, layers="0,1,2")
+  manifest, results = store.load_manifest(sweep_dir), store.load_results(sweep_dir)
+  for run in ("full", "layer00", "layer01"):
+    results = _results_without(results, run, {2})
+  sweep = report.build_sweep_json(manifest, _results_without(results, "layer02", {0, 1, 2}))
+  ax = _drawn_contribution_axes(sweep, tmp_path, monkeypatch)
+  (score_axis,) = ax.child_axes
+  assert score_axis.get_ylabel() == "score over seeds 0, 1 (pass@1)"
+  bottom, top = ax.get_ylim()
+  assert score_axis.get_ylim() == pytest.approx((18 / 40 + bottom * 3 / 40, 18 / 40 + top * 3 / 40))
+  # Block 2 on seed 2 alone shares no seed with full RL: its C is over all seeds, against 16
+  # and 21 of 40, the others' against 18 and 21, so no one score axis reads every C.
+  sweep = report.build_sweep_json(manifest, _results_without(results, "layer02", {0, 1}))
+  assert _drawn_contribution_axes(sweep, tmp_path, monkeypatch).child_axes == []
+
+
 def test_error_bars_are_the_spread_over_seeds_and_with_one_seed_the_standard_error():
   several_seeds = {"contribution_std": 0.12, "contribution_se": 0.05}
   one_seed = {"contribution_std": None, "contribution_se": 0.05}

@@ -402,6 +402,25 @@ def _score_name(sweep: dict) -> str:
   return f"mean of {counted(len(sweep['tasks']), 'task')}" if sweep["tasks"] else sweep["metric"]
 
 
+def _score_scale(sweep: dict, units: list[dict]) -> tuple[float, float, str] | None:
+  """The score axis beside C, (S_base, S_full - S_base, ' over seeds 0, 1' where those are
+  fewer than base's and full RL's), when every C drawn (`units`, blocks and groups) divides by
+  the same base and full RL scores, over the same seeds; None when they do not (blocks that
+  ran different seeds), as no one score axis then reads every C. A sweep.json written before
+  blocks carried s_base and s_full: base's and full RL's means over all seeds."""
+  if not all("s_base" in unit for unit in units):
+    return sweep["s_base"], sweep["s_full"] - sweep["s_base"], ""
+  paired = set(sweep["s_base_seeds"]) & set(sweep["s_full_seeds"])
+  # The seeds each C is over: those its run shares with base and full RL (none: all of each).
+  over = {tuple(s for s in unit["seeds"] if s in paired) for unit in units}
+  scores = {(unit["s_base"], unit["s_full"]) for unit in units}
+  if len(over) > 1 or len(scores) > 1:
+    return None
+  (seeds,), ((s_base, s_full),) = over, scores
+  every_seed = not seeds or list(seeds) == sweep["s_base_seeds"] == sweep["s_full_seeds"]
+  return s_base, s_full - s_base, "" if every_seed else f" over {contribution.seeds_text(seeds)}"
+
+
 def plot_contribution(sweep: dict, path: Path) -> None:
   """C(k) against block index, error bars, C = 1 (full RL) and C = 0 (base), best block marked."""
   from matplotlib.figure import Figure
@@ -425,7 +444,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
                   textcoords="offset points", fontsize=7, color="tab:purple")
   # Successive halving: each rung's C (against full RL at as many steps), paler the earlier.
   rungs = (sweep.get("halving") or {"rungs": []})["rungs"]
-  score_label = f"score ({_score_name(sweep)})"
+  score_after = ""  # with rungs drawn: the steps the score axis is for
   for i, rung in enumerate(rungs):
     if rung["s_full"] <= sweep["s_base"]:  # no gain to scale by, or C's sign flipped
       ax.plot([], [], " ", label=f"after {rung['steps']} steps: no C, full RL not above the base")
@@ -437,8 +456,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
             label=f"C after {rung['steps']} of {sweep['halving']['final_steps']} steps "
                   "(against full RL after as many)")
     # The score axis scales the final C only: a rung's C has its own full RL.
-    score_label = (f"score after {sweep['halving']['final_steps']} steps "
-                   f"({_score_name(sweep)})")
+    score_after = f" after {sweep['halving']['final_steps']} steps"
   if defined:
     x = [l["layer"] for l in defined]
     y = [l["contribution"] for l in defined]
@@ -454,11 +472,12 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     ax.plot([best["layer"]], [best["contribution"]], marker="*", markersize=16, color="tab:orange",
             linestyle="none", label=_best_block(sweep))
   if defined or groups:  # the final C is defined: S_full != S_base
-    gain = sweep["s_full"] - sweep["s_base"]
-    score_axis = ax.secondary_yaxis(
-        "right", functions=(lambda c: sweep["s_base"] + c * gain,
-                            lambda s: (s - sweep["s_base"]) / gain))
-    score_axis.set_ylabel(score_label)
+    scale = _score_scale(sweep, defined + groups)
+    if scale:  # (else no one score axis reads every C)
+      s_base, gain, over = scale
+      score_axis = ax.secondary_yaxis(
+          "right", functions=(lambda c: s_base + c * gain, lambda s: (s - s_base) / gain))
+      score_axis.set_ylabel(f"score{score_after}{over} ({_score_name(sweep)})")
   else:  # (a rung's C, against its own full RL, may still be drawn)
     ax.text(0.5, 0.5, "C(k) undefined: S_full == S_base\n(full RL did not move the score)",
             transform=ax.transAxes, ha="center", va="center", fontsize=12, color="tab:red")
