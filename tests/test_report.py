@@ -565,6 +565,30 @@ def test_whether_a_block_improved_on_the_base_is_over_the_seeds_its_c_is_over(tm
       "block 1 (C = -0.67, score 0.400).")
 
 
+def test_with_equal_seeds_each_c_s_own_scores_change_no_output(tmp_path):
+  """Every run on seeds 0, 1 (groups and a rung too): each C is over all of base's and full
+  RL's seeds, so report.md, the summary and contribution.png are byte for byte those of the
+  same sweep.json without each block's and group's s_base and s_full (as written before)."""
+  fake = FakeRL({**BLOCKS, (0, 1): 25, (2, 3): 18}, seed_shift=2, rung_correct={
+      ("full", 20): 18, (0, 20): 15, (1, 20): 21, (2, 20): 12, (3, 20): 14,
+      ((0, 1), 20): 19, ((2, 3), 20): 13})
+  config = make_config(tmp_path / "sweep", seeds=2)
+  config.sweep.update(groups="0+1,2+3", halving_steps="20", halving_keep=0.5)
+  sweep_dir = runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval,
+                               num_layers=len(BLOCKS))
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  written_before = {**sweep, **{units: [{key: value for key, value in unit.items()
+                                         if key not in ("s_base", "s_full")}
+                                        for unit in sweep[units]]
+                                for units in ("layers", "groups")}}
+  assert report.markdown_report(written_before, sweep_dir, None) == report.markdown_report(
+      sweep, sweep_dir, None)
+  assert report.summary_lines(written_before) == report.summary_lines(sweep)
+  report.plot_contribution(written_before, tmp_path / "before.png")
+  report.plot_contribution(sweep, tmp_path / "now.png")
+  assert (tmp_path / "before.png").read_bytes() == (tmp_path / "now.png").read_bytes()
+
+
 def _binomial_se(correct_by_seed: list[int]) -> float:
   """A run group's evaluation SE: root-mean-square over seeds of sqrt(p (1 - p) / n)."""
   return math.sqrt(statistics.mean(c / NUM_PROBLEMS * (1 - c / NUM_PROBLEMS) / NUM_PROBLEMS
