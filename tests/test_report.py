@@ -507,10 +507,10 @@ def test_the_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path):
       "with another learning rate, or evaluate on more problems."]
 
 
-def test_a_rungs_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path):
+def test_a_rungs_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path, monkeypatch):
   """After 20 steps, full RL on seeds 0, 1 solves 19 - 4s problems of 40 and the base, on
   seeds 0-2, 20 - 4s: over all seeds full RL gained (17 against 16), over seeds 0, 1, those the
-  rung's C are over, it lost (17 against 18)."""
+  rung's C are over, it lost (17 against 18), so the plot draws no C for the rung."""
   rung_correct = {("full", 20): 19, (0, 20): 22, (1, 20): 17, (2, 20): 20, (3, 20): 18}
   fake = FakeRL({0: 22, 1: 17, 2: 20, 3: 19}, base_correct=20, full_correct=30, seed_shift=-4,
                 rung_correct=rung_correct)
@@ -529,6 +529,12 @@ def test_a_rungs_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path
       "after 20 steps full RL scored 0.4250, below the base (0.4500) over seeds 0, 1: C at this "
       "rung divides by a negative gain, so a higher score gives a lower C. The rung still kept "
       "the runs with the best scores; read the scores, or put the first rung later."]
+  assert (rung["layers"][0]["s_base"], rung["layers"][0]["s_full"]) == (
+      pytest.approx(0.45), pytest.approx(0.425))
+  ax = _drawn_contribution_axes(sweep, tmp_path, monkeypatch)
+  labels = [line.get_label() for line in ax.lines]
+  assert not any(label.startswith("C after") for label in labels)
+  assert "after 20 steps: no C, full RL not above the base" in labels
 
 
 def test_no_negative_gain_warning_where_every_c_divides_by_a_gain(tmp_path):

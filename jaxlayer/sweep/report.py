@@ -185,6 +185,7 @@ def _halving_json(base: dict, results: list[dict], rung_results: list[dict],
     def entry(unit) -> dict:
       return {"score": unit.scores.score, "score_se": unit.scores.score_se,
               "seeds": list(unit.scores.seeds), "contribution": unit.contribution,
+              "s_base": unit.s_base, "s_full": unit.s_full,
               "contribution_se": unit.contribution_se,
               "contribution_std": unit.contribution_std, "went_on": unit.layer in went_on}
 
@@ -446,10 +447,13 @@ def plot_contribution(sweep: dict, path: Path) -> None:
   rungs = (sweep.get("halving") or {"rungs": []})["rungs"]
   score_after = ""  # with rungs drawn: the steps the score axis is for
   for i, rung in enumerate(rungs):
-    if rung["s_full"] <= sweep["s_base"]:  # no gain to scale by, or C's sign flipped
+    # A rung's C where full RL gained over the seeds that C is over (no gain to scale by, or C's
+    # sign flipped, elsewhere); in a sweep.json written before rungs carried those, over all.
+    measured = [l for l in rung["layers"] if l["contribution"] is not None and (
+        l["s_full"] > l["s_base"] if "s_base" in l else rung["s_full"] > sweep["s_base"])]
+    if not measured:
       ax.plot([], [], " ", label=f"after {rung['steps']} steps: no C, full RL not above the base")
       continue
-    measured = [l for l in rung["layers"] if l["contribution"] is not None]
     ax.plot([l["layer"] for l in measured], [l["contribution"] for l in measured], "o--",
             color=str(0.75 - 0.4 * i / max(1, len(rungs) - 1)), markerfacecolor="none",
             markersize=5, linewidth=0.8,
