@@ -84,33 +84,44 @@ def remove_leftovers(directory: Path, prefix: str, suffix: str = "") -> list[Pat
   named `marked(prefix)` + a random part + `suffix` whose mark names a process of this host
   that no longer runs. Those of a running process or of another host (which cannot be asked
   from here), and every other name, stay."""
-  return _remove_of_dead_writers(directory, prefix, re.escape(prefix), re.escape(suffix))
+  return _removed(_of_dead_writers(directory, prefix, re.escape(prefix), re.escape(suffix)))
+
+
+def temporary_leftovers(directory: Path) -> list[Path]:
+  """The temporary files that writers killed while `replacing` a file of `directory` left
+  there, of any name and suffix: ".NAME." + mark + a random part + ".SUFFIX", where the mark
+  names a process of this host that no longer runs (those of a running process or another
+  host are not, nor names without the mark, such as a user's notes.tmp)."""
+  return _of_dead_writers(directory, ".", r"\..+\.", r"\.[a-z]+")
 
 
 def remove_temporary_leftovers(directory: Path) -> list[Path]:
-  """Removes (and returns) the temporary files that writers killed while `replacing` a file of
-  `directory` left there, of any name and suffix: ".NAME." + mark + a random part + ".SUFFIX",
-  as remove_leftovers removes them (those of a running process or another host stay, as do
-  names without the mark, such as a user's notes.tmp)."""
-  return _remove_of_dead_writers(directory, ".", r"\..+\.", r"\.[a-z]+")
+  """Removes (and returns) the temporary_leftovers of `directory`."""
+  return _removed(temporary_leftovers(directory))
 
 
-def _remove_of_dead_writers(directory: Path, prefix: str, before_mark: str,
-                            after_mark: str) -> list[Path]:
-  """Removes (and returns) the files and directories of `directory` whose names start with
-  `prefix` and match the regular expression `before_mark` + "PID@HOST." + a random part +
-  `after_mark`, where HOST is this host and process PID no longer runs."""
+def _of_dead_writers(directory: Path, prefix: str, before_mark: str,
+                     after_mark: str) -> list[Path]:
+  """The files and directories of `directory` whose names start with `prefix` and match the
+  regular expression `before_mark` + "PID@HOST." + a random part + `after_mark`, where HOST is
+  this host and process PID no longer runs."""
   pattern = re.compile(rf"{before_mark}(\d+)@(.+)\.[a-z0-9_]+{after_mark}")
-  host, removed = socket.gethostname(), []
+  host, dead = socket.gethostname(), []
   for path in sorted(directory.glob(f"{glob.escape(prefix)}*")):
     mark = pattern.fullmatch(path.name)
     if mark and mark[2] == host and not _runs(int(mark[1])):
-      if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-      else:
-        path.unlink(missing_ok=True)
-      removed.append(path)
-  return removed
+      dead.append(path)
+  return dead
+
+
+def _removed(leftovers: list[Path]) -> list[Path]:
+  """Removes `leftovers` (files, or directories with what they hold) and returns them."""
+  for path in leftovers:
+    if path.is_dir() and not path.is_symlink():
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      path.unlink(missing_ok=True)
+  return leftovers
 
 
 def _runs(pid: int) -> bool:

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 from pathlib import Path
 
@@ -505,6 +506,24 @@ def test_a_directory_listing_only_the_hosts_mark_is_a_new_sweep_directory(tmp_pa
   (tmp_path / "sweep" / distributed.SHARED_MARK).write_text("token")
   _run(make_config(tmp_path / "sweep"), FakeRL(BLOCKS))
   assert (tmp_path / "sweep" / store.MANIFEST).is_file()
+
+
+def test_a_sweep_killed_writing_its_first_manifest_starts_again_there(tmp_path, dead_pid):
+  """Its directory holds only the temporary file of the manifest: a new sweep directory, and
+  the file goes; a running writer's, or a file of the user's, makes it a directory of another
+  kind."""
+  sweep_dir = tmp_path / "sweep"
+  sweep_dir.mkdir()
+  leftover = sweep_dir / f".{store.MANIFEST}.{dead_pid}@{socket.gethostname()}.k2x_9abc.tmp"
+  leftover.write_text('{"identity": ')
+  _run(make_config(sweep_dir), FakeRL(BLOCKS))
+  assert (sweep_dir / store.MANIFEST).is_file() and not leftover.exists()
+  for i, other in enumerate((f".{store.MANIFEST}.{os.getpid()}@{socket.gethostname()}.ab.tmp",
+                             "notes.tmp")):
+    (tmp_path / f"other{i}").mkdir()
+    (tmp_path / f"other{i}" / other).write_text("x")
+    with pytest.raises(ValueError, match="not empty and holds no sweep"):
+      _run(make_config(tmp_path / f"other{i}"), FakeRL(BLOCKS))
 
 
 def test_runs_scored_on_a_different_number_of_problems_are_refused(tmp_path):

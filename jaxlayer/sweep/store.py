@@ -298,8 +298,11 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
               f"{manifest['config']['model']['path']} (it was at {moved_from}; the same "
               "weights).")
       return sweep_dir, False
-  # (A host may still list the mark of distributed.check_shared_directory, removed just now.)
-  elif sweep_dir.is_dir() and any(p.name != distributed.SHARED_MARK for p in sweep_dir.iterdir()):
+  # (A host may still list the mark of distributed.check_shared_directory, removed just now. A
+  # sweep killed while writing its first manifest left only its temporary file: the sweep's
+  # lock removes it.)
+  elif sweep_dir.is_dir() and (set(sweep_dir.iterdir()) - {sweep_dir / distributed.SHARED_MARK}
+                               - set(paths.temporary_leftovers(sweep_dir))):
     raise ValueError(f"{sweep_dir} exists, is not empty and holds no sweep ({MANIFEST} is "
                      "missing): pick an empty or new directory with --config.sweep.dir=DIR.")
   return sweep_dir, True
