@@ -97,7 +97,7 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
     override_flags(override_args)
   except errors as err:
     problem = (_unknown_key(config, overrides) or _bad_section_value(config, overrides)
-               or f"bad configuration flag: {err}")
+               or _bad_value_type(config, overrides, err) or f"bad configuration flag: {err}")
     raise SystemExit(f"{prog}: {problem}") from None
   return override_flags.config
 
@@ -200,6 +200,31 @@ def _bad_section_value(config, overrides: list[str]) -> str | None:
     if not is_dict:
       return (f"{override}: {key} takes a Python dict, such as {{\"enable_thinking\": False}} "
               "(Python's True, False and None, not JSON's true, false and null).")
+  return None
+
+
+# What a key of each type takes, as absl parses the text after '=', and an example value.
+_VALUE_KINDS = {bool: ("true or false", "true"), int: ("a whole number", "8"),
+                float: ("a number", "3e-05")}
+
+
+def _bad_value_type(config, overrides: list[str], err: Exception) -> str | None:
+  """What is wrong with the --config.KEY=VALUE that absl refused for VALUE's type (its error
+  names the override: "flag --config.train.steps=two: invalid literal for int() ..."), if any."""
+  for override in overrides:
+    key, has_value, value = override[len("--config."):].partition("=")
+    if not has_value or f"flag {override}:" not in str(err):
+      continue
+    *parents, name = key.split(".")
+    section = config
+    for part in parents:
+      section = section[part]  # (_unknown_key has found every key)
+    if section.get_type(name) not in _VALUE_KINDS:
+      continue
+    kind, example = _VALUE_KINDS[section.get_type(name)]
+    if section[name] is not None:  # (an unset key, a placeholder, has no value to show)
+      example = str(section[name]).lower() if kind == "true or false" else section[name]
+    return f"{override}: {key} takes {kind}, not {value!r}, such as --config.{key}={example}."
   return None
 
 

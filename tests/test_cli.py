@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from jaxlayer import assets, cli
+from jaxlayer import assets, cli, evaluation
 from tests.sweep_fakes import REPO
 
 
@@ -413,6 +413,28 @@ def test_a_section_set_to_no_python_dict_names_the_fix():
         f"jaxlayer train: --config.task.chat_template_kwargs={value}: task.chat_template_kwargs "
         "takes a Python dict, such as {\"enable_thinking\": False} (Python's True, False and "
         "None, not JSON's true, false and null).")
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("--config.train.steps=two", "train.steps takes a whole number, not 'two', such as "
+     "--config.train.steps=200."),
+    ("--config.eval.num_problems=1e3", "eval.num_problems takes a whole number, not '1e3', such "
+     "as --config.eval.num_problems=500."),
+    ("--config.train.learning_rate=fast", "train.learning_rate takes a number, not 'fast', such "
+     "as --config.train.learning_rate=1e-05."),
+    ("--config.train.remat=maybe", "train.remat takes true or false, not 'maybe', such as "
+     "--config.train.remat=false."),
+    ("--config.train.dynamic_sampling=maybe", "train.dynamic_sampling takes true or false, not "
+     "'maybe', such as --config.train.dynamic_sampling=true."),  # (unset: a placeholder)
+])
+def test_an_override_of_the_wrong_type_names_the_key_and_an_example(override, expected):
+  # absl's own error was "bad configuration flag: flag --config.train.steps=two: invalid literal
+  # for int() with base 10: 'two'", which names neither what the key takes nor a value it takes.
+  config = str(REPO / "configs/grpo_arithmetic.py")
+  with pytest.raises(SystemExit) as exited:
+    cli.load_config(["--config", config, override], "jaxlayer train",
+                    sections={"eval": evaluation.default_eval_config})
+  assert exited.value.code == f"jaxlayer train: {override}: {expected}"
 
 @pytest.mark.parametrize("command,args,key", [
     ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir=gs://b/run"],
