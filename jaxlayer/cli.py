@@ -86,9 +86,9 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
       raise SystemExit(f"{prog}: cannot load the config file {_config_path(file_args)}: "
                        f"{str(err).strip().splitlines()[-1]}") from None
     raise SystemExit(f"{prog}: cannot load the config file: {err}") from None
-  missing_value = _missing_value(config, overrides)
-  if missing_value:
-    raise SystemExit(f"{prog}: {missing_value}")
+  problem = _missing_value(config, overrides) or _replaced_section(overrides, sections)
+  if problem:
+    raise SystemExit(f"{prog}: {problem}")
   override_args = [prog, *overrides]
   try:
     override_flags = flags.FlagValues()
@@ -131,6 +131,28 @@ def _missing_value(config, overrides: list[str]) -> str | None:
     else:
       if hasattr(section, "get_type") and key in section and section.get_type(key) is not bool:
         return f"{override} has no value: write {override}=VALUE."
+  return None
+
+
+def _replaced_section(overrides: list[str], sections: dict | None) -> str | None:
+  """What is wrong with the first --config.KEY=VALUE whose KEY is a section of jaxlayer's settings
+  (`train`, `sweep.ray`), if any: a dict there replaced the whole section, and the run failed
+  later on a key it dropped (a traceback ending in AttributeError: "'layers'"). The sections
+  without keys of their own (task.options, task.chat_template_kwargs, ...) take a dict."""
+  from jaxlayer.rl.config import default_config
+
+  defaults = default_config()
+  with defaults.unlocked():
+    for name, make_default in (sections or {}).items():
+      defaults[name] = make_default()
+  for override in overrides:
+    key, has_value, _ = override[len("--config."):].partition("=")
+    node = defaults
+    for part in key.split("."):
+      node = node[part] if hasattr(node, "keys") and part in node else None
+    if has_value and hasattr(node, "keys") and node.keys():
+      return (f"{override}: {key} is a section of settings, not one value: set its keys one by "
+              f"one, --config.{key}.KEY=VALUE (its keys: {', '.join(sorted(node.keys()))}).")
   return None
 
 

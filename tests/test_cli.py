@@ -11,6 +11,7 @@ import torch
 import transformers
 
 from jaxlayer import assets, cli, evaluation
+from jaxlayer.sweep import runner
 from tests.sweep_fakes import REPO
 
 
@@ -414,6 +415,31 @@ def test_a_section_set_to_no_python_dict_names_the_fix():
         "takes a Python dict, such as {\"enable_thinking\": False} (Python's True, False and "
         "None, not JSON's true, false and null).")
 
+
+
+@pytest.mark.parametrize("override", ["--config.train=3", '--config.train={"steps": 3}',
+                                      '--config.sweep.ray={"num_gpus": 1}'])
+def test_a_settings_section_set_to_one_value_is_refused_naming_its_keys(override):
+  # A dict replaced the whole section: train={"steps": 3} dropped train.layers, and the run
+  # failed later with a traceback (AttributeError: "'layers'"); train=3 was told to take a dict.
+  with pytest.raises(SystemExit) as exited:
+    cli.load_config(["--config", str(REPO / "configs/sweep_tiny.py"), override],
+                    "jaxlayer sweep", sections={"sweep": runner.default_sweep_config})
+  key = override[len("--config."):].split("=")[0]
+  keys = {"train": "adam_b1, adam_b2, adam_eps, advantage_eps, aggregation, algorithm, "
+                   "batch_size, clip_eps_high, clip_eps_low, dynamic_sampling, "
+                   "dynamic_sampling_max_rounds, gigpo_gamma, gigpo_normalize, gigpo_omega, "
+                   "group_size, kl_beta, layers, learning_rate, lr_groups, lr_schedule, "
+                   "max_grad_norm, micro_batch_size, mini_batch_size, overlong_buffer_fraction, "
+                   "overlong_filtering, ppo_epochs, remat, steps, warmup_steps, weight_decay",
+          "sweep.ray": "address, max_retries, num_cpus, num_gpus, num_tpus"}[key]
+  assert exited.value.code == (f"jaxlayer sweep: {override}: {key} is a section of settings, "
+                               f"not one value: set its keys one by one, --config.{key}.KEY=VALUE "
+                               f"(its keys: {keys}).")
+  # A section without keys of its own takes a dict whole.
+  options = cli.load_config(["--config", str(REPO / "configs/sweep_tiny.py"),
+                             '--config.task.options={"max_value": 9}'], "jaxlayer sweep")
+  assert options.task.options.to_dict() == {"max_value": 9}
 
 @pytest.mark.parametrize("override,expected", [
     ("--config.train.steps=two", "train.steps takes a whole number, not 'two', such as "
