@@ -182,7 +182,8 @@ def runs_table(groups: Mapping[str, Sequence[str | os.PathLike]]) -> dict:
   files = {name: [eval_file(path) for path in paths] for name, paths in groups.items()}
   for name, paths in files.items():
     if not paths:
-      raise ValueError(f"group {name!r} has no evaluations: give it at least one.")
+      raise ValueError(f"group {name!r} has no evaluations: a group is its name, then its "
+                       "evaluations (`jaxlayer table --runs NAME EVAL...`).")
   seen: dict[Path, str] = {}
   for name, paths in files.items():
     for path in paths:

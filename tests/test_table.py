@@ -219,6 +219,13 @@ def test_evaluations_that_cannot_be_compared_are_refused(tmp_path, capsys):
     table.runs_table({"a": [tmp_path / "notes.txt"]})
   with pytest.raises(SystemExit, match="jaxlayer table: the group name 'a' is given twice"):
     cli.main(["table", "--runs", "a", str(a), "--runs", "a", str(a)])
+  # A run given without its group's name (`--runs RUN`) named the run a group and told the user
+  # to "give it at least one" evaluation.
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["table", "--runs", str(a)])
+  assert exited.value.code == (f"jaxlayer table: group {str(a)!r} has no evaluations: a group is "
+                               "its name, then its evaluations (`jaxlayer table --runs NAME "
+                               "EVAL...`).")
 
 
 def test_evaluations_of_other_problems_of_the_same_task_are_refused(tmp_path):
