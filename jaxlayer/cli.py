@@ -42,6 +42,27 @@ REPORTED_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tra
                       "tokenizers", "datasets", "math-verify", "numpy")
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+  """argparse's parser, naming a mistyped option when parsing fails: argparse names the required
+  option it then misses, so `--promt` read "one of the arguments --prompt --prompts-file is
+  required", which hides the typo. (`--config.KEY=VALUE` settings are `load_config`'s.)"""
+
+  def parse_known_args(self, args=None, namespace=None):
+    self._given = list(sys.argv[1:] if args is None else args)
+    return super().parse_known_args(args, namespace)
+
+  def error(self, message: str):
+    for arg in self._given:
+      if arg == "--":
+        break
+      option = arg.split("=", 1)[0]
+      if (option.startswith("--") and not option.startswith("--config.")
+          and not any(known.startswith(option) for known in self._option_string_actions)):
+        message = f"unknown option {option}: `{self.prog} --help` lists the options."
+        break
+    super().error(message)
+
+
 def load_config(argv: list[str], prog: str, sections: dict | None = None):
   """Parses `--config FILE [--config.a.b=value ...]` (ml_collections config file + overrides).
 
@@ -287,7 +308,7 @@ def _json_object(text: str) -> dict:
 
 
 def _generate(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(prog="jaxlayer generate", description=(
+  parser = _ArgumentParser(prog="jaxlayer generate", description=(
       "Complete prompts with the checkpoint in --model (jaxlayer.sampling.generate). One "
       "completion prints as plain text; several print under a '### prompt i, sample j' header "
       "(numbered from 0, as --jsonl numbers them)."))
@@ -514,7 +535,7 @@ def _sweep(argv: list[str]) -> None:
 
 
 def _compare(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(prog="jaxlayer compare", description=(
+  parser = _ArgumentParser(prog="jaxlayer compare", description=(
       "Spearman and Kendall rank correlation of the C(k) of two finished sweeps over their "
       "common blocks; writes compare.json and compare.png."))
   parser.add_argument("sweep_a", help="a sweep directory (holding sweep.json)")
@@ -543,7 +564,7 @@ def _compare(argv: list[str]) -> None:
 
 
 def _table(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(prog="jaxlayer table", description=(
+  parser = _ArgumentParser(prog="jaxlayer table", description=(
       "Prints a Markdown table of evaluated runs: per group (a strategy's seeds, say) the mean "
       "score of its runs on each evaluated task with its standard error, and its difference from "
       "the first group. Each run must be evaluated first (`jaxlayer eval`), all on the same "
@@ -722,7 +743,7 @@ def _memory(argv: list[str]) -> None:
 
 
 def _export(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(prog="jaxlayer export", description=(
+  parser = _ArgumentParser(prog="jaxlayer export", description=(
       "Writes a Hugging Face checkpoint: the run's base model with its trained leaves merged in."))
   parser.add_argument("--run", required=True, help="run directory of `jaxlayer train`")
   parser.add_argument("--out", required=True, help=(
@@ -756,7 +777,7 @@ def _export(argv: list[str]) -> None:
 
 
 def _eval(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(prog="jaxlayer eval", description=(
+  parser = _ArgumentParser(prog="jaxlayer eval", description=(
       "pass@1 (greedy) and mean@k (eval.num_samples sampled completions) on the first "
       "eval.num_problems test problems of the config's task (or eval.tasks, e.g. "
       "math,gsm8k,amc:mean@32, and the mean of their scores), with the config's prompt "

@@ -75,6 +75,23 @@ def test_generate_bad_chat_flags_are_a_clear_error(tiny_qwen2_dir, capsys, flags
   assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command, args, typo", [
+    ("generate", ["--model", "M", "--promt", "1+1="], "--promt"),
+    ("export", ["--rn", "runs/l1", "--out", "hf_out"], "--rn"),
+    ("eval", ["--config", "configs/sweep_tiny.py", "--modl", "runs/l1"], "--modl"),
+    ("table", ["--rns", "A", "runs/a"], "--rns"),
+])
+def test_a_mistyped_option_is_named_not_the_required_one_it_hides(command, args, typo, capsys):
+  # argparse checks the required options first: `--promt` read "one of the arguments --prompt
+  # --prompts-file is required", `--rn` "the following arguments are required: --run".
+  with pytest.raises(SystemExit) as exited:
+    cli.main([command, *args])
+  assert exited.value.code == 2
+  assert capsys.readouterr().err.splitlines()[-1] == (
+      f"jaxlayer {command}: error: unknown option {typo}: `jaxlayer {command} --help` lists the "
+      "options.")
+
+
 @pytest.mark.eight_devices
 def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsys):
   prompts = ["the lazy dog", "brown fox 12", "over the"]
