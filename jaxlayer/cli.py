@@ -240,9 +240,11 @@ def _bad_section_value(config, overrides: list[str]) -> str | None:
       is_dict = isinstance(ast.literal_eval(value), dict)
     except (ValueError, SyntaxError):
       is_dict = False
-    if not is_dict:
-      return (f"{override}: {key} takes a Python dict, such as {{\"enable_thinking\": False}} "
-              "(Python's True, False and None, not JSON's true, false and null).")
+    if not is_dict:  # (the example: the config's own dict, if it sets one)
+      example = (repr(node.to_dict()) if node.keys() else "{\"enable_thinking\": False}"
+                 if key.endswith("chat_template_kwargs") else "{\"NAME\": VALUE}")
+      return (f"{override}: {key} takes a Python dict, such as {example} (Python's True, "
+              "False and None, not JSON's true, false and null).")
   return None
 
 

@@ -434,6 +434,21 @@ def test_a_section_set_to_no_python_dict_names_the_fix():
 
 
 
+
+def test_a_dict_set_to_no_python_dict_shows_its_own_value_as_the_example():
+  # Every dict was shown {"enable_thinking": False}, a chat template's variable, as its example:
+  # task.options=3 then read as if the task took enable_thinking.
+  config = str(REPO / "configs/sweep_tiny.py")
+  for override, example in [
+      ("--config.task.options.reward_weights=correct:1", "{'correct': 1.0, 'format': 0.1}"),
+      ("--config.env.options=x", '{"NAME": VALUE}')]:
+    with pytest.raises(SystemExit) as exited:
+      cli.load_config(["--config", config, override], "jaxlayer train")
+    key = override[len("--config."):].split("=")[0]
+    assert exited.value.code == (f"jaxlayer train: {override}: {key} takes a Python dict, such as "
+                                 f"{example} (Python's True, False and None, not JSON's true, "
+                                 "false and null).")
+
 @pytest.mark.parametrize("override", ["--config.train=3", '--config.train={"steps": 3}',
                                       '--config.sweep.ray={"num_gpus": 1}'])
 def test_a_settings_section_set_to_one_value_is_refused_naming_its_keys(override):
