@@ -103,6 +103,11 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
                        "get_config(): a config file "
                        "is a Python file whose get_config() returns an ml_collections "
                        "ConfigDict, such as configs/grpo_arithmetic.py.") from None
+    if "get_config() takes 0 positional arguments" in str(err):  # FILE:ARGS, FILE takes none
+      path, _, given = _config_argument(file_args).partition(":")
+      raise SystemExit(f"{prog}: the config file {path} takes no arguments (its get_config() "
+                       f"has none), but --config gives it {given!r} after ':': write "
+                       f"--config {path}.") from None
     if "Traceback (most recent call last)" in str(err):  # get_config() raised: its error alone
       raise SystemExit(f"{prog}: cannot load the config file {_config_path(file_args)}: "
                        f"{str(err).strip().splitlines()[-1]}") from None
@@ -184,11 +189,16 @@ def _asks_for_help(argv: list[str]) -> bool:
 
 def _config_path(args: list[str]) -> str:
   """The FILE of `--config FILE[:ARGS]` (or --config=FILE[:ARGS]) in args."""
+  return _config_argument(args).split(":", 1)[0]
+
+
+def _config_argument(args: list[str]) -> str:
+  """The FILE[:ARGS] of `--config FILE[:ARGS]` (or --config=FILE[:ARGS]) in args."""
   for index, arg in enumerate(args):
     if arg.startswith("--config="):
-      return arg.split("=", 1)[1].split(":", 1)[0]
+      return arg.split("=", 1)[1]
     if arg == "--config" and index + 1 < len(args):
-      return args[index + 1].split(":", 1)[0]
+      return args[index + 1]
   raise ValueError("no --config FILE")  # (the flag parser has refused such arguments)
 
 

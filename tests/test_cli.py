@@ -367,6 +367,17 @@ def test_a_config_whose_get_config_raises_is_named_with_its_error_in_one_line():
       "e.g. configs/paper_qwen3_grpo.py:4b.")
 
 
+def test_arguments_to_a_config_file_that_takes_none_are_named():
+  # configs/sweep_tiny.py:4b (the form of configs/paper_qwen3_grpo.py:4b) said "cannot load the
+  # config file ...: TypeError: get_config() takes 0 positional arguments but 1 was given".
+  config = str(REPO / "configs" / "sweep_tiny.py")
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["memory", f"--config={config}:4b"])
+  assert exited.value.code == (
+      f"jaxlayer memory: the config file {config} takes no arguments (its get_config() has none), "
+      f"but --config gives it '4b' after ':': write --config {config}.")
+
+
 @pytest.mark.parametrize("command", ["train", "memory", "sweep", "eval"])
 def test_an_unknown_option_is_named_and_help_is_help_anywhere(command, capsys):
   # It said 'cannot load the config file: Unknown command line flag ...' of a file that loads,
