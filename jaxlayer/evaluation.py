@@ -633,8 +633,9 @@ def load_model(path: str | os.PathLike, *, dtype: str = models.AUTO_DTYPE,
         "trained": run["trainable"], "dtype": np.dtype(model.dtype).name}
   for value, name in ((step, "step"), (base_model, "base_model")):
     if value is not None:
-      raise ValueError(f"{name}={value} applies to a jaxlayer run directory, but {path} is not "
-                       f"one (no {checkpoint.RUN_FILE}).")
+      raise ValueError(f"{name}={value} (--{name.replace('_', '-')}) applies to a jaxlayer run "
+                       f"directory, but {path} is not one (no {checkpoint.RUN_FILE}): leave it "
+                       "out, or give a run directory.")
   if Path(path).expanduser().is_dir() and not (Path(path).expanduser() / "config.json").is_file():
     raise FileNotFoundError(checkpoint.sweep_run_hint(path) or (
         f"{path} is neither a jaxlayer run directory (no {checkpoint.RUN_FILE}) nor a Hugging "
