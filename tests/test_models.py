@@ -782,7 +782,8 @@ def test_bad_rope_scaling_values_are_a_clear_error(scaling, message):
 # ---- bad input ----
 
 @pytest.mark.parametrize("axes, message", [
-    (dict(data=0), r"data=0 x fsdp=-1 x tensor=1: each axis size must be an int >= 1, or -1"),
+    (dict(data=0), r"data=0 x fsdp=-1 x tensor=1: each axis size must be an int >= 1, or -1 "
+                   r"for the remaining devices \(in a config: mesh.data, mesh.fsdp, mesh.tensor\)"),
     (dict(fsdp=1.5), r"each axis size must be an int >= 1"),
     (dict(data=2), r"1 device cannot be split by 2, the product of the other axes"),
     (dict(fsdp=2), r"needs 2 devices, not 1: choose sizes whose product is 1"),

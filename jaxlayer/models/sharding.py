@@ -41,7 +41,7 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices=None) -> M
   if not all(isinstance(s, int) and not isinstance(s, bool) and (s >= 1 or s == -1)
              for s in sizes):
     raise ValueError(f"Mesh {asked}: each axis size must be an int >= 1, or -1 for the "
-                     "remaining devices.")
+                     "remaining devices (in a config: mesh.data, mesh.fsdp, mesh.tensor).")
   if sizes.count(-1) > 1:
     raise ValueError(f"Mesh {asked}: at most one axis may be -1.")
   known = int(np.prod([s for s in sizes if s != -1]))
