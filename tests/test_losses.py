@@ -112,6 +112,19 @@ def test_k3_kl_by_hand_and_in_the_loss():
   assert float(metrics["kl"]) == pytest.approx(1.0 - math.log(2.0), rel=1e-6)
 
 
+def test_k3_kl_of_a_policy_near_the_reference_is_its_small_positive_value():
+  """exp(delta) - delta - 1 = delta^2 / 2 + delta^3 / 6 + ...: in float32 the plain formula
+  gave 0 at delta = 1e-4 and a negative value at 1e-6."""
+  delta = np.array([1e-6, 1e-4, -1e-4, 3e-3, -3e-3, 0.5], np.float32)
+  kl = losses.k3_kl(jnp.zeros(delta.shape, jnp.float32), jnp.asarray(delta))
+  exact = np.expm1(delta.astype(np.float64)) - delta.astype(np.float64)
+  np.testing.assert_allclose(kl, exact, rtol=2e-4)
+  # Its gradient with respect to the policy's log-probs: -(exp(delta) - 1).
+  grad = jax.grad(lambda logps: losses.k3_kl(logps, jnp.asarray(delta)).sum())(
+      jnp.zeros(delta.shape, jnp.float32))
+  np.testing.assert_allclose(grad, -np.expm1(delta.astype(np.float64)), rtol=2e-4)
+
+
 def test_token_logprobs_and_entropy_match_scipy():
   from scipy.special import log_softmax
   from scipy.stats import entropy
