@@ -90,7 +90,7 @@ def _negative_gains(sweep: dict) -> dict[int, float]:
   """Block -> the gain its C divides by, of the blocks with a defined C whose gain is negative:
   s_full - s_base over the seeds its C is over, or, in a sweep.json written before blocks
   carried those, the gain over all seeds."""
-  gains = {l["layer"]: l["s_full"] - l["s_base"] if "s_base" in l else sweep.get("gain", 0.0)
+  gains = {l["layer"]: contribution.divisor_gain(l, sweep.get("gain", 0.0))
            for l in sweep["layers"] if l["contribution"] is not None}
   return {layer: gain for layer, gain in gains.items() if gain < 0}
 

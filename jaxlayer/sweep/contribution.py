@@ -283,6 +283,13 @@ def _undefined_for(key: int | tuple[int, ...], seeds: tuple[int, ...], s_base: f
           "seeds.")
 
 
+def divisor_gain(entry: dict, gain_over_all_seeds: float) -> float:
+  """The gain that a block's or group's C divides by, from its sweep.json `entry`: s_full -
+  s_base over the seeds its C is over; for a sweep.json written before entries carried those,
+  `gain_over_all_seeds`."""
+  return entry["s_full"] - entry["s_base"] if "s_base" in entry else gain_over_all_seeds
+
+
 def unit_name(key: int | tuple[int, ...]) -> str:
   """'block 4', or 'blocks 4+5' of blocks trained together."""
   return f"block {key}" if isinstance(key, int) else f"blocks {'+'.join(map(str, key))}"

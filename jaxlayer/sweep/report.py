@@ -449,8 +449,8 @@ def plot_contribution(sweep: dict, path: Path) -> None:
   for i, rung in enumerate(rungs):
     # A rung's C where full RL gained over the seeds that C is over (no gain to scale by, or C's
     # sign flipped, elsewhere); in a sweep.json written before rungs carried those, over all.
-    measured = [l for l in rung["layers"] if l["contribution"] is not None and (
-        l["s_full"] > l["s_base"] if "s_base" in l else rung["s_full"] > sweep["s_base"])]
+    measured = [l for l in rung["layers"] if l["contribution"] is not None
+                and contribution.divisor_gain(l, rung["s_full"] - sweep["s_base"]) > 0]
     if not measured:
       ax.plot([], [], " ", label=f"after {rung['steps']} steps: no C, full RL not above the base")
       continue
@@ -723,14 +723,12 @@ def _block(sweep: dict, layer: int) -> str:
 def _best_block(sweep: dict) -> str:
   """'best: block 4 (C = 0.72, score 0.415)', or, when no block scored above the base over the
   seeds its C is over (C and its gain of opposite signs, or C = 0), 'no block improved on the
-  base; the closest: block 4 (...)'. A sweep.json written before blocks carried s_base and
-  s_full compares the block's score with the base's over all seeds."""
+  base; the closest: block 4 (...)' (contribution.divisor_gain: over all seeds in a sweep.json
+  written before blocks carried s_base and s_full)."""
   best = next(l for l in sweep["layers"] if l["layer"] == sweep["best_layer"])
-  if "s_base" in best:  # its S_k - S_base over the seeds its C is over: C times their gain
-    improved = best["contribution"] * (best["s_full"] - best["s_base"]) > 0
-  else:
-    improved = best["score"] > sweep["s_base"]
-  if improved:
+  # Its S_k - S_base over the seeds its C is over: C times the gain it divides by.
+  gain = contribution.divisor_gain(best, sweep["s_full"] - sweep["s_base"])
+  if best["contribution"] * gain > 0:
     return f"best: {_block(sweep, best['layer'])}"
   return f"no block improved on the base; the closest: {_block(sweep, best['layer'])}"
 
