@@ -146,18 +146,24 @@ def _missing_value(config, overrides: list[str]) -> str | None:
   if any: at the end of the line it was absl's "Missing value for flag", and before another
   override it took that override as its value."""
   for override in overrides:
-    if "=" in override:
-      continue
-    *parents, key = override[len("--config."):].split(".")
-    section = config
-    for part in parents:
-      if not hasattr(section, "keys") or part not in section:
-        break  # an unknown key: _unknown_key names it
-      section = section[part]
-    else:
+    found = None if "=" in override else _section_and_name(config, override[len("--config."):])
+    if found:
+      section, key = found
       if hasattr(section, "get_type") and key in section and section.get_type(key) is not bool:
         return f"{override} has no value: write {override}=VALUE."
   return None
+
+
+def _section_and_name(config, key: str):
+  """(the section that holds KEY's last part, that part) for a dotted KEY, or None where a
+  section on the way is unknown (_unknown_key names it)."""
+  *parents, name = key.split(".")
+  section = config
+  for part in parents:
+    if not hasattr(section, "keys") or part not in section:
+      return None
+    section = section[part]
+  return section, name
 
 
 def _replaced_section(overrides: list[str], sections: dict | None) -> str | None:
@@ -173,9 +179,8 @@ def _replaced_section(overrides: list[str], sections: dict | None) -> str | None
       defaults[name] = make_default()
   for override in overrides:
     key, has_value, _ = override[len("--config."):].partition("=")
-    node = defaults
-    for part in key.split("."):
-      node = node[part] if hasattr(node, "keys") and part in node else None
+    section, name = _section_and_name(defaults, key) or (None, None)
+    node = section[name] if hasattr(section, "keys") and name in section else None
     if has_value and hasattr(node, "keys") and node.keys():
       return (f"{override}: {key} is a section of settings, not one value: set its keys one by "
               f"one, --config.{key}.KEY=VALUE (its keys: {', '.join(sorted(node.keys()))}).")
@@ -241,9 +246,8 @@ def _bad_section_value(config, overrides: list[str]) -> str | None:
   false was "malformed node or string")."""
   for override in overrides:
     key, has_value, value = override[len("--config."):].partition("=")
-    node = config
-    for part in key.split("."):
-      node = node[part]  # (_unknown_key has found every key)
+    section, name = _section_and_name(config, key)  # (_unknown_key has found every key)
+    node = section[name]
     if not has_value or not hasattr(node, "keys"):
       continue
     try:
@@ -270,10 +274,7 @@ def _bad_value_type(config, overrides: list[str], err: Exception) -> str | None:
     key, has_value, value = override[len("--config."):].partition("=")
     if not has_value or f"flag {override}:" not in str(err):
       continue
-    *parents, name = key.split(".")
-    section = config
-    for part in parents:
-      section = section[part]  # (_unknown_key has found every key)
+    section, name = _section_and_name(config, key)  # (_unknown_key has found every key)
     if section.get_type(name) not in _VALUE_KINDS:
       continue
     kind, example = _VALUE_KINDS[section.get_type(name)]
