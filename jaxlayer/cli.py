@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
 import math
 import os
@@ -43,13 +44,19 @@ REPORTED_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tra
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-  """argparse's parser, naming a mistyped option when parsing fails: argparse names the required
-  option it then misses, so `--promt` read "one of the arguments --prompt --prompts-file is
-  required", which hides the typo. (`--config.KEY=VALUE` settings are `load_config`'s.)"""
+  """argparse's parser, naming a mistyped option (and the closest known one) when parsing fails:
+  argparse names the required option it then misses, so `--promt` read "one of the arguments
+  --prompt --prompts-file is required", which hides the typo. (`--config.KEY=VALUE` settings are
+  `load_config`'s.)"""
 
   def parse_known_args(self, args=None, namespace=None):
     self._given = list(sys.argv[1:] if args is None else args)
     return super().parse_known_args(args, namespace)
+
+  @property
+  def options(self) -> tuple[str, ...]:
+    """The parser's long options (--prompt, --help, ...)."""
+    return tuple(option for option in self._option_string_actions if option.startswith("--"))
 
   def error(self, message: str):
     for arg in self._given:
@@ -57,17 +64,36 @@ class _ArgumentParser(argparse.ArgumentParser):
         break
       option = arg.split("=", 1)[0]
       if (option.startswith("--") and not option.startswith("--config.")
-          and not any(known.startswith(option) for known in self._option_string_actions)):
-        message = f"unknown option {option}: `{self.prog} --help` lists the options."
+          and not any(known.startswith(option) for known in self.options)):
+        message = (f"{_unknown_option(option, self.options)} `{self.prog} --help` lists the "
+                   "options.")
         break
     super().error(message)
 
 
-def load_config(argv: list[str], prog: str, sections: dict | None = None):
+def _closest(name: str, known) -> str | None:
+  """The one of the `known` names closest to a mistyped `name` (difflib.get_close_matches), if
+  one is close."""
+  close = difflib.get_close_matches(name, list(known), n=1)
+  return close[0] if close else None
+
+
+def _unknown_option(option: str, known: tuple[str, ...]) -> str:
+  """"unknown option OPTION", then "; did you mean CLOSEST?" for the one of the `known` long
+  options closest to it (of a dotted --confg.train.steps, to its part before the first dot:
+  --config.train.steps), else ":". Names compare without their dashes, which every option has."""
+  head, dot, rest = option.partition(".")
+  guess = _closest(head.lstrip("-"), [known_option.lstrip("-") for known_option in known])
+  return f"unknown option {option}" + (f"; did you mean --{guess}{dot}{rest}?" if guess else ":")
+
+
+def load_config(argv: list[str], prog: str, sections: dict | None = None,
+                options: tuple[str, ...] = ("--config", "--help")):
   """Parses `--config FILE [--config.a.b=value ...]` (ml_collections config file + overrides).
 
   sections: {name: () -> ConfigDict} added with their defaults when the file has no such
   section (e.g. `eval` for `jaxlayer eval` on a training config), before the overrides apply.
+  options: the command's long options, of which an unknown option's message names the closest.
   """
   from absl import flags
   from ml_collections import config_flags
@@ -96,8 +122,8 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None):
           config[name] = make_default()
   except errors as err:
     if isinstance(err, flags.UnrecognizedFlagError):
-      raise SystemExit(f"{prog}: unknown option --{err.flagname}: `{prog} --help` lists the "
-                       "options; a setting is --config.KEY=VALUE.") from None
+      raise SystemExit(f"{prog}: {_unknown_option(f'--{err.flagname}', options)} `{prog} "
+                       "--help` lists the options; a setting is --config.KEY=VALUE.") from None
     if isinstance(err, AttributeError) and "get_config" in str(err):
       raise SystemExit(f"{prog}: the config file {_config_path(file_args)} defines no "
                        "get_config(): a config file "
@@ -523,7 +549,8 @@ def _sweep(argv: list[str]) -> None:
   from jaxlayer.sweep.runner import default_sweep_config
 
   config = load_config(argv, "jaxlayer sweep",
-                       sections={"eval": default_eval_config, "sweep": default_sweep_config})
+                       sections={"eval": default_eval_config, "sweep": default_sweep_config},
+                       options=("--config", "--dry-run", "--help"))
   if config.sweep.launcher == "local":  # a Ray driver leaves the accelerators to its tasks
     _initialize_hosts(trains=True)
   from jaxlayer import sweep
@@ -704,12 +731,13 @@ def _interrupted(prog: str, err: KeyboardInterrupt, go_on: str) -> None:
   raise SystemExit(128 + getattr(err, "signum", signal.SIGINT))
 
 
-def _training_config(argv: list[str], prog: str):
+def _training_config(argv: list[str], prog: str,
+                     options: tuple[str, ...] = ("--config", "--help")):
   """A training config from `--config FILE [--config.a.b=value ...]`, with an eval section
-  (its defaults where the file has none) for logging.eval_every."""
+  (its defaults where the file has none) for logging.eval_every; options as load_config's."""
   from jaxlayer.evaluation import default_eval_config
 
-  config = load_config(argv, prog, sections={"eval": default_eval_config})
+  config = load_config(argv, prog, sections={"eval": default_eval_config}, options=options)
   if "@" in f"{config.train.layers}{config.train.lr_groups}":
     import jaxlayer.sweep.strategies  # noqa: F401  (defines topK@SWEEP_DIR, bottomK@SWEEP_DIR)
   return config
@@ -728,7 +756,8 @@ def _memory(argv: list[str]) -> None:
     return
   compile_update = "--compile" in argv
   argv = [arg for arg in argv if arg != "--compile"]
-  config = _training_config(argv, "jaxlayer memory")
+  config = _training_config(argv, "jaxlayer memory",
+                            options=("--compile", "--config", "--help"))
   if config.run_dir is None:  # sizing writes nothing
     config.run_dir = "."
   from jaxlayer.models.hub import resolve_model_dir
@@ -814,7 +843,7 @@ def _eval(argv: list[str]) -> None:
   from jaxlayer.evaluation import default_eval_config
 
   config = load_config(["--config", args.config, *overrides], "jaxlayer eval",
-                       sections={"eval": default_eval_config})
+                       sections={"eval": default_eval_config}, options=parser.options)
   _initialize_hosts(trains=False)
   from jaxlayer import evaluation
 
@@ -875,7 +904,10 @@ def main(argv: list[str] | None = None) -> None:
     return
   command = COMMANDS.get(argv[0])
   if command is None:
-    raise SystemExit(f"jaxlayer: unknown command {argv[0]!r}; choose one of {sorted(COMMANDS)}.")
+    guess = _closest(argv[0], COMMANDS)
+    raise SystemExit(f"jaxlayer: unknown command {argv[0]!r}; "
+                     + (f"did you mean {guess!r}? Choose" if guess else "choose")
+                     + f" one of {sorted(COMMANDS)}.")
   try:
     command(argv[1:])
   except BaseException as err:

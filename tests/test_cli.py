@@ -75,21 +75,25 @@ def test_generate_bad_chat_flags_are_a_clear_error(tiny_qwen2_dir, capsys, flags
   assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command, args, typo", [
-    ("generate", ["--model", "M", "--promt", "1+1="], "--promt"),
-    ("export", ["--rn", "runs/l1", "--out", "hf_out"], "--rn"),
-    ("eval", ["--config", "configs/sweep_tiny.py", "--modl", "runs/l1"], "--modl"),
-    ("table", ["--rns", "A", "runs/a"], "--rns"),
+@pytest.mark.parametrize("command, args, typo, hint", [
+    ("generate", ["--model", "M", "--promt", "1+1="], "--promt", "; did you mean --prompt?"),
+    ("export", ["--rn", "runs/l1", "--out", "hf_out"], "--rn", "; did you mean --run?"),
+    ("eval", ["--config", "configs/sweep_tiny.py", "--modl", "runs/l1"], "--modl",
+     "; did you mean --model?"),
+    ("table", ["--rns", "A", "runs/a"], "--rns", "; did you mean --runs?"),
+    ("compare", ["a", "b", "--ovewrite"], "--ovewrite", "; did you mean --overwrite?"),
+    ("generate", ["--model", "M", "--frobnicate", "1+1="], "--frobnicate", ":"),  # none close
 ])
-def test_a_mistyped_option_is_named_not_the_required_one_it_hides(command, args, typo, capsys):
+def test_a_mistyped_option_is_named_not_the_required_one_it_hides(command, args, typo, hint,
+                                                                   capsys):
   # argparse checks the required options first: `--promt` read "one of the arguments --prompt
   # --prompts-file is required", `--rn` "the following arguments are required: --run".
   with pytest.raises(SystemExit) as exited:
     cli.main([command, *args])
   assert exited.value.code == 2
   assert capsys.readouterr().err.splitlines()[-1] == (
-      f"jaxlayer {command}: error: unknown option {typo}: `jaxlayer {command} --help` lists the "
-      "options.")
+      f"jaxlayer {command}: error: unknown option {typo}{hint} `jaxlayer {command} --help` lists "
+      "the options.")
 
 
 @pytest.mark.eight_devices
@@ -238,9 +242,15 @@ def test_prompts_file_keeps_unicode_line_separators_and_drops_a_byte_order_mark(
   assert "is not UTF-8 text" in capsys.readouterr().err
 
 
-def test_unknown_command_names_the_choices():
-  with pytest.raises(SystemExit, match="unknown command 'trian'.*generate"):
-    cli.main(["trian"])
+@pytest.mark.parametrize("typo, hint", [("trian", "did you mean 'train'? Choose"),
+                                         ("sweeep", "did you mean 'sweep'? Choose"),
+                                         ("xyzzy", "choose")])  # (none close)
+def test_unknown_command_names_the_closest_and_the_choices(typo, hint):
+  with pytest.raises(SystemExit) as exited:
+    cli.main([typo])
+  assert exited.value.code == (f"jaxlayer: unknown command {typo!r}; {hint} one of "
+                               "['compare', 'eval', 'export', 'generate', 'memory', 'sweep', "
+                               "'table', 'train'].")
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
@@ -387,12 +397,29 @@ def test_an_unknown_option_is_named_and_help_is_help_anywhere(command, capsys):
   model = ["--model", str(assets.TINY_ARITH)] if command == "eval" else []
   with pytest.raises(SystemExit) as exited:
     cli.main([command, "--config", config, *model, "--dry_run"])
-  assert exited.value.code == (f"jaxlayer {command}: unknown option --dry_run: `jaxlayer "
+  hint = "; did you mean --dry-run?" if command == "sweep" else ":"  # (none close elsewhere)
+  assert exited.value.code == (f"jaxlayer {command}: unknown option --dry_run{hint} `jaxlayer "
                                f"{command} --help` lists the options; a setting is "
                                "--config.KEY=VALUE.")
   if command != "eval":  # (argparse's own --help)
     cli.main([command, "--config", config, "--help"])
     assert capsys.readouterr().out.startswith(f"jaxlayer {command} --config FILE")
+
+
+@pytest.mark.parametrize("command, args, typo, guess", [
+    ("train", ["--confg", "CONFIG"], "--confg", "--config"),
+    ("train", ["--config", "CONFIG", "--confg.train.steps=2"], "--confg.train.steps",
+     "--config.train.steps"),
+    ("memory", ["--config", "CONFIG", "--compil"], "--compil", "--compile"),
+    ("eval", ["--config", "CONFIG", "--model", "M", "--ovewrite"], "--ovewrite", "--overwrite"),
+])
+def test_a_mistyped_option_of_a_config_command_names_the_closest(command, args, typo, guess):
+  config = str(REPO / "configs/grpo_arithmetic.py")
+  with pytest.raises(SystemExit) as exited:
+    cli.main([command, *[config if arg == "CONFIG" else arg for arg in args]])
+  assert exited.value.code == (f"jaxlayer {command}: unknown option {typo}; did you mean {guess}? "
+                               f"`jaxlayer {command} --help` lists the options; a setting is "
+                               "--config.KEY=VALUE.")
 
 
 def test_an_override_value_after_a_space_is_refused_not_dropped():
