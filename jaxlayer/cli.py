@@ -255,9 +255,12 @@ def _unknown_key(config, overrides: list[str]) -> str | None:
     for depth, part in enumerate(parts):
       if not hasattr(node, "keys") or part not in node:
         section = ".".join(parts[:depth]) or "the config"
-        known = ((", ".join(sorted(node.keys())) or "none") if hasattr(node, "keys")
-                 else "none: not a section")
-        problem = f"{override.split('=', 1)[0]}: {section} has no key {part!r} (its keys: {known})."
+        is_section = hasattr(node, "keys")
+        keys = sorted(node.keys()) if is_section else []
+        known = (", ".join(keys) or "none") if is_section else "none: not a section"
+        guess = _closest(part, keys)
+        problem = (f"{override.split('=', 1)[0]}: {section} has no key {part!r} (its keys: {known})"
+                   + (f"; did you mean {guess!r}?" if guess else "."))
         if section in ("task.options", "env.options", "env.eval_options"):  # their arguments
           return (f"{problem} The command line changes only the {section} the config file sets: "
                   f"add config.{section}.{part} = VALUE to the file.")

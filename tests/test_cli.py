@@ -422,6 +422,22 @@ def test_a_mistyped_option_of_a_config_command_names_the_closest(command, args, 
                                "--config.KEY=VALUE.")
 
 
+@pytest.mark.parametrize("override, where, typo, hint", [
+    ("--config.train.step=2", "train", "step", "; did you mean 'steps'?"),
+    ("--config.trian.steps=2", "the config", "trian", "; did you mean 'train'?"),
+    ("--config.train.zzzz=2", "train", "zzzz", "."),  # (none close)
+])
+def test_a_mistyped_config_key_names_the_closest(override, where, typo, hint):
+  config = str(REPO / "configs/grpo_arithmetic.py")
+  loaded = cli._training_config(["--config", config], "jaxlayer train")  # (with its eval section)
+  keys = ", ".join(sorted((loaded.train if where == "train" else loaded).keys()))
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["train", "--config", config, override])
+  assert exited.value.code == (f"jaxlayer train: {override.split('=')[0]}: {where} has no key "
+                               f"{typo!r} (its keys: {keys}){hint} Every key and its default: "
+                               "docs/configuration.md.")
+
+
 def test_an_override_value_after_a_space_is_refused_not_dropped():
   # absl read `--config.train.remat false` as the boolean flag alone (remat=True) and ignored
   # "false" as a stray argument; config files set remat=False, so the override inverted it.
