@@ -87,8 +87,12 @@ def _unknown_option(option: str, known: tuple[str, ...]) -> str:
   return f"unknown option {option}" + (f"; did you mean --{guess}{dot}{rest}?" if guess else ":")
 
 
+# The long options every command that takes a config file has (memory and sweep add theirs).
+_CONFIG_OPTIONS = ("--config", "--help")
+
+
 def load_config(argv: list[str], prog: str, sections: dict | None = None,
-                options: tuple[str, ...] = ("--config", "--help")):
+                options: tuple[str, ...] = _CONFIG_OPTIONS):
   """Parses `--config FILE [--config.a.b=value ...]` (ml_collections config file + overrides).
 
   sections: {name: () -> ConfigDict} added with their defaults when the file has no such
@@ -553,7 +557,7 @@ def _sweep(argv: list[str]) -> None:
 
   config = load_config(argv, "jaxlayer sweep",
                        sections={"eval": default_eval_config, "sweep": default_sweep_config},
-                       options=("--config", "--dry-run", "--help"))
+                       options=(*_CONFIG_OPTIONS, "--dry-run"))
   if config.sweep.launcher == "local":  # a Ray driver leaves the accelerators to its tasks
     _initialize_hosts(trains=True)
   from jaxlayer import sweep
@@ -735,7 +739,7 @@ def _interrupted(prog: str, err: KeyboardInterrupt, go_on: str) -> None:
 
 
 def _training_config(argv: list[str], prog: str,
-                     options: tuple[str, ...] = ("--config", "--help")):
+                     options: tuple[str, ...] = _CONFIG_OPTIONS):
   """A training config from `--config FILE [--config.a.b=value ...]`, with an eval section
   (its defaults where the file has none) for logging.eval_every; options as load_config's."""
   from jaxlayer.evaluation import default_eval_config
@@ -759,8 +763,7 @@ def _memory(argv: list[str]) -> None:
     return
   compile_update = "--compile" in argv
   argv = [arg for arg in argv if arg != "--compile"]
-  config = _training_config(argv, "jaxlayer memory",
-                            options=("--compile", "--config", "--help"))
+  config = _training_config(argv, "jaxlayer memory", options=(*_CONFIG_OPTIONS, "--compile"))
   if config.run_dir is None:  # sizing writes nothing
     config.run_dir = "."
   from jaxlayer.models.hub import resolve_model_dir
