@@ -156,6 +156,17 @@ def replacing(final: Path, suffix: str) -> Iterator[tuple[int, str]]:
   The file is readable as a plain open() would make it: mkstemp's own files are owner-only
   (0600), which kept colleagues on a shared cluster from reading sweep results.
   """
+  with _temporary_beside(final, suffix) as (handle, tmp_name):
+    yield handle, tmp_name
+    os.replace(tmp_name, final)
+
+
+@contextlib.contextmanager
+def _temporary_beside(final: Path, suffix: str) -> Iterator[tuple[int, str]]:
+  """Yields (open handle, name) of a new temporary file beside `final`, named `marked` (so that
+  remove_temporary_leftovers finds it after a kill) and readable as a plain open() would make
+  it; removes it when the block ends, unless the block moved it. A full disk raises
+  DiskFullError naming `final`."""
   handle, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=marked(f".{final.name}."),
                                       suffix=suffix)
   try:
@@ -164,16 +175,36 @@ def replacing(final: Path, suffix: str) -> Iterator[tuple[int, str]]:
       os.umask(umask)
       os.fchmod(handle, 0o666 & ~umask)
       yield handle, tmp_name
-      os.replace(tmp_name, final)
-  except BaseException:
+  finally:
     Path(tmp_name).unlink(missing_ok=True)
-    raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
   """Writes text to a temporary file beside `path`, then renames it over `path` (`replacing`)."""
   with replacing(Path(path), ".tmp") as (handle, _):
     _write_and_sync(handle, text)
+
+
+def create_text(path: str | os.PathLike, text: str) -> None:
+  """Writes text to a new file `path`, whole as write_text_atomic writes it, but only where no
+  file is there: raises FileExistsError, and leaves that file as it is, where one is (say, the
+  one another process created since this one looked)."""
+  path = Path(path)
+  with _temporary_beside(path, ".tmp") as (handle, tmp_name):
+    _write_and_sync(handle, text)
+    try:
+      # Atomic, and refused where `path` exists, on every POSIX file system, NFS included.
+      os.link(tmp_name, path)
+    except FileExistsError:
+      raise
+    except OSError:
+      # A file system without hard links (some FUSE mounts, SMB shares): `path` is claimed by
+      # creating it empty, exclusively, and the written file is then renamed over the claim.
+      # Writing the text into the claimed file instead would show a reader half of it; this
+      # way the text arrives whole, by the rename, and a reader in between sees an empty file
+      # (the sweep's manifest.json: store.load_manifest names it).
+      os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+      os.replace(tmp_name, path)
 
 
 def write_together(texts: Mapping[Path, str]) -> None:

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -136,3 +137,24 @@ def test_the_temporary_files_of_killed_writers_go_whatever_file_they_replaced(tm
   assert killed_writers_file.is_file()
   assert paths.remove_temporary_leftovers(tmp_path) == sorted([*removed, killed_writers_file])
   assert sorted(tmp_path.iterdir()) == kept
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_created_file_never_replaces_one_that_is_there(tmp_path, monkeypatch, hard_links):
+  """paths.create_text puts the whole text at a free name, readable as a plain open() makes a
+  file, and refuses a taken one (FileExistsError), leaving that file as it is and no temporary
+  file behind; also on a file system without hard links."""
+  if not hard_links:
+    def no_hard_links(source, target):
+      raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), source, None, target)
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+  path = tmp_path / "manifest.json"
+  paths.create_text(path, "first\n")
+  with pytest.raises(FileExistsError):
+    paths.create_text(path, "second\n")
+  assert path.read_text() == "first\n"
+  assert sorted(tmp_path.iterdir()) == [path]
+  umask = os.umask(0)
+  os.umask(umask)
+  assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
