@@ -526,6 +526,131 @@ def test_a_sweep_killed_writing_its_first_manifest_starts_again_there(tmp_path, 
       _run(make_config(tmp_path / f"other{i}"), FakeRL(BLOCKS))
 
 
+@pytest.fixture
+def in_between(monkeypatch):
+  """in_between(action): `action()` runs once, between the next sweep's choice of its directory
+  and its creation of it (as another sweep, started at the same moment, that came first)."""
+  choose = store.choose_sweep_dir
+
+  def set_action(action):
+    def choose_then_act(*args):
+      monkeypatch.setattr(store, "choose_sweep_dir", choose)
+      chosen = choose(*args)
+      action()
+      return chosen
+
+    monkeypatch.setattr(store, "choose_sweep_dir", choose_then_act)
+
+  return set_action
+
+
+def test_a_sweep_never_replaces_the_manifest_of_one_started_at_the_same_moment(tmp_path,
+                                                                               in_between):
+  """Two sweeps of different settings into one new directory: both found it new, and the one
+  that wrote its manifest.json second replaced the first one's, so one sweep's runs filled a
+  directory that described the other. Now the first manifest is created, never replaced: the
+  sweep that comes second is refused as by a directory that held the other sweep before."""
+  sweep_dir = tmp_path / "sweep"
+  other = make_config(sweep_dir, layers="0")
+  other.train.learning_rate *= 3
+  in_between(lambda: _run(other, FakeRL(BLOCKS)))
+  fake = FakeRL(BLOCKS)
+  with pytest.raises(ValueError, match="holds a sweep with different settings"):
+    _run(make_config(sweep_dir, layers="0"), fake)
+  assert fake.train_calls == [] and fake.eval_calls == []
+  manifest = store.load_manifest(sweep_dir)
+  assert manifest["config"]["train"]["learning_rate"] == other.train.learning_rate
+
+
+def test_a_sweep_started_at_the_same_moment_as_one_of_its_settings_resumes_it(tmp_path,
+                                                                             in_between):
+  """(The sweeps' lock then lets one of them write there at a time.) The manifest stays the
+  first sweep's: here its eval.batch_size, which does not change the scores."""
+  sweep_dir = tmp_path / "sweep"
+  other = make_config(sweep_dir, layers="0")
+  other.eval.batch_size = 2
+  in_between(lambda: _run(other, FakeRL(BLOCKS)))
+  fake = FakeRL(BLOCKS)
+  assert _run(make_config(sweep_dir, layers="0,1"), fake) == sweep_dir
+  assert fake.train_calls == [((1,), 0)]  # the other sweep trained full RL and block 0
+  assert store.load_manifest(sweep_dir)["config"]["eval"]["batch_size"] == 2
+
+
+def test_a_sweep_forced_into_a_new_directory_takes_the_next_free_one_when_another_came_first(
+    tmp_path, in_between):
+  sweep_dir = tmp_path / "sweep"
+  other = make_config(sweep_dir, layers="0")
+  other.train.learning_rate *= 3
+  in_between(lambda: _run(other, FakeRL(BLOCKS)))
+  config = make_config(sweep_dir, layers="0")
+  config.sweep.force_new_dir = True
+  fake = FakeRL(BLOCKS)
+  assert _run(config, fake) == tmp_path / "sweep-2"
+  assert len(fake.train_calls) == 2  # full RL and block 0, beside the other sweep's
+  for directory, rate in ((sweep_dir, other.train.learning_rate),
+                          (tmp_path / "sweep-2", config.train.learning_rate)):
+    assert store.load_manifest(directory)["config"]["train"]["learning_rate"] == rate
+    assert len(store.load_results(directory)) == 3
+
+
+def test_a_sweep_forced_into_a_new_directory_gives_up_once_others_took_ten(tmp_path,
+                                                                           monkeypatch):
+  """Each directory it chooses, another sweep creates first: it tries store.CREATE_TRIES."""
+  create_text = paths.create_text
+
+  def another_sweep_first(path, text):
+    create_text(path, '{"identity": "another sweep\'s"}\n')
+    create_text(path, text)
+
+  monkeypatch.setattr(paths, "create_text", another_sweep_first)
+  config = make_config(tmp_path / "sweep")
+  config.sweep.force_new_dir = True
+  with pytest.raises(ValueError, match=re.escape(
+      "Sweeps started at the same moment as this one took each of the 10 directories it chose "
+      f"for sweep.dir={str(tmp_path / 'sweep')!r}. Run the same command again, or give this "
+      "sweep a directory of its own (--config.sweep.dir=NEW_DIR).")):
+    _run(config, FakeRL(BLOCKS))
+  assert {p.name for p in tmp_path.iterdir()} == {"sweep", *(f"sweep-{i}" for i in range(2, 11))}
+
+
+def test_hosts_stop_where_another_sweep_took_the_directory_they_chose(tmp_path, monkeypatch,
+                                                                     in_between):
+  """With force_new_dir, process 0 would go on to the next free directory while the other
+  hosts' processes write their parts of the checkpoints into the one they chose: every process
+  stops instead (here one process stands for the hosts), and nothing is written."""
+  monkeypatch.setattr(distributed, "is_multiprocess", lambda: True)
+  monkeypatch.setattr(distributed, "_gather_exact", lambda rows, count: rows[:count])
+  monkeypatch.setattr(distributed, "sync", lambda name: None)
+  sweep_dir = tmp_path / "sweep"
+  manifest_of_other = '{"identity": "another sweep\'s"}'
+
+  def create_other():
+    sweep_dir.mkdir()
+    (sweep_dir / store.MANIFEST).write_text(manifest_of_other)
+
+  in_between(create_other)
+  with pytest.raises(ValueError, match=re.escape(
+      f"Another sweep created {sweep_dir} at the same moment as this one, so this sweep would "
+      f"go to {sweep_dir}-2, but the processes of the other hosts chose {sweep_dir}. Nothing "
+      "was written: run the same command again.")):
+    store.open_sweep_dir(sweep_dir, {"identity": {"num_layers": NUM_LAYERS}}, True)
+  assert sorted(tmp_path.iterdir()) == [sweep_dir]
+  assert os.listdir(sweep_dir) == [store.MANIFEST]
+  assert (sweep_dir / store.MANIFEST).read_text() == manifest_of_other
+
+
+def test_an_empty_manifest_is_named_with_the_fix(tmp_path):
+  """What a sweep creating its directory on a file system without hard links shows for a
+  moment (paths.create_text), or leaves when it is killed then."""
+  (tmp_path / "sweep").mkdir()
+  (tmp_path / "sweep" / store.MANIFEST).touch()
+  with pytest.raises(ValueError, match=re.escape(
+      f"{tmp_path}/sweep/manifest.json is empty: a sweep is creating {tmp_path}/sweep at this "
+      "moment, or one was killed while creating it. Run the command again in a minute; if no "
+      "sweep runs there, remove the empty manifest.json first.")):
+    _run(make_config(tmp_path / "sweep"), FakeRL(BLOCKS))
+
+
 def test_runs_scored_on_a_different_number_of_problems_are_refused(tmp_path):
   config = make_config(tmp_path / "sweep", layers="0")
   _run(config, FakeRL(BLOCKS))

@@ -124,8 +124,11 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
   """
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  text = json.dumps(obj, indent=2, allow_nan=False)
-  paths.write_text_atomic(path, text + "\n")
+  paths.write_text_atomic(path, _json_text(obj))
+
+
+def _json_text(obj: Any) -> str:
+  return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -201,6 +204,10 @@ def load_manifest(sweep_dir: str | os.PathLike) -> dict:
   if not path.is_file():
     raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no {MANIFEST}); run "
                             "`jaxlayer sweep --config ...` to make one.")
+  if path.stat().st_size == 0:  # paths.create_text's claim (a file system without hard links)
+    raise ValueError(f"{path} is empty: a sweep is creating {sweep_dir} at this moment, or one "
+                     "was killed while creating it. Run the command again in a minute; if no "
+                     f"sweep runs there, remove the empty {MANIFEST} first.")
   return read_json(path)
 
 
@@ -253,6 +260,11 @@ def _next_free_dir(sweep_dir: Path) -> Path:
   return candidate
 
 
+# How many directories a new sweep tries before it gives up, where sweeps started at the same
+# moment create the ones it chooses first (each such sweep takes one).
+CREATE_TRIES = 10
+
+
 def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: bool,
                    defaults: dict | None = None) -> Path:
   """Creates the sweep directory, or reopens an existing one whose identity matches.
@@ -261,22 +273,54 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
   existing one lacks match while they hold their value in `defaults`, see
   identity_differences). With force_new_dir, a directory that already holds a sweep is left
   alone and the sweep goes to the first free `<dir>-2`, `<dir>-3`, ... Returns the directory
-  to use. On several hosts every process chooses the directory before process 0 creates it
-  (so all choose the same). A reopened sweep's moved base model is recorded by
+  to use. The first manifest.json is created, never replaced: where another sweep, started at
+  the same moment, created it first, the directory is chosen again with that sweep's manifest
+  there (the same identity resumes it, another is refused or, with force_new_dir, goes to the
+  next free directory). On several hosts every process chooses the directory before process 0
+  creates it (so all choose the same); where process 0 would then have to go to another
+  directory than the one the others chose, every process stops, rather than each writing its
+  part of the sweep elsewhere. A reopened sweep's moved base model is recorded by
   record_model_path, under the sweep's lock.
   """
-  sweep_dir, new = choose_sweep_dir(Path(sweep_dir), manifest, force_new_dir, defaults)
+  given = Path(sweep_dir)
+  sweep_dir, new = choose_sweep_dir(given, manifest, force_new_dir, defaults)
   distributed.sync("jaxlayer: sweep directory chosen")
-  if new and distributed.is_primary():
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(sweep_dir / MANIFEST, manifest)
+  with distributed.failing_together("Creating the sweep directory"):
+    if new and distributed.is_primary():
+      sweep_dir = _create_sweep_dir(given, sweep_dir, manifest, force_new_dir, defaults)
   distributed.sync("jaxlayer: sweep directory created")
   return sweep_dir
 
 
+def _create_sweep_dir(given: Path, chosen: Path, manifest: dict, force_new_dir: bool,
+                      defaults: dict | None) -> Path:
+  """open_sweep_dir's creation of the directory `chosen` for sweep.dir `given`, on process 0;
+  returns the directory to use."""
+  sweep_dir = chosen
+  for _ in range(CREATE_TRIES):
+    if sweep_dir != chosen and distributed.is_multiprocess():
+      raise ValueError(
+          f"Another sweep created {chosen} at the same moment as this one, so this sweep would "
+          f"go to {sweep_dir}, but the processes of the other hosts chose {chosen}. Nothing "
+          "was written: run the same command again.")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+      paths.create_text(sweep_dir / MANIFEST, _json_text(manifest))
+      return sweep_dir
+    except FileExistsError:  # another sweep's: choose with it there
+      sweep_dir, new = choose_sweep_dir(given, manifest, force_new_dir, defaults)
+      if not new:
+        return sweep_dir
+  raise ValueError(
+      f"Sweeps started at the same moment as this one took each of the {CREATE_TRIES} "
+      f"directories it chose for sweep.dir={str(given)!r}. Run the same command again, or give "
+      "this sweep a directory of its own (--config.sweep.dir=NEW_DIR).")
+
+
 def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
                      defaults: dict | None) -> tuple[Path, bool]:
-  """(the directory open_sweep_dir uses, whether it must be created); reads only."""
+  """(the directory open_sweep_dir uses, whether it must be created); reads only. Raises
+  ValueError where sweep_dir holds another sweep (without force_new_dir) or other files."""
   if (sweep_dir / MANIFEST).is_file():
     if force_new_dir:
       sweep_dir = _next_free_dir(sweep_dir)
