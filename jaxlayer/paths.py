@@ -100,18 +100,32 @@ def remove_temporary_leftovers(directory: Path) -> list[Path]:
   return _removed(temporary_leftovers(directory))
 
 
+def is_temporary_file(path: Path, name: str) -> bool:
+  """Whether `path` is named as the temporary file of a writer `replacing` (or creating:
+  create_text) the file `name` beside it: ".NAME." + mark + a random part + ".SUFFIX", of a
+  running process or a killed one, of any host."""
+  pattern = _marked_names(rf"\.{re.escape(name)}\.", r"\.[a-z]+")
+  return pattern.fullmatch(path.name) is not None
+
+
 def _of_dead_writers(directory: Path, prefix: str, before_mark: str,
                      after_mark: str) -> list[Path]:
-  """The files and directories of `directory` whose names start with `prefix` and match the
-  regular expression `before_mark` + "PID@HOST." + a random part + `after_mark`, where HOST is
-  this host and process PID no longer runs."""
-  pattern = re.compile(rf"{before_mark}(\d+)@(.+)\.[a-z0-9_]+{after_mark}")
+  """The files and directories of `directory` whose names start with `prefix` and match
+  `_marked_names(before_mark, after_mark)`, where HOST is this host and process PID no longer
+  runs."""
+  pattern = _marked_names(before_mark, after_mark)
   host, dead = socket.gethostname(), []
   for path in sorted(directory.glob(f"{glob.escape(prefix)}*")):
     mark = pattern.fullmatch(path.name)
     if mark and mark[2] == host and not _runs(int(mark[1])):
       dead.append(path)
   return dead
+
+
+def _marked_names(before_mark: str, after_mark: str) -> re.Pattern:
+  """The names `before_mark` + "PID@HOST." + a random part + `after_mark` (regular
+  expressions), with PID and HOST as groups 1 and 2."""
+  return re.compile(rf"{before_mark}(\d+)@(.+)\.[a-z0-9_]+{after_mark}")
 
 
 def _removed(leftovers: list[Path]) -> list[Path]:

@@ -510,20 +510,35 @@ def test_a_directory_listing_only_the_hosts_mark_is_a_new_sweep_directory(tmp_pa
 
 def test_a_sweep_killed_writing_its_first_manifest_starts_again_there(tmp_path, dead_pid):
   """Its directory holds only the temporary file of the manifest: a new sweep directory, and
-  the file goes; a running writer's, or a file of the user's, makes it a directory of another
-  kind."""
+  the file goes; a file of the user's makes it a directory of another kind."""
   sweep_dir = tmp_path / "sweep"
   sweep_dir.mkdir()
   leftover = sweep_dir / f".{store.MANIFEST}.{dead_pid}@{socket.gethostname()}.k2x_9abc.tmp"
   leftover.write_text('{"identity": ')
   _run(make_config(sweep_dir), FakeRL(BLOCKS))
   assert (sweep_dir / store.MANIFEST).is_file() and not leftover.exists()
-  for i, other in enumerate((f".{store.MANIFEST}.{os.getpid()}@{socket.gethostname()}.ab.tmp",
-                             "notes.tmp")):
-    (tmp_path / f"other{i}").mkdir()
-    (tmp_path / f"other{i}" / other).write_text("x")
-    with pytest.raises(ValueError, match="not empty and holds no sweep"):
-      _run(make_config(tmp_path / f"other{i}"), FakeRL(BLOCKS))
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes" / "notes.tmp").write_text("x")
+  with pytest.raises(ValueError, match="not empty and holds no sweep"):
+    _run(make_config(tmp_path / "notes"), FakeRL(BLOCKS))
+
+
+@pytest.mark.parametrize("host", ["this", "other-host"])
+def test_a_sweep_finding_another_creating_its_directory_is_not_refused_for_its_file(tmp_path,
+                                                                                    host):
+  """The temporary file of another sweep's manifest (a running process's, or another host's)
+  made the directory one of another kind ("holds no sweep"); it is a sweep directory being
+  created, and creating the manifest decides which sweep takes it (here the other never gets
+  to it: this one does)."""
+  sweep_dir = tmp_path / "sweep"
+  sweep_dir.mkdir()
+  host = socket.gethostname() if host == "this" else host
+  creating = sweep_dir / f".{store.MANIFEST}.{os.getpid()}@{host}.k2x_9abc.tmp"
+  creating.write_text('{"identity": ')
+  fake = FakeRL(BLOCKS)
+  assert _run(make_config(sweep_dir, layers="0"), fake) == sweep_dir
+  assert len(fake.train_calls) == 2
+  assert creating.exists()  # (the lock removes only the files of ended processes of its host)
 
 
 @pytest.fixture
@@ -542,6 +557,31 @@ def in_between(monkeypatch):
     monkeypatch.setattr(store, "choose_sweep_dir", choose_then_act)
 
   return set_action
+
+
+def test_a_sweep_that_finds_its_directory_just_created_by_another_sees_that_sweep(tmp_path,
+                                                                                 monkeypatch):
+  """choose_sweep_dir looked for manifest.json, then listed the directory: another sweep that
+  created the directory in between (here one of the same settings, which runs there whole)
+  made it "not empty" and holding "no sweep". One listing now decides: this sweep resumes it."""
+  sweep_dir = tmp_path / "sweep"
+  choose, is_dir = store.choose_sweep_dir, Path.is_dir
+
+  def is_dir_once_another_sweep_ran(path):
+    if path == sweep_dir:
+      monkeypatch.setattr(Path, "is_dir", is_dir)
+      _run(make_config(sweep_dir, layers="0"), FakeRL(BLOCKS))
+    return is_dir(path)
+
+  def choose_while_another_sweep_creates(*args):
+    monkeypatch.setattr(store, "choose_sweep_dir", choose)
+    monkeypatch.setattr(Path, "is_dir", is_dir_once_another_sweep_ran)
+    return choose(*args)
+
+  monkeypatch.setattr(store, "choose_sweep_dir", choose_while_another_sweep_creates)
+  fake = FakeRL(BLOCKS)
+  assert _run(make_config(sweep_dir, layers="0,1"), fake) == sweep_dir
+  assert fake.train_calls == [((1,), 0)]  # the other sweep trained full RL and block 0
 
 
 def test_a_sweep_never_replaces_the_manifest_of_one_started_at_the_same_moment(tmp_path,

@@ -321,7 +321,10 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
                      defaults: dict | None) -> tuple[Path, bool]:
   """(the directory open_sweep_dir uses, whether it must be created); reads only. Raises
   ValueError where sweep_dir holds another sweep (without force_new_dir) or other files."""
-  if (sweep_dir / MANIFEST).is_file():
+  # One listing decides: a look for manifest.json followed by a listing saw a directory that
+  # another sweep created in between as one with its files but no manifest.
+  listed = set(sweep_dir.iterdir()) if sweep_dir.is_dir() else set()
+  if sweep_dir / MANIFEST in listed and (sweep_dir / MANIFEST).is_file():
     if force_new_dir:
       sweep_dir = _next_free_dir(sweep_dir)
     else:
@@ -343,10 +346,12 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
               "weights).")
       return sweep_dir, False
   # (A host may still list the mark of distributed.check_shared_directory, removed just now. A
-  # sweep killed while writing its first manifest left only its temporary file: the sweep's
-  # lock removes it.)
-  elif sweep_dir.is_dir() and (set(sweep_dir.iterdir()) - {sweep_dir / distributed.SHARED_MARK}
-                               - set(paths.temporary_leftovers(sweep_dir))):
+  # manifest's temporary file is that of a sweep creating the directory at this moment, which
+  # creating the manifest decides between (open_sweep_dir), or of one killed while creating
+  # it: the sweep's lock removes it, as it does the other files' killed writers' ones.)
+  elif {path for path in listed - {sweep_dir / distributed.SHARED_MARK}
+        - set(paths.temporary_leftovers(sweep_dir))
+        if not paths.is_temporary_file(path, MANIFEST)}:
     raise ValueError(f"{sweep_dir} exists, is not empty and holds no sweep ({MANIFEST} is "
                      "missing): pick an empty or new directory with --config.sweep.dir=DIR.")
   return sweep_dir, True
