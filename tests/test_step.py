@@ -161,8 +161,11 @@ def test_learning_rate_groups_move_each_leaf_by_its_own_rate_in_the_runs_update(
   for k, g in grads.items():
     rate = 3e-3 if k.startswith("layers.1.") else 1e-3
     expected = -rate * clip * g / (clip * np.abs(g) + 1e-8)
+    # Where the clipped gradient is near eps the move follows its float32 rounding almost one
+    # for one (~0.4% on a gradient entry of 3e-9 here): 0.1% of the rate covers that, and a
+    # wrong rate is off by a factor of 3.
     np.testing.assert_allclose(np.asarray(new[k], np.float64) - before[k], expected,
-                               rtol=2e-3, atol=3e-8, err_msg=k)
+                               rtol=2e-3, atol=1e-3 * rate, err_msg=k)
 
 
 def test_a_mini_batch_without_loss_tokens_leaves_the_parameters_and_adam_as_they_are(
