@@ -45,9 +45,9 @@ REPORTED_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tra
 
 class _ArgumentParser(argparse.ArgumentParser):
   """argparse's parser, naming a mistyped option (and the closest known one) when parsing fails:
-  argparse names the required option it then misses, so `--promt` read "one of the arguments
-  --prompt --prompts-file is required", which hides the typo. (`--config.KEY=VALUE` settings are
-  `load_config`'s.)"""
+  argparse names the required option it then misses, so `--promt` (or `-promt`) read "one of the
+  arguments --prompt --prompts-file is required", which hides the typo. (`--config.KEY=VALUE`
+  settings are `load_config`'s.)"""
 
   def parse_known_args(self, args=None, namespace=None):
     self._given = list(sys.argv[1:] if args is None else args)
@@ -63,8 +63,10 @@ class _ArgumentParser(argparse.ArgumentParser):
       if arg == "--":
         break
       option = arg.split("=", 1)[0]
-      if (option.startswith("--") and not option.startswith("--config.")
-          and not any(known.startswith(option) for known in self.options)):
+      # A long option, or one dash and a letter (`-promt`; "-5+3=" is a value).
+      looks_like_option = option.startswith("--") or re.fullmatch(r"-[A-Za-z][\w-]*", option)
+      if (looks_like_option and not option.startswith("--config.")
+          and not any(known.startswith(option) for known in self._option_string_actions)):
         message = (f"{_unknown_option(option, self.options)} `{self.prog} --help` lists the "
                    "options.")
         break

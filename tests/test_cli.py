@@ -77,6 +77,7 @@ def test_generate_bad_chat_flags_are_a_clear_error(tiny_qwen2_dir, capsys, flags
 
 @pytest.mark.parametrize("command, args, typo, hint", [
     ("generate", ["--model", "M", "--promt", "1+1="], "--promt", "; did you mean --prompt?"),
+    ("generate", ["--model", "M", "-promt", "1+1="], "-promt", "; did you mean --prompt?"),
     ("export", ["--rn", "runs/l1", "--out", "hf_out"], "--rn", "; did you mean --run?"),
     ("eval", ["--config", "configs/sweep_tiny.py", "--modl", "runs/l1"], "--modl",
      "; did you mean --model?"),
