@@ -70,7 +70,19 @@ class _ArgumentParser(argparse.ArgumentParser):
         message = (f"{_unknown_option(option, self.options)} `{self.prog} --help` lists the "
                    "options.")
         break
+    else:
+      message += self._value_read_as_an_option(message)
     super().error(message)
+
+  def _value_read_as_an_option(self, message: str) -> str:
+    """The fix, where argparse missed an option's value because it starts with "-" (`--prompt
+    -3+5=`): argparse reads it as an option."""
+    missing = re.fullmatch(r"argument (--[\w-]+): expected one argument", message)
+    if missing and missing[1] in self._given[:-1]:
+      value = self._given[self._given.index(missing[1]) + 1]
+      if value.startswith("-"):
+        return f" (a value that starts with '-' goes after '=': {missing[1]}={value})"
+    return ""
 
 
 def _closest(name: str, known) -> str | None:

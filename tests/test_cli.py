@@ -97,6 +97,15 @@ def test_a_mistyped_option_is_named_not_the_required_one_it_hides(command, args,
       "the options.")
 
 
+def test_a_value_that_starts_with_a_dash_is_shown_joined_to_its_option(capsys):
+  # argparse reads "-3+5=" as an option and says only that --prompt has no value.
+  with pytest.raises(SystemExit):
+    cli.main(["generate", "--model", "M", "--prompt", "-3+5="])
+  assert capsys.readouterr().err.splitlines()[-1] == (
+      "jaxlayer generate: error: argument --prompt: expected one argument (a value that starts "
+      "with '-' goes after '=': --prompt=-3+5=)")
+
+
 @pytest.mark.eight_devices
 def test_generate_samples_every_prompt_of_a_file(tiny_qwen2_dir, tmp_path, capsys):
   prompts = ["the lazy dog", "brown fox 12", "over the"]
