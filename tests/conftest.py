@@ -169,3 +169,34 @@ def held_by_another_process():
   for holder in holders:
     holder.kill()
     holder.wait()
+
+
+@pytest.fixture
+def hub_model(tmp_path, monkeypatch):
+  """The hub id 'tiny-org/tiny-arith', which huggingface_hub resolves (offline) to the shipped
+  tiny model in a Hugging Face cache of the test's own, laid out as a download leaves it:
+  models--ORG--NAME/snapshots/REVISION/FILE, a relative link to blobs/SHA256, and refs/main
+  naming the revision (huggingface_hub has no call that adds local files to its cache).
+  huggingface_hub reads HF_HUB_CACHE when it is imported, so its constant is set too (the
+  variable for the test's subprocesses)."""
+  import hashlib
+  from pathlib import Path
+
+  from huggingface_hub import constants
+
+  from jaxlayer import assets
+
+  hub_id, revision = "tiny-org/tiny-arith", "0123456789abcdef0123456789abcdef01234567"
+  cache = tmp_path / "hf_cache"
+  repo = cache / f"models--{hub_id.replace('/', '--')}"
+  snapshot = repo / "snapshots" / revision
+  for directory in (repo / "blobs", repo / "refs", snapshot):
+    directory.mkdir(parents=True)
+  (repo / "refs" / "main").write_text(revision)
+  for file in sorted(Path(assets.TINY_ARITH).iterdir()):
+    blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+    blob.write_bytes(file.read_bytes())
+    (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+  monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+  monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+  return hub_id
