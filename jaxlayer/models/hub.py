@@ -76,20 +76,40 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
   if path.is_dir():
     return path
   name = str(path_or_hub_id)
-  looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-  if not looks_like_hub_id:
+  if not is_hub_id(name):
     raise FileNotFoundError(
         f"Model directory {name!r} does not exist. Pass a directory holding config.json and "
         "model.safetensors, or a Hugging Face hub id such as 'Qwen/Qwen3-1.7B'.")
   from huggingface_hub import snapshot_download
 
   try:
-    return Path(snapshot_download(name, allow_patterns=list(hub_files)))
+    snapshot = Path(snapshot_download(name, allow_patterns=list(hub_files)))
   except Exception as err:  # offline, unknown repo, gated repo, ...
     raise FileNotFoundError(
         f"{name!r} is not a local directory and could not be fetched from the Hugging Face hub "
         f"({type(err).__name__}: {err}). Download it first (`hf download {name} --local-dir DIR`) "
         "and pass DIR.") from err
+  # Offline, huggingface_hub returns what the cache holds: a download cut short, or one of
+  # some files only, lacks the others.
+  for what, names in (("config.json", ["config.json"]),
+                      (f"weights ({SINGLE_FILE} or {INDEX_FILE})", [SINGLE_FILE, INDEX_FILE])):
+    wanted = any(fnmatch.filter(names, pattern) for pattern in hub_files)
+    if wanted and not any((snapshot / file).is_file() for file in names):
+      raise _incomplete_download(name, snapshot, what)
+  return snapshot
+
+
+def is_hub_id(name: str) -> bool:
+  """Whether `name`, which is no local directory, names a Hugging Face hub model (ORG/NAME)."""
+  return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def _incomplete_download(hub_id: str, snapshot: Path, missing: str) -> FileNotFoundError:
+  """The error for a snapshot of `hub_id` in the Hugging Face cache that lacks `missing`."""
+  return FileNotFoundError(
+      f"The Hugging Face cache's snapshot of {hub_id!r} ({snapshot}) lacks its {missing}: a "
+      "download cut short, or one of some of its files only. Download it whole with `hf download "
+      f"{hub_id}` (online: without HF_HUB_OFFLINE=1), or pass a directory that holds the model.")
 
 
 def _index_weight_map(index_file: Path) -> dict[str, str]:
@@ -428,6 +448,9 @@ def load_tokenizer(path_or_hub_id: str | os.PathLike):
 
   model_dir = resolve_model_dir(path_or_hub_id)
   if not any((model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+    if not Path(path_or_hub_id).expanduser().is_dir():  # a hub id's snapshot in the HF cache
+      raise _incomplete_download(str(path_or_hub_id), model_dir,
+                                "tokenizer (tokenizer.json or vocab.json)")
     raise FileNotFoundError(f"No tokenizer files (tokenizer.json or vocab.json) in {model_dir}: "
                             "copy the tokenizer of the base model there.")
   return AutoTokenizer.from_pretrained(model_dir)
