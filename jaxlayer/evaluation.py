@@ -627,7 +627,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = models.AUTO_DTYPE,
     model, _ = checkpoint.load_trained_model(
         path, step, mesh=mesh, base_model=base_model,
         dtype=None if dtype == models.AUTO_DTYPE else dtype)
-    base_model = base_model or run["base_model"]
+    base_model = checkpoint.run_base_model(path, base_model)
     return model, models.load_tokenizer(base_model), {
         "model": path, "kind": "run", "base_model": base_model, "step": step,
         "trained": run["trainable"], "dtype": np.dtype(model.dtype).name}

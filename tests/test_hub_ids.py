@@ -1,8 +1,11 @@
 """Models named by Hugging Face hub id, resolved offline from a local HF cache (the hub_model
 fixture) by the real huggingface_hub.snapshot_download."""
 
+import json
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxlayer import cli, evaluation, models
@@ -46,3 +49,40 @@ def test_memory_sizes_a_hub_model_whose_snapshot_holds_its_config_alone(hub_mode
   assert capsys.readouterr().out.splitlines()[-1].startswith("total")
   with pytest.raises(FileNotFoundError, match="lacks its weights"):
     models.from_pretrained(hub_model)
+
+
+def _train(hub_id: str, run_dir: Path, steps: int) -> None:
+  cli.main(["train", "--config", CONFIG, f"--config.model.path={hub_id}",
+            f"--config.run_dir={run_dir}", f"--config.train.steps={steps}",
+            "--config.train.batch_size=8", "--config.train.group_size=4",
+            "--config.rollout.max_new_tokens=4", "--config.mesh.num_devices=1",
+            "--config.logging.progress=false"])
+
+
+def test_a_run_on_a_hub_id_resumes_and_exports_offline_after_the_cache_moved(
+    hub_model, tmp_path, monkeypatch, capsys):
+  """run.json records the snapshot the hub id resolved to; once that is gone (the cache moved,
+  the run was copied to another machine), export and eval find the run's hub id again."""
+  from huggingface_hub import constants
+
+  run_dir = tmp_path / "run"
+  _train(hub_model, run_dir, steps=2)
+  snapshot = resolve_model_dir(hub_model)
+  assert json.loads((run_dir / "run.json").read_text())["base_model"] == str(snapshot)
+  assert json.loads((run_dir / "config.json").read_text())["model"]["path"] == hub_model
+  _train(hub_model, run_dir, steps=3)  # the same hub id resumes the run
+  assert "resuming from step 2 of 3" in capsys.readouterr().out
+
+  moved = Path(constants.HF_HUB_CACHE).rename(tmp_path / "moved_cache")
+  monkeypatch.setenv("HF_HUB_CACHE", str(moved))
+  monkeypatch.setattr(constants, "HF_HUB_CACHE", str(moved))
+  assert not snapshot.exists()
+  cli.main(["export", "--run", str(run_dir), "--out", str(tmp_path / "export"),
+            "--dtype", "bfloat16"])  # (which also compares the export with the base model)
+  assert "are their base model's values again" in capsys.readouterr().out
+  exported, _ = models.from_pretrained(tmp_path / "export")
+  trained, _, info = evaluation.load_model(run_dir)
+  assert info["base_model"] == hub_model
+  exported_params = models.named_params(exported)
+  for path, value in models.named_params(trained).items():
+    np.testing.assert_array_equal(exported_params[path], value.astype(jnp.bfloat16), err_msg=path)

@@ -31,7 +31,7 @@ from flax import nnx
 
 from jaxlayer import distributed, locks, models, paths
 from jaxlayer.models.hf_mapping import jax_to_hf_name
-from jaxlayer.models.hub import is_checkpoint_file, resolve_model_dir
+from jaxlayer.models.hub import is_checkpoint_file, is_hub_id, resolve_model_dir
 from jaxlayer.text import counted
 
 CONFIG_FILE = "config.json"
@@ -220,6 +220,26 @@ def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
   return step
 
 
+def run_base_model(run_dir: str | os.PathLike, base_model: str | None = None) -> str:
+  """Where the base model of the run in `run_dir` is: `base_model` where given (it moved), else
+  the directory its run.json names; where that is gone and was a Hugging Face cache's snapshot
+  of a hub id (HF_CACHE/models--ORG--NAME/snapshots/REVISION: the cache moved, or the run was
+  copied to another machine), that hub id, found in this machine's cache or fetched again."""
+  if base_model is not None:
+    return base_model
+  recorded = read_run_files(run_dir)[1]["base_model"]
+  if Path(recorded).is_dir():
+    return recorded
+  cached_repo, snapshots = Path(recorded).parent.parent.name, Path(recorded).parent.name
+  hub_id = cached_repo.removeprefix("models--").replace("--", "/")  # (ids hold no "--")
+  if snapshots == "snapshots" and cached_repo.startswith("models--") and is_hub_id(hub_id):
+    return hub_id
+  raise FileNotFoundError(
+      f"Run {run_dir} was trained on the base model in {recorded} (its {RUN_FILE}), which is "
+      "not there any more: give the base model's directory or hub id with --base-model "
+      "(library: base_model=).")
+
+
 def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
                        mesh: jax.sharding.Mesh | None = None, base_model: str | None = None,
                        dtype: str | None = None):
@@ -232,13 +252,7 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
   """
   config, run = read_run_files(run_dir)
   with distributed.failing_together("Finding the run's base model"):  # every host needs it
-    if base_model is None:
-      base_model = run["base_model"]
-      if not Path(base_model).is_dir():
-        raise FileNotFoundError(
-            f"Run {run_dir} was trained on the base model in {base_model} (its {RUN_FILE}), "
-            "which is not there any more: give the base model's directory or hub id with "
-            "--base-model (library: base_model=).")
+    base_model = run_base_model(run_dir, base_model)
     check_base_model(run_dir, run, resolve_model_dir(base_model))
   step = checkpoint_step(run_dir, step)
   checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
@@ -331,7 +345,7 @@ def trained_weights_at_base(run_dir: str | os.PathLike, out_dir: str | os.PathLi
   base model's values (in the export's dtype): the updates that rounding to bfloat16 or float16
   undid."""
   _, run = read_run_files(run_dir)
-  base_dir = resolve_model_dir(base_model or run["base_model"])
+  base_dir = resolve_model_dir(run_base_model(run_dir, base_model))
   names = [jax_to_hf_name(path)[0] for path in run["trainable"]]
   same = total = 0
   for (_, exported), (_, base) in zip(models.stored_tensors(out_dir, names),
