@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from jaxlayer import assets, cli, distributed, locks, models, paths
+from jaxlayer.models.hub import resolve_model_dir
 from jaxlayer.rl import selection
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep import compare, report, runner, store
@@ -382,6 +383,28 @@ def test_a_moved_base_model_resumes_its_sweep_and_another_model_is_refused(tmp_p
       _run_on_model(sweep_dir, path, fake, layers="0,1,2")
     assert fake.train_calls == [] and fake.eval_calls == []
   assert (sweep_dir / "manifest.json").read_text() == manifest
+
+
+def test_a_sweep_of_a_hub_id_records_the_id_and_resumes_after_the_cache_moved(
+    hub_model, tmp_path, monkeypatch, capsys):
+  """The manifest names the hub id (not the snapshot it resolved to) with the snapshot's weights
+  fingerprint, so the same id resumes the sweep wherever the Hugging Face cache is."""
+  from huggingface_hub import constants
+
+  snapshot = resolve_model_dir(hub_model)
+  sweep_dir = _run_on_model(tmp_path / "sweep", hub_model, FakeRL({0: 14}))
+  manifest = json.loads((sweep_dir / "manifest.json").read_text())
+  assert manifest["config"]["model"]["path"] == manifest["identity"]["model"]["path"] == hub_model
+  assert manifest["model_fingerprint"] == models.weights_fingerprint(snapshot)
+  assert json.loads((sweep_dir / "sweep.json").read_text())["model"] == hub_model
+
+  moved = Path(constants.HF_HUB_CACHE).rename(tmp_path / "moved_cache")
+  monkeypatch.setattr(constants, "HF_HUB_CACHE", str(moved))
+  capsys.readouterr()
+  fake = FakeRL({0: 14, 1: 26})
+  _run_on_model(sweep_dir, hub_model, fake, layers="0,1")
+  assert fake.train_calls == [((1,), 0)]  # the finished runs count
+  assert "resumes with its base model" not in capsys.readouterr().out
 
 
 def test_top_k_of_a_sweep_ranks_the_blocks_of_its_own_model_only(tmp_path):
