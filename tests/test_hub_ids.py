@@ -11,7 +11,8 @@ import pytest
 from jaxlayer import cli, evaluation, models
 from jaxlayer.models.hub import resolve_model_dir
 from jaxlayer.rl import memory
-from tests.sweep_fakes import REPO
+from jaxlayer.sweep import report, runner
+from tests.sweep_fakes import REPO, FakeRL, make_config
 
 CONFIG = str(REPO / "configs" / "grpo_arithmetic.py")
 
@@ -86,3 +87,23 @@ def test_a_run_on_a_hub_id_resumes_and_exports_offline_after_the_cache_moved(
   exported_params = models.named_params(exported)
   for path, value in models.named_params(trained).items():
     np.testing.assert_array_equal(exported_params[path], value.astype(jnp.bfloat16), err_msg=path)
+
+
+def test_memory_sizes_a_top_k_of_a_sweep_of_a_hub_model_whose_weights_are_not_fetched(
+    hub_model, tmp_path, monkeypatch, capsys):
+  """`jaxlayer memory` fetches a hub model's config.json alone; the check that a sweep ranked
+  the blocks of this model needs its weights, and sizing does not."""
+  monkeypatch.setattr(report, "plot_contribution", lambda sweep, path: path.touch())
+  monkeypatch.setattr(report, "plot_curves", lambda results, num_layers, title, path: path.touch())
+  fake = FakeRL({0: 14, 1: 26})
+  sweep_dir = runner.run_sweep(make_config(tmp_path / "sweep", layers="0,1", model_path=hub_model),
+                               train_fn=fake.train, eval_fn=fake.eval)
+  (resolve_model_dir(hub_model) / "model.safetensors").unlink()
+  monkeypatch.setattr(memory, "device_limit", lambda: None)  # a CPU's: no device memory line
+  capsys.readouterr()
+  sized = []
+  for layers in (f"top1@{sweep_dir}", "layers.1"):  # (block 1 contributed most)
+    cli.main(["memory", "--config", CONFIG, f"--config.model.path={hub_model}",
+              f"--config.train.layers={layers}", "--config.mesh.num_devices=1"])
+    sized.append(capsys.readouterr().out)
+  assert sized[0] == sized[1] and sized[0].splitlines()[-1].startswith("total")

@@ -91,12 +91,18 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
         "and pass DIR.") from err
   # Offline, huggingface_hub returns what the cache holds: a download cut short, or one of
   # some files only, lacks the others.
-  for what, names in (("config.json", ["config.json"]),
-                      (f"weights ({SINGLE_FILE} or {INDEX_FILE})", [SINGLE_FILE, INDEX_FILE])):
-    wanted = any(fnmatch.filter(names, pattern) for pattern in hub_files)
-    if wanted and not any((snapshot / file).is_file() for file in names):
-      raise _incomplete_download(name, snapshot, what)
+  wanted = lambda file: any(fnmatch.fnmatch(file, pattern) for pattern in hub_files)  # noqa: E731
+  if wanted("config.json") and not (snapshot / "config.json").is_file():
+    raise _incomplete_download(name, snapshot, "config.json")
+  if wanted(SINGLE_FILE) and not holds_weights(snapshot):
+    raise _incomplete_download(name, snapshot, f"weights ({SINGLE_FILE} or {INDEX_FILE})")
   return snapshot
+
+
+def holds_weights(model_dir: str | os.PathLike) -> bool:
+  """Whether a local checkpoint directory holds its weights (or their index), which `jaxlayer
+  memory` does not fetch of a hub model."""
+  return any((Path(model_dir) / name).is_file() for name in (SINGLE_FILE, INDEX_FILE))
 
 
 def is_hub_id(name: str) -> bool:

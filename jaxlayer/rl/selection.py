@@ -40,8 +40,9 @@ class SelectionSourceMissing(FileNotFoundError):
 
 
 # The model's local checkpoint directory, which a named selection measured on a model (the
-# sweep of topK@SWEEP_DIR) checks is that model; None where the caller does not know it (then
-# only the block count can be checked).
+# sweep of topK@SWEEP_DIR) checks is that model; None where the caller does not know it, or a
+# directory without weights (a hub model's config.json, which `jaxlayer memory` reads alone):
+# then only the block count can be checked.
 ModelDir = str | os.PathLike | None
 # (pattern matched against a whole term, expand(match, num_layers, model_dir) -> selection).
 _MACROS: list[tuple[re.Pattern, Callable[[re.Match, int, ModelDir], str]]] = []

@@ -83,13 +83,18 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int,
 
 def _check_same_model(sweep_dir: Path, sweep: dict, term: str,
                       model_dir: selection.ModelDir) -> None:
-  """Raises ValueError when the sweep's base model's weights differ from those in model_dir."""
+  """Raises ValueError when the sweep's base model's weights differ from those in model_dir
+  (unchecked where model_dir holds no weights: a hub model `jaxlayer memory` sizes)."""
   manifest_path = sweep_dir / store.MANIFEST
   recorded = (store.read_json(manifest_path).get(store.FINGERPRINT)
               if manifest_path.is_file() else None)
   if model_dir is None or recorded is None:
     return
   from jaxlayer import models  # (the sweep package imports no model code until it needs it)
+  from jaxlayer.models.hub import holds_weights
+
+  if not holds_weights(model_dir):
+    return
 
   found = models.weights_fingerprint(model_dir)
   if found != recorded:
