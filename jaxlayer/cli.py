@@ -742,7 +742,8 @@ def _train_result_lines(result, start: int, rows: list[dict]) -> str:
 def _add_base_model_flag(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--base-model", metavar="DIR_OR_HUB_ID", help=(
       "for a run directory whose base model is no longer where it was trained (say, a run "
-      "copied from another machine): the base model's directory or hub id"))
+      "copied from another machine): the base model's directory or hub id (a run on a hub id "
+      "finds it in this machine's Hugging Face cache by itself)"))
 
 
 def _interrupted(prog: str, err: KeyboardInterrupt, go_on: str) -> None:
