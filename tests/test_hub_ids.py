@@ -2,6 +2,7 @@
 fixture) by the real huggingface_hub.snapshot_download."""
 
 import json
+import shutil
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import pytest
 
 from jaxlayer import cli, evaluation, models
 from jaxlayer.models.hub import resolve_model_dir
-from jaxlayer.rl import memory
+from jaxlayer.rl import checkpoint, memory
 from jaxlayer.sweep import report, runner
 from tests.sweep_fakes import REPO, FakeRL, make_config
 
@@ -107,3 +108,26 @@ def test_memory_sizes_a_top_k_of_a_sweep_of_a_hub_model_whose_weights_are_not_fe
               f"--config.train.layers={layers}", "--config.mesh.num_devices=1"])
     sized.append(capsys.readouterr().out)
   assert sized[0] == sized[1] and sized[0].splitlines()[-1].startswith("total")
+
+
+def test_a_hub_id_that_names_another_revision_now_points_at_the_runs_snapshot(hub_model,
+                                                                              tmp_path):
+  """The hub id moved on to a revision with other weights: resuming or loading the run with the
+  id is refused, and the error names the snapshot the run was trained on, still in the cache."""
+  trained_on = resolve_model_dir(hub_model)
+  revised, _ = models.from_pretrained(trained_on)
+  revised.final_norm.scale.set_value(revised.final_norm.scale.get_value() * 1.01)
+  new_revision = trained_on.parent / ("f" * 40)
+  models.save_pretrained(revised, new_revision)
+  (trained_on.parents[1] / "refs" / "main").write_text(new_revision.name)
+  assert resolve_model_dir(hub_model) == new_revision
+  run = {"base_model": str(trained_on), "base_fingerprint": models.weights_fingerprint(trained_on)}
+  with pytest.raises(ValueError, match=rf"The model in {new_revision} is not the base model .* "
+                     rf"That model is still in {trained_on} \(a hub id now names another "
+                     r"revision, say\): pass that directory."):
+    checkpoint.check_base_model(tmp_path / "run", run, new_revision)
+  # Replaced in place, it is not pointed at.
+  (trained_on / "model.safetensors").unlink()
+  shutil.copy(new_revision / "model.safetensors", trained_on / "model.safetensors")
+  with pytest.raises(ValueError, match="Pass the model the run was trained on, wherever it is"):
+    checkpoint.check_base_model(tmp_path / "run", run, new_revision)

@@ -31,7 +31,8 @@ from flax import nnx
 
 from jaxlayer import distributed, locks, models, paths
 from jaxlayer.models.hf_mapping import jax_to_hf_name
-from jaxlayer.models.hub import is_checkpoint_file, is_hub_id, resolve_model_dir
+from jaxlayer.models.hub import (holds_weights, is_checkpoint_file, is_hub_id,
+                                 resolve_model_dir)
 from jaxlayer.text import counted
 
 CONFIG_FILE = "config.json"
@@ -159,11 +160,17 @@ def check_base_model(run_dir: str | os.PathLike, run: dict, model_dir: str | os.
   (its weights differ from run.json's fingerprint; runs written before jaxlayer recorded one
   pass)."""
   recorded = run.get("base_fingerprint")
-  if recorded is not None and models.weights_fingerprint(model_dir) != recorded:
-    raise ValueError(
-        f"The model in {model_dir} is not the base model run {run_dir} was trained on "
-        f"({run['base_model']} when it was written): its weights differ. Pass the model the "
-        "run was trained on, wherever it is now.")
+  if recorded is None or models.weights_fingerprint(model_dir) == recorded:
+    return
+  where = Path(run["base_model"])  # still there where a hub id moved on to another revision
+  kept = (where.is_dir() and where.resolve() != Path(model_dir).resolve()
+          and (where / "config.json").is_file() and holds_weights(where)
+          and models.weights_fingerprint(where) == recorded)
+  raise ValueError(
+      f"The model in {model_dir} is not the base model run {run_dir} was trained on "
+      f"({where} when it was written): its weights differ. " +
+      (f"That model is still in {where} (a hub id now names another revision, say): pass that "
+       "directory." if kept else "Pass the model the run was trained on, wherever it is now."))
 
 
 def read_run_files(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict]:
