@@ -64,7 +64,8 @@ def _train(hub_id: str, run_dir: Path, steps: int) -> None:
 def test_a_run_on_a_hub_id_resumes_and_exports_offline_after_the_cache_moved(
     hub_model, tmp_path, monkeypatch, capsys):
   """run.json records the snapshot the hub id resolved to; once that is gone (the cache moved,
-  the run was copied to another machine), export and eval find the run's hub id again."""
+  the run was copied to another machine), export and eval find the run's hub id again, and the
+  same id resumes the run."""
   from huggingface_hub import constants
 
   run_dir = tmp_path / "run"
@@ -88,6 +89,10 @@ def test_a_run_on_a_hub_id_resumes_and_exports_offline_after_the_cache_moved(
   exported_params = models.named_params(exported)
   for path, value in models.named_params(trained).items():
     np.testing.assert_array_equal(exported_params[path], value.astype(jnp.bfloat16), err_msg=path)
+  _train(hub_model, run_dir, steps=4)  # and resumes, recording the snapshot in the moved cache
+  assert "resuming from step 3 of 4" in capsys.readouterr().out
+  assert json.loads((run_dir / "run.json").read_text())["base_model"] == str(
+      moved / snapshot.relative_to(snapshot.parents[2]))
 
 
 def test_memory_sizes_a_top_k_of_a_sweep_of_a_hub_model_whose_weights_are_not_fetched(
