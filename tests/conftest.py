@@ -175,8 +175,9 @@ def held_by_another_process():
 def hub_model(tmp_path, monkeypatch):
   """The hub id 'tiny-org/tiny-arith', which huggingface_hub resolves (offline) to the shipped
   tiny model in a Hugging Face cache of the test's own, laid out as a download leaves it:
-  models--ORG--NAME/snapshots/REVISION/FILE, a relative link to blobs/SHA256, and refs/main
-  naming the revision (huggingface_hub has no call that adds local files to its cache).
+  models--ORG--NAME/snapshots/REVISION/FILE, a relative link to blobs/SHA256 (the name the hub
+  gives an LFS file's blob), and refs/main naming the revision (huggingface_hub has no call that
+  adds local files to its cache).
   huggingface_hub reads HF_HUB_CACHE when it is imported, so its constant is set too (the
   variable for the test's subprocesses)."""
   import hashlib
