@@ -611,7 +611,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = models.AUTO_DTYPE,
   """(model, tokenizer, info) from a Hugging Face directory / hub id or a `jaxlayer train` run
   directory (its base model with the trained leaves of checkpoint `step`, default the latest;
   base_model: where its base model is now, if it moved). info describes what was loaded, for
-  eval.json.
+  eval.json (of a hub id, also the snapshot in the Hugging Face cache it named: its revision).
 
   dtype: "float32", "bfloat16", or "auto": a checkpoint's own dtype (models.from_pretrained),
   a run's model.dtype.
@@ -642,14 +642,17 @@ def load_model(path: str | os.PathLike, *, dtype: str = models.AUTO_DTYPE,
         "Face model directory (no config.json): pass the run_dir of `jaxlayer train` or a model "
         "directory."))
   try:
-    model, _ = models.from_pretrained(path, dtype=dtype, mesh=mesh)
+    model, config = models.from_pretrained(path, dtype=dtype, mesh=mesh)
   except FileNotFoundError as err:
     if Path(path).expanduser().exists():
       raise
     raise FileNotFoundError(f"{err} (A jaxlayer run directory works too: pass the run_dir of "
                             "`jaxlayer train`.)") from None
-  return model, models.load_tokenizer(path), {"model": path, "kind": "huggingface",
-                                              "dtype": np.dtype(model.dtype).name}
+  info = {"model": path, "kind": "huggingface", "dtype": np.dtype(model.dtype).name}
+  if not Path(path).expanduser().is_dir():  # a hub id: which of its revisions was loaded
+    info["snapshot"] = config.source_dir
+  # The tokenizer of the same snapshot (a hub id looked up again could name a newer one).
+  return model, models.load_tokenizer(config.source_dir), info
 
 
 def default_out_dir(model_path: str | os.PathLike, step: int | None = None) -> Path:

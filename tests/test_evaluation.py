@@ -119,6 +119,7 @@ def hf_greedy_completions(model_dir, prompts, eos_ids, state_dict_update=None):
 def test_eval_cli_writes_well_formed_eval_json_and_generations(cli_eval, tiny_qwen2_dir):
   report, generations = cli_eval
   assert report["model"] == str(tiny_qwen2_dir) and report["kind"] == "huggingface"
+  assert "snapshot" not in report  # (a hub id's revision; a directory is its own)
   assert isinstance(report["created_at"], str) and report["command"].startswith("jaxlayer eval")
   assert report["eval_settings"]["num_samples"] == NUM_SAMPLES
   assert list(report["tasks"]) == ["parity"]

@@ -24,7 +24,8 @@ def test_a_hub_id_loads_from_its_snapshot_in_the_cache(hub_model):
   assert snapshot.parent.name == "snapshots"
   assert snapshot.parent.parent.name == "models--tiny-org--tiny-arith"
   _, tokenizer, info = evaluation.load_model(hub_model)
-  assert info == {"model": hub_model, "kind": "huggingface", "dtype": "float32"}
+  assert info == {"model": hub_model, "kind": "huggingface", "dtype": "float32",
+                  "snapshot": str(snapshot)}  # the revision evaluated, for eval.json
   assert tokenizer.decode(tokenizer("12+7=")["input_ids"]) == "12+7="
   assert model.config.num_layers == 8
 
