@@ -292,8 +292,22 @@ def test_missing_field_names_it_and_the_available_fields(tmp_path):
   task = get_task("gsm8k", data_files={"train": path})
   with pytest.raises(ValueError,
                      match=r"field\(s\) \['answer'\] not in .*train.jsonl.*available fields: "
-                           r"\['question', 'solution'\]"):
+                           r"\['question', 'solution'\]; name the fields that hold them with "
+                           r"the task options answer_field \(now 'answer'\)$"):
     task.train_problems()
+
+
+def test_missing_code_fields_name_their_options_and_which_may_be_none(tmp_path):
+  # MBPP's sanitized copy has no test_setup_code: setup_field=None reads it.
+  record = {"prompt": "Write add(a, b).", "code": "def add(a, b): return a + b",
+            "test_list": ["assert add(1, 2) == 3"]}
+  path = _write_jsonl(tmp_path / "mbpp.jsonl", [record])
+  with pytest.raises(ValueError, match=re.escape(
+      "name the fields that hold them with the task options question_field (now 'text'), "
+      "setup_field (now 'test_setup_code'; None if the data has no such field)")):
+    get_task("code", data_files={"test": path}).test_problems()
+  task = get_task("code", data_files={"test": path}, question_field="prompt", setup_field=None)
+  assert task.test_problems()[0].prompt.startswith("Write add(a, b).")
 
 
 def test_missing_file_names_it(tmp_path):

@@ -56,6 +56,7 @@ class CodeTask(DatasetTask):
   tests_field: list of test statements, or one test script (records with none are skipped);
   setup_field: the benchmark's code for the tests (MBPP's "test_setup_code"; a list is joined),
     run apart from the program, whose names it replaces (jaxlayer.tasks.sandbox.run_tests);
+    None for data without it (MBPP's sanitized copy);
   entry_point_field: HumanEval's "entry_point" (the tests' check() is called on it);
   answer_field: a reference solution (may be absent from the data: set it to None);
   show_tests_in_prompt: append list-style tests to the prompt (MBPP needs it: the
@@ -90,9 +91,13 @@ class CodeTask(DatasetTask):
                        "(jaxlayer.tasks.sandbox.SandboxLimits)")
     self.limits = sandbox.SandboxLimits(**self.sandbox_limits)
 
-  def required_fields(self) -> list[str]:
-    optional = [self.answer_field, self.setup_field, self.entry_point_field]
-    return [self.question_field, self.tests_field, *(name for name in optional if name is not None)]
+  optional_field_options = ("answer_field", "setup_field", "entry_point_field")
+
+  def field_options(self) -> dict[str, str]:
+    options = {"question_field": self.question_field, "tests_field": self.tests_field,
+               "answer_field": self.answer_field, "setup_field": self.setup_field,
+               "entry_point_field": self.entry_point_field}
+    return {option: name for option, name in options.items() if name is not None}
 
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
     raw_tests = record[self.tests_field]

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from jaxlayer.tasks.base import Problem, Task
 from jaxlayer.text import counted
@@ -138,6 +138,9 @@ class DatasetTask(Task):
   question_field: str = "question"
   answer_field: str = "answer"
 
+  # The options of `field_options` that may be None (then the task reads no such field).
+  optional_field_options: ClassVar[tuple[str, ...]] = ()
+
   def __post_init__(self) -> None:
     if self.dataset is None and self.data_files is None:
       raise ValueError(
@@ -158,8 +161,10 @@ class DatasetTask(Task):
     """The Problem for one record, or None to skip a record with no usable answer;
     InvalidRecord for a record that is no problem (no question, a value of the wrong type)."""
 
-  def required_fields(self) -> list[str]:
-    return [self.question_field, self.answer_field]
+  def field_options(self) -> dict[str, str]:
+    """The record fields the task reads, by the option that names each ("question_field":
+    "question"); those of `optional_field_options` may be None for data without that field."""
+    return {"question_field": self.question_field, "answer_field": self.answer_field}
 
   def _load(self, split: str | None, role: str) -> list[Problem]:
     if split is None:
@@ -172,11 +177,18 @@ class DatasetTask(Task):
         split=split,
     )
     source = self._source(split)
-    missing = [name for name in self.required_fields() if name not in records.column_names]
+    missing = {option: name for option, name in self.field_options().items()
+               if name not in records.column_names}
     if missing:
+      options = ", ".join(
+          f"{option} (now {name!r}"
+          + ("; None if the data has no such field)" if option in self.optional_field_options
+             else ")")
+          for option, name in missing.items())
       raise ValueError(
-          f"task {self.name!r}: field(s) {missing} not in {source} (split {split!r}); "
-          f"available fields: {records.column_names}; map yours with the *_field options"
+          f"task {self.name!r}: field(s) {list(missing.values())} not in {source} (split "
+          f"{split!r}); available fields: {records.column_names}; name the fields that hold "
+          f"them with the task options {options}"
       )
     problems = []
     for number, record in enumerate(records, start=1):
