@@ -388,16 +388,45 @@ def test_a_record_that_is_no_problem_is_named(tmp_path, records, complaint):
   assert path in str(raised.value)
 
 
-@pytest.mark.parametrize("text, complaint", [
-    ("", r"\(split 'test'\) is empty: it holds no records"),
-    ('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answer": \n',
-     r"\(split 'test'\) as json: .*JSON parse error"),
+@pytest.mark.parametrize("name, text, complaint", [
+    ("test.jsonl", "", r"\(split 'test'\) is empty: it holds no records"),
+    ("test.jsonl", "\n\n", r"\(split 'test'\) is empty: it holds no records"),
+    ("test.json", "[]", r"\(split 'test'\) is empty: it holds no records"),
+    ("test.csv", "problem,answer\n", r"\(split 'test'\) is empty: it holds no records"),
+    # The reader names "row 1", counted from 0 within a block of the file, not the line.
+    ("test.jsonl", '{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answer": \n',
+     r"\(split 'test'\) as json: line 2 \(counting from 1\) is not valid JSON: Expecting value "
+     r"at column 31$"),
+    ("test.jsonl", '{"problem": "1+1?", "answer": "2"}\n[1, 2]\n',
+     r"\(split 'test'\) as json: line 2 \(counting from 1\) holds a JSON list, not an object"),
 ])
-def test_an_unreadable_data_file_is_named(tmp_path, text, complaint):
-  path = tmp_path / "test.jsonl"
+def test_an_unreadable_data_file_is_named(tmp_path, name, text, complaint):
+  path = tmp_path / name
   path.write_text(text)
   with pytest.raises(ValueError, match=f"data file {re.escape(str(path))} {complaint}"):
     get_task("math", data_files={"test": str(path)}).test_problems()
+
+
+def test_a_data_file_not_in_utf8_names_the_record_and_the_fix(tmp_path):
+  latin1 = tmp_path / "test.jsonl"
+  records = '{"problem": "1+1?", "answer": "2"}\n{"problem": "caf\u00e9?", "answer": "3"}\n'
+  latin1.write_bytes(records.encode("latin-1"))
+  with pytest.raises(ValueError, match=re.escape(f"record 2 (counting from 1) of {latin1} (split "
+                                                 "'test') is not UTF-8 text (") +
+                     r".*\); save the file as UTF-8"):
+    get_task("math", data_files={"test": str(latin1)}).test_problems()
+  latin1_csv = tmp_path / "test.csv"
+  latin1_csv.write_bytes("problem,answer\ncaf\u00e9?,3\n".encode("latin-1"))
+  with pytest.raises(ValueError, match=re.escape(f"data file {latin1_csv} (split 'test') as csv: "
+                                                 "UnicodeDecodeError") +
+                     r".*; save the file as UTF-8"):
+    get_task("math", data_files={"test": str(latin1_csv)}).test_problems()
+
+
+def test_a_directory_given_as_a_data_file_says_so(tmp_path):
+  with pytest.raises(FileNotFoundError, match=re.escape(
+      f"data file for split 'test' is a directory, not a file: {tmp_path}; give the")):
+    get_task("math", data_files={"test": str(tmp_path)})
 
 
 # Code

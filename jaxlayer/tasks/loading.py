@@ -6,6 +6,8 @@ from __future__ import annotations
 import abc
 import decimal
 import functools
+import itertools
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -31,6 +33,39 @@ def _looks_like_path(name: str) -> bool:
   return name.startswith(("/", "./", "../", "~")) or _builder(name) is not None
 
 
+# How `datasets` says a file held no records.
+_NO_RECORDS = "corresponds to no data"
+_SAVE_AS_UTF8 = "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+
+
+def _require_file(path: Path, split: str) -> None:
+  """FileNotFoundError for a data file that is not there, or is a directory."""
+  if path.is_dir():
+    raise FileNotFoundError(f"data file for split {split!r} is a directory, not a file: {path}; "
+                            "give the .jsonl / .json / .parquet / .csv file in it")
+  if not path.is_file():
+    raise FileNotFoundError(f"data file for split {split!r} not found: {path}")
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+  """Where a JSON-lines file first holds a line that is no JSON object ("line 7 (counting
+  from 1) is not valid JSON: ..."), or None: the reader's own error names a row counted from
+  0 within one block of the file, not its line."""
+  with path.open(encoding="utf-8", errors="replace") as lines:
+    for number, line in enumerate(lines, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line.rstrip("\r\n"))  # (without the newline, whose column is past it)
+      except json.JSONDecodeError as error:
+        return (f"line {number} (counting from 1) is not valid JSON: {error.msg} at column "
+                f"{error.colno}")
+      if not isinstance(record, dict):
+        return (f"line {number} (counting from 1) holds a JSON {type(record).__name__}, not an "
+                "object of fields")
+  return None
+
+
 def load_split(
     *,
     dataset: str | None,
@@ -54,16 +89,20 @@ def load_split(
     builder = _builder(path)
     if builder is None:
       raise ValueError(f"data file {path} has an unknown suffix; use one of {sorted(_BUILDERS)}")
-    if not path.is_file():
-      raise FileNotFoundError(f"data file for split {split!r} not found: {path}")
+    _require_file(path, split)
+    empty = f"data file {path} (split {split!r}) is empty: it holds no records"
     if path.stat().st_size == 0:
-      raise ValueError(f"data file {path} (split {split!r}) is empty: it holds no records")
+      raise ValueError(empty)
     try:
       return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:  # malformed file: say which file and what the reader found
       cause = error.__cause__ or error
+      if _NO_RECORDS in str(cause):  # blank lines only, "[]", a CSV header only
+        raise ValueError(empty) from error
+      found = _first_bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
+      fix = f"; {_SAVE_AS_UTF8}" if isinstance(cause, UnicodeDecodeError) else ""
       raise ValueError(f"could not read data file {path} (split {split!r}) as {builder}: "
-                       f"{type(cause).__name__}: {cause}") from error
+                       f"{found or f'{type(cause).__name__}: {cause}'}{fix}") from error
   if dataset is None:
     raise ValueError(
         "set `dataset` (a hub name or local directory) or `data_files` ({split: path})"
@@ -148,10 +187,10 @@ class DatasetTask(Task):
           "`data_files` ({split: local file})"
       )
     for split, path in (self.data_files or {}).items():
-      if not Path(path).expanduser().is_file():
-        raise FileNotFoundError(
-            f"task {self.name!r}: data file for split {split!r} not found: {path}"
-        )
+      try:
+        _require_file(Path(path).expanduser(), split)
+      except FileNotFoundError as error:
+        raise FileNotFoundError(f"task {self.name!r}: {error}") from None
     for role in ("train", "test"):  # (a train file gives math one; MATH-500 has none on the hub)
       if role in (self.data_files or {}):
         setattr(self, f"{role}_split", role)
@@ -191,7 +230,16 @@ class DatasetTask(Task):
           f"them with the task options {options}"
       )
     problems = []
-    for number, record in enumerate(records, start=1):
+    rows = iter(records)
+    for number in itertools.count(1):
+      try:
+        record = next(rows)
+      except StopIteration:
+        break
+      except UnicodeDecodeError as error:  # (the reader decodes a record's text when it is read)
+        raise ValueError(f"task {self.name!r}: record {number} (counting from 1) of {source} "
+                         f"(split {split!r}) is not UTF-8 text ({error}); {_SAVE_AS_UTF8}"
+                         ) from None
       try:
         problems.append(self.make_problem(record))
       except InvalidRecord as error:
