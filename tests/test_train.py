@@ -820,6 +820,10 @@ def test_metrics_files(uninterrupted):
     ({"train.advantage_eps": -1e-6}, r"train.advantage_eps=-1e-06 must be >= 0"),
     ({"train.dynamic_sampling_max_rounds": 0}, r"dynamic_sampling_max_rounds must be >= 1"),
     ({"rollout.max_prompt_tokens": 0}, r"rollout.max_prompt_tokens must be >= 1, got 0"),
+    # The shortest prompts, "1+2=" (one-digit operands), are 4 tokens of a byte each.
+    ({"rollout.max_prompt_tokens": 2}, r"Every training prompt is longer than "
+     r"rollout.max_prompt_tokens=2 tokens \(or empty\): raise the limit to at least 4, the "
+     r"shortest prompt's length\.$"),
     ({"checkpoint.keep": 0}, r"checkpoint.keep must be >= 1 .*got 0"),
     ({"logging.eval_every": -1}, r"logging.eval_every=-1: give the RL steps between"),
     # Evaluations on 500 test problems (the eval section's default) of a task that has 8.

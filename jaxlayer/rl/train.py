@@ -757,8 +757,11 @@ class _Trainer:
     limit = self.cfg.rollout.max_prompt_tokens
     keep = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= limit]
     if not keep:
+      shortest = min((len(ids) for ids in encoded if ids), default=0)
       raise ValueError(f"Every training prompt is longer than rollout.max_prompt_tokens={limit} "
-                       "tokens (or empty): raise the limit.")
+                       "tokens (or empty): raise the limit"
+                       + (f" to at least {shortest}, the shortest prompt's length." if shortest
+                          else "."))
     if len(keep) < len(problems):
       distributed.write_once(f"jaxlayer: skipping {len(problems) - len(keep)} of "
                              f"{counted(len(problems), 'training prompt')} (longer than "
