@@ -350,6 +350,23 @@ def test_missing_split_in_data_files_is_named(tmp_path):
     get_task("gsm8k", data_files={"train": path}).test_problems()
 
 
+@pytest.mark.parametrize("data_files, complaint", [
+    ("{train}", r"data_files maps each split to one local file \(join several into one\), as "
+     r"\{'train': PATH, 'test': PATH\}; got str '.*train.jsonl'$"),
+    ({"train": ["{train}", "{train}"]}, r"data_files maps each split to one local file"),
+    # A split the task does not read was ignored: its problems were silently not used.
+    ({"train": "{train}", "validation": "{train}"},
+     r"data_files names split\(s\) \['validation'\], which it does not read: the file under "
+     r"'train' is its train split, the one under 'test' its test split$"),
+])
+def test_data_files_that_are_no_map_of_read_splits_to_files_are_named(tmp_path, data_files,
+                                                                      complaint):
+  train = _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
+  filled = json.loads(json.dumps(data_files).replace("{train}", train))
+  with pytest.raises(ValueError, match=complaint):
+    get_task("gsm8k", data_files=filled)
+
+
 def test_records_without_an_answer_are_skipped_by_number(tmp_path, caplog):
   # A null or missing answer was read as the text "None": only a completion "None" scored.
   path = _write_jsonl(tmp_path / "test.jsonl", [

@@ -186,14 +186,25 @@ class DatasetTask(Task):
           f"task {self.name!r}: set `dataset` (hub name or local directory) or "
           "`data_files` ({split: local file})"
       )
-    for split, path in (self.data_files or {}).items():
+    files = self.data_files
+    if files is not None and not (hasattr(files, "items") and all(
+        isinstance(path, (str, os.PathLike)) for path in files.values())):
+      raise ValueError(f"task {self.name!r}: data_files maps each split to one local file (join "
+                       "several into one), as {'train': PATH, 'test': PATH}; got "
+                       f"{type(files).__name__} {files!r}")
+    for split, path in (files or {}).items():
       try:
         _require_file(Path(path).expanduser(), split)
       except FileNotFoundError as error:
         raise FileNotFoundError(f"task {self.name!r}: {error}") from None
     for role in ("train", "test"):  # (a train file gives math one; MATH-500 has none on the hub)
-      if role in (self.data_files or {}):
+      if role in (files or {}):
         setattr(self, f"{role}_split", role)
+    unread = sorted(set(files or {}) - {self.train_split, self.test_split})
+    if unread:
+      raise ValueError(f"task {self.name!r}: data_files names split(s) {unread}, which it does "
+                       "not read: the file under 'train' is its train split, the one under "
+                       "'test' its test split")
 
   @abc.abstractmethod
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
