@@ -424,6 +424,19 @@ def test_an_unreadable_data_file_is_named(tmp_path, name, text, complaint):
     get_task("math", data_files={"test": str(path)}).test_problems()
 
 
+def test_a_parquet_file_of_no_rows_is_empty(tmp_path):
+  # pyarrow said "BatchSize must be greater than 0, got 0".
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  path = tmp_path / "test.parquet"
+  pq.write_table(pa.table({"problem": pa.array([], pa.string()),
+                           "answer": pa.array([], pa.string())}), path)
+  with pytest.raises(ValueError, match=re.escape(f"data file {path} (split 'test') is empty: it "
+                                                 "holds no records")):
+    get_task("math", data_files={"test": str(path)}).test_problems()
+
+
 def test_a_data_file_not_in_utf8_names_the_record_and_the_fix(tmp_path):
   latin1 = tmp_path / "test.jsonl"
   records = '{"problem": "1+1?", "answer": "2"}\n{"problem": "caf\u00e9?", "answer": "3"}\n'

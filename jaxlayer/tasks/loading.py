@@ -38,6 +38,21 @@ _NO_RECORDS = "corresponds to no data"
 _SAVE_AS_UTF8 = "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
 
 
+def _holds_no_records(path: Path, builder: str, error: BaseException) -> bool:
+  """Whether the reader failed with `error` on a file of no records: blank lines only, "[]", a
+  CSV header only, a Parquet table of no rows (which pyarrow calls a batch size of 0)."""
+  if _NO_RECORDS in str(error):
+    return True
+  if builder != "parquet":
+    return False
+  import pyarrow.parquet
+
+  try:
+    return pyarrow.parquet.ParquetFile(path).metadata.num_rows == 0
+  except Exception:  # no Parquet file at all: the reader's error says so
+    return False
+
+
 def _require_file(path: Path, split: str) -> None:
   """FileNotFoundError for a data file that is not there, or is a directory."""
   if path.is_dir():
@@ -97,7 +112,7 @@ def load_split(
       return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:  # malformed file: say which file and what the reader found
       cause = error.__cause__ or error
-      if _NO_RECORDS in str(cause):  # blank lines only, "[]", a CSV header only
+      if _holds_no_records(path, builder, cause):
         raise ValueError(empty) from error
       found = _first_bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
       fix = f"; {_SAVE_AS_UTF8}" if isinstance(cause, UnicodeDecodeError) else ""
