@@ -352,7 +352,7 @@ def test_missing_split_in_data_files_is_named(tmp_path):
 
 @pytest.mark.parametrize("data_files, complaint", [
     ("{train}", r"data_files maps each split to one local file \(join several into one\), as "
-     r"\{'train': PATH, 'test': PATH\}; got str '.*train.jsonl'$"),
+     r"\{'train': PATH, 'test': PATH\}; got '.*train.jsonl'$"),
     ({"train": ["{train}", "{train}"]}, r"data_files maps each split to one local file"),
     # A split the task does not read was ignored: its problems were silently not used.
     ({"train": "{train}", "validation": "{train}"},

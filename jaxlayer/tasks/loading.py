@@ -206,7 +206,7 @@ class DatasetTask(Task):
         isinstance(path, (str, os.PathLike)) for path in files.values())):
       raise ValueError(f"task {self.name!r}: data_files maps each split to one local file (join "
                        "several into one), as {'train': PATH, 'test': PATH}; got "
-                       f"{type(files).__name__} {files!r}")
+                       f"{dict(files) if hasattr(files, 'items') else files!r}")
     for split, path in (files or {}).items():
       try:
         _require_file(Path(path).expanduser(), split)
