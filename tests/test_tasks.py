@@ -376,7 +376,21 @@ def test_records_without_an_answer_are_skipped_by_number(tmp_path, caplog):
   problems = task.test_problems()
   assert [(problem.prompt, problem.answer) for problem in problems] == [("1+1?", "2"),
                                                                          ("4+4?", "8")]
-  assert "skipped 2 of 4 records" in caplog.text and "records 2, 3, counting from 1" in caplog.text
+  assert ("skipped 2 of 4 records of" in caplog.text
+          and "(records 2, 3, counting from 1): a problem needs an answer in its field 'answer'"
+          in caplog.text)
+
+
+@pytest.mark.parametrize("name, record, needs", [
+    ("numina", {"problem": "1+1?", "solution": "It is 2."},
+     "a \\boxed{...} answer in its field 'solution' (boxed_answer=True: a full solution)"),
+    ("code", {"text": "Write f.", "code": "", "test_list": [], "test_setup_code": ""},
+     "tests in its field 'test_list'"),
+])
+def test_skipped_records_say_what_a_problem_needs(tmp_path, caplog, name, record, needs):
+  path = _write_jsonl(tmp_path / "train.jsonl", [record])
+  assert get_task(name, data_files={"train": path}).train_problems() == []
+  assert f"(record 1, counting from 1): a problem needs {needs}" in caplog.text
 
 
 def test_numeric_answers_are_graded_as_written(tmp_path):

@@ -99,6 +99,9 @@ class CodeTask(DatasetTask):
                "entry_point_field": self.entry_point_field}
     return {option: name for option, name in options.items() if name is not None}
 
+  def usable_answer(self) -> str:
+    return f"tests in its field {self.tests_field!r}"
+
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
     raw_tests = record[self.tests_field]
     if raw_tests is not None and not isinstance(raw_tests, (str, list)):

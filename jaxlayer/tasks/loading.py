@@ -231,6 +231,11 @@ class DatasetTask(Task):
     "question"); those of `optional_field_options` may be None for data without that field."""
     return {"question_field": self.question_field, "answer_field": self.answer_field}
 
+  def usable_answer(self) -> str:
+    """What a record needs for `make_problem` to make it a problem, for the warning that
+    counts the records skipped without it."""
+    return f"an answer in its field {self.answer_field!r}"
+
   def _load(self, split: str | None, role: str) -> list[Problem]:
     if split is None:
       raise ValueError(f"task {self.name!r} has no {role} split: set {role}_split, or give a "
@@ -274,10 +279,11 @@ class DatasetTask(Task):
     skipped = [number for number, problem in enumerate(problems, start=1) if problem is None]
     if skipped:
       logger.warning(
-          "task %r: skipped %d of %s of %s (split %r) with no usable answer (%s, counting from 1)",
-          self.name, len(skipped), counted(len(problems), "record"), source, split,
-          ("record " if len(skipped) == 1 else "records ")
+          "task %r: skipped %d of %s of %s (split %r) with no usable answer (%s, counting from "
+          "1): a problem needs %s", self.name, len(skipped), counted(len(problems), "record"),
+          source, split, ("record " if len(skipped) == 1 else "records ")
           + ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else ""),
+          self.usable_answer(),
       )
     return [problem for problem in problems if problem is not None]
 

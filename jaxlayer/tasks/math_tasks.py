@@ -46,6 +46,12 @@ class MathTask(DatasetTask):
       return boxed
     return text.strip() or None
 
+  def usable_answer(self) -> str:
+    if self.boxed_answer:
+      return (f"a \\boxed{{...}} answer in its field {self.answer_field!r} (boxed_answer=True: "
+              "a full solution)")
+    return super().usable_answer()
+
   def answer_text(self, record: Mapping[str, Any]) -> str:
     """The record's answer field as text (InvalidRecord for a list: it holds no one answer)."""
     return record_text(record, self.answer_field)
