@@ -110,6 +110,17 @@ def is_hub_id(name: str) -> bool:
   return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
+def hub_id_of_snapshot(path: str | os.PathLike) -> str | None:
+  """The hub id whose snapshot in a Hugging Face cache `path` names
+  (HF_CACHE/models--ORG--NAME/snapshots/REVISION; hub ids hold no "--"), else None."""
+  path = Path(path)
+  cached_repo = path.parent.parent.name
+  hub_id = cached_repo.removeprefix("models--").replace("--", "/")
+  if path.parent.name == "snapshots" and cached_repo.startswith("models--") and is_hub_id(hub_id):
+    return hub_id
+  return None
+
+
 def _incomplete_download(hub_id: str, snapshot: Path, missing: str) -> FileNotFoundError:
   """The error for a snapshot of `hub_id` in the Hugging Face cache that lacks `missing`."""
   return FileNotFoundError(
@@ -454,9 +465,9 @@ def load_tokenizer(path_or_hub_id: str | os.PathLike):
 
   model_dir = resolve_model_dir(path_or_hub_id)
   if not any((model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
-    if not Path(path_or_hub_id).expanduser().is_dir():  # a hub id's snapshot in the HF cache
-      raise _incomplete_download(str(path_or_hub_id), model_dir,
-                                "tokenizer (tokenizer.json or vocab.json)")
+    hub_id = hub_id_of_snapshot(model_dir)
+    if hub_id is not None:  # (given as the hub id or as its snapshot's directory)
+      raise _incomplete_download(hub_id, model_dir, "tokenizer (tokenizer.json or vocab.json)")
     raise FileNotFoundError(f"No tokenizer files (tokenizer.json or vocab.json) in {model_dir}: "
                             "copy the tokenizer of the base model there.")
   return AutoTokenizer.from_pretrained(model_dir)

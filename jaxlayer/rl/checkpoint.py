@@ -31,7 +31,7 @@ from flax import nnx
 
 from jaxlayer import distributed, locks, models, paths
 from jaxlayer.models.hf_mapping import jax_to_hf_name
-from jaxlayer.models.hub import (holds_weights, is_checkpoint_file, is_hub_id,
+from jaxlayer.models.hub import (holds_weights, hub_id_of_snapshot, is_checkpoint_file,
                                  resolve_model_dir)
 from jaxlayer.text import counted
 
@@ -237,9 +237,8 @@ def run_base_model(run_dir: str | os.PathLike, base_model: str | None = None) ->
   recorded = read_run_files(run_dir)[1]["base_model"]
   if Path(recorded).is_dir():
     return recorded
-  cached_repo, snapshots = Path(recorded).parent.parent.name, Path(recorded).parent.name
-  hub_id = cached_repo.removeprefix("models--").replace("--", "/")  # (ids hold no "--")
-  if snapshots == "snapshots" and cached_repo.startswith("models--") and is_hub_id(hub_id):
+  hub_id = hub_id_of_snapshot(recorded)
+  if hub_id is not None:
     return hub_id
   raise FileNotFoundError(
       f"Run {run_dir} was trained on the base model in {recorded} (its {RUN_FILE}), which is "
