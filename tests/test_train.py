@@ -1571,3 +1571,31 @@ def test_rollouts_are_graded_inside_the_thinking_their_prompt_opened(tmp_path, c
   assert samples and all(s["prompt"].endswith("<｜Assistant｜><think>\n") for s in samples)
   assert not any("</think>" in s["completion"] for s in samples)
   assert len(task.graded) > 16 and set(task.graded) == {""}
+
+
+def test_a_run_resumes_only_on_the_training_problems_it_trained_on(tiny_qwen2_dir, tmp_path,
+                                                                    compile_cache):
+  """A checkpoint's data position counts into the run's problems: other problems (a data file
+  edited since) are refused before anything is written, the same ones resume."""
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache, steps=1, ppo_epochs=1,
+                     kl_beta=0.0)
+  cfg.checkpoint.every = 1
+
+  def arithmetic(operators):
+    return ArithmeticTask(num_train=64, num_test=8, max_value=9, operators=operators)
+
+  train.train(cfg, task=arithmetic("+"))
+  run_file = tmp_path / "run" / checkpoint.RUN_FILE
+  recorded = json.loads(run_file.read_text())["train_problems"]
+  assert recorded["count"] == 64 and len(recorded["fingerprint"]) == 16
+  written = {path: path.read_bytes() for path in (tmp_path / "run").glob("*.json*")}
+  cfg.train.steps = 2
+  with pytest.raises(ValueError, match=r"trained on other training problems than the task gives "
+                     r"now \(64 problems, their prompts or answers changed: .* checkpoint at "
+                     r"step 1 .* Resume with the data the run trained on"):
+    train.train(cfg, task=arithmetic("-"))
+  with pytest.raises(ValueError, match=r"\(64 problems then, 63 now"):
+    train.train(cfg, task=ArithmeticTask(num_train=63, num_test=8, max_value=9, operators="+"))
+  assert {path: path.read_bytes() for path in written} == written
+  assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == [1]
+  assert train.train(cfg, task=arithmetic("+")).step == 2

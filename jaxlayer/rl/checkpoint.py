@@ -16,6 +16,7 @@ a directory all hosts mount, e.g. NFS); the JSON files are written by process 0.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -139,10 +140,11 @@ class Checkpointer:
 
 def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model: str,
                     trainable: Mapping[str, Sequence[int]],
-                    learning_rates: Mapping[str, float] | None = None) -> None:
+                    learning_rates: Mapping[str, float] | None = None,
+                    problems: dict | None = None) -> None:
   """config.json and run.json (by the primary process only); base_model: the model's local
   directory; trainable: path -> shape; learning_rates: path -> peak rate of the trained leaves
-  (train.lr_groups resolved)."""
+  (train.lr_groups resolved); problems: the training problems' problems_record."""
   if not distributed.is_primary():
     return
   run_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +154,34 @@ def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model
          "shapes": {path: list(shape) for path, shape in trainable.items()}}
   if learning_rates is not None:
     run["learning_rates"] = dict(learning_rates)
+  if problems is not None:
+    run["train_problems"] = problems
   paths.write_text_atomic(run_dir / RUN_FILE, json.dumps(run, indent=2))
+
+
+def problems_record(prompts: Sequence[str], answers: Sequence[str]) -> dict:
+  """{"count", "fingerprint"} of the training problems in the order a run draws from (their
+  prompts as the model reads them, and answers): a checkpoint's data position counts into
+  them, so a resume on other problems (a data file edited since, a dataset's new revision)
+  would go on with problems the run never saw in its order."""
+  digest = hashlib.sha256(json.dumps([list(prompts), list(answers)]).encode())
+  return {"count": len(prompts), "fingerprint": digest.hexdigest()[:16]}
+
+
+def check_problems(run_dir: str | os.PathLike, record: dict | None, step: int) -> None:
+  """Raises ValueError when the training problems of `record` (problems_record) are not those
+  the run in `run_dir` trained on (runs written before jaxlayer recorded them pass)."""
+  trained_on = read_run_files(run_dir)[1].get("train_problems")
+  if trained_on is None or record is None or trained_on == record:
+    return
+  counts = (f"{counted(trained_on['count'], 'problem')} then, {record['count']} now"
+            if trained_on["count"] != record["count"] else
+            f"{counted(record['count'], 'problem')}, their prompts or answers changed")
+  raise ValueError(
+      f"run_dir {run_dir} trained on other training problems than the task gives now ({counts}: "
+      "a data file edited since, or a dataset with a new revision?). Its checkpoint at step "
+      f"{step} goes on at a position in its problems, which would now name others. Resume with "
+      "the data the run trained on, or start a new run_dir.")
 
 
 def check_base_model(run_dir: str | os.PathLike, run: dict, model_dir: str | os.PathLike) -> None:

@@ -693,6 +693,7 @@ class _Trainer:
              "contexts cut at each step.")
     self.eval_cut_contexts_warning = multiturn.CutContextsWarning(
         then=" Warned once for all the evaluations of this run (logging.eval_every).")
+    self.problems_record = None  # a task's training problems (an environment's episodes: none)
     if self.env is not None:
       if task is not None:
         raise ValueError(f"train(task=...) is for single-turn tasks, but env.name="
@@ -769,6 +770,9 @@ class _Trainer:
     self.problems = [problems[i] for i in keep]
     self.prompt_ids = [encoded[i] for i in keep]
     self.prompt_texts = [texts[i] for i in keep]
+    # What a checkpoint's data position indexes into: a resume checks it is the same.
+    self.problems_record = checkpoint.problems_record(self.prompt_texts,
+                                                      [p.answer for p in self.problems])
 
   # --- state ------------------------------------------------------------------------------
 
@@ -1135,6 +1139,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
         tqdm.write(f"jaxlayer: resuming {run_dir} with its base model at {plan_.model_dir} (it "
                    f"was at {moved_from}; the same weights).")
       trainer = _Trainer(plan_, task)
+      if 0 < start < steps:  # a resume that trains on (a finished run trains on no problem)
+        with distributed.failing_together("Checking the run's training problems"):
+          checkpoint.check_problems(run_dir, trainer.problems_record, start)
       if start:
         trainer.restore(checkpointer, start)
       logged = [row for row in metrics.read_metrics(run_dir) if row["step"] <= trainer.step]
@@ -1151,7 +1158,7 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       # Written once the checkpoint is restored: a resume that fails leaves the run as it was.
       checkpoint.write_run_files(run_dir, config, str(plan_.model_dir.resolve()),
                                  {path: value.shape for path, value in trainer.params.items()},
-                                 plan_.learning_rates())
+                                 plan_.learning_rates(), trainer.problems_record)
       logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                      resume_step=trainer.step)
       last, tested = {}, {}  # tested: the bar's latest test score (logging.eval_every)
