@@ -273,7 +273,7 @@ def test_test_questions_in_the_train_file_are_warned_of(tmp_path, caplog):
   train = _write_jsonl(tmp_path / "train.jsonl", records[:3])
   test = _write_jsonl(tmp_path / "test.jsonl", records[2:])  # "2+1?" is in both
   get_task("gsm8k", data_files={"train": train, "test": test}).train_problems()
-  assert (f"1 of 2 test problems of {test} (split 'test') are also in the train split ({train}, "
+  assert (f"1 of 2 test problems of {test} (split 'test') is also in the train split ({train}, "
           "split 'train')") in caplog.text
   caplog.clear()
   disjoint = _write_jsonl(tmp_path / "disjoint.jsonl", records[3:])

@@ -305,11 +305,11 @@ class DatasetTask(Task):
     leaked = sum(problem.prompt.strip() in train_questions for problem in test)
     if leaked:
       logger.warning(
-          "task %r: %d of %s of %s (split %r) are also in the train split (%s, split %r): a "
+          "task %r: %d of %s of %s (split %r) %s also in the train split (%s, split %r): a "
           "model trained on them is scored on questions it was trained on; keep each question "
           "in one split", self.name, leaked, counted(len(test), "test problem"),
-          self._source(self.test_split), self.test_split, self._source(self.train_split),
-          self.train_split)
+          self._source(self.test_split), self.test_split, "is" if leaked == 1 else "are",
+          self._source(self.train_split), self.train_split)
 
   def _source(self, split: str) -> str:
     """Where a split's records come from: its data file, or the data set."""
