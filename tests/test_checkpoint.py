@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import jax
@@ -442,15 +443,17 @@ def test_an_export_killed_midway_never_looks_whole_and_the_same_command_replaces
 def test_the_staging_directory_a_killed_export_left_goes_with_the_next_export(tmp_path,
                                                                              monkeypatch,
                                                                              dead_pid):
-  """An export killed while writing (SIGKILL: no cleanup runs) left its staging directory beside
+  """An export killed while writing (SIGKILL: no cleanup runs) left its staging directory in
   --out, as large as the checkpoint, and no later export removed it. Its name carries its
-  process's mark (paths.marked): the next export removes it once that process has ended, and
-  leaves a staging directory of a process at work, of another host or of another --out."""
+  process's mark (paths.marked): the next export, with no --overwrite needed, removes it once
+  that process has ended, and leaves a staging directory of a process at work or of another
+  host."""
   from jaxlayer import cli
   from jaxlayer.models import hub
 
   run, hidden = _run_training_the_final_norm(tmp_path / "run")
-  export = ["export", "--run", str(run), "--out", str(tmp_path / "hf")]
+  out = tmp_path / "hf"
+  export = ["export", "--run", str(run), "--out", str(out)]
 
   def killed_after_writing(*args, **kwargs):
     save_file(*args, **kwargs)
@@ -462,20 +465,46 @@ def test_the_staging_directory_a_killed_export_left_goes_with_the_next_export(tm
     patched.setattr(hub.shutil, "rmtree", lambda *a, **k: None)  # what SIGKILL skips
     with pytest.raises(_Killed):
       cli.main(export)
-  [left] = tmp_path.glob(".hf.*")
+  [left] = out.glob(".jaxlayer-staging-*")
   mark = f"{os.getpid()}@{socket.gethostname()}."
-  assert left.name.startswith(f".hf.jaxlayer-staging-{mark}")
+  assert left.name.startswith(f".jaxlayer-staging-{mark}")
   assert (left / "model.safetensors").is_file()
-  left = left.rename(tmp_path / left.name.replace(f"{os.getpid()}@", f"{dead_pid}@"))  # ended
-  others = [tmp_path / f".hf.v2.jaxlayer-staging-{mark}x1",  # an export into hf.v2 at work
-            tmp_path / f".hf.jaxlayer-staging-{mark}x2",  # a save into hf at work
-            tmp_path / f".hf.jaxlayer-staging-{dead_pid}@other-host.x3"]  # cannot be asked
+  left.rename(out / left.name.replace(f"{os.getpid()}@", f"{dead_pid}@"))  # its process ended
+  others = [out / f".jaxlayer-staging-{mark}x2",  # a save into hf at work
+            out / f".jaxlayer-staging-{dead_pid}@other-host.x3"]  # cannot be asked
   for other in others:
     other.mkdir()
   cli.main(export)
-  assert sorted(tmp_path.glob(".hf.*")) == sorted(others)
-  exported = models.named_params(models.from_pretrained(tmp_path / "hf")[0])
+  assert sorted(out.glob(".jaxlayer-staging-*")) == sorted(others)
+  exported = models.named_params(models.from_pretrained(out)[0])
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
+
+
+OTHER_FILE_SYSTEM = Path("/dev/shm")  # a tmpfs on Linux
+
+
+@pytest.mark.skipif(not OTHER_FILE_SYSTEM.is_dir(), reason="no /dev/shm")
+def test_an_export_into_a_link_to_another_file_system_is_written_there(tmp_path):
+  """--out a link to another disk (or a mount point, as a container's volume is) stopped with
+  "[Errno 18] Invalid cross-device link": the files were staged beside --out, on the file system
+  of its parent, from which they cannot be renamed into place; an --overwrite had removed the
+  previous export's config.json by then."""
+  from jaxlayer import cli
+
+  run, hidden = _run_training_the_final_norm(tmp_path / "run")
+  with tempfile.TemporaryDirectory(dir=OTHER_FILE_SYSTEM) as other_disk:
+    if os.stat(other_disk).st_dev == os.stat(tmp_path).st_dev:
+      pytest.skip(f"{OTHER_FILE_SYSTEM} is on the file system of {tmp_path}")
+    out = tmp_path / "hf"
+    out.symlink_to(other_disk)
+    export = ["export", "--run", str(run), "--out", str(out)]
+    cli.main(export + ["--step", "3"])
+    cli.main(export + ["--overwrite"])
+    assert sorted(path.name for path in Path(other_disk).iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+    np.testing.assert_array_equal(reloaded.model.norm.weight.detach().numpy(),
+                                  np.full(hidden, 5.0))
 
 
 def test_a_half_deleted_checkpoint_is_named_with_the_fix_and_the_previous_one_restores(tmp_path):

@@ -232,7 +232,7 @@ def test_two_processes_export_and_evaluate_like_one(one_and_two_processes):
               for k, v in models.named_params(models.from_pretrained(two / "hf")[0]).items()}
   for path, value in _trained_params(two / TRAINED_RUN).items():
     np.testing.assert_array_equal(exported[path], value, err_msg=path)
-  assert not list((two / "hf").parent.glob(".hf.*"))  # no staging directory left behind
+  assert not list((two / "hf").glob(".jaxlayer-*"))  # no staging directory, nor lock, left
   report_one = json.loads((one / "eval" / "eval.json").read_text())
   report_two = json.loads((two / "eval" / "eval.json").read_text())
   assert report_two["tasks"]["arithmetic"]["num_problems"] == 8

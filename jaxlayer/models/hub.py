@@ -38,6 +38,8 @@ SAVE_DTYPES = ("float32", "bfloat16", "float16")
 # Max tensor size per safetensors shard when saving (bytes).
 SHARD_BYTES = 2 * 1024**3
 PROGRESS_DELAY_S = 1.0  # load and save show a progress bar once they have taken this long
+# The name with which the staging directory of a save starts, in its output directory.
+STAGING_PREFIX = ".jaxlayer-staging-"
 
 
 def _is_weights_file(name: str) -> bool:
@@ -316,7 +318,8 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
   within its normal range (6.1e-5 to 65504 in magnitude; smaller ones lose bits or become 0); a
   weight beyond 65504, which would become inf, is refused before anything is written.
 
-  Files are written to a temporary sibling directory and moved into place at the end, config.json
+  Files are written to a hidden staging directory in `out_dir` (STAGING_PREFIX: on its file
+  system, where a link or a mount point puts it) and moved into place at the end, config.json
   last (a previous one is removed first), so an interrupted save never leaves a half-written file
   nor a directory that looks like a whole checkpoint (the staging directory a killed save on
   this host left goes with the next save into `out_dir`: paths.remove_leftovers); an existing
@@ -374,18 +377,14 @@ def _progress(items, total: int, description: str):
               delay=PROGRESS_DELAY_S, disable=not distributed.is_primary())
 
 
-def _staging_prefix(out_dir: Path) -> str:
-  """The name with which the staging directories of a save into out_dir start (its siblings)."""
-  return f".{out_dir.name}.jaxlayer-staging-"
-
-
 def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
                       out_dir: Path) -> None:
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  out_dir.mkdir(parents=True, exist_ok=True)
   # A killed save (SIGKILL, a preempted VM) left its staging directory: up to a whole checkpoint.
-  paths.remove_leftovers(out_dir.parent, _staging_prefix(out_dir))
-  staging = Path(tempfile.mkdtemp(prefix=paths.marked(_staging_prefix(out_dir)),
-                                  dir=out_dir.parent))
+  paths.remove_leftovers(out_dir, STAGING_PREFIX)
+  # Inside out_dir, whose files move in from it: a rename cannot cross file systems, and a
+  # sibling directory of an out_dir that is a link or a mount point is on another one.
+  staging = Path(tempfile.mkdtemp(prefix=paths.marked(STAGING_PREFIX), dir=out_dir))
   try:
     with paths.naming_a_full_disk(out_dir):
       _write_staged(tensors, cfg, dtype, staging, out_dir)
@@ -407,7 +406,6 @@ def _write_staged(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype, stagi
     for name in TOKENIZER_FILES:
       if (Path(cfg.source_dir) / name).is_file():
         shutil.copy2(Path(cfg.source_dir) / name, staging / name)
-  out_dir.mkdir(exist_ok=True)
   # config.json goes first and comes back last: a save cut short (a killed process) never
   # looks like a whole checkpoint, as this one's weights beside the previous one's would.
   (out_dir / "config.json").unlink(missing_ok=True)

@@ -32,8 +32,8 @@ from flax import nnx
 
 from jaxlayer import distributed, locks, models, paths
 from jaxlayer.models.hf_mapping import jax_to_hf_name
-from jaxlayer.models.hub import (holds_weights, hub_id_of_snapshot, is_checkpoint_file,
-                                 resolve_model_dir)
+from jaxlayer.models.hub import (STAGING_PREFIX, holds_weights, hub_id_of_snapshot,
+                                 is_checkpoint_file, resolve_model_dir)
 from jaxlayer.text import counted
 
 CONFIG_FILE = "config.json"
@@ -323,15 +323,16 @@ def _check_fits(base: dict, run: dict, base_model: str, run_dir) -> None:
 
 
 def _export_dir_files(out_dir: Path, base_model: str) -> list[str]:
-  """The names in out_dir (its lock aside); raises unless all of them are files an export
-  writes, and out_dir is not the run's base model. Anything else is the user's, never mixed in
-  with an export or removed."""
+  """The names in out_dir (its lock and the staging directories of exports aside); raises
+  unless all of them are files an export writes, and out_dir is not the run's base model.
+  Anything else is the user's, never mixed in with an export or removed."""
   base_dir = Path(base_model).expanduser()
   if base_dir.is_dir() and base_dir.resolve() == out_dir.resolve():
     raise FileExistsError(f"{out_dir} is the run's base model, which the export is made from: "
                           "choose another directory.")
-  names = sorted(path.name for path in out_dir.iterdir()
-                 if path.name != locks.LOCK_FILE) if out_dir.is_dir() else []
+  held = out_dir.iterdir() if out_dir.is_dir() else []
+  names = sorted(path.name for path in held
+                 if path.name != locks.LOCK_FILE and not path.name.startswith(STAGING_PREFIX))
   others = [name for name in names if not is_checkpoint_file(name)]
   if others:
     raise FileExistsError(
@@ -360,7 +361,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | N
   the new one replaces whole; that is checked before the model loads. dtype float16
   (models.save_pretrained) is written from the model in float32. A second export (or an
   evaluation) into out_dir while this one runs is refused (jaxlayer.locks: out_dir/.jaxlayer.lock
-  while it runs); the staging directory a killed export left beside out_dir goes.
+  while it runs); the staging directory a killed export left in out_dir goes.
   """
   out_dir = paths.local_path(out_dir, "--out")
   base = base_model or read_run_files(run_dir)[1]["base_model"]
