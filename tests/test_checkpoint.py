@@ -529,6 +529,33 @@ def test_a_half_deleted_checkpoint_is_named_with_the_fix_and_the_previous_one_re
   np.testing.assert_array_equal(restored["final_norm.scale"], np.arange(4.0))
 
 
+def test_an_export_of_a_checkpoint_the_training_deletes_meanwhile_says_so(tmp_path, monkeypatch):
+  """An export while the run trains on: the checkpoint it chose was deleted (checkpoint.keep)
+  while the base model loaded, and the error told the user to delete that directory, gone
+  already, since "it is the run's only checkpoint, so the run then starts anew"."""
+  from jaxlayer import cli
+
+  run, hidden = _run_training_the_final_norm(tmp_path / "run")
+  load = models.from_pretrained
+
+  def loading_while_the_run_trains(*args, **kwargs):
+    training = checkpoint.Checkpointer(run, keep=2, writer=True)
+    for step in (7, 9):  # the checkpoints of steps 3 and 5 go
+      training.save(step, {"final_norm.scale": jnp.full((hidden,), float(step))},
+                    _state(1.0)[1], {"step": step})
+    training.close()
+    return load(*args, **kwargs)
+
+  monkeypatch.setattr(models, "from_pretrained", loading_while_the_run_trains)
+  with pytest.raises(SystemExit) as error:
+    cli.main(["export", "--run", str(run), "--out", str(tmp_path / "hf")])
+  assert str(error.value) == (
+      f"jaxlayer export: checkpoint {run / 'checkpoints' / '5'} was deleted while it was being "
+      "read: a run still training there keeps only its newest checkpoints (checkpoint.keep). Try "
+      "again, which takes the latest one, or pass the step of one it keeps.")
+  assert not (tmp_path / "hf").exists()
+
+
 def test_the_training_deletes_an_unfinished_checkpoint_a_killed_run_left_and_readers_do_not(
     tmp_path):
   """Orbax deleted one only when its step was saved again: a run resumed with another

@@ -118,10 +118,16 @@ class Checkpointer:
 
   def _restore(self, step: int, **items):
     """Orbax's restore of `items`; a checkpoint it cannot read (one that a killed process was
-    deleting, a damaged disk) raises ValueError naming it and what to do."""
+    deleting, a damaged disk) raises ValueError naming it and what to do, one deleted since its
+    step was listed (by a run still training there) FileNotFoundError."""
     try:
       return self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as err:
+      if not (self.directory / str(step)).is_dir():
+        raise FileNotFoundError(
+            f"checkpoint {self.directory / str(step)} was deleted while it was being read: a run "
+            "still training there keeps only its newest checkpoints (checkpoint.keep). Try "
+            "again, which takes the latest one, or pass the step of one it keeps.") from err
       others = [other for other in self.all_steps() if other < step]
       then = (f"the run then goes on from checkpoint {max(others)}" if others else
               "it is the run's only checkpoint, so the run then starts anew")
