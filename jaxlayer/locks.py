@@ -35,17 +35,18 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
   key: the setting that chose the directory (e.g. "run_dir"), named in the error. enabled:
   False takes no lock (the processes of a multi-host run other than the one that writes).
   tidy: removes the lock file when the block ends, and the directory if the lock made it and
-  it holds nothing else (an export, evaluation or training run that failed before writing); a
-  killed process leaves the file, which the next one takes.
+  it holds nothing else (an export, evaluation or training run that failed before writing), with
+  the parents it made for it that hold nothing else; a killed process leaves the file, which the
+  next one takes.
   Raises DirectoryInUseError when another process holds the lock, ValueError when the directory
   cannot be one (paths.local_path: a file, a link to a missing target); on several hosts every
   process calls it, and all of them stop when the writing one finds the directory in use.
   """
-  directory, lock, made = Path(directory), None, False
+  directory, lock, made = Path(directory), None, []
   with distributed.failing_together(f"Taking {key}={os.fspath(directory)!r}"):
     if enabled:
       paths.local_path(directory, key)
-      made = not directory.exists()
+      made = [path for path in (directory, *directory.parents) if not path.exists()]
       directory.mkdir(parents=True, exist_ok=True)
       lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)
       try:
@@ -69,9 +70,9 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
         # Unlinked while held: a process that opened the file meanwhile finds it unlinked when
         # it gets the lock, and starts over on a new file (filelock).
         (directory / LOCK_FILE).unlink(missing_ok=True)
-        if made:
-          with contextlib.suppress(OSError):  # (not empty: what the block wrote)
-            directory.rmdir()
+        with contextlib.suppress(OSError):  # (not empty: what the block, or another, wrote)
+          for made_directory in made:  # the directory first, then its parents
+            made_directory.rmdir()
       lock.release()
 
 

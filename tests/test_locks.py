@@ -31,11 +31,12 @@ def test_a_directory_held_by_another_process_is_refused_until_that_process_ends(
 
 
 def test_a_tidy_lock_removes_only_the_empty_directory_it_made(tmp_path):
-  """An export or evaluation that fails before writing leaves nothing behind, but a directory
-  that was there before, or holds what the block wrote, stays (without the lock file)."""
+  """An export or evaluation that fails before writing leaves nothing behind (it left the
+  parents it made for the directory), but a directory that was there before, or holds what the
+  block wrote, stays (without the lock file)."""
   made, existing, written = tmp_path / "made", tmp_path / "existing", tmp_path / "written"
   existing.mkdir()
-  for directory in (made, existing, written):
+  for directory in (made, made / "in" / "new" / "parents", existing, written):
     with locks.exclusive(directory, "--out", tidy=True):
       if directory == written:
         (directory / "eval.json").write_text("{}")
