@@ -47,7 +47,8 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
     if enabled:
       paths.local_path(directory, key)
       made = [path for path in (directory, *directory.parents) if not path.exists()]
-      directory.mkdir(parents=True, exist_ok=True)
+      with paths.naming_a_full_disk(directory):
+        directory.mkdir(parents=True, exist_ok=True)
       lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)
       try:
         lock.acquire()
@@ -61,7 +62,11 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
                       "second process from writing there at the same time.", stacklevel=3)
         lock = None
       else:  # who holds it, for the error of a second process
-        (directory / LOCK_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
+        try:
+          (directory / LOCK_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
+        except OSError as err:  # a full disk: the lock holds all the same, and what the block
+          if not paths.is_disk_full(err):  # writes then says the disk is full, naming it
+            raise
   try:
     yield
   finally:

@@ -1,5 +1,6 @@
 """Run directories: Orbax round trips, keeping the newest k, clear errors."""
 
+import errno
 import json
 import os
 import re
@@ -478,6 +479,40 @@ def test_the_staging_directory_a_killed_export_left_goes_with_the_next_export(tm
   assert sorted(out.glob(".jaxlayer-staging-*")) == sorted(others)
   exported = models.named_params(models.from_pretrained(out)[0])
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
+
+
+def test_an_export_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path, monkeypatch):
+  """On a full disk an export stopped with a traceback of OSError [Errno 28] from its lock:
+  making --out, or writing who holds the lock into --out/.jaxlayer.lock. The lock holds without
+  that line, and the export then says which disk is full, as when its weights do not fit."""
+  from jaxlayer import cli, locks
+  from jaxlayer.models import hub
+
+  run, _ = _run_training_the_final_norm(tmp_path / "run")
+  existing, new = tmp_path / "existing", tmp_path / "new"
+  existing.mkdir()
+  write_text, mkdir = Path.write_text, Path.mkdir
+
+  def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  def writing_the_lock_on_a_full_disk(path, *args, **kwargs):
+    return (no_space if path.name == locks.LOCK_FILE else write_text)(path, *args, **kwargs)
+
+  def making_new_on_a_full_disk(path, *args, **kwargs):
+    return (no_space if path == new else mkdir)(path, *args, **kwargs)
+
+  monkeypatch.setattr(hub, "save_file", no_space)
+  monkeypatch.setattr(Path, "write_text", writing_the_lock_on_a_full_disk)
+  monkeypatch.setattr(Path, "mkdir", making_new_on_a_full_disk)
+  for out in (existing, new):
+    with pytest.raises(SystemExit) as error:
+      cli.main(["export", "--run", str(run), "--out", str(out)])
+    assert str(error.value) == (
+        f"jaxlayer export: no space left on the device to write {out}: free space there (or "
+        "move the directory to a larger disk) and run the same command again; the files written "
+        "before are intact.")
+  assert list(existing.iterdir()) == [] and not new.exists()
 
 
 OTHER_FILE_SYSTEM = Path("/dev/shm")  # a tmpfs on Linux
