@@ -481,16 +481,18 @@ def test_the_staging_directory_a_killed_export_left_goes_with_the_next_export(tm
   np.testing.assert_array_equal(exported["final_norm.scale"], np.full(hidden, 5.0))
 
 
-def test_an_export_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path, monkeypatch):
-  """On a full disk an export stopped with a traceback of OSError [Errno 28] from its lock:
-  making --out, or writing who holds the lock into --out/.jaxlayer.lock. The lock holds without
-  that line, and the export then says which disk is full, as when its weights do not fit."""
+@pytest.mark.parametrize("first_write", ["making --out", "the staging directory", "the weights"])
+def test_an_export_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path, monkeypatch,
+                                                               first_write):
+  """On a full disk an export stopped with a traceback of OSError [Errno 28] from its lock
+  (making --out, or writing who holds the lock into --out/.jaxlayer.lock) or from making its
+  staging directory. The lock holds without that line, and the export says which disk is full,
+  as when its weights do not fit."""
   from jaxlayer import cli, locks
   from jaxlayer.models import hub
 
   run, _ = _run_training_the_final_norm(tmp_path / "run")
-  existing, new = tmp_path / "existing", tmp_path / "new"
-  existing.mkdir()
+  out = tmp_path / "hf"
   write_text, mkdir = Path.write_text, Path.mkdir
 
   def no_space(*args, **kwargs):
@@ -499,20 +501,24 @@ def test_an_export_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path, monkeyp
   def writing_the_lock_on_a_full_disk(path, *args, **kwargs):
     return (no_space if path.name == locks.LOCK_FILE else write_text)(path, *args, **kwargs)
 
-  def making_new_on_a_full_disk(path, *args, **kwargs):
-    return (no_space if path == new else mkdir)(path, *args, **kwargs)
+  def making_out_on_a_full_disk(path, *args, **kwargs):
+    return (no_space if path == out else mkdir)(path, *args, **kwargs)
 
-  monkeypatch.setattr(hub, "save_file", no_space)
   monkeypatch.setattr(Path, "write_text", writing_the_lock_on_a_full_disk)
-  monkeypatch.setattr(Path, "mkdir", making_new_on_a_full_disk)
-  for out in (existing, new):
-    with pytest.raises(SystemExit) as error:
-      cli.main(["export", "--run", str(run), "--out", str(out)])
-    assert str(error.value) == (
-        f"jaxlayer export: no space left on the device to write {out}: free space there (or "
-        "move the directory to a larger disk) and run the same command again; the files written "
-        "before are intact.")
-  assert list(existing.iterdir()) == [] and not new.exists()
+  if first_write == "making --out":
+    monkeypatch.setattr(Path, "mkdir", making_out_on_a_full_disk)
+  else:
+    out.mkdir()
+  if first_write == "the staging directory":
+    monkeypatch.setattr(hub.tempfile, "mkdtemp", no_space)
+  monkeypatch.setattr(hub, "save_file", no_space)
+  with pytest.raises(SystemExit) as error:
+    cli.main(["export", "--run", str(run), "--out", str(out)])
+  assert str(error.value) == (
+      f"jaxlayer export: no space left on the device to write {out}: free space there (or move "
+      "the directory to a larger disk) and run the same command again; the files written before "
+      "are intact.")
+  assert (list(out.iterdir()) == []) if first_write != "making --out" else not out.exists()
 
 
 OTHER_FILE_SYSTEM = Path("/dev/shm")  # a tmpfs on Linux

@@ -379,17 +379,18 @@ def _progress(items, total: int, description: str):
 
 def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
                       out_dir: Path) -> None:
-  out_dir.mkdir(parents=True, exist_ok=True)
-  # A killed save (SIGKILL, a preempted VM) left its staging directory: up to a whole checkpoint.
-  paths.remove_leftovers(out_dir, STAGING_PREFIX)
-  # Inside out_dir, whose files move in from it: a rename cannot cross file systems, and a
-  # sibling directory of an out_dir that is a link or a mount point is on another one.
-  staging = Path(tempfile.mkdtemp(prefix=paths.marked(STAGING_PREFIX), dir=out_dir))
-  try:
-    with paths.naming_a_full_disk(out_dir):
+  with paths.naming_a_full_disk(out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A killed save (SIGKILL, a preempted VM) left its staging directory: up to a whole
+    # checkpoint.
+    paths.remove_leftovers(out_dir, STAGING_PREFIX)
+    # Inside out_dir, whose files move in from it: a rename cannot cross file systems, and a
+    # sibling directory of an out_dir that is a link or a mount point is on another one.
+    staging = Path(tempfile.mkdtemp(prefix=paths.marked(STAGING_PREFIX), dir=out_dir))
+    try:
       _write_staged(tensors, cfg, dtype, staging, out_dir)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_staged(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype, staging: Path,
