@@ -64,8 +64,9 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
       else:  # who holds it, for the error of a second process
         try:
           (directory / LOCK_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
-        except OSError as err:  # a full disk: the lock holds all the same, and what the block
-          if not paths.is_disk_full(err):  # writes then says the disk is full, naming it
+        except OSError as err:
+          # A full disk: the lock holds all the same, and what the block writes names the disk.
+          if not paths.is_disk_full(err):
             raise
   try:
     yield
