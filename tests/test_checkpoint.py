@@ -134,6 +134,32 @@ def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
   np.testing.assert_array_equal(trained["embed.embedding"], base["embed.embedding"])
 
 
+def test_a_resume_is_checked_on_what_grades_the_problems_and_older_records_as_they_were(
+    tmp_path):
+  """A code task's tests edited, its prompts and answers the same, resumed silently over
+  problems graded otherwise. Now train_problems covers what grades them; a run.json written
+  before it did is checked on its prompts and answers alone, as then."""
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"}})
+  prompts, answers = ["Write add(a, b)."], [""]
+  tested = checkpoint.problems_record(prompts, answers, [{"tests": ["assert add(1, 2) == 3"]}])
+  retested = checkpoint.problems_record(prompts, answers, [{"tests": ["assert add(1, 2) == 4"]}])
+  checkpoint.write_run_files(tmp_path, config, str(assets.TINY_ARITH), {}, problems=tested)
+  checkpoint.check_problems(tmp_path, tested, step=1)
+  with pytest.raises(ValueError, match=r"other training problems than the task gives now \(1 "
+                     r"problem, what grades them changed \(a code task's tests, say\): .* "
+                     r"step 1 .* would now be graded otherwise\. Resume with the data"):
+    checkpoint.check_problems(tmp_path, retested, step=1)
+  # The record of jaxlayer 1b22c5c, of these prompts and answers: its fingerprint reads the same.
+  older = {"count": 1, "fingerprint": "adc1ad6e01490f92"}
+  assert tested["fingerprint"] == older["fingerprint"]
+  checkpoint.write_run_files(tmp_path, config, str(assets.TINY_ARITH), {}, problems=older)
+  checkpoint.check_problems(tmp_path, retested, step=1)
+  reworded = checkpoint.problems_record(["Write add(x, y)."], answers, [{"tests": []}])
+  with pytest.raises(ValueError, match=r"\(1 problem, their prompts or answers changed: .* "
+                     r"would now name others\."):
+    checkpoint.check_problems(tmp_path, reworded, step=1)
+
+
 def test_a_sweep_run_says_where_its_checkpoints_went_and_what_to_pass(tmp_path, tiny_qwen2_dir):
   """A single-block run of a sweep (SWEEP/runs/RUN: its result.json and its training run in
   train/) after the sweep removed its checkpoints; nothing is written into it."""

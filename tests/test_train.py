@@ -1573,10 +1573,20 @@ def test_rollouts_are_graded_inside_the_thinking_their_prompt_opened(tmp_path, c
   assert len(task.graded) > 16 and set(task.graded) == {""}
 
 
+@dataclasses.dataclass(kw_only=True)
+class TestedArithmeticTask(ArithmeticTask):
+  """Arithmetic problems that carry a test in their metadata, as a code task's, for grading."""
+
+  def train_problems(self):
+    return [dataclasses.replace(problem, metadata={"tests": [f"assert {problem.answer}"]})
+            for problem in super().train_problems()]
+
+
 def test_a_run_resumes_only_on_the_training_problems_it_trained_on(tiny_qwen2_dir, tmp_path,
                                                                     compile_cache):
   """A checkpoint's data position counts into the run's problems: other problems (a data file
-  edited since) are refused before anything is written, the same ones resume."""
+  edited since), or the same graded otherwise (a code task's tests), are refused before anything
+  is written, the same ones resume."""
   cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache, steps=1, ppo_epochs=1,
                      kl_beta=0.0)
   cfg.checkpoint.every = 1
@@ -1596,6 +1606,9 @@ def test_a_run_resumes_only_on_the_training_problems_it_trained_on(tiny_qwen2_di
     train.train(cfg, task=arithmetic("-"))
   with pytest.raises(ValueError, match=r"\(64 problems then, 63 now"):
     train.train(cfg, task=ArithmeticTask(num_train=63, num_test=8, max_value=9, operators="+"))
+  with pytest.raises(ValueError, match=r"\(64 problems, what grades them changed"):
+    train.train(cfg, task=TestedArithmeticTask(num_train=64, num_test=8, max_value=9,
+                                               operators="+"))
   assert {path: path.read_bytes() for path in written} == written
   assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == [1]
   assert train.train(cfg, task=arithmetic("+")).step == 2

@@ -3,7 +3,8 @@
 A run directory holds
   config.json        the full training config (ml_collections), written at the start
   run.json           the base model's path and fingerprint (`models.weights_fingerprint`), the
-                     trained parameters' paths, shapes and peak learning rates
+                     trained parameters' paths, shapes and peak learning rates, the training
+                     problems' count and fingerprints (problems_record)
   checkpoints/STEP/  params (trainable leaves only: the frozen ones are the base checkpoint's),
                      optimizer (optimizer state and RNG key), meta (step, data position)
   metrics.jsonl, tensorboard/, samples.jsonl   (jaxlayer.rl.metrics)
@@ -165,29 +166,42 @@ def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model
   paths.write_text_atomic(run_dir / RUN_FILE, json.dumps(run, indent=2))
 
 
-def problems_record(prompts: Sequence[str], answers: Sequence[str]) -> dict:
-  """{"count", "fingerprint"} of the training problems in the order a run draws from (their
-  prompts as the model reads them, and answers): a checkpoint's data position counts into
-  them, so a resume on other problems (a data file edited since, a dataset's new revision)
-  would go on with problems the run never saw in its order."""
+def problems_record(prompts: Sequence[str], answers: Sequence[str],
+                    grading_data: Sequence[Any]) -> dict:
+  """{"count", "fingerprint", "grading_fingerprint"} of the training problems in the order a run
+  draws from: of their prompts as the model reads them and answers, and of what else grades them
+  (grading_data: each one's Task.grading_data, a code task's tests). A checkpoint's data position
+  counts into them, so a resume on other problems (a data file edited since, a dataset's new
+  revision) would go on with problems the run never saw in its order, or grade them otherwise."""
   digest = hashlib.sha256(json.dumps([list(prompts), list(answers)]).encode())
-  return {"count": len(prompts), "fingerprint": digest.hexdigest()[:16]}
+  grading = hashlib.sha256(json.dumps(list(grading_data), sort_keys=True, default=str).encode())
+  return {"count": len(prompts), "fingerprint": digest.hexdigest()[:16],
+          "grading_fingerprint": grading.hexdigest()[:16]}
 
 
 def check_problems(run_dir: str | os.PathLike, record: dict | None, step: int) -> None:
   """Raises ValueError when the training problems of `record` (problems_record) are not those
-  the run in `run_dir` trained on (runs written before jaxlayer recorded them pass)."""
+  the run in `run_dir` trained on: each part its run.json records is compared (runs written
+  before jaxlayer recorded them pass, those before it recorded grading_fingerprint are checked
+  without it)."""
   trained_on = read_run_files(run_dir)[1].get("train_problems")
-  if trained_on is None or record is None or trained_on == record:
+  if trained_on is None or record is None:
     return
+  changed = [key for key, value in record.items() if key in trained_on and trained_on[key] != value]
+  if not changed:
+    return
+  graded_otherwise = changed == ["grading_fingerprint"]
   counts = (f"{counted(trained_on['count'], 'problem')} then, {record['count']} now"
-            if trained_on["count"] != record["count"] else
-            f"{counted(record['count'], 'problem')}, their prompts or answers changed")
+            if "count" in changed else
+            f"{counted(record['count'], 'problem')}, " + (
+                "what grades them changed (a code task's tests, say)" if graded_otherwise else
+                "their prompts or answers changed"))
   raise ValueError(
       f"run_dir {run_dir} trained on other training problems than the task gives now ({counts}: "
       "a data file edited since, or a dataset with a new revision?). Its checkpoint at step "
-      f"{step} goes on at a position in its problems, which would now name others. Resume with "
-      "the data the run trained on, or start a new run_dir.")
+      f"{step} goes on at a position in its problems, which would now "
+      f"{'be graded otherwise' if graded_otherwise else 'name others'}. Resume with the data the "
+      "run trained on, or start a new run_dir.")
 
 
 def check_base_model(run_dir: str | os.PathLike, run: dict, model_dir: str | os.PathLike) -> None:

@@ -771,8 +771,9 @@ class _Trainer:
     self.prompt_ids = [encoded[i] for i in keep]
     self.prompt_texts = [texts[i] for i in keep]
     # What a checkpoint's data position indexes into: a resume checks it is the same.
-    self.problems_record = checkpoint.problems_record(self.prompt_texts,
-                                                      [p.answer for p in self.problems])
+    self.problems_record = checkpoint.problems_record(
+        self.prompt_texts, [p.answer for p in self.problems],
+        [self.task.grading_data(p) for p in self.problems])
 
   # --- state ------------------------------------------------------------------------------
 

@@ -106,6 +106,12 @@ class Task(abc.ABC):
       )
     return RewardBatch(components=components, weights=self._total_weights())
 
+  def grading_data(self, problem: Problem) -> dict:
+    """What grading reads of `problem` besides its answer (a code task's tests), which a run's
+    record of its training problems covers: all of its metadata, any of which
+    `reward_components` may read, unless the task says less."""
+    return problem.metadata
+
   def check_reward_weights(self, problem: Problem) -> None:
     """Raises ValueError if reward_weights names a component this task does not grade: called
     before any model runs (the components are found by grading an empty completion of

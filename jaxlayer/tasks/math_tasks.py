@@ -46,6 +46,12 @@ class MathTask(DatasetTask):
       return boxed
     return text.strip() or None
 
+  def grading_data(self, problem: Problem) -> dict:
+    """Nothing: math-verify grades the answer alone (the metadata, the record's other fields,
+    only fill prompt templates)."""
+    del problem
+    return {}
+
   def usable_answer(self) -> str:
     if self.boxed_answer:
       return (f"a \\boxed{{...}} answer in its field {self.answer_field!r} (boxed_answer=True: "
