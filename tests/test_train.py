@@ -1217,6 +1217,60 @@ def test_cli_names_the_metrics_file_only_for_a_run_that_writes_it(tiny_qwen2_dir
   assert "metrics:" not in printed
 
 
+def test_cli_resumes_a_run_on_a_relative_data_file_from_another_directory(tiny_qwen2_dir,
+                                                                         tmp_path, monkeypatch):
+  """A data file given relative to the current directory was recorded so: a resume from
+  another directory read another file or none, and one given absolute was refused as another
+  config. Now config.json records the absolute path; data edited since is refused."""
+  from jaxlayer import cli
+
+  project = tmp_path / "project"
+  (project / "data").mkdir(parents=True)
+  data_file = project / "data" / "train.jsonl"
+  records = [{"question": f"{n}+1?", "answer": f"#### {n + 1}"} for n in range(4)]
+  data_file.write_text("".join(json.dumps(record) + "\n" for record in records))
+  config_file = tmp_path / "relative_data.py"
+  config_file.write_text(
+      "from jaxlayer.rl.config import default_config\n\n\n"
+      "def get_config():\n"
+      "  config = default_config()\n"
+      "  config.task.name = 'gsm8k'\n"
+      "  config.task.options.data_files = {'train': 'data/train.jsonl'}\n"
+      "  return config\n")
+  run_dir = tmp_path / "run"
+  command = ["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+             "--config.train.layers=layers.1", f"--config.run_dir={run_dir}",
+             "--config.train.batch_size=8", "--config.train.group_size=4",
+             "--config.rollout.max_prompt_tokens=16", "--config.rollout.max_new_tokens=2",
+             "--config.mesh.num_devices=1", "--config.logging.progress=False"]
+  monkeypatch.chdir(project)
+  cli.main([*command, "--config.train.steps=1"])
+  recorded = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
+  assert recorded["task"]["options"]["data_files"] == {"train": str(data_file)}
+  monkeypatch.chdir(tmp_path)  # which holds no data/train.jsonl
+  with pytest.raises(SystemExit, match=re.escape(
+      f"jaxlayer train: data_files.train: {tmp_path / 'data' / 'train.jsonl'} not found. Run "
+      f"{run_dir} trained on {data_file} (its config.json): give that file")):
+    cli.main([*command, "--config.train.steps=2"])
+  absolute = [*command, f"--config.task.options.data_files.train={data_file}"]
+  assert train.check_resume(train.plan(cli.load_config(absolute[1:], "jaxlayer train"))) == 1
+  # A run written before: its config.json holds the path as given, its run.json no fingerprint
+  # of its problems. From its directory it resumes as it did.
+  written = {name: (run_dir / name).read_text() for name in ("config.json", "run.json")}
+  recorded["task"]["options"]["data_files"] = {"train": "data/train.jsonl"}
+  (run_dir / "config.json").write_text(json.dumps(recorded))
+  run = json.loads(written["run.json"])
+  del run["train_problems"]
+  (run_dir / "run.json").write_text(json.dumps(run))
+  monkeypatch.chdir(project)
+  assert train.check_resume(train.plan(cli.load_config(command[1:], "jaxlayer train"))) == 1
+  for name, text in written.items():
+    (run_dir / name).write_text(text)
+  data_file.write_text(data_file.read_text().replace("#### 4", "#### 5"))  # an answer edited
+  with pytest.raises(SystemExit, match="trained on other training problems"):
+    cli.main([*absolute, "--config.train.steps=2"])
+
+
 @pytest.mark.parametrize("name", ["grpo_arithmetic", "dr_grpo_arithmetic", "dapo_arithmetic"])
 def test_shipped_configs_plan_on_a_tiny_model(name, tiny_qwen2_dir, tmp_path):
   from pathlib import Path

@@ -212,6 +212,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
     config.compilation_cache_dir = os.path.expanduser(config.compilation_cache_dir)
   _require(config.task.name in tasks.TASKS,
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
+  _resolve_data_files(config.task.options)
   model_dir = resolve_model_dir(config.model.path)
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
   _require(config.model.dtype != models.AUTO_DTYPE,
@@ -296,6 +297,17 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    selection=chosen, algorithm=algorithm, loss=loss, mesh=mesh,
                    prompts_per_step=batch_size // group_size, mini_batch_size=mini_batch_size,
                    micro_batch_size=micro_batch_size)
+
+
+def _resolve_data_files(options: ml_collections.ConfigDict) -> None:
+  """Makes the paths of options.data_files absolute (~ expanded): config.json records where the
+  run's data is, not a path that a resume from another directory would read elsewhere."""
+  files = options.get("data_files")
+  if not hasattr(files, "items"):  # (none, or no mapping: the task's own error says so)
+    return
+  options.data_files = {split: os.fspath(Path(path).expanduser().absolute())
+                        if isinstance(path, (str, os.PathLike)) else path
+                        for split, path in files.items()}
 
 
 # The signals that ask a run to stop after its current step: Ctrl-C, and the SIGTERM with which
@@ -518,6 +530,9 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
   moved = "model.path" in changed and "base_fingerprint" in run
   if moved:
     changed.remove("model.path")
+  for key in [key for key in changed if key.startswith(DATA_FILES_KEY)]:
+    if _data_file_moved(run_dir, run, key, old.get(key), new.get(key)):
+      changed.remove(key)
   if changed:
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
     raise ValueError(
@@ -553,6 +568,31 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
         f"train.steps would change them from step {step + 1} on. To train it further, "
         f"{how_to_train_on(config, step)}.")
   return run["base_model"] if moved else None
+
+
+# The keys of a run's data files (task.options.data_files.SPLIT), which plan() makes absolute.
+DATA_FILES_KEY = "task.options.data_files."
+
+
+def _data_file_moved(run_dir: Path, run: dict, key: str, recorded: str | None,
+                     given: str | None) -> bool:
+  """Whether the data file `given` for `key` may stand for the one the run recorded: the same
+  file, its relative path (as runs recorded it before plan() made it absolute) read from this
+  directory, or one elsewhere now (a new VM, a copied run) where run.json fingerprints the
+  training problems, which the resume then checks (checkpoint.check_problems). Raises
+  FileNotFoundError, naming the recorded path, for a given file that is not there."""
+  if recorded is None or given is None:
+    return False
+  if Path(recorded).expanduser().absolute() == Path(given):
+    return True
+  if "train_problems" not in run:
+    return False
+  if not Path(given).is_file():
+    raise FileNotFoundError(
+        f"{key.removeprefix('task.options.')}: {given} not found. Run {run_dir} trained on "
+        f"{recorded} (its {checkpoint.CONFIG_FILE}): give that file (a relative path is read "
+        "from the current directory).")
+  return True
 
 
 def how_to_train_on(config: ml_collections.ConfigDict, step: int) -> str:
