@@ -697,8 +697,10 @@ def _train(argv: list[str]) -> None:
         print(f"jaxlayer train: {plan.summary()}")
         if named_now:
           print(metrics_line)
-        if start:
-          print(f"resuming from step {start} of {steps}")
+
+      def say_where_it_starts(step: int) -> None:  # once the data and checkpoint are checked
+        if step and distributed.is_primary():
+          print(f"resuming from step {step} of {steps}")
 
       def name_the_metrics_once_written(step: int, step_metrics: dict) -> None:
         del step_metrics
@@ -706,7 +708,8 @@ def _train(argv: list[str]) -> None:
           tqdm.write(metrics_line)
 
       try:
-        result = train.train(config, on_step=name_the_metrics_once_written)
+        result = train.train(config, on_step=name_the_metrics_once_written,
+                             on_start=say_where_it_starts)
       finally:  # the curves so far, also of a run that stopped or diverged
         plot = metrics.plot_training(run_dir) if distributed.is_primary() else None
         if plot is not None:

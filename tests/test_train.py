@@ -1218,10 +1218,12 @@ def test_cli_names_the_metrics_file_only_for_a_run_that_writes_it(tiny_qwen2_dir
 
 
 def test_cli_resumes_a_run_on_a_relative_data_file_from_another_directory(tiny_qwen2_dir,
-                                                                         tmp_path, monkeypatch):
+                                                                         tmp_path, capsys,
+                                                                         monkeypatch):
   """A data file given relative to the current directory was recorded so: a resume from
   another directory read another file or none, and one given absolute was refused as another
-  config. Now config.json records the absolute path; data edited since is refused."""
+  config. Now config.json records the absolute path, and a resume on data edited since is
+  refused before `jaxlayer train` says it is resuming (it said so before loading the data)."""
   from jaxlayer import cli
 
   project = tmp_path / "project"
@@ -1248,6 +1250,7 @@ def test_cli_resumes_a_run_on_a_relative_data_file_from_another_directory(tiny_q
   recorded = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
   assert recorded["task"]["options"]["data_files"] == {"train": str(data_file)}
   monkeypatch.chdir(tmp_path)  # which holds no data/train.jsonl
+  capsys.readouterr()
   with pytest.raises(SystemExit, match=re.escape(
       f"jaxlayer train: data_files.train: {tmp_path / 'data' / 'train.jsonl'} not found. Run "
       f"{run_dir} trained on {data_file} (its config.json): give that file")):
@@ -1269,6 +1272,7 @@ def test_cli_resumes_a_run_on_a_relative_data_file_from_another_directory(tiny_q
   data_file.write_text(data_file.read_text().replace("#### 4", "#### 5"))  # an answer edited
   with pytest.raises(SystemExit, match="trained on other training problems"):
     cli.main([*absolute, "--config.train.steps=2"])
+  assert "resuming" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["grpo_arithmetic", "dr_grpo_arithmetic", "dapo_arithmetic"])

@@ -1141,6 +1141,7 @@ def use_compilation_cache(directory: str | None) -> None:
 def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
           position: int = 0, leave: bool = True,
           on_step: Callable[[int, dict], None] | None = None,
+          on_start: Callable[[int], None] | None = None,
           stop_at: int | None = None) -> TrainResult:
   """Trains as `config` says, resuming from the run directory's latest checkpoint.
 
@@ -1150,7 +1151,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
 
   task: a Task object to use instead of `config.task.name` / `options` (e.g. a custom reward).
   position, leave: the tqdm bar's line and whether it stays when done (nest it under a sweep
-  bar with position=1, leave=False). on_step(step, metrics) runs after every step.
+  bar with position=1, leave=False). on_step(step, metrics) runs after every step;
+  on_start(step) once before the first, with the step the run starts from (0: a new run), when
+  the model, the data and the checkpoint are loaded and checked.
   stop_at: stop after this RL step, with a checkpoint there, though the run is train.steps
   long (its learning-rate schedule is the whole run's): a later call resumes it, and the run
   ends as one trained without stopping would (the sweep's successive halving).
@@ -1202,6 +1205,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
                                  plan_.learning_rates(), trainer.problems_record)
       logger = metrics.MetricsLogger(run_dir, tensorboard=config.logging.tensorboard,
                                      resume_step=trainer.step)
+      if on_start is not None:
+        on_start(trainer.step)
       last, tested = {}, {}  # tested: the bar's latest test score (logging.eval_every)
       shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
       with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
