@@ -842,6 +842,28 @@ def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_q
     train.train(cfg)
 
 
+class _ModelLoaded(Exception):
+  """Raised in place of loading the model: what a test checks came before."""
+
+
+def test_fewer_training_problems_than_a_steps_prompts_are_warned_of(tiny_qwen2_dir, tmp_path,
+                                                                    capsys, monkeypatch):
+  """A train split smaller than a step's prompts repeated problems within every step, silently.
+  Now the run says so, with the counts and the fix, before it loads the model."""
+  def loaded(*args, **kwargs):
+    raise _ModelLoaded
+
+  monkeypatch.setattr(models, "from_pretrained", loaded)
+  plan = train.plan(small_config(tiny_qwen2_dir, tmp_path / "run", None))  # 4 prompts a step
+  warning = ("jaxlayer: 3 training problems to train on, fewer than the 4 prompts of a step "
+             "(train.batch_size=16 / train.group_size=4), so every step repeats problems: give "
+             "more training problems, or a train.batch_size of at most 12.\n")
+  for num_train, printed in ((3, warning), (4, "")):
+    with pytest.raises(_ModelLoaded):
+      train._Trainer(plan, ArithmeticTask(num_train=num_train, num_test=8, max_value=9))
+    assert capsys.readouterr().out == printed
+
+
 @pytest.mark.eight_devices
 def test_an_update_batch_the_mesh_cannot_split_names_a_mesh_of_the_same_devices_that_can(
     tiny_qwen2_dir, tmp_path):

@@ -807,6 +807,13 @@ class _Trainer:
       distributed.write_once(f"jaxlayer: skipping {len(problems) - len(keep)} of "
                              f"{counted(len(problems), 'training prompt')} (longer than "
                              f"rollout.max_prompt_tokens={limit}, or empty).")
+    per_step = self.plan.prompts_per_step
+    if len(keep) < per_step:  # a step then takes a problem twice or more (_problem_order)
+      distributed.write_once(
+          f"jaxlayer: {counted(len(keep), 'training problem')} to train on, fewer than the "
+          f"{per_step} prompts of a step (train.batch_size={self.cfg.train.batch_size} / "
+          f"train.group_size={self.group_size}), so every step repeats problems: give more "
+          f"training problems, or a train.batch_size of at most {len(keep) * self.group_size}.")
     self.problems = [problems[i] for i in keep]
     self.prompt_ids = [encoded[i] for i in keep]
     self.prompt_texts = [texts[i] for i in keep]
