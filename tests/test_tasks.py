@@ -420,6 +420,31 @@ def test_a_record_that_is_no_problem_is_named(tmp_path, records, complaint):
 
 
 @pytest.mark.parametrize("name, text, complaint", [
+    ("test.json", '{"problem": ["1+1?", "2+2?"], "answer": ["2", "4"]}',
+     "holds one JSON object whose fields are lists (the problems by column), not an object per "
+     "problem; convert it to JSON lines: pandas.read_json('{path}', dtype=False).to_json("
+     "'{stem}.jsonl', orient='records', lines=True)"),
+    ("test.json", '{"data": [{"problem": "1+1?", "answer": "2"}]}',
+     "holds its records in a list under its field 'data'; convert it to JSON lines, one record "
+     "per line: jq -c '.data[]' {path} > {stem}.jsonl"),
+    ("test.csv", "problem\tanswer\n1+1?\t2\n",
+     "reads as one field, 'problem\\tanswer': a .csv file's fields are separated by commas; "
+     "convert it to comma-separated CSV, or to JSON lines"),
+])
+def test_a_data_file_laid_out_otherwise_is_named_with_its_conversion(tmp_path, name, text,
+                                                                     complaint):
+  """Files whose every record was at fault read as a problem of one record ("fix or remove
+  that record") or of the field names ("name the fields that hold them with the task
+  options"): now the file is named with how to convert it."""
+  path = tmp_path / name
+  path.write_text(text)
+  complaint = complaint.format(path=path, stem=path.with_suffix(""))
+  with pytest.raises(ValueError) as raised:
+    get_task("math", data_files={"test": str(path)}).test_problems()
+  assert str(raised.value) == f"task 'math': {path} (split 'test') {complaint}"
+
+
+@pytest.mark.parametrize("name, text, complaint", [
     ("test.jsonl", "", r"\(split 'test'\) is empty: it holds no records"),
     ("test.jsonl", "\n\n", r"\(split 'test'\) is empty: it holds no records"),
     ("test.json", "[]", r"\(split 'test'\) is empty: it holds no records"),

@@ -132,6 +132,30 @@ def load_split(
                      "config's task, eval.task_options for the other eval.tasks)") from error
 
 
+def _holds_columns(records: Any) -> bool:
+  """Whether a data set is one record of lists: a JSON file of columns ({"question": [...],
+  "answer": [...]}), which the reader takes for a single record."""
+  return records.num_rows == 1 and all(isinstance(value, list) for value in records[0].values())
+
+
+def _layout_problem(records: Any, source: str) -> str | None:
+  """What is wrong with the whole data file `source` when it holds one field only, where the
+  task's fields are missing (its records nested under that field, or a .csv file not separated
+  by commas), and the fix; None when it is not one of those."""
+  if len(records.column_names) != 1:
+    return None
+  field_name = records.column_names[0]
+  if _builder(source) == "csv" and any(separator in field_name for separator in "\t;|"):
+    return (f"reads as one field, {field_name!r}: a .csv file's fields are separated by "
+            "commas; convert it to comma-separated CSV, or to JSON lines")
+  first = records[0][field_name] if records.num_rows else None
+  if isinstance(first, list) and first and all(isinstance(item, Mapping) for item in first):
+    return (f"holds its records in a list under its field {field_name!r}; convert it to JSON "
+            f"lines, one record per line: jq -c '.{field_name}[]' {source} > "
+            f"{Path(source).with_suffix('.jsonl')}")
+  return None
+
+
 class InvalidRecord(ValueError):
   """A record that cannot be a problem; `DatasetTask` adds which file and record it is."""
 
@@ -249,6 +273,10 @@ class DatasetTask(Task):
     source = self._source(split)
     missing = {option: name for option, name in self.field_options().items()
                if name not in records.column_names}
+    from_file = self.data_files is not None  # (a data set's layout is its authors')
+    layout = _layout_problem(records, source) if missing and from_file else None
+    if layout:
+      raise ValueError(f"task {self.name!r}: {source} (split {split!r}) {layout}")
     if missing:
       options = ", ".join(
           f"{option} (now {name!r}"
@@ -274,6 +302,13 @@ class DatasetTask(Task):
       try:
         problems.append(self.make_problem(record))
       except InvalidRecord as error:
+        if from_file and _holds_columns(records):
+          raise ValueError(
+              f"task {self.name!r}: {source} (split {split!r}) holds one JSON object whose "
+              "fields are lists (the problems by column), not an object per problem; convert it "
+              f"to JSON lines: pandas.read_json({str(source)!r}, dtype=False).to_json("
+              f"{str(Path(source).with_suffix('.jsonl'))!r}, orient='records', lines=True)"
+              ) from None
         raise ValueError(f"task {self.name!r}: record {number} (counting from 1) of {source} "
                          f"(split {split!r}): {error}; fix or remove that record") from None
     skipped = [number for number, problem in enumerate(problems, start=1) if problem is None]
