@@ -110,7 +110,7 @@ def test_a_bfloat16_checkpoint_restores_into_float32_master_copies(tmp_path):
   assert restored_opt["opt_state"]["count"] == 7
 
 
-def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
+def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir, monkeypatch):
   with pytest.raises(FileNotFoundError, match="not a jaxlayer run directory"):
     checkpoint.load_trained_model(tmp_path)
   config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
@@ -127,7 +127,11 @@ def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir):
   saver.close()
   with pytest.raises(ValueError, match=r"no checkpoint for step 4; available: \[3\]"):
     checkpoint.load_trained_model(tmp_path, step=4)
+  read, reads = checkpoint.read_run_files, []
+  monkeypatch.setattr(checkpoint, "read_run_files", lambda run_dir: reads.append(run_dir) or
+                      read(run_dir))
   model, _ = checkpoint.load_trained_model(tmp_path)
+  assert reads == [tmp_path]  # its config.json and run.json are read once (they were 3 times)
   trained = models.named_params(model)
   np.testing.assert_array_equal(trained["final_norm.scale"], np.full(32, 2.0))
   base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])

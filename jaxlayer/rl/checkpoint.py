@@ -252,7 +252,12 @@ def sweep_run_hint(path: str | os.PathLike) -> str | None:
 def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
   """`step` (default: the latest) if run_dir holds a checkpoint of it, else an error saying why
   not. Reads only: a missing checkpoints directory is not created."""
-  config, _ = read_run_files(run_dir)
+  return _checkpoint_step(run_dir, read_run_files(run_dir)[0], step)
+
+
+def _checkpoint_step(run_dir: str | os.PathLike, config: ml_collections.ConfigDict,
+                     step: int | None) -> int:
+  """checkpoint_step of the run in run_dir, whose config.json holds `config`."""
   run_dir = Path(run_dir)
   available = []
   if (run_dir / CHECKPOINT_DIR).is_dir():
@@ -283,7 +288,12 @@ def run_base_model(run_dir: str | os.PathLike, base_model: str | None = None) ->
   copied to another machine), that hub id, found in this machine's cache or fetched again."""
   if base_model is not None:
     return base_model
-  recorded = read_run_files(run_dir)[1]["base_model"]
+  return _recorded_base_model(run_dir, read_run_files(run_dir)[1]["base_model"])
+
+
+def _recorded_base_model(run_dir: str | os.PathLike, recorded: str) -> str:
+  """Where the base model that the run in run_dir recorded in `recorded` (its run.json's
+  base_model) is now (run_base_model)."""
   if Path(recorded).is_dir():
     return recorded
   hub_id = hub_id_of_snapshot(recorded)
@@ -305,11 +315,12 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
   base_model: the base model's directory or hub id, where it is no longer where the run was
   trained (run.json's `base_model`), e.g. a run copied from another machine.
   """
-  config, run = read_run_files(run_dir)
+  config, run = read_run_files(run_dir)  # once, for all that follows
   with distributed.failing_together("Finding the run's base model"):  # every host needs it
-    base_model = run_base_model(run_dir, base_model)
+    if base_model is None:
+      base_model = _recorded_base_model(run_dir, run["base_model"])
     check_base_model(run_dir, run, resolve_model_dir(base_model))
-  step = checkpoint_step(run_dir, step)
+  step = _checkpoint_step(run_dir, config, step)
   checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
   try:
     model, model_config = models.from_pretrained(base_model, dtype=dtype or config.model.dtype,
