@@ -1654,7 +1654,7 @@ def test_rollouts_are_graded_inside_the_thinking_their_prompt_opened(tmp_path, c
 
 
 @dataclasses.dataclass(kw_only=True)
-class TestedArithmeticTask(ArithmeticTask):
+class ArithmeticTaskWithTests(ArithmeticTask):
   """Arithmetic problems that carry a test in their metadata, as a code task's, for grading."""
 
   def train_problems(self):
@@ -1687,8 +1687,8 @@ def test_a_run_resumes_only_on_the_training_problems_it_trained_on(tiny_qwen2_di
   with pytest.raises(ValueError, match=r"\(64 problems then, 63 now"):
     train.train(cfg, task=ArithmeticTask(num_train=63, num_test=8, max_value=9, operators="+"))
   with pytest.raises(ValueError, match=r"\(64 problems, what grades them changed"):
-    train.train(cfg, task=TestedArithmeticTask(num_train=64, num_test=8, max_value=9,
-                                               operators="+"))
+    train.train(cfg, task=ArithmeticTaskWithTests(num_train=64, num_test=8, max_value=9,
+                                                  operators="+"))
   assert {path: path.read_bytes() for path in written} == written
   assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == [1]
   assert train.train(cfg, task=arithmetic("+")).step == 2
