@@ -18,6 +18,7 @@ What differs from one process is gathered here:
 - `split_work(fn, count)`: host-side work on items 0..count-1 (decoding, grading) split over the
   processes, the results gathered on every process.
 - `check_same(arrays, what)`: fails clearly when processes that must agree do not.
+- `from_primary(text)`: process 0's text (a directory it chose) on every process.
 - `check_shared_directory(directory, key)`: fails clearly when a directory that every host
   writes into (a run's checkpoints) is not the same one on every host.
 - `failing_together(what)`: an error in the block on one process (a model path only some hosts
@@ -28,8 +29,9 @@ What differs from one process is gathered here:
   it they would wait for it in their next collective until JAX's shutdown barrier times out
   (5 minutes), then abort.
 
-Functions that gather (`to_host`, `split_work`, `check_same`, `check_shared_directory`,
-`failing_together`, `sync`) are collective: every process must call them, in the same order.
+Functions that gather (`to_host`, `split_work`, `check_same`, `from_primary`,
+`check_shared_directory`, `failing_together`, `sync`) are collective: every process must call
+them, in the same order.
 """
 
 from __future__ import annotations
@@ -273,10 +275,28 @@ def check_same(arrays: Sequence[np.ndarray], what: str, hint: str = "") -> None:
                      f"{differing}), but every process must compute the same ones. {hint}")
 
 
+def from_primary(text: str) -> str:
+  """Process 0's `text`, on every process (each passes its own; the others' are not used), for
+  what process 0 decides alone (where a sweep goes). Collective."""
+  if not is_multiprocess():
+    return text
+  sent = np.frombuffer(text.encode(), np.uint8)
+  size = int(multihost_utils.broadcast_one_to_all(np.int32(len(sent))))
+  if not is_primary():
+    sent = np.zeros(size, np.uint8)
+  return bytes(multihost_utils.broadcast_one_to_all(sent)).decode()
+
+
 SHARED_MARK = ".jaxlayer-hosts"  # written by process 0 for the others to read, then removed
 # How long the others look for it: an NFS client caches a directory's attributes (and that a
 # name was missing) for 30 s by default (acdirmin), so it may show a new file late.
 SHARED_WAIT_S = 30.0
+
+
+def sees_in_time(condition: Callable[[], bool]) -> bool:
+  """Whether `condition()` (this host sees a file that another host wrote) holds within
+  SHARED_WAIT_S, looking again and again: an NFS client may show a new file late."""
+  return _wait_for(condition, SHARED_WAIT_S)
 
 
 def check_shared_directory(directory: str | os.PathLike, key: str) -> None:
@@ -299,16 +319,15 @@ def check_shared_directory(directory: str | os.PathLike, key: str) -> None:
     with open(mark, "w") as f:
       f.write(token)
   sync("jaxlayer: shared-directory mark written")
-  deadline = time.monotonic() + SHARED_WAIT_S
-  while True:
+
+  def reads_token() -> bool:
     try:
       with open(mark) as f:
-        sees = f.read() == token
+        return f.read() == token
     except OSError:
-      sees = False
-    if sees or is_primary() or time.monotonic() > deadline:
-      break
-    time.sleep(0.2)
+      return False
+
+  sees = reads_token() if is_primary() else sees_in_time(reads_token)
   every = _gather_exact(np.array([[sees]], np.uint8), jax.process_count())[:, 0]
   if is_primary():
     os.remove(mark)

@@ -446,6 +446,75 @@ def test_a_sweep_run_that_fails_before_writing_leaves_no_run_directory_on_severa
   assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == ["base-seed0"]  # scored
 
 
+# _run_in_homes's setup that stops a sweep once its directory is open, naming it on each host.
+STOP_IN_THE_SWEEP_DIR = (
+    "from jaxlayer.sweep import store\n"
+    "def load_results(directory): raise ValueError(f'stopped in {directory}')\n"
+    "store.load_results = load_results\n")
+
+
+def _hidden_from_process_1(manifest: Path) -> str:
+  """_run_in_homes's setup where process 1 does not see the file `manifest` (as an NFS client
+  whose listing is late)."""
+  return ("import os; from pathlib import Path\n"
+          "if os.environ['JAX_PROCESS_ID'] == '1':\n"
+          f"  hidden = Path({str(manifest)!r})\n"
+          "  is_file, iterdir = Path.is_file, Path.iterdir\n"
+          "  Path.is_file = lambda path: path != hidden and is_file(path)\n"
+          "  Path.iterdir = lambda path: (p for p in iterdir(path) if p != hidden)\n")
+
+
+def _sweep_argv(sweep_dir: Path, *overrides: str) -> list[str]:
+  return ["sweep", "--config", str(SWEEP_CONFIG), f"--config.model.path={TINY_ARITH}",
+          f"--config.sweep.dir={sweep_dir}", "--config.sweep.layers=1",
+          "--config.train.steps=1", "--config.eval.num_problems=8", *overrides]
+
+
+def test_every_host_opens_the_sweep_directory_that_process_0_chose(tmp_path):
+  """With force_new_dir, next to a sweep in `sweep`: process 1's listing does not show its
+  manifest.json yet (as an NFS client's may not), and another sweep creates `sweep-2` between
+  process 0's choice and its creation of it. Each host chose its directory alone: process 1
+  chose `sweep` (it wrote its part of the sweep there), and process 0 stopped both with "run the
+  same command again" rather than go to `sweep-3`. Now process 0 chooses for all: both open
+  `sweep-3`."""
+  sweep_dir = tmp_path / "sweep"
+  sweep_dir.mkdir()
+  (sweep_dir / "manifest.json").write_text('{"identity": "an earlier sweep\'s"}')
+  another_sweep_first = (
+      "choose = store.choose_sweep_dir\n"
+      "def choose_then_another_sweep_creates(*args):\n"
+      "  store.choose_sweep_dir = choose\n"
+      "  chosen = choose(*args)\n"
+      "  chosen[0].mkdir()\n"
+      "  (chosen[0] / 'manifest.json').write_text('{\"identity\": \"another sweep\\'s\"}')\n"
+      "  return chosen\n"
+      "if os.environ['JAX_PROCESS_ID'] == '0':\n"
+      "  store.choose_sweep_dir = choose_then_another_sweep_creates\n")
+  outputs = _run_in_homes(_two_homes(tmp_path),
+                          _sweep_argv(sweep_dir, "--config.sweep.force_new_dir=True"),
+                          _hidden_from_process_1(sweep_dir / "manifest.json")
+                          + STOP_IN_THE_SWEEP_DIR + another_sweep_first)
+  for output in outputs:
+    assert f"jaxlayer sweep: stopped in {tmp_path}/sweep-3\n" in output, output
+  assert json.loads((tmp_path / "sweep-3" / "manifest.json").read_text())["config"]["sweep"][
+      "force_new_dir"]
+
+
+def test_a_host_that_does_not_see_the_new_sweep_directory_stops_every_host(tmp_path):
+  """Process 1 does not see the manifest.json that process 0 created (a host that mounts
+  another directory there): it waited for nothing and went on to write its part of the sweep
+  into a directory without it. Now it stops every host, naming the directory."""
+  sweep_dir = tmp_path / "sweep"
+  outputs = _run_in_homes(_two_homes(tmp_path), _sweep_argv(sweep_dir),
+                          _hidden_from_process_1(sweep_dir / "manifest.json")
+                          + STOP_IN_THE_SWEEP_DIR)
+  unseen = (f"Process 0 chose the sweep directory {sweep_dir}, but this host does not see its "
+            "manifest.json after 1 s: every host must mount the directory that sweep.dir names")
+  assert f"jaxlayer sweep: {unseen}" in outputs[1], outputs[1]
+  assert ("jaxlayer sweep: Opening the sweep directory failed on process(es) [1] of 2, so every "
+          f"process stops; process 1: ValueError: {unseen}") in outputs[0], outputs[0]
+
+
 def test_a_run_directory_only_one_host_has_is_refused_on_every_host(tmp_path):
   """`jaxlayer eval --model run`, where only process 0's working directory holds the run: the
   other process would load `run` as a Hugging Face model and the two would part ways."""

@@ -276,19 +276,25 @@ def open_sweep_dir(sweep_dir: str | os.PathLike, manifest: dict, force_new_dir: 
   to use. The first manifest.json is created, never replaced: where another sweep, started at
   the same moment, created it first, the directory is chosen again with that sweep's manifest
   there (the same identity resumes it, another is refused or, with force_new_dir, goes to the
-  next free directory). On several hosts every process chooses the directory before process 0
-  creates it (so all choose the same); where process 0 would then have to go to another
-  directory than the one the others chose, every process stops, rather than each writing its
-  part of the sweep elsewhere. A reopened sweep's moved base model is recorded by
-  record_model_path, under the sweep's lock.
+  next free directory). On several hosts process 0 chooses and creates the directory, and the
+  others take its choice (a host's own listing may be late, as an NFS client's is) once they
+  see its manifest.json there; a host that does not stops every process. A reopened sweep's
+  moved base model is recorded by record_model_path, under the sweep's lock.
   """
   given = Path(sweep_dir)
-  sweep_dir, new = choose_sweep_dir(given, manifest, force_new_dir, defaults)
-  distributed.sync("jaxlayer: sweep directory chosen")
   with distributed.failing_together("Creating the sweep directory"):
-    if new and distributed.is_primary():
-      sweep_dir = _create_sweep_dir(given, sweep_dir, manifest, force_new_dir, defaults)
-  distributed.sync("jaxlayer: sweep directory created")
+    if distributed.is_primary():
+      sweep_dir, new = choose_sweep_dir(given, manifest, force_new_dir, defaults)
+      if new:
+        sweep_dir = _create_sweep_dir(given, sweep_dir, manifest, force_new_dir, defaults)
+  sweep_dir = Path(distributed.from_primary(os.fspath(sweep_dir)))
+  with distributed.failing_together("Opening the sweep directory"):
+    if not distributed.sees_in_time((sweep_dir / MANIFEST).is_file):
+      raise ValueError(
+          f"Process 0 chose the sweep directory {sweep_dir}, but this host does not see its "
+          f"{MANIFEST} after {distributed.SHARED_WAIT_S:g} s: every host must mount the "
+          "directory that sweep.dir names (NFS, such as Filestore). Mount it on this host and "
+          "run the same command again; nothing was run.")
   return sweep_dir
 
 
@@ -298,11 +304,6 @@ def _create_sweep_dir(given: Path, chosen: Path, manifest: dict, force_new_dir: 
   returns the directory to use."""
   sweep_dir = chosen
   for _ in range(CREATE_TRIES):
-    if sweep_dir != chosen and distributed.is_multiprocess():
-      raise ValueError(
-          f"Another sweep created {chosen} at the same moment as this one, so this sweep would "
-          f"go to {sweep_dir}, but the processes of the other hosts chose {chosen}. Nothing "
-          "was written: run the same command again.")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
       paths.create_text(sweep_dir / MANIFEST, _json_text(manifest))
@@ -345,10 +346,11 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
               f"{manifest['config']['model']['path']} (it was at {moved_from}; the same "
               "weights).")
       return sweep_dir, False
-  # (A host may still list the mark of distributed.check_shared_directory, removed just now. A
-  # manifest's temporary file is that of a sweep creating the directory at this moment, which
-  # creating the manifest decides between (open_sweep_dir), or of one killed while creating
-  # it: the sweep's lock removes it, as it does the other files' killed writers' ones.)
+  # (The mark of distributed.check_shared_directory is that of a sweep on several hosts checking
+  # the directory at this moment. A manifest's temporary file is that of a sweep creating the
+  # directory at this moment, which creating the manifest decides between (open_sweep_dir), or
+  # of one killed while creating it: the sweep's lock removes it, as it does the other files'
+  # killed writers' ones.)
   elif {path for path in listed - {sweep_dir / distributed.SHARED_MARK}
         - set(paths.temporary_leftovers(sweep_dir))
         if not paths.is_temporary_file(path, MANIFEST)}:
