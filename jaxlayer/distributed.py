@@ -19,6 +19,7 @@ What differs from one process is gathered here:
   processes, the results gathered on every process.
 - `check_same(arrays, what)`: fails clearly when processes that must agree do not.
 - `from_primary(text)`: process 0's text (a directory it chose) on every process.
+- `remove_temporary_leftovers(*directories)`: every host removes its own killed writers' files.
 - `check_shared_directory(directory, key)`: fails clearly when a directory that every host
   writes into (a run's checkpoints) is not the same one on every host.
 - `failing_together(what)`: an error in the block on one process (a model path only some hosts
@@ -30,8 +31,8 @@ What differs from one process is gathered here:
   (5 minutes), then abort.
 
 Functions that gather (`to_host`, `split_work`, `check_same`, `from_primary`,
-`check_shared_directory`, `failing_together`, `sync`) are collective: every process must call
-them, in the same order.
+`remove_temporary_leftovers`, `check_shared_directory`, `failing_together`, `sync`) are
+collective: every process must call them, in the same order.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -285,6 +287,17 @@ def from_primary(text: str) -> str:
   if not is_primary():
     sent = np.zeros(size, np.uint8)
   return bytes(multihost_utils.broadcast_one_to_all(sent)).decode()
+
+
+def remove_temporary_leftovers(*directories: Path) -> None:
+  """paths.remove_temporary_leftovers of each directory, on every host: the temporary files of
+  writers killed there, which only their own host can tell ended (a killed run's process 0 may
+  have been another host than this run's). Called under the lock of the directory that holds
+  them, so no other run writes there; the processes wait for each other, so that none removes
+  while this run's process 0 writes. Collective."""
+  for directory in directories:
+    paths.remove_temporary_leftovers(directory)
+  sync("jaxlayer: temporary leftovers removed")
 
 
 SHARED_MARK = ".jaxlayer-hosts"  # written by process 0 for the others to read, then removed

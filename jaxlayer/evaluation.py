@@ -673,15 +673,15 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   eval.json dictionary). An existing eval.json is replaced only with overwrite=True; a second
   evaluation (or an export) into OUT while this one runs is refused (jaxlayer.locks:
   OUT/.jaxlayer.lock). The temporary files of an evaluation killed while writing go
-  (paths.remove_temporary_leftovers).
+  (distributed.remove_temporary_leftovers: on several hosts, each host's).
   base_model: a run's base model, where it moved (load_model)."""
   out = paths.local_path(default_out_dir(model_path, step) if out_dir is None else out_dir,
                          "--out")
   names = task_names(config)
   settings = eval_settings(config)  # bad settings fail here, before any model is loaded
   with locks.exclusive(out, "--out", enabled=distributed.is_primary(), tidy=True):
-    if distributed.is_primary():  # the temporary files of an evaluation killed while writing
-      paths.remove_temporary_leftovers(out)
+    # The temporary files of an evaluation killed while writing.
+    distributed.remove_temporary_leftovers(out)
     if (out / EVAL_FILE).exists() and not overwrite:
       raise FileExistsError(f"{out / EVAL_FILE} exists: pass --overwrite to replace it, or choose "
                             "another --out.")

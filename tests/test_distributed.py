@@ -515,6 +515,40 @@ def test_a_host_that_does_not_see_the_new_sweep_directory_stops_every_host(tmp_p
           f"process stops; process 1: ValueError: {unseen}") in outputs[0], outputs[0]
 
 
+@pytest.mark.parametrize("command", ["sweep", "train", "eval"])
+def test_each_host_removes_the_temporary_files_of_its_killed_writers(tmp_path, dead_pid,
+                                                                     command):
+  """A writer killed on the host that is process 1 now (process 0 of the command before) left
+  its temporary file there: only process 0 removed killed writers' files, those of its own host,
+  so this one stayed for good. Now each host removes its own; a running writer's stays."""
+  directory = tmp_path / "out"
+  directory.mkdir()
+  name = {"sweep": "manifest.json", "train": "run.json", "eval": "eval.json"}[command]
+  killed, running = (directory / f".{name}.{pid}@other-host.k2x_9abc.tmp"
+                     for pid in (dead_pid, os.getpid()))
+  for path in (killed, running):
+    path.write_text("x")
+  argv, stop = {
+      "sweep": (_sweep_argv(directory), STOP_IN_THE_SWEEP_DIR),
+      "train": (["train", "--config", str(ROOT / "configs" / "grpo_arithmetic.py"),
+                 f"--config.model.path={TINY_ARITH}", f"--config.run_dir={directory}",
+                 "--config.train.steps=1"],
+                "from jaxlayer import models\n"
+                "def from_pretrained(*args, **kwargs): raise ValueError('stopped')\n"
+                "models.from_pretrained = from_pretrained\n"),
+      "eval": (["eval", "--config", str(SWEEP_CONFIG), "--model", str(TINY_ARITH), "--out",
+                str(directory)],
+               "from jaxlayer import evaluation\n"
+               "def load_model(*args, **kwargs): raise ValueError('stopped')\n"
+               "evaluation.load_model = load_model\n")}[command]
+  on_other_host = ("import os, socket\n"
+                   "if os.environ['JAX_PROCESS_ID'] == '1':\n"
+                   "  socket.gethostname = lambda: 'other-host'\n")
+  for output in _run_in_homes(_two_homes(tmp_path), argv, on_other_host + stop):
+    assert f"jaxlayer {command}: stopped" in output, output
+  assert not killed.exists() and running.exists()
+
+
 def test_a_run_directory_only_one_host_has_is_refused_on_every_host(tmp_path):
   """`jaxlayer eval --model run`, where only process 0's working directory holds the run: the
   other process would load `run` as a Hugging Face model and the two would part ways."""

@@ -661,11 +661,11 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                                    defaults=_default_identity(num_layers))
   # One sweep writes a sweep directory at a time; its runs lock their own directories too.
   with locks.exclusive(sweep_dir, "sweep.dir", enabled=distributed.is_primary()):
+    # The temporary files of the report's and results' writers killed while writing.
+    distributed.remove_temporary_leftovers(sweep_dir,
+                                           *sorted((sweep_dir / store.RUNS).glob("*/")))
     if distributed.is_primary():
       store.record_model_path(sweep_dir, manifest)
-      # The temporary files of the report's and results' writers killed while writing.
-      for directory in (sweep_dir, *sorted((sweep_dir / store.RUNS).glob("*/"))):
-        paths.remove_temporary_leftovers(directory)
     done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
     if evaluating:
       _check_done_runs_metric(config, sweep_dir, done_results)
