@@ -22,25 +22,33 @@ def _metrics_steps(run_dir: Path) -> list[int]:
   return [json.loads(line)["step"] for line in path.open()] if path.exists() else []
 
 
+LATE_LISTING_ON_PROCESS_1 = ("import os; from jaxlayer.rl import checkpoint\n"
+                             "if os.environ['JAX_PROCESS_ID'] == '1':\n"
+                             "  checkpoint.Checkpointer.latest_step = lambda self: None\n")
+
+
 def test_a_notice_to_one_host_stops_all_after_one_step_with_a_checkpoint(tmp_path):
   """JAX's preemption service names a step both hosts reach; both save a checkpoint there and
   exit with status 143, as SIGTERM alone would have. The same command resumes from it, and a
-  notice to the other host stops it again."""
+  notice to the other host stops it again. There process 1 lists the checkpoints as none (as
+  an NFS client may for a minute after another host wrote them): it started anew while
+  process 0 resumed, and the two parted ways; now every host resumes process 0's latest."""
   run = tmp_path / "run"
   # The attempts after the first load their compiled programs from the first one's cache.
-  args = [sys.executable, "-m", "jaxlayer.cli", "train", "--config",
-          str(ROOT / "configs" / "grpo_arithmetic.py"), f"--config.model.path={TINY_ARITH}",
-          f"--config.run_dir={run}", "--config.train.layers=layers.1",
-          "--config.train.steps=100000", "--config.train.batch_size=8",
-          "--config.train.group_size=4", "--config.rollout.max_new_tokens=4",
-          "--config.checkpoint.every=100000", "--config.logging.tensorboard=False",
-          "--config.logging.progress=False",
+  args = ["train", "--config", str(ROOT / "configs" / "grpo_arithmetic.py"),
+          f"--config.model.path={TINY_ARITH}", f"--config.run_dir={run}",
+          "--config.train.layers=layers.1", "--config.train.steps=100000",
+          "--config.train.batch_size=8", "--config.train.group_size=4",
+          "--config.rollout.max_new_tokens=4", "--config.checkpoint.every=100000",
+          "--config.logging.tensorboard=False", "--config.logging.progress=False",
           f"--config.compilation_cache_dir={tmp_path / 'xla_cache'}"]
   stopped_at = []
-  for attempt, notified in enumerate((1, 0)):
+  for attempt, (notified, setup) in enumerate(((1, ""), (0, LATE_LISTING_ON_PROCESS_1))):
     env = multihost.worker_env(num_processes=2, devices_per_process=2)
     logs = [open(tmp_path / f"attempt{attempt}-{p}.log", "w+") for p in (0, 1)]
-    workers = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(p)}, cwd=tmp_path,
+    code = f"import sys; from jaxlayer import cli\n{setup}cli.main(sys.argv[1:])"
+    workers = [subprocess.Popen([sys.executable, "-c", code, *args],
+                                env={**env, "JAX_PROCESS_ID": str(p)}, cwd=tmp_path,
                                 stdout=log, stderr=subprocess.STDOUT)
                for p, log in enumerate(logs)]
     try:

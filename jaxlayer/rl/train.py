@@ -644,7 +644,10 @@ def _opened_run(plan_: TrainPlan):
     checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep,
                                            writer=True)
     try:
-      latest, moved_from = checkpointer.latest_step(), None
+      # Process 0's latest checkpoint: another host may list the directory late (an NFS client
+      # caches a listing up to a minute), and would restore an older one, or none.
+      latest = json.loads(distributed.from_primary(json.dumps(checkpointer.latest_step())))
+      moved_from = None
       if latest is not None:
         with distributed.failing_together("Checking the run to resume"):
           moved_from = _check_resumable(run_dir, plan_.config, plan_.model_dir,
