@@ -307,6 +307,13 @@ def _run_in_homes(homes: list[Path], argv: list[str], setup: str = "") -> list[s
   return outputs
 
 
+def _sweep_argv(sweep_dir: Path, *overrides: str) -> list[str]:
+  """`jaxlayer sweep` of block 1 on the tiny model, one RL step a run."""
+  return ["sweep", "--config", str(SWEEP_CONFIG), f"--config.model.path={TINY_ARITH}",
+          f"--config.sweep.dir={sweep_dir}", "--config.sweep.layers=1",
+          "--config.train.steps=1", "--config.eval.num_problems=8", *overrides]
+
+
 def test_sigterm_to_one_host_stops_a_command_without_training_steps(tmp_path):
   """`jaxlayer generate` (as eval and export) on two hosts: JAX's preemption service held a
   SIGTERM for a training step that never comes, and the command went on. Now the host that
@@ -426,7 +433,9 @@ def test_a_sweep_run_that_fails_before_writing_leaves_no_run_directory_on_severa
     tmp_path):
   """Every process made the run's directories, and process 0 removed them after a failure only
   if it had made them: here process 1 comes first (process 0 is late), and process 0 kept
-  runs/full-seed0/train empty, with a train_seconds.json of the run that never trained."""
+  runs/full-seed0/train empty, with a train_seconds.json of the run that never trained.
+  Started again where process 1 does not see the base's result (an NFS client's late
+  listing), it evaluated the base again while process 0 went on to full RL; now both do."""
   setup = ("import os, time; from jaxlayer.rl import train; from jaxlayer.sweep import runner\n"
            "def failing(*args, **kwargs): raise ValueError('the weights are damaged')\n"
            "train.train = failing\n"
@@ -437,13 +446,18 @@ def test_a_sweep_run_that_fails_before_writing_leaves_no_run_directory_on_severa
            "  return execute_run(*args, **kwargs)\n"
            "runner.execute_run = late_on_process_0")
   sweep_dir = tmp_path / "sweep"
-  outputs = _run_in_homes(_two_homes(tmp_path), [
-      "sweep", "--config", str(ROOT / "configs" / "sweep_tiny.py"),
-      f"--config.sweep.dir={sweep_dir}", "--config.sweep.layers=1", "--config.train.steps=1",
-      "--config.eval.num_problems=8"], setup)
-  for output in outputs:
+  homes = _two_homes(tmp_path)
+  argv = _sweep_argv(sweep_dir)
+  for output in _run_in_homes(homes, argv, setup):
     assert "jaxlayer sweep: the weights are damaged" in output, output
   assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == ["base-seed0"]  # scored
+  late_listing = ("from jaxlayer.sweep import store\n"
+                  "if os.environ['JAX_PROCESS_ID'] == '1':\n"
+                  "  store.is_done = lambda sweep_dir, spec: False\n")
+  outputs = _run_in_homes(homes, argv, f"{setup}\n{late_listing}")
+  for output in outputs:
+    assert "jaxlayer sweep: the weights are damaged" in output, output
+  assert f"resuming {sweep_dir}: 1 of 3 runs already done." in outputs[0], outputs[0]
 
 
 # _run_in_homes's setup that stops a sweep once its directory is open, naming it on each host.
@@ -462,12 +476,6 @@ def _hidden_from_process_1(manifest: Path) -> str:
           "  is_file, iterdir = Path.is_file, Path.iterdir\n"
           "  Path.is_file = lambda path: path != hidden and is_file(path)\n"
           "  Path.iterdir = lambda path: (p for p in iterdir(path) if p != hidden)\n")
-
-
-def _sweep_argv(sweep_dir: Path, *overrides: str) -> list[str]:
-  return ["sweep", "--config", str(SWEEP_CONFIG), f"--config.model.path={TINY_ARITH}",
-          f"--config.sweep.dir={sweep_dir}", "--config.sweep.layers=1",
-          "--config.train.steps=1", "--config.eval.num_problems=8", *overrides]
 
 
 def test_every_host_opens_the_sweep_directory_that_process_0_chose(tmp_path):

@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import json
 import math
 import os
 import shutil
@@ -822,8 +823,14 @@ class _Stage:
 
   def run(self, specs: Sequence[RunSpec], bar: tqdm) -> dict[RunSpec, dict]:
     """Every spec's result (read back for runs already done), spec -> result."""
-    results = {spec: store.read_json(store.result_path(self.sweep_dir, spec))
-               for spec in specs if store.is_done(self.sweep_dir, spec)}
+    # Process 0 reads them for every host: another may not see a result written a moment ago
+    # (an NFS client's late listing), and would run it again while process 0 goes on.
+    with distributed.failing_together("Reading the finished runs' results"):
+      done = {spec.name: store.read_json(store.result_path(self.sweep_dir, spec))
+              for spec in specs
+              if distributed.is_primary() and store.is_done(self.sweep_dir, spec)}
+    done = json.loads(distributed.from_primary(json.dumps(done)))
+    results = {spec: done[spec.name] for spec in specs if spec.name in done}
     if results:
       distributed.write_once(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
                              f"{_stage_name(specs)} already done.")
