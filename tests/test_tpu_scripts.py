@@ -228,6 +228,9 @@ def test_launch_logs_stop_remote_commands_run_on_a_worker(tmp_path, config_with_
 
     again = _run_remote(remote_command(start), home)
     assert again.returncode == 1 and "still going" in again.stderr
+    # Every worker is asked first, before any starts (a free one would wait for this one).
+    asked = _run_remote(remote_command(mkdir), home)
+    assert asked.returncode == 1 and "still going" in asked.stderr
 
     [logs] = plan("logs.sh", "--zone", ZONE)
     shown = _run_remote(remote_command(logs), home)

@@ -69,9 +69,12 @@ pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
 jaxlayer_command="$(quote_command env ${ENV_VARS[@]+"${ENV_VARS[@]}"} "$VENV/bin/jaxlayer" "$COMMAND" \
   --config "$remote_config$config_arg" ${OVERRIDES[@]+"${OVERRIDES[@]}"})"
 
-ssh_workers all "mkdir -p $(shell_quote "$REMOTE_DIR/configs") $(shell_quote "$REMOTE_DIR/logs")"
+still_going="if $(remote_run_is_alive); then echo \"a jaxlayer run is still going on \$(hostname) (pid \$(cat $pid_file)): stop it with stop.sh first, and wait until it has ended on every worker\" >&2; exit 1; fi"
+# Every worker is asked before any starts: the others would wait for the busy one's process
+# until JAX gives up (a run stopped by stop.sh may still be saving its checkpoint there).
+ssh_workers all "$still_going; mkdir -p $(shell_quote "$REMOTE_DIR/configs") $(shell_quote "$REMOTE_DIR/logs")"
 scp_to_all_workers "$config_file" "$remote_config"
-ssh_workers all "if $(remote_run_is_alive); then echo \"a jaxlayer run is still going on \$(hostname) (pid \$(cat $pid_file)): stop it with stop.sh first\" >&2; exit 1; fi; \
+ssh_workers all "$still_going; \
 nohup $jaxlayer_command > $log 2>&1 < /dev/null & echo \$! > $pid_file; echo \"\$(hostname): started, log in \"$log"
 note "logs: $(next_step logs.sh --follow)  (add --worker N for another worker)"
 note "stop: $(next_step stop.sh)"
