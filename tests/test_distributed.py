@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -285,9 +286,10 @@ def _two_homes(tmp_path) -> list[Path]:
   return homes
 
 
-def _run_in_homes(homes: list[Path], argv: list[str], setup: str = "") -> list[str]:
+def _run_in_homes(homes: list[Path], argv: list[str], setup: str = "",
+                  status: int = 1) -> list[str]:
   """`jaxlayer ARGV` in two joined processes, each in its own working directory (as two hosts
-  with their own disks), after the Python statements `setup`; each must exit with status 1.
+  with their own disks), after the Python statements `setup`; each must exit with `status`.
   Returns their outputs."""
   code = ("import sys; from jaxlayer import cli, distributed\n"
           "distributed.SHARED_WAIT_S = 1.0\n"  # not NFS: no need to wait
@@ -303,7 +305,7 @@ def _run_in_homes(homes: list[Path], argv: list[str], setup: str = "") -> list[s
     for w in workers:
       w.kill()
   for worker, output in zip(workers, outputs):
-    assert worker.returncode == 1, output
+    assert worker.returncode == status, output
   return outputs
 
 
@@ -570,6 +572,33 @@ def test_a_run_directory_only_one_host_has_is_refused_on_every_host(tmp_path):
     assert ("jaxlayer eval: The kinds of model found at run (a jaxlayer run directory, or not) "
             "differ between processes (process 0 and process(es) [1])") in output, output
   assert not (tmp_path / "eval").exists()
+
+
+def test_every_host_loads_the_checkpoint_that_process_0_lists_last(tmp_path):
+  """`jaxlayer export` of a run whose checkpoint 5 process 1 does not list yet (an NFS client's
+  late listing, right after the run saved it): process 1 loaded its part of the weights from
+  checkpoint 3, and the export mixed the two. Now every host loads checkpoint 5."""
+  model, _ = models.from_pretrained(TINY_ARITH)
+  path = "layers.1.mlp.up_proj.kernel"  # split over the devices of both processes
+  shape = models.named_params(model)[path].shape
+  run = tmp_path / "run"
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 1}})
+  checkpoint.write_run_files(run, config, str(TINY_ARITH), {path: shape})
+  saver = checkpoint.Checkpointer(run)
+  for step in (3, 5):
+    saver.save(step, {path: jnp.full(shape, float(step))},
+               {"opt_state": {"count": jnp.zeros((), jnp.int32)}, "rng": jax.random.PRNGKey(0)},
+               {"step": step})
+  saver.close()
+  late_listing = ("import os; from jaxlayer.rl import checkpoint\n"
+                  "if os.environ['JAX_PROCESS_ID'] == '1':\n"
+                  "  checkpoint.Checkpointer.all_steps = lambda self: [3]\n")
+  outputs = _run_in_homes(_two_homes(tmp_path), ["export", "--run", str(run), "--out",
+                                                 str(tmp_path / "hf")], late_listing, status=0)
+  assert f"wrote {tmp_path / 'hf'}: step 5 of {run}" in outputs[0], outputs[0]
+  [(_, exported)] = models.stored_tensors(tmp_path / "hf", ["model.layers.1.mlp.up_proj.weight"])
+  assert (exported == 5.0).all()
 
 
 @pytest.mark.parametrize("failing", [0, 1])

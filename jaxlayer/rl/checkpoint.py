@@ -251,7 +251,10 @@ def sweep_run_hint(path: str | os.PathLike) -> str | None:
 
 def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
   """`step` (default: the latest) if run_dir holds a checkpoint of it, else an error saying why
-  not. Reads only: a missing checkpoints directory is not created."""
+  not. Reads only: a missing checkpoints directory is not created. On several hosts process
+  0's listing decides for all: another host may list the checkpoints late (an NFS client's
+  cache, up to a minute after the run saved one), and would load another checkpoint's part of
+  the weights. Collective."""
   return _checkpoint_step(run_dir, read_run_files(run_dir)[0], step)
 
 
@@ -266,6 +269,7 @@ def _checkpoint_step(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
       available = checkpointer.all_steps()
     finally:
       checkpointer.close()
+  available = json.loads(distributed.from_primary(json.dumps(available)))
   if not available and list(run_dir.parent.glob(SWEEP_RESULTS)):  # scored by a sweep
     raise FileNotFoundError(
         f"Run {run_dir} has no checkpoint: the sweep removed them once the run was scored (it "
