@@ -18,7 +18,8 @@ What differs from one process is gathered here:
 - `split_work(fn, count)`: host-side work on items 0..count-1 (decoding, grading) split over the
   processes, the results gathered on every process.
 - `check_same(arrays, what)`: fails clearly when processes that must agree do not.
-- `from_primary(text)`: process 0's text (a directory it chose) on every process.
+- `from_primary(text)`: process 0's text (what it listed in a shared directory) on every
+  process.
 - `remove_temporary_leftovers(*directories)`: every host removes its own killed writers' files.
 - `check_shared_directory(directory, key)`: fails clearly when a directory that every host
   writes into (a run's checkpoints) is not the same one on every host.
@@ -279,7 +280,9 @@ def check_same(arrays: Sequence[np.ndarray], what: str, hint: str = "") -> None:
 
 def from_primary(text: str) -> str:
   """Process 0's `text`, on every process (each passes its own; the others' are not used), for
-  what process 0 decides alone (where a sweep goes). Collective."""
+  what process 0 decides for all: what a listing of a shared directory says, which another
+  host's NFS client may show late (a sweep's directory, its results, a run's checkpoints).
+  Collective."""
   if not is_multiprocess():
     return text
   sent = np.frombuffer(text.encode(), np.uint8)
