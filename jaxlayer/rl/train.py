@@ -638,7 +638,7 @@ def _opened_run(plan_: TrainPlan):
   # leaves no directory holding only the lock file, unless the directory was there. Taken
   # before the hosts' check, which would make the directory itself.
   with locks.exclusive(run_dir, "run_dir", enabled=distributed.is_primary(), tidy=True):
-    # config.json, run.json, metrics.jsonl of a killed writer
+    # The temporary files that a writer of config.json, run.json or metrics.jsonl killed left.
     distributed.remove_temporary_leftovers(run_dir)
     distributed.check_shared_directory(run_dir, "run_dir")
     checkpointer = checkpoint.Checkpointer(run_dir, keep=plan_.config.checkpoint.keep,
