@@ -8,6 +8,7 @@ import socket
 import stat
 from pathlib import Path
 
+import jax
 import pytest
 
 from jaxlayer import assets, cli, distributed, locks, models, paths
@@ -317,6 +318,24 @@ def test_runs_share_a_compilation_cache_in_the_sweep_directory_unless_one_is_set
   config.sweep.update(dir=str(tmp_path / "other"))
   _run(config, CacheSeen(BLOCKS))
   assert seen[2:] == [str(tmp_path / "xla")] * 2
+
+
+def test_a_run_evaluates_in_the_sweeps_compilation_cache_and_gives_the_process_its_own_back(
+    tmp_path):
+  """The evaluations compiled into the sweep's cache only after a training run had set it, and a
+  notebook's later cells went on compiling into it (warning at each compilation once the
+  sweep directory was deleted)."""
+  own = jax.config.jax_compilation_cache_dir
+  seen = []
+
+  class CacheSeen(FakeRL):
+    def eval(self, config, **kwargs):
+      seen.append(jax.config.jax_compilation_cache_dir)
+      return super().eval(config, **kwargs)
+
+  _run(make_config(tmp_path / "sweep", layers="0"), CacheSeen(BLOCKS))
+  assert seen == [str((tmp_path / "sweep" / "compile_cache").absolute())] * 3  # base, full, 0
+  assert jax.config.jax_compilation_cache_dir == own
 
 
 def test_a_key_added_since_the_sweep_began_matches_at_its_default(tmp_path):

@@ -903,6 +903,30 @@ def test_a_second_compilation_cache_directory_is_the_one_written(tmp_path):
     train.use_compilation_cache(before["jax_compilation_cache_dir"])
 
 
+def test_a_run_compiles_into_its_cache_and_gives_the_process_its_own_back(tmp_path,
+                                                                         monkeypatch):
+  """A notebook's later cells compiled into the run's compilation_cache_dir (and warned at every
+  compilation once that directory was deleted)."""
+  from jaxlayer import assets
+
+  own = jax.config.jax_compilation_cache_dir
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.rollout.update(max_new_tokens=8, max_prompt_tokens=32)
+  cfg.compilation_cache_dir = str(tmp_path / "xla_cache")
+  seen = []
+
+  def loading(*args, **kwargs):
+    seen.append(jax.config.jax_compilation_cache_dir)
+    raise MemoryError("out of memory while loading")
+
+  monkeypatch.setattr(models, "from_pretrained", loading)
+  with pytest.raises(MemoryError):
+    train.train(cfg)
+  assert seen == [cfg.compilation_cache_dir]
+  assert jax.config.jax_compilation_cache_dir == own
+
+
 @pytest.mark.parametrize("config, error", [
     ({"model": {"path": "DIR"}}, r"config must be an ml_collections ConfigDict.*got dict"),
     (None, r"config must be an ml_collections ConfigDict.*got NoneType"),

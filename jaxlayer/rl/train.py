@@ -1148,6 +1148,23 @@ def use_compilation_cache(directory: str | None) -> None:
     compilation_cache.reset_cache()
 
 
+@contextlib.contextmanager
+def compilation_cache_in(directory: str | None):
+  """Within: JAX's persistent compilation cache in `directory` (None: the process's own);
+  afterwards the process's own again. A notebook's later cells would otherwise write their
+  compiled programs into a run's or sweep's directory (and warn at every compilation once that
+  directory is deleted)."""
+  if not directory:
+    yield
+    return
+  previous = jax.config.jax_compilation_cache_dir
+  use_compilation_cache(directory)
+  try:
+    yield
+  finally:
+    use_compilation_cache(previous)
+
+
 def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
           position: int = 0, leave: bool = True,
           on_step: Callable[[int, dict], None] | None = None,
@@ -1177,12 +1194,12 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   _require(stop_at is None or (isinstance(stop_at, int) and stop_at >= 1),
            f"train(stop_at={stop_at!r}): give the RL step to stop after, an int >= 1 (or None).")
   warn_if_memory_short(plan_)
-  if config.compilation_cache_dir:
-    use_compilation_cache(str(config.compilation_cache_dir))
   run_dir = Path(config.run_dir)
   # The stop handlers are in place while the model loads too: a Ctrl-C there, which Python may
   # drop inside one of JAX's garbage-collection callbacks, would otherwise let the run go on.
-  with _opened_run(plan_) as (checkpointer, start, moved_from), stop_requests() as stop_signal:
+  with (compilation_cache_in(config.compilation_cache_dir),
+        _opened_run(plan_) as (checkpointer, start, moved_from),
+        stop_requests() as stop_signal):
     logger = None
     try:
       steps = config.train.steps if stop_at is None else min(stop_at, config.train.steps)

@@ -496,8 +496,18 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
 
   Runs wherever the launcher puts it (this process, a Ray worker); `record_run` writes the
   result. A block or group run's checkpoint is removed here, where it was written, unless a
-  later rung of successive halving resumes it.
+  later rung of successive halving resumes it. Its training and evaluation compile into the
+  config's compilation_cache_dir (`_with_compile_cache`).
   """
+  from jaxlayer.rl import train as rl_train
+
+  with rl_train.compilation_cache_in(config.get("compilation_cache_dir")):
+    return _execute_run(spec, config, sweep_dir, train_fn, eval_fn)
+
+
+def _execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
+                 eval_fn: EvalFn) -> dict:
+  """execute_run within its compilation cache."""
   # (A link to a missing target put there by hand is named, not a bare FileExistsError.)
   workdir = paths.local_path(store.run_dir(sweep_dir, spec) / "train",
                              f"run {spec.name}'s directory")
