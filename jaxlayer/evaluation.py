@@ -238,10 +238,7 @@ def _check_model_tokenizer_task(model, tokenizer, task) -> None:
   if not callable(tokenizer):  # (a transformers tokenizer: called on text)
     raise TypeError(f"tokenizer must be the model's tokenizer, got {type(tokenizer).__name__}: "
                     "load it with models.load_tokenizer(MODEL_DIR).")
-  if not isinstance(task, tasks.Task):
-    how = f"tasks.get_task({task!r})" if isinstance(task, str) else "tasks.get_task(NAME)"
-    raise TypeError(f"task must be a jaxlayer Task, got {type(task).__name__}: make one with "
-                    f"{how}.")
+  tasks.require_task(task)
 
 
 def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: int | None,

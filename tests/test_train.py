@@ -937,6 +937,18 @@ def test_a_config_that_is_no_configdict_is_a_clear_error(config, error):
     train.train(config)
 
 
+def test_a_task_that_is_no_task_object_is_a_clear_error(tmp_path):
+  """train(cfg, task="arithmetic") failed deep in the run with "'str' object has no attribute
+  'train_problems'"."""
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.rollout.update(max_new_tokens=8, max_prompt_tokens=32)
+  with pytest.raises(TypeError, match=re.escape(
+      "task must be a jaxlayer Task, got str: make one with tasks.get_task('arithmetic').")):
+    train.train(cfg, task="arithmetic")
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_run_dir_another_process_writes_is_refused_and_left_as_it_was(
     tiny_qwen2_dir, tmp_path, monkeypatch, capsys, held_by_another_process):
   from pathlib import Path

@@ -1189,6 +1189,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   step it is in, with a checkpoint there, and raises TrainingInterrupted (a KeyboardInterrupt);
   a second one stops at once.
   """
+  if task is not None:
+    tasks.require_task(task)
   with distributed.failing_together("Checking the run's settings"):
     plan_ = plan(config)
   _require(stop_at is None or (isinstance(stop_at, int) and stop_at >= 1),

@@ -52,6 +52,14 @@ def get_task(name: str, **options) -> Task:
   return factory(**options)
 
 
+def require_task(task) -> None:
+  """Raises a TypeError naming the fix when `task` is no Task object (a task's name, say)."""
+  if not isinstance(task, Task):
+    how = f"tasks.get_task({task!r})" if isinstance(task, str) else "tasks.get_task(NAME)"
+    raise TypeError(f"task must be a jaxlayer Task, got {type(task).__name__}: make one with "
+                    f"{how}.")
+
+
 __all__ = ["SCORE_COMPONENT", "TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task",
            "chat_prompt", "encode_prompts", "format_prompt", "get_task", "opened_thinking",
-           "prompt_settings"]
+           "prompt_settings", "require_task"]
