@@ -613,6 +613,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = models.AUTO_DTYPE,
   dtype: "float32", "bfloat16", or "auto": a checkpoint's own dtype (models.from_pretrained),
   a run's model.dtype.
   """
+  paths.require_path(path, "model")
   path = str(path)
   run_dir = is_run_dir(path)
   distributed.check_same([np.asarray(run_dir)], f"The kinds of model found at {path} (a "

@@ -49,11 +49,19 @@ def is_disk_full(err: BaseException) -> bool:
              for code in match.groups() if code)
 
 
+def require_path(path, key: str) -> None:
+  """Raises a TypeError naming `key` when `path` is no path (a str or os.PathLike): a loaded
+  model given where its directory goes, say."""
+  if not isinstance(path, (str, os.PathLike)):
+    raise TypeError(f"{key} must be a path (a str or pathlib.Path), got {type(path).__name__}.")
+
+
 def local_path(path: str | os.PathLike, key: str) -> Path:
   """`path` as a Path with a leading ~ made the home directory (shells leave the ~ of
   --config.run_dir=~/x as it is), if it is a directory of the local file system or could become
   one: not a URL, not a file, nor inside one, nor a link to a missing target (`key` names it in
   the error)."""
+  require_path(path, key)
   text = os.fspath(path)
   if _URL.match(text):
     raise ValueError(

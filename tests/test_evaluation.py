@@ -736,6 +736,17 @@ def test_evaluate_names_an_argument_of_the_wrong_kind(argument, value, message, 
     evaluation.evaluate(**arguments, num_problems=2, max_new_tokens=4)
 
 
+@pytest.mark.parametrize("load", [models.from_pretrained, models.load_tokenizer,
+                                  evaluation.load_model])
+def test_a_loaded_model_given_where_its_directory_goes_is_a_clear_error(load):
+  """from_pretrained(model) failed with "expected str, bytes or os.PathLike object, not Qwen",
+  and load_model(model) with "File name too long", the model's description taken as its path."""
+  model, _ = models.from_pretrained(assets.TINY_ARITH)
+  with pytest.raises(TypeError, match=re.escape(
+      "model must be a path (a str or pathlib.Path), got Qwen.")):
+    load(model)
+
+
 class _Killed(BaseException):
   """A SIGKILL: nothing after it runs, no handler sees it."""
 
