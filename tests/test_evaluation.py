@@ -736,6 +736,18 @@ def test_evaluate_names_an_argument_of_the_wrong_kind(argument, value, message, 
     evaluation.evaluate(**arguments, num_problems=2, max_new_tokens=4)
 
 
+@pytest.mark.parametrize("num_problems", ["4", 2.5, -1])
+def test_evaluate_names_a_number_of_problems_that_is_no_count(num_problems):
+  """num_problems="4" failed with "'<' not supported between instances of 'str' and 'int'"."""
+  model, _ = models.from_pretrained(assets.TINY_ARITH)
+  with pytest.raises(ValueError, match=re.escape(
+      "eval.num_problems must be an integer >= 0 (0: the whole test split), got "
+      f"{num_problems!r}.")):
+    evaluation.evaluate(model, models.load_tokenizer(assets.TINY_ARITH),
+                        tasks.get_task("arithmetic"), num_problems=num_problems,
+                        max_new_tokens=4)
+
+
 @pytest.mark.parametrize("load", [models.from_pretrained, models.load_tokenizer,
                                   evaluation.load_model])
 def test_a_loaded_model_given_where_its_directory_goes_is_a_clear_error(load):
