@@ -41,6 +41,9 @@ def require_config(config, sections: tuple[str, ...], example: str) -> None:
 
 
 def default_config() -> ml_collections.ConfigDict:
+  """Every training key with its default (docs/configuration.md), for `jaxlayer.rl.train.train`;
+  model.path and run_dir must be set. A key takes a value of its type: `config.run_dir =
+  str(path)`, not a pathlib.Path."""
   config = ml_collections.ConfigDict()
   config.run_dir = config_dict.placeholder(str)  # required: checkpoints, metrics, config copy
   config.seed = 0  # data order, sampling and mini-batch shuffling

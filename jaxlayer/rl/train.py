@@ -137,6 +137,8 @@ def _parts_text(paths: Sequence[str]) -> str:
 
 @dataclasses.dataclass
 class TrainResult:
+  """What `train` returns: the run, its last step's metrics and the trained model."""
+
   run_dir: Path
   step: int  # RL steps completed (resumed steps included)
   metrics: dict  # the last step's metrics ({} when nothing was left to do)
