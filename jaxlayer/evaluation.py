@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from jaxlayer import distributed, locks, models, paths, sampling, tasks
 from jaxlayer.envs import summarize
 from jaxlayer.rl import checkpoint, multiturn, train
+from jaxlayer.rl.config import require_config
 
 EVAL_FILE = "eval.json"
 GENERATIONS_FILE = "generations.jsonl"
@@ -673,6 +674,8 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   OUT/.jaxlayer.lock). The temporary files of an evaluation killed while writing go
   (distributed.remove_temporary_leftovers: on several hosts, each host's).
   base_model: a run's base model, where it moved (load_model)."""
+  require_config(config, ("model", "task", "rollout"),
+                 "jaxlayer.rl.config.default_config() or a configs/*.py get_config()")
   out = paths.local_path(default_out_dir(model_path, step) if out_dir is None else out_dir,
                          "--out")
   names = task_names(config)

@@ -748,6 +748,17 @@ def test_evaluate_names_a_number_of_problems_that_is_no_count(num_problems):
                         max_new_tokens=4)
 
 
+def test_evaluate_and_save_names_a_config_that_is_no_configdict(tmp_path):
+  """A dict failed with "'dict' object has no attribute 'rollout'"."""
+  config = default_config()
+  config.model.path = str(assets.TINY_ARITH)
+  with pytest.raises(TypeError, match=re.escape(
+      "config must be an ml_collections ConfigDict, such as jaxlayer.rl.config.default_config() "
+      "or a configs/*.py get_config(), got dict.")):
+    evaluation.evaluate_and_save(config.to_dict(), assets.TINY_ARITH, tmp_path / "eval")
+  assert not (tmp_path / "eval").exists()
+
+
 @pytest.mark.parametrize("load", [models.from_pretrained, models.load_tokenizer,
                                   evaluation.load_model])
 def test_a_loaded_model_given_where_its_directory_goes_is_a_clear_error(load):
