@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import difflib
 import json
 import math
 import os
@@ -15,7 +14,7 @@ import sys
 import traceback
 
 from jaxlayer import paths
-from jaxlayer.text import counted, decimals
+from jaxlayer.text import closest, counted, decimals
 
 # Installed without PyTorch (a TPU VM), transformers advises at import that "Models won't be
 # available": its own are not, jaxlayer's JAX ones are. Its advice is for its users.
@@ -85,19 +84,12 @@ class _ArgumentParser(argparse.ArgumentParser):
     return ""
 
 
-def _closest(name: str, known) -> str | None:
-  """The one of the `known` names closest to a mistyped `name` (difflib.get_close_matches), if
-  one is close."""
-  close = difflib.get_close_matches(name, list(known), n=1)
-  return close[0] if close else None
-
-
 def _unknown_option(option: str, known: tuple[str, ...]) -> str:
   """"unknown option OPTION", then "; did you mean CLOSEST?" for the one of the `known` long
   options closest to it (of a dotted --confg.train.steps, to its part before the first dot:
   --config.train.steps), else ":". Names compare without their dashes, which every option has."""
   head, dot, rest = option.partition(".")
-  guess = _closest(head.lstrip("-"), [known_option.lstrip("-") for known_option in known])
+  guess = closest(head.lstrip("-"), [known_option.lstrip("-") for known_option in known])
   return f"unknown option {option}" + (f"; did you mean --{guess}{dot}{rest}?" if guess else ":")
 
 
@@ -276,7 +268,7 @@ def _unknown_key(config, overrides: list[str]) -> str | None:
         is_section = hasattr(node, "keys")
         keys = sorted(node.keys()) if is_section else []
         known = (", ".join(keys) or "none") if is_section else "none: not a section"
-        guess = _closest(part, keys)
+        guess = closest(part, keys)
         problem = (f"{override.split('=', 1)[0]}: {section} has no key {part!r} (its keys: {known})"
                    + (f"; did you mean {guess!r}?" if guess else "."))
         if section in ("task.options", "env.options", "env.eval_options"):  # their arguments
@@ -928,7 +920,7 @@ def main(argv: list[str] | None = None) -> None:
     return
   command = COMMANDS.get(argv[0])
   if command is None:
-    guess = _closest(argv[0], COMMANDS)
+    guess = closest(argv[0], COMMANDS)
     raise SystemExit(f"jaxlayer: unknown command {argv[0]!r}; "
                      + (f"did you mean {guess!r}? Choose" if guess else "choose")
                      + f" one of {sorted(COMMANDS)}.")

@@ -28,8 +28,22 @@ def test_unknown_task_lists_the_registered_names():
 
 
 def test_unknown_option_lists_the_task_options():
-  with pytest.raises(ValueError, match=r"no option\(s\) \['digits'\].*max_value"):
+  with pytest.raises(ValueError, match=r"no option 'digits'; its options are: \[.*'max_value'"):
     get_task("arithmetic", digits=3)
+
+
+def test_a_mistyped_option_names_the_option_meant():
+  with pytest.raises(ValueError, match=re.escape(
+      "task 'arithmetic' has no options 'digits', 'maxvalue' (did you mean 'max_value'?); its "
+      "options are: [")):
+    get_task("arithmetic", maxvalue=99, digits=3)
+
+
+def test_a_task_given_where_its_name_goes_is_a_clear_error():
+  """get_task(task) failed with "unhashable type: 'ArithmeticTask'"."""
+  with pytest.raises(TypeError, match=re.escape(
+      "get_task takes a task's name, one of ['amc', 'arithmetic', ")):
+    get_task(get_task("arithmetic"))
 
 
 def test_every_registered_task_builds_with_defaults():

@@ -21,6 +21,7 @@ from jaxlayer.tasks.countdown import CountdownTask
 from jaxlayer.tasks.math_tasks import AMCTask, GSM8KTask, MathTask, NuminaTask, OlympiadBenchTask
 from jaxlayer.tasks.prompts import (chat_prompt, encode_prompts, format_prompt, opened_thinking,
                                     prompt_settings)
+from jaxlayer.text import closest
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arithmetic": ArithmeticTask,
@@ -42,13 +43,20 @@ def _option_names(factory: Callable[..., Task]) -> list[str]:
 
 def get_task(name: str, **options) -> Task:
   """Build the task registered as `name` with its options (see each task's docstring)."""
+  if not isinstance(name, str):
+    raise TypeError(f"get_task takes a task's name, one of {sorted(TASKS)}, got "
+                    f"{type(name).__name__}.")
   if name not in TASKS:
     raise ValueError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
   factory = TASKS[name]
   valid = _option_names(factory)
   unknown = sorted(set(options) - set(valid))
   if unknown:
-    raise ValueError(f"task {name!r} has no option(s) {unknown}; its options are: {valid}")
+    named = ", ".join(repr(option) + (f" (did you mean {guess!r}?)"
+                                      if (guess := closest(option, valid)) else "")
+                      for option in unknown)
+    raise ValueError(f"task {name!r} has no {'option' if len(unknown) == 1 else 'options'} "
+                     f"{named}; its options are: {valid}")
   return factory(**options)
 
 
