@@ -215,10 +215,12 @@ def _check_prompts_fit(task_name: str, prompt_ids: list[list[int]], max_new_toke
 
 
 def check_eval_fits(config: ml_collections.ConfigDict, tokenizer,
-                    model_config: models.ModelConfig) -> None:
+                    model_config: models.ModelConfig,
+                    own_task: tasks.Task | None = None) -> None:
   """The check `evaluate` makes before generating, for every eval task of `config`, without a
   model (an environment's: its first reset with env.eval_options, `EnvSettings.check_env`):
-  training runs it before its first step when it evaluates (logging.eval_every)."""
+  training runs it before its first step when it evaluates (logging.eval_every). own_task: as
+  in `config_task`."""
   env = env_config(config)
   if env is not None:  # episodes: contexts are cut to rollout.max_prompt_tokens
     env.check_env()  # bad env.eval_options fail now, not after logging.eval_every steps
@@ -226,7 +228,7 @@ def check_eval_fits(config: ml_collections.ConfigDict, tokenizer,
   settings = eval_settings(config)
   prompt_settings = tasks.prompt_settings(config.task)
   for name in task_names(config):
-    task = config_task(config, name)
+    task = config_task(config, name, own_task)
     problems, _, prompt_ids = _test_prompts(task, tokenizer, settings["num_problems"],
                                             prompt_settings)
     task.check_reward_weights(problems[0])
@@ -552,10 +554,14 @@ def overall_score(config: ml_collections.ConfigDict,
           "metrics": {r.task: metrics[r.task] for r in results}}
 
 
-def config_task(config: ml_collections.ConfigDict, name: str) -> tasks.Task:
-  """Task `name`: with config.task.options when it is the config's task, else with its
-  eval.task_options (none: its defaults)."""
+def config_task(config: ml_collections.ConfigDict, name: str,
+                own_task: tasks.Task | None = None) -> tasks.Task:
+  """Task `name`: with config.task.options when it is the config's task (own_task instead, where
+  given: the Task object of `train(task=...)`), else with its eval.task_options (none: its
+  defaults)."""
   if name == config.task.name:
+    if own_task is not None:
+      return own_task
     options = dict(config.task.options)
   else:
     options = dict(eval_settings(config)["task_options"].get(name, {}))
@@ -565,14 +571,14 @@ def config_task(config: ml_collections.ConfigDict, name: str) -> tasks.Task:
 def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, tokenizer, *,
                          task_name: str | None = None, seed: int | None = None,
                          progress_position: int = 0,
-                         cut_contexts_warning: multiturn.CutContextsWarning | None = None
-                         ) -> EvalResult:
+                         cut_contexts_warning: multiturn.CutContextsWarning | None = None,
+                         own_task: tasks.Task | None = None) -> EvalResult:
   """`evaluate` on task `task_name` (default: config.task.name) with the config's prompt
   (`tasks.prompt_settings`: task.template, task.use_chat_template, task.system_prompt,
   task.chat_template_kwargs) and eval settings; with
   eval.replicate_params, from a copy of the model on every device (`sampling.replicated`).
 
-  seed: the mean@k sampling seed (default config.seed).
+  seed: the mean@k sampling seed (default config.seed). own_task: as in `config_task`.
   With config.env.name set, `evaluate_env` on that environment (task_name is then unused), which
   warns of cut contexts with cut_contexts_warning.
   """
@@ -591,7 +597,7 @@ def evaluate_from_config(config: ml_collections.ConfigDict, model: models.Qwen, 
         cut_contexts_warning=cut_contexts_warning)
   name = task_name or config.task.name
   return evaluate(
-      model, tokenizer, config_task(config, name), num_problems=settings["num_problems"],
+      model, tokenizer, config_task(config, name, own_task), num_problems=settings["num_problems"],
       max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
       num_samples=task_num_samples(config, name), temperature=settings["temperature"],
       top_p=settings["top_p"], **tasks.prompt_settings(config.task),

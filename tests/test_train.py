@@ -1542,6 +1542,42 @@ def test_evaluations_during_training_score_the_model_of_that_step_and_change_not
   assert titles[:2] == ["reward", "test score"]
 
 
+class _ThirdRightTask(EvenFirstByteTask):
+  """EvenFirstByteTask by its name, grading every completion 0.3 (no 0 / 1 grade of 4 problems
+  averages to it)."""
+
+  def reward_components(self, problems, completions):
+    return {"correct": [0.3] * len(completions)}
+
+
+def test_evaluations_during_training_score_the_task_object_train_was_given(
+    tiny_qwen2_dir, tmp_path, compile_cache):
+  """They scored the task that config.task.name and task.options build, not train(task=...)."""
+  from jaxlayer import evaluation
+
+  cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache, steps=1)
+  cfg.eval = evaluation.default_eval_config()
+  cfg.eval.update(num_problems=4, batch_size=4)
+  cfg.logging.eval_every = 1
+  given = _ThirdRightTask(max_value=9, operators="+", num_train=64, num_test=8,
+                          reward_weights={"correct": 1.0})
+  result = train.train(cfg, task=given)
+  assert result.metrics[f"eval/{EvenFirstByteTask.name}/pass@1"] == pytest.approx(0.3)
+
+
+def test_evaluations_during_training_refuse_a_task_object_of_another_name(tmp_path):
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.rollout.update(max_new_tokens=8, max_prompt_tokens=32)
+  cfg.task.name = EvenFirstByteTask.name
+  cfg.logging.eval_every = 5
+  with pytest.raises(ValueError, match=re.escape(
+      "train(task=...) trains task 'arithmetic', but logging.eval_every scores "
+      "task.name='even_first_byte': set config.task.name='arithmetic'")):
+    train.train(cfg, task=tasks.get_task("arithmetic"))
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("every, due", [(3, [3, 6, 9, 10]), (5, [5, 10]), (0, [])])
 def test_evaluations_during_training_come_every_n_steps_and_at_the_end(every, due):
   cfg = default_config()

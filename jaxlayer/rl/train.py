@@ -739,6 +739,7 @@ class _Trainer:
     self.eval_cut_contexts_warning = multiturn.CutContextsWarning(
         then=" Warned once for all the evaluations of this run (logging.eval_every).")
     self.problems_record = None  # a task's training problems (an environment's episodes: none)
+    self.given_task = task  # train(task=...): scored for task.name by logging.eval_every
     if self.env is not None:
       if task is not None:
         raise ValueError(f"train(task=...) is for single-turn tasks, but env.name="
@@ -756,7 +757,8 @@ class _Trainer:
     if cfg.logging.get("eval_every", 0):  # a test prompt too long fails now, not after a step
       from jaxlayer import evaluation  # (it imports this module)
 
-      evaluation.check_eval_fits(cfg, self.tokenizer, plan_.model_config)
+      evaluation.check_eval_fits(cfg, self.tokenizer, plan_.model_config,
+                                 own_task=self.given_task)
 
     model, _ = models.from_pretrained(plan_.model_dir, dtype=cfg.model.dtype, mesh=plan_.mesh)
     self.split, self.params = rl_step.split_model(model, plan_.selection.trainable)
@@ -1100,7 +1102,7 @@ def _evaluate(trainer: _Trainer, config: ml_collections.ConfigDict,
   model = trainer.split.merge(trainer.params)
   results = [evaluation.evaluate_from_config(
       config, model, trainer.tokenizer, task_name=name, progress_position=position,
-      cut_contexts_warning=trainer.eval_cut_contexts_warning)
+      cut_contexts_warning=trainer.eval_cut_contexts_warning, own_task=trainer.given_task)
       for name in evaluation.task_names(config)]
   scores = {f"eval/{result.task}/{metric}": value
             for result in results for metric, value in result.scores.items()}
@@ -1178,7 +1180,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   its run directory left untouched (how_to_train_on says how to go on). A resume may change
   train.steps unless the learning-rate schedule depends on it (cosine).
 
-  task: a Task object to use instead of `config.task.name` / `options` (e.g. a custom reward).
+  task: a Task object to use instead of `config.task.name` / `options` (e.g. a custom reward);
+    logging.eval_every scores it too, for task.name, which must then be its name.
   position, leave: the tqdm bar's line and whether it stays when done (nest it under a sweep
   bar with position=1, leave=False). on_step(step, metrics) runs after every step;
   on_start(step) once before the first, with the step the run starts from (0: a new run), when
@@ -1195,6 +1198,12 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
     tasks.require_task(task)
   with distributed.failing_together("Checking the run's settings"):
     plan_ = plan(config)
+  if task is not None and config.logging.get("eval_every", 0) and task.name != config.task.name:
+    raise ValueError(
+        f"train(task=...) trains task {task.name!r}, but logging.eval_every scores task.name="
+        f"{config.task.name!r}: set config.task.name={task.name!r} (registered: "
+        "tasks.TASKS[NAME] = ITS_CLASS), or logging.eval_every=0 and score the result with "
+        "evaluation.evaluate(result.model, tokenizer, task, ...).")
   _require(stop_at is None or (isinstance(stop_at, int) and stop_at >= 1),
            f"train(stop_at={stop_at!r}): give the RL step to stop after, an int >= 1 (or None).")
   warn_if_memory_short(plan_)
