@@ -33,6 +33,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -345,6 +346,9 @@ def _stop_and_pad_ids(model, tokenizer, eos_token_ids) -> tuple[list[int], int]:
   """Stop tokens (None: as in training) and the padding id."""
   if eos_token_ids is None:
     eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
+  if isinstance(eos_token_ids, numbers.Integral):
+    raise TypeError(f"eos_token_ids must be a list of token ids, got the int {eos_token_ids}; "
+                    f"pass [{eos_token_ids}] (or None: the stop tokens training uses).")
   eos_token_ids = [int(t) for t in eos_token_ids]
   pad = tokenizer.pad_token_id
   return eos_token_ids, pad if pad is not None else (eos_token_ids[0] if eos_token_ids else 0)

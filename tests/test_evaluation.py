@@ -748,6 +748,18 @@ def test_evaluate_names_a_number_of_problems_that_is_no_count(num_problems):
                         max_new_tokens=4)
 
 
+def test_evaluate_names_a_stop_token_given_as_an_int():
+  """eos_token_ids=tokenizer.eos_token_id failed with "'int' object is not iterable"."""
+  model, _ = models.from_pretrained(assets.TINY_ARITH)
+  tokenizer = models.load_tokenizer(assets.TINY_ARITH)
+  eos = tokenizer.eos_token_id
+  with pytest.raises(TypeError, match=re.escape(
+      f"eos_token_ids must be a list of token ids, got the int {eos}; pass [{eos}] (or None: "
+      "the stop tokens training uses).")):
+    evaluation.evaluate(model, tokenizer, tasks.get_task("arithmetic"), num_problems=2,
+                        max_new_tokens=4, eos_token_ids=eos)
+
+
 def test_evaluate_and_save_names_a_config_that_is_no_configdict(tmp_path):
   """A dict failed with "'dict' object has no attribute 'rollout'"."""
   config = default_config()
