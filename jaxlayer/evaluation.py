@@ -430,7 +430,11 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
 
 def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config's eval section over `default_eval_config()` (a config without one gets the
-  defaults); unknown keys and impossible combinations are an error."""
+  defaults); unknown keys and impossible combinations are an error, and so is a config that is
+  no ConfigDict of a training config's sections (every function here that takes a config
+  reads it through this one first)."""
+  require_config(config, ("model", "task", "rollout"),
+                 "jaxlayer.rl.config.default_config() or a configs/*.py get_config()")
   settings = default_eval_config().to_dict()
   given = config.get("eval") or {}
   unknown = sorted(set(given) - set(settings))
@@ -684,8 +688,6 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   OUT/.jaxlayer.lock). The temporary files of an evaluation killed while writing go
   (distributed.remove_temporary_leftovers: on several hosts, each host's).
   base_model: a run's base model, where it moved (load_model)."""
-  require_config(config, ("model", "task", "rollout"),
-                 "jaxlayer.rl.config.default_config() or a configs/*.py get_config()")
   out = paths.local_path(default_out_dir(model_path, step) if out_dir is None else out_dir,
                          "--out")
   names = task_names(config)

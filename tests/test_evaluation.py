@@ -760,14 +760,18 @@ def test_evaluate_names_a_stop_token_given_as_an_int():
                         max_new_tokens=4, eos_token_ids=eos)
 
 
-def test_evaluate_and_save_names_a_config_that_is_no_configdict(tmp_path):
+@pytest.mark.parametrize("evaluating", ["evaluate_and_save", "evaluate_from_config"])
+def test_evaluating_by_a_config_names_a_config_that_is_no_configdict(evaluating, tmp_path):
   """A dict failed with "'dict' object has no attribute 'rollout'"."""
   config = default_config()
   config.model.path = str(assets.TINY_ARITH)
+  model = models.from_pretrained(assets.TINY_ARITH)[0]
+  arguments = {"evaluate_and_save": (assets.TINY_ARITH, tmp_path / "eval"),
+               "evaluate_from_config": (model, models.load_tokenizer(assets.TINY_ARITH))}
   with pytest.raises(TypeError, match=re.escape(
       "config must be an ml_collections ConfigDict, such as jaxlayer.rl.config.default_config() "
       "or a configs/*.py get_config(), got dict.")):
-    evaluation.evaluate_and_save(config.to_dict(), assets.TINY_ARITH, tmp_path / "eval")
+    getattr(evaluation, evaluating)(config.to_dict(), *arguments[evaluating])
   assert not (tmp_path / "eval").exists()
 
 
