@@ -338,6 +338,22 @@ def test_a_run_evaluates_in_the_sweeps_compilation_cache_and_gives_the_process_i
   assert jax.config.jax_compilation_cache_dir == own
 
 
+def test_a_compilation_cache_under_the_home_directory_is_the_one_the_evaluations_use(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv("HOME", str(tmp_path))
+  seen = []
+
+  class CacheSeen(FakeRL):
+    def eval(self, config, **kwargs):
+      seen.append(jax.config.jax_compilation_cache_dir)
+      return super().eval(config, **kwargs)
+
+  config = make_config(tmp_path / "sweep", layers="0")
+  config.compilation_cache_dir = "~/xla_cache"
+  _run(config, CacheSeen(BLOCKS))
+  assert seen == [str(tmp_path / "xla_cache")] * 3
+
+
 def test_a_key_added_since_the_sweep_began_matches_at_its_default(tmp_path):
   """A sweep directory written before train.gigpo_normalize existed reopens while the key keeps
   its default ("std", the old behaviour), and is refused when it changes."""

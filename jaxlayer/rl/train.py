@@ -1154,15 +1154,15 @@ def use_compilation_cache(directory: str | None) -> None:
 
 @contextlib.contextmanager
 def compilation_cache_in(directory: str | None):
-  """Within: JAX's persistent compilation cache in `directory` (None: the process's own);
-  afterwards the process's own again. A notebook's later cells would otherwise write their
-  compiled programs into a run's or sweep's directory (and warn at every compilation once that
-  directory is deleted)."""
+  """Within: JAX's persistent compilation cache in `directory` (None: the process's own; a
+  leading ~ is the home directory); afterwards the process's own again. A notebook's later cells
+  would otherwise write their compiled programs into a run's or sweep's directory (and warn at
+  every compilation once that directory is deleted)."""
   if not directory:
     yield
     return
   previous = jax.config.jax_compilation_cache_dir
-  use_compilation_cache(directory)
+  use_compilation_cache(os.path.expanduser(directory))
   try:
     yield
   finally:
