@@ -136,7 +136,8 @@ def eval_problems(task: tasks.Task, num_problems: int | None) -> list[tasks.Prob
     raise ValueError(f"task {task.name!r} has no test problems to evaluate on.")
   if num_problems is None or num_problems == 0:
     return problems
-  if isinstance(num_problems, bool) or not isinstance(num_problems, int) or num_problems < 0:
+  if (isinstance(num_problems, bool) or not isinstance(num_problems, numbers.Integral)
+      or num_problems < 0):
     raise ValueError(f"eval.num_problems must be an integer >= 0 (0: the whole test split), got "
                      f"{num_problems!r}.")
   if num_problems > len(problems):

@@ -748,6 +748,14 @@ def test_evaluate_names_a_number_of_problems_that_is_no_count(num_problems):
                         max_new_tokens=4)
 
 
+def test_evaluate_takes_a_numpy_integer_number_of_problems():
+  model, _ = models.from_pretrained(assets.TINY_ARITH)
+  result = evaluation.evaluate(model, models.load_tokenizer(assets.TINY_ARITH),
+                               tasks.get_task("arithmetic"), num_problems=np.int64(2),
+                               max_new_tokens=4, progress=False)
+  assert result.num_problems == 2
+
+
 def test_evaluate_names_a_stop_token_given_as_an_int():
   """eos_token_ids=tokenizer.eos_token_id failed with "'int' object is not iterable"."""
   model, _ = models.from_pretrained(assets.TINY_ARITH)
