@@ -1565,6 +1565,16 @@ def test_evaluations_during_training_score_the_task_object_train_was_given(
   assert result.metrics[f"eval/{EvenFirstByteTask.name}/pass@1"] == pytest.approx(0.3)
 
 
+def test_a_task_object_without_training_problems_is_named_by_its_own_name(tmp_path):
+  """The error named config.task.name's task, not the one train was given."""
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.rollout.update(max_new_tokens=8, max_prompt_tokens=32)
+  cfg.task.name = "countdown"
+  with pytest.raises(ValueError, match=re.escape("Task 'arithmetic' has no training problems.")):
+    train.train(cfg, task=tasks.get_task("arithmetic", num_train=0))
+
+
 def test_evaluations_during_training_refuse_a_task_object_of_another_name(tmp_path):
   cfg = default_config()
   cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")

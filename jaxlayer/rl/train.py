@@ -797,7 +797,7 @@ class _Trainer:
   def _encode_problems(self) -> None:
     problems = list(self.task.train_problems())
     if not problems:
-      raise ValueError(f"Task {self.cfg.task.name!r} has no training problems.")
+      raise ValueError(f"Task {self.task.name!r} has no training problems.")
     settings = tasks.prompt_settings(self.cfg.task)
     texts = [tasks.format_prompt(p, self.tokenizer, **settings) for p in problems]
     encoded = tasks.encode_prompts(self.tokenizer, texts,
