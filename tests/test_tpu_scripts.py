@@ -200,16 +200,21 @@ def _wait_for(path):
     time.sleep(0.05)
 
 
+def _install_fake_jaxlayer(home, source):
+  """A stand-in `jaxlayer` in home's jaxlayer-venv, running the Python source given."""
+  (home / "jaxlayer-venv" / "bin").mkdir(parents=True)
+  fake_jaxlayer = home / "jaxlayer-venv" / "bin" / "jaxlayer"
+  fake_jaxlayer.write_text(f"#!{sys.executable}\n{source}")
+  fake_jaxlayer.chmod(0o755)
+
+
 def test_launch_logs_stop_remote_commands_run_on_a_worker(tmp_path, config_with_space):
   """Runs the worker-side commands with bash in a scratch home and a stand-in jaxlayer."""
   home = tmp_path / "home"
-  (home / "jaxlayer-venv" / "bin").mkdir(parents=True)
-  fake_jaxlayer = home / "jaxlayer-venv" / "bin" / "jaxlayer"
-  fake_jaxlayer.write_text(
-      f"#!{sys.executable}\nimport os, sys, time\nprint('step 1 reward 0.5', flush=True)\n"
+  _install_fake_jaxlayer(
+      home, "import os, sys, time\nprint('step 1 reward 0.5', flush=True)\n"
       "lines = [*sys.argv[1:], 'HF_HOME=' + os.environ['HF_HOME'], 'END']\n"
       "open('args.txt', 'w').write(''.join(line + '\\n' for line in lines))\ntime.sleep(60)\n")
-  fake_jaxlayer.chmod(0o755)
   commands = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
                   *OVERRIDES, "--env", "HF_HOME=/mnt/hf cache", "--run-name", "first")
   mkdir, scp, start = commands
@@ -240,11 +245,8 @@ def test_launch_logs_stop_remote_commands_run_on_a_worker(tmp_path, config_with_
 
     pid = int(pid_file.read_text())
     [stop] = plan("stop.sh", "--zone", ZONE)
-    assert "stopped pid" in _run_remote(remote_command(stop), home).stdout
-    deadline = time.monotonic() + 10
-    while _alive(pid):
-      assert time.monotonic() < deadline, "the run was not stopped"
-      time.sleep(0.05)
+    assert f"pid {pid} stopped" in _run_remote(remote_command(stop), home).stdout
+    assert not _alive(pid)
     finished = subprocess.Popen(["true"])
     finished.wait()  # reaped: its pid is surely gone
     pid_file.write_text(f"{finished.pid}\n")
@@ -257,6 +259,40 @@ def test_launch_logs_stop_remote_commands_run_on_a_worker(tmp_path, config_with_
   finally:
     if pid_file.exists() and _alive(int(pid_file.read_text())):
       os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_stop_waits_for_the_checkpoint_and_sends_one_sigterm(tmp_path, config_with_space):
+  """stop.sh run again while the run finishes its step (the launch it refused, or an impatient
+  user) must not send the second SIGTERM that stops jaxlayer at once, without its checkpoint."""
+  home = tmp_path / "home"
+  _install_fake_jaxlayer(
+      home, "import pathlib, signal, time\n"
+      "signals = pathlib.Path('signals.txt')\n"
+      "signal.signal(signal.SIGTERM, lambda *_: signals.open('a').write('SIGTERM\\n'))\n"
+      "print('training', flush=True)\n"
+      "while not signals.exists():\n  time.sleep(0.05)\n"
+      "time.sleep(1)  # the step under way\npathlib.Path('checkpoint.txt').touch()\n")
+  mkdir, _, start = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
+                         "--run-name", "r")
+  [stop] = plan("stop.sh", "--zone", ZONE)
+  assert _run_remote(remote_command(mkdir), home).returncode == 0
+  assert _run_remote(remote_command(start), home).returncode == 0
+  log = home / "jaxlayer-run" / "logs" / f"r-{socket.gethostname()}.log"
+  deadline = time.monotonic() + 20
+  while not (log.exists() and log.read_text() == "training\n"):
+    assert time.monotonic() < deadline, "the stand-in jaxlayer never started"
+    time.sleep(0.05)
+  with subprocess.Popen(["bash", "-c", remote_command(stop)], cwd=home, stdout=subprocess.PIPE,
+                        text=True) as first:
+    while not (home / "signals.txt").exists():
+      assert first.poll() is None and time.monotonic() < deadline, "no SIGTERM sent"
+      time.sleep(0.05)
+    again = _run_remote(remote_command(stop), home)
+    first_output, _ = first.communicate(timeout=30)
+  assert "is stopping already" in again.stdout and "stopped" in again.stdout
+  assert "sent SIGTERM" in first_output and "stopped" in first_output
+  assert (home / "checkpoint.txt").exists()
+  assert (home / "signals.txt").read_text() == "SIGTERM\n"
 
 
 def _alive(pid):

@@ -75,6 +75,7 @@ still_going="if $(remote_run_is_alive); then echo \"a jaxlayer run is still goin
 ssh_workers all "$still_going; mkdir -p $(shell_quote "$REMOTE_DIR/configs") $(shell_quote "$REMOTE_DIR/logs")"
 scp_to_all_workers "$config_file" "$remote_config"
 ssh_workers all "$still_going; \
+rm -f $(shell_quote "$REMOTE_DIR/jaxlayer.stopping"); \
 nohup $jaxlayer_command > $log 2>&1 < /dev/null & echo \$! > $pid_file; echo \"\$(hostname): started, log in \"$log"
 note "logs: $(next_step logs.sh --follow)  (add --worker N for another worker)"
 note "stop: $(next_step stop.sh)"

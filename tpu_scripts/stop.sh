@@ -7,14 +7,23 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 USAGE="usage: $SCRIPT --zone ZONE [options]
 
 Sends SIGTERM to the jaxlayer process launch.sh started on each worker (its pid is in
-REMOTE_DIR/jaxlayer.pid). A training run stops after its current RL step, on every worker the
-same one, with a checkpoint there: launch.sh with the same command resumes it. Logs,
-checkpoints and results on the workers stay. The TPU VM goes on billing: delete it with
-delete.sh when done.
+REMOTE_DIR/jaxlayer.pid) and waits for it to end. A training run stops after its current RL
+step, on every worker the same one, with a checkpoint there: launch.sh with the same command
+resumes it. Ctrl-C leaves the run stopping; stop.sh again waits for it without sending a second
+SIGTERM (which would stop it at once, without the checkpoint). Logs, checkpoints and results on
+the workers stay. The TPU VM goes on billing: delete it with delete.sh when done.
 
 example: $SCRIPT --zone us-west4-a"
 
 parse_args "$@"
 pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
-ssh_workers all "if $(remote_run_is_alive); then kill \"\$(cat $pid_file)\" && echo \"\$(hostname): stopped pid \$(cat $pid_file)\"; \
+# The pid stop.sh sent SIGTERM to: a second SIGTERM would stop the run without its checkpoint.
+stopping_file="$(shell_quote "$REMOTE_DIR/jaxlayer.stopping")"
+note "waiting for the run to end on every worker after its step (Ctrl-C leaves it stopping)"
+ssh_workers all "if $(remote_run_is_alive); then pid=\"\$(cat $pid_file)\"; \
+if test \"\$(cat $stopping_file 2>/dev/null)\" = \"\$pid\"; then \
+echo \"\$(hostname): pid \$pid is stopping already\"; \
+else echo \"\$pid\" > $stopping_file && kill \"\$pid\" && \
+echo \"\$(hostname): sent SIGTERM to pid \$pid\"; fi; \
+while $(remote_run_is_alive); do sleep 1; done; echo \"\$(hostname): pid \$pid stopped\"; \
 else echo \"\$(hostname): no jaxlayer run going\"; fi"
