@@ -295,6 +295,16 @@ def test_stop_waits_for_the_checkpoint_and_sends_one_sigterm(tmp_path, config_wi
   assert (home / "signals.txt").read_text() == "SIGTERM\n"
 
 
+def test_launch_before_install_is_a_clear_error(tmp_path, config_with_space):
+  mkdir, _, _ = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space))
+  home = tmp_path / "home"
+  home.mkdir()
+  result = _run_remote(remote_command(mkdir), home)
+  assert result.returncode == 1 and "no jaxlayer at jaxlayer-venv/bin/jaxlayer" in result.stderr
+  assert "install.sh --name jaxlayer-tpu --zone us-west4-a" in result.stderr
+  assert list(home.iterdir()) == []
+
+
 def _alive(pid):
   try:
     os.waitpid(pid, os.WNOHANG)  # reaps it if it is a (finished) child of this process

@@ -68,11 +68,14 @@ log="$(shell_quote "$REMOTE_DIR/logs/$RUN_NAME")-\"\$(hostname)\".log"
 pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
 jaxlayer_command="$(quote_command env ${ENV_VARS[@]+"${ENV_VARS[@]}"} "$VENV/bin/jaxlayer" "$COMMAND" \
   --config "$remote_config$config_arg" ${OVERRIDES[@]+"${OVERRIDES[@]}"})"
+jaxlayer_executable="$(shell_quote "$VENV/bin/jaxlayer")"
+not_installed=": no jaxlayer at $VENV/bin/jaxlayer: install it with $(next_step install.sh)"
 
 still_going="if $(remote_run_is_alive); then echo \"a jaxlayer run is still going on \$(hostname) (pid \$(cat $pid_file)): stop it with stop.sh first, and wait until it has ended on every worker\" >&2; exit 1; fi"
 # Every worker is asked before any starts: the others would wait for the busy one's process
 # until JAX gives up (a run stopped by stop.sh may still be saving its checkpoint there).
-ssh_workers all "$still_going; mkdir -p $(shell_quote "$REMOTE_DIR/configs") $(shell_quote "$REMOTE_DIR/logs")"
+ssh_workers all "if test ! -x $jaxlayer_executable; then echo \"\$(hostname)\"$(shell_quote "$not_installed") >&2; exit 1; fi; \
+$still_going; mkdir -p $(shell_quote "$REMOTE_DIR/configs") $(shell_quote "$REMOTE_DIR/logs")"
 scp_to_all_workers "$config_file" "$remote_config"
 ssh_workers all "$still_going; \
 rm -f $(shell_quote "$REMOTE_DIR/jaxlayer.stopping"); \
