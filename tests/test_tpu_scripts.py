@@ -118,6 +118,9 @@ def test_create_an_unknown_accelerator_type_asks_for_a_runtime_version():
 def test_create_warns_about_cost_and_names_the_teardown():
   result = run_script("create.sh", "--zone", ZONE, "--dry-run")
   assert "bills by the hour" in result.stderr and "delete.sh" in result.stderr
+  assert "preemption" not in result.stderr
+  spot = run_script("create.sh", "--zone", ZONE, "--spot", "--dry-run")
+  assert "preemption takes the workers' disks" in spot.stderr and "shared mount" in spot.stderr
 
 
 def test_environment_variables_set_defaults_and_flags_win():

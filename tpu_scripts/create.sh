@@ -15,7 +15,8 @@ TPU VM with several workers; the other scripts address them all with --worker=al
                              v5litepod-* v2-alpha-tpuv5-lite, v2/v3/v4-* tpu-ubuntu2204-base]
   --queued                   ask through a queued resource (waits for capacity instead of failing);
                              the node gets the same name, and delete.sh needs --queued too
-  --spot                     Spot capacity: much cheaper, may be preempted at any time
+  --spot                     Spot capacity: much cheaper, may be preempted at any time, and the
+                             VM's disks go with it: put run_dir on a shared mount (README.md)
 
 example: $SCRIPT --zone us-central2-b --accelerator-type v4-32 --queued"
 
@@ -53,6 +54,8 @@ fi
 SPOT_FLAG=()
 if ((SPOT)); then
   SPOT_FLAG=(--spot)
+  note "a preemption takes the workers' disks along: put run_dir and sweep.dir on a shared mount \
+(NFS) to resume on a new TPU ($(dirname "$0")/README.md, 6. Spot TPUs and preemption)"
 fi
 
 if ((QUEUED)); then
