@@ -24,6 +24,7 @@ COMMON_HELP="common options (a flag wins over its environment variable):
   --project PROJECT  Cloud project [\$JAXLAYER_PROJECT, default: gcloud's configured project]
   --remote-dir DIR   run directory on each worker, relative to its home [\$JAXLAYER_REMOTE_DIR, default jaxlayer-run]
   --venv DIR         Python environment on each worker [\$JAXLAYER_VENV, default jaxlayer-venv]
+                     (both on each worker's own disk, not on a mount the workers share)
   --dry-run          print every command, one per line and ready to paste, and run none
   -h, --help         show this help
 Flags also take the form --flag=value."
