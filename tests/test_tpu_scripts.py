@@ -380,6 +380,29 @@ def test_unknown_argument_is_a_clear_error(script):
   assert result.returncode == 2 and "unknown argument '--zonee'" in result.stderr
 
 
+@pytest.mark.parametrize("script", RUNNABLE)
+def test_internal_ip_reaches_the_workers_by_internal_ip(script, tmp_path):
+  env = clean_env(TMPDIR=str(tmp_path))
+  args = ["--zone", ZONE, *REQUIRED_ARGS[script]]
+  for flag, extra_env in [("--internal-ip", {}), ("--dry-run", {"JAXLAYER_INTERNAL_IP": "1"})]:
+    for argv in plan(script, *args, flag, env={**env, **extra_env}):
+      if argv[:5] in (gcloud_tpu_vm("ssh"), gcloud_tpu_vm("scp")):
+        assert "--internal-ip" in argv
+      if argv[4:5] == ["create"]:  # no external IPs for the workers
+        assert "--internal-ips" in argv
+  assert not any(arg.startswith("--internal-ip") for argv in plan(script, *args, env=env)
+                 for arg in argv)
+
+
+def test_internal_ip_is_passed_on_to_the_next_step_and_a_bad_value_is_refused():
+  result = run_script("create.sh", "--zone", ZONE, "--queued", "--internal-ip", "--dry-run")
+  assert "--internal-ips" in shlex.split(result.stdout)
+  assert f"install.sh --name jaxlayer-tpu --zone {ZONE} --internal-ip" in result.stderr
+  result = run_script("logs.sh", "--zone", ZONE, "--dry-run",
+                      env=clean_env(JAXLAYER_INTERNAL_IP="yes"))
+  assert result.returncode == 2 and "JAXLAYER_INTERNAL_IP takes 1 or 0, got 'yes'" in result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--config", "c.py"], "no command given"),
     (["train"], "no config given"),

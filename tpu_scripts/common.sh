@@ -14,9 +14,11 @@ ZONE="${JAXLAYER_ZONE:-}"
 PROJECT="${JAXLAYER_PROJECT:-}"
 REMOTE_DIR="${JAXLAYER_REMOTE_DIR:-jaxlayer-run}"
 VENV="${JAXLAYER_VENV:-jaxlayer-venv}"
+INTERNAL_IP="${JAXLAYER_INTERNAL_IP:-0}"
 DRY_RUN=0
 CONSUMED=0
 LOCATION=()
+SSH_FLAGS=()
 
 COMMON_HELP="common options (a flag wins over its environment variable):
   --name NAME        TPU VM name [\$JAXLAYER_TPU_NAME, default jaxlayer-tpu]
@@ -25,6 +27,8 @@ COMMON_HELP="common options (a flag wins over its environment variable):
   --remote-dir DIR   run directory on each worker, relative to its home [\$JAXLAYER_REMOTE_DIR, default jaxlayer-run]
   --venv DIR         Python environment on each worker [\$JAXLAYER_VENV, default jaxlayer-venv]
                      (both on each worker's own disk, not on a mount the workers share)
+  --internal-ip      for TPUs without external IPs: create.sh makes one, the others reach its
+                     workers by internal IP, from a machine in its network [\$JAXLAYER_INTERNAL_IP=1]
   --dry-run          print every command, one per line and ready to paste, and run none
   -h, --help         show this help
 Flags also take the form --flag=value."
@@ -73,12 +77,12 @@ gcloud_tpus() {
 
 # ssh_workers WORKER COMMAND: WORKER is a worker index or "all" (every host of the slice, in parallel).
 ssh_workers() {
-  gcloud_tpus tpu-vm ssh "$TPU_NAME" --worker="$1" --command "$2"
+  gcloud_tpus tpu-vm ssh "$TPU_NAME" --worker="$1" ${SSH_FLAGS[@]+"${SSH_FLAGS[@]}"} --command "$2"
 }
 
 # scp_to_all_workers LOCAL_PATH REMOTE_PATH (relative to each worker's home).
 scp_to_all_workers() {
-  gcloud_tpus tpu-vm scp "$1" "$TPU_NAME:$2" --worker=all
+  gcloud_tpus tpu-vm scp "$1" "$TPU_NAME:$2" --worker=all ${SSH_FLAGS[@]+"${SSH_FLAGS[@]}"}
 }
 
 # A remote shell test: true when the run started by launch.sh is still going on that worker
@@ -98,6 +102,7 @@ next_step() {
   if [[ -n "$PROJECT" ]]; then
     flags+=(--project "$PROJECT")
   fi
+  flags+=(${SSH_FLAGS[@]+"${SSH_FLAGS[@]}"})
   quote_command "$(dirname "$0")/$script" "${flags[@]}" "$@"
 }
 
@@ -138,6 +143,7 @@ parse_args() {
       --project) take_value PROJECT "$@" ;;
       --remote-dir) take_value REMOTE_DIR "$@" ;;
       --venv) take_value VENV "$@" ;;
+      --internal-ip) INTERNAL_IP=1 && CONSUMED=1 ;;
       --config.*) call_script_flag "$@" ;;
       --*=*)
         set -- "${1%%=*}" "${1#*=}" "${@:2}"
@@ -150,6 +156,10 @@ parse_args() {
   [[ -n "$TPU_NAME" ]] || die "the TPU name is empty: pass --name NAME or set JAXLAYER_TPU_NAME"
   [[ -n "$ZONE" ]] || die "no zone given: pass --zone ZONE or set JAXLAYER_ZONE (see $SCRIPT --help)"
   [[ "$REMOTE_DIR$VENV" != *"~"* ]] || die "--remote-dir and --venv take a path relative to the worker's home or an absolute one, without '~'"
+  [[ "$INTERNAL_IP" =~ ^[01]$ ]] || die "JAXLAYER_INTERNAL_IP takes 1 or 0, got '$INTERNAL_IP'"
+  if ((INTERNAL_IP)); then
+    SSH_FLAGS=(--internal-ip)
+  fi
   LOCATION=(--zone="$ZONE")
   if [[ -n "$PROJECT" ]]; then
     LOCATION+=(--project="$PROJECT")

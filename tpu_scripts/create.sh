@@ -51,9 +51,12 @@ if [[ -z "$RUNTIME_VERSION" ]]; then
   RUNTIME_VERSION="$(default_runtime_version "$ACCELERATOR_TYPE")" ||
     die "no default runtime version for accelerator type '$ACCELERATOR_TYPE': pass --runtime-version VERSION (see cloud.google.com/tpu/docs/runtimes)"
 fi
-SPOT_FLAG=()
+NODE_FLAGS=()
+if ((INTERNAL_IP)); then
+  NODE_FLAGS+=(--internal-ips)
+fi
 if ((SPOT)); then
-  SPOT_FLAG=(--spot)
+  NODE_FLAGS+=(--spot)
   note "a preemption takes the workers' disks along: put run_dir and sweep.dir on a shared mount \
 (NFS) to resume on a new TPU ($(dirname "$0")/README.md, 6. Spot TPUs and preemption)"
 fi
@@ -61,11 +64,11 @@ fi
 if ((QUEUED)); then
   note "a TPU bills by the hour until it is deleted: $(next_step delete.sh --queued)"
   gcloud_tpus queued-resources create "$TPU_NAME" --node-id="$TPU_NAME" \
-    --accelerator-type="$ACCELERATOR_TYPE" --runtime-version="$RUNTIME_VERSION" ${SPOT_FLAG[@]+"${SPOT_FLAG[@]}"}
+    --accelerator-type="$ACCELERATOR_TYPE" --runtime-version="$RUNTIME_VERSION" ${NODE_FLAGS[@]+"${NODE_FLAGS[@]}"}
   note "queued; it is ready when this says ACTIVE: $(quote_command gcloud compute tpus queued-resources describe "$TPU_NAME" "${LOCATION[@]}")"
 else
   note "a TPU bills by the hour until it is deleted: $(next_step delete.sh)"
   gcloud_tpus tpu-vm create "$TPU_NAME" \
-    --accelerator-type="$ACCELERATOR_TYPE" --version="$RUNTIME_VERSION" ${SPOT_FLAG[@]+"${SPOT_FLAG[@]}"}
+    --accelerator-type="$ACCELERATOR_TYPE" --version="$RUNTIME_VERSION" ${NODE_FLAGS[@]+"${NODE_FLAGS[@]}"}
 fi
 note "next: $(next_step install.sh)"

@@ -37,4 +37,5 @@ destination="$TO/$(basename "$FROM")"
 [[ ! -e "$destination" ]] || die "'$destination' already exists and would be overwritten: move it or pass another --to"
 
 run mkdir -p "$TO"
-gcloud_tpus tpu-vm scp --recurse "$TPU_NAME:$FROM" "$TO" --worker="$WORKER"
+gcloud_tpus tpu-vm scp --recurse "$TPU_NAME:$FROM" "$TO" --worker="$WORKER" \
+  ${SSH_FLAGS[@]+"${SSH_FLAGS[@]}"}
