@@ -177,7 +177,8 @@ def test_launch_copies_the_config_and_starts_jaxlayer_on_all_workers(config_with
   assert commands[1][5:7] == [str(config_with_space),
                               "jaxlayer-tpu:jaxlayer-run/configs/my_config.py"]
   start = remote_command(commands[2])
-  assert "nohup env 'HF_HOME=/mnt/hf cache' jaxlayer-venv/bin/jaxlayer train" in start
+  assert ("nohup env PYTHONUNBUFFERED=1 'HF_HOME=/mnt/hf cache' jaxlayer-venv/bin/jaxlayer train"
+          in start)
   assert "--config jaxlayer-run/configs/my_config.py" in start
   assert "jaxlayer-run/logs/first-\"$(hostname)\".log" in start
 
@@ -192,8 +193,10 @@ def test_launch_sweep_passes_a_config_argument_through(tmp_path):
 
 
 def _run_remote(command, home):
+  """Runs a worker-side command in home, without the PYTHONUNBUFFERED an ssh session lacks."""
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
   return subprocess.run(["bash", "-c", command], cwd=home, capture_output=True, text=True,
-                        timeout=30)
+                        env=env, timeout=30)
 
 
 def _wait_for(path):
@@ -215,7 +218,7 @@ def test_launch_logs_stop_remote_commands_run_on_a_worker(tmp_path, config_with_
   """Runs the worker-side commands with bash in a scratch home and a stand-in jaxlayer."""
   home = tmp_path / "home"
   _install_fake_jaxlayer(
-      home, "import os, sys, time\nprint('step 1 reward 0.5', flush=True)\n"
+      home, "import os, sys, time\nprint('step 1 reward 0.5')\n"  # in the log before args.txt
       "lines = [*sys.argv[1:], 'HF_HOME=' + os.environ['HF_HOME'], 'END']\n"
       "open('args.txt', 'w').write(''.join(line + '\\n' for line in lines))\ntime.sleep(60)\n")
   commands = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),

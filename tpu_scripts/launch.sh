@@ -66,7 +66,9 @@ config_name="$(basename "$config_file")"
 remote_config="$REMOTE_DIR/configs/${config_name//[^A-Za-z0-9._-]/_}"
 log="$(shell_quote "$REMOTE_DIR/logs/$RUN_NAME")-\"\$(hostname)\".log"
 pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
-jaxlayer_command="$(quote_command env ${ENV_VARS[@]+"${ENV_VARS[@]}"} "$VENV/bin/jaxlayer" "$COMMAND" \
+# Unbuffered: jaxlayer's lines reach the log (logs.sh) as they are printed, not at the end.
+jaxlayer_command="$(quote_command env PYTHONUNBUFFERED=1 ${ENV_VARS[@]+"${ENV_VARS[@]}"} \
+  "$VENV/bin/jaxlayer" "$COMMAND" \
   --config "$remote_config$config_arg" ${OVERRIDES[@]+"${OVERRIDES[@]}"})"
 jaxlayer_executable="$(shell_quote "$VENV/bin/jaxlayer")"
 not_installed=": no jaxlayer at $VENV/bin/jaxlayer: install it with $(next_step install.sh)"
