@@ -301,6 +301,23 @@ def test_stop_waits_for_the_checkpoint_and_sends_one_sigterm(tmp_path, config_wi
   assert (home / "signals.txt").read_text() == "SIGTERM\n"
 
 
+def test_stop_now_kills_a_run_that_does_not_stop(tmp_path, config_with_space):
+  home = tmp_path / "home"
+  _install_fake_jaxlayer(
+      home, "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n")
+  mkdir, _, start = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
+                         "--run-name", "r")
+  assert _run_remote(remote_command(mkdir), home).returncode == 0
+  assert _run_remote(remote_command(start), home).returncode == 0
+  pid = int((home / "jaxlayer-run" / "jaxlayer.pid").read_text())
+  [stop_now] = plan("stop.sh", "--zone", ZONE, "--now")
+  assert f"killed pid {pid}" in _run_remote(remote_command(stop_now), home).stdout
+  deadline = time.monotonic() + 10
+  while _alive(pid):
+    assert time.monotonic() < deadline, "the run was not killed"
+    time.sleep(0.05)
+
+
 def test_launch_before_install_is_a_clear_error(tmp_path, config_with_space):
   mkdir, _, _ = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space))
   home = tmp_path / "home"
