@@ -466,6 +466,20 @@ def test_a_failing_gcloud_call_stops_the_script(fake_gcloud, config_with_space):
   assert result.returncode == 1 and len(recorded()) == 1
 
 
+def test_launch_keeps_env_values_off_the_screen(fake_gcloud, config_with_space):
+  env, recorded = fake_gcloud
+  secrets = ["HF_TOKEN=hf_secret123", "ODD=it's $x & *"]
+  args = ["train", "--zone", ZONE, "--config", str(config_with_space), "--run-name", "r",
+          *(arg for secret in secrets for arg in ("--env", secret))]
+  result = run_script("launch.sh", *args, env=env)
+  assert result.returncode == 0, result.stderr
+  assert "HF_TOKEN=<hidden>" in result.stderr and "ODD=<hidden>" in result.stderr
+  assert "hf_secret123" not in result.stderr and "$x" not in result.stderr
+  # The workers get them intact, as --dry-run shows them.
+  assert set(secrets) <= set(shlex.split(remote_command(recorded()[-1])))
+  assert plan("launch.sh", *args, env=env)[-1] == ["gcloud", *recorded()[-1]]
+
+
 def _shellcheck():
   return shutil.which("shellcheck", path=os.pathsep.join(
       [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))

@@ -19,6 +19,9 @@ DRY_RUN=0
 CONSUMED=0
 LOCATION=()
 SSH_FLAGS=()
+# NAME=VALUE texts whose VALUE (a token) run() masks in the commands it prints as it runs them;
+# --dry-run shows all.
+HIDDEN=()
 
 COMMON_HELP="common options (a flag wins over its environment variable):
   --name NAME        TPU VM name [\$JAXLAYER_TPU_NAME, default jaxlayer-tpu]
@@ -67,7 +70,13 @@ run() {
     printf '%s\n' "$(quote_command "$@")"
     return 0
   fi
-  printf '+ %s\n' "$(quote_command "$@")" >&2
+  local shown hidden masked
+  shown="$(quote_command "$@")"
+  for hidden in ${HIDDEN[@]+"${HIDDEN[@]}"}; do
+    masked="${hidden%%=*}=<hidden>"
+    shown=${shown//"$hidden"/$masked}
+  done
+  printf '+ %s\n' "$shown" >&2
   "$@"
 }
 

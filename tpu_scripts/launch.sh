@@ -17,7 +17,8 @@ REMOTE_DIR/logs/RUN_NAME-<worker hostname>.log: follow it with logs.sh --follow.
   train | sweep        the jaxlayer command to run
   --config FILE[:ARG]  ml_collections config file (ARG is passed to its get_config)
   --config.KEY=VALUE   a config override, passed through unchanged (repeatable)
-  --env NAME=VALUE     an environment variable for the run (repeatable), e.g. HF_TOKEN=...
+  --env NAME=VALUE     an environment variable for the run (repeatable), e.g. HF_TOKEN=...;
+                       its value is masked in the commands printed (--dry-run shows it)
   --run-name NAME      names the log files [default: COMMAND-YYYYmmdd-HHMMSS]
 
 example: $SCRIPT train --zone us-west4-a --config configs/grpo_arithmetic.py \
@@ -70,6 +71,13 @@ pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
 jaxlayer_command="$(quote_command env PYTHONUNBUFFERED=1 ${ENV_VARS[@]+"${ENV_VARS[@]}"} \
   "$VENV/bin/jaxlayer" "$COMMAND" \
   --config "$remote_config$config_arg" ${OVERRIDES[@]+"${OVERRIDES[@]}"})"
+# --env values (tokens) stay off the screen, as the printed ssh command holds them: quoted for
+# the worker's shell, then for this one.
+for variable in ${ENV_VARS[@]+"${ENV_VARS[@]}"}; do
+  value="${variable#*=}"
+  value="${value//\'/\'\\\'\'}"
+  HIDDEN+=("${variable%%=*}=${value//\'/\'\\\'\'}")
+done
 jaxlayer_executable="$(shell_quote "$VENV/bin/jaxlayer")"
 not_installed=": no jaxlayer at $VENV/bin/jaxlayer: install it with $(next_step install.sh)"
 
