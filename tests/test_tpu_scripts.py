@@ -162,6 +162,23 @@ def test_install_a_package_spec_copies_nothing():
   assert "3.11" in install
 
 
+def test_install_refuses_while_a_run_is_going(tmp_path):
+  home, stub_bin = tmp_path / "home", tmp_path / "bin"
+  (home / "jaxlayer-run").mkdir(parents=True)
+  stub_bin.mkdir()
+  (stub_bin / "python3").write_text(f"#!/bin/sh\necho called >> {tmp_path / 'installed'}\n")
+  (stub_bin / "python3").chmod(0o755)
+  [install] = plan("install.sh", "--zone", ZONE, "--package", "jaxlayer==0.1.0")
+  with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "jaxlayer"]) as run:
+    (home / "jaxlayer-run" / "jaxlayer.pid").write_text(f"{run.pid}\n")
+    result = subprocess.run(["bash", "-c", remote_command(install)], cwd=home, text=True,
+                            capture_output=True, timeout=30,
+                            env=clean_env(PATH=f"{stub_bin}{os.pathsep}{os.environ['PATH']}"))
+    run.kill()
+  assert result.returncode == 1 and f"still going on {socket.gethostname()}" in result.stderr
+  assert "stop.sh" in result.stderr and not (tmp_path / "installed").exists()
+
+
 # --- launch ---------------------------------------------------------------------------------
 
 OVERRIDES = ["--config.rl.learning_rate=1e-5", "--config.run_name=it's my run"]

@@ -48,7 +48,11 @@ fi
 
 python="$VENV/bin/python"
 check='import importlib.metadata as m, jax, jaxlayer; print("jax", jax.__version__, "libtpu", m.version("libtpu"))'
-ssh_workers all "${unpack}PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user --upgrade uv \
+pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
+# A run imports parts of jax and jaxlayer as it goes: new versions under it could break it.
+ssh_workers all "if $(remote_run_is_alive); then echo \"a jaxlayer run is still going on \$(hostname) (pid \$(cat $pid_file)): \
+stop it with stop.sh before installing under it\" >&2; exit 1; fi; \
+${unpack}PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user --upgrade uv \
 && { test -x $(shell_quote "$python") || python3 -m uv venv --python $(shell_quote "$PYTHON_VERSION") $(shell_quote "$VENV"); } \
 && python3 -m uv pip install --python $(shell_quote "$python") --upgrade "jax[tpu]" $(shell_quote "$PACKAGE") \
 && $(shell_quote "$python") -c $(shell_quote "$check")"
