@@ -294,7 +294,7 @@ def test_stop_waits_for_the_checkpoint_and_sends_one_sigterm(tmp_path, config_wi
       "signal.signal(signal.SIGTERM, lambda *_: signals.open('a').write('SIGTERM\\n'))\n"
       "print('training', flush=True)\n"
       "while not signals.exists():\n  time.sleep(0.05)\n"
-      "time.sleep(1)  # the step under way\npathlib.Path('checkpoint.txt').touch()\n")
+      "time.sleep(2)  # the step under way\npathlib.Path('checkpoint.txt').touch()\n")
   mkdir, _, start = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
                          "--run-name", "r")
   [stop] = plan("stop.sh", "--zone", ZONE)
