@@ -65,12 +65,22 @@ def config_with_space(tmp_path):
 
 @pytest.fixture
 def fake_gcloud(tmp_path):
-  """A `gcloud` first on PATH that records each call's arguments (one JSON list a line)."""
+  """A `gcloud` first on PATH that records each call's arguments (one JSON list a line).
+
+  With FAKE_GCLOUD_HOME set, it acts as one TPU worker whose home is that directory: `tpu-vm ssh`
+  runs its --command there with bash, `tpu-vm scp` copies a file there.
+  """
   bin_dir, calls = tmp_path / "fake-bin", tmp_path / "gcloud-calls.jsonl"
   bin_dir.mkdir()
   script = bin_dir / "gcloud"
-  script.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+  script.write_text(f"#!{sys.executable}\nimport json, os, shutil, subprocess, sys\n"
                     f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                    "home, args = os.environ.get('FAKE_GCLOUD_HOME'), sys.argv[1:]\n"
+                    "if home and args[3] == 'ssh':\n"
+                    "  command = args[args.index('--command') + 1]\n"
+                    "  sys.exit(subprocess.run(['bash', '-c', command], cwd=home).returncode)\n"
+                    "if home and args[3] == 'scp':\n"
+                    "  shutil.copy(args[4], os.path.join(home, args[5].split(':', 1)[1]))\n"
                     "sys.exit(int(os.environ.get('FAKE_GCLOUD_EXIT', '0')))\n")
   script.chmod(0o755)
   env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", TMPDIR=str(tmp_path))
@@ -239,7 +249,8 @@ def test_launch_logs_stop_remote_commands_run_on_a_worker(tmp_path, config_with_
       "lines = [*sys.argv[1:], 'HF_HOME=' + os.environ['HF_HOME'], 'END']\n"
       "open('args.txt', 'w').write(''.join(line + '\\n' for line in lines))\ntime.sleep(60)\n")
   commands = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
-                  *OVERRIDES, "--env", "HF_HOME=/mnt/hf cache", "--run-name", "first")
+                  *OVERRIDES, "--env", "HF_HOME=/mnt/hf cache", "--run-name", "first",
+                  "--check-seconds", "0")
   mkdir, scp, start = commands
   pid_file = home / "jaxlayer-run" / "jaxlayer.pid"
   try:
@@ -296,7 +307,7 @@ def test_stop_waits_for_the_checkpoint_and_sends_one_sigterm(tmp_path, config_wi
       "while not signals.exists():\n  time.sleep(0.05)\n"
       "time.sleep(2)  # the step under way\npathlib.Path('checkpoint.txt').touch()\n")
   mkdir, _, start = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
-                         "--run-name", "r")
+                         "--run-name", "r", "--check-seconds", "0")
   [stop] = plan("stop.sh", "--zone", ZONE)
   assert _run_remote(remote_command(mkdir), home).returncode == 0
   assert _run_remote(remote_command(start), home).returncode == 0
@@ -323,7 +334,7 @@ def test_stop_now_kills_a_run_that_does_not_stop(tmp_path, config_with_space):
   _install_fake_jaxlayer(
       home, "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n")
   mkdir, _, start = plan("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
-                         "--run-name", "r")
+                         "--run-name", "r", "--check-seconds", "0")
   assert _run_remote(remote_command(mkdir), home).returncode == 0
   assert _run_remote(remote_command(start), home).returncode == 0
   pid = int((home / "jaxlayer-run" / "jaxlayer.pid").read_text())
@@ -343,6 +354,20 @@ def test_launch_before_install_is_a_clear_error(tmp_path, config_with_space):
   assert result.returncode == 1 and "no jaxlayer at jaxlayer-venv/bin/jaxlayer" in result.stderr
   assert "install.sh --name jaxlayer-tpu --zone us-west4-a" in result.stderr
   assert list(home.iterdir()) == []
+
+
+@pytest.mark.parametrize("exit_status, launch_status", [(2, 1), (0, 0)])
+def test_launch_shows_a_run_that_ended_at_once(exit_status, launch_status, fake_gcloud, tmp_path,
+                                               config_with_space):
+  env, _ = fake_gcloud
+  home = tmp_path / "home"
+  _install_fake_jaxlayer(home, f"import sys\nprint('the log line')\nsys.exit({exit_status})\n")
+  result = run_script("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
+                      "--run-name", "r", env={**env, "FAKE_GCLOUD_HOME": str(home)})
+  assert result.returncode == launch_status
+  assert f"ended at once, exit status {exit_status}" in result.stderr
+  assert "the log line" in result.stderr and "started" not in result.stdout
+  assert ("end the run on the other workers with" in result.stderr) == (exit_status != 0)
 
 
 def _alive(pid):
@@ -448,6 +473,7 @@ def test_internal_ip_is_passed_on_to_the_next_step_and_a_bad_value_is_refused():
     (LAUNCH_ARGS + ["--config.rl.learning_rate"], "has no value"),
     (LAUNCH_ARGS + ["--env", "not-a-variable"], "--env takes NAME=VALUE"),
     (LAUNCH_ARGS + ["--config"], "--config needs a value"),
+    (LAUNCH_ARGS + ["--check-seconds", "5s"], "--check-seconds takes a whole number"),
 ])
 def test_launch_bad_arguments(args, message):
   result = run_script("launch.sh", "--zone", ZONE, *args, "--dry-run")

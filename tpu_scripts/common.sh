@@ -100,7 +100,7 @@ remote_run_is_alive() {
   local pid_file
   pid_file="$(shell_quote "$REMOTE_DIR/jaxlayer.pid")"
   printf '%s' "test -f $pid_file && kill -0 \"\$(cat $pid_file)\" 2>/dev/null \
-&& grep -qa jaxlayer \"/proc/\$(cat $pid_file)/cmdline\""
+&& grep -qsa jaxlayer \"/proc/\$(cat $pid_file)/cmdline\""
 }
 
 # How to call another of these scripts on the same TPU, for the hints the scripts print.

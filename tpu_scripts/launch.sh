@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-USAGE="usage: $SCRIPT train|sweep --config FILE[:ARG] --zone ZONE [--config.KEY=VALUE ...] [--env NAME=VALUE ...] [--run-name NAME] [options]
+USAGE="usage: $SCRIPT train|sweep --config FILE[:ARG] --zone ZONE [--config.KEY=VALUE ...] [--env NAME=VALUE ...] [--run-name NAME] [--check-seconds N] [options]
 
 Copies the config file to every worker, then starts the same jaxlayer command on all of
 them (--worker=all). On a multi-host slice jaxlayer joins the hosts itself
@@ -13,6 +13,8 @@ each worker has it and, on several workers, outputs in a directory all of them m
 such as Filestore). jaxlayer takes file system paths, not gs:// URLs.
 The run goes on after this script returns; each worker writes its own log,
 REMOTE_DIR/logs/RUN_NAME-<worker hostname>.log: follow it with logs.sh --follow.
+A run that ends within --check-seconds (a bad override, a missing model) shows the end of its
+log, and this script fails.
 
   train | sweep        the jaxlayer command to run
   --config FILE[:ARG]  ml_collections config file (ARG is passed to its get_config)
@@ -20,6 +22,8 @@ REMOTE_DIR/logs/RUN_NAME-<worker hostname>.log: follow it with logs.sh --follow.
   --env NAME=VALUE     an environment variable for the run (repeatable), e.g. HF_TOKEN=...;
                        its value is masked in the commands printed (--dry-run shows it)
   --run-name NAME      names the log files [default: COMMAND-YYYYmmdd-HHMMSS]
+  --check-seconds N    how long each worker watches that its run keeps going after it starts
+                       [default 10]
 
 example: $SCRIPT train --zone us-west4-a --config configs/grpo_arithmetic.py \
   --config.model.path=Qwen/Qwen2.5-0.5B --config.run_dir=runs/grpo_arithmetic"
@@ -27,6 +31,7 @@ example: $SCRIPT train --zone us-west4-a --config configs/grpo_arithmetic.py \
 COMMAND=""
 CONFIG=""
 RUN_NAME=""
+CHECK_SECONDS=10
 OVERRIDES=()
 ENV_VARS=()
 
@@ -45,6 +50,7 @@ script_flag() {
       ENV_VARS+=("$2") && CONSUMED=2
       ;;
     --run-name) take_value RUN_NAME "$@" ;;
+    --check-seconds) take_value CHECK_SECONDS "$@" ;;
     *) return 1 ;;
   esac
 }
@@ -54,6 +60,7 @@ parse_args "$@"
 [[ -n "$CONFIG" ]] || die "no config given: pass --config FILE, e.g. --config configs/grpo_arithmetic.py"
 RUN_NAME="${RUN_NAME:-$COMMAND-$(date +%Y%m%d-%H%M%S)}"
 [[ "$RUN_NAME" =~ ^[A-Za-z0-9._-]+$ ]] || die "--run-name may hold only letters, digits, '.', '_' and '-', got '$RUN_NAME'"
+[[ "$CHECK_SECONDS" =~ ^[0-9]+$ ]] || die "--check-seconds takes a whole number of seconds, got '$CHECK_SECONDS'"
 
 # FILE:ARG is ml_collections' way to pass ARG to get_config; split it off to copy FILE.
 config_file="$CONFIG"
@@ -87,8 +94,17 @@ still_going="if $(remote_run_is_alive); then echo \"a jaxlayer run is still goin
 ssh_workers all "if test ! -x $jaxlayer_executable; then echo \"\$(hostname)\"$(shell_quote "$not_installed") >&2; exit 1; fi; \
 $still_going; mkdir -p $(shell_quote "$REMOTE_DIR/configs") $(shell_quote "$REMOTE_DIR/logs")"
 scp_to_all_workers "$config_file" "$remote_config"
-ssh_workers all "$still_going; \
+# Each worker watches its run for CHECK_SECONDS: one that ended at once (a bad override, a
+# missing model) prints the end of its log, and fails unless it exited with status 0.
+if ! ssh_workers all "$still_going; \
 rm -f $(shell_quote "$REMOTE_DIR/jaxlayer.stopping"); \
-nohup $jaxlayer_command > $log 2>&1 < /dev/null & echo \$! > $pid_file; echo \"\$(hostname): started, log in \"$log"
+nohup $jaxlayer_command > $log 2>&1 < /dev/null & pid=\$!; echo \$pid > $pid_file; \
+waited=0; while test \$waited -lt $CHECK_SECONDS && $(remote_run_is_alive); do sleep 1; waited=\$((waited + 1)); done; \
+if $(remote_run_is_alive); then echo \"\$(hostname): started, log in \"$log; \
+else wait \$pid; status=\$?; echo \"\$(hostname): jaxlayer ended at once, exit status \$status; the end of its log, \"$log: >&2; \
+tail -n 20 $log >&2; test \$status = 0; fi"; then
+  note "the run failed on a worker (above): fix what its log says, end the run on the other workers with $(next_step stop.sh), then launch again"
+  exit 1
+fi
 note "logs: $(next_step logs.sh --follow)  (add --worker N for another worker)"
 note "stop: $(next_step stop.sh)"
