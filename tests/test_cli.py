@@ -513,6 +513,16 @@ def test_a_dict_set_to_no_python_dict_shows_its_own_value_as_the_example():
                                  f"{example} (Python's True, False and None, not JSON's true, "
                                  "false and null).")
 
+
+def test_a_task_option_of_the_wrong_type_is_named_before_the_run_writes_anything(tmp_path):
+  # A config's task.options={"max_value": "99"} failed in the task, comparing an int with a str.
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["train", "--config", str(REPO / "configs/grpo_arithmetic.py"), TINY,
+              f"--config.run_dir={tmp_path / 'run'}", '--config.task.options={"max_value": "99"}'])
+  assert exited.value.code == ("jaxlayer train: task 'arithmetic': option 'max_value' takes int, "
+                               "got '99' (str).")
+  assert not (tmp_path / "run").exists()
+
 @pytest.mark.parametrize("override", ["--config.train=3", '--config.train={"steps": 3}',
                                       '--config.sweep.ray={"num_gpus": 1}'])
 def test_a_settings_section_set_to_one_value_is_refused_naming_its_keys(override):

@@ -5,6 +5,7 @@ import json
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from jaxlayer.tasks import TASKS, Problem, get_task
@@ -37,6 +38,37 @@ def test_a_mistyped_option_names_the_option_meant():
       "task 'arithmetic' has no options 'digits', 'maxvalue' (did you mean 'max_value'?); its "
       "options are: [")):
     get_task("arithmetic", maxvalue=99, digits=3)
+
+
+@pytest.mark.parametrize("name, options, complaint", [
+    # '99' failed later with "'<=' not supported between instances of 'int' and 'str'".
+    ("arithmetic", {"max_value": "99"}, "option 'max_value' takes int, got '99' (str)."),
+    ("arithmetic", {"seed": True}, "option 'seed' takes int, got True (bool)."),
+    ("countdown", {"use_all_numbers": "False"}, "option 'use_all_numbers' takes bool, got"),
+    ("math", {"verify_workers": 2.0}, "option 'verify_workers' takes int or None, got 2.0"),
+])
+def test_an_option_of_the_wrong_type_is_named_with_the_type_it_takes(name, options, complaint):
+  with pytest.raises(ValueError, match=re.escape(f"task {name!r}: {complaint}")):
+    get_task(name, **options)
+
+
+def test_options_that_take_more_than_their_annotation_keep_working(tmp_path):
+  _write_jsonl(tmp_path / "test.jsonl", [{"problem": "1+1?", "answer": "2"}])
+  # A Path in data_files, None for int | None, an int for a float, numpy numbers.
+  task = get_task("math", data_files={"test": tmp_path / "test.jsonl"}, verify_workers=None,
+                  verify_timeout=2, reward_weights={"correct": 1})
+  assert task.verify_timeout == 2 and [problem.answer for problem in task.test_problems()] == ["2"]
+  assert get_task("arithmetic", max_value=np.int64(9), test_fraction=np.float32(0.5)).max_value == 9
+
+
+def test_options_of_a_factory_without_annotations_are_checked_by_their_defaults(monkeypatch):
+  def small_arithmetic(max_value=9, operators=None):
+    return get_task("arithmetic", max_value=max_value, operators=operators or "+")
+
+  monkeypatch.setitem(TASKS, "small", small_arithmetic)
+  assert get_task("small", operators="*").operators == "*"  # a None default says nothing
+  with pytest.raises(ValueError, match=re.escape("option 'max_value' takes int, got 9.5 (float)")):
+    get_task("small", max_value=9.5)
 
 
 def test_a_task_given_where_its_name_goes_is_a_clear_error():
