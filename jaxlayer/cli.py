@@ -820,6 +820,10 @@ def _export(argv: list[str]) -> None:
     step = checkpoint.checkpoint_step(args.run, args.step)
     out = checkpoint.export(args.run, args.out, step=step, dtype=args.dtype,
                             overwrite=args.overwrite, base_model=args.base_model)
+    written = args.dtype or checkpoint.read_run_files(args.run)[0].model.dtype
+    # Rounding undoes updates smaller than the dtype's spacing; every host counts them.
+    counts = (checkpoint.trained_weights_at_base(args.run, step, written, args.base_model)
+              if written != "float32" else None)
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer export: {err}") from None
   from jaxlayer import distributed
@@ -827,11 +831,16 @@ def _export(argv: list[str]) -> None:
   if not distributed.is_primary():  # process 0 wrote the export and says so
     return
   print(f"wrote {out}: step {step} of {args.run}")
-  written = json.loads((out / "config.json").read_text())["dtype"]
-  if written != "float32":  # rounding undoes updates smaller than the dtype's spacing
-    same, total = checkpoint.trained_weights_at_base(args.run, out, args.base_model)
-    print(f"in {written}, {same / total:.1%} of the {counted(total, 'trained weight')} are their "
-          "base model's values again; --dtype float32 writes them as trained")
+  if counts is None:
+    return
+  rounded_back, changed, total = counts
+  if not changed:
+    print(f"the run changed none of its {counted(total, 'trained weight')}: they are its base "
+          "model's values in any --dtype")
+    return
+  print(f"in {written}, {rounded_back / changed:.1%} of the {counted(changed, 'weight')} the run "
+        f"changed (of {total:,} trained) are their base model's values again; --dtype float32 "
+        "writes them as trained")
 
 
 def _eval(argv: list[str]) -> None:

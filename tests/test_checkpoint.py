@@ -318,39 +318,65 @@ def test_export_into_the_base_model_is_refused_before_loading(tmp_path, tiny_qwe
   assert {path.name: path.read_bytes() for path in base.iterdir()} == before
 
 
+def _run_of(tiny_qwen2_dir, run: Path, trained: dict) -> None:
+  """A float32 run of tiny_qwen2_dir whose checkpoint 3 holds `trained`."""
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 2, "every": 10}})
+  checkpoint.write_run_files(run, config, str(tiny_qwen2_dir),
+                             {path: value.shape for path, value in trained.items()})
+  saver = checkpoint.Checkpointer(run)
+  saver.save(3, trained, _state(1.0)[1], {"step": 3})
+  saver.close()
+
+
 def test_export_in_bfloat16_or_float16_says_how_many_trained_weights_rounding_undid(
     tmp_path, tiny_qwen2_dir, capsys):
   """`--dtype bfloat16` rounds the float32 trained leaves: updates below bfloat16's spacing
   vanish, and the export said nothing (a few RL steps at lr 1e-5 left 79% of a block as in the
-  base)."""
+  base). The weights the run did not change are no loss: they counted as undone by rounding."""
   from jaxlayer import cli
 
   run = tmp_path / "run"
-  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
-                                      "checkpoint": {"keep": 2, "every": 10}})
-  checkpoint.write_run_files(run, config, str(tiny_qwen2_dir), {"final_norm.scale": (32,)})
   base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])["final_norm.scale"]
-  # Scales near 1, where bfloat16's spacing is 2^-7: half move far below it, half well above.
-  trained = base + jnp.where(jnp.arange(32) % 2 == 0, 1e-6, 0.1)
-  saver = checkpoint.Checkpointer(run)
-  saver.save(3, {"final_norm.scale": trained}, _state(1.0)[1], {"step": 3})
-  saver.close()
+  # Scales near 1, where bfloat16's spacing is 2^-7: of the half the run changed, half move far
+  # below it, half well above.
+  trained = base + jnp.array([1e-6, 0.1, 0.0, 0.0] * 8)
+  _run_of(tiny_qwen2_dir, run, {"final_norm.scale": trained})
   export = ["export", "--run", str(run), "--out"]
   cli.main([*export, str(tmp_path / "bf16"), "--dtype", "bfloat16"])
   assert capsys.readouterr().out == (
       f"wrote {tmp_path / 'bf16'}: step 3 of {run}\n"
-      "in bfloat16, 50.0% of the 32 trained weights are their base model's values again; "
-      "--dtype float32 writes them as trained\n")
+      "in bfloat16, 50.0% of the 16 weights the run changed (of 32 trained) are their base "
+      "model's values again; --dtype float32 writes them as trained\n")
   cli.main([*export, str(tmp_path / "f32")])
   assert capsys.readouterr().out == f"wrote {tmp_path / 'f32'}: step 3 of {run}\n"
   # float16's spacing near 1 is 2^-10: the same half of the updates vanish.
   cli.main([*export, str(tmp_path / "f16"), "--dtype", "float16"])
   assert capsys.readouterr().out == (
       f"wrote {tmp_path / 'f16'}: step 3 of {run}\n"
-      "in float16, 50.0% of the 32 trained weights are their base model's values again; "
-      "--dtype float32 writes them as trained\n")
+      "in float16, 50.0% of the 16 weights the run changed (of 32 trained) are their base "
+      "model's values again; --dtype float32 writes them as trained\n")
   f16 = dict(models.stored_tensors(tmp_path / "f16", ["model.norm.weight"]))
   np.testing.assert_array_equal(f16["model.norm.weight"], np.asarray(trained).astype(np.float16))
+
+
+def test_export_of_a_run_that_changed_nothing_says_so_not_that_rounding_undid_it(
+    tmp_path, tiny_qwen2_dir, capsys):
+  """A run without reward signal: its export in bfloat16 said "100% of the trained weights are
+  their base model's values again; --dtype float32 writes them as trained", which wrote the
+  same values."""
+  from jaxlayer import cli
+
+  run = tmp_path / "run"
+  base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])
+  trained = {path: base[path] for path in ("final_norm.scale", "layers.0.attn.k_proj.kernel")}
+  _run_of(tiny_qwen2_dir, run, trained)
+  cli.main(["export", "--run", str(run), "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"])
+  total = sum(value.size for value in trained.values())
+  assert capsys.readouterr().out == (
+      f"wrote {tmp_path / 'bf16'}: step 3 of {run}\n"
+      f"the run changed none of its {total:,} trained weights: they are its base model's values "
+      "in any --dtype\n")
 
 
 def _run_training_the_final_norm(run: Path) -> tuple[Path, int]:

@@ -17,6 +17,7 @@ a directory all hosts mount, e.g. NFS); the JSON files are written by process 0.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -26,15 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxlayer import distributed, locks, models, paths
-from jaxlayer.models.hf_mapping import jax_to_hf_name
+from jaxlayer.models.hf_mapping import apply_transform, jax_to_hf_name
 from jaxlayer.models.hub import (STAGING_PREFIX, holds_weights, hub_id_of_snapshot,
                                  is_checkpoint_file, resolve_model_dir)
+from jaxlayer.models.sharding import param_sharding
 from jaxlayer.text import counted
 
 CONFIG_FILE = "config.json"
@@ -410,17 +413,42 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | N
     return models.save_pretrained(model, out_dir, dtype=dtype, overwrite=overwrite)
 
 
-def trained_weights_at_base(run_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                            base_model: str | None = None) -> tuple[int, int]:
-  """(how many, of how many) of the run's trained weights in its export in out_dir hold their
-  base model's values (in the export's dtype): the updates that rounding to bfloat16 or float16
-  undid."""
-  _, run = read_run_files(run_dir)
+def trained_weights_at_base(run_dir: str | os.PathLike, step: int, dtype: str,
+                            base_model: str | None = None) -> tuple[int, int, int]:
+  """(rounded back, changed, trained): how many of the run's trained weights at checkpoint `step`
+  rounding to `dtype` (as an export in it does) returns to their base model's values, of how many
+  the run changed (compared in float32, as it trained them), of how many it trains. Weights the
+  run left as they were are no rounding loss. The trained leaves are read over all devices, laid
+  out as the model's: call it on every host, each of which gets the same counts.
+  """
+  config, run = read_run_files(run_dir)
   base_dir = resolve_model_dir(run_base_model(run_dir, base_model))
-  names = [jax_to_hf_name(path)[0] for path in run["trainable"]]
-  same = total = 0
-  for (_, exported), (_, base) in zip(models.stored_tensors(out_dir, names),
-                                      models.stored_tensors(base_dir, names)):
-    same += int(np.count_nonzero(exported == base.astype(exported.dtype)))
-    total += exported.size
-  return same, total
+  names = {path: jax_to_hf_name(path) for path in run["trainable"]}
+  base = {path: apply_transform(tensor, names[path][1]).astype(np.float32)
+          for path, (_, tensor) in zip(names, models.stored_tensors(
+              base_dir, [name for name, _ in names.values()]))}
+  mesh = models.make_mesh()
+  shardings = {path: param_sharding(path, value.shape, mesh) for path, value in base.items()}
+  checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
+  try:
+    trained = checkpointer.restore_params(step, {
+        path: jax.ShapeDtypeStruct(value.shape, jnp.float32, sharding=shardings[path])
+        for path, value in base.items()})
+  finally:
+    checkpointer.close()
+  rounded_back = changed = 0
+  for path, value in base.items():
+    base_value = jax.make_array_from_callback(value.shape, shardings[path], value.__getitem__)
+    back, moved = _rounded_back_and_changed(trained[path], base_value, dtype)
+    rounded_back, changed = rounded_back + int(back), changed + int(moved)
+  return rounded_back, changed, sum(value.size for value in base.values())
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _rounded_back_and_changed(trained: jax.Array, base: jax.Array,
+                              dtype: str) -> tuple[jax.Array, jax.Array]:
+  """(how many of the `trained` values differ from `base`'s but not in `dtype`, how many differ);
+  both replicated, so that every host can read them."""
+  changed = trained != base
+  rounded_back = changed & (trained.astype(dtype) == base.astype(dtype))
+  return jnp.count_nonzero(rounded_back), jnp.count_nonzero(changed)
