@@ -697,8 +697,8 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
     # The temporary files of an evaluation killed while writing.
     distributed.remove_temporary_leftovers(out)
     if (out / EVAL_FILE).exists() and not overwrite:
-      raise FileExistsError(f"{out / EVAL_FILE} exists: pass --overwrite to replace it, or choose "
-                            "another --out.")
+      raise FileExistsError(f"{out / EVAL_FILE} exists: pass overwrite=True (--overwrite) to "
+                            "replace it, or choose another out_dir (--out).")
     # A run loads in its own model.dtype; a Hugging Face checkpoint in the config's.
     dtype = models.AUTO_DTYPE if is_run_dir(model_path) else config.model.dtype
     model, tokenizer, info = load_model(model_path, dtype=dtype, step=step,

@@ -490,7 +490,7 @@ def test_an_export_killed_midway_never_looks_whole_and_the_same_command_replaces
   assert (out / "model.safetensors").is_file() and not (out / "config.json").exists()
   with pytest.raises(SystemExit, match=re.escape(
       f"jaxlayer export: {out} already holds an export that did not finish (it has no "
-      "config.json, which is written last); pass --overwrite to replace it")):
+      "config.json, which is written last); pass overwrite=True (--overwrite) to replace it")):
     cli.main(export)
   cli.main(export + ["--overwrite"])
   exported = models.named_params(models.from_pretrained(out)[0])

@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import re
 
 import pytest
 from matplotlib import image
@@ -217,10 +218,12 @@ def test_cli_compare_replaces_an_earlier_comparison_only_with_overwrite(tmp_path
   with pytest.raises(SystemExit) as error:
     cli.main(["compare", str(dir_b), str(dir_a), "--out", str(out)])
   assert str(error.value) == (f"jaxlayer compare: {out / 'compare.json'} exists: pass "
-                              "--overwrite to replace it, or choose another --out.")
+                              "overwrite=True (--overwrite) to replace it, or choose another "
+                              "out_dir (--out).")
   assert {name: (out / name).read_bytes() for name in written} == written
   (out / "compare.json").unlink()  # a comparison cut short: its plot alone is kept too
-  with pytest.raises(SystemExit, match="compare.png exists: pass --overwrite"):
+  with pytest.raises(SystemExit,
+                     match=re.escape("compare.png exists: pass overwrite=True (--overwrite)")):
     cli.main(["compare", str(dir_b), str(dir_a), "--out", str(out)])
   cli.main(["compare", str(dir_b), str(dir_a), "--out", str(out), "--overwrite"])
   assert json.loads((out / "compare.json").read_text())["sweep_a"] == str(dir_b)

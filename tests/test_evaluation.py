@@ -583,7 +583,8 @@ def test_existing_eval_json_is_kept_without_overwrite(cli_eval, tiny_qwen2_dir, 
   out = tmp_path / "out"
   out.mkdir()
   (out / "eval.json").write_text("earlier results")
-  with pytest.raises(SystemExit, match="eval.json exists: pass --overwrite"):
+  with pytest.raises(SystemExit,
+                     match=re.escape("eval.json exists: pass overwrite=True (--overwrite)")):
     cli.main(["eval", "--config", str(config_file), "--model", str(tiny_qwen2_dir), "--out",
               str(out)])
   assert (out / "eval.json").read_text() == "earlier results"

@@ -386,8 +386,8 @@ def _check_export_dir(out_dir: Path, overwrite: bool, base_model: str) -> None:
   if names and not overwrite:
     held = ("a checkpoint" if "config.json" in names else
             "an export that did not finish (it has no config.json, which is written last)")
-    raise FileExistsError(f"{out_dir} already holds {held}; pass --overwrite to replace it, or "
-                          "choose another directory.")
+    raise FileExistsError(f"{out_dir} already holds {held}; pass overwrite=True (--overwrite) to "
+                          "replace it, or choose another directory.")
 
 
 def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, step: int | None = None,

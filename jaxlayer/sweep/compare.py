@@ -214,8 +214,8 @@ def _compare_into(dir_a: Path, dir_b: Path, out_dir: Path, overwrite: bool) -> d
   """compare_sweep_dirs under out_dir's lock."""
   existing = [out_dir / name for name in OUTPUT_FILES if (out_dir / name).exists()]
   if existing and not overwrite:
-    raise FileExistsError(f"{existing[0]} exists: pass --overwrite to replace it, or choose "
-                          "another --out.")
+    raise FileExistsError(f"{existing[0]} exists: pass overwrite=True (--overwrite) to replace "
+                          "it, or choose another out_dir (--out).")
   sweep_a, sweep_b = load_sweep(dir_a), load_sweep(dir_b)
   comparison = {"sweep_a": str(dir_a), "sweep_b": str(dir_b),
                 **compare_sweeps(sweep_a, sweep_b)}
