@@ -318,9 +318,9 @@ def test_export_into_the_base_model_is_refused_before_loading(tmp_path, tiny_qwe
   assert {path.name: path.read_bytes() for path in base.iterdir()} == before
 
 
-def _run_of(tiny_qwen2_dir, run: Path, trained: dict) -> None:
-  """A float32 run of tiny_qwen2_dir whose checkpoint 3 holds `trained`."""
-  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+def _run_of(tiny_qwen2_dir, run: Path, trained: dict, dtype: str = "float32") -> None:
+  """A run of tiny_qwen2_dir in `dtype` whose checkpoint 3 holds `trained`."""
+  config = ml_collections.ConfigDict({"model": {"dtype": dtype},
                                       "checkpoint": {"keep": 2, "every": 10}})
   checkpoint.write_run_files(run, config, str(tiny_qwen2_dir),
                              {path: value.shape for path, value in trained.items()})
@@ -360,17 +360,19 @@ def test_export_in_bfloat16_or_float16_says_how_many_trained_weights_rounding_un
   np.testing.assert_array_equal(f16["model.norm.weight"], np.asarray(trained).astype(np.float16))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_export_of_a_run_that_changed_nothing_says_so_not_that_rounding_undid_it(
-    tmp_path, tiny_qwen2_dir, capsys):
+    tmp_path, tiny_qwen2_dir, capsys, dtype):
   """A run without reward signal: its export in bfloat16 said "100% of the trained weights are
   their base model's values again; --dtype float32 writes them as trained", which wrote the
-  same values."""
+  same values. (A bfloat16 run of this float32 model starts from its weights rounded.)"""
   from jaxlayer import cli
 
   run = tmp_path / "run"
-  base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])
-  trained = {path: base[path] for path in ("final_norm.scale", "layers.0.attn.k_proj.kernel")}
-  _run_of(tiny_qwen2_dir, run, trained)
+  base = models.named_params(models.from_pretrained(tiny_qwen2_dir, dtype=dtype)[0])
+  trained = {path: base[path].astype(jnp.float32)
+             for path in ("final_norm.scale", "layers.0.attn.k_proj.kernel")}
+  _run_of(tiny_qwen2_dir, run, trained, dtype)
   cli.main(["export", "--run", str(run), "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"])
   total = sum(value.size for value in trained.values())
   assert capsys.readouterr().out == (

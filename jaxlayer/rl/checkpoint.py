@@ -417,14 +417,16 @@ def trained_weights_at_base(run_dir: str | os.PathLike, step: int, dtype: str,
                             base_model: str | None = None) -> tuple[int, int, int]:
   """(rounded back, changed, trained): how many of the run's trained weights at checkpoint `step`
   rounding to `dtype` (as an export in it does) returns to their base model's values, of how many
-  the run changed (compared in float32, as it trained them), of how many it trains. Weights the
-  run left as they were are no rounding loss. The trained leaves are read over all devices, laid
-  out as the model's: call it on every host, each of which gets the same counts.
+  the run changed (in float32, as it trained them, from the base in its model.dtype), of how many
+  it trains. Weights the run left as they were are no rounding loss. The trained leaves are read
+  over all devices, laid out as the model's: call it on every host, each of which gets the same
+  counts.
   """
   config, run = read_run_files(run_dir)
   base_dir = resolve_model_dir(run_base_model(run_dir, base_model))
   names = {path: jax_to_hf_name(path) for path in run["trainable"]}
-  base = {path: apply_transform(tensor, names[path][1]).astype(np.float32)
+  start_dtype = jnp.dtype(config.model.dtype)  # (a bfloat16 run starts from the base rounded)
+  base = {path: apply_transform(tensor, names[path][1]).astype(start_dtype).astype(np.float32)
           for path, (_, tensor) in zip(names, models.stored_tensors(
               base_dir, [name for name, _ in names.values()]))}
   mesh = models.make_mesh()
