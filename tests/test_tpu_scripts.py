@@ -370,6 +370,27 @@ def test_launch_shows_a_run_that_ended_at_once(exit_status, launch_status, fake_
   assert ("end the run on the other workers with" in result.stderr) == (exit_status != 0)
 
 
+def test_launch_takes_a_run_it_cannot_name_yet_for_started(fake_gcloud, tmp_path,
+                                                          config_with_space):
+  """While the child that launch.sh starts execs nohup, env and python, its /proc cmdline can
+  read empty: a check by name would take the run for ended and wait for it (an ssh session
+  held for the whole run). A run whose cmdline names no jaxlayer (it execs sleep) stands for
+  that moment."""
+  env, _ = fake_gcloud
+  home = tmp_path / "home"
+  _install_fake_jaxlayer(home, "import os\nos.execvp('sleep', ['sleep', '20'])\n")
+  pid_file = home / "jaxlayer-run" / "jaxlayer.pid"
+  try:
+    result = run_script("launch.sh", "train", "--zone", ZONE, "--config", str(config_with_space),
+                        "--run-name", "r", "--check-seconds", "1",
+                        env={**env, "FAKE_GCLOUD_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert "started" in result.stdout and _alive(int(pid_file.read_text()))  # not waited for
+  finally:
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+      os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
 def _alive(pid):
   try:
     os.waitpid(pid, os.WNOHANG)  # reaps it if it is a (finished) child of this process

@@ -95,12 +95,14 @@ ssh_workers all "if test ! -x $jaxlayer_executable; then echo \"\$(hostname)\"$(
 $still_going; mkdir -p $(shell_quote "$REMOTE_DIR/configs") $(shell_quote "$REMOTE_DIR/logs")"
 scp_to_all_workers "$config_file" "$remote_config"
 # Each worker watches its run for CHECK_SECONDS: one that ended at once (a bad override, a
-# missing model) prints the end of its log, and fails unless it exited with status 0.
+# missing model) prints the end of its log, and fails unless it exited with status 0. It asks
+# about its own child (kill -0 PID), not remote_run_is_alive: while the child execs nohup, env
+# and python its /proc cmdline can read empty, and a run taken for ended would be waited for.
 if ! ssh_workers all "$still_going; \
 rm -f $(shell_quote "$REMOTE_DIR/jaxlayer.stopping"); \
 nohup $jaxlayer_command > $log 2>&1 < /dev/null & pid=\$!; echo \$pid > $pid_file; \
-waited=0; while test \$waited -lt $CHECK_SECONDS && $(remote_run_is_alive); do sleep 1; waited=\$((waited + 1)); done; \
-if $(remote_run_is_alive); then echo \"\$(hostname): started, log in \"$log; \
+waited=0; while test \$waited -lt $CHECK_SECONDS && kill -0 \$pid 2>/dev/null; do sleep 1; waited=\$((waited + 1)); done; \
+if kill -0 \$pid 2>/dev/null; then echo \"\$(hostname): started, log in \"$log; \
 else wait \$pid; status=\$?; echo \"\$(hostname): jaxlayer ended at once, exit status \$status; the end of its log, \"$log: >&2; \
 tail -n 20 $log >&2; test \$status = 0; fi"; then
   note "the run failed on a worker (above): fix what its log says, end the run on the other workers with $(next_step stop.sh), then launch again"
