@@ -8,7 +8,7 @@ import statistics
 import pytest
 from matplotlib import image
 
-from jaxlayer.sweep import report, runner, store
+from jaxlayer.sweep import report, runner, store, strategies
 from jaxlayer.sweep.contribution import UndefinedContributionWarning
 from tests.sweep_fakes import NUM_PROBLEMS, FakeRL, FakeTasksRL, make_config
 
@@ -117,6 +117,26 @@ def test_a_block_with_fewer_seeds_is_set_against_base_and_full_rl_on_its_seeds(t
   assert "test problems; 3 seeds per run; decoding" in (
       tmp_path / "even" / "sweep" / "report.md").read_text()
   assert even["layers"][1]["contribution"] == pytest.approx((29 - 14) / (26 - 14))
+
+
+def test_blocks_with_different_seeds_are_ranked_by_their_c_not_by_scores_over_other_seeds(
+    tmp_path):
+  """Every seed solves 4 problems more. Block 0 on seed 0 solves 20 (C = (20 - 12) / (24 - 12)
+  = 0.67); block 1 on seeds 0-2 solves 18 + 4s (C = 0.5), a higher mean score (0.55 against
+  0.5) from its later seeds alone. Ranked by score, block 1 was the best and block 0 the worst,
+  and top1@ trained block 1."""
+  fake = FakeRL({0: 20, 1: 18}, seed_shift=4)
+  _sweep(tmp_path, fake, seeds=3, layers="1")
+  sweep_dir = _sweep(tmp_path, fake, seeds=1, layers="0,1")
+  sweep = json.loads((sweep_dir / "sweep.json").read_text())
+  block0, block1 = sweep["layers"]
+  assert (block0["score"], block1["score"]) == (pytest.approx(0.5), pytest.approx(0.55))
+  assert (block0["contribution"], block1["contribution"]) == (pytest.approx(2 / 3),
+                                                              pytest.approx(0.5))
+  assert (sweep["best_layer"], sweep["worst_layer"]) == (0, 1)
+  assert ("Best: block 0 (C = 0.67, score 0.500). Worst: block 1 (C = 0.50, score 0.550)."
+          in (sweep_dir / "report.md").read_text())
+  assert strategies.ranked_blocks(sweep_dir, 1, largest=True, num_layers=len(BLOCKS)) == [0]
 
 
 def test_a_score_over_tasks_is_their_mean_with_its_errors_and_its_c(tmp_path, capsys,

@@ -15,16 +15,23 @@ PATHS = (["embed.embedding"] +
          ["final_norm.scale", "lm_head.kernel"])
 
 
-def _layers(contributions: dict, s_base: float = 0.3, s_full: float = 0.5) -> list[dict]:
-  """sweep.json's layers: each block's C and its score S_base + C (S_full - S_base)."""
-  return [{"layer": k, "contribution": c, "score": s_base + (c or 0.0) * (s_full - s_base)}
+S_BASE, S_FULL = 0.3, 0.5
+
+
+def _layers(contributions: dict) -> list[dict]:
+  """sweep.json's layers: each block's C and its score S_BASE + C (S_FULL - S_BASE)."""
+  return [{"layer": k, "contribution": c, "score": S_BASE + (c or 0.0) * (S_FULL - S_BASE)}
           for k, c in contributions.items()]
+
+
+def _sweep_json(layers: list[dict], **more) -> dict:
+  """A hand-made sweep.json of NUM_LAYERS blocks: base and full RL score S_BASE and S_FULL."""
+  return {"num_layers": NUM_LAYERS, "s_base": S_BASE, "s_full": S_FULL, "layers": layers, **more}
 
 
 @pytest.fixture
 def sweep_dir(tmp_path):
-  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS,
-                                                    "layers": _layers(CONTRIBUTIONS)})
+  store.write_json_atomic(tmp_path / "sweep.json", _sweep_json(_layers(CONTRIBUTIONS)))
   return tmp_path
 
 
@@ -48,7 +55,8 @@ def test_blocks_are_ranked_by_score_when_full_rl_ended_below_the_base(tmp_path):
   scores = {0: 0.35, 1: 0.65, 2: 0.5, 3: 0.25}
   layers = [{"layer": k, "score": s, "contribution": (s - 0.5) / (0.4 - 0.5)}
             for k, s in scores.items()]
-  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS, "layers": layers})
+  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS, "s_base": 0.5,
+                                                    "s_full": 0.4, "layers": layers})
   assert _blocks(selection.select(f"top1@{tmp_path}", PATHS, NUM_LAYERS)) == [1]
   assert _blocks(selection.select(f"top2@{tmp_path}", PATHS, NUM_LAYERS)) == [1, 2]
   assert _blocks(selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)) == [3]
@@ -57,9 +65,8 @@ def test_blocks_are_ranked_by_score_when_full_rl_ended_below_the_base(tmp_path):
 def test_a_halving_sweep_ranks_only_the_blocks_that_trained_to_the_end(tmp_path):
   """Successive halving stopped blocks 0, 1, 4 and 5 early: their final C is unknown, so the
   bottom of the survivors would not be the worst blocks."""
-  store.write_json_atomic(tmp_path / "sweep.json", {
-      "num_layers": NUM_LAYERS, "halving": {"rungs": [{"steps": 10}]},
-      "layers": _layers({2: 1.1, 3: 0.9})})
+  store.write_json_atomic(tmp_path / "sweep.json", _sweep_json(
+      _layers({2: 1.1, 3: 0.9}), halving={"rungs": [{"steps": 10}]}))
   assert _blocks(selection.select(f"top1@{tmp_path}", PATHS, NUM_LAYERS)) == [2]
   with pytest.raises(ValueError, match="used successive halving, so only its best blocks"):
     selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)
@@ -104,8 +111,8 @@ def test_a_sweep_directory_under_the_home_directory(sweep_dir, monkeypatch):
 
 def test_a_sweep_whose_full_rl_did_not_move_the_score_ranks_no_block(tmp_path):
   """S_full == S_base leaves every C undefined: the error said 'choose k between 1 and 0'."""
-  store.write_json_atomic(tmp_path / "sweep.json", {
-      "num_layers": NUM_LAYERS, "layers": _layers({0: None, 1: None, 2: None})})
+  store.write_json_atomic(tmp_path / "sweep.json", _sweep_json(_layers({0: None, 1: None,
+                                                                        2: None})))
   with pytest.raises(ValueError, match=r"full RL scored as the base \(S_full == S_base\), so "
                      r"C\(k\) is undefined and ranks no block; run the sweep again"):
     selection.select(f"top2@{tmp_path}", PATHS, NUM_LAYERS)
@@ -113,7 +120,7 @@ def test_a_sweep_whose_full_rl_did_not_move_the_score_ranks_no_block(tmp_path):
 
 def test_a_sweep_of_groups_only_ranks_no_block(tmp_path):
   """sweep.layers='none': the error said 'choose k between 1 and 0, or sweep more blocks'."""
-  store.write_json_atomic(tmp_path / "sweep.json", {"num_layers": NUM_LAYERS, "layers": []})
+  store.write_json_atomic(tmp_path / "sweep.json", _sweep_json([]))
   with pytest.raises(ValueError, match=r"that sweep trained no block alone \(sweep.layers='none'"
                      r": groups only\), so it ranks none; sweep the blocks"):
     selection.select(f"bottom1@{tmp_path}", PATHS, NUM_LAYERS)

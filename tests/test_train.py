@@ -984,8 +984,10 @@ def test_summary_names_the_blocks_of_a_named_selection_and_of_each_learning_rate
   import jaxlayer.sweep.strategies  # noqa: F401  (topK@SWEEP_DIR)
 
   scores = {0: 0.40, 1: 0.36, 2: 0.38, 3: 0.35, 4: 0.41, 5: 0.37, 6: 0.34, 7: 0.35}
-  (tmp_path / "sweep.json").write_text(json.dumps({"num_layers": 8, "layers": [
-      {"layer": k, "score": s, "contribution": (s - 0.34) / 0.07} for k, s in scores.items()]}))
+  (tmp_path / "sweep.json").write_text(json.dumps({
+      "num_layers": 8, "s_base": 0.34, "s_full": 0.41,
+      "layers": [{"layer": k, "score": s, "contribution": (s - 0.34) / 0.07}
+                 for k, s in scores.items()]}))
   header = lambda **train_cfg: train.plan(  # noqa: E731
       small_config(assets.TINY_ARITH, tmp_path / "run", None, **train_cfg)).summary()
   assert header(layers=f"top2@{tmp_path}").startswith(f"top2@{tmp_path} (blocks 0, 4) of ")
@@ -1002,6 +1004,7 @@ def test_a_run_takes_the_ranking_of_a_sweep_of_its_own_weights_only(tmp_path):
   import jaxlayer.sweep.strategies  # noqa: F401  (topK@SWEEP_DIR)
 
   (tmp_path / "sweep.json").write_text(json.dumps({"model": "other-model", "num_layers": 8,
+                                                   "s_base": 0.3, "s_full": 0.4,
                                                    "layers": [{"layer": k, "score": 0.3 + k / 100,
                                                                "contribution": k / 10}
                                                               for k in range(8)]}))

@@ -29,8 +29,11 @@ Definitions used everywhere in jaxlayer (sweep.json, report.md, the plots):
 - S_full == S_base leaves C undefined: None (null in JSON) and an
   `UndefinedContributionWarning`, never a division by zero. C may be negative (block k
   ended below the base) or above 1 (it beat full RL), when full RL gained. When full RL
-  ended below the base, C's scale is negative (a higher score gives a lower C): the best and
-  worst blocks are those with the highest and lowest score, as they are when it gained.
+  ended below the base, C's scale is negative (a higher score gives a lower C).
+- The best and worst blocks are those with the largest and smallest `relative_improvement`:
+  C, or -C where C divides by a negative gain. With every C over the same seeds that is the
+  order of the scores, whichever way full RL moved; a block trained with fewer seeds is set
+  against base and full RL on its own, as its C is, not ranked by a score over other seeds.
 """
 
 from __future__ import annotations
@@ -176,16 +179,29 @@ class SweepSummary:
     return [layer for layer in self.layers if layer.contribution is not None]
 
   def best_layer(self) -> LayerSummary | None:
-    """The highest score (ties: lowest block index) of the blocks with a defined C: the
-    largest C when full RL gained; the smallest when it lost (C's scale is then negative).
-    None when no C is defined."""
+    """The largest `relative_improvement` (ties: lowest block index) of the blocks with a
+    defined C: the largest C when full RL gained; the smallest when it lost (C's scale is then
+    negative). None when no C is defined."""
     defined = self.defined_layers()
-    return min(defined, key=lambda l: (-l.scores.score, l.layer)) if defined else None
+    return min(defined, key=lambda l: (-_improvement(l), l.layer)) if defined else None
 
   def worst_layer(self) -> LayerSummary | None:
-    """The lowest score (ties: lowest block index) of the blocks with a defined C."""
+    """The smallest `relative_improvement` (ties: lowest block index) of the blocks with a
+    defined C."""
     defined = self.defined_layers()
-    return min(defined, key=lambda l: (l.scores.score, l.layer)) if defined else None
+    return min(defined, key=lambda l: (_improvement(l), l.layer)) if defined else None
+
+
+def relative_improvement(contribution: float, divisor_gain: float) -> float:
+  """(S_k - S_base) / |S_full - S_base| of a block with a defined C, from its C and the gain C
+  divides by (S_full - S_base over the seeds C is over): C, or -C where full RL lost. Higher is
+  better either way; over the same seeds it orders the blocks as their scores do."""
+  return contribution if divisor_gain > 0 else -contribution
+
+
+def _improvement(layer: LayerSummary) -> float:
+  """A block's relative_improvement, from its summary."""
+  return relative_improvement(layer.contribution, layer.s_full - layer.s_base)
 
 
 def summarize_sweep(base: Mapping[int, RunScore], full: Mapping[int, RunScore],

@@ -10,10 +10,12 @@ Importing this module (or `jaxlayer.sweep`) adds them to the training selection 
                        (L - K) // 2: half a block toward the input when L - K is odd
                        (L = 28: mid5 = 11-15; L = 36: mid5 = 15-19).
 
-The blocks are ranked by score, which is their order by C(k) when full RL gained (and the
-right order when it lost, where C's scale is negative). Blocks whose C is undefined are never
-ranked; ties go to the lower block index. From a sweep with successive halving
-(sweep.halving_steps) only topK is defined, over the blocks that trained to the end.
+The blocks are ranked by C(k), or by -C(k) where C divides by a negative gain (full RL below
+the base over the seeds C is over: C's scale is then negative), as the sweep's best and worst
+blocks are (contribution.relative_improvement); with every block on the same seeds, that is
+their order by score. Blocks whose C is undefined are never ranked; ties go to the lower block
+index. From a sweep with successive halving (sweep.halving_steps) only topK is defined, over the
+blocks that trained to the end.
 
 The sweep must be of the model that trains: of as many blocks, and, where the sweep recorded its
 base model's weights fingerprint (manifest.json, models.weights_fingerprint) and the caller
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from jaxlayer import paths
 from jaxlayer.rl import selection
-from jaxlayer.sweep import store
+from jaxlayer.sweep import contribution, store
 from jaxlayer.text import counted
 
 RANKED_PATTERN = r"(top|bottom)(\d+)@(.+)"
@@ -38,8 +40,8 @@ RANKED_PATTERN = r"(top|bottom)(\d+)@(.+)"
 
 def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int,
                   model_dir: selection.ModelDir = None) -> list[int]:
-  """The k blocks with the highest (or lowest) score, the largest (or smallest) C(k) when full
-  RL gained, in the sweep at sweep_dir, sorted; the sweep checked to be of the model in
+  """The k blocks with the largest (or smallest) C(k), -C(k) where full RL lost (see the module
+  docstring), in the sweep at sweep_dir, sorted; the sweep checked to be of the model in
   model_dir (see the module docstring)."""
   which = "top" if largest else "bottom"
   path = paths.local_path(sweep_dir, f"{which}{k}@SWEEP_DIR") / "sweep.json"  # ~ expanded
@@ -62,7 +64,11 @@ def ranked_blocks(sweep_dir: str | Path, k: int, largest: bool, num_layers: int,
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep used successive halving, "
                      "so only its best blocks trained to the end and its worst are not ranked; "
                      "take the bottom blocks from a sweep without sweep.halving_steps.")
-  defined = [(l["score"], l["layer"]) for l in sweep["layers"] if l["contribution"] is not None]
+  gain_over_all_seeds = sweep["s_full"] - sweep["s_base"]
+  defined = [(contribution.relative_improvement(
+                  l["contribution"], contribution.divisor_gain(l, gain_over_all_seeds)),
+              l["layer"])
+             for l in sweep["layers"] if l["contribution"] is not None]
   if not sweep["layers"]:
     raise ValueError(f"Selection '{which}{k}@{sweep_dir}': that sweep trained no block alone "
                      "(sweep.layers='none': groups only), so it ranks none; sweep the blocks "
