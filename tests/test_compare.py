@@ -183,6 +183,18 @@ def test_the_plot_labels_do_not_overlap_and_blocks_sharing_a_point_share_its_lab
   assert not any(ax_c.get_tightbbox(renderer).overlaps(box) for box in boxes[4:6])
 
 
+
+def test_where_the_sweeps_agree_both_curves_show():
+  """Two sweeps of equal C: B's filled squares, drawn over A's dots and line, hid A entirely
+  (the sweeps that agree best). B is dashed, its squares hollow and larger than A's dots."""
+  contributions = {0: 0.2, 1: 0.9, 2: 1.1, 3: 0.4}
+  fig = compare.comparison_figure(
+      compare.compare_sweeps(_sweep(contributions), _sweep(contributions)), "a", "b", 8)
+  line_a, line_b = fig.axes[0].get_lines()[:2]
+  assert list(line_a.get_ydata()) == list(line_b.get_ydata())
+  assert line_b.get_markerfacecolor() == "none" and line_b.get_linestyle() == "--"
+  assert line_b.get_markersize() > line_a.get_markersize()
+
 def _fake_sweep(directory, blocks):
   fake = FakeRL(blocks)
   return runner.run_sweep(make_config(directory), train_fn=fake.train, eval_fn=fake.eval,

@@ -157,8 +157,11 @@ def comparison_figure(comparison: dict, label_a: str, label_b: str, num_layers: 
   fig = Figure(figsize=(12, 5), layout="constrained")
   ax_c, ax_r = fig.subplots(1, 2, width_ratios=[1.6, 1])
   layers = comparison["layers"]
-  ax_c.plot(layers, comparison["contribution_a"], "o-", color="tab:blue", label=f"A: {label_a}")
-  ax_c.plot(layers, comparison["contribution_b"], "s-", color="tab:red", label=f"B: {label_b}")
+  # B dashed, with hollow squares around A's dots: where the sweeps agree, A still shows.
+  ax_c.plot(layers, comparison["contribution_a"], "o-", color="tab:blue", markersize=5,
+            label=f"A: {label_a}")
+  ax_c.plot(layers, comparison["contribution_b"], "s--", color="tab:red", markersize=9,
+            markerfacecolor="none", label=f"B: {label_b}")
   ax_c.axhline(1.0, color="tab:green", linestyle="--", linewidth=1, label="C = 1: full RL")
   ax_c.axhline(0.0, color="gray", linestyle=":", linewidth=1, label="C = 0: base")
   ax_c.set_xlim(-0.7, num_layers - 0.3)
