@@ -865,3 +865,19 @@ def test_error_bars_of_blocks_swept_with_more_seeds_than_others_say_both_kinds(t
   assert [label for label in labels if label.startswith("C(k)")] == [
       "C(k), error bars: std over seeds where a block has several, else ± 1 SE (evaluation "
       "noise)"]
+
+
+def test_group_names_are_readable_over_the_points_they_overlie(tmp_path, monkeypatch):
+  """Group 1+2 ends at the best block, 1: its name lay over the star and the error bars there,
+  unreadable among them. It has a white backing, drawn above every point and line."""
+  fake = FakeRL({**BLOCKS, (1, 2): 27})
+  config = make_config(tmp_path / "sweep")
+  config.sweep.groups = "1+2"
+  sweep_dir = runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval,
+                               num_layers=len(BLOCKS))
+  ax = _drawn_contribution_axes(json.loads((sweep_dir / "sweep.json").read_text()), tmp_path,
+                                monkeypatch)
+  (name,) = ax.texts
+  assert name.get_text() == "1+2"
+  assert all(name.get_zorder() > artist.get_zorder() for artist in ax.lines + ax.collections)
+  assert name.get_bbox_patch().get_facecolor()[:3] == (1.0, 1.0, 1.0)

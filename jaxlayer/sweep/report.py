@@ -28,6 +28,10 @@ CSV_COLUMNS = ("run", "layer", "steps", "num_seeds", "score", "score_std", "scor
                "contribution_std") + store.COST_KEYS
 # contribution.png names each group of blocks up to this many (then report.md does).
 MAX_LABELLED_GROUPS = 12
+# A group's name on contribution.png (drawn above the points and lines) lies on a backing that
+# keeps it readable over them (the best block's star, a neighbour's error bar).
+LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none",
+             "alpha": 0.85}
 # Where the paper found the best blocks (for the comparison in report.md).
 PAPER_FINDING = (
     "The paper finds the most useful blocks in the middle of the stack and the least useful "
@@ -442,7 +446,7 @@ def plot_contribution(sweep: dict, path: Path) -> None:
                 elinewidth=0.8, alpha=0.6)
     if len(groups) <= MAX_LABELLED_GROUPS:
       ax.annotate(store.group_name(blocks), (blocks[-1], c), xytext=(4, 3),
-                  textcoords="offset points", fontsize=7, color="tab:purple")
+                  textcoords="offset points", fontsize=7, color="tab:purple", bbox=LABEL_BOX)
   # Successive halving: each rung's C (against full RL at as many steps), paler the earlier.
   rungs = (sweep.get("halving") or {"rungs": []})["rungs"]
   score_after = ""  # with rungs drawn: the steps the score axis is for
