@@ -840,7 +840,10 @@ def test_the_score_axis_reads_c_over_the_seeds_it_is_over_or_goes(tmp_path, monk
   # Block 2 on seed 2 alone shares no seed with full RL: its C is over all seeds, against 16
   # and 21 of 40, the others' against 18 and 21, so no one score axis reads every C.
   sweep = report.build_sweep_json(manifest, _results_without(results, "layer02", {0, 1}))
-  assert _drawn_contribution_axes(sweep, tmp_path, monkeypatch).child_axes == []
+  ax = _drawn_contribution_axes(sweep, tmp_path, monkeypatch)
+  assert ax.child_axes == []
+  # Without it the title names the metric, which the plot named nowhere else.
+  assert ax.get_title().splitlines()[1].startswith("pass@1: S_base = 0.400, S_full = 0.525")
 
 
 def test_error_bars_are_the_spread_over_seeds_and_with_one_seed_the_standard_error():

@@ -497,9 +497,10 @@ def plot_contribution(sweep: dict, path: Path) -> None:
     ax.tick_params(axis="x", labelsize=7)
   ax.set_xlabel("block index k (0 = next to the embeddings)")
   ax.set_ylabel("layer contribution C(k)")
-  ax.set_title(f"{_title(sweep)}\nS_base = {sweep['s_base']:.3f}, S_full = {sweep['s_full']:.3f}, "
-               f"{sweep['num_problems']} test problems, {_seeds_per_run(sweep)} per run",
-               fontsize=10)
+  # The metric here too: the score axis, which names it, is left out where no one axis reads C.
+  ax.set_title(f"{_title(sweep)}\n{_score_name(sweep)}: S_base = {sweep['s_base']:.3f}, "
+               f"S_full = {sweep['s_full']:.3f}, {sweep['num_problems']} test problems, "
+               f"{_seeds_per_run(sweep)} per run", fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
   save_figure(fig, path)
