@@ -82,6 +82,16 @@ def test_p_values_of_many_blocks_are_scipys():
   assert result["p_values"] == "from scipy (Spearman's by the t approximation)"
 
 
+def test_p_values_of_many_blocks_are_never_below_two_in_n_factorial():
+  """9 blocks ranked alike: scipy's t approximation gives p = 0, which no ordering of them can
+  reach (2 of the 9! pairings are as extreme as this one)."""
+  a = {k: float(k) for k in range(9)}
+  result = compare.compare_sweeps(_sweep(a, num_layers=9), _sweep(a, num_layers=9))
+  assert stats.spearmanr(list(a.values()), list(a.values())).pvalue == 0
+  assert result["spearman"]["p_value"] == pytest.approx(2 / math.factorial(9))
+  assert result["kendall"]["p_value"] >= 2 / math.factorial(9)
+
+
 def test_identical_and_reversed_rankings():
   a = {k: float(k) for k in range(5)}
   assert compare.compare_sweeps(_sweep(a), _sweep(a))["spearman"]["rho"] == pytest.approx(1.0)

@@ -4,7 +4,9 @@ Correlations are taken over the blocks both sweeps measured with a defined C (th
 reports Spearman 0.76 between two math datasets, 0.59 between math and code). Their two-sided
 p-values are exact up to EXACT_P_MAX_BLOCKS common blocks: the share of all n! pairings of the
 two sweeps' C whose correlation is at least as far from 0 (so never below 2 / n!: 1/3 for 3
-blocks); beyond, scipy's (Spearman: the t approximation; Kendall: exact without ties).
+blocks); beyond, scipy's (Spearman: the t approximation; Kendall: exact without ties), raised
+to that floor of 2 / n! where they fall below it (the t approximation gives 0 for identical
+rankings, and less than any ordering could reach for nearly identical ones).
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def compare_sweeps(sweep_a: dict, sweep_b: dict) -> dict:
   if exact:
     spearman_p, kendall_p = _exact_p_values(a, b)
   else:
-    spearman_p, kendall_p = spearman.pvalue, kendall.pvalue
+    # No pairing is rarer than the observed ranking and its reverse: 2 of the n! pairings.
+    floor = 2 / math.factorial(len(common))
+    spearman_p, kendall_p = (float(np.maximum(p, floor))  # (NaN, a constant C, stays NaN)
+                             for p in (spearman.pvalue, kendall.pvalue))
   return {
       "layers": common,
       "num_common_layers": len(common),
