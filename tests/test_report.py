@@ -110,6 +110,12 @@ def test_a_block_with_fewer_seeds_is_set_against_base_and_full_rl_on_its_seeds(t
   rows = list(csv.DictReader((sweep_dir / "sweep.csv").open()))
   assert [(r["run"], r["num_seeds"]) for r in rows] == [("base", "3"), ("full", "3"),
                                                         ("layer00", "3"), ("layer01", "1")]
+  # What each C divides by, in its row: block 1's C is not (score - base) / (full - base) of
+  # the rows above, and sweep.csv alone did not say what it was.
+  for row in rows[2:]:
+    score, s_base, s_full = (float(row[key]) for key in ("score", "s_base", "s_full"))
+    assert float(row["contribution"]) == pytest.approx((score - s_base) / (s_full - s_base))
+  assert (float(rows[3]["s_base"]), float(rows[3]["s_full"])) == pytest.approx((12 / 40, 24 / 40))
   markdown = (sweep_dir / "report.md").read_text()
   assert "test problems; 1-3 seeds per run; decoding" in markdown
   assert "| block 1 | 0.675 | 0.074 | n/a | 1.25 | 0.41 |" in markdown

@@ -24,7 +24,7 @@ from jaxlayer.text import counted, decimals
 
 OUTPUT_FILES = ("sweep.json", "sweep.csv", "contribution.png", "curves.png", "report.md")
 CSV_COLUMNS = ("run", "layer", "steps", "num_seeds", "score", "score_std", "score_se",
-               "contribution", "contribution_se", "contribution_seed_mean",
+               "contribution", "s_base", "s_full", "contribution_se", "contribution_seed_mean",
                "contribution_std") + store.COST_KEYS
 # contribution.png names each group of blocks up to this many (then report.md does).
 MAX_LABELLED_GROUPS = 12
@@ -347,6 +347,7 @@ def build_sweep_json(manifest: dict, results: list[dict],
 def _csv_text(sweep: dict) -> str:
   """One row per run group: base (0 RL steps), full RL, each block and group at the end, then,
   with successive halving, the same at each rung (its steps in `steps`, `-stepN` in `run`).
+  A block's or group's `s_base` and `s_full` are what its C divides by (over its seeds).
   Scored over tasks, a column `score_TASK` per task gives each task's score (at the end)."""
   final_steps = sweep["settings"]["train"]["steps"]
   tasks = sweep["tasks"] or {}
