@@ -83,6 +83,9 @@ def test_report_writes_every_file_with_the_documented_keys_and_numbers(tmp_path)
   assert "Best: block 1" in markdown and "Worst: block 3" in markdown
   assert f"| block 3 | {by_layer[3]['score']:.3f} |" in markdown
   assert "The paper finds" in markdown and "standard errors" in markdown
+  # Its weak blocks of the 36-block models too, which lie at the input (8B's below the base):
+  # quoting only those near the output read as if a weak block 0 disagreed with it.
+  assert "weak at 2 (0.66) / 0 (-0.51), next to the embeddings" in markdown
   assert f"Full RL scored {sweep['gain']:.3f} above the base. The standard error of that gain " \
          f"is {sweep['gain_se']:.3f}" in markdown
 

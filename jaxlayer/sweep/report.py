@@ -35,9 +35,10 @@ LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "n
 # Where the paper found the best blocks (for the comparison in report.md).
 PAPER_FINDING = (
     "The paper finds the most useful blocks in the middle of the stack and the least useful "
-    "near the output: Qwen3-1.7B (28 blocks) best at block 10 (C = 1.14), weak at 24 (0.28); "
-    "Qwen3-4B and -8B (36 blocks) best at 16 (C = 1.06 / 1.07); Qwen2.5-Math-1.5B with Dr. GRPO "
-    "best at 14 (1.01), weak at 23 (0.42).")
+    "mostly near the output: Qwen3-1.7B (28 blocks) best at block 10 (C = 1.14), weak at 24 "
+    "(0.28); Qwen3-4B and -8B (36 blocks) best at 16 (C = 1.06 / 1.07), weak at 2 (0.66) / 0 "
+    "(-0.51), next to the embeddings; Qwen2.5-Math-1.5B with Dr. GRPO best at 14 (1.01), weak "
+    "at 23 (0.42).")
 
 
 def _run_key(result: dict):
