@@ -446,7 +446,7 @@ def test_full_rl_below_the_base_ranks_the_blocks_by_score_and_warns(tmp_path):
   assert sweep["warnings"] == [
       "full RL scored 0.4000, below the base (0.5000): C(k) divides by a negative gain, so a "
       "higher score gives a lower C, and C = 1 is no target. The best and worst blocks are "
-      "those with the highest and lowest score. Train longer or with another learning rate, or "
+      "those with the smallest and largest C. Train longer or with another learning rate, or "
       "evaluate on more problems."]
   assert report.summary_lines(sweep)[1:] == [
       "best: block 1 (C = -1.50, score 0.650). worst: block 3 (C = 2.50, score 0.250).",
@@ -516,7 +516,7 @@ def test_the_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path):
   assert sweep["warnings"] == [
       "full RL scored 0.4250, below the base (0.4500) over seeds 0, 1: C(k) divides by a "
       "negative gain, so a higher score gives a lower C, and C = 1 is no target. The best and "
-      "worst blocks are those with the highest and lowest score. Train longer or with another "
+      "worst blocks are those with the smallest and largest C. Train longer or with another "
       "learning rate, or evaluate on more problems."]
   assert report.summary_lines(sweep)[1] == (
       "best: block 0 (C = -2.00, score 0.450). worst: block 1 (C = 3.00, score 0.325).")
@@ -532,8 +532,8 @@ def test_the_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path):
       "full RL scored below the base on the seeds some of the C are over (block 0: 0.4250 "
       "against 0.4500 over seeds 0, 1; block 1: 0.4250 against 0.4500 over seeds 0, 1): their C "
       "divides by a negative gain, so a higher score gives a lower C, and C = 1 is no target. "
-      "The best and worst blocks are those with the highest and lowest score. Train longer or "
-      "with another learning rate, or evaluate on more problems."]
+      "The best and worst blocks are ranked by C, and by -C where it divides by a negative gain. "
+      "Train longer or with another learning rate, or evaluate on more problems."]
 
 
 def test_a_rungs_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path, monkeypatch):

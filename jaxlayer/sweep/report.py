@@ -248,10 +248,12 @@ def _full_rl_lost(summary: contribution.SweepSummary) -> list[str]:
   if not below:
     return []
   where, every_c = below
+  # As contribution.relative_improvement ranks them.
+  ranking = ("those with the smallest and largest C" if every_c
+             else "ranked by C, and by -C where it divides by a negative gain")
   return [f"{where}: {'C(k)' if every_c else 'their C'} divides by a negative gain, so a higher "
-          "score gives a lower C, and C = 1 is no target. The best and worst blocks are those "
-          "with the highest and lowest score. Train longer or with another learning rate, or "
-          "evaluate on more problems."]
+          f"score gives a lower C, and C = 1 is no target. The best and worst blocks are {ranking}. "
+          "Train longer or with another learning rate, or evaluate on more problems."]
 
 
 def _mixed_devices(results: list[dict]) -> list[str]:
