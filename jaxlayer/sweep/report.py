@@ -252,8 +252,8 @@ def _full_rl_lost(summary: contribution.SweepSummary) -> list[str]:
   ranking = ("those with the smallest and largest C" if every_c
              else "ranked by C, and by -C where it divides by a negative gain")
   return [f"{where}: {'C(k)' if every_c else 'their C'} divides by a negative gain, so a higher "
-          f"score gives a lower C, and C = 1 is no target. The best and worst blocks are {ranking}. "
-          "Train longer or with another learning rate, or evaluate on more problems."]
+          "score gives a lower C, and C = 1 is no target. The best and worst blocks are "
+          f"{ranking}. Train longer or with another learning rate, or evaluate on more problems."]
 
 
 def _mixed_devices(results: list[dict]) -> list[str]:
