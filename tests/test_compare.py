@@ -211,6 +211,19 @@ def _fake_sweep(directory, blocks):
                           num_layers=len(blocks))
 
 
+
+def test_the_plot_names_each_sweeps_model(tmp_path, monkeypatch):
+  """Two models of one depth (Qwen3-4B and -8B, 36 blocks each) on one task: the legend named
+  the sweep directories, task and algorithm, and not which model each sweep measured."""
+  labels = []
+  figure = compare.comparison_figure
+  monkeypatch.setattr(compare, "comparison_figure", lambda comparison, a, b, num_layers: (
+      labels.extend([a, b]), figure(comparison, a, b, num_layers))[1])
+  dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20})
+  dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25})
+  compare.compare_sweep_dirs(dir_a, dir_b, tmp_path / "cmp")
+  assert labels == ["math (tiny-arith, arithmetic, grpo)", "code (tiny-arith, arithmetic, grpo)"]
+
 def test_cli_compare_prints_and_writes_json_and_plot(tmp_path, capsys):
   dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20, 3: 8, 4: 16})
   dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25, 3: 10, 4: 18})

@@ -151,7 +151,10 @@ def _finite_or_none(value) -> float | None:
 
 
 def _label(sweep: dict, sweep_dir: Path) -> str:
-  return f"{sweep_dir.name} ({sweep['task']}, {sweep['algorithm']})"
+  """'sweep_8b (Qwen3-8B-Base, math, grpo)': the sweeps compared may be of two models of one
+  depth (Qwen3-4B and -8B)."""
+  model = Path(str(sweep["model"])).name  # (a hub id's name, or a directory's)
+  return f"{sweep_dir.name} ({model}, {sweep['task']}, {sweep['algorithm']})"
 
 
 def comparison_figure(comparison: dict, label_a: str, label_b: str, num_layers: int):
