@@ -767,6 +767,23 @@ def test_a_tie_or_a_single_block_is_not_named_both_best_and_worst(tmp_path, bloc
   assert f"B{expected[1:]}." in (sweep_dir / "report.md").read_text()
 
 
+
+def test_the_only_block_with_a_defined_c_is_not_said_to_tie_with_the_others(tmp_path):
+  """Full RL on seed 1 scores as the base: block 1, trained on seed 1 alone, has no C, and
+  block 0 (seeds 0, 1) is the only block ranked. The sweep said every block scored the same."""
+  sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS), seeds=2, layers="0,1")
+  manifest, results = store.load_manifest(sweep_dir), store.load_results(sweep_dir)
+  base_seed1 = next(r for r in results if r["kind"] == "base" and r["seed"] == 1)
+  for r in results:
+    if r["kind"] == "full" and r["seed"] == 1:
+      r.update({key: base_seed1[key] for key in ("score", "score_se", "per_problem")})
+  with pytest.warns(UndefinedContributionWarning):
+    sweep = report.build_sweep_json(manifest, _results_without(results, "layer01", {0}))
+  assert [l["contribution"] is None for l in sweep["layers"]] == [False, True]
+  # Block 0 against base 12 and full RL (24 + 12) / 2 of 40 over seeds 0, 1: C = 2 / 6.
+  assert sweep["layers"][0]["contribution"] == pytest.approx(1 / 3)
+  assert report.summary_lines(sweep)[1].endswith("; the only block swept with a defined C.")
+
 @pytest.mark.parametrize("keep, best_and_worst", [
     (0.25, "best: block 1 (C = 1.25, score 0.675); the only block trained to the end."),
     (0.5, "best: block 1 (C = 1.25, score 0.675). worst of the blocks trained to the end: "

@@ -744,14 +744,18 @@ def _best_block(sweep: dict) -> str:
 
 def _best_and_worst(sweep: dict, worst_label: str) -> str:
   """'best: block 4 (C = 0.72, score 0.415). WORST_LABEL: block 7 (...)', or, when the best
-  block is also the worst (one block swept, a tie), 'best: block 4 (...); the only block
-  swept' or '...; every block swept scored the same'. With successive halving the blocks are
-  those trained to the end, and the phrases say so."""
+  block is also the worst (one block swept, or with a defined C; a tie), 'best: block 4 (...);
+  the only block swept' ('... swept with a defined C') or '...; every block swept scored the
+  same'. With successive halving the blocks are those trained to the end, and the phrases say
+  so."""
   if sweep["worst_layer"] != sweep["best_layer"]:
     return f"{_best_block(sweep)}. {worst_label}: {_block(sweep, sweep['worst_layer'])}"
   blocks = "trained to the end" if sweep.get("halving") else "swept"
-  tie = (f"the only block {blocks}" if len(sweep["layers"]) == 1
-         else f"every block {blocks} scored the same")
+  ranked = [l for l in sweep["layers"] if l["contribution"] is not None]
+  if len(ranked) > 1:
+    tie = f"every block {blocks} scored the same"
+  else:
+    tie = f"the only block {blocks}" + ("" if len(sweep["layers"]) == 1 else " with a defined C")
   return f"{_best_block(sweep)}; {tie}"
 
 
