@@ -127,7 +127,9 @@ def _decoding(eval_config: dict) -> dict:
   """The eval settings that shape the scores (sampling settings only when there are samples)."""
   # The metric, the tasks and the problems have their own entries (eval.metric is not every
   # task's metric when eval.tasks names one); the tasks' options are among the settings.
-  unused = ({"metric", "num_problems", "tasks", "task_options", "replicate_params"}
+  # batch_size and replicate_params only batch or place the same samples (a resumed sweep may
+  # change them: store.NOT_IDENTITY).
+  unused = ({"metric", "num_problems", "tasks", "task_options", "batch_size", "replicate_params"}
             | store.unused_eval_settings(eval_config))
   return {k: v for k, v in eval_config.items() if k not in unused}
 
