@@ -213,3 +213,19 @@ def test_best_and_worst_blocks_are_the_highest_and_lowest_scores_ties_to_the_low
   summary = contribution.summarize_sweep(_runs([0.4]), _runs([full]),
                                          {k: _runs([v]) for k, v in scores.items()})
   assert (summary.best_layer().layer, summary.worst_layer().layer) == (1, 3)
+
+
+@pytest.mark.parametrize("full", [[0.50, 0.70], [0.30, 0.50]], ids=["full-gained", "full-lost"])
+def test_blocks_of_different_seeds_rank_by_their_c_over_their_own_seeds(full):
+  """Block 0 trained seeds 0 and 1, block 1 seed 0 only (a sweep extended with a seed for some
+  blocks); seed 1 scores 0.2 higher everywhere. Block 1 gained 0.09 over the base on its seed,
+  block 0 0.05 on its two: block 1 is the best, although block 0's mean score (0.55, lifted by
+  seed 1) is the higher. Its C is the larger (0.9 against 0.5) when full RL gained; when full
+  RL lost, C's scale is negative, and the best is the one of the more negative C."""
+  summary = contribution.summarize_sweep(_runs([0.40, 0.60]), _runs(full),
+                                         {0: _runs([0.45, 0.65]), 1: _runs([0.49])})
+  scores = {l.layer: l.scores.score for l in summary.layers}
+  assert scores[0] > scores[1]
+  gains = {l.layer: l.contribution * (l.s_full - l.s_base) for l in summary.layers}
+  assert gains == pytest.approx({0: 0.05, 1: 0.09})
+  assert (summary.best_layer().layer, summary.worst_layer().layer) == (1, 0)
