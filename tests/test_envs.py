@@ -311,6 +311,19 @@ def test_registry():
     get_env("gridworld", colour="red")
 
 
+@pytest.mark.parametrize("options, complaint", [
+    # '3' failed later with "'<' not supported between instances of 'str' and 'int'".
+    ({"size": "3"}, "option 'size' takes int, got '3' (str)."),
+    ({"size": True}, "option 'size' takes int, got True (bool)."),
+    ({"goal_reward": "1"}, "option 'goal_reward' takes float, got '1' (str)."),
+])
+def test_an_environment_option_of_the_wrong_type_is_named_with_the_type_it_takes(options,
+                                                                                   complaint):
+  with pytest.raises(ValueError, match=re.escape(f"environment 'gridworld': {complaint}")):
+    get_env("gridworld", **options)
+  assert get_env("gridworld", goal_reward=1).goal_reward == 1  # an int for a float
+
+
 @pytest.mark.skipif(importlib.util.find_spec("alfworld") is not None,
                     reason="alfworld is installed")
 def test_alfworld_without_the_package_says_how_to_install_it():
@@ -591,13 +604,16 @@ def test_alfworld_sends_the_projected_command_and_penalises_invalid_replies(alfw
     ({"reply_format": "tags"}, r"alfworld reply_format='tags': choose one of \['verl-agent', "
      r"'command'\]"),
     ({"history_length": -1}, r"alfworld history_length=-1: past turns shown, an integer >= 0"),
-    ({"history_length": 2.0}, r"alfworld history_length=2.0"),
+    ({"history_length": 2.0}, r"environment 'alfworld': option 'history_length' takes int, got "
+     r"2.0 \(float\)"),
     ({"invalid_action_penalty": -0.1}, r"alfworld invalid_action_penalty=-0.1: the reward an "
      r"invalid reply loses, a number >= 0"),
     ({"invalid_action_penalty": math.nan}, r"alfworld invalid_action_penalty=nan"),
     # A string raised TypeError from math.isfinite; True made each invalid reply an env error.
-    ({"invalid_action_penalty": "0.1"}, r"alfworld invalid_action_penalty='0.1': the reward"),
-    ({"invalid_action_penalty": True}, r"alfworld invalid_action_penalty=True: the reward"),
+    ({"invalid_action_penalty": "0.1"}, r"environment 'alfworld': option "
+     r"'invalid_action_penalty' takes float, got '0.1' \(str\)"),
+    ({"invalid_action_penalty": True}, r"environment 'alfworld': option "
+     r"'invalid_action_penalty' takes float, got True \(bool\)"),
 ])
 def test_bad_alfworld_options_are_named_before_alfworld_is_imported(options, message):
   with pytest.raises(ValueError, match=message):

@@ -715,6 +715,10 @@ def test_cli_sweep_and_eval_on_the_shipped_config(tiny_qwen2_dir, tmp_path, comp
      r"'gridworld'"),
     ({"env.eval_options": {"colour": "red"}}, r"env.eval_options \{'colour': 'red'\} do not fit "
      r"environment 'gridworld'"),
+    ({"env.options": {"size": "3"}}, r"env.options of environment 'gridworld': option 'size' "
+     r"takes int, got '3' \(str\)"),
+    ({"env.eval_options": {"size": 3.0}}, r"env.eval_options of environment 'gridworld': option "
+     r"'size' takes int, got 3.0 \(float\)"),
     ({"env.max_turns": 0}, r"env.max_turns must be an integer >= 1"),
     ({"env.history": -1}, r"env.history must be an integer >= 0"),
     ({"env.template": "{obs}"}, r"env.template uses unknown field\(s\) \['obs'\]"),

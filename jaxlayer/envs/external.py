@@ -13,6 +13,7 @@ import functools
 import inspect
 import math
 import numbers
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -253,7 +254,7 @@ class _AlfworldGames:
     return self.batch_env.step(actions)
 
 
-def alfworld_env(config_path: str, split: str = "train", success_reward: float = 10.0,
+def alfworld_env(config_path: str | os.PathLike, split: str = "train", success_reward: float = 10.0,
                  reply_format: str = "verl-agent", history_length: int = 2,
                  invalid_action_penalty: float = 0.1) -> GymTextEnv:
   """ALFWorld's text environment (the suite the paper's GiGPO runs use) as an `Env`.

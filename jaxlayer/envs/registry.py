@@ -7,6 +7,7 @@ from collections.abc import Callable
 from jaxlayer.envs.base import Env
 from jaxlayer.envs.external import alfworld_env
 from jaxlayer.envs.gridworld import GridWorld
+from jaxlayer.options import check_option_types
 
 ENVS: dict[str, Callable[..., Env]] = {
     "gridworld": GridWorld,
@@ -15,9 +16,14 @@ ENVS: dict[str, Callable[..., Env]] = {
 
 
 def get_env(name: str, **options) -> Env:
-  """A new environment instance (one per trajectory: instances hold the episode state)."""
+  """A new environment instance (one per trajectory: instances hold the episode state).
+
+  A ValueError names an option of a plain type (bool, int, float, str, None) given a value of
+  another, before the environment is built.
+  """
   if name not in ENVS:
     raise ValueError(f"unknown environment {name!r}; known environments: {', '.join(sorted(ENVS))}")
+  check_option_types(ENVS[name], options, f"environment {name!r}")
   try:
     return ENVS[name](**options)
   except TypeError as err:

@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxlayer import envs, sampling, tasks
 from jaxlayer.envs.episode import FINISH_ENV_ERROR
+from jaxlayer.options import check_option_types
 from jaxlayer.rl import gigpo
 from jaxlayer.text import counted
 
@@ -165,6 +166,7 @@ def env_settings(config, *, evaluation: bool = False) -> EnvSettings:
       inspect.signature(envs.ENVS[env.name]).bind(**merged)
     except TypeError as err:
       raise ValueError(f"{what} {given} do not fit environment {env.name!r}: {err}.") from None
+    check_option_types(envs.ENVS[env.name], merged, f"{what} of environment {env.name!r}")
   for key, lowest in (("max_turns", 1), ("history", 0), ("num_eval_episodes", 1)):
     value = env[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
