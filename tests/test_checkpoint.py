@@ -381,6 +381,34 @@ def test_export_of_a_run_that_changed_nothing_says_so_not_that_rounding_undid_it
       "in any --dtype\n")
 
 
+def test_counting_what_rounding_undid_reads_one_base_tensor_at_a_time(tmp_path, tiny_qwen2_dir,
+                                                                       monkeypatch):
+  """The count after a bfloat16 export read every trained tensor of the base into host memory
+  (in float32) before counting any: ~28 GB for a full-parameter run of a 7B model. Now each is
+  read as it is counted."""
+  base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])
+  trained = {path: base[path] + 0.5 for path in ("final_norm.scale", "layers.0.attn.k_proj.kernel")}
+  _run_of(tiny_qwen2_dir, tmp_path / "run", trained)
+  events = []  # in order: the base tensors read, "counted" after each count
+  read, count = models.stored_tensors, checkpoint._rounded_back_and_changed
+
+  def reading(*args):
+    for name, tensor in read(*args):
+      events.append(name)
+      yield name, tensor
+
+  def counting(*args):
+    events.append("counted")
+    return count(*args)
+
+  monkeypatch.setattr(models, "stored_tensors", reading)
+  monkeypatch.setattr(checkpoint, "_rounded_back_and_changed", counting)
+  total = sum(value.size for value in trained.values())
+  assert checkpoint.trained_weights_at_base(tmp_path / "run", 3, "bfloat16") == (0, total, total)
+  assert events == ["model.norm.weight", "counted", "model.layers.0.self_attn.k_proj.weight",
+                    "counted"]
+
+
 def _run_training_the_final_norm(run: Path) -> tuple[Path, int]:
   """A run of the shipped model that trains final_norm.scale, with checkpoints at steps 3 and 5
   holding the step number in every weight; returns (run, hidden size)."""

@@ -187,6 +187,18 @@ def stored_tensors(model_dir: str | os.PathLike,
       yield name, f.get_tensor(name)
 
 
+def stored_shapes(model_dir: str | os.PathLike,
+                  names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+  """Each of `names` in a local checkpoint and its shape as stored, from the files' headers (no
+  tensor is read)."""
+  shapes = {}
+  for file in _weight_files(Path(model_dir)):
+    with _open_weights(file) as f:
+      shapes.update({name: tuple(f.get_slice(name).get_shape())
+                     for name in set(names) & set(f.keys())})
+  return {name: shapes[name] for name in names}
+
+
 def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
   """With tied embeddings, an lm_head.weight in the checkpoint must be the embeddings' copy:
   transformers uses a stored lm_head.weight as it is, jaxlayer the embeddings."""

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxlayer import distributed, locks, models, paths
-from jaxlayer.models.hf_mapping import apply_transform, jax_to_hf_name
+from jaxlayer.models.hf_mapping import TRANSPOSE, apply_transform, jax_to_hf_name
 from jaxlayer.models.hub import (STAGING_PREFIX, holds_weights, hub_id_of_snapshot,
                                  is_checkpoint_file, resolve_model_dir)
 from jaxlayer.models.sharding import param_sharding
@@ -426,24 +427,27 @@ def trained_weights_at_base(run_dir: str | os.PathLike, step: int, dtype: str,
   base_dir = resolve_model_dir(run_base_model(run_dir, base_model))
   names = {path: jax_to_hf_name(path) for path in run["trainable"]}
   start_dtype = jnp.dtype(config.model.dtype)  # (a bfloat16 run starts from the base rounded)
-  base = {path: apply_transform(tensor, names[path][1]).astype(start_dtype).astype(np.float32)
-          for path, (_, tensor) in zip(names, models.stored_tensors(
-              base_dir, [name for name, _ in names.values()]))}
+  stored = models.stored_shapes(base_dir, [name for name, _ in names.values()])
+  shapes = {path: tuple(reversed(stored[name])) if transform == TRANSPOSE else stored[name]
+            for path, (name, transform) in names.items()}
   mesh = models.make_mesh()
-  shardings = {path: param_sharding(path, value.shape, mesh) for path, value in base.items()}
+  shardings = {path: param_sharding(path, shape, mesh) for path, shape in shapes.items()}
   checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
   try:
     trained = checkpointer.restore_params(step, {
-        path: jax.ShapeDtypeStruct(value.shape, jnp.float32, sharding=shardings[path])
-        for path, value in base.items()})
+        path: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=shardings[path])
+        for path, shape in shapes.items()})
   finally:
     checkpointer.close()
   rounded_back = changed = 0
-  for path, value in base.items():
+  # One base tensor at a time in host memory (all of a 7B model's, in float32, are ~28 GB).
+  for path, (_, tensor) in zip(names, models.stored_tensors(
+      base_dir, [name for name, _ in names.values()])):
+    value = apply_transform(tensor, names[path][1]).astype(start_dtype).astype(np.float32)
     base_value = jax.make_array_from_callback(value.shape, shardings[path], value.__getitem__)
-    back, moved = _rounded_back_and_changed(trained[path], base_value, dtype)
+    back, moved = _rounded_back_and_changed(trained.pop(path), base_value, dtype)
     rounded_back, changed = rounded_back + int(back), changed + int(moved)
-  return rounded_back, changed, sum(value.size for value in base.values())
+  return rounded_back, changed, sum(math.prod(shape) for shape in shapes.values())
 
 
 @functools.partial(jax.jit, static_argnames="dtype")
