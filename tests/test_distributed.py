@@ -416,6 +416,36 @@ def test_a_model_only_one_host_has_stops_every_host_with_the_error(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_a_finished_runs_check_stops_every_host_when_one_fails_before_it(tmp_path):
+  """train.layers=top1@SWEEP_DIR whose sweep is gone, of a finished run: process 0 went on to
+  list the run's checkpoints, a collective, while process 1, which had failed before it (its
+  selection), waited for the others to say how they fared: a collective mismatch (gloo aborted
+  both processes on CPU; a hang on a TPU). Now the listing is each host's own, and every host
+  stops with process 1's error."""
+  run = tmp_path / "run"
+  hidden = json.loads((Path(TINY_ARITH) / "config.json").read_text())["hidden_size"]
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
+                                      "checkpoint": {"keep": 1, "every": 1}})
+  checkpoint.write_run_files(run, config, str(TINY_ARITH), {"final_norm.scale": (hidden,)},
+                             learning_rates={"final_norm.scale": 1e-5})
+  saver = checkpoint.Checkpointer(run)
+  saver.save(1, {"final_norm.scale": jnp.ones((hidden,))},
+             {"opt_state": {"count": jnp.zeros((), jnp.int32)}, "rng": jax.random.PRNGKey(0)},
+             {"step": 1})
+  saver.close()
+  process_1_fails = ("import os; from jaxlayer.rl import selection\n"
+                     "def resolve(*args, **kwargs): raise ValueError('no ranking here')\n"
+                     "if os.environ['JAX_PROCESS_ID'] == '1':\n"
+                     "  selection.resolve = resolve\n")
+  outputs = _run_in_homes(_two_homes(tmp_path), [
+      "train", "--config", str(ROOT / "configs" / "grpo_arithmetic.py"),
+      f"--config.model.path={TINY_ARITH}", f"--config.run_dir={run}", "--config.train.steps=1",
+      f"--config.train.layers=top1@{tmp_path / 'gone'}"], process_1_fails)
+  assert "jaxlayer train: no ranking here" in outputs[1], outputs[1]
+  assert ("jaxlayer train: Checking the run's settings failed on process(es) [1] of 2, so every "
+          "process stops; process 1: ValueError: no ranking here") in outputs[0], outputs[0]
+
+
 def test_a_run_that_fails_before_writing_leaves_no_run_directory_on_several_hosts(tmp_path):
   """The hosts' check of run_dir made the directory before the run's lock did, so a run that
   then failed before writing anything (here its weights fail to load) left it empty."""
@@ -593,7 +623,7 @@ def test_every_host_loads_the_checkpoint_that_process_0_lists_last(tmp_path):
   saver.close()
   late_listing = ("import os; from jaxlayer.rl import checkpoint\n"
                   "if os.environ['JAX_PROCESS_ID'] == '1':\n"
-                  "  checkpoint.Checkpointer.all_steps = lambda self: [3]\n")
+                  "  checkpoint.listed_steps = lambda run_dir: [3]\n")
   # (bfloat16: every host also reads the checkpoint again to count what rounding undid.)
   outputs = _run_in_homes(_two_homes(tmp_path), ["export", "--run", str(run), "--out",
                                                  str(tmp_path / "hf"), "--dtype", "bfloat16"],

@@ -253,6 +253,17 @@ def sweep_run_hint(path: str | os.PathLike) -> str | None:
           f"{train_dir}; pass that.")
 
 
+def listed_steps(run_dir: str | os.PathLike) -> list[int]:
+  """The steps of the finished checkpoints in run_dir as this host lists them, as Orbax's
+  CheckpointManager does but without starting one (that waits for every host). Not collective:
+  another host may list them late (see checkpoint_step)."""
+  directory = Path(run_dir) / CHECKPOINT_DIR
+  if not directory.is_dir():  # (not created: this only reads)
+    return []
+  return sorted(metadata.step
+                for metadata in ocp.path.step.standard_name_format().find_all(directory))
+
+
 def checkpoint_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
   """`step` (default: the latest) if run_dir holds a checkpoint of it, else an error saying why
   not. Reads only: a missing checkpoints directory is not created. On several hosts process
@@ -266,14 +277,7 @@ def _checkpoint_step(run_dir: str | os.PathLike, config: ml_collections.ConfigDi
                      step: int | None) -> int:
   """checkpoint_step of the run in run_dir, whose config.json holds `config`."""
   run_dir = Path(run_dir)
-  available = []
-  if (run_dir / CHECKPOINT_DIR).is_dir():
-    checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
-    try:
-      available = checkpointer.all_steps()
-    finally:
-      checkpointer.close()
-  available = json.loads(distributed.from_primary(json.dumps(available)))
+  available = json.loads(distributed.from_primary(json.dumps(listed_steps(run_dir))))
   if not available and list(run_dir.parent.glob(SWEEP_RESULTS)):  # scored by a sweep
     raise FileNotFoundError(
         f"Run {run_dir} has no checkpoint: the sweep removed them once the run was scored (it "

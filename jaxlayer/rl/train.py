@@ -178,10 +178,10 @@ def _finished_run_selection(config: ml_collections.ConfigDict, param_paths: Sequ
   if recorded is None:  # a run written before jaxlayer recorded them
     raise missing
   trainable = tuple(path for path in param_paths if path in recorded)
-  try:
-    step = checkpoint.checkpoint_step(run_dir)
-  except FileNotFoundError:  # no checkpoint yet
-    step = 0
+  # This host's listing, not process 0's (checkpoint_step): plan() runs in a failing_together
+  # block, where a collective would wait for hosts that failed before it. One that lists the
+  # checkpoints late (an NFS client's cache) stops every host with this error, loading nothing.
+  step = max(checkpoint.listed_steps(run_dir), default=0)
   if step < config.train.steps:
     raise selection.SelectionSourceMissing(
         f"{missing} The run in {run_dir} is at step {step} of {config.train.steps}, so it needs "
