@@ -465,38 +465,44 @@ def _generate(argv: list[str]) -> None:
       raise SystemExit(f"jaxlayer generate: {err}") from None
   single = len(prompts) == 1 and args.num_samples == 1
   starts = range(0, len(prompts), args.batch_size)
-  for start in tqdm(starts, desc="generate", unit="batch",
-                    disable=len(starts) == 1 or not distributed.is_primary()):
-    batch = prompts[start:start + args.batch_size]
-    # The last batch is filled up to the others' size so that it reuses their compiled code.
-    filled = batch + batch[:1] * (min(args.batch_size, len(prompts)) - len(batch))
-    try:
-      out = sampling.generate(
-          model, tasks.encode_prompts(tokenizer, filled, use_chat_template=args.chat),
-          max_new_tokens=args.max_new_tokens,
-          num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
-          top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed,
-          row_ids=range(start * args.num_samples, (start + len(filled)) * args.num_samples))
-    except (ValueError, TypeError) as err:
-      raise SystemExit(f"jaxlayer generate: {err}") from None
-    rows = len(batch) * args.num_samples
-    if not distributed.is_primary():
-      continue
-    for row, (index, length) in enumerate(zip(out.prompt_index[:rows],
-                                              out.lengths[:rows].tolist())):
-      completion = tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
-      text = batch[index] + completion
-      if args.jsonl:
-        print(json.dumps({"prompt_index": start + int(index),
-                          "sample": row % args.num_samples, "prompt": batch[index],
-                          "completion": completion, "finish_reason": out.finish_reasons[row],
-                          "num_tokens": length}), flush=True)
-      elif single:
-        print(text)
-      else:
-        print(f"### prompt {start + index}, sample {row % args.num_samples} "
-              f"({out.finish_reasons[row]}, {counted(length, 'token')})\n{text}\n",
-              flush=True)
+  printed = 0  # prompts whose completions are all printed
+  try:
+    for start in tqdm(starts, desc="generate", unit="batch",
+                      disable=len(starts) == 1 or not distributed.is_primary()):
+      batch = prompts[start:start + args.batch_size]
+      # The last batch is filled up to the others' size so that it reuses their compiled code.
+      filled = batch + batch[:1] * (min(args.batch_size, len(prompts)) - len(batch))
+      try:
+        out = sampling.generate(
+            model, tasks.encode_prompts(tokenizer, filled, use_chat_template=args.chat),
+            max_new_tokens=args.max_new_tokens,
+            num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
+            top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed,
+            row_ids=range(start * args.num_samples, (start + len(filled)) * args.num_samples))
+      except (ValueError, TypeError) as err:
+        raise SystemExit(f"jaxlayer generate: {err}") from None
+      rows = len(batch) * args.num_samples
+      if not distributed.is_primary():
+        continue
+      for row, (index, length) in enumerate(zip(out.prompt_index[:rows],
+                                                out.lengths[:rows].tolist())):
+        completion = tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
+        text = batch[index] + completion
+        if args.jsonl:
+          print(json.dumps({"prompt_index": start + int(index),
+                            "sample": row % args.num_samples, "prompt": batch[index],
+                            "completion": completion, "finish_reason": out.finish_reasons[row],
+                            "num_tokens": length}), flush=True)
+        elif single:
+          print(text)
+        else:
+          print(f"### prompt {start + index}, sample {row % args.num_samples} "
+                f"({out.finish_reasons[row]}, {counted(length, 'token')})\n{text}\n",
+                flush=True)
+      printed = start + len(batch)
+  except KeyboardInterrupt as err:
+    _interrupted("jaxlayer generate", err,
+                 f"{printed} of {counted(len(prompts), 'prompt')} completed and printed.")
 
 
 def _read_prompts(path: str, parser: argparse.ArgumentParser, *,

@@ -219,6 +219,29 @@ def test_generate_empty_prompt_is_refused_before_loading_the_model(tiny_qwen2_di
       for text in ("the lazy dog", "")]
 
 
+def test_generate_stopped_by_ctrl_c_exits_130_saying_how_many_prompts_were_printed(
+    tiny_qwen2_dir, monkeypatch, capsys):
+  """Ctrl-C used to end generate with JAX's traceback, not saying what had been printed."""
+  from jaxlayer import sampling
+
+  calls, generate = [], sampling.generate
+
+  def interrupted_on_the_second_call(*args, **kwargs):
+    calls.append(args)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return generate(*args, **kwargs)
+
+  monkeypatch.setattr(sampling, "generate", interrupted_on_the_second_call)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["generate", "--model", str(tiny_qwen2_dir), "--prompt", "the", "--prompt", "fox",
+              "--prompt", "dog", "--batch-size", "2", "--max-new-tokens", "2", "--jsonl"])
+  assert exited.value.code == 130
+  out, err = capsys.readouterr()
+  assert [json.loads(line)["prompt"] for line in out.splitlines()] == ["the", "fox"]
+  assert err.endswith("jaxlayer generate: interrupted. 2 of 3 prompts completed and printed.\n")
+
+
 def test_generate_chat_without_a_chat_template_names_the_flag(tiny_qwen2_dir):
   """The error used to tell a command-line user to 'set use_chat_template=False', which is no
   flag of jaxlayer generate."""
