@@ -463,6 +463,8 @@ def _generate(argv: list[str]) -> None:
                  for prompt in prompts]
     except ValueError as err:
       raise SystemExit(f"jaxlayer generate: {err}") from None
+  prompt_ids = tasks.encode_prompts(tokenizer, prompts, use_chat_template=args.chat)
+  _check_prompts_fit(prompt_ids, args.max_new_tokens, model.config)
   single = len(prompts) == 1 and args.num_samples == 1
   starts = range(0, len(prompts), args.batch_size)
   printed = 0  # prompts whose completions are all printed
@@ -470,12 +472,12 @@ def _generate(argv: list[str]) -> None:
     for start in tqdm(starts, desc="generate", unit="batch",
                       disable=len(starts) == 1 or not distributed.is_primary()):
       batch = prompts[start:start + args.batch_size]
+      batch_ids = prompt_ids[start:start + args.batch_size]
       # The last batch is filled up to the others' size so that it reuses their compiled code.
-      filled = batch + batch[:1] * (min(args.batch_size, len(prompts)) - len(batch))
+      filled = batch_ids + batch_ids[:1] * (min(args.batch_size, len(prompts)) - len(batch))
       try:
         out = sampling.generate(
-            model, tasks.encode_prompts(tokenizer, filled, use_chat_template=args.chat),
-            max_new_tokens=args.max_new_tokens,
+            model, filled, max_new_tokens=args.max_new_tokens,
             num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
             top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed,
             row_ids=range(start * args.num_samples, (start + len(filled)) * args.num_samples))
@@ -503,6 +505,28 @@ def _generate(argv: list[str]) -> None:
   except KeyboardInterrupt as err:
     _interrupted("jaxlayer generate", err,
                  f"{printed} of {counted(len(prompts), 'prompt')} completed and printed.")
+
+
+def _check_prompts_fit(prompt_ids: list[list[int]], max_new_tokens: int, model_config) -> None:
+  """Exits, before anything is generated, where a prompt and --max-new-tokens exceed the model's
+  positions, naming the longest such prompt and the --max-new-tokens that would fit it."""
+  max_positions = model_config.max_positions
+  too_long = [index for index, ids in enumerate(prompt_ids)
+              if len(ids) + max_new_tokens > max_positions]
+  if not too_long:
+    return
+  index = max(too_long, key=lambda index: len(prompt_ids[index]))
+  tokens = len(prompt_ids[index])
+  which = ("the prompt" if len(prompt_ids) == 1 else
+           f"prompt {index} (numbered from 0)" if len(too_long) == 1 else
+           f"prompt {index} (numbered from 0), the longest of {len(too_long)} too long,")
+  shorten = "shorten it" if len(too_long) == 1 else "shorten them"
+  fix = (shorten if tokens >= max_positions else
+         f"{shorten} or set --max-new-tokens to at most {max_positions - tokens}")
+  raise SystemExit(
+      f"jaxlayer generate: {which} has {counted(tokens, 'token')}; with --max-new-tokens "
+      f"{max_new_tokens} that is {tokens + max_new_tokens:,} positions, beyond the model's "
+      f"{model_config.max_positions_text}: {fix}.")
 
 
 def _read_prompts(path: str, parser: argparse.ArgumentParser, *,

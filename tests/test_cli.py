@@ -242,6 +242,28 @@ def test_generate_stopped_by_ctrl_c_exits_130_saying_how_many_prompts_were_print
   assert err.endswith("jaxlayer generate: interrupted. 2 of 3 prompts completed and printed.\n")
 
 
+def test_generate_refuses_a_prompt_too_long_for_the_model_before_generating_any(tmp_path,
+                                                                              capsys):
+  """Such a prompt was refused only when its batch came, after the batches before it had
+  printed, as 'the longest prompt', naming neither which one nor the flag."""
+  fits, too_long = "1+1=", "1+1=" * 12  # 4 and 48 tokens; tiny-arith has 64 positions
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("\n".join([fits, too_long, fits, too_long + "2"]) + "\n")
+  model = ["generate", "--model", str(assets.TINY_ARITH)]
+  for source, flags, message in [
+      (["--prompts-file", str(prompts)], ["--batch-size", "1"],
+       "prompt 3 (numbered from 0), the longest of 2 too long, has 49 tokens; with "
+       "--max-new-tokens 32 that is 81 positions, beyond the model's max_position_embeddings=64: "
+       "shorten them or set --max-new-tokens to at most 15."),
+      (["--prompt", "1+1=" * 16], ["--max-new-tokens", "4"],
+       "the prompt has 64 tokens; with --max-new-tokens 4 that is 68 positions, beyond the "
+       "model's max_position_embeddings=64: shorten it.")]:
+    with pytest.raises(SystemExit) as exited:
+      cli.main(model + source + flags)
+    assert str(exited.value) == f"jaxlayer generate: {message}"
+    assert capsys.readouterr().out == ""
+
+
 def test_generate_chat_without_a_chat_template_names_the_flag(tiny_qwen2_dir):
   """The error used to tell a command-line user to 'set use_chat_template=False', which is no
   flag of jaxlayer generate."""
