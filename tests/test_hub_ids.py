@@ -54,6 +54,17 @@ def test_memory_sizes_a_hub_model_whose_snapshot_holds_its_config_alone(hub_mode
     models.from_pretrained(hub_model)
 
 
+def test_memory_of_a_hub_model_it_cannot_fetch_says_to_download_its_config_alone(hub_model):
+  """It said to download the whole model (`hf download ID --local-dir DIR`), gigabytes of
+  weights that memory never reads. (hub_model: a Hugging Face cache of the test's own.)"""
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["memory", "--config", CONFIG, "--config.model.path=tiny-org/not-cached"])
+  assert ("Download it first (`hf download tiny-org/not-cached --include config.json "
+          "--local-dir DIR`) and pass DIR.") in str(exited.value)
+  with pytest.raises(FileNotFoundError, match=r"\(`hf download tiny-org/not-cached --local-dir"):
+    models.from_pretrained("tiny-org/not-cached")  # which needs the weights too
+
+
 def _train(hub_id: str, run_dir: Path, steps: int) -> None:
   cli.main(["train", "--config", CONFIG, f"--config.model.path={hub_id}",
             f"--config.run_dir={run_dir}", f"--config.train.steps={steps}",

@@ -8,6 +8,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -87,10 +88,13 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike,
   try:
     snapshot = Path(snapshot_download(name, allow_patterns=list(hub_files)))
   except Exception as err:  # offline, unknown repo, gated repo, ...
+    # Only the files asked for: `jaxlayer memory` needs config.json, not gigabytes of weights.
+    only = ("" if list(hub_files) == _HUB_PATTERNS else
+            "".join(f" --include {shlex.quote(pattern)}" for pattern in hub_files))
     raise FileNotFoundError(
         f"{name!r} is not a local directory and could not be fetched from the Hugging Face hub "
-        f"({type(err).__name__}: {err}). Download it first (`hf download {name} --local-dir DIR`) "
-        "and pass DIR.") from err
+        f"({type(err).__name__}: {err}). Download it first (`hf download {name}{only} --local-dir "
+        "DIR`) and pass DIR.") from err
   # Offline, huggingface_hub returns what the cache holds: a download cut short, or one of
   # some files only, lacks the others.
   wanted = lambda file: any(fnmatch.fnmatch(file, pattern) for pattern in hub_files)  # noqa: E731
