@@ -496,7 +496,7 @@ def _generate(argv: list[str]) -> None:
                             "completion": completion, "finish_reason": out.finish_reasons[row],
                             "num_tokens": length}), flush=True)
         elif single:
-          print(text)
+          print(text, flush=True)
         else:
           print(f"### prompt {start + index}, sample {row % args.num_samples} "
                 f"({out.finish_reasons[row]}, {counted(length, 'token')})\n{text}\n",
@@ -505,6 +505,10 @@ def _generate(argv: list[str]) -> None:
   except KeyboardInterrupt as err:
     _interrupted("jaxlayer generate", err,
                  f"{printed} of {counted(len(prompts), 'prompt')} completed and printed.")
+  except BrokenPipeError:  # what read the output stopped reading (`jaxlayer generate ... | head`)
+    # Exits as SIGPIPE would have (Python ignores it); the flush at exit goes nowhere.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(128 + signal.SIGPIPE) from None
 
 
 def _check_prompts_fit(prompt_ids: list[list[int]], max_new_tokens: int, model_config) -> None:

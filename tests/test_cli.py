@@ -242,6 +242,18 @@ def test_generate_stopped_by_ctrl_c_exits_130_saying_how_many_prompts_were_print
   assert err.endswith("jaxlayer generate: interrupted. 2 of 3 prompts completed and printed.\n")
 
 
+def test_generate_stops_quietly_when_what_reads_its_output_stops(tiny_qwen2_dir, monkeypatch):
+  """`jaxlayer generate ... --jsonl | head -1` ended in a BrokenPipeError traceback."""
+  read_end, write_end = os.pipe()
+  os.close(read_end)  # as head does once it has its line
+  with open(write_end, "w") as closed_pipe:  # (closing it flushes: it raised again at exit)
+    monkeypatch.setattr("sys.stdout", closed_pipe)
+    with pytest.raises(SystemExit) as exited:
+      cli.main(["generate", "--model", str(tiny_qwen2_dir), "--prompt", "the", "--prompt", "fox",
+                "--batch-size", "1", "--max-new-tokens", "2", "--jsonl"])
+  assert exited.value.code == 128 + signal.SIGPIPE
+
+
 def test_generate_refuses_a_prompt_too_long_for_the_model_before_generating_any(tmp_path,
                                                                               capsys):
   """Such a prompt was refused only when its batch came, after the batches before it had
