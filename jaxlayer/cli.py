@@ -450,6 +450,8 @@ def _generate(argv: list[str]) -> None:
                                                 mesh=mesh, base_model=args.base_model)
   except (ValueError, FileNotFoundError) as err:
     raise SystemExit(f"jaxlayer generate: {err}") from None
+  except KeyboardInterrupt as err:  # (a large model loads for minutes)
+    _interrupted("jaxlayer generate", err, "The model was loading: nothing was generated.")
   eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
   if args.chat and not getattr(tokenizer, "chat_template", None):
     raise SystemExit(f"jaxlayer generate: --chat needs a chat template, but the tokenizer of "

@@ -221,7 +221,7 @@ def test_generate_empty_prompt_is_refused_before_loading_the_model(tiny_qwen2_di
 
 def test_generate_stopped_by_ctrl_c_exits_130_saying_how_many_prompts_were_printed(
     tiny_qwen2_dir, monkeypatch, capsys):
-  """Ctrl-C used to end generate with JAX's traceback, not saying what had been printed."""
+  """Ctrl-C used to end generate with a traceback, not saying what had been printed."""
   from jaxlayer import sampling
 
   calls, generate = [], sampling.generate
@@ -240,6 +240,16 @@ def test_generate_stopped_by_ctrl_c_exits_130_saying_how_many_prompts_were_print
   out, err = capsys.readouterr()
   assert [json.loads(line)["prompt"] for line in out.splitlines()] == ["the", "fox"]
   assert err.endswith("jaxlayer generate: interrupted. 2 of 3 prompts completed and printed.\n")
+
+  def interrupted_while_loading(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(evaluation, "load_model", interrupted_while_loading)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["generate", "--model", str(tiny_qwen2_dir), "--prompt", "the"])
+  assert exited.value.code == 130
+  assert capsys.readouterr().err.endswith(
+      "jaxlayer generate: interrupted. The model was loading: nothing was generated.\n")
 
 
 def test_generate_stops_quietly_when_what_reads_its_output_stops(tiny_qwen2_dir, monkeypatch):
