@@ -543,6 +543,10 @@ def _read_prompts(path: str, parser: argparse.ArgumentParser, *,
   unescaped; a form feed). A byte-order mark before the first line is dropped.
 
   allow_empty: whether a .jsonl prompt may be "" (with --chat: an empty user turn)."""
+  if path.lower().endswith(".json"):  # read as text, its lines ('[', '"2+2=",') were prompts
+    parser.error(f"--prompts-file {path} is a .json file, which it does not read: write the "
+                 'prompts to a .jsonl file, one {"prompt": ...} object per line, or to a text '
+                 "file, one prompt per line.")
   try:
     if path == "-":
       text = sys.stdin.read()

@@ -162,8 +162,13 @@ def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
   model = ["generate", "--model", str(tiny_qwen2_dir)]
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"prompt": "ok"}\n{"text": "no prompt key"}\n')
+  json_file = tmp_path / "prompts.json"  # its lines, '[' and '"2+2=",', were the prompts
+  json_file.write_text(json.dumps(["2+2=", "3+5="], indent=2))
   for file, message in [(bad, 'line 2 needs a "prompt" string'),
-                        (tmp_path / "missing.txt", "cannot read --prompts-file")]:
+                        (tmp_path / "missing.txt", "cannot read --prompts-file"),
+                        (json_file, f"--prompts-file {json_file} is a .json file, which it does "
+                         'not read: write the prompts to a .jsonl file, one {"prompt": ...} '
+                         "object per line, or to a text file, one prompt per line.")]:
     with pytest.raises(SystemExit):
       cli.main(model + ["--prompts-file", str(file)])
     assert message in capsys.readouterr().err
