@@ -974,7 +974,7 @@ def main(argv: list[str] | None = None) -> None:
                      + (f"did you mean {guess!r}? Choose" if guess else "choose")
                      + f" one of {sorted(COMMANDS)}.")
   try:
-    command(argv[1:])
+    _run_command(argv[0], command, argv[1:])
   except BaseException as err:
     failure = (SystemExit(f"jaxlayer {argv[0]}: {err}") if isinstance(err, paths.DiskFullError)
                else err)
@@ -994,6 +994,15 @@ def main(argv: list[str] | None = None) -> None:
       traceback.print_exc()
     distributed.exit_together(code, message)
     raise SystemExit(code) from None  # every process failed: each exits as usual
+
+
+def _run_command(name: str, command, argv: list[str]) -> None:
+  """Runs `command`; a Ctrl-C that it does not answer itself (as train, sweep and generate do,
+  saying what they kept) ends it as they do, without a traceback."""
+  try:
+    command(argv)
+  except KeyboardInterrupt as err:
+    _interrupted(f"jaxlayer {name}", err, "Run the same command to do it again.")
 
 
 def _exit_status(err: BaseException) -> int:

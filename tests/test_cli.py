@@ -257,6 +257,22 @@ def test_generate_stopped_by_ctrl_c_exits_130_saying_how_many_prompts_were_print
       "jaxlayer generate: interrupted. The model was loading: nothing was generated.\n")
 
 
+@pytest.mark.parametrize("command", ["export", "eval", "memory"])
+def test_a_command_stopped_by_ctrl_c_exits_130_without_a_traceback(command, monkeypatch, capsys):
+  """Commands that have no word of their own on a Ctrl-C (export, eval, memory) ended in a
+  traceback from wherever it came (a model loading for minutes); they exit as train does."""
+
+  def interrupted(argv):
+    raise KeyboardInterrupt
+
+  monkeypatch.setitem(cli.COMMANDS, command, interrupted)
+  with pytest.raises(SystemExit) as exited:
+    cli.main([command, "--run", "RUN"])
+  assert exited.value.code == 130
+  assert capsys.readouterr().err == (
+      f"\njaxlayer {command}: interrupted. Run the same command to do it again.\n")
+
+
 def test_generate_stops_quietly_when_what_reads_its_output_stops(tiny_qwen2_dir, monkeypatch):
   """`jaxlayer generate ... --jsonl | head -1` ended in a BrokenPipeError traceback."""
   read_end, write_end = os.pipe()
