@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import numbers
 import types
@@ -24,6 +25,8 @@ def option_defaults(factory: Callable) -> dict[str, object]:
           for name, parameter in inspect.signature(factory).parameters.items()}
 
 
+# Cached: an environment's factory is checked at each get_env, one per episode of a rollout.
+@functools.cache
 def _plain_option_types(factory: Callable) -> dict[str, tuple[type, ...]]:
   """The types each option takes where all are plain (bool, int, float, str, None): by its
   annotation, else by its default's type (not a None default's: that says nothing)."""
