@@ -23,6 +23,7 @@ from jaxlayer import distributed
 from jaxlayer.models import KVCache, Qwen
 from jaxlayer.models.qwen import require_model
 from jaxlayer.models.sharding import BATCH_AXES, batch_sharding, batch_shards
+from jaxlayer.text import counted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,10 +440,17 @@ def _check_args(cfg, prompts, max_new_tokens, num_samples, temperature, top_k, t
   for name, token in [*(("eos_token_ids", t) for t in eos), ("pad_token_id", pad_token_id)]:
     if not 0 <= token < cfg.vocab_size:
       raise ValueError(f"{name} contains {token}, outside the vocabulary [0, {cfg.vocab_size}).")
-  longest = max(len(p) for p in prompts)
-  if longest + max_new_tokens > cfg.max_positions:
+  too_long = [i for i, p in enumerate(prompts) if len(p) + max_new_tokens > cfg.max_positions]
+  if too_long:
+    index = max(too_long, key=lambda i: len(prompts[i]))  # the first of the longest
+    tokens = len(prompts[index])
+    which = (f"prompts[{index}]" if len(too_long) == 1 else
+             f"prompts[{index}], the longest of {len(too_long)} too long,")
+    shorten = "shorten it" if len(too_long) == 1 else "shorten them"
+    fix = (shorten if tokens >= cfg.max_positions else
+           f"{shorten} or set max_new_tokens to at most {cfg.max_positions - tokens}")
     raise ValueError(
-        f"The longest prompt has {longest} tokens; with max_new_tokens={max_new_tokens} that is "
-        f"{longest + max_new_tokens} positions, beyond the model's {cfg.max_positions_text}. "
-        "Shorten the prompt or lower max_new_tokens.")
+        f"{which} has {counted(tokens, 'token')}; with max_new_tokens={max_new_tokens} that is "
+        f"{tokens + max_new_tokens:,} positions, beyond the model's {cfg.max_positions_text}: "
+        f"{fix}.")
   return eos

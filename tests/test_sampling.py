@@ -338,6 +338,7 @@ def test_bad_row_ids_are_refused(qwen2, prompts, row_ids, error):
     ("the fox", {}, "tokenize"),
     ([[1, 300]], {}, "token id 300 outside"),
     ([[1] * 250], dict(max_new_tokens=7), "257 positions.*max_position_embeddings=256"),
+    ([[1] * 256], {}, r"prompts\[0\] has 256 tokens.*max_position_embeddings=256: shorten it\.$"),
     ([[1]], dict(num_samples=0), "num_samples must be an integer >= 1"),
     ([[1]], dict(max_new_tokens=0), "max_new_tokens must be an integer >= 1"),
     ([[1]], dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
@@ -359,6 +360,18 @@ def test_bad_input_is_a_clear_error(qwen2, prompt_list, kwargs, error):
   args = dict(max_new_tokens=4, eos_token_ids=[], seed=0) | kwargs
   with pytest.raises((ValueError, TypeError), match=error):
     sampling.generate(qwen2, prompt_list, **args)
+
+
+def test_a_prompt_too_long_is_named_with_the_max_new_tokens_that_fits(qwen2):
+  prompt_list = [[1] * 10, [1] * 251, [1] * 252, [1] * 252]  # 256 positions
+  with pytest.raises(ValueError) as error:
+    sampling.generate(qwen2, prompt_list, max_new_tokens=7, eos_token_ids=[], seed=0)
+  assert str(error.value) == (
+      "prompts[2], the longest of 3 too long, has 252 tokens; with max_new_tokens=7 that is 259 "
+      "positions, beyond the model's max_position_embeddings=256: shorten them or set "
+      "max_new_tokens to at most 4.")
+  with pytest.raises(ValueError, match=r"^prompts\[1\] has 251 tokens;.*at most 5\.$"):
+    sampling.generate(qwen2, prompt_list[:2], max_new_tokens=7, eos_token_ids=[], seed=0)
 
 
 def test_the_pair_from_pretrained_returns_is_refused_with_the_fix(tiny_qwen2_dir, tmp_path):
