@@ -157,6 +157,15 @@ def test_generate_reads_prompts_from_stdin_and_prints_jsonl(tiny_qwen2_dir, monk
     assert (record["finish_reason"], tokens) == (reason, f"{count} token{'s' * (count != 1)}")
 
 
+def test_generate_num_tokens_counts_the_stop_token(capsys):
+  cli.main(["generate", "--model", str(assets.TINY_ARITH), "--prompt", "2+3=", "--prompt",
+            "12+30=", "--max-new-tokens", "2", "--jsonl"])
+  records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  # The shipped model answers and stops; its byte-level tokenizer spells one token per character.
+  assert [(r["completion"], r["finish_reason"], r["num_tokens"]) for r in records] == [
+      ("5", "eos", 2), ("42", "length", 2)]  # "5" and its stop token; "42" cut before its own
+
+
 @pytest.mark.eight_devices
 def test_generate_bad_input_is_a_clear_error(tiny_qwen2_dir, tmp_path, capsys):
   model = ["generate", "--model", str(tiny_qwen2_dir)]
