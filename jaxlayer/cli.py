@@ -816,9 +816,12 @@ def _memory(argv: list[str]) -> None:
   config = _training_config(argv, "jaxlayer memory", options=(*_CONFIG_OPTIONS, "--compile"))
   if config.run_dir is None:  # sizing writes nothing
     config.run_dir = "."
+  from jaxlayer.evaluation import is_run_dir
   from jaxlayer.models.hub import resolve_model_dir
   from jaxlayer.rl import memory, train
 
+  if config.model.path is not None and is_run_dir(config.model.path):
+    raise SystemExit(f"jaxlayer memory: {_run_as_model_path(config.model.path)}")
   try:
     if config.model.path is not None:  # (else train.plan names the missing key)
       # Sizing reads only the architecture: a hub model's weights are not downloaded.
@@ -838,6 +841,21 @@ def _memory(argv: list[str]) -> None:
     if compiled.backend == "cpu" and config.train.remat:
       print("(XLA:CPU does not keep remat's recomputation: its temporaries are those of "
             "train.remat=False; a TPU or GPU keeps it.)")
+
+
+def _run_as_model_path(run_dir: str) -> str:
+  """What to size instead of a jaxlayer run directory given as model.path: its base model,
+  whose shapes, and so memory, the run's export (the model to train on from it) has."""
+  from jaxlayer.rl import checkpoint
+
+  try:
+    base = f"--config.model.path={shlex.quote(checkpoint.run_base_model(run_dir))}"
+  except FileNotFoundError:  # gone from where the run was trained
+    recorded = checkpoint.read_run_files(run_dir)[1]["base_model"]
+    base = f"its directory or hub id as model.path (it was in {recorded})"
+  return (f"{run_dir} is a jaxlayer run directory, not a Hugging Face checkpoint: pass its base "
+          f"model, {base}, which has the run's shapes and so takes the same memory (training on "
+          f"from the run takes its export: `jaxlayer export --run {run_dir} --out DIR`).")
 
 
 def _export(argv: list[str]) -> None:

@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from jaxlayer import cli, evaluation, models
-from jaxlayer.rl import memory, train
+from jaxlayer.rl import checkpoint, memory, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.sweep.runner import default_sweep_config
 
@@ -206,6 +206,28 @@ def test_cli_prints_every_part_and_names_bad_input(tiny_qwen2_dir, capsys, monke
   assert compiled[1].startswith("arguments") and compiled[-1].startswith("total")
   with pytest.raises(SystemExit, match=r"jaxlayer memory: .*layers\.9.*the model has 2 blocks"):
     cli.main(args + ["--config.train.layers=layers.9"])
+
+
+def test_cli_names_a_run_directorys_base_model_to_size(tiny_qwen2_dir, tmp_path, capsys,
+                                                        monkeypatch):
+  monkeypatch.setattr(memory, "device_limit", lambda: None)
+  run_dir = tmp_path / "run"
+  checkpoint.write_run_files(run_dir, default_config(), str(tiny_qwen2_dir), {})
+  args = ["memory", "--config", "configs/grpo_arithmetic.py", "--config.mesh.num_devices=1"]
+  with pytest.raises(SystemExit) as error:
+    cli.main(args + [f"--config.model.path={run_dir}"])
+  assert str(error.value) == (
+      f"jaxlayer memory: {run_dir} is a jaxlayer run directory, not a Hugging Face checkpoint: "
+      f"pass its base model, --config.model.path={tiny_qwen2_dir}, which has the run's shapes "
+      "and so takes the same memory (training on from the run takes its export: `jaxlayer "
+      f"export --run {run_dir} --out DIR`).")
+  cli.main(args + [f"--config.model.path={tiny_qwen2_dir}"])  # what it names sizes
+  assert capsys.readouterr().out.startswith("memory per device, estimated (1 device,")
+  run = json.loads((run_dir / checkpoint.RUN_FILE).read_text())
+  (run_dir / checkpoint.RUN_FILE).write_text(json.dumps(run | {"base_model": "/moved/away"}))
+  with pytest.raises(SystemExit, match=r"pass its base model, its directory or hub id as "
+                     r"model\.path \(it was in /moved/away\), which has the run's shapes"):
+    cli.main(args + [f"--config.model.path={run_dir}"])
 
 
 @pytest.mark.eight_devices
