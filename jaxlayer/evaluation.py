@@ -636,15 +636,11 @@ def load_model(path: str | os.PathLike, *, dtype: str = models.AUTO_DTYPE,
                          "jaxlayer run directory, or not)", hint="Give it as a directory that "
                          "every host has at the same path.")
   if run_dir:
-    _, run = checkpoint.read_run_files(path)
-    step = checkpoint.checkpoint_step(path, step)
-    model, _ = checkpoint.load_trained_model(
+    model, loaded = checkpoint.load_trained_model(
         path, step, mesh=mesh, base_model=base_model,
         dtype=None if dtype == models.AUTO_DTYPE else dtype)
-    base_model = checkpoint.run_base_model(path, base_model)
-    return model, models.load_tokenizer(base_model), {
-        "model": path, "kind": "run", "base_model": base_model, "step": step,
-        "trained": run["trainable"], "dtype": np.dtype(model.dtype).name}
+    return model, models.load_tokenizer(loaded["base_model"]), {
+        "model": path, "kind": "run", **loaded, "dtype": np.dtype(model.dtype).name}
   for value, name in ((step, "step"), (base_model, "base_model")):
     if value is not None:
       raise ValueError(f"{name}={value} (--{name.replace('_', '-')}) applies to a jaxlayer run "

@@ -111,6 +111,8 @@ def test_a_bfloat16_checkpoint_restores_into_float32_master_copies(tmp_path):
 
 
 def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir, monkeypatch):
+  from jaxlayer import evaluation
+
   with pytest.raises(FileNotFoundError, match="not a jaxlayer run directory"):
     checkpoint.load_trained_model(tmp_path)
   config = ml_collections.ConfigDict({"model": {"dtype": "float32"},
@@ -130,8 +132,13 @@ def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir, monkeypatch):
   read, reads = checkpoint.read_run_files, []
   monkeypatch.setattr(checkpoint, "read_run_files", lambda run_dir: reads.append(run_dir) or
                       read(run_dir))
-  model, _ = checkpoint.load_trained_model(tmp_path)
+  model, loaded = checkpoint.load_trained_model(tmp_path)
   assert reads == [tmp_path]  # its config.json and run.json are read once (they were 3 times)
+  assert loaded == {"base_model": str(tiny_qwen2_dir), "step": 3, "trained": ["final_norm.scale"]}
+  reads.clear()
+  _, _, info = evaluation.load_model(str(tmp_path))
+  assert reads == [str(tmp_path)]  # once too (they were 4 times)
+  assert info == {"model": str(tmp_path), "kind": "run", **loaded, "dtype": "float32"}
   trained = models.named_params(model)
   np.testing.assert_array_equal(trained["final_norm.scale"], np.full(32, 2.0))
   base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])

@@ -320,9 +320,11 @@ def _recorded_base_model(run_dir: str | os.PathLike, recorded: str) -> str:
 def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
                        mesh: jax.sharding.Mesh | None = None, base_model: str | None = None,
                        dtype: str | None = None):
-  """(model, ModelConfig): the run's base model with the trained leaves of `step` (default:
-  the latest checkpoint) in place of the base values, in `dtype` (default: the run's
-  model.dtype; "float32" keeps all of a bfloat16 run's float32 trained leaves).
+  """(model, loaded): the run's base model with the trained leaves of `step` (default: the
+  latest checkpoint) in place of the base values, in `dtype` (default: the run's model.dtype;
+  "float32" keeps all of a bfloat16 run's float32 trained leaves). loaded says what, as
+  eval.json records it: {"base_model": its directory or hub id, "step": the checkpoint's,
+  "trained": the trained leaves' paths}; the model's ModelConfig is model.config.
 
   base_model: the base model's directory or hub id, where it is no longer where the run was
   trained (run.json's `base_model`), e.g. a run copied from another machine.
@@ -335,8 +337,7 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
   step = _checkpoint_step(run_dir, config, step)
   checkpointer = Checkpointer(run_dir, keep=max(int(config.checkpoint.keep), 1))
   try:
-    model, model_config = models.from_pretrained(base_model, dtype=dtype or config.model.dtype,
-                                                 mesh=mesh)
+    model, _ = models.from_pretrained(base_model, dtype=dtype or config.model.dtype, mesh=mesh)
     base = models.named_params(model)
     _check_fits(base, run, base_model, run_dir)
     trained = checkpointer.restore_params(step, {path: base[path] for path in run["trainable"]})
@@ -348,7 +349,7 @@ def load_trained_model(run_dir: str | os.PathLike, step: int | None = None,
     if name in trained:
       var.set_value(trained[name])
   nnx.update(model, nnx.from_flat_state(flat))
-  return model, model_config
+  return model, {"base_model": base_model, "step": step, "trained": run["trainable"]}
 
 
 def _check_fits(base: dict, run: dict, base_model: str, run_dir) -> None:
