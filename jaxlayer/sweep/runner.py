@@ -375,7 +375,11 @@ def plan_runs(layers: Sequence[int], seeds: Sequence[int],
 def best_at_rung(candidates: Sequence, kind: str, results: Mapping[RunSpec, dict],
                  keep: float) -> list:
   """The candidates (blocks, or groups of blocks) that go on past a rung: the best `keep` of
-  them by score, mean over seeds (ties: the lower block index), in their order."""
+  them by score, mean over seeds (ties: the lower block index), in their order. `results` holds
+  the rung's planned runs alone (every candidate on the same seeds; a result of other seeds or
+  another rung in the sweep directory is never among them), so this is their order by C
+  (contribution.relative_improvement), defined too where C is not (full RL at the base's score).
+  """
   def mean_score(candidate) -> float:
     scores = [r["score"] for spec, r in results.items()
               if spec.kind == kind and _trained(spec) == candidate]
