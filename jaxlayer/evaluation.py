@@ -685,6 +685,9 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   OUT/.jaxlayer.lock). The temporary files of an evaluation killed while writing go
   (distributed.remove_temporary_leftovers: on several hosts, each host's).
   base_model: a run's base model, where it moved (load_model)."""
+  run_dir = is_run_dir(model_path)
+  if run_dir and out_dir is None:  # OUT names the checkpoint loaded, though a run still training
+    step = checkpoint.checkpoint_step(model_path, step)  # may save another meanwhile
   out = paths.local_path(default_out_dir(model_path, step) if out_dir is None else out_dir,
                          "--out")
   names = task_names(config)
@@ -696,7 +699,7 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
       raise FileExistsError(f"{out / EVAL_FILE} exists: pass overwrite=True (--overwrite) to "
                             "replace it, or choose another out_dir (--out).")
     # A run loads in its own model.dtype; a Hugging Face checkpoint in the config's.
-    dtype = models.AUTO_DTYPE if is_run_dir(model_path) else config.model.dtype
+    dtype = models.AUTO_DTYPE if run_dir else config.model.dtype
     model, tokenizer, info = load_model(model_path, dtype=dtype, step=step,
                                         mesh=train.config_mesh(config.mesh), base_model=base_model)
     check_eval_fits(config, tokenizer, model.config)  # every task first

@@ -377,6 +377,29 @@ def test_each_checkpoint_of_a_run_is_evaluated_into_its_own_default_directory(ti
   assert sorted(path.name for path in (run_dir / "eval").iterdir()) == ["step-2", "step-4"]
 
 
+def test_a_runs_latest_checkpoint_is_chosen_once_for_its_directory_and_its_weights(
+    tiny_qwen2_dir, config_file, tmp_path, monkeypatch):
+  """A run still training may save a checkpoint while `jaxlayer eval` starts: RUN/eval/step-N
+  was named from one listing and the weights loaded from another, step N + 1's."""
+  run_dir = tmp_path / "run"
+  trained = _make_run_dir(run_dir, tiny_qwen2_dir, step=2)
+  saver = checkpoint.Checkpointer(run_dir)
+  saver.save(4, {TRAINED_LEAF: jax.numpy.asarray(trained * 2)}, {"rng": jax.random.key_data(
+      jax.random.key(0))}, {"step": 4, "data_position": 0})
+  saver.close()
+  listed, listings = checkpoint.listed_steps, []
+
+  def saved_meanwhile(directory) -> list[int]:  # step 4 is there from the second listing on
+    listings.append(directory)
+    return [step for step in listed(directory) if step < 4 or len(listings) > 1]
+
+  monkeypatch.setattr(checkpoint, "listed_steps", saved_meanwhile)
+  cli.main(["eval", "--config", str(config_file), "--model", str(run_dir),
+            "--config.eval.num_samples=0", "--config.eval.num_problems=2"])
+  assert len(listings) > 1  # listed again after step 4 came
+  assert json.loads((run_dir / "eval" / "step-2" / "eval.json").read_text())["step"] == 2
+
+
 def test_generate_completes_with_a_run_directorys_trained_leaves(tiny_qwen2_dir, tmp_path,
                                                                capsys):
   run_dir = tmp_path / "run"
