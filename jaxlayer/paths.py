@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import logging
 import os
 import re
 import shutil
@@ -159,13 +160,26 @@ def _runs(pid: int) -> bool:
 
 @contextlib.contextmanager
 def naming_a_full_disk(path: str | os.PathLike) -> Iterator[None]:
-  """Within: a full disk raises DiskFullError naming `path` (one naming another file stays)."""
+  """Within: a full disk raises DiskFullError naming `path` (one naming another file stays).
+  The traceback that a thread of Orbax's logs for it (through absl) before the error reaches
+  the caller is left out: the error says it in one line."""
+  tracebacks = _DiskFullTracebacks()
+  logging.getLogger("absl").addFilter(tracebacks)
   try:
     yield
   except Exception as err:
     if is_disk_full(err) and not isinstance(err, DiskFullError):
       raise DiskFullError(path) from err
     raise
+  finally:
+    logging.getLogger("absl").removeFilter(tracebacks)
+
+
+class _DiskFullTracebacks(logging.Filter):
+  """Drops the log records that carry a full disk's error."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and is_disk_full(record.exc_info[1]))
 
 
 @contextlib.contextmanager

@@ -89,6 +89,26 @@ def test_a_full_disk_while_saving_frees_the_unfinished_checkpoint_and_keeps_the_
   np.testing.assert_array_equal(restored["final_norm.scale"], np.arange(4.0))
 
 
+def test_a_full_disk_in_orbaxs_writing_thread_logs_no_traceback(tmp_path, monkeypatch, caplog):
+  """A real full disk stops Orbax's save in a thread of its own, which logged the error with
+  its traceback (30 lines above `jaxlayer train`'s one-line error) before the save raised it."""
+  from orbax.checkpoint._src.path import async_path
+
+  from jaxlayer import paths
+
+  async def full_disk(path, *args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+  saver = checkpoint.Checkpointer(tmp_path, keep=2)
+  saver.save(1, *_state(1.0), {"step": 1})
+  monkeypatch.setattr(async_path, "write_text", full_disk)  # the metadata written last
+  with pytest.raises(paths.DiskFullError):
+    saver.save(2, *_state(2.0), {"step": 2})
+  saver.close()
+  assert saver.all_steps() == [1]
+  assert [record.getMessage() for record in caplog.records if record.exc_info] == []
+
+
 def test_a_bfloat16_checkpoint_restores_into_float32_master_copies(tmp_path):
   """Runs of bfloat16 models written before the float32 master copies saved their trained
   leaves and Adam moments in bfloat16; restored into today's float32 state they keep every
