@@ -10,6 +10,7 @@ releases the lock when its process ends, so a crashed or killed run leaves nothi
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import warnings
@@ -21,6 +22,8 @@ import filelock
 from jaxlayer import distributed, paths
 
 LOCK_FILE = ".jaxlayer.lock"
+# A read-only file system, or a directory of another user's.
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class DirectoryInUseError(ValueError):
@@ -39,18 +42,19 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
   the parents it made for it that hold nothing else; a killed process leaves the file, which the
   next one takes.
   Raises DirectoryInUseError when another process holds the lock, ValueError when the directory
-  cannot be one (paths.local_path: a file, a link to a missing target); on several hosts every
-  process calls it, and all of them stop when the writing one finds the directory in use.
+  cannot be one (paths.local_path: a file, a link to a missing target) or cannot be written (a
+  read-only mount, another user's directory); on several hosts every process calls it, and all
+  of them stop when the writing one finds the directory in use.
   """
   directory, lock, made = Path(directory), None, []
   with distributed.failing_together(f"Taking {key}={os.fspath(directory)!r}"):
     if enabled:
       paths.local_path(directory, key)
       made = [path for path in (directory, *directory.parents) if not path.exists()]
-      with paths.naming_a_full_disk(directory):
-        directory.mkdir(parents=True, exist_ok=True)
       lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)
       try:
+        with paths.naming_a_full_disk(directory):
+          directory.mkdir(parents=True, exist_ok=True)
         lock.acquire()
       except filelock.Timeout:
         raise DirectoryInUseError(
@@ -61,6 +65,13 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
         warnings.warn(f"{directory}: this file system cannot lock files, so nothing stops a "
                       "second process from writing there at the same time.", stacklevel=3)
         lock = None
+      except OSError as err:  # (after Timeout, an OSError too)
+        if err.errno not in _NOT_WRITABLE:
+          raise
+        raise ValueError(
+            f"{key}={os.fspath(directory)!r} cannot be written ({err.strerror}: {err.filename}); "
+            f"jaxlayer writes there. Mount it read-write, or give another {key} (a copy of this "
+            "one on a disk you can write, to go on from what it holds).") from None
       else:  # who holds it, for the error of a second process
         try:
           (directory / LOCK_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")

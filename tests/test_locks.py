@@ -1,5 +1,6 @@
 """One writer per run or sweep directory (jaxlayer.locks), held by a real second process."""
 
+import errno
 import os
 import re
 import socket
@@ -61,3 +62,24 @@ def test_a_link_to_a_missing_directory_is_named_not_a_bare_file_exists_error(tmp
     with locks.exclusive(directory, "run_dir", tidy=True):
       pytest.fail("took a lock under a broken link")
   assert link.is_symlink() and not os.path.lexists(target)
+
+
+@pytest.mark.parametrize("error", [errno.EROFS, errno.EACCES])
+def test_a_directory_that_cannot_be_written_is_named_with_the_fix(tmp_path, monkeypatch, error):
+  """A run directory on a read-only mount (a finished run's, say) or one of another user's: the
+  lock file's OSError ended `jaxlayer train`, `sweep`, `export` and `eval` in a traceback."""
+  directory = tmp_path / "run"
+  directory.mkdir()
+
+  def cannot_write(lock, *args, **kwargs):
+    raise OSError(error, os.strerror(error), lock.lock_file)
+
+  monkeypatch.setattr(locks.filelock.FileLock, "acquire", cannot_write)
+  with pytest.raises(ValueError, match=re.escape(
+      f"run_dir={str(directory)!r} cannot be written ({os.strerror(error)}: "
+      f"{directory / locks.LOCK_FILE}); jaxlayer writes there. Mount it read-write, or give "
+      "another run_dir (a copy of this one on a disk you can write, to go on from what it "
+      "holds).")):
+    with locks.exclusive(directory, "run_dir", tidy=True):
+      pytest.fail("wrote into a directory that cannot be written")
+  assert list(directory.iterdir()) == []
