@@ -717,6 +717,8 @@ def _train(argv: list[str]) -> None:
           print(f"jaxlayer train: {run_dir} is already finished at step {start}"
                 f"{f' (train.steps={steps})' if steps < start else ''}: nothing to train. To "
                 f"train it further, {train.how_to_train_on(config, start)}.")
+          if metrics.plot_is_behind(run_dir):  # killed after its last checkpoint, undrawn
+            print(f"training curves: {metrics.plot_training(run_dir)}")
         return
       logs = [str(run_dir / metrics.METRICS_FILE)] + (
           [f"tensorboard --logdir {run_dir / metrics.TENSORBOARD_DIR}"]

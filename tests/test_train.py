@@ -1210,6 +1210,14 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
     cli.main([*command, "--config.train.steps=3", "--config.train.layers=layers.0"])
   assert capsys.readouterr().out == ""
   assert _files(run_dir) == finished
+  # Killed after its last checkpoint, before it drew its curves: they are drawn now.
+  plot, logged = run_dir / "training.png", (run_dir / "metrics.jsonl").stat().st_mtime_ns
+  os.utime(plot, ns=(logged - 10**9, logged - 10**9))
+  cli.main([*command, "--config.train.steps=2"])
+  assert capsys.readouterr().out == (
+      f"jaxlayer train: {run_dir} is already finished at step 2: nothing to train. To train it "
+      f"further, raise --config.train.steps above 2.\ntraining curves: {plot}\n")
+  assert plot.stat().st_mtime_ns > logged
   cli.main([*command, "--config.train.steps=3"])
   printed = capsys.readouterr().out.split("\n")
   rows = metrics.read_metrics(run_dir)

@@ -175,6 +175,14 @@ def training_figure(rows: list[dict], title: str):
   return fig
 
 
+def plot_is_behind(run_dir: str | os.PathLike) -> bool:
+  """Whether RUN_DIR/training.png leaves out logged steps: it is missing or older than
+  metrics.jsonl (the run was killed after logging them, before it drew them)."""
+  rows, plot = Path(run_dir) / METRICS_FILE, Path(run_dir) / PLOT_FILE
+  return rows.is_file() and (not plot.is_file()
+                             or plot.stat().st_mtime_ns < rows.stat().st_mtime_ns)
+
+
 def plot_training(run_dir: str | os.PathLike) -> Path | None:
   """Writes RUN_DIR/training.png from metrics.jsonl (None: no step logged yet)."""
   from jaxlayer.plots import save_figure
