@@ -664,6 +664,27 @@ def test_finished_run_is_not_retrained_and_left_as_it_was(uninterrupted, tiny_qw
   assert _files(uninterrupted.run_dir) == before
 
 
+@pytest.mark.parametrize("damage", ["an empty step past the end", "the last step's params gone"])
+def test_a_checkpoint_emptied_by_hand_is_named_not_taken_for_a_finished_run(
+    uninterrupted, tiny_qwen2_dir, tmp_path, compile_cache, damage):
+  """A copy of a run cut short, or a step directory emptied by hand: `jaxlayer train` said the
+  run was finished at that step (loading nothing), and only an export then named the damage."""
+  run_dir = tmp_path / "run"
+  shutil.copytree(uninterrupted.run_dir, run_dir)
+  checkpoints = run_dir / checkpoint.CHECKPOINT_DIR
+  if damage == "an empty step past the end":
+    (checkpoints / "6").mkdir()
+    damaged, missing, before = checkpoints / "6", "params, optimizer, meta", 4
+  else:
+    shutil.rmtree(checkpoints / "4" / "params")
+    damaged, missing, before = checkpoints / "4", "params", 2
+  with pytest.raises(ValueError, match=re.escape(
+      f"checkpoint {damaged} cannot be read (it holds no {missing}). If a process was killed "
+      "while writing or deleting it, or the disk is damaged, delete that directory: the run then "
+      f"goes on from checkpoint {before}.")):
+    train.check_resume(train.plan(small_config(tiny_qwen2_dir, run_dir, compile_cache)))
+
+
 def test_export_writes_the_trained_model_for_transformers(uninterrupted, tmp_path):
   import torch
   import transformers

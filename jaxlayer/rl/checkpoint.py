@@ -44,6 +44,7 @@ from jaxlayer.text import counted
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PARTS = ("params", "optimizer", "meta")  # the directories of checkpoints/STEP/
 # A sweep's run (jaxlayer.sweep.store): SWEEP/runs/RUN holds its results and its training run
 # in train/, whose checkpoints the sweep removes once it is scored (unless it keeps them).
 SWEEP_RUN_TRAIN_DIR = "train"
@@ -133,14 +134,27 @@ class Checkpointer:
             f"checkpoint {self.directory / str(step)} was deleted while it was being read: a run "
             "still training there keeps only its newest checkpoints (checkpoint.keep). Try "
             "again, which takes the latest one, or pass the step of one it keeps.") from err
-      others = [other for other in self.all_steps() if other < step]
-      then = (f"the run then goes on from checkpoint {max(others)}" if others else
-              "it is the run's only checkpoint, so the run then starts anew")
       reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-      raise ValueError(
-          f"checkpoint {self.directory / str(step)} cannot be read ({reason}). If a process was "
-          f"killed while writing or deleting it, or the disk is damaged, delete that directory: "
-          f"{then}.") from err
+      raise self._unreadable(step, reason) from err
+
+  def check_parts(self, step: int) -> None:
+    """Raises restore's ValueError when checkpoint `step` lacks a part, or holds one empty (a
+    copy cut short, a directory emptied by hand): a run finds it before it loads its model, and
+    never takes it for a finished run's last checkpoint."""
+    missing = [part for part in CHECKPOINT_PARTS
+               if not any((self.directory / str(step) / part).glob("*"))]
+    if missing:
+      raise self._unreadable(step, f"it holds no {', '.join(missing)}")
+
+  def _unreadable(self, step: int, reason: str) -> ValueError:
+    """The error for checkpoint `step`, which cannot be read for `reason`, with the fix."""
+    others = [other for other in self.all_steps() if other < step]
+    then = (f"the run then goes on from checkpoint {max(others)}" if others else
+            "it is the run's only checkpoint, so the run then starts anew")
+    return ValueError(
+        f"checkpoint {self.directory / str(step)} cannot be read ({reason}). If a process was "
+        f"killed while writing or deleting it, or the disk is damaged, delete that directory: "
+        f"{then}.")
 
   def close(self) -> None:
     self._manager.close()

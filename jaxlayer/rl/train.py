@@ -652,6 +652,8 @@ def _opened_run(plan_: TrainPlan):
       moved_from = None
       if latest is not None:
         with distributed.failing_together("Checking the run to resume"):
+          if distributed.is_primary():  # (whose listing named it)
+            checkpointer.check_parts(latest)
           moved_from = _check_resumable(run_dir, plan_.config, plan_.model_dir,
                                         plan_.learning_rates(), latest)
       yield checkpointer, latest or 0, moved_from
