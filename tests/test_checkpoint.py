@@ -109,6 +109,20 @@ def test_a_full_disk_in_orbaxs_writing_thread_logs_no_traceback(tmp_path, monkey
   assert [record.getMessage() for record in caplog.records if record.exc_info] == []
 
 
+@pytest.mark.parametrize("name", [checkpoint.CONFIG_FILE, checkpoint.RUN_FILE])
+def test_a_run_file_cut_short_is_named_with_the_fix(tmp_path, name):
+  """A machine that crashed while writing can leave a file of zero bytes: `jaxlayer train`,
+  `export` and `eval` said only "Expecting value: line 1 column 1 (char 0)"."""
+  for written in (checkpoint.CONFIG_FILE, checkpoint.RUN_FILE):
+    (tmp_path / written).write_text("{}")
+  (tmp_path / name).write_bytes(b"")
+  with pytest.raises(ValueError, match=re.escape(
+      f"{tmp_path / name} cannot be read (Expecting value: line 1 column 1 (char 0)): it was cut "
+      "short or damaged (a machine that crashed while writing it, a disk error). Put back a copy "
+      "of it, or train in a new run_dir.")):
+    checkpoint.read_run_files(tmp_path)
+
+
 def test_a_bfloat16_checkpoint_restores_into_float32_master_copies(tmp_path):
   """Runs of bfloat16 models written before the float32 master copies saved their trained
   leaves and Adam moments in bfloat16; restored into today's float32 state they keep every

@@ -247,10 +247,19 @@ def read_run_files(run_dir: str | os.PathLike) -> tuple[ml_collections.ConfigDic
                f"is not a jaxlayer run directory (no {RUN_FILE})")
     raise FileNotFoundError(sweep_run_hint(run_dir) or (
         f"{run_dir} {problem}: pass the run_dir a `jaxlayer train` run wrote."))
-  with open(run_dir / CONFIG_FILE) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  with open(run_dir / RUN_FILE) as f:
-    return config, json.load(f)
+  config = ml_collections.ConfigDict(_read_run_file(run_dir / CONFIG_FILE))
+  return config, _read_run_file(run_dir / RUN_FILE)
+
+
+def _read_run_file(path: Path) -> dict:
+  """A run directory's JSON file; ValueError naming it when it is none (cut short, damaged)."""
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    raise ValueError(
+        f"{path} cannot be read ({err}): it was cut short or damaged (a machine that crashed "
+        "while writing it, a disk error). Put back a copy of it, or train in a new run_dir."
+    ) from None
 
 
 def sweep_run_hint(path: str | os.PathLike) -> str | None:
