@@ -176,11 +176,10 @@ def training_figure(rows: list[dict], title: str):
 
 
 def plot_is_behind(run_dir: str | os.PathLike) -> bool:
-  """Whether RUN_DIR/training.png leaves out logged steps: it is missing or older than
-  metrics.jsonl (the run was killed after logging them, before it drew them)."""
+  """Whether RUN_DIR/training.png leaves out logged steps: it is older than metrics.jsonl (the
+  run was killed after logging them, before it drew them). A run that `train()` made has none."""
   rows, plot = Path(run_dir) / METRICS_FILE, Path(run_dir) / PLOT_FILE
-  return rows.is_file() and (not plot.is_file()
-                             or plot.stat().st_mtime_ns < rows.stat().st_mtime_ns)
+  return plot.is_file() and rows.is_file() and plot.stat().st_mtime_ns < rows.stat().st_mtime_ns
 
 
 def plot_training(run_dir: str | os.PathLike) -> Path | None:
