@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import math
 import os
@@ -741,13 +742,20 @@ def _train(argv: list[str]) -> None:
         if step == start + 1 and not named_now and distributed.is_primary():
           tqdm.write(metrics_line)
 
-      try:
-        result = train.train(config, on_step=name_the_metrics_once_written,
-                             on_start=say_where_it_starts)
-      finally:  # the curves so far, also of a run that stopped or diverged
+      def draw_the_curves() -> None:  # the curves so far, also of a run that stopped or diverged
         plot = metrics.plot_training(run_dir) if distributed.is_primary() else None
         if plot is not None:
           print(f"training curves: {plot}")
+
+      try:
+        result = train.train(config, on_step=name_the_metrics_once_written,
+                             on_start=say_where_it_starts)
+      except BaseException:
+        # A full disk that stopped the run stops the drawing too: the run's error names the write.
+        with contextlib.suppress(paths.DiskFullError):
+          draw_the_curves()
+        raise
+      draw_the_curves()
   except (ValueError, FileNotFoundError, train.TrainingDiverged) as err:
     raise SystemExit(f"jaxlayer train: {err}") from None
   except KeyboardInterrupt as err:

@@ -1261,6 +1261,33 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
     cli.main(["export", "--run", str(run_dir), "--out", str(hf_dir)])
 
 
+def test_a_full_disk_is_named_by_the_write_it_stopped_not_by_the_curves_after_it(
+    tiny_qwen2_dir, tmp_path, monkeypatch):
+  """The disk filled while the run appended to metrics.jsonl; drawing training.png on the way
+  out failed too, and that error, naming training.png, replaced the run's."""
+  from pathlib import Path
+
+  from jaxlayer import cli, paths, plots
+
+  config_file = Path(__file__).parents[1] / "configs" / "grpo_arithmetic.py"
+  run_dir = tmp_path / "run"
+
+  def fills_the_disk(config, **kwargs):
+    run_dir.mkdir()
+    (run_dir / metrics.METRICS_FILE).write_text('{"step": 1, "reward": 0.5}\n')
+    raise paths.DiskFullError(run_dir / metrics.METRICS_FILE)
+
+  def cannot_draw(figure, path):
+    raise paths.DiskFullError(path)
+
+  monkeypatch.setattr(train, "train", fills_the_disk)
+  monkeypatch.setattr(plots, "save_figure", cannot_draw)
+  with pytest.raises(SystemExit, match=re.escape(
+      f"jaxlayer train: no space left on the device to write {run_dir / metrics.METRICS_FILE}:")):
+    cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+              f"--config.run_dir={run_dir}"])
+
+
 def test_cli_reports_config_errors(tiny_qwen2_dir, tmp_path):
   from pathlib import Path
 
