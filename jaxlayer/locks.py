@@ -10,7 +10,6 @@ releases the lock when its process ends, so a crashed or killed run leaves nothi
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import warnings
@@ -22,8 +21,6 @@ import filelock
 from jaxlayer import distributed, paths
 
 LOCK_FILE = ".jaxlayer.lock"
-# A read-only file system, or a directory of another user's.
-_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class DirectoryInUseError(ValueError):
@@ -53,9 +50,10 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
       made = [path for path in (directory, *directory.parents) if not path.exists()]
       lock = filelock.FileLock(directory / LOCK_FILE, timeout=0)
       try:
-        with paths.naming_a_full_disk(directory):
-          directory.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
+        with paths.naming_an_unwritable_directory(directory, key):
+          with paths.naming_a_full_disk(directory):
+            directory.mkdir(parents=True, exist_ok=True)
+          lock.acquire()
       except filelock.Timeout:
         raise DirectoryInUseError(
             f"{directory} is in use: {_holder(directory / LOCK_FILE)} is writing there (it holds "
@@ -65,13 +63,6 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
         warnings.warn(f"{directory}: this file system cannot lock files, so nothing stops a "
                       "second process from writing there at the same time.", stacklevel=3)
         lock = None
-      except OSError as err:  # (after Timeout, an OSError too)
-        if err.errno not in _NOT_WRITABLE:
-          raise
-        raise ValueError(
-            f"{key}={os.fspath(directory)!r} cannot be written ({err.strerror}: {err.filename}); "
-            f"jaxlayer writes there. Mount it read-write, or give another {key} (a copy of this "
-            "one on a disk you can write, to go on from what it holds).") from None
       else:  # who holds it, for the error of a second process
         try:
           (directory / LOCK_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")

@@ -24,6 +24,8 @@ from pathlib import Path
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # A full disk, or a full quota of the user's on it.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# A read-only file system, or a directory of another user's.
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 # An errno in the text of an error raised outside Python: TensorStore's (Orbax's checkpoints),
 # Rust's io::Error (safetensors).
 _ERRNO_IN_TEXT = re.compile(r"os_error_code='(\d+)'|\(os error (\d+)\)")
@@ -180,6 +182,21 @@ class _DiskFullTracebacks(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     return not (record.exc_info and is_disk_full(record.exc_info[1]))
+
+
+@contextlib.contextmanager
+def naming_an_unwritable_directory(directory: str | os.PathLike, key: str) -> Iterator[None]:
+  """Within: an OSError saying that `directory`, or a file in it, cannot be written (a
+  read-only mount, another user's directory) raises ValueError naming `key` and the fix."""
+  try:
+    yield
+  except OSError as err:
+    if err.errno not in _NOT_WRITABLE:
+      raise
+    raise ValueError(
+        f"{key}={os.fspath(directory)!r} cannot be written ({err.strerror}: {err.filename}); "
+        f"jaxlayer writes there. Mount it read-write, or give another {key} (a copy of this one "
+        "on a disk you can write, to go on from what it holds).") from None
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """The sweep runner with injected fake runs: planning, recording, resume, config checks, CLI."""
 
+import errno
 import json
 import os
 import re
@@ -52,6 +53,25 @@ def test_every_run_is_trained_evaluated_and_recorded(tmp_path):
     assert len(result["per_problem"]) == result["num_problems"] == NUM_PROBLEMS
     assert len(result["reward_curve"]) == (0 if spec.kind == "base" else fake.steps)
   assert (sweep_dir / "sweep.json").is_file()
+
+
+def test_a_sweep_dir_that_cannot_be_made_is_named_with_the_fix(tmp_path, monkeypatch):
+  """sweep.dir under a read-only mount: making it ended the sweep in an OSError traceback."""
+  sweep_dir = tmp_path / "read-only" / "sweep"
+  mkdir = Path.mkdir
+
+  def read_only(path, *args, **kwargs):
+    if path == sweep_dir:
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    return mkdir(path, *args, **kwargs)
+
+  monkeypatch.setattr(Path, "mkdir", read_only)
+  with pytest.raises(ValueError, match=re.escape(
+      f"sweep.dir={str(sweep_dir)!r} cannot be written (Read-only file system: {sweep_dir}); "
+      "jaxlayer writes there. Mount it read-write, or give another sweep.dir (a copy of this "
+      "one on a disk you can write, to go on from what it holds).")):
+    _run(make_config(sweep_dir), FakeRL(BLOCKS))
+  assert not sweep_dir.exists()
 
 
 def test_plan_goes_seed_by_seed_base_full_then_blocks_then_groups():

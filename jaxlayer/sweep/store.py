@@ -304,9 +304,10 @@ def _create_sweep_dir(given: Path, chosen: Path, manifest: dict, force_new_dir: 
   returns the directory to use."""
   sweep_dir = chosen
   for _ in range(CREATE_TRIES):
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
-      paths.create_text(sweep_dir / MANIFEST, _json_text(manifest))
+      with paths.naming_an_unwritable_directory(sweep_dir, "sweep.dir"):
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        paths.create_text(sweep_dir / MANIFEST, _json_text(manifest))
       return sweep_dir
     except FileExistsError:  # another sweep's: choose with it there
       sweep_dir, new = choose_sweep_dir(given, manifest, force_new_dir, defaults)
