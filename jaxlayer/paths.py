@@ -163,18 +163,15 @@ def _runs(pid: int) -> bool:
 @contextlib.contextmanager
 def naming_a_full_disk(path: str | os.PathLike) -> Iterator[None]:
   """Within: a full disk raises DiskFullError naming `path` (one naming another file stays).
-  The traceback that a thread of Orbax's logs for it (through absl) before the error reaches
-  the caller is left out: the error says it in one line."""
-  tracebacks = _DiskFullTracebacks()
-  logging.getLogger("absl").addFilter(tracebacks)
+  The tracebacks that Orbax's threads log for it (through absl) are left out, from then on:
+  the error says it in one line, and a thread may log after the error reached the caller."""
+  logging.getLogger("absl").addFilter(_DISK_FULL_TRACEBACKS)  # (once: a filter is added once)
   try:
     yield
   except Exception as err:
     if is_disk_full(err) and not isinstance(err, DiskFullError):
       raise DiskFullError(path) from err
     raise
-  finally:
-    logging.getLogger("absl").removeFilter(tracebacks)
 
 
 class _DiskFullTracebacks(logging.Filter):
@@ -182,6 +179,9 @@ class _DiskFullTracebacks(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     return not (record.exc_info and is_disk_full(record.exc_info[1]))
+
+
+_DISK_FULL_TRACEBACKS = _DiskFullTracebacks()
 
 
 @contextlib.contextmanager
