@@ -535,6 +535,17 @@ def test_the_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path):
       "divides by a negative gain, so a higher score gives a lower C, and C = 1 is no target. "
       "The best and worst blocks are ranked by C, and by -C where it divides by a negative gain. "
       "Train longer or with another learning rate, or evaluate on more problems."]
+  # Every C divides by a negative gain, but over other seeds: block 0's over seeds 0, 1 (17 -
+  # 18), block 1's, on seed 0 alone, over seed 0 (19 - 20: C = (17 - 20) / (19 - 20) = 3).
+  only_seed0 = _results_without(without_block2, "layer01", {1, 2})
+  sweep = report.build_sweep_json(manifest, _results_without(only_seed0, "layer00", {2}))
+  assert [l["contribution"] for l in sweep["layers"]] == pytest.approx([-2.0, 3.0])
+  assert sweep["warnings"] == [
+      "full RL scored below the base on the seeds some of the C are over (block 0: 0.4250 "
+      "against 0.4500 over seeds 0, 1; block 1: 0.4750 against 0.5000 over seed 0): their C "
+      "divides by a negative gain, so a higher score gives a lower C, and C = 1 is no target. "
+      "The best and worst blocks are ranked by C, and by -C where it divides by a negative gain. "
+      "Train longer or with another learning rate, or evaluate on more problems."]
 
 
 def test_a_rungs_negative_gain_warning_follows_the_seeds_each_c_is_over(tmp_path, monkeypatch):
@@ -670,6 +681,46 @@ def test_the_gain_weighed_against_the_paired_se_is_over_the_seeds_both_ran(tmp_p
           f"that gain is {gain_se:.3f} treating the two evaluations as independent, "
           f"{paired_se:.3f} from the per-problem differences (both are scored on the same "
           "problems): the gain is 4.4 standard errors.\n\n## Best and worst block"
+          ) in report.markdown_report(sweep, sweep_dir, None)
+
+
+def test_the_verdict_names_the_change_the_paired_se_weighs_where_it_differs_from_the_gain(
+    tmp_path):
+  """Seed s solves 20 + 4s problems of 40 with the base, 19 + 4s with full RL, which ran seeds
+  1, 2 only: over all seeds full RL gained (25 - 24) / 40 = +0.025, over the seeds both ran it
+  lost (25 - 26) / 40 = -0.025, and the paired SE weighs that loss."""
+  sweep_dir = _sweep(tmp_path, FakeRL(BLOCKS, base_correct=20, full_correct=19, seed_shift=4),
+                     seeds=3)
+  results = [r for r in store.load_results(sweep_dir)
+             if not (r["kind"] == "full" and r["seed"] == 0)]
+  sweep = report.build_sweep_json(store.load_manifest(sweep_dir), results)
+  assert (sweep["gain"], sweep["gain_paired"]) == (pytest.approx(0.025), pytest.approx(-0.025))
+  # Per problem, over seeds 1, 2: the base solves 0-23 twice, 24-27 once; full RL 0-22 twice,
+  # 23-26 once. Full minus base: -0.5 on problems 23 and 27, 0 elsewhere.
+  paired_se = statistics.stdev([-0.5] * 2 + [0.0] * 38) / math.sqrt(40)
+  assert sweep["gain_paired_se"] == pytest.approx(paired_se)
+  assert (f"On seeds 1, 2, which both ran, full RL scored 0.025 below the base, with a standard "
+          f"error of {paired_se:.3f} from the per-problem differences (both are scored on the "
+          f"same problems): the loss is {0.025 / paired_se:.1f} standard errors."
+          ) in report.markdown_report(sweep, sweep_dir, None)
+
+
+def test_seeds_both_ran_without_a_paired_se_leave_the_gain_unweighed(tmp_path):
+  """One test problem: no SE is defined, also where base and full RL ran different seeds that
+  they share some of (the report then has no paired SE to weigh the gain over those seeds by)."""
+  fake = FakeRL({0: 1, 1: 0, 2: 1, 3: 0}, base_correct=0, full_correct=1, num_problems=1)
+  sweep_dir = _sweep(tmp_path, fake, seeds=2)
+  results = [r for r in store.load_results(sweep_dir)
+             if not (r["kind"] == "full" and r["seed"] == 1)]
+  sweep = report.build_sweep_json(store.load_manifest(sweep_dir), results)
+  assert (sweep["s_base_seeds"], sweep["s_full_seeds"], sweep["gain_paired_seeds"]) == (
+      [0, 1], [0], [0])
+  assert sweep["gain_se"] is sweep["gain_paired_se"] is None
+  assert report.summary_lines(sweep)[0] == (
+      "pass@1: base 0.000 ± n/a, full RL 1.000 ± n/a (gain +1.000)")
+  assert ("Full RL scored 1.000 above the base. The standard error of that gain is n/a treating "
+          "the two evaluations as independent: its standard error is undefined (a single test "
+          "problem), so the gain cannot be weighed against the noise."
           ) in report.markdown_report(sweep, sweep_dir, None)
 
 
