@@ -46,6 +46,28 @@ def test_a_tidy_lock_removes_only_the_empty_directory_it_made(tmp_path):
   assert [path.name for path in written.iterdir()] == ["eval.json"]
 
 
+def test_a_full_disk_while_naming_the_lock_holder_leaves_the_lock_held(tmp_path, monkeypatch):
+  """The holder's pid in the lock file is a courtesy: a full disk there leaves the lock taken,
+  and what the block writes names the disk; any other error stops the block."""
+  directory, write_text = tmp_path / "run", type(tmp_path).write_text
+
+  def failing_write(path, text, *arguments, **options):
+    if path.name == locks.LOCK_FILE:
+      raise OSError(failing, os.strerror(failing))
+    return write_text(path, text, *arguments, **options)
+
+  monkeypatch.setattr(type(tmp_path), "write_text", failing_write)
+  failing = errno.ENOSPC
+  with locks.exclusive(directory, "run_dir"):
+    with pytest.raises(locks.DirectoryInUseError):  # taken all the same
+      with locks.exclusive(directory, "run_dir"):
+        pass
+  failing = errno.EACCES
+  with pytest.raises(PermissionError):
+    with locks.exclusive(directory, "run_dir"):
+      pytest.fail("entered a directory whose lock file could not be written")
+
+
 @pytest.mark.parametrize("inside", ["", "sub"])
 def test_a_link_to_a_missing_directory_is_named_not_a_bare_file_exists_error(tmp_path, inside):
   """Library calls that skip paths.local_path reach the lock with a broken link (one to a disk

@@ -4,6 +4,7 @@
 import json
 import re
 from collections import Counter
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -69,6 +70,25 @@ def test_options_of_a_factory_without_annotations_are_checked_by_their_defaults(
   assert get_task("small", operators="*").operators == "*"  # a None default says nothing
   with pytest.raises(ValueError, match=re.escape("option 'max_value' takes int, got 9.5 (float)")):
     get_task("small", max_value=9.5)
+
+
+class _AnnotatedOnInit:
+  """A factory that is a plain class: its options' annotations are on __init__."""
+
+  def __init__(self, max_value: int | None = None):
+    self.max_value = max_value
+
+
+def _annotated_optional(max_value: Optional[int] = None):
+  return get_task("arithmetic", max_value=max_value or 9)
+
+
+@pytest.mark.parametrize("factory", [_AnnotatedOnInit, _annotated_optional])
+def test_options_annotated_on_a_classs_init_or_as_optional_are_checked(monkeypatch, factory):
+  monkeypatch.setitem(TASKS, "small", factory)
+  with pytest.raises(ValueError, match=re.escape(
+      "task 'small': option 'max_value' takes int or None, got '9' (str).")):
+    get_task("small", max_value="9")
 
 
 def test_a_task_given_where_its_name_goes_is_a_clear_error():
