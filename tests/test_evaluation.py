@@ -760,7 +760,7 @@ def test_evaluate_names_an_argument_of_the_wrong_kind(argument, value, message, 
     evaluation.evaluate(**arguments, num_problems=2, max_new_tokens=4)
 
 
-@pytest.mark.parametrize("num_problems", ["4", 2.5, -1])
+@pytest.mark.parametrize("num_problems", ["4", 2.5, -1, True])
 def test_evaluate_names_a_number_of_problems_that_is_no_count(num_problems):
   """num_problems="4" failed with "'<' not supported between instances of 'str' and 'int'"."""
   model, _ = models.from_pretrained(assets.TINY_ARITH)

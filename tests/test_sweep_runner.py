@@ -596,6 +596,13 @@ def test_a_sweep_killed_writing_its_first_manifest_starts_again_there(tmp_path, 
   leftover.write_text('{"identity": ')
   _run(make_config(sweep_dir), FakeRL(BLOCKS))
   assert (sweep_dir / store.MANIFEST).is_file() and not leftover.exists()
+  # So does one that a killed writer of any other file left (a report's: sweep.json).
+  other_file = tmp_path / "other-file"
+  other_file.mkdir()
+  leftover = other_file / f".sweep.json.{dead_pid}@{socket.gethostname()}.k2x_9abc.tmp"
+  leftover.write_text('{"layers": ')
+  _run(make_config(other_file), FakeRL(BLOCKS))
+  assert (other_file / store.MANIFEST).is_file() and not leftover.exists()
   (tmp_path / "notes").mkdir()
   (tmp_path / "notes" / "notes.tmp").write_text("x")
   with pytest.raises(ValueError, match="not empty and holds no sweep"):
