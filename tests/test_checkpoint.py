@@ -194,12 +194,16 @@ def test_a_resume_is_checked_on_what_grades_the_problems_and_older_records_as_th
                      r"problem, what grades them changed \(a code task's tests, say\): .* "
                      r"step 1 .* would now be graded otherwise\. Resume with the data"):
     checkpoint.check_problems(tmp_path, retested, step=1)
+  # The prompts changed as well as their tests: the problems are others, not only regraded.
+  reworded = checkpoint.problems_record(["Write add(x, y)."], answers, [{"tests": []}])
+  with pytest.raises(ValueError, match=r"\(1 problem, their prompts or answers changed: .* "
+                     r"would now name others\."):
+    checkpoint.check_problems(tmp_path, reworded, step=1)
   # The record of jaxlayer 1b22c5c, of these prompts and answers: its fingerprint reads the same.
   older = {"count": 1, "fingerprint": "adc1ad6e01490f92"}
   assert tested["fingerprint"] == older["fingerprint"]
   checkpoint.write_run_files(tmp_path, config, str(assets.TINY_ARITH), {}, problems=older)
   checkpoint.check_problems(tmp_path, retested, step=1)
-  reworded = checkpoint.problems_record(["Write add(x, y)."], answers, [{"tests": []}])
   with pytest.raises(ValueError, match=r"\(1 problem, their prompts or answers changed: .* "
                      r"would now name others\."):
     checkpoint.check_problems(tmp_path, reworded, step=1)
