@@ -209,6 +209,19 @@ def test_a_resume_is_checked_on_what_grades_the_problems_and_older_records_as_th
     checkpoint.check_problems(tmp_path, reworded, step=1)
 
 
+def test_a_base_model_directory_whose_weights_changed_is_not_offered_as_the_runs(
+    tmp_path, tiny_qwen2_dir):
+  """The error for another model names the run's recorded base model directory as the one to
+  pass only where that directory still holds the weights the run was trained on."""
+  where = str(assets.TINY_ARITH)
+  for recorded, advice in ((models.weights_fingerprint(where), f"That model is still in {where}"),
+                           ("weights that are nowhere now", "Pass the model the run was trained "
+                            "on, wherever it is now.")):
+    run = {"base_model": where, "base_fingerprint": recorded}
+    with pytest.raises(ValueError, match=re.escape(advice)):
+      checkpoint.check_base_model(tmp_path, run, tiny_qwen2_dir)
+
+
 def test_a_sweep_run_says_where_its_checkpoints_went_and_what_to_pass(tmp_path, tiny_qwen2_dir):
   """A single-block run of a sweep (SWEEP/runs/RUN: its result.json and its training run in
   train/) after the sweep removed its checkpoints; nothing is written into it."""
