@@ -314,6 +314,9 @@ def test_generate_refuses_a_prompt_too_long_for_the_model_before_generating_any(
       cli.main(model + source + flags)
     assert str(exited.value) == f"jaxlayer generate: {message}"
     assert capsys.readouterr().out == ""
+  # The fix it names fits: 49 tokens and 15 new ones take the model's 64 positions.
+  cli.main(model + ["--prompt", too_long + "2", "--max-new-tokens", "15"])
+  assert capsys.readouterr().out.startswith(too_long + "2")
 
 
 def test_generate_chat_without_a_chat_template_names_the_flag(tiny_qwen2_dir):

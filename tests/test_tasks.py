@@ -477,6 +477,9 @@ def test_numeric_answers_are_graded_as_written(tmp_path):
     ([{"problem": "1+1?", "answer": "2"}, {"problem": "  ", "answer": "4"}],
      "record 2 .* the question field 'problem' is empty or missing"),
     ([{"problem": "1+1?", "answer": ["2", "3"]}], "record 1 .* field 'answer' holds a list"),
+    # Records whose fields are all lists, but more than one: no file of the problems by column.
+    ([{"problem": ["1+1?"], "answer": ["2"]}, {"problem": ["2+2?"], "answer": ["4"]}],
+     "record 1 .* field 'problem' holds a list"),
 ])
 def test_a_record_that_is_no_problem_is_named(tmp_path, records, complaint):
   path = _write_jsonl(tmp_path / "test.jsonl", records)
@@ -521,6 +524,8 @@ def test_a_data_file_laid_out_otherwise_is_named_with_its_conversion(tmp_path, n
      r"at column 31$"),
     ("test.jsonl", '{"problem": "1+1?", "answer": "2"}\n[1, 2]\n',
      r"\(split 'test'\) as json: line 2 \(counting from 1\) holds a JSON list, not an object"),
+    ("test.jsonl", '{"problem": "1+1?", "answer": "2"}\n42\n',
+     r"\(split 'test'\) as json: line 2 \(counting from 1\) holds a JSON int, not an object"),
 ])
 def test_an_unreadable_data_file_is_named(tmp_path, name, text, complaint):
   path = tmp_path / name
