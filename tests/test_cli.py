@@ -97,6 +97,15 @@ def test_a_mistyped_option_is_named_not_the_required_one_it_hides(command, args,
       "the options.")
 
 
+def test_an_abbreviated_option_is_not_named_as_a_mistyped_one(capsys):
+  """argparse takes an unambiguous prefix of an option (--max-new for --max-new-tokens): the
+  error is then the one argparse names, here the prompt missing."""
+  with pytest.raises(SystemExit):
+    cli.main(["generate", "--model", "M", "--max-new", "4"])
+  assert capsys.readouterr().err.splitlines()[-1] == (
+      "jaxlayer generate: error: one of the arguments --prompt --prompts-file is required")
+
+
 def test_a_value_that_starts_with_a_dash_is_shown_joined_to_its_option(capsys):
   # argparse reads "-3+5=" as an option and says only that --prompt has no value.
   with pytest.raises(SystemExit):
