@@ -1833,3 +1833,5 @@ def test_a_run_resumes_only_on_the_training_problems_it_trained_on(tiny_qwen2_di
   assert {path: path.read_bytes() for path in written} == written
   assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == [1]
   assert train.train(cfg, task=arithmetic("+")).step == 2
+  # Finished, it trains on no problem: other problems now (a data file edited since) are no bar.
+  assert train.train(cfg, task=arithmetic("-")).step == 2
