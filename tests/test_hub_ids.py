@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxlayer import cli, evaluation, models
-from jaxlayer.models.hub import resolve_model_dir
+from jaxlayer.models.hub import hub_id_of_snapshot, resolve_model_dir
 from jaxlayer.rl import checkpoint, memory
 from jaxlayer.sweep import report, runner
 from tests.sweep_fakes import REPO, FakeRL, make_config
@@ -28,6 +28,17 @@ def test_a_hub_id_loads_from_its_snapshot_in_the_cache(hub_model):
                   "snapshot": str(snapshot)}  # the revision evaluated, for eval.json
   assert tokenizer.decode(tokenizer("12+7=")["input_ids"]) == "12+7="
   assert model.config.num_layers == 8
+
+
+def test_only_a_snapshot_directory_of_the_cache_names_its_hub_id(hub_model):
+  """huggingface_hub's cache holds a hub id's revisions in models--ORG--NAME/snapshots/REVISION;
+  its refs/ and blobs/ beside them, or a directory inside a snapshot, are no model of a hub id."""
+  snapshot = resolve_model_dir(hub_model)  # laid out by the real snapshot_download
+  assert hub_id_of_snapshot(snapshot) == hub_model
+  cached_repo = snapshot.parent.parent
+  for path in (cached_repo / "refs" / "main", cached_repo / "blobs" / "0a1b", snapshot / "sub",
+               cached_repo):
+    assert hub_id_of_snapshot(path) is None, path
 
 
 @pytest.mark.parametrize("removed, missing", [
