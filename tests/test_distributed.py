@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -668,3 +669,23 @@ def test_a_shared_directory_that_is_a_broken_link_is_named_on_several_hosts(tmp_
       "point the link at a directory, or give another directory.")):
     distributed.check_shared_directory(link, "run_dir")
   assert not os.path.lexists(target)
+
+
+def test_a_host_whose_file_system_shows_the_mark_late_still_sees_a_shared_directory(
+    tmp_path, monkeypatch):
+  """An NFS client may show a new file seconds after another host wrote it: a process other
+  than 0 looks again and again (SHARED_WAIT_S), and the directory is shared all the same. Here
+  this process is process 1 of 2, whose collectives hand it process 0's token and its own
+  answer, and process 0's mark shows 0.3 s after the barrier."""
+  token = np.arange(16, dtype=np.uint8)  # process 0's
+  mark = tmp_path / distributed.SHARED_MARK
+
+  def barrier(name):
+    threading.Timer(0.3, mark.write_text, [bytes(token).hex()]).start()
+
+  monkeypatch.setattr(distributed, "is_multiprocess", lambda: True)
+  monkeypatch.setattr(distributed, "is_primary", lambda: False)
+  monkeypatch.setattr(distributed, "sync", barrier)
+  monkeypatch.setattr(distributed.multihost_utils, "broadcast_one_to_all", lambda x: token)
+  monkeypatch.setattr(distributed, "_gather_exact", lambda rows, count: rows)  # this one's
+  distributed.check_shared_directory(tmp_path, "run_dir")
