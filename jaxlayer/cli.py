@@ -425,9 +425,8 @@ def _generate(argv: list[str]) -> None:
   if temperature is None:
     temperature = 0.0 if args.num_samples == 1 else 1.0
 
-  from tqdm import tqdm
-
   from jaxlayer import distributed, models, sampling, tasks
+  from jaxlayer.progress import progress_bar
 
   several_hosts = _initialize_hosts(trains=False)
   # On several hosts the model spreads over all of them and process 0 prints.
@@ -472,8 +471,8 @@ def _generate(argv: list[str]) -> None:
   starts = range(0, len(prompts), args.batch_size)
   printed = 0  # prompts whose completions are all printed
   try:
-    for start in tqdm(starts, desc="generate", unit="batch",
-                      disable=len(starts) == 1 or not distributed.is_primary()):
+    for start in progress_bar(starts, desc="generate", unit="batch",
+                              disable=len(starts) == 1 or not distributed.is_primary()):
       batch = prompts[start:start + args.batch_size]
       batch_ids = prompt_ids[start:start + args.batch_size]
       # The last batch is filled up to the others' size so that it reuses their compiled code.

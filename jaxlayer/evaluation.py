@@ -43,10 +43,10 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxlayer import distributed, locks, models, paths, sampling, tasks
 from jaxlayer.envs import summarize
+from jaxlayer.progress import progress_bar
 from jaxlayer.rl import checkpoint, multiturn, train
 from jaxlayer.rl.config import require_config
 
@@ -289,9 +289,10 @@ def evaluate(model: models.Qwen, tokenizer, task: tasks.Task, *, num_problems: i
   if num_samples:
     passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
   scores, per_problem, generations = {}, {}, []
-  with tqdm(total=len(problems) * len(passes), desc=f"eval {task.name}", unit="problem",
-            position=progress_position, leave=progress_position == 0,
-            disable=not (progress and distributed.is_primary()), dynamic_ncols=True) as bar:
+  with progress_bar(total=len(problems) * len(passes), desc=f"eval {task.name}",
+                    unit="problem", position=progress_position, leave=progress_position == 0,
+                    disable=not (progress and distributed.is_primary()),
+                    dynamic_ncols=True) as bar:
     for decoding, metric, k, temp in passes:
       rows_per_call, samples_per_row = call_shape(batch_size, k, len(problems), shards)
       # Completion c of the pass is sample c % k of problem c // k; its prompt row c // s.
@@ -386,9 +387,10 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
     passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
   scores, per_problem, episodes, generations = {}, {}, {}, []
   cut = []  # TurnSample.context_truncated of every turn played, warned of at the end
-  with tqdm(total=len(seeds) * len(passes), desc=f"eval {env.name}", unit="episode",
-            position=progress_position, leave=progress_position == 0,
-            disable=not (progress and distributed.is_primary()), dynamic_ncols=True) as bar:
+  with progress_bar(total=len(seeds) * len(passes), desc=f"eval {env.name}",
+                    unit="episode", position=progress_position, leave=progress_position == 0,
+                    disable=not (progress and distributed.is_primary()),
+                    dynamic_ncols=True) as bar:
     for decoding, metric, k, temp in passes:
       chunk = prompts_per_call(batch_size, k, len(seeds))  # seeds per rollout
       played = []

@@ -19,13 +19,13 @@ import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
-from tqdm.auto import tqdm
 
 from jaxlayer import distributed, paths
 from jaxlayer.models import hf_mapping, sharding
 from jaxlayer.models.config import (AUTO_DTYPE, DAMAGED_FILE_FIX, ModelConfig, checkpoint_dtype,
                                      resolve_dtype)
 from jaxlayer.models.qwen import Qwen, require_model
+from jaxlayer.progress import progress_bar
 from jaxlayer.text import counted
 
 SINGLE_FILE = "model.safetensors"
@@ -389,8 +389,8 @@ def _save_dtype(dtype: str):
 def _progress(items, total: int, description: str):
   """items with a progress bar in tensors, shown only once the work has taken PROGRESS_DELAY_S
   (a multi-GB checkpoint, not the tiny ones)."""
-  return tqdm(items, total=total, desc=description, unit="tensor", leave=False,
-              delay=PROGRESS_DELAY_S, disable=not distributed.is_primary())
+  return progress_bar(items, total=total, desc=description, unit="tensor", leave=False,
+                      delay=PROGRESS_DELAY_S, disable=not distributed.is_primary())
 
 
 def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,

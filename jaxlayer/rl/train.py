@@ -45,6 +45,7 @@ from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, mu
                          selection)
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl.config import RESUMABLE_KEYS, RESUMABLE_SECTIONS, require_config
+from jaxlayer.progress import progress_bar
 from jaxlayer.text import counted
 
 
@@ -1251,8 +1252,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
         on_start(trainer.step)
       last, tested = {}, {}  # tested: the bar's latest test score (logging.eval_every)
       shown = config.logging.progress and distributed.is_primary()  # one bar for all hosts
-      with tqdm(total=steps, initial=min(trainer.step, steps), position=position, leave=leave,
-                desc=f"train {config.train.layers}", disable=not shown, dynamic_ncols=True) as bar:
+      with progress_bar(total=steps, initial=min(trainer.step, steps), position=position,
+                        leave=leave, desc=f"train {config.train.layers}", disable=not shown,
+                        dynamic_ncols=True) as bar:
         while trainer.step < steps:
           last, samples = trainer.run_step()
           if _evaluation_due(trainer.step, config):

@@ -57,6 +57,7 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from jaxlayer import distributed, locks, paths
+from jaxlayer.progress import progress_bar
 from jaxlayer.rl import selection
 from jaxlayer.rl.config import require_config
 from jaxlayer.sweep import contribution, launchers, report, store
@@ -691,8 +692,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                                  eval_fn=eval_fn),
         expected_num_problems=done_results[0]["num_problems"] if done_results else None)
     total = _announce(sweep_dir, config, layers, groups, seeds, rungs, keep)
-    with tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
-              disable=not distributed.is_primary()) as bar:
+    with progress_bar(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
+                      disable=not distributed.is_primary()) as bar:
       for index, stop_at in enumerate([*rungs, None]):
         specs = plan_runs(layers, seeds, groups, stop_at, base=index == 0)
         _check_rung_is_ahead(specs, sweep_dir)
