@@ -43,6 +43,19 @@ REPORTED_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tra
                       "tokenizers", "datasets", "math-verify", "numpy")
 
 
+class UsageError(SystemExit):
+  """A command line that jaxlayer cannot read (an unknown command, option or config key, a value
+  of the wrong type, a config file that does not load): exit status 2, as argparse's for the
+  options it parses. `main` prints the message (str(error), one line naming the fix)."""
+
+  def __init__(self, message: str):
+    super().__init__(2)
+    self.message = message
+
+  def __str__(self) -> str:
+    return self.message
+
+
 class _ArgumentParser(argparse.ArgumentParser):
   """argparse's parser, naming a mistyped option (and the closest known one) when parsing fails:
   argparse names the required option it then misses, so `--promt` (or `-promt`) read "one of the
@@ -123,9 +136,9 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
     strays = file_flags(file_args)[1:]  # (absl ignores arguments that are not flags)
     config = file_flags.config
     if config is None:
-      raise SystemExit(f"{prog}: --config FILE is required (see configs/).")
+      raise UsageError(f"{prog}: --config FILE is required (see configs/).")
     if strays:
-      raise SystemExit(f"{prog}: {_stray_argument(argv, strays[0])}")
+      raise UsageError(f"{prog}: {_stray_argument(argv, strays[0])}")
     _check_config_file(_config_path(file_args), prog)
     with config.unlocked():  # (a file that failed to load raises here)
       for name, make_default in (sections or {}).items():
@@ -133,25 +146,25 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
           config[name] = make_default()
   except errors as err:
     if isinstance(err, flags.UnrecognizedFlagError):
-      raise SystemExit(f"{prog}: {_unknown_option(f'--{err.flagname}', options)} `{prog} "
+      raise UsageError(f"{prog}: {_unknown_option(f'--{err.flagname}', options)} `{prog} "
                        "--help` lists the options; a setting is --config.KEY=VALUE.") from None
     if isinstance(err, AttributeError) and "get_config" in str(err):
-      raise SystemExit(f"{prog}: the config file {_config_path(file_args)} defines no "
+      raise UsageError(f"{prog}: the config file {_config_path(file_args)} defines no "
                        "get_config(): a config file "
                        "is a Python file whose get_config() returns an ml_collections "
                        "ConfigDict, such as configs/grpo_arithmetic.py.") from None
     if "get_config() takes 0 positional arguments" in str(err):  # FILE:ARGS, FILE takes none
       path, _, given = _config_argument(file_args).partition(":")
-      raise SystemExit(f"{prog}: the config file {path} takes no arguments (its get_config() "
+      raise UsageError(f"{prog}: the config file {path} takes no arguments (its get_config() "
                        f"has none), but --config gives it {given!r} after ':': write "
                        f"--config {path}.") from None
     if "Traceback (most recent call last)" in str(err):  # get_config() raised: its error alone
-      raise SystemExit(f"{prog}: cannot load the config file {_config_path(file_args)}: "
+      raise UsageError(f"{prog}: cannot load the config file {_config_path(file_args)}: "
                        f"{str(err).strip().splitlines()[-1]}") from None
-    raise SystemExit(f"{prog}: cannot load the config file: {err}") from None
+    raise UsageError(f"{prog}: cannot load the config file: {err}") from None
   problem = _missing_value(config, overrides) or _replaced_section(overrides, sections)
   if problem:
-    raise SystemExit(f"{prog}: {problem}")
+    raise UsageError(f"{prog}: {problem}")
   override_args = [prog, *overrides]
   try:
     override_flags = flags.FlagValues()
@@ -161,7 +174,7 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
   except errors as err:
     problem = (_unknown_key(config, overrides) or _bad_section_value(config, overrides)
                or _bad_value_type(config, overrides, err) or f"bad configuration flag: {err}")
-    raise SystemExit(f"{prog}: {problem}") from None
+    raise UsageError(f"{prog}: {problem}") from None
   return override_flags.config
 
 
@@ -254,7 +267,7 @@ def _check_config_file(path: str, prog: str) -> None:
     return
   where = "" if file.is_absolute() else f" (in {Path.cwd()})"
   found = "is a directory" if file.is_dir() else f"does not exist{where}"
-  raise SystemExit(f"{prog}: the config file {path} {found}: give a Python config file, such as "
+  raise UsageError(f"{prog}: the config file {path} {found}: give a Python config file, such as "
                    "configs/grpo_arithmetic.py of the jaxlayer repository.")
 
 
@@ -673,7 +686,7 @@ def _table(argv: list[str]) -> None:
   groups = {}
   for name, *evaluations in args.runs:
     if name in groups:
-      raise SystemExit(f"jaxlayer table: the group name {name!r} is given twice; give each "
+      raise UsageError(f"jaxlayer table: the group name {name!r} is given twice; give each "
                        "group one --runs with all its evaluations.")
     groups[name] = evaluations
   from jaxlayer import table
@@ -988,21 +1001,20 @@ COMMANDS = {"generate": _generate, "train": _train, "memory": _memory, "export":
 
 def main(argv: list[str] | None = None) -> None:
   argv = sys.argv[1:] if argv is None else argv
-  if not argv or argv[0] in ("-h", "--help"):
+  if not argv:  # (no command: a usage error, as argparse's)
+    print(USAGE, file=sys.stderr)
+    raise SystemExit(2)
+  if argv[0] in ("-h", "--help"):
     print(USAGE)
     return
   if argv[0] == "--version":
     print(version_report())
     return
-  command = COMMANDS.get(argv[0])
-  if command is None:
-    guess = closest(argv[0], COMMANDS)
-    raise SystemExit(f"jaxlayer: unknown command {argv[0]!r}; "
-                     + (f"did you mean {guess!r}? Choose" if guess else "choose")
-                     + f" one of {sorted(COMMANDS)}.")
   try:
-    _run_command(argv[0], command, argv[1:])
+    _run_command(argv[0], argv[1:])
   except BaseException as err:
+    if isinstance(err, UsageError):
+      print(err, file=sys.stderr, flush=True)
     failure = (SystemExit(f"jaxlayer {argv[0]}: {err}") if isinstance(err, paths.DiskFullError)
                else err)
     distributed = sys.modules.get("jaxlayer.distributed")  # (imported when hosts were joined)
@@ -1023,9 +1035,15 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(code) from None  # every process failed: each exits as usual
 
 
-def _run_command(name: str, command, argv: list[str]) -> None:
-  """Runs `command`; a Ctrl-C that it does not answer itself (as train, sweep and generate do,
-  saying what they kept) ends it as they do, without a traceback."""
+def _run_command(name: str, argv: list[str]) -> None:
+  """Runs the command `name`; a Ctrl-C that it does not answer itself (as train, sweep and
+  generate do, saying what they kept) ends it as they do, without a traceback."""
+  command = COMMANDS.get(name)
+  if command is None:
+    guess = closest(name, COMMANDS)
+    raise UsageError(f"jaxlayer: unknown command {name!r}; "
+                     + (f"did you mean {guess!r}? Choose" if guess else "choose")
+                     + f" one of {sorted(COMMANDS)}.")
   try:
     command(argv)
   except KeyboardInterrupt as err:

@@ -367,9 +367,36 @@ def test_prompts_file_keeps_unicode_line_separators_and_drops_a_byte_order_mark(
 def test_unknown_command_names_the_closest_and_the_choices(typo, hint):
   with pytest.raises(SystemExit) as exited:
     cli.main([typo])
-  assert exited.value.code == (f"jaxlayer: unknown command {typo!r}; {hint} one of "
+  assert str(exited.value) == (f"jaxlayer: unknown command {typo!r}; {hint} one of "
                                "['compare', 'eval', 'export', 'generate', 'memory', 'sweep', "
                                "'table', 'train'].")
+
+
+@pytest.mark.parametrize("args", [
+    ["trian"], ["train"], ["train", "--confg", "configs/grpo_arithmetic.py"],
+    ["eval", "--config", "configs/sweep_tiny.py", "--model", "M", "--dry_run"],
+    ["sweep", "--config", "configs/nope.py"],
+    ["memory", "--config", "configs/grpo_arithmetic.py", "--config.train.steps=two"],
+    ["table", "--runs", "A", "runs/a", "--runs", "A", "runs/b"],
+])
+def test_a_command_line_that_cannot_be_read_exits_2_with_one_line(args, capsys, monkeypatch):
+  # As argparse's commands (generate, export, compare) exit; train, sweep, memory and eval, whose
+  # --config argparse does not read, exited 1 and the unknown command 1.
+  monkeypatch.chdir(REPO)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(args)
+  assert exited.value.code == 2
+  printed = capsys.readouterr()
+  assert (printed.out, printed.err) == ("", f"{exited.value}\n")
+  assert str(exited.value).startswith(f"jaxlayer {args[0]}: " if args[0] in cli.COMMANDS
+                                      else "jaxlayer: unknown command")
+
+
+def test_jaxlayer_without_a_command_prints_the_usage_as_a_usage_error(capsys):
+  with pytest.raises(SystemExit) as exited:
+    cli.main([])
+  assert exited.value.code == 2
+  assert capsys.readouterr().err.strip() == cli.USAGE.strip()
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
@@ -473,14 +500,14 @@ def test_a_config_file_that_is_not_there_is_named(command, tmp_path, monkeypatch
                         ("configs", "is a directory")]:
     with pytest.raises(SystemExit) as exited:
       cli.main([command, "--config", config, *model])
-    assert exited.value.code == (
+    assert str(exited.value) == (
         f"jaxlayer {command}: the config file {config.split(':')[0]} {found}: give a Python "
         "config file, such as configs/grpo_arithmetic.py of the jaxlayer repository.")
   (tmp_path / "configs" / "plain.py").write_text("learning_rate = 1e-6\n")
   cli.load_config(["--config", str(REPO / "configs" / "grpo_arithmetic.py")], "earlier")
   with pytest.raises(SystemExit) as exited:
     cli.main([command, "--config=configs/plain.py", *model])
-  assert exited.value.code == (
+  assert str(exited.value) == (
       f"jaxlayer {command}: the config file configs/plain.py defines no get_config(): a config "
       "file is a Python file whose get_config() returns an ml_collections ConfigDict, such as "
       "configs/grpo_arithmetic.py.")
@@ -490,7 +517,7 @@ def test_a_config_whose_get_config_raises_is_named_with_its_error_in_one_line():
   # ml_collections puts the whole traceback in its message; only the error is news.
   with pytest.raises(SystemExit) as exited:
     cli.main(["train", "--config", str(REPO / "configs" / "paper_qwen3_grpo.py") + ":5b"])
-  assert exited.value.code == (
+  assert str(exited.value) == (
       f"jaxlayer train: cannot load the config file {REPO / 'configs' / 'paper_qwen3_grpo.py'}: "
       "ValueError: configs/paper_qwen3_grpo.py:5b: no such model; choose one of 1.7b, 4b, 8b, "
       "e.g. configs/paper_qwen3_grpo.py:4b.")
@@ -502,7 +529,7 @@ def test_arguments_to_a_config_file_that_takes_none_are_named():
   config = str(REPO / "configs" / "sweep_tiny.py")
   with pytest.raises(SystemExit) as exited:
     cli.main(["memory", f"--config={config}:4b"])
-  assert exited.value.code == (
+  assert str(exited.value) == (
       f"jaxlayer memory: the config file {config} takes no arguments (its get_config() has none), "
       f"but --config gives it '4b' after ':': write --config {config}.")
 
@@ -517,7 +544,7 @@ def test_an_unknown_option_is_named_and_help_is_help_anywhere(command, capsys):
   with pytest.raises(SystemExit) as exited:
     cli.main([command, "--config", config, *model, "--dry_run"])
   hint = "; did you mean --dry-run?" if command == "sweep" else ":"  # (none close elsewhere)
-  assert exited.value.code == (f"jaxlayer {command}: unknown option --dry_run{hint} `jaxlayer "
+  assert str(exited.value) == (f"jaxlayer {command}: unknown option --dry_run{hint} `jaxlayer "
                                f"{command} --help` lists the options; a setting is "
                                "--config.KEY=VALUE.")
   if command != "eval":  # (argparse's own --help)
@@ -536,7 +563,7 @@ def test_a_mistyped_option_of_a_config_command_names_the_closest(command, args, 
   config = str(REPO / "configs/grpo_arithmetic.py")
   with pytest.raises(SystemExit) as exited:
     cli.main([command, *[config if arg == "CONFIG" else arg for arg in args]])
-  assert exited.value.code == (f"jaxlayer {command}: unknown option {typo}; did you mean {guess}? "
+  assert str(exited.value) == (f"jaxlayer {command}: unknown option {typo}; did you mean {guess}? "
                                f"`jaxlayer {command} --help` lists the options; a setting is "
                                "--config.KEY=VALUE.")
 
@@ -552,7 +579,7 @@ def test_a_mistyped_config_key_names_the_closest(override, where, typo, hint):
   keys = ", ".join(sorted((loaded.train if where == "train" else loaded).keys()))
   with pytest.raises(SystemExit) as exited:
     cli.main(["train", "--config", config, override])
-  assert exited.value.code == (f"jaxlayer train: {override.split('=')[0]}: {where} has no key "
+  assert str(exited.value) == (f"jaxlayer train: {override.split('=')[0]}: {where} has no key "
                                f"{typo!r} (its keys: {keys}){hint} Every key and its default: "
                                "docs/configuration.md.")
 
@@ -565,7 +592,7 @@ def test_an_override_value_after_a_space_is_refused_not_dropped():
       is False
   with pytest.raises(SystemExit) as exited:
     cli.load_config(["--config", config, "--config.train.remat", "false"], "jaxlayer train")
-  assert exited.value.code == ("jaxlayer train: --config.train.remat false: write "
+  assert str(exited.value) == ("jaxlayer train: --config.train.remat false: write "
                                "--config.train.remat=false (an override takes its value after "
                                "'=').")
   with pytest.raises(SystemExit, match="unexpected argument 'extra.py': give the config file as "
@@ -580,7 +607,7 @@ def test_an_override_without_its_value_is_refused_naming_the_fix():
   for args in (["--config.train.layers"], ["--config.train.layers", "--config.train.steps=2"]):
     with pytest.raises(SystemExit) as exited:
       cli.load_config(["--config", config, *args], "jaxlayer train")
-    assert exited.value.code == ("jaxlayer train: --config.train.layers has no value: write "
+    assert str(exited.value) == ("jaxlayer train: --config.train.layers has no value: write "
                                  "--config.train.layers=VALUE.")
   # A true/false key alone is true, as absl reads it: one unset (a placeholder) too.
   assert cli.load_config(["--config", config, "--config.train.remat"], "x").train.remat is True
@@ -600,7 +627,7 @@ def test_a_section_set_to_no_python_dict_names_the_fix():
     with pytest.raises(SystemExit) as exited:
       cli.load_config(["--config", config, f"--config.task.chat_template_kwargs={value}"],
                       "jaxlayer train")
-    assert exited.value.code == (
+    assert str(exited.value) == (
         f"jaxlayer train: --config.task.chat_template_kwargs={value}: task.chat_template_kwargs "
         "takes a Python dict, such as {\"enable_thinking\": False} (Python's True, False and "
         "None, not JSON's true, false and null).")
@@ -618,7 +645,7 @@ def test_a_dict_set_to_no_python_dict_shows_its_own_value_as_the_example():
     with pytest.raises(SystemExit) as exited:
       cli.load_config(["--config", config, override], "jaxlayer train")
     key = override[len("--config."):].split("=")[0]
-    assert exited.value.code == (f"jaxlayer train: {override}: {key} takes a Python dict, such as "
+    assert str(exited.value) == (f"jaxlayer train: {override}: {key} takes a Python dict, such as "
                                  f"{example} (Python's True, False and None, not JSON's true, "
                                  "false and null).")
 
@@ -648,7 +675,7 @@ def test_a_settings_section_set_to_one_value_is_refused_naming_its_keys(override
                    "max_grad_norm, micro_batch_size, mini_batch_size, overlong_buffer_fraction, "
                    "overlong_filtering, ppo_epochs, remat, steps, warmup_steps, weight_decay",
           "sweep.ray": "address, max_retries, num_cpus, num_gpus, num_tpus"}[key]
-  assert exited.value.code == (f"jaxlayer sweep: {override}: {key} is a section of settings, "
+  assert str(exited.value) == (f"jaxlayer sweep: {override}: {key} is a section of settings, "
                                f"not one value: set its keys one by one, --config.{key}.KEY=VALUE "
                                f"(its keys: {keys}).")
   # A section without keys of its own takes a dict whole.
@@ -675,7 +702,7 @@ def test_an_override_of_the_wrong_type_names_the_key_and_an_example(override, ex
   with pytest.raises(SystemExit) as exited:
     cli.load_config(["--config", config, override], "jaxlayer train",
                     sections={"eval": evaluation.default_eval_config})
-  assert exited.value.code == f"jaxlayer train: {override}: {expected}"
+  assert str(exited.value) == f"jaxlayer train: {override}: {expected}"
 
 @pytest.mark.parametrize("command,args,key", [
     ("train", ["--config", "configs/grpo_arithmetic.py", TINY, "--config.run_dir=gs://b/run"],
