@@ -179,6 +179,13 @@ def write_once(text: str) -> None:
     tqdm.write(text)
 
 
+def warn_once(text: str) -> None:
+  """write_once to stderr, with the progress bars: a warning or a note, never a result (a
+  command's results alone go to stdout, for `> FILE` and `| jq`)."""
+  if is_primary():
+    tqdm.write(text, file=sys.stderr)
+
+
 def sync(name: str) -> None:
   """Waits until every process has reached the barrier `name` (nothing on one process)."""
   if is_multiprocess():

@@ -260,10 +260,12 @@ def test_training_warns_before_loading_when_the_estimate_does_not_fit(tiny_qwen2
   plan = train.plan(cfg)
   monkeypatch.setattr(memory, "device_limit", lambda: 10**12)
   train.warn_if_memory_short(plan)
-  assert capsys.readouterr().out == ""
+  assert capsys.readouterr() == ("", "")
   monkeypatch.setattr(memory, "device_limit", lambda: 1000)
   train.warn_if_memory_short(plan)
-  warning = capsys.readouterr().out
+  printed = capsys.readouterr()
+  warning = printed.err  # (a warning: stdout is a command's results')
+  assert printed.out == ""
   assert "may not fit in device memory" in warning and "does not fit" in warning
   assert "Lower rollout.prompts_per_call" in warning
   # A backend that does not report its memory (a CPU) is not sized at all.

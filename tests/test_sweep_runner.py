@@ -240,7 +240,7 @@ def test_a_checkpoint_outside_the_runs_directory_is_left_in_place(tmp_path, caps
   runner.run_sweep(make_config(tmp_path / "sweep", layers="1"), train_fn=train_elsewhere,
                    eval_fn=fake.eval, num_layers=NUM_LAYERS)
   assert (outside / "weights.bin").read_text() == "mine"
-  assert f"left {outside} in place: it lies outside the run directory" in capsys.readouterr().out
+  assert f"left {outside} in place: it lies outside the run directory" in capsys.readouterr().err
 
 
 class _Killed(BaseException):
@@ -413,7 +413,7 @@ def test_a_moved_base_model_resumes_its_sweep_and_another_model_is_refused(tmp_p
   _run_on_model(sweep_dir, moved, fake, layers="0,1", command=command)
   assert fake.train_calls == [((1,), 0)]  # the finished runs count
   assert (f"jaxlayer: {sweep_dir} resumes with its base model at {moved} (it was at {model_dir}; "
-          "the same weights).\n") in capsys.readouterr().out
+          "the same weights).\n") in capsys.readouterr().err
   # The manifest (and so the report) names the new place and the command that resumed the
   # sweep there; the next resume there says nothing and keeps that command.
   moved_manifest = json.loads((sweep_dir / "manifest.json").read_text())
@@ -426,7 +426,7 @@ def test_a_moved_base_model_resumes_its_sweep_and_another_model_is_refused(tmp_p
   assert f"`{command}`" in (sweep_dir / "report.md").read_text()
   manifest = (sweep_dir / "manifest.json").read_text()
   _run_on_model(sweep_dir, moved, FakeRL(BLOCKS), layers="0,1", command="jaxlayer sweep again")
-  assert "resumes with its base model" not in capsys.readouterr().out
+  assert "resumes with its base model" not in capsys.readouterr().err
   assert (sweep_dir / "manifest.json").read_text() == manifest
 
   other = write_model_config(tmp_path / "other", num_layers=NUM_LAYERS, weights_seed=1)
@@ -459,7 +459,7 @@ def test_a_sweep_of_a_hub_id_records_the_id_and_resumes_after_the_cache_moved(
   fake = FakeRL({0: 14, 1: 26})
   _run_on_model(sweep_dir, hub_model, fake, layers="0,1")
   assert fake.train_calls == [((1,), 0)]  # the finished runs count
-  assert "resumes with its base model" not in capsys.readouterr().out
+  assert "resumes with its base model" not in capsys.readouterr().err
 
 
 def test_top_k_of_a_sweep_ranks_the_blocks_of_its_own_model_only(tmp_path):

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import types
@@ -361,7 +362,7 @@ def stop_requests():
       return
     requested.append(signal.Signals(signum))
     tqdm.write(f"{STOP_SIGNALS[signum]}: stopping before the next step (a step under way ends "
-               "first, with a checkpoint); again: stop at once, without one.")
+               "first, with a checkpoint); again: stop at once, without one.", file=sys.stderr)
 
   def asked() -> signal.Signals | None:
     return requested[0] if requested else None
@@ -814,12 +815,12 @@ class _Trainer:
                        + (f" to at least {shortest}, the shortest prompt's length." if shortest
                           else "."))
     if len(keep) < len(problems):
-      distributed.write_once(f"jaxlayer: skipping {len(problems) - len(keep)} of "
-                             f"{counted(len(problems), 'training prompt')} (longer than "
-                             f"rollout.max_prompt_tokens={limit}, or empty).")
+      distributed.warn_once(f"jaxlayer: skipping {len(problems) - len(keep)} of "
+                            f"{counted(len(problems), 'training prompt')} (longer than "
+                            f"rollout.max_prompt_tokens={limit}, or empty).")
     per_step = self.plan.prompts_per_step
     if len(keep) < per_step:  # a step then takes a problem twice or more (_problem_order)
-      distributed.write_once(
+      distributed.warn_once(
           f"jaxlayer: {counted(len(keep), 'training problem')} to train on, fewer than the "
           f"{per_step} prompts of a step (train.batch_size={self.cfg.train.batch_size} / "
           f"train.group_size={self.group_size}), so every step repeats problems: give more "
@@ -985,9 +986,9 @@ class _Trainer:
     # Mini-batches without a loss token made no update: their zeros are no measurement.
     updated = [h for h in history if h["loss_tokens"] > 0]
     if not updated:
-      distributed.write_once(f"jaxlayer: step {self.step + 1}: every group was dropped (no "
-                             "learning signal, or every response truncated with overlong "
-                             "filtering); no update.")
+      distributed.warn_once(f"jaxlayer: step {self.step + 1}: every group was dropped (no "
+                            "learning signal, or every response truncated with overlong "
+                            "filtering); no update.")
       return {}
     return {k: float(np.mean([h[k] for h in updated])) for k in updated[0]
             if k not in ("params_finite", "loss_tokens")}
@@ -1078,8 +1079,8 @@ class _Trainer:
     else:  # every episode ended in an environment error: nothing to learn from
       update_metrics = {}
       self.opt_state = self.skip_step_updates(self.opt_state)
-      distributed.write_once(f"jaxlayer: step {self.step + 1}: every episode ended in an "
-                             "environment error; no update (see the warnings above).")
+      distributed.warn_once(f"jaxlayer: step {self.step + 1}: every episode ended in an "
+                            "environment error; no update (see the warnings above).")
     self.step += 1
     result = {**multiturn.rollout_metrics(rollouts), **stats, **update_metrics,
               "rollout_seconds": rollout_seconds, "seconds_per_step": time.perf_counter() - start}
@@ -1130,11 +1131,11 @@ def warn_if_memory_short(plan_: TrainPlan) -> None:
   if memory.device_limit() is None:
     return
   estimate = memory.estimate(plan_)
-  if estimate.peak > estimate.device_limit and distributed.is_primary():
-    tqdm.write("jaxlayer: this run may not fit in device memory (estimated per device, as "
-               f"`jaxlayer memory` prints it):\n{estimate.table()}\nLower "
-               "rollout.prompts_per_call or train.micro_batch_size, set train.remat=True, or "
-               "use more devices.")
+  if estimate.peak > estimate.device_limit:
+    distributed.warn_once("jaxlayer: this run may not fit in device memory (estimated per "
+                          f"device, as `jaxlayer memory` prints it):\n{estimate.table()}\nLower "
+                          "rollout.prompts_per_call or train.micro_batch_size, set "
+                          "train.remat=True, or use more devices.")
 
 
 def _train_result(plan_: TrainPlan, trainer: _Trainer, last: dict, history: list[float],
@@ -1222,9 +1223,9 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
       _require(stop_at is None or start <= stop_at,
                f"train(stop_at={stop_at}): {run_dir} holds a checkpoint at step {start}, past "
                f"step {stop_at}; stop later, or train in a new run_dir.")
-      if moved_from is not None and distributed.is_primary():
-        tqdm.write(f"jaxlayer: resuming {run_dir} with its base model at {plan_.model_dir} (it "
-                   f"was at {moved_from}; the same weights).")
+      if moved_from is not None:
+        distributed.warn_once(f"jaxlayer: resuming {run_dir} with its base model at "
+                              f"{plan_.model_dir} (it was at {moved_from}; the same weights).")
       trainer = _Trainer(plan_, task)
       if 0 < start < steps:  # a resume that trains on (a finished run trains on no problem)
         with distributed.failing_together("Checking the run's training problems"):

@@ -42,6 +42,7 @@ import numbers
 import os
 import pickle
 import socket
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -210,7 +211,8 @@ def ray_launcher(specs: Sequence[RunSpec], run_fn: RunFn, sweep_config) -> Itera
       try:
         result = ray.get(ready)
       except ray.exceptions.RayError as err:
-        tqdm.write(f"{spec.name} failed: {err}")  # with the run's traceback, as it happened
+        # (with the run's traceback, as it happened)
+        tqdm.write(f"{spec.name} failed: {err}", file=sys.stderr)
         failures.append(f"{spec.name}: {_failure(ray, err)}")
         continue
       yield spec, result

@@ -486,7 +486,8 @@ def _remove_checkpoint(checkpoint_dir: str | None, workdir: Path) -> None:
   path = Path(checkpoint_dir).resolve()
   if not path.is_relative_to(workdir.resolve()):
     if path.exists():
-      tqdm.write(f"left {path} in place: it lies outside the run directory {workdir}.")
+      distributed.warn_once(f"left {path} in place: it lies outside the run directory "
+                            f"{workdir}.")
     return
   doomed = path.with_name(f".{path.name}.removing")
   shutil.rmtree(doomed, ignore_errors=True)  # left by a sweep killed while removing

@@ -342,10 +342,10 @@ def choose_sweep_dir(sweep_dir: Path, manifest: dict, force_new_dir: bool,
             "\nPick another directory (--config.sweep.dir=NEW_DIR), or pass "
             "--config.sweep.force_new_dir=True to write to the next free "
             f"{sweep_dir.name}-N; the existing results are kept either way.")
-      if moved_from and distributed.is_primary():
-        print(f"jaxlayer: {sweep_dir} resumes with its base model at "
-              f"{manifest['config']['model']['path']} (it was at {moved_from}; the same "
-              "weights).")
+      if moved_from:
+        distributed.warn_once(f"jaxlayer: {sweep_dir} resumes with its base model at "
+                              f"{manifest['config']['model']['path']} (it was at {moved_from}; "
+                              "the same weights).")
       return sweep_dir, False
   # (The mark of distributed.check_shared_directory is that of a sweep on several hosts checking
   # the directory at this moment. A manifest's temporary file is that of a sweep creating the
