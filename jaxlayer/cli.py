@@ -394,26 +394,32 @@ def _generate(argv: list[str]) -> None:
   parser.add_argument("--chat-template-kwargs", metavar="JSON", type=_json_object, default={},
                       help="with --chat: variables the chat template reads, as a JSON object "
                       "(Qwen3: '{\"enable_thinking\": false}')")
-  parser.add_argument("--num-samples", type=int, default=1, help="completions per prompt")
+  parser.add_argument("--num-samples", type=int, default=1,
+                      help="completions per prompt (default: %(default)s)")
   parser.add_argument("--temperature", type=float, default=None, help=(
       "0 = greedy; default: 0 for one sample, 1.0 with --num-samples > 1"))
-  parser.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: off)")
-  parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+  parser.add_argument("--top-k", type=int, default=0,
+                      help="sample among the k best (0: off; default: %(default)s)")
+  parser.add_argument("--top-p", type=float, default=1.0,
+                      help="nucleus sampling mass (1: off; default: %(default)s)")
   parser.add_argument("--max-new-tokens", type=int, default=32,
-                      help="tokens a completion may have at most")
+                      help="tokens a completion may have at most (default: %(default)s)")
   parser.add_argument("--seed", type=int, default=0, help=(
       "sampling seed: the same one prints the same samples, whatever --batch-size and "
-      "--devices (sample j of prompt i draws from the seed's stream i * --num-samples + j)"))
-  parser.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
+      "--devices (sample j of prompt i draws from the seed's stream i * --num-samples + j; "
+      "default: %(default)s)"))
+  parser.add_argument("--batch-size", type=int, default=32,
+                      help="prompts per generate call (default: %(default)s)")
   parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help=(
-      "parameters' dtype; auto: a checkpoint's own (config.json's dtype), a run's model.dtype. "
-      "On a CPU bfloat16 runs slower than float32"))
+      "parameters' dtype; auto (the default): a checkpoint's own (config.json's dtype), a run's "
+      "model.dtype. On a CPU bfloat16 runs slower than float32"))
   parser.add_argument("--jsonl", action="store_true", help=(
       "print one JSON object per completion (prompt_index, sample, prompt, completion, "
       "finish_reason, num_tokens) instead of text"))
   parser.add_argument("--devices", type=int, default=1, help=(
       "split each batch over this many devices of this host, each holding the whole model; "
-      "on a CPU this makes that many CPU devices (one per core: ~1.5x faster for small models)"))
+      "on a CPU this makes that many CPU devices (one per core: ~1.5x faster for small models; "
+      "default: %(default)s)"))
   args = parser.parse_args(argv)
   for flag, value, lowest in [("--batch-size", args.batch_size, 1), ("--devices", args.devices, 1),
                               ("--num-samples", args.num_samples, 1), ("--top-k", args.top_k, 0),

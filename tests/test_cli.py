@@ -1,5 +1,6 @@
 """The `jaxlayer` command line."""
 
+import argparse
 import io
 import json
 import os
@@ -452,6 +453,30 @@ def test_train_summary_names_each_step_once():
       "trained 2 steps; mean reward 0.250 at step 1, 0.000 at step 3\n"
       "test a/pass@1: 0.500 at step 1, 0.750 at step 3\n"
       "export the trained model: jaxlayer export --run RUN --out HF_DIR")
+
+
+@pytest.mark.parametrize("command", ["generate", "export", "eval", "compare", "table"])
+def test_every_option_with_a_default_names_it_in_its_help(command, monkeypatch):
+  # generate's --help left out the defaults of --max-new-tokens (32), --batch-size (32), --seed
+  # (0), --num-samples and --devices (1), which the README gives.
+  built = []
+
+  def stop_at_parsing(parser, *args, **kwargs):
+    built.append(parser)
+    raise SystemExit(0)
+
+  monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop_at_parsing)
+  monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", stop_at_parsing)
+  with pytest.raises(SystemExit):
+    cli.COMMANDS[command]([])
+  parser = built[0]
+  helps = {action.option_strings[0]: parser._get_formatter()._expand_help(action)
+           for action in parser._actions if action.option_strings and action.help}
+  silent = [option for action in parser._actions for option in action.option_strings[:1]
+            if action.help and action.default not in (None, argparse.SUPPRESS, {})
+            and action.default is not False and f"default: {action.default}" not in helps[option]
+            and f"{action.default} (the default)" not in helps[option]]
+  assert silent == []
 
 
 def test_python_dash_m_jaxlayer_runs_the_command():
