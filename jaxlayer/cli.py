@@ -172,7 +172,8 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
                                     lock_config=True, sys_argv=override_args)
     override_flags(override_args)
   except errors as err:
-    problem = (_unknown_key(config, overrides) or _bad_section_value(config, overrides)
+    problem = (_unknown_key(config, overrides, sections)
+               or _bad_section_value(config, overrides)
                or _bad_value_type(config, overrides, err) or f"bad configuration flag: {err}")
     raise UsageError(f"{prog}: {problem}") from None
   return override_flags.config
@@ -221,12 +222,7 @@ def _replaced_section(overrides: list[str], sections: dict | None) -> str | None
   (`train`, `sweep.ray`), if any: a dict there replaced the whole section, and the run failed
   later on a key it dropped (a traceback ending in AttributeError: "'layers'"). The sections
   without keys of their own (task.options, task.chat_template_kwargs, ...) take a dict."""
-  from jaxlayer.rl.config import default_config
-
-  defaults = default_config()
-  with defaults.unlocked():
-    for name, make_default in (sections or {}).items():
-      defaults[name] = make_default()
+  defaults = _default_settings(sections)
   for override in overrides:
     key, has_value, _ = override[len("--config."):].partition("=")
     section, name = _section_and_name(defaults, key) or (None, None)
@@ -235,6 +231,18 @@ def _replaced_section(overrides: list[str], sections: dict | None) -> str | None
       return (f"{override}: {key} is a section of settings, not one value: set its keys one by "
               f"one, --config.{key}.KEY=VALUE (its keys: {', '.join(sorted(node.keys()))}).")
   return None
+
+
+def _default_settings(sections: dict | None):
+  """jaxlayer's settings with their defaults (`default_config()`, plus `sections`, as
+  load_config's): what docs/configuration.md lists."""
+  from jaxlayer.rl.config import default_config
+
+  defaults = default_config()
+  with defaults.unlocked():
+    for name, make_default in (sections or {}).items():
+      defaults[name] = make_default()
+  return defaults
 
 
 def _asks_for_help(argv: list[str]) -> bool:
@@ -271,8 +279,9 @@ def _check_config_file(path: str, prog: str) -> None:
                    "configs/grpo_arithmetic.py of the jaxlayer repository.")
 
 
-def _unknown_key(config, overrides: list[str]) -> str | None:
-  """What is wrong with the first --config.KEY=VALUE whose KEY the config lacks, if any."""
+def _unknown_key(config, overrides: list[str], sections: dict | None) -> str | None:
+  """What is wrong with the first --config.KEY=VALUE whose KEY the config lacks, if any
+  (sections: as load_config's)."""
   for override in overrides:
     key = override[len("--config."):].split("=", 1)[0]
     node, parts = config, key.split(".")
@@ -288,6 +297,13 @@ def _unknown_key(config, overrides: list[str]) -> str | None:
         if section in ("task.options", "env.options", "env.eval_options"):  # their arguments
           return (f"{problem} The command line changes only the {section} the config file sets: "
                   f"add config.{section}.{part} = VALUE to the file.")
+        parent, name = _section_and_name(_default_settings(sections), section) or (None, None)
+        default = parent[name] if hasattr(parent, "keys") and name in parent else None
+        if hasattr(default, "keys") and not default.keys():  # a dict of any keys
+          kept = f", with the keys the file sets ({', '.join(keys)})" if keys else ""
+          return (f"{problem} The command line changes only the keys of {section} that the "
+                  f"config file sets: set it whole, as a Python dict: "
+                  f"--config.{section}='{{\"{part}\": VALUE}}'{kept}.")
         return f"{problem} Every key and its default: docs/configuration.md."
       node = node[part]
   return None

@@ -609,6 +609,30 @@ def test_a_mistyped_config_key_names_the_closest(override, where, typo, hint):
                                "docs/configuration.md.")
 
 
+def test_a_new_key_of_a_dict_setting_names_how_to_set_the_dict_whole(tmp_path):
+  # `--config.task.chat_template_kwargs.enable_thinking=false` pointed to docs/configuration.md,
+  # which cannot list what a chat template reads; the dict form is what takes it.
+  config = tmp_path / "chat.py"
+  config.write_text("from jaxlayer.rl.config import default_config\n\n\ndef get_config():\n"
+                    "  config = default_config()\n"
+                    "  config.task.chat_template_kwargs = {'enable_thinking': False}\n"
+                    "  return config\n")
+  for override, section, keys, kept in [
+      ("--config.task.chat_template_kwargs.tools=1", "task.chat_template_kwargs",
+       "enable_thinking", ", with the keys the file sets (enable_thinking)"),
+      ("--config.eval.task_options.gsm8k=1", "eval.task_options", "none", "")]:
+    with pytest.raises(SystemExit) as exited:
+      cli._training_config(["--config", str(config), override], "jaxlayer train")
+    key = override.split("=")[0].rsplit(".", 1)[1]
+    assert str(exited.value) == (
+        f"jaxlayer train: {override.split('=')[0]}: {section} has no key {key!r} (its keys: "
+        f"{keys}). The command line changes only the keys of {section} that the config file "
+        f"sets: set it whole, as a Python dict: --config.{section}='{{\"{key}\": VALUE}}'{kept}.")
+  loaded = cli.load_config(["--config", str(config), "--config.task.chat_template_kwargs="
+                            '{"tools": 1, "enable_thinking": False}'], "jaxlayer train")
+  assert loaded.task.chat_template_kwargs.to_dict() == {"tools": 1, "enable_thinking": False}
+
+
 def test_an_override_value_after_a_space_is_refused_not_dropped():
   # absl read `--config.train.remat false` as the boolean flag alone (remat=True) and ignored
   # "false" as a stray argument; config files set remat=False, so the override inverted it.
