@@ -124,6 +124,9 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
 
   overrides = [a for a in argv if a.startswith("--config.")]
   file_args = [prog] + [a for a in argv if a not in overrides]
+  if file_args[-1] == "--config" or "--config=" in file_args:  # (absl: "Missing value for flag")
+    raise UsageError(f"{prog}: --config has no value: write --config FILE, such as "
+                     "--config configs/grpo_arithmetic.py.")
   errors = (flags.Error, AttributeError, KeyError, ValueError, OSError)
   # ml_collections imports the file as module "config_config" with load_module(), which runs it
   # inside the module an earlier load left in sys.modules: a file without get_config() would

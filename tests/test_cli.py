@@ -538,6 +538,15 @@ def test_a_config_file_that_is_not_there_is_named(command, tmp_path, monkeypatch
       "configs/grpo_arithmetic.py.")
 
 
+@pytest.mark.parametrize("args", [["--config"], ["--config="], ["--config", "--config.seed=1"]])
+def test_a_config_option_without_its_file_names_the_fix(args):
+  # It said "cannot load the config file: Missing value for flag --config".
+  with pytest.raises(SystemExit) as exited:
+    cli.load_config(args, "jaxlayer sweep")
+  assert str(exited.value) == ("jaxlayer sweep: --config has no value: write --config FILE, such "
+                               "as --config configs/grpo_arithmetic.py.")
+
+
 def test_a_config_whose_get_config_raises_is_named_with_its_error_in_one_line():
   # ml_collections puts the whole traceback in its message; only the error is news.
   with pytest.raises(SystemExit) as exited:
