@@ -278,6 +278,11 @@ def _check_config_file(path: str, prog: str) -> None:
     return
   where = "" if file.is_absolute() else f" (in {Path.cwd()})"
   found = "is a directory" if file.is_dir() else f"does not exist{where}"
+  # A path relative to the jaxlayer repository (configs/sweep_tiny.py), run from elsewhere.
+  in_repository = Path(__file__).resolve().parents[1] / path
+  if where and not file.is_dir() and in_repository.is_file():
+    raise UsageError(f"{prog}: the config file {path} {found}; the jaxlayer repository's is "
+                     f"{in_repository}: write --config {in_repository}.")
   raise UsageError(f"{prog}: the config file {path} {found}: give a Python config file, such as "
                    "configs/grpo_arithmetic.py of the jaxlayer repository.")
 

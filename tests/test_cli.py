@@ -538,6 +538,18 @@ def test_a_config_file_that_is_not_there_is_named(command, tmp_path, monkeypatch
       "configs/grpo_arithmetic.py.")
 
 
+def test_a_repository_config_named_from_another_directory_is_found_for_the_fix(tmp_path,
+                                                                              monkeypatch):
+  # `cd runs && jaxlayer sweep --config configs/sweep_tiny.py` named no file to give instead.
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["sweep", "--config", "configs/sweep_tiny.py", "--dry-run"])
+  shipped = REPO / "configs" / "sweep_tiny.py"
+  assert str(exited.value) == (
+      f"jaxlayer sweep: the config file configs/sweep_tiny.py does not exist (in {tmp_path}); the "
+      f"jaxlayer repository's is {shipped}: write --config {shipped}.")
+
+
 @pytest.mark.parametrize("args", [["--config"], ["--config="], ["--config", "--config.seed=1"]])
 def test_a_config_option_without_its_file_names_the_fix(args):
   # It said "cannot load the config file: Missing value for flag --config".
