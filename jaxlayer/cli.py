@@ -248,6 +248,16 @@ def _default_settings(sections: dict | None):
   return defaults
 
 
+def _print_help(usage: str, description: str) -> None:
+  """A config command's --help: its usage line, then its description wrapped as argparse wraps
+  the other commands' (to the terminal's width)."""
+  import shutil
+  import textwrap
+
+  width = shutil.get_terminal_size().columns - 2
+  print(f"{usage}\n\n{textwrap.fill(description, width=width)}")
+
+
 def _asks_for_help(argv: list[str]) -> bool:
   """Whether a config command's arguments hold -h or --help (anywhere, as argparse reads them)."""
   return "-h" in argv or "--help" in argv
@@ -628,16 +638,15 @@ def _sweep(argv: list[str]) -> None:
                                  --config.sweep.groups=3+4,mid5
                                  --config.sweep.halving_steps=15,30 ...] [--dry-run]"""
   if _asks_for_help(argv):
-    print(_sweep.__doc__ + "\n\nRuns or resumes the sweep in config.sweep.dir (finished runs are "
-          "skipped): the base model, full RL, each block of sweep.layers alone and each group of "
-          "sweep.groups together (with sweep.halving_steps, only the best at each of those steps "
-          "train on), each scored as `jaxlayer eval` scores it (with eval.tasks, the mean of "
-          "the tasks' scores: the paper's math score is "
-          "eval.tasks=math,gsm8k,olympiadbench,amc:mean@32). Writes sweep.json, sweep.csv, "
-          "contribution.png, curves.png "
-          "and report.md there. Every key: docs/configuration.md. --dry-run checks every "
-          "setting and prints what would run and how much of it is done, running and writing "
-          "nothing.")
+    _print_help(_sweep.__doc__, "Runs or resumes the sweep in config.sweep.dir (finished runs are "
+                "skipped): the base model, full RL, each block of sweep.layers alone and each "
+                "group of sweep.groups together (with sweep.halving_steps, only the best at each "
+                "of those steps train on), each scored as `jaxlayer eval` scores it (with "
+                "eval.tasks, the mean of the tasks' scores: the paper's math score is "
+                "eval.tasks=math,gsm8k,olympiadbench,amc:mean@32). Writes sweep.json, sweep.csv, "
+                "contribution.png, curves.png and report.md there. Every key: "
+                "docs/configuration.md. --dry-run checks every setting and prints what would run "
+                "and how much of it is done, running and writing nothing.")
     return
   dry_run = "--dry-run" in argv
   argv = [arg for arg in argv if arg != "--dry-run"]
@@ -734,10 +743,11 @@ def _number(value, spec: str = "z.3f") -> str:
 def _train(argv: list[str]) -> None:
   """jaxlayer train --config FILE [--config.a.b=value ...]"""
   if _asks_for_help(argv):
-    print(_train.__doc__ + "\n\nTrains the blocks in config.train.layers (e.g. layers.14, "
-          "layers.10-14, mid5, all) and resumes from config.run_dir's latest checkpoint. "
-          "Every key and its default: docs/configuration.md; examples: "
-          "configs/grpo_arithmetic.py, configs/gigpo_gridworld.py (an agent in a grid world).")
+    _print_help(_train.__doc__, "Trains the blocks in config.train.layers (e.g. layers.14, "
+                "layers.10-14, mid5, all) and resumes from config.run_dir's latest checkpoint. "
+                "Every key and its default: docs/configuration.md; examples: "
+                "configs/grpo_arithmetic.py, configs/gigpo_gridworld.py (an agent in a grid "
+                "world).")
     return
   config = _training_config(argv, "jaxlayer train")
   _initialize_hosts(trains=True)
@@ -855,13 +865,13 @@ def _training_config(argv: list[str], prog: str,
 def _memory(argv: list[str]) -> None:
   """jaxlayer memory --config FILE [--config.a.b=value ...] [--compile]"""
   if _asks_for_help(argv):
-    print(_memory.__doc__ + "\n\nPrints the memory one device needs for `jaxlayer train` with "
-          "this config, part by part (weights, KL reference, gradients, optimizer state, KV "
-          "cache, activations), sized from the model's config.json without loading its "
-          "weights (jaxlayer.rl.memory). On a CPU, --config.mesh.num_devices=N sizes a mesh of "
-          "N devices, e.g. a TPU v5e-8's. --compile also compiles the update step (from "
-          "shapes: still no weights) and prints XLA's own count for one device, compiler "
-          "temporaries included; run it on the machine that will train.")
+    _print_help(_memory.__doc__, "Prints the memory one device needs for `jaxlayer train` with "
+                "this config, part by part (weights, KL reference, gradients, optimizer state, KV "
+                "cache, activations), sized from the model's config.json without loading its "
+                "weights (jaxlayer.rl.memory). On a CPU, --config.mesh.num_devices=N sizes a mesh "
+                "of N devices, e.g. a TPU v5e-8's. --compile also compiles the update step (from "
+                "shapes: still no weights) and prints XLA's own count for one device, compiler "
+                "temporaries included; run it on the machine that will train.")
     return
   compile_update = "--compile" in argv
   argv = [arg for arg in argv if arg != "--compile"]

@@ -455,6 +455,18 @@ def test_train_summary_names_each_step_once():
       "export the trained model: jaxlayer export --run RUN --out HF_DIR")
 
 
+@pytest.mark.parametrize("command", ["train", "memory", "sweep"])
+def test_a_config_commands_help_is_wrapped_to_the_terminal_as_argparse_wraps(command, capsys,
+                                                                             monkeypatch):
+  # Its description printed as one line of 300 to 600 characters.
+  monkeypatch.setenv("COLUMNS", "80")
+  cli.main([command, "--help"])
+  usage, description = capsys.readouterr().out.split("\n\n")
+  assert usage.startswith(f"jaxlayer {command} --config FILE")
+  assert len(description.splitlines()) > 2
+  assert max(len(line) for line in description.splitlines()) <= 78
+
+
 @pytest.mark.parametrize("command", ["generate", "export", "eval", "compare", "table"])
 def test_every_option_with_a_default_names_it_in_its_help(command, monkeypatch):
   # generate's --help left out the defaults of --max-new-tokens (32), --batch-size (32), --seed
