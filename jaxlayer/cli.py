@@ -297,7 +297,7 @@ def _check_config_file(path: str, prog: str) -> None:
                    "configs/grpo_arithmetic.py of the jaxlayer repository.")
 
 
-def _unknown_key(config, overrides: list[str], sections: dict | None) -> str | None:
+def _unknown_key(config, overrides: list[str], sections: dict | None = None) -> str | None:
   """What is wrong with the first --config.KEY=VALUE whose KEY the config lacks, if any
   (sections: as load_config's)."""
   for override in overrides:
