@@ -168,7 +168,8 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
   problem = _missing_value(config, overrides) or _replaced_section(overrides, sections)
   if problem:
     raise UsageError(f"{prog}: {problem}")
-  override_args = [prog, *overrides]
+  unset = _unsetting_overrides(config, overrides, sections)
+  override_args = [prog, *(override for override in overrides if override not in unset)]
   try:
     override_flags = flags.FlagValues()
     config_flags.DEFINE_config_dict("config", config, flag_values=override_flags,
@@ -179,7 +180,27 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
                or _bad_section_value(config, overrides)
                or _bad_value_type(config, overrides, err) or f"bad configuration flag: {err}")
     raise UsageError(f"{prog}: {problem}") from None
+  for override in unset:
+    key = override[len("--config."):].removesuffix("=None")
+    section, name = _section_and_name(override_flags.config, key)
+    section[name] = None
   return override_flags.config
+
+
+def _unsetting_overrides(config, overrides: list[str], sections: dict | None) -> list[str]:
+  """The --config.KEY=None of `overrides` whose KEY is unset by default (None: the algorithm's
+  value, no system prompt, ...), which set it back to None. absl read None as the text 'None' for
+  a text key (a system prompt 'None') and refused it for a number."""
+  defaults = _default_settings(sections)
+  unset = []
+  for override in overrides:
+    key, _, value = override[len("--config."):].partition("=")
+    default_section, name = _section_and_name(defaults, key) or (None, None)
+    section, _ = _section_and_name(config, key) or (None, None)
+    if (value == "None" and hasattr(default_section, "keys") and name in default_section
+        and default_section[name] is None and hasattr(section, "keys") and name in section):
+      unset.append(override)
+  return unset
 
 
 def _stray_argument(argv: list[str], stray: str) -> str:

@@ -666,6 +666,23 @@ def test_a_new_key_of_a_dict_setting_names_how_to_set_the_dict_whole(tmp_path):
   assert loaded.task.chat_template_kwargs.to_dict() == {"tools": 1, "enable_thinking": False}
 
 
+def test_an_override_to_none_unsets_a_key_unset_by_default(tmp_path):
+  # --config.task.system_prompt=None set the system prompt 'None'; --config.train.kl_beta=None
+  # (back to the algorithm's) was refused as no number.
+  config = tmp_path / "set.py"
+  config.write_text("from jaxlayer.rl.config import default_config\n\n\ndef get_config():\n"
+                    "  config = default_config()\n"
+                    "  config.task.system_prompt, config.train.kl_beta = 'Be brief.', 0.0\n"
+                    "  return config\n")
+  loaded = cli.load_config(["--config", str(config), "--config.task.system_prompt=None",
+                            "--config.train.kl_beta=None", "--config.train.steps=3"], "x")
+  assert (loaded.task.system_prompt, loaded.train.kl_beta, loaded.train.steps) == (None, None, 3)
+  with pytest.raises(SystemExit) as exited:  # a key that is set by default stays a number
+    cli.load_config(["--config", str(config), "--config.train.steps=None"], "jaxlayer train")
+  assert str(exited.value) == ("jaxlayer train: --config.train.steps=None: train.steps takes a "
+                               "whole number, not 'None', such as --config.train.steps=100.")
+
+
 def test_an_override_value_after_a_space_is_refused_not_dropped():
   # absl read `--config.train.remat false` as the boolean flag alone (remat=True) and ignored
   # "false" as a stray argument; config files set remat=False, so the override inverted it.
