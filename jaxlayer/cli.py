@@ -330,6 +330,9 @@ def _unknown_key(config, overrides: list[str], sections: dict | None = None) -> 
         is_section = hasattr(node, "keys")
         keys = sorted(node.keys()) if is_section else []
         known = (", ".join(keys) or "none") if is_section else "none: not a section"
+        if (section, part) == ("the config", "sweep"):  # (its closest key was 'seed')
+          return (f"{override.split('=', 1)[0]}: the config has no key 'sweep': sweep.* settings "
+                  "are `jaxlayer sweep`'s, which this command does not run.")
         guess = closest(part, keys)
         problem = (f"{override.split('=', 1)[0]}: {section} has no key {part!r} (its keys: {known})"
                    + (f"; did you mean {guess!r}?" if guess else "."))

@@ -642,6 +642,18 @@ def test_a_mistyped_config_key_names_the_closest(override, where, typo, hint):
                                "docs/configuration.md.")
 
 
+@pytest.mark.parametrize("command", ["train", "memory", "eval"])
+def test_a_sweep_setting_given_to_another_command_says_whose_it_is(command):
+  # `jaxlayer train ... --config.sweep.layers=3` asked "did you mean 'seed'?".
+  model = ["--model", str(assets.TINY_ARITH)] if command == "eval" else []
+  with pytest.raises(SystemExit) as exited:
+    cli.main([command, "--config", str(REPO / "configs/grpo_arithmetic.py"), *model,
+              "--config.sweep.layers=3"])
+  assert str(exited.value) == (f"jaxlayer {command}: --config.sweep.layers: the config has no key "
+                               "'sweep': sweep.* settings are `jaxlayer sweep`'s, which this "
+                               "command does not run.")
+
+
 def test_a_new_key_of_a_dict_setting_names_how_to_set_the_dict_whole(tmp_path):
   # `--config.task.chat_template_kwargs.enable_thinking=false` pointed to docs/configuration.md,
   # which cannot list what a chat template reads; the dict form is what takes it.
