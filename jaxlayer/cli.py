@@ -584,10 +584,6 @@ def _generate(argv: list[str]) -> None:
   except KeyboardInterrupt as err:
     _interrupted("jaxlayer generate", err,
                  f"{printed} of {counted(len(prompts), 'prompt')} completed and printed.")
-  except BrokenPipeError:  # what read the output stopped reading (`jaxlayer generate ... | head`)
-    # Exits as SIGPIPE would have (Python ignores it); the flush at exit goes nowhere.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    raise SystemExit(128 + signal.SIGPIPE) from None
 
 
 def _check_prompts_fit(prompt_ids: list[list[int]], max_new_tokens: int, model_config) -> None:
@@ -1068,12 +1064,6 @@ def main(argv: list[str] | None = None) -> None:
   if not argv:  # (no command: a usage error, as argparse's)
     print(USAGE, file=sys.stderr)
     raise SystemExit(2)
-  if argv[0] in ("-h", "--help"):
-    print(USAGE)
-    return
-  if argv[0] == "--version":
-    print(version_report())
-    return
   try:
     _run_command(argv[0], argv[1:])
   except BaseException as err:
@@ -1100,18 +1090,43 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run_command(name: str, argv: list[str]) -> None:
-  """Runs the command `name`; a Ctrl-C that it does not answer itself (as train, sweep and
-  generate do, saying what they kept) ends it as they do, without a traceback."""
-  command = COMMANDS.get(name)
-  if command is None:
-    guess = closest(name, COMMANDS)
-    raise UsageError(f"jaxlayer: unknown command {name!r}; "
-                     + (f"did you mean {guess!r}? Choose" if guess else "choose")
-                     + f" one of {sorted(COMMANDS)}.")
+  """Runs `jaxlayer NAME ARGV` (a command, --help or --version). A Ctrl-C that the command does
+  not answer itself (as train, sweep and generate do, saying what they kept) ends it as they do,
+  without a traceback; so does a reader of its output that stops (`jaxlayer table ... | head -3`),
+  as SIGPIPE would end it."""
   try:
-    command(argv)
+    if name in ("-h", "--help"):
+      print(USAGE)
+    elif name == "--version":
+      print(version_report())
+    elif name in COMMANDS:
+      COMMANDS[name](argv)
+    else:
+      guess = closest(name, COMMANDS)
+      raise UsageError(f"jaxlayer: unknown command {name!r}; "
+                       + (f"did you mean {guess!r}? Choose" if guess else "choose")
+                       + f" one of {sorted(COMMANDS)}.")
   except KeyboardInterrupt as err:
     _interrupted(f"jaxlayer {name}", err, "Run the same command to do it again.")
+  except BrokenPipeError:
+    if not _reader_gone(sys.stdout):  # another pipe's (a worker process's)
+      raise
+    # Exits as SIGPIPE would have (Python ignores it); the flush at exit goes nowhere.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(128 + signal.SIGPIPE) from None
+
+
+def _reader_gone(stream) -> bool:
+  """Whether `stream` is a pipe whose reading end is closed (poll reports an error on it)."""
+  import select
+
+  try:
+    descriptor = stream.fileno()
+  except (AttributeError, OSError, ValueError):  # (no file: a test's io.StringIO)
+    return False
+  poll = select.poll()
+  poll.register(descriptor, select.POLLOUT)
+  return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 def _exit_status(err: BaseException) -> int:

@@ -292,6 +292,29 @@ def test_a_command_stopped_by_ctrl_c_exits_130_without_a_traceback(command, monk
       f"\njaxlayer {command}: interrupted. Run the same command to do it again.\n")
 
 
+@pytest.mark.parametrize("args", [
+    ["--help"], ["memory", "--config", str(REPO / "configs/grpo_arithmetic.py"),
+                 f"--config.model.path={assets.TINY_ARITH}"]])
+def test_any_command_stops_quietly_when_what_reads_its_output_stops(args, monkeypatch):
+  """`jaxlayer memory ... | head -3` (or --help) ended in a BrokenPipeError traceback."""
+  read_end, write_end = os.pipe()
+  os.close(read_end)  # as head does once it has its lines
+  with open(write_end, "w", buffering=1) as closed_pipe:  # (each line written at once)
+    monkeypatch.setattr("sys.stdout", closed_pipe)
+    with pytest.raises(SystemExit) as exited:
+      cli.main(args)
+  assert exited.value.code == 128 + signal.SIGPIPE
+
+
+def test_a_broken_pipe_other_than_stdout_is_no_reader_that_stopped(monkeypatch):
+  def worker_gone(argv):
+    raise BrokenPipeError("a worker process's pipe")
+
+  monkeypatch.setitem(cli.COMMANDS, "table", worker_gone)
+  with pytest.raises(BrokenPipeError, match="a worker process's pipe"):
+    cli.main(["table"])
+
+
 def test_generate_stops_quietly_when_what_reads_its_output_stops(tiny_qwen2_dir, monkeypatch):
   """`jaxlayer generate ... --jsonl | head -1` ended in a BrokenPipeError traceback."""
   read_end, write_end = os.pipe()
