@@ -119,6 +119,7 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
   section (e.g. `eval` for `jaxlayer eval` on a training config), before the overrides apply.
   options: the command's long options, of which an unknown option's message names the closest.
   """
+  import ml_collections
   from absl import flags
   from ml_collections import config_flags
 
@@ -143,6 +144,11 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
     if strays:
       raise UsageError(f"{prog}: {_stray_argument(argv, strays[0])}")
     _check_config_file(_config_path(file_args), prog)
+    if not isinstance(config, ml_collections.ConfigDict):  # (it failed on .unlocked())
+      raise UsageError(f"{prog}: the get_config() of the config file {_config_path(file_args)} "
+                       f"returns an object of type {type(config).__name__}, not an "
+                       "ml_collections ConfigDict: build it as configs/grpo_arithmetic.py does, "
+                       "from jaxlayer.rl.config.default_config().")
     with config.unlocked():  # (a file that failed to load raises here)
       for name, make_default in (sections or {}).items():
         if name not in config:
@@ -165,6 +171,9 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
       raise UsageError(f"{prog}: cannot load the config file {_config_path(file_args)}: "
                        f"{str(err).strip().splitlines()[-1]}") from None
     raise UsageError(f"{prog}: cannot load the config file: {err}") from None
+  except Exception as err:  # the file's own code failed as it ran (a syntax error, an import)
+    raise UsageError(f"{prog}: cannot load the config file {_config_path(file_args)}: "
+                     f"{_config_code_error(err, _config_path(file_args))}") from None
   problem = _missing_value(config, overrides) or _replaced_section(overrides, sections)
   if problem:
     raise UsageError(f"{prog}: {problem}")
@@ -201,6 +210,20 @@ def _unsetting_overrides(config, overrides: list[str], sections: dict | None) ->
         and default_section[name] is None and hasattr(section, "keys") and name in section):
       unset.append(override)
   return unset
+
+
+def _config_code_error(err: Exception, path: str) -> str:
+  """`err`, raised by the config file at `path` as it ran, in one line: its type, message and
+  line in the file (a SyntaxError's message names it), and for a module it imports that is not
+  found, the fix."""
+  from pathlib import Path
+
+  lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__)
+           if Path(frame.filename).resolve() == Path(path).resolve()]
+  where = f" (line {lines[-1]})" if lines else ""
+  fix = (": install it, or add its directory to PYTHONPATH"
+         if isinstance(err, ModuleNotFoundError) else "")
+  return f"{type(err).__name__}: {err}{where}{fix}."
 
 
 def _stray_argument(argv: list[str], stray: str) -> str:

@@ -594,6 +594,28 @@ def test_a_config_option_without_its_file_names_the_fix(args):
                                "as --config configs/grpo_arithmetic.py.")
 
 
+def test_a_config_file_whose_code_fails_or_returns_no_config_dict_is_named_in_one_line(tmp_path):
+  # A syntax error, an import of a module not on the path (an environment of the user's) or a
+  # name error ended in a traceback; a dict from get_config() in "'dict' object has no attribute
+  # 'unlocked'".
+  for code, problem in [
+      ("def get_config(:\n", "cannot load the config file {}: SyntaxError: invalid syntax "
+       "(bad.py, line 1)."),
+      ("import my_envs\n", "cannot load the config file {}: ModuleNotFoundError: No module "
+       "named 'my_envs' (line 1): install it, or add its directory to PYTHONPATH."),
+      ("x = 1\ny = undefined_name\n", "cannot load the config file {}: NameError: name "
+       "'undefined_name' is not defined (line 2)."),
+      ("def get_config():\n  return {'train': {'steps': 3}}\n", "the get_config() of the config "
+       "file {} returns an object of type dict, not an ml_collections ConfigDict: build it as "
+       "configs/grpo_arithmetic.py does, from jaxlayer.rl.config.default_config().")]:
+    config = tmp_path / "bad.py"
+    config.write_text(code)
+    with pytest.raises(SystemExit) as exited:
+      cli.load_config(["--config", str(config)], "jaxlayer train")
+    assert (exited.value.code, str(exited.value)) == (
+        2, f"jaxlayer train: {problem.format(config)}")
+
+
 def test_a_config_whose_get_config_raises_is_named_with_its_error_in_one_line():
   # ml_collections puts the whole traceback in its message; only the error is news.
   with pytest.raises(SystemExit) as exited:
