@@ -69,19 +69,26 @@ def exclusive(directory: str | os.PathLike, key: str, enabled: bool = True,
         except OSError as err:
           # A full disk: the lock holds all the same, and what the block writes names the disk.
           if not paths.is_disk_full(err):
+            _let_go(lock, directory, made, tidy)
             raise
   try:
     yield
   finally:
     if lock is not None:
-      if tidy:
-        # Unlinked while held: a process that opened the file meanwhile finds it unlinked when
-        # it gets the lock, and starts over on a new file (filelock).
-        (directory / LOCK_FILE).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # (not empty: what the block, or another, wrote)
-          for made_directory in made:  # the directory first, then its parents
-            made_directory.rmdir()
-      lock.release()
+      _let_go(lock, directory, made, tidy)
+
+
+def _let_go(lock: filelock.FileLock, directory: Path, made: list[Path], tidy: bool) -> None:
+  """Releases `lock` on `directory`; tidy: removes the lock file, and the directories `made` for
+  it (the directory first, then its parents) that hold nothing else."""
+  if tidy:
+    # Unlinked while held: a process that opened the file meanwhile finds it unlinked when it
+    # gets the lock, and starts over on a new file (filelock).
+    (directory / LOCK_FILE).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # (not empty: what the block, or another, wrote)
+      for made_directory in made:
+        made_directory.rmdir()
+  lock.release()
 
 
 def _holder(lock_file: Path) -> str:

@@ -48,11 +48,12 @@ def test_a_tidy_lock_removes_only_the_empty_directory_it_made(tmp_path):
 
 def test_a_full_disk_while_naming_the_lock_holder_leaves_the_lock_held(tmp_path, monkeypatch):
   """The holder's pid in the lock file is a courtesy: a full disk there leaves the lock taken,
-  and what the block writes names the disk; any other error stops the block."""
+  and what the block writes names the disk; any other error stops the block, and lets the
+  lock go (the next command may take the directory), tidying what it made."""
   directory, write_text = tmp_path / "run", type(tmp_path).write_text
 
   def failing_write(path, text, *arguments, **options):
-    if path.name == locks.LOCK_FILE:
+    if path.name == locks.LOCK_FILE and failing:
       raise OSError(failing, os.strerror(failing))
     return write_text(path, text, *arguments, **options)
 
@@ -66,6 +67,13 @@ def test_a_full_disk_while_naming_the_lock_holder_leaves_the_lock_held(tmp_path,
   with pytest.raises(PermissionError):
     with locks.exclusive(directory, "run_dir"):
       pytest.fail("entered a directory whose lock file could not be written")
+  with pytest.raises(PermissionError):
+    with locks.exclusive(tmp_path / "new" / "eval", "--out", tidy=True):
+      pytest.fail("entered a directory whose lock file could not be written")
+  assert not (tmp_path / "new").exists()
+  failing = None  # the lock file is named again
+  with locks.exclusive(directory, "run_dir"):  # the lock was let go
+    pass
 
 
 @pytest.mark.parametrize("inside", ["", "sub"])
