@@ -518,6 +518,8 @@ def test_a_data_file_laid_out_otherwise_is_named_with_its_conversion(tmp_path, n
     ("test.jsonl", "\n\n", r"\(split 'test'\) is empty: it holds no records"),
     ("test.json", "[]", r"\(split 'test'\) is empty: it holds no records"),
     ("test.csv", "problem,answer\n", r"\(split 'test'\) is empty: it holds no records"),
+    ("test.json", "[{}, {}]", r"\(split 'test'\) is empty: it holds no records, or only "
+     r"records without fields \(\{\}\)$"),
     # The reader names "row 1", counted from 0 within a block of the file, not the line.
     ("test.jsonl", '{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answer": \n',
      r"\(split 'test'\) as json: line 2 \(counting from 1\) is not valid JSON: Expecting value "

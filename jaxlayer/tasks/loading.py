@@ -105,7 +105,8 @@ def load_split(
     if builder is None:
       raise ValueError(f"data file {path} has an unknown suffix; use one of {sorted(_BUILDERS)}")
     _require_file(path, split)
-    empty = f"data file {path} (split {split!r}) is empty: it holds no records"
+    empty = (f"data file {path} (split {split!r}) is empty: it holds no records, or only "
+             "records without fields ({})")
     if path.stat().st_size == 0:
       raise ValueError(empty)
     try:
