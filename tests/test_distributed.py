@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -160,8 +159,8 @@ cli.main(["eval", "--config", "{SWEEP_CONFIG}", "--model", run, "--out", f"{{wor
 def _run_workers(tmp_path, model_dir, num_processes, devices_per_process, chunk) -> Path:
   """Runs WORKER in num_processes joined processes; returns the directory it wrote to."""
   work = tmp_path / f"{num_processes}proc"
-  args = [sys.executable, "-c", WORKER, str(work), str(chunk),
-          f"--config.model.path={model_dir}", *OVERRIDES]
+  args = multihost.python_command(WORKER, str(work), str(chunk),
+                                  f"--config.model.path={model_dir}", *OVERRIDES)
   env = multihost.worker_env(num_processes, devices_per_process)
   logs = [open(tmp_path / f"{num_processes}proc-{p}.log", "w+") for p in range(num_processes)]
   workers = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(p)}, cwd=tmp_path,
@@ -296,7 +295,7 @@ def _run_in_homes(homes: list[Path], argv: list[str], setup: str = "",
           "distributed.SHARED_WAIT_S = 1.0\n"  # not NFS: no need to wait
           f"{setup}\ncli.main(sys.argv[1:])")
   env = multihost.worker_env(num_processes=2, devices_per_process=2)
-  workers = [subprocess.Popen([sys.executable, "-c", code, *argv],
+  workers = [subprocess.Popen(multihost.python_command(code, *argv),
                               env={**env, "JAX_PROCESS_ID": str(p)}, cwd=home,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for p, home in enumerate(homes)]
@@ -332,8 +331,8 @@ def test_sigterm_to_one_host_stops_a_command_without_training_steps(tmp_path):
           f"{setup}\ncli.main(sys.argv[1:])")
   homes = _two_homes(tmp_path)
   env = multihost.worker_env(num_processes=2, devices_per_process=2)
-  workers = [subprocess.Popen([sys.executable, "-c", code, "generate", "--model",
-                               str(TINY_ARITH), "--prompt", "12+34="],
+  workers = [subprocess.Popen(multihost.python_command(code, "generate", "--model",
+                                                      str(TINY_ARITH), "--prompt", "12+34="),
                               env={**env, "JAX_PROCESS_ID": str(p)}, cwd=home,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for p, home in enumerate(homes)]

@@ -7,7 +7,6 @@ CPU devices each, joined by `jax.distributed`, train on one 4-device mesh.
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def test_a_notice_to_one_host_stops_all_after_one_step_with_a_checkpoint(tmp_pat
     env = multihost.worker_env(num_processes=2, devices_per_process=2)
     logs = [open(tmp_path / f"attempt{attempt}-{p}.log", "w+") for p in (0, 1)]
     code = f"import sys; from jaxlayer import cli\n{setup}cli.main(sys.argv[1:])"
-    workers = [subprocess.Popen([sys.executable, "-c", code, *args],
+    workers = [subprocess.Popen(multihost.python_command(code, *args),
                                 env={**env, "JAX_PROCESS_ID": str(p)}, cwd=tmp_path,
                                 stdout=log, stderr=subprocess.STDOUT)
                for p, log in enumerate(logs)]
