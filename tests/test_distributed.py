@@ -477,10 +477,17 @@ def test_a_sweep_run_that_fails_before_writing_leaves_no_run_directory_on_severa
            "    time.sleep(3)\n"
            "  return execute_run(*args, **kwargs)\n"
            "runner.execute_run = late_on_process_0")
+  # The base's score as default_eval_fn gives it, without evaluating (compiling the sampler):
+  # here the failed run's directories are at stake. The second command evaluates for real, as
+  # process 1 would if it went back to the base.
+  scored_without_evaluating = (
+      "def default_eval_fn(config, **kwargs):\n"
+      "  return {'per_problem': [1.0] * config.eval.num_problems, 'metric': 'pass@1'}\n"
+      "runner.default_eval_fn = default_eval_fn\n")
   sweep_dir = tmp_path / "sweep"
   homes = _two_homes(tmp_path)
   argv = _sweep_argv(sweep_dir)
-  for output in _run_in_homes(homes, argv, setup):
+  for output in _run_in_homes(homes, argv, f"{setup}\n{scored_without_evaluating}"):
     assert "jaxlayer sweep: the weights are damaged" in output, output
   assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == ["base-seed0"]  # scored
   late_listing = ("from jaxlayer.sweep import store\n"
