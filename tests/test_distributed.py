@@ -580,9 +580,9 @@ def test_each_host_removes_the_temporary_files_of_its_killed_writers(tmp_path, d
       "train": (["train", "--config", str(ROOT / "configs" / "grpo_arithmetic.py"),
                  f"--config.model.path={TINY_ARITH}", f"--config.run_dir={directory}",
                  "--config.train.steps=1"],
-                "from jaxlayer import models\n"
-                "def from_pretrained(*args, **kwargs): raise ValueError('stopped')\n"
-                "models.from_pretrained = from_pretrained\n"),
+                "from jaxlayer import models\n"  # (the first thing loaded once run_dir is open)
+                "def load_tokenizer(*args, **kwargs): raise ValueError('stopped')\n"
+                "models.load_tokenizer = load_tokenizer\n"),
       "eval": (["eval", "--config", str(SWEEP_CONFIG), "--model", str(TINY_ARITH), "--out",
                 str(directory)],
                "from jaxlayer import evaluation\n"
