@@ -448,16 +448,16 @@ def test_a_finished_runs_check_stops_every_host_when_one_fails_before_it(tmp_pat
 
 def test_a_run_that_fails_before_writing_leaves_no_run_directory_on_several_hosts(tmp_path):
   """The hosts' check of run_dir made the directory before the run's lock did, so a run that
-  then failed before writing anything (here its weights fail to load) left it empty."""
+  then failed before writing anything (here its tokenizer fails to load) left it empty."""
   setup = ("from jaxlayer import models\n"
-           "def from_pretrained(*args, **kwargs): raise ValueError('the weights are damaged')\n"
-           "models.from_pretrained = from_pretrained")
+           "def load_tokenizer(*args, **kwargs): raise ValueError('the tokenizer is damaged')\n"
+           "models.load_tokenizer = load_tokenizer")
   outputs = _run_in_homes(_two_homes(tmp_path), [
       "train", "--config", str(ROOT / "configs" / "grpo_arithmetic.py"),
       f"--config.model.path={TINY_ARITH}", f"--config.run_dir={tmp_path}/run",
       "--config.train.steps=1"], setup)
   for output in outputs:
-    assert "jaxlayer train: the weights are damaged" in output, output
+    assert "jaxlayer train: the tokenizer is damaged" in output, output
   assert not (tmp_path / "run").exists()
 
 
