@@ -355,17 +355,22 @@ def test_run_directory_is_evaluated_with_its_trained_leaves(tiny_qwen2_dir, conf
   assert reference != base_greedy  # the trained leaf changed what the model writes
 
 
+def _make_run_with_checkpoints_2_and_4(run_dir, model_dir):
+  """A run directory whose trained leaf differs at its checkpoints of steps 2 and 4."""
+  trained = _make_run_dir(run_dir, model_dir, step=2)
+  saver = checkpoint.Checkpointer(run_dir)
+  saver.save(4, {TRAINED_LEAF: jax.numpy.asarray(trained * 2)}, {"rng": jax.random.key_data(
+      jax.random.key(0))}, {"step": 4, "data_position": 0})
+  saver.close()
+  return run_dir
+
+
 def test_each_checkpoint_of_a_run_is_evaluated_into_its_own_default_directory(tiny_qwen2_dir,
                                                                                config_file,
                                                                                tmp_path):
   """`--step 2` and the latest step (4) used to share RUN/eval: the second needed --overwrite,
   which replaced the first one's results."""
-  run_dir = tmp_path / "run"
-  trained = _make_run_dir(run_dir, tiny_qwen2_dir, step=2)
-  saver = checkpoint.Checkpointer(run_dir)
-  saver.save(4, {TRAINED_LEAF: jax.numpy.asarray(trained * 2)}, {"rng": jax.random.key_data(
-      jax.random.key(0))}, {"step": 4, "data_position": 0})
-  saver.close()
+  run_dir = _make_run_with_checkpoints_2_and_4(tmp_path / "run", tiny_qwen2_dir)
   argv = ["eval", "--config", str(config_file), "--model", str(run_dir),
           "--config.eval.num_samples=0", "--config.eval.num_problems=2"]
   cli.main(argv + ["--step", "2"])
@@ -381,12 +386,7 @@ def test_a_runs_latest_checkpoint_is_chosen_once_for_its_directory_and_its_weigh
     tiny_qwen2_dir, config_file, tmp_path, monkeypatch):
   """A run still training may save a checkpoint while `jaxlayer eval` starts: RUN/eval/step-N
   was named from one listing and the weights loaded from another, step N + 1's."""
-  run_dir = tmp_path / "run"
-  trained = _make_run_dir(run_dir, tiny_qwen2_dir, step=2)
-  saver = checkpoint.Checkpointer(run_dir)
-  saver.save(4, {TRAINED_LEAF: jax.numpy.asarray(trained * 2)}, {"rng": jax.random.key_data(
-      jax.random.key(0))}, {"step": 4, "data_position": 0})
-  saver.close()
+  run_dir = _make_run_with_checkpoints_2_and_4(tmp_path / "run", tiny_qwen2_dir)
   listed, listings = checkpoint.listed_steps, []
 
   def saved_meanwhile(directory) -> list[int]:  # step 4 is there from the second listing on
