@@ -6,13 +6,16 @@ import json
 import os
 import re
 import signal
+import sys
+import warnings
 
 import pytest
 import torch
 import transformers
 
 from jaxlayer import assets, cli, evaluation
-from jaxlayer.sweep import runner
+from jaxlayer.rl import metrics
+from jaxlayer.sweep import contribution, runner
 from tests.sweep_fakes import REPO
 
 
@@ -685,6 +688,38 @@ def test_a_mistyped_config_key_names_the_closest(override, where, typo, hint):
   assert str(exited.value) == (f"jaxlayer train: {override.split('=')[0]}: {where} has no key "
                                f"{typo!r} (its keys: {keys}){hint} Every key and its default: "
                                "docs/configuration.md.")
+
+
+def test_jaxlayers_warnings_print_as_one_line_and_other_libraries_as_python_does(tmp_path,
+                                                                                 monkeypatch,
+                                                                                 capsys):
+  # `jaxlayer sweep` printed ".../jaxlayer/sweep/report.py:287: UndefinedContributionWarning:
+  # S_full == S_base ..." and then that line of jaxlayer's code.
+  (tmp_path / metrics.METRICS_FILE).write_text('{"step": 1, "rew')
+
+  def table(argv):
+    contribution.layer_contribution(0.5, 0.5, 0.5)  # jaxlayer's category
+    metrics.plot_training(tmp_path)  # a UserWarning, raised in jaxlayer's module
+    warnings.warn("a warning of another library", DeprecationWarning)
+
+  monkeypatch.setitem(cli.COMMANDS, "table", table)
+  # pytest records warnings: shown instead, as Python shows them outside pytest.
+  def show_as_python(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+  monkeypatch.setattr(warnings, "showwarning", show_as_python)
+  python_format = warnings.formatwarning
+  with warnings.catch_warnings():
+    warnings.simplefilter("always")
+    cli.main(["table"])
+  lines = capsys.readouterr().err.splitlines()
+  assert lines[0] == ("jaxlayer: warning: S_full == S_base (= 0.5): full RL did not move the "
+                      "score, so the layer contribution C(k) is undefined.")
+  assert lines[1] == (f"jaxlayer: warning: {tmp_path / metrics.METRICS_FILE}: left out 1 line cut "
+                      "short when a run died while writing them.")
+  assert re.fullmatch(rf"{re.escape(__file__)}:\d+: DeprecationWarning: a warning of another "
+                      "library", lines[2])
+  assert warnings.formatwarning is python_format  # (restored: the next test's, pytest's)
 
 
 @pytest.mark.parametrize("command", ["train", "memory", "eval"])
