@@ -175,7 +175,8 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
   except Exception as err:  # the file's own code failed as it ran (a syntax error, an import)
     raise UsageError(f"{prog}: cannot load the config file {_config_path(file_args)}: "
                      f"{_config_code_error(err, _config_path(file_args))}") from None
-  problem = _missing_value(config, overrides) or _replaced_section(overrides, sections)
+  problem = (_missing_value(config, overrides) or _sweep_setting(overrides, sections)
+             or _replaced_section(overrides, sections))
   if problem:
     raise UsageError(f"{prog}: {problem}")
   unset = _unsetting_overrides(config, overrides, sections)
@@ -250,6 +251,20 @@ def _missing_value(config, overrides: list[str]) -> str | None:
       section, key = found
       if hasattr(section, "get_type") and key in section and section.get_type(key) is not bool:
         return f"{override} has no value: write {override}=VALUE."
+  return None
+
+
+def _sweep_setting(overrides: list[str], sections: dict | None) -> str | None:
+  """What is wrong with the first --config.sweep.KEY=VALUE given to a command that runs no sweep
+  (one without a `sweep` section: train, memory, eval), if any: the command ignored it, even
+  where the config file has a sweep section (configs/sweep_tiny.py)."""
+  if "sweep" in (sections or {}):
+    return None
+  for override in overrides:
+    flag = override.split("=", 1)[0]
+    if flag.split(".")[1] == "sweep":
+      return (f"{flag}: sweep.* settings are `jaxlayer sweep`'s, which this command does not "
+              "run: leave it out, or run `jaxlayer sweep` with it.")
   return None
 
 
@@ -354,9 +369,6 @@ def _unknown_key(config, overrides: list[str], sections: dict | None = None) -> 
         is_section = hasattr(node, "keys")
         keys = sorted(node.keys()) if is_section else []
         known = (", ".join(keys) or "none") if is_section else "none: not a section"
-        if (section, part) == ("the config", "sweep"):  # (its closest key was 'seed')
-          return (f"{override.split('=', 1)[0]}: the config has no key 'sweep': sweep.* settings "
-                  "are `jaxlayer sweep`'s, which this command does not run.")
         guess = closest(part, keys)
         problem = (f"{override.split('=', 1)[0]}: {section} has no key {part!r} (its keys: {known})"
                    + (f"; did you mean {guess!r}?" if guess else "."))

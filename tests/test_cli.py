@@ -722,16 +722,18 @@ def test_jaxlayers_warnings_print_as_one_line_and_other_libraries_as_python_does
   assert warnings.formatwarning is python_format  # (restored: the next test's, pytest's)
 
 
+@pytest.mark.parametrize("config", ["grpo_arithmetic.py", "sweep_tiny.py"])
 @pytest.mark.parametrize("command", ["train", "memory", "eval"])
-def test_a_sweep_setting_given_to_another_command_says_whose_it_is(command):
-  # `jaxlayer train ... --config.sweep.layers=3` asked "did you mean 'seed'?".
+def test_a_sweep_setting_given_to_another_command_says_whose_it_is(command, config):
+  # `jaxlayer train ... --config.sweep.layers=3` asked "did you mean 'seed'?"; with a config file
+  # that has a sweep section (sweep_tiny.py), the command ignored it.
   model = ["--model", str(assets.TINY_ARITH)] if command == "eval" else []
   with pytest.raises(SystemExit) as exited:
-    cli.main([command, "--config", str(REPO / "configs/grpo_arithmetic.py"), *model,
+    cli.main([command, "--config", str(REPO / "configs" / config), *model,
               "--config.sweep.layers=3"])
-  assert str(exited.value) == (f"jaxlayer {command}: --config.sweep.layers: the config has no key "
-                               "'sweep': sweep.* settings are `jaxlayer sweep`'s, which this "
-                               "command does not run.")
+  assert str(exited.value) == (f"jaxlayer {command}: --config.sweep.layers: sweep.* settings are "
+                               "`jaxlayer sweep`'s, which this command does not run: leave it "
+                               "out, or run `jaxlayer sweep` with it.")
 
 
 def test_a_new_key_of_a_dict_setting_names_how_to_set_the_dict_whole(tmp_path):
@@ -1008,7 +1010,7 @@ def test_a_directory_under_the_home_directory_is_written_there(tmp_path, monkeyp
   train.plan(config)
   assert config.run_dir == str(home / "run")
   config = cli.load_config(["--config", "configs/sweep_tiny.py", "--config.sweep.dir=~/sweep"],
-                           "sweep")
+                           "sweep", sections={"sweep": runner.default_sweep_config})
   assert runner.run_sweep(config, dry_run=True) == home / "sweep"
   monkeypatch.chdir(work)
   model, _ = models.from_pretrained(assets.TINY_ARITH)

@@ -1300,7 +1300,8 @@ def test_cli_reports_config_errors(tiny_qwen2_dir, tmp_path):
   with pytest.raises(SystemExit, match=r"--config.train.layer: train has no key 'layer' "
                      r"\(its keys: .*, layers, .*\)"):
     cli.main(["train", "--config", str(config_file), "--config.train.layer=layers.1"])
-  with pytest.raises(SystemExit, match=r"--config.sweep.dir: the config has no key 'sweep'"):
+  with pytest.raises(SystemExit,
+                     match=r"--config.sweep.dir: sweep.\* settings are `jaxlayer sweep`'s"):
     cli.main(["train", "--config", str(config_file), "--config.sweep.dir=x"])
   with pytest.raises(SystemExit, match=r"--config.train.steps=abc: train.steps takes a whole "
                      r"number, not 'abc'"):
