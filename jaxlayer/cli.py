@@ -175,7 +175,7 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
   except Exception as err:  # the file's own code failed as it ran (a syntax error, an import)
     raise UsageError(f"{prog}: cannot load the config file {_config_path(file_args)}: "
                      f"{_config_code_error(err, _config_path(file_args))}") from None
-  problem = (_missing_value(config, overrides) or _sweep_setting(overrides, sections)
+  problem = (_missing_value(config, overrides) or _sweep_setting(config, overrides, sections, prog)
              or _replaced_section(overrides, sections))
   if problem:
     raise UsageError(f"{prog}: {problem}")
@@ -254,11 +254,13 @@ def _missing_value(config, overrides: list[str]) -> str | None:
   return None
 
 
-def _sweep_setting(overrides: list[str], sections: dict | None) -> str | None:
+def _sweep_setting(config, overrides: list[str], sections: dict | None,
+                   prog: str) -> str | None:
   """What is wrong with the first --config.sweep.KEY=VALUE given to a command that runs no sweep
-  (one without a `sweep` section: train, memory, eval), if any: the command ignored it, even
-  where the config file has a sweep section (configs/sweep_tiny.py)."""
-  if "sweep" in (sections or {}):
+  (one without a `sweep` section: train, eval), if any: the command ignored it, even where the
+  config file has a sweep section (configs/sweep_tiny.py). `jaxlayer memory` on a sweep's config
+  sizes the sweep's runs, so it takes the sweep's command line as it is."""
+  if "sweep" in (sections or {}) or (prog == "jaxlayer memory" and "sweep" in config):
     return None
   for override in overrides:
     flag = override.split("=", 1)[0]

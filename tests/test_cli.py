@@ -722,11 +722,13 @@ def test_jaxlayers_warnings_print_as_one_line_and_other_libraries_as_python_does
   assert warnings.formatwarning is python_format  # (restored: the next test's, pytest's)
 
 
-@pytest.mark.parametrize("config", ["grpo_arithmetic.py", "sweep_tiny.py"])
-@pytest.mark.parametrize("command", ["train", "memory", "eval"])
+@pytest.mark.parametrize("command, config", [
+    ("train", "grpo_arithmetic.py"), ("memory", "grpo_arithmetic.py"),
+    ("eval", "grpo_arithmetic.py"), ("train", "sweep_tiny.py"), ("eval", "sweep_tiny.py")])
 def test_a_sweep_setting_given_to_another_command_says_whose_it_is(command, config):
   # `jaxlayer train ... --config.sweep.layers=3` asked "did you mean 'seed'?"; with a config file
-  # that has a sweep section (sweep_tiny.py), the command ignored it.
+  # that has a sweep section (sweep_tiny.py), the command ignored it. (`jaxlayer memory` sizes a
+  # sweep's runs from its own command line: below.)
   model = ["--model", str(assets.TINY_ARITH)] if command == "eval" else []
   with pytest.raises(SystemExit) as exited:
     cli.main([command, "--config", str(REPO / "configs" / config), *model,
@@ -734,6 +736,13 @@ def test_a_sweep_setting_given_to_another_command_says_whose_it_is(command, conf
   assert str(exited.value) == (f"jaxlayer {command}: --config.sweep.layers: sweep.* settings are "
                                "`jaxlayer sweep`'s, which this command does not run: leave it "
                                "out, or run `jaxlayer sweep` with it.")
+
+
+def test_memory_takes_a_sweeps_command_line_as_it_is(capsys):
+  """Sizing a sweep is `jaxlayer memory` with the sweep's own command line, sweep.* included."""
+  cli.main(["memory", "--config", str(REPO / "configs" / "sweep_tiny.py"),
+            "--config.sweep.layers=3", "--config.sweep.seeds=2"])
+  assert "evaluation (jaxlayer eval, the sweep's scoring)" in capsys.readouterr().out
 
 
 def test_a_new_key_of_a_dict_setting_names_how_to_set_the_dict_whole(tmp_path):
