@@ -45,7 +45,8 @@ def _module_cluster():
 
 @pytest.fixture
 def ray_cluster(_module_cluster, importable_fakes):
-  """One local 2-CPU cluster shared by the tests of this module (started at first use)."""
+  """One local 2-CPU cluster shared by the tests of this module (started at first use). The
+  tests that disconnect from it come after every test that uses it, so it starts once."""
   if not ray.is_initialized():
     ray.init(address="local", num_cpus=2, include_dashboard=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
@@ -198,6 +199,14 @@ def test_a_sweep_stopped_by_an_error_kills_its_runs_in_flight(tmp_path, ray_clus
   assert store.read_json(sweep_dir / "runs/layer00-seed0/result.json")["num_problems"] == 40
 
 
+def test_a_run_no_node_can_hold_is_refused_instead_of_waiting_forever(tmp_path, ray_cluster):
+  config = _ray_config(tmp_path / "sweep")
+  config.sweep.ray.num_gpus = 1.0
+  with pytest.raises(ValueError, match="no node of the cluster has that much"):
+    _run(config, FakeRL(BLOCKS))
+  assert store.load_results(tmp_path / "sweep") == []
+
+
 def test_each_run_reserves_the_configured_resources():
   config = make_config("unused").sweep
   config.ray.num_cpus, config.ray.num_gpus, config.ray.num_tpus = 4.0, 1.0, 8
@@ -267,12 +276,4 @@ def test_a_cluster_that_refuses_the_driver_is_a_clear_error(tmp_path, monkeypatc
   with pytest.raises(ValueError, match=r"sweep.ray.address='auto': could not join a Ray cluster "
                      r"there \(Failed to connect to Ray cluster at auto\).*RAY_AUTH_MODE=token"):
     _run(_ray_config(tmp_path / "sweep", address="auto"), FakeRL(BLOCKS))
-  assert store.load_results(tmp_path / "sweep") == []
-
-
-def test_a_run_no_node_can_hold_is_refused_instead_of_waiting_forever(tmp_path, ray_cluster):
-  config = _ray_config(tmp_path / "sweep")
-  config.sweep.ray.num_gpus = 1.0
-  with pytest.raises(ValueError, match="no node of the cluster has that much"):
-    _run(config, FakeRL(BLOCKS))
   assert store.load_results(tmp_path / "sweep") == []
