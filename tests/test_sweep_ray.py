@@ -75,6 +75,15 @@ def _still_the_same(sweep_dir, before: dict[str, bytes]) -> bool:
   return all(now.get(run) == data for run, data in before.items())
 
 
+def _base_and_full_recorded_here(sweep_dir, layers: str) -> dict[str, bytes]:
+  """Runs base and full RL of a sweep with the local launcher, stopped (Ctrl-C) in block 0's
+  training, so a Ray sweep resuming it sends only its blocks to the cluster; returns what is
+  recorded (`_result_bytes`)."""
+  with pytest.raises(KeyboardInterrupt):
+    _run(make_config(sweep_dir, layers=layers), FakeRL(BLOCKS, interrupt_on_train_call=2))
+  return _result_bytes(sweep_dir)
+
+
 def test_failed_run_others_recorded_own_cluster_stopped_resume_redoes_it_alone(tmp_path):
   if ray.is_initialized():  # the launcher must start (and stop) its own cluster here
     ray.shutdown()
@@ -103,6 +112,7 @@ def test_failed_run_others_recorded_own_cluster_stopped_resume_redoes_it_alone(t
 
 
 def test_a_run_that_raises_is_named_with_its_error_in_one_line(tmp_path, ray_cluster):
+  _base_and_full_recorded_here(tmp_path / "sweep", layers="0,1")  # blocks 0 and 1 run on Ray
   fake = FileLoggedRL(BLOCKS, tmp_path, raise_on_layer=1)
   with pytest.raises(launchers.RunsFailed) as failed:
     _run(_ray_config(tmp_path / "sweep"), fake)
@@ -114,9 +124,7 @@ def test_a_run_that_raises_is_named_with_its_error_in_one_line(tmp_path, ray_clu
 def test_dead_worker_is_retried_and_a_resumed_sweep_runs_only_the_missing_runs(
     tmp_path, ray_cluster):
   sweep_dir = tmp_path / "sweep"
-  with pytest.raises(KeyboardInterrupt):  # a local sweep stopped in block 0's training
-    _run(make_config(sweep_dir, layers="0,1"), FakeRL(BLOCKS, interrupt_on_train_call=2))
-  finished = _result_bytes(sweep_dir)
+  finished = _base_and_full_recorded_here(sweep_dir, layers="0,1")
   assert sorted(finished) == ["base-seed0", "full-seed0"]
 
   fake = FileLoggedRL(BLOCKS, tmp_path, exit_once_on_layer=1)
@@ -165,6 +173,7 @@ def test_environments_and_tasks_registered_in_the_driver_are_known_to_the_worker
     tmp_path, ray_cluster, monkeypatch):
   monkeypatch.setitem(envs.ENVS, registered_fakes.NAME, registered_fakes.GuessTheNumber)
   monkeypatch.setitem(tasks.TASKS, registered_fakes.NAME, registered_fakes.GuessTask)
+  _base_and_full_recorded_here(tmp_path / "sweep", layers="0")  # block 0 trains on Ray
   sweep_dir = _run(_ray_config(tmp_path / "sweep", layers="0"),
                    registered_fakes.RegistryCheckingRL(BLOCKS))
   assert sorted(_result_bytes(sweep_dir)) == ["base-seed0", "full-seed0", "layer00-seed0"]
