@@ -257,10 +257,10 @@ def _missing_value(config, overrides: list[str]) -> str | None:
 def _sweep_setting(config, overrides: list[str], sections: dict | None,
                    prog: str) -> str | None:
   """What is wrong with the first --config.sweep.KEY=VALUE given to a command that runs no sweep
-  (one without a `sweep` section: train, eval), if any: the command ignored it, even where the
-  config file has a sweep section (configs/sweep_tiny.py). `jaxlayer memory` on a sweep's config
-  sizes the sweep's runs, so it takes the sweep's command line as it is."""
-  if "sweep" in (sections or {}) or (prog == "jaxlayer memory" and "sweep" in config):
+  (one without a `sweep` section), if any. `jaxlayer train` ignored it, even where the config
+  file has a sweep section (configs/sweep_tiny.py). `jaxlayer eval` and `memory` on a sweep's
+  config take the sweep's command line as it is: they score a sweep's run, size its runs."""
+  if "sweep" in (sections or {}) or (prog != "jaxlayer train" and "sweep" in config):
     return None
   for override in overrides:
     flag = override.split("=", 1)[0]

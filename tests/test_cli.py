@@ -724,11 +724,11 @@ def test_jaxlayers_warnings_print_as_one_line_and_other_libraries_as_python_does
 
 @pytest.mark.parametrize("command, config", [
     ("train", "grpo_arithmetic.py"), ("memory", "grpo_arithmetic.py"),
-    ("eval", "grpo_arithmetic.py"), ("train", "sweep_tiny.py"), ("eval", "sweep_tiny.py")])
+    ("eval", "grpo_arithmetic.py"), ("train", "sweep_tiny.py")])
 def test_a_sweep_setting_given_to_another_command_says_whose_it_is(command, config):
   # `jaxlayer train ... --config.sweep.layers=3` asked "did you mean 'seed'?"; with a config file
-  # that has a sweep section (sweep_tiny.py), the command ignored it. (`jaxlayer memory` sizes a
-  # sweep's runs from its own command line: below.)
+  # that has a sweep section (sweep_tiny.py), train ignored it. (`jaxlayer memory` and `eval`
+  # take a sweep's own command line: below.)
   model = ["--model", str(assets.TINY_ARITH)] if command == "eval" else []
   with pytest.raises(SystemExit) as exited:
     cli.main([command, "--config", str(REPO / "configs" / config), *model,
@@ -739,7 +739,8 @@ def test_a_sweep_setting_given_to_another_command_says_whose_it_is(command, conf
 
 
 def test_memory_takes_a_sweeps_command_line_as_it_is(capsys):
-  """Sizing a sweep is `jaxlayer memory` with the sweep's own command line, sweep.* included."""
+  """Sizing a sweep is `jaxlayer memory` with the sweep's own command line, sweep.* included
+  (as scoring one of its runs is `jaxlayer eval` with it: tests/test_multiturn.py)."""
   cli.main(["memory", "--config", str(REPO / "configs" / "sweep_tiny.py"),
             "--config.sweep.layers=3", "--config.sweep.seeds=2"])
   assert "evaluation (jaxlayer eval, the sweep's scoring)" in capsys.readouterr().out
