@@ -1,5 +1,7 @@
 """Rewards: math-verify grading in a worker pool, integer answers, format, DAPO overlong, sums."""
 
+import time
+
 import pytest
 
 from jaxlayer.tasks import rewards
@@ -76,9 +78,28 @@ def test_shared_verifier_is_one_per_setting():
     ("\\boxed{7} then \\boxed{unclosed", "7"),
     ("no box", None),
     ("\\boxed", None),
+    # The box's brace follows the command: not one further on, as in the \\frac after 5.
+    ("The answer is \\boxed 5 since $\\frac{10}{2} = 5$.", "5"),
+    ("\\boxed {72}", "72"),
+    # Escaped braces are text: a piecewise function's \\left\\{ opens no group.
+    ("\\boxed{\\left\\{ x \\right.}", "\\left\\{ x \\right."),
+    ("\\boxed{\\begin{pmatrix} 1 \\\\ {2} \\end{pmatrix}}",
+     "\\begin{pmatrix} 1 \\\\ {2} \\end{pmatrix}"),
+    # An empty box (the prompt's instruction echoed) is no answer.
+    ("\\boxed{7}, as asked: put it in \\boxed{}", "7"),
+    ("I put my answer in \\boxed{ }", None),
+    ("\\boxed{4} \\fboxsep{3pt}", "4"),
 ])
 def test_last_boxed_content(text, expected):
   assert rewards.last_boxed_content(text) == expected
+
+
+def test_last_boxed_content_is_linear_in_the_text_length():
+  # A completion that repeats "\\boxed{" to the length limit (each box unclosed) is graded in
+  # the training process: scanning from each box to the end took ~20 s for this one.
+  start = time.perf_counter()
+  assert rewards.last_boxed_content("\\boxed{x" * 10_000) is None
+  assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize("completion, expected", [
