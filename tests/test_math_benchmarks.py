@@ -109,8 +109,13 @@ def test_olympiadbench_grades_every_answer_of_a_problem_as_a_set(tmp_path):
       (roots, "The roots are \\boxed{2, \\frac{1}{2}}.", 1.0),  # any order
       (roots, "\\boxed{\\frac{1}{2}}", 0.0),  # one of the two answers
       (roots, "\\boxed{\\frac{1}{2}, 2, 3}", 0.0),  # one too many
+      (roots, "x = \\boxed{\\frac{1}{2}} or x = \\boxed{2}", 1.0),  # one box each
+      (roots, "x = \\boxed{\\frac{1}{2}} or x = \\boxed{3}", 0.0),
       (pairs, "\\boxed{(2,3), (1,6)}", 1.0),
+      (pairs, "\\boxed{(1,6)} and \\boxed{(2,3)}", 1.0),
       (pairs, "\\boxed{(1,6)}", 0.0),
+      (xenia, "\\boxed{1}? No: \\boxed{2}", 1.0),  # the last box
+      (xenia, "\\boxed{2} or \\boxed{3}", 0.0),  # boxes that hedge are no answer
   ]
   batch = task.rewards([problem for problem, _, _ in graded],
                        [completion for _, completion, _ in graded])

@@ -1,10 +1,10 @@
 """`gsm8k`, `math` (MATH / MATH-500), `numina`, `olympiadbench` and `amc` (AMC 2023): math
 problems graded by math-verify.
 
-A completion is graded on its last \\boxed{...} when it has one, else on the answer
-math-verify finds in its text (jaxlayer.tasks.rewards.MathVerifier); a reasoning model's on
-what follows its thinking (Task.rewards). Reward components: "correct", and "format" (the
-completion has a \\boxed{...} answer).
+A completion is graded on its last \\boxed{...} when it has one (or on all its boxes as one
+set), else on the answer math-verify finds in its text (jaxlayer.tasks.rewards.MathVerifier);
+a reasoning model's on what follows its thinking (Task.rewards). Reward components: "correct",
+and "format" (the completion has a \\boxed{...} answer).
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ class OlympiadBenchTask(MathTask):
   The answer field is a list of LaTeX answers, such as ["$\\frac{1}{2}$"]; the reference is
   the list's items without their $...$, joined with ", ". A problem with several answers
   (is_multiple_answer) is graded as a set: a completion must state all of them, in any order
-  (\\boxed{2, \\frac{1}{2}}), and one that gives only some scores 0. The unit field is not
-  part of the reference: the benchmark asks for the unit outside the \\boxed{}.
+  (\\boxed{2, \\frac{1}{2}}, or one box each), and one that gives only some scores 0. The unit
+  field is not part of the reference: the benchmark asks for the unit outside the \\boxed{}.
   """
 
   dataset: str | None = "Hothan/OlympiadBench"

@@ -39,24 +39,31 @@ def final_answer(completion: str) -> str:
   return "" if completion.lstrip().startswith(THINK_START) else completion
 
 
-def last_boxed_content(text: str) -> str | None:
-  """Content of the last \\boxed{...} (or \\fbox{...}) in text that holds an answer: nested
+def boxed_contents(text: str) -> list[str]:
+  """Contents of the \\boxed{...} (or \\fbox{...}) in text that hold an answer, in order: nested
   braces allowed, escaped ones (\\{1, 2\\}, \\left\\{) are text; \\boxed 5 boxes the characters
-  up to the next space or $. An unclosed or empty box is no answer: the one before it counts.
+  up to the next space or $. An unclosed or empty box holds no answer.
 
-  Returns None when there is no such box. Linear in the text's length (a completion that
-  repeats "\\boxed{" to the length limit is graded in the training process).
+  Linear in the text's length (a completion that repeats "\\boxed{" to the length limit is
+  graded in the training process).
   """
   closing = _closing_braces(text)
-  for command in reversed(list(_BOXED_COMMAND.finditer(text))):
+  contents = []
+  for command in _BOXED_COMMAND.finditer(text):
     start = command.end()
     if text.startswith("{", start):
       content = text[start + 1 : closing[start]] if start in closing else ""
     else:
       content = _UNBRACED_ARGUMENT.match(text, start).group()
     if content.strip():
-      return content
-  return None
+      contents.append(content)
+  return contents
+
+
+def last_boxed_content(text: str) -> str | None:
+  """The last of boxed_contents(text), the answer a completion settles on; None if none."""
+  contents = boxed_contents(text)
+  return contents[-1] if contents else None
 
 
 def _closing_braces(text: str) -> dict[int, int]:
@@ -152,16 +159,18 @@ def _verify_math_answer(reference: str, completion: str) -> float:
 
   try:
     gold = parse(_as_math_text(reference), parsing_timeout=None)
-    boxed = last_boxed_content(completion)
-    if boxed is not None:
-      predicted = parse(f"${boxed}$", parsing_timeout=None)
+    boxes = boxed_contents(completion)
+    if boxes:
+      # The last box, or all of them as one set (x = \boxed{1} or x = \boxed{2}).
+      answers = [boxes[-1]] + ([", ".join(boxes)] if len(boxes) > 1 else [])
+      predictions = [parse(f"${answer}$", parsing_timeout=None) for answer in answers]
     else:
       predicted = parse(completion, parsing_timeout=None)
       if not predicted and "\n" not in completion.strip():
         predicted = parse(f"${completion.strip()}$", parsing_timeout=None)
-    if not gold or not predicted:
-      return 0.0
-    return float(verify(gold, predicted, timeout_seconds=None))
+      predictions = [predicted]
+    return float(bool(gold) and any(prediction and verify(gold, prediction, timeout_seconds=None)
+                                    for prediction in predictions))
   except Exception:  # whatever malformed output makes math-verify raise scores 0
     return 0.0
 
@@ -169,10 +178,11 @@ def _verify_math_answer(reference: str, completion: str) -> float:
 class MathVerifier:
   """Grades math answers with math-verify in worker processes, with a deadline each.
 
-  A completion is graded on its last \\boxed{...} when it has one, else on the
-  answer math-verify finds in the text. Timeouts, crashes and unparsable output
-  all score 0.0. memory_limit_bytes caps each worker's address space (a huge power
-  then fails fast instead of eating the machine's memory).
+  A completion is graded on its last \\boxed{...} when it has one (or on all its boxes as one
+  set: x = \\boxed{1} or x = \\boxed{2} states the answer {1, 2}), else on the answer
+  math-verify finds in the text. Timeouts, crashes and unparsable output all score 0.0.
+  memory_limit_bytes caps each worker's address space (a huge power then fails fast instead
+  of eating the machine's memory).
   """
 
   def __init__(
