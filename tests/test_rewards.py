@@ -45,6 +45,14 @@ def test_references_in_dollars_are_graded(verifier):
   assert verifier.grade(references, completions) == [1.0, 1.0, 1.0, 0.0]
 
 
+def test_answers_in_text_after_a_currency_sign_or_a_unicode_minus_are_graded(verifier):
+  # Without a box, math-verify found no answer in "\\$18" or "\u22123" (a unicode minus).
+  completions = ["She makes \\$18 every day.", "It costs \\$9 * 2 = \\$18.", "x = \u22123",
+                 "The answer is \u22123.", "She makes \\$19 every day.", "The answer is 3."]
+  assert verifier.grade(["18", "18", "-3", "-3", "18", "-3"], completions) == [
+      1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+
+
 def test_the_last_boxed_answer_is_graded(verifier):
   scores = verifier.grade(["72", "72"],
                           ["\\boxed{71}, no: \\boxed{72}", "\\boxed{72}, no: \\boxed{71}"])

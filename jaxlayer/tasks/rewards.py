@@ -144,6 +144,13 @@ def _as_math_text(answer: str) -> str:
   return f"${answer}$"
 
 
+def _plain_text_answer(completion: str) -> str:
+  """A completion without a box, written so that math-verify finds its answer: in text it finds
+  none after an escaped dollar sign ("She makes \\$18.") or in a unicode minus ("\u22123"), so
+  the dollar sign is dropped and the minus written "-"."""
+  return completion.replace("\\$", "").replace("\u2212", "-")
+
+
 def _init_math_worker(memory_limit_bytes: int | None) -> None:
   import math_verify  # noqa: F401  (imported once per worker, not once per answer)
 
@@ -165,9 +172,10 @@ def _verify_math_answer(reference: str, completion: str) -> float:
       answers = [boxes[-1]] + ([", ".join(boxes)] if len(boxes) > 1 else [])
       predictions = [parse(f"${answer}$", parsing_timeout=None) for answer in answers]
     else:
-      predicted = parse(completion, parsing_timeout=None)
-      if not predicted and "\n" not in completion.strip():
-        predicted = parse(f"${completion.strip()}$", parsing_timeout=None)
+      text = _plain_text_answer(completion)
+      predicted = parse(text, parsing_timeout=None)
+      if not predicted and "\n" not in text.strip():
+        predicted = parse(f"${text.strip()}$", parsing_timeout=None)
       predictions = [predicted]
     return float(bool(gold) and any(prediction and verify(gold, prediction, timeout_seconds=None)
                                     for prediction in predictions))
