@@ -58,6 +58,10 @@ def test_unknown_template_field_is_a_clear_error():
     ("Solve {question", "is not a format string: expected '}' before end of string"),
     ("Solve {question} }", "is not a format string: Single '}' encountered"),
     ("{0} {question}", "cannot be filled .*: Format string contains positional fields"),
+    # The usual slip: the math prompt's \boxed{} written as is.
+    ("{question} Put your final answer within \\boxed{}.",
+     "cannot be filled .*positional fields " + re.escape("(write literal braces as {{ and }}: "
+                                                         "\\boxed{{}})")),
 ])
 def test_a_malformed_template_is_named(template, complaint):
   # str.format's own message ("expected '}' before end of string") named no template.

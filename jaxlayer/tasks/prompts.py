@@ -26,9 +26,10 @@ def _fill(template: str, problem: Problem) -> str:
                      "same text: put {question} (the problem) in it, e.g. 'Solve: {question}'")
   try:
     return template.format_map({**problem.metadata, "question": problem.prompt})
-  except ValueError as error:  # a positional field ({0}) or a bad format spec
+  except ValueError as error:  # a positional field ({0}, \boxed{}) or a bad format spec
     raise ValueError(f"prompt template {template!r} cannot be filled with the problem's named "
-                     f"fields ({{question}}, ...): {error}") from None
+                     f"fields ({{question}}, ...): {error} (write literal braces as {{{{ and }}}}: "
+                     "\\boxed{{}})") from None
   except (KeyError, IndexError) as error:
     fields = ["question", *problem.metadata]
     raise ValueError(
