@@ -160,6 +160,16 @@ def test_arithmetic_rewards():
   assert task.reward(problem, "82") == 1.0
 
 
+def test_arithmetic_answers_of_over_100_digits_are_graded():
+  # Products of 60 numbers in [90, 99] have ~118 digits: the grader read at most 100, so no
+  # completion could score.
+  task = get_task("arithmetic", num_operands=60, min_value=90, operators="*", num_train=1,
+                  num_test=1)
+  problem = task.test_problems()[0]
+  assert len(problem.answer) > 100
+  assert task.reward(problem, problem.answer) == 1.0
+
+
 def test_reward_weights_and_overlong_penalty():
   task = get_task("arithmetic", reward_weights={"correct": 1.0, "format": 0.5},
                   overlong_max_length=10, overlong_cache_length=4)

@@ -25,6 +25,9 @@ import pebble
 _BOXED_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")  # and the spaces after it
 _UNBRACED_ARGUMENT = re.compile(r"[^\s$]*")  # \boxed 5: up to the next space or $
 _BRACE_TOKEN = re.compile(r"\\[\\{}]|[{}]")  # \\, \{ or \} (not braces), or a brace
+# The most digits int() reads (Python's default int_max_str_digits), as many as str() writes:
+# every integer answer fits.
+_MAX_INTEGER_DIGITS = 4300
 THINK_START, THINK_END = "<think>", "</think>"  # Qwen3's, QwQ's and R1-Distill's thinking block
 
 
@@ -81,7 +84,7 @@ def _closing_braces(text: str) -> dict[int, int]:
 def first_line_integer(text: str) -> int | None:
   """The integer written on the first line of text (surrounding spaces allowed), or None."""
   line = text.split("\n", 1)[0].strip()
-  if not re.fullmatch(r"[+-]?\d{1,100}", line):
+  if not re.fullmatch(rf"[+-]?\d{{1,{_MAX_INTEGER_DIGITS}}}", line):
     return None
   return int(line)
 
