@@ -185,3 +185,13 @@ def test_opened_thinking_of_the_real_templates(tmp_path, family, chat_template_k
                          chat_template_kwargs=chat_template_kwargs)
   assert opened_thinking(prompt) == opened
   assert opened_thinking("37+45=") == ""
+
+
+def test_a_think_tag_in_the_question_opens_no_thinking_block():
+  # The prompt from the question's tag on was put before every completion as thinking that never
+  # closed, so no completion to the question could score.
+  from jaxlayer.tasks import opened_thinking
+
+  prompt = "<|im_start|>user\nStrip the <think> tags from s.<|im_end|>\n<|im_start|>assistant\n"
+  assert opened_thinking(prompt) == ""
+  assert opened_thinking("User: strip <think> tags.\nAssistant: <think> ") == "<think> "

@@ -91,12 +91,15 @@ def chat_prompt(tokenizer: Any, messages: list[dict[str, str]],
 
 
 def opened_thinking(prompt: str) -> str:
-  """The thinking block a prompt leaves open for the completion to go on with, from its
-  <think> on (R1-Distill's generation prompt ends with "<think>\\n"); "" when none is open
-  (Qwen3's with enable_thinking=False closes an empty one). Graded text is this + completion,
-  so that a completion cut while thinking is told from one that answers."""
+  """The thinking block a prompt leaves open for the completion to go on with: the <think> it
+  ends with, and the spaces after it (R1-Distill's generation prompt ends with "<think>\\n");
+  "" when none is open (Qwen3's with enable_thinking=False closes an empty one; a question that
+  writes the tag, "strip the <think> tags", opens none). Graded text is this + completion, so
+  that a completion cut while thinking is told from one that answers."""
   start = prompt.rfind(rewards.THINK_START)
-  return prompt[start:] if start > prompt.rfind(rewards.THINK_END) else ""
+  if start < 0 or prompt[start + len(rewards.THINK_START):].strip():
+    return ""
+  return prompt[start:]
 
 
 def encode_prompts(tokenizer: Any, texts: list[str], *, use_chat_template: bool) -> list[list[int]]:
