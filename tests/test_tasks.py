@@ -3,6 +3,7 @@
 
 import json
 import re
+import time
 from collections import Counter
 from typing import Optional
 
@@ -271,6 +272,16 @@ def test_safe_evaluator_is_exact():
 def test_extract_expression():
   assert extract_expression("1+2 = 3\nmore") == "1+2"
   assert extract_expression("<answer>1</answer> <answer> 4*5 </answer>") == "4*5"
+  # A tag the text mentions before the answer's was read as the start of the answer.
+  assert extract_expression("I answer in <answer> tags.\n<answer>4*5 = 20</answer>") == "4*5"
+  assert extract_expression("4*5\nthen </answer>") == "4*5"
+
+
+def test_extract_expression_is_linear_in_the_text_length():
+  # Rewards are graded in the training process: 10,000 unclosed tags took ~8 s.
+  start = time.perf_counter()
+  assert extract_expression("<answer>" * 10_000) == "<answer>" * 10_000
+  assert time.perf_counter() - start < 1.0
 
 
 # Data-set tasks from local files

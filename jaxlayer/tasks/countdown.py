@@ -9,7 +9,6 @@ jaxlayer.tasks.expressions (an ast walk, never eval).
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,13 +23,15 @@ _APPLY = {
     "*": lambda left, right: left * right,
     "/": lambda left, right: left // right,
 }
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_ANSWER_START, _ANSWER_END = "<answer>", "</answer>"
 
 
 def extract_expression(completion: str) -> str:
-  """The expression a completion proposes (see the module docstring)."""
-  tagged = _ANSWER_TAG.findall(completion)
-  text = tagged[-1] if tagged else completion.split("\n", 1)[0]
+  """The expression a completion proposes (see the module docstring): in its last </answer>
+  from the last <answer> before it (a tag the text mentions earlier is not the answer's)."""
+  end = completion.rfind(_ANSWER_END)
+  start = completion.rfind(_ANSWER_START, 0, max(end, 0))
+  text = completion[start + len(_ANSWER_START):end] if start >= 0 else completion.split("\n", 1)[0]
   return text.split("=", 1)[0].strip()
 
 
