@@ -312,6 +312,22 @@ def test_loads_sharded_safetensors_index(tmp_path):
   assert _rel_err(logits, _torch_logits(hf_model, seq)) <= 1e-5
 
 
+def test_weights_of_two_checkpoints_in_one_directory_are_refused(tmp_path):
+  """transformers' save_pretrained over an older checkpoint leaves its model.safetensors or
+  index: transformers then loads the single file, jaxlayer loaded the shards (other logits)."""
+  config = hf_fixtures.tiny_config("qwen2")
+  hf_fixtures.random_hf_model(config, seed=0).save_pretrained(tmp_path)
+  hf_fixtures.random_hf_model(config, seed=1).save_pretrained(tmp_path, max_shard_size="20KB")
+  message = (f"{tmp_path} holds both model.safetensors and model.safetensors.index.json, the "
+             "weights of two checkpoints (transformers loads the first, vLLM the shards the "
+             "second names): one is left from an earlier save into this directory; remove the "
+             "files of the one that is not this model's.")
+  for read in (models.from_pretrained, models.weights_fingerprint):
+    with pytest.raises(ValueError) as raised:
+      read(tmp_path)
+    assert str(raised.value) == message, read.__name__
+
+
 def test_an_incomplete_sharded_checkpoint_is_a_clear_error(tmp_path):
   """A sharded checkpoint copied or downloaded in part: a shard missing, its index or a shard
   cut short, an index without its weight_map. Each used to stop with a bare parser error or a

@@ -148,6 +148,13 @@ def _index_weight_map(index_file: Path) -> dict[str, str]:
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
+  if (model_dir / INDEX_FILE).is_file() and (model_dir / SINGLE_FILE).is_file():
+    # transformers' save_pretrained over an older checkpoint leaves the older one's weights.
+    raise ValueError(
+        f"{model_dir} holds both {SINGLE_FILE} and {INDEX_FILE}, the weights of two "
+        "checkpoints (transformers loads the first, vLLM the shards the second names): one is "
+        "left from an earlier save into this directory; remove the files of the one that is "
+        "not this model's.")
   if (model_dir / INDEX_FILE).is_file():
     weight_map = _index_weight_map(model_dir / INDEX_FILE)
     files = [model_dir / name for name in sorted(set(weight_map.values()))]
