@@ -119,11 +119,30 @@ def test_config_variants_load_as_transformers_reads_them(tmp_path, model_type, o
      r"sliding_window=64, on blocks \[1\]\).*use_sliding_window=false"),
     ("tiny_qwen2_dir", dict(architectures=["Qwen2ForSequenceClassification"]),
      r"architectures \['Qwen2ForSequenceClassification'\].*Qwen2ForCausalLM"),
+    ("tiny_qwen3_dir", dict(quantization_config={"quant_method": "fp8", "fmt": "e4m3"}),
+     r"quantization_config \(quant_method 'fp8'\).*loads unquantized weights"),
 ])
 def test_settings_jaxlayer_lacks_are_refused(checkpoint, changes, message, request, tmp_path):
   """Each would load and give other logits than transformers (or fail on the weights)."""
   directory = _edit_config(request.getfixturevalue(checkpoint), tmp_path / "edited", **changes)
   with pytest.raises(ValueError, match=message):
+    models.from_pretrained(directory)
+
+
+def test_quantized_weights_are_refused(tiny_qwen2_dir, tmp_path):
+  """An int8 tensor (a quantized checkpoint that lost its quantization_config) loaded as its
+  integers cast to float: other logits, silently."""
+  from safetensors.torch import load_file, save_file
+
+  directory = tmp_path / "int8"
+  shutil.copytree(tiny_qwen2_dir, directory)
+  tensors = load_file(directory / "model.safetensors")
+  name = "model.layers.1.mlp.up_proj.weight"
+  tensors[name] = (tensors[name] * 1000).to(torch.int8)
+  save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+  with pytest.raises(ValueError, match=re.escape(
+      f"Tensor '{name}' (model.safetensors) is stored as I8, jaxlayer reads ['F32', 'BF16', "
+      "'F16', 'F64']: these weights are quantized or damaged")):
     models.from_pretrained(directory)
 
 

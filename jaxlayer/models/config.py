@@ -256,6 +256,13 @@ def _check_supported(hf: dict[str, Any]) -> None:
         f"sliding_window={hf['sliding_window']}, on blocks {sliding}): jaxlayer attends over "
         "all positions; use_sliding_window=false gives the same model on sequences no longer "
         "than sliding_window.")
+  quantization = hf.get("quantization_config")
+  if quantization:
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization
+    raise ValueError(
+        f"Unsupported quantization_config (quant_method {method!r}) in config.json: jaxlayer "
+        "loads unquantized weights (float32, bfloat16 or float16); use the checkpoint that was "
+        "quantized (e.g. Qwen/Qwen3-8B for Qwen/Qwen3-8B-FP8).")
   architectures = hf.get("architectures") or []
   if architectures and not any(a.endswith("ForCausalLM") for a in architectures):
     raise ValueError(f"Unsupported architectures {architectures} in config.json: jaxlayer loads "

@@ -36,6 +36,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
 # save_pretrained also writes float16, in which jaxlayer does not compute.
 SAVE_DTYPES = ("float32", "bfloat16", "float16")
+# The safetensors dtypes of the weights loading reads (quantized ones, int8 or float8, are not).
+LOADED_TENSOR_DTYPES = ("F32", "BF16", "F16", "F64")
 # Max tensor size per safetensors shard when saving (bytes).
 SHARD_BYTES = 2 * 1024**3
 PROGRESS_DELAY_S = 1.0  # load and save show a progress bar once they have taken this long
@@ -253,7 +255,13 @@ def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
               f"Checkpoint tensor {name!r} ({file.name}) has no place in a model with this "
               f"config.json ({cfg.num_layers} layers, model_type {cfg.model_type!r}): the config "
               "and the weights do not belong together.")
-        hf_shape = tuple(f.get_slice(name).get_shape())
+        stored = f.get_slice(name)
+        if stored.get_dtype() not in LOADED_TENSOR_DTYPES:
+          raise ValueError(
+              f"Tensor {name!r} ({file.name}) is stored as {stored.get_dtype()}, jaxlayer reads "
+              f"{list(LOADED_TENSOR_DTYPES)}: these weights are quantized or damaged; use the "
+              "unquantized checkpoint.")
+        hf_shape = tuple(stored.get_shape())
         want = expected[path].shape
         want_hf = tuple(reversed(want)) if transform == hf_mapping.TRANSPOSE else want
         if hf_shape != want_hf:
