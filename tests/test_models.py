@@ -146,6 +146,38 @@ def test_quantized_weights_are_refused(tiny_qwen2_dir, tmp_path):
     models.from_pretrained(directory)
 
 
+def _with_extra_tensors(source, directory, extra):
+  """A copy of the checkpoint in `source` whose weights also hold the tensors of `extra`."""
+  from safetensors.torch import load_file, save_file
+
+  shutil.copytree(source, directory)
+  tensors = dict(load_file(directory / "model.safetensors"), **extra)
+  save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+  return directory
+
+
+@pytest.mark.parametrize("name", ["model.layers.1.mlp.down_proj.bias", "lm_head.bias"])
+def test_a_decoder_tensor_without_a_place_is_refused(tiny_qwen2_dir, tmp_path, name):
+  """transformers drops them with a warning (its Qwen has no such bias): both loaded a model
+  other than the one the checkpoint was trained as, silently here."""
+  directory = _with_extra_tensors(tiny_qwen2_dir, tmp_path / "extra", {name: torch.ones(32)})
+  with pytest.raises(ValueError, match=re.escape(
+      f"Checkpoint tensor '{name}' (model.safetensors) has no place in a qwen2 model: it "
+      "belongs to another architecture")):
+    models.from_pretrained(directory)
+
+
+def test_tensors_outside_the_decoder_are_ignored(tiny_qwen2_dir, tmp_path):
+  """A RoPE buffer that older transformers saved, and a value head (TRL's), load as without."""
+  directory = _with_extra_tensors(tiny_qwen2_dir, tmp_path / "extra", {
+      "model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(4),
+      "v_head.summary.weight": torch.ones(1, 32)})
+  model, _ = models.from_pretrained(directory)
+  reference, _ = models.from_pretrained(tiny_qwen2_dir)
+  ids = jnp.arange(1, 9)[None]
+  np.testing.assert_array_equal(np.asarray(model(ids)), np.asarray(reference(ids)))
+
+
 def test_tied_checkpoint_with_its_own_lm_head(tmp_path):
   """transformers 5 uses a stored lm_head.weight even with tie_word_embeddings=true: a copy of
   the embeddings loads, another matrix is refused."""

@@ -38,6 +38,9 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
 SAVE_DTYPES = ("float32", "bfloat16", "float16")
 # The safetensors dtypes of the weights loading reads (quantized ones, int8 or float8, are not).
 LOADED_TENSOR_DTYPES = ("F32", "BF16", "F16", "F64")
+# In the name of a decoder's tensor that holds no weights: RoPE's inverse frequencies, which
+# older transformers saved.
+ROTARY_BUFFER = ".rotary_emb."
 # Max tensor size per safetensors shard when saving (bytes).
 SHARD_BYTES = 2 * 1024**3
 PROGRESS_DELAY_S = 1.0  # load and save show a progress bar once they have taken this long
@@ -247,8 +250,14 @@ def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
     with _open_weights(file) as f:
       for name in f.keys():
         mapped = hf_mapping.hf_to_jax_path(name)
+        if mapped is None and name.startswith(("model.", "lm_head.")) and ROTARY_BUFFER not in name:
+          raise ValueError(
+              f"Checkpoint tensor {name!r} ({file.name}) has no place in a {cfg.model_type} "
+              "model: it belongs to another architecture, whose logits differ (transformers "
+              "drops it with a warning). Load the checkpoint with its own code, or remove the "
+              "tensor if it is of no use.")
         if mapped is None or (cfg.tie_word_embeddings and name == "lm_head.weight"):
-          continue  # e.g. rotary inv_freq buffers, or a redundant copy of tied embeddings
+          continue  # e.g. a value head's tensors, or a redundant copy of tied embeddings
         path, transform = mapped
         if path not in expected:
           raise ValueError(
