@@ -180,6 +180,29 @@ def test_tensors_outside_the_decoder_are_ignored(tiny_qwen2_dir, tmp_path):
   np.testing.assert_array_equal(np.asarray(model(ids)), np.asarray(reference(ids)))
 
 
+def test_missing_tensors_are_named_before_any_is_read(tiny_qwen3_dir, tmp_path, monkeypatch):
+  """A tied checkpoint whose config.json lost tie_word_embeddings (false by default) lacks
+  lm_head.weight, which transformers initialises at random; the error named no fix."""
+  from safetensors.torch import load_file, save_file
+
+  untied = _edit_config(tiny_qwen3_dir, tmp_path / "untied", tie_word_embeddings=False)
+  cut = tmp_path / "cut"
+  shutil.copytree(tiny_qwen3_dir, cut)
+  tensors = load_file(cut / "model.safetensors")
+  del tensors["model.norm.weight"], tensors["model.layers.1.mlp.up_proj.weight"]
+  save_file(tensors, cut / "model.safetensors", metadata={"format": "pt"})
+  monkeypatch.setattr(hub, "_read_hf_tensors", None)  # reading a tensor would fail otherwise
+  for directory, message in (
+      (untied, f"The checkpoint in {untied} lacks 1 tensor of the model, ['lm_head.weight']: "
+       "config.json's tie_word_embeddings=false asks for it: set it to true if the model ties "
+       "its output layer to the embeddings"),
+      (cut, f"The checkpoint in {cut} lacks 2 tensors of the model, ['model.norm.weight', "
+       "'model.layers.1.mlp.up_proj.weight']: the weights are incomplete or of a model other "
+       "than config.json's: copy or download the checkpoint again.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
+      models.from_pretrained(directory)
+
+
 def test_tied_checkpoint_with_its_own_lm_head(tmp_path):
   """transformers 5 uses a stored lm_head.weight even with tie_word_embeddings=true: a copy of
   the embeddings loads, another matrix is refused."""

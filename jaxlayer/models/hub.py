@@ -241,6 +241,29 @@ def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
         "tie_word_embeddings to false to use it, or remove it to use the embeddings.")
 
 
+def _check_complete(files: list[Path], expected: dict) -> None:
+  """Raises, before any tensor is read, where the checkpoint lacks a tensor of the model.
+
+  expected: jaxlayer path -> the model's parameter there.
+  """
+  stored = set()
+  for file in files:
+    with _open_weights(file) as f:
+      stored.update(f.keys())
+  missing = [name for name in (hf_mapping.jax_to_hf_name(path)[0] for path in sorted(expected))
+             if name not in stored]
+  if not missing:
+    return
+  if missing == ["lm_head.weight"]:
+    fix = ("config.json's tie_word_embeddings=false asks for it: set it to true if the model "
+           "ties its output layer to the embeddings (Qwen2.5 up to 3B and Qwen3 up to 4B do)")
+  else:
+    fix = ("the weights are incomplete or of a model other than config.json's: copy or download "
+           "the checkpoint again")
+  raise ValueError(f"The checkpoint in {files[0].parent} lacks {counted(len(missing), 'tensor')} "
+                   f"of the model, {missing[:8]}{' ...' if len(missing) > 8 else ''}: {fix}.")
+
+
 def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
   """Yields (jaxlayer path, numpy array in jaxlayer layout) for every tensor the model uses.
 
@@ -332,6 +355,7 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = AUTO_DTYPE,
   flat = nnx.to_flat_state(abstract_state)
   expected = {path_str(path): var.get_value() for path, var in flat}
 
+  _check_complete(files, expected)
   loaded = {}
   tensors = _read_hf_tensors(files, cfg, expected)
   for path, array in _progress(tensors, len(expected), f"load {model_dir.name}"):
@@ -339,11 +363,6 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = AUTO_DTYPE,
     where = (sharding.param_sharding(path, target.shape, mesh) if mesh is not None
              else jax.local_devices()[0])
     loaded[path] = jax.device_put(array.astype(target.dtype), where)
-  missing = sorted(set(expected) - set(loaded))
-  if missing:
-    hf_names = [hf_mapping.jax_to_hf_name(p)[0] for p in missing]
-    raise ValueError(f"Checkpoint in {model_dir} lacks tensors {hf_names[:8]}"
-                     f"{' ...' if len(hf_names) > 8 else ''} ({len(hf_names)} missing).")
   for path, var in flat:
     var.set_value(loaded[path_str(path)])
   model = nnx.merge(graphdef, nnx.from_flat_state(flat))
