@@ -180,26 +180,33 @@ def test_tensors_outside_the_decoder_are_ignored(tiny_qwen2_dir, tmp_path):
   np.testing.assert_array_equal(np.asarray(model(ids)), np.asarray(reference(ids)))
 
 
-def test_missing_tensors_are_named_before_any_is_read(tiny_qwen3_dir, tmp_path, monkeypatch):
-  """A tied checkpoint whose config.json lost tie_word_embeddings (false by default) lacks
-  lm_head.weight, which transformers initialises at random; the error named no fix."""
+def test_weights_that_do_not_fit_are_refused_before_any_is_read(tiny_qwen3_dir, tmp_path,
+                                                                  monkeypatch):
+  """Missing tensors were named after the whole checkpoint had loaded (a shape only once its
+  turn came), without a fix. A tied checkpoint whose config.json lost tie_word_embeddings
+  (false by default) lacks lm_head.weight, which transformers initialises at random."""
   from safetensors.torch import load_file, save_file
 
   untied = _edit_config(tiny_qwen3_dir, tmp_path / "untied", tie_word_embeddings=False)
+  wider = _edit_config(tiny_qwen3_dir, tmp_path / "wider", intermediate_size=48)
   cut = tmp_path / "cut"
   shutil.copytree(tiny_qwen3_dir, cut)
   tensors = load_file(cut / "model.safetensors")
   del tensors["model.norm.weight"], tensors["model.layers.1.mlp.up_proj.weight"]
   save_file(tensors, cut / "model.safetensors", metadata={"format": "pt"})
-  monkeypatch.setattr(hub, "_read_hf_tensors", None)  # reading a tensor would fail otherwise
+  monkeypatch.setattr(hub, "_read_hf_tensors", None)  # reading a tensor fails
   for directory, message in (
-      (untied, f"The checkpoint in {untied} lacks 1 tensor of the model, ['lm_head.weight']: "
-       "config.json's tie_word_embeddings=false asks for it: set it to true if the model ties "
-       "its output layer to the embeddings"),
-      (cut, f"The checkpoint in {cut} lacks 2 tensors of the model, ['model.norm.weight', "
-       "'model.layers.1.mlp.up_proj.weight']: the weights are incomplete or of a model other "
-       "than config.json's: copy or download the checkpoint again.")):
-    with pytest.raises(ValueError, match=re.escape(message)):
+      (untied, re.escape(
+          f"The checkpoint in {untied} lacks 1 tensor of the model, ['lm_head.weight']: "
+          "config.json's tie_word_embeddings=false asks for it: set it to true if the model "
+          "ties its output layer to the embeddings")),
+      (cut, re.escape(
+          f"The checkpoint in {cut} lacks 2 tensors of the model, ['model.norm.weight', "
+          "'model.layers.1.mlp.up_proj.weight']: the weights are incomplete or of a model other "
+          "than config.json's: copy or download the checkpoint again.")),
+      (wider, r"Tensor 'model\.layers\.0\.mlp\.\w+_proj\.weight' has shape \(\d+, \d+\) but "
+       r"config.json implies")):
+    with pytest.raises(ValueError, match=message):
       models.from_pretrained(directory)
 
 

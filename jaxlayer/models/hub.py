@@ -241,15 +241,47 @@ def _check_tied_copy(files: list[Path], cfg: ModelConfig) -> None:
         "tie_word_embeddings to false to use it, or remove it to use the embeddings.")
 
 
-def _check_complete(files: list[Path], expected: dict) -> None:
-  """Raises, before any tensor is read, where the checkpoint lacks a tensor of the model.
+def _check_stored_tensors(files: list[Path], cfg: ModelConfig, expected: dict) -> None:
+  """Raises, from the files' headers alone (before the weights load), where the checkpoint holds a
+  tensor of the decoder that the model has no place for, one of another dtype or shape than the
+  model's, or lacks one of the model's.
 
-  expected: jaxlayer path -> the model's parameter there.
+  expected: jaxlayer path -> the model's parameter there (abstract).
   """
-  stored = set()
+  stored = {}  # tensor name -> its file
   for file in files:
     with _open_weights(file) as f:
-      stored.update(f.keys())
+      for name in f.keys():
+        stored[name] = file
+        mapped = hf_mapping.hf_to_jax_path(name)
+        if mapped is None and name.startswith(("model.", "lm_head.")) and ROTARY_BUFFER not in name:
+          raise ValueError(
+              f"Checkpoint tensor {name!r} ({file.name}) has no place in a {cfg.model_type} "
+              "model: it belongs to another architecture, whose logits differ (transformers "
+              "drops it with a warning). Load the checkpoint with its own code, or remove the "
+              "tensor if it is of no use.")
+        if mapped is None or (cfg.tie_word_embeddings and name == "lm_head.weight"):
+          continue  # e.g. a RoPE buffer, a value head, or a redundant copy of tied embeddings
+        path, transform = mapped
+        if path not in expected:
+          raise ValueError(
+              f"Checkpoint tensor {name!r} ({file.name}) has no place in a model with this "
+              f"config.json ({cfg.num_layers} layers, model_type {cfg.model_type!r}): the config "
+              "and the weights do not belong together.")
+        header = f.get_slice(name)
+        if header.get_dtype() not in LOADED_TENSOR_DTYPES:
+          raise ValueError(
+              f"Tensor {name!r} ({file.name}) is stored as {header.get_dtype()}, jaxlayer reads "
+              f"{list(LOADED_TENSOR_DTYPES)}: these weights are quantized or damaged; use the "
+              "unquantized checkpoint.")
+        want = expected[path].shape
+        want_hf = tuple(reversed(want)) if transform == hf_mapping.TRANSPOSE else want
+        if tuple(header.get_shape()) != want_hf:
+          raise ValueError(
+              f"Tensor {name!r} has shape {tuple(header.get_shape())} but config.json implies "
+              f"{want_hf} (hidden {cfg.hidden_size}, heads {cfg.num_heads}/{cfg.num_kv_heads}, "
+              f"head_dim {cfg.head_dim}, intermediate {cfg.intermediate_size}, vocab "
+              f"{cfg.vocab_size}).")
   missing = [name for name in (hf_mapping.jax_to_hf_name(path)[0] for path in sorted(expected))
              if name not in stored]
   if not missing:
@@ -264,45 +296,20 @@ def _check_complete(files: list[Path], expected: dict) -> None:
                    f"of the model, {missing[:8]}{' ...' if len(missing) > 8 else ''}: {fix}.")
 
 
-def _read_hf_tensors(files: list[Path], cfg: ModelConfig, expected: dict):
-  """Yields (jaxlayer path, numpy array in jaxlayer layout) for every tensor the model uses.
+def _read_hf_tensors(files: list[Path], expected: dict):
+  """Yields (jaxlayer path, numpy array in jaxlayer layout) for every tensor the model uses, of
+  a checkpoint that `_check_stored_tensors` has checked.
 
-  expected: jaxlayer path -> the model's parameter there (abstract: its shape is checked).
+  expected: jaxlayer path -> the model's parameter there.
   """
   for file in files:
     with _open_weights(file) as f:
       for name in f.keys():
         mapped = hf_mapping.hf_to_jax_path(name)
-        if mapped is None and name.startswith(("model.", "lm_head.")) and ROTARY_BUFFER not in name:
-          raise ValueError(
-              f"Checkpoint tensor {name!r} ({file.name}) has no place in a {cfg.model_type} "
-              "model: it belongs to another architecture, whose logits differ (transformers "
-              "drops it with a warning). Load the checkpoint with its own code, or remove the "
-              "tensor if it is of no use.")
-        if mapped is None or (cfg.tie_word_embeddings and name == "lm_head.weight"):
-          continue  # e.g. a value head's tensors, or a redundant copy of tied embeddings
+        if mapped is None or mapped[0] not in expected:
+          continue  # e.g. a RoPE buffer, a value head, or a redundant copy of tied embeddings
         path, transform = mapped
-        if path not in expected:
-          raise ValueError(
-              f"Checkpoint tensor {name!r} ({file.name}) has no place in a model with this "
-              f"config.json ({cfg.num_layers} layers, model_type {cfg.model_type!r}): the config "
-              "and the weights do not belong together.")
-        stored = f.get_slice(name)
-        if stored.get_dtype() not in LOADED_TENSOR_DTYPES:
-          raise ValueError(
-              f"Tensor {name!r} ({file.name}) is stored as {stored.get_dtype()}, jaxlayer reads "
-              f"{list(LOADED_TENSOR_DTYPES)}: these weights are quantized or damaged; use the "
-              "unquantized checkpoint.")
-        hf_shape = tuple(stored.get_shape())
-        want = expected[path].shape
-        want_hf = tuple(reversed(want)) if transform == hf_mapping.TRANSPOSE else want
-        if hf_shape != want_hf:
-          raise ValueError(
-              f"Tensor {name!r} has shape {hf_shape} but config.json implies {want_hf} "
-              f"(hidden {cfg.hidden_size}, heads {cfg.num_heads}/{cfg.num_kv_heads}, head_dim "
-              f"{cfg.head_dim}, intermediate {cfg.intermediate_size}, vocab {cfg.vocab_size}).")
-        array = hf_mapping.apply_transform(f.get_tensor(name), transform)
-        yield path, array
+        yield path, hf_mapping.apply_transform(f.get_tensor(name), transform)
 
 
 def weights_fingerprint(model_dir: str | os.PathLike) -> str:
@@ -355,9 +362,9 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype: str = AUTO_DTYPE,
   flat = nnx.to_flat_state(abstract_state)
   expected = {path_str(path): var.get_value() for path, var in flat}
 
-  _check_complete(files, expected)
+  _check_stored_tensors(files, cfg, expected)
   loaded = {}
-  tensors = _read_hf_tensors(files, cfg, expected)
+  tensors = _read_hf_tensors(files, expected)
   for path, array in _progress(tensors, len(expected), f"load {model_dir.name}"):
     target = expected[path]
     where = (sharding.param_sharding(path, target.shape, mesh) if mesh is not None
