@@ -96,6 +96,7 @@ CONFIG_VARIANTS = [
                    layer_types=["full_attention"] * 2), []),
     # An epsilon that moves the logits (the others' 1e-6 does not), in the q/k norms too.
     ("qwen3", dict(rms_norm_eps=0.3), []),
+    ("qwen2", dict(hidden_act="swish"), []),  # SiLU's other name
 ]
 
 
@@ -114,7 +115,7 @@ def test_config_variants_load_as_transformers_reads_them(tmp_path, model_type, o
 
 
 @pytest.mark.parametrize("checkpoint,changes,message", [
-    ("tiny_qwen2_dir", dict(hidden_act="gelu"), r"hidden_act 'gelu'.*\['silu'\]"),
+    ("tiny_qwen2_dir", dict(hidden_act="gelu"), r"hidden_act 'gelu'.*\['silu', 'swish'\]"),
     ("tiny_qwen3_dir", dict(attention_bias=True), r"attention_bias=true.*qwen3"),
     ("tiny_qwen2_dir", dict(use_sliding_window=True, sliding_window=64,
                             layer_types=["full_attention", "sliding_attention"]),

@@ -16,7 +16,7 @@ SUPPORTED_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Loading in "auto" takes the checkpoint's dtype (checkpoint_dtype), as transformers 5 does.
 AUTO_DTYPE = "auto"
 SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn")
-SUPPORTED_ACTIVATIONS = ("silu",)
+SUPPORTED_ACTIVATIONS = ("silu", "swish")  # transformers' two names of SiLU
 # transformers' default head_dim when config.json has none (Qwen3Config's is 128).
 DEFAULT_HEAD_DIM = {"qwen3": 128}
 DEFAULT_MAX_POSITIONS = 32768  # Qwen2Config's and Qwen3Config's max_position_embeddings
