@@ -12,6 +12,7 @@ import re
 import shlex
 import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -456,6 +457,30 @@ def _stop_on_sigterm(signum, frame) -> None:
   raise SystemExit(128 + signum)
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+  """Within, on one host: SIGTERM stops the command as Ctrl-C does, raising a KeyboardInterrupt
+  that carries it (rl.train.TrainingInterrupted: exit status 143), where it killed the command
+  without a word. A run's training takes it over meanwhile (rl.train.stop_requests: it stops
+  after the step under way, with a checkpoint). On several hosts JAX's preemption service holds
+  it for the next training step, which all hosts stop after."""
+  from jaxlayer import distributed
+  from jaxlayer.rl import train
+
+  if distributed.is_multiprocess() or threading.current_thread() is not threading.main_thread():
+    yield  # (a handler can be set in the main thread only)
+    return
+
+  def interrupt(signum, frame):
+    raise train.TrainingInterrupted(f"stopped by {train.STOP_SIGNALS[signum]}.", signum)
+
+  previous = signal.signal(signal.SIGTERM, interrupt)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def _json_object(text: str) -> dict:
   """A command-line JSON object (argparse type): a clear error for anything else."""
   try:
@@ -720,8 +745,9 @@ def _sweep(argv: list[str]) -> None:
   from jaxlayer.sweep import launchers
 
   try:
-    sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]),
-                                dry_run=dry_run)
+    with _sigterm_as_ctrl_c():
+      sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]),
+                                  dry_run=dry_run)
   except (ValueError, FileNotFoundError, launchers.RunsFailed) as err:
     raise SystemExit(f"jaxlayer sweep: {err}") from None
   except KeyboardInterrupt as err:

@@ -452,6 +452,45 @@ def test_a_stopped_run_exits_as_its_signal_would_and_says_how_to_go_on(command, 
       f"RUN. {go_on}\n")
 
 
+class _SigtermUnanswered(Exception):
+  """SIGTERM's default action in a test, which would otherwise end pytest itself."""
+
+
+def test_sigterm_stops_a_sweep_outside_training_as_ctrl_c_and_training_takes_it_over(
+    monkeypatch, capsys, tmp_path):
+  """SIGTERM while a sweep scored a model (or loaded one) killed it without a word; now it stops
+  as Ctrl-C does, status 143 and a line saying how to go on. While a run trains, the trainer
+  takes it (stop_requests: it stops after the step, with a checkpoint)."""
+  from jaxlayer import sweep
+  from jaxlayer.rl import train
+
+  def unanswered(signum, frame):
+    raise _SigtermUnanswered
+
+  stop_signals = []  # what each training's stop_requests saw
+
+  def train_then_score(config, **kwargs):
+    with train.stop_requests() as stop_signal:  # a run trains
+      signal.raise_signal(signal.SIGTERM)
+      stop_signals.append(stop_signal())
+    signal.raise_signal(signal.SIGTERM)  # the next run is scored
+    raise AssertionError("the sweep went on after SIGTERM")
+
+  monkeypatch.setattr(sweep, "run_sweep", train_then_score)
+  previous = signal.signal(signal.SIGTERM, unanswered)
+  try:
+    with pytest.raises(SystemExit) as exited:
+      cli.main(["sweep", "--config", str(REPO / "configs/sweep_tiny.py"),
+                f"--config.sweep.dir={tmp_path}", f"--config.model.path={assets.TINY_ARITH}"])
+    assert signal.getsignal(signal.SIGTERM) is unanswered  # restored
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert exited.value.code == 143 and stop_signals == [signal.SIGTERM]
+  assert capsys.readouterr().err.endswith(
+      "jaxlayer sweep: stopped by SIGTERM. The finished runs are recorded: run the same command "
+      "to go on.\n")
+
+
 
 
 def test_version_names_jaxlayer_and_the_installed_libraries(capsys):

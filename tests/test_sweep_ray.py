@@ -4,6 +4,7 @@ killed when the sweep stops, and no process left behind by a cluster the sweep s
 
 import importlib
 import os
+import signal
 import socket
 import sys
 import time
@@ -89,8 +90,17 @@ def test_failed_run_others_recorded_own_cluster_stopped_resume_redoes_it_alone(t
     ray.shutdown()
   children_before = {p.pid for p in psutil.Process().children(recursive=True)}
   fake = FileLoggedRL(BLOCKS, tmp_path, exit_once_on_layer=1)
-  with pytest.raises(launchers.RunsFailed, match="1 run failed.*\nlayer01-seed0: "):
-    _run(_ray_config(tmp_path / "sweep", max_retries=0), fake)
+
+  def stop_as_ctrl_c(signum, frame):  # `jaxlayer sweep`'s, which ray.init replaced
+    raise KeyboardInterrupt
+
+  previous = signal.signal(signal.SIGTERM, stop_as_ctrl_c)
+  try:
+    with pytest.raises(launchers.RunsFailed, match="1 run failed.*\nlayer01-seed0: "):
+      _run(_ray_config(tmp_path / "sweep", max_retries=0), fake)
+    assert signal.getsignal(signal.SIGTERM) is stop_as_ctrl_c
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
   assert sorted(fake.calls()) == sorted(["eval base 0", "train full 0", "eval full 0",
                                          "train 0 0", "eval 0 0", "train 1 0"])

@@ -41,6 +41,7 @@ from __future__ import annotations
 import numbers
 import os
 import pickle
+import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -124,6 +125,10 @@ def check_address_answers(address: str, timeout_s: float = 10.0) -> None:
 
 
 def _connect(ray, address: str) -> None:
+  """Joins (or starts) the cluster. ray.init sets a SIGTERM handler of its own, which exits with
+  status 15 without a word: a handler this process had (`jaxlayer sweep`'s, which stops the
+  sweep as Ctrl-C does) is put back."""
+  sigterm = signal.getsignal(signal.SIGTERM)
   try:
     ray.init(address=address or None, log_to_driver=True)
   except ConnectionError as err:
@@ -131,6 +136,8 @@ def _connect(ray, address: str) -> None:
                      "Start one (`ray start --head`); one that `ray start` made with token "
                      "authentication (it says so as it starts) takes a driver only with "
                      "RAY_AUTH_MODE=token set; or use sweep.ray.address=local.") from None
+  if callable(sigterm) and signal.getsignal(signal.SIGTERM) is not sigterm:
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def _check_a_node_fits(ray, options: dict[str, Any]) -> None:
