@@ -861,7 +861,7 @@ def test_halving_trains_every_block_to_the_first_rung_and_only_the_best_further(
   fake = FakeRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT)
   sweep_dir = _run(_halving_config(tmp_path / "sweep"), fake)
   assert ("successive halving: 6 -> 3 -> 2 blocks and groups trained to steps 15, 30, 60; 255 RL "
-          "steps in all, 61% of a sweep without halving.") in capsys.readouterr().out
+          "steps in all, 61% of a sweep without halving.") in capsys.readouterr().err
   assert fake.train_calls == (
       [(None, 0, 15)] + [((k,), 0, 15) for k in range(4)] + [((0, 1), 0, 15), ((2, 3), 0, 15)]
       + [(None, 0, 30), ((0,), 0, 30), ((3,), 0, 30), ((2, 3), 0, 30)]
@@ -1103,9 +1103,11 @@ def test_cli_sweep_runs_with_the_wired_functions_and_prints_its_plan_result_and_
           f"--config.model.path={model_dir}",
           f"--config.sweep.dir={tmp_path / 'sweep'}", "--config.sweep.layers=0,2"]
   cli.main(argv)
-  out = capsys.readouterr().out
-  assert out.startswith(f"sweep into {tmp_path / 'sweep'}: {model_dir}, the base model, full RL, "
+  out, err = capsys.readouterr()
+  # Its plan is a note on stderr; stdout holds the results alone: each run's, then the sweep's.
+  assert err.startswith(f"sweep into {tmp_path / 'sweep'}: {model_dir}, the base model, full RL, "
                         "2 blocks alone; 1 seed: 4 runs of up to 60 RL steps (grpo).\n")
+  assert out.startswith("base-seed0: pass@1 0.3000 ± ") and "sweep into" not in out
   # The result in short: base 12 and full RL 24 of 40 problems; C(0) = 2 / 12, C(2) = 8 / 12.
   sweep = json.loads((tmp_path / "sweep/sweep.json").read_text())
   gain_in_se = 0.3 / sweep["gain_paired_se"]
@@ -1115,6 +1117,10 @@ def test_cli_sweep_runs_with_the_wired_functions_and_prints_its_plan_result_and_
           f"contribution plot: {tmp_path / 'sweep' / 'contribution.png'}\n") in out
   assert f"{tmp_path / 'sweep' / 'report.md'}" in out
   assert sorted(fake.train_calls, key=str) == sorted([(None, 0), ((0,), 0), ((2,), 0)], key=str)
+  cli.main(argv)  # resumed, every run done
+  resumed_out, resumed_err = capsys.readouterr()
+  assert f"resuming {tmp_path / 'sweep'}: 4 of 4 runs already done." in resumed_err
+  assert resumed_out.startswith("pass@1: base 0.300 ± ") and "resuming" not in resumed_out
   assert [l["layer"] for l in sweep["layers"]] == [0, 2]
   assert "--config.sweep.layers=0,2" in (tmp_path / "sweep/report.md").read_text()
 

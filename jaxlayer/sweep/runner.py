@@ -692,7 +692,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                                  sweep_dir=sweep_dir.absolute(), train_fn=train_fn,
                                  eval_fn=eval_fn),
         expected_num_problems=done_results[0]["num_problems"] if done_results else None)
-    total = _announce(sweep_dir, config, layers, groups, seeds, rungs, keep)
+    total = _announce(sweep_dir, config, layers, groups, seeds, rungs, keep,
+                      distributed.warn_once)
     with progress_bar(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True,
                       disable=not distributed.is_primary()) as bar:
       for index, stop_at in enumerate([*rungs, None]):
@@ -708,8 +709,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                      and _trained(spec) not in kept_layers + kept_groups]
           _stop_runs(stopped, results, config.sweep, sweep_dir)
           units = sorted({s.unit for s in stopped})
-          distributed.write_once(f"rung at {stop_at} RL steps: {', '.join(units) or 'no run'} "
-                                 f"{'stop' if len(units) > 1 else 'stops'} here.")
+          distributed.warn_once(f"rung at {stop_at} RL steps: {', '.join(units) or 'no run'} "
+                                f"{'stop' if len(units) > 1 else 'stops'} here.")
           layers, groups = kept_layers, kept_groups
     if distributed.is_primary():
       report.write_report(sweep_dir)
@@ -727,7 +728,7 @@ def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
   sweep_dir, new = store.choose_sweep_dir(Path(config.sweep.dir), manifest,
                                           config.sweep.force_new_dir,
                                           _default_identity(num_layers))
-  _announce(sweep_dir, config, layers, groups, seeds, rungs, keep)
+  _announce(sweep_dir, config, layers, groups, seeds, rungs, keep, distributed.write_once)
   first = plan_runs(layers, seeds, groups, rungs[0] if rungs else None, base=True)
   if not new:
     _check_rung_is_ahead(first, sweep_dir)
@@ -744,28 +745,28 @@ def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
 
 
 def _announce(sweep_dir: Path, config, layers: Sequence[int], groups: Sequence[tuple[int, ...]],
-              seeds: Sequence[int], rungs: Sequence[int], keep: float) -> int:
-  """Prints what the sweep will run (on several hosts: process 0); returns the number of runs
-  (with successive halving, the runs of every rung)."""
+              seeds: Sequence[int], rungs: Sequence[int], keep: float,
+              write: Callable[[str], None]) -> int:
+  """Writes what the sweep will run with `write` (distributed.warn_once, a note on stderr, where
+  the sweep runs; write_once, stdout, for a dry run, which reports it); returns the number of
+  runs (with successive halving, the runs of every rung)."""
   counts = [a + b for a, b in zip(_rung_counts(len(layers), len(rungs), keep),
                                   _rung_counts(len(groups), len(rungs), keep))]
   total = len(seeds) * (1 + sum(1 + count for count in counts))
-  if not distributed.is_primary():
-    return total
-  tqdm.write(f"sweep into {sweep_dir}: {config.model.path}, the base model, full RL, "
-             f"{counted(len(layers), 'block')} alone"
-             + (f", {counted(len(groups), 'group')} of blocks" if groups else "")
-             + f"; {counted(len(seeds), 'seed')}: {total} runs of up to {config.train.steps} "
-             f"RL steps ({config.train.algorithm}).")
+  write(f"sweep into {sweep_dir}: {config.model.path}, the base model, full RL, "
+        f"{counted(len(layers), 'block')} alone"
+        + (f", {counted(len(groups), 'group')} of blocks" if groups else "")
+        + f"; {counted(len(seeds), 'seed')}: {total} runs of up to {config.train.steps} "
+        f"RL steps ({config.train.algorithm}).")
   if rungs:
     steps = [*rungs, config.train.steps]
     # Each run stops at the rung after which it is no longer kept; full RL trains to the end.
     rl_steps = len(seeds) * (steps[-1] + sum(
         (count - kept) * step for count, kept, step in zip(counts, counts[1:] + [0], steps)))
-    tqdm.write(f"successive halving: {' -> '.join(map(str, counts))} blocks and groups "
-               f"trained to steps {', '.join(map(str, steps))}; {rl_steps:,} RL steps in all, "
-               f"{rl_steps / (len(seeds) * (1 + counts[0]) * steps[-1]):.0%} of a sweep without "
-               "halving.")
+    write(f"successive halving: {' -> '.join(map(str, counts))} blocks and groups trained to "
+          f"steps {', '.join(map(str, steps))}; {rl_steps:,} RL steps in all, "
+          f"{rl_steps / (len(seeds) * (1 + counts[0]) * steps[-1]):.0%} of a sweep without "
+          "halving.")
   return total
 
 
@@ -848,8 +849,8 @@ class _Stage:
     done = json.loads(distributed.from_primary(json.dumps(done)))
     results = {spec: done[spec.name] for spec in specs if spec.name in done}
     if results:
-      distributed.write_once(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
-                             f"{_stage_name(specs)} already done.")
+      distributed.warn_once(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
+                            f"{_stage_name(specs)} already done.")
       bar.update(len(results))
     unfinished = [spec for spec in specs if spec not in results]
     if not unfinished:
