@@ -225,6 +225,9 @@ def test_single_block_checkpoints_are_removed_unless_kept_full_rl_kept(tmp_path)
   config.sweep.keep_checkpoints = True
   _run(config, FakeRL(BLOCKS))
   assert (tmp_path / "keep/runs/layer01-seed0/train/checkpoint/weights.bin").is_file()
+  _run(make_config(tmp_path / "keep", layers="1,2"), FakeRL(BLOCKS))  # resumed, not keeping
+  assert (tmp_path / "keep/runs/layer01-seed0/train/checkpoint/weights.bin").is_file()
+  assert not (tmp_path / "keep/runs/layer02-seed0/train/checkpoint").exists()
 
 
 def test_a_checkpoint_outside_the_runs_directory_is_left_in_place(tmp_path, capsys):
@@ -268,13 +271,38 @@ def test_a_sweep_killed_while_removing_a_checkpoint_leaves_no_half_of_it(tmp_pat
     runner.run_sweep(config, train_fn=train_two_files, eval_fn=fake.eval, num_layers=NUM_LAYERS)
   # Orbax would take a half-deleted step directory for the run's latest checkpoint.
   assert not checkpoint.exists()
-  assert not store.is_done(tmp_path / "sweep", RunSpec("layer", 0, 1))
+  assert store.is_done(tmp_path / "sweep", RunSpec("layer", 0, 1))  # recorded before
 
   monkeypatch.undo()
   resumed = FakeRL(BLOCKS)
   _run(config, resumed)
-  assert resumed.train_calls == [((1,), 0)]
-  assert sorted(os.listdir(checkpoint.parent)) == []  # the leftover went with the checkpoint
+  assert resumed.train_calls == []
+  assert sorted(os.listdir(checkpoint.parent)) == []  # the leftover went
+
+
+def test_a_sweep_killed_after_recording_a_block_removes_its_checkpoint_on_resume_untrained(
+    tmp_path, monkeypatch):
+  """A block's result is written before its checkpoint goes: a sweep killed in between resumes
+  with the block done (it removed the checkpoint first: one killed in between trained it again)."""
+  config = make_config(tmp_path / "sweep", layers="1")
+  checkpoint = tmp_path / "sweep/runs/layer01-seed0/train/checkpoint"
+
+  def killed_before_removing(checkpoint_dir, workdir):
+    if checkpoint_dir:  # (None: there is nothing to remove)
+      raise _Killed
+
+  monkeypatch.setattr(runner, "_remove_checkpoint", killed_before_removing)
+  with pytest.raises(_Killed):
+    _run(config, FakeRL(BLOCKS))
+  assert (checkpoint / "weights.bin").is_file()
+  assert store.read_json(tmp_path / "sweep/runs/layer01-seed0/result.json")["score"] == 26 / 40
+
+  monkeypatch.undo()
+  resumed = FakeRL(BLOCKS)
+  _run(config, resumed)
+  assert resumed.train_calls == [] and resumed.eval_calls == []
+  assert not checkpoint.exists()
+  assert (tmp_path / "sweep/runs/full-seed0/train/checkpoint/weights.bin").is_file()
 
 
 def test_changed_settings_are_refused_and_force_new_dir_starts_beside(tmp_path):

@@ -25,8 +25,8 @@ The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer
           the train.steps-long run, keeping what a later call resumes from.
         Returns "model" (the trained model, handed to eval_fn as is), "reward_curve" (mean
         training reward per step, a sequence of floats) and optionally "checkpoint_dir"
-        (where trained weights were written: removed after evaluation for block and group
-        runs unless sweep.keep_checkpoints), "cost" (numbers for any of
+        (where trained weights were written: removed once the result is recorded for block
+        and group runs unless sweep.keep_checkpoints), "cost" (numbers for any of
         store.COST_KEYS but train_seconds, which the sweep measures) and "devices" (what it
         trained on, `devices_of`: the report warns when runs' differ).
     eval_fn(config, *, model, seed, progress_position) -> Mapping
@@ -501,9 +501,9 @@ def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   """Trains (unless spec is the base) and evaluates one run; returns its result, unrecorded.
 
   Runs wherever the launcher puts it (this process, a Ray worker); `record_run` writes the
-  result. A block or group run's checkpoint is removed here, where it was written, unless a
-  later rung of successive halving resumes it. Its training and evaluation compile into the
-  config's compilation_cache_dir (`_with_compile_cache`).
+  result, and the sweep then removes the checkpoint that the result names if it goes
+  (`_remove_checkpoints`). Its training and evaluation compile into the config's
+  compilation_cache_dir (`_with_compile_cache`).
   """
   from jaxlayer.rl import train as rl_train
 
@@ -550,6 +550,7 @@ def _execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
     model = trained["model"]
     curve = _finite_or_none(trained.get("reward_curve", ()))
     checkpoint_dir = trained.get("checkpoint_dir")
+    checkpoint_dir = os.fspath(checkpoint_dir) if checkpoint_dir else None  # (a Path: JSON)
     cost = _check_cost(trained.get("cost", {}), spec, train_seconds)
     devices = trained.get("devices")
     if devices is not None and not isinstance(devices, str):
@@ -560,15 +561,13 @@ def _execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   evaluated = eval_fn(config, model=model, seed=spec.seed, progress_position=1)
   eval_seconds = time.perf_counter() - start
   scores = run_scores(evaluated, spec)
-  if not (config.sweep.keep_checkpoints or spec.kind == "full" or spec.stop_at is not None):
-    if distributed.is_primary():
-      _remove_checkpoint(checkpoint_dir, workdir)
-    distributed.sync(f"jaxlayer: {spec.name} checkpoint removed")
   return {
       "run": spec.name, "kind": spec.kind, "layer": spec.layer, "seed": spec.seed,
       "blocks": spec.trained_blocks, "stop_at": spec.stop_at,
-      # A rung's checkpoint, removed by the sweep if the run stops there.
-      **({"checkpoint_dir": checkpoint_dir} if spec.stop_at is not None else {}),
+      # Trained weights that go once the result is recorded (`_remove_checkpoints`): a block or
+      # group run's unless kept, a rung's if the run stops there.
+      **({"checkpoint_dir": checkpoint_dir} if spec.stop_at is not None or (
+          spec.kind in ("layer", "group") and not config.sweep.keep_checkpoints) else {}),
       **{key: scores[key] for key in ("score", "score_se", "num_problems", "metric")},
       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -707,7 +706,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
           kept_groups = best_at_rung(groups, "group", results, keep)
           stopped = [spec for spec in results if spec.kind in ("layer", "group")
                      and _trained(spec) not in kept_layers + kept_groups]
-          _stop_runs(stopped, results, config.sweep, sweep_dir)
+          _remove_checkpoints(stopped, results, config.sweep, sweep_dir)
           units = sorted({s.unit for s in stopped})
           distributed.warn_once(f"rung at {stop_at} RL steps: {', '.join(units) or 'no run'} "
                                 f"{'stop' if len(units) > 1 else 'stops'} here.")
@@ -817,14 +816,18 @@ def _check_rung_is_ahead(specs: Sequence[RunSpec], sweep_dir: Path) -> None:
         "sweep with --config.sweep.dir=NEW_DIR; the results here are kept either way.")
 
 
-def _stop_runs(stopped: Sequence[RunSpec], results: Mapping[RunSpec, dict], sweep_config,
-               sweep_dir: Path) -> None:
-  """Runs that successive halving stops at a rung: their checkpoints go, unless kept."""
+def _remove_checkpoints(specs: Sequence[RunSpec], results: Mapping[RunSpec, dict],
+                        sweep_config, sweep_dir: Path) -> None:
+  """Removes the checkpoints that the runs' recorded results name, unless
+  sweep.keep_checkpoints: a block or group run's once it is scored (a run trained to
+  train.steps), a rung's that successive halving stops the run at. Only after the result is on
+  disk: a sweep stopped in between finds the run done, not to be trained again, and removes its
+  checkpoint then."""
   if not sweep_config.keep_checkpoints and distributed.is_primary():
-    for spec in stopped:
+    for spec in specs:
       _remove_checkpoint(results[spec].get("checkpoint_dir"),
                          store.run_dir(sweep_dir, spec) / "train")
-  distributed.sync("jaxlayer: stopped runs' checkpoints removed")
+  distributed.sync("jaxlayer: recorded runs' checkpoints removed")
 
 
 @dataclasses.dataclass
@@ -852,6 +855,9 @@ class _Stage:
       distributed.warn_once(f"resuming {self.sweep_dir}: {len(results)} of {len(specs)} runs"
                             f"{_stage_name(specs)} already done.")
       bar.update(len(results))
+      # Those of a sweep stopped between recording a run and removing its checkpoint.
+      _remove_checkpoints([spec for spec in results if spec.stop_at is None], results,
+                          self.sweep_config, self.sweep_dir)
     unfinished = [spec for spec in specs if spec not in results]
     if not unfinished:
       return results
@@ -862,6 +868,8 @@ class _Stage:
         record_run(self.sweep_dir, spec, result, self.expected_num_problems)
         self.expected_num_problems = result["num_problems"]
         results[spec] = result
+        if spec.stop_at is None:  # (a rung's checkpoint stays for the next rung to resume)
+          _remove_checkpoints([spec], results, self.sweep_config, self.sweep_dir)
         unfinished.remove(spec)
         distributed.write_once(f"{spec.name}: {_scored(result)} (train "
                                f"{result['train_seconds']:.1f} s, eval "
