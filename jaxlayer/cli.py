@@ -14,10 +14,9 @@ import signal
 import sys
 import threading
 import traceback
-import warnings
 
 from jaxlayer import paths
-from jaxlayer.text import closest, counted, decimals
+from jaxlayer.text import closest, counted, decimals, warnings_in_one_line
 
 # Installed without PyTorch (a TPU VM), transformers advises at import that "Models won't be
 # available": its own are not, jaxlayer's JAX ones are. Its advice is for its users.
@@ -1129,7 +1128,7 @@ def main(argv: list[str] | None = None) -> None:
     print(USAGE, file=sys.stderr)
     raise SystemExit(2)
   try:
-    with _warnings_in_one_line():
+    with warnings_in_one_line():
       _run_command(argv[0], argv[1:])
   except BaseException as err:
     if isinstance(err, UsageError):
@@ -1152,28 +1151,6 @@ def main(argv: list[str] | None = None) -> None:
       traceback.print_exc()
     distributed.exit_together(code, message)
     raise SystemExit(code) from None  # every process failed: each exits as usual
-
-
-@contextlib.contextmanager
-def _warnings_in_one_line():
-  """Prints jaxlayer's warnings (of its own categories, or raised in its modules) as one line,
-  `jaxlayer: warning: MESSAGE`, without the file, line number and line of code that Python's
-  format adds for developers. Other libraries' warnings keep Python's format; it is restored on
-  leaving, so a notebook or a test that calls `main` keeps Python's."""
-  python_format = warnings.formatwarning
-  package_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-  def format_warning(message, category, filename, lineno, line=None) -> str:
-    if (category.__module__.partition(".")[0] == "jaxlayer"
-        or os.path.abspath(filename).startswith(package_dir)):
-      return f"jaxlayer: warning: {message}\n"
-    return python_format(message, category, filename, lineno, line)
-
-  warnings.formatwarning = format_warning
-  try:
-    yield
-  finally:
-    warnings.formatwarning = python_format
 
 
 def _run_command(name: str, argv: list[str]) -> None:

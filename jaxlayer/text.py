@@ -1,6 +1,9 @@
 """Wording shared by jaxlayer's messages."""
 
+import contextlib
 import difflib
+import os
+import warnings
 from collections.abc import Iterable
 
 
@@ -22,3 +25,26 @@ def closest(name: str, known: Iterable[str]) -> str | None:
   one is close."""
   close = difflib.get_close_matches(name, list(known), n=1)
   return close[0] if close else None
+
+
+@contextlib.contextmanager
+def warnings_in_one_line():
+  """Within: jaxlayer's warnings (of its own categories, or raised in its modules) print as one
+  line, `jaxlayer: warning: MESSAGE`, without the file, line number and line of code that
+  Python's format adds for developers (the command line's, and a sweep's Ray workers'). Other
+  libraries' warnings keep Python's format; it is restored on leaving, so a notebook or a test
+  that calls `cli.main` keeps Python's."""
+  python_format = warnings.formatwarning
+  package_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+  def format_warning(message, category, filename, lineno, line=None) -> str:
+    if (category.__module__.partition(".")[0] == "jaxlayer"
+        or os.path.abspath(filename).startswith(package_dir)):
+      return f"jaxlayer: warning: {message}\n"
+    return python_format(message, category, filename, lineno, line)
+
+  warnings.formatwarning = format_warning
+  try:
+    yield
+  finally:
+    warnings.formatwarning = python_format

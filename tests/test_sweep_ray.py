@@ -8,12 +8,14 @@ import signal
 import socket
 import sys
 import time
+import warnings
 
 import psutil
 import pytest
 
 from jaxlayer import envs, tasks
 from jaxlayer.sweep import launchers, report, runner, store
+from jaxlayer.sweep.contribution import UndefinedContributionWarning
 from tests import registered_fakes
 from tests.sweep_fakes import REPO, FakeRL, FakeTasksRL, FileLoggedRL, make_config
 
@@ -187,6 +189,20 @@ def test_environments_and_tasks_registered_in_the_driver_are_known_to_the_worker
   sweep_dir = _run(_ray_config(tmp_path / "sweep", layers="0"),
                    registered_fakes.RegistryCheckingRL(BLOCKS))
   assert sorted(_result_bytes(sweep_dir)) == ["base-seed0", "full-seed0", "layer00-seed0"]
+
+
+def test_a_worker_formats_jaxlayers_warnings_in_one_line_as_the_command_does():
+  """A Ray worker's warnings reach the driver as the worker prints them: jaxlayer's were in
+  Python's format (file, line, code), where `jaxlayer sweep` prints its own in one line."""
+  python_format = warnings.formatwarning
+
+  def run(spec):  # what a warning of jaxlayer's looks like in the task
+    return {"printed": warnings.formatwarning("S_full == S_base", UndefinedContributionWarning,
+                                              __file__, 1)}
+
+  assert launchers._run_task(run, [], store.RunSpec("base", 0)) == {
+      "printed": "jaxlayer: warning: S_full == S_base\n"}
+  assert warnings.formatwarning is python_format
 
 
 def test_a_registered_class_whose_module_a_worker_cannot_import_is_named_with_it(

@@ -195,8 +195,11 @@ def register_entries(entries: Sequence[PickledEntry]) -> None:
 
 
 def _run_task(run_fn: RunFn, registry_entries: Sequence[PickledEntry], spec: RunSpec) -> dict:
+  """A run in a Ray worker: with the driver's registries, and jaxlayer's warnings in one line as
+  `jaxlayer sweep` prints its own (Ray passes the worker's lines on to the driver)."""
   register_entries(registry_entries)
-  return run_fn(spec)
+  with text.warnings_in_one_line():
+    return run_fn(spec)
 
 
 def ray_launcher(specs: Sequence[RunSpec], run_fn: RunFn, sweep_config) -> Iterator:
