@@ -151,7 +151,7 @@ def test_dead_worker_is_retried_and_a_resumed_sweep_runs_only_the_missing_runs(
   assert (results["layer00-seed0"]["score"], results["layer01-seed0"]["score"]) == (14 / 40,
                                                                                     26 / 40)
   assert len(results["layer01-seed0"]["reward_curve"]) == fake.steps
-  assert not (sweep_dir / "runs/layer01-seed0/train/checkpoint").exists()  # removed by the worker
+  assert not (sweep_dir / "runs/layer01-seed0/train/checkpoint").exists()  # (by the driver)
   assert (sweep_dir / "sweep.json").is_file()
   assert ray.is_initialized()  # the caller's cluster is left as it was
 
