@@ -476,8 +476,8 @@ def _sigterm_as_ctrl_c():
   previous = signal.signal(signal.SIGTERM, interrupt)
   try:
     yield
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+  finally:  # (None: one set outside Python, which cannot be put back)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _json_object(text: str) -> dict:
