@@ -1244,3 +1244,17 @@ def test_a_runs_training_time_sums_its_interrupted_and_rung_parts(tmp_path, monk
   (block0_dir / store.RESULT).unlink()
   _run(config, TimedRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT))
   assert store.read_json(block0_dir / store.RESULT)["train_seconds"] == 10.0  # from scratch
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_a_block_run_on_a_cluster_removes_its_checkpoint_where_it_wrote_it(tmp_path, on_cluster):
+  """On a cluster (a Ray worker) a block run removes its checkpoint itself once scored: the
+  sweep's process, which records the result, may not see the worker's disk. Here the sweep
+  removes it, after the result is recorded."""
+  config = make_config(tmp_path / "sweep", layers="1")
+  spec = next(s for s in runner.plan_runs([1], [0]) if s.kind == "layer")
+  fake = FakeRL(BLOCKS)
+  result = runner.execute_run(spec, config, tmp_path / "sweep", fake.train, fake.eval,
+                              on_cluster=on_cluster)
+  assert result["score"] == BLOCKS[1] / NUM_PROBLEMS
+  assert Path(result["checkpoint_dir"]).exists() is not on_cluster

@@ -497,22 +497,24 @@ def _remove_checkpoint(checkpoint_dir: str | None, workdir: Path) -> None:
 
 
 def execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
-                eval_fn: EvalFn) -> dict:
+                eval_fn: EvalFn, on_cluster: bool = False) -> dict:
   """Trains (unless spec is the base) and evaluates one run; returns its result, unrecorded.
 
   Runs wherever the launcher puts it (this process, a Ray worker); `record_run` writes the
   result, and the sweep then removes the checkpoint that the result names if it goes
-  (`_remove_checkpoints`). Its training and evaluation compile into the config's
-  compilation_cache_dir (`_with_compile_cache`).
+  (`_remove_checkpoints`). on_cluster (a Ray worker): a block or group run removes its
+  checkpoint itself once scored, where it wrote it, as the sweep's process may not see this
+  node's disk. Its training and evaluation compile into the config's compilation_cache_dir
+  (`_with_compile_cache`).
   """
   from jaxlayer.rl import train as rl_train
 
   with rl_train.compilation_cache_in(config.get("compilation_cache_dir")):
-    return _execute_run(spec, config, sweep_dir, train_fn, eval_fn)
+    return _execute_run(spec, config, sweep_dir, train_fn, eval_fn, on_cluster)
 
 
 def _execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
-                 eval_fn: EvalFn) -> dict:
+                 eval_fn: EvalFn, on_cluster: bool) -> dict:
   """execute_run within its compilation cache."""
   # (A link to a missing target put there by hand is named, not a bare FileExistsError.)
   workdir = paths.local_path(store.run_dir(sweep_dir, spec) / "train",
@@ -561,13 +563,17 @@ def _execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
   evaluated = eval_fn(config, model=model, seed=spec.seed, progress_position=1)
   eval_seconds = time.perf_counter() - start
   scores = run_scores(evaluated, spec)
+  scored_run_goes = (spec.kind in ("layer", "group") and spec.stop_at is None
+                     and not config.sweep.keep_checkpoints)
+  if on_cluster and scored_run_goes:  # (a result lost in flight then trains the run again)
+    _remove_checkpoint(checkpoint_dir, workdir)
   return {
       "run": spec.name, "kind": spec.kind, "layer": spec.layer, "seed": spec.seed,
       "blocks": spec.trained_blocks, "stop_at": spec.stop_at,
       # Trained weights that go once the result is recorded (`_remove_checkpoints`): a block or
       # group run's unless kept, a rung's if the run stops there.
-      **({"checkpoint_dir": checkpoint_dir} if spec.stop_at is not None or (
-          spec.kind in ("layer", "group") and not config.sweep.keep_checkpoints) else {}),
+      **({"checkpoint_dir": checkpoint_dir} if spec.stop_at is not None or scored_run_goes
+         else {}),
       **{key: scores[key] for key in ("score", "score_se", "num_problems", "metric")},
       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -689,7 +695,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
         launch=launch, sweep_dir=sweep_dir, sweep_config=config.sweep,
         run_fn=functools.partial(execute_run, config=_with_compile_cache(config, sweep_dir),
                                  sweep_dir=sweep_dir.absolute(), train_fn=train_fn,
-                                 eval_fn=eval_fn),
+                                 eval_fn=eval_fn, on_cluster=config.sweep.launcher != "local"),
         expected_num_problems=done_results[0]["num_problems"] if done_results else None)
     total = _announce(sweep_dir, config, layers, groups, seeds, rungs, keep,
                       distributed.warn_once)
