@@ -97,6 +97,9 @@ CONFIG_VARIANTS = [
     # An epsilon that moves the logits (the others' 1e-6 does not), in the q/k norms too.
     ("qwen3", dict(rms_norm_eps=0.3), []),
     ("qwen2", dict(hidden_act="swish"), []),  # SiLU's other name
+    # Heads that do not divide hidden_size: head_dim is hidden_size // heads (10), q_proj's
+    # output (30) narrower than the hidden size.
+    ("qwen2", dict(num_attention_heads=3, num_key_value_heads=1), []),
 ]
 
 
@@ -937,6 +940,77 @@ def test_config_without_a_required_key_names_it_and_the_fix():
   with pytest.raises(ValueError, match=re.escape(
       "config.json lacks required keys ['intermediate_size', 'num_attention_heads']: add them")):
     models.ModelConfig.from_hf_dict(config)
+
+
+SIZE, FLAG, FIX = ("an integer >= 1 (no decimal point)", "true or false (no quotes)",
+                   "set it to the model's value in that form.")
+EPSILON, THETA = "a decimal number > 0 (e.g. 1e-06 or 1.0)", "a number > 0 (e.g. 1000000.0)"
+ROPE = 'an object (e.g. {"rope_type": "default", "rope_theta": 1000000.0}) or null'
+
+
+# Hand-edited config.json values that transformers' strict config classes refuse, or that it
+# computes with another model (or not at all): (model_type, changes, the error).
+BAD_CONFIG_VALUES = [
+    # "false" read as true (a tied model); "1e-6", null and 2.0 failed in the forward pass.
+    ("qwen2", dict(tie_word_embeddings="false"),
+     f"config.json's tie_word_embeddings is \"false\", not {FLAG}: {FIX}"),
+    ("qwen3", dict(tie_word_embeddings=0), f"config.json's tie_word_embeddings is 0, not {FLAG}"),
+    ("qwen3", dict(rms_norm_eps="1e-6"),
+     f"config.json's rms_norm_eps is \"1e-6\", not {EPSILON}"),
+    ("qwen2", dict(max_position_embeddings="32"),
+     f"config.json's max_position_embeddings is \"32\", not {SIZE}"),
+    ("qwen2", dict(use_sliding_window="false"),
+     f"config.json's use_sliding_window is \"false\", not {FLAG}"),
+    ("qwen3", dict(attention_bias="false"),
+     f"config.json's attention_bias is \"false\", not {FLAG}"),
+    ("qwen2", dict(rms_norm_eps=None), f"config.json's rms_norm_eps is null, not {EPSILON}"),
+    ("qwen2", dict(vocab_size=None), f"config.json's vocab_size is null, not {SIZE}"),
+    ("qwen3", dict(head_dim=None), f"config.json's head_dim is null, not {SIZE}"),
+    # transformers refuses a float where an int belongs, whole or not, and an int where a
+    # float does.
+    ("qwen2", dict(num_hidden_layers=2.0), f"config.json's num_hidden_layers is 2.0, not {SIZE}"),
+    ("qwen2", dict(num_hidden_layers=2.5), f"config.json's num_hidden_layers is 2.5, not {SIZE}"),
+    ("qwen3", dict(rms_norm_eps=1), f"config.json's rms_norm_eps is 1, not {EPSILON}"),
+    ("qwen2", dict(hidden_size=0), f"config.json's hidden_size is 0, not {SIZE}"),
+    ("qwen3", dict(intermediate_size=-64), f"config.json's intermediate_size is -64, not {SIZE}"),
+    ("qwen2", dict(num_key_value_heads=0), f"config.json's num_key_value_heads is 0, not {SIZE}"),
+    ("qwen2", dict(max_position_embeddings=0),
+     f"config.json's max_position_embeddings is 0, not {SIZE}"),
+    ("qwen3", dict(rms_norm_eps=0.0), f"config.json's rms_norm_eps is 0.0, not {EPSILON}"),
+    ("qwen2", dict(rope_parameters={"rope_type": "default", "rope_theta": 0.0}),
+     f"config.json's rope_theta is 0.0, not {THETA}"),
+    ("qwen2", dict(rope_parameters=None, rope_theta="1e6"),
+     f"config.json's rope_theta is \"1e6\", not {THETA}"),
+    ("qwen2", dict(rope_parameters="default"),
+     f"config.json's rope_parameters is \"default\", not {ROPE}"),
+    ("qwen3", dict(rope_scaling="yarn"), f"config.json's rope_scaling is \"yarn\", not {ROPE}"),
+    ("qwen2", dict(num_key_value_heads=3),
+     "config.json's num_attention_heads=4 is no multiple of num_key_value_heads=3 (each "
+     "key/value head serves a group of query heads): set both to the model's values."),
+]
+
+
+@pytest.mark.parametrize("model_type,changes,message", BAD_CONFIG_VALUES)
+def test_bad_config_values_are_refused_before_the_weights(tmp_path, model_type, changes,
+                                                          message):
+  """No weights lie beside config.json: it is refused before they are looked for."""
+  config = dict(hf_fixtures.tiny_config(model_type).to_dict(), **changes)
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  with pytest.raises(ValueError, match=re.escape(message)):
+    models.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("model_type,changes", [
+    ("qwen2", dict(attention_bias="false")),  # not a key of Qwen2Config: transformers ignores it
+    ("qwen2", dict(num_key_value_heads=None)),  # one key/value head per query head
+    ("qwen3", dict(rope_parameters={"rope_type": "default", "rope_theta": 1000000})),  # an int
+])
+def test_config_values_transformers_reads_alike_are_accepted(model_type, changes):
+  config = dict(hf_fixtures.tiny_config(model_type).to_dict(), **changes)
+  reference = transformers.AutoConfig.for_model(**config)
+  cfg = models.ModelConfig.from_hf_dict(config)
+  assert (cfg.num_kv_heads, cfg.rope.theta) == (reference.num_key_value_heads,
+                                                reference.rope_parameters["rope_theta"])
 
 
 def test_shape_mismatch_names_the_tensor(tiny_qwen2_dir, tmp_path):

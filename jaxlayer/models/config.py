@@ -25,6 +25,61 @@ DAMAGED_FILE_FIX = "it is damaged or cut short; copy or download it again."
 
 
 @dataclasses.dataclass(frozen=True)
+class FieldRule:
+  """What one key of config.json may hold: a JSON value of exactly one of `types`, as
+  transformers' strict config classes take it (2.0 is no int, 1 no float, true no number),
+  above `above`, or null where `nullable` (null then stands for the default)."""
+
+  types: tuple[type, ...]
+  expected: str  # the rule in words, for messages
+  above: float | None = None
+  nullable: bool = False
+  model_types: tuple[str, ...] = SUPPORTED_MODEL_TYPES  # the models that read the key
+
+  def accepts(self, value: Any) -> bool:
+    if value is None:
+      return self.nullable
+    return type(value) in self.types and (self.above is None or value > self.above)
+
+
+_SIZE = FieldRule((int,), "an integer >= 1 (no decimal point)", above=0)
+_FLAG = FieldRule((bool,), "true or false (no quotes)")
+_ROPE_SETTINGS = FieldRule((dict,), 'an object (e.g. {"rope_type": "default", "rope_theta": '
+                           '1000000.0}) or null', nullable=True)
+# The keys of config.json that shape the model, checked before any weight is read (rope_theta
+# wherever it stands); hidden_act and the rope scaling entries are checked where they are read.
+CONFIG_FIELDS = {
+    "vocab_size": _SIZE,
+    "hidden_size": _SIZE,
+    "intermediate_size": _SIZE,
+    "num_hidden_layers": _SIZE,
+    "num_attention_heads": _SIZE,
+    # null: one key/value head per query head
+    "num_key_value_heads": FieldRule((int,), "an integer >= 1 (no decimal point) or null", above=0,
+                                     nullable=True),
+    "head_dim": _SIZE,
+    "max_position_embeddings": _SIZE,
+    "rms_norm_eps": FieldRule((float,), "a decimal number > 0 (e.g. 1e-06 or 1.0)", above=0),
+    "rope_theta": FieldRule((int, float), "a number > 0 (e.g. 1000000.0)", above=0),
+    "rope_parameters": _ROPE_SETTINGS,
+    "rope_scaling": _ROPE_SETTINGS,
+    "tie_word_embeddings": _FLAG,
+    "attention_bias": dataclasses.replace(_FLAG, model_types=("qwen3",)),  # Qwen2 ignores it
+    "use_sliding_window": _FLAG,
+    "sliding_window": FieldRule((int,), "an integer or null", nullable=True),
+    "max_window_layers": FieldRule((int,), "an integer (no decimal point)"),
+}
+
+
+def _check_field(name: str, value: Any) -> None:
+  """Refuses `value` of config.json's key `name` where CONFIG_FIELDS does (a clear error)."""
+  rule = CONFIG_FIELDS[name]
+  if not rule.accepts(value):
+    raise ValueError(f"config.json's {name} is {json.dumps(value)}, not {rule.expected}: set it "
+                     "to the model's value in that form.")
+
+
+@dataclasses.dataclass(frozen=True)
 class RopeConfig:
   """Rotary embedding settings of config.json, resolved as transformers resolves them.
 
@@ -75,6 +130,7 @@ class RopeConfig:
     params, scaling = hf.get("rope_parameters") or {}, hf.get("rope_scaling")
     rope = scaling or params
     theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    _check_field("rope_theta", theta)
     if scaling and params.get("rope_theta", theta) != theta:
       raise ValueError(
           f"config.json has rope_scaling beside rope_parameters, whose rope_theta="
@@ -186,6 +242,9 @@ class ModelConfig:
           f"Unsupported model_type {model_type!r}: jaxlayer supports {list(SUPPORTED_MODEL_TYPES)} "
           "(Qwen2, Qwen2.5, Qwen3 dense, DeepSeek-R1-Distill-Qwen)."
       )
+    for name, rule in CONFIG_FIELDS.items():
+      if name in hf and model_type in rule.model_types:
+        _check_field(name, hf[name])
     rope = RopeConfig.from_hf_dict(hf)
     _check_supported(hf)
     missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size",
@@ -194,6 +253,12 @@ class ModelConfig:
       raise ValueError(f"config.json lacks required keys {missing}: add them (transformers' "
                        "save_pretrained writes every key of the architecture).")
     num_heads = hf["num_attention_heads"]
+    num_kv_heads = hf.get("num_key_value_heads") or num_heads
+    if num_heads % num_kv_heads:
+      raise ValueError(
+          f"config.json's num_attention_heads={num_heads} is no multiple of num_key_value_heads="
+          f"{num_kv_heads} (each key/value head serves a group of query heads): set both to "
+          "the model's values.")
     return cls(
         model_type=model_type,
         vocab_size=hf["vocab_size"],
@@ -201,7 +266,7 @@ class ModelConfig:
         intermediate_size=hf["intermediate_size"],
         num_layers=hf["num_hidden_layers"],
         num_heads=num_heads,
-        num_kv_heads=hf.get("num_key_value_heads") or num_heads,
+        num_kv_heads=num_kv_heads,
         head_dim=hf.get("head_dim") or DEFAULT_HEAD_DIM.get(model_type,
                                                             hf["hidden_size"] // num_heads),
         rope=rope,
