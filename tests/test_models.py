@@ -125,6 +125,8 @@ def test_config_variants_load_as_transformers_reads_them(tmp_path, model_type, o
      r"sliding_window=64, on blocks \[1\]\).*use_sliding_window=false"),
     ("tiny_qwen2_dir", dict(architectures=["Qwen2ForSequenceClassification"]),
      r"architectures \['Qwen2ForSequenceClassification'\].*Qwen2ForCausalLM"),
+    ("tiny_qwen2_dir", dict(architectures="Qwen2ForSequenceClassification"),
+     r"architectures \['Qwen2ForSequenceClassification'\].*Qwen2ForCausalLM"),
     ("tiny_qwen3_dir", dict(quantization_config={"quant_method": "fp8", "fmt": "e4m3"}),
      r"quantization_config \(quant_method 'fp8'\).*loads unquantized weights"),
 ])
@@ -1004,6 +1006,7 @@ def test_bad_config_values_are_refused_before_the_weights(tmp_path, model_type, 
     ("qwen2", dict(attention_bias="false")),  # not a key of Qwen2Config: transformers ignores it
     ("qwen2", dict(num_key_value_heads=None)),  # one key/value head per query head
     ("qwen3", dict(rope_parameters={"rope_type": "default", "rope_theta": 1000000})),  # an int
+    ("qwen2", dict(architectures="Qwen2ForCausalLM")),  # one name, not a list of one
 ])
 def test_config_values_transformers_reads_alike_are_accepted(model_type, changes):
   config = dict(hf_fixtures.tiny_config(model_type).to_dict(), **changes)

@@ -329,6 +329,8 @@ def _check_supported(hf: dict[str, Any]) -> None:
         "loads unquantized weights (float32, bfloat16 or float16); use the checkpoint that was "
         "quantized (e.g. Qwen/Qwen3-8B for Qwen/Qwen3-8B-FP8).")
   architectures = hf.get("architectures") or []
+  if isinstance(architectures, str):  # one name written without its list: transformers reads it
+    architectures = [architectures]
   if architectures and not any(a.endswith("ForCausalLM") for a in architectures):
     raise ValueError(f"Unsupported architectures {architectures} in config.json: jaxlayer loads "
                      "causal language models (Qwen2ForCausalLM, Qwen3ForCausalLM), whose "
