@@ -81,11 +81,30 @@ def test_filtered_responses_count_in_the_normalisers_and_filler_rows_do_not(aggr
   is_response = np.array([1.0, 1.0, 1.0, 0.0])
   cfg = losses.LossConfig(aggregation=aggregation, clip_eps_low=0.2, clip_eps_high=0.28,
                           max_response_length=4)
-  loss, _ = losses.policy_loss(logps, old, adv, mask, None, cfg, is_response=is_response)
+  loss, metrics = losses.policy_loss(logps, old, adv, mask, None, cfg, is_response=is_response)
   assert float(loss) == pytest.approx(expected, rel=1e-6)
+  # The 5 loss tokens' ratios 1.5, 1, 0.5, 1.5, 0.5 (the masked ones', e, left out).
+  assert float(metrics["ratio_mean"]) == pytest.approx(1.0, rel=1e-6)
   assert float(losses.normaliser(cfg, mask, is_response)) == pytest.approx(
       {"sequence-mean-token-mean": 3, "token-mean": 5, "sequence-mean-token-sum-norm": 12}[
           aggregation])
+
+
+@pytest.mark.parametrize("aggregation", sorted(losses.AGGREGATIONS))
+def test_a_batch_without_a_loss_token_has_zero_loss_and_metrics(aggregation):
+  """A micro-batch of filler rows only (dynamic sampling short of groups): no response, no
+  loss token. Its loss, gradient and diagnostics are 0, not 0 / 0."""
+  cfg = losses.LossConfig(aggregation=aggregation, kl_beta=0.1, max_response_length=4)
+  no_tokens = np.zeros((2, 3))
+
+  def loss_of(logps):
+    return losses.policy_loss(logps, OLD, ADV, no_tokens, LOGPS + 1.0, cfg,
+                              is_response=np.zeros(2))
+
+  (loss, metrics), grad = jax.value_and_grad(loss_of, has_aux=True)(jnp.asarray(LOGPS))
+  assert float(loss) == 0.0 and not np.asarray(grad).any()
+  assert {name: float(value) for name, value in metrics.items()} == {
+      "kl": 0.0, "clip_fraction_low": 0.0, "clip_fraction_high": 0.0, "ratio_mean": 0.0}
 
 
 @pytest.mark.parametrize("aggregation", sorted(losses.AGGREGATIONS))
@@ -119,6 +138,10 @@ def test_k3_kl_of_a_policy_near_the_reference_is_its_small_positive_value():
   kl = losses.k3_kl(jnp.zeros(delta.shape, jnp.float32), jnp.asarray(delta))
   exact = np.expm1(delta.astype(np.float64)) - delta.astype(np.float64)
   np.testing.assert_allclose(kl, exact, rtol=2e-4)
+  # Below |delta| = 1e-3 the series, good to float32's precision up to that bound.
+  series = np.array([9e-4, -9e-4, 5e-4], np.float32)
+  np.testing.assert_allclose(losses.k3_kl(jnp.zeros(3, jnp.float32), jnp.asarray(series)),
+                             np.expm1(series.astype(np.float64)) - series, rtol=2e-6)
   # Its gradient with respect to the policy's log-probs: -(exp(delta) - 1).
   grad = jax.grad(lambda logps: losses.k3_kl(logps, jnp.asarray(delta)).sum())(
       jnp.zeros(delta.shape, jnp.float32))
@@ -143,6 +166,11 @@ def test_bad_loss_settings_are_named():
     losses.LossConfig(aggregation="seq-mean")
   with pytest.raises(ValueError, match="kl_beta"):
     losses.LossConfig(kl_beta=-1.0)
+  # clip_eps_low = 1 clips the ratio at 0 from below: no lower clip at all.
+  with pytest.raises(ValueError, match="0 <= clip_eps_low < 1 .* got 1.0 and 0.2"):
+    losses.LossConfig(clip_eps_low=1.0)
+  with pytest.raises(ValueError, match="max_response_length must be >= 1, got 0"):
+    losses.LossConfig(aggregation="sequence-mean-token-sum-norm", max_response_length=0)
 
 
 @pytest.mark.parametrize("setting", ["kl_beta", "clip_eps_low", "clip_eps_high"])
