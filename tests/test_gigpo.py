@@ -38,6 +38,9 @@ def test_step_returns_are_discounted_from_each_step():
   # The default gamma 0.95: 0.95^2 = 0.9025.
   np.testing.assert_allclose(discounted_returns([0.0, 0.0, 1.0], 0.95), [0.9025, 0.95, 1.0])
   np.testing.assert_allclose(discounted_returns([1.0, -1.0], 0.5), [1.0 - 0.5, -1.0])
+  # gamma = 1, the end of its range: undiscounted returns (s0's: A's 1 and C's -1).
+  undiscounted = gigpo_advantages([A, C], gamma=1.0, normalize="none")
+  np.testing.assert_allclose([undiscounted.step[0][0], undiscounted.step[1][0]], [1.0, -1.0])
 
 
 def test_std_normalised_advantages_match_hand_values():
@@ -95,6 +98,9 @@ def test_groups_with_equal_returns_get_zero_advantage(normalize):
 
 def test_single_trajectory_and_empty_trajectory():
   alone = gigpo_advantages([A], gamma=0.5)
+  assert not np.any(alone.episode[0]) and not np.any(alone.combined[0])
+  # A penalty makes its rows' scores differ; still one trajectory, nothing to compare it with.
+  alone = gigpo_advantages([A], gamma=0.5, normalize="none", penalties=[[0.0, 0.2, 0.0]])
   assert not np.any(alone.episode[0]) and not np.any(alone.combined[0])
   # An episode that failed at reset has no steps; its return 0 still counts in the group.
   result = gigpo_advantages([A, []], gamma=0.5, normalize="none")
