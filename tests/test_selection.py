@@ -93,6 +93,7 @@ def test_registered_macro_expands(monkeypatch):
     ("layers.1,,embed", r"empty term"),
     ("", r"selection is empty"),
     ("mid9", r"mid9.*1 <= 9 <= 4"),
+    ("mid0", r"^Selection 'mid0' needs 1 <= 0 <= 4"),
     ("tpo5@runs/sweep", r"no known named selection.*import jaxlayer.sweep.strategies"),
     # A block number cut short or misspelt is no part name (the error listed the parts).
     ("layers.1-", r"^Selection term 'layers.1-': after 'layers.' comes a block number or range "
@@ -151,6 +152,9 @@ def test_bad_learning_rate_groups(layers, groups, message):
 def test_lr_groups_syntax_error():
   with pytest.raises(ValueError, match="'layers.2:1e-5' is not SELECTION=RATE"):
     selection.parse_lr_groups("layers.2:1e-5")
+  for rate in ("0", "-1e-5", "nan"):  # (0 trains nothing, NaN makes every weight NaN)
+    with pytest.raises(ValueError, match=f"'embed={rate}': a learning rate must be > 0"):
+      selection.parse_lr_groups(f"embed={rate}")
   # Joined by ',' as selections are: the first group's rate was read as part of a sweep's path.
   with pytest.raises(ValueError, match=r"'top2@runs/sweep=1e-5,top3@runs/sweep=2e-5' joins "
                      "groups by ',': separate them with ';'"):
