@@ -42,6 +42,10 @@ def test_warmup_then_constant_and_cosine():
   cosine = optimizer.learning_rate_schedule(1e-3, schedule="cosine", warmup_updates=0,
                                             total_updates=100)
   assert float(cosine(50)) == pytest.approx(5e-4) and float(cosine(100)) == pytest.approx(0.0)
+  # No update left after the warm-up: the warm-up, then 0 (optax refuses a decay over 0 steps).
+  short = optimizer.learning_rate_schedule(1e-3, schedule="cosine", warmup_updates=3,
+                                           total_updates=3)
+  assert [float(short(i)) for i in (0, 3, 4)] == pytest.approx([0, 1e-3, 0])
   with pytest.raises(ValueError, match="Unknown train.lr_schedule 'linear'"):
     optimizer.learning_rate_schedule(1e-3, schedule="linear", warmup_updates=0, total_updates=1)
 
@@ -59,3 +63,13 @@ def test_cosine_after_a_warmup_equals_transformers_schedule():
                                             total_updates=10)
   assert [float(cosine(i)) for i in range(11)] == pytest.approx(
       [1e-3 * reference(i) for i in range(11)], abs=1e-9)
+
+
+def test_advancing_the_schedules_moves_their_count_and_leaves_adam_as_it_is():
+  """Three planned updates skipped in a warm-up over 4: the next update runs at lr(3) = 3/4 of
+  the peak, as AdamW's first step (-lr * sign(g): its moments and count were not moved)."""
+  params = {"a": jnp.ones(2)}
+  tx = optimizer.make_optimizer({"a": "default"}, {"default": 1e-3}, warmup_updates=4)
+  state = optimizer.advance_schedules(tx.init(params), 3)
+  updates, _ = tx.update({"a": jnp.array([0.5, -2.0])}, state, params)
+  np.testing.assert_allclose(updates["a"], [-7.5e-4, 7.5e-4], rtol=1e-4)
