@@ -62,6 +62,18 @@ def test_a_row_cut_short_by_a_crash_is_left_out_and_the_run_resumes(tmp_path):
   assert [s["completion"] for s in samples] == ["s1", "s2", "s3"]
 
 
+def test_a_last_row_that_lost_only_its_newline_is_kept_whole_when_the_run_resumes(tmp_path):
+  """A crash can cut a row's write just before its newline: the row is whole, and the resumed
+  run's first row must not be appended to its line (both rows would be lost)."""
+  (tmp_path / metrics.METRICS_FILE).write_text('{"step": 1, "reward": 0.1}\n'
+                                               '{"step": 2, "reward": 0.2}')
+  logger = metrics.MetricsLogger(tmp_path, tensorboard=False, resume_step=2)
+  logger.log(3, {"reward": 0.3})
+  logger.close()
+  assert [(r["step"], r["reward"]) for r in metrics.read_metrics(tmp_path)] == [
+      (1, 0.1), (2, 0.2), (3, 0.3)]
+
+
 def test_the_training_plot_draws_each_logged_metric_per_step(tmp_path):
   assert metrics.plot_training(tmp_path) is None  # nothing logged yet
   logger = metrics.MetricsLogger(tmp_path, tensorboard=False)
