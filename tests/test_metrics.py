@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -72,6 +73,23 @@ def test_a_last_row_that_lost_only_its_newline_is_kept_whole_when_the_run_resume
   logger.close()
   assert [(r["step"], r["reward"]) for r in metrics.read_metrics(tmp_path)] == [
       (1, 0.1), (2, 0.2), (3, 0.3)]
+
+
+def test_a_resumed_run_purges_the_tensorboard_events_after_its_checkpoint(tmp_path):
+  """TensorBoard drops the events logged before a SessionLog START at step T whose step is
+  >= T: resumed from step 2's checkpoint, T is 3 (step 2's events are the run's own)."""
+  from tensorboardX.proto import event_pb2
+
+  metrics.MetricsLogger(tmp_path, resume_step=2).close()
+  [events_file] = (tmp_path / metrics.TENSORBOARD_DIR).glob("events.out.tfevents.*")
+  data, offset, starts = events_file.read_bytes(), 0, []
+  while offset < len(data):  # TFRecords: length (8 bytes), its CRC (4), the event, its CRC (4)
+    (length,) = struct.unpack("<Q", data[offset:offset + 8])
+    event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+    offset += 12 + length + 4
+    if event.session_log.status == event_pb2.SessionLog.START:
+      starts.append(event.step)
+  assert starts == [3]
 
 
 def test_the_training_plot_draws_each_logged_metric_per_step(tmp_path):
