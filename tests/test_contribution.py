@@ -32,11 +32,19 @@ def test_full_equal_to_base_leaves_contribution_undefined_with_a_warning():
       RunScore(0.7, 0.05), RunScore(0.5, 0.05), RunScore(0.5, 0.05)) is None
 
 
+def test_equal_up_to_round_off_is_no_gain_and_one_problem_in_two_thousand_is_one():
+  # Means of the same scores summed in another order differ in the last bit.
+  with pytest.warns(UndefinedContributionWarning, match="S_full == S_base"):
+    assert contribution.layer_contribution(0.5, 0.3, 0.1 + 0.2) is None
+  assert contribution.layer_contribution(0.5001, 0.5, 0.5005) == pytest.approx(0.2)
+
+
 def test_standard_error_binomial_for_pass_at_1_and_sample_se_otherwise():
   binary = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
   p = sum(binary) / len(binary)
   assert contribution.standard_error(binary) == pytest.approx(math.sqrt(p * (1 - p) / len(binary)))
   assert contribution.standard_error([1.0] * 10) == 0.0
+  assert contribution.standard_error([0.0, 1.0]) == pytest.approx(math.sqrt(0.5 * 0.5 / 2))
   graded = [0.25, 1.0, 0.5, 0.0, 0.75]  # mean@4 style per-problem scores
   assert contribution.standard_error(graded) == pytest.approx(stats.sem(graded))
   with pytest.raises(ValueError, match="at least one"):
@@ -53,6 +61,10 @@ def test_one_problem_leaves_the_standard_error_undefined_not_zero():
   summary = contribution.summarize_sweep({0: RunScore(0.0, None)}, undefined, {3: undefined})
   assert summary.base.score_se is None and summary.layers[0].scores.score_se is None
   assert summary.layers[0].contribution == 1.0 and summary.layers[0].contribution_se is None
+  for undefined_one in range(3):  # k's, the base's or full RL's
+    scores = [RunScore(0.7, 0.05), RunScore(0.5, 0.05), RunScore(0.6, 0.05)]
+    scores[undefined_one] = RunScore(scores[undefined_one].score, None)
+    assert contribution.contribution_standard_error(*scores) is None
 
 
 def test_contribution_standard_error_equals_finite_difference_propagation():
@@ -195,6 +207,15 @@ def test_undefined_for_every_block_is_said_of_the_seeds_each_c_is_over():
       "on more problems.",
       "seed 0: S_full == S_base (= 0.4000), so the per-seed C(k) of this seed is undefined and "
       "left out of the seed spread."]
+
+
+def test_a_sweep_of_base_and_full_rl_alone_warns_only_when_full_rl_gained_nothing():
+  base, full = {0: RunScore(0.4, 0.05)}, {0: RunScore(0.6, 0.05)}
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert contribution.summarize_sweep(base, full, {}).warnings == []
+  with pytest.warns(UndefinedContributionWarning, match="undefined for every block"):
+    contribution.summarize_sweep(base, base, {})
 
 
 def test_the_standard_error_of_a_mean_over_tasks_by_hand():
