@@ -682,6 +682,37 @@ def test_each_eval_task_is_scored_by_its_metric_and_the_score_is_their_mean(
           "pass@1, arithmetic mean@2") in capsys.readouterr().out.splitlines()
 
 
+def test_the_overall_score_and_its_error_take_each_tasks_own_metric():
+  """Scores whose pass@1 and mean@2 differ, and so do their standard errors (the tiny model's
+  all-zero scores above cannot tell them apart)."""
+  config = default_config()
+  config.eval = evaluation.default_eval_config()
+  config.eval.tasks = "arithmetic:pass@1, countdown:mean@2"
+
+  def result(task, per_problem):
+    return evaluation.EvalResult(task=task, num_problems=4, per_problem=per_problem,
+                                 scores={m: float(np.mean(v)) for m, v in per_problem.items()},
+                                 decoding={}, prompt={}, generations=[])
+
+  arithmetic = result("arithmetic", {"pass@1": [1.0, 0.0, 1.0, 1.0],
+                                     "mean@2": [0.5, 0.5, 1.0, 0.5]})
+  countdown = result("countdown", {"pass@1": [0.0, 0.0, 1.0, 0.0],
+                                   "mean@2": [0.5, 0.0, 1.0, 0.5]})
+  # arithmetic pass@1: 0.75 ± sqrt(0.75 * 0.25 / 4); countdown mean@2: 0.5 ± std / sqrt(4).
+  arithmetic_se, countdown_se = np.sqrt(0.75 * 0.25 / 4), np.sqrt(1 / 6) / 2
+  assert evaluation.overall_score(config, [arithmetic, countdown]) == {
+      "value": pytest.approx((0.75 + 0.5) / 2),
+      "standard_error": pytest.approx(np.hypot(arithmetic_se, countdown_se) / 2),
+      "metrics": {"arithmetic": "pass@1", "countdown": "mean@2"}}
+
+
+def test_an_environments_rollout_plays_at_most_its_seeds_within_the_batch_size():
+  # Seeds per rollout of k episodes each: batch_size // k, at least 1, at most the seeds (more
+  # would only pad the rollout's batch).
+  assert [evaluation.prompts_per_call(8, 2, seeds) for seeds in (3, 10)] == [3, 4]
+  assert evaluation.prompts_per_call(2, 4, 5) == 1
+
+
 def test_a_task_without_its_own_metric_takes_eval_metric(parity_task_registered):
   config = default_config()
   config.task.name = "parity"

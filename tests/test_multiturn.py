@@ -352,6 +352,28 @@ def test_env_mean_at_k_plays_the_same_episodes_at_any_batch_size(tiny):
   assert len({str(g["transcript"]) for g in whole}) > 1  # the episodes differ
 
 
+def test_env_scores_are_each_seeds_mean_success_over_its_episodes(tiny, monkeypatch):
+  """3 episode seeds whose second episode (of each rollout row pair) succeeds: pass@1 plays
+  seeds 0, 1, 2 once (only seed 1's is a second row), mean@2 each seed twice (one of two)."""
+  real_play = multiturn.play_episodes
+
+  def play(*args, **kwargs):
+    rollouts = real_play(*args, **kwargs)
+    for r, rollout in enumerate(rollouts):
+      rollout.episode.success = r % 2 == 1
+    return rollouts
+
+  monkeypatch.setattr(multiturn, "play_episodes", play)
+  env = multiturn.EnvSettings(
+      name="gridworld", options=dict(size=3, max_goal_distance=2, max_turns=MAX_TURNS),
+      max_turns=MAX_TURNS, context=ROLLOUT_CONTEXT, step_timeout_s=None, num_eval_episodes=3)
+  model, tokenizer = tiny
+  result = evaluation.evaluate_env(model, tokenizer, env, max_new_tokens=MAX_NEW_TOKENS,
+                                   batch_size=6, num_samples=2, seed=4, progress=False)
+  assert result.per_problem == {"pass@1": [0.0, 1.0, 0.0], "mean@2": [0.5, 0.5, 0.5]}
+  assert result.scores == {"pass@1": pytest.approx(1 / 3), "mean@2": 0.5}
+
+
 def test_broken_environments_end_their_episodes_and_the_rollout_goes_on(mixed_rollout):
   rollouts, _, log = mixed_rollout
   episodes = [r.episode for r in rollouts]
