@@ -100,6 +100,10 @@ def test_seed_aggregation_on_hand_made_results():
   assert summary.base.score_std == pytest.approx(statistics.stdev(base))
   rms_se = math.sqrt(statistics.mean(s**2 for s in ses.values()))
   assert summary.base.score_se == pytest.approx(rms_se)
+  assert summary.base.seeds == (0, 1, 2)
+  # Seeds given in another order are summarized in theirs.
+  assert contribution.summarize_scores({2: RunScore(0.5, 0.1), 0: RunScore(0.3, 0.1)}).seeds == (
+      0, 2)
   assert summary.full.score == pytest.approx(statistics.mean(full))
   mean_base, mean_full = statistics.mean(base), statistics.mean(full)
   for layer in summary.layers:
@@ -207,6 +211,12 @@ def test_undefined_for_every_block_is_said_of_the_seeds_each_c_is_over():
       "on more problems.",
       "seed 0: S_full == S_base (= 0.4000), so the per-seed C(k) of this seed is undefined and "
       "left out of the seed spread."]
+  # Undefined for both blocks over different seeds (seed 0; seeds 0 and 1): no one S_base.
+  with pytest.warns(UndefinedContributionWarning):
+    summary = contribution.summarize_sweep(_runs([0.4, 0.8]), _runs([0.4, 0.8]),
+                                           {2: _runs([0.5]), 3: _runs([0.6, 0.7])})
+  assert summary.warnings[0].startswith("S_full == S_base (over the seeds each block shares "
+                                        "with them): full RL did not move the score")
 
 
 def test_a_sweep_of_base_and_full_rl_alone_warns_only_when_full_rl_gained_nothing():
@@ -214,8 +224,9 @@ def test_a_sweep_of_base_and_full_rl_alone_warns_only_when_full_rl_gained_nothin
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     assert contribution.summarize_sweep(base, full, {}).warnings == []
-  with pytest.warns(UndefinedContributionWarning, match="undefined for every block"):
-    contribution.summarize_sweep(base, base, {})
+  with pytest.warns(UndefinedContributionWarning):
+    summary = contribution.summarize_sweep(base, base, {})
+  assert "C(k) is undefined for every block" in summary.warnings[0]
 
 
 def test_the_standard_error_of_a_mean_over_tasks_by_hand():
