@@ -22,7 +22,7 @@ def test_grpo_advantages_by_hand():
 
 def test_dr_grpo_advantages_have_no_std_division():
   rewards = np.array([1.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0])
-  np.testing.assert_allclose(advantages.dr_grpo_advantages(rewards, 4),
+  np.testing.assert_allclose(advantages.get_estimator("dr_grpo")(rewards, 4),
                              [0.5, -0.5, -0.5, 0.5, 1.5, -0.5, -0.5, -0.5])
 
 

@@ -94,6 +94,9 @@ def test_groups_with_equal_returns_get_zero_advantage(normalize):
   # s0 returns: 0.1, 0.095, 0.1 -> mean 0.295 / 3; the 0.095 step is below it.
   assert result.step[1][0] < 0 < result.step[0][0]
   assert result.step[2][0] == 0.0  # s1, seen once
+  # An anchor state whose returns are all 0.1: step advantages exactly 0 too.
+  tied_steps = gigpo_advantages([[("s0", 0.1)]] * 3, normalize=normalize)
+  assert not np.any(np.concatenate(tied_steps.step))
 
 
 def test_single_trajectory_and_empty_trajectory():

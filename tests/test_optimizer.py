@@ -20,6 +20,13 @@ def test_each_group_steps_at_its_own_rate():
   np.testing.assert_allclose(updates["c"], -1e-5, rtol=1e-4)
 
 
+def test_a_max_grad_norm_of_0_clips_nothing():
+  params, grads = {"a": jnp.ones(2)}, {"a": jnp.array([0.5, -2.0])}
+  tx = optimizer.make_optimizer({"a": "default"}, {"default": 1e-3}, max_grad_norm=0.0)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["a"], [-1e-3, 1e-3], rtol=1e-4)  # -lr * sign(g)
+
+
 def test_matches_optax_adamw_with_clipping():
   rng = np.random.default_rng(0)
   params = {"a": jnp.asarray(rng.normal(size=(3, 2))), "b": jnp.asarray(rng.normal(size=5))}

@@ -70,6 +70,8 @@ def test_mid5_on_28_blocks_is_11_to_15():
   paths = [f"layers.{i}.mlp.up_proj.kernel" for i in range(28)]
   assert selection.select("mid5", paths, 28) == [f"layers.{i}.mlp.up_proj.kernel"
                                                  for i in range(11, 16)]
+  assert selection.named_blocks("mid5", 28) == [11, 12, 13, 14, 15]
+  assert selection.named_blocks("layers.11-15", 28) is None  # no named selection
 
 
 def test_registered_macro_expands(monkeypatch):
