@@ -584,68 +584,70 @@ def _generate(argv: list[str]) -> None:
     mesh = None
   from jaxlayer import evaluation
 
-  try:
-    model, tokenizer, _ = evaluation.load_model(args.model, dtype=args.dtype, step=args.step,
-                                                mesh=mesh, base_model=args.base_model)
-  except (ValueError, FileNotFoundError) as err:
-    raise SystemExit(f"jaxlayer generate: {err}") from None
-  except KeyboardInterrupt as err:  # (a large model loads for minutes)
-    _interrupted("jaxlayer generate", err, "The model was loading: nothing was generated.")
-  eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
-  if args.chat and not getattr(tokenizer, "chat_template", None):
-    raise SystemExit(f"jaxlayer generate: --chat needs a chat template, but the tokenizer of "
-                     f"{args.model} has none (no chat_template in its tokenizer_config.json or "
-                     "chat_template.jinja): leave out --chat to complete the prompts as they are.")
-  if args.chat:
+  with _sigterm_as_ctrl_c():
     try:
-      prompts = [tasks.format_prompt(tasks.Problem(prompt=prompt, answer=""), tokenizer,
-                                     use_chat_template=True, template="{question}",
-                                     chat_template_kwargs=args.chat_template_kwargs)
-                 for prompt in prompts]
-    except ValueError as err:
+      model, tokenizer, _ = evaluation.load_model(args.model, dtype=args.dtype, step=args.step,
+                                                  mesh=mesh, base_model=args.base_model)
+    except (ValueError, FileNotFoundError) as err:
       raise SystemExit(f"jaxlayer generate: {err}") from None
-  prompt_ids = tasks.encode_prompts(tokenizer, prompts, use_chat_template=args.chat)
-  _check_prompts_fit(prompt_ids, args.max_new_tokens, model.config)
-  single = len(prompts) == 1 and args.num_samples == 1
-  starts = range(0, len(prompts), args.batch_size)
-  printed = 0  # prompts whose completions are all printed
-  try:
-    for start in progress_bar(starts, desc="generate", unit="batch",
-                              disable=len(starts) == 1 or not distributed.is_primary()):
-      batch = prompts[start:start + args.batch_size]
-      batch_ids = prompt_ids[start:start + args.batch_size]
-      # The last batch is filled up to the others' size so that it reuses their compiled code.
-      filled = batch_ids + batch_ids[:1] * (min(args.batch_size, len(prompts)) - len(batch))
+    except KeyboardInterrupt as err:  # (a large model loads for minutes)
+      _interrupted("jaxlayer generate", err, "The model was loading: nothing was generated.")
+    eos_token_ids = models.stop_token_ids(model.config.source_dir, tokenizer)
+    if args.chat and not getattr(tokenizer, "chat_template", None):
+      raise SystemExit(f"jaxlayer generate: --chat needs a chat template, but the tokenizer of "
+                       f"{args.model} has none (no chat_template in its tokenizer_config.json "
+                       "or chat_template.jinja): leave out --chat to complete the prompts as "
+                       "they are.")
+    if args.chat:
       try:
-        out = sampling.generate(
-            model, filled, max_new_tokens=args.max_new_tokens,
-            num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
-            top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed,
-            row_ids=range(start * args.num_samples, (start + len(filled)) * args.num_samples))
-      except (ValueError, TypeError) as err:
+        prompts = [tasks.format_prompt(tasks.Problem(prompt=prompt, answer=""), tokenizer,
+                                       use_chat_template=True, template="{question}",
+                                       chat_template_kwargs=args.chat_template_kwargs)
+                   for prompt in prompts]
+      except ValueError as err:
         raise SystemExit(f"jaxlayer generate: {err}") from None
-      rows = len(batch) * args.num_samples
-      if not distributed.is_primary():
-        continue
-      for row, (index, length) in enumerate(zip(out.prompt_index[:rows],
-                                                out.lengths[:rows].tolist())):
-        completion = tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
-        text = batch[index] + completion
-        if args.jsonl:
-          print(json.dumps({"prompt_index": start + int(index),
-                            "sample": row % args.num_samples, "prompt": batch[index],
-                            "completion": completion, "finish_reason": out.finish_reasons[row],
-                            "num_tokens": length}), flush=True)
-        elif single:
-          print(text, flush=True)
-        else:
-          print(f"### prompt {start + index}, sample {row % args.num_samples} "
-                f"({out.finish_reasons[row]}, {counted(length, 'token')})\n{text}\n",
-                flush=True)
-      printed = start + len(batch)
-  except KeyboardInterrupt as err:
-    _interrupted("jaxlayer generate", err,
-                 f"{printed} of {counted(len(prompts), 'prompt')} completed and printed.")
+    prompt_ids = tasks.encode_prompts(tokenizer, prompts, use_chat_template=args.chat)
+    _check_prompts_fit(prompt_ids, args.max_new_tokens, model.config)
+    single = len(prompts) == 1 and args.num_samples == 1
+    starts = range(0, len(prompts), args.batch_size)
+    printed = 0  # prompts whose completions are all printed
+    try:
+      for start in progress_bar(starts, desc="generate", unit="batch",
+                                disable=len(starts) == 1 or not distributed.is_primary()):
+        batch = prompts[start:start + args.batch_size]
+        batch_ids = prompt_ids[start:start + args.batch_size]
+        # The last batch is filled up to the others' size so that it reuses their compiled code.
+        filled = batch_ids + batch_ids[:1] * (min(args.batch_size, len(prompts)) - len(batch))
+        try:
+          out = sampling.generate(
+              model, filled, max_new_tokens=args.max_new_tokens,
+              num_samples=args.num_samples, temperature=temperature, top_k=args.top_k,
+              top_p=args.top_p, eos_token_ids=eos_token_ids, seed=args.seed,
+              row_ids=range(start * args.num_samples, (start + len(filled)) * args.num_samples))
+        except (ValueError, TypeError) as err:
+          raise SystemExit(f"jaxlayer generate: {err}") from None
+        rows = len(batch) * args.num_samples
+        if not distributed.is_primary():
+          continue
+        for row, (index, length) in enumerate(zip(out.prompt_index[:rows],
+                                                  out.lengths[:rows].tolist())):
+          completion = tokenizer.decode(out.tokens[row, :length], skip_special_tokens=True)
+          text = batch[index] + completion
+          if args.jsonl:
+            print(json.dumps({"prompt_index": start + int(index),
+                              "sample": row % args.num_samples, "prompt": batch[index],
+                              "completion": completion, "finish_reason": out.finish_reasons[row],
+                              "num_tokens": length}), flush=True)
+          elif single:
+            print(text, flush=True)
+          else:
+            print(f"### prompt {start + index}, sample {row % args.num_samples} "
+                  f"({out.finish_reasons[row]}, {counted(length, 'token')})\n{text}\n",
+                  flush=True)
+        printed = start + len(batch)
+    except KeyboardInterrupt as err:
+      _interrupted("jaxlayer generate", err,
+                   f"{printed} of {counted(len(prompts), 'prompt')} completed and printed.")
 
 
 def _check_prompts_fit(prompt_ids: list[list[int]], max_new_tokens: int, model_config) -> None:
@@ -967,24 +969,25 @@ def _memory(argv: list[str]) -> None:
 
   if config.model.path is not None and is_run_dir(config.model.path):
     raise SystemExit(f"jaxlayer memory: {_run_as_model_path(config.model.path)}")
-  try:
-    if config.model.path is not None:  # (else train.plan names the missing key)
-      # Sizing reads only the architecture: a hub model's weights are not downloaded.
-      config.model.path = str(resolve_model_dir(config.model.path, hub_files=["config.json"]))
-    plan = train.plan(config)
-    result = memory.estimate(plan)
-  except (ValueError, FileNotFoundError) as err:
-    raise SystemExit(f"jaxlayer memory: {err}") from None
-  devices = counted(plan.mesh.size, "device")
-  print(f"memory per device, estimated ({devices}, mesh "
-        f"{dict(plan.mesh.shape)}; compiler temporaries not counted):\n{result.table()}")
-  if compile_update:
-    compiled = memory.compile_update(plan)
-    print(f"\nthe update step as XLA compiles it for this {compiled.backend}, one device "
-          f"({counted(plan.mini_batch_size, 'row')} per update):\n"
-          f"{compiled.table()}")
-    if compiled.backend == "cpu" and config.train.remat:
-      print("(XLA:CPU does not keep remat's recomputation: its temporaries are those of "
+  with _sigterm_as_ctrl_c():
+    try:
+      if config.model.path is not None:  # (else train.plan names the missing key)
+        # Sizing reads only the architecture: a hub model's weights are not downloaded.
+        config.model.path = str(resolve_model_dir(config.model.path, hub_files=["config.json"]))
+      plan = train.plan(config)
+      result = memory.estimate(plan)
+    except (ValueError, FileNotFoundError) as err:
+      raise SystemExit(f"jaxlayer memory: {err}") from None
+    devices = counted(plan.mesh.size, "device")
+    print(f"memory per device, estimated ({devices}, mesh "
+          f"{dict(plan.mesh.shape)}; compiler temporaries not counted):\n{result.table()}")
+    if compile_update:
+      compiled = memory.compile_update(plan)
+      print(f"\nthe update step as XLA compiles it for this {compiled.backend}, one device "
+            f"({counted(plan.mini_batch_size, 'row')} per update):\n"
+            f"{compiled.table()}")
+      if compiled.backend == "cpu" and config.train.remat:
+        print("(XLA:CPU does not keep remat's recomputation: its temporaries are those of "
             "train.remat=False; a TPU or GPU keeps it.)")
 
 
@@ -1019,16 +1022,24 @@ def _export(argv: list[str]) -> None:
   _initialize_hosts(trains=False)
   from jaxlayer.rl import checkpoint
 
+  out = None  # the export's directory, once it is written
   try:
-    step = checkpoint.checkpoint_step(args.run, args.step)
-    out = checkpoint.export(args.run, args.out, step=step, dtype=args.dtype,
-                            overwrite=args.overwrite, base_model=args.base_model)
-    written = args.dtype or checkpoint.read_run_files(args.run)[0].model.dtype
-    # Rounding undoes updates smaller than the dtype's spacing; every host counts them.
-    counts = (checkpoint.trained_weights_at_base(args.run, step, written, args.base_model)
-              if written != "float32" else None)
+    with _sigterm_as_ctrl_c():
+      step = checkpoint.checkpoint_step(args.run, args.step)
+      out = checkpoint.export(args.run, args.out, step=step, dtype=args.dtype,
+                              overwrite=args.overwrite, base_model=args.base_model)
+      written = args.dtype or checkpoint.read_run_files(args.run)[0].model.dtype
+      # Rounding undoes updates smaller than the dtype's spacing; every host counts them.
+      counts = (checkpoint.trained_weights_at_base(args.run, step, written, args.base_model)
+                if written != "float32" else None)
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer export: {err}") from None
+  except KeyboardInterrupt as err:
+    if out is None:
+      raise  # nothing is exported: run the same command (_run_command says so)
+    _interrupted("jaxlayer export", err, f"{out} holds step {step} of {args.run}, whole; only "
+                 f"the count of the weights that {written} rounds back to the base model's was "
+                 "left out.")
   from jaxlayer import distributed
 
   if not distributed.is_primary():  # process 0 wrote the export and says so
@@ -1076,10 +1087,11 @@ def _eval(argv: list[str]) -> None:
   from jaxlayer import evaluation
 
   try:
-    out, report = evaluation.evaluate_and_save(
-        config, args.model, args.out, step=args.step, save_generations=args.save_generations,
-        overwrite=args.overwrite, command=shlex.join(["jaxlayer", "eval", *argv]),
-        base_model=args.base_model)
+    with _sigterm_as_ctrl_c():
+      out, report = evaluation.evaluate_and_save(
+          config, args.model, args.out, step=args.step, save_generations=args.save_generations,
+          overwrite=args.overwrite, command=shlex.join(["jaxlayer", "eval", *argv]),
+          base_model=args.base_model)
   except (ValueError, FileNotFoundError, FileExistsError) as err:
     raise SystemExit(f"jaxlayer eval: {err}") from None
   from jaxlayer import distributed
@@ -1154,8 +1166,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run_command(name: str, argv: list[str]) -> None:
-  """Runs `jaxlayer NAME ARGV` (a command, --help or --version). A Ctrl-C that the command does
-  not answer itself (as train, sweep and generate do, saying what they kept) ends it as they do,
+  """Runs `jaxlayer NAME ARGV` (a command, --help or --version). A Ctrl-C (or a SIGTERM, which
+  `_sigterm_as_ctrl_c` makes one) that the command does not answer itself (as train, sweep,
+  generate and export do, saying what they kept) ends it as they do,
   without a traceback; so does a reader of its output that stops (`jaxlayer table ... | head -3`),
   as SIGPIPE would end it."""
   try:

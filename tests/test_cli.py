@@ -456,16 +456,28 @@ class _SigtermUnanswered(Exception):
   """SIGTERM's default action in a test, which would otherwise end pytest itself."""
 
 
+@pytest.fixture
+def sigterm_unanswered():
+  """SIGTERM raises _SigtermUnanswered meanwhile; the test checks that the command put this
+  handler back."""
+
+  def unanswered(signum, frame):
+    raise _SigtermUnanswered
+
+  previous = signal.signal(signal.SIGTERM, unanswered)
+  try:
+    yield unanswered
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def test_sigterm_stops_a_sweep_outside_training_as_ctrl_c_and_training_takes_it_over(
-    monkeypatch, capsys, tmp_path):
+    monkeypatch, capsys, tmp_path, sigterm_unanswered):
   """SIGTERM while a sweep scored a model (or loaded one) killed it without a word; now it stops
   as Ctrl-C does, status 143 and a line saying how to go on. While a run trains, the trainer
   takes it (stop_requests: it stops after the step, with a checkpoint)."""
   from jaxlayer import sweep
   from jaxlayer.rl import train
-
-  def unanswered(signum, frame):
-    raise _SigtermUnanswered
 
   stop_signals = []  # what each training's stop_requests saw
 
@@ -477,18 +489,58 @@ def test_sigterm_stops_a_sweep_outside_training_as_ctrl_c_and_training_takes_it_
     raise AssertionError("the sweep went on after SIGTERM")
 
   monkeypatch.setattr(sweep, "run_sweep", train_then_score)
-  previous = signal.signal(signal.SIGTERM, unanswered)
-  try:
-    with pytest.raises(SystemExit) as exited:
-      cli.main(["sweep", "--config", str(REPO / "configs/sweep_tiny.py"),
-                f"--config.sweep.dir={tmp_path}", f"--config.model.path={assets.TINY_ARITH}"])
-    assert signal.getsignal(signal.SIGTERM) is unanswered  # restored
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["sweep", "--config", str(REPO / "configs/sweep_tiny.py"),
+              f"--config.sweep.dir={tmp_path}", f"--config.model.path={assets.TINY_ARITH}"])
+  assert signal.getsignal(signal.SIGTERM) is sigterm_unanswered  # restored
   assert exited.value.code == 143 and stop_signals == [signal.SIGTERM]
   assert capsys.readouterr().err.endswith(
       "jaxlayer sweep: stopped by SIGTERM. The finished runs are recorded: run the same command "
       "to go on.\n")
+
+
+def _sigterm(*args, **kwargs):
+  signal.raise_signal(signal.SIGTERM)
+  raise AssertionError("the command went on after SIGTERM")
+
+
+@pytest.mark.parametrize("command,stopped,go_on", [
+    (["eval", "--config", str(REPO / "configs/sweep_tiny.py"), "--model", assets.TINY_ARITH],
+     "jaxlayer.evaluation.evaluate_and_save", "Run the same command to do it again."),
+    (["generate", "--model", assets.TINY_ARITH, "--prompt", "1+1="],
+     "jaxlayer.evaluation.load_model", "The model was loading: nothing was generated."),
+    (["export", "--run", "RUN", "--out", "OUT"],
+     "jaxlayer.rl.checkpoint.checkpoint_step", "Run the same command to do it again."),
+    (["memory", "--config", str(REPO / "configs/grpo_arithmetic.py"),
+      f"--config.model.path={assets.TINY_ARITH}"],
+     "jaxlayer.rl.memory.estimate", "Run the same command to do it again."),
+], ids=["eval", "generate", "export", "memory"])
+def test_sigterm_stops_a_command_as_ctrl_c_does(command, stopped, go_on, monkeypatch, capsys,
+                                                sigterm_unanswered):
+  """SIGTERM killed eval, generate, export and memory without a word; now each stops as Ctrl-C
+  does: status 143 and a line saying how to go on."""
+  monkeypatch.setattr(stopped, _sigterm)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(command)
+  assert signal.getsignal(signal.SIGTERM) is sigterm_unanswered  # restored
+  assert exited.value.code == 143
+  assert capsys.readouterr().err.endswith(f"jaxlayer {command[0]}: stopped by SIGTERM. {go_on}\n")
+
+
+def test_sigterm_after_an_export_is_written_says_it_is_whole(monkeypatch, tmp_path, capsys,
+                                                             sigterm_unanswered):
+  """Not 'run the same command', which would find the export there and refuse it."""
+  from jaxlayer.rl import checkpoint
+
+  monkeypatch.setattr(checkpoint, "checkpoint_step", lambda run, step: 3)
+  monkeypatch.setattr(checkpoint, "export", lambda run, out, **kwargs: tmp_path)
+  monkeypatch.setattr(checkpoint, "trained_weights_at_base", _sigterm)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["export", "--run", "RUN", "--out", str(tmp_path), "--dtype", "bfloat16"])
+  assert exited.value.code == 143
+  assert capsys.readouterr().err.endswith(
+      f"jaxlayer export: stopped by SIGTERM. {tmp_path} holds step 3 of RUN, whole; only the "
+      "count of the weights that bfloat16 rounds back to the base model's was left out.\n")
 
 
 
