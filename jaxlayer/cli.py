@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 
 from jaxlayer import paths
 from jaxlayer.text import closest, counted, decimals, warnings_in_one_line
@@ -789,8 +790,8 @@ def _compare(argv: list[str]) -> None:
         f"(p = {_number(spearman['p_value'], '.3g')}), Kendall tau = {_number(kendall['tau'])} "
         f"(p = {_number(kendall['p_value'], '.3g')}; p-values {result['p_values']})\n"
         f"written: {Path(out) / 'compare.json'}, {Path(out) / 'compare.png'}")
-  for warning in result["warnings"]:
-    print(f"warning: {warning}")
+  for warning in result["warnings"]:  # (to standard error, as `jaxlayer: warning: ...`)
+    warnings.warn(warning, stacklevel=1)
 
 
 def _table(argv: list[str]) -> None:

@@ -244,6 +244,20 @@ def test_cli_compare_prints_and_writes_json_and_plot(tmp_path, capsys):
   assert width > height > 300
 
 
+def test_cli_compare_warns_beside_its_results_not_among_them(tmp_path, capsys, monkeypatch):
+  """A warning printed to standard output, among the results (`> FILE`), as 'warning: ...'."""
+  dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20})
+  dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25})
+  monkeypatch.setattr(compare, "_upside_down",
+                      lambda name, sweep: [f"in sweep {name} full RL scored below the base."])
+  capsys.readouterr()
+  with pytest.warns(UserWarning) as warned:
+    cli.main(["compare", str(dir_a), str(dir_b), "--out", str(tmp_path / "cmp")])
+  assert [str(warning.message) for warning in warned] == [
+      "in sweep A full RL scored below the base.", "in sweep B full RL scored below the base."]
+  assert "warning" not in capsys.readouterr().out
+
+
 def test_cli_compare_replaces_an_earlier_comparison_only_with_overwrite(tmp_path):
   dir_a = _fake_sweep(tmp_path / "math", {0: 14, 1: 27, 2: 20})
   dir_b = _fake_sweep(tmp_path / "code", {0: 13, 1: 22, 2: 25})
