@@ -839,8 +839,6 @@ def _train(argv: list[str]) -> None:
   _initialize_hosts(trains=True)
   from pathlib import Path
 
-  from tqdm.auto import tqdm
-
   from jaxlayer import distributed
   from jaxlayer.rl import metrics, train
 
@@ -852,12 +850,12 @@ def _train(argv: list[str]) -> None:
       start = train.check_resume(plan)  # a refused resume stops here, before any output
       run_dir = Path(config.run_dir)
       if start >= steps:
-        if distributed.is_primary():
-          print(f"jaxlayer train: {run_dir} is already finished at step {start}"
-                f"{f' (train.steps={steps})' if steps < start else ''}: nothing to train. To "
-                f"train it further, {train.how_to_train_on(config, start)}.")
-          if metrics.plot_is_behind(run_dir):  # killed after its last checkpoint, undrawn
-            print(f"training curves: {metrics.plot_training(run_dir)}")
+        distributed.warn_once(
+            f"jaxlayer train: {run_dir} is already finished at step {start}"
+            f"{f' (train.steps={steps})' if steps < start else ''}: nothing to train. To train "
+            f"it further, {train.how_to_train_on(config, start)}.")
+        if distributed.is_primary() and metrics.plot_is_behind(run_dir):  # killed undrawn
+          print(f"training curves: {metrics.plot_training(run_dir)}")
         return
       logs = [str(run_dir / metrics.METRICS_FILE)] + (
           [f"tensorboard --logdir {run_dir / metrics.TENSORBOARD_DIR}"]
@@ -866,19 +864,19 @@ def _train(argv: list[str]) -> None:
       # Named once it exists: a resumed run's now, a new run's after its first step (a run that
       # fails before then writes none).
       named_now = (run_dir / metrics.METRICS_FILE).is_file()
-      if distributed.is_primary():
-        print(f"jaxlayer train: {plan.summary()}")
-        if named_now:
-          print(metrics_line)
+      # Its plan and notes go to standard error; standard output holds its results alone.
+      distributed.warn_once(f"jaxlayer train: {plan.summary()}")
+      if named_now:
+        distributed.warn_once(metrics_line)
 
       def say_where_it_starts(step: int) -> None:  # once the data and checkpoint are checked
-        if step and distributed.is_primary():
-          print(f"resuming from step {step} of {steps}")
+        if step:
+          distributed.warn_once(f"resuming from step {step} of {steps}")
 
       def name_the_metrics_once_written(step: int, step_metrics: dict) -> None:
         del step_metrics
-        if step == start + 1 and not named_now and distributed.is_primary():
-          tqdm.write(metrics_line)
+        if step == start + 1 and not named_now:
+          distributed.warn_once(metrics_line)
 
       def draw_the_curves() -> None:  # the curves so far, also of a run that stopped or diverged
         plot = metrics.plot_training(run_dir) if distributed.is_primary() else None

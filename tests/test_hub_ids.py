@@ -97,7 +97,7 @@ def test_a_run_on_a_hub_id_resumes_and_exports_offline_after_the_cache_moved(
   assert json.loads((run_dir / "run.json").read_text())["base_model"] == str(snapshot)
   assert json.loads((run_dir / "config.json").read_text())["model"]["path"] == hub_model
   _train(hub_model, run_dir, steps=3)  # the same hub id resumes the run
-  assert "resuming from step 2 of 3" in capsys.readouterr().out
+  assert "resuming from step 2 of 3" in capsys.readouterr().err
 
   moved = Path(constants.HF_HUB_CACHE).rename(tmp_path / "moved_cache")
   monkeypatch.setenv("HF_HUB_CACHE", str(moved))
@@ -113,7 +113,7 @@ def test_a_run_on_a_hub_id_resumes_and_exports_offline_after_the_cache_moved(
   for path, value in models.named_params(trained).items():
     np.testing.assert_array_equal(exported_params[path], value.astype(jnp.bfloat16), err_msg=path)
   _train(hub_model, run_dir, steps=4)  # and resumes, recording the snapshot in the moved cache
-  assert "resuming from step 3 of 4" in capsys.readouterr().out
+  assert "resuming from step 3 of 4" in capsys.readouterr().err
   assert json.loads((run_dir / "run.json").read_text())["base_model"] == str(
       moved / snapshot.relative_to(snapshot.parents[2]))
 

@@ -572,9 +572,9 @@ def test_a_finished_run_of_a_sweeps_ranking_needs_the_sweep_no_more(
       "import json\nimport ml_collections\n\n\ndef get_config():\n  return "
       f"ml_collections.ConfigDict(json.loads(open({str(run_dir / 'config.json')!r}).read()))\n")
   cli.main(["train", "--config", str(config_file)])
-  assert capsys.readouterr().out == (f"jaxlayer train: {run_dir} is already finished at step 4: "
-                                     "nothing to train. To train it further, raise "
-                                     "--config.train.steps above 4.\n")
+  assert capsys.readouterr() == ("", f"jaxlayer train: {run_dir} is already finished at step 4: "
+                                 "nothing to train. To train it further, raise "
+                                 "--config.train.steps above 4.\n")
   cause = "sweep.json does not exist" if sweep_is == "deleted" else "has not finished"
   with pytest.raises(SystemExit, match=(
       rf"{cause}.* The run in {run_dir} is at step 4 of 6, so it needs that sweep to train on; "
@@ -1194,19 +1194,21 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
              "--config.logging.eval_every=1", "--config.eval.num_problems=4",
              "--config.eval.batch_size=4"]
   cli.main([*command, "--config.train.steps=2"])
-  printed = capsys.readouterr().out
+  printed, notes = capsys.readouterr()  # its results; its plan and notes, beside the bars
   import transformers
 
   hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir)
+  capsys.readouterr()  # (its loading bar)
   trained = sum(p.numel() for p in hf.model.layers[1].parameters())
   total = sum(p.numel() for p in hf.parameters())
-  assert printed.startswith(
+  assert notes.startswith(
       f"jaxlayer train: layers.1 of {tiny_qwen2_dir}: {trained:,} of {total:,} parameters "
-      f"({trained / total:.1%}); grpo, 2 RL steps of 64 responses; run directory {run_dir}\n"
-      f"  metrics: {run_dir / 'metrics.jsonl'}; tensorboard --logdir {run_dir / 'tensorboard'}\n")
+      f"({trained / total:.1%}); grpo, 2 RL steps of 64 responses; run directory {run_dir}\n")
+  assert (f"  metrics: {run_dir / 'metrics.jsonl'}; tensorboard --logdir "
+          f"{run_dir / 'tensorboard'}\n") in notes  # (once written)
   rows = metrics.read_metrics(run_dir)
   tests = [r["eval/arithmetic/pass@1"] for r in rows]  # evaluated after each step
-  assert printed.endswith(f"training curves: {run_dir / 'training.png'}\n"
+  assert printed == (f"training curves: {run_dir / 'training.png'}\n"
                           f"trained 2 steps; mean reward {rows[0]['reward']:z.3f} at step 1, "
                           f"{rows[1]['reward']:z.3f} at step 2\n"
                           f"test arithmetic/pass@1: {tests[0]:.3f} at step 1, {tests[1]:.3f} at "
@@ -1222,9 +1224,9 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
     patch.setattr(models, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
     for steps, asked in ((2, ""), (1, " (train.steps=1)")):
       cli.main([*command, f"--config.train.steps={steps}"])
-      assert capsys.readouterr().out == (
-          f"jaxlayer train: {run_dir} is already finished at step 2{asked}: nothing to train. "
-          "To train it further, raise --config.train.steps above 2.\n")
+      assert capsys.readouterr() == (
+          "", f"jaxlayer train: {run_dir} is already finished at step 2{asked}: nothing to "
+          "train. To train it further, raise --config.train.steps above 2.\n")
   # A refused resume says why, and nothing else: no header, no curves drawn again.
   with pytest.raises(SystemExit, match=r"^jaxlayer train: run_dir .* holds checkpoints of a run "
                      r"with a different config \(train.layers: 'layers.1' -> 'layers.0'\)"):
@@ -1235,17 +1237,17 @@ def test_cli_train_then_export(tiny_qwen2_dir, tmp_path, capsys, monkeypatch):
   plot, logged = run_dir / "training.png", (run_dir / "metrics.jsonl").stat().st_mtime_ns
   os.utime(plot, ns=(logged - 10**9, logged - 10**9))
   cli.main([*command, "--config.train.steps=2"])
-  assert capsys.readouterr().out == (
-      f"jaxlayer train: {run_dir} is already finished at step 2: nothing to train. To train it "
-      f"further, raise --config.train.steps above 2.\ntraining curves: {plot}\n")
+  assert capsys.readouterr() == (
+      f"training curves: {plot}\n", f"jaxlayer train: {run_dir} is already finished at step 2: "
+      "nothing to train. To train it further, raise --config.train.steps above 2.\n")
   assert plot.stat().st_mtime_ns > logged
   cli.main([*command, "--config.train.steps=3"])
-  printed = capsys.readouterr().out.split("\n")
+  printed, notes = capsys.readouterr()
   rows = metrics.read_metrics(run_dir)
-  assert printed[2:5] == ["resuming from step 2 of 3",
-                          f"training curves: {run_dir / 'training.png'}",
-                          f"trained 1 step; mean reward {rows[0]['reward']:z.3f} at step 1, "
-                          f"{rows[2]['reward']:z.3f} at step 3"]
+  assert "resuming from step 2 of 3\n" in notes
+  assert printed.split("\n")[:2] == [f"training curves: {run_dir / 'training.png'}",
+                                     f"trained 1 step; mean reward {rows[0]['reward']:z.3f} at "
+                                     f"step 1, {rows[2]['reward']:z.3f} at step 3"]
   assert checkpoint.Checkpointer(run_dir).all_steps() == [2, 3]
 
   cli.main(["export", "--run", str(run_dir), "--out", str(hf_dir)])
@@ -1329,7 +1331,7 @@ def test_cli_names_the_metrics_file_only_for_a_run_that_writes_it(tiny_qwen2_dir
     cli.main(["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
               "--config.train.layers=layers.1", f"--config.run_dir={run_dir}",
               "--config.rollout.max_prompt_tokens=16", "--config.rollout.max_new_tokens=8"])
-  printed = capsys.readouterr().out
+  printed = capsys.readouterr().err
   assert printed.startswith("jaxlayer train: layers.1 of ")  # the run got as far as its plan
   assert not (run_dir / metrics.METRICS_FILE).exists()
   assert "metrics:" not in printed
