@@ -474,11 +474,21 @@ def _sigterm_as_ctrl_c():
   def interrupt(signum, frame):
     raise train.TrainingInterrupted(f"stopped by {train.STOP_SIGNALS[signum]}.", signum)
 
-  previous = signal.signal(signal.SIGTERM, interrupt)
+  def send_again_if_dropped(unraisable):
+    # Python drops an exception raised in a garbage-collection callback (JAX sets many), where
+    # the signal may land: it comes again shortly, to the command's own code.
+    if isinstance(unraisable.exc_value, train.TrainingInterrupted):
+      threading.Timer(0.05, os.kill, (os.getpid(), unraisable.exc_value.signum)).start()
+    else:
+      previous_hook(unraisable)
+
+  previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
+  sys.unraisablehook = send_again_if_dropped
   try:
     yield
   finally:  # (None: one set outside Python, which cannot be put back)
     signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    sys.unraisablehook = previous_hook
 
 
 def _json_object(text: str) -> dict:

@@ -527,6 +527,32 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(command, stopped, go_on, monkeyp
   assert capsys.readouterr().err.endswith(f"jaxlayer {command[0]}: stopped by SIGTERM. {go_on}\n")
 
 
+def test_sigterm_in_a_garbage_collection_callback_still_stops_the_command(monkeypatch, capsys,
+                                                                          sigterm_unanswered):
+  """Python drops an exception raised in a weakref callback (JAX sets many), printing it as
+  'Exception ignored'; the command went on, and ended with status 0."""
+  import time
+  import weakref
+
+  class Collected:
+    pass
+
+  def collected_during_sigterm(*args, **kwargs):
+    collected = Collected()
+    watch = weakref.ref(collected, lambda ref: signal.raise_signal(signal.SIGTERM))
+    del collected  # (the callback runs here)
+    time.sleep(5)
+    raise AssertionError(f"the command went on after SIGTERM ({watch})")
+
+  monkeypatch.setattr(evaluation, "evaluate_and_save", collected_during_sigterm)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["eval", "--config", str(REPO / "configs/sweep_tiny.py"), "--model",
+              assets.TINY_ARITH])
+  assert exited.value.code == 143
+  assert capsys.readouterr().err == ("\njaxlayer eval: stopped by SIGTERM. Run the same command "
+                                     "to do it again.\n")
+
+
 def test_sigterm_after_an_export_is_written_says_it_is_whole(monkeypatch, tmp_path, capsys,
                                                              sigterm_unanswered):
   """Not 'run the same command', which would find the export there and refuse it."""
