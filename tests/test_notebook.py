@@ -106,7 +106,8 @@ def test_running_the_sweep_cell_again_resumes_its_sweep(executed_and_rerun):
   """The cell used to make a new temporary directory each time, so it ran every run again."""
   notebook, rerun = executed_and_rerun
   first = _printed(_sweep_cell(notebook))
-  again = _printed(rerun)
+  # (The sweep's notes, "resuming ...", show on the cell's standard error.)
+  again = "".join(o.get("text", "") for o in _outputs(rerun) if o.get("output_type") == "stream")
   directory = re.search(r"sweep directory: (\S+)", first).group(1)
   assert re.search(r"sweep directory: (\S+)", again).group(1) == directory
   assert "3 of 3 runs already done" in again and "pass@1" not in again  # nothing trained
