@@ -471,24 +471,44 @@ def _sigterm_as_ctrl_c():
     yield  # (a handler can be set in the main thread only)
     return
 
-  def interrupt(signum, frame):
+  def stop(signum: int):
+    undelivered.discard(signum)
     raise train.TrainingInterrupted(f"stopped by {train.STOP_SIGNALS[signum]}.", signum)
+
+  def send_again_soon(signum: int) -> None:
+    undelivered.add(signum)
+    timer[:] = [threading.Timer(0.05, os.kill, (os.getpid(), signum))]
+    timer[0].start()
+
+  def interrupt(signum, frame):
+    if frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "jax":
+      # Within JAX's code, as when XLA compiles (jaxlib checks for signals meanwhile), an
+      # exception leaves the compiler's threads running while Python exits: a segfault, status
+      # 139. It comes again shortly, until it lands in code outside JAX.
+      send_again_soon(signum)
+      return
+    stop(signum)
 
   def send_again_if_dropped(unraisable):
     # Python drops an exception raised in a garbage-collection callback (JAX sets many), where
     # the signal may land: it comes again shortly, to the command's own code.
     if isinstance(unraisable.exc_value, train.TrainingInterrupted):
-      threading.Timer(0.05, os.kill, (os.getpid(), unraisable.exc_value.signum)).start()
+      send_again_soon(unraisable.exc_value.signum)
     else:
       previous_hook(unraisable)
 
+  undelivered, timer = set(), []  # signals sent again soon, and the timer of the last
   previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
   sys.unraisablehook = send_again_if_dropped
   try:
     yield
   finally:  # (None: one set outside Python, which cannot be put back)
+    for pending in timer:
+      pending.cancel()
     signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     sys.unraisablehook = previous_hook
+  if undelivered:  # the command ended before it came again: it stops here
+    stop(undelivered.pop())
 
 
 def _json_object(text: str) -> dict:

@@ -527,6 +527,35 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(command, stopped, go_on, monkeyp
   assert capsys.readouterr().err.endswith(f"jaxlayer {command[0]}: stopped by SIGTERM. {go_on}\n")
 
 
+@pytest.mark.parametrize("command_goes_on", [True, False])
+def test_sigterm_within_jax_comes_again_in_the_commands_own_code(command_goes_on, monkeypatch,
+                                                                 capsys, sigterm_unanswered):
+  """jaxlib checks for signals while XLA compiles: a KeyboardInterrupt raised there left the
+  compiler's threads running as Python exited (a segfault, status 139). A SIGTERM that lands in
+  JAX's code comes again once the command's own code runs, or stops it as it ends."""
+  import time
+
+  jax_code = {"__name__": "jax._src.compiler", "signal": signal}
+  exec("def compile():\n  signal.raise_signal(signal.SIGTERM)\n  return 'compiled'\n", jax_code)
+  compiled = []
+
+  def evaluate_and_save(*args, **kwargs):
+    compiled.append(jax_code["compile"]())
+    if command_goes_on:
+      time.sleep(10)  # where the signal comes again
+      raise AssertionError("the command went on after SIGTERM")
+    return "OUT", {}
+
+  monkeypatch.setattr("jaxlayer.evaluation.evaluate_and_save", evaluate_and_save)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["eval", "--config", str(REPO / "configs/sweep_tiny.py"), "--model",
+              assets.TINY_ARITH])
+  assert signal.getsignal(signal.SIGTERM) is sigterm_unanswered  # restored
+  assert compiled == ["compiled"] and exited.value.code == 143
+  assert capsys.readouterr().err.endswith(
+      "jaxlayer eval: stopped by SIGTERM. Run the same command to do it again.\n")
+
+
 def test_sigterm_in_a_garbage_collection_callback_still_stops_the_command(monkeypatch, capsys,
                                                                           sigterm_unanswered):
   """Python drops an exception raised in a weakref callback (JAX sets many), printing it as
