@@ -458,12 +458,17 @@ def _stop_on_sigterm(signum, frame) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_ctrl_c():
-  """Within, on one host: SIGTERM stops the command as Ctrl-C does, raising a KeyboardInterrupt
-  that carries it (rl.train.TrainingInterrupted: exit status 143), where it killed the command
-  without a word. A run's training takes it over meanwhile (rl.train.stop_requests: it stops
-  after the step under way, with a checkpoint). On several hosts JAX's preemption service holds
-  it for the next training step, which all hosts stop after."""
+def _stop_signals():
+  """Within, on one host: Ctrl-C and SIGTERM stop the command, raising a KeyboardInterrupt (for
+  SIGTERM rl.train.TrainingInterrupted, which carries it: exit status 143), where SIGTERM killed
+  it without a word. A run's training takes them over meanwhile (rl.train.stop_requests: it
+  stops after the step under way, with a checkpoint). On several hosts JAX's preemption service
+  holds SIGTERM for the next training step, which all hosts stop after.
+
+  One that lands in JAX's code, as while XLA compiles (jaxlib checks for signals meanwhile), is
+  held until the call returns: raised there, it left the compiler's threads running as Python
+  exited (the stop's line, then a segfault, status 139). The same signal again then stops the
+  process at once (as SIGKILL would: what it was writing is left in temporary files)."""
   from jaxlayer import distributed
   from jaxlayer.rl import train
 
@@ -471,44 +476,58 @@ def _sigterm_as_ctrl_c():
     yield  # (a handler can be set in the main thread only)
     return
 
-  def stop(signum: int):
-    undelivered.discard(signum)
-    raise train.TrainingInterrupted(f"stopped by {train.STOP_SIGNALS[signum]}.", signum)
+  held, sent_again = set(), set()  # signals held back; those the timer below sent again
+  timer = []  # the timer that last sent one again
 
   def send_again_soon(signum: int) -> None:
-    undelivered.add(signum)
-    timer[:] = [threading.Timer(0.05, os.kill, (os.getpid(), signum))]
+    def send() -> None:
+      sent_again.add(signum)
+      os.kill(os.getpid(), signum)
+
+    held.add(signum)
+    timer[:] = [threading.Timer(0.05, send)]
     timer[0].start()
 
-  def interrupt(signum, frame):
-    if frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "jax":
-      # Within JAX's code, as when XLA compiles (jaxlib checks for signals meanwhile), an
-      # exception leaves the compiler's threads running while Python exits: a segfault, status
-      # 139. It comes again shortly, until it lands in code outside JAX.
-      send_again_soon(signum)
-      return
-    stop(signum)
+  def stop(signum: int):
+    held.discard(signum)
+    if signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    raise train.TrainingInterrupted(f"stopped by {train.STOP_SIGNALS[signum]}.", signum)
+
+  def handle(signum, frame):
+    again_by_user = signum in held and signum not in sent_again
+    sent_again.discard(signum)
+    if frame is None or frame.f_globals.get("__name__", "").partition(".")[0] != "jax":
+      stop(signum)
+    if again_by_user:
+      print(f"\njaxlayer: {train.STOP_SIGNALS[signum]} again: stopped at once.", file=sys.stderr,
+            flush=True)
+      os._exit(128 + signum)
+    if signum not in held:
+      print(f"\njaxlayer: {train.STOP_SIGNALS[signum]}: stopping once JAX's call under way (a "
+            "compile) returns; again: stop at once.", file=sys.stderr, flush=True)
+    send_again_soon(signum)
 
   def send_again_if_dropped(unraisable):
     # Python drops an exception raised in a garbage-collection callback (JAX sets many), where
     # the signal may land: it comes again shortly, to the command's own code.
-    if isinstance(unraisable.exc_value, train.TrainingInterrupted):
-      send_again_soon(unraisable.exc_value.signum)
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+      send_again_soon(getattr(unraisable.exc_value, "signum", signal.SIGINT))
     else:
       previous_hook(unraisable)
 
-  undelivered, timer = set(), []  # signals sent again soon, and the timer of the last
-  previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
-  sys.unraisablehook = send_again_if_dropped
+  previous = {signum: signal.signal(signum, handle) for signum in train.STOP_SIGNALS}
+  previous_hook, sys.unraisablehook = sys.unraisablehook, send_again_if_dropped
   try:
     yield
-  finally:  # (None: one set outside Python, which cannot be put back)
+  finally:
     for pending in timer:
       pending.cancel()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    for signum, handler in previous.items():  # (None: one set outside Python, not put back)
+      signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     sys.unraisablehook = previous_hook
-  if undelivered:  # the command ended before it came again: it stops here
-    stop(undelivered.pop())
+  if held:  # the command ended before it came again: it stops here
+    stop(held.pop())
 
 
 def _json_object(text: str) -> dict:
@@ -615,7 +634,7 @@ def _generate(argv: list[str]) -> None:
     mesh = None
   from jaxlayer import evaluation
 
-  with _sigterm_as_ctrl_c():
+  with _stop_signals():
     try:
       model, tokenizer, _ = evaluation.load_model(args.model, dtype=args.dtype, step=args.step,
                                                   mesh=mesh, base_model=args.base_model)
@@ -777,7 +796,7 @@ def _sweep(argv: list[str]) -> None:
   from jaxlayer.sweep import launchers
 
   try:
-    with _sigterm_as_ctrl_c():
+    with _stop_signals():
       sweep_dir = sweep.run_sweep(config, command=shlex.join(["jaxlayer", "sweep", *argv]),
                                   dry_run=dry_run)
   except (ValueError, FileNotFoundError, launchers.RunsFailed) as err:
@@ -998,7 +1017,7 @@ def _memory(argv: list[str]) -> None:
 
   if config.model.path is not None and is_run_dir(config.model.path):
     raise SystemExit(f"jaxlayer memory: {_run_as_model_path(config.model.path)}")
-  with _sigterm_as_ctrl_c():
+  with _stop_signals():
     try:
       if config.model.path is not None:  # (else train.plan names the missing key)
         # Sizing reads only the architecture: a hub model's weights are not downloaded.
@@ -1053,7 +1072,7 @@ def _export(argv: list[str]) -> None:
 
   out = None  # the export's directory, once it is written
   try:
-    with _sigterm_as_ctrl_c():
+    with _stop_signals():
       step = checkpoint.checkpoint_step(args.run, args.step)
       out = checkpoint.export(args.run, args.out, step=step, dtype=args.dtype,
                               overwrite=args.overwrite, base_model=args.base_model)
@@ -1116,7 +1135,7 @@ def _eval(argv: list[str]) -> None:
   from jaxlayer import evaluation
 
   try:
-    with _sigterm_as_ctrl_c():
+    with _stop_signals():
       out, report = evaluation.evaluate_and_save(
           config, args.model, args.out, step=args.step, save_generations=args.save_generations,
           overwrite=args.overwrite, command=shlex.join(["jaxlayer", "eval", *argv]),
@@ -1196,7 +1215,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run_command(name: str, argv: list[str]) -> None:
   """Runs `jaxlayer NAME ARGV` (a command, --help or --version). A Ctrl-C (or a SIGTERM, which
-  `_sigterm_as_ctrl_c` makes one) that the command does not answer itself (as train, sweep,
+  `_stop_signals` makes one) that the command does not answer itself (as train, sweep,
   generate and export do, saying what they kept) ends it as they do,
   without a traceback; so does a reader of its output that stops (`jaxlayer table ... | head -3`),
   as SIGPIPE would end it."""

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import warnings
 
 import pytest
@@ -527,33 +528,62 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(command, stopped, go_on, monkeyp
   assert capsys.readouterr().err.endswith(f"jaxlayer {command[0]}: stopped by SIGTERM. {go_on}\n")
 
 
-@pytest.mark.parametrize("command_goes_on", [True, False])
-def test_sigterm_within_jax_comes_again_in_the_commands_own_code(command_goes_on, monkeypatch,
-                                                                 capsys, sigterm_unanswered):
-  """jaxlib checks for signals while XLA compiles: a KeyboardInterrupt raised there left the
-  compiler's threads running as Python exited (a segfault, status 139). A SIGTERM that lands in
-  JAX's code comes again once the command's own code runs, or stops it as it ends."""
+def _run_eval_in_jax_code(monkeypatch, jax_source: str, command_goes_on: bool,
+                          compiled: list) -> None:
+  """Runs `jaxlayer eval` on the tiny model, its evaluation replaced by a function of a module
+  named as JAX's (a compile: `jax_source` raises signals there), whose value goes in compiled."""
   import time
 
   jax_code = {"__name__": "jax._src.compiler", "signal": signal}
-  exec("def compile():\n  signal.raise_signal(signal.SIGTERM)\n  return 'compiled'\n", jax_code)
-  compiled = []
+  exec(f"def compile():\n{textwrap.indent(jax_source, '  ')}\n  return 'compiled'\n", jax_code)
 
   def evaluate_and_save(*args, **kwargs):
     compiled.append(jax_code["compile"]())
     if command_goes_on:
       time.sleep(10)  # where the signal comes again
-      raise AssertionError("the command went on after SIGTERM")
+      raise AssertionError("the command went on after the signal")
     return "OUT", {}
 
   monkeypatch.setattr("jaxlayer.evaluation.evaluate_and_save", evaluate_and_save)
+  cli.main(["eval", "--config", str(REPO / "configs/sweep_tiny.py"), "--model",
+            assets.TINY_ARITH])
+
+
+@pytest.mark.parametrize("signum,status,said", [(signal.SIGTERM, 143, "stopped by SIGTERM."),
+                                                (signal.SIGINT, 130, "interrupted.")])
+@pytest.mark.parametrize("command_goes_on", [True, False])
+def test_a_stop_signal_within_jax_is_held_until_the_call_returns(
+    signum, status, said, command_goes_on, monkeypatch, capsys, sigterm_unanswered):
+  """jaxlib checks for signals while XLA compiles: a KeyboardInterrupt raised there left the
+  compiler's threads running as Python exited (the stop's line, then a segfault, status 139).
+  A signal that lands in JAX's code comes again once the command's own code runs, or stops it
+  as it ends."""
+  compiled = []
   with pytest.raises(SystemExit) as exited:
-    cli.main(["eval", "--config", str(REPO / "configs/sweep_tiny.py"), "--model",
-              assets.TINY_ARITH])
+    _run_eval_in_jax_code(monkeypatch, f"signal.raise_signal({int(signum)})", command_goes_on,
+                          compiled)
   assert signal.getsignal(signal.SIGTERM) is sigterm_unanswered  # restored
-  assert compiled == ["compiled"] and exited.value.code == 143
-  assert capsys.readouterr().err.endswith(
-      "jaxlayer eval: stopped by SIGTERM. Run the same command to do it again.\n")
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert exited.value.code == status and compiled == ["compiled"]
+  err = capsys.readouterr().err
+  assert "stopping once JAX's call under way (a compile) returns; again: stop at once." in err
+  assert err.endswith(f"jaxlayer eval: {said} Run the same command to do it again.\n")
+
+
+def test_the_same_signal_again_within_jax_stops_at_once(monkeypatch, capsys, sigterm_unanswered):
+  def exit_at_once(status):
+    raise _ExitedAtOnce(status)
+
+  monkeypatch.setattr(cli.os, "_exit", exit_at_once)
+  with pytest.raises(_ExitedAtOnce) as exited:
+    _run_eval_in_jax_code(monkeypatch, "signal.raise_signal(2)\nsignal.raise_signal(2)", True,
+                          [])
+  assert exited.value.args == (130,)
+  assert capsys.readouterr().err.endswith("jaxlayer: Ctrl-C again: stopped at once.\n")
+
+
+class _ExitedAtOnce(BaseException):
+  """os._exit, which the test must not call."""
 
 
 def test_sigterm_in_a_garbage_collection_callback_still_stops_the_command(monkeypatch, capsys,
