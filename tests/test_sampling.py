@@ -121,6 +121,22 @@ def test_same_seed_same_samples(qwen2, prompts):
   assert (first.tokens[0::2] != first.tokens[1::2]).mean() > 0.5  # the 2 samples differ
 
 
+def test_each_row_and_step_draws_its_own_number_from_the_seed(qwen2, prompts):
+  """Row r's token at step t is the inverse CDF (vocabulary order) of the teacher-forced
+  distribution at the uniform number drawn from (seed, t, r): each step draws a new number."""
+  out = _sample(qwen2, prompts, seed=3)
+  logits = _teacher_forced_logits(qwen2, out, prompts).astype(np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)  # [rows, MAX_NEW, vocab]
+  cdf_after = np.take_along_axis(np.cumsum(probs, -1), out.tokens[..., None], -1)[..., 0]
+  cdf_before = cdf_after - np.take_along_axis(probs, out.tokens[..., None], -1)[..., 0]
+  key = jax.random.key(3)
+  uniform = np.array([[jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, step), row))
+                       for step in range(MAX_NEW)] for row in range(len(out.tokens))])
+  # [rows, MAX_NEW]; 1e-5: the sampler's float32 logits against these float64 sums
+  assert ((cdf_before - 1e-5 <= uniform) & (uniform <= cdf_after + 1e-5)).all()
+
+
 @pytest.mark.parametrize("cut", [dict(top_k=3), dict(top_p=0.1)])
 def test_top_k_and_top_p_never_leave_the_allowed_set(qwen2, prompts, cut):
   out = _sample(qwen2, prompts, **cut)
