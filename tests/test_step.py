@@ -355,6 +355,22 @@ def test_micro_batches_normalise_over_the_whole_update_batch(tiny_qwen2_dir, agg
                                                                               rel=1e-4)
 
 
+def test_the_entropy_metric_is_the_mean_over_response_tokens_only(tiny_qwen2_dir):
+  """At temperature 0.02 the tiny model's entropy varies from position to position (at 1.0 it
+  is ~log(300) everywhere), so a mean that took the padding and masked rows in would show."""
+  batch = _batch(300)
+  batch["response_mask"][[2, 5]] = 0.0
+  mask = batch["response_mask"]
+  split, params, tx = _trainer_parts(tiny_qwen2_dir, "layers.1")
+  _, entropy = step.response_logprobs(split.merge(params), batch, 0.02)
+  entropy = np.asarray(entropy, np.float64)  # [rows, response]
+  expected = (entropy * mask).sum() / mask.sum()
+  assert entropy.mean() != pytest.approx(expected, rel=1e-2)
+  _, _, metrics = step.make_update_step(split, tx, LOSS, 0.02)(params, tx.init(params),
+                                                              split.frozen, batch)
+  assert float(metrics["entropy"]) == pytest.approx(expected, rel=1e-4)
+
+
 def test_top_block_update_is_cheaper_than_bottom_block_and_full(tiny_qwen2_dir):
   """No backward work below the lowest trainable block (XLA's FLOP count of the step)."""
   batch = _batch(300)
