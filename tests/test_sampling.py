@@ -209,6 +209,17 @@ def test_sampled_eos_stops_masks_and_all_finished_stops_the_loop(qwen2, prompts)
   assert stopped.steps == 1 and stopped.lengths.tolist() == [1] * len(prompts)
 
 
+def test_filler_rows_do_not_keep_the_loop_going(qwen2, prompts):
+  """9 prompts fill a batch of 10 (`bucket`): the loop stops when the 9 have stopped, whatever
+  the filler row would decode."""
+  nine = [*prompts, *(p[:2] for p in prompts), prompts[2][3:]]
+  args = dict(max_new_tokens=MAX_NEW, temperature=0, seed=0)
+  greedy = sampling.generate(qwen2, nine, eos_token_ids=[], **args)
+  first_tokens = sorted(set(greedy.tokens[:, 0].tolist()))
+  stopped = sampling.generate(qwen2, nine, eos_token_ids=first_tokens, **args)
+  assert stopped.steps == 1 and stopped.lengths.tolist() == [1] * len(nine)
+
+
 def _spy_on_prefill(monkeypatch):
   """Records each prefill's prompt-id shape and the cache it returned."""
   calls = []
