@@ -153,11 +153,13 @@ def test_learning_rate_groups_move_each_leaf_by_its_own_rate_in_the_runs_update(
   grads = _full_model_gradients(model, batch, planned.loss)
   split, params = step.split_model(model, planned.selection.trainable)
   grads = {k: grads[k] for k in params}
-  clip = min(1.0, 0.5 / np.sqrt(sum((g ** 2).sum() for g in grads.values())))
+  grad_norm = np.sqrt(sum((g ** 2).sum() for g in grads.values()))
+  clip = min(1.0, 0.5 / grad_norm)
   tx = train.plan_optimizer(planned)
   before = {k: np.asarray(v, np.float64) for k, v in params.items()}
-  new, _, _ = step.make_update_step(split, tx, planned.loss, 1.0)(
+  new, _, metrics = step.make_update_step(split, tx, planned.loss, 1.0)(
       params, tx.init(params), split.frozen, batch)
+  assert clip < 1.0 and float(metrics["grad_norm"]) == pytest.approx(grad_norm, rel=1e-4)
   for k, g in grads.items():
     rate = 3e-3 if k.startswith("layers.1.") else 1e-3
     expected = -rate * clip * g / (clip * np.abs(g) + 1e-8)
