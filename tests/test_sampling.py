@@ -207,6 +207,11 @@ def test_sampled_eos_stops_masks_and_all_finished_stops_the_loop(qwen2, prompts)
   stopped = sampling.generate(qwen2, prompts, max_new_tokens=MAX_NEW, temperature=0,
                               eos_token_ids=first_tokens, seed=0)
   assert stopped.steps == 1 and stopped.lengths.tolist() == [1] * len(prompts)
+  # Over several calls: the longest call's steps (here prompt 3's call stops at once).
+  in_calls = sampling.generate(qwen2, prompts, max_new_tokens=MAX_NEW, temperature=0,
+                               eos_token_ids=[int(greedy.tokens[3, 0])], seed=0,
+                               prompts_per_call=3)
+  assert in_calls.lengths[3] == 1 and in_calls.steps == in_calls.lengths.max() > 1
 
 
 def test_filler_rows_do_not_keep_the_loop_going(qwen2, prompts):
