@@ -421,6 +421,12 @@ def test_sharded_update_equals_single_device(tiny_qwen2_dir):
                               (models.make_mesh(4, 2, 1), 2)):
     split, params, tx = _trainer_parts(tiny_qwen2_dir, "layers.1", mesh=mesh, lr=1e-3)
     opt_state, opt_shardings = step.init_optimizer(tx, params, mesh)
+    # AdamW's moments are split as their parameters are, not whole on every device.
+    moments = [(leaf, params[path[-1].key]) for path, leaf in
+               jax.tree_util.tree_leaves_with_path(opt_state) if getattr(path[-1], "key", None)
+               in params]
+    assert len(moments) == 2 * len(params)
+    assert all(m.sharding.is_equivalent_to(p.sharding, p.ndim) for m, p in moments)
     update = step.make_update_step(split, tx, LOSS, 1.0, micro_batches=micro_batches,
                                    param_shardings={k: v.sharding for k, v in params.items()},
                                    opt_shardings=opt_shardings)
