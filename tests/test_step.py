@@ -92,6 +92,19 @@ def test_updates_touch_only_the_selected_leaves(tiny_qwen2_dir):
   assert metrics["params_finite"] == 1.0
 
 
+def test_the_frozen_parameters_passed_are_the_ones_used(tiny_qwen2_dir):
+  """A compiled call computes with the frozen state it is given, not the one split off."""
+  model, _ = models.from_pretrained(tiny_qwen2_dir)
+  trainable = ["layers.1.mlp.up_proj.kernel"]
+  split, params = step.split_model(model, trainable)
+  other_split, _ = step.split_model(jax.tree.map(lambda x: 2 * x, model), trainable)
+  batch = _batch(300)
+  expected = step.make_logprob_fn(other_split, 1.0)(params, other_split.frozen, batch)
+  got = step.make_logprob_fn(split, 1.0)(params, other_split.frozen, batch)
+  assert not np.allclose(expected, step.make_logprob_fn(split, 1.0)(params, split.frozen, batch))
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 def test_an_infinite_step_reports_weights_that_are_not_finite(tiny_qwen2_dir):
   """An infinite step leaves infinite weights after a finite loss and gradient: params_finite
   is what tells the run it diverged."""
