@@ -114,6 +114,15 @@ def test_an_infinite_step_reports_weights_that_are_not_finite(tiny_qwen2_dir):
       params, sgd.init(params), split.frozen, _batch(300))
   assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
   assert metrics["params_finite"] == 0.0
+  # One leaf out of many is enough.
+  first = min(params)
+  one_infinite = optax.stateless(lambda updates, _: {
+      k: v * (np.inf if k == first else -1.0) for k, v in updates.items()})
+  split, params, _ = _trainer_parts(tiny_qwen2_dir, "layers.1")
+  new, _, metrics = step.make_update_step(split, one_infinite, LOSS, 1.0)(
+      params, one_infinite.init(params), split.frozen, _batch(300))
+  assert [k for k, v in new.items() if not np.isfinite(v).all()] == [first]
+  assert metrics["params_finite"] == 0.0
 
 
 def _full_model_gradients(model, batch, loss_config) -> dict[str, np.ndarray]:
