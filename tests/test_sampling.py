@@ -404,6 +404,8 @@ def test_a_prompt_too_long_is_named_with_the_max_new_tokens_that_fits(qwen2):
       "max_new_tokens to at most 4.")
   with pytest.raises(ValueError, match=r"^prompts\[1\] has 251 tokens;.*at most 5\.$"):
     sampling.generate(qwen2, prompt_list[:2], max_new_tokens=7, eos_token_ids=[], seed=0)
+  # What the message offers fits: 252 + 4 = 256 positions.
+  sampling._check_args(qwen2.config, prompt_list[2:3], 4, 1, 1.0, 0, 1.0, [], 0, 0)
 
 
 def test_the_pair_from_pretrained_returns_is_refused_with_the_fix(tiny_qwen2_dir, tmp_path):
