@@ -176,6 +176,17 @@ def test_top_p_through_tied_tokens_keeps_what_transformers_keeps(top_p):
   assert set(np.asarray(tokens).tolist()) <= set(range(10, 18))
 
 
+def test_a_draw_at_the_top_of_the_unit_interval_stays_within_the_weights():
+  """The largest uniform number below 1 against weights over seven orders of magnitude in 2
+  blocks: float32 round-off between the block sums and the sums within a block must not carry
+  the draw past the last entry."""
+  rng = np.random.default_rng(0)
+  weights = rng.random((512, 2, 128)) * 10.0 ** rng.integers(-3, 4, (512, 2, 128))
+  uniform = np.full(512, np.nextafter(np.float32(1), np.float32(0)))  # [rows]
+  index, _ = sampling._inverse_cdf(jax.numpy.asarray(weights, np.float32), uniform)
+  assert (np.asarray(index) < 256).all()
+
+
 def test_low_temperature_tends_to_greedy(qwen2, prompts):
   greedy = sampling.generate(qwen2, prompts, max_new_tokens=MAX_NEW, temperature=0,
                              eos_token_ids=[], seed=0)
