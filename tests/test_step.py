@@ -395,6 +395,20 @@ def test_the_entropy_metric_is_the_mean_over_response_tokens_only(tiny_qwen2_dir
   assert float(metrics["entropy"]) == pytest.approx(expected, rel=1e-4)
 
 
+def test_the_kl_term_takes_the_batchs_reference_log_probs(tiny_qwen2_dir):
+  """With kl_beta > 0 the step's KL is k3 of the policy against the batch's ref_logprobs."""
+  batch = _batch(300)
+  mask = batch["response_mask"]
+  split, params, tx = _trainer_parts(tiny_qwen2_dir, "layers.1")
+  logps = np.asarray(step.response_logprobs(split.merge(params), batch, 1.0)[0], np.float64)
+  batch["ref_logprobs"] = batch["old_logprobs"]
+  log_ratio = batch["ref_logprobs"] - logps  # [rows, response]
+  expected = ((np.exp(log_ratio) - log_ratio - 1) * mask).sum() / mask.sum()
+  update = step.make_update_step(split, tx, losses.LossConfig(kl_beta=0.1), 1.0)
+  _, _, metrics = update(params, tx.init(params), split.frozen, batch)
+  assert float(metrics["kl"]) == pytest.approx(expected, rel=1e-4)
+
+
 def test_top_block_update_is_cheaper_than_bottom_block_and_full(tiny_qwen2_dir):
   """No backward work below the lowest trainable block (XLA's FLOP count of the step)."""
   batch = _batch(300)
