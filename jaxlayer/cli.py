@@ -893,7 +893,9 @@ def _train(argv: list[str]) -> None:
 
   steps = config.train.steps
   try:
-    with train.stop_requests():  # a Ctrl-C from here on stops the run before its first step
+    # A Ctrl-C from here on stops the run before its first step; a second stops it at once, once
+    # JAX's call under way returns (_stop_signals).
+    with _stop_signals(), train.stop_requests():
       with distributed.failing_together("Checking the run's settings"):
         plan = train.plan(config)
       start = train.check_resume(plan)  # a refused resume stops here, before any output

@@ -528,17 +528,24 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(command, stopped, go_on, monkeyp
   assert capsys.readouterr().err.endswith(f"jaxlayer {command[0]}: stopped by SIGTERM. {go_on}\n")
 
 
+def _jax_compile(source: str):
+  """A function of a module named as JAX's (a compile) that runs `source` (signals raised there)
+  and returns 'compiled'."""
+  jax_code = {"__name__": "jax._src.compiler", "signal": signal}
+  exec(f"def compile():\n{textwrap.indent(source, '  ')}\n  return 'compiled'\n", jax_code)
+  return jax_code["compile"]
+
+
 def _run_eval_in_jax_code(monkeypatch, jax_source: str, command_goes_on: bool,
                           compiled: list) -> None:
-  """Runs `jaxlayer eval` on the tiny model, its evaluation replaced by a function of a module
-  named as JAX's (a compile: `jax_source` raises signals there), whose value goes in compiled."""
+  """Runs `jaxlayer eval` on the tiny model, its evaluation replaced by _jax_compile(jax_source),
+  whose value goes in compiled."""
   import time
 
-  jax_code = {"__name__": "jax._src.compiler", "signal": signal}
-  exec(f"def compile():\n{textwrap.indent(jax_source, '  ')}\n  return 'compiled'\n", jax_code)
+  compile_in_jax = _jax_compile(jax_source)
 
   def evaluate_and_save(*args, **kwargs):
-    compiled.append(jax_code["compile"]())
+    compiled.append(compile_in_jax())
     if command_goes_on:
       time.sleep(10)  # where the signal comes again
       raise AssertionError("the command went on after the signal")
@@ -580,6 +587,38 @@ def test_the_same_signal_again_within_jax_stops_at_once(monkeypatch, capsys, sig
                           [])
   assert exited.value.args == (130,)
   assert capsys.readouterr().err.endswith("jaxlayer: Ctrl-C again: stopped at once.\n")
+
+
+def test_a_second_ctrl_c_to_train_within_jax_is_held_until_the_call_returns(
+    monkeypatch, capsys, tmp_path, sigterm_unanswered):
+  """train's first Ctrl-C asks for a stop after the step under way; a second stops it at once,
+  but one that lands in JAX's code (an XLA compile) waits for the call to return, as for the
+  other commands (raised there, it ended in a segfault)."""
+  import time
+
+  from jaxlayer.rl import train
+
+  compile_in_jax, compiled = _jax_compile("signal.raise_signal(2)"), []
+
+  def training(config, **kwargs):
+    signal.raise_signal(signal.SIGINT)  # the first: stop after the step
+    compiled.append(compile_in_jax())  # the second comes while XLA compiles
+    time.sleep(10)  # where it comes again
+    raise AssertionError("the run went on after a second Ctrl-C")
+
+  monkeypatch.setattr(train, "plan", lambda config: argparse.Namespace(summary=lambda: "plan"))
+  monkeypatch.setattr(train, "check_resume", lambda plan: 0)
+  monkeypatch.setattr(train, "train", training)
+  with pytest.raises(SystemExit) as exited:
+    cli.main(["train", "--config", str(REPO / "configs/sweep_tiny.py"),
+              f"--config.run_dir={tmp_path / 'run'}"])
+  assert exited.value.code == 130 and compiled == ["compiled"]
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+  err = capsys.readouterr().err
+  assert "Ctrl-C: stopping before the next step" in err
+  assert "Ctrl-C: stopping once JAX's call under way (a compile) returns" in err
+  assert err.endswith("jaxlayer train: interrupted. Run the same command to go on (from the last "
+                      "checkpoint, if there is one).\n")
 
 
 class _ExitedAtOnce(BaseException):

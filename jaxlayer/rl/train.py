@@ -358,7 +358,11 @@ def stop_requests():
   def request_stop(signum, frame):
     if requested:
       restore()
-      signal.raise_signal(signum)
+      handler = previous[signum]
+      if callable(handler):  # with the frame it came in (the CLI's holds one in JAX's code)
+        handler(signum, frame)
+      else:
+        signal.raise_signal(signum)
       return
     requested.append(signal.Signals(signum))
     tqdm.write(f"{STOP_SIGNALS[signum]}: stopping before the next step (a step under way ends "
