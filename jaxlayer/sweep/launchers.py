@@ -16,18 +16,17 @@ raised by the run itself is not retried (it would fail again). A failed run does
 others: the sweep raises at the end, naming it, and a restart runs only the runs not recorded.
 
 Who writes the results: the driver. A task returns its result (a few kB: scores per problem,
-reward curve) and the driver, this process, writes result.json atomically. Only one process
-ever writes the sweep's results, nothing depends on a filesystem shared by the nodes, and a
-worker killed mid-run leaves nothing half-written in the sweep directory; the price is that
-a result still in flight when the driver dies is lost and its run redone on resume (its
-evaluation alone where its checkpoint is kept: full RL's, a rung's). (The driver never starts JAX on an
+reward curve) and the driver, this process, writes result.json atomically. Only one process ever
+writes the sweep's results, nothing depends on a filesystem shared by the nodes, and a worker
+killed mid-run leaves nothing half-written in the sweep directory; the price is that a result
+still in flight when the driver dies is lost and its run redone on resume (its evaluation alone
+where its checkpoint is kept: full RL's, a rung's). (The driver never starts JAX on an
 accelerator, so on a TPU VM its chips stay free for the tasks.) Each run's working directory
 (sweep_dir/runs/RUN/train: its checkpoints) is written by the worker, at the same absolute path
-on its node, and a block or group run's checkpoint is removed there once the run is scored: on
-a filesystem shared by the nodes a retried or resumed run continues from its checkpoints;
-otherwise full RL's kept checkpoint, and a rung's that successive halving stops the run at,
-stay on the node that ran it. Paths in the config (model.path, data files) must exist on every
-node.
+on its node, and a block or group run's checkpoint is removed there once the run is scored: on a
+filesystem shared by the nodes a retried or resumed run continues from its checkpoints;
+otherwise full RL's kept checkpoint, and a rung's that successive halving stops the run at, stay
+on the node that ran it. Paths in the config (model.path, data files) must exist on every node.
 
 A worker never runs the config file, so whatever the config file registered in this process
 (an environment in jaxlayer.envs.ENVS, a task in jaxlayer.tasks.TASKS) would be unknown there:
