@@ -1258,3 +1258,25 @@ def test_a_block_run_on_a_cluster_removes_its_checkpoint_where_it_wrote_it(tmp_p
                               on_cluster=on_cluster)
   assert result["score"] == BLOCKS[1] / NUM_PROBLEMS
   assert Path(result["checkpoint_dir"]).exists() is not on_cluster
+
+
+def test_a_signal_during_a_runs_last_step_stops_the_sweep_before_its_next_run(tmp_path,
+                                                                              monkeypatch):
+  """The trainer ends a run whose last step a Ctrl-C or SIGTERM came in as planned and reports
+  the signal (train's tests): the sweep stops there, where it went on to its next run, the
+  signal lost (a preemption notice then met the kill in the middle of the next block)."""
+  import signal
+  import types
+
+  from jaxlayer.rl import train
+
+  def finished_with_a_stop_request(config, **kwargs):
+    return types.SimpleNamespace(stop_requested=signal.SIGTERM)  # (all the sweep reads)
+
+  monkeypatch.setattr(train, "train", finished_with_a_stop_request)
+  with pytest.raises(train.TrainingInterrupted) as stopped:
+    runner.default_train_fn(make_config(tmp_path / "sweep", model_path=assets.TINY_ARITH),
+                            layers=(1,), seed=0, workdir=tmp_path / "run", progress_position=0)
+  assert stopped.value.signum == signal.SIGTERM
+  assert str(stopped.value) == (f"stopped by SIGTERM during the last step of the run in "
+                                f"{tmp_path / 'run'}, which finished.")

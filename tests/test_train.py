@@ -188,7 +188,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_di
 
 
 def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, tmp_path,
-                                                                compile_cache, monkeypatch):
+                                                                compile_cache, monkeypatch, capsys):
   """stop_at (successive halving's rungs) and Ctrl-C stop with a checkpoint, but the cosine
   schedule is the 4-step run's: stopping and resuming ends where the run without a stop does.
   Another train.steps would change that schedule: refused, with the way to go on."""
@@ -237,6 +237,15 @@ def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, 
     got = _params(resumed.model)
     for path in expected:
       np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+  # One during the last step: the run ends as planned, says so, and tells its caller (a sweep
+  # stops before its next run).
+  capsys.readouterr()
+  ended = train.train(config("last_step"), stop_at=1, on_step=send(signal.SIGTERM, times=1))
+  assert ended.step == 1 and checkpoint.Checkpointer(tmp_path / "last_step").all_steps() == [1]
+  assert ended.stop_requested == signal.SIGTERM and whole.stop_requested is None
+  assert capsys.readouterr().err.endswith(
+      "SIGTERM: the step under way was the last one: the run is finished, with the checkpoint "
+      f"of step 1 in {tmp_path / 'last_step'}.\n")
   # A Ctrl-C while the model loads (where Python may drop a KeyboardInterrupt inside a garbage-
   # collection callback of JAX) stops before the first step, with nothing trained.
   loading = train._Trainer.__init__

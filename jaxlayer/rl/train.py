@@ -149,6 +149,9 @@ class TrainResult:
   trained_params: int  # parameters the selection trains (whole arrays, not one device's share)
   optimizer_state_bytes: int  # the optimizer state of the trained leaves, whole
   model: models.Qwen  # the base model with the trained leaves in place
+  # The signal that asked the run to stop during its last step (it finished as planned): a
+  # caller running more (a sweep's next run) stops too. None: none came.
+  stop_requested: signal.Signals | None = None
 
 
 def _require(condition: bool, message: str) -> None:
@@ -1143,12 +1146,13 @@ def warn_if_memory_short(plan_: TrainPlan) -> None:
 
 
 def _train_result(plan_: TrainPlan, trainer: _Trainer, last: dict, history: list[float],
-                  step_seconds: list[float]) -> TrainResult:
+                  step_seconds: list[float],
+                  stop_requested: signal.Signals | None = None) -> TrainResult:
   return TrainResult(
       run_dir=trainer.run_dir, step=trainer.step, metrics=last, reward_history=history,
       step_seconds=step_seconds, trained_params=plan_.parameter_counts()[0],
       optimizer_state_bytes=rl_step.array_bytes(trainer.opt_state),
-      model=trainer.split.merge(trainer.params))
+      model=trainer.split.merge(trainer.params), stop_requested=stop_requested)
 
 
 def use_compilation_cache(directory: str | None) -> None:
@@ -1200,7 +1204,8 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
   Raises TrainingDiverged on a NaN / inf loss, gradient or parameter (the last good
   checkpoint stays on disk). Ctrl-C or SIGTERM (a preemption notice) stops the run after the
   step it is in, with a checkpoint there, and raises TrainingInterrupted (a KeyboardInterrupt);
-  a second one stops at once.
+  a second one stops at once. One during the last step lets the run finish, and the result's
+  stop_requested names it.
   """
   if task is not None:
     tasks.require_task(task)
@@ -1284,7 +1289,11 @@ def train(config: ml_collections.ConfigDict, *, task: tasks.Task | None = None,
             raise TrainingInterrupted(
                 f"stopped by {STOP_SIGNALS[signum]} after step {trainer.step} of {steps}, with "
                 f"a checkpoint there in {run_dir}.", signum)
-      return _train_result(plan_, trainer, last, history, step_seconds)
+      if signum is not None:  # asked during the last step, which ends the run as planned
+        tqdm.write(f"{STOP_SIGNALS[signum]}: the step under way was the last one: the run is "
+                   f"finished, with the checkpoint of step {trainer.step} in {run_dir}.",
+                   file=sys.stderr)
+      return _train_result(plan_, trainer, last, history, step_seconds, stop_requested=signum)
     finally:
       if logger is not None:
         logger.close()

@@ -119,6 +119,10 @@ def default_train_fn(config, *, layers, seed, workdir, progress_position, stop_a
 
   run_config = training_config(config, layers=layers, seed=seed, workdir=workdir)
   result = rl_train.train(run_config, position=progress_position, leave=False, stop_at=stop_at)
+  if result.stop_requested is not None:  # the run is whole: the sweep scores it when it goes on
+    raise rl_train.TrainingInterrupted(
+        f"stopped by {rl_train.STOP_SIGNALS[result.stop_requested]} during the last step of the "
+        f"run in {workdir}, which finished.", result.stop_requested)
   plan = rl_train.plan(run_config)
   return {"model": result.model, "reward_curve": result.reward_history,
           "checkpoint_dir": str(Path(workdir) / checkpoint.CHECKPOINT_DIR),
