@@ -1189,6 +1189,12 @@ def main(argv: list[str] | None = None) -> None:
   if not argv:  # (no command: a usage error, as argparse's)
     print(USAGE, file=sys.stderr)
     raise SystemExit(2)
+  # Until a command takes SIGTERM over (_stop_signals, JAX's preemption service), one that
+  # comes while it imports and reads its settings stops it with a line, where it ended it unsaid.
+  says_sigterm = (threading.current_thread() is threading.main_thread()
+                  and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+  if says_sigterm:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
   try:
     with warnings_in_one_line():
       _run_command(argv[0], argv[1:])
@@ -1213,6 +1219,9 @@ def main(argv: list[str] | None = None) -> None:
       traceback.print_exc()
     distributed.exit_together(code, message)
     raise SystemExit(code) from None  # every process failed: each exits as usual
+  finally:
+    if says_sigterm:
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_command(name: str, argv: list[str]) -> None:

@@ -741,6 +741,21 @@ def test_python_dash_m_jaxlayer_runs_the_command():
   assert out.strip() == cli.USAGE.strip()
 
 
+def test_sigterm_before_a_command_takes_it_over_stops_it_with_a_line():
+  """A SIGTERM while a command imported and read its settings (before _stop_signals) ended it
+  without a word (status -15)."""
+  import subprocess
+
+  sigterm_while_reading = (
+      "import signal\n"
+      "from jaxlayer import cli\n"
+      "cli._training_config = lambda *args: signal.raise_signal(signal.SIGTERM)\n"
+      "cli.main(['train', '--config', 'configs/grpo_arithmetic.py'])\n")
+  result = subprocess.run([sys.executable, "-c", sigterm_while_reading], capture_output=True,
+                          text=True, cwd=REPO)
+  assert (result.returncode, result.stderr) == (143, "jaxlayer: stopped by SIGTERM\n")
+
+
 def test_without_pytorch_commands_say_nothing_of_its_absence():
   """jaxlayer needs no PyTorch (TPU VMs have none); transformers then advises on import that
   its models are unavailable, which misleads a jaxlayer user."""
