@@ -717,6 +717,26 @@ def test_a_half_deleted_checkpoint_is_named_with_the_fix_and_the_previous_one_re
   np.testing.assert_array_equal(restored["final_norm.scale"], np.arange(4.0))
 
 
+def test_a_damaged_checkpoint_is_named_with_the_array_it_could_not_read(tmp_path):
+  """The reason came with TensorStore's spec dump, cut after 300 characters, the cause and the
+  array lost in it ("See full TensorStore details: <bound method pybind11_... of TensorStore({",
+  "[tensorstore_spec='{...")."""
+  saver = checkpoint.Checkpointer(tmp_path, keep=3)
+  for step in (1, 2):
+    saver.save(step, *_state(float(step)), {"step": step})
+  for data in (saver.directory / "2" / "params").rglob("d/*"):  # a disk error
+    data.write_bytes(data.read_bytes()[:16])
+  with pytest.raises(ValueError) as error:
+    saver.restore(2, *_state(0.0))
+  saver.close()
+  assert re.fullmatch(
+      re.escape(f"checkpoint {saver.directory / '2'} cannot be read (") + r"[^\n]{10,310}; "
+      r"array final_norm\.scale" + re.escape(
+          "). If a process was killed while writing or deleting it, or the disk is damaged, "
+          "delete that directory: the run then goes on from checkpoint 1."), str(error.value))
+  assert "TensorStore" not in str(error.value)
+
+
 def test_an_export_of_a_checkpoint_the_training_deletes_meanwhile_says_so(tmp_path, monkeypatch):
   """An export while the run trains on: the checkpoint it chose was deleted (checkpoint.keep)
   while the base model loaded, and the error told the user to delete that directory, gone

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -134,8 +135,7 @@ class Checkpointer:
             f"checkpoint {self.directory / str(step)} was deleted while it was being read: a run "
             "still training there keeps only its newest checkpoints (checkpoint.keep). Try "
             "again, which takes the latest one, or pass the step of one it keeps.") from err
-      reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-      raise self._unreadable(step, reason) from err
+      raise self._unreadable(step, _orbax_reason(err)) from err
 
   def check_parts(self, step: int) -> None:
     """Raises restore's ValueError when checkpoint `step` lacks a part, or holds one empty (a
@@ -161,6 +161,22 @@ class Checkpointer:
     if self._made_directory:
       with contextlib.suppress(OSError):  # not empty (written meanwhile) or already gone
         self.directory.rmdir()  # removes an empty directory only
+
+
+def _orbax_reason(err: Exception) -> str:
+  """Why Orbax could not restore, in a line: its message without the spec that TensorStore
+  appends (dozens of lines), its end kept where it is long (the cause comes last), and the
+  array it was reading named."""
+  text = str(err).strip()
+  if not text:
+    return type(err).__name__
+  reason = re.split(r" See full TensorStore details|\s*\[tensorstore_spec=", text)[0]
+  reason = reason.splitlines()[0].rstrip(".")
+  if len(reason) > 300:
+    reason = "..." + reason[-300:]
+  array = (re.search(r'"([^"/]+)/\.z(?:array|attrs)"', text)
+           or re.search(r"'driver': 'ocdbt',.*?'path': '([^'/]+)/?'", text, flags=re.DOTALL))
+  return f"{reason}; array {array.group(1)}" if array else reason
 
 
 def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model: str,
