@@ -430,6 +430,42 @@ def test_a_data_set_that_cannot_be_loaded_is_a_one_line_error(tmp_path):
               "--config.eval.max_new_tokens=8"])
 
 
+def test_a_datasetdict_saved_to_disk_is_read_by_split(tmp_path):
+  # load_dataset refuses what save_to_disk wrote ("use load_from_disk"), which no task option
+  # could reach. The gsm8k default's hub config "main" means nothing there.
+  import datasets
+
+  records = [{"question": "1+1?", "answer": "#### 2"}, {"question": "2+2?", "answer": "#### 4"}]
+  splits = datasets.DatasetDict({"train": datasets.Dataset.from_list(records),
+                                 "test": datasets.Dataset.from_list(records[1:])})
+  splits.save_to_disk(str(tmp_path / "saved"))
+  task = get_task("gsm8k", dataset=str(tmp_path / "saved"))
+  assert [(p.prompt, p.answer) for p in task.train_problems()] == [("1+1?", "2"), ("2+2?", "4")]
+  assert [(p.prompt, p.answer) for p in task.test_problems()] == [("2+2?", "4")]
+  with pytest.raises(ValueError, match=r"has no split 'validation'; its splits: \['test', "
+                                       r"'train'\]: name one with the task option"):
+    get_task("gsm8k", dataset=str(tmp_path / "saved"), test_split="validation").test_problems()
+  splits["test"].save_to_disk(str(tmp_path / "one"))
+  with pytest.raises(ValueError, match=r"holds one Dataset \(Dataset.save_to_disk\), not "
+                                       r"splits: save a DatasetDict of its splits"):
+    get_task("gsm8k", dataset=str(tmp_path / "one")).test_problems()
+
+
+def test_a_local_dataset_that_is_no_directory_of_its_config_names_the_fix(tmp_path):
+  # gsm8k's dataset_config "main" (its hub data set's) stayed set for a directory of files,
+  # which has only a default config: the error did not name the option to change.
+  _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
+  with pytest.raises(ValueError, match=r"'main' not found.*task option dataset_config \(now "
+                                       r"'main'; None: its default\)"):
+    get_task("gsm8k", dataset=str(tmp_path)).train_problems()
+  task = get_task("gsm8k", dataset=str(tmp_path), dataset_config=None)
+  assert [(p.prompt, p.answer) for p in task.train_problems()] == [("1+1?", "2")]
+  # A file was looked up on the hub ("Couldn't reach ... on the Hub").
+  with pytest.raises(ValueError, match=r"is a file; `dataset` is a hub name or a directory: give "
+                                       r"a file as the task option data_files=\{'train': '.*"):
+    get_task("gsm8k", dataset=str(tmp_path / "train.jsonl")).train_problems()
+
+
 def test_missing_split_in_data_files_is_named(tmp_path):
   path = _write_jsonl(tmp_path / "train.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
   with pytest.raises(ValueError,

@@ -91,7 +91,8 @@ def load_split(
   """One split as a `datasets.Dataset`.
 
   data_files maps split names to local files (the builder follows the suffix, in any case);
-  otherwise `dataset` is a hub name or a local directory `datasets` can read.
+  otherwise `dataset` is a hub name or a local directory `datasets` can read: of data files,
+  or a DatasetDict written by `save_to_disk` (dataset_config unused).
   """
   import datasets
 
@@ -123,14 +124,55 @@ def load_split(
     raise ValueError(
         "set `dataset` (a hub name or local directory) or `data_files` ({split: path})"
     )
-  if _looks_like_path(dataset) and not os.path.exists(os.path.expanduser(dataset)):
+  local = Path(dataset).expanduser()
+  if _looks_like_path(dataset) and not local.exists():
     raise FileNotFoundError(f"dataset path not found: {dataset}")
+  if local.is_file():
+    raise ValueError(f"dataset {dataset!r} is a file; `dataset` is a hub name or a directory: "
+                     f"give a file as the task option data_files={{{split!r}: {dataset!r}}}")
+  if _saved_to_disk(local):
+    return _saved_split(local, split)
   try:
     return datasets.load_dataset(os.path.expanduser(dataset), dataset_config, split=split)
   except Exception as error:  # hub, network, unknown split...: say which load failed
-    raise ValueError(f"could not load split {split!r} of dataset {dataset!r}: {error}; to read "
-                     "local files, give the task data_files={split: path} (task.options for the "
-                     "config's task, eval.task_options for the other eval.tasks)") from error
+    config_fix = (f"; name one of its configs with the task option dataset_config (now "
+                  f"{dataset_config!r}; None: its default)" if _NO_SUCH_CONFIG in str(error)
+                  else "")
+    raise ValueError(f"could not load split {split!r} of dataset {dataset!r}: {error}"
+                     f"{config_fix}; to read local files, give the task data_files={{split: "
+                     "path} (task.options for the config's task, eval.task_options for the "
+                     "other eval.tasks)") from error
+
+
+# How `datasets` says a data set has no config of the name asked for ("main" of gsm8k's hub
+# data set, in a directory of files that has none).
+_NO_SUCH_CONFIG = "BuilderConfig"
+
+
+def _saved_to_disk(directory: Path) -> bool:
+  """Whether `directory` holds what `save_to_disk` writes (a DatasetDict or one Dataset), which
+  `datasets.load_dataset` refuses."""
+  import datasets
+
+  return any((directory / name).is_file() for name in (
+      datasets.config.DATASETDICT_JSON_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME))
+
+
+def _saved_split(directory: Path, split: str) -> Any:
+  """One split of a DatasetDict that `save_to_disk` wrote to `directory`."""
+  import datasets
+
+  saved = datasets.load_from_disk(str(directory))
+  if not isinstance(saved, datasets.DatasetDict):
+    raise ValueError(
+        f"dataset {str(directory)!r} holds one Dataset (Dataset.save_to_disk), not splits: save "
+        f"a DatasetDict of its splits, e.g. DatasetDict({{{split!r}: dataset}}).save_to_disk(...)"
+        ", or write it to a file for data_files (dataset.to_json('split.jsonl'))")
+  if split not in saved:
+    raise ValueError(f"dataset {str(directory)!r} (a DatasetDict saved to disk) has no split "
+                     f"{split!r}; its splits: {sorted(saved)}: name one with the task option "
+                     "train_split / test_split")
+  return saved[split]
 
 
 def _holds_columns(records: Any) -> bool:
@@ -200,7 +242,8 @@ def record_question(record: Mapping[str, Any], field_name: str) -> str:
 class DatasetTask(Task):
   """A task read from a data set.
 
-  dataset / dataset_config: hub name (e.g. "openai/gsm8k", "main") or local directory;
+  dataset / dataset_config: hub name (e.g. "openai/gsm8k", "main") or local directory (of data
+    files: its dataset_config None; or a DatasetDict that save_to_disk wrote);
   data_files: {split name: local .jsonl/.json/.parquet/.csv path}; when set, used
     instead of dataset;
   train_split / test_split: split names (None: the task has no such split). A file in
