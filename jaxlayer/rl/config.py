@@ -46,7 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
   str(path)`, not a pathlib.Path."""
   config = ml_collections.ConfigDict()
   config.run_dir = config_dict.placeholder(str)  # required: checkpoints, metrics, config copy
-  config.seed = 0  # data order, sampling and mini-batch shuffling
+  config.seed = 0  # data order, sampling and mini-batch shuffling (>= 0)
   # Persistent XLA compilation cache (jax_compilation_cache_dir): runs with the same shapes
   # (a sweep's runs, a resumed run) reuse compiled code across processes. None: JAX's setting.
   config.compilation_cache_dir = config_dict.placeholder(str)

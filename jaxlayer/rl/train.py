@@ -219,6 +219,8 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
     config.compilation_cache_dir = os.path.expanduser(config.compilation_cache_dir)
   _require(config.task.name in tasks.TASKS,
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
+  _require(config.seed >= 0, f"seed={config.seed}: the data order and the sampling are drawn "
+           "from a seed >= 0; give one.")
   _resolve_data_files(config.task.options)
   model_dir = resolve_model_dir(config.model.path)
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
