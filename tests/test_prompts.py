@@ -169,6 +169,27 @@ def test_bad_chat_template_kwargs_are_named(chat_tokenizer, use_chat_template, k
                   chat_template_kwargs=kwargs)
 
 
+@pytest.mark.parametrize("family, chat_template_kwargs, unread, reads", [
+    ("qwen3", {"enable_thinkng": False}, "['enable_thinkng']", "'enable_thinking'"),
+    ("r1-distill-qwen", {"enable_thinking": False}, "['enable_thinking']", "'bos_token'"),
+    ("qwen2.5-instruct", {"enable_thinking": False}, "['enable_thinking']", "none. Fix the name"),
+])
+def test_chat_template_kwargs_the_template_does_not_read_are_named(tmp_path, family,
+                                                                   chat_template_kwargs, unread,
+                                                                   reads):
+  # A misspelt variable (Qwen3 then thinks) or Qwen3's enable_thinking given to a model whose
+  # template has none (R1-Distill then thinks) changed nothing, silently.
+  from jaxlayer import models
+  from tests import hf_fixtures
+
+  tokenizer = models.load_tokenizer(hf_fixtures.save_chat_model(tmp_path, family))
+  complaint = (f"chat_template_kwargs {unread}: the tokenizer's chat template reads no such "
+               "variable, so the prompt would be the same without them; the variables it reads: ")
+  with pytest.raises(ValueError, match=re.escape(complaint) + f".*{re.escape(reads)}"):
+    format_prompt(PROBLEM, tokenizer, use_chat_template=True,
+                  chat_template_kwargs=chat_template_kwargs)
+
+
 @pytest.mark.parametrize("family, chat_template_kwargs, opened", [
     ("r1-distill-qwen", {}, "<think>\n"),  # its generation prompt opens the thinking block
     ("qwen3", {}, ""),  # the model opens it itself

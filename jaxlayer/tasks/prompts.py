@@ -3,6 +3,7 @@ chat template."""
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -86,8 +87,26 @@ def chat_prompt(tokenizer: Any, messages: list[dict[str, str]],
   if own:
     raise ValueError(f"chat_template_kwargs may not set {own}: jaxlayer sets them itself "
                      "(the prompt ends with the generation prompt); remove them")
+  read = _template_variables(tokenizer.get_chat_template())
+  unread = sorted(set(chat_template_kwargs) - read)
+  if unread:
+    others = sorted(read - {"messages", "add_generation_prompt"}) or "none"
+    raise ValueError(f"chat_template_kwargs {unread}: the tokenizer's chat template reads no such "
+                     "variable, so the prompt would be the same without them; the variables it "
+                     f"reads: {others}. Fix the name, or remove them (enable_thinking is Qwen3's)")
   return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                        **chat_template_kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _template_variables(chat_template: str) -> frozenset[str]:
+  """The variables a chat template reads (messages, add_generation_prompt, Qwen3's
+  enable_thinking, ...), parsed by the Jinja environment transformers renders it in."""
+  import jinja2.meta
+  from transformers.utils.chat_template_utils import _compile_jinja_template
+
+  environment = _compile_jinja_template(chat_template).environment
+  return frozenset(jinja2.meta.find_undeclared_variables(environment.parse(chat_template)))
 
 
 def opened_thinking(prompt: str) -> str:
