@@ -652,6 +652,23 @@ def test_mbpp_style_code_task(tmp_path):
   assert strict.rewards([problem] * 2, completions[:2]).components["correct"] == [1.0, 0.0]
 
 
+def test_a_list_of_tests_written_as_text_is_no_test_script(tmp_path):
+  # A .csv file writes MBPP's test_list as "['assert add(1, 2) == 3', ...]": run as a test
+  # script, that list asserted nothing, so every completion scored 1.
+  import datasets
+
+  records = [{"text": "Write a function add(a, b).", "code": "",
+              "test_list": ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]}]
+  path = tmp_path / "mbpp.csv"
+  datasets.Dataset.from_list(records).to_csv(str(path))
+  with pytest.raises(ValueError, match=re.escape(
+      f"record 1 (counting from 1) of {path} (split 'test'): field 'test_list' holds a value "
+      "written as text, not a test script: ['assert add(1, 2) == 3'") + ".*" + re.escape(
+      "; run as the tests, it would pass every completion. A .csv file writes a list of tests "
+      "so: give the data as JSON lines or Parquet")):
+    get_task("code", data_files={"test": str(path)}, setup_field=None).test_problems()
+
+
 def test_mbpp_setup_code_is_the_benchmarks(tmp_path):
   # MBPP/367's shape: the setup code builds the trees the tests pass. It ran before the program,
   # so a program that rebound root and root1 passed with bool as its answer.

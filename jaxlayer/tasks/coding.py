@@ -49,6 +49,16 @@ def _prompt_helpers(prompt_code: str, entry_point: str) -> str:
   return ast.unparse(tree)
 
 
+def _is_value(text: str) -> bool:
+  """Whether text is a Python value (a list of test statements written out: "['assert f(1)
+  == 2', ...]"), which asserts nothing, rather than a script."""
+  try:
+    ast.literal_eval(text.strip())
+  except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+    return False
+  return True
+
+
 @dataclass(kw_only=True)
 class CodeTask(DatasetTask):
   """Code problems with unit tests. Defaults read MBPP ("text", "code", "test_list").
@@ -107,6 +117,12 @@ class CodeTask(DatasetTask):
     if raw_tests is not None and not isinstance(raw_tests, (str, list)):
       raise InvalidRecord(f"field {self.tests_field!r} holds a {type(raw_tests).__name__}: give "
                           "a list of test statements or one test script")
+    if isinstance(raw_tests, str) and _is_value(raw_tests):
+      raise InvalidRecord(
+          f"field {self.tests_field!r} holds a value written as text, not a test script: "
+          f"{raw_tests.strip()[:80]}; run as the tests, it would pass every completion. A .csv "
+          "file writes a list of tests so: give the data as JSON lines or Parquet, which keep "
+          "the list")
     entry_point = None
     if self.entry_point_field:
       entry_point = record_text(record, self.entry_point_field).strip()
