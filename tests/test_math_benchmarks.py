@@ -4,6 +4,7 @@ hub's record layout and graded by math-verify."""
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -131,6 +132,21 @@ def test_olympiadbench_train_and_test_files_are_their_splits(tmp_path):
   assert [problem.answer for problem in task.train_problems()] == ["2"]
   assert [problem.answer for problem in task.test_problems()] == [
       "\\frac{2}{5}", "\\frac{1}{2}, 2", "(1,6),(2,3)"]
+
+
+def test_olympiadbench_answers_a_csv_file_wrote_as_text_are_named(tmp_path):
+  # A .csv file writes final_answer as the text "['$\\frac{1}{2}$' '$2$']": taken for one
+  # answer, no completion could give the problem's two as a set.
+  import datasets
+
+  path = tmp_path / "olympiadbench.csv"
+  datasets.Dataset.from_list(OLYMPIADBENCH_RECORDS[2:3]).to_csv(str(path))
+  with pytest.raises(ValueError, match=re.escape(
+      f"record 1 (counting from 1) of {path} (split 'test'): field 'final_answer' holds a list "
+      "written as text, not answers: ['$\\\\frac{1}{2}$' '$2$']; a problem's several answers "
+      "would be graded as that text, not as a set. A .csv file writes a list so: give the data as "
+      "JSON lines or Parquet")):
+    get_task("olympiadbench", data_files={"test": str(path)}).test_problems()
 
 
 def test_olympiadbench_list_question_is_no_problem(tmp_path):

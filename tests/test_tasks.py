@@ -662,10 +662,10 @@ def test_a_list_of_tests_written_as_text_is_no_test_script(tmp_path):
   path = tmp_path / "mbpp.csv"
   datasets.Dataset.from_list(records).to_csv(str(path))
   with pytest.raises(ValueError, match=re.escape(
-      f"record 1 (counting from 1) of {path} (split 'test'): field 'test_list' holds a value "
+      f"record 1 (counting from 1) of {path} (split 'test'): field 'test_list' holds a list "
       "written as text, not a test script: ['assert add(1, 2) == 3'") + ".*" + re.escape(
-      "; run as the tests, it would pass every completion. A .csv file writes a list of tests "
-      "so: give the data as JSON lines or Parquet")):
+      "; run as the tests, it would pass every completion. A .csv file writes a list so: give "
+      "the data as JSON lines or Parquet")):
     get_task("code", data_files={"test": str(path)}, setup_field=None).test_problems()
 
 

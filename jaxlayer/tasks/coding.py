@@ -19,7 +19,8 @@ from typing import Any
 
 from jaxlayer.tasks import sandbox
 from jaxlayer.tasks.base import Problem
-from jaxlayer.tasks.loading import DatasetTask, InvalidRecord, record_question, record_text
+from jaxlayer.tasks.loading import (LISTS_IN_CSV, DatasetTask, InvalidRecord, record_question,
+                                    record_text, written_list)
 
 _FENCED_BLOCK = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -47,16 +48,6 @@ def _prompt_helpers(prompt_code: str, entry_point: str) -> str:
                if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                        and node.name == entry_point)]
   return ast.unparse(tree)
-
-
-def _is_value(text: str) -> bool:
-  """Whether text is a Python value (a list of test statements written out: "['assert f(1)
-  == 2', ...]"), which asserts nothing, rather than a script."""
-  try:
-    ast.literal_eval(text.strip())
-  except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-    return False
-  return True
 
 
 @dataclass(kw_only=True)
@@ -117,12 +108,11 @@ class CodeTask(DatasetTask):
     if raw_tests is not None and not isinstance(raw_tests, (str, list)):
       raise InvalidRecord(f"field {self.tests_field!r} holds a {type(raw_tests).__name__}: give "
                           "a list of test statements or one test script")
-    if isinstance(raw_tests, str) and _is_value(raw_tests):
+    if isinstance(raw_tests, str) and written_list(raw_tests):
       raise InvalidRecord(
-          f"field {self.tests_field!r} holds a value written as text, not a test script: "
-          f"{raw_tests.strip()[:80]}; run as the tests, it would pass every completion. A .csv "
-          "file writes a list of tests so: give the data as JSON lines or Parquet, which keep "
-          "the list")
+          f"field {self.tests_field!r} holds a list written as text, not a test script: "
+          f"{raw_tests.strip()[:80]}; run as the tests, it would pass every completion. "
+          f"{LISTS_IN_CSV}")
     entry_point = None
     if self.entry_point_field:
       entry_point = record_text(record, self.entry_point_field).strip()

@@ -4,6 +4,7 @@ CSV files, read with `datasets`, fields mapped by the task's options."""
 from __future__ import annotations
 
 import abc
+import ast
 import decimal
 import functools
 import itertools
@@ -217,6 +218,21 @@ def record_texts(record: Mapping[str, Any], field_name: str) -> list[str]:
   value = record[field_name]
   items = value if isinstance(value, list) else [value]
   return [_value_text(item, field_name) for item in items]
+
+
+# The fix for a list field that a .csv file wrote as text.
+LISTS_IN_CSV = ("A .csv file writes a list so: give the data as JSON lines or Parquet, which keep "
+                "lists")
+
+
+def written_list(text: str) -> bool:
+  """Whether text is a list of strings written out, as a .csv file writes a list field
+  ("['assert f(1) == 2', ...]", or numpy's "['$2$' '$3$']")."""
+  try:
+    value = ast.literal_eval(text.strip())
+  except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+    return False
+  return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _value_text(value: Any, field_name: str) -> str:

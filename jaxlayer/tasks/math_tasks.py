@@ -16,7 +16,8 @@ from typing import Any
 
 from jaxlayer.tasks import rewards
 from jaxlayer.tasks.base import Problem
-from jaxlayer.tasks.loading import DatasetTask, record_question, record_text, record_texts
+from jaxlayer.tasks.loading import (LISTS_IN_CSV, DatasetTask, InvalidRecord, record_question,
+                                    record_text, record_texts, written_list)
 
 
 @dataclass(kw_only=True)
@@ -142,6 +143,11 @@ class OlympiadBenchTask(MathTask):
   name = "olympiadbench"
 
   def answer_text(self, record: Mapping[str, Any]) -> str:
+    value = record[self.answer_field]
+    if isinstance(value, str) and written_list(value):
+      raise InvalidRecord(f"field {self.answer_field!r} holds a list written as text, not "
+                          f"answers: {value.strip()[:80]}; a problem's several answers would be "
+                          f"graded as that text, not as a set. {LISTS_IN_CSV}")
     answers = [_without_dollars(text.strip()) for text in record_texts(record, self.answer_field)]
     return ", ".join(answer for answer in answers if answer)
 
