@@ -87,7 +87,7 @@ def chat_prompt(tokenizer: Any, messages: list[dict[str, str]],
   if own:
     raise ValueError(f"chat_template_kwargs may not set {own}: jaxlayer sets them itself "
                      "(the prompt ends with the generation prompt); remove them")
-  read = _template_variables(tokenizer.get_chat_template())
+  read = _template_variables(tokenizer.get_chat_template()) if chat_template_kwargs else set()
   unread = sorted(set(chat_template_kwargs) - read)
   if unread:
     others = sorted(read - {"messages", "add_generation_prompt"}) or "none"
