@@ -775,6 +775,26 @@ def test_env_options_the_env_rejects_fail_before_loading(tiny_qwen2_dir, tmp_pat
     train.train(cfg)
 
 
+@pytest.mark.parametrize("family, chat_template_kwargs, message", [
+    (None, {}, r"env.use_chat_template=True needs a tokenizer with a chat template"),
+    ("qwen3", {"enable_thinkng": False}, r"chat_template_kwargs \['enable_thinkng'\]: the "
+     r"tokenizer's chat template reads no such variable"),
+])
+def test_contexts_the_chat_template_cannot_write_fail_before_loading(
+    family, chat_template_kwargs, message, tiny_qwen2_dir, tmp_path, monkeypatch):
+  # They failed at the first rollout, after the model had loaded.
+  from tests import hf_fixtures
+
+  model_dir = hf_fixtures.save_chat_model(tmp_path / family, family) if family else tiny_qwen2_dir
+  monkeypatch.setattr(models, "from_pretrained",
+                      lambda *a, **k: pytest.fail("weights loaded before the context checks"))
+  cfg = grid_config(model_dir, tmp_path / "run", None)
+  cfg.env.use_chat_template = True
+  cfg.env.chat_template_kwargs = chat_template_kwargs
+  with pytest.raises(ValueError, match=message):
+    train.train(cfg)
+
+
 class ResetReturnsBytes(GridWorld):
   def reset(self, seed):
     return super().reset(seed).encode()

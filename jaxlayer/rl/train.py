@@ -767,6 +767,8 @@ class _Trainer:
     if self.env is None:
       self._encode_problems()
       self.task.check_reward_weights(self.problems[0])
+    else:  # a context the chat template cannot write fails now, not at the first step
+      self.env.context.render("", [], "", self.tokenizer)
     if cfg.logging.get("eval_every", 0):  # a test prompt too long fails now, not after a step
       from jaxlayer import evaluation  # (it imports this module)
 
