@@ -1416,6 +1416,46 @@ def test_cli_resumes_a_run_on_a_relative_data_file_from_another_directory(tiny_q
   assert "resuming" not in capsys.readouterr().out
 
 
+def test_cli_resumes_a_run_on_a_relative_data_set_directory_from_another_directory(
+    tiny_qwen2_dir, tmp_path, monkeypatch):
+  """A local data set directory (task.options.dataset) given relative to the current directory
+  was recorded so, as data files were: a resume from another directory looked it up on the hub.
+  Now config.json records its absolute path, and a missing one is named with it."""
+  import datasets
+
+  from jaxlayer import cli
+
+  project = tmp_path / "project"
+  records = [{"question": f"{n}+1?", "answer": f"#### {n + 1}"} for n in range(4)]
+  datasets.DatasetDict({"train": datasets.Dataset.from_list(records)}).save_to_disk(
+      str(project / "gsm8k"))
+  config_file = tmp_path / "relative_data_set.py"
+  config_file.write_text(
+      "from jaxlayer.rl.config import default_config\n\n\n"
+      "def get_config():\n"
+      "  config = default_config()\n"
+      "  config.task.name = 'gsm8k'\n"
+      "  config.task.options.dataset = 'gsm8k'\n"
+      "  return config\n")
+  run_dir = tmp_path / "run"
+  command = ["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
+             "--config.train.layers=layers.1", f"--config.run_dir={run_dir}",
+             "--config.train.batch_size=8", "--config.train.group_size=4",
+             "--config.rollout.max_prompt_tokens=16", "--config.rollout.max_new_tokens=2",
+             "--config.mesh.num_devices=1", "--config.logging.progress=False"]
+  monkeypatch.chdir(project)
+  cli.main([*command, "--config.train.steps=1"])
+  recorded = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
+  assert recorded["task"]["options"]["dataset"] == str(project / "gsm8k")
+  monkeypatch.chdir(tmp_path)  # which holds no gsm8k directory
+  with pytest.raises(SystemExit, match=re.escape(
+      f"jaxlayer train: dataset: gsm8k not found. Run {run_dir} trained on {project / 'gsm8k'} "
+      "(its config.json): give that directory")):
+    cli.main([*command, "--config.train.steps=2"])
+  absolute = [*command, f"--config.task.options.dataset={project / 'gsm8k'}"]
+  assert train.check_resume(train.plan(cli.load_config(absolute[1:], "jaxlayer train"))) == 1
+
+
 @pytest.mark.parametrize("name", ["grpo_arithmetic", "dr_grpo_arithmetic", "dapo_arithmetic"])
 def test_shipped_configs_plan_on_a_tiny_model(name, tiny_qwen2_dir, tmp_path):
   from pathlib import Path

@@ -221,7 +221,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
   _require(config.seed >= 0, f"seed={config.seed}: the data order and the sampling are drawn "
            "from a seed >= 0; give one.")
-  _resolve_data_files(config.task.options)
+  _resolve_data_paths(config.task.options)
   model_dir = resolve_model_dir(config.model.path)
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
   _require(config.model.dtype != models.AUTO_DTYPE,
@@ -308,9 +308,13 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    micro_batch_size=micro_batch_size)
 
 
-def _resolve_data_files(options: ml_collections.ConfigDict) -> None:
-  """Makes the paths of options.data_files absolute (~ expanded): config.json records where the
-  run's data is, not a path that a resume from another directory would read elsewhere."""
+def _resolve_data_paths(options: ml_collections.ConfigDict) -> None:
+  """Makes the paths of options.data_files, and options.dataset where it is a local directory,
+  absolute (~ expanded): config.json records where the run's data is, not a path that a resume
+  from another directory would read elsewhere."""
+  dataset = options.get("dataset")
+  if isinstance(dataset, str) and Path(dataset).expanduser().is_dir():
+    options.dataset = os.fspath(Path(dataset).expanduser().absolute())
   files = options.get("data_files")
   if not hasattr(files, "items"):  # (none, or no mapping: the task's own error says so)
     return
@@ -543,7 +547,7 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
   moved = "model.path" in changed and "base_fingerprint" in run
   if moved:
     changed.remove("model.path")
-  for key in [key for key in changed if key.startswith(DATA_FILES_KEY)]:
+  for key in [key for key in changed if key.startswith(DATA_FILES_KEY) or key == DATASET_KEY]:
     if _data_file_moved(run_dir, run, key, old.get(key), new.get(key)):
       changed.remove(key)
   if changed:
@@ -583,27 +587,32 @@ def _check_resumable(run_dir: Path, config: ml_collections.ConfigDict, model_dir
   return run["base_model"] if moved else None
 
 
-# The keys of a run's data files (task.options.data_files.SPLIT), which plan() makes absolute.
+# The keys of a run's data paths, which plan() makes absolute: its data files
+# (task.options.data_files.SPLIT) and its data set where that is a local directory.
 DATA_FILES_KEY = "task.options.data_files."
+DATASET_KEY = "task.options.dataset"
 
 
 def _data_file_moved(run_dir: Path, run: dict, key: str, recorded: str | None,
                      given: str | None) -> bool:
-  """Whether the data file `given` for `key` may stand for the one the run recorded: the same
-  file, its relative path (as runs recorded it before plan() made it absolute) read from this
-  directory, or one elsewhere now (a new VM, a copied run) where run.json fingerprints the
-  training problems, which the resume then checks (checkpoint.check_problems). Raises
-  FileNotFoundError, naming the recorded path, for a given file that is not there."""
+  """Whether the data file (or data set directory) `given` for `key` may stand for the one the
+  run recorded: the same one, its relative path (as runs recorded it before plan() made it
+  absolute) read from this directory, or one elsewhere now (a new VM, a copied run) where
+  run.json fingerprints the training problems, which the resume then checks
+  (checkpoint.check_problems). Raises FileNotFoundError, naming the recorded path, for a given
+  one that is not there."""
   if recorded is None or given is None:
     return False
   if Path(recorded).expanduser().absolute() == Path(given):
     return True
   if "train_problems" not in run:
     return False
-  if not Path(given).is_file():
+  kind, there = (("directory", Path(given).is_dir()) if key == DATASET_KEY else
+                 ("file", Path(given).is_file()))
+  if not there:
     raise FileNotFoundError(
         f"{key.removeprefix('task.options.')}: {given} not found. Run {run_dir} trained on "
-        f"{recorded} (its {checkpoint.CONFIG_FILE}): give that file (a relative path is read "
+        f"{recorded} (its {checkpoint.CONFIG_FILE}): give that {kind} (a relative path is read "
         "from the current directory).")
   return True
 
