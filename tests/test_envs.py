@@ -376,6 +376,39 @@ def test_gym_text_env_reads_an_integer_done():
   assert episode.success and episode.total_reward == 2.0
 
 
+class FakeGymEnvReturning:
+  """A gym-style env whose step returns `output`."""
+
+  def __init__(self, output):
+    self.output = output
+
+  def reset(self, seed=None):
+    return "at 0"
+
+  def step(self, action):
+    return self.output
+
+
+@pytest.mark.parametrize("output, message", [
+    # Was "step() raised TypeError: object of type 'NoneType' has no len()".
+    (None, "FakeGymEnvReturning.step returned NoneType, expected (observation, reward, done, "
+     "info) or gymnasium's (observation, reward, terminated, truncated, info)"),
+    # Was "not enough values to unpack (expected 4, got 3)".
+    (("at 1", 0.0, True), "step returned tuple of length 3, expected (observation, reward"),
+    # Each was read as True: the episode ended at its first step, as a success for "won".
+    (("at 1", 0.0, "False", {}), "done is 'False' (str), expected a bool (or 0 / 1)"),
+    (("at 1", 0.0, None, False, {}), "terminated is None (NoneType), expected a bool"),
+    (("at 1", 0.0, False, 2, {}), "truncated is 2 (int), expected a bool (or 0 / 1)"),
+    (("at 1", 1.0, True, {"won": "no"}), "info[\"won\"] is 'no' (str), expected a bool"),
+])
+def test_gym_text_env_names_a_step_output_it_cannot_read(output, message):
+  episode = run_episode(GymTextEnv(FakeGymEnvReturning(output)), lambda observation: "go", 0,
+                        max_turns=3, step_timeout_s=None)
+  assert (episode.finish_reason, len(episode.turns)) == ("env_error", 1)
+  assert "step() raised TypeError: " in episode.error and message in episode.error
+  assert not episode.success
+
+
 class FakeAlfredBatchEnv:
   """ALFWorld's batch env (init_env(batch_size=1)): its shapes, and TextWorld's game order
   (textworld/gym/envs/textworld_batch.py): seed(s) shuffles the games with RandomState(s),

@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from jaxlayer.envs.base import Env, StepResult
 
 ALFWORLD_INSTALL_HINT = (
@@ -51,6 +53,8 @@ _VERL_AGENT_LATER_STEP = (
 _TASK_MARKER = "Your task is to: "
 _CJK = re.compile("[\u4e00-\u9fff]")  # verl-agent calls a reply with Chinese characters invalid
 _UNTAGGED_TAIL = 30  # characters of an untagged reply that verl-agent sends to the game
+_STEP_FORMS = ("(observation, reward, done, info) or gymnasium's (observation, reward, "
+               "terminated, truncated, info)")
 
 
 def _unbatch(value: Any) -> Any:
@@ -62,14 +66,23 @@ def _unbatch(value: Any) -> Any:
   return value
 
 
+def _flag(value: Any, what: str) -> bool:
+  """value as a bool: a bool, or 0 / 1 as gym-style envs often write done; else TypeError."""
+  if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                             and value in (0, 1)):
+    return bool(value)
+  raise TypeError(f"{what} is {value!r} ({type(value).__name__}), expected a bool (or 0 / 1)")
+
+
 class GymTextEnv(Env):
   """An `Env` over a gym-style text environment object.
 
   The wrapped object must have `reset(seed=...)` (or `seed(seed)` and `reset()`) returning
   the observation or (observation, info), and `step(action)` returning
   (observation, reward, done, info) or gymnasium's (observation, reward, terminated,
-  truncated, info). batch_of_one: every value comes as a batch of one (ALFWorld's and
-  TextWorld's batch envs) and is unwrapped. success is info["won"] when present.
+  truncated, info), its flags (done, terminated, truncated, info["won"]) bools or 0 / 1.
+  batch_of_one: every value comes as a batch of one (ALFWorld's and TextWorld's batch envs)
+  and is unwrapped. success is info["won"] when present.
   reward_fn(reward, info) replaces the reward (TextWorld's step returns the score so far, not
   the step's reward: give it a reward_fn). project(reply) -> (command, valid) turns the
   agent's reply into the command sent (default: the reply itself, validity unreported); an
@@ -117,19 +130,24 @@ class GymTextEnv(Env):
   def step(self, action_text: str) -> StepResult:
     command, valid = (action_text, None) if self.project is None else self.project(action_text)
     output = self.env.step([command] if self.batch_of_one else command)
+    if not isinstance(output, (tuple, list)) or len(output) not in (4, 5):
+      length = f" of length {len(output)}" if isinstance(output, (tuple, list)) else ""
+      raise TypeError(f"{type(self.env).__name__}.step returned {type(output).__name__}{length}, "
+                      f"expected {_STEP_FORMS}")
     if len(output) == 5:
       observation, reward, terminated, truncated, info = output
-      done = bool(self._one(terminated) or self._one(truncated))
+      done = _flag(self._one(terminated), "terminated") | _flag(self._one(truncated), "truncated")
     else:
       observation, reward, done, info = output
-      done = bool(self._one(done))  # gym-style envs often say done with 0 / 1
+      done = _flag(self._one(done), "done")
     info = self._one(info) if isinstance(info, dict) else {}
     reward = self._one(reward)
     if self.reward_fn is not None:
       reward = self.reward_fn(reward, info)
     self._past.append((self._observation, command))
     shown = self._show(self._one(observation), info)
-    return StepResult(shown, reward, done, success=bool(info.get("won", False)), valid=valid,
+    success = _flag(info.get("won", False), 'info["won"]')
+    return StepResult(shown, reward, done, success=success, valid=valid,
                       penalty=self.invalid_action_penalty if valid is False else 0.0)
 
   def state_key(self) -> str:
