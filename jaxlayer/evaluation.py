@@ -216,18 +216,33 @@ def _check_prompts_fit(task_name: str, prompt_ids: list[list[int]], max_new_toke
         f"beyond the model's {model_config.max_positions_text}: {fix}.")
 
 
+def _check_contexts_fit(max_context_tokens: int, max_new_tokens: int,
+                        model_config: models.ModelConfig) -> None:
+  """Raises ValueError, before any episode is played, when an environment's longest context
+  (rollout.max_prompt_tokens) and max_new_tokens exceed the model's positions."""
+  positions = max_context_tokens + max_new_tokens
+  if positions > model_config.max_positions:
+    raise ValueError(
+        f"rollout.max_prompt_tokens={max_context_tokens} context tokens + "
+        f"eval.max_new_tokens={max_new_tokens} = {positions} positions, beyond the model's "
+        f"{model_config.max_positions_text}: lower eval.max_new_tokens or "
+        "rollout.max_prompt_tokens (the oldest context tokens are cut).")
+
+
 def check_eval_fits(config: ml_collections.ConfigDict, tokenizer,
                     model_config: models.ModelConfig,
                     own_task: tasks.Task | None = None) -> None:
   """The check `evaluate` makes before generating, for every eval task of `config`, without a
-  model (an environment's: its first reset with env.eval_options, `EnvSettings.check_env`):
-  training runs it before its first step when it evaluates (logging.eval_every). own_task: as
-  in `config_task`."""
+  model (an environment's: its first reset with env.eval_options, `EnvSettings.check_env`, and
+  rollout.max_prompt_tokens + eval.max_new_tokens within the model's positions): training runs
+  it before its first step when it evaluates (logging.eval_every). own_task: as in
+  `config_task`."""
   env = env_config(config)
+  settings = eval_settings(config)
   if env is not None:  # episodes: contexts are cut to rollout.max_prompt_tokens
     env.check_env()  # bad env.eval_options fail now, not after logging.eval_every steps
+    _check_contexts_fit(env.context.max_tokens, settings["max_new_tokens"], model_config)
     return
-  settings = eval_settings(config)
   prompt_settings = tasks.prompt_settings(config.task)
   for name in task_names(config):
     task = config_task(config, name, own_task)

@@ -868,6 +868,25 @@ def test_bad_env_eval_options_fail_before_a_run_that_evaluates_loads_its_weights
     train.train(cfg)
 
 
+def test_eval_replies_too_long_for_the_contexts_fail_before_a_run_that_evaluates_loads(
+    tiny_qwen2_dir, tmp_path, monkeypatch):
+  # They failed at the first evaluation, after logging.eval_every steps of training, naming
+  # the sampler's "prompts[0]" and "max_new_tokens" rather than the settings to change.
+  monkeypatch.setattr(models, "from_pretrained",
+                      lambda *a, **k: pytest.fail("weights loaded before the eval was checked"))
+  cfg = grid_config(tiny_qwen2_dir, tmp_path / "run", None)
+  cfg.eval.max_new_tokens = 217
+  cfg.logging.eval_every = 1
+  with pytest.raises(ValueError, match=r"^rollout.max_prompt_tokens=40 context tokens \+ "
+                     r"eval.max_new_tokens=217 = 257 positions, beyond the model's "
+                     r"max_position_embeddings=256: lower eval.max_new_tokens or "
+                     r"rollout.max_prompt_tokens \(the oldest context tokens are cut\).$"):
+    train.train(cfg)
+  cfg.eval.max_new_tokens = 216  # 256 positions: fits
+  evaluation.check_eval_fits(cfg, None, models.ModelConfig.from_json_file(
+      Path(tiny_qwen2_dir) / "config.json"))
+
+
 def test_a_run_resumes_with_other_env_eval_options_but_not_other_env_options(
     tiny_qwen2_dir, tmp_path, monkeypatch):
   # env.eval_options only set how logging.eval_every scores the model, as the eval section does.
