@@ -231,6 +231,22 @@ def test_broken_step_ends_the_episode_with_a_report(fault, message, caplog):
   gigpo_advantages([e.gigpo_steps for e in episodes])
 
 
+class ExitingGridWorld(GridWorld):
+  """A grid world whose simulator calls sys.exit() at its first step."""
+
+  def step(self, action_text):
+    sys.exit("simulator gone")
+
+
+@pytest.mark.parametrize("step_timeout_s", [5.0, None])
+def test_an_env_that_calls_sys_exit_ends_only_its_episode(step_timeout_s):
+  # Without a timeout (no worker thread) the SystemExit went through: it ended the run.
+  episode = run_episode(ExitingGridWorld(), lambda observation: "north", 0, max_turns=3,
+                        step_timeout_s=step_timeout_s)
+  assert (episode.finish_reason, len(episode.turns)) == ("env_error", 1)
+  assert episode.error == "step() raised SystemExit: simulator gone"
+
+
 def test_the_env_error_warning_counts_turns_in_words(caplog):
   run_episode(BrokenEnv("raise", at_turn=1), lambda _: "nonsense", seed=0, max_turns=4)
   assert "episode ended after 1 turn: step() raised" in caplog.text  # was "1 turns"

@@ -1,11 +1,11 @@
 """Playing episodes safely: a broken environment ends its episode with a report, never the run.
 
 `SafeEpisode` drives one `Env` through one episode. Every call into the environment is
-checked: an exception, a malformed `StepResult` (wrong type, a field of the wrong type, a
-non-finite reward, a penalty that is negative or not finite), an unhashable state key or a
-call that takes longer than `step_timeout_s` ends the episode with `finish_reason ==
-"env_error"` and the cause in `error` (and a logged warning). An environment that never says
-`done` is cut at `max_turns`.
+checked: an exception (a `sys.exit()` too), a malformed `StepResult` (wrong type, a field of
+the wrong type, a non-finite reward, a penalty that is negative or not finite), an unhashable
+state key or a call that takes longer than `step_timeout_s` ends the episode with
+`finish_reason == "env_error"` and the cause in `error` (and a logged warning). An
+environment that never says `done` is cut at `max_turns`.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ class _EnvCaller:
     if self.timeout_s is None:
       try:
         return fn()
-      except Exception as err:  # noqa: BLE001 -- any environment bug ends only its episode
+      # Any environment bug ends only its episode, sys.exit() too (as on the worker thread).
+      except (Exception, SystemExit) as err:  # noqa: BLE001
         raise _EnvFailure(f"{what} raised {type(err).__name__}: {err}") from err
     self._calls.put(fn)
     try:
