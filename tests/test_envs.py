@@ -425,6 +425,14 @@ def test_gym_text_env_names_a_step_output_it_cannot_read(output, message):
   assert not episode.success
 
 
+def test_gym_text_env_reads_won_none_as_not_won():
+  # None: the env does not say (it was read so before the flags were checked).
+  env = FakeGymEnvReturning(("at 1", 0.0, True, {"won": None}))
+  episode = run_episode(GymTextEnv(env), lambda observation: "go", 0, max_turns=3,
+                        step_timeout_s=None)
+  assert (episode.finish_reason, episode.error, episode.success) == ("done", None, False)
+
+
 class FakeAlfredBatchEnv:
   """ALFWorld's batch env (init_env(batch_size=1)): its shapes, and TextWorld's game order
   (textworld/gym/envs/textworld_batch.py): seed(s) shuffles the games with RandomState(s),

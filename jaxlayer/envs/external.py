@@ -146,7 +146,8 @@ class GymTextEnv(Env):
       reward = self.reward_fn(reward, info)
     self._past.append((self._observation, command))
     shown = self._show(self._one(observation), info)
-    success = _flag(info.get("won", False), 'info["won"]')
+    won = info.get("won")  # None: not reported
+    success = won is not None and _flag(won, 'info["won"]')
     return StepResult(shown, reward, done, success=success, valid=valid,
                       penalty=self.invalid_action_penalty if valid is False else 0.0)
 
