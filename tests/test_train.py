@@ -872,15 +872,18 @@ def test_bad_configs_fail_before_loading_or_compiling(overrides, message, tiny_q
     train.train(cfg)
 
 
-def test_a_negative_seed_is_refused_before_loading(tiny_qwen2_dir, tmp_path, monkeypatch):
-  # The first step's data order (numpy's generator, seeded by [seed, pass]) raised "expected
-  # non-negative integer", after the model had loaded.
+@pytest.mark.parametrize("seed", [-1, True])
+def test_a_seed_that_is_no_integer_at_least_0_fails_before_loading(seed, tiny_qwen2_dir,
+                                                                    tmp_path, monkeypatch):
+  # -1 failed after the model loaded, at the first data order, with numpy's "expected
+  # non-negative integer".
   monkeypatch.setattr(models, "from_pretrained",
                       lambda *a, **k: pytest.fail("weights loaded before the config was checked"))
   cfg = small_config(tiny_qwen2_dir, tmp_path / "run", None)
-  cfg.seed = -1
-  with pytest.raises(ValueError, match=r"^seed=-1: the data order and the sampling are drawn "
-                                       r"from a seed >= 0; give one\.$"):
+  cfg.seed = seed
+  with pytest.raises(ValueError, match=re.escape(
+      f"seed={seed!r}: give an integer >= 0 (it seeds the data order, the sampling and the "
+      "mini-batch order).")):
     train.train(cfg)
 
 

@@ -214,13 +214,14 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
            "Set the model: --config.model.path=DIR (a Hugging Face directory or hub id).")
   _require(config.run_dir is not None,
            "Set the run directory: --config.run_dir=DIR (checkpoints and metrics go there).")
+  _require(isinstance(config.seed, int) and not isinstance(config.seed, bool) and config.seed >= 0,
+           f"seed={config.seed!r}: give an integer >= 0 (it seeds the data order, the sampling "
+           "and the mini-batch order).")
   config.run_dir = os.fspath(paths.local_path(config.run_dir, "run_dir"))  # ~ expanded
   if config.get("compilation_cache_dir"):  # ~ expanded (JAX's cache also takes a gs:// URL)
     config.compilation_cache_dir = os.path.expanduser(config.compilation_cache_dir)
   _require(config.task.name in tasks.TASKS,
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
-  _require(config.seed >= 0, f"seed={config.seed}: the data order and the sampling are drawn "
-           "from a seed >= 0; give one.")
   _resolve_data_paths(config.task.options)
   model_dir = resolve_model_dir(config.model.path)
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
