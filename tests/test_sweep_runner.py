@@ -944,6 +944,34 @@ def test_an_interrupted_halving_sweep_resumes_at_its_rung(tmp_path):
   assert len(resumed.eval_calls) == 6
 
 
+class _SeedOneRanksOtherwise(FakeRL):
+  """With seed 1, block 1 leads the rung at 15 steps and block 0 trails every block."""
+
+  def correct(self, model, seed: int) -> int:
+    if seed == 1 and model is not None and model[-1] == 15 and model[0] in (0, 1):
+      return {0: 5, 1: 30}[model[0]]
+    return super().correct(model, seed)
+
+
+def test_a_halving_sweep_given_more_seeds_keeps_its_rungs_choice(tmp_path, capsys):
+  """Seeds added to a halving sweep ranked its rung again: block 2, stopped there with seed 0
+  (its checkpoint gone), went on and trained from step 0, and block 0's finished run of seed 0
+  was dropped from those that reached the end."""
+  config = make_config(tmp_path / "sweep")
+  config.sweep.update(halving_steps="15", halving_keep=0.5)
+  rung_correct = {("full", 15): 16, (0, 15): 16, (1, 15): 15, (2, 15): 12, (3, 15): 11}
+  _run(config, _SeedOneRanksOtherwise(BLOCKS, rung_correct=rung_correct))  # 0 and 1 go on
+  config.sweep.seeds = 2  # over both seeds the rung's best are blocks 1 and 2
+  fake = _SeedOneRanksOtherwise(BLOCKS, rung_correct=rung_correct)
+  sweep_dir = _run(config, fake)
+  assert fake.train_calls == ([(None, 1, 15)] + [((k,), 1, 15) for k in range(4)]
+                              + [(None, 1), ((0,), 1), ((1,), 1)])
+  assert ("rung at 15 RL steps: layer00 went on; layer02 stopped there before, and do so again "
+          "though the scores with the runs since rank them otherwise") in capsys.readouterr().err
+  sweep = store.read_json(sweep_dir / "sweep.json")
+  assert [(l["layer"], l["seeds"]) for l in sweep["layers"]] == [(0, [0, 1]), (1, [0, 1])]
+
+
 def test_halving_added_to_a_finished_sweep_is_refused_before_any_run(tmp_path):
   _run(make_config(tmp_path / "sweep", layers="0,1"), FakeRL(BLOCKS))
   before = {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*.json")}

@@ -395,6 +395,42 @@ def best_at_rung(candidates: Sequence, kind: str, results: Mapping[RunSpec, dict
   return [c for c in candidates if c in kept]
 
 
+def choose_at_rung(sweep_dir: Path, stop_at: int, layers: Sequence[int],
+                   groups: Sequence[tuple[int, ...]], results: Mapping[RunSpec, dict],
+                   keep: float) -> tuple[list[int], list[tuple[int, ...]]]:
+  """(the blocks, the groups) that go on past the rung at stop_at: the best `keep` of them
+  (best_at_rung), but a choice the rung made before (store.RUNG_CHOICES) stands for the blocks
+  and groups it chose among, since those it stopped lost their checkpoints: a sweep resumed
+  with more seeds (or more blocks, or another halving_keep) trains on the ones that went on,
+  and none that stopped from step 0. Records the choice (with that of blocks and groups new to
+  the rung, chosen by best_at_rung among all)."""
+  best = best_at_rung(layers, "layer", results, keep) + best_at_rung(groups, "group", results,
+                                                                      keep)
+  candidates = {spec.unit: _trained(spec) for spec in results if spec.kind in ("layer", "group")}
+  earlier = store.rung_choice(sweep_dir, stop_at) if distributed.is_primary() else None
+  earlier = json.loads(distributed.from_primary(json.dumps(earlier)))
+  went_on, stopped = (set(earlier["went_on"]), set(earlier["stopped"])) if earlier else ((), ())
+  going = {unit for unit, trained in candidates.items()
+           if unit in went_on or (trained in best and unit not in stopped)}
+  on_again = sorted(unit for unit in going if candidates[unit] not in best)
+  stopped_again = sorted(unit for unit, trained in candidates.items()
+                         if trained in best and unit not in going)
+  if on_again or stopped_again:
+    chosen = "; ".join(f"{', '.join(units)} {verb}" for units, verb in
+                       ((on_again, "went on"), (stopped_again, "stopped")) if units)
+    distributed.warn_once(
+        f"rung at {stop_at} RL steps: {chosen} there before, and do so again though the scores "
+        "with the runs since rank them otherwise: the runs stopped there lost their "
+        "checkpoints, and those that went on trained past it. To choose by every run's score, "
+        "sweep into a new directory "
+        "(--config.sweep.dir=NEW_DIR).")
+  if distributed.is_primary():
+    store.record_rung_choice(sweep_dir, stop_at, went_on=sorted({*went_on, *going}),
+                             stopped=sorted({*stopped, *candidates} - going - {*went_on}))
+  kept = [trained for unit, trained in candidates.items() if unit in going]
+  return [layer for layer in layers if layer in kept], [group for group in groups if group in kept]
+
+
 def _default_identity(num_layers: int) -> dict:
   """The sweep identity of a config left at every default (training, eval and sweep keys)."""
   from jaxlayer import evaluation  # imports jax and the tasks: only when a sweep starts
@@ -712,8 +748,8 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
           store.mark_unfinished(sweep_dir, command)
         results = stage.run(specs, bar)
         if stop_at is not None:
-          kept_layers = best_at_rung(layers, "layer", results, keep)
-          kept_groups = best_at_rung(groups, "group", results, keep)
+          kept_layers, kept_groups = choose_at_rung(sweep_dir, stop_at, layers, groups, results,
+                                                    keep)
           stopped = [spec for spec in results if spec.kind in ("layer", "group")
                      and _trained(spec) not in kept_layers + kept_groups]
           _remove_checkpoints(stopped, results, config.sweep, sweep_dir)

@@ -11,6 +11,7 @@
       runs/<run>/result-stepN.json  the same run evaluated after N RL steps, a rung of
                              successive halving (sweep.halving_steps)
       runs/<run>/train/      the train function's working directory (shared by the rungs)
+      halving.json           successive halving's choice at each rung (RUNG_CHOICES)
       compile_cache/         XLA's compiled programs, shared by the runs (unless the config's
                              compilation_cache_dir puts them elsewhere)
       sweep.json sweep.csv contribution.png curves.png report.md   (jaxlayer.sweep.report)
@@ -42,6 +43,10 @@ MANIFEST = "manifest.json"
 FINGERPRINT = "model_fingerprint"  # manifest.json's models.weights_fingerprint of model.path
 RESULT = "result.json"
 UNFINISHED = "unfinished.json"
+# The choice of successive halving at each rung, {"15": {"went_on": ["layer00", ...],
+# "stopped": ["layer01", ...]}} (RunSpec.unit), written before the stopped runs' checkpoints
+# go: a choice made stands when the sweep is resumed with more seeds, blocks or groups.
+RUNG_CHOICES = "halving.json"
 RUNS = "runs"
 # In a run's directory: the wall time of its training so far, summed over the calls that trained
 # it (an interrupted call, the rungs of successive halving), so that a resumed run's
@@ -161,6 +166,21 @@ def check_finished(sweep_dir: Path, use: str) -> None:
       "resume it) and has not finished: its sweep.json, if any, is that of the sweep before and "
       f"leaves out the runs since. Finish the sweep: {rerun}; it skips the finished runs and "
       "writes the report of them all.")
+
+
+def rung_choice(sweep_dir: Path, stop_at: int) -> dict | None:
+  """The recorded choice at the rung at stop_at ({"went_on": units, "stopped": units}), or None
+  where the rung has chosen nothing yet."""
+  path = Path(sweep_dir) / RUNG_CHOICES
+  return read_json(path).get(str(stop_at)) if path.is_file() else None
+
+
+def record_rung_choice(sweep_dir: Path, stop_at: int, went_on: list[str],
+                       stopped: list[str]) -> None:
+  """Records the choice at the rung at stop_at in RUNG_CHOICES, beside the other rungs'."""
+  path = Path(sweep_dir) / RUNG_CHOICES
+  choices = read_json(path) if path.is_file() else {}
+  write_json_atomic(path, {**choices, str(stop_at): {"went_on": went_on, "stopped": stopped}})
 
 
 def run_dir(sweep_dir: Path, spec: RunSpec) -> Path:
