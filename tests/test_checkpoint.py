@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import transformers
 
+import jaxlayer
 from jaxlayer import assets, models
 from jaxlayer.rl import checkpoint
 from tests.sweep_fakes import REPO
@@ -177,6 +178,13 @@ def test_load_trained_model_errors(tmp_path, tiny_qwen2_dir, monkeypatch):
   np.testing.assert_array_equal(trained["final_norm.scale"], np.full(32, 2.0))
   base = models.named_params(models.from_pretrained(tiny_qwen2_dir)[0])
   np.testing.assert_array_equal(trained["embed.embedding"], base["embed.embedding"])
+
+
+def test_run_json_names_the_jaxlayer_version_that_trained_the_run(tmp_path, monkeypatch):
+  monkeypatch.setattr(jaxlayer, "__version__", "0.1.0.dev3")
+  config = ml_collections.ConfigDict({"model": {"dtype": "float32"}})
+  checkpoint.write_run_files(tmp_path, config, str(assets.TINY_ARITH), {})
+  assert checkpoint.read_run_files(tmp_path)[1]["jaxlayer_version"] == "0.1.0.dev3"
 
 
 def test_a_resume_is_checked_on_what_grades_the_problems_and_older_records_as_they_were(

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 
+import jaxlayer
 from jaxlayer import assets, cli, distributed, locks, models, paths
 from jaxlayer.models.hub import resolve_model_dir
 from jaxlayer.rl import selection
@@ -585,6 +586,39 @@ def test_a_sweep_begun_before_sweeps_scored_eval_tasks_is_not_resumed_over_them(
       runner.run_sweep(config, train_fn=fake.train, dry_run=dry_run)
   assert fake.train_calls == [] and fake.eval_calls == []
   assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == files
+
+
+def test_a_sweep_resumed_over_results_of_another_jaxlayer_says_so_once(tmp_path, capsys,
+                                                                         monkeypatch):
+  """Its results name the jaxlayer that scored them; a resume over another version's (or older
+  ones, which name none) keeps them, as they were, and says how many with the fix."""
+  config = make_config(tmp_path / "sweep", layers="0,1")
+  monkeypatch.setattr(jaxlayer, "__version__", "0.1.0.dev1")
+  sweep_dir = _run(config, FakeRL(BLOCKS))
+  results = sorted(sweep_dir.glob("runs/*/result.json"))
+  assert {store.read_json(path)["jaxlayer_version"] for path in results} == {"0.1.0.dev1"}
+  for path in results[:2]:  # base-seed0, full-seed0: from before results named their version
+    result = store.read_json(path)
+    del result["jaxlayer_version"]
+    store.write_json_atomic(path, result)
+  monkeypatch.setattr(jaxlayer, "__version__", "0.1.0.dev2")
+  files = {path: path.read_bytes() for path in results}
+  capsys.readouterr()
+  for dry_run in (True, False):
+    fake = FakeRL(BLOCKS)
+    runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval, num_layers=NUM_LAYERS,
+                     dry_run=dry_run)
+    assert fake.train_calls == [] and fake.eval_calls == []
+    notes = [line for line in capsys.readouterr().err.splitlines() if "recorded" in line]
+    assert notes == [
+        f"resuming {sweep_dir}: jaxlayer 0.1.0.dev1 or a version from before results named "
+        "theirs recorded 4 results there, not this jaxlayer (0.1.0.dev2): where grading changed "
+        "in between, those runs keep the old rules' scores and the runs to come get the new "
+        "ones. To score every run with this version, sweep into a new directory "
+        "(--config.sweep.dir=NEW_DIR); to score one run again here, remove its "
+        "runs/RUN/result*.json (a block's or group's run then trains again, from its checkpoint "
+        "where sweep.keep_checkpoints kept it)."]
+  assert {path: path.read_bytes() for path in results} == files
 
 
 @pytest.mark.parametrize("output, message", [

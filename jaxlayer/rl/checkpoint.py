@@ -4,7 +4,8 @@ A run directory holds
   config.json        the full training config (ml_collections), written at the start
   run.json           the base model's path and fingerprint (`models.weights_fingerprint`), the
                      trained parameters' paths, shapes and peak learning rates, the training
-                     problems' count and fingerprints (problems_record)
+                     problems' count and fingerprints (problems_record), the jaxlayer version
+                     that trained it (that started or last resumed it)
   checkpoints/STEP/  params (trainable leaves only: the frozen ones are the base checkpoint's),
                      optimizer (optimizer state and RNG key), meta (step, data position)
   metrics.jsonl, tensorboard/, samples.jsonl   (jaxlayer.rl.metrics)
@@ -35,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+import jaxlayer
 from jaxlayer import distributed, locks, models, paths
 from jaxlayer.models.hf_mapping import TRANSPOSE, apply_transform, jax_to_hf_name
 from jaxlayer.models.hub import (STAGING_PREFIX, holds_weights, hub_id_of_snapshot,
@@ -191,7 +193,7 @@ def write_run_files(run_dir: Path, config: ml_collections.ConfigDict, base_model
   run_dir.mkdir(parents=True, exist_ok=True)
   paths.write_text_atomic(run_dir / CONFIG_FILE, config.to_json(indent=2))
   run = {"base_model": base_model, "base_fingerprint": models.weights_fingerprint(base_model),
-         "trainable": list(trainable),
+         "jaxlayer_version": jaxlayer.__version__, "trainable": list(trainable),
          "shapes": {path: list(shape) for path, shape in trainable.items()}}
   if learning_rates is not None:
     run["learning_rates"] = dict(learning_rates)

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import ml_collections
 from tqdm.auto import tqdm
 
+import jaxlayer
 from jaxlayer import distributed, locks, paths
 from jaxlayer.progress import progress_bar
 from jaxlayer.rl import selection
@@ -617,6 +618,7 @@ def _execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
       **{key: scores[key] for key in ("score", "score_se", "num_problems", "metric")},
       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "jaxlayer_version": jaxlayer.__version__,  # (what graded it: _note_other_versions)
       "cost": cost, "devices": devices, "reward_curve": curve,
       **{key: scores[key] for key in ("per_problem", "tasks") if key in scores},
   }
@@ -650,6 +652,26 @@ def _check_done_runs_metric(config, sweep_dir: Path, done_results: Sequence[dict
       f"{earlier['metric']!r}{before}: their scores do not mix. Start a new sweep with "
       "--config.sweep.force_new_dir=True or --config.sweep.dir=NEW_DIR; the results there are "
       "kept.")
+
+
+def _note_other_versions(sweep_dir: Path, done_results: Sequence[dict]) -> None:
+  """Notes the results in sweep_dir that another jaxlayer version recorded (or one from before
+  results named theirs): where the grading changed between the two, those runs are scored by
+  the old rules and the runs to come by the new."""
+  others = [r.get("jaxlayer_version") for r in done_results
+            if r.get("jaxlayer_version") != jaxlayer.__version__]
+  if not others:
+    return
+  versions = ", ".join(sorted({version for version in others if version}))
+  unnamed = "a version from before results named theirs" if None in others else ""
+  distributed.warn_once(
+      f"resuming {sweep_dir}: jaxlayer {' or '.join(filter(None, (versions, unnamed)))} "
+      f"recorded {counted(len(others), 'result')} there, not this jaxlayer "
+      f"({jaxlayer.__version__}): where grading changed in between, those runs keep the old "
+      "rules' scores and the runs to come get the new ones. To score every run with this "
+      "version, sweep into a new directory (--config.sweep.dir=NEW_DIR); to score one run again "
+      "here, remove its runs/RUN/result*.json (a block's or group's run then trains again, "
+      "from its checkpoint where sweep.keep_checkpoints kept it).")
 
 
 def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None = None,
@@ -731,6 +753,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
     if evaluating:
       _check_done_runs_metric(config, sweep_dir, done_results)
+    _note_other_versions(sweep_dir, done_results)
     stage = _Stage(
         launch=launch, sweep_dir=sweep_dir, sweep_config=config.sweep,
         run_fn=functools.partial(execute_run, config=_with_compile_cache(config, sweep_dir),
@@ -777,9 +800,10 @@ def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
   first = plan_runs(layers, seeds, groups, rungs[0] if rungs else None, base=True)
   if not new:
     _check_rung_is_ahead(first, sweep_dir)
+    done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
     if evaluating:
-      _check_done_runs_metric(config, sweep_dir, store.load_results(sweep_dir)
-                              + store.load_rung_results(sweep_dir))
+      _check_done_runs_metric(config, sweep_dir, done_results)
+    _note_other_versions(sweep_dir, done_results)
   done = 0 if new else sum(store.is_done(sweep_dir, spec) for spec in first)
   distributed.write_once("dry run: " + ("a new sweep directory" if new else
                                         f"it resumes the sweep there, {done} of its "
