@@ -1013,8 +1013,31 @@ def test_halving_added_to_a_finished_sweep_is_refused_before_any_run(tmp_path):
   config.sweep.halving_steps = "15"
   fake = FakeRL(BLOCKS, rung_correct=RUNG_CORRECT)
   with pytest.raises(ValueError, match="full-seed0, layer00-seed0, layer01-seed0 in .* already "
-                     "trained to train.steps without a result at step 15"):
+                     "trained past step 15 without a result there, .* Rerun with the halving "
+                     "steps of its results \\(--config.sweep.halving_steps=''\\)"):
     _run(config, fake)
+  assert fake.train_calls == []
+  assert {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*.json")} == before
+
+
+def test_a_rung_moved_below_the_steps_a_run_reached_is_refused_before_any_run(tmp_path):
+  """A halving sweep (rungs at 15 and 30) stopped in its last stage, resumed with its second rung
+  at 20 and a second seed: the rung at 15 of the new seed trained, then runs past step 30 (or,
+  stopped there, without a checkpoint) went back to step 20, which a real trainer refuses to
+  resume to and one without the checkpoint trains again from step 0."""
+  config = _halving_config(tmp_path / "sweep")
+  with pytest.raises(KeyboardInterrupt):  # the twelfth training: full RL to train.steps
+    _run(config, FakeRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT,
+                        interrupt_on_train_call=12))
+  before = {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*.json")}
+  config.sweep.update(halving_steps="15,20", seeds=2)
+  fake = FakeRL({**BLOCKS, (2, 3): 16}, rung_correct=RUNG_CORRECT)
+  for dry_run in (True, False):
+    with pytest.raises(ValueError, match=(
+        "full-seed0, layer00-seed0, layer03-seed0, group02\\+03-seed0 in .* already trained past "
+        "step 20 without a result there, .*--config.sweep.halving_steps=15,30\\)")):
+      runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval, num_layers=NUM_LAYERS,
+                       dry_run=dry_run)
   assert fake.train_calls == []
   assert {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*.json")} == before
 

@@ -754,6 +754,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     if evaluating:
       _check_done_runs_metric(config, sweep_dir, done_results)
     _note_other_versions(sweep_dir, done_results)
+    _check_rungs_are_ahead(_rung_runs(layers, seeds, groups, rungs), sweep_dir)
     stage = _Stage(
         launch=launch, sweep_dir=sweep_dir, sweep_config=config.sweep,
         run_fn=functools.partial(execute_run, config=_with_compile_cache(config, sweep_dir),
@@ -766,7 +767,6 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                       disable=not distributed.is_primary()) as bar:
       for index, stop_at in enumerate([*rungs, None]):
         specs = plan_runs(layers, seeds, groups, stop_at, base=index == 0)
-        _check_rung_is_ahead(specs, sweep_dir)
         if distributed.is_primary():  # sweep.json, if any, leaves out the runs from here on
           store.mark_unfinished(sweep_dir, command)
         results = stage.run(specs, bar)
@@ -799,7 +799,7 @@ def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
   _announce(sweep_dir, config, layers, groups, seeds, rungs, keep, distributed.write_once)
   first = plan_runs(layers, seeds, groups, rungs[0] if rungs else None, base=True)
   if not new:
-    _check_rung_is_ahead(first, sweep_dir)
+    _check_rungs_are_ahead(_rung_runs(layers, seeds, groups, rungs), sweep_dir)
     done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
     if evaluating:
       _check_done_runs_metric(config, sweep_dir, done_results)
@@ -872,17 +872,27 @@ def _rung_counts(count: int, num_rungs: int, keep: float) -> list[int]:
   return counts
 
 
-def _check_rung_is_ahead(specs: Sequence[RunSpec], sweep_dir: Path) -> None:
-  """A rung cannot be run for a run already trained to train.steps (halving added to a
-  finished sweep, or its steps changed): its checkpoints are past the rung, or gone."""
-  past = [spec for spec in specs if spec.stop_at is not None
-          and not store.is_done(sweep_dir, spec) and store.is_done(sweep_dir, spec.final)]
+def _rung_runs(layers: Sequence[int], seeds: Sequence[int], groups: Sequence[tuple[int, ...]],
+               rungs: Sequence[int]) -> list[RunSpec]:
+  """The runs of every rung, were every block and group to reach every rung."""
+  return [spec for stop_at in rungs for spec in plan_runs(layers, seeds, groups, stop_at,
+                                                          base=False)]
+
+
+def _check_rungs_are_ahead(specs: Sequence[RunSpec], sweep_dir: Path) -> None:
+  """No rung is run for a run already trained past it, to train.steps or to a later rung
+  (halving added to a sweep, or its steps changed): its checkpoints are past the rung, or
+  gone. specs: the runs of every rung, checked before any runs."""
+  past = [spec for spec in specs if not store.is_done(sweep_dir, spec) and any(
+      step is None or step > spec.stop_at for step in store.evaluated_steps(sweep_dir, spec))]
   if past:
+    stop_at = min(spec.stop_at for spec in past)
+    used = sorted({r["stop_at"] for r in store.load_rung_results(sweep_dir)})
     raise ValueError(
-        f"sweep.halving_steps: {', '.join(s.final.name for s in past)} in {sweep_dir} already "
-        f"trained to train.steps without a result at step {past[0].stop_at}, and a run cannot "
-        "go back to a rung. "
-        "Rerun with the halving steps this sweep used (none, if it had none), or start a new "
+        f"sweep.halving_steps: {', '.join(s.final.name for s in past if s.stop_at == stop_at)} "
+        f"in {sweep_dir} already trained past step {stop_at} without a result there, and a run "
+        "cannot go back to a rung. Rerun with the halving steps of its results "
+        f"(--config.sweep.halving_steps={','.join(map(str, used)) or repr('')}), or start a new "
         "sweep with --config.sweep.dir=NEW_DIR; the results here are kept either way.")
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,17 @@ def add_train_seconds(sweep_dir: Path, spec: RunSpec, seconds: float, resumed: b
   if distributed.is_primary():
     write_json_atomic(path, total)
   return total
+
+
+def evaluated_steps(sweep_dir: Path, spec: RunSpec) -> list[int | None]:
+  """The RL steps at which the run of spec has a result, at any rung (result-stepN.json) or at
+  train.steps (result.json: None)."""
+  steps = []
+  for path in run_dir(sweep_dir, spec).glob("result*.json"):
+    rung = re.fullmatch(r"result-step(\d+)\.json", path.name)
+    if rung or path.name == RESULT:
+      steps.append(int(rung[1]) if rung else None)
+  return steps
 
 
 def is_done(sweep_dir: Path, spec: RunSpec) -> bool:
