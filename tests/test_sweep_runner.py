@@ -1001,9 +1001,16 @@ def test_a_halving_sweep_given_more_seeds_keeps_its_rungs_choice(tmp_path, capsy
   assert fake.train_calls == ([(None, 1, 15)] + [((k,), 1, 15) for k in range(4)]
                               + [(None, 1), ((0,), 1), ((1,), 1)])
   assert ("rung at 15 RL steps: layer00 went on; layer02 stopped there before, and do so again "
-          "though the scores with the runs since rank them otherwise") in capsys.readouterr().err
+          "though the scores with the runs since rank them otherwise: the runs stopped there "
+          "lost their checkpoints, and those that went on trained past it. To choose again by "
+          f"every run's score, remove {sweep_dir / 'halving.json'} (a stopped run that then goes "
+          "on trains again from step 0) and run the sweep again.") in capsys.readouterr().err
   sweep = store.read_json(sweep_dir / "sweep.json")
   assert [(l["layer"], l["seeds"]) for l in sweep["layers"]] == [(0, [0, 1]), (1, [0, 1])]
+  (sweep_dir / "halving.json").unlink()  # chosen again over both seeds: block 2 goes on
+  fake = _SeedOneRanksOtherwise(BLOCKS, rung_correct=rung_correct)
+  _run(config, fake)
+  assert fake.train_calls == [((2,), 0), ((2,), 1)]
 
 
 def test_halving_added_to_a_finished_sweep_is_refused_before_any_run(tmp_path):

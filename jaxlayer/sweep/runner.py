@@ -403,7 +403,7 @@ def choose_at_rung(sweep_dir: Path, stop_at: int, layers: Sequence[int],
   (best_at_rung), but a choice the rung made before (store.RUNG_CHOICES) stands for the blocks
   and groups it chose among, since those it stopped lost their checkpoints: a sweep resumed
   with more seeds (or more blocks, or another halving_keep) trains on the ones that went on,
-  and none that stopped from step 0. Records the choice (with that of blocks and groups new to
+  and none that stopped from step 0, unless the record is removed. Records the choice (with that of blocks and groups new to
   the rung, chosen by best_at_rung among all)."""
   best = best_at_rung(layers, "layer", results, keep) + best_at_rung(groups, "group", results,
                                                                       keep)
@@ -422,9 +422,9 @@ def choose_at_rung(sweep_dir: Path, stop_at: int, layers: Sequence[int],
     distributed.warn_once(
         f"rung at {stop_at} RL steps: {chosen} there before, and do so again though the scores "
         "with the runs since rank them otherwise: the runs stopped there lost their "
-        "checkpoints, and those that went on trained past it. To choose by every run's score, "
-        "sweep into a new directory "
-        "(--config.sweep.dir=NEW_DIR).")
+        "checkpoints, and those that went on trained past it. To choose again by every run's "
+        f"score, remove {sweep_dir / store.RUNG_CHOICES} (a stopped run that then goes on "
+        "trains again from step 0) and run the sweep again.")
   if distributed.is_primary():
     store.record_rung_choice(sweep_dir, stop_at, went_on=sorted({*went_on, *going}),
                              stopped=sorted({*stopped, *candidates} - going - {*went_on}))
