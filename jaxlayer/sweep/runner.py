@@ -403,8 +403,8 @@ def choose_at_rung(sweep_dir: Path, stop_at: int, layers: Sequence[int],
   (best_at_rung), but a choice the rung made before (store.RUNG_CHOICES) stands for the blocks
   and groups it chose among, since those it stopped lost their checkpoints: a sweep resumed
   with more seeds (or more blocks, or another halving_keep) trains on the ones that went on,
-  and none that stopped from step 0, unless the record is removed. Records the choice (with that of blocks and groups new to
-  the rung, chosen by best_at_rung among all)."""
+  and none that stopped from step 0, unless the record is removed. Records the choice (with
+  that of blocks and groups new to the rung, chosen by best_at_rung among all)."""
   best = best_at_rung(layers, "layer", results, keep) + best_at_rung(groups, "group", results,
                                                                       keep)
   candidates = {spec.unit: _trained(spec) for spec in results if spec.kind in ("layer", "group")}
