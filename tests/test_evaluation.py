@@ -465,6 +465,10 @@ def test_sweep_eval_fn_scores_the_base_checkpoint_in_test_split_order(tiny_qwen2
   scored = runner.default_eval_fn(config, model=None, seed=0, progress_position=1)
   assert scored["metric"] == "pass@1"
   assert scored["per_problem"] == cli_eval[0]["tasks"]["parity"]["per_problem"]["pass@1"]
+  assert scored["problems"] == cli_eval[0]["tasks"]["parity"]["problems"]
+  # What a resumed sweep checks its runs' problems against (it raises on others).
+  runner._check_done_runs_problems(config, Path("sweep"), [
+      {"run": "base-seed0", **runner.run_scores(scored, runner.RunSpec("base", 0))}])
 
 
 def test_sweep_eval_fn_scores_eval_tasks_as_jaxlayer_eval_does(tiny_qwen2_dir, config_file):
@@ -483,9 +487,9 @@ def test_sweep_eval_fn_scores_eval_tasks_as_jaxlayer_eval_does(tiny_qwen2_dir, c
               for name in ("arithmetic", "countdown")}
   assert scored == {"tasks": {
       "arithmetic": {"per_problem": expected["arithmetic"].per_problem["pass@1"],
-                     "metric": "pass@1"},
+                     "metric": "pass@1", "problems": expected["arithmetic"].problems},
       "countdown": {"per_problem": expected["countdown"].per_problem["mean@2"],
-                    "metric": "mean@2"}}}
+                    "metric": "mean@2", "problems": expected["countdown"].problems}}}
   result = runner.run_scores(scored, runner.RunSpec("base", 0))
   assert result["score"] == pytest.approx((expected["arithmetic"].scores["pass@1"]
                                            + expected["countdown"].scores["mean@2"]) / 2)

@@ -172,7 +172,7 @@ def test_a_score_over_tasks_is_their_mean_with_its_errors_and_its_c(tmp_path, ca
   assert "per_problem" not in result
   assert result["tasks"]["alpha"] == {"metric": "pass@1", "score": 0.3, "num_problems": 40,
                                       "score_se": pytest.approx(math.sqrt(0.3 * 0.7 / 40)),
-                                      "per_problem": base_alpha}
+                                      "per_problem": base_alpha, "problems": None}
   assert result["tasks"]["beta"]["per_problem"] == base_beta
   assert (f"base-seed0: score 0.2625 ± {base_se:.4f} (alpha pass@1 0.3000, beta mean@2 "
           "0.2250) (train 0.0 s") in capsys.readouterr().out

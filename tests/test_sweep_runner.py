@@ -621,6 +621,42 @@ def test_a_sweep_resumed_over_results_of_another_jaxlayer_says_so_once(tmp_path,
   assert {path: path.read_bytes() for path in results} == files
 
 
+def test_a_sweep_resumed_on_other_test_problems_is_refused_before_any_run(tmp_path,
+                                                                          monkeypatch):
+  """The same settings give other test problems where a data file was edited since or a dataset
+  has a new revision: the runs to come were scored on them and mixed with the runs before."""
+  from jaxlayer import evaluation
+
+  model_dir = write_model_config(tmp_path / "model", num_layers=NUM_LAYERS)
+  config = make_config(tmp_path / "sweep", layers="0", model_path=str(model_dir))
+  config.eval.num_problems = NUM_PROBLEMS
+  fake = FakeRL(BLOCKS)
+
+  def scored_as_default_eval_fn_records(config, **kwargs):
+    problems = evaluation.eval_problems(evaluation.config_task(config, config.task.name),
+                                        NUM_PROBLEMS)
+    return {**fake.eval(config, **kwargs), "problems": evaluation.problems_fingerprint(problems)}
+
+  monkeypatch.setattr(runner, "default_eval_fn", scored_as_default_eval_fn_records)
+  sweep_dir = runner.run_sweep(config, train_fn=fake.train)
+  config.sweep.layers = "0,1"
+  task_class = type(evaluation.config_task(config, config.task.name))
+  test_problems = task_class.test_problems
+  monkeypatch.setattr(task_class, "test_problems", lambda task: test_problems(task)[::-1])
+  files = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+  for dry_run in (True, False):
+    with pytest.raises(ValueError, match=(
+        f"^the test problems of 'arithmetic' are not those the runs in {sweep_dir} were scored "
+        r"on \(base-seed0, for one\): a data file edited since, or a dataset's new revision\? "
+        "Their scores do not mix with new runs'")):
+      runner.run_sweep(config, train_fn=fake.train, dry_run=dry_run)
+  assert len(fake.train_calls) == 2  # the first sweep's
+  assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()} == files
+  monkeypatch.setattr(task_class, "test_problems", test_problems)  # the same problems: resumed
+  runner.run_sweep(config, train_fn=fake.train)
+  assert fake.train_calls[2:] == [((1,), 0)]
+
+
 @pytest.mark.parametrize("output, message", [
     ({"scores": [1.0]}, r"either 'per_problem' .* or 'tasks' .*; got keys \['scores'\]\.$"),
     ({"per_problem": [1.0], "tasks": {}}, r"got keys \['per_problem', 'tasks'\]"),

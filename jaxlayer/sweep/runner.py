@@ -32,9 +32,11 @@ The training and evaluation are injected (defaults: `default_train_fn`, jaxlayer
     eval_fn(config, *, model, seed, progress_position) -> Mapping
         model: None for the base checkpoint at config.model.path, else a train_fn "model".
         Returns "per_problem" (one score in [0, 1] per test problem, the same problems in
-        the same order on every call) and optionally "metric" (default "pass@1"); or, for a
-        score over several tasks, "tasks": {task name: {"per_problem": ..., "metric": ...}},
-        whose score is the mean of the tasks' scores (default_eval_fn's with eval.tasks set).
+        the same order on every call) and optionally "metric" (default "pass@1") and
+        "problems" (a fingerprint of the problems, evaluation.problems_fingerprint: a resume
+        on other problems is refused); or, for a score over several tasks, "tasks": {task
+        name: {"per_problem": ..., "metric": ..., "problems": ...}}, whose score is the mean of
+        the tasks' scores (default_eval_fn's with eval.tasks set).
 """
 
 from __future__ import annotations
@@ -165,7 +167,8 @@ def default_eval_fn(config, *, model, seed, progress_position):
   for name, metric in _scored_tasks(config).items():
     result = evaluation.evaluate_from_config(config, model, tokenizer, task_name=name, seed=seed,
                                              progress_position=progress_position)
-    scored[name] = {"per_problem": result.per_problem[metric], "metric": metric}
+    scored[name] = {"per_problem": result.per_problem[metric], "metric": metric,
+                    "problems": result.problems}
   return {"tasks": scored} if _scores_in_tasks_form(config) else scored.popitem()[1]
 
 
@@ -452,8 +455,9 @@ def _finite_or_none(values: Sequence[float]) -> list[float | None]:
 
 
 def _task_scores(scored: Mapping[str, Any], spec: RunSpec, where: str) -> dict[str, Any]:
-  """One task's {"per_problem", "metric"} from eval_fn, checked -> its "metric", "score" (the
-  mean over its problems), "score_se", "num_problems" and "per_problem"."""
+  """One task's {"per_problem", "metric", "problems"} from eval_fn, checked -> its "metric",
+  "problems", "score" (the mean over its problems), "score_se", "num_problems" and
+  "per_problem"."""
   per_problem = scored.get("per_problem")
   if per_problem is None or len(per_problem) == 0:
     raise ValueError(f"run {spec.name}: eval_fn's {where}'per_problem' must be a non-empty list "
@@ -462,7 +466,11 @@ def _task_scores(scored: Mapping[str, Any], spec: RunSpec, where: str) -> dict[s
   if not all(math.isfinite(s) for s in per_problem):
     raise ValueError(f"run {spec.name}: eval_fn returned a NaN or inf per-problem score "
                      f"({where}'per_problem').")
-  return {"metric": str(scored.get("metric", "pass@1")),
+  problems = scored.get("problems")
+  if problems is not None and not isinstance(problems, str):
+    raise ValueError(f"run {spec.name}: eval_fn's {where}'problems' must be a string (a "
+                     f"fingerprint of the problems scored); got {type(problems).__name__}.")
+  return {"metric": str(scored.get("metric", "pass@1")), "problems": problems,
           "score": sum(per_problem) / len(per_problem),
           "score_se": contribution.standard_error(per_problem),
           "num_problems": len(per_problem), "per_problem": per_problem}
@@ -620,7 +628,7 @@ def _execute_run(spec: RunSpec, config, sweep_dir: Path, train_fn: TrainFn,
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "jaxlayer_version": jaxlayer.__version__,  # (what graded it: _note_other_versions)
       "cost": cost, "devices": devices, "reward_curve": curve,
-      **{key: scores[key] for key in ("per_problem", "tasks") if key in scores},
+      **{key: scores[key] for key in ("per_problem", "problems", "tasks") if key in scores},
   }
 
 
@@ -652,6 +660,34 @@ def _check_done_runs_metric(config, sweep_dir: Path, done_results: Sequence[dict
       f"{earlier['metric']!r}{before}: their scores do not mix. Start a new sweep with "
       "--config.sweep.force_new_dir=True or --config.sweep.dir=NEW_DIR; the results there are "
       "kept.")
+
+
+def _check_done_runs_problems(config, sweep_dir: Path, done_results: Sequence[dict]) -> None:
+  """Before any run: the runs already in sweep_dir were scored on the test problems that
+  default_eval_fn scores this config's on (their fingerprints; results from before jaxlayer
+  recorded them pass). The same settings give other problems where a data file was edited
+  since, or a dataset has a new revision: their scores do not mix."""
+  from jaxlayer import evaluation
+
+  if evaluation.env_config(config) is not None:  # (an environment's episodes: its settings)
+    return
+  num_problems = evaluation.eval_settings(config)["num_problems"]
+  expected = {name: evaluation.problems_fingerprint(evaluation.eval_problems(
+                  evaluation.config_task(config, name), num_problems))
+              for name in _scored_tasks(config)}
+  for result in done_results:  # (scored in the form this config is: _check_done_runs_metric)
+    recorded = ({name: task.get("problems") for name, task in result["tasks"].items()}
+                if "tasks" in result else {next(iter(expected)): result.get("problems")})
+    changed = [name for name, problems in recorded.items()
+               if problems is not None and problems != expected[name]]
+    if changed:
+      raise ValueError(
+          f"the test problems of {', '.join(map(repr, changed))} are not those the runs in "
+          f"{sweep_dir} were scored on ({result['run']}, for one): a data file edited since, or "
+          "a dataset's new revision? Their scores do not mix with new runs'. Resume with the "
+          "problems they were scored on, or start a new sweep with "
+          "--config.sweep.force_new_dir=True or --config.sweep.dir=NEW_DIR; the results there "
+          "are kept.")
 
 
 def _note_other_versions(sweep_dir: Path, done_results: Sequence[dict]) -> None:
@@ -753,6 +789,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
     if evaluating:
       _check_done_runs_metric(config, sweep_dir, done_results)
+      _check_done_runs_problems(config, sweep_dir, done_results)
     _note_other_versions(sweep_dir, done_results)
     _check_rungs_are_ahead(_rung_runs(layers, seeds, groups, rungs), sweep_dir)
     stage = _Stage(
@@ -803,6 +840,7 @@ def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
     done_results = store.load_results(sweep_dir) + store.load_rung_results(sweep_dir)
     if evaluating:
       _check_done_runs_metric(config, sweep_dir, done_results)
+      _check_done_runs_problems(config, sweep_dir, done_results)
     _note_other_versions(sweep_dir, done_results)
   done = 0 if new else sum(store.is_done(sweep_dir, spec) for spec in first)
   distributed.write_once("dry run: " + ("a new sweep directory" if new else
