@@ -669,7 +669,7 @@ def _check_done_runs_problems(config, sweep_dir: Path, done_results: Sequence[di
   since, or a dataset has a new revision: their scores do not mix."""
   from jaxlayer import evaluation
 
-  if evaluation.env_config(config) is not None:  # (an environment's episodes: its settings)
+  if not done_results or evaluation.env_config(config) is not None:  # (episodes: its settings)
     return
   num_problems = evaluation.eval_settings(config)["num_problems"]
   expected = {name: evaluation.problems_fingerprint(evaluation.eval_problems(
