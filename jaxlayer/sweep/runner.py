@@ -666,28 +666,30 @@ def _check_done_runs_problems(config, sweep_dir: Path, done_results: Sequence[di
   """Before any run: the runs already in sweep_dir were scored on the test problems that
   default_eval_fn scores this config's on (their fingerprints; results from before jaxlayer
   recorded them pass). The same settings give other problems where a data file was edited
-  since, or a dataset has a new revision: their scores do not mix."""
+  since, or a dataset has a new revision: their scores do not mix. Collective: each host reads
+  its own data files."""
   from jaxlayer import evaluation
 
-  if not done_results or evaluation.env_config(config) is not None:  # (episodes: its settings)
-    return
-  num_problems = evaluation.eval_settings(config)["num_problems"]
-  expected = {name: evaluation.problems_fingerprint(evaluation.eval_problems(
-                  evaluation.config_task(config, name), num_problems))
-              for name in _scored_tasks(config)}
-  for result in done_results:  # (scored in the form this config is: _check_done_runs_metric)
-    recorded = ({name: task.get("problems") for name, task in result["tasks"].items()}
-                if "tasks" in result else {next(iter(expected)): result.get("problems")})
-    changed = [name for name, problems in recorded.items()
-               if problems is not None and problems != expected[name]]
-    if changed:
-      raise ValueError(
-          f"the test problems of {', '.join(map(repr, changed))} are not those the runs in "
-          f"{sweep_dir} were scored on ({result['run']}, for one): a data file edited since, or "
-          "a dataset's new revision? Their scores do not mix with new runs'. Resume with the "
-          "problems they were scored on, or start a new sweep with "
-          "--config.sweep.force_new_dir=True or --config.sweep.dir=NEW_DIR; the results there "
-          "are kept.")
+  with distributed.failing_together("Checking the runs' test problems"):
+    if not done_results or evaluation.env_config(config) is not None:  # (episodes: settings)
+      return
+    num_problems = evaluation.eval_settings(config)["num_problems"]
+    expected = {name: evaluation.problems_fingerprint(evaluation.eval_problems(
+                    evaluation.config_task(config, name), num_problems))
+                for name in _scored_tasks(config)}
+    for result in done_results:  # (scored in the form this config is: _check_done_runs_metric)
+      recorded = ({name: task.get("problems") for name, task in result["tasks"].items()}
+                  if "tasks" in result else {next(iter(expected)): result.get("problems")})
+      changed = [name for name, problems in recorded.items()
+                 if problems is not None and problems != expected[name]]
+      if changed:
+        raise ValueError(
+            f"the test problems of {', '.join(map(repr, changed))} are not those the runs in "
+            f"{sweep_dir} were scored on ({result['run']}, for one): a data file edited since, "
+            "or a dataset's new revision? Their scores do not mix with new runs'. Resume with "
+            "the problems they were scored on, or start a new sweep with "
+            "--config.sweep.force_new_dir=True or --config.sweep.dir=NEW_DIR; the results "
+            "there are kept.")
 
 
 def _note_other_versions(sweep_dir: Path, done_results: Sequence[dict]) -> None:
