@@ -1049,6 +1049,22 @@ def test_a_halving_sweep_given_more_seeds_keeps_its_rungs_choice(tmp_path, capsy
   assert fake.train_calls == [((2,), 0), ((2,), 1)]
 
 
+def test_runs_that_halving_stopped_say_they_train_from_step_0_when_they_go_on(tmp_path, capsys):
+  """Halving removed from a finished sweep: the blocks it stopped at the rung (their
+  checkpoints gone) trained to the end from step 0 without a word."""
+  config = make_config(tmp_path / "sweep")
+  config.sweep.update(halving_steps="15", halving_keep=0.5)
+  _run(config, FakeRL(BLOCKS, rung_correct=RUNG_CORRECT))  # blocks 1 and 2 stop at 15
+  config.sweep.halving_steps = ""
+  fake = FakeRL(BLOCKS)
+  capsys.readouterr()
+  _run(config, fake)
+  assert fake.train_calls == [((1,), 0), ((2,), 0)]
+  assert ("training from step 0 again, the checkpoints of their earlier rungs gone: "
+          "layer01-seed0, layer02-seed0 (successive halving removes those of the runs it stops; "
+          "--config.sweep.keep_checkpoints=True keeps them).") in capsys.readouterr().err
+
+
 def test_halving_added_to_a_finished_sweep_is_refused_before_any_run(tmp_path):
   _run(make_config(tmp_path / "sweep", layers="0,1"), FakeRL(BLOCKS))
   before = {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("*.json")}

@@ -981,6 +981,12 @@ class _Stage:
     unfinished = [spec for spec in specs if spec not in results]
     if not unfinished:
       return results
+    restarted = [spec.name for spec in unfinished if _checkpoint_gone(self.sweep_dir, spec)]
+    if restarted:
+      distributed.warn_once(
+          f"training from step 0 again, the checkpoints of their earlier rungs gone: "
+          f"{', '.join(restarted)} (successive halving removes those of the runs it stops; "
+          "--config.sweep.keep_checkpoints=True keeps them).")
     with contextlib.closing(self.launch(list(unfinished), self.run_fn,
                                         self.sweep_config)) as launched:
       bar.set_postfix_str(unfinished[0].name)
@@ -997,6 +1003,16 @@ class _Stage:
         bar.set_postfix_str(unfinished[0].name if unfinished else "")
         bar.update(1)
     return results
+
+
+def _checkpoint_gone(sweep_dir: Path, spec: RunSpec) -> bool:
+  """Whether the run of spec was evaluated at an earlier rung and its checkpoint is gone since
+  (halving stopped it there, and was removed since or chose again): it trains from step 0
+  again."""
+  rungs = [store.read_json(path)
+           for path in store.run_dir(sweep_dir, spec).glob("result-step*.json")]
+  return any(rung.get("checkpoint_dir") and not Path(rung["checkpoint_dir"]).exists()
+             for rung in rungs if spec.stop_at is None or rung["stop_at"] < spec.stop_at)
 
 
 def _scored(result: dict) -> str:
