@@ -4,7 +4,8 @@ The paper reports base 21.2, full RL 36.1, block 14 36.3 (C = 1.01), block 23 we
 but our transcription of it gives no hyperparameters for this setting. Where it is silent, the
 values are those of Dr. GRPO's own code (Liu et al. 2025, sail-sg/understand-r1-zero,
 examples/qwen2.5-math-1.5b.sh, run with oat), read from its source:
-  - lr 1e-6, constant; AdamW; clip 0.2; no KL (beta 0); one PPO epoch;
+  - lr 1e-6, constant; AdamW with oat's betas (0.9, 0.95), no weight decay, gradients clipped
+    to norm 1; clip 0.2; no KL (beta 0); one PPO epoch;
   - 128 prompts per step, 8 samples each, temperature 1.0 (top-p 1);
   - 128 responses per optimizer update (oat's train_batch_size: its learner accumulates
     gradients over 128 responses, so a step of 1,024 responses makes 8 updates);
@@ -55,6 +56,7 @@ def get_config():
   config.train.clip_eps_low = 0.2
   config.train.clip_eps_high = 0.2
   config.train.learning_rate = 1e-6
+  config.train.adam_b2 = 0.95  # oat's adam_beta_2 (jaxlayer's default: 0.999)
   config.train.group_size = 8
   config.train.batch_size = 128 * 8
   config.train.mini_batch_size = 128

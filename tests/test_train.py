@@ -1572,7 +1572,8 @@ def test_dr_grpo_paper_config_matches_dr_grpos_own_settings(tiny_qwen2_dir, tmp_
   """configs/paper_qwen2p5_math_1p5b_dr_grpo.py against Dr. GRPO's code (understand-r1-zero's
   qwen2.5-math-1.5b.sh on oat), planned on a 28-block model of Qwen2.5-Math-1.5B's 4,096
   positions: 128 prompts x 8 samples, 128 responses per update (8 updates a step), lr 1e-6, no
-  KL, clip 0.2, R - mean R, token sums over the constant 3,000 (generate_max_length)."""
+  KL, clip 0.2, AdamW betas (0.9, 0.95), R - mean R, token sums over the constant 3,000
+  (generate_max_length)."""
   from pathlib import Path
 
   from jaxlayer import cli, evaluation
@@ -1596,6 +1597,9 @@ def test_dr_grpo_paper_config_matches_dr_grpos_own_settings(tiny_qwen2_dir, tmp_
   assert {path.split(".")[1] for path in planned.selection.trainable} == {"14"}
   assert (cfg.train.lr_schedule, cfg.rollout.temperature, cfg.rollout.max_prompt_tokens) == (
       "constant", 1.0, 1024)
+  # oat's adam_beta_1, adam_beta_2, l2 and max_norm.
+  assert (cfg.train.adam_b1, cfg.train.adam_b2, cfg.train.weight_decay,
+          cfg.train.max_grad_norm) == (0.9, 0.95, 0.0, 1.0)
   # oat's qwen_math template, as understand-r1-zero's train_zero_math.py writes it.
   assert tasks.format_prompt(tasks.Problem(prompt="1+1?", answer="2"), None,
                              template=cfg.task.template) == (
