@@ -382,7 +382,8 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
 
   batch_size: episodes played together (each turn of theirs is one `sampling.generate`
     call of that many rows). Episodes that end in an environment error count as failures
-    and show in `episodes` (env_error_rate) and in the generations' error field.
+    and show in `episodes` (env_error_rate), in the generations' error field and in one
+    warning that counts them by cause.
   seed: sampling seed of mean@k. Episode e of the pass (sample e % k of seed e // k) draws as
     episode e (`multiturn.play_episodes`' first_episode), so the same seed plays the same
     episodes at any batch_size (up to float rounding of the logits).
@@ -402,6 +403,7 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
     passes.append(("sampled", f"mean@{num_samples}", num_samples, temperature))
   scores, per_problem, episodes, generations = {}, {}, {}, []
   cut = []  # TurnSample.context_truncated of every turn played, warned of at the end
+  every_episode = []  # of every pass, their environment errors warned of at the end
   with progress_bar(total=len(seeds) * len(passes), desc=f"eval {env.name}",
                     unit="episode", position=progress_position, leave=progress_position == 0,
                     disable=not (progress and distributed.is_primary()),
@@ -427,7 +429,9 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
                              for i in range(0, len(played), k)]
       scores[metric] = float(np.mean(per_problem[metric]))
       episodes[metric] = summarize(played)
+      every_episode += played
       bar.set_postfix({name: f"{value:.3f}" for name, value in scores.items()})
+  multiturn.warn_of_env_errors(every_episode, env.name, "in this evaluation")
   (cut_contexts_warning or multiturn.CutContextsWarning())(cut, env.context.max_tokens)
 
   decoding = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,

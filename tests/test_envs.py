@@ -213,13 +213,12 @@ class BrokenEnv(Env):
     ("penalty_nan", "penalty nan, expected a finite float >= 0"),
     ("unhashable_key", "state_key() returned an unhashable list"),
 ])
-def test_broken_step_ends_the_episode_with_a_report(fault, message, caplog):
+def test_broken_step_ends_the_episode_with_a_report(fault, message):
   episodes = [run_episode(env, lambda _: "nonsense", seed=0, max_turns=4)
               for env in (GridWorld(), BrokenEnv(fault, at_turn=2), GridWorld())]
   healthy, broken, after = episodes
   assert broken.finish_reason == "env_error"
   assert message in broken.error
-  assert message in caplog.text
   assert len(broken.turns) == 2  # the failing turn is recorded
   if fault != "unhashable_key":  # that fault comes after a good step
     assert broken.turns[-1].reward == 0.0 and broken.turns[-1].observation == ""
@@ -245,11 +244,6 @@ def test_an_env_that_calls_sys_exit_ends_only_its_episode(step_timeout_s):
                         step_timeout_s=step_timeout_s)
   assert (episode.finish_reason, len(episode.turns)) == ("env_error", 1)
   assert episode.error == "step() raised SystemExit: simulator gone"
-
-
-def test_the_env_error_warning_counts_turns_in_words(caplog):
-  run_episode(BrokenEnv("raise", at_turn=1), lambda _: "nonsense", seed=0, max_turns=4)
-  assert "episode ended after 1 turn: step() raised" in caplog.text  # was "1 turns"
 
 
 @pytest.mark.parametrize("fault, message", [

@@ -383,7 +383,8 @@ def test_broken_environments_end_their_episodes_and_the_rollout_goes_on(mixed_ro
                      5: "reset() raised OSError: no simulator"}
   for index, message in expected_errors.items():
     assert episodes[index].finish_reason == "env_error"
-    assert message in episodes[index].error and message in log
+    assert message in episodes[index].error
+  assert log == ""  # the rollout's caller warns of them (warn_of_env_errors)
   assert [len(episodes[i].turns) for i in (1, 2, 3, 5)] == [2, 1, 2, 0]
   # Every recorded turn has its sample; the episodes that failed are left out of the loss.
   assert all(len(r.samples) == len(r.episode.turns) for r in rollouts)
@@ -393,6 +394,50 @@ def test_broken_environments_end_their_episodes_and_the_rollout_goes_on(mixed_ro
   assert batch["response_mask"].sum() == sum(len(s.tokens) for i in trainable
                                              for s in rollouts[i].samples)
   assert multiturn.rollout_metrics(rollouts)["env_errors"] == 4
+
+
+class FaultyBySeed(Endless):
+  """Endless, whose first step fails one way for seeds 1, 4, ... and another for 2, 5, ..."""
+
+  name = "faulty_by_seed"
+
+  def step(self, action_text):
+    result = super().step(action_text)
+    if self.seed % 3 == 1:
+      raise KeyError("x")
+    if self.seed % 3 == 2:
+      return (result.observation, result.reward, result.done)
+    return result
+
+
+def test_an_evaluation_warns_of_its_env_errors_once_counting_each_cause(tiny, monkeypatch):
+  """Each episode that ended in an environment error logged its own warning: an environment
+  that always fails printed a line per episode (128 per step of the ALFWorld config). Now an
+  evaluation (a training step too) warns once, counting the episodes of each cause."""
+  monkeypatch.setitem(envs.ENVS, FaultyBySeed.name, FaultyBySeed)
+  env = multiturn.EnvSettings(name=FaultyBySeed.name, options={}, max_turns=MAX_TURNS,
+                              context=ROLLOUT_CONTEXT, step_timeout_s=None, num_eval_episodes=6)
+  model, tokenizer = tiny
+  with _log_capture() as log:  # 3 rollouts of 2 episodes
+    evaluation.evaluate_env(model, tokenizer, env, max_new_tokens=MAX_NEW_TOKENS, batch_size=2,
+                            progress=False)
+  assert [line for line in log.getvalue().splitlines() if "environment" in line] == [
+      "environment 'faulty_by_seed': 4 of 6 episodes ended in an environment error in this "
+      "evaluation: step() raised KeyError: 'x' (2 episodes); step() returned tuple, expected "
+      "StepResult(observation: str, reward: float, done: bool) (2 episodes)"]
+
+
+def test_the_env_error_warning_names_the_most_frequent_causes_and_counts_the_others():
+  errors = ["a", "b", "b", "c", "d", "e", "f", "g", "g", "g"]
+  episodes = [envs.Episode(seed=i, finish_reason=multiturn.FINISH_ENV_ERROR, error=error)
+              for i, error in enumerate(errors)] + [envs.Episode(seed=10, finish_reason="done")]
+  with _log_capture() as log:
+    multiturn.warn_of_env_errors(episodes, "grid", "at step 3")
+    multiturn.warn_of_env_errors(episodes[-1:], "grid", "at step 4")  # no error: silent
+  assert log.getvalue() == (
+      "environment 'grid': 10 of 11 episodes ended in an environment error at step 3: g (3 "
+      "episodes); b (2 episodes); a (1 episode); c (1 episode); d (1 episode); 2 other causes "
+      "(2 episodes)\n")
 
 
 # --- the training batch: masks, gradients, advantages -------------------------------------
@@ -552,7 +597,10 @@ def test_a_step_of_env_errors_only_skips_its_updates_and_moves_the_schedule_past
       jax.tree.map(lambda node: None if is_schedule(node) else node, state,
                    is_leaf=is_schedule))]
   adam_before = others(trainer.opt_state)
-  result, _ = trainer._run_env_step()
+  with _log_capture() as log:
+    result, _ = trainer._run_env_step()
+  assert log.getvalue() == ("environment 'gridworld': 128 of 128 episodes ended in an "
+                            "environment error at step 1: step() raised (128 episodes)\n")
   assert result["env_errors"] == 128 and "loss" not in result
   assert schedules(trainer.opt_state) and all(int(count) == 4
                                               for count in schedules(trainer.opt_state))
@@ -560,6 +608,12 @@ def test_a_step_of_env_errors_only_skips_its_updates_and_moves_the_schedule_past
     np.testing.assert_array_equal(new, old)
   for k, value in trainer.params.items():
     np.testing.assert_array_equal(np.asarray(value), before[k], err_msg=k)
+
+
+def contexts_cut_warnings(log):
+  """The lines of a _log_capture that warn of cut contexts (its fake episodes' environment
+  errors are warned of too)."""
+  return [line for line in log.getvalue().splitlines() if "contexts exceeded" in line]
 
 
 def test_cut_contexts_are_warned_of_once_per_run(tiny_qwen2_dir, tmp_path, monkeypatch):
@@ -579,11 +633,11 @@ def test_cut_contexts_are_warned_of_once_per_run(tiny_qwen2_dir, tmp_path, monke
     with _log_capture() as log:
       for _ in range(2):  # two steps, each cutting every context
         assert trainer._run_env_step()[0]["context_truncated"] == 1.0
-    assert log.getvalue() == (
+    assert contexts_cut_warnings(log) == [
         "16 of 16 contexts exceeded rollout.max_prompt_tokens=40 and lost their oldest tokens "
         "(the instructions first): raise rollout.max_prompt_tokens or lower env.history. Warned "
         "once: from here on the metric context_truncated tracks the share of contexts cut at "
-        "each step.\n")
+        "each step."]
 
 
 def test_a_runs_evaluations_warn_of_cut_contexts_once(tiny_qwen2_dir, tmp_path, monkeypatch):
@@ -608,10 +662,10 @@ def test_a_runs_evaluations_warn_of_cut_contexts_once(tiny_qwen2_dir, tmp_path, 
     with _log_capture() as log:
       for _ in range(2):  # two evaluations, each cutting every context
         assert train._evaluate(trainer, cfg, position=0) == ({"eval/gridworld/pass@1": 0.0}, 0.0)
-    assert log.getvalue() == (
+    assert contexts_cut_warnings(log) == [
         "4 of 4 contexts exceeded rollout.max_prompt_tokens=40 and lost their oldest tokens (the "
         "instructions first): raise rollout.max_prompt_tokens or lower env.history. Warned once "
-        "for all the evaluations of this run (logging.eval_every).\n")
+        "for all the evaluations of this run (logging.eval_every)."]
 
 
 def test_env_rollout_calls_hold_at_most_a_steps_episodes(tiny_qwen2_dir, tmp_path, monkeypatch):

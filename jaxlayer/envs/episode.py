@@ -4,14 +4,14 @@
 checked: an exception (a `sys.exit()` too), a malformed `StepResult` (wrong type, a field of
 the wrong type, a non-finite reward, a penalty that is negative or not finite), an unhashable
 state key or a call that takes longer than `step_timeout_s` ends the episode with
-`finish_reason == "env_error"` and the cause in `error` (and a logged warning). An
-environment that never says `done` is cut at `max_turns`.
+`finish_reason == "env_error"` and the cause in `error` (whoever plays a batch of episodes
+warns of their errors at once: `jaxlayer.rl.multiturn.warn_of_env_errors`). An environment
+that never says `done` is cut at `max_turns`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import numbers
 import queue
@@ -23,9 +23,6 @@ from typing import Any
 import numpy as np
 
 from jaxlayer.envs.base import Env, StepResult
-from jaxlayer.text import counted
-
-logger = logging.getLogger(__name__)
 
 FINISH_DONE = "done"  # the environment said done
 FINISH_TURN_LIMIT = "turn_limit"  # max_turns steps without done
@@ -237,9 +234,6 @@ class SafeEpisode:
   def _fail(self, failure: _EnvFailure) -> None:
     self.episode.error = str(failure)
     self._end(FINISH_ENV_ERROR)
-    logger.warning("environment %r, seed %s: episode ended after %s: %s",
-                   getattr(self.env, "name", type(self.env).__name__), self.episode.seed,
-                   counted(len(self.episode.turns), "turn"), failure)
 
 
 def run_episode(env: Env, policy: Callable[[str], str], seed: int, *, max_turns: int,

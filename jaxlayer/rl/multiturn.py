@@ -21,6 +21,7 @@ the policy. Episodes cut at the turn limit train like any other.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import inspect
 import logging
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 # never share a task instance.
 TRAIN_SEED_OFFSET = 2**20
 TEMPLATE_FIELDS = ("instructions", "history", "observation")
+# The most frequent causes of environment errors that warn_of_env_errors names; it counts the
+# rest (each episode's own is in its record: samples.jsonl, an evaluation's generations).
+NAMED_ENV_ERROR_CAUSES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +270,8 @@ def play_episodes(model, tokenizer, make_env: Callable[[], envs.Env], seeds: Seq
   `batch_rows` rows (default: the number of episodes), the last one filled up, so every call
   has the same batch shape; the samples do not depend on batch_rows. temperature=0 decodes
   greedily. An episode ends when its environment says done, after `max_turns` actions, or on
-  an environment error (reported in its record, logged). A context longer than
+  an environment error (reported in its record, silently: the caller warns,
+  `warn_of_env_errors`). A context longer than
   context.max_tokens loses its oldest tokens (TurnSample.context_truncated), silently: the
   caller warns (`CutContextsWarning`).
 
@@ -329,6 +334,28 @@ class CutContextsWarning:
                    "(the instructions first): raise rollout.max_prompt_tokens or lower "
                    "env.history.%s", sum(cut), counted(len(cut), "context"), max_tokens, self.then)
     self.warned = True
+
+
+def warn_of_env_errors(episodes: Sequence[envs.Episode], env_name: str, when: str) -> None:
+  """Logs one warning for the episodes that ended in an environment error, if any: how many of
+  all, and each distinct cause once with the number of episodes it ended, the most frequent
+  first (NAMED_ENV_ERROR_CAUSES of them; the others counted).
+
+  when: where they were played, for the message ("at step 7", "in this evaluation").
+  """
+  causes = collections.Counter(episode.error for episode in episodes
+                               if episode.finish_reason == FINISH_ENV_ERROR)
+  if not causes:
+    return
+  named = causes.most_common(NAMED_ENV_ERROR_CAUSES)
+  listed = [f"{cause} ({counted(count, 'episode')})" for cause, count in named]
+  others = sum(causes.values()) - sum(count for _, count in named)
+  if others:
+    listed.append(f"{counted(len(causes) - len(named), 'other cause')} "
+                  f"({counted(others, 'episode')})")
+  logger.warning("environment %r: %d of %s ended in an environment error %s: %s", env_name,
+                 sum(causes.values()), counted(len(episodes), "episode"), when,
+                 "; ".join(listed))
 
 
 def _turn_seed(seed: int, turn: int) -> int:

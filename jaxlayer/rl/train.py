@@ -1075,6 +1075,8 @@ class _Trainer:
         step_timeout_s=self.env.step_timeout_s,
         batch_rows=self.plan.prompts_per_call * self.group_size)
     rollout_seconds = time.perf_counter() - start
+    multiturn.warn_of_env_errors([rollout.episode for rollout in rollouts], self.env.name,
+                                 f"at step {self.step + 1}")
     self.rollout_cut_contexts_warning(
         [sample.context_truncated for rollout in rollouts for sample in rollout.samples],
         self.env.context.max_tokens)
@@ -1101,7 +1103,7 @@ class _Trainer:
       update_metrics = {}
       self.opt_state = self.skip_step_updates(self.opt_state)
       distributed.warn_once(f"jaxlayer: step {self.step + 1}: every episode ended in an "
-                            "environment error; no update (see the warnings above).")
+                            "environment error; no update (see the warning above).")
     self.step += 1
     result = {**multiturn.rollout_metrics(rollouts), **stats, **update_metrics,
               "rollout_seconds": rollout_seconds, "seconds_per_step": time.perf_counter() - start}
