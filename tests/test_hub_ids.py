@@ -1,6 +1,7 @@
 """Models named by Hugging Face hub id, resolved offline from a local HF cache (the hub_model
 fixture) by the real huggingface_hub.snapshot_download."""
 
+import fnmatch
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlayer import cli, evaluation, models
+from jaxlayer import assets, cli, evaluation, models
 from jaxlayer.models.hub import hub_id_of_snapshot, resolve_model_dir
 from jaxlayer.rl import checkpoint, memory
 from jaxlayer.sweep import report, runner
@@ -116,6 +117,45 @@ def test_a_run_on_a_hub_id_resumes_and_exports_offline_after_the_cache_moved(
   assert "resuming from step 3 of 4" in capsys.readouterr().err
   assert json.loads((run_dir / "run.json").read_text())["base_model"] == str(
       moved / snapshot.relative_to(snapshot.parents[2]))
+
+
+def test_a_dry_run_sweep_of_a_hub_model_fetches_no_weights(tmp_path, monkeypatch, capsys):
+  """A dry run fetches the config and tokenizer it checks a 7B model's sweep with on a laptop,
+  not gigabytes of weights; the sweep itself fetches them. (snapshot_download: a fake serving
+  the shipped tiny model's files that the patterns name, which it records.)"""
+  import huggingface_hub
+
+  asked = []
+
+  def snapshot_download(repo_id, allow_patterns):
+    asked.append(allow_patterns)
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir(exist_ok=True)
+    for file in Path(assets.TINY_ARITH).iterdir():
+      if any(fnmatch.fnmatch(file.name, pattern) for pattern in allow_patterns):
+        shutil.copy(file, snapshot)
+    return str(snapshot)
+
+  def asked_for_weights() -> bool:
+    return any(fnmatch.fnmatch("model.safetensors", pattern)
+               for patterns in asked for pattern in patterns)
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+  monkeypatch.setattr(report, "plot_contribution", lambda sweep, path: path.touch())
+  monkeypatch.setattr(report, "plot_curves", lambda results, num_layers, title, path: path.touch())
+  config = make_config(tmp_path / "sweep", layers="0,1", model_path="tiny-org/tiny-arith")
+  runner.run_sweep(config, dry_run=True)  # the eval prompts and every run's plan checked
+  assert asked and not asked_for_weights()
+  assert not (tmp_path / "snapshot" / "model.safetensors").exists()
+  fake = FakeRL({0: 14, 1: 26})
+  runner.run_sweep(config, train_fn=fake.train, eval_fn=fake.eval)
+  assert asked_for_weights()  # (a sweep's manifest records its weights' fingerprint)
+  (tmp_path / "snapshot" / "model.safetensors").unlink()
+  capsys.readouterr()
+  runner.run_sweep(config, dry_run=True)
+  assert not (tmp_path / "snapshot" / "model.safetensors").exists()
+  assert ("it resumes the sweep there, 4 of its 4 runs done (its base model compared by "
+          "model.path alone: the weights were not read).") in capsys.readouterr().out
 
 
 def test_memory_sizes_a_top_k_of_a_sweep_of_a_hub_model_whose_weights_are_not_fetched(

@@ -211,14 +211,15 @@ def model_num_layers(model_path: str) -> int:
   return ModelConfig.from_json_file(resolve_model_dir(model_path) / "config.json").num_layers
 
 
-def _check_eval_fits(config) -> None:
+def _check_eval_fits(config, model_dir: Path | None) -> None:
   """Every eval task's test prompts, with eval.max_new_tokens, fit the model's positions
-  (evaluation.check_eval_fits), checked from the checkpoint's tokenizer and config.json."""
+  (evaluation.check_eval_fits), checked from the checkpoint's tokenizer and config.json.
+  model_dir: the checkpoint's directory (None: config.model.path's, resolved here)."""
   from jaxlayer import evaluation, models
   from jaxlayer.models.config import ModelConfig
   from jaxlayer.models.hub import resolve_model_dir
 
-  model_dir = resolve_model_dir(config.model.path)
+  model_dir = model_dir or resolve_model_dir(config.model.path)
   model_config = ModelConfig.from_json_file(model_dir / "config.json")
   evaluation.check_eval_fits(config, models.load_tokenizer(model_dir), model_config)
 
@@ -730,7 +731,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   command: the command line that started the sweep (or resumed it with its base model at a
     new place), quoted in the report for rerunning.
   dry_run: check every setting, print what would run and how much of it is done, and return
-    the directory it would use, running and writing nothing.
+    the directory it would use, running and writing nothing. Of a hub model it fetches the
+    config and tokenizer alone, which its checks read: the weights' fingerprint is not
+    taken, and an existing sweep directory's base model is compared by model.path.
   On several hosts (jaxlayer.distributed) every process runs the sweep's runs together with the
   local launcher; process 0 writes the sweep directory's files.
   """
@@ -745,15 +748,20 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
     eval_fn = default_eval_fn
   fingerprint, model_dir = None, None
   if num_layers is None:
-    from jaxlayer.models.hub import resolve_model_dir
+    from jaxlayer.models.hub import TOKENIZER_FILES, resolve_model_dir
 
+    # A local checkpoint's weights are at hand; a hub model's are fetched, but not for a dry run.
+    with_weights = not dry_run or paths.local_path(config.model.path, "model.path").is_dir()
     with distributed.failing_together("Finding the model"):  # every host must have it
-      num_layers = model_num_layers(config.model.path)
-      fingerprint = model_fingerprint(config.model.path)
-      model_dir = resolve_model_dir(config.model.path)
+      model_dir = (resolve_model_dir(config.model.path) if with_weights else
+                   resolve_model_dir(config.model.path,
+                                     hub_files=["config.json", *TOKENIZER_FILES]))
+      num_layers = model_num_layers(str(model_dir))
+      if with_weights:
+        fingerprint = model_fingerprint(str(model_dir))
   if evaluating:
     with distributed.failing_together("Checking the evaluation"):
-      _check_eval_fits(config)
+      _check_eval_fits(config, model_dir)
   layers = parse_layers(config.sweep.layers, num_layers)
   groups = parse_groups(config.sweep.get("groups"), num_layers, model_dir)
   if not layers and not groups:
@@ -770,7 +778,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
                      "sweep on one machine, or use sweep.launcher='local' to run it on all hosts.")
   if plan_training and config.sweep.launcher == "local":
     with distributed.failing_together("Checking the runs' settings"):
-      _check_training_settings(config, layers, groups)
+      _check_training_settings(config, layers, groups, model_dir)
   config_dict = _config_dict(config)
   manifest = {"identity": store.sweep_identity(config_dict, num_layers), "config": config_dict,
               "command": command, store.FINGERPRINT: fingerprint}
@@ -845,10 +853,15 @@ def _dry_run(config, manifest: dict, num_layers: int, layers: Sequence[int],
       _check_done_runs_problems(config, sweep_dir, done_results)
     _note_other_versions(sweep_dir, done_results)
   done = 0 if new else sum(store.is_done(sweep_dir, spec) for spec in first)
+  # A hub model's weights, which a dry run does not fetch, are not compared with the sweep's.
+  by_path = not new and manifest[store.FINGERPRINT] is None and store.load_manifest(
+      sweep_dir).get(store.FINGERPRINT) is not None
   distributed.write_once("dry run: " + ("a new sweep directory" if new else
                                         f"it resumes the sweep there, {done} of its "
                                         f"{len(first)} runs"
                                         + (" of the first rung" if rungs else "") + " done")
+                         + (" (its base model compared by model.path alone: the weights were "
+                            "not read)" if by_path else "")
                          + ". Every setting is checked; nothing was run or written.")
   return sweep_dir
 
@@ -879,17 +892,22 @@ def _announce(sweep_dir: Path, config, layers: Sequence[int], groups: Sequence[t
   return total
 
 
-def _check_training_settings(config, layers: Sequence[int],
-                             groups: Sequence[tuple[int, ...]]) -> None:
+def _check_training_settings(config, layers: Sequence[int], groups: Sequence[tuple[int, ...]],
+                             model_dir: Path | None) -> None:
   """Plans the training of every run (jaxlayer.rl.train.plan: settings, selection, mesh; the
   model's config.json only), so that a bad train setting fails before the sweep directory is
   made, not after the base model's evaluation. Not with a cluster launcher: planning takes
-  this process's devices (a TPU host's), which the cluster's workers may need."""
+  this process's devices (a TPU host's), which the cluster's workers may need. model_dir: the
+  checkpoint's directory, which the plans read instead of resolving model.path again (a dry
+  run's hub model: its config and tokenizer alone); None: model.path's."""
   from jaxlayer.rl import train as rl_train
 
   for blocks in [None, *([layer] for layer in layers), *groups]:
-    rl_train.plan(training_config(config, layers=blocks, seed=config.seed,
-                                  workdir=Path(config.sweep.dir)))
+    run_config = training_config(config, layers=blocks, seed=config.seed,
+                                 workdir=Path(config.sweep.dir))
+    if model_dir is not None:
+      run_config.model.path = str(model_dir)
+    rl_train.plan(run_config)
 
 
 def _with_compile_cache(config, sweep_dir: Path):
