@@ -750,9 +750,9 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   if num_layers is None:
     from jaxlayer.models.hub import TOKENIZER_FILES, resolve_model_dir
 
-    # A local checkpoint's weights are at hand; a hub model's are fetched, but not for a dry run.
-    with_weights = not dry_run or paths.local_path(config.model.path, "model.path").is_dir()
     with distributed.failing_together("Finding the model"):  # every host must have it
+      # A local checkpoint's weights are at hand; a hub model's are fetched, not for a dry run.
+      with_weights = not dry_run or paths.local_path(config.model.path, "model.path").is_dir()
       model_dir = (resolve_model_dir(config.model.path) if with_weights else
                    resolve_model_dir(config.model.path,
                                      hub_files=["config.json", *TOKENIZER_FILES]))
