@@ -172,7 +172,7 @@ def _orbax_reason(err: Exception) -> str:
   text = str(err).strip()
   if not text:
     return type(err).__name__
-  reason = re.split(r" See full TensorStore details|\s*\[tensorstore_spec=", text)[0]
+  reason = re.split(r" See full TensorStore details|\s*\[tensorstore_spec", text)[0]
   reason = reason.splitlines()[0].rstrip(".")
   if len(reason) > 300:
     reason = "..." + reason[-300:]
