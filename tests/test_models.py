@@ -317,6 +317,29 @@ def test_save_pretrained_writes_float16_for_transformers_and_refuses_what_overfl
     models.save_pretrained(model, tmp_path / "refused", dtype="float64")
 
 
+def test_save_pretrained_holds_a_shard_at_a_time_not_a_second_copy_of_the_model(tmp_path,
+                                                                               monkeypatch):
+  """Each shard is written once its tensors are converted: beside the model, the host holds
+  about a shard (twice, as safetensors serializes it), where holding every converted tensor
+  until the end took as much again as the model (15 GB more for a 7B model in bfloat16)."""
+  import tracemalloc
+
+  config = hf_fixtures.tiny_config("qwen2", hidden_size=64, intermediate_size=256,
+                                   num_hidden_layers=8)
+  hf_fixtures.save_random_checkpoint(tmp_path / "source", config)
+  model, _ = models.from_pretrained(tmp_path / "source", dtype="float32")
+  weights = sum(value.nbytes for value in models.named_params(model).values())
+  monkeypatch.setattr(hub, "SHARD_BYTES", weights // 8)
+  tracemalloc.start()  # numpy's arrays are traced, the model's XLA buffers not
+  try:
+    models.save_pretrained(model, tmp_path / "export")
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert len(json.loads((tmp_path / "export" / hub.INDEX_FILE).read_text())["weight_map"]) > 8
+  assert peak < weights / 2, f"saving held {peak:,} bytes for {weights:,} of weights"
+
+
 @pytest.mark.parametrize("model_type, tied", [("qwen2", False), ("qwen3", True)])
 def test_a_sharded_bfloat16_export_is_whole_for_transformers_and_vllm(tmp_path, model_type, tied,
                                                                       monkeypatch):

@@ -6,12 +6,13 @@ import contextlib
 import dataclasses
 import fnmatch
 import hashlib
+import itertools
 import json
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import jax
@@ -405,16 +406,35 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
     raise FileExistsError(f"{out_dir} already holds a checkpoint; pass overwrite=True "
                           "(CLI: --overwrite) or choose another directory.")
   target_dtype = model.dtype if dtype is None else _save_dtype(dtype)
-  tensors, overflowing = {}, {}  # overflowing: HF name -> its largest magnitude, out of range
   params = named_params(model)
-  for path, value in _progress(params.items(), len(params), f"save {out_dir.name}"):
-    name, transform = hf_mapping.jax_to_hf_name(path)
+  _refuse_overflow(params, target_dtype)
+  # Converted one at a time and written a shard at a time: the host holds one shard beside the
+  # model, never a second copy of it whole (a 7B model is 15 GB in bfloat16, 30 GB in float32).
+  sizes = {hf_mapping.jax_to_hf_name(path)[0]: value.size * np.dtype(target_dtype).itemsize
+           for path, value in params.items()}
+  tensors = _progress(_hf_tensors(params, target_dtype), len(params), f"save {out_dir.name}")
+  if distributed.is_primary():
+    _write_checkpoint(tensors, sizes, cfg, target_dtype, out_dir)
+  else:
+    for _ in tensors:  # every process gathers each tensor with process 0, which writes it
+      pass
+  distributed.sync("jaxlayer: save_pretrained")
+  return out_dir
+
+
+def _refuse_overflow(params: dict[str, jax.Array], target_dtype) -> None:
+  """Refuses, before anything is written, weights that saving in `target_dtype` would turn into
+  inf; only the leaves of a wider range than `target_dtype`'s are converted to see."""
+  overflowing = {}  # HF name -> its largest magnitude, out of range
+  for path, value in params.items():
+    if jax.numpy.finfo(value.dtype).max <= jax.numpy.finfo(target_dtype).max:
+      continue
     source = distributed.to_host(value)
-    with np.errstate(over="ignore"):  # (an overflow is refused below)
+    with np.errstate(over="ignore"):  # (an overflow is what is looked for)
       array = source.astype(target_dtype)
     if np.any(np.isinf(array) & np.isfinite(source)):
-      overflowing[name] = float(np.max(np.abs(source.astype(np.float32))))
-    tensors[name] = np.ascontiguousarray(hf_mapping.apply_transform(array, transform))
+      overflowing[hf_mapping.jax_to_hf_name(path)[0]] = float(
+          np.max(np.abs(source.astype(np.float32))))
   if overflowing:
     name, largest = max(overflowing.items(), key=lambda item: item[1])
     finfo = jax.numpy.finfo(target_dtype)
@@ -423,10 +443,15 @@ def save_pretrained(model: Qwen, out_dir: str | os.PathLike, dtype: str | None =
         f"{counted(len(overflowing), 'tensor')} into inf ({finfo.dtype.name}'s largest value is "
         f"{float(finfo.max):g}; {name} holds {largest:g}): write float32 or bfloat16 instead.")
 
-  if distributed.is_primary():
-    _write_checkpoint(tensors, cfg, target_dtype, out_dir)
-  distributed.sync("jaxlayer: save_pretrained")
-  return out_dir
+
+def _hf_tensors(params: dict[str, jax.Array],
+                target_dtype) -> Iterator[tuple[str, np.ndarray]]:
+  """Yields (HF name, numpy array in HF layout and `target_dtype`) for each of `params`, one at
+  a time (on several hosts, every process must draw them all)."""
+  for path, value in params.items():
+    name, transform = hf_mapping.jax_to_hf_name(path)
+    array = distributed.to_host(value).astype(target_dtype, copy=False)
+    yield name, np.ascontiguousarray(hf_mapping.apply_transform(array, transform))
 
 
 def _save_dtype(dtype: str):
@@ -443,8 +468,10 @@ def _progress(items, total: int, description: str):
                       delay=PROGRESS_DELAY_S, disable=not distributed.is_primary())
 
 
-def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
-                      out_dir: Path) -> None:
+def _write_checkpoint(tensors: Iterable[tuple[str, np.ndarray]], sizes: dict[str, int],
+                      cfg: ModelConfig, dtype, out_dir: Path) -> None:
+  """Writes `tensors` (HF name, array; `sizes`: each one's bytes, in their order) and the
+  source's files as a checkpoint in `out_dir`, through a staging directory there."""
   with paths.naming_a_full_disk(out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     # A killed save (SIGKILL, a preempted VM) left its staging directory: up to a whole
@@ -454,15 +481,15 @@ def _write_checkpoint(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype,
     # sibling directory of an out_dir that is a link or a mount point is on another one.
     staging = Path(tempfile.mkdtemp(prefix=paths.marked(STAGING_PREFIX), dir=out_dir))
     try:
-      _write_staged(tensors, cfg, dtype, staging, out_dir)
+      _write_staged(tensors, sizes, cfg, dtype, staging, out_dir)
     finally:
       shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_staged(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype, staging: Path,
-                  out_dir: Path) -> None:
+def _write_staged(tensors: Iterable[tuple[str, np.ndarray]], sizes: dict[str, int],
+                  cfg: ModelConfig, dtype, staging: Path, out_dir: Path) -> None:
   """Writes the checkpoint into `staging`, then moves it into `out_dir`."""
-  _write_safetensors(tensors, staging)
+  _write_safetensors(tensors, sizes, staging)
   # transformers 4's `torch_dtype` goes: readers of it would take the source's dtype for the
   # weights written here (transformers 5 writes and prefers `dtype`).
   hf_config = {key: value for key, value in cfg.hf_config.items() if key != "torch_dtype"}
@@ -490,27 +517,34 @@ def _write_staged(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype, stagi
     os.replace(file, out_dir / file.name)
 
 
-def _write_safetensors(tensors: dict[str, np.ndarray], out_dir: Path) -> None:
-  """One file, or shards of at most SHARD_BYTES plus an index, as transformers writes them."""
-  shards, current, size = [], {}, 0
-  for name, array in tensors.items():
-    if current and size + array.nbytes > SHARD_BYTES:
+def _write_safetensors(tensors: Iterable[tuple[str, np.ndarray]], sizes: dict[str, int],
+                       out_dir: Path) -> None:
+  """One file, or shards of at most SHARD_BYTES plus an index, as transformers writes them; each
+  file is written once its tensors have come, so only one shard is held at a time.
+
+  sizes: each tensor's bytes, in the order `tensors` yields them (the shards are planned from
+  them, since each shard's file name counts them all).
+  """
+  shards, current, size = [], [], 0  # shards: the names of each file's tensors
+  for name, nbytes in sizes.items():
+    if current and size + nbytes > SHARD_BYTES:
       shards.append(current)
-      current, size = {}, 0
-    current[name] = array
-    size += array.nbytes
+      current, size = [], 0
+    current.append(name)
+    size += nbytes
   shards.append(current)
   if len(shards) == 1:
-    save_file(shards[0], out_dir / SINGLE_FILE, metadata={"format": "pt"})
+    save_file(dict(tensors), out_dir / SINGLE_FILE, metadata={"format": "pt"})
     return
-  weight_map = {}
-  for k, shard in enumerate(shards, start=1):
+  weight_map, tensors = {}, iter(tensors)  # (a progress bar is iterable, not an iterator)
+  for k, names in enumerate(shards, start=1):
     file = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
-    save_file(shard, out_dir / file, metadata={"format": "pt"})
-    weight_map.update({name: file for name in shard})
-  total = sum(a.nbytes for a in tensors.values())
+    save_file(dict(itertools.islice(tensors, len(names))), out_dir / file,
+              metadata={"format": "pt"})
+    weight_map.update(dict.fromkeys(names, file))
   with open(out_dir / INDEX_FILE, "w") as f:
-    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    json.dump({"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}, f,
+              indent=2)
 
 
 def stop_token_ids(model_dir: str | os.PathLike | None, tokenizer) -> list[int]:
