@@ -19,6 +19,11 @@ from jaxlayer.models.config import ModelConfig, resolve_dtype
 from jaxlayer.models.sharding import fsdp_gathered, keep_batch_split
 
 _INIT = nnx.initializers.normal(stddev=0.02)  # transformers' `initializer_range` default
+# The linear maps' settings. Their products come out in float32 and `_dense` rounds them to the
+# model's dtype, as a bfloat16 product rounds them: XLA:CPU otherwise multiplies bfloat16 by
+# converting each weight to a float32 copy first, every copy alive at once (a bfloat16 0.5B
+# model's forward pass held 2 GB of them, twice its weights).
+_LINEAR = dict(kernel_init=_INIT, preferred_element_type=jnp.float32)
 # Longer sequences attend in equal chunks of at most this many queries, and the backward pass
 # recomputes each chunk's scores instead of storing them: a 3k-token sequence holds a seventh
 # of its [seq, seq] score matrix at a time (the paper's responses run to 3,072 tokens).
@@ -107,7 +112,7 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
     d, hd = cfg.hidden_size, cfg.head_dim
     self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
-    linear = dict(dtype=dtype, param_dtype=dtype, kernel_init=_INIT, rngs=rngs)
+    linear = dict(_LINEAR, dtype=dtype, param_dtype=dtype, rngs=rngs)
     self.q_proj = nnx.Linear(d, cfg.num_heads * hd, use_bias=cfg.qkv_bias, **linear)
     self.k_proj = nnx.Linear(d, cfg.num_kv_heads * hd, use_bias=cfg.qkv_bias, **linear)
     self.v_proj = nnx.Linear(d, cfg.num_kv_heads * hd, use_bias=cfg.qkv_bias, **linear)
@@ -258,15 +263,16 @@ def _ungroup(x, group):
 def _dense(project, x: jax.Array) -> jax.Array:
   """project (a linear map of the last axis) applied to x [..., d_in] as one [rows, d_in]
   matrix: XLA:CPU computes the weight gradient of a 3-D product through a transposed copy of
-  the output's gradient, which cost ~20% of a CPU update step; on 2-D operands it does not."""
-  return project(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+  the output's gradient, which cost ~20% of a CPU update step; on 2-D operands it does not.
+  The product, float32 (`_LINEAR`), comes back in x's dtype."""
+  return project(x.reshape(-1, x.shape[-1])).astype(x.dtype).reshape(*x.shape[:-1], -1)
 
 
 class MLP(nnx.Module):
   """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
   def __init__(self, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
-    linear = dict(use_bias=False, dtype=dtype, param_dtype=dtype, kernel_init=_INIT, rngs=rngs)
+    linear = dict(_LINEAR, use_bias=False, dtype=dtype, param_dtype=dtype, rngs=rngs)
     self.gate_proj = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, **linear)
     self.up_proj = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, **linear)
     self.down_proj = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, **linear)
@@ -390,7 +396,7 @@ class Qwen(nnx.Module):
       self.lm_head = None
     else:
       self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, dtype=dtype,
-                                param_dtype=dtype, kernel_init=_INIT, rngs=rngs)
+                                param_dtype=dtype, rngs=rngs, **_LINEAR)
 
   @_float32_products
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
@@ -530,5 +536,10 @@ class Qwen(nnx.Module):
   @_float32_products
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Final (normed) hidden states [..., d_model] -> logits [..., vocab] (float32)."""
-    project = self.embed.attend if self.lm_head is None else self.lm_head
-    return _dense(project, hidden).astype(jnp.float32)
+    if self.lm_head is not None:
+      return _dense(self.lm_head, hidden).astype(jnp.float32)
+    embedding = self.embed.embedding[...]  # [vocab, d_model]
+    # Contracted as it is stored: XLA:CPU would copy a transposed bfloat16 table to float32.
+    attend = lambda rows: jax.lax.dot_general(  # noqa: E731
+        rows, embedding, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    return _dense(attend, hidden).astype(jnp.float32)
