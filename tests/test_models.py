@@ -1081,18 +1081,19 @@ def test_unknown_dtype_lists_the_choices(tiny_qwen2_dir):
     models.from_pretrained(tiny_qwen2_dir, dtype="float16")
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_a_bfloat16_forward_pass_holds_no_float32_copy_of_its_weights(tied):
+@pytest.mark.parametrize("tied, rows, length", [(False, 4, 8), (True, 4, 8), (False, 1, 1)])
+def test_a_bfloat16_forward_pass_holds_no_float32_copy_of_its_weights(tied, rows, length):
   """XLA:CPU multiplies bfloat16 operands by converting the weight to float32 first, and kept
   every weight's copy alive at once: a bfloat16 0.5B model's forward pass held 2 GB of
-  temporaries, twice its weights. The products now come out in float32 (rounded back as a
-  bfloat16 product is); compiled from shapes alone, nothing is allocated."""
+  temporaries, twice its weights; a single row (one token decoded, as `jaxlayer generate` of one
+  prompt does) took another path to the same copies. The products now come out in float32
+  (rounded back as a bfloat16 product is); compiled from shapes alone, nothing is allocated."""
   config = hf_fixtures.tiny_config("qwen2", hidden_size=64, intermediate_size=256,
                                    num_hidden_layers=4, vocab_size=512, tie_word_embeddings=tied)
   cfg = models.ModelConfig.from_hf_dict(config.to_dict())
   graphdef, state = nnx.split(
       nnx.eval_shape(lambda: models.Qwen(cfg, dtype="bfloat16", rngs=nnx.Rngs(0))))
-  ids = jax.ShapeDtypeStruct((4, 8), jnp.int32)
+  ids = jax.ShapeDtypeStruct((rows, length), jnp.int32)
   forward = jax.jit(lambda state, ids: nnx.merge(graphdef, state)(ids))
   temporaries = forward.lower(state, ids).compile().memory_analysis().temp_size_in_bytes
   weights = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))

@@ -265,7 +265,14 @@ def _dense(project, x: jax.Array) -> jax.Array:
   matrix: XLA:CPU computes the weight gradient of a 3-D product through a transposed copy of
   the output's gradient, which cost ~20% of a CPU update step; on 2-D operands it does not.
   The product, float32 (`_LINEAR`), comes back in x's dtype."""
-  return project(x.reshape(-1, x.shape[-1])).astype(x.dtype).reshape(*x.shape[:-1], -1)
+  rows = x.reshape(-1, x.shape[-1])  # [rows, d_in]
+  if len(rows) == 1 and x.dtype != jnp.float32:
+    # XLA:CPU multiplies a single bfloat16 row (one decoded token) through a float32 copy of
+    # the weight; with a second row of zeros it is a matrix product, which needs none.
+    out = project(jnp.concatenate([rows, jnp.zeros_like(rows)]))[:1]
+  else:
+    out = project(rows)
+  return out.astype(x.dtype).reshape(*x.shape[:-1], -1)
 
 
 class MLP(nnx.Module):
