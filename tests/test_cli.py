@@ -17,6 +17,7 @@ import transformers
 from jaxlayer import assets, cli, evaluation
 from jaxlayer.rl import metrics
 from jaxlayer.sweep import contribution, runner
+from tests.conftest import TEST_XLA_FLAGS
 from tests.sweep_fakes import REPO
 
 
@@ -754,6 +755,21 @@ def test_sigterm_before_a_command_takes_it_over_stops_it_with_a_line():
   result = subprocess.run([sys.executable, "-c", sigterm_while_reading], capture_output=True,
                           text=True, cwd=REPO)
   assert (result.returncode, result.stderr) == (143, "jaxlayer: stopped by SIGTERM\n")
+
+
+def test_memory_makes_the_cpu_devices_of_its_mesh():
+  """`jaxlayer memory` builds the model's shapes before it makes mesh.num_devices CPU devices:
+  a model whose construction asked JAX for its backend started it with one device ('8 but 1
+  device exists')."""
+  import subprocess
+  import sys
+
+  command = [sys.executable, "-m", "jaxlayer", "memory", "--config", "configs/sweep_tiny.py",
+             "--config.mesh.num_devices=8", "--config.mesh.fsdp=8"]
+  result = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "XLA_FLAGS": TEST_XLA_FLAGS})  # one CPU device
+  assert result.returncode == 0, result.stderr
+  assert "(8 devices, mesh {'data': 1, 'fsdp': 8, 'tensor': 1}" in result.stdout
 
 
 def test_without_pytorch_commands_say_nothing_of_its_absence():

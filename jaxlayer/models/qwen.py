@@ -26,18 +26,18 @@ _INIT = nnx.initializers.normal(stddev=0.02)  # transformers' `initializer_range
 ATTENTION_QUERY_CHUNK = 512
 
 
-def _product_dtype():
-  """The dtype products of the linear maps come out in: float32 on XLA:CPU, which `_dense` rounds
-  to the model's dtype, as a bfloat16 product rounds it; XLA:CPU otherwise multiplies bfloat16 by
-  converting each weight to a float32 copy first, every copy alive at once (a bfloat16 0.5B
-  model's forward pass held 2 GB of them, twice its weights). None (the operands' dtype) on
-  other backends, where a float32 product would make the backward pass's products float32."""
-  return jnp.float32 if jax.default_backend() == "cpu" else None
-
-
-def _linear(**settings) -> dict:
-  """nnx.Linear's settings for the decoder's linear maps, `settings` added."""
-  return dict(settings, kernel_init=_INIT, preferred_element_type=_product_dtype())
+def _product(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
+             **kwargs):
+  """jax.lax.dot_general of the linear maps. On XLA:CPU the product comes out in float32, which
+  `_dense` rounds to the model's dtype, as a bfloat16 product rounds it: XLA:CPU otherwise
+  multiplies bfloat16 by converting each weight to a float32 copy first, every copy alive at once
+  (a bfloat16 0.5B model's forward pass held 2 GB of them, twice its weights). Other backends
+  keep the operands' dtype: a float32 product would make the backward pass multiply float32 by
+  bfloat16, which a GPU runs as a float32 product."""
+  if jax.default_backend() == "cpu":  # (asked when traced: a model is built before devices are)
+    preferred_element_type = jnp.float32
+  return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
+                             preferred_element_type=preferred_element_type, **kwargs)
 
 
 def _float32_products(method):
@@ -121,7 +121,8 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
     d, hd = cfg.hidden_size, cfg.head_dim
     self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
-    linear = _linear(dtype=dtype, param_dtype=dtype, rngs=rngs)
+    linear = dict(dtype=dtype, param_dtype=dtype, kernel_init=_INIT, dot_general=_product,
+                  rngs=rngs)
     self.q_proj = nnx.Linear(d, cfg.num_heads * hd, use_bias=cfg.qkv_bias, **linear)
     self.k_proj = nnx.Linear(d, cfg.num_kv_heads * hd, use_bias=cfg.qkv_bias, **linear)
     self.v_proj = nnx.Linear(d, cfg.num_kv_heads * hd, use_bias=cfg.qkv_bias, **linear)
@@ -273,9 +274,9 @@ def _dense(project, x: jax.Array) -> jax.Array:
   """project (a linear map of the last axis) applied to x [..., d_in] as one [rows, d_in]
   matrix: XLA:CPU computes the weight gradient of a 3-D product through a transposed copy of
   the output's gradient, which cost ~20% of a CPU update step; on 2-D operands it does not.
-  The product, float32 on a CPU (`_product_dtype`), comes back in x's dtype."""
+  The product, float32 on a CPU (`_product`), comes back in x's dtype."""
   rows = x.reshape(-1, x.shape[-1])  # [rows, d_in]
-  if len(rows) == 1 and x.dtype != jnp.float32 and _product_dtype() is not None:
+  if len(rows) == 1 and x.dtype != jnp.float32 and jax.default_backend() == "cpu":
     # XLA:CPU multiplies a single bfloat16 row (one decoded token) through a float32 copy of
     # the weight; with a second row of zeros it is a matrix product, which needs none.
     out = project(jnp.concatenate([rows, jnp.zeros_like(rows)]))[:1]
@@ -288,7 +289,8 @@ class MLP(nnx.Module):
   """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
   def __init__(self, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
-    linear = _linear(use_bias=False, dtype=dtype, param_dtype=dtype, rngs=rngs)
+    linear = dict(use_bias=False, dtype=dtype, param_dtype=dtype, kernel_init=_INIT,
+                  dot_general=_product, rngs=rngs)
     self.gate_proj = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, **linear)
     self.up_proj = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, **linear)
     self.down_proj = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, **linear)
@@ -411,9 +413,9 @@ class Qwen(nnx.Module):
     if cfg.tie_word_embeddings:
       self.lm_head = None
     else:
-      self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size,
-                                **_linear(use_bias=False, dtype=dtype, param_dtype=dtype,
-                                          rngs=rngs))
+      self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, dtype=dtype,
+                                param_dtype=dtype, kernel_init=_INIT, dot_general=_product,
+                                rngs=rngs)
 
   @_float32_products
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
@@ -557,6 +559,5 @@ class Qwen(nnx.Module):
       return _dense(self.lm_head, hidden).astype(jnp.float32)
     embedding = self.embed.embedding[...]  # [vocab, d_model]
     # Contracted as it is stored: XLA:CPU would copy a transposed bfloat16 table to float32.
-    attend = lambda rows: jax.lax.dot_general(  # noqa: E731
-        rows, embedding, (((1,), (1,)), ((), ())), preferred_element_type=_product_dtype())
+    attend = lambda rows: _product(rows, embedding, (((1,), (1,)), ((), ())))  # noqa: E731
     return _dense(attend, hidden).astype(jnp.float32)
