@@ -1100,6 +1100,27 @@ def test_a_bfloat16_forward_pass_holds_no_float32_copy_of_its_weights(tied, rows
   assert temporaries < weights / 4, f"{temporaries:,} bytes of temporaries, {weights:,} of weights"
 
 
+def test_a_bfloat16_backward_pass_holds_no_float32_copy_of_its_weights():
+  """The backward pass through the frozen blocks above a trained one multiplied the float32
+  cotangent by each block's bfloat16 weights, which XLA:CPU did through float32 copies of them
+  all; its products are bfloat16 times bfloat16 into float32 as well."""
+  config = hf_fixtures.tiny_config("qwen2", hidden_size=128, intermediate_size=512,
+                                   num_hidden_layers=4, vocab_size=512)
+  cfg = models.ModelConfig.from_hf_dict(config.to_dict())
+  graphdef, trained, frozen = nnx.split(
+      nnx.eval_shape(lambda: models.Qwen(cfg, dtype="bfloat16", rngs=nnx.Rngs(0))),
+      lambda path, _: path[:2] == ("layers", 0), ...)  # block 0: every block above it backward
+
+  def loss(trained, frozen, ids):
+    return nnx.merge(graphdef, trained, frozen)(ids).sum()
+
+  ids = jax.ShapeDtypeStruct((4, 8), jnp.int32)
+  gradient = jax.jit(jax.grad(loss)).lower(trained, frozen, ids).compile()
+  temporaries = gradient.memory_analysis().temp_size_in_bytes
+  weights = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(frozen))
+  assert temporaries < weights / 2, f"{temporaries:,} bytes of temporaries, {weights:,} frozen"
+
+
 @pytest.mark.parametrize("generation_eos, expected", [
     (None, [0]),  # no generation_config.json: the tokenizer's EOS only
     (7, [0, 7]),

@@ -28,16 +28,48 @@ ATTENTION_QUERY_CHUNK = 512
 
 def _product(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
              **kwargs):
-  """jax.lax.dot_general of the linear maps. On XLA:CPU the product comes out in float32, which
-  `_dense` rounds to the model's dtype, as a bfloat16 product rounds it: XLA:CPU otherwise
+  """jax.lax.dot_general of the linear maps. On XLA:CPU a bfloat16 product comes out in float32,
+  which `_dense` rounds to the model's dtype, as a bfloat16 product rounds it: XLA:CPU otherwise
   multiplies bfloat16 by converting each weight to a float32 copy first, every copy alive at once
   (a bfloat16 0.5B model's forward pass held 2 GB of them, twice its weights). Other backends
   keep the operands' dtype: a float32 product would make the backward pass multiply float32 by
   bfloat16, which a GPU runs as a float32 product."""
-  if jax.default_backend() == "cpu":  # (asked when traced: a model is built before devices are)
-    preferred_element_type = jnp.float32
-  return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
-                             preferred_element_type=preferred_element_type, **kwargs)
+  # (The backend is asked when traced: a model is built before a command makes its devices.)
+  two_d = lhs.ndim == rhs.ndim == 2 and dimension_numbers[0] in (((1,), (0,)), ((1,), (1,)))
+  if lhs.dtype == jnp.float32 or jax.default_backend() != "cpu" or not two_d:
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
+                               preferred_element_type=preferred_element_type, **kwargs)
+  return _float32_product(lhs, rhs, dimension_numbers[0], precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _float32_product(lhs, rhs, contracting, precision):
+  """lhs [rows, d_in] times rhs [d_in, d_out] (contracting ((1,), (0,))) or [d_out, d_in] (((1,),
+  (1,))), in float32 from bfloat16 operands; the backward pass's products too (JAX's own would
+  multiply the float32 cotangent by the bfloat16 operands: float32 copies of them again)."""
+  return jax.lax.dot_general(lhs, rhs, (contracting, ((), ())), precision,
+                             preferred_element_type=jnp.float32)
+
+
+def _float32_product_forward(lhs, rhs, contracting, precision):
+  return _float32_product(lhs, rhs, contracting, precision), (lhs, rhs)
+
+
+def _float32_product_backward(contracting, precision, operands, cotangent):
+  lhs, rhs = operands
+  # The cotangent of a product that `_dense` rounded to bfloat16 is bfloat16: exact in it.
+  cotangent = cotangent.astype(lhs.dtype)
+  product = lambda a, b, dims: jax.lax.dot_general(  # noqa: E731
+      a, b, (dims, ((), ())), precision, preferred_element_type=jnp.float32)
+  if contracting == ((1,), (0,)):  # rhs [d_in, d_out]
+    rhs_grad = product(lhs, cotangent, ((0,), (0,)))
+  else:  # rhs [d_out, d_in]
+    rhs_grad = product(cotangent, lhs, ((0,), (0,)))
+  lhs_grad = product(cotangent, rhs, ((1,), (1 - contracting[1][0],)))
+  return lhs_grad.astype(lhs.dtype), rhs_grad.astype(rhs.dtype)
+
+
+_float32_product.defvjp(_float32_product_forward, _float32_product_backward)
 
 
 def _float32_products(method):
