@@ -1100,6 +1100,32 @@ def test_a_bfloat16_forward_pass_holds_no_float32_copy_of_its_weights(tied, rows
   assert temporaries < weights / 4, f"{temporaries:,} bytes of temporaries, {weights:,} of weights"
 
 
+@pytest.mark.parametrize("contracting", [((1,), (0,)), ((1,), (1,))])
+def test_the_bfloat16_products_backward_pass_is_jaxs_derivative_of_the_same_product(contracting):
+  """qwen._float32_product's own VJP (bfloat16 x bfloat16 into float32, which keeps XLA:CPU from
+  copying weights to float32) gives JAX's derivative of the same float32-accumulated product,
+  for a kernel stored [d_in, d_out] (nnx.Linear) and [d_out, d_in] (a tied embedding)."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  lhs = jax.random.normal(keys[0], (6, 16)).astype(jnp.bfloat16)  # [rows, d_in]
+  rhs_shape = (16, 12) if contracting == ((1,), (0,)) else (12, 16)
+  rhs = jax.random.normal(keys[1], rhs_shape).astype(jnp.bfloat16)
+  # The cotangent of a product rounded to bfloat16, as _dense rounds it: exact in bfloat16.
+  weights = jax.random.normal(keys[2], (6, 12)).astype(jnp.bfloat16).astype(jnp.float32)
+
+  def loss(product):
+    return lambda lhs, rhs: jnp.sum(product(lhs, rhs) * weights)
+
+  own = loss(lambda lhs, rhs: qwen._float32_product(lhs, rhs, contracting, None))
+  jaxs = loss(lambda lhs, rhs: jax.lax.dot_general(lhs, rhs, (contracting, ((), ())),
+                                                   preferred_element_type=jnp.float32))
+  np.testing.assert_array_equal(own(lhs, rhs), jaxs(lhs, rhs))
+  for got, expected in zip(jax.grad(own, argnums=(0, 1))(lhs, rhs),
+                           jax.grad(jaxs, argnums=(0, 1))(lhs, rhs)):
+    assert got.dtype == expected.dtype == jnp.bfloat16 and got.shape == expected.shape
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=1e-2,
+                               atol=1e-2)
+
+
 def test_a_bfloat16_backward_pass_holds_no_float32_copy_of_its_weights():
   """The backward pass through the frozen blocks above a trained one multiplied the float32
   cotangent by each block's bfloat16 weights, which XLA:CPU did through float32 copies of them
