@@ -26,52 +26,6 @@ _INIT = nnx.initializers.normal(stddev=0.02)  # transformers' `initializer_range
 ATTENTION_QUERY_CHUNK = 512
 
 
-def _product(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
-             **kwargs):
-  """jax.lax.dot_general of the linear maps. On XLA:CPU a bfloat16 product comes out in float32,
-  which `_dense` rounds to the model's dtype, as a bfloat16 product rounds it: XLA:CPU otherwise
-  multiplies bfloat16 by converting each weight to a float32 copy first, every copy alive at once
-  (a bfloat16 0.5B model's forward pass held 2 GB of them, twice its weights). Other backends
-  keep the operands' dtype: a float32 product would make the backward pass multiply float32 by
-  bfloat16, which a GPU runs as a float32 product."""
-  # (The backend is asked when traced: a model is built before a command makes its devices.)
-  two_d = lhs.ndim == rhs.ndim == 2 and dimension_numbers[0] in (((1,), (0,)), ((1,), (1,)))
-  if lhs.dtype == jnp.float32 or jax.default_backend() != "cpu" or not two_d:
-    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
-                               preferred_element_type=preferred_element_type, **kwargs)
-  return _float32_product(lhs, rhs, dimension_numbers[0], precision)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _float32_product(lhs, rhs, contracting, precision):
-  """lhs [rows, d_in] times rhs [d_in, d_out] (contracting ((1,), (0,))) or [d_out, d_in] (((1,),
-  (1,))), in float32 from bfloat16 operands; the backward pass's products too (JAX's own would
-  multiply the float32 cotangent by the bfloat16 operands: float32 copies of them again)."""
-  return jax.lax.dot_general(lhs, rhs, (contracting, ((), ())), precision,
-                             preferred_element_type=jnp.float32)
-
-
-def _float32_product_forward(lhs, rhs, contracting, precision):
-  return _float32_product(lhs, rhs, contracting, precision), (lhs, rhs)
-
-
-def _float32_product_backward(contracting, precision, operands, cotangent):
-  lhs, rhs = operands
-  # The cotangent of a product that `_dense` rounded to bfloat16 is bfloat16: exact in it.
-  cotangent = cotangent.astype(lhs.dtype)
-  product = lambda a, b, dims: jax.lax.dot_general(  # noqa: E731
-      a, b, (dims, ((), ())), precision, preferred_element_type=jnp.float32)
-  if contracting == ((1,), (0,)):  # rhs [d_in, d_out]
-    rhs_grad = product(lhs, cotangent, ((0,), (0,)))
-  else:  # rhs [d_out, d_in]
-    rhs_grad = product(cotangent, lhs, ((0,), (0,)))
-  lhs_grad = product(cotangent, rhs, ((1,), (1 - contracting[1][0],)))
-  return lhs_grad.astype(lhs.dtype), rhs_grad.astype(rhs.dtype)
-
-
-_float32_product.defvjp(_float32_product_forward, _float32_product_backward)
-
-
 def _float32_products(method):
   """Runs a Qwen entry point with float32 matrix products when the model is float32.
 
@@ -153,8 +107,7 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
     d, hd = cfg.hidden_size, cfg.head_dim
     self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
-    linear = dict(dtype=dtype, param_dtype=dtype, kernel_init=_INIT, dot_general=_product,
-                  rngs=rngs)
+    linear = dict(dtype=dtype, param_dtype=dtype, kernel_init=_INIT, rngs=rngs)
     self.q_proj = nnx.Linear(d, cfg.num_heads * hd, use_bias=cfg.qkv_bias, **linear)
     self.k_proj = nnx.Linear(d, cfg.num_kv_heads * hd, use_bias=cfg.qkv_bias, **linear)
     self.v_proj = nnx.Linear(d, cfg.num_kv_heads * hd, use_bias=cfg.qkv_bias, **linear)
@@ -305,24 +258,15 @@ def _ungroup(x, group):
 def _dense(project, x: jax.Array) -> jax.Array:
   """project (a linear map of the last axis) applied to x [..., d_in] as one [rows, d_in]
   matrix: XLA:CPU computes the weight gradient of a 3-D product through a transposed copy of
-  the output's gradient, which cost ~20% of a CPU update step; on 2-D operands it does not.
-  The product, float32 on a CPU (`_product`), comes back in x's dtype."""
-  rows = x.reshape(-1, x.shape[-1])  # [rows, d_in]
-  if len(rows) == 1 and x.dtype != jnp.float32 and jax.default_backend() == "cpu":
-    # XLA:CPU multiplies a single bfloat16 row (one decoded token) through a float32 copy of
-    # the weight; with a second row of zeros it is a matrix product, which needs none.
-    out = project(jnp.concatenate([rows, jnp.zeros_like(rows)]))[:1]
-  else:
-    out = project(rows)
-  return out.astype(x.dtype).reshape(*x.shape[:-1], -1)
+  the output's gradient, which cost ~20% of a CPU update step; on 2-D operands it does not."""
+  return project(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
 class MLP(nnx.Module):
   """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
   def __init__(self, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
-    linear = dict(use_bias=False, dtype=dtype, param_dtype=dtype, kernel_init=_INIT,
-                  dot_general=_product, rngs=rngs)
+    linear = dict(use_bias=False, dtype=dtype, param_dtype=dtype, kernel_init=_INIT, rngs=rngs)
     self.gate_proj = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, **linear)
     self.up_proj = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, **linear)
     self.down_proj = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, **linear)
@@ -446,8 +390,7 @@ class Qwen(nnx.Module):
       self.lm_head = None
     else:
       self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, dtype=dtype,
-                                param_dtype=dtype, kernel_init=_INIT, dot_general=_product,
-                                rngs=rngs)
+                                param_dtype=dtype, kernel_init=_INIT, rngs=rngs)
 
   @_float32_products
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
@@ -587,9 +530,5 @@ class Qwen(nnx.Module):
   @_float32_products
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Final (normed) hidden states [..., d_model] -> logits [..., vocab] (float32)."""
-    if self.lm_head is not None:
-      return _dense(self.lm_head, hidden).astype(jnp.float32)
-    embedding = self.embed.embedding[...]  # [vocab, d_model]
-    # Contracted as it is stored: XLA:CPU would copy a transposed bfloat16 table to float32.
-    attend = lambda rows: _product(rows, embedding, (((1,), (1,)), ((), ())))  # noqa: E731
-    return _dense(attend, hidden).astype(jnp.float32)
+    project = self.embed.attend if self.lm_head is None else self.lm_head
+    return _dense(project, hidden).astype(jnp.float32)
