@@ -1375,20 +1375,8 @@ def test_cli_resumes_a_run_on_a_relative_data_file_from_another_directory(tiny_q
   data_file = project / "data" / "train.jsonl"
   records = [{"question": f"{n}+1?", "answer": f"#### {n + 1}"} for n in range(4)]
   data_file.write_text("".join(json.dumps(record) + "\n" for record in records))
-  config_file = tmp_path / "relative_data.py"
-  config_file.write_text(
-      "from jaxlayer.rl.config import default_config\n\n\n"
-      "def get_config():\n"
-      "  config = default_config()\n"
-      "  config.task.name = 'gsm8k'\n"
-      "  config.task.options.data_files = {'train': 'data/train.jsonl'}\n"
-      "  return config\n")
-  run_dir = tmp_path / "run"
-  command = ["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
-             "--config.train.layers=layers.1", f"--config.run_dir={run_dir}",
-             "--config.train.batch_size=8", "--config.train.group_size=4",
-             "--config.rollout.max_prompt_tokens=16", "--config.rollout.max_new_tokens=2",
-             "--config.mesh.num_devices=1", "--config.logging.progress=False"]
+  run_dir, command = _gsm8k_train_command(
+      tmp_path, tiny_qwen2_dir, "config.task.options.data_files = {'train': 'data/train.jsonl'}")
   monkeypatch.chdir(project)
   cli.main([*command, "--config.train.steps=1"])
   recorded = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
@@ -1419,6 +1407,26 @@ def test_cli_resumes_a_run_on_a_relative_data_file_from_another_directory(tiny_q
   assert "resuming" not in capsys.readouterr().out
 
 
+def _gsm8k_train_command(tmp_path, model_dir, data_option: str) -> tuple:
+  """(run_dir, the command line of `jaxlayer train` without its steps) of a one-block gsm8k run
+  whose config file (in tmp_path) reads its data by `data_option`, a line of Python."""
+  config_file = tmp_path / "gsm8k_data.py"
+  config_file.write_text(
+      "from jaxlayer.rl.config import default_config\n\n\n"
+      "def get_config():\n"
+      "  config = default_config()\n"
+      "  config.task.name = 'gsm8k'\n"
+      f"  {data_option}\n"
+      "  return config\n")
+  run_dir = tmp_path / "run"
+  return run_dir, [
+      "train", "--config", str(config_file), f"--config.model.path={model_dir}",
+      "--config.train.layers=layers.1", f"--config.run_dir={run_dir}",
+      "--config.train.batch_size=8", "--config.train.group_size=4",
+      "--config.rollout.max_prompt_tokens=16", "--config.rollout.max_new_tokens=2",
+      "--config.mesh.num_devices=1", "--config.logging.progress=False"]
+
+
 def test_cli_resumes_a_run_on_a_relative_data_set_directory_from_another_directory(
     tiny_qwen2_dir, tmp_path, monkeypatch):
   """A local data set directory (task.options.dataset) given relative to the current directory
@@ -1432,20 +1440,8 @@ def test_cli_resumes_a_run_on_a_relative_data_set_directory_from_another_directo
   records = [{"question": f"{n}+1?", "answer": f"#### {n + 1}"} for n in range(4)]
   datasets.DatasetDict({"train": datasets.Dataset.from_list(records)}).save_to_disk(
       str(project / "gsm8k"))
-  config_file = tmp_path / "relative_data_set.py"
-  config_file.write_text(
-      "from jaxlayer.rl.config import default_config\n\n\n"
-      "def get_config():\n"
-      "  config = default_config()\n"
-      "  config.task.name = 'gsm8k'\n"
-      "  config.task.options.dataset = 'gsm8k'\n"
-      "  return config\n")
-  run_dir = tmp_path / "run"
-  command = ["train", "--config", str(config_file), f"--config.model.path={tiny_qwen2_dir}",
-             "--config.train.layers=layers.1", f"--config.run_dir={run_dir}",
-             "--config.train.batch_size=8", "--config.train.group_size=4",
-             "--config.rollout.max_prompt_tokens=16", "--config.rollout.max_new_tokens=2",
-             "--config.mesh.num_devices=1", "--config.logging.progress=False"]
+  run_dir, command = _gsm8k_train_command(tmp_path, tiny_qwen2_dir,
+                                          "config.task.options.dataset = 'gsm8k'")
   monkeypatch.chdir(project)
   cli.main([*command, "--config.train.steps=1"])
   recorded = json.loads((run_dir / checkpoint.CONFIG_FILE).read_text())
