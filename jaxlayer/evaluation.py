@@ -101,7 +101,8 @@ class EvalResult:
   decoding: dict[str, Any]
   prompt: dict[str, Any]
   generations: list[dict[str, Any]]
-  episodes: dict[str, dict[str, float]] | None = None  # environments: metric -> summarize()
+  # environments: metric -> summarize() and the share of turns whose context was cut
+  episodes: dict[str, dict[str, float]] | None = None
   problems: str | None = None
 
   def standard_errors(self) -> dict[str, float | None]:
@@ -410,7 +411,7 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
                     dynamic_ncols=True) as bar:
     for decoding, metric, k, temp in passes:
       chunk = prompts_per_call(batch_size, k, len(seeds))  # seeds per rollout
-      played = []
+      played, cut_in_pass = [], []
       for start in range(0, len(seeds), chunk):
         rollouts = multiturn.play_episodes(
             model, tokenizer, env.make_env, seeds[start:start + chunk], group_size=k,
@@ -423,13 +424,16 @@ def evaluate_env(model: models.Qwen, tokenizer, env: multiturn.EnvSettings, *,
           generations.append({"problem_index": start + r // k, "decoding": decoding,
                               "sample": r % k, "score": float(record["success"]), **record})
         played += [rollout.episode for rollout in rollouts]
-        cut += [sample.context_truncated for rollout in rollouts for sample in rollout.samples]
+        cut_in_pass += [s.context_truncated for rollout in rollouts for s in rollout.samples]
         bar.update(len(rollouts) // k)
       per_problem[metric] = [float(np.mean([e.success for e in played[i:i + k]]))
                              for i in range(0, len(played), k)]
       scores[metric] = float(np.mean(per_problem[metric]))
-      episodes[metric] = summarize(played)
+      # As the training metric: the share of turns whose context lost its oldest tokens.
+      episodes[metric] = {**summarize(played),
+                          "context_truncated": float(np.mean(cut_in_pass)) if cut_in_pass else 0.0}
       every_episode += played
+      cut += cut_in_pass
       bar.set_postfix({name: f"{value:.3f}" for name, value in scores.items()})
   multiturn.warn_of_env_errors(every_episode, env.name, "in this evaluation")
   (cut_contexts_warning or multiturn.CutContextsWarning())(cut, env.context.max_tokens)

@@ -291,14 +291,16 @@ def test_an_evaluation_warns_of_its_cut_contexts_once(tiny, monkeypatch):
                               context=ROLLOUT_CONTEXT, step_timeout_s=None, num_eval_episodes=4)
   model, tokenizer = tiny
   with _log_capture() as log:
-    evaluation.evaluate_env(model, tokenizer, env, max_new_tokens=MAX_NEW_TOKENS, batch_size=2,
-                            progress=False)
+    result = evaluation.evaluate_env(model, tokenizer, env, max_new_tokens=MAX_NEW_TOKENS,
+                                     batch_size=2, progress=False)
   cut = [[s.context_truncated for r in rollout for s in r.samples] for rollout in rollouts]
   assert len(cut) == 2 and all(any(flags) for flags in cut)  # two rollouts, both cut
   assert log.getvalue() == (
       f"{sum(map(sum, cut))} of 12 contexts exceeded rollout.max_prompt_tokens=40 and lost their "
       "oldest tokens (the instructions first): raise rollout.max_prompt_tokens or lower "
       "env.history.\n")
+  # eval.json's episodes give the share, as the training metric does (it was not there).
+  assert result.episodes["pass@1"]["context_truncated"] == sum(map(sum, cut)) / 12
 
 
 def test_an_episode_record_shows_how_the_episode_ended():
