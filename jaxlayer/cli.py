@@ -111,6 +111,8 @@ def _unknown_option(option: str, known: tuple[str, ...]) -> str:
 
 # The long options every command that takes a config file has (memory and sweep add theirs).
 _CONFIG_OPTIONS = ("--config", "--help")
+# The config file that messages show; configs/ is not in the wheel that `pip install` installs.
+_EXAMPLE_CONFIG = "configs/grpo_arithmetic.py of the jaxlayer repository"
 
 
 def load_config(argv: list[str], prog: str, sections: dict | None = None,
@@ -129,7 +131,7 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
   file_args = [prog] + [a for a in argv if a not in overrides]
   if file_args[-1] == "--config" or "--config=" in file_args:  # (absl: "Missing value for flag")
     raise UsageError(f"{prog}: --config has no value: write --config FILE, such as "
-                     "--config configs/grpo_arithmetic.py.")
+                     f"{_EXAMPLE_CONFIG}.")
   errors = (flags.Error, AttributeError, KeyError, ValueError, OSError)
   # ml_collections imports the file as module "config_config" with load_module(), which runs it
   # inside the module an earlier load left in sys.modules: a file without get_config() would
@@ -142,15 +144,16 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
     strays = file_flags(file_args)[1:]  # (absl ignores arguments that are not flags)
     config = file_flags.config
     if config is None:
-      raise UsageError(f"{prog}: --config FILE is required (see configs/).")
+      raise UsageError(f"{prog}: --config FILE is required: a Python config file, such as "
+                       f"{_EXAMPLE_CONFIG}.")
     if strays:
       raise UsageError(f"{prog}: {_stray_argument(argv, strays[0])}")
     _check_config_file(_config_path(file_args), prog)
     if not isinstance(config, ml_collections.ConfigDict):  # (it failed on .unlocked())
       raise UsageError(f"{prog}: the get_config() of the config file {_config_path(file_args)} "
                        f"returns an object of type {type(config).__name__}, not an "
-                       "ml_collections ConfigDict: build it as configs/grpo_arithmetic.py does, "
-                       "from jaxlayer.rl.config.default_config().")
+                       f"ml_collections ConfigDict: build it as {_EXAMPLE_CONFIG} does, from "
+                       "jaxlayer.rl.config.default_config().")
     with config.unlocked():  # (a file that failed to load raises here)
       for name, make_default in (sections or {}).items():
         if name not in config:
@@ -163,7 +166,7 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
       raise UsageError(f"{prog}: the config file {_config_path(file_args)} defines no "
                        "get_config(): a config file "
                        "is a Python file whose get_config() returns an ml_collections "
-                       "ConfigDict, such as configs/grpo_arithmetic.py.") from None
+                       f"ConfigDict, such as {_EXAMPLE_CONFIG}.") from None
     if "get_config() takes 0 positional arguments" in str(err):  # FILE:ARGS, FILE takes none
       path, _, given = _config_argument(file_args).partition(":")
       raise UsageError(f"{prog}: the config file {path} takes no arguments (its get_config() "
@@ -357,7 +360,7 @@ def _check_config_file(path: str, prog: str) -> None:
     raise UsageError(f"{prog}: the config file {path} {found}; the jaxlayer repository's is "
                      f"{in_repository}: write --config {in_repository}.")
   raise UsageError(f"{prog}: the config file {path} {found}: give a Python config file, such as "
-                   "configs/grpo_arithmetic.py of the jaxlayer repository.")
+                   f"{_EXAMPLE_CONFIG}.")
 
 
 def _unknown_key(config, overrides: list[str], sections: dict | None = None) -> str | None:

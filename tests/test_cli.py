@@ -819,7 +819,7 @@ def test_a_config_file_that_is_not_there_is_named(command, tmp_path, monkeypatch
   assert str(exited.value) == (
       f"jaxlayer {command}: the config file configs/plain.py defines no get_config(): a config "
       "file is a Python file whose get_config() returns an ml_collections ConfigDict, such as "
-      "configs/grpo_arithmetic.py.")
+      "configs/grpo_arithmetic.py of the jaxlayer repository.")
 
 
 def test_a_repository_config_named_from_another_directory_is_found_for_the_fix(tmp_path,
@@ -840,7 +840,17 @@ def test_a_config_option_without_its_file_names_the_fix(args):
   with pytest.raises(SystemExit) as exited:
     cli.load_config(args, "jaxlayer sweep")
   assert str(exited.value) == ("jaxlayer sweep: --config has no value: write --config FILE, such "
-                               "as --config configs/grpo_arithmetic.py.")
+                               "as configs/grpo_arithmetic.py of the jaxlayer repository.")
+
+
+@pytest.mark.parametrize("command", ["train", "memory", "sweep"])
+def test_a_command_without_its_config_file_says_where_one_is(command):
+  # It said "(see configs/)": a pip install has no configs/, the jaxlayer repository has.
+  with pytest.raises(SystemExit) as exited:
+    cli.main([command])
+  assert str(exited.value) == (f"jaxlayer {command}: --config FILE is required: a Python config "
+                               "file, such as configs/grpo_arithmetic.py of the jaxlayer "
+                               "repository.")
 
 
 def test_a_config_file_whose_code_fails_or_returns_no_config_dict_is_named_in_one_line(tmp_path):
@@ -856,7 +866,8 @@ def test_a_config_file_whose_code_fails_or_returns_no_config_dict_is_named_in_on
        "'undefined_name' is not defined (line 2)."),
       ("def get_config():\n  return {'train': {'steps': 3}}\n", "the get_config() of the config "
        "file {} returns an object of type dict, not an ml_collections ConfigDict: build it as "
-       "configs/grpo_arithmetic.py does, from jaxlayer.rl.config.default_config().")]:
+       "configs/grpo_arithmetic.py of the jaxlayer repository does, from "
+       "jaxlayer.rl.config.default_config().")]:
     config = tmp_path / "bad.py"
     config.write_text(code)
     with pytest.raises(SystemExit) as exited:
