@@ -1,4 +1,5 @@
-"""What `pip install jaxlayer` brings: the packages the code imports and the package's data files.
+"""What `pip install jaxlayer` brings (the packages the code imports, the package's data files),
+and what its sdist holds.
 
 An editable install (the test suite's) finds every file of the checkout and every package of the
 development environment, so neither a missing dependency nor a data file left out of the wheel
@@ -8,7 +9,10 @@ fails another test.
 import ast
 import importlib.metadata
 import re
+import shutil
+import subprocess
 import sys
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -73,3 +77,20 @@ def test_the_package_data_globs_take_every_data_file_into_the_wheel():
   assert data_files, "the shipped tiny model is a data file"
   left_out = sorted(str(path.relative_to(PACKAGE)) for path in data_files - in_wheel)
   assert not left_out, f"in jaxlayer/, and no package-data glob takes it into the wheel: {left_out}"
+
+
+def test_the_sdist_holds_the_package_and_none_of_the_tests(tmp_path):
+  """setuptools adds tests/test*.py to an sdist, without the conftest.py, fixtures and repository
+  files that they need: a test suite that cannot run."""
+  for path in REPO.iterdir():
+    if path.is_file():
+      shutil.copy(path, tmp_path)
+  for directory in ("jaxlayer", "tests"):
+    shutil.copytree(REPO / directory, tmp_path / directory,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+  build = "from setuptools import build_meta; build_meta.build_sdist('dist')"
+  subprocess.run([sys.executable, "-c", build], cwd=tmp_path, check=True, capture_output=True)
+  with tarfile.open(next((tmp_path / "dist").glob("jaxlayer-*.tar.gz"))) as sdist:
+    files = [name.split("/", 1)[1] for name in sdist.getnames() if "/" in name]
+  assert "jaxlayer/assets/tiny-arith/model.safetensors" in files
+  assert [file for file in files if file.startswith("tests")] == []
