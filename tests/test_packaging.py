@@ -93,4 +93,5 @@ def test_the_sdist_holds_the_package_and_none_of_the_tests(tmp_path):
   with tarfile.open(next((tmp_path / "dist").glob("jaxlayer-*.tar.gz"))) as sdist:
     files = [name.split("/", 1)[1] for name in sdist.getnames() if "/" in name]
   assert "jaxlayer/assets/tiny-arith/model.safetensors" in files
+  assert "LICENSE" in files  # the Apache-2.0 text that pyproject's license names
   assert [file for file in files if file.startswith("tests")] == []
