@@ -709,7 +709,9 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   evaluation (or an export) into OUT while this one runs is refused (jaxlayer.locks:
   OUT/.jaxlayer.lock). The temporary files of an evaluation killed while writing go
   (distributed.remove_temporary_leftovers: on several hosts, each host's).
-  base_model: a run's base model, where it moved (load_model)."""
+  base_model: a run's base model, where it moved (load_model). The config's data paths are
+  made absolute (train.resolve_data_paths), as eval.json records them."""
+  train.resolve_data_paths(config)
   run_dir = is_run_dir(model_path)
   if run_dir and out_dir is None:  # OUT names the checkpoint loaded, though a run still training
     step = checkpoint.checkpoint_step(model_path, step)  # may save another meanwhile

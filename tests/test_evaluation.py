@@ -282,6 +282,21 @@ def test_problem_order_and_scores_do_not_depend_on_the_batch_size(cli_eval, tiny
   assert [g["completion"] for g in result.generations] == greedy
 
 
+def test_eval_json_records_eval_task_options_data_files_absolute(tiny_qwen2_dir, config_file,
+                                                                 tmp_path, monkeypatch):
+  """eval.json recorded eval.task_options' data files as given: a relative path did not say
+  which file was read. Now as train.plan records them (resolve_data_paths)."""
+  (tmp_path / "test.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+  config = cli.load_config(["--config", str(config_file), "--config.eval.tasks=parity,gsm8k",
+                            "--config.eval.num_problems=1", "--config.eval.num_samples=0"],
+                           "jaxlayer eval")
+  config.eval.task_options = {"gsm8k": {"data_files": {"test": "test.jsonl"}}}
+  monkeypatch.chdir(tmp_path)
+  _, report = evaluation.evaluate_and_save(config, tiny_qwen2_dir, tmp_path / "out")
+  assert report["eval_settings"]["task_options"] == {
+      "gsm8k": {"data_files": {"test": str(tmp_path / "test.jsonl")}}}
+
+
 def _make_run_dir(run_dir: Path, base_dir: Path, step: int) -> np.ndarray:
   """A run directory as `jaxlayer train` writes it, whose checkpoint `step` holds a changed
   TRAINED_LEAF; returns that leaf's value [F, D]."""

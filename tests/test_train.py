@@ -1455,6 +1455,33 @@ def test_cli_resumes_a_run_on_a_relative_data_set_directory_from_another_directo
   assert train.check_resume(train.plan(cli.load_config(absolute[1:], "jaxlayer train"))) == 1
 
 
+def test_eval_task_options_data_files_are_recorded_absolute_as_task_options_are(
+    tmp_path, monkeypatch):
+  """eval.task_options' data files were recorded as given, where task.options' are made
+  absolute: a resume or `jaxlayer eval` of the run's config.json from another directory read
+  another file or none."""
+  import ml_collections
+
+  from jaxlayer import evaluation
+
+  project = tmp_path / "project"
+  (project / "data").mkdir(parents=True)
+  (project / "data" / "test.jsonl").write_text(json.dumps({"question": "1+1?",
+                                                           "answer": "#### 2"}) + "\n")
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.rollout.update(max_new_tokens=8, max_prompt_tokens=32)
+  cfg.eval = evaluation.default_eval_config()
+  cfg.eval.tasks = "arithmetic,gsm8k"
+  cfg.eval.task_options = {"gsm8k": {"data_files": {"test": "data/test.jsonl"}}}
+  monkeypatch.chdir(project)
+  train.plan(cfg)
+  recorded = ml_collections.ConfigDict(json.loads(cfg.to_json()))  # the run's config.json
+  monkeypatch.chdir(tmp_path)  # which holds no data/test.jsonl
+  gsm8k = evaluation.config_task(recorded, "gsm8k")
+  assert [(p.prompt, p.answer) for p in gsm8k.test_problems()] == [("1+1?", "2")]
+
+
 @pytest.mark.parametrize("name", ["grpo_arithmetic", "dr_grpo_arithmetic", "dapo_arithmetic"])
 def test_shipped_configs_plan_on_a_tiny_model(name, tiny_qwen2_dir, tmp_path):
   from pathlib import Path

@@ -222,7 +222,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
     config.compilation_cache_dir = os.path.expanduser(config.compilation_cache_dir)
   _require(config.task.name in tasks.TASKS,
            f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
-  _resolve_data_paths(config.task.options)
+  resolve_data_paths(config)
   model_dir = resolve_model_dir(config.model.path)
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")
   _require(config.model.dtype != models.AUTO_DTYPE,
@@ -309,19 +309,29 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
                    micro_batch_size=micro_batch_size)
 
 
-def _resolve_data_paths(options: ml_collections.ConfigDict) -> None:
-  """Makes the paths of options.data_files, and options.dataset where it is a local directory,
-  absolute (~ expanded): config.json records where the run's data is, not a path that a resume
-  from another directory would read elsewhere."""
+def resolve_data_paths(config: ml_collections.ConfigDict) -> None:
+  """Makes the data paths of the config's tasks absolute (~ expanded): those of task.options and
+  of each task's eval.task_options, data_files and a dataset that is a local directory.
+  config.json (and eval.json) record where the data is, not a path that a resume or `jaxlayer
+  eval` from another directory would read elsewhere."""
+  eval_options = config.get("eval", {}).get("task_options", {})
+  for options in [config.task.options, *eval_options.values()]:
+    if hasattr(options, "items"):  # (no mapping: evaluation's own error says so)
+      _resolve_task_data_paths(options)
+
+
+def _resolve_task_data_paths(options: ml_collections.ConfigDict) -> None:
+  """Makes the paths of one task's options.data_files, and options.dataset where it is a local
+  directory, absolute (~ expanded)."""
   dataset = options.get("dataset")
   if isinstance(dataset, str) and Path(dataset).expanduser().is_dir():
-    options.dataset = os.fspath(Path(dataset).expanduser().absolute())
+    options["dataset"] = os.fspath(Path(dataset).expanduser().absolute())
   files = options.get("data_files")
   if not hasattr(files, "items"):  # (none, or no mapping: the task's own error says so)
     return
-  options.data_files = {split: os.fspath(Path(path).expanduser().absolute())
-                        if isinstance(path, (str, os.PathLike)) else path
-                        for split, path in files.items()}
+  options["data_files"] = {split: os.fspath(Path(path).expanduser().absolute())
+                           if isinstance(path, (str, os.PathLike)) else path
+                           for split, path in files.items()}
 
 
 # The signals that ask a run to stop after its current step: Ctrl-C, and the SIGTERM with which
