@@ -124,9 +124,14 @@ class EvalResult:
 
 
 def problems_fingerprint(problems: Sequence[tasks.Problem]) -> str:
-  """A digest of the problems' questions and answers, in order: evaluations of the same task
-  name on other problems (another data file, task seed or max_value) differ in it."""
-  text = json.dumps([[problem.prompt, problem.answer] for problem in problems])
+  """A digest of the problems' questions and answers (and the chat turns before a question), in
+  order: evaluations of the same task name on other problems (another data file, task seed or
+  max_value) differ in it."""
+  # (The turns only where there are some: the digests recorded of problems without them hold.)
+  described = [[problem.prompt, problem.answer]
+               + ([problem.earlier_turns] if problem.earlier_turns else [])
+               for problem in problems]
+  text = json.dumps(described)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -297,6 +297,20 @@ def test_eval_json_records_eval_task_options_data_files_absolute(tiny_qwen2_dir,
       "gsm8k": {"data_files": {"test": str(tmp_path / "test.jsonl")}}}
 
 
+def test_problems_that_differ_in_the_turns_before_their_question_differ_in_fingerprint():
+  """Two data sets of the same questions and answers, one with a system message of its own
+  (veRL's chat prompt), are other problems: their scores do not mix. Problems without such turns
+  keep the fingerprints recorded before."""
+  import hashlib
+
+  plain = Problem(prompt="1+1?", answer="2")
+  brief = Problem(prompt="1+1?", answer="2",
+                  earlier_turns=({"role": "system", "content": "Be brief."},))
+  assert evaluation.problems_fingerprint([plain]) != evaluation.problems_fingerprint([brief])
+  recorded = hashlib.sha256(json.dumps([["1+1?", "2"]]).encode()).hexdigest()[:16]
+  assert evaluation.problems_fingerprint([plain]) == recorded
+
+
 def _make_run_dir(run_dir: Path, base_dir: Path, step: int) -> np.ndarray:
   """A run directory as `jaxlayer train` writes it, whose checkpoint `step` holds a changed
   TRAINED_LEAF; returns that leaf's value [F, D]."""

@@ -93,6 +93,39 @@ def test_chat_template_without_system_prompt(chat_tokenizer):
   assert prompt == "<|im_start|>user\n37+45=<|im_end|>\n<|im_start|>assistant\n"
 
 
+# A question that ends a conversation of the data's (veRL's `prompt`): the turns before it.
+FEW_SHOT = ({"role": "user", "content": "1+1="}, {"role": "assistant", "content": "2"})
+
+
+def test_a_conversations_earlier_turns_go_before_the_filled_template(chat_tokenizer):
+  problem = Problem(prompt="37+45=", answer="82", earlier_turns=FEW_SHOT)
+  prompt = format_prompt(problem, chat_tokenizer, use_chat_template=True,
+                         template="Compute {question}", system_prompt="You are a calculator.")
+  assert prompt == ("<|im_start|>system\nYou are a calculator.<|im_end|>\n"
+                    "<|im_start|>user\n1+1=<|im_end|>\n<|im_start|>assistant\n2<|im_end|>\n"
+                    "<|im_start|>user\nCompute 37+45=<|im_end|>\n"
+                    "<|im_start|>assistant\n")
+  own_system = Problem(prompt="37+45=", answer="82",
+                       earlier_turns=({"role": "system", "content": "Add."},))
+  assert format_prompt(own_system, chat_tokenizer, use_chat_template=True) == (
+      "<|im_start|>system\nAdd.<|im_end|>\n<|im_start|>user\n37+45=<|im_end|>\n"
+      "<|im_start|>assistant\n")
+  with pytest.raises(ValueError, match=re.escape(
+      "task.system_prompt='You are a calculator.' would be a second system message: the "
+      "problem's conversation (the data's question field) has its own; leave task.system_prompt "
+      "unset (None), or drop the system message from the data")):
+    format_prompt(own_system, chat_tokenizer, use_chat_template=True,
+                  system_prompt="You are a calculator.")
+
+
+def test_a_conversation_needs_the_chat_template():
+  problem = Problem(prompt="37+45=", answer="82", earlier_turns=FEW_SHOT)
+  with pytest.raises(ValueError, match=re.escape(
+      "the problem is a conversation (user, assistant turns before the question) of the data's "
+      "question field, which only a chat template writes: set task.use_chat_template=True")):
+    format_prompt(problem)
+
+
 def test_chat_template_needs_a_tokenizer_that_has_one(chat_tokenizer):
   # The error names the config keys (it named the bare argument, unlike its neighbour's).
   with pytest.raises(ValueError, match=r"^task\.use_chat_template=True needs a tokenizer with a "

@@ -304,6 +304,77 @@ def test_gsm8k_local_jsonl_with_custom_fields(tmp_path):
   assert batch.components["format"] == [1.0, 0.0, 0.0]  # a \boxed{ never closed is no box
 
 
+def _verl_parquet(path, rows):
+  """A Parquet file of veRL's layout (its examples/data_preprocess scripts): each row's question
+  in `prompt`, chat messages; its answer in reward_model.ground_truth. rows: (question, answer,
+  the system message or None)."""
+  import datasets
+
+  records = [{"data_source": "openai/gsm8k",
+              "prompt": ([{"role": "system", "content": system}] if system else [])
+              + [{"role": "user", "content": question}],
+              "ability": "math", "reward_model": {"style": "rule", "ground_truth": answer},
+              "extra_info": {"split": "test", "index": index}}
+             for index, (question, answer, system) in enumerate(rows)]
+  datasets.Dataset.from_list(records).to_parquet(str(path))
+  return str(path)
+
+
+def test_verl_data_reads_its_chat_prompt_and_nested_answer(tmp_path):
+  """veRL's data was unreadable: its question is a list of chat messages, its answer nested."""
+  path = _verl_parquet(tmp_path / "test.parquet", [("Tom has 3 apples and buys 4. How many?", "7",
+                                                    None),
+                                                   ("What is 1,000 + 234?", "1234", "Be brief.")])
+  task = get_task("gsm8k", data_files={"test": path}, question_field="prompt",
+                  answer_field="reward_model.ground_truth")
+  problems = task.test_problems()
+  assert [(p.prompt, p.answer, p.earlier_turns) for p in problems] == [
+      ("Tom has 3 apples and buys 4. How many?", "7", ()),
+      ("What is 1,000 + 234?", "1234", ({"role": "system", "content": "Be brief."},))]
+  assert problems[1].metadata["extra_info"] == {"split": "test", "index": 1}
+
+
+@pytest.mark.parametrize("answer_field, complaint", [
+    ("answer", "field(s) ['answer'] not in {path} (split 'test'); available fields: "
+     "['data_source', 'prompt', 'ability', 'reward_model', 'extra_info'] (nested ones by their "
+     "dotted paths: reward_model.{style, ground_truth}, extra_info.{split, index}); name the "
+     "fields that hold them with the task options answer_field (now 'answer')"),
+    ("reward_model.answer", "field(s) ['reward_model.answer'] not in {path} (split 'test'); "
+     "available fields: ['data_source', 'prompt', 'ability', 'reward_model', 'extra_info'] "
+     "(nested ones by their dotted paths: reward_model.{style, ground_truth}, extra_info.{split, "
+     "index}); 'reward_model' has the fields ['style', 'ground_truth']; name the fields"),
+    ("ability.name", "field(s) ['ability.name'] not in {path} (split 'test'); available fields: "
+     "['data_source', 'prompt', 'ability', 'reward_model', 'extra_info'] (nested ones by their "
+     "dotted paths: reward_model.{style, ground_truth}, extra_info.{split, index}); 'ability' "
+     "holds no fields; name the fields"),
+    ("reward_model", "field(s) ['reward_model'] of {path} (split 'test') hold nested fields, not "
+     "text; name the one meant by its dotted path (FIELD.KEY) with the task options answer_field "
+     "(now 'reward_model', whose fields are ['style', 'ground_truth'])"),
+])
+def test_a_nested_field_not_in_the_data_names_the_fields_there(tmp_path, answer_field, complaint):
+  path = _verl_parquet(tmp_path / "test.parquet", [("1+1?", "2", None)])
+  task = get_task("gsm8k", data_files={"test": path}, question_field="prompt",
+                  answer_field=answer_field)
+  complaint = complaint.replace("{path}", path)
+  with pytest.raises(ValueError, match=re.escape(f"task 'gsm8k': {complaint}")):
+    task.test_problems()
+
+
+@pytest.mark.parametrize("prompt, complaint", [
+    ([{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}],
+     "the question field 'prompt' holds a conversation whose last message has the role "
+     "'assistant'; it must end with the user's question"),
+    ([{"role": "user"}], "message 1 (counting from 1) of the question field 'prompt' has no "
+     "'content' text; a chat message is {'role': 'user', 'content': TEXT}"),
+    ([{"role": "user", "content": "  "}], "the question field 'prompt' is empty or missing"),
+])
+def test_a_conversation_that_asks_no_question_is_named(tmp_path, prompt, complaint):
+  path = _write_jsonl(tmp_path / "test.jsonl", [{"prompt": prompt, "answer": "2"}])
+  with pytest.raises(ValueError, match=re.escape(f"record 1 (counting from 1) of {path} (split "
+                                                 f"'test'): {complaint}")):
+    get_task("math", data_files={"test": path}, question_field="prompt").test_problems()
+
+
 def test_a_data_file_suffix_is_read_in_any_case(tmp_path):
   """X.JSONL (a Windows export) and .Jsonl were refused as an unknown suffix, .CSV likewise."""
   import datasets

@@ -23,11 +23,14 @@ SCORE_COMPONENT = "correct"
 
 @dataclass(frozen=True)
 class Problem:
-  """One question: the raw prompt (before any template), the reference answer, extras."""
+  """One question: the raw prompt (before any template), the reference answer, extras, and the
+  chat turns before the question where it ends a conversation (a data set's system message or
+  few-shot turns, each {"role": ..., "content": ...}), which the chat template writes first."""
 
   prompt: str
   answer: str
   metadata: dict = field(default_factory=dict)
+  earlier_turns: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Any
 
 from jaxlayer.tasks import sandbox
 from jaxlayer.tasks.base import Problem
-from jaxlayer.tasks.loading import (LISTS_IN_CSV, DatasetTask, InvalidRecord, record_question,
-                                    record_text, written_list)
+from jaxlayer.tasks.loading import (LISTS_IN_CSV, DatasetTask, InvalidRecord, field_value,
+                                    record_question, record_text, written_list)
 
 _FENCED_BLOCK = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -104,7 +104,7 @@ class CodeTask(DatasetTask):
     return f"tests in its field {self.tests_field!r}"
 
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
-    raw_tests = record[self.tests_field]
+    raw_tests = field_value(record, self.tests_field)
     if raw_tests is not None and not isinstance(raw_tests, (str, list)):
       raise InvalidRecord(f"field {self.tests_field!r} holds a {type(raw_tests).__name__}: give "
                           "a list of test statements or one test script")
@@ -119,18 +119,18 @@ class CodeTask(DatasetTask):
       if not entry_point:
         raise InvalidRecord(f"the entry point field {self.entry_point_field!r} is empty or missing")
     if isinstance(raw_tests, str):
-      check = f"\ncheck({entry_point})" if entry_point else ""
-      helpers = ""
-      if entry_point:
-        helpers = _prompt_helpers(record_text(record, self.question_field), entry_point)
-      tests = [f"{helpers}\n{raw_tests}{check}"] if raw_tests.strip() else []
+      tests = [raw_tests] if raw_tests.strip() else []
     else:
       tests = [str(test) for test in raw_tests or [] if str(test).strip()]
     if not tests:
       return None  # nothing could grade a completion
-    setup = record[self.setup_field] if self.setup_field else ""
+    question, earlier_turns = record_question(record, self.question_field)
+    if isinstance(raw_tests, str):
+      check = f"\ncheck({entry_point})" if entry_point else ""
+      helpers = _prompt_helpers(question, entry_point) if entry_point else ""
+      tests = [f"{helpers}\n{raw_tests}{check}"]
+    setup = field_value(record, self.setup_field) if self.setup_field else ""
     setup = "\n".join(setup) if isinstance(setup, list) else str(setup or "")
-    question = record_question(record, self.question_field)
     prompt = question
     if self.show_tests_in_prompt and not isinstance(raw_tests, str):
       prompt += "\nYour code should pass these tests:\n" + "\n".join(tests)
@@ -141,7 +141,7 @@ class CodeTask(DatasetTask):
         "entry_point": entry_point,
         "prompt_code": question,
     }
-    return Problem(prompt=prompt, answer=answer, metadata=metadata)
+    return Problem(prompt=prompt, answer=answer, metadata=metadata, earlier_turns=earlier_turns)
 
   def program(self, problem: Problem, completion: str) -> str:
     """The program the tests run against: the completion's code (after the prompt's, for a

@@ -204,18 +204,57 @@ class InvalidRecord(ValueError):
   """A record that cannot be a problem; `DatasetTask` adds which file and record it is."""
 
 
+def field_value(record: Mapping[str, Any], field_name: str) -> Any:
+  """The value of a record's field: a top-level field, or a nested one named by its dotted path
+  ("reward_model.ground_truth": record["reward_model"]["ground_truth"], where veRL's data keeps
+  the answer); None where a field on the path holds no value. The task checks the path against
+  the data's fields first (`DatasetTask`)."""
+  if field_name in record:
+    return record[field_name]
+  value = record
+  for key in field_name.split("."):
+    if value is None:
+      return None
+    value = value[key]
+  return value
+
+
+def _field_feature(features: Mapping[str, Any], field_name: str) -> tuple[Any, str | None]:
+  """(the `datasets` feature of a record's field, None): a top-level field, or a nested one by
+  its dotted path (`field_value`); for a field the data lacks, (None, where the path leaves its
+  fields: "" at the top level, "'reward_model' has the fields ['style', 'ground_truth']"
+  below)."""
+  if field_name in features:
+    return features[field_name], None
+  feature, path = features, []
+  for key in field_name.split("."):
+    if not isinstance(feature, Mapping):
+      return None, f"{'.'.join(path)!r} holds no fields"
+    if key not in feature:
+      return None, f"{'.'.join(path)!r} has the fields {list(feature)}" if path else ""
+    feature, path = feature[key], [*path, key]
+  return feature, None
+
+
+def _nested_fields(features: Mapping[str, Any]) -> str:
+  """The nested fields of a data set's records by their dotted paths, one level down
+  ("reward_model.{style, ground_truth}, extra_info.{split, index}"); "" where it has none."""
+  return ", ".join(f"{name}.{{{', '.join(feature)}}}" for name, feature in features.items()
+                   if isinstance(feature, Mapping) and feature)
+
+
 def record_text(record: Mapping[str, Any], field_name: str) -> str:
-  """record[field_name] as text: a string as is, a number written out (a float in positional
-  notation: math-verify reads 1e-05 as Euler's number times -5), a missing (null) value as "".
-  InvalidRecord for a list or a mapping, which is no question or answer."""
-  return _value_text(record[field_name], field_name)
+  """A record's field (`field_value`) as text: a string as is, a number written out (a float in
+  positional notation: math-verify reads 1e-05 as Euler's number times -5), a missing (null)
+  value as "". InvalidRecord for a list or a mapping, which is no question or answer."""
+  return _value_text(field_value(record, field_name), field_name)
 
 
 def record_texts(record: Mapping[str, Any], field_name: str) -> list[str]:
-  """record[field_name] as a list of texts, for a field that may hold several values (such as
+  """A record's field as a list of texts, for a field that may hold several values (such as
   OlympiadBench's final_answer, a list of answers): each item of a list as `record_text` writes
   a value, a single value as a list of one. InvalidRecord for a list within the list."""
-  value = record[field_name]
+  value = field_value(record, field_name)
   items = value if isinstance(value, list) else [value]
   return [_value_text(item, field_name) for item in items]
 
@@ -246,12 +285,37 @@ def _value_text(value: Any, field_name: str) -> str:
   return str(value)
 
 
-def record_question(record: Mapping[str, Any], field_name: str) -> str:
-  """The question text of a record; InvalidRecord when it is missing or blank."""
-  question = record_text(record, field_name)
+def record_question(record: Mapping[str, Any],
+                    field_name: str) -> tuple[str, tuple[dict[str, str], ...]]:
+  """The question of a record and the chat turns before it (Problem.earlier_turns). A field of
+  text is the question alone; one of chat messages ([{"role": "user", "content": ...}], veRL's
+  `prompt`) is a conversation whose last message, a user turn, is the question. InvalidRecord
+  when the question is missing or blank, or a message is no role and content text."""
+  value = field_value(record, field_name)
+  earlier_turns = ()
+  if isinstance(value, list) and value and all(isinstance(item, Mapping) for item in value):
+    *earlier_turns, last = [_chat_message(item, number, field_name)
+                            for number, item in enumerate(value, start=1)]
+    if last["role"] != "user":
+      raise InvalidRecord(f"the question field {field_name!r} holds a conversation whose last "
+                          f"message has the role {last['role']!r}; it must end with the user's "
+                          "question")
+    question = last["content"]
+  else:
+    question = _value_text(value, field_name)
   if not question.strip():
     raise InvalidRecord(f"the question field {field_name!r} is empty or missing")
-  return question
+  return question, tuple(earlier_turns)
+
+
+def _chat_message(message: Mapping[str, Any], number: int, field_name: str) -> dict[str, str]:
+  """One message of a conversation as the chat template takes it: its role and content."""
+  missing = [key for key in ("role", "content") if not isinstance(message.get(key), str)]
+  if missing:
+    raise InvalidRecord(f"message {number} (counting from 1) of the question field "
+                        f"{field_name!r} has no {' or '.join(map(repr, missing))} text; a chat "
+                        f"message is {{'role': 'user', 'content': TEXT}}: {str(message)[:80]}")
+  return {"role": message["role"], "content": message["content"]}
 
 
 @dataclass(kw_only=True)
@@ -265,7 +329,9 @@ class DatasetTask(Task):
   train_split / test_split: split names (None: the task has no such split). A file in
     data_files under "train" / "test" is that split, whatever the data set calls it
     (OlympiadBench's test problems are its hub split "train").
-  question_field / answer_field: which record fields hold the question and answer.
+  question_field / answer_field: which record fields hold the question and answer; a nested
+    field by its dotted path ("reward_model.ground_truth"). A question field of chat messages
+    ([{"role": "user", "content": ...}], veRL's `prompt`) is a conversation (`record_question`).
   """
 
   dataset: str | None = None
@@ -331,8 +397,10 @@ class DatasetTask(Task):
         split=split,
     )
     source = self._source(split)
-    missing = {option: name for option, name in self.field_options().items()
-               if name not in records.column_names}
+    field_names = self.field_options()
+    found = {option: _field_feature(records.features, name) for option, name in field_names.items()}
+    missing = {option: field_names[option] for option, (_, lack) in found.items()
+               if lack is not None}
     from_file = self.data_files is not None  # (a data set's layout is its authors')
     layout = _layout_problem(records, source) if missing and from_file else None
     if layout:
@@ -343,11 +411,24 @@ class DatasetTask(Task):
           + ("; None if the data has no such field)" if option in self.optional_field_options
              else ")")
           for option, name in missing.items())
+      nested = _nested_fields(records.features)
+      where = [f"available fields: {records.column_names}"
+               + (f" (nested ones by their dotted paths: {nested})" if nested else ""),
+               *(found[option][1] for option in missing)]
       raise ValueError(
           f"task {self.name!r}: field(s) {list(missing.values())} not in {source} (split "
-          f"{split!r}); available fields: {records.column_names}; name the fields that hold "
-          f"them with the task options {options}"
+          f"{split!r}); {'; '.join(dict.fromkeys(text for text in where if text))}; name the "
+          f"fields that hold them with the task options {options}"
       )
+    holders = {option: list(feature) for option, (feature, _) in found.items()
+               if isinstance(feature, Mapping)}
+    if holders:
+      raise ValueError(
+          f"task {self.name!r}: field(s) {[field_names[option] for option in holders]} of "
+          f"{source} (split {split!r}) hold nested fields, not text; name the one meant by its "
+          "dotted path (FIELD.KEY) with the task options " + ", ".join(
+              f"{option} (now {field_names[option]!r}, whose fields are {keys})"
+              for option, keys in holders.items()))
     problems = []
     rows = iter(records)
     for number in itertools.count(1):

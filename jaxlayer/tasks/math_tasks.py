@@ -16,8 +16,8 @@ from typing import Any
 
 from jaxlayer.tasks import rewards
 from jaxlayer.tasks.base import Problem
-from jaxlayer.tasks.loading import (LISTS_IN_CSV, DatasetTask, InvalidRecord, record_question,
-                                    record_text, record_texts, written_list)
+from jaxlayer.tasks.loading import (LISTS_IN_CSV, DatasetTask, InvalidRecord, field_value,
+                                    record_question, record_text, record_texts, written_list)
 
 
 @dataclass(kw_only=True)
@@ -64,7 +64,7 @@ class MathTask(DatasetTask):
     return record_text(record, self.answer_field)
 
   def make_problem(self, record: Mapping[str, Any]) -> Problem | None:
-    question = record_question(record, self.question_field)
+    question, earlier_turns = record_question(record, self.question_field)
     answer = self.reference_answer(self.answer_text(record))
     if answer is None:
       return None
@@ -73,7 +73,7 @@ class MathTask(DatasetTask):
         for key, value in record.items()
         if key not in (self.question_field, self.answer_field)
     }
-    return Problem(prompt=question, answer=answer, metadata=metadata)
+    return Problem(prompt=question, answer=answer, metadata=metadata, earlier_turns=earlier_turns)
 
   def reward_components(
       self, problems: Sequence[Problem], completions: Sequence[str]
@@ -143,7 +143,7 @@ class OlympiadBenchTask(MathTask):
   name = "olympiadbench"
 
   def answer_text(self, record: Mapping[str, Any]) -> str:
-    value = record[self.answer_field]
+    value = field_value(record, self.answer_field)
     if isinstance(value, str) and written_list(value):
       raise InvalidRecord(f"field {self.answer_field!r} holds a list written as text, not "
                           f"answers: {value.strip()[:80]}; a problem's several answers would be "

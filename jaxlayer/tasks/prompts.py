@@ -53,9 +53,11 @@ def format_prompt(
   template: str.format template; fields {question} (the problem's prompt) and the
     problem's metadata keys. "{question}" (the default) keeps the prompt as is.
   use_chat_template: wrap the filled template as the user turn of the tokenizer's
-    chat template (with the generation prompt appended); the tokenizer must have one.
+    chat template (with the generation prompt appended); the tokenizer must have one. The
+    problem's earlier_turns (a conversation of the data's) go before that turn, and need it.
   system_prompt: the system turn with a chat template; in plain mode it is put
-    before the filled template, followed by a newline.
+    before the filled template, followed by a newline. A conversation with a system message of
+    its own takes none.
   chat_template_kwargs: variables the chat template reads, such as Qwen3's
     {"enable_thinking": False} (its generation prompt then closes an empty thinking block).
   """
@@ -64,6 +66,11 @@ def format_prompt(
     raise ValueError(f"task.chat_template_kwargs {dict(chat_template_kwargs)} are for a chat "
                      "template, but task.use_chat_template is False: set "
                      "task.use_chat_template=True, or leave chat_template_kwargs empty")
+  roles = [turn["role"] for turn in problem.earlier_turns]
+  if roles and not use_chat_template:
+    raise ValueError(f"the problem is a conversation ({', '.join(roles)} turns before the "
+                     "question) of the data's question field, which only a chat template writes: "
+                     "set task.use_chat_template=True")
   if not use_chat_template:
     return user_text if system_prompt is None else f"{system_prompt}\n{user_text}"
   if tokenizer is None or not getattr(tokenizer, "chat_template", None):
@@ -72,7 +79,11 @@ def format_prompt(
         + ("no tokenizer was given" if tokenizer is None else "this tokenizer has none")
         + "; set task.use_chat_template=False to use the plain template instead"
     )
-  messages = [{"role": "user", "content": user_text}]
+  if system_prompt is not None and "system" in roles:
+    raise ValueError(f"task.system_prompt={system_prompt!r} would be a second system message: the "
+                     "problem's conversation (the data's question field) has its own; leave "
+                     "task.system_prompt unset (None), or drop the system message from the data")
+  messages = [*problem.earlier_turns, {"role": "user", "content": user_text}]
   if system_prompt is not None:
     messages.insert(0, {"role": "system", "content": system_prompt})
   return chat_prompt(tokenizer, messages, chat_template_kwargs)
