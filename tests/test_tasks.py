@@ -599,6 +599,28 @@ def test_numeric_answers_are_graded_as_written(tmp_path):
   assert task.rewards(problems, completions).components["correct"] == [1.0, 1.0, 1.0]
 
 
+def test_an_integer_beyond_64_bits_is_named_not_read_as_a_float(tmp_path):
+  """The reader read an answer of more than 64 bits in JSON lines as a float of other digits
+  (...78901234567890: ...80000000000000), which every right completion missed, and its field's
+  other answers as floats too (5: "5.0"). A JSON file's reader refused it without the fix."""
+  big = 123456789012345678901234567890
+  records = [{"problem": "Five?", "answer": 5}, {"problem": "Big?", "answer": big}]
+  path = _write_jsonl(tmp_path / "test.jsonl", records)
+  with pytest.raises(ValueError, match=re.escape(
+      f"task 'math': record 2 (counting from 1) of {path} (split 'test') holds the integer {big} "
+      f"in its field 'answer', beyond the reader's 64 bits: it would read as the float "
+      f"{float(big):.17g}; write it as a string (\"{big}\")")):
+    get_task("math", data_files={"test": path}).test_problems()
+  array = tmp_path / "test.json"
+  array.write_text(json.dumps(records))
+  with pytest.raises(ValueError, match="it holds an integer beyond 64 bits: write it as a string"):
+    get_task("math", data_files={"test": str(array)}).test_problems()
+  records[1]["answer"] = str(big)
+  _write_jsonl(tmp_path / "test.jsonl", records)
+  assert [p.answer for p in get_task("math", data_files={"test": path}).test_problems()] == [
+      "5", str(big)]
+
+
 @pytest.mark.parametrize("records, complaint", [
     ([{"problem": "1+1?", "answer": "2"}, {"problem": None, "answer": "4"}],
      "record 2 .* the question field 'problem' is empty or missing"),

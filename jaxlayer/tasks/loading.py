@@ -37,6 +37,8 @@ def _looks_like_path(name: str) -> bool:
 # How `datasets` says a file held no records.
 _NO_RECORDS = "corresponds to no data"
 _SAVE_AS_UTF8 = "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+# How the reader of a JSON file (not JSON lines) says it holds an integer beyond 64 bits.
+_TOO_BIG = "Value is too big"
 
 
 def _holds_no_records(path: Path, builder: str, error: BaseException) -> bool:
@@ -118,7 +120,9 @@ def load_split(
       if _holds_no_records(path, builder, cause):
         raise ValueError(empty) from error
       found = _first_bad_json_line(path) if path.suffix.lower() == ".jsonl" else None
-      fix = f"; {_SAVE_AS_UTF8}" if isinstance(cause, UnicodeDecodeError) else ""
+      fix = (f"; {_SAVE_AS_UTF8}" if isinstance(cause, UnicodeDecodeError) else
+             "; it holds an integer beyond 64 bits: write it as a string" if _TOO_BIG in str(cause)
+             else "")
       raise ValueError(f"could not read data file {path} (split {split!r}) as {builder}: "
                        f"{found or f'{type(cause).__name__}: {cause}'}{fix}") from error
   if dataset is None:
@@ -197,6 +201,26 @@ def _layout_problem(records: Any, source: str) -> str | None:
     return (f"holds its records in a list under its field {field_name!r}; convert it to JSON "
             f"lines, one record per line: jq -c '.{field_name}[]' {source} > "
             f"{Path(source).with_suffix('.jsonl')}")
+  return None
+
+
+def _inexact_integer(path: Path, field_names: list[str]) -> tuple[int, str, int] | None:
+  """(record number counting from 1, field name, value) of the first integer beyond 64 bits in
+  one of the fields `field_names` of a JSON data file, which the reader reads, with every value of
+  its field, as a float of other digits; None where it holds none."""
+  text = path.read_text(encoding="utf-8-sig")
+  try:
+    records = json.loads(text)
+  except json.JSONDecodeError:  # JSON lines
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+  for number, record in enumerate(records if isinstance(records, list) else [records], start=1):
+    for field_name in field_names:
+      try:
+        value = field_value(record, field_name)
+      except (KeyError, TypeError):  # (a record without the field: the reader's null)
+        continue
+      if isinstance(value, int) and not -2**63 <= value < 2**63:
+        return number, field_name, value
   return None
 
 
@@ -429,6 +453,16 @@ class DatasetTask(Task):
           "dotted path (FIELD.KEY) with the task options " + ", ".join(
               f"{option} (now {field_names[option]!r}, whose fields are {keys})"
               for option, keys in holders.items()))
+    floats = [field_names[option] for option, (feature, _) in found.items()
+              if getattr(feature, "dtype", None) == "float64"]
+    inexact = (_inexact_integer(Path(source).expanduser(), floats)
+               if floats and from_file and _builder(source) == "json" else None)
+    if inexact:
+      number, field_name, value = inexact
+      raise ValueError(f"task {self.name!r}: record {number} (counting from 1) of {source} (split "
+                       f"{split!r}) holds the integer {value} in its field {field_name!r}, beyond "
+                       f"the reader's 64 bits: it would read as the float {float(value):.17g}; "
+                       f"write it as a string (\"{value}\")")
     problems = []
     rows = iter(records)
     for number in itertools.count(1):
