@@ -421,11 +421,50 @@ class DatasetTask(Task):
         split=split,
     )
     source = self._source(split)
+    from_file = self.data_files is not None  # (a data set's layout is its authors')
+    self._check_fields(records, split, source, from_file)
+    problems = []
+    rows = iter(records)
+    for number in itertools.count(1):
+      try:
+        record = next(rows)
+      except StopIteration:
+        break
+      except UnicodeDecodeError as error:  # (the reader decodes a record's text when it is read)
+        raise ValueError(f"task {self.name!r}: record {number} (counting from 1) of {source} "
+                         f"(split {split!r}) is not UTF-8 text ({error}); {_SAVE_AS_UTF8}"
+                         ) from None
+      try:
+        problems.append(self.make_problem(record))
+      except InvalidRecord as error:
+        if from_file and _holds_columns(records):
+          raise ValueError(
+              f"task {self.name!r}: {source} (split {split!r}) holds one JSON object whose "
+              "fields are lists (the problems by column), not an object per problem; convert it "
+              f"to JSON lines: pandas.read_json({str(source)!r}, dtype=False).to_json("
+              f"{str(Path(source).with_suffix('.jsonl'))!r}, orient='records', lines=True)"
+              ) from None
+        raise ValueError(f"task {self.name!r}: record {number} (counting from 1) of {source} "
+                         f"(split {split!r}): {error}; fix or remove that record") from None
+    skipped = [number for number, problem in enumerate(problems, start=1) if problem is None]
+    if skipped:
+      logger.warning(
+          "task %r: skipped %d of %s of %s (split %r) with no usable answer (%s, counting from "
+          "1): a problem needs %s", self.name, len(skipped), counted(len(problems), "record"),
+          source, split, ("record " if len(skipped) == 1 else "records ")
+          + ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else ""),
+          self.usable_answer(),
+      )
+    return [problem for problem in problems if problem is not None]
+
+  def _check_fields(self, records: Any, split: str, source: str, from_file: bool) -> None:
+    """Raises ValueError, naming the fix, where the records of `split` (read from `source`; a
+    data file where from_file) lack a field the task reads, hold nested fields in one, or hold an
+    integer in one that the reader read as a float of other digits."""
     field_names = self.field_options()
     found = {option: _field_feature(records.features, name) for option, name in field_names.items()}
     missing = {option: field_names[option] for option, (_, lack) in found.items()
                if lack is not None}
-    from_file = self.data_files is not None  # (a data set's layout is its authors')
     layout = _layout_problem(records, source) if missing and from_file else None
     if layout:
       raise ValueError(f"task {self.name!r}: {source} (split {split!r}) {layout}")
@@ -463,39 +502,6 @@ class DatasetTask(Task):
                        f"{split!r}) holds the integer {value} in its field {field_name!r}, beyond "
                        f"the reader's 64 bits: it would read as the float {float(value):.17g}; "
                        f"write it as a string (\"{value}\")")
-    problems = []
-    rows = iter(records)
-    for number in itertools.count(1):
-      try:
-        record = next(rows)
-      except StopIteration:
-        break
-      except UnicodeDecodeError as error:  # (the reader decodes a record's text when it is read)
-        raise ValueError(f"task {self.name!r}: record {number} (counting from 1) of {source} "
-                         f"(split {split!r}) is not UTF-8 text ({error}); {_SAVE_AS_UTF8}"
-                         ) from None
-      try:
-        problems.append(self.make_problem(record))
-      except InvalidRecord as error:
-        if from_file and _holds_columns(records):
-          raise ValueError(
-              f"task {self.name!r}: {source} (split {split!r}) holds one JSON object whose "
-              "fields are lists (the problems by column), not an object per problem; convert it "
-              f"to JSON lines: pandas.read_json({str(source)!r}, dtype=False).to_json("
-              f"{str(Path(source).with_suffix('.jsonl'))!r}, orient='records', lines=True)"
-              ) from None
-        raise ValueError(f"task {self.name!r}: record {number} (counting from 1) of {source} "
-                         f"(split {split!r}): {error}; fix or remove that record") from None
-    skipped = [number for number, problem in enumerate(problems, start=1) if problem is None]
-    if skipped:
-      logger.warning(
-          "task %r: skipped %d of %s of %s (split %r) with no usable answer (%s, counting from "
-          "1): a problem needs %s", self.name, len(skipped), counted(len(problems), "record"),
-          source, split, ("record " if len(skipped) == 1 else "records ")
-          + ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else ""),
-          self.usable_answer(),
-      )
-    return [problem for problem in problems if problem is not None]
 
   @functools.cached_property
   def _train(self) -> list[Problem]:
