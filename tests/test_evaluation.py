@@ -287,7 +287,7 @@ def test_eval_json_records_eval_task_options_data_files_absolute(tiny_qwen2_dir,
   """eval.json recorded eval.task_options' data files as given: a relative path did not say
   which file was read. Now as train.plan records them (resolve_data_paths)."""
   (tmp_path / "test.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
-  config = cli.load_config(["--config", str(config_file), "--config.eval.tasks=parity,gsm8k",
+  config = cli.load_config(["--config", str(config_file), "--config.eval.tasks=gsm8k",
                             "--config.eval.num_problems=1", "--config.eval.num_samples=0"],
                            "jaxlayer eval")
   config.eval.task_options = {"gsm8k": {"data_files": {"test": "test.jsonl"}}}
