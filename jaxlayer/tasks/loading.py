@@ -204,26 +204,6 @@ def _layout_problem(records: Any, source: str) -> str | None:
   return None
 
 
-def _inexact_integer(path: Path, field_names: list[str]) -> tuple[int, str, int] | None:
-  """(record number counting from 1, field name, value) of the first integer beyond 64 bits in
-  one of the fields `field_names` of a JSON data file, which the reader reads, with every value of
-  its field, as a float of other digits; None where it holds none."""
-  text = path.read_text(encoding="utf-8-sig")
-  try:
-    records = json.loads(text)
-  except json.JSONDecodeError:  # JSON lines
-    records = [json.loads(line) for line in text.splitlines() if line.strip()]
-  for number, record in enumerate(records if isinstance(records, list) else [records], start=1):
-    for field_name in field_names:
-      try:
-        value = field_value(record, field_name)
-      except (KeyError, TypeError):  # (a record without the field: the reader's null)
-        continue
-      if isinstance(value, int) and not -2**63 <= value < 2**63:
-        return number, field_name, value
-  return None
-
-
 class InvalidRecord(ValueError):
   """A record that cannot be a problem; `DatasetTask` adds which file and record it is."""
 
@@ -265,6 +245,26 @@ def _nested_fields(features: Mapping[str, Any]) -> str:
   ("reward_model.{style, ground_truth}, extra_info.{split, index}"); "" where it has none."""
   return ", ".join(f"{name}.{{{', '.join(feature)}}}" for name, feature in features.items()
                    if isinstance(feature, Mapping) and feature)
+
+
+def _inexact_integer(path: Path, field_names: list[str]) -> tuple[int, str, int] | None:
+  """(record number counting from 1, field name, value) of the first integer beyond 64 bits in
+  one of the fields `field_names` of a JSON data file, which the reader reads, with every value of
+  its field, as a float of other digits; None where it holds none."""
+  text = path.read_text(encoding="utf-8-sig")
+  try:
+    records = json.loads(text)
+  except json.JSONDecodeError:  # JSON lines
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+  for number, record in enumerate(records if isinstance(records, list) else [records], start=1):
+    for field_name in field_names:
+      try:
+        value = field_value(record, field_name)
+      except (KeyError, TypeError):  # (a record without the field: the reader's null)
+        continue
+      if isinstance(value, int) and not -2**63 <= value < 2**63:
+        return number, field_name, value
+  return None
 
 
 def record_text(record: Mapping[str, Any], field_name: str) -> str:
