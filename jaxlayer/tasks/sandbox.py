@@ -18,9 +18,9 @@ machine allows it; `isolation()` says which are active):
   no signals or abstract unix sockets out of the sandbox (ABI 6+);
 - seccomp (x86_64, arm64): no signal handlers (see _sandbox_child.py).
 
-Result lines carry a random token per run that the candidate is not handed, so
-exiting early or printing fake results passes nothing (see _sandbox_child.py for
-the limits of that).
+Result lines carry a random token per run that the candidate is not handed, on a
+stdout it cannot read back, so exiting early, printing fake results or erasing them
+passes nothing (see _sandbox_child.py for the limits of that).
 """
 
 from __future__ import annotations
@@ -209,6 +209,20 @@ def run_tests(
   A test passes when it runs without raising. The candidate's failures never raise
   here; SandboxError means the sandbox itself cannot run on this machine.
   """
+  token, lines, timed_out, log_tail = _run_child(program, tests, limits, setup)
+  records = _records(lines, token)
+  if not records and not timed_out:
+    # The child writes its first record once locked down, before any candidate code runs; a
+    # program can erase its results (truncate its stdout), a sandbox that cannot start has none.
+    _check_sandbox_starts()
+  return _result(records, len(tests), timed_out, log_tail)
+
+
+def _run_child(
+    program: str, tests: Sequence[str], limits: SandboxLimits, setup: str
+) -> tuple[str, list[str], bool, str]:
+  """Runs the child: its token, the lines it wrote to its stdout, whether it timed out and the
+  tail of its stderr."""
   token = secrets.token_hex(16)
   uid = secrets.SystemRandom().randrange(*_SANDBOX_UID_RANGE) if os.geteuid() == 0 else None
   workdir = tempfile.mkdtemp(prefix="jaxlayer-sandbox-")
@@ -240,15 +254,20 @@ def run_tests(
           tempfile.TemporaryFile() as log_file):
       request_file.write(json.dumps(request).encode())
       request_file.seek(0)
-      process = subprocess.Popen(
-          command,
-          stdin=request_file,
-          stdout=results_file,
-          stderr=log_file,
-          cwd=workdir,
-          env=environment,
-          start_new_session=True,
-      )
+      # Write-only for the child: its program cannot read back the token its first line carries.
+      results_writer = os.open(f"/proc/self/fd/{results_file.fileno()}", os.O_WRONLY)
+      try:
+        process = subprocess.Popen(
+            command,
+            stdin=request_file,
+            stdout=results_writer,
+            stderr=log_file,
+            cwd=workdir,
+            env=environment,
+            start_new_session=True,
+        )
+      finally:
+        os.close(results_writer)
       try:
         process.wait(timeout=limits.wall_seconds)
         timed_out = False
@@ -262,12 +281,20 @@ def run_tests(
       log_tail = log_file.read().decode(errors="replace")
   finally:
     _remove_tree(workdir)
-  return _parse_results(lines, token, len(tests), timed_out, log_tail)
+  return token, lines, timed_out, log_tail
 
 
-def _parse_results(
-    lines: list[str], token: str, n_tests: int, timed_out: bool, log_tail: str
-) -> SandboxResult:
+def _check_sandbox_starts() -> None:
+  """Raises SandboxError if a sandbox that runs no code reports nothing either."""
+  token, lines, _, log_tail = _run_child("", [], SandboxLimits(), "")
+  if not _records(lines, token):
+    raise SandboxError(
+        f"the sandboxed process failed before running any code: {log_tail.strip()!r}"
+    )
+
+
+def _records(lines: list[str], token: str) -> list[dict]:
+  """The records of the lines that carry the run's token."""
   records = []
   for line in lines:
     if line.startswith(token + " "):
@@ -275,11 +302,10 @@ def _parse_results(
         records.append(json.loads(line[len(token) + 1:]))
       except ValueError:
         pass  # a line cut short by the file size limit
-  if not records and not timed_out:
-    # The child writes its first record once locked down, before any candidate code runs.
-    raise SandboxError(
-        f"the sandboxed process failed before running any code: {log_tail.strip()!r}"
-    )
+  return records
+
+
+def _result(records: list[dict], n_tests: int, timed_out: bool, log_tail: str) -> SandboxResult:
   passed = [False] * n_tests
   errors = []
   landlock_abi = 0
