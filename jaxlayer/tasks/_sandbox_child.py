@@ -1,10 +1,12 @@
 """The program the sandbox runs in its child process (`python -I -c <this file's text>`).
 
 Standard library only: it is not imported as part of jaxlayer. It reads one JSON
-request from stdin, locks itself down (resource limits, Landlock, seccomp), then runs the
-benchmark's setup code, the candidate program and each test in turn, and writes one result
-line per test to the stdout it was started with. Everything the candidate prints goes to
-stderr.
+request from stdin, locks itself down (resource limits, Landlock, seccomp), compiles the
+tests, then runs the benchmark's setup code, the candidate program and each test in turn, and
+writes one result line per test to the stdout it was started with. Everything the candidate
+prints goes to stderr. Once the program runs, the runner uses no Python code of the standard
+library the program could patch: the tests were compiled before (ast), and result lines are
+written by built-in code (not json.dumps).
 
 Result lines carry a random token sent by the parent, so a candidate that exits
 early or prints fake results cannot pass a test it did not run.
@@ -33,9 +35,12 @@ A test passes only on values, not on objects that answer comparisons themselves:
 - a test sees the builtins and the modules loaded before the program ran as they were
   then (math is preloaded): a program's own `abs` or `sorted`, or its patches to the
   builtins module, to math.isclose or (by sys.modules) to this runner, reach no test,
-  even when made while the test runs; patches to modules loaded later (by the program)
-  do. (So a task whose function is named like a builtin, `sum`, cannot be graded: a test
-  that uses a builtin's name the program defined fails, saying so);
+  even when made while the test runs, and changing the code or defaults of those modules'
+  functions (json.dumps.__code__) raises PermissionError; patches to modules loaded later (by
+  the program) do reach tests, and so do changes to the classes and objects the preloaded
+  modules hold (collections.Counter.update = ...). (So a task whose function is named like a
+  builtin, `sum`, cannot be graded: a test that uses a builtin's name the program defined
+  fails, saying so);
 - a program that leaves threads running fails every test;
 - the benchmark's setup code (MBPP's test_setup_code) runs before the program, in a namespace
   of its own, so the program can neither alter nor see what it builds; its names then replace
@@ -62,6 +67,8 @@ import os
 import platform
 import resource
 import sys
+from _json import encode_basestring_ascii as _json_string  # C: no program changes it
+from types import FunctionType
 
 # The runner's functions, all defined below, look builtins up in this copy, taken before
 # the program runs: a program that patches the builtins module leaves them as they are.
@@ -414,30 +421,40 @@ class _CheckOperations(ast.NodeTransformer):
     return ast.copy_location(call, node)
 
 
-def _compile_test(test, index, namespace):
-  """The test's code, its operations routed through _check. Raises NameError where the test
-  calls a builtin that the program defined anew (def sum): the test would call the builtin,
-  which any program passes, so it cannot grade this one."""
+def _compile_test(test, index):
+  """The test's code, its operations routed through _check, and the names of builtins it uses.
+  Compiled before the program runs, which could otherwise change how (patching ast)."""
   tree = ast.parse(test, f"<test {index}>")
-  shadowed = sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)
-                     and node.id in __builtins__ and node.id in namespace
-                     and not node.id.startswith("__")})
+  used_builtins = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)
+                   and node.id in __builtins__ and not node.id.startswith("__")}
+  tree = _CheckOperations().visit(tree)
+  return compile(ast.fix_missing_locations(tree), f"<test {index}>", "exec"), used_builtins
+
+
+def _refuse_shadowed_builtins(used_builtins, namespace):
+  """Raises NameError where the test calls a builtin that the program defined anew (def sum):
+  the test would call the builtin, which any program passes, so it cannot grade this one."""
+  shadowed = sorted(name for name in used_builtins if name in namespace)
   if shadowed:
     raise NameError(
         f"the program defines {', '.join(shadowed)}, the name of a Python builtin that this test "
         "uses: the test sees the builtin, so it cannot grade the program's (a task's function "
         "needs a name of its own)")
-  tree = _CheckOperations().visit(tree)
-  return compile(ast.fix_missing_locations(tree), f"<test {index}>", "exec")
 
 
-def _refuse_introspection(event, arguments):
+def _refuse_introspection(event, arguments, preloaded_globals):
   """Audit hook, for good once the program starts. ValueError, as where frames are not
-  available: namedtuple, enum, typing and logging carry on without them."""
+  available: namedtuple, enum, typing and logging carry on without them. PermissionError for
+  changing the code or defaults of a function of a module loaded before the program ran (ids
+  of their globals in preloaded_globals): tests call those modules as they were."""
   if (event in _REFUSED_EVENTS or event.startswith("ctypes.")
       or (event == "object.__getattr__" and arguments[1] in _FRAME_ATTRIBUTES)):
     raise ValueError(f"the code sandbox refuses {event}: programs may not inspect frames, "
                      "other objects, tracers or memory")
+  if (event in ("object.__setattr__", "object.__delattr__") and type(arguments[0]) is FunctionType
+      and id(arguments[0].__globals__) in preloaded_globals):
+    raise PermissionError(f"the code sandbox refuses changing {arguments[1]} of a function of a "
+                          "module loaded before the program: tests call those as they were")
 
 
 def _module_attributes():
@@ -493,6 +510,20 @@ def _run_setup(setup):
           if name not in ("__name__", "__builtins__")}
 
 
+def _error_text(error):
+  return f"{type(error).__name__}: {error}"[:1000]
+
+
+def _json(value):
+  """value (a dict of str keys and int, bool, None or str values) as JSON, by built-in code
+  alone: json.dumps runs Python code the program can change (json._default_encoder.encode)."""
+  if type(value) is dict:
+    return "{" + ", ".join(f"{_json(key)}: {_json(item)}" for key, item in value.items()) + "}"
+  if type(value) is str:
+    return _json_string(value)
+  return "null" if value is None else str(value).lower()  # true, false, 3
+
+
 def main():
   request = json.loads(sys.stdin.read())
   token = request["token"]
@@ -503,37 +534,44 @@ def main():
   _set_limits(request["limits"])
   landlock_abi = _landlock(request["workdir"], request["read_paths"])
   _refuse_signal_handlers()
-  results.write(f"{token} {json.dumps({'landlock_abi': landlock_abi})}\n")
+  results.write(f"{token} {_json({'landlock_abi': landlock_abi})}\n")
   del sys.modules["__main__"]  # this runner: no `import __main__` reaches its functions
+  compiled_tests = []  # (code, names of builtins it uses, error compiling it)
+  for index, test in enumerate(request["tests"]):
+    try:
+      compiled_tests.append((*_compile_test(test, index), None))
+    except Exception as error:
+      compiled_tests.append((None, set(), _error_text(error)))
   try:
     setup_names = _run_setup(request["setup"])
     error_before_tests = None
   except BaseException as error:
     setup_names = {}
-    error_before_tests = f"the task's setup code failed: {type(error).__name__}: {error}"[:1000]
+    error_before_tests = f"the task's setup code failed: {_error_text(error)}"[:1000]
   modules = _module_attributes()  # the setup's imports included
-  sys.addaudithook(_refuse_introspection)
+  preloaded_globals = frozenset(id(vars(module)) for module, _ in modules.values())
+  sys.addaudithook(lambda event, arguments: _refuse_introspection(event, arguments,
+                                                                  preloaded_globals))
   namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
   try:
     if error_before_tests is None:
       exec(compile(request["program"], "<candidate>", "exec"), namespace)
   except BaseException as error:  # SystemExit included: exiting early passes nothing
-    error_before_tests = f"{type(error).__name__}: {error}"[:1000]
-  for index, test in enumerate(request["tests"]):
+    error_before_tests = _error_text(error)
+  for index, (code, used_builtins, error_compiling) in enumerate(compiled_tests):
     _restore_modules(modules)
-    error = error_before_tests
+    error = error_before_tests or error_compiling
     if error is None and _thread._count() > 0:
       error = "the program left threads running, which could change the tests as they run"
     if error is None:
       namespace.update(setup_names)  # again: a function of the program may have rebound them
-      test_namespace = _test_namespace(namespace, modules)
       try:
-        exec(_compile_test(test, index, namespace), test_namespace)
+        _refuse_shadowed_builtins(used_builtins, namespace)
+        exec(code, _test_namespace(namespace, modules))
       except BaseException as test_error:
-        error = f"{type(test_error).__name__}: {test_error}"[:1000]
+        error = _error_text(test_error)
     _restore_modules(modules)
-    results.write(f"{token} "
-                  f"{json.dumps({'test': index, 'passed': error is None, 'error': error})}\n")
+    results.write(f"{token} {_json({'test': index, 'passed': error is None, 'error': error})}\n")
   results.flush()
   os._exit(0)  # skip atexit handlers the candidate may have registered
 
