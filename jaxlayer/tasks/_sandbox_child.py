@@ -46,8 +46,9 @@ A test passes only on values, not on objects that answer comparisons themselves:
   of its own, so the program can neither alter nor see what it builds; its names then replace
   the program's (as when it runs between the program and the tests), before every test;
 - the program cannot reach frames (sys._getframe, inspect, a traceback's or generator's
-  frame: a test's expected values are its frames' constants), objects by gc, tracers or
-  ctypes: each raises ValueError (an audit hook, which cannot be removed);
+  frame: a test's expected values are its frames' constants), objects by gc, tracers
+  (sys.monitoring's too: its callbacks get a test's code) or ctypes: each raises ValueError
+  (an audit hook, which cannot be removed);
 - the program cannot install signal handlers, which are called with the running frame:
   `signal.signal` raises PermissionError (a seccomp filter, on x86_64 and arm64, refuses
   any other way of setting one).
@@ -236,8 +237,8 @@ _index = operator.index
 # What the program may not do (audit events): reach frames (the runner's, a test's constants),
 # objects it was not handed (gc), tracers, raw memory (ctypes).
 _REFUSED_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settrace",
-                             "sys.setprofile", "gc.get_objects", "gc.get_referrers",
-                             "gc.get_referents"})
+                             "sys.setprofile", "sys.monitoring.register_callback",
+                             "gc.get_objects", "gc.get_referrers", "gc.get_referents"})
 _FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 # Read through `type` itself, so that a class cannot answer with a fake MRO.
 _mro_of = type.__dict__["__mro__"].__get__
