@@ -47,8 +47,8 @@ A test passes only on values, not on objects that answer comparisons themselves:
   the program's (as when it runs between the program and the tests), before every test;
 - the program cannot reach frames (sys._getframe, inspect, a traceback's or generator's
   frame: a test's expected values are its frames' constants), objects by gc, tracers
-  (sys.monitoring's too: its callbacks get a test's code) or ctypes: each raises ValueError
-  (an audit hook, which cannot be removed);
+  (sys.monitoring's too: its callbacks get a test's code), ctypes or subinterpreters (which
+  run without the hook): each raises ValueError (an audit hook, which cannot be removed);
 - the program cannot install signal handlers, which are called with the running frame:
   `signal.signal` raises PermissionError (a seccomp filter, on x86_64 and arm64, refuses
   any other way of setting one).
@@ -235,10 +235,12 @@ _ATTRIBUTE = "__jaxlayer_attribute__"
 _NO_HINT = object()
 _index = operator.index
 # What the program may not do (audit events): reach frames (the runner's, a test's constants),
-# objects it was not handed (gc), tracers, raw memory (ctypes).
+# objects it was not handed (gc), tracers, raw memory (ctypes), or start a subinterpreter (which
+# runs without this hook: ctypes there reads the test's frame).
 _REFUSED_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settrace",
                              "sys.setprofile", "sys.monitoring.register_callback",
-                             "gc.get_objects", "gc.get_referrers", "gc.get_referents"})
+                             "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+                             "cpython.PyInterpreterState_New"})
 _FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 # Read through `type` itself, so that a class cannot answer with a fake MRO.
 _mro_of = type.__dict__["__mro__"].__get__
