@@ -1,6 +1,7 @@
 """The code sandbox: correct code passes, wrong code fails, and hostile code is contained."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -207,6 +208,26 @@ def test_environment_is_scrubbed(monkeypatch):
 def test_exiting_early_or_faking_results_passes_nothing(program):
   result = sandbox.run_tests(program, ["assert False"], LIMITS)
   assert result.passed == [False]
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_a_debugger_cannot_attach_to_the_runner():
+  # strace on the runner reads the token off test 0's result line, then test 1 writes passes.
+  program = (
+      "import os, re, subprocess\n"
+      "tracer = subprocess.Popen(['strace', '-p', str(os.getpid()), '-e', 'trace=write', '-s',\n"
+      "                           '300', '-o', 'trace.txt'], stderr=subprocess.PIPE)\n"
+      "tracer.stderr.readline()  # attached, or refused\n"
+      "def add(a, b):\n"
+      "  found = re.search(r'write\\((\\d+), \"([0-9a-f]{32}) ', open('trace.txt').read())\n"
+      "  if found:\n"
+      "    for index in range(2):\n"
+      "      record = ' {\"test\": %d, \"passed\": true, \"error\": null}\\n' % index\n"
+      "      os.write(int(found.group(1)), (found.group(2) + record).encode())\n"
+      "    os._exit(0)\n"
+      "  return 0")
+  result = sandbox.run_tests(program, _ADD_TESTS, LIMITS)
+  assert result.passed == [False, False], result.error
 
 
 def test_batch_runs_each_pair():

@@ -1,7 +1,7 @@
 """The program the sandbox runs in its child process (`python -I -c <this file's text>`).
 
-Standard library only: it is not imported as part of jaxlayer. It reads one JSON
-request from stdin, locks itself down (resource limits, Landlock, seccomp), compiles the
+Standard library only: it is not imported as part of jaxlayer. It reads one JSON request from
+stdin, locks itself down (resource limits, not dumpable, Landlock, seccomp), compiles the
 tests, then runs the benchmark's setup code, the candidate program and each test in turn, and
 writes one result line per test to the stdout it was started with. Everything the candidate
 prints goes to stderr. Once the program runs, the runner uses no Python code of the standard
@@ -79,7 +79,7 @@ __builtins__ = dict(vars(builtins))
 _LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 _LANDLOCK_RULE_PATH_BENEATH = 1
-_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 4, 38
 # Filesystem rights, one bit each, by the Landlock ABI version that introduced them.
 _FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1}  # ABI 1: bits 0-12, 2: + refer
@@ -201,6 +201,14 @@ def _refuse_signal_handlers():
   libc = ctypes.CDLL(None, use_errno=True)
   if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
     libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0)
+
+
+def _refuse_debuggers():
+  """Makes this process not dumpable: a debugger the program starts (strace, gdb) cannot attach
+  to it and read the token off a result line it writes, nor can a fork read its memory."""
+  libc = ctypes.CDLL(None, use_errno=True)
+  if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
 
 
 def _set_limits(limits):
@@ -535,6 +543,7 @@ def main():
   os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the request (and its token) cannot be re-read
   os.chdir(request["workdir"])
   _set_limits(request["limits"])
+  _refuse_debuggers()
   landlock_abi = _landlock(request["workdir"], request["read_paths"])
   _refuse_signal_handlers()
   results.write(f"{token} {_json({'landlock_abi': landlock_abi})}\n")
