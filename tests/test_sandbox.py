@@ -1,5 +1,6 @@
 """The code sandbox: correct code passes, wrong code fails, and hostile code is contained."""
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -175,6 +176,18 @@ def test_writes_outside_its_directory_are_refused(tmp_path):
     assert result.passed == [False] and "PermissionError" in result.error, target
     assert not target.exists()
   assert list(outside.iterdir()) == []
+
+
+@pytest.mark.skipif(not sandbox.isolation()["working_directory_of_disk_bytes"],
+                    reason="the working directory is a tmpfs only as root, with namespaces")
+def test_files_together_stop_at_disk_bytes():
+  # Each file is under the file size limit; without a tmpfs they filled the disk (1 GB a second).
+  program = ("written = 0\ntry:\n  for index in range(16):\n"
+             "    with open(str(index), 'wb') as file:\n      file.write(bytes(1 << 20))\n"
+             "    written += 1\nexcept OSError as error:\n  full = str(error)\n")
+  result = sandbox.run_tests(program, ["assert written <= 4 and 'No space' in full, written"],
+                             dataclasses.replace(LIMITS, disk_bytes=4 << 20))
+  assert result.passed == [True], result.error
 
 
 def test_working_directory_is_writable_and_thrown_away():

@@ -12,7 +12,9 @@ machine allows it; `isolation()` says which are active):
   run by root directly, by other users inside a new user namespace;
 - as root: the child runs as a fresh unprivileged uid (so the process limit applies,
   root's files are not writable), keeping only CAP_DAC_READ_SEARCH so it can read
-  the Python installation wherever it lives;
+  the Python installation wherever it lives; with namespaces, its working directory is a
+  tmpfs of `disk_bytes` in a mount namespace of its own (the file size limit caps each
+  file, not how many: elsewhere a run can write as much as its time allows);
 - Landlock (Linux >= 5.13): reads only from the Python installation and system
   libraries, writes only inside the working directory, no TCP connect/bind (ABI 4+),
   no signals or abstract unix sockets out of the sandbox (ABI 6+);
@@ -65,6 +67,7 @@ class SandboxLimits:
   max_processes: int = 16
   file_size_bytes: int = 16 << 20
   open_files: int = 64
+  disk_bytes: int = 64 << 20  # all files in the working directory (as root, with namespaces)
 
 
 @dataclass(frozen=True)
@@ -90,21 +93,34 @@ def _namespace_prefix() -> list[str]:
   if unshare is None:
     return []
   if os.geteuid() == 0:
-    return [unshare, "--net", "--pid", "--fork", "--kill-child"]
+    return [unshare, "--mount", "--net", "--pid", "--fork", "--kill-child"]
   return [unshare, "--user", "--map-current-user", "--net", "--pid", "--fork", "--kill-child"]
+
+
+def _on_tmpfs(workdir: str, size_bytes: int, uid: int | None) -> list[str]:
+  """The command prefix, run as root in the namespaces, that mounts a tmpfs of size_bytes (owned
+  by uid) on workdir and runs the rest of the command in it."""
+  owner = "" if uid is None else f",uid={uid},gid={uid}"
+  script = ('mount -t tmpfs -o "size=$2,mode=700$3" jaxlayer-sandbox "$1" && cd "$1" '
+            '&& shift 3 && exec "$@"')
+  return ["sh", "-c", script, "sh", workdir, str(size_bytes), owner]
 
 
 @functools.cache
 def _working_namespace_prefix() -> tuple[str, ...]:
-  """The unshare command prefix if namespaces can be created here, else ()."""
+  """The unshare command prefix if namespaces (as root, and a tmpfs in them) can be created
+  here, else ()."""
   prefix = _namespace_prefix()
   if prefix:
-    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30)
+    with tempfile.TemporaryDirectory() as probe_directory:
+      tmpfs = _on_tmpfs(probe_directory, 1 << 20, None) if os.geteuid() == 0 else []
+      probe = subprocess.run([*prefix, *tmpfs, "true"], capture_output=True, timeout=30)
     if probe.returncode == 0:
       return tuple(prefix)
     logger.warning(
-        "sandbox: cannot create network/PID namespaces here (%s); code runs without "
-        "them: network is blocked only by Landlock (TCP) where the kernel has it",
+        "sandbox: cannot create namespaces here (%s); code runs without them: network is "
+        "blocked only by Landlock (TCP) where the kernel has it, and the working directory "
+        "is not limited to disk_bytes",
         probe.stderr.decode(errors="replace").strip(),
     )
   else:
@@ -150,6 +166,7 @@ def isolation() -> dict[str, bool]:
   return {
       "network_and_pid_namespaces": bool(_working_namespace_prefix()),
       "fresh_uid_per_run": os.geteuid() == 0,
+      "working_directory_of_disk_bytes": os.geteuid() == 0 and bool(_working_namespace_prefix()),
   }
 
 
@@ -229,6 +246,8 @@ def _run_child(
   command = list(_working_namespace_prefix())
   if uid is not None:
     os.chown(workdir, uid, uid)
+    if command:
+      command += _on_tmpfs(workdir, limits.disk_bytes, uid)
     command += _privilege_drop(uid)
   command += [sys.executable, "-I", "-c", _CHILD_SOURCE]
   request = {
@@ -238,7 +257,8 @@ def _run_child(
       "tests": list(tests),
       "workdir": workdir,
       "read_paths": list(_read_paths()),
-      "limits": {key: value for key, value in asdict(limits).items() if key != "wall_seconds"},
+      "limits": {key: value for key, value in asdict(limits).items()
+                 if key not in ("wall_seconds", "disk_bytes")},
   }
   environment = {
       "PATH": "/usr/bin:/bin",
