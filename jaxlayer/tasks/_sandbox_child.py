@@ -9,7 +9,8 @@ library the program could patch: the tests were compiled before (ast), and resul
 written by built-in code (not json.dumps).
 
 Result lines carry a random token sent by the parent, so a candidate that exits
-early or prints fake results cannot pass a test it did not run.
+early or prints fake results cannot pass a test it did not run. The token is in this
+process's memory: without Landlock (landlock_abi 0), a program reads it from /proc/self/mem.
 
 A test passes only on values, not on objects that answer comparisons themselves:
 - every comparison in a test (`==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, each link

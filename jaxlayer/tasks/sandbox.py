@@ -17,7 +17,10 @@ machine allows it; `isolation()` says which are active):
   file, not how many: elsewhere a run can write as much as its time allows);
 - Landlock (Linux >= 5.13): reads only from the Python installation and system
   libraries, writes only inside the working directory, no TCP connect/bind (ABI 4+),
-  no signals or abstract unix sockets out of the sandbox (ABI 6+);
+  no signals or abstract unix sockets out of the sandbox (ABI 6+). Without it (landlock_abi
+  0 in results) a program reads what its uid can, which as root's fresh uid is every file
+  (CAP_DAC_READ_SEARCH: /etc/shadow, an HF token), and its own memory (/proc/self/mem), so
+  the result token too;
 - seccomp (x86_64, arm64): no signal handlers (see _sandbox_child.py).
 
 Result lines carry a random token per run that the candidate is not handed, on a
