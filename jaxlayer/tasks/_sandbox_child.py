@@ -25,7 +25,8 @@ A test passes only on values, not on objects that answer comparisons themselves:
   iteration (a class of the program that iterates as (2, 1) equals (2, 1)). A value that
   does not convert differs from the data: `!=` and `not in` hold, other operations fail
   the test with a message saying so. Where neither side is built-in data (the program's
-  objects compared with each other) their own comparison decides;
+  objects compared with each other, or with a test's Fraction) their own comparison
+  decides, for `==` and `!=` each side's own __eq__ (equal only where both say so);
   `is` and truthiness (`assert f(x)`) are Python's, which no object can bend towards an
   expected value it never sees;
 - a method or attribute a test reads from a subclass of built-in data is the built-in type's
@@ -332,7 +333,8 @@ def _compare_pair(operator_, left, right):
   """One comparison of a test, by the built-in types on _as_builtin_pair. A value that does
   not convert to the built-in data it is compared with differs from it (`!=` holds, the
   others fail the test); where neither side is built-in data, the objects' own comparison
-  decides (the program's objects with each other)."""
+  decides (the program's objects with each other), `==` and `!=` by both sides'
+  (_equal_by_both)."""
   if operator_ in ("is", "is not"):
     return (left is right) == (operator_ == "is")
   if operator_ in ("in", "not in"):
@@ -344,8 +346,22 @@ def _compare_pair(operator_, left, right):
       return True
     raise
   if pair is None:
+    if operator_ in ("==", "!="):
+      return _equal_by_both(left, right) == (operator_ == "==")
     return bool(_COMPARISONS[operator_](left, right))
   return _COMPARISONS[operator_](*pair)
+
+
+def _equal_by_both(left, right):
+  """Whether each side's own __eq__ says it equals the other, without Python's fallback to the
+  other side's: an object equal to everything does not equal a test's Fraction, or a Node the
+  setup code built, which do not know it."""
+  for value, other in ((left, right), (right, left)):
+    equal = next(vars(klass)["__eq__"] for klass in _mro_of(type(value))
+                 if "__eq__" in vars(klass))(value, other)
+    if equal is NotImplemented or not equal:
+      return False
+  return True
 
 
 def _contains(container, item):
