@@ -39,10 +39,11 @@ A test passes only on values, not on objects that answer comparisons themselves:
   builtins module, to math.isclose or (by sys.modules) to this runner, reach no test,
   even when made while the test runs, and changing the code or defaults of those modules'
   functions (json.dumps.__code__) raises PermissionError; patches to modules loaded later (by
-  the program) do reach tests, and so do changes to the classes and objects the preloaded
-  modules hold (collections.Counter.update = ...). (So a task whose function is named like a
-  builtin, `sum`, cannot be graded: a test that uses a builtin's name the program defined
-  fails, saying so);
+  the program) do reach tests, as do fakes it puts in sys.modules or sys.meta_path for a
+  module a test imports that was not loaded before (unittest, numpy), and changes to the
+  classes and objects the preloaded modules hold (collections.Counter.update = ...). (So a
+  task whose function is named like a builtin, `sum`, cannot be graded: a test that uses a
+  builtin's name the program defined fails, saying so);
 - a program that leaves threads running fails every test;
 - the benchmark's setup code (MBPP's test_setup_code) runs before the program, in a namespace
   of its own, so the program can neither alter nor see what it builds; its names then replace
@@ -54,8 +55,11 @@ A test passes only on values, not on objects that answer comparisons themselves:
 - the program cannot install signal handlers, which are called with the running frame:
   `signal.signal` raises PermissionError (a seccomp filter, on x86_64 and arm64, refuses
   any other way of setting one).
-The tests still run in the candidate's interpreter: a C extension could still reach the
-runner. This is a guard against accidents and reward hacks, not a proof.
+The tests still run in the candidate's interpreter: a C extension (the program could build
+one where a compiler is installed) could still reach the runner, and so can a program handed
+a function the test defines (a sort key, a predicate): its __globals__ hold the test's
+__jaxlayer_check__, whose globals are this runner's (`_compare_pair` patched, every later
+comparison holds). This is a guard against accidents and reward hacks, not a proof.
 """
 
 import _signal
