@@ -58,8 +58,9 @@ A test passes only on values, not on objects that answer comparisons themselves:
 The tests still run in the candidate's interpreter: a C extension (the program could build
 one where a compiler is installed) could still reach the runner, and so can a program handed
 a function the test defines (a sort key, a predicate): its __globals__ hold the test's
-__jaxlayer_check__, whose globals are this runner's (`_compare_pair` patched, every later
-comparison holds). This is a guard against accidents and reward hacks, not a proof.
+__jaxlayer_check__, whose globals are this runner's, and through them a program can switch off
+every guard here (checked: `_compare_pair` patched, every later comparison holds). This is a
+guard against accidents and reward hacks, not a proof.
 """
 
 import _signal
