@@ -1,6 +1,7 @@
 """The code sandbox: correct code passes, wrong code fails, and hostile code is contained."""
 
 import dataclasses
+import functools
 import os
 import shutil
 import socket
@@ -188,6 +189,20 @@ def test_files_together_stop_at_disk_bytes():
   result = sandbox.run_tests(program, ["assert written <= 4 and 'No space' in full, written"],
                              dataclasses.replace(LIMITS, disk_bytes=4 << 20))
   assert result.passed == [True], result.error
+
+
+@pytest.mark.skipif(not sandbox.isolation()["network_and_pid_namespaces"],
+                    reason="no namespaces on this machine")
+def test_a_tmpfs_that_does_not_mount_leaves_the_namespaces(monkeypatch, caplog):
+  # The tmpfs was probed together with the namespaces: where it failed, runs lost both.
+  monkeypatch.setattr(sandbox, "_on_tmpfs", lambda *args: ["false"])
+  for probe in (sandbox._working_namespace_prefix, sandbox._tmpfs_works):
+    probe.cache_clear()
+    monkeypatch.setattr(sandbox, probe.__name__, functools.cache(probe.__wrapped__))
+  assert sandbox.isolation()["network_and_pid_namespaces"]
+  assert not sandbox.isolation()["working_directory_of_disk_bytes"]
+  assert "cannot mount a tmpfs" in caplog.text or os.geteuid() != 0
+  assert sandbox.run_tests("x = 1", ["assert x == 1"], LIMITS).passed == [True]
 
 
 def test_working_directory_is_writable_and_thrown_away():

@@ -111,24 +111,38 @@ def _on_tmpfs(workdir: str, size_bytes: int, uid: int | None) -> list[str]:
 
 @functools.cache
 def _working_namespace_prefix() -> tuple[str, ...]:
-  """The unshare command prefix if namespaces (as root, and a tmpfs in them) can be created
-  here, else ()."""
+  """The unshare command prefix if namespaces can be created here, else ()."""
   prefix = _namespace_prefix()
   if prefix:
-    with tempfile.TemporaryDirectory() as probe_directory:
-      tmpfs = _on_tmpfs(probe_directory, 1 << 20, None) if os.geteuid() == 0 else []
-      probe = subprocess.run([*prefix, *tmpfs, "true"], capture_output=True, timeout=30)
+    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30)
     if probe.returncode == 0:
       return tuple(prefix)
     logger.warning(
-        "sandbox: cannot create namespaces here (%s); code runs without them: network is "
-        "blocked only by Landlock (TCP) where the kernel has it, and the working directory "
-        "is not limited to disk_bytes",
+        "sandbox: cannot create network/PID namespaces here (%s); code runs without "
+        "them: network is blocked only by Landlock (TCP) where the kernel has it",
         probe.stderr.decode(errors="replace").strip(),
     )
   else:
     logger.warning("sandbox: `unshare` (util-linux) not found; code runs without namespaces")
   return ()
+
+
+@functools.cache
+def _tmpfs_works() -> bool:
+  """Whether runs get a working directory of disk_bytes (`_on_tmpfs`): as root, where the
+  namespaces work and a tmpfs mounts in them. Probed apart, so that a machine without it keeps
+  the namespaces."""
+  if os.geteuid() != 0 or not _working_namespace_prefix():
+    return False
+  with tempfile.TemporaryDirectory() as probe_directory:
+    tmpfs = _on_tmpfs(probe_directory, 1 << 20, None)
+    probe = subprocess.run([*_working_namespace_prefix(), *tmpfs, "true"], capture_output=True,
+                           timeout=30)
+  if probe.returncode != 0:
+    logger.warning("sandbox: cannot mount a tmpfs in the runs' namespaces (%s); the working "
+                   "directory is not limited to disk_bytes",
+                   probe.stderr.decode(errors="replace").strip())
+  return probe.returncode == 0
 
 
 def _privilege_drop(uid: int) -> list[str]:
@@ -169,7 +183,7 @@ def isolation() -> dict[str, bool]:
   return {
       "network_and_pid_namespaces": bool(_working_namespace_prefix()),
       "fresh_uid_per_run": os.geteuid() == 0,
-      "working_directory_of_disk_bytes": os.geteuid() == 0 and bool(_working_namespace_prefix()),
+      "working_directory_of_disk_bytes": _tmpfs_works(),
   }
 
 
@@ -249,7 +263,7 @@ def _run_child(
   command = list(_working_namespace_prefix())
   if uid is not None:
     os.chown(workdir, uid, uid)
-    if command:
+    if command and _tmpfs_works():  # (in the namespaces only: never mounted on the host)
       command += _on_tmpfs(workdir, limits.disk_bytes, uid)
     command += _privilege_drop(uid)
   command += [sys.executable, "-I", "-c", _CHILD_SOURCE]
@@ -278,7 +292,7 @@ def _run_child(
       request_file.write(json.dumps(request).encode())
       request_file.seek(0)
       # Write-only for the child: its program cannot read back the token its first line carries.
-      results_writer = os.open(f"/proc/self/fd/{results_file.fileno()}", os.O_WRONLY)
+      results_writer = _write_only(results_file.fileno())
       try:
         process = subprocess.Popen(
             command,
@@ -305,6 +319,15 @@ def _run_child(
   finally:
     _remove_tree(workdir)
   return token, lines, timed_out, log_tail
+
+
+def _write_only(descriptor: int) -> int:
+  """A new write-only descriptor of the file open as `descriptor`, reopened through /proc (Linux);
+  elsewhere a duplicate, which the child's program can read back."""
+  try:
+    return os.open(f"/proc/self/fd/{descriptor}", os.O_WRONLY)
+  except FileNotFoundError:
+    return os.dup(descriptor)
 
 
 def _check_sandbox_starts() -> None:
