@@ -204,16 +204,21 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
 
 def _unsetting_overrides(config, overrides: list[str], sections: dict | None) -> list[str]:
   """The --config.KEY=None of `overrides` whose KEY is unset by default (None: the algorithm's
-  value, no system prompt, ...), which set it back to None. absl read None as the text 'None' for
-  a text key (a system prompt 'None') and refused it for a number."""
+  value, no system prompt, ...) or takes None too (rl.config.NONE_TAKING_KEYS: no step time
+  limit), which set it to None. absl read None as the text 'None' for a text key (a system
+  prompt 'None') and refused it for a number."""
+  from jaxlayer.rl.config import NONE_TAKING_KEYS
+
   defaults = _default_settings(sections)
   unset = []
   for override in overrides:
     key, _, value = override[len("--config."):].partition("=")
     default_section, name = _section_and_name(defaults, key) or (None, None)
     section, _ = _section_and_name(config, key) or (None, None)
-    if (value == "None" and hasattr(default_section, "keys") and name in default_section
-        and default_section[name] is None and hasattr(section, "keys") and name in section):
+    takes_none = key in NONE_TAKING_KEYS or (
+        hasattr(default_section, "keys") and name in default_section
+        and default_section[name] is None)
+    if value == "None" and takes_none and hasattr(section, "keys") and name in section:
       unset.append(override)
   return unset
 

@@ -1044,6 +1044,14 @@ def test_an_override_to_none_unsets_a_key_unset_by_default(tmp_path):
                                "whole number, not 'None', such as --config.train.steps=100.")
 
 
+def test_an_override_to_none_sets_a_key_that_takes_none_beside_its_default():
+  # env.step_timeout_s is 60 by default and None is no limit (its comment, and the error of a
+  # timeout <= 0 says so), but --config.env.step_timeout_s=None was refused as no number.
+  config = str(REPO / "configs/grpo_arithmetic.py")
+  loaded = cli.load_config(["--config", config, "--config.env.step_timeout_s=None"], "x")
+  assert loaded.env.step_timeout_s is None
+
+
 def test_an_override_value_after_a_space_is_refused_not_dropped():
   # absl read `--config.train.remat false` as the boolean flag alone (remat=True) and ignored
   # "false" as a stray argument; config files set remat=False, so the override inverted it.

@@ -27,6 +27,9 @@ RESUMABLE_KEYS = ("train.steps", "train.micro_batch_size", "train.remat",
 # ... and every key of these sections: the eval section and env.eval_options set how
 # logging.eval_every scores the model, which training never reads.
 RESUMABLE_SECTIONS = ("eval", "env.eval_options")
+# Keys with a value by default that take None too (their comment says what it means): as for
+# the keys whose default is None, `--config.KEY=None` on the command line sets it.
+NONE_TAKING_KEYS = ("env.step_timeout_s",)
 
 
 def require_config(config, sections: tuple[str, ...], example: str) -> None:
