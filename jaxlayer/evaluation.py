@@ -48,7 +48,7 @@ from jaxlayer import distributed, locks, models, paths, sampling, tasks
 from jaxlayer.envs import summarize
 from jaxlayer.progress import progress_bar
 from jaxlayer.rl import checkpoint, multiturn, train
-from jaxlayer.rl.config import require_config
+from jaxlayer.rl.config import check_known_keys, require_config
 
 EVAL_FILE = "eval.json"
 GENERATIONS_FILE = "generations.jsonl"
@@ -468,10 +468,7 @@ def eval_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
                  "jaxlayer.rl.config.default_config() or a configs/*.py get_config()")
   settings = default_eval_config().to_dict()
   given = config.get("eval") or {}
-  unknown = sorted(set(given) - set(settings))
-  if unknown:
-    raise ValueError(f"unknown eval setting(s) {unknown}; the eval keys are {sorted(settings)} "
-                     "(jaxlayer.evaluation.default_eval_config).")
+  check_known_keys(given, settings, "eval")
   settings.update(given.to_dict() if hasattr(given, "to_dict") else given)
   if settings["max_new_tokens"] is None:
     settings["max_new_tokens"] = config.rollout.max_new_tokens

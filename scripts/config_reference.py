@@ -184,7 +184,10 @@ def render() -> str:
       "keys in `jaxlayer/rl/config.py`, `eval` in `jaxlayer/evaluation.py` "
       "(`default_eval_config`), `sweep` in `jaxlayer/sweep/runner.py` (`default_sweep_config`) "
       "and `sweep.ray` in `jaxlayer/sweep/launchers.py`. `<jaxlayer>` stands for the "
-      "installed package's directory.",
+      "installed package's directory. A key that is none of these (`config.train.layer` for "
+      "`train.layers`), in a config file or on the command line, is an error that names the "
+      "closest; the keys of a dict (`task.options`, `eval.task_options`, ...) are its task's or "
+      "environment's.",
   ]
   sections: dict[str, list[str]] = {}
   for key in in_source_order(flat):

@@ -630,7 +630,8 @@ def test_the_temporary_files_a_killed_evaluation_left_go_with_the_next_one(
 def test_unknown_eval_key_is_a_clear_error():
   config = default_config()
   config.eval = ml_collections.ConfigDict({"num_sample": 4})
-  with pytest.raises(ValueError, match=r"unknown eval setting\(s\) \['num_sample'\]"):
+  with pytest.raises(ValueError, match=r"config key eval.num_sample is no jaxlayer setting "
+                     r"\(nothing would read it\); did you mean eval.num_samples\?"):
     evaluation.eval_settings(config)
 
 

@@ -890,6 +890,20 @@ def test_a_training_config_given_to_the_sweep_is_a_clear_error(tmp_path):
     runner.run_sweep({"sweep": {"dir": str(tmp_path)}})
 
 
+def test_a_sweep_key_that_nothing_reads_is_a_clear_error(tmp_path):
+  """A key misspelt in a config file's sweep section was ignored: sweep.seed = 3 ran one seed."""
+  config = make_config(tmp_path / "sweep")
+  config.sweep.seed = 3
+  with pytest.raises(ValueError, match=r"config key sweep.seed is no jaxlayer setting \(nothing "
+                     r"would read it\); did you mean sweep.seeds\?"):
+    runner.run_sweep(config)
+  del config.sweep.seed
+  config.sweep.ray.num_gpu = 1.0
+  with pytest.raises(ValueError, match=r"sweep.ray.num_gpu .*; did you mean sweep.ray.num_gpus\?"):
+    runner.run_sweep(config)
+  assert not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.parametrize("value, expected", [
     ("", []), ("3+4", [(3, 4)]), ("6+1, 2-4", [(1, 6), (2, 3, 4)]), ("4+3,3+4", [(3, 4)]),
     ("adjacent", [(k, k + 1) for k in range(7)]), (((5, 2), (0, 1, 7)), [(2, 5), (0, 1, 7)]),

@@ -982,6 +982,25 @@ def test_a_config_that_is_no_configdict_is_a_clear_error(config, error):
     train.train(config)
 
 
+@pytest.mark.parametrize("section, key, error", [
+    ("train", "layer", r"config key train.layer is no jaxlayer setting \(nothing would read "
+     r"it\); did you mean train.layers\? Every key and its default: docs/configuration.md."),
+    (None, "eval_every", r"config key eval_every .*; did you mean logging.eval_every\?"),
+    ("train", "zzzz", r"config key train.zzzz is no jaxlayer setting \(nothing would read "
+     r"it\)\. Every key"),
+])
+def test_a_config_key_that_nothing_reads_is_a_clear_error(tmp_path, section, key, error):
+  """A key misspelt in a config file (`config.train.layer = "layers.1"`) was added to the config
+  and ignored: the run trained every block."""
+  cfg = default_config()
+  cfg.model.path, cfg.run_dir = str(assets.TINY_ARITH), str(tmp_path / "run")
+  cfg.task.options.max_value = 9  # (a task's options are the task's to check)
+  (cfg[section] if section else cfg)[key] = "layers.1"
+  with pytest.raises(ValueError, match=error):
+    train.plan(cfg)
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_task_that_is_no_task_object_is_a_clear_error(tmp_path):
   """train(cfg, task="arithmetic") failed deep in the run with "'str' object has no attribute
   'train_problems'"."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from jaxlayer.text import closest
+
 # Keys that may change when a run resumes from its run directory; any other difference means
 # a different experiment, which must not be mixed into the same checkpoints.
 # (train.micro_batch_size and train.remat only change how an update's gradient is computed,
@@ -30,6 +32,9 @@ RESUMABLE_SECTIONS = ("eval", "env.eval_options")
 # Keys with a value by default that take None too (their comment says what it means): as for
 # the keys whose default is None, `--config.KEY=None` on the command line sets it.
 NONE_TAKING_KEYS = ("env.step_timeout_s",)
+# Sections that code other than training reads, and checks: the eval section
+# (jaxlayer.evaluation.eval_settings) and the sweep section (jaxlayer.sweep.run_sweep).
+CHECKED_ELSEWHERE = ("eval", "sweep")
 
 
 def require_config(config, sections: tuple[str, ...], example: str) -> None:
@@ -41,6 +46,37 @@ def require_config(config, sections: tuple[str, ...], example: str) -> None:
   missing = [name for name in sections if name not in config]
   if missing:
     raise ValueError(f"config has no {' or '.join(missing)} section: start from {example}.")
+  known = default_config()
+  with known.unlocked():
+    for name in CHECKED_ELSEWHERE:  # (a section without keys: its keys are not checked here)
+      known[name] = ml_collections.ConfigDict()
+  check_known_keys(config, known)
+
+
+def check_known_keys(config, defaults, section: str = "") -> None:
+  """Raises a ValueError naming the first key of `config` that `defaults` lacks, and the known
+  key closest to it: a key misspelt in a config file (`config.train.layer = "layers.3"`) or put
+  in the wrong section (`config.eval_every = 5`) was added to the config and read by nothing,
+  and the run trained every block. The keys of a section that has none by default
+  (task.options, eval.task_options, ...) are its reader's to check. section: the dotted name of
+  `config` in the whole config ("" for the whole config)."""
+  prefix = f"{section}." if section else ""
+  for key in config.keys():
+    if key not in defaults:
+      guess = closest(key, _dotted_keys(defaults))
+      raise ValueError(f"config key {prefix}{key} is no jaxlayer setting (nothing would read it)"
+                       + (f"; did you mean {prefix}{guess}?" if guess else ".")
+                       + " Every key and its default: docs/configuration.md.")
+    default = defaults[key]
+    if hasattr(default, "keys") and default.keys() and hasattr(config[key], "keys"):
+      check_known_keys(config[key], default, prefix + key)
+
+
+def _dotted_keys(section) -> list[str]:
+  """Every key of `section` and of its sections, dotted ("train", "train.layers", ...)."""
+  return [dotted for key in section.keys() for dotted in (key, *(
+      f"{key}.{inner}" for inner in (_dotted_keys(section[key])
+                                     if hasattr(section[key], "keys") else ())))]
 
 
 def default_config() -> ml_collections.ConfigDict:

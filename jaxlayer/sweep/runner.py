@@ -62,7 +62,7 @@ import jaxlayer
 from jaxlayer import distributed, locks, paths
 from jaxlayer.progress import progress_bar
 from jaxlayer.rl import selection
-from jaxlayer.rl.config import require_config
+from jaxlayer.rl.config import check_known_keys, require_config
 from jaxlayer.sweep import contribution, launchers, report, store
 from jaxlayer.sweep.store import RunSpec
 from jaxlayer.text import counted, decimals
@@ -738,6 +738,7 @@ def run_sweep(config, *, train_fn: TrainFn | None = None, eval_fn: EvalFn | None
   local launcher; process 0 writes the sweep directory's files.
   """
   require_config(config, ("model", "train", "sweep"), "configs/sweep_tiny.py's get_config()")
+  check_known_keys(config.sweep, default_sweep_config(), "sweep")
   config.sweep.dir = os.fspath(paths.local_path(config.sweep.dir, "sweep.dir"))  # ~ expanded
   plan_training, evaluating = train_fn is None, eval_fn is None
   train_fn = train_fn or default_train_fn
