@@ -184,7 +184,12 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
   if problem:
     raise UsageError(f"{prog}: {problem}")
   unset = _unsetting_overrides(config, overrides, sections)
-  override_args = [prog, *(override for override in overrides if override not in unset)]
+  setting = [override for override in overrides if override not in unset]
+  _retype_keys_set_to_none(config, setting, sections)
+  problem = _untyped_override(config, setting)
+  if problem:
+    raise UsageError(f"{prog}: {problem}")
+  override_args = [prog, *setting]
   try:
     override_flags = flags.FlagValues()
     config_flags.DEFINE_config_dict("config", config, flag_values=override_flags,
@@ -204,9 +209,9 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
 
 def _unsetting_overrides(config, overrides: list[str], sections: dict | None) -> list[str]:
   """The --config.KEY=None of `overrides` whose KEY is unset by default (None: the algorithm's
-  value, no system prompt, ...) or takes None too (rl.config.NONE_TAKING_KEYS: no step time
-  limit), which set it to None. absl read None as the text 'None' for a text key (a system
-  prompt 'None') and refused it for a number."""
+  value, no system prompt, ...), takes None too (rl.config.NONE_TAKING_KEYS: no step time
+  limit) or is None already, which set it to None. absl read None as the text 'None' for a
+  text key (a system prompt 'None') and refused it for a number."""
   from jaxlayer.rl.config import NONE_TAKING_KEYS
 
   defaults = _default_settings(sections)
@@ -218,9 +223,43 @@ def _unsetting_overrides(config, overrides: list[str], sections: dict | None) ->
     takes_none = key in NONE_TAKING_KEYS or (
         hasattr(default_section, "keys") and name in default_section
         and default_section[name] is None)
-    if value == "None" and takes_none and hasattr(section, "keys") and name in section:
+    if (value == "None" and hasattr(section, "keys") and name in section
+        and (takes_none or section[name] is None)):
       unset.append(override)
   return unset
+
+
+def _retype_keys_set_to_none(config, overrides: list[str], sections: dict | None) -> None:
+  """Gives each key of `overrides` that the config file set to None, and that has a value by
+  default, its default's type back (`config.env.step_timeout_s = None`: no limit), which a None
+  had dropped: absl refused a value for it ("Type <class 'NoneType'> of field ... is not
+  supported for overriding")."""
+  from ml_collections import config_dict
+
+  defaults = _default_settings(sections)
+  for override in overrides:
+    key = override[len("--config."):].split("=", 1)[0]
+    section, name = _section_and_name(config, key) or (None, None)
+    default_section, _ = _section_and_name(defaults, key) or (None, None)
+    if (hasattr(section, "keys") and name in section and section[name] is None
+        and hasattr(default_section, "keys") and name in default_section
+        and default_section[name] is not None):
+      section[name] = config_dict.placeholder(default_section.get_type(name))
+
+
+def _untyped_override(config, overrides: list[str]) -> str | None:
+  """What is wrong with the first --config.KEY=VALUE whose KEY the config file set to None and
+  has no default (an option of a task: `config.task.options.dataset_config = None`), if any:
+  nothing tells the type to read VALUE as (absl: "Type <class 'NoneType'> of field ... is not
+  supported for overriding")."""
+  for override in overrides:
+    key, has_value, value = override[len("--config."):].partition("=")
+    section, name = _section_and_name(config, key) or (None, None)
+    if (has_value and hasattr(section, "get_type") and name in section
+        and section.get_type(name) is type(None)):
+      return (f"{override}: the config file sets {key} to None, which tells no type to read "
+              f"{value!r} as: set it in the config file.")
+  return None
 
 
 def _config_code_error(err: Exception, path: str) -> str:

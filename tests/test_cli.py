@@ -1052,6 +1052,39 @@ def test_an_override_to_none_sets_a_key_that_takes_none_beside_its_default():
   assert loaded.env.step_timeout_s is None
 
 
+def test_an_override_sets_a_key_that_the_config_file_set_to_none():
+  # configs/gigpo_gridworld.py sets env.step_timeout_s = None, which dropped the key's type:
+  # --config.env.step_timeout_s=30 failed with absl's "Type <class 'NoneType'> of field
+  # config.env.step_timeout_s is not supported for overriding".
+  config = str(REPO / "configs/gigpo_gridworld.py")
+  loaded = cli.load_config(["--config", config, "--config.env.step_timeout_s=30"], "x")
+  assert loaded.env.step_timeout_s == 30.0
+  with pytest.raises(SystemExit) as exited:  # still a number
+    cli.load_config(["--config", config, "--config.env.step_timeout_s=soon"], "jaxlayer train")
+  assert str(exited.value).startswith("jaxlayer train: --config.env.step_timeout_s=soon: "
+                                      "env.step_timeout_s takes a number, not 'soon'")
+
+
+def test_an_override_of_an_option_the_config_file_set_to_none_names_the_fix(tmp_path):
+  # Nothing tells the type of a task's option set to None: absl refused a value for it with
+  # "Type <class 'NoneType'> of field ... is not supported for overriding" (=None is kept).
+  config = tmp_path / "none.py"
+  config.write_text("from jaxlayer.rl.config import default_config\n\n\ndef get_config():\n"
+                    "  config = default_config()\n"
+                    "  config.task.options.dataset_config = None\n"
+                    "  return config\n")
+  loaded = cli.load_config(["--config", str(config), "--config.task.options.dataset_config=None"],
+                           "x")
+  assert loaded.task.options.dataset_config is None
+  with pytest.raises(SystemExit) as exited:
+    cli.load_config(["--config", str(config), "--config.task.options.dataset_config=main"],
+                    "jaxlayer train")
+  assert str(exited.value) == (
+      "jaxlayer train: --config.task.options.dataset_config=main: the config file sets "
+      "task.options.dataset_config to None, which tells no type to read 'main' as: set it in the "
+      "config file.")
+
+
 def test_an_override_value_after_a_space_is_refused_not_dropped():
   # absl read `--config.train.remat false` as the boolean flag alone (remat=True) and ignored
   # "false" as a stray argument; config files set remat=False, so the override inverted it.
