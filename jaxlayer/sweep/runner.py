@@ -83,10 +83,10 @@ def default_sweep_config() -> ml_collections.ConfigDict:
   """The sweep section of a config, every key with its default (configs/sweep_tiny.py sets dir)."""
   config = ml_collections.ConfigDict()
   config.dir = "runs/sweep"  # results, plots and report; a rerun resumes what is there
-  config.layers = "all"  # "all", "0,3,7", "2-5", a tuple of block indices or "none"
+  config.layers = "all"  # "all", "0,3,7", "2-5", "0,2-4" or "none" (text, not a tuple)
   # Blocks trained together, a run per group: "3+4,10-12" (blocks 3 and 4; blocks 10, 11 and
-  # 12), named selections ("mid5", "top5@SWEEP_DIR", "bottom5@SWEEP_DIR"), "adjacent" (every
-  # pair k+(k+1)) or a tuple of tuples; "" for none.
+  # 12), named selections ("mid5", "top5@SWEEP_DIR", "bottom5@SWEEP_DIR") or "adjacent" (every
+  # pair k+(k+1)); "" for none.
   config.groups = ""
   config.seeds = 1  # runs per setting, seeds config.seed, config.seed + 1, ...
   # Successive halving: "15,30" trains every block (and group) 15 RL steps and evaluates it,
