@@ -173,8 +173,10 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
                        f"has none), but --config gives it {given!r} after ':': write "
                        f"--config {path}.") from None
     if "Traceback (most recent call last)" in str(err):  # get_config() raised: its error alone
-      raise UsageError(f"{prog}: cannot load the config file {_config_path(file_args)}: "
-                       f"{str(err).strip().splitlines()[-1]}") from None
+      path = _config_path(file_args)
+      raise UsageError(f"{prog}: cannot load the config file {path}: "
+                       f"{str(err).strip().splitlines()[-1]}"
+                       f"{_line_in_traceback(str(err), path)}") from None
     raise UsageError(f"{prog}: cannot load the config file: {err}") from None
   except Exception as err:  # the file's own code failed as it ran (a syntax error, an import)
     raise UsageError(f"{prog}: cannot load the config file {_config_path(file_args)}: "
@@ -260,6 +262,17 @@ def _untyped_override(config, overrides: list[str]) -> str | None:
       return (f"{override}: the config file sets {key} to None, which tells no type to read "
               f"{value!r} as: set it in the config file.")
   return None
+
+
+def _line_in_traceback(text: str, path: str) -> str:
+  """" (line N)" for the last line of the file at `path` that the traceback `text` names, where
+  it failed (ml_collections' error for `config.train.steps = 1e3` named 'steps' alone); "" where
+  it names none."""
+  from pathlib import Path
+
+  lines = [line for file, line in re.findall(r'File "(.+)", line (\d+), in ', text)
+           if Path(file).resolve() == Path(path).resolve()]
+  return f" (line {lines[-1]})" if lines else ""
 
 
 def _config_code_error(err: Exception, path: str) -> str:

@@ -877,13 +877,31 @@ def test_a_config_file_whose_code_fails_or_returns_no_config_dict_is_named_in_on
 
 
 def test_a_config_whose_get_config_raises_is_named_with_its_error_in_one_line():
-  # ml_collections puts the whole traceback in its message; only the error is news.
+  # ml_collections puts the whole traceback in its message; only the error is news, and its line.
+  path = REPO / "configs" / "paper_qwen3_grpo.py"
+  line = next(number for number, text in enumerate(path.read_text().splitlines(), 1)
+              if "raise ValueError" in text)
   with pytest.raises(SystemExit) as exited:
-    cli.main(["train", "--config", str(REPO / "configs" / "paper_qwen3_grpo.py") + ":5b"])
+    cli.main(["train", "--config", f"{path}:5b"])
   assert str(exited.value) == (
-      f"jaxlayer train: cannot load the config file {REPO / 'configs' / 'paper_qwen3_grpo.py'}: "
-      "ValueError: configs/paper_qwen3_grpo.py:5b: no such model; choose one of 1.7b, 4b, 8b, "
-      "e.g. configs/paper_qwen3_grpo.py:4b.")
+      f"jaxlayer train: cannot load the config file {path}: ValueError: "
+      "configs/paper_qwen3_grpo.py:5b: no such model; choose one of 1.7b, 4b, 8b, e.g. "
+      f"configs/paper_qwen3_grpo.py:4b. (line {line})")
+
+
+def test_a_value_of_another_type_in_a_config_file_is_named_with_its_line(tmp_path):
+  # ml_collections' error named the field alone ('every': checkpoint.every? sweep's?).
+  config = tmp_path / "typed.py"
+  config.write_text("from jaxlayer.rl.config import default_config\n\n\ndef get_config():\n"
+                    "  config = default_config()\n"
+                    "  config.checkpoint.every = 2.5\n"
+                    "  return config\n")
+  with pytest.raises(SystemExit) as exited:
+    cli.load_config(["--config", str(config)], "jaxlayer train")
+  assert str(exited.value) == (
+      f"jaxlayer train: cannot load the config file {config}: TypeError: Could not override "
+      "field 'every' (reference). 2.5 is of original type <class 'float'> and cannot be casted "
+      "to type <class 'int'> (line 6)")
 
 
 def test_arguments_to_a_config_file_that_takes_none_are_named():
