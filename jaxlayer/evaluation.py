@@ -58,7 +58,9 @@ METRICS = ("pass@1", "mean@k")
 def default_eval_config() -> ml_collections.ConfigDict:
   """The eval section of a config, every key with its default (configs/sweep_tiny.py sets some)."""
   config = ml_collections.ConfigDict()
-  config.num_problems = 500  # the first N of each task's test split (0: all of them)
+  # The first N of each task's test split (0: all of them); an environment plays
+  # env.num_eval_episodes episodes instead.
+  config.num_problems = 500
   config.max_new_tokens = ml_collections.config_dict.placeholder(int)  # None: rollout's
   # Completions per generate call (fixed, so compiled code is reused): pass@1 takes this many
   # prompts a call; mean@k this many // s prompt rows of s samples, s the largest divisor of k
