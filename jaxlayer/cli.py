@@ -200,7 +200,8 @@ def load_config(argv: list[str], prog: str, sections: dict | None = None,
   except errors as err:
     problem = (_unknown_key(config, overrides, sections)
                or _bad_section_value(config, overrides)
-               or _bad_value_type(config, overrides, err) or f"bad configuration flag: {err}")
+               or _bad_value_type(config, overrides, err, sections)
+               or f"bad configuration flag: {err}")
     raise UsageError(f"{prog}: {problem}") from None
   for override in unset:
     key = override[len("--config."):].removesuffix("=None")
@@ -477,9 +478,11 @@ _VALUE_KINDS = {bool: ("true or false", "true"), int: ("a whole number", "8"),
                 float: ("a number", "3e-05")}
 
 
-def _bad_value_type(config, overrides: list[str], err: Exception) -> str | None:
+def _bad_value_type(config, overrides: list[str], err: Exception,
+                    sections: dict | None) -> str | None:
   """What is wrong with the --config.KEY=VALUE that absl refused for VALUE's type (its error
-  names the override: "flag --config.train.steps=two: invalid literal for int() ..."), if any."""
+  names the override: "flag --config.train.steps=two: invalid literal for int() ..."), if any
+  (sections: as load_config's)."""
   for override in overrides:
     key, has_value, value = override[len("--config."):].partition("=")
     if not has_value or f"flag {override}:" not in str(err):
@@ -488,8 +491,12 @@ def _bad_value_type(config, overrides: list[str], err: Exception) -> str | None:
     if section.get_type(name) not in _VALUE_KINDS:
       continue
     kind, example = _VALUE_KINDS[section.get_type(name)]
-    if section[name] is not None:  # (an unset key, a placeholder, has no value to show)
-      example = str(section[name]).lower() if kind == "true or false" else section[name]
+    shown = section[name]
+    if shown is None:  # the default's, where the config file set the key to None
+      default_section, _ = _section_and_name(_default_settings(sections), key) or (None, None)
+      shown = default_section.get(name) if hasattr(default_section, "get") else None
+    if shown is not None:  # (a key unset by default, a placeholder, has no value to show)
+      example = str(shown).lower() if kind == "true or false" else shown
     return f"{override}: {key} takes {kind}, not {value!r}, such as --config.{key}={example}."
   return None
 
