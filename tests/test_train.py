@@ -2,6 +2,7 @@
 bad configs, DAPO batch assembly, metrics files."""
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -185,6 +186,34 @@ def test_resumed_run_ends_like_an_uninterrupted_one(uninterrupted, tiny_qwen2_di
   assert resumed.reward_history == uninterrupted.reward_history
   assert len(resumed.step_seconds) == 4  # the steps before the kill are read from metrics.jsonl
   assert [r["step"] for r in metrics.read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
+
+
+def test_a_run_in_steady_state_compiles_nothing_new_and_leaves_no_device_arrays(
+    tiny_qwen2_dir, tmp_path, compile_cache):
+  """Long runs and sweeps (many runs in one process) must not grow: the steps after the first
+  lower no program (every step's shapes are the first's, checkpoints included), keep-last-k
+  bounds the checkpoints, and once train's result is dropped nothing of the run stays on the
+  devices."""
+  steps_done, lowered_at = [0], []  # lowered_at: the step during which each program was lowered
+
+  def note_lowering(event: str, duration: float, **kwargs) -> None:
+    del duration, kwargs
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+      lowered_at.append(steps_done[0] + 1)
+
+  gc.collect()
+  arrays_before = len(jax.live_arrays())
+  jax.monitoring.register_event_duration_secs_listener(note_lowering)
+  try:
+    result = train.train(small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache, steps=6),
+                         on_step=lambda step, _: steps_done.__setitem__(0, step))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(note_lowering)
+  assert lowered_at and set(lowered_at) == {1}
+  assert checkpoint.Checkpointer(result.run_dir).all_steps() == [4, 6]  # checkpoint.keep=2
+  del result
+  gc.collect()
+  assert len(jax.live_arrays()) == arrays_before
 
 
 def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, tmp_path,
