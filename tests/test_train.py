@@ -213,7 +213,7 @@ def test_a_run_in_steady_state_compiles_nothing_new_and_leaves_no_device_arrays(
   assert checkpoint.Checkpointer(result.run_dir).all_steps() == [4, 6]  # checkpoint.keep=2
   del result
   gc.collect()
-  assert len(jax.live_arrays()) == arrays_before
+  assert len(jax.live_arrays()) <= arrays_before
 
 
 def test_a_run_stopped_early_resumes_on_the_whole_runs_schedule(tiny_qwen2_dir, tmp_path,
