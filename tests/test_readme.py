@@ -1,7 +1,9 @@
 """The README's Library snippet runs as printed, as a notebook user pastes it, its command
 line sweep example plans on the model its config names, and docs/reproduce_paper.md's
-activation snippet runs on the directory the guide downloads."""
+activation snippet runs on the directory the guide downloads; the tasks whose local directories
+it says need `dataset_config=None` are those with a hub config."""
 
+import dataclasses
 import json
 import re
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from jaxlayer import cli
+from jaxlayer import cli, tasks
 from tests.sweep_fakes import REPO
 
 
@@ -51,6 +53,18 @@ def test_the_command_line_sweep_example_plans_on_the_shipped_tiny_model(tmp_path
   cli.main(["sweep", "--config", str(REPO / "configs" / "sweep_tiny.py"), *overrides,
             f"--config.sweep.dir={tmp_path / 'sweep'}", "--dry-run"])
   assert "dry run: a new sweep directory" in capsys.readouterr().out
+
+
+def test_the_tasks_named_to_need_dataset_config_none_are_those_with_a_hub_config():
+  """A task whose default dataset_config names a hub config cannot read a local directory of
+  data files without `dataset_config=None`; the README named gsm8k and olympiadbench, not code."""
+  readme = (REPO / "README.md").read_text()
+  sentence = re.search(r"`dataset_config=None` for (.*?), or a `DatasetDict`", readme,
+                       re.DOTALL).group(1)
+  with_hub_config = {name for name, task in tasks.TASKS.items() if dataclasses.is_dataclass(task)
+                     and any(field.name == "dataset_config" and field.default is not None
+                             for field in dataclasses.fields(task))}
+  assert with_hub_config and set(re.findall(r"`(\w+)`", sentence)) == with_hub_config
 
 
 # Qwen/Qwen3-1.7B-Base's config.json on the hub (the fields the model reads).
