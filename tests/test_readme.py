@@ -1,18 +1,23 @@
-"""The README's Library snippet runs as printed, as a notebook user pastes it, its command
-line sweep example plans on the model its config names, and docs/reproduce_paper.md's
+"""The README's Library snippet runs as printed, as a notebook user pastes it, its Quick start
+describes the shipped sweep as configured, its command line sweep example plans on the model
+its config names, and docs/reproduce_paper.md's
 activation snippet runs on the directory the guide downloads; the tasks whose local directories
 it says need `dataset_config=None` are those with a hub config."""
 
 import dataclasses
 import json
+import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import transformers
 
-from jaxlayer import cli, tasks
+from jaxlayer import cli, evaluation, models, tasks
+from jaxlayer.rl import train
+from jaxlayer.sweep import runner
 from tests.sweep_fakes import REPO
 
 
@@ -37,6 +42,29 @@ def test_the_library_snippet_runs_as_printed(tmp_path, monkeypatch):
                          attention_mask=torch.tensor(batch["attention_mask"])).logits.numpy()
   real = batch["attention_mask"].astype(bool)
   np.testing.assert_allclose(np.asarray(names["logits"])[real], expected[real], atol=1e-4)
+
+
+def test_the_quick_start_describes_the_shipped_sweep_as_configured():
+  """`make sweep`'s description: the shipped model's blocks and parameters (a block's too), and
+  configs/sweep_tiny.py's test problems, algorithm, steps and sweep directory."""
+  readme = (REPO / "README.md").read_text()
+  quick_start = " ".join(readme[readme.index("\n## Quick start\n"):
+                                readme.index("\n## Installing\n")].split())
+  sweep_command = "jaxlayer sweep --config configs/sweep_tiny.py"
+  config = cli.load_config(["--config", str(REPO / "configs" / "sweep_tiny.py")], "test",
+                           sections={"eval": evaluation.default_eval_config,
+                                     "sweep": runner.default_sweep_config})
+  model_config = models.ModelConfig.from_json_file(Path(config.model.path) / "config.json")
+  sizes = {path: math.prod(shape) for path, shape in train.param_shapes(model_config).items()}
+  total = sum(sizes.values())
+  block = sum(size for path, size in sizes.items() if path.startswith("layers.0."))
+  stated = [f"`make sweep` runs `{sweep_command}`",
+            f"{model_config.num_layers}-block Qwen2 with {total / 1e6:.1f}M parameters",
+            f"on the {config.eval.num_problems:,} test problems",
+            f"full-parameter {config.train.algorithm.upper()} ({config.train.steps} steps)",
+            f"({block:,} of {total / 1e6:.2f}M)", f"(`{config.sweep.dir}/`)"]
+  assert [phrase for phrase in stated if phrase not in quick_start] == []
+  assert sweep_command in (REPO / "Makefile").read_text()
 
 
 def test_the_command_line_sweep_example_plans_on_the_shipped_tiny_model(tmp_path, capsys):
