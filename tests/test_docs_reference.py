@@ -1,6 +1,6 @@
 """README.md and docs/*.md (performance.md aside) name only what exists: config keys, command
-options, repository paths, link targets, `jaxlayer.*` names and logged metrics. Each test reports
-every problem at once, as file:line and the fix."""
+options, repository paths, link targets, `jaxlayer.*` names, the files jaxlayer writes and logged
+metrics. Each test reports every problem at once, as file:line and the fix."""
 
 import argparse
 import ast
@@ -421,6 +421,27 @@ def test_every_jaxlayer_name_in_code_spans_exists():
   problems = [f"{_where(path, start)}: `{span}` names nothing in jaxlayer: name it as the code "
               "does now." for path in DOCS for start, _, span in _inline_spans(path)
               if JAXLAYER_NAME.match(span) and not _resolves(span)]
+  assert not problems, "\n".join(problems)
+
+
+# A file jaxlayer writes, alone or at the end of a path: `sweep.csv`, `runs/<run>/result.json`
+# (a name with a placeholder, result-stepN.json, is left out).
+WRITTEN_FILE = re.compile(r"(?:[\w<>.-]+/)*(\.?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*"
+                          r"\.(?:json|jsonl|csv|png|md|safetensors|lock))")
+
+
+def test_every_file_name_in_code_spans_is_one_jaxlayer_writes():
+  """`curves.png`, `.jaxlayer.lock`: a name that jaxlayer's code holds as a string (a file of the
+  repository aside), so that a renamed output file cannot leave the docs naming the old one."""
+  code = "\n".join(path.read_text() for path in sorted((REPO / "jaxlayer").rglob("*.py")))
+  problems = []
+  for path in DOCS:
+    for start, _, span in _inline_spans(path):
+      match = WRITTEN_FILE.fullmatch(span)
+      if match and not (REPO / span).exists() and not re.search(
+          rf"[\"'/]{re.escape(match.group(1))}[\"']", code):
+        problems.append(f"{_where(path, start)}: `{span}`: jaxlayer writes no file "
+                        f"{match.group(1)}: name the file as the code writes it.")
   assert not problems, "\n".join(problems)
 
 
