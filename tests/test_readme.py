@@ -1,8 +1,8 @@
 """The README's Library snippet runs as printed, as a notebook user pastes it, its Quick start
-describes the shipped sweep as configured, its command line sweep example plans on the model
-its config names, and docs/reproduce_paper.md's
-activation snippet runs on the directory the guide downloads; the tasks whose local directories
-it says need `dataset_config=None` are those with a hub config."""
+describes the shipped sweep as configured, it names every setting a sweep may change, its command
+line sweep example plans on the model its config names, and docs/reproduce_paper.md's activation
+snippet runs on the directory the guide downloads; the tasks whose local directories it says need
+`dataset_config=None` are those with a hub config."""
 
 import dataclasses
 import json
@@ -17,7 +17,7 @@ import transformers
 
 from jaxlayer import cli, evaluation, models, tasks
 from jaxlayer.rl import train
-from jaxlayer.sweep import runner
+from jaxlayer.sweep import runner, store
 from tests.sweep_fakes import REPO
 
 
@@ -65,6 +65,20 @@ def test_the_quick_start_describes_the_shipped_sweep_as_configured():
             f"({block:,} of {total / 1e6:.2f}M)", f"(`{config.sweep.dir}/`)"]
   assert [phrase for phrase in stated if phrase not in quick_start] == []
   assert sweep_command in (REPO / "Makefile").read_text()
+
+
+def test_the_settings_a_resumed_sweep_may_change_are_those_the_sweep_takes():
+  """The README's list of settings that cannot change a score, which a sweep directory takes
+  changed, names every one of store.NOT_IDENTITY (a whole section by its name, a key by its own);
+  it lacked rollout.prompts_per_call and the replicate_params keys, which a sweep resumed on
+  fewer devices may need to lower or turn off."""
+  readme = " ".join((REPO / "README.md").read_text().split())
+  listed = re.search(r"settings that cannot \((.*?)\) may change", readme).group(1)
+  set_per_run = {"sweep", "seed", "run_dir", "compilation_cache_dir", "train.layers"}
+  unnamed = [key for key in store.NOT_IDENTITY if key not in set_per_run and not (
+      key in listed if "." not in key else
+      f"`{key}`" in listed or f"`{key.split('.')[-1]}` keys" in listed)]
+  assert unnamed == []
 
 
 def test_the_command_line_sweep_example_plans_on_the_shipped_tiny_model(tmp_path, capsys):
