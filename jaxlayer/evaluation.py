@@ -715,13 +715,13 @@ def evaluate_and_save(config: ml_collections.ConfigDict, model_path: str | os.Pa
   (distributed.remove_temporary_leftovers: on several hosts, each host's).
   base_model: a run's base model, where it moved (load_model). The config's data paths are
   made absolute (train.resolve_data_paths), as eval.json records them."""
-  train.resolve_data_paths(config)
   run_dir = is_run_dir(model_path)
   if run_dir and out_dir is None:  # OUT names the checkpoint loaded, though a run still training
     step = checkpoint.checkpoint_step(model_path, step)  # may save another meanwhile
   out = paths.local_path(default_out_dir(model_path, step) if out_dir is None else out_dir,
                          "--out")
-  names = task_names(config)
+  names = task_names(config)  # (checks the config: a dict is refused before it is changed)
+  train.resolve_data_paths(config)
   settings = eval_settings(config)  # bad settings fail here, before any model is loaded
   with locks.exclusive(out, "--out", enabled=distributed.is_primary(), tidy=True):
     # The temporary files of an evaluation killed while writing.
