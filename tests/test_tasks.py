@@ -12,6 +12,7 @@ import pytest
 
 from jaxlayer.tasks import TASKS, Problem, get_task
 from jaxlayer.tasks import base, expressions
+from jaxlayer.tasks.arithmetic import ArithmeticTask
 from jaxlayer.tasks.coding import extract_code
 from jaxlayer.tasks.countdown import extract_expression
 
@@ -190,6 +191,39 @@ def test_reward_weights_and_overlong_penalty():
   assert sorted(asked) == [0, 1, 2]
   assert shared.components == batch.components and shared.weights == batch.weights
   assert shared.total == pytest.approx(batch.total)
+
+
+def user_task(graded):
+  """An arithmetic task whose reward_components returns `graded`, as a user's might."""
+  class UserTask(ArithmeticTask):
+    name = "user"
+
+    def reward_components(self, problems, completions):
+      return graded
+
+  return UserTask()
+
+
+@pytest.mark.parametrize("graded, error", [
+    (None, "it returned NoneType"),
+    ([1.0, 0.0], "it returned list"),
+    ({"correct": 1.0}, "component 'correct' is float"),
+    ({"correct": [1.0]}, "component 'correct' has 1 value\\."),
+    ({"correct": [1.0, float("nan")]},
+     "component 'correct' is nan for completion 1 \\(problem '1\\+1='\\)"),
+    ({"correct": [1.0, "yes"]}, "component 'correct' is 'yes' for completion 1"),
+])
+def test_a_user_reward_of_the_wrong_form_is_named(graded, error):
+  # A NaN stopped training as diverged; a list one short gave fewer rewards than completions.
+  with pytest.raises(ValueError, match="task 'user': reward_components must return a dict of "
+                     "component name -> one finite number per completion \\(2\\); " + error):
+    user_task(graded).rewards([Problem(prompt="1+1=", answer="2")] * 2, ["2", "3"])
+
+
+def test_a_user_reward_may_be_any_finite_numbers():
+  graded = {"correct": np.array([True, False]), "format": [1, np.float32(0.5)]}
+  task = user_task(graded)
+  assert task.rewards([Problem(prompt="1+1=", answer="2")] * 2, ["2", "3"]).total == [1.0, 0.0]
 
 
 # Countdown and the safe evaluator

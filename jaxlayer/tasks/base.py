@@ -5,13 +5,16 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+import math
+import numbers
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
+from jaxlayer import text
 from jaxlayer.tasks import rewards
 
 
@@ -76,7 +79,8 @@ class Task(abc.ABC):
   def reward_components(
       self, problems: Sequence[Problem], completions: Sequence[str]
   ) -> dict[str, list[float]]:
-    """Grade completions[i] against problems[i]: component name -> values."""
+    """Grade completions[i] against problems[i]: component name -> one finite number per
+    completion (`rewards` refuses anything else, naming it)."""
 
   def rewards(
       self,
@@ -98,6 +102,7 @@ class Task(abc.ABC):
       )
     components = self.reward_components(problems, [rewards.final_answer(text)
                                                    for text in completions])
+    self._check_components(components, problems)
     if self.overlong_max_length is not None:
       if completion_lengths is None:
         raise ValueError(
@@ -108,6 +113,26 @@ class Task(abc.ABC):
           completion_lengths, self.overlong_max_length, self.overlong_cache_length
       )
     return RewardBatch(components=components, weights=self._total_weights())
+
+  def _check_components(self, components, problems: Sequence[Problem]) -> None:
+    """Raises ValueError naming what is wrong when `reward_components` returned anything but a
+    dict of component name -> one finite number per problem (a NaN reward stopped training
+    as diverged, blaming the learning rate; a list one short gave the batch fewer rewards than
+    completions)."""
+    what = (f"task {self.name!r}: reward_components must return a dict of component name -> "
+            f"one finite number per completion ({len(problems)})")
+    if not isinstance(components, Mapping):
+      raise ValueError(f"{what}; it returned {type(components).__name__}.")
+    for name, values in components.items():
+      if not isinstance(values, (Sequence, np.ndarray)) or isinstance(values, (str, bytes)):
+        raise ValueError(f"{what}; component {name!r} is {type(values).__name__}.")
+      if len(values) != len(problems):
+        raise ValueError(f"{what}; component {name!r} has {text.counted(len(values), 'value')}.")
+      for index, value in enumerate(values):
+        if not (isinstance(value, (numbers.Real, np.bool_)) and math.isfinite(value)):
+          raise ValueError(f"{what}; component {name!r} is {value!r} for completion {index} "
+                           f"(problem {problems[index].prompt[:60]!r}): grade a wrong or "
+                           "unreadable completion 0.")
 
   def grading_data(self, problem: Problem) -> dict:
     """What grading reads of `problem` besides its answer (a code task's tests), which a run's
