@@ -49,6 +49,7 @@ from jaxlayer.envs import summarize
 from jaxlayer.progress import progress_bar
 from jaxlayer.rl import checkpoint, multiturn, train
 from jaxlayer.rl.config import check_known_keys, require_config
+from jaxlayer.text import unknown_name
 
 EVAL_FILE = "eval.json"
 GENERATIONS_FILE = "generations.jsonl"
@@ -545,10 +546,10 @@ def task_names(config: ml_collections.ConfigDict) -> list[str]:
                          "empty.")
     return [env.name]
   names = names or [config.task.name]
-  unknown = [n for n in names if n not in tasks.TASKS]
-  if unknown:
-    raise ValueError(f"unknown task(s) {unknown} in eval.tasks / task.name; registered tasks: "
-                     f"{sorted(tasks.TASKS)}.")
+  unknown = next((name for name in names if name not in tasks.TASKS), None)
+  if unknown is not None:
+    raise ValueError("eval.tasks / task.name: "
+                     + unknown_name("task", unknown, tasks.TASKS, "tasks.TASKS"))
   stray = sorted(set(settings["task_options"]) - (set(names) - {config.task.name}))
   if stray:
     raise ValueError(f"eval.task_options names {stray}, which are not among the other tasks "

@@ -314,8 +314,11 @@ def test_caller_errors_are_raised_not_swallowed():
 def test_registry():
   env = get_env("gridworld", size=4, max_turns=9)
   assert isinstance(env, GridWorld) and (env.size, env.max_turns) == (4, 9)
-  with pytest.raises(ValueError, match="unknown environment 'grid'; known environments: "
-                                       "alfworld, gridworld"):
+  with pytest.raises(ValueError, match=r"unknown environment 'grid' \(did you mean 'gridworld'"
+                                       r"\?\); registered: \['alfworld', 'gridworld'\]\. Register "
+                                       r"your own environment in the config file \(for the "
+                                       r"command line\) or before it is named: "
+                                       r"envs.ENVS\['grid'\] = YourClass\."):
     get_env("grid")
   with pytest.raises(TypeError, match="bad options for environment 'gridworld'.*colour"):
     get_env("gridworld", colour="red")

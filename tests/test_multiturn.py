@@ -787,8 +787,8 @@ def test_cli_sweep_and_eval_on_the_shipped_config(tiny_qwen2_dir, tmp_path, comp
      r"set env.name"),
     ({"train.algorithm": "grpo"}, r"env.name='gridworld' is a multi-turn environment: train it "
      r"with train.algorithm='gigpo'"),
-    ({"env.name": "gridwold"}, r"Unknown env.name 'gridwold': choose one of \['alfworld', "
-     r"'gridworld'\]"),
+    ({"env.name": "gridwold"}, r"env.name: unknown environment 'gridwold' \(did you mean "
+     r"'gridworld'\?\); registered: \['alfworld', 'gridworld'\]"),
     ({"env.options": {"colour": "red"}}, r"env.options \{'colour': 'red'\} do not fit environment "
      r"'gridworld'"),
     ({"env.eval_options": {"colour": "red"}}, r"env.eval_options \{'colour': 'red'\} do not fit "

@@ -1254,7 +1254,7 @@ def test_a_dry_run_checks_and_tells_what_would_run_and_writes_nothing(tmp_path, 
 
 
 @pytest.mark.parametrize("tasks, message", [
-    ("arithmetic,nope", r"unknown task\(s\) \['nope'\] in eval.tasks"),
+    ("arithmetic,nope", r"eval.tasks / task.name: unknown task 'nope'"),
     ("arithmetic:pass@2", r"eval.tasks entry 'arithmetic:pass@2': the metric after ':' is "
                           r"pass@1 or mean@K"),
 ])

@@ -25,10 +25,15 @@ def _write_jsonl(path, records):
 # Registry
 
 
-def test_unknown_task_lists_the_registered_names():
+def test_unknown_task_lists_the_registered_names_and_how_to_register_one():
   with pytest.raises(ValueError,
-                     match="unknown task 'nope'.*'arithmetic'.*'code'.*'countdown'.*'gsm8k'"):
+                     match=r"unknown task 'nope'; registered: \['amc', 'arithmetic', .*'olympiad"
+                           r"bench'\]\. Register your own task in the config file \(for the "
+                           r"command line\) or before it is named: tasks.TASKS\['nope'\] = "
+                           r"YourClass\."):
     get_task("nope")
+  with pytest.raises(ValueError, match=r"unknown task 'arithmetc' \(did you mean 'arithmetic'"):
+    get_task("arithmetc")
 
 
 def test_unknown_option_lists_the_task_options():

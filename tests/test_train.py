@@ -858,7 +858,8 @@ def test_metrics_files(uninterrupted):
                   "train.mini_batch_size": 12, "train.micro_batch_size": None},
                  r"12 responses .* does not split over the mesh's 8 data x fsdp shards",
                  marks=pytest.mark.eight_devices),
-    ({"task.name": "arithmetc"}, r"Unknown task.name 'arithmetc'"),
+    ({"task.name": "arithmetc"}, r"task.name: unknown task 'arithmetc' \(did you mean "
+     r"'arithmetic'\?\)"),
     ({"model.dtype": "auto"}, r"model.dtype='auto' is for evaluating; a run names the dtype it "
      r"trains in: 'float32' or 'bfloat16' \(the checkpoint's is 'float32'\)\."),
     ({"rollout.temperature": 0.0}, r"temperature > 0"),

@@ -8,6 +8,7 @@ from jaxlayer.envs.base import Env
 from jaxlayer.envs.external import alfworld_env
 from jaxlayer.envs.gridworld import GridWorld
 from jaxlayer.options import check_option_types
+from jaxlayer.text import unknown_name
 
 ENVS: dict[str, Callable[..., Env]] = {
     "gridworld": GridWorld,
@@ -22,7 +23,7 @@ def get_env(name: str, **options) -> Env:
   another, before the environment is built.
   """
   if name not in ENVS:
-    raise ValueError(f"unknown environment {name!r}; known environments: {', '.join(sorted(ENVS))}")
+    raise ValueError(unknown_name("environment", name, ENVS, "envs.ENVS"))
   check_option_types(ENVS[name], options, f"environment {name!r}")
   try:
     return ENVS[name](**options)

@@ -36,7 +36,7 @@ from jaxlayer import envs, sampling, tasks
 from jaxlayer.envs.episode import FINISH_ENV_ERROR
 from jaxlayer.options import check_option_types
 from jaxlayer.rl import gigpo
-from jaxlayer.text import counted
+from jaxlayer.text import counted, unknown_name
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def env_settings(config, *, evaluation: bool = False) -> EnvSettings:
   """
   env = config.env
   if env.name not in envs.ENVS:
-    raise ValueError(f"Unknown env.name {env.name!r}: choose one of {sorted(envs.ENVS)}.")
+    raise ValueError("env.name: " + unknown_name("environment", env.name, envs.ENVS, "envs.ENVS"))
   options = _as_dict(env.options)
   eval_overrides = _as_dict(env.get("eval_options", {}))
   eval_options = {**options, **eval_overrides}

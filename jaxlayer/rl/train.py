@@ -47,7 +47,7 @@ from jaxlayer.rl import (advantages, algorithms, checkpoint, losses, metrics, mu
 from jaxlayer.rl import step as rl_step
 from jaxlayer.rl.config import RESUMABLE_KEYS, RESUMABLE_SECTIONS, require_config
 from jaxlayer.progress import progress_bar
-from jaxlayer.text import counted
+from jaxlayer.text import counted, unknown_name
 
 
 class TrainingDiverged(RuntimeError):
@@ -221,7 +221,7 @@ def plan(config: ml_collections.ConfigDict) -> TrainPlan:
   if config.get("compilation_cache_dir"):  # ~ expanded (JAX's cache also takes a gs:// URL)
     config.compilation_cache_dir = os.path.expanduser(config.compilation_cache_dir)
   _require(config.task.name in tasks.TASKS,
-           f"Unknown task.name {config.task.name!r}: choose one of {sorted(tasks.TASKS)}.")
+           "task.name: " + unknown_name("task", config.task.name, tasks.TASKS, "tasks.TASKS"))
   resolve_data_paths(config)
   model_dir = resolve_model_dir(config.model.path)
   model_config = models.ModelConfig.from_json_file(model_dir / "config.json")

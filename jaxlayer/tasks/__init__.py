@@ -20,7 +20,7 @@ from jaxlayer.tasks.countdown import CountdownTask
 from jaxlayer.tasks.math_tasks import AMCTask, GSM8KTask, MathTask, NuminaTask, OlympiadBenchTask
 from jaxlayer.tasks.prompts import (chat_prompt, encode_prompts, format_prompt, opened_thinking,
                                     prompt_settings)
-from jaxlayer.text import closest
+from jaxlayer.text import closest, unknown_name
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arithmetic": ArithmeticTask,
@@ -44,7 +44,7 @@ def get_task(name: str, **options) -> Task:
     raise TypeError(f"get_task takes a task's name, one of {sorted(TASKS)}, got "
                     f"{type(name).__name__}.")
   if name not in TASKS:
-    raise ValueError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
+    raise ValueError(unknown_name("task", name, TASKS, "tasks.TASKS"))
   factory = TASKS[name]
   valid = list(option_defaults(factory))
   unknown = sorted(set(options) - set(valid))
