@@ -86,7 +86,9 @@ def test_registered_macro_expands(monkeypatch):
     ("layers.2-7", r"block 7 is out of range.*layers.0 to layers.3"),
     ("layers.3-1", r"runs backwards"),
     ("layers.1.atn", r"matches no parameter.*\['attn', 'attn_norm', 'mlp', 'mlp_norm'\]"),
-    ("embeddings", r"'embeddings' matches no parameter.*\['embed', 'final_norm', 'lm_head'\]"),
+    ("embeddings", r"'embeddings' matches no parameter.*\['embed', 'final_norm', 'lm_head'\]\. "
+     r"A named selection of your own is registered in the config file: "
+     r"selection.register_selection_macro\(PATTERN, EXPAND\)\.$"),
     ("3", r"bare block number: write it as 'layers.3'"),
     # A part after a bare number (layers.0,1.mlp): it named no parameter and listed the choices.
     ("layers.0,1.mlp", r"^Selection term '1.mlp' is a bare block number with a part: write it "

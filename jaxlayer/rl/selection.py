@@ -181,7 +181,8 @@ def _no_match_message(term: str, prefix: str, param_paths: Sequence[str]) -> str
   tops = sorted({p.split(".")[0] for p in param_paths} - {"layers"})
   return (f"Selection term {term!r} matches no parameter. Choose from 'all', 'layers.N', "
           f"'layers.N-M', 'layers.N.attn' / '.mlp', 'midK', 'topK@SWEEP_DIR' / "
-          f"'bottomK@SWEEP_DIR', or a top-level name: {tops}.")
+          f"'bottomK@SWEEP_DIR', or a top-level name: {tops}. A named selection of your own is "
+          "registered in the config file: selection.register_selection_macro(PATTERN, EXPAND).")
 
 
 @dataclasses.dataclass(frozen=True)
