@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from jaxlayer import envs, tasks
+from jaxlayer.rl import advantages, algorithms
 from jaxlayer.sweep import launchers, report, runner, store
 from jaxlayer.sweep.contribution import UndefinedContributionWarning
 from tests import registered_fakes
@@ -181,10 +182,32 @@ def test_runs_scored_over_tasks_come_back_from_the_cluster_with_every_task(tmp_p
   assert store.read_json(sweep_dir / "sweep.json")["metric"] == "mean of alpha pass@1, beta mean@2"
 
 
-def test_environments_and_tasks_registered_in_the_driver_are_known_to_the_workers(
+# What a config file may register: (registry, registered_fakes' entry).
+FAKE_ENTRIES = ((envs.ENVS, registered_fakes.GuessTheNumber),
+                (tasks.TASKS, registered_fakes.GuessTask),
+                (algorithms.ALGORITHMS, registered_fakes.GUESS_ALGORITHM),
+                (advantages.ADVANTAGE_ESTIMATORS, registered_fakes.guess_advantages))
+
+
+def register_the_fakes(monkeypatch):
+  """Registers registered_fakes' environment, task and algorithm, as a config file would."""
+  for registry, entry in FAKE_ENTRIES:
+    monkeypatch.setitem(registry, registered_fakes.NAME, entry)
+
+
+def test_what_the_driver_registered_is_registered_in_a_worker(monkeypatch):
+  # An algorithm of the config file's was unknown on the workers: its runs failed there alone.
+  register_the_fakes(monkeypatch)
+  entries = launchers.pickled_registries(ray)
+  for registry, _ in FAKE_ENTRIES:  # a worker: jaxlayer's own entries alone
+    monkeypatch.delitem(registry, registered_fakes.NAME)
+  launchers.register_entries(entries)
+  registered_fakes.check_registered()
+
+
+def test_what_the_driver_registered_is_known_to_the_workers_of_a_sweep(
     tmp_path, ray_cluster, monkeypatch):
-  monkeypatch.setitem(envs.ENVS, registered_fakes.NAME, registered_fakes.GuessTheNumber)
-  monkeypatch.setitem(tasks.TASKS, registered_fakes.NAME, registered_fakes.GuessTask)
+  register_the_fakes(monkeypatch)
   _base_and_full_recorded_here(tmp_path / "sweep", layers="0")  # block 0 trains on Ray
   sweep_dir = _run(_ray_config(tmp_path / "sweep", layers="0"),
                    registered_fakes.RegistryCheckingRL(BLOCKS))

@@ -29,9 +29,11 @@ otherwise full RL's kept checkpoint, and a rung's that successive halving stops 
 on the node that ran it. Paths in the config (model.path, data files) must exist on every node.
 
 A worker never runs the config file, so whatever the config file registered in this process
-(an environment in jaxlayer.envs.ENVS, a task in jaxlayer.tasks.TASKS) would be unknown there:
-each Ray task carries this process's registries, pickled (a class or function by reference: its
-module must be importable on every node), and registers them in the worker before the run.
+(an environment in jaxlayer.envs.ENVS, a task in jaxlayer.tasks.TASKS, an algorithm in
+jaxlayer.rl.algorithms.ALGORITHMS and its estimator in jaxlayer.rl.advantages.ADVANTAGE_ESTIMATORS)
+would be unknown there: each Ray task carries this process's registries, pickled (a class or
+function by reference: its module must be importable on every node), and registers them in the
+worker before the run.
 
 When the sweep stops early (an error, Ctrl-C) the runs still in flight are cancelled and
 their worker processes killed; a cluster the launcher started itself is shut down (one it
@@ -53,6 +55,7 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from jaxlayer import envs, tasks, text
+from jaxlayer.rl import advantages, algorithms
 from jaxlayer.sweep.store import RunSpec
 
 RunFn = Callable[[RunSpec], dict]
@@ -168,16 +171,18 @@ def _failure(ray, err: Exception) -> str:
 
 
 # Registries a config file may add to, which the workers must share: kind of entry -> registry.
-REGISTRIES: dict[str, dict[str, Callable]] = {"environment": envs.ENVS, "task": tasks.TASKS}
+REGISTRIES: dict[str, dict[str, Any]] = {
+    "environment": envs.ENVS, "task": tasks.TASKS, "algorithm": algorithms.ALGORITHMS,
+    "advantage estimator": advantages.ADVANTAGE_ESTIMATORS}
 
-# A registry entry as sent to the workers: (kind, name, the pickled factory).
+# A registry entry as sent to the workers: (kind, name, the pickled entry).
 PickledEntry = tuple[str, str, bytes]
 
 
 def pickled_registries(ray) -> list[PickledEntry]:
-  """Every entry of this process's REGISTRIES, its factory pickled with Ray's cloudpickle."""
-  return [(kind, name, ray.cloudpickle.dumps(factory))
-          for kind, registry in REGISTRIES.items() for name, factory in registry.items()]
+  """Every entry of this process's REGISTRIES, pickled with Ray's cloudpickle."""
+  return [(kind, name, ray.cloudpickle.dumps(entry))
+          for kind, registry in REGISTRIES.items() for name, entry in registry.items()]
 
 
 def register_entries(entries: Sequence[PickledEntry]) -> None:
