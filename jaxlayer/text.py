@@ -27,14 +27,15 @@ def closest(name: str, known: Iterable[str]) -> str | None:
   return close[0] if close else None
 
 
-def unknown_name(kind: str, name: str, registry: dict, registry_name: str) -> str:
+def unknown_name(kind: str, name: str, registry: dict, registry_name: str,
+                 entry: str = "YourClass") -> str:
   """The error for a `kind` ('task', 'environment') that no one registered as `name`: the
-  closest registered name, and how a user's own is registered in `registry` (its Python name
-  `registry_name`, e.g. 'tasks.TASKS')."""
+  closest registered name, and how a user's own `entry` is registered in `registry` (its Python
+  name `registry_name`, e.g. 'tasks.TASKS')."""
   guess = closest(name, registry)
   return (f"unknown {kind} {name!r}" + (f" (did you mean {guess!r}?)" if guess else "")
           + f"; registered: {sorted(registry)}. Register your own {kind} in the config file (for "
-          f"the command line) or before it is named: {registry_name}[{name!r}] = YourClass.")
+          f"the command line) or before it is named: {registry_name}[{name!r}] = {entry}.")
 
 
 @contextlib.contextmanager

@@ -47,5 +47,8 @@ def test_bad_groups_are_named():
     advantages.grpo_advantages(np.zeros(4), 1)
   with pytest.raises(ValueError, match="5 rewards do not split into groups of 2"):
     advantages.grpo_advantages(np.zeros(5), 2)
-  with pytest.raises(ValueError, match="Unknown advantage estimator 'ppo'.*dr_grpo.*grpo"):
+  with pytest.raises(ValueError, match=r"unknown advantage estimator 'ppo'; registered: "
+                     r"\['dr_grpo', 'grpo'\]\. Register your own advantage estimator in the "
+                     r"config file \(for the command line\) or before it is named: "
+                     r"advantages.ADVANTAGE_ESTIMATORS\['ppo'\] = your_function\."):
     advantages.get_estimator("ppo")

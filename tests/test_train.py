@@ -846,7 +846,8 @@ def test_metrics_files(uninterrupted):
     ({"train.layers": "layers.2"}, r"block 2 is out of range; the model has 2 blocks, layers.0 "
      r"to layers.1"),
     ({"train.layers": "layers.1.atn"}, r"'layers.1.atn' matches no parameter"),
-    ({"train.algorithm": "ppo"}, r"Unknown train.algorithm 'ppo'.*dapo.*dr_grpo.*grpo"),
+    ({"train.algorithm": "ppo"}, r"train.algorithm: unknown algorithm 'ppo'; registered: \['dapo', "
+     r"'dr_grpo', 'gigpo', 'grpo'\]\. .*algorithms.ALGORITHMS\['ppo'\] = Algorithm\(\.\.\.\)"),
     ({"train.aggregation": "mean"}, r"Unknown loss aggregation 'mean'"),
     ({"train.group_size": 1, "train.batch_size": 8, "train.mini_batch_size": 8},
      r"group_size=1.*at least 2 responses"),

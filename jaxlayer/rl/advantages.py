@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jaxlayer.text import unknown_name
+
 
 def _grouped(rewards: np.ndarray, group_size: int) -> np.ndarray:
   rewards = np.asarray(rewards, np.float64)
@@ -49,8 +51,8 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[..., np.ndarray]] = {
 
 def get_estimator(name: str) -> Callable[..., np.ndarray]:
   if name not in ADVANTAGE_ESTIMATORS:
-    raise ValueError(f"Unknown advantage estimator {name!r}: choose one of "
-                     f"{sorted(ADVANTAGE_ESTIMATORS)}.")
+    raise ValueError(unknown_name("advantage estimator", name, ADVANTAGE_ESTIMATORS,
+                                  "advantages.ADVANTAGE_ESTIMATORS", "your_function"))
   return ADVANTAGE_ESTIMATORS[name]
 
 

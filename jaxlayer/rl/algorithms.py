@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxlayer.rl import advantages, losses
+from jaxlayer.text import unknown_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,8 @@ OVERRIDABLE = tuple(f.name for f in dataclasses.fields(Algorithm))
 def resolve_algorithm(name: str, **overrides) -> Algorithm:
   """The preset `name` with every override that is not None applied, validated."""
   if name not in ALGORITHMS:
-    raise ValueError(f"Unknown train.algorithm {name!r}: choose one of {sorted(ALGORITHMS)}.")
+    raise ValueError("train.algorithm: " + unknown_name("algorithm", name, ALGORITHMS,
+                                                        "algorithms.ALGORITHMS", "Algorithm(...)"))
   unknown = sorted(set(overrides) - set(OVERRIDABLE))
   if unknown:
     raise ValueError(f"Unknown algorithm settings {unknown}; known: {list(OVERRIDABLE)}.")
