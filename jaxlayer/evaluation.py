@@ -140,7 +140,7 @@ def problems_fingerprint(problems: Sequence[tasks.Problem]) -> str:
 
 def eval_problems(task: tasks.Task, num_problems: int | None) -> list[tasks.Problem]:
   """The first `num_problems` test problems of `task` (None or 0: all), always in split order."""
-  problems = list(task.test_problems())
+  problems = tasks.checked_problems(task, "test")
   if not problems:
     raise ValueError(f"task {task.name!r} has no test problems to evaluate on.")
   if num_problems is None or num_problems == 0:

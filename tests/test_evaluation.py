@@ -269,6 +269,22 @@ def test_a_prompt_may_fill_the_models_positions_and_no_more(tiny_qwen2_dir):
     evaluation._check_prompts_fit("parity", [prompt], 6, config)
 
 
+@pytest.mark.parametrize("problem, given", [
+    ({"prompt": "1+1=", "answer": "2"}, r"a dict, \{'answer': '2', 'prompt': '1\+1='\}"),
+    (Problem(prompt=["1+1="], answer="2"), r"a Problem whose prompt is list \['1\+1='\]"),
+])
+def test_a_user_task_whose_problems_are_no_problems_is_named(problem, given):
+  # They failed deep in prompt formatting ("'dict' object has no attribute 'metadata'").
+  class UserTask(ParityTask):
+    def test_problems(self):
+      return [Problem(prompt="1+1=", answer="2"), problem]
+
+  with pytest.raises(TypeError, match=rf"^task 'parity': test_problems\(\) gave {given} "
+                     r"\(problem 1\); give tasks.Problem\(prompt=\.\.\., answer=\.\.\.\) "
+                     r"objects, the prompt a str\.$"):
+    evaluation.eval_problems(UserTask(), 0)
+
+
 def test_problem_order_and_scores_do_not_depend_on_the_batch_size(cli_eval, tiny_qwen2_dir,
                                                                    config_file):
   config = cli.load_config(["--config", str(config_file), "--config.eval.num_samples=0",

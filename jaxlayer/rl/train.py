@@ -830,7 +830,7 @@ class _Trainer:
     return tasks.get_task(self.cfg.task.name, **options)
 
   def _encode_problems(self) -> None:
-    problems = list(self.task.train_problems())
+    problems = tasks.checked_problems(self.task, "train")
     if not problems:
       raise ValueError(f"Task {self.task.name!r} has no training problems.")
     settings = tasks.prompt_settings(self.cfg.task)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from jaxlayer.options import check_option_types, option_defaults
 from jaxlayer.tasks.arithmetic import ArithmeticTask
-from jaxlayer.tasks.base import SCORE_COMPONENT, GeneratedTask, Problem, RewardBatch, Task
+from jaxlayer.tasks.base import (SCORE_COMPONENT, GeneratedTask, Problem, RewardBatch, Task,
+                                 checked_problems)
 from jaxlayer.tasks.coding import CodeTask
 from jaxlayer.tasks.countdown import CountdownTask
 from jaxlayer.tasks.math_tasks import AMCTask, GSM8KTask, MathTask, NuminaTask, OlympiadBenchTask
@@ -67,5 +68,5 @@ def require_task(task) -> None:
 
 
 __all__ = ["SCORE_COMPONENT", "TASKS", "GeneratedTask", "Problem", "RewardBatch", "Task",
-           "chat_prompt", "encode_prompts", "format_prompt", "get_task", "opened_thinking",
-           "prompt_settings", "require_task"]
+           "chat_prompt", "checked_problems", "encode_prompts", "format_prompt", "get_task",
+           "opened_thinking", "prompt_settings", "require_task"]

@@ -8,6 +8,7 @@ import hashlib
 import math
 import numbers
 import random
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -184,6 +185,22 @@ class Task(abc.ABC):
     """The scalar reward of one completion."""
     lengths = None if completion_length is None else [completion_length]
     return self.rewards([problem], [completion], lengths).total[0]
+
+
+def checked_problems(task: Task, split: str) -> list[Problem]:
+  """`task.train_problems()` or `task.test_problems()` (split 'train' or 'test') as a list; a
+  TypeError names the first that is no Problem with a str prompt (a user's task that gives
+  dicts, say), before anything formats it into a prompt."""
+  problems = list(task.train_problems() if split == "train" else task.test_problems())
+  for index, problem in enumerate(problems):
+    if isinstance(problem, Problem) and isinstance(problem.prompt, str):
+      continue
+    given = (f"a Problem whose prompt is {type(problem.prompt).__name__} "
+             f"{reprlib.repr(problem.prompt)}" if isinstance(problem, Problem)
+             else f"a {type(problem).__name__}, {reprlib.repr(problem)}")
+    raise TypeError(f"task {task.name!r}: {split}_problems() gave {given} (problem {index}); "
+                    "give tasks.Problem(prompt=..., answer=...) objects, the prompt a str.")
+  return problems
 
 
 def in_test_split(key: str, test_fraction: float) -> bool:
