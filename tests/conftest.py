@@ -42,8 +42,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from tests import hf_fixtures  # noqa: E402
-
 
 def pytest_collection_modifyitems(items):
   """Skips the tests marked eight_devices where JAX's backend has fewer devices: the 8 devices
@@ -59,7 +57,13 @@ def pytest_collection_modifyitems(items):
       item.add_marker(skip)
 
 
-def _checkpoint_with_tokenizer(directory, config):
+def _checkpoint_with_tokenizer(directory, model_type, **config_overrides):
+  """A random checkpoint (hf_fixtures.tiny_config) and a byte-level tokenizer in directory.
+  hf_fixtures needs torch, so it is imported here, not with this file: the tests that need no
+  torch also run on a Python that torch does not install on."""
+  from tests import hf_fixtures
+
+  config = hf_fixtures.tiny_config(model_type, **config_overrides)
   hf_fixtures.save_random_checkpoint(directory, config)
   hf_fixtures.save_byte_level_tokenizer(directory, vocab_size=config.vocab_size)
   return directory
@@ -86,16 +90,14 @@ def shared_compilation_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory):
   """A random Qwen2 checkpoint (untied, GQA 4/2, biases perturbed) with a byte-level tokenizer."""
-  return _checkpoint_with_tokenizer(tmp_path_factory.mktemp("qwen2"),
-                                    hf_fixtures.tiny_config("qwen2", vocab_size=300))
+  return _checkpoint_with_tokenizer(tmp_path_factory.mktemp("qwen2"), "qwen2", vocab_size=300)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory):
   """A random Qwen3 checkpoint (tied, head_dim != hidden/heads, q/k norms perturbed)."""
-  return _checkpoint_with_tokenizer(
-      tmp_path_factory.mktemp("qwen3"),
-      hf_fixtures.tiny_config("qwen3", vocab_size=300, tie_word_embeddings=True))
+  return _checkpoint_with_tokenizer(tmp_path_factory.mktemp("qwen3"), "qwen3", vocab_size=300,
+                                    tie_word_embeddings=True)
 
 
 @pytest.fixture
