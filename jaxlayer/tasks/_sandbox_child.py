@@ -257,6 +257,11 @@ _REFUSED_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settra
                              "gc.get_objects", "gc.get_referrers", "gc.get_referents",
                              "cpython.PyInterpreterState_New"})
 _FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+# Modules that start subinterpreters (_interpreters is Python 3.13's _xxsubinterpreters; CPython's
+# test modules run code in one): Python 3.13 creates one without an audit event, so their import is
+# refused, under any package name (an extension module's init function is named by the last part).
+_SUBINTERPRETER_MODULES = frozenset({"_xxsubinterpreters", "_interpreters", "_testcapi",
+                                     "_testinternalcapi"})
 # Read through `type` itself, so that a class cannot answer with a fake MRO.
 _mro_of = type.__dict__["__mro__"].__get__
 
@@ -481,7 +486,9 @@ def _refuse_introspection(event, arguments, preloaded_globals):
   changing the code or defaults of a function of a module loaded before the program ran (ids
   of their globals in preloaded_globals): tests call those modules as they were."""
   if (event in _REFUSED_EVENTS or event.startswith("ctypes.")
-      or (event == "object.__getattr__" and arguments[1] in _FRAME_ATTRIBUTES)):
+      or (event == "object.__getattr__" and arguments[1] in _FRAME_ATTRIBUTES)
+      or (event == "import"  # the name as an exact str: a subclass's own rpartition cannot lie
+          and "".join((arguments[0],)).rpartition(".")[2] in _SUBINTERPRETER_MODULES)):
     raise ValueError(f"the code sandbox refuses {event}: programs may not inspect frames, "
                      "other objects, tracers or memory")
   if (event in ("object.__setattr__", "object.__delattr__") and type(arguments[0]) is FunctionType
