@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jaxlayer import assets, locks, models, tasks
-from jaxlayer.rl import checkpoint, metrics, train
+from jaxlayer.rl import advantages, checkpoint, metrics, train
 from jaxlayer.rl.config import default_config
 from jaxlayer.tasks.arithmetic import ArithmeticTask
 
@@ -770,26 +770,36 @@ def test_a_bfloat16_run_trains_and_checkpoints_float32_leaves(tiny_qwen2_dir, tm
 
 
 @dataclasses.dataclass(kw_only=True)
-class PoisonedTask(ArithmeticTask):
-  """A reward function that breaks on its third rollout (a NaN reward)."""
+class CountingTask(ArithmeticTask):
+  """Grades every completion 0.5 and counts the rollouts it graded."""
 
   calls: list = dataclasses.field(default_factory=list)
 
   def reward_components(self, problems, completions):
     if list(completions) != [""]:  # not check_reward_weights's probe before training
       self.calls.append(1)
-    value = math.nan if len(self.calls) == 3 else 0.5
-    return {"correct": [value] * len(completions)}
+    return {"correct": [0.5] * len(completions)}
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_qwen2_dir, tmp_path,
-                                                                   compile_cache):
+                                                                   compile_cache, monkeypatch):
   cfg = small_config(tiny_qwen2_dir, tmp_path / "run", compile_cache)
   cfg.checkpoint.every = 1
+  task = CountingTask(num_train=64, num_test=8, max_value=9, operators="+")
+  # NaN advantages on the third rollout (a reward that is NaN is refused as the user's error
+  # before it reaches the loss: tests/test_tasks.py).
+  real_estimator = advantages.get_estimator
+
+  def poisoned_estimator(name):
+    estimator = real_estimator(name)
+    return lambda *args, **kwargs: estimator(*args, **kwargs) * (
+        math.nan if len(task.calls) == 3 else 1.0)
+
+  monkeypatch.setattr(advantages, "get_estimator", poisoned_estimator)
   # Counted from 1 as the step is (the first mini-batch of step 3's first epoch).
   with pytest.raises(train.TrainingDiverged, match=r"diverged at step 3 \(epoch 1 of 2, mini-batch "
                      r"1 of 2\): loss=nan.*last good checkpoint is kept"):
-    train.train(cfg, task=PoisonedTask(num_train=64, num_test=8, max_value=9, operators="+"))
+    train.train(cfg, task=task)
   assert checkpoint.Checkpointer(tmp_path / "run").all_steps() == [1, 2]
   model, _ = checkpoint.load_trained_model(tmp_path / "run")
   assert all(np.isfinite(v).all() for v in _params(model).values())
